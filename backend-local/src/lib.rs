@@ -1,0 +1,10 @@
+//! # vultrino-local
+//!
+//! The local backend of Vultrino Edge: port implementations (memory and file KV, memory session
+//! store, outbound HTTP client, system clock), the hyper server and the `vultrino` CLI.
+
+pub mod clock;
+pub mod fetcher;
+pub mod file_kv;
+pub mod memory_kv;
+pub mod memory_sessions;

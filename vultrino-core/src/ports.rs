@@ -1,0 +1,389 @@
+//! Ports: everything the core needs from the outside world, and nothing else.
+//!
+//! Each method's doc carries a `# Behavior` section: the contract every implementation keeps. The
+//! conformance suites in [`crate::testkit`] (feature `testkit`) check exactly those sentences against
+//! every implementation (memory and file KV, the Workers KV adapter, memory and Durable Object
+//! session stores).
+//!
+//! Futures are `Send` on native targets and not on wasm32, where JS futures are `!Send`; the
+//! [`MaybeSend`]/[`MaybeSync`] markers and the `async_trait` attributes below do that once.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// `Send` on native targets, nothing on wasm32.
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSend: Send {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Send + ?Sized> MaybeSend for T {}
+/// `Send` on native targets, nothing on wasm32.
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSend {}
+#[cfg(target_arch = "wasm32")]
+impl<T: ?Sized> MaybeSend for T {}
+
+/// `Sync` on native targets, nothing on wasm32.
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSync: Sync {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Sync + ?Sized> MaybeSync for T {}
+/// `Sync` on native targets, nothing on wasm32.
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSync {}
+#[cfg(target_arch = "wasm32")]
+impl<T: ?Sized> MaybeSync for T {}
+
+// ---------------------------------------------------------------------------------------------
+// KvStore
+// ---------------------------------------------------------------------------------------------
+
+/// Workers KV limits, enforced identically by every implementation.
+pub mod kv_limits {
+    /// Longest key, in bytes (UTF-8).
+    pub const MAX_KEY_BYTES: usize = 512;
+    /// Largest value, in bytes.
+    pub const MAX_VALUE_BYTES: usize = 25 * 1024 * 1024;
+    /// Largest metadata, in bytes of its JSON serialization.
+    pub const MAX_METADATA_BYTES: usize = 1024;
+    /// Smallest `expiration_ttl`, in seconds.
+    pub const MIN_TTL_SECS: u64 = 60;
+    /// Largest (and default) `limit` of one `list` call.
+    pub const MAX_LIST_LIMIT: usize = 1000;
+}
+
+/// Options of [`KvStore::put`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PutOptions {
+    /// Seconds until the entry expires; at least [`kv_limits::MIN_TTL_SECS`].
+    pub expiration_ttl: Option<u64>,
+    /// Cleartext JSON metadata stored beside the value, at most [`kv_limits::MAX_METADATA_BYTES`]
+    /// when serialized. Never secret.
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Options of [`KvStore::list`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListOptions {
+    /// Only keys starting with this prefix.
+    pub prefix: Option<String>,
+    /// Opaque cursor from a previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1..=1000; `None` means 1000.
+    pub limit: Option<usize>,
+}
+
+/// One key of a [`ListPage`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListKey {
+    pub name: String,
+    /// Absolute expiry, seconds since the epoch, when the key has a TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// One page of [`KvStore::list`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ListPage {
+    /// Keys in lexicographic (byte) order.
+    pub keys: Vec<ListKey>,
+    /// `None` when this is the last page; otherwise pass it back to get the next page.
+    pub cursor: Option<String>,
+}
+
+/// A value with its metadata, from [`KvStore::get_with_metadata`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvEntry {
+    pub value: Bytes,
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Key-value storage with Workers KV semantics.
+///
+/// Workers KV is eventually consistent across locations; anything that must take effect at once
+/// (logout, revocation, lockout) goes through [`SessionStore`] instead.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+pub trait KvStore: MaybeSend + MaybeSync {
+    /// Read a value.
+    ///
+    /// # Behavior
+    /// - A key that was never written, was deleted, or whose TTL has passed returns `Ok(None)`.
+    /// - A key that was written returns exactly the bytes last written.
+    /// - An invalid key (empty, `.`/`..`, longer than 512 bytes) is a `BadRequest` error.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+
+    /// Read a value and its metadata.
+    ///
+    /// # Behavior
+    /// - Same presence rules as [`KvStore::get`].
+    /// - The metadata is the JSON last written with the value (`None` if none was written);
+    ///   writing a value without metadata removes earlier metadata.
+    async fn get_with_metadata(&self, key: &str) -> Result<Option<KvEntry>>;
+
+    /// Write a value, replacing any earlier value and metadata.
+    ///
+    /// # Behavior
+    /// - After `put` returns `Ok`, `get` on the same store returns the new value (read-your-writes
+    ///   locally; on the edge other locations may lag).
+    /// - Invalid key → `BadRequest` (code `invalid_key`); value over 25 MiB → `PayloadTooLarge`
+    ///   (code `value_too_large`); metadata over 1024 bytes serialized → `PayloadTooLarge` (code
+    ///   `metadata_too_large`); `expiration_ttl` below 60 → `BadRequest` (code `invalid_ttl`).
+    ///   A refused put changes nothing.
+    /// - With `expiration_ttl`, the key disappears from `get` and `list` once the TTL has passed.
+    async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<()>;
+
+    /// Delete a key.
+    ///
+    /// # Behavior
+    /// - Deleting a missing key succeeds.
+    /// - After `delete` returns `Ok`, `get` returns `None` and `list` does not show the key.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// List keys (with their metadata, without values).
+    ///
+    /// # Behavior
+    /// - Keys come in lexicographic byte order, filtered by `prefix`, expired keys excluded.
+    /// - At most `limit` keys per page (default and maximum 1000; 0 or more than 1000 is a
+    ///   `BadRequest` with code `invalid_limit`).
+    /// - The returned `cursor` is `None` on the last page; following cursors visits every matching
+    ///   key exactly once, in order.
+    /// - An unknown or malformed cursor is a `BadRequest` (code `invalid_cursor`).
+    async fn list(&self, options: ListOptions) -> Result<ListPage>;
+}
+
+/// Shared validation of KV arguments, so every implementation refuses the same inputs with the same
+/// error kinds and codes.
+pub mod kv_validate {
+    use super::*;
+
+    /// Check a key against Workers KV rules.
+    pub fn key(key: &str) -> Result<()> {
+        if key.is_empty() || key == "." || key == ".." {
+            return Err(Error::bad_request("KV key must not be empty, '.' or '..'")
+                .with_code("invalid_key"));
+        }
+        if key.len() > kv_limits::MAX_KEY_BYTES {
+            return Err(Error::bad_request("KV key is longer than 512 bytes").with_code("invalid_key"));
+        }
+        Ok(())
+    }
+
+    /// Check a put's key, value size, metadata size and TTL.
+    pub fn put(key_: &str, value: &[u8], options: &PutOptions) -> Result<()> {
+        key(key_)?;
+        if value.len() > kv_limits::MAX_VALUE_BYTES {
+            return Err(Error::too_large("KV value is larger than 25 MiB").with_code("value_too_large"));
+        }
+        if let Some(meta) = &options.metadata {
+            let len = serde_json::to_vec(meta).map(|v| v.len()).unwrap_or(usize::MAX);
+            if len > kv_limits::MAX_METADATA_BYTES {
+                return Err(Error::too_large("KV metadata is larger than 1024 bytes")
+                    .with_code("metadata_too_large"));
+            }
+        }
+        if let Some(ttl) = options.expiration_ttl {
+            if ttl < kv_limits::MIN_TTL_SECS {
+                return Err(Error::bad_request("KV expiration_ttl must be at least 60 seconds")
+                    .with_code("invalid_ttl"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolve a list limit: `None` → 1000; 0 or > 1000 → error.
+    pub fn limit(limit: Option<usize>) -> Result<usize> {
+        match limit {
+            None => Ok(kv_limits::MAX_LIST_LIMIT),
+            Some(n) if (1..=kv_limits::MAX_LIST_LIMIT).contains(&n) => Ok(n),
+            Some(_) => Err(Error::bad_request("list limit must be between 1 and 1000")
+                .with_code("invalid_limit")),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SessionStore
+// ---------------------------------------------------------------------------------------------
+
+/// A login session, stored under the hash of its token (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Who logged in (the admin user name).
+    pub subject: String,
+    /// Hex SHA-256 of the session's CSRF token.
+    pub csrf_hash: String,
+    pub created_at_ms: u64,
+    /// Last time the session was used; idle expiry counts from here.
+    pub last_seen_ms: u64,
+    /// The session dies when unused for this long.
+    pub idle_timeout_ms: u64,
+    /// The session dies at this instant whatever its use (absolute expiry).
+    pub expires_at_ms: u64,
+}
+
+impl SessionRecord {
+    /// Whether the session is alive at `now_ms` (neither idle-expired nor past absolute expiry).
+    pub fn is_alive(&self, now_ms: u64) -> bool {
+        now_ms < self.expires_at_ms && now_ms < self.last_seen_ms.saturating_add(self.idle_timeout_ms)
+    }
+}
+
+/// The outcome of [`SessionStore::hit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hit {
+    /// Whether this hit is within the limit.
+    pub allowed: bool,
+    /// Hits counted in the current window, this one included when allowed.
+    pub count: u32,
+    /// When the current window ends (ms since the epoch); `Retry-After` derives from it.
+    pub reset_at_ms: u64,
+}
+
+/// Short-lived, strongly consistent state: sessions, exact counters, single-use markers.
+/// A Durable Object on the edge (sharded by name), memory locally.
+///
+/// Time is passed in (`now_ms`) so that the caller's [`Clock`] is the only clock.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+pub trait SessionStore: MaybeSend + MaybeSync {
+    /// Store a new session under `id` (the token's hash).
+    ///
+    /// # Behavior
+    /// - After `Ok`, `get_session(id, now)` returns the record while it is alive.
+    /// - Creating an `id` that exists replaces it.
+    async fn create_session(&self, id: &str, record: SessionRecord) -> Result<()>;
+
+    /// Read a session without extending it.
+    ///
+    /// # Behavior
+    /// - Unknown, revoked, idle-expired (`now_ms >= last_seen_ms + idle_timeout_ms`) or absolutely
+    ///   expired (`now_ms >= expires_at_ms`) sessions return `Ok(None)`.
+    async fn get_session(&self, id: &str, now_ms: u64) -> Result<Option<SessionRecord>>;
+
+    /// Read a live session and mark it used at `now_ms` (sets `last_seen_ms = now_ms`).
+    ///
+    /// # Behavior
+    /// - Same liveness rules as `get_session`; a dead session is not revived.
+    /// - Touching never moves the absolute expiry.
+    /// - Returns the record as updated.
+    async fn touch_session(&self, id: &str, now_ms: u64) -> Result<Option<SessionRecord>>;
+
+    /// Revoke a session.
+    ///
+    /// # Behavior
+    /// - After `Ok`, `get_session` and `touch_session` return `None` at once, everywhere.
+    /// - Revoking an unknown session succeeds.
+    async fn revoke_session(&self, id: &str) -> Result<()>;
+
+    /// Count one hit against a fixed-window counter.
+    ///
+    /// # Behavior
+    /// - A window starts at the first hit after the previous window ended and lasts `window_ms`.
+    /// - Within a window, the first `limit` hits are allowed (`count` 1..=limit); later hits are
+    ///   refused with `allowed = false` and do not increase `count` beyond `limit`.
+    /// - Exact under concurrency: N concurrent hits with limit L allow exactly min(N, L).
+    /// - `reset_at_ms` is the end of the current window.
+    async fn hit(&self, key: &str, window_ms: u64, limit: u32, now_ms: u64) -> Result<Hit>;
+
+    /// Forget a counter (e.g. after a successful login).
+    ///
+    /// # Behavior
+    /// - The next `hit` on `key` starts a fresh window. Resetting an unknown counter succeeds.
+    async fn reset_counter(&self, key: &str) -> Result<()>;
+
+    /// Set a marker for `ttl_ms`.
+    ///
+    /// # Behavior
+    /// - Returns `true` if the marker was not set (or had expired) and is now set; `false` if it
+    ///   was already set — so N concurrent calls return `true` exactly once (single-use markers).
+    async fn mark(&self, key: &str, ttl_ms: u64, now_ms: u64) -> Result<bool>;
+
+    /// Whether a marker is set and unexpired.
+    ///
+    /// # Behavior
+    /// - `true` after `mark` until `ttl_ms` has passed, `false` before any `mark` and after expiry.
+    async fn is_marked(&self, key: &str, now_ms: u64) -> Result<bool>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fetcher
+// ---------------------------------------------------------------------------------------------
+
+/// Limits of one outbound request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchOptions {
+    /// Whole-request deadline (connect + send + receive the full body).
+    pub timeout_ms: u64,
+    /// Largest response body accepted.
+    pub max_response_bytes: usize,
+    /// Allow plain-http and loopback upstreams (tests only; loudly logged when configured).
+    pub allow_loopback: bool,
+}
+
+/// Sends one HTTP request to an upstream.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+pub trait Fetcher: MaybeSend + MaybeSync {
+    /// Send `request` (absolute URI) and return the upstream's response.
+    ///
+    /// # Behavior
+    /// - Redirects are NOT followed: a 3xx is returned as it is, `Location` included.
+    /// - Past `timeout_ms` → `UpstreamTimeout` (code `upstream_timeout`).
+    /// - A body larger than `max_response_bytes` → `UpstreamFailed` (code `upstream_too_large`);
+    ///   nothing of it is returned.
+    /// - Connection failures → `UpstreamFailed` (code `upstream_connect`).
+    /// - A destination the implementation refuses (a resolved address that is private, loopback
+    ///   without `allow_loopback`, metadata, …) → `Forbidden` (code `ssrf_blocked`), and no packet
+    ///   is sent to it. Where the platform resolves names, every resolved address is checked and the
+    ///   connection goes to a checked address.
+    async fn fetch(&self, request: http::Request<Bytes>, options: FetchOptions)
+        -> Result<http::Response<Bytes>>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clock
+// ---------------------------------------------------------------------------------------------
+
+/// Wall-clock time. The only source of time in the core (no `std::time` on wasm32).
+pub trait Clock: MaybeSend + MaybeSync {
+    /// Milliseconds since the Unix epoch.
+    ///
+    /// # Behavior
+    /// - Never decreases between two calls on the same clock.
+    fn now_ms(&self) -> u64;
+}
+
+/// A clock that tests set by hand.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    now: std::sync::atomic::AtomicU64,
+}
+
+impl ManualClock {
+    pub fn new(now_ms: u64) -> Self {
+        ManualClock {
+            now: std::sync::atomic::AtomicU64::new(now_ms),
+        }
+    }
+    pub fn set(&self, now_ms: u64) {
+        self.now.store(now_ms, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn advance(&self, ms: u64) {
+        self.now.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.now.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Whether an error is of `kind` (handy in conformance suites).
+pub fn is_kind<T>(r: &Result<T>, kind: ErrorKind) -> bool {
+    matches!(r, Err(e) if e.kind() == kind)
+}
