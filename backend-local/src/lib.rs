@@ -3,8 +3,11 @@
 //! The local backend of Vultrino Edge: port implementations (memory and file KV, memory session
 //! store, outbound HTTP client, system clock), the hyper server and the `vultrino` CLI.
 
+pub mod cli;
 pub mod clock;
 pub mod fetcher;
 pub mod file_kv;
 pub mod memory_kv;
 pub mod memory_sessions;
+pub mod server;
+pub mod setup;

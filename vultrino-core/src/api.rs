@@ -1,1 +1,539 @@
-//! (being written)
+//! The HTTP API: routing, authentication of each request, JSON in and out, error mapping,
+//! security headers and CORS. [`App::handle`] is the single entry point every backend calls.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::app::{App, CredentialUpdate, NewCredential, NewKey, NewRole};
+use crate::audit::AuditEvent;
+use crate::auth::{self, Principal};
+use crate::crypto;
+use crate::error::{Error, ErrorKind, Result};
+use crate::execute::ExecuteRequest;
+use crate::ports::SessionRecord;
+
+/// The client's address, put into request extensions by the backend (the peer address locally).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Bytes> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(Bytes::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// The response for an error: `{"error": {"code", "message"}}`, `Retry-After` on 429.
+pub fn error_response(e: &Error) -> Response<Bytes> {
+    let mut r = json_response(e.status(), &e.to_json());
+    if let Some(secs) = e.retry_after_secs() {
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    r
+}
+
+fn empty(status: StatusCode) -> Response<Bytes> {
+    let mut r = Response::new(Bytes::new());
+    *r.status_mut() = status;
+    r
+}
+
+fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T> {
+    if body.is_empty() {
+        return Err(Error::bad_request("a JSON body is required").with_code("invalid_json"));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Error::bad_request(format!(
+            "invalid JSON body: {}",
+            crate::credential::field_error(&e)
+        ))
+        .with_code("invalid_json")
+    })
+}
+
+fn query_param(req: &Request<Bytes>, name: &str) -> Option<String> {
+    let q = req.uri().query()?;
+    url::form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn limit_param(req: &Request<Bytes>) -> Result<Option<usize>> {
+    match query_param(req, "limit") {
+        None => Ok(None),
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .map(Some)
+            .ok_or_else(|| {
+                Error::bad_request("limit must be an integer from 1 to 1000")
+                    .with_code("invalid_limit")
+            }),
+    }
+}
+
+fn header_str<'a>(req: &'a Request<Bytes>, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// What the authentication step found.
+struct Authed {
+    principal: Principal,
+    session: Option<SessionRecord>,
+}
+
+impl App {
+    /// Serve one HTTP request. Never panics on input; every failure is a JSON error.
+    pub async fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
+        let origin = header_str(&req, "origin").map(str::to_string);
+        let mut resp = if req.method() == Method::OPTIONS {
+            self.preflight(origin.as_deref())
+        } else if req.body().len() > self.config.max_request_bytes {
+            error_response(
+                &Error::too_large("request body is too large").with_code("body_too_large"),
+            )
+        } else {
+            match self.route(req).await {
+                Ok(r) => r,
+                Err(e) => error_response(&e),
+            }
+        };
+        let h = resp.headers_mut();
+        h.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+        h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+        if let Some(o) = origin.as_deref().filter(|o| self.cors_allowed(o)) {
+            if let Ok(v) = HeaderValue::from_str(o) {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+                h.insert(header::VARY, HeaderValue::from_static("Origin"));
+            }
+        }
+        resp
+    }
+
+    fn cors_allowed(&self, origin: &str) -> bool {
+        self.config.cors_origins.iter().any(|o| o == origin)
+    }
+
+    fn preflight(&self, origin: Option<&str>) -> Response<Bytes> {
+        let Some(o) = origin.filter(|o| self.cors_allowed(o)) else {
+            return empty(StatusCode::NO_CONTENT);
+        };
+        let mut r = empty(StatusCode::NO_CONTENT);
+        let h = r.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(o) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        }
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, PUT, DELETE"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(
+                "authorization, content-type, x-csrf-token, mcp-protocol-version",
+            ),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        r
+    }
+
+    async fn route(&self, req: Request<Bytes>) -> Result<Response<Bytes>> {
+        let path = req.uri().path().to_string();
+        let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+        let m = req.method().clone();
+        let not_allowed = || {
+            Err(Error::new(
+                ErrorKind::MethodNotAllowed,
+                "method not allowed on this route",
+            ))
+        };
+        match segs.as_slice() {
+            [] | [""] => match m {
+                Method::GET => Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"name": "vultrino", "version": env!("CARGO_PKG_VERSION"), "api": "/v1"}),
+                )),
+                _ => not_allowed(),
+            },
+            ["healthz"] => match m {
+                Method::GET => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+                _ => not_allowed(),
+            },
+            ["login"] => match m {
+                Method::POST => self.login(&req).await,
+                _ => not_allowed(),
+            },
+            ["logout"] => match m {
+                Method::POST => self.logout(&req).await,
+                _ => not_allowed(),
+            },
+            ["v1", "execute"] | ["api", "v1", "execute"] => match m {
+                Method::POST => {
+                    let who = self.authenticate(&req).await?;
+                    let parsed = ExecuteRequest::from_json(parse_json(req.body())?)?;
+                    let out = self.execute(&who, parsed).await?;
+                    Ok(json_response(
+                        StatusCode::OK,
+                        &serde_json::to_value(out).map_err(|_| Error::internal())?,
+                    ))
+                }
+                _ => not_allowed(),
+            },
+            ["v1", "credentials"] => {
+                let who = self.authenticate(&req).await?;
+                match m {
+                    Method::GET => {
+                        let (items, cursor) = self
+                            .list_credentials(&who, query_param(&req, "cursor"), limit_param(&req)?)
+                            .await?;
+                        Ok(json_response(
+                            StatusCode::OK,
+                            &json!({"credentials": items, "cursor": cursor}),
+                        ))
+                    }
+                    Method::POST => {
+                        let input: NewCredential = parse_json(req.body())?;
+                        let meta = self.create_credential(&who, input).await?;
+                        Ok(json_response(StatusCode::CREATED, &json!(meta)))
+                    }
+                    _ => not_allowed(),
+                }
+            }
+            ["v1", "credentials", alias] => {
+                let who = self.authenticate(&req).await?;
+                match m {
+                    Method::GET => Ok(json_response(
+                        StatusCode::OK,
+                        &json!(self.get_credential(&who, alias).await?),
+                    )),
+                    Method::PUT => {
+                        let update: CredentialUpdate = parse_json(req.body())?;
+                        let meta = self.update_credential(&who, alias, update).await?;
+                        Ok(json_response(StatusCode::OK, &json!(meta)))
+                    }
+                    Method::DELETE => {
+                        self.delete_credential(&who, alias).await?;
+                        Ok(empty(StatusCode::NO_CONTENT))
+                    }
+                    _ => not_allowed(),
+                }
+            }
+            ["v1", "keys"] => {
+                let who = self.authenticate(&req).await?;
+                match m {
+                    Method::GET => Ok(json_response(
+                        StatusCode::OK,
+                        &json!({"keys": self.list_keys(&who).await?}),
+                    )),
+                    Method::POST => {
+                        let input: NewKey = parse_json(req.body())?;
+                        let created = self.create_key(&who, input).await?;
+                        Ok(json_response(StatusCode::CREATED, &json!(created)))
+                    }
+                    _ => not_allowed(),
+                }
+            }
+            ["v1", "keys", id] => {
+                let who = self.authenticate(&req).await?;
+                match m {
+                    Method::DELETE => {
+                        self.revoke_key(&who, id).await?;
+                        Ok(empty(StatusCode::NO_CONTENT))
+                    }
+                    _ => not_allowed(),
+                }
+            }
+            ["v1", "roles"] => {
+                let who = self.authenticate(&req).await?;
+                match m {
+                    Method::GET => Ok(json_response(
+                        StatusCode::OK,
+                        &json!({"roles": self.list_roles(&who).await?}),
+                    )),
+                    Method::POST => {
+                        let input: NewRole = parse_json(req.body())?;
+                        let role = self.create_role(&who, input).await?;
+                        Ok(json_response(StatusCode::CREATED, &json!(role)))
+                    }
+                    _ => not_allowed(),
+                }
+            }
+            ["v1", "roles", name] => {
+                let who = self.authenticate(&req).await?;
+                match m {
+                    Method::DELETE => {
+                        self.delete_role(&who, name).await?;
+                        Ok(empty(StatusCode::NO_CONTENT))
+                    }
+                    _ => not_allowed(),
+                }
+            }
+            ["v1", "audit"] => {
+                let who = self.authenticate(&req).await?;
+                match m {
+                    Method::GET => {
+                        let (events, cursor) = self
+                            .list_audit(&who, query_param(&req, "cursor"), limit_param(&req)?)
+                            .await?;
+                        Ok(json_response(
+                            StatusCode::OK,
+                            &json!({"events": events, "cursor": cursor}),
+                        ))
+                    }
+                    _ => not_allowed(),
+                }
+            }
+            ["v1", "sync", "export"] => {
+                let who = self.authenticate(&req).await?;
+                match m {
+                    Method::GET => Ok(json_response(
+                        StatusCode::OK,
+                        &json!(self.export(&who).await?),
+                    )),
+                    _ => not_allowed(),
+                }
+            }
+            _ => Err(Error::not_found("no such route")),
+        }
+    }
+
+    /// Authenticate a request and, for cookie sessions making a state change, enforce CSRF and
+    /// same-origin.
+    async fn authenticate(&self, req: &Request<Bytes>) -> Result<Principal> {
+        let authed = self.authenticate_any(req).await?;
+        if let (
+            Principal::Admin {
+                via_cookie: true, ..
+            },
+            Some(session),
+        ) = (&authed.principal, &authed.session)
+        {
+            let safe = matches!(*req.method(), Method::GET | Method::HEAD);
+            if !safe {
+                self.check_csrf(req, session)?;
+            }
+        }
+        Ok(authed.principal)
+    }
+
+    async fn authenticate_any(&self, req: &Request<Bytes>) -> Result<Authed> {
+        let unauthenticated = || {
+            Error::unauthorized("authentication required: a Bearer API key or an admin session")
+                .with_code("unauthenticated")
+        };
+        if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+            let value = value.to_str().map_err(|_| unauthenticated())?;
+            let token = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .map(str::trim)
+                .ok_or_else(unauthenticated)?;
+            if token.starts_with("vk_") {
+                let principal = self.authenticate_key(token).await?;
+                return Ok(Authed {
+                    principal,
+                    session: None,
+                });
+            }
+            if token.starts_with("vs_") {
+                return self.session(token, false).await;
+            }
+            return Err(unauthenticated());
+        }
+        if let Some(token) = header_str(req, "cookie").and_then(auth::cookie_token) {
+            return self.session(token, true).await;
+        }
+        Err(unauthenticated())
+    }
+
+    async fn session(&self, token: &str, via_cookie: bool) -> Result<Authed> {
+        let id = crypto::sha256_hex(token.as_bytes());
+        let record = self
+            .ports
+            .sessions
+            .touch_session(&id, self.now())
+            .await?
+            .ok_or_else(|| {
+                Error::unauthorized("session expired or logged out").with_code("session_expired")
+            })?;
+        Ok(Authed {
+            principal: Principal::Admin {
+                subject: record.subject.clone(),
+                session_id: id,
+                via_cookie,
+            },
+            session: Some(record),
+        })
+    }
+
+    fn check_csrf(&self, req: &Request<Bytes>, session: &SessionRecord) -> Result<()> {
+        let csrf_failed = |m: &'static str| Error::forbidden(m).with_code("csrf_failed");
+        if let Some(origin) = header_str(req, "origin") {
+            let host = header_str(req, "host").unwrap_or("");
+            let same = origin
+                .split_once("://")
+                .is_some_and(|(_, rest)| !host.is_empty() && rest == host);
+            if !same && !self.cors_allowed(origin) {
+                return Err(csrf_failed("cross-origin request refused"));
+            }
+        } else if header_str(req, "sec-fetch-site").is_some_and(|s| s == "cross-site") {
+            return Err(csrf_failed("cross-site request refused"));
+        }
+        let token = header_str(req, auth::CSRF_HEADER)
+            .ok_or_else(|| csrf_failed("missing X-CSRF-Token header"))?;
+        let given = crypto::sha256_hex(token.as_bytes());
+        if !crypto::ct_eq(given.as_bytes(), session.csrf_hash.as_bytes()) {
+            return Err(csrf_failed("invalid X-CSRF-Token"));
+        }
+        Ok(())
+    }
+
+    /// The client address for lockouts: the configured edge header, a trusted
+    /// `X-Forwarded-For`, or the peer address.
+    fn client_ip(&self, req: &Request<Bytes>) -> String {
+        if let Some(h) = &self.config.client_ip_header {
+            if let Some(v) = header_str(req, h) {
+                if let Ok(ip) = v.trim().parse::<IpAddr>() {
+                    return ip.to_string();
+                }
+            }
+        }
+        if self.config.trust_forwarded_for {
+            if let Some(v) = header_str(req, "x-forwarded-for") {
+                if let Some(ip) = v
+                    .split(',')
+                    .next()
+                    .and_then(|s| s.trim().parse::<IpAddr>().ok())
+                {
+                    return ip.to_string();
+                }
+            }
+        }
+        req.extensions()
+            .get::<ClientIp>()
+            .map(|c| c.0.to_string())
+            .unwrap_or_else(|| "unknown".into())
+    }
+
+    async fn login(&self, req: &Request<Bytes>) -> Result<Response<Bytes>> {
+        #[derive(serde::Deserialize)]
+        struct Login {
+            username: String,
+            password: crate::credential::Secret,
+        }
+        let ip = self.client_ip(req);
+        let now = self.now();
+        let counter = format!("login:{ip}");
+        let window_ms = self.config.login_window_secs * 1000;
+        let hit = self
+            .ports
+            .sessions
+            .hit(&counter, window_ms, self.config.login_max_attempts, now)
+            .await?;
+        let mut event = AuditEvent::new(now, format!("client:{ip}"), "login", "failure");
+        if !hit.allowed {
+            event.code = Some("rate_limited".into());
+            event.status = Some(429);
+            self.audit(event).await;
+            let secs = hit.reset_at_ms.saturating_sub(now).div_ceil(1000).max(1);
+            return Err(Error::new(
+                ErrorKind::RateLimited,
+                "too many login attempts; try again later",
+            )
+            .with_code("login_locked")
+            .with_retry_after(secs));
+        }
+        let input: Login = parse_json(req.body())?;
+        let Some(hash) = &self.config.admin_password_hash else {
+            return Err(Error::unavailable(
+                "admin login is not configured (set ADMIN_PASSWORD_HASH)",
+            )
+            .with_code("login_not_configured"));
+        };
+        // Always verify the password, so a wrong user name costs the same time as a wrong password.
+        let pass_ok = crypto::verify_password(input.password.expose(), hash);
+        let user_ok = crypto::ct_eq(
+            input.username.as_bytes(),
+            self.config.admin_username.as_bytes(),
+        );
+        if !(pass_ok && user_ok) {
+            event.code = Some("invalid_login".into());
+            event.status = Some(401);
+            self.audit(event).await;
+            return Err(
+                Error::unauthorized("invalid username or password").with_code("invalid_login")
+            );
+        }
+        self.ports.sessions.reset_counter(&counter).await?;
+        let token = format!("vs_{}", crypto::b64url(&crypto::random_bytes::<32>()));
+        let csrf = crypto::b64url(&crypto::random_bytes::<32>());
+        let expires_at = now + self.config.session_absolute_secs * 1000;
+        let record = SessionRecord {
+            subject: self.config.admin_username.clone(),
+            csrf_hash: crypto::sha256_hex(csrf.as_bytes()),
+            created_at_ms: now,
+            last_seen_ms: now,
+            idle_timeout_ms: self.config.session_idle_secs * 1000,
+            expires_at_ms: expires_at,
+        };
+        self.ports
+            .sessions
+            .create_session(&crypto::sha256_hex(token.as_bytes()), record)
+            .await?;
+        event.actor = format!("admin:{}", self.config.admin_username);
+        event.outcome = "success".into();
+        event.status = Some(200);
+        self.audit(event).await;
+        let mut r = json_response(
+            StatusCode::OK,
+            &json!({"token": token, "expires_at": expires_at, "csrf_token": csrf}),
+        );
+        if let Ok(v) = HeaderValue::from_str(&auth::session_cookie(
+            &token,
+            self.config.session_absolute_secs,
+        )) {
+            r.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        Ok(r)
+    }
+
+    async fn logout(&self, req: &Request<Bytes>) -> Result<Response<Bytes>> {
+        let who = self.authenticate(req).await?;
+        let Principal::Admin { session_id, .. } = &who else {
+            return Err(Error::bad_request(
+                "logout ends admin sessions; revoke API keys with DELETE /v1/keys/{id}",
+            )
+            .with_code("not_a_session"));
+        };
+        self.ports.sessions.revoke_session(session_id).await?;
+        let mut event = AuditEvent::new(self.now(), who.actor(), "logout", "success");
+        event.status = Some(204);
+        self.audit(event).await;
+        let mut r = empty(StatusCode::NO_CONTENT);
+        r.headers_mut().insert(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&auth::clear_cookie()).map_err(|_| Error::internal())?,
+        );
+        Ok(r)
+    }
+}

@@ -1,1 +1,1009 @@
-//! (being written)
+//! The application: configuration, ports, cached keys, and the operations every transport calls.
+//!
+//! [`App::open`] runs once per process (or Workers isolate): it loads or creates the keyring,
+//! derives the keys (the slow KDF happens here and never on a request) and keeps them. After that,
+//! [`App::handle`] serves HTTP requests (see [`crate::api`]) and the `*_credential`, `*_key`,
+//! `*_role`, [`App::execute`] methods serve embedders and the CLI directly.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{AuditEvent, AUDIT_PREFIX};
+use crate::auth::{self, ApiKeyInfo, ApiKeyRecord, Permission, Principal, Role};
+use crate::credential::{self, CredentialData, CredentialMeta, CredentialRecord, CredentialType};
+use crate::crypto::{self, KeyringRecord, Keys, MasterSecret};
+use crate::error::{Error, ErrorKind, Result};
+use crate::policy::Policy;
+use crate::ports::{Clock, Fetcher, KvStore, ListOptions, PutOptions, SessionStore};
+
+/// KV key of the keyring.
+pub const KEYRING_KEY: &str = "sys:keyring";
+/// KV key of the keyring being rotated to (present only while a rotation is unfinished).
+pub const KEYRING_NEXT_KEY: &str = "sys:keyring-next";
+
+/// Settings of one deployment. `Default` is the secure default.
+#[derive(Clone)]
+pub struct Config {
+    /// The admin user name (default `admin`).
+    pub admin_username: String,
+    /// PHC hash of the admin password; `None` disables login (503 with a clear message).
+    pub admin_password_hash: Option<String>,
+    /// Sessions die after this long unused (default 30 min).
+    pub session_idle_secs: u64,
+    /// Sessions die this long after login whatever their use (default 12 h).
+    pub session_absolute_secs: u64,
+    /// Login attempts allowed per client per window before 429 (default 5).
+    pub login_max_attempts: u32,
+    /// The lockout window (default 15 min).
+    pub login_window_secs: u64,
+    /// Header holding the client address, set by a trusted edge (`CF-Connecting-IP` on Workers).
+    pub client_ip_header: Option<String>,
+    /// Trust the first `X-Forwarded-For` address (only behind a proxy you control).
+    pub trust_forwarded_for: bool,
+    /// Allow http:// and loopback upstreams. For tests only; backends log it loudly.
+    pub allow_loopback_upstreams: bool,
+    /// Whole upstream exchange deadline (default 30 s).
+    pub fetch_timeout_ms: u64,
+    /// Largest upstream body returned (default 10 MiB).
+    pub max_response_bytes: usize,
+    /// Largest request body accepted by the API (default 1 MiB).
+    pub max_request_bytes: usize,
+    /// Audit events expire after this long (default 90 days).
+    pub audit_retention_secs: u64,
+    /// Origins allowed by CORS (empty: CORS off). Never `*`.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            admin_username: "admin".into(),
+            admin_password_hash: None,
+            session_idle_secs: 30 * 60,
+            session_absolute_secs: 12 * 3600,
+            login_max_attempts: 5,
+            login_window_secs: 15 * 60,
+            client_ip_header: None,
+            trust_forwarded_for: false,
+            allow_loopback_upstreams: false,
+            fetch_timeout_ms: 30_000,
+            max_response_bytes: 10 * 1024 * 1024,
+            max_request_bytes: 1024 * 1024,
+            audit_retention_secs: 90 * 24 * 3600,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("admin_username", &self.admin_username)
+            .field(
+                "admin_login_configured",
+                &self.admin_password_hash.is_some(),
+            )
+            .field("allow_loopback_upstreams", &self.allow_loopback_upstreams)
+            .field("cors_origins", &self.cors_origins)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outside world, as ports.
+#[derive(Clone)]
+pub struct Ports {
+    pub kv: Arc<dyn KvStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub fetcher: Arc<dyn Fetcher>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The application. Cheap to share (`Arc<App>`).
+pub struct App {
+    pub(crate) config: Config,
+    pub(crate) ports: Ports,
+    pub(crate) keys: Arc<Keys>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Input of [`App::create_credential`] (the body of `POST /v1/credentials`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCredential {
+    pub alias: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub data: serde_json::Value,
+    pub policy: Policy,
+}
+
+/// Input of [`App::update_credential`] (the body of `PUT /v1/credentials/{alias}`): any of data
+/// (rotation; `type` may change with it), policy, description.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialUpdate {
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
+    #[serde(default)]
+    pub policy: Option<Policy>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Input of [`App::create_key`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    pub name: String,
+    pub role: String,
+    #[serde(default)]
+    pub expires_in_days: Option<u32>,
+}
+
+/// A freshly created API key: the only time `key` is ever shown.
+#[derive(Serialize)]
+pub struct CreatedKey {
+    pub id: String,
+    pub key: String,
+    pub name: String,
+    pub role: String,
+    pub expires_at: Option<u64>,
+}
+
+impl std::fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKey")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Input of [`App::create_role`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRole {
+    pub name: String,
+    pub permissions: Vec<Permission>,
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `GET /v1/sync/export`: ciphertext and keyring parameters only.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Export {
+    pub keyring: KeyringRecord,
+    pub records: Vec<ExportRecord>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExportRecord {
+    pub key: String,
+    pub value: String,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Prefixes of the records a sync carries (not audit, not the keyring itself).
+pub const SYNC_PREFIXES: [&str; 4] = [
+    credential::CRED_PREFIX,
+    credential::OAUTH_PREFIX,
+    auth::KEY_PREFIX,
+    auth::ROLE_PREFIX,
+];
+
+impl App {
+    /// Open a deployment: load the keyring (or create it on first run) and derive the keys once.
+    ///
+    /// A master key that does not match the stored keyring fails here with `Unavailable`
+    /// (code `wrong_master_key`) — before any request is served.
+    pub async fn open(config: Config, ports: Ports, master: &MasterSecret) -> Result<App> {
+        let keys = match ports.kv.get(KEYRING_KEY).await? {
+            Some(bytes) => {
+                let record: KeyringRecord = serde_json::from_slice(&bytes).map_err(|_| {
+                    Error::unavailable("the stored keyring (sys:keyring) is not valid JSON")
+                        .with_code("invalid_keyring")
+                })?;
+                Keys::open(master, &record)?
+            }
+            None => {
+                let (keys, record) = Keys::create(
+                    master,
+                    crypto::DEFAULT_PBKDF2_ITERATIONS,
+                    ports.clock.now_ms(),
+                )?;
+                put_json(&*ports.kv, KEYRING_KEY, &record, None).await?;
+                keys
+            }
+        };
+        Ok(App {
+            config,
+            ports,
+            keys: Arc::new(keys),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        self.ports.clock.now_ms()
+    }
+
+    /// Write an audit event; a failure to write is logged by the caller's backend but never
+    /// turns a completed action into an error (the action already happened).
+    pub(crate) async fn audit(&self, event: AuditEvent) {
+        let options = PutOptions {
+            expiration_ttl: Some(self.config.audit_retention_secs.max(60)),
+            metadata: None,
+        };
+        if let Ok(bytes) = serde_json::to_vec(&event) {
+            let _ = self
+                .ports
+                .kv
+                .put(&event.kv_key(), Bytes::from(bytes), options)
+                .await;
+        }
+    }
+
+    async fn audit_change(
+        &self,
+        who: &Principal,
+        action: &str,
+        credential: Option<&str>,
+        status: u16,
+    ) {
+        let mut e = AuditEvent::new(self.now(), who.actor(), action, "success");
+        e.credential = credential.map(str::to_string);
+        e.status = Some(status);
+        self.audit(e).await;
+    }
+
+    // ----- credentials -------------------------------------------------------------------
+
+    /// Load and decrypt a credential.
+    pub(crate) async fn load_credential(&self, alias: &str) -> Result<CredentialRecord> {
+        credential::validate_name("alias", alias)
+            .map_err(|_| Error::not_found(format!("no credential '{alias}'")))?;
+        let key = credential::cred_key(alias);
+        let text = self.ports.kv.get(&key).await?.ok_or_else(|| {
+            Error::not_found(format!("no credential '{alias}'")).with_code("credential_not_found")
+        })?;
+        let text = std::str::from_utf8(&text).map_err(|_| {
+            Error::unavailable("stored credential is not an envelope").with_code("decrypt_failed")
+        })?;
+        let plain = self.keys.open_envelope(&key, text)?;
+        serde_json::from_slice(&plain).map_err(|_| {
+            Error::unavailable("stored credential is unreadable").with_code("decrypt_failed")
+        })
+    }
+
+    async fn store_credential(&self, record: &CredentialRecord) -> Result<()> {
+        let key = credential::cred_key(&record.alias);
+        let plain =
+            zeroize::Zeroizing::new(serde_json::to_vec(record).map_err(|_| Error::internal())?);
+        let envelope = self.keys.seal(&key, &plain);
+        let meta = serde_json::to_value(record.meta()).map_err(|_| Error::internal())?;
+        self.ports
+            .kv
+            .put(
+                &key,
+                Bytes::from(envelope),
+                PutOptions {
+                    expiration_ttl: None,
+                    metadata: Some(meta),
+                },
+            )
+            .await
+            .map_err(|e| {
+                if e.code() == "metadata_too_large" {
+                    Error::bad_request(
+                        "too many or too long allowed_hosts/description (metadata over 1024 bytes)",
+                    )
+                    .with_code("policy_too_large")
+                } else {
+                    e
+                }
+            })
+    }
+
+    /// Create a credential. 409 if the alias exists.
+    pub async fn create_credential(
+        &self,
+        who: &Principal,
+        input: NewCredential,
+    ) -> Result<CredentialMeta> {
+        who.require(Permission::Write)?;
+        credential::validate_name("alias", &input.alias)?;
+        who.require_scope(&input.alias)?;
+        let description = input.description.unwrap_or_default();
+        credential::validate_description(&description)?;
+        let kind = CredentialType::parse(&input.kind)?;
+        let data = CredentialData::parse(kind, input.data)?;
+        let policy = input.policy.validate()?;
+        if self
+            .ports
+            .kv
+            .get(&credential::cred_key(&input.alias))
+            .await?
+            .is_some()
+        {
+            return Err(
+                Error::conflict(format!("credential '{}' already exists", input.alias))
+                    .with_code("credential_exists"),
+            );
+        }
+        let now = self.now();
+        let id: [u8; 8] = crypto::random_bytes();
+        let record = CredentialRecord {
+            id: hex(&id),
+            alias: input.alias,
+            description,
+            data,
+            policy,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store_credential(&record).await?;
+        self.audit_change(who, "credential.create", Some(&record.alias), 201)
+            .await;
+        Ok(record.meta())
+    }
+
+    /// Replace a credential's data (rotation), policy and/or description.
+    pub async fn update_credential(
+        &self,
+        who: &Principal,
+        alias: &str,
+        update: CredentialUpdate,
+    ) -> Result<CredentialMeta> {
+        who.require(Permission::Write)?;
+        who.require_scope(alias)?;
+        let mut record = self.load_credential(alias).await?;
+        if let Some(d) = update.description {
+            credential::validate_description(&d)?;
+            record.description = d;
+        }
+        if let Some(p) = update.policy {
+            record.policy = p.validate()?;
+        }
+        let rotated = match (update.kind, update.data) {
+            (Some(k), Some(d)) => {
+                record.data = CredentialData::parse(CredentialType::parse(&k)?, d)?;
+                true
+            }
+            (None, Some(d)) => {
+                record.data = CredentialData::parse(record.data.kind(), d)?;
+                true
+            }
+            (Some(_), None) => {
+                return Err(
+                    Error::bad_request("changing type needs new data").with_code("invalid_data")
+                )
+            }
+            (None, None) => false,
+        };
+        record.updated_at = self.now();
+        self.store_credential(&record).await?;
+        if rotated {
+            // A cached OAuth token belongs to the old client secret.
+            self.ports
+                .kv
+                .delete(&format!("{}{alias}", credential::OAUTH_PREFIX))
+                .await?;
+        }
+        self.audit_change(who, "credential.update", Some(alias), 200)
+            .await;
+        Ok(record.meta())
+    }
+
+    /// Delete a credential (and its cached OAuth token). 404 if missing.
+    pub async fn delete_credential(&self, who: &Principal, alias: &str) -> Result<()> {
+        who.require(Permission::Write)?;
+        who.require_scope(alias)?;
+        credential::validate_name("alias", alias)
+            .map_err(|_| Error::not_found(format!("no credential '{alias}'")))?;
+        let key = credential::cred_key(alias);
+        if self.ports.kv.get(&key).await?.is_none() {
+            return Err(Error::not_found(format!("no credential '{alias}'"))
+                .with_code("credential_not_found"));
+        }
+        self.ports.kv.delete(&key).await?;
+        self.ports
+            .kv
+            .delete(&format!("{}{alias}", credential::OAUTH_PREFIX))
+            .await?;
+        self.audit_change(who, "credential.delete", Some(alias), 204)
+            .await;
+        Ok(())
+    }
+
+    /// One credential's metadata (never its secret).
+    pub async fn get_credential(&self, who: &Principal, alias: &str) -> Result<CredentialMeta> {
+        who.require(Permission::Read)?;
+        who.require_scope(alias)?;
+        credential::validate_name("alias", alias)
+            .map_err(|_| Error::not_found(format!("no credential '{alias}'")))?;
+        let entry = self
+            .ports
+            .kv
+            .get_with_metadata(&credential::cred_key(alias))
+            .await?
+            .ok_or_else(|| {
+                Error::not_found(format!("no credential '{alias}'"))
+                    .with_code("credential_not_found")
+            })?;
+        meta_from(alias, entry.metadata)
+    }
+
+    /// List the credentials the caller's scopes reach, from KV metadata only (no decryption).
+    pub async fn list_credentials(
+        &self,
+        who: &Principal,
+        cursor: Option<String>,
+        limit: Option<usize>,
+    ) -> Result<(Vec<CredentialMeta>, Option<String>)> {
+        who.require(Permission::Read)?;
+        let page = self
+            .ports
+            .kv
+            .list(ListOptions {
+                prefix: Some(credential::CRED_PREFIX.into()),
+                cursor,
+                limit,
+            })
+            .await?;
+        let mut out = Vec::with_capacity(page.keys.len());
+        for k in page.keys {
+            let alias = &k.name[credential::CRED_PREFIX.len()..];
+            if who.reaches(alias) {
+                out.push(meta_from(alias, k.metadata)?);
+            }
+        }
+        Ok((out, page.cursor))
+    }
+
+    // ----- API keys ----------------------------------------------------------------------
+
+    /// Resolve a role by name: built-in or stored.
+    pub(crate) async fn role(&self, name: &str) -> Result<Option<Role>> {
+        if let Some(r) = auth::builtin_role(name) {
+            return Ok(Some(r));
+        }
+        if credential::validate_name("role", name).is_err() {
+            return Ok(None);
+        }
+        match self
+            .ports
+            .kv
+            .get(&format!("{}{name}", auth::ROLE_PREFIX))
+            .await?
+        {
+            Some(b) => Ok(serde_json::from_slice(&b).ok()),
+            None => Ok(None),
+        }
+    }
+
+    /// Create an API key; the returned `key` is shown once and never stored.
+    pub async fn create_key(&self, who: &Principal, input: NewKey) -> Result<CreatedKey> {
+        who.require(Permission::Admin)?;
+        if input.name.trim().is_empty() || input.name.chars().count() > 100 {
+            return Err(
+                Error::bad_request("name must be 1-100 characters").with_code("invalid_name")
+            );
+        }
+        if self.role(&input.role).await?.is_none() {
+            return Err(
+                Error::bad_request(format!("no role '{}'", input.role)).with_code("unknown_role")
+            );
+        }
+        let now = self.now();
+        let expires_at = match input.expires_in_days {
+            Some(0) => {
+                return Err(Error::bad_request("expires_in_days must be at least 1")
+                    .with_code("invalid_expiry"))
+            }
+            Some(d) if d > 3650 => {
+                return Err(Error::bad_request("expires_in_days must be at most 3650")
+                    .with_code("invalid_expiry"))
+            }
+            Some(d) => Some(now + u64::from(d) * 86_400_000),
+            None => None,
+        };
+        let id = hex(&crypto::random_bytes::<8>());
+        let secret = zeroize::Zeroizing::new(crypto::b64url(&crypto::random_bytes::<32>()));
+        let record = ApiKeyRecord {
+            id: id.clone(),
+            name: input.name,
+            role: input.role,
+            mac: hex(&self.keys.mac(secret.as_bytes())),
+            created_at: now,
+            expires_at,
+            last_used_at: None,
+        };
+        self.store_key(&record).await?;
+        self.audit_change(who, "key.create", None, 201).await;
+        Ok(CreatedKey {
+            key: format!("vk_{id}_{}", secret.as_str()),
+            id,
+            name: record.name,
+            role: record.role,
+            expires_at,
+        })
+    }
+
+    async fn store_key(&self, record: &ApiKeyRecord) -> Result<()> {
+        let meta = serde_json::to_value(record.info()).map_err(|_| Error::internal())?;
+        put_json(
+            &*self.ports.kv,
+            &format!("{}{}", auth::KEY_PREFIX, record.id),
+            record,
+            Some(meta),
+        )
+        .await
+    }
+
+    pub async fn list_keys(&self, who: &Principal) -> Result<Vec<ApiKeyInfo>> {
+        who.require(Permission::Admin)?;
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self
+                .ports
+                .kv
+                .list(ListOptions {
+                    prefix: Some(auth::KEY_PREFIX.into()),
+                    cursor,
+                    limit: None,
+                })
+                .await?;
+            for k in page.keys {
+                let id = k.name[auth::KEY_PREFIX.len()..].to_string();
+                if let Some(mut info) = k
+                    .metadata
+                    .and_then(|m| serde_json::from_value::<ApiKeyInfo>(m).ok())
+                {
+                    info.id = id;
+                    out.push(info);
+                }
+            }
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Revoke a key: effective at once (SessionStore marker), then the record is deleted.
+    pub async fn revoke_key(&self, who: &Principal, id: &str) -> Result<()> {
+        who.require(Permission::Admin)?;
+        let valid = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
+        let key = format!("{}{id}", auth::KEY_PREFIX);
+        if !valid || self.ports.kv.get(&key).await?.is_none() {
+            return Err(Error::not_found(format!("no key '{id}'")).with_code("key_not_found"));
+        }
+        // Ten years: longer than any key lives.
+        self.ports
+            .sessions
+            .mark(&auth::revoked_marker(id), 10 * 365 * 86_400_000, self.now())
+            .await?;
+        self.ports.kv.delete(&key).await?;
+        self.audit_change(who, "key.revoke", None, 204).await;
+        Ok(())
+    }
+
+    /// Authenticate an API key token (`vk_<id>_<secret>`).
+    pub async fn authenticate_key(&self, token: &str) -> Result<Principal> {
+        let unauthorized = || Error::unauthorized("invalid API key").with_code("invalid_api_key");
+        let (id, secret) = auth::parse_api_key(token).ok_or_else(unauthorized)?;
+        let key = format!("{}{id}", auth::KEY_PREFIX);
+        let bytes = self.ports.kv.get(&key).await?.ok_or_else(unauthorized)?;
+        let mut record: ApiKeyRecord =
+            serde_json::from_slice(&bytes).map_err(|_| unauthorized())?;
+        let tag = unhex(&record.mac).ok_or_else(unauthorized)?;
+        if !self.keys.verify_mac(secret.as_bytes(), &tag) {
+            return Err(unauthorized());
+        }
+        let now = self.now();
+        if record.expires_at.is_some_and(|e| now >= e) {
+            return Err(Error::unauthorized("API key has expired").with_code("api_key_expired"));
+        }
+        if self
+            .ports
+            .sessions
+            .is_marked(&auth::revoked_marker(id), now)
+            .await?
+        {
+            return Err(unauthorized());
+        }
+        let role = self.role(&record.role).await?.ok_or_else(|| {
+            Error::forbidden("this key's role no longer exists").with_code("unknown_role")
+        })?;
+        // Record use at most once a minute: a KV write per request would be wasteful.
+        if record
+            .last_used_at
+            .is_none_or(|t| now.saturating_sub(t) > 60_000)
+        {
+            record.last_used_at = Some(now);
+            let _ = self.store_key(&record).await;
+        }
+        Ok(Principal::ApiKey {
+            id: record.id,
+            name: record.name,
+            role,
+        })
+    }
+
+    // ----- roles -------------------------------------------------------------------------
+
+    pub async fn create_role(&self, who: &Principal, input: NewRole) -> Result<Role> {
+        who.require(Permission::Admin)?;
+        credential::validate_name("role name", &input.name)?;
+        if auth::builtin_role(&input.name).is_some() {
+            return Err(
+                Error::conflict(format!("'{}' is a built-in role", input.name))
+                    .with_code("builtin_role"),
+            );
+        }
+        if input.permissions.is_empty() {
+            return Err(
+                Error::bad_request("permissions must not be empty").with_code("invalid_role")
+            );
+        }
+        if input.scopes.is_empty()
+            || input.scopes.iter().any(|s| {
+                s.is_empty()
+                    || s.len() > 64
+                    || !s
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-*".contains(&b))
+            })
+        {
+            return Err(Error::bad_request(
+                "scopes must be a non-empty list of alias globs (letters, digits, '.', '_', '-', '*')",
+            )
+            .with_code("invalid_role"));
+        }
+        let description = input.description.unwrap_or_default();
+        credential::validate_description(&description)?;
+        let key = format!("{}{}", auth::ROLE_PREFIX, input.name);
+        if self.ports.kv.get(&key).await?.is_some() {
+            return Err(
+                Error::conflict(format!("role '{}' already exists", input.name))
+                    .with_code("role_exists"),
+            );
+        }
+        let mut permissions = input.permissions;
+        permissions.sort();
+        permissions.dedup();
+        let role = Role {
+            name: input.name,
+            permissions,
+            scopes: input.scopes,
+            description,
+            builtin: false,
+        };
+        put_json(&*self.ports.kv, &key, &role, None).await?;
+        self.audit_change(who, "role.create", None, 201).await;
+        Ok(role)
+    }
+
+    pub async fn list_roles(&self, who: &Principal) -> Result<Vec<Role>> {
+        who.require(Permission::Admin)?;
+        let mut out: Vec<Role> = auth::BUILTIN_ROLES
+            .iter()
+            .filter_map(|n| auth::builtin_role(n))
+            .collect();
+        let mut cursor = None;
+        loop {
+            let page = self
+                .ports
+                .kv
+                .list(ListOptions {
+                    prefix: Some(auth::ROLE_PREFIX.into()),
+                    cursor,
+                    limit: None,
+                })
+                .await?;
+            for k in page.keys {
+                if let Some(b) = self.ports.kv.get(&k.name).await? {
+                    if let Ok(r) = serde_json::from_slice::<Role>(&b) {
+                        out.push(r);
+                    }
+                }
+            }
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete a custom role. Built-in roles: 409. Keys holding the role stop working (403).
+    pub async fn delete_role(&self, who: &Principal, name: &str) -> Result<()> {
+        who.require(Permission::Admin)?;
+        if auth::builtin_role(name).is_some() {
+            return Err(Error::conflict(format!(
+                "'{name}' is a built-in role and cannot be deleted"
+            ))
+            .with_code("builtin_role"));
+        }
+        let key = format!("{}{name}", auth::ROLE_PREFIX);
+        if credential::validate_name("role", name).is_err()
+            || self.ports.kv.get(&key).await?.is_none()
+        {
+            return Err(Error::not_found(format!("no role '{name}'")).with_code("role_not_found"));
+        }
+        self.ports.kv.delete(&key).await?;
+        self.audit_change(who, "role.delete", None, 204).await;
+        Ok(())
+    }
+
+    // ----- audit and sync ----------------------------------------------------------------
+
+    /// Audit events, newest first.
+    pub async fn list_audit(
+        &self,
+        who: &Principal,
+        cursor: Option<String>,
+        limit: Option<usize>,
+    ) -> Result<(Vec<AuditEvent>, Option<String>)> {
+        who.require(Permission::Admin)?;
+        let limit = Some(limit.unwrap_or(100).clamp(1, 1000));
+        let page = self
+            .ports
+            .kv
+            .list(ListOptions {
+                prefix: Some(AUDIT_PREFIX.into()),
+                cursor,
+                limit,
+            })
+            .await?;
+        let mut out = Vec::with_capacity(page.keys.len());
+        for k in page.keys {
+            if let Some(b) = self.ports.kv.get(&k.name).await? {
+                if let Ok(e) = serde_json::from_slice::<AuditEvent>(&b) {
+                    out.push(e);
+                }
+            }
+        }
+        Ok((out, page.cursor))
+    }
+
+    /// Everything a hybrid peer needs: keyring parameters and the ciphertext records.
+    pub async fn export(&self, who: &Principal) -> Result<Export> {
+        who.require(Permission::Admin)?;
+        let keyring_bytes = self
+            .ports
+            .kv
+            .get(KEYRING_KEY)
+            .await?
+            .ok_or_else(|| Error::unavailable("no keyring").with_code("invalid_keyring"))?;
+        let keyring: KeyringRecord = serde_json::from_slice(&keyring_bytes).map_err(|_| {
+            Error::unavailable("stored keyring is invalid").with_code("invalid_keyring")
+        })?;
+        let mut records = Vec::new();
+        for prefix in SYNC_PREFIXES {
+            let mut cursor = None;
+            loop {
+                let page = self
+                    .ports
+                    .kv
+                    .list(ListOptions {
+                        prefix: Some(prefix.into()),
+                        cursor,
+                        limit: None,
+                    })
+                    .await?;
+                for k in page.keys {
+                    if let Some(entry) = self.ports.kv.get_with_metadata(&k.name).await? {
+                        let value = String::from_utf8(entry.value.to_vec())
+                            .map_err(|_| Error::internal())?;
+                        records.push(ExportRecord {
+                            key: k.name,
+                            value,
+                            metadata: entry.metadata,
+                        });
+                    }
+                }
+                match page.cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        Ok(Export { keyring, records })
+    }
+
+    /// Import an export into this (empty or same-keyring) store. The export's keyring must be
+    /// openable with this deployment's master key; every credential envelope is verified before
+    /// anything is written. Returns how many records were written.
+    pub async fn import(kv: &dyn KvStore, master: &MasterSecret, export: &Export) -> Result<usize> {
+        let keys = Keys::open(master, &export.keyring)?;
+        if let Some(existing) = kv.get(KEYRING_KEY).await? {
+            let existing: KeyringRecord = serde_json::from_slice(&existing).map_err(|_| {
+                Error::unavailable("local keyring is invalid").with_code("invalid_keyring")
+            })?;
+            if existing.key_id != export.keyring.key_id || existing.salt != export.keyring.salt {
+                return Err(Error::conflict(
+                    "the local store has a different keyring; import into an empty data directory",
+                )
+                .with_code("keyring_mismatch"));
+            }
+        }
+        for r in &export.records {
+            if !SYNC_PREFIXES.iter().any(|p| r.key.starts_with(p)) {
+                return Err(
+                    Error::bad_request(format!("unexpected record key '{}'", r.key))
+                        .with_code("invalid_export"),
+                );
+            }
+            if r.key.starts_with(credential::CRED_PREFIX)
+                || r.key.starts_with(credential::OAUTH_PREFIX)
+            {
+                keys.open_envelope(&r.key, &r.value)?;
+            }
+        }
+        put_json(kv, KEYRING_KEY, &export.keyring, None).await?;
+        for r in &export.records {
+            kv.put(
+                &r.key,
+                Bytes::from(r.value.clone()),
+                PutOptions {
+                    expiration_ttl: None,
+                    metadata: r.metadata.clone(),
+                },
+            )
+            .await?;
+        }
+        Ok(export.records.len())
+    }
+
+    /// Re-encrypt every record under a new master key. Returns the new keyring's key id and
+    /// the number of records re-sealed. The caller must stop other writers first.
+    pub async fn rotate_master_key(
+        kv: &dyn KvStore,
+        old: &MasterSecret,
+        new: &MasterSecret,
+        now_ms: u64,
+    ) -> Result<(String, usize)> {
+        let bytes = kv.get(KEYRING_KEY).await?.ok_or_else(|| {
+            Error::not_found("no keyring: nothing to rotate").with_code("invalid_keyring")
+        })?;
+        let record: KeyringRecord = serde_json::from_slice(&bytes).map_err(|_| {
+            Error::unavailable("stored keyring is invalid").with_code("invalid_keyring")
+        })?;
+        let old_keys = Keys::open(old, &record)?;
+        // The next keyring is written first and reused by a re-run, so a rotation interrupted
+        // half-way (crash, kill -9) is finished by running the same command again.
+        let (new_keys, new_record) = match kv.get(KEYRING_NEXT_KEY).await? {
+            Some(b) => {
+                let next: KeyringRecord = serde_json::from_slice(&b).map_err(|_| {
+                    Error::unavailable("stored next keyring is invalid")
+                        .with_code("invalid_keyring")
+                })?;
+                (Keys::open(new, &next)?, next)
+            }
+            None => {
+                let (k, r) = old_keys.rotate(new, crypto::DEFAULT_PBKDF2_ITERATIONS, now_ms)?;
+                put_json(kv, KEYRING_NEXT_KEY, &r, None).await?;
+                (k, r)
+            }
+        };
+        let mut count = 0;
+        for prefix in [credential::CRED_PREFIX, credential::OAUTH_PREFIX] {
+            let mut cursor = None;
+            loop {
+                let page = kv
+                    .list(ListOptions {
+                        prefix: Some(prefix.into()),
+                        cursor,
+                        limit: None,
+                    })
+                    .await?;
+                for k in page.keys {
+                    let Some(entry) = kv.get_with_metadata(&k.name).await? else {
+                        continue;
+                    };
+                    let text = std::str::from_utf8(&entry.value).map_err(|_| {
+                        Error::unavailable("record is not an envelope").with_code("decrypt_failed")
+                    })?;
+                    let plain = match old_keys.open_envelope(&k.name, text) {
+                        Ok(p) => p,
+                        // Already re-sealed by an interrupted earlier run.
+                        Err(_) => {
+                            new_keys.open_envelope(&k.name, text)?;
+                            count += 1;
+                            continue;
+                        }
+                    };
+                    let sealed = new_keys.seal(&k.name, &plain);
+                    kv.put(
+                        &k.name,
+                        Bytes::from(sealed),
+                        PutOptions {
+                            expiration_ttl: None,
+                            metadata: entry.metadata,
+                        },
+                    )
+                    .await?;
+                    count += 1;
+                }
+                match page.cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        put_json(kv, KEYRING_KEY, &new_record, None).await?;
+        kv.delete(KEYRING_NEXT_KEY).await?;
+        Ok((new_record.key_id, count))
+    }
+}
+
+fn meta_from(alias: &str, metadata: Option<serde_json::Value>) -> Result<CredentialMeta> {
+    let mut meta: CredentialMeta = metadata
+        .and_then(|m| serde_json::from_value(m).ok())
+        .ok_or_else(|| {
+            Error::new(ErrorKind::Unavailable, "credential metadata is missing")
+                .with_code("invalid_record")
+        })?;
+    meta.alias = alias.to_string();
+    Ok(meta)
+}
+
+pub(crate) async fn put_json<T: Serialize>(
+    kv: &dyn KvStore,
+    key: &str,
+    value: &T,
+    metadata: Option<serde_json::Value>,
+) -> Result<()> {
+    let bytes = serde_json::to_vec(value).map_err(|_| Error::internal())?;
+    kv.put(
+        key,
+        Bytes::from(bytes),
+        PutOptions {
+            expiration_ttl: None,
+            metadata,
+        },
+    )
+    .await
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const H: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(H[(b >> 4) as usize] as char);
+        s.push(H[(b & 15) as usize] as char);
+    }
+    s
+}
+
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}

@@ -1,1 +1,105 @@
-//! (being written)
+//! Audit events: who did what, to which credential and host, with what outcome.
+//!
+//! Every execute (allowed or denied), every login attempt and every change to credentials, keys and
+//! roles writes one event at `audit:<id>` with a retention TTL. Events never hold secrets, bodies,
+//! headers or query strings: the path is stored without its query.
+//!
+//! Ids sort newest first: the first 13 digits are `9999999999999 - ts_ms`, so a KV `list("audit:")`
+//! (lexicographic) pages from the newest event backwards without any index.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto;
+
+/// KV key prefix of audit events.
+pub const AUDIT_PREFIX: &str = "audit:";
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub id: String,
+    /// Milliseconds since the epoch.
+    pub ts: u64,
+    /// `admin:<user>`, `key:<id>`, `anonymous` or `client:<ip>` for failed logins.
+    pub actor: String,
+    /// `execute`, `login`, `logout`, `credential.create`, `credential.update`, `credential.delete`,
+    /// `key.create`, `key.revoke`, `role.create`, `role.delete`.
+    pub action: String,
+    #[serde(default)]
+    pub credential: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Path without query string.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Upstream status for executes; the reply status otherwise.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// `allowed`, `denied`, `error` (execute); `success`, `failure` (other actions).
+    pub outcome: String,
+    /// Error code when denied or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub duration_ms: u64,
+}
+
+impl AuditEvent {
+    /// A new event at `ts` with a fresh sortable id.
+    pub fn new(ts: u64, actor: impl Into<String>, action: &str, outcome: &str) -> Self {
+        AuditEvent {
+            id: new_id(ts),
+            ts,
+            actor: actor.into(),
+            action: action.to_string(),
+            credential: None,
+            method: None,
+            host: None,
+            path: None,
+            status: None,
+            outcome: outcome.to_string(),
+            code: None,
+            duration_ms: 0,
+        }
+    }
+
+    pub fn kv_key(&self) -> String {
+        format!("{AUDIT_PREFIX}{}", self.id)
+    }
+}
+
+/// A time-sortable id, newest first, unique thanks to 48 random bits.
+pub fn new_id(ts: u64) -> String {
+    let inverted = 9_999_999_999_999u64.saturating_sub(ts);
+    let r: [u8; 6] = crypto::random_bytes();
+    let mut hex = String::with_capacity(12);
+    for b in r {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    format!("{inverted:013}-{hex}")
+}
+
+/// Strip the query and fragment from a path for the audit log.
+pub fn path_without_query(path: &str) -> String {
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    path[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_events_sort_first() {
+        let old = new_id(1_700_000_000_000);
+        let new = new_id(1_700_000_000_001);
+        assert!(new < old);
+    }
+
+    #[test]
+    fn query_strings_never_reach_the_audit_path() {
+        assert_eq!(path_without_query("/a/b?token=s3cret#x"), "/a/b");
+        assert_eq!(path_without_query("/a"), "/a");
+    }
+}

@@ -1,1 +1,389 @@
-//! (being written)
+//! Credentials: the secret-bearing records Vultrino injects into outgoing requests.
+//!
+//! A credential is stored at KV key `cred:<alias>` as an envelope (see [`crate::crypto`]) of its
+//! [`CredentialRecord`] JSON; the cleartext KV metadata ([`CredentialMeta`]) carries only what a
+//! listing needs (id, type, description, allowed hosts, timestamps), so listing decrypts nothing.
+//!
+//! Every secret value lives in a [`Secret`]: zeroized on drop, `[redacted]` in `Debug`, and read
+//! only through the greppable [`Secret::expose`].
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::error::{Error, Result};
+use crate::policy::Policy;
+
+/// KV key prefix of credentials.
+pub const CRED_PREFIX: &str = "cred:";
+/// KV key prefix of cached OAuth2 access tokens (envelopes, AD bound to the key).
+pub const OAUTH_PREFIX: &str = "oauth:";
+/// Longest description accepted (it is stored in cleartext metadata, capped at 1024 bytes).
+pub const MAX_DESCRIPTION_CHARS: usize = 200;
+
+/// A secret string. Zeroized on drop; never printed.
+#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret's text. Every call site is a place a secret leaves its box: keep them few.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Serialize for Secret {
+    // Only ever serialized into plaintext that is sealed at once (see `CredentialRecord::seal`).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// The credential types, as their snake_case tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialType {
+    ApiKey,
+    BasicAuth,
+    QueryParam,
+    Oauth2,
+}
+
+impl CredentialType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialType::ApiKey => "api_key",
+            CredentialType::BasicAuth => "basic_auth",
+            CredentialType::QueryParam => "query_param",
+            CredentialType::Oauth2 => "oauth2",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "api_key" => Ok(CredentialType::ApiKey),
+            "basic_auth" => Ok(CredentialType::BasicAuth),
+            "query_param" => Ok(CredentialType::QueryParam),
+            "oauth2" => Ok(CredentialType::Oauth2),
+            _ => Err(Error::bad_request(
+                "type must be one of api_key, basic_auth, query_param, oauth2",
+            )
+            .with_code("invalid_type")),
+        }
+    }
+}
+
+/// `api_key`: a header carrying `prefix + key`; by default `Authorization: Bearer <key>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyData {
+    pub key: Secret,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+impl ApiKeyData {
+    pub fn header_name(&self) -> &str {
+        self.header.as_deref().unwrap_or("Authorization")
+    }
+    /// The prefix; `Bearer ` by default only when the header is `Authorization`.
+    pub fn prefix(&self) -> &str {
+        match (&self.prefix, &self.header) {
+            (Some(p), _) => p,
+            (None, None) => "Bearer ",
+            (None, Some(h)) if h.eq_ignore_ascii_case("authorization") => "Bearer ",
+            (None, Some(_)) => "",
+        }
+    }
+}
+
+/// `basic_auth`: HTTP Basic with a user name and password.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthData {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// `query_param`: a query parameter `name=value` added to the URL.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryParamData {
+    pub name: String,
+    pub value: Secret,
+}
+
+/// How the OAuth2 client authenticates to the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// HTTP Basic with client id and secret (RFC 6749 §2.3.1, which servers must support).
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
+}
+
+/// `oauth2`: client-credentials grant, or refresh-token grant when `refresh_token` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Data {
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<Secret>,
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// The type-specific fields of a credential, secrets included.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum CredentialData {
+    ApiKey(ApiKeyData),
+    BasicAuth(BasicAuthData),
+    QueryParam(QueryParamData),
+    Oauth2(OAuth2Data),
+}
+
+impl CredentialData {
+    /// Parse the `data` object of an API request for `kind`; unknown fields are refused.
+    pub fn parse(kind: CredentialType, data: serde_json::Value) -> Result<Self> {
+        fn de<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T> {
+            // serde's messages name fields and expected types, never the values given.
+            serde_json::from_value(v).map_err(|e| {
+                Error::bad_request(format!("invalid credential data: {}", field_error(&e)))
+                    .with_code("invalid_data")
+            })
+        }
+        let parsed = match kind {
+            CredentialType::ApiKey => CredentialData::ApiKey(de(data)?),
+            CredentialType::BasicAuth => CredentialData::BasicAuth(de(data)?),
+            CredentialType::QueryParam => CredentialData::QueryParam(de(data)?),
+            CredentialType::Oauth2 => CredentialData::Oauth2(de(data)?),
+        };
+        parsed.validate()?;
+        Ok(parsed)
+    }
+
+    pub fn kind(&self) -> CredentialType {
+        match self {
+            CredentialData::ApiKey(_) => CredentialType::ApiKey,
+            CredentialData::BasicAuth(_) => CredentialType::BasicAuth,
+            CredentialData::QueryParam(_) => CredentialType::QueryParam,
+            CredentialData::Oauth2(_) => CredentialType::Oauth2,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: &'static str| Err(Error::bad_request(m).with_code("invalid_data"));
+        match self {
+            CredentialData::ApiKey(d) => {
+                if d.key.is_empty() {
+                    return bad("api_key.key must not be empty");
+                }
+                if let Some(h) = &d.header {
+                    if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                        return bad("api_key.header is not a valid header name");
+                    }
+                }
+                let value = format!("{}{}", d.prefix(), d.key.expose());
+                if http::HeaderValue::from_str(&value).is_err() {
+                    return bad("api_key.prefix and key must be printable header text");
+                }
+            }
+            CredentialData::BasicAuth(d) => {
+                if d.username.contains(':') {
+                    return bad("basic_auth.username must not contain ':'");
+                }
+                if d.password.is_empty() && d.username.is_empty() {
+                    return bad("basic_auth needs a username or a password");
+                }
+            }
+            CredentialData::QueryParam(d) => {
+                if d.name.is_empty() || d.value.is_empty() {
+                    return bad("query_param.name and value must not be empty");
+                }
+            }
+            CredentialData::Oauth2(d) => {
+                if d.client_id.is_empty() || d.client_secret.is_empty() {
+                    return bad("oauth2.client_id and client_secret must not be empty");
+                }
+                if url::Url::parse(&d.token_url).is_err() {
+                    return bad("oauth2.token_url must be an absolute URL");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every secret value of this credential (for the scrubber). OAuth tokens are added by the
+    /// execute pipeline when it has them.
+    pub fn secrets(&self) -> Vec<&[u8]> {
+        match self {
+            CredentialData::ApiKey(d) => vec![d.key.expose().as_bytes()],
+            CredentialData::BasicAuth(d) => vec![d.password.expose().as_bytes()],
+            CredentialData::QueryParam(d) => vec![d.value.expose().as_bytes()],
+            CredentialData::Oauth2(d) => {
+                let mut v = vec![d.client_secret.expose().as_bytes()];
+                if let Some(r) = &d.refresh_token {
+                    v.push(r.expose().as_bytes());
+                }
+                v
+            }
+        }
+    }
+}
+
+/// Only the position and kind of a serde error; serde_json never quotes the offending value for
+/// the errors that matter here, but keep the message short and predictable anyway.
+pub(crate) fn field_error(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    // serde_json appends " at line X column Y"; keep it, it is not secret.
+    msg.chars().take(200).collect()
+}
+
+/// The full record sealed at `cred:<alias>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CredentialRecord {
+    pub id: String,
+    pub alias: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(flatten)]
+    pub data: CredentialData,
+    pub policy: Policy,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// The cleartext KV metadata of a credential, and the shape of a listing item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialMeta {
+    #[serde(default)]
+    pub alias: String,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: CredentialType,
+    pub description: String,
+    pub allowed_hosts: Vec<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+impl CredentialRecord {
+    pub fn meta(&self) -> CredentialMeta {
+        CredentialMeta {
+            alias: self.alias.clone(),
+            id: self.id.clone(),
+            kind: self.data.kind(),
+            description: self.description.clone(),
+            allowed_hosts: self.policy.allowed_hosts.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// The KV key of a credential.
+pub fn cred_key(alias: &str) -> String {
+    format!("{CRED_PREFIX}{alias}")
+}
+
+/// Validate a credential alias or role name: 1–64 chars of `a-z A-Z 0-9 . _ -`, starting with a
+/// letter or digit. Keeps KV keys, URLs and globs unambiguous.
+pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::bad_request(format!(
+            "{what} must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
+        ))
+        .with_code("invalid_name"))
+    }
+}
+
+/// Validate a description.
+pub fn validate_description(d: &str) -> Result<()> {
+    if d.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(
+            Error::bad_request("description is longer than 200 characters")
+                .with_code("invalid_description"),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let d = CredentialData::parse(
+            CredentialType::ApiKey,
+            serde_json::json!({"key": "sk-live-123456"}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let dbg = format!("{d:?}");
+        assert!(!dbg.contains("sk-live-123456"), "{dbg}");
+        assert!(dbg.contains("[redacted]"));
+    }
+
+    #[test]
+    fn unknown_data_fields_are_refused() {
+        let r = CredentialData::parse(
+            CredentialType::ApiKey,
+            serde_json::json!({"key": "x", "extra": 1}),
+        );
+        assert_eq!(r.err().map(|e| e.code()), Some("invalid_data"));
+    }
+
+    #[test]
+    fn api_key_defaults_to_bearer_authorization() {
+        let d: ApiKeyData = serde_json::from_value(serde_json::json!({"key": "k"}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.header_name(), "Authorization");
+        assert_eq!(d.prefix(), "Bearer ");
+        let d: ApiKeyData =
+            serde_json::from_value(serde_json::json!({"key": "k", "header": "X-Api-Key"}))
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.prefix(), "");
+    }
+
+    #[test]
+    fn names_are_restricted_to_safe_characters() {
+        assert!(validate_name("alias", "github-prod.v2_x").is_ok());
+        for bad in ["", "-x", "a/b", "a b", "a*", "é", &"a".repeat(65)] {
+            assert!(validate_name("alias", bad).is_err(), "{bad}");
+        }
+    }
+}

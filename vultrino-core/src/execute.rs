@@ -1,1 +1,539 @@
-//! (being written)
+//! The execute pipeline: authenticate → authorize → load and decrypt → policy → SSRF check →
+//! drop client auth headers → inject → fetch → scrub → audit → reply.
+//!
+//! Both request shapes are accepted: the seed's `{credential, action: "http.request", params:
+//! {method, url, headers, query, body}}` and the original Vultrino's flat `{credential, method,
+//! url, headers, query?, body}`.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::app::App;
+use crate::audit::{self, AuditEvent};
+use crate::auth::{Permission, Principal};
+use crate::credential::{self, ClientAuth, CredentialData, CredentialRecord, OAuth2Data, Secret};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ports::{FetchOptions, PutOptions};
+use crate::scrub::Scrubber;
+use crate::ssrf;
+
+/// One request an agent asks Vultrino to make.
+#[derive(Debug, Clone, Default)]
+pub struct ExecuteRequest {
+    pub credential: String,
+    pub method: String,
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    pub query: Vec<(String, String)>,
+    pub body: Option<Bytes>,
+    /// Whether `body` came from a JSON object/array (sets `Content-Type: application/json`).
+    pub json_body: bool,
+}
+
+/// The reply of an execute: the upstream's answer, scrubbed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecuteResponse {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+    /// `utf8` or `base64`.
+    pub body_encoding: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default)]
+    method: Option<String>,
+    url: String,
+    #[serde(default)]
+    headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    query: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(default)]
+    body: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    credential: String,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    params: Option<serde_json::Value>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    query: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(default)]
+    body: Option<serde_json::Value>,
+}
+
+impl ExecuteRequest {
+    /// Parse either body shape.
+    pub fn from_json(value: serde_json::Value) -> Result<Self> {
+        let bad = |m: String| Error::bad_request(m).with_code("invalid_request");
+        let wire: Wire = serde_json::from_value(value).map_err(|e| {
+            bad(format!(
+                "invalid execute request: {}",
+                credential::field_error(&e)
+            ))
+        })?;
+        let params = match (wire.action.as_deref(), wire.params) {
+            (Some("http.request") | None, Some(p)) => {
+                if wire.url.is_some() || wire.method.is_some() {
+                    return Err(bad("give either params or flat method/url, not both".into()));
+                }
+                serde_json::from_value::<Params>(p)
+                    .map_err(|e| bad(format!("invalid params: {}", credential::field_error(&e))))?
+            }
+            (Some(other), _) if other != "http.request" => {
+                return Err(bad(format!(
+                    "unknown action '{}'; only http.request is supported",
+                    truncate(other)
+                )))
+            }
+            (_, None) => Params {
+                method: wire.method,
+                url: wire.url.ok_or_else(|| bad("missing url".into()))?,
+                headers: wire.headers,
+                query: wire.query,
+                body: wire.body,
+            },
+            _ => return Err(bad("invalid execute request".into())),
+        };
+        Self::from_params(wire.credential, params)
+    }
+
+    fn from_params(credential: String, p: Params) -> Result<Self> {
+        let mut query = Vec::new();
+        for (k, v) in p.query.unwrap_or_default() {
+            let v = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                _ => {
+                    return Err(Error::bad_request(
+                        "query values must be strings, numbers or booleans",
+                    )
+                    .with_code("invalid_request"))
+                }
+            };
+            query.push((k, v));
+        }
+        let (body, json_body) = match p.body {
+            None | Some(serde_json::Value::Null) => (None, false),
+            Some(serde_json::Value::String(s)) => (Some(Bytes::from(s)), false),
+            Some(v) => (
+                Some(Bytes::from(
+                    serde_json::to_vec(&v).map_err(|_| Error::internal())?,
+                )),
+                true,
+            ),
+        };
+        Ok(ExecuteRequest {
+            credential,
+            method: p.method.unwrap_or_else(|| "GET".into()),
+            url: p.url,
+            headers: p.headers.unwrap_or_default(),
+            query,
+            body,
+            json_body,
+        })
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// Request headers a client may never set: authentication (Vultrino injects it) and hop-by-hop.
+const DROPPED_REQUEST_HEADERS: [&str; 15] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "x-auth-token",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "expect",
+];
+
+/// Response headers never passed back (hop-by-hop; the reply is re-framed as JSON).
+const DROPPED_RESPONSE_HEADERS: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "content-length",
+];
+
+/// A cached OAuth2 access token, sealed at `oauth:<alias>`.
+#[derive(Serialize, Deserialize)]
+struct OAuthToken {
+    access_token: Secret,
+    #[serde(default)]
+    expires_at: Option<u64>,
+    #[serde(default)]
+    refresh_token: Option<Secret>,
+}
+
+/// Refresh tokens this long before they expire.
+const OAUTH_REFRESH_MARGIN_MS: u64 = 60_000;
+
+impl App {
+    fn fetch_options(&self) -> FetchOptions {
+        FetchOptions {
+            timeout_ms: self.config.fetch_timeout_ms,
+            max_response_bytes: self.config.max_response_bytes,
+            allow_loopback: self.config.allow_loopback_upstreams,
+        }
+    }
+
+    /// Run one execute and write its audit event, whatever the outcome.
+    pub async fn execute(&self, who: &Principal, req: ExecuteRequest) -> Result<ExecuteResponse> {
+        let started = self.now();
+        let mut event = AuditEvent::new(started, who.actor(), "execute", "allowed");
+        event.credential = Some(truncate(&req.credential));
+        event.method = Some(truncate(&req.method.to_ascii_uppercase()));
+        if let Ok(u) = url::Url::parse(&req.url) {
+            event.host = u.host_str().map(str::to_string);
+            event.path = Some(audit::path_without_query(u.path()));
+        }
+        let result = self.execute_inner(who, req).await;
+        match &result {
+            Ok(r) => event.status = Some(r.status),
+            Err(e) => {
+                event.outcome = match e.kind() {
+                    ErrorKind::Unauthorized
+                    | ErrorKind::Forbidden
+                    | ErrorKind::RateLimited
+                    | ErrorKind::NotFound => "denied",
+                    _ => "error",
+                }
+                .into();
+                event.code = Some(e.code().into());
+                event.status = Some(e.status().as_u16());
+            }
+        }
+        event.duration_ms = self.now().saturating_sub(started);
+        self.audit(event).await;
+        result
+    }
+
+    async fn execute_inner(&self, who: &Principal, req: ExecuteRequest) -> Result<ExecuteResponse> {
+        who.require(Permission::Execute)?;
+        who.require_scope(&req.credential)?;
+        let method =
+            http::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                Error::bad_request("method is not a valid HTTP method").with_code("invalid_request")
+            })?;
+        let target = ssrf::check_url(&req.url, self.config.allow_loopback_upstreams)?;
+        let record = self.load_credential(&req.credential).await?;
+        record
+            .policy
+            .check(method.as_str(), &target.host, target.url.path())?;
+        if let Some(rl) = &record.policy.rate_limit {
+            let now = self.now();
+            let hit = self
+                .ports
+                .sessions
+                .hit(
+                    &format!("rate:{}", record.alias),
+                    u64::from(rl.per_seconds) * 1000,
+                    rl.requests,
+                    now,
+                )
+                .await?;
+            if !hit.allowed {
+                return Err(Error::new(
+                    ErrorKind::RateLimited,
+                    "this credential's rate limit is reached",
+                )
+                .with_code("rate_limited")
+                .with_retry_after(hit.reset_at_ms.saturating_sub(now).div_ceil(1000).max(1)));
+            }
+        }
+
+        let mut url = target.url.clone();
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in &req.headers {
+            let lower = name.to_ascii_lowercase();
+            if DROPPED_REQUEST_HEADERS.contains(&lower.as_str()) {
+                continue;
+            }
+            let name = http::HeaderName::from_bytes(lower.as_bytes()).map_err(|_| {
+                Error::bad_request("invalid header name").with_code("invalid_header")
+            })?;
+            let value = http::HeaderValue::from_str(value).map_err(|_| {
+                Error::bad_request("invalid header value").with_code("invalid_header")
+            })?;
+            headers.append(name, value);
+        }
+
+        // Inject; collect every secret form for the scrubber.
+        let mut secrets: Vec<Secret> = Vec::new();
+        let mut query = req.query;
+        match &record.data {
+            CredentialData::ApiKey(d) => {
+                let name =
+                    http::HeaderName::from_bytes(d.header_name().to_ascii_lowercase().as_bytes())
+                        .map_err(|_| {
+                        Error::unavailable("stored header name is invalid")
+                            .with_code("invalid_record")
+                    })?;
+                let mut value =
+                    http::HeaderValue::from_str(&format!("{}{}", d.prefix(), d.key.expose()))
+                        .map_err(|_| {
+                            Error::unavailable("stored key is not header text")
+                                .with_code("invalid_record")
+                        })?;
+                value.set_sensitive(true);
+                headers.remove(&name);
+                headers.insert(name, value);
+                secrets.push(d.key.clone());
+            }
+            CredentialData::BasicAuth(d) => {
+                let pair = Secret::new(format!("{}:{}", d.username, d.password.expose()));
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair.expose());
+                let mut value = http::HeaderValue::from_str(&format!("Basic {encoded}"))
+                    .map_err(|_| Error::internal())?;
+                value.set_sensitive(true);
+                headers.insert(http::header::AUTHORIZATION, value);
+                secrets.push(d.password.clone());
+                secrets.push(pair);
+            }
+            CredentialData::QueryParam(d) => {
+                query.retain(|(k, _)| k != &d.name);
+                query.push((d.name.clone(), d.value.expose().to_string()));
+                secrets.push(d.value.clone());
+            }
+            CredentialData::Oauth2(d) => {
+                let token = self.oauth_token(&record, d).await?;
+                let mut value =
+                    http::HeaderValue::from_str(&format!("Bearer {}", token.access_token.expose()))
+                        .map_err(|_| {
+                            Error::new(
+                                ErrorKind::UpstreamFailed,
+                                "token endpoint returned an unusable token",
+                            )
+                            .with_code("oauth_token_failed")
+                        })?;
+                value.set_sensitive(true);
+                headers.insert(http::header::AUTHORIZATION, value);
+                secrets.push(token.access_token.clone());
+                if let Some(r) = &token.refresh_token {
+                    secrets.push(r.clone());
+                }
+            }
+        }
+        if !query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in &query {
+                pairs.append_pair(k, v);
+            }
+        }
+        if req.json_body && !headers.contains_key(http::header::CONTENT_TYPE) {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+        }
+        let mut builder = http::Request::builder().method(method).uri(url.as_str());
+        if let Some(h) = builder.headers_mut() {
+            *h = headers;
+        }
+        let request = builder.body(req.body.unwrap_or_default()).map_err(|_| {
+            Error::bad_request("the request could not be built from this URL")
+                .with_code("invalid_url")
+        })?;
+        let response = self
+            .ports
+            .fetcher
+            .fetch(request, self.fetch_options())
+            .await?;
+
+        let mut all: Vec<&[u8]> = record.data.secrets();
+        all.extend(secrets.iter().map(|s| s.expose().as_bytes()));
+        let scrubber = Scrubber::new(all);
+        Ok(render(response, &scrubber))
+    }
+
+    /// A valid OAuth2 access token for `record`: the cached one, or a new one from the token
+    /// endpoint (refresh-token grant when a refresh token is known, client credentials otherwise).
+    async fn oauth_token(&self, record: &CredentialRecord, d: &OAuth2Data) -> Result<OAuthToken> {
+        let key = format!("{}{}", credential::OAUTH_PREFIX, record.alias);
+        let now = self.now();
+        let mut refresh = d.refresh_token.clone();
+        if let Some(text) = self.ports.kv.get(&key).await? {
+            let cached = std::str::from_utf8(&text)
+                .ok()
+                .and_then(|t| self.keys.open_envelope(&key, t).ok())
+                .and_then(|p| serde_json::from_slice::<OAuthToken>(&p).ok());
+            if let Some(tok) = cached {
+                if tok
+                    .expires_at
+                    .is_none_or(|e| now + OAUTH_REFRESH_MARGIN_MS < e)
+                {
+                    return Ok(tok);
+                }
+                if tok.refresh_token.is_some() {
+                    refresh = tok.refresh_token;
+                }
+            }
+        }
+        let failed =
+            |m: String| Error::new(ErrorKind::UpstreamFailed, m).with_code("oauth_token_failed");
+        let target = ssrf::check_url(&d.token_url, self.config.allow_loopback_upstreams)?;
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        match &refresh {
+            Some(r) => {
+                form.append_pair("grant_type", "refresh_token");
+                form.append_pair("refresh_token", r.expose());
+            }
+            None => {
+                form.append_pair("grant_type", "client_credentials");
+            }
+        }
+        if let Some(scopes) = &d.scopes {
+            if !scopes.is_empty() {
+                form.append_pair("scope", &scopes.join(" "));
+            }
+        }
+        let mut builder = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(target.url.as_str())
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::ACCEPT, "application/json");
+        match d.client_auth {
+            ClientAuth::Basic => {
+                let enc = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                let pair = zeroize::Zeroizing::new(format!(
+                    "{}:{}",
+                    enc(&d.client_id),
+                    enc(d.client_secret.expose())
+                ));
+                let b64 = zeroize::Zeroizing::new(
+                    base64::engine::general_purpose::STANDARD.encode(pair.as_bytes()),
+                );
+                builder = builder.header(
+                    http::header::AUTHORIZATION,
+                    format!("Basic {}", b64.as_str()),
+                );
+            }
+            ClientAuth::Post => {
+                form.append_pair("client_id", &d.client_id);
+                form.append_pair("client_secret", d.client_secret.expose());
+            }
+        }
+        let body = zeroize::Zeroizing::new(form.finish());
+        let request = builder
+            .body(Bytes::from(body.as_bytes().to_vec()))
+            .map_err(|_| failed("token request could not be built".into()))?;
+        let response = self
+            .ports
+            .fetcher
+            .fetch(request, self.fetch_options())
+            .await?;
+        if !response.status().is_success() {
+            return Err(failed(format!(
+                "token endpoint answered HTTP {}",
+                response.status().as_u16()
+            )));
+        }
+        #[derive(Deserialize)]
+        struct TokenReply {
+            access_token: Secret,
+            #[serde(default)]
+            expires_in: Option<u64>,
+            #[serde(default)]
+            refresh_token: Option<Secret>,
+        }
+        let reply: TokenReply = serde_json::from_slice(response.body())
+            .map_err(|_| failed("token endpoint reply has no access_token".into()))?;
+        if reply.access_token.is_empty() {
+            return Err(failed(
+                "token endpoint returned an empty access_token".into(),
+            ));
+        }
+        let token = OAuthToken {
+            access_token: reply.access_token,
+            expires_at: reply.expires_in.map(|s| now + s.saturating_mul(1000)),
+            refresh_token: reply.refresh_token.or(refresh),
+        };
+        let plain =
+            zeroize::Zeroizing::new(serde_json::to_vec(&token).map_err(|_| Error::internal())?);
+        let sealed = self.keys.seal(&key, &plain);
+        // Keep the cache no longer than the token lives (KV TTLs are at least 60 s).
+        let ttl = reply.expires_in.filter(|s| *s >= 60);
+        self.ports
+            .kv
+            .put(
+                &key,
+                Bytes::from(sealed),
+                PutOptions {
+                    expiration_ttl: ttl,
+                    metadata: None,
+                },
+            )
+            .await?;
+        Ok(token)
+    }
+}
+
+/// Turn the upstream response into the execute reply, scrubbing headers and body.
+fn render(response: http::Response<Bytes>, scrubber: &Scrubber) -> ExecuteResponse {
+    let (parts, body) = response.into_parts();
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in &parts.headers {
+        if DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        let clean = scrubber.scrub(value.as_bytes());
+        let text = String::from_utf8_lossy(&clean).into_owned();
+        headers
+            .entry(name.as_str().to_string())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(&text);
+            })
+            .or_insert(text);
+    }
+    let clean = scrubber.scrub(&body);
+    let (body, body_encoding) = match std::str::from_utf8(&clean) {
+        Ok(s) => (s.to_string(), "utf8"),
+        Err(_) => (
+            base64::engine::general_purpose::STANDARD.encode(&clean),
+            "base64",
+        ),
+    };
+    ExecuteResponse {
+        status: parts.status.as_u16(),
+        headers,
+        body,
+        body_encoding: body_encoding.into(),
+    }
+}

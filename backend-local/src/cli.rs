@@ -1,0 +1,654 @@
+//! The `vultrino` command line (clap). Every flag has a `VULTRINO_*` environment twin. Secrets
+//! (credential values, passwords, master keys) are never read from arguments: they come from a
+//! no-echo prompt when stdin is a terminal, otherwise one per line from stdin, or from the
+//! environment variables named in the help.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use vultrino_core::app::{App, Config, CredentialUpdate, NewCredential, NewKey, NewRole};
+use vultrino_core::auth::{Permission, Principal};
+use vultrino_core::crypto::{self, MasterSecret};
+use vultrino_core::execute::ExecuteRequest;
+use vultrino_core::policy::{Policy, RateLimit};
+use zeroize::Zeroizing;
+
+use crate::setup::{self, MasterSource, Settings, StoreKind};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vultrino",
+    version,
+    about = "Vultrino Edge: a credential proxy for AI agents"
+)]
+struct Cli {
+    /// Data directory (master key, admin hash, file store).
+    #[arg(long, global = true, env = "VULTRINO_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Store backend.
+    #[arg(
+        long,
+        global = true,
+        env = "VULTRINO_STORE",
+        value_enum,
+        default_value = "file"
+    )]
+    store: StoreKind,
+    /// Master key file (default: <data-dir>/master.key). VULTRINO_MASTER_KEY / ENCRYPTION_KEY override it.
+    #[arg(long, global = true, env = "VULTRINO_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the HTTP server.
+    Serve(ServeArgs),
+    /// Manage credentials.
+    #[command(subcommand)]
+    Credential(CredentialCmd),
+    /// Manage API keys for agents.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Manage roles.
+    #[command(subcommand)]
+    Role(RoleCmd),
+    /// Make one request through a credential and print the scrubbed reply.
+    Request(RequestArgs),
+    /// Print a PHC hash of a password (read from a prompt or stdin) for ADMIN_PASSWORD_HASH.
+    HashPassword {
+        #[arg(long, env = "VULTRINO_PASSWORD_ITERATIONS", default_value_t = crypto::DEFAULT_PASSWORD_ITERATIONS)]
+        iterations: u32,
+    },
+    /// Re-encrypt every record under a new master key (stop the server first).
+    RotateMasterKey,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "VULTRINO_LISTEN", default_value = "127.0.0.1:7879")]
+    listen: SocketAddr,
+    /// Admin user name.
+    #[arg(long, env = "VULTRINO_ADMIN_USER", default_value = "admin")]
+    admin_user: String,
+    /// INSECURE, tests only: allow http:// and loopback upstreams.
+    #[arg(long, env = "VULTRINO_ALLOW_LOOPBACK_UPSTREAMS")]
+    allow_loopback_upstreams: bool,
+    /// Allowed CORS origins (comma-separated); CORS is off when empty.
+    #[arg(long, env = "VULTRINO_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origin: Vec<String>,
+    /// Trust the first X-Forwarded-For address (only behind your own proxy).
+    #[arg(long, env = "VULTRINO_TRUST_FORWARDED_FOR")]
+    trust_forwarded_for: bool,
+    /// Login attempts per client per window before 429.
+    #[arg(long, env = "VULTRINO_LOGIN_MAX_ATTEMPTS", default_value_t = 5)]
+    login_max_attempts: u32,
+    /// Login lockout window, seconds.
+    #[arg(long, env = "VULTRINO_LOGIN_WINDOW_SECS", default_value_t = 900)]
+    login_window_secs: u64,
+    /// Upstream timeout, milliseconds.
+    #[arg(long, env = "VULTRINO_FETCH_TIMEOUT_MS", default_value_t = 30_000)]
+    fetch_timeout_ms: u64,
+    /// Largest upstream response body, bytes.
+    #[arg(long, env = "VULTRINO_MAX_RESPONSE_BYTES", default_value_t = 10 * 1024 * 1024)]
+    max_response_bytes: usize,
+    /// Session idle timeout, seconds.
+    #[arg(long, env = "VULTRINO_SESSION_IDLE_SECS", default_value_t = 1800)]
+    session_idle_secs: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum CredentialCmd {
+    /// Add a credential; its secret is read from a prompt or stdin.
+    Add(CredentialAdd),
+    /// List credentials (metadata only).
+    List,
+    /// Show one credential's metadata.
+    Show { alias: String },
+    /// Delete a credential.
+    Rm { alias: String },
+    /// Replace a credential's secret (read from a prompt or stdin).
+    Rotate { alias: String },
+}
+
+#[derive(Args, Debug)]
+struct CredentialAdd {
+    alias: String,
+    /// api_key, basic_auth, query_param or oauth2.
+    #[arg(long = "type", default_value = "api_key")]
+    kind: String,
+    /// Hosts the credential may be sent to (required; `*.example.com` allowed).
+    #[arg(long = "host", required = true)]
+    hosts: Vec<String>,
+    #[arg(long)]
+    description: Option<String>,
+    /// api_key: header name (default Authorization).
+    #[arg(long)]
+    header: Option<String>,
+    /// api_key: value prefix (default "Bearer " for Authorization).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// basic_auth: user name.
+    #[arg(long)]
+    username: Option<String>,
+    /// query_param: parameter name.
+    #[arg(long)]
+    param: Option<String>,
+    /// oauth2: token endpoint.
+    #[arg(long)]
+    token_url: Option<String>,
+    /// oauth2: client id.
+    #[arg(long)]
+    client_id: Option<String>,
+    /// oauth2: scopes.
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// oauth2: also read a refresh token (second secret line).
+    #[arg(long)]
+    with_refresh_token: bool,
+    /// Allowed methods (default: all).
+    #[arg(long = "method")]
+    methods: Vec<String>,
+    /// Allowed path prefixes (default: all).
+    #[arg(long = "path-prefix")]
+    path_prefixes: Vec<String>,
+    /// Rate limit as REQUESTS/SECONDS, e.g. 100/60.
+    #[arg(long)]
+    rate_limit: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCmd {
+    /// Create an API key (printed once).
+    Create {
+        name: String,
+        #[arg(long, default_value = "executor")]
+        role: String,
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    List,
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RoleCmd {
+    Create {
+        name: String,
+        /// read, execute, write, admin.
+        #[arg(long = "permission", required = true)]
+        permissions: Vec<String>,
+        /// Alias globs, e.g. github-*.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    List,
+    Rm {
+        name: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RequestArgs {
+    credential: String,
+    method: String,
+    url: String,
+    /// Extra header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// Request body.
+    #[arg(short = 'd', long = "data")]
+    data: Option<String>,
+    /// INSECURE, tests only: allow http:// and loopback upstreams.
+    #[arg(long, env = "VULTRINO_ALLOW_LOOPBACK_UPSTREAMS")]
+    allow_loopback_upstreams: bool,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn settings(cli: &Cli, config: Config) -> Settings {
+    Settings {
+        data_dir: cli.data_dir.clone().unwrap_or_else(setup::default_data_dir),
+        store: cli.store,
+        master_key_file: cli.master_key_file.clone(),
+        config,
+    }
+}
+
+/// The principal of a local operator: whoever can read the data directory holds every key.
+fn operator() -> Principal {
+    Principal::Admin {
+        subject: "cli".into(),
+        session_id: String::new(),
+        via_cookie: false,
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve(args) => serve(&cli, args.clone()).await,
+        Command::HashPassword { iterations } => {
+            let pw = read_secret("Password: ")?;
+            if std::io::stdin().is_terminal() {
+                let again = read_secret("Again: ")?;
+                if !crypto::ct_eq(pw.as_bytes(), again.as_bytes()) {
+                    anyhow::bail!("the passwords differ");
+                }
+            }
+            if pw.is_empty() {
+                anyhow::bail!("empty password");
+            }
+            println!("{}", crypto::hash_password(&pw, *iterations)?);
+            Ok(())
+        }
+        Command::RotateMasterKey => rotate_master_key(&cli).await,
+        Command::Credential(c) => {
+            let app = open_for_cli(&cli, Config::default()).await?;
+            credential(&app, c).await
+        }
+        Command::Key(k) => {
+            let app = open_for_cli(&cli, Config::default()).await?;
+            key(&app, k).await
+        }
+        Command::Role(r) => {
+            let app = open_for_cli(&cli, Config::default()).await?;
+            role(&app, r).await
+        }
+        Command::Request(r) => {
+            let config = Config {
+                allow_loopback_upstreams: r.allow_loopback_upstreams,
+                ..Config::default()
+            };
+            let app = open_for_cli(&cli, config).await?;
+            request(&app, r).await
+        }
+    }
+}
+
+async fn open_for_cli(cli: &Cli, config: Config) -> anyhow::Result<Arc<App>> {
+    if cli.store == StoreKind::Memory {
+        anyhow::bail!("management commands need the file store (--store file); a memory store lives only inside `vultrino serve`");
+    }
+    let s = settings(cli, config);
+    let opened = setup::open(&s).await?;
+    Ok(opened.app)
+}
+
+async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
+    let config = Config {
+        admin_username: a.admin_user,
+        allow_loopback_upstreams: a.allow_loopback_upstreams,
+        cors_origins: a
+            .cors_origin
+            .into_iter()
+            .filter(|o| !o.is_empty())
+            .collect(),
+        trust_forwarded_for: a.trust_forwarded_for,
+        login_max_attempts: a.login_max_attempts,
+        login_window_secs: a.login_window_secs,
+        fetch_timeout_ms: a.fetch_timeout_ms,
+        max_response_bytes: a.max_response_bytes,
+        session_idle_secs: a.session_idle_secs,
+        ..Config::default()
+    };
+    if config.cors_origins.iter().any(|o| o == "*") {
+        anyhow::bail!("CORS origin '*' is refused: list the origins explicitly");
+    }
+    let s = settings(cli, config);
+    let opened = setup::open(&s).await?;
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.listen))?;
+    let addr = listener.local_addr()?;
+    let mut out = std::io::stdout().lock();
+    if let Some(pw) = &opened.generated_password {
+        writeln!(
+            out,
+            "First run: created admin user '{}' with password:\n\n    {}\n\nIt is shown only this once; its hash is stored in {}.",
+            s.config.admin_username,
+            pw.as_str(),
+            if s.store == StoreKind::File {
+                s.data_dir.join(setup::ADMIN_HASH_FILE).display().to_string()
+            } else {
+                "memory (this run only)".into()
+            }
+        )?;
+    }
+    writeln!(out, "Vultrino listening on http://{addr}")?;
+    out.flush()?;
+    drop(out);
+    tracing::info!(%addr, store = ?s.store, data_dir = %s.data_dir.display(), "serving");
+    crate::server::serve(listener, opened.app, crate::server::shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Read one secret: a no-echo prompt on a terminal, otherwise the next line of stdin.
+fn read_secret(prompt: &str) -> anyhow::Result<Zeroizing<String>> {
+    if std::io::stdin().is_terminal() {
+        return Ok(Zeroizing::new(rpassword::prompt_password(prompt)?));
+    }
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin().lock().read_line(&mut line)?;
+    let trimmed = line.trim_end_matches(['\n', '\r']);
+    Ok(Zeroizing::new(trimmed.to_string()))
+}
+
+fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn secret_data(a: &CredentialAdd) -> anyhow::Result<serde_json::Value> {
+    Ok(match a.kind.as_str() {
+        "api_key" => {
+            let key = read_secret("API key: ")?;
+            let mut d = json!({"key": key.as_str()});
+            if let Some(h) = &a.header {
+                d["header"] = json!(h);
+            }
+            if let Some(p) = &a.prefix {
+                d["prefix"] = json!(p);
+            }
+            d
+        }
+        "basic_auth" => {
+            let user = a
+                .username
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("basic_auth needs --username"))?;
+            let pw = read_secret("Password: ")?;
+            json!({"username": user, "password": pw.as_str()})
+        }
+        "query_param" => {
+            let name = a
+                .param
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("query_param needs --param"))?;
+            let v = read_secret("Value: ")?;
+            json!({"name": name, "value": v.as_str()})
+        }
+        "oauth2" => {
+            let token_url = a
+                .token_url
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("oauth2 needs --token-url"))?;
+            let client_id = a
+                .client_id
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("oauth2 needs --client-id"))?;
+            let secret = read_secret("Client secret: ")?;
+            let mut d = json!({"token_url": token_url, "client_id": client_id, "client_secret": secret.as_str()});
+            if !a.scopes.is_empty() {
+                d["scopes"] = json!(a.scopes);
+            }
+            if a.with_refresh_token {
+                let r = read_secret("Refresh token: ")?;
+                d["refresh_token"] = json!(r.as_str());
+            }
+            d
+        }
+        other => anyhow::bail!("unknown type '{other}' (api_key, basic_auth, query_param, oauth2)"),
+    })
+}
+
+fn parse_rate_limit(s: &str) -> anyhow::Result<RateLimit> {
+    let (r, p) = s
+        .split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("--rate-limit is REQUESTS/SECONDS, e.g. 100/60"))?;
+    Ok(RateLimit {
+        requests: r.trim().parse()?,
+        per_seconds: p.trim().parse()?,
+    })
+}
+
+async fn credential(app: &App, c: &CredentialCmd) -> anyhow::Result<()> {
+    let who = operator();
+    match c {
+        CredentialCmd::Add(a) => {
+            let data = Zeroizing::new(secret_data(a)?);
+            let policy = Policy {
+                allowed_hosts: a.hosts.clone(),
+                methods: (!a.methods.is_empty()).then(|| a.methods.clone()),
+                path_prefixes: (!a.path_prefixes.is_empty()).then(|| a.path_prefixes.clone()),
+                rate_limit: a.rate_limit.as_deref().map(parse_rate_limit).transpose()?,
+            };
+            let input = NewCredential {
+                alias: a.alias.clone(),
+                kind: a.kind.clone(),
+                description: a.description.clone(),
+                data: (*data).clone(),
+                policy,
+            };
+            print_json(&json!(app.create_credential(&who, input).await?))
+        }
+        CredentialCmd::List => {
+            let mut all = Vec::new();
+            let mut cursor = None;
+            loop {
+                let (items, next) = app.list_credentials(&who, cursor, None).await?;
+                all.extend(items);
+                match next {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            print_json(&json!({"credentials": all}))
+        }
+        CredentialCmd::Show { alias } => print_json(&json!(app.get_credential(&who, alias).await?)),
+        CredentialCmd::Rm { alias } => {
+            app.delete_credential(&who, alias).await?;
+            eprintln!("deleted credential '{alias}'");
+            Ok(())
+        }
+        CredentialCmd::Rotate { alias } => {
+            let meta = app.get_credential(&who, alias).await?;
+            let add = CredentialAdd {
+                alias: alias.clone(),
+                kind: meta.kind.as_str().into(),
+                hosts: vec![],
+                description: None,
+                header: None,
+                prefix: None,
+                username: None,
+                param: None,
+                token_url: None,
+                client_id: None,
+                scopes: vec![],
+                with_refresh_token: false,
+                methods: vec![],
+                path_prefixes: vec![],
+                rate_limit: None,
+            };
+            if meta.kind.as_str() != "api_key" {
+                anyhow::bail!("rotate from the CLI supports api_key credentials; use PUT /v1/credentials/{alias} for other types");
+            }
+            let data = Zeroizing::new(secret_data(&add)?);
+            let update = CredentialUpdate {
+                data: Some((*data).clone()),
+                ..CredentialUpdate::default()
+            };
+            print_json(&json!(app.update_credential(&who, alias, update).await?))
+        }
+    }
+}
+
+async fn key(app: &App, k: &KeyCmd) -> anyhow::Result<()> {
+    let who = operator();
+    match k {
+        KeyCmd::Create {
+            name,
+            role,
+            expires_in_days,
+        } => {
+            let created = app
+                .create_key(
+                    &who,
+                    NewKey {
+                        name: name.clone(),
+                        role: role.clone(),
+                        expires_in_days: *expires_in_days,
+                    },
+                )
+                .await?;
+            eprintln!("The key is shown only this once:");
+            print_json(&json!(created))
+        }
+        KeyCmd::List => print_json(&json!({"keys": app.list_keys(&who).await?})),
+        KeyCmd::Revoke { id } => {
+            app.revoke_key(&who, id).await?;
+            eprintln!("revoked key {id}");
+            Ok(())
+        }
+    }
+}
+
+async fn role(app: &App, r: &RoleCmd) -> anyhow::Result<()> {
+    let who = operator();
+    match r {
+        RoleCmd::Create {
+            name,
+            permissions,
+            scopes,
+            description,
+        } => {
+            let permissions = permissions
+                .iter()
+                .map(|p| serde_json::from_value::<Permission>(json!(p)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| anyhow::anyhow!("permissions are read, execute, write, admin"))?;
+            let role = app
+                .create_role(
+                    &who,
+                    NewRole {
+                        name: name.clone(),
+                        permissions,
+                        scopes: scopes.clone(),
+                        description: description.clone(),
+                    },
+                )
+                .await?;
+            print_json(&json!(role))
+        }
+        RoleCmd::List => print_json(&json!({"roles": app.list_roles(&who).await?})),
+        RoleCmd::Rm { name } => {
+            app.delete_role(&who, name).await?;
+            eprintln!("deleted role '{name}'");
+            Ok(())
+        }
+    }
+}
+
+async fn request(app: &App, r: &RequestArgs) -> anyhow::Result<()> {
+    let mut headers = std::collections::BTreeMap::new();
+    for h in &r.headers {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("header '{h}' is not 'Name: value'"))?;
+        headers.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    let req = ExecuteRequest {
+        credential: r.credential.clone(),
+        method: r.method.clone(),
+        url: r.url.clone(),
+        headers,
+        query: vec![],
+        body: r.data.clone().map(bytes::Bytes::from),
+        json_body: false,
+    };
+    let out = app.execute(&operator(), req).await?;
+    print_json(&json!(out))
+}
+
+async fn rotate_master_key(cli: &Cli) -> anyhow::Result<()> {
+    let s = settings(cli, Config::default());
+    if s.store != StoreKind::File {
+        anyhow::bail!("rotate-master-key works on the file store");
+    }
+    let (old, source) = setup::master_secret(&s, false)?;
+    let clock = crate::clock::SystemClock::new();
+    let kv = setup::open_kv(&s, Arc::new(crate::clock::SystemClock::new()))?;
+    use vultrino_core::ports::Clock as _;
+    match source {
+        MasterSource::File(path) => {
+            // The new key is written next to the old one BEFORE any record changes, so an
+            // interrupted rotation is finished by running the command again.
+            let next_path = PathBuf::from(format!("{}.next", path.display()));
+            let new = match std::fs::read_to_string(&next_path) {
+                Ok(t) => MasterSecret::parse(Zeroizing::new(t).trim())?,
+                Err(_) => {
+                    let (k, t) = MasterSecret::generate_raw();
+                    setup::write_private_file(&next_path, format!("{t}\n").as_bytes())?;
+                    k
+                }
+            };
+            let (key_id, count) = App::rotate_master_key(&*kv, &old, &new, clock.now_ms()).await?;
+            std::fs::rename(&next_path, &path)?;
+            if let Some(parent) = path.parent() {
+                if let Ok(d) = std::fs::File::open(parent) {
+                    let _ = d.sync_all();
+                }
+            }
+            eprintln!(
+                "re-encrypted {count} records under key {key_id}; the new key replaced {}",
+                path.display()
+            );
+        }
+        MasterSource::Env => {
+            let new = std::env::var("VULTRINO_NEW_MASTER_KEY")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "the master key comes from the environment: set VULTRINO_NEW_MASTER_KEY to the new key \
+                         (e.g. `openssl rand -base64 32`), run again, then switch VULTRINO_MASTER_KEY to it"
+                    )
+                })?;
+            let new = MasterSecret::parse(&new)?;
+            let (key_id, count) = App::rotate_master_key(&*kv, &old, &new, clock.now_ms()).await?;
+            eprintln!("re-encrypted {count} records under key {key_id}; set VULTRINO_MASTER_KEY to the new key now");
+        }
+        MasterSource::Ephemeral => anyhow::bail!("no master key to rotate"),
+    }
+    Ok(())
+}

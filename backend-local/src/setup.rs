@@ -1,0 +1,225 @@
+//! Turning settings into a running [`App`]: data directory, master key, admin password, stores.
+//!
+//! Zero-config first run (`vultrino serve` with nothing set): the data directory is created
+//! (0700), a random 32-byte master key is written to `master.key` (0600), and a random admin
+//! password is generated, its PBKDF2 hash written to `admin.hash` (0600), and the password itself
+//! printed once. Later runs reuse both files. Environment variables override the files:
+//! `VULTRINO_MASTER_KEY` (or `ENCRYPTION_KEY`), `VULTRINO_ADMIN_PASSWORD_HASH` (or
+//! `ADMIN_PASSWORD_HASH`). Secrets are never taken from command-line arguments (argv is visible to
+//! every user of the machine).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use vultrino_core::app::{App, Config, Ports};
+use vultrino_core::crypto::{self, MasterSecret};
+use vultrino_core::ports::{Clock, KvStore};
+use zeroize::Zeroizing;
+
+use crate::clock::SystemClock;
+use crate::fetcher::HttpFetcher;
+use crate::file_kv::FileKv;
+use crate::memory_kv::MemoryKv;
+use crate::memory_sessions::MemorySessions;
+
+/// Which KV store backs the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// Durable files under the data directory.
+    File,
+    /// In memory only; everything is lost on exit (tests, benchmarks, trying things out).
+    Memory,
+}
+
+/// Everything needed to open an instance.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub store: StoreKind,
+    pub master_key_file: Option<PathBuf>,
+    pub config: Config,
+}
+
+/// An opened instance.
+pub struct Opened {
+    pub app: Arc<App>,
+    pub kv: Arc<dyn KvStore>,
+    /// Set on a first run that generated the admin password: print it once.
+    pub generated_password: Option<Zeroizing<String>>,
+}
+
+pub const MASTER_KEY_FILE: &str = "master.key";
+pub const ADMIN_HASH_FILE: &str = "admin.hash";
+pub const STORE_DIR: &str = "store";
+
+/// The default data directory: `$VULTRINO_DATA_DIR`, else `$XDG_DATA_HOME/vultrino`, else
+/// `~/.local/share/vultrino`, else `./vultrino-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("vultrino");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".local/share/vultrino");
+    }
+    PathBuf::from("vultrino-data")
+}
+
+fn env_secret(names: &[&str]) -> Option<Zeroizing<String>> {
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+        .map(Zeroizing::new)
+}
+
+/// Create `dir` (and parents) with mode 0700.
+pub fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| anyhow::anyhow!("cannot set permissions on {}: {e}", dir.display()))?;
+    Ok(())
+}
+
+/// Write a new private file (0600) durably; refuses to overwrite.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    if let Some(parent) = path.parent() {
+        if let Ok(d) = fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Replace a private file atomically (temp + fsync + rename).
+pub fn replace_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    write_private_file(&tmp, contents)?;
+    fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        if let Ok(d) = fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Where the master key comes from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterSource {
+    Env,
+    File(PathBuf),
+    Ephemeral,
+}
+
+/// Find or create the master key.
+pub fn master_secret(
+    settings: &Settings,
+    create: bool,
+) -> anyhow::Result<(MasterSecret, MasterSource)> {
+    if let Some(v) = env_secret(&["VULTRINO_MASTER_KEY", "ENCRYPTION_KEY"]) {
+        return Ok((MasterSecret::parse(&v)?, MasterSource::Env));
+    }
+    let path = settings
+        .master_key_file
+        .clone()
+        .unwrap_or_else(|| settings.data_dir.join(MASTER_KEY_FILE));
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let text = Zeroizing::new(text);
+            let secret = MasterSecret::parse(text.trim())
+                .map_err(|e| anyhow::anyhow!("master key file {}: {e}", path.display()))?;
+            Ok((secret, MasterSource::File(path)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (secret, text) = MasterSecret::generate_raw();
+            if settings.store == StoreKind::Memory || !create {
+                if !create {
+                    anyhow::bail!(
+                        "no master key: set VULTRINO_MASTER_KEY or create {} (run `vultrino serve` once)",
+                        path.display()
+                    );
+                }
+                return Ok((secret, MasterSource::Ephemeral));
+            }
+            if let Some(parent) = path.parent() {
+                ensure_private_dir(parent)?;
+            }
+            write_private_file(&path, format!("{text}\n").as_bytes())?;
+            tracing::info!(path = %path.display(), "created a new master key file (0600); back it up: without it the store cannot be decrypted");
+            Ok((secret, MasterSource::File(path)))
+        }
+        Err(e) => anyhow::bail!("cannot read master key file {}: {e}", path.display()),
+    }
+}
+
+/// Find the admin password hash, or generate a password on first run.
+fn admin_hash(settings: &Settings) -> anyhow::Result<(Option<String>, Option<Zeroizing<String>>)> {
+    if let Some(h) = env_secret(&["VULTRINO_ADMIN_PASSWORD_HASH", "ADMIN_PASSWORD_HASH"]) {
+        return Ok((Some(h.to_string()), None));
+    }
+    let path = settings.data_dir.join(ADMIN_HASH_FILE);
+    if settings.store == StoreKind::File {
+        if let Ok(h) = fs::read_to_string(&path) {
+            return Ok((Some(h.trim().to_string()), None));
+        }
+    }
+    let password = Zeroizing::new(crypto::b64url(&crypto::random_bytes::<18>()));
+    let hash = crypto::hash_password(&password, crypto::DEFAULT_PASSWORD_ITERATIONS)?;
+    if settings.store == StoreKind::File {
+        ensure_private_dir(&settings.data_dir)?;
+        write_private_file(&path, format!("{hash}\n").as_bytes())?;
+    }
+    Ok((Some(hash), Some(password)))
+}
+
+/// Open the KV store of `settings`.
+pub fn open_kv(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn KvStore>> {
+    Ok(match settings.store {
+        StoreKind::Memory => Arc::new(MemoryKv::new(clock)),
+        StoreKind::File => {
+            ensure_private_dir(&settings.data_dir)?;
+            Arc::new(FileKv::open(&settings.data_dir.join(STORE_DIR), clock)?)
+        }
+    })
+}
+
+/// Open an instance for serving (creates what a first run needs).
+pub async fn open(settings: &Settings) -> anyhow::Result<Opened> {
+    if settings.config.allow_loopback_upstreams {
+        tracing::warn!(
+            "INSECURE: loopback and plain-http upstreams are allowed (--allow-loopback-upstreams). \
+             Use this for tests only: credentials can be sent to services on this machine."
+        );
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let (master, _) = master_secret(settings, true)?;
+    let mut config = settings.config.clone();
+    let (hash, generated_password) = admin_hash(settings)?;
+    if config.admin_password_hash.is_none() {
+        config.admin_password_hash = hash;
+    }
+    let kv = open_kv(settings, clock.clone())?;
+    let ports = Ports {
+        kv: kv.clone(),
+        sessions: Arc::new(MemorySessions::new()),
+        fetcher: Arc::new(HttpFetcher::new()?),
+        clock,
+    };
+    let app = App::open(config, ports, &master).await?;
+    Ok(Opened {
+        app: Arc::new(app),
+        kv,
+        generated_password,
+    })
+}

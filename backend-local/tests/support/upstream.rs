@@ -1,0 +1,182 @@
+//! A loopback upstream for the HTTP suite: echoes requests (so a test can see what Vultrino
+//! sent and what comes back scrubbed), issues OAuth2 tokens, redirects, and counts hits.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+/// One request the upstream received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct State {
+    pub seen: Vec<Seen>,
+    pub tokens_issued: u32,
+}
+
+/// The running upstream.
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub state: Arc<Mutex<State>>,
+}
+
+pub const OAUTH_CLIENT_ID: &str = "client-abc";
+pub const OAUTH_CLIENT_SECRET: &str = "oauth-client-secret-Zq81";
+
+impl Upstream {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.lock().map(|s| s.seen.clone()).unwrap_or_default()
+    }
+
+    pub fn hits(&self, path: &str) -> usize {
+        self.seen().iter().filter(|s| s.path == path).count()
+    }
+
+    pub fn tokens_issued(&self) -> u32 {
+        self.state.lock().map(|s| s.tokens_issued).unwrap_or(0)
+    }
+
+    /// Start on 127.0.0.1:0.
+    pub async fn start() -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let state = Arc::new(Mutex::new(State::default()));
+        let up = Upstream {
+            addr,
+            state: state.clone(),
+        };
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| respond(state.clone(), addr, req));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        up
+    }
+}
+
+async fn respond(
+    state: Arc<Mutex<State>>,
+    addr: SocketAddr,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let headers: BTreeMap<String, String> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let seen = Seen {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        headers: headers.clone(),
+        body: body.to_vec(),
+    };
+    if let Ok(mut s) = state.lock() {
+        s.seen.push(seen.clone());
+    }
+    let reply = |status: u16, ct: &str, body: Vec<u8>| {
+        let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+        r.headers_mut()
+            .insert("content-type", ct.parse().expect("content type"));
+        r
+    };
+    let resp = match seen.path.as_str() {
+        // Echo everything, and repeat the credential in every encoding an upstream might use.
+        "/echo" => {
+            let auth = headers.get("authorization").cloned().unwrap_or_default();
+            let api_key = headers.get("x-api-key").cloned().unwrap_or_default();
+            let q = seen.query.clone();
+            let secretish = format!("{auth}|{api_key}|{q}");
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&secretish);
+            let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&secretish);
+            let urlenc: String = url::form_urlencoded::byte_serialize(secretish.as_bytes()).collect();
+            let v = json!({
+                "method": seen.method,
+                "path": seen.path,
+                "query": q,
+                "headers": headers,
+                "body": String::from_utf8_lossy(&seen.body),
+                "as_base64": b64,
+                "as_base64url": b64url,
+                "as_urlencoded": urlenc,
+                "as_json_string": serde_json::to_string(&secretish).unwrap_or_default(),
+            });
+            let mut r = reply(200, "application/json", serde_json::to_vec(&v).unwrap_or_default());
+            if let Ok(h) = auth.parse() {
+                r.headers_mut().insert("x-echo-authorization", h);
+            }
+            r
+        }
+        "/redirect" => {
+            let mut r = reply(302, "text/plain", b"moved".to_vec());
+            r.headers_mut().insert(
+                "location",
+                format!("http://{addr}/landing").parse().expect("location"),
+            );
+            r
+        }
+        "/landing" => reply(200, "text/plain", b"landed".to_vec()),
+        "/binary" => reply(200, "application/octet-stream", vec![0, 159, 146, 150, 255]),
+        "/token" => {
+            let expected = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{OAUTH_CLIENT_ID}:{OAUTH_CLIENT_SECRET}"))
+            );
+            let form: BTreeMap<String, String> = url::form_urlencoded::parse(&seen.body)
+                .into_owned()
+                .collect();
+            if headers.get("authorization") != Some(&expected) {
+                reply(401, "application/json", br#"{"error":"invalid_client"}"#.to_vec())
+            } else if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+                reply(400, "application/json", br#"{"error":"unsupported_grant_type"}"#.to_vec())
+            } else {
+                let n = state
+                    .lock()
+                    .map(|mut s| {
+                        s.tokens_issued += 1;
+                        s.tokens_issued
+                    })
+                    .unwrap_or(0);
+                let v = json!({"access_token": format!("access-token-{n}-Kx92"), "token_type": "Bearer", "expires_in": 3600});
+                reply(200, "application/json", serde_json::to_vec(&v).unwrap_or_default())
+            }
+        }
+        _ => reply(404, "text/plain", b"no such path".to_vec()),
+    };
+    Ok(resp)
+}
