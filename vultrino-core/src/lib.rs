@@ -15,12 +15,14 @@ pub mod policy;
 pub mod scrub;
 pub mod ssrf;
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod credential;
 pub mod execute;
+pub mod sync;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -1,0 +1,183 @@
+//! Hybrid sync and master-key rotation: exporting ciphertext records with the keyring
+//! parameters, importing them into another store, and re-encrypting under a new master key.
+
+use bytes::Bytes;
+
+use crate::app::{put_json, App, Export, ExportRecord, KEYRING_KEY, KEYRING_NEXT_KEY, SYNC_PREFIXES};
+use crate::auth::{Permission, Principal};
+use crate::credential;
+use crate::crypto::{self, KeyringRecord, Keys, MasterSecret};
+use crate::error::{Error, Result};
+use crate::ports::{KvStore, ListOptions, PutOptions};
+
+impl App {
+    /// Everything a hybrid peer needs: keyring parameters and the ciphertext records.
+    pub async fn export(&self, who: &Principal) -> Result<Export> {
+        who.require(Permission::Admin)?;
+        let keyring_bytes = self
+            .ports
+            .kv
+            .get(KEYRING_KEY)
+            .await?
+            .ok_or_else(|| Error::unavailable("no keyring").with_code("invalid_keyring"))?;
+        let keyring: KeyringRecord = serde_json::from_slice(&keyring_bytes).map_err(|_| {
+            Error::unavailable("stored keyring is invalid").with_code("invalid_keyring")
+        })?;
+        let mut records = Vec::new();
+        for prefix in SYNC_PREFIXES {
+            let mut cursor = None;
+            loop {
+                let page = self
+                    .ports
+                    .kv
+                    .list(ListOptions {
+                        prefix: Some(prefix.into()),
+                        cursor,
+                        limit: None,
+                    })
+                    .await?;
+                for k in page.keys {
+                    if let Some(entry) = self.ports.kv.get_with_metadata(&k.name).await? {
+                        let value = String::from_utf8(entry.value.to_vec())
+                            .map_err(|_| Error::internal())?;
+                        records.push(ExportRecord {
+                            key: k.name,
+                            value,
+                            metadata: entry.metadata,
+                        });
+                    }
+                }
+                match page.cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        Ok(Export { keyring, records })
+    }
+
+    /// Import an export into this (empty or same-keyring) store. The export's keyring must be
+    /// openable with this deployment's master key; every credential envelope is verified before
+    /// anything is written. Returns how many records were written.
+    pub async fn import(kv: &dyn KvStore, master: &MasterSecret, export: &Export) -> Result<usize> {
+        let keys = Keys::open(master, &export.keyring)?;
+        if let Some(existing) = kv.get(KEYRING_KEY).await? {
+            let existing: KeyringRecord = serde_json::from_slice(&existing).map_err(|_| {
+                Error::unavailable("local keyring is invalid").with_code("invalid_keyring")
+            })?;
+            if existing.key_id != export.keyring.key_id || existing.salt != export.keyring.salt {
+                return Err(Error::conflict(
+                    "the local store has a different keyring; import into an empty data directory",
+                )
+                .with_code("keyring_mismatch"));
+            }
+        }
+        for r in &export.records {
+            if !SYNC_PREFIXES.iter().any(|p| r.key.starts_with(p)) {
+                return Err(
+                    Error::bad_request(format!("unexpected record key '{}'", r.key))
+                        .with_code("invalid_export"),
+                );
+            }
+            if r.key.starts_with(credential::CRED_PREFIX)
+                || r.key.starts_with(credential::OAUTH_PREFIX)
+            {
+                keys.open_envelope(&r.key, &r.value)?;
+            }
+        }
+        put_json(kv, KEYRING_KEY, &export.keyring, None).await?;
+        for r in &export.records {
+            kv.put(
+                &r.key,
+                Bytes::from(r.value.clone()),
+                PutOptions {
+                    expiration_ttl: None,
+                    metadata: r.metadata.clone(),
+                },
+            )
+            .await?;
+        }
+        Ok(export.records.len())
+    }
+
+    /// Re-encrypt every record under a new master key. Returns the new keyring's key id and
+    /// the number of records re-sealed. The caller must stop other writers first.
+    pub async fn rotate_master_key(
+        kv: &dyn KvStore,
+        old: &MasterSecret,
+        new: &MasterSecret,
+        now_ms: u64,
+    ) -> Result<(String, usize)> {
+        let bytes = kv.get(KEYRING_KEY).await?.ok_or_else(|| {
+            Error::not_found("no keyring: nothing to rotate").with_code("invalid_keyring")
+        })?;
+        let record: KeyringRecord = serde_json::from_slice(&bytes).map_err(|_| {
+            Error::unavailable("stored keyring is invalid").with_code("invalid_keyring")
+        })?;
+        let old_keys = Keys::open(old, &record)?;
+        // The next keyring is written first and reused by a re-run, so a rotation interrupted
+        // half-way (crash, kill -9) is finished by running the same command again.
+        let (new_keys, new_record) = match kv.get(KEYRING_NEXT_KEY).await? {
+            Some(b) => {
+                let next: KeyringRecord = serde_json::from_slice(&b).map_err(|_| {
+                    Error::unavailable("stored next keyring is invalid")
+                        .with_code("invalid_keyring")
+                })?;
+                (Keys::open(new, &next)?, next)
+            }
+            None => {
+                let (k, r) = old_keys.rotate(new, crypto::DEFAULT_PBKDF2_ITERATIONS, now_ms)?;
+                put_json(kv, KEYRING_NEXT_KEY, &r, None).await?;
+                (k, r)
+            }
+        };
+        let mut count = 0;
+        for prefix in [credential::CRED_PREFIX, credential::OAUTH_PREFIX] {
+            let mut cursor = None;
+            loop {
+                let page = kv
+                    .list(ListOptions {
+                        prefix: Some(prefix.into()),
+                        cursor,
+                        limit: None,
+                    })
+                    .await?;
+                for k in page.keys {
+                    let Some(entry) = kv.get_with_metadata(&k.name).await? else {
+                        continue;
+                    };
+                    let text = std::str::from_utf8(&entry.value).map_err(|_| {
+                        Error::unavailable("record is not an envelope").with_code("decrypt_failed")
+                    })?;
+                    let plain = match old_keys.open_envelope(&k.name, text) {
+                        Ok(p) => p,
+                        // Already re-sealed by an interrupted earlier run.
+                        Err(_) => {
+                            new_keys.open_envelope(&k.name, text)?;
+                            count += 1;
+                            continue;
+                        }
+                    };
+                    let sealed = new_keys.seal(&k.name, &plain);
+                    kv.put(
+                        &k.name,
+                        Bytes::from(sealed),
+                        PutOptions {
+                            expiration_ttl: None,
+                            metadata: entry.metadata,
+                        },
+                    )
+                    .await?;
+                    count += 1;
+                }
+                match page.cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        put_json(kv, KEYRING_KEY, &new_record, None).await?;
+        kv.delete(KEYRING_NEXT_KEY).await?;
+        Ok((new_record.key_id, count))
+    }
+}
