@@ -10,8 +10,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditEvent, AUDIT_PREFIX};
-use crate::auth::{self, ApiKeyInfo, ApiKeyRecord, Permission, Principal, Role};
+use crate::audit::AuditEvent;
+use crate::auth::{self, Permission, Principal};
 use crate::credential::{self, CredentialData, CredentialMeta, CredentialRecord, CredentialType};
 use crate::crypto::{self, KeyringRecord, Keys, MasterSecret};
 use crate::error::{Error, ErrorKind, Result};
@@ -262,7 +262,7 @@ impl App {
         }
     }
 
-    async fn audit_change(
+    pub(crate) async fn audit_change(
         &self,
         who: &Principal,
         action: &str,
