@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Load benchmark: POST /v1/execute through the local server to a fast loopback upstream, beside
+# the same upstream hit directly, in one run. Prints a report; `--save` also writes it to
+# benches/results/load-<store>.txt. Needs wrk (Debian package `wrk`).
+#
+#   benches/load/run.sh [memory|file] [--save]
+#
+# Everything talks to 127.0.0.1 only. Bounded: each wrk run lasts DURATION seconds.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+STORE=${1:-memory}
+SAVE=${2:-}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-16}
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
+
+cargo build --release -q -p vultrino-local -p vultrino-benches --bin vultrino --bin bench-upstream
+BIN=target/release
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+wait_line() { # file pattern
+  for _ in $(seq 1 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
+  echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; exit 1
+}
+
+"$BIN/bench-upstream" 127.0.0.1:0 >"$WORK/up.out" & PIDS+=($!)
+wait_line "$WORK/up.out" "listening on"
+UP="http://$(sed -n 's/listening on //p' "$WORK/up.out")"
+
+PW=bench-password
+HASH=$("$BIN/vultrino" hash-password --iterations 1000 <<<"$PW")
+STORE_ARGS=(--store memory)
+[ "$STORE" = file ] && STORE_ARGS=(--store file --data-dir "$WORK/data")
+env -u VULTRINO_MASTER_KEY VULTRINO_ADMIN_PASSWORD_HASH="$HASH" RUST_LOG=warn \
+  "$BIN/vultrino" "${STORE_ARGS[@]}" serve --listen 127.0.0.1:0 --allow-loopback-upstreams \
+  >"$WORK/v.out" 2>"$WORK/v.err" & VPID=$!; PIDS+=($VPID)
+wait_line "$WORK/v.out" "listening on"
+V=$(sed -n 's/Vultrino listening on //p' "$WORK/v.out")
+
+TOKEN=$(curl -sf "$V/login" -H 'content-type: application/json' \
+  -d "{\"username\":\"admin\",\"password\":\"$PW\"}" | sed -E 's/.*"token":"([^"]+)".*/\1/')
+curl -sf "$V/v1/credentials" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  -d '{"alias":"bench","type":"api_key","data":{"key":"bench-secret-value-0123456789"},"policy":{"allowed_hosts":["127.0.0.1"]}}' >/dev/null
+VK=$(curl -sf "$V/v1/keys" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  -d '{"name":"bench","role":"executor"}' | sed -E 's/.*"key":"([^"]+)".*/\1/')
+export VK UPSTREAM="$UP"
+
+# Sanity: one execute works and comes back 200 from the upstream.
+curl -sf "$V/v1/execute" -H "authorization: Bearer $VK" -H 'content-type: application/json' \
+  -d "{\"credential\":\"bench\",\"method\":\"GET\",\"url\":\"$UP/user\"}" | grep -q '"status":200'
+
+run() { wrk -t2 -c"$1" -d"${DURATION}s" --latency "${@:2}"; }
+rps() { sed -n 's/^Requests\/sec: *//p'; }
+p50() { awk '$1=="50%"{print $2}'; }
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v} else {sub(/s$/,"",v); print v*1000}}'; }
+
+D16=$(run "$CONNS" "$UP/user"); E16=$(run "$CONNS" -s benches/load/execute.lua "$V/v1/execute")
+RSS_KB=$(awk '/VmHWM/{print $2}' /proc/$VPID/status)
+D1=$(wrk -t1 -c1 -d"${DURATION}s" --latency "$UP/user"); E1=$(wrk -t1 -c1 -d"${DURATION}s" --latency -s benches/load/execute.lua "$V/v1/execute")
+
+DR=$(echo "$D16" | rps); ER=$(echo "$E16" | rps)
+DP=$(echo "$D1" | p50 | to_ms); EP=$(echo "$E1" | p50 | to_ms)
+REPORT=$(cat <<TXT
+Vultrino load benchmark — store: $STORE, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), ${DURATION}s per run, wrk -t2
+  direct upstream, $CONNS conns:   $DR req/s
+  via /v1/execute, $CONNS conns:   $ER req/s   ($(awk -v e="$ER" -v d="$DR" 'BEGIN{printf "%.1f%%", 100*e/d}') of direct)
+  p50 at 1 conn: direct $DP ms, via Vultrino $EP ms, added $(awk -v e="$EP" -v d="$DP" 'BEGIN{printf "%.3f", e-d}') ms
+  server peak RSS (VmHWM) after the $CONNS-conn run: $((RSS_KB / 1024)) MiB
+  errors: $(echo "$E16" | sed -n 's/^non-2xx-or-socket-errors: //p') in the $CONNS-conn execute run
+TXT
+)
+echo "$REPORT"
+if [ "$SAVE" = --save ]; then
+  mkdir -p benches/results
+  { echo "$REPORT"; echo; echo "--- raw wrk output ---"; echo "$D16"; echo "$E16"; echo "$D1"; echo "$E1"; } > "benches/results/load-$STORE.txt"
+fi
