@@ -167,7 +167,9 @@ pub mod kv_validate {
                 .with_code("invalid_key"));
         }
         if key.len() > kv_limits::MAX_KEY_BYTES {
-            return Err(Error::bad_request("KV key is longer than 512 bytes").with_code("invalid_key"));
+            return Err(
+                Error::bad_request("KV key is longer than 512 bytes").with_code("invalid_key")
+            );
         }
         Ok(())
     }
@@ -176,10 +178,14 @@ pub mod kv_validate {
     pub fn put(key_: &str, value: &[u8], options: &PutOptions) -> Result<()> {
         key(key_)?;
         if value.len() > kv_limits::MAX_VALUE_BYTES {
-            return Err(Error::too_large("KV value is larger than 25 MiB").with_code("value_too_large"));
+            return Err(
+                Error::too_large("KV value is larger than 25 MiB").with_code("value_too_large")
+            );
         }
         if let Some(meta) = &options.metadata {
-            let len = serde_json::to_vec(meta).map(|v| v.len()).unwrap_or(usize::MAX);
+            let len = serde_json::to_vec(meta)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
             if len > kv_limits::MAX_METADATA_BYTES {
                 return Err(Error::too_large("KV metadata is larger than 1024 bytes")
                     .with_code("metadata_too_large"));
@@ -187,8 +193,10 @@ pub mod kv_validate {
         }
         if let Some(ttl) = options.expiration_ttl {
             if ttl < kv_limits::MIN_TTL_SECS {
-                return Err(Error::bad_request("KV expiration_ttl must be at least 60 seconds")
-                    .with_code("invalid_ttl"));
+                return Err(
+                    Error::bad_request("KV expiration_ttl must be at least 60 seconds")
+                        .with_code("invalid_ttl"),
+                );
             }
         }
         Ok(())
@@ -228,7 +236,8 @@ pub struct SessionRecord {
 impl SessionRecord {
     /// Whether the session is alive at `now_ms` (neither idle-expired nor past absolute expiry).
     pub fn is_alive(&self, now_ms: u64) -> bool {
-        now_ms < self.expires_at_ms && now_ms < self.last_seen_ms.saturating_add(self.idle_timeout_ms)
+        now_ms < self.expires_at_ms
+            && now_ms < self.last_seen_ms.saturating_add(self.idle_timeout_ms)
     }
 }
 
@@ -340,8 +349,11 @@ pub trait Fetcher: MaybeSend + MaybeSync {
     ///   without `allow_loopback`, metadata, …) → `Forbidden` (code `ssrf_blocked`), and no packet
     ///   is sent to it. Where the platform resolves names, every resolved address is checked and the
     ///   connection goes to a checked address.
-    async fn fetch(&self, request: http::Request<Bytes>, options: FetchOptions)
-        -> Result<http::Response<Bytes>>;
+    async fn fetch(
+        &self,
+        request: http::Request<Bytes>,
+        options: FetchOptions,
+    ) -> Result<http::Response<Bytes>>;
 }
 
 // ---------------------------------------------------------------------------------------------
