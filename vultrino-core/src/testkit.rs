@@ -20,9 +20,11 @@
 //!   (shortened: a failure never prints a whole value).
 
 mod kv;
+mod kv_list;
 mod session;
 
 pub use kv::*;
+pub use kv_list::*;
 pub use session::*;
 
 use std::fmt::Display;
