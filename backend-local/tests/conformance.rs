@@ -1,0 +1,400 @@
+//! The core's conformance suites run against the local stores, plus FileKv's own durability and
+//! privacy properties and a multi-threaded race on MemorySessions.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is a test failure with its message
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use vultrino_core::ports::{Clock, KvStore, ListOptions, ManualClock, PutOptions, SessionStore};
+use vultrino_core::testkit;
+use vultrino_core::ErrorKind;
+use vultrino_local::file_kv::FileKv;
+use vultrino_local::memory_kv::MemoryKv;
+use vultrino_local::memory_sessions::MemorySessions;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn manual_clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(T0))
+}
+
+#[tokio::test]
+async fn memory_kv_passes_the_kv_suite() {
+    let clock = manual_clock();
+    let store = MemoryKv::new(clock.clone());
+    let advance = |ms| clock.advance(ms);
+    testkit::kv_suite(&store, Some(&advance)).await.unwrap();
+}
+
+#[tokio::test]
+async fn file_kv_passes_the_kv_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    let store = FileKv::open(&dir.path().join("data"), clock.clone()).unwrap();
+    let advance = |ms| clock.advance(ms);
+    testkit::kv_suite(&store, Some(&advance)).await.unwrap();
+}
+
+#[tokio::test]
+async fn file_kv_passes_the_kv_suite_after_reopen() {
+    // The suite's reads must hold for entries loaded from disk, not only for the write path:
+    // write through one FileKv, read through a fresh one on the same directory.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    let path = dir.path().join("data");
+    let first = FileKv::open(&path, clock.clone()).unwrap();
+    let meta = serde_json::json!({"m": 1});
+    let opts = PutOptions {
+        expiration_ttl: Some(120),
+        metadata: Some(meta.clone()),
+    };
+    first
+        .put("k", Bytes::from_static(b"v"), opts)
+        .await
+        .unwrap();
+    drop(first);
+    let second = FileKv::open(&path, clock.clone()).unwrap();
+    let entry = second.get_with_metadata("k").await.unwrap().unwrap();
+    assert_eq!(
+        (entry.value.as_ref(), entry.metadata),
+        (&b"v"[..], Some(meta))
+    );
+    let listed = second.list(ListOptions::default()).await.unwrap();
+    assert_eq!(listed.keys[0].expiration, Some((T0 + 120_000) / 1000));
+    let advance = |ms| clock.advance(ms);
+    testkit::kv_suite(&second, Some(&advance)).await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_sessions_pass_the_session_suite() {
+    testkit::session_suite(&MemorySessions::new())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_sessions_hit_and_mark_are_exact_across_threads() {
+    let store = Arc::new(MemorySessions::new());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let s = store.clone();
+        tasks.spawn(async move {
+            let hit = s.hit("ip", 60_000, 37, T0).await.unwrap();
+            let marked = s.mark("nonce", 60_000, T0).await.unwrap();
+            (hit.allowed, marked)
+        });
+    }
+    let (mut allowed, mut marked) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        let (a, m) = r.unwrap();
+        allowed += usize::from(a);
+        marked += usize::from(m);
+    }
+    assert_eq!((allowed, marked), (37, 1));
+}
+
+#[tokio::test]
+async fn file_kv_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let clock = manual_clock();
+    let store = FileKv::open(&path, clock.clone()).unwrap();
+    store
+        .put("cred:a", Bytes::from_static(b"one"), PutOptions::default())
+        .await
+        .unwrap();
+    store
+        .put("cred:b", Bytes::from_static(b"two"), PutOptions::default())
+        .await
+        .unwrap();
+    store
+        .put(
+            "cred:b",
+            Bytes::from_static(b"three"),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    store
+        .put("gone", Bytes::from_static(b"x"), PutOptions::default())
+        .await
+        .unwrap();
+    store.delete("gone").await.unwrap();
+    drop(store);
+
+    let store = FileKv::open(&path, clock).unwrap();
+    assert_eq!(
+        store.get("cred:a").await.unwrap().as_deref(),
+        Some(&b"one"[..])
+    );
+    assert_eq!(
+        store.get("cred:b").await.unwrap().as_deref(),
+        Some(&b"three"[..])
+    );
+    assert_eq!(store.get("gone").await.unwrap(), None);
+    let names: Vec<_> = store
+        .list(ListOptions::default())
+        .await
+        .unwrap()
+        .keys
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    assert_eq!(names, ["cred:a", "cred:b"]);
+}
+
+#[tokio::test]
+async fn expired_entries_are_deleted_from_disk_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let clock = manual_clock();
+    let store = FileKv::open(&path, clock.clone()).unwrap();
+    let ttl = PutOptions {
+        expiration_ttl: Some(60),
+        ..Default::default()
+    };
+    store
+        .put("short", Bytes::from_static(b"x"), ttl)
+        .await
+        .unwrap();
+    store
+        .put("long", Bytes::from_static(b"y"), PutOptions::default())
+        .await
+        .unwrap();
+    drop(store);
+    assert_eq!(entry_files(&path).len(), 2);
+    clock.advance(60_000);
+    let store = FileKv::open(&path, clock).unwrap();
+    assert_eq!(store.get("short").await.unwrap(), None);
+    assert_eq!(entry_files(&path).len(), 1);
+}
+
+#[tokio::test]
+async fn second_open_of_same_dir_is_refused_with_store_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock: Arc<dyn Clock> = manual_clock();
+    let first = FileKv::open(dir.path(), clock.clone()).unwrap();
+    let err = FileKv::open(dir.path(), clock.clone()).unwrap_err();
+    assert_eq!(
+        (err.kind(), err.code()),
+        (ErrorKind::Unavailable, "store_locked")
+    );
+    assert!(
+        err.message().contains(&dir.path().display().to_string()),
+        "{err}"
+    );
+    drop(first);
+    // The lock goes with the store.
+    FileKv::open(dir.path(), clock).unwrap();
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn file_kv_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested").join("data");
+    let store = FileKv::open(&path, manual_clock()).unwrap();
+    let opts = PutOptions {
+        metadata: Some(serde_json::json!({"m": 1})),
+        ..Default::default()
+    };
+    store
+        .put("cred:a", Bytes::from_static(b"secret-ish"), opts)
+        .await
+        .unwrap();
+    store
+        .put("cred:b", Bytes::from_static(b"x"), PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(mode(&path), 0o700);
+    let files: Vec<_> = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 3, "LOCK and two entries: {files:?}");
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    drop(store);
+
+    // An existing directory open to others is tightened.
+    let loose = dir.path().join("loose");
+    std::fs::create_dir(&loose).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _store = FileKv::open(&loose, manual_clock()).unwrap();
+    assert_eq!(mode(&loose), 0o700);
+}
+
+fn entry_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "kv"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn corrupt_file_is_skipped_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let clock = manual_clock();
+    let store = FileKv::open(&path, clock.clone()).unwrap();
+    for key in ["torn", "flipped", "moved", "good"] {
+        store
+            .put(
+                key,
+                Bytes::from(format!("value of {key}")),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let file_of = |key: &str| {
+        let files = entry_files(&path);
+        files
+            .into_iter()
+            .find(|f| {
+                std::fs::read(f)
+                    .unwrap()
+                    .windows(key.len())
+                    .any(|w| w == key.as_bytes())
+            })
+            .unwrap()
+    };
+    let (torn, flipped, moved, good) = (
+        file_of("torn"),
+        file_of("flipped"),
+        file_of("moved"),
+        file_of("good"),
+    );
+    drop(store);
+
+    // A torn write: the file cut short.
+    let bytes = std::fs::read(&torn).unwrap();
+    std::fs::write(&torn, &bytes[..bytes.len() / 2]).unwrap();
+    // One flipped bit in the value.
+    let mut bytes = std::fs::read(&flipped).unwrap();
+    let at = bytes.len() - 40;
+    bytes[at] ^= 0x04;
+    std::fs::write(&flipped, bytes).unwrap();
+    // A valid file under another key's name.
+    std::fs::copy(&good, &moved).unwrap();
+    // Garbage with an entry-like name.
+    std::fs::write(
+        path.join(format!("{}.kv", "0".repeat(64))),
+        b"not an entry at all",
+    )
+    .unwrap();
+
+    let store = FileKv::open(&path, clock).unwrap();
+    for key in ["torn", "flipped", "moved"] {
+        assert_eq!(store.get(key).await.unwrap(), None, "{key}");
+    }
+    assert_eq!(
+        store.get("good").await.unwrap().as_deref(),
+        Some(&b"value of good"[..])
+    );
+    let names: Vec<_> = store
+        .list(ListOptions::default())
+        .await
+        .unwrap()
+        .keys
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    assert_eq!(names, ["good"]);
+    // A corrupt key can be written again.
+    store
+        .put("torn", Bytes::from_static(b"fresh"), PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("torn").await.unwrap().as_deref(),
+        Some(&b"fresh"[..])
+    );
+}
+
+#[tokio::test]
+async fn leftover_temp_files_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let clock = manual_clock();
+    let store = FileKv::open(&path, clock.clone()).unwrap();
+    store
+        .put(
+            "k",
+            Bytes::from_static(b"acknowledged"),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    drop(store);
+    // What a crash between temp write and rename leaves behind: a complete or partial temp file.
+    let target = entry_files(&path).remove(0);
+    let stem = target.file_stem().unwrap().to_str().unwrap().to_string();
+    std::fs::write(path.join(format!("tmp-{stem}-7")), b"half a new val").unwrap();
+    std::fs::copy(&target, path.join(format!("tmp-{stem}-8"))).unwrap();
+
+    let store = FileKv::open(&path, clock).unwrap();
+    assert_eq!(
+        store.get("k").await.unwrap().as_deref(),
+        Some(&b"acknowledged"[..])
+    );
+    let names: Vec<_> = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "only LOCK and the entry remain: {names:?}");
+    assert!(names
+        .iter()
+        .all(|n| !n.to_string_lossy().starts_with("tmp-")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn file_kv_last_acknowledged_write_wins_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let clock = manual_clock();
+    let store = Arc::new(FileKv::open(&path, clock.clone()).unwrap());
+    for round in 0..20u32 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..4u32 {
+            let s = store.clone();
+            tasks.spawn(async move {
+                s.put(
+                    "k",
+                    Bytes::from(format!("{round}-{w}")),
+                    PutOptions::default(),
+                )
+                .await
+                .unwrap();
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+    let in_memory = store.get("k").await.unwrap();
+    drop(store);
+    let reopened = FileKv::open(&path, clock).unwrap();
+    assert_eq!(reopened.get("k").await.unwrap(), in_memory);
+}
+
+#[tokio::test]
+async fn refused_put_leaves_no_file_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let store = FileKv::open(&path, manual_clock()).unwrap();
+    let opts = PutOptions {
+        expiration_ttl: Some(1),
+        ..Default::default()
+    };
+    let r = store.put("k", Bytes::from_static(b"v"), opts).await;
+    assert_eq!(r.unwrap_err().code(), "invalid_ttl");
+    assert!(entry_files(&path).is_empty());
+}
