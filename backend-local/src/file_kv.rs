@@ -112,9 +112,6 @@ impl FileKv {
             .truncate(false)
             .open(&lock_path)
             .map_err(|e| open_error(dir, "open the lock file", e))?;
-        // `File::try_lock` is stable since Rust 1.89 while the workspace still declares 1.85;
-        // this crate really needs 1.89 (the toolchain is 1.95): see the report to the lead.
-        #[allow(clippy::incompatible_msrv)]
         let locked = lock.try_lock();
         match locked {
             Ok(()) => {}
