@@ -26,7 +26,11 @@ struct EchoUpstream;
 
 #[async_trait]
 impl Fetcher for EchoUpstream {
-    async fn fetch(&self, req: http::Request<Bytes>, _: FetchOptions) -> vultrino_core::Result<http::Response<Bytes>> {
+    async fn fetch(
+        &self,
+        req: http::Request<Bytes>,
+        _: FetchOptions,
+    ) -> vultrino_core::Result<http::Response<Bytes>> {
         let auth = req
             .headers()
             .get("authorization")
@@ -101,7 +105,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
     println!("upstream status {}: {}", reply.status, reply.body);
-    assert!(!reply.body.contains("ghp_example_secret_123"), "the secret is scrubbed");
+    assert!(
+        !reply.body.contains("ghp_example_secret_123"),
+        "the secret is scrubbed"
+    );
 
     // A host the credential is not bound to is refused before any request is made.
     let refused = app
@@ -115,6 +122,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         )
         .await;
-    println!("to another host: {}", refused.err().map(|e| e.to_string()).unwrap_or_default());
+    println!(
+        "to another host: {}",
+        refused.err().map(|e| e.to_string()).unwrap_or_default()
+    );
     Ok(())
 }

@@ -13,7 +13,9 @@ use vultrino_local::setup::{self, Settings, StoreKind};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:7879".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:7879".into());
     let settings = Settings {
         data_dir: PathBuf::from("unused-with-memory-store"),
         store: StoreKind::Memory,
@@ -26,6 +28,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    vultrino_local::server::serve(listener, opened.app, vultrino_local::server::shutdown_signal()).await?;
+    vultrino_local::server::serve(
+        listener,
+        opened.app,
+        vultrino_local::server::shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }

@@ -49,7 +49,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the HTTP server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage credentials.
     #[command(subcommand)]
     Credential(CredentialCmd),
@@ -107,7 +107,7 @@ struct ServeArgs {
 #[derive(Subcommand, Debug)]
 enum CredentialCmd {
     /// Add a credential; its secret is read from a prompt or stdin.
-    Add(CredentialAdd),
+    Add(Box<CredentialAdd>),
     /// List credentials (metadata only).
     List,
     /// Show one credential's metadata.
@@ -267,7 +267,7 @@ fn operator() -> Principal {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
-        Command::Serve(args) => serve(&cli, args.clone()).await,
+        Command::Serve(args) => serve(&cli, (**args).clone()).await,
         Command::HashPassword { iterations } => {
             let pw = read_secret("Password: ")?;
             if std::io::stdin().is_terminal() {
@@ -446,7 +446,7 @@ async fn credential(app: &App, c: &CredentialCmd) -> anyhow::Result<()> {
     let who = operator();
     match c {
         CredentialCmd::Add(a) => {
-            let data = Zeroizing::new(secret_data(a)?);
+            let data = secret_data(a)?;
             let policy = Policy {
                 allowed_hosts: a.hosts.clone(),
                 methods: (!a.methods.is_empty()).then(|| a.methods.clone()),
@@ -457,7 +457,7 @@ async fn credential(app: &App, c: &CredentialCmd) -> anyhow::Result<()> {
                 alias: a.alias.clone(),
                 kind: a.kind.clone(),
                 description: a.description.clone(),
-                data: (*data).clone(),
+                data,
                 policy,
             };
             print_json(&json!(app.create_credential(&who, input).await?))
@@ -503,9 +503,9 @@ async fn credential(app: &App, c: &CredentialCmd) -> anyhow::Result<()> {
             if meta.kind.as_str() != "api_key" {
                 anyhow::bail!("rotate from the CLI supports api_key credentials; use PUT /v1/credentials/{alias} for other types");
             }
-            let data = Zeroizing::new(secret_data(&add)?);
+            let data = secret_data(&add)?;
             let update = CredentialUpdate {
-                data: Some((*data).clone()),
+                data: Some(data),
                 ..CredentialUpdate::default()
             };
             print_json(&json!(app.update_credential(&who, alias, update).await?))

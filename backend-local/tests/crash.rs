@@ -54,7 +54,11 @@ async fn acknowledged_writes_survive_kill_9() {
             w.await.unwrap();
         }
         let acked = acked.lock().unwrap().clone();
-        assert!(acked.len() >= 4, "round {round}: too few writes acknowledged ({})", acked.len());
+        assert!(
+            acked.len() >= 4,
+            "round {round}: too few writes acknowledged ({})",
+            acked.len()
+        );
         total_acked.extend(acked);
 
         // Restart on the same directory: it opens, and every acknowledged write is there.
@@ -62,8 +66,18 @@ async fn acknowledged_writes_survive_kill_9() {
         let c = Client::new(server.target());
         let token = c.login().await;
         for alias in &total_acked {
-            let r = c.send("GET", &format!("/v1/credentials/{alias}"), Some(&token), None).await;
-            assert_eq!(r.status, 200, "acknowledged credential {alias} lost after kill -9");
+            let r = c
+                .send(
+                    "GET",
+                    &format!("/v1/credentials/{alias}"),
+                    Some(&token),
+                    None,
+                )
+                .await;
+            assert_eq!(
+                r.status, 200,
+                "acknowledged credential {alias} lost after kill -9"
+            );
         }
         // And they still decrypt: execute-time decryption is exercised by the HTTP suite; here
         // check the listing sees them all.
@@ -77,7 +91,9 @@ async fn acknowledged_writes_survive_kill_9() {
             let r = c.send("GET", &path, Some(&token), None).await;
             seen += r.body["credentials"].as_array().unwrap().len();
             match r.body["cursor"].as_str() {
-                Some(c) => cursor = Some(url::form_urlencoded::byte_serialize(c.as_bytes()).collect()),
+                Some(c) => {
+                    cursor = Some(url::form_urlencoded::byte_serialize(c.as_bytes()).collect())
+                }
                 None => break,
             }
         }

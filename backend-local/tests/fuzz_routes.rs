@@ -43,7 +43,10 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
     let ports = Ports {
         kv: Arc::new(MemoryKv::new(clock.clone())),
@@ -58,22 +61,26 @@ fn fixture() -> Fixture {
     };
     let (master, _) = MasterSecret::generate_raw();
     let app = rt.block_on(App::open(config, ports, &master)).unwrap();
-    let login = rt.block_on(app.handle(
-        http::Request::post("/login")
-            .body(Bytes::from(r#"{"username":"admin","password":"pw"}"#))
-            .unwrap(),
-    ));
+    let login = rt.block_on(
+        app.handle(
+            http::Request::post("/login")
+                .body(Bytes::from(r#"{"username":"admin","password":"pw"}"#))
+                .unwrap(),
+        ),
+    );
     let v: serde_json::Value = serde_json::from_slice(login.body()).unwrap();
     let admin = v["token"].as_str().unwrap().to_string();
     let send = |m: &str, p: &str, b: &str| {
-        rt.block_on(app.handle(
-            http::Request::builder()
-                .method(m)
-                .uri(p)
-                .header("authorization", format!("Bearer {admin}"))
-                .body(Bytes::from(b.to_string()))
-                .unwrap(),
-        ))
+        rt.block_on(
+            app.handle(
+                http::Request::builder()
+                    .method(m)
+                    .uri(p)
+                    .header("authorization", format!("Bearer {admin}"))
+                    .body(Bytes::from(b.to_string()))
+                    .unwrap(),
+            ),
+        )
     };
     let r = send(
         "POST",
@@ -84,20 +91,39 @@ fn fixture() -> Fixture {
     let r = send("POST", "/v1/keys", r#"{"name":"a","role":"executor"}"#);
     let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
     let agent = v["key"].as_str().unwrap().to_string();
-    drop(send);
-    Fixture { rt, app, admin, agent }
+    Fixture {
+        rt,
+        app,
+        admin,
+        agent,
+    }
 }
 
 fn method() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
+    prop::sample::select(vec![
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS",
+    ])
 }
 
 fn path() -> impl Strategy<Value = String> {
     let fixed = prop::sample::select(vec![
-        "/", "/healthz", "/login", "/logout", "/v1/credentials", "/v1/credentials/gh", "/v1/keys",
-        "/v1/roles", "/v1/roles/executor", "/v1/execute", "/api/v1/execute", "/v1/audit",
-        "/v1/audit?limit=0", "/v1/audit?limit=abc&cursor=zz", "/v1/credentials?cursor=%00",
-        "/v1/sync/export", "/v1/keys/0123456789abcdef",
+        "/",
+        "/healthz",
+        "/login",
+        "/logout",
+        "/v1/credentials",
+        "/v1/credentials/gh",
+        "/v1/keys",
+        "/v1/roles",
+        "/v1/roles/executor",
+        "/v1/execute",
+        "/api/v1/execute",
+        "/v1/audit",
+        "/v1/audit?limit=0",
+        "/v1/audit?limit=abc&cursor=zz",
+        "/v1/credentials?cursor=%00",
+        "/v1/sync/export",
+        "/v1/keys/0123456789abcdef",
     ])
     .prop_map(str::to_string);
     let random = "(/[a-zA-Z0-9%._*~-]{0,12}){1,4}";
@@ -110,17 +136,48 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         any::<bool>().prop_map(serde_json::Value::from),
         any::<i64>().prop_map(serde_json::Value::from),
         ".{0,20}".prop_map(serde_json::Value::from),
-        prop::sample::select(vec!["gh", "api_key", "http.request", "GET", "https://api.example.com/x",
-            "http://169.254.169.254/", "executor", "*", "read"]).prop_map(serde_json::Value::from),
+        prop::sample::select(vec![
+            "gh",
+            "api_key",
+            "http.request",
+            "GET",
+            "https://api.example.com/x",
+            "http://169.254.169.254/",
+            "executor",
+            "*",
+            "read"
+        ])
+        .prop_map(serde_json::Value::from),
     ];
     leaf.prop_recursive(3, 24, 6, |inner| {
-        let keys = prop::sample::select(vec!["alias", "type", "data", "policy", "allowed_hosts", "credential",
-            "action", "params", "method", "url", "headers", "query", "body", "name", "role", "permissions",
-            "scopes", "key", "username", "password", "expires_in_days"]);
+        let keys = prop::sample::select(vec![
+            "alias",
+            "type",
+            "data",
+            "policy",
+            "allowed_hosts",
+            "credential",
+            "action",
+            "params",
+            "method",
+            "url",
+            "headers",
+            "query",
+            "body",
+            "name",
+            "role",
+            "permissions",
+            "scopes",
+            "key",
+            "username",
+            "password",
+            "expires_in_days",
+        ]);
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
-            prop::collection::btree_map(keys, inner, 0..6)
-                .prop_map(|m| serde_json::Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+            prop::collection::btree_map(keys, inner, 0..6).prop_map(|m| serde_json::Value::Object(
+                m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+            )),
         ]
     })
 }
@@ -154,7 +211,7 @@ proptest! {
             let Ok(req) = req.body(Bytes::from(b)) else { return Ok(()) };
             let resp = f.rt.block_on(f.app.handle(req));
             prop_assert!(resp.status().as_u16() < 500, "{} {} -> {}", m, p, resp.status());
-            if resp.status() != 204 && !(m == "OPTIONS") {
+            if resp.status() != 204 && m != "OPTIONS" {
                 let v: Result<serde_json::Value, _> = serde_json::from_slice(resp.body());
                 prop_assert!(v.is_ok(), "non-JSON reply for {} {}", m, p);
             }

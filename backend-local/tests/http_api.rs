@@ -43,7 +43,9 @@ async fn env() -> Env {
 
 impl Env {
     async fn create(&self, body: Value) -> support::Reply {
-        self.c.send("POST", "/v1/credentials", Some(&self.admin), Some(&body)).await
+        self.c
+            .send("POST", "/v1/credentials", Some(&self.admin), Some(&body))
+            .await
     }
 
     async fn api_key_cred(&self, alias: &str) {
@@ -60,7 +62,12 @@ impl Env {
     async fn key(&self, role: &str) -> String {
         let r = self
             .c
-            .send("POST", "/v1/keys", Some(&self.admin), Some(&json!({"name": "agent", "role": role})))
+            .send(
+                "POST",
+                "/v1/keys",
+                Some(&self.admin),
+                Some(&json!({"name": "agent", "role": role})),
+            )
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
         r.body["key"].as_str().unwrap().to_string()
@@ -100,18 +107,27 @@ async fn health_and_unknown_routes_answer_json() {
     let r = e.c.send("GET", "/nope", None, None).await;
     assert_eq!(r.status, 404);
     assert!(r.body["error"]["code"].is_string(), "{}", r.text);
-    let r = e.c.send("PATCH", "/v1/credentials", Some(&e.admin), None).await;
+    let r =
+        e.c.send("PATCH", "/v1/credentials", Some(&e.admin), None)
+            .await;
     assert_eq!(r.status, 405);
     let r = e.c.send("GET", "/v1/credentials", None, None).await;
-    assert_eq!((r.status, r.body["error"]["code"].as_str()), (401, Some("unauthenticated")));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
 }
 
 #[tokio::test]
 async fn login_sets_a_locked_down_cookie_and_logout_kills_the_session_at_once() {
     let e = env().await;
-    let r = e
-        .c
-        .send("POST", "/login", None, Some(&json!({"username": "admin", "password": support::ADMIN_PASSWORD})))
+    let r =
+        e.c.send(
+            "POST",
+            "/login",
+            None,
+            Some(&json!({"username": "admin", "password": support::ADMIN_PASSWORD})),
+        )
         .await;
     assert_eq!(r.status, 200);
     let cookie = r.headers["set-cookie"].to_str().unwrap().to_string();
@@ -120,8 +136,16 @@ async fn login_sets_a_locked_down_cookie_and_logout_kills_the_session_at_once() 
     }
     assert!(r.body["csrf_token"].is_string() && r.body["expires_at"].is_u64());
     let token = r.body["token"].as_str().unwrap().to_string();
-    assert_eq!(e.c.send("GET", "/v1/credentials", Some(&token), None).await.status, 200);
-    assert_eq!(e.c.send("POST", "/logout", Some(&token), None).await.status, 204);
+    assert_eq!(
+        e.c.send("GET", "/v1/credentials", Some(&token), None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        e.c.send("POST", "/logout", Some(&token), None).await.status,
+        204
+    );
     let r = e.c.send("GET", "/v1/credentials", Some(&token), None).await;
     assert_eq!(r.status, 401, "a logged-out session must be dead at once");
 }
@@ -137,7 +161,10 @@ async fn wrong_passwords_lock_the_client_out_with_retry_after() {
     let bad = json!({"username": "admin", "password": "wrong"});
     for _ in 0..3 {
         let r = e.c.send("POST", "/login", None, Some(&bad)).await;
-        assert_eq!((r.status, r.body["error"]["code"].as_str()), (401, Some("invalid_login")));
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (401, Some("invalid_login"))
+        );
     }
     let r = e.c.send("POST", "/login", None, Some(&bad)).await;
     assert_eq!(r.status, 429, "{}", r.text);
@@ -145,29 +172,37 @@ async fn wrong_passwords_lock_the_client_out_with_retry_after() {
     assert!(retry > 0);
     // Even the right password is refused while locked out.
     let good = json!({"username": "admin", "password": support::ADMIN_PASSWORD});
-    assert_eq!(e.c.send("POST", "/login", None, Some(&good)).await.status, 429);
+    assert_eq!(
+        e.c.send("POST", "/login", None, Some(&good)).await.status,
+        429
+    );
 }
 
 #[tokio::test]
 async fn cookie_sessions_need_csrf_for_changes() {
     let e = env().await;
-    let r = e
-        .c
-        .send("POST", "/login", None, Some(&json!({"username": "admin", "password": support::ADMIN_PASSWORD})))
+    let r =
+        e.c.send(
+            "POST",
+            "/login",
+            None,
+            Some(&json!({"username": "admin", "password": support::ADMIN_PASSWORD})),
+        )
         .await;
     let token = r.body["token"].as_str().unwrap().to_string();
     let csrf = r.body["csrf_token"].as_str().unwrap().to_string();
     let cookie = format!("vultrino_session={token}");
     let body = json!({"alias": "c1", "type": "api_key", "data": {"key": "k"}, "policy": {"allowed_hosts": ["127.0.0.1"]}});
     let url = format!("{}/v1/credentials", e.c.target.base);
-    let r = e
-        .c
-        .send_raw(e.c.http.post(&url).header("cookie", &cookie).json(&body))
-        .await;
-    assert_eq!((r.status, r.body["error"]["code"].as_str()), (403, Some("csrf_failed")));
-    let r = e
-        .c
-        .send_raw(
+    let r =
+        e.c.send_raw(e.c.http.post(&url).header("cookie", &cookie).json(&body))
+            .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (403, Some("csrf_failed"))
+    );
+    let r =
+        e.c.send_raw(
             e.c.http
                 .post(&url)
                 .header("cookie", &cookie)
@@ -177,13 +212,20 @@ async fn cookie_sessions_need_csrf_for_changes() {
         )
         .await;
     assert_eq!(r.status, 403, "cross-origin change must be refused");
-    let r = e
-        .c
-        .send_raw(e.c.http.post(&url).header("cookie", &cookie).header("x-csrf-token", &csrf).json(&body))
+    let r =
+        e.c.send_raw(
+            e.c.http
+                .post(&url)
+                .header("cookie", &cookie)
+                .header("x-csrf-token", &csrf)
+                .json(&body),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     // Reads need no CSRF token.
-    let r = e.c.send_raw(e.c.http.get(&url).header("cookie", &cookie)).await;
+    let r =
+        e.c.send_raw(e.c.http.get(&url).header("cookie", &cookie))
+            .await;
     assert_eq!(r.status, 200);
 }
 
@@ -193,30 +235,60 @@ async fn credential_crud_never_returns_the_secret() {
     e.api_key_cred("github").await;
     let r = e.create(json!({"alias": "github", "type": "api_key", "data": {"key": "x"}, "policy": {"allowed_hosts": ["a.example"]}})).await;
     assert_eq!(r.status, 409);
-    let r = e.c.send("GET", "/v1/credentials/github", Some(&e.admin), None).await;
+    let r =
+        e.c.send("GET", "/v1/credentials/github", Some(&e.admin), None)
+            .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["type"], "api_key");
     assert_eq!(r.body["allowed_hosts"], json!(["127.0.0.1"]));
-    let list = e.c.send("GET", "/v1/credentials", Some(&e.admin), None).await;
+    let list =
+        e.c.send("GET", "/v1/credentials", Some(&e.admin), None)
+            .await;
     assert_eq!(list.body["credentials"].as_array().unwrap().len(), 1);
-    let r = e
-        .c
-        .send("PUT", "/v1/credentials/github", Some(&e.admin), Some(&json!({"data": {"key": "rotated-secret-77"}})))
+    let r =
+        e.c.send(
+            "PUT",
+            "/v1/credentials/github",
+            Some(&e.admin),
+            Some(&json!({"data": {"key": "rotated-secret-77"}})),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     for t in [&list.text, &r.text] {
-        assert!(!t.contains(API_SECRET) && !t.contains("rotated-secret-77"), "{t}");
+        assert!(
+            !t.contains(API_SECRET) && !t.contains("rotated-secret-77"),
+            "{t}"
+        );
     }
-    assert_eq!(e.c.send("DELETE", "/v1/credentials/github", Some(&e.admin), None).await.status, 204);
-    assert_eq!(e.c.send("GET", "/v1/credentials/github", Some(&e.admin), None).await.status, 404);
-    assert_eq!(e.c.send("DELETE", "/v1/credentials/github", Some(&e.admin), None).await.status, 404);
+    assert_eq!(
+        e.c.send("DELETE", "/v1/credentials/github", Some(&e.admin), None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        e.c.send("GET", "/v1/credentials/github", Some(&e.admin), None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        e.c.send("DELETE", "/v1/credentials/github", Some(&e.admin), None)
+            .await
+            .status,
+        404
+    );
 }
 
 #[tokio::test]
 async fn credentials_must_name_their_allowed_hosts() {
     let e = env().await;
     for policy in [json!({}), json!({"allowed_hosts": []})] {
-        let r = e.create(json!({"alias": "x", "type": "api_key", "data": {"key": "k"}, "policy": policy})).await;
+        let r = e
+            .create(
+                json!({"alias": "x", "type": "api_key", "data": {"key": "k"}, "policy": policy}),
+            )
+            .await;
         assert_eq!(r.status, 400, "{}", r.text);
     }
     let r = e.create(json!({"alias": "x", "type": "nope", "data": {}, "policy": {"allowed_hosts": ["a.example"]}})).await;
@@ -228,15 +300,22 @@ async fn malformed_bodies_get_400_json() {
     let e = env().await;
     let url = format!("{}/v1/credentials", e.c.target.base);
     for body in ["", "{", "[]", "null", "{\"alias\": 5}"] {
-        let r = e
-            .c
-            .send_raw(e.c.http.post(&url).bearer_auth(&e.admin).header("content-type", "application/json").body(body))
+        let r =
+            e.c.send_raw(
+                e.c.http
+                    .post(&url)
+                    .bearer_auth(&e.admin)
+                    .header("content-type", "application/json")
+                    .body(body),
+            )
             .await;
         assert_eq!(r.status, 400, "{body}: {}", r.text);
         assert!(r.body["error"]["message"].is_string());
     }
     let big = "x".repeat(2 * 1024 * 1024);
-    let r = e.c.send_raw(e.c.http.post(&url).bearer_auth(&e.admin).body(big)).await;
+    let r =
+        e.c.send_raw(e.c.http.post(&url).bearer_auth(&e.admin).body(big))
+            .await;
     assert_eq!(r.status, 413);
 }
 
@@ -247,21 +326,57 @@ async fn every_permission_gates_its_routes() {
     let exec = e.key("executor").await;
     let ro = e.key("read-only").await;
     // read-only: read yes, execute no, write no, admin no.
-    assert_eq!(e.c.send("GET", "/v1/credentials", Some(&ro), None).await.status, 200);
-    assert_eq!(e.execute(&ro, "github", &e.up.url("/echo")).await.status, 403);
+    assert_eq!(
+        e.c.send("GET", "/v1/credentials", Some(&ro), None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        e.execute(&ro, "github", &e.up.url("/echo")).await.status,
+        403
+    );
     let w = json!({"alias": "n", "type": "api_key", "data": {"key": "k"}, "policy": {"allowed_hosts": ["a.example"]}});
-    assert_eq!(e.c.send("POST", "/v1/credentials", Some(&ro), Some(&w)).await.status, 403);
-    assert_eq!(e.c.send("GET", "/v1/keys", Some(&ro), None).await.status, 403);
+    assert_eq!(
+        e.c.send("POST", "/v1/credentials", Some(&ro), Some(&w))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        e.c.send("GET", "/v1/keys", Some(&ro), None).await.status,
+        403
+    );
     // executor: execute yes, write no, admin no.
-    assert_eq!(e.execute(&exec, "github", &e.up.url("/echo")).await.status, 200);
-    assert_eq!(e.c.send("POST", "/v1/credentials", Some(&exec), Some(&w)).await.status, 403);
-    assert_eq!(e.c.send("DELETE", "/v1/credentials/github", Some(&exec), None).await.status, 403);
-    assert_eq!(e.c.send("GET", "/v1/audit", Some(&exec), None).await.status, 403);
-    assert_eq!(e.c.send("GET", "/v1/sync/export", Some(&exec), None).await.status, 403);
+    assert_eq!(
+        e.execute(&exec, "github", &e.up.url("/echo")).await.status,
+        200
+    );
+    assert_eq!(
+        e.c.send("POST", "/v1/credentials", Some(&exec), Some(&w))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        e.c.send("DELETE", "/v1/credentials/github", Some(&exec), None)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        e.c.send("GET", "/v1/audit", Some(&exec), None).await.status,
+        403
+    );
+    assert_eq!(
+        e.c.send("GET", "/v1/sync/export", Some(&exec), None)
+            .await
+            .status,
+        403
+    );
     // A custom role with write but not execute.
-    let r = e
-        .c
-        .send(
+    let r =
+        e.c.send(
             "POST",
             "/v1/roles",
             Some(&e.admin),
@@ -270,15 +385,32 @@ async fn every_permission_gates_its_routes() {
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let writer = e.key("writer").await;
-    assert_eq!(e.c.send("POST", "/v1/credentials", Some(&writer), Some(&w)).await.status, 201);
-    assert_eq!(e.execute(&writer, "github", &e.up.url("/echo")).await.status, 403);
+    assert_eq!(
+        e.c.send("POST", "/v1/credentials", Some(&writer), Some(&w))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        e.execute(&writer, "github", &e.up.url("/echo"))
+            .await
+            .status,
+        403
+    );
 }
 
 #[tokio::test]
 async fn keys_are_shown_once_listed_without_secret_and_revoked_at_once() {
     let e = env().await;
     e.api_key_cred("github").await;
-    let r = e.c.send("POST", "/v1/keys", Some(&e.admin), Some(&json!({"name": "bot", "role": "executor"}))).await;
+    let r =
+        e.c.send(
+            "POST",
+            "/v1/keys",
+            Some(&e.admin),
+            Some(&json!({"name": "bot", "role": "executor"})),
+        )
+        .await;
     let key = r.body["key"].as_str().unwrap().to_string();
     let id = r.body["id"].as_str().unwrap().to_string();
     assert!(key.starts_with(&format!("vk_{id}_")));
@@ -286,13 +418,36 @@ async fn keys_are_shown_once_listed_without_secret_and_revoked_at_once() {
     assert_eq!(list.body["keys"][0]["id"], id.as_str());
     let secret_part = key.rsplit('_').next().unwrap();
     assert!(!list.text.contains(secret_part));
-    assert_eq!(e.execute(&key, "github", &e.up.url("/echo")).await.status, 200);
+    assert_eq!(
+        e.execute(&key, "github", &e.up.url("/echo")).await.status,
+        200
+    );
     // A wrong secret with a valid id is refused.
     let forged = format!("vk_{id}_{}", "A".repeat(43));
-    assert_eq!(e.execute(&forged, "github", &e.up.url("/echo")).await.status, 401);
-    assert_eq!(e.c.send("DELETE", &format!("/v1/keys/{id}"), Some(&e.admin), None).await.status, 204);
-    assert_eq!(e.execute(&key, "github", &e.up.url("/echo")).await.status, 401);
-    let r = e.c.send("POST", "/v1/keys", Some(&e.admin), Some(&json!({"name": "bot", "role": "ghost"}))).await;
+    assert_eq!(
+        e.execute(&forged, "github", &e.up.url("/echo"))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        e.c.send("DELETE", &format!("/v1/keys/{id}"), Some(&e.admin), None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        e.execute(&key, "github", &e.up.url("/echo")).await.status,
+        401
+    );
+    let r =
+        e.c.send(
+            "POST",
+            "/v1/keys",
+            Some(&e.admin),
+            Some(&json!({"name": "bot", "role": "ghost"})),
+        )
+        .await;
     assert_eq!(r.status, 400);
 }
 
@@ -300,16 +455,51 @@ async fn keys_are_shown_once_listed_without_secret_and_revoked_at_once() {
 async fn roles_crud_and_builtins_are_protected() {
     let e = env().await;
     let r = e.c.send("GET", "/v1/roles", Some(&e.admin), None).await;
-    let names: Vec<&str> = r.body["roles"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = r.body["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["admin", "executor", "read-only"]);
     let role = json!({"name": "gh", "permissions": ["read", "execute"], "scopes": ["github-*"]});
-    assert_eq!(e.c.send("POST", "/v1/roles", Some(&e.admin), Some(&role)).await.status, 201);
-    assert_eq!(e.c.send("POST", "/v1/roles", Some(&e.admin), Some(&role)).await.status, 409);
+    assert_eq!(
+        e.c.send("POST", "/v1/roles", Some(&e.admin), Some(&role))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        e.c.send("POST", "/v1/roles", Some(&e.admin), Some(&role))
+            .await
+            .status,
+        409
+    );
     let builtin = json!({"name": "admin", "permissions": ["read"], "scopes": ["*"]});
-    assert_eq!(e.c.send("POST", "/v1/roles", Some(&e.admin), Some(&builtin)).await.status, 409);
-    assert_eq!(e.c.send("DELETE", "/v1/roles/admin", Some(&e.admin), None).await.status, 409);
-    assert_eq!(e.c.send("DELETE", "/v1/roles/gh", Some(&e.admin), None).await.status, 204);
-    assert_eq!(e.c.send("DELETE", "/v1/roles/gh", Some(&e.admin), None).await.status, 404);
+    assert_eq!(
+        e.c.send("POST", "/v1/roles", Some(&e.admin), Some(&builtin))
+            .await
+            .status,
+        409
+    );
+    assert_eq!(
+        e.c.send("DELETE", "/v1/roles/admin", Some(&e.admin), None)
+            .await
+            .status,
+        409
+    );
+    assert_eq!(
+        e.c.send("DELETE", "/v1/roles/gh", Some(&e.admin), None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        e.c.send("DELETE", "/v1/roles/gh", Some(&e.admin), None)
+            .await
+            .status,
+        404
+    );
 }
 
 #[tokio::test]
@@ -317,18 +507,19 @@ async fn api_key_credential_is_injected_and_scrubbed_from_the_echo() {
     let e = env().await;
     e.api_key_cred("github").await;
     let agent = e.key("executor").await;
-    let r = e
-        .c
-        .send(
+    let r =
+        e.c.send(
             "POST",
             "/v1/execute",
             Some(&agent),
-            Some(&json!({"credential": "github", "action": "http.request", "params": {
-                "method": "POST", "url": e.up.url("/echo"),
-                "headers": {"Authorization": "Bearer agent-supplied", "X-Custom": "kept"},
-                "query": {"page": 2},
-                "body": {"hello": "world"}
-            }})),
+            Some(
+                &json!({"credential": "github", "action": "http.request", "params": {
+                    "method": "POST", "url": e.up.url("/echo"),
+                    "headers": {"Authorization": "Bearer agent-supplied", "X-Custom": "kept"},
+                    "query": {"page": 2},
+                    "body": {"hello": "world"}
+                }}),
+            ),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -336,14 +527,20 @@ async fn api_key_credential_is_injected_and_scrubbed_from_the_echo() {
     assert_eq!(r.body["body_encoding"], "utf8");
     // The upstream got the real secret, not the agent's header.
     let seen = e.up.seen().pop().unwrap();
-    assert_eq!(seen.headers["authorization"], format!("Bearer {API_SECRET}"));
+    assert_eq!(
+        seen.headers["authorization"],
+        format!("Bearer {API_SECRET}")
+    );
     assert_eq!(seen.headers["x-custom"], "kept");
     assert_eq!(seen.query, "page=2");
     assert_eq!(seen.headers["content-type"], "application/json");
     // The agent sees it nowhere, in no encoding, headers included.
     assert_scrubbed(&r.text, API_SECRET);
     assert!(r.text.contains("[REDACTED]"));
-    assert_eq!(r.body["headers"]["x-echo-authorization"], "Bearer [REDACTED]");
+    assert_eq!(
+        r.body["headers"]["x-echo-authorization"],
+        "Bearer [REDACTED]"
+    );
 }
 
 #[tokio::test]
@@ -362,7 +559,10 @@ async fn basic_auth_query_param_and_flat_shape_work() {
     let r = e.execute(&e.admin, "basic", &e.up.url("/echo")).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let seen = e.up.seen().pop().unwrap();
-    assert_eq!(seen.headers["authorization"], "Basic Ym9iOnB3LUJhc2ljLTU1MjE=");
+    assert_eq!(
+        seen.headers["authorization"],
+        "Basic Ym9iOnB3LUJhc2ljLTU1MjE="
+    );
     assert_scrubbed(&r.text, "pw-Basic-5521");
     assert_scrubbed(&r.text, "Ym9iOnB3LUJhc2ljLTU1MjE=");
     // The original Vultrino flat shape, at the original path; an agent-supplied api_key is replaced.
@@ -377,7 +577,11 @@ async fn basic_auth_query_param_and_flat_shape_work() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let seen = e.up.seen().pop().unwrap();
-    assert!(seen.query.contains("api_key=qp-Secret-9931"), "{}", seen.query);
+    assert!(
+        seen.query.contains("api_key=qp-Secret-9931"),
+        "{}",
+        seen.query
+    );
     assert!(!seen.query.contains("api_key=agent"), "{}", seen.query);
     assert_scrubbed(&r.text, "qp-Secret-9931");
 }
@@ -399,7 +603,11 @@ async fn oauth2_token_is_fetched_once_and_reused() {
         assert_scrubbed(&r.text, "access-token-1-Kx92");
         assert_scrubbed(&r.text, OAUTH_CLIENT_SECRET);
     }
-    assert_eq!(e.up.tokens_issued(), 1, "the token must be cached between requests");
+    assert_eq!(
+        e.up.tokens_issued(),
+        1,
+        "the token must be cached between requests"
+    );
     let seen = e.up.seen().pop().unwrap();
     assert_eq!(seen.headers["authorization"], "Bearer access-token-1-Kx92");
 }
@@ -418,16 +626,31 @@ async fn scopes_and_allowed_hosts_deny_before_any_request() {
     let e = env().await;
     e.api_key_cred("stripe").await;
     let role = json!({"name": "gh", "permissions": ["read", "execute"], "scopes": ["github-*"]});
-    assert_eq!(e.c.send("POST", "/v1/roles", Some(&e.admin), Some(&role)).await.status, 201);
+    assert_eq!(
+        e.c.send("POST", "/v1/roles", Some(&e.admin), Some(&role))
+            .await
+            .status,
+        201
+    );
     let gh = e.key("gh").await;
     let r = e.execute(&gh, "stripe", &e.up.url("/echo")).await;
-    assert_eq!((r.status, r.body["error"]["code"].as_str()), (403, Some("scope_denied")));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (403, Some("scope_denied"))
+    );
     let list = e.c.send("GET", "/v1/credentials", Some(&gh), None).await;
-    assert_eq!(list.body["credentials"], json!([]), "out-of-scope credentials are not listed");
+    assert_eq!(
+        list.body["credentials"],
+        json!([]),
+        "out-of-scope credentials are not listed"
+    );
     // localhost is the same machine but not an allowed host of this credential.
     let url = format!("http://localhost:{}/echo", e.up.addr.port());
     let r = e.execute(&e.admin, "stripe", &url).await;
-    assert_eq!((r.status, r.body["error"]["code"].as_str()), (403, Some("host_not_allowed")));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (403, Some("host_not_allowed"))
+    );
     assert_eq!(e.up.seen().len(), 0, "no request may reach the upstream");
 }
 
@@ -437,7 +660,10 @@ async fn redirects_are_returned_not_followed() {
     e.api_key_cred("github").await;
     let r = e.execute(&e.admin, "github", &e.up.url("/redirect")).await;
     assert_eq!(r.body["status"], 302, "{}", r.text);
-    assert!(r.body["headers"]["location"].as_str().unwrap().ends_with("/landing"));
+    assert!(r.body["headers"]["location"]
+        .as_str()
+        .unwrap()
+        .ends_with("/landing"));
     assert_eq!(e.up.hits("/landing"), 0);
 }
 
@@ -498,12 +724,31 @@ async fn audit_records_allowed_and_denied_executes_without_secrets() {
     let e = env().await;
     e.api_key_cred("github").await;
     let agent = e.key("executor").await;
-    assert_eq!(e.execute(&agent, "github", &(e.up.url("/echo") + "?token=querysecret")).await.status, 200);
-    assert_eq!(e.execute(&agent, "github", "https://not-allowed.example/x").await.status, 403);
-    let r = e.c.send("GET", "/v1/audit?limit=50", Some(&e.admin), None).await;
+    assert_eq!(
+        e.execute(
+            &agent,
+            "github",
+            &(e.up.url("/echo") + "?token=querysecret")
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        e.execute(&agent, "github", "https://not-allowed.example/x")
+            .await
+            .status,
+        403
+    );
+    let r =
+        e.c.send("GET", "/v1/audit?limit=50", Some(&e.admin), None)
+            .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let events = r.body["events"].as_array().unwrap();
-    let execs: Vec<&Value> = events.iter().filter(|ev| ev["action"] == "execute").collect();
+    let execs: Vec<&Value> = events
+        .iter()
+        .filter(|ev| ev["action"] == "execute")
+        .collect();
     assert_eq!(execs.len(), 2, "{}", r.text);
     // Newest first.
     assert_eq!(execs[0]["outcome"], "denied");
@@ -513,10 +758,15 @@ async fn audit_records_allowed_and_denied_executes_without_secrets() {
     assert_eq!(execs[1]["path"], "/echo");
     assert_eq!(execs[1]["credential"], "github");
     assert!(execs[1]["actor"].as_str().unwrap().starts_with("key:"));
-    assert!(events.iter().any(|ev| ev["action"] == "login" && ev["outcome"] == "success"));
+    assert!(events
+        .iter()
+        .any(|ev| ev["action"] == "login" && ev["outcome"] == "success"));
     assert!(events.iter().any(|ev| ev["action"] == "credential.create"));
     assert_scrubbed(&r.text, API_SECRET);
-    assert!(!r.text.contains("querysecret"), "query strings must not be audited");
+    assert!(
+        !r.text.contains("querysecret"),
+        "query strings must not be audited"
+    );
     assert!(!r.text.contains(support::ADMIN_PASSWORD));
 }
 
@@ -524,7 +774,9 @@ async fn audit_records_allowed_and_denied_executes_without_secrets() {
 async fn sync_export_carries_ciphertext_only() {
     let e = env().await;
     e.api_key_cred("github").await;
-    let r = e.c.send("GET", "/v1/sync/export", Some(&e.admin), None).await;
+    let r =
+        e.c.send("GET", "/v1/sync/export", Some(&e.admin), None)
+            .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(r.body["keyring"]["key_id"].is_string());
     let recs = r.body["records"].as_array().unwrap();

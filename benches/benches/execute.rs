@@ -17,14 +17,21 @@ use vultrino_local::memory_sessions::MemorySessions;
 
 struct StubFetcher;
 
-const REPLY: &[u8] = br#"{"login":"octocat","id":1,"plan":{"name":"free"},"note":"a small upstream reply"}"#;
+const REPLY: &[u8] =
+    br#"{"login":"octocat","id":1,"plan":{"name":"free"},"note":"a small upstream reply"}"#;
 
 #[async_trait]
 impl Fetcher for StubFetcher {
-    async fn fetch(&self, _r: http::Request<Bytes>, _o: FetchOptions) -> vultrino_core::Result<http::Response<Bytes>> {
+    async fn fetch(
+        &self,
+        _r: http::Request<Bytes>,
+        _o: FetchOptions,
+    ) -> vultrino_core::Result<http::Response<Bytes>> {
         let mut resp = http::Response::new(Bytes::from_static(REPLY));
-        resp.headers_mut()
-            .insert("content-type", http::HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        );
         Ok(resp)
     }
 }
@@ -52,7 +59,9 @@ fn bench_execute(c: &mut Criterion) {
     let (master, _) = MasterSecret::generate_raw();
     let app = futures::executor::block_on(App::open(config, ports, &master)).unwrap();
     let run = |r| futures::executor::block_on(app.handle(r));
-    let login = run(http::Request::post("/login").body(Bytes::from(r#"{"username":"admin","password":"pw"}"#)).unwrap());
+    let login = run(http::Request::post("/login")
+        .body(Bytes::from(r#"{"username":"admin","password":"pw"}"#))
+        .unwrap());
     let admin = serde_json::from_slice::<serde_json::Value>(login.body()).unwrap()["token"]
         .as_str()
         .unwrap()
@@ -63,7 +72,11 @@ fn bench_execute(c: &mut Criterion) {
         r#"{"alias":"github","type":"api_key","data":{"key":"ghp_0123456789abcdefABCDEF"},"policy":{"allowed_hosts":["api.github.com"]}}"#,
     ));
     assert_eq!(r.status(), 201);
-    let key = run(request("/v1/keys", &admin, r#"{"name":"bench","role":"executor"}"#));
+    let key = run(request(
+        "/v1/keys",
+        &admin,
+        r#"{"name":"bench","role":"executor"}"#,
+    ));
     let vk = serde_json::from_slice::<serde_json::Value>(key.body()).unwrap()["key"]
         .as_str()
         .unwrap()
@@ -91,10 +104,15 @@ fn bench_decrypt_inject(c: &mut Criterion) {
         b.iter(|| {
             let plain = keys.open_envelope("cred:github", &sealed).unwrap();
             let rec: CredentialRecord = serde_json::from_slice(&plain).unwrap();
-            let CredentialData::ApiKey(d) = &rec.data else { unreachable!() };
+            let CredentialData::ApiKey(d) = &rec.data else {
+                unreachable!()
+            };
             let mut headers = http::HeaderMap::new();
-            let name = http::HeaderName::from_bytes(d.header_name().to_ascii_lowercase().as_bytes()).unwrap();
-            let value = http::HeaderValue::from_str(&format!("{}{}", d.prefix(), d.key.expose())).unwrap();
+            let name =
+                http::HeaderName::from_bytes(d.header_name().to_ascii_lowercase().as_bytes())
+                    .unwrap();
+            let value =
+                http::HeaderValue::from_str(&format!("{}{}", d.prefix(), d.key.expose())).unwrap();
             headers.insert(name, value);
             headers
         })

@@ -1,6 +1,6 @@
 //! Administration of API keys, roles and the audit log, on [`App`].
 
-use crate::app::{hex, put_json, unhex, App, CreatedKey, NewKey, NewRole};
+use crate::app::{put_json, App, CreatedKey, NewKey, NewRole};
 use crate::audit::{AuditEvent, AUDIT_PREFIX};
 use crate::auth::{self, ApiKeyInfo, ApiKeyRecord, Permission, Principal, Role};
 use crate::credential;
@@ -56,13 +56,13 @@ impl App {
             Some(d) => Some(now + u64::from(d) * 86_400_000),
             None => None,
         };
-        let id = hex(&crypto::random_bytes::<8>());
+        let id = crypto::hex(&crypto::random_bytes::<8>());
         let secret = zeroize::Zeroizing::new(crypto::b64url(&crypto::random_bytes::<32>()));
         let record = ApiKeyRecord {
             id: id.clone(),
             name: input.name,
             role: input.role,
-            mac: hex(&self.keys.mac(secret.as_bytes())),
+            mac: crypto::hex(&self.keys.mac(secret.as_bytes())),
             created_at: now,
             expires_at,
             last_used_at: None,
@@ -147,7 +147,7 @@ impl App {
         let bytes = self.ports.kv.get(&key).await?.ok_or_else(unauthorized)?;
         let mut record: ApiKeyRecord =
             serde_json::from_slice(&bytes).map_err(|_| unauthorized())?;
-        let tag = unhex(&record.mac).ok_or_else(unauthorized)?;
+        let tag = crypto::hex_decode(&record.mac).ok_or_else(unauthorized)?;
         if !self.keys.verify_mac(secret.as_bytes(), &tag) {
             return Err(unauthorized());
         }
@@ -317,5 +317,4 @@ impl App {
         }
         Ok((out, page.cursor))
     }
-
 }

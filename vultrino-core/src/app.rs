@@ -352,7 +352,7 @@ impl App {
         let now = self.now();
         let id: [u8; 8] = crypto::random_bytes();
         let record = CredentialRecord {
-            id: hex(&id),
+            id: crypto::hex(&id),
             alias: input.alias,
             description,
             data,
@@ -478,7 +478,6 @@ impl App {
         }
         Ok((out, page.cursor))
     }
-
 }
 
 fn meta_from(alias: &str, metadata: Option<serde_json::Value>) -> Result<CredentialMeta> {
@@ -508,24 +507,4 @@ pub(crate) async fn put_json<T: Serialize>(
         },
     )
     .await
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const H: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(H[(b >> 4) as usize] as char);
-        s.push(H[(b & 15) as usize] as char);
-    }
-    s
-}
-
-pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }

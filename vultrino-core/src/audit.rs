@@ -73,11 +73,7 @@ impl AuditEvent {
 pub fn new_id(ts: u64) -> String {
     let inverted = 9_999_999_999_999u64.saturating_sub(ts);
     let r: [u8; 6] = crypto::random_bytes();
-    let mut hex = String::with_capacity(12);
-    for b in r {
-        hex.push_str(&format!("{b:02x}"));
-    }
-    format!("{inverted:013}-{hex}")
+    format!("{inverted:013}-{}", crypto::hex(&r))
 }
 
 /// Strip the query and fragment from a path for the audit log.

@@ -575,7 +575,8 @@ pub fn b64url_decode(text: &str) -> Result<Vec<u8>> {
         .map_err(|_| Error::bad_request("malformed base64url").with_code("invalid_base64"))
 }
 
-fn hex(data: &[u8]) -> String {
+/// Lowercase hex.
+pub fn hex(data: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(data.len() * 2);
     for b in data {
@@ -585,7 +586,8 @@ fn hex(data: &[u8]) -> String {
     out
 }
 
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
+/// Decode hex (either case); `None` if malformed.
+pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
     fn nibble(c: u8) -> Option<u8> {
         match c {
             b'0'..=b'9' => Some(c - b'0'),
@@ -595,7 +597,7 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
         }
     }
     let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     bytes

@@ -403,56 +403,7 @@ impl App {
         let failed =
             |m: String| Error::new(ErrorKind::UpstreamFailed, m).with_code("oauth_token_failed");
         let target = ssrf::check_url(&d.token_url, self.config.allow_loopback_upstreams)?;
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        match &refresh {
-            Some(r) => {
-                form.append_pair("grant_type", "refresh_token");
-                form.append_pair("refresh_token", r.expose());
-            }
-            None => {
-                form.append_pair("grant_type", "client_credentials");
-            }
-        }
-        if let Some(scopes) = &d.scopes {
-            if !scopes.is_empty() {
-                form.append_pair("scope", &scopes.join(" "));
-            }
-        }
-        let mut builder = http::Request::builder()
-            .method(http::Method::POST)
-            .uri(target.url.as_str())
-            .header(
-                http::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .header(http::header::ACCEPT, "application/json");
-        match d.client_auth {
-            ClientAuth::Basic => {
-                let enc = |s: &str| {
-                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-                };
-                let pair = zeroize::Zeroizing::new(format!(
-                    "{}:{}",
-                    enc(&d.client_id),
-                    enc(d.client_secret.expose())
-                ));
-                let b64 = zeroize::Zeroizing::new(
-                    base64::engine::general_purpose::STANDARD.encode(pair.as_bytes()),
-                );
-                builder = builder.header(
-                    http::header::AUTHORIZATION,
-                    format!("Basic {}", b64.as_str()),
-                );
-            }
-            ClientAuth::Post => {
-                form.append_pair("client_id", &d.client_id);
-                form.append_pair("client_secret", d.client_secret.expose());
-            }
-        }
-        let body = zeroize::Zeroizing::new(form.finish());
-        let request = builder
-            .body(Bytes::from(body.as_bytes().to_vec()))
-            .map_err(|_| failed("token request could not be built".into()))?;
+        let request = token_request(d, refresh.as_ref(), target.url.as_str())?;
         let response = self
             .ports
             .fetcher
@@ -502,6 +453,66 @@ impl App {
             .await?;
         Ok(token)
     }
+}
+
+/// The token request (built synchronously: the form serializer is not `Send`).
+fn token_request(
+    d: &OAuth2Data,
+    refresh: Option<&Secret>,
+    url: &str,
+) -> Result<http::Request<Bytes>> {
+    let failed =
+        |m: String| Error::new(ErrorKind::UpstreamFailed, m).with_code("oauth_token_failed");
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    match refresh {
+        Some(r) => {
+            form.append_pair("grant_type", "refresh_token");
+            form.append_pair("refresh_token", r.expose());
+        }
+        None => {
+            form.append_pair("grant_type", "client_credentials");
+        }
+    }
+    if let Some(scopes) = &d.scopes {
+        if !scopes.is_empty() {
+            form.append_pair("scope", &scopes.join(" "));
+        }
+    }
+    let mut builder = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(url)
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .header(http::header::ACCEPT, "application/json");
+    match d.client_auth {
+        ClientAuth::Basic => {
+            let enc =
+                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            let pair = zeroize::Zeroizing::new(format!(
+                "{}:{}",
+                enc(&d.client_id),
+                enc(d.client_secret.expose())
+            ));
+            let b64 = zeroize::Zeroizing::new(
+                base64::engine::general_purpose::STANDARD.encode(pair.as_bytes()),
+            );
+            builder = builder.header(
+                http::header::AUTHORIZATION,
+                format!("Basic {}", b64.as_str()),
+            );
+        }
+        ClientAuth::Post => {
+            form.append_pair("client_id", &d.client_id);
+            form.append_pair("client_secret", d.client_secret.expose());
+        }
+    }
+    let body = zeroize::Zeroizing::new(form.finish());
+    let request = builder
+        .body(Bytes::from(body.as_bytes().to_vec()))
+        .map_err(|_| failed("token request could not be built".into()))?;
+    Ok(request)
 }
 
 /// Turn the upstream response into the execute reply, scrubbing headers and body.

@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 
-use crate::app::{put_json, App, Export, ExportRecord, KEYRING_KEY, KEYRING_NEXT_KEY, SYNC_PREFIXES};
+use crate::app::{
+    put_json, App, Export, ExportRecord, KEYRING_KEY, KEYRING_NEXT_KEY, SYNC_PREFIXES,
+};
 use crate::auth::{Permission, Principal};
 use crate::credential;
 use crate::crypto::{self, KeyringRecord, Keys, MasterSecret};

@@ -160,7 +160,13 @@ impl Client {
         Client { http, target }
     }
 
-    pub async fn send(&self, method: &str, path: &str, bearer: Option<&str>, body: Option<&Value>) -> Reply {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&Value>,
+    ) -> Reply {
         let mut rb = self.http.request(
             reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
             format!("{}{}", self.target.base, path),

@@ -45,7 +45,10 @@ impl Upstream {
     }
 
     pub fn seen(&self) -> Vec<Seen> {
-        self.state.lock().map(|s| s.seen.clone()).unwrap_or_default()
+        self.state
+            .lock()
+            .map(|s| s.seen.clone())
+            .unwrap_or_default()
     }
 
     pub fn hits(&self, path: &str) -> usize {
@@ -91,11 +94,20 @@ async fn respond(
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let headers: BTreeMap<String, String> = parts
         .headers
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let seen = Seen {
         method: parts.method.to_string(),
@@ -123,7 +135,8 @@ async fn respond(
             let secretish = format!("{auth}|{api_key}|{q}");
             let b64 = base64::engine::general_purpose::STANDARD.encode(&secretish);
             let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&secretish);
-            let urlenc: String = url::form_urlencoded::byte_serialize(secretish.as_bytes()).collect();
+            let urlenc: String =
+                url::form_urlencoded::byte_serialize(secretish.as_bytes()).collect();
             let v = json!({
                 "method": seen.method,
                 "path": seen.path,
@@ -135,7 +148,11 @@ async fn respond(
                 "as_urlencoded": urlenc,
                 "as_json_string": serde_json::to_string(&secretish).unwrap_or_default(),
             });
-            let mut r = reply(200, "application/json", serde_json::to_vec(&v).unwrap_or_default());
+            let mut r = reply(
+                200,
+                "application/json",
+                serde_json::to_vec(&v).unwrap_or_default(),
+            );
             if let Ok(h) = auth.parse() {
                 r.headers_mut().insert("x-echo-authorization", h);
             }
@@ -161,9 +178,17 @@ async fn respond(
                 .into_owned()
                 .collect();
             if headers.get("authorization") != Some(&expected) {
-                reply(401, "application/json", br#"{"error":"invalid_client"}"#.to_vec())
+                reply(
+                    401,
+                    "application/json",
+                    br#"{"error":"invalid_client"}"#.to_vec(),
+                )
             } else if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
-                reply(400, "application/json", br#"{"error":"unsupported_grant_type"}"#.to_vec())
+                reply(
+                    400,
+                    "application/json",
+                    br#"{"error":"unsupported_grant_type"}"#.to_vec(),
+                )
             } else {
                 let n = state
                     .lock()
@@ -173,7 +198,11 @@ async fn respond(
                     })
                     .unwrap_or(0);
                 let v = json!({"access_token": format!("access-token-{n}-Kx92"), "token_type": "Bearer", "expires_in": 3600});
-                reply(200, "application/json", serde_json::to_vec(&v).unwrap_or_default())
+                reply(
+                    200,
+                    "application/json",
+                    serde_json::to_vec(&v).unwrap_or_default(),
+                )
             }
         }
         _ => reply(404, "text/plain", b"no such path".to_vec()),

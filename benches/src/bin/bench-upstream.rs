@@ -9,11 +9,17 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-const BODY: &[u8] = br#"{"login":"octocat","id":1,"plan":{"name":"free"},"note":"a small upstream reply"}"#;
+const BODY: &[u8] =
+    br#"{"login":"octocat","id":1,"plan":{"name":"free"},"note":"a small upstream reply"}"#;
 
 fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".into());
-    let threads: usize = std::env::var("UPSTREAM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:0".into());
+    let threads: usize = std::env::var("UPSTREAM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
@@ -27,11 +33,15 @@ fn main() -> std::io::Result<()> {
             tokio::spawn(async move {
                 let svc = service_fn(|_req| async {
                     let mut r = hyper::Response::new(Full::new(Bytes::from_static(BODY)));
-                    r.headers_mut()
-                        .insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+                    r.headers_mut().insert(
+                        "content-type",
+                        hyper::header::HeaderValue::from_static("application/json"),
+                    );
                     Ok::<_, Infallible>(r)
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     })
