@@ -313,13 +313,17 @@ impl App {
             }
             CredentialData::BasicAuth(d) => {
                 let pair = Secret::new(format!("{}:{}", d.username, d.password.expose()));
-                let encoded = base64::engine::general_purpose::STANDARD.encode(pair.expose());
-                let mut value = http::HeaderValue::from_str(&format!("Basic {encoded}"))
+                let encoded =
+                    Secret::new(base64::engine::general_purpose::STANDARD.encode(pair.expose()));
+                let mut value = http::HeaderValue::from_str(&format!("Basic {}", encoded.expose()))
                     .map_err(|_| Error::internal())?;
                 value.set_sensitive(true);
                 headers.insert(http::header::AUTHORIZATION, value);
                 secrets.push(d.password.clone());
                 secrets.push(pair);
+                // The header value itself too: an upstream that re-encodes what it received
+                // (base64 of the header) would otherwise hand the pair back one decode away.
+                secrets.push(encoded);
             }
             CredentialData::QueryParam(d) => {
                 query.retain(|(k, _)| k != &d.name);
@@ -343,6 +347,19 @@ impl App {
                 if let Some(r) = &token.refresh_token {
                     secrets.push(r.clone());
                 }
+            }
+        }
+        if let CredentialData::QueryParam(d) = &record.data {
+            // The URL may already carry the parameter (an agent guessing or overriding it):
+            // only the injected value may reach the upstream.
+            if url.query_pairs().any(|(k, _)| k == d.name.as_str()) {
+                let kept: Vec<(String, String)> = url
+                    .query_pairs()
+                    .filter(|(k, _)| k != d.name.as_str())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                url.set_query(None);
+                query.splice(0..0, kept);
             }
         }
         if !query.is_empty() {
