@@ -122,45 +122,66 @@ enum CredentialCmd {
 struct CredentialAdd {
     alias: String,
     /// api_key, basic_auth, query_param or oauth2.
-    #[arg(long = "type", default_value = "api_key")]
+    #[arg(
+        long = "type",
+        env = "VULTRINO_CREDENTIAL_TYPE",
+        default_value = "api_key"
+    )]
     kind: String,
     /// Hosts the credential may be sent to (required; `*.example.com` allowed).
-    #[arg(long = "host", required = true)]
+    #[arg(
+        long = "host",
+        env = "VULTRINO_CREDENTIAL_HOSTS",
+        value_delimiter = ',',
+        required = true
+    )]
     hosts: Vec<String>,
-    #[arg(long)]
+    #[arg(long, env = "VULTRINO_CREDENTIAL_DESCRIPTION")]
     description: Option<String>,
     /// api_key: header name (default Authorization).
-    #[arg(long)]
+    #[arg(long, env = "VULTRINO_CREDENTIAL_HEADER")]
     header: Option<String>,
     /// api_key: value prefix (default "Bearer " for Authorization).
-    #[arg(long)]
+    #[arg(long, env = "VULTRINO_CREDENTIAL_PREFIX")]
     prefix: Option<String>,
     /// basic_auth: user name.
-    #[arg(long)]
+    #[arg(long, env = "VULTRINO_CREDENTIAL_USERNAME")]
     username: Option<String>,
     /// query_param: parameter name.
-    #[arg(long)]
+    #[arg(long, env = "VULTRINO_CREDENTIAL_PARAM")]
     param: Option<String>,
     /// oauth2: token endpoint.
-    #[arg(long)]
+    #[arg(long, env = "VULTRINO_CREDENTIAL_TOKEN_URL")]
     token_url: Option<String>,
     /// oauth2: client id.
-    #[arg(long)]
+    #[arg(long, env = "VULTRINO_CREDENTIAL_CLIENT_ID")]
     client_id: Option<String>,
     /// oauth2: scopes.
-    #[arg(long = "scope")]
+    #[arg(
+        long = "scope",
+        env = "VULTRINO_CREDENTIAL_SCOPES",
+        value_delimiter = ','
+    )]
     scopes: Vec<String>,
     /// oauth2: also read a refresh token (second secret line).
-    #[arg(long)]
+    #[arg(long, env = "VULTRINO_CREDENTIAL_WITH_REFRESH_TOKEN")]
     with_refresh_token: bool,
     /// Allowed methods (default: all).
-    #[arg(long = "method")]
+    #[arg(
+        long = "method",
+        env = "VULTRINO_CREDENTIAL_METHODS",
+        value_delimiter = ','
+    )]
     methods: Vec<String>,
     /// Allowed path prefixes (default: all).
-    #[arg(long = "path-prefix")]
+    #[arg(
+        long = "path-prefix",
+        env = "VULTRINO_CREDENTIAL_PATH_PREFIXES",
+        value_delimiter = ','
+    )]
     path_prefixes: Vec<String>,
     /// Rate limit as REQUESTS/SECONDS, e.g. 100/60.
-    #[arg(long)]
+    #[arg(long, env = "VULTRINO_CREDENTIAL_RATE_LIMIT")]
     rate_limit: Option<String>,
 }
 
@@ -169,9 +190,9 @@ enum KeyCmd {
     /// Create an API key (printed once).
     Create {
         name: String,
-        #[arg(long, default_value = "executor")]
+        #[arg(long, env = "VULTRINO_KEY_ROLE", default_value = "executor")]
         role: String,
-        #[arg(long)]
+        #[arg(long, env = "VULTRINO_KEY_EXPIRES_IN_DAYS")]
         expires_in_days: Option<u32>,
     },
     List,
@@ -185,12 +206,22 @@ enum RoleCmd {
     Create {
         name: String,
         /// read, execute, write, admin.
-        #[arg(long = "permission", required = true)]
+        #[arg(
+            long = "permission",
+            env = "VULTRINO_ROLE_PERMISSIONS",
+            value_delimiter = ',',
+            required = true
+        )]
         permissions: Vec<String>,
         /// Alias globs, e.g. github-*.
-        #[arg(long = "scope", required = true)]
+        #[arg(
+            long = "scope",
+            env = "VULTRINO_ROLE_SCOPES",
+            value_delimiter = ',',
+            required = true
+        )]
         scopes: Vec<String>,
-        #[arg(long)]
+        #[arg(long, env = "VULTRINO_ROLE_DESCRIPTION")]
         description: Option<String>,
     },
     List,
@@ -205,10 +236,15 @@ struct RequestArgs {
     method: String,
     url: String,
     /// Extra header, `Name: value` (repeatable).
-    #[arg(short = 'H', long = "header")]
+    #[arg(
+        short = 'H',
+        long = "header",
+        env = "VULTRINO_REQUEST_HEADERS",
+        value_delimiter = '\n'
+    )]
     headers: Vec<String>,
     /// Request body.
-    #[arg(short = 'd', long = "data")]
+    #[arg(short = 'd', long = "data", env = "VULTRINO_REQUEST_DATA")]
     data: Option<String>,
     /// INSECURE, tests only: allow http:// and loopback upstreams.
     #[arg(long, env = "VULTRINO_ALLOW_LOOPBACK_UPSTREAMS")]

@@ -697,7 +697,7 @@ async fn metadata_private_and_odd_numeric_targets_are_refused() {
     let r = e
         .create(json!({"alias": "wide", "type": "api_key", "data": {"key": API_SECRET},
             "policy": {"allowed_hosts": ["169.254.169.254", "10.0.0.1", "100.100.100.200", "metadata.google.internal",
-                "::ffff:a9fe:a9fe", "0251.0376.0251.0376", "2852039166", "0xa9fea9fe", "[fd00:ec2::254]", "fd00:ec2::254"]}}))
+                "[::ffff:a9fe:a9fe]", "0251.0376.0251.0376", "2852039166", "0xa9fea9fe", "[fd00:ec2::254]", "[64:ff9b::a9fe:a9fe]"]}}))
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     for url in [

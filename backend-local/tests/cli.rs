@@ -1,0 +1,271 @@
+//! The `vultrino` command line as a user meets it: zero-config first run, managing credentials
+//! with secrets from stdin, requests, password hashing, master-key rotation, wrong keys, and a
+//! graceful stop on SIGTERM.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::upstream::Upstream;
+use support::vultrino_cmd;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// Run a management command with `stdin` fed in; returns (success, stdout, stderr).
+async fn run(dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut cmd = vultrino_cmd(Some(dir));
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// Start `serve` with no configuration at all; returns the child, base URL and printed stdout.
+async fn serve_zero_config(dir: &std::path::Path) -> (tokio::process::Child, String, String) {
+    let mut cmd = vultrino_cmd(Some(dir));
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    let base = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            printed.push_str(&line);
+            printed.push('\n');
+            if let Some(rest) = line.strip_prefix("Vultrino listening on ") {
+                return rest.to_string();
+            }
+        }
+        panic!("serve exited: {printed}");
+    })
+    .await
+    .unwrap();
+    (child, base, printed)
+}
+
+#[tokio::test]
+async fn zero_config_first_run_creates_private_files_and_prints_the_password_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let (mut child, base, printed) = serve_zero_config(&dir).await;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("master.key")), 0o600);
+    assert_eq!(mode(&dir.join("admin.hash")), 0o600);
+    let password = printed
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.contains(' ') && !l.ends_with(':'))
+        .expect("the password is printed on its own line")
+        .to_string();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = http
+        .post(format!("{base}/login"))
+        .json(&json!({"username": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    child.kill().await.unwrap();
+
+    // Second run: same key and password, nothing printed about a password.
+    let (mut child, base, printed) = serve_zero_config(&dir).await;
+    assert!(
+        !printed.contains(&password),
+        "the password is shown only once"
+    );
+    let r = http
+        .post(format!("{base}/login"))
+        .json(&json!({"username": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn credentials_are_managed_with_secrets_from_stdin_and_used_by_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let up = Upstream::start().await;
+    let (ok, out, err) = run(
+        dir,
+        &[
+            "credential",
+            "add",
+            "local",
+            "--type",
+            "api_key",
+            "--host",
+            "127.0.0.1",
+            "--description",
+            "test",
+        ],
+        "cli-secret-7781\n",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(!out.contains("cli-secret-7781"));
+    let (ok, out, _) = run(dir, &["credential", "list"], "").await;
+    assert!(ok);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["credentials"][0]["alias"], "local");
+    // Refused without the opt-in; allowed (and scrubbed) with it.
+    let url = up.url("/echo");
+    let (ok, _, err) = run(dir, &["request", "local", "GET", &url], "").await;
+    assert!(!ok);
+    assert!(err.contains("blocked") || err.contains("ssrf"), "{err}");
+    let (ok, out, err) = run(
+        dir,
+        &[
+            "request",
+            "local",
+            "GET",
+            &url,
+            "--allow-loopback-upstreams",
+        ],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["status"], 200);
+    assert!(!out.contains("cli-secret-7781"), "{out}");
+    assert_eq!(
+        up.seen().pop().unwrap().headers["authorization"],
+        "Bearer cli-secret-7781"
+    );
+    // Keys and roles.
+    let (ok, out, _) = run(
+        dir,
+        &[
+            "role",
+            "create",
+            "gh",
+            "--permission",
+            "read",
+            "--scope",
+            "github-*",
+        ],
+        "",
+    )
+    .await;
+    assert!(ok, "{out}");
+    let (ok, out, _) = run(dir, &["key", "create", "bot", "--role", "gh"], "").await;
+    assert!(ok);
+    let id = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ok, _, _) = run(dir, &["key", "revoke", &id], "").await;
+    assert!(ok);
+    let (ok, _, _) = run(dir, &["role", "rm", "gh"], "").await;
+    assert!(ok);
+    let (ok, _, _) = run(dir, &["credential", "rm", "local"], "").await;
+    assert!(ok);
+    let (ok, _, err) = run(dir, &["credential", "show", "local"], "").await;
+    assert!(!ok && err.contains("no credential"), "{err}");
+}
+
+#[tokio::test]
+async fn hash_password_reads_stdin_and_prints_a_verifiable_hash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ok, out, _) = run(
+        tmp.path(),
+        &["hash-password", "--iterations", "1000"],
+        "s3cret pass\n",
+    )
+    .await;
+    assert!(ok);
+    let hash = out.trim();
+    assert!(hash.starts_with("$pbkdf2-sha256$"), "{hash}");
+    assert!(vultrino_core::crypto::verify_password("s3cret pass", hash));
+    assert!(!out.contains("s3cret pass"));
+}
+
+#[tokio::test]
+async fn rotating_the_master_key_keeps_credentials_and_retires_the_old_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (ok, _, err) = run(
+        dir,
+        &["credential", "add", "c1", "--host", "api.example.com"],
+        "value-1\n",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let old_key = std::fs::read_to_string(dir.join("master.key")).unwrap();
+    let (ok, _, err) = run(dir, &["rotate-master-key"], "").await;
+    assert!(ok, "{err}");
+    assert!(err.contains("re-encrypted 1 records"), "{err}");
+    let new_key = std::fs::read_to_string(dir.join("master.key")).unwrap();
+    assert_ne!(old_key, new_key);
+    assert_eq!(mode(&dir.join("master.key")), 0o600);
+    let (ok, out, err) = run(dir, &["credential", "show", "c1"], "").await;
+    assert!(ok, "{err}");
+    assert!(out.contains("api.example.com"));
+    // The old key no longer opens the store, with a clear message.
+    let mut cmd = vultrino_cmd(Some(dir));
+    cmd.env("VULTRINO_MASTER_KEY", old_key.trim())
+        .args(["credential", "list"]);
+    let out = cmd.output().await.unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not match"), "{err}");
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_store_gets_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let (mut child, _, _) = serve_zero_config(&dir).await;
+    let (ok, _, err) = run(&dir, &["credential", "list"], "").await;
+    assert!(!ok);
+    assert!(err.contains("lock"), "{err}");
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_gracefully() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut child, base, _) = serve_zero_config(&tmp.path().join("d")).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let pid = child.id().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
