@@ -57,6 +57,17 @@ impl fmt::Debug for Entry {
 pub struct MemoryKv {
     clock: Arc<dyn Clock>,
     map: RwLock<BTreeMap<String, Entry>>,
+    /// Optional bound on the keys under one prefix (see [`MemoryKv::with_prefix_cap`]).
+    cap: Option<PrefixCap>,
+}
+
+/// Keep at most `max` keys under `prefix`, evicting the greatest key first.
+#[derive(Debug)]
+struct PrefixCap {
+    prefix: String,
+    /// The smallest string greater than every key with `prefix`.
+    upper: String,
+    max: usize,
 }
 
 impl fmt::Debug for MemoryKv {
@@ -73,7 +84,27 @@ impl MemoryKv {
         MemoryKv {
             clock,
             map: RwLock::new(BTreeMap::new()),
+            cap: None,
         }
+    }
+
+    /// Bound the number of keys under an ASCII `prefix` to `max`, evicting the lexicographically
+    /// greatest first. A memory store is for tests, benchmarks and trying things out; without a
+    /// bound, audit events (`audit:` keys sort newest first, so the greatest is the oldest) would
+    /// grow its memory without limit under sustained traffic.
+    pub fn with_prefix_cap(mut self, prefix: &str, max: usize) -> Self {
+        let mut upper = prefix.to_string();
+        if let Some(last) = upper.pop() {
+            if last.is_ascii() && last != '\x7f' {
+                upper.push((last as u8 + 1) as char);
+                self.cap = Some(PrefixCap {
+                    prefix: prefix.to_string(),
+                    upper,
+                    max: max.max(1),
+                });
+            }
+        }
+        self
     }
 
     // A panic while holding the lock cannot leave the map half-updated (every critical section is
@@ -110,7 +141,26 @@ impl MemoryKv {
 
     /// Store an already validated entry, replacing any earlier one.
     pub(crate) fn insert(&self, key: String, entry: Entry) {
-        self.write().insert(key, entry);
+        let mut map = self.write();
+        let capped = self.cap.as_ref().filter(|c| key.starts_with(&c.prefix));
+        let is_new = map.insert(key, entry).is_none();
+        if let (Some(cap), true) = (capped, is_new) {
+            // Counting is O(keys under the prefix) but only runs past the cap's size once per
+            // eviction batch: evict down to 90 % so the count is amortized.
+            let count = map.range(cap.prefix.clone()..cap.upper.clone()).count();
+            if count > cap.max {
+                let excess = count - cap.max * 9 / 10;
+                let victims: Vec<String> = map
+                    .range(cap.prefix.clone()..cap.upper.clone())
+                    .rev()
+                    .take(excess)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in victims {
+                    map.remove(&k);
+                }
+            }
+        }
     }
 
     /// Remove a key (no validation; missing keys are fine).

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vultrino_core::app::{App, Config, Ports};
+use vultrino_core::audit::AUDIT_PREFIX;
 use vultrino_core::crypto::{self, MasterSecret};
 use vultrino_core::ports::{Clock, KvStore};
 use zeroize::Zeroizing;
@@ -52,6 +53,8 @@ pub struct Opened {
 }
 
 pub const MASTER_KEY_FILE: &str = "master.key";
+/// Audit events a memory store keeps (the oldest are dropped beyond this; see docs/decisions.md).
+pub const MEMORY_AUDIT_CAP: usize = 10_000;
 pub const ADMIN_HASH_FILE: &str = "admin.hash";
 pub const STORE_DIR: &str = "store";
 
@@ -186,7 +189,9 @@ fn admin_hash(settings: &Settings) -> anyhow::Result<(Option<String>, Option<Zer
 /// Open the KV store of `settings`.
 pub fn open_kv(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn KvStore>> {
     Ok(match settings.store {
-        StoreKind::Memory => Arc::new(MemoryKv::new(clock)),
+        StoreKind::Memory => {
+            Arc::new(MemoryKv::new(clock).with_prefix_cap(AUDIT_PREFIX, MEMORY_AUDIT_CAP))
+        }
         StoreKind::File => {
             ensure_private_dir(&settings.data_dir)?;
             Arc::new(FileKv::open(&settings.data_dir.join(STORE_DIR), clock)?)

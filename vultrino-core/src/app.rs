@@ -105,6 +105,11 @@ pub struct App {
     pub(crate) config: Config,
     pub(crate) ports: Ports,
     pub(crate) keys: Arc<Keys>,
+    /// Scrubbers by keyed hash of the secrets they remove: building one costs tens of µs, more
+    /// than the rest of an execute. Keyed by content, so a rotated secret never meets a stale
+    /// scrubber; bounded, so memory stays flat.
+    pub(crate) scrubbers:
+        std::sync::Mutex<std::collections::HashMap<[u8; 32], Arc<crate::scrub::Scrubber>>>,
 }
 
 impl std::fmt::Debug for App {
@@ -235,6 +240,7 @@ impl App {
             config,
             ports,
             keys: Arc::new(keys),
+            scrubbers: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 

@@ -390,8 +390,33 @@ impl App {
 
         let mut all: Vec<&[u8]> = record.data.secrets();
         all.extend(secrets.iter().map(|s| s.expose().as_bytes()));
-        let scrubber = Scrubber::new(all);
+        let scrubber = self.scrubber_for(&all);
         Ok(render(response, &scrubber))
+    }
+
+    /// The scrubber for these secrets, from the cache when the same secrets were seen before.
+    fn scrubber_for(&self, secrets: &[&[u8]]) -> std::sync::Arc<Scrubber> {
+        /// Most distinct secret sets kept; the cache is simply emptied when full.
+        const MAX_CACHED: usize = 1024;
+        let mut material = zeroize::Zeroizing::new(Vec::new());
+        for s in secrets {
+            material.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            material.extend_from_slice(s);
+        }
+        let id = self.keys.mac(&material);
+        if let Ok(cache) = self.scrubbers.lock() {
+            if let Some(s) = cache.get(&id) {
+                return s.clone();
+            }
+        }
+        let built = std::sync::Arc::new(Scrubber::new(secrets.iter().copied()));
+        if let Ok(mut cache) = self.scrubbers.lock() {
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+            cache.insert(id, built.clone());
+        }
+        built
     }
 
     /// A valid OAuth2 access token for `record`: the cached one, or a new one from the token
