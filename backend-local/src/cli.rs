@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use vultrino_core::app::{App, Config, CredentialUpdate, NewCredential, NewKey, NewRole};
+use vultrino_core::app::{App, Config, NewCredential, NewKey, NewRole};
 use vultrino_core::auth::{Permission, Principal};
 use vultrino_core::crypto::{self, MasterSecret};
 use vultrino_core::execute::ExecuteRequest;
@@ -347,7 +347,7 @@ async fn open_for_cli(cli: &Cli, config: Config) -> anyhow::Result<Arc<App>> {
         anyhow::bail!("management commands need the file store (--store file); a memory store lives only inside `vultrino serve`");
     }
     let s = settings(cli, config);
-    let opened = setup::open(&s).await?;
+    let opened = setup::open_for_management(&s).await?;
     Ok(opened.app)
 }
 
@@ -518,33 +518,9 @@ async fn credential(app: &App, c: &CredentialCmd) -> anyhow::Result<()> {
             Ok(())
         }
         CredentialCmd::Rotate { alias } => {
-            let meta = app.get_credential(&who, alias).await?;
-            let add = CredentialAdd {
-                alias: alias.clone(),
-                kind: meta.kind.as_str().into(),
-                hosts: vec![],
-                description: None,
-                header: None,
-                prefix: None,
-                username: None,
-                param: None,
-                token_url: None,
-                client_id: None,
-                scopes: vec![],
-                with_refresh_token: false,
-                methods: vec![],
-                path_prefixes: vec![],
-                rate_limit: None,
-            };
-            if meta.kind.as_str() != "api_key" {
-                anyhow::bail!("rotate from the CLI supports api_key credentials; use PUT /v1/credentials/{alias} for other types");
-            }
-            let data = secret_data(&add)?;
-            let update = CredentialUpdate {
-                data: Some(data),
-                ..CredentialUpdate::default()
-            };
-            print_json(&json!(app.update_credential(&who, alias, update).await?))
+            let secret = read_secret("New secret: ")?;
+            let secret = vultrino_core::credential::Secret::new(secret.as_str());
+            print_json(&json!(app.rotate_secret(&who, alias, secret).await?))
         }
     }
 }

@@ -267,6 +267,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_prefix_cap_evicts_the_greatest_keys_and_spares_other_prefixes() {
+        let clock: Arc<dyn Clock> = Arc::new(vultrino_core::ports::ManualClock::new(0));
+        let kv = MemoryKv::new(clock).with_prefix_cap("audit:", 100);
+        let entry = |v: &'static [u8]| Entry {
+            value: Bytes::from_static(v),
+            metadata: None,
+            expires_at_ms: None,
+        };
+        kv.insert("cred:x".into(), entry(b"keep"));
+        for i in 0..1000u32 {
+            // Audit ids sort newest first: a decreasing number is a newer event.
+            kv.insert(format!("audit:{:07}", 9_999_999 - i), entry(b"e"));
+        }
+        let map = kv.read();
+        let audit: Vec<&String> = map.keys().filter(|k| k.starts_with("audit:")).collect();
+        assert!(audit.len() <= 100, "{}", audit.len());
+        assert_eq!(audit[0], "audit:9999000", "the newest event is kept");
+        assert!(map.contains_key("cred:x"));
+    }
+
+    #[test]
     fn cursor_round_trips_and_is_bound_to_the_prefix() {
         let c = encode_cursor("cred:github/é");
         assert_eq!(

@@ -16,10 +16,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use vultrino_core::api::{error_response, ClientIp};
 use vultrino_core::app::App;
-use vultrino_core::Error;
+use vultrino_core::{Error, ErrorKind};
 
 /// How long open connections get to finish after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(10);
+/// How long a client gets to send its whole request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serve `app` on `listener` until `shutdown` completes, then drain connections gracefully.
 pub async fn serve(
@@ -73,9 +75,16 @@ async fn handle(
 ) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
     let limit = app.config().max_request_bytes;
     let (mut parts, body) = req.into_parts();
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
+    // A deadline on the body too: a client trickling bytes must not hold a connection forever.
+    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await;
+    let bytes = match collected {
+        Err(_) => {
+            let err = Error::new(ErrorKind::BadRequest, "request body not received in time")
+                .with_code("body_timeout");
+            return Ok(error_response(&err).map(Full::new));
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) => {
             let err = if e
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()

@@ -199,8 +199,18 @@ pub fn open_kv(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
     })
 }
 
-/// Open an instance for serving (creates what a first run needs).
+/// Open an instance for serving (creates what a first run needs, the admin password included).
 pub async fn open(settings: &Settings) -> anyhow::Result<Opened> {
+    open_with(settings, true).await
+}
+
+/// Open an instance for a management command: like [`open`], but never generates the admin
+/// password (only `serve` may, since only it prints it).
+pub async fn open_for_management(settings: &Settings) -> anyhow::Result<Opened> {
+    open_with(settings, false).await
+}
+
+async fn open_with(settings: &Settings, serving: bool) -> anyhow::Result<Opened> {
     if settings.config.allow_loopback_upstreams {
         tracing::warn!(
             "INSECURE: loopback and plain-http upstreams are allowed (--allow-loopback-upstreams). \
@@ -210,7 +220,11 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Opened> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let (master, _) = master_secret(settings, true)?;
     let mut config = settings.config.clone();
-    let (hash, generated_password) = admin_hash(settings)?;
+    let (hash, generated_password) = if serving {
+        admin_hash(settings)?
+    } else {
+        (None, None)
+    };
     if config.admin_password_hash.is_none() {
         config.admin_password_hash = hash;
     }

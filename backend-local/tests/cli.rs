@@ -180,6 +180,35 @@ async fn credentials_are_managed_with_secrets_from_stdin_and_used_by_request() {
     assert!(ok);
     let (ok, _, _) = run(dir, &["role", "rm", "gh"], "").await;
     assert!(ok);
+    // Rotating the secret keeps the rest of the credential (here: its custom header).
+    let (ok, _, err) = run(
+        dir,
+        &[
+            "credential",
+            "add",
+            "hdr",
+            "--host",
+            "127.0.0.1",
+            "--header",
+            "X-Api-Key",
+        ],
+        "old-hdr-secret\n",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(dir, &["credential", "rotate", "hdr"], "new-hdr-secret\n").await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(
+        dir,
+        &["request", "hdr", "GET", &url, "--allow-loopback-upstreams"],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        up.seen().pop().unwrap().headers["x-api-key"],
+        "new-hdr-secret"
+    );
     let (ok, _, _) = run(dir, &["credential", "rm", "local"], "").await;
     assert!(ok);
     let (ok, _, err) = run(dir, &["credential", "show", "local"], "").await;

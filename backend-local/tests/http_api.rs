@@ -783,3 +783,157 @@ async fn sync_export_carries_ciphertext_only() {
     assert!(recs.iter().any(|x| x["key"] == "cred:github"));
     assert_scrubbed(&r.text, API_SECRET);
 }
+
+#[tokio::test]
+async fn a_write_key_cannot_repoint_a_secret_at_other_hosts() {
+    let e = env().await;
+    e.api_key_cred("github").await;
+    let role = json!({"name": "writer", "permissions": ["read", "write"], "scopes": ["*"]});
+    assert_eq!(
+        e.c.send("POST", "/v1/roles", Some(&e.admin), Some(&role))
+            .await
+            .status,
+        201
+    );
+    let writer = e.key("writer").await;
+    let widen = json!({"policy": {"allowed_hosts": ["attacker.example"]}});
+    let r =
+        e.c.send("PUT", "/v1/credentials/github", Some(&writer), Some(&widen))
+            .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (403, Some("permission_denied")),
+        "{}",
+        r.text
+    );
+    // With a new secret the old one is not at risk: allowed.
+    let with_data =
+        json!({"data": {"key": "fresh-secret"}, "policy": {"allowed_hosts": ["other.example"]}});
+    assert_eq!(
+        e.c.send(
+            "PUT",
+            "/v1/credentials/github",
+            Some(&writer),
+            Some(&with_data)
+        )
+        .await
+        .status,
+        200
+    );
+    // Other policy changes (same hosts) are fine for writers; admins may change hosts.
+    let methods = json!({"policy": {"allowed_hosts": ["other.example"], "methods": ["GET"]}});
+    assert_eq!(
+        e.c.send(
+            "PUT",
+            "/v1/credentials/github",
+            Some(&writer),
+            Some(&methods)
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        e.c.send(
+            "PUT",
+            "/v1/credentials/github",
+            Some(&e.admin),
+            Some(&widen)
+        )
+        .await
+        .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn compressed_upstream_replies_are_refused_and_identity_is_asked_for() {
+    let e = env().await;
+    e.api_key_cred("github").await;
+    let r =
+        e.c.send(
+            "POST",
+            "/v1/execute",
+            Some(&e.admin),
+            Some(
+                &json!({"credential": "github", "method": "GET", "url": e.up.url("/gzip"),
+                "headers": {"Accept-Encoding": "gzip, br", "Range": "bytes=0-3"}}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (502, Some("upstream_encoded")),
+        "{}",
+        r.text
+    );
+    let seen = e.up.seen().pop().unwrap();
+    assert_eq!(seen.headers["accept-encoding"], "identity");
+    assert!(!seen.headers.contains_key("range"));
+}
+
+#[tokio::test]
+async fn listing_cursors_do_not_reveal_hidden_aliases() {
+    use base64::Engine as _;
+    let e = env().await;
+    for alias in ["github-a", "hidden-zz", "github-b"] {
+        e.api_key_cred(alias).await;
+    }
+    let role = json!({"name": "gh", "permissions": ["read"], "scopes": ["github-*"]});
+    assert_eq!(
+        e.c.send("POST", "/v1/roles", Some(&e.admin), Some(&role))
+            .await
+            .status,
+        201
+    );
+    let gh = e.key("gh").await;
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let path = match &cursor {
+            Some(c) => format!("/v1/credentials?limit=1&cursor={c}"),
+            None => "/v1/credentials?limit=1".into(),
+        };
+        let r = e.c.send("GET", &path, Some(&gh), None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        for c in r.body["credentials"].as_array().unwrap() {
+            seen.push(c["alias"].as_str().unwrap().to_string());
+        }
+        match r.body["cursor"].as_str() {
+            Some(c) => {
+                let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(c)
+                    .unwrap_or_default();
+                assert!(
+                    !String::from_utf8_lossy(&decoded).contains("hidden"),
+                    "cursor reveals an alias"
+                );
+                cursor = Some(c.to_string());
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["github-a", "github-b"]);
+    let r =
+        e.c.send(
+            "GET",
+            "/v1/credentials?cursor=Y3JlZDpoaWRkZW4",
+            Some(&gh),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (400, Some("invalid_cursor"))
+    );
+}
+
+#[tokio::test]
+async fn admin_roles_must_be_unscoped() {
+    let e = env().await;
+    let role = json!({"name": "scoped-admin", "permissions": ["admin"], "scopes": ["github-*"]});
+    let r =
+        e.c.send("POST", "/v1/roles", Some(&e.admin), Some(&role))
+            .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+}

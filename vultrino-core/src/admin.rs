@@ -173,6 +173,16 @@ impl App {
         {
             record.last_used_at = Some(now);
             let _ = self.store_key(&record).await;
+            // A revocation between our read and this write would be undone by the write:
+            // look again, and finish the revocation if it happened.
+            let marker = auth::revoked_marker(&record.id);
+            if self.ports.sessions.is_marked(&marker, now).await? {
+                self.ports
+                    .kv
+                    .delete(&format!("{}{}", auth::KEY_PREFIX, record.id))
+                    .await?;
+                return Err(unauthorized());
+            }
         }
         Ok(Principal::ApiKey {
             id: record.id,
@@ -191,6 +201,14 @@ impl App {
                 Error::conflict(format!("'{}' is a built-in role", input.name))
                     .with_code("builtin_role"),
             );
+        }
+        // `admin` reaches keys, roles, audit and export, which no alias glob bounds: a role with
+        // it must be unscoped, or a "scoped admin" could mint itself an unscoped admin key.
+        if input.permissions.contains(&Permission::Admin) && input.scopes != ["*"] {
+            return Err(Error::bad_request(
+                "a role with the admin permission must have scopes [\"*\"]",
+            )
+            .with_code("invalid_role"));
         }
         if input.permissions.is_empty() {
             return Err(

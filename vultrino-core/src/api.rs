@@ -409,30 +409,38 @@ impl App {
     }
 
     /// The client address for lockouts: the configured edge header, a trusted
-    /// `X-Forwarded-For`, or the peer address.
+    /// `X-Forwarded-For`, or the peer address. IPv6 clients are bucketed by /64 (one customer's
+    /// allocation), or rotating addresses would give unlimited attempts.
     fn client_ip(&self, req: &Request<Bytes>) -> String {
-        if let Some(h) = &self.config.client_ip_header {
-            if let Some(v) = header_str(req, h) {
-                if let Ok(ip) = v.trim().parse::<IpAddr>() {
-                    return ip.to_string();
-                }
+        let from_header = self
+            .config
+            .client_ip_header
+            .as_deref()
+            .and_then(|h| header_str(req, h))
+            .and_then(|v| v.trim().parse::<IpAddr>().ok());
+        // Proxies APPEND the address they saw: only the last entry comes from our proxy; the
+        // first is whatever the client wrote.
+        let forwarded = || {
+            header_str(req, "x-forwarded-for")?
+                .rsplit(',')
+                .next()
+                .and_then(|s| s.trim().parse::<IpAddr>().ok())
+        };
+        let ip = from_header
+            .or_else(|| self.config.trust_forwarded_for.then(forwarded).flatten())
+            .or_else(|| req.extensions().get::<ClientIp>().map(|c| c.0));
+        match ip {
+            Some(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
             }
+            Some(IpAddr::V6(v6)) => v6
+                .to_ipv4_mapped()
+                .map(|v4| v4.to_string())
+                .unwrap_or_default(),
+            Some(ip) => ip.to_string(),
+            None => "unknown".into(),
         }
-        if self.config.trust_forwarded_for {
-            if let Some(v) = header_str(req, "x-forwarded-for") {
-                if let Some(ip) = v
-                    .split(',')
-                    .next()
-                    .and_then(|s| s.trim().parse::<IpAddr>().ok())
-                {
-                    return ip.to_string();
-                }
-            }
-        }
-        req.extensions()
-            .get::<ClientIp>()
-            .map(|c| c.0.to_string())
-            .unwrap_or_else(|| "unknown".into())
     }
 
     async fn login(&self, req: &Request<Bytes>) -> Result<Response<Bytes>> {
@@ -455,7 +463,7 @@ impl App {
             event.code = Some("rate_limited".into());
             event.status = Some(429);
             self.audit(event).await;
-            let secs = hit.reset_at_ms.saturating_sub(now).div_ceil(1000).max(1);
+            let secs = crate::execute::retry_after_secs(hit.reset_at_ms, now);
             return Err(Error::new(
                 ErrorKind::RateLimited,
                 "too many login attempts; try again later",

@@ -20,6 +20,8 @@ use crate::ports::{Clock, Fetcher, KvStore, ListOptions, PutOptions, SessionStor
 
 /// KV key of the keyring.
 pub const KEYRING_KEY: &str = "sys:keyring";
+/// Associated data of sealed listing cursors (not a KV key; never stored).
+const CURSOR_AD: &str = "sys:cursor#credentials";
 /// KV key of the keyring being rotated to (present only while a rotation is unfinished).
 pub const KEYRING_NEXT_KEY: &str = "sys:keyring-next";
 
@@ -121,7 +123,8 @@ impl std::fmt::Debug for App {
 }
 
 /// Input of [`App::create_credential`] (the body of `POST /v1/credentials`).
-#[derive(Debug, Deserialize)]
+/// `Debug` omits `data`, which holds the secret.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewCredential {
     pub alias: String,
@@ -134,8 +137,8 @@ pub struct NewCredential {
 }
 
 /// Input of [`App::update_credential`] (the body of `PUT /v1/credentials/{alias}`): any of data
-/// (rotation; `type` may change with it), policy, description.
-#[derive(Debug, Default, Deserialize)]
+/// (rotation; `type` may change with it), policy, description. `Debug` omits `data`.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialUpdate {
     #[serde(default, rename = "type")]
@@ -146,6 +149,26 @@ pub struct CredentialUpdate {
     pub policy: Option<Policy>,
     #[serde(default)]
     pub description: Option<String>,
+}
+
+impl std::fmt::Debug for NewCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewCredential")
+            .field("alias", &self.alias)
+            .field("kind", &self.kind)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for CredentialUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialUpdate")
+            .field("kind", &self.kind)
+            .field("data", &self.data.as_ref().map(|_| "[redacted]"))
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Input of [`App::create_key`].
@@ -227,6 +250,26 @@ impl App {
                 Keys::open(master, &record)?
             }
             None => {
+                // A store with records but no keyring lost its keyring (deleted, or a corrupt
+                // file skipped at load). A new keyring would have a new salt and MAC key and make
+                // every record unreadable for good: refuse instead.
+                for prefix in [credential::CRED_PREFIX, auth::KEY_PREFIX] {
+                    let page = ports
+                        .kv
+                        .list(ListOptions {
+                            prefix: Some(prefix.into()),
+                            cursor: None,
+                            limit: Some(1),
+                        })
+                        .await?;
+                    if !page.keys.is_empty() {
+                        return Err(Error::unavailable(
+                            "the store holds records but no keyring (sys:keyring is missing or unreadable); \
+                             restore it from a backup: a new keyring would make every record unreadable",
+                        )
+                        .with_code("keyring_missing"));
+                    }
+                }
                 let (keys, record) = Keys::create(
                     master,
                     crypto::DEFAULT_PBKDF2_ITERATIONS,
@@ -387,7 +430,22 @@ impl App {
             record.description = d;
         }
         if let Some(p) = update.policy {
-            record.policy = p.validate()?;
+            let p = p.validate()?;
+            // Re-pointing an existing secret at other hosts is how a `write` key could exfiltrate
+            // it (widen allowed_hosts, then execute). Without new data, only admins may do that.
+            let mut old_hosts = record.policy.allowed_hosts.clone();
+            let mut new_hosts = p.allowed_hosts.clone();
+            old_hosts.sort();
+            new_hosts.sort();
+            if new_hosts != old_hosts && update.data.is_none() {
+                who.require(Permission::Admin).map_err(|_| {
+                    Error::forbidden(
+                        "changing allowed_hosts without replacing the secret needs the admin permission",
+                    )
+                    .with_code("permission_denied")
+                })?;
+            }
+            record.policy = p;
         }
         let rotated = match (update.kind, update.data) {
             (Some(k), Some(d)) => {
@@ -409,12 +467,38 @@ impl App {
         self.store_credential(&record).await?;
         if rotated {
             // A cached OAuth token belongs to the old client secret.
-            self.ports
-                .kv
-                .delete(&format!("{}{alias}", credential::OAUTH_PREFIX))
-                .await?;
+            self.ports.kv.delete(&credential::oauth_key(alias)).await?;
         }
         self.audit_change(who, "credential.update", Some(alias), 200)
+            .await;
+        Ok(record.meta())
+    }
+
+    /// Replace only the secret of a credential (api_key key, basic_auth password, query_param
+    /// value, oauth2 client secret), keeping every other field: what `vultrino credential rotate`
+    /// does.
+    pub async fn rotate_secret(
+        &self,
+        who: &Principal,
+        alias: &str,
+        secret: credential::Secret,
+    ) -> Result<CredentialMeta> {
+        who.require(Permission::Write)?;
+        who.require_scope(alias)?;
+        if secret.is_empty() {
+            return Err(Error::bad_request("the new secret is empty").with_code("invalid_data"));
+        }
+        let mut record = self.load_credential(alias).await?;
+        match &mut record.data {
+            CredentialData::ApiKey(d) => d.key = secret,
+            CredentialData::BasicAuth(d) => d.password = secret,
+            CredentialData::QueryParam(d) => d.value = secret,
+            CredentialData::Oauth2(d) => d.client_secret = secret,
+        }
+        record.updated_at = self.now();
+        self.store_credential(&record).await?;
+        self.ports.kv.delete(&credential::oauth_key(alias)).await?;
+        self.audit_change(who, "credential.rotate", Some(alias), 200)
             .await;
         Ok(record.meta())
     }
@@ -431,10 +515,7 @@ impl App {
                 .with_code("credential_not_found"));
         }
         self.ports.kv.delete(&key).await?;
-        self.ports
-            .kv
-            .delete(&format!("{}{alias}", credential::OAUTH_PREFIX))
-            .await?;
+        self.ports.kv.delete(&credential::oauth_key(alias)).await?;
         self.audit_change(who, "credential.delete", Some(alias), 204)
             .await;
         Ok(())
@@ -466,6 +547,19 @@ impl App {
         limit: Option<usize>,
     ) -> Result<(Vec<CredentialMeta>, Option<String>)> {
         who.require(Permission::Read)?;
+        // The store's cursor names the last key listed, which may be outside the caller's
+        // scopes: hand it out sealed, so paging cannot enumerate hidden aliases.
+        let cursor = match cursor {
+            Some(c) => {
+                let raw = self.keys.open_envelope(CURSOR_AD, &c).map_err(|_| {
+                    Error::bad_request("invalid cursor").with_code("invalid_cursor")
+                })?;
+                Some(String::from_utf8(raw.to_vec()).map_err(|_| {
+                    Error::bad_request("invalid cursor").with_code("invalid_cursor")
+                })?)
+            }
+            None => None,
+        };
         let page = self
             .ports
             .kv
@@ -482,7 +576,8 @@ impl App {
                 out.push(meta_from(alias, k.metadata)?);
             }
         }
-        Ok((out, page.cursor))
+        let cursor = page.cursor.map(|c| self.keys.seal(CURSOR_AD, c.as_bytes()));
+        Ok((out, cursor))
     }
 }
 

@@ -257,12 +257,27 @@ impl CredentialData {
     }
 }
 
-/// Only the position and kind of a serde error; serde_json never quotes the offending value for
-/// the errors that matter here, but keep the message short and predictable anyway.
+/// A serde error as a client may see it. serde quotes the offending VALUE in "invalid type" and
+/// "invalid value" errors (`invalid type: string "sk-live…", expected …`) — which may be a secret
+/// put in the wrong field — so those keep only what was expected and where.
 pub(crate) fn field_error(e: &serde_json::Error) -> String {
     let msg = e.to_string();
-    // serde_json appends " at line X column Y"; keep it, it is not secret.
-    msg.chars().take(200).collect()
+    let safe = if msg.starts_with("invalid type")
+        || msg.starts_with("invalid value")
+        || msg.starts_with("invalid length")
+    {
+        match msg.find(", expected") {
+            Some(i) => format!("wrong type or value{}", &msg[i..]),
+            None => format!(
+                "wrong type or value at line {} column {}",
+                e.line(),
+                e.column()
+            ),
+        }
+    } else {
+        msg
+    };
+    safe.chars().take(200).collect()
 }
 
 /// The full record sealed at `cred:<alias>`.
@@ -312,6 +327,11 @@ pub fn cred_key(alias: &str) -> String {
     format!("{CRED_PREFIX}{alias}")
 }
 
+/// The KV key of a credential's cached OAuth2 token.
+pub fn oauth_key(alias: &str) -> String {
+    format!("{OAUTH_PREFIX}{alias}")
+}
+
 /// Validate a credential alias or role name: 1–64 chars of `a-z A-Z 0-9 . _ -`, starting with a
 /// letter or digit. Keeps KV keys, URLs and globs unambiguous.
 pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
@@ -356,6 +376,19 @@ mod tests {
         let dbg = format!("{d:?}");
         assert!(!dbg.contains("sk-live-123456"), "{dbg}");
         assert!(dbg.contains("[redacted]"));
+    }
+
+    #[test]
+    fn type_errors_never_echo_the_value_given() {
+        let a = serde_json::from_str::<ApiKeyData>(r#"{"key": 5, "header": 6}"#).err();
+        let b = serde_json::from_str::<BasicAuthData>(r#"{"username": "u", "password": 7}"#).err();
+        let c = serde_json::from_str::<Vec<u8>>(r#""sk-live-999""#).err();
+        let d = serde_json::from_str::<CredentialType>(r#""sk-live-999""#).err();
+        for e in [a, b, c, d] {
+            let m = field_error(&e.unwrap_or_else(|| panic!("expected an error")));
+            assert!(!m.contains("sk-live-999"), "{m}");
+            assert!(m.contains("expected"), "{m}");
+        }
     }
 
     #[test]

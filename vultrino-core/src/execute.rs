@@ -156,7 +156,13 @@ fn truncate(s: &str) -> String {
 }
 
 /// Request headers a client may never set: authentication (Vultrino injects it) and hop-by-hop.
-const DROPPED_REQUEST_HEADERS: [&str; 15] = [
+///
+/// `accept-encoding`, `range` and `if-range` are dropped too: a compressed or partial reply could
+/// carry the secret in a form the scrubber cannot see (Vultrino asks for `identity` itself).
+const DROPPED_REQUEST_HEADERS: [&str; 18] = [
+    "accept-encoding",
+    "range",
+    "if-range",
     "authorization",
     "proxy-authorization",
     "cookie",
@@ -248,9 +254,14 @@ impl App {
             })?;
         let target = ssrf::check_url(&req.url, self.config.allow_loopback_upstreams)?;
         let record = self.load_credential(&req.credential).await?;
+        // Policies store IPv6 hosts bracketed, as URLs write them.
+        let policy_host = match target.ip {
+            Some(std::net::IpAddr::V6(_)) => format!("[{}]", target.host),
+            _ => target.host.clone(),
+        };
         record
             .policy
-            .check(method.as_str(), &target.host, target.url.path())?;
+            .check(method.as_str(), &policy_host, target.url.path())?;
         if let Some(rl) = &record.policy.rate_limit {
             let now = self.now();
             let hit = self
@@ -269,7 +280,7 @@ impl App {
                     "this credential's rate limit is reached",
                 )
                 .with_code("rate_limited")
-                .with_retry_after(hit.reset_at_ms.saturating_sub(now).div_ceil(1000).max(1)));
+                .with_retry_after(retry_after_secs(hit.reset_at_ms, now)));
             }
         }
 
@@ -374,6 +385,10 @@ impl App {
                 http::HeaderValue::from_static("application/json"),
             );
         }
+        headers.insert(
+            http::header::ACCEPT_ENCODING,
+            http::HeaderValue::from_static("identity"),
+        );
         let mut builder = http::Request::builder().method(method).uri(url.as_str());
         if let Some(h) = builder.headers_mut() {
             *h = headers;
@@ -387,6 +402,16 @@ impl App {
             .fetcher
             .fetch(request, self.fetch_options())
             .await?;
+        // A compressed body would hide the secret from the scrubber: refuse rather than pass it.
+        if let Some(enc) = response.headers().get(http::header::CONTENT_ENCODING) {
+            if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
+                return Err(Error::new(
+                    ErrorKind::UpstreamFailed,
+                    "the upstream sent an encoded (compressed) body, which cannot be scrubbed",
+                )
+                .with_code("upstream_encoded"));
+            }
+        }
 
         let mut all: Vec<&[u8]> = record.data.secrets();
         all.extend(secrets.iter().map(|s| s.expose().as_bytes()));
@@ -422,7 +447,7 @@ impl App {
     /// A valid OAuth2 access token for `record`: the cached one, or a new one from the token
     /// endpoint (refresh-token grant when a refresh token is known, client credentials otherwise).
     async fn oauth_token(&self, record: &CredentialRecord, d: &OAuth2Data) -> Result<OAuthToken> {
-        let key = format!("{}{}", credential::OAUTH_PREFIX, record.alias);
+        let key = credential::oauth_key(&record.alias);
         let now = self.now();
         let mut refresh = d.refresh_token.clone();
         if let Some(text) = self.ports.kv.get(&key).await? {
@@ -474,14 +499,22 @@ impl App {
         }
         let token = OAuthToken {
             access_token: reply.access_token,
-            expires_at: reply.expires_in.map(|s| now + s.saturating_mul(1000)),
+            expires_at: reply
+                .expires_in
+                .map(|s| now.saturating_add(s.saturating_mul(1000))),
             refresh_token: reply.refresh_token.or(refresh),
         };
         let plain =
             zeroize::Zeroizing::new(serde_json::to_vec(&token).map_err(|_| Error::internal())?);
         let sealed = self.keys.seal(&key, &plain);
-        // Keep the cache no longer than the token lives (KV TTLs are at least 60 s).
-        let ttl = reply.expires_in.filter(|s| *s >= 60);
+        // Keep the cache no longer than the token lives (KV TTLs are at least 60 s) — unless it
+        // holds a refresh token, which outlives the access token and may be the only valid one
+        // left after the provider rotated it.
+        let ttl = if token.refresh_token.is_some() {
+            None
+        } else {
+            reply.expires_in.filter(|s| *s >= 60)
+        };
         self.ports
             .kv
             .put(
@@ -589,4 +622,9 @@ fn render(response: http::Response<Bytes>, scrubber: &Scrubber) -> ExecuteRespon
         body,
         body_encoding: body_encoding.into(),
     }
+}
+
+/// Seconds until `reset_at_ms`, at least 1 (a `Retry-After` of 0 invites a busy loop).
+pub(crate) fn retry_after_secs(reset_at_ms: u64, now_ms: u64) -> u64 {
+    reset_at_ms.saturating_sub(now_ms).div_ceil(1000).max(1)
 }

@@ -167,6 +167,13 @@ async fn respond(
             r
         }
         "/landing" => reply(200, "text/plain", b"landed".to_vec()),
+        // Claims a compressed body (whatever was asked for): Vultrino cannot scrub it.
+        "/gzip" => {
+            let mut r = reply(200, "application/json", vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0]);
+            r.headers_mut()
+                .insert("content-encoding", "gzip".parse().expect("encoding"));
+            r
+        }
         "/binary" => reply(200, "application/octet-stream", vec![0, 159, 146, 150, 255]),
         "/token" => {
             let expected = format!(
