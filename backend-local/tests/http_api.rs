@@ -12,7 +12,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::upstream::{Upstream, OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET};
+use support::upstream::{Upstream, OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, OAUTH_REFRESH_TOKEN};
 use support::{Client, Server, ServerOptions};
 
 const API_SECRET: &str = "sk-live-Vx93hQ2mZ7";
@@ -936,4 +936,27 @@ async fn admin_roles_must_be_unscoped() {
         e.c.send("POST", "/v1/roles", Some(&e.admin), Some(&role))
             .await;
     assert_eq!(r.status, 400, "{}", r.text);
+}
+
+#[tokio::test]
+async fn oauth2_refresh_token_grant_is_used_when_configured() {
+    let e = env().await;
+    let r = e
+        .create(json!({"alias": "oar", "type": "oauth2", "data": {
+                "token_url": e.up.url("/token"), "client_id": OAUTH_CLIENT_ID, "client_secret": OAUTH_CLIENT_SECRET,
+                "refresh_token": OAUTH_REFRESH_TOKEN},
+            "policy": {"allowed_hosts": ["127.0.0.1"]}}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = e.execute(&e.admin, "oar", &e.up.url("/echo")).await;
+    assert_eq!(r.body["status"], 200, "{}", r.text);
+    let token_call =
+        e.up.seen()
+            .into_iter()
+            .find(|s| s.path == "/token")
+            .unwrap();
+    let body = String::from_utf8_lossy(&token_call.body).into_owned();
+    assert!(body.contains("grant_type=refresh_token"), "{body}");
+    assert_scrubbed(&r.text, OAUTH_REFRESH_TOKEN);
+    assert_scrubbed(&r.text, "access-token-1-Kx92");
 }

@@ -38,6 +38,7 @@ pub struct Upstream {
 
 pub const OAUTH_CLIENT_ID: &str = "client-abc";
 pub const OAUTH_CLIENT_SECRET: &str = "oauth-client-secret-Zq81";
+pub const OAUTH_REFRESH_TOKEN: &str = "refresh-token-Pm47";
 
 impl Upstream {
     pub fn url(&self, path: &str) -> String {
@@ -190,11 +191,11 @@ async fn respond(
                     "application/json",
                     br#"{"error":"invalid_client"}"#.to_vec(),
                 )
-            } else if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+            } else if !grant_ok(&form) {
                 reply(
                     400,
                     "application/json",
-                    br#"{"error":"unsupported_grant_type"}"#.to_vec(),
+                    br#"{"error":"invalid_grant"}"#.to_vec(),
                 )
             } else {
                 let n = state
@@ -215,4 +216,15 @@ async fn respond(
         _ => reply(404, "text/plain", b"no such path".to_vec()),
     };
     Ok(resp)
+}
+
+/// Client credentials, or the refresh token this upstream issued.
+fn grant_ok(form: &BTreeMap<String, String>) -> bool {
+    match form.get("grant_type").map(String::as_str) {
+        Some("client_credentials") => true,
+        Some("refresh_token") => {
+            form.get("refresh_token").map(String::as_str) == Some(OAUTH_REFRESH_TOKEN)
+        }
+        _ => false,
+    }
 }
