@@ -97,6 +97,13 @@ async fn handle(
         }
     };
     parts.extensions.insert(ClientIp(peer.ip()));
+    // Request logging costs allocations on the hot path: only when DEBUG is on.
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return Ok(app
+            .handle(http::Request::from_parts(parts, bytes))
+            .await
+            .map(Full::new));
+    }
     let started = std::time::Instant::now();
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
