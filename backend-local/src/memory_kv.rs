@@ -64,6 +64,9 @@ pub struct MemoryKv {
 /// Keep at most `max` keys under `prefix`, evicting the greatest key first.
 #[derive(Debug)]
 struct PrefixCap {
+    /// Keys added under the prefix since the last exact count (an upper bound of the count:
+    /// deletions elsewhere only make it overestimate), so counting happens once per eviction.
+    added: std::sync::atomic::AtomicUsize,
     prefix: String,
     /// The smallest string greater than every key with `prefix`.
     upper: String,
@@ -98,6 +101,7 @@ impl MemoryKv {
             if last.is_ascii() && last != '\x7f' {
                 upper.push((last as u8 + 1) as char);
                 self.cap = Some(PrefixCap {
+                    added: std::sync::atomic::AtomicUsize::new(0),
                     prefix: prefix.to_string(),
                     upper,
                     max: max.max(1),
@@ -145,20 +149,21 @@ impl MemoryKv {
         let capped = self.cap.as_ref().filter(|c| key.starts_with(&c.prefix));
         let is_new = map.insert(key, entry).is_none();
         if let (Some(cap), true) = (capped, is_new) {
-            // Counting is O(keys under the prefix) but only runs past the cap's size once per
-            // eviction batch: evict down to 90 % so the count is amortized.
-            let count = map.range(cap.prefix.clone()..cap.upper.clone()).count();
-            if count > cap.max {
-                let excess = count - cap.max * 9 / 10;
+            use std::sync::atomic::Ordering::Relaxed;
+            if cap.added.fetch_add(1, Relaxed) + 1 > cap.max {
+                // Evict down to 90 % so the exact count below runs once per max/10 inserts.
+                let count = map.range(cap.prefix.clone()..cap.upper.clone()).count();
+                let keep = cap.max * 9 / 10;
                 let victims: Vec<String> = map
                     .range(cap.prefix.clone()..cap.upper.clone())
                     .rev()
-                    .take(excess)
+                    .take(count.saturating_sub(keep))
                     .map(|(k, _)| k.clone())
                     .collect();
                 for k in victims {
                     map.remove(&k);
                 }
+                cap.added.store(count.min(keep), Relaxed);
             }
         }
     }
