@@ -33,9 +33,29 @@ cargo test --workspace --no-run
 step "benchmarks compile and run once"
 cargo bench -p vultrino-benches -- --test >/dev/null
 
+# ---- MCP SDK (setup, with network) ------------------------------------------------------------
+# The MCP suite drives `vultrino` with the official MCP Python SDK (tests/mcp, pinned in
+# tests/mcp/requirements.txt). Its venv is made here, outside the namespace, because pip needs
+# PyPI; it is reused while requirements.txt is unchanged. The run itself is in the namespace below.
+MCP_VENV=target/mcp-venv
+step "MCP SDK: venv with tests/mcp/requirements.txt"
+req_sum=$(sha256sum tests/mcp/requirements.txt | cut -d' ' -f1)
+if [ ! -x "$MCP_VENV/bin/python" ] || [ "$(cat "$MCP_VENV/.requirements.sha256" 2>/dev/null)" != "$req_sum" ]; then
+  rm -rf "$MCP_VENV"
+  python3 -m venv "$MCP_VENV"
+  "$MCP_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/mcp/requirements.txt
+  echo "$req_sum" >"$MCP_VENV/.requirements.sha256"
+else
+  echo "already installed"
+fi
+cargo build -p vultrino-local --bin vultrino
+# pytest exits 5 when it collected no test: that is a failure here, like any other non-zero code.
+MCP_SDK_RUN='rc=0; env -u VULTRINO_MCP_BASE_URL VULTRINO_BIN=target/debug/vultrino PYTHONDONTWRITEBYTECODE=1 '"$MCP_VENV"'/bin/python -m pytest -c tests/mcp/pytest.ini -p no:cacheprovider tests/mcp || rc=$?; if [ "$rc" -eq 5 ]; then echo "error: the MCP SDK suite collected no test" >&2; fi; exit "$rc"'
+# ---- end MCP SDK setup -------------------------------------------------------------------------
+
 if unshare -n true 2>/dev/null; then
-  step "run tests inside a loopback-only network namespace"
-  unshare -n bash -c 'ip link set lo up && cargo test --workspace --offline -- --include-ignored'
+  step "run tests inside a loopback-only network namespace (cargo test, then the MCP SDK suite)"
+  unshare -n bash -c 'ip link set lo up && cargo test --workspace --offline -- --include-ignored && echo "==> MCP SDK suite (pytest)" && bash -c "$1"' _ "$MCP_SDK_RUN"
 else
   echo "error: cannot create a network namespace (unshare -n needs root or user namespaces)." >&2
   echo "The SSRF cases need one; run this script as root." >&2

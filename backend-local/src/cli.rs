@@ -61,6 +61,8 @@ enum Command {
     Role(RoleCmd),
     /// Make one request through a credential and print the scrubbed reply.
     Request(RequestArgs),
+    /// Serve MCP over stdio for an agent; its API key comes from VULTRINO_API_KEY.
+    Mcp(McpArgs),
     /// Print a PHC hash of a password (read from a prompt or stdin) for ADMIN_PASSWORD_HASH.
     HashPassword {
         #[arg(long, env = "VULTRINO_PASSWORD_ITERATIONS", default_value_t = crypto::DEFAULT_PASSWORD_ITERATIONS)]
@@ -102,6 +104,17 @@ struct ServeArgs {
     /// Session idle timeout, seconds.
     #[arg(long, env = "VULTRINO_SESSION_IDLE_SECS", default_value_t = 1800)]
     session_idle_secs: u64,
+}
+
+#[derive(Args, Debug)]
+struct McpArgs {
+    /// Forward to a running `vultrino serve` (its base URL, e.g. http://127.0.0.1:7879) instead
+    /// of opening the store here; needed while a server holds the file store's lock.
+    #[arg(long, env = "VULTRINO_SERVER")]
+    server: Option<String>,
+    /// INSECURE, tests only (direct mode): allow http:// and loopback upstreams.
+    #[arg(long, env = "VULTRINO_ALLOW_LOOPBACK_UPSTREAMS")]
+    allow_loopback_upstreams: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -331,6 +344,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = open_for_cli(&cli, Config::default()).await?;
             role(&app, r).await
         }
+        Command::Mcp(a) => mcp(&cli, a).await,
         Command::Request(r) => {
             let config = Config {
                 allow_loopback_upstreams: r.allow_loopback_upstreams,
@@ -340,6 +354,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             request(&app, r).await
         }
     }
+}
+
+/// `vultrino mcp`: forward to a server, or open the file store here (see [`crate::mcp_stdio`]).
+async fn mcp(cli: &Cli, a: &McpArgs) -> anyhow::Result<()> {
+    let key = crate::mcp_stdio::api_key_from_env()?;
+    if let Some(server) = &a.server {
+        return crate::mcp_stdio::forward(server, key).await;
+    }
+    if cli.store == StoreKind::Memory {
+        anyhow::bail!(
+            "`vultrino mcp` serves the file store, or a running server with --server URL"
+        );
+    }
+    let config = Config {
+        allow_loopback_upstreams: a.allow_loopback_upstreams,
+        ..Config::default()
+    };
+    let s = settings(cli, config);
+    // Opening an empty directory would create a keyring and an admin password nobody sees.
+    if !s.data_dir.join(setup::STORE_DIR).exists() {
+        anyhow::bail!(
+            "no Vultrino store in {}: add credentials and a key first (`vultrino credential add`, `vultrino key create`)",
+            s.data_dir.display()
+        );
+    }
+    let app = setup::open(&s).await.map_err(|e| {
+        anyhow::anyhow!(
+            "{e:#}\nhint: while `vultrino serve` runs on this data directory, use `vultrino mcp --server <its URL>`"
+        )
+    })?;
+    crate::mcp_stdio::direct(app.app, key).await
 }
 
 async fn open_for_cli(cli: &Cli, config: Config) -> anyhow::Result<Arc<App>> {

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clock;
 pub mod fetcher;
 pub mod file_kv;
+pub mod mcp_stdio;
 pub mod memory_kv;
 pub mod memory_sessions;
 pub mod server;

@@ -147,7 +147,7 @@ impl App {
         h.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static(
-                "authorization, content-type, x-csrf-token, mcp-protocol-version",
+                "authorization, content-type, x-csrf-token, mcp-protocol-version, mcp-method, mcp-name",
             ),
         );
         h.insert(
@@ -179,6 +179,8 @@ impl App {
                 Method::GET => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
                 _ => not_allowed(),
             },
+            // MCP over Streamable HTTP: its own auth, statuses and JSON-RPC error bodies.
+            ["mcp"] => Ok(self.mcp_http(&req).await),
             ["login"] => match m {
                 Method::POST => self.login(&req).await,
                 _ => not_allowed(),

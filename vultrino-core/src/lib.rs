@@ -22,6 +22,7 @@ pub mod audit;
 pub mod auth;
 pub mod credential;
 pub mod execute;
+pub mod mcp;
 pub mod sync;
 
 #[cfg(feature = "testkit")]
