@@ -81,9 +81,9 @@ async fn app(env: &Env) -> Result<Rc<App>> {
 async fn to_http(mut req: Request) -> Result<http::Request<Bytes>> {
     let bad = || Error::bad_request("malformed request").with_code("bad_request");
     let url = req.url().map_err(|_| bad())?;
-    let mut builder = http::Request::builder()
-        .method(req.method().as_ref())
-        .uri(url.as_str());
+    // The raw method: worker::Method maps unknown methods to GET, which would change meaning.
+    let method = http::Method::from_bytes(req.inner().method().as_bytes()).map_err(|_| bad())?;
+    let mut builder = http::Request::builder().method(method).uri(url.as_str());
     let mut client_ip = None;
     for (name, value) in req.headers().entries() {
         if name.eq_ignore_ascii_case(CLIENT_IP_HEADER) {
