@@ -52,7 +52,7 @@ if unshare -n true 2>/dev/null; then
   step "workerd: HTTP suite + sync against the worker, conformance suites inside workerd"
   unshare -n bash -c 'ip link set lo up \
     && VULTRINO_TEST_BACKEND=workerd cargo test -p vultrino-local --offline --test http_api --test sync -- --include-ignored \
-    && cd backend-cloudflare && node --test test/conformance.test.mjs'
+    && cd backend-cloudflare && node --test test/conformance.test.mjs test/config.test.mjs'
   # ---- end workerd ---------------------------------------------------------------------------
 else
   echo "error: cannot create a network namespace (unshare -n needs root or user namespaces)." >&2
