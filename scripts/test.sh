@@ -6,7 +6,11 @@
 # 3. every test, built first (with network, for crates.io) and then RUN inside a loopback-only
 #    network namespace (`unshare -n`), including the cases marked #[ignore] because they aim
 #    requests at metadata/private/public addresses that must be refused: there, even a broken
-#    SSRF guard cannot send a packet off this machine.
+#    SSRF guard cannot send a packet off this machine;
+# 4. the Cloudflare worker in the real workerd runtime (the "workerd" blocks): tools installed
+#    and the worker built with network (scripts/setup-workers.sh), then — inside the same
+#    namespace — the HTTP suite and the sync test against the worker, and the KV/SessionStore
+#    conformance suites inside workerd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,9 +57,27 @@ cargo build -p vultrino-local --bin vultrino
 MCP_SDK_RUN='rc=0; env -u VULTRINO_MCP_BASE_URL VULTRINO_BIN=target/debug/vultrino PYTHONDONTWRITEBYTECODE=1 '"$MCP_VENV"'/bin/python -m pytest -c tests/mcp/pytest.ini -p no:cacheprovider tests/mcp || rc=$?; if [ "$rc" -eq 5 ]; then echo "error: the MCP SDK suite collected no test" >&2; fi; exit "$rc"'
 # ---- end MCP SDK setup -------------------------------------------------------------------------
 
+
+# ---- workerd: toolchain + worker builds (needs crates.io/npm, so outside the namespace) ------
+step "workerd: clippy for the worker on wasm32 (-D warnings)"
+cargo clippy -p vultrino-cloudflare --target wasm32-unknown-unknown --features testkit -- -D warnings
+step "workerd: install the Workers toolchain and build the worker"
+scripts/setup-workers.sh
+# ---- end workerd -----------------------------------------------------------------------------
+
+
 if unshare -n true 2>/dev/null; then
   step "run tests inside a loopback-only network namespace (cargo test, then the MCP SDK suite)"
   unshare -n bash -c 'ip link set lo up && cargo test --workspace --offline -- --include-ignored && echo "==> MCP SDK suite (pytest)" && bash -c "$1"' _ "$MCP_SDK_RUN"
+  # ---- workerd: the same HTTP suite and the sync test against the worker in workerd; the port
+  # conformance suites inside workerd (node --test drives the testkit-only test worker) ---------
+  step "workerd: HTTP suite + sync against the worker, conformance suites inside workerd"
+  unshare -n bash -c 'ip link set lo up \
+    && VULTRINO_TEST_BACKEND=workerd cargo test -p vultrino-local --offline --test http_api --test sync -- --include-ignored \
+    && cd backend-cloudflare && node --test test/conformance.test.mjs test/config.test.mjs'
+  step "workerd: MCP SDK (official Python client) over Streamable HTTP against the worker"
+  unshare -n bash -c 'ip link set lo up && scripts/mcp-workerd.sh'
+  # ---- end workerd ---------------------------------------------------------------------------
 else
   echo "error: cannot create a network namespace (unshare -n needs root or user namespaces)." >&2
   echo "The SSRF cases need one; run this script as root." >&2

@@ -70,6 +70,14 @@ enum Command {
     },
     /// Re-encrypt every record under a new master key (stop the server first).
     RotateMasterKey,
+    /// Copy credentials, keys and roles (ciphertext) from an edge deployment into this file
+    /// store. Needs the edge's master key here and an admin token of the edge
+    /// (VULTRINO_SYNC_TOKEN, or a no-echo prompt).
+    Sync {
+        /// Base URL of the edge deployment, e.g. https://vultrino.example.workers.dev
+        #[arg(long = "from", env = "VULTRINO_SYNC_FROM")]
+        from: String,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -332,6 +340,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::RotateMasterKey => rotate_master_key(&cli).await,
+        Command::Sync { from } => {
+            let token = match std::env::var("VULTRINO_SYNC_TOKEN") {
+                Ok(t) if !t.trim().is_empty() => Zeroizing::new(t.trim().to_string()),
+                _ => read_secret("Admin token of the edge (session token or admin API key): ")?,
+            };
+            let s = settings(&cli, Config::default());
+            crate::edge_sync::sync_from(&s, from, &token).await
+        }
         Command::Credential(c) => {
             let app = open_for_cli(&cli, Config::default()).await?;
             credential(&app, c).await

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod edge_sync;
 pub mod fetcher;
 pub mod file_kv;
 pub mod mcp_stdio;

@@ -178,6 +178,29 @@ async fn wrong_passwords_lock_the_client_out_with_retry_after() {
     );
 }
 
+/// The lockout counter is exact under concurrency (a Durable Object on the edge, a lock-free
+/// counter locally): of 20 simultaneous wrong passwords exactly the configured number get 401.
+#[tokio::test]
+async fn concurrent_wrong_passwords_get_exactly_the_configured_number_of_401s() {
+    let e = env_with(ServerOptions {
+        login_max_attempts: 4,
+        ..ServerOptions::default()
+    })
+    .await;
+    let bad = json!({"username": "admin", "password": "wrong"});
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (c, bad) = (e.c.clone(), bad.clone());
+        set.spawn(async move { c.send("POST", "/login", None, Some(&bad)).await.status });
+    }
+    let mut statuses = Vec::new();
+    while let Some(s) = set.join_next().await {
+        statuses.push(s.unwrap());
+    }
+    let count = |code| statuses.iter().filter(|s| **s == code).count();
+    assert_eq!((count(401), count(429)), (4, 16), "{statuses:?}");
+}
+
 #[tokio::test]
 async fn cookie_sessions_need_csrf_for_changes() {
     let e = env().await;

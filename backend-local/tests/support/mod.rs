@@ -2,7 +2,9 @@
 //! real `vultrino` binary on 127.0.0.1:0, and a small JSON client.
 //!
 //! The HTTP suite is written against [`Target`] (a base URL plus admin credentials), so the same
-//! cases can be pointed at another backend (the worker in workerd) by giving another base URL.
+//! cases can be pointed at another backend. With `VULTRINO_TEST_BACKEND=workerd`,
+//! [`Server::start`] runs the built worker in workerd instead (`backend-cloudflare/test/harness.mjs`,
+//! Miniflare on 127.0.0.1:0): same cases, same assertions.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -40,10 +42,36 @@ impl Default for ServerOptions {
     }
 }
 
-/// A running `vultrino serve`.
+/// A running `vultrino serve` (or the worker in workerd).
 pub struct Server {
     pub base: String,
     pub child: Child,
+    /// The harness's process group (workerd mode): node and its workerd children die together.
+    group: Option<u32>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.group {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .status();
+        }
+    }
+}
+
+/// A fixed raw master key (hex) for servers whose key a test must know (workerd, sync).
+pub const TEST_MASTER_KEY: &str =
+    "5d1f0c0a8e6b4f2a9c3e7d1b0a2f4e6c8b0d2f4a6c8e0b2d4f6a8c0e2b4d6f8a";
+
+/// Whether [`Server::start`] runs the worker in workerd (`VULTRINO_TEST_BACKEND=workerd`).
+pub fn workerd_backend() -> bool {
+    std::env::var("VULTRINO_TEST_BACKEND").is_ok_and(|v| v == "workerd")
+}
+
+/// The Cloudflare worker crate's folder.
+pub fn cloudflare_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../backend-cloudflare")
 }
 
 /// A low-cost PHC hash of [`ADMIN_PASSWORD`] (few iterations: tests, not production).
@@ -77,7 +105,58 @@ pub fn vultrino_cmd(data_dir: Option<&Path>) -> Command {
 }
 
 impl Server {
+    /// Start the backend under test: the local binary, or the worker in workerd when
+    /// `VULTRINO_TEST_BACKEND=workerd`.
     pub async fn start(opts: ServerOptions) -> Server {
+        if workerd_backend() {
+            Self::start_workerd(opts).await
+        } else {
+            Self::start_local(opts).await
+        }
+    }
+
+    /// The worker (`backend-cloudflare/build`, built by scripts/setup-workers.sh) in workerd.
+    /// `ServerOptions` map to the worker's bindings; `data_dir` has no meaning on the edge.
+    pub async fn start_workerd(opts: ServerOptions) -> Server {
+        assert!(
+            opts.data_dir.is_none(),
+            "the worker has no data directory (KV and Durable Objects live in workerd)"
+        );
+        let dir = cloudflare_dir();
+        assert!(
+            dir.join("build/index.js").exists(),
+            "build the worker first: scripts/setup-workers.sh"
+        );
+        let mut cmd = Command::new("node");
+        cmd.arg("test/harness.mjs").current_dir(&dir);
+        for (k, _) in std::env::vars() {
+            if harness_setting(&k) {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("VULTRINO_MASTER_KEY", TEST_MASTER_KEY)
+            .env("ADMIN_PASSWORD_HASH", admin_hash())
+            .env("LOGIN_MAX_ATTEMPTS", opts.login_max_attempts.to_string())
+            .env(
+                "ALLOW_LOOPBACK_UPSTREAMS",
+                if opts.allow_loopback { "true" } else { "false" },
+            )
+            .env("WORKER_BUILD", "build")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .kill_on_drop(true);
+        for (k, v) in &opts.extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn node test/harness.mjs");
+        let group = child.id();
+        Self::await_listening(child, group).await
+    }
+
+    /// The local `vultrino serve` binary (memory or file store).
+    pub async fn start_local(opts: ServerOptions) -> Server {
         let mut cmd = vultrino_cmd(opts.data_dir.as_deref());
         cmd.arg("serve")
             .arg("--listen")
@@ -93,7 +172,11 @@ impl Server {
         for (k, v) in &opts.extra_env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn vultrino");
+        let child = cmd.spawn().expect("spawn vultrino");
+        Self::await_listening(child, None).await
+    }
+
+    async fn await_listening(mut child: Child, group: Option<u32>) -> Server {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let base = tokio::time::timeout(Duration::from_secs(30), async {
@@ -102,13 +185,13 @@ impl Server {
                     return rest.trim().to_string();
                 }
             }
-            panic!("vultrino exited before listening");
+            panic!("the server exited before listening");
         })
         .await
         .expect("server did not start within 30 s");
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Server { base, child }
+        Server { base, child, group }
     }
 
     pub fn target(&self) -> Target {
@@ -124,6 +207,21 @@ impl Server {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
+}
+
+/// Settings the harness passes to the worker: never inherited from the test's environment.
+fn harness_setting(name: &str) -> bool {
+    matches!(
+        name,
+        "VULTRINO_MASTER_KEY"
+            | "ENCRYPTION_KEY"
+            | "ADMIN_PASSWORD_HASH"
+            | "ADMIN_USER"
+            | "CORS_ORIGINS"
+            | "LOGIN_MAX_ATTEMPTS"
+            | "ALLOW_LOOPBACK_UPSTREAMS"
+            | "WORKER_BUILD"
+    )
 }
 
 /// Where the suite sends its requests.

@@ -1,0 +1,19 @@
+//! [`WorkersClock`]: the core's [`Clock`] over the JS clock (`Date.now()`); `std::time` panics on
+//! wasm32-unknown-unknown.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use vultrino_core::ports::Clock;
+
+/// Milliseconds from `Date.now()`, never decreasing (Workers may freeze or step time).
+#[derive(Default)]
+pub struct WorkersClock {
+    last: AtomicU64,
+}
+
+impl Clock for WorkersClock {
+    fn now_ms(&self) -> u64 {
+        let now = worker::Date::now().as_millis();
+        self.last.fetch_max(now, Ordering::SeqCst).max(now)
+    }
+}

@@ -1,0 +1,137 @@
+//! The `#[event(fetch)]` entry point, the per-isolate [`App`] cache and the request/response
+//! conversions.
+
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::{FutureExt, LocalBoxFuture, Shared};
+use vultrino_core::api::{error_response, ClientIp};
+use vultrino_core::app::{App, Ports};
+use vultrino_core::error::{Error, Result};
+use worker::{event, Context, Env, Headers, Request, Response};
+
+use crate::clock::WorkersClock;
+use crate::fetch::WorkersFetcher;
+use crate::kv::WorkersKv;
+use crate::sessions::DoSessions;
+use crate::settings::{self, CLIENT_IP_HEADER};
+
+type Opening = Shared<LocalBoxFuture<'static, Result<Rc<App>>>>;
+
+thread_local! {
+    /// The isolate's App, or the one opening now (single flight: concurrent first requests wait
+    /// for the same opening). A failed opening is forgotten, so a fixed secret is picked up.
+    static APP: RefCell<Option<Opening>> = const { RefCell::new(None) };
+}
+
+fn read(env: &Env, name: &str) -> Option<String> {
+    env.secret(name)
+        .map(|s| s.to_string())
+        .or_else(|_| env.var(name).map(|v| v.to_string()))
+        .ok()
+}
+
+/// The core's ports over this worker's bindings.
+pub(crate) fn ports(env: &Env) -> Result<Ports> {
+    let kv = env.kv("CREDENTIALS").map_err(|_| {
+        Error::unavailable("the worker is not configured: KV binding CREDENTIALS is missing")
+            .with_code("missing_setting")
+    })?;
+    let ns = env.durable_object("SESSIONS").map_err(|_| {
+        Error::unavailable(
+            "the worker is not configured: Durable Object binding SESSIONS is missing",
+        )
+        .with_code("missing_setting")
+    })?;
+    Ok(Ports {
+        kv: Arc::new(WorkersKv::new(kv)),
+        sessions: Arc::new(DoSessions::new(ns)),
+        fetcher: Arc::new(WorkersFetcher),
+        clock: Arc::new(WorkersClock::default()),
+    })
+}
+
+async fn open(env: Env) -> Result<Rc<App>> {
+    let s = settings::from_lookup(|name| read(&env, name))?;
+    if s.config.allow_loopback_upstreams {
+        worker::console_warn!(
+            "ALLOW_LOOPBACK_UPSTREAMS is on: http:// and loopback upstreams are allowed. TESTS ONLY."
+        );
+    }
+    let app = App::open(s.config, ports(&env)?, &s.master).await?;
+    Ok(Rc::new(app))
+}
+
+async fn app(env: &Env) -> Result<Rc<App>> {
+    let opening = APP.with(|slot| {
+        slot.borrow_mut()
+            .get_or_insert_with(|| open(env.clone()).boxed_local().shared())
+            .clone()
+    });
+    let result = opening.await;
+    if result.is_err() {
+        APP.with(|slot| *slot.borrow_mut() = None);
+    }
+    result
+}
+
+async fn to_http(mut req: Request) -> Result<http::Request<Bytes>> {
+    let bad = || Error::bad_request("malformed request").with_code("bad_request");
+    let url = req.url().map_err(|_| bad())?;
+    // The raw method: worker::Method maps unknown methods to GET, which would change meaning.
+    let method = http::Method::from_bytes(req.inner().method().as_bytes()).map_err(|_| bad())?;
+    let mut builder = http::Request::builder().method(method).uri(url.as_str());
+    let mut client_ip = None;
+    for (name, value) in req.headers().entries() {
+        if name.eq_ignore_ascii_case(CLIENT_IP_HEADER) {
+            client_ip = value.trim().parse::<IpAddr>().ok();
+        }
+        builder = builder.header(name, value);
+    }
+    let body = req.bytes().await.map_err(|_| bad())?;
+    let mut out = builder.body(Bytes::from(body)).map_err(|_| bad())?;
+    if let Some(ip) = client_ip {
+        out.extensions_mut().insert(ClientIp(ip));
+    }
+    Ok(out)
+}
+
+pub(crate) fn to_worker(resp: http::Response<Bytes>) -> worker::Result<Response> {
+    let (parts, body) = resp.into_parts();
+    let headers = Headers::new();
+    for (name, value) in &parts.headers {
+        if let Ok(v) = value.to_str() {
+            headers.append(name.as_str(), v)?;
+        }
+    }
+    let status = parts.status.as_u16();
+    let resp = if body.is_empty() {
+        Response::empty()?
+    } else {
+        Response::from_bytes(body.to_vec())?
+    };
+    Ok(resp.with_status(status).with_headers(headers))
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    #[cfg(feature = "testkit")]
+    if req.path().starts_with("/__testkit/") {
+        return crate::testkit_route::handle(req, &env).await;
+    }
+    let request = match to_http(req).await {
+        Ok(r) => r,
+        Err(e) => return to_worker(error_response(&e)),
+    };
+    let response = match app(&env).await {
+        Ok(app) => app.handle(request).await,
+        Err(e) => {
+            worker::console_error!("cannot open Vultrino: {}", e.message());
+            error_response(&e)
+        }
+    };
+    to_worker(response)
+}

@@ -1,0 +1,160 @@
+//! [`WorkersFetcher`]: the core's [`Fetcher`] over the Workers `fetch` API.
+//!
+//! - `redirect: "manual"`: a 3xx comes back as it is, `Location` included.
+//! - The whole exchange (headers and body) races a timer; past `timeout_ms` the request is aborted
+//!   through an `AbortController` → `upstream_timeout`.
+//! - The body is streamed and counted; past `max_response_bytes` reading stops →
+//!   `upstream_too_large` (a `Content-Length` over the cap fails before reading).
+//! - Name resolution happens inside the platform, so the core's SSRF guard checks the URL's host
+//!   and the platform refuses the rest: production Workers cannot reach private addresses, and
+//!   the `global_fetch_strictly_public` flag (wrangler.toml) keeps even this zone's own origin
+//!   out. The platform's refusal is not distinguishable from a connection failure, so it surfaces
+//!   as `upstream_connect`.
+
+use bytes::Bytes;
+use futures::future::{select, Either};
+use futures::StreamExt;
+use vultrino_core::error::{Error, ErrorKind, Result};
+use vultrino_core::ports::{FetchOptions, Fetcher};
+use worker::{
+    js_sys, AbortController, AbortSignal, Delay, Fetch, Headers, Method, Request, RequestInit,
+    RequestRedirect,
+};
+
+/// Outbound HTTP through the Workers runtime.
+#[derive(Default)]
+pub struct WorkersFetcher;
+
+/// Headers the runtime sets itself (or refuses); the core never needs to set them.
+const SKIPPED: [&str; 5] = [
+    "host",
+    "content-length",
+    "connection",
+    "transfer-encoding",
+    "keep-alive",
+];
+
+fn method(m: &http::Method) -> Result<Method> {
+    Ok(match *m {
+        http::Method::GET => Method::Get,
+        http::Method::HEAD => Method::Head,
+        http::Method::POST => Method::Post,
+        http::Method::PUT => Method::Put,
+        http::Method::PATCH => Method::Patch,
+        http::Method::DELETE => Method::Delete,
+        http::Method::OPTIONS => Method::Options,
+        _ => {
+            return Err(Error::bad_request(format!(
+                "method {m} is not supported on Cloudflare Workers"
+            ))
+            .with_code("invalid_method"))
+        }
+    })
+}
+
+fn connect_error() -> Error {
+    Error::new(ErrorKind::UpstreamFailed, "could not reach the upstream")
+        .with_code("upstream_connect")
+}
+
+fn too_large(cap: usize) -> Error {
+    Error::new(
+        ErrorKind::UpstreamFailed,
+        format!("the upstream response is larger than {cap} bytes"),
+    )
+    .with_code("upstream_too_large")
+}
+
+fn build(request: &http::Request<Bytes>) -> Result<Request> {
+    let headers = Headers::new();
+    for (name, value) in request.headers() {
+        if SKIPPED.contains(&name.as_str()) {
+            continue;
+        }
+        let value = value.to_str().map_err(|_| {
+            Error::bad_request("header values must be visible ASCII").with_code("invalid_header")
+        })?;
+        headers.append(name.as_str(), value).map_err(|_| {
+            Error::bad_request(format!("header '{name}' cannot be sent from Workers"))
+                .with_code("invalid_header")
+        })?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(method(request.method())?)
+        .with_headers(headers)
+        .with_redirect(RequestRedirect::Manual);
+    if !request.body().is_empty() {
+        let body = js_sys::Uint8Array::from(request.body().as_ref());
+        init.with_body(Some(body.into()));
+    }
+    Request::new_with_init(&request.uri().to_string(), &init)
+        .map_err(|_| Error::bad_request("invalid upstream URL").with_code("invalid_url"))
+}
+
+async fn exchange(
+    request: &http::Request<Bytes>,
+    signal: AbortSignal,
+    cap: usize,
+) -> Result<http::Response<Bytes>> {
+    let req = build(request)?;
+    let mut resp = Fetch::Request(req)
+        .send_with_signal(&signal)
+        .await
+        .map_err(|_| connect_error())?;
+    let mut out = http::Response::builder().status(resp.status_code());
+    for (name, value) in resp.headers().entries() {
+        out = out.header(name, value);
+    }
+    if let Ok(Some(len)) = resp.headers().get("content-length") {
+        if len.trim().parse::<u64>().is_ok_and(|n| n > cap as u64) {
+            return Err(too_large(cap));
+        }
+    }
+    let mut body = Vec::new();
+    if resp.status_code() != 204 && resp.status_code() != 304 {
+        if let Ok(mut stream) = resp.stream() {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|_| connect_error())?;
+                if body.len() + chunk.len() > cap {
+                    return Err(too_large(cap));
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+    }
+    out.body(Bytes::from(body)).map_err(|_| {
+        Error::new(
+            ErrorKind::UpstreamFailed,
+            "the upstream sent an invalid response",
+        )
+        .with_code("upstream_invalid")
+    })
+}
+
+#[async_trait::async_trait(?Send)]
+impl Fetcher for WorkersFetcher {
+    async fn fetch(
+        &self,
+        request: http::Request<Bytes>,
+        options: FetchOptions,
+    ) -> Result<http::Response<Bytes>> {
+        let ctl = AbortController::default();
+        let timer = Delay::from(std::time::Duration::from_millis(options.timeout_ms));
+        let work = exchange(&request, ctl.signal(), options.max_response_bytes);
+        futures::pin_mut!(work);
+        match select(work, timer).await {
+            Either::Left((result, _)) => result,
+            Either::Right(((), _)) => {
+                ctl.abort();
+                Err(Error::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!(
+                        "the upstream did not answer within {} ms",
+                        options.timeout_ms
+                    ),
+                )
+                .with_code("upstream_timeout"))
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Sessions, counters and markers in Durable Objects: the [`SessionDO`] class (binding
+//! `SESSIONS`, SQLite-backed) and [`DoSessions`], the core's [`SessionStore`] over it.
+//!
+//! Sharded by name: one object per session hash (`session:<id>`), per counter key
+//! (`counter:<key>`), per marker key (`marker:<key>`) — never one global object. A Durable Object
+//! runs one event at a time, and [`SessionDO`] keeps its item in memory after the first load and
+//! changes it synchronously, so counters and markers are exact under any concurrency; the write
+//! to storage is covered by the object's output gate (the reply waits for it).
+//!
+//! Time is the caller's (`now_ms` travels in the operation), as the port requires. Storage is
+//! reclaimed by an alarm a day after an item is dead by the real clock.
+
+use std::cell::RefCell;
+
+use vultrino_core::error::{Error, Result};
+use vultrino_core::ports::{Hit, SessionRecord, SessionStore};
+use worker::{
+    durable_object, DurableObject, Env, Method, ObjectNamespace, Request, RequestInit, Response,
+    State,
+};
+
+use crate::session_logic::{apply, Change, Item, Op, Reply};
+
+/// Storage key of the object's item.
+const ITEM_KEY: &str = "item";
+/// Dead items are deleted this long after they died (by the real clock).
+const GRACE_MS: u64 = 24 * 3600 * 1000;
+
+/// The Durable Object class behind [`DoSessions`]. Holds one item (see [`Item`]).
+#[durable_object]
+pub struct SessionDO {
+    state: State,
+    /// `None`: not loaded from storage yet; `Some(None)`: loaded, empty.
+    item: RefCell<Option<Option<Item>>>,
+}
+
+impl SessionDO {
+    async fn load(&self) -> worker::Result<()> {
+        if self.item.borrow().is_some() {
+            return Ok(());
+        }
+        let stored: Option<Item> = self.state.storage().get(ITEM_KEY).await?;
+        // Another event may have loaded (and changed) the item while this one awaited storage:
+        // the first load wins, later ones are stale.
+        let mut slot = self.item.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(stored);
+        }
+        Ok(())
+    }
+}
+
+impl DurableObject for SessionDO {
+    fn new(state: State, _env: Env) -> Self {
+        SessionDO {
+            state,
+            item: RefCell::new(None),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let Ok(op) = req.json::<Op>().await else {
+            return Response::error("malformed session operation", 400);
+        };
+        self.load().await?;
+        // Read, decide and update the in-memory item without awaiting in between: exact.
+        let (change, reply) = {
+            let mut slot = self.item.borrow_mut();
+            let current = slot.as_ref().and_then(|i| i.as_ref());
+            let (change, reply) = apply(current, op);
+            match &change {
+                Change::Keep => {}
+                Change::Put(item) => *slot = Some(Some(item.clone())),
+                Change::Delete => *slot = Some(None),
+            }
+            (change, reply)
+        };
+        let storage = self.state.storage();
+        match change {
+            Change::Keep => {}
+            Change::Put(item) => {
+                storage.put(ITEM_KEY, &item).await?;
+                let cleanup_at = item.dead_after_ms().saturating_add(GRACE_MS);
+                let now = worker::Date::now().as_millis();
+                if cleanup_at > now {
+                    let offset = i64::try_from(cleanup_at - now).unwrap_or(i64::MAX);
+                    storage.set_alarm(offset).await?;
+                }
+            }
+            Change::Delete => {
+                storage.delete_all().await?;
+            }
+        }
+        Response::from_json(&reply)
+    }
+
+    async fn alarm(&self) -> worker::Result<Response> {
+        self.load().await?;
+        let now = worker::Date::now().as_millis();
+        let cleanup_at = self
+            .item
+            .borrow()
+            .as_ref()
+            .and_then(|i| i.as_ref())
+            .map(|i| i.dead_after_ms().saturating_add(GRACE_MS));
+        match cleanup_at {
+            Some(at) if at > now => {
+                let offset = i64::try_from(at - now).unwrap_or(i64::MAX);
+                self.state.storage().set_alarm(offset).await?;
+            }
+            _ => {
+                *self.item.borrow_mut() = Some(None);
+                self.state.storage().delete_all().await?;
+            }
+        }
+        Response::empty()
+    }
+}
+
+/// The core's [`SessionStore`] over the `SESSIONS` Durable Object namespace.
+pub struct DoSessions {
+    ns: ObjectNamespace,
+}
+
+impl DoSessions {
+    pub fn new(ns: ObjectNamespace) -> Self {
+        DoSessions { ns }
+    }
+
+    async fn call(&self, name: &str, op: &Op) -> Result<Reply> {
+        self.try_call(name, op).await.map_err(|e| {
+            worker::console_error!("session store call failed: {e}");
+            Error::unavailable("session store (Durable Object) unavailable")
+                .with_code("session_store_unavailable")
+        })
+    }
+
+    async fn try_call(&self, name: &str, op: &Op) -> worker::Result<Reply> {
+        let stub = self.ns.get_by_name(name)?;
+        let body = serde_json::to_string(op)?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_body(Some(body.into()));
+        let req = Request::new_with_init("https://session-do/op", &init)?;
+        let mut resp = stub.fetch_with_request(req).await?;
+        if resp.status_code() != 200 {
+            return Err(worker::Error::RustError(format!(
+                "session object answered {}",
+                resp.status_code()
+            )));
+        }
+        resp.json::<Reply>().await
+    }
+
+    async fn session(&self, id: &str, op: Op) -> Result<Option<SessionRecord>> {
+        match self.call(&format!("session:{id}"), &op).await? {
+            Reply::Session { record } => Ok(record),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn marked(&self, key: &str, op: Op) -> Result<bool> {
+        match self.call(&format!("marker:{key}"), &op).await? {
+            Reply::Marked { value } => Ok(value),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+fn unexpected() -> Error {
+    Error::unavailable("session store gave an unexpected reply")
+        .with_code("session_store_unavailable")
+}
+
+#[async_trait::async_trait(?Send)]
+impl SessionStore for DoSessions {
+    async fn create_session(&self, id: &str, record: SessionRecord) -> Result<()> {
+        self.call(&format!("session:{id}"), &Op::CreateSession { record })
+            .await
+            .map(|_| ())
+    }
+
+    async fn get_session(&self, id: &str, now_ms: u64) -> Result<Option<SessionRecord>> {
+        self.session(id, Op::GetSession { now_ms }).await
+    }
+
+    async fn touch_session(&self, id: &str, now_ms: u64) -> Result<Option<SessionRecord>> {
+        self.session(id, Op::TouchSession { now_ms }).await
+    }
+
+    async fn revoke_session(&self, id: &str) -> Result<()> {
+        self.call(&format!("session:{id}"), &Op::RevokeSession)
+            .await
+            .map(|_| ())
+    }
+
+    async fn hit(&self, key: &str, window_ms: u64, limit: u32, now_ms: u64) -> Result<Hit> {
+        let op = Op::Hit {
+            window_ms,
+            limit,
+            now_ms,
+        };
+        match self.call(&format!("counter:{key}"), &op).await? {
+            Reply::Hit { hit } => Ok(hit),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn reset_counter(&self, key: &str) -> Result<()> {
+        self.call(&format!("counter:{key}"), &Op::ResetCounter)
+            .await
+            .map(|_| ())
+    }
+
+    async fn mark(&self, key: &str, ttl_ms: u64, now_ms: u64) -> Result<bool> {
+        self.marked(key, Op::Mark { ttl_ms, now_ms }).await
+    }
+
+    async fn is_marked(&self, key: &str, now_ms: u64) -> Result<bool> {
+        self.marked(key, Op::IsMarked { now_ms }).await
+    }
+}

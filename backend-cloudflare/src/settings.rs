@@ -1,0 +1,225 @@
+//! Worker settings: secrets and vars → [`Config`] and [`MasterSecret`].
+//!
+//! Pure (no JS), so it is unit-tested natively. The worker passes a lookup over its `Env`.
+//!
+//! | name | kind | meaning |
+//! |---|---|---|
+//! | `VULTRINO_MASTER_KEY` (or `ENCRYPTION_KEY`) | secret, required | master key: 32 bytes base64/hex, or a passphrase |
+//! | `ADMIN_PASSWORD_HASH` | secret, required | PHC hash from `vultrino hash-password` |
+//! | `ADMIN_USER` | var | admin user name (default `admin`) |
+//! | `CORS_ORIGINS` | var | comma-separated allowed origins (default: CORS off) |
+//! | `LOGIN_MAX_ATTEMPTS` | var | failed logins per client per 15 min before 429 (default 5) |
+//! | `ALLOW_LOOPBACK_UPSTREAMS` | var, TESTS ONLY | `true` allows http:// and loopback upstreams |
+//!
+//! A missing or malformed setting is an `Unavailable` error (503) whose message names the
+//! setting, never a panic: a half-configured deployment answers every request with that message.
+
+use vultrino_core::app::Config;
+use vultrino_core::crypto::MasterSecret;
+use vultrino_core::error::{Error, Result};
+
+/// The header Cloudflare sets to the connecting client's address.
+pub const CLIENT_IP_HEADER: &str = "CF-Connecting-IP";
+
+/// Everything the worker needs to open the [`App`](vultrino_core::app::App).
+pub struct Settings {
+    pub config: Config,
+    pub master: MasterSecret,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn missing(name: &str, how: &str) -> Error {
+    Error::unavailable(format!(
+        "the worker is not configured: {name} is not set ({how})"
+    ))
+    .with_code("missing_setting")
+}
+
+fn invalid(name: &str, why: &str) -> Error {
+    Error::unavailable(format!("the worker is misconfigured: {name} {why}"))
+        .with_code("invalid_setting")
+}
+
+/// Read the settings through `get` (secret or var by name; empty counts as missing).
+pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
+    let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+    let master_text = get("VULTRINO_MASTER_KEY")
+        .or_else(|| get("ENCRYPTION_KEY"))
+        .ok_or_else(|| {
+            missing(
+                "VULTRINO_MASTER_KEY",
+                "run `wrangler secret put VULTRINO_MASTER_KEY`; ENCRYPTION_KEY is accepted too",
+            )
+        })?;
+    let master = MasterSecret::parse(master_text.trim())
+        .map_err(|_| invalid("VULTRINO_MASTER_KEY", "is not a usable master key"))?;
+    let hash = get("ADMIN_PASSWORD_HASH").ok_or_else(|| {
+        missing(
+            "ADMIN_PASSWORD_HASH",
+            "print one with `vultrino hash-password`, then `wrangler secret put ADMIN_PASSWORD_HASH`",
+        )
+    })?;
+    if !hash.trim().starts_with('$') {
+        return Err(invalid(
+            "ADMIN_PASSWORD_HASH",
+            "is not a PHC hash (it must start with '$'; use `vultrino hash-password`)",
+        ));
+    }
+    let mut config = Config {
+        admin_password_hash: Some(hash.trim().to_string()),
+        client_ip_header: Some(CLIENT_IP_HEADER.to_string()),
+        ..Config::default()
+    };
+    if let Some(user) = get("ADMIN_USER") {
+        config.admin_username = user.trim().to_string();
+    }
+    if let Some(origins) = get("CORS_ORIGINS") {
+        config.cors_origins = origins
+            .split(',')
+            .map(|o| o.trim().to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if config.cors_origins.iter().any(|o| o == "*") {
+            return Err(invalid(
+                "CORS_ORIGINS",
+                "must list origins explicitly ('*' is refused: sessions carry credentials)",
+            ));
+        }
+    }
+    if let Some(n) = get("LOGIN_MAX_ATTEMPTS") {
+        config.login_max_attempts = n
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| invalid("LOGIN_MAX_ATTEMPTS", "must be a whole number ≥ 1"))?;
+    }
+    if let Some(v) = get("ALLOW_LOOPBACK_UPSTREAMS") {
+        config.allow_loopback_upstreams = match v.trim() {
+            "1" | "true" | "yes" => true,
+            "0" | "false" | "no" => false,
+            _ => return Err(invalid("ALLOW_LOOPBACK_UPSTREAMS", "must be true or false")),
+        };
+    }
+    Ok(config_checked(config, master))
+}
+
+fn config_checked(config: Config, master: MasterSecret) -> Settings {
+    Settings { config, master }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::collections::HashMap;
+
+    const KEY: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> Error {
+        from_lookup(lookup(pairs)).err().unwrap()
+    }
+
+    #[test]
+    fn missing_master_key_is_503_naming_the_secret() {
+        let e = err(&[("ADMIN_PASSWORD_HASH", "$pbkdf2$x")]);
+        assert_eq!(e.status().as_u16(), 503);
+        assert_eq!(e.code(), "missing_setting");
+        assert!(e.message().contains("VULTRINO_MASTER_KEY"));
+    }
+
+    #[test]
+    fn missing_admin_hash_is_503_naming_the_secret() {
+        let e = err(&[("VULTRINO_MASTER_KEY", KEY)]);
+        assert_eq!(e.status().as_u16(), 503);
+        assert!(e.message().contains("ADMIN_PASSWORD_HASH"));
+    }
+
+    #[test]
+    fn empty_values_count_as_missing() {
+        let e = err(&[("VULTRINO_MASTER_KEY", " "), ("ADMIN_PASSWORD_HASH", "$x")]);
+        assert!(e.message().contains("VULTRINO_MASTER_KEY"));
+    }
+
+    #[test]
+    fn encryption_key_is_accepted_as_the_seed_name() {
+        let s = from_lookup(lookup(&[
+            ("ENCRYPTION_KEY", KEY),
+            ("ADMIN_PASSWORD_HASH", "$x"),
+        ]))
+        .unwrap();
+        assert!(s.master.is_raw());
+    }
+
+    #[test]
+    fn vars_set_the_config_and_client_ip_comes_from_cloudflare() {
+        let s = from_lookup(lookup(&[
+            ("VULTRINO_MASTER_KEY", KEY),
+            ("ADMIN_PASSWORD_HASH", "$x"),
+            ("ADMIN_USER", "ops"),
+            ("CORS_ORIGINS", "https://a.example, https://b.example"),
+            ("LOGIN_MAX_ATTEMPTS", "3"),
+            ("ALLOW_LOOPBACK_UPSTREAMS", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(s.config.admin_username, "ops");
+        assert_eq!(s.config.cors_origins.len(), 2);
+        assert_eq!(s.config.login_max_attempts, 3);
+        assert!(s.config.allow_loopback_upstreams);
+        assert_eq!(s.config.client_ip_header.as_deref(), Some(CLIENT_IP_HEADER));
+    }
+
+    #[test]
+    fn loopback_upstreams_are_off_by_default() {
+        let s = from_lookup(lookup(&[
+            ("VULTRINO_MASTER_KEY", KEY),
+            ("ADMIN_PASSWORD_HASH", "$x"),
+        ]))
+        .unwrap();
+        assert!(!s.config.allow_loopback_upstreams);
+        assert!(s.config.cors_origins.is_empty());
+    }
+
+    #[test]
+    fn malformed_vars_are_503_naming_the_var() {
+        for (name, value) in [
+            ("LOGIN_MAX_ATTEMPTS", "many"),
+            ("LOGIN_MAX_ATTEMPTS", "0"),
+            ("ALLOW_LOOPBACK_UPSTREAMS", "maybe"),
+            ("CORS_ORIGINS", "*"),
+        ] {
+            let e = err(&[
+                ("VULTRINO_MASTER_KEY", KEY),
+                ("ADMIN_PASSWORD_HASH", "$x"),
+                (name, value),
+            ]);
+            assert_eq!(e.status().as_u16(), 503, "{name}");
+            assert!(e.message().contains(name), "{name}: {}", e.message());
+        }
+    }
+
+    #[test]
+    fn settings_debug_never_shows_the_master_key() {
+        let s = from_lookup(lookup(&[
+            ("VULTRINO_MASTER_KEY", KEY),
+            ("ADMIN_PASSWORD_HASH", "$x"),
+        ]))
+        .unwrap();
+        assert!(!format!("{s:?}").contains(KEY));
+    }
+}

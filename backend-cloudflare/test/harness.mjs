@@ -1,0 +1,93 @@
+// Runs the built worker in workerd through Miniflare (as a Node library) on 127.0.0.1:<random>
+// and prints "Vultrino listening on <url>" — the line backend-local/tests/support reads, so the
+// HTTP suite runs unchanged against the worker (VULTRINO_TEST_BACKEND=workerd).
+//
+// Environment:
+//   WORKER_BUILD   build directory relative to backend-cloudflare/ (default "build": the
+//                  deployable build; the conformance tests use "test-build", built with the
+//                  `testkit` feature)
+//   VULTRINO_MASTER_KEY / ENCRYPTION_KEY, ADMIN_PASSWORD_HASH, ADMIN_USER, CORS_ORIGINS,
+//   LOGIN_MAX_ATTEMPTS, ALLOW_LOOPBACK_UPSTREAMS   passed to the worker as bindings (those set)
+//
+// No persistence: KV and Durable Objects live in memory and die with the process.
+// Stops on SIGTERM/SIGINT or when stdin closes (the test that spawned it went away).
+import { Miniflare } from "miniflare";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, "..");
+
+export const SETTINGS = [
+  "VULTRINO_MASTER_KEY",
+  "ENCRYPTION_KEY",
+  "ADMIN_PASSWORD_HASH",
+  "ADMIN_USER",
+  "CORS_ORIGINS",
+  "LOGIN_MAX_ATTEMPTS",
+  "ALLOW_LOOPBACK_UPSTREAMS",
+];
+
+/** Miniflare options for the worker in `buildDir` with `bindings`. */
+export function workerOptions(buildDir, bindings) {
+  return {
+    host: "127.0.0.1",
+    port: 0,
+    cf: false, // no download of the cf object
+    kvPersist: false,
+    durableObjectsPersist: false,
+    workers: [
+      {
+        name: "vultrino",
+        compatibilityDate: "2026-04-01",
+        // wrangler.toml sets `global_fetch_strictly_public`; it is left out HERE ONLY because the
+        // tests' upstream is a loopback server, which that flag (rightly) makes unreachable.
+        compatibilityFlags: [],
+        modules: true,
+        scriptPath: path.join(root, buildDir, "index.js"),
+        modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
+        kvNamespaces: ["CREDENTIALS"],
+        durableObjects: { SESSIONS: { className: "SessionDO", useSQLite: true } },
+        bindings,
+      },
+    ],
+  };
+}
+
+/** Bindings from this process's environment (only the settings that are set). */
+export function bindingsFromEnv(env = process.env) {
+  const out = {};
+  for (const name of SETTINGS) {
+    if (env[name] !== undefined) out[name] = env[name];
+  }
+  return out;
+}
+
+async function main() {
+  const buildDir = process.env.WORKER_BUILD || "build";
+  const mf = new Miniflare(workerOptions(buildDir, bindingsFromEnv()));
+  const url = await mf.ready;
+  process.stdout.write(`Vultrino listening on ${url.origin}\n`);
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    try {
+      await mf.dispose();
+    } finally {
+      process.exit(0);
+    }
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+  process.stdin.on("end", stop);
+  process.stdin.on("close", stop);
+  process.stdin.resume();
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().catch((e) => {
+    console.error(`harness: ${e?.stack || e}`);
+    process.exit(1);
+  });
+}

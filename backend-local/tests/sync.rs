@@ -1,0 +1,130 @@
+//! One stored format: a credential created through one deployment ("the edge": the worker in
+//! workerd with `VULTRINO_TEST_BACKEND=workerd`, otherwise a local server) is pulled with
+//! `vultrino sync --from <url>` into a local file store with the same master key, and the local
+//! server then uses it against the loopback upstream.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::process::Stdio;
+
+use serde_json::json;
+use support::upstream::Upstream;
+use support::{vultrino_cmd, Client, Server, ServerOptions, TEST_MASTER_KEY};
+
+const SECRET: &str = "sk-edge-7Qm2xZ9vL4";
+
+/// `vultrino sync --from <edge>` into `dir` with `master` and `token`; (success, stderr).
+async fn sync(dir: &std::path::Path, edge: &str, master: &str, token: &str) -> (bool, String) {
+    let mut cmd = vultrino_cmd(Some(dir));
+    cmd.args(["sync", "--from", edge])
+        .env("VULTRINO_MASTER_KEY", master)
+        .env("VULTRINO_SYNC_TOKEN", token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = cmd.output().await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn with_master() -> ServerOptions {
+    ServerOptions {
+        extra_env: vec![("VULTRINO_MASTER_KEY".into(), TEST_MASTER_KEY.into())],
+        ..ServerOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn a_credential_created_on_the_edge_is_synced_and_used_locally() {
+    let up = Upstream::start().await;
+    let edge = Server::start(with_master()).await;
+    let ec = Client::new(edge.target());
+    let admin = ec.login().await;
+    let r = ec
+        .send(
+            "POST",
+            "/v1/credentials",
+            Some(&admin),
+            Some(&json!({
+                "alias": "github", "type": "api_key", "description": "made on the edge",
+                "data": {"key": SECRET},
+                "policy": {"allowed_hosts": ["127.0.0.1"]}
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (ok, stderr) = sync(&data, &edge.base, TEST_MASTER_KEY, &admin).await;
+    assert!(ok, "sync failed: {stderr}");
+    assert!(stderr.contains("imported"), "{stderr}");
+    assert!(!stderr.contains(SECRET));
+
+    let local = Server::start_local(ServerOptions {
+        data_dir: Some(data.clone()),
+        ..with_master()
+    })
+    .await;
+    let lc = Client::new(local.target());
+    let ladmin = lc.login().await;
+    let r = lc
+        .send("GET", "/v1/credentials/github", Some(&ladmin), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["description"], "made on the edge");
+    let r = lc
+        .send(
+            "POST",
+            "/v1/keys",
+            Some(&ladmin),
+            Some(&json!({"name": "agent", "role": "executor"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let agent = r.body["key"].as_str().unwrap().to_string();
+    let r = lc
+        .send(
+            "POST",
+            "/v1/execute",
+            Some(&agent),
+            Some(&json!({"credential": "github", "action": "http.request",
+                "params": {"method": "GET", "url": up.url("/echo")}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["status"], 200);
+    let seen = up.seen().pop().unwrap();
+    assert_eq!(seen.headers["authorization"], format!("Bearer {SECRET}"));
+    assert!(!r.text.contains(SECRET));
+}
+
+#[tokio::test]
+async fn sync_with_another_master_key_fails_clearly_and_leaves_the_store_usable() {
+    let edge = Server::start(with_master()).await;
+    let ec = Client::new(edge.target());
+    let admin = ec.login().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let other = "11".repeat(32);
+    let (ok, stderr) = sync(&data, &edge.base, &other, &admin).await;
+    assert!(!ok);
+    assert!(stderr.contains("master key"), "{stderr}");
+    // Nothing was written: the right key still syncs into the same directory (a keyring
+    // written by the refused run would make it a keyring mismatch).
+    let (ok, stderr) = sync(&data, &edge.base, TEST_MASTER_KEY, &admin).await;
+    assert!(ok, "{stderr}");
+}
+
+#[tokio::test]
+async fn sync_with_a_wrong_token_is_refused_by_the_edge() {
+    let edge = Server::start(with_master()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stderr) = sync(dir.path(), &edge.base, TEST_MASTER_KEY, "vs_not-a-session").await;
+    assert!(!ok);
+    assert!(stderr.contains("401"), "{stderr}");
+}
