@@ -257,25 +257,25 @@ impl CredentialData {
     }
 }
 
-/// A serde error as a client may see it. serde quotes the offending VALUE in "invalid type" and
-/// "invalid value" errors (`invalid type: string "sk-live…", expected …`) — which may be a secret
-/// put in the wrong field — so those keep only what was expected and where.
+/// A serde error as a client may see it. serde quotes what the client sent in several errors
+/// (`invalid type: string "sk-live…", expected …`, `unknown variant \`…\``) — which may be a
+/// secret put in the wrong place — so those keep only what was expected and where.
 pub(crate) fn field_error(e: &serde_json::Error) -> String {
     let msg = e.to_string();
-    let safe = if msg.starts_with("invalid type")
-        || msg.starts_with("invalid value")
-        || msg.starts_with("invalid length")
-    {
-        match msg.find(", expected") {
-            Some(i) => format!("wrong type or value{}", &msg[i..]),
-            None => format!(
-                "wrong type or value at line {} column {}",
-                e.line(),
-                e.column()
-            ),
-        }
-    } else {
-        msg
+    // These messages quote what the client sent; keep only what was expected, and where.
+    const QUOTING: [(&str, &str); 5] = [
+        ("invalid type", "wrong type"),
+        ("invalid value", "wrong value"),
+        ("invalid length", "wrong length"),
+        ("unknown variant", "unknown name"),
+        ("unknown field", "unknown field"),
+    ];
+    let safe = match QUOTING.iter().find(|(p, _)| msg.starts_with(p)) {
+        Some((_, label)) => match msg.find(", expected") {
+            Some(i) => format!("{label}{}", &msg[i..]),
+            None => format!("{label} at line {} column {}", e.line(), e.column()),
+        },
+        None => msg,
     };
     safe.chars().take(200).collect()
 }
