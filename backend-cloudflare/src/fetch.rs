@@ -103,6 +103,12 @@ async fn exchange(
         .map_err(|_| connect_error())?;
     let mut out = http::Response::builder().status(resp.status_code());
     for (name, value) in resp.headers().entries() {
+        // The runtime decodes gzip/br/deflate bodies itself, so the bytes read below are
+        // identity-encoded: passing the header on would mislabel them (and make the core refuse
+        // a body it can in fact scrub).
+        if name.eq_ignore_ascii_case("content-encoding") {
+            continue;
+        }
         out = out.header(name, value);
     }
     if let Ok(Some(len)) = resp.headers().get("content-length") {

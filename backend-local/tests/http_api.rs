@@ -884,12 +884,25 @@ async fn compressed_upstream_replies_are_refused_and_identity_is_asked_for() {
             ),
         )
         .await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_str()),
-        (502, Some("upstream_encoded")),
-        "{}",
-        r.text
-    );
+    if support::workerd_backend() {
+        // On the edge the runtime itself decodes compressed bodies before Vultrino reads them,
+        // so the reply is decoded text — and scrubbed like any other.
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert!(
+            r.body["body"].as_str().unwrap().contains("[REDACTED]"),
+            "{}",
+            r.text
+        );
+        assert_scrubbed(&r.text, API_SECRET);
+    } else {
+        // Locally nothing decodes it: a body the scrubber cannot read is refused.
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (502, Some("upstream_encoded")),
+            "{}",
+            r.text
+        );
+    }
     let seen = e.up.seen().pop().unwrap();
     assert_eq!(seen.headers["accept-encoding"], "identity");
     assert!(!seen.headers.contains_key("range"));

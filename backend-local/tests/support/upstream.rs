@@ -168,9 +168,14 @@ async fn respond(
             r
         }
         "/landing" => reply(200, "text/plain", b"landed".to_vec()),
-        // Claims a compressed body (whatever was asked for): Vultrino cannot scrub it.
+        // Echoes the Authorization header gzip-compressed, whatever was asked for: a body the
+        // scrubber could not see into unless it is decoded first.
         "/gzip" => {
-            let mut r = reply(200, "application/json", vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0]);
+            use std::io::Write as _;
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            let auth = headers.get("authorization").cloned().unwrap_or_default();
+            let _ = enc.write_all(format!("{{\"auth\":\"{auth}\"}}").as_bytes());
+            let mut r = reply(200, "application/json", enc.finish().unwrap_or_default());
             r.headers_mut()
                 .insert("content-encoding", "gzip".parse().expect("encoding"));
             r
