@@ -1,6 +1,6 @@
 //! Administration of API keys, roles and the audit log, on [`App`].
 
-use crate::app::{put_json, App, CreatedKey, NewKey, NewRole};
+use crate::app::{list_all, put_json, App, CreatedKey, NewKey, NewRole};
 use crate::audit::{AuditEvent, AUDIT_PREFIX};
 use crate::auth::{self, ApiKeyInfo, ApiKeyRecord, Permission, Principal, Role};
 use crate::credential;
@@ -92,30 +92,14 @@ impl App {
     pub async fn list_keys(&self, who: &Principal) -> Result<Vec<ApiKeyInfo>> {
         who.require(Permission::Admin)?;
         let mut out = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = self
-                .ports
-                .kv
-                .list(ListOptions {
-                    prefix: Some(auth::KEY_PREFIX.into()),
-                    cursor,
-                    limit: None,
-                })
-                .await?;
-            for k in page.keys {
-                let id = k.name[auth::KEY_PREFIX.len()..].to_string();
-                if let Some(mut info) = k
-                    .metadata
-                    .and_then(|m| serde_json::from_value::<ApiKeyInfo>(m).ok())
-                {
-                    info.id = id;
-                    out.push(info);
-                }
-            }
-            match page.cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
+        for k in list_all(&*self.ports.kv, auth::KEY_PREFIX).await? {
+            let id = k.name[auth::KEY_PREFIX.len()..].to_string();
+            if let Some(mut info) = k
+                .metadata
+                .and_then(|m| serde_json::from_value::<ApiKeyInfo>(m).ok())
+            {
+                info.id = id;
+                out.push(info);
             }
         }
         Ok(out)
@@ -259,27 +243,11 @@ impl App {
             .iter()
             .filter_map(|n| auth::builtin_role(n))
             .collect();
-        let mut cursor = None;
-        loop {
-            let page = self
-                .ports
-                .kv
-                .list(ListOptions {
-                    prefix: Some(auth::ROLE_PREFIX.into()),
-                    cursor,
-                    limit: None,
-                })
-                .await?;
-            for k in page.keys {
-                if let Some(b) = self.ports.kv.get(&k.name).await? {
-                    if let Ok(r) = serde_json::from_slice::<Role>(&b) {
-                        out.push(r);
-                    }
+        for k in list_all(&*self.ports.kv, auth::ROLE_PREFIX).await? {
+            if let Some(b) = self.ports.kv.get(&k.name).await? {
+                if let Ok(r) = serde_json::from_slice::<Role>(&b) {
+                    out.push(r);
                 }
-            }
-            match page.cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
             }
         }
         Ok(out)

@@ -609,3 +609,24 @@ pub(crate) async fn put_json<T: Serialize>(
     )
     .await
 }
+
+/// Every key under `prefix` (following cursors to the end), with metadata. For admin and sync
+/// operations, whose record counts are small (keys, roles, credentials), never for audit.
+pub(crate) async fn list_all(kv: &dyn KvStore, prefix: &str) -> Result<Vec<crate::ports::ListKey>> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = kv
+            .list(ListOptions {
+                prefix: Some(prefix.into()),
+                cursor,
+                limit: None,
+            })
+            .await?;
+        out.extend(page.keys);
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(out),
+        }
+    }
+}

@@ -4,13 +4,13 @@
 use bytes::Bytes;
 
 use crate::app::{
-    put_json, App, Export, ExportRecord, KEYRING_KEY, KEYRING_NEXT_KEY, SYNC_PREFIXES,
+    list_all, put_json, App, Export, ExportRecord, KEYRING_KEY, KEYRING_NEXT_KEY, SYNC_PREFIXES,
 };
 use crate::auth::{Permission, Principal};
 use crate::credential;
 use crate::crypto::{self, KeyringRecord, Keys, MasterSecret};
 use crate::error::{Error, Result};
-use crate::ports::{KvStore, ListOptions, PutOptions};
+use crate::ports::{KvStore, PutOptions};
 
 impl App {
     /// Everything a hybrid peer needs: keyring parameters and the ciphertext records.
@@ -27,31 +27,15 @@ impl App {
         })?;
         let mut records = Vec::new();
         for prefix in SYNC_PREFIXES {
-            let mut cursor = None;
-            loop {
-                let page = self
-                    .ports
-                    .kv
-                    .list(ListOptions {
-                        prefix: Some(prefix.into()),
-                        cursor,
-                        limit: None,
-                    })
-                    .await?;
-                for k in page.keys {
-                    if let Some(entry) = self.ports.kv.get_with_metadata(&k.name).await? {
-                        let value = String::from_utf8(entry.value.to_vec())
-                            .map_err(|_| Error::internal())?;
-                        records.push(ExportRecord {
-                            key: k.name,
-                            value,
-                            metadata: entry.metadata,
-                        });
-                    }
-                }
-                match page.cursor {
-                    Some(c) => cursor = Some(c),
-                    None => break,
+            for k in list_all(&*self.ports.kv, prefix).await? {
+                if let Some(entry) = self.ports.kv.get_with_metadata(&k.name).await? {
+                    let value =
+                        String::from_utf8(entry.value.to_vec()).map_err(|_| Error::internal())?;
+                    records.push(ExportRecord {
+                        key: k.name,
+                        value,
+                        metadata: entry.metadata,
+                    });
                 }
             }
         }
@@ -145,47 +129,33 @@ impl App {
         };
         let mut count = 0;
         for prefix in [credential::CRED_PREFIX, credential::OAUTH_PREFIX] {
-            let mut cursor = None;
-            loop {
-                let page = kv
-                    .list(ListOptions {
-                        prefix: Some(prefix.into()),
-                        cursor,
-                        limit: None,
-                    })
-                    .await?;
-                for k in page.keys {
-                    let Some(entry) = kv.get_with_metadata(&k.name).await? else {
+            for k in list_all(kv, prefix).await? {
+                let Some(entry) = kv.get_with_metadata(&k.name).await? else {
+                    continue;
+                };
+                let text = std::str::from_utf8(&entry.value).map_err(|_| {
+                    Error::unavailable("record is not an envelope").with_code("decrypt_failed")
+                })?;
+                let plain = match old_keys.open_envelope(&k.name, text) {
+                    Ok(p) => p,
+                    // Already re-sealed by an interrupted earlier run.
+                    Err(_) => {
+                        new_keys.open_envelope(&k.name, text)?;
+                        count += 1;
                         continue;
-                    };
-                    let text = std::str::from_utf8(&entry.value).map_err(|_| {
-                        Error::unavailable("record is not an envelope").with_code("decrypt_failed")
-                    })?;
-                    let plain = match old_keys.open_envelope(&k.name, text) {
-                        Ok(p) => p,
-                        // Already re-sealed by an interrupted earlier run.
-                        Err(_) => {
-                            new_keys.open_envelope(&k.name, text)?;
-                            count += 1;
-                            continue;
-                        }
-                    };
-                    let sealed = new_keys.seal(&k.name, &plain);
-                    kv.put(
-                        &k.name,
-                        Bytes::from(sealed),
-                        PutOptions {
-                            expiration_ttl: None,
-                            metadata: entry.metadata,
-                        },
-                    )
-                    .await?;
-                    count += 1;
-                }
-                match page.cursor {
-                    Some(c) => cursor = Some(c),
-                    None => break,
-                }
+                    }
+                };
+                let sealed = new_keys.seal(&k.name, &plain);
+                kv.put(
+                    &k.name,
+                    Bytes::from(sealed),
+                    PutOptions {
+                        expiration_ttl: None,
+                        metadata: entry.metadata,
+                    },
+                )
+                .await?;
+                count += 1;
             }
         }
         put_json(kv, KEYRING_KEY, &new_record, None).await?;
