@@ -108,9 +108,8 @@ impl App {
     /// Revoke a key: effective at once (SessionStore marker), then the record is deleted.
     pub async fn revoke_key(&self, who: &Principal, id: &str) -> Result<()> {
         who.require(Permission::Admin)?;
-        let valid = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
         let key = format!("{}{id}", auth::KEY_PREFIX);
-        if !valid || self.ports.kv.get(&key).await?.is_none() {
+        if !auth::is_key_id(id) || self.ports.kv.get(&key).await?.is_none() {
             return Err(Error::not_found(format!("no key '{id}'")).with_code("key_not_found"));
         }
         // Ten years: longer than any key lives.

@@ -19,7 +19,7 @@ use crate::policy::Policy;
 use crate::ports::{Clock, Fetcher, KvStore, ListOptions, PutOptions, SessionStore};
 
 /// KV key of the keyring.
-pub const KEYRING_KEY: &str = "sys:keyring";
+pub const KEYRING_KEY: &str = crypto::KEYRING_KV_KEY;
 /// Associated data of sealed listing cursors (not a KV key; never stored).
 const CURSOR_AD: &str = "sys:cursor#credentials";
 /// KV key of the keyring being rotated to (present only while a rotation is unfinished).

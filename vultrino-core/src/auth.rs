@@ -143,15 +143,19 @@ impl ApiKeyRecord {
     }
 }
 
-/// Split `vk_<id>_<secret>` into id and secret. The id is 16 lowercase hex characters.
+/// Whether `id` has the form of an API key id: 16 lowercase hex characters.
+pub fn is_key_id(id: &str) -> bool {
+    id.len() == 16
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// Split `vk_<id>_<secret>` into id and secret (see [`is_key_id`]).
 pub fn parse_api_key(token: &str) -> Option<(&str, &str)> {
     let rest = token.strip_prefix("vk_")?;
     let (id, secret) = rest.split_once('_')?;
-    let id_ok = id.len() == 16
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-    if !id_ok || secret.is_empty() || secret.len() > 128 {
+    if !is_key_id(id) || secret.is_empty() || secret.len() > 128 {
         return None;
     }
     Some((id, secret))

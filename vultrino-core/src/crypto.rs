@@ -63,7 +63,8 @@ pub const KEYRING_VERSION: u8 = 1;
 /// The envelope format version byte.
 pub const ENVELOPE_VERSION: u8 = 0x01;
 
-const KEYRING_KV_KEY: &str = "sys:keyring";
+/// KV key of the keyring (also the key-check envelope's associated data).
+pub const KEYRING_KV_KEY: &str = "sys:keyring";
 const KEYRING_MAC_AD: &str = "sys:keyring#mac";
 const INFO_CREDENTIALS: &[u8] = b"vultrino/v1/credentials";
 const INFO_KEY_CHECK: &[u8] = b"vultrino/v1/key-check";
