@@ -1,47 +1,86 @@
-//! The outbound HTTP client of the local backend: [`HttpFetcher`], a [`Fetcher`] on reqwest.
+//! The outbound HTTP client of the local backend: [`HttpFetcher`], a [`Fetcher`] on hyper-util's
+//! pooled client with rustls (ring, webpki roots; HTTP/1.1 and HTTP/2 by ALPN).
 //!
 //! What it guarantees (the [`Fetcher`] contract, plus SSRF defence in depth):
 //!
-//! - **Connect only to checked addresses.** reqwest is given a custom resolver that resolves each
+//! - **Connect only to checked addresses.** The connector is given a resolver that resolves each
 //!   name once, checks *every* resolved address with [`ssrf::check_ip`] (one bad address refuses
 //!   the whole name — a name that resolves to both a public and an internal address is hostile),
 //!   and hands back exactly the addresses it checked. The connection therefore goes to an address
 //!   that was checked, with no second lookup in between (no DNS-rebinding window).
-//! - **IP literals** never reach a resolver (hyper connects to them directly), so [`HttpFetcher::fetch`]
-//!   runs [`ssrf::check_url`] on the request URI itself before anything is sent.
+//! - **IP literals** never reach a resolver (the connector dials them directly), so
+//!   [`HttpFetcher::fetch`] runs [`ssrf::check_uri`] on the request URI itself before anything is
+//!   sent: IP literals by [`ssrf::check_ip`], names by [`ssrf::check_name`], https unless the
+//!   loopback opt-in applies.
 //! - **The loopback opt-in is per request** ([`FetchOptions::allow_loopback`]) but the resolver is
 //!   shared by a client's connection pool, so two clients are built at construction: a strict one
 //!   and a loopback-allowed one, each with a resolver that has its flag baked in. A request without
 //!   the opt-in can never reuse a resolver decision or a pooled connection made with it.
-//! - **No redirects** (`Policy::none()`): a 3xx is returned as is; following it would bypass the
-//!   core's policy and SSRF checks for the new location.
-//! - **No proxy from the environment** (`no_proxy()`): `HTTPS_PROXY` would otherwise route requests
-//!   (and their secrets) through whatever the environment says, and the proxy would do the
-//!   resolving, defeating the address check.
-//! - **One client per mode, built once**: connections are pooled and reused across requests.
+//! - **No redirects**: the client never follows one; a 3xx is returned as is (following it would
+//!   bypass the core's policy and SSRF checks for the new location).
+//! - **No proxy from the environment**: nothing reads `HTTPS_PROXY` and the like, which would
+//!   route requests (and their secrets) elsewhere and defeat the address check.
+//! - **One client per mode and thread, built once**: connections are pooled and reused across
+//!   requests (idle ones closed after 90 s); see [`HttpFetcher`] for why pools are per thread.
 //! - **Whole-exchange deadline** (`timeout_ms` over connect + send + full body) and a streamed
 //!   **size cap** (`Content-Length` checked first, then the body is counted as it arrives and the
 //!   connection dropped once over the cap).
-//! - **Errors never carry the request**: reqwest's error `Display` includes the URL (and so the
-//!   query, which may hold a secret), so it is never used; errors are built from the kind only and
+//! - **Errors never carry the request**: client errors are never formatted (their chain could
+//!   name the URI, and so a query that holds a secret); errors are built from the kind only and
 //!   logs carry the host and the kind.
+//!
+//! Why not reqwest (which wraps this same stack, and which the cold paths — the stdio MCP bridge
+//! and edge sync — still use): its per-request redirect/retry layers and URL re-parsing cost a
+//! measured ~25 % of throughput on the execute path (benches/README.md).
 
+use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName};
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use vultrino_core::ports::{FetchOptions, Fetcher};
 use vultrino_core::{ssrf, Error, ErrorKind, Result};
 
-/// The local [`Fetcher`]. Cheap to share behind an `Arc`; holds two pooled clients.
+type Connector = HttpsConnector<HttpConnector<CheckedResolver>>;
+type HttpClient = Client<Connector, Full<Bytes>>;
+
+/// The local [`Fetcher`]. Cheap to clone and share.
+///
+/// It holds the two connectors (strict and loopback-allowed); the pooled clients built on them
+/// are kept **per thread**: `vultrino serve` runs one single-threaded runtime per core
+/// ([`crate::server::serve_per_core`]), and a pooled connection is driven by a task of the
+/// runtime that opened it, so a pool shared across threads would turn every request into
+/// cross-thread wake-ups. Each thread therefore gets its own pair of clients, built once on its
+/// first request (clones of one fetcher share them; a dropped fetcher's are pruned).
 #[derive(Clone)]
 pub struct HttpFetcher {
-    strict: reqwest::Client,
-    loopback: reqwest::Client,
+    strict: Connector,
+    loopback: Connector,
+    /// Identity of this fetcher (and its clones) in the per-thread client lists.
+    token: Arc<()>,
+}
+
+/// One fetcher's clients on one thread.
+struct ThreadClients {
+    owner: Weak<()>,
+    strict: HttpClient,
+    loopback: HttpClient,
+}
+
+thread_local! {
+    static CLIENTS: RefCell<Vec<ThreadClients>> = const { RefCell::new(Vec::new()) };
 }
 
 impl fmt::Debug for HttpFetcher {
@@ -55,37 +94,66 @@ impl fmt::Debug for HttpFetcher {
 }
 
 impl HttpFetcher {
-    /// Build the strict and the loopback-allowed clients.
+    /// Build the strict and the loopback-allowed connectors (TLS configuration included).
     ///
     /// Fails (`Internal`) only if the TLS stack cannot be initialised.
     pub fn new() -> Result<HttpFetcher> {
         Ok(HttpFetcher {
-            strict: build_client(CheckedResolver::system(false))?,
-            loopback: build_client(CheckedResolver::system(true))?,
+            strict: build_connector(CheckedResolver::system(false))?,
+            loopback: build_connector(CheckedResolver::system(true))?,
+            token: Arc::new(()),
         })
     }
 
-    fn client(&self, allow_loopback: bool) -> &reqwest::Client {
-        if allow_loopback {
-            &self.loopback
-        } else {
-            &self.strict
-        }
+    /// This thread's pooled client for the mode (a cheap handle onto the thread's pool).
+    fn client(&self, allow_loopback: bool) -> HttpClient {
+        CLIENTS.with(|cell| {
+            let mut list = cell.borrow_mut();
+            list.retain(|c| c.owner.strong_count() > 0);
+            let me = Arc::as_ptr(&self.token);
+            let at = match list.iter().position(|c| std::ptr::eq(c.owner.as_ptr(), me)) {
+                Some(i) => i,
+                None => {
+                    list.push(ThreadClients {
+                        owner: Arc::downgrade(&self.token),
+                        strict: build_client(self.strict.clone()),
+                        loopback: build_client(self.loopback.clone()),
+                    });
+                    list.len() - 1
+                }
+            };
+            let c = &list[at];
+            if allow_loopback {
+                c.loopback.clone()
+            } else {
+                c.strict.clone()
+            }
+        })
     }
 }
 
-fn build_client(resolver: CheckedResolver) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .referer(false)
-        .no_proxy()
-        .dns_resolver(Arc::new(resolver))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()
+fn build_connector(resolver: CheckedResolver) -> Result<Connector> {
+    let mut http = HttpConnector::new_with_resolver(resolver);
+    // The TLS wrapper decides the scheme; the inner connector must accept `https` URIs.
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
         .map_err(|_| {
             tracing::error!("could not build the outbound HTTP client (TLS initialisation)");
             Error::internal()
-        })
+        })?
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http))
+}
+
+fn build_client(connector: Connector) -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
 }
 
 /// Check a name's resolved addresses: all of them must pass [`ssrf::check_ip`], or the name is
@@ -106,7 +174,7 @@ fn connect_error(message: &'static str) -> Error {
 }
 
 /// Where the resolver gets addresses from. Tests substitute a fixed list so that the checking
-/// path through reqwest can be exercised without DNS and without any non-loopback connection.
+/// path through the client can be exercised without DNS and without any non-loopback connection.
 #[derive(Debug, Clone)]
 enum Lookup {
     System,
@@ -114,7 +182,7 @@ enum Lookup {
     Fixed(Vec<SocketAddr>),
 }
 
-/// reqwest resolver that checks every address before reqwest may connect to it.
+/// Connector resolver that checks every address before the connector may dial it.
 #[derive(Debug, Clone)]
 struct CheckedResolver {
     allow_loopback: bool,
@@ -130,7 +198,7 @@ impl CheckedResolver {
     }
 
     async fn resolve_checked(self, host: String) -> Result<Vec<SocketAddr>> {
-        // Names that are internal by definition are refused before any lookup (the URL check
+        // Names that are internal by definition are refused before any lookup (the URI check
         // already did this; repeated here so the resolver is safe on its own).
         ssrf::check_name(&host, self.allow_loopback)?;
         let addrs = match self.lookup {
@@ -149,21 +217,26 @@ impl CheckedResolver {
     }
 }
 
-impl Resolve for CheckedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
+impl tower_service::Service<Name> for CheckedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    // The core `Error` travels inside the client's error chain and is recovered by
+    // `core_error_in`, so the caller sees `ssrf_blocked`, not a generic connect failure.
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
         let this = self.clone();
         let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addrs = this.resolve_checked(host).await?;
-            // The core `Error` travels inside reqwest's error chain and is recovered by
-            // `core_error_in` so the caller sees `ssrf_blocked`, not a generic connect failure.
-            Ok(Box::new(addrs.into_iter()) as Addrs)
-        })
+        Box::pin(async move { this.resolve_checked(host).await.map(Vec::into_iter) })
     }
 }
 
-/// Find a core [`Error`] raised by our resolver in reqwest's error chain.
-fn core_error_in(e: &reqwest::Error) -> Option<Error> {
+/// Find a core [`Error`] raised by our resolver in an error chain.
+fn core_error_in(e: &(dyn std::error::Error + 'static)) -> Option<Error> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = current {
         if let Some(core) = err.downcast_ref::<Error>() {
@@ -174,37 +247,14 @@ fn core_error_in(e: &reqwest::Error) -> Option<Error> {
     None
 }
 
-/// Turn a reqwest error into a core error without ever formatting the reqwest error (its
-/// `Display` includes the URL with its query).
-fn map_reqwest_error(e: &reqwest::Error, host: &str) -> Error {
+/// Turn a client error into a core error without ever formatting the client error.
+fn map_client_error(e: &hyper_util::client::legacy::Error, host: &str) -> Error {
     let (kind, error) = if let Some(core) = core_error_in(e) {
         ("resolver", core)
-    } else if e.is_timeout() {
-        (
-            "timeout",
-            Error::new(
-                ErrorKind::UpstreamTimeout,
-                "upstream did not answer in time",
-            )
-            .with_code("upstream_timeout"),
-        )
     } else if e.is_connect() {
         (
             "connect",
             connect_error("could not connect to the upstream"),
-        )
-    } else if e.is_builder() {
-        (
-            "builder",
-            Error::bad_request("the upstream request is invalid").with_code("invalid_request"),
-        )
-    } else if e.is_body() || e.is_decode() {
-        (
-            "body",
-            Error::new(
-                ErrorKind::UpstreamFailed,
-                "the upstream response body could not be read",
-            ),
         )
     } else {
         (
@@ -216,6 +266,14 @@ fn map_reqwest_error(e: &reqwest::Error, host: &str) -> Error {
     error
 }
 
+fn body_error(host: &str) -> Error {
+    tracing::warn!(host = %host, kind = "body", "upstream fetch failed");
+    Error::new(
+        ErrorKind::UpstreamFailed,
+        "the upstream response body could not be read",
+    )
+}
+
 fn too_large() -> Error {
     Error::new(
         ErrorKind::UpstreamFailed,
@@ -225,7 +283,7 @@ fn too_large() -> Error {
 }
 
 /// Headers that describe one hop, or that a caller could use to talk to another virtual host
-/// than the one checked (`Host`), are not forwarded; reqwest/hyper set the right ones.
+/// than the one checked (`Host`), are not forwarded; the client sets the right ones.
 const NOT_FORWARDED: [HeaderName; 10] = [
     header::HOST,
     header::CONNECTION,
@@ -239,7 +297,7 @@ const NOT_FORWARDED: [HeaderName; 10] = [
     HeaderName::from_static("keep-alive"),
 ];
 
-fn forwardable(mut headers: HeaderMap) -> HeaderMap {
+fn forwardable(headers: &mut HeaderMap) {
     // Headers named in `Connection` are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -252,47 +310,66 @@ fn forwardable(mut headers: HeaderMap) -> HeaderMap {
         headers.remove(name);
     }
     headers.remove("proxy-connection");
-    headers
 }
 
 /// Send and read the full body under the size cap. The caller wraps this in the deadline.
 async fn exchange(
-    request: reqwest::RequestBuilder,
+    client: &HttpClient,
+    request: http::Request<Full<Bytes>>,
     max_response_bytes: usize,
     host: &str,
 ) -> Result<http::Response<Bytes>> {
-    let mut response = request
-        .send()
+    let response = client
+        .request(request)
         .await
-        .map_err(|e| map_reqwest_error(&e, host))?;
-    let declared = response.content_length();
+        .map_err(|e| map_client_error(&e, host))?;
+    let declared = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max_response_bytes as u64) {
         tracing::warn!(host = %host, kind = "too_large", "upstream response refused (Content-Length)");
         return Err(too_large());
     }
-    // Preallocate from the declared length, but never trust it for more than the cap allows.
-    let capacity = declared
-        .map_or(0, |len| len as usize)
-        .min(max_response_bytes)
-        .min(1 << 20);
-    let mut body = BytesMut::with_capacity(capacity);
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| map_reqwest_error(&e, host))?
-    {
-        if chunk.len() > max_response_bytes - body.len() {
-            // Dropping `response` here closes the connection; the rest is never read.
+    let (parts, mut incoming) = response.into_parts();
+    // A body that arrives in one chunk (the common case) is passed on without a copy.
+    let mut first: Option<Bytes> = None;
+    let mut rest: Option<BytesMut> = None;
+    let mut received = 0usize;
+    while let Some(frame) = incoming.frame().await {
+        let Ok(chunk) = frame.map_err(|_| body_error(host))?.into_data() else {
+            continue; // trailers
+        };
+        if chunk.len() > max_response_bytes - received {
+            // Dropping `incoming` here closes the connection; the rest is never read.
             tracing::warn!(host = %host, kind = "too_large", "upstream response refused (body)");
             return Err(too_large());
         }
-        body.extend_from_slice(&chunk);
+        received += chunk.len();
+        match (&mut first, &mut rest) {
+            (None, _) => first = Some(chunk),
+            (Some(head), None) => {
+                // Preallocate from the declared length, never more than the cap allows.
+                let capacity = declared
+                    .map_or(0, |len| len as usize)
+                    .min(max_response_bytes)
+                    .min(1 << 20)
+                    .max(received);
+                let mut buf = BytesMut::with_capacity(capacity);
+                buf.extend_from_slice(head);
+                buf.extend_from_slice(&chunk);
+                rest = Some(buf);
+            }
+            (Some(_), Some(buf)) => buf.extend_from_slice(&chunk),
+        }
     }
-    let mut out = http::Response::new(body.freeze());
-    *out.status_mut() = response.status();
-    *out.version_mut() = response.version();
-    *out.headers_mut() = response.headers().clone();
-    Ok(out)
+    let body = match (first, rest) {
+        (_, Some(buf)) => buf.freeze(),
+        (Some(one), None) => one,
+        (None, None) => Bytes::new(),
+    };
+    Ok(http::Response::from_parts(parts, body))
 }
 
 #[async_trait::async_trait]
@@ -302,32 +379,27 @@ impl Fetcher for HttpFetcher {
         request: http::Request<Bytes>,
         options: FetchOptions,
     ) -> Result<http::Response<Bytes>> {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         // Defence in depth: the core checks too, but IP literals bypass our resolver, so this
         // is the check that stands between an IP-literal URI and a connection.
-        let target = ssrf::check_url(&parts.uri.to_string(), options.allow_loopback)?;
-        if let Some(ip) = target.ip {
-            ssrf::check_ip(ip, options.allow_loopback)?;
-        }
-
-        let mut builder = self
-            .client(options.allow_loopback)
-            .request(parts.method, target.url.clone())
-            .headers(forwardable(parts.headers));
-        if !body.is_empty() {
-            builder = builder.body(body);
-        }
+        ssrf::check_uri(&parts.uri, options.allow_loopback)?;
+        let host = parts.uri.host().unwrap_or_default().to_owned();
+        forwardable(&mut parts.headers);
+        // The client speaks HTTP/1.1 or, where ALPN agrees, HTTP/2; never what the caller says.
+        parts.version = http::Version::HTTP_11;
+        let request = http::Request::from_parts(parts, Full::new(body));
 
         let deadline = Duration::from_millis(options.timeout_ms);
+        let client = self.client(options.allow_loopback);
         match tokio::time::timeout(
             deadline,
-            exchange(builder, options.max_response_bytes, &target.host),
+            exchange(&client, request, options.max_response_bytes, &host),
         )
         .await
         {
             Ok(result) => result,
             Err(_) => {
-                tracing::warn!(host = %target.host, kind = "timeout", "upstream fetch timed out");
+                tracing::warn!(host = %host, kind = "timeout", "upstream fetch timed out");
                 Err(Error::new(
                     ErrorKind::UpstreamTimeout,
                     "upstream did not answer in time",
@@ -340,7 +412,7 @@ impl Fetcher for HttpFetcher {
 
 #[cfg(test)]
 mod tests {
-    //! The resolver path through reqwest, with fixed address lists instead of DNS. Every
+    //! The resolver path through the client, with fixed address lists instead of DNS. Every
     //! connection these tests could make goes to 127.0.0.1.
     #![allow(clippy::unwrap_used)] // test setup
 
@@ -391,6 +463,12 @@ mod tests {
         );
     }
 
+    fn get(uri: &str) -> http::Request<Full<Bytes>> {
+        http::Request::get(uri)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    }
+
     /// A listener on 127.0.0.1 that counts accepted connections and answers 204.
     async fn counting_server() -> (u16, Arc<AtomicUsize>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -413,12 +491,14 @@ mod tests {
         (port, accepted)
     }
 
-    fn client_with(addrs: Vec<SocketAddr>, allow_loopback: bool) -> reqwest::Client {
-        build_client(CheckedResolver {
-            allow_loopback,
-            lookup: Lookup::Fixed(addrs),
-        })
-        .unwrap()
+    fn client_with(addrs: Vec<SocketAddr>, allow_loopback: bool) -> HttpClient {
+        build_client(
+            build_connector(CheckedResolver {
+                allow_loopback,
+                lookup: Lookup::Fixed(addrs),
+            })
+            .unwrap(),
+        )
     }
 
     #[tokio::test]
@@ -433,12 +513,13 @@ mod tests {
         ] {
             let client = client_with(addrs, allow);
             let err = client
-                .get(format!("http://upstream.example:{port}/?token=s3cret"))
-                .send()
+                .request(get(&format!(
+                    "http://upstream.example:{port}/?token=s3cret"
+                )))
                 .await
                 .err()
                 .unwrap();
-            let mapped = map_reqwest_error(&err, "upstream.example");
+            let mapped = map_client_error(&err, "upstream.example");
             assert_eq!(
                 (mapped.kind(), mapped.code()),
                 (ErrorKind::Forbidden, "ssrf_blocked")
@@ -455,8 +536,7 @@ mod tests {
         let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
         let client = client_with(vec![loopback], true);
         let response = client
-            .get(format!("http://upstream.example:{port}/"))
-            .send()
+            .request(get(&format!("http://upstream.example:{port}/")))
             .await
             .unwrap();
         assert_eq!(response.status(), http::StatusCode::NO_CONTENT);
@@ -472,7 +552,8 @@ mod tests {
         h.insert(header::AUTHORIZATION, "Bearer t".parse().unwrap());
         h.append("x-multi", "a".parse().unwrap());
         h.append("x-multi", "b".parse().unwrap());
-        let out = forwardable(h);
+        let mut out = h;
+        forwardable(&mut out);
         assert!(out.get(header::HOST).is_none());
         assert!(out.get(header::CONNECTION).is_none());
         assert!(out.get("x-hop").is_none());

@@ -386,16 +386,13 @@ pub fn check_url(raw: &str, allow_loopback: bool) -> Result<Target> {
         None => return Err(invalid("URL has no host")),
         Some(url::Host::Ipv4(v4)) => {
             // Only the plain dotted quad is accepted; `url` would have decoded any other form.
-            if !written_host.eq_ignore_ascii_case(&v4.to_string()) {
+            let dotted = v4.to_string();
+            if !written_host.eq_ignore_ascii_case(&dotted) {
                 return Err(non_canonical());
             }
             let ip = IpAddr::V4(v4);
             check_ip(ip, allow_loopback)?;
-            (
-                v4.to_string(),
-                Some(ip),
-                classify_ip(ip) == AddrClass::Loopback,
-            )
+            (dotted, Some(ip), classify_ip(ip) == AddrClass::Loopback)
         }
         Some(url::Host::Ipv6(v6)) => {
             if !written_host.starts_with('[') {
@@ -436,6 +433,50 @@ pub fn check_url(raw: &str, allow_loopback: bool) -> Result<Target> {
         port,
         https,
     })
+}
+
+/// Check an already-built request URI without re-parsing it as a URL: the fetcher's cheap,
+/// defence-in-depth re-check of what the core hands it (the core ran [`check_url`] first).
+///
+/// - `http`/`https` with a host, no user credentials; otherwise `BadRequest` (`invalid_url`).
+/// - An IP-literal host (what a connector dials without any lookup) → [`check_ip`].
+/// - A name → refused if its last label is numeric (an OS resolver may read it as a number),
+///   then [`check_name`]; the addresses it resolves to are the resolver's to check.
+/// - `http` only with `allow_loopback` and a loopback host (`https_required` otherwise).
+pub fn check_uri(uri: &http::Uri, allow_loopback: bool) -> Result<()> {
+    let https = match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("https") => true,
+        Some(s) if s.eq_ignore_ascii_case("http") => false,
+        _ => return Err(invalid("URL must be absolute and use http or https")),
+    };
+    let authority = uri.authority().ok_or_else(|| invalid("URL has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(invalid("URL must not contain user credentials"));
+    }
+    let host = authority.host();
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let loopback = if let Ok(ip) = bare.parse::<IpAddr>() {
+        check_ip(ip, allow_loopback)?;
+        classify_ip(ip) == AddrClass::Loopback
+    } else {
+        let name = bare.trim_end_matches('.');
+        if name.is_empty() {
+            return Err(invalid("URL has no host"));
+        }
+        if name.rsplit('.').next().is_some_and(is_numeric_label) {
+            return Err(non_canonical());
+        }
+        check_name(name, allow_loopback)?;
+        classify_name(name) == NameClass::Loopback
+    };
+    let plain_http_allowed = allow_loopback && loopback;
+    if !https && !plain_http_allowed {
+        return Err(Error::forbidden("upstream URL must use https").with_code("https_required"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

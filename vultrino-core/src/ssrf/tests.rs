@@ -503,3 +503,94 @@ proptest! {
         }
     }
 }
+
+fn uri_err(raw: &str, allow_loopback: bool) -> Option<(ErrorKind, &'static str)> {
+    #[allow(clippy::unwrap_used)] // test table literals
+    let uri: http::Uri = raw.parse().unwrap();
+    check_uri(&uri, allow_loopback)
+        .err()
+        .map(|e| (e.kind(), e.code()))
+}
+
+#[test]
+fn check_uri_refuses_what_a_connector_would_dial_unchecked() {
+    let blocked = Some((ErrorKind::Forbidden, "ssrf_blocked"));
+    for raw in [
+        "https://127.0.0.1/",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.1:8443/x",
+        "https://[::1]/",
+        "https://[::ffff:10.0.0.1]/",
+        "https://[fd00:ec2::254]/",
+        "https://0.0.0.0/",
+        "https://localhost/",
+        "https://metadata.google.internal/",
+        "https://metadata/",
+        "https://2130706433/",
+        "https://0x7f000001/",
+        "https://example.0177/",
+    ] {
+        assert_eq!(uri_err(raw, false), blocked, "{raw}");
+    }
+    // The loopback opt-in opens loopback and nothing else.
+    assert_eq!(uri_err("http://127.0.0.1:8080/", true), None);
+    assert_eq!(uri_err("http://[::1]:8080/", true), None);
+    assert_eq!(uri_err("http://localhost:8080/", true), None);
+    assert_eq!(uri_err("https://10.0.0.1/", true), blocked);
+}
+
+#[test]
+fn check_uri_requires_https_a_host_and_no_userinfo() {
+    assert_eq!(uri_err("https://api.example.com/v1?q=1", false), None);
+    assert_eq!(uri_err("https://93.184.216.34/", false), None);
+    assert_eq!(
+        uri_err("http://api.example.com/", false),
+        Some((ErrorKind::Forbidden, "https_required"))
+    );
+    assert_eq!(
+        uri_err("http://api.example.com/", true),
+        Some((ErrorKind::Forbidden, "https_required"))
+    );
+    let invalid = Some((ErrorKind::BadRequest, "invalid_url"));
+    assert_eq!(uri_err("/relative", false), invalid);
+    assert_eq!(uri_err("ftp://api.example.com/", false), invalid);
+    assert_eq!(uri_err("https://user:pw@api.example.com/", false), invalid);
+}
+
+proptest! {
+    /// For any address, the URI check decides exactly as the address check does.
+    #[test]
+    fn check_uri_agrees_with_check_ip(v4 in any::<u32>(), v6 in any::<u128>(), allow in any::<bool>()) {
+        for addr in [IpAddr::V4(Ipv4Addr::from(v4)), IpAddr::V6(Ipv6Addr::from(v6))] {
+            let host = match addr { IpAddr::V4(a) => a.to_string(), IpAddr::V6(a) => format!("[{a}]") };
+            let uri: http::Uri = format!("https://{host}/p").parse().map_err(|_| TestCaseError::fail("uri"))?;
+            prop_assert_eq!(check_uri(&uri, allow).is_ok(), check_ip(addr, allow).is_ok(), "{}", host);
+        }
+    }
+
+    /// Whatever `check_url` accepts, normalized, passes `check_uri` too (the fetcher never
+    /// refuses what the core allowed).
+    #[test]
+    fn check_uri_accepts_what_check_url_accepts(
+        host in prop_oneof![
+            Just("api.example.com".to_string()),
+            Just("93.184.216.34".to_string()),
+            Just("[2606:4700::1]".to_string()),
+            Just("127.0.0.1".to_string()),
+            Just("localhost".to_string()),
+            "[a-z]{1,8}\\.[a-z]{2,5}",
+        ],
+        https in any::<bool>(),
+        port in proptest::option::of(1u16..),
+        path in "[a-zA-Z0-9/._~%-]{0,20}",
+        allow in any::<bool>(),
+    ) {
+        let scheme = if https { "https" } else { "http" };
+        let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+        let raw = format!("{scheme}://{host}{port}/{path}");
+        if let Ok(t) = check_url(&raw, allow) {
+            let uri: http::Uri = t.url.as_str().parse().map_err(|_| TestCaseError::fail("uri"))?;
+            prop_assert!(check_uri(&uri, allow).is_ok(), "{}", raw);
+        }
+    }
+}
