@@ -85,6 +85,10 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "VULTRINO_LISTEN", default_value = "127.0.0.1:7879")]
     listen: SocketAddr,
+    /// Worker threads serving requests, each with its own single-threaded runtime and outbound
+    /// connection pool [default: the number of CPUs].
+    #[arg(long, env = "VULTRINO_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
     /// Admin user name.
     #[arg(long, env = "VULTRINO_ADMIN_USER", default_value = "admin")]
     admin_user: String,
@@ -455,8 +459,18 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
     writeln!(out, "Vultrino listening on http://{addr}")?;
     out.flush()?;
     drop(out);
-    tracing::info!(%addr, store = ?s.store, data_dir = %s.data_dir.display(), "serving");
-    crate::server::serve(listener, opened.app, crate::server::shutdown_signal()).await?;
+    let threads = a.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    tracing::info!(%addr, store = ?s.store, data_dir = %s.data_dir.display(), threads, "serving");
+    crate::server::serve_per_core(
+        listener,
+        opened.app,
+        crate::server::shutdown_signal(),
+        threads,
+    )
+    .await?;
     Ok(())
 }
 

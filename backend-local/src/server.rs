@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use vultrino_core::api::{error_response, ClientIp};
 use vultrino_core::app::App;
@@ -24,48 +25,176 @@ const GRACE: Duration = Duration::from_secs(10);
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serve `app` on `listener` until `shutdown` completes, then drain connections gracefully.
+///
+/// Everything runs on the caller's runtime. `vultrino serve` uses [`serve_per_core`] instead;
+/// this is the simple form for embedding (examples/local_server.rs).
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(v) => v,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let app = app.clone();
-                let service = service_fn(move |req| handle(app.clone(), peer, req));
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30))
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
+                if let Some((stream, peer)) = accepted_or_back_off(accepted).await {
+                    spawn_connection(&graceful, stream, peer, app.clone());
+                }
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
+    drain(graceful).await;
+    Ok(())
+}
+
+/// Serve `app` with `threads` worker threads, each running its own single-threaded runtime,
+/// until `shutdown` completes; then every worker drains its connections gracefully.
+///
+/// The caller's task accepts connections and hands them to the workers in turn; a connection
+/// then lives on one worker for its whole life, together with the outbound connections its
+/// requests use (the fetcher keeps a pool per thread). No request crosses threads, so none pays
+/// for cross-thread wake-ups — on the 2-core development machine this cut the server's CPU per
+/// request and the added latency measurably against one multi-threaded runtime
+/// (benches/README.md). Connections are spread evenly however they arrive, with no
+/// `SO_REUSEPORT` (which would let another process of the same user share the port).
+pub async fn serve_per_core(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+    threads: usize,
+) -> std::io::Result<()> {
+    let mut workers = Vec::new();
+    let mut handles = Vec::new();
+    for i in 0..threads.max(1) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let app = app.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("vultrino-worker-{i}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(worker(rx, app));
+                Ok::<(), std::io::Error>(())
+            })?;
+        workers.push(tx);
+        handles.push(handle);
+    }
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut next = 0usize;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Some((stream, peer)) = accepted_or_back_off(accepted).await else { continue };
+                let mut conn = match stream.into_std() {
+                    Ok(s) => (s, peer),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not hand over a connection");
+                        continue;
+                    }
+                };
+                // Round robin; a worker that has gone away is skipped.
+                let mut delivered = false;
+                for _ in 0..workers.len() {
+                    let tx = &workers[next % workers.len()];
+                    next = next.wrapping_add(1);
+                    match tx.send(conn) {
+                        Ok(()) => {
+                            delivered = true;
+                            break;
+                        }
+                        Err(back) => conn = back.0,
+                    }
+                }
+                if !delivered {
+                    tracing::error!("every worker thread has stopped; shutting down");
+                    break;
+                }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    // Closing the channels tells every worker to drain and stop.
+    drop(workers);
+    let joined = tokio::task::spawn_blocking(move || {
+        for h in handles {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "a worker thread could not start"),
+                Err(_) => tracing::error!("a worker thread panicked"),
+            }
+        }
+    })
+    .await;
+    if joined.is_err() {
+        tracing::error!("could not wait for the worker threads");
+    }
+    Ok(())
+}
+
+/// One worker thread: serve every connection handed over until the channel closes, then drain.
+async fn worker(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    app: Arc<App>,
+) {
+    let graceful = GracefulShutdown::new();
+    while let Some((stream, peer)) = rx.recv().await {
+        match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => spawn_connection(&graceful, stream, peer, app.clone()),
+            Err(e) => tracing::warn!(error = %e, "could not take over a connection"),
+        }
+    }
+    drain(graceful).await;
+}
+
+/// The accepted connection, or `None` after a short pause when accept failed (out of file
+/// descriptors and the like: back off instead of spinning).
+async fn accepted_or_back_off(
+    accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    match accepted {
+        Ok((stream, peer)) => {
+            let _ = stream.set_nodelay(true);
+            Some((stream, peer))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+/// Serve one connection on the current runtime, watched by `graceful`.
+fn spawn_connection(
+    graceful: &GracefulShutdown,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: Arc<App>,
+) {
+    let service = service_fn(move |req| handle(app.clone(), peer, req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(stream), service);
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    });
+}
+
+/// Give open connections [`GRACE`] to finish.
+async fn drain(graceful: GracefulShutdown) {
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(GRACE) => tracing::warn!("grace period over; closing remaining connections"),
     }
-    Ok(())
 }
 
 async fn handle(

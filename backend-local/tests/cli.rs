@@ -298,3 +298,79 @@ async fn sigterm_stops_the_server_gracefully() {
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// An upstream on 127.0.0.1 that answers every request after `delay`.
+async fn slow_upstream(delay: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                tokio::time::sleep(delay).await;
+                let _ = sock
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow",
+                    )
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let upstream = slow_upstream(Duration::from_millis(800)).await;
+    let mut server = support::Server::start_local(support::ServerOptions::default()).await;
+    let c = support::Client::new(server.target());
+    let admin = c.login().await;
+    let r = c
+        .send(
+            "POST",
+            "/v1/credentials",
+            Some(&admin),
+            Some(
+                &json!({"alias": "slow", "type": "api_key", "data": {"key": "k-0123456789"},
+                "policy": {"allowed_hosts": ["127.0.0.1"]}}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // Several executes in flight on several connections (so on both worker threads).
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let c = support::Client::new(server.target());
+            let admin = admin.clone();
+            let url = format!("{upstream}/x");
+            tokio::spawn(async move {
+                c.send(
+                    "POST",
+                    "/v1/execute",
+                    Some(&admin),
+                    Some(&json!({"credential": "slow", "method": "GET", "url": url})),
+                )
+                .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = server.child.id().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    for call in calls {
+        let r = call.await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.body["body"], "slow");
+    }
+    let status = tokio::time::timeout(Duration::from_secs(15), server.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
