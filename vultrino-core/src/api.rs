@@ -22,6 +22,11 @@ pub struct ClientIp(pub IpAddr);
 
 /// A JSON response.
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Bytes> {
+    json_body(status, value)
+}
+
+/// A JSON response of any serializable value, written straight to bytes.
+pub fn json_body<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Bytes> {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
     let mut r = Response::new(Bytes::from(body));
     *r.status_mut() = status;
@@ -192,12 +197,12 @@ impl App {
             ["v1", "execute"] | ["api", "v1", "execute"] => match m {
                 Method::POST => {
                     let who = self.authenticate(&req).await?;
-                    let parsed = ExecuteRequest::from_json(parse_json(req.body())?)?;
+                    let parsed = match ExecuteRequest::from_slice(req.body()) {
+                        Some(parsed) => parsed?,
+                        None => ExecuteRequest::from_json(parse_json(req.body())?)?,
+                    };
                     let out = self.execute(&who, parsed).await?;
-                    Ok(json_response(
-                        StatusCode::OK,
-                        &serde_json::to_value(out).map_err(|_| Error::internal())?,
-                    ))
+                    Ok(json_body(StatusCode::OK, &out))
                 }
                 _ => not_allowed(),
             },

@@ -57,14 +57,17 @@ struct Params {
     body: Option<serde_json::Value>,
 }
 
+/// The wire form of both shapes. `P` is how `params` is read: straight into [`Params`] on the
+/// fast path ([`ExecuteRequest::from_slice`]), or as a JSON value first ([`ExecuteRequest::from_json`],
+/// which words its errors per part).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Wire {
+#[serde(deny_unknown_fields, bound(deserialize = "P: Deserialize<'de>"))]
+struct Wire<P> {
     credential: String,
     #[serde(default)]
     action: Option<String>,
     #[serde(default)]
-    params: Option<serde_json::Value>,
+    params: Option<P>,
     #[serde(default)]
     method: Option<String>,
     #[serde(default)]
@@ -77,38 +80,57 @@ struct Wire {
     body: Option<serde_json::Value>,
 }
 
+fn invalid_request(m: String) -> Error {
+    Error::bad_request(m).with_code("invalid_request")
+}
+
 impl ExecuteRequest {
-    /// Parse either body shape.
+    /// Parse either body shape from a JSON value.
     pub fn from_json(value: serde_json::Value) -> Result<Self> {
-        let bad = |m: String| Error::bad_request(m).with_code("invalid_request");
-        let wire: Wire = serde_json::from_value(value).map_err(|e| {
-            bad(format!(
+        let wire: Wire<serde_json::Value> = serde_json::from_value(value).map_err(|e| {
+            invalid_request(format!(
                 "invalid execute request: {}",
                 credential::field_error(&e)
             ))
         })?;
+        Self::from_wire(wire, |p| {
+            serde_json::from_value::<Params>(p).map_err(|e| {
+                invalid_request(format!("invalid params: {}", credential::field_error(&e)))
+            })
+        })
+    }
+
+    /// The fast path of the HTTP route: parse either shape straight from the body, with no
+    /// intermediate JSON value. `None` when the body does not parse this way; the caller then
+    /// goes through [`ExecuteRequest::from_json`], which explains what is wrong.
+    pub fn from_slice(body: &[u8]) -> Option<Result<Self>> {
+        let wire: Wire<Params> = serde_json::from_slice(body).ok()?;
+        Some(Self::from_wire(wire, Ok))
+    }
+
+    fn from_wire<P>(wire: Wire<P>, to_params: impl FnOnce(P) -> Result<Params>) -> Result<Self> {
+        let bad = |m: &str| invalid_request(m.to_string());
         let params = match (wire.action.as_deref(), wire.params) {
             (Some("http.request") | None, Some(p)) => {
                 if wire.url.is_some() || wire.method.is_some() {
-                    return Err(bad("give either params or flat method/url, not both".into()));
+                    return Err(bad("give either params or flat method/url, not both"));
                 }
-                serde_json::from_value::<Params>(p)
-                    .map_err(|e| bad(format!("invalid params: {}", credential::field_error(&e))))?
+                to_params(p)?
             }
             (Some(other), _) if other != "http.request" => {
-                return Err(bad(format!(
+                return Err(invalid_request(format!(
                     "unknown action '{}'; only http.request is supported",
                     truncate(other)
                 )))
             }
             (_, None) => Params {
                 method: wire.method,
-                url: wire.url.ok_or_else(|| bad("missing url".into()))?,
+                url: wire.url.ok_or_else(|| bad("missing url"))?,
                 headers: wire.headers,
                 query: wire.query,
                 body: wire.body,
             },
-            _ => return Err(bad("invalid execute request".into())),
+            _ => return Err(bad("invalid execute request")),
         };
         Self::from_params(wire.credential, params)
     }
@@ -220,11 +242,23 @@ impl App {
         let mut event = AuditEvent::new(started, who.actor(), "execute", "allowed");
         event.credential = Some(truncate(&req.credential));
         event.method = Some(truncate(&req.method.to_ascii_uppercase()));
-        if let Ok(u) = url::Url::parse(&req.url) {
-            event.host = u.host_str().map(str::to_string);
-            event.path = Some(audit::path_without_query(u.path()));
+        // The URL is parsed and checked once; its verdict is acted on in `execute_inner`, after
+        // the permission checks, so a caller without permission learns nothing about the URL.
+        let target = ssrf::check_url(&req.url, self.config.allow_loopback_upstreams);
+        match &target {
+            Ok(t) => {
+                event.host = t.url.host_str().map(str::to_string);
+                event.path = Some(audit::path_without_query(t.url.path()));
+            }
+            // Refused URLs are audited with their host too, when they parse at all.
+            Err(_) => {
+                if let Ok(u) = url::Url::parse(&req.url) {
+                    event.host = u.host_str().map(str::to_string);
+                    event.path = Some(audit::path_without_query(u.path()));
+                }
+            }
         }
-        let result = self.execute_inner(who, req).await;
+        let result = self.execute_inner(who, req, target).await;
         match &result {
             Ok(r) => event.status = Some(r.status),
             Err(e) => {
@@ -245,14 +279,19 @@ impl App {
         result
     }
 
-    async fn execute_inner(&self, who: &Principal, req: ExecuteRequest) -> Result<ExecuteResponse> {
+    async fn execute_inner(
+        &self,
+        who: &Principal,
+        req: ExecuteRequest,
+        target: Result<ssrf::Target>,
+    ) -> Result<ExecuteResponse> {
         who.require(Permission::Execute)?;
         who.require_scope(&req.credential)?;
         let method =
             http::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes()).map_err(|_| {
                 Error::bad_request("method is not a valid HTTP method").with_code("invalid_request")
             })?;
-        let target = ssrf::check_url(&req.url, self.config.allow_loopback_upstreams)?;
+        let target = target?;
         let record = self.load_credential(&req.credential).await?;
         // Policies store IPv6 hosts bracketed, as URLs write them.
         let policy_host = match target.ip {
@@ -284,7 +323,7 @@ impl App {
             }
         }
 
-        let mut url = target.url.clone();
+        let mut url = target.url;
         let mut headers = http::HeaderMap::new();
         for (name, value) in &req.headers {
             let lower = name.to_ascii_lowercase();
@@ -627,4 +666,81 @@ fn render(response: http::Response<Bytes>, scrubber: &Scrubber) -> ExecuteRespon
 /// Seconds until `reset_at_ms`, at least 1 (a `Retry-After` of 0 invites a busy loop).
 pub(crate) fn retry_after_secs(reset_at_ms: u64, now_ms: u64) -> u64 {
     reset_at_ms.saturating_sub(now_ms).div_ceil(1000).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What both parsers must agree on: the parsed request, or the error code.
+    fn outcome(r: Result<ExecuteRequest>) -> std::result::Result<String, &'static str> {
+        r.map(|r| format!("{r:?}")).map_err(|e| e.code())
+    }
+
+    fn slow(body: &[u8]) -> std::result::Result<String, &'static str> {
+        match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(v) => outcome(ExecuteRequest::from_json(v)),
+            Err(_) => Err("invalid_json"),
+        }
+    }
+
+    fn field() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(r#""credential":"github""#.to_string()),
+            Just(r#""credential":7"#.to_string()),
+            Just(r#""action":"http.request""#.to_string()),
+            Just(r#""action":"shell.exec""#.to_string()),
+            Just(r#""params":{"url":"https://api.example.com/x","method":"POST","headers":{"a":"b"},"query":{"q":1,"r":true},"body":{"k":[1,2]}}"#.to_string()),
+            Just(r#""params":{"url":"https://api.example.com/x","extra":1}"#.to_string()),
+            Just(r#""params":{"method":"GET"}"#.to_string()),
+            Just(r#""params":{"url":"https://a.example.com/","query":{"q":[1]}}"#.to_string()),
+            Just(r#""params":null"#.to_string()),
+            Just(r#""method":"get""#.to_string()),
+            Just(r#""url":"https://api.example.com/flat?x=1""#.to_string()),
+            Just(r#""body":"raw text""#.to_string()),
+            Just(r#""headers":{"x-a":"1"}"#.to_string()),
+            Just(r#""query":{"page":2}"#.to_string()),
+            Just(r#""unknown":1"#.to_string()),
+        ]
+    }
+
+    proptest! {
+        /// The fast path never accepts anything the value path would not, and when it answers,
+        /// it answers exactly as the value path does (same request, or same error code).
+        #[test]
+        fn fast_and_value_parsers_agree(fields in proptest::collection::vec(field(), 0..6)) {
+            let body = format!("{{{}}}", fields.join(","));
+            if let Some(fast) = ExecuteRequest::from_slice(body.as_bytes()) {
+                prop_assert_eq!(outcome(fast), slow(body.as_bytes()), "{}", body);
+            }
+        }
+    }
+
+    #[test]
+    fn fast_path_parses_both_shapes() {
+        for body in [
+            r#"{"credential":"gh","action":"http.request","params":{"method":"GET","url":"https://api.example.com/u"}}"#,
+            r#"{"credential":"gh","method":"GET","url":"https://api.example.com/u"}"#,
+        ] {
+            let r = ExecuteRequest::from_slice(body.as_bytes());
+            let r = r
+                .and_then(|r| r.ok())
+                .map(|r| (r.credential, r.method, r.url));
+            assert_eq!(
+                r,
+                Some((
+                    "gh".into(),
+                    "GET".into(),
+                    "https://api.example.com/u".into()
+                ))
+            );
+        }
+        // Unknown fields are left to the value path, which names the problem.
+        assert!(ExecuteRequest::from_slice(
+            br#"{"credential":"gh","url":"https://a.example.com/","x":1}"#
+        )
+        .is_none());
+    }
 }
