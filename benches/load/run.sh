@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark: POST /v1/execute through the local server to a fast loopback upstream, beside
-# the same upstream hit directly, in one run. Prints a report; `--save` also writes it to
+# the same upstream hit directly and through a bare pass-through proxy on the same stack
+# (`bench-proxy`: hyper server + hyper-util client, one runtime per core, no logic at all — the
+# floor any proxy built this way pays for two HTTP exchanges per request), in one run. Prints a report; `--save` also writes it to
 # benches/results/load-<store>.txt. Needs wrk (Debian package `wrk`).
 #
 #   benches/load/run.sh [memory|file] [--save]
@@ -14,7 +16,7 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-16}
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
 
-cargo build --release -q -p vultrino-local -p vultrino-benches --bin vultrino --bin bench-upstream
+cargo build --release -q -p vultrino-local -p vultrino-benches --bin vultrino --bin bench-upstream --bin bench-proxy
 BIN=target/release
 WORK=$(mktemp -d)
 PIDS=()
@@ -29,6 +31,10 @@ wait_line() { # file pattern
 "$BIN/bench-upstream" 127.0.0.1:0 >"$WORK/up.out" & PIDS+=($!)
 wait_line "$WORK/up.out" "listening on"
 UP="http://$(sed -n 's/listening on //p' "$WORK/up.out")"
+
+PROXY_RUNTIME=per-core UPSTREAM="$UP" "$BIN/bench-proxy" 127.0.0.1:0 >"$WORK/px.out" & PIDS+=($!)
+wait_line "$WORK/px.out" "listening on"
+PX="http://$(sed -n 's/listening on //p' "$WORK/px.out")"
 
 PW=bench-password
 HASH=$("$BIN/vultrino" hash-password --iterations 1000 <<<"$PW")
@@ -58,16 +64,21 @@ p50() { awk '$1=="50%"{print $2}'; }
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v} else {sub(/s$/,"",v); print v*1000}}'; }
 
 D16=$(run "$CONNS" "$UP/user"); E16=$(run "$CONNS" -s benches/load/execute.lua "$V/v1/execute")
+B16=$(run "$CONNS" -s benches/load/execute.lua "$PX/v1/execute")
 RSS_KB=$(awk '/VmHWM/{print $2}' /proc/$VPID/status)
 D1=$(wrk -t1 -c1 -d"${DURATION}s" --latency "$UP/user"); E1=$(wrk -t1 -c1 -d"${DURATION}s" --latency -s benches/load/execute.lua "$V/v1/execute")
+B1=$(wrk -t1 -c1 -d"${DURATION}s" --latency -s benches/load/execute.lua "$PX/v1/execute")
 
 DR=$(echo "$D16" | rps); ER=$(echo "$E16" | rps)
 DP=$(echo "$D1" | p50 | to_ms); EP=$(echo "$E1" | p50 | to_ms)
+BR=$(echo "$B16" | rps); BP=$(echo "$B1" | p50 | to_ms)
 REPORT=$(cat <<TXT
 Vultrino load benchmark — store: $STORE, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), ${DURATION}s per run, wrk -t2
   direct upstream, $CONNS conns:   $DR req/s
   via /v1/execute, $CONNS conns:   $ER req/s   ($(awk -v e="$ER" -v d="$DR" 'BEGIN{printf "%.1f%%", 100*e/d}') of direct)
+  bare pass-through proxy, $CONNS conns: $BR req/s   ($(awk -v e="$BR" -v d="$DR" 'BEGIN{printf "%.1f%%", 100*e/d}') of direct; Vultrino does $(awk -v e="$ER" -v b="$BR" 'BEGIN{printf "%.1f%%", 100*e/b}') of it)
   p50 at 1 conn: direct $DP ms, via Vultrino $EP ms, added $(awk -v e="$EP" -v d="$DP" 'BEGIN{printf "%.3f", e-d}') ms
+  p50 at 1 conn: bare proxy $BP ms, added $(awk -v e="$BP" -v d="$DP" 'BEGIN{printf "%.3f", e-d}') ms
   server peak RSS (VmHWM) after the $CONNS-conn run: $((RSS_KB / 1024)) MiB
   errors: $(echo "$E16" | sed -n 's/^non-2xx-or-socket-errors: //p') in the $CONNS-conn execute run
 TXT
@@ -75,5 +86,5 @@ TXT
 echo "$REPORT"
 if [ "$SAVE" = --save ]; then
   mkdir -p benches/results
-  { echo "$REPORT"; echo; echo "--- raw wrk output ---"; echo "$D16"; echo "$E16"; echo "$D1"; echo "$E1"; } > "benches/results/load-$STORE.txt"
+  { echo "$REPORT"; echo; echo "--- raw wrk output ---"; echo "$D16"; echo "$E16"; echo "$B16"; echo "$D1"; echo "$E1"; echo "$B1"; } > "benches/results/load-$STORE.txt"
 fi
