@@ -555,8 +555,31 @@ async fn api_key_credential_is_injected_and_scrubbed_from_the_echo() {
         format!("Bearer {API_SECRET}")
     );
     assert_eq!(seen.headers["x-custom"], "kept");
+    // APIs that refuse anonymous clients (GitHub) get a User-Agent.
+    assert!(
+        seen.headers["user-agent"].starts_with("vultrino-edge/"),
+        "{:?}",
+        seen.headers.get("user-agent")
+    );
     assert_eq!(seen.query, "page=2");
     assert_eq!(seen.headers["content-type"], "application/json");
+    // The agent's own User-Agent wins.
+    let own =
+        e.c.send(
+            "POST",
+            "/v1/execute",
+            Some(&agent),
+            Some(
+                &json!({"credential": "github", "method": "GET", "url": e.up.url("/echo"),
+                "headers": {"User-Agent": "my-agent/1.0"}}),
+            ),
+        )
+        .await;
+    assert_eq!(own.status, 200, "{}", own.text);
+    assert_eq!(
+        e.up.seen().pop().unwrap().headers["user-agent"],
+        "my-agent/1.0"
+    );
     // The agent sees it nowhere, in no encoding, headers included.
     assert_scrubbed(&r.text, API_SECRET);
     assert!(r.text.contains("[REDACTED]"));

@@ -224,6 +224,9 @@ struct OAuthToken {
     refresh_token: Option<Secret>,
 }
 
+/// The `User-Agent` sent upstream when the agent gives none.
+pub const USER_AGENT: &str = concat!("vultrino-edge/", env!("CARGO_PKG_VERSION"));
+
 /// Refresh tokens this long before they expire.
 const OAUTH_REFRESH_MARGIN_MS: u64 = 60_000;
 
@@ -428,6 +431,14 @@ impl App {
             http::header::ACCEPT_ENCODING,
             http::HeaderValue::from_static("identity"),
         );
+        // Many APIs refuse requests without a User-Agent (GitHub answers 403); neither backend's
+        // client sends one by itself. The agent's own wins.
+        if !headers.contains_key(http::header::USER_AGENT) {
+            headers.insert(
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static(USER_AGENT),
+            );
+        }
         let mut builder = http::Request::builder().method(method).uri(url.as_str());
         if let Some(h) = builder.headers_mut() {
             *h = headers;
@@ -599,7 +610,8 @@ fn token_request(
             http::header::CONTENT_TYPE,
             "application/x-www-form-urlencoded",
         )
-        .header(http::header::ACCEPT, "application/json");
+        .header(http::header::ACCEPT, "application/json")
+        .header(http::header::USER_AGENT, USER_AGENT);
     match d.client_auth {
         ClientAuth::Basic => {
             let enc =
