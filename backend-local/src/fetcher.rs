@@ -323,11 +323,9 @@ async fn exchange(
         .request(request)
         .await
         .map_err(|e| map_client_error(&e, host))?;
-    let declared = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    // The body's declared length as the client framed it: none for HEAD, 204 and 304, whose
+    // `Content-Length` (if any) describes a body that is not sent.
+    let declared = hyper::body::Body::size_hint(response.body()).exact();
     if declared.is_some_and(|len| len > max_response_bytes as u64) {
         tracing::warn!(host = %host, kind = "too_large", "upstream response refused (Content-Length)");
         return Err(too_large());
@@ -383,6 +381,12 @@ impl Fetcher for HttpFetcher {
         // Defence in depth: the core checks too, but IP literals bypass our resolver, so this
         // is the check that stands between an IP-literal URI and a connection.
         ssrf::check_uri(&parts.uri, options.allow_loopback)?;
+        if !vultrino_core::execute::forwardable_method(&parts.method) {
+            return Err(
+                Error::bad_request("CONNECT and TRACE requests are not forwarded")
+                    .with_code("invalid_request"),
+            );
+        }
         let host = parts.uri.host().unwrap_or_default().to_owned();
         forwardable(&mut parts.headers);
         // The client speaks HTTP/1.1 or, where ALPN agrees, HTTP/2; never what the caller says.

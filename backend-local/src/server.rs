@@ -69,22 +69,23 @@ pub async fn serve_per_core(
     let mut workers = Vec::new();
     let mut handles = Vec::new();
     for i in 0..threads.max(1) {
+        // Built here, so that a worker that cannot start fails `serve` at once.
+        // Its blocking pool (DNS lookups, file-store writes) is bounded per worker.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(64)
+            .build()?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let app = app.clone();
         let handle = std::thread::Builder::new()
             .name(format!("vultrino-worker-{i}"))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                runtime.block_on(worker(rx, app));
-                Ok::<(), std::io::Error>(())
-            })?;
+            .spawn(move || runtime.block_on(worker(rx, app)))?;
         workers.push(tx);
         handles.push(handle);
     }
     let mut shutdown = std::pin::pin!(shutdown);
     let mut next = 0usize;
+    let mut failed = false;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -111,6 +112,7 @@ pub async fn serve_per_core(
                 }
                 if !delivered {
                     tracing::error!("every worker thread has stopped; shutting down");
+                    failed = true;
                     break;
                 }
             }
@@ -122,16 +124,18 @@ pub async fn serve_per_core(
     drop(workers);
     let joined = tokio::task::spawn_blocking(move || {
         for h in handles {
-            match h.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "a worker thread could not start"),
-                Err(_) => tracing::error!("a worker thread panicked"),
+            if h.join().is_err() {
+                tracing::error!("a worker thread panicked");
             }
         }
     })
     .await;
     if joined.is_err() {
         tracing::error!("could not wait for the worker threads");
+    }
+    if failed {
+        // Exit non-zero, so that a supervisor restarts the server.
+        return Err(std::io::Error::other("every worker thread stopped"));
     }
     Ok(())
 }

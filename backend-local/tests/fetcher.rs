@@ -278,6 +278,31 @@ async fn body_exactly_at_the_cap_is_accepted() {
 }
 
 #[tokio::test]
+async fn bodiless_replies_are_not_measured_by_their_content_length() {
+    // HEAD and 304 carry the length of a body that is not sent: the cap applies to bodies only.
+    let server = TestServer::start(|_, _| {
+        reply("HTTP/1.1 304 Not Modified\r\nContent-Length: 10000000\r\nETag: \"v1\"\r\n\r\n")
+    })
+    .await;
+    let head =
+        TestServer::start(|_, _| reply("HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n"))
+            .await;
+    let fetcher = HttpFetcher::new().unwrap();
+    let options = FetchOptions {
+        max_response_bytes: 1024,
+        ..opts(true)
+    };
+    let r = fetcher.fetch(get(&server.url("/")), options).await.unwrap();
+    assert_eq!(r.status(), 304);
+    let request = http::Request::head(head.url("/"))
+        .body(Bytes::new())
+        .unwrap();
+    let r = fetcher.fetch(request, options).await.unwrap();
+    assert_eq!((r.status().as_u16(), r.body().len()), (200, 0));
+    assert_eq!(r.headers()["content-length"], "10000000");
+}
+
+#[tokio::test]
 async fn loopback_refused_without_opt_in() {
     let server = TestServer::start(|_, _| ok("should not be reached")).await;
     let fetcher = HttpFetcher::new().unwrap();

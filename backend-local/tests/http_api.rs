@@ -668,6 +668,31 @@ async fn binary_bodies_come_back_base64() {
 }
 
 #[tokio::test]
+async fn connect_and_trace_are_refused_before_any_request() {
+    let e = env().await;
+    e.api_key_cred("github").await;
+    for method in ["CONNECT", "TRACE", "trace"] {
+        let r =
+            e.c.send(
+                "POST",
+                "/v1/execute",
+                Some(&e.admin),
+                Some(&json!({"credential": "github", "method": method,
+                    "url": e.up.url("/echo?token=in-the-query")})),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{method}: {}",
+            r.text
+        );
+        assert!(!r.text.contains("in-the-query"));
+    }
+    assert_eq!(e.up.seen().len(), 0, "no request may reach the upstream");
+}
+
+#[tokio::test]
 async fn scopes_and_allowed_hosts_deny_before_any_request() {
     let e = env().await;
     e.api_key_cred("stripe").await;

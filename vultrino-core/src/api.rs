@@ -27,7 +27,10 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
 
 /// A JSON response of any serializable value, written straight to bytes.
 pub fn json_body<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Bytes> {
-    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let Ok(body) = serde_json::to_vec(value) else {
+        // Only a value that cannot be JSON gets here; the error's own body always can be.
+        return error_response(&Error::internal());
+    };
     let mut r = Response::new(Bytes::from(body));
     *r.status_mut() = status;
     r.headers_mut().insert(

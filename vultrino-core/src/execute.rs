@@ -224,6 +224,13 @@ struct OAuthToken {
     refresh_token: Option<Secret>,
 }
 
+/// Whether a request with this method may be sent upstream. CONNECT asks for a tunnel (and HTTP
+/// clients rewrite and log its target, query included); TRACE asks the upstream to echo the
+/// request back, injected credential included. Neither has a use through a credential proxy.
+pub fn forwardable_method(method: &http::Method) -> bool {
+    method != http::Method::CONNECT && method != http::Method::TRACE
+}
+
 /// The `User-Agent` sent upstream when the agent gives none.
 pub const USER_AGENT: &str = concat!("vultrino-edge/", env!("CARGO_PKG_VERSION"));
 
@@ -294,6 +301,12 @@ impl App {
             http::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes()).map_err(|_| {
                 Error::bad_request("method is not a valid HTTP method").with_code("invalid_request")
             })?;
+        if !forwardable_method(&method) {
+            return Err(
+                Error::bad_request("CONNECT and TRACE requests are not forwarded")
+                    .with_code("invalid_request"),
+            );
+        }
         let target = target?;
         let record = self.load_credential(&req.credential).await?;
         // Policies store IPv6 hosts bracketed, as URLs write them.
