@@ -27,6 +27,9 @@
 //! - **Open is forgiving.** Corrupt files are skipped with a `tracing::warn` (and left in place for
 //!   inspection; the next put of that key replaces it) rather than failing the open; leftover temp
 //!   files are removed; expired entries are deleted.
+//! - **Optional prefix bound** ([`FileKv::open_with_prefix_cap`]; `vultrino serve` bounds
+//!   `audit:`): beyond it the greatest keys are deleted from the index and then from disk; a
+//!   file left behind by a crash is deleted at the next open.
 //! - **Expiry is lazy.** An expired entry vanishes from reads at once and from the index when read;
 //!   its file is deleted at the next open (or when the key is written or deleted).
 //! - Blocking file I/O runs on tokio's blocking pool (`spawn_blocking`), so `FileKv` must be used
@@ -103,6 +106,23 @@ impl FileKv {
     /// Errors: `Unavailable`/`store_locked` if another `FileKv` holds the directory;
     /// `Unavailable`/`store_io` if the directory cannot be created, read or locked.
     pub fn open(dir: &Path, clock: Arc<dyn Clock>) -> Result<FileKv> {
+        Self::open_inner(dir, clock, None)
+    }
+
+    /// [`FileKv::open`], keeping at most `max` keys under the ASCII `prefix`: the greatest are
+    /// deleted first, from memory and disk — at open if the directory holds more, and as puts
+    /// go over the bound (down to 90 % of it). For `audit:` keys, which sort newest first, that
+    /// drops the oldest events, so a long-running server's memory and file count stay bounded.
+    pub fn open_with_prefix_cap(
+        dir: &Path,
+        clock: Arc<dyn Clock>,
+        prefix: &str,
+        max: usize,
+    ) -> Result<FileKv> {
+        Self::open_inner(dir, clock, Some((prefix, max)))
+    }
+
+    fn open_inner(dir: &Path, clock: Arc<dyn Clock>, cap: Option<(&str, usize)>) -> Result<FileKv> {
         create_private_dir(dir)?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = private_options()
@@ -124,7 +144,7 @@ impl FileKv {
             }
             Err(TryLockError::Error(e)) => return Err(open_error(dir, "lock", e)),
         }
-        let inner = Inner {
+        let mut inner = Inner {
             dir: dir.to_path_buf(),
             mem: MemoryKv::new(clock),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
@@ -132,6 +152,21 @@ impl FileKv {
             _lock: lock,
         };
         inner.load()?;
+        if let Some((prefix, max)) = cap {
+            // Set after loading, so that the bound keeps the greatest keys of the whole
+            // directory, not of whatever order the directory listed them in.
+            inner.mem.set_prefix_cap(prefix, max);
+            let evicted = inner.mem.trim_to_cap();
+            if !evicted.is_empty() {
+                tracing::info!(
+                    removed = evicted.len(),
+                    prefix,
+                    max,
+                    "file store over its bound at open; removing the greatest keys"
+                );
+                inner.delete_evicted(evicted);
+            }
+        }
         Ok(FileKv {
             inner: Arc::new(inner),
         })
@@ -387,8 +422,39 @@ impl Inner {
             let _ = fs::remove_file(&tmp);
             return Err(io_failure("put", &target, e));
         }
-        self.mem.insert(key, entry);
+        let evicted = self.mem.insert(key, entry);
+        drop(_guard);
+        if !evicted.is_empty() {
+            self.delete_evicted(evicted);
+        }
         Ok(())
+    }
+
+    /// Delete the files of keys the prefix bound evicted from the index (best effort: a file
+    /// left behind by a crash or an I/O error is evicted again at the next open). Each key is
+    /// deleted under its stripe lock, and only if no put has brought it back meanwhile.
+    fn delete_evicted(&self, keys: Vec<String>) {
+        let mut removed_any = false;
+        for key in keys {
+            let hash = key_hash(&key);
+            let path = self.file_path(&hash);
+            let _guard = self.stripe(&hash);
+            if self.mem.contains(&key) {
+                continue;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => removed_any = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove an evicted entry file")
+                }
+            }
+        }
+        if removed_any {
+            if let Err(e) = sync_dir(&self.dir) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot sync the data directory");
+            }
+        }
     }
 
     /// Durably delete `key`'s file, then drop it from the index.

@@ -96,6 +96,13 @@ impl MemoryKv {
     /// bound, audit events (`audit:` keys sort newest first, so the greatest is the oldest) would
     /// grow its memory without limit under sustained traffic.
     pub fn with_prefix_cap(mut self, prefix: &str, max: usize) -> Self {
+        self.set_prefix_cap(prefix, max);
+        self
+    }
+
+    /// [`MemoryKv::with_prefix_cap`] on a store being set up (the file store sets it after
+    /// loading, then calls [`MemoryKv::trim_to_cap`]).
+    pub(crate) fn set_prefix_cap(&mut self, prefix: &str, max: usize) {
         let mut upper = prefix.to_string();
         if let Some(last) = upper.pop() {
             if last.is_ascii() && last != '\x7f' {
@@ -108,7 +115,32 @@ impl MemoryKv {
                 });
             }
         }
-        self
+    }
+
+    /// Evict the greatest keys under the capped prefix until at most `max` remain; returns the
+    /// evicted keys (none without a cap).
+    pub(crate) fn trim_to_cap(&self) -> Vec<String> {
+        let Some(cap) = &self.cap else {
+            return Vec::new();
+        };
+        let mut map = self.write();
+        Self::evict(&mut map, cap, cap.max)
+    }
+
+    fn evict(map: &mut BTreeMap<String, Entry>, cap: &PrefixCap, keep: usize) -> Vec<String> {
+        let count = map.range(cap.prefix.clone()..cap.upper.clone()).count();
+        let victims: Vec<String> = map
+            .range(cap.prefix.clone()..cap.upper.clone())
+            .rev()
+            .take(count.saturating_sub(keep))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &victims {
+            map.remove(k);
+        }
+        cap.added
+            .store(count.min(keep), std::sync::atomic::Ordering::Relaxed);
+        victims
     }
 
     // A panic while holding the lock cannot leave the map half-updated (every critical section is
@@ -143,29 +175,25 @@ impl MemoryKv {
         })
     }
 
-    /// Store an already validated entry, replacing any earlier one.
-    pub(crate) fn insert(&self, key: String, entry: Entry) {
+    /// Store an already validated entry, replacing any earlier one. Returns the keys evicted to
+    /// keep the prefix cap (usually none).
+    pub(crate) fn insert(&self, key: String, entry: Entry) -> Vec<String> {
         let mut map = self.write();
         let capped = self.cap.as_ref().filter(|c| key.starts_with(&c.prefix));
         let is_new = map.insert(key, entry).is_none();
         if let (Some(cap), true) = (capped, is_new) {
             use std::sync::atomic::Ordering::Relaxed;
             if cap.added.fetch_add(1, Relaxed) + 1 > cap.max {
-                // Evict down to 90 % so the exact count below runs once per max/10 inserts.
-                let count = map.range(cap.prefix.clone()..cap.upper.clone()).count();
-                let keep = cap.max * 9 / 10;
-                let victims: Vec<String> = map
-                    .range(cap.prefix.clone()..cap.upper.clone())
-                    .rev()
-                    .take(count.saturating_sub(keep))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for k in victims {
-                    map.remove(&k);
-                }
-                cap.added.store(count.min(keep), Relaxed);
+                // Evict down to 90 % so the exact count runs once per max/10 inserts.
+                return Self::evict(&mut map, cap, cap.max * 9 / 10);
             }
         }
+        Vec::new()
+    }
+
+    /// Whether `key` is in the index (live or not yet swept).
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        self.read().contains_key(key)
     }
 
     /// Remove a key (no validation; missing keys are fine).
@@ -221,7 +249,7 @@ impl KvStore for MemoryKv {
 
     async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<()> {
         let entry = self.prepare_put(key, value, options)?;
-        self.insert(key.to_string(), entry);
+        let _evicted = self.insert(key.to_string(), entry);
         Ok(())
     }
 

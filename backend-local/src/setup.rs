@@ -55,6 +55,9 @@ pub struct Opened {
 pub const MASTER_KEY_FILE: &str = "master.key";
 /// Audit events a memory store keeps (the oldest are dropped beyond this; see docs/decisions.md).
 pub const MEMORY_AUDIT_CAP: usize = 10_000;
+/// Most audit events the file store keeps (the oldest go first, on top of the retention TTL):
+/// one file and one index entry each, ≈ 20 MB of memory and ≈ 200 MB of disk at the bound.
+pub const FILE_AUDIT_CAP: usize = 50_000;
 pub const ADMIN_HASH_FILE: &str = "admin.hash";
 pub const STORE_DIR: &str = "store";
 
@@ -194,7 +197,12 @@ pub fn open_kv(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         }
         StoreKind::File => {
             ensure_private_dir(&settings.data_dir)?;
-            Arc::new(FileKv::open(&settings.data_dir.join(STORE_DIR), clock)?)
+            Arc::new(FileKv::open_with_prefix_cap(
+                &settings.data_dir.join(STORE_DIR),
+                clock,
+                AUDIT_PREFIX,
+                FILE_AUDIT_CAP,
+            )?)
         }
     })
 }

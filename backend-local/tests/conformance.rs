@@ -398,3 +398,74 @@ async fn refused_put_leaves_no_file_behind() {
     assert_eq!(r.unwrap_err().code(), "invalid_ttl");
     assert!(entry_files(&path).is_empty());
 }
+
+async fn audit_keys(store: &FileKv) -> Vec<String> {
+    store
+        .list(ListOptions {
+            prefix: Some("audit:".into()),
+            ..ListOptions::default()
+        })
+        .await
+        .unwrap()
+        .keys
+        .into_iter()
+        .map(|k| k.name)
+        .collect()
+}
+
+#[tokio::test]
+async fn file_kv_prefix_bound_deletes_the_greatest_keys_from_memory_and_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let clock = manual_clock();
+    // Unbounded first: 30 events (keys sort newest first, so audit:00 is the newest) and a
+    // credential, all durable.
+    let store = FileKv::open(&path, clock.clone()).unwrap();
+    for i in 0..30u32 {
+        store
+            .put(
+                &format!("audit:{i:02}"),
+                Bytes::from_static(b"e"),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .put("cred:a", Bytes::from_static(b"keep"), PutOptions::default())
+        .await
+        .unwrap();
+    drop(store);
+    assert_eq!(entry_files(&path).len(), 31);
+
+    // Reopened with a bound of 10: the 20 greatest (oldest) go, from the index and the disk.
+    let store = FileKv::open_with_prefix_cap(&path, clock.clone(), "audit:", 10).unwrap();
+    let expected: Vec<String> = (0..10).map(|i| format!("audit:{i:02}")).collect();
+    assert_eq!(audit_keys(&store).await, expected);
+    assert_eq!(entry_files(&path).len(), 11);
+    assert_eq!(
+        store.get("cred:a").await.unwrap().as_deref(),
+        Some(&b"keep"[..]),
+        "other prefixes are never evicted"
+    );
+
+    // Over the bound while serving: trimmed to 90 % of it, files included.
+    store
+        .put(
+            "audit:005",
+            Bytes::from_static(b"new"),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    let kept = audit_keys(&store).await;
+    assert_eq!(kept.len(), 9, "{kept:?}");
+    assert!(kept.contains(&"audit:005".to_string()));
+    assert!(!kept.contains(&"audit:09".to_string()));
+    assert_eq!(entry_files(&path).len(), 10);
+    drop(store);
+
+    // What the index says is what the disk holds.
+    let store = FileKv::open(&path, clock).unwrap();
+    assert_eq!(audit_keys(&store).await, kept);
+}
