@@ -77,6 +77,10 @@ enum Command {
         /// Base URL of the edge deployment, e.g. https://vultrino.example.workers.dev
         #[arg(long = "from", env = "VULTRINO_SYNC_FROM")]
         from: String,
+        /// Also delete local credentials, keys, roles and tokens the edge does not have, so that
+        /// this store mirrors it (without it, sync only adds and updates).
+        #[arg(long, env = "VULTRINO_SYNC_PRUNE")]
+        prune: bool,
     },
 }
 
@@ -344,13 +348,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::RotateMasterKey => rotate_master_key(&cli).await,
-        Command::Sync { from } => {
+        Command::Sync { from, prune } => {
             let token = match std::env::var("VULTRINO_SYNC_TOKEN") {
                 Ok(t) if !t.trim().is_empty() => Zeroizing::new(t.trim().to_string()),
                 _ => read_secret("Admin token of the edge (session token or admin API key): ")?,
             };
             let s = settings(&cli, Config::default());
-            crate::edge_sync::sync_from(&s, from, &token).await
+            crate::edge_sync::sync_from(&s, from, &token, *prune).await
         }
         Command::Credential(c) => {
             let app = open_for_cli(&cli, Config::default()).await?;

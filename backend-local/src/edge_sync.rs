@@ -38,7 +38,12 @@ pub fn export_url(base: &str) -> anyhow::Result<url::Url> {
 }
 
 /// Run the sync into `settings`' file store.
-pub async fn sync_from(settings: &Settings, from: &str, token: &str) -> anyhow::Result<()> {
+pub async fn sync_from(
+    settings: &Settings,
+    from: &str,
+    token: &str,
+    prune: bool,
+) -> anyhow::Result<()> {
     if settings.store != StoreKind::File {
         anyhow::bail!("sync writes into the file store (--store file)");
     }
@@ -105,6 +110,17 @@ pub async fn sync_from(settings: &Settings, from: &str, token: &str) -> anyhow::
         url.origin().ascii_serialization(),
         settings.data_dir.display()
     );
+    if prune {
+        let gone = App::prune_missing(&*kv, &export)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        eprintln!(
+            "removed {} local records the edge does not have{}{}",
+            gone.len(),
+            if gone.is_empty() { "" } else { ": " },
+            gone.join(", ")
+        );
+    }
     Ok(())
 }
 

@@ -17,8 +17,20 @@ const SECRET: &str = "sk-edge-7Qm2xZ9vL4";
 
 /// `vultrino sync --from <edge>` into `dir` with `master` and `token`; (success, stderr).
 async fn sync(dir: &std::path::Path, edge: &str, master: &str, token: &str) -> (bool, String) {
+    sync_with(dir, edge, master, token, &[]).await
+}
+
+/// [`sync`] with extra arguments.
+async fn sync_with(
+    dir: &std::path::Path,
+    edge: &str,
+    master: &str,
+    token: &str,
+    extra: &[&str],
+) -> (bool, String) {
     let mut cmd = vultrino_cmd(Some(dir));
     cmd.args(["sync", "--from", edge])
+        .args(extra)
         .env("VULTRINO_MASTER_KEY", master)
         .env("VULTRINO_SYNC_TOKEN", token)
         .stdin(Stdio::null())
@@ -127,4 +139,66 @@ async fn sync_with_a_wrong_token_is_refused_by_the_edge() {
     let (ok, stderr) = sync(dir.path(), &edge.base, TEST_MASTER_KEY, "vs_not-a-session").await;
     assert!(!ok);
     assert!(stderr.contains("401"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sync_adds_by_default_and_prune_mirrors_deletions() {
+    let edge = Server::start(with_master()).await;
+    let ec = Client::new(edge.target());
+    let admin = ec.login().await;
+    for alias in ["keep", "dropped"] {
+        let r = ec
+            .send(
+                "POST",
+                "/v1/credentials",
+                Some(&admin),
+                Some(
+                    &json!({"alias": alias, "type": "api_key", "data": {"key": SECRET},
+                    "policy": {"allowed_hosts": ["127.0.0.1"]}}),
+                ),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (ok, stderr) = sync(&data, &edge.base, TEST_MASTER_KEY, &admin).await;
+    assert!(ok, "{stderr}");
+    let r = ec
+        .send("DELETE", "/v1/credentials/dropped", Some(&admin), None)
+        .await;
+    assert!(r.status < 300, "{} {}", r.status, r.text);
+
+    // Without --prune nothing local is deleted.
+    let (ok, stderr) = sync(&data, &edge.base, TEST_MASTER_KEY, &admin).await;
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains("removed"), "{stderr}");
+    let aliases = |data: std::path::PathBuf| async move {
+        let mut local = Server::start_local(ServerOptions {
+            data_dir: Some(data),
+            ..with_master()
+        })
+        .await;
+        let lc = Client::new(local.target());
+        let ladmin = lc.login().await;
+        let r = lc.send("GET", "/v1/credentials", Some(&ladmin), None).await;
+        let mut names: Vec<String> = r.body["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["alias"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        // Killed and reaped: the store's lock is free for the next sync.
+        local.child.kill().await.unwrap();
+        names
+    };
+    assert_eq!(aliases(data.clone()).await, ["dropped", "keep"]);
+
+    // With --prune the local store mirrors the edge: the deleted credential is gone here too.
+    let (ok, stderr) = sync_with(&data, &edge.base, TEST_MASTER_KEY, &admin, &["--prune"]).await;
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("removed 1 local records"), "{stderr}");
+    assert!(stderr.contains("cred:dropped"), "{stderr}");
+    assert_eq!(aliases(data).await, ["keep"]);
 }

@@ -86,6 +86,27 @@ impl App {
         Ok(export.records.len())
     }
 
+    /// Make this store mirror `export`: delete every local record under the synced prefixes
+    /// (credentials, OAuth2 tokens, API keys, roles) that the export does not hold — a credential
+    /// deleted or a key revoked on the edge then stops working here too. Run after [`App::import`]
+    /// of the same export; only on request (`vultrino sync --prune`), since a local store may hold
+    /// records of its own. Returns the deleted keys, sorted.
+    pub async fn prune_missing(kv: &dyn KvStore, export: &Export) -> Result<Vec<String>> {
+        let present: std::collections::HashSet<&str> =
+            export.records.iter().map(|r| r.key.as_str()).collect();
+        let mut gone = Vec::new();
+        for prefix in SYNC_PREFIXES {
+            for k in list_all(kv, prefix).await? {
+                if !present.contains(k.name.as_str()) {
+                    kv.delete(&k.name).await?;
+                    gone.push(k.name);
+                }
+            }
+        }
+        gone.sort();
+        Ok(gone)
+    }
+
     /// Re-encrypt every record under a new master key. Returns the new keyring's key id and
     /// the number of records re-sealed. The caller must stop other writers first.
     pub async fn rotate_master_key(
