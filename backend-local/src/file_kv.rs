@@ -19,9 +19,10 @@
 //!   checksum, lengths or version do not check out, or whose key does not hash to its file name
 //!   (a moved file), is corrupt.
 //! - **Atomic, durable writes.** Write the temp file, fsync it, rename it over the target, fsync
-//!   the directory; only then update the index and acknowledge. An acknowledged put or delete
-//!   survives `kill -9` and power loss; a crash mid-write leaves the old file intact plus a temp
-//!   file that the next open removes.
+//!   the directory; only then update the index and acknowledge. Directory fsyncs are shared
+//!   (group commit): one that starts after a writer's rename makes it durable, so concurrent
+//!   writers share them. An acknowledged put or delete survives `kill -9` and power loss; a
+//!   crash mid-write leaves the old file intact plus a temp file that the next open removes.
 //! - **Ordering.** Writes to one key (put/delete) hold a per-key lock (striped by the key's hash)
 //!   across disk write and index update, so the last acknowledged write wins on disk as in memory.
 //! - **Open is forgiving.** Corrupt files are skipped with a `tracing::warn` (and left in place for
@@ -73,8 +74,27 @@ struct Inner {
     /// Per-key write serialization, striped by the first byte of the key's hash.
     stripes: Vec<Mutex<()>>,
     tmp_counter: AtomicU64,
+    dir_sync: DirSync,
     /// Held (not read) for its exclusive lock, released when the store is dropped.
     _lock: File,
+}
+
+/// Group commit of directory fsyncs. A writer whose rename (or unlink) is done needs an fsync of
+/// the directory that *starts* after it; one fsync serves every writer that asked before it
+/// started, so concurrent puts share them instead of queueing one each.
+#[derive(Default)]
+struct DirSync {
+    state: Mutex<DirSyncState>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct DirSyncState {
+    /// Tickets handed out (one per request).
+    asked: u64,
+    /// Every ticket up to this one is covered by a completed fsync.
+    synced: u64,
+    running: bool,
 }
 
 impl fmt::Debug for FileKv {
@@ -149,6 +169,7 @@ impl FileKv {
             mem: MemoryKv::new(clock),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             tmp_counter: AtomicU64::new(0),
+            dir_sync: DirSync::default(),
             _lock: lock,
         };
         inner.load()?;
@@ -402,6 +423,37 @@ impl Inner {
         Ok(())
     }
 
+    /// Make every rename/unlink done before this call durable: join the next directory fsync
+    /// that starts after it (see [`DirSync`]). An fsync error fails the writer that ran it;
+    /// waiters then run their own.
+    fn sync_dir_grouped(&self) -> io::Result<()> {
+        let sync = &self.dir_sync;
+        let mut st = sync.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.asked += 1;
+        let ticket = st.asked;
+        loop {
+            if st.synced >= ticket {
+                return Ok(());
+            }
+            if st.running {
+                st = sync.done.wait(st).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            st.running = true;
+            // Every ticket up to here was taken after its rename: this fsync covers them all.
+            let covers = st.asked;
+            drop(st);
+            let result = sync_dir(&self.dir);
+            st = sync.state.lock().unwrap_or_else(PoisonError::into_inner);
+            st.running = false;
+            if result.is_ok() {
+                st.synced = st.synced.max(covers);
+            }
+            sync.done.notify_all();
+            result?;
+        }
+    }
+
     /// Durably write `entry` under `key`, then publish it in the index.
     fn persist(&self, key: String, entry: Entry) -> Result<()> {
         let bytes = encode(&key, &entry)?;
@@ -416,7 +468,7 @@ impl Inner {
             f.sync_all()?;
             drop(f);
             fs::rename(&tmp, &target)?;
-            sync_dir(&self.dir)
+            self.sync_dir_grouped()
         })();
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
@@ -463,7 +515,9 @@ impl Inner {
         let target = self.file_path(&hash);
         let _guard = self.stripe(&hash);
         match fs::remove_file(&target) {
-            Ok(()) => sync_dir(&self.dir).map_err(|e| io_failure("delete", &target, e))?,
+            Ok(()) => self
+                .sync_dir_grouped()
+                .map_err(|e| io_failure("delete", &target, e))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_failure("delete", &target, e)),
         }
