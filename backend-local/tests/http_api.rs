@@ -1044,3 +1044,51 @@ async fn oauth2_refresh_token_grant_is_used_when_configured() {
     assert_scrubbed(&r.text, OAUTH_REFRESH_TOKEN);
     assert_scrubbed(&r.text, "access-token-1-Kx92");
 }
+
+/// Simultaneous creates of one alias: exactly one is acknowledged (201), every other one gets a
+/// 409, and the credential stored is the acknowledged one — no acknowledged write is lost to a
+/// later one that also thought the alias was free.
+#[tokio::test]
+async fn concurrent_creates_of_one_alias_acknowledge_exactly_one_and_keep_it() {
+    let e = env().await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        let (c, admin) = (e.c.clone(), e.admin.clone());
+        set.spawn(async move {
+            let body = json!({
+                "alias": "raced", "type": "api_key", "description": format!("writer {i}"),
+                "data": {"key": format!("secret-{i}")},
+                "policy": {"allowed_hosts": ["127.0.0.1"]}
+            });
+            let r = c
+                .send("POST", "/v1/credentials", Some(&admin), Some(&body))
+                .await;
+            (
+                i,
+                r.status,
+                r.body["error"]["code"].as_str().map(str::to_owned),
+            )
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(r) = set.join_next().await {
+        results.push(r.unwrap());
+    }
+    let winners: Vec<_> = results.iter().filter(|r| r.1 == 201).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    for (_, status, code) in &results {
+        assert!(
+            *status == 201 || (*status == 409 && code.is_some()),
+            "{results:?}"
+        );
+    }
+    let r =
+        e.c.send("GET", "/v1/credentials/raced", Some(&e.admin), None)
+            .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["description"].as_str(),
+        Some(format!("writer {}", winners[0].0).as_str()),
+        "the stored credential is not the acknowledged one"
+    );
+}

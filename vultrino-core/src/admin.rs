@@ -215,25 +215,29 @@ impl App {
         let description = input.description.unwrap_or_default();
         credential::validate_description(&description)?;
         let key = format!("{}{}", auth::ROLE_PREFIX, input.name);
-        if self.ports.kv.get(&key).await?.is_some() {
-            return Err(
-                Error::conflict(format!("role '{}' already exists", input.name))
-                    .with_code("role_exists"),
-            );
-        }
-        let mut permissions = input.permissions;
-        permissions.sort();
-        permissions.dedup();
-        let role = Role {
-            name: input.name,
-            permissions,
-            scopes: input.scopes,
-            description,
-            builtin: false,
-        };
-        put_json(&*self.ports.kv, &key, &role, None).await?;
-        self.audit_change(who, "role.create", None, 201).await;
-        Ok(role)
+        let name = input.name.clone();
+        self.exclusive("role", &name, async move {
+            if self.ports.kv.get(&key).await?.is_some() {
+                return Err(
+                    Error::conflict(format!("role '{}' already exists", input.name))
+                        .with_code("role_exists"),
+                );
+            }
+            let mut permissions = input.permissions;
+            permissions.sort();
+            permissions.dedup();
+            let role = Role {
+                name: input.name,
+                permissions,
+                scopes: input.scopes,
+                description,
+                builtin: false,
+            };
+            put_json(&*self.ports.kv, &key, &role, None).await?;
+            self.audit_change(who, "role.create", None, 201).await;
+            Ok(role)
+        })
+        .await
     }
 
     pub async fn list_roles(&self, who: &Principal) -> Result<Vec<Role>> {
@@ -262,14 +266,17 @@ impl App {
             .with_code("builtin_role"));
         }
         let key = format!("{}{name}", auth::ROLE_PREFIX);
-        if credential::validate_name("role", name).is_err()
-            || self.ports.kv.get(&key).await?.is_none()
-        {
-            return Err(Error::not_found(format!("no role '{name}'")).with_code("role_not_found"));
-        }
-        self.ports.kv.delete(&key).await?;
-        self.audit_change(who, "role.delete", None, 204).await;
-        Ok(())
+        let missing = || Error::not_found(format!("no role '{name}'")).with_code("role_not_found");
+        credential::validate_name("role", name).map_err(|_| missing())?;
+        self.exclusive("role", name, async {
+            if self.ports.kv.get(&key).await?.is_none() {
+                return Err(missing());
+            }
+            self.ports.kv.delete(&key).await?;
+            self.audit_change(who, "role.delete", None, 204).await;
+            Ok(())
+        })
+        .await
     }
 
     // ----- audit and sync ----------------------------------------------------------------

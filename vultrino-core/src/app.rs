@@ -22,6 +22,8 @@ use crate::ports::{Clock, Fetcher, KvStore, ListOptions, PutOptions, SessionStor
 pub const KEYRING_KEY: &str = crypto::KEYRING_KV_KEY;
 /// Associated data of sealed listing cursors (not a KV key; never stored).
 const CURSOR_AD: &str = "sys:cursor#credentials";
+/// Longest a change lock ([`App::exclusive`]) is held by a holder that never released it.
+pub const CHANGE_LOCK_MS: u64 = 30_000;
 /// KV key of the keyring being rotated to (present only while a rotation is unfinished).
 pub const KEYRING_NEXT_KEY: &str = "sys:keyring-next";
 
@@ -311,6 +313,42 @@ impl App {
         }
     }
 
+    /// Run `change` holding the change lock of one named record (`kind` `name`, e.g. credential
+    /// `github`), so two changes of one record never interleave: of two simultaneous creates of
+    /// one alias exactly one is acknowledged and the other gets 409 — without the lock both could
+    /// see the alias free and the later write would silently replace an acknowledged one. A
+    /// change that finds the lock held fails at once with 409 `change_in_progress` (the holder
+    /// takes milliseconds; retrying is safe).
+    ///
+    /// The lock is an exact [`SessionStore::hit`] counter with limit 1 (a Durable Object on the
+    /// edge, so it holds across isolates and locations, unlike KV reads), released with
+    /// [`SessionStore::reset_counter`] whatever the outcome. A holder that never releases it (a
+    /// crashed process, a request dropped mid-change) blocks changes of that one record for at
+    /// most [`CHANGE_LOCK_MS`].
+    pub(crate) async fn exclusive<T>(
+        &self,
+        kind: &str,
+        name: &str,
+        change: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let key = format!("change:{kind}:{name}");
+        let hit = self
+            .ports
+            .sessions
+            .hit(&key, CHANGE_LOCK_MS, 1, self.now())
+            .await?;
+        if !hit.allowed {
+            return Err(Error::conflict(format!(
+                "another change to {kind} '{name}' is in progress; retry"
+            ))
+            .with_code("change_in_progress"));
+        }
+        let result = change.await;
+        // Best effort: if the release fails, the lock lapses after CHANGE_LOCK_MS.
+        let _ = self.ports.sessions.reset_counter(&key).await;
+        result
+    }
+
     pub(crate) async fn audit_change(
         &self,
         who: &Principal,
@@ -386,33 +424,38 @@ impl App {
         let kind = CredentialType::parse(&input.kind)?;
         let data = CredentialData::parse(kind, input.data)?;
         let policy = input.policy.validate()?;
-        if self
-            .ports
-            .kv
-            .get(&credential::cred_key(&input.alias))
-            .await?
-            .is_some()
-        {
-            return Err(
-                Error::conflict(format!("credential '{}' already exists", input.alias))
-                    .with_code("credential_exists"),
-            );
-        }
-        let now = self.now();
-        let id: [u8; 8] = crypto::random_bytes();
-        let record = CredentialRecord {
-            id: crypto::hex(&id),
-            alias: input.alias,
-            description,
-            data,
-            policy,
-            created_at: now,
-            updated_at: now,
-        };
-        self.store_credential(&record).await?;
-        self.audit_change(who, "credential.create", Some(&record.alias), 201)
-            .await;
-        Ok(record.meta())
+        let alias = input.alias.clone();
+        self.exclusive("credential", &alias, async move {
+            if self
+                .ports
+                .kv
+                .get(&credential::cred_key(&input.alias))
+                .await?
+                .is_some()
+            {
+                return Err(Error::conflict(format!(
+                    "credential '{}' already exists",
+                    input.alias
+                ))
+                .with_code("credential_exists"));
+            }
+            let now = self.now();
+            let id: [u8; 8] = crypto::random_bytes();
+            let record = CredentialRecord {
+                id: crypto::hex(&id),
+                alias: input.alias,
+                description,
+                data,
+                policy,
+                created_at: now,
+                updated_at: now,
+            };
+            self.store_credential(&record).await?;
+            self.audit_change(who, "credential.create", Some(&record.alias), 201)
+                .await;
+            Ok(record.meta())
+        })
+        .await
     }
 
     /// Replace a credential's data (rotation), policy and/or description.
@@ -424,6 +467,9 @@ impl App {
     ) -> Result<CredentialMeta> {
         who.require(Permission::Write)?;
         who.require_scope(alias)?;
+        credential::validate_name("alias", alias)
+            .map_err(|_| Error::not_found(format!("no credential '{alias}'")))?;
+        self.exclusive("credential", alias, async move {
         let mut record = self.load_credential(alias).await?;
         if let Some(d) = update.description {
             credential::validate_description(&d)?;
@@ -472,6 +518,8 @@ impl App {
         self.audit_change(who, "credential.update", Some(alias), 200)
             .await;
         Ok(record.meta())
+        })
+        .await
     }
 
     /// Replace only the secret of a credential (api_key key, basic_auth password, query_param
@@ -488,19 +536,24 @@ impl App {
         if secret.is_empty() {
             return Err(Error::bad_request("the new secret is empty").with_code("invalid_data"));
         }
-        let mut record = self.load_credential(alias).await?;
-        match &mut record.data {
-            CredentialData::ApiKey(d) => d.key = secret,
-            CredentialData::BasicAuth(d) => d.password = secret,
-            CredentialData::QueryParam(d) => d.value = secret,
-            CredentialData::Oauth2(d) => d.client_secret = secret,
-        }
-        record.updated_at = self.now();
-        self.store_credential(&record).await?;
-        self.ports.kv.delete(&credential::oauth_key(alias)).await?;
-        self.audit_change(who, "credential.rotate", Some(alias), 200)
-            .await;
-        Ok(record.meta())
+        credential::validate_name("alias", alias)
+            .map_err(|_| Error::not_found(format!("no credential '{alias}'")))?;
+        self.exclusive("credential", alias, async move {
+            let mut record = self.load_credential(alias).await?;
+            match &mut record.data {
+                CredentialData::ApiKey(d) => d.key = secret,
+                CredentialData::BasicAuth(d) => d.password = secret,
+                CredentialData::QueryParam(d) => d.value = secret,
+                CredentialData::Oauth2(d) => d.client_secret = secret,
+            }
+            record.updated_at = self.now();
+            self.store_credential(&record).await?;
+            self.ports.kv.delete(&credential::oauth_key(alias)).await?;
+            self.audit_change(who, "credential.rotate", Some(alias), 200)
+                .await;
+            Ok(record.meta())
+        })
+        .await
     }
 
     /// Delete a credential (and its cached OAuth token). 404 if missing.
@@ -510,15 +563,18 @@ impl App {
         credential::validate_name("alias", alias)
             .map_err(|_| Error::not_found(format!("no credential '{alias}'")))?;
         let key = credential::cred_key(alias);
-        if self.ports.kv.get(&key).await?.is_none() {
-            return Err(Error::not_found(format!("no credential '{alias}'"))
-                .with_code("credential_not_found"));
-        }
-        self.ports.kv.delete(&key).await?;
-        self.ports.kv.delete(&credential::oauth_key(alias)).await?;
-        self.audit_change(who, "credential.delete", Some(alias), 204)
-            .await;
-        Ok(())
+        self.exclusive("credential", alias, async {
+            if self.ports.kv.get(&key).await?.is_none() {
+                return Err(Error::not_found(format!("no credential '{alias}'"))
+                    .with_code("credential_not_found"));
+            }
+            self.ports.kv.delete(&key).await?;
+            self.ports.kv.delete(&credential::oauth_key(alias)).await?;
+            self.audit_change(who, "credential.delete", Some(alias), 204)
+                .await;
+            Ok(())
+        })
+        .await
     }
 
     /// One credential's metadata (never its secret).

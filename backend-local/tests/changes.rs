@@ -1,0 +1,175 @@
+//! Changes of one record never interleave. The store here is slow on purpose (every read lets
+//! the other tasks run before it answers), so without the change lock simultaneous creates of one
+//! alias would all find it free and all be acknowledged, each silently replacing the one before.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use vultrino_core::app::{App, Config, CredentialUpdate, NewCredential, Ports};
+use vultrino_core::auth::Principal;
+use vultrino_core::crypto::MasterSecret;
+use vultrino_core::error::Result;
+use vultrino_core::policy::Policy;
+use vultrino_core::ports::{KvEntry, KvStore, ListOptions, ListPage, ManualClock, PutOptions};
+use vultrino_local::fetcher::HttpFetcher;
+use vultrino_local::memory_kv::MemoryKv;
+use vultrino_local::memory_sessions::MemorySessions;
+
+/// A `MemoryKv` whose reads let every other ready task run first, like a store across a network.
+struct YieldingKv(MemoryKv);
+
+#[async_trait::async_trait]
+impl KvStore for YieldingKv {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        // Read, then let the others run before answering: the answer may be stale by then.
+        let value = self.0.get(key).await;
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        value
+    }
+    async fn get_with_metadata(&self, key: &str) -> Result<Option<KvEntry>> {
+        self.0.get_with_metadata(key).await
+    }
+    async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<()> {
+        self.0.put(key, value, options).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.0.delete(key).await
+    }
+    async fn list(&self, options: ListOptions) -> Result<ListPage> {
+        self.0.list(options).await
+    }
+}
+
+async fn app() -> App {
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let ports = Ports {
+        kv: Arc::new(YieldingKv(MemoryKv::new(clock.clone()))),
+        sessions: Arc::new(MemorySessions::new()),
+        fetcher: Arc::new(HttpFetcher::new().unwrap()),
+        clock,
+    };
+    let (master, _) = MasterSecret::generate_raw();
+    App::open(Config::default(), ports, &master).await.unwrap()
+}
+
+fn admin() -> Principal {
+    Principal::Admin {
+        subject: "t".into(),
+        session_id: String::new(),
+        via_cookie: false,
+    }
+}
+
+fn new_credential(alias: &str, description: &str) -> NewCredential {
+    NewCredential {
+        alias: alias.into(),
+        kind: "api_key".into(),
+        description: Some(description.into()),
+        data: serde_json::json!({"key": format!("key of {description}")}),
+        policy: Policy {
+            allowed_hosts: vec!["api.example.com".into()],
+            methods: None,
+            path_prefixes: None,
+            rate_limit: None,
+        },
+    }
+}
+
+#[tokio::test]
+async fn simultaneous_creates_of_one_alias_acknowledge_one_and_store_that_one() {
+    let app = Arc::new(app().await);
+    let who = admin();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let app = app.clone();
+        set.spawn(async move {
+            let r = app
+                .create_credential(&admin(), new_credential("c", &format!("writer {i}")))
+                .await;
+            (i, r)
+        });
+    }
+    let mut results: Vec<_> = set.join_all().await;
+    results.sort_by_key(|r| r.0);
+    let results: Vec<_> = results.into_iter().map(|r| r.1).collect();
+    let acknowledged: Vec<usize> = (0..8).filter(|i| results[*i].is_ok()).collect();
+    assert_eq!(
+        acknowledged.len(),
+        1,
+        "{:?}",
+        results
+            .iter()
+            .map(|r| r.as_ref().err().map(|e| e.code()))
+            .collect::<Vec<_>>()
+    );
+    for r in &results {
+        if let Err(e) = r {
+            assert_eq!((e.status().as_u16(), e.code()), (409, "change_in_progress"));
+        }
+    }
+    let stored = app.get_credential(&who, "c").await.unwrap();
+    assert_eq!(stored.description, format!("writer {}", acknowledged[0]));
+}
+
+#[tokio::test]
+async fn the_lock_is_released_after_every_outcome() {
+    let app = app().await;
+    let who = admin();
+    app.create_credential(&who, new_credential("c", "first"))
+        .await
+        .unwrap();
+    // A refused create (alias taken) releases the lock: the next change goes through at once.
+    let e = app
+        .create_credential(&who, new_credential("c", "second"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "credential_exists");
+    let update = CredentialUpdate {
+        description: Some("updated".into()),
+        ..CredentialUpdate::default()
+    };
+    app.update_credential(&who, "c", update).await.unwrap();
+    app.delete_credential(&who, "c").await.unwrap();
+    let e = app.delete_credential(&who, "c").await.unwrap_err();
+    assert_eq!(e.code(), "credential_not_found");
+    app.create_credential(&who, new_credential("c", "again"))
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get_credential(&who, "c").await.unwrap().description,
+        "again"
+    );
+}
+
+/// An update racing a delete never brings the deleted credential back: one of the two is
+/// refused, and the store agrees with the one that was acknowledged.
+#[tokio::test]
+async fn an_update_racing_a_delete_never_resurrects_the_credential() {
+    let app = app().await;
+    let who = admin();
+    app.create_credential(&who, new_credential("c", "first"))
+        .await
+        .unwrap();
+    let update = CredentialUpdate {
+        description: Some("updated".into()),
+        ..CredentialUpdate::default()
+    };
+    let (deleted, updated) = tokio::join!(
+        app.delete_credential(&who, "c"),
+        app.update_credential(&who, "c", update)
+    );
+    assert!(
+        deleted.is_ok() != updated.is_ok(),
+        "exactly one of the two is acknowledged"
+    );
+    let now = app.get_credential(&who, "c").await;
+    if deleted.is_ok() {
+        assert_eq!(now.unwrap_err().code(), "credential_not_found");
+    } else {
+        assert_eq!(now.unwrap().description, "updated");
+    }
+}
