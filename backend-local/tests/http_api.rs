@@ -1092,3 +1092,40 @@ async fn concurrent_creates_of_one_alias_acknowledge_exactly_one_and_keep_it() {
         "the stored credential is not the acknowledged one"
     );
 }
+
+/// After a rotation the very next execute injects the new secret and scrubs it — nothing of the
+/// old record is reused (the server keeps opened credentials only while the stored bytes are
+/// unchanged).
+#[tokio::test]
+async fn the_execute_after_a_rotation_injects_and_scrubs_the_new_secret() {
+    let e = env().await;
+    e.api_key_cred("rot").await;
+    let r = e.execute(&e.admin, "rot", &e.up.url("/echo")).await;
+    assert_eq!(r.body["status"], 200, "{}", r.text);
+    assert_scrubbed(&r.text, API_SECRET);
+    let r =
+        e.c.send(
+            "PUT",
+            "/v1/credentials/rot",
+            Some(&e.admin),
+            Some(&json!({"data": {"key": "rotated-secret-88"}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = e.execute(&e.admin, "rot", &e.up.url("/echo")).await;
+    assert_eq!(r.body["status"], 200, "{}", r.text);
+    assert_scrubbed(&r.text, "rotated-secret-88");
+    let injected: Vec<String> =
+        e.up.seen()
+            .into_iter()
+            .filter(|s| s.path == "/echo")
+            .filter_map(|s| s.headers.get("authorization").cloned())
+            .collect();
+    assert_eq!(
+        injected,
+        [
+            format!("Bearer {API_SECRET}"),
+            "Bearer rotated-secret-88".to_string()
+        ]
+    );
+}

@@ -114,6 +114,21 @@ pub struct App {
     /// scrubber; bounded, so memory stays flat.
     pub(crate) scrubbers:
         std::sync::Mutex<std::collections::HashMap<[u8; 32], Arc<crate::scrub::Scrubber>>>,
+    /// Decrypted credentials by alias, each with the stored bytes it was opened from. Execute
+    /// still reads the store every time and uses an entry only while the stored bytes are
+    /// identical, so a change by any writer (another process, an edge sync) is seen at once;
+    /// what it saves is the decryption, the parse and the scrubber construction.
+    pub(crate) opened: std::sync::Mutex<std::collections::HashMap<String, OpenedCredential>>,
+}
+
+/// A decrypted credential and the stored envelope it came from (see [`App::opened`]).
+#[derive(Clone)]
+pub(crate) struct OpenedCredential {
+    stored: Bytes,
+    pub(crate) record: Arc<CredentialRecord>,
+    /// The scrubber of the record's own secrets, built on first use (not for OAuth2 records,
+    /// whose tokens change independently of the record).
+    pub(crate) scrubber: Arc<std::sync::OnceLock<Arc<crate::scrub::Scrubber>>>,
 }
 
 impl std::fmt::Debug for App {
@@ -286,6 +301,7 @@ impl App {
             ports,
             keys: Arc::new(keys),
             scrubbers: std::sync::Mutex::new(std::collections::HashMap::new()),
+            opened: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -366,16 +382,51 @@ impl App {
 
     /// Load and decrypt a credential.
     pub(crate) async fn load_credential(&self, alias: &str) -> Result<CredentialRecord> {
+        let (key, stored) = self.read_credential(alias).await?;
+        self.open_credential(&key, &stored)
+    }
+
+    /// Load a credential for use (execute): the store is read every time, but an unchanged
+    /// record is not decrypted and parsed again (see [`App::opened`]).
+    pub(crate) async fn load_credential_shared(&self, alias: &str) -> Result<OpenedCredential> {
+        /// Most credentials kept open; the cache is simply emptied when full.
+        const MAX_OPEN: usize = 1024;
+        let (key, stored) = self.read_credential(alias).await?;
+        if let Ok(cache) = self.opened.lock() {
+            if let Some(entry) = cache.get(alias).filter(|e| e.stored == stored) {
+                return Ok(entry.clone());
+            }
+        }
+        let entry = OpenedCredential {
+            record: Arc::new(self.open_credential(&key, &stored)?),
+            stored,
+            scrubber: Arc::default(),
+        };
+        if let Ok(mut cache) = self.opened.lock() {
+            if cache.len() >= MAX_OPEN && !cache.contains_key(alias) {
+                cache.clear();
+            }
+            cache.insert(alias.to_owned(), entry.clone());
+        }
+        Ok(entry)
+    }
+
+    /// The stored envelope of a credential and its KV key; 404 if there is none.
+    async fn read_credential(&self, alias: &str) -> Result<(String, Bytes)> {
         credential::validate_name("alias", alias)
             .map_err(|_| Error::not_found(format!("no credential '{alias}'")))?;
         let key = credential::cred_key(alias);
-        let text = self.ports.kv.get(&key).await?.ok_or_else(|| {
+        let stored = self.ports.kv.get(&key).await?.ok_or_else(|| {
             Error::not_found(format!("no credential '{alias}'")).with_code("credential_not_found")
         })?;
-        let text = std::str::from_utf8(&text).map_err(|_| {
+        Ok((key, stored))
+    }
+
+    fn open_credential(&self, key: &str, stored: &[u8]) -> Result<CredentialRecord> {
+        let text = std::str::from_utf8(stored).map_err(|_| {
             Error::unavailable("stored credential is not an envelope").with_code("decrypt_failed")
         })?;
-        let plain = self.keys.open_envelope(&key, text)?;
+        let plain = self.keys.open_envelope(key, text)?;
         serde_json::from_slice(&plain).map_err(|_| {
             Error::unavailable("stored credential is unreadable").with_code("decrypt_failed")
         })

@@ -308,7 +308,8 @@ impl App {
             );
         }
         let target = target?;
-        let record = self.load_credential(&req.credential).await?;
+        let opened = self.load_credential_shared(&req.credential).await?;
+        let record = &*opened.record;
         // Policies store IPv6 hosts bracketed, as URLs write them.
         let policy_host = match target.ip {
             Some(std::net::IpAddr::V6(_)) => format!("[{}]", target.host),
@@ -397,7 +398,7 @@ impl App {
                 secrets.push(d.value.clone());
             }
             CredentialData::Oauth2(d) => {
-                let token = self.oauth_token(&record, d).await?;
+                let token = self.oauth_token(record, d).await?;
                 let mut value =
                     http::HeaderValue::from_str(&format!("Bearer {}", token.access_token.expose()))
                         .map_err(|_| {
@@ -478,7 +479,15 @@ impl App {
 
         let mut all: Vec<&[u8]> = record.data.secrets();
         all.extend(secrets.iter().map(|s| s.expose().as_bytes()));
-        let scrubber = self.scrubber_for(&all);
+        let scrubber = if matches!(record.data, CredentialData::Oauth2(_)) {
+            self.scrubber_for(&all)
+        } else {
+            // Every secret form injected above derives from the record alone.
+            opened
+                .scrubber
+                .get_or_init(|| self.scrubber_for(&all))
+                .clone()
+        };
         Ok(render(response, &scrubber))
     }
 
