@@ -35,7 +35,10 @@ cargo test --workspace --no-run
 
 # Benchmarks compile and each runs once (criterion --test mode: no timing, seconds).
 step "benchmarks compile and run once"
-cargo bench -p vultrino-benches -- --test >/dev/null
+# A smoke run, not a measurement: thin LTO keeps the build short (the bench profile is the
+# release one, fat LTO in one unit, which `benches/load/run.sh` and real measurements use).
+CARGO_PROFILE_BENCH_LTO=thin CARGO_PROFILE_BENCH_CODEGEN_UNITS=16 \
+  cargo bench -p vultrino-benches -- --test >/dev/null
 
 # ---- MCP SDK (setup, with network) ------------------------------------------------------------
 # The MCP suite drives `vultrino` with the official MCP Python SDK (tests/mcp, pinned in

@@ -32,7 +32,7 @@ wait_line() { # file pattern
 wait_line "$WORK/up.out" "listening on"
 UP="http://$(sed -n 's/listening on //p' "$WORK/up.out")"
 
-PROXY_RUNTIME=per-core UPSTREAM="$UP" "$BIN/bench-proxy" 127.0.0.1:0 >"$WORK/px.out" & PIDS+=($!)
+PROXY_RUNTIME=per-core UPSTREAM="$UP" "$BIN/bench-proxy" 127.0.0.1:0 >"$WORK/px.out" & PXPID=$!; PIDS+=($PXPID)
 wait_line "$WORK/px.out" "listening on"
 PX="http://$(sed -n 's/listening on //p' "$WORK/px.out")"
 
@@ -63,15 +63,32 @@ rps() { sed -n 's/^Requests\/sec: *//p'; }
 p50() { awk '$1=="50%"{print $2}'; }
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v} else {sub(/s$/,"",v); print v*1000}}'; }
 
-D16=$(run "$CONNS" "$UP/user"); E16=$(run "$CONNS" -s benches/load/execute.lua "$V/v1/execute")
-B16=$(run "$CONNS" -s benches/load/execute.lua "$PX/v1/execute")
+# Server CPU (user + system) spent per request during a run: less noisy than req/s on a shared
+# machine, and what a proxy's cost really is.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+reqs() { sed -n 's/^ *\([0-9]*\) requests in.*/\1/p'; }
+us_per_req() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.1f", t / hz / n * 1e6}'; }
+
+D16=$(run "$CONNS" "$UP/user")
+T0=$(cpu_ticks "$VPID"); E16=$(run "$CONNS" -s benches/load/execute.lua "$V/v1/execute"); ET=$(( $(cpu_ticks "$VPID") - T0 ))
+T0=$(cpu_ticks "$PXPID"); B16=$(run "$CONNS" -s benches/load/execute.lua "$PX/v1/execute"); BT=$(( $(cpu_ticks "$PXPID") - T0 ))
 RSS_KB=$(awk '/VmHWM/{print $2}' /proc/$VPID/status)
 D1=$(wrk -t1 -c1 -d"${DURATION}s" --latency "$UP/user"); E1=$(wrk -t1 -c1 -d"${DURATION}s" --latency -s benches/load/execute.lua "$V/v1/execute")
 B1=$(wrk -t1 -c1 -d"${DURATION}s" --latency -s benches/load/execute.lua "$PX/v1/execute")
+# The same at one connection with every process (wrk, upstream, proxy, Vultrino) on one core. On a
+# VM a request that hops between vCPUs pays for waking an idle vCPU at each hop (an IPI and the
+# hypervisor rescheduling it, with cold caches), and the scheduler spreads the three processes over
+# both vCPUs when the machine is idle: that cost, not the proxy's own work, dominates the figures
+# above. On one core, every wake-up is a plain context switch, so the added latency is the proxy's.
+for p in "${PIDS[@]}"; do taskset -a -p -c 0 "$p" >/dev/null; done
+D1C=$(taskset -c 0 wrk -t1 -c1 -d"${DURATION}s" --latency "$UP/user")
+E1C=$(taskset -c 0 wrk -t1 -c1 -d"${DURATION}s" --latency -s benches/load/execute.lua "$V/v1/execute")
+B1C=$(taskset -c 0 wrk -t1 -c1 -d"${DURATION}s" --latency -s benches/load/execute.lua "$PX/v1/execute")
 
 DR=$(echo "$D16" | rps); ER=$(echo "$E16" | rps)
 DP=$(echo "$D1" | p50 | to_ms); EP=$(echo "$E1" | p50 | to_ms)
 BR=$(echo "$B16" | rps); BP=$(echo "$B1" | p50 | to_ms)
+DPC=$(echo "$D1C" | p50 | to_ms); EPC=$(echo "$E1C" | p50 | to_ms); BPC=$(echo "$B1C" | p50 | to_ms)
 REPORT=$(cat <<TXT
 Vultrino load benchmark — store: $STORE, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), ${DURATION}s per run, wrk -t2
   direct upstream, $CONNS conns:   $DR req/s
@@ -79,6 +96,8 @@ Vultrino load benchmark — store: $STORE, $(nproc) cores, $(date -u +%Y-%m-%dT%
   bare pass-through proxy, $CONNS conns: $BR req/s   ($(awk -v e="$BR" -v d="$DR" 'BEGIN{printf "%.1f%%", 100*e/d}') of direct; Vultrino does $(awk -v e="$ER" -v b="$BR" 'BEGIN{printf "%.1f%%", 100*e/b}') of it)
   p50 at 1 conn: direct $DP ms, via Vultrino $EP ms, added $(awk -v e="$EP" -v d="$DP" 'BEGIN{printf "%.3f", e-d}') ms
   p50 at 1 conn: bare proxy $BP ms, added $(awk -v e="$BP" -v d="$DP" 'BEGIN{printf "%.3f", e-d}') ms
+  p50 at 1 conn, all on one core: direct $DPC ms, via Vultrino $EPC ms, added $(awk -v e="$EPC" -v d="$DPC" 'BEGIN{printf "%.3f", e-d}') ms; bare proxy $BPC ms, added $(awk -v e="$BPC" -v d="$DPC" 'BEGIN{printf "%.3f", e-d}') ms
+  server CPU per request at $CONNS conns: Vultrino $(us_per_req "$ET" "$(echo "$E16" | reqs)") µs, bare proxy $(us_per_req "$BT" "$(echo "$B16" | reqs)") µs
   server peak RSS (VmHWM) after the $CONNS-conn run: $((RSS_KB / 1024)) MiB
   errors: $(echo "$E16" | sed -n 's/^non-2xx-or-socket-errors: //p') in the $CONNS-conn execute run
 TXT
@@ -86,5 +105,5 @@ TXT
 echo "$REPORT"
 if [ "$SAVE" = --save ]; then
   mkdir -p benches/results
-  { echo "$REPORT"; echo; echo "--- raw wrk output ---"; echo "$D16"; echo "$E16"; echo "$B16"; echo "$D1"; echo "$E1"; echo "$B1"; } > "benches/results/load-$STORE.txt"
+  { echo "$REPORT"; echo; echo "--- raw wrk output ---"; echo "$D16"; echo "$E16"; echo "$B16"; echo "$D1"; echo "$E1"; echo "$B1"; echo "--- one core ---"; echo "$D1C"; echo "$E1C"; echo "$B1C"; } > "benches/results/load-$STORE.txt"
 fi
