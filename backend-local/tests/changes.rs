@@ -7,8 +7,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use vultrino_core::app::{App, Config, CredentialUpdate, NewCredential, Ports};
-use vultrino_core::auth::Principal;
+use vultrino_core::app::{App, Config, CredentialUpdate, NewCredential, NewRole, Ports};
+use vultrino_core::auth::{Permission, Principal};
+use vultrino_core::credential::Secret;
 use vultrino_core::crypto::MasterSecret;
 use vultrino_core::error::Result;
 use vultrino_core::policy::Policy;
@@ -109,6 +110,8 @@ async fn simultaneous_creates_of_one_alias_acknowledge_one_and_store_that_one() 
     for r in &results {
         if let Err(e) = r {
             assert_eq!((e.status().as_u16(), e.code()), (409, "change_in_progress"));
+            // Answered with `Retry-After: 1`: the holder takes milliseconds.
+            assert_eq!(e.retry_after_secs(), Some(1));
         }
     }
     let stored = app.get_credential(&who, "c").await.unwrap();
@@ -172,4 +175,63 @@ async fn an_update_racing_a_delete_never_resurrects_the_credential() {
     } else {
         assert_eq!(now.unwrap().description, "updated");
     }
+}
+
+/// A secret rotation racing a delete never brings the deleted credential back either.
+#[tokio::test]
+async fn a_rotation_racing_a_delete_never_resurrects_the_credential() {
+    let app = app().await;
+    let who = admin();
+    app.create_credential(&who, new_credential("c", "first"))
+        .await
+        .unwrap();
+    let (deleted, rotated) = tokio::join!(
+        app.delete_credential(&who, "c"),
+        app.rotate_secret(&who, "c", Secret::new("new key"))
+    );
+    assert!(
+        deleted.is_ok() != rotated.is_ok(),
+        "exactly one of the two is acknowledged"
+    );
+    let now = app.get_credential(&who, "c").await;
+    assert_eq!(now.is_err(), deleted.is_ok());
+    if let Err(e) = rotated {
+        assert_eq!(e.code(), "change_in_progress");
+    }
+}
+
+/// Roles take the same lock: of simultaneous creates of one role name exactly one is
+/// acknowledged, and the stored role is the acknowledged one.
+#[tokio::test]
+async fn simultaneous_creates_of_one_role_acknowledge_one_and_store_that_one() {
+    let app = Arc::new(app().await);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let app = app.clone();
+        set.spawn(async move {
+            let role = NewRole {
+                name: "deployers".into(),
+                permissions: vec![Permission::Execute],
+                scopes: vec![format!("deploy-{i}-*")],
+                description: None,
+            };
+            (i, app.create_role(&admin(), role).await)
+        });
+    }
+    let results = set.join_all().await;
+    let acknowledged: Vec<usize> = results
+        .iter()
+        .filter(|r| r.1.is_ok())
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(acknowledged.len(), 1);
+    for (_, r) in &results {
+        if let Err(e) = r {
+            assert_eq!(e.code(), "change_in_progress");
+        }
+    }
+    let roles = app.list_roles(&admin()).await.unwrap();
+    let stored: Vec<_> = roles.iter().filter(|r| r.name == "deployers").collect();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].scopes, [format!("deploy-{}-*", acknowledged[0])]);
 }

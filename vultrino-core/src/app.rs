@@ -357,7 +357,8 @@ impl App {
             return Err(Error::conflict(format!(
                 "another change to {kind} '{name}' is in progress; retry"
             ))
-            .with_code("change_in_progress"));
+            .with_code("change_in_progress")
+            .with_retry_after(1));
         }
         let result = change.await;
         // Best effort: if the release fails, the lock lapses after CHANGE_LOCK_MS.
@@ -391,7 +392,16 @@ impl App {
     pub(crate) async fn load_credential_shared(&self, alias: &str) -> Result<OpenedCredential> {
         /// Most credentials kept open; the cache is simply emptied when full.
         const MAX_OPEN: usize = 1024;
-        let (key, stored) = self.read_credential(alias).await?;
+        let (key, stored) = match self.read_credential(alias).await {
+            Ok(found) => found,
+            Err(e) => {
+                if e.code() == "credential_not_found" {
+                    // Deleted by another writer: drop its decrypted secrets too.
+                    self.forget_opened(alias);
+                }
+                return Err(e);
+            }
+        };
         if let Ok(cache) = self.opened.lock() {
             if let Some(entry) = cache.get(alias).filter(|e| e.stored == stored) {
                 return Ok(entry.clone());
@@ -409,6 +419,14 @@ impl App {
             cache.insert(alias.to_owned(), entry.clone());
         }
         Ok(entry)
+    }
+
+    /// Drop the decrypted copy of a credential (after it changed or was deleted here), so its
+    /// secrets do not outlive it in memory.
+    fn forget_opened(&self, alias: &str) {
+        if let Ok(mut cache) = self.opened.lock() {
+            cache.remove(alias);
+        }
     }
 
     /// The stored envelope of a credential and its KV key; 404 if there is none.
@@ -502,6 +520,14 @@ impl App {
                 updated_at: now,
             };
             self.store_credential(&record).await?;
+            // A token left by an earlier credential of this alias (a refresh that finished after
+            // its delete) is useless to this one (see `OAuthToken::issued_for`): drop it. Best
+            // effort: the credential is stored, and the token could not be used anyway.
+            let _ = self
+                .ports
+                .kv
+                .delete(&credential::oauth_key(&record.alias))
+                .await;
             self.audit_change(who, "credential.create", Some(&record.alias), 201)
                 .await;
             Ok(record.meta())
@@ -521,54 +547,53 @@ impl App {
         credential::validate_name("alias", alias)
             .map_err(|_| Error::not_found(format!("no credential '{alias}'")))?;
         self.exclusive("credential", alias, async move {
-        let mut record = self.load_credential(alias).await?;
-        if let Some(d) = update.description {
-            credential::validate_description(&d)?;
-            record.description = d;
-        }
-        if let Some(p) = update.policy {
-            let p = p.validate()?;
-            // Re-pointing an existing secret at other hosts is how a `write` key could exfiltrate
-            // it (widen allowed_hosts, then execute). Without new data, only admins may do that.
-            let mut old_hosts = record.policy.allowed_hosts.clone();
-            let mut new_hosts = p.allowed_hosts.clone();
-            old_hosts.sort();
-            new_hosts.sort();
-            if new_hosts != old_hosts && update.data.is_none() {
-                who.require(Permission::Admin).map_err(|_| {
-                    Error::forbidden(
-                        "changing allowed_hosts without replacing the secret needs the admin permission",
-                    )
-                    .with_code("permission_denied")
-                })?;
+            let mut record = self.load_credential(alias).await?;
+            if let Some(d) = update.description {
+                credential::validate_description(&d)?;
+                record.description = d;
             }
-            record.policy = p;
-        }
-        let rotated = match (update.kind, update.data) {
-            (Some(k), Some(d)) => {
-                record.data = CredentialData::parse(CredentialType::parse(&k)?, d)?;
-                true
+            if let Some(p) = update.policy {
+                let p = p.validate()?;
+                // Re-pointing an existing secret at other hosts is how a `write` key could exfiltrate
+                // it (widen allowed_hosts, then execute). Without new data, only admins may do that.
+                let mut old_hosts = record.policy.allowed_hosts.clone();
+                let mut new_hosts = p.allowed_hosts.clone();
+                old_hosts.sort();
+                new_hosts.sort();
+                if new_hosts != old_hosts && update.data.is_none() {
+                    const NEEDS_ADMIN: &str = "changing allowed_hosts without replacing the \
+                        secret needs the admin permission";
+                    who.require(Permission::Admin).map_err(|_| {
+                        Error::forbidden(NEEDS_ADMIN).with_code("permission_denied")
+                    })?;
+                }
+                record.policy = p;
             }
-            (None, Some(d)) => {
-                record.data = CredentialData::parse(record.data.kind(), d)?;
-                true
+            let rotated = match (update.kind, update.data) {
+                (Some(k), Some(d)) => {
+                    record.data = CredentialData::parse(CredentialType::parse(&k)?, d)?;
+                    true
+                }
+                (None, Some(d)) => {
+                    record.data = CredentialData::parse(record.data.kind(), d)?;
+                    true
+                }
+                (Some(_), None) => {
+                    return Err(Error::bad_request("changing type needs new data")
+                        .with_code("invalid_data"))
+                }
+                (None, None) => false,
+            };
+            record.updated_at = self.now();
+            self.store_credential(&record).await?;
+            if rotated {
+                // A cached OAuth token belongs to the old client secret.
+                self.ports.kv.delete(&credential::oauth_key(alias)).await?;
             }
-            (Some(_), None) => {
-                return Err(
-                    Error::bad_request("changing type needs new data").with_code("invalid_data")
-                )
-            }
-            (None, None) => false,
-        };
-        record.updated_at = self.now();
-        self.store_credential(&record).await?;
-        if rotated {
-            // A cached OAuth token belongs to the old client secret.
-            self.ports.kv.delete(&credential::oauth_key(alias)).await?;
-        }
-        self.audit_change(who, "credential.update", Some(alias), 200)
-            .await;
-        Ok(record.meta())
+            self.forget_opened(alias);
+            self.audit_change(who, "credential.update", Some(alias), 200)
+                .await;
+            Ok(record.meta())
         })
         .await
     }
@@ -600,6 +625,7 @@ impl App {
             record.updated_at = self.now();
             self.store_credential(&record).await?;
             self.ports.kv.delete(&credential::oauth_key(alias)).await?;
+            self.forget_opened(alias);
             self.audit_change(who, "credential.rotate", Some(alias), 200)
                 .await;
             Ok(record.meta())
@@ -621,6 +647,7 @@ impl App {
             }
             self.ports.kv.delete(&key).await?;
             self.ports.kv.delete(&credential::oauth_key(alias)).await?;
+            self.forget_opened(alias);
             self.audit_change(who, "credential.delete", Some(alias), 204)
                 .await;
             Ok(())

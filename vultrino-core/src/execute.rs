@@ -222,6 +222,21 @@ struct OAuthToken {
     expires_at: Option<u64>,
     #[serde(default)]
     refresh_token: Option<Secret>,
+    /// [`oauth_binding`] of the credential version the token was fetched for. A token whose
+    /// binding differs is ignored: a refresh still in flight when its credential was deleted,
+    /// rotated or re-created may write its token afterwards, and that token must not be used
+    /// under the new credential.
+    #[serde(default)]
+    issued_for: String,
+}
+
+/// Keyed hash of everything an OAuth2 token is issued for: the credential's id (new on every
+/// create) and its OAuth2 settings, secrets included (so a rotation changes it).
+fn oauth_binding(keys: &crate::crypto::Keys, record: &CredentialRecord, d: &OAuth2Data) -> String {
+    let what = zeroize::Zeroizing::new(
+        serde_json::to_vec(&("oauth-token-binding", &record.id, d)).unwrap_or_default(),
+    );
+    crate::crypto::hex(&keys.mac(&what))
 }
 
 /// Whether a request with this method may be sent upstream. CONNECT asks for a tunnel (and HTTP
@@ -522,11 +537,18 @@ impl App {
         let key = credential::oauth_key(&record.alias);
         let now = self.now();
         let mut refresh = d.refresh_token.clone();
+        let binding = oauth_binding(&self.keys, record, d);
         if let Some(text) = self.ports.kv.get(&key).await? {
             let cached = std::str::from_utf8(&text)
                 .ok()
                 .and_then(|t| self.keys.open_envelope(&key, t).ok())
-                .and_then(|p| serde_json::from_slice::<OAuthToken>(&p).ok());
+                .and_then(|p| serde_json::from_slice::<OAuthToken>(&p).ok())
+                .filter(|tok| {
+                    bool::from(subtle::ConstantTimeEq::ct_eq(
+                        tok.issued_for.as_bytes(),
+                        binding.as_bytes(),
+                    ))
+                });
             if let Some(tok) = cached {
                 if tok
                     .expires_at
@@ -575,6 +597,7 @@ impl App {
                 .expires_in
                 .map(|s| now.saturating_add(s.saturating_mul(1000))),
             refresh_token: reply.refresh_token.or(refresh),
+            issued_for: binding,
         };
         let plain =
             zeroize::Zeroizing::new(serde_json::to_vec(&token).map_err(|_| Error::internal())?);
