@@ -9,6 +9,7 @@
 //! | `ADMIN_USER` | var | admin user name (default `admin`) |
 //! | `CORS_ORIGINS` | var | comma-separated allowed origins (default: CORS off) |
 //! | `LOGIN_MAX_ATTEMPTS` | var | failed logins per client per 15 min before 429 (default 5) |
+//! | `KV_SETTLE_SECONDS` | var | how long a KV write may take to reach every location (default 90; 0–3600) |
 //! | `ALLOW_LOOPBACK_UPSTREAMS` | var, TESTS ONLY | `true` allows http:// and loopback upstreams |
 //!
 //! A missing or malformed setting is an `Unavailable` error (503) whose message names the
@@ -20,6 +21,12 @@ use vultrino_core::error::{Error, Result};
 
 /// The header Cloudflare sets to the connecting client's address.
 pub const CLIENT_IP_HEADER: &str = "CF-Connecting-IP";
+
+/// Default [`Config::kv_settle_ms`] on Workers, in seconds. Cloudflare documents that a KV write
+/// may take up to 60 s to be visible in other locations (reads are cached for 60 s); 90 leaves
+/// a margin. A change that starts from a version replaced less than this long ago is refused
+/// with 409 `change_not_propagated` (see `App::claim_version`).
+pub const DEFAULT_KV_SETTLE_SECS: u64 = 90;
 
 /// Everything the worker needs to open the [`App`](vultrino_core::app::App).
 pub struct Settings {
@@ -75,6 +82,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
     let mut config = Config {
         admin_password_hash: Some(hash.trim().to_string()),
         client_ip_header: Some(CLIENT_IP_HEADER.to_string()),
+        kv_settle_ms: DEFAULT_KV_SETTLE_SECS * 1000,
         ..Config::default()
     };
     if let Some(user) = get("ADMIN_USER") {
@@ -100,6 +108,15 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
             .ok()
             .filter(|n| *n >= 1)
             .ok_or_else(|| invalid("LOGIN_MAX_ATTEMPTS", "must be a whole number ≥ 1"))?;
+    }
+    if let Some(n) = get("KV_SETTLE_SECONDS") {
+        config.kv_settle_ms = n
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n <= 3600)
+            .ok_or_else(|| invalid("KV_SETTLE_SECONDS", "must be a whole number 0-3600"))?
+            * 1000;
     }
     if let Some(v) = get("ALLOW_LOOPBACK_UPSTREAMS") {
         config.allow_loopback_upstreams = match v.trim() {
@@ -174,9 +191,11 @@ mod tests {
             ("ADMIN_USER", "ops"),
             ("CORS_ORIGINS", "https://a.example, https://b.example"),
             ("LOGIN_MAX_ATTEMPTS", "3"),
+            ("KV_SETTLE_SECONDS", "120"),
             ("ALLOW_LOOPBACK_UPSTREAMS", "true"),
         ]))
         .unwrap();
+        assert_eq!(s.config.kv_settle_ms, 120_000);
         assert_eq!(s.config.admin_username, "ops");
         assert_eq!(s.config.cors_origins.len(), 2);
         assert_eq!(s.config.login_max_attempts, 3);
@@ -193,6 +212,8 @@ mod tests {
         .unwrap();
         assert!(!s.config.allow_loopback_upstreams);
         assert!(s.config.cors_origins.is_empty());
+        // KV is eventually consistent across locations: changes claim what they read.
+        assert_eq!(s.config.kv_settle_ms, DEFAULT_KV_SETTLE_SECS * 1000);
     }
 
     #[test]
@@ -201,6 +222,8 @@ mod tests {
             ("LOGIN_MAX_ATTEMPTS", "many"),
             ("LOGIN_MAX_ATTEMPTS", "0"),
             ("ALLOW_LOOPBACK_UPSTREAMS", "maybe"),
+            ("KV_SETTLE_SECONDS", "-1"),
+            ("KV_SETTLE_SECONDS", "3601"),
             ("CORS_ORIGINS", "*"),
         ] {
             let e = err(&[

@@ -7,7 +7,8 @@
 //                  deployable build; the conformance tests use "test-build", built with the
 //                  `testkit` feature)
 //   VULTRINO_MASTER_KEY / ENCRYPTION_KEY, ADMIN_PASSWORD_HASH, ADMIN_USER, CORS_ORIGINS,
-//   LOGIN_MAX_ATTEMPTS, ALLOW_LOOPBACK_UPSTREAMS   passed to the worker as bindings (those set)
+//   LOGIN_MAX_ATTEMPTS, KV_SETTLE_SECONDS, ALLOW_LOOPBACK_UPSTREAMS   passed to the worker as
+//   bindings (those set)
 //
 // No persistence: KV and Durable Objects live in memory and die with the process.
 // Stops on SIGTERM/SIGINT or when stdin closes (the test that spawned it went away).
@@ -25,6 +26,7 @@ export const SETTINGS = [
   "ADMIN_USER",
   "CORS_ORIGINS",
   "LOGIN_MAX_ATTEMPTS",
+  "KV_SETTLE_SECONDS",
   "ALLOW_LOOPBACK_UPSTREAMS",
 ];
 

@@ -1131,3 +1131,33 @@ async fn the_execute_after_a_rotation_injects_and_scrubs_the_new_secret() {
         ]
     );
 }
+
+/// Re-creating an alias right after deleting it: the local stores are read-your-writes, so it
+/// works at once; on Workers, KV can lag by a minute between locations, so the worker refuses
+/// it (the "absent" version was claimed by the first create) for `KV_SETTLE_SECONDS` with a
+/// clear 409 and `Retry-After` — a refusal, never a lost or revived credential.
+#[tokio::test]
+async fn recreating_a_just_deleted_alias_follows_the_store_consistency() {
+    let e = env().await;
+    e.api_key_cred("github").await;
+    assert_eq!(
+        e.c.send("DELETE", "/v1/credentials/github", Some(&e.admin), None)
+            .await
+            .status,
+        204
+    );
+    let r = e
+        .create(json!({
+            "alias": "github", "type": "api_key",
+            "data": {"key": "second key"},
+            "policy": {"allowed_hosts": ["127.0.0.1"]}
+        }))
+        .await;
+    if support::workerd_backend() {
+        assert_eq!(r.status, 409, "{}", r.text);
+        assert_eq!(r.body["error"]["code"], "change_not_propagated");
+        assert_eq!(r.headers["retry-after"], "90");
+    } else {
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+}

@@ -223,6 +223,7 @@ impl App {
                         .with_code("role_exists"),
                 );
             }
+            self.claim_version("role", &input.name, None).await?;
             let mut permissions = input.permissions;
             permissions.sort();
             permissions.dedup();
@@ -269,9 +270,10 @@ impl App {
         let missing = || Error::not_found(format!("no role '{name}'")).with_code("role_not_found");
         credential::validate_name("role", name).map_err(|_| missing())?;
         self.exclusive("role", name, async {
-            if self.ports.kv.get(&key).await?.is_none() {
+            let Some(stored) = self.ports.kv.get(&key).await? else {
                 return Err(missing());
-            }
+            };
+            self.claim_version("role", name, Some(&stored)).await?;
             self.ports.kv.delete(&key).await?;
             self.audit_change(who, "role.delete", None, 204).await;
             Ok(())

@@ -41,7 +41,8 @@ pub fn json_body<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) ->
 }
 
 /// The response for an error: `{"error": {"code", "message"}}`, with `Retry-After` when the error
-/// says when to retry (429 rate limits and lockouts, 409 `change_in_progress`).
+/// says when to retry (429 rate limits and lockouts, 409 `change_in_progress` and
+/// `change_not_propagated`).
 pub fn error_response(e: &Error) -> Response<Bytes> {
     let mut r = json_response(e.status(), &e.to_json());
     if let Some(secs) = e.retry_after_secs() {

@@ -58,6 +58,11 @@ pub struct Config {
     pub audit_retention_secs: u64,
     /// Origins allowed by CORS (empty: CORS off). Never `*`.
     pub cors_origins: Vec<String>,
+    /// How long a KV write may take to be seen by every reader (0: reads always see the latest
+    /// write, as the local stores do; Workers KV: up to a minute across locations). When not 0,
+    /// every change claims, for this long, the version it read (see [`App::claim_version`]), so
+    /// a change acting on a stale read is refused instead of undoing a newer one.
+    pub kv_settle_ms: u64,
 }
 
 impl Default for Config {
@@ -77,6 +82,7 @@ impl Default for Config {
             max_request_bytes: 1024 * 1024,
             audit_retention_secs: 90 * 24 * 3600,
             cors_origins: Vec::new(),
+            kv_settle_ms: 0,
         }
     }
 }
@@ -91,6 +97,7 @@ impl std::fmt::Debug for Config {
             )
             .field("allow_loopback_upstreams", &self.allow_loopback_upstreams)
             .field("cors_origins", &self.cors_origins)
+            .field("kv_settle_ms", &self.kv_settle_ms)
             .finish_non_exhaustive()
     }
 }
@@ -337,10 +344,13 @@ impl App {
     /// takes milliseconds; retrying is safe).
     ///
     /// The lock is an exact [`SessionStore::hit`] counter with limit 1 (a Durable Object on the
-    /// edge, so it holds across isolates and locations, unlike KV reads), released with
+    /// edge, so it holds across isolates and locations), released with
     /// [`SessionStore::reset_counter`] whatever the outcome. A holder that never releases it (a
     /// crashed process, a request dropped mid-change) blocks changes of that one record for at
     /// most [`CHANGE_LOCK_MS`].
+    ///
+    /// It separates overlapping changes only. Where KV reads can lag writes made elsewhere, a
+    /// later change can still read a replaced version: [`App::claim_version`] covers that.
     pub(crate) async fn exclusive<T>(
         &self,
         kind: &str,
@@ -366,6 +376,51 @@ impl App {
         result
     }
 
+    /// Claim the change of record `kind` `name` away from the version this change read from
+    /// the store (`read`: its stored bytes, `None` if it was absent). Call it inside
+    /// [`App::exclusive`], after every check, right before writing: a claimed change that then
+    /// fails leaves the record unchangeable for `kv_settle_ms`.
+    ///
+    /// The change lock keeps overlapping changes apart, but on a store whose reads may lag
+    /// writes made elsewhere ([`Config::kv_settle_ms`] > 0: Workers KV, up to a minute between
+    /// locations) a change can start after another has finished and still read the version
+    /// that one replaced. Acting on it would undo the newer change: bring back a deleted
+    /// credential or an old secret, or replace a credential created elsewhere. So each change
+    /// claims its starting version with a single-use [`SessionStore::mark`] (strongly
+    /// consistent) that lives `kv_settle_ms`: a second change from the same version within
+    /// that time is a change from a stale read and gets 409 `change_not_propagated`, with
+    /// `Retry-After`; once the newer version has reached every reader, the retry works. Every
+    /// stored envelope has a fresh nonce, so its bytes name one version. Absence is one
+    /// version per record: on such a store, a record created (or re-created) less than
+    /// `kv_settle_ms` ago cannot be created again before that time even if it was deleted in
+    /// between — refused, never lost. With `kv_settle_ms` 0 nothing is claimed.
+    pub(crate) async fn claim_version(
+        &self,
+        kind: &str,
+        name: &str,
+        read: Option<&[u8]>,
+    ) -> Result<()> {
+        let settle = self.config.kv_settle_ms;
+        if settle == 0 {
+            return Ok(());
+        }
+        let from = match read {
+            Some(bytes) => crypto::hex(&self.keys.mac(bytes)[..16]),
+            None => "absent".to_owned(),
+        };
+        let key = format!("claim:{kind}:{name}:{from}");
+        if self.ports.sessions.mark(&key, settle, self.now()).await? {
+            return Ok(());
+        }
+        let secs = settle.div_ceil(1000);
+        Err(Error::conflict(format!(
+            "{kind} '{name}' was changed moments ago and this location may not see that change \
+             yet; retry in {secs} s"
+        ))
+        .with_code("change_not_propagated")
+        .with_retry_after(secs))
+    }
+
     pub(crate) async fn audit_change(
         &self,
         who: &Principal,
@@ -380,12 +435,6 @@ impl App {
     }
 
     // ----- credentials -------------------------------------------------------------------
-
-    /// Load and decrypt a credential.
-    pub(crate) async fn load_credential(&self, alias: &str) -> Result<CredentialRecord> {
-        let (key, stored) = self.read_credential(alias).await?;
-        self.open_credential(&key, &stored)
-    }
 
     /// Load a credential for use (execute): the store is read every time, but an unchanged
     /// record is not decrypted and parsed again (see [`App::opened`]).
@@ -450,33 +499,32 @@ impl App {
         })
     }
 
-    async fn store_credential(&self, record: &CredentialRecord) -> Result<()> {
+    /// Seal and store `record`, replacing `read` (the stored bytes the change started from;
+    /// `None` for a create), which is claimed first (see [`App::claim_version`]) once the write
+    /// is known to be acceptable to the store, so a refused write claims nothing.
+    async fn store_credential(&self, record: &CredentialRecord, read: Option<&[u8]>) -> Result<()> {
         let key = credential::cred_key(&record.alias);
         let plain =
             zeroize::Zeroizing::new(serde_json::to_vec(record).map_err(|_| Error::internal())?);
-        let envelope = self.keys.seal(&key, &plain);
+        let envelope = Bytes::from(self.keys.seal(&key, &plain));
         let meta = serde_json::to_value(record.meta()).map_err(|_| Error::internal())?;
-        self.ports
-            .kv
-            .put(
-                &key,
-                Bytes::from(envelope),
-                PutOptions {
-                    expiration_ttl: None,
-                    metadata: Some(meta),
-                },
-            )
-            .await
-            .map_err(|e| {
-                if e.code() == "metadata_too_large" {
-                    Error::bad_request(
-                        "too many or too long allowed_hosts/description (metadata over 1024 bytes)",
-                    )
-                    .with_code("policy_too_large")
-                } else {
-                    e
-                }
-            })
+        let options = PutOptions {
+            expiration_ttl: None,
+            metadata: Some(meta),
+        };
+        crate::ports::kv_validate::put(&key, &envelope, &options).map_err(|e| {
+            if e.code() == "metadata_too_large" {
+                Error::bad_request(
+                    "too many or too long allowed_hosts/description (metadata over 1024 bytes)",
+                )
+                .with_code("policy_too_large")
+            } else {
+                e
+            }
+        })?;
+        self.claim_version("credential", &record.alias, read)
+            .await?;
+        self.ports.kv.put(&key, envelope, options).await
     }
 
     /// Create a credential. 409 if the alias exists.
@@ -519,7 +567,7 @@ impl App {
                 created_at: now,
                 updated_at: now,
             };
-            self.store_credential(&record).await?;
+            self.store_credential(&record, None).await?;
             // A token left by an earlier credential of this alias (a refresh that finished after
             // its delete) is useless to this one (see `OAuthToken::issued_for`): drop it. Best
             // effort: the credential is stored, and the token could not be used anyway.
@@ -547,7 +595,8 @@ impl App {
         credential::validate_name("alias", alias)
             .map_err(|_| Error::not_found(format!("no credential '{alias}'")))?;
         self.exclusive("credential", alias, async move {
-            let mut record = self.load_credential(alias).await?;
+            let (key, stored) = self.read_credential(alias).await?;
+            let mut record = self.open_credential(&key, &stored)?;
             if let Some(d) = update.description {
                 credential::validate_description(&d)?;
                 record.description = d;
@@ -585,7 +634,7 @@ impl App {
                 (None, None) => false,
             };
             record.updated_at = self.now();
-            self.store_credential(&record).await?;
+            self.store_credential(&record, Some(&stored)).await?;
             if rotated {
                 // A cached OAuth token belongs to the old client secret.
                 self.ports.kv.delete(&credential::oauth_key(alias)).await?;
@@ -615,7 +664,8 @@ impl App {
         credential::validate_name("alias", alias)
             .map_err(|_| Error::not_found(format!("no credential '{alias}'")))?;
         self.exclusive("credential", alias, async move {
-            let mut record = self.load_credential(alias).await?;
+            let (key, stored) = self.read_credential(alias).await?;
+            let mut record = self.open_credential(&key, &stored)?;
             match &mut record.data {
                 CredentialData::ApiKey(d) => d.key = secret,
                 CredentialData::BasicAuth(d) => d.password = secret,
@@ -623,7 +673,7 @@ impl App {
                 CredentialData::Oauth2(d) => d.client_secret = secret,
             }
             record.updated_at = self.now();
-            self.store_credential(&record).await?;
+            self.store_credential(&record, Some(&stored)).await?;
             self.ports.kv.delete(&credential::oauth_key(alias)).await?;
             self.forget_opened(alias);
             self.audit_change(who, "credential.rotate", Some(alias), 200)
@@ -641,10 +691,12 @@ impl App {
             .map_err(|_| Error::not_found(format!("no credential '{alias}'")))?;
         let key = credential::cred_key(alias);
         self.exclusive("credential", alias, async {
-            if self.ports.kv.get(&key).await?.is_none() {
+            let Some(stored) = self.ports.kv.get(&key).await? else {
                 return Err(Error::not_found(format!("no credential '{alias}'"))
                     .with_code("credential_not_found"));
-            }
+            };
+            self.claim_version("credential", alias, Some(&stored))
+                .await?;
             self.ports.kv.delete(&key).await?;
             self.ports.kv.delete(&credential::oauth_key(alias)).await?;
             self.forget_opened(alias);

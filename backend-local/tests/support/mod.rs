@@ -219,6 +219,7 @@ fn harness_setting(name: &str) -> bool {
             | "ADMIN_USER"
             | "CORS_ORIGINS"
             | "LOGIN_MAX_ATTEMPTS"
+            | "KV_SETTLE_SECONDS"
             | "ALLOW_LOOPBACK_UPSTREAMS"
             | "WORKER_BUILD"
     )

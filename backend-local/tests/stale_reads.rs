@@ -1,0 +1,306 @@
+//! Changes made at two edge locations whose KV copies lag each other (Workers KV: up to a minute),
+//! sharing one strongly consistent SessionStore (the Durable Objects). A change that starts from a
+//! stale read must be refused with 409 `change_not_propagated`, never undo the newer change; once
+//! the newer version has reached the location, the same change works.
+//!
+//! Each location here is an `App` with its own `MemoryKv`; `propagate` plays KV replication.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use vultrino_core::app::{App, Config, CredentialUpdate, NewCredential, NewRole, Ports};
+use vultrino_core::auth::{Permission, Principal};
+use vultrino_core::credential::Secret;
+use vultrino_core::crypto::MasterSecret;
+use vultrino_core::error::Error;
+use vultrino_core::policy::Policy;
+use vultrino_core::ports::{KvStore, ListOptions, ManualClock, PutOptions};
+use vultrino_local::fetcher::HttpFetcher;
+use vultrino_local::memory_kv::MemoryKv;
+use vultrino_local::memory_sessions::MemorySessions;
+
+const SETTLE_MS: u64 = 90_000;
+
+struct Edge {
+    x: App,
+    y: App,
+    kv_x: Arc<MemoryKv>,
+    kv_y: Arc<MemoryKv>,
+    clock: Arc<ManualClock>,
+}
+
+async fn edge() -> Edge {
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let sessions = Arc::new(MemorySessions::new());
+    let (master, _) = MasterSecret::generate_raw();
+    let kv_x = Arc::new(MemoryKv::new(clock.clone()));
+    let kv_y = Arc::new(MemoryKv::new(clock.clone()));
+    let config = || Config {
+        kv_settle_ms: SETTLE_MS,
+        ..Config::default()
+    };
+    let ports = |kv: &Arc<MemoryKv>| Ports {
+        kv: kv.clone(),
+        sessions: sessions.clone(),
+        fetcher: Arc::new(HttpFetcher::new().unwrap()),
+        clock: clock.clone(),
+    };
+    let x = App::open(config(), ports(&kv_x), &master).await.unwrap();
+    // The keyring record made at X reaches Y before Y starts.
+    propagate(&kv_x, &kv_y).await;
+    let y = App::open(config(), ports(&kv_y), &master).await.unwrap();
+    Edge {
+        x,
+        y,
+        kv_x,
+        kv_y,
+        clock,
+    }
+}
+
+/// Replicate every credential and role record of `from` to `to` (deletions included).
+async fn propagate(from: &MemoryKv, to: &MemoryKv) {
+    for prefix in ["cred:", "role:", "sys:"] {
+        let names = |page: vultrino_core::ports::ListPage| {
+            page.keys.into_iter().map(|k| k.name).collect::<Vec<_>>()
+        };
+        let options = ListOptions {
+            prefix: Some(prefix.into()),
+            ..ListOptions::default()
+        };
+        let wanted = names(from.list(options.clone()).await.unwrap());
+        for name in names(to.list(options).await.unwrap()) {
+            if !wanted.contains(&name) {
+                to.delete(&name).await.unwrap();
+            }
+        }
+        for name in wanted {
+            let entry = from.get_with_metadata(&name).await.unwrap().unwrap();
+            let options = PutOptions {
+                expiration_ttl: None,
+                metadata: entry.metadata,
+            };
+            to.put(&name, entry.value, options).await.unwrap();
+        }
+    }
+}
+
+fn admin() -> Principal {
+    Principal::Admin {
+        subject: "t".into(),
+        session_id: String::new(),
+        via_cookie: false,
+    }
+}
+
+fn credential(description: &str) -> NewCredential {
+    NewCredential {
+        alias: "github".into(),
+        kind: "api_key".into(),
+        description: Some(description.into()),
+        data: serde_json::json!({"key": format!("key of {description}")}),
+        policy: Policy {
+            allowed_hosts: vec!["api.github.com".into()],
+            methods: None,
+            path_prefixes: None,
+            rate_limit: None,
+        },
+    }
+}
+
+fn describe(text: &str) -> CredentialUpdate {
+    CredentialUpdate {
+        description: Some(text.into()),
+        ..CredentialUpdate::default()
+    }
+}
+
+fn assert_not_propagated(e: Error) {
+    assert_eq!(
+        (e.status().as_u16(), e.code()),
+        (409, "change_not_propagated"),
+        "{e}"
+    );
+    assert_eq!(e.retry_after_secs(), Some(SETTLE_MS / 1000));
+}
+
+#[tokio::test]
+async fn a_create_elsewhere_not_yet_seen_is_not_replaced() {
+    let e = edge().await;
+    e.x.create_credential(&admin(), credential("made at X"))
+        .await
+        .unwrap();
+    // Y does not see it yet; creating the same alias there would silently replace it.
+    assert_not_propagated(
+        e.y.create_credential(&admin(), credential("made at Y"))
+            .await
+            .unwrap_err(),
+    );
+    propagate(&e.kv_x, &e.kv_y).await;
+    let err =
+        e.y.create_credential(&admin(), credential("made at Y"))
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), "credential_exists");
+    let kept = e.x.get_credential(&admin(), "github").await.unwrap();
+    assert_eq!(kept.description, "made at X");
+}
+
+#[tokio::test]
+async fn a_delete_elsewhere_not_yet_seen_is_not_undone_by_an_update_or_a_rotation() {
+    let e = edge().await;
+    e.x.create_credential(&admin(), credential("v1"))
+        .await
+        .unwrap();
+    propagate(&e.kv_x, &e.kv_y).await;
+    e.x.delete_credential(&admin(), "github").await.unwrap();
+    // Y still reads the deleted version: writing it back would resurrect the secret.
+    assert_not_propagated(
+        e.y.update_credential(&admin(), "github", describe("edited at Y"))
+            .await
+            .unwrap_err(),
+    );
+    assert_not_propagated(
+        e.y.rotate_secret(&admin(), "github", Secret::new("new key"))
+            .await
+            .unwrap_err(),
+    );
+    assert_not_propagated(e.y.delete_credential(&admin(), "github").await.unwrap_err());
+    assert!(e.kv_x.get("cred:github").await.unwrap().is_none());
+    propagate(&e.kv_x, &e.kv_y).await;
+    let err =
+        e.y.update_credential(&admin(), "github", describe("edited at Y"))
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), "credential_not_found");
+}
+
+#[tokio::test]
+async fn an_update_elsewhere_not_yet_seen_is_not_overwritten() {
+    let e = edge().await;
+    e.x.create_credential(&admin(), credential("v1"))
+        .await
+        .unwrap();
+    propagate(&e.kv_x, &e.kv_y).await;
+    e.x.rotate_secret(&admin(), "github", Secret::new("rotated at X"))
+        .await
+        .unwrap();
+    // Y's copy still holds the old secret: an update there would put it back.
+    assert_not_propagated(
+        e.y.update_credential(&admin(), "github", describe("edited at Y"))
+            .await
+            .unwrap_err(),
+    );
+    propagate(&e.kv_x, &e.kv_y).await;
+    e.y.update_credential(&admin(), "github", describe("edited at Y"))
+        .await
+        .unwrap();
+    // Both changes stand: the rotated secret under the new description.
+    propagate(&e.kv_y, &e.kv_x).await;
+    let stored = e.kv_x.get("cred:github").await.unwrap().unwrap();
+    let y_view = e.y.get_credential(&admin(), "github").await.unwrap();
+    assert_eq!(y_view.description, "edited at Y");
+    assert_eq!(stored, e.kv_y.get("cred:github").await.unwrap().unwrap());
+    // Successive changes at one location never trip over their own claims.
+    e.y.update_credential(&admin(), "github", describe("again"))
+        .await
+        .unwrap();
+    e.y.rotate_secret(&admin(), "github", Secret::new("rotated at Y"))
+        .await
+        .unwrap();
+    e.y.delete_credential(&admin(), "github").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_recreated_alias_waits_for_the_settle_time_then_works() {
+    let e = edge().await;
+    e.x.create_credential(&admin(), credential("v1"))
+        .await
+        .unwrap();
+    e.x.delete_credential(&admin(), "github").await.unwrap();
+    // Absence is one version: a re-create this soon could be a create from a stale read, so it
+    // is refused (never lost) until every location has seen the delete.
+    assert_not_propagated(
+        e.x.create_credential(&admin(), credential("v2"))
+            .await
+            .unwrap_err(),
+    );
+    e.clock.advance(SETTLE_MS);
+    e.x.create_credential(&admin(), credential("v2"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn roles_are_claimed_the_same_way() {
+    let e = edge().await;
+    let role = |scope: &str| NewRole {
+        name: "deployers".into(),
+        permissions: vec![Permission::Execute],
+        scopes: vec![scope.into()],
+        description: None,
+    };
+    e.x.create_role(&admin(), role("deploy-*")).await.unwrap();
+    assert_not_propagated(e.y.create_role(&admin(), role("*")).await.unwrap_err());
+    propagate(&e.kv_x, &e.kv_y).await;
+    e.x.delete_role(&admin(), "deployers").await.unwrap();
+    assert_not_propagated(e.y.delete_role(&admin(), "deployers").await.unwrap_err());
+    let roles = e.x.list_roles(&admin()).await.unwrap();
+    assert!(roles.iter().all(|r| r.name != "deployers"));
+}
+
+/// The local stores are read-your-writes everywhere (`kv_settle_ms` 0): nothing is claimed, so
+/// an alias can be re-created at once.
+#[tokio::test]
+async fn without_a_settle_time_nothing_is_claimed() {
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let ports = Ports {
+        kv: Arc::new(MemoryKv::new(clock.clone())),
+        sessions: Arc::new(MemorySessions::new()),
+        fetcher: Arc::new(HttpFetcher::new().unwrap()),
+        clock,
+    };
+    let (master, _) = MasterSecret::generate_raw();
+    let app = App::open(Config::default(), ports, &master).await.unwrap();
+    for round in 0..3 {
+        app.create_credential(&admin(), credential(&format!("round {round}")))
+            .await
+            .unwrap();
+        app.delete_credential(&admin(), "github").await.unwrap();
+    }
+}
+
+/// A change the store would refuse (here: metadata over the KV limit) is refused before it
+/// claims anything, so the corrected retry goes through at once.
+#[tokio::test]
+async fn a_refused_change_claims_nothing() {
+    let e = edge().await;
+    let many_hosts: Vec<String> = (0..40)
+        .map(|i| format!("host-number-{i}.example.com"))
+        .collect();
+    let mut too_big = credential("v1");
+    too_big.policy.allowed_hosts = many_hosts.clone();
+    let err = e.x.create_credential(&admin(), too_big).await.unwrap_err();
+    assert_eq!(err.code(), "policy_too_large");
+    e.x.create_credential(&admin(), credential("v1"))
+        .await
+        .unwrap();
+    let update = CredentialUpdate {
+        policy: Some(Policy {
+            allowed_hosts: many_hosts,
+            methods: None,
+            path_prefixes: None,
+            rate_limit: None,
+        }),
+        ..CredentialUpdate::default()
+    };
+    let err =
+        e.x.update_credential(&admin(), "github", update)
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), "policy_too_large");
+    e.x.update_credential(&admin(), "github", describe("short"))
+        .await
+        .unwrap();
+}
