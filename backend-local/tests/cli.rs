@@ -299,16 +299,23 @@ async fn sigterm_stops_the_server_gracefully() {
     assert!(status.success(), "exit status {status:?}");
 }
 
-/// An upstream on 127.0.0.1 that answers every request after `delay`.
-async fn slow_upstream(delay: Duration) -> String {
+/// An upstream on 127.0.0.1 that answers every request after `delay`; the counter says how
+/// many requests it has received.
+async fn slow_upstream(
+    delay: Duration,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::AsyncReadExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = received.clone();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
+            let counter = counter.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = sock.read(&mut buf).await;
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::time::sleep(delay).await;
                 let _ = sock
                     .write_all(
@@ -318,12 +325,12 @@ async fn slow_upstream(delay: Duration) -> String {
             });
         }
     });
-    format!("http://{addr}")
+    (format!("http://{addr}"), received)
 }
 
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish() {
-    let upstream = slow_upstream(Duration::from_millis(800)).await;
+    let (upstream, received) = slow_upstream(Duration::from_millis(800)).await;
     let mut server = support::Server::start_local(support::ServerOptions::default()).await;
     let c = support::Client::new(server.target());
     let admin = c.login().await;
@@ -356,7 +363,15 @@ async fn sigterm_lets_in_flight_requests_finish() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SIGTERM once all four are in flight (the upstream holds each for 800 ms).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while received.load(std::sync::atomic::Ordering::SeqCst) < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the executes never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let pid = server.child.id().unwrap();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])

@@ -334,7 +334,9 @@ async fn connections_are_reused() {
             .unwrap();
         assert_eq!(response.body().as_ref(), b"pong");
     }
-    assert_eq!(server.connections(), 1);
+    // Reused: 20 requests over one connection — two at most, as the pool takes a finished
+    // connection back in a task of its own, which may not have run before the next request.
+    assert!(server.connections() <= 2, "{}", server.connections());
 }
 
 #[tokio::test]
