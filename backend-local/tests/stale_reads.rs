@@ -7,15 +7,17 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use vultrino_core::app::{App, Config, CredentialUpdate, NewCredential, NewRole, Ports};
 use vultrino_core::auth::{Permission, Principal};
 use vultrino_core::credential::Secret;
 use vultrino_core::crypto::MasterSecret;
-use vultrino_core::error::Error;
+use vultrino_core::error::{Error, Result};
+use vultrino_core::execute::ExecuteRequest;
 use vultrino_core::policy::Policy;
-use vultrino_core::ports::{KvStore, ListOptions, ManualClock, PutOptions};
+use vultrino_core::ports::{FetchOptions, Fetcher, KvStore, ListOptions, ManualClock, PutOptions};
 use vultrino_local::fetcher::HttpFetcher;
 use vultrino_local::memory_kv::MemoryKv;
 use vultrino_local::memory_sessions::MemorySessions;
@@ -28,6 +30,43 @@ struct Edge {
     kv_x: Arc<MemoryKv>,
     kv_y: Arc<MemoryKv>,
     clock: Arc<ManualClock>,
+    upstream: Arc<Recorder>,
+}
+
+/// The upstream of both locations: answers 200 and records the `Authorization` header it got.
+/// Nothing leaves the process.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl Fetcher for Recorder {
+    async fn fetch(
+        &self,
+        request: http::Request<Bytes>,
+        _options: FetchOptions,
+    ) -> Result<http::Response<Bytes>> {
+        let auth = request.headers().get(http::header::AUTHORIZATION);
+        let auth = auth.map(|v| v.to_str().unwrap().to_string());
+        self.0.lock().unwrap().push(auth.unwrap_or_default());
+        Ok(http::Response::new(Bytes::new()))
+    }
+}
+
+impl Edge {
+    /// The `Authorization` header an execute through `github` at X sends.
+    async fn injected_at_x(&self) -> String {
+        let request = ExecuteRequest {
+            credential: "github".into(),
+            method: "GET".into(),
+            url: "https://api.github.com/user".into(),
+            headers: Default::default(),
+            query: Vec::new(),
+            body: None,
+            json_body: false,
+        };
+        self.x.execute(&admin(), request).await.unwrap();
+        self.upstream.0.lock().unwrap().last().unwrap().clone()
+    }
 }
 
 async fn edge() -> Edge {
@@ -40,10 +79,11 @@ async fn edge() -> Edge {
         kv_settle_ms: SETTLE_MS,
         ..Config::default()
     };
+    let upstream = Arc::new(Recorder::default());
     let ports = |kv: &Arc<MemoryKv>| Ports {
         kv: kv.clone(),
         sessions: sessions.clone(),
-        fetcher: Arc::new(HttpFetcher::new().unwrap()),
+        fetcher: upstream.clone(),
         clock: clock.clone(),
     };
     let x = App::open(config(), ports(&kv_x), &master).await.unwrap();
@@ -56,6 +96,7 @@ async fn edge() -> Edge {
         kv_x,
         kv_y,
         clock,
+        upstream,
     }
 }
 
@@ -196,12 +237,11 @@ async fn an_update_elsewhere_not_yet_seen_is_not_overwritten() {
     e.y.update_credential(&admin(), "github", describe("edited at Y"))
         .await
         .unwrap();
-    // Both changes stand: the rotated secret under the new description.
+    // Both changes stand: the secret rotated at X under the description set at Y.
     propagate(&e.kv_y, &e.kv_x).await;
-    let stored = e.kv_x.get("cred:github").await.unwrap().unwrap();
-    let y_view = e.y.get_credential(&admin(), "github").await.unwrap();
-    assert_eq!(y_view.description, "edited at Y");
-    assert_eq!(stored, e.kv_y.get("cred:github").await.unwrap().unwrap());
+    let x_view = e.x.get_credential(&admin(), "github").await.unwrap();
+    assert_eq!(x_view.description, "edited at Y");
+    assert_eq!(e.injected_at_x().await, "Bearer rotated at X");
     // Successive changes at one location never trip over their own claims.
     e.y.update_credential(&admin(), "github", describe("again"))
         .await

@@ -136,6 +136,9 @@ pub(crate) struct OpenedCredential {
     /// The scrubber of the record's own secrets, built on first use (not for OAuth2 records,
     /// whose tokens change independently of the record).
     pub(crate) scrubber: Arc<std::sync::OnceLock<Arc<crate::scrub::Scrubber>>>,
+    /// For an OAuth2 record, the binding its cached tokens must carry
+    /// ([`crate::execute::oauth_binding`]), computed once per version.
+    pub(crate) oauth_binding: Option<String>,
 }
 
 impl std::fmt::Debug for App {
@@ -456,10 +459,18 @@ impl App {
                 return Ok(entry.clone());
             }
         }
+        let record = self.open_credential(&key, &stored)?;
+        let oauth_binding = match &record.data {
+            CredentialData::Oauth2(d) => {
+                Some(crate::execute::oauth_binding(&self.keys, &record, d)?)
+            }
+            _ => None,
+        };
         let entry = OpenedCredential {
-            record: Arc::new(self.open_credential(&key, &stored)?),
+            record: Arc::new(record),
             stored,
             scrubber: Arc::default(),
+            oauth_binding,
         };
         if let Ok(mut cache) = self.opened.lock() {
             if cache.len() >= MAX_OPEN && !cache.contains_key(alias) {
@@ -689,12 +700,8 @@ impl App {
         who.require_scope(alias)?;
         credential::validate_name("alias", alias)
             .map_err(|_| Error::not_found(format!("no credential '{alias}'")))?;
-        let key = credential::cred_key(alias);
         self.exclusive("credential", alias, async {
-            let Some(stored) = self.ports.kv.get(&key).await? else {
-                return Err(Error::not_found(format!("no credential '{alias}'"))
-                    .with_code("credential_not_found"));
-            };
+            let (key, stored) = self.read_credential(alias).await?;
             self.claim_version("credential", alias, Some(&stored))
                 .await?;
             self.ports.kv.delete(&key).await?;

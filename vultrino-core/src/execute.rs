@@ -232,11 +232,16 @@ struct OAuthToken {
 
 /// Keyed hash of everything an OAuth2 token is issued for: the credential's id (new on every
 /// create) and its OAuth2 settings, secrets included (so a rotation changes it).
-fn oauth_binding(keys: &crate::crypto::Keys, record: &CredentialRecord, d: &OAuth2Data) -> String {
+pub(crate) fn oauth_binding(
+    keys: &crate::crypto::Keys,
+    record: &CredentialRecord,
+    d: &OAuth2Data,
+) -> Result<String> {
     let what = zeroize::Zeroizing::new(
-        serde_json::to_vec(&("oauth-token-binding", &record.id, d)).unwrap_or_default(),
+        serde_json::to_vec(&("oauth-token-binding", &record.id, d))
+            .map_err(|_| Error::internal())?,
     );
-    crate::crypto::hex(&keys.mac(&what))
+    Ok(crate::crypto::hex(&keys.mac(&what)))
 }
 
 /// Whether a request with this method may be sent upstream. CONNECT asks for a tunnel (and HTTP
@@ -413,7 +418,11 @@ impl App {
                 secrets.push(d.value.clone());
             }
             CredentialData::Oauth2(d) => {
-                let token = self.oauth_token(record, d).await?;
+                let binding = opened
+                    .oauth_binding
+                    .as_deref()
+                    .ok_or_else(Error::internal)?;
+                let token = self.oauth_token(record, d, binding).await?;
                 let mut value =
                     http::HeaderValue::from_str(&format!("Bearer {}", token.access_token.expose()))
                         .map_err(|_| {
@@ -533,22 +542,23 @@ impl App {
 
     /// A valid OAuth2 access token for `record`: the cached one, or a new one from the token
     /// endpoint (refresh-token grant when a refresh token is known, client credentials otherwise).
-    async fn oauth_token(&self, record: &CredentialRecord, d: &OAuth2Data) -> Result<OAuthToken> {
+    /// `binding` is the credential version's [`oauth_binding`]: a cached token issued for
+    /// another version is not used.
+    async fn oauth_token(
+        &self,
+        record: &CredentialRecord,
+        d: &OAuth2Data,
+        binding: &str,
+    ) -> Result<OAuthToken> {
         let key = credential::oauth_key(&record.alias);
         let now = self.now();
         let mut refresh = d.refresh_token.clone();
-        let binding = oauth_binding(&self.keys, record, d);
         if let Some(text) = self.ports.kv.get(&key).await? {
             let cached = std::str::from_utf8(&text)
                 .ok()
                 .and_then(|t| self.keys.open_envelope(&key, t).ok())
                 .and_then(|p| serde_json::from_slice::<OAuthToken>(&p).ok())
-                .filter(|tok| {
-                    bool::from(subtle::ConstantTimeEq::ct_eq(
-                        tok.issued_for.as_bytes(),
-                        binding.as_bytes(),
-                    ))
-                });
+                .filter(|tok| crate::crypto::ct_eq(tok.issued_for.as_bytes(), binding.as_bytes()));
             if let Some(tok) = cached {
                 if tok
                     .expires_at
@@ -597,7 +607,7 @@ impl App {
                 .expires_in
                 .map(|s| now.saturating_add(s.saturating_mul(1000))),
             refresh_token: reply.refresh_token.or(refresh),
-            issued_for: binding,
+            issued_for: binding.to_owned(),
         };
         let plain =
             zeroize::Zeroizing::new(serde_json::to_vec(&token).map_err(|_| Error::internal())?);
