@@ -60,11 +60,15 @@ pub async fn serve(
 /// request and the added latency measurably against one multi-threaded runtime
 /// (benches/README.md). Connections are spread evenly however they arrive, with no
 /// `SO_REUSEPORT` (which would let another process of the same user share the port).
+///
+/// Each worker busy-polls for `busy_poll` after request activity before it sleeps
+/// ([`crate::busy_poll`]; zero turns it off).
 pub async fn serve_per_core(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
     threads: usize,
+    busy_poll: Duration,
 ) -> std::io::Result<()> {
     let mut workers = Vec::new();
     let mut handles = Vec::new();
@@ -79,7 +83,7 @@ pub async fn serve_per_core(
         let app = app.clone();
         let handle = std::thread::Builder::new()
             .name(format!("vultrino-worker-{i}"))
-            .spawn(move || runtime.block_on(worker(rx, app)))?;
+            .spawn(move || runtime.block_on(worker(rx, app, busy_poll)))?;
         workers.push(tx);
         handles.push(handle);
     }
@@ -144,7 +148,9 @@ pub async fn serve_per_core(
 async fn worker(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
     app: Arc<App>,
+    busy_poll: Duration,
 ) {
+    crate::busy_poll::start(busy_poll);
     let graceful = GracefulShutdown::new();
     while let Some((stream, peer)) = rx.recv().await {
         match tokio::net::TcpStream::from_std(stream) {
@@ -202,6 +208,15 @@ async fn drain(graceful: GracefulShutdown) {
 }
 
 async fn handle(
+    app: Arc<App>,
+    peer: SocketAddr,
+    req: hyper::Request<Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+    let _busy = crate::busy_poll::request();
+    handle_inner(app, peer, req).await
+}
+
+async fn handle_inner(
     app: Arc<App>,
     peer: SocketAddr,
     req: hyper::Request<Incoming>,

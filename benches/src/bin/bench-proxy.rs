@@ -8,6 +8,8 @@
 //! - `PROXY_RUNTIME=multi|per-core`: one multi-threaded tokio runtime (default, as `vultrino`
 //!   runs), or one single-threaded runtime per core, each with its own `SO_REUSEPORT` listener
 //!   and its own client pool.
+//! - `PROXY_BUSY_POLL_US` (per-core only, default as `vultrino serve`): busy-poll window after
+//!   request activity, the same mechanism as Vultrino's (`vultrino_local::busy_poll`); 0 is off.
 //!
 //! `UPSTREAM=http://127.0.0.1:PORT bench-proxy 127.0.0.1:0` prints `listening on ADDR`.
 
@@ -66,6 +68,7 @@ async fn serve(listener: TcpListener, uri: Arc<str>) -> std::io::Result<()> {
                 let outbound = outbound.clone();
                 let uri = uri.clone();
                 async move {
+                    let _busy = vultrino_local::busy_poll::request();
                     let _ = req.into_body().collect().await;
                     let body = outbound.get(&uri).await.unwrap_or_default();
                     Ok::<_, Infallible>(hyper::Response::new(Full::new(body)))
@@ -109,6 +112,12 @@ fn main() -> std::io::Result<()> {
     let uri: Arc<str> = format!("{upstream}/user").into();
     if std::env::var("PROXY_RUNTIME").as_deref() == Ok("per-core") {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let busy_poll = std::time::Duration::from_micros(
+            std::env::var("PROXY_BUSY_POLL_US")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(vultrino_local::busy_poll::DEFAULT_WINDOW_US),
+        );
         // The first listener fixes the port; the others join it.
         let first = reuseport_std(addr)?;
         let bound = first.local_addr()?;
@@ -124,7 +133,10 @@ fn main() -> std::io::Result<()> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
-                rt.block_on(async move { serve(TcpListener::from_std(std_listener)?, uri).await })
+                rt.block_on(async move {
+                    vultrino_local::busy_poll::start(busy_poll);
+                    serve(TcpListener::from_std(std_listener)?, uri).await
+                })
             }));
         }
         for t in threads {
