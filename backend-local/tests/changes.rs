@@ -235,3 +235,97 @@ async fn simultaneous_creates_of_one_role_acknowledge_one_and_store_that_one() {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].scopes, [format!("deploy-{}-*", acknowledged[0])]);
 }
+
+/// A `MemoryKv` whose puts under `cred:` each wait for the next gate the test opens.
+struct GatedKv {
+    inner: MemoryKv,
+    gates: std::sync::Mutex<std::collections::VecDeque<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+impl GatedKv {
+    fn waiting_gates(&self) -> usize {
+        self.gates.lock().unwrap().len()
+    }
+}
+
+#[async_trait::async_trait]
+impl KvStore for GatedKv {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        self.inner.get(key).await
+    }
+    async fn get_with_metadata(&self, key: &str) -> Result<Option<KvEntry>> {
+        self.inner.get_with_metadata(key).await
+    }
+    async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<()> {
+        if key.starts_with("cred:") {
+            let gate = self.gates.lock().unwrap().pop_front();
+            if let Some(gate) = gate {
+                let _ = gate.await;
+            }
+        }
+        self.inner.put(key, value, options).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, options: ListOptions) -> Result<ListPage> {
+        self.inner.list(options).await
+    }
+}
+
+/// A change that outlives its lock must not release it: by then another change holds it, and
+/// releasing would let a third change run beside that one.
+#[tokio::test]
+async fn a_change_that_outlived_its_lock_leaves_the_next_holders_lock_alone() {
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let (open_first, first) = tokio::sync::oneshot::channel();
+    let (open_second, second) = tokio::sync::oneshot::channel();
+    let kv = Arc::new(GatedKv {
+        inner: MemoryKv::new(clock.clone()),
+        gates: std::sync::Mutex::new([first, second].into()),
+    });
+    let ports = Ports {
+        kv: kv.clone(),
+        sessions: Arc::new(MemorySessions::new()),
+        fetcher: Arc::new(HttpFetcher::new().unwrap()),
+        clock: clock.clone(),
+    };
+    let (master, _) = MasterSecret::generate_raw();
+    let app = Arc::new(App::open(Config::default(), ports, &master).await.unwrap());
+    let spawn_create = |description: &'static str| {
+        let app = app.clone();
+        tokio::spawn(async move {
+            app.create_credential(&admin(), new_credential("c", description))
+                .await
+        })
+    };
+
+    // A takes the lock and stalls in its write past the lock's lifetime.
+    let a = spawn_create("A");
+    while kv.waiting_gates() == 2 {
+        tokio::task::yield_now().await;
+    }
+    clock.advance(vultrino_core::app::CHANGE_LOCK_MS + 1);
+    // The lock has lapsed: B takes it and is now mid-change.
+    let b = spawn_create("B");
+    while kv.waiting_gates() == 1 {
+        tokio::task::yield_now().await;
+    }
+    // A finishes.
+    open_first.send(()).unwrap();
+    a.await.unwrap().unwrap();
+
+    // B still holds the lock: a third change is refused, not run beside B.
+    let update = CredentialUpdate {
+        description: Some("C".into()),
+        ..CredentialUpdate::default()
+    };
+    let e = app
+        .update_credential(&admin(), "c", update)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "change_in_progress");
+
+    open_second.send(()).unwrap();
+    let _ = b.await.unwrap();
+}

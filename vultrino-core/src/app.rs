@@ -24,6 +24,9 @@ pub const KEYRING_KEY: &str = crypto::KEYRING_KV_KEY;
 const CURSOR_AD: &str = "sys:cursor#credentials";
 /// Longest a change lock ([`App::exclusive`]) is held by a holder that never released it.
 pub const CHANGE_LOCK_MS: u64 = 30_000;
+/// A change lock is released only if at least this long is left of its window: after that it may
+/// have lapsed (clocks of edge isolates differ a little) and another change may hold it.
+const CHANGE_LOCK_RELEASE_MARGIN_MS: u64 = 5_000;
 /// KV key of the keyring being rotated to (present only while a rotation is unfinished).
 pub const KEYRING_NEXT_KEY: &str = "sys:keyring-next";
 
@@ -350,7 +353,9 @@ impl App {
     /// edge, so it holds across isolates and locations), released with
     /// [`SessionStore::reset_counter`] whatever the outcome. A holder that never releases it (a
     /// crashed process, a request dropped mid-change) blocks changes of that one record for at
-    /// most [`CHANGE_LOCK_MS`].
+    /// most [`CHANGE_LOCK_MS`]. A change that outlives the lock (slower than [`CHANGE_LOCK_MS`]
+    /// minus a margin for clock differences) does not release it: by then another change may
+    /// hold it, and releasing would let a third one run beside that one.
     ///
     /// It separates overlapping changes only. Where KV reads can lag writes made elsewhere, a
     /// later change can still read a replaced version: [`App::claim_version`] covers that.
@@ -374,8 +379,11 @@ impl App {
             .with_retry_after(1));
         }
         let result = change.await;
-        // Best effort: if the release fails, the lock lapses after CHANGE_LOCK_MS.
-        let _ = self.ports.sessions.reset_counter(&key).await;
+        // Release only a lock that is still ours (see above); a lapsed one is left alone.
+        if self.now().saturating_add(CHANGE_LOCK_RELEASE_MARGIN_MS) < hit.reset_at_ms {
+            // Best effort: if the release fails, the lock lapses after CHANGE_LOCK_MS.
+            let _ = self.ports.sessions.reset_counter(&key).await;
+        }
         result
     }
 
