@@ -344,3 +344,54 @@ async fn a_refused_change_claims_nothing() {
         .await
         .unwrap();
 }
+
+/// Decrypted secrets do not outlive their credential version in memory: a change or a delete
+/// made here drops the decrypted copy at once; a delete made elsewhere drops it the next time
+/// the credential is used here.
+#[tokio::test]
+async fn decrypted_credentials_leave_memory_when_they_change_or_go() {
+    let e = edge().await;
+    let held_at_x = || e.x.opened_aliases();
+    e.x.create_credential(&admin(), credential("v1"))
+        .await
+        .unwrap();
+    assert!(held_at_x().is_empty(), "nothing is decrypted before use");
+    e.injected_at_x().await;
+    assert_eq!(held_at_x(), ["github"]);
+
+    e.x.update_credential(&admin(), "github", describe("v2"))
+        .await
+        .unwrap();
+    assert!(held_at_x().is_empty(), "kept across an update");
+    e.injected_at_x().await;
+    e.x.rotate_secret(&admin(), "github", Secret::new("rotated"))
+        .await
+        .unwrap();
+    assert!(held_at_x().is_empty(), "kept across a rotation");
+    assert_eq!(e.injected_at_x().await, "Bearer rotated");
+    e.x.delete_credential(&admin(), "github").await.unwrap();
+    assert!(held_at_x().is_empty(), "kept after a delete");
+
+    // Deleted at Y: X drops its copy when an execute there finds the credential gone.
+    e.clock.advance(SETTLE_MS + 1);
+    e.x.create_credential(&admin(), credential("v3"))
+        .await
+        .unwrap();
+    e.injected_at_x().await;
+    propagate(&e.kv_x, &e.kv_y).await;
+    e.y.delete_credential(&admin(), "github").await.unwrap();
+    propagate(&e.kv_y, &e.kv_x).await;
+    assert_eq!(held_at_x(), ["github"]);
+    let request = ExecuteRequest {
+        credential: "github".into(),
+        method: "GET".into(),
+        url: "https://api.github.com/user".into(),
+        headers: Default::default(),
+        query: Vec::new(),
+        body: None,
+        json_body: false,
+    };
+    let gone = e.x.execute(&admin(), request).await.unwrap_err();
+    assert_eq!(gone.code(), "credential_not_found");
+    assert!(held_at_x().is_empty(), "kept after a delete elsewhere");
+}

@@ -489,6 +489,18 @@ impl App {
         Ok(entry)
     }
 
+    /// Aliases whose decrypted credentials this instance keeps in memory, sorted. For tests that
+    /// check decrypted secrets do not outlive their credential; aliases are not secret.
+    #[doc(hidden)]
+    pub fn opened_aliases(&self) -> Vec<String> {
+        let mut aliases: Vec<String> = match self.opened.lock() {
+            Ok(cache) => cache.keys().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        aliases.sort();
+        aliases
+    }
+
     /// Drop the decrypted copy of a credential (after it changed or was deleted here), so its
     /// secrets do not outlive it in memory.
     fn forget_opened(&self, alias: &str) {
