@@ -6,8 +6,8 @@
 //! and a VM exit, the hypervisor scheduling the virtual CPU back in, cold caches — and a proxied
 //! request pays that twice: for the upstream's answer and for the client's next request. On the
 //! 2-vCPU development VM (a KVM guest whose kernel does not poll before halting) this, not
-//! Vultrino's own work, was most of the latency added at one connection: a median 0.11 ms
-//! without busy polling, 0.03 ms with a 100 µs window (benches/README.md).
+//! Vultrino's own work, was most of the latency added at one connection: a median 0.102–0.108 ms
+//! without busy polling, 0.022–0.023 ms with a 100 µs window (benches/README.md).
 //!
 //! How: each worker runtime runs one poller task. A request starting or ending on the thread
 //! ([`request`] and its guard) arms it; while the last of those is less than the window old, the
@@ -18,8 +18,11 @@
 //! does not spin at all.
 //!
 //! Cost: at most about two windows of CPU per request (one after it starts, one after it ends),
-//! only when the thread has nothing else to do. At 16 connections, where threads rarely idle,
-//! throughput was the same with and without it within the run-to-run noise (±8 %).
+//! only when the thread has nothing else to do — and partly paid back, since a wake-up from a
+//! halted vCPU costs CPU too. Measured on the development VM: sparse requests (200 `curl`
+//! executes 5 ms apart) took 358–433 µs of server CPU each with it and 371–434 µs without; at 16
+//! connections, where threads rarely idle, throughput was the same within the run-to-run noise
+//! (±8 %).
 //! `--busy-poll-us 0` turns it off; the default window is the one Linux's own guest halt-polling
 //! (`haltpoll`) uses by default for the same trade-off, halved.
 
