@@ -10,21 +10,22 @@
 //! without busy polling, 0.022–0.023 ms with a 100 µs window (benches/README.md).
 //!
 //! How: each worker runtime runs one poller task. A request starting or ending on the thread
-//! ([`request`] and its guard) arms it; while the last of those is less than the window old, the
-//! poller yields to the runtime in a loop, which makes the runtime check its sockets without
+//! ([`request`] and its guard) arms it; while the last of those is less than the window old and
+//! at most one request is in progress on the thread, the poller yields to the runtime in a loop, which makes the runtime check its sockets without
 //! blocking and run whatever became ready. Each round it also yields the CPU to the operating
 //! system, so that another runnable thread on the same CPU goes first: the poller uses time the
 //! CPU would otherwise spend idle. After the window the thread sleeps as usual; an idle server
-//! does not spin at all.
+//! does not spin at all. With several requests in progress the thread does not spin either: its
+//! next event is near and its CPU busy, so there is no halted CPU to avoid, only CPU to take from
+//! other work (in one A/B at 16 connections, spinning regardless of load was 3.7 % slower in 6 of
+//! 6 paired rounds; with this limit, the difference from no busy polling was within the noise).
 //!
 //! Cost: at most about two windows of CPU per request (one after it starts, one after it ends),
 //! only when the thread has nothing else to do — and partly paid back, since a wake-up from a
 //! halted vCPU costs CPU too. Measured on the development VM: sparse requests (200 `curl`
-//! executes 5 ms apart) took 358–433 µs of server CPU each with it and 371–434 µs without; at 16
-//! connections, where threads rarely idle, throughput was the same within the run-to-run noise
-//! (±8 %).
-//! `--busy-poll-us 0` turns it off; the default window is the one Linux's own guest halt-polling
-//! (`haltpoll`) uses by default for the same trade-off, halved.
+//! executes 5 ms apart) took 358–433 µs of server CPU each with it and 371–434 µs without.
+//! `--busy-poll-us 0` turns it off; the default window is half of the one Linux's own guest
+//! halt-polling (`haltpoll`) uses by default for the same trade-off.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -36,9 +37,16 @@ use tokio::sync::Notify;
 /// virtual machine (50–80 µs measured), short enough to cost little (module documentation).
 pub const DEFAULT_WINDOW_US: u64 = 100;
 
+/// The poller spins only while at most this many requests are in progress on its thread. With
+/// more, the thread's next event is near and its CPU busy anyway, so spinning would only take CPU
+/// from other work (module documentation).
+const MAX_IN_FLIGHT: u32 = 1;
+
 struct State {
     enabled: Cell<bool>,
     last: Cell<Instant>,
+    /// Requests in progress on this thread.
+    in_flight: Cell<u32>,
     wake: Arc<Notify>,
     /// Poller rounds so far (tests only).
     #[cfg(test)]
@@ -49,6 +57,7 @@ thread_local! {
     static STATE: State = State {
         enabled: Cell::new(false),
         last: Cell::new(Instant::now()),
+        in_flight: Cell::new(0),
         wake: Arc::new(Notify::new()),
         #[cfg(test)]
         rounds: Cell::new(0),
@@ -69,6 +78,7 @@ pub fn request() -> RequestGuard {
         if !s.enabled.get() {
             return false;
         }
+        s.in_flight.set(s.in_flight.get().saturating_add(1));
         s.last.set(Instant::now());
         s.wake.notify_one();
         true
@@ -80,6 +90,7 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         if self.counted {
             STATE.with(|s| {
+                s.in_flight.set(s.in_flight.get().saturating_sub(1));
                 s.last.set(Instant::now());
                 s.wake.notify_one();
             });
@@ -101,7 +112,9 @@ pub fn start(window: Duration) {
     tokio::spawn(async move {
         loop {
             wake.notified().await;
-            while STATE.with(|s| s.last.get().elapsed()) < window {
+            while STATE
+                .with(|s| s.in_flight.get() <= MAX_IN_FLIGHT && s.last.get().elapsed() < window)
+            {
                 #[cfg(test)]
                 STATE.with(|s| s.rounds.set(s.rounds.get() + 1));
                 // Let any other runnable thread on this CPU go first.
@@ -133,12 +146,7 @@ mod tests {
     /// machine cannot change the outcome.
     #[test]
     fn the_poller_runs_after_activity_and_stops_after_the_window() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        rt.block_on(async {
-            start(Duration::from_millis(50));
+        on_a_worker_with_a_50ms_window(async {
             tokio::time::sleep(Duration::from_millis(5)).await;
             assert_eq!(rounds(), 0, "the poller ran without any activity");
             let guard = request();
@@ -163,6 +171,37 @@ mod tests {
                 rounds() > settled,
                 "the end of a request did not re-arm the poller"
             );
+        });
+    }
+
+    /// With two requests in progress the thread is busy: the poller does not spin until one of
+    /// them ends.
+    #[test]
+    fn the_poller_does_not_spin_while_several_requests_are_in_progress() {
+        on_a_worker_with_a_50ms_window(async {
+            let first = request();
+            let second = request();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(rounds(), 0, "the poller spun with two requests in progress");
+            drop(second);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert!(
+                rounds() > 0,
+                "the poller did not spin with one request in progress"
+            );
+            drop(first);
+        });
+    }
+
+    /// Run `test` on a single-threaded runtime whose thread runs a poller with a 50 ms window.
+    fn on_a_worker_with_a_50ms_window(test: impl std::future::Future<Output = ()>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            start(Duration::from_millis(50));
+            test.await;
         });
     }
 

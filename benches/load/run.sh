@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Load benchmark: POST /v1/execute through the local server to a fast loopback upstream, beside
 # the same upstream hit directly and through a bare pass-through proxy on the same stack
-# (`bench-proxy`: hyper server + hyper-util client, one runtime per core, no logic at all — the
-# floor any proxy built this way pays for two HTTP exchanges per request), in one run. Prints a report; `--save` also writes it to
-# benches/results/load-<store>.txt. Needs wrk (Debian package `wrk`).
+# (`bench-proxy`: hyper server + hyper-util client, one runtime per core, the same busy polling,
+# no logic at all — the floor any proxy built this way pays for two HTTP exchanges per request),
+# and through a second Vultrino with busy polling off (`--busy-poll-us 0`), in one run. Prints a
+# report; `--save` also writes it to benches/results/load-<store>.txt. Needs wrk (Debian package
+# `wrk`).
 #
 #   benches/load/run.sh [memory|file] [--save]
 #
@@ -38,25 +40,33 @@ PX="http://$(sed -n 's/listening on //p' "$WORK/px.out")"
 
 PW=bench-password
 HASH=$("$BIN/vultrino" hash-password --iterations 1000 <<<"$PW")
-STORE_ARGS=(--store memory)
-[ "$STORE" = file ] && STORE_ARGS=(--store file --data-dir "$WORK/data")
-env -u VULTRINO_MASTER_KEY VULTRINO_ADMIN_PASSWORD_HASH="$HASH" RUST_LOG=warn \
-  "$BIN/vultrino" "${STORE_ARGS[@]}" serve --listen 127.0.0.1:0 --allow-loopback-upstreams \
-  >"$WORK/v.out" 2>"$WORK/v.err" & VPID=$!; PIDS+=($VPID)
-wait_line "$WORK/v.out" "listening on"
-V=$(sed -n 's/Vultrino listening on //p' "$WORK/v.out")
-
-TOKEN=$(curl -sf "$V/login" -H 'content-type: application/json' \
-  -d "{\"username\":\"admin\",\"password\":\"$PW\"}" | sed -E 's/.*"token":"([^"]+)".*/\1/')
-curl -sf "$V/v1/credentials" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
-  -d '{"alias":"bench","type":"api_key","data":{"key":"bench-secret-value-0123456789"},"policy":{"allowed_hosts":["127.0.0.1"]}}' >/dev/null
-VK=$(curl -sf "$V/v1/keys" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
-  -d '{"name":"bench","role":"executor"}' | sed -E 's/.*"key":"([^"]+)".*/\1/')
-export VK UPSTREAM="$UP"
-
-# Sanity: one execute works and comes back 200 from the upstream.
-curl -sf "$V/v1/execute" -H "authorization: Bearer $VK" -H 'content-type: application/json' \
-  -d "{\"credential\":\"bench\",\"method\":\"GET\",\"url\":\"$UP/user\"}" | grep -q '"status":200'
+# start_vultrino NAME [SERVE_FLAG...]: a server with one api_key credential and an executor key;
+# sets V_NAME (base URL), VPID_NAME and VK_NAME (the key).
+start_vultrino() {
+  local name=$1 store_args=(--store memory) url token key pid
+  shift
+  [ "$STORE" = file ] && store_args=(--store file --data-dir "$WORK/data-$name")
+  env -u VULTRINO_MASTER_KEY VULTRINO_ADMIN_PASSWORD_HASH="$HASH" RUST_LOG=warn \
+    "$BIN/vultrino" "${store_args[@]}" serve --listen 127.0.0.1:0 --allow-loopback-upstreams \
+    "$@" >"$WORK/v-$name.out" 2>"$WORK/v-$name.err" & pid=$!; PIDS+=($pid)
+  wait_line "$WORK/v-$name.out" "listening on"
+  url=$(sed -n 's/Vultrino listening on //p' "$WORK/v-$name.out")
+  token=$(curl -sf "$url/login" -H 'content-type: application/json' \
+    -d "{\"username\":\"admin\",\"password\":\"$PW\"}" | sed -E 's/.*"token":"([^"]+)".*/\1/')
+  curl -sf "$url/v1/credentials" -H "authorization: Bearer $token" -H 'content-type: application/json' \
+    -d '{"alias":"bench","type":"api_key","data":{"key":"bench-secret-value-0123456789"},"policy":{"allowed_hosts":["127.0.0.1"]}}' >/dev/null
+  key=$(curl -sf "$url/v1/keys" -H "authorization: Bearer $token" -H 'content-type: application/json' \
+    -d '{"name":"bench","role":"executor"}' | sed -E 's/.*"key":"([^"]+)".*/\1/')
+  # Sanity: one execute works and comes back 200 from the upstream.
+  curl -sf "$url/v1/execute" -H "authorization: Bearer $key" -H 'content-type: application/json' \
+    -d "{\"credential\":\"bench\",\"method\":\"GET\",\"url\":\"$UP/user\"}" | grep -q '"status":200'
+  declare -g "V_$name=$url" "VPID_$name=$pid" "VK_$name=$key"
+}
+# As shipped (default busy polling), and with busy polling off for comparison.
+start_vultrino on
+start_vultrino off --busy-poll-us 0
+V=$V_on VPID=$VPID_on
+export VK=$VK_on UPSTREAM="$UP"
 
 run() { wrk -t2 -c"$1" -d"${DURATION}s" --latency "${@:2}"; }
 rps() { sed -n 's/^Requests\/sec: *//p'; }
@@ -73,8 +83,10 @@ D16=$(run "$CONNS" "$UP/user")
 T0=$(cpu_ticks "$VPID"); E16=$(run "$CONNS" -s benches/load/execute.lua "$V/v1/execute"); ET=$(( $(cpu_ticks "$VPID") - T0 ))
 T0=$(cpu_ticks "$PXPID"); B16=$(run "$CONNS" -s benches/load/execute.lua "$PX/v1/execute"); BT=$(( $(cpu_ticks "$PXPID") - T0 ))
 RSS_KB=$(awk '/VmHWM/{print $2}' /proc/$VPID/status)
+O16=$(VK=$VK_off run "$CONNS" -s benches/load/execute.lua "$V_off/v1/execute")
 D1=$(wrk -t1 -c1 -d"${DURATION}s" --latency "$UP/user"); E1=$(wrk -t1 -c1 -d"${DURATION}s" --latency -s benches/load/execute.lua "$V/v1/execute")
 B1=$(wrk -t1 -c1 -d"${DURATION}s" --latency -s benches/load/execute.lua "$PX/v1/execute")
+O1=$(VK=$VK_off wrk -t1 -c1 -d"${DURATION}s" --latency -s benches/load/execute.lua "$V_off/v1/execute")
 # The same at one connection with every process (wrk, upstream, proxy, Vultrino) on one core. On a
 # VM a request that hops between vCPUs pays for waking an idle vCPU at each hop (an IPI and the
 # hypervisor rescheduling it, with cold caches), and the scheduler spreads the three processes over
@@ -88,6 +100,7 @@ B1C=$(taskset -c 0 wrk -t1 -c1 -d"${DURATION}s" --latency -s benches/load/execut
 DR=$(echo "$D16" | rps); ER=$(echo "$E16" | rps)
 DP=$(echo "$D1" | p50 | to_ms); EP=$(echo "$E1" | p50 | to_ms)
 BR=$(echo "$B16" | rps); BP=$(echo "$B1" | p50 | to_ms)
+OR=$(echo "$O16" | rps); OP=$(echo "$O1" | p50 | to_ms)
 DPC=$(echo "$D1C" | p50 | to_ms); EPC=$(echo "$E1C" | p50 | to_ms); BPC=$(echo "$B1C" | p50 | to_ms)
 REPORT=$(cat <<TXT
 Vultrino load benchmark — store: $STORE, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), ${DURATION}s per run, wrk -t2
@@ -96,6 +109,7 @@ Vultrino load benchmark — store: $STORE, $(nproc) cores, $(date -u +%Y-%m-%dT%
   bare pass-through proxy, $CONNS conns: $BR req/s   ($(awk -v e="$BR" -v d="$DR" 'BEGIN{printf "%.1f%%", 100*e/d}') of direct; Vultrino does $(awk -v e="$ER" -v b="$BR" 'BEGIN{printf "%.1f%%", 100*e/b}') of it)
   p50 at 1 conn: direct $DP ms, via Vultrino $EP ms, added $(awk -v e="$EP" -v d="$DP" 'BEGIN{printf "%.3f", e-d}') ms
   p50 at 1 conn: bare proxy $BP ms, added $(awk -v e="$BP" -v d="$DP" 'BEGIN{printf "%.3f", e-d}') ms
+  Vultrino with busy polling off (--busy-poll-us 0): $OR req/s at $CONNS conns; p50 at 1 conn $OP ms, added $(awk -v e="$OP" -v d="$DP" 'BEGIN{printf "%.3f", e-d}') ms
   p50 at 1 conn, all on one core: direct $DPC ms, via Vultrino $EPC ms, added $(awk -v e="$EPC" -v d="$DPC" 'BEGIN{printf "%.3f", e-d}') ms; bare proxy $BPC ms, added $(awk -v e="$BPC" -v d="$DPC" 'BEGIN{printf "%.3f", e-d}') ms
   server CPU per request at $CONNS conns: Vultrino $(us_per_req "$ET" "$(echo "$E16" | reqs)") µs, bare proxy $(us_per_req "$BT" "$(echo "$B16" | reqs)") µs
   server peak RSS (VmHWM) after the $CONNS-conn run: $((RSS_KB / 1024)) MiB
@@ -105,5 +119,5 @@ TXT
 echo "$REPORT"
 if [ "$SAVE" = --save ]; then
   mkdir -p benches/results
-  { echo "$REPORT"; echo; echo "--- raw wrk output ---"; echo "$D16"; echo "$E16"; echo "$B16"; echo "$D1"; echo "$E1"; echo "$B1"; echo "--- one core ---"; echo "$D1C"; echo "$E1C"; echo "$B1C"; } > "benches/results/load-$STORE.txt"
+  { echo "$REPORT"; echo; echo "--- raw wrk output ---"; echo "$D16"; echo "$E16"; echo "$B16"; echo "$D1"; echo "$E1"; echo "$B1"; echo "--- busy polling off ---"; echo "$O16"; echo "$O1"; echo "--- one core ---"; echo "$D1C"; echo "$E1C"; echo "$B1C"; } > "benches/results/load-$STORE.txt"
 fi
