@@ -7,15 +7,17 @@
 //! request pays that twice: for the upstream's answer and for the client's next request. On the
 //! 2-vCPU development VM (a KVM guest whose kernel does not poll before halting) this, not
 //! Vultrino's own work, was most of the latency added at one connection: a median 0.102–0.108 ms
-//! without busy polling, 0.022–0.023 ms with a 100 µs window (benches/README.md).
+//! without busy polling, 0.022–0.029 ms with a 100 µs window (benches/README.md).
 //!
 //! How: each worker runtime runs one poller task. A request starting or ending on the thread
 //! ([`request`] and its guard) arms it; while the last of those is less than the window old and
-//! at most one request is in progress on the thread, the poller yields to the runtime in a loop, which makes the runtime check its sockets without
-//! blocking and run whatever became ready. Each round it also yields the CPU to the operating
-//! system, so that another runnable thread on the same CPU goes first: the poller uses time the
-//! CPU would otherwise spend idle. After the window the thread sleeps as usual; an idle server
-//! does not spin at all. With several requests in progress the thread does not spin either: its
+//! at most one request is in progress on the thread, the poller yields to the runtime in a
+//! loop, which makes the runtime check its sockets without blocking and run whatever became
+//! ready. Each round it also yields the CPU to the operating
+//! system, so that another runnable thread queued on the same CPU goes first. Threads queued on
+//! other CPUs do not benefit, and on a VM whose vCPUs share host cores the spinning vCPU still
+//! uses host CPU. After the window the thread sleeps as usual; an idle server does not spin at
+//! all. With several requests in progress the thread does not spin either: its
 //! next event is near and its CPU busy, so there is no halted CPU to avoid, only CPU to take from
 //! other work (in one A/B at 16 connections, spinning regardless of load was 3.7 % slower in 6 of
 //! 6 paired rounds; with this limit, the difference from no busy polling was within the noise).
@@ -98,10 +100,12 @@ impl Drop for RequestGuard {
     }
 }
 
-/// Start this thread's poller on the current (single-threaded) runtime. A zero `window` starts
-/// nothing. Call once per worker thread, from inside its runtime.
+/// Start this thread's poller on the current single-threaded runtime. A zero `window`, or a
+/// multi-threaded runtime (whose tasks move between threads, so the thread-local bookkeeping
+/// would not describe them), starts nothing. Call once per worker thread, inside its runtime.
 pub fn start(window: Duration) {
-    if window.is_zero() {
+    let flavor = tokio::runtime::Handle::current().runtime_flavor();
+    if window.is_zero() || flavor != tokio::runtime::RuntimeFlavor::CurrentThread {
         return;
     }
     let wake = STATE.with(|s| {
@@ -120,7 +124,10 @@ pub fn start(window: Duration) {
                 // Let any other runnable thread on this CPU go first.
                 std::thread::yield_now();
                 // Back to the runtime: with only this task ready, it polls its sockets without
-                // blocking and runs whatever became ready before resuming this loop.
+                // blocking and runs whatever became ready before resuming this loop. This is how
+                // tokio's current-thread scheduler treats a yielded task (`park_yield`, checked
+                // in tokio 1.54) rather than a documented promise, so a test below checks it:
+                // a socket event inside the window is handled without the thread parking.
                 tokio::task::yield_now().await;
             }
         }
@@ -129,6 +136,10 @@ pub fn start(window: Duration) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     /// A thread without a poller records nothing: the guard on the hot path of a server that
@@ -191,6 +202,79 @@ mod tests {
             );
             drop(first);
         });
+    }
+
+    /// What the poller is for: a socket event arriving inside the window is handled without the
+    /// thread parking (sleeping in the kernel). The next test is the control: without a poller
+    /// the same read parks.
+    #[test]
+    fn a_socket_event_inside_the_window_is_handled_without_parking() {
+        let (parks, rt) = runtime_counting_parks(|| {});
+        rt.block_on(async {
+            // A long window: a slow machine cannot make it lapse before the byte arrives.
+            start(Duration::from_secs(10));
+            let (mut ours, mut theirs) = socket_pair();
+            let writer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                std::io::Write::write_all(&mut theirs, b"x").unwrap();
+            });
+            let _request = request();
+            let before = parks.load(Ordering::SeqCst);
+            let mut byte = [0u8; 1];
+            tokio::io::AsyncReadExt::read_exact(&mut ours, &mut byte)
+                .await
+                .unwrap();
+            assert_eq!(parks.load(Ordering::SeqCst), before, "the thread parked");
+            writer.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn without_a_poller_the_same_read_parks() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let tx = std::sync::Mutex::new(tx);
+        // The byte is written only once the thread has started to park, so it must park.
+        let (parks, rt) = runtime_counting_parks(move || {
+            let _ = tx.lock().unwrap().send(());
+        });
+        rt.block_on(async {
+            let (mut ours, mut theirs) = socket_pair();
+            let writer = std::thread::spawn(move || {
+                rx.recv().unwrap();
+                std::io::Write::write_all(&mut theirs, b"x").unwrap();
+            });
+            let _request = request();
+            let mut byte = [0u8; 1];
+            tokio::io::AsyncReadExt::read_exact(&mut ours, &mut byte)
+                .await
+                .unwrap();
+            assert!(parks.load(Ordering::SeqCst) > 0, "the thread never parked");
+            writer.join().unwrap();
+        });
+    }
+
+    /// A current-thread runtime that counts its parks and calls `on_park` at each.
+    fn runtime_counting_parks(
+        on_park: impl Fn() + Send + Sync + 'static,
+    ) -> (Arc<AtomicUsize>, tokio::runtime::Runtime) {
+        let parks = Arc::new(AtomicUsize::new(0));
+        let counter = parks.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .on_thread_park(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                on_park();
+            })
+            .build()
+            .expect("a runtime");
+        (parks, rt)
+    }
+
+    /// A connected pair of Unix sockets (no network): ours on the runtime, theirs blocking.
+    fn socket_pair() -> (tokio::net::UnixStream, std::os::unix::net::UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        (tokio::net::UnixStream::from_std(ours).unwrap(), theirs)
     }
 
     /// Run `test` on a single-threaded runtime whose thread runs a poller with a 50 ms window.

@@ -94,8 +94,9 @@ struct ServeArgs {
     #[arg(long, env = "VULTRINO_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
     /// After request activity, a worker with at most one request in progress keeps polling its
-    /// sockets for this many microseconds before it sleeps: lower latency, paid in CPU time that
-    /// would otherwise be idle (at most about two windows per request). 0 turns it off.
+    /// sockets for this many microseconds before it sleeps: lower latency on a lightly loaded
+    /// server, paid in CPU time (at most about two windows per request; other threads on the same
+    /// CPU go first). 0 turns it off.
     #[arg(long, env = "VULTRINO_BUSY_POLL_US", default_value_t = crate::busy_poll::DEFAULT_WINDOW_US,
           value_parser = clap::value_parser!(u64).range(0..=10_000))]
     busy_poll_us: u64,

@@ -273,16 +273,21 @@ impl KvStore for GatedKv {
     }
 }
 
-/// A change that outlives its lock must not release it: by then another change holds it, and
-/// releasing would let a third change run beside that one.
-#[tokio::test]
-async fn a_change_that_outlived_its_lock_leaves_the_next_holders_lock_alone() {
+/// An app on a [`GatedKv`] with `gates` gates and a manual clock; returns the gate openers.
+async fn gated_app(
+    gates: usize,
+) -> (
+    Arc<App>,
+    Arc<GatedKv>,
+    Arc<ManualClock>,
+    Vec<tokio::sync::oneshot::Sender<()>>,
+) {
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
-    let (open_first, first) = tokio::sync::oneshot::channel();
-    let (open_second, second) = tokio::sync::oneshot::channel();
+    let (openers, receivers): (Vec<_>, std::collections::VecDeque<_>) =
+        (0..gates).map(|_| tokio::sync::oneshot::channel()).unzip();
     let kv = Arc::new(GatedKv {
         inner: MemoryKv::new(clock.clone()),
-        gates: std::sync::Mutex::new([first, second].into()),
+        gates: std::sync::Mutex::new(receivers),
     });
     let ports = Ports {
         kv: kv.clone(),
@@ -292,40 +297,86 @@ async fn a_change_that_outlived_its_lock_leaves_the_next_holders_lock_alone() {
     };
     let (master, _) = MasterSecret::generate_raw();
     let app = Arc::new(App::open(Config::default(), ports, &master).await.unwrap());
-    let spawn_create = |description: &'static str| {
-        let app = app.clone();
-        tokio::spawn(async move {
-            app.create_credential(&admin(), new_credential("c", description))
-                .await
-        })
-    };
+    (app, kv, clock, openers)
+}
 
-    // A takes the lock and stalls in its write past the lock's lifetime.
-    let a = spawn_create("A");
-    while kv.waiting_gates() == 2 {
+/// Create credential `c` in a task of its own.
+fn spawn_create(
+    app: &Arc<App>,
+    description: &'static str,
+) -> tokio::task::JoinHandle<Result<vultrino_core::credential::CredentialMeta>> {
+    let app = app.clone();
+    tokio::spawn(async move {
+        app.create_credential(&admin(), new_credential("c", description))
+            .await
+    })
+}
+
+/// Let the other tasks run until only `left` gates are still unclaimed (a change is then held
+/// in its write); fails instead of hanging if that never happens.
+async fn until_gates_left(kv: &GatedKv, left: usize) {
+    for _ in 0..10_000 {
+        if kv.waiting_gates() == left {
+            return;
+        }
         tokio::task::yield_now().await;
     }
-    clock.advance(vultrino_core::app::CHANGE_LOCK_MS + 1);
-    // The lock has lapsed: B takes it and is now mid-change.
-    let b = spawn_create("B");
-    while kv.waiting_gates() == 1 {
-        tokio::task::yield_now().await;
-    }
-    // A finishes.
-    open_first.send(()).unwrap();
-    a.await.unwrap().unwrap();
+    panic!("no change reached its write");
+}
 
-    // B still holds the lock: a third change is refused, not run beside B.
-    let update = CredentialUpdate {
-        description: Some("C".into()),
-        ..CredentialUpdate::default()
-    };
+/// A change of credential `c` now is refused because another holds its lock.
+async fn assert_locked(app: &App) {
     let e = app
-        .update_credential(&admin(), "c", update)
+        .update_credential(&admin(), "c", describe("refused"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), "change_in_progress");
+}
 
-    open_second.send(()).unwrap();
+fn describe(text: &str) -> CredentialUpdate {
+    CredentialUpdate {
+        description: Some(text.into()),
+        ..CredentialUpdate::default()
+    }
+}
+
+/// A change that outlives its lock must not release it: by then another change holds it, and
+/// releasing would let a third change run beside that one.
+#[tokio::test]
+async fn a_change_that_outlived_its_lock_leaves_the_next_holders_lock_alone() {
+    let (app, kv, clock, mut gates) = gated_app(2).await;
+    // A takes the lock and stalls in its write past the lock's lifetime.
+    let a = spawn_create(&app, "A");
+    until_gates_left(&kv, 1).await;
+    clock.advance(vultrino_core::app::CHANGE_LOCK_MS + 1);
+    // The lock has lapsed: B takes it and is now mid-change.
+    let b = spawn_create(&app, "B");
+    until_gates_left(&kv, 0).await;
+    // A finishes.
+    gates.remove(0).send(()).unwrap();
+    a.await.unwrap().unwrap();
+
+    // B still holds the lock: a third change is refused, not run beside B.
+    assert_locked(&app).await;
+
+    gates.remove(0).send(()).unwrap();
     let _ = b.await.unwrap();
+}
+
+/// A change that finishes with less than the safety margin (5 s) left on its lock leaves it to
+/// lapse: another isolate's clock may already see it expired and a change there may hold it.
+#[tokio::test]
+async fn a_change_finishing_close_to_its_locks_end_leaves_it_to_lapse() {
+    let (app, kv, clock, mut gates) = gated_app(1).await;
+    let a = spawn_create(&app, "A");
+    until_gates_left(&kv, 0).await;
+    clock.advance(26_000);
+    gates.remove(0).send(()).unwrap();
+    a.await.unwrap().unwrap();
+    assert_locked(&app).await;
+    // Once the lock's 30 s are over, changes go through again.
+    clock.advance(4_001);
+    app.update_credential(&admin(), "c", describe("after the lock"))
+        .await
+        .unwrap();
 }

@@ -113,7 +113,7 @@ Vultrino load benchmark — store: $STORE, $(nproc) cores, $(date -u +%Y-%m-%dT%
   p50 at 1 conn, all on one core: direct $DPC ms, via Vultrino $EPC ms, added $(awk -v e="$EPC" -v d="$DPC" 'BEGIN{printf "%.3f", e-d}') ms; bare proxy $BPC ms, added $(awk -v e="$BPC" -v d="$DPC" 'BEGIN{printf "%.3f", e-d}') ms
   server CPU per request at $CONNS conns: Vultrino $(us_per_req "$ET" "$(echo "$E16" | reqs)") µs, bare proxy $(us_per_req "$BT" "$(echo "$B16" | reqs)") µs
   server peak RSS (VmHWM) after the $CONNS-conn run: $((RSS_KB / 1024)) MiB
-  errors: $(echo "$E16" | sed -n 's/^non-2xx-or-socket-errors: //p') in the $CONNS-conn execute run
+  errors: $(echo "$E16" | sed -n 's/^non-2xx-or-socket-errors: //p') in the $CONNS-conn execute run, $(echo "$E1" | sed -n 's/^non-2xx-or-socket-errors: //p') at 1 conn; busy polling off: $(echo "$O16" | sed -n 's/^non-2xx-or-socket-errors: //p') and $(echo "$O1" | sed -n 's/^non-2xx-or-socket-errors: //p')
 TXT
 )
 echo "$REPORT"

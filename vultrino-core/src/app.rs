@@ -462,10 +462,12 @@ impl App {
                 return Err(e);
             }
         };
-        if let Ok(cache) = self.opened.lock() {
-            if let Some(entry) = cache.get(alias).filter(|e| e.stored == stored) {
-                return Ok(entry.clone());
-            }
+        if let Some(entry) = self
+            .opened_cache()
+            .get(alias)
+            .filter(|e| e.stored == stored)
+        {
+            return Ok(entry.clone());
         }
         let record = self.open_credential(&key, &stored)?;
         let oauth_binding = match &record.data {
@@ -480,7 +482,8 @@ impl App {
             scrubber: Arc::default(),
             oauth_binding,
         };
-        if let Ok(mut cache) = self.opened.lock() {
+        {
+            let mut cache = self.opened_cache();
             if cache.len() >= MAX_OPEN && !cache.contains_key(alias) {
                 cache.clear();
             }
@@ -493,20 +496,26 @@ impl App {
     /// check decrypted secrets do not outlive their credential; aliases are not secret.
     #[doc(hidden)]
     pub fn opened_aliases(&self) -> Vec<String> {
-        let mut aliases: Vec<String> = match self.opened.lock() {
-            Ok(cache) => cache.keys().cloned().collect(),
-            Err(_) => Vec::new(),
-        };
+        let mut aliases: Vec<String> = self.opened_cache().keys().cloned().collect();
         aliases.sort();
         aliases
+    }
+
+    /// The opened-credential cache. A panic while it was locked cannot leave it half-updated
+    /// (every critical section is one map call), so a poisoned lock is used as is: above all,
+    /// removals must still happen.
+    fn opened_cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, OpenedCredential>> {
+        self.opened
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Drop the decrypted copy of a credential (after it changed or was deleted here), so its
     /// secrets do not outlive it in memory.
     fn forget_opened(&self, alias: &str) {
-        if let Ok(mut cache) = self.opened.lock() {
-            cache.remove(alias);
-        }
+        self.opened_cache().remove(alias);
     }
 
     /// The stored envelope of a credential and its KV key; 404 if there is none.
