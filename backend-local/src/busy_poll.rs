@@ -81,11 +81,18 @@ pub fn request() -> RequestGuard {
             return false;
         }
         s.in_flight.set(s.in_flight.get().saturating_add(1));
-        s.last.set(Instant::now());
-        s.wake.notify_one();
+        s.arm();
         true
     });
     RequestGuard { counted }
+}
+
+impl State {
+    /// Restart the window from now and wake the poller.
+    fn arm(&self) {
+        self.last.set(Instant::now());
+        self.wake.notify_one();
+    }
 }
 
 impl Drop for RequestGuard {
@@ -93,8 +100,7 @@ impl Drop for RequestGuard {
         if self.counted {
             STATE.with(|s| {
                 s.in_flight.set(s.in_flight.get().saturating_sub(1));
-                s.last.set(Instant::now());
-                s.wake.notify_one();
+                s.arm();
             });
         }
     }
@@ -147,7 +153,9 @@ mod tests {
     #[test]
     fn requests_without_a_poller_record_nothing() {
         let before = STATE.with(|s| s.last.get());
-        drop(request());
+        let guard = request();
+        assert_eq!(STATE.with(|s| s.in_flight.get()), 0);
+        drop(guard);
         assert_eq!(STATE.with(|s| s.last.get()), before);
         assert!(!STATE.with(|s| s.enabled.get()));
     }

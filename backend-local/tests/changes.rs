@@ -131,11 +131,9 @@ async fn the_lock_is_released_after_every_outcome() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), "credential_exists");
-    let update = CredentialUpdate {
-        description: Some("updated".into()),
-        ..CredentialUpdate::default()
-    };
-    app.update_credential(&who, "c", update).await.unwrap();
+    app.update_credential(&who, "c", describe("updated"))
+        .await
+        .unwrap();
     app.delete_credential(&who, "c").await.unwrap();
     let e = app.delete_credential(&who, "c").await.unwrap_err();
     assert_eq!(e.code(), "credential_not_found");
@@ -157,13 +155,9 @@ async fn an_update_racing_a_delete_never_resurrects_the_credential() {
     app.create_credential(&who, new_credential("c", "first"))
         .await
         .unwrap();
-    let update = CredentialUpdate {
-        description: Some("updated".into()),
-        ..CredentialUpdate::default()
-    };
     let (deleted, updated) = tokio::join!(
         app.delete_credential(&who, "c"),
-        app.update_credential(&who, "c", update)
+        app.update_credential(&who, "c", describe("updated"))
     );
     assert!(
         deleted.is_ok() != updated.is_ok(),

@@ -53,8 +53,8 @@ impl Fetcher for Recorder {
 }
 
 impl Edge {
-    /// The `Authorization` header an execute through `github` at X sends.
-    async fn injected_at_x(&self) -> String {
+    /// `GET https://api.github.com/user` through `github` at X.
+    async fn execute_at_x(&self) -> Result<vultrino_core::execute::ExecuteResponse> {
         let request = ExecuteRequest {
             credential: "github".into(),
             method: "GET".into(),
@@ -64,7 +64,12 @@ impl Edge {
             body: None,
             json_body: false,
         };
-        self.x.execute(&admin(), request).await.unwrap();
+        self.x.execute(&admin(), request).await
+    }
+
+    /// The `Authorization` header an execute through `github` at X sends.
+    async fn injected_at_x(&self) -> String {
+        self.execute_at_x().await.unwrap();
         self.upstream.0.lock().unwrap().last().unwrap().clone()
     }
 }
@@ -382,16 +387,7 @@ async fn decrypted_credentials_leave_memory_when_they_change_or_go() {
     e.y.delete_credential(&admin(), "github").await.unwrap();
     propagate(&e.kv_y, &e.kv_x).await;
     assert_eq!(held_at_x(), ["github"]);
-    let request = ExecuteRequest {
-        credential: "github".into(),
-        method: "GET".into(),
-        url: "https://api.github.com/user".into(),
-        headers: Default::default(),
-        query: Vec::new(),
-        body: None,
-        json_body: false,
-    };
-    let gone = e.x.execute(&admin(), request).await.unwrap_err();
+    let gone = e.execute_at_x().await.unwrap_err();
     assert_eq!(gone.code(), "credential_not_found");
     assert!(held_at_x().is_empty(), "kept after a delete elsewhere");
 }
