@@ -468,6 +468,11 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         )?;
     }
     writeln!(out, "Vultrino listening on http://{addr}")?;
+    writeln!(
+        out,
+        "Admin web UI: http://{addr}/ (user '{}')",
+        s.config.admin_username
+    )?;
     out.flush()?;
     drop(out);
     let threads = a.threads.map_or_else(

@@ -128,6 +128,12 @@ impl App {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
         h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+        if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(crate::ui::API_CSP),
+            );
+        }
         if let Some(o) = origin.as_deref().filter(|o| self.cors_allowed(o)) {
             if let Ok(v) = HeaderValue::from_str(o) {
                 h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
@@ -179,10 +185,18 @@ impl App {
         };
         match segs.as_slice() {
             [] | [""] => match m {
+                Method::GET if crate::ui::wants_html(header_str(&req, "accept")) => {
+                    Ok(crate::ui::page())
+                }
                 Method::GET => Ok(json_response(
                     StatusCode::OK,
                     &json!({"name": "vultrino", "version": env!("CARGO_PKG_VERSION"), "api": "/v1"}),
                 )),
+                _ => not_allowed(),
+            },
+            ["ui", name] => match m {
+                Method::GET => crate::ui::file(name)
+                    .ok_or_else(|| Error::not_found("no such file").with_code("not_found")),
                 _ => not_allowed(),
             },
             ["healthz"] => match m {

@@ -24,6 +24,7 @@ pub mod credential;
 pub mod execute;
 pub mod mcp;
 pub mod sync;
+pub mod ui;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

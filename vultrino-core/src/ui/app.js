@@ -1,0 +1,575 @@
+// Vultrino admin UI. No framework, no build step, no third-party code: it is served by the core
+// under a Content-Security-Policy that allows scripts from this origin only.
+//
+// Session: POST /login sets an HttpOnly session cookie; the CSRF token from the login reply is
+// kept in sessionStorage (this tab only) and sent as X-CSRF-Token with every change. The bearer
+// token in the login reply is dropped. Everything from the server is written as text, never
+// as markup.
+"use strict";
+
+(() => {
+  const CSRF_KEY = "vultrino.csrf";
+  const AUDIT_PAGE = 50;
+  const $ = (selector) => document.querySelector(selector);
+  const $$ = (selector) => Array.from(document.querySelectorAll(selector));
+  const words = (s) => s.split(/[\s,]+/).filter(Boolean);
+  const MAIN_SECRET = {
+    api_key: "cred-key",
+    basic_auth: "cred-password",
+    query_param: "cred-param-value",
+    oauth2: "cred-client-secret",
+  };
+
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  // ---- HTTP -----------------------------------------------------------------------------------
+
+  async function api(method, path, body) {
+    const headers = { Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const csrf = sessionStorage.getItem(CSRF_KEY);
+    if (method !== "GET" && csrf) headers["X-CSRF-Token"] = csrf;
+    let resp;
+    try {
+      resp = await fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+    } catch (e) {
+      throw new ApiError(0, "unreachable", `Vultrino did not answer (${e.message}).`);
+    }
+    if (resp.status === 204) return null;
+    const text = await resp.text();
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = null;
+    }
+    if (!resp.ok) {
+      const err = (data && data.error) || {};
+      let message = err.message || `HTTP ${resp.status}`;
+      const retry = resp.headers.get("Retry-After");
+      if (retry) message += ` (try again in ${retry} s)`;
+      if (resp.status === 401 && path !== "/login") sessionLost();
+      throw new ApiError(resp.status, err.code || `http_${resp.status}`, message);
+    }
+    return data;
+  }
+
+  // Every page of a list endpoint, bounded.
+  async function listAll(path, field) {
+    const items = [];
+    let cursor = null;
+    for (let page = 0; page < 100; page++) {
+      const sep = path.includes("?") ? "&" : "?";
+      const r = await api("GET", cursor ? `${path}${sep}cursor=${encodeURIComponent(cursor)}` : path);
+      items.push(...(r[field] || []));
+      cursor = r.cursor;
+      if (!cursor) break;
+    }
+    return items;
+  }
+
+  // ---- small DOM helpers ----------------------------------------------------------------------
+
+  function cell(text) {
+    const td = document.createElement("td");
+    td.textContent = text === null || text === undefined || text === "" ? "—" : String(text);
+    return td;
+  }
+
+  function button(label, action, cls) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = label;
+    b.dataset.action = action;
+    if (cls) b.className = cls;
+    return b;
+  }
+
+  function time(ms) {
+    if (!ms) return "—";
+    return new Date(ms).toISOString().slice(0, 19).replace("T", " ");
+  }
+
+  function status(message, kind) {
+    const s = $("#status");
+    s.textContent = message;
+    s.className = kind;
+  }
+
+  function reportError(e) {
+    status(e instanceof ApiError ? e.message : `Unexpected error: ${e}`, "error");
+  }
+
+  // Run a form's action with its buttons disabled, so a double click cannot submit twice.
+  async function busy(form, action) {
+    const controls = Array.from(form.querySelectorAll("button"));
+    controls.forEach((b) => (b.disabled = true));
+    try {
+      await action();
+    } catch (e) {
+      reportError(e);
+    } finally {
+      controls.forEach((b) => (b.disabled = false));
+    }
+  }
+
+  // ---- session --------------------------------------------------------------------------------
+
+  function showLogin(message) {
+    $("#app").hidden = true;
+    $("#tabs").hidden = true;
+    $("#login-view").hidden = false;
+    $("#login-error").textContent = message || "";
+    $("#login-password").focus();
+  }
+
+  function sessionLost() {
+    sessionStorage.removeItem(CSRF_KEY);
+    showLogin("Your session has ended. Sign in again.");
+  }
+
+  function showApp() {
+    $("#login-view").hidden = true;
+    $("#app").hidden = false;
+    $("#tabs").hidden = false;
+    const wanted = location.hash.slice(1);
+    showTab(["credentials", "keys", "roles", "audit"].includes(wanted) ? wanted : "credentials");
+  }
+
+  $("#login-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    $("#login-error").textContent = "";
+    const controls = Array.from(form.querySelectorAll("button"));
+    controls.forEach((b) => (b.disabled = true));
+    try {
+      const r = await api("POST", "/login", {
+        username: $("#login-username").value,
+        password: $("#login-password").value,
+      });
+      sessionStorage.setItem(CSRF_KEY, r.csrf_token);
+      $("#login-password").value = "";
+      // The session cookie is `Secure`: browsers keep it over HTTPS and on localhost only.
+      const probe = await fetch("/v1/credentials?limit=1", { credentials: "same-origin", cache: "no-store" });
+      if (probe.status === 401) {
+        sessionStorage.removeItem(CSRF_KEY);
+        $("#login-error").textContent =
+          "Signed in, but this browser did not keep the session cookie (it is Secure: it needs HTTPS, or http://localhost / http://127.0.0.1).";
+        return;
+      }
+      status("", "");
+      showApp();
+    } catch (e) {
+      $("#login-error").textContent = e.message;
+    } finally {
+      controls.forEach((b) => (b.disabled = false));
+    }
+  });
+
+  $("#logout").addEventListener("click", async () => {
+    try {
+      await api("POST", "/logout");
+    } catch {
+      // Ended already (or the server is gone): the local state is cleared either way.
+    }
+    sessionStorage.removeItem(CSRF_KEY);
+    resetCredentialForm();
+    $("#new-key-value").textContent = "";
+    $("#new-key").hidden = true;
+    showLogin("Signed out.");
+  });
+
+  // ---- tabs -----------------------------------------------------------------------------------
+
+  const loaders = {
+    credentials: loadCredentials,
+    keys: loadKeys,
+    roles: loadRoles,
+    audit: () => loadAudit(false),
+  };
+
+  function showTab(name) {
+    for (const b of $$("button[data-tab]")) b.classList.toggle("active", b.dataset.tab === name);
+    for (const s of $$("#app > section")) s.hidden = s.id !== `tab-${name}`;
+    if (location.hash !== `#${name}`) history.replaceState(null, "", `#${name}`);
+    loaders[name]().catch(reportError);
+  }
+
+  for (const b of $$("button[data-tab]")) {
+    b.addEventListener("click", () => {
+      status("", "");
+      showTab(b.dataset.tab);
+    });
+  }
+
+  // ---- credentials ----------------------------------------------------------------------------
+
+  async function loadCredentials() {
+    const creds = await listAll("/v1/credentials", "credentials");
+    creds.sort((a, b) => a.alias.localeCompare(b.alias));
+    const rows = creds.map((c) => {
+      const tr = document.createElement("tr");
+      tr.dataset.alias = c.alias;
+      const actions = document.createElement("td");
+      actions.className = "row-actions";
+      actions.append(button("Edit", "edit"), button("Delete", "delete", "danger"));
+      tr.append(
+        cell(c.alias),
+        cell(c.type),
+        cell(c.description),
+        cell((c.allowed_hosts || []).join(", ")),
+        cell(time(c.updated_at)),
+        actions,
+      );
+      return tr;
+    });
+    $("#credentials-table tbody").replaceChildren(...rows);
+    $("#credentials-empty").hidden = rows.length > 0;
+  }
+
+  function selectedType() {
+    return $("#cred-type").value;
+  }
+
+  function showTypeFields() {
+    for (const f of $$("fieldset[data-type]")) f.hidden = f.dataset.type !== selectedType();
+  }
+  $("#cred-type").addEventListener("change", showTypeFields);
+
+  function editing() {
+    return $("#credential-form").dataset.mode === "edit";
+  }
+
+  function resetCredentialForm() {
+    const form = $("#credential-form");
+    form.reset();
+    form.dataset.mode = "add";
+    $("#cred-alias").readOnly = false;
+    $("#cred-type").disabled = false;
+    $("#cred-form-title").textContent = "Add a credential";
+    $("#cred-submit").textContent = "Add credential";
+    $("#cred-cancel").hidden = true;
+    $("#cred-keep-hint").hidden = true;
+    $("#cred-replace-policy-label").hidden = true;
+    showTypeFields();
+  }
+
+  async function startEdit(alias) {
+    const c = await api("GET", `/v1/credentials/${encodeURIComponent(alias)}`);
+    resetCredentialForm();
+    const form = $("#credential-form");
+    form.dataset.mode = "edit";
+    $("#cred-alias").value = c.alias;
+    $("#cred-alias").readOnly = true;
+    $("#cred-type").value = c.type;
+    $("#cred-type").disabled = true;
+    $("#cred-description").value = c.description || "";
+    $("#cred-hosts").value = (c.allowed_hosts || []).join(", ");
+    $("#cred-form-title").textContent = `Edit ${c.alias}`;
+    $("#cred-submit").textContent = "Save changes";
+    $("#cred-cancel").hidden = false;
+    $("#cred-keep-hint").hidden = false;
+    $("#cred-replace-policy-label").hidden = false;
+    showTypeFields();
+    form.scrollIntoView({ block: "start" });
+    $("#cred-description").focus();
+  }
+
+  function value(id) {
+    return $(`#${id}`).value;
+  }
+
+  // Optional text fields are left out when empty, so the server's defaults apply.
+  function optional(id) {
+    const v = value(id);
+    return v.trim() === "" ? undefined : v;
+  }
+
+  function credentialData(type) {
+    switch (type) {
+      case "api_key":
+        return { key: value("cred-key"), header: optional("cred-header"), prefix: optional("cred-prefix") };
+      case "basic_auth":
+        return { username: value("cred-username"), password: value("cred-password") };
+      case "query_param":
+        return { name: value("cred-param-name").trim(), value: value("cred-param-value") };
+      case "oauth2": {
+        const scopes = words(value("cred-scopes"));
+        return {
+          token_url: value("cred-token-url").trim(),
+          client_id: value("cred-client-id").trim(),
+          client_secret: value("cred-client-secret"),
+          scopes: scopes.length ? scopes : undefined,
+          refresh_token: optional("cred-refresh-token"),
+        };
+      }
+      default:
+        throw new Error(`unknown credential type ${type}`);
+    }
+  }
+
+  function number(id) {
+    const v = value(id).trim();
+    return v === "" ? undefined : Number(v);
+  }
+
+  function policy() {
+    const p = { allowed_hosts: words(value("cred-hosts")) };
+    const methods = words(value("cred-methods")).map((m) => m.toUpperCase());
+    if (methods.length) p.methods = methods;
+    const paths = words(value("cred-paths"));
+    if (paths.length) p.path_prefixes = paths;
+    const requests = number("cred-rate-requests");
+    const per = number("cred-rate-seconds");
+    if (requests !== undefined || per !== undefined) p.rate_limit = { requests, per_seconds: per };
+    return p;
+  }
+
+  $("#credential-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    busy(ev.currentTarget, async () => {
+      const alias = value("cred-alias").trim();
+      const type = selectedType();
+      const description = value("cred-description");
+      if (editing()) {
+        const body = { description };
+        if (value(MAIN_SECRET[type]) !== "") body.data = credentialData(type);
+        if ($("#cred-replace-policy").checked) body.policy = policy();
+        await api("PUT", `/v1/credentials/${encodeURIComponent(alias)}`, body);
+        const what = [body.data && "secret", body.policy && "policy"].filter(Boolean).join(" and ");
+        status(`Saved ${alias}${what ? ` (new ${what})` : ""}.`, "ok");
+      } else {
+        await api("POST", "/v1/credentials", {
+          alias,
+          type,
+          description: description === "" ? undefined : description,
+          data: credentialData(type),
+          policy: policy(),
+        });
+        status(`Added ${alias}.`, "ok");
+      }
+      resetCredentialForm();
+      await loadCredentials();
+    });
+  });
+
+  $("#cred-cancel").addEventListener("click", () => {
+    resetCredentialForm();
+    status("", "");
+  });
+
+  $("#credentials-table tbody").addEventListener("click", (ev) => {
+    const b = ev.target.closest("button[data-action]");
+    if (!b) return;
+    const alias = b.closest("tr").dataset.alias;
+    if (b.dataset.action === "edit") {
+      startEdit(alias).catch(reportError);
+    } else if (b.dataset.action === "delete") {
+      if (!confirm(`Delete the credential "${alias}"? Agents that use it will be refused.`)) return;
+      api("DELETE", `/v1/credentials/${encodeURIComponent(alias)}`)
+        .then(() => {
+          if (editing() && value("cred-alias") === alias) resetCredentialForm();
+          status(`Deleted ${alias}.`, "ok");
+          return loadCredentials();
+        })
+        .catch(reportError);
+    }
+  });
+
+  // ---- keys -----------------------------------------------------------------------------------
+
+  async function fillRoleSelect() {
+    const roles = (await api("GET", "/v1/roles")).roles || [];
+    const select = $("#key-role");
+    // The least-privileged role that can make requests, unless the admin picked another.
+    const previous = select.dataset.chosen || "executor";
+    select.replaceChildren(
+      ...roles.map((r) => {
+        const o = document.createElement("option");
+        o.value = r.name;
+        o.textContent = r.name;
+        return o;
+      }),
+    );
+    if (roles.some((r) => r.name === previous)) select.value = previous;
+  }
+
+  async function loadKeys() {
+    const [keys] = await Promise.all([listAll("/v1/keys", "keys"), fillRoleSelect()]);
+    const rows = keys.map((k) => {
+      const tr = document.createElement("tr");
+      tr.dataset.id = k.id;
+      const actions = document.createElement("td");
+      actions.className = "row-actions";
+      actions.append(button("Revoke", "revoke", "danger"));
+      tr.append(
+        cell(k.name),
+        cell(k.role),
+        cell(k.id),
+        cell(time(k.created_at)),
+        cell(k.expires_at ? time(k.expires_at) : "never"),
+        cell(k.last_used_at ? time(k.last_used_at) : "never"),
+        actions,
+      );
+      return tr;
+    });
+    $("#keys-table tbody").replaceChildren(...rows);
+    $("#keys-empty").hidden = rows.length > 0;
+  }
+
+  $("#key-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    busy(form, async () => {
+      const r = await api("POST", "/v1/keys", {
+        name: value("key-name").trim(),
+        role: value("key-role"),
+        expires_in_days: number("key-expires"),
+      });
+      $("#new-key-value").textContent = r.key;
+      $("#new-key").hidden = false;
+      form.reset();
+      delete $("#key-role").dataset.chosen;
+      status(`Created key ${r.name} (${r.role}).`, "ok");
+      await loadKeys();
+    });
+  });
+
+  $("#key-role").addEventListener("change", (ev) => {
+    ev.currentTarget.dataset.chosen = ev.currentTarget.value;
+  });
+
+  $("#new-key-dismiss").addEventListener("click", () => {
+    $("#new-key-value").textContent = "";
+    $("#new-key").hidden = true;
+  });
+
+  $("#keys-table tbody").addEventListener("click", (ev) => {
+    const b = ev.target.closest("button[data-action=revoke]");
+    if (!b) return;
+    const tr = b.closest("tr");
+    const name = tr.cells[0].textContent;
+    if (!confirm(`Revoke the key "${name}"? Agents using it are refused at once.`)) return;
+    api("DELETE", `/v1/keys/${encodeURIComponent(tr.dataset.id)}`)
+      .then(() => {
+        status(`Revoked ${name}.`, "ok");
+        return loadKeys();
+      })
+      .catch(reportError);
+  });
+
+  // ---- roles ----------------------------------------------------------------------------------
+
+  async function loadRoles() {
+    const roles = (await api("GET", "/v1/roles")).roles || [];
+    const rows = roles.map((r) => {
+      const tr = document.createElement("tr");
+      tr.dataset.name = r.name;
+      const actions = document.createElement("td");
+      actions.className = "row-actions";
+      if (r.builtin) actions.textContent = "built-in";
+      else actions.append(button("Delete", "delete", "danger"));
+      tr.append(
+        cell(r.name),
+        cell((r.permissions || []).join(", ")),
+        cell((r.scopes || []).join(", ")),
+        cell(r.description),
+        actions,
+      );
+      return tr;
+    });
+    $("#roles-table tbody").replaceChildren(...rows);
+  }
+
+  $("#role-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    busy(form, async () => {
+      const name = value("role-name").trim();
+      const description = value("role-description");
+      await api("POST", "/v1/roles", {
+        name,
+        permissions: $$("input[name=perm]:checked").map((c) => c.value),
+        scopes: words(value("role-scopes")),
+        description: description === "" ? undefined : description,
+      });
+      form.reset();
+      status(`Created role ${name}.`, "ok");
+      await loadRoles();
+    });
+  });
+
+  $("#roles-table tbody").addEventListener("click", (ev) => {
+    const b = ev.target.closest("button[data-action=delete]");
+    if (!b) return;
+    const name = b.closest("tr").dataset.name;
+    if (!confirm(`Delete the role "${name}"?`)) return;
+    api("DELETE", `/v1/roles/${encodeURIComponent(name)}`)
+      .then(() => {
+        status(`Deleted role ${name}.`, "ok");
+        return loadRoles();
+      })
+      .catch(reportError);
+  });
+
+  // ---- audit ----------------------------------------------------------------------------------
+
+  let auditCursor = null;
+
+  async function loadAudit(more) {
+    let path = `/v1/audit?limit=${AUDIT_PAGE}`;
+    if (more && auditCursor) path += `&cursor=${encodeURIComponent(auditCursor)}`;
+    const r = await api("GET", path);
+    const rows = (r.events || []).map((e) => {
+      const tr = document.createElement("tr");
+      if (e.outcome && e.outcome !== "success" && e.outcome !== "allowed") tr.className = "denied";
+      tr.append(
+        cell(time(e.ts)),
+        cell(e.actor),
+        cell(e.action),
+        cell(e.credential),
+        cell(e.method),
+        cell(e.host),
+        cell(e.path),
+        cell(e.status),
+        cell(e.code ? `${e.outcome} (${e.code})` : e.outcome),
+        cell(e.duration_ms),
+      );
+      return tr;
+    });
+    const tbody = $("#audit-table tbody");
+    if (more) tbody.append(...rows);
+    else tbody.replaceChildren(...rows);
+    auditCursor = r.cursor || null;
+    $("#audit-more").hidden = !auditCursor;
+  }
+
+  $("#audit-refresh").addEventListener("click", () => loadAudit(false).catch(reportError));
+  $("#audit-more").addEventListener("click", () => loadAudit(true).catch(reportError));
+
+  // ---- start ----------------------------------------------------------------------------------
+
+  resetCredentialForm();
+  if (sessionStorage.getItem(CSRF_KEY)) {
+    // The cookie may have outlived the server's session (restart, logout elsewhere): ask.
+    api("GET", "/v1/credentials?limit=1")
+      .then(showApp)
+      .catch((e) => {
+        if (e.status !== 401) showLogin(e.message);
+      });
+  } else {
+    showLogin("");
+  }
+})();
