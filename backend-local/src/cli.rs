@@ -453,11 +453,13 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.listen))?;
     let addr = listener.local_addr()?;
-    let mut out = std::io::stdout().lock();
+    // One write: whoever waits for the "listening on" line (a script, a test) may close the pipe
+    // as soon as it has it, and a later write would then fail with EPIPE and stop the server.
+    // It may hold the first-run password: wiped when dropped.
+    let mut banner = zeroize::Zeroizing::new(String::new());
     if let Some(pw) = &opened.generated_password {
-        writeln!(
-            out,
-            "First run: created admin user '{}' with password:\n\n    {}\n\nIt is shown only this once; its hash is stored in {}.",
+        banner.push_str(&format!(
+            "First run: created admin user '{}' with password:\n\n    {}\n\nIt is shown only this once; its hash is stored in {}.\n",
             s.config.admin_username,
             pw.as_str(),
             if s.store == StoreKind::File {
@@ -465,16 +467,17 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
             } else {
                 "memory (this run only)".into()
             }
-        )?;
+        ));
     }
-    writeln!(out, "Vultrino listening on http://{addr}")?;
-    writeln!(
-        out,
-        "Admin web UI: http://{addr}/ (user '{}')",
+    banner.push_str(&format!(
+        "Admin web UI: http://{addr}/ (user '{}')\nVultrino listening on http://{addr}\n",
         s.config.admin_username
-    )?;
+    ));
+    let mut out = std::io::stdout().lock();
+    out.write_all(banner.as_bytes())?;
     out.flush()?;
     drop(out);
+    drop(banner);
     let threads = a.threads.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         usize::from,
@@ -603,7 +606,9 @@ async fn credential(app: &App, c: &CredentialCmd) -> anyhow::Result<()> {
             }
             print_json(&json!({"credentials": all}))
         }
-        CredentialCmd::Show { alias } => print_json(&json!(app.get_credential(&who, alias).await?)),
+        CredentialCmd::Show { alias } => {
+            print_json(&json!(app.credential_detail(&who, alias).await?))
+        }
         CredentialCmd::Rm { alias } => {
             app.delete_credential(&who, alias).await?;
             eprintln!("deleted credential '{alias}'");

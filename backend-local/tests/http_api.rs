@@ -362,6 +362,79 @@ async fn credential_crud_never_returns_the_secret() {
     );
 }
 
+/// `GET /v1/credentials/{alias}` shows the whole policy (so an editor can keep what it does not
+/// change), and `PUT {"secret"}` replaces the secret alone: a custom header and prefix survive.
+#[tokio::test]
+async fn one_credential_shows_its_policy_and_a_secret_alone_can_be_rotated() {
+    let e = env().await;
+    let policy = json!({"allowed_hosts": ["127.0.0.1"], "methods": ["GET"],
+        "path_prefixes": ["/echo"], "rate_limit": {"requests": 50, "per_seconds": 60}});
+    let r = e
+        .create(json!({"alias": "svc", "type": "api_key",
+            "data": {"key": "first-secret-8812", "header": "X-Api-Key", "prefix": "Token "},
+            "policy": policy}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let shown =
+        e.c.send("GET", "/v1/credentials/svc", Some(&e.admin), None)
+            .await;
+    assert_eq!(shown.status, 200, "{}", shown.text);
+    assert_eq!(shown.body["policy"], policy);
+    assert_eq!(shown.body["type"], "api_key");
+    assert!(!shown.text.contains("first-secret-8812"), "{}", shown.text);
+    assert!(shown.body.get("data").is_none(), "{}", shown.text);
+
+    let put = |body: Value| {
+        let c = e.c.clone();
+        let admin = e.admin.clone();
+        async move {
+            c.send("PUT", "/v1/credentials/svc", Some(&admin), Some(&body))
+                .await
+        }
+    };
+    let r = put(json!({"secret": "second-secret-4409"})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(!r.text.contains("second-secret-4409"));
+    let agent = e.key("executor").await;
+    let x = e.execute(&agent, "svc", &e.up.url("/echo")).await;
+    assert_eq!(x.status, 200, "{}", x.text);
+    let seen = e.up.seen().pop().unwrap();
+    assert_eq!(seen.headers["x-api-key"], "Token second-secret-4409");
+    assert!(!seen.headers.contains_key("authorization"));
+    assert_scrubbed(&x.text, "second-secret-4409");
+    let after =
+        e.c.send("GET", "/v1/credentials/svc", Some(&e.admin), None)
+            .await;
+    assert_eq!(after.body["policy"], policy, "the policy is untouched");
+
+    for (body, why) in [
+        (json!({"secret": ""}), "an empty secret"),
+        (
+            json!({"secret": "x", "data": {"key": "y"}}),
+            "secret and data together",
+        ),
+        (
+            json!({"secret": "x", "type": "basic_auth"}),
+            "a type change without data",
+        ),
+        (json!({"secret": 12}), "a secret that is not a string"),
+    ] {
+        let r = put(body).await;
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str().is_some()),
+            (400, true),
+            "{why}: {}",
+            r.text
+        );
+    }
+    e.execute(&agent, "svc", &e.up.url("/echo")).await;
+    assert_eq!(
+        e.up.seen().pop().unwrap().headers["x-api-key"],
+        "Token second-secret-4409",
+        "refused updates change nothing"
+    );
+}
+
 #[tokio::test]
 async fn credentials_must_name_their_allowed_hosts() {
     let e = env().await;
@@ -942,7 +1015,20 @@ async fn a_write_key_cannot_repoint_a_secret_at_other_hosts() {
         "{}",
         r.text
     );
-    // With a new secret the old one is not at risk: allowed.
+    // With a new secret the old one is not at risk: allowed, as data or as the secret alone.
+    let with_secret =
+        json!({"secret": "fresh-secret-2", "policy": {"allowed_hosts": ["third.example"]}});
+    assert_eq!(
+        e.c.send(
+            "PUT",
+            "/v1/credentials/github",
+            Some(&writer),
+            Some(&with_secret)
+        )
+        .await
+        .status,
+        200
+    );
     let with_data =
         json!({"data": {"key": "fresh-secret"}, "policy": {"allowed_hosts": ["other.example"]}});
     assert_eq!(

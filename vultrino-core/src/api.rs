@@ -250,7 +250,7 @@ impl App {
                 match m {
                     Method::GET => Ok(json_response(
                         StatusCode::OK,
-                        &json!(self.get_credential(&who, alias).await?),
+                        &json!(self.credential_detail(&who, alias).await?),
                     )),
                     Method::PUT => {
                         let update: CredentialUpdate = parse_json(req.body())?;

@@ -167,7 +167,8 @@ pub struct NewCredential {
 }
 
 /// Input of [`App::update_credential`] (the body of `PUT /v1/credentials/{alias}`): any of data
-/// (rotation; `type` may change with it), policy, description. `Debug` omits `data`.
+/// (rotation; `type` may change with it) or `secret` (the type's one secret alone, every other
+/// data field kept), policy, description. `Debug` omits `data` and `secret`.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialUpdate {
@@ -179,6 +180,17 @@ pub struct CredentialUpdate {
     pub policy: Option<Policy>,
     #[serde(default)]
     pub description: Option<String>,
+    #[serde(default)]
+    pub secret: Option<credential::Secret>,
+}
+
+/// One credential as `GET /v1/credentials/{alias}` shows it: its metadata and its whole policy
+/// (never the secret, nor any other field of its data).
+#[derive(Debug, Clone, Serialize)]
+pub struct CredentialDetail {
+    #[serde(flatten)]
+    pub meta: CredentialMeta,
+    pub policy: Policy,
 }
 
 impl std::fmt::Debug for NewCredential {
@@ -196,6 +208,7 @@ impl std::fmt::Debug for CredentialUpdate {
         f.debug_struct("CredentialUpdate")
             .field("kind", &self.kind)
             .field("data", &self.data.as_ref().map(|_| "[redacted]"))
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
@@ -649,7 +662,7 @@ impl App {
                 let mut new_hosts = p.allowed_hosts.clone();
                 old_hosts.sort();
                 new_hosts.sort();
-                if new_hosts != old_hosts && update.data.is_none() {
+                if new_hosts != old_hosts && update.data.is_none() && update.secret.is_none() {
                     const NEEDS_ADMIN: &str = "changing allowed_hosts without replacing the \
                         secret needs the admin permission";
                     who.require(Permission::Admin).map_err(|_| {
@@ -658,20 +671,30 @@ impl App {
                 }
                 record.policy = p;
             }
-            let rotated = match (update.kind, update.data) {
-                (Some(k), Some(d)) => {
+            let rotated = match (update.kind, update.data, update.secret) {
+                (_, Some(_), Some(_)) => {
+                    return Err(Error::bad_request(
+                        "give either data (all of it) or secret (the secret alone), not both",
+                    )
+                    .with_code("invalid_data"))
+                }
+                (Some(k), Some(d), None) => {
                     record.data = CredentialData::parse(CredentialType::parse(&k)?, d)?;
                     true
                 }
-                (None, Some(d)) => {
+                (None, Some(d), None) => {
                     record.data = CredentialData::parse(record.data.kind(), d)?;
                     true
                 }
-                (Some(_), None) => {
+                (None, None, Some(secret)) => {
+                    record.data.replace_secret(secret)?;
+                    true
+                }
+                (Some(_), None, _) => {
                     return Err(Error::bad_request("changing type needs new data")
                         .with_code("invalid_data"))
                 }
-                (None, None) => false,
+                (None, None, None) => false,
             };
             record.updated_at = self.now();
             self.store_credential(&record, Some(&stored)).await?;
@@ -706,12 +729,7 @@ impl App {
         self.exclusive("credential", alias, async move {
             let (key, stored) = self.read_credential(alias).await?;
             let mut record = self.open_credential(&key, &stored)?;
-            match &mut record.data {
-                CredentialData::ApiKey(d) => d.key = secret,
-                CredentialData::BasicAuth(d) => d.password = secret,
-                CredentialData::QueryParam(d) => d.value = secret,
-                CredentialData::Oauth2(d) => d.client_secret = secret,
-            }
+            record.data.replace_secret(secret)?;
             record.updated_at = self.now();
             self.store_credential(&record, Some(&stored)).await?;
             self.ports.kv.delete(&credential::oauth_key(alias)).await?;
@@ -759,6 +777,22 @@ impl App {
                     .with_code("credential_not_found")
             })?;
         meta_from(alias, entry.metadata)
+    }
+
+    /// One credential's metadata and policy, from its decrypted record (never its secret).
+    pub async fn credential_detail(
+        &self,
+        who: &Principal,
+        alias: &str,
+    ) -> Result<CredentialDetail> {
+        who.require(Permission::Read)?;
+        who.require_scope(alias)?;
+        let (key, stored) = self.read_credential(alias).await?;
+        let record = self.open_credential(&key, &stored)?;
+        Ok(CredentialDetail {
+            meta: record.meta(),
+            policy: record.policy,
+        })
     }
 
     /// List the credentials the caller's scopes reach, from KV metadata only (no decryption).

@@ -188,6 +188,21 @@ impl CredentialData {
         Ok(parsed)
     }
 
+    /// Replace the type's one secret (api_key `key`, basic_auth `password`, query_param `value`,
+    /// oauth2 `client_secret`), keeping every other field. Refuses an empty secret.
+    pub fn replace_secret(&mut self, secret: Secret) -> Result<()> {
+        if secret.is_empty() {
+            return Err(Error::bad_request("the new secret is empty").with_code("invalid_data"));
+        }
+        match self {
+            CredentialData::ApiKey(d) => d.key = secret,
+            CredentialData::BasicAuth(d) => d.password = secret,
+            CredentialData::QueryParam(d) => d.value = secret,
+            CredentialData::Oauth2(d) => d.client_secret = secret,
+        }
+        Ok(())
+    }
+
     pub fn kind(&self) -> CredentialType {
         match self {
             CredentialData::ApiKey(_) => CredentialType::ApiKey,

@@ -357,6 +357,16 @@ fn normalize_host_pattern(raw: &str) -> Result<String> {
                     "allowed host {shown:?} has an empty label"
                 )));
             }
+            // The URL standard lets `!`, `$`, `'`, `(`, `+`, `=` … through; no host name has
+            // them (IDNs arrive here as `xn--` ASCII), so such an entry is a typo to report.
+            if let Some(c) = domain
+                .chars()
+                .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+            {
+                return Err(bad_host(format!(
+                    "allowed host {shown:?} has {c:?}, which no host name has"
+                )));
+            }
             if wildcard {
                 let labels = domain.split('.').count();
                 if labels < 2 || SHARED_SUFFIXES.contains(&domain.as_str()) {

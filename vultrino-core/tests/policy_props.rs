@@ -220,6 +220,36 @@ fn hosts_with_scheme_path_port_userinfo_or_misplaced_star_are_refused() {
 }
 
 #[test]
+fn hosts_with_characters_no_host_name_has_are_refused() {
+    // The URL standard accepts these in a host; a policy naming one is a typo, said at once.
+    for h in [
+        "bad_host!",
+        "api$.example.com",
+        "a'b.example.com",
+        "(api).example.com",
+        "api+1.example.com",
+        "a=b.example.com",
+        "*.ex!ample.com",
+    ] {
+        assert_eq!(refusal_code(policy(&[h])), "invalid_host", "{h:?}");
+    }
+    let p = valid(policy(&[
+        "my_service.example.com",
+        "xn--bcher-kva.example",
+        "bücher.example",
+        "a-1.example.com",
+    ]));
+    assert_eq!(
+        p.allowed_hosts,
+        [
+            "my_service.example.com",
+            "xn--bcher-kva.example",
+            "a-1.example.com"
+        ]
+    );
+}
+
+#[test]
 fn hosts_are_normalized_like_request_hosts() {
     let p = valid(policy(&[
         "API.GitHub.com.",
