@@ -10,7 +10,9 @@
 # 4. the Cloudflare worker in the real workerd runtime (the "workerd" blocks): tools installed
 #    and the worker built with network (scripts/setup-workers.sh), then — inside the same
 #    namespace — the HTTP suite and the sync test against the worker, and the KV/SessionStore
-#    conformance suites inside workerd.
+#    conformance suites inside workerd;
+# 5. the admin web UI in a real Chromium (tests/ui, node --test + playwright-core) against the local
+#    server and against the worker in workerd, inside the same namespace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,6 +62,27 @@ cargo build -p vultrino-local --bin vultrino
 MCP_SDK_RUN='rc=0; env -u VULTRINO_MCP_BASE_URL VULTRINO_BIN=target/debug/vultrino PYTHONDONTWRITEBYTECODE=1 '"$MCP_VENV"'/bin/python -m pytest -c tests/mcp/pytest.ini -p no:cacheprovider tests/mcp || rc=$?; if [ "$rc" -eq 5 ]; then echo "error: the MCP SDK suite collected no test" >&2; fi; exit "$rc"'
 # ---- end MCP SDK setup -------------------------------------------------------------------------
 
+# ---- admin UI browser suite (setup, with network) ----------------------------------------------
+# tests/ui drives the embedded admin UI in Debian's Chromium with playwright-core (pinned in
+# tests/ui/package-lock.json; it downloads no browser of its own). npm ci runs here, outside the
+# namespace, and is skipped while node_modules was installed from the same package-lock.json.
+# The runs (local binary, then the worker in workerd) are in the namespace below.
+step "admin UI suite: npm ci in tests/ui, Chromium present"
+ui_lock_sum=$(sha256sum tests/ui/package-lock.json | cut -d' ' -f1)
+if [ "$(cat tests/ui/node_modules/.package-lock.sha256 2>/dev/null)" != "$ui_lock_sum" ]; then
+  (cd tests/ui && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
+  echo "$ui_lock_sum" >tests/ui/node_modules/.package-lock.sha256
+else
+  echo "already installed"
+fi
+export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$CHROMIUM" ]; then
+  echo "error: the admin UI suite needs Chromium at $CHROMIUM: apt-get install chromium (.ci/run installs it), or set CHROMIUM to another Chromium binary" >&2
+  exit 1
+fi
+UI_RUN='env VULTRINO_UI_BACKEND=local VULTRINO_BIN=target/debug/vultrino node --test tests/ui/ui.test.mjs'
+# ---- end admin UI setup ------------------------------------------------------------------------
+
 
 # ---- workerd: toolchain + worker builds (needs crates.io/npm, so outside the namespace) ------
 step "workerd: clippy for the worker on wasm32 (-D warnings)"
@@ -70,8 +93,8 @@ scripts/setup-workers.sh
 
 
 if unshare -n true 2>/dev/null; then
-  step "run tests inside a loopback-only network namespace (cargo test, then the MCP SDK suite)"
-  unshare -n bash -c 'ip link set lo up && cargo test --workspace --offline -- --include-ignored && echo "==> MCP SDK suite (pytest)" && bash -c "$1"' _ "$MCP_SDK_RUN"
+  step "run tests inside a loopback-only network namespace (cargo test, the MCP SDK suite, the admin UI suite)"
+  unshare -n bash -c 'ip link set lo up && cargo test --workspace --offline -- --include-ignored && echo "==> MCP SDK suite (pytest)" && bash -c "$1" && echo "==> admin UI suite (Chromium, local server)" && bash -c "$2"' _ "$MCP_SDK_RUN" "$UI_RUN"
   # ---- workerd: the same HTTP suite and the sync test against the worker in workerd; the port
   # conformance suites inside workerd (node --test drives the testkit-only test worker) ---------
   step "workerd: HTTP suite + sync against the worker, conformance suites inside workerd"
@@ -80,6 +103,8 @@ if unshare -n true 2>/dev/null; then
     && cd backend-cloudflare && node --test test/conformance.test.mjs test/config.test.mjs'
   step "workerd: MCP SDK (official Python client) over Streamable HTTP against the worker"
   unshare -n bash -c 'ip link set lo up && scripts/mcp-workerd.sh'
+  step "workerd: admin UI suite (Chromium) against the worker"
+  unshare -n bash -c 'ip link set lo up && env VULTRINO_UI_BACKEND=workerd VULTRINO_BIN=target/debug/vultrino node --test tests/ui/ui.test.mjs'
   # ---- end workerd ---------------------------------------------------------------------------
 else
   echo "error: cannot create a network namespace (unshare -n needs root or user namespaces)." >&2

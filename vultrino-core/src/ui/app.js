@@ -5,6 +5,10 @@
 // kept in sessionStorage (this tab only) and sent as X-CSRF-Token with every change. The bearer
 // token in the login reply is dropped. Everything from the server is written as text, never
 // as markup.
+//
+// Editing a credential shows its whole policy (GET /v1/credentials/{alias} returns it) and sends
+// it back whole; a new secret is sent as `secret`, which replaces the secret alone and keeps the
+// type's other settings (header, prefix, token URL…).
 "use strict";
 
 (() => {
@@ -13,12 +17,6 @@
   const $ = (selector) => document.querySelector(selector);
   const $$ = (selector) => Array.from(document.querySelectorAll(selector));
   const words = (s) => s.split(/[\s,]+/).filter(Boolean);
-  const MAIN_SECRET = {
-    api_key: "cred-key",
-    basic_auth: "cred-password",
-    query_param: "cred-param-value",
-    oauth2: "cred-client-secret",
-  };
 
   class ApiError extends Error {
     constructor(status, code, message) {
@@ -108,8 +106,12 @@
     s.className = kind;
   }
 
+  // A form the page itself refuses before sending anything.
+  class FormError extends Error {}
+
   function reportError(e) {
-    status(e instanceof ApiError ? e.message : `Unexpected error: ${e}`, "error");
+    const known = e instanceof ApiError || e instanceof FormError;
+    status(known ? e.message : `Unexpected error: ${e}`, "error");
   }
 
   // Run a form's action with its buttons disabled, so a double click cannot submit twice.
@@ -127,11 +129,12 @@
 
   // ---- session --------------------------------------------------------------------------------
 
-  function showLogin(message) {
+  function showLogin(notice) {
     $("#app").hidden = true;
     $("#tabs").hidden = true;
     $("#login-view").hidden = false;
-    $("#login-error").textContent = message || "";
+    $("#login-notice").textContent = notice || "";
+    $("#login-error").textContent = "";
     $("#login-password").focus();
   }
 
@@ -152,6 +155,7 @@
     ev.preventDefault();
     const form = ev.currentTarget;
     $("#login-error").textContent = "";
+    $("#login-notice").textContent = "";
     const controls = Array.from(form.querySelectorAll("button"));
     controls.forEach((b) => (b.disabled = true));
     try {
@@ -243,8 +247,11 @@
     return $("#cred-type").value;
   }
 
+  // Adding: the chosen type's fields. Editing: none (a new secret has its own field).
   function showTypeFields() {
-    for (const f of $$("fieldset[data-type]")) f.hidden = f.dataset.type !== selectedType();
+    for (const f of $$("fieldset[data-type]")) {
+      f.hidden = editing() || f.dataset.type !== selectedType();
+    }
   }
   $("#cred-type").addEventListener("change", showTypeFields);
 
@@ -261,8 +268,7 @@
     $("#cred-form-title").textContent = "Add a credential";
     $("#cred-submit").textContent = "Add credential";
     $("#cred-cancel").hidden = true;
-    $("#cred-keep-hint").hidden = true;
-    $("#cred-replace-policy-label").hidden = true;
+    $("#cred-new-secret-label").hidden = true;
     showTypeFields();
   }
 
@@ -276,12 +282,16 @@
     $("#cred-type").value = c.type;
     $("#cred-type").disabled = true;
     $("#cred-description").value = c.description || "";
-    $("#cred-hosts").value = (c.allowed_hosts || []).join(", ");
+    const p = c.policy || { allowed_hosts: c.allowed_hosts || [] };
+    $("#cred-hosts").value = (p.allowed_hosts || []).join(", ");
+    $("#cred-methods").value = (p.methods || []).join(" ");
+    $("#cred-paths").value = (p.path_prefixes || []).join(" ");
+    $("#cred-rate-requests").value = p.rate_limit ? p.rate_limit.requests : "";
+    $("#cred-rate-seconds").value = p.rate_limit ? p.rate_limit.per_seconds : "";
     $("#cred-form-title").textContent = `Edit ${c.alias}`;
     $("#cred-submit").textContent = "Save changes";
     $("#cred-cancel").hidden = false;
-    $("#cred-keep-hint").hidden = false;
-    $("#cred-replace-policy-label").hidden = false;
+    $("#cred-new-secret-label").hidden = false;
     showTypeFields();
     form.scrollIntoView({ block: "start" });
     $("#cred-description").focus();
@@ -333,7 +343,10 @@
     if (paths.length) p.path_prefixes = paths;
     const requests = number("cred-rate-requests");
     const per = number("cred-rate-seconds");
-    if (requests !== undefined || per !== undefined) p.rate_limit = { requests, per_seconds: per };
+    if ((requests === undefined) !== (per === undefined)) {
+      throw new FormError("Give both numbers of the rate limit (requests per seconds), or neither.");
+    }
+    if (requests !== undefined) p.rate_limit = { requests, per_seconds: per };
     return p;
   }
 
@@ -344,12 +357,11 @@
       const type = selectedType();
       const description = value("cred-description");
       if (editing()) {
-        const body = { description };
-        if (value(MAIN_SECRET[type]) !== "") body.data = credentialData(type);
-        if ($("#cred-replace-policy").checked) body.policy = policy();
+        const body = { description, policy: policy() };
+        const secret = value("cred-new-secret");
+        if (secret !== "") body.secret = secret;
         await api("PUT", `/v1/credentials/${encodeURIComponent(alias)}`, body);
-        const what = [body.data && "secret", body.policy && "policy"].filter(Boolean).join(" and ");
-        status(`Saved ${alias}${what ? ` (new ${what})` : ""}.`, "ok");
+        status(`Saved ${alias}${body.secret ? " with its new secret" : ""}.`, "ok");
       } else {
         await api("POST", "/v1/credentials", {
           alias,

@@ -1,0 +1,677 @@
+// End-to-end tests of the embedded admin UI (vultrino-core/src/ui), in a real Chromium driven by
+// playwright-core, against the real server: the local `vultrino` binary, or the worker in workerd
+// with VULTRINO_UI_BACKEND=workerd. One server and one browser for the whole file; each test has a
+// fresh browser context (its own cookies and sessionStorage) and ends by asserting the page logged
+// no console error, threw nothing and violated no Content-Security-Policy directive.
+//
+//   node --test tests/ui/ui.test.mjs        (see tests/ui/README.md)
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import {
+  ADMIN_PASSWORD,
+  ADMIN_USER,
+  api,
+  apiLogin,
+  apiOk,
+  backend,
+  eventually,
+  launchBrowser,
+  openPage,
+  rand,
+  startServer,
+  startUpstream,
+} from "./lib.mjs";
+
+let server;
+let browser;
+let base;
+/** An admin session token for setting up and checking effects through the API. */
+let admin;
+/** A loopback upstream recording what Vultrino sends it (which secret is injected). */
+let upstream;
+
+const T = { timeout: 60_000 };
+
+before(
+  async () => {
+    upstream = await startUpstream();
+    server = await startServer();
+    base = server.base;
+    admin = await apiLogin(base);
+    browser = await launchBrowser();
+  },
+  { timeout: 90_000 },
+);
+
+after(
+  async () => {
+    await browser?.close().catch(() => {});
+    await server?.stop();
+    await upstream?.stop();
+  },
+  { timeout: 30_000 },
+);
+
+// ----- helpers ---------------------------------------------------------------------------------
+
+/** A fresh context + page on the UI, not logged in. */
+async function freshUi() {
+  const ui = await openPage(browser, base);
+  await ui.page.goto("/");
+  await ui.page.locator("#login-form").waitFor({ state: "visible" });
+  return ui;
+}
+
+/** A fresh context + page, logged in through the login form. */
+async function loggedInUi() {
+  const ui = await freshUi();
+  await loginThroughForm(ui.page, ADMIN_PASSWORD);
+  await ui.page.locator("#app").waitFor({ state: "visible" });
+  return ui;
+}
+
+async function loginThroughForm(page, password) {
+  await page.fill("#login-username", ADMIN_USER);
+  await page.fill("#login-password", password);
+  await page.locator('#login-form [type="submit"], #login-form button:not([type])').first().click();
+}
+
+/** Close the page's context and assert the whole session stayed clean. */
+async function finish(ui, allowedStatuses = [401]) {
+  // Let in-flight console messages arrive.
+  await ui.page.waitForTimeout(100);
+  const problems = ui.problems(allowedStatuses);
+  await ui.close();
+  assert.deepEqual(problems, [], "console errors, page errors or CSP violations during the test");
+}
+
+async function hasHidden(page, selector) {
+  return page.locator(selector).evaluate((el) => el.hasAttribute("hidden"));
+}
+
+async function openTab(page, name) {
+  await page.click(`button[data-tab="${name}"]`);
+  await page.locator(`section#tab-${name}`).waitFor({ state: "visible" });
+}
+
+/**
+ * Clear #status before an action, so the outcome read after it is that action's (the UI must set
+ * it again). Returns a function that waits for the outcome and returns {cls, text}.
+ */
+async function expectStatus(page) {
+  await page.locator("#status").evaluate((el) => {
+    el.textContent = "";
+    el.classList.remove("ok", "error");
+  });
+  return async () => {
+    await page.locator("#status.ok, #status.error").waitFor({ state: "attached" });
+    return page.locator("#status").evaluate((el) => ({
+      cls: el.classList.contains("error") ? "error" : "ok",
+      text: el.textContent.trim(),
+      role: el.getAttribute("role"),
+    }));
+  };
+}
+
+/** Submit a form by its submit button; fails with the reason if the browser's own validation blocks it. */
+async function submit(page, formSelector, buttonSelector) {
+  const invalid = await page.locator(formSelector).evaluate((form) =>
+    [...form.elements]
+      .filter((el) => el.willValidate && !el.checkValidity())
+      .map((el) => `#${el.id}: ${el.validationMessage}`),
+  );
+  assert.deepEqual(invalid, [], `the browser's form validation blocks ${formSelector}`);
+  await page.click(buttonSelector);
+}
+
+function row(page, table, attr, value) {
+  return page.locator(`table#${table} tbody tr[data-${attr}="${value}"]`);
+}
+
+async function cells(locator) {
+  return locator.locator("td").evaluateAll((tds) => tds.map((td) => td.textContent.trim()));
+}
+
+/** Split a list field the way the page does (commas and/or whitespace). */
+const words = (v) => v.split(/[\s,]+/).filter(Boolean);
+
+async function credentialViaApi(alias, { type = "api_key", data = { key: `sek-${rand()}` }, hosts = ["api.example.com"], description } = {}) {
+  const body = { alias, type, data, policy: { allowed_hosts: hosts } };
+  if (description !== undefined) body.description = description;
+  return apiOk(base, "POST", "/v1/credentials", { token: admin, body });
+}
+
+// ----- 1. security headers -----------------------------------------------------------------------
+
+describe(`admin UI (${backend()})`, () => {
+  it("serves the page with a strict Content-Security-Policy, and the page stays within it", T, async () => {
+    const r = await api(base, "GET", "/", { headers: { accept: "text/html,application/xhtml+xml,*/*;q=0.8" } });
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get("content-type") || "", /^text\/html/);
+    const csp = r.headers.get("content-security-policy") || "";
+    const directives = new Map(
+      csp
+        .split(";")
+        .map((d) => d.trim().split(/\s+/))
+        .filter((d) => d[0])
+        .map(([name, ...values]) => [name.toLowerCase(), values]),
+    );
+    assert.deepEqual(directives.get("default-src"), ["'none'"], `default-src in ${csp}`);
+    assert.deepEqual(directives.get("script-src"), ["'self'"], `script-src in ${csp}`);
+    assert.deepEqual(directives.get("frame-ancestors"), ["'none'"], `frame-ancestors in ${csp}`);
+    assert.ok(!csp.includes("'unsafe-inline'"), `'unsafe-inline' in ${csp}`);
+    assert.ok(!csp.includes("'unsafe-eval'"), `'unsafe-eval' in ${csp}`);
+    // The page's script and style sheet are served with their real types (nosniff would refuse
+    // anything else); API clients probing / still get JSON.
+    const js = await api(base, "GET", "/ui/app.js");
+    assert.equal(js.status, 200);
+    assert.match(js.headers.get("content-type") || "", /^(text|application)\/javascript/);
+    const css = await api(base, "GET", "/ui/app.css");
+    assert.equal(css.status, 200);
+    assert.match(css.headers.get("content-type") || "", /^text\/css/);
+    const probe = await api(base, "GET", "/", { headers: { accept: "application/json" } });
+    assert.doesNotMatch(probe.headers.get("content-type") || "", /text\/html/);
+
+    // In the browser: the login view renders, the logged-in app too, without a single violation.
+    const ui = await freshUi();
+    assert.equal(await hasHidden(ui.page, "#app"), true, "#app is hidden before login");
+    await loginThroughForm(ui.page, ADMIN_PASSWORD);
+    await ui.page.locator("#app").waitFor({ state: "visible" });
+    for (const tab of ["credentials", "keys", "roles", "audit"]) await openTab(ui.page, tab);
+    const loaded = ui.rec.statuses.filter((r) => new URL(r.url).pathname.startsWith("/ui/"));
+    assert.ok(loaded.some((r) => r.url.endsWith("/ui/app.js")) && loaded.some((r) => r.url.endsWith("/ui/app.css")), "the page loads app.js and app.css");
+    assert.deepEqual(loaded.filter((r) => r.status !== 200), [], "the page's own files load");
+    await finish(ui);
+  });
+
+  // ----- 2. login --------------------------------------------------------------------------------
+
+  it("refuses a wrong password with the server's message, logs in with the right one, survives a reload", T, async () => {
+    const ui = await freshUi();
+    const { page } = ui;
+    assert.equal(await hasHidden(page, "#app"), true);
+    await loginThroughForm(page, "not the password");
+    await page.locator("#login-error").filter({ hasText: "invalid username or password" }).waitFor({ state: "visible" });
+    assert.equal(await hasHidden(page, "#app"), true, "#app stays hidden after a failed login");
+    assert.equal(await page.locator("#app").isVisible(), false);
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("vultrino.csrf")), null);
+
+    await loginThroughForm(page, ADMIN_PASSWORD);
+    await page.locator("#app").waitFor({ state: "visible" });
+    assert.equal(await hasHidden(page, "#login-view"), true, "#login-view is hidden once logged in");
+    assert.ok(await page.evaluate(() => sessionStorage.getItem("vultrino.csrf")), "CSRF token kept in sessionStorage");
+    const cookies = await ui.context.cookies();
+    const session = cookies.find((c) => c.value.startsWith("vs_"));
+    assert.ok(session, "a session cookie is set");
+    assert.equal(session.httpOnly, true, "the session cookie is HttpOnly");
+    assert.ok(!(await page.evaluate(() => document.cookie)).includes("vs_"), "the page's script cannot read the session");
+    const stored = await page.evaluate(() => JSON.stringify({ ...sessionStorage, ...localStorage }));
+    assert.ok(!stored.includes("vs_"), "the bearer token is not kept in web storage");
+
+    // Tabs: exactly the chosen section is shown.
+    for (const tab of ["keys", "roles", "audit", "credentials"]) {
+      await openTab(page, tab);
+      for (const other of ["credentials", "keys", "roles", "audit"]) {
+        assert.equal(await hasHidden(page, `section#tab-${other}`), other !== tab, `section#tab-${other} with ${tab} active`);
+      }
+    }
+
+    await page.reload();
+    await page.locator("#app").waitFor({ state: "visible" });
+    assert.equal(await hasHidden(page, "#login-view"), true, "still logged in after a reload");
+    await finish(ui);
+  });
+
+  // ----- 3. add a credential ---------------------------------------------------------------------
+
+  it("adds an api_key credential; its secret is in no page, input or response afterwards", T, async () => {
+    const ui = await loggedInUi();
+    const { page } = ui;
+    await openTab(page, "credentials");
+    const alias = `ui-cred-${rand()}`;
+    const secret = `sek-ui-${rand()}${rand()}`;
+
+    // Only the selected type's fieldset is shown.
+    for (const type of ["basic_auth", "query_param", "oauth2", "api_key"]) {
+      await page.selectOption("#cred-type", type);
+      for (const other of ["api_key", "basic_auth", "query_param", "oauth2"]) {
+        assert.equal(
+          await page.locator(`#credential-form fieldset[data-type="${other}"]`).isVisible(),
+          other === type,
+          `fieldset ${other} visible with ${type} selected`,
+        );
+      }
+    }
+    assert.equal(await page.locator("#cred-key").getAttribute("type"), "password", "#cred-key is a password input");
+
+    await page.fill("#cred-alias", alias);
+    await page.fill("#cred-description", "made in the browser");
+    await page.fill("#cred-key", secret);
+    await page.fill("#cred-hosts", "api.example.com, uploads.example.com  files.example.com");
+    const outcome = await expectStatus(page);
+    await submit(page, "#credential-form", "#cred-submit");
+    const tr = row(page, "credentials-table", "alias", alias);
+    await tr.waitFor({ state: "visible" });
+    const s = await outcome();
+    assert.equal(s.cls, "ok", `status after the save: ${s.text}`);
+    assert.equal(s.role, "status");
+    const c = await cells(tr);
+    assert.equal(c[0], alias);
+    assert.equal(c[1], "api_key");
+    assert.equal(c[2], "made in the browser");
+    assert.equal(c[3], "api.example.com, uploads.example.com, files.example.com");
+    assert.ok(c[4], "updated time shown");
+
+    const stored = await apiOk(base, "GET", `/v1/credentials/${alias}`, { token: admin });
+    assert.deepEqual(stored.allowed_hosts, ["api.example.com", "uploads.example.com", "files.example.com"]);
+    assert.equal(stored.type, "api_key");
+
+    // The form reset, and the secret is nowhere: markup, input values, responses.
+    assert.equal(await page.inputValue("#cred-alias"), "", "the form resets after a save");
+    const html = await page.evaluate(() => document.documentElement.outerHTML);
+    assert.ok(!html.includes(secret), "the secret is in the page's markup");
+    const values = await page.evaluate(() => [...document.querySelectorAll("input, textarea, select")].map((e) => e.value));
+    assert.ok(!values.some((v) => v.includes(secret)), "the secret is still in an input");
+    const bodies = await ui.responseBodies();
+    // (A reply the page never reads, like its post-login probe, may have no body to record.)
+    assert.ok(
+      bodies.some((b) => new URL(b.url).pathname === "/v1/credentials" && b.body?.includes(alias)),
+      "the reloaded credential list was recorded",
+    );
+    const leaking = bodies.filter((b) => b.body?.includes(secret)).map((b) => b.url);
+    assert.deepEqual(leaking, [], "responses holding the secret");
+    await finish(ui);
+  });
+
+  it("adds basic_auth, query_param and oauth2 credentials with their own fields", T, async () => {
+    const ui = await loggedInUi();
+    const { page } = ui;
+    await openTab(page, "credentials");
+    const cases = [
+      ["basic_auth", { "#cred-username": "svc-user", "#cred-password": `pw-${rand()}` }],
+      ["query_param", { "#cred-param-name": "api_key", "#cred-param-value": `qv-${rand()}` }],
+      [
+        "oauth2",
+        {
+          "#cred-token-url": "https://auth.example.com/oauth/token",
+          "#cred-client-id": "client-1",
+          "#cred-client-secret": `cs-${rand()}`,
+          "#cred-scopes": "read write",
+        },
+      ],
+    ];
+    for (const [type, fields] of cases) {
+      const alias = `ui-${type.replace("_", "-")}-${rand()}`;
+      await page.fill("#cred-alias", alias);
+      await page.selectOption("#cred-type", type);
+      for (const [sel, v] of Object.entries(fields)) await page.fill(sel, v);
+      await page.fill("#cred-hosts", "api.example.com auth.example.com");
+      const outcome = await expectStatus(page);
+      await submit(page, "#credential-form", "#cred-submit");
+      const s = await outcome();
+      assert.equal(s.cls, "ok", `${type}: ${s.text}`);
+      const tr = row(page, "credentials-table", "alias", alias);
+      await tr.waitFor({ state: "visible" });
+      assert.equal((await cells(tr))[1], type);
+      const stored = await apiOk(base, "GET", `/v1/credentials/${alias}`, { token: admin });
+      assert.equal(stored.type, type);
+      const html = await page.evaluate(() => document.documentElement.outerHTML);
+      for (const v of Object.values(fields).filter((v) => /^(pw|qv|cs)-/.test(v))) {
+        assert.ok(!html.includes(v), `${type}: a secret is in the page after the save`);
+      }
+    }
+    await finish(ui);
+  });
+
+  // ----- 4. markup in user data is text ----------------------------------------------------------
+
+  it("shows a description holding markup as text, never as HTML", T, async () => {
+    const alias = `ui-xss-${rand()}`;
+    const description = `<img src=x onerror="window.__pwned=1"> & <b>bold</b>`;
+    await credentialViaApi(alias, { description });
+    const ui = await loggedInUi();
+    const { page } = ui;
+    await openTab(page, "credentials");
+    const tr = row(page, "credentials-table", "alias", alias);
+    await tr.waitFor({ state: "visible" });
+    assert.equal((await cells(tr))[2], description);
+    assert.equal(await tr.locator("img, b").count(), 0, "markup from the description became elements");
+    assert.equal(await page.locator("#app img[src='x']").count(), 0);
+    await page.waitForTimeout(200);
+    assert.equal(await page.evaluate(() => window.__pwned), undefined);
+    await finish(ui);
+  });
+
+  // ----- 5. edit ---------------------------------------------------------------------------------
+
+  it("edits a credential: shows and keeps its whole policy, rotates the secret alone, reports refusals", T, async () => {
+    const alias = `ui-edit-${rand()}`;
+    const oldSecret = `sek-old-${rand()}`;
+    const policy = {
+      allowed_hosts: ["127.0.0.1"],
+      methods: ["GET"],
+      path_prefixes: ["/whoami"],
+      rate_limit: { requests: 50, per_seconds: 60 },
+    };
+    await apiOk(base, "POST", "/v1/credentials", {
+      token: admin,
+      body: { alias, type: "api_key", description: "before", data: { key: oldSecret, header: "X-Api-Key", prefix: "Token " }, policy },
+    });
+    /** The header Vultrino injects now: what the loopback upstream receives through an execute. */
+    const injected = async () => {
+      const n = upstream.seen.length;
+      await apiOk(base, "POST", "/v1/execute", { token: admin, body: { credential: alias, method: "GET", url: `${upstream.url}/whoami` } }, 200);
+      assert.equal(upstream.seen.length, n + 1, "the upstream got the request");
+      return upstream.seen[n].headers["x-api-key"];
+    };
+    assert.equal(await injected(), `Token ${oldSecret}`);
+
+    const ui = await loggedInUi();
+    const { page } = ui;
+    await openTab(page, "credentials");
+    const tr = row(page, "credentials-table", "alias", alias);
+    await tr.waitFor({ state: "visible" });
+
+    // Edit mode: alias and type fixed, description and the WHOLE policy prefilled, no secret.
+    await tr.locator('button[data-action="edit"]').click();
+    await eventually(async () => page.locator("#cred-alias").evaluate((e) => e.readOnly), "#cred-alias readOnly");
+    assert.equal(await page.inputValue("#cred-alias"), alias);
+    assert.equal(await page.locator("#cred-type").isDisabled(), true, "#cred-type disabled in edit mode");
+    assert.equal(await page.inputValue("#cred-type"), "api_key");
+    assert.equal(await page.inputValue("#cred-description"), "before");
+    assert.deepEqual(words(await page.inputValue("#cred-hosts")), ["127.0.0.1"]);
+    assert.deepEqual(words(await page.inputValue("#cred-methods")), ["GET"]);
+    assert.deepEqual(words(await page.inputValue("#cred-paths")), ["/whoami"]);
+    assert.equal(await page.inputValue("#cred-rate-requests"), "50");
+    assert.equal(await page.inputValue("#cred-rate-seconds"), "60");
+    await page.locator("#cred-new-secret").waitFor({ state: "visible" });
+    assert.equal(await page.locator("#cred-new-secret").getAttribute("type"), "password");
+    assert.equal(await page.inputValue("#cred-new-secret"), "", "the secret is never prefilled");
+    assert.equal(await page.locator("fieldset[data-type]:visible").count(), 0, "no data fields while editing");
+
+    // Change the description and the hosts; everything else of the policy, and the secret, stay.
+    await page.fill("#cred-hosts", "127.0.0.1, b.example.com");
+    await page.fill("#cred-description", "after");
+    let outcome = await expectStatus(page);
+    await submit(page, "#credential-form", "#cred-submit");
+    let s = await outcome();
+    assert.equal(s.cls, "ok", s.text);
+    let stored = await apiOk(base, "GET", `/v1/credentials/${alias}`, { token: admin });
+    assert.deepEqual(stored.policy, { ...policy, allowed_hosts: ["127.0.0.1", "b.example.com"] });
+    assert.equal(stored.description, "after");
+    assert.equal(await injected(), `Token ${oldSecret}`, "an edit with no new secret keeps the secret");
+    await eventually(async () => (await cells(tr))[3] === "127.0.0.1, b.example.com", "the row shows the new hosts");
+    assert.equal(await page.inputValue("#cred-alias"), "", "the form leaves edit mode after a save");
+    assert.equal(await page.locator("#cred-alias").evaluate((e) => e.readOnly), false);
+    assert.equal(await page.locator("#cred-new-secret").isVisible(), false, "#cred-new-secret only in edit mode");
+
+    // Rotate the secret: the new one is injected with the same header and prefix; policy kept.
+    await tr.locator('button[data-action="edit"]').click();
+    await eventually(async () => (await page.inputValue("#cred-alias")) === alias, "edit mode");
+    const newSecret = `sek-rotated-${rand()}`;
+    await page.fill("#cred-new-secret", newSecret);
+    outcome = await expectStatus(page);
+    await submit(page, "#credential-form", "#cred-submit");
+    s = await outcome();
+    assert.equal(s.cls, "ok", s.text);
+    const rotated = await apiOk(base, "GET", `/v1/credentials/${alias}`, { token: admin });
+    assert.ok(rotated.updated_at > stored.updated_at, `updated_at ${rotated.updated_at} after ${stored.updated_at}`);
+    assert.deepEqual(rotated.policy, stored.policy, "the policy is kept");
+    assert.equal(rotated.description, "after");
+    assert.equal(await injected(), `Token ${newSecret}`, "the rotated secret is injected, header and prefix kept");
+    assert.equal(await page.inputValue("#cred-new-secret"), "", "the form forgets the secret after saving");
+    assert.ok(!(await page.evaluate(() => document.documentElement.outerHTML)).includes(newSecret));
+    stored = rotated;
+
+    // Half a rate limit: the page says so and sends nothing.
+    await tr.locator('button[data-action="edit"]').click();
+    await eventually(async () => (await page.inputValue("#cred-alias")) === alias, "edit mode");
+    await page.fill("#cred-rate-seconds", "");
+    outcome = await expectStatus(page);
+    await submit(page, "#credential-form", "#cred-submit");
+    s = await outcome();
+    assert.equal(s.cls, "error");
+    assert.match(s.text, /rate limit/i);
+    assert.deepEqual(await apiOk(base, "GET", `/v1/credentials/${alias}`, { token: admin }), stored);
+
+    // A change the server refuses: the server's message, nothing lost.
+    await page.fill("#cred-rate-seconds", "60");
+    await page.fill("#cred-hosts", "bad..example.com");
+    const refused = await api(base, "PUT", `/v1/credentials/${alias}`, {
+      token: admin,
+      body: { description: "after", policy: { ...stored.policy, allowed_hosts: ["bad..example.com"] } },
+    });
+    assert.equal(refused.status, 400);
+    outcome = await expectStatus(page);
+    await submit(page, "#credential-form", "#cred-submit");
+    s = await outcome();
+    assert.equal(s.cls, "error");
+    assert.ok(s.text.includes(refused.json.error.message), `status "${s.text}" shows "${refused.json.error.message}"`);
+    assert.equal(await tr.count(), 1, "the row is still there");
+    assert.equal(await page.inputValue("#cred-hosts"), "bad..example.com", "the form keeps what was typed");
+    assert.equal(await page.inputValue("#cred-alias"), alias, "still in edit mode");
+    const unchanged = await apiOk(base, "GET", `/v1/credentials/${alias}`, { token: admin });
+    assert.deepEqual(unchanged, stored);
+
+    // Cancel leaves edit mode.
+    await page.click("#cred-cancel");
+    await eventually(async () => !(await page.locator("#cred-alias").evaluate((e) => e.readOnly)), "edit mode left");
+    assert.equal(await page.locator("#cred-type").isDisabled(), false);
+
+    // An add the server refuses (bad alias): its message, the typed fields kept.
+    await page.fill("#cred-alias", "-bad-alias");
+    await page.selectOption("#cred-type", "api_key");
+    await page.fill("#cred-description", "keep me");
+    await page.fill("#cred-key", "sek-never-stored");
+    await page.fill("#cred-hosts", "api.example.com");
+    const bad = await api(base, "POST", "/v1/credentials", {
+      token: admin,
+      body: { alias: "-bad-alias", type: "api_key", description: "keep me", data: { key: "x" }, policy: { allowed_hosts: ["api.example.com"] } },
+    });
+    assert.equal(bad.status, 400);
+    outcome = await expectStatus(page);
+    await submit(page, "#credential-form", "#cred-submit");
+    s = await outcome();
+    assert.equal(s.cls, "error");
+    assert.ok(s.text.includes(bad.json.error.message), `status "${s.text}" shows "${bad.json.error.message}"`);
+    assert.equal(await page.inputValue("#cred-alias"), "-bad-alias");
+    assert.equal(await page.inputValue("#cred-description"), "keep me");
+    assert.equal(await tr.count(), 1);
+    await finish(ui, [401, 400]);
+  });
+
+  // ----- 6. delete -------------------------------------------------------------------------------
+
+  it("deletes a credential after a confirmation (and keeps it when the dialog is dismissed)", T, async () => {
+    const alias = `ui-del-${rand()}`;
+    await credentialViaApi(alias);
+    const ui = await loggedInUi();
+    const { page } = ui;
+    await openTab(page, "credentials");
+    const tr = row(page, "credentials-table", "alias", alias);
+    await tr.waitFor({ state: "visible" });
+
+    await ui.confirm(false, () => tr.locator('button[data-action="delete"]').click());
+    await page.waitForTimeout(300);
+    assert.equal(await tr.count(), 1, "dismissing the dialog keeps the row");
+    assert.equal((await api(base, "GET", `/v1/credentials/${alias}`, { token: admin })).status, 200);
+
+    const outcome = await expectStatus(page);
+    await ui.confirm(true, () => tr.locator('button[data-action="delete"]').click());
+    await tr.waitFor({ state: "detached" });
+    assert.equal((await outcome()).cls, "ok");
+    assert.equal((await api(base, "GET", `/v1/credentials/${alias}`, { token: admin })).status, 404);
+    await finish(ui);
+  });
+
+  // ----- 7. keys ---------------------------------------------------------------------------------
+
+  it("creates an executor key shown once, which works until it is revoked", T, async () => {
+    const ui = await loggedInUi();
+    const { page } = ui;
+    await openTab(page, "keys");
+    const name = `ui-key-${rand()}`;
+    await page.fill("#key-name", name);
+    await page.locator('#key-role option[value="executor"]').waitFor({ state: "attached" });
+    await page.selectOption("#key-role", "executor");
+    await page.fill("#key-expires", "7");
+    let outcome = await expectStatus(page);
+    await page.locator('#key-form [type="submit"], #key-form button:not([type])').first().click();
+    await page.locator("#new-key").waitFor({ state: "visible" });
+    assert.equal(await hasHidden(page, "#new-key"), false);
+    assert.equal((await outcome()).cls, "ok");
+    const key = (await page.locator("code#new-key-value").textContent()).trim();
+    assert.match(key, /^vk_[0-9a-f]+_\S+$/);
+    const id = /^vk_([0-9a-f]+)_/.exec(key)[1];
+
+    assert.equal((await api(base, "GET", "/v1/credentials", { token: key })).status, 200, "the new key works");
+    const listed = (await apiOk(base, "GET", "/v1/keys", { token: admin })).keys.find((k) => k.id === id);
+    assert.equal(listed?.role, "executor");
+    assert.ok(listed.expires_at, "expiry set from #key-expires");
+
+    const tr = row(page, "keys-table", "id", id);
+    await tr.waitFor({ state: "visible" });
+    const c = await cells(tr);
+    assert.equal(c[0], name);
+    assert.equal(c[1], "executor");
+    assert.ok(!(await tr.evaluate((e) => e.outerHTML)).includes(key), "the full key is in the keys table");
+
+    await page.click("#new-key-dismiss");
+    await eventually(async () => hasHidden(page, "#new-key"), "#new-key hidden after dismiss");
+    assert.equal(await page.locator("#new-key").isVisible(), false);
+    assert.equal((await page.locator("code#new-key-value").textContent()).trim(), "");
+    assert.ok(!(await page.evaluate(() => document.documentElement.outerHTML)).includes(key), "the key is still in the page");
+    const secretPart = key.slice(`vk_${id}_`.length); // (base64url: may itself hold '_')
+    assert.ok(secretPart.length >= 20);
+    assert.ok(!(await page.evaluate(() => document.documentElement.outerHTML)).includes(secretPart));
+
+    outcome = await expectStatus(page);
+    await ui.confirm(true, () => tr.locator('button[data-action="revoke"]').click());
+    await tr.waitFor({ state: "detached" });
+    assert.equal((await outcome()).cls, "ok");
+    assert.equal((await api(base, "GET", "/v1/credentials", { token: key })).status, 401, "the revoked key is refused");
+    const after = (await apiOk(base, "GET", "/v1/keys", { token: admin })).keys;
+    assert.ok(!after.some((k) => k.id === id));
+    await finish(ui);
+  });
+
+  // ----- 8. roles --------------------------------------------------------------------------------
+
+  it("creates a custom role usable for keys and deletes it; built-in roles cannot be deleted", T, async () => {
+    const ui = await loggedInUi();
+    const { page } = ui;
+    await openTab(page, "roles");
+    for (const builtin of ["admin", "executor", "read-only"]) {
+      const tr = row(page, "roles-table", "name", builtin);
+      await tr.waitFor({ state: "visible" });
+      assert.equal(await tr.locator('button[data-action="delete"]').count(), 0, `built-in ${builtin} has a delete button`);
+    }
+    const name = `ui-role-${rand()}`;
+    await page.fill("#role-name", name);
+    await page.check('input[name="perm"][value="read"]');
+    await page.check('input[name="perm"][value="execute"]');
+    await page.fill("#role-scopes", "github-*, gitlab-ci");
+    await page.fill("#role-description", "made in the browser");
+    let outcome = await expectStatus(page);
+    await page.locator('#role-form [type="submit"], #role-form button:not([type])').first().click();
+    const tr = row(page, "roles-table", "name", name);
+    await tr.waitFor({ state: "visible" });
+    assert.equal((await outcome()).cls, "ok");
+    const text = (await cells(tr)).join(" | ");
+    for (const want of ["read", "execute", "github-*", "gitlab-ci"]) assert.ok(text.includes(want), `${want} in row: ${text}`);
+    assert.ok(!/\bwrite\b|\badmin\b/.test(text.replace(name, "")), `unchecked permissions in row: ${text}`);
+    const stored = (await apiOk(base, "GET", "/v1/roles", { token: admin })).roles.find((r) => r.name === name);
+    assert.deepEqual([...stored.permissions].sort(), ["execute", "read"]);
+    assert.deepEqual(stored.scopes, ["github-*", "gitlab-ci"]);
+    assert.equal(stored.description, "made in the browser");
+
+    await openTab(page, "keys");
+    await page.locator(`#key-role option[value="${name}"]`).waitFor({ state: "attached" });
+    for (const builtin of ["admin", "executor", "read-only"]) {
+      assert.equal(await page.locator(`#key-role option[value="${builtin}"]`).count(), 1, `${builtin} in #key-role`);
+    }
+
+    await openTab(page, "roles");
+    outcome = await expectStatus(page);
+    await ui.confirm(true, () => tr.locator('button[data-action="delete"]').click());
+    await tr.waitFor({ state: "detached" });
+    assert.equal((await outcome()).cls, "ok");
+    const roles = (await apiOk(base, "GET", "/v1/roles", { token: admin })).roles;
+    assert.ok(!roles.some((r) => r.name === name));
+    await openTab(page, "keys");
+    await page.locator(`#key-role option[value="${name}"]`).waitFor({ state: "detached" });
+    await finish(ui);
+  });
+
+  // ----- 9. audit --------------------------------------------------------------------------------
+
+  it("lists audit events newest first, 50 a page, with more pages on demand", { timeout: 120_000 }, async () => {
+    // A credential event, then enough newer events for a second page (key creates are cheap).
+    await credentialViaApi(`ui-audit-old-${rand()}`);
+    for (let i = 0; i < 55; i++) {
+      await apiOk(base, "POST", "/v1/keys", { token: admin, body: { name: `audit-filler-${i}`, role: "read-only" } });
+    }
+    const ui = await loggedInUi();
+    const { page } = ui;
+    await openTab(page, "audit");
+    const rows = page.locator("table#audit-table tbody tr");
+    await eventually(async () => (await rows.count()) > 0, "audit rows");
+    const first = await apiOk(base, "GET", "/v1/audit?limit=50", { token: admin });
+    assert.ok(first.cursor, "the API has a second page");
+    assert.equal(await rows.count(), 50, "one page of 50");
+    const actionsOf = async () => rows.evaluateAll((trs) => trs.map((tr) => tr.cells[2]?.textContent.trim()));
+    assert.deepEqual(await actionsOf(), first.events.map((e) => e.action), "the first page, newest first");
+    const top = await cells(rows.first());
+    assert.equal(top.length, 10, `cells of an audit row: ${JSON.stringify(top)}`);
+    assert.equal(top[1], first.events[0].actor);
+    assert.ok(top[8].startsWith(first.events[0].outcome), `outcome cell ${top[8]}`);
+
+    await page.locator("#audit-more").waitFor({ state: "visible" });
+    const second = await apiOk(base, "GET", `/v1/audit?limit=50&cursor=${encodeURIComponent(first.cursor)}`, { token: admin });
+    await page.click("#audit-more");
+    await eventually(async () => (await rows.count()) > 50, "the next page appended");
+    assert.equal(await rows.count(), 50 + second.events.length);
+    const all = await actionsOf();
+    assert.deepEqual(all, [...first.events, ...second.events].map((e) => e.action));
+    for (const action of ["login", "credential.create", "key.create"]) {
+      assert.ok(all.includes(action), `${action} in the audit table`);
+    }
+    assert.equal(await page.locator("#audit-more").isVisible(), Boolean(second.cursor), "#audit-more shown exactly when there is a next page");
+
+    // Refresh shows a new event on top and starts again from the first page.
+    const alias = `ui-audit-${rand()}`;
+    await credentialViaApi(alias);
+    await page.click("#audit-refresh");
+    await eventually(async () => {
+      const c = await cells(rows.first());
+      return c[2] === "credential.create" && c[3] === alias;
+    }, "the new event on top after refresh");
+    assert.equal(await rows.count(), 50);
+    await finish(ui);
+  });
+
+  // ----- 10. logout ------------------------------------------------------------------------------
+
+  it("logs out: login view, sessionStorage cleared, and the old session is dead", T, async () => {
+    const ui = await loggedInUi();
+    const { page } = ui;
+    const cookie = (await ui.context.cookies()).find((c) => c.value.startsWith("vs_"));
+    assert.ok(cookie);
+    await page.click("#logout");
+    await page.locator("#login-view").waitFor({ state: "visible" });
+    assert.equal(await hasHidden(page, "#app"), true);
+    assert.equal(await page.locator("#app").isVisible(), false);
+    assert.match(await page.textContent("#login-notice"), /signed out/i, "a notice, not an error");
+    assert.equal(await page.textContent("#login-error"), "");
+    assert.equal(await page.evaluate(() => sessionStorage.length), 0, "sessionStorage cleared");
+    assert.equal(await page.evaluate(async () => (await fetch("/v1/credentials")).status), 401);
+    // The old cookie itself no longer opens a session (not merely forgotten by the browser).
+    const r = await api(base, "GET", "/v1/credentials", { headers: { cookie: `${cookie.name}=${cookie.value}` } });
+    assert.equal(r.status, 401);
+    assert.equal((await api(base, "GET", "/v1/credentials", { token: cookie.value })).status, 401);
+    await page.reload();
+    await page.locator("#login-form").waitFor({ state: "visible" });
+    assert.equal(await hasHidden(page, "#app"), true);
+    await finish(ui);
+  });
+});
