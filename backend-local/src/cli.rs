@@ -456,23 +456,29 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
     // One write: whoever waits for the "listening on" line (a script, a test) may close the pipe
     // as soon as it has it, and a later write would then fail with EPIPE and stop the server.
     // It may hold the first-run password: wiped when dropped.
-    let mut banner = zeroize::Zeroizing::new(String::new());
-    if let Some(pw) = &opened.generated_password {
-        banner.push_str(&format!(
-            "First run: created admin user '{}' with password:\n\n    {}\n\nIt is shown only this once; its hash is stored in {}.\n",
-            s.config.admin_username,
-            pw.as_str(),
-            if s.store == StoreKind::File {
-                s.data_dir.join(setup::ADMIN_HASH_FILE).display().to_string()
-            } else {
-                "memory (this run only)".into()
-            }
-        ));
+    let mut banner = zeroize::Zeroizing::new(String::with_capacity(4096)); // never regrown
+    {
+        use std::fmt::Write as _;
+        // Written straight into the wiped buffer: no temporary copy of the password is left.
+        if let Some(pw) = &opened.generated_password {
+            let _ = write!(
+                banner,
+                "First run: created admin user '{}' with password:\n\n    {}\n\nIt is shown only this once; its hash is stored in {}.\n",
+                s.config.admin_username,
+                pw.as_str(),
+                if s.store == StoreKind::File {
+                    s.data_dir.join(setup::ADMIN_HASH_FILE).display().to_string()
+                } else {
+                    "memory (this run only)".into()
+                }
+            );
+        }
+        let _ = write!(
+            banner,
+            "Admin web UI: http://{addr}/ (user '{}')\nVultrino listening on http://{addr}\n",
+            s.config.admin_username
+        );
     }
-    banner.push_str(&format!(
-        "Admin web UI: http://{addr}/ (user '{}')\nVultrino listening on http://{addr}\n",
-        s.config.admin_username
-    ));
     let mut out = std::io::stdout().lock();
     out.write_all(banner.as_bytes())?;
     out.flush()?;

@@ -39,6 +39,9 @@ struct Fixture {
     rt: tokio::runtime::Runtime,
     app: App,
     admin: String,
+    /// The login's session cookie (`vc_…`) and its CSRF token.
+    cookie: String,
+    csrf: String,
     agent: String,
 }
 
@@ -70,6 +73,14 @@ fn fixture() -> Fixture {
     );
     let v: serde_json::Value = serde_json::from_slice(login.body()).unwrap();
     let admin = v["token"].as_str().unwrap().to_string();
+    let csrf = v["csrf_token"].as_str().unwrap().to_string();
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     let send = |m: &str, p: &str, b: &str| {
         rt.block_on(
             app.handle(
@@ -95,6 +106,8 @@ fn fixture() -> Fixture {
         rt,
         app,
         admin,
+        cookie,
+        csrf,
         agent,
     }
 }
@@ -203,10 +216,12 @@ proptest! {
                 0 => {}
                 1 => req = req.header("authorization", format!("Bearer {}", f.admin)),
                 2 => req = req.header("authorization", format!("Bearer {}", f.agent)),
-                _ => req = req.header("cookie", format!("vultrino_session={}", f.admin)),
+                _ => req = req.header("cookie", f.cookie.as_str()),
             }
             if csrf {
                 req = req.header("x-csrf-token", "nope").header("origin", "https://evil.example");
+            } else if who == 3 {
+                req = req.header("x-csrf-token", f.csrf.as_str());
             }
             let Ok(req) = req.body(Bytes::from(b)) else { return Ok(()) };
             let resp = f.rt.block_on(f.app.handle(req));

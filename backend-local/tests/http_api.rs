@@ -163,8 +163,6 @@ async fn browsers_get_the_admin_ui_under_a_strict_policy_and_api_clients_get_jso
         assert!(header(&r, "content-type").starts_with(kind), "{path}");
         assert_eq!(header(&r, "x-content-type-options"), "nosniff");
     }
-    let r = e.c.send("GET", "/ui/../v1/credentials", None, None).await;
-    assert_ne!(r.status, 200);
     let r = e.c.send("GET", "/ui/secrets.json", None, None).await;
     assert_eq!(
         (r.status, r.body["error"]["code"].as_str()),
@@ -194,6 +192,7 @@ async fn login_sets_a_locked_down_cookie_and_logout_kills_the_session_at_once() 
         assert!(cookie.contains(attr), "{cookie}");
     }
     assert!(r.body["csrf_token"].is_string() && r.body["expires_at"].is_u64());
+    let r_csrf = r.body["csrf_token"].as_str().unwrap().to_string();
     let token = r.body["token"].as_str().unwrap().to_string();
     assert_eq!(
         e.c.send("GET", "/v1/credentials", Some(&token), None)
@@ -207,6 +206,25 @@ async fn login_sets_a_locked_down_cookie_and_logout_kills_the_session_at_once() 
     );
     let r = e.c.send("GET", "/v1/credentials", Some(&token), None).await;
     assert_eq!(r.status, 401, "a logged-out session must be dead at once");
+    // …and so is its cookie twin.
+    let cookie_value = cookie
+        .split(';')
+        .next()
+        .and_then(|kv| kv.strip_prefix("vultrino_session="))
+        .unwrap();
+    let csrf = r_csrf;
+    let r =
+        e.c.send_raw(
+            e.c.http
+                .get(format!("{}/v1/credentials", e.c.target.base))
+                .header("cookie", format!("vultrino_session={cookie_value}"))
+                .header("x-csrf-token", csrf),
+        )
+        .await;
+    assert_eq!(
+        r.status, 401,
+        "the cookie of a logged-out login is dead too"
+    );
 }
 
 #[tokio::test]
@@ -260,8 +278,11 @@ async fn concurrent_wrong_passwords_get_exactly_the_configured_number_of_401s() 
     assert_eq!((count(401), count(429)), (4, 16), "{statuses:?}");
 }
 
+/// A login makes a cookie for browsers and a bearer token for API clients; each works only its
+/// own way, and every cookie request — reads too — needs the CSRF token: browsers send a host's
+/// cookies to all its ports, so a page on another local port must get nothing from the cookie.
 #[tokio::test]
-async fn cookie_sessions_need_csrf_for_changes() {
+async fn cookie_sessions_need_csrf_for_every_request_and_are_no_bearer_tokens() {
     let e = env().await;
     let r =
         e.c.send(
@@ -273,16 +294,29 @@ async fn cookie_sessions_need_csrf_for_changes() {
         .await;
     let token = r.body["token"].as_str().unwrap().to_string();
     let csrf = r.body["csrf_token"].as_str().unwrap().to_string();
-    let cookie = format!("vultrino_session={token}");
+    let set_cookie = r.headers["set-cookie"].to_str().unwrap();
+    let cookie_value = set_cookie
+        .split(';')
+        .next()
+        .and_then(|kv| kv.strip_prefix("vultrino_session="))
+        .unwrap()
+        .to_string();
+    assert!(token.starts_with("vs_") && cookie_value.starts_with("vc_"));
+    assert_ne!(cookie_value[3..], token[3..], "two tokens, not one");
+    assert!(
+        !r.text.contains(&cookie_value),
+        "the cookie is never in the body"
+    );
+    let cookie = format!("vultrino_session={cookie_value}");
     let body = json!({"alias": "c1", "type": "api_key", "data": {"key": "k"}, "policy": {"allowed_hosts": ["127.0.0.1"]}});
     let url = format!("{}/v1/credentials", e.c.target.base);
+    let code = |r: &support::Reply| (r.status, r.body["error"]["code"].as_str().map(String::from));
+    let csrf_failed = (403, Some("csrf_failed".to_string()));
+
     let r =
         e.c.send_raw(e.c.http.post(&url).header("cookie", &cookie).json(&body))
             .await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_str()),
-        (403, Some("csrf_failed"))
-    );
+    assert_eq!(code(&r), csrf_failed);
     let r =
         e.c.send_raw(
             e.c.http
@@ -304,11 +338,73 @@ async fn cookie_sessions_need_csrf_for_changes() {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
-    // Reads need no CSRF token.
-    let r =
-        e.c.send_raw(e.c.http.get(&url).header("cookie", &cookie))
+    // Reads need the token too: the cookie alone opens nothing.
+    for path in ["/v1/credentials", "/v1/audit", "/v1/sync/export"] {
+        let url = format!("{}{path}", e.c.target.base);
+        let r =
+            e.c.send_raw(e.c.http.get(&url).header("cookie", &cookie))
+                .await;
+        assert_eq!(code(&r), csrf_failed, "{path}");
+        let r =
+            e.c.send_raw(
+                e.c.http
+                    .get(&url)
+                    .header("cookie", &cookie)
+                    .header("x-csrf-token", "not-the-token"),
+            )
             .await;
-    assert_eq!(r.status, 200);
+        assert_eq!(code(&r), csrf_failed, "{path}");
+    }
+    let r =
+        e.c.send_raw(
+            e.c.http
+                .get(&url)
+                .header("cookie", &cookie)
+                .header("x-csrf-token", &csrf),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Each token only its own way.
+    let r =
+        e.c.send("GET", "/v1/credentials", Some(&cookie_value), None)
+            .await;
+    assert_eq!(r.status, 401, "the cookie is no bearer token");
+    let r =
+        e.c.send_raw(
+            e.c.http
+                .get(&url)
+                .header("cookie", format!("vultrino_session={token}"))
+                .header("x-csrf-token", &csrf),
+        )
+        .await;
+    assert_eq!(r.status, 401, "the bearer token is no cookie");
+    // Logging out through the cookie ends the bearer twin as well.
+    assert_eq!(
+        e.c.send("GET", "/v1/credentials", Some(&token), None)
+            .await
+            .status,
+        200
+    );
+    let r =
+        e.c.send_raw(
+            e.c.http
+                .post(format!("{}/logout", e.c.target.base))
+                .header("cookie", &cookie)
+                .header("x-csrf-token", &csrf),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = e.c.send("GET", "/v1/credentials", Some(&token), None).await;
+    assert_eq!(r.status, 401, "the twin died with it");
+    let r =
+        e.c.send_raw(
+            e.c.http
+                .get(&url)
+                .header("cookie", &cookie)
+                .header("x-csrf-token", &csrf),
+        )
+        .await;
+    assert_eq!(r.status, 401);
 }
 
 #[tokio::test]
@@ -396,9 +492,16 @@ async fn one_credential_shows_its_policy_and_a_secret_alone_can_be_rotated() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(!r.text.contains("second-secret-4409"));
     let agent = e.key("executor").await;
-    let x = e.execute(&agent, "svc", &e.up.url("/echo")).await;
-    assert_eq!(x.status, 200, "{}", x.text);
-    let seen = e.up.seen().pop().unwrap();
+    // The header the upstream receives through one execute.
+    let injected = || async {
+        let before = e.up.seen().len();
+        let x = e.execute(&agent, "svc", &e.up.url("/echo")).await;
+        assert_eq!(x.status, 200, "{}", x.text);
+        let seen = e.up.seen();
+        assert_eq!(seen.len(), before + 1, "one request reached the upstream");
+        (seen.last().unwrap().clone(), x)
+    };
+    let (seen, x) = injected().await;
     assert_eq!(seen.headers["x-api-key"], "Token second-secret-4409");
     assert!(!seen.headers.contains_key("authorization"));
     assert_scrubbed(&x.text, "second-secret-4409");
@@ -417,7 +520,14 @@ async fn one_credential_shows_its_policy_and_a_secret_alone_can_be_rotated() {
             json!({"secret": "x", "type": "basic_auth"}),
             "a type change without data",
         ),
-        (json!({"secret": 12}), "a secret that is not a string"),
+        (
+            json!({"secret": 987654321}),
+            "a secret that is not a string",
+        ),
+        (
+            json!({"secret": "line\r\nX-Injected: 1"}),
+            "a secret that is no header text",
+        ),
     ] {
         let r = put(body).await;
         assert_eq!(
@@ -426,13 +536,41 @@ async fn one_credential_shows_its_policy_and_a_secret_alone_can_be_rotated() {
             "{why}: {}",
             r.text
         );
+        assert!(
+            !r.text.contains("987654321") && !r.text.contains("Injected"),
+            "{why}: the refusal repeats the secret: {}",
+            r.text
+        );
     }
-    e.execute(&agent, "svc", &e.up.url("/echo")).await;
+    let (seen, _) = injected().await;
     assert_eq!(
-        e.up.seen().pop().unwrap().headers["x-api-key"],
-        "Token second-secret-4409",
+        seen.headers["x-api-key"], "Token second-secret-4409",
         "refused updates change nothing"
     );
+
+    // A key whose scopes miss the alias learns nothing, not even whether it exists.
+    let role = json!({"name": "other-only", "permissions": ["read"], "scopes": ["other-*"]});
+    let r =
+        e.c.send("POST", "/v1/roles", Some(&e.admin), Some(&role))
+            .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let outsider = e.key("other-only").await;
+    for alias in ["svc", "no-such-alias"] {
+        let r =
+            e.c.send(
+                "GET",
+                &format!("/v1/credentials/{alias}"),
+                Some(&outsider),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (403, Some("scope_denied")),
+            "{alias}: {}",
+            r.text
+        );
+    }
 }
 
 #[tokio::test]
@@ -1015,20 +1153,29 @@ async fn a_write_key_cannot_repoint_a_secret_at_other_hosts() {
         "{}",
         r.text
     );
-    // With a new secret the old one is not at risk: allowed, as data or as the secret alone.
+    // A new secret alone does not do: the rest of the data (an OAuth2 refresh token, a user
+    // name) would follow it to the new hosts.
     let with_secret =
         json!({"secret": "fresh-secret-2", "policy": {"allowed_hosts": ["third.example"]}});
-    assert_eq!(
+    let r =
         e.c.send(
             "PUT",
             "/v1/credentials/github",
             Some(&writer),
-            Some(&with_secret)
+            Some(&with_secret),
         )
-        .await
-        .status,
-        200
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (403, Some("permission_denied")),
+        "{}",
+        r.text
     );
+    let kept =
+        e.c.send("GET", "/v1/credentials/github", Some(&e.admin), None)
+            .await;
+    assert_eq!(kept.body["allowed_hosts"], json!(["127.0.0.1"]));
+    // With all-new data the old secret is not at risk: allowed.
     let with_data =
         json!({"data": {"key": "fresh-secret"}, "policy": {"allowed_hosts": ["other.example"]}});
     assert_eq!(

@@ -201,12 +201,15 @@ describe(`admin UI (${backend()})`, () => {
     assert.equal(await hasHidden(page, "#login-view"), true, "#login-view is hidden once logged in");
     assert.ok(await page.evaluate(() => sessionStorage.getItem("vultrino.csrf")), "CSRF token kept in sessionStorage");
     const cookies = await ui.context.cookies();
-    const session = cookies.find((c) => c.value.startsWith("vs_"));
-    assert.ok(session, "a session cookie is set");
+    const session = cookies.find((c) => c.value.startsWith("vc_"));
+    assert.ok(session, "a cookie-only session token (vc_) is set");
     assert.equal(session.httpOnly, true, "the session cookie is HttpOnly");
-    assert.ok(!(await page.evaluate(() => document.cookie)).includes("vs_"), "the page's script cannot read the session");
+    assert.ok(!(await page.evaluate(() => document.cookie)).includes("vc_"), "the page's script cannot read the session");
     const stored = await page.evaluate(() => JSON.stringify({ ...sessionStorage, ...localStorage }));
-    assert.ok(!stored.includes("vs_"), "the bearer token is not kept in web storage");
+    assert.ok(!stored.includes("vs_") && !stored.includes("vc_"), "no session token is kept in web storage");
+    // The cookie alone opens nothing (another local port receives it too): reads need the token.
+    assert.equal(await page.evaluate(async () => (await fetch("/v1/credentials")).status), 403);
+    assert.equal((await api(base, "GET", "/v1/credentials", { token: session.value })).status, 401, "the cookie is no bearer token");
 
     // Tabs: exactly the chosen section is shown.
     for (const tab of ["keys", "roles", "audit", "credentials"]) {
@@ -219,7 +222,15 @@ describe(`admin UI (${backend()})`, () => {
     await page.reload();
     await page.locator("#app").waitFor({ state: "visible" });
     assert.equal(await hasHidden(page, "#login-view"), true, "still logged in after a reload");
-    await finish(ui);
+
+    // A token that is not the session's (another tab signed in and replaced the cookie): the
+    // server refuses (403 csrf_failed) and the page asks to sign in again instead of failing on.
+    await page.evaluate(() => sessionStorage.setItem("vultrino.csrf", "stale-token"));
+    await page.click('button[data-tab="audit"]');
+    await page.locator("#login-view").waitFor({ state: "visible" });
+    assert.match(await page.textContent("#login-notice"), /session has ended/i);
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("vultrino.csrf")), null);
+    await finish(ui, [401, 403]);
   });
 
   // ----- 3. add a credential ---------------------------------------------------------------------
@@ -491,8 +502,14 @@ describe(`admin UI (${backend()})`, () => {
     const tr = row(page, "credentials-table", "alias", alias);
     await tr.waitFor({ state: "visible" });
 
+    const deletes = [];
+    page.on("request", (req) => {
+      if (req.method() === "DELETE") deletes.push(req.url());
+    });
     await ui.confirm(false, () => tr.locator('button[data-action="delete"]').click());
+    // A DELETE would be sent from the click handler right after the dialog; give it time to show.
     await page.waitForTimeout(300);
+    assert.deepEqual(deletes, [], "dismissing the dialog sends no DELETE");
     assert.equal(await tr.count(), 1, "dismissing the dialog keeps the row");
     assert.equal((await api(base, "GET", `/v1/credentials/${alias}`, { token: admin })).status, 200);
 
@@ -655,8 +672,10 @@ describe(`admin UI (${backend()})`, () => {
   it("logs out: login view, sessionStorage cleared, and the old session is dead", T, async () => {
     const ui = await loggedInUi();
     const { page } = ui;
-    const cookie = (await ui.context.cookies()).find((c) => c.value.startsWith("vs_"));
+    const cookie = (await ui.context.cookies()).find((c) => c.value.startsWith("vc_"));
     assert.ok(cookie);
+    const csrf = await page.evaluate(() => sessionStorage.getItem("vultrino.csrf"));
+    assert.ok(csrf);
     await page.click("#logout");
     await page.locator("#login-view").waitFor({ state: "visible" });
     assert.equal(await hasHidden(page, "#app"), true);
@@ -666,9 +685,10 @@ describe(`admin UI (${backend()})`, () => {
     assert.equal(await page.evaluate(() => sessionStorage.length), 0, "sessionStorage cleared");
     assert.equal(await page.evaluate(async () => (await fetch("/v1/credentials")).status), 401);
     // The old cookie itself no longer opens a session (not merely forgotten by the browser).
-    const r = await api(base, "GET", "/v1/credentials", { headers: { cookie: `${cookie.name}=${cookie.value}` } });
+    const r = await api(base, "GET", "/v1/credentials", {
+      headers: { cookie: `${cookie.name}=${cookie.value}`, "x-csrf-token": csrf },
+    });
     assert.equal(r.status, 401);
-    assert.equal((await api(base, "GET", "/v1/credentials", { token: cookie.value })).status, 401);
     await page.reload();
     await page.locator("#login-form").waitFor({ state: "visible" });
     assert.equal(await hasHidden(page, "#app"), true);

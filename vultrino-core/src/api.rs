@@ -43,8 +43,39 @@ pub fn json_body<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) ->
 /// The response for an error: `{"error": {"code", "message"}}`, with `Retry-After` when the error
 /// says when to retry (429 rate limits and lockouts, 409 `change_in_progress` and
 /// `change_not_propagated`).
+/// The headers every response carries, the page's included: no sniffing, no caching, no
+/// referrer, no framing, no cross-origin embedding or window handles, and a Content-Security-
+/// Policy that lets nothing load or run (kept when the response brings its own, as the admin
+/// page does).
+pub fn security_headers(h: &mut http::HeaderMap) {
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(crate::ui::API_CSP),
+        );
+    }
+}
+
+/// A JSON error response, with [`security_headers`] (backends answer some errors themselves,
+/// outside [`App::handle`]: a body too slow or too large, a worker that cannot open its store).
 pub fn error_response(e: &Error) -> Response<Bytes> {
     let mut r = json_response(e.status(), &e.to_json());
+    security_headers(r.headers_mut());
     if let Some(secs) = e.retry_after_secs() {
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
             r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -120,20 +151,8 @@ impl App {
                 Err(e) => error_response(&e),
             }
         };
+        security_headers(resp.headers_mut());
         let h = resp.headers_mut();
-        h.insert(
-            "x-content-type-options",
-            HeaderValue::from_static("nosniff"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-        h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-        if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
-            h.insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(crate::ui::API_CSP),
-            );
-        }
         if let Some(o) = origin.as_deref().filter(|o| self.cors_allowed(o)) {
             if let Ok(v) = HeaderValue::from_str(o) {
                 h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
@@ -346,6 +365,11 @@ impl App {
     /// Authenticate a request and, for cookie sessions making a state change, enforce CSRF and
     /// same-origin.
     async fn authenticate(&self, req: &Request<Bytes>) -> Result<Principal> {
+        Ok(self.authenticate_checked(req).await?.principal)
+    }
+
+    /// [`Self::authenticate`], keeping the session record.
+    async fn authenticate_checked(&self, req: &Request<Bytes>) -> Result<Authed> {
         let authed = self.authenticate_any(req).await?;
         if let (
             Principal::Admin {
@@ -354,12 +378,10 @@ impl App {
             Some(session),
         ) = (&authed.principal, &authed.session)
         {
-            let safe = matches!(*req.method(), Method::GET | Method::HEAD);
-            if !safe {
-                self.check_csrf(req, session)?;
-            }
+            // Reads too: the cookie reaches every port of this host, the token only this page.
+            self.check_csrf(req, session)?;
         }
-        Ok(authed.principal)
+        Ok(authed)
     }
 
     async fn authenticate_any(&self, req: &Request<Bytes>) -> Result<Authed> {
@@ -381,13 +403,15 @@ impl App {
                     session: None,
                 });
             }
-            if token.starts_with("vs_") {
+            if token.starts_with(auth::BEARER_SESSION_PREFIX) {
                 return self.session(token, false).await;
             }
             return Err(unauthenticated());
         }
         if let Some(token) = header_str(req, "cookie").and_then(auth::cookie_token) {
-            return self.session(token, true).await;
+            if token.starts_with(auth::COOKIE_SESSION_PREFIX) {
+                return self.session(token, true).await;
+            }
         }
         Err(unauthenticated())
     }
@@ -399,6 +423,8 @@ impl App {
             .sessions
             .touch_session(&id, self.now())
             .await?
+            // A token works only the way it was issued (cookie or bearer).
+            .filter(|r| r.via_cookie == via_cookie)
             .ok_or_else(|| {
                 Error::unauthorized("session expired or logged out").with_code("session_expired")
             })?;
@@ -519,7 +545,15 @@ impl App {
             );
         }
         self.ports.sessions.reset_counter(&counter).await?;
-        let token = format!("vs_{}", crypto::b64url(&crypto::random_bytes::<32>()));
+        // Twin sessions: the bearer token for API clients, the cookie for browsers (see `auth`).
+        let new_token =
+            |prefix: &str| format!("{prefix}{}", crypto::b64url(&crypto::random_bytes::<32>()));
+        let token = new_token(auth::BEARER_SESSION_PREFIX);
+        let cookie = new_token(auth::COOKIE_SESSION_PREFIX);
+        let (token_id, cookie_id) = (
+            crypto::sha256_hex(token.as_bytes()),
+            crypto::sha256_hex(cookie.as_bytes()),
+        );
         let csrf = crypto::b64url(&crypto::random_bytes::<32>());
         let expires_at = now + self.config.session_absolute_secs * 1000;
         let record = SessionRecord {
@@ -529,10 +563,21 @@ impl App {
             last_seen_ms: now,
             idle_timeout_ms: self.config.session_idle_secs * 1000,
             expires_at_ms: expires_at,
+            via_cookie: false,
+            twin: Some(cookie_id.clone()),
+        };
+        let cookie_record = SessionRecord {
+            via_cookie: true,
+            twin: Some(token_id.clone()),
+            ..record.clone()
         };
         self.ports
             .sessions
-            .create_session(&crypto::sha256_hex(token.as_bytes()), record)
+            .create_session(&token_id, record)
+            .await?;
+        self.ports
+            .sessions
+            .create_session(&cookie_id, cookie_record)
             .await?;
         event.actor = format!("admin:{}", self.config.admin_username);
         event.outcome = "success".into();
@@ -543,7 +588,7 @@ impl App {
             &json!({"token": token, "expires_at": expires_at, "csrf_token": csrf}),
         );
         if let Ok(v) = HeaderValue::from_str(&auth::session_cookie(
-            &token,
+            &cookie,
             self.config.session_absolute_secs,
         )) {
             r.headers_mut().insert(header::SET_COOKIE, v);
@@ -552,13 +597,18 @@ impl App {
     }
 
     async fn logout(&self, req: &Request<Bytes>) -> Result<Response<Bytes>> {
-        let who = self.authenticate(req).await?;
+        let authed = self.authenticate_checked(req).await?;
+        let who = authed.principal;
         let Principal::Admin { session_id, .. } = &who else {
             return Err(Error::bad_request(
                 "logout ends admin sessions; revoke API keys with DELETE /v1/keys/{id}",
             )
             .with_code("not_a_session"));
         };
+        // The twin first: once the presented session is gone, a retry could not find it.
+        if let Some(twin) = authed.session.as_ref().and_then(|s| s.twin.as_deref()) {
+            self.ports.sessions.revoke_session(twin).await?;
+        }
         self.ports.sessions.revoke_session(session_id).await?;
         let mut event = AuditEvent::new(self.now(), who.actor(), "logout", "success");
         event.status = Some(204);
@@ -569,5 +619,23 @@ impl App {
             HeaderValue::from_str(&auth::clear_cookie()).map_err(|_| Error::internal())?,
         );
         Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Backends answer some errors without `App::handle` (a body too large or too slow, a worker
+    /// that cannot open its store): those replies carry the same security headers.
+    #[test]
+    fn error_replies_built_outside_handle_carry_the_security_headers() {
+        let r = error_response(&Error::too_large("request body is too large"));
+        let h = r.headers();
+        assert_eq!(h["content-security-policy"], crate::ui::API_CSP);
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["cross-origin-resource-policy"], "same-origin");
+        assert_eq!(h["cache-control"], "no-store");
     }
 }

@@ -662,7 +662,9 @@ impl App {
                 let mut new_hosts = p.allowed_hosts.clone();
                 old_hosts.sort();
                 new_hosts.sort();
-                if new_hosts != old_hosts && update.data.is_none() && update.secret.is_none() {
+                // A new `secret` alone does not count: the rest of the data stays (an OAuth2
+                // refresh token, a user name) and would go to the new hosts with it.
+                if new_hosts != old_hosts && update.data.is_none() {
                     const NEEDS_ADMIN: &str = "changing allowed_hosts without replacing the \
                         secret needs the admin permission";
                     who.require(Permission::Admin).map_err(|_| {
@@ -687,7 +689,7 @@ impl App {
                     true
                 }
                 (None, None, Some(secret)) => {
-                    record.data.replace_secret(secret)?;
+                    record.data = record.data.with_secret(secret)?;
                     true
                 }
                 (Some(_), None, _) => {
@@ -729,7 +731,7 @@ impl App {
         self.exclusive("credential", alias, async move {
             let (key, stored) = self.read_credential(alias).await?;
             let mut record = self.open_credential(&key, &stored)?;
-            record.data.replace_secret(secret)?;
+            record.data = record.data.with_secret(secret)?;
             record.updated_at = self.now();
             self.store_credential(&record, Some(&stored)).await?;
             self.ports.kv.delete(&credential::oauth_key(alias)).await?;

@@ -1,9 +1,12 @@
 //! Authentication and authorization: admin sessions, API keys, roles and permissions.
 //!
-//! - Admin sessions: a 256-bit random token (`vs_…`), stored only as its SHA-256 in the
-//!   [`SessionStore`](crate::ports::SessionStore) with idle and absolute expiry. Sent as an
-//!   HttpOnly/Secure/SameSite=Strict cookie or as a Bearer token. Cookie-authenticated state
-//!   changes need the session's CSRF token (`X-CSRF-Token`) and a same-origin `Origin`.
+//! - Admin sessions: a login makes two twin sessions, each a 256-bit random token stored only
+//!   as its SHA-256 in the [`SessionStore`](crate::ports::SessionStore) with idle and absolute
+//!   expiry: `vs_…`, returned in the reply, for `Authorization: Bearer`, and `vc_…`, set as an
+//!   HttpOnly/Secure/SameSite=Strict cookie. Each is accepted only the way it was issued, and
+//!   logging out of either ends both. Every cookie-authenticated request, reads included, needs
+//!   the login's CSRF token (`X-CSRF-Token`) and a same-origin `Origin` when one is sent: browsers
+//!   send a host's cookies to all its ports, so the cookie alone must open nothing.
 //! - API keys: `vk_<id>_<secret>`, shown once. The record at `key:<id>` holds
 //!   HMAC-SHA256(secret) under the keyring MAC key, compared in constant time. Revocation deletes
 //!   the record AND sets a marker in the SessionStore, because KV deletes can take ~60 s to reach
@@ -242,6 +245,11 @@ pub fn session_cookie(token: &str, max_age_secs: u64) -> String {
 pub fn clear_cookie() -> String {
     format!("{SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0")
 }
+
+/// Prefix of bearer session tokens (`Authorization: Bearer vs_…`).
+pub const BEARER_SESSION_PREFIX: &str = "vs_";
+/// Prefix of cookie session tokens (the `vultrino_session` cookie): never accepted as Bearer.
+pub const COOKIE_SESSION_PREFIX: &str = "vc_";
 
 /// Find the session token in a `Cookie` header value.
 pub fn cookie_token(cookie_header: &str) -> Option<&str> {

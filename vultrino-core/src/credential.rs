@@ -188,19 +188,22 @@ impl CredentialData {
         Ok(parsed)
     }
 
-    /// Replace the type's one secret (api_key `key`, basic_auth `password`, query_param `value`,
-    /// oauth2 `client_secret`), keeping every other field. Refuses an empty secret.
-    pub fn replace_secret(&mut self, secret: Secret) -> Result<()> {
+    /// The same data with the type's one secret (api_key `key`, basic_auth `password`,
+    /// query_param `value`, oauth2 `client_secret`) replaced and every other field kept, checked
+    /// like new data (an api_key secret must be printable header text …). Refuses an empty secret.
+    pub fn with_secret(&self, secret: Secret) -> Result<Self> {
         if secret.is_empty() {
             return Err(Error::bad_request("the new secret is empty").with_code("invalid_data"));
         }
-        match self {
+        let mut next = self.clone();
+        match &mut next {
             CredentialData::ApiKey(d) => d.key = secret,
             CredentialData::BasicAuth(d) => d.password = secret,
             CredentialData::QueryParam(d) => d.value = secret,
             CredentialData::Oauth2(d) => d.client_secret = secret,
         }
-        Ok(())
+        next.validate()?;
+        Ok(next)
     }
 
     pub fn kind(&self) -> CredentialType {

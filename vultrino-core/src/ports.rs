@@ -231,6 +231,16 @@ pub struct SessionRecord {
     pub idle_timeout_ms: u64,
     /// The session dies at this instant whatever its use (absolute expiry).
     pub expires_at_ms: u64,
+    /// How the token is presented: `true` for the browser's session cookie (then every request,
+    /// reads included, also needs the CSRF token), `false` for `Authorization: Bearer`. A token
+    /// is accepted only the way it was issued, so a cookie that leaks (browsers share cookies
+    /// between the ports of one host) is no bearer token.
+    #[serde(default)]
+    pub via_cookie: bool,
+    /// The id of the other session made by the same login (the cookie's bearer twin or the
+    /// reverse): logging out of either ends both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twin: Option<String>,
 }
 
 impl SessionRecord {

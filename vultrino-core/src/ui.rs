@@ -17,9 +17,11 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 /// The page's policy. `default-src 'none'` first, then only what the page uses.
+/// Trusted Types are required too: the script writes text only, so no DOM sink may take a
+/// string.
 pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'; \
-     base-uri 'none'";
+     base-uri 'none'; require-trusted-types-for 'script'";
 
 /// The policy on every other response (JSON, scripts, styles): nothing may load from them, and
 /// nothing may frame them.

@@ -21,6 +21,9 @@ fn record(subject: &str, now: u64) -> SessionRecord {
         last_seen_ms: now,
         idle_timeout_ms: IDLE,
         expires_at_ms: now + ABSOLUTE,
+        // Set, so the round trips below check that a store keeps every field.
+        via_cookie: true,
+        twin: Some("cd".repeat(32)),
     }
 }
 

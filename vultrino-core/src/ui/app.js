@@ -2,8 +2,9 @@
 // under a Content-Security-Policy that allows scripts from this origin only.
 //
 // Session: POST /login sets an HttpOnly session cookie; the CSRF token from the login reply is
-// kept in sessionStorage (this tab only) and sent as X-CSRF-Token with every change. The bearer
-// token in the login reply is dropped. Everything from the server is written as text, never
+// kept in sessionStorage (this tab only) and sent as X-CSRF-Token with every request — the
+// server wants it on reads too, since browsers send the cookie to every port of the host. The
+// bearer token in the login reply is dropped. Everything from the server is written as text, never
 // as markup.
 //
 // Editing a credential shows its whole policy (GET /v1/credentials/{alias} returns it) and sends
@@ -17,6 +18,8 @@
   const $ = (selector) => document.querySelector(selector);
   const $$ = (selector) => Array.from(document.querySelectorAll(selector));
   const words = (s) => s.split(/[\s,]+/).filter(Boolean);
+  // Path prefixes may contain commas (the server allows them), never whitespace.
+  const paths = (s) => s.split(/\s+/).filter(Boolean);
 
   class ApiError extends Error {
     constructor(status, code, message) {
@@ -32,7 +35,7 @@
     const headers = { Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const csrf = sessionStorage.getItem(CSRF_KEY);
-    if (method !== "GET" && csrf) headers["X-CSRF-Token"] = csrf;
+    if (csrf) headers["X-CSRF-Token"] = csrf;
     let resp;
     try {
       resp = await fetch(path, {
@@ -58,7 +61,10 @@
       let message = err.message || `HTTP ${resp.status}`;
       const retry = resp.headers.get("Retry-After");
       if (retry) message += ` (try again in ${retry} s)`;
-      if (resp.status === 401 && path !== "/login") sessionLost();
+      // 401: the session is gone; 403 csrf_failed: this tab's token is not the session's (another
+      // tab signed in and replaced the cookie). Either way, sign in again.
+      const lost = resp.status === 401 || (resp.status === 403 && err.code === "csrf_failed");
+      if (lost && path !== "/login") sessionLost();
       throw new ApiError(resp.status, err.code || `http_${resp.status}`, message);
     }
     return data;
@@ -127,6 +133,19 @@
     }
   }
 
+  // Run a button's action with the button disabled, so a second click cannot repeat it.
+  async function pressed(b, action) {
+    if (b.disabled) return;
+    b.disabled = true;
+    try {
+      await action();
+    } catch (e) {
+      reportError(e);
+    } finally {
+      b.disabled = false;
+    }
+  }
+
   // ---- session --------------------------------------------------------------------------------
 
   function showLogin(notice) {
@@ -138,8 +157,18 @@
     $("#login-password").focus();
   }
 
-  function sessionLost() {
+  // Forget everything this tab holds of the session: its token, a key still on show, the tables.
+  function forgetSession() {
     sessionStorage.removeItem(CSRF_KEY);
+    resetCredentialForm();
+    $("#new-key-value").textContent = "";
+    $("#new-key").hidden = true;
+    for (const tbody of $$("#app tbody")) tbody.replaceChildren();
+    status("", "");
+  }
+
+  function sessionLost() {
+    forgetSession();
     showLogin("Your session has ended. Sign in again.");
   }
 
@@ -166,7 +195,11 @@
       sessionStorage.setItem(CSRF_KEY, r.csrf_token);
       $("#login-password").value = "";
       // The session cookie is `Secure`: browsers keep it over HTTPS and on localhost only.
-      const probe = await fetch("/v1/credentials?limit=1", { credentials: "same-origin", cache: "no-store" });
+      const probe = await fetch("/v1/credentials?limit=1", {
+        credentials: "same-origin",
+        cache: "no-store",
+        headers: { "X-CSRF-Token": r.csrf_token },
+      });
       if (probe.status === 401) {
         sessionStorage.removeItem(CSRF_KEY);
         $("#login-error").textContent =
@@ -182,16 +215,20 @@
     }
   });
 
-  $("#logout").addEventListener("click", async () => {
+  $("#logout").addEventListener("click", async (ev) => {
+    const b = ev.currentTarget;
+    b.disabled = true;
     try {
       await api("POST", "/logout");
-    } catch {
-      // Ended already (or the server is gone): the local state is cleared either way.
+    } catch (e) {
+      // 401: ended already (api() has shown sign-in). Anything else: the session may still be
+      // alive on the server, so say so and stay.
+      if (e.status !== 401) reportError(e);
+      return;
+    } finally {
+      b.disabled = false;
     }
-    sessionStorage.removeItem(CSRF_KEY);
-    resetCredentialForm();
-    $("#new-key-value").textContent = "";
-    $("#new-key").hidden = true;
+    forgetSession();
     showLogin("Signed out.");
   });
 
@@ -330,8 +367,15 @@
     }
   }
 
+  // A number field's value, or undefined when empty. Text the browser could not read as a
+  // number also shows as "", so it is refused here rather than taken for "empty".
   function number(id) {
-    const v = value(id).trim();
+    const input = $(`#${id}`);
+    if (input.validity.badInput) {
+      const label = input.closest("label").firstChild.textContent.trim();
+      throw new FormError(`${label}: not a number.`);
+    }
+    const v = input.value.trim();
     return v === "" ? undefined : Number(v);
   }
 
@@ -339,8 +383,8 @@
     const p = { allowed_hosts: words(value("cred-hosts")) };
     const methods = words(value("cred-methods")).map((m) => m.toUpperCase());
     if (methods.length) p.methods = methods;
-    const paths = words(value("cred-paths"));
-    if (paths.length) p.path_prefixes = paths;
+    const prefixes = paths(value("cred-paths"));
+    if (prefixes.length) p.path_prefixes = prefixes;
     const requests = number("cred-rate-requests");
     const per = number("cred-rate-seconds");
     if ((requests === undefined) !== (per === undefined)) {
@@ -390,13 +434,12 @@
       startEdit(alias).catch(reportError);
     } else if (b.dataset.action === "delete") {
       if (!confirm(`Delete the credential "${alias}"? Agents that use it will be refused.`)) return;
-      api("DELETE", `/v1/credentials/${encodeURIComponent(alias)}`)
-        .then(() => {
-          if (editing() && value("cred-alias") === alias) resetCredentialForm();
-          status(`Deleted ${alias}.`, "ok");
-          return loadCredentials();
-        })
-        .catch(reportError);
+      pressed(b, async () => {
+        await api("DELETE", `/v1/credentials/${encodeURIComponent(alias)}`);
+        if (editing() && value("cred-alias") === alias) resetCredentialForm();
+        status(`Deleted ${alias}.`, "ok");
+        await loadCredentials();
+      });
     }
   });
 
@@ -474,12 +517,11 @@
     const tr = b.closest("tr");
     const name = tr.cells[0].textContent;
     if (!confirm(`Revoke the key "${name}"? Agents using it are refused at once.`)) return;
-    api("DELETE", `/v1/keys/${encodeURIComponent(tr.dataset.id)}`)
-      .then(() => {
-        status(`Revoked ${name}.`, "ok");
-        return loadKeys();
-      })
-      .catch(reportError);
+    pressed(b, async () => {
+      await api("DELETE", `/v1/keys/${encodeURIComponent(tr.dataset.id)}`);
+      status(`Revoked ${name}.`, "ok");
+      await loadKeys();
+    });
   });
 
   // ---- roles ----------------------------------------------------------------------------------
@@ -528,12 +570,11 @@
     if (!b) return;
     const name = b.closest("tr").dataset.name;
     if (!confirm(`Delete the role "${name}"?`)) return;
-    api("DELETE", `/v1/roles/${encodeURIComponent(name)}`)
-      .then(() => {
-        status(`Deleted role ${name}.`, "ok");
-        return loadRoles();
-      })
-      .catch(reportError);
+    pressed(b, async () => {
+      await api("DELETE", `/v1/roles/${encodeURIComponent(name)}`);
+      status(`Deleted role ${name}.`, "ok");
+      await loadRoles();
+    });
   });
 
   // ---- audit ----------------------------------------------------------------------------------
@@ -541,6 +582,7 @@
   let auditCursor = null;
 
   async function loadAudit(more) {
+    if (more && !auditCursor) return;
     let path = `/v1/audit?limit=${AUDIT_PAGE}`;
     if (more && auditCursor) path += `&cursor=${encodeURIComponent(auditCursor)}`;
     const r = await api("GET", path);
@@ -568,8 +610,8 @@
     $("#audit-more").hidden = !auditCursor;
   }
 
-  $("#audit-refresh").addEventListener("click", () => loadAudit(false).catch(reportError));
-  $("#audit-more").addEventListener("click", () => loadAudit(true).catch(reportError));
+  $("#audit-refresh").addEventListener("click", (ev) => pressed(ev.currentTarget, () => loadAudit(false)));
+  $("#audit-more").addEventListener("click", (ev) => pressed(ev.currentTarget, () => loadAudit(true)));
 
   // ---- start ----------------------------------------------------------------------------------
 
@@ -579,7 +621,8 @@
     api("GET", "/v1/credentials?limit=1")
       .then(showApp)
       .catch((e) => {
-        if (e.status !== 401) showLogin(e.message);
+        // A lost session has shown sign-in already (see api()).
+        if (e.status !== 401 && e.code !== "csrf_failed") showLogin(e.message);
       });
   } else {
     showLogin("");
