@@ -3,9 +3,10 @@
 # the same upstream hit directly and through a bare pass-through proxy on the same stack
 # (`bench-proxy`: hyper server + hyper-util client, one runtime per core, the same busy polling,
 # no logic at all — the floor any proxy built this way pays for two HTTP exchanges per request),
-# and through a second Vultrino with busy polling off (`--busy-poll-us 0`), in one run. Prints a
-# report; `--save` also writes it to benches/results/load-<store>.txt. Needs wrk (Debian package
-# `wrk`).
+# and through a second Vultrino with busy polling off (`--busy-poll-us 0`), in one run. It also
+# reports the CPU each process (Vultrino, the upstream, wrk) spends per request in the 16-connection
+# execute run: on one 2-core machine they share, that is what bounds the rate. Prints a report;
+# `--save` also writes it to benches/results/load-<store>.txt. Needs wrk (Debian package `wrk`).
 #
 #   benches/load/run.sh [memory|file] [--save]
 #
@@ -30,7 +31,7 @@ wait_line() { # file pattern
   echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; exit 1
 }
 
-"$BIN/bench-upstream" 127.0.0.1:0 >"$WORK/up.out" & PIDS+=($!)
+"$BIN/bench-upstream" 127.0.0.1:0 >"$WORK/up.out" & UPPID=$!; PIDS+=($UPPID)
 wait_line "$WORK/up.out" "listening on"
 UP="http://$(sed -n 's/listening on //p' "$WORK/up.out")"
 
@@ -76,11 +77,17 @@ to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} else if (v 
 # Server CPU (user + system) spent per request during a run: less noisy than req/s on a shared
 # machine, and what a proxy's cost really is.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+sys_ticks() { awk '{print $15}' "/proc/$1/stat"; }
+# wrk itself, timed: its CPU seconds (user + sys) go to $WORK/wrk.cpu.
+timed_run() { local TIMEFORMAT='%U %S'; { time run "$@"; } 2>"$WORK/wrk.time"; tail -1 "$WORK/wrk.time" | awk '{print $1 + $2}' >"$WORK/wrk.cpu"; }
+us_per_req_s() { awk -v s="$1" -v n="$2" 'BEGIN{printf "%.1f", s / n * 1e6}'; }
 reqs() { sed -n 's/^ *\([0-9]*\) requests in.*/\1/p'; }
 us_per_req() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.1f", t / hz / n * 1e6}'; }
 
 D16=$(run "$CONNS" "$UP/user")
-T0=$(cpu_ticks "$VPID"); E16=$(run "$CONNS" -s benches/load/execute.lua "$V/v1/execute"); ET=$(( $(cpu_ticks "$VPID") - T0 ))
+T0=$(cpu_ticks "$VPID"); S0=$(sys_ticks "$VPID"); U0=$(cpu_ticks "$UPPID")
+timed_run "$CONNS" -s benches/load/execute.lua "$V/v1/execute" >"$WORK/e16.out"; E16=$(cat "$WORK/e16.out")
+ET=$(( $(cpu_ticks "$VPID") - T0 )); EST=$(( $(sys_ticks "$VPID") - S0 )); EUT=$(( $(cpu_ticks "$UPPID") - U0 )); EWS=$(cat "$WORK/wrk.cpu")
 T0=$(cpu_ticks "$PXPID"); B16=$(run "$CONNS" -s benches/load/execute.lua "$PX/v1/execute"); BT=$(( $(cpu_ticks "$PXPID") - T0 ))
 RSS_KB=$(awk '/VmHWM/{print $2}' /proc/$VPID/status)
 O16=$(VK=$VK_off run "$CONNS" -s benches/load/execute.lua "$V_off/v1/execute")
@@ -111,7 +118,8 @@ Vultrino load benchmark — store: $STORE, $(nproc) cores, $(date -u +%Y-%m-%dT%
   p50 at 1 conn: bare proxy $BP ms, added $(awk -v e="$BP" -v d="$DP" 'BEGIN{printf "%.3f", e-d}') ms
   Vultrino with busy polling off (--busy-poll-us 0): $OR req/s at $CONNS conns; p50 at 1 conn $OP ms, added $(awk -v e="$OP" -v d="$DP" 'BEGIN{printf "%.3f", e-d}') ms
   p50 at 1 conn, all on one core: direct $DPC ms, via Vultrino $EPC ms, added $(awk -v e="$EPC" -v d="$DPC" 'BEGIN{printf "%.3f", e-d}') ms; bare proxy $BPC ms, added $(awk -v e="$BPC" -v d="$DPC" 'BEGIN{printf "%.3f", e-d}') ms
-  server CPU per request at $CONNS conns: Vultrino $(us_per_req "$ET" "$(echo "$E16" | reqs)") µs, bare proxy $(us_per_req "$BT" "$(echo "$B16" | reqs)") µs
+  server CPU per request at $CONNS conns: Vultrino $(us_per_req "$ET" "$(echo "$E16" | reqs)") µs ($(us_per_req "$EST" "$(echo "$E16" | reqs)") of it in the kernel), bare proxy $(us_per_req "$BT" "$(echo "$B16" | reqs)") µs
+  the other processes in the same execute run, CPU per request: upstream $(us_per_req "$EUT" "$(echo "$E16" | reqs)") µs, wrk $(us_per_req_s "$EWS" "$(echo "$E16" | reqs)") µs ($(nproc) cores give $(awk -v n="$(nproc)" 'BEGIN{printf "%.1f", n * 1e6 / 50000}') µs per request at 50 000 req/s)
   server peak RSS (VmHWM) after the $CONNS-conn run: $((RSS_KB / 1024)) MiB
   errors: $(echo "$E16" | sed -n 's/^non-2xx-or-socket-errors: //p') in the $CONNS-conn execute run, $(echo "$E1" | sed -n 's/^non-2xx-or-socket-errors: //p') at 1 conn; busy polling off: $(echo "$O16" | sed -n 's/^non-2xx-or-socket-errors: //p') and $(echo "$O1" | sed -n 's/^non-2xx-or-socket-errors: //p')
 TXT
