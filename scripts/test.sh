@@ -76,6 +76,11 @@ else
   echo "already installed"
 fi
 export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$CHROMIUM" ] && [ "$CHROMIUM" = /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  step "apt-get install chromium (for the admin UI suite)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
 if [ ! -x "$CHROMIUM" ]; then
   echo "error: the admin UI suite needs Chromium at $CHROMIUM: apt-get install chromium (.ci/run installs it), or set CHROMIUM to another Chromium binary" >&2
   exit 1
