@@ -45,6 +45,30 @@ struct Fixture {
     agent: String,
 }
 
+/// Log in: the bearer token, the `vultrino_session=…` cookie and the CSRF token.
+fn login(rt: &tokio::runtime::Runtime, app: &App) -> (String, String, String) {
+    let login = rt.block_on(
+        app.handle(
+            http::Request::post("/login")
+                .body(Bytes::from(r#"{"username":"admin","password":"pw"}"#))
+                .unwrap(),
+        ),
+    );
+    let v: serde_json::Value = serde_json::from_slice(login.body()).unwrap();
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    (
+        v["token"].as_str().unwrap().to_string(),
+        cookie,
+        v["csrf_token"].as_str().unwrap().to_string(),
+    )
+}
+
 fn fixture() -> Fixture {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -64,23 +88,7 @@ fn fixture() -> Fixture {
     };
     let (master, _) = MasterSecret::generate_raw();
     let app = rt.block_on(App::open(config, ports, &master)).unwrap();
-    let login = rt.block_on(
-        app.handle(
-            http::Request::post("/login")
-                .body(Bytes::from(r#"{"username":"admin","password":"pw"}"#))
-                .unwrap(),
-        ),
-    );
-    let v: serde_json::Value = serde_json::from_slice(login.body()).unwrap();
-    let admin = v["token"].as_str().unwrap().to_string();
-    let csrf = v["csrf_token"].as_str().unwrap().to_string();
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let (admin, cookie, csrf) = login(&rt, &app);
     let send = |m: &str, p: &str, b: &str| {
         rt.block_on(
             app.handle(
@@ -211,17 +219,24 @@ proptest! {
     ) {
         thread_local!(static FIX: Fixture = fixture());
         FIX.with(|f| {
+            // A logout ends the shared admin session (both twins) for every later case: it gets a
+            // session of its own.
+            let own = (p.starts_with("/logout") && (who == 1 || who == 3)).then(|| login(&f.rt, &f.app));
+            let (admin, cookie, csrf_token) = match &own {
+                Some((a, c, t)) => (a.as_str(), c.as_str(), t.as_str()),
+                None => (f.admin.as_str(), f.cookie.as_str(), f.csrf.as_str()),
+            };
             let mut req = http::Request::builder().method(m).uri(p.as_str());
             match who {
                 0 => {}
-                1 => req = req.header("authorization", format!("Bearer {}", f.admin)),
+                1 => req = req.header("authorization", format!("Bearer {admin}")),
                 2 => req = req.header("authorization", format!("Bearer {}", f.agent)),
-                _ => req = req.header("cookie", f.cookie.as_str()),
+                _ => req = req.header("cookie", cookie),
             }
             if csrf {
                 req = req.header("x-csrf-token", "nope").header("origin", "https://evil.example");
             } else if who == 3 {
-                req = req.header("x-csrf-token", f.csrf.as_str());
+                req = req.header("x-csrf-token", csrf_token);
             }
             let Ok(req) = req.body(Bytes::from(b)) else { return Ok(()) };
             let resp = f.rt.block_on(f.app.handle(req));

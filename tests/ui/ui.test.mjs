@@ -94,6 +94,16 @@ async function openTab(page, name) {
   await page.locator(`section#tab-${name}`).waitFor({ state: "visible" });
 }
 
+/** A logged-in page on the credentials tab, with `alias`'s row shown. */
+async function credentialsTabWith(alias) {
+  const ui = await loggedInUi();
+  const { page } = ui;
+  await openTab(page, "credentials");
+  const tr = row(page, "credentials-table", "alias", alias);
+  await tr.waitFor({ state: "visible" });
+  return { ui, page, tr };
+}
+
 /**
  * Clear #status before an action, so the outcome read after it is that action's (the UI must set
  * it again). Returns a function that waits for the outcome and returns {cls, text}.
@@ -340,11 +350,7 @@ describe(`admin UI (${backend()})`, () => {
     const alias = `ui-xss-${rand()}`;
     const description = `<img src=x onerror="window.__pwned=1"> & <b>bold</b>`;
     await credentialViaApi(alias, { description });
-    const ui = await loggedInUi();
-    const { page } = ui;
-    await openTab(page, "credentials");
-    const tr = row(page, "credentials-table", "alias", alias);
-    await tr.waitFor({ state: "visible" });
+    const { ui, page, tr } = await credentialsTabWith(alias);
     assert.equal((await cells(tr))[2], description);
     assert.equal(await tr.locator("img, b").count(), 0, "markup from the description became elements");
     assert.equal(await page.locator("#app img[src='x']").count(), 0);
@@ -377,11 +383,7 @@ describe(`admin UI (${backend()})`, () => {
     };
     assert.equal(await injected(), `Token ${oldSecret}`);
 
-    const ui = await loggedInUi();
-    const { page } = ui;
-    await openTab(page, "credentials");
-    const tr = row(page, "credentials-table", "alias", alias);
-    await tr.waitFor({ state: "visible" });
+    const { ui, page, tr } = await credentialsTabWith(alias);
 
     // Edit mode: alias and type fixed, description and the WHOLE policy prefilled, no secret.
     await tr.locator('button[data-action="edit"]').click();
@@ -491,16 +493,32 @@ describe(`admin UI (${backend()})`, () => {
     await finish(ui, [401, 400]);
   });
 
+  it("keeps path prefixes that contain commas through an edit of something else", T, async () => {
+    const alias = `ui-paths-${rand()}`;
+    const policy = { allowed_hosts: ["api.example.com"], path_prefixes: ["/a,b/", "/c"] };
+    await apiOk(base, "POST", "/v1/credentials", {
+      token: admin,
+      body: { alias, type: "api_key", data: { key: `sek-${rand()}` }, policy },
+    });
+    const { ui, page, tr } = await credentialsTabWith(alias);
+    await tr.locator('button[data-action="edit"]').click();
+    await eventually(async () => (await page.inputValue("#cred-alias")) === alias, "edit mode");
+    await page.fill("#cred-description", "only this changes");
+    const outcome = await expectStatus(page);
+    await submit(page, "#credential-form", "#cred-submit");
+    assert.equal((await outcome()).cls, "ok");
+    const stored = await apiOk(base, "GET", `/v1/credentials/${alias}`, { token: admin });
+    assert.equal(stored.description, "only this changes");
+    assert.deepEqual(stored.policy.path_prefixes, ["/a,b/", "/c"]);
+    await finish(ui);
+  });
+
   // ----- 6. delete -------------------------------------------------------------------------------
 
   it("deletes a credential after a confirmation (and keeps it when the dialog is dismissed)", T, async () => {
     const alias = `ui-del-${rand()}`;
     await credentialViaApi(alias);
-    const ui = await loggedInUi();
-    const { page } = ui;
-    await openTab(page, "credentials");
-    const tr = row(page, "credentials-table", "alias", alias);
-    await tr.waitFor({ state: "visible" });
+    const { ui, page, tr } = await credentialsTabWith(alias);
 
     const deletes = [];
     page.on("request", (req) => {

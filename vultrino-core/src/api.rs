@@ -40,9 +40,6 @@ pub fn json_body<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) ->
     r
 }
 
-/// The response for an error: `{"error": {"code", "message"}}`, with `Retry-After` when the error
-/// says when to retry (429 rate limits and lockouts, 409 `change_in_progress` and
-/// `change_not_propagated`).
 /// The headers every response carries, the page's included: no sniffing, no caching, no
 /// referrer, no framing, no cross-origin embedding or window handles, and a Content-Security-
 /// Policy that lets nothing load or run (kept when the response brings its own, as the admin
@@ -71,8 +68,11 @@ pub fn security_headers(h: &mut http::HeaderMap) {
     }
 }
 
-/// A JSON error response, with [`security_headers`] (backends answer some errors themselves,
-/// outside [`App::handle`]: a body too slow or too large, a worker that cannot open its store).
+/// The response for an error: `{"error": {"code", "message"}}`, with `Retry-After` when the error
+/// says when to retry (429 rate limits and lockouts, 409 `change_in_progress` and
+/// `change_not_propagated`), and with [`security_headers`]: backends answer some errors
+/// themselves, outside [`App::handle`] (a body too slow or too large, a worker that cannot open
+/// its store).
 pub fn error_response(e: &Error) -> Response<Bytes> {
     let mut r = json_response(e.status(), &e.to_json());
     security_headers(r.headers_mut());
@@ -362,8 +362,8 @@ impl App {
         }
     }
 
-    /// Authenticate a request and, for cookie sessions making a state change, enforce CSRF and
-    /// same-origin.
+    /// Authenticate a request and, for cookie sessions (every request, reads included), enforce
+    /// CSRF and same-origin.
     async fn authenticate(&self, req: &Request<Bytes>) -> Result<Principal> {
         Ok(self.authenticate_checked(req).await?.principal)
     }
@@ -408,12 +408,21 @@ impl App {
             }
             return Err(unauthenticated());
         }
-        if let Some(token) = header_str(req, "cookie").and_then(auth::cookie_token) {
-            if token.starts_with(auth::COOKIE_SESSION_PREFIX) {
-                return self.session(token, true).await;
+        // Every `vultrino_session` cookie is tried (a few at most): a page on another port of this
+        // host can plant one with a narrower path, which browsers then send first.
+        let mut refused = None;
+        if let Some(header) = header_str(req, "cookie") {
+            for token in auth::cookie_tokens(header)
+                .filter(|t| t.starts_with(auth::COOKIE_SESSION_PREFIX))
+                .take(4)
+            {
+                match self.session(token, true).await {
+                    Ok(authed) => return Ok(authed),
+                    Err(e) => refused = Some(e),
+                }
             }
         }
-        Err(unauthenticated())
+        Err(refused.unwrap_or_else(unauthenticated))
     }
 
     async fn session(&self, token: &str, via_cookie: bool) -> Result<Authed> {
@@ -423,8 +432,9 @@ impl App {
             .sessions
             .touch_session(&id, self.now())
             .await?
-            // A token works only the way it was issued (cookie or bearer).
-            .filter(|r| r.via_cookie == via_cookie)
+            // A token works only the way it was issued (cookie or bearer). A record without a
+            // twin is from before twin sessions, when the cookie was the bearer token: refused.
+            .filter(|r| r.via_cookie == via_cookie && r.twin.is_some())
             .ok_or_else(|| {
                 Error::unauthorized("session expired or logged out").with_code("session_expired")
             })?;
@@ -575,10 +585,19 @@ impl App {
             .sessions
             .create_session(&token_id, record)
             .await?;
-        self.ports
+        if let Err(e) = self
+            .ports
             .sessions
             .create_session(&cookie_id, cookie_record)
-            .await?;
+            .await
+        {
+            // Never returned, so harmless; removed all the same. The login did not happen.
+            let _ = self.ports.sessions.revoke_session(&token_id).await;
+            event.code = Some(e.code().to_string());
+            event.outcome = "error".into();
+            self.audit(event).await;
+            return Err(e);
+        }
         event.actor = format!("admin:{}", self.config.admin_username);
         event.outcome = "success".into();
         event.status = Some(200);

@@ -665,8 +665,8 @@ impl App {
                 // A new `secret` alone does not count: the rest of the data stays (an OAuth2
                 // refresh token, a user name) and would go to the new hosts with it.
                 if new_hosts != old_hosts && update.data.is_none() {
-                    const NEEDS_ADMIN: &str = "changing allowed_hosts without replacing the \
-                        secret needs the admin permission";
+                    const NEEDS_ADMIN: &str = "changing allowed_hosts without new data (all \
+                        of it, not only the secret) needs the admin permission";
                     who.require(Permission::Admin).map_err(|_| {
                         Error::forbidden(NEEDS_ADMIN).with_code("permission_denied")
                     })?;

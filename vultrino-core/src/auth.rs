@@ -251,9 +251,14 @@ pub const BEARER_SESSION_PREFIX: &str = "vs_";
 /// Prefix of cookie session tokens (the `vultrino_session` cookie): never accepted as Bearer.
 pub const COOKIE_SESSION_PREFIX: &str = "vc_";
 
-/// Find the session token in a `Cookie` header value.
+/// Find the session token in a `Cookie` header value (the first `vultrino_session`).
 pub fn cookie_token(cookie_header: &str) -> Option<&str> {
-    cookie_header.split(';').find_map(|c| {
+    cookie_tokens(cookie_header).next()
+}
+
+/// Every non-empty `vultrino_session` value in a `Cookie` header, in order.
+pub fn cookie_tokens(cookie_header: &str) -> impl Iterator<Item = &str> {
+    cookie_header.split(';').filter_map(|c| {
         let (k, v) = c.trim().split_once('=')?;
         (k == SESSION_COOKIE && !v.is_empty()).then_some(v)
     })

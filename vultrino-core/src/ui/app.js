@@ -164,6 +164,8 @@
     $("#new-key-value").textContent = "";
     $("#new-key").hidden = true;
     for (const tbody of $$("#app tbody")) tbody.replaceChildren();
+    auditCursor = null;
+    $("#audit-more").hidden = true;
     status("", "");
   }
 
