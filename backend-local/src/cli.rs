@@ -456,7 +456,8 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
     // One write: whoever waits for the "listening on" line (a script, a test) may close the pipe
     // as soon as it has it, and a later write would then fail with EPIPE and stop the server.
     // It may hold the first-run password: wiped when dropped.
-    let mut banner = zeroize::Zeroizing::new(String::with_capacity(4096)); // never regrown
+    // Sized so that it is not regrown (a regrown buffer would leave an unwiped copy behind).
+    let mut banner = zeroize::Zeroizing::new(String::with_capacity(4096));
     {
         use std::fmt::Write as _;
         // Written straight into the wiped buffer: no temporary copy of the password is left.

@@ -643,6 +643,18 @@ impl App {
         alias: &str,
         update: CredentialUpdate,
     ) -> Result<CredentialMeta> {
+        self.change_credential(who, alias, update, "credential.update")
+            .await
+    }
+
+    /// [`Self::update_credential`], audited as `action`.
+    async fn change_credential(
+        &self,
+        who: &Principal,
+        alias: &str,
+        update: CredentialUpdate,
+        action: &'static str,
+    ) -> Result<CredentialMeta> {
         who.require(Permission::Write)?;
         who.require_scope(alias)?;
         credential::validate_name("alias", alias)
@@ -705,8 +717,7 @@ impl App {
                 self.ports.kv.delete(&credential::oauth_key(alias)).await?;
             }
             self.forget_opened(alias);
-            self.audit_change(who, "credential.update", Some(alias), 200)
-                .await;
+            self.audit_change(who, action, Some(alias), 200).await;
             Ok(record.meta())
         })
         .await
@@ -714,33 +725,20 @@ impl App {
 
     /// Replace only the secret of a credential (api_key key, basic_auth password, query_param
     /// value, oauth2 client secret), keeping every other field: what `vultrino credential rotate`
-    /// does.
+    /// does, audited as `credential.rotate` (over HTTP the same is `PUT {"secret"}`, audited as
+    /// `credential.update` like every `PUT`).
     pub async fn rotate_secret(
         &self,
         who: &Principal,
         alias: &str,
         secret: credential::Secret,
     ) -> Result<CredentialMeta> {
-        who.require(Permission::Write)?;
-        who.require_scope(alias)?;
-        if secret.is_empty() {
-            return Err(Error::bad_request("the new secret is empty").with_code("invalid_data"));
-        }
-        credential::validate_name("alias", alias)
-            .map_err(|_| Error::not_found(format!("no credential '{alias}'")))?;
-        self.exclusive("credential", alias, async move {
-            let (key, stored) = self.read_credential(alias).await?;
-            let mut record = self.open_credential(&key, &stored)?;
-            record.data = record.data.with_secret(secret)?;
-            record.updated_at = self.now();
-            self.store_credential(&record, Some(&stored)).await?;
-            self.ports.kv.delete(&credential::oauth_key(alias)).await?;
-            self.forget_opened(alias);
-            self.audit_change(who, "credential.rotate", Some(alias), 200)
-                .await;
-            Ok(record.meta())
-        })
-        .await
+        let update = CredentialUpdate {
+            secret: Some(secret),
+            ..CredentialUpdate::default()
+        };
+        self.change_credential(who, alias, update, "credential.rotate")
+            .await
     }
 
     /// Delete a credential (and its cached OAuth token). 404 if missing.

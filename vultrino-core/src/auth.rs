@@ -251,11 +251,6 @@ pub const BEARER_SESSION_PREFIX: &str = "vs_";
 /// Prefix of cookie session tokens (the `vultrino_session` cookie): never accepted as Bearer.
 pub const COOKIE_SESSION_PREFIX: &str = "vc_";
 
-/// Find the session token in a `Cookie` header value (the first `vultrino_session`).
-pub fn cookie_token(cookie_header: &str) -> Option<&str> {
-    cookie_tokens(cookie_header).next()
-}
-
 /// Every non-empty `vultrino_session` value in a `Cookie` header, in order.
 pub fn cookie_tokens(cookie_header: &str) -> impl Iterator<Item = &str> {
     cookie_header.split(';').filter_map(|c| {
@@ -313,14 +308,18 @@ mod tests {
 
     #[test]
     fn session_cookie_is_locked_down() {
-        let c = session_cookie("vs_abc", 60);
+        let c = session_cookie("vc_abc", 60);
         for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
             assert!(c.contains(attr), "{c}");
         }
+        let tokens = |h| cookie_tokens(h).collect::<Vec<_>>();
+        assert_eq!(tokens("a=b; vultrino_session=vc_abc; c=d"), ["vc_abc"]);
         assert_eq!(
-            cookie_token("a=b; vultrino_session=vs_abc; c=d"),
-            Some("vs_abc")
+            tokens("vultrino_session=vc_x; vultrino_session=; vultrino_session=vc_y"),
+            ["vc_x", "vc_y"],
+            "every non-empty one, in order"
         );
-        assert_eq!(cookie_token("vultrino_session="), None);
+        assert!(tokens("vultrino_session=").is_empty());
+        assert!(tokens("vultrino_sessionx=vc_a").is_empty());
     }
 }

@@ -1,4 +1,4 @@
-//! The admin web UI: three static files compiled into the core, so the local binary and the
+//! The admin web UI: four static files compiled into the core, so the local binary and the
 //! worker serve byte-identical pages with no CDN and no build step.
 //!
 //! - `GET /` answers the page to a browser (an `Accept` header naming `text/html`) and the
@@ -10,11 +10,12 @@
 //! requests only from this origin, no inline script or style, no framing, no plugins, forms and
 //! `<base>` locked. It signs in with `POST /login`, keeps the session in the HttpOnly cookie the
 //! login sets, and keeps the login's CSRF token in `sessionStorage` (this tab only) for the
-//! `X-CSRF-Token` header every change needs. It never stores the `vs_` bearer token. User data is
+//! `X-CSRF-Token` header every cookie request needs, reads included. It never stores the `vs_`
+//! bearer token. User data is
 //! written into the page as text only (`textContent`), never as markup.
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderValue, Response};
 
 /// The page's policy. `default-src 'none'` first, then only what the page uses.
 /// Trusted Types are required too: the script writes text only, so no DOM sink may take a
@@ -62,7 +63,6 @@ pub fn file(name: &str) -> Option<Response<Bytes>> {
 
 fn asset(body: &'static str, content_type: &'static str) -> Response<Bytes> {
     let mut r = Response::new(Bytes::from_static(body.as_bytes()));
-    *r.status_mut() = StatusCode::OK;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
