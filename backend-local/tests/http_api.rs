@@ -192,7 +192,8 @@ async fn login_sets_a_locked_down_cookie_and_logout_kills_the_session_at_once() 
         assert!(cookie.contains(attr), "{cookie}");
     }
     assert!(r.body["csrf_token"].is_string() && r.body["expires_at"].is_u64());
-    let r_csrf = r.body["csrf_token"].as_str().unwrap().to_string();
+    let csrf = r.body["csrf_token"].as_str().unwrap().to_string();
+    let session = support::session_cookie(&r);
     let token = r.body["token"].as_str().unwrap().to_string();
     assert_eq!(
         e.c.send("GET", "/v1/credentials", Some(&token), None)
@@ -207,20 +208,9 @@ async fn login_sets_a_locked_down_cookie_and_logout_kills_the_session_at_once() 
     let r = e.c.send("GET", "/v1/credentials", Some(&token), None).await;
     assert_eq!(r.status, 401, "a logged-out session must be dead at once");
     // …and so is its cookie twin.
-    let cookie_value = cookie
-        .split(';')
-        .next()
-        .and_then(|kv| kv.strip_prefix("vultrino_session="))
-        .unwrap();
-    let csrf = r_csrf;
     let r =
-        e.c.send_raw(
-            e.c.http
-                .get(format!("{}/v1/credentials", e.c.target.base))
-                .header("cookie", format!("vultrino_session={cookie_value}"))
-                .header("x-csrf-token", csrf),
-        )
-        .await;
+        e.c.send_cookie("GET", "/v1/credentials", &session, Some(&csrf), None)
+            .await;
     assert_eq!(
         r.status, 401,
         "the cookie of a logged-out login is dead too"
@@ -294,29 +284,23 @@ async fn cookie_sessions_need_csrf_for_every_request_and_are_no_bearer_tokens() 
         .await;
     let token = r.body["token"].as_str().unwrap().to_string();
     let csrf = r.body["csrf_token"].as_str().unwrap().to_string();
-    let set_cookie = r.headers["set-cookie"].to_str().unwrap();
-    let cookie_value = set_cookie
-        .split(';')
-        .next()
-        .and_then(|kv| kv.strip_prefix("vultrino_session="))
-        .unwrap()
-        .to_string();
+    let cookie = support::session_cookie(&r);
+    let cookie_value = cookie.trim_start_matches("vultrino_session=").to_string();
     assert!(token.starts_with("vs_") && cookie_value.starts_with("vc_"));
     assert_ne!(cookie_value[3..], token[3..], "two tokens, not one");
     assert!(
         !r.text.contains(&cookie_value),
         "the cookie is never in the body"
     );
-    let cookie = format!("vultrino_session={cookie_value}");
     let body = json!({"alias": "c1", "type": "api_key", "data": {"key": "k"}, "policy": {"allowed_hosts": ["127.0.0.1"]}});
-    let url = format!("{}/v1/credentials", e.c.target.base);
     let code = |r: &support::Reply| (r.status, r.body["error"]["code"].as_str().map(String::from));
     let csrf_failed = (403, Some("csrf_failed".to_string()));
 
     let r =
-        e.c.send_raw(e.c.http.post(&url).header("cookie", &cookie).json(&body))
+        e.c.send_cookie("POST", "/v1/credentials", &cookie, None, Some(&body))
             .await;
     assert_eq!(code(&r), csrf_failed);
+    let url = format!("{}/v1/credentials", e.c.target.base);
     let r =
         e.c.send_raw(
             e.c.http
@@ -329,52 +313,35 @@ async fn cookie_sessions_need_csrf_for_every_request_and_are_no_bearer_tokens() 
         .await;
     assert_eq!(r.status, 403, "cross-origin change must be refused");
     let r =
-        e.c.send_raw(
-            e.c.http
-                .post(&url)
-                .header("cookie", &cookie)
-                .header("x-csrf-token", &csrf)
-                .json(&body),
-        )
-        .await;
+        e.c.send_cookie("POST", "/v1/credentials", &cookie, Some(&csrf), Some(&body))
+            .await;
     assert_eq!(r.status, 201, "{}", r.text);
     // Reads need the token too: the cookie alone opens nothing.
     for path in ["/v1/credentials", "/v1/audit", "/v1/sync/export"] {
-        let url = format!("{}{path}", e.c.target.base);
-        let r =
-            e.c.send_raw(e.c.http.get(&url).header("cookie", &cookie))
-                .await;
+        let r = e.c.send_cookie("GET", path, &cookie, None, None).await;
         assert_eq!(code(&r), csrf_failed, "{path}");
         let r =
-            e.c.send_raw(
-                e.c.http
-                    .get(&url)
-                    .header("cookie", &cookie)
-                    .header("x-csrf-token", "not-the-token"),
-            )
-            .await;
+            e.c.send_cookie("GET", path, &cookie, Some("not-the-token"), None)
+                .await;
         assert_eq!(code(&r), csrf_failed, "{path}");
     }
     let r =
-        e.c.send_raw(
-            e.c.http
-                .get(&url)
-                .header("cookie", &cookie)
-                .header("x-csrf-token", &csrf),
-        )
-        .await;
+        e.c.send_cookie("GET", "/v1/credentials", &cookie, Some(&csrf), None)
+            .await;
     assert_eq!(r.status, 200, "{}", r.text);
     // Each token only its own way.
     let r =
         e.c.send("GET", "/v1/credentials", Some(&cookie_value), None)
             .await;
     assert_eq!(r.status, 401, "the cookie is no bearer token");
+    let bearer_as_cookie = format!("vultrino_session={token}");
     let r =
-        e.c.send_raw(
-            e.c.http
-                .get(&url)
-                .header("cookie", format!("vultrino_session={token}"))
-                .header("x-csrf-token", &csrf),
+        e.c.send_cookie(
+            "GET",
+            "/v1/credentials",
+            &bearer_as_cookie,
+            Some(&csrf),
+            None,
         )
         .await;
     assert_eq!(r.status, 401, "the bearer token is no cookie");
@@ -386,24 +353,14 @@ async fn cookie_sessions_need_csrf_for_every_request_and_are_no_bearer_tokens() 
         200
     );
     let r =
-        e.c.send_raw(
-            e.c.http
-                .post(format!("{}/logout", e.c.target.base))
-                .header("cookie", &cookie)
-                .header("x-csrf-token", &csrf),
-        )
-        .await;
+        e.c.send_cookie("POST", "/logout", &cookie, Some(&csrf), None)
+            .await;
     assert_eq!(r.status, 204, "{}", r.text);
     let r = e.c.send("GET", "/v1/credentials", Some(&token), None).await;
     assert_eq!(r.status, 401, "the twin died with it");
     let r =
-        e.c.send_raw(
-            e.c.http
-                .get(&url)
-                .header("cookie", &cookie)
-                .header("x-csrf-token", &csrf),
-        )
-        .await;
+        e.c.send_cookie("GET", "/v1/credentials", &cookie, Some(&csrf), None)
+            .await;
     assert_eq!(r.status, 401);
 }
 

@@ -18,7 +18,7 @@ import readline from "node:readline";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
-export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const ADMIN_USER = "admin";
 export const ADMIN_PASSWORD = "correct horse battery staple";
 /** A fixed raw master key for the worker (tests only). */
@@ -28,7 +28,7 @@ const TEST_MASTER_KEY = "5d1f0c0a8e6b4f2a9c3e7d1b0a2f4e6c8b0d2f4a6c8e0b2d4f6a8c0
  * How long one UI wait may take before the test fails (a broken UI fails, never hangs). Generous
  * because the machines that run this are small and shared; `VULTRINO_UI_WAIT_MS` overrides it.
  */
-export const WAIT_MS = Number(process.env.VULTRINO_UI_WAIT_MS) || 15_000;
+const WAIT_MS = Number(process.env.VULTRINO_UI_WAIT_MS) || 15_000;
 const START_MS = 60_000;
 const BODY_MS = 3_000;
 

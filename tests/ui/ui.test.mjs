@@ -134,6 +134,13 @@ async function submit(page, formSelector, buttonSelector) {
   await page.click(buttonSelector);
 }
 
+/** Submit the credential form; the status line it ends with ({cls, text}). */
+async function saveCredential(page) {
+  const outcome = await expectStatus(page);
+  await submit(page, "#credential-form", "#cred-submit");
+  return outcome();
+}
+
 function row(page, table, attr, value) {
   return page.locator(`table#${table} tbody tr[data-${attr}="${value}"]`);
 }
@@ -327,9 +334,7 @@ describe(`admin UI (${backend()})`, () => {
       await page.selectOption("#cred-type", type);
       for (const [sel, v] of Object.entries(fields)) await page.fill(sel, v);
       await page.fill("#cred-hosts", "api.example.com auth.example.com");
-      const outcome = await expectStatus(page);
-      await submit(page, "#credential-form", "#cred-submit");
-      const s = await outcome();
+      const s = await saveCredential(page);
       assert.equal(s.cls, "ok", `${type}: ${s.text}`);
       const tr = row(page, "credentials-table", "alias", alias);
       await tr.waitFor({ state: "visible" });
@@ -405,9 +410,7 @@ describe(`admin UI (${backend()})`, () => {
     // Change the description and the hosts; everything else of the policy, and the secret, stay.
     await page.fill("#cred-hosts", "127.0.0.1, b.example.com");
     await page.fill("#cred-description", "after");
-    let outcome = await expectStatus(page);
-    await submit(page, "#credential-form", "#cred-submit");
-    let s = await outcome();
+    let s = await saveCredential(page);
     assert.equal(s.cls, "ok", s.text);
     let stored = await apiOk(base, "GET", `/v1/credentials/${alias}`, { token: admin });
     assert.deepEqual(stored.policy, { ...policy, allowed_hosts: ["127.0.0.1", "b.example.com"] });
@@ -423,9 +426,7 @@ describe(`admin UI (${backend()})`, () => {
     await eventually(async () => (await page.inputValue("#cred-alias")) === alias, "edit mode");
     const newSecret = `sek-rotated-${rand()}`;
     await page.fill("#cred-new-secret", newSecret);
-    outcome = await expectStatus(page);
-    await submit(page, "#credential-form", "#cred-submit");
-    s = await outcome();
+    s = await saveCredential(page);
     assert.equal(s.cls, "ok", s.text);
     const rotated = await apiOk(base, "GET", `/v1/credentials/${alias}`, { token: admin });
     assert.ok(rotated.updated_at > stored.updated_at, `updated_at ${rotated.updated_at} after ${stored.updated_at}`);
@@ -440,9 +441,7 @@ describe(`admin UI (${backend()})`, () => {
     await tr.locator('button[data-action="edit"]').click();
     await eventually(async () => (await page.inputValue("#cred-alias")) === alias, "edit mode");
     await page.fill("#cred-rate-seconds", "");
-    outcome = await expectStatus(page);
-    await submit(page, "#credential-form", "#cred-submit");
-    s = await outcome();
+    s = await saveCredential(page);
     assert.equal(s.cls, "error");
     assert.match(s.text, /rate limit/i);
     assert.deepEqual(await apiOk(base, "GET", `/v1/credentials/${alias}`, { token: admin }), stored);
@@ -455,9 +454,7 @@ describe(`admin UI (${backend()})`, () => {
       body: { description: "after", policy: { ...stored.policy, allowed_hosts: ["bad..example.com"] } },
     });
     assert.equal(refused.status, 400);
-    outcome = await expectStatus(page);
-    await submit(page, "#credential-form", "#cred-submit");
-    s = await outcome();
+    s = await saveCredential(page);
     assert.equal(s.cls, "error");
     assert.ok(s.text.includes(refused.json.error.message), `status "${s.text}" shows "${refused.json.error.message}"`);
     assert.equal(await tr.count(), 1, "the row is still there");
@@ -482,9 +479,7 @@ describe(`admin UI (${backend()})`, () => {
       body: { alias: "-bad-alias", type: "api_key", description: "keep me", data: { key: "x" }, policy: { allowed_hosts: ["api.example.com"] } },
     });
     assert.equal(bad.status, 400);
-    outcome = await expectStatus(page);
-    await submit(page, "#credential-form", "#cred-submit");
-    s = await outcome();
+    s = await saveCredential(page);
     assert.equal(s.cls, "error");
     assert.ok(s.text.includes(bad.json.error.message), `status "${s.text}" shows "${bad.json.error.message}"`);
     assert.equal(await page.inputValue("#cred-alias"), "-bad-alias");
@@ -504,9 +499,7 @@ describe(`admin UI (${backend()})`, () => {
     await tr.locator('button[data-action="edit"]').click();
     await eventually(async () => (await page.inputValue("#cred-alias")) === alias, "edit mode");
     await page.fill("#cred-description", "only this changes");
-    const outcome = await expectStatus(page);
-    await submit(page, "#credential-form", "#cred-submit");
-    assert.equal((await outcome()).cls, "ok");
+    assert.equal((await saveCredential(page)).cls, "ok");
     const stored = await apiOk(base, "GET", `/v1/credentials/${alias}`, { token: admin });
     assert.equal(stored.description, "only this changes");
     assert.deepEqual(stored.policy.path_prefixes, ["/a,b/", "/c"]);

@@ -279,6 +279,32 @@ impl Client {
         Self::reply(rb.send().await.expect("request")).await
     }
 
+    /// `method path` as the admin page sends it: with the session `cookie` (`name=value`) and,
+    /// when given, the CSRF token.
+    pub async fn send_cookie(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: &str,
+        csrf: Option<&str>,
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut rb = self
+            .http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{}", self.target.base, path),
+            )
+            .header("cookie", cookie);
+        if let Some(t) = csrf {
+            rb = rb.header("x-csrf-token", t);
+        }
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        self.send_raw(rb).await
+    }
+
     pub async fn send_raw(&self, rb: reqwest::RequestBuilder) -> Reply {
         Self::reply(rb.send().await.expect("request")).await
     }
@@ -309,6 +335,14 @@ impl Client {
         assert_eq!(r.status, 200, "login failed: {}", r.text);
         r.body["token"].as_str().unwrap().to_string()
     }
+}
+
+/// The `vultrino_session=…` pair a login reply sets.
+pub fn session_cookie(login: &Reply) -> String {
+    let set = login.headers["set-cookie"].to_str().unwrap();
+    let pair = set.split(';').next().unwrap().to_string();
+    assert!(pair.starts_with("vultrino_session="), "{set}");
+    pair
 }
 
 /// Whether this process can reach only loopback (a `unshare -n` namespace): the guard for tests

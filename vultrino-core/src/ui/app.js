@@ -101,6 +101,40 @@
     return b;
   }
 
+  // A table row: `data-*` attributes from `data`, one text cell per entry of `texts`, then (unless
+  // `actions` is null) a last cell holding `actions`: buttons, or text.
+  function tableRow(data, texts, actions = []) {
+    const tr = document.createElement("tr");
+    Object.assign(tr.dataset, data);
+    tr.append(...texts.map(cell));
+    if (actions !== null) {
+      const last = document.createElement("td");
+      last.className = "row-actions";
+      last.append(...actions);
+      tr.append(last);
+    }
+    return tr;
+  }
+
+  // Route clicks on a table's row buttons to `handlers[data-action](row, button)`.
+  function onRowButton(table, handlers) {
+    $(`${table} tbody`).addEventListener("click", (ev) => {
+      const b = ev.target.closest("button[data-action]");
+      const handler = b && handlers[b.dataset.action];
+      if (handler) handler(b.closest("tr"), b);
+    });
+  }
+
+  // After a confirm(): DELETE `path`, say `done`, reload the table with `reload`.
+  function deleteAfterConfirm(b, question, path, done, reload) {
+    if (!confirm(question)) return;
+    pressed(b, async () => {
+      await api("DELETE", path);
+      status(done, "ok");
+      await reload();
+    });
+  }
+
   function time(ms) {
     if (!ms) return "—";
     return new Date(ms).toISOString().slice(0, 19).replace("T", " ");
@@ -120,31 +154,23 @@
     status(known ? e.message : `Unexpected error: ${e}`, "error");
   }
 
-  // Run a form's action with its buttons disabled, so a double click cannot submit twice.
-  async function busy(form, action) {
-    const controls = Array.from(form.querySelectorAll("button"));
-    controls.forEach((b) => (b.disabled = true));
+  // Run `action` with `buttons` disabled, so a second click cannot repeat it while it runs; its
+  // error goes to `onError` (the status line unless said otherwise).
+  async function disabledWhile(buttons, action, onError = reportError) {
+    if (buttons.some((b) => b.disabled)) return;
+    buttons.forEach((b) => (b.disabled = true));
     try {
       await action();
     } catch (e) {
-      reportError(e);
+      onError(e);
     } finally {
-      controls.forEach((b) => (b.disabled = false));
+      buttons.forEach((b) => (b.disabled = false));
     }
   }
 
-  // Run a button's action with the button disabled, so a second click cannot repeat it.
-  async function pressed(b, action) {
-    if (b.disabled) return;
-    b.disabled = true;
-    try {
-      await action();
-    } catch (e) {
-      reportError(e);
-    } finally {
-      b.disabled = false;
-    }
-  }
+  const busy = (form, action, onError) =>
+    disabledWhile(Array.from(form.querySelectorAll("button")), action, onError);
+  const pressed = (b, action) => disabledWhile([b], action);
 
   // ---- session --------------------------------------------------------------------------------
 
@@ -179,17 +205,15 @@
     $("#app").hidden = false;
     $("#tabs").hidden = false;
     const wanted = location.hash.slice(1);
-    showTab(["credentials", "keys", "roles", "audit"].includes(wanted) ? wanted : "credentials");
+    showTab(Object.hasOwn(loaders, wanted) ? wanted : "credentials");
   }
 
-  $("#login-form").addEventListener("submit", async (ev) => {
+  $("#login-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const form = ev.currentTarget;
     $("#login-error").textContent = "";
     $("#login-notice").textContent = "";
-    const controls = Array.from(form.querySelectorAll("button"));
-    controls.forEach((b) => (b.disabled = true));
-    try {
+    const loginError = (e) => ($("#login-error").textContent = e.message);
+    busy(ev.currentTarget, async () => {
       const r = await api("POST", "/login", {
         username: $("#login-username").value,
         password: $("#login-password").value,
@@ -204,35 +228,29 @@
       });
       if (probe.status === 401) {
         sessionStorage.removeItem(CSRF_KEY);
-        $("#login-error").textContent =
-          "Signed in, but this browser did not keep the session cookie (it is Secure: it needs HTTPS, or http://localhost / http://127.0.0.1).";
-        return;
+        throw new FormError(
+          "Signed in, but this browser did not keep the session cookie (it is Secure: it needs HTTPS, or http://localhost / http://127.0.0.1).",
+        );
       }
       status("", "");
       showApp();
-    } catch (e) {
-      $("#login-error").textContent = e.message;
-    } finally {
-      controls.forEach((b) => (b.disabled = false));
-    }
+    }, loginError);
   });
 
-  $("#logout").addEventListener("click", async (ev) => {
-    const b = ev.currentTarget;
-    b.disabled = true;
-    try {
-      await api("POST", "/logout");
-    } catch (e) {
-      // 401: ended already (api() has shown sign-in). Anything else: the session may still be
-      // alive on the server, so say so and stay.
-      if (e.status !== 401) reportError(e);
-      return;
-    } finally {
-      b.disabled = false;
-    }
-    forgetSession();
-    showLogin("Signed out.");
-  });
+  $("#logout").addEventListener("click", (ev) =>
+    pressed(ev.currentTarget, async () => {
+      try {
+        await api("POST", "/logout");
+      } catch (e) {
+        // 401: ended already (api() has shown sign-in). Anything else: the session may still be
+        // alive on the server, so it is reported and the page stays.
+        if (e.status === 401) return;
+        throw e;
+      }
+      forgetSession();
+      showLogin("Signed out.");
+    }),
+  );
 
   // ---- tabs -----------------------------------------------------------------------------------
 
@@ -262,22 +280,13 @@
   async function loadCredentials() {
     const creds = await listAll("/v1/credentials", "credentials");
     creds.sort((a, b) => a.alias.localeCompare(b.alias));
-    const rows = creds.map((c) => {
-      const tr = document.createElement("tr");
-      tr.dataset.alias = c.alias;
-      const actions = document.createElement("td");
-      actions.className = "row-actions";
-      actions.append(button("Edit", "edit"), button("Delete", "delete", "danger"));
-      tr.append(
-        cell(c.alias),
-        cell(c.type),
-        cell(c.description),
-        cell((c.allowed_hosts || []).join(", ")),
-        cell(time(c.updated_at)),
-        actions,
-      );
-      return tr;
-    });
+    const rows = creds.map((c) =>
+      tableRow(
+        { alias: c.alias },
+        [c.alias, c.type, c.description, (c.allowed_hosts || []).join(", "), time(c.updated_at)],
+        [button("Edit", "edit"), button("Delete", "delete", "danger")],
+      ),
+    );
     $("#credentials-table tbody").replaceChildren(...rows);
     $("#credentials-empty").hidden = rows.length > 0;
   }
@@ -298,41 +307,38 @@
     return $("#credential-form").dataset.mode === "edit";
   }
 
-  function resetCredentialForm() {
-    const form = $("#credential-form");
-    form.reset();
-    form.dataset.mode = "add";
-    $("#cred-alias").readOnly = false;
-    $("#cred-type").disabled = false;
-    $("#cred-form-title").textContent = "Add a credential";
-    $("#cred-submit").textContent = "Add credential";
-    $("#cred-cancel").hidden = true;
-    $("#cred-new-secret-label").hidden = true;
+  // Add mode (no alias) or edit mode for `alias`: everything that differs between the two.
+  function credentialFormMode(alias) {
+    const edit = alias !== undefined;
+    $("#credential-form").dataset.mode = edit ? "edit" : "add";
+    $("#cred-alias").readOnly = edit;
+    $("#cred-type").disabled = edit;
+    $("#cred-form-title").textContent = edit ? `Edit ${alias}` : "Add a credential";
+    $("#cred-submit").textContent = edit ? "Save changes" : "Add credential";
+    $("#cred-cancel").hidden = !edit;
+    $("#cred-new-secret-label").hidden = !edit;
     showTypeFields();
+  }
+
+  function resetCredentialForm() {
+    $("#credential-form").reset();
+    credentialFormMode();
   }
 
   async function startEdit(alias) {
     const c = await api("GET", `/v1/credentials/${encodeURIComponent(alias)}`);
     resetCredentialForm();
-    const form = $("#credential-form");
-    form.dataset.mode = "edit";
     $("#cred-alias").value = c.alias;
-    $("#cred-alias").readOnly = true;
     $("#cred-type").value = c.type;
-    $("#cred-type").disabled = true;
     $("#cred-description").value = c.description || "";
-    const p = c.policy || { allowed_hosts: c.allowed_hosts || [] };
-    $("#cred-hosts").value = (p.allowed_hosts || []).join(", ");
+    const p = c.policy;
+    $("#cred-hosts").value = p.allowed_hosts.join(", ");
     $("#cred-methods").value = (p.methods || []).join(" ");
     $("#cred-paths").value = (p.path_prefixes || []).join(" ");
     $("#cred-rate-requests").value = p.rate_limit ? p.rate_limit.requests : "";
     $("#cred-rate-seconds").value = p.rate_limit ? p.rate_limit.per_seconds : "";
-    $("#cred-form-title").textContent = `Edit ${c.alias}`;
-    $("#cred-submit").textContent = "Save changes";
-    $("#cred-cancel").hidden = false;
-    $("#cred-new-secret-label").hidden = false;
-    showTypeFields();
-    form.scrollIntoView({ block: "start" });
+    credentialFormMode(c.alias);
+    $("#credential-form").scrollIntoView({ block: "start" });
     $("#cred-description").focus();
   }
 
@@ -428,21 +434,21 @@
     status("", "");
   });
 
-  $("#credentials-table tbody").addEventListener("click", (ev) => {
-    const b = ev.target.closest("button[data-action]");
-    if (!b) return;
-    const alias = b.closest("tr").dataset.alias;
-    if (b.dataset.action === "edit") {
-      startEdit(alias).catch(reportError);
-    } else if (b.dataset.action === "delete") {
-      if (!confirm(`Delete the credential "${alias}"? Agents that use it will be refused.`)) return;
-      pressed(b, async () => {
-        await api("DELETE", `/v1/credentials/${encodeURIComponent(alias)}`);
-        if (editing() && value("cred-alias") === alias) resetCredentialForm();
-        status(`Deleted ${alias}.`, "ok");
-        await loadCredentials();
-      });
-    }
+  onRowButton("#credentials-table", {
+    edit: (tr) => startEdit(tr.dataset.alias).catch(reportError),
+    delete: (tr, b) => {
+      const alias = tr.dataset.alias;
+      deleteAfterConfirm(
+        b,
+        `Delete the credential "${alias}"? Agents that use it will be refused.`,
+        `/v1/credentials/${encodeURIComponent(alias)}`,
+        `Deleted ${alias}.`,
+        async () => {
+          if (editing() && value("cred-alias") === alias) resetCredentialForm();
+          await loadCredentials();
+        },
+      );
+    },
   });
 
   // ---- keys -----------------------------------------------------------------------------------
@@ -465,23 +471,20 @@
 
   async function loadKeys() {
     const [keys] = await Promise.all([listAll("/v1/keys", "keys"), fillRoleSelect()]);
-    const rows = keys.map((k) => {
-      const tr = document.createElement("tr");
-      tr.dataset.id = k.id;
-      const actions = document.createElement("td");
-      actions.className = "row-actions";
-      actions.append(button("Revoke", "revoke", "danger"));
-      tr.append(
-        cell(k.name),
-        cell(k.role),
-        cell(k.id),
-        cell(time(k.created_at)),
-        cell(k.expires_at ? time(k.expires_at) : "never"),
-        cell(k.last_used_at ? time(k.last_used_at) : "never"),
-        actions,
-      );
-      return tr;
-    });
+    const rows = keys.map((k) =>
+      tableRow(
+        { id: k.id },
+        [
+          k.name,
+          k.role,
+          k.id,
+          time(k.created_at),
+          k.expires_at ? time(k.expires_at) : "never",
+          k.last_used_at ? time(k.last_used_at) : "never",
+        ],
+        [button("Revoke", "revoke", "danger")],
+      ),
+    );
     $("#keys-table tbody").replaceChildren(...rows);
     $("#keys-empty").hidden = rows.length > 0;
   }
@@ -513,39 +516,30 @@
     $("#new-key").hidden = true;
   });
 
-  $("#keys-table tbody").addEventListener("click", (ev) => {
-    const b = ev.target.closest("button[data-action=revoke]");
-    if (!b) return;
-    const tr = b.closest("tr");
-    const name = tr.cells[0].textContent;
-    if (!confirm(`Revoke the key "${name}"? Agents using it are refused at once.`)) return;
-    pressed(b, async () => {
-      await api("DELETE", `/v1/keys/${encodeURIComponent(tr.dataset.id)}`);
-      status(`Revoked ${name}.`, "ok");
-      await loadKeys();
-    });
+  onRowButton("#keys-table", {
+    revoke: (tr, b) => {
+      const name = tr.cells[0].textContent;
+      deleteAfterConfirm(
+        b,
+        `Revoke the key "${name}"? Agents using it are refused at once.`,
+        `/v1/keys/${encodeURIComponent(tr.dataset.id)}`,
+        `Revoked ${name}.`,
+        loadKeys,
+      );
+    },
   });
 
   // ---- roles ----------------------------------------------------------------------------------
 
   async function loadRoles() {
     const roles = (await api("GET", "/v1/roles")).roles || [];
-    const rows = roles.map((r) => {
-      const tr = document.createElement("tr");
-      tr.dataset.name = r.name;
-      const actions = document.createElement("td");
-      actions.className = "row-actions";
-      if (r.builtin) actions.textContent = "built-in";
-      else actions.append(button("Delete", "delete", "danger"));
-      tr.append(
-        cell(r.name),
-        cell((r.permissions || []).join(", ")),
-        cell((r.scopes || []).join(", ")),
-        cell(r.description),
-        actions,
-      );
-      return tr;
-    });
+    const rows = roles.map((r) =>
+      tableRow(
+        { name: r.name },
+        [r.name, (r.permissions || []).join(", "), (r.scopes || []).join(", "), r.description],
+        [r.builtin ? "built-in" : button("Delete", "delete", "danger")],
+      ),
+    );
     $("#roles-table tbody").replaceChildren(...rows);
   }
 
@@ -567,16 +561,17 @@
     });
   });
 
-  $("#roles-table tbody").addEventListener("click", (ev) => {
-    const b = ev.target.closest("button[data-action=delete]");
-    if (!b) return;
-    const name = b.closest("tr").dataset.name;
-    if (!confirm(`Delete the role "${name}"?`)) return;
-    pressed(b, async () => {
-      await api("DELETE", `/v1/roles/${encodeURIComponent(name)}`);
-      status(`Deleted role ${name}.`, "ok");
-      await loadRoles();
-    });
+  onRowButton("#roles-table", {
+    delete: (tr, b) => {
+      const name = tr.dataset.name;
+      deleteAfterConfirm(
+        b,
+        `Delete the role "${name}"?`,
+        `/v1/roles/${encodeURIComponent(name)}`,
+        `Deleted role ${name}.`,
+        loadRoles,
+      );
+    },
   });
 
   // ---- audit ----------------------------------------------------------------------------------
@@ -586,23 +581,26 @@
   async function loadAudit(more) {
     if (more && !auditCursor) return;
     let path = `/v1/audit?limit=${AUDIT_PAGE}`;
-    if (more && auditCursor) path += `&cursor=${encodeURIComponent(auditCursor)}`;
+    if (more) path += `&cursor=${encodeURIComponent(auditCursor)}`;
     const r = await api("GET", path);
     const rows = (r.events || []).map((e) => {
-      const tr = document.createElement("tr");
-      if (e.outcome && e.outcome !== "success" && e.outcome !== "allowed") tr.className = "denied";
-      tr.append(
-        cell(time(e.ts)),
-        cell(e.actor),
-        cell(e.action),
-        cell(e.credential),
-        cell(e.method),
-        cell(e.host),
-        cell(e.path),
-        cell(e.status),
-        cell(e.code ? `${e.outcome} (${e.code})` : e.outcome),
-        cell(e.duration_ms),
+      const tr = tableRow(
+        {},
+        [
+          time(e.ts),
+          e.actor,
+          e.action,
+          e.credential,
+          e.method,
+          e.host,
+          e.path,
+          e.status,
+          e.code ? `${e.outcome} (${e.code})` : e.outcome,
+          e.duration_ms,
+        ],
+        null,
       );
+      if (e.outcome && e.outcome !== "success" && e.outcome !== "allowed") tr.className = "denied";
       return tr;
     });
     const tbody = $("#audit-table tbody");
