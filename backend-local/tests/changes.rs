@@ -194,6 +194,35 @@ async fn a_rotation_racing_a_delete_never_resurrects_the_credential() {
     }
 }
 
+/// `rotate_secret` (the CLI's `credential rotate`) and `PUT` share one update path but keep
+/// their own audit actions.
+#[tokio::test]
+async fn a_rotation_and_an_update_are_audited_as_what_they_are() {
+    let app = app().await;
+    let who = admin();
+    app.create_credential(&who, new_credential("c", "first"))
+        .await
+        .unwrap();
+    app.rotate_secret(&who, "c", Secret::new("new key"))
+        .await
+        .unwrap();
+    app.update_credential(&who, "c", describe("second"))
+        .await
+        .unwrap();
+    let (events, _) = app.list_audit(&who, None, Some(3)).await.unwrap();
+    // The clock stands still here, so the three share one timestamp: compared as a set.
+    let mut actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    actions.sort_unstable();
+    assert_eq!(
+        actions,
+        [
+            "credential.create",
+            "credential.rotate",
+            "credential.update"
+        ]
+    );
+}
+
 /// Roles take the same lock: of simultaneous creates of one role name exactly one is
 /// acknowledged, and the stored role is the acknowledged one.
 #[tokio::test]
