@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use vultrino_core::api::{error_response, ClientIp};
 use vultrino_core::app::{App, Ports};
-use vultrino_core::error::{Error, Result};
+use vultrino_core::error::{Code, Error, Result};
 use worker::{event, Context, Env, Headers, Request, Response};
 
 use crate::clock::WorkersClock;
@@ -38,13 +38,13 @@ fn read(env: &Env, name: &str) -> Option<String> {
 pub(crate) fn ports(env: &Env) -> Result<Ports> {
     let kv = env.kv("CREDENTIALS").map_err(|_| {
         Error::unavailable("the worker is not configured: KV binding CREDENTIALS is missing")
-            .with_code("missing_setting")
+            .with_code(Code::MissingSetting)
     })?;
     let ns = env.durable_object("SESSIONS").map_err(|_| {
         Error::unavailable(
             "the worker is not configured: Durable Object binding SESSIONS is missing",
         )
-        .with_code("missing_setting")
+        .with_code(Code::MissingSetting)
     })?;
     Ok(Ports {
         kv: Arc::new(WorkersKv::new(kv)),
@@ -79,7 +79,7 @@ async fn app(env: &Env) -> Result<Rc<App>> {
 }
 
 async fn to_http(mut req: Request) -> Result<http::Request<Bytes>> {
-    let bad = || Error::bad_request("malformed request").with_code("bad_request");
+    let bad = || Error::bad_request("malformed request").with_code(Code::BadRequest);
     let url = req.url().map_err(|_| bad())?;
     // The raw method: worker::Method maps unknown methods to GET, which would change meaning.
     let method = http::Method::from_bytes(req.inner().method().as_bytes()).map_err(|_| bad())?;

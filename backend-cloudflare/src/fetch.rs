@@ -14,7 +14,7 @@
 use bytes::Bytes;
 use futures::future::{select, Either};
 use futures::StreamExt;
-use vultrino_core::error::{Error, ErrorKind, Result};
+use vultrino_core::error::{Code, Error, ErrorKind, Result};
 use vultrino_core::ports::{FetchOptions, Fetcher};
 use worker::{
     js_sys, AbortController, AbortSignal, Delay, Fetch, Headers, Method, Request, RequestInit,
@@ -47,14 +47,14 @@ fn method(m: &http::Method) -> Result<Method> {
             return Err(Error::bad_request(format!(
                 "method {m} is not supported on Cloudflare Workers"
             ))
-            .with_code("invalid_method"))
+            .with_code(Code::InvalidMethod))
         }
     })
 }
 
 fn connect_error() -> Error {
     Error::new(ErrorKind::UpstreamFailed, "could not reach the upstream")
-        .with_code("upstream_connect")
+        .with_code(Code::UpstreamConnect)
 }
 
 fn too_large(cap: usize) -> Error {
@@ -62,7 +62,7 @@ fn too_large(cap: usize) -> Error {
         ErrorKind::UpstreamFailed,
         format!("the upstream response is larger than {cap} bytes"),
     )
-    .with_code("upstream_too_large")
+    .with_code(Code::UpstreamTooLarge)
 }
 
 fn build(request: &http::Request<Bytes>) -> Result<Request> {
@@ -72,11 +72,11 @@ fn build(request: &http::Request<Bytes>) -> Result<Request> {
             continue;
         }
         let value = value.to_str().map_err(|_| {
-            Error::bad_request("header values must be visible ASCII").with_code("invalid_header")
+            Error::bad_request("header values must be visible ASCII").with_code(Code::InvalidHeader)
         })?;
         headers.append(name.as_str(), value).map_err(|_| {
             Error::bad_request(format!("header '{name}' cannot be sent from Workers"))
-                .with_code("invalid_header")
+                .with_code(Code::InvalidHeader)
         })?;
     }
     let mut init = RequestInit::new();
@@ -88,7 +88,7 @@ fn build(request: &http::Request<Bytes>) -> Result<Request> {
         init.with_body(Some(body.into()));
     }
     Request::new_with_init(&request.uri().to_string(), &init)
-        .map_err(|_| Error::bad_request("invalid upstream URL").with_code("invalid_url"))
+        .map_err(|_| Error::bad_request("invalid upstream URL").with_code(Code::InvalidUrl))
 }
 
 async fn exchange(
@@ -133,7 +133,7 @@ async fn exchange(
             ErrorKind::UpstreamFailed,
             "the upstream sent an invalid response",
         )
-        .with_code("upstream_invalid")
+        .with_code(Code::UpstreamInvalid)
     })
 }
 
@@ -159,7 +159,7 @@ impl Fetcher for WorkersFetcher {
                         options.timeout_ms
                     ),
                 )
-                .with_code("upstream_timeout"))
+                .with_code(Code::UpstreamTimeout))
             }
         }
     }

@@ -9,7 +9,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::Bytes;
-use vultrino_core::error::{Error, Result};
+use vultrino_core::error::{Code, Error, Result};
 use vultrino_core::ports::{
     kv_validate, KvEntry, KvStore, ListKey, ListOptions, ListPage, PutOptions,
 };
@@ -30,11 +30,12 @@ impl WorkersKv {
 fn kv_error(what: &str, e: worker::kv::KvError) -> Error {
     // The KV error text names the operation only; it never holds a value.
     worker::console_error!("KV {what} failed: {e:?}");
-    Error::unavailable(format!("credential store (KV) {what} failed")).with_code("kv_unavailable")
+    Error::unavailable(format!("credential store (KV) {what} failed"))
+        .with_code(Code::KvUnavailable)
 }
 
 fn invalid_cursor() -> Error {
-    Error::bad_request("invalid list cursor").with_code("invalid_cursor")
+    Error::bad_request("invalid list cursor").with_code(Code::InvalidCursor)
 }
 
 fn wrap_cursor(native: &str) -> String {

@@ -12,7 +12,7 @@
 
 use std::cell::RefCell;
 
-use vultrino_core::error::{Error, Result};
+use vultrino_core::error::{Code, Error, Result};
 use vultrino_core::ports::{Hit, SessionRecord, SessionStore};
 use worker::{
     durable_object, DurableObject, Env, Method, ObjectNamespace, Request, RequestInit, Response,
@@ -131,7 +131,7 @@ impl DoSessions {
         self.try_call(name, op).await.map_err(|e| {
             worker::console_error!("session store call failed: {e}");
             Error::unavailable("session store (Durable Object) unavailable")
-                .with_code("session_store_unavailable")
+                .with_code(Code::SessionStoreUnavailable)
         })
     }
 
@@ -168,7 +168,7 @@ impl DoSessions {
 
 fn unexpected() -> Error {
     Error::unavailable("session store gave an unexpected reply")
-        .with_code("session_store_unavailable")
+        .with_code(Code::SessionStoreUnavailable)
 }
 
 #[async_trait::async_trait(?Send)]

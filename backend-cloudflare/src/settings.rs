@@ -17,7 +17,7 @@
 
 use vultrino_core::app::Config;
 use vultrino_core::crypto::MasterSecret;
-use vultrino_core::error::{Error, Result};
+use vultrino_core::error::{Code, Error, Result};
 
 /// The header Cloudflare sets to the connecting client's address.
 pub const CLIENT_IP_HEADER: &str = "CF-Connecting-IP";
@@ -46,12 +46,12 @@ fn missing(name: &str, how: &str) -> Error {
     Error::unavailable(format!(
         "the worker is not configured: {name} is not set ({how})"
     ))
-    .with_code("missing_setting")
+    .with_code(Code::MissingSetting)
 }
 
 fn invalid(name: &str, why: &str) -> Error {
     Error::unavailable(format!("the worker is misconfigured: {name} {why}"))
-        .with_code("invalid_setting")
+        .with_code(Code::InvalidSetting)
 }
 
 /// Read the settings through `get` (secret or var by name; empty counts as missing).
@@ -156,7 +156,7 @@ mod tests {
     fn missing_master_key_is_503_naming_the_secret() {
         let e = err(&[("ADMIN_PASSWORD_HASH", "$pbkdf2$x")]);
         assert_eq!(e.status().as_u16(), 503);
-        assert_eq!(e.code(), "missing_setting");
+        assert_eq!(e.code(), Code::MissingSetting);
         assert!(e.message().contains("VULTRINO_MASTER_KEY"));
     }
 

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use vultrino_core::app::{App, Export};
+use vultrino_core::error::Code;
 
 use crate::clock::SystemClock;
 use crate::setup::{self, Settings, StoreKind};
@@ -96,7 +97,7 @@ pub async fn sync_from(
         .map_err(|e| anyhow::anyhow!("the edge's export is not valid: {e}"))?;
     let kv = setup::open_kv(settings, std::sync::Arc::new(SystemClock::new()))?;
     let count = App::import(&*kv, &master, &export).await.map_err(|e| {
-        if e.code() == "wrong_master_key" {
+        if e.code() == Code::WrongMasterKey {
             anyhow::anyhow!(
                 "{}\nthe local master key must be the edge's (VULTRINO_MASTER_KEY)",
                 e.message()

@@ -50,6 +50,7 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use vultrino_core::error::Code;
 use vultrino_core::ports::{FetchOptions, Fetcher};
 use vultrino_core::{ssrf, Error, ErrorKind, Result};
 
@@ -170,7 +171,7 @@ pub fn check_resolved(addrs: Vec<SocketAddr>, allow_loopback: bool) -> Result<Ve
 }
 
 fn connect_error(message: &'static str) -> Error {
-    Error::new(ErrorKind::UpstreamFailed, message).with_code("upstream_connect")
+    Error::new(ErrorKind::UpstreamFailed, message).with_code(Code::UpstreamConnect)
 }
 
 /// Where the resolver gets addresses from. Tests substitute a fixed list so that the checking
@@ -211,7 +212,7 @@ impl CheckedResolver {
         };
         let checked = check_resolved(addrs, self.allow_loopback);
         if let Err(e) = &checked {
-            tracing::warn!(host = %host, code = e.code(), "upstream name refused by the resolver");
+            tracing::warn!(host = %host, code = e.code().as_str(), "upstream name refused by the resolver");
         }
         checked
     }
@@ -262,7 +263,7 @@ fn map_client_error(e: &hyper_util::client::legacy::Error, host: &str) -> Error 
             Error::new(ErrorKind::UpstreamFailed, "the upstream request failed"),
         )
     };
-    tracing::warn!(host = %host, kind, code = error.code(), "upstream fetch failed");
+    tracing::warn!(host = %host, kind, code = error.code().as_str(), "upstream fetch failed");
     error
 }
 
@@ -279,7 +280,7 @@ fn too_large() -> Error {
         ErrorKind::UpstreamFailed,
         "upstream response is larger than allowed",
     )
-    .with_code("upstream_too_large")
+    .with_code(Code::UpstreamTooLarge)
 }
 
 /// Headers that describe one hop, or that a caller could use to talk to another virtual host
@@ -384,7 +385,7 @@ impl Fetcher for HttpFetcher {
         if !vultrino_core::execute::forwardable_method(&parts.method) {
             return Err(
                 Error::bad_request("CONNECT and TRACE requests are not forwarded")
-                    .with_code("invalid_request"),
+                    .with_code(Code::InvalidRequest),
             );
         }
         let host = parts.uri.host().unwrap_or_default().to_owned();
@@ -408,7 +409,7 @@ impl Fetcher for HttpFetcher {
                     ErrorKind::UpstreamTimeout,
                     "upstream did not answer in time",
                 )
-                .with_code("upstream_timeout"))
+                .with_code(Code::UpstreamTimeout))
             }
         }
     }
@@ -441,13 +442,13 @@ mod tests {
             let e = check_resolved(addrs.clone(), false).err();
             assert_eq!(
                 e.as_ref().map(|e| (e.kind(), e.code())),
-                Some((ErrorKind::Forbidden, "ssrf_blocked")),
+                Some((ErrorKind::Forbidden, Code::SsrfBlocked)),
                 "{addrs:?}"
             );
         }
         // The loopback opt-in opens loopback only.
         let e = check_resolved(vec![sa("127.0.0.1:1"), sa("10.1.2.3:1")], true).err();
-        assert_eq!(e.map(|e| e.code()), Some("ssrf_blocked"));
+        assert_eq!(e.map(|e| e.code()), Some(Code::SsrfBlocked));
     }
 
     #[test]
@@ -463,7 +464,7 @@ mod tests {
         let e = check_resolved(Vec::new(), false).err();
         assert_eq!(
             e.map(|e| (e.kind(), e.code())),
-            Some((ErrorKind::UpstreamFailed, "upstream_connect"))
+            Some((ErrorKind::UpstreamFailed, Code::UpstreamConnect))
         );
     }
 
@@ -526,7 +527,7 @@ mod tests {
             let mapped = map_client_error(&err, "upstream.example");
             assert_eq!(
                 (mapped.kind(), mapped.code()),
-                (ErrorKind::Forbidden, "ssrf_blocked")
+                (ErrorKind::Forbidden, Code::SsrfBlocked)
             );
             assert!(!mapped.message().contains("s3cret"));
         }

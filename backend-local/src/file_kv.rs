@@ -51,6 +51,7 @@ use vultrino_core::ports::{
 use vultrino_core::{Error, Result};
 
 use crate::memory_kv::{Entry, MemoryKv};
+use vultrino_core::error::Code;
 
 const MAGIC: &[u8; 4] = b"VKV\x01";
 const FLAG_METADATA: u8 = 1;
@@ -111,7 +112,7 @@ fn open_error(dir: &Path, what: &str, e: io::Error) -> Error {
         "cannot {what} in data directory {}: {e}",
         dir.display()
     ))
-    .with_code("store_io")
+    .with_code(Code::StoreIo)
 }
 
 /// An I/O failure while serving: logged for the operator, generic to the client.
@@ -160,7 +161,7 @@ impl FileKv {
                     "data directory {} is in use by another vultrino process",
                     dir.display()
                 ))
-                .with_code("store_locked"))
+                .with_code(Code::StoreLocked))
             }
             Err(TryLockError::Error(e)) => return Err(open_error(dir, "lock", e)),
         }

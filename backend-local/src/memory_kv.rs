@@ -22,6 +22,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::Bytes;
+use vultrino_core::error::Code;
 use vultrino_core::ports::{
     kv_validate, Clock, KvEntry, KvStore, ListKey, ListOptions, ListPage, PutOptions,
 };
@@ -225,7 +226,7 @@ fn encode_cursor(last_key: &str) -> String {
 
 /// The key a cursor resumes after; it must be a valid key under `prefix`.
 fn decode_cursor(cursor: &str, prefix: &str) -> Result<String> {
-    let invalid = || Error::bad_request("invalid list cursor").with_code("invalid_cursor");
+    let invalid = || Error::bad_request("invalid list cursor").with_code(Code::InvalidCursor);
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let key = String::from_utf8(bytes).map_err(|_| invalid())?;
     if kv_validate::key(&key).is_err() || !key.starts_with(prefix) {
@@ -328,9 +329,9 @@ mod tests {
             Some("cred:github/é")
         );
         let wrong_prefix = decode_cursor(&c, "key:");
-        assert!(matches!(wrong_prefix, Err(e) if e.code() == "invalid_cursor"));
+        assert!(matches!(wrong_prefix, Err(e) if e.code() == Code::InvalidCursor));
         let empty_key = decode_cursor("", "");
-        assert!(matches!(empty_key, Err(e) if e.code() == "invalid_cursor"));
+        assert!(matches!(empty_key, Err(e) if e.code() == Code::InvalidCursor));
     }
 
     #[test]

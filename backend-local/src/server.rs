@@ -17,6 +17,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use vultrino_core::api::{error_response, ClientIp};
 use vultrino_core::app::App;
+use vultrino_core::error::Code;
 use vultrino_core::{Error, ErrorKind};
 
 /// How long open connections get to finish after a shutdown signal.
@@ -228,7 +229,7 @@ async fn handle_inner(
     let bytes = match collected {
         Err(_) => {
             let err = Error::new(ErrorKind::BadRequest, "request body not received in time")
-                .with_code("body_timeout");
+                .with_code(Code::BodyTimeout);
             return Ok(error_response(&err).map(Full::new));
         }
         Ok(Ok(c)) => c.to_bytes(),
@@ -237,9 +238,9 @@ async fn handle_inner(
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                Error::too_large("request body is too large").with_code("body_too_large")
+                Error::too_large("request body is too large").with_code(Code::BodyTooLarge)
             } else {
-                Error::bad_request("could not read the request body").with_code("invalid_body")
+                Error::bad_request("could not read the request body").with_code(Code::InvalidBody)
             };
             return Ok(error_response(&err).map(Full::new));
         }

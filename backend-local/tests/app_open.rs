@@ -9,6 +9,7 @@ use bytes::Bytes;
 use vultrino_core::app::{App, Config, NewCredential, Ports, KEYRING_KEY};
 use vultrino_core::auth::Principal;
 use vultrino_core::crypto::MasterSecret;
+use vultrino_core::error::Code;
 use vultrino_core::policy::Policy;
 use vultrino_core::ports::{KvStore, ManualClock};
 use vultrino_local::fetcher::HttpFetcher;
@@ -59,7 +60,7 @@ async fn a_wrong_master_key_is_refused_at_open() {
         .await
         .err()
         .unwrap();
-    assert_eq!(err.code(), "wrong_master_key");
+    assert_eq!(err.code(), Code::WrongMasterKey);
     assert!(
         err.message().contains("does not match"),
         "{}",
@@ -75,7 +76,7 @@ async fn a_lost_keyring_is_not_silently_replaced() {
         .await
         .err()
         .unwrap();
-    assert_eq!(err.code(), "keyring_missing");
+    assert_eq!(err.code(), Code::KeyringMissing);
     assert!(
         kv.get(KEYRING_KEY).await.unwrap().is_none(),
         "no new keyring was written"
@@ -92,5 +93,5 @@ async fn a_lost_keyring_is_not_silently_replaced() {
         .await
         .err()
         .unwrap();
-    assert_eq!(err.code(), "invalid_keyring");
+    assert_eq!(err.code(), Code::InvalidKeyring);
 }

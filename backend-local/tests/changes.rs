@@ -11,6 +11,7 @@ use vultrino_core::app::{App, Config, CredentialUpdate, NewCredential, NewRole, 
 use vultrino_core::auth::{Permission, Principal};
 use vultrino_core::credential::Secret;
 use vultrino_core::crypto::MasterSecret;
+use vultrino_core::error::Code;
 use vultrino_core::error::Result;
 use vultrino_core::policy::Policy;
 use vultrino_core::ports::{KvEntry, KvStore, ListOptions, ListPage, ManualClock, PutOptions};
@@ -109,7 +110,10 @@ async fn simultaneous_creates_of_one_alias_acknowledge_one_and_store_that_one() 
     );
     for r in &results {
         if let Err(e) = r {
-            assert_eq!((e.status().as_u16(), e.code()), (409, "change_in_progress"));
+            assert_eq!(
+                (e.status().as_u16(), e.code()),
+                (409, Code::ChangeInProgress)
+            );
             // Answered with `Retry-After: 1`: the holder takes milliseconds.
             assert_eq!(e.retry_after_secs(), Some(1));
         }
@@ -130,13 +134,13 @@ async fn the_lock_is_released_after_every_outcome() {
         .create_credential(&who, new_credential("c", "second"))
         .await
         .unwrap_err();
-    assert_eq!(e.code(), "credential_exists");
+    assert_eq!(e.code(), Code::CredentialExists);
     app.update_credential(&who, "c", describe("updated"))
         .await
         .unwrap();
     app.delete_credential(&who, "c").await.unwrap();
     let e = app.delete_credential(&who, "c").await.unwrap_err();
-    assert_eq!(e.code(), "credential_not_found");
+    assert_eq!(e.code(), Code::CredentialNotFound);
     app.create_credential(&who, new_credential("c", "again"))
         .await
         .unwrap();
@@ -165,7 +169,7 @@ async fn an_update_racing_a_delete_never_resurrects_the_credential() {
     );
     let now = app.get_credential(&who, "c").await;
     if deleted.is_ok() {
-        assert_eq!(now.unwrap_err().code(), "credential_not_found");
+        assert_eq!(now.unwrap_err().code(), Code::CredentialNotFound);
     } else {
         assert_eq!(now.unwrap().description, "updated");
     }
@@ -190,7 +194,7 @@ async fn a_rotation_racing_a_delete_never_resurrects_the_credential() {
     let now = app.get_credential(&who, "c").await;
     assert_eq!(now.is_err(), deleted.is_ok());
     if let Err(e) = rotated {
-        assert_eq!(e.code(), "change_in_progress");
+        assert_eq!(e.code(), Code::ChangeInProgress);
     }
 }
 
@@ -250,7 +254,7 @@ async fn simultaneous_creates_of_one_role_acknowledge_one_and_store_that_one() {
     assert_eq!(acknowledged.len(), 1);
     for (_, r) in &results {
         if let Err(e) = r {
-            assert_eq!(e.code(), "change_in_progress");
+            assert_eq!(e.code(), Code::ChangeInProgress);
         }
     }
     let roles = app.list_roles(&admin()).await.unwrap();
@@ -353,7 +357,7 @@ async fn assert_locked(app: &App) {
         .update_credential(&admin(), "c", describe("refused"))
         .await
         .unwrap_err();
-    assert_eq!(e.code(), "change_in_progress");
+    assert_eq!(e.code(), Code::ChangeInProgress);
 }
 
 fn describe(text: &str) -> CredentialUpdate {

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use vultrino_core::error::Code;
 use vultrino_core::ports::{Clock, KvStore, ListOptions, ManualClock, PutOptions, SessionStore};
 use vultrino_core::testkit;
 use vultrino_core::ErrorKind;
@@ -179,7 +180,7 @@ async fn second_open_of_same_dir_is_refused_with_store_locked() {
     let err = FileKv::open(dir.path(), clock.clone()).unwrap_err();
     assert_eq!(
         (err.kind(), err.code()),
-        (ErrorKind::Unavailable, "store_locked")
+        (ErrorKind::Unavailable, Code::StoreLocked)
     );
     assert!(
         err.message().contains(&dir.path().display().to_string()),
@@ -395,7 +396,7 @@ async fn refused_put_leaves_no_file_behind() {
         ..Default::default()
     };
     let r = store.put("k", Bytes::from_static(b"v"), opts).await;
-    assert_eq!(r.unwrap_err().code(), "invalid_ttl");
+    assert_eq!(r.unwrap_err().code(), Code::InvalidTtl);
     assert!(entry_files(&path).is_empty());
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use vultrino_core::error::Code;
 use vultrino_core::ports::{FetchOptions, Fetcher};
 use vultrino_core::ErrorKind;
 use vultrino_local::fetcher::HttpFetcher;
@@ -190,7 +191,7 @@ async fn slow_upstream_times_out() {
         .unwrap_err();
     assert_eq!(
         (err.kind(), err.code()),
-        (ErrorKind::UpstreamTimeout, "upstream_timeout")
+        (ErrorKind::UpstreamTimeout, Code::UpstreamTimeout)
     );
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -217,7 +218,7 @@ async fn slow_body_counts_against_the_deadline() {
         .fetch(get(&server.url("/")), options)
         .await
         .unwrap_err();
-    assert_eq!(err.code(), "upstream_timeout");
+    assert_eq!(err.code(), Code::UpstreamTimeout);
 }
 
 #[tokio::test]
@@ -259,7 +260,7 @@ async fn oversized_response_is_refused() {
             .unwrap_err();
         assert_eq!(
             (err.kind(), err.code()),
-            (ErrorKind::UpstreamFailed, "upstream_too_large")
+            (ErrorKind::UpstreamFailed, Code::UpstreamTooLarge)
         );
         assert!(started.elapsed() < Duration::from_secs(3));
     }
@@ -314,7 +315,7 @@ async fn loopback_refused_without_opt_in() {
         let err = fetcher.fetch(get(&url), opts(false)).await.unwrap_err();
         assert_eq!(
             (err.kind(), err.code()),
-            (ErrorKind::Forbidden, "ssrf_blocked"),
+            (ErrorKind::Forbidden, Code::SsrfBlocked),
             "{url}"
         );
         assert!(!err.message().contains("s3cret"));
@@ -413,7 +414,7 @@ async fn localhost_name_resolves_and_is_checked() {
     let err = fetcher.fetch(get(&url), opts(false)).await.unwrap_err();
     assert_eq!(
         (err.kind(), err.code()),
-        (ErrorKind::Forbidden, "ssrf_blocked")
+        (ErrorKind::Forbidden, Code::SsrfBlocked)
     );
     settle().await;
     assert_eq!(server.connections(), 0);
@@ -435,7 +436,7 @@ async fn refused_connection_is_upstream_connect() {
     let err = fetcher.fetch(get(&url), opts(true)).await.unwrap_err();
     assert_eq!(
         (err.kind(), err.code()),
-        (ErrorKind::UpstreamFailed, "upstream_connect")
+        (ErrorKind::UpstreamFailed, Code::UpstreamConnect)
     );
     assert!(!err.to_string().contains("s3cret"));
 }

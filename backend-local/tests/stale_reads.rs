@@ -14,6 +14,7 @@ use vultrino_core::app::{App, Config, CredentialUpdate, NewCredential, NewRole, 
 use vultrino_core::auth::{Permission, Principal};
 use vultrino_core::credential::Secret;
 use vultrino_core::crypto::MasterSecret;
+use vultrino_core::error::Code;
 use vultrino_core::error::{Error, Result};
 use vultrino_core::execute::ExecuteRequest;
 use vultrino_core::policy::Policy;
@@ -165,7 +166,7 @@ fn describe(text: &str) -> CredentialUpdate {
 fn assert_not_propagated(e: Error) {
     assert_eq!(
         (e.status().as_u16(), e.code()),
-        (409, "change_not_propagated"),
+        (409, Code::ChangeNotPropagated),
         "{e}"
     );
     assert_eq!(e.retry_after_secs(), Some(SETTLE_MS / 1000));
@@ -188,7 +189,7 @@ async fn a_create_elsewhere_not_yet_seen_is_not_replaced() {
         e.y.create_credential(&admin(), credential("made at Y"))
             .await
             .unwrap_err();
-    assert_eq!(err.code(), "credential_exists");
+    assert_eq!(err.code(), Code::CredentialExists);
     let kept = e.x.get_credential(&admin(), "github").await.unwrap();
     assert_eq!(kept.description, "made at X");
 }
@@ -219,7 +220,7 @@ async fn a_delete_elsewhere_not_yet_seen_is_not_undone_by_an_update_or_a_rotatio
         e.y.update_credential(&admin(), "github", describe("edited at Y"))
             .await
             .unwrap_err();
-    assert_eq!(err.code(), "credential_not_found");
+    assert_eq!(err.code(), Code::CredentialNotFound);
 }
 
 #[tokio::test]
@@ -327,7 +328,7 @@ async fn a_refused_change_claims_nothing() {
     let mut too_big = credential("v1");
     too_big.policy.allowed_hosts = many_hosts.clone();
     let err = e.x.create_credential(&admin(), too_big).await.unwrap_err();
-    assert_eq!(err.code(), "policy_too_large");
+    assert_eq!(err.code(), Code::PolicyTooLarge);
     e.x.create_credential(&admin(), credential("v1"))
         .await
         .unwrap();
@@ -344,7 +345,7 @@ async fn a_refused_change_claims_nothing() {
         e.x.update_credential(&admin(), "github", update)
             .await
             .unwrap_err();
-    assert_eq!(err.code(), "policy_too_large");
+    assert_eq!(err.code(), Code::PolicyTooLarge);
     e.x.update_credential(&admin(), "github", describe("short"))
         .await
         .unwrap();
@@ -388,6 +389,6 @@ async fn decrypted_credentials_leave_memory_when_they_change_or_go() {
     propagate(&e.kv_y, &e.kv_x).await;
     assert_eq!(held_at_x(), ["github"]);
     let gone = e.execute_at_x().await.unwrap_err();
-    assert_eq!(gone.code(), "credential_not_found");
+    assert_eq!(gone.code(), Code::CredentialNotFound);
     assert!(held_at_x().is_empty(), "kept after a delete elsewhere");
 }

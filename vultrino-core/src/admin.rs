@@ -5,7 +5,7 @@ use crate::audit::{AuditEvent, AUDIT_PREFIX};
 use crate::auth::{self, ApiKeyInfo, ApiKeyRecord, Permission, Principal, Role};
 use crate::credential;
 use crate::crypto;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::ports::ListOptions;
 
 impl App {
@@ -35,23 +35,22 @@ impl App {
         who.require(Permission::Admin)?;
         if input.name.trim().is_empty() || input.name.chars().count() > 100 {
             return Err(
-                Error::bad_request("name must be 1-100 characters").with_code("invalid_name")
+                Error::bad_request("name must be 1-100 characters").with_code(Code::InvalidName)
             );
         }
         if self.role(&input.role).await?.is_none() {
-            return Err(
-                Error::bad_request(format!("no role '{}'", input.role)).with_code("unknown_role")
-            );
+            return Err(Error::bad_request(format!("no role '{}'", input.role))
+                .with_code(Code::UnknownRole));
         }
         let now = self.now();
         let expires_at = match input.expires_in_days {
             Some(0) => {
                 return Err(Error::bad_request("expires_in_days must be at least 1")
-                    .with_code("invalid_expiry"))
+                    .with_code(Code::InvalidExpiry))
             }
             Some(d) if d > 3650 => {
                 return Err(Error::bad_request("expires_in_days must be at most 3650")
-                    .with_code("invalid_expiry"))
+                    .with_code(Code::InvalidExpiry))
             }
             Some(d) => Some(now + u64::from(d) * 86_400_000),
             None => None,
@@ -110,7 +109,7 @@ impl App {
         who.require(Permission::Admin)?;
         let key = format!("{}{id}", auth::KEY_PREFIX);
         if !auth::is_key_id(id) || self.ports.kv.get(&key).await?.is_none() {
-            return Err(Error::not_found(format!("no key '{id}'")).with_code("key_not_found"));
+            return Err(Error::not_found(format!("no key '{id}'")).with_code(Code::KeyNotFound));
         }
         // Ten years: longer than any key lives.
         self.ports
@@ -124,7 +123,7 @@ impl App {
 
     /// Authenticate an API key token (`vk_<id>_<secret>`).
     pub async fn authenticate_key(&self, token: &str) -> Result<Principal> {
-        let unauthorized = || Error::unauthorized("invalid API key").with_code("invalid_api_key");
+        let unauthorized = || Error::unauthorized("invalid API key").with_code(Code::InvalidApiKey);
         let (id, secret) = auth::parse_api_key(token).ok_or_else(unauthorized)?;
         let key = format!("{}{id}", auth::KEY_PREFIX);
         let bytes = self.ports.kv.get(&key).await?.ok_or_else(unauthorized)?;
@@ -136,7 +135,7 @@ impl App {
         }
         let now = self.now();
         if record.expires_at.is_some_and(|e| now >= e) {
-            return Err(Error::unauthorized("API key has expired").with_code("api_key_expired"));
+            return Err(Error::unauthorized("API key has expired").with_code(Code::ApiKeyExpired));
         }
         if self
             .ports
@@ -147,7 +146,7 @@ impl App {
             return Err(unauthorized());
         }
         let role = self.role(&record.role).await?.ok_or_else(|| {
-            Error::forbidden("this key's role no longer exists").with_code("unknown_role")
+            Error::forbidden("this key's role no longer exists").with_code(Code::UnknownRole)
         })?;
         // Record use at most once a minute: a KV write per request would be wasteful.
         if record
@@ -182,7 +181,7 @@ impl App {
         if auth::builtin_role(&input.name).is_some() {
             return Err(
                 Error::conflict(format!("'{}' is a built-in role", input.name))
-                    .with_code("builtin_role"),
+                    .with_code(Code::BuiltinRole),
             );
         }
         // `admin` reaches keys, roles, audit and export, which no alias glob bounds: a role with
@@ -191,11 +190,11 @@ impl App {
             return Err(Error::bad_request(
                 "a role with the admin permission must have scopes [\"*\"]",
             )
-            .with_code("invalid_role"));
+            .with_code(Code::InvalidRole));
         }
         if input.permissions.is_empty() {
             return Err(
-                Error::bad_request("permissions must not be empty").with_code("invalid_role")
+                Error::bad_request("permissions must not be empty").with_code(Code::InvalidRole)
             );
         }
         if input.scopes.is_empty()
@@ -210,7 +209,7 @@ impl App {
             return Err(Error::bad_request(
                 "scopes must be a non-empty list of alias globs (letters, digits, '.', '_', '-', '*')",
             )
-            .with_code("invalid_role"));
+            .with_code(Code::InvalidRole));
         }
         let description = input.description.unwrap_or_default();
         credential::validate_description(&description)?;
@@ -220,7 +219,7 @@ impl App {
             if self.ports.kv.get(&key).await?.is_some() {
                 return Err(
                     Error::conflict(format!("role '{}' already exists", input.name))
-                        .with_code("role_exists"),
+                        .with_code(Code::RoleExists),
                 );
             }
             self.claim_version("role", &input.name, None).await?;
@@ -264,10 +263,11 @@ impl App {
             return Err(Error::conflict(format!(
                 "'{name}' is a built-in role and cannot be deleted"
             ))
-            .with_code("builtin_role"));
+            .with_code(Code::BuiltinRole));
         }
         let key = format!("{}{name}", auth::ROLE_PREFIX);
-        let missing = || Error::not_found(format!("no role '{name}'")).with_code("role_not_found");
+        let missing =
+            || Error::not_found(format!("no role '{name}'")).with_code(Code::RoleNotFound);
         credential::validate_name("role", name).map_err(|_| missing())?;
         self.exclusive("role", name, async {
             let Some(stored) = self.ports.kv.get(&key).await? else {

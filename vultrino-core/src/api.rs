@@ -12,7 +12,7 @@ use crate::app::{App, CredentialUpdate, NewCredential, NewKey, NewRole};
 use crate::audit::AuditEvent;
 use crate::auth::{self, Principal};
 use crate::crypto;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Code, Error, ErrorKind, Result};
 use crate::execute::ExecuteRequest;
 use crate::ports::SessionRecord;
 
@@ -92,14 +92,14 @@ fn empty(status: StatusCode) -> Response<Bytes> {
 
 fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T> {
     if body.is_empty() {
-        return Err(Error::bad_request("a JSON body is required").with_code("invalid_json"));
+        return Err(Error::bad_request("a JSON body is required").with_code(Code::InvalidJson));
     }
     serde_json::from_slice(body).map_err(|e| {
         Error::bad_request(format!(
             "invalid JSON body: {}",
             crate::credential::field_error(&e)
         ))
-        .with_code("invalid_json")
+        .with_code(Code::InvalidJson)
     })
 }
 
@@ -120,7 +120,7 @@ fn limit_param(req: &Request<Bytes>) -> Result<Option<usize>> {
             .map(Some)
             .ok_or_else(|| {
                 Error::bad_request("limit must be an integer from 1 to 1000")
-                    .with_code("invalid_limit")
+                    .with_code(Code::InvalidLimit)
             }),
     }
 }
@@ -143,7 +143,7 @@ impl App {
             self.preflight(origin.as_deref())
         } else if req.body().len() > self.config.max_request_bytes {
             error_response(
-                &Error::too_large("request body is too large").with_code("body_too_large"),
+                &Error::too_large("request body is too large").with_code(Code::BodyTooLarge),
             )
         } else {
             match self.route(req).await {
@@ -215,7 +215,7 @@ impl App {
             },
             ["ui", name] => match m {
                 Method::GET => crate::ui::file(name)
-                    .ok_or_else(|| Error::not_found("no such file").with_code("not_found")),
+                    .ok_or_else(|| Error::not_found("no such file").with_code(Code::NotFound)),
                 _ => not_allowed(),
             },
             ["healthz"] => match m {
@@ -387,7 +387,7 @@ impl App {
     async fn authenticate_any(&self, req: &Request<Bytes>) -> Result<Authed> {
         let unauthenticated = || {
             Error::unauthorized("authentication required: a Bearer API key or an admin session")
-                .with_code("unauthenticated")
+                .with_code(Code::Unauthenticated)
         };
         if let Some(value) = req.headers().get(header::AUTHORIZATION) {
             let value = value.to_str().map_err(|_| unauthenticated())?;
@@ -436,7 +436,7 @@ impl App {
             // twin is from before twin sessions, when the cookie was the bearer token: refused.
             .filter(|r| r.via_cookie == via_cookie && r.twin.is_some())
             .ok_or_else(|| {
-                Error::unauthorized("session expired or logged out").with_code("session_expired")
+                Error::unauthorized("session expired or logged out").with_code(Code::SessionExpired)
             })?;
         Ok(Authed {
             principal: Principal::Admin {
@@ -449,7 +449,7 @@ impl App {
     }
 
     fn check_csrf(&self, req: &Request<Bytes>, session: &SessionRecord) -> Result<()> {
-        let csrf_failed = |m: &'static str| Error::forbidden(m).with_code("csrf_failed");
+        let csrf_failed = |m: &'static str| Error::forbidden(m).with_code(Code::CsrfFailed);
         if let Some(origin) = header_str(req, "origin") {
             let host = header_str(req, "host").unwrap_or("");
             let same = origin
@@ -530,7 +530,7 @@ impl App {
                 ErrorKind::RateLimited,
                 "too many login attempts; try again later",
             )
-            .with_code("login_locked")
+            .with_code(Code::LoginLocked)
             .with_retry_after(secs));
         }
         let input: Login = parse_json(req.body())?;
@@ -538,7 +538,7 @@ impl App {
             return Err(Error::unavailable(
                 "admin login is not configured (set ADMIN_PASSWORD_HASH)",
             )
-            .with_code("login_not_configured"));
+            .with_code(Code::LoginNotConfigured));
         };
         // Always verify the password, so a wrong user name costs the same time as a wrong password.
         let pass_ok = crypto::verify_password(input.password.expose(), hash);
@@ -551,7 +551,7 @@ impl App {
             event.status = Some(401);
             self.audit(event).await;
             return Err(
-                Error::unauthorized("invalid username or password").with_code("invalid_login")
+                Error::unauthorized("invalid username or password").with_code(Code::InvalidLogin)
             );
         }
         self.ports.sessions.reset_counter(&counter).await?;
@@ -622,7 +622,7 @@ impl App {
             return Err(Error::bad_request(
                 "logout ends admin sessions; revoke API keys with DELETE /v1/keys/{id}",
             )
-            .with_code("not_a_session"));
+            .with_code(Code::NotASession));
         };
         // The twin first: once the presented session is gone, a retry could not find it.
         if let Some(twin) = authed.session.as_ref().and_then(|s| s.twin.as_deref()) {

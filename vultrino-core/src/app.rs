@@ -14,7 +14,7 @@ use crate::audit::AuditEvent;
 use crate::auth::{self, Permission, Principal};
 use crate::credential::{self, CredentialData, CredentialMeta, CredentialRecord, CredentialType};
 use crate::crypto::{self, KeyringRecord, Keys, MasterSecret};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Code, Error, ErrorKind, Result};
 use crate::policy::Policy;
 use crate::ports::{Clock, Fetcher, KvStore, ListOptions, PutOptions, SessionStore};
 
@@ -288,7 +288,7 @@ impl App {
             Some(bytes) => {
                 let record: KeyringRecord = serde_json::from_slice(&bytes).map_err(|_| {
                     Error::unavailable("the stored keyring (sys:keyring) is not valid JSON")
-                        .with_code("invalid_keyring")
+                        .with_code(Code::InvalidKeyring)
                 })?;
                 Keys::open(master, &record)?
             }
@@ -310,7 +310,7 @@ impl App {
                             "the store holds records but no keyring (sys:keyring is missing or unreadable); \
                              restore it from a backup: a new keyring would make every record unreadable",
                         )
-                        .with_code("keyring_missing"));
+                        .with_code(Code::KeyringMissing));
                     }
                 }
                 let (keys, record) = Keys::create(
@@ -388,7 +388,7 @@ impl App {
             return Err(Error::conflict(format!(
                 "another change to {kind} '{name}' is in progress; retry"
             ))
-            .with_code("change_in_progress")
+            .with_code(Code::ChangeInProgress)
             .with_retry_after(1));
         }
         let result = change.await;
@@ -441,7 +441,7 @@ impl App {
             "{kind} '{name}' was changed moments ago and this location may not see that change \
              yet; retry in {secs} s"
         ))
-        .with_code("change_not_propagated")
+        .with_code(Code::ChangeNotPropagated)
         .with_retry_after(secs))
     }
 
@@ -468,7 +468,7 @@ impl App {
         let (key, stored) = match self.read_credential(alias).await {
             Ok(found) => found,
             Err(e) => {
-                if e.code() == "credential_not_found" {
+                if e.code() == Code::CredentialNotFound {
                     // Deleted by another writer: drop its decrypted secrets too.
                     self.forget_opened(alias);
                 }
@@ -537,18 +537,19 @@ impl App {
             .map_err(|_| Error::not_found(format!("no credential '{alias}'")))?;
         let key = credential::cred_key(alias);
         let stored = self.ports.kv.get(&key).await?.ok_or_else(|| {
-            Error::not_found(format!("no credential '{alias}'")).with_code("credential_not_found")
+            Error::not_found(format!("no credential '{alias}'")).with_code(Code::CredentialNotFound)
         })?;
         Ok((key, stored))
     }
 
     fn open_credential(&self, key: &str, stored: &[u8]) -> Result<CredentialRecord> {
         let text = std::str::from_utf8(stored).map_err(|_| {
-            Error::unavailable("stored credential is not an envelope").with_code("decrypt_failed")
+            Error::unavailable("stored credential is not an envelope")
+                .with_code(Code::DecryptFailed)
         })?;
         let plain = self.keys.open_envelope(key, text)?;
         serde_json::from_slice(&plain).map_err(|_| {
-            Error::unavailable("stored credential is unreadable").with_code("decrypt_failed")
+            Error::unavailable("stored credential is unreadable").with_code(Code::DecryptFailed)
         })
     }
 
@@ -566,11 +567,11 @@ impl App {
             metadata: Some(meta),
         };
         crate::ports::kv_validate::put(&key, &envelope, &options).map_err(|e| {
-            if e.code() == "metadata_too_large" {
+            if e.code() == Code::MetadataTooLarge {
                 Error::bad_request(
                     "too many or too long allowed_hosts/description (metadata over 1024 bytes)",
                 )
-                .with_code("policy_too_large")
+                .with_code(Code::PolicyTooLarge)
             } else {
                 e
             }
@@ -607,7 +608,7 @@ impl App {
                     "credential '{}' already exists",
                     input.alias
                 ))
-                .with_code("credential_exists"));
+                .with_code(Code::CredentialExists));
             }
             let now = self.now();
             let id: [u8; 8] = crypto::random_bytes();
@@ -680,7 +681,7 @@ impl App {
                     const NEEDS_ADMIN: &str = "changing allowed_hosts without new data (all \
                         of it, not only the secret) needs the admin permission";
                     who.require(Permission::Admin).map_err(|_| {
-                        Error::forbidden(NEEDS_ADMIN).with_code("permission_denied")
+                        Error::forbidden(NEEDS_ADMIN).with_code(Code::PermissionDenied)
                     })?;
                 }
                 record.policy = p;
@@ -690,7 +691,7 @@ impl App {
                     return Err(Error::bad_request(
                         "give either data (all of it) or secret (the secret alone), not both",
                     )
-                    .with_code("invalid_data"))
+                    .with_code(Code::InvalidData))
                 }
                 (Some(k), Some(d), None) => {
                     record.data = CredentialData::parse(CredentialType::parse(&k)?, d)?;
@@ -706,7 +707,7 @@ impl App {
                 }
                 (Some(_), None, _) => {
                     return Err(Error::bad_request("changing type needs new data")
-                        .with_code("invalid_data"))
+                        .with_code(Code::InvalidData))
                 }
                 (None, None, None) => false,
             };
@@ -774,7 +775,7 @@ impl App {
             .await?
             .ok_or_else(|| {
                 Error::not_found(format!("no credential '{alias}'"))
-                    .with_code("credential_not_found")
+                    .with_code(Code::CredentialNotFound)
             })?;
         meta_from(alias, entry.metadata)
     }
@@ -808,10 +809,10 @@ impl App {
         let cursor = match cursor {
             Some(c) => {
                 let raw = self.keys.open_envelope(CURSOR_AD, &c).map_err(|_| {
-                    Error::bad_request("invalid cursor").with_code("invalid_cursor")
+                    Error::bad_request("invalid cursor").with_code(Code::InvalidCursor)
                 })?;
                 Some(String::from_utf8(raw.to_vec()).map_err(|_| {
-                    Error::bad_request("invalid cursor").with_code("invalid_cursor")
+                    Error::bad_request("invalid cursor").with_code(Code::InvalidCursor)
                 })?)
             }
             None => None,
@@ -842,7 +843,7 @@ fn meta_from(alias: &str, metadata: Option<serde_json::Value>) -> Result<Credent
         .and_then(|m| serde_json::from_value(m).ok())
         .ok_or_else(|| {
             Error::new(ErrorKind::Unavailable, "credential metadata is missing")
-                .with_code("invalid_record")
+                .with_code(Code::InvalidRecord)
         })?;
     meta.alias = alias.to_string();
     Ok(meta)

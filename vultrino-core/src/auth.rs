@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::policy::glob_match;
 
 /// KV key prefix of API key records.
@@ -210,7 +210,7 @@ impl Principal {
                 "this key's role lacks the '{}' permission",
                 p.as_str()
             ))
-            .with_code("permission_denied"))
+            .with_code(Code::PermissionDenied))
         }
     }
 
@@ -221,7 +221,7 @@ impl Principal {
         } else {
             Err(
                 Error::forbidden(format!("credential '{alias}' is outside this key's scopes"))
-                    .with_code("scope_denied"),
+                    .with_code(Code::ScopeDenied),
             )
         }
     }
@@ -297,12 +297,12 @@ mod tests {
         assert!(p.require_scope("github-prod").is_ok());
         assert_eq!(
             p.require_scope("stripe").err().map(|e| e.code()),
-            Some("scope_denied")
+            Some(Code::ScopeDenied)
         );
         assert!(p.require(Permission::Execute).is_ok());
         assert_eq!(
             p.require(Permission::Write).err().map(|e| e.code()),
-            Some("permission_denied")
+            Some(Code::PermissionDenied)
         );
     }
 

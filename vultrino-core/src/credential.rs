@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::policy::Policy;
 
 /// KV key prefix of credentials.
@@ -85,7 +85,7 @@ impl CredentialType {
             _ => Err(Error::bad_request(
                 "type must be one of api_key, basic_auth, query_param, oauth2",
             )
-            .with_code("invalid_type")),
+            .with_code(Code::InvalidType)),
         }
     }
 }
@@ -175,7 +175,7 @@ impl CredentialData {
             // serde's messages name fields and expected types, never the values given.
             serde_json::from_value(v).map_err(|e| {
                 Error::bad_request(format!("invalid credential data: {}", field_error(&e)))
-                    .with_code("invalid_data")
+                    .with_code(Code::InvalidData)
             })
         }
         let parsed = match kind {
@@ -193,7 +193,7 @@ impl CredentialData {
     /// like new data (an api_key secret must be printable header text …). Refuses an empty secret.
     pub fn with_secret(&self, secret: Secret) -> Result<Self> {
         if secret.is_empty() {
-            return Err(Error::bad_request("the new secret is empty").with_code("invalid_data"));
+            return Err(Error::bad_request("the new secret is empty").with_code(Code::InvalidData));
         }
         let mut next = self.clone();
         match &mut next {
@@ -216,7 +216,7 @@ impl CredentialData {
     }
 
     fn validate(&self) -> Result<()> {
-        let bad = |m: &'static str| Err(Error::bad_request(m).with_code("invalid_data"));
+        let bad = |m: &'static str| Err(Error::bad_request(m).with_code(Code::InvalidData));
         match self {
             CredentialData::ApiKey(d) => {
                 if d.key.is_empty() {
@@ -365,7 +365,7 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
         Err(Error::bad_request(format!(
             "{what} must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
         ))
-        .with_code("invalid_name"))
+        .with_code(Code::InvalidName))
     }
 }
 
@@ -374,7 +374,7 @@ pub fn validate_description(d: &str) -> Result<()> {
     if d.chars().count() > MAX_DESCRIPTION_CHARS {
         return Err(
             Error::bad_request("description is longer than 200 characters")
-                .with_code("invalid_description"),
+                .with_code(Code::InvalidDescription),
         );
     }
     Ok(())
@@ -415,7 +415,7 @@ mod tests {
             CredentialType::ApiKey,
             serde_json::json!({"key": "x", "extra": 1}),
         );
-        assert_eq!(r.err().map(|e| e.code()), Some("invalid_data"));
+        assert_eq!(r.err().map(|e| e.code()), Some(Code::InvalidData));
     }
 
     #[test]

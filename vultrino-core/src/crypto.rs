@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 
 mod password;
 pub use password::{hash_password, verify_password, DEFAULT_PASSWORD_ITERATIONS};
@@ -113,7 +113,7 @@ impl MasterSecret {
             return Err(Error::bad_request(
                 "the master key (VULTRINO_MASTER_KEY) is empty; set it to a 32-byte base64/hex key or a passphrase",
             )
-            .with_code("invalid_master_key"));
+            .with_code(Code::InvalidMasterKey));
         }
         if let Some(raw) = decode_raw_key(text) {
             return Ok(MasterSecret(Master::Raw(raw)));
@@ -332,7 +332,7 @@ impl Keys {
             return Err(Error::bad_request(format!(
                 "PBKDF2 iterations must be between 1 and {MAX_PBKDF2_ITERATIONS}"
             ))
-            .with_code("invalid_iterations"));
+            .with_code(Code::InvalidIterations));
         };
         let salt: [u8; SALT_LEN] = random_bytes();
         // A fresh key id must differ from the one it replaces, or old envelopes would be handed
@@ -399,7 +399,7 @@ impl Keys {
         open_with(&self.cipher, self.key_id, kv_key, envelope).map_err(|e| match e {
             OpenError::Malformed => {
                 Error::bad_request(format!("the value stored at {kv_key} is not a valid envelope"))
-                    .with_code("invalid_envelope")
+                    .with_code(Code::InvalidEnvelope)
             }
             OpenError::KeyId(id) => Error::unavailable(format!(
                 "the value stored at {kv_key} was sealed under master key id {}, not the current key id {}; \
@@ -407,11 +407,11 @@ impl Keys {
                 hex(&id),
                 hex(&self.key_id)
             ))
-            .with_code("decrypt_failed"),
+            .with_code(Code::DecryptFailed),
             OpenError::Auth => Error::unavailable(format!(
                 "the value stored at {kv_key} failed authentication (tampered, corrupted, or moved from another key)"
             ))
-            .with_code("decrypt_failed"),
+            .with_code(Code::DecryptFailed),
         })
     }
 
@@ -443,14 +443,14 @@ pub fn envelope_key_id(envelope: &str) -> Result<[u8; 4]> {
 }
 
 fn malformed_envelope() -> Error {
-    Error::bad_request("not a valid envelope").with_code("invalid_envelope")
+    Error::bad_request("not a valid envelope").with_code(Code::InvalidEnvelope)
 }
 
 fn invalid_keyring(detail: impl fmt::Display) -> Error {
     Error::unavailable(format!(
         "the stored keyring ({KEYRING_KV_KEY}) is invalid: {detail}"
     ))
-    .with_code("invalid_keyring")
+    .with_code(Code::InvalidKeyring)
 }
 
 fn wrong_master_key(key_id: &str, detail: &str) -> Error {
@@ -458,7 +458,7 @@ fn wrong_master_key(key_id: &str, detail: &str) -> Error {
         "the master key (VULTRINO_MASTER_KEY) does not match the stored keyring {KEYRING_KV_KEY} \
          (key id {key_id}){detail}; start with the master key this deployment was created with"
     ))
-    .with_code("wrong_master_key")
+    .with_code(Code::WrongMasterKey)
 }
 
 fn parse_key_id(text: &str) -> Option<[u8; 4]> {
@@ -573,7 +573,7 @@ pub fn b64url(data: &[u8]) -> String {
 pub fn b64url_decode(text: &str) -> Result<Vec<u8>> {
     B64_URL_ANY
         .decode(text)
-        .map_err(|_| Error::bad_request("malformed base64url").with_code("invalid_base64"))
+        .map_err(|_| Error::bad_request("malformed base64url").with_code(Code::InvalidBase64))
 }
 
 /// Lowercase hex.

@@ -1,8 +1,10 @@
 //! The one error type of the core.
 //!
-//! An [`Error`] is a small [`ErrorKind`] plus a stable machine-readable `code` and a human message.
-//! Kinds map to HTTP statuses in exactly one place ([`ErrorKind::status`]), and the JSON body
-//! `{"error": {"code", "message"}}` is produced in exactly one place ([`Error::to_json`]).
+//! An [`Error`] is a small [`ErrorKind`] plus a stable machine-readable [`Code`] and a human
+//! message. Kinds map to HTTP statuses in exactly one place ([`ErrorKind::status`]), codes to
+//! their wire names in exactly one place ([`Code::as_str`]), and the JSON body
+//! `{"error": {"code", "message"}}` is produced in exactly one place ([`Error::to_json`]). Code
+//! that decides something from an error compares [`Code`] values, never strings.
 //!
 //! Messages are written for the API caller. They must never contain secret material (credential
 //! values, keys, tokens, passwords); internal failures are reported with a generic message and the
@@ -60,30 +62,257 @@ impl ErrorKind {
         }
     }
 
-    /// The default `code` string for this kind.
-    pub fn default_code(self) -> &'static str {
+    /// The code of an error of this kind that names nothing more specific.
+    pub fn default_code(self) -> Code {
         match self {
-            ErrorKind::BadRequest => "bad_request",
-            ErrorKind::Unauthorized => "unauthorized",
-            ErrorKind::Forbidden => "forbidden",
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::MethodNotAllowed => "method_not_allowed",
-            ErrorKind::Conflict => "conflict",
-            ErrorKind::PayloadTooLarge => "payload_too_large",
-            ErrorKind::RateLimited => "rate_limited",
-            ErrorKind::UpstreamFailed => "upstream_error",
-            ErrorKind::UpstreamTimeout => "upstream_timeout",
-            ErrorKind::Unavailable => "unavailable",
-            ErrorKind::Internal => "internal",
+            ErrorKind::BadRequest => Code::BadRequest,
+            ErrorKind::Unauthorized => Code::Unauthorized,
+            ErrorKind::Forbidden => Code::Forbidden,
+            ErrorKind::NotFound => Code::NotFound,
+            ErrorKind::MethodNotAllowed => Code::MethodNotAllowed,
+            ErrorKind::Conflict => Code::Conflict,
+            ErrorKind::PayloadTooLarge => Code::PayloadTooLarge,
+            ErrorKind::RateLimited => Code::RateLimited,
+            ErrorKind::UpstreamFailed => Code::UpstreamError,
+            ErrorKind::UpstreamTimeout => Code::UpstreamTimeout,
+            ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::Internal => Code::Internal,
         }
     }
 }
 
-/// The core's error: a kind, a stable code, a caller-facing message and, for 429, a retry delay.
-#[derive(Clone, PartialEq, Eq)]
+/// Declares [`Code`] with the wire name of each variant, so the two cannot drift apart.
+macro_rules! codes {
+    ($( $(#[$doc:meta])* $variant:ident = $wire:literal, )*) => {
+        /// Every error code on the wire (`{"error": {"code": …}}`), as a closed set. The wire
+        /// names are a contract with clients: never rename one.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Code {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Code {
+            /// Every code, in declaration order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant),*];
+
+            /// The code's wire name (snake_case).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $wire,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    // ---- defaults, one per kind (see ErrorKind::default_code) ----
+    /// 400 with nothing more specific to say.
+    BadRequest = "bad_request",
+    /// 401 with nothing more specific to say.
+    Unauthorized = "unauthorized",
+    /// 403 with nothing more specific to say.
+    Forbidden = "forbidden",
+    /// 404: no such route or resource.
+    NotFound = "not_found",
+    /// 405: the route exists, the method does not.
+    MethodNotAllowed = "method_not_allowed",
+    /// 409 with nothing more specific to say.
+    Conflict = "conflict",
+    /// 413 with nothing more specific to say.
+    PayloadTooLarge = "payload_too_large",
+    /// 429: a credential's rate limit is reached.
+    RateLimited = "rate_limited",
+    /// 502 with nothing more specific to say.
+    UpstreamError = "upstream_error",
+    /// 504: the upstream did not answer within the fetch deadline.
+    UpstreamTimeout = "upstream_timeout",
+    /// 503 with nothing more specific to say.
+    Unavailable = "unavailable",
+    /// 500: a bug or an unexpected backend failure; the message is always generic.
+    Internal = "internal",
+
+    // ---- request bodies and parameters ----
+    /// The body is not the JSON the route takes.
+    InvalidJson = "invalid_json",
+    /// An execute request is malformed (shape, method, query values).
+    InvalidRequest = "invalid_request",
+    /// A request header given to execute is not valid HTTP.
+    InvalidHeader = "invalid_header",
+    /// A URL is not usable (unparsable, no host, …).
+    InvalidUrl = "invalid_url",
+    /// A `limit` is outside 1..=1000.
+    InvalidLimit = "invalid_limit",
+    /// A listing cursor is not one this deployment issued.
+    InvalidCursor = "invalid_cursor",
+    /// An MCP tool was called with arguments it does not take.
+    InvalidArguments = "invalid_arguments",
+    /// The request body is larger than the server accepts.
+    BodyTooLarge = "body_too_large",
+    /// The request body did not arrive in time.
+    BodyTimeout = "body_timeout",
+    /// The request body could not be read.
+    InvalidBody = "invalid_body",
+
+    // ---- authentication ----
+    /// No usable credentials on the request.
+    Unauthenticated = "unauthenticated",
+    /// An API key that does not exist, was revoked, or whose secret is wrong.
+    InvalidApiKey = "invalid_api_key",
+    /// An API key past its expiry.
+    ApiKeyExpired = "api_key_expired",
+    /// A session token that is unknown, expired or logged out.
+    SessionExpired = "session_expired",
+    /// Wrong admin user name or password.
+    InvalidLogin = "invalid_login",
+    /// Too many login attempts from this client (429, `Retry-After`).
+    LoginLocked = "login_locked",
+    /// No admin password hash is configured.
+    LoginNotConfigured = "login_not_configured",
+    /// `POST /logout` by something that is not an admin session.
+    NotASession = "not_a_session",
+    /// A cookie request without the CSRF token or from another origin.
+    CsrfFailed = "csrf_failed",
+
+    // ---- authorization and policy ----
+    /// The caller's role lacks the permission the operation needs.
+    PermissionDenied = "permission_denied",
+    /// The credential is outside the caller's scopes.
+    ScopeDenied = "scope_denied",
+    /// The URL's host is not in the credential's `allowed_hosts`.
+    HostNotAllowed = "host_not_allowed",
+    /// The method is not in the credential's `methods`.
+    MethodNotAllowedByPolicy = "method_not_allowed_by_policy",
+    /// The path is outside the credential's `path_prefixes`.
+    PathNotAllowed = "path_not_allowed",
+    /// The SSRF guard refused the destination.
+    SsrfBlocked = "ssrf_blocked",
+    /// An `http://` upstream without the loopback opt-in.
+    HttpsRequired = "https_required",
+
+    // ---- credentials, keys, roles ----
+    /// A credential or role name outside the allowed characters or length.
+    InvalidName = "invalid_name",
+    /// A credential type that does not exist.
+    InvalidType = "invalid_type",
+    /// A credential's `data` (or `secret`) is invalid for its type.
+    InvalidData = "invalid_data",
+    /// A description longer than allowed.
+    InvalidDescription = "invalid_description",
+    /// `allowed_hosts` is missing or empty.
+    AllowedHostsRequired = "allowed_hosts_required",
+    /// An `allowed_hosts` entry is not a host pattern.
+    InvalidHost = "invalid_host",
+    /// A policy `methods` entry is not an HTTP method.
+    InvalidMethod = "invalid_method",
+    /// A policy path prefix is not a path.
+    InvalidPathPrefix = "invalid_path_prefix",
+    /// A rate limit outside the accepted range.
+    InvalidRateLimit = "invalid_rate_limit",
+    /// The policy and description do not fit the record's metadata (1024 bytes).
+    PolicyTooLarge = "policy_too_large",
+    /// A credential of this alias exists.
+    CredentialExists = "credential_exists",
+    /// No credential of this alias.
+    CredentialNotFound = "credential_not_found",
+    /// No API key of this id.
+    KeyNotFound = "key_not_found",
+    /// An API key expiry outside the accepted range.
+    InvalidExpiry = "invalid_expiry",
+    /// A role that does not exist (at key creation, or a key whose role was deleted).
+    UnknownRole = "unknown_role",
+    /// A role definition that is not acceptable.
+    InvalidRole = "invalid_role",
+    /// A role of this name exists.
+    RoleExists = "role_exists",
+    /// No role of this name.
+    RoleNotFound = "role_not_found",
+    /// Built-in roles cannot be created, replaced or deleted.
+    BuiltinRole = "builtin_role",
+    /// Another change of the same record is under way (409, `Retry-After`).
+    ChangeInProgress = "change_in_progress",
+    /// The record changed elsewhere moments ago and this location may not see it yet (409,
+    /// `Retry-After`).
+    ChangeNotPropagated = "change_not_propagated",
+
+    // ---- upstreams ----
+    /// The upstream could not be connected to.
+    UpstreamConnect = "upstream_connect",
+    /// The upstream's body is larger than the configured cap.
+    UpstreamTooLarge = "upstream_too_large",
+    /// The upstream sent an encoded (compressed) body, which cannot be scrubbed.
+    UpstreamEncoded = "upstream_encoded",
+    /// The upstream's reply is not usable HTTP.
+    UpstreamInvalid = "upstream_invalid",
+    /// The OAuth2 token endpoint did not give a usable token.
+    OauthTokenFailed = "oauth_token_failed",
+
+    // ---- stored records, keys and the store itself ----
+    /// A stored record that cannot be used as it is.
+    InvalidRecord = "invalid_record",
+    /// A stored envelope that does not open under this deployment's keys.
+    DecryptFailed = "decrypt_failed",
+    /// Text that is not an envelope.
+    InvalidEnvelope = "invalid_envelope",
+    /// Text that is not base64.
+    InvalidBase64 = "invalid_base64",
+    /// The stored keyring is malformed.
+    InvalidKeyring = "invalid_keyring",
+    /// The store holds records but no keyring.
+    KeyringMissing = "keyring_missing",
+    /// An import whose keyring differs from the local one.
+    KeyringMismatch = "keyring_mismatch",
+    /// The master key does not open this deployment's keyring.
+    WrongMasterKey = "wrong_master_key",
+    /// The master key text is not usable.
+    InvalidMasterKey = "invalid_master_key",
+    /// A PBKDF2 iteration count outside the accepted range.
+    InvalidIterations = "invalid_iterations",
+    /// A sync export that holds records it should not.
+    InvalidExport = "invalid_export",
+    /// A KV key that breaks the Workers KV rules.
+    InvalidKey = "invalid_key",
+    /// A KV value over 25 MiB.
+    ValueTooLarge = "value_too_large",
+    /// KV metadata over 1024 bytes.
+    MetadataTooLarge = "metadata_too_large",
+    /// A KV expiration TTL under 60 seconds.
+    InvalidTtl = "invalid_ttl",
+    /// Workers KV could not be reached.
+    KvUnavailable = "kv_unavailable",
+    /// The session store (a Durable Object on Workers) could not be reached.
+    SessionStoreUnavailable = "session_store_unavailable",
+    /// The file store is locked by another process.
+    StoreLocked = "store_locked",
+    /// The file store could not be read or written.
+    StoreIo = "store_io",
+
+    // ---- configuration ----
+    /// A required setting is missing.
+    MissingSetting = "missing_setting",
+    /// A setting has a value that is refused.
+    InvalidSetting = "invalid_setting",
+}
+
+impl serde::Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The core's error: a kind, a stable code, a caller-facing message and, for 429/409, a retry
+/// delay.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
 pub struct Error {
     kind: ErrorKind,
-    code: &'static str,
+    code: Code,
     message: Cow<'static, str>,
     retry_after_secs: Option<u64>,
 }
@@ -102,13 +331,14 @@ impl Error {
         }
     }
 
-    /// Replace the code with a more specific one, e.g. `ssrf_blocked`.
-    pub fn with_code(mut self, code: &'static str) -> Self {
+    /// Replace the code with a more specific one, e.g. [`Code::SsrfBlocked`].
+    pub fn with_code(mut self, code: Code) -> Self {
         self.code = code;
         self
     }
 
-    /// Attach a `Retry-After` delay in seconds (used with [`ErrorKind::RateLimited`]).
+    /// Attach a `Retry-After` delay in seconds (429 rate limits and lockouts, 409
+    /// `change_in_progress` and `change_not_propagated`).
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after_secs = Some(secs);
         self
@@ -136,9 +366,9 @@ impl Error {
         Self::new(ErrorKind::Unavailable, message)
     }
 
-    /// An internal failure. `detail` is for the operator's log only and is NOT kept in the error;
-    /// callers must log it themselves (without secrets) before calling this. The message a client
-    /// sees is always the same generic text.
+    /// An internal failure. Any detail is for the operator's log only and is NOT kept in the
+    /// error: callers log it themselves (without secrets) before calling this. The message a
+    /// client sees is always the same generic text.
     pub fn internal() -> Self {
         Self::new(ErrorKind::Internal, "internal error")
     }
@@ -146,7 +376,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         self.code
     }
     pub fn message(&self) -> &str {
@@ -166,7 +396,7 @@ impl Error {
         } else {
             &self.message
         };
-        serde_json::json!({ "error": { "code": self.code, "message": message } })
+        serde_json::json!({ "error": { "code": self.code.as_str(), "message": message } })
     }
 }
 
@@ -179,14 +409,6 @@ impl fmt::Debug for Error {
             .finish()
     }
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
-    }
-}
-
-impl std::error::Error for Error {}
 
 #[cfg(test)]
 mod tests {
@@ -201,8 +423,25 @@ mod tests {
 
     #[test]
     fn specific_codes_keep_the_kind_status() {
-        let e = Error::forbidden("blocked").with_code("ssrf_blocked");
+        let e = Error::forbidden("blocked").with_code(Code::SsrfBlocked);
         assert_eq!(e.status(), http::StatusCode::FORBIDDEN);
         assert_eq!(e.to_json()["error"]["code"], "ssrf_blocked");
+    }
+
+    /// Wire names are what clients match on: each is snake_case and names one code only.
+    #[test]
+    fn every_code_has_one_distinct_snake_case_wire_name() {
+        let mut seen = std::collections::HashSet::new();
+        for code in Code::ALL {
+            let name = code.as_str();
+            assert!(seen.insert(name), "{name} is used twice");
+            assert!(
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{name} is not snake_case"
+            );
+        }
     }
 }

@@ -15,7 +15,7 @@ use crate::app::App;
 use crate::audit::{self, AuditEvent};
 use crate::auth::{Permission, Principal};
 use crate::credential::{self, ClientAuth, CredentialData, CredentialRecord, OAuth2Data, Secret};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Code, Error, ErrorKind, Result};
 use crate::ports::{FetchOptions, PutOptions};
 use crate::scrub::Scrubber;
 use crate::ssrf;
@@ -81,7 +81,7 @@ struct Wire<P> {
 }
 
 fn invalid_request(m: String) -> Error {
-    Error::bad_request(m).with_code("invalid_request")
+    Error::bad_request(m).with_code(Code::InvalidRequest)
 }
 
 impl ExecuteRequest {
@@ -146,7 +146,7 @@ impl ExecuteRequest {
                     return Err(Error::bad_request(
                         "query values must be strings, numbers or booleans",
                     )
-                    .with_code("invalid_request"))
+                    .with_code(Code::InvalidRequest))
                 }
             };
             query.push((k, v));
@@ -300,7 +300,7 @@ impl App {
                     _ => "error",
                 }
                 .into();
-                event.code = Some(e.code().into());
+                event.code = Some(e.code().as_str().into());
                 event.status = Some(e.status().as_u16());
             }
         }
@@ -319,12 +319,13 @@ impl App {
         who.require_scope(&req.credential)?;
         let method =
             http::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes()).map_err(|_| {
-                Error::bad_request("method is not a valid HTTP method").with_code("invalid_request")
+                Error::bad_request("method is not a valid HTTP method")
+                    .with_code(Code::InvalidRequest)
             })?;
         if !forwardable_method(&method) {
             return Err(
                 Error::bad_request("CONNECT and TRACE requests are not forwarded")
-                    .with_code("invalid_request"),
+                    .with_code(Code::InvalidRequest),
             );
         }
         let target = target?;
@@ -355,7 +356,7 @@ impl App {
                     ErrorKind::RateLimited,
                     "this credential's rate limit is reached",
                 )
-                .with_code("rate_limited")
+                .with_code(Code::RateLimited)
                 .with_retry_after(retry_after_secs(hit.reset_at_ms, now)));
             }
         }
@@ -368,10 +369,10 @@ impl App {
                 continue;
             }
             let name = http::HeaderName::from_bytes(lower.as_bytes()).map_err(|_| {
-                Error::bad_request("invalid header name").with_code("invalid_header")
+                Error::bad_request("invalid header name").with_code(Code::InvalidHeader)
             })?;
             let value = http::HeaderValue::from_str(value).map_err(|_| {
-                Error::bad_request("invalid header value").with_code("invalid_header")
+                Error::bad_request("invalid header value").with_code(Code::InvalidHeader)
             })?;
             headers.append(name, value);
         }
@@ -385,13 +386,13 @@ impl App {
                     http::HeaderName::from_bytes(d.header_name().to_ascii_lowercase().as_bytes())
                         .map_err(|_| {
                         Error::unavailable("stored header name is invalid")
-                            .with_code("invalid_record")
+                            .with_code(Code::InvalidRecord)
                     })?;
                 let mut value =
                     http::HeaderValue::from_str(&format!("{}{}", d.prefix(), d.key.expose()))
                         .map_err(|_| {
                             Error::unavailable("stored key is not header text")
-                                .with_code("invalid_record")
+                                .with_code(Code::InvalidRecord)
                         })?;
                 value.set_sensitive(true);
                 headers.remove(&name);
@@ -430,7 +431,7 @@ impl App {
                                 ErrorKind::UpstreamFailed,
                                 "token endpoint returned an unusable token",
                             )
-                            .with_code("oauth_token_failed")
+                            .with_code(Code::OauthTokenFailed)
                         })?;
                 value.set_sensitive(true);
                 headers.insert(http::header::AUTHORIZATION, value);
@@ -483,7 +484,7 @@ impl App {
         }
         let request = builder.body(req.body.unwrap_or_default()).map_err(|_| {
             Error::bad_request("the request could not be built from this URL")
-                .with_code("invalid_url")
+                .with_code(Code::InvalidUrl)
         })?;
         let response = self
             .ports
@@ -497,7 +498,7 @@ impl App {
                     ErrorKind::UpstreamFailed,
                     "the upstream sent an encoded (compressed) body, which cannot be scrubbed",
                 )
-                .with_code("upstream_encoded"));
+                .with_code(Code::UpstreamEncoded));
             }
         }
 
@@ -572,7 +573,7 @@ impl App {
             }
         }
         let failed =
-            |m: String| Error::new(ErrorKind::UpstreamFailed, m).with_code("oauth_token_failed");
+            |m: String| Error::new(ErrorKind::UpstreamFailed, m).with_code(Code::OauthTokenFailed);
         let target = ssrf::check_url(&d.token_url, self.config.allow_loopback_upstreams)?;
         let request = token_request(d, refresh.as_ref(), target.url.as_str())?;
         let response = self
@@ -642,7 +643,7 @@ fn token_request(
     url: &str,
 ) -> Result<http::Request<Bytes>> {
     let failed =
-        |m: String| Error::new(ErrorKind::UpstreamFailed, m).with_code("oauth_token_failed");
+        |m: String| Error::new(ErrorKind::UpstreamFailed, m).with_code(Code::OauthTokenFailed);
     let mut form = url::form_urlencoded::Serializer::new(String::new());
     match refresh {
         Some(r) => {
@@ -743,7 +744,7 @@ mod tests {
 
     /// What both parsers must agree on: the parsed request, or the error code.
     fn outcome(r: Result<ExecuteRequest>) -> std::result::Result<String, &'static str> {
-        r.map(|r| format!("{r:?}")).map_err(|e| e.code())
+        r.map(|r| format!("{r:?}")).map_err(|e| e.code().as_str())
     }
 
     fn slow(body: &[u8]) -> std::result::Result<String, &'static str> {

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 
 /// `*` matches any run of characters (including none); no other metacharacters; case-sensitive.
 ///
@@ -145,7 +145,7 @@ impl Policy {
             return Err(Error::bad_request(
                 "policy.allowed_hosts must list at least one host this credential may be sent to",
             )
-            .with_code("allowed_hosts_required"));
+            .with_code(Code::AllowedHostsRequired));
         }
         if self.allowed_hosts.len() > MAX_HOSTS {
             return Err(bad_host(format!("at most {MAX_HOSTS} allowed_hosts")));
@@ -171,7 +171,7 @@ impl Policy {
                 return Err(Error::bad_request(format!(
                     "rate_limit needs requests >= 1 and per_seconds between 1 and {MAX_RATE_WINDOW_SECS}"
                 ))
-                .with_code("invalid_rate_limit"));
+                .with_code(Code::InvalidRateLimit));
             }
         }
         Ok(Policy {
@@ -203,7 +203,7 @@ impl Policy {
                 "host {} is not allowed for this credential",
                 clip(host)
             ))
-            .with_code("host_not_allowed"));
+            .with_code(Code::HostNotAllowed));
         }
         if let Some(methods) = &self.methods {
             if !methods.iter().any(|m| m == method) {
@@ -211,7 +211,7 @@ impl Policy {
                     "method {} is not allowed for this credential",
                     clip(method)
                 ))
-                .with_code("method_not_allowed_by_policy"));
+                .with_code(Code::MethodNotAllowedByPolicy));
             }
         }
         if let Some(prefixes) = &self.path_prefixes {
@@ -223,7 +223,7 @@ impl Policy {
                     "path {} is not allowed for this credential",
                     clip(path)
                 ))
-                .with_code("path_not_allowed"));
+                .with_code(Code::PathNotAllowed));
             }
         }
         Ok(())
@@ -308,7 +308,7 @@ fn clip(s: &str) -> String {
 }
 
 fn bad_host(message: impl Into<String>) -> Error {
-    Error::bad_request(message.into()).with_code("invalid_host")
+    Error::bad_request(message.into()).with_code(Code::InvalidHost)
 }
 
 fn normalize_host_pattern(raw: &str) -> Result<String> {
@@ -393,7 +393,7 @@ fn is_tchar(c: char) -> bool {
 }
 
 fn bad_method(message: impl Into<String>) -> Error {
-    Error::bad_request(message.into()).with_code("invalid_method")
+    Error::bad_request(message.into()).with_code(Code::InvalidMethod)
 }
 
 fn validate_methods(list: Vec<String>) -> Result<Vec<String>> {
@@ -419,7 +419,7 @@ fn validate_methods(list: Vec<String>) -> Result<Vec<String>> {
 }
 
 fn bad_prefix(message: impl Into<String>) -> Error {
-    Error::bad_request(message.into()).with_code("invalid_path_prefix")
+    Error::bad_request(message.into()).with_code(Code::InvalidPathPrefix)
 }
 
 fn validate_prefixes(list: Vec<String>) -> Result<Vec<String>> {

@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Code, Error, ErrorKind, Result};
 
 /// `Send` on native targets, nothing on wasm32.
 #[cfg(not(target_arch = "wasm32"))]
@@ -164,11 +164,11 @@ pub mod kv_validate {
     pub fn key(key: &str) -> Result<()> {
         if key.is_empty() || key == "." || key == ".." {
             return Err(Error::bad_request("KV key must not be empty, '.' or '..'")
-                .with_code("invalid_key"));
+                .with_code(Code::InvalidKey));
         }
         if key.len() > kv_limits::MAX_KEY_BYTES {
             return Err(
-                Error::bad_request("KV key is longer than 512 bytes").with_code("invalid_key")
+                Error::bad_request("KV key is longer than 512 bytes").with_code(Code::InvalidKey)
             );
         }
         Ok(())
@@ -179,7 +179,7 @@ pub mod kv_validate {
         key(key_)?;
         if value.len() > kv_limits::MAX_VALUE_BYTES {
             return Err(
-                Error::too_large("KV value is larger than 25 MiB").with_code("value_too_large")
+                Error::too_large("KV value is larger than 25 MiB").with_code(Code::ValueTooLarge)
             );
         }
         if let Some(meta) = &options.metadata {
@@ -188,14 +188,14 @@ pub mod kv_validate {
                 .unwrap_or(usize::MAX);
             if len > kv_limits::MAX_METADATA_BYTES {
                 return Err(Error::too_large("KV metadata is larger than 1024 bytes")
-                    .with_code("metadata_too_large"));
+                    .with_code(Code::MetadataTooLarge));
             }
         }
         if let Some(ttl) = options.expiration_ttl {
             if ttl < kv_limits::MIN_TTL_SECS {
                 return Err(
                     Error::bad_request("KV expiration_ttl must be at least 60 seconds")
-                        .with_code("invalid_ttl"),
+                        .with_code(Code::InvalidTtl),
                 );
             }
         }
@@ -208,7 +208,7 @@ pub mod kv_validate {
             None => Ok(kv_limits::MAX_LIST_LIMIT),
             Some(n) if (1..=kv_limits::MAX_LIST_LIMIT).contains(&n) => Ok(n),
             Some(_) => Err(Error::bad_request("list limit must be between 1 and 1000")
-                .with_code("invalid_limit")),
+                .with_code(Code::InvalidLimit)),
         }
     }
 }

@@ -24,7 +24,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 
 /// What kind of destination an address is. Only `Public` may be contacted in production.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,7 +203,7 @@ fn classify_v6(ip: Ipv6Addr) -> AddrClass {
 
 fn blocked(class: AddrClass) -> Error {
     Error::forbidden(format!("destination address is {}", class.describe()))
-        .with_code("ssrf_blocked")
+        .with_code(Code::SsrfBlocked)
 }
 
 /// Ok if the address may be contacted: [`AddrClass::Public`], or [`AddrClass::Loopback`] when
@@ -276,7 +276,7 @@ pub fn check_name(host: &str, allow_loopback: bool) -> Result<()> {
         NameClass::Loopback => Err(blocked(AddrClass::Loopback)),
         NameClass::Internal => {
             Err(Error::forbidden("destination host name is internal-only")
-                .with_code("ssrf_blocked"))
+                .with_code(Code::SsrfBlocked))
         }
     }
 }
@@ -295,11 +295,11 @@ pub struct Target {
 }
 
 fn invalid(message: &'static str) -> Error {
-    Error::bad_request(message).with_code("invalid_url")
+    Error::bad_request(message).with_code(Code::InvalidUrl)
 }
 
 fn non_canonical() -> Error {
-    Error::forbidden("non-canonical numeric host").with_code("ssrf_blocked")
+    Error::forbidden("non-canonical numeric host").with_code(Code::SsrfBlocked)
 }
 
 /// A label the WHATWG IPv4 parser would read as a number: decimal, `0x` hex, or octal.
@@ -424,7 +424,7 @@ pub fn check_url(raw: &str, allow_loopback: bool) -> Result<Target> {
 
     let plain_http_allowed = allow_loopback && loopback;
     if !https && !plain_http_allowed {
-        return Err(Error::forbidden("upstream URL must use https").with_code("https_required"));
+        return Err(Error::forbidden("upstream URL must use https").with_code(Code::HttpsRequired));
     }
     Ok(Target {
         url,
@@ -474,7 +474,7 @@ pub fn check_uri(uri: &http::Uri, allow_loopback: bool) -> Result<()> {
     };
     let plain_http_allowed = allow_loopback && loopback;
     if !https && !plain_http_allowed {
-        return Err(Error::forbidden("upstream URL must use https").with_code("https_required"));
+        return Err(Error::forbidden("upstream URL must use https").with_code(Code::HttpsRequired));
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use crate::app::{
 use crate::auth::{Permission, Principal};
 use crate::credential;
 use crate::crypto::{self, KeyringRecord, Keys, MasterSecret};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::ports::{KvStore, PutOptions};
 
 impl App {
@@ -21,9 +21,9 @@ impl App {
             .kv
             .get(KEYRING_KEY)
             .await?
-            .ok_or_else(|| Error::unavailable("no keyring").with_code("invalid_keyring"))?;
+            .ok_or_else(|| Error::unavailable("no keyring").with_code(Code::InvalidKeyring))?;
         let keyring: KeyringRecord = serde_json::from_slice(&keyring_bytes).map_err(|_| {
-            Error::unavailable("stored keyring is invalid").with_code("invalid_keyring")
+            Error::unavailable("stored keyring is invalid").with_code(Code::InvalidKeyring)
         })?;
         let mut records = Vec::new();
         for prefix in SYNC_PREFIXES {
@@ -49,20 +49,20 @@ impl App {
         let keys = Keys::open(master, &export.keyring)?;
         if let Some(existing) = kv.get(KEYRING_KEY).await? {
             let existing: KeyringRecord = serde_json::from_slice(&existing).map_err(|_| {
-                Error::unavailable("local keyring is invalid").with_code("invalid_keyring")
+                Error::unavailable("local keyring is invalid").with_code(Code::InvalidKeyring)
             })?;
             if existing.key_id != export.keyring.key_id || existing.salt != export.keyring.salt {
                 return Err(Error::conflict(
                     "the local store has a different keyring; import into an empty data directory",
                 )
-                .with_code("keyring_mismatch"));
+                .with_code(Code::KeyringMismatch));
             }
         }
         for r in &export.records {
             if !SYNC_PREFIXES.iter().any(|p| r.key.starts_with(p)) {
                 return Err(
                     Error::bad_request(format!("unexpected record key '{}'", r.key))
-                        .with_code("invalid_export"),
+                        .with_code(Code::InvalidExport),
                 );
             }
             if r.key.starts_with(credential::CRED_PREFIX)
@@ -116,10 +116,10 @@ impl App {
         now_ms: u64,
     ) -> Result<(String, usize)> {
         let bytes = kv.get(KEYRING_KEY).await?.ok_or_else(|| {
-            Error::not_found("no keyring: nothing to rotate").with_code("invalid_keyring")
+            Error::not_found("no keyring: nothing to rotate").with_code(Code::InvalidKeyring)
         })?;
         let record: KeyringRecord = serde_json::from_slice(&bytes).map_err(|_| {
-            Error::unavailable("stored keyring is invalid").with_code("invalid_keyring")
+            Error::unavailable("stored keyring is invalid").with_code(Code::InvalidKeyring)
         })?;
         let old_keys = match Keys::open(old, &record) {
             Ok(k) => k,
@@ -138,7 +138,7 @@ impl App {
             Some(b) => {
                 let next: KeyringRecord = serde_json::from_slice(&b).map_err(|_| {
                     Error::unavailable("stored next keyring is invalid")
-                        .with_code("invalid_keyring")
+                        .with_code(Code::InvalidKeyring)
                 })?;
                 (Keys::open(new, &next)?, next)
             }
@@ -155,7 +155,7 @@ impl App {
                     continue;
                 };
                 let text = std::str::from_utf8(&entry.value).map_err(|_| {
-                    Error::unavailable("record is not an envelope").with_code("decrypt_failed")
+                    Error::unavailable("record is not an envelope").with_code(Code::DecryptFailed)
                 })?;
                 let plain = match old_keys.open_envelope(&k.name, text) {
                     Ok(p) => p,

@@ -29,7 +29,7 @@ pub use session::*;
 
 use std::fmt::Display;
 
-use crate::error::{ErrorKind, Result};
+use crate::error::{Code, ErrorKind, Result};
 
 /// A fresh prefix `testkit/<check>/<16 hex random>/` for one run of one check.
 fn unique_prefix(check: &str) -> Result<String, String> {
@@ -66,7 +66,7 @@ fn refused<T>(
     step: &str,
     r: Result<T>,
     kind: ErrorKind,
-    code: &str,
+    code: Code,
 ) -> Result<(), String> {
     match r {
         Ok(_) => Err(format!(

@@ -8,6 +8,7 @@ use vultrino_core::crypto::{
     b64url, b64url_decode, ct_eq, envelope_key_id, hash_password, sha256_hex, verify_password,
     KeyringRecord, Keys, MasterSecret,
 };
+use vultrino_core::error::Code;
 use vultrino_core::ErrorKind;
 
 /// Small PBKDF2 count so passphrase tests stay fast.
@@ -78,7 +79,7 @@ fn empty_or_blank_master_key_is_rejected() {
     for text in ["", "   ", "\n\t"] {
         let err = MasterSecret::parse(text).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BadRequest);
-        assert_eq!(err.code(), "invalid_master_key");
+        assert_eq!(err.code(), Code::InvalidMasterKey);
     }
 }
 
@@ -158,7 +159,7 @@ fn wrong_master_key_is_detected_with_a_clear_error() {
     for wrong in cases {
         let err = Keys::open(&wrong, &record).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable);
-        assert_eq!(err.code(), "wrong_master_key");
+        assert_eq!(err.code(), Code::WrongMasterKey);
         assert!(
             err.message().contains("does not match the stored keyring"),
             "{}",
@@ -170,7 +171,7 @@ fn wrong_master_key_is_detected_with_a_clear_error() {
     let other_raw = MasterSecret::parse(&b64url(&[8u8; 32])).unwrap();
     assert_eq!(
         Keys::open(&other_raw, &raw_record).unwrap_err().code(),
-        "wrong_master_key"
+        Code::WrongMasterKey
     );
 }
 
@@ -197,7 +198,7 @@ fn malformed_keyring_records_are_invalid_keyring_not_panics() {
     for record in &cases {
         let err = Keys::open(&master, record).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{record:?}");
-        assert_eq!(err.code(), "invalid_keyring", "{record:?}");
+        assert_eq!(err.code(), Code::InvalidKeyring, "{record:?}");
     }
 
     let pass = MasterSecret::parse("some passphrase").unwrap();
@@ -209,7 +210,7 @@ fn malformed_keyring_records_are_invalid_keyring_not_panics() {
         };
         assert_eq!(
             Keys::open(&pass, &record).unwrap_err().code(),
-            "invalid_keyring"
+            Code::InvalidKeyring
         );
     }
 }
@@ -220,7 +221,7 @@ fn create_rejects_out_of_range_passphrase_iterations() {
     let err = Keys::create(&pass, 0, 0).unwrap_err();
     assert_eq!(
         (err.kind(), err.code()),
-        (ErrorKind::BadRequest, "invalid_iterations")
+        (ErrorKind::BadRequest, Code::InvalidIterations)
     );
 }
 
@@ -258,7 +259,7 @@ fn rotation_reseals_records_under_a_new_key_id_and_keeps_the_mac_key() {
     // The old master key no longer opens the new keyring.
     assert_eq!(
         Keys::open(&raw_master(), &new_record).unwrap_err().code(),
-        "wrong_master_key"
+        Code::WrongMasterKey
     );
 }
 
@@ -271,7 +272,7 @@ fn envelope_from_before_rotation_names_both_key_ids() {
         .unwrap_err();
     assert_eq!(
         (err.kind(), err.code()),
-        (ErrorKind::Unavailable, "decrypt_failed")
+        (ErrorKind::Unavailable, Code::DecryptFailed)
     );
     assert!(err.message().contains(&old.key_id_hex()) && err.message().contains(&new.key_id_hex()));
 }
@@ -312,7 +313,7 @@ fn malformed_envelope_text_is_a_bad_request() {
         let err = keys.open_envelope("k", text).unwrap_err();
         assert_eq!(
             (err.kind(), err.code()),
-            (ErrorKind::BadRequest, "invalid_envelope"),
+            (ErrorKind::BadRequest, Code::InvalidEnvelope),
             "{text:?}"
         );
         assert!(envelope_key_id(text).is_err());
@@ -324,7 +325,7 @@ fn decrypt_errors_name_the_kv_key_but_no_plaintext() {
     let (keys, _) = Keys::create(&raw_master(), 0, 0).unwrap();
     let env = keys.seal("cred:a", b"SUPERSECRETVALUE");
     let err = keys.open_envelope("cred:b", &env).unwrap_err();
-    assert_eq!(err.code(), "decrypt_failed");
+    assert_eq!(err.code(), Code::DecryptFailed);
     assert!(err.message().contains("cred:b"));
     assert!(!format!("{err:?} {err}").contains("SUPERSECRETVALUE"));
 }
@@ -364,7 +365,10 @@ fn helpers_match_known_values() {
     assert_eq!(b64url(&[0xfb, 0xff]), "-_8");
     assert_eq!(b64url_decode("-_8").unwrap(), vec![0xfb, 0xff]);
     assert_eq!(b64url_decode("-_8=").unwrap(), vec![0xfb, 0xff]);
-    assert_eq!(b64url_decode("+/8").unwrap_err().code(), "invalid_base64");
+    assert_eq!(
+        b64url_decode("+/8").unwrap_err().code(),
+        Code::InvalidBase64
+    );
 }
 
 // ---- Debug redaction -------------------------------------------------------------------------
@@ -437,6 +441,6 @@ fn malformed_password_hashes_verify_false() {
     }
     assert_eq!(
         hash_password("pw", 0).unwrap_err().code(),
-        "invalid_iterations"
+        Code::InvalidIterations
     );
 }

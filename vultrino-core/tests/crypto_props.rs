@@ -79,7 +79,7 @@ proptest! {
         prop_assume!(from != to);
         let err = KEYS.open_envelope(&to, &KEYS.seal(&from, &plaintext)).unwrap_err();
         prop_assert_eq!(err.kind(), ErrorKind::Unavailable);
-        prop_assert_eq!(err.code(), "decrypt_failed");
+        prop_assert_eq!(err.code(), vultrino_core::error::Code::DecryptFailed);
     }
 
     #[test]

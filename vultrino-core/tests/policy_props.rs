@@ -32,7 +32,7 @@ fn refusal_code(p: Policy) -> &'static str {
         Ok(p) => panic!("expected a refusal, got {p:?}"),
         Err(e) => {
             assert_eq!(e.kind(), ErrorKind::BadRequest);
-            e.code()
+            e.code().as_str()
         }
     }
 }
@@ -40,7 +40,7 @@ fn refusal_code(p: Policy) -> &'static str {
 fn check_code(p: &Policy, method: &str, host: &str, path: &str) -> Option<&'static str> {
     p.check(method, host, path).err().map(|e: Error| {
         assert_eq!(e.kind(), ErrorKind::Forbidden);
-        e.code()
+        e.code().as_str()
     })
 }
 

@@ -7,7 +7,7 @@
 use pbkdf2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 use super::{random_bytes, MAX_PBKDF2_ITERATIONS, SALT_LEN};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 
 /// PBKDF2 iterations for the admin password hash.
 ///
@@ -27,7 +27,7 @@ pub fn hash_password(password: &str, iterations: u32) -> Result<String> {
         return Err(Error::bad_request(format!(
             "password hash iterations must be between 1 and {MAX_PBKDF2_ITERATIONS}"
         ))
-        .with_code("invalid_iterations"));
+        .with_code(Code::InvalidIterations));
     }
     let salt =
         SaltString::encode_b64(&random_bytes::<SALT_LEN>()).map_err(|_| Error::internal())?;

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use super::{code, dispatch, error_response, Context, HttpHeaders, SUPPORTED_VERSIONS};
 use crate::app::App;
 use crate::auth::Principal;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Code, Error, ErrorKind, Result};
 
 /// A JSON-RPC error outside any request (`id: null`) with an HTTP status.
 fn rpc_error(status: StatusCode, code: i64, message: &str, data: Option<Value>) -> Response<Bytes> {
@@ -175,7 +175,7 @@ impl App {
     async fn mcp_principal(&self, h: &HeaderMap) -> Result<Principal> {
         let missing = || {
             Error::unauthorized("authentication required: Authorization: Bearer vk_… (an API key)")
-                .with_code("unauthenticated")
+                .with_code(Code::Unauthenticated)
         };
         let value = h
             .get(header::AUTHORIZATION)

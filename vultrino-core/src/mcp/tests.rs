@@ -5,6 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use super::*;
+use crate::error::Code;
 
 /// `echo` succeeds with its arguments; `fail` fails like a denied request; others are unknown.
 struct Fake;
@@ -20,7 +21,7 @@ impl ToolHost for Fake {
             }),
             "fail" => Some(tools::failure(
                 &crate::Error::forbidden("credential 'x' is outside this key's scopes")
-                    .with_code("scope_denied"),
+                    .with_code(Code::ScopeDenied),
             )),
             _ => None,
         }

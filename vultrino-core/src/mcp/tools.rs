@@ -9,7 +9,7 @@ use super::{ToolHost, ToolOutcome};
 use crate::app::App;
 use crate::auth::Principal;
 use crate::credential::CredentialMeta;
-use crate::error::{Error, ErrorKind};
+use crate::error::{Code, Error, ErrorKind};
 use crate::execute::ExecuteRequest;
 
 pub const LIST_CREDENTIALS: &str = "list_credentials";
@@ -153,7 +153,7 @@ fn listing_item(m: &CredentialMeta) -> Value {
 
 fn invalid_arguments(tool: &str, message: impl std::fmt::Display) -> Error {
     Error::bad_request(format!("invalid arguments for {tool}: {message}"))
-        .with_code("invalid_arguments")
+        .with_code(Code::InvalidArguments)
 }
 
 /// Only the named string argument, refusing unknown ones (the schemas say

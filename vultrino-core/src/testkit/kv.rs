@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::kv_list::*;
 use super::{ensure, ok, refused, short, show, unique_prefix};
-use crate::error::ErrorKind;
+use crate::error::{Code, ErrorKind};
 use crate::ports::{kv_limits, KvStore, ListKey, ListOptions, PutOptions};
 
 /// Run every [`KvStore`] check against `store`; `Err` names the first property that failed.
@@ -184,14 +184,14 @@ pub async fn kv_invalid_keys_are_refused(store: &dyn KvStore) -> Result<(), Stri
             &format!("get of {label}"),
             store.get(bad).await,
             ErrorKind::BadRequest,
-            "invalid_key",
+            Code::InvalidKey,
         )?;
         refused(
             c,
             &format!("get_with_metadata of {label}"),
             store.get_with_metadata(bad).await,
             ErrorKind::BadRequest,
-            "invalid_key",
+            Code::InvalidKey,
         )?;
         let put = store
             .put(bad, Bytes::from_static(b"v"), PutOptions::default())
@@ -201,7 +201,7 @@ pub async fn kv_invalid_keys_are_refused(store: &dyn KvStore) -> Result<(), Stri
             &format!("put of {label}"),
             put,
             ErrorKind::BadRequest,
-            "invalid_key",
+            Code::InvalidKey,
         )?;
     }
     let max = format!("{p}{}", "m".repeat(kv_limits::MAX_KEY_BYTES - p.len()));
@@ -313,7 +313,7 @@ pub async fn kv_refuses_oversized_value_without_change(store: &dyn KvStore) -> R
         "put of 25 MiB + 1 byte",
         r,
         ErrorKind::PayloadTooLarge,
-        "value_too_large",
+        Code::ValueTooLarge,
     )?;
     let got = ok(c, "get_with_metadata", store.get_with_metadata(&key).await)?;
     ensure(
@@ -329,7 +329,7 @@ pub async fn kv_refuses_oversized_value_without_change(store: &dyn KvStore) -> R
         "put of 25 MiB + 1 byte to a new key",
         r,
         ErrorKind::PayloadTooLarge,
-        "value_too_large",
+        Code::ValueTooLarge,
     )?;
     let got = ok(c, "get", store.get(&fresh).await)?;
     ensure(c, got.is_none(), || {
@@ -382,7 +382,7 @@ pub async fn kv_refuses_oversized_metadata_without_change(
         "put with 1025-byte metadata",
         r,
         ErrorKind::PayloadTooLarge,
-        "metadata_too_large",
+        Code::MetadataTooLarge,
     )?;
     let got = ok(c, "get_with_metadata", store.get_with_metadata(&key).await)?;
     ensure(
@@ -434,7 +434,7 @@ pub async fn kv_refuses_short_ttl_without_change(store: &dyn KvStore) -> Result<
             &format!("put with expiration_ttl {ttl}"),
             r,
             ErrorKind::BadRequest,
-            "invalid_ttl",
+            Code::InvalidTtl,
         )?;
     }
     let got = ok(c, "get", store.get(&key).await)?;
@@ -455,7 +455,7 @@ pub async fn kv_refuses_short_ttl_without_change(store: &dyn KvStore) -> Result<
         "put with expiration_ttl 59 to a new key",
         r,
         ErrorKind::BadRequest,
-        "invalid_ttl",
+        Code::InvalidTtl,
     )?;
     let got = ok(c, "get", store.get(&fresh).await)?;
     ensure(c, got.is_none(), || {

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::kv::{cleanup, list_all, names};
 use super::{ensure, ok, refused, short, unique_prefix};
-use crate::error::ErrorKind;
+use crate::error::{Code, ErrorKind};
 use crate::ports::{kv_limits, KvStore, ListOptions, PutOptions};
 
 /// A key with `expiration_ttl` is readable and listed (with an `expiration` in seconds) until the
@@ -333,7 +333,7 @@ pub async fn kv_list_refuses_invalid_limit(store: &dyn KvStore) -> Result<(), St
             &format!("list with limit {limit}"),
             r,
             ErrorKind::BadRequest,
-            "invalid_limit",
+            Code::InvalidLimit,
         )?;
     }
     Ok(())
@@ -366,7 +366,7 @@ pub async fn kv_list_refuses_malformed_cursor(store: &dyn KvStore) -> Result<(),
             &format!("list with cursor {cursor:?}"),
             r,
             ErrorKind::BadRequest,
-            "invalid_cursor",
+            Code::InvalidCursor,
         )?;
     }
     cleanup(store, &[format!("{p}k")]).await;
