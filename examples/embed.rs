@@ -11,8 +11,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use vultrino_core::app::{App, Config, NewCredential, NewKey, Ports};
+use vultrino_core::app::{App, Config, Ports};
+use vultrino_core::auth::NewKey;
 use vultrino_core::auth::Principal;
+use vultrino_core::credential::NewCredential;
 use vultrino_core::crypto::MasterSecret;
 use vultrino_core::execute::ExecuteRequest;
 use vultrino_core::policy::Policy;
@@ -61,7 +63,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         via_cookie: false,
     };
     let meta = app
-        .create_credential(
+        .credentials()
+        .create(
             &operator,
             NewCredential {
                 alias: "github".into(),
@@ -81,7 +84,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // An agent gets a key with the built-in `executor` role.
     let key = app
-        .create_key(
+        .api_keys()
+        .create(
             &operator,
             NewKey {
                 name: "agent".into(),
@@ -90,7 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         )
         .await?;
-    let agent = app.authenticate_key(&key.key).await?;
+    let agent = app.api_keys().authenticate(&key.key).await?;
 
     // The agent makes a request "with the credential named github".
     let reply = app

@@ -11,8 +11,10 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use vultrino_core::app::{App, Config, NewCredential, NewKey, NewRole};
+use vultrino_core::app::{App, Config};
+use vultrino_core::auth::{NewKey, NewRole};
 use vultrino_core::auth::{Permission, Principal};
+use vultrino_core::credential::NewCredential;
 use vultrino_core::crypto::{self, MasterSecret};
 use vultrino_core::execute::ExecuteRequest;
 use vultrino_core::policy::{Policy, RateLimit};
@@ -598,13 +600,13 @@ async fn credential(app: &App, c: &CredentialCmd) -> anyhow::Result<()> {
                 data,
                 policy,
             };
-            print_json(&json!(app.create_credential(&who, input).await?))
+            print_json(&json!(app.credentials().create(&who, input).await?))
         }
         CredentialCmd::List => {
             let mut all = Vec::new();
             let mut cursor = None;
             loop {
-                let (items, next) = app.list_credentials(&who, cursor, None).await?;
+                let (items, next) = app.credentials().list(&who, cursor, None).await?;
                 all.extend(items);
                 match next {
                     Some(c) => cursor = Some(c),
@@ -614,17 +616,19 @@ async fn credential(app: &App, c: &CredentialCmd) -> anyhow::Result<()> {
             print_json(&json!({"credentials": all}))
         }
         CredentialCmd::Show { alias } => {
-            print_json(&json!(app.credential_detail(&who, alias).await?))
+            print_json(&json!(app.credentials().detail(&who, alias).await?))
         }
         CredentialCmd::Rm { alias } => {
-            app.delete_credential(&who, alias).await?;
+            app.credentials().delete(&who, alias).await?;
             eprintln!("deleted credential '{alias}'");
             Ok(())
         }
         CredentialCmd::Rotate { alias } => {
             let secret = read_secret("New secret: ")?;
-            let secret = vultrino_core::credential::Secret::new(secret.as_str());
-            print_json(&json!(app.rotate_secret(&who, alias, secret).await?))
+            let secret = vultrino_core::secret::Secret::new(secret.as_str());
+            print_json(&json!(
+                app.credentials().rotate_secret(&who, alias, secret).await?
+            ))
         }
     }
 }
@@ -638,7 +642,8 @@ async fn key(app: &App, k: &KeyCmd) -> anyhow::Result<()> {
             expires_in_days,
         } => {
             let created = app
-                .create_key(
+                .api_keys()
+                .create(
                     &who,
                     NewKey {
                         name: name.clone(),
@@ -650,9 +655,9 @@ async fn key(app: &App, k: &KeyCmd) -> anyhow::Result<()> {
             eprintln!("The key is shown only this once:");
             print_json(&json!(created))
         }
-        KeyCmd::List => print_json(&json!({"keys": app.list_keys(&who).await?})),
+        KeyCmd::List => print_json(&json!({"keys": app.api_keys().list(&who).await?})),
         KeyCmd::Revoke { id } => {
-            app.revoke_key(&who, id).await?;
+            app.api_keys().revoke(&who, id).await?;
             eprintln!("revoked key {id}");
             Ok(())
         }
@@ -674,7 +679,8 @@ async fn role(app: &App, r: &RoleCmd) -> anyhow::Result<()> {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|_| anyhow::anyhow!("permissions are read, execute, write, admin"))?;
             let role = app
-                .create_role(
+                .roles()
+                .create(
                     &who,
                     NewRole {
                         name: name.clone(),
@@ -686,9 +692,9 @@ async fn role(app: &App, r: &RoleCmd) -> anyhow::Result<()> {
                 .await?;
             print_json(&json!(role))
         }
-        RoleCmd::List => print_json(&json!({"roles": app.list_roles(&who).await?})),
+        RoleCmd::List => print_json(&json!({"roles": app.roles().list(&who).await?})),
         RoleCmd::Rm { name } => {
-            app.delete_role(&who, name).await?;
+            app.roles().delete(&who, name).await?;
             eprintln!("deleted role '{name}'");
             Ok(())
         }
@@ -738,7 +744,8 @@ async fn rotate_master_key(cli: &Cli) -> anyhow::Result<()> {
                     k
                 }
             };
-            let (key_id, count) = App::rotate_master_key(&*kv, &old, &new, clock.now_ms()).await?;
+            let (key_id, count) =
+                vultrino_core::keyring::rotate_master_key(&*kv, &old, &new, clock.now_ms()).await?;
             std::fs::rename(&next_path, &path)?;
             if let Some(parent) = path.parent() {
                 if let Ok(d) = std::fs::File::open(parent) {
@@ -761,7 +768,8 @@ async fn rotate_master_key(cli: &Cli) -> anyhow::Result<()> {
                     )
                 })?;
             let new = MasterSecret::parse(&new)?;
-            let (key_id, count) = App::rotate_master_key(&*kv, &old, &new, clock.now_ms()).await?;
+            let (key_id, count) =
+                vultrino_core::keyring::rotate_master_key(&*kv, &old, &new, clock.now_ms()).await?;
             eprintln!("re-encrypted {count} records under key {key_id}; set VULTRINO_MASTER_KEY to the new key now");
         }
         MasterSource::Ephemeral => anyhow::bail!("no master key to rotate"),

@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use vultrino_core::app::{App, Export};
 use vultrino_core::error::Code;
+use vultrino_core::sync::Export;
 
 use crate::clock::SystemClock;
 use crate::setup::{self, Settings, StoreKind};
@@ -96,23 +96,25 @@ pub async fn sync_from(
     let export: Export = serde_json::from_slice(&body)
         .map_err(|e| anyhow::anyhow!("the edge's export is not valid: {e}"))?;
     let kv = setup::open_kv(settings, std::sync::Arc::new(SystemClock::new()))?;
-    let count = App::import(&*kv, &master, &export).await.map_err(|e| {
-        if e.code() == Code::WrongMasterKey {
-            anyhow::anyhow!(
-                "{}\nthe local master key must be the edge's (VULTRINO_MASTER_KEY)",
-                e.message()
-            )
-        } else {
-            anyhow::anyhow!("{}", e.message())
-        }
-    })?;
+    let count = vultrino_core::sync::import(&*kv, &master, &export)
+        .await
+        .map_err(|e| {
+            if e.code() == Code::WrongMasterKey {
+                anyhow::anyhow!(
+                    "{}\nthe local master key must be the edge's (VULTRINO_MASTER_KEY)",
+                    e.message()
+                )
+            } else {
+                anyhow::anyhow!("{}", e.message())
+            }
+        })?;
     eprintln!(
         "imported {count} records from {} into {}",
         url.origin().ascii_serialization(),
         settings.data_dir.display()
     );
     if prune {
-        let gone = App::prune_missing(&*kv, &export)
+        let gone = vultrino_core::sync::prune_missing(&*kv, &export)
             .await
             .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
         eprintln!(

@@ -382,7 +382,7 @@ impl Fetcher for HttpFetcher {
         // Defence in depth: the core checks too, but IP literals bypass our resolver, so this
         // is the check that stands between an IP-literal URI and a connection.
         ssrf::check_uri(&parts.uri, options.allow_loopback)?;
-        if !vultrino_core::execute::forwardable_method(&parts.method) {
+        if !vultrino_core::upstream::forwardable_method(&parts.method) {
             return Err(
                 Error::bad_request("CONNECT and TRACE requests are not forwarded")
                     .with_code(Code::InvalidRequest),

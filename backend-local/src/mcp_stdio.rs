@@ -65,7 +65,8 @@ fn remember(state: &Negotiated, version: Option<&'static str>) {
 
 /// Serve stdio against the store opened in this process.
 pub async fn direct(app: Arc<App>, key: Zeroizing<String>) -> anyhow::Result<()> {
-    app.authenticate_key(&key)
+    app.api_keys()
+        .authenticate(&key)
         .await
         .map_err(|e| anyhow::anyhow!("VULTRINO_API_KEY was refused: {e}"))?;
     tracing::info!("MCP over stdio, store opened directly");
@@ -99,7 +100,7 @@ struct KeyTools<'a> {
 #[async_trait::async_trait]
 impl ToolHost for KeyTools<'_> {
     async fn call_tool(&self, name: &str, arguments: Map<String, Value>) -> Option<ToolOutcome> {
-        let who: Principal = match self.app.authenticate_key(self.key).await {
+        let who: Principal = match self.app.api_keys().authenticate(self.key).await {
             Ok(p) => p,
             Err(e) => return Some(mcp::tools::failure(&e)),
         };

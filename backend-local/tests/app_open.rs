@@ -6,10 +6,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use vultrino_core::app::{App, Config, NewCredential, Ports, KEYRING_KEY};
+use vultrino_core::app::{App, Config, Ports};
 use vultrino_core::auth::Principal;
+use vultrino_core::credential::NewCredential;
 use vultrino_core::crypto::MasterSecret;
 use vultrino_core::error::Code;
+use vultrino_core::keyring::KEYRING_KEY;
 use vultrino_core::policy::Policy;
 use vultrino_core::ports::{KvStore, ManualClock};
 use vultrino_local::fetcher::HttpFetcher;
@@ -48,7 +50,7 @@ async fn with_one_credential() -> (Arc<MemoryKv>, MasterSecret) {
             rate_limit: None,
         },
     };
-    app.create_credential(&who, input).await.unwrap();
+    app.credentials().create(&who, input).await.unwrap();
     (kv, master)
 }
 

@@ -7,14 +7,17 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use vultrino_core::app::{App, Config, CredentialUpdate, NewCredential, NewRole, Ports};
+use vultrino_core::app::{App, Config, Ports};
+use vultrino_core::auth::NewRole;
 use vultrino_core::auth::{Permission, Principal};
-use vultrino_core::credential::Secret;
+use vultrino_core::credential::CredentialUpdate;
+use vultrino_core::credential::NewCredential;
 use vultrino_core::crypto::MasterSecret;
 use vultrino_core::error::Code;
 use vultrino_core::error::Result;
 use vultrino_core::policy::Policy;
 use vultrino_core::ports::{KvEntry, KvStore, ListOptions, ListPage, ManualClock, PutOptions};
+use vultrino_core::secret::Secret;
 use vultrino_local::fetcher::HttpFetcher;
 use vultrino_local::memory_kv::MemoryKv;
 use vultrino_local::memory_sessions::MemorySessions;
@@ -90,7 +93,8 @@ async fn simultaneous_creates_of_one_alias_acknowledge_one_and_store_that_one() 
         let app = app.clone();
         set.spawn(async move {
             let r = app
-                .create_credential(&admin(), new_credential("c", &format!("writer {i}")))
+                .credentials()
+                .create(&admin(), new_credential("c", &format!("writer {i}")))
                 .await;
             (i, r)
         });
@@ -118,7 +122,7 @@ async fn simultaneous_creates_of_one_alias_acknowledge_one_and_store_that_one() 
             assert_eq!(e.retry_after_secs(), Some(1));
         }
     }
-    let stored = app.get_credential(&who, "c").await.unwrap();
+    let stored = app.credentials().get(&who, "c").await.unwrap();
     assert_eq!(stored.description, format!("writer {}", acknowledged[0]));
 }
 
@@ -126,26 +130,30 @@ async fn simultaneous_creates_of_one_alias_acknowledge_one_and_store_that_one() 
 async fn the_lock_is_released_after_every_outcome() {
     let app = app().await;
     let who = admin();
-    app.create_credential(&who, new_credential("c", "first"))
+    app.credentials()
+        .create(&who, new_credential("c", "first"))
         .await
         .unwrap();
     // A refused create (alias taken) releases the lock: the next change goes through at once.
     let e = app
-        .create_credential(&who, new_credential("c", "second"))
+        .credentials()
+        .create(&who, new_credential("c", "second"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::CredentialExists);
-    app.update_credential(&who, "c", describe("updated"))
+    app.credentials()
+        .update(&who, "c", describe("updated"))
         .await
         .unwrap();
-    app.delete_credential(&who, "c").await.unwrap();
-    let e = app.delete_credential(&who, "c").await.unwrap_err();
+    app.credentials().delete(&who, "c").await.unwrap();
+    let e = app.credentials().delete(&who, "c").await.unwrap_err();
     assert_eq!(e.code(), Code::CredentialNotFound);
-    app.create_credential(&who, new_credential("c", "again"))
+    app.credentials()
+        .create(&who, new_credential("c", "again"))
         .await
         .unwrap();
     assert_eq!(
-        app.get_credential(&who, "c").await.unwrap().description,
+        app.credentials().get(&who, "c").await.unwrap().description,
         "again"
     );
 }
@@ -156,18 +164,19 @@ async fn the_lock_is_released_after_every_outcome() {
 async fn an_update_racing_a_delete_never_resurrects_the_credential() {
     let app = app().await;
     let who = admin();
-    app.create_credential(&who, new_credential("c", "first"))
+    app.credentials()
+        .create(&who, new_credential("c", "first"))
         .await
         .unwrap();
     let (deleted, updated) = tokio::join!(
-        app.delete_credential(&who, "c"),
-        app.update_credential(&who, "c", describe("updated"))
+        app.credentials().delete(&who, "c"),
+        app.credentials().update(&who, "c", describe("updated"))
     );
     assert!(
         deleted.is_ok() != updated.is_ok(),
         "exactly one of the two is acknowledged"
     );
-    let now = app.get_credential(&who, "c").await;
+    let now = app.credentials().get(&who, "c").await;
     if deleted.is_ok() {
         assert_eq!(now.unwrap_err().code(), Code::CredentialNotFound);
     } else {
@@ -180,18 +189,20 @@ async fn an_update_racing_a_delete_never_resurrects_the_credential() {
 async fn a_rotation_racing_a_delete_never_resurrects_the_credential() {
     let app = app().await;
     let who = admin();
-    app.create_credential(&who, new_credential("c", "first"))
+    app.credentials()
+        .create(&who, new_credential("c", "first"))
         .await
         .unwrap();
     let (deleted, rotated) = tokio::join!(
-        app.delete_credential(&who, "c"),
-        app.rotate_secret(&who, "c", Secret::new("new key"))
+        app.credentials().delete(&who, "c"),
+        app.credentials()
+            .rotate_secret(&who, "c", Secret::new("new key"))
     );
     assert!(
         deleted.is_ok() != rotated.is_ok(),
         "exactly one of the two is acknowledged"
     );
-    let now = app.get_credential(&who, "c").await;
+    let now = app.credentials().get(&who, "c").await;
     assert_eq!(now.is_err(), deleted.is_ok());
     if let Err(e) = rotated {
         assert_eq!(e.code(), Code::ChangeInProgress);
@@ -204,16 +215,19 @@ async fn a_rotation_racing_a_delete_never_resurrects_the_credential() {
 async fn a_rotation_and_an_update_are_audited_as_what_they_are() {
     let app = app().await;
     let who = admin();
-    app.create_credential(&who, new_credential("c", "first"))
+    app.credentials()
+        .create(&who, new_credential("c", "first"))
         .await
         .unwrap();
-    app.rotate_secret(&who, "c", Secret::new("new key"))
+    app.credentials()
+        .rotate_secret(&who, "c", Secret::new("new key"))
         .await
         .unwrap();
-    app.update_credential(&who, "c", describe("second"))
+    app.credentials()
+        .update(&who, "c", describe("second"))
         .await
         .unwrap();
-    let (events, _) = app.list_audit(&who, None, Some(3)).await.unwrap();
+    let (events, _) = app.audit().list(&who, None, Some(3)).await.unwrap();
     // The clock stands still here, so the three share one timestamp: compared as a set.
     let mut actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
     actions.sort_unstable();
@@ -242,7 +256,7 @@ async fn simultaneous_creates_of_one_role_acknowledge_one_and_store_that_one() {
                 scopes: vec![format!("deploy-{i}-*")],
                 description: None,
             };
-            (i, app.create_role(&admin(), role).await)
+            (i, app.roles().create(&admin(), role).await)
         });
     }
     let results = set.join_all().await;
@@ -257,7 +271,7 @@ async fn simultaneous_creates_of_one_role_acknowledge_one_and_store_that_one() {
             assert_eq!(e.code(), Code::ChangeInProgress);
         }
     }
-    let roles = app.list_roles(&admin()).await.unwrap();
+    let roles = app.roles().list(&admin()).await.unwrap();
     let stored: Vec<_> = roles.iter().filter(|r| r.name == "deployers").collect();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].scopes, [format!("deploy-{}-*", acknowledged[0])]);
@@ -334,7 +348,8 @@ fn spawn_create(
 ) -> tokio::task::JoinHandle<Result<vultrino_core::credential::CredentialMeta>> {
     let app = app.clone();
     tokio::spawn(async move {
-        app.create_credential(&admin(), new_credential("c", description))
+        app.credentials()
+            .create(&admin(), new_credential("c", description))
             .await
     })
 }
@@ -354,7 +369,8 @@ async fn until_gates_left(kv: &GatedKv, left: usize) {
 /// A change of credential `c` now is refused because another holds its lock.
 async fn assert_locked(app: &App) {
     let e = app
-        .update_credential(&admin(), "c", describe("refused"))
+        .credentials()
+        .update(&admin(), "c", describe("refused"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::ChangeInProgress);
@@ -375,7 +391,7 @@ async fn a_change_that_outlived_its_lock_leaves_the_next_holders_lock_alone() {
     // A takes the lock and stalls in its write past the lock's lifetime.
     let a = spawn_create(&app, "A");
     until_gates_left(&kv, 1).await;
-    clock.advance(vultrino_core::app::CHANGE_LOCK_MS + 1);
+    clock.advance(vultrino_core::change::CHANGE_LOCK_MS + 1);
     // The lock has lapsed: B takes it and is now mid-change.
     let b = spawn_create(&app, "B");
     until_gates_left(&kv, 0).await;
@@ -403,7 +419,8 @@ async fn a_change_finishing_close_to_its_locks_end_leaves_it_to_lapse() {
     assert_locked(&app).await;
     // Once the lock's 30 s are over, changes go through again.
     clock.advance(4_001);
-    app.update_credential(&admin(), "c", describe("after the lock"))
+    app.credentials()
+        .update(&admin(), "c", describe("after the lock"))
         .await
         .unwrap();
 }

@@ -9,14 +9,15 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use vultrino_core::app::{App, Config, NewCredential, Ports};
+use vultrino_core::app::{App, Config, Ports};
 use vultrino_core::auth::Principal;
-use vultrino_core::credential::Secret;
+use vultrino_core::credential::NewCredential;
 use vultrino_core::crypto::MasterSecret;
 use vultrino_core::error::Result;
 use vultrino_core::execute::ExecuteRequest;
 use vultrino_core::policy::Policy;
 use vultrino_core::ports::{FetchOptions, Fetcher, KvStore, ManualClock, PutOptions};
+use vultrino_core::secret::Secret;
 use vultrino_local::memory_kv::MemoryKv;
 use vultrino_local::memory_sessions::MemorySessions;
 
@@ -147,16 +148,18 @@ impl Env {
 async fn a_late_token_of_a_deleted_credential_is_not_used_by_its_successor() {
     let e = env().await;
     e.app
-        .create_credential(&admin(), oauth_credential("first secret"))
+        .credentials()
+        .create(&admin(), oauth_credential("first secret"))
         .await
         .unwrap();
     assert_eq!(e.call().await, "Bearer token-1");
     assert_eq!(e.call().await, "Bearer token-1", "the token is reused");
     let late = e.cached_token().await;
 
-    e.app.delete_credential(&admin(), "crm").await.unwrap();
+    e.app.credentials().delete(&admin(), "crm").await.unwrap();
     e.app
-        .create_credential(&admin(), oauth_credential("second secret"))
+        .credentials()
+        .create(&admin(), oauth_credential("second secret"))
         .await
         .unwrap();
     e.late_write(late).await;
@@ -169,13 +172,15 @@ async fn a_late_token_of_a_deleted_credential_is_not_used_by_its_successor() {
 async fn a_late_token_of_the_old_client_secret_is_not_used_after_a_rotation() {
     let e = env().await;
     e.app
-        .create_credential(&admin(), oauth_credential("first secret"))
+        .credentials()
+        .create(&admin(), oauth_credential("first secret"))
         .await
         .unwrap();
     assert_eq!(e.call().await, "Bearer token-1");
     let late = e.cached_token().await;
 
     e.app
+        .credentials()
         .rotate_secret(&admin(), "crm", Secret::new("second secret"))
         .await
         .unwrap();

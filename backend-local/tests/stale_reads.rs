@@ -10,15 +10,18 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use vultrino_core::app::{App, Config, CredentialUpdate, NewCredential, NewRole, Ports};
+use vultrino_core::app::{App, Config, Ports};
+use vultrino_core::auth::NewRole;
 use vultrino_core::auth::{Permission, Principal};
-use vultrino_core::credential::Secret;
+use vultrino_core::credential::CredentialUpdate;
+use vultrino_core::credential::NewCredential;
 use vultrino_core::crypto::MasterSecret;
 use vultrino_core::error::Code;
 use vultrino_core::error::{Error, Result};
 use vultrino_core::execute::ExecuteRequest;
 use vultrino_core::policy::Policy;
 use vultrino_core::ports::{FetchOptions, Fetcher, KvStore, ListOptions, ManualClock, PutOptions};
+use vultrino_core::secret::Secret;
 use vultrino_local::fetcher::HttpFetcher;
 use vultrino_local::memory_kv::MemoryKv;
 use vultrino_local::memory_sessions::MemorySessions;
@@ -175,49 +178,61 @@ fn assert_not_propagated(e: Error) {
 #[tokio::test]
 async fn a_create_elsewhere_not_yet_seen_is_not_replaced() {
     let e = edge().await;
-    e.x.create_credential(&admin(), credential("made at X"))
+    e.x.credentials()
+        .create(&admin(), credential("made at X"))
         .await
         .unwrap();
     // Y does not see it yet; creating the same alias there would silently replace it.
     assert_not_propagated(
-        e.y.create_credential(&admin(), credential("made at Y"))
+        e.y.credentials()
+            .create(&admin(), credential("made at Y"))
             .await
             .unwrap_err(),
     );
     propagate(&e.kv_x, &e.kv_y).await;
     let err =
-        e.y.create_credential(&admin(), credential("made at Y"))
+        e.y.credentials()
+            .create(&admin(), credential("made at Y"))
             .await
             .unwrap_err();
     assert_eq!(err.code(), Code::CredentialExists);
-    let kept = e.x.get_credential(&admin(), "github").await.unwrap();
+    let kept = e.x.credentials().get(&admin(), "github").await.unwrap();
     assert_eq!(kept.description, "made at X");
 }
 
 #[tokio::test]
 async fn a_delete_elsewhere_not_yet_seen_is_not_undone_by_an_update_or_a_rotation() {
     let e = edge().await;
-    e.x.create_credential(&admin(), credential("v1"))
+    e.x.credentials()
+        .create(&admin(), credential("v1"))
         .await
         .unwrap();
     propagate(&e.kv_x, &e.kv_y).await;
-    e.x.delete_credential(&admin(), "github").await.unwrap();
+    e.x.credentials().delete(&admin(), "github").await.unwrap();
     // Y still reads the deleted version: writing it back would resurrect the secret.
     assert_not_propagated(
-        e.y.update_credential(&admin(), "github", describe("edited at Y"))
+        e.y.credentials()
+            .update(&admin(), "github", describe("edited at Y"))
             .await
             .unwrap_err(),
     );
     assert_not_propagated(
-        e.y.rotate_secret(&admin(), "github", Secret::new("new key"))
+        e.y.credentials()
+            .rotate_secret(&admin(), "github", Secret::new("new key"))
             .await
             .unwrap_err(),
     );
-    assert_not_propagated(e.y.delete_credential(&admin(), "github").await.unwrap_err());
+    assert_not_propagated(
+        e.y.credentials()
+            .delete(&admin(), "github")
+            .await
+            .unwrap_err(),
+    );
     assert!(e.kv_x.get("cred:github").await.unwrap().is_none());
     propagate(&e.kv_x, &e.kv_y).await;
     let err =
-        e.y.update_credential(&admin(), "github", describe("edited at Y"))
+        e.y.credentials()
+            .update(&admin(), "github", describe("edited at Y"))
             .await
             .unwrap_err();
     assert_eq!(err.code(), Code::CredentialNotFound);
@@ -226,54 +241,63 @@ async fn a_delete_elsewhere_not_yet_seen_is_not_undone_by_an_update_or_a_rotatio
 #[tokio::test]
 async fn an_update_elsewhere_not_yet_seen_is_not_overwritten() {
     let e = edge().await;
-    e.x.create_credential(&admin(), credential("v1"))
+    e.x.credentials()
+        .create(&admin(), credential("v1"))
         .await
         .unwrap();
     propagate(&e.kv_x, &e.kv_y).await;
-    e.x.rotate_secret(&admin(), "github", Secret::new("rotated at X"))
+    e.x.credentials()
+        .rotate_secret(&admin(), "github", Secret::new("rotated at X"))
         .await
         .unwrap();
     // Y's copy still holds the old secret: an update there would put it back.
     assert_not_propagated(
-        e.y.update_credential(&admin(), "github", describe("edited at Y"))
+        e.y.credentials()
+            .update(&admin(), "github", describe("edited at Y"))
             .await
             .unwrap_err(),
     );
     propagate(&e.kv_x, &e.kv_y).await;
-    e.y.update_credential(&admin(), "github", describe("edited at Y"))
+    e.y.credentials()
+        .update(&admin(), "github", describe("edited at Y"))
         .await
         .unwrap();
     // Both changes stand: the secret rotated at X under the description set at Y.
     propagate(&e.kv_y, &e.kv_x).await;
-    let x_view = e.x.get_credential(&admin(), "github").await.unwrap();
+    let x_view = e.x.credentials().get(&admin(), "github").await.unwrap();
     assert_eq!(x_view.description, "edited at Y");
     assert_eq!(e.injected_at_x().await, "Bearer rotated at X");
     // Successive changes at one location never trip over their own claims.
-    e.y.update_credential(&admin(), "github", describe("again"))
+    e.y.credentials()
+        .update(&admin(), "github", describe("again"))
         .await
         .unwrap();
-    e.y.rotate_secret(&admin(), "github", Secret::new("rotated at Y"))
+    e.y.credentials()
+        .rotate_secret(&admin(), "github", Secret::new("rotated at Y"))
         .await
         .unwrap();
-    e.y.delete_credential(&admin(), "github").await.unwrap();
+    e.y.credentials().delete(&admin(), "github").await.unwrap();
 }
 
 #[tokio::test]
 async fn a_recreated_alias_waits_for_the_settle_time_then_works() {
     let e = edge().await;
-    e.x.create_credential(&admin(), credential("v1"))
+    e.x.credentials()
+        .create(&admin(), credential("v1"))
         .await
         .unwrap();
-    e.x.delete_credential(&admin(), "github").await.unwrap();
+    e.x.credentials().delete(&admin(), "github").await.unwrap();
     // Absence is one version: a re-create this soon could be a create from a stale read, so it
     // is refused (never lost) until every location has seen the delete.
     assert_not_propagated(
-        e.x.create_credential(&admin(), credential("v2"))
+        e.x.credentials()
+            .create(&admin(), credential("v2"))
             .await
             .unwrap_err(),
     );
     e.clock.advance(SETTLE_MS);
-    e.x.create_credential(&admin(), credential("v2"))
+    e.x.credentials()
+        .create(&admin(), credential("v2"))
         .await
         .unwrap();
 }
@@ -287,12 +311,15 @@ async fn roles_are_claimed_the_same_way() {
         scopes: vec![scope.into()],
         description: None,
     };
-    e.x.create_role(&admin(), role("deploy-*")).await.unwrap();
-    assert_not_propagated(e.y.create_role(&admin(), role("*")).await.unwrap_err());
+    e.x.roles()
+        .create(&admin(), role("deploy-*"))
+        .await
+        .unwrap();
+    assert_not_propagated(e.y.roles().create(&admin(), role("*")).await.unwrap_err());
     propagate(&e.kv_x, &e.kv_y).await;
-    e.x.delete_role(&admin(), "deployers").await.unwrap();
-    assert_not_propagated(e.y.delete_role(&admin(), "deployers").await.unwrap_err());
-    let roles = e.x.list_roles(&admin()).await.unwrap();
+    e.x.roles().delete(&admin(), "deployers").await.unwrap();
+    assert_not_propagated(e.y.roles().delete(&admin(), "deployers").await.unwrap_err());
+    let roles = e.x.roles().list(&admin()).await.unwrap();
     assert!(roles.iter().all(|r| r.name != "deployers"));
 }
 
@@ -310,10 +337,11 @@ async fn without_a_settle_time_nothing_is_claimed() {
     let (master, _) = MasterSecret::generate_raw();
     let app = App::open(Config::default(), ports, &master).await.unwrap();
     for round in 0..3 {
-        app.create_credential(&admin(), credential(&format!("round {round}")))
+        app.credentials()
+            .create(&admin(), credential(&format!("round {round}")))
             .await
             .unwrap();
-        app.delete_credential(&admin(), "github").await.unwrap();
+        app.credentials().delete(&admin(), "github").await.unwrap();
     }
 }
 
@@ -327,9 +355,14 @@ async fn a_refused_change_claims_nothing() {
         .collect();
     let mut too_big = credential("v1");
     too_big.policy.allowed_hosts = many_hosts.clone();
-    let err = e.x.create_credential(&admin(), too_big).await.unwrap_err();
+    let err =
+        e.x.credentials()
+            .create(&admin(), too_big)
+            .await
+            .unwrap_err();
     assert_eq!(err.code(), Code::PolicyTooLarge);
-    e.x.create_credential(&admin(), credential("v1"))
+    e.x.credentials()
+        .create(&admin(), credential("v1"))
         .await
         .unwrap();
     let update = CredentialUpdate {
@@ -342,11 +375,13 @@ async fn a_refused_change_claims_nothing() {
         ..CredentialUpdate::default()
     };
     let err =
-        e.x.update_credential(&admin(), "github", update)
+        e.x.credentials()
+            .update(&admin(), "github", update)
             .await
             .unwrap_err();
     assert_eq!(err.code(), Code::PolicyTooLarge);
-    e.x.update_credential(&admin(), "github", describe("short"))
+    e.x.credentials()
+        .update(&admin(), "github", describe("short"))
         .await
         .unwrap();
 }
@@ -358,34 +393,38 @@ async fn a_refused_change_claims_nothing() {
 async fn decrypted_credentials_leave_memory_when_they_change_or_go() {
     let e = edge().await;
     let held_at_x = || e.x.opened_aliases();
-    e.x.create_credential(&admin(), credential("v1"))
+    e.x.credentials()
+        .create(&admin(), credential("v1"))
         .await
         .unwrap();
     assert!(held_at_x().is_empty(), "nothing is decrypted before use");
     e.injected_at_x().await;
     assert_eq!(held_at_x(), ["github"]);
 
-    e.x.update_credential(&admin(), "github", describe("v2"))
+    e.x.credentials()
+        .update(&admin(), "github", describe("v2"))
         .await
         .unwrap();
     assert!(held_at_x().is_empty(), "kept across an update");
     e.injected_at_x().await;
-    e.x.rotate_secret(&admin(), "github", Secret::new("rotated"))
+    e.x.credentials()
+        .rotate_secret(&admin(), "github", Secret::new("rotated"))
         .await
         .unwrap();
     assert!(held_at_x().is_empty(), "kept across a rotation");
     assert_eq!(e.injected_at_x().await, "Bearer rotated");
-    e.x.delete_credential(&admin(), "github").await.unwrap();
+    e.x.credentials().delete(&admin(), "github").await.unwrap();
     assert!(held_at_x().is_empty(), "kept after a delete");
 
     // Deleted at Y: X drops its copy when an execute there finds the credential gone.
     e.clock.advance(SETTLE_MS + 1);
-    e.x.create_credential(&admin(), credential("v3"))
+    e.x.credentials()
+        .create(&admin(), credential("v3"))
         .await
         .unwrap();
     e.injected_at_x().await;
     propagate(&e.kv_x, &e.kv_y).await;
-    e.y.delete_credential(&admin(), "github").await.unwrap();
+    e.y.credentials().delete(&admin(), "github").await.unwrap();
     propagate(&e.kv_y, &e.kv_x).await;
     assert_eq!(held_at_x(), ["github"]);
     let gone = e.execute_at_x().await.unwrap_err();

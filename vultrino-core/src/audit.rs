@@ -7,9 +7,13 @@
 //! Ids sort newest first: the first 13 digits are `9999999999999 - ts_ms`, so a KV `list("audit:")`
 //! (lexicographic) pages from the newest event backwards without any index.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{Permission, Principal};
 use crate::crypto;
+use crate::error::Result;
+use crate::ports::{Clock, KvStore, ListOptions, PutOptions};
 
 /// KV key prefix of audit events.
 pub const AUDIT_PREFIX: &str = "audit:";
@@ -66,6 +70,82 @@ impl AuditEvent {
 
     pub fn kv_key(&self) -> String {
         format!("{AUDIT_PREFIX}{}", self.id)
+    }
+}
+
+/// The audit log of one deployment: the only code that writes or reads `audit:` records.
+#[derive(Clone, Copy)]
+pub struct AuditLog<'a> {
+    kv: &'a dyn KvStore,
+    clock: &'a dyn Clock,
+    retention_secs: u64,
+}
+
+impl<'a> AuditLog<'a> {
+    /// Events expire `retention_secs` after they are written (at least 60 s, the KV minimum).
+    pub fn new(kv: &'a dyn KvStore, clock: &'a dyn Clock, retention_secs: u64) -> Self {
+        AuditLog {
+            kv,
+            clock,
+            retention_secs,
+        }
+    }
+
+    /// Write an event. A failure to write never turns a completed action into an error (the
+    /// action already happened), so it is not reported.
+    pub async fn record(self, event: AuditEvent) {
+        let options = PutOptions {
+            expiration_ttl: Some(self.retention_secs.max(60)),
+            metadata: None,
+        };
+        if let Ok(bytes) = serde_json::to_vec(&event) {
+            let _ = self
+                .kv
+                .put(&event.kv_key(), Bytes::from(bytes), options)
+                .await;
+        }
+    }
+
+    /// Record a successful change (`credential.create`, `key.revoke`, …) by `who`.
+    pub async fn change(
+        self,
+        who: &Principal,
+        action: &str,
+        credential: Option<&str>,
+        status: u16,
+    ) {
+        let mut e = AuditEvent::new(self.clock.now_ms(), who.actor(), action, "success");
+        e.credential = credential.map(str::to_string);
+        e.status = Some(status);
+        self.record(e).await;
+    }
+
+    /// Events, newest first (admin only). `limit` defaults to 100, at most 1000.
+    pub async fn list(
+        self,
+        who: &Principal,
+        cursor: Option<String>,
+        limit: Option<usize>,
+    ) -> Result<(Vec<AuditEvent>, Option<String>)> {
+        who.require(Permission::Admin)?;
+        let limit = Some(limit.unwrap_or(100).clamp(1, 1000));
+        let page = self
+            .kv
+            .list(ListOptions {
+                prefix: Some(AUDIT_PREFIX.into()),
+                cursor,
+                limit,
+            })
+            .await?;
+        let mut out = Vec::with_capacity(page.keys.len());
+        for k in page.keys {
+            if let Some(b) = self.kv.get(&k.name).await? {
+                if let Ok(e) = serde_json::from_slice::<AuditEvent>(&b) {
+                    out.push(e);
+                }
+            }
+        }
+        Ok((out, page.cursor))
     }
 }
 

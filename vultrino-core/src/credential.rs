@@ -6,12 +6,26 @@
 //!
 //! Every secret value lives in a [`Secret`]: zeroized on drop, `[redacted]` in `Debug`, and read
 //! only through the greppable [`Secret::expose`].
+//!
+//! - this file: the record types, their validation and the secrets they hold;
+//! - [`inject`]: how each type's secret enters an outgoing request;
+//! - [`store`]: reading, opening, sealing and writing `cred:` records (the only code that does),
+//!   and the cache of opened credentials;
+//! - [`manage`]: create, read, update, rotate, delete and list, as the API and CLI call them.
 
 use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Code, Error, Result};
+use crate::input::field_error;
 use crate::policy::Policy;
+use crate::secret::Secret;
+
+mod inject;
+mod manage;
+mod store;
+
+pub use manage::{CredentialDetail, CredentialUpdate, Credentials, NewCredential};
+pub(crate) use store::{CredentialStore, OpenedCache, OpenedCredential};
 
 /// KV key prefix of credentials.
 pub const CRED_PREFIX: &str = "cred:";
@@ -19,42 +33,6 @@ pub const CRED_PREFIX: &str = "cred:";
 pub const OAUTH_PREFIX: &str = "oauth:";
 /// Longest description accepted (it is stored in cleartext metadata, capped at 1024 bytes).
 pub const MAX_DESCRIPTION_CHARS: usize = 200;
-
-/// A secret string. Zeroized on drop; never printed.
-#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The secret's text. Every call site is a place a secret leaves its box: keep them few.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl Serialize for Secret {
-    // Only ever serialized into plaintext that is sealed at once (see `CredentialRecord::seal`).
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
-    }
-}
 
 /// The credential types, as their snake_case tags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,29 +251,6 @@ impl CredentialData {
             }
         }
     }
-}
-
-/// A serde error as a client may see it. serde quotes what the client sent in several errors
-/// (`invalid type: string "sk-live…", expected …`, `unknown variant \`…\``) — which may be a
-/// secret put in the wrong place — so those keep only what was expected and where.
-pub(crate) fn field_error(e: &serde_json::Error) -> String {
-    let msg = e.to_string();
-    // These messages quote what the client sent; keep only what was expected, and where.
-    const QUOTING: [(&str, &str); 5] = [
-        ("invalid type", "wrong type"),
-        ("invalid value", "wrong value"),
-        ("invalid length", "wrong length"),
-        ("unknown variant", "unknown name"),
-        ("unknown field", "unknown field"),
-    ];
-    let safe = match QUOTING.iter().find(|(p, _)| msg.starts_with(p)) {
-        Some((_, label)) => match msg.find(", expected") {
-            Some(i) => format!("{label}{}", &msg[i..]),
-            None => format!("{label} at line {} column {}", e.line(), e.column()),
-        },
-        None => msg,
-    };
-    safe.chars().take(200).collect()
 }
 
 /// The full record sealed at `cred:<alias>`.

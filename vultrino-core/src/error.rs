@@ -410,6 +410,11 @@ impl fmt::Debug for Error {
     }
 }
 
+/// Seconds until `reset_at_ms`, at least 1 (a `Retry-After` of 0 invites a busy loop).
+pub fn retry_after_secs(reset_at_ms: u64, now_ms: u64) -> u64 {
+    reset_at_ms.saturating_sub(now_ms).div_ceil(1000).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

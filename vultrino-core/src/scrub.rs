@@ -450,6 +450,43 @@ fn json_needles(secret: &[u8], out: &mut Vec<Zeroizing<Vec<u8>>>) {
     }
 }
 
+/// Scrubbers by keyed hash of the secrets they remove: building one costs tens of µs, more
+/// than the rest of an execute. Keyed by content, so a rotated secret never meets a stale
+/// scrubber; bounded (emptied when full), so memory stays flat.
+#[derive(Default)]
+pub struct ScrubberCache(
+    std::sync::Mutex<std::collections::HashMap<[u8; 32], std::sync::Arc<Scrubber>>>,
+);
+
+impl ScrubberCache {
+    /// Most distinct secret sets kept.
+    const MAX_CACHED: usize = 1024;
+
+    /// The scrubber for these secrets, from the cache when the same secrets were seen before.
+    /// `keys` gives the MAC that names a set of secrets without keeping them.
+    pub fn get(&self, keys: &crate::crypto::Keys, secrets: &[&[u8]]) -> std::sync::Arc<Scrubber> {
+        let mut material = Zeroizing::new(Vec::new());
+        for s in secrets {
+            material.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            material.extend_from_slice(s);
+        }
+        let id = keys.mac(&material);
+        if let Ok(cache) = self.0.lock() {
+            if let Some(s) = cache.get(&id) {
+                return s.clone();
+            }
+        }
+        let built = std::sync::Arc::new(Scrubber::new(secrets.iter().copied()));
+        if let Ok(mut cache) = self.0.lock() {
+            if cache.len() >= Self::MAX_CACHED {
+                cache.clear();
+            }
+            cache.insert(id, built.clone());
+        }
+        built
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,8 +29,8 @@ use serde_json::{json, Value};
 
 use super::{code, dispatch, error_response, Context, HttpHeaders, SUPPORTED_VERSIONS};
 use crate::app::App;
-use crate::auth::Principal;
-use crate::error::{Code, Error, ErrorKind, Result};
+use crate::cors;
+use crate::error::{Error, ErrorKind};
 
 /// A JSON-RPC error outside any request (`id: null`) with an HTTP status.
 fn rpc_error(status: StatusCode, code: i64, message: &str, data: Option<Value>) -> Response<Bytes> {
@@ -66,129 +66,104 @@ fn media_type(v: &str) -> String {
         .to_ascii_lowercase()
 }
 
-impl App {
-    /// Serve `/mcp`. Never panics; every refusal is a JSON-RPC error body.
-    pub(crate) async fn mcp_http(&self, req: &Request<Bytes>) -> Response<Bytes> {
-        if req.method() != Method::POST {
-            let mut r = rpc_error(
-                StatusCode::METHOD_NOT_ALLOWED,
+/// Serve `/mcp`. Never panics; every refusal is a JSON-RPC error body.
+pub(crate) async fn serve(app: &App, req: &Request<Bytes>) -> Response<Bytes> {
+    if req.method() != Method::POST {
+        let mut r = rpc_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            code::INVALID_REQUEST,
+            "method not allowed: this MCP endpoint takes POST only (no SSE stream, no sessions)",
+            None,
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    let h = req.headers();
+    if let Some(origin) = h.get(header::ORIGIN) {
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| cors::allows(&app.config().cors_origins, o));
+        if !allowed {
+            return rpc_error(
+                StatusCode::FORBIDDEN,
                 code::INVALID_REQUEST,
-                "method not allowed: this MCP endpoint takes POST only (no SSE stream, no sessions)",
+                "forbidden: this Origin is not allowed (configure it as a CORS origin)",
                 None,
             );
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            return r;
-        }
-        let h = req.headers();
-        if let Some(origin) = h.get(header::ORIGIN) {
-            let allowed = origin
-                .to_str()
-                .is_ok_and(|o| self.config.cors_origins.iter().any(|c| c == o));
-            if !allowed {
-                return rpc_error(
-                    StatusCode::FORBIDDEN,
-                    code::INVALID_REQUEST,
-                    "forbidden: this Origin is not allowed (configure it as a CORS origin)",
-                    None,
-                );
-            }
-        }
-        let who = match self.mcp_principal(h).await {
-            Ok(p) => p,
-            Err(e) => return auth_failure(&e),
-        };
-        if let Some(ct) = h.get(header::CONTENT_TYPE) {
-            if ct.to_str().map(media_type).ok().as_deref() != Some("application/json") {
-                return rpc_error(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    code::INVALID_REQUEST,
-                    "unsupported media type: send Content-Type: application/json",
-                    None,
-                );
-            }
-        }
-        if let Some(accept) = h.get(header::ACCEPT) {
-            let ok = accept.to_str().is_ok_and(|a| {
-                a.split(',')
-                    .map(media_type)
-                    .any(|m| m == "application/json" || m == "application/*" || m == "*/*")
-            });
-            if !ok {
-                return rpc_error(
-                    StatusCode::NOT_ACCEPTABLE,
-                    code::INVALID_REQUEST,
-                    "not acceptable: replies are application/json",
-                    None,
-                );
-            }
-        }
-        let (Ok(version), Ok(method), Ok(name)) = (
-            single(h, "mcp-protocol-version"),
-            single(h, "mcp-method"),
-            single(h, "mcp-name"),
-        ) else {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                code::INVALID_REQUEST,
-                "bad request: MCP-Protocol-Version, Mcp-Method and Mcp-Name may each appear once",
-                None,
-            );
-        };
-        if let Some(v) = version.filter(|v| !SUPPORTED_VERSIONS.contains(v)) {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                code::UNSUPPORTED_PROTOCOL_VERSION,
-                "unsupported protocol version (MCP-Protocol-Version)",
-                Some(
-                    json!({"supported": SUPPORTED_VERSIONS, "requested": v.chars().take(64).collect::<String>()}),
-                ),
-            );
-        }
-        let ctx = Context {
-            negotiated: None,
-            http: Some(HttpHeaders {
-                protocol_version: version,
-                method,
-                name,
-            }),
-        };
-        let host = super::tools::AppTools {
-            app: self,
-            who: &who,
-        };
-        let reply = dispatch(&host, req.body(), &ctx).await;
-        match reply.body {
-            None => {
-                let mut r = Response::new(Bytes::new());
-                *r.status_mut() = StatusCode::ACCEPTED;
-                r
-            }
-            Some(body) => json_reply(
-                StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
-                &body,
-            ),
         }
     }
-
-    /// The agent behind `Authorization: Bearer vk_…`; nothing else is accepted here.
-    async fn mcp_principal(&self, h: &HeaderMap) -> Result<Principal> {
-        let missing = || {
-            Error::unauthorized("authentication required: Authorization: Bearer vk_… (an API key)")
-                .with_code(Code::Unauthenticated)
-        };
-        let value = h
-            .get(header::AUTHORIZATION)
-            .ok_or_else(missing)?
-            .to_str()
-            .map_err(|_| missing())?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| t.starts_with("vk_"))
-            .ok_or_else(missing)?;
-        self.authenticate_key(token).await
+    let who = match app.authenticator().agent(h).await {
+        Ok(p) => p,
+        Err(e) => return auth_failure(&e),
+    };
+    if let Some(ct) = h.get(header::CONTENT_TYPE) {
+        if ct.to_str().map(media_type).ok().as_deref() != Some("application/json") {
+            return rpc_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code::INVALID_REQUEST,
+                "unsupported media type: send Content-Type: application/json",
+                None,
+            );
+        }
+    }
+    if let Some(accept) = h.get(header::ACCEPT) {
+        let ok = accept.to_str().is_ok_and(|a| {
+            a.split(',')
+                .map(media_type)
+                .any(|m| m == "application/json" || m == "application/*" || m == "*/*")
+        });
+        if !ok {
+            return rpc_error(
+                StatusCode::NOT_ACCEPTABLE,
+                code::INVALID_REQUEST,
+                "not acceptable: replies are application/json",
+                None,
+            );
+        }
+    }
+    let (Ok(version), Ok(method), Ok(name)) = (
+        single(h, "mcp-protocol-version"),
+        single(h, "mcp-method"),
+        single(h, "mcp-name"),
+    ) else {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            "bad request: MCP-Protocol-Version, Mcp-Method and Mcp-Name may each appear once",
+            None,
+        );
+    };
+    if let Some(v) = version.filter(|v| !SUPPORTED_VERSIONS.contains(v)) {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            code::UNSUPPORTED_PROTOCOL_VERSION,
+            "unsupported protocol version (MCP-Protocol-Version)",
+            Some(
+                json!({"supported": SUPPORTED_VERSIONS, "requested": v.chars().take(64).collect::<String>()}),
+            ),
+        );
+    }
+    let ctx = Context {
+        negotiated: None,
+        http: Some(HttpHeaders {
+            protocol_version: version,
+            method,
+            name,
+        }),
+    };
+    let host = super::tools::AppTools { app, who: &who };
+    let reply = dispatch(&host, req.body(), &ctx).await;
+    match reply.body {
+        None => {
+            let mut r = Response::new(Bytes::new());
+            *r.status_mut() = StatusCode::ACCEPTED;
+            r
+        }
+        Some(body) => json_reply(
+            StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
+            &body,
+        ),
     }
 }
 

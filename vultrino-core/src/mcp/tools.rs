@@ -198,7 +198,7 @@ impl AppTools<'_> {
 
     async fn list(&self, args: &Map<String, Value>) -> Result<Value, Error> {
         let cursor = string_arg(LIST_CREDENTIALS, args, "cursor", &["cursor"])?;
-        let (items, cursor) = self.app.list_credentials(self.who, cursor, None).await?;
+        let (items, cursor) = self.app.credentials().list(self.who, cursor, None).await?;
         Ok(json!({
             "credentials": items.iter().map(listing_item).collect::<Vec<_>>(),
             "cursor": cursor,
@@ -208,7 +208,7 @@ impl AppTools<'_> {
     async fn info(&self, args: &Map<String, Value>) -> Result<Value, Error> {
         let alias = string_arg(GET_CREDENTIAL_INFO, args, "alias", &["alias"])?
             .ok_or_else(|| invalid_arguments(GET_CREDENTIAL_INFO, "alias is required"))?;
-        let meta = self.app.get_credential(self.who, &alias).await?;
+        let meta = self.app.credentials().get(self.who, &alias).await?;
         let mut v = listing_item(&meta);
         v["created_at"] = json!(meta.created_at);
         v["updated_at"] = json!(meta.updated_at);

@@ -1,0 +1,96 @@
+//! Building HTTP replies: JSON bodies, the JSON error body, and the security headers every
+//! response carries.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::error::Error;
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Bytes> {
+    json_body(status, value)
+}
+
+/// A JSON response of any serializable value, written straight to bytes.
+pub fn json_body<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Bytes> {
+    let Ok(body) = serde_json::to_vec(value) else {
+        // Only a value that cannot be JSON gets here; the error's own body always can be.
+        return error_response(&Error::internal());
+    };
+    let mut r = Response::new(Bytes::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// An empty response.
+pub fn empty(status: StatusCode) -> Response<Bytes> {
+    let mut r = Response::new(Bytes::new());
+    *r.status_mut() = status;
+    r
+}
+
+/// The headers every response carries, the page's included: no sniffing, no caching, no
+/// referrer, no framing, no cross-origin embedding or window handles, and a Content-Security-
+/// Policy that lets nothing load or run (kept when the response brings its own, as the admin
+/// page does).
+pub fn security_headers(h: &mut http::HeaderMap) {
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(crate::ui::API_CSP),
+        );
+    }
+}
+
+/// The response for an error: `{"error": {"code", "message"}}`, with `Retry-After` when the error
+/// says when to retry (429 rate limits and lockouts, 409 `change_in_progress` and
+/// `change_not_propagated`), and with [`security_headers`]: backends answer some errors
+/// themselves, outside [`App::handle`](crate::app::App::handle) (a body too slow or too large, a
+/// worker that cannot open its store).
+pub fn error_response(e: &Error) -> Response<Bytes> {
+    let mut r = json_response(e.status(), &e.to_json());
+    security_headers(r.headers_mut());
+    if let Some(secs) = e.retry_after_secs() {
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Backends answer some errors without `App::handle` (a body too large or too slow, a worker
+    /// that cannot open its store): those replies carry the same security headers.
+    #[test]
+    fn error_replies_built_outside_handle_carry_the_security_headers() {
+        let r = error_response(&Error::too_large("request body is too large"));
+        let h = r.headers();
+        assert_eq!(h["content-security-policy"], crate::ui::API_CSP);
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["cross-origin-resource-policy"], "same-origin");
+        assert_eq!(h["cache-control"], "no-store");
+    }
+}

@@ -1,0 +1,188 @@
+//! Who is calling and what they may do: [`Permission`]s, [`Role`]s (built-in and custom) and
+//! the [`Principal`] every operation checks.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Code, Error, Result};
+use crate::policy::glob_match;
+use crate::ports::SessionRecord;
+
+/// A permission a role can grant. Each one gates real routes:
+/// `read` → GET credentials; `execute` → execute and MCP `http_request`; `write` → create,
+/// update and delete credentials; `admin` → keys, roles, audit and sync export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    Read,
+    Execute,
+    Write,
+    Admin,
+}
+
+impl Permission {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::Execute => "execute",
+            Permission::Write => "write",
+            Permission::Admin => "admin",
+        }
+    }
+}
+
+/// A role: permissions plus the alias globs it reaches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Role {
+    pub name: String,
+    pub permissions: Vec<Permission>,
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub builtin: bool,
+}
+
+impl Role {
+    pub fn has(&self, p: Permission) -> bool {
+        self.permissions.contains(&p)
+    }
+
+    /// Whether the role's scopes reach credential `alias`.
+    pub fn reaches(&self, alias: &str) -> bool {
+        self.scopes.iter().any(|s| glob_match(s, alias))
+    }
+}
+
+/// The built-in roles.
+pub fn builtin_role(name: &str) -> Option<Role> {
+    let (perms, description) = match name {
+        "admin" => (
+            vec![
+                Permission::Read,
+                Permission::Execute,
+                Permission::Write,
+                Permission::Admin,
+            ],
+            "Everything, including keys, roles, audit and sync export",
+        ),
+        "executor" => (
+            vec![Permission::Read, Permission::Execute],
+            "List credentials and make requests with them",
+        ),
+        "read-only" => (vec![Permission::Read], "List and view credential metadata"),
+        _ => return None,
+    };
+    Some(Role {
+        name: name.to_string(),
+        permissions: perms,
+        scopes: vec!["*".to_string()],
+        description: description.to_string(),
+        builtin: true,
+    })
+}
+
+pub const BUILTIN_ROLES: [&str; 3] = ["admin", "executor", "read-only"];
+
+/// What the authentication of a request found.
+#[derive(Debug)]
+pub struct Authed {
+    pub principal: Principal,
+    /// The admin session, when the caller is one.
+    pub session: Option<SessionRecord>,
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// A logged-in admin.
+    Admin {
+        subject: String,
+        /// SessionStore id (hash of the token).
+        session_id: String,
+        /// Authenticated by cookie (so state changes need CSRF + same-origin).
+        via_cookie: bool,
+    },
+    /// An agent with an API key.
+    ApiKey {
+        id: String,
+        name: String,
+        role: Role,
+    },
+}
+
+impl Principal {
+    /// The actor string in audit events.
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::Admin { subject, .. } => format!("admin:{subject}"),
+            Principal::ApiKey { id, .. } => format!("key:{id}"),
+        }
+    }
+
+    /// Require a permission.
+    pub fn require(&self, p: Permission) -> Result<()> {
+        let ok = match self {
+            Principal::Admin { .. } => true,
+            Principal::ApiKey { role, .. } => role.has(p),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::forbidden(format!(
+                "this key's role lacks the '{}' permission",
+                p.as_str()
+            ))
+            .with_code(Code::PermissionDenied))
+        }
+    }
+
+    /// Require that the principal's scopes reach credential `alias`.
+    pub fn require_scope(&self, alias: &str) -> Result<()> {
+        if self.reaches(alias) {
+            Ok(())
+        } else {
+            Err(
+                Error::forbidden(format!("credential '{alias}' is outside this key's scopes"))
+                    .with_code(Code::ScopeDenied),
+            )
+        }
+    }
+
+    pub fn reaches(&self, alias: &str) -> bool {
+        match self {
+            Principal::Admin { .. } => true,
+            Principal::ApiKey { role, .. } => role.reaches(alias),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_bound_what_a_key_reaches() {
+        let role = Role {
+            name: "gh".into(),
+            permissions: vec![Permission::Execute],
+            scopes: vec!["github-*".into()],
+            description: String::new(),
+            builtin: false,
+        };
+        let p = Principal::ApiKey {
+            id: "x".into(),
+            name: "n".into(),
+            role,
+        };
+        assert!(p.require_scope("github-prod").is_ok());
+        assert_eq!(
+            p.require_scope("stripe").err().map(|e| e.code()),
+            Some(Code::ScopeDenied)
+        );
+        assert!(p.require(Permission::Execute).is_ok());
+        assert_eq!(
+            p.require(Permission::Write).err().map(|e| e.code()),
+            Some(Code::PermissionDenied)
+        );
+    }
+}

@@ -1,0 +1,318 @@
+//! Credential management as the HTTP API, the MCP tools and the CLI call it: create, read,
+//! update (rotation included), delete and list, each authorized, validated, serialized with the
+//! other changes of the same alias, and audited.
+
+use serde::{Deserialize, Serialize};
+
+use super::store::{no_such_alias, CredentialStore};
+use super::{
+    validate_description, validate_name, CredentialData, CredentialMeta, CredentialRecord,
+    CredentialType,
+};
+use crate::audit::AuditLog;
+use crate::auth::{Permission, Principal};
+use crate::change::{Changes, Record};
+use crate::crypto;
+use crate::error::{Code, Error, Result};
+use crate::oauth::OAuthTokens;
+use crate::policy::Policy;
+use crate::ports::Clock;
+use crate::secret::Secret;
+
+/// Input of [`Credentials::create`] (the body of `POST /v1/credentials`).
+/// `Debug` omits `data`, which holds the secret.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCredential {
+    pub alias: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub data: serde_json::Value,
+    pub policy: Policy,
+}
+
+/// Input of [`Credentials::update`] (the body of `PUT /v1/credentials/{alias}`): any of data
+/// (rotation; `type` may change with it) or `secret` (the type's one secret alone, every other
+/// data field kept), policy, description. `Debug` omits `data` and `secret`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialUpdate {
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
+    #[serde(default)]
+    pub policy: Option<Policy>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub secret: Option<Secret>,
+}
+
+/// One credential as `GET /v1/credentials/{alias}` shows it: its metadata and its whole policy
+/// (never the secret, nor any other field of its data).
+#[derive(Debug, Clone, Serialize)]
+pub struct CredentialDetail {
+    #[serde(flatten)]
+    pub meta: CredentialMeta,
+    pub policy: Policy,
+}
+
+impl std::fmt::Debug for NewCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewCredential")
+            .field("alias", &self.alias)
+            .field("kind", &self.kind)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for CredentialUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialUpdate")
+            .field("kind", &self.kind)
+            .field("data", &self.data.as_ref().map(|_| "[redacted]"))
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The credential operations of one deployment ([`crate::app::App::credentials`]).
+#[derive(Clone, Copy)]
+pub struct Credentials<'a> {
+    store: CredentialStore<'a>,
+    changes: Changes<'a>,
+    oauth: OAuthTokens<'a>,
+    audit: AuditLog<'a>,
+    clock: &'a dyn Clock,
+}
+
+impl<'a> Credentials<'a> {
+    pub(crate) fn new(
+        store: CredentialStore<'a>,
+        changes: Changes<'a>,
+        oauth: OAuthTokens<'a>,
+        audit: AuditLog<'a>,
+        clock: &'a dyn Clock,
+    ) -> Self {
+        Credentials {
+            store,
+            changes,
+            oauth,
+            audit,
+            clock,
+        }
+    }
+
+    /// Create a credential. 409 `credential_exists` if the alias is taken.
+    pub async fn create(self, who: &Principal, input: NewCredential) -> Result<CredentialMeta> {
+        who.require(Permission::Write)?;
+        validate_name("alias", &input.alias)?;
+        who.require_scope(&input.alias)?;
+        let description = input.description.unwrap_or_default();
+        validate_description(&description)?;
+        let kind = CredentialType::parse(&input.kind)?;
+        let data = CredentialData::parse(kind, input.data)?;
+        let policy = input.policy.validate()?;
+        let alias = input.alias;
+        self.changes
+            .exclusive(Record::Credential, &alias, async {
+                if self.store.exists(&alias).await? {
+                    return Err(
+                        Error::conflict(format!("credential '{alias}' already exists"))
+                            .with_code(Code::CredentialExists),
+                    );
+                }
+                let now = self.clock.now_ms();
+                let id: [u8; 8] = crypto::random_bytes();
+                let record = CredentialRecord {
+                    id: crypto::hex(&id),
+                    alias: alias.clone(),
+                    description,
+                    data,
+                    policy,
+                    created_at: now,
+                    updated_at: now,
+                };
+                let sealed = self.store.seal(&record)?;
+                self.changes
+                    .claim_version(Record::Credential, &alias, None)
+                    .await?;
+                self.store.put(sealed).await?;
+                // A token left by an earlier credential of this alias (a refresh that finished
+                // after its delete) is useless to this one (see `oauth::OAuthToken`): drop it.
+                // Best effort: the credential is stored, and the token could not be used anyway.
+                let _ = self.oauth.forget(&alias).await;
+                self.audit
+                    .change(who, "credential.create", Some(&alias), 201)
+                    .await;
+                Ok(record.meta())
+            })
+            .await
+    }
+
+    /// Replace a credential's data (rotation), policy and/or description.
+    pub async fn update(
+        self,
+        who: &Principal,
+        alias: &str,
+        update: CredentialUpdate,
+    ) -> Result<CredentialMeta> {
+        self.change(who, alias, update, "credential.update").await
+    }
+
+    /// Replace only the secret of a credential (api_key `key`, basic_auth `password`,
+    /// query_param `value`, oauth2 `client_secret`), keeping every other field: what `vultrino
+    /// credential rotate` does, audited as `credential.rotate` (over HTTP the same is `PUT
+    /// {"secret"}`, audited as `credential.update` like every `PUT`).
+    pub async fn rotate_secret(
+        self,
+        who: &Principal,
+        alias: &str,
+        secret: Secret,
+    ) -> Result<CredentialMeta> {
+        let update = CredentialUpdate {
+            secret: Some(secret),
+            ..CredentialUpdate::default()
+        };
+        self.change(who, alias, update, "credential.rotate").await
+    }
+
+    /// [`Self::update`], audited as `action`.
+    async fn change(
+        &self,
+        who: &Principal,
+        alias: &str,
+        update: CredentialUpdate,
+        action: &'static str,
+    ) -> Result<CredentialMeta> {
+        who.require(Permission::Write)?;
+        who.require_scope(alias)?;
+        validate_name("alias", alias).map_err(|_| no_such_alias(alias))?;
+        self.changes
+            .exclusive(Record::Credential, alias, async move {
+                let stored = self.store.read(alias).await?;
+                let mut record = self.store.open(&stored)?;
+                if let Some(d) = update.description {
+                    validate_description(&d)?;
+                    record.description = d;
+                }
+                if let Some(p) = update.policy {
+                    let p = p.validate()?;
+                    // Re-pointing an existing secret at other hosts is how a `write` key could
+                    // exfiltrate it (widen allowed_hosts, then execute). Without new data, only
+                    // admins may do that. A new `secret` alone does not count: the rest of the
+                    // data stays (an OAuth2 refresh token, a user name) and would go to the new
+                    // hosts with it.
+                    let mut old_hosts = record.policy.allowed_hosts.clone();
+                    let mut new_hosts = p.allowed_hosts.clone();
+                    old_hosts.sort();
+                    new_hosts.sort();
+                    if new_hosts != old_hosts && update.data.is_none() {
+                        const NEEDS_ADMIN: &str = "changing allowed_hosts without new data (all \
+                            of it, not only the secret) needs the admin permission";
+                        who.require(Permission::Admin).map_err(|_| {
+                            Error::forbidden(NEEDS_ADMIN).with_code(Code::PermissionDenied)
+                        })?;
+                    }
+                    record.policy = p;
+                }
+                let rotated =
+                    match (update.kind, update.data, update.secret) {
+                        (_, Some(_), Some(_)) => return Err(Error::bad_request(
+                            "give either data (all of it) or secret (the secret alone), not both",
+                        )
+                        .with_code(Code::InvalidData)),
+                        (Some(k), Some(d), None) => {
+                            record.data = CredentialData::parse(CredentialType::parse(&k)?, d)?;
+                            true
+                        }
+                        (None, Some(d), None) => {
+                            record.data = CredentialData::parse(record.data.kind(), d)?;
+                            true
+                        }
+                        (None, None, Some(secret)) => {
+                            record.data = record.data.with_secret(secret)?;
+                            true
+                        }
+                        (Some(_), None, _) => {
+                            return Err(Error::bad_request("changing type needs new data")
+                                .with_code(Code::InvalidData))
+                        }
+                        (None, None, None) => false,
+                    };
+                record.updated_at = self.clock.now_ms();
+                let sealed = self.store.seal(&record)?;
+                self.changes
+                    .claim_version(Record::Credential, alias, Some(stored.bytes()))
+                    .await?;
+                self.store.put(sealed).await?;
+                if rotated {
+                    // A cached OAuth token belongs to the old client secret.
+                    self.oauth.forget(alias).await?;
+                }
+                self.store.forget(alias);
+                self.audit.change(who, action, Some(alias), 200).await;
+                Ok(record.meta())
+            })
+            .await
+    }
+
+    /// Delete a credential (and its cached OAuth token). 404 if missing.
+    pub async fn delete(self, who: &Principal, alias: &str) -> Result<()> {
+        who.require(Permission::Write)?;
+        who.require_scope(alias)?;
+        validate_name("alias", alias).map_err(|_| no_such_alias(alias))?;
+        self.changes
+            .exclusive(Record::Credential, alias, async {
+                let stored = self.store.read(alias).await?;
+                self.changes
+                    .claim_version(Record::Credential, alias, Some(stored.bytes()))
+                    .await?;
+                self.store.delete(alias).await?;
+                self.oauth.forget(alias).await?;
+                self.audit
+                    .change(who, "credential.delete", Some(alias), 204)
+                    .await;
+                Ok(())
+            })
+            .await
+    }
+
+    /// One credential's metadata (never its secret), from the cleartext KV metadata.
+    pub async fn get(self, who: &Principal, alias: &str) -> Result<CredentialMeta> {
+        who.require(Permission::Read)?;
+        who.require_scope(alias)?;
+        self.store.meta(alias).await
+    }
+
+    /// One credential's metadata and policy, from its decrypted record (never its secret).
+    pub async fn detail(self, who: &Principal, alias: &str) -> Result<CredentialDetail> {
+        who.require(Permission::Read)?;
+        who.require_scope(alias)?;
+        let stored = self.store.read(alias).await?;
+        let record = self.store.open(&stored)?;
+        Ok(CredentialDetail {
+            meta: record.meta(),
+            policy: record.policy,
+        })
+    }
+
+    /// List the credentials the caller's scopes reach, from KV metadata only (no decryption).
+    /// The cursor is sealed (see [`CredentialStore::list`]).
+    pub async fn list(
+        self,
+        who: &Principal,
+        cursor: Option<String>,
+        limit: Option<usize>,
+    ) -> Result<(Vec<CredentialMeta>, Option<String>)> {
+        who.require(Permission::Read)?;
+        self.store
+            .list(cursor, limit, |alias| who.reaches(alias))
+            .await
+    }
+}

@@ -1,0 +1,40 @@
+//! What clients send, read safely: JSON request bodies, and serde errors turned into messages
+//! that never quote the value given (it may be a secret put in the wrong place).
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{Code, Error, Result};
+
+/// Parse a JSON request body: 400 `invalid_json` when it is empty or does not fit `T`.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    if body.is_empty() {
+        return Err(Error::bad_request("a JSON body is required").with_code(Code::InvalidJson));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Error::bad_request(format!("invalid JSON body: {}", field_error(&e)))
+            .with_code(Code::InvalidJson)
+    })
+}
+
+/// A serde error as a client may see it. serde quotes what the client sent in several errors
+/// (`invalid type: string "sk-live…", expected …`, `unknown variant \`…\``) — which may be a
+/// secret put in the wrong place — so those keep only what was expected and where.
+pub(crate) fn field_error(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    // These messages quote what the client sent; keep only what was expected, and where.
+    const QUOTING: [(&str, &str); 5] = [
+        ("invalid type", "wrong type"),
+        ("invalid value", "wrong value"),
+        ("invalid length", "wrong length"),
+        ("unknown variant", "unknown name"),
+        ("unknown field", "unknown field"),
+    ];
+    let safe = match QUOTING.iter().find(|(p, _)| msg.starts_with(p)) {
+        Some((_, label)) => match msg.find(", expected") {
+            Some(i) => format!("{label}{}", &msg[i..]),
+            None => format!("{label} at line {} column {}", e.line(), e.column()),
+        },
+        None => msg,
+    };
+    safe.chars().take(200).collect()
+}

@@ -1,0 +1,141 @@
+//! The deployment's keyring in the store: loaded (or created on first run) once per process,
+//! and rotated to a new master key. The only code that touches `sys:keyring` and
+//! `sys:keyring-next`.
+
+use bytes::Bytes;
+
+use crate::auth::keys::KEY_PREFIX;
+use crate::credential::{CRED_PREFIX, OAUTH_PREFIX};
+use crate::crypto::{self, KeyringRecord, Keys, MasterSecret};
+use crate::error::{Code, Error, Result};
+use crate::kv::{list_all, put_json};
+use crate::ports::{KvStore, ListOptions, PutOptions};
+
+/// KV key of the keyring.
+pub const KEYRING_KEY: &str = crypto::KEYRING_KV_KEY;
+/// KV key of the keyring being rotated to (present only while a rotation is unfinished).
+pub const KEYRING_NEXT_KEY: &str = "sys:keyring-next";
+
+/// The stored keyring record (503 `invalid_keyring` when it is missing or malformed).
+pub async fn read(kv: &dyn KvStore) -> Result<KeyringRecord> {
+    let bytes = kv
+        .get(KEYRING_KEY)
+        .await?
+        .ok_or_else(|| Error::unavailable("no keyring").with_code(Code::InvalidKeyring))?;
+    serde_json::from_slice(&bytes).map_err(|_| {
+        Error::unavailable("stored keyring is invalid").with_code(Code::InvalidKeyring)
+    })
+}
+
+/// Load the keyring and derive the keys from `master` (the slow KDF runs here, once), or create
+/// the keyring on first run.
+///
+/// A master key that does not match the stored keyring fails with `Unavailable`
+/// (`wrong_master_key`). A store that holds records but no keyring lost it: a new keyring would
+/// have a new salt and MAC key and make every record unreadable for good, so that is refused
+/// (`keyring_missing`).
+pub async fn open_or_create(kv: &dyn KvStore, master: &MasterSecret, now_ms: u64) -> Result<Keys> {
+    if let Some(bytes) = kv.get(KEYRING_KEY).await? {
+        let record: KeyringRecord = serde_json::from_slice(&bytes).map_err(|_| {
+            Error::unavailable("the stored keyring (sys:keyring) is not valid JSON")
+                .with_code(Code::InvalidKeyring)
+        })?;
+        return Keys::open(master, &record);
+    }
+    for prefix in [CRED_PREFIX, KEY_PREFIX] {
+        let page = kv
+            .list(ListOptions {
+                prefix: Some(prefix.into()),
+                cursor: None,
+                limit: Some(1),
+            })
+            .await?;
+        if !page.keys.is_empty() {
+            return Err(Error::unavailable(
+                "the store holds records but no keyring (sys:keyring is missing or unreadable); \
+                 restore it from a backup: a new keyring would make every record unreadable",
+            )
+            .with_code(Code::KeyringMissing));
+        }
+    }
+    let (keys, record) = Keys::create(master, crypto::DEFAULT_PBKDF2_ITERATIONS, now_ms)?;
+    put_json(kv, KEYRING_KEY, &record, None).await?;
+    Ok(keys)
+}
+
+/// Re-encrypt every record under a new master key. Returns the new keyring's key id and the
+/// number of records re-sealed. The caller must stop other writers first.
+///
+/// The next keyring is written first and reused by a re-run, so a rotation interrupted half-way
+/// (crash, kill -9) is finished by running the same command again.
+pub async fn rotate_master_key(
+    kv: &dyn KvStore,
+    old: &MasterSecret,
+    new: &MasterSecret,
+    now_ms: u64,
+) -> Result<(String, usize)> {
+    let bytes = kv.get(KEYRING_KEY).await?.ok_or_else(|| {
+        Error::not_found("no keyring: nothing to rotate").with_code(Code::InvalidKeyring)
+    })?;
+    let record: KeyringRecord = serde_json::from_slice(&bytes).map_err(|_| {
+        Error::unavailable("stored keyring is invalid").with_code(Code::InvalidKeyring)
+    })?;
+    let old_keys = match Keys::open(old, &record) {
+        Ok(k) => k,
+        // Interrupted after the keyring flipped (the caller had not yet switched to the new
+        // key): nothing left to re-seal; report success so the caller finishes its part.
+        Err(e) => {
+            if Keys::open(new, &record).is_ok() {
+                return Ok((record.key_id, 0));
+            }
+            return Err(e);
+        }
+    };
+    let (new_keys, new_record) = match kv.get(KEYRING_NEXT_KEY).await? {
+        Some(b) => {
+            let next: KeyringRecord = serde_json::from_slice(&b).map_err(|_| {
+                Error::unavailable("stored next keyring is invalid").with_code(Code::InvalidKeyring)
+            })?;
+            (Keys::open(new, &next)?, next)
+        }
+        None => {
+            let (k, r) = old_keys.rotate(new, crypto::DEFAULT_PBKDF2_ITERATIONS, now_ms)?;
+            put_json(kv, KEYRING_NEXT_KEY, &r, None).await?;
+            (k, r)
+        }
+    };
+    let mut count = 0;
+    for prefix in [CRED_PREFIX, OAUTH_PREFIX] {
+        for k in list_all(kv, prefix).await? {
+            let Some(entry) = kv.get_with_metadata(&k.name).await? else {
+                continue;
+            };
+            let text = std::str::from_utf8(&entry.value).map_err(|_| {
+                Error::unavailable("record is not an envelope").with_code(Code::DecryptFailed)
+            })?;
+            let plain = match old_keys.open_envelope(&k.name, text) {
+                Ok(p) => p,
+                // Already re-sealed by an interrupted earlier run.
+                Err(_) => {
+                    new_keys.open_envelope(&k.name, text)?;
+                    count += 1;
+                    continue;
+                }
+            };
+            let sealed = new_keys.seal(&k.name, &plain);
+            kv.put(
+                &k.name,
+                Bytes::from(sealed),
+                PutOptions {
+                    expiration_ttl: None,
+                    metadata: entry.metadata,
+                },
+            )
+            .await?;
+            count += 1;
+        }
+    }
+    put_json(kv, KEYRING_KEY, &new_record, None).await?;
+    kv.delete(KEYRING_NEXT_KEY).await?;
+    Ok((new_record.key_id, count))
+}

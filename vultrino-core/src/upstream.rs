@@ -1,0 +1,172 @@
+//! How Vultrino talks to an upstream: which request headers an agent may never set, how the
+//! outgoing request is built around what the agent asked for, and what is refused in a reply.
+//! Used by every path that sends a request for an agent (execute today) and by the OAuth2
+//! token fetch.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue};
+
+use crate::error::{Code, Error, ErrorKind, Result};
+
+/// The `User-Agent` sent upstream when the agent gives none.
+pub const USER_AGENT: &str = concat!("vultrino-edge/", env!("CARGO_PKG_VERSION"));
+
+/// Request headers a client may never set: authentication (Vultrino injects it) and hop-by-hop.
+///
+/// `accept-encoding`, `range` and `if-range` are dropped too: a compressed or partial reply could
+/// carry the secret in a form the scrubber cannot see (Vultrino asks for `identity` itself).
+const DROPPED_REQUEST_HEADERS: [&str; 18] = [
+    "accept-encoding",
+    "range",
+    "if-range",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "x-auth-token",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "expect",
+];
+
+/// Response headers never passed back to the agent (hop-by-hop, and the length of a body that is
+/// re-framed).
+pub(crate) const DROPPED_RESPONSE_HEADERS: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "content-length",
+];
+
+/// Whether a request with this method may be sent upstream. CONNECT asks for a tunnel (and HTTP
+/// clients rewrite and log its target, query included); TRACE asks the upstream to echo the
+/// request back, injected credential included. Neither has a use through a credential proxy.
+pub fn forwardable_method(method: &http::Method) -> bool {
+    method != http::Method::CONNECT && method != http::Method::TRACE
+}
+
+/// An upstream request being prepared: the agent's request with the headers it may not set
+/// removed, into which a credential is then injected
+/// ([`CredentialData::inject`](crate::credential::CredentialData::inject)).
+#[derive(Debug)]
+pub struct Outbound {
+    pub method: http::Method,
+    /// The checked URL ([`crate::ssrf::check_url`]).
+    pub url: url::Url,
+    pub headers: HeaderMap,
+    /// Query pairs appended to `url` when the request is built.
+    pub query: Vec<(String, String)>,
+}
+
+impl Outbound {
+    /// The agent's request, cleaned: every header in the dropped list is left out; the rest must
+    /// be valid HTTP (400 `invalid_header`).
+    pub fn new(
+        method: http::Method,
+        url: url::Url,
+        agent_headers: &BTreeMap<String, String>,
+        query: Vec<(String, String)>,
+    ) -> Result<Outbound> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in agent_headers {
+            let lower = name.to_ascii_lowercase();
+            if DROPPED_REQUEST_HEADERS.contains(&lower.as_str()) {
+                continue;
+            }
+            let name = http::HeaderName::from_bytes(lower.as_bytes()).map_err(|_| {
+                Error::bad_request("invalid header name").with_code(Code::InvalidHeader)
+            })?;
+            let value = HeaderValue::from_str(value).map_err(|_| {
+                Error::bad_request("invalid header value").with_code(Code::InvalidHeader)
+            })?;
+            headers.append(name, value);
+        }
+        Ok(Outbound {
+            method,
+            url,
+            headers,
+            query,
+        })
+    }
+
+    /// Take every `name` parameter out of the URL's own query (the others keep their order and
+    /// go before [`Outbound::query`]), so that only a value Vultrino adds reaches the upstream.
+    pub fn remove_url_param(&mut self, name: &str) {
+        if !self.url.query_pairs().any(|(k, _)| k == name) {
+            return;
+        }
+        let kept: Vec<(String, String)> = self
+            .url
+            .query_pairs()
+            .filter(|(k, _)| k != name)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        self.url.set_query(None);
+        self.query.splice(0..0, kept);
+    }
+
+    /// The request to send: the query appended, `Content-Type: application/json` for a JSON
+    /// body the agent gave no type for, `Accept-Encoding: identity` (a compressed reply could not
+    /// be scrubbed), and a `User-Agent` when the agent sent none — many APIs refuse requests
+    /// without one (GitHub answers 403), and neither backend's client adds one.
+    pub fn build(mut self, body: Bytes, json_body: bool) -> Result<http::Request<Bytes>> {
+        if !self.query.is_empty() {
+            let mut pairs = self.url.query_pairs_mut();
+            for (k, v) in &self.query {
+                pairs.append_pair(k, v);
+            }
+        }
+        let headers = &mut self.headers;
+        if json_body && !headers.contains_key(header::CONTENT_TYPE) {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        if !headers.contains_key(header::USER_AGENT) {
+            headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        }
+        let mut builder = http::Request::builder()
+            .method(self.method)
+            .uri(self.url.as_str());
+        if let Some(h) = builder.headers_mut() {
+            *h = self.headers;
+        }
+        builder.body(body).map_err(|_| {
+            Error::bad_request("the request could not be built from this URL")
+                .with_code(Code::InvalidUrl)
+        })
+    }
+}
+
+/// Refuse a reply whose body is encoded (compressed): the scrubber could not see a secret in it,
+/// so it is never passed on.
+pub fn refuse_encoded(response: &http::Response<Bytes>) -> Result<()> {
+    if let Some(enc) = response.headers().get(header::CONTENT_ENCODING) {
+        if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
+            return Err(Error::new(
+                ErrorKind::UpstreamFailed,
+                "the upstream sent an encoded (compressed) body, which cannot be scrubbed",
+            )
+            .with_code(Code::UpstreamEncoded));
+        }
+    }
+    Ok(())
+}
