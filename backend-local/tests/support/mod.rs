@@ -53,6 +53,17 @@ pub struct Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(pgid) = self.group {
+            // SIGTERM first: the harness then disposes of Miniflare, which removes its temporary
+            // directory (/tmp/miniflare-*); a SIGKILL alone leaves one behind per server.
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pgid.to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None))
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Whatever is left of the group (node, workerd) dies now.
             let _ = std::process::Command::new("kill")
                 .args(["-KILL", "--", &format!("-{pgid}")])
                 .status();
