@@ -104,7 +104,7 @@ if unshare -n true 2>/dev/null; then
   # conformance suites inside workerd (node --test drives the testkit-only test worker) ---------
   step "workerd: HTTP suite + sync against the worker, conformance suites inside workerd"
   unshare -n bash -c 'ip link set lo up \
-    && VULTRINO_TEST_BACKEND=workerd cargo test -p vultrino-local --offline --test http_api --test sync -- --include-ignored \
+    && VULTRINO_TEST_BACKEND=workerd cargo test -p vultrino-local --offline --test every_backend -- --include-ignored \
     && cd backend-cloudflare && node --test test/conformance.test.mjs test/config.test.mjs'
   step "workerd: MCP SDK (official Python client) over Streamable HTTP against the worker"
   unshare -n bash -c 'ip link set lo up && scripts/mcp-workerd.sh'

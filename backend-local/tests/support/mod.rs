@@ -1,10 +1,10 @@
 //! Test support shared by the integration tests: a loopback upstream, a harness that runs the
 //! real `vultrino` binary on 127.0.0.1:0, and a small JSON client.
 //!
-//! The HTTP suite is written against [`Target`] (a base URL plus admin credentials), so the same
-//! cases can be pointed at another backend. With `VULTRINO_TEST_BACKEND=workerd`,
-//! [`Server::start`] runs the built worker in workerd instead (`backend-cloudflare/test/harness.mjs`,
-//! Miniflare on 127.0.0.1:0): same cases, same assertions.
+//! The HTTP suite (`tests/http/`, test target `every_backend`) is written against [`Target`] (a
+//! base URL plus admin credentials), so the same cases can be pointed at another backend. With
+//! `VULTRINO_TEST_BACKEND=workerd`, [`Server::start`] runs the built worker in workerd instead
+//! (`backend-cloudflare/test/harness.mjs`, Miniflare on 127.0.0.1:0): same cases, same assertions.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -53,6 +53,17 @@ pub struct Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(pgid) = self.group {
+            // SIGTERM first: the harness then disposes of Miniflare, which removes its temporary
+            // directory (/tmp/miniflare-*); a SIGKILL alone leaves one behind per server.
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pgid.to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None))
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Whatever is left of the group (node, workerd) dies now.
             let _ = std::process::Command::new("kill")
                 .args(["-KILL", "--", &format!("-{pgid}")])
                 .status();
@@ -233,9 +244,12 @@ pub struct Target {
     pub admin_password: String,
 }
 
-/// A JSON reply.
+/// A JSON reply, with the request it answers (for failure messages).
 #[derive(Debug)]
 pub struct Reply {
+    /// The request's method and path (with its query), e.g. `GET /v1/audit?limit=50`.
+    pub method: String,
+    pub path: String,
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     pub body: Value,
@@ -276,7 +290,7 @@ impl Client {
         if let Some(b) = body {
             rb = rb.json(b);
         }
-        Self::reply(rb.send().await.expect("request")).await
+        self.send_raw(rb).await
     }
 
     /// `method path` as the admin page sends it: with the session `cookie` (`name=value`) and,
@@ -306,15 +320,22 @@ impl Client {
     }
 
     pub async fn send_raw(&self, rb: reqwest::RequestBuilder) -> Reply {
-        Self::reply(rb.send().await.expect("request")).await
-    }
-
-    async fn reply(r: reqwest::Response) -> Reply {
+        let (http, request) = rb.build_split();
+        let request = request.expect("build the request");
+        let method = request.method().to_string();
+        let url = request.url();
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        let r = http.execute(request).await.expect("request");
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let text = r.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
         Reply {
+            method,
+            path,
             status,
             headers,
             body,
@@ -332,9 +353,45 @@ impl Client {
                 Some(&serde_json::json!({"username": self.target.admin_user, "password": self.target.admin_password})),
             )
             .await;
-        assert_eq!(r.status, 200, "login failed: {}", r.text);
+        expect_for("admin login", &r, 200, None);
         r.body["token"].as_str().unwrap().to_string()
     }
+}
+
+/// Assert that `reply` has `status` and, when `code` is given, that `error.code`:
+/// `expect(&r, 403, "scope_denied")`, `expect(&r, 201, None)`. On failure the panic names the
+/// request (method and path), the status and error code received, and the whole reply body.
+#[track_caller]
+pub fn expect<'a>(reply: &Reply, status: u16, code: impl Into<Option<&'a str>>) {
+    check(None, reply, status, code.into());
+}
+
+/// [`expect`], with `context` (the case of a loop, or why the status matters) first in the
+/// failure message.
+#[track_caller]
+pub fn expect_for<'a>(context: &str, reply: &Reply, status: u16, code: impl Into<Option<&'a str>>) {
+    check(Some(context), reply, status, code.into());
+}
+
+#[track_caller]
+fn check(context: Option<&str>, reply: &Reply, status: u16, code: Option<&str>) {
+    let got_code = reply.body["error"]["code"].as_str();
+    if reply.status == status && code.is_none_or(|c| got_code == Some(c)) {
+        return;
+    }
+    let context = context.map(|c| format!("{c}: ")).unwrap_or_default();
+    let wanted = match code {
+        Some(c) => format!("{status} {c}"),
+        None => status.to_string(),
+    };
+    panic!(
+        "{context}{} {}: expected {wanted}, got {} {}\nbody: {}",
+        reply.method,
+        reply.path,
+        reply.status,
+        got_code.unwrap_or("(no error code)"),
+        reply.text
+    );
 }
 
 /// The `vultrino_session=…` pair a login reply sets.

@@ -1,17 +1,16 @@
-//! One stored format: a credential created through one deployment ("the edge": the worker in
-//! workerd with `VULTRINO_TEST_BACKEND=workerd`, otherwise a local server) is pulled with
-//! `vultrino sync --from <url>` into a local file store with the same master key, and the local
-//! server then uses it against the loopback upstream.
-
-#![allow(clippy::unwrap_used)]
-
-mod support;
+//! Sync and its export: `GET /v1/sync/export` carries ciphertext only, and one stored format
+//! across deployments — a credential created through the backend under test ("the edge": the
+//! worker in workerd with `VULTRINO_TEST_BACKEND=workerd`, otherwise a local server) is pulled
+//! with `vultrino sync --from <url>` into a local file store with the same master key, and the
+//! local server then uses it against the loopback upstream.
 
 use std::process::Stdio;
 
 use serde_json::json;
-use support::upstream::Upstream;
-use support::{vultrino_cmd, Client, Server, ServerOptions, TEST_MASTER_KEY};
+
+use crate::support::upstream::Upstream;
+use crate::support::{expect, vultrino_cmd, Client, Server, ServerOptions, TEST_MASTER_KEY};
+use crate::{assert_scrubbed, env, API_SECRET};
 
 const SECRET: &str = "sk-edge-7Qm2xZ9vL4";
 
@@ -51,6 +50,20 @@ fn with_master() -> ServerOptions {
 }
 
 #[tokio::test]
+async fn sync_export_carries_ciphertext_only() {
+    let e = env().await;
+    e.api_key_cred("github").await;
+    let r =
+        e.c.send("GET", "/v1/sync/export", Some(&e.admin), None)
+            .await;
+    expect(&r, 200, None);
+    assert!(r.body["keyring"]["key_id"].is_string());
+    let recs = r.body["records"].as_array().unwrap();
+    assert!(recs.iter().any(|x| x["key"] == "cred:github"));
+    assert_scrubbed(&r.text, API_SECRET);
+}
+
+#[tokio::test]
 async fn a_credential_created_on_the_edge_is_synced_and_used_locally() {
     let up = Upstream::start().await;
     let edge = Server::start(with_master()).await;
@@ -68,7 +81,7 @@ async fn a_credential_created_on_the_edge_is_synced_and_used_locally() {
             })),
         )
         .await;
-    assert_eq!(r.status, 201, "{}", r.text);
+    expect(&r, 201, None);
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -87,7 +100,7 @@ async fn a_credential_created_on_the_edge_is_synced_and_used_locally() {
     let r = lc
         .send("GET", "/v1/credentials/github", Some(&ladmin), None)
         .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    expect(&r, 200, None);
     assert_eq!(r.body["description"], "made on the edge");
     let r = lc
         .send(
@@ -97,7 +110,7 @@ async fn a_credential_created_on_the_edge_is_synced_and_used_locally() {
             Some(&json!({"name": "agent", "role": "executor"})),
         )
         .await;
-    assert_eq!(r.status, 201, "{}", r.text);
+    expect(&r, 201, None);
     let agent = r.body["key"].as_str().unwrap().to_string();
     let r = lc
         .send(
@@ -108,7 +121,7 @@ async fn a_credential_created_on_the_edge_is_synced_and_used_locally() {
                 "params": {"method": "GET", "url": up.url("/echo")}})),
         )
         .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    expect(&r, 200, None);
     assert_eq!(r.body["status"], 200);
     let seen = up.seen().pop().unwrap();
     assert_eq!(seen.headers["authorization"], format!("Bearer {SECRET}"));
@@ -158,7 +171,7 @@ async fn sync_adds_by_default_and_prune_mirrors_deletions() {
                 ),
             )
             .await;
-        assert_eq!(r.status, 201, "{}", r.text);
+        expect(&r, 201, None);
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -167,7 +180,7 @@ async fn sync_adds_by_default_and_prune_mirrors_deletions() {
     let r = ec
         .send("DELETE", "/v1/credentials/dropped", Some(&admin), None)
         .await;
-    assert!(r.status < 300, "{} {}", r.status, r.text);
+    expect(&r, 204, None);
 
     // Without --prune nothing local is deleted.
     let (ok, stderr) = sync(&data, &edge.base, TEST_MASTER_KEY, &admin).await;
@@ -182,6 +195,7 @@ async fn sync_adds_by_default_and_prune_mirrors_deletions() {
         let lc = Client::new(local.target());
         let ladmin = lc.login().await;
         let r = lc.send("GET", "/v1/credentials", Some(&ladmin), None).await;
+        expect(&r, 200, None);
         let mut names: Vec<String> = r.body["credentials"]
             .as_array()
             .unwrap()

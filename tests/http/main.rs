@@ -1,0 +1,142 @@
+//! The HTTP suite that runs against every backend: black-box cases over the wire (a loopback
+//! upstream, a JSON client, what a user of the API sees), one file per concern.
+//! Local server:      `cargo test -p vultrino-local --test every_backend`
+//! Worker in workerd: `VULTRINO_TEST_BACKEND=workerd cargo test -p vultrino-local --test every_backend`
+//! (build the worker first with `scripts/setup-workers.sh`; rebuild it after core changes).
+//!
+//! Cases whose requests would leave the machine if the SSRF guard were broken are `#[ignore]`d
+//! for plain `cargo test` and run by `scripts/test.sh`, which runs the suite on both backends
+//! inside a loopback-only network namespace (`unshare -n`) with `--include-ignored`; they also
+//! refuse to run outside such a namespace.
+//!
+//! This folder sits next to the other suites that run against every backend (`tests/mcp`,
+//! `tests/ui`; see `tests/README.md`), but it is a test target of the `vultrino-local` package
+//! (`backend-local/Cargo.toml`), so that Cargo builds the `vultrino` binary for it.
+//!
+//! Where a concern lives: `health_ui` (health, unknown routes, the admin UI's headers),
+//! `login_sessions` (login, lockout, cookie and bearer sessions, CSRF), `credentials` (CRUD,
+//! validation, rotation), `permissions` (permissions, scopes, who may re-point a secret),
+//! `keys_roles` (API keys and roles), `execute` (injection, scrubbing, OAuth2, reply shapes),
+//! `ssrf` (refused methods and destinations), `audit`, `changes` (concurrent writes, consistency
+//! after a change), `sync` (export, and `vultrino sync --from` the backend under test).
+
+#![allow(clippy::unwrap_used)]
+
+// The harness (a server of either backend, the loopback upstream, the JSON client and `expect`)
+// is shared with the local-only integration tests in backend-local/tests, so it stays there; a
+// test target outside that folder reaches it by path.
+#[path = "../../backend-local/tests/support/mod.rs"]
+mod support;
+
+mod audit;
+mod changes;
+mod credentials;
+mod execute;
+mod health_ui;
+mod keys_roles;
+mod login_sessions;
+mod permissions;
+mod ssrf;
+mod sync;
+
+use serde_json::{json, Value};
+use support::upstream::Upstream;
+use support::{expect, Client, Reply, Server, ServerOptions};
+
+/// The secret of the credentials [`Env::api_key_cred`] creates.
+const API_SECRET: &str = "sk-live-Vx93hQ2mZ7";
+
+/// One backend under test, a loopback upstream and an admin session.
+struct Env {
+    _server: Server,
+    up: Upstream,
+    c: Client,
+    admin: String,
+}
+
+async fn env_with(opts: ServerOptions) -> Env {
+    let up = Upstream::start().await;
+    let server = Server::start(opts).await;
+    let c = Client::new(server.target());
+    let admin = c.login().await;
+    Env {
+        _server: server,
+        up,
+        c,
+        admin,
+    }
+}
+
+async fn env() -> Env {
+    env_with(ServerOptions::default()).await
+}
+
+impl Env {
+    async fn create(&self, body: Value) -> Reply {
+        self.c
+            .send("POST", "/v1/credentials", Some(&self.admin), Some(&body))
+            .await
+    }
+
+    /// An `api_key` credential holding [`API_SECRET`], allowed on 127.0.0.1.
+    async fn api_key_cred(&self, alias: &str) {
+        let r = self
+            .create(json!({
+                "alias": alias, "type": "api_key", "description": "test key",
+                "data": {"key": API_SECRET},
+                "policy": {"allowed_hosts": ["127.0.0.1"]}
+            }))
+            .await;
+        expect(&r, 201, None);
+    }
+
+    /// Create the custom `role` (name, permissions, scopes).
+    async fn role(&self, role: &Value) {
+        let r = self
+            .c
+            .send("POST", "/v1/roles", Some(&self.admin), Some(role))
+            .await;
+        expect(&r, 201, None);
+    }
+
+    /// A new API key with `role`; returns the key.
+    async fn key(&self, role: &str) -> String {
+        let r = self
+            .c
+            .send(
+                "POST",
+                "/v1/keys",
+                Some(&self.admin),
+                Some(&json!({"name": "agent", "role": role})),
+            )
+            .await;
+        expect(&r, 201, None);
+        r.body["key"].as_str().unwrap().to_string()
+    }
+
+    /// `GET url` through `alias`, as the holder of `token`.
+    async fn execute(&self, token: &str, alias: &str, url: &str) -> Reply {
+        self.c
+            .send(
+                "POST",
+                "/v1/execute",
+                Some(token),
+                Some(&json!({"credential": alias, "action": "http.request", "params": {"method": "GET", "url": url}})),
+            )
+            .await
+    }
+}
+
+/// The secret must not appear in any encoding in `text`.
+fn assert_scrubbed(text: &str, secret: &str) {
+    use base64::Engine as _;
+    let forms = [
+        secret.to_string(),
+        base64::engine::general_purpose::STANDARD.encode(secret),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret),
+        url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>(),
+    ];
+    for f in forms {
+        assert!(!text.contains(&f), "secret form {f:?} leaked in: {text}");
+    }
+}
