@@ -265,6 +265,10 @@ pub struct Hit {
 /// Short-lived, strongly consistent state: sessions, exact counters, single-use markers.
 /// A Durable Object on the edge (sharded by name), memory locally.
 ///
+/// The rules below are written once, as pure functions over one item, in [`session_rules`]:
+/// both implementations run them and only add storage (locking and sweeping in memory, one
+/// Durable Object per key on the edge).
+///
 /// Time is passed in (`now_ms`) so that the caller's [`Clock`] is the only clock.
 #[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
 #[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
@@ -272,29 +276,27 @@ pub trait SessionStore: MaybeSend + MaybeSync {
     /// Store a new session under `id` (the token's hash).
     ///
     /// # Behavior
-    /// - After `Ok`, `get_session(id, now)` returns the record while it is alive.
+    /// - After `Ok`, `touch_session(id, now)` returns the record, every field as written but
+    ///   `last_seen_ms`, while it is alive.
     /// - Creating an `id` that exists replaces it.
     async fn create_session(&self, id: &str, record: SessionRecord) -> Result<()>;
-
-    /// Read a session without extending it.
-    ///
-    /// # Behavior
-    /// - Unknown, revoked, idle-expired (`now_ms >= last_seen_ms + idle_timeout_ms`) or absolutely
-    ///   expired (`now_ms >= expires_at_ms`) sessions return `Ok(None)`.
-    async fn get_session(&self, id: &str, now_ms: u64) -> Result<Option<SessionRecord>>;
 
     /// Read a live session and mark it used at `now_ms` (sets `last_seen_ms = now_ms`).
     ///
     /// # Behavior
-    /// - Same liveness rules as `get_session`; a dead session is not revived.
+    /// - Unknown, revoked, idle-expired (`now_ms >= last_seen_ms + idle_timeout_ms`) or absolutely
+    ///   expired (`now_ms >= expires_at_ms`) sessions return `Ok(None)`.
+    /// - A dead session is not revived, not even by a later call carrying an earlier `now_ms`.
     /// - Touching never moves the absolute expiry.
-    /// - Returns the record as updated.
+    /// - Touching never moves `last_seen_ms` backwards: a call with an earlier `now_ms` than the
+    ///   last touch leaves it (and so the idle expiry) as it is.
+    /// - Returns the record as updated; idle expiry then counts from its `last_seen_ms`.
     async fn touch_session(&self, id: &str, now_ms: u64) -> Result<Option<SessionRecord>>;
 
     /// Revoke a session.
     ///
     /// # Behavior
-    /// - After `Ok`, `get_session` and `touch_session` return `None` at once, everywhere.
+    /// - After `Ok`, `touch_session` returns `None` at once, everywhere.
     /// - Revoking an unknown session succeeds.
     async fn revoke_session(&self, id: &str) -> Result<()>;
 
@@ -327,6 +329,8 @@ pub trait SessionStore: MaybeSend + MaybeSync {
     /// - `true` after `mark` until `ttl_ms` has passed, `false` before any `mark` and after expiry.
     async fn is_marked(&self, key: &str, now_ms: u64) -> Result<bool>;
 }
+
+pub mod session_rules;
 
 // ---------------------------------------------------------------------------------------------
 // Fetcher
