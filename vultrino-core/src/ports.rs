@@ -110,16 +110,24 @@ pub struct KvEntry {
 pub trait KvStore: MaybeSend + MaybeSync {
     /// Read a value.
     ///
+    /// Provided: [`KvStore::get_with_metadata`] without the metadata. Override it only where a
+    /// plain read is cheaper: the local stores do, to skip copying the metadata JSON on every
+    /// `execute` (figures in `backend-local/src/memory_kv.rs`); Workers KV has its own call.
+    ///
     /// # Behavior
+    /// - Returns what `get_with_metadata` returns for the key, without the metadata: the same
+    ///   presence, the same bytes, the same errors.
     /// - A key that was never written, was deleted, or whose TTL has passed returns `Ok(None)`.
     /// - A key that was written returns exactly the bytes last written.
     /// - An invalid key (empty, `.`/`..`, longer than 512 bytes) is a `BadRequest` error.
-    async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.get_with_metadata(key).await?.map(|entry| entry.value))
+    }
 
     /// Read a value and its metadata.
     ///
     /// # Behavior
-    /// - Same presence rules as [`KvStore::get`].
+    /// - Same presence rules and key validation as [`KvStore::get`].
     /// - The metadata is the JSON last written with the value (`None` if none was written);
     ///   writing a value without metadata removes earlier metadata.
     async fn get_with_metadata(&self, key: &str) -> Result<Option<KvEntry>>;
@@ -412,4 +420,46 @@ impl Clock for ManualClock {
 /// Whether an error is of `kind` (handy in conformance suites).
 pub fn is_kind<T>(r: &Result<T>, kind: ErrorKind) -> bool {
     matches!(r, Err(e) if e.kind() == kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store with only the required methods: `get` is the provided one.
+    struct OnlyRequired;
+
+    #[async_trait::async_trait]
+    impl KvStore for OnlyRequired {
+        async fn get_with_metadata(&self, key: &str) -> Result<Option<KvEntry>> {
+            kv_validate::key(key)?;
+            Ok((key == "cred:github").then(|| KvEntry {
+                value: Bytes::from_static(b"envelope"),
+                metadata: Some(serde_json::json!({"alias": "github"})),
+            }))
+        }
+        async fn put(&self, _: &str, _: Bytes, _: PutOptions) -> Result<()> {
+            Ok(())
+        }
+        async fn delete(&self, _: &str) -> Result<()> {
+            Ok(())
+        }
+        async fn list(&self, _: ListOptions) -> Result<ListPage> {
+            Ok(ListPage::default())
+        }
+    }
+
+    #[test]
+    fn provided_get_is_get_with_metadata_without_the_metadata() {
+        let get = |key: &str| futures::executor::block_on(OnlyRequired.get(key));
+        assert_eq!(
+            get("cred:github").ok(),
+            Some(Some(Bytes::from_static(b"envelope")))
+        );
+        assert_eq!(get("cred:missing").ok(), Some(None));
+        let refused = get("..");
+        assert!(
+            matches!(refused, Err(e) if e.kind() == ErrorKind::BadRequest && e.code() == "invalid_key")
+        );
+    }
 }
