@@ -54,6 +54,8 @@ fn unwrap_cursor(ours: &str) -> Result<String> {
 
 #[async_trait::async_trait(?Send)]
 impl KvStore for WorkersKv {
+    // Not the provided `get`: KV's plain `get` is its own call, which neither fetches nor
+    // converts metadata from JS.
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         kv_validate::key(key)?;
         let v = self

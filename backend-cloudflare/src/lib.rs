@@ -12,11 +12,11 @@
 //!
 //! Settings are described in [`settings`]. A missing or wrong secret answers 503 JSON naming it.
 //!
-//! Only [`settings`] and [`session_logic`] are plain Rust; everything that touches JS is compiled
+//! Only [`settings`] is plain Rust (the Durable Object's rules are the core's
+//! [`session_rules`](vultrino_core::ports::session_rules)); everything that touches JS is compiled
 //! for wasm32 only (natively this crate builds as an rlib so that `cargo test --workspace` covers
 //! the pure parts). The glue is tested in workerd (`backend-cloudflare/test/`).
 
-pub mod session_logic;
 pub mod settings;
 
 #[cfg(target_arch = "wasm32")]

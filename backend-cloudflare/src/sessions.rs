@@ -7,19 +7,21 @@
 //! changes it synchronously, so counters and markers are exact under any concurrency; the write
 //! to storage is covered by the object's output gate (the reply waits for it).
 //!
-//! Time is the caller's (`now_ms` travels in the operation), as the port requires. Storage is
-//! reclaimed by an alarm a day after an item is dead by the real clock.
+//! What an object does with an operation is the core's
+//! [`session_rules::apply`](vultrino_core::ports::session_rules::apply), the same rules the
+//! memory store runs; this file is transport and storage. Time is the caller's (`now_ms` travels
+//! in the operation), as the port requires. Storage is reclaimed by an alarm a day after an item
+//! is dead by the real clock.
 
 use std::cell::RefCell;
 
 use vultrino_core::error::{Code, Error, Result};
+use vultrino_core::ports::session_rules::{apply, Change, Item, Op, Reply};
 use vultrino_core::ports::{Hit, SessionRecord, SessionStore};
 use worker::{
     durable_object, DurableObject, Env, Method, ObjectNamespace, Request, RequestInit, Response,
     State,
 };
-
-use crate::session_logic::{apply, Change, Item, Op, Reply};
 
 /// Storage key of the object's item.
 const ITEM_KEY: &str = "item";
@@ -63,22 +65,21 @@ impl DurableObject for SessionDO {
             return Response::error("malformed session operation", 400);
         };
         self.load().await?;
-        // Read, decide and update the in-memory item without awaiting in between: exact.
-        let (change, reply) = {
-            let mut slot = self.item.borrow_mut();
-            let current = slot.as_ref().and_then(|i| i.as_ref());
-            let (change, reply) = apply(current, op);
-            match &change {
-                Change::Keep => {}
-                Change::Put(item) => *slot = Some(Some(item.clone())),
-                Change::Delete => *slot = Some(None),
-            }
-            (change, reply)
+        // Read, decide and update the in-memory item without awaiting in between: exact. What
+        // storage needs is copied out, so no borrow is held across the awaits below.
+        let (change, reply, stored) = {
+            let mut loaded = self.item.borrow_mut();
+            let slot = loaded.get_or_insert(None);
+            let (change, reply) = apply(slot, op);
+            let stored = match change {
+                Change::Put => slot.clone(),
+                Change::Keep | Change::Delete => None,
+            };
+            (change, reply, stored)
         };
         let storage = self.state.storage();
-        match change {
-            Change::Keep => {}
-            Change::Put(item) => {
+        match (change, stored) {
+            (Change::Put, Some(item)) => {
                 storage.put(ITEM_KEY, &item).await?;
                 let cleanup_at = item.dead_after_ms().saturating_add(GRACE_MS);
                 let now = worker::Date::now().as_millis();
@@ -87,9 +88,10 @@ impl DurableObject for SessionDO {
                     storage.set_alarm(offset).await?;
                 }
             }
-            Change::Delete => {
+            (Change::Delete, _) => {
                 storage.delete_all().await?;
             }
+            _ => {}
         }
         Response::from_json(&reply)
     }
@@ -177,10 +179,6 @@ impl SessionStore for DoSessions {
         self.call(&format!("session:{id}"), &Op::CreateSession { record })
             .await
             .map(|_| ())
-    }
-
-    async fn get_session(&self, id: &str, now_ms: u64) -> Result<Option<SessionRecord>> {
-        self.session(id, Op::GetSession { now_ms }).await
     }
 
     async fn touch_session(&self, id: &str, now_ms: u64) -> Result<Option<SessionRecord>> {

@@ -1,34 +1,39 @@
 //! [`MemorySessions`]: the in-memory [`SessionStore`] of the local backend.
 //!
+//! The rules (windows, markers, touch and expiry) are not here: every method runs the function
+//! of the same name in [`session_rules`], shared with the Durable Object. This file is storage.
+//!
 //! # Decisions
-//! - Three `std::sync::Mutex<HashMap>`s (sessions, counters, markers). Every operation is one
-//!   read-modify-write done entirely under one lock and never across an `.await`, which is what
-//!   makes `hit` and `mark` exact under any concurrency (the conformance suite checks it; the
-//!   local tests also hammer it from many threads).
-//! - Dead entries (expired sessions, ended windows, expired markers) are invisible at once and
-//!   swept when a map has doubled since the last sweep, so memory stays proportional to live
-//!   state (an attacker rotating client addresses cannot grow the counter map without bound)
-//!   at amortized O(1) cost.
-//! - `touch_session` sets `last_seen_ms` to `max(last_seen_ms, now_ms)`: equal to `now_ms` with a
-//!   monotonic clock, and a late caller with an older `now_ms` can never shorten a session.
+//! - Three `std::sync::Mutex<HashMap>`s (sessions, counters, markers), so a burst of hits never
+//!   waits for a session lookup. Every operation is one rule applied entirely under one lock and
+//!   never across an `.await`, which is what makes `hit` and `mark` exact under any concurrency
+//!   (the conformance suite checks it; the local tests also hammer it from many threads).
+//! - An existing key is changed in place: a `hit` on a known counter allocates nothing; only a
+//!   new key allocates (its `String`).
+//! - Dead entries (expired sessions, ended windows, expired markers) are invisible at once,
+//!   removed when a touch finds them dead, and swept when a map has doubled since the last
+//!   sweep, so memory stays proportional to live state (an attacker rotating client addresses
+//!   cannot grow the counter map without bound) at amortized O(1) cost.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use vultrino_core::ports::session_rules::{self, Change, Item};
 use vultrino_core::ports::{Hit, SessionRecord, SessionStore};
 use vultrino_core::Result;
 
 /// Sweep a map once it holds this many entries (and then at twice the live size).
 const FIRST_SWEEP_AT: usize = 1024;
 
-/// A map whose dead entries are swept when it grows.
-struct Swept<V> {
-    map: HashMap<String, V>,
+/// One kind of item by key, whose dead entries are swept when it grows. A value is `None` only
+/// while a rule runs on a new key.
+struct Swept {
+    map: HashMap<String, Option<Item>>,
     sweep_at: usize,
 }
 
-impl<V> Swept<V> {
+impl Swept {
     fn new() -> Self {
         Swept {
             map: HashMap::new(),
@@ -36,27 +41,50 @@ impl<V> Swept<V> {
         }
     }
 
-    /// Call before inserting a new key: drops dead entries when the map has grown enough.
-    fn maybe_sweep(&mut self, is_alive: impl Fn(&V) -> bool) {
+    /// Run `rule` on the item under `key` and keep the map as the rule's [`Change`] says; `now_ms`
+    /// decides what a sweep may drop.
+    fn apply<T>(
+        &mut self,
+        key: &str,
+        now_ms: u64,
+        rule: impl FnOnce(&mut Option<Item>) -> (Change, T),
+    ) -> T {
+        if let Some(slot) = self.map.get_mut(key) {
+            let (change, out) = rule(slot);
+            if change == Change::Delete {
+                self.map.remove(key);
+            }
+            return out;
+        }
+        let mut slot = None;
+        let (change, out) = rule(&mut slot);
+        if change == Change::Put {
+            self.maybe_sweep(now_ms);
+            self.map.insert(key.to_owned(), slot);
+        }
+        out
+    }
+
+    /// Before inserting a new key: drop dead entries when the map has grown enough.
+    fn maybe_sweep(&mut self, now_ms: u64) {
         if self.map.len() >= self.sweep_at {
-            self.map.retain(|_, v| is_alive(v));
+            self.map
+                .retain(|_, item| item.as_ref().is_some_and(|i| i.is_alive(now_ms)));
             self.sweep_at = (self.map.len() * 2).max(FIRST_SWEEP_AT);
         }
     }
-}
 
-#[derive(Debug, Clone, Copy)]
-struct Counter {
-    count: u32,
-    reset_at_ms: u64,
+    /// The item under `key`, for rules that only read.
+    fn get(&self, key: &str) -> Option<&Item> {
+        self.map.get(key).and_then(Option::as_ref)
+    }
 }
 
 /// An in-memory, strongly consistent [`SessionStore`].
 pub struct MemorySessions {
-    sessions: Mutex<Swept<SessionRecord>>,
-    counters: Mutex<Swept<Counter>>,
-    /// Marker key → expiry (ms since the epoch).
-    markers: Mutex<Swept<u64>>,
+    sessions: Mutex<Swept>,
+    counters: Mutex<Swept>,
+    markers: Mutex<Swept>,
 }
 
 impl Default for MemorySessions {
@@ -95,78 +123,46 @@ impl MemorySessions {
 #[async_trait::async_trait]
 impl SessionStore for MemorySessions {
     async fn create_session(&self, id: &str, record: SessionRecord) -> Result<()> {
-        let mut s = lock(&self.sessions);
         let now = record.last_seen_ms;
-        s.maybe_sweep(|r| r.is_alive(now));
-        s.map.insert(id.to_string(), record);
+        lock(&self.sessions).apply(id, now, |slot| {
+            (session_rules::create_session(slot, record), ())
+        });
         Ok(())
     }
 
-    async fn get_session(&self, id: &str, now_ms: u64) -> Result<Option<SessionRecord>> {
-        let s = lock(&self.sessions);
-        Ok(s.map.get(id).filter(|r| r.is_alive(now_ms)).cloned())
-    }
-
     async fn touch_session(&self, id: &str, now_ms: u64) -> Result<Option<SessionRecord>> {
-        let mut s = lock(&self.sessions);
-        match s.map.get_mut(id) {
-            Some(r) if r.is_alive(now_ms) => {
-                r.last_seen_ms = r.last_seen_ms.max(now_ms);
-                Ok(Some(r.clone()))
-            }
-            _ => Ok(None),
-        }
+        Ok(lock(&self.sessions).apply(id, now_ms, |slot| {
+            session_rules::touch_session(slot, now_ms)
+        }))
     }
 
     async fn revoke_session(&self, id: &str) -> Result<()> {
-        lock(&self.sessions).map.remove(id);
+        lock(&self.sessions).apply(id, 0, |slot| (session_rules::remove(slot), ()));
         Ok(())
     }
 
     async fn hit(&self, key: &str, window_ms: u64, limit: u32, now_ms: u64) -> Result<Hit> {
-        let mut c = lock(&self.counters);
-        if !c.map.contains_key(key) {
-            c.maybe_sweep(|ctr| now_ms < ctr.reset_at_ms);
-        }
-        let fresh = Counter {
-            count: 0,
-            reset_at_ms: now_ms.saturating_add(window_ms),
-        };
-        let ctr = c.map.entry(key.to_string()).or_insert(fresh);
-        if now_ms >= ctr.reset_at_ms {
-            *ctr = fresh;
-        }
-        let allowed = ctr.count < limit;
-        if allowed {
-            ctr.count += 1;
-        }
-        Ok(Hit {
-            allowed,
-            count: ctr.count,
-            reset_at_ms: ctr.reset_at_ms,
-        })
+        Ok(lock(&self.counters).apply(key, now_ms, |slot| {
+            session_rules::hit(slot, window_ms, limit, now_ms)
+        }))
     }
 
     async fn reset_counter(&self, key: &str) -> Result<()> {
-        lock(&self.counters).map.remove(key);
+        lock(&self.counters).apply(key, 0, |slot| (session_rules::remove(slot), ()));
         Ok(())
     }
 
     async fn mark(&self, key: &str, ttl_ms: u64, now_ms: u64) -> Result<bool> {
-        let mut m = lock(&self.markers);
-        if m.map.get(key).is_some_and(|&until| now_ms < until) {
-            return Ok(false);
-        }
-        m.maybe_sweep(|&until| now_ms < until);
-        m.map.insert(key.to_string(), now_ms.saturating_add(ttl_ms));
-        Ok(true)
+        Ok(lock(&self.markers).apply(key, now_ms, |slot| {
+            session_rules::mark(slot, ttl_ms, now_ms)
+        }))
     }
 
     async fn is_marked(&self, key: &str, now_ms: u64) -> Result<bool> {
-        Ok(lock(&self.markers)
-            .map
-            .get(key)
-            .is_some_and(|&until| now_ms < until))
+        Ok(session_rules::is_marked(
+            lock(&self.markers).get(key),
+            now_ms,
+        ))
     }
 }
 
@@ -194,5 +190,36 @@ mod tests {
         assert_eq!(s.mark("new", 1_000, 10).await.ok(), Some(true));
         assert_eq!(lock(&s.markers).map.len(), FIRST_SWEEP_AT + 1);
         assert_eq!(s.is_marked("m0", 10).await.ok(), Some(true));
+    }
+
+    #[tokio::test]
+    async fn a_session_found_dead_is_removed_at_once() {
+        let s = MemorySessions::new();
+        let record = SessionRecord {
+            subject: "admin".into(),
+            csrf_hash: "ab".repeat(32),
+            created_at_ms: 0,
+            last_seen_ms: 0,
+            idle_timeout_ms: 1_000,
+            expires_at_ms: 10_000,
+            via_cookie: false,
+            twin: None,
+        };
+        s.create_session("id", record).await.ok();
+        assert_eq!(s.touch_session("id", 1_000).await.ok(), Some(None));
+        assert_eq!(lock(&s.sessions).map.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn reads_of_unknown_keys_store_nothing() {
+        let s = MemorySessions::new();
+        assert_eq!(s.touch_session("id", 0).await.ok(), Some(None));
+        s.revoke_session("id").await.ok();
+        s.reset_counter("ip").await.ok();
+        assert_eq!(s.is_marked("m", 0).await.ok(), Some(false));
+        assert_eq!(
+            format!("{s:?}"),
+            "MemorySessions { sessions: 0, counters: 0, markers: 0 }"
+        );
     }
 }

@@ -45,9 +45,6 @@ impl SessionStore for Sessions {
         self.live.lock().unwrap().push(id.to_string());
         self.inner.create_session(id, record).await
     }
-    async fn get_session(&self, id: &str, now_ms: u64) -> Result<Option<SessionRecord>> {
-        self.inner.get_session(id, now_ms).await
-    }
     async fn touch_session(&self, id: &str, now_ms: u64) -> Result<Option<SessionRecord>> {
         self.inner.touch_session(id, now_ms).await
     }

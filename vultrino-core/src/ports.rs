@@ -110,16 +110,24 @@ pub struct KvEntry {
 pub trait KvStore: MaybeSend + MaybeSync {
     /// Read a value.
     ///
+    /// Provided: [`KvStore::get_with_metadata`] without the metadata. Override it only where a
+    /// plain read is cheaper: the local stores do, to skip copying the metadata JSON on every
+    /// `execute` (figures in `backend-local/src/memory_kv.rs`); Workers KV has its own call.
+    ///
     /// # Behavior
+    /// - Returns what `get_with_metadata` returns for the key, without the metadata: the same
+    ///   presence, the same bytes, the same errors.
     /// - A key that was never written, was deleted, or whose TTL has passed returns `Ok(None)`.
     /// - A key that was written returns exactly the bytes last written.
     /// - An invalid key (empty, `.`/`..`, longer than 512 bytes) is a `BadRequest` error.
-    async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.get_with_metadata(key).await?.map(|entry| entry.value))
+    }
 
     /// Read a value and its metadata.
     ///
     /// # Behavior
-    /// - Same presence rules as [`KvStore::get`].
+    /// - Same presence rules and key validation as [`KvStore::get`].
     /// - The metadata is the JSON last written with the value (`None` if none was written);
     ///   writing a value without metadata removes earlier metadata.
     async fn get_with_metadata(&self, key: &str) -> Result<Option<KvEntry>>;
@@ -265,6 +273,10 @@ pub struct Hit {
 /// Short-lived, strongly consistent state: sessions, exact counters, single-use markers.
 /// A Durable Object on the edge (sharded by name), memory locally.
 ///
+/// The rules below are written once, as pure functions over one item, in [`session_rules`]:
+/// both implementations run them and only add storage (locking and sweeping in memory, one
+/// Durable Object per key on the edge).
+///
 /// Time is passed in (`now_ms`) so that the caller's [`Clock`] is the only clock.
 #[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
 #[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
@@ -272,29 +284,27 @@ pub trait SessionStore: MaybeSend + MaybeSync {
     /// Store a new session under `id` (the token's hash).
     ///
     /// # Behavior
-    /// - After `Ok`, `get_session(id, now)` returns the record while it is alive.
+    /// - After `Ok`, `touch_session(id, now)` returns the record, every field as written but
+    ///   `last_seen_ms`, while it is alive.
     /// - Creating an `id` that exists replaces it.
     async fn create_session(&self, id: &str, record: SessionRecord) -> Result<()>;
-
-    /// Read a session without extending it.
-    ///
-    /// # Behavior
-    /// - Unknown, revoked, idle-expired (`now_ms >= last_seen_ms + idle_timeout_ms`) or absolutely
-    ///   expired (`now_ms >= expires_at_ms`) sessions return `Ok(None)`.
-    async fn get_session(&self, id: &str, now_ms: u64) -> Result<Option<SessionRecord>>;
 
     /// Read a live session and mark it used at `now_ms` (sets `last_seen_ms = now_ms`).
     ///
     /// # Behavior
-    /// - Same liveness rules as `get_session`; a dead session is not revived.
+    /// - Unknown, revoked, idle-expired (`now_ms >= last_seen_ms + idle_timeout_ms`) or absolutely
+    ///   expired (`now_ms >= expires_at_ms`) sessions return `Ok(None)`.
+    /// - A dead session is not revived, not even by a later call carrying an earlier `now_ms`.
     /// - Touching never moves the absolute expiry.
-    /// - Returns the record as updated.
+    /// - Touching never moves `last_seen_ms` backwards: a call with an earlier `now_ms` than the
+    ///   last touch leaves it (and so the idle expiry) as it is.
+    /// - Returns the record as updated; idle expiry then counts from its `last_seen_ms`.
     async fn touch_session(&self, id: &str, now_ms: u64) -> Result<Option<SessionRecord>>;
 
     /// Revoke a session.
     ///
     /// # Behavior
-    /// - After `Ok`, `get_session` and `touch_session` return `None` at once, everywhere.
+    /// - After `Ok`, `touch_session` returns `None` at once, everywhere.
     /// - Revoking an unknown session succeeds.
     async fn revoke_session(&self, id: &str) -> Result<()>;
 
@@ -327,6 +337,8 @@ pub trait SessionStore: MaybeSend + MaybeSync {
     /// - `true` after `mark` until `ttl_ms` has passed, `false` before any `mark` and after expiry.
     async fn is_marked(&self, key: &str, now_ms: u64) -> Result<bool>;
 }
+
+pub mod session_rules;
 
 // ---------------------------------------------------------------------------------------------
 // Fetcher
@@ -408,4 +420,46 @@ impl Clock for ManualClock {
 /// Whether an error is of `kind` (handy in conformance suites).
 pub fn is_kind<T>(r: &Result<T>, kind: ErrorKind) -> bool {
     matches!(r, Err(e) if e.kind() == kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store with only the required methods: `get` is the provided one.
+    struct OnlyRequired;
+
+    #[async_trait::async_trait]
+    impl KvStore for OnlyRequired {
+        async fn get_with_metadata(&self, key: &str) -> Result<Option<KvEntry>> {
+            kv_validate::key(key)?;
+            Ok((key == "cred:github").then(|| KvEntry {
+                value: Bytes::from_static(b"envelope"),
+                metadata: Some(serde_json::json!({"alias": "github"})),
+            }))
+        }
+        async fn put(&self, _: &str, _: Bytes, _: PutOptions) -> Result<()> {
+            Ok(())
+        }
+        async fn delete(&self, _: &str) -> Result<()> {
+            Ok(())
+        }
+        async fn list(&self, _: ListOptions) -> Result<ListPage> {
+            Ok(ListPage::default())
+        }
+    }
+
+    #[test]
+    fn provided_get_is_get_with_metadata_without_the_metadata() {
+        let get = |key: &str| futures::executor::block_on(OnlyRequired.get(key));
+        assert_eq!(
+            get("cred:github").ok(),
+            Some(Some(Bytes::from_static(b"envelope")))
+        );
+        assert_eq!(get("cred:missing").ok(), Some(None));
+        let refused = get("..");
+        assert!(
+            matches!(refused, Err(e) if e.kind() == ErrorKind::BadRequest && e.code() == Code::InvalidKey)
+        );
+    }
 }

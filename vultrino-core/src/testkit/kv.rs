@@ -24,6 +24,7 @@ pub async fn kv_suite(store: &dyn KvStore, advance_ms: Option<&dyn Fn(u64)>) -> 
     kv_get_returns_exact_bytes_last_written(store).await?;
     kv_invalid_keys_are_refused(store).await?;
     kv_metadata_round_trips_and_is_replaced(store).await?;
+    kv_get_is_get_with_metadata_without_metadata(store).await?;
     kv_refuses_oversized_value_without_change(store).await?;
     kv_refuses_oversized_metadata_without_change(store).await?;
     kv_refuses_short_ttl_without_change(store).await?;
@@ -288,6 +289,64 @@ pub async fn kv_metadata_round_trips_and_is_replaced(store: &dyn KvStore) -> Res
     }
     cleanup(store, &[key]).await;
     Ok(())
+}
+
+/// `get` returns what `get_with_metadata` returns, without the metadata, for a key written with
+/// metadata, one rewritten without, and a deleted one (the provided `get` does so by
+/// construction; this holds every override to it).
+pub async fn kv_get_is_get_with_metadata_without_metadata(
+    store: &dyn KvStore,
+) -> Result<(), String> {
+    let c = "kv_get_is_get_with_metadata_without_metadata";
+    let key = format!("{}k", unique_prefix(c)?);
+    let with_meta = PutOptions {
+        metadata: Some(json!({"alias": "github", "allowed_hosts": ["api.github.com"]})),
+        ..Default::default()
+    };
+    let put = store
+        .put(&key, Bytes::from_static(b"with"), with_meta)
+        .await;
+    ok(c, "put with metadata", put)?;
+    get_agrees(c, store, &key, "written with metadata", Some(b"with")).await?;
+    let put = store
+        .put(&key, Bytes::from_static(b"without"), PutOptions::default())
+        .await;
+    ok(c, "put without metadata", put)?;
+    get_agrees(
+        c,
+        store,
+        &key,
+        "rewritten without metadata",
+        Some(b"without"),
+    )
+    .await?;
+    ok(c, "delete", store.delete(&key).await)?;
+    get_agrees(c, store, &key, "deleted", None).await
+}
+
+/// `get` and `get_with_metadata`'s value both read `want` under `key`.
+async fn get_agrees(
+    c: &str,
+    store: &dyn KvStore,
+    key: &str,
+    step: &str,
+    want: Option<&[u8]>,
+) -> Result<(), String> {
+    let full = ok(c, "get_with_metadata", store.get_with_metadata(key).await)?;
+    let plain = ok(c, "get", store.get(key).await)?;
+    let full_value = full.as_ref().map(|e| e.value.as_ref());
+    ensure(
+        c,
+        plain.as_deref() == full_value && full_value == want,
+        || {
+            format!(
+                "key {step}: get returned {}, get_with_metadata's value {}, expected {}",
+                show(plain.as_deref()),
+                show(full_value),
+                show(want)
+            )
+        },
+    )
 }
 
 /// A value over 25 MiB is `PayloadTooLarge`/`value_too_large` and changes nothing; exactly

@@ -33,13 +33,13 @@ fn show(r: &Option<SessionRecord>) -> String {
 
 /// Run every [`SessionStore`] check against `store`; `Err` names the first property that failed.
 pub async fn session_suite(store: &dyn SessionStore) -> Result<(), String> {
-    session_create_then_get_returns_record(store).await?;
+    session_create_then_touch_returns_record(store).await?;
     session_create_replaces_existing(store).await?;
     session_unknown_is_none(store).await?;
     session_idle_expiry_is_exact(store).await?;
     session_absolute_expiry_is_exact_and_touch_never_moves_it(store).await?;
     session_touch_marks_used_and_returns_updated_record(store).await?;
-    session_get_does_not_extend(store).await?;
+    session_touch_never_moves_last_seen_back(store).await?;
     session_dead_session_is_not_revived(store).await?;
     session_revoke_is_immediate(store).await?;
     session_hit_counts_within_fixed_window(store).await?;
@@ -53,11 +53,39 @@ pub async fn session_suite(store: &dyn SessionStore) -> Result<(), String> {
     Ok(())
 }
 
-/// After `create_session`, `get_session` returns the record as written.
-pub async fn session_create_then_get_returns_record(
+/// `rec` as a touch at `now` returns it: every field as written, `last_seen_ms = now`.
+fn touched(rec: &SessionRecord, now: u64) -> SessionRecord {
+    SessionRecord {
+        last_seen_ms: now,
+        ..rec.clone()
+    }
+}
+
+/// Create sessions `<prefix>0`, `<prefix>1`, … from `record("admin", T0)`; returns their ids.
+async fn create_n(
+    c: &str,
+    store: &dyn SessionStore,
+    prefix: &str,
+    n: usize,
+) -> Result<Vec<String>, String> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = format!("{prefix}{i}");
+        ok(
+            c,
+            "create_session",
+            store.create_session(&id, record("admin", T0)).await,
+        )?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// After `create_session`, `touch_session` returns the record as written (but `last_seen_ms`).
+pub async fn session_create_then_touch_returns_record(
     store: &dyn SessionStore,
 ) -> Result<(), String> {
-    let c = "session_create_then_get_returns_record";
+    let c = "session_create_then_touch_returns_record";
     let id = format!("{}id", unique_prefix(c)?);
     let rec = record("admin", T0);
     ok(
@@ -65,9 +93,10 @@ pub async fn session_create_then_get_returns_record(
         "create_session",
         store.create_session(&id, rec.clone()).await,
     )?;
-    let got = ok(c, "get_session", store.get_session(&id, T0 + 1).await)?;
-    ensure(c, got.as_ref() == Some(&rec), || {
-        format!("get_session returned {}", show(&got))
+    let got = ok(c, "touch_session", store.touch_session(&id, T0 + 1).await)?;
+    let want = touched(&rec, T0 + 1);
+    ensure(c, got.as_ref() == Some(&want), || {
+        format!("touch_session returned {}, expected {want:?}", show(&got))
     })
 }
 
@@ -80,58 +109,51 @@ pub async fn session_create_replaces_existing(store: &dyn SessionStore) -> Resul
         "create_session",
         store.create_session(&id, record("first", T0)).await,
     )?;
-    let second = record("second", T0 + 5);
+    let mut second = record("second", T0 + 5);
+    second.via_cookie = false;
+    second.twin = None;
     ok(
         c,
         "second create_session",
         store.create_session(&id, second.clone()).await,
     )?;
-    let got = ok(c, "get_session", store.get_session(&id, T0 + 6).await)?;
-    ensure(c, got.as_ref() == Some(&second), || {
-        format!("after re-create, get_session returned {}", show(&got))
+    let got = ok(c, "touch_session", store.touch_session(&id, T0 + 6).await)?;
+    let want = touched(&second, T0 + 6);
+    ensure(c, got.as_ref() == Some(&want), || {
+        format!("after re-create, touch_session returned {}", show(&got))
     })
 }
 
-/// Unknown sessions read as `None` from `get_session` and `touch_session`.
+/// Unknown sessions read as `None` from `touch_session`, and touching one does not create it.
 pub async fn session_unknown_is_none(store: &dyn SessionStore) -> Result<(), String> {
     let c = "session_unknown_is_none";
     let id = format!("{}never-created", unique_prefix(c)?);
-    let got = ok(c, "get_session", store.get_session(&id, T0).await)?;
-    ensure(c, got.is_none(), || {
-        format!("get_session of an unknown id returned {}", show(&got))
-    })?;
-    let got = ok(c, "touch_session", store.touch_session(&id, T0).await)?;
-    ensure(c, got.is_none(), || {
-        format!("touch_session of an unknown id returned {}", show(&got))
-    })
+    for now in [T0, T0 + 1] {
+        let got = ok(c, "touch_session", store.touch_session(&id, now).await)?;
+        ensure(c, got.is_none(), || {
+            format!("touch_session of an unknown id returned {}", show(&got))
+        })?;
+    }
+    Ok(())
 }
 
-/// A session is alive until `last_seen_ms + idle_timeout_ms` and dead from that instant on, for
-/// both `get_session` and `touch_session`.
+/// A session is alive until `last_seen_ms + idle_timeout_ms` and dead from that instant on.
 pub async fn session_idle_expiry_is_exact(store: &dyn SessionStore) -> Result<(), String> {
     let c = "session_idle_expiry_is_exact";
-    let id = format!("{}id", unique_prefix(c)?);
-    ok(
-        c,
-        "create_session",
-        store.create_session(&id, record("admin", T0)).await,
-    )?;
+    // Two twins: a touch extends the session it finds alive, so each instant needs its own.
+    let ids = create_n(c, store, &unique_prefix(c)?, 2).await?;
     let got = ok(
         c,
-        "get_session",
-        store.get_session(&id, T0 + IDLE - 1).await,
+        "touch_session",
+        store.touch_session(&ids[0], T0 + IDLE - 1).await,
     )?;
     ensure(c, got.is_some(), || {
         "session dead 1 ms before its idle timeout".into()
     })?;
-    let got = ok(c, "get_session", store.get_session(&id, T0 + IDLE).await)?;
-    ensure(c, got.is_none(), || {
-        "get_session returns a session at now == last_seen + idle_timeout".into()
-    })?;
     let got = ok(
         c,
         "touch_session",
-        store.touch_session(&id, T0 + IDLE).await,
+        store.touch_session(&ids[1], T0 + IDLE).await,
     )?;
     ensure(c, got.is_none(), || {
         "touch_session returns a session at now == last_seen + idle_timeout".into()
@@ -164,19 +186,11 @@ pub async fn session_absolute_expiry_is_exact_and_touch_never_moves_it(
     }
     let got = ok(
         c,
-        "get_session",
-        store.get_session(&id, rec.expires_at_ms - 1).await,
+        "touch_session",
+        store.touch_session(&id, rec.expires_at_ms - 1).await,
     )?;
     ensure(c, got.is_some(), || {
         "a busy session died before its absolute expiry".into()
-    })?;
-    let got = ok(
-        c,
-        "get_session",
-        store.get_session(&id, rec.expires_at_ms).await,
-    )?;
-    ensure(c, got.is_none(), || {
-        "get_session returns a session at now == expires_at_ms".into()
     })?;
     let got = ok(
         c,
@@ -194,102 +208,122 @@ pub async fn session_touch_marks_used_and_returns_updated_record(
     store: &dyn SessionStore,
 ) -> Result<(), String> {
     let c = "session_touch_marks_used_and_returns_updated_record";
-    let id = format!("{}id", unique_prefix(c)?);
-    let rec = record("admin", T0);
-    ok(
-        c,
-        "create_session",
-        store.create_session(&id, rec.clone()).await,
-    )?;
+    let ids = create_n(c, store, &unique_prefix(c)?, 2).await?;
     let t1 = T0 + IDLE - 10;
-    let got = ok(c, "touch_session", store.touch_session(&id, t1).await)?;
-    let want = SessionRecord {
-        last_seen_ms: t1,
-        ..rec.clone()
-    };
-    ensure(c, got.as_ref() == Some(&want), || {
-        format!("touch_session returned {}, expected {want:?}", show(&got))
-    })?;
-    let got = ok(c, "get_session", store.get_session(&id, t1 + 1).await)?;
-    ensure(c, got.as_ref() == Some(&want), || {
-        format!("after touch, get_session returned {}", show(&got))
-    })?;
+    let want = touched(&record("admin", T0), t1);
+    for id in &ids {
+        let got = ok(c, "touch_session", store.touch_session(id, t1).await)?;
+        ensure(c, got.as_ref() == Some(&want), || {
+            format!("touch_session returned {}, expected {want:?}", show(&got))
+        })?;
+    }
+    // Without the touch both would be dead by now (T0 + IDLE has passed).
     let got = ok(
         c,
-        "get_session",
-        store.get_session(&id, t1 + IDLE - 1).await,
+        "touch_session",
+        store.touch_session(&ids[0], t1 + IDLE - 1).await,
     )?;
     ensure(c, got.is_some(), || {
         "idle expiry did not restart from the touch".into()
     })?;
-    let got = ok(c, "get_session", store.get_session(&id, t1 + IDLE).await)?;
+    let got = ok(
+        c,
+        "touch_session",
+        store.touch_session(&ids[1], t1 + IDLE).await,
+    )?;
     ensure(c, got.is_none(), || {
         "session alive past idle timeout counted from the touch".into()
     })
 }
 
-/// `get_session` does not mark the session used.
-pub async fn session_get_does_not_extend(store: &dyn SessionStore) -> Result<(), String> {
-    let c = "session_get_does_not_extend";
-    let id = format!("{}id", unique_prefix(c)?);
-    ok(
-        c,
-        "create_session",
-        store.create_session(&id, record("admin", T0)).await,
-    )?;
-    for step in 1..=5 {
+/// A touch with an earlier `now_ms` than the last touch leaves `last_seen_ms`, and so the idle
+/// expiry, where the later touch put it.
+pub async fn session_touch_never_moves_last_seen_back(
+    store: &dyn SessionStore,
+) -> Result<(), String> {
+    let c = "session_touch_never_moves_last_seen_back";
+    let ids = create_n(c, store, &unique_prefix(c)?, 2).await?;
+    let later = T0 + IDLE / 2;
+    for id in &ids {
+        ok(c, "touch_session", store.touch_session(id, later).await)?;
         let got = ok(
             c,
-            "get_session",
-            store.get_session(&id, T0 + step * (IDLE / 6)).await,
+            "late touch_session",
+            store.touch_session(id, T0 + 1).await,
         )?;
         ensure(
             c,
-            got.as_ref().is_some_and(|r| r.last_seen_ms == T0),
-            || format!("get_session changed last_seen_ms: {}", show(&got)),
+            got.as_ref().is_some_and(|r| r.last_seen_ms == later),
+            || {
+                format!(
+                    "a touch at an earlier instant than the last returned {}",
+                    show(&got)
+                )
+            },
         )?;
-    }
-    let got = ok(c, "get_session", store.get_session(&id, T0 + IDLE).await)?;
-    ensure(c, got.is_none(), || {
-        "reading a session with get_session extended its idle timeout".into()
-    })
-}
-
-/// Touching a dead session does not revive it.
-pub async fn session_dead_session_is_not_revived(store: &dyn SessionStore) -> Result<(), String> {
-    let c = "session_dead_session_is_not_revived";
-    let id = format!("{}id", unique_prefix(c)?);
-    ok(
-        c,
-        "create_session",
-        store.create_session(&id, record("admin", T0)).await,
-    )?;
-    let dead_at = T0 + IDLE + 5;
-    let got = ok(c, "touch_session", store.touch_session(&id, dead_at).await)?;
-    ensure(c, got.is_none(), || {
-        format!("touch of an idle-expired session returned {}", show(&got))
-    })?;
-    for (step, now) in [("get_session", dead_at), ("get_session", dead_at + 1)] {
-        let got = ok(c, step, store.get_session(&id, now).await)?;
-        ensure(c, got.is_none(), || {
-            format!(
-                "an idle-expired session came back after touch: {}",
-                show(&got)
-            )
-        })?;
     }
     let got = ok(
         c,
         "touch_session",
-        store.touch_session(&id, dead_at + 1).await,
+        store.touch_session(&ids[0], later + IDLE - 1).await,
+    )?;
+    ensure(c, got.is_some(), || {
+        "a late touch with an earlier now_ms shortened the session".into()
+    })?;
+    let got = ok(
+        c,
+        "touch_session",
+        store.touch_session(&ids[1], later + IDLE).await,
     )?;
     ensure(c, got.is_none(), || {
-        "a second touch revived an idle-expired session".into()
+        "session alive past idle timeout counted from the last touch".into()
     })
 }
 
-/// After `revoke_session`, `get_session` and `touch_session` return `None` at once; revoking an
-/// unknown session succeeds.
+/// A dead session is not revived: not by touching it again, not by a later call carrying an
+/// earlier `now_ms` (idle and absolute expiry alike).
+pub async fn session_dead_session_is_not_revived(store: &dyn SessionStore) -> Result<(), String> {
+    let c = "session_dead_session_is_not_revived";
+    let p = unique_prefix(c)?;
+    for (kind, dead_at) in [("idle", T0 + IDLE + 5), ("absolute", T0 + ABSOLUTE)] {
+        let id = format!("{p}{kind}");
+        ok(
+            c,
+            "create_session",
+            store.create_session(&id, record("admin", T0)).await,
+        )?;
+        if kind == "absolute" {
+            // Busy until the end, so that only the absolute expiry kills it.
+            let mut now = T0;
+            while now + 20 * 60 * 1000 < dead_at {
+                now += 20 * 60 * 1000;
+                let got = ok(c, "touch_session", store.touch_session(&id, now).await)?;
+                ensure(c, got.is_some(), || {
+                    format!("a busy session died at +{} ms", now - T0)
+                })?;
+            }
+        }
+        for (step, now) in [
+            ("touch at death", dead_at),
+            ("second touch", dead_at),
+            ("touch after death", dead_at + 1),
+            ("touch with an earlier now_ms", dead_at - 10),
+            ("touch with the creation time", T0 + 1),
+        ] {
+            let got = ok(c, step, store.touch_session(&id, now).await)?;
+            ensure(c, got.is_none(), || {
+                format!(
+                    "{step} of an {kind}-expired session returned {}",
+                    show(&got)
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// After `revoke_session`, `touch_session` returns `None` at once; other sessions live on;
+/// revoking an unknown session succeeds.
 pub async fn session_revoke_is_immediate(store: &dyn SessionStore) -> Result<(), String> {
     let c = "session_revoke_is_immediate";
     let p = unique_prefix(c)?;
@@ -305,15 +339,17 @@ pub async fn session_revoke_is_immediate(store: &dyn SessionStore) -> Result<(),
         store.create_session(&other, record("admin", T0)).await,
     )?;
     ok(c, "revoke_session", store.revoke_session(&id).await)?;
-    let got = ok(c, "get_session", store.get_session(&id, T0 + 1).await)?;
-    ensure(c, got.is_none(), || {
-        format!("get_session right after revoke returned {}", show(&got))
-    })?;
-    let got = ok(c, "touch_session", store.touch_session(&id, T0 + 1).await)?;
-    ensure(c, got.is_none(), || {
-        format!("touch_session right after revoke returned {}", show(&got))
-    })?;
-    let got = ok(c, "get_session", store.get_session(&other, T0 + 1).await)?;
+    for now in [T0 + 1, T0] {
+        let got = ok(c, "touch_session", store.touch_session(&id, now).await)?;
+        ensure(c, got.is_none(), || {
+            format!("touch_session right after revoke returned {}", show(&got))
+        })?;
+    }
+    let got = ok(
+        c,
+        "touch_session",
+        store.touch_session(&other, T0 + 1).await,
+    )?;
     ensure(c, got.is_some(), || {
         "revoking one session removed another".into()
     })?;
