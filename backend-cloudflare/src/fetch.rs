@@ -4,7 +4,8 @@
 //! - The whole exchange (headers and body) races a timer; past `timeout_ms` the request is aborted
 //!   through an `AbortController` → `upstream_timeout`.
 //! - The body is streamed and counted; past `max_response_bytes` reading stops →
-//!   `upstream_too_large` (a `Content-Length` over the cap fails before reading).
+//!   `upstream_too_large` (a `Content-Length` over the cap fails before reading). Replies without
+//!   a body (HEAD, 204, 304) are not measured by their `Content-Length`.
 //! - Name resolution happens inside the platform, so the core's SSRF guard checks the URL's host
 //!   and the platform refuses the rest: production Workers cannot reach private addresses, and
 //!   the `global_fetch_strictly_public` flag (wrangler.toml) keeps even this zone's own origin
@@ -111,13 +112,17 @@ async fn exchange(
         }
         out = out.header(name, value);
     }
-    if let Ok(Some(len)) = resp.headers().get("content-length") {
-        if len.trim().parse::<u64>().is_ok_and(|n| n > cap as u64) {
-            return Err(too_large(cap));
-        }
-    }
+    // HEAD, 204 and 304 replies have no body: their `Content-Length` (if any) describes a body
+    // that is not sent, so it is neither measured against the cap nor read.
+    let bodiless =
+        request.method() == http::Method::HEAD || matches!(resp.status_code(), 204 | 304);
     let mut body = Vec::new();
-    if resp.status_code() != 204 && resp.status_code() != 304 {
+    if !bodiless {
+        if let Ok(Some(len)) = resp.headers().get("content-length") {
+            if len.trim().parse::<u64>().is_ok_and(|n| n > cap as u64) {
+                return Err(too_large(cap));
+            }
+        }
         if let Ok(mut stream) = resp.stream() {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|_| connect_error())?;
