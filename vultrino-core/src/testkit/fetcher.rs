@@ -738,7 +738,9 @@ pub async fn fetcher_never_hides_an_encoding(
 ) -> Result<(), String> {
     let c = "fetcher_never_hides_an_encoding";
     let unknown: &[u8] = b"\x00\x01 not really encoded \xfe\xff";
-    let cases: [(&str, &[u8], Option<&[u8]>); 6] = [
+    // (query of /encoded, the encoded bytes sent, their plain text when they can be decoded)
+    type Case<'a> = (&'a str, &'a [u8], Option<&'a [u8]>);
+    let cases: [Case; 6] = [
         ("ce=gzip", &GZIP, Some(PLAIN)),
         ("ce=gzip&chunked=1", &GZIP, Some(PLAIN)),
         ("ce=br", &BROTLI, Some(PLAIN)),
