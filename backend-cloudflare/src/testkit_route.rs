@@ -1,64 +1,60 @@
 //! TEST-ONLY route (feature `testkit`, never in the deployable build): runs the core's
-//! conformance suites against [`WorkersKv`] and [`DoSessions`] inside workerd.
+//! conformance suites against [`WorkersKv`], [`DoSessions`] and [`WorkersFetcher`] inside workerd.
 //!
-//! `POST /__testkit/kv` and `POST /__testkit/sessions` answer `{"ok": true}` or
-//! `{"ok": false, "error": "<check>: <property>"}`. `POST /__testkit/fetch` with
-//! `{url, timeout_ms, max_response_bytes}` sends one GET through [`WorkersFetcher`] and answers
-//! `{status, location, body_len}` or `{error: {kind, code}}`, so the Fetcher contract (manual
-//! redirects, timeout, size cap, typed errors) is checked in workerd. Driven by
-//! `test/conformance.test.mjs`.
+//! - `POST /__testkit/kv` and `POST /__testkit/sessions` answer `{"ok": true}` or
+//!   `{"ok": false, "error": "<check>: <property>"}`.
+//! - `GET /__testkit/fetch-suite` answers `{"checks": [<name>, …]}`, the Fetcher suite's checks.
+//! - `POST /__testkit/fetch-suite` with `{"base_url", "refused_url", "check"?}` runs that one
+//!   check (or, without `check`, the whole suite) against [`WorkersFetcher`], with
+//!   [`WorkersClock`] timing the refusals, and answers like the store suites. `base_url` is an
+//!   upstream implementing the route table of `vultrino_core::testkit::fetcher`; `refused_url` a
+//!   closed port. The suite asks for `allow_loopback` itself (the upstream is on 127.0.0.1).
+//!
+//! Driven by `test/conformance.test.mjs`.
 
-use bytes::Bytes;
-use vultrino_core::ports::{FetchOptions, Fetcher};
-use worker::{Env, Request, Response};
+use vultrino_core::testkit::{self, FetchUpstream};
+use worker::{Env, Method, Request, Response};
 
+use crate::clock::WorkersClock;
 use crate::fetch::WorkersFetcher;
 use crate::kv::WorkersKv;
 use crate::sessions::DoSessions;
 
 #[derive(serde::Deserialize)]
-struct FetchCase {
-    url: String,
-    timeout_ms: u64,
-    max_response_bytes: usize,
+struct FetchSuiteRun {
+    base_url: String,
+    refused_url: String,
+    #[serde(default)]
+    check: Option<String>,
 }
 
-async fn fetch_case(mut req: Request) -> worker::Result<Response> {
-    let case: FetchCase = req.json().await?;
-    let request = http::Request::get(case.url.as_str())
-        .body(Bytes::new())
-        .map_err(|e| worker::Error::RustError(e.to_string()))?;
-    let options = FetchOptions {
-        timeout_ms: case.timeout_ms,
-        max_response_bytes: case.max_response_bytes,
-        allow_loopback: true,
+async fn fetch_suite(mut req: Request) -> worker::Result<std::result::Result<(), String>> {
+    let run: FetchSuiteRun = req.json().await?;
+    let upstream = FetchUpstream {
+        base_url: &run.base_url,
+        refused_url: &run.refused_url,
     };
-    let body = match WorkersFetcher.fetch(request, options).await {
-        Ok(r) => serde_json::json!({
-            "status": r.status().as_u16(),
-            "location": r.headers().get("location").and_then(|v| v.to_str().ok()),
-            "body_len": r.body().len(),
-        }),
-        Err(e) => {
-            serde_json::json!({"error": {"kind": format!("{:?}", e.kind()), "code": e.code()}})
-        }
-    };
-    Response::from_json(&body)
+    let (fetcher, clock) = (WorkersFetcher, WorkersClock::default());
+    Ok(match &run.check {
+        Some(name) => testkit::fetcher_check(name, &fetcher, &upstream, &clock).await,
+        None => testkit::fetcher_suite(&fetcher, &upstream, &clock).await,
+    })
 }
 
 pub(crate) async fn handle(req: Request, env: &Env) -> worker::Result<Response> {
-    if req.path() == "/__testkit/fetch" {
-        return fetch_case(req).await;
-    }
-    let result = match req.path().as_str() {
-        // Workers KV time cannot be moved: only the TTL-expiry step is skipped (see kv_suite).
-        "/__testkit/kv" => {
-            let store = WorkersKv::new(env.kv("CREDENTIALS")?);
-            vultrino_core::testkit::kv_suite(&store, None).await
+    let result = match (req.method(), req.path().as_str()) {
+        (Method::Get, "/__testkit/fetch-suite") => {
+            return Response::from_json(&serde_json::json!({"checks": testkit::FETCHER_CHECKS}));
         }
-        "/__testkit/sessions" => {
+        (Method::Post, "/__testkit/fetch-suite") => fetch_suite(req).await?,
+        // Workers KV time cannot be moved: only the TTL-expiry step is skipped (see kv_suite).
+        (_, "/__testkit/kv") => {
+            let store = WorkersKv::new(env.kv("CREDENTIALS")?);
+            testkit::kv_suite(&store, None).await
+        }
+        (_, "/__testkit/sessions") => {
             let store = DoSessions::new(env.durable_object("SESSIONS")?);
-            vultrino_core::testkit::session_suite(&store).await
+            testkit::session_suite(&store).await
         }
         _ => return Response::error("unknown testkit route", 404),
     };

@@ -1,16 +1,20 @@
 //! Conformance suites for the port implementations (feature `testkit`).
 //!
-//! Every `# Behavior` sentence of [`KvStore`](crate::ports::KvStore) and
-//! [`SessionStore`](crate::ports::SessionStore) is checked here by a plain `pub async fn`, in the
-//! style of arrow-rs `object_store`'s integration functions: no framework, no macros, no runtime.
-//! Each backend's tests call the umbrella function ([`kv_suite`], [`session_suite`]) or the
-//! individual checks they support, on whatever executor they have (tokio locally, workerd on the
-//! edge).
+//! Every `# Behavior` sentence of [`KvStore`](crate::ports::KvStore),
+//! [`SessionStore`](crate::ports::SessionStore) and [`Fetcher`](crate::ports::Fetcher) is checked
+//! here by a plain `pub async fn`, in the style of arrow-rs `object_store`'s integration
+//! functions: no framework, no macros, no runtime. Each backend's tests call the umbrella function
+//! ([`kv_suite`], [`session_suite`], [`fetcher_suite`]) or the individual checks they support, on
+//! whatever executor they have (tokio locally, workerd on the edge).
+//!
+//! The core does no I/O, so the [`Fetcher`](crate::ports::Fetcher) suite needs an upstream from
+//! the caller: a loopback server implementing the route table documented in [`fetcher`] (each
+//! backend's test runs one), and a closed port.
 //!
 //! # Conventions
 //! - Every check returns `Result<(), String>`; the `Err` names the check and the property that
-//!   failed, with what was observed. Nothing in here panics on a store's answer.
-//! - Every check works under its own key prefix `testkit/<check>/<random run id>/`, so all checks
+//!   failed, with what was observed. Nothing in here panics on a store's or an upstream's answer.
+//! - Every store check works under its own key prefix `testkit/<check>/<random run id>/`, so all checks
 //!   can share one store, the suite can run twice (or in parallel) against a persistent store, and
 //!   a check's `list` never sees another check's keys. Checks delete what they wrote when they pass.
 //! - Concurrency checks start N futures with [`futures::future::join_all`] on one task: that is what
@@ -19,10 +23,12 @@
 //! - Values written here are test data, never secrets, so they may appear in failure messages
 //!   (shortened: a failure never prints a whole value).
 
+pub mod fetcher;
 mod kv;
 mod kv_list;
 mod session;
 
+pub use fetcher::*;
 pub use kv::*;
 pub use kv_list::*;
 pub use session::*;
