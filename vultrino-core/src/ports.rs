@@ -362,11 +362,24 @@ pub trait Fetcher: MaybeSend + MaybeSync {
     /// Send `request` (absolute URI) and return the upstream's response.
     ///
     /// # Behavior
-    /// - Redirects are NOT followed: a 3xx is returned as it is, `Location` included.
-    /// - Past `timeout_ms` → `UpstreamTimeout` (code `upstream_timeout`).
-    /// - A body larger than `max_response_bytes` → `UpstreamFailed` (code `upstream_too_large`);
-    ///   nothing of it is returned.
-    /// - Connection failures → `UpstreamFailed` (code `upstream_connect`).
+    /// - Redirects are NOT followed: a 3xx is returned as it is, `Location` included, and its
+    ///   target receives no request.
+    /// - Past `timeout_ms` → `UpstreamTimeout` (code `upstream_timeout`); the deadline covers
+    ///   connect, send and the whole body.
+    /// - A body larger than `max_response_bytes`, with or without `Content-Length` →
+    ///   `UpstreamFailed` (code `upstream_too_large`), without reading the rest; nothing of it is
+    ///   returned. A body of exactly `max_response_bytes` is returned. HEAD, 204 and 304 replies
+    ///   are not measured by their `Content-Length`.
+    /// - Connection failures → `UpstreamFailed` (code `upstream_connect`). Errors never repeat
+    ///   the request URI.
+    /// - Method, path and query, headers (repeated ones in order) and body are sent as given;
+    ///   `Host` is the URI's authority; no `Accept-Encoding` is added.
+    /// - The returned `Content-Encoding` describes the returned bytes: untouched (header and
+    ///   bytes as the upstream sent them), or decoded by the platform (then neither
+    ///   `Content-Encoding` nor the encoded `Content-Length` is returned) — never encoded bytes
+    ///   without their header, which the scrubber could not see into.
+    /// - Repeated response headers come back in order (each `Set-Cookie` separately; others
+    ///   separately or joined by `, `).
     /// - A destination the implementation refuses (a resolved address that is private, loopback
     ///   without `allow_loopback`, metadata, …) → `Forbidden` (code `ssrf_blocked`), and no packet
     ///   is sent to it. Where the platform resolves names, every resolved address is checked and the
