@@ -15,7 +15,7 @@
 //! A missing or malformed setting is an `Unavailable` error (503) whose message names the
 //! setting, never a panic: a half-configured deployment answers every request with that message.
 
-use vultrino_core::app::Config;
+use vultrino_core::app::{Config, Setting};
 use vultrino_core::crypto::MasterSecret;
 use vultrino_core::error::{Code, Error, Result};
 
@@ -73,12 +73,6 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
             "print one with `vultrino hash-password`, then `wrangler secret put ADMIN_PASSWORD_HASH`",
         )
     })?;
-    if !hash.trim().starts_with('$') {
-        return Err(invalid(
-            "ADMIN_PASSWORD_HASH",
-            "is not a PHC hash (it must start with '$'; use `vultrino hash-password`)",
-        ));
-    }
     let mut config = Config {
         admin_password_hash: Some(hash.trim().to_string()),
         client_ip_header: Some(CLIENT_IP_HEADER.to_string()),
@@ -94,29 +88,19 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
             .map(|o| o.trim().to_string())
             .filter(|o| !o.is_empty())
             .collect();
-        if config.cors_origins.iter().any(|o| o == "*") {
-            return Err(invalid(
-                "CORS_ORIGINS",
-                "must list origins explicitly ('*' is refused: sessions carry credentials)",
-            ));
-        }
     }
     if let Some(n) = get("LOGIN_MAX_ATTEMPTS") {
         config.login_max_attempts = n
             .trim()
             .parse::<u32>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| invalid("LOGIN_MAX_ATTEMPTS", "must be a whole number ≥ 1"))?;
+            .map_err(|_| invalid("LOGIN_MAX_ATTEMPTS", "must be a whole number ≥ 1"))?;
     }
     if let Some(n) = get("KV_SETTLE_SECONDS") {
         config.kv_settle_ms = n
             .trim()
             .parse::<u64>()
-            .ok()
-            .filter(|n| *n <= 3600)
-            .ok_or_else(|| invalid("KV_SETTLE_SECONDS", "must be a whole number 0-3600"))?
-            * 1000;
+            .map_err(|_| invalid("KV_SETTLE_SECONDS", "must be a whole number 0-3600"))?
+            .saturating_mul(1000);
     }
     if let Some(v) = get("ALLOW_LOOPBACK_UPSTREAMS") {
         config.allow_loopback_upstreams = match v.trim() {
@@ -125,11 +109,17 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
             _ => return Err(invalid("ALLOW_LOOPBACK_UPSTREAMS", "must be true or false")),
         };
     }
-    Ok(config_checked(config, master))
-}
-
-fn config_checked(config: Config, master: MasterSecret) -> Settings {
-    Settings { config, master }
+    // The rules every backend applies (the core's), named the worker's way.
+    config.validate().map_err(|e| {
+        let name = match e.setting {
+            Setting::CorsOrigins => "CORS_ORIGINS",
+            Setting::AdminPasswordHash => "ADMIN_PASSWORD_HASH",
+            Setting::LoginMaxAttempts => "LOGIN_MAX_ATTEMPTS",
+            Setting::KvSettle => "KV_SETTLE_SECONDS",
+        };
+        invalid(name, e.problem)
+    })?;
+    Ok(Settings { config, master })
 }
 
 #[cfg(test)]
@@ -225,12 +215,12 @@ mod tests {
             ("KV_SETTLE_SECONDS", "-1"),
             ("KV_SETTLE_SECONDS", "3601"),
             ("CORS_ORIGINS", "*"),
+            ("ADMIN_PASSWORD_HASH", "not-a-phc-hash"),
         ] {
-            let e = err(&[
-                ("VULTRINO_MASTER_KEY", KEY),
-                ("ADMIN_PASSWORD_HASH", "$x"),
-                (name, value),
-            ]);
+            let mut pairs = vec![("VULTRINO_MASTER_KEY", KEY), ("ADMIN_PASSWORD_HASH", "$x")];
+            pairs.retain(|(k, _)| *k != name);
+            pairs.push((name, value));
+            let e = err(&pairs);
             assert_eq!(e.status().as_u16(), 503, "{name}");
             assert!(e.message().contains(name), "{name}: {}", e.message());
         }

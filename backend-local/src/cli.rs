@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use vultrino_core::app::{App, Config};
+use vultrino_core::app::{App, Config, Setting};
 use vultrino_core::auth::{NewKey, NewRole};
 use vultrino_core::auth::{Permission, Principal};
 use vultrino_core::credential::NewCredential;
@@ -446,9 +446,16 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         session_idle_secs: a.session_idle_secs,
         ..Config::default()
     };
-    if config.cors_origins.iter().any(|o| o == "*") {
-        anyhow::bail!("CORS origin '*' is refused: list the origins explicitly");
-    }
+    // The rules every backend applies (the core's), named the way `serve` takes them.
+    config.validate().map_err(|e| {
+        let name = match e.setting {
+            Setting::CorsOrigins => "--cors-origin",
+            Setting::AdminPasswordHash => "VULTRINO_ADMIN_PASSWORD_HASH",
+            Setting::LoginMaxAttempts => "--login-max-attempts",
+            Setting::KvSettle => "the KV settle time",
+        };
+        anyhow::anyhow!("{name} {}", e.problem)
+    })?;
     let s = settings(cli, config);
     let opened = setup::open(&s).await?;
     let listener = tokio::net::TcpListener::bind(a.listen)

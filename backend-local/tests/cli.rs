@@ -273,6 +273,22 @@ async fn a_second_process_on_the_same_store_gets_a_clear_error() {
     child.kill().await.unwrap();
 }
 
+/// `serve` refuses a configuration the core's rules refuse, naming the flag, before it listens.
+#[tokio::test]
+async fn serve_refuses_a_wildcard_cors_origin_naming_the_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let (ok, out, err) = run(
+        &dir,
+        &["serve", "--listen", "127.0.0.1:0", "--cors-origin", "*"],
+        "",
+    )
+    .await;
+    assert!(!ok, "{out}");
+    assert!(err.contains("--cors-origin"), "{err}");
+    assert!(!out.contains("listening on"), "{out}");
+}
+
 #[tokio::test]
 async fn sigterm_stops_the_server_gracefully() {
     let tmp = tempfile::tempdir().unwrap();

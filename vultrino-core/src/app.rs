@@ -14,7 +14,6 @@ use crate::audit::AuditLog;
 use crate::auth::client_ip::ClientIpRule;
 use crate::auth::{AdminSessions, ApiKeys, Authenticator, Principal, Roles, SessionSettings};
 use crate::change::Changes;
-use crate::cors;
 use crate::credential::{CredentialStore, Credentials, OpenedCache};
 use crate::crypto::{Keys, MasterSecret};
 use crate::error::{Code, Error, Result};
@@ -100,26 +99,64 @@ impl std::fmt::Debug for Config {
     }
 }
 
+/// A setting [`Config::validate`] can refuse. Each backend names it its own way (a worker var,
+/// a `serve` flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    CorsOrigins,
+    AdminPasswordHash,
+    LoginMaxAttempts,
+    KvSettle,
+}
+
+/// Why [`Config::validate`] refused a configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidSetting {
+    pub setting: Setting,
+    /// What is wrong, for the operator (never a value given).
+    pub problem: &'static str,
+}
+
+impl From<InvalidSetting> for Error {
+    fn from(e: InvalidSetting) -> Error {
+        Error::unavailable(format!(
+            "invalid configuration ({:?}): {}",
+            e.setting, e.problem
+        ))
+        .with_code(Code::InvalidSetting)
+    }
+}
+
 impl Config {
-    /// Refuse settings no deployment should run with. Both backends call this before
-    /// [`App::open`] (which calls it too), so a setting is judged the same way on each.
-    pub fn validate(&self) -> Result<()> {
-        let invalid = |m: &'static str| Err(Error::bad_request(m).with_code(Code::InvalidSetting));
-        cors::validate(&self.cors_origins)?;
+    /// Refuse settings no deployment should run with. Both backends call this when they read
+    /// their settings, and [`App::open`] calls it again, so a setting is judged the same way on
+    /// each.
+    pub fn validate(&self) -> std::result::Result<(), InvalidSetting> {
+        let refuse = |setting, problem| Err(InvalidSetting { setting, problem });
+        if self.cors_origins.iter().any(|o| o == "*") {
+            return refuse(
+                Setting::CorsOrigins,
+                "must list origins explicitly ('*' is refused: sessions carry credentials)",
+            );
+        }
         if self
             .admin_password_hash
             .as_deref()
             .is_some_and(|h| !h.trim().starts_with('$'))
         {
-            return invalid(
-                "the admin password hash is not a PHC hash (it must start with '$'; use `vultrino hash-password`)",
+            return refuse(
+                Setting::AdminPasswordHash,
+                "is not a PHC hash (it must start with '$'; use `vultrino hash-password`)",
             );
         }
         if self.login_max_attempts == 0 {
-            return invalid("login attempts per window must be at least 1");
+            return refuse(Setting::LoginMaxAttempts, "must be a whole number ≥ 1");
         }
         if self.kv_settle_ms > MAX_KV_SETTLE_MS {
-            return invalid("the KV settle time must be at most 3600 seconds");
+            return refuse(
+                Setting::KvSettle,
+                "must be a whole number of seconds, 0-3600",
+            );
         }
         Ok(())
     }
@@ -312,5 +349,44 @@ impl App {
 
     fn clock(&self) -> &dyn Clock {
         &*self.ports.clock
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults are a valid configuration, and each rule refuses exactly its setting.
+    #[test]
+    fn config_validation_names_the_refused_setting() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        type Breaks = fn(&mut Config);
+        let cases: [(Setting, Breaks); 4] = [
+            (Setting::CorsOrigins, |c| {
+                c.cors_origins = vec!["https://a.example".into(), "*".into()]
+            }),
+            (Setting::AdminPasswordHash, |c| {
+                c.admin_password_hash = Some("plain-text".into())
+            }),
+            (Setting::LoginMaxAttempts, |c| c.login_max_attempts = 0),
+            (Setting::KvSettle, |c| c.kv_settle_ms = MAX_KV_SETTLE_MS + 1),
+        ];
+        for (setting, break_it) in cases {
+            let mut c = Config::default();
+            break_it(&mut c);
+            let refused = c.validate();
+            assert_eq!(refused.map_err(|e| e.setting), Err(setting));
+            if let Err(e) = refused {
+                let e = Error::from(e);
+                assert_eq!((e.code(), e.status().as_u16()), (Code::InvalidSetting, 503));
+            }
+        }
+        let ok = Config {
+            admin_password_hash: Some(" $pbkdf2-sha256$i=1000$x$y".into()),
+            kv_settle_ms: MAX_KV_SETTLE_MS,
+            login_max_attempts: 1,
+            ..Config::default()
+        };
+        assert_eq!(ok.validate(), Ok(()));
     }
 }

@@ -5,22 +5,9 @@
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
-use crate::error::{Code, Error, Result};
-
 /// Whether `origin` is one of the configured origins (exact match).
 pub fn allows(origins: &[String], origin: &str) -> bool {
     origins.iter().any(|o| o == origin)
-}
-
-/// Refuse a list that would open the API to every origin.
-pub fn validate(origins: &[String]) -> Result<()> {
-    if origins.iter().any(|o| o == "*") {
-        return Err(Error::bad_request(
-            "CORS origins must be listed explicitly ('*' is refused: sessions carry credentials)",
-        )
-        .with_code(Code::InvalidSetting));
-    }
-    Ok(())
 }
 
 /// The answer to an `OPTIONS` preflight: 204, with the CORS grant when `origin` is allowed.
