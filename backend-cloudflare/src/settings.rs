@@ -164,7 +164,7 @@ mod tests {
     }
 
     #[test]
-    fn encryption_key_is_accepted_as_the_seed_name() {
+    fn encryption_key_is_accepted_as_another_name_of_the_master_key() {
         let s = from_lookup(lookup(&[
             ("ENCRYPTION_KEY", KEY),
             ("ADMIN_PASSWORD_HASH", "$x"),

@@ -95,7 +95,8 @@ async fn basic_auth_query_param_and_flat_shape_work() {
     );
     assert_scrubbed(&r.text, "pw-Basic-5521");
     assert_scrubbed(&r.text, "Ym9iOnB3LUJhc2ljLTU1MjE=");
-    // The original Vultrino flat shape, at the original path; an agent-supplied api_key is replaced.
+    // The flat request shape of earlier Vultrino clients, at their path (/api/v1/execute); an
+    // agent-supplied api_key is replaced.
     let r = e
         .c
         .send(
