@@ -36,6 +36,7 @@ pub use session::*;
 use std::fmt::Display;
 
 use crate::error::{Code, ErrorKind, Result};
+use crate::ports::{kv_limits, KvStore, ListKey, ListOptions};
 
 /// A fresh prefix `testkit/<check>/<16 hex random>/` for one run of one check.
 fn unique_prefix(check: &str) -> Result<String, String> {
@@ -107,5 +108,53 @@ fn short(what: impl Display) -> String {
             end -= 1;
         }
         format!("{}…", &s[..end])
+    }
+}
+
+// ---- KV helpers shared by the KV checks ----
+
+/// Every key under `prefix`, following cursors, with at most `limit` keys per page.
+/// Fails if a page is larger than `limit` or the cursors do not end.
+async fn list_all(
+    check: &str,
+    store: &dyn KvStore,
+    prefix: &str,
+    limit: Option<usize>,
+) -> Result<Vec<ListKey>, String> {
+    let mut keys = Vec::new();
+    let mut cursor = None;
+    let max_page = limit.unwrap_or(kv_limits::MAX_LIST_LIMIT);
+    for _ in 0..10_000 {
+        let opts = ListOptions {
+            prefix: Some(prefix.to_string()),
+            cursor: cursor.take(),
+            limit,
+        };
+        let page = ok(check, "list", store.list(opts).await)?;
+        ensure(check, page.keys.len() <= max_page, || {
+            format!(
+                "a list page holds {} keys, more than the limit {max_page}",
+                page.keys.len()
+            )
+        })?;
+        keys.extend(page.keys);
+        match page.cursor {
+            None => return Ok(keys),
+            Some(c) => cursor = Some(c),
+        }
+    }
+    Err(format!(
+        "{check}: following list cursors never reached a page without a cursor"
+    ))
+}
+
+fn names(keys: &[ListKey]) -> Vec<&str> {
+    keys.iter().map(|k| k.name.as_str()).collect()
+}
+
+/// Best-effort removal of what a check wrote (only after it passed).
+async fn cleanup(store: &dyn KvStore, keys: &[String]) {
+    for k in keys {
+        let _ = store.delete(k).await;
     }
 }

@@ -6,9 +6,9 @@ use futures::future::join_all;
 use serde_json::json;
 
 use super::kv_list::*;
-use super::{ensure, ok, refused, short, show, unique_prefix};
+use super::{cleanup, ensure, list_all, names, ok, refused, short, show, unique_prefix};
 use crate::error::{Code, ErrorKind};
-use crate::ports::{kv_limits, KvStore, ListKey, ListOptions, PutOptions};
+use crate::ports::{kv_limits, KvStore, PutOptions};
 
 /// Run every [`KvStore`] check against `store`; `Err` names the first property that failed.
 ///
@@ -38,52 +38,6 @@ pub async fn kv_suite(store: &dyn KvStore, advance_ms: Option<&dyn Fn(u64)>) -> 
     kv_list_refuses_malformed_cursor(store).await?;
     kv_concurrent_puts_leave_one_whole_write(store).await?;
     Ok(())
-}
-
-/// Every key under `prefix`, following cursors, with at most `limit` keys per page.
-/// Fails if a page is larger than `limit` or the cursors do not end.
-pub(super) async fn list_all(
-    check: &str,
-    store: &dyn KvStore,
-    prefix: &str,
-    limit: Option<usize>,
-) -> Result<Vec<ListKey>, String> {
-    let mut keys = Vec::new();
-    let mut cursor = None;
-    let max_page = limit.unwrap_or(kv_limits::MAX_LIST_LIMIT);
-    for _ in 0..10_000 {
-        let opts = ListOptions {
-            prefix: Some(prefix.to_string()),
-            cursor: cursor.take(),
-            limit,
-        };
-        let page = ok(check, "list", store.list(opts).await)?;
-        ensure(check, page.keys.len() <= max_page, || {
-            format!(
-                "a list page holds {} keys, more than the limit {max_page}",
-                page.keys.len()
-            )
-        })?;
-        keys.extend(page.keys);
-        match page.cursor {
-            None => return Ok(keys),
-            Some(c) => cursor = Some(c),
-        }
-    }
-    Err(format!(
-        "{check}: following list cursors never reached a page without a cursor"
-    ))
-}
-
-pub(super) fn names(keys: &[ListKey]) -> Vec<&str> {
-    keys.iter().map(|k| k.name.as_str()).collect()
-}
-
-/// Best-effort removal of what a check wrote (only after it passed).
-pub(super) async fn cleanup(store: &dyn KvStore, keys: &[String]) {
-    for k in keys {
-        let _ = store.delete(k).await;
-    }
 }
 
 /// A key that was never written reads as `None` from `get` and `get_with_metadata`.

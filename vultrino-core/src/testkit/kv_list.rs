@@ -4,8 +4,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use serde_json::json;
 
-use super::kv::{cleanup, list_all, names};
-use super::{ensure, ok, refused, short, unique_prefix};
+use super::{cleanup, ensure, list_all, names, ok, refused, short, unique_prefix};
 use crate::error::{Code, ErrorKind};
 use crate::ports::{kv_limits, KvStore, ListOptions, PutOptions};
 
