@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
-use vultrino_core::api::{error_response, ClientIp};
+use vultrino_core::api::error_response;
 use vultrino_core::app::{App, Ports};
+use vultrino_core::auth::ClientIp;
 use vultrino_core::error::{Code, Error, Result};
 use worker::{event, Context, Env, Headers, Request, Response};
 

@@ -7,7 +7,7 @@
 //! - opens the [`App`](vultrino_core::app::App) ONCE per isolate (the key derivation runs once,
 //!   never per request) and caches it;
 //! - converts each request to `http::Request<Bytes>` (with the client address from
-//!   `CF-Connecting-IP` as [`ClientIp`](vultrino_core::api::ClientIp)), calls `App::handle`, and
+//!   `CF-Connecting-IP` as [`ClientIp`](vultrino_core::auth::ClientIp)), calls `App::handle`, and
 //!   converts the answer back.
 //!
 //! Settings are described in [`settings`]. A missing or wrong secret answers 503 JSON naming it.

@@ -15,8 +15,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use vultrino_core::api::{error_response, ClientIp};
+use vultrino_core::api::error_response;
 use vultrino_core::app::App;
+use vultrino_core::auth::ClientIp;
 use vultrino_core::error::Code;
 use vultrino_core::{Error, ErrorKind};
 

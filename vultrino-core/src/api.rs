@@ -17,7 +17,6 @@ use crate::input::parse_json;
 
 pub mod reply;
 
-pub use crate::auth::ClientIp;
 use reply::empty;
 pub use reply::{error_response, json_body, json_response, security_headers};
 
