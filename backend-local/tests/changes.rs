@@ -168,9 +168,10 @@ async fn an_update_racing_a_delete_never_resurrects_the_credential() {
         .create(&who, new_credential("c", "first"))
         .await
         .unwrap();
+    let credentials = app.credentials();
     let (deleted, updated) = tokio::join!(
-        app.credentials().delete(&who, "c"),
-        app.credentials().update(&who, "c", describe("updated"))
+        credentials.delete(&who, "c"),
+        credentials.update(&who, "c", describe("updated"))
     );
     assert!(
         deleted.is_ok() != updated.is_ok(),
@@ -193,10 +194,10 @@ async fn a_rotation_racing_a_delete_never_resurrects_the_credential() {
         .create(&who, new_credential("c", "first"))
         .await
         .unwrap();
+    let credentials = app.credentials();
     let (deleted, rotated) = tokio::join!(
-        app.credentials().delete(&who, "c"),
-        app.credentials()
-            .rotate_secret(&who, "c", Secret::new("new key"))
+        credentials.delete(&who, "c"),
+        credentials.rotate_secret(&who, "c", Secret::new("new key"))
     );
     assert!(
         deleted.is_ok() != rotated.is_ok(),

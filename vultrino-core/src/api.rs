@@ -79,7 +79,6 @@ impl App {
         let path = req.uri().path().to_string();
         let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         let m = req.method().clone();
-        let auth = self.authenticator();
         match segs.as_slice() {
             [] | [""] => match m {
                 Method::GET if crate::ui::wants_html(header_str(&req, "accept")) => {
@@ -108,7 +107,7 @@ impl App {
             },
             ["logout"] => match m {
                 Method::POST => {
-                    let authed = auth.authenticate(&req).await?;
+                    let authed = self.authenticator().authenticate(&req).await?;
                     self.admin_sessions().logout(&authed).await?;
                     let mut r = empty(StatusCode::NO_CONTENT);
                     r.headers_mut().insert(
@@ -121,7 +120,7 @@ impl App {
             },
             ["v1", "execute"] | ["api", "v1", "execute"] => match m {
                 Method::POST => {
-                    let who = auth.principal(&req).await?;
+                    let who = self.authenticator().principal(&req).await?;
                     let parsed = match ExecuteRequest::from_slice(req.body()) {
                         Some(parsed) => parsed?,
                         None => ExecuteRequest::from_json(parse_json(req.body())?)?,
@@ -132,7 +131,7 @@ impl App {
                 _ => not_allowed(),
             },
             ["v1", "credentials"] => {
-                let who = auth.principal(&req).await?;
+                let who = self.authenticator().principal(&req).await?;
                 match m {
                     Method::GET => {
                         let (items, cursor) = self
@@ -153,7 +152,7 @@ impl App {
                 }
             }
             ["v1", "credentials", alias] => {
-                let who = auth.principal(&req).await?;
+                let who = self.authenticator().principal(&req).await?;
                 match m {
                     Method::GET => Ok(json_response(
                         StatusCode::OK,
@@ -172,7 +171,7 @@ impl App {
                 }
             }
             ["v1", "keys"] => {
-                let who = auth.principal(&req).await?;
+                let who = self.authenticator().principal(&req).await?;
                 match m {
                     Method::GET => Ok(json_response(
                         StatusCode::OK,
@@ -187,7 +186,7 @@ impl App {
                 }
             }
             ["v1", "keys", id] => {
-                let who = auth.principal(&req).await?;
+                let who = self.authenticator().principal(&req).await?;
                 match m {
                     Method::DELETE => {
                         self.api_keys().revoke(&who, id).await?;
@@ -197,7 +196,7 @@ impl App {
                 }
             }
             ["v1", "roles"] => {
-                let who = auth.principal(&req).await?;
+                let who = self.authenticator().principal(&req).await?;
                 match m {
                     Method::GET => Ok(json_response(
                         StatusCode::OK,
@@ -212,7 +211,7 @@ impl App {
                 }
             }
             ["v1", "roles", name] => {
-                let who = auth.principal(&req).await?;
+                let who = self.authenticator().principal(&req).await?;
                 match m {
                     Method::DELETE => {
                         self.roles().delete(&who, name).await?;
@@ -222,7 +221,7 @@ impl App {
                 }
             }
             ["v1", "audit"] => {
-                let who = auth.principal(&req).await?;
+                let who = self.authenticator().principal(&req).await?;
                 match m {
                     Method::GET => {
                         let (events, cursor) = self
@@ -238,7 +237,7 @@ impl App {
                 }
             }
             ["v1", "sync", "export"] => {
-                let who = auth.principal(&req).await?;
+                let who = self.authenticator().principal(&req).await?;
                 match m {
                     Method::GET => Ok(json_response(
                         StatusCode::OK,

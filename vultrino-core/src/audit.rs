@@ -93,7 +93,7 @@ impl<'a> AuditLog<'a> {
 
     /// Write an event. A failure to write never turns a completed action into an error (the
     /// action already happened), so it is not reported.
-    pub async fn record(self, event: AuditEvent) {
+    pub async fn record(&self, event: AuditEvent) {
         let options = PutOptions {
             expiration_ttl: Some(self.retention_secs.max(60)),
             metadata: None,
@@ -108,7 +108,7 @@ impl<'a> AuditLog<'a> {
 
     /// Record a successful change (`credential.create`, `key.revoke`, …) by `who`.
     pub async fn change(
-        self,
+        &self,
         who: &Principal,
         action: &str,
         credential: Option<&str>,
@@ -122,7 +122,7 @@ impl<'a> AuditLog<'a> {
 
     /// Events, newest first (admin only). `limit` defaults to 100, at most 1000.
     pub async fn list(
-        self,
+        &self,
         who: &Principal,
         cursor: Option<String>,
         limit: Option<usize>,

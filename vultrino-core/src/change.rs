@@ -72,7 +72,7 @@ impl<'a> Changes<'a> {
     /// It separates overlapping changes only. Where KV reads can lag writes made elsewhere, a
     /// later change can still read a replaced version: [`Changes::claim_version`] covers that.
     pub async fn exclusive<T>(
-        self,
+        &self,
         kind: Record,
         name: &str,
         change: impl std::future::Future<Output = Result<T>>,
@@ -122,7 +122,7 @@ impl<'a> Changes<'a> {
     /// store, a record created (or re-created) less than `settle_ms` ago cannot be created again
     /// before that time even if it was deleted in between — refused, never lost. With
     /// `settle_ms` 0 nothing is claimed.
-    pub async fn claim_version(self, kind: Record, name: &str, read: Option<&[u8]>) -> Result<()> {
+    pub async fn claim_version(&self, kind: Record, name: &str, read: Option<&[u8]>) -> Result<()> {
         if self.settle_ms == 0 {
             return Ok(());
         }

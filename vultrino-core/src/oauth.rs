@@ -89,7 +89,7 @@ impl<'a> OAuthTokens<'a> {
     /// `binding` is the credential version's [`binding`]: a cached token issued for another
     /// version is not used.
     pub async fn token(
-        self,
+        &self,
         record: &CredentialRecord,
         d: &OAuth2Data,
         binding: &str,
@@ -170,7 +170,7 @@ impl<'a> OAuthTokens<'a> {
 
     /// Drop the cached token of credential `alias` (it belonged to a secret that changed, or to
     /// a credential that is gone).
-    pub async fn forget(self, alias: &str) -> Result<()> {
+    pub async fn forget(&self, alias: &str) -> Result<()> {
         self.kv.delete(&oauth_key(alias)).await
     }
 }

@@ -41,12 +41,12 @@ impl<'a> Authenticator<'a> {
 
     /// The caller of `req`, however it authenticated; cookie sessions (every request, reads
     /// included) must also pass the CSRF rule ([`csrf::check`]).
-    pub async fn principal(self, req: &Request<Bytes>) -> Result<Principal> {
+    pub async fn principal(&self, req: &Request<Bytes>) -> Result<Principal> {
         Ok(self.authenticate(req).await?.principal)
     }
 
     /// [`Self::principal`], keeping the session record.
-    pub async fn authenticate(self, req: &Request<Bytes>) -> Result<Authed> {
+    pub async fn authenticate(&self, req: &Request<Bytes>) -> Result<Authed> {
         let authed = self.any(req).await?;
         if let (
             Principal::Admin {
@@ -99,7 +99,7 @@ impl<'a> Authenticator<'a> {
 
     /// An agent: `Authorization: Bearer vk_…` and nothing else (no session, no cookie). For
     /// `/mcp`, where a cookie would make the endpoint a CSRF target.
-    pub async fn agent(self, headers: &http::HeaderMap) -> Result<Principal> {
+    pub async fn agent(&self, headers: &http::HeaderMap) -> Result<Principal> {
         match bearer(headers) {
             Bearer::Token(token) if token.starts_with(API_KEY_PREFIX) => {
                 self.keys.authenticate(token).await

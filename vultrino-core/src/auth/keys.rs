@@ -126,7 +126,7 @@ impl<'a> ApiKeys<'a> {
     }
 
     /// Create an API key; the returned `key` is shown once and never stored.
-    pub async fn create(self, who: &Principal, input: NewKey) -> Result<CreatedKey> {
+    pub async fn create(&self, who: &Principal, input: NewKey) -> Result<CreatedKey> {
         who.require(Permission::Admin)?;
         if input.name.trim().is_empty() || input.name.chars().count() > 100 {
             return Err(
@@ -178,7 +178,7 @@ impl<'a> ApiKeys<'a> {
     }
 
     /// Every key, from KV metadata (no secret or MAC is read).
-    pub async fn list(self, who: &Principal) -> Result<Vec<ApiKeyInfo>> {
+    pub async fn list(&self, who: &Principal) -> Result<Vec<ApiKeyInfo>> {
         who.require(Permission::Admin)?;
         let mut out = Vec::new();
         for k in list_all(self.kv, KEY_PREFIX).await? {
@@ -195,7 +195,7 @@ impl<'a> ApiKeys<'a> {
     }
 
     /// Revoke a key: effective at once (SessionStore marker), then the record is deleted.
-    pub async fn revoke(self, who: &Principal, id: &str) -> Result<()> {
+    pub async fn revoke(&self, who: &Principal, id: &str) -> Result<()> {
         who.require(Permission::Admin)?;
         let key = key_of(id);
         if !is_key_id(id) || self.kv.get(&key).await?.is_none() {
@@ -215,7 +215,7 @@ impl<'a> ApiKeys<'a> {
     }
 
     /// Authenticate an API key token (`vk_<id>_<secret>`).
-    pub async fn authenticate(self, token: &str) -> Result<Principal> {
+    pub async fn authenticate(&self, token: &str) -> Result<Principal> {
         let unauthorized = || Error::unauthorized("invalid API key").with_code(Code::InvalidApiKey);
         let (id, secret) = parse_api_key(token).ok_or_else(unauthorized)?;
         let bytes = self.kv.get(&key_of(id)).await?.ok_or_else(unauthorized)?;

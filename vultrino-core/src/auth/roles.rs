@@ -44,7 +44,7 @@ impl<'a> Roles<'a> {
 
     /// Resolve a role by name: built-in or stored. `None` when there is no such role (or a
     /// stored one is unreadable).
-    pub async fn resolve(self, name: &str) -> Result<Option<Role>> {
+    pub async fn resolve(&self, name: &str) -> Result<Option<Role>> {
         if let Some(r) = builtin_role(name) {
             return Ok(Some(r));
         }
@@ -58,7 +58,7 @@ impl<'a> Roles<'a> {
     }
 
     /// Create a custom role. 409 for a built-in or taken name.
-    pub async fn create(self, who: &Principal, input: NewRole) -> Result<Role> {
+    pub async fn create(&self, who: &Principal, input: NewRole) -> Result<Role> {
         who.require(Permission::Admin)?;
         validate_name("role name", &input.name)?;
         if builtin_role(&input.name).is_some() {
@@ -127,7 +127,7 @@ impl<'a> Roles<'a> {
     }
 
     /// The built-in roles, then every custom role.
-    pub async fn list(self, who: &Principal) -> Result<Vec<Role>> {
+    pub async fn list(&self, who: &Principal) -> Result<Vec<Role>> {
         who.require(Permission::Admin)?;
         let mut out: Vec<Role> = BUILTIN_ROLES
             .iter()
@@ -144,7 +144,7 @@ impl<'a> Roles<'a> {
     }
 
     /// Delete a custom role. Built-in roles: 409. Keys holding the role stop working (403).
-    pub async fn delete(self, who: &Principal, name: &str) -> Result<()> {
+    pub async fn delete(&self, who: &Principal, name: &str) -> Result<()> {
         who.require(Permission::Admin)?;
         if builtin_role(name).is_some() {
             return Err(Error::conflict(format!(

@@ -80,7 +80,7 @@ impl<'a> AdminSessions<'a> {
     /// (429 `login_locked` with `Retry-After` once the window's attempts are used up); a
     /// success resets the count. A wrong user name costs the same password verification as a
     /// wrong password. Failures and successes are audited.
-    pub async fn login(self, client: &str, body: &[u8]) -> Result<Login> {
+    pub async fn login(&self, client: &str, body: &[u8]) -> Result<Login> {
         #[derive(serde::Deserialize)]
         struct Input {
             username: String,
@@ -174,7 +174,7 @@ impl<'a> AdminSessions<'a> {
     /// The live session of `token`, presented the way it was issued (`via_cookie`), marked used.
     /// 401 `session_expired` otherwise. A record without a twin is from before twin sessions,
     /// when the cookie was the bearer token: refused.
-    pub async fn session(self, token: &str, via_cookie: bool) -> Result<Authed> {
+    pub async fn session(&self, token: &str, via_cookie: bool) -> Result<Authed> {
         let id = crypto::sha256_hex(token.as_bytes());
         let record = self
             .store
@@ -196,7 +196,7 @@ impl<'a> AdminSessions<'a> {
 
     /// End the session `authed` came with, and its twin, at once (400 `not_a_session` for an
     /// API key).
-    pub async fn logout(self, authed: &Authed) -> Result<()> {
+    pub async fn logout(&self, authed: &Authed) -> Result<()> {
         let Principal::Admin { session_id, .. } = &authed.principal else {
             return Err(Error::bad_request(
                 "logout ends admin sessions; revoke API keys with DELETE /v1/keys/{id}",

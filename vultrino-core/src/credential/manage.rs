@@ -109,7 +109,7 @@ impl<'a> Credentials<'a> {
     }
 
     /// Create a credential. 409 `credential_exists` if the alias is taken.
-    pub async fn create(self, who: &Principal, input: NewCredential) -> Result<CredentialMeta> {
+    pub async fn create(&self, who: &Principal, input: NewCredential) -> Result<CredentialMeta> {
         who.require(Permission::Write)?;
         validate_name("alias", &input.alias)?;
         who.require_scope(&input.alias)?;
@@ -157,7 +157,7 @@ impl<'a> Credentials<'a> {
 
     /// Replace a credential's data (rotation), policy and/or description.
     pub async fn update(
-        self,
+        &self,
         who: &Principal,
         alias: &str,
         update: CredentialUpdate,
@@ -170,7 +170,7 @@ impl<'a> Credentials<'a> {
     /// credential rotate` does, audited as `credential.rotate` (over HTTP the same is `PUT
     /// {"secret"}`, audited as `credential.update` like every `PUT`).
     pub async fn rotate_secret(
-        self,
+        &self,
         who: &Principal,
         alias: &str,
         secret: Secret,
@@ -263,7 +263,7 @@ impl<'a> Credentials<'a> {
     }
 
     /// Delete a credential (and its cached OAuth token). 404 if missing.
-    pub async fn delete(self, who: &Principal, alias: &str) -> Result<()> {
+    pub async fn delete(&self, who: &Principal, alias: &str) -> Result<()> {
         who.require(Permission::Write)?;
         who.require_scope(alias)?;
         validate_name("alias", alias).map_err(|_| no_such_alias(alias))?;
@@ -284,14 +284,14 @@ impl<'a> Credentials<'a> {
     }
 
     /// One credential's metadata (never its secret), from the cleartext KV metadata.
-    pub async fn get(self, who: &Principal, alias: &str) -> Result<CredentialMeta> {
+    pub async fn get(&self, who: &Principal, alias: &str) -> Result<CredentialMeta> {
         who.require(Permission::Read)?;
         who.require_scope(alias)?;
         self.store.meta(alias).await
     }
 
     /// One credential's metadata and policy, from its decrypted record (never its secret).
-    pub async fn detail(self, who: &Principal, alias: &str) -> Result<CredentialDetail> {
+    pub async fn detail(&self, who: &Principal, alias: &str) -> Result<CredentialDetail> {
         who.require(Permission::Read)?;
         who.require_scope(alias)?;
         let stored = self.store.read(alias).await?;
@@ -305,7 +305,7 @@ impl<'a> Credentials<'a> {
     /// List the credentials the caller's scopes reach, from KV metadata only (no decryption).
     /// The cursor is sealed (see [`CredentialStore::list`]).
     pub async fn list(
-        self,
+        &self,
         who: &Principal,
         cursor: Option<String>,
         limit: Option<usize>,

@@ -91,7 +91,7 @@ impl<'a> CredentialStore<'a> {
 
     /// The stored envelope of a credential; 404 `credential_not_found` if there is none (plain
     /// `not_found` for an alias no record can have).
-    pub(crate) async fn read(self, alias: &str) -> Result<Stored> {
+    pub(crate) async fn read(&self, alias: &str) -> Result<Stored> {
         validate_name("alias", alias).map_err(|_| no_such_alias(alias))?;
         let key = cred_key(alias);
         let bytes = self.kv.get(&key).await?.ok_or_else(|| not_found(alias))?;
@@ -99,7 +99,7 @@ impl<'a> CredentialStore<'a> {
     }
 
     /// Whether a record of `alias` exists (a valid alias is assumed).
-    pub(crate) async fn exists(self, alias: &str) -> Result<bool> {
+    pub(crate) async fn exists(&self, alias: &str) -> Result<bool> {
         Ok(self.kv.get(&cred_key(alias)).await?.is_some())
     }
 
@@ -116,7 +116,7 @@ impl<'a> CredentialStore<'a> {
     }
 
     /// One credential's metadata, from the cleartext KV metadata (nothing is decrypted).
-    pub(crate) async fn meta(self, alias: &str) -> Result<CredentialMeta> {
+    pub(crate) async fn meta(&self, alias: &str) -> Result<CredentialMeta> {
         validate_name("alias", alias).map_err(|_| no_such_alias(alias))?;
         let entry = self
             .kv
@@ -131,7 +131,7 @@ impl<'a> CredentialStore<'a> {
     /// see: it is handed out sealed, so paging cannot enumerate hidden aliases (400
     /// `invalid_cursor` for one not sealed here).
     pub(crate) async fn list(
-        self,
+        &self,
         cursor: Option<String>,
         limit: Option<usize>,
         visible: impl Fn(&str) -> bool,
@@ -197,14 +197,14 @@ impl<'a> CredentialStore<'a> {
     }
 
     /// Write a sealed record.
-    pub(crate) async fn put(self, sealed: Sealed) -> Result<()> {
+    pub(crate) async fn put(&self, sealed: Sealed) -> Result<()> {
         self.kv
             .put(&sealed.key, sealed.envelope, sealed.options)
             .await
     }
 
     /// Delete the record of `alias` and its opened copy.
-    pub(crate) async fn delete(self, alias: &str) -> Result<()> {
+    pub(crate) async fn delete(&self, alias: &str) -> Result<()> {
         self.kv.delete(&cred_key(alias)).await?;
         self.forget(alias);
         Ok(())
@@ -214,7 +214,7 @@ impl<'a> CredentialStore<'a> {
     /// (another process, an edge sync) is seen at once, but an unchanged record (byte-identical
     /// envelope) is not decrypted, parsed and given a new scrubber again — that work costs more
     /// than the rest of an execute.
-    pub(crate) async fn load(self, alias: &str) -> Result<OpenedCredential> {
+    pub(crate) async fn load(&self, alias: &str) -> Result<OpenedCredential> {
         let stored = match self.read(alias).await {
             Ok(found) => found,
             Err(e) => {
