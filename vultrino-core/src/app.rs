@@ -41,7 +41,8 @@ pub struct Config {
     pub login_window_secs: u64,
     /// Header holding the client address, set by a trusted edge (`CF-Connecting-IP` on Workers).
     pub client_ip_header: Option<String>,
-    /// Trust the first `X-Forwarded-For` address (only behind a proxy you control).
+    /// Trust the last `X-Forwarded-For` address, the one the proxy appended (only behind a proxy
+    /// you control; docs/decisions/0009-login-lockout.md).
     pub trust_forwarded_for: bool,
     /// Allow http:// and loopback upstreams. For tests only; backends log it loudly.
     pub allow_loopback_upstreams: bool,
