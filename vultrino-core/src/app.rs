@@ -57,9 +57,11 @@ pub struct Config {
     /// Origins allowed by CORS (empty: CORS off). Never `*`.
     pub cors_origins: Vec<String>,
     /// How long a KV write may take to be seen by every reader (0: reads always see the latest
-    /// write, as the local stores do; Workers KV: up to a minute across locations). When not 0,
-    /// every change claims, for this long, the version it read (see [`App::claim_version`]), so
-    /// a change acting on a stale read is refused instead of undoing a newer one.
+    /// write, as the local stores do; Workers KV lags across locations, see
+    /// docs/deploy-cloudflare.md). When not 0, every change claims, for this long, the version it
+    /// read (see [`Changes::claim_version`](crate::change::Changes::claim_version) and
+    /// docs/decisions/0033-changes-claim-the-version-they-read.md), so a change acting on a stale
+    /// read is refused instead of undoing a newer one.
     pub kv_settle_ms: u64,
 }
 
