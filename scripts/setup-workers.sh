@@ -55,8 +55,9 @@ export WRANGLER_SEND_METRICS=false
 step "worker-build --release (deployable worker → backend-cloudflare/build)"
 worker-build --release
 
-# The test worker skips wasm-opt (size does not matter for it; saves ~40 s): same code, same
-# release profile, plus the testkit route.
+# The test worker skips wasm-opt (size does not matter for it, and wasm-opt is a large share of
+# the build time: benches/README.md, "Workers"): same code, same release profile, plus the
+# testkit route.
 step "worker-build --release --no-opt --features testkit (test worker → backend-cloudflare/test-build)"
 worker-build --release --no-opt --out-dir test-build --features testkit
 

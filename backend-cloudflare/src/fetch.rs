@@ -8,7 +8,7 @@
 //!   a body (HEAD, 204, 304) are not measured by their `Content-Length`.
 //! - Encoded bodies are never handed on unlabelled: the runtime decodes `gzip` and `br` bodies
 //!   itself, and only then are `Content-Encoding` and the encoded `Content-Length` dropped; any
-//!   other coding comes back with its header and its bytes (see [`DECODED_BY_RUNTIME`]).
+//!   other coding comes back with its header and its bytes (see `DECODED_BY_RUNTIME`).
 //! - Name resolution happens inside the platform, so the core's SSRF guard checks the URL's host
 //!   and the platform refuses the rest: production Workers cannot reach private addresses, and
 //!   the `global_fetch_strictly_public` flag (wrangler.toml) keeps even this zone's own origin

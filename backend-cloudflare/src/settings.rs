@@ -22,10 +22,12 @@ use vultrino_core::error::{Code, Error, Result};
 /// The header Cloudflare sets to the connecting client's address.
 pub const CLIENT_IP_HEADER: &str = "CF-Connecting-IP";
 
-/// Default [`Config::kv_settle_ms`] on Workers, in seconds. Cloudflare documents that a KV write
-/// may take up to 60 s to be visible in other locations (reads are cached for 60 s); 90 leaves
-/// a margin. A change that starts from a version replaced less than this long ago is refused
-/// with 409 `change_not_propagated` (see `App::claim_version`).
+/// Default [`Config::kv_settle_ms`] on Workers, in seconds: how long Cloudflare documents a KV
+/// write may take to reach other locations, plus a margin (the platform figure is in
+/// docs/deploy-cloudflare.md). A change that starts from a version replaced less than this long
+/// ago is refused with 409 `change_not_propagated` (see
+/// [`Changes::claim_version`](vultrino_core::change::Changes::claim_version) and
+/// docs/decisions/0033-changes-claim-the-version-they-read.md).
 pub const DEFAULT_KV_SETTLE_SECS: u64 = 90;
 
 /// Everything the worker needs to open the [`App`](vultrino_core::app::App).

@@ -5,9 +5,10 @@
 //! halts. The next packet must then wake it — on a virtual machine an inter-processor interrupt
 //! and a VM exit, the hypervisor scheduling the virtual CPU back in, cold caches — and a proxied
 //! request pays that twice: for the upstream's answer and for the client's next request. On the
-//! 2-vCPU development VM (a KVM guest whose kernel does not poll before halting) this, not
-//! Vultrino's own work, was most of the latency added at one connection: a median 0.102–0.108 ms
-//! without busy polling, 0.022–0.029 ms with a 100 µs window (benches/README.md).
+//! development VM (a KVM guest whose kernel does not poll before halting) this, not Vultrino's own
+//! work, was most of the latency added at one connection. The decision, the window and the
+//! alternatives: docs/decisions/0035-busy-polling.md; the measurements: benches/README.md, "Where
+//! the added latency went, and busy polling".
 //!
 //! How: each worker runtime runs one poller task. A request starting or ending on the thread
 //! ([`request`] and its guard) arms it; while the last of those is less than the window old and
@@ -19,13 +20,12 @@
 //! uses host CPU. After the window the thread sleeps as usual; an idle server does not spin at
 //! all. With several requests in progress the thread does not spin either: its
 //! next event is near and its CPU busy, so there is no halted CPU to avoid, only CPU to take from
-//! other work (in one A/B at 16 connections, spinning regardless of load was 3.7 % slower in 6 of
-//! 6 paired rounds; with this limit, the difference from no busy polling was within the noise).
+//! other work (spinning regardless of load cost throughput at 16 connections; with this limit it
+//! made no difference there, see the record).
 //!
 //! Cost: at most about two windows of CPU per request (one after it starts, one after it ends),
 //! only when the thread has nothing else to do — and partly paid back, since a wake-up from a
-//! halted vCPU costs CPU too. Measured on the development VM: sparse requests (200 `curl`
-//! executes 5 ms apart) took 358–433 µs of server CPU each with it and 371–434 µs without.
+//! halted vCPU costs CPU too (sparse requests measured no difference in server CPU per request).
 //! `--busy-poll-us 0` turns it off; the default window is half of the one Linux's own guest
 //! halt-polling (`haltpoll`) uses by default for the same trade-off.
 
@@ -36,12 +36,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// The default window, in microseconds: long enough to cover a same-host round trip on a
-/// virtual machine (50–80 µs measured), short enough to cost little (module documentation).
+/// virtual machine, short enough to cost little (docs/decisions/0035-busy-polling.md; the round
+/// trip and the other windows tried are measured in benches/README.md).
 pub const DEFAULT_WINDOW_US: u64 = 100;
 
 /// The poller spins only while at most this many requests are in progress on its thread. With
 /// more, the thread's next event is near and its CPU busy anyway, so spinning would only take CPU
-/// from other work (module documentation).
+/// from other work (docs/decisions/0035-busy-polling.md).
 const MAX_IN_FLIGHT: u32 = 1;
 
 struct State {

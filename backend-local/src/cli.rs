@@ -111,7 +111,8 @@ struct ServeArgs {
     /// Allowed CORS origins (comma-separated); CORS is off when empty.
     #[arg(long, env = "VULTRINO_CORS_ORIGINS", value_delimiter = ',')]
     cors_origin: Vec<String>,
-    /// Trust the first X-Forwarded-For address (only behind your own proxy).
+    /// Trust the last X-Forwarded-For address, the one your proxy appended (only behind your own
+    /// proxy).
     #[arg(long, env = "VULTRINO_TRUST_FORWARDED_FOR")]
     trust_forwarded_for: bool,
     /// Login attempts per client per window before 429.

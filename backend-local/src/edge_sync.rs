@@ -1,7 +1,7 @@
 //! `vultrino sync --from <edge-url>`: the hybrid setup. Fetches `GET /v1/sync/export` from an
 //! edge deployment (ciphertext records and keyring parameters only) and imports it into the local
-//! file store with [`App::import`], which verifies the keyring against the local master key and
-//! every credential envelope before writing anything.
+//! file store with [`vultrino_core::sync::import`], which verifies the keyring against the local
+//! master key and every credential envelope before writing anything.
 //!
 //! The same master key must be configured here as on the edge (`VULTRINO_MASTER_KEY`, or the
 //! data directory's `master.key`): secrets are never decrypted in transit, only re-read locally.

@@ -31,7 +31,8 @@
 //!
 //! Why not reqwest (which wraps this same stack, and which the cold paths — the stdio MCP bridge
 //! and edge sync — still use): its per-request redirect/retry layers and URL re-parsing cost a
-//! measured ~25 % of throughput on the execute path (benches/README.md).
+//! large share of the execute path's throughput; see
+//! docs/decisions/0027-hyper-util-outbound-client.md (the figures are in benches/README.md).
 
 use std::cell::RefCell;
 use std::fmt;

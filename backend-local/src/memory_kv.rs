@@ -8,12 +8,11 @@
 //!   [`Bytes`] (a reference-count bump), so reads never wait for each other. The lock is never
 //!   held across an `.await`.
 //! - `get` overrides the trait's provided one (`get_with_metadata` without the metadata) because
-//!   it is meaningfully cheaper: `execute` reads its credential with `get` on every call, and a
-//!   credential's metadata (7 JSON fields) costs ~1 µs and a dozen allocations to copy, against
-//!   ~40 ns for the value's reference-count bump (release build, system allocator, 2-core
-//!   machine under load, 2 M iterations): up to ~3 % of the ~33 µs of server CPU per request
-//!   of the load benchmark (see the release profile in the workspace `Cargo.toml`). [`FileKv`](crate::file_kv::FileKv) serves reads from this index and
-//!   forwards `get` for the same reason.
+//!   it is meaningfully cheaper: `execute` reads its credential with `get` on every call, and
+//!   copying a credential's metadata costs far more than the value's reference-count bump
+//!   (measured in benches/README.md, "Local: figures behind single lines of code").
+//!   [`FileKv`](crate::file_kv::FileKv) serves reads from this index and forwards `get` for the
+//!   same reason.
 //! - Limits come from [`kv_validate`], shared with every other implementation.
 //! - The list cursor is the base64url (no padding) of the last key returned; the next page starts
 //!   strictly after it. It is opaque to callers; one that does not decode to a valid key under the
@@ -102,7 +101,8 @@ impl MemoryKv {
     /// Bound the number of keys under an ASCII `prefix` to `max`, evicting the lexicographically
     /// greatest first. A memory store is for tests, benchmarks and trying things out; without a
     /// bound, audit events (`audit:` keys sort newest first, so the greatest is the oldest) would
-    /// grow its memory without limit under sustained traffic.
+    /// grow its memory without limit under sustained traffic
+    /// (docs/decisions/0024-bounded-audit-history.md).
     pub fn with_prefix_cap(mut self, prefix: &str, max: usize) -> Self {
         self.set_prefix_cap(prefix, max);
         self

@@ -59,9 +59,10 @@ pub async fn serve(
 /// then lives on one worker for its whole life, together with the outbound connections its
 /// requests use (the fetcher keeps a pool per thread). No request crosses threads, so none pays
 /// for cross-thread wake-ups — on the 2-core development machine this cut the server's CPU per
-/// request and the added latency measurably against one multi-threaded runtime
-/// (benches/README.md). Connections are spread evenly however they arrive, with no
-/// `SO_REUSEPORT` (which would let another process of the same user share the port).
+/// request and the added latency against one multi-threaded runtime
+/// (docs/decisions/0026-one-runtime-per-core.md). Connections are spread evenly however they
+/// arrive, with no `SO_REUSEPORT` (which would let another process of the same user share the
+/// port).
 ///
 /// Each worker busy-polls for `busy_poll` after request activity before it sleeps
 /// ([`crate::busy_poll`]; zero turns it off).

@@ -53,10 +53,13 @@ pub struct Opened {
 }
 
 pub const MASTER_KEY_FILE: &str = "master.key";
-/// Audit events a memory store keeps (the oldest are dropped beyond this; see docs/decisions.md).
+/// Audit events a memory store keeps (the oldest are dropped beyond this; see
+/// docs/decisions/0024-bounded-audit-history.md).
 pub const MEMORY_AUDIT_CAP: usize = 10_000;
 /// Most audit events the file store keeps (the oldest go first, on top of the retention TTL):
-/// one file and one index entry each, ≈ 20 MB of memory and ≈ 200 MB of disk at the bound.
+/// one file and one index entry each (docs/decisions/0024-bounded-audit-history.md; what that
+/// bound costs in memory and disk: benches/README.md, "Local: figures behind single lines of
+/// code").
 pub const FILE_AUDIT_CAP: usize = 50_000;
 pub const ADMIN_HASH_FILE: &str = "admin.hash";
 pub const STORE_DIR: &str = "store";

@@ -1,4 +1,5 @@
-//! Changes made at two edge locations whose KV copies lag each other (Workers KV: up to a minute),
+//! Changes made at two edge locations whose KV copies lag each other (Workers KV, see
+//! docs/deploy-cloudflare.md and docs/decisions/0033-changes-claim-the-version-they-read.md),
 //! sharing one strongly consistent SessionStore (the Durable Objects). A change that starts from a
 //! stale read must be refused with 409 `change_not_propagated`, never undo the newer change; once
 //! the newer version has reached the location, the same change works.

@@ -95,9 +95,10 @@ async fn the_execute_after_a_rotation_injects_and_scrubs_the_new_secret() {
 }
 
 /// Re-creating an alias right after deleting it: the local stores are read-your-writes, so it
-/// works at once; on Workers, KV can lag by a minute between locations, so the worker refuses
-/// it (the "absent" version was claimed by the first create) for `KV_SETTLE_SECONDS` with a
-/// clear 409 and `Retry-After` — a refusal, never a lost or revived credential.
+/// works at once; on Workers, KV can lag between locations (docs/deploy-cloudflare.md), so the
+/// worker refuses it (the "absent" version was claimed by the first create) for
+/// `KV_SETTLE_SECONDS` with a clear 409 and `Retry-After` — a refusal, never a lost or revived
+/// credential.
 #[tokio::test]
 async fn recreating_a_just_deleted_alias_follows_the_store_consistency() {
     let e = env().await;

@@ -41,7 +41,8 @@ pub struct Config {
     pub login_window_secs: u64,
     /// Header holding the client address, set by a trusted edge (`CF-Connecting-IP` on Workers).
     pub client_ip_header: Option<String>,
-    /// Trust the first `X-Forwarded-For` address (only behind a proxy you control).
+    /// Trust the last `X-Forwarded-For` address, the one the proxy appended (only behind a proxy
+    /// you control; docs/decisions/0009-login-lockout.md).
     pub trust_forwarded_for: bool,
     /// Allow http:// and loopback upstreams. For tests only; backends log it loudly.
     pub allow_loopback_upstreams: bool,
@@ -56,9 +57,11 @@ pub struct Config {
     /// Origins allowed by CORS (empty: CORS off). Never `*`.
     pub cors_origins: Vec<String>,
     /// How long a KV write may take to be seen by every reader (0: reads always see the latest
-    /// write, as the local stores do; Workers KV: up to a minute across locations). When not 0,
-    /// every change claims, for this long, the version it read (see [`App::claim_version`]), so
-    /// a change acting on a stale read is refused instead of undoing a newer one.
+    /// write, as the local stores do; Workers KV lags across locations, see
+    /// docs/deploy-cloudflare.md). When not 0, every change claims, for this long, the version it
+    /// read (see [`Changes::claim_version`](crate::change::Changes::claim_version) and
+    /// docs/decisions/0033-changes-claim-the-version-they-read.md), so a change acting on a stale
+    /// read is refused instead of undoing a newer one.
     pub kv_settle_ms: u64,
 }
 

@@ -158,7 +158,8 @@ pub fn new_id(ts: u64) -> String {
 
 /// 48 random bits for an id, from a pool refilled from the OS generator 85 ids at a time:
 /// every execute writes an event, and a system call per event showed in the load profile.
-/// The bits are as random as before (they are not secret, only unique).
+/// The bits are as random as before (they are not secret, only unique). See
+/// docs/decisions/0028-audit-id-random-pool.md.
 fn id_random() -> [u8; 6] {
     struct Pool {
         bytes: [u8; 510],

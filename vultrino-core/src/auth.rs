@@ -9,13 +9,16 @@
 //!   token stored only as its SHA-256 in the [`SessionStore`](crate::ports::SessionStore) with
 //!   idle and absolute expiry: `vs_…`, returned in the reply, and `vc_…`, set as an
 //!   HttpOnly/Secure/SameSite=Strict cookie. Each is accepted only the way it was issued, and
-//!   logging out of either ends both. Every cookie-authenticated request, reads included, needs
-//!   the login's CSRF token ([`csrf`]): browsers send a host's cookies to all its ports, so the
-//!   cookie alone must open nothing. Failed logins are counted per client ([`client_ip`]).
+//!   logging out of either ends both (docs/decisions/0042-twin-admin-sessions.md). Every
+//!   cookie-authenticated request, reads included, needs the login's CSRF token ([`csrf`]):
+//!   browsers send a host's cookies to all its ports, so the cookie alone must open nothing
+//!   (docs/decisions/0010-csrf-on-cookie-requests.md). Failed logins are counted per client
+//!   ([`client_ip`]).
 //! - **API keys** ([`keys`]): `vk_<id>_<secret>`, shown once. The record at `key:<id>` holds
 //!   HMAC-SHA256(secret) under the keyring MAC key, compared in constant time. Revocation deletes
-//!   the record AND sets a marker in the SessionStore, because KV deletes can take ~60 s to reach
-//!   other edge locations while the SessionStore is strongly consistent.
+//!   the record AND sets a marker in the SessionStore, because a KV delete can take a while to
+//!   reach other edge locations while the SessionStore is strongly consistent
+//!   (docs/decisions/0011-api-keys.md; the platform's figure: docs/deploy-cloudflare.md).
 //! - **Roles** ([`principal`], [`roles`]): permissions `read`, `execute`, `write`, `admin`, plus
 //!   alias globs (`github-*`) that bound which credentials the role reaches. Built-in roles
 //!   `admin`, `executor`, `read-only` are defined in code (not stored) and cannot be deleted or

@@ -110,7 +110,7 @@ impl<'a> Changes<'a> {
     /// then fails leaves the record unchangeable for `settle_ms`.
     ///
     /// The change lock keeps overlapping changes apart, but on a store whose reads may lag
-    /// writes made elsewhere (`settle_ms` > 0: Workers KV, up to a minute between locations) a
+    /// writes made elsewhere (`settle_ms` > 0: Workers KV between locations) a
     /// change can start after another has finished and still read the version that one
     /// replaced. Acting on it would undo the newer change: bring back a deleted credential or an
     /// old secret, or replace a credential created elsewhere. So each change claims its starting
@@ -121,7 +121,8 @@ impl<'a> Changes<'a> {
     /// nonce, so its bytes name one version. Absence is one version per record: on such a
     /// store, a record created (or re-created) less than `settle_ms` ago cannot be created again
     /// before that time even if it was deleted in between — refused, never lost. With
-    /// `settle_ms` 0 nothing is claimed.
+    /// `settle_ms` 0 nothing is claimed. Why, and the alternative rejected:
+    /// docs/decisions/0033-changes-claim-the-version-they-read.md.
     pub async fn claim_version(&self, kind: Record, name: &str, read: Option<&[u8]>) -> Result<()> {
         if self.settle_ms == 0 {
             return Ok(());

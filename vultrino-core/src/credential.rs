@@ -8,10 +8,11 @@
 //! only through the greppable [`Secret::expose`].
 //!
 //! - this file: the record types, their validation and the secrets they hold;
-//! - [`inject`]: how each type's secret enters an outgoing request;
-//! - [`store`]: reading, opening, sealing and writing `cred:` records (the only code that does),
-//!   and the cache of opened credentials;
-//! - [`manage`]: create, read, update, rotate, delete and list, as the API and CLI call them.
+//! - `credential/inject.rs`: how each type's secret enters an outgoing request;
+//! - `credential/store.rs`: reading, opening, sealing and writing `cred:` records (the only code
+//!   that does), and the cache of opened credentials;
+//! - `credential/manage.rs`: create, read, update, rotate, delete and list, as the API and CLI
+//!   call them ([`Credentials`]).
 
 use serde::{Deserialize, Serialize};
 

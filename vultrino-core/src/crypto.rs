@@ -56,8 +56,10 @@ pub use password::{hash_password, verify_password, DEFAULT_PASSWORD_ITERATIONS};
 
 /// PBKDF2 iterations for a master passphrase (OWASP 2023 recommendation for PBKDF2-HMAC-SHA256).
 ///
-/// Paid once per process / isolate. On Workers this is several hundred ms of CPU at every cold
-/// start, so a raw 32-byte key (no KDF at all) is the better choice there.
+/// Paid once per process / isolate. On Workers that is paid inside an isolate's first request,
+/// so a raw 32-byte key (no KDF at all) is the better choice there: see
+/// docs/decisions/0003-master-passphrase-kdf.md (the cost measured in workerd is in
+/// benches/README.md, "Workers").
 pub const DEFAULT_PBKDF2_ITERATIONS: u32 = 600_000;
 
 /// Upper bound on any PBKDF2 iteration count we accept from stored data (keyring record, PHC

@@ -7,7 +7,7 @@
 //! 2. **the request** — a valid, forwardable method; the URL's SSRF verdict (checked once, before
 //!    the permission checks, but acted on only after them, so a caller without permission learns
 //!    nothing about the URL);
-//! 3. **load and open** the credential ([`CredentialStore::load`]);
+//! 3. **load and open** the credential (`CredentialStore::load`, which reuses an unchanged one);
 //! 4. **policy** — the credential's allowed hosts, methods and path prefixes, then its rate limit;
 //! 5. **clean** the agent's request: headers an agent may never set are dropped
 //!    ([`Outbound::new`]);

@@ -132,7 +132,7 @@ impl Policy {
     ///   IPv6 in brackets), one trailing dot is dropped, and duplicates are removed.
     /// - `*` may appear only as the whole first label (`*.example.com`, matching any subdomain at
     ///   any depth but not `example.com` itself). The rest must be a domain of at least two labels
-    ///   that is not a known shared suffix ([`SHARED_SUFFIXES`]): `*`, `*.*`, `*.com`,
+    ///   that is not a known shared suffix (`SHARED_SUFFIXES`): `*`, `*.*`, `*.com`,
     ///   `*.co.uk`, `*.github.io` are refused, since they would match hosts anyone can own.
     /// - `methods`, when present: non-empty, at most [`MAX_METHODS`], each an HTTP token,
     ///   uppercased (code `invalid_method`).

@@ -1,9 +1,9 @@
 //! Ports: everything the core needs from the outside world, and nothing else.
 //!
 //! Each method's doc carries a `# Behavior` section: the contract every implementation keeps. The
-//! conformance suites in [`crate::testkit`] (feature `testkit`) check exactly those sentences against
-//! every implementation (memory and file KV, the Workers KV adapter, memory and Durable Object
-//! session stores).
+//! conformance suites in the `testkit` module (feature `testkit`) check exactly those sentences
+//! against every implementation (memory and file KV, the Workers KV adapter, memory and Durable
+//! Object session stores).
 //!
 //! Futures are `Send` on native targets and not on wasm32, where JS futures are `!Send`; the
 //! [`MaybeSend`]/[`MaybeSync`] markers and the `async_trait` attributes below do that once.

@@ -51,12 +51,11 @@
 //! # Performance and memory hygiene
 //!
 //! The needles go into one Aho-Corasick automaton (leftmost-longest, with its SIMD literal
-//! prefilter on x86_64/aarch64), so a clean body costs a single pass and no allocation: a clean
-//! 64 KiB body scrubs in well under 100 µs with a typical credential (~10–40 needles) — measured
-//! at 6–8 µs optimized for JSON-like and random-base64 bodies with 22 needles (the ignored test
-//! `clean_64k_body_scrubs_fast` in `tests/scrub_props.rs`). Each match costs one extra search
-//! from the byte after its start, so a body full of matches is slower, but still linear in
-//! practice. The needles
+//! prefilter on x86_64/aarch64), so a clean body costs a single pass and no allocation; the
+//! target is a clean 64 KiB body in well under 100 µs with a typical credential (~10–40
+//! needles), measured by the `scrub/clean_64k_*` benchmarks (benches/README.md). Each match
+//! costs one extra search from the byte after its start, so a body full of matches is slower,
+//! but still linear in practice. The needles
 //! themselves are kept in [`Zeroizing`] buffers and every intermediate encoding is built in one;
 //! the automaton's internal tables are derived from them and are *not* zeroized on drop — the same
 //! is true of the outgoing request's header, which carries the raw secret anyway.
@@ -108,8 +107,9 @@ impl Scrubber {
         } else {
             AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostLongest)
-                // A contiguous NFA builds in microseconds; the DFA the builder would pick for a
-                // few dozen needles costs ~250 µs to build, paid on every execute.
+                // A contiguous NFA builds far faster than the DFA the builder would pick for a
+                // few dozen needles, and a scrubber is built for each new set of secrets
+                // (benches/README.md, "Local: figures behind single lines of code").
                 .kind(Some(AhoCorasickKind::ContiguousNFA))
                 .build(needles.iter().map(|n| n.as_slice()))
                 .ok()
@@ -450,9 +450,9 @@ fn json_needles(secret: &[u8], out: &mut Vec<Zeroizing<Vec<u8>>>) {
     }
 }
 
-/// Scrubbers by keyed hash of the secrets they remove: building one costs tens of µs, more
-/// than the rest of an execute. Keyed by content, so a rotated secret never meets a stale
-/// scrubber; bounded (emptied when full), so memory stays flat.
+/// Scrubbers by keyed hash of the secrets they remove: building one costs more than the rest of
+/// an execute. Keyed by content, so a rotated secret never meets a stale scrubber; bounded
+/// (emptied when full), so memory stays flat. See docs/decisions/0020-scrubber-cache.md.
 #[derive(Default)]
 pub struct ScrubberCache(
     std::sync::Mutex<std::collections::HashMap<[u8; 32], std::sync::Arc<Scrubber>>>,

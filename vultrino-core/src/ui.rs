@@ -1,18 +1,21 @@
 //! The admin web UI: four static files compiled into the core, so the local binary and the
-//! worker serve byte-identical pages with no CDN and no build step.
+//! worker serve byte-identical pages with no CDN and no build step
+//! (docs/decisions/0036-admin-ui-embedded-in-core.md).
 //!
 //! - `GET /` answers the page to a browser (an `Accept` header naming `text/html`) and the
-//!   service's JSON description to everything else, so API clients that probe `/` are unchanged.
+//!   service's JSON description to everything else, so API clients that probe `/` are unchanged
+//!   (docs/decisions/0037-root-negotiated-on-accept.md).
 //! - `GET /ui/app.js`, `GET /ui/app.css`, `GET /ui/icon.svg`: the page's script, style sheet and
 //!   icon.
 //!
 //! The page runs under a strict Content-Security-Policy ([`PAGE_CSP`]): scripts, styles and
 //! requests only from this origin, no inline script or style, no framing, no plugins, forms and
-//! `<base>` locked. It signs in with `POST /login`, keeps the session in the HttpOnly cookie the
-//! login sets, and keeps the login's CSRF token in `sessionStorage` (this tab only) for the
-//! `X-CSRF-Token` header every cookie request needs, reads included. It never stores the `vs_`
-//! bearer token. User data is
-//! written into the page as text only (`textContent`), never as markup.
+//! `<base>` locked (docs/decisions/0038-csp-on-every-response.md). It signs in with `POST
+//! /login`, keeps the session in the HttpOnly cookie the login sets, and keeps the login's CSRF
+//! token in `sessionStorage` (this tab only) for the `X-CSRF-Token` header every cookie request
+//! needs, reads included. It never stores the `vs_` bearer token
+//! (docs/decisions/0039-admin-ui-session-handling.md). User data is written into the page as
+//! text only (`textContent`), never as markup.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response};

@@ -1,4 +1,5 @@
-//! Which client a request comes from, for login lockouts.
+//! Which client a request comes from, for login lockouts (where the address comes from, and why
+//! the last `X-Forwarded-For` entry: docs/decisions/0009-login-lockout.md).
 
 use std::net::IpAddr;
 

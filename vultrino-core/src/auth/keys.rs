@@ -235,7 +235,8 @@ impl<'a> ApiKeys<'a> {
         let role = self.roles.resolve(&record.role).await?.ok_or_else(|| {
             Error::forbidden("this key's role no longer exists").with_code(Code::UnknownRole)
         })?;
-        // Record use at most once a minute: a KV write per request would be wasteful.
+        // Record use at most once a minute: a KV write per request would be wasteful
+        // (docs/decisions/0006-kv-record-layout.md).
         if record
             .last_used_at
             .is_none_or(|t| now.saturating_sub(t) > 60_000)

@@ -207,7 +207,7 @@ impl<'a> Credentials<'a> {
                     // exfiltrate it (widen allowed_hosts, then execute). Without new data, only
                     // admins may do that. A new `secret` alone does not count: the rest of the
                     // data stays (an OAuth2 refresh token, a user name) and would go to the new
-                    // hosts with it.
+                    // hosts with it. See docs/decisions/0021-host-changes-need-admin.md.
                     let mut old_hosts = record.policy.allowed_hosts.clone();
                     let mut new_hosts = p.allowed_hosts.clone();
                     old_hosts.sort();
@@ -303,7 +303,8 @@ impl<'a> Credentials<'a> {
     }
 
     /// List the credentials the caller's scopes reach, from KV metadata only (no decryption).
-    /// The cursor is sealed (see [`CredentialStore::list`]).
+    /// The cursor is sealed (see `CredentialStore::list` and
+    /// docs/decisions/0022-sealed-listing-cursors.md).
     pub async fn list(
         &self,
         who: &Principal,

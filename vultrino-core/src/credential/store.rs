@@ -41,7 +41,8 @@ pub(crate) struct Sealed {
 }
 
 /// Decrypted credentials by alias, each with the stored bytes it was opened from (see
-/// [`CredentialStore::load`]). Bounded, so memory stays flat.
+/// [`CredentialStore::load`]). Bounded, so memory stays flat. Why reuse is keyed on the stored
+/// bytes rather than invalidated on change: docs/decisions/0031-opened-credential-cache.md.
 #[derive(Default)]
 pub(crate) struct OpenedCache(Mutex<HashMap<String, OpenedCredential>>);
 
@@ -213,7 +214,7 @@ impl<'a> CredentialStore<'a> {
     /// Load a credential for use: the store is read every time, so a change by any writer
     /// (another process, an edge sync) is seen at once, but an unchanged record (byte-identical
     /// envelope) is not decrypted, parsed and given a new scrubber again — that work costs more
-    /// than the rest of an execute.
+    /// than the rest of an execute (docs/decisions/0031-opened-credential-cache.md).
     pub(crate) async fn load(&self, alias: &str) -> Result<OpenedCredential> {
         let stored = match self.read(alias).await {
             Ok(found) => found,

@@ -1,8 +1,9 @@
 //! Admin password hashing: PBKDF2-HMAC-SHA256 in a PHC string (`$pbkdf2-sha256$i=..,l=32$salt$hash`).
 //!
 //! PBKDF2 rather than a memory-hard hash because its cost is a single tunable CPU knob that can be
-//! fitted to the Workers per-request CPU budget (a memory-hard hash also needs megabytes per login
-//! in a 128 MB isolate); see [`DEFAULT_PASSWORD_ITERATIONS`] for the trade-off.
+//! fitted to the Workers per-request CPU budget (a memory-hard hash also needs megabytes of memory
+//! per login); see [`DEFAULT_PASSWORD_ITERATIONS`] for the trade-off and
+//! docs/decisions/0004-admin-password-hashing.md for the decision and the alternatives.
 
 use pbkdf2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
@@ -11,12 +12,13 @@ use crate::error::{Code, Error, Result};
 
 /// PBKDF2 iterations for the admin password hash.
 ///
-/// The trade-off: login runs this once per attempt inside a request. 100 000 iterations of
-/// HMAC-SHA256 cost roughly tens of ms natively and several times that in wasm, which fits the
-/// Workers paid plan (30 s CPU by default) but NOT the free plan's 10 ms CPU per request. On the
-/// free plan, hash with fewer iterations (measured in workerd to fit) and rely on the login lockout: online
-/// guessing is limited by the SessionStore counters, the iteration count only slows offline
-/// cracking of a leaked `ADMIN_PASSWORD_HASH`. Measure in workerd before choosing.
+/// The trade-off: login runs this once per attempt inside a request. The default fits the
+/// Workers paid plan's CPU limit per request but NOT the free plan's. On the free plan, hash with
+/// fewer iterations and rely on the login lockout: online guessing is limited by the
+/// SessionStore counters, the iteration count only slows offline cracking of a leaked
+/// `ADMIN_PASSWORD_HASH`. The decision: docs/decisions/0004-admin-password-hashing.md; the
+/// plans' limits and the advice: docs/deploy-cloudflare.md, "CPU budget"; the cost per
+/// iteration measured in workerd: benches/README.md, "Workers".
 pub const DEFAULT_PASSWORD_ITERATIONS: u32 = 100_000;
 
 /// Hash an admin password as a PHC string `$pbkdf2-sha256$i=<iterations>,l=32$<salt>$<hash>`
