@@ -20,7 +20,8 @@ use crate::error::{Code, Error, Result};
 use crate::execute::{ExecuteRequest, ExecuteResponse, Pipeline};
 use crate::keyring;
 use crate::oauth::OAuthTokens;
-use crate::ports::{Clock, FetchOptions, Fetcher, KvStore, SessionStore};
+use crate::ports::FetchOptions;
+pub use crate::ports::Ports;
 use crate::scrub::ScrubberCache;
 use crate::sync::{self, Export};
 
@@ -176,15 +177,6 @@ impl Config {
 /// Longest KV settle time accepted ([`Config::kv_settle_ms`]).
 pub const MAX_KV_SETTLE_MS: u64 = 3_600_000;
 
-/// The outside world, as ports.
-#[derive(Clone)]
-pub struct Ports {
-    pub kv: Arc<dyn KvStore>,
-    pub sessions: Arc<dyn SessionStore>,
-    pub fetcher: Arc<dyn Fetcher>,
-    pub clock: Arc<dyn Clock>,
-}
-
 /// The application. Cheap to share (`Arc<App>`).
 pub struct App {
     config: Config,
@@ -231,33 +223,29 @@ impl App {
             self.changes(),
             self.oauth(),
             self.audit(),
-            self.clock(),
+            &self.ports,
         )
     }
 
     /// Agent API keys (create, list, revoke, authenticate).
+    #[inline]
     pub fn api_keys(&self) -> ApiKeys<'_> {
-        ApiKeys::new(
-            self.kv(),
-            self.sessions(),
-            &self.keys,
-            self.clock(),
-            self.roles(),
-            self.audit(),
-        )
+        ApiKeys::new(&self.ports, &self.keys, self.audit())
     }
 
     /// Roles (resolve, create, list, delete).
     pub fn roles(&self) -> Roles<'_> {
-        Roles::new(self.kv(), self.changes(), self.audit())
+        Roles::new(&self.ports, self.changes(), self.audit())
     }
 
     /// The audit log (record, list).
+    #[inline]
     pub fn audit(&self) -> AuditLog<'_> {
-        AuditLog::new(self.kv(), self.clock(), self.config.audit_retention_secs)
+        AuditLog::new(&self.ports, self.config.audit_retention_secs)
     }
 
     /// Admin sessions (login, lookup, logout).
+    #[inline]
     pub fn admin_sessions(&self) -> AdminSessions<'_> {
         let c = &self.config;
         let settings = SessionSettings {
@@ -268,10 +256,11 @@ impl App {
             max_attempts: c.login_max_attempts,
             window_secs: c.login_window_secs,
         };
-        AdminSessions::new(self.sessions(), self.clock(), settings, self.audit())
+        AdminSessions::new(&self.ports, settings, self.audit())
     }
 
     /// Who a request comes from (API keys, bearer sessions, session cookies with CSRF).
+    #[inline]
     pub fn authenticator(&self) -> Authenticator<'_> {
         Authenticator::new(
             self.api_keys(),
@@ -290,17 +279,26 @@ impl App {
 
     /// Run one execute (see [`crate::execute`]) and audit it. (The pipeline's own future is
     /// returned as it is: one state machine less on the hot path.)
+    #[inline]
     pub fn execute<'a>(
         &'a self,
         who: &'a Principal,
         req: ExecuteRequest,
     ) -> impl std::future::Future<Output = Result<ExecuteResponse>> + 'a {
-        self.pipeline().execute(who, req)
+        Pipeline::new(
+            &self.ports,
+            &self.keys,
+            &self.opened,
+            &self.scrubbers,
+            self.config.fetch_options(),
+            self.config.audit_retention_secs,
+        )
+        .execute(who, req)
     }
 
     /// The sync export: keyring parameters and ciphertext records (admin only).
     pub async fn export(&self, who: &Principal) -> Result<Export> {
-        sync::export(self.kv(), who).await
+        sync::export(&*self.ports.kv, who).await
     }
 
     /// Aliases whose decrypted credentials this instance keeps in memory, sorted. For tests that
@@ -310,53 +308,16 @@ impl App {
         self.store().opened_aliases()
     }
 
-    fn pipeline(&self) -> Pipeline<'_> {
-        Pipeline::new(
-            self.store(),
-            self.oauth(),
-            self.sessions(),
-            &*self.ports.fetcher,
-            self.config.fetch_options(),
-            &self.scrubbers,
-            &self.keys,
-            self.audit(),
-            self.clock(),
-        )
-    }
-
     fn store(&self) -> CredentialStore<'_> {
-        CredentialStore::new(self.kv(), &self.keys, &self.opened)
+        CredentialStore::new(&self.ports, &self.keys, &self.opened)
     }
 
     fn oauth(&self) -> OAuthTokens<'_> {
-        OAuthTokens::new(
-            self.kv(),
-            &self.keys,
-            &*self.ports.fetcher,
-            self.clock(),
-            self.config.fetch_options(),
-        )
+        OAuthTokens::new(&self.ports, &self.keys, self.config.fetch_options())
     }
 
     fn changes(&self) -> Changes<'_> {
-        Changes::new(
-            self.sessions(),
-            &self.keys,
-            self.clock(),
-            self.config.kv_settle_ms,
-        )
-    }
-
-    fn kv(&self) -> &dyn KvStore {
-        &*self.ports.kv
-    }
-
-    fn sessions(&self) -> &dyn SessionStore {
-        &*self.ports.sessions
-    }
-
-    fn clock(&self) -> &dyn Clock {
-        &*self.ports.clock
+        Changes::new(&self.ports, &self.keys, self.config.kv_settle_ms)
     }
 }
 

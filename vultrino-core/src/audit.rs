@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{Permission, Principal};
 use crate::crypto;
 use crate::error::Result;
-use crate::ports::{Clock, KvStore, ListOptions, PutOptions};
+use crate::ports::{ListOptions, Ports, PutOptions};
 
 /// KV key prefix of audit events.
 pub const AUDIT_PREFIX: &str = "audit:";
@@ -76,17 +76,16 @@ impl AuditEvent {
 /// The audit log of one deployment: the only code that writes or reads `audit:` records.
 #[derive(Clone, Copy)]
 pub struct AuditLog<'a> {
-    kv: &'a dyn KvStore,
-    clock: &'a dyn Clock,
+    ports: &'a Ports,
     retention_secs: u64,
 }
 
 impl<'a> AuditLog<'a> {
     /// Events expire `retention_secs` after they are written (at least 60 s, the KV minimum).
-    pub fn new(kv: &'a dyn KvStore, clock: &'a dyn Clock, retention_secs: u64) -> Self {
+    #[inline]
+    pub fn new(ports: &'a Ports, retention_secs: u64) -> Self {
         AuditLog {
-            kv,
-            clock,
+            ports,
             retention_secs,
         }
     }
@@ -100,6 +99,7 @@ impl<'a> AuditLog<'a> {
         };
         if let Ok(bytes) = serde_json::to_vec(&event) {
             let _ = self
+                .ports
                 .kv
                 .put(&event.kv_key(), Bytes::from(bytes), options)
                 .await;
@@ -114,7 +114,7 @@ impl<'a> AuditLog<'a> {
         credential: Option<&str>,
         status: u16,
     ) {
-        let mut e = AuditEvent::new(self.clock.now_ms(), who.actor(), action, "success");
+        let mut e = AuditEvent::new(self.ports.now_ms(), who.actor(), action, "success");
         e.credential = credential.map(str::to_string);
         e.status = Some(status);
         self.record(e).await;
@@ -130,6 +130,7 @@ impl<'a> AuditLog<'a> {
         who.require(Permission::Admin)?;
         let limit = Some(limit.unwrap_or(100).clamp(1, 1000));
         let page = self
+            .ports
             .kv
             .list(ListOptions {
                 prefix: Some(AUDIT_PREFIX.into()),
@@ -139,7 +140,7 @@ impl<'a> AuditLog<'a> {
             .await?;
         let mut out = Vec::with_capacity(page.keys.len());
         for k in page.keys {
-            if let Some(b) = self.kv.get(&k.name).await? {
+            if let Some(b) = self.ports.kv.get(&k.name).await? {
                 if let Ok(e) = serde_json::from_slice::<AuditEvent>(&b) {
                     out.push(e);
                 }

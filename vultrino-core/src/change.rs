@@ -1,10 +1,10 @@
 //! Changes of named records (a credential, a role) that never interleave and never act on a
 //! stale read: the change lock ([`Changes::exclusive`]) and version claims
-//! ([`Changes::claim_version`]), both in the strongly consistent [`SessionStore`].
+//! ([`Changes::claim_version`]), both in the strongly consistent [`SessionStore`](crate::ports::SessionStore).
 
 use crate::crypto::{self, Keys};
 use crate::error::{Code, Error, Result};
-use crate::ports::{Clock, SessionStore};
+use crate::ports::Ports;
 
 /// Longest a change lock ([`Changes::exclusive`]) is held by a holder that never released it.
 pub const CHANGE_LOCK_MS: u64 = 30_000;
@@ -31,25 +31,18 @@ impl Record {
 /// Change locks and version claims over the session store.
 #[derive(Clone, Copy)]
 pub struct Changes<'a> {
-    sessions: &'a dyn SessionStore,
+    ports: &'a Ports,
     keys: &'a Keys,
-    clock: &'a dyn Clock,
     settle_ms: u64,
 }
 
 impl<'a> Changes<'a> {
     /// `settle_ms`: how long a KV write may take to reach every reader
     /// ([`Config::kv_settle_ms`](crate::app::Config::kv_settle_ms)).
-    pub fn new(
-        sessions: &'a dyn SessionStore,
-        keys: &'a Keys,
-        clock: &'a dyn Clock,
-        settle_ms: u64,
-    ) -> Self {
+    pub fn new(ports: &'a Ports, keys: &'a Keys, settle_ms: u64) -> Self {
         Changes {
-            sessions,
+            ports,
             keys,
-            clock,
             settle_ms,
         }
     }
@@ -61,9 +54,9 @@ impl<'a> Changes<'a> {
     /// change that finds the lock held fails at once with 409 `change_in_progress` (the holder
     /// takes milliseconds; retrying is safe).
     ///
-    /// The lock is an exact [`SessionStore::hit`] counter with limit 1 (a Durable Object on the
+    /// The lock is an exact [`SessionStore::hit`](crate::ports::SessionStore::hit) counter with limit 1 (a Durable Object on the
     /// edge, so it holds across isolates and locations), released with
-    /// [`SessionStore::reset_counter`] whatever the outcome. A holder that never releases it (a
+    /// [`SessionStore::reset_counter`](crate::ports::SessionStore::reset_counter) whatever the outcome. A holder that never releases it (a
     /// crashed process, a request dropped mid-change) blocks changes of that one record for at
     /// most [`CHANGE_LOCK_MS`]. A change that outlives the lock (slower than [`CHANGE_LOCK_MS`]
     /// minus a margin for clock differences) does not release it: by then another change may
@@ -80,8 +73,9 @@ impl<'a> Changes<'a> {
         let kind = kind.as_str();
         let key = format!("change:{kind}:{name}");
         let hit = self
+            .ports
             .sessions
-            .hit(&key, CHANGE_LOCK_MS, 1, self.clock.now_ms())
+            .hit(&key, CHANGE_LOCK_MS, 1, self.ports.now_ms())
             .await?;
         if !hit.allowed {
             return Err(Error::conflict(format!(
@@ -93,13 +87,13 @@ impl<'a> Changes<'a> {
         let result = change.await;
         // Release only a lock that is still ours (see above); a lapsed one is left alone.
         if self
-            .clock
+            .ports
             .now_ms()
             .saturating_add(CHANGE_LOCK_RELEASE_MARGIN_MS)
             < hit.reset_at_ms
         {
             // Best effort: if the release fails, the lock lapses after CHANGE_LOCK_MS.
-            let _ = self.sessions.reset_counter(&key).await;
+            let _ = self.ports.sessions.reset_counter(&key).await;
         }
         result
     }
@@ -114,7 +108,7 @@ impl<'a> Changes<'a> {
     /// change can start after another has finished and still read the version that one
     /// replaced. Acting on it would undo the newer change: bring back a deleted credential or an
     /// old secret, or replace a credential created elsewhere. So each change claims its starting
-    /// version with a single-use [`SessionStore::mark`] (strongly consistent) that lives
+    /// version with a single-use [`SessionStore::mark`](crate::ports::SessionStore::mark) (strongly consistent) that lives
     /// `settle_ms`: a second change from the same version within that time is a change from a
     /// stale read and gets 409 `change_not_propagated`, with `Retry-After`; once the newer
     /// version has reached every reader, the retry works. Every stored envelope has a fresh
@@ -134,8 +128,9 @@ impl<'a> Changes<'a> {
         };
         let key = format!("claim:{kind}:{name}:{from}");
         if self
+            .ports
             .sessions
-            .mark(&key, self.settle_ms, self.clock.now_ms())
+            .mark(&key, self.settle_ms, self.ports.now_ms())
             .await?
         {
             return Ok(());

@@ -28,11 +28,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, AuditEvent, AuditLog};
 use crate::auth::{Permission, Principal};
-use crate::credential::{CredentialData, CredentialRecord, CredentialStore, OpenedCredential};
+use crate::credential::{
+    CredentialData, CredentialRecord, CredentialStore, OpenedCache, OpenedCredential,
+};
 use crate::crypto::Keys;
 use crate::error::{retry_after_secs, Code, Error, ErrorKind, Result};
 use crate::oauth::{OAuthToken, OAuthTokens};
-use crate::ports::{Clock, FetchOptions, Fetcher, SessionStore};
+use crate::ports::{FetchOptions, Ports};
 use crate::scrub::{Scrubber, ScrubberCache};
 use crate::secret::Secret;
 use crate::ssrf;
@@ -53,50 +55,51 @@ pub struct ExecuteResponse {
     pub body_encoding: String,
 }
 
-/// Everything an execute reaches, for one deployment.
+/// Everything an execute reaches, for one deployment: the ports (credentials in KV, rate-limit
+/// counters in the session store, the fetcher), the keys, the two caches, the limits of every
+/// upstream exchange and the audit retention.
 #[derive(Clone, Copy)]
 pub struct Pipeline<'a> {
-    store: CredentialStore<'a>,
-    oauth: OAuthTokens<'a>,
-    counters: &'a dyn SessionStore,
-    fetcher: &'a dyn Fetcher,
-    fetch: FetchOptions,
-    scrubbers: &'a ScrubberCache,
+    ports: &'a Ports,
     keys: &'a Keys,
-    audit: AuditLog<'a>,
-    clock: &'a dyn Clock,
+    opened: &'a OpenedCache,
+    scrubbers: &'a ScrubberCache,
+    fetch: FetchOptions,
+    audit_retention_secs: u64,
 }
 
 impl<'a> Pipeline<'a> {
-    /// `counters`: where rate limits are counted; `fetch`: the limits of every upstream exchange.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        store: CredentialStore<'a>,
-        oauth: OAuthTokens<'a>,
-        counters: &'a dyn SessionStore,
-        fetcher: &'a dyn Fetcher,
-        fetch: FetchOptions,
-        scrubbers: &'a ScrubberCache,
+        ports: &'a Ports,
         keys: &'a Keys,
-        audit: AuditLog<'a>,
-        clock: &'a dyn Clock,
+        opened: &'a OpenedCache,
+        scrubbers: &'a ScrubberCache,
+        fetch: FetchOptions,
+        audit_retention_secs: u64,
     ) -> Self {
         Pipeline {
-            store,
-            oauth,
-            counters,
-            fetcher,
-            fetch,
-            scrubbers,
+            ports,
             keys,
-            audit,
-            clock,
+            opened,
+            scrubbers,
+            fetch,
+            audit_retention_secs,
         }
+    }
+
+    #[inline]
+    fn store(&self) -> CredentialStore<'a> {
+        CredentialStore::new(self.ports, self.keys, self.opened)
+    }
+
+    #[inline]
+    fn audit(&self) -> AuditLog<'a> {
+        AuditLog::new(self.ports, self.audit_retention_secs)
     }
 
     /// Run one execute and write its audit event, whatever the outcome.
     pub async fn execute(self, who: &Principal, req: ExecuteRequest) -> Result<ExecuteResponse> {
-        let started = self.clock.now_ms();
+        let started = self.ports.now_ms();
         let mut event = AuditEvent::new(started, who.actor(), "execute", "allowed");
         event.credential = Some(truncate(&req.credential));
         event.method = Some(truncate(&req.method.to_ascii_uppercase()));
@@ -130,8 +133,8 @@ impl<'a> Pipeline<'a> {
                 event.status = Some(e.status().as_u16());
             }
         }
-        event.duration_ms = self.clock.now_ms().saturating_sub(started);
-        self.audit.record(event).await;
+        event.duration_ms = self.ports.now_ms().saturating_sub(started);
+        self.audit().record(event).await;
         result
     }
 
@@ -145,14 +148,14 @@ impl<'a> Pipeline<'a> {
         who.require_scope(&req.credential)?;
         let method = parse_method(&req.method)?;
         let target = target?;
-        let opened = self.store.load(&req.credential).await?;
+        let opened = self.store().load(&req.credential).await?;
         let record = &*opened.record;
         self.check_policy(record, &method, &target).await?;
         let mut out = Outbound::new(method, target.url, &req.headers, req.query)?;
         let token = self.oauth_token(&opened).await?;
         let derived = record.data.inject(&mut out, token.as_ref())?;
         let request = out.build(req.body.unwrap_or_default(), req.json_body)?;
-        let response = self.fetcher.fetch(request, self.fetch).await?;
+        let response = self.ports.fetcher.fetch(request, self.fetch).await?;
         upstream::refuse_encoded(&response)?;
         let scrubber = self.scrubber(&opened, &derived);
         Ok(render(response, &scrubber))
@@ -175,9 +178,10 @@ impl<'a> Pipeline<'a> {
             .policy
             .check(method.as_str(), &policy_host, target.url.path())?;
         if let Some(rl) = &record.policy.rate_limit {
-            let now = self.clock.now_ms();
+            let now = self.ports.now_ms();
             let hit = self
-                .counters
+                .ports
+                .sessions
                 .hit(
                     &format!("rate:{}", record.alias),
                     u64::from(rl.per_seconds) * 1000,
@@ -206,11 +210,13 @@ impl<'a> Pipeline<'a> {
             .oauth_binding
             .as_deref()
             .ok_or_else(Error::internal)?;
-        Ok(Some(self.oauth.token(&opened.record, d, binding).await?))
+        let oauth = OAuthTokens::new(self.ports, self.keys, self.fetch);
+        Ok(Some(oauth.token(&opened.record, d, binding).await?))
     }
 
     /// The scrubber of every secret form that went into the request: the record's own values
     /// and the derived forms `inject` returned.
+    #[inline]
     fn scrubber(&self, opened: &OpenedCredential, derived: &[Secret]) -> Arc<Scrubber> {
         let record = &opened.record;
         let mut all: Vec<&[u8]> = record.data.secrets();
@@ -229,6 +235,7 @@ impl<'a> Pipeline<'a> {
 }
 
 /// The request's method: valid HTTP (400 `invalid_request`), and never CONNECT or TRACE.
+#[inline]
 fn parse_method(method: &str) -> Result<http::Method> {
     let method =
         http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|_| {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::credential::{oauth_key, ClientAuth, CredentialRecord, OAuth2Data};
 use crate::crypto::{self, Keys};
 use crate::error::{Code, Error, ErrorKind, Result};
-use crate::ports::{Clock, FetchOptions, Fetcher, KvStore, PutOptions};
+use crate::ports::{FetchOptions, Ports, PutOptions};
 use crate::secret::Secret;
 use crate::ssrf;
 use crate::upstream::USER_AGENT;
@@ -60,28 +60,15 @@ pub fn binding(keys: &Keys, record: &CredentialRecord, d: &OAuth2Data) -> Result
 /// The token cache and the token endpoint, as one deployment reaches them.
 #[derive(Clone, Copy)]
 pub struct OAuthTokens<'a> {
-    kv: &'a dyn KvStore,
+    ports: &'a Ports,
     keys: &'a Keys,
-    fetcher: &'a dyn Fetcher,
-    clock: &'a dyn Clock,
     fetch: FetchOptions,
 }
 
 impl<'a> OAuthTokens<'a> {
-    pub fn new(
-        kv: &'a dyn KvStore,
-        keys: &'a Keys,
-        fetcher: &'a dyn Fetcher,
-        clock: &'a dyn Clock,
-        fetch: FetchOptions,
-    ) -> Self {
-        OAuthTokens {
-            kv,
-            keys,
-            fetcher,
-            clock,
-            fetch,
-        }
+    /// `fetch`: the limits of the token request.
+    pub fn new(ports: &'a Ports, keys: &'a Keys, fetch: FetchOptions) -> Self {
+        OAuthTokens { ports, keys, fetch }
     }
 
     /// A valid access token for `record`: the cached one, or a new one from the token endpoint
@@ -95,9 +82,9 @@ impl<'a> OAuthTokens<'a> {
         binding: &str,
     ) -> Result<OAuthToken> {
         let key = oauth_key(&record.alias);
-        let now = self.clock.now_ms();
+        let now = self.ports.now_ms();
         let mut refresh = d.refresh_token.clone();
-        if let Some(text) = self.kv.get(&key).await? {
+        if let Some(text) = self.ports.kv.get(&key).await? {
             let cached = std::str::from_utf8(&text)
                 .ok()
                 .and_then(|t| self.keys.open_envelope(&key, t).ok())
@@ -114,7 +101,7 @@ impl<'a> OAuthTokens<'a> {
         }
         let target = ssrf::check_url(&d.token_url, self.fetch.allow_loopback)?;
         let request = token_request(d, refresh.as_ref(), target.url.as_str())?;
-        let response = self.fetcher.fetch(request, self.fetch).await?;
+        let response = self.ports.fetcher.fetch(request, self.fetch).await?;
         if !response.status().is_success() {
             return Err(failed(format!(
                 "token endpoint answered HTTP {}",
@@ -155,7 +142,8 @@ impl<'a> OAuthTokens<'a> {
         } else {
             reply.expires_in.filter(|s| *s >= 60)
         };
-        self.kv
+        self.ports
+            .kv
             .put(
                 &key,
                 Bytes::from(sealed),
@@ -171,7 +159,7 @@ impl<'a> OAuthTokens<'a> {
     /// Drop the cached token of credential `alias` (it belonged to a secret that changed, or to
     /// a credential that is gone).
     pub async fn forget(&self, alias: &str) -> Result<()> {
-        self.kv.delete(&oauth_key(alias)).await
+        self.ports.kv.delete(&oauth_key(alias)).await
     }
 }
 

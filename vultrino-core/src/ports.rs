@@ -8,6 +8,8 @@
 //! Futures are `Send` on native targets and not on wasm32, where JS futures are `!Send`; the
 //! [`MaybeSend`]/[`MaybeSync`] markers and the `async_trait` attributes below do that once.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +36,28 @@ impl<T: Sync + ?Sized> MaybeSync for T {}
 pub trait MaybeSync {}
 #[cfg(target_arch = "wasm32")]
 impl<T: ?Sized> MaybeSync for T {}
+
+// ---------------------------------------------------------------------------------------------
+// The ports of one deployment
+// ---------------------------------------------------------------------------------------------
+
+/// The outside world of one deployment, as ports: what
+/// [`App::open`](crate::app::App::open) is given. Each concern borrows it (`&Ports`) and uses
+/// only the ports it needs.
+#[derive(Clone)]
+pub struct Ports {
+    pub kv: Arc<dyn KvStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub fetcher: Arc<dyn Fetcher>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Ports {
+    /// Now, by the deployment's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // KvStore

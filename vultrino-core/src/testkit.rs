@@ -1,6 +1,6 @@
 //! Conformance suites for the port implementations (feature `testkit`).
 //!
-//! Every `# Behavior` sentence of [`KvStore`](crate::ports::KvStore),
+//! Every `# Behavior` sentence of [`KvStore`],
 //! [`SessionStore`](crate::ports::SessionStore) and [`Fetcher`](crate::ports::Fetcher) is checked
 //! here by a plain `pub async fn`, in the style of arrow-rs `object_store`'s integration
 //! functions: no framework, no macros, no runtime. Each backend's tests call the umbrella function

@@ -74,6 +74,7 @@ pub struct Outbound {
 impl Outbound {
     /// The agent's request, cleaned: every header in the dropped list is left out; the rest must
     /// be valid HTTP (400 `invalid_header`).
+    #[inline]
     pub fn new(
         method: http::Method,
         url: url::Url,
@@ -122,6 +123,7 @@ impl Outbound {
     /// body the agent gave no type for, `Accept-Encoding: identity` (a compressed reply could not
     /// be scrubbed), and a `User-Agent` when the agent sent none — many APIs refuse requests
     /// without one (GitHub answers 403), and neither backend's client adds one.
+    #[inline]
     pub fn build(mut self, body: Bytes, json_body: bool) -> Result<http::Request<Bytes>> {
         if !self.query.is_empty() {
             let mut pairs = self.url.query_pairs_mut();

@@ -27,6 +27,7 @@ fn unauthenticated() -> Error {
 }
 
 impl<'a> Authenticator<'a> {
+    #[inline]
     pub(crate) fn new(
         keys: ApiKeys<'a>,
         sessions: AdminSessions<'a>,

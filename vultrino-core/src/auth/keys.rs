@@ -4,13 +4,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::principal::{Permission, Principal};
-use super::roles::Roles;
+use super::roles;
 use super::token::{is_key_id, parse_api_key, API_KEY_PREFIX};
 use crate::audit::AuditLog;
 use crate::crypto::{self, Keys};
 use crate::error::{Code, Error, Result};
 use crate::kv::{list_all, put_json};
-use crate::ports::{Clock, KvStore, SessionStore};
+use crate::ports::Ports;
 
 /// KV key prefix of API key records.
 pub const KEY_PREFIX: &str = "key:";
@@ -98,31 +98,15 @@ fn key_of(id: &str) -> String {
 /// The API keys of one deployment ([`crate::app::App::api_keys`]).
 #[derive(Clone, Copy)]
 pub struct ApiKeys<'a> {
-    kv: &'a dyn KvStore,
-    sessions: &'a dyn SessionStore,
+    ports: &'a Ports,
     keys: &'a Keys,
-    clock: &'a dyn Clock,
-    roles: Roles<'a>,
     audit: AuditLog<'a>,
 }
 
 impl<'a> ApiKeys<'a> {
-    pub(crate) fn new(
-        kv: &'a dyn KvStore,
-        sessions: &'a dyn SessionStore,
-        keys: &'a Keys,
-        clock: &'a dyn Clock,
-        roles: Roles<'a>,
-        audit: AuditLog<'a>,
-    ) -> Self {
-        ApiKeys {
-            kv,
-            sessions,
-            keys,
-            clock,
-            roles,
-            audit,
-        }
+    #[inline]
+    pub(crate) fn new(ports: &'a Ports, keys: &'a Keys, audit: AuditLog<'a>) -> Self {
+        ApiKeys { ports, keys, audit }
     }
 
     /// Create an API key; the returned `key` is shown once and never stored.
@@ -133,11 +117,14 @@ impl<'a> ApiKeys<'a> {
                 Error::bad_request("name must be 1-100 characters").with_code(Code::InvalidName)
             );
         }
-        if self.roles.resolve(&input.role).await?.is_none() {
+        if roles::resolve(&*self.ports.kv, &input.role)
+            .await?
+            .is_none()
+        {
             return Err(Error::bad_request(format!("no role '{}'", input.role))
                 .with_code(Code::UnknownRole));
         }
-        let now = self.clock.now_ms();
+        let now = self.ports.now_ms();
         let expires_at = match input.expires_in_days {
             Some(0) => {
                 return Err(Error::bad_request("expires_in_days must be at least 1")
@@ -174,14 +161,14 @@ impl<'a> ApiKeys<'a> {
 
     async fn store(&self, record: &ApiKeyRecord) -> Result<()> {
         let meta = serde_json::to_value(record.info()).map_err(|_| Error::internal())?;
-        put_json(self.kv, &key_of(&record.id), record, Some(meta)).await
+        put_json(&*self.ports.kv, &key_of(&record.id), record, Some(meta)).await
     }
 
     /// Every key, from KV metadata (no secret or MAC is read).
     pub async fn list(&self, who: &Principal) -> Result<Vec<ApiKeyInfo>> {
         who.require(Permission::Admin)?;
         let mut out = Vec::new();
-        for k in list_all(self.kv, KEY_PREFIX).await? {
+        for k in list_all(&*self.ports.kv, KEY_PREFIX).await? {
             let id = k.name[KEY_PREFIX.len()..].to_string();
             if let Some(mut info) = k
                 .metadata
@@ -198,18 +185,19 @@ impl<'a> ApiKeys<'a> {
     pub async fn revoke(&self, who: &Principal, id: &str) -> Result<()> {
         who.require(Permission::Admin)?;
         let key = key_of(id);
-        if !is_key_id(id) || self.kv.get(&key).await?.is_none() {
+        if !is_key_id(id) || self.ports.kv.get(&key).await?.is_none() {
             return Err(Error::not_found(format!("no key '{id}'")).with_code(Code::KeyNotFound));
         }
         // Ten years: longer than any key lives.
-        self.sessions
+        self.ports
+            .sessions
             .mark(
                 &revoked_marker(id),
                 10 * 365 * 86_400_000,
-                self.clock.now_ms(),
+                self.ports.now_ms(),
             )
             .await?;
-        self.kv.delete(&key).await?;
+        self.ports.kv.delete(&key).await?;
         self.audit.change(who, "key.revoke", None, 204).await;
         Ok(())
     }
@@ -218,23 +206,35 @@ impl<'a> ApiKeys<'a> {
     pub async fn authenticate(&self, token: &str) -> Result<Principal> {
         let unauthorized = || Error::unauthorized("invalid API key").with_code(Code::InvalidApiKey);
         let (id, secret) = parse_api_key(token).ok_or_else(unauthorized)?;
-        let bytes = self.kv.get(&key_of(id)).await?.ok_or_else(unauthorized)?;
+        let bytes = self
+            .ports
+            .kv
+            .get(&key_of(id))
+            .await?
+            .ok_or_else(unauthorized)?;
         let mut record: ApiKeyRecord =
             serde_json::from_slice(&bytes).map_err(|_| unauthorized())?;
         let tag = crypto::hex_decode(&record.mac).ok_or_else(unauthorized)?;
         if !self.keys.verify_mac(secret.as_bytes(), &tag) {
             return Err(unauthorized());
         }
-        let now = self.clock.now_ms();
+        let now = self.ports.now_ms();
         if record.expires_at.is_some_and(|e| now >= e) {
             return Err(Error::unauthorized("API key has expired").with_code(Code::ApiKeyExpired));
         }
-        if self.sessions.is_marked(&revoked_marker(id), now).await? {
+        if self
+            .ports
+            .sessions
+            .is_marked(&revoked_marker(id), now)
+            .await?
+        {
             return Err(unauthorized());
         }
-        let role = self.roles.resolve(&record.role).await?.ok_or_else(|| {
-            Error::forbidden("this key's role no longer exists").with_code(Code::UnknownRole)
-        })?;
+        let role = roles::resolve(&*self.ports.kv, &record.role)
+            .await?
+            .ok_or_else(|| {
+                Error::forbidden("this key's role no longer exists").with_code(Code::UnknownRole)
+            })?;
         // Record use at most once a minute: a KV write per request would be wasteful
         // (docs/decisions/0006-kv-record-layout.md).
         if record
@@ -246,11 +246,12 @@ impl<'a> ApiKeys<'a> {
             // A revocation between our read and this write would be undone by the write:
             // look again, and finish the revocation if it happened.
             if self
+                .ports
                 .sessions
                 .is_marked(&revoked_marker(&record.id), now)
                 .await?
             {
-                self.kv.delete(&key_of(&record.id)).await?;
+                self.ports.kv.delete(&key_of(&record.id)).await?;
                 return Err(unauthorized());
             }
         }

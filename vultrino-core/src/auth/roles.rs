@@ -9,7 +9,7 @@ use crate::change::{Changes, Record};
 use crate::credential::{validate_description, validate_name};
 use crate::error::{Code, Error, Result};
 use crate::kv::{list_all, put_json};
-use crate::ports::KvStore;
+use crate::ports::{KvStore, Ports};
 
 /// KV key prefix of custom roles.
 pub const ROLE_PREFIX: &str = "role:";
@@ -29,32 +29,42 @@ fn role_key(name: &str) -> String {
     format!("{ROLE_PREFIX}{name}")
 }
 
+/// Resolve a role by name: built-in or stored. `None` when there is no such role (or a stored
+/// one is unreadable).
+pub(crate) async fn resolve(kv: &dyn KvStore, name: &str) -> Result<Option<Role>> {
+    if let Some(r) = builtin_role(name) {
+        return Ok(Some(r));
+    }
+    if validate_name("role", name).is_err() {
+        return Ok(None);
+    }
+    match kv.get(&role_key(name)).await? {
+        Some(b) => Ok(serde_json::from_slice(&b).ok()),
+        None => Ok(None),
+    }
+}
+
 /// The roles of one deployment ([`crate::app::App::roles`]).
 #[derive(Clone, Copy)]
 pub struct Roles<'a> {
-    kv: &'a dyn KvStore,
+    ports: &'a Ports,
     changes: Changes<'a>,
     audit: AuditLog<'a>,
 }
 
 impl<'a> Roles<'a> {
-    pub(crate) fn new(kv: &'a dyn KvStore, changes: Changes<'a>, audit: AuditLog<'a>) -> Self {
-        Roles { kv, changes, audit }
+    pub(crate) fn new(ports: &'a Ports, changes: Changes<'a>, audit: AuditLog<'a>) -> Self {
+        Roles {
+            ports,
+            changes,
+            audit,
+        }
     }
 
-    /// Resolve a role by name: built-in or stored. `None` when there is no such role (or a
+    /// Resolve a role by name: built-in or stored; `None` when there is no such role (or a
     /// stored one is unreadable).
     pub async fn resolve(&self, name: &str) -> Result<Option<Role>> {
-        if let Some(r) = builtin_role(name) {
-            return Ok(Some(r));
-        }
-        if validate_name("role", name).is_err() {
-            return Ok(None);
-        }
-        match self.kv.get(&role_key(name)).await? {
-            Some(b) => Ok(serde_json::from_slice(&b).ok()),
-            None => Ok(None),
-        }
+        resolve(&*self.ports.kv, name).await
     }
 
     /// Create a custom role. 409 for a built-in or taken name.
@@ -100,7 +110,7 @@ impl<'a> Roles<'a> {
         let name = input.name.clone();
         self.changes
             .exclusive(Record::Role, &name, async move {
-                if self.kv.get(&key).await?.is_some() {
+                if self.ports.kv.get(&key).await?.is_some() {
                     return Err(
                         Error::conflict(format!("role '{}' already exists", input.name))
                             .with_code(Code::RoleExists),
@@ -119,7 +129,7 @@ impl<'a> Roles<'a> {
                     description,
                     builtin: false,
                 };
-                put_json(self.kv, &key, &role, None).await?;
+                put_json(&*self.ports.kv, &key, &role, None).await?;
                 self.audit.change(who, "role.create", None, 201).await;
                 Ok(role)
             })
@@ -133,8 +143,8 @@ impl<'a> Roles<'a> {
             .iter()
             .filter_map(|n| builtin_role(n))
             .collect();
-        for k in list_all(self.kv, ROLE_PREFIX).await? {
-            if let Some(b) = self.kv.get(&k.name).await? {
+        for k in list_all(&*self.ports.kv, ROLE_PREFIX).await? {
+            if let Some(b) = self.ports.kv.get(&k.name).await? {
                 if let Ok(r) = serde_json::from_slice::<Role>(&b) {
                     out.push(r);
                 }
@@ -158,13 +168,13 @@ impl<'a> Roles<'a> {
         validate_name("role", name).map_err(|_| missing())?;
         self.changes
             .exclusive(Record::Role, name, async {
-                let Some(stored) = self.kv.get(&key).await? else {
+                let Some(stored) = self.ports.kv.get(&key).await? else {
                     return Err(missing());
                 };
                 self.changes
                     .claim_version(Record::Role, name, Some(&stored))
                     .await?;
-                self.kv.delete(&key).await?;
+                self.ports.kv.delete(&key).await?;
                 self.audit.change(who, "role.delete", None, 204).await;
                 Ok(())
             })

@@ -7,7 +7,7 @@ use crate::audit::{AuditEvent, AuditLog};
 use crate::crypto;
 use crate::error::{retry_after_secs, Code, Error, ErrorKind, Result};
 use crate::input::parse_json;
-use crate::ports::{Clock, SessionRecord, SessionStore};
+use crate::ports::{Ports, SessionRecord};
 use crate::secret::Secret;
 
 /// The session and login settings of a deployment (from
@@ -52,22 +52,19 @@ impl std::fmt::Debug for Login {
 /// The admin sessions of one deployment.
 #[derive(Clone, Copy)]
 pub struct AdminSessions<'a> {
-    store: &'a dyn SessionStore,
-    clock: &'a dyn Clock,
+    ports: &'a Ports,
     settings: SessionSettings<'a>,
     audit: AuditLog<'a>,
 }
 
 impl<'a> AdminSessions<'a> {
     pub(crate) fn new(
-        store: &'a dyn SessionStore,
-        clock: &'a dyn Clock,
+        ports: &'a Ports,
         settings: SessionSettings<'a>,
         audit: AuditLog<'a>,
     ) -> Self {
         AdminSessions {
-            store,
-            clock,
+            ports,
             settings,
             audit,
         }
@@ -87,10 +84,11 @@ impl<'a> AdminSessions<'a> {
             password: Secret,
         }
         let s = &self.settings;
-        let now = self.clock.now_ms();
+        let now = self.ports.now_ms();
         let counter = format!("login:{client}");
         let hit = self
-            .store
+            .ports
+            .sessions
             .hit(&counter, s.window_secs * 1000, s.max_attempts, now)
             .await?;
         let mut event = AuditEvent::new(now, format!("client:{client}"), "login", "failure");
@@ -123,7 +121,7 @@ impl<'a> AdminSessions<'a> {
                 Error::unauthorized("invalid username or password").with_code(Code::InvalidLogin)
             );
         }
-        self.store.reset_counter(&counter).await?;
+        self.ports.sessions.reset_counter(&counter).await?;
         // Twin sessions: the bearer token for API clients, the cookie for browsers.
         let new_token =
             |prefix: &str| format!("{prefix}{}", crypto::b64url(&crypto::random_bytes::<32>()));
@@ -150,10 +148,18 @@ impl<'a> AdminSessions<'a> {
             twin: Some(token_id.clone()),
             ..record.clone()
         };
-        self.store.create_session(&token_id, record).await?;
-        if let Err(e) = self.store.create_session(&cookie_id, cookie_record).await {
+        self.ports
+            .sessions
+            .create_session(&token_id, record)
+            .await?;
+        if let Err(e) = self
+            .ports
+            .sessions
+            .create_session(&cookie_id, cookie_record)
+            .await
+        {
             // Never returned, so harmless; removed all the same. The login did not happen.
-            let _ = self.store.revoke_session(&token_id).await;
+            let _ = self.ports.sessions.revoke_session(&token_id).await;
             event.code = Some(e.code().as_str().to_string());
             event.outcome = "error".into();
             self.audit.record(event).await;
@@ -177,8 +183,9 @@ impl<'a> AdminSessions<'a> {
     pub async fn session(&self, token: &str, via_cookie: bool) -> Result<Authed> {
         let id = crypto::sha256_hex(token.as_bytes());
         let record = self
-            .store
-            .touch_session(&id, self.clock.now_ms())
+            .ports
+            .sessions
+            .touch_session(&id, self.ports.now_ms())
             .await?
             .filter(|r| r.via_cookie == via_cookie && r.twin.is_some())
             .ok_or_else(|| {
@@ -205,11 +212,11 @@ impl<'a> AdminSessions<'a> {
         };
         // The twin first: once the presented session is gone, a retry could not find it.
         if let Some(twin) = authed.session.as_ref().and_then(|s| s.twin.as_deref()) {
-            self.store.revoke_session(twin).await?;
+            self.ports.sessions.revoke_session(twin).await?;
         }
-        self.store.revoke_session(session_id).await?;
+        self.ports.sessions.revoke_session(session_id).await?;
         let mut event = AuditEvent::new(
-            self.clock.now_ms(),
+            self.ports.now_ms(),
             authed.principal.actor(),
             "logout",
             "success",

@@ -24,6 +24,7 @@ pub enum Bearer<'a> {
 }
 
 /// Read the `Authorization` header of a request.
+#[inline]
 pub fn bearer(headers: &http::HeaderMap) -> Bearer<'_> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
         return Bearer::Absent;

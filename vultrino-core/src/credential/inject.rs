@@ -23,6 +23,7 @@ impl CredentialData {
     ///   see [`crate::oauth::OAuthTokens::token`]); the token's secrets are returned.
     ///
     /// Injected header values are marked sensitive (HTTP/2 never indexes them).
+    #[inline]
     pub fn inject(&self, out: &mut Outbound, oauth: Option<&OAuthToken>) -> Result<Vec<Secret>> {
         let mut derived = Vec::new();
         match self {

@@ -16,7 +16,7 @@ use crate::crypto;
 use crate::error::{Code, Error, Result};
 use crate::oauth::OAuthTokens;
 use crate::policy::Policy;
-use crate::ports::Clock;
+use crate::ports::Ports;
 use crate::secret::Secret;
 
 /// Input of [`Credentials::create`] (the body of `POST /v1/credentials`).
@@ -88,7 +88,7 @@ pub struct Credentials<'a> {
     changes: Changes<'a>,
     oauth: OAuthTokens<'a>,
     audit: AuditLog<'a>,
-    clock: &'a dyn Clock,
+    ports: &'a Ports,
 }
 
 impl<'a> Credentials<'a> {
@@ -97,14 +97,14 @@ impl<'a> Credentials<'a> {
         changes: Changes<'a>,
         oauth: OAuthTokens<'a>,
         audit: AuditLog<'a>,
-        clock: &'a dyn Clock,
+        ports: &'a Ports,
     ) -> Self {
         Credentials {
             store,
             changes,
             oauth,
             audit,
-            clock,
+            ports,
         }
     }
 
@@ -127,7 +127,7 @@ impl<'a> Credentials<'a> {
                             .with_code(Code::CredentialExists),
                     );
                 }
-                let now = self.clock.now_ms();
+                let now = self.ports.now_ms();
                 let id: [u8; 8] = crypto::random_bytes();
                 let record = CredentialRecord {
                     id: crypto::hex(&id),
@@ -245,7 +245,7 @@ impl<'a> Credentials<'a> {
                         }
                         (None, None, None) => false,
                     };
-                record.updated_at = self.clock.now_ms();
+                record.updated_at = self.ports.now_ms();
                 let sealed = self.store.seal(&record)?;
                 self.changes
                     .claim_version(Record::Credential, alias, Some(stored.bytes()))

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::crypto::Keys;
 use crate::error::{Code, Error, Result};
-use crate::ports::{kv_validate, KvStore, ListOptions, PutOptions};
+use crate::ports::{kv_validate, ListOptions, Ports, PutOptions};
 use crate::scrub::Scrubber;
 
 /// Associated data of sealed listing cursors (not a KV key; never stored).
@@ -70,7 +70,7 @@ pub(crate) struct OpenedCredential {
 /// The credential records of one deployment.
 #[derive(Clone, Copy)]
 pub(crate) struct CredentialStore<'a> {
-    kv: &'a dyn KvStore,
+    ports: &'a Ports,
     keys: &'a Keys,
     opened: &'a OpenedCache,
 }
@@ -86,8 +86,13 @@ pub(crate) fn no_such_alias(alias: &str) -> Error {
 }
 
 impl<'a> CredentialStore<'a> {
-    pub(crate) fn new(kv: &'a dyn KvStore, keys: &'a Keys, opened: &'a OpenedCache) -> Self {
-        CredentialStore { kv, keys, opened }
+    #[inline]
+    pub(crate) fn new(ports: &'a Ports, keys: &'a Keys, opened: &'a OpenedCache) -> Self {
+        CredentialStore {
+            ports,
+            keys,
+            opened,
+        }
     }
 
     /// The stored envelope of a credential; 404 `credential_not_found` if there is none (plain
@@ -95,13 +100,18 @@ impl<'a> CredentialStore<'a> {
     pub(crate) async fn read(&self, alias: &str) -> Result<Stored> {
         validate_name("alias", alias).map_err(|_| no_such_alias(alias))?;
         let key = cred_key(alias);
-        let bytes = self.kv.get(&key).await?.ok_or_else(|| not_found(alias))?;
+        let bytes = self
+            .ports
+            .kv
+            .get(&key)
+            .await?
+            .ok_or_else(|| not_found(alias))?;
         Ok(Stored { key, bytes })
     }
 
     /// Whether a record of `alias` exists (a valid alias is assumed).
     pub(crate) async fn exists(&self, alias: &str) -> Result<bool> {
-        Ok(self.kv.get(&cred_key(alias)).await?.is_some())
+        Ok(self.ports.kv.get(&cred_key(alias)).await?.is_some())
     }
 
     /// Decrypt and parse a stored version.
@@ -120,6 +130,7 @@ impl<'a> CredentialStore<'a> {
     pub(crate) async fn meta(&self, alias: &str) -> Result<CredentialMeta> {
         validate_name("alias", alias).map_err(|_| no_such_alias(alias))?;
         let entry = self
+            .ports
             .kv
             .get_with_metadata(&cred_key(alias))
             .await?
@@ -149,6 +160,7 @@ impl<'a> CredentialStore<'a> {
             None => None,
         };
         let page = self
+            .ports
             .kv
             .list(ListOptions {
                 prefix: Some(CRED_PREFIX.into()),
@@ -199,14 +211,15 @@ impl<'a> CredentialStore<'a> {
 
     /// Write a sealed record.
     pub(crate) async fn put(&self, sealed: Sealed) -> Result<()> {
-        self.kv
+        self.ports
+            .kv
             .put(&sealed.key, sealed.envelope, sealed.options)
             .await
     }
 
     /// Delete the record of `alias` and its opened copy.
     pub(crate) async fn delete(&self, alias: &str) -> Result<()> {
-        self.kv.delete(&cred_key(alias)).await?;
+        self.ports.kv.delete(&cred_key(alias)).await?;
         self.forget(alias);
         Ok(())
     }
