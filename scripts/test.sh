@@ -100,16 +100,17 @@ check_leftovers() {
 
 # Removes this run's temp folder (saying what the suites left in it) and checks it is gone.
 cleanup_tmp() {
-  local left mf stray
-  left=$(find "$RUN_TMP" -mindepth 1 -maxdepth 1 ! -name '.started' ! -name '.netns' | wc -l)
-  mf=$(find "$RUN_TMP" -name 'miniflare-*' -type d | wc -l)
+  local left stray
+  # What the suites left, by kind (e.g. "36 vultrino-harness-*": harnesses killed with SIGKILL).
+  left=$(find "$RUN_TMP" -mindepth 1 -maxdepth 1 ! -name .started ! -name .netns -printf '%f\n' \
+    | sed -E 's/[-.][^-.]*$/-*/' | sort | uniq -c | awk '{printf "%s%s %s", sep, $1, $2; sep=", "}')
   stray=$(find "$ORIG_TMP" -maxdepth 1 -name 'miniflare-*' -newer "$RUN_TMP/.started" 2>/dev/null | wc -l)
   rm -rf "$RUN_TMP"
   if [ -e "$RUN_TMP" ]; then
     echo "error: could not remove this run's temp folder $RUN_TMP" >&2
     return 1
   fi
-  echo "temp: removed $RUN_TMP ($left entries left in it by the suites, $mf of them miniflare-* folders)"
+  echo "temp: removed this run's folder $RUN_TMP (left in it by the suites: ${left:-nothing})"
   if [ "$stray" -gt 0 ]; then
     echo "warning: $stray miniflare-* folder(s) appeared in $ORIG_TMP during this run, outside its temp folder (another run on this machine, or something that ignores TMPDIR)" >&2
   fi
@@ -166,17 +167,19 @@ step "cargo deny: licences, duplicate versions, sources (deny.toml)"
 cargo-deny --locked check licenses bans sources --hide-inclusion-graph
 
 step "cargo deny: advisories (RustSec database)"
+# The most telling line of a failed fetch (git's "fatal: ...", else cargo-deny's error).
+fetch_error() { { grep -m1 '^fatal:' <<<"$fetch_log" || grep -m1 ERROR <<<"$fetch_log" || echo "$fetch_log"; } | head -1 | cut -c1-200; }
 if fetch_log=$(timeout 120 cargo-deny fetch db 2>&1); then
   echo "advisory database fetched"
   cargo-deny --locked --offline check advisories
 elif compgen -G "target/advisory-dbs/advisory-db-*/.git" >/dev/null; then
-  echo "the advisory database could not be refreshed ($(grep -m1 -E 'fatal|ERROR' <<<"$fetch_log" | cut -c1-160))"
+  echo "the advisory database could not be refreshed: $(fetch_error)"
   echo "checking against the copy of the last fetch: $(git -C "$(compgen -G 'target/advisory-dbs/advisory-db-*' | head -1)" log -1 --format='commit of %cd' --date=short)"
   cargo-deny --locked --offline check advisories
 else
   echo "SKIPPED: cargo deny check advisories: NO ADVISORY WAS CHECKED. The RustSec database could not be"
   echo "  fetched from GitHub and there is no earlier copy in target/advisory-dbs. Reason:"
-  grep -m1 -E 'fatal|ERROR' <<<"$fetch_log" | cut -c1-200 | sed 's/^/  /' || true
+  echo "  $(fetch_error)"
   if [ "${VULTRINO_REQUIRE_ADVISORIES:-0}" = 1 ]; then
     echo "error: VULTRINO_REQUIRE_ADVISORIES=1: the advisories check is required" >&2
     exit 1
@@ -189,11 +192,12 @@ cargo build -p vultrino-core --target wasm32-unknown-unknown
 step "build tests"
 cargo test --workspace --no-run
 
-# criterion's test mode runs each benchmark once (no timing): the dev profile, whose dependencies
-# the test build above has already compiled. Measurements use `cargo bench` (the release profile,
-# fat LTO) — benches/README.md.
+# criterion's test mode runs each benchmark once (no timing), in the dev profile: a check that the
+# benchmarks work, not a measurement (that is `cargo bench`, release profile, fat LTO:
+# benches/README.md). `--workspace` keeps the test build's feature set, so only the three bench
+# binaries are compiled here.
 step "benchmarks run once (criterion test mode, dev profile)"
-cargo test -p vultrino-benches --benches
+cargo test --workspace --bench '*'
 
 # ---- workerd: the worker builds (needs crates.io/npm, so outside the namespace) ---------------
 step "workerd: clippy for the worker on wasm32 (-D warnings)"
