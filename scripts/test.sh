@@ -174,7 +174,7 @@ if fetch_log=$(timeout 120 cargo-deny fetch db 2>&1); then
   cargo-deny --locked --offline check advisories
 elif compgen -G "target/advisory-dbs/advisory-db-*/.git" >/dev/null; then
   echo "the advisory database could not be refreshed: $(fetch_error)"
-  echo "checking against the copy of the last fetch: $(git -C "$(compgen -G 'target/advisory-dbs/advisory-db-*' | head -1)" log -1 --format='commit of %cd' --date=short)"
+  echo "checking against the copy fetched earlier (newest commit: $(git -C "$(compgen -G 'target/advisory-dbs/advisory-db-*' | head -1)" log -1 --format=%cd --date=short); cargo-deny refuses it once older than deny.toml's maximum-db-staleness)"
   cargo-deny --locked --offline check advisories
 else
   echo "SKIPPED: cargo deny check advisories: NO ADVISORY WAS CHECKED. The RustSec database could not be"
