@@ -12,7 +12,16 @@
 //
 // No persistence: KV and Durable Objects live in memory and die with the process.
 // Stops on SIGTERM/SIGINT or when stdin closes (the test that spawned it went away).
+//
+// Miniflare keeps a scratch folder per instance (miniflare-<hex> in the temp dir) and removes it
+// only in the background when disposed: a process that exits right after dispose() leaves it
+// behind. So the harness gives Miniflare a temp dir of its own (TMPDIR for this process and
+// workerd) and removes it, synchronously, on the way out. Killed with SIGKILL it cannot: that
+// folder stays in the parent temp dir (scripts/test.sh runs everything with a per-run TMPDIR it
+// removes at the end).
 import { Miniflare } from "miniflare";
+import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -65,8 +74,23 @@ export function bindingsFromEnv(env = process.env) {
   return out;
 }
 
+/** A fresh temp dir that becomes this process's TMPDIR and is removed when it exits. */
+function ownTmpDir() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vultrino-harness-"));
+  process.env.TMPDIR = dir; // os.tmpdir() reads it on each call; workerd inherits it
+  process.on("exit", () => {
+    try {
+      fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
+    } catch (e) {
+      console.error(`harness: could not remove ${dir}: ${e.message}`);
+    }
+  });
+  return dir;
+}
+
 async function main() {
   const buildDir = process.env.WORKER_BUILD || "build";
+  ownTmpDir();
   const mf = new Miniflare(workerOptions(buildDir, bindingsFromEnv()));
   const url = await mf.ready;
   process.stdout.write(`Vultrino listening on ${url.origin}\n`);
