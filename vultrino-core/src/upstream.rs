@@ -159,9 +159,9 @@ impl Outbound {
 }
 
 /// Refuse a reply whose body is encoded (compressed): the scrubber could not see a secret in it,
-/// so it is never passed on.
+/// so it is never passed on. Every `Content-Encoding` header counts, not only the first.
 pub fn refuse_encoded(response: &http::Response<Bytes>) -> Result<()> {
-    if let Some(enc) = response.headers().get(header::CONTENT_ENCODING) {
+    for enc in response.headers().get_all(header::CONTENT_ENCODING) {
         if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
             return Err(Error::new(
                 ErrorKind::UpstreamFailed,
