@@ -60,8 +60,9 @@ pub fn forwardable_method(method: &http::Method) -> bool {
 
 /// An upstream request being prepared: the agent's request with the headers it may not set
 /// removed, into which a credential is then injected
-/// ([`CredentialData::inject`](crate::credential::CredentialData::inject)).
-#[derive(Debug)]
+/// ([`CredentialData::inject`](crate::credential::CredentialData::inject)). `Debug` shows the
+/// method, the URL without its query, and header and query parameter names only: an injected
+/// secret is in a value.
 pub struct Outbound {
     pub method: http::Method,
     /// The checked URL ([`crate::ssrf::check_url`]).
@@ -69,6 +70,26 @@ pub struct Outbound {
     pub headers: HeaderMap,
     /// Query pairs appended to `url` when the request is built.
     pub query: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut url = self.url.clone();
+        url.set_query(None);
+        f.debug_struct("Outbound")
+            .field("method", &self.method)
+            .field("url", &url.as_str())
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field(
+                "query",
+                &self
+                    .query
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl Outbound {
@@ -159,10 +180,28 @@ impl Outbound {
 }
 
 /// Refuse a reply whose body is encoded (compressed): the scrubber could not see a secret in it,
-/// so it is never passed on. Every `Content-Encoding` header counts, not only the first.
+/// so it is never passed on. Every `Content-Encoding` header counts (a first `identity` does not
+/// hide a later `gzip`), and so does `Transfer-Encoding`: clients undo `chunked` only, so any
+/// other transfer coding (`gzip, chunked`) leaves compressed bytes in the body.
 pub fn refuse_encoded(response: &http::Response<Bytes>) -> Result<()> {
-    for enc in response.headers().get_all(header::CONTENT_ENCODING) {
-        if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
+    let headers = response.headers();
+    let content = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .map(|v| (v, false));
+    let transfer = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .map(|v| (v, true));
+    for (value, is_transfer) in content.chain(transfer) {
+        let plain = value.to_str().is_ok_and(|v| {
+            v.split(',').all(|coding| {
+                let coding = coding.trim();
+                coding.eq_ignore_ascii_case("identity")
+                    || (is_transfer && coding.eq_ignore_ascii_case("chunked"))
+            })
+        });
+        if !plain {
             return Err(Error::new(
                 ErrorKind::UpstreamFailed,
                 "the upstream sent an encoded (compressed) body, which cannot be scrubbed",
@@ -171,4 +210,53 @@ pub fn refuse_encoded(response: &http::Response<Bytes>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(headers: &[(&str, &str)]) -> http::Response<Bytes> {
+        let mut r = http::Response::new(Bytes::new());
+        for (k, v) in headers {
+            r.headers_mut().append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap_or(header::WARNING),
+                HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("x")),
+            );
+        }
+        r
+    }
+
+    /// A body is passed on only when no header says it is encoded: plain, `identity`, and the
+    /// `chunked` transfer coding clients undo.
+    #[test]
+    fn only_unencoded_bodies_pass() {
+        for ok in [
+            &[][..],
+            &[("content-encoding", "identity")],
+            &[("content-encoding", "IDENTITY")],
+            &[("transfer-encoding", "chunked")],
+            &[("transfer-encoding", "identity, Chunked")],
+        ] {
+            assert_eq!(refuse_encoded(&reply(ok)), Ok(()), "{ok:?}");
+        }
+        for refused in [
+            &[("content-encoding", "gzip")][..],
+            &[("content-encoding", "identity"), ("content-encoding", "br")],
+            &[("content-encoding", "identity, gzip")],
+            &[("content-encoding", "")],
+            &[("transfer-encoding", "gzip, chunked")],
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "deflate"),
+            ],
+            &[("content-encoding", "chunked")],
+        ] {
+            assert_eq!(
+                refuse_encoded(&reply(refused)).map_err(|e| e.code()),
+                Err(Code::UpstreamEncoded),
+                "{refused:?}"
+            );
+        }
+    }
 }

@@ -11,8 +11,8 @@ use crate::ports::{Ports, SessionRecord};
 use crate::secret::Secret;
 
 /// The session and login settings of a deployment (from
-/// [`Config`](crate::app::Config)).
-#[derive(Debug, Clone, Copy)]
+/// [`Config`](crate::app::Config)). `Debug` shows whether a password hash is set, not the hash.
+#[derive(Clone, Copy)]
 pub struct SessionSettings<'a> {
     /// The admin user name.
     pub admin_username: &'a str,
@@ -26,6 +26,19 @@ pub struct SessionSettings<'a> {
     pub max_attempts: u32,
     /// The lockout window.
     pub window_secs: u64,
+}
+
+impl std::fmt::Debug for SessionSettings<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSettings")
+            .field("admin_username", &self.admin_username)
+            .field("login_configured", &self.password_hash.is_some())
+            .field("idle_secs", &self.idle_secs)
+            .field("absolute_secs", &self.absolute_secs)
+            .field("max_attempts", &self.max_attempts)
+            .field("window_secs", &self.window_secs)
+            .finish()
+    }
 }
 
 /// A successful login: the bearer token and CSRF token to return, and the cookie to set. Shown

@@ -12,8 +12,9 @@ pub const SESSION_COOKIE: &str = "vultrino_session";
 /// Header carrying the CSRF token of cookie-authenticated requests.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// What an `Authorization` header holds.
-#[derive(Debug, PartialEq, Eq)]
+/// What an `Authorization` header holds. `Debug` never prints the token (it is a live
+/// credential of its holder), only its prefix.
+#[derive(PartialEq, Eq)]
 pub enum Bearer<'a> {
     /// No `Authorization` header.
     Absent,
@@ -21,6 +22,22 @@ pub enum Bearer<'a> {
     Token(&'a str),
     /// Anything else: another scheme, or a value that is not text.
     Malformed,
+}
+
+impl std::fmt::Debug for Bearer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bearer::Absent => f.write_str("Absent"),
+            Bearer::Malformed => f.write_str("Malformed"),
+            Bearer::Token(t) => {
+                let prefix = [API_KEY_PREFIX, BEARER_SESSION_PREFIX, COOKIE_SESSION_PREFIX]
+                    .into_iter()
+                    .find(|p| t.starts_with(p))
+                    .unwrap_or("");
+                write!(f, "Token({prefix}[redacted])")
+            }
+        }
+    }
 }
 
 /// Read the `Authorization` header of a request.

@@ -44,12 +44,21 @@ pub(crate) struct Sealed {
 /// [`CredentialStore::load`]). Bounded, so memory stays flat. Why reuse is keyed on the stored
 /// bytes rather than invalidated on change: docs/decisions/0031-opened-credential-cache.md.
 #[derive(Default)]
-pub(crate) struct OpenedCache(Mutex<HashMap<String, OpenedCredential>>);
+pub(crate) struct OpenedCache(Mutex<Opened>);
+
+#[derive(Default)]
+struct Opened {
+    by_alias: HashMap<String, OpenedCredential>,
+    /// Counts [`CredentialStore::forget`]s. A load that read the store before a forget does not
+    /// cache what it opened: the forget may be the delete of that very record, and the copy
+    /// would then stay in memory for good.
+    forgets: u64,
+}
 
 impl OpenedCache {
     /// A panic while the map was locked cannot leave it half-updated (every critical section is
     /// one map call), so a poisoned lock is used as is: above all, removals must still happen.
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, OpenedCredential>> {
+    fn lock(&self) -> MutexGuard<'_, Opened> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -229,6 +238,7 @@ impl<'a> CredentialStore<'a> {
     /// envelope) is not decrypted, parsed and given a new scrubber again — that work costs more
     /// than the rest of an execute (docs/decisions/0031-opened-credential-cache.md).
     pub(crate) async fn load(&self, alias: &str) -> Result<OpenedCredential> {
+        let forgets = self.opened.lock().forgets;
         let stored = match self.read(alias).await {
             Ok(found) => found,
             Err(e) => {
@@ -242,6 +252,7 @@ impl<'a> CredentialStore<'a> {
         if let Some(entry) = self
             .opened
             .lock()
+            .by_alias
             .get(alias)
             .filter(|e| e.stored == stored.bytes)
         {
@@ -260,10 +271,13 @@ impl<'a> CredentialStore<'a> {
         };
         {
             let mut cache = self.opened.lock();
-            if cache.len() >= MAX_OPEN && !cache.contains_key(alias) {
-                cache.clear();
+            if cache.forgets == forgets {
+                let map = &mut cache.by_alias;
+                if map.len() >= MAX_OPEN && !map.contains_key(alias) {
+                    map.clear();
+                }
+                map.insert(alias.to_owned(), entry.clone());
             }
-            cache.insert(alias.to_owned(), entry.clone());
         }
         Ok(entry)
     }
@@ -271,12 +285,14 @@ impl<'a> CredentialStore<'a> {
     /// Drop the decrypted copy of a credential (after it changed or was deleted here), so its
     /// secrets do not outlive it in memory.
     pub(crate) fn forget(&self, alias: &str) {
-        self.opened.lock().remove(alias);
+        let mut cache = self.opened.lock();
+        cache.forgets = cache.forgets.wrapping_add(1);
+        cache.by_alias.remove(alias);
     }
 
     /// Aliases whose decrypted credentials are kept in memory, sorted.
     pub(crate) fn opened_aliases(&self) -> Vec<String> {
-        let mut aliases: Vec<String> = self.opened.lock().keys().cloned().collect();
+        let mut aliases: Vec<String> = self.opened.lock().by_alias.keys().cloned().collect();
         aliases.sort();
         aliases
     }
