@@ -202,7 +202,7 @@ impl App {
     /// (code `wrong_master_key`) — before any request is served.
     pub async fn open(config: Config, ports: Ports, master: &MasterSecret) -> Result<App> {
         config.validate()?;
-        let keys = keyring::open_or_create(&*ports.kv, master, ports.clock.now_ms()).await?;
+        let keys = keyring::open_or_create(&ports, master, config.kv_settle_ms).await?;
         Ok(App {
             config,
             ports,

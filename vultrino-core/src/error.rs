@@ -260,6 +260,8 @@ codes! {
     InvalidKeyring = "invalid_keyring",
     /// The store holds records but no keyring.
     KeyringMissing = "keyring_missing",
+    /// Another instance is creating the keyring of this empty deployment (503, `Retry-After`).
+    KeyringStarting = "keyring_starting",
     /// An import whose keyring differs from the local one.
     KeyringMismatch = "keyring_mismatch",
     /// The master key does not open this deployment's keyring.

@@ -9,7 +9,7 @@ use crate::credential::{CRED_PREFIX, OAUTH_PREFIX};
 use crate::crypto::{self, KeyringRecord, Keys, MasterSecret};
 use crate::error::{Code, Error, Result};
 use crate::kv::{list_all, put_json};
-use crate::ports::{KvStore, ListOptions, PutOptions};
+use crate::ports::{KvStore, ListOptions, Ports, PutOptions};
 
 /// KV key of the keyring.
 pub const KEYRING_KEY: &str = crypto::KEYRING_KV_KEY;
@@ -27,6 +27,18 @@ pub async fn read(kv: &dyn KvStore) -> Result<KeyringRecord> {
     })
 }
 
+/// Session-store counter (limit 1) that claims the creation of a deployment's keyring: of the
+/// instances that find no keyring at the same time, exactly one is allowed to create it. See
+/// docs/decisions/0061-one-keyring-on-first-start.md.
+pub const KEYRING_CLAIM_KEY: &str = "sys:keyring-create";
+
+/// How long a claim holds beyond the KV settle time: long enough for the winner to derive its keys
+/// and write the keyring; after it, a claim whose winner died before writing is free again.
+pub const KEYRING_CLAIM_MARGIN_MS: u64 = 5 * 60 * 1000;
+
+/// `Retry-After` of an instance that lost the claim and cannot read the winner's keyring yet.
+pub const KEYRING_STARTING_RETRY_SECS: u64 = 5;
+
 /// Load the keyring and derive the keys from `master` (the slow KDF runs here, once), or create
 /// the keyring on first run.
 ///
@@ -34,13 +46,24 @@ pub async fn read(kv: &dyn KvStore) -> Result<KeyringRecord> {
 /// (`wrong_master_key`). A store that holds records but no keyring lost it: a new keyring would
 /// have a new salt and MAC key and make every record unreadable for good, so that is refused
 /// (`keyring_missing`).
-pub async fn open_or_create(kv: &dyn KvStore, master: &MasterSecret, now_ms: u64) -> Result<Keys> {
+///
+/// Exactly one instance creates the keyring, also when several start at once on an empty store
+/// (cold Workers isolates on a first deploy, or two embedders sharing a store): creation is
+/// claimed with a [`SessionStore`](crate::ports::SessionStore) counter ([`KEYRING_CLAIM_KEY`],
+/// strongly consistent: a Durable Object on Workers), held for `kv_settle_ms` +
+/// [`KEYRING_CLAIM_MARGIN_MS`]. The winner writes its keyring and reads the stored one back (the
+/// one every other instance will read); an instance that lost the claim never writes a keyring:
+/// it reads the winner's, or, while that is not visible yet (the winner is still deriving its
+/// keys, or Workers KV has not propagated it), fails with `Unavailable` (`keyring_starting`,
+/// `Retry-After`), and a later open reads it.
+pub async fn open_or_create(
+    ports: &Ports,
+    master: &MasterSecret,
+    kv_settle_ms: u64,
+) -> Result<Keys> {
+    let kv = &*ports.kv;
     if let Some(bytes) = kv.get(KEYRING_KEY).await? {
-        let record: KeyringRecord = serde_json::from_slice(&bytes).map_err(|_| {
-            Error::unavailable("the stored keyring (sys:keyring) is not valid JSON")
-                .with_code(Code::InvalidKeyring)
-        })?;
-        return Keys::open(master, &record);
+        return Keys::open(master, &parse(&bytes)?);
     }
     for prefix in [CRED_PREFIX, KEY_PREFIX] {
         let page = kv
@@ -58,9 +81,54 @@ pub async fn open_or_create(kv: &dyn KvStore, master: &MasterSecret, now_ms: u64
             .with_code(Code::KeyringMissing));
         }
     }
+    let hold_ms = kv_settle_ms.saturating_add(KEYRING_CLAIM_MARGIN_MS);
+    let claim = ports
+        .sessions
+        .hit(KEYRING_CLAIM_KEY, hold_ms, 1, ports.now_ms())
+        .await?;
+    if !claim.allowed {
+        // Another instance is creating it: use its keyring, never one of our own.
+        return match kv.get(KEYRING_KEY).await? {
+            Some(bytes) => Keys::open(master, &parse(&bytes)?),
+            None => Err(Error::unavailable(
+                "another instance is creating this deployment's keyring; retry in a few seconds",
+            )
+            .with_code(Code::KeyringStarting)
+            .with_retry_after(KEYRING_STARTING_RETRY_SECS)),
+        };
+    }
+    let created = create(kv, master, ports.now_ms()).await;
+    let (keys, written) = match created {
+        Ok(c) => c,
+        Err(e) => {
+            // Free the claim at once so that the next start tries again (best effort: else it
+            // frees itself when it expires).
+            let _ = ports.sessions.reset_counter(KEYRING_CLAIM_KEY).await;
+            return Err(e);
+        }
+    };
+    // Read back what is stored: that is what every other instance will use. It is ours unless
+    // another instance wrote one after ours (possible only once a claim has expired).
+    match kv.get(KEYRING_KEY).await? {
+        Some(stored) if stored != written => Keys::open(master, &parse(&stored)?),
+        _ => Ok(keys),
+    }
+}
+
+fn parse(bytes: &[u8]) -> Result<KeyringRecord> {
+    serde_json::from_slice(bytes).map_err(|_| {
+        Error::unavailable("the stored keyring (sys:keyring) is not valid JSON")
+            .with_code(Code::InvalidKeyring)
+    })
+}
+
+/// Create a new keyring and write it; returns the keys and the bytes written.
+async fn create(kv: &dyn KvStore, master: &MasterSecret, now_ms: u64) -> Result<(Keys, Bytes)> {
     let (keys, record) = Keys::create(master, crypto::DEFAULT_PBKDF2_ITERATIONS, now_ms)?;
-    put_json(kv, KEYRING_KEY, &record, None).await?;
-    Ok(keys)
+    let bytes = Bytes::from(serde_json::to_vec(&record).map_err(|_| Error::internal())?);
+    kv.put(KEYRING_KEY, bytes.clone(), PutOptions::default())
+        .await?;
+    Ok((keys, bytes))
 }
 
 /// Re-encrypt every record under a new master key. Returns the new keyring's key id and the
