@@ -63,7 +63,8 @@ enum Command {
     Role(RoleCmd),
     /// Make one request through a credential and print the scrubbed reply.
     Request(RequestArgs),
-    /// Serve MCP over stdio for an agent; its API key comes from VULTRINO_API_KEY.
+    /// Serve MCP over stdio for an agent, forwarding to a running server (or, with --direct,
+    /// opening the store here); the agent's API key comes from VULTRINO_API_KEY.
     Mcp(McpArgs),
     /// Print a PHC hash of a password (read from a prompt or stdin) for ADMIN_PASSWORD_HASH.
     HashPassword {
@@ -134,11 +135,16 @@ struct ServeArgs {
 
 #[derive(Args, Debug)]
 struct McpArgs {
-    /// Forward to a running `vultrino serve` (its base URL, e.g. http://127.0.0.1:7879) instead
-    /// of opening the store here; needed while a server holds the file store's lock.
+    /// Base URL of the running `vultrino serve` (or edge deployment) to forward every message to
+    /// [default: http://127.0.0.1:7879]. https://, or http:// to 127.0.0.1/localhost only.
     #[arg(long, env = "VULTRINO_SERVER")]
     server: Option<String>,
-    /// INSECURE, tests only (direct mode): allow http:// and loopback upstreams.
+    /// WEAKER: open the data directory's store in this process instead of forwarding to a
+    /// server. The master key is then loaded into the agent host's process, and the data
+    /// directory must be readable by the agent's OS user (see docs/security.md).
+    #[arg(long, env = "VULTRINO_MCP_DIRECT", conflicts_with = "server")]
+    direct: bool,
+    /// INSECURE, tests only (with --direct): allow http:// and loopback upstreams.
     #[arg(long, env = "VULTRINO_ALLOW_LOOPBACK_UPSTREAMS")]
     allow_loopback_upstreams: bool,
 }
@@ -390,15 +396,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `vultrino mcp`: forward to a server, or open the file store here (see [`crate::mcp_stdio`]).
+/// `vultrino mcp`: forward to a server (the default), or open the file store here with
+/// `--direct` (see [`crate::mcp_stdio`]).
 async fn mcp(cli: &Cli, a: &McpArgs) -> anyhow::Result<()> {
     let key = crate::mcp_stdio::api_key_from_env()?;
-    if let Some(server) = &a.server {
+    if !a.direct {
+        if a.allow_loopback_upstreams {
+            tracing::warn!("--allow-loopback-upstreams applies to --direct only: the server decides for itself");
+        }
+        let server = a
+            .server
+            .as_deref()
+            .unwrap_or(crate::mcp_stdio::DEFAULT_SERVER);
         return crate::mcp_stdio::forward(server, key).await;
     }
     if cli.store == StoreKind::Memory {
         anyhow::bail!(
-            "`vultrino mcp` serves the file store, or a running server with --server URL"
+            "`vultrino mcp --direct` opens the file store; a memory store lives only inside `vultrino serve` (drop --direct to forward to it)"
         );
     }
     let config = Config {
@@ -415,7 +429,7 @@ async fn mcp(cli: &Cli, a: &McpArgs) -> anyhow::Result<()> {
     }
     let app = setup::open(&s).await.map_err(|e| {
         anyhow::anyhow!(
-            "{e:#}\nhint: while `vultrino serve` runs on this data directory, use `vultrino mcp --server <its URL>`"
+            "{e:#}\nhint: while `vultrino serve` runs on this data directory, drop --direct: `vultrino mcp` forwards to it"
         )
     })?;
     crate::mcp_stdio::direct(app.app, key).await

@@ -17,22 +17,32 @@ use crate::setup::{self, Settings, StoreKind};
 /// Largest export accepted (a deployment's credentials, keys and roles; not audit).
 const MAX_EXPORT_BYTES: usize = 64 * 1024 * 1024;
 
-/// The export URL for `base`; https only, except loopback addresses (a local `wrangler dev`).
-pub fn export_url(base: &str) -> anyhow::Result<url::Url> {
-    let base = url::Url::parse(base.trim())
-        .map_err(|e| anyhow::anyhow!("--from must be the edge's base URL ({e})"))?;
-    let loopback = match base.host() {
+/// Whether a token may be sent to `url`: https, or plain http to a loopback address
+/// (127.0.0.0/8, ::1, localhost: a local server or `wrangler dev`), where it never crosses a
+/// network. The rule of every client in this crate that sends a token (`sync --from`,
+/// `mcp --server`).
+pub fn token_may_travel_to(url: &url::Url) -> bool {
+    let loopback = match url.host() {
         Some(url::Host::Ipv4(a)) => a.is_loopback(),
         Some(url::Host::Ipv6(a)) => a.is_loopback(),
         Some(url::Host::Domain(d)) => d == "localhost",
         None => false,
     };
-    match base.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        _ => anyhow::bail!(
+    match url.scheme() {
+        "https" => true,
+        "http" => loopback,
+        _ => false,
+    }
+}
+
+/// The export URL for `base`; https only, except loopback addresses (a local `wrangler dev`).
+pub fn export_url(base: &str) -> anyhow::Result<url::Url> {
+    let base = url::Url::parse(base.trim())
+        .map_err(|e| anyhow::anyhow!("--from must be the edge's base URL ({e})"))?;
+    if !token_may_travel_to(&base) {
+        anyhow::bail!(
             "--from must be an https:// URL (http:// only for 127.0.0.1/localhost): the admin token travels with the request"
-        ),
+        );
     }
     base.join("/v1/sync/export")
         .map_err(|e| anyhow::anyhow!("--from must be the edge's base URL ({e})"))

@@ -10,14 +10,21 @@
 //! - A message longer than [`MAX_LINE_BYTES`] is discarded and answered with a parse error.
 //!
 //! # Reaching the store
-//! A running `vultrino serve` holds the file store's exclusive lock, so there are two modes:
-//! - **direct** (default): open the data directory's file store in this process. The key is
-//!   checked once at start (a bad key exits non-zero with a message on stderr, before any
-//!   output) and again on every tool call, so a key revoked or expired mid-session stops
-//!   working at once.
-//! - **forward** (`--server URL` / `VULTRINO_SERVER`): POST each message to `URL/mcp` with
-//!   `Authorization: Bearer <key>` and copy the reply to stdout. The server authenticates every
-//!   request; a 401 becomes a JSON-RPC error for that request.
+//! Two modes ([decision 0059](../../docs/decisions/0059-mcp-forwards-by-default.md)):
+//! - **forward** (the default): POST each message to `URL/mcp`, where URL is `--server` /
+//!   `VULTRINO_SERVER`, else [`DEFAULT_SERVER`] (`vultrino serve`'s default address), with
+//!   `Authorization: Bearer <key>`, and copy the reply to stdout. This process holds no master
+//!   key and opens no store: the server (ideally running as another OS user, see
+//!   docs/security.md) authenticates every request; a 401 becomes a JSON-RPC error for that
+//!   request. The URL must be https, or http to a loopback address, like `vultrino sync --from`
+//!   ([`crate::edge_sync::token_may_travel_to`]): the key travels with every message. At start,
+//!   a server that does not answer at all stops the command with a message naming both fixes
+//!   (start the server or point at it; or `--direct`).
+//! - **direct** (`--direct`, an explicit opt-in): open the data directory's file store in this
+//!   process. Weaker: the master key is loaded into the process the agent host starts, and the
+//!   data directory must be readable by the agent's OS user. The key is checked once at start (a
+//!   bad key exits non-zero with a message on stderr, before any output) and again on every tool
+//!   call, so a key revoked or expired mid-session stops working at once.
 
 use std::sync::{Arc, Mutex};
 
@@ -32,6 +39,13 @@ use zeroize::Zeroizing;
 
 /// Largest message accepted on stdin (the HTTP API's default body limit).
 pub const MAX_LINE_BYTES: u64 = 1024 * 1024;
+
+/// The server `vultrino mcp` forwards to when neither `--server` nor `VULTRINO_SERVER` is given:
+/// the address `vultrino serve` listens on by default.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7879";
+
+/// How long the start-up check waits for the server to answer.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The API key from `VULTRINO_API_KEY`, or a message saying how to set it.
 pub fn api_key_from_env() -> anyhow::Result<Zeroizing<String>> {
@@ -63,13 +77,16 @@ fn remember(state: &Negotiated, version: Option<&'static str>) {
     }
 }
 
-/// Serve stdio against the store opened in this process.
+/// Serve stdio against the store opened in this process (`--direct`).
 pub async fn direct(app: Arc<App>, key: Zeroizing<String>) -> anyhow::Result<()> {
     app.api_keys()
         .authenticate(&key)
         .await
         .map_err(|e| anyhow::anyhow!("VULTRINO_API_KEY was refused: {e}"))?;
-    tracing::info!("MCP over stdio, store opened directly");
+    tracing::warn!(
+        "MCP over stdio with --direct: the master key is loaded into this process (the agent \
+         host's); forwarding to a server running as another user keeps it out (docs/security.md)"
+    );
     let key = Arc::new(key);
     let state = Negotiated::default();
     serve_lines(move |line| {
@@ -113,33 +130,77 @@ impl ToolHost for KeyTools<'_> {
     }
 }
 
+/// The base URL of the server at `server`, without a trailing slash (`/mcp` and `/healthz` are
+/// appended to it). Refuses what is not an http(s) base URL, and plain http to anything but a
+/// loopback address: the agent's key travels with every message.
+pub fn server_base(server: &str) -> anyhow::Result<String> {
+    let url = url::Url::parse(server.trim())
+        .map_err(|e| anyhow::anyhow!("--server {server}: not a URL ({e})"))?;
+    if !crate::edge_sync::token_may_travel_to(&url) {
+        anyhow::bail!(
+            "--server must be an https:// URL (http:// only for 127.0.0.1/localhost): the agent's \
+             API key travels with every message"
+        );
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        anyhow::bail!("--server is the server's base URL, e.g. {DEFAULT_SERVER}");
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// What to do when no server answers, for the messages of both the start-up check and a
+/// request made after the server went away.
+fn no_server_hint(base: &str) -> String {
+    format!(
+        "no Vultrino server answers at {base}. Either start it (`vultrino serve`, or its service) \
+         or give its URL with --server / VULTRINO_SERVER; or run `vultrino mcp --direct` to open \
+         the data directory's store in this process instead (weaker: the master key is then \
+         loaded into the agent host's process)"
+    )
+}
+
 /// Serve stdio by forwarding every message to `server`'s `/mcp`.
 pub async fn forward(server: &str, key: Zeroizing<String>) -> anyhow::Result<()> {
-    let base = url::Url::parse(server.trim_end_matches('/'))
-        .map_err(|e| anyhow::anyhow!("--server {server}: {e}"))?;
-    if !matches!(base.scheme(), "http" | "https") {
-        anyhow::bail!("--server must be an http:// or https:// URL");
-    }
-    let loopback = matches!(
-        base.host(),
-        Some(url::Host::Ipv4(ip)) if ip.is_loopback()
-    ) || matches!(base.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
-        || base.host_str() == Some("localhost");
-    if base.scheme() == "http" && !loopback {
-        tracing::warn!("--server uses plain http to a non-loopback host: the API key crosses the network unencrypted");
-    }
-    let endpoint = format!("{}/mcp", base.as_str().trim_end_matches('/'));
+    let base = server_base(server)?;
     let client = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
+    // One look before serving: an agent host shows a command that exits with a message; it
+    // would only show a silent server whose every tool call fails.
+    let probe = client
+        .get(format!("{base}/healthz"))
+        .timeout(PROBE_TIMEOUT)
+        .send()
+        .await;
+    match probe {
+        Err(e) => {
+            // The innermost cause ("Connection refused", a timeout) says the most.
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(inner) = cause.source() {
+                cause = inner;
+            }
+            anyhow::bail!("{} ({cause})", no_server_hint(&base));
+        }
+        Ok(r) if !r.status().is_success() => {
+            tracing::warn!(status = %r.status(), "the server at {base} answered its health check with an error");
+        }
+        Ok(_) => {}
+    }
+    let endpoint = format!("{base}/mcp");
     tracing::info!(%endpoint, "MCP over stdio, forwarding to a running server");
     let key = Arc::new(key);
     let state = Negotiated::default();
+    let base = Arc::new(base);
     serve_lines(move |line| {
-        let (client, endpoint, key, state) =
-            (client.clone(), endpoint.clone(), key.clone(), state.clone());
-        async move { forward_one(&client, &endpoint, &key, &state, &line).await }
+        let (client, endpoint, key, state, base) = (
+            client.clone(),
+            endpoint.clone(),
+            key.clone(),
+            state.clone(),
+            base.clone(),
+        );
+        async move { forward_one(&client, &endpoint, &base, &key, &state, &line).await }
     })
     .await
 }
@@ -147,6 +208,7 @@ pub async fn forward(server: &str, key: Zeroizing<String>) -> anyhow::Result<()>
 async fn forward_one(
     client: &reqwest::Client,
     endpoint: &str,
+    base: &str,
     key: &str,
     state: &Negotiated,
     line: &[u8],
@@ -189,11 +251,7 @@ async fn forward_one(
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "cannot reach the Vultrino server");
-            return request_error(
-                code::INTERNAL_ERROR,
-                format!("cannot reach the Vultrino server at {endpoint}"),
-                None,
-            );
+            return request_error(code::INTERNAL_ERROR, no_server_hint(base), None);
         }
     };
     let status = resp.status();
@@ -307,5 +365,49 @@ async fn skip_rest_of_line(reader: &mut BufReader<tokio::io::Stdin>) -> anyhow::
         if n == 0 || chunk.last() == Some(&b'\n') {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_url_is_https_or_loopback_http() {
+        for ok in [
+            "http://127.0.0.1:7879",
+            "http://127.8.9.10:1/",
+            "http://[::1]:7879",
+            "http://localhost:7879",
+            "https://vultrino.example.com",
+            "https://vultrino.example.workers.dev/prefix/",
+        ] {
+            assert!(server_base(ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://vultrino.example.com",
+            "http://192.168.1.20:7879",
+            "http://10.0.0.1",
+            "http://[fe80::1]:7879",
+            "ftp://127.0.0.1",
+            "127.0.0.1:7879",
+            "https://user:pw@vultrino.example.com",
+            "https://vultrino.example.com/?a=b",
+            "not a url",
+        ] {
+            assert!(server_base(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_base_has_no_trailing_slash() {
+        assert_eq!(
+            server_base("https://v.example.com/prefix/").ok().as_deref(),
+            Some("https://v.example.com/prefix")
+        );
+        assert_eq!(
+            server_base("http://127.0.0.1:7879/").ok().as_deref(),
+            Some("http://127.0.0.1:7879")
+        );
     }
 }

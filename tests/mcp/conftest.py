@@ -8,7 +8,9 @@
   workerd) plus VULTRINO_MCP_ADMIN_TOKEN (a `vs_` session token) or VULTRINO_MCP_ADMIN_USER /
   VULTRINO_MCP_ADMIN_PASSWORD to run the same tests against another backend; it must be allowed
   to reach loopback upstreams (the upstream runs in this process on 127.0.0.1).
-- `stdio_setup`: a file store in a temp dir prepared with the CLI, for `vultrino mcp`.
+- `stdio_setup`: a file store in a temp dir prepared with the CLI, for `vultrino mcp --direct`.
+- `stdio_server`: another such store, served by `vultrino serve` (file store, 127.0.0.1:0), for
+  `vultrino mcp` in its default mode, which forwards to a running server.
 
 The binary is VULTRINO_BIN, else <repo>/target/debug/vultrino (build it first).
 """
@@ -250,7 +252,23 @@ class StdioSetup:
     private_alias: str
 
     def args(self) -> list[str]:
-        return ["--data-dir", self.data_dir, "--store", "file", "mcp", "--allow-loopback-upstreams"]
+        """`vultrino mcp --direct` on this store (opens it in the mcp process)."""
+        return ["--data-dir", self.data_dir, "--store", "file", "mcp", "--direct",
+                "--allow-loopback-upstreams"]
+
+
+@dataclass
+class StdioServer:
+    """A store served by `vultrino serve`; `vultrino mcp` forwards to `base`."""
+
+    data_dir: str
+    base: str
+    key: str
+    echo_alias: str
+    private_alias: str
+
+    def args(self) -> list[str]:
+        return ["mcp", "--server", self.base]
 
 
 def cli(data_dir: str, *args: str, stdin: str = "") -> str:
@@ -262,16 +280,49 @@ def cli(data_dir: str, *args: str, stdin: str = "") -> str:
     return r.stdout
 
 
+def prepare_store(data_dir: str) -> str:
+    """Two credentials and an agent key whose role reaches only `echo-api`; returns the key."""
+    cli(data_dir, "credential", "add", "echo-api", "--host", "127.0.0.1",
+        "--description", "loopback echo upstream", stdin=SECRET + "\n")
+    cli(data_dir, "credential", "add", "private-api", "--host", "127.0.0.1",
+        stdin=OTHER_SECRET + "\n")
+    cli(data_dir, "role", "create", "mcp-agent", "--permission", "read,execute",
+        "--scope", "echo-*")
+    return json.loads(cli(data_dir, "key", "create", "mcp-test", "--role", "mcp-agent"))["key"]
+
+
 @pytest.fixture(scope="session")
 def stdio_setup():
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = str(Path(tmp) / "data")
-        cli(data_dir, "credential", "add", "echo-api", "--host", "127.0.0.1",
-            "--description", "loopback echo upstream", stdin=SECRET + "\n")
-        cli(data_dir, "credential", "add", "private-api", "--host", "127.0.0.1",
-            stdin=OTHER_SECRET + "\n")
-        cli(data_dir, "role", "create", "mcp-agent", "--permission", "read,execute",
-            "--scope", "echo-*")
-        key = json.loads(cli(data_dir, "key", "create", "mcp-test", "--role", "mcp-agent"))["key"]
+        key = prepare_store(data_dir)
         yield StdioSetup(data_dir=data_dir, key=key, echo_alias="echo-api",
                          private_alias="private-api")
+
+
+@pytest.fixture(scope="session")
+def stdio_server():
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = str(Path(tmp) / "data")
+        key = prepare_store(data_dir)
+        proc = subprocess.Popen(
+            [BIN, "--data-dir", data_dir, "--store", "file", "serve",
+             "--listen", "127.0.0.1:0", "--allow-loopback-upstreams"],
+            stdout=subprocess.PIPE, stderr=None, text=True, env=clean_env(),
+        )
+        try:
+            base = None
+            for line in proc.stdout:
+                if line.startswith("Vultrino listening on "):
+                    base = line.split("Vultrino listening on ", 1)[1].strip()
+                    break
+            assert base, "vultrino serve exited before listening"
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            yield StdioServer(data_dir=data_dir, base=base, key=key, echo_alias="echo-api",
+                              private_alias="private-api")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
