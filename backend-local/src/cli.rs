@@ -420,6 +420,7 @@ async fn mcp(cli: &Cli, a: &McpArgs) -> anyhow::Result<()> {
         ..Config::default()
     };
     let s = settings(cli, config);
+    refuse_unreadable_data_dir(&s.data_dir)?;
     // Opening an empty directory would create a keyring and an admin password nobody sees.
     if !s.data_dir.join(setup::STORE_DIR).exists() {
         anyhow::bail!(
@@ -440,8 +441,24 @@ async fn open_for_cli(cli: &Cli, config: Config) -> anyhow::Result<Arc<App>> {
         anyhow::bail!("management commands need the file store (--store file); a memory store lives only inside `vultrino serve`");
     }
     let s = settings(cli, config);
+    refuse_unreadable_data_dir(&s.data_dir)?;
     let opened = setup::open_for_management(&s).await?;
     Ok(opened.app)
+}
+
+/// A data directory this OS user may not read belongs to a server run as its own user (the set-up
+/// docs/security.md recommends): say so, instead of an I/O error about one of its files.
+fn refuse_unreadable_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => anyhow::bail!(
+            "this user may not read the data directory {}: it belongs to the user that runs \
+             `vultrino serve`, and only that user can open the store. Manage it through the \
+             server (the admin web UI or the HTTP API), and give agents `vultrino mcp`, which \
+             forwards to it (docs/security.md)",
+            dir.display()
+        ),
+        _ => Ok(()),
+    }
 }
 
 async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
