@@ -1,7 +1,9 @@
 // The deployable worker in workerd when its secrets are missing or wrong: a 503 JSON error that
-// names the setting, never a crash — and the worker recovers once the setting is right.
+// names the setting, never a crash — and the worker recovers once the setting is right. And its
+// first start: isolates that start together on an empty store agree on one keyring.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -53,5 +55,81 @@ test("a master key that does not open the stored keyring answers 503 wrong_maste
   } finally {
     await mf.dispose();
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** A PHC PBKDF2-SHA256 hash of `password` (the format `vultrino hash-password` prints). */
+function phc(password, iterations = 1000) {
+  const b64 = (buf) => buf.toString("base64").replace(/=+$/, "");
+  const salt = crypto.randomBytes(16);
+  const hash = crypto.pbkdf2Sync(password, salt, iterations, 32, "sha256");
+  return `$pbkdf2-sha256$i=${iterations},l=32$${b64(salt)}$${b64(hash)}`;
+}
+
+test("two isolates starting together on an empty store agree on one keyring", async () => {
+  const password = "correct horse battery staple";
+  const base = workerOptions("build", { VULTRINO_MASTER_KEY: "ab".repeat(32), ADMIN_PASSWORD_HASH: phc(password) });
+  const [worker] = base.workers;
+  // Two workers of one deployment: two isolates (each opens its own App) over one KV namespace
+  // and one Durable Object namespace, as two cold isolates of a first deploy are.
+  const mf = new Miniflare({
+    ...base,
+    workers: [
+      { ...worker, name: "a", kvNamespaces: { CREDENTIALS: "shared" } },
+      {
+        ...worker,
+        name: "b",
+        kvNamespaces: { CREDENTIALS: "shared" },
+        durableObjects: { SESSIONS: { className: "SessionDO", scriptName: "a", useSQLite: true } },
+      },
+    ],
+  });
+  try {
+    const isolates = [await mf.getWorker("a"), await mf.getWorker("b")];
+    const call = async (w, method, p, token, body) => {
+      const headers = { "content-type": "application/json" };
+      if (token) headers.authorization = `Bearer ${token}`;
+      const r = await w.fetch(`http://worker${p}`, { method, headers, body: body && JSON.stringify(body) });
+      return { status: r.status, retryAfter: r.headers.get("retry-after"), body: await r.json() };
+    };
+    // Both first requests at the same moment: each isolate opens the store. One that finds the
+    // other creating the keyring says so (503 keyring_starting, Retry-After); it never makes its own.
+    const first = await Promise.all(isolates.map((w) => call(w, "GET", "/healthz")));
+    for (const r of first) {
+      if (r.status !== 200) {
+        assert.equal(r.status, 503, JSON.stringify(r.body));
+        assert.equal(r.body.error.code, "keyring_starting");
+        assert.ok(Number(r.retryAfter) >= 1, `Retry-After: ${r.retryAfter}`);
+      }
+    }
+    assert.ok(first.some((r) => r.status === 200), "neither isolate opened the store");
+    for (const w of isolates) {
+      let r = await call(w, "GET", "/healthz");
+      for (let i = 0; r.status !== 200 && i < 40; i++) {
+        await new Promise((done) => setTimeout(done, 250));
+        r = await call(w, "GET", "/healthz");
+      }
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+    }
+    // One keyring: a credential stored through either isolate is readable through the other.
+    const tokens = [];
+    for (const w of isolates) {
+      const r = await call(w, "POST", "/login", null, { username: "admin", password });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      tokens.push(r.body.token);
+    }
+    for (const [from, to, alias] of [[0, 1, "made-at-a"], [1, 0, "made-at-b"]]) {
+      const made = await call(isolates[from], "POST", "/v1/credentials", tokens[from], {
+        alias,
+        type: "api_key",
+        data: { key: "sk-first-start-0123456789" },
+        policy: { allowed_hosts: ["api.example.com"] },
+      });
+      assert.equal(made.status, 201, JSON.stringify(made.body));
+      const read = await call(isolates[to], "GET", `/v1/credentials/${alias}`, tokens[to]);
+      assert.equal(read.status, 200, `${alias} through the other isolate: ${JSON.stringify(read.body)}`);
+    }
+  } finally {
+    await mf.dispose();
   }
 });
