@@ -223,10 +223,9 @@ async fn a_start_during_another_s_first_start_waits_for_its_keyring() {
         .await
         .unwrap();
     assert!(held.allowed);
-    let err = App::open(Config::default(), ports(sessions.clone()), &master)
-        .await
-        .err()
-        .expect("a start without the claim and without a stored keyring does not open");
+    let Err(err) = App::open(Config::default(), ports(sessions.clone()), &master).await else {
+        panic!("a start without the claim and without a stored keyring opened");
+    };
     assert_eq!(err.code(), Code::KeyringStarting);
     assert_eq!(err.status(), 503);
     assert!(err
