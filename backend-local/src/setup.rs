@@ -55,8 +55,9 @@ pub struct Opened {
 pub const MASTER_KEY_FILE: &str = "master.key";
 /// The audit history a memory store keeps: 10 000 events and 16 MiB, plus 1 000 events and
 /// 1 MiB of unauthenticated ones (failed logins, lockouts) in a class of their own, so that they
-/// never push the rest out; the oldest of a class go first (docs/decisions/0024-bounded-audit-history.md,
-/// 0043-audit-events-are-bounded.md, 0045-unauthenticated-audit-events.md).
+/// never push the rest out; the oldest of a class go first
+/// (docs/decisions/0024-bounded-audit-history.md, 0043-audit-events-are-bounded.md,
+/// 0045-unauthenticated-audit-events.md).
 pub const MEMORY_AUDIT_CAP: PrefixBound = PrefixBound {
     main: Bound {
         keys: 10_000,

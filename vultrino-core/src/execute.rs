@@ -101,7 +101,8 @@ impl<'a> Pipeline<'a> {
         let started = self.ports.now_ms();
         // Recorded before the permission check, from whatever the caller sent: every string is
         // capped when the event is written (`AuditEvent::capped`), so an event stays small
-        // whatever its credential, method, host or path (docs/decisions/0043-audit-events-are-bounded.md).
+        // whatever its credential, method, host or path
+        // (docs/decisions/0043-audit-events-are-bounded.md).
         let mut event = AuditEvent::new(started, who.actor(), "execute", "allowed");
         event.credential = Some(req.credential.clone());
         event.method = Some(req.method.to_ascii_uppercase());
