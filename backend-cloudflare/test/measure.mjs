@@ -54,7 +54,11 @@ async function login(iterations) {
   const body = JSON.stringify({ username: "admin", password: PASSWORD });
   const times = [];
   for (let i = 0; i < 7; i++) {
-    const r = await timed(mf, "http://w/login", { method: "POST", body });
+    const r = await timed(mf, "http://w/login", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body,
+    });
     if (r.status !== 200) throw new Error(`login answered ${r.status}`);
     times.push(r.ms);
   }

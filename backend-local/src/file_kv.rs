@@ -3,8 +3,11 @@
 //! # Decisions
 //! - **Memory index, disk for durability.** Every live entry is held in a [`MemoryKv`] (loaded at
 //!   open); reads and `list` are served from it, so list order, cursors, limits and validation are
-//!   MemoryKv's, not a second copy. Writes go to disk first and to the index once durable. The
-//!   whole store therefore has to fit in memory — fine for credentials, keys and roles.
+//!   MemoryKv's, not a second copy. Writes go to disk first and to the index once durable. Values
+//!   are held in memory too — fine for credentials, keys and roles — except under the bounded
+//!   prefix (the audit history): there the index keeps key, expiry, metadata and size, and a read
+//!   takes the value from its file, so memory grows with the number of events, not their bytes
+//!   (docs/decisions/0043-audit-events-are-bounded.md).
 //! - **Layout.** `<dir>/LOCK`, and one file per key, `<dir>/<hex SHA-256 of the key>.kv` (keys may
 //!   be 512 bytes, too long for a file name, and may contain `/`). Temp files are
 //!   `<dir>/tmp-<hash>-<n>`.
@@ -29,8 +32,9 @@
 //!   inspection; the next put of that key replaces it) rather than failing the open; leftover temp
 //!   files are removed; expired entries are deleted.
 //! - **Optional prefix bound** ([`FileKv::open_with_prefix_cap`]; `vultrino serve` bounds
-//!   `audit:`): beyond it the greatest keys are deleted from the index and then from disk; a
-//!   file left behind by a crash is deleted at the next open.
+//!   `audit:` by events and bytes, in two classes: [`PrefixBound`]): beyond it the greatest keys
+//!   of the class are deleted from the index and then from disk; a file left behind by a crash is
+//!   deleted at the next open.
 //! - **Expiry is lazy.** An expired entry vanishes from reads at once and from the index when read;
 //!   its file is deleted at the next open (or when the key is written or deleted).
 //! - Blocking file I/O runs on tokio's blocking pool (`spawn_blocking`), so `FileKv` must be used
@@ -50,7 +54,7 @@ use vultrino_core::ports::{
 };
 use vultrino_core::{Error, Result};
 
-use crate::memory_kv::{Entry, MemoryKv};
+use crate::memory_kv::{Entry, Found, MemoryKv, PrefixBound};
 use vultrino_core::error::Code;
 
 const MAGIC: &[u8; 4] = b"VKV\x01";
@@ -71,6 +75,8 @@ pub struct FileKv {
 
 struct Inner {
     dir: PathBuf,
+    /// The bounded prefix, whose values the index does not hold (read from disk).
+    on_disk_prefix: Option<String>,
     mem: MemoryKv,
     /// Per-key write serialization, striped by the first byte of the key's hash.
     stripes: Vec<Mutex<()>>,
@@ -130,20 +136,26 @@ impl FileKv {
         Self::open_inner(dir, clock, None)
     }
 
-    /// [`FileKv::open`], keeping at most `max` keys under the ASCII `prefix`: the greatest are
-    /// deleted first, from memory and disk — at open if the directory holds more, and as puts
-    /// go over the bound (down to 90 % of it). For `audit:` keys, which sort newest first, that
-    /// drops the oldest events, so a long-running server's memory and file count stay bounded.
+    /// [`FileKv::open`], keeping the keys under the ASCII `prefix` within `bound` (keys and
+    /// bytes, per class): the greatest of a class are deleted first, from memory and disk — at
+    /// open if the directory holds more, and as puts go over the bound (down to 90 % of it). For
+    /// `audit:` keys, which sort newest first, that drops the oldest events, so a long-running
+    /// server's file count and disk use stay bounded. The values under `prefix` are not held in
+    /// memory: reads take them from disk.
     pub fn open_with_prefix_cap(
         dir: &Path,
         clock: Arc<dyn Clock>,
         prefix: &str,
-        max: usize,
+        bound: PrefixBound,
     ) -> Result<FileKv> {
-        Self::open_inner(dir, clock, Some((prefix, max)))
+        Self::open_inner(dir, clock, Some((prefix, bound)))
     }
 
-    fn open_inner(dir: &Path, clock: Arc<dyn Clock>, cap: Option<(&str, usize)>) -> Result<FileKv> {
+    fn open_inner(
+        dir: &Path,
+        clock: Arc<dyn Clock>,
+        cap: Option<(&str, PrefixBound)>,
+    ) -> Result<FileKv> {
         create_private_dir(dir)?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = private_options()
@@ -167,6 +179,7 @@ impl FileKv {
         }
         let mut inner = Inner {
             dir: dir.to_path_buf(),
+            on_disk_prefix: cap.map(|(prefix, _)| prefix.to_string()),
             mem: MemoryKv::new(clock),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             tmp_counter: AtomicU64::new(0),
@@ -174,16 +187,15 @@ impl FileKv {
             _lock: lock,
         };
         inner.load()?;
-        if let Some((prefix, max)) = cap {
+        if let Some((prefix, bound)) = cap {
             // Set after loading, so that the bound keeps the greatest keys of the whole
             // directory, not of whatever order the directory listed them in.
-            inner.mem.set_prefix_cap(prefix, max);
+            inner.mem.set_prefix_cap(prefix, bound);
             let evicted = inner.mem.trim_to_cap();
             if !evicted.is_empty() {
                 tracing::info!(
                     removed = evicted.len(),
                     prefix,
-                    max,
                     "file store over its bound at open; removing the greatest keys"
                 );
                 inner.delete_evicted(evicted);
@@ -192,6 +204,22 @@ impl FileKv {
         Ok(FileKv {
             inner: Arc::new(inner),
         })
+    }
+
+    /// A read: from the index, or from disk for a value the index does not hold.
+    async fn read(&self, key: &str, with_metadata: bool) -> Result<Option<KvEntry>> {
+        match self.inner.mem.find(key, with_metadata)? {
+            None => Ok(None),
+            Some(Found::Resident(entry)) => Ok(Some(entry)),
+            Some(Found::OnDisk) => {
+                let key = key.to_string();
+                let entry = self.blocking(move |inner| inner.read_entry(&key)).await?;
+                Ok(entry.map(|e| KvEntry {
+                    value: e.value,
+                    metadata: if with_metadata { e.metadata } else { None },
+                }))
+            }
+        }
     }
 
     /// The directory this store lives in.
@@ -342,17 +370,48 @@ fn decode(bytes: &[u8]) -> std::result::Result<(String, Entry), &'static str> {
     } else {
         None
     };
-    let entry = Entry {
-        value: Bytes::copy_from_slice(value),
+    let entry = Entry::new(
+        Bytes::copy_from_slice(value),
         metadata,
-        expires_at_ms: (flags & FLAG_EXPIRY != 0).then_some(expires),
-    };
+        (flags & FLAG_EXPIRY != 0).then_some(expires),
+    );
     Ok((key, entry))
 }
 
 impl Inner {
     fn file_path(&self, hash: &[u8; 32]) -> PathBuf {
         self.dir.join(format!("{}{SUFFIX}", hex(hash)))
+    }
+
+    /// The entry as the index keeps it: without its value under the bounded prefix.
+    fn for_index(&self, key: &str, entry: Entry) -> Entry {
+        match &self.on_disk_prefix {
+            Some(p) if key.starts_with(p.as_str()) => entry.on_disk(),
+            _ => entry,
+        }
+    }
+
+    /// Read `key`'s entry from its file: `None` if there is none (deleted or evicted since the
+    /// index was read), if it has expired, or if it is corrupt (logged) — a file's checksum and
+    /// key are checked as at open.
+    fn read_entry(&self, key: &str) -> Result<Option<Entry>> {
+        let path = self.file_path(&key_hash(key));
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_failure("get", &path, e)),
+        };
+        match decode(&bytes) {
+            Ok((k, entry)) if k == key => Ok(entry.is_live(self.mem.now_ms()).then_some(entry)),
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "an entry file's key does not match its name");
+                Ok(None)
+            }
+            Err(why) => {
+                tracing::warn!(path = %path.display(), reason = why, "a corrupt entry file");
+                Ok(None)
+            }
+        }
     }
 
     fn stripe(&self, hash: &[u8; 32]) -> std::sync::MutexGuard<'_, ()> {
@@ -416,6 +475,7 @@ impl Inner {
                 }
                 continue;
             }
+            let entry = self.for_index(&key, entry);
             self.mem.insert(key, entry);
         }
         if removed_any {
@@ -475,6 +535,7 @@ impl Inner {
             let _ = fs::remove_file(&tmp);
             return Err(io_failure("put", &target, e));
         }
+        let entry = self.for_index(&key, entry);
         let evicted = self.mem.insert(key, entry);
         drop(_guard);
         if !evicted.is_empty() {
@@ -530,11 +591,11 @@ impl Inner {
 #[async_trait::async_trait]
 impl KvStore for FileKv {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        self.inner.mem.get(key).await
+        Ok(self.read(key, false).await?.map(|e| e.value))
     }
 
     async fn get_with_metadata(&self, key: &str) -> Result<Option<KvEntry>> {
-        self.inner.mem.get_with_metadata(key).await
+        self.read(key, true).await
     }
 
     async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<()> {
@@ -559,11 +620,11 @@ mod tests {
     use super::*;
 
     fn entry() -> Entry {
-        Entry {
-            value: Bytes::from_static(b"\x00value\xff"),
-            metadata: Some(serde_json::json!({"a": [1, "é"]})),
-            expires_at_ms: Some(1_700_000_060_000),
-        }
+        Entry::new(
+            Bytes::from_static(b"\x00value\xff"),
+            Some(serde_json::json!({"a": [1, "é"]})),
+            Some(1_700_000_060_000),
+        )
     }
 
     #[test]

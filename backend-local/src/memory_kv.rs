@@ -19,10 +19,14 @@
 //!   requested prefix is `BadRequest`/`invalid_cursor`.
 //! - Expiry is computed from the injected [`Clock`] at put time; expired entries are invisible at
 //!   once and removed lazily when a read finds them.
+//! - An optional bound on one prefix ([`MemoryKv::with_prefix_cap`], the audit history) counts
+//!   keys AND bytes, in two classes that never evict each other (docs/decisions/0043 and 0045).
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::ops::Bound;
+use std::ops::Bound as RangeBound;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -37,15 +41,48 @@ use vultrino_core::{Error, Result};
 /// One stored value with its metadata and absolute expiry.
 #[derive(Clone, PartialEq)]
 pub(crate) struct Entry {
+    /// The value; empty when it is not held in memory (`resident == false`).
     pub(crate) value: Bytes,
+    /// The value's length, also when it is not held in memory.
+    pub(crate) value_len: usize,
+    /// `false`: the value lives on disk only ([`FileKv`](crate::file_kv::FileKv) keeps the
+    /// values of its bounded prefix there), and only [`FileKv`](crate::file_kv::FileKv) reads it.
+    pub(crate) resident: bool,
     pub(crate) metadata: Option<serde_json::Value>,
     /// Milliseconds since the epoch; the entry is dead from this instant on.
     pub(crate) expires_at_ms: Option<u64>,
 }
 
 impl Entry {
+    pub(crate) fn new(
+        value: Bytes,
+        metadata: Option<serde_json::Value>,
+        expires_at_ms: Option<u64>,
+    ) -> Self {
+        Entry {
+            value_len: value.len(),
+            value,
+            resident: true,
+            metadata,
+            expires_at_ms,
+        }
+    }
+
+    /// The same entry, its value dropped from memory (it lives on disk).
+    pub(crate) fn on_disk(mut self) -> Self {
+        self.value = Bytes::new();
+        self.resident = false;
+        self
+    }
+
     pub(crate) fn is_live(&self, now_ms: u64) -> bool {
         self.expires_at_ms.is_none_or(|at| now_ms < at)
+    }
+
+    /// What the entry counts for under a byte bound: key, value and metadata (as JSON).
+    fn bytes(&self, key: &str) -> usize {
+        let metadata = self.metadata.as_ref().map_or(0, |m| m.to_string().len());
+        key.len() + self.value_len + metadata
     }
 }
 
@@ -53,11 +90,20 @@ impl Entry {
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Entry")
-            .field("value_len", &self.value.len())
+            .field("value_len", &self.value_len)
+            .field("resident", &self.resident)
             .field("has_metadata", &self.metadata.is_some())
             .field("expires_at_ms", &self.expires_at_ms)
             .finish()
     }
+}
+
+/// What a read found under a key.
+pub(crate) enum Found {
+    /// The value (and metadata), from memory.
+    Resident(KvEntry),
+    /// A live entry whose value is on disk only.
+    OnDisk,
 }
 
 /// An in-memory [`KvStore`] with Workers KV semantics and limits.
@@ -68,16 +114,94 @@ pub struct MemoryKv {
     cap: Option<PrefixCap>,
 }
 
-/// Keep at most `max` keys under `prefix`, evicting the greatest key first.
+/// At most `keys` keys and `bytes` bytes (keys, values and metadata together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    pub keys: usize,
+    pub bytes: usize,
+}
+
+/// The bound of one prefix, in two classes: the keys `in_side` picks (audit events of
+/// unauthenticated requests) and the others (the rest of the history). Each class is bounded on
+/// its own and evicts only its own keys, so filling one never pushes the other out.
+#[derive(Debug, Clone, Copy)]
+pub struct PrefixBound {
+    /// The keys `in_side` does not pick.
+    pub main: Bound,
+    /// The keys `in_side` picks.
+    pub side: Bound,
+    pub in_side: fn(&str) -> bool,
+}
+
+impl PrefixBound {
+    /// One class only: every key under the prefix shares `bound`.
+    pub fn single(bound: Bound) -> Self {
+        PrefixBound {
+            main: bound,
+            side: bound,
+            in_side: |_| false,
+        }
+    }
+}
+
+/// Keys and bytes held by one class. Changed only under the map's write lock (the atomics only
+/// let the cap live outside it).
+#[derive(Debug, Default)]
+struct Usage {
+    keys: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+/// The bound of one prefix and what each class holds now (exactly).
 #[derive(Debug)]
 struct PrefixCap {
-    /// Keys added under the prefix since the last exact count (an upper bound of the count:
-    /// deletions elsewhere only make it overestimate), so counting happens once per eviction.
-    added: std::sync::atomic::AtomicUsize,
     prefix: String,
     /// The smallest string greater than every key with `prefix`.
     upper: String,
-    max: usize,
+    bound: PrefixBound,
+    /// `[main, side]`.
+    used: [Usage; 2],
+}
+
+impl PrefixCap {
+    /// The class of `key` (0 main, 1 side), `None` outside the prefix.
+    fn class(&self, key: &str) -> Option<usize> {
+        key.starts_with(&self.prefix)
+            .then(|| usize::from((self.bound.in_side)(key)))
+    }
+
+    fn bound_of(&self, class: usize) -> Bound {
+        if class == 0 {
+            self.bound.main
+        } else {
+            self.bound.side
+        }
+    }
+
+    fn add(&self, key: &str, entry: &Entry) {
+        if let Some(c) = self.class(key) {
+            self.used[c].keys.fetch_add(1, Relaxed);
+            self.used[c].bytes.fetch_add(entry.bytes(key), Relaxed);
+        }
+    }
+
+    fn sub(&self, key: &str, entry: &Entry) {
+        if let Some(c) = self.class(key) {
+            // Never below zero, even if a size were computed differently (it is not).
+            let _ = self.used[c]
+                .keys
+                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+            let bytes = entry.bytes(key);
+            let _ = self.used[c]
+                .bytes
+                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(bytes)));
+        }
+    }
+
+    fn over(&self, class: usize, limit: Bound) -> bool {
+        self.used[class].keys.load(Relaxed) > limit.keys
+            || self.used[class].bytes.load(Relaxed) > limit.bytes
+    }
 }
 
 impl fmt::Debug for MemoryKv {
@@ -98,56 +222,85 @@ impl MemoryKv {
         }
     }
 
-    /// Bound the number of keys under an ASCII `prefix` to `max`, evicting the lexicographically
-    /// greatest first. A memory store is for tests, benchmarks and trying things out; without a
-    /// bound, audit events (`audit:` keys sort newest first, so the greatest is the oldest) would
-    /// grow its memory without limit under sustained traffic
-    /// (docs/decisions/0024-bounded-audit-history.md).
-    pub fn with_prefix_cap(mut self, prefix: &str, max: usize) -> Self {
-        self.set_prefix_cap(prefix, max);
+    /// Bound the keys under an ASCII `prefix` by count and bytes, in two classes (see
+    /// [`PrefixBound`]), evicting the lexicographically greatest keys of a class first. A memory
+    /// store is for tests, benchmarks and trying things out; without a bound, audit events
+    /// (`audit:` keys sort newest first, so the greatest is the oldest) would grow its memory
+    /// without limit under sustained traffic (docs/decisions/0024-bounded-audit-history.md,
+    /// 0043-audit-events-are-bounded.md).
+    pub fn with_prefix_cap(mut self, prefix: &str, bound: PrefixBound) -> Self {
+        self.set_prefix_cap(prefix, bound);
         self
     }
 
     /// [`MemoryKv::with_prefix_cap`] on a store being set up (the file store sets it after
-    /// loading, then calls [`MemoryKv::trim_to_cap`]).
-    pub(crate) fn set_prefix_cap(&mut self, prefix: &str, max: usize) {
+    /// loading, then calls [`MemoryKv::trim_to_cap`]). What the store holds already is counted.
+    pub(crate) fn set_prefix_cap(&mut self, prefix: &str, bound: PrefixBound) {
         let mut upper = prefix.to_string();
-        if let Some(last) = upper.pop() {
-            if last.is_ascii() && last != '\x7f' {
-                upper.push((last as u8 + 1) as char);
-                self.cap = Some(PrefixCap {
-                    added: std::sync::atomic::AtomicUsize::new(0),
-                    prefix: prefix.to_string(),
-                    upper,
-                    max: max.max(1),
-                });
-            }
+        let Some(last) = upper.pop() else { return };
+        if !last.is_ascii() || last == '\x7f' {
+            return;
         }
+        upper.push((last as u8 + 1) as char);
+        let floor = |b: Bound| Bound {
+            keys: b.keys.max(1),
+            bytes: b.bytes.max(1),
+        };
+        let cap = PrefixCap {
+            prefix: prefix.to_string(),
+            upper,
+            bound: PrefixBound {
+                main: floor(bound.main),
+                side: floor(bound.side),
+                in_side: bound.in_side,
+            },
+            used: Default::default(),
+        };
+        for (k, e) in self.read().range(cap.prefix.clone()..cap.upper.clone()) {
+            cap.add(k, e);
+        }
+        self.cap = Some(cap);
     }
 
-    /// Evict the greatest keys under the capped prefix until at most `max` remain; returns the
+    /// Evict the greatest keys of each class over its bound until it is within it; returns the
     /// evicted keys (none without a cap).
     pub(crate) fn trim_to_cap(&self) -> Vec<String> {
         let Some(cap) = &self.cap else {
             return Vec::new();
         };
         let mut map = self.write();
-        Self::evict(&mut map, cap, cap.max)
+        let mut victims = Self::evict(&mut map, cap, 0, cap.bound.main);
+        victims.extend(Self::evict(&mut map, cap, 1, cap.bound.side));
+        victims
     }
 
-    fn evict(map: &mut BTreeMap<String, Entry>, cap: &PrefixCap, keep: usize) -> Vec<String> {
-        let count = map.range(cap.prefix.clone()..cap.upper.clone()).count();
-        let victims: Vec<String> = map
-            .range(cap.prefix.clone()..cap.upper.clone())
-            .rev()
-            .take(count.saturating_sub(keep))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in &victims {
-            map.remove(k);
+    /// Evict the greatest keys of `class` until it holds at most `keep`.
+    fn evict(
+        map: &mut BTreeMap<String, Entry>,
+        cap: &PrefixCap,
+        class: usize,
+        keep: Bound,
+    ) -> Vec<String> {
+        let (mut keys, mut bytes) = (
+            cap.used[class].keys.load(Relaxed),
+            cap.used[class].bytes.load(Relaxed),
+        );
+        let mut victims = Vec::new();
+        for (k, e) in map.range(cap.prefix.clone()..cap.upper.clone()).rev() {
+            if keys <= keep.keys && bytes <= keep.bytes {
+                break;
+            }
+            if cap.class(k) == Some(class) {
+                victims.push(k.clone());
+                keys = keys.saturating_sub(1);
+                bytes = bytes.saturating_sub(e.bytes(k));
+            }
         }
-        cap.added
-            .store(count.min(keep), std::sync::atomic::Ordering::Relaxed);
+        for k in &victims {
+            if let Some(e) = map.remove(k) {
+                cap.sub(k, &e);
+            }
+        }
         victims
     }
 
@@ -176,25 +329,33 @@ impl MemoryKv {
         let expires_at_ms = options
             .expiration_ttl
             .map(|secs| self.now_ms().saturating_add(secs.saturating_mul(1000)));
-        Ok(Entry {
-            value,
-            metadata: options.metadata,
-            expires_at_ms,
-        })
+        Ok(Entry::new(value, options.metadata, expires_at_ms))
     }
 
     /// Store an already validated entry, replacing any earlier one. Returns the keys evicted to
-    /// keep the prefix cap (usually none).
+    /// keep the prefix bound (usually none).
     pub(crate) fn insert(&self, key: String, entry: Entry) -> Vec<String> {
         let mut map = self.write();
-        let capped = self.cap.as_ref().filter(|c| key.starts_with(&c.prefix));
-        let is_new = map.insert(key, entry).is_none();
-        if let (Some(cap), true) = (capped, is_new) {
-            use std::sync::atomic::Ordering::Relaxed;
-            if cap.added.fetch_add(1, Relaxed) + 1 > cap.max {
-                // Evict down to 90 % so the exact count runs once per max/10 inserts.
-                return Self::evict(&mut map, cap, cap.max * 9 / 10);
-            }
+        let Some(cap) = &self.cap else {
+            map.insert(key, entry);
+            return Vec::new();
+        };
+        let Some(class) = cap.class(&key) else {
+            map.insert(key, entry);
+            return Vec::new();
+        };
+        cap.add(&key, &entry);
+        if let Some(old) = map.insert(key.clone(), entry) {
+            cap.sub(&key, &old);
+        }
+        let bound = cap.bound_of(class);
+        if cap.over(class, bound) {
+            // Evict down to 90 % so that the scan runs once per tenth of the bound.
+            let keep = Bound {
+                keys: bound.keys * 9 / 10,
+                bytes: bound.bytes / 10 * 9,
+            };
+            return Self::evict(&mut map, cap, class, keep);
         }
         Vec::new()
     }
@@ -206,7 +367,15 @@ impl MemoryKv {
 
     /// Remove a key (no validation; missing keys are fine).
     pub(crate) fn remove(&self, key: &str) {
-        self.write().remove(key);
+        let mut map = self.write();
+        Self::take(&mut map, self.cap.as_ref(), key);
+    }
+
+    /// Remove `key` from `map`, keeping the prefix bound's count.
+    fn take(map: &mut BTreeMap<String, Entry>, cap: Option<&PrefixCap>, key: &str) {
+        if let (Some(old), Some(cap)) = (map.remove(key), cap) {
+            cap.sub(key, &old);
+        }
     }
 
     /// Apply `f` to the live entry under `key`, dropping the entry if it has expired.
@@ -221,9 +390,28 @@ impl MemoryKv {
         // Expired: remove it, unless a put replaced it since we looked.
         let mut map = self.write();
         if map.get(key).is_some_and(|e| !e.is_live(now)) {
-            map.remove(key);
+            Self::take(&mut map, self.cap.as_ref(), key);
         }
         Ok(None)
+    }
+
+    /// The live entry under `key`: its value and metadata when held in memory, or whether it
+    /// is on disk only ([`FileKv`](crate::file_kv::FileKv) then reads it).
+    pub(crate) fn find(&self, key: &str, with_metadata: bool) -> Result<Option<Found>> {
+        self.read_live(key, |e| {
+            if e.resident {
+                Found::Resident(KvEntry {
+                    value: e.value.clone(),
+                    metadata: if with_metadata {
+                        e.metadata.clone()
+                    } else {
+                        None
+                    },
+                })
+            } else {
+                Found::OnDisk
+            }
+        })
     }
 }
 
@@ -277,12 +465,12 @@ impl KvStore for MemoryKv {
             .transpose()?;
         let now = self.now_ms();
         let start = match &after {
-            Some(key) => Bound::Excluded(key.as_str()),
-            None => Bound::Included(prefix.as_str()),
+            Some(key) => RangeBound::Excluded(key.as_str()),
+            None => RangeBound::Included(prefix.as_str()),
         };
         let map = self.read();
         let mut matching = map
-            .range::<str, _>((start, Bound::Unbounded))
+            .range::<str, _>((start, RangeBound::Unbounded))
             .take_while(|(k, _)| k.starts_with(&prefix))
             .filter(|(_, e)| e.is_live(now));
         let keys: Vec<ListKey> = matching
@@ -307,15 +495,29 @@ impl KvStore for MemoryKv {
 mod tests {
     use super::*;
 
+    fn entry(v: &'static [u8]) -> Entry {
+        Entry::new(Bytes::from_static(v), None, None)
+    }
+
+    /// Keys and bytes a class holds, as the store counts them.
+    fn used(kv: &MemoryKv, class: usize) -> (usize, usize) {
+        kv.cap.as_ref().map_or((usize::MAX, usize::MAX), |c| {
+            (
+                c.used[class].keys.load(Relaxed),
+                c.used[class].bytes.load(Relaxed),
+            )
+        })
+    }
+
+    fn bound(keys: usize, bytes: usize) -> Bound {
+        Bound { keys, bytes }
+    }
+
     #[test]
     fn a_prefix_cap_evicts_the_greatest_keys_and_spares_other_prefixes() {
         let clock: Arc<dyn Clock> = Arc::new(vultrino_core::ports::ManualClock::new(0));
-        let kv = MemoryKv::new(clock).with_prefix_cap("audit:", 100);
-        let entry = |v: &'static [u8]| Entry {
-            value: Bytes::from_static(v),
-            metadata: None,
-            expires_at_ms: None,
-        };
+        let kv = MemoryKv::new(clock)
+            .with_prefix_cap("audit:", PrefixBound::single(bound(100, usize::MAX)));
         kv.insert("cred:x".into(), entry(b"keep"));
         for i in 0..1000u32 {
             // Audit ids sort newest first: a decreasing number is a newer event.
@@ -326,6 +528,89 @@ mod tests {
         assert!(audit.len() <= 100, "{}", audit.len());
         assert_eq!(audit[0], "audit:9999000", "the newest event is kept");
         assert!(map.contains_key("cred:x"));
+    }
+
+    /// The bound counts bytes too: a few large values cannot hold more than the byte bound,
+    /// however few keys they are.
+    #[test]
+    fn a_prefix_cap_bounds_the_bytes_held() {
+        let clock: Arc<dyn Clock> = Arc::new(vultrino_core::ports::ManualClock::new(0));
+        let kv =
+            MemoryKv::new(clock).with_prefix_cap("audit:", PrefixBound::single(bound(100, 10_000)));
+        static BIG: [u8; 1000] = [b'x'; 1000];
+        for i in 0..50u32 {
+            kv.insert(format!("audit:{:07}", 9_999_999 - i), entry(&BIG));
+        }
+        let map = kv.read();
+        let held: usize = map
+            .iter()
+            .filter(|(k, _)| k.starts_with("audit:"))
+            .map(|(k, e)| k.len() + e.value.len())
+            .sum();
+        assert!(held <= 10_000, "{held} bytes held");
+        assert!(
+            map.contains_key("audit:9999950"),
+            "the newest event is kept"
+        );
+        assert_eq!(used(&kv, 0).1, held, "the count is exact");
+    }
+
+    /// Two classes under one prefix: a flood of one never evicts the other, and each stays
+    /// within its own bound — over time, not just for one burst.
+    #[test]
+    fn a_flood_of_side_keys_never_evicts_main_keys() {
+        let clock: Arc<dyn Clock> = Arc::new(vultrino_core::ports::ManualClock::new(0));
+        let kv = MemoryKv::new(clock).with_prefix_cap(
+            "audit:",
+            PrefixBound {
+                main: bound(100, 100_000),
+                side: bound(10, 100_000),
+                in_side: |k| k.ends_with("-u"),
+            },
+        );
+        let mut n = 9_999_999u32;
+        let mut key = |suffix: &str| {
+            n -= 1;
+            format!("audit:{n:07}{suffix}")
+        };
+        let main: Vec<String> = (0..50).map(|_| key("")).collect();
+        for k in &main {
+            kv.insert(k.clone(), entry(b"e"));
+        }
+        for round in 0..20 {
+            for _ in 0..1000 {
+                kv.insert(key("-u"), entry(b"e"));
+            }
+            let map = kv.read();
+            for k in &main {
+                assert!(map.contains_key(k), "round {round}: {k} was evicted");
+            }
+            let side = map.keys().filter(|k| k.ends_with("-u")).count();
+            assert!(side <= 10, "round {round}: {side} side keys");
+        }
+        // And the main class still evicts its own oldest when it overflows.
+        let newer: Vec<String> = (0..100).map(|_| key("")).collect();
+        for k in &newer {
+            kv.insert(k.clone(), entry(b"e"));
+        }
+        let map = kv.read();
+        assert!(newer.iter().rev().take(90).all(|k| map.contains_key(k)));
+        assert!(!map.contains_key(&main[0]), "the oldest main key went");
+        assert!(map.keys().filter(|k| k.ends_with("-u")).count() > 0);
+    }
+
+    #[test]
+    fn replacing_and_removing_keep_the_count_exact() {
+        let clock: Arc<dyn Clock> = Arc::new(vultrino_core::ports::ManualClock::new(0));
+        let kv = MemoryKv::new(clock)
+            .with_prefix_cap("audit:", PrefixBound::single(bound(100, usize::MAX)));
+        kv.insert("audit:1".into(), entry(b"abc"));
+        kv.insert("audit:1".into(), entry(b"abcdef"));
+        kv.insert("audit:2".into(), entry(b"x"));
+        kv.insert("other".into(), entry(b"not counted"));
+        assert_eq!(used(&kv, 0), (2, 7 + 6 + 7 + 1));
+        kv.remove("audit:1");
+        assert_eq!(used(&kv, 0), (1, 8));
     }
 
     #[test]
@@ -343,11 +628,7 @@ mod tests {
 
     #[test]
     fn entry_debug_never_shows_the_value() {
-        let e = Entry {
-            value: Bytes::from_static(b"top-secret-ciphertext"),
-            metadata: None,
-            expires_at_ms: None,
-        };
+        let e = entry(b"top-secret-ciphertext");
         assert!(!format!("{e:?}").contains("top-secret"));
     }
 }

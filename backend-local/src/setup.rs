@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vultrino_core::app::{App, Config, Ports};
-use vultrino_core::audit::AUDIT_PREFIX;
+use vultrino_core::audit::{is_unauthenticated_key, AUDIT_PREFIX};
 use vultrino_core::crypto::{self, MasterSecret};
 use vultrino_core::ports::{Clock, KvStore};
 use zeroize::Zeroizing;
@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 use crate::clock::SystemClock;
 use crate::fetcher::HttpFetcher;
 use crate::file_kv::FileKv;
-use crate::memory_kv::MemoryKv;
+use crate::memory_kv::{Bound, MemoryKv, PrefixBound};
 use crate::memory_sessions::MemorySessions;
 
 /// Which KV store backs the instance.
@@ -53,14 +53,37 @@ pub struct Opened {
 }
 
 pub const MASTER_KEY_FILE: &str = "master.key";
-/// Audit events a memory store keeps (the oldest are dropped beyond this; see
-/// docs/decisions/0024-bounded-audit-history.md).
-pub const MEMORY_AUDIT_CAP: usize = 10_000;
-/// Most audit events the file store keeps (the oldest go first, on top of the retention TTL):
-/// one file and one index entry each (docs/decisions/0024-bounded-audit-history.md; what that
-/// bound costs in memory and disk: benches/README.md, "Local: figures behind single lines of
-/// code").
-pub const FILE_AUDIT_CAP: usize = 50_000;
+/// The audit history a memory store keeps: 10 000 events and 16 MiB, plus 1 000 events and
+/// 1 MiB of unauthenticated ones (failed logins, lockouts) in a class of their own, so that they
+/// never push the rest out; the oldest of a class go first
+/// (docs/decisions/0024-bounded-audit-history.md, 0043-audit-events-are-bounded.md,
+/// 0045-unauthenticated-audit-events.md).
+pub const MEMORY_AUDIT_CAP: PrefixBound = PrefixBound {
+    main: Bound {
+        keys: 10_000,
+        bytes: 16 << 20,
+    },
+    side: Bound {
+        keys: 1_000,
+        bytes: 1 << 20,
+    },
+    in_side: is_unauthenticated_key,
+};
+/// The audit history the file store keeps (on top of the retention TTL): 50 000 events and
+/// 64 MiB on disk, plus 5 000 events and 4 MiB of unauthenticated ones in their own class. One
+/// file each; the index holds their keys, not their values (what that costs in memory and disk:
+/// benches/README.md, "Local: figures behind single lines of code").
+pub const FILE_AUDIT_CAP: PrefixBound = PrefixBound {
+    main: Bound {
+        keys: 50_000,
+        bytes: 64 << 20,
+    },
+    side: Bound {
+        keys: 5_000,
+        bytes: 4 << 20,
+    },
+    in_side: is_unauthenticated_key,
+};
 pub const ADMIN_HASH_FILE: &str = "admin.hash";
 pub const STORE_DIR: &str = "store";
 

@@ -12,7 +12,7 @@ use vultrino_core::ports::{Clock, KvStore, ListOptions, ManualClock, PutOptions,
 use vultrino_core::testkit;
 use vultrino_core::ErrorKind;
 use vultrino_local::file_kv::FileKv;
-use vultrino_local::memory_kv::MemoryKv;
+use vultrino_local::memory_kv::{Bound, MemoryKv, PrefixBound};
 use vultrino_local::memory_sessions::MemorySessions;
 
 const T0: u64 = 1_700_000_000_000;
@@ -66,6 +66,105 @@ async fn file_kv_passes_the_kv_suite_after_reopen() {
     assert_eq!(listed.keys[0].expiration, Some((T0 + 120_000) / 1000));
     let advance = |ms| clock.advance(ms);
     testkit::kv_suite(&second, Some(&advance)).await.unwrap();
+}
+
+/// Under its bounded prefix the file store keeps values on disk only and reads them from there:
+/// the whole KV suite (whose keys all start with `testkit/`) must hold for such values, before
+/// and after a reopen.
+#[tokio::test]
+async fn file_kv_passes_the_kv_suite_with_values_read_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    let path = dir.path().join("data");
+    let bound = PrefixBound::single(Bound {
+        keys: 1_000_000,
+        bytes: usize::MAX,
+    });
+    let store = FileKv::open_with_prefix_cap(&path, clock.clone(), "testkit/", bound).unwrap();
+    let advance = |ms| clock.advance(ms);
+    testkit::kv_suite(&store, Some(&advance)).await.unwrap();
+    let meta = serde_json::json!({"m": 1});
+    let opts = PutOptions {
+        expiration_ttl: Some(120),
+        metadata: Some(meta.clone()),
+    };
+    store
+        .put("testkit/kept", Bytes::from_static(b"v"), opts)
+        .await
+        .unwrap();
+    drop(store);
+    let store = FileKv::open_with_prefix_cap(&path, clock.clone(), "testkit/", bound).unwrap();
+    let entry = store
+        .get_with_metadata("testkit/kept")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (entry.value.as_ref(), entry.metadata),
+        (&b"v"[..], Some(meta))
+    );
+    testkit::kv_suite(&store, Some(&advance)).await.unwrap();
+    clock.advance(120_000);
+    assert_eq!(store.get("testkit/kept").await.unwrap(), None, "expired");
+}
+
+/// The audit bound's two classes in the file store: a flood of unauthenticated events (ids
+/// ending in `-u`) is trimmed within its own bound, on disk too, and never deletes the rest of
+/// the history — while serving and at the next open.
+#[tokio::test]
+async fn file_kv_unauthenticated_events_never_evict_the_rest_of_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let clock = manual_clock();
+    let bound = PrefixBound {
+        main: Bound {
+            keys: 100,
+            bytes: 1 << 20,
+        },
+        side: Bound {
+            keys: 10,
+            bytes: 1 << 20,
+        },
+        in_side: vultrino_core::audit::is_unauthenticated_key,
+    };
+    let store = FileKv::open_with_prefix_cap(&path, clock.clone(), "audit:", bound).unwrap();
+    // Keys sort newest first: a smaller number is a newer event.
+    let history: Vec<String> = (0..20).map(|i| format!("audit:{:04}", 9000 - i)).collect();
+    for k in &history {
+        store
+            .put(k, Bytes::from_static(b"e"), PutOptions::default())
+            .await
+            .unwrap();
+    }
+    for i in 0..200 {
+        let k = format!("audit:{:04}-u", 8000 - i);
+        store
+            .put(&k, Bytes::from_static(b"u"), PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let check = |keys: Vec<String>| {
+        for k in &history {
+            assert!(keys.contains(k), "{k} was evicted");
+        }
+        let side = keys.iter().filter(|k| k.ends_with("-u")).count();
+        assert!(
+            (1..=10).contains(&side),
+            "{side} unauthenticated events kept"
+        );
+        assert!(
+            keys.contains(&"audit:7801-u".to_string()),
+            "the newest is kept"
+        );
+    };
+    check(audit_keys(&store).await);
+    assert_eq!(entry_files(&path).len(), audit_keys(&store).await.len());
+    drop(store);
+    let store = FileKv::open_with_prefix_cap(&path, clock, "audit:", bound).unwrap();
+    check(audit_keys(&store).await);
+    for k in &history {
+        assert_eq!(store.get(k).await.unwrap().as_deref(), Some(&b"e"[..]));
+    }
 }
 
 #[tokio::test]
@@ -440,7 +539,11 @@ async fn file_kv_prefix_bound_deletes_the_greatest_keys_from_memory_and_disk() {
     assert_eq!(entry_files(&path).len(), 31);
 
     // Reopened with a bound of 10: the 20 greatest (oldest) go, from the index and the disk.
-    let store = FileKv::open_with_prefix_cap(&path, clock.clone(), "audit:", 10).unwrap();
+    let bound = PrefixBound::single(Bound {
+        keys: 10,
+        bytes: usize::MAX,
+    });
+    let store = FileKv::open_with_prefix_cap(&path, clock.clone(), "audit:", bound).unwrap();
     let expected: Vec<String> = (0..10).map(|i| format!("audit:{i:02}")).collect();
     assert_eq!(audit_keys(&store).await, expected);
     assert_eq!(entry_files(&path).len(), 11);

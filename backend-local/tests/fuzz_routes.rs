@@ -50,6 +50,7 @@ fn login(rt: &tokio::runtime::Runtime, app: &App) -> (String, String, String) {
     let login = rt.block_on(
         app.handle(
             http::Request::post("/login")
+                .header("content-type", "application/json")
                 .body(Bytes::from(r#"{"username":"admin","password":"pw"}"#))
                 .unwrap(),
         ),

@@ -97,6 +97,7 @@ struct Login {
 
 fn login_request() -> http::Request<Bytes> {
     http::Request::post("/login")
+        .header("content-type", "application/json")
         .body(Bytes::from(r#"{"username":"admin","password":"pw"}"#))
         .unwrap()
 }

@@ -70,6 +70,7 @@ pub fn pipeline_app() -> (App, String) {
     let app = futures::executor::block_on(App::open(config, ports, &master)).unwrap();
     let run = |r| futures::executor::block_on(app.handle(r));
     let login = run(http::Request::post("/login")
+        .header("content-type", "application/json")
         .body(Bytes::from(r#"{"username":"admin","password":"pw"}"#))
         .unwrap());
     let admin = serde_json::from_slice::<serde_json::Value>(login.body()).unwrap()["token"]

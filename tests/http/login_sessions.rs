@@ -179,3 +179,100 @@ async fn cookie_sessions_need_csrf_for_every_request_and_are_no_bearer_tokens() 
             .await;
     expect_for("the cookie died with its own logout", &r, 401, None);
 }
+
+/// Any web page the admin visits can POST to `/login` (a `no-cors` fetch or a form needs no
+/// preflight). Such requests are refused before the lockout counts them, so a page cannot lock
+/// the admin out — nor write audit events: a browser marks them cross-site (`Origin`,
+/// `Sec-Fetch-Site`: 403) or they are not JSON (a cross-origin JSON request needs a preflight,
+/// which is not granted: 415).
+#[tokio::test]
+async fn a_cross_site_page_cannot_lock_the_admin_out() {
+    let e = env_with(ServerOptions {
+        login_max_attempts: 3,
+        ..ServerOptions::default()
+    })
+    .await;
+    let url = format!("{}/login", e.c.target.base);
+    let bad = json!({"username": "admin", "password": "wrong"}).to_string();
+    for _ in 0..5 {
+        // What `fetch(url, {method: "POST", mode: "no-cors", body})` from another site sends.
+        let r =
+            e.c.send_raw(
+                e.c.http
+                    .post(&url)
+                    .header("content-type", "text/plain;charset=UTF-8")
+                    .header("origin", "https://evil.example")
+                    .header("sec-fetch-site", "cross-site")
+                    .header("sec-fetch-mode", "no-cors")
+                    .body(bad.clone()),
+            )
+            .await;
+        expect_for("a no-cors POST from another site", &r, 403, "csrf_failed");
+        // A JSON body marked cross-site, by `Origin` or by `Sec-Fetch-Site` alone.
+        let r =
+            e.c.send_raw(
+                e.c.http
+                    .post(&url)
+                    .header("origin", "https://evil.example")
+                    .header("content-type", "application/json")
+                    .body(bad.clone()),
+            )
+            .await;
+        expect_for("a JSON login from another origin", &r, 403, "csrf_failed");
+        let r =
+            e.c.send_raw(
+                e.c.http
+                    .post(&url)
+                    .header("sec-fetch-site", "cross-site")
+                    .header("content-type", "application/json")
+                    .body(bad.clone()),
+            )
+            .await;
+        expect_for("a login marked cross-site", &r, 403, "csrf_failed");
+        // Not JSON (an old browser's form post sends no Origin).
+        for content_type in [
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            None,
+        ] {
+            let mut rb = e.c.http.post(&url).body(bad.clone());
+            if let Some(t) = content_type {
+                rb = rb.header("content-type", t);
+            }
+            let r = e.c.send_raw(rb).await;
+            expect_for(
+                &format!("a {content_type:?} body"),
+                &r,
+                415,
+                "unsupported_media_type",
+            );
+        }
+    }
+    // None of that counted: the admin logs in, from a page of this origin too.
+    let own_origin = e.c.target.base.clone();
+    let good = json!({"username": "admin", "password": ADMIN_PASSWORD});
+    let r =
+        e.c.send_raw(
+            e.c.http
+                .post(&url)
+                .header("origin", &own_origin)
+                .header("sec-fetch-site", "same-origin")
+                .header("content-type", "application/json; charset=utf-8")
+                .body(good.to_string()),
+        )
+        .await;
+    expect_for("the admin is not locked out", &r, 200, None);
+    // …and nothing was audited for the refused requests.
+    let r =
+        e.c.send("GET", "/v1/audit?limit=100", Some(&e.admin), None)
+            .await;
+    expect(&r, 200, None);
+    let failures = r.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|ev| ev["action"] == "login" && ev["outcome"] != "success")
+        .count();
+    assert_eq!(failures, 0, "{}", r.text);
+}

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::auth::token::clear_cookie;
-use crate::auth::{token, NewKey, NewRole};
+use crate::auth::{csrf, token, NewKey, NewRole};
 use crate::cors;
 use crate::credential::{CredentialUpdate, NewCredential};
 use crate::error::{Code, Error, ErrorKind, Result};
@@ -44,6 +44,15 @@ fn limit_param(req: &Request<Bytes>) -> Result<Option<usize>> {
 
 fn header_str<'a>(req: &'a Request<Bytes>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Whether a `Content-Type` is `application/json` (parameters such as `charset` allowed).
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|v| {
+        v.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    })
 }
 
 fn not_allowed<T>() -> Result<T> {
@@ -252,7 +261,21 @@ impl App {
 
     /// `POST /login`: the bearer token and CSRF token in the body, the twin session as an
     /// HttpOnly cookie.
+    ///
+    /// Before anything is counted or audited, a request a browser marks as cross-site is
+    /// refused (403 `csrf_failed`, the same-origin rule of cookie requests) and so is a body
+    /// that is not `Content-Type: application/json` (415): a web page the admin visits can send
+    /// neither (a JSON body from another origin needs a CORS preflight, which is not granted),
+    /// so it cannot spend the lockout's attempts. Agents and CLIs send no `Origin` and JSON.
+    /// (docs/decisions/0044-login-refuses-cross-site-requests.md)
     async fn login(&self, req: &Request<Bytes>) -> Result<Response<Bytes>> {
+        csrf::same_origin(req.headers(), &self.config().cors_origins)?;
+        if !is_json(header_str(req, "content-type")) {
+            return Err(Error::new(
+                ErrorKind::UnsupportedMediaType,
+                "login takes a JSON body: send Content-Type: application/json",
+            ));
+        }
         let client = self.client_ip_rule().client(req);
         let sessions = self.admin_sessions();
         let login = sessions.login(&client, req.body()).await?;

@@ -6,6 +6,17 @@
 //!
 //! Ids sort newest first: the first 13 digits are `9999999999999 - ts_ms`, so a KV `list("audit:")`
 //! (lexicographic) pages from the newest event backwards without any index.
+//!
+//! Bounds (docs/decisions/0043-audit-events-are-bounded.md,
+//! 0045-unauthenticated-audit-events.md):
+//! - every string an event carries is capped ([`AuditEvent::capped`], applied by every writer
+//!   here, so no caller can forget it): an event is at most [`MAX_EVENT_JSON_BYTES`];
+//! - events no authenticated caller is behind (failed logins, lockouts) go through one door,
+//!   [`AuditLog::record_unauthenticated`]: a global budget per window, then one `audit.suppressed`
+//!   event per window; their ids end in [`UNAUTHENTICATED_ID_SUFFIX`], so the local stores bound
+//!   them apart from the rest of the history ([`is_unauthenticated_key`]);
+//! - a refusal that repeats (a locked-out client's attempts) is one event per client and window,
+//!   with a count ([`AuditLog::record_repeated`]).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -18,16 +29,35 @@ use crate::ports::{ListOptions, Ports, PutOptions};
 /// KV key prefix of audit events.
 pub const AUDIT_PREFIX: &str = "audit:";
 
+/// Ends the id (and so the key) of every event written by
+/// [`AuditLog::record_unauthenticated`].
+pub const UNAUTHENTICATED_ID_SUFFIX: &str = "-u";
+
+/// Ends a string cut to its field's cap (the cap includes it).
+pub const CUT_MARKER: &str = "…";
+
+/// The largest JSON an event can serialize to once capped, whatever its strings hold (JSON
+/// escapes a control character as six bytes).
+pub const MAX_EVENT_JSON_BYTES: usize = 8 * 1024;
+
+/// Events [`AuditLog::record_unauthenticated`] writes per window, deployment-wide.
+pub const UNAUTHENTICATED_BUDGET: u32 = 50;
+/// The window of [`UNAUTHENTICATED_BUDGET`].
+pub const UNAUTHENTICATED_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// Session-store counter of the budget.
+const BUDGET_COUNTER: &str = "audit-budget:unauthenticated";
+
 /// One audit event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
     pub id: String,
     /// Milliseconds since the epoch.
     pub ts: u64,
-    /// `admin:<user>`, `key:<id>`, `anonymous` or `client:<ip>` for failed logins.
+    /// `admin:<user>`, `key:<id>`, `client:<ip>` for failed logins, `vultrino` for
+    /// `audit.suppressed`.
     pub actor: String,
     /// `execute`, `login`, `logout`, `credential.create`, `credential.update`, `credential.delete`,
-    /// `key.create`, `key.revoke`, `role.create`, `role.delete`.
+    /// `key.create`, `key.revoke`, `role.create`, `role.delete`, `audit.suppressed`.
     pub action: String,
     #[serde(default)]
     pub credential: Option<String>,
@@ -47,6 +77,15 @@ pub struct AuditEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     pub duration_ms: u64,
+    /// How many occurrences this one event stands for, when more than one can: the refused
+    /// attempts of a locked-out client in one lockout window, the unauthenticated events
+    /// `audit.suppressed` stands for. Rewritten when it reaches 2, 4, 8, …: the true number is
+    /// at least `count` and less than twice it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// The fields that were cut to their cap (each then ends with [`CUT_MARKER`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub truncated: Vec<String>,
 }
 
 impl AuditEvent {
@@ -65,12 +104,63 @@ impl AuditEvent {
             outcome: outcome.to_string(),
             code: None,
             duration_ms: 0,
+            count: None,
+            truncated: Vec::new(),
         }
     }
 
     pub fn kv_key(&self) -> String {
         format!("{AUDIT_PREFIX}{}", self.id)
     }
+
+    /// The event with every string cut to its field's cap, ending with [`CUT_MARKER`] and
+    /// named in `truncated` when cut. Every writer of [`AuditLog`] applies it, so that an event
+    /// is at most [`MAX_EVENT_JSON_BYTES`] whatever a caller put in it.
+    pub fn capped(mut self) -> Self {
+        let mut cut = std::mem::take(&mut self.truncated);
+        // Each field with its cap in bytes (UTF-8), marker included.
+        let fields: [(&str, usize, Option<&mut String>); 9] = [
+            ("id", 64, Some(&mut self.id)),
+            ("actor", 128, Some(&mut self.actor)),
+            ("action", 64, Some(&mut self.action)),
+            ("credential", 128, self.credential.as_mut()),
+            ("method", 32, self.method.as_mut()),
+            ("host", 256, self.host.as_mut()),
+            ("path", 512, self.path.as_mut()),
+            ("outcome", 32, Some(&mut self.outcome)),
+            ("code", 64, self.code.as_mut()),
+        ];
+        // `truncated` names fields, nothing else.
+        cut.retain(|f| fields.iter().any(|(name, _, _)| name == f));
+        for (name, max, field) in fields {
+            if field.is_some_and(|v| cap(v, max)) && !cut.iter().any(|f| f == name) {
+                cut.push(name.to_string());
+            }
+        }
+        self.truncated = cut;
+        self
+    }
+}
+
+/// Cut `s` to at most `max` bytes, at a character boundary, ending with [`CUT_MARKER`]; whether
+/// it was cut.
+fn cap(s: &mut String, max: usize) -> bool {
+    if s.len() <= max {
+        return false;
+    }
+    let mut end = max.saturating_sub(CUT_MARKER.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(CUT_MARKER);
+    true
+}
+
+/// Whether the KV key `key` holds an event of [`AuditLog::record_unauthenticated`]: the local
+/// stores bound those apart, so they never push the rest of the history out.
+pub fn is_unauthenticated_key(key: &str) -> bool {
+    key.starts_with(AUDIT_PREFIX) && key.ends_with(UNAUTHENTICATED_ID_SUFFIX)
 }
 
 /// The audit log of one deployment: the only code that writes or reads `audit:` records.
@@ -90,9 +180,98 @@ impl<'a> AuditLog<'a> {
         }
     }
 
-    /// Write an event. A failure to write never turns a completed action into an error (the
-    /// action already happened), so it is not reported.
+    /// Write an event of an authenticated caller, capped (events no authenticated caller is
+    /// behind go through [`AuditLog::record_unauthenticated`]). A failure to write never turns
+    /// a completed action into an error (the action already happened), so it is not reported.
     pub async fn record(&self, event: AuditEvent) {
+        self.write(event).await;
+    }
+
+    /// The one door for events no authenticated caller is behind (failed logins, lockouts):
+    /// anyone can cause them, so they are bounded. At most [`UNAUTHENTICATED_BUDGET`] are written
+    /// per [`UNAUTHENTICATED_WINDOW_MS`] window, deployment-wide (an exact session-store
+    /// counter); past it, one `audit.suppressed` event per window counts the others. Their ids
+    /// end in [`UNAUTHENTICATED_ID_SUFFIX`], which the local stores bound apart from the rest
+    /// of the history. When the session store cannot be reached, nothing is written.
+    pub async fn record_unauthenticated(&self, mut event: AuditEvent) {
+        let now = self.ports.now_ms();
+        let Ok(budget) = self
+            .ports
+            .sessions
+            .hit(
+                BUDGET_COUNTER,
+                UNAUTHENTICATED_WINDOW_MS,
+                UNAUTHENTICATED_BUDGET,
+                now,
+            )
+            .await
+        else {
+            return;
+        };
+        if budget.allowed {
+            if !event.id.ends_with(UNAUTHENTICATED_ID_SUFFIX) {
+                event.id.push_str(UNAUTHENTICATED_ID_SUFFIX);
+            }
+            self.write(event).await;
+            return;
+        }
+        let series = format!("audit-suppressed:{}", budget.reset_at_ms);
+        if let Some((first, count)) = self
+            .series_count(&series, UNAUTHENTICATED_WINDOW_MS, now)
+            .await
+        {
+            let mut e = AuditEvent::new(first, "vultrino", "audit.suppressed", "failure");
+            e.id = series_id(first, &series);
+            e.count = Some(count);
+            self.write(e).await;
+        }
+    }
+
+    /// Record one refusal of a series that repeats within a window — the attempts of a client
+    /// locked out until `window_end_ms` — as ONE unauthenticated event per `series` and window,
+    /// dated at its first refusal, whose `count` is the number of refusals so far. The count is
+    /// an exact session-store counter (of window `counter_window_ms`, at least as long as the
+    /// series' window); the event is written (again, under the same id) only when the count
+    /// reaches 1, 2, 4, 8, …, so a flood of N refusals costs at most 1 + log2(N) writes, each
+    /// through [`AuditLog::record_unauthenticated`].
+    pub async fn record_repeated(
+        &self,
+        series: &str,
+        window_end_ms: u64,
+        counter_window_ms: u64,
+        mut event: AuditEvent,
+    ) {
+        let series = format!("audit-series:{series}:{window_end_ms}");
+        let now = self.ports.now_ms();
+        if let Some((first, count)) = self.series_count(&series, counter_window_ms, now).await {
+            event.ts = first;
+            event.id = series_id(first, &series);
+            event.count = Some(count);
+            self.record_unauthenticated(event).await;
+        }
+    }
+
+    /// Count one occurrence of `series` (an exact counter whose window of `window_ms` starts at
+    /// the first occurrence): `(first occurrence, count)` when the count is a power of two,
+    /// i.e. when its event is due to be (re)written.
+    async fn series_count(&self, series: &str, window_ms: u64, now: u64) -> Option<(u64, u64)> {
+        let hit = self
+            .ports
+            .sessions
+            .hit(series, window_ms, u32::MAX, now)
+            .await
+            .ok()?;
+        hit.count.is_power_of_two().then(|| {
+            (
+                hit.reset_at_ms.saturating_sub(window_ms),
+                u64::from(hit.count),
+            )
+        })
+    }
+
+    /// Put the capped event.
+    async fn write(&self, event: AuditEvent) {
+        let event = event.capped();
         let options = PutOptions {
             expiration_ttl: Some(self.retention_secs.max(60)),
             metadata: None,
@@ -148,6 +327,18 @@ impl<'a> AuditLog<'a> {
         }
         Ok((out, page.cursor))
     }
+}
+
+/// The id of the one event of `series` first seen at `first`: sortable like [`new_id`], its
+/// random part derived from the series, so that rewriting the event replaces it. Always an
+/// unauthenticated id.
+fn series_id(first: u64, series: &str) -> String {
+    let inverted = 9_999_999_999_999u64.saturating_sub(first);
+    let digest = crypto::sha256_hex(series.as_bytes());
+    format!(
+        "{inverted:013}-{}{UNAUTHENTICATED_ID_SUFFIX}",
+        &digest[..12]
+    )
 }
 
 /// A time-sortable id, newest first, unique thanks to 48 random bits.
@@ -208,6 +399,102 @@ mod tests {
         let ids: std::collections::HashSet<String> =
             (0..2000).map(|_| new_id(1_700_000_000_000)).collect();
         assert_eq!(ids.len(), 2000);
+    }
+
+    /// Whatever a caller puts in an event, what is written is small: every string is cut to
+    /// its cap, marked, and named in `truncated`.
+    #[test]
+    fn capped_events_are_bounded_whatever_their_strings() {
+        // A control character is one byte that JSON writes as six: the worst case.
+        let huge = "\u{1}".repeat(900_000);
+        let mut e = AuditEvent::new(1_700_000_000_000, huge.clone(), &huge, &huge);
+        e.id = huge.clone();
+        e.credential = Some(huge.clone());
+        e.method = Some(huge.clone());
+        e.host = Some(huge.clone());
+        e.path = Some(huge.clone());
+        e.code = Some(huge.clone());
+        e.count = Some(u64::MAX);
+        e.truncated = vec![huge.clone(), "path".into()];
+        let e = e.capped();
+        let json = serde_json::to_vec(&e).unwrap_or_default();
+        assert!(
+            !json.is_empty() && json.len() <= MAX_EVENT_JSON_BYTES,
+            "{} bytes",
+            json.len()
+        );
+        let mut cut = e.truncated.clone();
+        cut.sort();
+        assert_eq!(
+            cut,
+            [
+                "action",
+                "actor",
+                "code",
+                "credential",
+                "host",
+                "id",
+                "method",
+                "outcome",
+                "path"
+            ]
+        );
+        assert!(e.path.as_deref().is_some_and(|p| p.ends_with(CUT_MARKER)));
+    }
+
+    #[test]
+    fn a_cut_respects_characters_and_short_strings_are_untouched() {
+        let mut e = AuditEvent::new(1, "admin:root", "execute", "allowed");
+        e.path = Some(format!("/{}", "é".repeat(400)));
+        e.host = Some("api.github.com".into());
+        let e = e.capped();
+        let path = e.path.unwrap_or_default();
+        assert!(path.len() <= 512 && path.ends_with(CUT_MARKER), "{path}");
+        assert_eq!(e.host.as_deref(), Some("api.github.com"));
+        assert_eq!(e.actor, "admin:root");
+        assert_eq!(e.truncated, ["path"]);
+    }
+
+    #[test]
+    fn an_event_that_needs_no_cut_serializes_as_before() {
+        let e = AuditEvent::new(1, "key:k1", "execute", "allowed").capped();
+        let v = serde_json::to_value(&e).unwrap_or_default();
+        assert!(
+            v.get("truncated").is_none() && v.get("count").is_none(),
+            "{v}"
+        );
+        // Events written before these fields existed still read.
+        let old = r#"{"id":"9998299999999-000000000000","ts":1700000000000,"actor":"a","action":"login","credential":null,"method":null,"host":null,"path":null,"status":401,"outcome":"failure","code":"invalid_login","duration_ms":0}"#;
+        let read: Option<AuditEvent> = serde_json::from_str(old).ok();
+        assert_eq!(read.map(|e| (e.count, e.truncated.len())), Some((None, 0)));
+    }
+
+    #[test]
+    fn series_ids_are_stable_sortable_and_unauthenticated() {
+        let a = series_id(
+            1_700_000_000_000,
+            "audit-series:login:1.2.3.4:1700000900000",
+        );
+        assert_eq!(
+            a,
+            series_id(
+                1_700_000_000_000,
+                "audit-series:login:1.2.3.4:1700000900000"
+            )
+        );
+        assert_ne!(
+            a,
+            series_id(
+                1_700_000_000_000,
+                "audit-series:login:1.2.3.5:1700000900000"
+            )
+        );
+        assert!(a < new_id(1_699_999_999_999), "sorts by time like new_id");
+        assert!(is_unauthenticated_key(&format!("{AUDIT_PREFIX}{a}")));
+        assert!(!is_unauthenticated_key(&format!(
+            "{AUDIT_PREFIX}{}",
+            new_id(1_700_000_000_000)
+        )));
     }
 
     #[test]

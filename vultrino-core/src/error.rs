@@ -30,6 +30,8 @@ pub enum ErrorKind {
     Conflict,
     /// Request or value larger than allowed (413).
     PayloadTooLarge,
+    /// A request body in a media type the route does not take (415).
+    UnsupportedMediaType,
     /// Too many requests or login attempts (429, with `Retry-After`).
     RateLimited,
     /// The upstream could not be reached or answered unusably (502).
@@ -54,6 +56,7 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => S::METHOD_NOT_ALLOWED,
             ErrorKind::Conflict => S::CONFLICT,
             ErrorKind::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
+            ErrorKind::UnsupportedMediaType => S::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::RateLimited => S::TOO_MANY_REQUESTS,
             ErrorKind::UpstreamFailed => S::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout => S::GATEWAY_TIMEOUT,
@@ -72,6 +75,7 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => Code::MethodNotAllowed,
             ErrorKind::Conflict => Code::Conflict,
             ErrorKind::PayloadTooLarge => Code::PayloadTooLarge,
+            ErrorKind::UnsupportedMediaType => Code::UnsupportedMediaType,
             ErrorKind::RateLimited => Code::RateLimited,
             ErrorKind::UpstreamFailed => Code::UpstreamError,
             ErrorKind::UpstreamTimeout => Code::UpstreamTimeout,
@@ -121,6 +125,8 @@ codes! {
     Conflict = "conflict",
     /// 413 with nothing more specific to say.
     PayloadTooLarge = "payload_too_large",
+    /// 415: the body's `Content-Type` is not one the route takes (`POST /login`: JSON only).
+    UnsupportedMediaType = "unsupported_media_type",
     /// 429: a credential's rate limit is reached.
     RateLimited = "rate_limited",
     /// 502 with nothing more specific to say.
@@ -171,7 +177,8 @@ codes! {
     LoginNotConfigured = "login_not_configured",
     /// `POST /logout` by something that is not an admin session.
     NotASession = "not_a_session",
-    /// A cookie request without the CSRF token or from another origin.
+    /// A cookie request without the CSRF token or from another origin; a login from another
+    /// origin.
     CsrfFailed = "csrf_failed",
 
     // ---- authorization and policy ----

@@ -42,7 +42,6 @@ use crate::upstream::{self, forwardable_method, Outbound, DROPPED_RESPONSE_HEADE
 
 mod request;
 
-pub(crate) use request::truncate;
 pub use request::ExecuteRequest;
 
 /// The reply of an execute: the upstream's answer, scrubbed.
@@ -100,9 +99,13 @@ impl<'a> Pipeline<'a> {
     /// Run one execute and write its audit event, whatever the outcome.
     pub async fn execute(self, who: &Principal, req: ExecuteRequest) -> Result<ExecuteResponse> {
         let started = self.ports.now_ms();
+        // Recorded before the permission check, from whatever the caller sent: every string is
+        // capped when the event is written (`AuditEvent::capped`), so an event stays small
+        // whatever its credential, method, host or path
+        // (docs/decisions/0043-audit-events-are-bounded.md).
         let mut event = AuditEvent::new(started, who.actor(), "execute", "allowed");
-        event.credential = Some(truncate(&req.credential));
-        event.method = Some(truncate(&req.method.to_ascii_uppercase()));
+        event.credential = Some(req.credential.clone());
+        event.method = Some(req.method.to_ascii_uppercase());
         let target = ssrf::check_url(&req.url, self.fetch.allow_loopback);
         match &target {
             Ok(t) => {

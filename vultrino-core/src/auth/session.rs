@@ -89,7 +89,11 @@ impl<'a> AdminSessions<'a> {
     /// Every attempt counts toward the client's lockout before anything else is looked at
     /// (429 `login_locked` with `Retry-After` once the window's attempts are used up); a
     /// success resets the count. A wrong user name costs the same password verification as a
-    /// wrong password. Failures and successes are audited.
+    /// wrong password. (The route refuses cross-site and non-JSON requests before this is
+    /// called, so a web page cannot spend the attempts.) Successes are audited as the admin;
+    /// failures are unauthenticated events ([`AuditLog::record_unauthenticated`]), and the
+    /// refused attempts of a locked-out client are one event per lockout window, with their
+    /// count ([`AuditLog::record_repeated`]).
     pub async fn login(&self, client: &str, body: &[u8]) -> Result<Login> {
         #[derive(serde::Deserialize)]
         struct Input {
@@ -106,9 +110,11 @@ impl<'a> AdminSessions<'a> {
             .await?;
         let mut event = AuditEvent::new(now, format!("client:{client}"), "login", "failure");
         if !hit.allowed {
-            event.code = Some(Code::RateLimited.as_str().into());
+            event.code = Some(Code::LoginLocked.as_str().into());
             event.status = Some(429);
-            self.audit.record(event).await;
+            self.audit
+                .record_repeated(&counter, hit.reset_at_ms, s.window_secs * 1000, event)
+                .await;
             return Err(Error::new(
                 ErrorKind::RateLimited,
                 "too many login attempts; try again later",
@@ -129,7 +135,7 @@ impl<'a> AdminSessions<'a> {
         if !(pass_ok && user_ok) {
             event.code = Some(Code::InvalidLogin.as_str().into());
             event.status = Some(401);
-            self.audit.record(event).await;
+            self.audit.record_unauthenticated(event).await;
             return Err(
                 Error::unauthorized("invalid username or password").with_code(Code::InvalidLogin)
             );
@@ -175,7 +181,7 @@ impl<'a> AdminSessions<'a> {
             let _ = self.ports.sessions.revoke_session(&token_id).await;
             event.code = Some(e.code().as_str().to_string());
             event.outcome = "error".into();
-            self.audit.record(event).await;
+            self.audit.record_unauthenticated(event).await;
             return Err(e);
         }
         event.actor = format!("admin:{}", s.admin_username);
