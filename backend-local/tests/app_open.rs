@@ -48,6 +48,7 @@ async fn with_one_credential() -> (Arc<MemoryKv>, MasterSecret) {
             methods: None,
             path_prefixes: None,
             rate_limit: None,
+            pass_cookies: false,
         },
     };
     app.credentials().create(&who, input).await.unwrap();
