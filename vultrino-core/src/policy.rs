@@ -301,16 +301,22 @@ fn host_matches(pattern: &str, host: &str) -> bool {
 /// subdomain, never the bare domain and never `evil-domain`; and `host` must have the public
 /// suffix of `domain` (the same registrable domain), so that no public suffix under `domain`
 /// (`s3.amazonaws.com` under `amazonaws.com`) hands the match to whoever registers below it.
+/// A `domain` that is itself a public suffix matches nothing: validation refuses such a
+/// pattern, and one stored before (or before the list named that suffix) fails closed.
 fn wildcard_matches(domain: &str, host: &str) -> bool {
     let Some(split) = host.len().checked_sub(domain.len() + 1) else {
         return false;
     };
-    split > 0
+    if !(split > 0
         && host.as_bytes().get(split) == Some(&b'.')
         && host
             .get(split + 1..)
-            .is_some_and(|tail| tail.eq_ignore_ascii_case(domain))
-        && suffix_len(&host.to_ascii_lowercase()) == suffix_len(domain)
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(domain)))
+    {
+        return false;
+    }
+    let domain_suffix = suffix_len(domain);
+    domain_suffix < domain.len() && suffix_len(&host.to_ascii_lowercase()) == domain_suffix
 }
 
 /// Does old host pattern `old` allow every host that `new` allows?
@@ -319,12 +325,14 @@ fn pattern_covers(old: &str, new: &str) -> bool {
         (None, _) => old == new,
         (Some(d), None) => wildcard_matches(d, new),
         // `*.e` allows hosts under `e` with `e`'s public suffix; `*.d` allows them when `e` is
-        // `d` or under it with the same public suffix.
+        // `d`, or under it with the same public suffix and `d` not a public suffix itself (a
+        // `*.d` stored before validation refused it matches nothing, see `wildcard_matches`).
         (Some(d), Some(e)) => {
             e == d
                 || (e.len() > d.len() + 1
                     && e.ends_with(d)
                     && e.as_bytes().get(e.len() - d.len() - 1) == Some(&b'.')
+                    && suffix_len(d) < d.len()
                     && suffix_len(e) == suffix_len(d))
         }
     }

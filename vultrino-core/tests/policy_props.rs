@@ -767,6 +767,14 @@ fn widening_examples() {
     assert!(aws.widens(&valid(policy(&["bucket.s3.amazonaws.com"]))));
     assert!(aws.widens(&valid(policy(&["*.bucket.s3.amazonaws.com"]))));
     assert!(!aws.widens(&valid(policy(&["ec2.amazonaws.com"]))));
+    // A wildcard over a public suffix stored before validation refused it matches nothing, so it
+    // covers nothing below it either.
+    let stored = Policy {
+        allowed_hosts: vec!["*.cloudfunctions.net".into()],
+        ..Policy::default()
+    };
+    assert!(stored.widens(&valid(policy(&["*.my-project.cloudfunctions.net"]))));
+    assert!(stored.widens(&valid(policy(&["x.cloudfunctions.net"]))));
 }
 
 // ---- paths as upstreams read them (docs/decisions/0051-…) ------------------------------------
@@ -1017,6 +1025,28 @@ fn a_wildcard_never_matches_under_a_public_suffix_below_its_domain() {
     ] {
         assert_eq!(
             check_code(&p, "GET", host, "/"),
+            Some("host_not_allowed"),
+            "{host}"
+        );
+    }
+    // A wildcard over a public suffix stored before this rule (validation refuses it now)
+    // matches nothing.
+    let stored = Policy {
+        allowed_hosts: vec![
+            "*.cloudfunctions.net".into(),
+            "*.run.app".into(),
+            "*.github.io".into(),
+        ],
+        ..Policy::default()
+    };
+    for host in [
+        "x.cloudfunctions.net",
+        "a.b.run.app",
+        "evil.github.io",
+        "a.b.github.io",
+    ] {
+        assert_eq!(
+            check_code(&stored, "GET", host, "/"),
             Some("host_not_allowed"),
             "{host}"
         );
