@@ -76,6 +76,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     methods: None,
                     path_prefixes: None,
                     rate_limit: None,
+                    pass_cookies: false,
                 },
             },
         )

@@ -631,6 +631,7 @@ async fn credential(app: &App, c: &CredentialCmd) -> anyhow::Result<()> {
                 methods: (!a.methods.is_empty()).then(|| a.methods.clone()),
                 path_prefixes: (!a.path_prefixes.is_empty()).then(|| a.path_prefixes.clone()),
                 rate_limit: a.rate_limit.as_deref().map(parse_rate_limit).transpose()?,
+                pass_cookies: false,
             };
             let input = NewCredential {
                 alias: a.alias.clone(),

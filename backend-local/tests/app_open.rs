@@ -49,6 +49,7 @@ fn credential(alias: &str) -> NewCredential {
             methods: None,
             path_prefixes: None,
             rate_limit: None,
+            pass_cookies: false,
         },
     }
 }

@@ -80,6 +80,7 @@ fn new_credential(alias: &str, description: &str) -> NewCredential {
             methods: None,
             path_prefixes: None,
             rate_limit: None,
+            pass_cookies: false,
         },
     }
 }

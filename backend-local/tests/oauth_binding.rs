@@ -98,6 +98,7 @@ fn oauth_credential(client_secret: &str) -> NewCredential {
             methods: None,
             path_prefixes: None,
             rate_limit: None,
+            pass_cookies: false,
         },
     }
 }

@@ -72,6 +72,7 @@ fn api_key_credential(alias: &str, hosts: &[&str]) -> NewCredential {
             methods: None,
             path_prefixes: None,
             rate_limit: None,
+            pass_cookies: false,
         },
     }
 }

@@ -156,6 +156,7 @@ fn credential(description: &str) -> NewCredential {
             methods: None,
             path_prefixes: None,
             rate_limit: None,
+            pass_cookies: false,
         },
     }
 }
@@ -372,6 +373,7 @@ async fn a_refused_change_claims_nothing() {
             methods: None,
             path_prefixes: None,
             rate_limit: None,
+            pass_cookies: false,
         }),
         ..CredentialUpdate::default()
     };

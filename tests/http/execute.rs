@@ -5,7 +5,9 @@
 
 use serde_json::json;
 
-use crate::support::upstream::{OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, OAUTH_REFRESH_TOKEN};
+use crate::support::upstream::{
+    OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, OAUTH_REFRESH_TOKEN, SESSION_COOKIE,
+};
 use crate::support::{expect, workerd_backend};
 use crate::{assert_scrubbed, env, API_SECRET};
 
@@ -223,4 +225,93 @@ async fn compressed_upstream_replies_are_refused_and_identity_is_asked_for() {
     let seen = e.up.seen().pop().unwrap();
     assert_eq!(seen.headers["accept-encoding"], "identity");
     assert!(!seen.headers.contains_key("range"));
+}
+
+/// Headers that make Spring, Rails, Symfony, IIS and many gateways treat a request as another
+/// method or another path: the policy checked the method and path given, so the upstream must
+/// act on those.
+#[tokio::test]
+async fn method_and_url_override_headers_never_reach_the_upstream() {
+    let e = env().await;
+    let r = e
+        .create(json!({"alias": "ro", "type": "api_key", "data": {"key": API_SECRET},
+            "policy": {"allowed_hosts": ["127.0.0.1"], "methods": ["GET"], "path_prefixes": ["/echo"]}}))
+        .await;
+    expect(&r, 201, None);
+    let overrides = [
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X-HTTP-Method", "DELETE"),
+        ("X-Method-Override", "DELETE"),
+        ("x-original-url", "/admin/delete-everything"),
+        ("X-Rewrite-URL", "/admin/delete-everything"),
+    ];
+    let mut headers = serde_json::Map::new();
+    for (name, value) in overrides {
+        headers.insert(name.into(), json!(value));
+    }
+    headers.insert("X-Custom".into(), json!("kept"));
+    let r =
+        e.c.send(
+            "POST",
+            "/v1/execute",
+            Some(&e.admin),
+            Some(
+                &json!({"credential": "ro", "method": "GET", "url": e.up.url("/echo"),
+                "headers": headers}),
+            ),
+        )
+        .await;
+    expect(&r, 200, None);
+    let seen = e.up.seen().pop().unwrap();
+    assert_eq!(seen.method, "GET");
+    assert_eq!(seen.headers["x-custom"], "kept");
+    for (name, _) in overrides {
+        assert!(
+            !seen.headers.contains_key(&name.to_ascii_lowercase()),
+            "{name} reached the upstream: {:?}",
+            seen.headers
+        );
+    }
+}
+
+/// A session cookie the upstream hands out after an authenticated request is a credential of
+/// its own, usable without Vultrino: it reaches the agent only when an admin turned on the
+/// credential's `pass_cookies`, and the secret is scrubbed from it even then.
+#[tokio::test]
+async fn upstream_cookies_reach_the_agent_only_when_the_policy_passes_them() {
+    let e = env().await;
+    e.api_key_cred("github").await;
+    let agent = e.key("executor").await;
+    let r = e.execute(&agent, "github", &e.up.url("/set-cookie")).await;
+    expect(&r, 200, None);
+    assert_eq!(r.body["status"], 200);
+    let headers = r.body["headers"].as_object().unwrap();
+    assert!(
+        !headers.contains_key("set-cookie") && !headers.contains_key("set-cookie2"),
+        "{headers:?}"
+    );
+    assert!(!r.text.contains("upstream-session-Qw12"), "{}", r.text);
+
+    let on = json!({"policy": {"allowed_hosts": ["127.0.0.1"], "pass_cookies": true}});
+    let r =
+        e.c.send("PUT", "/v1/credentials/github", Some(&e.admin), Some(&on))
+            .await;
+    expect(&r, 200, None);
+    let detail =
+        e.c.send("GET", "/v1/credentials/github", Some(&agent), None)
+            .await;
+    assert_eq!(detail.body["policy"]["pass_cookies"], true);
+    let r = e.execute(&agent, "github", &e.up.url("/set-cookie")).await;
+    expect(&r, 200, None);
+    let cookies = r.body["headers"]["set-cookie"].as_str().unwrap_or_default();
+    assert!(cookies.contains(SESSION_COOKIE), "{cookies}");
+    assert!(cookies.contains("echo=Bearer_[REDACTED]"), "{cookies}");
+    assert!(
+        r.body["headers"]["set-cookie2"]
+            .as_str()
+            .is_some_and(|c| c.contains(SESSION_COOKIE)),
+        "{}",
+        r.text
+    );
+    assert_scrubbed(&r.text, API_SECRET);
 }

@@ -17,7 +17,8 @@
 //! `login_sessions` (login, lockout, cookie and bearer sessions, CSRF), `credentials` (CRUD,
 //! validation, rotation), `permissions` (permissions, scopes, who may re-point a secret),
 //! `keys_roles` (API keys and roles), `execute` (injection, scrubbing, OAuth2, reply shapes),
-//! `ssrf` (refused methods and destinations), `audit`, `changes` (concurrent writes, consistency
+//! `policy` (what a policy lets through as the upstream reads it; who may widen it), `ssrf`
+//! (refused methods and destinations), `audit`, `changes` (concurrent writes, consistency
 //! after a change), `sync` (export, and `vultrino sync --from` the backend under test).
 
 #![allow(clippy::unwrap_used)]
@@ -36,6 +37,7 @@ mod health_ui;
 mod keys_roles;
 mod login_sessions;
 mod permissions;
+mod policy;
 mod ssrf;
 mod sync;
 

@@ -193,3 +193,78 @@ async fn listing_cursors_do_not_reveal_hidden_aliases() {
         .await;
     expect(&r, 400, "invalid_cursor");
 }
+
+/// The aliases of a listing page, and its cursor.
+async fn list_page(
+    e: &crate::Env,
+    token: &str,
+    cursor: Option<&str>,
+) -> (Vec<String>, Option<String>) {
+    let path = match cursor {
+        Some(c) => format!("/v1/credentials?limit=1&cursor={c}"),
+        None => "/v1/credentials?limit=1".to_string(),
+    };
+    let r = e.c.send("GET", &path, Some(token), None).await;
+    expect(&r, 200, None);
+    let aliases = r.body["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["alias"].as_str().unwrap().to_string())
+        .collect();
+    (aliases, r.body["cursor"].as_str().map(str::to_string))
+}
+
+/// Paging with `limit=1` shows a scoped key one credential per page, and no empty page: how
+/// many credentials outside its scopes exist, and where they sit between its own, is not told
+/// by the shape of its pages.
+#[tokio::test]
+async fn paging_reveals_nothing_about_credentials_out_of_scope() {
+    let e = env().await;
+    for alias in [
+        "aws",
+        "github",
+        "github-a",
+        "github-a0",
+        "github-b",
+        "stripe-live",
+        "zendesk",
+    ] {
+        e.api_key_cred(alias).await;
+    }
+    let role = json!({"name": "gh", "permissions": ["read"], "scopes": ["github-a", "github-b"]});
+    e.role(&role).await;
+    let gh = e.key("gh").await;
+    for (token, expected) in [
+        (gh.as_str(), &["github-a", "github-b"][..]),
+        (
+            e.admin.as_str(),
+            &[
+                "aws",
+                "github",
+                "github-a",
+                "github-a0",
+                "github-b",
+                "stripe-live",
+                "zendesk",
+            ][..],
+        ),
+    ] {
+        let mut pages = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (aliases, next) = list_page(&e, token, cursor.as_deref()).await;
+            pages.push(aliases);
+            match next {
+                Some(c) => {
+                    cursor =
+                        Some(url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>())
+                }
+                None => break,
+            }
+            assert!(pages.len() <= 10, "paging does not end: {pages:?}");
+        }
+        let expected: Vec<Vec<String>> = expected.iter().map(|a| vec![a.to_string()]).collect();
+        assert_eq!(pages, expected);
+    }
+}

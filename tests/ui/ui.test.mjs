@@ -506,6 +506,31 @@ describe(`admin UI (${backend()})`, () => {
     await finish(ui);
   });
 
+  it("keeps pass_cookies through an edit of something else, and turns it off when unticked", T, async () => {
+    const alias = `ui-cookies-${rand()}`;
+    const policy = { allowed_hosts: ["api.example.com"], pass_cookies: true };
+    await apiOk(base, "POST", "/v1/credentials", {
+      token: admin,
+      body: { alias, type: "api_key", data: { key: `sek-${rand()}` }, policy },
+    });
+    const { ui, page, tr } = await credentialsTabWith(alias);
+    await tr.locator('button[data-action="edit"]').click();
+    await eventually(async () => (await page.inputValue("#cred-alias")) === alias, "edit mode");
+    assert.equal(await page.isChecked("#cred-pass-cookies"), true, "the form shows the stored pass_cookies");
+    await page.fill("#cred-description", "only this changes");
+    assert.equal((await saveCredential(page)).cls, "ok");
+    let stored = await apiOk(base, "GET", `/v1/credentials/${alias}`, { token: admin });
+    assert.equal(stored.description, "only this changes");
+    assert.equal(stored.policy.pass_cookies, true);
+    await tr.locator('button[data-action="edit"]').click();
+    await eventually(async () => (await page.inputValue("#cred-alias")) === alias, "edit mode");
+    await page.uncheck("#cred-pass-cookies");
+    assert.equal((await saveCredential(page)).cls, "ok");
+    stored = await apiOk(base, "GET", `/v1/credentials/${alias}`, { token: admin });
+    assert.equal(stored.policy.pass_cookies, undefined, "off is the default, not written");
+    await finish(ui);
+  });
+
   // ----- 6. delete -------------------------------------------------------------------------------
 
   it("deletes a credential after a confirmation (and keeps it when the dialog is dismissed)", T, async () => {

@@ -15,6 +15,7 @@
 //!   call them ([`Credentials`]).
 
 use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Code, Error, Result};
 use crate::input::field_error;
@@ -147,16 +148,45 @@ pub enum CredentialData {
     Oauth2(OAuth2Data),
 }
 
+/// A JSON value that may hold secrets (the `data` of a create or an update): every string in it
+/// is zeroized when it is dropped, whatever path the request took (refused, failed or done).
+pub(crate) struct SecretJson(pub(crate) serde_json::Value);
+
+impl Drop for SecretJson {
+    fn drop(&mut self) {
+        zeroize_json(&mut self.0);
+    }
+}
+
+/// Zeroize every string of a JSON value in place (object keys are field names, not secrets).
+fn zeroize_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(zeroize_json),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(zeroize_json),
+        serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Number(_) => {}
+    }
+}
+
 impl CredentialData {
-    /// Parse the `data` object of an API request for `kind`; unknown fields are refused.
+    /// Parse the `data` object of an API request for `kind`; unknown fields are refused. The
+    /// strings of `data` are zeroized once parsed (the secret then lives in a [`Secret`] only).
     pub fn parse(kind: CredentialType, data: serde_json::Value) -> Result<Self> {
-        fn de<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T> {
+        Self::parse_json(kind, &SecretJson(data))
+    }
+
+    /// [`CredentialData::parse`] of a value the caller zeroizes: the secret is copied out of it
+    /// into a [`Secret`], never moved (a move out of a `serde_json::Value` would leave the
+    /// value's other strings, on a refusal, to be dropped without zeroizing).
+    pub(crate) fn parse_json(kind: CredentialType, data: &SecretJson) -> Result<Self> {
+        fn de<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T> {
             // serde's messages name fields and expected types, never the values given.
-            serde_json::from_value(v).map_err(|e| {
+            T::deserialize(v).map_err(|e| {
                 Error::bad_request(format!("invalid credential data: {}", field_error(&e)))
                     .with_code(Code::InvalidData)
             })
         }
+        let data = &data.0;
         let parsed = match kind {
             CredentialType::ApiKey => CredentialData::ApiKey(de(data)?),
             CredentialType::BasicAuth => CredentialData::BasicAuth(de(data)?),
@@ -206,7 +236,7 @@ impl CredentialData {
                         return bad("api_key.header is not a valid header name");
                     }
                 }
-                let value = format!("{}{}", d.prefix(), d.key.expose());
+                let value = Zeroizing::new(format!("{}{}", d.prefix(), d.key.expose()));
                 if http::HeaderValue::from_str(&value).is_err() {
                     return bad("api_key.prefix and key must be printable header text");
                 }
@@ -384,6 +414,24 @@ mod tests {
             serde_json::from_value(serde_json::json!({"key": "k", "header": "X-Api-Key"}))
                 .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(d.prefix(), "");
+    }
+
+    /// The `data` of a request is zeroized once parsed, and on a refusal too: no string of it
+    /// is left behind when the value is dropped.
+    #[test]
+    fn request_data_is_zeroized_once_parsed_or_refused() {
+        let mut v =
+            serde_json::json!({"key": "sk-live-1", "extra": ["sk-live-2", {"x": "sk-live-3"}]});
+        zeroize_json(&mut v);
+        assert_eq!(v, serde_json::json!({"key": "", "extra": ["", {"x": ""}]}));
+        // Parsing copies the secret into a `Secret` and leaves the value whole for the caller
+        // to zeroize (a move would leave the rest of a refused value unzeroized).
+        let data = SecretJson(serde_json::json!({"key": "sk-live-4"}));
+        let parsed = CredentialData::parse_json(CredentialType::ApiKey, &data);
+        assert!(parsed.is_ok());
+        assert_eq!(data.0["key"], "sk-live-4");
+        let refused = SecretJson(serde_json::json!({"key": "sk-live-5", "extra": 1}));
+        assert!(CredentialData::parse_json(CredentialType::ApiKey, &refused).is_err());
     }
 
     #[test]

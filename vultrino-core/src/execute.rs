@@ -14,7 +14,8 @@
 //! 6. **inject** the credential ([`CredentialData::inject`](crate::credential::CredentialData::inject)),
 //!    fetching an OAuth2 token first when the credential needs one;
 //! 7. **fetch** (no redirects followed, timeout, size cap), refusing encoded replies;
-//! 8. **scrub** every secret form from the reply's headers and body;
+//! 8. **scrub** every secret form from the reply's headers and body, after dropping the
+//!    cookies the upstream set unless the policy passes them;
 //! 9. **audit** — one event per execute, allowed or denied, written whatever the outcome.
 //!
 //! The reply is `{status, headers, body, body_encoding}` (200; the upstream status is inside).
@@ -38,7 +39,9 @@ use crate::ports::{FetchOptions, Ports};
 use crate::scrub::{Scrubber, ScrubberCache};
 use crate::secret::Secret;
 use crate::ssrf;
-use crate::upstream::{self, forwardable_method, Outbound, DROPPED_RESPONSE_HEADERS};
+use crate::upstream::{
+    self, forwardable_method, Outbound, COOKIE_RESPONSE_HEADERS, DROPPED_RESPONSE_HEADERS,
+};
 
 mod request;
 
@@ -161,7 +164,7 @@ impl<'a> Pipeline<'a> {
         let response = self.ports.fetcher.fetch(request, self.fetch).await?;
         upstream::refuse_encoded(&response)?;
         let scrubber = self.scrubber(&opened, &derived);
-        Ok(render(response, &scrubber))
+        Ok(render(response, &scrubber, record.policy.pass_cookies))
     }
 
     /// The credential's policy: host, method and path, then its rate limit (429 with
@@ -253,12 +256,19 @@ fn parse_method(method: &str) -> Result<http::Method> {
     Ok(method)
 }
 
-/// Turn the upstream response into the execute reply, scrubbing headers and body.
-fn render(response: http::Response<Bytes>, scrubber: &Scrubber) -> ExecuteResponse {
+/// Turn the upstream response into the execute reply, scrubbing headers and body; the cookies
+/// the upstream set are left out unless `pass_cookies`.
+fn render(
+    response: http::Response<Bytes>,
+    scrubber: &Scrubber,
+    pass_cookies: bool,
+) -> ExecuteResponse {
     let (parts, body) = response.into_parts();
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in &parts.headers {
-        if DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
+        if DROPPED_RESPONSE_HEADERS.contains(&name.as_str())
+            || (!pass_cookies && COOKIE_RESPONSE_HEADERS.contains(&name.as_str()))
+        {
             continue;
         }
         let clean = scrubber.scrub(value.as_bytes());

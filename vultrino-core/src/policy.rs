@@ -3,6 +3,9 @@
 //!
 //! `allowed_hosts` is required: a credential bound to no host could be sent by an agent to a server
 //! it controls, which would hand it the secret. The other fields narrow the credential further.
+//!
+//! [`Policy::widening`] says whether a new policy lets through anything the old one refused
+//! (changing a policy that way needs `admin`, docs/decisions/0050-policy-widening-needs-admin.md).
 
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +36,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 /// At most `requests` executes per `per_seconds` with one credential.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     pub requests: u32,
@@ -42,7 +45,7 @@ pub struct RateLimit {
 
 /// What one credential may be used for. Construct from client input only through
 /// [`Policy::validate`]; [`Policy::check`] assumes a validated policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Required, non-empty: `api.github.com`, `*.example.com`.
@@ -55,6 +58,18 @@ pub struct Policy {
     pub path_prefixes: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Pass the upstream's `Set-Cookie` and `Set-Cookie2` reply headers to the agent (scrubbed
+    /// like every header). Off by default: a session cookie the upstream sets after an
+    /// authenticated request is a credential of its own, usable without Vultrino
+    /// (docs/decisions/0052-upstream-cookies-dropped-by-default.md). Not written when off, so a
+    /// record without it reads as off, and records that never turned it on stay readable by
+    /// earlier versions.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pass_cookies: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Bounds on a policy's size, so a stored credential cannot be made arbitrarily expensive to check.
@@ -63,64 +78,6 @@ pub const MAX_METHODS: usize = 16;
 pub const MAX_PATH_PREFIXES: usize = 64;
 pub const MAX_PATH_PREFIX_LEN: usize = 1024;
 pub const MAX_RATE_WINDOW_SECS: u32 = 86_400;
-
-/// Suffixes under which anyone can get a host of their own (multi-label public suffixes and
-/// shared hosting platforms). `*.<one of these>` would let an agent send the secret to a server it
-/// controls, so it is refused like `*.com`. Not exhaustive: the core carries no public suffix list.
-const SHARED_SUFFIXES: &[&str] = &[
-    // second-level country registries
-    "co.uk",
-    "org.uk",
-    "me.uk",
-    "ltd.uk",
-    "plc.uk",
-    "net.uk",
-    "ac.uk",
-    "gov.uk",
-    "com.au",
-    "net.au",
-    "org.au",
-    "co.nz",
-    "net.nz",
-    "org.nz",
-    "co.jp",
-    "ne.jp",
-    "or.jp",
-    "com.br",
-    "com.cn",
-    "com.tw",
-    "com.hk",
-    "co.in",
-    "co.kr",
-    "co.za",
-    "com.mx",
-    "com.ar",
-    "com.tr",
-    "com.sg",
-    // platforms that hand out subdomains
-    "github.io",
-    "gitlab.io",
-    "herokuapp.com",
-    "vercel.app",
-    "netlify.app",
-    "pages.dev",
-    "workers.dev",
-    "web.app",
-    "firebaseapp.com",
-    "appspot.com",
-    "azurewebsites.net",
-    "cloudfront.net",
-    "blogspot.com",
-    "s3.amazonaws.com",
-    "ngrok.io",
-    "ngrok-free.app",
-    "ngrok.app",
-    "glitch.me",
-    "repl.co",
-    "fly.dev",
-    "onrender.com",
-    "trycloudflare.com",
-];
 
 impl Policy {
     /// Validate and normalize at credential creation (and replacement).
@@ -132,13 +89,18 @@ impl Policy {
     ///   IPv6 in brackets), one trailing dot is dropped, and duplicates are removed.
     /// - `*` may appear only as the whole first label (`*.example.com`, matching any subdomain at
     ///   any depth but not `example.com` itself). The rest must be a domain of at least two labels
-    ///   that is not a known shared suffix (`SHARED_SUFFIXES`): `*`, `*.*`, `*.com`,
-    ///   `*.co.uk`, `*.github.io` are refused, since they would match hosts anyone can own.
+    ///   that is not a public suffix of the Public Suffix List, private section included, and
+    ///   that has no `*.` rule right under it: `*`, `*.*`, `*.com`, `*.co.uk`, `*.github.io`,
+    ///   `*.cloudfunctions.net`, `*.run.app` are refused, since they would match hosts anyone can
+    ///   own. A public suffix further down (`s3.amazonaws.com` under `*.amazonaws.com`) is
+    ///   handled when matching: see [`Policy::check`].
     /// - `methods`, when present: non-empty, at most [`MAX_METHODS`], each an HTTP token,
     ///   uppercased (code `invalid_method`).
     /// - `path_prefixes`, when present: non-empty, at most [`MAX_PATH_PREFIXES`], each starting
-    ///   with `/`, without query, fragment, whitespace, control characters or dot segments, and
-    ///   normalized like a request path (non-ASCII percent-encoded) (code `invalid_path_prefix`).
+    ///   with `/`, without query, fragment, whitespace, control characters, or anything a request
+    ///   path is refused for (dot segments, also hidden by encoding or `;` parameters, and
+    ///   encoded dots: see [`Policy::check`]), and normalized like a request path (non-ASCII
+    ///   percent-encoded) (code `invalid_path_prefix`).
     /// - `rate_limit`: `requests >= 1`, `per_seconds` in `1..=86400` (code `invalid_rate_limit`).
     pub fn validate(self) -> Result<Policy> {
         if self.allowed_hosts.is_empty() {
@@ -179,6 +141,7 @@ impl Policy {
             methods,
             path_prefixes,
             rate_limit: self.rate_limit,
+            pass_cookies: self.pass_cookies,
         })
     }
 
@@ -190,9 +153,18 @@ impl Policy {
     /// normalized path without query.
     ///
     /// Path prefix `/repos` matches `/repos` and `/repos/x` but not `/reposX`; a prefix ending in
-    /// `/` matches by plain prefix. When prefixes are set, a path with a dot segment hidden from
-    /// the URL parser (`%2f..%2f`, `%252e%252e`, backslashes) is refused outright: the upstream
-    /// might decode it and walk out of the allowed prefix.
+    /// `/` matches by plain prefix. When prefixes are set, a path an upstream could resolve
+    /// differently is refused outright (docs/decisions/0051-the-upstream-acts-on-what-the-policy-checked.md):
+    /// a segment that is only dots once its `;` parameters are cut (`..;x`, `.;`, `...`, which
+    /// Tomcat, Jetty and Spring read as `..` or `.`), also after up to three rounds of
+    /// percent-decoding and with `\` read as `/` (`%2f..%2f`, `%252e%252e`, `..%3b`), and any
+    /// percent-encoded dot (`%2e`, `%2E`, `%252e`, in any segment): rather than guess how the
+    /// upstream decodes, such a path is not sent.
+    ///
+    /// A wildcard `*.example.com` matches a host below `example.com` only when the host's public
+    /// suffix is that of `example.com`: `*.amazonaws.com` does not match
+    /// `bucket.s3.amazonaws.com`, whose registrable domain (anyone's) is under the public suffix
+    /// `s3.amazonaws.com`.
     ///
     /// Refusals are `Forbidden` with codes `host_not_allowed`, `method_not_allowed_by_policy`,
     /// `path_not_allowed`. Messages name the host, method or path (not secret), never a query.
@@ -216,9 +188,16 @@ impl Policy {
         }
         if let Some(prefixes) = &self.path_prefixes {
             let path = path.split(['?', '#']).next().unwrap_or_default();
-            let allowed =
-                !has_hidden_dot_segment(path) && prefixes.iter().any(|p| path_matches(p, path));
-            if !allowed {
+            if is_ambiguous_path(path) {
+                return Err(Error::forbidden(format!(
+                    "path {} is not allowed for this credential: it has a dot segment hidden by \
+                     encoding or `;` parameters, or an encoded dot, which the upstream may \
+                     resolve outside the allowed path prefixes",
+                    clip(path)
+                ))
+                .with_code(Code::PathNotAllowed));
+            }
+            if !prefixes.iter().any(|p| path_matches(p, path)) {
                 return Err(Error::forbidden(format!(
                     "path {} is not allowed for this credential",
                     clip(path)
@@ -228,25 +207,153 @@ impl Policy {
         }
         Ok(())
     }
+
+    /// What `new` lets through that `self` refused, if anything: `None` when `new` is as narrow
+    /// as `self` or narrower. Both policies are validated ones. Widening is
+    /// (docs/decisions/0050-policy-widening-needs-admin.md):
+    ///
+    /// - a host pattern that no old pattern covers (a host added, `a.example.com` turned into
+    ///   `*.example.com` …);
+    /// - the method list removed, or a method added;
+    /// - the path prefix list removed, or a prefix that no old prefix covers (added, shortened);
+    /// - the rate limit removed, or one that lets more requests through: see
+    ///   [`RateLimit::admits_more_than`];
+    /// - `pass_cookies` turned on.
+    pub fn widening(&self, new: &Policy) -> Option<&'static str> {
+        if new
+            .allowed_hosts
+            .iter()
+            .any(|h| !self.allowed_hosts.iter().any(|old| pattern_covers(old, h)))
+        {
+            return Some("allows another host");
+        }
+        if let Some(old) = &self.methods {
+            match &new.methods {
+                None => return Some("allows every method"),
+                Some(new) if new.iter().any(|m| !old.contains(m)) => {
+                    return Some("allows another method")
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(old) = &self.path_prefixes {
+            match &new.path_prefixes {
+                None => return Some("allows every path"),
+                Some(new) if new.iter().any(|p| !old.iter().any(|q| path_matches(q, p))) => {
+                    return Some("allows other paths")
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(old) = &self.rate_limit {
+            match &new.rate_limit {
+                None => return Some("removes the rate limit"),
+                Some(new) if new.admits_more_than(old) => {
+                    return Some("lets more requests through the rate limit")
+                }
+                Some(_) => {}
+            }
+        }
+        if new.pass_cookies && !self.pass_cookies {
+            return Some("passes the upstream's cookies to the agent");
+        }
+        None
+    }
+
+    /// Whether [`Policy::widening`] finds anything.
+    pub fn widens(&self, new: &Policy) -> bool {
+        self.widening(new).is_some()
+    }
+}
+
+impl RateLimit {
+    /// Whether this limit lets through some stream of requests that `old` would refuse: whether
+    /// the requests it lets through, sent alone, could ever be refused by `old`.
+    ///
+    /// The limiter (`ports::session_rules::hit`) opens a window of `per_seconds` at the first
+    /// request after the previous window ended, and lets `requests` through in each. With the
+    /// same window, a window opens at the same requests under both limits, so only `requests`
+    /// counts. With another window, one old window (a span of `old.per_seconds`) can meet up to
+    /// `k = ceil((old window - 1 ms) / new window) + 1` new windows, each letting `requests`
+    /// through; the new limit is no wider only when `k × requests <= old.requests`. So a longer
+    /// window with the same count widens (two bursts, one either side of a window's end, fit in
+    /// one old window), and a longer window narrows only with at most half the requests.
+    pub fn admits_more_than(&self, old: &RateLimit) -> bool {
+        if self.per_seconds == old.per_seconds {
+            return self.requests > old.requests;
+        }
+        let old_ms = u64::from(old.per_seconds) * 1000;
+        let new_ms = u64::from(self.per_seconds).max(1) * 1000;
+        let windows = (old_ms.saturating_sub(1)).div_ceil(new_ms) + 1;
+        u64::from(self.requests).saturating_mul(windows) > u64::from(old.requests)
+    }
 }
 
 /// Does a validated host pattern match a request host?
 fn host_matches(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix("*.") {
-        // `sub.` + suffix with a non-empty `sub`: any depth of subdomain, never the bare suffix
-        // and never `evil-suffix`.
-        Some(suffix) => {
-            let Some(split) = host.len().checked_sub(suffix.len() + 1) else {
-                return false;
-            };
-            split > 0
-                && host.as_bytes().get(split) == Some(&b'.')
-                && host
-                    .get(split + 1..)
-                    .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
-        }
+        Some(domain) => wildcard_matches(domain, host),
         None => pattern.eq_ignore_ascii_case(host),
     }
+}
+
+/// Does `*.domain` match `host`? `sub.` + `domain` with a non-empty `sub`: any depth of
+/// subdomain, never the bare domain and never `evil-domain`; and `host` must have the public
+/// suffix of `domain` (the same registrable domain), so that no public suffix under `domain`
+/// (`s3.amazonaws.com` under `amazonaws.com`) hands the match to whoever registers below it.
+/// A `domain` that is itself a public suffix matches nothing: validation refuses such a
+/// pattern, and one stored before (or before the list named that suffix) fails closed.
+fn wildcard_matches(domain: &str, host: &str) -> bool {
+    let Some(split) = host.len().checked_sub(domain.len() + 1) else {
+        return false;
+    };
+    if !(split > 0
+        && host.as_bytes().get(split) == Some(&b'.')
+        && host
+            .get(split + 1..)
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(domain)))
+    {
+        return false;
+    }
+    let domain_suffix = suffix_len(domain);
+    domain_suffix < domain.len() && suffix_len(&host.to_ascii_lowercase()) == domain_suffix
+}
+
+/// Does old host pattern `old` allow every host that `new` allows?
+fn pattern_covers(old: &str, new: &str) -> bool {
+    match (old.strip_prefix("*."), new.strip_prefix("*.")) {
+        (None, _) => old == new,
+        (Some(d), None) => wildcard_matches(d, new),
+        // `*.e` allows hosts under `e` with `e`'s public suffix; `*.d` allows them when `e` is
+        // `d`, or under it with the same public suffix and `d` not a public suffix itself (a
+        // `*.d` stored before validation refused it matches nothing, see `wildcard_matches`).
+        (Some(d), Some(e)) => {
+            e == d
+                || (e.len() > d.len() + 1
+                    && e.ends_with(d)
+                    && e.as_bytes().get(e.len() - d.len() - 1) == Some(&b'.')
+                    && suffix_len(d) < d.len()
+                    && suffix_len(e) == suffix_len(d))
+        }
+    }
+}
+
+/// The length of the public suffix of a (lowercase) domain, by the Public Suffix List, private
+/// section included. A name under no rule has its last label as suffix (the list's implicit
+/// `*` rule).
+fn suffix_len(domain: &str) -> usize {
+    psl::suffix(domain.as_bytes()).map_or(0, |s| s.as_bytes().len())
+}
+
+/// Is `*.domain` a pattern over hosts anyone can register? When `domain` is itself a public
+/// suffix (`co.uk`, `github.io`, `cloudfunctions.net`), or a `*.` rule of the list sits right
+/// under it (`*.run.app`: every `x.run.app` is a public suffix).
+fn is_open_to_anyone(domain: &str) -> bool {
+    if suffix_len(domain) >= domain.len() {
+        return true;
+    }
+    let probe = format!("vultrino-probe.{domain}");
+    suffix_len(&probe) >= probe.len()
 }
 
 fn path_matches(prefix: &str, path: &str) -> bool {
@@ -256,13 +363,20 @@ fn path_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
-/// True when some segment of `path`, after up to three rounds of percent-decoding and treating
-/// `\` as `/`, is `.` or `..`.
-fn has_hidden_dot_segment(path: &str) -> bool {
+/// True when an upstream could read `path` otherwise than the policy does: some segment is only
+/// dots once cut at its first `;` (path parameters) or NUL and stripped of trailing blanks
+/// (`.`, `..`, `...`, `..;x`, `.;`), or the path holds a percent-encoded dot — checked on the
+/// path as given and after each of up to three rounds of percent-decoding, with `\` read as
+/// `/`. Dot look-alikes that Unicode normalization (NFKC) turns into `.` (U+FF0E, U+FE52,
+/// U+2024) count as dots.
+pub(crate) fn is_ambiguous_path(path: &str) -> bool {
     let mut current = path.as_bytes().to_vec();
     for _ in 0..4 {
-        let is_dot = |seg: &[u8]| seg == b"." || seg == b"..";
-        if current.split(|&b| b == b'/' || b == b'\\').any(is_dot) {
+        if has_encoded_dot(&current)
+            || current
+                .split(|&b| b == b'/' || b == b'\\')
+                .any(is_dot_segment)
+        {
             return true;
         }
         let decoded = percent_decode(&current);
@@ -273,6 +387,27 @@ fn has_hidden_dot_segment(path: &str) -> bool {
     }
     // Still changing after four rounds: nobody encodes a path like that by accident.
     true
+}
+
+/// `%2e` or `%2E`.
+fn has_encoded_dot(path: &[u8]) -> bool {
+    path.windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] == b'e' || w[2] == b'E'))
+}
+
+/// A segment that is only dots (or NFKC dot look-alikes) before its first `;` or NUL, trailing
+/// blanks aside.
+fn is_dot_segment(segment: &[u8]) -> bool {
+    let name = segment
+        .split(|&b| b == b';' || b == 0)
+        .next()
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(name);
+    let text = text.trim_end_matches([' ', '\t']);
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| matches!(c, '.' | '\u{FF0E}' | '\u{FE52}' | '\u{2024}'))
 }
 
 fn percent_decode(input: &[u8]) -> Vec<u8> {
@@ -369,7 +504,7 @@ fn normalize_host_pattern(raw: &str) -> Result<String> {
             }
             if wildcard {
                 let labels = domain.split('.').count();
-                if labels < 2 || SHARED_SUFFIXES.contains(&domain.as_str()) {
+                if labels < 2 || is_open_to_anyone(&domain) {
                     return Err(bad_host(format!(
                         "allowed host {shown:?} would match hosts anyone can register; \
                          name the hosts or a domain you control (*.example.com)"
@@ -448,9 +583,10 @@ fn validate_prefixes(list: Vec<String>) -> Result<Vec<String>> {
                 "path prefix {shown:?} must not contain whitespace, control characters, ? or #"
             )));
         }
-        if has_hidden_dot_segment(&p) {
+        if is_ambiguous_path(&p) {
             return Err(bad_prefix(format!(
-                "path prefix {shown:?} must not contain . or .. segments"
+                "path prefix {shown:?} must not contain dot segments (also encoded or with ; \
+                 parameters) or encoded dots"
             )));
         }
         // Normalize exactly as request paths are normalized, so e.g. a non-ASCII prefix compares
@@ -493,6 +629,7 @@ mod tests {
             methods: None,
             path_prefixes: Some(vec!["/repos/".into()]),
             rate_limit: None,
+            pass_cookies: false,
         };
         let err = p
             .check("GET", "api.example.com", "/admin?token=s3cret")

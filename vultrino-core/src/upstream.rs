@@ -17,7 +17,12 @@ pub const USER_AGENT: &str = concat!("vultrino-edge/", env!("CARGO_PKG_VERSION")
 ///
 /// `accept-encoding`, `range` and `if-range` are dropped too: a compressed or partial reply could
 /// carry the secret in a form the scrubber cannot see (Vultrino asks for `identity` itself).
-const DROPPED_REQUEST_HEADERS: [&str; 18] = [
+///
+/// So are the headers with which frameworks and gateways let a request stand for another method
+/// or path (Spring's `HiddenHttpMethodFilter` and Rails/Symfony/Laravel for the method, IIS
+/// URL Rewrite and Symfony for the URL): the policy checked the method and path given, and the
+/// upstream must act on those (docs/decisions/0051-the-upstream-acts-on-what-the-policy-checked.md).
+const DROPPED_REQUEST_HEADERS: [&str; 23] = [
     "accept-encoding",
     "range",
     "if-range",
@@ -36,10 +41,16 @@ const DROPPED_REQUEST_HEADERS: [&str; 18] = [
     "upgrade",
     "proxy-connection",
     "expect",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
 ];
 
 /// Response headers never passed back to the agent (hop-by-hop, and the length of a body that is
-/// re-framed).
+/// re-framed). [`COOKIE_RESPONSE_HEADERS`] are dropped too unless the credential's policy passes
+/// them.
 pub(crate) const DROPPED_RESPONSE_HEADERS: [&str; 8] = [
     "connection",
     "keep-alive",
@@ -50,6 +61,11 @@ pub(crate) const DROPPED_RESPONSE_HEADERS: [&str; 8] = [
     "proxy-connection",
     "content-length",
 ];
+
+/// Reply headers that set cookies: a session the upstream opens after an authenticated request
+/// is a credential of its own, usable without Vultrino, so they reach the agent only when the
+/// credential's policy says `pass_cookies` (docs/decisions/0052-upstream-cookies-dropped-by-default.md).
+pub(crate) const COOKIE_RESPONSE_HEADERS: [&str; 2] = ["set-cookie", "set-cookie2"];
 
 /// Whether a request with this method may be sent upstream. CONNECT asks for a tunnel (and HTTP
 /// clients rewrite and log its target, query included); TRACE asks the upstream to echo the

@@ -2,6 +2,7 @@
 
 use proptest::prelude::*;
 use vultrino_core::policy::{glob_match, Policy, RateLimit};
+use vultrino_core::ports::session_rules::hit;
 use vultrino_core::{Error, ErrorKind};
 
 fn policy(hosts: &[&str]) -> Policy {
@@ -10,6 +11,7 @@ fn policy(hosts: &[&str]) -> Policy {
         methods: None,
         path_prefixes: None,
         rate_limit: None,
+        pass_cookies: false,
     }
 }
 
@@ -112,6 +114,7 @@ proptest! {
             methods: Some(vec![method]),
             path_prefixes: Some(vec![prefix]),
             rate_limit: None,
+            pass_cookies: false,
         };
         if let Ok(p) = p.validate() {
             prop_assert_eq!(p.clone().validate().ok(), Some(p.clone()));
@@ -435,4 +438,625 @@ fn policy_json_rejects_unknown_fields_and_omits_absent_ones() {
         serde_json::to_string(&p).unwrap_or_default(),
         r#"{"allowed_hosts":["h.example"]}"#
     );
+}
+
+// ---- widening (docs/decisions/0050-policy-widening-needs-admin.md) ---------------------------
+
+const HOSTS: [&str; 6] = [
+    "api.example.com",
+    "*.example.com",
+    "*.api.example.com",
+    "other.example.net",
+    "*.amazonaws.com",
+    "x.s3.amazonaws.com",
+];
+const METHODS: [&str; 4] = ["GET", "POST", "DELETE", "PATCH"];
+const PREFIXES: [&str; 6] = ["/", "/repos", "/repos/", "/repos/a", "/user", "/repos/a/b"];
+
+fn sub_list<T: Clone>(all: &[T], mask: u8) -> Vec<T> {
+    all.iter()
+        .enumerate()
+        .filter(|(i, _)| mask & (1 << i) != 0)
+        .map(|(_, x)| x.clone())
+        .collect()
+}
+
+/// A validated policy from masks over the lists above.
+fn arb_policy() -> impl Strategy<Value = Policy> {
+    (
+        1u8..64,
+        proptest::option::of(1u8..16),
+        proptest::option::of(1u8..64),
+        proptest::option::of((1u32..20, 1u32..200)),
+        any::<bool>(),
+    )
+        .prop_map(|(h, m, p, rl, cookies)| {
+            valid(Policy {
+                allowed_hosts: sub_list(&HOSTS, h).into_iter().map(String::from).collect(),
+                methods: m.map(|m| {
+                    sub_list(&METHODS, m)
+                        .into_iter()
+                        .map(String::from)
+                        .collect()
+                }),
+                path_prefixes: p.map(|p| {
+                    sub_list(&PREFIXES, p)
+                        .into_iter()
+                        .map(String::from)
+                        .collect()
+                }),
+                rate_limit: rl.map(|(requests, per_seconds)| RateLimit {
+                    requests,
+                    per_seconds,
+                }),
+                pass_cookies: cookies,
+            })
+        })
+}
+
+/// One narrowing step of a policy (or none, when the step does not apply).
+fn narrow(p: &Policy, step: u8, pick: usize) -> Policy {
+    let mut n = p.clone();
+    match step % 8 {
+        0 if n.allowed_hosts.len() > 1 => {
+            n.allowed_hosts.remove(pick % n.allowed_hosts.len());
+        }
+        1 => match &mut n.methods {
+            None => n.methods = Some(vec![METHODS[pick % METHODS.len()].to_string()]),
+            Some(m) if m.len() > 1 => {
+                m.remove(pick % m.len());
+            }
+            Some(_) => {}
+        },
+        2 => match &mut n.path_prefixes {
+            None => n.path_prefixes = Some(vec![PREFIXES[pick % PREFIXES.len()].to_string()]),
+            Some(list) => {
+                // Lengthen one prefix: a longer path under it.
+                let i = pick % list.len();
+                let longer = if list[i].ends_with('/') {
+                    format!("{}sub", list[i])
+                } else {
+                    format!("{}/sub", list[i])
+                };
+                list[i] = longer;
+            }
+        },
+        3 => match &mut n.rate_limit {
+            None => {
+                n.rate_limit = Some(RateLimit {
+                    requests: 1 + (pick % 10) as u32,
+                    per_seconds: 60,
+                })
+            }
+            Some(rl) => rl.requests = rl.requests.div_ceil(2).max(1),
+        },
+        4 => {
+            // A longer window with at most half the requests.
+            if let Some(rl) = &mut n.rate_limit {
+                if rl.requests >= 2 && rl.per_seconds < 80_000 {
+                    rl.requests /= 2;
+                    rl.per_seconds = rl.per_seconds * 2 + (pick % 7) as u32;
+                }
+            }
+        }
+        5 => n.pass_cookies = false,
+        6 => {
+            // A wildcard replaced by a host it matches.
+            if let Some(i) = n.allowed_hosts.iter().position(|h| h == "*.example.com") {
+                n.allowed_hosts[i] = "deep.api.example.com".into();
+            }
+        }
+        _ => {}
+    }
+    valid(n)
+}
+
+/// Requests to try a policy on: every host, method and path the lists above can tell apart.
+fn probes() -> Vec<(&'static str, &'static str, &'static str)> {
+    let hosts = [
+        "api.example.com",
+        "a.example.com",
+        "b.api.example.com",
+        "deep.api.example.com",
+        "example.com",
+        "other.example.net",
+        "ec2.amazonaws.com",
+        "x.s3.amazonaws.com",
+        "y.s3.amazonaws.com",
+        "evil.example.org",
+    ];
+    let paths = [
+        "/",
+        "/repos",
+        "/repos/",
+        "/repos/a",
+        "/repos/a/b",
+        "/repos/a/sub",
+        "/repos/b",
+        "/reposX",
+        "/user",
+        "/user/sub",
+        "/users",
+        "/sub",
+        "/repos/sub",
+    ];
+    let mut out = Vec::new();
+    for h in hosts {
+        for m in METHODS.iter().chain(&["PUT"]) {
+            for p in paths {
+                out.push((*m, h, p));
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    /// Any chain of narrowing steps is never a widening, and lets through no request the
+    /// original refused.
+    #[test]
+    fn narrowing_is_never_widening(old in arb_policy(),
+                                   steps in proptest::collection::vec((any::<u8>(), any::<usize>()), 1..6)) {
+        let mut new = old.clone();
+        for (step, pick) in steps {
+            new = narrow(&new, step, pick);
+        }
+        prop_assert_eq!(old.widening(&new), None, "{:?} -> {:?}", old, new);
+        for (m, h, p) in probes() {
+            if new.check(m, h, p).is_ok() {
+                prop_assert!(old.check(m, h, p).is_ok(), "{} {} {} under {:?}, not {:?}", m, h, p, new, old);
+            }
+        }
+    }
+
+    /// Whatever `widening` says is not a widening lets through no request the old policy
+    /// refused: the function agrees with what `check` does.
+    #[test]
+    fn what_is_not_widening_lets_nothing_new_through(old in arb_policy(), new in arb_policy()) {
+        if !old.widens(&new) {
+            for (m, h, p) in probes() {
+                if new.check(m, h, p).is_ok() {
+                    prop_assert!(old.check(m, h, p).is_ok(), "{} {} {} under {:?}, not {:?}", m, h, p, new, old);
+                }
+            }
+            prop_assert!(!new.pass_cookies || old.pass_cookies);
+        }
+    }
+
+    /// Removing a restriction, adding a host or turning cookies on always widens.
+    #[test]
+    fn removing_a_restriction_always_widens(old in arb_policy(), host in "[a-z]{1,8}\\.example\\.org") {
+        if old.methods.is_some() {
+            let wider = Policy { methods: None, ..old.clone() };
+            prop_assert!(old.widens(&wider), "{:?}", wider);
+        }
+        if old.path_prefixes.is_some() {
+            let wider = Policy { path_prefixes: None, ..old.clone() };
+            prop_assert!(old.widens(&wider), "{:?}", wider);
+        }
+        if old.rate_limit.is_some() {
+            let wider = Policy { rate_limit: None, ..old.clone() };
+            prop_assert!(old.widens(&wider), "{:?}", wider);
+        }
+        if !old.pass_cookies {
+            let wider = Policy { pass_cookies: true, ..old.clone() };
+            prop_assert!(old.widens(&wider), "{:?}", wider);
+        }
+        let mut more = old.clone();
+        more.allowed_hosts.push(host);
+        prop_assert!(old.widens(&valid(more)));
+    }
+
+    /// A rate limit that `admits_more_than` says is no wider never lets through, in any stream
+    /// of requests, a set of requests that the old limit would refuse any of, were they sent
+    /// alone. Both limits run on the real limiter rules (`session_rules::hit`).
+    #[test]
+    fn a_rate_limit_that_is_no_wider_admits_nothing_the_old_one_refuses(
+        old in (1u32..8, 1u32..8), new in (1u32..8, 1u32..8),
+        gaps in proptest::collection::vec(0u64..4000, 1..60),
+    ) {
+        let old = RateLimit { requests: old.0, per_seconds: old.1 };
+        let new = RateLimit { requests: new.0, per_seconds: new.1 };
+        let run = |rl: &RateLimit, times: &[u64]| -> Vec<u64> {
+            let mut slot = None;
+            times
+                .iter()
+                .copied()
+                .filter(|&t| hit(&mut slot, u64::from(rl.per_seconds) * 1000, rl.requests, t).1.allowed)
+                .collect()
+        };
+        let mut t = 1_000_000u64;
+        let times: Vec<u64> = gaps.iter().map(|g| { t += g; t }).collect();
+        let admitted = run(&new, &times);
+        if !new.admits_more_than(&old) {
+            prop_assert_eq!(run(&old, &admitted), admitted.clone(), "{:?} after {:?}", new, old);
+        }
+        if new.per_seconds == old.per_seconds && new.requests > old.requests {
+            prop_assert!(new.admits_more_than(&old));
+        }
+    }
+}
+
+#[test]
+fn widening_examples() {
+    let base = valid(Policy {
+        allowed_hosts: vec!["api.example.com".into(), "*.example.net".into()],
+        methods: Some(vec!["GET".into()]),
+        path_prefixes: Some(vec!["/repos".into()]),
+        rate_limit: Some(RateLimit {
+            requests: 10,
+            per_seconds: 60,
+        }),
+        pass_cookies: false,
+    });
+    let with = |f: &dyn Fn(&mut Policy)| {
+        let mut p = base.clone();
+        f(&mut p);
+        valid(p)
+    };
+    let widened = [
+        with(&|p| p.allowed_hosts.push("evil.example.org".into())),
+        with(&|p| p.allowed_hosts[0] = "*.example.com".into()),
+        with(&|p| p.methods = None),
+        with(&|p| p.methods = Some(vec!["GET".into(), "DELETE".into()])),
+        with(&|p| p.path_prefixes = None),
+        with(&|p| p.path_prefixes = Some(vec!["/".into()])),
+        with(&|p| p.path_prefixes = Some(vec!["/repos".into(), "/user".into()])),
+        with(&|p| p.path_prefixes = Some(vec!["/rep".into()])),
+        with(&|p| p.rate_limit = None),
+        with(&|p| {
+            p.rate_limit = Some(RateLimit {
+                requests: 11,
+                per_seconds: 60,
+            })
+        }),
+        with(&|p| {
+            p.rate_limit = Some(RateLimit {
+                requests: 10,
+                per_seconds: 30,
+            })
+        }),
+        with(&|p| {
+            p.rate_limit = Some(RateLimit {
+                requests: 10,
+                per_seconds: 3600,
+            })
+        }),
+        with(&|p| {
+            p.rate_limit = Some(RateLimit {
+                requests: 6,
+                per_seconds: 120,
+            })
+        }),
+        with(&|p| p.pass_cookies = true),
+    ];
+    for new in &widened {
+        assert!(base.widens(new), "{new:?}");
+    }
+    let narrowed = [
+        base.clone(),
+        with(&|p| p.allowed_hosts = vec!["api.example.com".into()]),
+        with(&|p| p.allowed_hosts[1] = "a.b.example.net".into()),
+        with(&|p| p.allowed_hosts[1] = "*.eu.example.net".into()),
+        with(&|p| p.path_prefixes = Some(vec!["/repos/".into()])),
+        with(&|p| p.path_prefixes = Some(vec!["/repos/a".into(), "/repos/b/".into()])),
+        with(&|p| {
+            p.rate_limit = Some(RateLimit {
+                requests: 3,
+                per_seconds: 60,
+            })
+        }),
+        with(&|p| {
+            p.rate_limit = Some(RateLimit {
+                requests: 5,
+                per_seconds: 120,
+            })
+        }),
+        with(&|p| {
+            p.rate_limit = Some(RateLimit {
+                requests: 3,
+                per_seconds: 30,
+            })
+        }),
+    ];
+    for new in &narrowed {
+        assert_eq!(base.widening(new), None, "{new:?}");
+    }
+    // An exact host under a public suffix below a wildcard's domain is not covered by it.
+    let aws = valid(policy(&["*.amazonaws.com"]));
+    assert!(aws.widens(&valid(policy(&["bucket.s3.amazonaws.com"]))));
+    assert!(aws.widens(&valid(policy(&["*.bucket.s3.amazonaws.com"]))));
+    assert!(!aws.widens(&valid(policy(&["ec2.amazonaws.com"]))));
+    // A wildcard over a public suffix stored before validation refused it matches nothing, so it
+    // covers nothing below it either.
+    let stored = Policy {
+        allowed_hosts: vec!["*.cloudfunctions.net".into()],
+        ..Policy::default()
+    };
+    assert!(stored.widens(&valid(policy(&["*.my-project.cloudfunctions.net"]))));
+    assert!(stored.widens(&valid(policy(&["x.cloudfunctions.net"]))));
+}
+
+// ---- paths as upstreams read them (docs/decisions/0051-…) ------------------------------------
+
+/// One way an upstream framework may read a raw path before it routes it.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    /// Percent-decoding rounds before routing (0 to 3).
+    decodes: u8,
+    /// `;` path parameters cut from each segment (Tomcat, Jetty, Spring).
+    cut_parameters: bool,
+    /// `\` read as `/` (IIS, some Java containers).
+    backslash: bool,
+    /// Unicode NFKC folding of the full-width and small dots into `.`.
+    fold_dots: bool,
+    /// A segment cut at its first NUL, and trailing blanks dropped (C servers, Windows).
+    trim: bool,
+}
+
+fn arb_reading() -> impl Strategy<Value = Reading> {
+    (
+        0u8..4,
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(decodes, cut_parameters, backslash, fold_dots, trim)| Reading {
+                decodes,
+                cut_parameters,
+                backslash,
+                fold_dots,
+                trim,
+            },
+        )
+}
+
+fn decode_once(input: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < input.len() {
+        match (
+            input.get(i + 1).and_then(|&b| hex(b)),
+            input.get(i + 2).and_then(|&b| hex(b)),
+        ) {
+            (Some(h), Some(l)) if input[i] == b'%' => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            _ => {
+                out.push(input[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The path an upstream reading `raw` this way routes: decoded, its segments cleaned, and its
+/// dot segments resolved (RFC 3986 §5.2.4).
+fn upstream_reads(raw: &str, r: Reading) -> String {
+    let mut bytes = raw.as_bytes().to_vec();
+    for _ in 0..r.decodes {
+        bytes = decode_once(&bytes);
+    }
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    if r.backslash {
+        text = text.replace('\\', "/");
+    }
+    if r.fold_dots {
+        text = text.replace(['\u{FF0E}', '\u{FE52}', '\u{2024}'], ".");
+    }
+    let mut out: Vec<String> = Vec::new();
+    let segments: Vec<&str> = text.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, seg) in segments.into_iter().enumerate() {
+        let mut seg = seg.to_string();
+        if r.cut_parameters {
+            seg = seg.split(';').next().unwrap_or_default().to_string();
+        }
+        if r.trim {
+            seg = seg.split('\0').next().unwrap_or_default().to_string();
+            seg = seg.trim_end_matches([' ', '\t']).to_string();
+        }
+        match seg.as_str() {
+            "." => {
+                if i == last {
+                    out.push(String::new());
+                }
+            }
+            ".." => {
+                out.pop();
+                if i == last {
+                    out.push(String::new());
+                }
+            }
+            _ => out.push(seg),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+fn under(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+fn arb_segment() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("repos".to_string()),
+        Just("a".to_string()),
+        Just("admin".to_string()),
+        Just(".".to_string()),
+        Just("..".to_string()),
+        Just("...".to_string()),
+        Just("..;".to_string()),
+        Just(".;".to_string()),
+        Just("..;x=1".to_string()),
+        Just("%2e%2e".to_string()),
+        Just("%2E%2e;".to_string()),
+        Just(".%2e".to_string()),
+        Just("%252e%252e".to_string()),
+        Just("%25252e.".to_string()),
+        Just("..%3b".to_string()),
+        Just("..%253b".to_string()),
+        Just("..%00".to_string()),
+        Just("..%20".to_string()),
+        Just("..%5c..".to_string()),
+        Just("a%2f..".to_string()),
+        Just("a%252f..%252f".to_string()),
+        Just("\u{FF0E}\u{FF0E}".to_string()),
+        Just("%EF%BC%8E%EF%BC%8E".to_string()),
+        Just("a;b".to_string()),
+        Just("v1.2".to_string()),
+        Just("file%2ejson".to_string()),
+        "[a-z.;%0-9]{0,6}",
+    ]
+}
+
+proptest! {
+    /// No path `check` accepts under a prefix can, read by an upstream in any of the ways above,
+    /// land outside that prefix.
+    #[test]
+    fn no_accepted_path_lands_outside_its_prefix(
+        prefix in prop_oneof![Just("/repos/"), Just("/repos"), Just("/repos/a")],
+        segments in proptest::collection::vec(arb_segment(), 0..6),
+        reading in arb_reading(),
+    ) {
+        let p = valid(with_prefixes(&[prefix]));
+        let raw = format!("https://api.example.com/{}", segments.join("/"));
+        let Ok(url) = url::Url::parse(&raw) else { return Ok(()) };
+        if p.check("GET", "api.example.com", url.path()).is_ok() {
+            let routed = upstream_reads(url.path(), reading);
+            prop_assert!(under(prefix, &routed), "{} accepted as {}, routed as {} ({:?})", raw, url.path(), routed, reading);
+        }
+    }
+}
+
+#[test]
+fn dot_segments_with_parameters_and_encoded_dots_are_refused() {
+    let p = valid(with_prefixes(&["/repos/"]));
+    for raw in [
+        "https://api.example.com/repos/..;/admin",
+        "https://api.example.com/repos/..;jsessionid=x/admin",
+        "https://api.example.com/repos/.;/admin",
+        "https://api.example.com/repos/%2e%2e;/admin",
+        "https://api.example.com/repos/%2E%2E;/admin",
+        "https://api.example.com/repos/..%3b/admin",
+        "https://api.example.com/repos/.../admin",
+        "https://api.example.com/repos/..%00/admin",
+        "https://api.example.com/repos/..%20/admin",
+        "https://api.example.com/repos/%EF%BC%8E%EF%BC%8E/admin",
+        "https://api.example.com/repos/x%2ejson",
+        "https://api.example.com/repos/x%252Ejson",
+    ] {
+        let url = url::Url::parse(raw).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            check_code(&p, "GET", "api.example.com", url.path()),
+            Some("path_not_allowed"),
+            "{raw} ({})",
+            url.path()
+        );
+    }
+    for ok in [
+        "/repos/a;v=1/b",
+        "/repos/v1.2/x",
+        "/repos/.well-known",
+        "/repos/a..b",
+    ] {
+        assert!(p.check("GET", "api.example.com", ok).is_ok(), "{ok}");
+    }
+    for bad in ["/a/..;/b", "/a/%2e/", "/a/.;x/"] {
+        let q = Policy {
+            path_prefixes: Some(vec![bad.to_string()]),
+            ..policy(&["h.example"])
+        };
+        assert_eq!(refusal_code(q), "invalid_path_prefix", "{bad}");
+    }
+}
+
+// ---- wildcards and the Public Suffix List (docs/decisions/0053-…) ----------------------------
+
+#[test]
+fn wildcards_over_private_section_suffixes_are_refused() {
+    for h in [
+        "*.run.app",
+        "*.cloudfunctions.net",
+        "*.s3.amazonaws.com",
+        "*.us-east-1.amazonaws.com",
+        "*.vercel.app",
+        "*.netlify.app",
+        "*.pages.dev",
+        "*.herokuapp.com",
+        "*.blogspot.com",
+        "*.azurewebsites.net",
+        "*.ngrok-free.app",
+        "*.trycloudflare.com",
+        "*.com.au",
+        "*.kawasaki.jp",
+    ] {
+        assert_eq!(refusal_code(policy(&[h])), "invalid_host", "{h}");
+    }
+    for ok in [
+        "*.example.com",
+        "*.api.example.co.uk",
+        "*.amazonaws.com",
+        "*.my-app.herokuapp.com",
+        "*.corp.internal",
+    ] {
+        assert_eq!(valid(policy(&[ok])).allowed_hosts, [ok], "{ok}");
+    }
+}
+
+#[test]
+fn a_wildcard_never_matches_under_a_public_suffix_below_its_domain() {
+    let p = valid(policy(&["*.amazonaws.com", "*.my-app.herokuapp.com"]));
+    for host in [
+        "bucket.s3.amazonaws.com",
+        "a.b.s3.amazonaws.com",
+        "x.us-east-1.amazonaws.com",
+        "a.b.compute.amazonaws.com",
+        "my-app.herokuapp.com",
+        "evil.herokuapp.com",
+    ] {
+        assert_eq!(
+            check_code(&p, "GET", host, "/"),
+            Some("host_not_allowed"),
+            "{host}"
+        );
+    }
+    // A wildcard over a public suffix stored before this rule (validation refuses it now)
+    // matches nothing.
+    let stored = Policy {
+        allowed_hosts: vec![
+            "*.cloudfunctions.net".into(),
+            "*.run.app".into(),
+            "*.github.io".into(),
+        ],
+        ..Policy::default()
+    };
+    for host in [
+        "x.cloudfunctions.net",
+        "a.b.run.app",
+        "evil.github.io",
+        "a.b.github.io",
+    ] {
+        assert_eq!(
+            check_code(&stored, "GET", host, "/"),
+            Some("host_not_allowed"),
+            "{host}"
+        );
+    }
+    for host in [
+        "ec2.amazonaws.com",
+        "sts.amazonaws.com",
+        "api.my-app.herokuapp.com",
+        "a.b.my-app.herokuapp.com",
+    ] {
+        assert!(p.check("GET", host, "/").is_ok(), "{host}");
+    }
 }

@@ -39,6 +39,8 @@ pub struct Upstream {
 pub const OAUTH_CLIENT_ID: &str = "client-abc";
 pub const OAUTH_CLIENT_SECRET: &str = "oauth-client-secret-Zq81";
 pub const OAUTH_REFRESH_TOKEN: &str = "refresh-token-Pm47";
+/// The session cookie `/set-cookie` hands out (a credential derived from the injected secret).
+pub const SESSION_COOKIE: &str = "sid=upstream-session-Qw12";
 
 impl Upstream {
     pub fn url(&self, path: &str) -> String {
@@ -168,6 +170,32 @@ async fn respond(
             r
         }
         "/landing" => reply(200, "text/plain", b"landed".to_vec()),
+        // Opens a session the way many APIs do after an authenticated request: cookies derived
+        // from the credential (one of them carries the Authorization header it received).
+        "/set-cookie" => {
+            let auth = headers.get("authorization").cloned().unwrap_or_default();
+            let mut r = reply(200, "text/plain", b"cookies set".to_vec());
+            let h = r.headers_mut();
+            h.append(
+                "set-cookie",
+                format!("{SESSION_COOKIE}; Path=/; HttpOnly")
+                    .parse()
+                    .expect("cookie"),
+            );
+            h.append(
+                "set-cookie",
+                format!("echo={}; Path=/", auth.replace(' ', "_"))
+                    .parse()
+                    .expect("cookie"),
+            );
+            h.append(
+                "set-cookie2",
+                format!("{SESSION_COOKIE}; Version=1")
+                    .parse()
+                    .expect("cookie"),
+            );
+            r
+        }
         // Echoes the Authorization header gzip-compressed, whatever was asked for: a body the
         // scrubber could not see into unless it is decoded first.
         "/gzip" => {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::store::{no_such_alias, CredentialStore};
 use super::{
     validate_description, validate_name, CredentialData, CredentialMeta, CredentialRecord,
-    CredentialType,
+    CredentialType, SecretJson,
 };
 use crate::audit::AuditLog;
 use crate::auth::{Permission, Principal};
@@ -110,15 +110,23 @@ impl<'a> Credentials<'a> {
 
     /// Create a credential. 409 `credential_exists` if the alias is taken.
     pub async fn create(&self, who: &Principal, input: NewCredential) -> Result<CredentialMeta> {
+        let NewCredential {
+            alias,
+            kind,
+            description,
+            data,
+            policy,
+        } = input;
+        // Zeroized on every way out of here, refusals included.
+        let data = SecretJson(data);
         who.require(Permission::Write)?;
-        validate_name("alias", &input.alias)?;
-        who.require_scope(&input.alias)?;
-        let description = input.description.unwrap_or_default();
+        validate_name("alias", &alias)?;
+        who.require_scope(&alias)?;
+        let description = description.unwrap_or_default();
         validate_description(&description)?;
-        let kind = CredentialType::parse(&input.kind)?;
-        let data = CredentialData::parse(kind, input.data)?;
-        let policy = input.policy.validate()?;
-        let alias = input.alias;
+        let kind = CredentialType::parse(&kind)?;
+        let data = CredentialData::parse_json(kind, &data)?;
+        let policy = policy.validate()?;
         self.changes
             .exclusive(Record::Credential, &alias, async {
                 if self.store.exists(&alias).await? {
@@ -190,6 +198,15 @@ impl<'a> Credentials<'a> {
         update: CredentialUpdate,
         action: &'static str,
     ) -> Result<CredentialMeta> {
+        let CredentialUpdate {
+            kind,
+            data,
+            policy,
+            description,
+            secret,
+        } = update;
+        // Zeroized on every way out of here, refusals included.
+        let data = data.map(SecretJson);
         who.require(Permission::Write)?;
         who.require_scope(alias)?;
         validate_name("alias", alias).map_err(|_| no_such_alias(alias))?;
@@ -197,54 +214,58 @@ impl<'a> Credentials<'a> {
             .exclusive(Record::Credential, alias, async move {
                 let stored = self.store.read(alias).await?;
                 let mut record = self.store.open(&stored)?;
-                if let Some(d) = update.description {
+                if let Some(d) = description {
                     validate_description(&d)?;
                     record.description = d;
                 }
-                if let Some(p) = update.policy {
+                if let Some(p) = policy {
                     let p = p.validate()?;
-                    // Re-pointing an existing secret at other hosts is how a `write` key could
-                    // exfiltrate it (widen allowed_hosts, then execute). Without new data, only
-                    // admins may do that. A new `secret` alone does not count: the rest of the
-                    // data stays (an OAuth2 refresh token, a user name) and would go to the new
-                    // hosts with it. See docs/decisions/0021-host-changes-need-admin.md.
-                    let mut old_hosts = record.policy.allowed_hosts.clone();
-                    let mut new_hosts = p.allowed_hosts.clone();
-                    old_hosts.sort();
-                    new_hosts.sort();
-                    if new_hosts != old_hosts && update.data.is_none() {
-                        const NEEDS_ADMIN: &str = "changing allowed_hosts without new data (all \
-                            of it, not only the secret) needs the admin permission";
-                        who.require(Permission::Admin).map_err(|_| {
-                            Error::forbidden(NEEDS_ADMIN).with_code(Code::PermissionDenied)
-                        })?;
+                    // Widening an existing secret's policy is how a `write` key could misuse it:
+                    // re-point it at a host it controls, lift the methods, paths or rate limit an
+                    // admin set, or take the upstream's session cookies. Without new data
+                    // (all of it), only admins may. A new `secret` alone does not count: the rest
+                    // of the data stays (an OAuth2 refresh token, a user name). New data is the
+                    // same as a delete and a create, which `write` allows. Narrowing is free.
+                    // See docs/decisions/0050-policy-widening-needs-admin.md.
+                    if let Some(what) = record.policy.widening(&p) {
+                        if data.is_none() {
+                            who.require(Permission::Admin).map_err(|_| {
+                                Error::forbidden(format!(
+                                    "this policy change {what}: widening a policy without new \
+                                     data (all of it, not only the secret) needs the admin \
+                                     permission"
+                                ))
+                                .with_code(Code::PermissionDenied)
+                            })?;
+                        }
                     }
                     record.policy = p;
                 }
-                let rotated =
-                    match (update.kind, update.data, update.secret) {
-                        (_, Some(_), Some(_)) => return Err(Error::bad_request(
+                let rotated = match (kind, &data, secret) {
+                    (_, Some(_), Some(_)) => {
+                        return Err(Error::bad_request(
                             "give either data (all of it) or secret (the secret alone), not both",
                         )
-                        .with_code(Code::InvalidData)),
-                        (Some(k), Some(d), None) => {
-                            record.data = CredentialData::parse(CredentialType::parse(&k)?, d)?;
-                            true
-                        }
-                        (None, Some(d), None) => {
-                            record.data = CredentialData::parse(record.data.kind(), d)?;
-                            true
-                        }
-                        (None, None, Some(secret)) => {
-                            record.data = record.data.with_secret(secret)?;
-                            true
-                        }
-                        (Some(_), None, _) => {
-                            return Err(Error::bad_request("changing type needs new data")
-                                .with_code(Code::InvalidData))
-                        }
-                        (None, None, None) => false,
-                    };
+                        .with_code(Code::InvalidData))
+                    }
+                    (Some(k), Some(d), None) => {
+                        record.data = CredentialData::parse_json(CredentialType::parse(&k)?, d)?;
+                        true
+                    }
+                    (None, Some(d), None) => {
+                        record.data = CredentialData::parse_json(record.data.kind(), d)?;
+                        true
+                    }
+                    (None, None, Some(secret)) => {
+                        record.data = record.data.with_secret(secret)?;
+                        true
+                    }
+                    (Some(_), None, _) => {
+                        return Err(Error::bad_request("changing type needs new data")
+                            .with_code(Code::InvalidData))
+                    }
+                    (None, None, None) => false,
+                };
                 record.updated_at = self.ports.now_ms();
                 let sealed = self.store.seal(&record)?;
                 self.changes

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 use super::{
     cred_key, validate_name, CredentialData, CredentialMeta, CredentialRecord, CRED_PREFIX,
@@ -18,6 +19,17 @@ use crate::scrub::Scrubber;
 const CURSOR_AD: &str = "sys:cursor#credentials";
 /// Most credentials kept open; the cache is simply emptied when full.
 const MAX_OPEN: usize = 1024;
+/// An opened credential unused this long is dropped (its secrets zeroized), at the next
+/// credential operation at the latest a minute later: what stays in memory is what agents use.
+pub(crate) const OPEN_IDLE_MS: u64 = 5 * 60 * 1000;
+/// How often the opened cache is swept for idle entries (at most; on use).
+const SWEEP_EVERY_MS: u64 = 60 * 1000;
+/// Keys read per store call while filling a listing page.
+const SCAN_PAGE: usize = 1000;
+/// Store calls one listing page may make: a page is filled from further store pages, up to
+/// this many (10 000 keys); only past that many hidden credentials in a row can a page hold
+/// fewer items than asked without being the last.
+const MAX_SCAN_CALLS: usize = 10;
 
 /// One stored version of a credential: its KV key and the envelope bytes read.
 pub(crate) struct Stored {
@@ -31,6 +43,17 @@ impl Stored {
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
     }
+}
+
+/// A place in the credential listing: list the store from `store` (its cursor; `None`: from
+/// the start) and skip the keys up to `after` (the last key listed), which that store page may
+/// begin with.
+#[derive(Default, Serialize, Deserialize)]
+struct Place {
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    store: Option<String>,
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    after: Option<String>,
 }
 
 /// A record sealed for writing, checked against the store's limits.
@@ -48,7 +71,9 @@ pub(crate) struct OpenedCache(Mutex<Opened>);
 
 #[derive(Default)]
 struct Opened {
-    by_alias: HashMap<String, OpenedCredential>,
+    by_alias: HashMap<String, Slot>,
+    /// When idle entries are next looked for ([`SWEEP_EVERY_MS`]).
+    next_sweep_ms: u64,
     /// Counts [`CredentialStore::forget`]s. A load that read the store before a forget does not
     /// cache what it opened: the forget may be the delete of that very record, and the copy
     /// would then stay in memory for good.
@@ -60,6 +85,24 @@ impl OpenedCache {
     /// one map call), so a poisoned lock is used as is: above all, removals must still happen.
     fn lock(&self) -> MutexGuard<'_, Opened> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// An opened credential and when it was last used.
+struct Slot {
+    entry: OpenedCredential,
+    used_ms: u64,
+}
+
+impl Opened {
+    /// Drop the entries unused for [`OPEN_IDLE_MS`], once per [`SWEEP_EVERY_MS`] at most.
+    fn sweep(&mut self, now_ms: u64) {
+        if now_ms < self.next_sweep_ms {
+            return;
+        }
+        self.next_sweep_ms = now_ms.saturating_add(SWEEP_EVERY_MS);
+        self.by_alias
+            .retain(|_, slot| now_ms.saturating_sub(slot.used_ms) < OPEN_IDLE_MS);
     }
 }
 
@@ -147,45 +190,87 @@ impl<'a> CredentialStore<'a> {
         meta_from(alias, entry.metadata)
     }
 
-    /// One page of the metadata of the credentials whose alias is `visible`, in alias order.
-    /// The store's cursor names the last key listed, which may be an alias the caller may not
-    /// see: it is handed out sealed, so paging cannot enumerate hidden aliases (400
-    /// `invalid_cursor` for one not sealed here).
+    /// One page of the metadata of the credentials whose alias is `visible`, in alias order:
+    /// `limit` items (1 to 1000, default 1000), or fewer on the last page only. A page is filled
+    /// from as many store pages as it takes (up to [`MAX_SCAN_CALLS`] store calls), and the
+    /// next visible item is looked for before a cursor is handed out, so that the shape of the
+    /// pages (how many items each holds, whether an empty one comes last) is the same whatever
+    /// credentials the caller cannot see sit between its own.
+    ///
+    /// The cursor names a place in the store (the store's own cursor, and the last key listed)
+    /// that may be next to an alias the caller may not see: it is handed out sealed, so paging
+    /// cannot enumerate hidden aliases (400 `invalid_cursor` for one not sealed here).
     pub(crate) async fn list(
         &self,
         cursor: Option<String>,
         limit: Option<usize>,
         visible: impl Fn(&str) -> bool,
     ) -> Result<(Vec<CredentialMeta>, Option<String>)> {
-        let invalid = || Error::bad_request("invalid cursor").with_code(Code::InvalidCursor);
-        let cursor = match cursor {
-            Some(c) => {
-                let raw = self
-                    .keys
-                    .open_envelope(CURSOR_AD, &c)
-                    .map_err(|_| invalid())?;
-                Some(String::from_utf8(raw.to_vec()).map_err(|_| invalid())?)
-            }
-            None => None,
+        let limit = kv_validate::limit(limit)?;
+        let mut at = match cursor {
+            Some(c) => self.open_cursor(&c)?,
+            None => Place::default(),
         };
-        let page = self
-            .ports
-            .kv
-            .list(ListOptions {
-                prefix: Some(CRED_PREFIX.into()),
-                cursor,
-                limit,
-            })
-            .await?;
-        let mut out = Vec::with_capacity(page.keys.len());
-        for k in page.keys {
-            let alias = &k.name[CRED_PREFIX.len()..];
-            if visible(alias) {
+        let mut out = Vec::new();
+        for _ in 0..MAX_SCAN_CALLS {
+            let page = self
+                .ports
+                .kv
+                .list(ListOptions {
+                    prefix: Some(CRED_PREFIX.into()),
+                    cursor: at.store.clone(),
+                    limit: Some(SCAN_PAGE),
+                })
+                .await?;
+            for k in page.keys {
+                if at
+                    .after
+                    .as_deref()
+                    .is_some_and(|after| k.name.as_str() <= after)
+                {
+                    continue;
+                }
+                let alias = &k.name[CRED_PREFIX.len()..];
+                if !visible(alias) {
+                    continue;
+                }
+                if out.len() == limit {
+                    // There is a next page, and it starts here.
+                    return Ok((out, Some(self.seal_cursor(&at))));
+                }
                 out.push(meta_from(alias, k.metadata)?);
+                at.after = Some(k.name);
+            }
+            match page.cursor {
+                None => return Ok((out, None)),
+                Some(next) => at.store = Some(next),
             }
         }
-        let cursor = page.cursor.map(|c| self.keys.seal(CURSOR_AD, c.as_bytes()));
-        Ok((out, cursor))
+        Ok((out, Some(self.seal_cursor(&at))))
+    }
+
+    /// Seal a listing place into a cursor.
+    fn seal_cursor(&self, at: &Place) -> String {
+        let json = serde_json::to_vec(at).unwrap_or_default();
+        self.keys.seal(CURSOR_AD, &json)
+    }
+
+    /// Open a cursor sealed by [`Self::seal_cursor`]. A cursor of an earlier version (the
+    /// store's cursor alone, sealed) is read as the place right after that store page.
+    fn open_cursor(&self, sealed: &str) -> Result<Place> {
+        let invalid = || Error::bad_request("invalid cursor").with_code(Code::InvalidCursor);
+        let raw = self
+            .keys
+            .open_envelope(CURSOR_AD, sealed)
+            .map_err(|_| invalid())?;
+        if raw.first() == Some(&b'{') {
+            return serde_json::from_slice(&raw).map_err(|_| invalid());
+        }
+        let store = String::from_utf8(raw.to_vec()).map_err(|_| invalid())?;
+        Ok(Place {
+            store: Some(store),
+            after: None,
+        })
     }
 
     /// Seal `record` for writing, with its metadata, refusing what the store would refuse
@@ -193,8 +278,7 @@ impl<'a> CredentialStore<'a> {
     /// description overflow the 1024-byte metadata).
     pub(crate) fn seal(&self, record: &CredentialRecord) -> Result<Sealed> {
         let key = cred_key(&record.alias);
-        let plain =
-            zeroize::Zeroizing::new(serde_json::to_vec(record).map_err(|_| Error::internal())?);
+        let plain = plaintext(record)?;
         let envelope = Bytes::from(self.keys.seal(&key, &plain));
         let meta = serde_json::to_value(record.meta()).map_err(|_| Error::internal())?;
         let options = PutOptions {
@@ -249,14 +333,18 @@ impl<'a> CredentialStore<'a> {
                 return Err(e);
             }
         };
-        if let Some(entry) = self
-            .opened
-            .lock()
-            .by_alias
-            .get(alias)
-            .filter(|e| e.stored == stored.bytes)
+        let now = self.ports.now_ms();
         {
-            return Ok(entry.clone());
+            let mut cache = self.opened.lock();
+            cache.sweep(now);
+            if let Some(slot) = cache
+                .by_alias
+                .get_mut(alias)
+                .filter(|slot| slot.entry.stored == stored.bytes)
+            {
+                slot.used_ms = now;
+                return Ok(slot.entry.clone());
+            }
         }
         let record = self.open(&stored)?;
         let oauth_binding = match &record.data {
@@ -276,7 +364,13 @@ impl<'a> CredentialStore<'a> {
                 if map.len() >= MAX_OPEN && !map.contains_key(alias) {
                     map.clear();
                 }
-                map.insert(alias.to_owned(), entry.clone());
+                map.insert(
+                    alias.to_owned(),
+                    Slot {
+                        entry: entry.clone(),
+                        used_ms: now,
+                    },
+                );
             }
         }
         Ok(entry)
@@ -285,17 +379,43 @@ impl<'a> CredentialStore<'a> {
     /// Drop the decrypted copy of a credential (after it changed or was deleted here), so its
     /// secrets do not outlive it in memory.
     pub(crate) fn forget(&self, alias: &str) {
+        let now = self.ports.now_ms();
         let mut cache = self.opened.lock();
         cache.forgets = cache.forgets.wrapping_add(1);
         cache.by_alias.remove(alias);
+        cache.sweep(now);
     }
 
-    /// Aliases whose decrypted credentials are kept in memory, sorted.
+    /// Aliases whose decrypted credentials are kept in memory, sorted (after dropping the idle
+    /// ones, as any use of the cache does).
     pub(crate) fn opened_aliases(&self) -> Vec<String> {
-        let mut aliases: Vec<String> = self.opened.lock().by_alias.keys().cloned().collect();
+        let now = self.ports.now_ms();
+        let mut cache = self.opened.lock();
+        cache.sweep(now);
+        let mut aliases: Vec<String> = cache.by_alias.keys().cloned().collect();
         aliases.sort();
         aliases
     }
+}
+
+/// The JSON of a record, in a buffer allocated once at its final size and zeroized when dropped:
+/// a `Vec` grown while serializing would free earlier, smaller copies of the secret unzeroized.
+fn plaintext(record: &CredentialRecord) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut size = Count(0);
+    serde_json::to_writer(&mut size, record).map_err(|_| Error::internal())?;
+    let mut plain = zeroize::Zeroizing::new(Vec::with_capacity(size.0));
+    serde_json::to_writer(&mut *plain, record).map_err(|_| Error::internal())?;
+    Ok(plain)
 }
 
 fn meta_from(alias: &str, metadata: Option<serde_json::Value>) -> Result<CredentialMeta> {
@@ -306,4 +426,40 @@ fn meta_from(alias: &str, metadata: Option<serde_json::Value>) -> Result<Credent
         })?;
     meta.alias = alias.to_string();
     Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credential::{ApiKeyData, CredentialData};
+    use crate::policy::Policy;
+    use crate::secret::Secret;
+
+    /// The plaintext of a record is written into one buffer of its exact size: a buffer grown
+    /// while serializing frees smaller copies of the secret without zeroizing them.
+    #[test]
+    fn a_record_is_serialized_into_one_buffer_of_its_exact_size() {
+        let record = CredentialRecord {
+            id: "00".into(),
+            alias: "github".into(),
+            description: "a description \"quoted\" é".into(),
+            data: CredentialData::ApiKey(ApiKeyData {
+                key: Secret::new("sk-live-\u{1F600}-".repeat(50)),
+                header: None,
+                prefix: None,
+            }),
+            policy: Policy {
+                allowed_hosts: vec!["api.github.com".into()],
+                ..Policy::default()
+            },
+            created_at: 1,
+            updated_at: 2,
+        };
+        let plain = plaintext(&record).unwrap_or_default();
+        assert_eq!(plain.len(), plain.capacity());
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&plain).ok(),
+            serde_json::to_value(&record).ok()
+        );
+    }
 }

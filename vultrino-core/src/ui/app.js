@@ -337,6 +337,7 @@
     $("#cred-paths").value = (p.path_prefixes || []).join(" ");
     $("#cred-rate-requests").value = p.rate_limit ? p.rate_limit.requests : "";
     $("#cred-rate-seconds").value = p.rate_limit ? p.rate_limit.per_seconds : "";
+    $("#cred-pass-cookies").checked = p.pass_cookies === true;
     credentialFormMode(c.alias);
     $("#credential-form").scrollIntoView({ block: "start" });
     $("#cred-description").focus();
@@ -399,6 +400,7 @@
       throw new FormError("Give both numbers of the rate limit (requests per seconds), or neither.");
     }
     if (requests !== undefined) p.rate_limit = { requests, per_seconds: per };
+    if ($("#cred-pass-cookies").checked) p.pass_cookies = true;
     return p;
   }
 
