@@ -181,12 +181,11 @@ async fn a_revoked_key_record_copied_to_another_id_stays_revoked() {
     let (id, key) = new_key(&e, "executor", None).await;
     // In use: its record holds a `last_used_at` of now.
     e.app.api_keys().authenticate(&key).await.unwrap();
-    let saved = e
-        .kv
-        .get_with_metadata(&format!("key:{id}"))
-        .await
-        .unwrap()
-        .unwrap();
+    let saved =
+        e.kv.get_with_metadata(&format!("key:{id}"))
+            .await
+            .unwrap()
+            .unwrap();
     e.app.api_keys().revoke(&admin(), &id).await.unwrap();
     let other = "0123456789abcdef";
     let options = PutOptions {

@@ -27,10 +27,14 @@ pub struct AuditEvent {
     /// `admin:<user>`, `key:<id>`, `anonymous` or `client:<ip>` for failed logins.
     pub actor: String,
     /// `execute`, `login`, `logout`, `credential.create`, `credential.update`, `credential.delete`,
-    /// `key.create`, `key.revoke`, `role.create`, `role.delete`.
+    /// `key.create`, `key.revoke`, `role.create`, `role.delete`, `records.migrate`, `record.refused`
+    /// (a stored record that failed its integrity check), `sync.import`.
     pub action: String,
     #[serde(default)]
     pub credential: Option<String>,
+    /// The KV key of the stored record an integrity event is about (`key:<id>`, `role:<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
     #[serde(default)]
     pub method: Option<String>,
     #[serde(default)]
@@ -58,6 +62,7 @@ impl AuditEvent {
             actor: actor.into(),
             action: action.to_string(),
             credential: None,
+            record: None,
             method: None,
             host: None,
             path: None,

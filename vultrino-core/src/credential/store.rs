@@ -162,7 +162,7 @@ impl<'a> CredentialStore<'a> {
             Some(c) => {
                 let raw = self
                     .keys
-                    .open_envelope(CURSOR_AD, &c)
+                    .open_cursor(CURSOR_AD, &c)
                     .map_err(|_| invalid())?;
                 Some(String::from_utf8(raw.to_vec()).map_err(|_| invalid())?)
             }
@@ -184,7 +184,9 @@ impl<'a> CredentialStore<'a> {
                 out.push(meta_from(alias, k.metadata)?);
             }
         }
-        let cursor = page.cursor.map(|c| self.keys.seal(CURSOR_AD, c.as_bytes()));
+        let cursor = page
+            .cursor
+            .map(|c| self.keys.seal_cursor(CURSOR_AD, c.as_bytes()));
         Ok((out, cursor))
     }
 
