@@ -16,7 +16,9 @@
 //! Where a concern lives: `health_ui` (health, unknown routes, the admin UI's headers),
 //! `login_sessions` (login, lockout, cookie and bearer sessions, CSRF), `credentials` (CRUD,
 //! validation, rotation), `permissions` (permissions, scopes, who may re-point a secret),
-//! `keys_roles` (API keys and roles), `execute` (injection, scrubbing, OAuth2, reply shapes),
+//! `keys_roles` (API keys and roles), `records` (integrity of stored key and role records, and
+//! the migration of a store written before they were signed), `execute` (injection, scrubbing,
+//! OAuth2, reply shapes),
 //! `ssrf` (refused methods and destinations), `audit`, `changes` (concurrent writes, consistency
 //! after a change), `sync` (export, and `vultrino sync --from` the backend under test).
 
@@ -36,6 +38,7 @@ mod health_ui;
 mod keys_roles;
 mod login_sessions;
 mod permissions;
+mod records;
 mod ssrf;
 mod sync;
 
