@@ -55,10 +55,13 @@ struct Deployment {
     admin: String,
 }
 
-fn options(data: Option<PathBuf>) -> ServerOptions {
+fn options(data: Option<PathBuf>, settle_secs: Option<u32>) -> ServerOptions {
     let mut extra_env = vec![("VULTRINO_MASTER_KEY".into(), TEST_MASTER_KEY.into())];
     if workerd_backend() {
         extra_env.push(("HARNESS_KV_CONTROL".into(), "1".into()));
+        if let Some(s) = settle_secs {
+            extra_env.push(("KV_SETTLE_SECONDS".into(), s.to_string()));
+        }
     }
     ServerOptions {
         data_dir: data,
@@ -87,8 +90,14 @@ impl Deployment {
     /// A backend whose store holds `entries` before its first request (the keyring among them,
     /// or none: the first request creates one).
     async fn start(entries: &[Entry]) -> Deployment {
+        Self::start_with(entries, None).await
+    }
+
+    /// [`Deployment::start`]; the worker with `KV_SETTLE_SECONDS` `settle_secs` when given (the
+    /// local stores never wait: they are read-your-writes).
+    async fn start_with(entries: &[Entry], settle_secs: Option<u32>) -> Deployment {
         if workerd_backend() {
-            let server = Server::start(options(None)).await;
+            let server = Server::start(options(None, settle_secs)).await;
             let mut d = Deployment {
                 c: Client::new(server.target()),
                 server,
@@ -105,7 +114,7 @@ impl Deployment {
             let tmp = tempfile::tempdir().unwrap();
             let data = tmp.path().join("data");
             write_file_store(&data, entries).await;
-            let server = Server::start_local(options(Some(data.clone()))).await;
+            let server = Server::start_local(options(Some(data.clone()), None)).await;
             let c = Client::new(server.target());
             let admin = c.login().await;
             Deployment {
@@ -146,7 +155,7 @@ impl Deployment {
         };
         self.server.kill9().await;
         write_file_store(&data, &[(key.into(), value.into(), metadata)]).await;
-        self.server = Server::start_local(options(Some(data))).await;
+        self.server = Server::start_local(options(Some(data), None)).await;
         self.c = Client::new(self.server.target());
         self.admin = self.c.login().await;
     }
@@ -178,7 +187,7 @@ impl Deployment {
             let kv = vultrino_local::file_kv::FileKv::open(&data.join("store"), clock).unwrap();
             kv.get_with_metadata(key).await.unwrap()
         };
-        self.server = Server::start_local(options(Some(data))).await;
+        self.server = Server::start_local(options(Some(data), None)).await;
         self.c = Client::new(self.server.target());
         self.admin = self.c.login().await;
         found.map(|e| (String::from_utf8(e.value.to_vec()).unwrap(), e.metadata))
@@ -341,10 +350,12 @@ async fn a_role_record_edited_in_the_store_widens_no_key() {
 }
 
 /// Deleting a role and creating one of the same name with more permissions gives the old keys
-/// nothing: they stay refused (403 `unknown_role`); keys made for the new role work.
+/// nothing: they stay refused (403 `unknown_role`); keys made for the new role work. (The worker
+/// runs without a KV settle time here, so that the name can be created again at once: on a
+/// deployment with one, that waits `KV_SETTLE_SECONDS`, see changes.rs.)
 #[tokio::test]
 async fn a_role_deleted_and_created_again_does_not_revive_its_old_keys() {
-    let d = Deployment::start(&[]).await;
+    let d = Deployment::start_with(&[], Some(0)).await;
     d.role(json!({"name": "gh", "permissions": ["read"], "scopes": ["github-*"]}))
         .await;
     let (_, old_key) = d.key("gh").await;
