@@ -9,6 +9,11 @@
 //   VULTRINO_MASTER_KEY / ENCRYPTION_KEY, ADMIN_PASSWORD_HASH, ADMIN_USER, CORS_ORIGINS,
 //   LOGIN_MAX_ATTEMPTS, KV_SETTLE_SECONDS, ALLOW_LOOPBACK_UPSTREAMS   passed to the worker as
 //   bindings (those set)
+//   HARNESS_KV_CONTROL=1   also serve raw access to the worker's KV namespace on 127.0.0.1, as
+//                  someone holding a KV API token (and not the master key) has it, and print
+//                  "KV control on <url>" before the listening line: GET /kv?key=K →
+//                  {value, metadata} (404: absent), PUT /kv?key=K with {value, metadata} → 204,
+//                  DELETE /kv?key=K → 204. For the tests of stored-record integrity only.
 //
 // No persistence: KV and Durable Objects live in memory and die with the process.
 // Stops on SIGTERM/SIGINT or when stdin closes (the test that spawned it went away).
@@ -21,6 +26,7 @@
 // removes at the end).
 import { Miniflare } from "miniflare";
 import fs from "node:fs";
+import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -88,11 +94,48 @@ function ownTmpDir() {
   return dir;
 }
 
+/** Raw access to the KV namespace CREDENTIALS (see HARNESS_KV_CONTROL above); returns its URL. */
+async function kvControl(mf) {
+  const kv = await mf.getKVNamespace("CREDENTIALS");
+  const server = http.createServer(async (req, res) => {
+    try {
+      const url = new URL(req.url, "http://control");
+      const key = url.searchParams.get("key");
+      if (url.pathname !== "/kv" || !key) return res.writeHead(404).end();
+      if (req.method === "GET") {
+        const { value, metadata } = await kv.getWithMetadata(key, "text");
+        if (value === null) return res.writeHead(404).end();
+        res.writeHead(200, { "content-type": "application/json" });
+        return res.end(JSON.stringify({ value, metadata: metadata ?? null }));
+      }
+      if (req.method === "PUT") {
+        let body = "";
+        for await (const chunk of req) body += chunk;
+        const { value, metadata } = JSON.parse(body);
+        await kv.put(key, value, metadata == null ? {} : { metadata });
+        return res.writeHead(204).end();
+      }
+      if (req.method === "DELETE") {
+        await kv.delete(key);
+        return res.writeHead(204).end();
+      }
+      res.writeHead(405).end();
+    } catch (e) {
+      res.writeHead(500).end(String(e?.message || e));
+    }
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return `http://127.0.0.1:${server.address().port}`;
+}
+
 async function main() {
   const buildDir = process.env.WORKER_BUILD || "build";
   ownTmpDir();
   const mf = new Miniflare(workerOptions(buildDir, bindingsFromEnv()));
   const url = await mf.ready;
+  if (process.env.HARNESS_KV_CONTROL === "1") {
+    process.stdout.write(`KV control on ${await kvControl(mf)}\n`);
+  }
   process.stdout.write(`Vultrino listening on ${url.origin}\n`);
   let stopping = false;
   const stop = async () => {

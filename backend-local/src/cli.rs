@@ -73,6 +73,14 @@ enum Command {
     },
     /// Re-encrypt every record under a new master key (stop the server first).
     RotateMasterKey,
+    /// Sign the API keys and roles stored by a version before records were signed, once, after
+    /// upgrading (stop the server first). Every unsigned record present is trusted: read the
+    /// list it prints (--dry-run: only print it).
+    MigrateRecords {
+        /// Only list what would be signed; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Copy credentials, keys and roles (ciphertext) from an edge deployment into this file
     /// store. Needs the edge's master key here and an admin token of the edge
     /// (VULTRINO_SYNC_TOKEN, or a no-echo prompt).
@@ -364,6 +372,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::RotateMasterKey => rotate_master_key(&cli).await,
+        Command::MigrateRecords { dry_run } => {
+            let app = open_for_cli(&cli, Config::default()).await?;
+            migrate_records(&app, *dry_run).await
+        }
         Command::Sync { from, prune } => {
             let token = match std::env::var("VULTRINO_SYNC_TOKEN") {
                 Ok(t) if !t.trim().is_empty() => Zeroizing::new(t.trim().to_string()),
@@ -695,7 +707,10 @@ async fn key(app: &App, k: &KeyCmd) -> anyhow::Result<()> {
             eprintln!("The key is shown only this once:");
             print_json(&json!(created))
         }
-        KeyCmd::List => print_json(&json!({"keys": app.api_keys().list(&who).await?})),
+        KeyCmd::List => {
+            let listed = app.api_keys().list(&who).await?;
+            print_json(&json!({"keys": listed.items, "refused": listed.refused}))
+        }
         KeyCmd::Revoke { id } => {
             app.api_keys().revoke(&who, id).await?;
             eprintln!("revoked key {id}");
@@ -732,13 +747,43 @@ async fn role(app: &App, r: &RoleCmd) -> anyhow::Result<()> {
                 .await?;
             print_json(&json!(role))
         }
-        RoleCmd::List => print_json(&json!({"roles": app.roles().list(&who).await?})),
+        RoleCmd::List => {
+            let listed = app.roles().list(&who).await?;
+            print_json(&json!({"roles": listed.items, "refused": listed.refused}))
+        }
         RoleCmd::Rm { name } => {
             app.roles().delete(&who, name).await?;
             eprintln!("deleted role '{name}'");
             Ok(())
         }
     }
+}
+
+/// `vultrino migrate-records`: sign the records of an older version; the report on stdout (JSON),
+/// a summary on stderr.
+async fn migrate_records(app: &App, dry_run: bool) -> anyhow::Result<()> {
+    let done = app.migrate_records(&operator(), dry_run).await?;
+    print_json(&json!(done))?;
+    let verb = if dry_run { "would sign" } else { "signed" };
+    eprintln!(
+        "{verb} {} records ({} were signed already){}",
+        done.signed.len(),
+        done.already_signed,
+        if done.refused.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} records fail their integrity check and stay refused: {}",
+                done.refused.len(),
+                done.refused
+                    .iter()
+                    .map(|r| r.record.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    Ok(())
 }
 
 async fn request(app: &App, r: &RequestArgs) -> anyhow::Result<()> {

@@ -1,7 +1,8 @@
 //! `vultrino sync --from <edge-url>`: the hybrid setup. Fetches `GET /v1/sync/export` from an
 //! edge deployment (ciphertext records and keyring parameters only) and imports it into the local
 //! file store with [`vultrino_core::sync::import`], which verifies the keyring against the local
-//! master key and every credential envelope before writing anything.
+//! master key, every credential envelope and every signed key and role record before writing
+//! anything.
 //!
 //! The same master key must be configured here as on the edge (`VULTRINO_MASTER_KEY`, or the
 //! data directory's `master.key`): secrets are never decrypted in transit, only re-read locally.
@@ -106,7 +107,8 @@ pub async fn sync_from(
     let export: Export = serde_json::from_slice(&body)
         .map_err(|e| anyhow::anyhow!("the edge's export is not valid: {e}"))?;
     let kv = setup::open_kv(settings, std::sync::Arc::new(SystemClock::new()))?;
-    let count = vultrino_core::sync::import(&*kv, &master, &export)
+    let now = vultrino_core::ports::Clock::now_ms(&SystemClock::new());
+    let count = vultrino_core::sync::import(&*kv, &master, &export, now)
         .await
         .map_err(|e| {
             if e.code() == Code::WrongMasterKey {

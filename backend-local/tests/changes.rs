@@ -274,7 +274,11 @@ async fn simultaneous_creates_of_one_role_acknowledge_one_and_store_that_one() {
         }
     }
     let roles = app.roles().list(&admin()).await.unwrap();
-    let stored: Vec<_> = roles.iter().filter(|r| r.name == "deployers").collect();
+    let stored: Vec<_> = roles
+        .items
+        .iter()
+        .filter(|r| r.name == "deployers")
+        .collect();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].scopes, [format!("deploy-{}-*", acknowledged[0])]);
 }

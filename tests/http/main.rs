@@ -16,9 +16,11 @@
 //! Where a concern lives: `health_ui` (health, unknown routes, the admin UI's headers),
 //! `login_sessions` (login, lockout, cookie and bearer sessions, CSRF), `credentials` (CRUD,
 //! validation, rotation), `permissions` (permissions, scopes, who may re-point a secret),
-//! `keys_roles` (API keys and roles), `execute` (injection, scrubbing, OAuth2, reply shapes),
-//! `policy` (what a policy lets through as the upstream reads it; who may widen it), `ssrf`
-//! (refused methods and destinations), `audit`, `changes` (concurrent writes, consistency
+//! `keys_roles` (API keys and roles), `records` (integrity of stored key and role records, and
+//! the migration of a store written before they were signed), `execute` (injection, scrubbing,
+//! OAuth2, reply shapes), `policy` (what a policy lets through as the upstream reads it; who may
+//! widen it), `ssrf` (refused methods and destinations), `audit`, `changes` (concurrent writes,
+//! consistency
 //! after a change), `sync` (export, and `vultrino sync --from` the backend under test).
 
 #![allow(clippy::unwrap_used)]
@@ -38,6 +40,7 @@ mod keys_roles;
 mod login_sessions;
 mod permissions;
 mod policy;
+mod records;
 mod ssrf;
 mod sync;
 

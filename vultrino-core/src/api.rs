@@ -182,10 +182,13 @@ impl App {
             ["v1", "keys"] => {
                 let who = self.authenticator().principal(&req).await?;
                 match m {
-                    Method::GET => Ok(json_response(
-                        StatusCode::OK,
-                        &json!({"keys": self.api_keys().list(&who).await?}),
-                    )),
+                    Method::GET => {
+                        let listed = self.api_keys().list(&who).await?;
+                        Ok(json_response(
+                            StatusCode::OK,
+                            &json!({"keys": listed.items, "refused": listed.refused}),
+                        ))
+                    }
                     Method::POST => {
                         let input: NewKey = parse_json(req.body())?;
                         let created = self.api_keys().create(&who, input).await?;
@@ -207,10 +210,13 @@ impl App {
             ["v1", "roles"] => {
                 let who = self.authenticator().principal(&req).await?;
                 match m {
-                    Method::GET => Ok(json_response(
-                        StatusCode::OK,
-                        &json!({"roles": self.roles().list(&who).await?}),
-                    )),
+                    Method::GET => {
+                        let listed = self.roles().list(&who).await?;
+                        Ok(json_response(
+                            StatusCode::OK,
+                            &json!({"roles": listed.items, "refused": listed.refused}),
+                        ))
+                    }
                     Method::POST => {
                         let input: NewRole = parse_json(req.body())?;
                         let role = self.roles().create(&who, input).await?;
@@ -241,6 +247,27 @@ impl App {
                             StatusCode::OK,
                             &json!({"events": events, "cursor": cursor}),
                         ))
+                    }
+                    _ => not_allowed(),
+                }
+            }
+            ["v1", "admin", "migrate-records"] => {
+                let who = self.authenticator().principal(&req).await?;
+                match m {
+                    Method::POST => {
+                        #[derive(serde::Deserialize, Default)]
+                        #[serde(deny_unknown_fields)]
+                        struct Run {
+                            #[serde(default)]
+                            dry_run: bool,
+                        }
+                        let run: Run = if req.body().is_empty() {
+                            Run::default()
+                        } else {
+                            parse_json(req.body())?
+                        };
+                        let done = self.migrate_records(&who, run.dry_run).await?;
+                        Ok(json_response(StatusCode::OK, &json!(done)))
                     }
                     _ => not_allowed(),
                 }

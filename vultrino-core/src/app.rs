@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use crate::audit::AuditLog;
 use crate::auth::client_ip::ClientIpRule;
-use crate::auth::{AdminSessions, ApiKeys, Authenticator, Principal, Roles, SessionSettings};
+use crate::auth::{
+    AdminSessions, ApiKeys, Authenticator, Migration, Principal, Roles, SessionSettings,
+};
 use crate::change::Changes;
 use crate::credential::{CredentialStore, Credentials, OpenedCache};
 use crate::crypto::{Keys, MasterSecret};
@@ -235,7 +237,21 @@ impl App {
 
     /// Roles (resolve, create, list, delete).
     pub fn roles(&self) -> Roles<'_> {
-        Roles::new(&self.ports, self.changes(), self.audit())
+        Roles::new(&self.ports, &self.keys, self.changes(), self.audit())
+    }
+
+    /// Sign the `key:` and `role:` records an older version wrote, once (see
+    /// [`crate::auth::integrity::migrate`]); admin session or local operator only.
+    pub async fn migrate_records(&self, who: &Principal, dry_run: bool) -> Result<Migration> {
+        crate::auth::integrity::migrate(
+            &self.ports,
+            &self.keys,
+            self.changes(),
+            self.audit(),
+            who,
+            dry_run,
+        )
+        .await
     }
 
     /// The audit log (record, list).

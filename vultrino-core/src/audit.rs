@@ -57,10 +57,15 @@ pub struct AuditEvent {
     /// `audit.suppressed`.
     pub actor: String,
     /// `execute`, `login`, `logout`, `credential.create`, `credential.update`, `credential.delete`,
-    /// `key.create`, `key.revoke`, `role.create`, `role.delete`, `audit.suppressed`.
+    /// `key.create`, `key.revoke`, `role.create`, `role.delete`, `audit.suppressed`,
+    /// `records.migrate`, `record.refused` (a stored record that failed its integrity check),
+    /// `sync.import`.
     pub action: String,
     #[serde(default)]
     pub credential: Option<String>,
+    /// The KV key of the stored record an integrity event is about (`key:<id>`, `role:<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
     #[serde(default)]
     pub method: Option<String>,
     #[serde(default)]
@@ -97,6 +102,7 @@ impl AuditEvent {
             actor: actor.into(),
             action: action.to_string(),
             credential: None,
+            record: None,
             method: None,
             host: None,
             path: None,

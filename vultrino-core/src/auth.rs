@@ -15,7 +15,10 @@
 //!   (docs/decisions/0010-csrf-on-cookie-requests.md). Failed logins are counted per client
 //!   ([`client_ip`]).
 //! - **API keys** ([`keys`]): `vk_<id>_<secret>`, shown once. The record at `key:<id>` holds
-//!   HMAC-SHA256(secret) under the keyring MAC key, compared in constant time. Revocation deletes
+//!   HMAC-SHA256(secret) under the keyring MAC key, compared in constant time.
+//!   Every `key:` and `role:` record is signed and checked on every read, and keys bind to
+//!   their custom role by its id ([`integrity`]; docs/decisions/0046-signed-key-and-role-records.md,
+//!   0048-keys-bind-to-a-role-id.md). Revocation deletes
 //!   the record AND sets a marker in the SessionStore, because a KV delete can take a while to
 //!   reach other edge locations while the SessionStore is strongly consistent
 //!   (docs/decisions/0011-api-keys.md; the platform's figure: docs/deploy-cloudflare.md).
@@ -28,6 +31,7 @@
 pub mod authenticate;
 pub mod client_ip;
 pub mod csrf;
+pub mod integrity;
 pub mod keys;
 pub mod principal;
 pub mod roles;
@@ -36,7 +40,8 @@ pub mod token;
 
 pub use authenticate::Authenticator;
 pub use client_ip::ClientIp;
-pub use keys::{ApiKeyInfo, ApiKeys, CreatedKey, NewKey};
+pub use integrity::{Listing, MigratedRecord, Migration, RefusedRecord};
+pub use keys::{ApiKeyInfo, ApiKeyRecord, ApiKeys, CreatedKey, NewKey};
 pub use principal::{builtin_role, Authed, Permission, Principal, Role, BUILTIN_ROLES};
 pub use roles::{NewRole, Roles};
 pub use session::{AdminSessions, Login, SessionSettings};

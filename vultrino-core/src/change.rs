@@ -2,7 +2,7 @@
 //! stale read: the change lock ([`Changes::exclusive`]) and version claims
 //! ([`Changes::claim_version`]), both in the strongly consistent [`SessionStore`](crate::ports::SessionStore).
 
-use crate::crypto::{self, Keys};
+use crate::crypto::{self, Keys, MacPurpose};
 use crate::error::{Code, Error, Result};
 use crate::ports::Ports;
 
@@ -123,7 +123,7 @@ impl<'a> Changes<'a> {
         }
         let kind = kind.as_str();
         let from = match read {
-            Some(bytes) => crypto::hex(&self.keys.mac(bytes)[..16]),
+            Some(bytes) => crypto::hex(&self.keys.mac(MacPurpose::VersionClaim, bytes)[..16]),
             None => "absent".to_owned(),
         };
         let key = format!("claim:{kind}:{name}:{from}");

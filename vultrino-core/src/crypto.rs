@@ -7,7 +7,18 @@
 //! ikm ──HKDF-SHA256(salt)──▶ info "vultrino/v1/credentials" ─▶ AES-256-GCM key for every envelope
 //!                         └─▶ info "vultrino/v1/key-check"   ─▶ AES-256-GCM key for the key-check only
 //! random 32-byte MAC key, stored sealed in `sys:keyring`     ─▶ HMAC-SHA256 of API-key secrets
+//! MAC key ──HKDF-SHA256(no salt)──▶ info "vultrino/v1/mac/record"         ─▶ HMAC of key:/role: records
+//!                              ├─▶ info "vultrino/v1/mac/version-claim"  ─▶ HMAC naming claimed versions
+//!                              ├─▶ info "vultrino/v1/mac/scrubber-cache" ─▶ HMAC naming cached scrubbers
+//!                              ├─▶ info "vultrino/v1/mac/oauth-binding"  ─▶ HMAC binding OAuth2 tokens
+//!                              └─▶ info "vultrino/v1/cursors"            ─▶ AES-256-GCM key of listing cursors
 //! ```
+//!
+//! One key per purpose ([`MacPurpose`], and the cursor key), so no value made for one purpose
+//! verifies as another (docs/decisions/0047-one-key-per-purpose.md). API-key secrets keep the MAC
+//! key itself: their stored tags cannot be recomputed without the secrets. Every purpose key
+//! derives from the MAC key, which rotation keeps, so record signatures survive a master-key
+//! rotation like API keys do.
 //!
 //! The salt, iteration count and key id live in the cleartext [`KeyringRecord`] at `sys:keyring`.
 //! Deriving is slow on purpose (PBKDF2), so a [`Keys`] is built once per process / isolate and
@@ -48,11 +59,13 @@ mod envelope;
 mod keys;
 mod master;
 mod password;
+mod signed;
 
 pub use envelope::envelope_key_id;
-pub use keys::{KeyringRecord, Keys};
+pub use keys::{KeyringRecord, Keys, MacPurpose};
 pub use master::MasterSecret;
 pub use password::{hash_password, verify_password, DEFAULT_PASSWORD_ITERATIONS};
+pub use signed::RecordCheck;
 
 /// PBKDF2 iterations for a master passphrase (OWASP 2023 recommendation for PBKDF2-HMAC-SHA256).
 ///
@@ -77,6 +90,11 @@ pub const KEYRING_KV_KEY: &str = "sys:keyring";
 const KEYRING_MAC_AD: &str = "sys:keyring#mac";
 const INFO_CREDENTIALS: &[u8] = b"vultrino/v1/credentials";
 const INFO_KEY_CHECK: &[u8] = b"vultrino/v1/key-check";
+const INFO_MAC_RECORD: &[u8] = b"vultrino/v1/mac/record";
+const INFO_MAC_VERSION_CLAIM: &[u8] = b"vultrino/v1/mac/version-claim";
+const INFO_MAC_SCRUBBER_CACHE: &[u8] = b"vultrino/v1/mac/scrubber-cache";
+const INFO_MAC_OAUTH_BINDING: &[u8] = b"vultrino/v1/mac/oauth-binding";
+const INFO_CURSORS: &[u8] = b"vultrino/v1/cursors";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"vultrino key check v1";
 const KDF_RAW: &str = "raw";
 const KDF_PBKDF2: &str = "pbkdf2-sha256";

@@ -257,6 +257,15 @@ codes! {
     // ---- stored records, keys and the store itself ----
     /// A stored record that cannot be used as it is.
     InvalidRecord = "invalid_record",
+    /// A stored `key:` or `role:` record without a signature: written by a version before
+    /// records were signed (or by something without the master key); the message names the
+    /// migration that signs them.
+    RecordUnsigned = "record_unsigned",
+    /// A stored `key:` or `role:` record whose signature does not match: changed, moved or
+    /// written by something without the master key. Never used; audited.
+    RecordTampered = "record_tampered",
+    /// The record migration ran on this deployment already.
+    RecordsAlreadySigned = "records_already_signed",
     /// A stored envelope that does not open under this deployment's keys.
     DecryptFailed = "decrypt_failed",
     /// Text that is not an envelope.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::credential::{oauth_key, ClientAuth, CredentialRecord, OAuth2Data};
-use crate::crypto::{self, Keys};
+use crate::crypto::{self, Keys, MacPurpose};
 use crate::error::{Code, Error, ErrorKind, Result};
 use crate::ports::{FetchOptions, Ports, PutOptions};
 use crate::secret::Secret;
@@ -54,7 +54,7 @@ pub fn binding(keys: &Keys, record: &CredentialRecord, d: &OAuth2Data) -> Result
         serde_json::to_vec(&("oauth-token-binding", &record.id, d))
             .map_err(|_| Error::internal())?,
     );
-    Ok(crypto::hex(&keys.mac(&what)))
+    Ok(crypto::hex(&keys.mac(MacPurpose::OAuthBinding, &what)))
 }
 
 /// The token cache and the token endpoint, as one deployment reaches them.

@@ -470,7 +470,7 @@ impl ScrubberCache {
             material.extend_from_slice(&(s.len() as u64).to_le_bytes());
             material.extend_from_slice(s);
         }
-        let id = keys.mac(&material);
+        let id = keys.mac(crate::crypto::MacPurpose::ScrubberCache, &material);
         if let Ok(cache) = self.0.lock() {
             if let Some(s) = cache.get(&id) {
                 return s.clone();

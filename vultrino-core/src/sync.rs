@@ -1,15 +1,19 @@
 //! Hybrid sync: exporting a deployment's ciphertext records with its keyring parameters, and
 //! importing them into another store (optionally pruning what the export no longer holds).
-//! Nothing is decrypted on the way except to verify envelopes before an import writes.
+//! Nothing is decrypted on the way except to verify envelopes before an import writes; the
+//! signed `key:` and `role:` records are checked too (docs/decisions/0046-signed-key-and-role-records.md).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::keys::KEY_PREFIX;
+use crate::app::Config;
+use crate::audit::AuditEvent;
+use crate::auth::integrity::RefusedRecord;
+use crate::auth::keys::{ApiKeyRecord, KEY_PREFIX};
 use crate::auth::roles::ROLE_PREFIX;
-use crate::auth::{Permission, Principal};
+use crate::auth::{Permission, Principal, Role};
 use crate::credential::{CRED_PREFIX, OAUTH_PREFIX};
-use crate::crypto::{KeyringRecord, Keys, MasterSecret};
+use crate::crypto::{KeyringRecord, Keys, MasterSecret, RecordCheck};
 use crate::error::{Code, Error, Result};
 use crate::keyring::{self, KEYRING_KEY};
 use crate::kv::{list_all, put_json};
@@ -56,9 +60,17 @@ pub async fn export(kv: &dyn KvStore, who: &Principal) -> Result<Export> {
 }
 
 /// Import an export into this (empty or same-keyring) store. The export's keyring must be
-/// openable with this deployment's master key; every credential envelope is verified before
-/// anything is written. Returns how many records were written.
-pub async fn import(kv: &dyn KvStore, master: &MasterSecret, export: &Export) -> Result<usize> {
+/// openable with this deployment's master key; every credential envelope is verified, and every
+/// `key:` and `role:` record's signature checked, before anything is written. A record that
+/// fails is refused (503 `record_unsigned`, `record_tampered`, `decrypt_failed`), and the refusal
+/// of a key or role record is audited in this store (`sync.import`, at `now_ms`). Returns how
+/// many records were written.
+pub async fn import(
+    kv: &dyn KvStore,
+    master: &MasterSecret,
+    export: &Export,
+    now_ms: u64,
+) -> Result<usize> {
     let keys = Keys::open(master, &export.keyring)?;
     if let Some(existing) = kv.get(KEYRING_KEY).await? {
         let existing: KeyringRecord = serde_json::from_slice(&existing).map_err(|_| {
@@ -80,6 +92,12 @@ pub async fn import(kv: &dyn KvStore, master: &MasterSecret, export: &Export) ->
         }
         if r.key.starts_with(CRED_PREFIX) || r.key.starts_with(OAUTH_PREFIX) {
             keys.open_envelope(&r.key, &r.value)?;
+        } else if let Some(refused) = check_signed(&keys, r) {
+            let mut event = AuditEvent::new(now_ms, "sync", "sync.import", "failure");
+            event.record = Some(r.key.clone());
+            event.code = Some(refused.code.as_str().to_owned());
+            audit_here(kv, &event).await;
+            return Err(refused.to_error());
         }
     }
     put_json(kv, KEYRING_KEY, &export.keyring, None).await?;
@@ -95,6 +113,58 @@ pub async fn import(kv: &dyn KvStore, master: &MasterSecret, export: &Export) ->
         .await?;
     }
     Ok(export.records.len())
+}
+
+/// Why the `key:` or `role:` record `r` of an export must not be imported, if it must not. The
+/// check is the one every read makes ([`Keys::open_record`]), with the export's keys; an
+/// unsigned record comes from a source that has not signed its records yet.
+fn check_signed(keys: &Keys, r: &ExportRecord) -> Option<RefusedRecord> {
+    let bytes = r.value.as_bytes();
+    let (signed, unsigned) = if let Some(id) = r.key.strip_prefix(KEY_PREFIX) {
+        match keys.open_record::<ApiKeyRecord>(&r.key, bytes) {
+            RecordCheck::Signed(k) => (k.id == id, false),
+            RecordCheck::Unsigned(_) => (false, true),
+            RecordCheck::Tampered => (false, false),
+        }
+    } else {
+        let name = r.key.strip_prefix(ROLE_PREFIX).unwrap_or_default();
+        match keys.open_record::<Role>(&r.key, bytes) {
+            RecordCheck::Signed(role) => (role.name == name && role.id.is_some(), false),
+            RecordCheck::Unsigned(_) => (false, true),
+            RecordCheck::Tampered => (false, false),
+        }
+    };
+    if signed {
+        return None;
+    }
+    let mut refused = RefusedRecord::new(&r.key, unsigned);
+    if unsigned {
+        refused.message = format!(
+            "the export holds {}, which is not signed: the source runs a version before records \
+             were signed, or has not signed its records yet. Upgrade it and sign its records \
+             there first (`vultrino migrate-records`, or `POST /v1/admin/migrate-records`); \
+             nothing was imported",
+            r.key
+        );
+    } else {
+        refused.message = format!(
+            "the export holds {}, which failed its integrity check (changed, or written by \
+             something that does not hold the master key); nothing was imported",
+            r.key
+        );
+    }
+    Some(refused)
+}
+
+/// Write an audit event into this store (an import has no `App`), kept as long as by default.
+async fn audit_here(kv: &dyn KvStore, event: &AuditEvent) {
+    let options = PutOptions {
+        expiration_ttl: Some(Config::default().audit_retention_secs.max(60)),
+        metadata: None,
+    };
+    if let Ok(bytes) = serde_json::to_vec(event) {
+        let _ = kv.put(&event.kv_key(), Bytes::from(bytes), options).await;
+    }
 }
 
 /// Make this store mirror `export`: delete every local record under the synced prefixes

@@ -6,7 +6,7 @@
 use base64::Engine as _;
 use vultrino_core::crypto::{
     b64url, b64url_decode, ct_eq, envelope_key_id, hash_password, sha256_hex, verify_password,
-    KeyringRecord, Keys, MasterSecret,
+    KeyringRecord, Keys, MacPurpose, MasterSecret,
 };
 use vultrino_core::error::Code;
 use vultrino_core::ErrorKind;
@@ -141,7 +141,10 @@ fn passphrase_derivation_is_deterministic_given_the_record() {
         &again.open_envelope("cred:github", &env).unwrap()[..],
         b"ghp_secret"
     );
-    assert_eq!(again.mac(b"api key"), keys.mac(b"api key"));
+    assert_eq!(
+        again.mac(MacPurpose::ApiKeySecret, b"api key"),
+        keys.mac(MacPurpose::ApiKeySecret, b"api key")
+    );
 }
 
 #[test]
@@ -231,7 +234,7 @@ fn create_rejects_out_of_range_passphrase_iterations() {
 fn rotation_reseals_records_under_a_new_key_id_and_keeps_the_mac_key() {
     let (old, old_record) = Keys::create(&raw_master(), 0, 0).unwrap();
     let sealed_old = old.seal("cred:github", b"ghp_old_secret");
-    let api_tag = old.mac(b"vk_api_key_secret");
+    let api_tag = old.mac(MacPurpose::ApiKeySecret, b"vk_api_key_secret");
 
     let new_master = MasterSecret::parse("the new passphrase").unwrap();
     let (new, new_record) = old.rotate(&new_master, TEST_ITERATIONS, 99).unwrap();
@@ -250,11 +253,11 @@ fn rotation_reseals_records_under_a_new_key_id_and_keeps_the_mac_key() {
         b"ghp_old_secret"
     );
     assert_eq!(
-        reopened.mac(b"vk_api_key_secret"),
+        reopened.mac(MacPurpose::ApiKeySecret, b"vk_api_key_secret"),
         api_tag,
         "API keys stay valid across rotation"
     );
-    assert!(reopened.verify_mac(b"vk_api_key_secret", &api_tag));
+    assert!(reopened.verify_mac(MacPurpose::ApiKeySecret, b"vk_api_key_secret", &api_tag));
 
     // The old master key no longer opens the new keyring.
     assert_eq!(
@@ -335,19 +338,19 @@ fn decrypt_errors_name_the_kv_key_but_no_plaintext() {
 #[test]
 fn mac_verifies_only_the_same_data_and_full_tag() {
     let (keys, _) = Keys::create(&raw_master(), 0, 0).unwrap();
-    let tag = keys.mac(b"data");
-    assert!(keys.verify_mac(b"data", &tag));
-    assert!(!keys.verify_mac(b"datA", &tag));
+    let tag = keys.mac(MacPurpose::ApiKeySecret, b"data");
+    assert!(keys.verify_mac(MacPurpose::ApiKeySecret, b"data", &tag));
+    assert!(!keys.verify_mac(MacPurpose::ApiKeySecret, b"datA", &tag));
     assert!(
-        !keys.verify_mac(b"data", &tag[..16]),
+        !keys.verify_mac(MacPurpose::ApiKeySecret, b"data", &tag[..16]),
         "truncated tags are refused"
     );
     let mut bad = tag;
     bad[31] ^= 1;
-    assert!(!keys.verify_mac(b"data", &bad));
+    assert!(!keys.verify_mac(MacPurpose::ApiKeySecret, b"data", &bad));
     let (other, _) = Keys::create(&raw_master(), 0, 0).unwrap();
     assert_ne!(
-        other.mac(b"data"),
+        other.mac(MacPurpose::ApiKeySecret, b"data"),
         tag,
         "each keyring has its own random MAC key"
     );

@@ -48,6 +48,9 @@ pub struct Server {
     pub child: Child,
     /// The harness's process group (workerd mode): node and its workerd children die together.
     group: Option<u32>,
+    /// Workerd mode with `HARNESS_KV_CONTROL=1` in `extra_env`: the base URL of the harness's raw
+    /// access to the worker's KV namespace (see `backend-cloudflare/test/harness.mjs`).
+    pub kv_control: Option<String>,
 }
 
 impl Drop for Server {
@@ -190,8 +193,12 @@ impl Server {
     async fn await_listening(mut child: Child, group: Option<u32>) -> Server {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut kv_control = None;
         let base = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.expect("read stdout") {
+                if let Some(rest) = line.strip_prefix("KV control on ") {
+                    kv_control = Some(rest.trim().to_string());
+                }
                 if let Some(rest) = line.strip_prefix("Vultrino listening on ") {
                     return rest.trim().to_string();
                 }
@@ -202,7 +209,12 @@ impl Server {
         .expect("server did not start within 30 s");
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Server { base, child, group }
+        Server {
+            base,
+            child,
+            group,
+            kv_control,
+        }
     }
 
     pub fn target(&self) -> Target {
@@ -233,6 +245,7 @@ fn harness_setting(name: &str) -> bool {
             | "KV_SETTLE_SECONDS"
             | "ALLOW_LOOPBACK_UPSTREAMS"
             | "WORKER_BUILD"
+            | "HARNESS_KV_CONTROL"
     )
 }
 

@@ -1,26 +1,38 @@
 //! Agent API keys: the only code that touches `key:` records. Created (shown once), listed,
 //! revoked (at once, everywhere) and authenticated here.
+//!
+//! A record is signed ([`Keys::seal_record`]) and checked on every read: whoever can write the
+//! store but does not hold the master key cannot change a key's role, expiry or name, nor
+//! move a record to another id (docs/decisions/0046-signed-key-and-role-records.md). A key is
+//! bound to its custom role by the role's id, not its name
+//! (docs/decisions/0048-keys-bind-to-a-role-id.md).
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::principal::{Permission, Principal};
+use super::integrity::{Integrity, Listing};
+use super::principal::{builtin_role, Permission, Principal, Role};
 use super::roles;
 use super::token::{is_key_id, parse_api_key, API_KEY_PREFIX};
 use crate::audit::AuditLog;
-use crate::crypto::{self, Keys};
+use crate::crypto::{self, Keys, MacPurpose, RecordCheck};
 use crate::error::{Code, Error, Result};
-use crate::kv::{list_all, put_json};
-use crate::ports::Ports;
+use crate::kv::list_all;
+use crate::ports::{Ports, PutOptions};
 
 /// KV key prefix of API key records.
 pub const KEY_PREFIX: &str = "key:";
 
-/// An API key record at `key:<id>`. `mac` is hex HMAC-SHA256 of the secret part.
+/// An API key record at `key:<id>`, stored signed. `mac` is hex HMAC-SHA256 of the secret part
+/// ([`MacPurpose::ApiKeySecret`]); `role_id` the id of the custom role the key was created for
+/// (`None` for a built-in role).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
     pub id: String,
     pub name: String,
     pub role: String,
+    #[serde(default)]
+    pub role_id: Option<String>,
     pub mac: String,
     pub created_at: u64,
     #[serde(default)]
@@ -29,7 +41,10 @@ pub struct ApiKeyRecord {
     pub last_used_at: Option<u64>,
 }
 
-/// The listing view of an API key (also its cleartext KV metadata): everything but the MAC.
+/// The listing view of an API key: everything but the MAC and the role id. Also written as the
+/// record's cleartext KV metadata, for display by older versions only: this version lists keys
+/// from their signed records, never from metadata (which anyone who can write the store can
+/// change).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyInfo {
     #[serde(default)]
@@ -91,8 +106,26 @@ pub fn revoked_marker(id: &str) -> String {
     format!("revoked-key:{id}")
 }
 
-fn key_of(id: &str) -> String {
+pub(crate) fn key_of(id: &str) -> String {
     format!("{KEY_PREFIX}{id}")
+}
+
+/// Write `record` signed at its KV key, with its listing view as metadata.
+pub(crate) async fn store(ports: &Ports, keys: &Keys, record: &ApiKeyRecord) -> Result<()> {
+    let key = key_of(&record.id);
+    let bytes = keys.seal_record(&key, record)?;
+    let meta = serde_json::to_value(record.info()).map_err(|_| Error::internal())?;
+    ports
+        .kv
+        .put(
+            &key,
+            Bytes::from(bytes),
+            PutOptions {
+                expiration_ttl: None,
+                metadata: Some(meta),
+            },
+        )
+        .await
 }
 
 /// The API keys of one deployment ([`crate::app::App::api_keys`]).
@@ -117,13 +150,21 @@ impl<'a> ApiKeys<'a> {
                 Error::bad_request("name must be 1-100 characters").with_code(Code::InvalidName)
             );
         }
-        if roles::resolve(&*self.ports.kv, &input.role)
-            .await?
-            .is_none()
-        {
-            return Err(Error::bad_request(format!("no role '{}'", input.role))
-                .with_code(Code::UnknownRole));
-        }
+        let unknown =
+            || Error::bad_request(format!("no role '{}'", input.role)).with_code(Code::UnknownRole);
+        let role_id = if builtin_role(&input.role).is_some() {
+            None
+        } else {
+            let role = match roles::read(&*self.ports.kv, self.keys, &input.role).await? {
+                None => return Err(unknown()),
+                Some(RecordCheck::Signed(role)) => role,
+                Some(check) => {
+                    let e = roles::role_key(&input.role);
+                    return Err(self.integrity().refuse(&who.actor(), &e, &check).await);
+                }
+            };
+            Some(role.id.ok_or_else(unknown)?)
+        };
         let now = self.ports.now_ms();
         let expires_at = match input.expires_in_days {
             Some(0) => {
@@ -143,7 +184,8 @@ impl<'a> ApiKeys<'a> {
             id: id.clone(),
             name: input.name,
             role: input.role,
-            mac: crypto::hex(&self.keys.mac(secret.as_bytes())),
+            role_id,
+            mac: crypto::hex(&self.keys.mac(MacPurpose::ApiKeySecret, secret.as_bytes())),
             created_at: now,
             expires_at,
             last_used_at: None,
@@ -159,23 +201,35 @@ impl<'a> ApiKeys<'a> {
         })
     }
 
-    async fn store(&self, record: &ApiKeyRecord) -> Result<()> {
-        let meta = serde_json::to_value(record.info()).map_err(|_| Error::internal())?;
-        put_json(&*self.ports.kv, &key_of(&record.id), record, Some(meta)).await
+    fn integrity(&self) -> Integrity<'a> {
+        Integrity::new(self.ports, self.keys, self.audit)
     }
 
-    /// Every key, from KV metadata (no secret or MAC is read).
-    pub async fn list(&self, who: &Principal) -> Result<Vec<ApiKeyInfo>> {
+    async fn store(&self, record: &ApiKeyRecord) -> Result<()> {
+        store(self.ports, self.keys, record).await
+    }
+
+    /// Every key whose record checks out, from the signed records (never from the cleartext
+    /// metadata); the records that do not are listed apart in `refused`, and audited.
+    pub async fn list(&self, who: &Principal) -> Result<Listing<ApiKeyInfo>> {
         who.require(Permission::Admin)?;
-        let mut out = Vec::new();
+        let mut out = Listing::default();
         for k in list_all(&*self.ports.kv, KEY_PREFIX).await? {
-            let id = k.name[KEY_PREFIX.len()..].to_string();
-            if let Some(mut info) = k
-                .metadata
-                .and_then(|m| serde_json::from_value::<ApiKeyInfo>(m).ok())
-            {
-                info.id = id;
-                out.push(info);
+            let Some(bytes) = self.ports.kv.get(&k.name).await? else {
+                continue; // revoked meanwhile
+            };
+            match self.keys.open_record::<ApiKeyRecord>(&k.name, &bytes) {
+                RecordCheck::Signed(r) if key_of(&r.id) == k.name => out.items.push(r.info()),
+                RecordCheck::Signed(_) => out.refused.push(
+                    self.integrity()
+                        .refused(&who.actor(), &k.name, &RecordCheck::<()>::Tampered)
+                        .await,
+                ),
+                check => out.refused.push(
+                    self.integrity()
+                        .refused(&who.actor(), &k.name, &check)
+                        .await,
+                ),
             }
         }
         Ok(out)
@@ -203,19 +257,42 @@ impl<'a> ApiKeys<'a> {
     }
 
     /// Authenticate an API key token (`vk_<id>_<secret>`).
+    ///
+    /// A record that fails its integrity check is refused as an invalid key (401
+    /// `invalid_api_key`: the caller learns nothing about the store) and audited. The holder of
+    /// a key issued before records were signed (the right secret, an unsigned record) gets 503
+    /// `record_unsigned`, which names the migration that fixes it.
     pub async fn authenticate(&self, token: &str) -> Result<Principal> {
         let unauthorized = || Error::unauthorized("invalid API key").with_code(Code::InvalidApiKey);
         let (id, secret) = parse_api_key(token).ok_or_else(unauthorized)?;
-        let bytes = self
-            .ports
-            .kv
-            .get(&key_of(id))
-            .await?
-            .ok_or_else(unauthorized)?;
-        let mut record: ApiKeyRecord =
-            serde_json::from_slice(&bytes).map_err(|_| unauthorized())?;
-        let tag = crypto::hex_decode(&record.mac).ok_or_else(unauthorized)?;
-        if !self.keys.verify_mac(secret.as_bytes(), &tag) {
+        let key = key_of(id);
+        let bytes = self.ports.kv.get(&key).await?.ok_or_else(unauthorized)?;
+        let secret_matches = |record: &ApiKeyRecord| {
+            crypto::hex_decode(&record.mac).is_some_and(|tag| {
+                self.keys
+                    .verify_mac(MacPurpose::ApiKeySecret, secret.as_bytes(), &tag)
+            })
+        };
+        let actor = format!("key:{id}");
+        let mut record = match self.keys.open_record::<ApiKeyRecord>(&key, &bytes) {
+            RecordCheck::Signed(record) if record.id == id => record,
+            RecordCheck::Unsigned(record) if secret_matches(&record) => {
+                let check = RecordCheck::Unsigned(());
+                let e = self.integrity().refuse(&actor, &key, &check).await;
+                return Err(if e.code() == Code::RecordUnsigned {
+                    e
+                } else {
+                    unauthorized()
+                });
+            }
+            RecordCheck::Unsigned(_) => return Err(unauthorized()),
+            _ => {
+                let tampered = RecordCheck::<()>::Tampered;
+                self.integrity().refuse(&actor, &key, &tampered).await;
+                return Err(unauthorized());
+            }
+        };
+        if !secret_matches(&record) {
             return Err(unauthorized());
         }
         let now = self.ports.now_ms();
@@ -230,11 +307,7 @@ impl<'a> ApiKeys<'a> {
         {
             return Err(unauthorized());
         }
-        let role = roles::resolve(&*self.ports.kv, &record.role)
-            .await?
-            .ok_or_else(|| {
-                Error::forbidden("this key's role no longer exists").with_code(Code::UnknownRole)
-            })?;
+        let role = self.role_of(&record, &actor).await?;
         // Record use at most once a minute: a KV write per request would be wasteful
         // (docs/decisions/0006-kv-record-layout.md).
         if record
@@ -260,5 +333,35 @@ impl<'a> ApiKeys<'a> {
             name: record.name,
             role,
         })
+    }
+
+    /// The role `record` is bound to: a built-in role by name, a custom role by name AND id (a
+    /// role deleted and created again under its name is another role, which the key never had).
+    async fn role_of(&self, record: &ApiKeyRecord, actor: &str) -> Result<Role> {
+        let gone =
+            || Error::forbidden("this key's role no longer exists").with_code(Code::UnknownRole);
+        if let Some(role) = builtin_role(&record.role) {
+            return if record.role_id.is_none() {
+                Ok(role)
+            } else {
+                Err(gone())
+            };
+        }
+        let Some(bound) = record.role_id.as_deref() else {
+            return Err(gone());
+        };
+        match roles::read(&*self.ports.kv, self.keys, &record.role).await? {
+            None => Err(gone()),
+            Some(RecordCheck::Signed(role)) if role.id.as_deref() == Some(bound) => Ok(role),
+            Some(RecordCheck::Signed(_)) => Err(Error::forbidden(
+                "this key's role was deleted; a role created since under the same name is \
+                 another role, which this key was not given",
+            )
+            .with_code(Code::UnknownRole)),
+            Some(check) => Err(self
+                .integrity()
+                .refuse(actor, &roles::role_key(&record.role), &check)
+                .await),
+        }
     }
 }

@@ -33,6 +33,11 @@ impl Permission {
 /// A role: permissions plus the alias globs it reaches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Role {
+    /// A custom role's id: random, new on every create, so a role deleted and created again
+    /// under its name is another role. Keys bind to it ([`keys`](super::keys)). Built-in roles
+    /// have none (they are defined in code and never change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     pub name: String,
     pub permissions: Vec<Permission>,
     pub scopes: Vec<String>,
@@ -73,6 +78,7 @@ pub fn builtin_role(name: &str) -> Option<Role> {
         _ => return None,
     };
     Some(Role {
+        id: None,
         name: name.to_string(),
         permissions: perms,
         scopes: vec!["*".to_string()],
@@ -163,6 +169,7 @@ mod tests {
     #[test]
     fn scopes_bound_what_a_key_reaches() {
         let role = Role {
+            id: Some("0123456789abcdef".into()),
             name: "gh".into(),
             permissions: vec![Permission::Execute],
             scopes: vec!["github-*".into()],

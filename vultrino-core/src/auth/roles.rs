@@ -1,15 +1,22 @@
 //! Custom roles: the only code that touches `role:` records. Built-in roles live in code
 //! ([`builtin_role`]) and cannot be created, replaced or deleted.
+//!
+//! A record is signed ([`Keys::seal_record`]) and checked on every read
+//! (docs/decisions/0046-signed-key-and-role-records.md), and carries a random id, new on every
+//! create, which keys bind to (docs/decisions/0048-keys-bind-to-a-role-id.md).
 
+use bytes::Bytes;
 use serde::Deserialize;
 
+use super::integrity::{Integrity, Listing};
 use super::principal::{builtin_role, Permission, Principal, Role, BUILTIN_ROLES};
 use crate::audit::AuditLog;
 use crate::change::{Changes, Record};
 use crate::credential::{validate_description, validate_name};
+use crate::crypto::{self, Keys, RecordCheck};
 use crate::error::{Code, Error, Result};
-use crate::kv::{list_all, put_json};
-use crate::ports::{KvStore, Ports};
+use crate::kv::list_all;
+use crate::ports::{KvStore, Ports, PutOptions};
 
 /// KV key prefix of custom roles.
 pub const ROLE_PREFIX: &str = "role:";
@@ -25,46 +32,89 @@ pub struct NewRole {
     pub description: Option<String>,
 }
 
-fn role_key(name: &str) -> String {
+pub(crate) fn role_key(name: &str) -> String {
     format!("{ROLE_PREFIX}{name}")
 }
 
-/// Resolve a role by name: built-in or stored. `None` when there is no such role (or a stored
-/// one is unreadable).
-pub(crate) async fn resolve(kv: &dyn KvStore, name: &str) -> Result<Option<Role>> {
-    if let Some(r) = builtin_role(name) {
-        return Ok(Some(r));
-    }
+/// The stored custom role `name`, checked: `None` when there is none (or `name` is not a
+/// name a role can have). Built-in roles are not stored: see [`builtin_role`].
+pub(crate) async fn read(
+    kv: &dyn KvStore,
+    keys: &Keys,
+    name: &str,
+) -> Result<Option<RecordCheck<Role>>> {
     if validate_name("role", name).is_err() {
         return Ok(None);
     }
-    match kv.get(&role_key(name)).await? {
-        Some(b) => Ok(serde_json::from_slice(&b).ok()),
-        None => Ok(None),
-    }
+    let key = role_key(name);
+    Ok(kv
+        .get(&key)
+        .await?
+        .map(|b| match keys.open_record::<Role>(&key, &b) {
+            // What the code reads of a signed record must be what it was signed as.
+            RecordCheck::Signed(r) if r.name != name || r.builtin || r.id.is_none() => {
+                RecordCheck::Tampered
+            }
+            check => check,
+        }))
+}
+
+/// Write `role` signed at its KV key.
+pub(crate) async fn store(kv: &dyn KvStore, keys: &Keys, role: &Role) -> Result<()> {
+    let key = role_key(&role.name);
+    let bytes = keys.seal_record(&key, role)?;
+    kv.put(&key, Bytes::from(bytes), PutOptions::default())
+        .await
+}
+
+/// A new random role id (8 bytes, hex).
+pub(crate) fn new_role_id() -> String {
+    crypto::hex(&crypto::random_bytes::<8>())
 }
 
 /// The roles of one deployment ([`crate::app::App::roles`]).
 #[derive(Clone, Copy)]
 pub struct Roles<'a> {
     ports: &'a Ports,
+    keys: &'a Keys,
     changes: Changes<'a>,
     audit: AuditLog<'a>,
 }
 
 impl<'a> Roles<'a> {
-    pub(crate) fn new(ports: &'a Ports, changes: Changes<'a>, audit: AuditLog<'a>) -> Self {
+    pub(crate) fn new(
+        ports: &'a Ports,
+        keys: &'a Keys,
+        changes: Changes<'a>,
+        audit: AuditLog<'a>,
+    ) -> Self {
         Roles {
             ports,
+            keys,
             changes,
             audit,
         }
     }
 
-    /// Resolve a role by name: built-in or stored; `None` when there is no such role (or a
-    /// stored one is unreadable).
-    pub async fn resolve(&self, name: &str) -> Result<Option<Role>> {
-        resolve(&*self.ports.kv, name).await
+    fn integrity(&self) -> Integrity<'a> {
+        Integrity::new(self.ports, self.keys, self.audit)
+    }
+
+    /// Resolve a role by name: built-in or stored; `None` when there is no such role. A stored
+    /// record that fails its integrity check is an error (503 `record_unsigned` or
+    /// `record_tampered`), audited.
+    pub async fn resolve(&self, who: &Principal, name: &str) -> Result<Option<Role>> {
+        if let Some(r) = builtin_role(name) {
+            return Ok(Some(r));
+        }
+        match read(&*self.ports.kv, self.keys, name).await? {
+            None => Ok(None),
+            Some(RecordCheck::Signed(r)) => Ok(Some(r)),
+            Some(check) => Err(self
+                .integrity()
+                .refuse(&who.actor(), &role_key(name), &check)
+                .await),
+        }
     }
 
     /// Create a custom role. 409 for a built-in or taken name.
@@ -123,31 +173,41 @@ impl<'a> Roles<'a> {
                 permissions.sort();
                 permissions.dedup();
                 let role = Role {
+                    id: Some(new_role_id()),
                     name: input.name,
                     permissions,
                     scopes: input.scopes,
                     description,
                     builtin: false,
                 };
-                put_json(&*self.ports.kv, &key, &role, None).await?;
+                store(&*self.ports.kv, self.keys, &role).await?;
                 self.audit.change(who, "role.create", None, 201).await;
                 Ok(role)
             })
             .await
     }
 
-    /// The built-in roles, then every custom role.
-    pub async fn list(&self, who: &Principal) -> Result<Vec<Role>> {
+    /// The built-in roles, then every custom role whose record checks out; the records that do
+    /// not are listed apart in `refused`, and audited.
+    pub async fn list(&self, who: &Principal) -> Result<Listing<Role>> {
         who.require(Permission::Admin)?;
-        let mut out: Vec<Role> = BUILTIN_ROLES
-            .iter()
-            .filter_map(|n| builtin_role(n))
-            .collect();
+        let mut out = Listing {
+            items: BUILTIN_ROLES
+                .iter()
+                .filter_map(|n| builtin_role(n))
+                .collect(),
+            refused: Vec::new(),
+        };
         for k in list_all(&*self.ports.kv, ROLE_PREFIX).await? {
-            if let Some(b) = self.ports.kv.get(&k.name).await? {
-                if let Ok(r) = serde_json::from_slice::<Role>(&b) {
-                    out.push(r);
-                }
+            let name = &k.name[ROLE_PREFIX.len()..];
+            match read(&*self.ports.kv, self.keys, name).await? {
+                None => {} // deleted meanwhile, or a key no role can have
+                Some(RecordCheck::Signed(r)) => out.items.push(r),
+                Some(check) => out.refused.push(
+                    self.integrity()
+                        .refused(&who.actor(), &k.name, &check)
+                        .await,
+                ),
             }
         }
         Ok(out)

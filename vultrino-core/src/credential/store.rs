@@ -252,7 +252,7 @@ impl<'a> CredentialStore<'a> {
     /// Seal a listing place into a cursor.
     fn seal_cursor(&self, at: &Place) -> String {
         let json = serde_json::to_vec(at).unwrap_or_default();
-        self.keys.seal(CURSOR_AD, &json)
+        self.keys.seal_cursor(CURSOR_AD, &json)
     }
 
     /// Open a cursor sealed by [`Self::seal_cursor`]. A cursor of an earlier version (the
@@ -261,7 +261,7 @@ impl<'a> CredentialStore<'a> {
         let invalid = || Error::bad_request("invalid cursor").with_code(Code::InvalidCursor);
         let raw = self
             .keys
-            .open_envelope(CURSOR_AD, sealed)
+            .open_cursor(CURSOR_AD, sealed)
             .map_err(|_| invalid())?;
         if raw.first() == Some(&b'{') {
             return serde_json::from_slice(&raw).map_err(|_| invalid());

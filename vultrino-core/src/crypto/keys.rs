@@ -25,15 +25,64 @@ pub struct KeyringRecord {
     pub created_at_ms: u64,
 }
 
+/// What a MAC made with [`Keys::mac`] is for. Each purpose has a key of its own (see the module
+/// docs of `crypto`), so a value made for one purpose never verifies as another: a scrubber-cache
+/// id is not an OAuth2 binding, a version claim is not a record signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MacPurpose {
+    /// The `mac` of an API key's secret in its `key:` record. The keyring's MAC key itself, as
+    /// before per-purpose keys: a stored tag cannot be recomputed without the secret, so changing
+    /// this key would void every key issued.
+    ApiKeySecret,
+    /// The `sig` of a stored record that grants anything (`key:`, `role:`), see
+    /// [`Keys::seal_record`].
+    Record,
+    /// The version id a change claims (`Changes::claim_version`).
+    VersionClaim,
+    /// The id of a cached scrubber (`ScrubberCache`).
+    ScrubberCache,
+    /// The binding of a cached OAuth2 token to its credential version (`oauth::binding`).
+    OAuthBinding,
+}
+
+impl MacPurpose {
+    /// Every purpose, in the order of [`Keys`]' MAC table.
+    pub const ALL: [MacPurpose; 5] = [
+        MacPurpose::ApiKeySecret,
+        MacPurpose::Record,
+        MacPurpose::VersionClaim,
+        MacPurpose::ScrubberCache,
+        MacPurpose::OAuthBinding,
+    ];
+
+    /// The HKDF info its key is derived with from the MAC key; `None`: the MAC key itself.
+    fn info(self) -> Option<&'static [u8]> {
+        match self {
+            MacPurpose::ApiKeySecret => None,
+            MacPurpose::Record => Some(INFO_MAC_RECORD),
+            MacPurpose::VersionClaim => Some(INFO_MAC_VERSION_CLAIM),
+            MacPurpose::ScrubberCache => Some(INFO_MAC_SCRUBBER_CACHE),
+            MacPurpose::OAuthBinding => Some(INFO_MAC_OAUTH_BINDING),
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Derived, cached key material for one master key. Build once per process / isolate and share
 /// it (`Arc<Keys>`). `Debug` prints the key id only. The AES round keys are zeroized on drop
 /// (the `aes` crate's `zeroize` feature is enabled for that).
 pub struct Keys {
     key_id: [u8; 4],
     cipher: Aes256Gcm,
+    /// Seals listing cursors (never stored): a key of its own, derived from the MAC key.
+    cursor_cipher: Aes256Gcm,
     mac_key: SecretBox<[u8; 32]>,
-    /// HMAC keyed once, cloned per call, so [`Keys::mac`] does no key setup.
-    mac: Hmac<Sha256>,
+    /// One HMAC per [`MacPurpose`], keyed once and cloned per call, so [`Keys::mac`] does no
+    /// key setup.
+    macs: [Hmac<Sha256>; MacPurpose::ALL.len()],
 }
 
 impl fmt::Debug for Keys {
@@ -178,13 +227,30 @@ impl Keys {
     }
 
     fn assemble(key_id: [u8; 4], cipher: Aes256Gcm, mac_key: SecretBox<[u8; 32]>) -> Result<Keys> {
-        let mac = <Hmac<Sha256> as Mac>::new_from_slice(mac_key.expose_secret())
-            .map_err(|_| Error::internal())?;
+        let root = mac_key.expose_secret();
+        let hmac = |purpose: MacPurpose| -> Result<Hmac<Sha256>> {
+            let key = match purpose.info() {
+                None => Zeroizing::new(*root),
+                Some(info) => purpose_key(root, info)?,
+            };
+            <Hmac<Sha256> as Mac>::new_from_slice(key.as_ref()).map_err(|_| Error::internal())
+        };
+        let macs = [
+            hmac(MacPurpose::ALL[0])?,
+            hmac(MacPurpose::ALL[1])?,
+            hmac(MacPurpose::ALL[2])?,
+            hmac(MacPurpose::ALL[3])?,
+            hmac(MacPurpose::ALL[4])?,
+        ];
+        let cursor_key = purpose_key(root, INFO_CURSORS)?;
+        let cursor_cipher =
+            Aes256Gcm::new_from_slice(cursor_key.as_ref()).map_err(|_| Error::internal())?;
         Ok(Keys {
             key_id,
             cipher,
+            cursor_cipher,
             mac_key,
-            mac,
+            macs,
         })
     }
 
@@ -232,19 +298,42 @@ impl Keys {
         })
     }
 
-    /// HMAC-SHA256 of `data` under the keyring MAC key (used for API-key secrets).
-    pub fn mac(&self, data: &[u8]) -> [u8; 32] {
-        let mut mac = self.mac.clone();
+    /// Seal a listing cursor (never stored) under the cursor key, with associated data `ad`:
+    /// envelope v1, like [`Keys::seal`], under a key that seals nothing else.
+    pub fn seal_cursor(&self, ad: &str, plaintext: &[u8]) -> String {
+        seal_with(&self.cursor_cipher, self.key_id, ad, plaintext)
+    }
+
+    /// Open a cursor made by [`Keys::seal_cursor`] with the same `ad`. Anything else (malformed,
+    /// tampered, made for another `ad` or under another key) → BadRequest `invalid_cursor`.
+    pub fn open_cursor(&self, ad: &str, cursor: &str) -> Result<Zeroizing<Vec<u8>>> {
+        open_with(&self.cursor_cipher, self.key_id, ad, cursor)
+            .map_err(|_| Error::bad_request("invalid cursor").with_code(Code::InvalidCursor))
+    }
+
+    /// HMAC-SHA256 of `data` under the key of `purpose`.
+    pub fn mac(&self, purpose: MacPurpose, data: &[u8]) -> [u8; 32] {
+        let mut mac = self.macs[purpose.index()].clone();
         mac.update(data);
         mac.finalize().into_bytes().into()
     }
 
-    /// Constant-time check that `tag` is the full 32-byte [`Keys::mac`] of `data`.
-    pub fn verify_mac(&self, data: &[u8], tag: &[u8]) -> bool {
-        let mut mac = self.mac.clone();
+    /// Constant-time check that `tag` is the full 32-byte [`Keys::mac`] of `data` for `purpose`.
+    pub fn verify_mac(&self, purpose: MacPurpose, data: &[u8], tag: &[u8]) -> bool {
+        let mut mac = self.macs[purpose.index()].clone();
         mac.update(data);
         mac.verify_slice(tag).is_ok()
     }
+}
+
+/// A 32-byte key for one purpose: HKDF-SHA256 of the MAC key (no salt: the MAC key is uniformly
+/// random) with `info`.
+fn purpose_key(root: &[u8; 32], info: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    Hkdf::<Sha256>::new(None, root)
+        .expand(info, key.as_mut())
+        .map_err(|_| Error::internal())?;
+    Ok(key)
 }
 
 fn invalid_keyring(detail: impl fmt::Display) -> Error {
