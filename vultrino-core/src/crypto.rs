@@ -52,7 +52,10 @@ mod password;
 pub use envelope::envelope_key_id;
 pub use keys::{KeyringRecord, Keys};
 pub use master::MasterSecret;
-pub use password::{hash_password, verify_password, DEFAULT_PASSWORD_ITERATIONS};
+pub use password::{
+    check_admin_password, hash_password, password_hash_iterations, verify_password,
+    DEFAULT_PASSWORD_ITERATIONS, MIN_ADMIN_PASSWORD_CHARS, MIN_PASSWORD_ITERATIONS,
+};
 
 /// PBKDF2 iterations for a master passphrase (OWASP 2023 recommendation for PBKDF2-HMAC-SHA256).
 ///
