@@ -7,10 +7,13 @@
 //                  deployable build; the conformance tests use "test-build", built with the
 //                  `testkit` feature)
 //   VULTRINO_MASTER_KEY / ENCRYPTION_KEY, ADMIN_PASSWORD_HASH, ADMIN_USER, CORS_ORIGINS,
-//   LOGIN_MAX_ATTEMPTS, KV_SETTLE_SECONDS, ALLOW_LOOPBACK_UPSTREAMS   passed to the worker as
-//   bindings (those set)
+//   LOGIN_MAX_ATTEMPTS, LOGIN_MAX_ATTEMPTS_PER_USER, KV_SETTLE_SECONDS, ALLOW_LOOPBACK_UPSTREAMS,
+//   ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS   passed to the worker as bindings (those set)
+//   HARNESS_PERSIST_DIR   when set, KV and Durable Objects are kept in this folder (made if
+//                         missing), so that a harness started again on it finds them — a
+//                         deployment whose settings changed
 //
-// No persistence: KV and Durable Objects live in memory and die with the process.
+// Otherwise no persistence: KV and Durable Objects live in memory and die with the process.
 // Stops on SIGTERM/SIGINT or when stdin closes (the test that spawned it went away).
 //
 // Miniflare keeps a scratch folder per instance (miniflare-<hex> in the temp dir) and removes it
@@ -35,8 +38,10 @@ export const SETTINGS = [
   "ADMIN_USER",
   "CORS_ORIGINS",
   "LOGIN_MAX_ATTEMPTS",
+  "LOGIN_MAX_ATTEMPTS_PER_USER",
   "KV_SETTLE_SECONDS",
   "ALLOW_LOOPBACK_UPSTREAMS",
+  "ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS",
 ];
 
 /** Miniflare options for the worker in `buildDir` with `bindings`. */
@@ -91,7 +96,14 @@ function ownTmpDir() {
 async function main() {
   const buildDir = process.env.WORKER_BUILD || "build";
   ownTmpDir();
-  const mf = new Miniflare(workerOptions(buildDir, bindingsFromEnv()));
+  const options = workerOptions(buildDir, bindingsFromEnv());
+  const persist = process.env.HARNESS_PERSIST_DIR;
+  if (persist) {
+    fs.mkdirSync(persist, { recursive: true });
+    options.kvPersist = path.join(persist, "kv");
+    options.durableObjectsPersist = path.join(persist, "do");
+  }
+  const mf = new Miniflare(options);
   const url = await mf.ready;
   process.stdout.write(`Vultrino listening on ${url.origin}\n`);
   let stopping = false;
