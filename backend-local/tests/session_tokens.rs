@@ -178,35 +178,48 @@ async fn a_forged_or_mangled_session_token_is_refused_without_a_store_call() {
     let app = open(&s, crypto::hash_password(PASSWORD, 1000).unwrap()).await;
     let l = login(&app, PASSWORD).await;
     assert_eq!(with_bearer(&app, &l.bearer).await, 200);
+    let random = || crypto::b64url(&crypto::random_bytes::<32>());
 
+    // Made up: in today's format with a guessed tag, and in the format of earlier versions.
+    let before = s.sessions.calls();
+    for token in [
+        format!("vs_{}.0.{}", random(), random()),
+        format!("vs_{}", random()),
+        "vs_".to_string(),
+        "vs_not-a-token".to_string(),
+    ] {
+        assert_eq!(with_bearer(&app, &token).await, 401, "{token}");
+    }
+    for cookie_value in [format!("vc_{}.0.{}", random(), random()), format!("vc_{}", random())] {
+        let cookie = format!("vultrino_session={cookie_value}");
+        assert_eq!(with_cookie(&app, &cookie, &l.csrf).await, 401, "{cookie}");
+    }
+    assert_eq!(
+        s.sessions.calls(),
+        before,
+        "a made-up token must be refused before any SessionStore call"
+    );
+
+    // Mangled: the real token with one part changed, or presented the other way.
     let (body, tag) = l.bearer.rsplit_once('.').unwrap();
-    let (random, generation) = body.rsplit_once('.').unwrap();
     let flip = |text: &str, at: usize| {
         let mut bytes = text.as_bytes().to_vec();
         bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
         String::from_utf8(bytes).unwrap()
     };
-    let forged = [
-        format!("vs_{}", crypto::b64url(&crypto::random_bytes::<32>())),
-        format!("{body}.{}", crypto::b64url(&crypto::random_bytes::<32>())),
+    let (random_part, generation) = body.rsplit_once('.').unwrap();
+    let mangled = [
+        format!("{body}.{}", random()),
         format!("{body}.{}", flip(tag, 0)),
-        format!("{}.{generation}.{tag}", flip(random, 5)),
-        format!("{random}.{}.{tag}", generation.parse::<u32>().unwrap() + 1),
+        format!("{}.{generation}.{tag}", flip(random_part, 5)),
+        format!("{random_part}.{}.{tag}", generation.parse::<u32>().unwrap() + 1),
         format!("{}.{tag}", l.bearer),
-        "vs_".to_string(),
-        "vs_not-a-token".to_string(),
     ];
-    let before = s.sessions.calls();
-    for token in &forged {
+    for token in &mangled {
         assert_eq!(with_bearer(&app, token).await, 401, "{token}");
     }
-    for cookie_value in [
-        format!("vc_{}", crypto::b64url(&crypto::random_bytes::<32>())),
-        l.bearer.replacen("vs_", "vc_", 1),
-    ] {
-        let cookie = format!("vultrino_session={cookie_value}");
-        assert_eq!(with_cookie(&app, &cookie, &l.csrf).await, 401, "{cookie}");
-    }
+    let as_cookie = format!("vultrino_session={}", l.bearer.replacen("vs_", "vc_", 1));
+    assert_eq!(with_cookie(&app, &as_cookie, &l.csrf).await, 401);
     assert_eq!(
         s.sessions.calls(),
         before,

@@ -105,10 +105,6 @@ async fn signing_out_everywhere_kills_a_second_live_session_at_once() {
     expect(&r, 200, None);
 
     let r =
-        e.c.send("POST", "/logout?everywhere=yes", Some(&e.admin), None)
-            .await;
-    expect_for("everywhere takes true or false", &r, 400, "bad_request");
-    let r =
         e.c.send("POST", "/logout?everywhere=true", Some(&e.admin), None)
             .await;
     expect(&r, 204, None);
@@ -144,6 +140,13 @@ async fn signing_out_everywhere_kills_a_second_live_session_at_once() {
     let r =
         e.c.send_cookie("GET", "/v1/credentials", &cookie, Some(&csrf), None)
             .await;
+    expect(&r, 200, None);
+    // `everywhere` takes true or false; anything else ends nothing.
+    let r =
+        e.c.send("POST", "/logout?everywhere=yes", Some(&token), None)
+            .await;
+    expect_for("everywhere takes true or false", &r, 400, "bad_request");
+    let r = e.c.send("GET", "/v1/credentials", Some(&token), None).await;
     expect(&r, 200, None);
 }
 
