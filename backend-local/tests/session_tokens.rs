@@ -190,7 +190,10 @@ async fn a_forged_or_mangled_session_token_is_refused_without_a_store_call() {
     ] {
         assert_eq!(with_bearer(&app, &token).await, 401, "{token}");
     }
-    for cookie_value in [format!("vc_{}.0.{}", random(), random()), format!("vc_{}", random())] {
+    for cookie_value in [
+        format!("vc_{}.0.{}", random(), random()),
+        format!("vc_{}", random()),
+    ] {
         let cookie = format!("vultrino_session={cookie_value}");
         assert_eq!(with_cookie(&app, &cookie, &l.csrf).await, 401, "{cookie}");
     }
@@ -212,7 +215,10 @@ async fn a_forged_or_mangled_session_token_is_refused_without_a_store_call() {
         format!("{body}.{}", random()),
         format!("{body}.{}", flip(tag, 0)),
         format!("{}.{generation}.{tag}", flip(random_part, 5)),
-        format!("{random_part}.{}.{tag}", generation.parse::<u32>().unwrap() + 1),
+        format!(
+            "{random_part}.{}.{tag}",
+            generation.parse::<u32>().unwrap() + 1
+        ),
         format!("{}.{tag}", l.bearer),
     ];
     for token in &mangled {
