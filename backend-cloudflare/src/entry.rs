@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
+use futures::StreamExt;
 use vultrino_core::api::error_response;
 use vultrino_core::app::{App, Ports};
 use vultrino_core::auth::ClientIp;
@@ -62,6 +63,12 @@ async fn open(env: Env) -> Result<Rc<App>> {
             "ALLOW_LOOPBACK_UPSTREAMS is on: http:// and loopback upstreams are allowed. TESTS ONLY."
         );
     }
+    if s.config.allow_weak_password_hash_for_tests {
+        worker::console_warn!(
+            "ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS is on: an admin password hash below the iteration \
+             floor is accepted. TESTS ONLY."
+        );
+    }
     let app = App::open(s.config, ports(&env)?, &s.master).await?;
     Ok(Rc::new(app))
 }
@@ -79,7 +86,43 @@ async fn app(env: &Env) -> Result<Rc<App>> {
     result
 }
 
-async fn to_http(mut req: Request) -> Result<http::Request<Bytes>> {
+fn too_large() -> Error {
+    Error::too_large("request body is too large").with_code(Code::BodyTooLarge)
+}
+
+/// The body of `req`, at most `max` bytes: a declared `Content-Length` above `max` is refused
+/// before any of the body is read, and a body without one (chunked) is read only until it passes
+/// `max` (413 `body_too_large` either way), so a client cannot make the worker buffer more than
+/// the cap.
+async fn read_body(req: &mut Request, max: usize) -> Result<Vec<u8>> {
+    let bad = || Error::bad_request("malformed request body").with_code(Code::InvalidBody);
+    let declared = req
+        .headers()
+        .get("content-length")
+        .map_err(|_| bad())?
+        .map(|v| v.trim().parse::<u64>().map_err(|_| bad()))
+        .transpose()?;
+    if let Some(len) = declared {
+        if len > max as u64 {
+            return Err(too_large());
+        }
+    }
+    if req.inner().body().is_none() {
+        return Ok(Vec::new());
+    }
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    let mut stream = req.stream().map_err(|_| bad())?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| bad())?;
+        if chunk.len() > max - body.len() {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+async fn to_http(mut req: Request, max_body: usize) -> Result<http::Request<Bytes>> {
     let bad = || Error::bad_request("malformed request").with_code(Code::BadRequest);
     let url = req.url().map_err(|_| bad())?;
     // The raw method: worker::Method maps unknown methods to GET, which would change meaning.
@@ -92,7 +135,7 @@ async fn to_http(mut req: Request) -> Result<http::Request<Bytes>> {
         }
         builder = builder.header(name, value);
     }
-    let body = req.bytes().await.map_err(|_| bad())?;
+    let body = read_body(&mut req, max_body).await?;
     let mut out = builder.body(Bytes::from(body)).map_err(|_| bad())?;
     if let Some(ip) = client_ip {
         out.extensions_mut().insert(ClientIp(ip));
@@ -123,16 +166,17 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
     if req.path().starts_with("/__testkit/") {
         return crate::testkit_route::handle(req, &env).await;
     }
-    let request = match to_http(req).await {
+    // The app first: its configuration caps the body, which is read only then.
+    let app = match app(&env).await {
+        Ok(app) => app,
+        Err(e) => {
+            worker::console_error!("cannot open Vultrino: {}", e.message());
+            return to_worker(error_response(&e));
+        }
+    };
+    let request = match to_http(req, app.config().max_request_bytes).await {
         Ok(r) => r,
         Err(e) => return to_worker(error_response(&e)),
     };
-    let response = match app(&env).await {
-        Ok(app) => app.handle(request).await,
-        Err(e) => {
-            worker::console_error!("cannot open Vultrino: {}", e.message());
-            error_response(&e)
-        }
-    };
-    to_worker(response)
+    to_worker(app.handle(request).await)
 }

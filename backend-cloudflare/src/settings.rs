@@ -9,8 +9,10 @@
 //! | `ADMIN_USER` | var | admin user name (default `admin`) |
 //! | `CORS_ORIGINS` | var | comma-separated allowed origins (default: CORS off) |
 //! | `LOGIN_MAX_ATTEMPTS` | var | failed logins per client per 15 min before 429 (default 5) |
+//! | `LOGIN_MAX_ATTEMPTS_PER_USER` | var | logins for the admin user per 15 min, all clients together, before 429 (default 50) |
 //! | `KV_SETTLE_SECONDS` | var | how long a KV write may take to reach every location (default 90; 0–3600) |
 //! | `ALLOW_LOOPBACK_UPSTREAMS` | var, TESTS ONLY | `true` allows http:// and loopback upstreams |
+//! | `ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS` | var, TESTS ONLY | `true` accepts an `ADMIN_PASSWORD_HASH` below the iteration floor |
 //!
 //! A missing or malformed setting is an `Unavailable` error (503) whose message names the
 //! setting, never a panic: a half-configured deployment answers every request with that message.
@@ -97,6 +99,12 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
             .parse::<u32>()
             .map_err(|_| invalid("LOGIN_MAX_ATTEMPTS", "must be a whole number ≥ 1"))?;
     }
+    if let Some(n) = get("LOGIN_MAX_ATTEMPTS_PER_USER") {
+        config.login_max_attempts_per_user = n
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| invalid("LOGIN_MAX_ATTEMPTS_PER_USER", "must be a whole number ≥ 1"))?;
+    }
     if let Some(n) = get("KV_SETTLE_SECONDS") {
         config.kv_settle_ms = n
             .trim()
@@ -111,12 +119,25 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
             _ => return Err(invalid("ALLOW_LOOPBACK_UPSTREAMS", "must be true or false")),
         };
     }
+    if let Some(v) = get("ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS") {
+        config.allow_weak_password_hash_for_tests = match v.trim() {
+            "1" | "true" | "yes" => true,
+            "0" | "false" | "no" => false,
+            _ => {
+                return Err(invalid(
+                    "ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS",
+                    "must be true or false",
+                ))
+            }
+        };
+    }
     // The rules every backend applies (the core's), named the worker's way.
     config.validate().map_err(|e| {
         let name = match e.setting {
             Setting::CorsOrigins => "CORS_ORIGINS",
             Setting::AdminPasswordHash => "ADMIN_PASSWORD_HASH",
             Setting::LoginMaxAttempts => "LOGIN_MAX_ATTEMPTS",
+            Setting::LoginMaxAttemptsPerUser => "LOGIN_MAX_ATTEMPTS_PER_USER",
             Setting::KvSettle => "KV_SETTLE_SECONDS",
         };
         invalid(name, e.problem)
@@ -131,6 +152,10 @@ mod tests {
     use std::collections::HashMap;
 
     const KEY: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+    /// A well-formed hash at the iteration floor (its digest is never checked here).
+    const HASH: &str = "$pbkdf2-sha256$i=100000,l=32$c2FsdHNhbHRzYWx0c2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    /// The same at 10 000 iterations, the old free-plan advice.
+    const WEAK_HASH: &str = "$pbkdf2-sha256$i=10000,l=32$c2FsdHNhbHRzYWx0c2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs
@@ -146,7 +171,7 @@ mod tests {
 
     #[test]
     fn missing_master_key_is_503_naming_the_secret() {
-        let e = err(&[("ADMIN_PASSWORD_HASH", "$pbkdf2$x")]);
+        let e = err(&[("ADMIN_PASSWORD_HASH", HASH)]);
         assert_eq!(e.status().as_u16(), 503);
         assert_eq!(e.code(), Code::MissingSetting);
         assert!(e.message().contains("VULTRINO_MASTER_KEY"));
@@ -161,7 +186,7 @@ mod tests {
 
     #[test]
     fn empty_values_count_as_missing() {
-        let e = err(&[("VULTRINO_MASTER_KEY", " "), ("ADMIN_PASSWORD_HASH", "$x")]);
+        let e = err(&[("VULTRINO_MASTER_KEY", " "), ("ADMIN_PASSWORD_HASH", HASH)]);
         assert!(e.message().contains("VULTRINO_MASTER_KEY"));
     }
 
@@ -169,7 +194,7 @@ mod tests {
     fn encryption_key_is_accepted_as_another_name_of_the_master_key() {
         let s = from_lookup(lookup(&[
             ("ENCRYPTION_KEY", KEY),
-            ("ADMIN_PASSWORD_HASH", "$x"),
+            ("ADMIN_PASSWORD_HASH", HASH),
         ]))
         .unwrap();
         assert!(s.master.is_raw());
@@ -179,14 +204,16 @@ mod tests {
     fn vars_set_the_config_and_client_ip_comes_from_cloudflare() {
         let s = from_lookup(lookup(&[
             ("VULTRINO_MASTER_KEY", KEY),
-            ("ADMIN_PASSWORD_HASH", "$x"),
+            ("ADMIN_PASSWORD_HASH", HASH),
             ("ADMIN_USER", "ops"),
             ("CORS_ORIGINS", "https://a.example, https://b.example"),
             ("LOGIN_MAX_ATTEMPTS", "3"),
+            ("LOGIN_MAX_ATTEMPTS_PER_USER", "30"),
             ("KV_SETTLE_SECONDS", "120"),
             ("ALLOW_LOOPBACK_UPSTREAMS", "true"),
         ]))
         .unwrap();
+        assert_eq!(s.config.login_max_attempts_per_user, 30);
         assert_eq!(s.config.kv_settle_ms, 120_000);
         assert_eq!(s.config.admin_username, "ops");
         assert_eq!(s.config.cors_origins.len(), 2);
@@ -199,7 +226,7 @@ mod tests {
     fn loopback_upstreams_are_off_by_default() {
         let s = from_lookup(lookup(&[
             ("VULTRINO_MASTER_KEY", KEY),
-            ("ADMIN_PASSWORD_HASH", "$x"),
+            ("ADMIN_PASSWORD_HASH", HASH),
         ]))
         .unwrap();
         assert!(!s.config.allow_loopback_upstreams);
@@ -218,8 +245,13 @@ mod tests {
             ("KV_SETTLE_SECONDS", "3601"),
             ("CORS_ORIGINS", "*"),
             ("ADMIN_PASSWORD_HASH", "not-a-phc-hash"),
+            ("ADMIN_PASSWORD_HASH", "$x"),
+            ("ADMIN_PASSWORD_HASH", WEAK_HASH),
+            ("LOGIN_MAX_ATTEMPTS_PER_USER", "0"),
+            ("LOGIN_MAX_ATTEMPTS_PER_USER", "-5"),
+            ("ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS", "perhaps"),
         ] {
-            let mut pairs = vec![("VULTRINO_MASTER_KEY", KEY), ("ADMIN_PASSWORD_HASH", "$x")];
+            let mut pairs = vec![("VULTRINO_MASTER_KEY", KEY), ("ADMIN_PASSWORD_HASH", HASH)];
             pairs.retain(|(k, _)| *k != name);
             pairs.push((name, value));
             let e = err(&pairs);
@@ -228,11 +260,50 @@ mod tests {
         }
     }
 
+    /// A hash weaker than the floor stops the worker with a message naming the secret and the
+    /// fix; only the test-only var lets it through, and it is off by default.
+    #[test]
+    fn a_weak_admin_hash_is_refused_naming_the_fix_unless_tests_allow_it() {
+        let e = err(&[
+            ("VULTRINO_MASTER_KEY", KEY),
+            ("ADMIN_PASSWORD_HASH", WEAK_HASH),
+        ]);
+        assert_eq!((e.status().as_u16(), e.code()), (503, Code::InvalidSetting));
+        assert!(
+            e.message().contains("ADMIN_PASSWORD_HASH"),
+            "{}",
+            e.message()
+        );
+        assert!(
+            e.message().contains("vultrino hash-password"),
+            "{}",
+            e.message()
+        );
+        assert!(
+            !e.message().contains(WEAK_HASH),
+            "the hash is never repeated"
+        );
+        let s = from_lookup(lookup(&[
+            ("VULTRINO_MASTER_KEY", KEY),
+            ("ADMIN_PASSWORD_HASH", WEAK_HASH),
+            ("ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS", "true"),
+        ]))
+        .unwrap();
+        assert!(s.config.allow_weak_password_hash_for_tests);
+        let s = from_lookup(lookup(&[
+            ("VULTRINO_MASTER_KEY", KEY),
+            ("ADMIN_PASSWORD_HASH", HASH),
+        ]))
+        .unwrap();
+        assert!(!s.config.allow_weak_password_hash_for_tests);
+        assert_eq!(s.config.login_max_attempts_per_user, 50);
+    }
+
     #[test]
     fn settings_debug_never_shows_the_master_key() {
         let s = from_lookup(lookup(&[
             ("VULTRINO_MASTER_KEY", KEY),
-            ("ADMIN_PASSWORD_HASH", "$x"),
+            ("ADMIN_PASSWORD_HASH", HASH),
         ]))
         .unwrap();
         assert!(!format!("{s:?}").contains(KEY));

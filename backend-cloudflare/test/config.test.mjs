@@ -10,7 +10,10 @@ import path from "node:path";
 import { Miniflare } from "miniflare";
 import { workerOptions } from "./harness.mjs";
 
-const HASH = "$pbkdf2-sha256$i=1000,l=32$c2FsdHNhbHRzYWx0c2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+// Well-formed at the iteration floor (never checked: no login here).
+const HASH = "$pbkdf2-sha256$i=100000,l=32$c2FsdHNhbHRzYWx0c2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+// The same below the floor: 10 000 iterations, the old free-plan advice.
+const WEAK_HASH = HASH.replace("i=100000", "i=10000");
 
 async function get(mf, p = "/healthz") {
   const r = await mf.dispatchFetch(`http://worker${p}`);
@@ -33,6 +36,29 @@ test("missing secrets answer 503 JSON naming each setting", async () => {
     } finally {
       await mf.dispose();
     }
+  }
+});
+
+test("an admin hash below the iteration floor answers 503 naming the secret and the fix", async () => {
+  const mf = new Miniflare(workerOptions("build", { VULTRINO_MASTER_KEY: "ab".repeat(32), ADMIN_PASSWORD_HASH: WEAK_HASH }));
+  try {
+    const r = await get(mf);
+    assert.equal(r.status, 503);
+    assert.equal(r.body.error.code, "invalid_setting");
+    assert.match(r.body.error.message, /ADMIN_PASSWORD_HASH/);
+    assert.match(r.body.error.message, /vultrino hash-password/);
+    assert.ok(!r.body.error.message.includes(WEAK_HASH), "the hash leaked into the error");
+  } finally {
+    await mf.dispose();
+  }
+  // The test-only switch lets it through.
+  const allowed = new Miniflare(
+    workerOptions("build", { VULTRINO_MASTER_KEY: "ab".repeat(32), ADMIN_PASSWORD_HASH: WEAK_HASH, ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS: "true" }),
+  );
+  try {
+    assert.equal((await get(allowed)).status, 200);
+  } finally {
+    await allowed.dispose();
   }
 });
 

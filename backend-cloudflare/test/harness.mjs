@@ -7,15 +7,18 @@
 //                  deployable build; the conformance tests use "test-build", built with the
 //                  `testkit` feature)
 //   VULTRINO_MASTER_KEY / ENCRYPTION_KEY, ADMIN_PASSWORD_HASH, ADMIN_USER, CORS_ORIGINS,
-//   LOGIN_MAX_ATTEMPTS, KV_SETTLE_SECONDS, ALLOW_LOOPBACK_UPSTREAMS   passed to the worker as
-//   bindings (those set)
+//   LOGIN_MAX_ATTEMPTS, LOGIN_MAX_ATTEMPTS_PER_USER, KV_SETTLE_SECONDS, ALLOW_LOOPBACK_UPSTREAMS,
+//   ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS   passed to the worker as bindings (those set)
 //   HARNESS_KV_CONTROL=1   also serve raw access to the worker's KV namespace on 127.0.0.1, as
 //                  someone holding a KV API token (and not the master key) has it, and print
 //                  "KV control on <url>" before the listening line: GET /kv?key=K →
 //                  {value, metadata} (404: absent), PUT /kv?key=K with {value, metadata} → 204,
 //                  DELETE /kv?key=K → 204. For the tests of stored-record integrity only.
+//   HARNESS_PERSIST_DIR   when set, KV and Durable Objects are kept in this folder (made if
+//                         missing), so that a harness started again on it finds them — a
+//                         deployment whose settings changed
 //
-// No persistence: KV and Durable Objects live in memory and die with the process.
+// Otherwise no persistence: KV and Durable Objects live in memory and die with the process.
 // Stops on SIGTERM/SIGINT or when stdin closes (the test that spawned it went away).
 //
 // Miniflare keeps a scratch folder per instance (miniflare-<hex> in the temp dir) and removes it
@@ -41,8 +44,10 @@ export const SETTINGS = [
   "ADMIN_USER",
   "CORS_ORIGINS",
   "LOGIN_MAX_ATTEMPTS",
+  "LOGIN_MAX_ATTEMPTS_PER_USER",
   "KV_SETTLE_SECONDS",
   "ALLOW_LOOPBACK_UPSTREAMS",
+  "ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS",
 ];
 
 /** Miniflare options for the worker in `buildDir` with `bindings`. */
@@ -131,7 +136,14 @@ async function kvControl(mf) {
 async function main() {
   const buildDir = process.env.WORKER_BUILD || "build";
   ownTmpDir();
-  const mf = new Miniflare(workerOptions(buildDir, bindingsFromEnv()));
+  const options = workerOptions(buildDir, bindingsFromEnv());
+  const persist = process.env.HARNESS_PERSIST_DIR;
+  if (persist) {
+    fs.mkdirSync(persist, { recursive: true });
+    options.kvPersist = path.join(persist, "kv");
+    options.durableObjectsPersist = path.join(persist, "do");
+  }
+  const mf = new Miniflare(options);
   const url = await mf.ready;
   if (process.env.HARNESS_KV_CONTROL === "1") {
     process.stdout.write(`KV control on ${await kvControl(mf)}\n`);

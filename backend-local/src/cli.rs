@@ -67,9 +67,15 @@ enum Command {
     /// opening the store here); the agent's API key comes from VULTRINO_API_KEY.
     Mcp(McpArgs),
     /// Print a PHC hash of a password (read from a prompt or stdin) for ADMIN_PASSWORD_HASH.
+    /// The password must be at least 15 characters; the iterations at least 100000.
     HashPassword {
+        /// PBKDF2 iterations (at least 100000, the default: servers refuse weaker hashes).
         #[arg(long, env = "VULTRINO_PASSWORD_ITERATIONS", default_value_t = crypto::DEFAULT_PASSWORD_ITERATIONS)]
         iterations: u32,
+        /// INSECURE, tests only: allow fewer iterations than the floor (a server takes such a
+        /// hash only with the same flag).
+        #[arg(long, env = "VULTRINO_ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS")]
+        allow_weak_password_hash_for_tests: bool,
     },
     /// Re-encrypt every record under a new master key (stop the server first).
     RotateMasterKey,
@@ -117,6 +123,10 @@ struct ServeArgs {
     /// INSECURE, tests only: allow http:// and loopback upstreams.
     #[arg(long, env = "VULTRINO_ALLOW_LOOPBACK_UPSTREAMS")]
     allow_loopback_upstreams: bool,
+    /// INSECURE, tests only: accept an admin password hash with fewer PBKDF2 iterations than the
+    /// floor (100000).
+    #[arg(long, env = "VULTRINO_ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS")]
+    allow_weak_password_hash_for_tests: bool,
     /// Allowed CORS origins (comma-separated); CORS is off when empty.
     #[arg(long, env = "VULTRINO_CORS_ORIGINS", value_delimiter = ',')]
     cors_origin: Vec<String>,
@@ -127,6 +137,13 @@ struct ServeArgs {
     /// Login attempts per client per window before 429.
     #[arg(long, env = "VULTRINO_LOGIN_MAX_ATTEMPTS", default_value_t = 5)]
     login_max_attempts: u32,
+    /// Login attempts for the admin user per window, all clients together, before 429.
+    #[arg(
+        long,
+        env = "VULTRINO_LOGIN_MAX_ATTEMPTS_PER_USER",
+        default_value_t = 50
+    )]
+    login_max_attempts_per_user: u32,
     /// Login lockout window, seconds.
     #[arg(long, env = "VULTRINO_LOGIN_WINDOW_SECS", default_value_t = 900)]
     login_window_secs: u64,
@@ -357,7 +374,23 @@ fn operator() -> Principal {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Serve(args) => serve(&cli, (**args).clone()).await,
-        Command::HashPassword { iterations } => {
+        Command::HashPassword {
+            iterations,
+            allow_weak_password_hash_for_tests,
+        } => {
+            if *iterations < crypto::MIN_PASSWORD_ITERATIONS && !allow_weak_password_hash_for_tests
+            {
+                anyhow::bail!(
+                    "--iterations must be at least {} (servers refuse weaker hashes); the default is {}",
+                    crypto::MIN_PASSWORD_ITERATIONS,
+                    crypto::DEFAULT_PASSWORD_ITERATIONS
+                );
+            }
+            if *allow_weak_password_hash_for_tests {
+                tracing::warn!(
+                    "INSECURE: --allow-weak-password-hash-for-tests; this hash is for tests only"
+                );
+            }
             let pw = read_secret("Password: ")?;
             if std::io::stdin().is_terminal() {
                 let again = read_secret("Again: ")?;
@@ -368,6 +401,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if pw.is_empty() {
                 anyhow::bail!("empty password");
             }
+            crypto::check_admin_password(&pw).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
             println!("{}", crypto::hash_password(&pw, *iterations)?);
             Ok(())
         }
@@ -477,6 +511,7 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
     let config = Config {
         admin_username: a.admin_user,
         allow_loopback_upstreams: a.allow_loopback_upstreams,
+        allow_weak_password_hash_for_tests: a.allow_weak_password_hash_for_tests,
         cors_origins: a
             .cors_origin
             .into_iter()
@@ -484,6 +519,7 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
             .collect(),
         trust_forwarded_for: a.trust_forwarded_for,
         login_max_attempts: a.login_max_attempts,
+        login_max_attempts_per_user: a.login_max_attempts_per_user,
         login_window_secs: a.login_window_secs,
         fetch_timeout_ms: a.fetch_timeout_ms,
         max_response_bytes: a.max_response_bytes,
@@ -496,6 +532,7 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
             Setting::CorsOrigins => "--cors-origin",
             Setting::AdminPasswordHash => "VULTRINO_ADMIN_PASSWORD_HASH",
             Setting::LoginMaxAttempts => "--login-max-attempts",
+            Setting::LoginMaxAttemptsPerUser => "--login-max-attempts-per-user",
             Setting::KvSettle => "the KV settle time",
         };
         anyhow::anyhow!("{name} {}", e.problem)

@@ -226,6 +226,12 @@ async fn handle_inner(
 ) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
     let limit = app.config().max_request_bytes;
     let (mut parts, body) = req.into_parts();
+    // A declared Content-Length over the cap is refused before any of the body is read (a
+    // body without one is cut off by `Limited` as soon as it passes the cap).
+    if hyper::body::Body::size_hint(&body).lower() > limit as u64 {
+        let err = Error::too_large("request body is too large").with_code(Code::BodyTooLarge);
+        return Ok(error_response(&err).map(Full::new));
+    }
     // A deadline on the body too: a client trickling bytes must not hold a connection forever.
     let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await;
     let bytes = match collected {

@@ -14,7 +14,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vultrino_core::app::{App, Config, Ports};
+use vultrino_core::app::{App, Config, Ports, Setting};
 use vultrino_core::audit::{is_unauthenticated_key, AUDIT_PREFIX};
 use vultrino_core::crypto::{self, MasterSecret};
 use vultrino_core::ports::{Clock, KvStore};
@@ -195,24 +195,52 @@ pub fn master_secret(
     }
 }
 
+/// A first-run admin password: 18 random bytes, 24 base64url characters (longer than
+/// [`crypto::MIN_ADMIN_PASSWORD_CHARS`]).
+fn generate_admin_password() -> Zeroizing<String> {
+    Zeroizing::new(crypto::b64url(&crypto::random_bytes::<18>()))
+}
+
+/// The admin password hash, where it came from (for messages), and the password when this run
+/// generated it.
+struct AdminHash {
+    hash: Option<String>,
+    source: String,
+    generated_password: Option<Zeroizing<String>>,
+}
+
 /// Find the admin password hash, or generate a password on first run.
-fn admin_hash(settings: &Settings) -> anyhow::Result<(Option<String>, Option<Zeroizing<String>>)> {
-    if let Some(h) = env_secret(&["VULTRINO_ADMIN_PASSWORD_HASH", "ADMIN_PASSWORD_HASH"]) {
-        return Ok((Some(h.to_string()), None));
+fn admin_hash(settings: &Settings) -> anyhow::Result<AdminHash> {
+    for name in ["VULTRINO_ADMIN_PASSWORD_HASH", "ADMIN_PASSWORD_HASH"] {
+        if let Some(h) = env_secret(&[name]) {
+            return Ok(AdminHash {
+                hash: Some(h.to_string()),
+                source: name.to_string(),
+                generated_password: None,
+            });
+        }
     }
     let path = settings.data_dir.join(ADMIN_HASH_FILE);
     if settings.store == StoreKind::File {
         if let Ok(h) = fs::read_to_string(&path) {
-            return Ok((Some(h.trim().to_string()), None));
+            return Ok(AdminHash {
+                hash: Some(h.trim().to_string()),
+                source: format!("the admin password hash in {}", path.display()),
+                generated_password: None,
+            });
         }
     }
-    let password = Zeroizing::new(crypto::b64url(&crypto::random_bytes::<18>()));
+    let password = generate_admin_password();
     let hash = crypto::hash_password(&password, crypto::DEFAULT_PASSWORD_ITERATIONS)?;
     if settings.store == StoreKind::File {
         ensure_private_dir(&settings.data_dir)?;
         write_private_file(&path, format!("{hash}\n").as_bytes())?;
     }
-    Ok((Some(hash), Some(password)))
+    Ok(AdminHash {
+        hash: Some(hash),
+        source: "the generated admin password hash".into(),
+        generated_password: Some(password),
+    })
 }
 
 /// Open the KV store of `settings`.
@@ -251,17 +279,29 @@ async fn open_with(settings: &Settings, serving: bool) -> anyhow::Result<Opened>
              Use this for tests only: credentials can be sent to services on this machine."
         );
     }
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let (master, _) = master_secret(settings, true)?;
-    let mut config = settings.config.clone();
-    let (hash, generated_password) = if serving {
-        admin_hash(settings)?
-    } else {
-        (None, None)
-    };
-    if config.admin_password_hash.is_none() {
-        config.admin_password_hash = hash;
+    if settings.config.allow_weak_password_hash_for_tests {
+        tracing::warn!(
+            "INSECURE: an admin password hash below {} PBKDF2 iterations is accepted \
+             (--allow-weak-password-hash-for-tests). Use this for tests only.",
+            crypto::MIN_PASSWORD_ITERATIONS
+        );
     }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let mut config = settings.config.clone();
+    let mut generated_password = None;
+    if serving && config.admin_password_hash.is_none() {
+        let found = admin_hash(settings)?;
+        config.admin_password_hash = found.hash;
+        generated_password = found.generated_password;
+        // Judged here, before anything else is created, where the hash's source can be named
+        // (App::open judges it again).
+        if let Err(e) = config.validate() {
+            if e.setting == Setting::AdminPasswordHash {
+                anyhow::bail!("{} {}", found.source, e.problem);
+            }
+        }
+    }
+    let (master, _) = master_secret(settings, true)?;
     let kv = open_kv(settings, clock.clone())?;
     let ports = Ports {
         kv: kv.clone(),
@@ -275,4 +315,17 @@ async fn open_with(settings: &Settings, serving: bool) -> anyhow::Result<Opened>
         kv,
         generated_password,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first-run password meets the length `vultrino hash-password` asks of a chosen one.
+    #[test]
+    fn the_generated_admin_password_is_long_enough() {
+        let pw = generate_admin_password();
+        assert_eq!(pw.chars().count(), 24);
+        assert!(crypto::check_admin_password(&pw).is_ok());
+    }
 }

@@ -218,17 +218,115 @@ async fn credentials_are_managed_with_secrets_from_stdin_and_used_by_request() {
 #[tokio::test]
 async fn hash_password_reads_stdin_and_prints_a_verifiable_hash() {
     let tmp = tempfile::tempdir().unwrap();
-    let (ok, out, _) = run(
+    let (ok, out, err) = run(
         tmp.path(),
-        &["hash-password", "--iterations", "1000"],
-        "s3cret pass\n",
+        &[
+            "hash-password",
+            "--iterations",
+            "1000",
+            "--allow-weak-password-hash-for-tests",
+        ],
+        "s3cret pass phrase\n",
     )
     .await;
-    assert!(ok);
+    assert!(ok, "{err}");
     let hash = out.trim();
     assert!(hash.starts_with("$pbkdf2-sha256$"), "{hash}");
-    assert!(vultrino_core::crypto::verify_password("s3cret pass", hash));
+    assert!(vultrino_core::crypto::verify_password(
+        "s3cret pass phrase",
+        hash
+    ));
     assert!(!out.contains("s3cret pass"));
+}
+
+/// `hash-password` refuses what a server would refuse or what is too easy to guess: fewer
+/// iterations than the floor (unless the test-only flag says so) and a password shorter than
+/// 15 characters; the default makes a hash at the floor.
+#[tokio::test]
+async fn hash_password_refuses_short_passwords_and_too_few_iterations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let long = "a long enough passphrase\n";
+    let (ok, out, err) = run(
+        tmp.path(),
+        &["hash-password", "--iterations", "10000"],
+        long,
+    )
+    .await;
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(err.contains("at least 100000"), "{err}");
+    let (ok, out, err) = run(tmp.path(), &["hash-password"], "fourteen-chars\n").await;
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(err.contains("at least 15 characters"), "{err}");
+    assert!(
+        !err.contains("fourteen-chars"),
+        "the password is never repeated: {err}"
+    );
+    let (ok, out, err) = run(tmp.path(), &["hash-password"], long).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        vultrino_core::crypto::password_hash_iterations(out.trim()),
+        Some(vultrino_core::crypto::MIN_PASSWORD_ITERATIONS)
+    );
+}
+
+/// `serve` with an admin password hash below the iteration floor stops before it listens, naming
+/// where the hash came from and the fix; the test-only flag lets it through.
+#[tokio::test]
+async fn serve_refuses_a_weak_admin_hash_naming_its_source_and_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weak = vultrino_core::crypto::hash_password("a long enough passphrase", 10_000).unwrap();
+    let serve = |dir: std::path::PathBuf, extra: &'static [&'static str]| {
+        let weak = weak.clone();
+        async move {
+            let mut cmd = vultrino_cmd(Some(&dir));
+            cmd.args(["serve", "--listen", "127.0.0.1:0"])
+                .args(extra)
+                .env("VULTRINO_ADMIN_PASSWORD_HASH", &weak)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = cmd.spawn().unwrap();
+            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            let listening = tokio::time::timeout(Duration::from_secs(30), async {
+                while let Some(line) = lines.next_line().await.unwrap() {
+                    if line.starts_with("Vultrino listening on ") {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await
+            .unwrap();
+            let _ = child.kill().await;
+            let out = child.wait_with_output().await.unwrap();
+            (listening, String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    };
+    let (listening, err) = serve(tmp.path().join("a"), &[]).await;
+    assert!(!listening, "a weak hash must stop the server: {err}");
+    assert!(err.contains("VULTRINO_ADMIN_PASSWORD_HASH"), "{err}");
+    assert!(err.contains("vultrino hash-password"), "{err}");
+    assert!(!err.contains(&weak), "the hash is never repeated: {err}");
+    let (listening, err) = serve(
+        tmp.path().join("b"),
+        &["--allow-weak-password-hash-for-tests"],
+    )
+    .await;
+    assert!(listening, "{err}");
+    assert!(
+        err.contains("INSECURE"),
+        "the switch is logged loudly: {err}"
+    );
+
+    // A weak admin.hash file (left by an older first run, or written by hand) names the file.
+    let dir = tmp.path().join("c");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("admin.hash"), format!("{weak}\n")).unwrap();
+    let (ok, out, err) = run(&dir, &["serve", "--listen", "127.0.0.1:0"], "").await;
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("admin.hash") && err.contains("vultrino hash-password"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -84,6 +84,7 @@ fn fixture() -> Fixture {
     };
     let config = Config {
         admin_password_hash: Some(crypto::hash_password("pw", 1000).unwrap()),
+        allow_weak_password_hash_for_tests: true,
         login_max_attempts: 1_000_000,
         ..Config::default()
     };

@@ -39,8 +39,8 @@ PROXY_RUNTIME=per-core UPSTREAM="$UP" "$BIN/bench-proxy" 127.0.0.1:0 >"$WORK/px.
 wait_line "$WORK/px.out" "listening on"
 PX="http://$(sed -n 's/listening on //p' "$WORK/px.out")"
 
-PW=bench-password
-HASH=$("$BIN/vultrino" hash-password --iterations 1000 <<<"$PW")
+PW=bench-admin-password
+HASH=$("$BIN/vultrino" hash-password --iterations 1000 --allow-weak-password-hash-for-tests <<<"$PW")
 # start_vultrino NAME [SERVE_FLAG...]: a server with one api_key credential and an executor key;
 # sets V_NAME (base URL), VPID_NAME and VK_NAME (the key).
 start_vultrino() {
@@ -48,6 +48,7 @@ start_vultrino() {
   shift
   [ "$STORE" = file ] && store_args=(--store file --data-dir "$WORK/data-$name")
   env -u VULTRINO_MASTER_KEY VULTRINO_ADMIN_PASSWORD_HASH="$HASH" RUST_LOG=warn \
+    VULTRINO_ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS=true \
     "$BIN/vultrino" "${store_args[@]}" serve --listen 127.0.0.1:0 --allow-loopback-upstreams \
     "$@" >"$WORK/v-$name.out" 2>"$WORK/v-$name.err" & pid=$!; PIDS+=($pid)
   wait_line "$WORK/v-$name.out" "listening on"

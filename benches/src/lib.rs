@@ -64,6 +64,7 @@ pub fn pipeline_app() -> (App, String) {
     };
     let config = Config {
         admin_password_hash: Some(crypto::hash_password("pw", 1000).unwrap()),
+        allow_weak_password_hash_for_tests: true,
         ..Config::default()
     };
     let (master, _) = MasterSecret::generate_raw();

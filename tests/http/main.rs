@@ -14,7 +14,9 @@
 //! (`backend-local/Cargo.toml`), so that Cargo builds the `vultrino` binary for it.
 //!
 //! Where a concern lives: `health_ui` (health, unknown routes, the admin UI's headers),
-//! `login_sessions` (login, lockout, cookie and bearer sessions, CSRF), `credentials` (CRUD,
+//! `login_sessions` (login, lockout, cookie and bearer sessions, CSRF), `admin_sessions` (how
+//! sessions end: password change, sign out everywhere; the per-user login throttle; over-size
+//! bodies refused before they are read), `credentials` (CRUD,
 //! validation, rotation), `permissions` (permissions, scopes, who may re-point a secret),
 //! `keys_roles` (API keys and roles), `records` (integrity of stored key and role records, and
 //! the migration of a store written before they were signed), `execute` (injection, scrubbing,
@@ -31,6 +33,7 @@
 #[path = "../../backend-local/tests/support/mod.rs"]
 mod support;
 
+mod admin_sessions;
 mod audit;
 mod changes;
 mod credentials;

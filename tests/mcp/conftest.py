@@ -213,7 +213,8 @@ def http_target():
         yield provision(base, token)
         return
     hashed = subprocess.run(
-        [BIN, "hash-password", "--iterations", "1000"], input=ADMIN_PASSWORD + "\n",
+        [BIN, "hash-password", "--iterations", "1000", "--allow-weak-password-hash-for-tests"],
+        input=ADMIN_PASSWORD + "\n",
         capture_output=True, text=True, check=True, env=clean_env(), timeout=60,
     ).stdout.strip()
     with tempfile.TemporaryDirectory() as data_dir:
@@ -221,7 +222,8 @@ def http_target():
             [BIN, "--data-dir", data_dir, "--store", "memory", "serve",
              "--listen", "127.0.0.1:0", "--allow-loopback-upstreams"],
             stdout=subprocess.PIPE, stderr=None, text=True,
-            env=clean_env({"VULTRINO_ADMIN_PASSWORD_HASH": hashed}),
+            env=clean_env({"VULTRINO_ADMIN_PASSWORD_HASH": hashed,
+                           "VULTRINO_ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS": "true"}),
         )
         try:
             base = None

@@ -730,4 +730,30 @@ describe(`admin UI (${backend()})`, () => {
     assert.equal(await hasHidden(page, "#app"), true);
     await finish(ui);
   });
+
+  // ----- 11. sign out everywhere -----------------------------------------------------------------
+
+  it("signs out everywhere: another browser's session and an API session end at once", T, async () => {
+    const mine = await loggedInUi();
+    const other = await loggedInUi();
+    const token = await apiLogin(base);
+    assert.equal((await api(base, "GET", "/v1/credentials", { token })).status, 200);
+    await mine.page.click("#logout-everywhere");
+    await mine.page.locator("#login-view").waitFor({ state: "visible" });
+    assert.match(await mine.page.textContent("#login-notice"), /signed out everywhere/i, "a notice, not an error");
+    assert.equal(await mine.page.textContent("#login-error"), "");
+    assert.equal(await mine.page.evaluate(() => sessionStorage.length), 0, "sessionStorage cleared");
+    // The other browser, which did nothing: its next request finds its session ended.
+    await other.page.click('button[data-tab="keys"]');
+    await other.page.locator("#login-view").waitFor({ state: "visible" });
+    assert.match(await other.page.textContent("#login-notice"), /session has ended/i);
+    assert.equal((await api(base, "GET", "/v1/credentials", { token })).status, 401, "the API session ended too");
+    // Signing in again works.
+    await loginThroughForm(mine.page, ADMIN_PASSWORD);
+    await mine.page.locator("#app").waitFor({ state: "visible" });
+    await finish(mine);
+    await finish(other);
+    // The suite's own admin session ended as well: later tests need a new one.
+    admin = await apiLogin(base);
+  });
 });

@@ -117,7 +117,15 @@ impl App {
             ["logout"] => match m {
                 Method::POST => {
                     let authed = self.authenticator().authenticate(&req).await?;
-                    self.admin_sessions().logout(&authed).await?;
+                    // `?everywhere=true`: every session of the admin, not only this one.
+                    match query_param(&req, "everywhere").as_deref() {
+                        None | Some("false") => self.admin_sessions().logout(&authed).await?,
+                        Some("true") => self.admin_sessions().sign_out_everywhere(&authed).await?,
+                        Some(_) => {
+                            return Err(Error::bad_request("everywhere must be true or false")
+                                .with_code(Code::BadRequest))
+                        }
+                    }
                     let mut r = empty(StatusCode::NO_CONTENT);
                     r.headers_mut().insert(
                         header::SET_COOKIE,

@@ -12,12 +12,13 @@ use std::sync::Arc;
 
 use crate::audit::AuditLog;
 use crate::auth::client_ip::ClientIpRule;
+use crate::auth::session::SessionKeys;
 use crate::auth::{
     AdminSessions, ApiKeys, Authenticator, Migration, Principal, Roles, SessionSettings,
 };
 use crate::change::Changes;
 use crate::credential::{CredentialStore, Credentials, OpenedCache};
-use crate::crypto::{Keys, MasterSecret};
+use crate::crypto::{self, Keys, MasterSecret};
 use crate::error::{Code, Error, Result};
 use crate::execute::{ExecuteRequest, ExecuteResponse, Pipeline};
 use crate::keyring;
@@ -32,15 +33,24 @@ use crate::sync::{self, Export};
 pub struct Config {
     /// The admin user name (default `admin`).
     pub admin_username: String,
-    /// PHC hash of the admin password; `None` disables login (503 with a clear message).
+    /// PHC hash of the admin password; `None` disables login (503 with a clear message). A hash
+    /// of fewer than [`crypto::MIN_PASSWORD_ITERATIONS`] iterations is refused
+    /// ([`Config::validate`]). Sessions are bound to it: a new hash ends every session.
     pub admin_password_hash: Option<String>,
+    /// TESTS ONLY: accept an admin password hash of fewer than
+    /// [`crypto::MIN_PASSWORD_ITERATIONS`] iterations (test suites hash with 1 000 so that a
+    /// login costs milliseconds in debug builds). Backends log it loudly.
+    pub allow_weak_password_hash_for_tests: bool,
     /// Sessions die after this long unused (default 30 min).
     pub session_idle_secs: u64,
     /// Sessions die this long after login whatever their use (default 12 h).
     pub session_absolute_secs: u64,
     /// Login attempts allowed per client per window before 429 (default 5).
     pub login_max_attempts: u32,
-    /// The lockout window (default 15 min).
+    /// Login attempts allowed for the admin user per window, all clients together, before 429
+    /// (default 50; docs/decisions/0056-password-floors.md).
+    pub login_max_attempts_per_user: u32,
+    /// The lockout window, of both counters (default 15 min).
     pub login_window_secs: u64,
     /// Header holding the client address, set by a trusted edge (`CF-Connecting-IP` on Workers).
     pub client_ip_header: Option<String>,
@@ -73,9 +83,11 @@ impl Default for Config {
         Config {
             admin_username: "admin".into(),
             admin_password_hash: None,
+            allow_weak_password_hash_for_tests: false,
             session_idle_secs: 30 * 60,
             session_absolute_secs: 12 * 3600,
             login_max_attempts: 5,
+            login_max_attempts_per_user: 50,
             login_window_secs: 15 * 60,
             client_ip_header: None,
             trust_forwarded_for: false,
@@ -98,6 +110,10 @@ impl std::fmt::Debug for Config {
                 "admin_login_configured",
                 &self.admin_password_hash.is_some(),
             )
+            .field(
+                "allow_weak_password_hash_for_tests",
+                &self.allow_weak_password_hash_for_tests,
+            )
             .field("allow_loopback_upstreams", &self.allow_loopback_upstreams)
             .field("cors_origins", &self.cors_origins)
             .field("kv_settle_ms", &self.kv_settle_ms)
@@ -112,6 +128,7 @@ pub enum Setting {
     CorsOrigins,
     AdminPasswordHash,
     LoginMaxAttempts,
+    LoginMaxAttemptsPerUser,
     KvSettle,
 }
 
@@ -145,18 +162,38 @@ impl Config {
                 "must list origins explicitly ('*' is refused: sessions carry credentials)",
             );
         }
-        if self
-            .admin_password_hash
-            .as_deref()
-            .is_some_and(|h| !h.trim().starts_with('$'))
-        {
-            return refuse(
-                Setting::AdminPasswordHash,
-                "is not a PHC hash (it must start with '$'; use `vultrino hash-password`)",
-            );
+        if let Some(hash) = self.admin_password_hash.as_deref() {
+            if !hash.trim().starts_with('$') {
+                return refuse(
+                    Setting::AdminPasswordHash,
+                    "is not a PHC hash (it must start with '$'; use `vultrino hash-password`)",
+                );
+            }
+            match crypto::password_hash_iterations(hash) {
+                None => {
+                    return refuse(
+                        Setting::AdminPasswordHash,
+                        "is not a PBKDF2 PHC hash this version can check (make one with \
+                         `vultrino hash-password`)",
+                    )
+                }
+                Some(n)
+                    if n < crypto::MIN_PASSWORD_ITERATIONS
+                        && !self.allow_weak_password_hash_for_tests =>
+                {
+                    return refuse(Setting::AdminPasswordHash, WEAK_PASSWORD_HASH_PROBLEM)
+                }
+                Some(_) => {}
+            }
         }
         if self.login_max_attempts == 0 {
             return refuse(Setting::LoginMaxAttempts, "must be a whole number ≥ 1");
+        }
+        if self.login_max_attempts_per_user == 0 {
+            return refuse(
+                Setting::LoginMaxAttemptsPerUser,
+                "must be a whole number ≥ 1",
+            );
         }
         if self.kv_settle_ms > MAX_KV_SETTLE_MS {
             return refuse(
@@ -176,6 +213,13 @@ impl Config {
     }
 }
 
+/// What [`Config::validate`] says of a hash below [`crypto::MIN_PASSWORD_ITERATIONS`] (the
+/// number is written out: the problem is a `&'static str`; a test pins it to the constant).
+const WEAK_PASSWORD_HASH_PROBLEM: &str =
+    "has fewer than 100000 PBKDF2 iterations, the fewest this version accepts: make a new hash \
+     with `vultrino hash-password` (100000 iterations by default) and set it in place of this \
+     one (the password may stay the same; every admin session ends when the hash changes)";
+
 /// Longest KV settle time accepted ([`Config::kv_settle_ms`]).
 pub const MAX_KV_SETTLE_MS: u64 = 3_600_000;
 
@@ -184,6 +228,8 @@ pub struct App {
     config: Config,
     ports: Ports,
     keys: Arc<Keys>,
+    /// The session-token MAC, bound to the admin user name and password hash.
+    session_keys: SessionKeys,
     opened: OpenedCache,
     scrubbers: ScrubberCache,
 }
@@ -205,10 +251,16 @@ impl App {
     pub async fn open(config: Config, ports: Ports, master: &MasterSecret) -> Result<App> {
         config.validate()?;
         let keys = keyring::open_or_create(&ports, master, config.kv_settle_ms).await?;
+        let session_keys = SessionKeys::new(
+            &keys,
+            &config.admin_username,
+            config.admin_password_hash.as_deref(),
+        )?;
         Ok(App {
             config,
             ports,
             keys: Arc::new(keys),
+            session_keys,
             opened: OpenedCache::default(),
             scrubbers: ScrubberCache::default(),
         })
@@ -270,9 +322,10 @@ impl App {
             idle_secs: c.session_idle_secs,
             absolute_secs: c.session_absolute_secs,
             max_attempts: c.login_max_attempts,
+            max_attempts_per_user: c.login_max_attempts_per_user,
             window_secs: c.login_window_secs,
         };
-        AdminSessions::new(&self.ports, settings, self.audit())
+        AdminSessions::new(&self.ports, settings, &self.session_keys, self.audit())
     }
 
     /// Who a request comes from (API keys, bearer sessions, session cookies with CSRF).
@@ -339,6 +392,7 @@ impl App {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     /// The defaults are a valid configuration, and each rule refuses exactly its setting.
@@ -346,14 +400,27 @@ mod tests {
     fn config_validation_names_the_refused_setting() {
         assert_eq!(Config::default().validate(), Ok(()));
         type Breaks = fn(&mut Config);
-        let cases: [(Setting, Breaks); 4] = [
+        let cases: [(Setting, Breaks); 8] = [
             (Setting::CorsOrigins, |c| {
                 c.cors_origins = vec!["https://a.example".into(), "*".into()]
             }),
             (Setting::AdminPasswordHash, |c| {
                 c.admin_password_hash = Some("plain-text".into())
             }),
+            (Setting::AdminPasswordHash, |c| {
+                c.admin_password_hash = Some("$x".into())
+            }),
+            (Setting::AdminPasswordHash, |c| {
+                c.admin_password_hash = Some(weak_hash())
+            }),
+            (Setting::AdminPasswordHash, |c| {
+                // A deployment that followed the old free-plan advice.
+                c.admin_password_hash = Some(crypto::hash_password("pw", 10_000).unwrap())
+            }),
             (Setting::LoginMaxAttempts, |c| c.login_max_attempts = 0),
+            (Setting::LoginMaxAttemptsPerUser, |c| {
+                c.login_max_attempts_per_user = 0
+            }),
             (Setting::KvSettle, |c| c.kv_settle_ms = MAX_KV_SETTLE_MS + 1),
         ];
         for (setting, break_it) in cases {
@@ -367,11 +434,71 @@ mod tests {
             }
         }
         let ok = Config {
-            admin_password_hash: Some(" $pbkdf2-sha256$i=1000$x$y".into()),
+            admin_password_hash: Some(format!(" {}\n", floor_hash())),
             kv_settle_ms: MAX_KV_SETTLE_MS,
             login_max_attempts: 1,
+            login_max_attempts_per_user: 1,
             ..Config::default()
         };
         assert_eq!(ok.validate(), Ok(()));
+    }
+
+    /// A well-formed hash with fewer iterations than the floor (its digest is not checked here).
+    fn weak_hash() -> String {
+        format!(
+            "$pbkdf2-sha256$i={},l=32$c2FsdHNhbHRzYWx0c2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            crypto::MIN_PASSWORD_ITERATIONS - 1
+        )
+    }
+
+    /// A well-formed hash with exactly the floor's iterations.
+    fn floor_hash() -> String {
+        weak_hash().replace(
+            &format!("i={}", crypto::MIN_PASSWORD_ITERATIONS - 1),
+            &format!("i={}", crypto::MIN_PASSWORD_ITERATIONS),
+        )
+    }
+
+    /// A hash below the floor is refused at start-up with the fix named, unless the test-only
+    /// switch is on; the floor itself is accepted.
+    #[test]
+    fn a_weak_password_hash_is_refused_naming_the_fix() {
+        let weak = Config {
+            admin_password_hash: Some(weak_hash()),
+            ..Config::default()
+        };
+        let e = weak.validate().unwrap_err();
+        assert_eq!(e.setting, Setting::AdminPasswordHash);
+        assert!(
+            e.problem.contains("vultrino hash-password"),
+            "{}",
+            e.problem
+        );
+        let floor = crypto::MIN_PASSWORD_ITERATIONS.to_string();
+        assert_eq!(
+            e.problem.matches(floor.as_str()).count(),
+            2,
+            "the message names the floor: {}",
+            e.problem
+        );
+        let for_tests = Config {
+            allow_weak_password_hash_for_tests: true,
+            ..weak.clone()
+        };
+        assert_eq!(for_tests.validate(), Ok(()));
+        let at_floor = Config {
+            admin_password_hash: Some(floor_hash()),
+            ..Config::default()
+        };
+        assert_eq!(at_floor.validate(), Ok(()));
+        // The switch lowers the floor only: a hash that cannot be checked is still refused.
+        let malformed = Config {
+            admin_password_hash: Some("$x".into()),
+            ..for_tests
+        };
+        assert_eq!(
+            malformed.validate().map_err(|e| e.setting),
+            Err(Setting::AdminPasswordHash)
+        );
     }
 }

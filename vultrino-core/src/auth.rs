@@ -6,8 +6,8 @@
 //!   (an admin session for `Authorization: Bearer`) and [`COOKIE_SESSION_PREFIX`] `vc_` (the same
 //!   login's session cookie).
 //! - **Admin sessions** ([`session`]): a login makes two twin sessions, each a 256-bit random
-//!   token stored only as its SHA-256 in the [`SessionStore`](crate::ports::SessionStore) with
-//!   idle and absolute expiry: `vs_…`, returned in the reply, and `vc_…`, set as an
+//!   token with a MAC tag (checked before any store call), stored only as its SHA-256 in the
+//!   [`SessionStore`](crate::ports::SessionStore) with idle and absolute expiry: `vs_…`, returned in the reply, and `vc_…`, set as an
 //!   HttpOnly/Secure/SameSite=Strict cookie. Each is accepted only the way it was issued, and
 //!   logging out of either ends both (docs/decisions/0042-twin-admin-sessions.md). Every
 //!   cookie-authenticated request, reads included, needs the login's CSRF token ([`csrf`]):

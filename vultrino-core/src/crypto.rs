@@ -64,7 +64,10 @@ mod signed;
 pub use envelope::envelope_key_id;
 pub use keys::{KeyringRecord, Keys, MacPurpose};
 pub use master::MasterSecret;
-pub use password::{hash_password, verify_password, DEFAULT_PASSWORD_ITERATIONS};
+pub use password::{
+    check_admin_password, hash_password, password_hash_iterations, verify_password,
+    DEFAULT_PASSWORD_ITERATIONS, MIN_ADMIN_PASSWORD_CHARS, MIN_PASSWORD_ITERATIONS,
+};
 pub use signed::RecordCheck;
 
 /// PBKDF2 iterations for a master passphrase (OWASP 2023 recommendation for PBKDF2-HMAC-SHA256).
@@ -94,6 +97,7 @@ const INFO_MAC_RECORD: &[u8] = b"vultrino/v1/mac/record";
 const INFO_MAC_VERSION_CLAIM: &[u8] = b"vultrino/v1/mac/version-claim";
 const INFO_MAC_SCRUBBER_CACHE: &[u8] = b"vultrino/v1/mac/scrubber-cache";
 const INFO_MAC_OAUTH_BINDING: &[u8] = b"vultrino/v1/mac/oauth-binding";
+const INFO_MAC_SESSION_TOKEN: &[u8] = b"vultrino/v1/mac/session-token";
 const INFO_CURSORS: &[u8] = b"vultrino/v1/cursors";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"vultrino key check v1";
 const KDF_RAW: &str = "raw";

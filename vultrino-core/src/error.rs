@@ -286,6 +286,8 @@ codes! {
     InvalidMasterKey = "invalid_master_key",
     /// A PBKDF2 iteration count outside the accepted range.
     InvalidIterations = "invalid_iterations",
+    /// An admin password shorter than the minimum length.
+    PasswordTooShort = "password_too_short",
     /// A sync export that holds records it should not.
     InvalidExport = "invalid_export",
     /// A KV key that breaks the Workers KV rules.

@@ -84,6 +84,7 @@ fn the_admin_password_hash_is_not_in_the_session_settings_debug() {
         idle_secs: 1800,
         absolute_secs: 43_200,
         max_attempts: 5,
+        max_attempts_per_user: 50,
         window_secs: 900,
     };
     let printed = format!("{settings:?}");

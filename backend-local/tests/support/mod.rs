@@ -26,8 +26,13 @@ pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 pub struct ServerOptions {
     pub allow_loopback: bool,
     pub login_max_attempts: u32,
-    /// `None`: memory store. `Some(dir)`: file store in `dir`.
+    /// Local: `None` is a memory store, `Some(dir)` a file store in `dir`. Workerd: `Some(dir)`
+    /// is where Miniflare keeps KV and the Durable Objects, so that a server started again on
+    /// the same `dir` finds them (as a deployment does after its settings change).
     pub data_dir: Option<PathBuf>,
+    /// The admin password; the server is given a low-cost hash of it (with the test-only switch
+    /// that accepts one).
+    pub admin_password: String,
     pub extra_env: Vec<(String, String)>,
 }
 
@@ -37,6 +42,7 @@ impl Default for ServerOptions {
             allow_loopback: true,
             login_max_attempts: 5,
             data_dir: None,
+            admin_password: ADMIN_PASSWORD.into(),
             extra_env: vec![],
         }
     }
@@ -51,6 +57,7 @@ pub struct Server {
     /// Workerd mode with `HARNESS_KV_CONTROL=1` in `extra_env`: the base URL of the harness's raw
     /// access to the worker's KV namespace (see `backend-cloudflare/test/harness.mjs`).
     pub kv_control: Option<String>,
+    admin_password: String,
 }
 
 impl Drop for Server {
@@ -90,7 +97,13 @@ pub fn cloudflare_dir() -> PathBuf {
 
 /// A low-cost PHC hash of [`ADMIN_PASSWORD`] (few iterations: tests, not production).
 pub fn admin_hash() -> String {
-    vultrino_core::crypto::hash_password(ADMIN_PASSWORD, 1_000).unwrap()
+    hash_of(ADMIN_PASSWORD)
+}
+
+/// A low-cost PHC hash of `password` (1 000 iterations, below the production floor: servers take
+/// it only with the test-only switch `allow_weak_password_hash_for_tests`).
+pub fn hash_of(password: &str) -> String {
+    vultrino_core::crypto::hash_password(password, 1_000).unwrap()
 }
 
 pub fn vultrino_bin() -> &'static str {
@@ -132,10 +145,6 @@ impl Server {
     /// The worker (`backend-cloudflare/build`, built by scripts/setup-workers.sh) in workerd.
     /// `ServerOptions` map to the worker's bindings; `data_dir` has no meaning on the edge.
     pub async fn start_workerd(opts: ServerOptions) -> Server {
-        assert!(
-            opts.data_dir.is_none(),
-            "the worker has no data directory (KV and Durable Objects live in workerd)"
-        );
         let dir = cloudflare_dir();
         assert!(
             dir.join("build/index.js").exists(),
@@ -148,8 +157,12 @@ impl Server {
                 cmd.env_remove(k);
             }
         }
+        if let Some(state) = &opts.data_dir {
+            cmd.env("HARNESS_PERSIST_DIR", state);
+        }
         cmd.env("VULTRINO_MASTER_KEY", TEST_MASTER_KEY)
-            .env("ADMIN_PASSWORD_HASH", admin_hash())
+            .env("ADMIN_PASSWORD_HASH", hash_of(&opts.admin_password))
+            .env("ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS", "true")
             .env("LOGIN_MAX_ATTEMPTS", opts.login_max_attempts.to_string())
             .env(
                 "ALLOW_LOOPBACK_UPSTREAMS",
@@ -166,7 +179,7 @@ impl Server {
         }
         let child = cmd.spawn().expect("spawn node test/harness.mjs");
         let group = child.id();
-        Self::await_listening(child, group).await
+        Self::await_listening(child, group, opts.admin_password).await
     }
 
     /// The local `vultrino serve` binary (memory or file store).
@@ -177,7 +190,11 @@ impl Server {
             .arg("127.0.0.1:0")
             .arg("--login-max-attempts")
             .arg(opts.login_max_attempts.to_string())
-            .env("VULTRINO_ADMIN_PASSWORD_HASH", admin_hash())
+            .env("VULTRINO_ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS", "true")
+            .env(
+                "VULTRINO_ADMIN_PASSWORD_HASH",
+                hash_of(&opts.admin_password),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if opts.allow_loopback {
@@ -187,10 +204,14 @@ impl Server {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn vultrino");
-        Self::await_listening(child, None).await
+        Self::await_listening(child, None, opts.admin_password).await
     }
 
-    async fn await_listening(mut child: Child, group: Option<u32>) -> Server {
+    async fn await_listening(
+        mut child: Child,
+        group: Option<u32>,
+        admin_password: String,
+    ) -> Server {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut kv_control = None;
@@ -214,6 +235,7 @@ impl Server {
             child,
             group,
             kv_control,
+            admin_password,
         }
     }
 
@@ -221,7 +243,20 @@ impl Server {
         Target {
             base: self.base.clone(),
             admin_user: ADMIN_USER.into(),
-            admin_password: ADMIN_PASSWORD.into(),
+            admin_password: self.admin_password.clone(),
+        }
+    }
+
+    /// Stop the server and wait until it is gone (its store files unlocked, Miniflare's state
+    /// written), so that another can start on the same `data_dir`.
+    pub async fn stop(mut self) {
+        if self.group.is_some() {
+            // Drop sends SIGTERM to the group and waits for it (Miniflare disposes cleanly).
+            tokio::task::spawn_blocking(move || drop(self))
+                .await
+                .unwrap();
+        } else {
+            self.kill9().await;
         }
     }
 
@@ -242,8 +277,11 @@ fn harness_setting(name: &str) -> bool {
             | "ADMIN_USER"
             | "CORS_ORIGINS"
             | "LOGIN_MAX_ATTEMPTS"
+            | "LOGIN_MAX_ATTEMPTS_PER_USER"
             | "KV_SETTLE_SECONDS"
             | "ALLOW_LOOPBACK_UPSTREAMS"
+            | "ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS"
+            | "HARNESS_PERSIST_DIR"
             | "WORKER_BUILD"
             | "HARNESS_KV_CONTROL"
     )

@@ -1,5 +1,5 @@
 //! The tokens callers present, as text: their prefixes, the `Authorization: Bearer` parser, the
-//! API key format and the session cookie.
+//! API key format, the session token format and the session cookie.
 
 /// Prefix of agent API keys (`vk_<id>_<secret>`).
 pub const API_KEY_PREFIX: &str = "vk_";
@@ -76,6 +76,81 @@ pub fn parse_api_key(token: &str) -> Option<(&str, &str)> {
     Some((id, secret))
 }
 
+/// Length of the random part of a session token, in bytes.
+pub const SESSION_RANDOM_LEN: usize = 32;
+/// Length of a session token's tag, in bytes (a full HMAC-SHA256).
+pub const SESSION_TAG_LEN: usize = 32;
+/// base64url (no padding) length of 32 bytes.
+const B64_32_LEN: usize = 43;
+
+/// A session token taken apart: `vs_<random>.<generation>.<tag>` (or `vc_…`), where `random` is
+/// 32 random bytes and `tag` a 32-byte MAC, both base64url without padding, and `generation` the
+/// sign-out generation the token was issued under, in decimal. Checking the tag is the session
+/// module's job; this is only the text format. `Debug` prints the generation only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionToken {
+    pub random: [u8; SESSION_RANDOM_LEN],
+    pub generation: u32,
+    pub tag: [u8; SESSION_TAG_LEN],
+}
+
+impl std::fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionToken")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionToken {
+    /// The token as text, with `prefix` ([`BEARER_SESSION_PREFIX`] or [`COOKIE_SESSION_PREFIX`]).
+    pub fn format(&self, prefix: &str) -> String {
+        format!(
+            "{prefix}{}.{}.{}",
+            crate::crypto::b64url(&self.random),
+            self.generation,
+            crate::crypto::b64url(&self.tag)
+        )
+    }
+
+    /// Parse a token written by [`SessionToken::format`] with `prefix`. Only that exact form is
+    /// accepted (canonical base64url of the right lengths, a decimal generation without leading
+    /// zeros), so one token has one spelling; anything else — tokens of versions before tagged
+    /// tokens included — is `None`.
+    pub fn parse(token: &str, prefix: &str) -> Option<SessionToken> {
+        let mut parts = token.strip_prefix(prefix)?.split('.');
+        let (random, generation, tag) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let canonical_number = !generation.is_empty()
+            && generation.len() <= 10
+            && generation.bytes().all(|b| b.is_ascii_digit())
+            && (generation == "0" || !generation.starts_with('0'));
+        if !canonical_number {
+            return None;
+        }
+        Some(SessionToken {
+            random: decode_32(random)?,
+            generation: generation.parse().ok()?,
+            tag: decode_32(tag)?,
+        })
+    }
+}
+
+/// Canonical unpadded base64url of exactly 32 bytes.
+fn decode_32(text: &str) -> Option<[u8; 32]> {
+    use base64::Engine as _;
+    if text.len() != B64_32_LEN {
+        return None;
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()?
+        .try_into()
+        .ok()
+}
+
 /// Build the `Set-Cookie` value for a session token.
 pub fn session_cookie(token: &str, max_age_secs: u64) -> String {
     format!(
@@ -115,6 +190,65 @@ mod tests {
         ] {
             assert_eq!(parse_api_key(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn session_tokens_parse_only_in_their_exact_form() {
+        let t = SessionToken {
+            random: [7; 32],
+            generation: 42,
+            tag: [9; 32],
+        };
+        let text = t.format(BEARER_SESSION_PREFIX);
+        assert_eq!(
+            SessionToken::parse(&text, BEARER_SESSION_PREFIX),
+            Some(t.clone())
+        );
+        assert_eq!(
+            SessionToken::parse(&text, COOKIE_SESSION_PREFIX),
+            None,
+            "the prefix is part of the format"
+        );
+        let (random, tag) = (
+            crate::crypto::b64url(&[7; 32]),
+            crate::crypto::b64url(&[9; 32]),
+        );
+        for bad in [
+            // A token of the versions before tagged tokens.
+            format!("vs_{random}"),
+            format!("vs_{random}.42"),
+            format!("vs_{random}.042.{tag}"),
+            format!("vs_{random}.+42.{tag}"),
+            format!("vs_{random}.4294967296.{tag}"),
+            format!("vs_{random}..{tag}"),
+            format!("vs_{random}.42.{tag}."),
+            format!("vs_{random}.42.{tag}="),
+            format!("vs_{random}.42.{}", &tag[1..]),
+            // Non-canonical trailing bits ('B' sets a bit past the 32nd byte).
+            format!("vs_{random}.42.{}B", &tag[..42]),
+            // Not the base64url alphabet.
+            format!("vs_{}/.42.{tag}", &random[..42]),
+            format!("vs_ {random}.42.{tag}"),
+        ] {
+            assert_eq!(
+                SessionToken::parse(&bad, BEARER_SESSION_PREFIX),
+                None,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            SessionToken::parse(
+                &format!("vs_{random}.4294967295.{tag}"),
+                BEARER_SESSION_PREFIX
+            )
+            .map(|t| t.generation),
+            Some(u32::MAX)
+        );
+        let debug = format!("{t:?}");
+        assert!(
+            !debug.contains(&random) && !debug.contains(&tag) && !debug.contains("7, 7"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -43,16 +43,20 @@ pub enum MacPurpose {
     ScrubberCache,
     /// The binding of a cached OAuth2 token to its credential version (`oauth::binding`).
     OAuthBinding,
+    /// The key of an admin session-token tag, derived per admin user name and password hash
+    /// (`auth::session::SessionKeys`).
+    SessionToken,
 }
 
 impl MacPurpose {
     /// Every purpose, in the order of [`Keys`]' MAC table.
-    pub const ALL: [MacPurpose; 5] = [
+    pub const ALL: [MacPurpose; 6] = [
         MacPurpose::ApiKeySecret,
         MacPurpose::Record,
         MacPurpose::VersionClaim,
         MacPurpose::ScrubberCache,
         MacPurpose::OAuthBinding,
+        MacPurpose::SessionToken,
     ];
 
     /// The HKDF info its key is derived with from the MAC key; `None`: the MAC key itself.
@@ -63,6 +67,7 @@ impl MacPurpose {
             MacPurpose::VersionClaim => Some(INFO_MAC_VERSION_CLAIM),
             MacPurpose::ScrubberCache => Some(INFO_MAC_SCRUBBER_CACHE),
             MacPurpose::OAuthBinding => Some(INFO_MAC_OAUTH_BINDING),
+            MacPurpose::SessionToken => Some(INFO_MAC_SESSION_TOKEN),
         }
     }
 
@@ -241,6 +246,7 @@ impl Keys {
             hmac(MacPurpose::ALL[2])?,
             hmac(MacPurpose::ALL[3])?,
             hmac(MacPurpose::ALL[4])?,
+            hmac(MacPurpose::ALL[5])?,
         ];
         let cursor_key = purpose_key(root, INFO_CURSORS)?;
         let cursor_cipher =

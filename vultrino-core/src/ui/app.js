@@ -252,6 +252,20 @@
     }),
   );
 
+  // Every session of the admin ends, this one included (POST /logout?everywhere=true).
+  $("#logout-everywhere").addEventListener("click", (ev) =>
+    pressed(ev.currentTarget, async () => {
+      try {
+        await api("POST", "/logout?everywhere=true");
+      } catch (e) {
+        if (e.status === 401) return;
+        throw e;
+      }
+      forgetSession();
+      showLogin("Signed out everywhere: every session of this admin has ended.");
+    }),
+  );
+
   // ---- tabs -----------------------------------------------------------------------------------
 
   const loaders = {
