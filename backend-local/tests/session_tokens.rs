@@ -129,6 +129,7 @@ async fn login(app: &App, password: &str) -> Login {
     let r = app
         .handle(
             http::Request::post("/login")
+                .header("content-type", "application/json")
                 .body(Bytes::from(body))
                 .unwrap(),
         )
@@ -265,6 +266,7 @@ async fn a_new_admin_password_hash_ends_every_session_made_before_it() {
     let r = new
         .handle(
             http::Request::post("/login")
+                .header("content-type", "application/json")
                 .body(Bytes::from(body))
                 .unwrap(),
         )

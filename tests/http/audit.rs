@@ -176,7 +176,18 @@ async fn a_locked_out_clients_attempts_are_one_event_with_a_count() {
 /// Past a deployment-wide budget per window, one `audit.suppressed` event counts the rest.
 #[tokio::test]
 async fn a_flood_of_failed_logins_evicts_no_history_and_writes_a_bounded_number_of_events() {
-    let e = env_with(trusting_forwarded_for()).await;
+    // The admin user's own throttle (50 per window by default) would refuse most of the flood
+    // before the budget is reached, and aggregates its refusals itself (the next test): lifted
+    // here, so that every attempt is a failed verification the budget has to bound.
+    let mut options = trusting_forwarded_for();
+    options.extra_env.extend([
+        (
+            "VULTRINO_LOGIN_MAX_ATTEMPTS_PER_USER".into(),
+            "100000".into(),
+        ),
+        ("LOGIN_MAX_ATTEMPTS_PER_USER".into(), "100000".into()),
+    ]);
+    let e = env_with(options).await;
     // Authenticated history: changes and executes.
     e.api_key_cred("github").await;
     let agent = e.key("executor").await;
@@ -244,4 +255,39 @@ async fn a_flood_of_failed_logins_evicts_no_history_and_writes_a_bounded_number_
         count.is_power_of_two() && count <= missing && missing < 2 * count,
         "suppressed count {count} for {missing} events not written"
     );
+}
+
+/// The admin user's throttle is shared by every client, so anyone can run it out: its refusals
+/// are one event per window, with their count, whichever addresses they come from.
+#[tokio::test]
+async fn refusals_past_the_admin_users_throttle_are_one_event_per_window() {
+    let mut options = trusting_forwarded_for();
+    options.extra_env.extend([
+        ("VULTRINO_LOGIN_MAX_ATTEMPTS_PER_USER".into(), "3".into()),
+        ("LOGIN_MAX_ATTEMPTS_PER_USER".into(), "3".into()),
+    ]);
+    let e = env_with(options).await;
+    // Ten clients, one attempt each: three verifications, then seven refusals.
+    for i in 1..=10u8 {
+        let s = wrong_login(&e, &format!("198.18.7.{i}")).await;
+        assert_eq!(s, if i <= 3 { 401 } else { 429 }, "attempt {i}");
+    }
+    let mine: Vec<Value> = all_events(&e)
+        .await
+        .into_iter()
+        .filter(|ev| ev["action"] == "login")
+        .collect();
+    let failed = mine
+        .iter()
+        .filter(|ev| ev["code"] == "invalid_login")
+        .count();
+    let locked: Vec<&Value> = mine
+        .iter()
+        .filter(|ev| ev["code"] == "login_locked")
+        .collect();
+    assert_eq!(failed, 3, "{mine:?}");
+    assert_eq!(locked.len(), 1, "one event for the window: {mine:?}");
+    // Rewritten at 1, 2, 4 refusals: the last write counted 4 of the 7.
+    assert_eq!(locked[0]["count"], 4, "{}", locked[0]);
+    assert_eq!(locked[0]["status"], 429);
 }
