@@ -94,7 +94,11 @@ function phc(password, iterations = 1000) {
 
 test("two isolates starting together on an empty store agree on one keyring", async () => {
   const password = "correct horse battery staple";
-  const base = workerOptions("build", { VULTRINO_MASTER_KEY: "ab".repeat(32), ADMIN_PASSWORD_HASH: phc(password) });
+  const base = workerOptions("build", {
+    VULTRINO_MASTER_KEY: "ab".repeat(32),
+    ADMIN_PASSWORD_HASH: phc(password),
+    ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS: "true",
+  });
   const [worker] = base.workers;
   // Two workers of one deployment: two isolates (each opens its own App) over one KV namespace
   // and one Durable Object namespace, as two cold isolates of a first deploy are.
