@@ -377,6 +377,48 @@ async fn a_role_deleted_and_created_again_does_not_revive_its_old_keys() {
     expect_for("a key of the new role", &r, 200, None);
 }
 
+/// Review of issue 18: on a deployment created by this version (every record it holds was signed
+/// when written), someone who can write the store and holds a read-only key strips its record's
+/// signature and makes it an admin key. The unsigned record must be refused as tampered (not as an
+/// older version's record that names the migration), and the migration must not run there: it
+/// would sign the forged record and hand that key the admin role.
+#[tokio::test]
+async fn a_fresh_deployment_treats_a_stripped_signature_as_tampered_and_never_migrates() {
+    let mut d = Deployment::start(&[]).await;
+    let (id, key) = d.key("read-only").await;
+    let record = format!("key:{id}");
+    d.edit_raw(&record, |v| {
+        v.as_object_mut().unwrap().remove("sig");
+        v["role"] = "admin".into();
+    })
+    .await;
+    let r = d.send("GET", "/v1/keys", &key, None).await;
+    expect_for(
+        "a key whose signature was stripped and role made admin",
+        &r,
+        401,
+        "invalid_api_key",
+    );
+    assert!(
+        d.refusals_of(&record)
+            .await
+            .iter()
+            .any(|e| e["code"] == "record_tampered"),
+        "not audited as tampered"
+    );
+    let r = d
+        .admin_send("POST", "/v1/admin/migrate-records", None)
+        .await;
+    expect_for(
+        "the migration on a deployment this version created",
+        &r,
+        409,
+        "records_already_signed",
+    );
+    let r = d.send("GET", "/v1/keys", &key, None).await;
+    expect_for("the forged admin key", &r, 401, "invalid_api_key");
+}
+
 /// A store written by the version before records were signed: its keys and role are refused
 /// with `record_unsigned` (a message that names the fix) and listed apart, never silently
 /// dropped; a dry run lists what the migration would sign and changes nothing; an API key
