@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 
+use crate::auth::integrity;
 use crate::auth::keys::KEY_PREFIX;
 use crate::credential::{CRED_PREFIX, OAUTH_PREFIX};
 use crate::crypto::{self, KeyringRecord, Keys, MasterSecret};
@@ -97,7 +98,7 @@ pub async fn open_or_create(
             .with_retry_after(KEYRING_STARTING_RETRY_SECS)),
         };
     }
-    let created = create(kv, master, ports.now_ms()).await;
+    let created = create(ports, master).await;
     let (keys, written) = match created {
         Ok(c) => c,
         Err(e) => {
@@ -123,10 +124,18 @@ fn parse(bytes: &[u8]) -> Result<KeyringRecord> {
 }
 
 /// Create a new keyring and write it; returns the keys and the bytes written.
-async fn create(kv: &dyn KvStore, master: &MasterSecret, now_ms: u64) -> Result<(Keys, Bytes)> {
-    let (keys, record) = Keys::create(master, crypto::DEFAULT_PBKDF2_ITERATIONS, now_ms)?;
+///
+/// A new deployment holds no record of a version before records were signed, so it is marked as
+/// signed ([`integrity::mark_signed`]) before its keyring is written: an unsigned `key:` or
+/// `role:` record there is refused as tampered and the migration never signs one (review of
+/// issue 18). Marked first, so that a keyring is never left without the marker.
+async fn create(ports: &Ports, master: &MasterSecret) -> Result<(Keys, Bytes)> {
+    let (keys, record) = Keys::create(master, crypto::DEFAULT_PBKDF2_ITERATIONS, ports.now_ms())?;
     let bytes = Bytes::from(serde_json::to_vec(&record).map_err(|_| Error::internal())?);
-    kv.put(KEYRING_KEY, bytes.clone(), PutOptions::default())
+    integrity::mark_signed(ports, &keys).await?;
+    ports
+        .kv
+        .put(KEYRING_KEY, bytes.clone(), PutOptions::default())
         .await?;
     Ok((keys, bytes))
 }

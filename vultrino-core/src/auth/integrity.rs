@@ -309,19 +309,31 @@ pub(crate) async fn migrate(
         }
     }
     if !dry_run {
-        let now = ports.now_ms();
-        let marker = keys.seal_record(SIGNED_MARKER_KEY, &SignedAt { signed_at_ms: now })?;
-        kv.put(
+        mark_signed(ports, keys).await?;
+        audit.change(who, "records.migrate", None, 200).await;
+    }
+    Ok(out)
+}
+
+/// Note that every `key:` and `role:` record of this deployment is signed (both markers: the
+/// SessionStore one and the signed `sys:records-signed` record). Set by the migration, and by
+/// the creation of a deployment's keyring: a deployment this version created never held a record
+/// of an older version, so an unsigned record there is someone else's (refused as tampered) and
+/// the migration, which would sign it, does not run.
+pub(crate) async fn mark_signed(ports: &Ports, keys: &Keys) -> Result<()> {
+    let now = ports.now_ms();
+    let marker = keys.seal_record(SIGNED_MARKER_KEY, &SignedAt { signed_at_ms: now })?;
+    ports
+        .kv
+        .put(
             SIGNED_MARKER_KEY,
             Bytes::from(marker),
             PutOptions::default(),
         )
         .await?;
-        ports
-            .sessions
-            .mark(SIGNED_MARKER, SIGNED_MARKER_TTL_MS, now)
-            .await?;
-        audit.change(who, "records.migrate", None, 200).await;
-    }
-    Ok(out)
+    ports
+        .sessions
+        .mark(SIGNED_MARKER, SIGNED_MARKER_TTL_MS, now)
+        .await?;
+    Ok(())
 }
