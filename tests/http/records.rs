@@ -297,6 +297,33 @@ async fn a_key_record_edited_in_the_store_is_refused_and_audited() {
     assert_eq!(refused(&r), [(record, "record_tampered".to_string())]);
 }
 
+/// Review of issue 18: a key id is no secret (audit actors, listings), and presenting it with any
+/// made-up secret while its record is refused is an unauthenticated request. Such requests must
+/// not write one audit event each into the authenticated history (which they could then push
+/// out, and which costs a KV write per request on Workers): their refusals are one
+/// unauthenticated event per window, with a count, like a locked-out client's.
+#[tokio::test]
+async fn guesses_at_a_refused_key_record_are_one_unauthenticated_event_with_a_count() {
+    let mut d = Deployment::start(&[]).await;
+    let (id, _) = d.key("read-only").await;
+    let record = format!("key:{id}");
+    d.edit_raw(&record, |v| v["role"] = "admin".into()).await;
+    for i in 0..32 {
+        let guess = format!("vk_{id}_made-up-secret-{i}");
+        let r = d.send("GET", "/v1/credentials", &guess, None).await;
+        expect_for("a made-up secret for the key id", &r, 401, "invalid_api_key");
+    }
+    let events = d.refusals_of(&record).await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let e = &events[0];
+    assert_eq!(e["code"], "record_tampered", "{e}");
+    assert_eq!(e["count"], 32, "{e}");
+    assert!(
+        e["id"].as_str().unwrap().ends_with("-u"),
+        "not in the unauthenticated class: {e}"
+    );
+}
+
 /// The key listing shows what the signed records hold, not the cleartext metadata beside them
 /// (which anyone who can write the store can change without the master key).
 #[tokio::test]
