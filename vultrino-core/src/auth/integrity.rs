@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::keys::{self, ApiKeyRecord, KEY_PREFIX};
 use super::principal::{builtin_role, Principal};
 use super::roles::{self, ROLE_PREFIX};
-use crate::audit::{AuditEvent, AuditLog};
+use crate::audit::{AuditEvent, AuditLog, UNAUTHENTICATED_WINDOW_MS};
 use crate::change::{Changes, Record};
 use crate::crypto::{Keys, RecordCheck};
 use crate::error::{Code, Error, Result};
@@ -152,6 +152,29 @@ impl<'a> Integrity<'a> {
         event.code = Some(refused.code.as_str().to_owned());
         self.audit.record(event).await;
         refused
+    }
+
+    /// Audit the refusal of the key record at `kv_key` (which failed its check) to a caller who
+    /// did not authenticate: the record's id with a secret that was never checked against it.
+    /// Anyone who knows a key id can repeat that, so these refusals go through the
+    /// unauthenticated door: one event per record and window, with a count
+    /// ([`AuditLog::record_repeated`]), never one write per request into the history that
+    /// authenticated callers leave (review of issue 18).
+    pub(crate) async fn refused_unauthenticated(&self, actor: &str, kv_key: &str) {
+        let now = self.ports.now_ms();
+        let window = UNAUTHENTICATED_WINDOW_MS;
+        let window_end = (now / window).saturating_add(1).saturating_mul(window);
+        let mut event = AuditEvent::new(now, actor, "record.refused", "denied");
+        event.record = Some(kv_key.to_owned());
+        event.code = Some(Code::RecordTampered.as_str().to_owned());
+        self.audit
+            .record_repeated(
+                &format!("record-refused:{kv_key}"),
+                window_end,
+                window,
+                event,
+            )
+            .await;
     }
 
     /// [`Integrity::refused`] as an error.
