@@ -311,7 +311,12 @@ async fn guesses_at_a_refused_key_record_are_one_unauthenticated_event_with_a_co
     for i in 0..32 {
         let guess = format!("vk_{id}_made-up-secret-{i}");
         let r = d.send("GET", "/v1/credentials", &guess, None).await;
-        expect_for("a made-up secret for the key id", &r, 401, "invalid_api_key");
+        expect_for(
+            "a made-up secret for the key id",
+            &r,
+            401,
+            "invalid_api_key",
+        );
     }
     let events = d.refusals_of(&record).await;
     assert_eq!(events.len(), 1, "{events:#?}");
