@@ -788,10 +788,14 @@ struct Reading {
     cut_parameters: bool,
     /// `\` read as `/` (IIS, some Java containers).
     backslash: bool,
-    /// Unicode NFKC folding of the full-width and small dots into `.`.
+    /// Unicode NFKC folding of the full-width and small dots into `.`, of the dot leaders into
+    /// `..` and `...`, and of the full-width and small solidi into `/` and `\`.
     fold_dots: bool,
     /// A segment cut at its first NUL, and trailing blanks dropped (C servers, Windows).
     trim: bool,
+    /// Overlong UTF-8 forms of ASCII characters read as the character (`%c0%ae` as `.`, `%c0%af`
+    /// as `/`: old IIS, Tomcat before 6.0.18).
+    overlong: bool,
 }
 
 fn arb_reading() -> impl Strategy<Value = Reading> {
@@ -801,16 +805,53 @@ fn arb_reading() -> impl Strategy<Value = Reading> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(decodes, cut_parameters, backslash, fold_dots, trim)| Reading {
+            |(decodes, cut_parameters, backslash, fold_dots, trim, overlong)| Reading {
                 decodes,
                 cut_parameters,
                 backslash,
                 fold_dots,
                 trim,
+                overlong,
             },
         )
+}
+
+/// Overlong UTF-8 forms of ASCII characters (2, 3 and 4 bytes) replaced by the character.
+fn fold_overlong(input: &[u8]) -> Vec<u8> {
+    let cont = |b: Option<&u8>| {
+        b.filter(|&&b| b & 0xC0 == 0x80)
+            .map(|&b| u32::from(b & 0x3F))
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < input.len() {
+        let b0 = u32::from(input[i]);
+        let (c1, c2, c3) = (
+            cont(input.get(i + 1)),
+            cont(input.get(i + 2)),
+            cont(input.get(i + 3)),
+        );
+        let folded = match (b0, c1, c2, c3) {
+            (0xC0 | 0xC1, Some(c1), _, _) => Some((((b0 & 0x1F) << 6) | c1, 2)),
+            (0xE0, Some(c1), Some(c2), _) => Some(((c1 << 6) | c2, 3)),
+            (0xF0, Some(c1), Some(c2), Some(c3)) => Some(((c1 << 12) | (c2 << 6) | c3, 4)),
+            _ => None,
+        };
+        match folded {
+            Some((c, len)) if c < 0x80 => {
+                out.push(c as u8);
+                i += len;
+            }
+            _ => {
+                out.push(input[i]);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 fn decode_once(input: &[u8]) -> Vec<u8> {
@@ -842,12 +883,20 @@ fn upstream_reads(raw: &str, r: Reading) -> String {
     for _ in 0..r.decodes {
         bytes = decode_once(&bytes);
     }
+    if r.overlong {
+        bytes = fold_overlong(&bytes);
+    }
     let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    if r.fold_dots {
+        text = text
+            .replace(['\u{FF0E}', '\u{FE52}', '\u{2024}'], ".")
+            .replace('\u{2025}', "..")
+            .replace('\u{2026}', "...")
+            .replace('\u{FF0F}', "/")
+            .replace(['\u{FF3C}', '\u{FE68}'], "\\");
+    }
     if r.backslash {
         text = text.replace('\\', "/");
-    }
-    if r.fold_dots {
-        text = text.replace(['\u{FF0E}', '\u{FE52}', '\u{2024}'], ".");
     }
     let mut out: Vec<String> = Vec::new();
     let segments: Vec<&str> = text.split('/').skip(1).collect();
@@ -911,6 +960,15 @@ fn arb_segment() -> impl Strategy<Value = String> {
         Just("a%252f..%252f".to_string()),
         Just("\u{FF0E}\u{FF0E}".to_string()),
         Just("%EF%BC%8E%EF%BC%8E".to_string()),
+        Just("\u{2025}".to_string()),
+        Just("%E2%80%A6".to_string()),
+        Just("..\u{FF0F}..".to_string()),
+        Just("a%EF%BC%8F..".to_string()),
+        Just("..%EF%BC%BC..".to_string()),
+        Just("%C0%AE%C0%AE".to_string()),
+        Just("a%C0%AF..".to_string()),
+        Just("..%C1%9C..".to_string()),
+        Just("%E0%80%AE.".to_string()),
         Just("a;b".to_string()),
         Just("v1.2".to_string()),
         Just("file%2ejson".to_string()),
@@ -976,6 +1034,48 @@ fn dot_segments_with_parameters_and_encoded_dots_are_refused() {
             ..policy(&["h.example"])
         };
         assert_eq!(refusal_code(q), "invalid_path_prefix", "{bad}");
+    }
+}
+
+/// Review of issue 18: the normaliser counts the NFKC dot look-alikes as dots, but not the dot
+/// leaders NFKC turns into `..` and `...`, nor the solidi it turns into `/` and `\`; and overlong
+/// UTF-8 forms of `.`, `/` and `\` (read as such by old IIS and Tomcat) pass as plain bytes.
+#[test]
+fn nfkc_dot_leaders_and_solidi_and_overlong_utf8_are_refused() {
+    let p = valid(with_prefixes(&["/public/"]));
+    for raw in [
+        "https://api.example.com/public/\u{2025}/admin",
+        "https://api.example.com/public/%E2%80%A5/admin",
+        "https://api.example.com/public/%E2%80%A6/admin",
+        "https://api.example.com/public/..\u{FF0F}admin",
+        "https://api.example.com/public/x%EF%BC%8F..%EF%BC%8F..%EF%BC%8Fadmin",
+        "https://api.example.com/public/..%EF%BC%BCadmin",
+        "https://api.example.com/public/..%EF%B9%A8admin",
+        "https://api.example.com/public/%C0%AE%C0%AE/admin",
+        "https://api.example.com/public/x%C0%AF..%C0%AF..%C0%AFadmin",
+        "https://api.example.com/public/..%C1%9Cadmin",
+        "https://api.example.com/public/%E0%80%AE%E0%80%AE/admin",
+        "https://api.example.com/public/%F0%80%80%AE%F0%80%80%AE/admin",
+        "https://api.example.com/public/%25C0%25AE%25C0%25AE/admin",
+    ] {
+        let url = url::Url::parse(raw).unwrap_or_else(|e| panic!("{e}"));
+        assert!(url.path().starts_with("/public/"), "{raw}");
+        assert_eq!(
+            check_code(&p, "GET", "api.example.com", url.path()),
+            Some("path_not_allowed"),
+            "{raw} ({})",
+            url.path()
+        );
+    }
+    // Non-ASCII text and the other slashes stay allowed.
+    for ok in [
+        "/public/caf%C3%A9",
+        "/public/%E2%80%A2",
+        "/public/1%E2%81%842",
+        "/public/a%E2%88%95b",
+        "/public/%C3%80",
+    ] {
+        assert!(p.check("GET", "api.example.com", ok).is_ok(), "{ok}");
     }
 }
 
