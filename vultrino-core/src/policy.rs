@@ -157,9 +157,10 @@ impl Policy {
     /// differently is refused outright (docs/decisions/0051-the-upstream-acts-on-what-the-policy-checked.md):
     /// a segment that is only dots once its `;` parameters are cut (`..;x`, `.;`, `...`, which
     /// Tomcat, Jetty and Spring read as `..` or `.`), also after up to three rounds of
-    /// percent-decoding and with `\` read as `/` (`%2f..%2f`, `%252e%252e`, `..%3b`), and any
-    /// percent-encoded dot (`%2e`, `%2E`, `%252e`, in any segment): rather than guess how the
-    /// upstream decodes, such a path is not sent.
+    /// percent-decoding and with `\` read as `/` (`%2f..%2f`, `%252e%252e`, `..%3b`), also with
+    /// what NFKC turns into dots and slashes (`‥`, `..／`), and any percent-encoded dot (`%2e`,
+    /// `%2E`, `%252e`, in any segment) or overlong UTF-8 form of an ASCII character (`%c0%ae`):
+    /// rather than guess how the upstream decodes, such a path is not sent.
     ///
     /// A wildcard `*.example.com` matches a host below `example.com` only when the host's public
     /// suffix is that of `example.com`: `*.amazonaws.com` does not match
@@ -365,18 +366,16 @@ fn path_matches(prefix: &str, path: &str) -> bool {
 
 /// True when an upstream could read `path` otherwise than the policy does: some segment is only
 /// dots once cut at its first `;` (path parameters) or NUL and stripped of trailing blanks
-/// (`.`, `..`, `...`, `..;x`, `.;`), or the path holds a percent-encoded dot — checked on the
-/// path as given and after each of up to three rounds of percent-decoding, with `\` read as
-/// `/`. Dot look-alikes that Unicode normalization (NFKC) turns into `.` (U+FF0E, U+FE52,
-/// U+2024) count as dots.
+/// (`.`, `..`, `...`, `..;x`, `.;`), or the path holds a percent-encoded dot or an overlong UTF-8
+/// form of an ASCII character (`%c0%ae`: `.` to old IIS and Tomcat) — checked on the path as
+/// given and after each of up to three rounds of percent-decoding, with `\` read as `/`. What
+/// Unicode normalization (NFKC) turns into dots or slashes counts as such: the dot look-alikes
+/// (U+FF0E, U+FE52, U+2024), the dot leaders (U+2025 `..`, U+2026 `...`) and the full-width and
+/// small solidi (U+FF0F `/`, U+FF3C and U+FE68 `\`).
 pub(crate) fn is_ambiguous_path(path: &str) -> bool {
     let mut current = path.as_bytes().to_vec();
     for _ in 0..4 {
-        if has_encoded_dot(&current)
-            || current
-                .split(|&b| b == b'/' || b == b'\\')
-                .any(is_dot_segment)
-        {
+        if has_encoded_dot(&current) || has_overlong_ascii(&current) || has_dot_segment(&current) {
             return true;
         }
         let decoded = percent_decode(&current);
@@ -395,19 +394,39 @@ fn has_encoded_dot(path: &[u8]) -> bool {
         .any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] == b'e' || w[2] == b'E'))
 }
 
-/// A segment that is only dots (or NFKC dot look-alikes) before its first `;` or NUL, trailing
-/// blanks aside.
-fn is_dot_segment(segment: &[u8]) -> bool {
-    let name = segment
-        .split(|&b| b == b';' || b == 0)
-        .next()
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(name);
-    let text = text.trim_end_matches([' ', '\t']);
+/// An overlong UTF-8 sequence (never valid UTF-8) that decodes to an ASCII character: 2 bytes
+/// `C0`/`C1`, 3 bytes `E0 80`/`E0 81`, 4 bytes `F0 80 80`/`F0 80 81`, each with its continuation.
+fn has_overlong_ascii(path: &[u8]) -> bool {
+    let cont = |i: usize| path.get(i).is_some_and(|&b| b & 0xC0 == 0x80);
+    let at = |i: usize| path.get(i).copied().unwrap_or(0);
+    (0..path.len()).any(|i| match path[i] {
+        0xC0 | 0xC1 => cont(i + 1),
+        0xE0 => matches!(at(i + 1), 0x80 | 0x81) && cont(i + 2),
+        0xF0 => at(i + 1) == 0x80 && matches!(at(i + 2), 0x80 | 0x81) && cont(i + 3),
+        _ => false,
+    })
+}
+
+/// Some segment is a dot segment ([`is_dot_segment`]), with `/`, `\` and the solidi NFKC turns
+/// into them as separators.
+fn has_dot_segment(path: &[u8]) -> bool {
+    String::from_utf8_lossy(path)
+        .split(['/', '\\', '\u{FF0F}', '\u{FF3C}', '\u{FE68}'])
+        .any(is_dot_segment)
+}
+
+/// A segment that is only dots (or what NFKC turns into dots) before its first `;` or NUL,
+/// trailing blanks aside.
+fn is_dot_segment(segment: &str) -> bool {
+    let name = segment.split([';', '\0']).next().unwrap_or_default();
+    let text = name.trim_end_matches([' ', '\t']);
     !text.is_empty()
-        && text
-            .chars()
-            .all(|c| matches!(c, '.' | '\u{FF0E}' | '\u{FE52}' | '\u{2024}'))
+        && text.chars().all(|c| {
+            matches!(
+                c,
+                '.' | '\u{FF0E}' | '\u{FE52}' | '\u{2024}' | '\u{2025}' | '\u{2026}'
+            )
+        })
 }
 
 fn percent_decode(input: &[u8]) -> Vec<u8> {
