@@ -420,6 +420,9 @@ mod tests {
         e.host = Some(huge.clone());
         e.path = Some(huge.clone());
         e.code = Some(huge.clone());
+        // Review of issue 18: the integrity events' field too (a listing names every `key:`
+        // entry of the store, whatever its length).
+        e.record = Some(huge.clone());
         e.count = Some(u64::MAX);
         e.truncated = vec![huge.clone(), "path".into()];
         let e = e.capped();
@@ -442,7 +445,8 @@ mod tests {
                 "id",
                 "method",
                 "outcome",
-                "path"
+                "path",
+                "record"
             ]
         );
         assert!(e.path.as_deref().is_some_and(|p| p.ends_with(CUT_MARKER)));
