@@ -328,3 +328,39 @@ async fn a_delete_during_an_execute_leaves_no_decrypted_copy() {
         "the deleted credential's secrets are kept in memory"
     );
 }
+
+/// Review of issue 18: the audit event a refused `vultrino sync` import leaves in the local store
+/// is capped like every other (an export is input: its record names are as long as its source
+/// makes them).
+#[tokio::test]
+async fn a_refused_sync_import_leaves_a_capped_audit_event() {
+    use vultrino_core::audit::MAX_EVENT_JSON_BYTES;
+    use vultrino_core::crypto::Keys;
+    use vultrino_core::sync::{import, Export, ExportRecord};
+
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let kv = MemoryKv::new(clock);
+    let (master, _) = MasterSecret::generate_raw();
+    let (_, keyring) = Keys::create(&master, 1, 0).unwrap();
+    let export = Export {
+        keyring,
+        records: vec![ExportRecord {
+            key: format!("key:{}", "\u{1}".repeat(300_000)),
+            value: "{}".into(),
+            metadata: None,
+        }],
+    };
+    let refused = import(&kv, &master, &export, 1_700_000_000_000).await;
+    assert!(refused.is_err());
+    let page = kv
+        .list(ListOptions {
+            prefix: Some("audit:".into()),
+            cursor: None,
+            limit: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.keys.len(), 1);
+    let event = kv.get(&page.keys[0].name).await.unwrap().unwrap();
+    assert!(event.len() <= MAX_EVENT_JSON_BYTES, "{} bytes", event.len());
+}
