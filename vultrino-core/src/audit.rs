@@ -38,7 +38,7 @@ pub const CUT_MARKER: &str = "…";
 
 /// The largest JSON an event can serialize to once capped, whatever its strings hold (JSON
 /// escapes a control character as six bytes).
-pub const MAX_EVENT_JSON_BYTES: usize = 8 * 1024;
+pub const MAX_EVENT_JSON_BYTES: usize = 10 * 1024;
 
 /// Events [`AuditLog::record_unauthenticated`] writes per window, deployment-wide.
 pub const UNAUTHENTICATED_BUDGET: u32 = 50;
@@ -125,11 +125,12 @@ impl AuditEvent {
     pub fn capped(mut self) -> Self {
         let mut cut = std::mem::take(&mut self.truncated);
         // Each field with its cap in bytes (UTF-8), marker included.
-        let fields: [(&str, usize, Option<&mut String>); 9] = [
+        let fields: [(&str, usize, Option<&mut String>); 10] = [
             ("id", 64, Some(&mut self.id)),
             ("actor", 128, Some(&mut self.actor)),
             ("action", 64, Some(&mut self.action)),
             ("credential", 128, self.credential.as_mut()),
+            ("record", 256, self.record.as_mut()),
             ("method", 32, self.method.as_mut()),
             ("host", 256, self.host.as_mut()),
             ("path", 512, self.path.as_mut()),

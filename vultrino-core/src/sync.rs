@@ -156,13 +156,14 @@ fn check_signed(keys: &Keys, r: &ExportRecord) -> Option<RefusedRecord> {
     Some(refused)
 }
 
-/// Write an audit event into this store (an import has no `App`), kept as long as by default.
+/// Write an audit event into this store (an import has no `App`), capped like every event
+/// ([`AuditEvent::capped`]), kept as long as by default.
 async fn audit_here(kv: &dyn KvStore, event: &AuditEvent) {
     let options = PutOptions {
         expiration_ttl: Some(Config::default().audit_retention_secs.max(60)),
         metadata: None,
     };
-    if let Ok(bytes) = serde_json::to_vec(event) {
+    if let Ok(bytes) = serde_json::to_vec(&event.clone().capped()) {
         let _ = kv.put(&event.kv_key(), Bytes::from(bytes), options).await;
     }
 }
