@@ -392,6 +392,15 @@ mod tests {
             "ftp://127.0.0.1",
             "127.0.0.1:7879",
             "https://user:pw@vultrino.example.com",
+            // Review of issue 18: userinfo of any kind (a password alone too), look-alikes of
+            // loopback names, a loopback address as userinfo.
+            "https://:pw@vultrino.example.com",
+            "http://:pw@127.0.0.1:7879",
+            "http://localhost.evil.example:7879",
+            "http://127.0.0.1.nip.io:7879",
+            "http://127.0.0.1@evil.example:7879",
+            "http://localhost@evil.example",
+            "http://[::ffff:c0a8:1]:7879",
             "https://vultrino.example.com/?a=b",
             "not a url",
         ] {
