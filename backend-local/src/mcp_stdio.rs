@@ -142,7 +142,11 @@ pub fn server_base(server: &str) -> anyhow::Result<String> {
              API key travels with every message"
         );
     }
-    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+    if url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
         anyhow::bail!("--server is the server's base URL, e.g. {DEFAULT_SERVER}");
     }
     Ok(url.as_str().trim_end_matches('/').to_string())
