@@ -20,6 +20,7 @@ use vultrino_core::execute::ExecuteRequest;
 use vultrino_core::policy::{Policy, RateLimit};
 use zeroize::Zeroizing;
 
+use crate::remote::{Remote, Route};
 use crate::setup::{self, MasterSource, Settings, StoreKind};
 
 #[derive(Parser, Debug)]
@@ -53,16 +54,19 @@ enum Command {
     /// Run the HTTP server.
     Serve(Box<ServeArgs>),
     /// Manage credentials.
-    #[command(subcommand)]
-    Credential(CredentialCmd),
+    Credential(CredentialArgs),
     /// Manage API keys for agents.
-    #[command(subcommand)]
-    Key(KeyCmd),
+    Key(KeyArgs),
     /// Manage roles.
-    #[command(subcommand)]
-    Role(RoleCmd),
+    Role(RoleArgs),
     /// Make one request through a credential and print the scrubbed reply.
     Request(RequestArgs),
+    /// Sign in to the running server as the admin, for the management commands: the password
+    /// is read from a no-echo prompt (or a line of stdin); the session is kept, private to this
+    /// OS user, in $XDG_CONFIG_HOME/vultrino/sessions (or ~/.config/vultrino/sessions).
+    Login(LoginArgs),
+    /// End the session of `vultrino login` on the server and delete its file.
+    Logout(RemoteArgs),
     /// Serve MCP over stdio for an agent, forwarding to a running server (or, with --direct,
     /// opening the store here); the agent's API key comes from VULTRINO_API_KEY.
     Mcp(McpArgs),
@@ -86,6 +90,8 @@ enum Command {
         /// Only list what would be signed; write nothing.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Copy credentials, keys and roles (ciphertext) from an edge deployment into this file
     /// store. Needs the edge's master key here and an admin token of the edge
@@ -172,6 +178,49 @@ struct McpArgs {
     /// INSECURE, tests only (with --direct): allow http:// and loopback upstreams.
     #[arg(long, env = "VULTRINO_ALLOW_LOOPBACK_UPSTREAMS")]
     allow_loopback_upstreams: bool,
+}
+
+/// Which server a management command talks to.
+#[derive(Args, Debug, Clone, Default)]
+struct RemoteArgs {
+    /// Base URL of the Vultrino server to manage (the edge included): https://, or http:// to
+    /// 127.0.0.1/localhost only [default: the `vultrino serve` running on the data directory;
+    /// with none running, the store is opened in this process].
+    #[arg(long, env = "VULTRINO_SERVER", global = true)]
+    server: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct LoginArgs {
+    /// The admin user name.
+    #[arg(long, env = "VULTRINO_ADMIN_USER", default_value = "admin")]
+    user: String,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(Args, Debug)]
+struct CredentialArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    #[command(subcommand)]
+    cmd: CredentialCmd,
+}
+
+#[derive(Args, Debug)]
+struct KeyArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    #[command(subcommand)]
+    cmd: KeyCmd,
+}
+
+#[derive(Args, Debug)]
+struct RoleArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    #[command(subcommand)]
+    cmd: RoleCmd,
 }
 
 #[derive(Subcommand, Debug)]
@@ -316,9 +365,12 @@ struct RequestArgs {
     /// Request body.
     #[arg(short = 'd', long = "data", env = "VULTRINO_REQUEST_DATA")]
     data: Option<String>,
-    /// INSECURE, tests only: allow http:// and loopback upstreams.
+    /// INSECURE, tests only (no server running): allow http:// and loopback upstreams. A
+    /// server decides for itself (its own flag).
     #[arg(long, env = "VULTRINO_ALLOW_LOOPBACK_UPSTREAMS")]
     allow_loopback_upstreams: bool,
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 /// Entry point of the binary.
@@ -405,12 +457,63 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crypto::hash_password(&pw, *iterations)?);
             Ok(())
         }
-        Command::RotateMasterKey => rotate_master_key(&cli).await,
-        Command::MigrateRecords { dry_run } => {
-            let app = open_for_cli(&cli, Config::default()).await?;
-            migrate_records(&app, *dry_run).await
+        Command::RotateMasterKey => {
+            refuse_while_served(&cli, "rotate-master-key")?;
+            rotate_master_key(&cli).await
+        }
+        Command::MigrateRecords { dry_run, remote } => match route(&cli, remote)? {
+            Route::Server(base) => {
+                let remote = Remote::connect(base)?;
+                let done = remote
+                    .call(
+                        "POST",
+                        "/v1/admin/migrate-records",
+                        Some(&json!({"dry_run": dry_run})),
+                    )
+                    .await?;
+                report_migration(&done, *dry_run)
+            }
+            Route::Direct => {
+                let app = open_for_cli(&cli, Config::default()).await?;
+                migrate_records(&app, *dry_run).await
+            }
+        },
+        Command::Login(a) => {
+            let Route::Server(base) = route(&cli, &a.remote)? else {
+                anyhow::bail!(
+                    "no Vultrino server runs on the data directory {}: start one (`vultrino \
+                     serve`, e.g. in another terminal) or give its URL with --server / \
+                     VULTRINO_SERVER. Without a server, management commands open the store \
+                     directly and need no login.",
+                    data_dir(&cli).display()
+                );
+            };
+            let password = read_secret(&format!("Password for '{}' at {base}: ", a.user))?;
+            if password.is_empty() {
+                anyhow::bail!("empty password");
+            }
+            let (session, path) = crate::remote::login(&base, &a.user, &password).await?;
+            eprintln!(
+                "logged in to {base} as '{}'; the session is kept in {} (this OS user only) \
+                 until `vultrino logout`, 30 minutes unused or 12 hours",
+                session.user,
+                path.display()
+            );
+            Ok(())
+        }
+        Command::Logout(remote) => {
+            let Route::Server(base) = route(&cli, remote)? else {
+                anyhow::bail!(
+                    "no Vultrino server runs on the data directory {}: give the server's URL \
+                     with --server / VULTRINO_SERVER",
+                    data_dir(&cli).display()
+                );
+            };
+            eprintln!("{}", crate::remote::logout(&base).await?);
+            Ok(())
         }
         Command::Sync { from, prune } => {
+            refuse_while_served(&cli, "sync")?;
             let token = match std::env::var("VULTRINO_SYNC_TOKEN") {
                 Ok(t) if !t.trim().is_empty() => Zeroizing::new(t.trim().to_string()),
                 _ => read_secret("Admin token of the edge (session token or admin API key): ")?,
@@ -418,28 +521,89 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let s = settings(&cli, Config::default());
             crate::edge_sync::sync_from(&s, from, &token, *prune).await
         }
-        Command::Credential(c) => {
-            let app = open_for_cli(&cli, Config::default()).await?;
-            credential(&app, c).await
-        }
-        Command::Key(k) => {
-            let app = open_for_cli(&cli, Config::default()).await?;
-            key(&app, k).await
-        }
-        Command::Role(r) => {
-            let app = open_for_cli(&cli, Config::default()).await?;
-            role(&app, r).await
-        }
+        Command::Credential(c) => match route(&cli, &c.remote)? {
+            Route::Server(base) => remote_credential(&Remote::connect(base)?, &c.cmd).await,
+            Route::Direct => {
+                let app = open_for_cli(&cli, Config::default()).await?;
+                credential(&app, &c.cmd).await
+            }
+        },
+        Command::Key(k) => match route(&cli, &k.remote)? {
+            Route::Server(base) => remote_key(&Remote::connect(base)?, &k.cmd).await,
+            Route::Direct => {
+                let app = open_for_cli(&cli, Config::default()).await?;
+                key(&app, &k.cmd).await
+            }
+        },
+        Command::Role(r) => match route(&cli, &r.remote)? {
+            Route::Server(base) => remote_role(&Remote::connect(base)?, &r.cmd).await,
+            Route::Direct => {
+                let app = open_for_cli(&cli, Config::default()).await?;
+                role(&app, &r.cmd).await
+            }
+        },
         Command::Mcp(a) => mcp(&cli, a).await,
-        Command::Request(r) => {
-            let config = Config {
-                allow_loopback_upstreams: r.allow_loopback_upstreams,
-                ..Config::default()
-            };
-            let app = open_for_cli(&cli, config).await?;
-            request(&app, r).await
+        Command::Request(r) => match route(&cli, &r.remote)? {
+            Route::Server(base) => {
+                if r.allow_loopback_upstreams {
+                    tracing::warn!("--allow-loopback-upstreams applies without a server only: the server decides for itself");
+                }
+                let remote = Remote::connect(base)?;
+                let req = execute_request(r)?;
+                let out = remote
+                    .call(
+                        "POST",
+                        "/v1/execute",
+                        Some(&json!({
+                            "credential": req.credential,
+                            "method": req.method,
+                            "url": req.url,
+                            "headers": req.headers,
+                            "body": r.data,
+                        })),
+                    )
+                    .await?;
+                print_json(&out)
+            }
+            Route::Direct => {
+                let config = Config {
+                    allow_loopback_upstreams: r.allow_loopback_upstreams,
+                    ..Config::default()
+                };
+                let app = open_for_cli(&cli, config).await?;
+                request(&app, r).await
+            }
+        },
+    }
+}
+
+fn data_dir(cli: &Cli) -> PathBuf {
+    cli.data_dir.clone().unwrap_or_else(setup::default_data_dir)
+}
+
+/// Where a management command goes: `--server` / `VULTRINO_SERVER`, else the server running on
+/// the data directory, else the store opened here (see [`crate::remote`]).
+fn route(cli: &Cli, remote: &RemoteArgs) -> anyhow::Result<Route> {
+    crate::remote::route(
+        remote.server.as_deref(),
+        &data_dir(cli),
+        cli.store == StoreKind::File,
+    )
+}
+
+/// A command with no HTTP route (it works on the files) refuses to start while a server holds
+/// the store, naming the fix.
+fn refuse_while_served(cli: &Cli, command: &str) -> anyhow::Result<()> {
+    if cli.store == StoreKind::File {
+        if let Some(url) = crate::remote::discover(&data_dir(cli)) {
+            anyhow::bail!(
+                "`vultrino serve` is running on {} (at {url}): stop it first, then run \
+                 `vultrino {command}`",
+                data_dir(cli).display()
+            );
         }
     }
+    Ok(())
 }
 
 /// `vultrino mcp`: forward to a server (the default), or open the file store here with
@@ -580,6 +744,12 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         usize::from,
     );
     tracing::info!(%addr, store = ?s.store, data_dir = %s.data_dir.display(), threads, "serving");
+    // The CLI finds this server through its data directory (file stores only: a memory store
+    // has nothing to manage from outside); removed at a graceful stop (decision 0072).
+    let advertised = match s.store {
+        StoreKind::File => Some(crate::remote::Advertised::write(&s.data_dir, addr)?),
+        StoreKind::Memory => None,
+    };
     crate::server::serve_per_core(
         listener,
         opened.app,
@@ -588,6 +758,7 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         std::time::Duration::from_micros(a.busy_poll_us),
     )
     .await?;
+    drop(advertised);
     Ok(())
 }
 
@@ -722,6 +893,147 @@ async fn credential(app: &App, c: &CredentialCmd) -> anyhow::Result<()> {
     }
 }
 
+/// One path segment, percent-encoded (an alias, key id or role name in a route).
+fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `vultrino credential …` through the server: the same output as [`credential`].
+async fn remote_credential(remote: &Remote, c: &CredentialCmd) -> anyhow::Result<()> {
+    match c {
+        CredentialCmd::Add(a) => {
+            // The policy is checked first: a mistake there does not cost the secret's prompt.
+            let rate_limit = a.rate_limit.as_deref().map(parse_rate_limit).transpose()?;
+            let data = secret_data(a)?;
+            let mut policy = json!({"allowed_hosts": a.hosts});
+            if !a.methods.is_empty() {
+                policy["methods"] = json!(a.methods);
+            }
+            if !a.path_prefixes.is_empty() {
+                policy["path_prefixes"] = json!(a.path_prefixes);
+            }
+            if let Some(r) = rate_limit {
+                policy["rate_limit"] = json!(r);
+            }
+            let mut body = json!({
+                "alias": a.alias,
+                "type": a.kind,
+                "data": data,
+                "policy": policy,
+            });
+            if let Some(d) = &a.description {
+                body["description"] = json!(d);
+            }
+            print_json(&remote.call("POST", "/v1/credentials", Some(&body)).await?)
+        }
+        CredentialCmd::List => {
+            let mut all = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let path = match &cursor {
+                    Some(c) => format!("/v1/credentials?cursor={}", seg(c)),
+                    None => "/v1/credentials".to_string(),
+                };
+                let mut page = remote.call("GET", &path, None).await?;
+                if let Some(items) = page["credentials"].as_array_mut() {
+                    all.append(items);
+                }
+                match page["cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_string()),
+                    None => break,
+                }
+            }
+            print_json(&json!({"credentials": all}))
+        }
+        CredentialCmd::Show { alias } => print_json(
+            &remote
+                .call("GET", &format!("/v1/credentials/{}", seg(alias)), None)
+                .await?,
+        ),
+        CredentialCmd::Rm { alias } => {
+            remote
+                .call("DELETE", &format!("/v1/credentials/{}", seg(alias)), None)
+                .await?;
+            eprintln!("deleted credential '{alias}'");
+            Ok(())
+        }
+        CredentialCmd::Rotate { alias } => {
+            let secret = read_secret("New secret: ")?;
+            let body = json!({"secret": secret.as_str()});
+            print_json(
+                &remote
+                    .call(
+                        "PUT",
+                        &format!("/v1/credentials/{}", seg(alias)),
+                        Some(&body),
+                    )
+                    .await?,
+            )
+        }
+    }
+}
+
+/// `vultrino key …` through the server: the same output as [`key`].
+async fn remote_key(remote: &Remote, k: &KeyCmd) -> anyhow::Result<()> {
+    match k {
+        KeyCmd::Create {
+            name,
+            role,
+            expires_in_days,
+        } => {
+            let mut body = json!({"name": name, "role": role});
+            if let Some(d) = expires_in_days {
+                body["expires_in_days"] = json!(d);
+            }
+            let created = remote.call("POST", "/v1/keys", Some(&body)).await?;
+            eprintln!("The key is shown only this once:");
+            print_json(&created)
+        }
+        KeyCmd::List => print_json(&remote.call("GET", "/v1/keys", None).await?),
+        KeyCmd::Revoke { id } => {
+            remote
+                .call("DELETE", &format!("/v1/keys/{}", seg(id)), None)
+                .await?;
+            eprintln!("revoked key {id}");
+            Ok(())
+        }
+    }
+}
+
+/// `vultrino role …` through the server: the same output as [`role`].
+async fn remote_role(remote: &Remote, r: &RoleCmd) -> anyhow::Result<()> {
+    match r {
+        RoleCmd::Create {
+            name,
+            permissions,
+            scopes,
+            description,
+        } => {
+            let mut body = json!({"name": name, "permissions": permissions, "scopes": scopes});
+            if let Some(d) = description {
+                body["description"] = json!(d);
+            }
+            print_json(&remote.call("POST", "/v1/roles", Some(&body)).await?)
+        }
+        RoleCmd::List => print_json(&remote.call("GET", "/v1/roles", None).await?),
+        RoleCmd::Rm { name } => {
+            remote
+                .call("DELETE", &format!("/v1/roles/{}", seg(name)), None)
+                .await?;
+            eprintln!("deleted role '{name}'");
+            Ok(())
+        }
+    }
+}
+
 async fn key(app: &App, k: &KeyCmd) -> anyhow::Result<()> {
     let who = operator();
     match k {
@@ -799,22 +1111,31 @@ async fn role(app: &App, r: &RoleCmd) -> anyhow::Result<()> {
 /// `vultrino migrate-records`: sign the records of an older version; the report on stdout (JSON),
 /// a summary on stderr.
 async fn migrate_records(app: &App, dry_run: bool) -> anyhow::Result<()> {
-    let done = app.migrate_records(&operator(), dry_run).await?;
-    print_json(&json!(done))?;
+    let done = json!(app.migrate_records(&operator(), dry_run).await?);
+    report_migration(&done, dry_run)
+}
+
+/// Print a migration's report (the JSON of `POST /v1/admin/migrate-records`), and its summary on
+/// stderr.
+fn report_migration(done: &serde_json::Value, dry_run: bool) -> anyhow::Result<()> {
+    print_json(done)?;
     let verb = if dry_run { "would sign" } else { "signed" };
+    let none = Vec::new();
+    let signed = done["signed"].as_array().unwrap_or(&none);
+    let refused = done["refused"].as_array().unwrap_or(&none);
     eprintln!(
         "{verb} {} records ({} were signed already){}",
-        done.signed.len(),
-        done.already_signed,
-        if done.refused.is_empty() {
+        signed.len(),
+        done["already_signed"].as_u64().unwrap_or(0),
+        if refused.is_empty() {
             String::new()
         } else {
             format!(
                 "; {} records fail their integrity check and stay refused: {}",
-                done.refused.len(),
-                done.refused
+                refused.len(),
+                refused
                     .iter()
-                    .map(|r| r.record.as_str())
+                    .filter_map(|r| r["record"].as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             )
@@ -823,7 +1144,8 @@ async fn migrate_records(app: &App, dry_run: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn request(app: &App, r: &RequestArgs) -> anyhow::Result<()> {
+/// The request of `vultrino request`.
+fn execute_request(r: &RequestArgs) -> anyhow::Result<ExecuteRequest> {
     let mut headers = std::collections::BTreeMap::new();
     for h in &r.headers {
         let (k, v) = h
@@ -831,7 +1153,7 @@ async fn request(app: &App, r: &RequestArgs) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("header '{h}' is not 'Name: value'"))?;
         headers.insert(k.trim().to_string(), v.trim().to_string());
     }
-    let req = ExecuteRequest {
+    Ok(ExecuteRequest {
         credential: r.credential.clone(),
         method: r.method.clone(),
         url: r.url.clone(),
@@ -839,8 +1161,11 @@ async fn request(app: &App, r: &RequestArgs) -> anyhow::Result<()> {
         query: vec![],
         body: r.data.clone().map(bytes::Bytes::from),
         json_body: false,
-    };
-    let out = app.execute(&operator(), req).await?;
+    })
+}
+
+async fn request(app: &App, r: &RequestArgs) -> anyhow::Result<()> {
+    let out = app.execute(&operator(), execute_request(r)?).await?;
     print_json(&json!(out))
 }
 

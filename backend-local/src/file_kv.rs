@@ -151,6 +151,17 @@ impl FileKv {
         Self::open_inner(dir, clock, Some((prefix, bound)))
     }
 
+    /// Whether a process holds the store in `dir` open right now (its lock is taken). Probes
+    /// with a shared lock that is released at once, so it never changes the directory; a
+    /// directory that has no lock file, or cannot be read, counts as not held. (Used by the CLI
+    /// to tell a running server's address file from one a killed server left behind.)
+    pub fn is_locked(dir: &Path) -> bool {
+        match File::open(dir.join(LOCK_FILE)) {
+            Ok(f) => matches!(f.try_lock_shared(), Err(TryLockError::WouldBlock)),
+            Err(_) => false,
+        }
+    }
+
     fn open_inner(
         dir: &Path,
         clock: Arc<dyn Clock>,

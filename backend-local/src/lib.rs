@@ -12,5 +12,6 @@ pub mod file_kv;
 pub mod mcp_stdio;
 pub mod memory_kv;
 pub mod memory_sessions;
+pub mod remote;
 pub mod server;
 pub mod setup;

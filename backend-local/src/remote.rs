@@ -1,0 +1,448 @@
+//! The management CLI talking to a running server: which server, how the CLI authenticates to
+//! it, and the HTTP calls ([decisions 0072–0074](../../docs/decisions/)).
+//!
+//! # Which server (decision 0072)
+//! In order: `--server URL` / `VULTRINO_SERVER`; else the server of the data directory, found
+//! through the file `vultrino serve` writes there ([`SERVER_FILE`], `{url, pid}`, 0600) once it
+//! listens and removes when it stops — trusted only while the store's lock is held, so the file a
+//! `kill -9` leaves behind is ignored; else no server, and the command opens the store here as it
+//! always did. A URL must be https, or http to a loopback address
+//! ([`crate::mcp_stdio::server_base`], the rule of `mcp --server` and `sync --from`), checked
+//! before any connection.
+//!
+//! # How the CLI authenticates (decision 0073)
+//! `VULTRINO_API_KEY` (an API key: what its role allows), else the session of `vultrino login`,
+//! kept in `$XDG_CONFIG_HOME/vultrino/sessions/` (or `~/.config/vultrino/sessions/`; directories
+//! 0700, files 0600), one file per server URL. No key and no session: an error that says to run
+//! `vultrino login` — never a fallback to opening the store while a server runs. The session
+//! token is never printed, logged or shown by `Debug`.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+use zeroize::Zeroizing;
+
+use crate::setup;
+
+/// The file in the data directory that names the running server's URL.
+pub const SERVER_FILE: &str = "server.json";
+
+/// How long one call to the server may take (an execute waits for its upstream: the server's
+/// default fetch timeout is 30 s).
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What `vultrino serve` writes into [`SERVER_FILE`].
+#[derive(Serialize, Deserialize)]
+struct ServerFile {
+    url: String,
+    pid: u32,
+}
+
+/// The URL a client on this machine reaches a server listening on `addr` at: an unspecified
+/// address (`0.0.0.0`, `::`) is reached on loopback.
+pub fn local_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// The server's entry in its data directory: written once it listens, removed when dropped (at
+/// a graceful stop). A file left by a killed server is harmless: readers trust it only while the
+/// store's lock is held.
+pub struct Advertised {
+    path: PathBuf,
+}
+
+impl Advertised {
+    /// Write `<data_dir>/server.json` (0600, replaced atomically) naming `addr`.
+    pub fn write(data_dir: &Path, addr: SocketAddr) -> anyhow::Result<Advertised> {
+        let path = data_dir.join(SERVER_FILE);
+        let text = serde_json::to_vec(&ServerFile {
+            url: local_url(addr),
+            pid: std::process::id(),
+        })?;
+        setup::replace_private_file(&path, &text)?;
+        Ok(Advertised { path })
+    }
+}
+
+impl Drop for Advertised {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The URL of the server running on `data_dir`, if one does: its [`SERVER_FILE`] exists and the
+/// store is locked (by that server). A file whose store is not locked is stale (a server killed
+/// with SIGKILL) and is ignored; so is a file this user may not read.
+pub fn discover(data_dir: &Path) -> Option<String> {
+    let text = std::fs::read(data_dir.join(SERVER_FILE)).ok()?;
+    if !crate::file_kv::FileKv::is_locked(&data_dir.join(setup::STORE_DIR)) {
+        return None;
+    }
+    let file: ServerFile = serde_json::from_slice(&text).ok()?;
+    Some(file.url)
+}
+
+/// Where a management command goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Through the HTTP API of the server at this base URL (no trailing slash).
+    Server(String),
+    /// No server: open the store in this process.
+    Direct,
+}
+
+/// Choose the server: `server` (the flag or `VULTRINO_SERVER`), else the data directory's
+/// running server (file stores only), else [`Route::Direct`]. A URL that is neither https nor
+/// loopback http is refused here, before any connection.
+pub fn route(server: Option<&str>, data_dir: &Path, file_store: bool) -> anyhow::Result<Route> {
+    if let Some(s) = server.filter(|s| !s.trim().is_empty()) {
+        return Ok(Route::Server(crate::mcp_stdio::server_base(s)?));
+    }
+    if file_store {
+        if let Some(url) = discover(data_dir) {
+            let base = crate::mcp_stdio::server_base(&url).map_err(|e| {
+                anyhow::anyhow!(
+                    "the server running on {} listens at {url}, which the CLI may not use ({e}); \
+                     give its https:// URL with --server / VULTRINO_SERVER",
+                    data_dir.display()
+                )
+            })?;
+            return Ok(Route::Server(base));
+        }
+    }
+    Ok(Route::Direct)
+}
+
+/// The directory of the CLI's sessions: `$XDG_CONFIG_HOME/vultrino/sessions`, else
+/// `~/.config/vultrino/sessions`.
+pub fn sessions_dir() -> anyhow::Result<PathBuf> {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".config"))
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!("neither XDG_CONFIG_HOME nor HOME is set: nowhere to keep the session")
+        })?;
+    Ok(config.join("vultrino").join("sessions"))
+}
+
+/// The session file of the server at `base`: named by a hash of the URL, so two servers never
+/// share one.
+pub fn session_path(base: &str) -> anyhow::Result<PathBuf> {
+    let digest = Sha256::digest(base.as_bytes());
+    let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    Ok(sessions_dir()?.join(format!("{name}.json")))
+}
+
+/// A stored admin session. `Debug` never shows the token.
+#[derive(Serialize, Deserialize)]
+pub struct Session {
+    pub server: String,
+    pub user: String,
+    #[serde(with = "wiped")]
+    pub token: Zeroizing<String>,
+    pub expires_at: u64,
+}
+
+/// Serde for a token held in a [`Zeroizing`] string.
+mod wiped {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use zeroize::Zeroizing;
+
+    pub fn serialize<S: Serializer>(v: &Zeroizing<String>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Zeroizing<String>, D::Error> {
+        String::deserialize(d).map(Zeroizing::new)
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("server", &self.server)
+            .field("user", &self.user)
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl Session {
+    /// Keep the session (directories 0700, the file 0600, replaced atomically).
+    pub fn save(&self) -> anyhow::Result<PathBuf> {
+        let path = session_path(&self.server)?;
+        let dir = sessions_dir()?;
+        if let Some(parent) = dir.parent() {
+            setup::ensure_private_dir(parent)?;
+        }
+        setup::ensure_private_dir(&dir)?;
+        let text = Zeroizing::new(serde_json::to_vec(self)?);
+        setup::replace_private_file(&path, &text)?;
+        Ok(path)
+    }
+
+    /// The session kept for `base`, if any (`None` also for a file that does not parse).
+    pub fn load(base: &str) -> anyhow::Result<Option<Session>> {
+        let path = session_path(base)?;
+        let text = match std::fs::read(&path) {
+            Ok(t) => Zeroizing::new(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => anyhow::bail!("cannot read the session file {}: {e}", path.display()),
+        };
+        Ok(serde_json::from_slice::<Session>(&text)
+            .ok()
+            .filter(|s| s.server == base))
+    }
+
+    /// Delete the session kept for `base`; whether there was one.
+    pub fn forget(base: &str) -> anyhow::Result<bool> {
+        let path = session_path(base)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => anyhow::bail!("cannot delete the session file {}: {e}", path.display()),
+        }
+    }
+}
+
+/// How the CLI authenticates to the server. `Debug` never shows the secret.
+pub enum Auth {
+    /// `VULTRINO_API_KEY`.
+    Key(Zeroizing<String>),
+    /// The session of `vultrino login`.
+    Session(Zeroizing<String>),
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Auth::Key(_) => "Auth::Key(<redacted>)",
+            Auth::Session(_) => "Auth::Session(<redacted>)",
+        })
+    }
+}
+
+/// An HTTP client for the server's base URL.
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(CALL_TIMEOUT)
+        .build()?)
+}
+
+/// The innermost cause of a transport error ("Connection refused", a timeout).
+fn cause(e: &reqwest::Error) -> String {
+    let mut c: &dyn std::error::Error = e;
+    while let Some(inner) = c.source() {
+        c = inner;
+    }
+    c.to_string()
+}
+
+fn unreachable(base: &str, e: &reqwest::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot reach the Vultrino server at {base} ({}): start it (`vultrino serve`), or give \
+         its URL with --server / VULTRINO_SERVER",
+        cause(e)
+    )
+}
+
+/// The `code: message` of an API error body, or the status alone.
+fn api_error(status: reqwest::StatusCode, body: &Value) -> String {
+    match (
+        body["error"]["code"].as_str(),
+        body["error"]["message"].as_str(),
+    ) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        _ => format!("HTTP {status}"),
+    }
+}
+
+/// A connection to the server at `base`, authenticated as `auth`.
+#[derive(Debug)]
+pub struct Remote {
+    base: String,
+    auth: Auth,
+    http: reqwest::Client,
+}
+
+impl Remote {
+    /// Authenticate with `VULTRINO_API_KEY` if it is set, else with the session of
+    /// `vultrino login` for `base`; neither is an error that says to log in.
+    pub fn connect(base: String) -> anyhow::Result<Remote> {
+        let key_set = std::env::var("VULTRINO_API_KEY").is_ok_and(|k| !k.trim().is_empty());
+        let auth = if key_set {
+            Auth::Key(crate::mcp_stdio::api_key_from_env()?)
+        } else {
+            match Session::load(&base)? {
+                Some(s) => Auth::Session(s.token),
+                None => anyhow::bail!(
+                    "not logged in to the Vultrino server at {base}: run `vultrino login` first \
+                     (or set VULTRINO_API_KEY to an API key). While a server runs, management \
+                     commands go through it and never open the store."
+                ),
+            }
+        };
+        Ok(Remote {
+            base,
+            auth,
+            http: http_client()?,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `method path` with `body` (JSON); the reply's JSON (`Value::Null` for 204). A refusal
+    /// becomes an error naming what to do: log in again (401 on a session), the key's role (403).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let token = match &self.auth {
+            Auth::Key(k) | Auth::Session(k) => k.as_str(),
+        };
+        let mut rb = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("accept", "application/json");
+        if let Some(b) = body {
+            // The body may hold a secret (a credential's): wiped once sent.
+            let bytes = Zeroizing::new(serde_json::to_vec(b)?);
+            rb = rb
+                .header("content-type", "application/json")
+                .body(bytes.to_vec());
+        }
+        let resp = rb.send().await.map_err(|e| unreachable(&self.base, &e))?;
+        let status = resp.status();
+        let text = resp.bytes().await.unwrap_or_default();
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&text).unwrap_or(Value::Null)
+        };
+        if status.is_success() {
+            return Ok(value);
+        }
+        let detail = api_error(status, &value);
+        match (status.as_u16(), &self.auth) {
+            (401, Auth::Session(_)) => anyhow::bail!(
+                "your session with {} has ended ({detail}): log in again with `vultrino login`",
+                self.base
+            ),
+            (401, Auth::Key(_)) => anyhow::bail!(
+                "the server at {} refused VULTRINO_API_KEY ({detail})",
+                self.base
+            ),
+            (403, Auth::Key(_)) => anyhow::bail!(
+                "refused (403): the role of VULTRINO_API_KEY does not allow this ({detail})"
+            ),
+            (403, Auth::Session(_)) => anyhow::bail!("refused (403): {detail}"),
+            _ => anyhow::bail!("{detail}"),
+        }
+    }
+}
+
+/// `vultrino login`: POST /login as a first-party client (JSON, no `Origin`), and keep the
+/// session for `base`. Returns where it is kept.
+pub async fn login(base: &str, user: &str, password: &str) -> anyhow::Result<(Session, PathBuf)> {
+    let http = http_client()?;
+    let body = Zeroizing::new(serde_json::to_vec(
+        &json!({"username": user, "password": password}),
+    )?);
+    let resp = http
+        .post(format!("{base}/login"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .map_err(|e| unreachable(base, &e))?;
+    let status = resp.status();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let text = Zeroizing::new(resp.bytes().await.unwrap_or_default().to_vec());
+    let value: Value = serde_json::from_slice(&text).unwrap_or(Value::Null);
+    if !status.is_success() {
+        let detail = api_error(status, &value);
+        match status.as_u16() {
+            401 => anyhow::bail!("login refused: wrong user name or password ({detail})"),
+            429 => anyhow::bail!(
+                "login refused: too many attempts, try again in {} seconds ({detail})",
+                retry.as_deref().unwrap_or("some")
+            ),
+            _ => anyhow::bail!("login refused by {base}: {detail}"),
+        }
+    }
+    let token = value["token"]
+        .as_str()
+        .filter(|t| t.starts_with("vs_"))
+        .ok_or_else(|| anyhow::anyhow!("{base} answered the login without a session token"))?;
+    let session = Session {
+        server: base.to_string(),
+        user: user.to_string(),
+        token: Zeroizing::new(token.to_string()),
+        expires_at: value["expires_at"].as_u64().unwrap_or(0),
+    };
+    drop(value);
+    let path = session.save()?;
+    Ok((session, path))
+}
+
+/// `vultrino logout`: end the session on the server (POST /logout), then delete its file — also
+/// when the server no longer knows it. Returns a line for the user.
+pub async fn logout(base: &str) -> anyhow::Result<String> {
+    let Some(session) = Session::load(base)? else {
+        return Ok(format!("not logged in to {base}"));
+    };
+    let http = http_client()?;
+    let sent = http
+        .post(format!("{base}/logout"))
+        .bearer_auth(session.token.as_str())
+        .send()
+        .await;
+    // The file goes in every case: a token kept on disk is a liability (any process of this
+    // user can read it), and a session the server could not be told about ends on its own.
+    Session::forget(base)?;
+    match sent {
+        Ok(r) if r.status().is_success() => Ok(format!("logged out of {base}")),
+        Ok(r) if r.status().as_u16() == 401 => Ok(format!(
+            "logged out of {base} (the server had already ended the session)"
+        )),
+        Ok(r) => anyhow::bail!(
+            "{base} refused the logout (HTTP {}); the session file is deleted, but the session \
+             stays valid on the server until it expires",
+            r.status()
+        ),
+        Err(e) => anyhow::bail!(
+            "{}; the session file is deleted, but the session stays valid on the server until it \
+             expires (30 minutes unused by default)",
+            unreachable(base, &e)
+        ),
+    }
+}
