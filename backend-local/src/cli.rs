@@ -707,6 +707,13 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.listen))?;
     let addr = listener.local_addr()?;
+    // The CLI finds this server through its data directory (file stores only: a memory store
+    // has nothing to manage from outside); written before the "listening" line, so
+    // whoever waits for that line finds it; removed at a graceful stop (decision 0072).
+    let advertised = match s.store {
+        StoreKind::File => Some(crate::remote::Advertised::write(&s.data_dir, addr)?),
+        StoreKind::Memory => None,
+    };
     // One write: whoever waits for the "listening on" line (a script, a test) may close the pipe
     // as soon as it has it, and a later write would then fail with EPIPE and stop the server.
     // It may hold the first-run password: wiped when dropped.
@@ -744,12 +751,6 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         usize::from,
     );
     tracing::info!(%addr, store = ?s.store, data_dir = %s.data_dir.display(), threads, "serving");
-    // The CLI finds this server through its data directory (file stores only: a memory store
-    // has nothing to manage from outside); removed at a graceful stop (decision 0072).
-    let advertised = match s.store {
-        StoreKind::File => Some(crate::remote::Advertised::write(&s.data_dir, addr)?),
-        StoreKind::Memory => None,
-    };
     crate::server::serve_per_core(
         listener,
         opened.app,
