@@ -360,14 +360,24 @@ async fn rotating_the_master_key_keeps_credentials_and_retires_the_old_key() {
     assert!(err.contains("does not match"), "{err}");
 }
 
+/// A second process that opens the store while `serve` holds it gets a clear error. (Management
+/// commands no longer open it while a server runs: they go through the server, see
+/// tests/cli_server.rs; a second `serve` still opens the store.) The failed second server leaves
+/// the first one's address file alone.
 #[tokio::test]
 async fn a_second_process_on_the_same_store_gets_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("d");
-    let (mut child, _, _) = serve_zero_config(&dir).await;
-    let (ok, _, err) = run(&dir, &["credential", "list"], "").await;
+    let (mut child, base, _) = serve_zero_config(&dir).await;
+    let advertised = std::fs::read_to_string(dir.join("server.json")).unwrap();
+    let (ok, _, err) = run(&dir, &["serve", "--listen", "127.0.0.1:0"], "").await;
     assert!(!ok);
-    assert!(err.contains("lock"), "{err}");
+    assert!(err.contains("lock") || err.contains("in use"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("server.json")).unwrap(),
+        advertised
+    );
+    assert!(advertised.contains(&base), "{advertised}");
     child.kill().await.unwrap();
 }
 
