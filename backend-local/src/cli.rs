@@ -663,9 +663,11 @@ fn refuse_unreadable_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => anyhow::bail!(
             "this user may not read the data directory {}: it belongs to the user that runs \
              `vultrino serve`, and only that user can open the store. Manage it through the \
-             server (the admin web UI or the HTTP API), and give agents `vultrino mcp`, which \
-             forwards to it (docs/security.md)",
-            dir.display()
+             server's HTTP API: give the CLI its URL (--server or VULTRINO_SERVER, e.g. \
+             {}) and run `vultrino login`, or use the admin web UI; give agents `vultrino mcp`, \
+             which forwards to it (docs/security.md)",
+            dir.display(),
+            crate::mcp_stdio::DEFAULT_SERVER
         ),
         _ => Ok(()),
     }

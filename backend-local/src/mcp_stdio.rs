@@ -132,14 +132,15 @@ impl ToolHost for KeyTools<'_> {
 
 /// The base URL of the server at `server`, without a trailing slash (`/mcp` and `/healthz` are
 /// appended to it). Refuses what is not an http(s) base URL, and plain http to anything but a
-/// loopback address: the agent's key travels with every message.
+/// loopback address: the agent's key (or, for the management CLI, the admin's session token)
+/// travels with every message.
 pub fn server_base(server: &str) -> anyhow::Result<String> {
     let url = url::Url::parse(server.trim())
         .map_err(|e| anyhow::anyhow!("--server {server}: not a URL ({e})"))?;
     if !crate::edge_sync::token_may_travel_to(&url) {
         anyhow::bail!(
-            "--server must be an https:// URL (http:// only for 127.0.0.1/localhost): the agent's \
-             API key travels with every message"
+            "--server must be an https:// URL (http:// only for 127.0.0.1/localhost): an API key \
+             or session token travels with every request"
         );
     }
     if url.query().is_some()

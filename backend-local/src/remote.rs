@@ -199,7 +199,10 @@ impl Session {
 
     /// The session kept for `base`, if any (`None` also for a file that does not parse).
     pub fn load(base: &str) -> anyhow::Result<Option<Session>> {
-        let path = session_path(base)?;
+        // No config home (neither variable set): nobody can have logged in.
+        let Ok(path) = session_path(base) else {
+            return Ok(None);
+        };
         let text = match std::fs::read(&path) {
             Ok(t) => Zeroizing::new(t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

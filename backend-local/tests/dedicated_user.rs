@@ -234,7 +234,8 @@ async fn a_server_run_as_its_own_user_keeps_its_store_from_the_agent_s_user() {
         assert!(!ok, "{args:?} as the agent's user succeeded: {out}");
         assert!(err.contains("Permission denied"), "{args:?}: {err}");
     }
-    // The management CLI cannot open the store, and says why and what to do instead.
+    // The management CLI cannot open the store, and says why and what to do instead (log in to
+    // the server).
     for args in [
         vec![bin, "credential", "list"],
         vec![bin, "key", "create", "mine", "--role", "admin"],
@@ -246,7 +247,13 @@ async fn a_server_run_as_its_own_user_keeps_its_store_from_the_agent_s_user() {
         .await;
         assert!(!ok, "{args:?} as the agent's user succeeded: {out}");
         assert!(out.is_empty(), "{out}");
-        for part in [data_s, "may not read", "vultrino serve", "HTTP API"] {
+        for part in [
+            data_s,
+            "may not read",
+            "vultrino serve",
+            "HTTP API",
+            "vultrino login",
+        ] {
             assert!(err.contains(part), "{part:?} not in: {err}");
         }
     }
@@ -277,6 +284,38 @@ async fn a_server_run_as_its_own_user_keeps_its_store_from_the_agent_s_user() {
         .await
         .unwrap();
     let agent_key = created["key"].as_str().unwrap();
+
+    // Pointed at the server, the CLI authenticates to it: without a session of the admin it
+    // gets nothing, and with the agent's own key only what the key's role allows — possession of
+    // the binary grants nothing.
+    let admin_key = vec![
+        bin, "key", "create", "mine", "--role", "admin", "--server", &base,
+    ];
+    let (ok, out, err) = run(as_user(agent_uid, umask, &admin_key, &[]), None).await;
+    assert!(!ok, "{out}");
+    assert!(err.contains("vultrino login"), "{err}");
+    let (ok, out, err) = run(
+        as_user(
+            agent_uid,
+            umask,
+            &admin_key,
+            &[("VULTRINO_API_KEY", agent_key)],
+        ),
+        None,
+    )
+    .await;
+    assert!(!ok, "{out}");
+    assert!(err.contains("403"), "{err}");
+    let keys: serde_json::Value = http
+        .get(format!("{base}/v1/keys"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 1, "{keys}");
     let ping = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n";
     let (ok, out, err) = run(
         as_user(
