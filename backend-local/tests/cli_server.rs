@@ -2,7 +2,8 @@
 //! management command goes through the server's HTTP API, authenticated by `vultrino login`'s
 //! session or `VULTRINO_API_KEY`, and never opens the store; with no server (or only the file a
 //! killed server left behind) it opens the store as before. Talks only to 127.0.0.1; run in the
-//! loopback-only namespace (scripts/test.sh).
+//! loopback-only namespace (scripts/test.sh). The CLI managing either backend with `--server`
+//! (the worker in workerd included) is in tests/http/cli.rs.
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,9 +15,7 @@ use std::process::Stdio;
 
 use serde_json::{json, Value};
 use support::upstream::Upstream;
-use support::{
-    expect, vultrino_cmd, workerd_backend, Client, Server, ServerOptions, ADMIN_PASSWORD,
-};
+use support::{expect, vultrino_cmd, Client, Server, ServerOptions, ADMIN_PASSWORD};
 use tokio::io::AsyncWriteExt;
 
 /// A data directory and a config home of the CLI's user, removed on drop.
@@ -563,53 +562,5 @@ async fn file_commands_say_to_stop_the_server_first() {
     let out = cli(&home, &["rotate-master-key"], "", &[]).await;
     assert!(!out.ok, "{out:?}");
     assert!(out.stderr.contains("stop it first"), "{out:?}");
-    server.stop().await;
-}
-
-/// Pointed at another backend with `--server` — the worker in workerd when
-/// `VULTRINO_TEST_BACKEND=workerd`, else a second local server — the CLI manages it the same way.
-#[tokio::test]
-async fn server_flag_manages_another_backend() {
-    let home = Home::new();
-    let server = Server::start(ServerOptions::default()).await;
-    let c = Client::new(server.target());
-    let base = server.base.clone();
-    let out = cli(
-        &home,
-        &["login", "--server", &base],
-        &format!("{ADMIN_PASSWORD}\n"),
-        &[],
-    )
-    .await;
-    assert!(out.ok, "{out:?}");
-    let out = cli(
-        &home,
-        &[
-            "credential",
-            "add",
-            "edge-gh",
-            "--host",
-            "api.github.com",
-            "--server",
-            &base,
-        ],
-        "s-edge\n",
-        &[],
-    )
-    .await;
-    assert!(out.ok, "{out:?}");
-    let out = cli(&home, &["key", "create", "bot", "--server", &base], "", &[]).await;
-    assert!(out.ok, "{out:?}");
-    let admin = c.login().await;
-    assert_eq!(
-        aliases(&state(&c, &admin, "/v1/credentials").await),
-        ["edge-gh"]
-    );
-    assert_eq!(names(&state(&c, &admin, "/v1/keys").await, "keys"), ["bot"]);
-    assert!(!home.data().exists(), "the local store was never opened");
-    assert!(cli(&home, &["logout", "--server", &base], "", &[]).await.ok);
-    if workerd_backend() {
-        eprintln!("managed the worker in workerd at {base}");
-    }
     server.stop().await;
 }

@@ -23,7 +23,8 @@
 //! OAuth2, reply shapes), `policy` (what a policy lets through as the upstream reads it; who may
 //! widen it), `ssrf` (refused methods and destinations), `audit`, `changes` (concurrent writes,
 //! consistency
-//! after a change), `sync` (export, and `vultrino sync --from` the backend under test).
+//! after a change), `sync` (export, and `vultrino sync --from` the backend under test), `cli` (the
+//! management CLI with `--server` the backend under test, after `vultrino login`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -36,6 +37,7 @@ mod support;
 mod admin_sessions;
 mod audit;
 mod changes;
+mod cli;
 mod credentials;
 mod execute;
 mod health_ui;
