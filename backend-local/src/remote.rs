@@ -143,9 +143,14 @@ pub fn sessions_dir() -> anyhow::Result<PathBuf> {
 /// The session file of the server at `base`: named by a hash of the URL, so two servers never
 /// share one.
 pub fn session_path(base: &str) -> anyhow::Result<PathBuf> {
+    Ok(sessions_dir()?.join(session_file_name(base)))
+}
+
+/// `<hex of the first 16 bytes of SHA-256(base)>.json`.
+fn session_file_name(base: &str) -> String {
     let digest = Sha256::digest(base.as_bytes());
     let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    Ok(sessions_dir()?.join(format!("{name}.json")))
+    format!("{name}.json")
 }
 
 /// A stored admin session. `Debug` never shows the token.
@@ -447,5 +452,52 @@ pub async fn logout(base: &str) -> anyhow::Result<String> {
              expires (30 minutes unused by default)",
             unreachable(base, &e)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let token = "vs_secret-token-value.1.tag";
+        let s = Session {
+            server: "http://127.0.0.1:7879".into(),
+            user: "admin".into(),
+            token: Zeroizing::new(token.into()),
+            expires_at: 1,
+        };
+        assert!(!format!("{s:?}").contains(token));
+        assert!(!format!("{:?}", Auth::Session(Zeroizing::new(token.into()))).contains(token));
+        assert!(!format!("{:?}", Auth::Key(Zeroizing::new("vk_a_b".into()))).contains("vk_a_b"));
+    }
+
+    #[test]
+    fn an_unspecified_listen_address_is_reached_on_loopback() {
+        let url = |a: &str| local_url(a.parse().unwrap());
+        assert_eq!(url("0.0.0.0:7879"), "http://127.0.0.1:7879");
+        assert_eq!(url("[::]:7879"), "http://[::1]:7879");
+        assert_eq!(url("127.0.0.1:1234"), "http://127.0.0.1:1234");
+    }
+
+    #[test]
+    fn a_given_url_is_checked_before_anything_else() {
+        let dir = Path::new("/nonexistent-vultrino-data");
+        assert!(route(Some("http://10.0.0.1:7879"), dir, true).is_err());
+        assert_eq!(
+            route(Some("http://127.0.0.1:7879/"), dir, true).unwrap(),
+            Route::Server("http://127.0.0.1:7879".into())
+        );
+        assert_eq!(route(None, dir, true).unwrap(), Route::Direct);
+    }
+
+    #[test]
+    fn each_server_has_its_own_session_file() {
+        let a = session_file_name("http://127.0.0.1:7879");
+        assert_ne!(a, session_file_name("http://127.0.0.1:7880"));
+        assert_ne!(a, session_file_name("https://vultrino.example.workers.dev"));
+        assert_eq!(a, session_file_name("http://127.0.0.1:7879"));
+        assert_eq!(a.len(), 32 + ".json".len());
     }
 }
