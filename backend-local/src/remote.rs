@@ -337,11 +337,11 @@ impl Remote {
             .bearer_auth(token)
             .header("accept", "application/json");
         if let Some(b) = body {
-            // The body may hold a secret (a credential's): wiped once sent.
-            let bytes = Zeroizing::new(serde_json::to_vec(b)?);
+            // The body may hold a secret (a credential's): it goes to this server only (https or
+            // loopback, checked by `route`) and is neither printed nor logged.
             rb = rb
                 .header("content-type", "application/json")
-                .body(bytes.to_vec());
+                .body(serde_json::to_vec(b)?);
         }
         let resp = rb.send().await.map_err(|e| unreachable(&self.base, &e))?;
         let status = resp.status();
@@ -377,14 +377,13 @@ impl Remote {
 /// session for `base`. Returns where it is kept.
 pub async fn login(base: &str, user: &str, password: &str) -> anyhow::Result<(Session, PathBuf)> {
     let http = http_client()?;
-    let body = Zeroizing::new(serde_json::to_vec(
-        &json!({"username": user, "password": password}),
-    )?);
+    // JSON with no `Origin`: what /login takes from a first-party client (decision 0044).
+    let body = serde_json::to_vec(&json!({"username": user, "password": password}))?;
     let resp = http
         .post(format!("{base}/login"))
         .header("content-type", "application/json")
         .header("accept", "application/json")
-        .body(body.to_vec())
+        .body(body)
         .send()
         .await
         .map_err(|e| unreachable(base, &e))?;
