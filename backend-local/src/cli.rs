@@ -743,6 +743,8 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
             s.config.admin_username
         );
     }
+    // Listening for SIGINT/SIGTERM before the banner says the server listens.
+    let shutdown = crate::server::shutdown_signal();
     let mut out = std::io::stdout().lock();
     out.write_all(banner.as_bytes())?;
     out.flush()?;
@@ -756,7 +758,7 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
     crate::server::serve_per_core(
         listener,
         opened.app,
-        crate::server::shutdown_signal(),
+        shutdown,
         threads,
         std::time::Duration::from_micros(a.busy_poll_us),
     )
