@@ -493,6 +493,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("empty password");
             }
             let (session, path) = crate::remote::login(&base, &a.user, &password).await?;
+            if std::env::var("VULTRINO_API_KEY").is_ok_and(|k| !k.trim().is_empty()) {
+                tracing::warn!(
+                    "VULTRINO_API_KEY is set: management commands use that key, not this session, until it is unset"
+                );
+            }
             eprintln!(
                 "logged in to {base} as '{}'; the session is kept in {} (this OS user only) \
                  until `vultrino logout`, 30 minutes unused or 12 hours",
