@@ -444,6 +444,29 @@ mod tests {
     }
 
     /// A well-formed hash with fewer iterations than the floor (its digest is not checked here).
+    /// `Origin: null` is what every sandboxed iframe, `data:` page and file on any site sends: as
+    /// a CORS origin it would hand the login (past the same-origin rule and its preflight),
+    /// `/mcp` and cookie requests to any page on the web, as `*` would. Refused like `*`
+    /// (review of issue 18).
+    #[test]
+    fn the_opaque_origin_null_is_refused_as_a_cors_origin() {
+        let c = Config {
+            cors_origins: vec!["https://a.example".into(), "null".into()],
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate().map_err(|e| e.setting),
+            Err(Setting::CorsOrigins)
+        );
+        let mut headers = http::HeaderMap::new();
+        headers.insert("origin", http::HeaderValue::from_static("null"));
+        headers.insert("host", http::HeaderValue::from_static("vault.example"));
+        assert!(
+            crate::auth::csrf::same_origin(&headers, &[]).is_err(),
+            "Origin: null is never this host"
+        );
+    }
+
     fn weak_hash() -> String {
         format!(
             "$pbkdf2-sha256$i={},l=32$c2FsdHNhbHRzYWx0c2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
