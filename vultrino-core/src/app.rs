@@ -162,6 +162,14 @@ impl Config {
                 "must list origins explicitly ('*' is refused: sessions carry credentials)",
             );
         }
+        // Every sandboxed iframe, `data:` URL and local file sends `Origin: null`: allowing it is
+        // allowing any page on the web (review of issue 18).
+        if self.cors_origins.iter().any(|o| o == "null") {
+            return refuse(
+                Setting::CorsOrigins,
+                "must not list 'null' (the origin of sandboxed and data: pages anywhere)",
+            );
+        }
         if let Some(hash) = self.admin_password_hash.as_deref() {
             if !hash.trim().starts_with('$') {
                 return refuse(
