@@ -302,9 +302,9 @@ fn rebound(app: &App, peer: SocketAddr, headers: &http::HeaderMap) -> bool {
 /// `localhost`, `*.localhost` or an IP literal, with or without a port.
 fn is_loopback_name(host: &str) -> bool {
     let host = host.trim();
-    if host.starts_with('[') {
+    if let Some(bracketed) = host.strip_prefix('[') {
         // An IPv6 literal, `[::1]` or `[::1]:8080`.
-        let Some((literal, rest)) = host[1..].split_once(']') else {
+        let Some((literal, rest)) = bracketed.split_once(']') else {
             return false;
         };
         return literal.parse::<std::net::Ipv6Addr>().is_ok()
