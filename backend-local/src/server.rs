@@ -226,6 +226,15 @@ async fn handle_inner(
 ) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
     let limit = app.config().max_request_bytes;
     let (mut parts, body) = req.into_parts();
+    if rebound(&app, peer, &parts.headers) {
+        let err = Error::forbidden(
+            "this server answers requests over loopback only for localhost and IP addresses: a \
+             page under another name that resolves here (DNS rebinding) is refused; behind a \
+             reverse proxy, pass --trust-forwarded-for",
+        )
+        .with_code(Code::CsrfFailed);
+        return Ok(error_response(&err).map(Full::new));
+    }
     // A declared Content-Length over the cap is refused before any of the body is read (a
     // body without one is cut off by `Limited` as soon as it passes the cap).
     if hyper::body::Body::size_hint(&body).lower() > limit as u64 {
@@ -269,6 +278,53 @@ async fn handle_inner(
     Ok(resp.map(Full::new))
 }
 
+/// Whether a request that came over loopback names this server by a name of someone else's: a
+/// `Host` that is a domain other than `localhost` (or a name under it). Browsers put the page's
+/// own name there, so a web page whose name an attacker resolved to 127.0.0.1 (DNS rebinding)
+/// would otherwise reach the local server as a same-origin caller — past the same-origin rule of
+/// `POST /login`, spending the admin's login attempts from the admin's own address. IP
+/// addresses and `localhost` are names no web page can have for itself. A server behind a
+/// reverse proxy (`--trust-forwarded-for`) receives the proxy's names, which the proxy chose:
+/// not checked. (Review of issue 18.)
+fn rebound(app: &App, peer: SocketAddr, headers: &http::HeaderMap) -> bool {
+    if !peer.ip().is_loopback() || app.config().trust_forwarded_for {
+        return false;
+    }
+    let Some(host) = headers.get(http::header::HOST) else {
+        return false;
+    };
+    let Ok(host) = host.to_str() else {
+        return true;
+    };
+    !is_loopback_name(host)
+}
+
+/// `localhost`, `*.localhost` or an IP literal, with or without a port.
+fn is_loopback_name(host: &str) -> bool {
+    let host = host.trim();
+    if let Some(bracketed) = host.strip_prefix('[') {
+        // An IPv6 literal, `[::1]` or `[::1]:8080`.
+        let Some((literal, rest)) = bracketed.split_once(']') else {
+            return false;
+        };
+        return literal.parse::<std::net::Ipv6Addr>().is_ok()
+            && (rest.is_empty() || rest.strip_prefix(':').is_some_and(is_port));
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if is_port(port) => name,
+        Some(_) => return false,
+        None => host,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+}
+
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Resolves when SIGINT or SIGTERM arrives. The handlers are installed when this is called, not
 /// when the future is first polled: call it before announcing that the server listens, so that a
 /// signal sent right after the announcement stops the server gracefully too (and it removes its
@@ -303,5 +359,40 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
             let _ = tokio::signal::ctrl_c().await;
         }
         tracing::info!("shutdown signal received; draining connections");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_name;
+
+    #[test]
+    fn only_localhost_and_ip_literals_are_loopback_names() {
+        for ok in [
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "localhost",
+            "LocalHost:80",
+            "localhost.:8080",
+            "app.localhost:3000",
+            "[::1]",
+            "[::1]:8080",
+            "10.0.0.5:8080",
+        ] {
+            assert!(is_loopback_name(ok), "{ok}");
+        }
+        for bad in [
+            "rebind.attacker.example:8080",
+            "attacker.example",
+            "localhost.attacker.example",
+            "127.0.0.1.nip.io:8080",
+            "localhost:80:80",
+            "localhost:http",
+            "[::1",
+            "[::1]x",
+            "",
+        ] {
+            assert!(!is_loopback_name(bad), "{bad}");
+        }
     }
 }

@@ -258,3 +258,87 @@ async fn a_wildcard_never_matches_a_host_under_a_public_suffix_below_it() {
         expect_for(url, &r, 403, "host_not_allowed");
     }
 }
+
+/// Laravel and Symfony (with method override on) take the method of a POST from a `_method`
+/// parameter — in the query string, a form body (urlencoded or multipart) or, on Laravel, a JSON
+/// body — as Rails and Rack do from a form body: `POST …?_method=DELETE` is a DELETE to them. A
+/// credential whose policy allows only some methods must not let a request through that the
+/// upstream may read as another method; the issue dropped the override headers, and the
+/// parameter is the same override (review of issue 18). A `_method` naming an allowed method, or
+/// a credential without a method list, has nothing to bypass.
+#[tokio::test]
+async fn a_method_override_parameter_cannot_turn_an_allowed_method_into_another() {
+    let e = env().await;
+    let r = e
+        .create(
+            json!({"alias": "no-delete", "type": "api_key", "data": {"key": "sk-live-Md41uV"},
+                       "policy": {"allowed_hosts": ["127.0.0.1"], "methods": ["GET", "POST"]}}),
+        )
+        .await;
+    expect(&r, 201, None);
+    let r = e
+        .create(
+            json!({"alias": "any-method", "type": "api_key", "data": {"key": "sk-live-Am52wX"},
+                       "policy": {"allowed_hosts": ["127.0.0.1"]}}),
+        )
+        .await;
+    expect(&r, 201, None);
+    let send = |alias: &str, params: Value| {
+        let body = json!({"credential": alias, "action": "http.request", "params": params});
+        let c = e.c.clone();
+        let admin = e.admin.clone();
+        async move {
+            c.send("POST", "/v1/execute", Some(&admin), Some(&body))
+                .await
+        }
+    };
+    let form = |body: &str, content_type: &str| {
+        json!({"method": "POST", "url": e.up.url("/items/1"),
+               "headers": {"Content-Type": content_type}, "body": body})
+    };
+    let overrides = [
+        (
+            "in the URL's query",
+            json!({"method": "POST", "url": e.up.url("/items/1?_method=DELETE")}),
+        ),
+        (
+            "in the URL's query, encoded and lowercase",
+            json!({"method": "POST", "url": e.up.url("/items/1?%5Fmethod=delete")}),
+        ),
+        (
+            "in the query parameters",
+            json!({"method": "POST", "url": e.up.url("/items/1"), "query": {"_method": "PUT"}}),
+        ),
+        (
+            "in a form body",
+            form("name=x&_method=DELETE", "application/x-www-form-urlencoded"),
+        ),
+        (
+            "in a multipart body",
+            form(
+                "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n",
+                "multipart/form-data; boundary=b",
+            ),
+        ),
+        (
+            "in a JSON body",
+            json!({"method": "POST", "url": e.up.url("/items/1"), "body": {"_method": "PATCH"}}),
+        ),
+    ];
+    for (what, params) in &overrides {
+        let r = send("no-delete", params.clone()).await;
+        expect_for(what, &r, 403, "method_not_allowed_by_policy");
+    }
+    assert_eq!(e.up.seen().len(), 0, "no request may reach the upstream");
+    // Nothing to bypass: an allowed method named, or no method list.
+    let r = send(
+        "no-delete",
+        json!({"method": "POST", "url": e.up.url("/items/1?_method=GET")}),
+    )
+    .await;
+    expect_for("an allowed method named", &r, 200, None);
+    for (what, params) in &overrides {
+        let r = send("any-method", params.clone()).await;
+        expect_for(what, &r, 200, None);
+    }
+}

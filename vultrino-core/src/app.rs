@@ -162,6 +162,14 @@ impl Config {
                 "must list origins explicitly ('*' is refused: sessions carry credentials)",
             );
         }
+        // Every sandboxed iframe, `data:` URL and local file sends `Origin: null`: allowing it is
+        // allowing any page on the web (review of issue 18).
+        if self.cors_origins.iter().any(|o| o == "null") {
+            return refuse(
+                Setting::CorsOrigins,
+                "must not list 'null' (the origin of sandboxed and data: pages anywhere)",
+            );
+        }
         if let Some(hash) = self.admin_password_hash.as_deref() {
             if !hash.trim().starts_with('$') {
                 return refuse(
@@ -444,6 +452,29 @@ mod tests {
     }
 
     /// A well-formed hash with fewer iterations than the floor (its digest is not checked here).
+    /// `Origin: null` is what every sandboxed iframe, `data:` page and file on any site sends: as
+    /// a CORS origin it would hand the login (past the same-origin rule and its preflight),
+    /// `/mcp` and cookie requests to any page on the web, as `*` would. Refused like `*`
+    /// (review of issue 18).
+    #[test]
+    fn the_opaque_origin_null_is_refused_as_a_cors_origin() {
+        let c = Config {
+            cors_origins: vec!["https://a.example".into(), "null".into()],
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate().map_err(|e| e.setting),
+            Err(Setting::CorsOrigins)
+        );
+        let mut headers = http::HeaderMap::new();
+        headers.insert("origin", http::HeaderValue::from_static("null"));
+        headers.insert("host", http::HeaderValue::from_static("vault.example"));
+        assert!(
+            crate::auth::csrf::same_origin(&headers, &[]).is_err(),
+            "Origin: null is never this host"
+        );
+    }
+
     fn weak_hash() -> String {
         format!(
             "$pbkdf2-sha256$i={},l=32$c2FsdHNhbHRzYWx0c2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",

@@ -157,6 +157,9 @@ impl<'a> Pipeline<'a> {
         let opened = self.store().load(&req.credential).await?;
         let record = &*opened.record;
         self.check_policy(record, &method, &target).await?;
+        if let Some(allowed) = &record.policy.methods {
+            check_method_overrides(allowed, &target.url, &req)?;
+        }
         let mut out = Outbound::new(method, target.url, &req.headers, req.query)?;
         let token = self.oauth_token(&opened).await?;
         let derived = record.data.inject(&mut out, token.as_ref())?;
@@ -238,6 +241,74 @@ impl<'a> Pipeline<'a> {
                 .clone()
         }
     }
+}
+
+/// The name of the parameter with which Laravel, Symfony, Rails and Rack let a POST stand for
+/// another method.
+const METHOD_OVERRIDE_PARAM: &str = "_method";
+
+/// Under a method list, a `_method` parameter (any case) that names a method the list does not
+/// allow is refused (403 `method_not_allowed_by_policy`), wherever an upstream framework may read
+/// it: the URL's query, the `query` parameters, a form body (urlencoded, or multipart, whose
+/// field is refused whatever its value) or a JSON object body. The override headers are dropped
+/// ([`crate::upstream`]); this is the same override as a parameter (review of issue 18).
+fn check_method_overrides(allowed: &[String], url: &url::Url, req: &ExecuteRequest) -> Result<()> {
+    let is_override = |name: &str| name.eq_ignore_ascii_case(METHOD_OVERRIDE_PARAM);
+    let mut named: Vec<String> = url
+        .query_pairs()
+        .filter(|(k, _)| is_override(k))
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    named.extend(
+        req.query
+            .iter()
+            .filter(|(k, _)| is_override(k))
+            .map(|(_, v)| v.clone()),
+    );
+    if let Some(body) = req.body.as_deref() {
+        let content_type = req
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.trim().to_ascii_lowercase());
+        let content_type = content_type.as_deref().unwrap_or("");
+        if content_type.starts_with("application/x-www-form-urlencoded") {
+            named.extend(
+                url::form_urlencoded::parse(body)
+                    .filter(|(k, _)| is_override(k))
+                    .map(|(_, v)| v.into_owned()),
+            );
+        } else if content_type.starts_with("multipart/") {
+            let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+            if text.contains("name=\"_method\"") || text.contains("name=_method") {
+                // The field's value is not read: refused whatever it is.
+                named.push(String::new());
+            }
+        } else if req.json_body || content_type.contains("json") {
+            if let Ok(serde_json::Value::Object(fields)) =
+                serde_json::from_slice::<serde_json::Value>(body)
+            {
+                named.extend(
+                    fields
+                        .iter()
+                        .filter(|(k, _)| is_override(k))
+                        .map(|(_, v)| v.as_str().map_or_else(String::new, str::to_owned)),
+                );
+            }
+        }
+    }
+    if named
+        .iter()
+        .all(|m| allowed.contains(&m.trim().to_ascii_uppercase()))
+    {
+        return Ok(());
+    }
+    // The value is not echoed: it comes from the query or the body, which are never repeated.
+    Err(Error::forbidden(format!(
+        "a {METHOD_OVERRIDE_PARAM} parameter names a method that is not allowed for this \
+         credential: the upstream may act on it instead of the request's method"
+    ))
+    .with_code(Code::MethodNotAllowedByPolicy))
 }
 
 /// The request's method: valid HTTP (400 `invalid_request`), and never CONNECT or TRACE.
