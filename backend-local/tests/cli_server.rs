@@ -564,3 +564,74 @@ async fn file_commands_say_to_stop_the_server_first() {
     assert!(out.stderr.contains("stop it first"), "{out:?}");
     server.stop().await;
 }
+
+/// The file a killed server left behind names a port anyone on this machine may take next. While
+/// another process (not a server: `vultrino mcp --direct`, a direct command) holds the store, the
+/// CLI must not take that file for a running server: it would send the session token (or
+/// `VULTRINO_API_KEY`, or the password typed at `vultrino login`) to whatever listens there now.
+/// (Review of the CLI, issue 18.)
+#[tokio::test]
+async fn a_stale_server_file_is_not_trusted_while_another_process_holds_the_store() {
+    let home = Home::new();
+    let mut server = serve(&home).await;
+    assert!(login(&home).await.ok);
+    server.kill9().await;
+    let stale: Value =
+        serde_json::from_slice(&std::fs::read(home.data().join("server.json")).unwrap()).unwrap();
+    let addr = stale["url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("http://")
+        .unwrap()
+        .to_string();
+
+    // Another process holds the store's lock, as `vultrino mcp --direct` does.
+    let lock = std::fs::File::open(home.data().join("store/LOCK")).unwrap();
+    lock.try_lock().unwrap();
+    // Another local user takes the freed port and records whatever arrives.
+    let squatter = tokio::net::TcpListener::bind(&addr).await.unwrap();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let sink = received.clone();
+    let accept = tokio::spawn(async move {
+        loop {
+            let (mut s, _) = squatter.accept().await.unwrap();
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                // Keep what arrives within a moment, then hang up (the CLI would wait for a
+                // reply for minutes).
+                let mut buf = [0u8; 4096];
+                let wait = std::time::Duration::from_millis(500);
+                while let Ok(Ok(n)) = tokio::time::timeout(wait, s.read(&mut buf)).await {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+    });
+
+    let list = cli(&home, &["credential", "list"], "", &[]).await;
+    let key = cli(
+        &home,
+        &["key", "list"],
+        "",
+        &[("VULTRINO_API_KEY", "vk_agent_secret-key-value")],
+    )
+    .await;
+    let relogin = login(&home).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    accept.abort();
+    let got = String::from_utf8_lossy(&received.lock().unwrap()).into_owned();
+    assert!(
+        got.is_empty(),
+        "the stale port received: {got:?}\n{list:?}\n{key:?}\n{relogin:?}"
+    );
+    // The CLI found the store busy instead, and said so.
+    assert!(
+        !list.ok && list.stderr.contains("in use by another"),
+        "{list:?}"
+    );
+    drop(lock);
+}
