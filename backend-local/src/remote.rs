@@ -4,8 +4,9 @@
 //! # Which server (decision 0072)
 //! In order: `--server URL` / `VULTRINO_SERVER`; else the server of the data directory, found
 //! through the file `vultrino serve` writes there ([`SERVER_FILE`], `{url, pid}`, 0600) once it
-//! listens and removes when it stops — trusted only while the store's lock is held, so the file a
-//! `kill -9` leaves behind is ignored; else no server, and the command opens the store here as it
+//! listens, keeps locked while it runs and removes when it stops — trusted only while that lock
+//! is held, so the file a `kill -9` leaves behind is ignored, also while another process holds
+//! the store; else no server, and the command opens the store here as it
 //! always did. A URL must be https, or http to a loopback address
 //! ([`crate::mcp_stdio::server_base`], the rule of `mcp --server` and `sync --from`), checked
 //! before any connection.
@@ -54,23 +55,45 @@ pub fn local_url(addr: SocketAddr) -> String {
     format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
-/// The server's entry in its data directory: written once it listens, removed when dropped (at
-/// a graceful stop). A file left by a killed server is harmless: readers trust it only while the
-/// store's lock is held.
+/// The server's entry in its data directory: written once it listens, held under an exclusive
+/// lock for as long as the server runs, removed when dropped (at a graceful stop). A file left
+/// by a killed server is harmless: its lock died with the server, and readers trust the file
+/// only while it is locked.
 pub struct Advertised {
     path: PathBuf,
+    /// The open file whose lock says "this server still runs".
+    _held: std::fs::File,
 }
 
 impl Advertised {
-    /// Write `<data_dir>/server.json` (0600, replaced atomically) naming `addr`.
+    /// Write `<data_dir>/server.json` (0600, replaced atomically) naming `addr`, locked before
+    /// it takes its name: no reader ever sees it unlocked while this server runs.
     pub fn write(data_dir: &Path, addr: SocketAddr) -> anyhow::Result<Advertised> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
         let path = data_dir.join(SERVER_FILE);
+        let tmp = data_dir.join(format!("{SERVER_FILE}.tmp"));
         let text = serde_json::to_vec(&ServerFile {
             url: local_url(addr),
             pid: std::process::id(),
         })?;
-        setup::replace_private_file(&path, &text)?;
-        Ok(Advertised { path })
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", tmp.display()))?;
+        file.write_all(&text)?;
+        file.sync_all()?;
+        file.try_lock()
+            .map_err(|e| anyhow::anyhow!("cannot lock {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        if let Ok(d) = std::fs::File::open(data_dir) {
+            let _ = d.sync_all();
+        }
+        Ok(Advertised { path, _held: file })
     }
 }
 
@@ -80,14 +103,26 @@ impl Drop for Advertised {
     }
 }
 
-/// The URL of the server running on `data_dir`, if one does: its [`SERVER_FILE`] exists and the
-/// store is locked (by that server). A file whose store is not locked is stale (a server killed
-/// with SIGKILL) and is ignored; so is a file this user may not read.
+/// The URL of the server running on `data_dir`, if one does: its [`SERVER_FILE`] exists and is
+/// locked by the server that wrote it (and the store is locked). A file that is not locked is
+/// stale (a server killed with SIGKILL) and is ignored — also while another process (`vultrino
+/// mcp --direct`, a direct command) holds the store: whatever listens at the dead server's port
+/// now is no Vultrino server, and must get no token, key or password. So is a file this user may
+/// not read.
 pub fn discover(data_dir: &Path) -> Option<String> {
-    let text = std::fs::read(data_dir.join(SERVER_FILE)).ok()?;
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(data_dir.join(SERVER_FILE)).ok()?;
+    if !matches!(
+        file.try_lock_shared(),
+        Err(std::fs::TryLockError::WouldBlock)
+    ) {
+        return None;
+    }
     if !crate::file_kv::FileKv::is_locked(&data_dir.join(setup::STORE_DIR)) {
         return None;
     }
+    let mut text = Vec::new();
+    file.read_to_end(&mut text).ok()?;
     let file: ServerFile = serde_json::from_slice(&text).ok()?;
     Some(file.url)
 }
