@@ -635,3 +635,96 @@ async fn a_stale_server_file_is_not_trusted_while_another_process_holds_the_stor
     );
     drop(lock);
 }
+
+/// A hostile (or compromised) server on 127.0.0.1: answers every request with `head` followed by
+/// `body_len` bytes of `fill`, written as fast as the CLI reads them. Returns its base URL.
+async fn hostile_server(
+    head: String,
+    body_len: usize,
+    fill: u8,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let head = head.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![fill; 64 * 1024];
+                let mut left = body_len;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if s.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+            });
+        }
+    });
+    (base, task)
+}
+
+/// What a server the CLI is pointed at says in an error reaches the user's terminal: control
+/// characters in it (escape sequences that retitle the window, clear the screen, rewrite what
+/// was printed before, or on some terminals answer back) must not reach it raw. (Review of the
+/// CLI, issue 18.)
+#[tokio::test]
+async fn a_servers_error_cannot_send_escape_sequences_to_the_terminal() {
+    let home = Home::new();
+    let body = json!({"error": {
+        "code": "forbidden\u{1b}[2J",
+        "message": "\u{1b}]0;owned\u{7}\u{1b}[31mred\u{1b}[0m\r\u{9b}31m"
+    }})
+    .to_string();
+    let head = format!(
+        "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (base, task) = hostile_server(head, 0, b' ').await;
+    let out = cli(
+        &home,
+        &["key", "list", "--server", &base],
+        "",
+        &[("VULTRINO_API_KEY", "vk_agent_secret-key-value")],
+    )
+    .await;
+    task.abort();
+    assert!(!out.ok, "{out:?}");
+    assert!(
+        out.stderr.contains("owned"),
+        "the message is shown: {out:?}"
+    );
+    assert!(
+        !out.stderr.chars().any(|c| c.is_control() && c != '\n'),
+        "control characters reach the terminal: {out:?}"
+    );
+}
+
+/// A server's reply is read up to a bound: a hostile server cannot make the CLI hold gigabytes
+/// in memory. (Review of the CLI, issue 18.)
+#[tokio::test]
+async fn a_huge_reply_is_refused_not_held_in_memory() {
+    let home = Home::new();
+    let len: usize = 256 * 1024 * 1024;
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
+    );
+    let (base, task) = hostile_server(head, len, b' ').await;
+    let out = cli(
+        &home,
+        &["key", "list", "--server", &base],
+        "",
+        &[("VULTRINO_API_KEY", "vk_agent_secret-key-value")],
+    )
+    .await;
+    task.abort();
+    assert!(!out.ok, "{out:?}");
+    assert!(out.stderr.contains("too large"), "{out:?}");
+}
