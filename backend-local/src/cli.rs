@@ -1146,6 +1146,7 @@ fn report_migration(done: &serde_json::Value, dry_run: bool) -> anyhow::Result<(
                 refused
                     .iter()
                     .filter_map(|r| r["record"].as_str())
+                    .map(crate::remote::printable)
                     .collect::<Vec<_>>()
                     .join(", ")
             )

@@ -37,6 +37,10 @@ pub const SERVER_FILE: &str = "server.json";
 /// default fetch timeout is 30 s).
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The largest reply the CLI reads from a server (the largest real one, a page of a list or an
+/// execute's scrubbed upstream reply, is far below): a hostile server cannot make it hold more.
+const MAX_REPLY_BYTES: usize = 32 * 1024 * 1024;
+
 /// What `vultrino serve` writes into [`SERVER_FILE`].
 #[derive(Serialize, Deserialize)]
 struct ServerFile {
@@ -296,7 +300,7 @@ fn cause(e: &reqwest::Error) -> String {
     while let Some(inner) = c.source() {
         c = inner;
     }
-    c.to_string()
+    printable(&c.to_string())
 }
 
 fn unreachable(base: &str, e: &reqwest::Error) -> anyhow::Error {
@@ -307,15 +311,55 @@ fn unreachable(base: &str, e: &reqwest::Error) -> anyhow::Error {
     )
 }
 
-/// The `code: message` of an API error body, or the status alone.
+/// `text` safe to print to a terminal: control characters (escape sequences, BEL, CR, C1 —
+/// what a hostile server could send to retitle the window, clear or rewrite the screen) are
+/// shown escaped (`\u{1b}`) instead of sent raw.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The `code: message` of an API error body (printable), or the status alone.
 fn api_error(status: reqwest::StatusCode, body: &Value) -> String {
     match (
         body["error"]["code"].as_str(),
         body["error"]["message"].as_str(),
     ) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), Some(message)) => printable(&format!("{code}: {message}")),
         _ => format!("HTTP {status}"),
     }
+}
+
+/// The body of `resp`, at most [`MAX_REPLY_BYTES`] (a declared larger length is refused before
+/// any of it is read). Wiped when dropped: it may hold a secret (a new key, a session token).
+async fn read_reply(base: &str, mut resp: reqwest::Response) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let too_large = || {
+        anyhow::anyhow!(
+            "the reply of {base} is too large (over {} MiB): refused",
+            MAX_REPLY_BYTES / (1024 * 1024)
+        )
+    };
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_REPLY_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Zeroizing::new(Vec::new());
+    while let Some(chunk) = resp.chunk().await.map_err(|e| unreachable(base, &e))? {
+        if body.len() + chunk.len() > MAX_REPLY_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A connection to the server at `base`, authenticated as `auth`.
@@ -380,11 +424,19 @@ impl Remote {
         }
         let resp = rb.send().await.map_err(|e| unreachable(&self.base, &e))?;
         let status = resp.status();
-        let text = resp.bytes().await.unwrap_or_default();
+        let text = read_reply(&self.base, resp).await?;
         let value: Value = if text.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&text).unwrap_or(Value::Null)
+            match serde_json::from_slice(&text) {
+                Ok(v) => v,
+                Err(_) if status.is_success() => anyhow::bail!(
+                    "{} answered HTTP {status} with a reply that is not JSON: is it a Vultrino \
+                     server?",
+                    self.base
+                ),
+                Err(_) => Value::Null,
+            }
         };
         if status.is_success() {
             return Ok(value);
@@ -427,8 +479,8 @@ pub async fn login(base: &str, user: &str, password: &str) -> anyhow::Result<(Se
         .headers()
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let text = Zeroizing::new(resp.bytes().await.unwrap_or_default().to_vec());
+        .map(printable);
+    let text = read_reply(base, resp).await?;
     let value: Value = serde_json::from_slice(&text).unwrap_or(Value::Null);
     if !status.is_success() {
         let detail = api_error(status, &value);
