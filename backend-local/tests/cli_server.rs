@@ -713,18 +713,21 @@ async fn a_servers_error_cannot_send_escape_sequences_to_the_terminal() {
 async fn a_huge_reply_is_refused_not_held_in_memory() {
     let home = Home::new();
     let len: usize = 256 * 1024 * 1024;
-    let head = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
-    );
-    let (base, task) = hostile_server(head, len, b' ').await;
-    let out = cli(
-        &home,
-        &["key", "list", "--server", &base],
-        "",
-        &[("VULTRINO_API_KEY", "vk_agent_secret-key-value")],
-    )
-    .await;
-    task.abort();
-    assert!(!out.ok, "{out:?}");
-    assert!(out.stderr.contains("too large"), "{out:?}");
+    // A declared length, and a body that just goes on until the server hangs up.
+    for declared in [format!("content-length: {len}\r\n"), String::new()] {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{declared}connection: close\r\n\r\n"
+        );
+        let (base, task) = hostile_server(head, len, b' ').await;
+        let out = cli(
+            &home,
+            &["key", "list", "--server", &base],
+            "",
+            &[("VULTRINO_API_KEY", "vk_agent_secret-key-value")],
+        )
+        .await;
+        task.abort();
+        assert!(!out.ok, "{declared:?}: {out:?}");
+        assert!(out.stderr.contains("too large"), "{declared:?}: {out:?}");
+    }
 }
