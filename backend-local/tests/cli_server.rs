@@ -731,3 +731,69 @@ async fn a_huge_reply_is_refused_not_held_in_memory() {
         assert!(out.stderr.contains("too large"), "{declared:?}: {out:?}");
     }
 }
+
+/// `serve` only ever advertises `http://<loopback or listen IP>:<port>`. A `server.json` naming
+/// anything else (an https URL of someone else's host) was planted: the CLI must not send the
+/// password typed at `vultrino login`, or a key, there. (Review of the CLI, issue 18.)
+#[tokio::test]
+async fn a_planted_server_file_naming_another_host_is_refused() {
+    support::require_loopback_only_network();
+    let home = Home::new();
+    let mut server = serve(&home).await;
+    server.kill9().await;
+    // Someone holds the store, and a planted file that they keep locked as a server would.
+    let lock = std::fs::File::open(home.data().join("store/LOCK")).unwrap();
+    lock.try_lock().unwrap();
+    let planted = home.data().join("server.json");
+    std::fs::write(
+        &planted,
+        json!({"url": "https://vultrino.attacker.example", "pid": 1}).to_string(),
+    )
+    .unwrap();
+    let held = std::fs::File::open(&planted).unwrap();
+    held.try_lock().unwrap();
+    for (args, env) in [
+        (vec!["login"], vec![]),
+        (
+            vec!["key", "list"],
+            vec![("VULTRINO_API_KEY", "vk_agent_secret-key-value")],
+        ),
+    ] {
+        let out = cli(&home, &args, &format!("{ADMIN_PASSWORD}\n"), &env).await;
+        assert!(!out.ok, "{args:?}: {out:?}");
+        assert!(
+            !out.stderr.contains("cannot reach"),
+            "the CLI tried to connect: {args:?}: {out:?}"
+        );
+        assert!(out.stderr.contains("server.json"), "{args:?}: {out:?}");
+    }
+    drop((held, lock));
+}
+
+/// A server's redirect is not followed: the token or key it was sent goes to that server only.
+#[tokio::test]
+async fn a_redirect_is_not_followed_with_the_key() {
+    let home = Home::new();
+    // The second listener would see a connection if the redirect were followed.
+    let watch = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let watch_base = format!("http://{}", watch.local_addr().unwrap());
+    let seen = tokio::spawn(async move {
+        tokio::time::timeout(std::time::Duration::from_secs(3), watch.accept())
+            .await
+            .is_ok()
+    });
+    let head = format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nlocation: {watch_base}/v1/keys\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    let (base, task) = hostile_server(head, 0, b' ').await;
+    let out = cli(
+        &home,
+        &["key", "list", "--server", &base],
+        "",
+        &[("VULTRINO_API_KEY", "vk_agent_secret-key-value")],
+    )
+    .await;
+    task.abort();
+    assert!(!out.ok, "{out:?}");
+    assert!(!seen.await.unwrap(), "the redirect was followed: {out:?}");
+}
