@@ -149,17 +149,34 @@ pub fn route(server: Option<&str>, data_dir: &Path, file_store: bool) -> anyhow:
     }
     if file_store {
         if let Some(url) = discover(data_dir) {
-            let base = crate::mcp_stdio::server_base(&url).map_err(|e| {
+            let base = advertised_base(&url).map_err(|e| {
                 anyhow::anyhow!(
-                    "the server running on {} listens at {url}, which the CLI may not use ({e}); \
-                     give its https:// URL with --server / VULTRINO_SERVER",
-                    data_dir.display()
+                    "the server running on {} names {} in its {SERVER_FILE}, which the CLI may \
+                     not use ({e}); give the server's URL with --server / VULTRINO_SERVER",
+                    data_dir.display(),
+                    printable(&url)
                 )
             })?;
             return Ok(Route::Server(base));
         }
     }
     Ok(Route::Direct)
+}
+
+/// The base URL of a [`SERVER_FILE`]'s `url`: only what `serve` writes there ([`local_url`]) —
+/// `http://` to a loopback IP address. Anything else (an https URL of another host, a name) was
+/// not written by a server on this data directory and gets no password, token or key.
+fn advertised_base(url: &str) -> anyhow::Result<String> {
+    let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("not a URL: {e}"))?;
+    let loopback_ip = match parsed.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        _ => false,
+    };
+    if parsed.scheme() != "http" || !loopback_ip {
+        anyhow::bail!("a local server is reached at http:// and a loopback IP address");
+    }
+    crate::mcp_stdio::server_base(url)
 }
 
 /// The directory of the CLI's sessions: `$XDG_CONFIG_HOME/vultrino/sessions`, else
