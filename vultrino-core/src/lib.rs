@@ -12,6 +12,7 @@
 //! |---|---|
 //! | configuration, ports, the composition root | [`app`] |
 //! | HTTP routing and replies; CORS | [`api`], [`cors`] |
+//! | request and response bodies, whole or streamed | [`body`] |
 //! | who is calling: keys, sessions, CSRF, client address, roles | [`auth`] |
 //! | credential records, their storage and injection | [`credential`] |
 //! | the execute pipeline | [`execute`] |
@@ -27,6 +28,7 @@
 //! | errors and their wire codes; reading client input | [`error`], [`input`] |
 //! | secret values | [`secret`] |
 
+pub mod body;
 pub mod error;
 pub mod ports;
 
