@@ -48,8 +48,10 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 const OPENAI_TEXT_FIELDS: &[&str] = &["content", "refusal", "reasoning_content", "reasoning"];
 
 /// Keys the generic rule never joins: identifiers and discriminators, repeated or switched
-/// between events but never concatenated by a client. Joining them would only delay events.
+/// between events but never concatenated by a client, and OpenAI's `obfuscation` (random
+/// padding that changes in every event). Joining them would only delay events.
 const NOT_TEXT_KEYS: &[&str] = &[
+    "obfuscation",
     "type",
     "object",
     "id",
