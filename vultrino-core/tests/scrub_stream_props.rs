@@ -551,6 +551,31 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// OpenAI's random `obfuscation` padding changes in every event but is never joined by a
+    /// client: it must not make events wait.
+    #[test]
+    fn obfuscation_padding_holds_nothing(
+        secret in "sk-[a-z0-9]{8,32}",
+        pads in prop::collection::vec("[A-Za-z0-9]{1,15}", 1..20),
+    ) {
+        let s = Arc::new(Scrubber::new([secret.as_bytes()]));
+        let mut st = SseScrubber::new(s);
+        for pad in pads {
+            let v = serde_json::json!({"id":"chatcmpl-9x","object":"chat.completion.chunk",
+                "choices":[{"index":0,"delta":{"content":"word "},"finish_reason":null}],
+                "obfuscation":pad});
+            let event = format!("data: {v}\n\n");
+            let out = st.push(event.as_bytes());
+            prop_assert!(out.is_ok());
+            let out = out.unwrap_or_default();
+            prop_assert_eq!(String::from_utf8_lossy(&out), event);
+        }
+    }
+}
+
 #[test]
 fn a_secret_split_at_every_pair_of_offsets_never_reassembles() {
     let secret = "sk-ant-api03-Zq9/x+Y";
