@@ -50,8 +50,11 @@ impl Env {
     }
 }
 
+/// One key slot: its name, the headers and the query suffix that carry a key in it.
+type Slot = (&'static str, Vec<(&'static str, String)>, String);
+
 /// Every slot an SDK may use, as the headers (and query suffix) carrying `key`.
-fn slots(key: &str) -> Vec<(&'static str, Vec<(&'static str, String)>, String)> {
+fn slots(key: &str) -> Vec<Slot> {
     vec![
         (
             "Authorization: Bearer",

@@ -138,7 +138,7 @@ fn clean_headers(
 /// How a reply body is scrubbed: byte by byte across chunks, or, for `text/event-stream`, also
 /// event by event as the client joins them (docs/decisions/0069-sse-event-level-scrubbing.md).
 enum BodyScrub {
-    Plain(StreamScrubber),
+    Plain(Box<StreamScrubber>),
     Sse(Box<SseScrubber>),
 }
 
@@ -152,7 +152,7 @@ impl BodyScrub {
         if sse {
             BodyScrub::Sse(Box::new(SseScrubber::new(scrubber)))
         } else {
-            BodyScrub::Plain(StreamScrubber::new(scrubber))
+            BodyScrub::Plain(Box::new(StreamScrubber::new(scrubber)))
         }
     }
 
