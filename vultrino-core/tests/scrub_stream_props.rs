@@ -555,9 +555,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// OpenAI's random `obfuscation` padding changes in every event but is never joined by a
-    /// client: it must not make events wait.
+    /// client, nor are ids and `service_tier`: none of them may make an event wait, not even the
+    /// first one.
     #[test]
-    fn obfuscation_padding_holds_nothing(
+    fn ids_and_obfuscation_padding_hold_nothing(
         secret in "sk-[a-z0-9]{8,32}",
         pads in prop::collection::vec("[A-Za-z0-9]{1,15}", 1..20),
     ) {
@@ -565,6 +566,7 @@ proptest! {
         let mut st = SseScrubber::new(s);
         for pad in pads {
             let v = serde_json::json!({"id":"chatcmpl-9x","object":"chat.completion.chunk",
+                "service_tier":pad, "item_id":pad,
                 "choices":[{"index":0,"delta":{"content":"word "},"finish_reason":null}],
                 "obfuscation":pad});
             let event = format!("data: {v}\n\n");

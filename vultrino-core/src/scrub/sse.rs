@@ -47,11 +47,13 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// OpenAI `choices[].delta` fields whose strings the SDKs concatenate.
 const OPENAI_TEXT_FIELDS: &[&str] = &["content", "refusal", "reasoning_content", "reasoning"];
 
-/// Keys the generic rule never joins: identifiers and discriminators, repeated or switched
-/// between events but never concatenated by a client, and OpenAI's `obfuscation` (random
-/// padding that changes in every event). Joining them would only delay events.
+/// Keys the generic rule never joins (besides any key ending in `_id`): identifiers and
+/// discriminators, repeated or switched between events but never concatenated by a client, and
+/// OpenAI's `obfuscation` (random padding that changes in every event). Joining them would only
+/// delay events.
 const NOT_TEXT_KEYS: &[&str] = &[
     "obfuscation",
+    "service_tier",
     "type",
     "object",
     "id",
@@ -839,32 +841,67 @@ fn extract(value: &Value, found: &mut Vec<Found>, closes: &mut Vec<Close>) {
     generic(value, &mut path, &claimed, found);
 }
 
+/// A path step borrowed from the value while walking it (owned only for the strings found).
+#[derive(Clone, Copy)]
+enum SegRef<'v> {
+    Key(&'v str),
+    Index(usize),
+}
+
+impl SegRef<'_> {
+    fn owned(self) -> Seg {
+        match self {
+            SegRef::Key(k) => Seg::Key(k.to_owned()),
+            SegRef::Index(i) => Seg::Index(i),
+        }
+    }
+
+    fn is(self, seg: &Seg) -> bool {
+        match (self, seg) {
+            (SegRef::Key(a), Seg::Key(b)) => a == b,
+            (SegRef::Index(a), Seg::Index(b)) => a == *b,
+            _ => false,
+        }
+    }
+}
+
 /// The generic rule: every string not claimed by a named rule, by its path.
-fn generic(value: &Value, path: &mut Vec<Seg>, claimed: &[Vec<Seg>], found: &mut Vec<Found>) {
+fn generic<'v>(
+    value: &'v Value,
+    path: &mut Vec<SegRef<'v>>,
+    claimed: &[Vec<Seg>],
+    found: &mut Vec<Found>,
+) {
     match value {
         Value::String(s) => {
             let text_key = match path.last() {
-                Some(Seg::Key(k)) => !NOT_TEXT_KEYS.contains(&k.as_str()),
+                Some(SegRef::Key(k)) => !NOT_TEXT_KEYS.contains(k) && !k.ends_with("_id"),
                 _ => true,
             };
-            if text_key && !claimed.iter().any(|c| c == path) {
+            let is_claimed = || {
+                claimed
+                    .iter()
+                    .any(|c| c.len() == path.len() && path.iter().zip(c).all(|(a, b)| a.is(b)))
+            };
+            if text_key && !is_claimed() {
+                let owned: Vec<Seg> = path.iter().map(|s| s.owned()).collect();
                 found.push(Found {
-                    key: ChannelKey::Generic(path.clone()),
-                    path: path.clone(),
+                    key: ChannelKey::Generic(owned.clone()),
+                    path: owned,
                     text: s.clone(),
                 });
             }
         }
         Value::Array(items) => {
             for (i, v) in items.iter().enumerate() {
-                path.push(Seg::Index(i));
+                path.push(SegRef::Index(i));
                 generic(v, path, claimed, found);
                 path.pop();
             }
         }
         Value::Object(map) => {
             for (k, v) in map {
-                path.push(Seg::Key(k.clone()));
+                path.push(SegRef::Key(k));
                 generic(v, path, claimed, found);
                 path.pop();
             }
