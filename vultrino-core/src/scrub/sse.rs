@@ -528,95 +528,73 @@ impl SseScrubber {
     fn accept(&mut self, event: RawEvent) {
         let mut json = None;
         let mut frags = Vec::new();
-        match event.data.as_deref() {
+        match event.data.as_deref().map(serde_json::from_slice::<Value>) {
             // No data (comments, `retry`, an empty event): nothing a client dispatches.
             None => {}
-            Some(data) => match serde_json::from_slice::<Value>(data) {
-                Ok(value) => {
-                    let mut found = Vec::new();
-                    let mut closes = Vec::new();
-                    extract(&value, &mut found, &mut closes);
-                    let generic: HashSet<&ChannelKey> = found
-                        .iter()
-                        .map(|f| &f.key)
-                        .filter(|k| matches!(k, ChannelKey::Generic(_)))
-                        .collect();
-                    let ended: Vec<ChannelKey> = self
-                        .keys
-                        .keys()
-                        .filter(|k| matches!(k, ChannelKey::Generic(_)) && !generic.contains(k))
-                        .cloned()
-                        .collect();
-                    for key in ended {
-                        self.close(&key);
-                    }
-                    for f in found {
-                        let id = self.channel_for(&f.key);
-                        if let Some(ch) = self.channels.get_mut(&id) {
-                            if matches!(f.key, ChannelKey::Generic(_)) {
-                                let mut h = std::collections::hash_map::DefaultHasher::new();
-                                f.text.hash(&mut h);
-                                let h = h.finish();
-                                // Held from the first value on; a path whose value has
-                                // been the same in every event so far is a constant (an
-                                // id), not a text being streamed, and holds nothing.
-                                ch.varied |= ch.last.is_some_and(|last| last != h);
-                                ch.hold = ch.varied || ch.last.is_none();
-                                ch.last = Some(h);
-                            }
-                            let range = ch.append(f.text.as_bytes(), &self.scrubber, &self.tail);
-                            ch.refs += 1;
-                            frags.push(Frag {
-                                channel: id,
-                                range,
-                                path: f.path,
-                                text: f.text,
-                            });
-                        }
-                    }
-                    for close in closes {
-                        let keys: Vec<ChannelKey> =
-                            self.keys
-                                .keys()
-                                .filter(|k| match (&close, k) {
-                                    (Close::OpenAiChoice(c), ChannelKey::OpenAi { choice, .. })
-                                    | (
-                                        Close::OpenAiChoice(c),
-                                        ChannelKey::OpenAiTool { choice, .. },
-                                    ) => c == choice,
-                                    (
-                                        Close::AnthropicBlock(b),
-                                        ChannelKey::Anthropic { block, .. },
-                                    ) => b == block,
-                                    (Close::AnthropicAll, ChannelKey::Anthropic { .. }) => true,
-                                    _ => false,
-                                })
-                                .cloned()
-                                .collect();
-                        for key in keys {
-                            self.close(&key);
-                        }
-                    }
-                    if !frags.is_empty() {
-                        json = Some(value);
-                    }
+            Some(Ok(value)) => {
+                frags = self.join(&value);
+                if !frags.is_empty() {
+                    json = Some(value);
                 }
-                // Not JSON: byte-scrubbed only, and no JSON event follows the previous one.
-                Err(_) => {
-                    let generic: Vec<ChannelKey> = self
-                        .keys
-                        .keys()
-                        .filter(|k| matches!(k, ChannelKey::Generic(_)))
-                        .cloned()
-                        .collect();
-                    for key in generic {
-                        self.close(&key);
-                    }
-                }
-            },
+            }
+            // Not JSON: byte-scrubbed only, and no JSON event continues the previous one.
+            Some(Err(_)) => self.close_where(|k| matches!(k, ChannelKey::Generic(_))),
         }
         self.queued_bytes += event.raw.len();
         self.queue.push_back(Pending { event, json, frags });
+    }
+
+    /// Add the strings of one JSON event to their channels; returns where each one went.
+    fn join(&mut self, value: &Value) -> Vec<Frag> {
+        let mut found = Vec::new();
+        let mut closes = Vec::new();
+        extract(value, &mut found, &mut closes);
+        // The generic rule joins consecutive events only: a path this event lacks has ended.
+        let present: HashSet<&ChannelKey> = found.iter().map(|f| &f.key).collect();
+        self.close_where(|k| matches!(k, ChannelKey::Generic(_)) && !present.contains(k));
+        let mut frags = Vec::with_capacity(found.len());
+        for f in found {
+            let id = self.channel_for(&f.key);
+            let Some(ch) = self.channels.get_mut(&id) else {
+                continue;
+            };
+            if matches!(f.key, ChannelKey::Generic(_)) {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                f.text.hash(&mut h);
+                let h = h.finish();
+                // Held from the first value on; a path whose value has been the same in every
+                // event so far is a constant, not a text being streamed, and holds nothing.
+                ch.varied |= ch.last.is_some_and(|last| last != h);
+                ch.hold = ch.varied || ch.last.is_none();
+                ch.last = Some(h);
+            }
+            let range = ch.append(f.text.as_bytes(), &self.scrubber, &self.tail);
+            ch.refs += 1;
+            frags.push(Frag {
+                channel: id,
+                range,
+                path: f.path,
+                text: f.text,
+            });
+        }
+        for close in closes {
+            self.close_where(|k| match (&close, k) {
+                (Close::OpenAiChoice(c), ChannelKey::OpenAi { choice, .. })
+                | (Close::OpenAiChoice(c), ChannelKey::OpenAiTool { choice, .. }) => c == choice,
+                (Close::AnthropicBlock(b), ChannelKey::Anthropic { block, .. }) => b == block,
+                (Close::AnthropicAll, ChannelKey::Anthropic { .. }) => true,
+                _ => false,
+            });
+        }
+        frags
+    }
+
+    /// End every open channel whose key matches.
+    fn close_where(&mut self, matches: impl Fn(&ChannelKey) -> bool) {
+        let ended: Vec<ChannelKey> = self.keys.keys().filter(|k| matches(k)).cloned().collect();
+        for key in ended {
+            self.close(&key);
+        }
     }
 
     fn channel_for(&mut self, key: &ChannelKey) -> u64 {
