@@ -766,3 +766,43 @@ fn sse_debug_shows_no_bytes() {
     let dbg = format!("{st:?}");
     assert!(!dbg.contains("hunter2"), "{dbg}");
 }
+
+#[test]
+fn tool_call_arguments_and_partial_json_are_joined_too() {
+    let secret = "sk-live-0123456789abcdef";
+    let s = Arc::new(Scrubber::new([secret.as_bytes()]));
+    let args = format!("{{\"key\": \"{secret}\"}}");
+    let parts = [&args[..5], &args[5..14], &args[14..22], &args[22..]];
+    // OpenAI: tool-call arguments, per call index.
+    let mut openai = String::new();
+    for p in parts {
+        let v = serde_json::json!({"choices":[{"index":0,"delta":{"tool_calls":[
+            {"index":0,"function":{"arguments":p}}]},"finish_reason":null}]});
+        openai.push_str(&format!("data: {v}\n\n"));
+    }
+    // Anthropic: input_json_delta, per content block.
+    let mut anthropic = String::new();
+    for p in parts {
+        let v = serde_json::json!({"type":"content_block_delta","index":1,
+            "delta":{"type":"input_json_delta","partial_json":p}});
+        anthropic.push_str(&format!("event: content_block_delta\ndata: {v}\n\n"));
+    }
+    let expected = s.scrub_str(&args).into_owned();
+    assert!(expected.contains(REDACTED));
+    for (input, pointer) in [
+        (openai, "/choices/0/delta/tool_calls/0/function/arguments"),
+        (anthropic, "/delta/partial_json"),
+    ] {
+        let out = sse(&s, input.as_bytes(), &[1]);
+        let joined: String = client_events(&out)
+            .iter()
+            .filter_map(|(_, d)| serde_json::from_str::<serde_json::Value>(d).ok())
+            .filter_map(|v| {
+                v.pointer(pointer)
+                    .and_then(|p| p.as_str())
+                    .map(String::from)
+            })
+            .collect();
+        assert_eq!(joined, expected);
+    }
+}
