@@ -566,7 +566,7 @@ proptest! {
         let mut st = SseScrubber::new(s);
         for pad in pads {
             let v = serde_json::json!({"id":"chatcmpl-9x","object":"chat.completion.chunk",
-                "service_tier":pad, "item_id":pad,
+                "service_tier":pad, "item_id":pad, "responseId":pad,
                 "choices":[{"index":0,"delta":{"content":"word "},"finish_reason":null}],
                 "obfuscation":pad});
             let event = format!("data: {v}\n\n");
@@ -805,4 +805,33 @@ fn tool_call_arguments_and_partial_json_are_joined_too() {
             .collect();
         assert_eq!(joined, expected);
     }
+}
+
+#[test]
+fn gemini_style_text_parts_are_joined_by_the_generic_rule() {
+    let secret = "AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY";
+    let s = Arc::new(Scrubber::new([secret.as_bytes()]));
+    let mut input = String::new();
+    for t in [
+        "Your key is ",
+        &secret[..9],
+        &secret[9..25],
+        &secret[25..],
+        ", keep it safe.",
+    ] {
+        let v = serde_json::json!({"candidates":[{"content":{"parts":[{"text":t}],"role":"model"},
+            "index":0}],"modelVersion":"gemini-2.0-flash","responseId":"abc123"});
+        input.push_str(&format!("data: {v}\r\n\r\n"));
+    }
+    let out = sse(&s, input.as_bytes(), &[1]);
+    let joined: String = client_events(&out)
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| {
+            v["candidates"][0]["content"]["parts"][0]["text"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(joined, format!("Your key is {REDACTED}, keep it safe."));
 }

@@ -47,7 +47,7 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// OpenAI `choices[].delta` fields whose strings the SDKs concatenate.
 const OPENAI_TEXT_FIELDS: &[&str] = &["content", "refusal", "reasoning_content", "reasoning"];
 
-/// Keys the generic rule never joins (besides any key ending in `_id`): identifiers and
+/// Keys the generic rule never joins (besides any key ending in `_id` or `Id`): identifiers and
 /// discriminators, repeated or switched between events but never concatenated by a client, and
 /// OpenAI's `obfuscation` (random padding that changes in every event). Joining them would only
 /// delay events.
@@ -64,6 +64,9 @@ const NOT_TEXT_KEYS: &[&str] = &[
     "stop_reason",
     "status",
     "system_fingerprint",
+    // Google's camelCase names for the same things.
+    "finishReason",
+    "modelVersion",
 ];
 
 /// Rough bookkeeping cost of one channel, counted against the hold limit.
@@ -853,7 +856,9 @@ fn generic<'v>(
     match value {
         Value::String(s) => {
             let text_key = match path.last() {
-                Some(SegRef::Key(k)) => !NOT_TEXT_KEYS.contains(k) && !k.ends_with("_id"),
+                Some(SegRef::Key(k)) => {
+                    !NOT_TEXT_KEYS.contains(k) && !k.ends_with("_id") && !k.ends_with("Id")
+                }
                 _ => true,
             };
             let is_claimed = || {
