@@ -578,6 +578,57 @@ proptest! {
     }
 }
 
+/// Pieces of event streams, well-formed or not. The secret is `~~~~~~~~~~~~`: no piece has a
+/// `~`, `5` or `+`/`-` after `fn`, so no encoding of it (`~~…`, `fn5+…`, `fn5-…`, `%7E%7E…`)
+/// can form, while `fn` and `%7` (prefixes of needles) make the scrubbers hold tails back.
+const PIECES: &[&str] = &[
+    "data:",
+    "data: ",
+    "data",
+    "event: delta",
+    ": comment",
+    "id: 1",
+    "retry: 10",
+    "\r",
+    "\n",
+    "\r\n",
+    "\u{feff}",
+    "{\"a\":\"",
+    "\"}",
+    "\"",
+    "[DONE]",
+    "xyz ",
+    "{}",
+    "[",
+    "]",
+    ",",
+    "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"",
+    "\"}}]}",
+    "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"text\":\"",
+    "{\"type\":\"content_block_stop\",\"index\":0}",
+    "\\u00",
+    "\\",
+    "\u{e9}",
+    "fn",
+    "%7",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever the framing (broken JSON, stray CRs, BOMs, unterminated events), a stream with
+    /// nothing to redact comes out byte for byte, in any chunking, without an error.
+    #[test]
+    fn any_clean_byte_stream_passes_unchanged(
+        picks in prop::collection::vec(0..PIECES.len(), 0..60),
+        sizes in prop::collection::vec(1usize..50, 1..6),
+    ) {
+        let s = Arc::new(Scrubber::new([b"~~~~~~~~~~~~".as_slice()]));
+        let input: Vec<u8> = picks.iter().flat_map(|&i| PIECES[i].bytes()).collect();
+        prop_assert_eq!(sse(&s, &input, &sizes), input);
+    }
+}
+
 #[test]
 fn a_secret_split_at_every_pair_of_offsets_never_reassembles() {
     let secret = "sk-ant-api03-Zq9/x+Y";
