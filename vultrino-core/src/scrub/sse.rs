@@ -398,8 +398,20 @@ struct Frag {
 /// An event waiting to leave.
 struct Pending {
     event: RawEvent,
-    json: Option<Value>,
     frags: Vec<Frag>,
+}
+
+impl Pending {
+    /// Bytes it holds, counted against the limit.
+    fn size(&self) -> usize {
+        self.event.raw.len()
+            + self.event.data.as_ref().map_or(0, Vec::len)
+            + self
+                .frags
+                .iter()
+                .map(|f| f.text.len() + std::mem::size_of::<Frag>())
+                .sum::<usize>()
+    }
 }
 
 /// Scrubs a `text/event-stream` body: the byte forms of every secret, and secrets that only form
@@ -529,22 +541,19 @@ impl SseScrubber {
 
     /// Parse a complete event, feed its strings to their channels, queue it.
     fn accept(&mut self, event: RawEvent) {
-        let mut json = None;
         let mut frags = Vec::new();
         match event.data.as_deref().map(serde_json::from_slice::<Value>) {
             // No data (comments, `retry`, an empty event): nothing a client dispatches.
             None => {}
-            Some(Ok(value)) => {
-                frags = self.join(&value);
-                if !frags.is_empty() {
-                    json = Some(value);
-                }
-            }
+            // The parsed value is not kept (it can take several times the event's size); the
+            // rare event that must be rewritten is parsed again.
+            Some(Ok(value)) => frags = self.join(&value),
             // Not JSON: byte-scrubbed only, and no JSON event continues the previous one.
             Some(Err(_)) => self.close_where(|k| matches!(k, ChannelKey::Generic(_))),
         }
-        self.queued_bytes += event.raw.len();
-        self.queue.push_back(Pending { event, json, frags });
+        let pending = Pending { event, frags };
+        self.queued_bytes += pending.size();
+        self.queue.push_back(pending);
     }
 
     /// Add the strings of one JSON event to their channels; returns where each one went.
@@ -639,7 +648,7 @@ impl SseScrubber {
             let Some(pending) = self.queue.pop_front() else {
                 break;
             };
-            self.queued_bytes = self.queued_bytes.saturating_sub(pending.event.raw.len());
+            self.queued_bytes = self.queued_bytes.saturating_sub(pending.size());
             let bytes = self.render(pending);
             // One ready event (the usual case) goes on without a copy.
             match (single.take(), ready.is_empty()) {
@@ -677,32 +686,36 @@ impl SseScrubber {
     /// The event's bytes as they must leave: as received, or with its redacted strings put back
     /// into its JSON, written as one `data:` line.
     fn render(&mut self, pending: Pending) -> Bytes {
-        let Pending { event, json, frags } = pending;
-        let mut json = json;
-        let mut changed = false;
+        let Pending { event, frags } = pending;
+        let mut edits = Vec::new();
         for f in frags {
             let Some(ch) = self.channels.get_mut(&f.channel) else {
                 continue;
             };
             if let Some(text) = ch.redact(f.range.start, &f.text) {
-                if let Some(slot) = json.as_mut().and_then(|v| at_path(v, &f.path)) {
-                    *slot = Value::String(text);
-                    changed = true;
-                }
+                edits.push((f.path, text));
             }
             ch.emitted(f.range.end);
             if ch.closed && ch.refs == 0 {
                 self.channels.remove(&f.channel);
             }
         }
-        if !changed {
+        if edits.is_empty() {
             return event.raw;
         }
         self.scrubbed = true;
-        // Serializing a `Value` cannot fail; were it to, the event leaves with empty data
-        // rather than as received (fail closed).
-        let data = json
-            .and_then(|v| serde_json::to_vec(&v).ok())
+        // Parsing what parsed before and serializing a `Value` do not fail; were either to, the
+        // event leaves with empty data rather than as received (fail closed).
+        let data = event
+            .data
+            .as_deref()
+            .and_then(|d| serde_json::from_slice::<Value>(d).ok())
+            .and_then(|mut value| {
+                for (path, text) in edits {
+                    *at_path(&mut value, &path)? = Value::String(text);
+                }
+                serde_json::to_vec(&value).ok()
+            })
             .unwrap_or_default();
         let raw = &event.raw;
         let mut out = BytesMut::with_capacity(raw.len() + data.len());
