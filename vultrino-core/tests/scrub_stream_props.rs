@@ -794,6 +794,8 @@ fn the_generic_rule_joins_a_string_field_continued_over_events() {
     ] {
         let v = serde_json::json!({"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"delta":t});
         input.push_str(&format!("event: response.output_text.delta\ndata: {v}\n\n"));
+        // Keep-alives a client does not dispatch, and a non-JSON heartbeat, between them.
+        input.push_str(": ping\n\ndata:\n\ndata: heartbeat\n\n");
     }
     let out = sse(&s, input.as_bytes(), &[50]);
     let joined: String = client_events(&out)

@@ -542,14 +542,15 @@ impl SseScrubber {
     /// Parse a complete event, feed its strings to their channels, queue it.
     fn accept(&mut self, event: RawEvent) {
         let mut frags = Vec::new();
-        match event.data.as_deref().map(serde_json::from_slice::<Value>) {
-            // No data (comments, `retry`, an empty event): nothing a client dispatches.
-            None => {}
+        // An event without data, or with empty data, is not dispatched by a client; one whose
+        // data is not JSON is byte-scrubbed only. Neither breaks a run of JSON events: joining
+        // across them can only find more.
+        let data = event.data.as_deref().filter(|d| !d.is_empty());
+        match data.map(serde_json::from_slice::<Value>) {
+            None | Some(Err(_)) => {}
             // The parsed value is not kept (it can take several times the event's size); the
             // rare event that must be rewritten is parsed again.
             Some(Ok(value)) => frags = self.join(&value),
-            // Not JSON: byte-scrubbed only, and no JSON event continues the previous one.
-            Some(Err(_)) => self.close_where(|k| matches!(k, ChannelKey::Generic(_))),
         }
         let pending = Pending { event, frags };
         self.queued_bytes += pending.size();
