@@ -927,3 +927,62 @@ fn gemini_style_text_parts_are_joined_by_the_generic_rule() {
         .collect();
     assert_eq!(joined, format!("Your key is {REDACTED}, keep it safe."));
 }
+
+#[test]
+fn responses_api_deltas_are_joined_per_item_across_other_events() {
+    let secret = "sk-proj-Zq9x7Ab3Cd5Ef1Gh";
+    let s = Arc::new(Scrubber::new([secret.as_bytes()]));
+    let ev = |v: serde_json::Value| {
+        format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap_or(""))
+    };
+    let mut input = ev(
+        serde_json::json!({"type":"response.created","sequence_number":0,
+        "response":{"id":"resp_1","status":"in_progress"}}),
+    );
+    for (n, t) in [
+        "The key: ",
+        &secret[..6],
+        &secret[6..15],
+        &secret[15..],
+        ".",
+    ]
+    .iter()
+    .enumerate()
+    {
+        input.push_str(&ev(
+            serde_json::json!({"type":"response.output_text.delta","sequence_number":n,
+            "item_id":"msg_1","output_index":0,"content_index":0,"delta":t}),
+        ));
+        // Another event type between the deltas: it carries no `delta`.
+        input.push_str(&ev(
+            serde_json::json!({"type":"response.output_text.annotation.added",
+            "item_id":"msg_1","output_index":0,"content_index":0,"annotation_index":n,
+            "annotation":{"type":"url_citation","url":"https://example.com/"}}),
+        ));
+    }
+    input.push_str(&ev(
+        serde_json::json!({"type":"response.output_text.done","item_id":"msg_1",
+        "output_index":0,"content_index":0,"text":format!("The key: {secret}.")}),
+    ));
+    input.push_str(&ev(
+        serde_json::json!({"type":"response.completed","response":{"id":"resp_1"}}),
+    ));
+    let out = sse(&s, input.as_bytes(), &[1]);
+    let events: Vec<serde_json::Value> = client_events(&out)
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str(d).ok())
+        .collect();
+    let joined: String = events
+        .iter()
+        .filter(|v| v["type"] == "response.output_text.delta")
+        .filter_map(|v| v["delta"].as_str().map(String::from))
+        .collect();
+    assert_eq!(joined, format!("The key: {REDACTED}."));
+    let done = events
+        .iter()
+        .find(|v| v["type"] == "response.output_text.done");
+    assert_eq!(
+        done.and_then(|v| v["text"].as_str()),
+        Some(format!("The key: {REDACTED}.").as_str())
+    );
+}

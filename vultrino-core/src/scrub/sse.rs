@@ -15,8 +15,9 @@
 //!   came; an event nothing was redacted from leaves byte for byte as it came.
 //! - **Channels**: the text a client joins. OpenAI `choices[].delta` text fields per choice
 //!   `index` (and `tool_calls[].function.arguments` per call `index`), Anthropic
-//!   `content_block_delta` `delta` text fields per block `index`, and the generic rule: a string at
-//!   the same JSON path in consecutive JSON events.
+//!   `content_block_delta` `delta` text fields per block `index`, OpenAI Responses
+//!   `response.….delta` events per type and item, and the generic rule: a string at the same
+//!   JSON path in consecutive JSON events.
 //! - **Hold-back**: an event waits only while a channel's joined text ends with a proper prefix of
 //!   a needle and that channel may still continue. When the join completes a needle, the first
 //!   fragment of the occurrence gets one [`REDACTED`] marker and the rest of the occurrence is cut
@@ -82,9 +83,25 @@ enum Seg {
 /// Which joined text a string belongs to.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 enum ChannelKey {
-    OpenAi { choice: u64, field: String },
-    OpenAiTool { choice: u64, call: u64 },
-    Anthropic { block: u64, field: String },
+    OpenAi {
+        choice: u64,
+        field: String,
+    },
+    OpenAiTool {
+        choice: u64,
+        call: u64,
+    },
+    Anthropic {
+        block: u64,
+        field: String,
+    },
+    /// OpenAI Responses API: `response.*.delta` events, per event type and output part.
+    Responses {
+        kind: String,
+        item: String,
+        output: u64,
+        content: u64,
+    },
     Generic(Vec<Seg>),
 }
 
@@ -93,6 +110,8 @@ enum Close {
     OpenAiChoice(u64),
     AnthropicBlock(u64),
     AnthropicAll,
+    ResponsesItem(String),
+    ResponsesAll,
 }
 
 /// A string found in an event, and where it goes.
@@ -595,7 +614,9 @@ impl SseScrubber {
                 (Close::OpenAiChoice(c), ChannelKey::OpenAi { choice, .. })
                 | (Close::OpenAiChoice(c), ChannelKey::OpenAiTool { choice, .. }) => c == choice,
                 (Close::AnthropicBlock(b), ChannelKey::Anthropic { block, .. }) => b == block,
-                (Close::AnthropicAll, ChannelKey::Anthropic { .. }) => true,
+                (Close::AnthropicAll, ChannelKey::Anthropic { .. })
+                | (Close::ResponsesAll, ChannelKey::Responses { .. }) => true,
+                (Close::ResponsesItem(i), ChannelKey::Responses { item, .. }) => i == item,
                 _ => false,
             });
         }
@@ -829,11 +850,43 @@ fn extract(value: &Value, found: &mut Vec<Found>, closes: &mut Vec<Close>) {
         }
         (Some("content_block_stop"), Some(block)) => closes.push(Close::AnthropicBlock(block)),
         (Some("message_stop"), _) => closes.push(Close::AnthropicAll),
+        (Some(kind), _) if kind.starts_with("response.") => responses(kind, value, found, closes),
         _ => {}
     }
     let claimed: Vec<Vec<Seg>> = found.iter().map(|f| f.path.clone()).collect();
     let mut path = Vec::new();
     generic(value, &mut path, &claimed, found);
+}
+
+/// OpenAI Responses API events: the SDK joins the `delta` strings of a `response.….delta` event
+/// type per item and content part; the matching `….done` event (or the response's end) ends them.
+fn responses(kind: &str, value: &Value, found: &mut Vec<Found>, closes: &mut Vec<Close>) {
+    let item = value
+        .get("item_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if kind.ends_with(".delta") {
+        if let Some(Value::String(s)) = value.get("delta") {
+            let index = |k: &str| value.get(k).and_then(Value::as_u64).unwrap_or(0);
+            found.push(Found {
+                key: ChannelKey::Responses {
+                    kind: kind.to_owned(),
+                    item: item.to_owned(),
+                    output: index("output_index"),
+                    content: index("content_index"),
+                },
+                path: vec![key("delta")],
+                text: s.clone(),
+            });
+        }
+    } else if kind.ends_with(".done") && !item.is_empty() {
+        closes.push(Close::ResponsesItem(item.to_owned()));
+    } else if matches!(
+        kind,
+        "response.completed" | "response.failed" | "response.incomplete"
+    ) {
+        closes.push(Close::ResponsesAll);
+    }
 }
 
 /// A path step borrowed from the value while walking it (owned only for the strings found).
