@@ -629,6 +629,45 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any secret (non-ASCII ones too), any mix of its forms, repeated, adjacent or overlapping,
+    /// cut into tokens anywhere between characters: the client's joined text is what the
+    /// whole-body scrubber makes of the whole text. (Secrets that occur in the events' JSON
+    /// itself, like `n` in `"content"`, are left out: the byte-level pass rightly breaks those
+    /// events, as the whole-body scrubber would.)
+    #[test]
+    fn joined_text_equals_the_whole_text_scrubbed(
+        secret in prop_oneof!["[a-zA-Z0-9_.-]{3,24}", "[a-z\u{e9}\u{fc}\u{1f600}]{2,10}"],
+        picks in prop::collection::vec((0usize..8, 0usize..64, "[a-z\u{e9}\u{1f600} ]{0,3}"), 1..5),
+        lens in prop::collection::vec(1usize..5, 1..6),
+        sizes in prop::collection::vec(1usize..200, 1..4),
+    ) {
+        let s = Arc::new(Scrubber::new([secret.as_bytes()]));
+        prop_assume!(!s.matches(&openai_stream(&["".to_string()], &[])));
+        let forms: Vec<String> = forms(&secret)
+            .into_iter()
+            .map(|f| String::from_utf8_lossy(&f).into_owned())
+            .collect();
+        let mut text = String::new();
+        for (form, cut, filler) in &picks {
+            let f = &forms[*form];
+            // A form, or a form cut short at a character boundary (to make overlaps).
+            let mut end = f.len().min(*cut).max(1).min(f.len());
+            while !f.is_char_boundary(end) {
+                end += 1;
+            }
+            text.push_str(if cut % 2 == 0 { f } else { &f[..end] });
+            text.push_str(filler);
+        }
+        let toks = tokens(&text, &lens);
+        let input = openai_stream(&toks, &[]);
+        let out = sse(&s, &input, &sizes);
+        prop_assert_eq!(openai_joined(&out, 0), s.scrub_str(&text).into_owned());
+    }
+}
+
 #[test]
 fn a_secret_split_at_every_pair_of_offsets_never_reassembles() {
     let secret = "sk-ant-api03-Zq9/x+Y";
@@ -755,6 +794,8 @@ fn the_generic_rule_joins_a_string_field_continued_over_events() {
     ] {
         let v = serde_json::json!({"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"delta":t});
         input.push_str(&format!("event: response.output_text.delta\ndata: {v}\n\n"));
+        // Keep-alives a client does not dispatch, and a non-JSON heartbeat, between them.
+        input.push_str(": ping\n\ndata:\n\ndata: heartbeat\n\n");
     }
     let out = sse(&s, input.as_bytes(), &[50]);
     let joined: String = client_events(&out)
@@ -885,4 +926,63 @@ fn gemini_style_text_parts_are_joined_by_the_generic_rule() {
         })
         .collect();
     assert_eq!(joined, format!("Your key is {REDACTED}, keep it safe."));
+}
+
+#[test]
+fn responses_api_deltas_are_joined_per_item_across_other_events() {
+    let secret = "sk-proj-Zq9x7Ab3Cd5Ef1Gh";
+    let s = Arc::new(Scrubber::new([secret.as_bytes()]));
+    let ev = |v: serde_json::Value| {
+        format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap_or(""))
+    };
+    let mut input = ev(
+        serde_json::json!({"type":"response.created","sequence_number":0,
+        "response":{"id":"resp_1","status":"in_progress"}}),
+    );
+    for (n, t) in [
+        "The key: ",
+        &secret[..6],
+        &secret[6..15],
+        &secret[15..],
+        ".",
+    ]
+    .iter()
+    .enumerate()
+    {
+        input.push_str(&ev(
+            serde_json::json!({"type":"response.output_text.delta","sequence_number":n,
+            "item_id":"msg_1","output_index":0,"content_index":0,"delta":t}),
+        ));
+        // Another event type between the deltas: it carries no `delta`.
+        input.push_str(&ev(
+            serde_json::json!({"type":"response.output_text.annotation.added",
+            "item_id":"msg_1","output_index":0,"content_index":0,"annotation_index":n,
+            "annotation":{"type":"url_citation","url":"https://example.com/"}}),
+        ));
+    }
+    input.push_str(&ev(
+        serde_json::json!({"type":"response.output_text.done","item_id":"msg_1",
+        "output_index":0,"content_index":0,"text":format!("The key: {secret}.")}),
+    ));
+    input.push_str(&ev(
+        serde_json::json!({"type":"response.completed","response":{"id":"resp_1"}}),
+    ));
+    let out = sse(&s, input.as_bytes(), &[1]);
+    let events: Vec<serde_json::Value> = client_events(&out)
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str(d).ok())
+        .collect();
+    let joined: String = events
+        .iter()
+        .filter(|v| v["type"] == "response.output_text.delta")
+        .filter_map(|v| v["delta"].as_str().map(String::from))
+        .collect();
+    assert_eq!(joined, format!("The key: {REDACTED}."));
+    let done = events
+        .iter()
+        .find(|v| v["type"] == "response.output_text.done");
+    assert_eq!(
+        done.and_then(|v| v["text"].as_str()),
+        Some(format!("The key: {REDACTED}.").as_str())
+    );
 }

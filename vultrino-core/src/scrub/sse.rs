@@ -15,8 +15,9 @@
 //!   came; an event nothing was redacted from leaves byte for byte as it came.
 //! - **Channels**: the text a client joins. OpenAI `choices[].delta` text fields per choice
 //!   `index` (and `tool_calls[].function.arguments` per call `index`), Anthropic
-//!   `content_block_delta` `delta` text fields per block `index`, and the generic rule: a string at
-//!   the same JSON path in consecutive JSON events.
+//!   `content_block_delta` `delta` text fields per block `index`, OpenAI Responses
+//!   `response.….delta` events per type and item, and the generic rule: a string at the same
+//!   JSON path in consecutive JSON events.
 //! - **Hold-back**: an event waits only while a channel's joined text ends with a proper prefix of
 //!   a needle and that channel may still continue. When the join completes a needle, the first
 //!   fragment of the occurrence gets one [`REDACTED`] marker and the rest of the occurrence is cut
@@ -82,9 +83,25 @@ enum Seg {
 /// Which joined text a string belongs to.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 enum ChannelKey {
-    OpenAi { choice: u64, field: String },
-    OpenAiTool { choice: u64, call: u64 },
-    Anthropic { block: u64, field: String },
+    OpenAi {
+        choice: u64,
+        field: String,
+    },
+    OpenAiTool {
+        choice: u64,
+        call: u64,
+    },
+    Anthropic {
+        block: u64,
+        field: String,
+    },
+    /// OpenAI Responses API: `response.*.delta` events, per event type and output part.
+    Responses {
+        kind: String,
+        item: String,
+        output: u64,
+        content: u64,
+    },
     Generic(Vec<Seg>),
 }
 
@@ -93,6 +110,8 @@ enum Close {
     OpenAiChoice(u64),
     AnthropicBlock(u64),
     AnthropicAll,
+    ResponsesItem(String),
+    ResponsesAll,
 }
 
 /// A string found in an event, and where it goes.
@@ -398,8 +417,20 @@ struct Frag {
 /// An event waiting to leave.
 struct Pending {
     event: RawEvent,
-    json: Option<Value>,
     frags: Vec<Frag>,
+}
+
+impl Pending {
+    /// Bytes it holds, counted against the limit.
+    fn size(&self) -> usize {
+        self.event.raw.len()
+            + self.event.data.as_ref().map_or(0, Vec::len)
+            + self
+                .frags
+                .iter()
+                .map(|f| f.text.len() + std::mem::size_of::<Frag>())
+                .sum::<usize>()
+    }
 }
 
 /// Scrubs a `text/event-stream` body: the byte forms of every secret, and secrets that only form
@@ -529,22 +560,20 @@ impl SseScrubber {
 
     /// Parse a complete event, feed its strings to their channels, queue it.
     fn accept(&mut self, event: RawEvent) {
-        let mut json = None;
         let mut frags = Vec::new();
-        match event.data.as_deref().map(serde_json::from_slice::<Value>) {
-            // No data (comments, `retry`, an empty event): nothing a client dispatches.
-            None => {}
-            Some(Ok(value)) => {
-                frags = self.join(&value);
-                if !frags.is_empty() {
-                    json = Some(value);
-                }
-            }
-            // Not JSON: byte-scrubbed only, and no JSON event continues the previous one.
-            Some(Err(_)) => self.close_where(|k| matches!(k, ChannelKey::Generic(_))),
+        // An event without data, or with empty data, is not dispatched by a client; one whose
+        // data is not JSON is byte-scrubbed only. Neither breaks a run of JSON events: joining
+        // across them can only find more.
+        let data = event.data.as_deref().filter(|d| !d.is_empty());
+        match data.map(serde_json::from_slice::<Value>) {
+            None | Some(Err(_)) => {}
+            // The parsed value is not kept (it can take several times the event's size); the
+            // rare event that must be rewritten is parsed again.
+            Some(Ok(value)) => frags = self.join(&value),
         }
-        self.queued_bytes += event.raw.len();
-        self.queue.push_back(Pending { event, json, frags });
+        let pending = Pending { event, frags };
+        self.queued_bytes += pending.size();
+        self.queue.push_back(pending);
     }
 
     /// Add the strings of one JSON event to their channels; returns where each one went.
@@ -585,7 +614,9 @@ impl SseScrubber {
                 (Close::OpenAiChoice(c), ChannelKey::OpenAi { choice, .. })
                 | (Close::OpenAiChoice(c), ChannelKey::OpenAiTool { choice, .. }) => c == choice,
                 (Close::AnthropicBlock(b), ChannelKey::Anthropic { block, .. }) => b == block,
-                (Close::AnthropicAll, ChannelKey::Anthropic { .. }) => true,
+                (Close::AnthropicAll, ChannelKey::Anthropic { .. })
+                | (Close::ResponsesAll, ChannelKey::Responses { .. }) => true,
+                (Close::ResponsesItem(i), ChannelKey::Responses { item, .. }) => i == item,
                 _ => false,
             });
         }
@@ -639,7 +670,7 @@ impl SseScrubber {
             let Some(pending) = self.queue.pop_front() else {
                 break;
             };
-            self.queued_bytes = self.queued_bytes.saturating_sub(pending.event.raw.len());
+            self.queued_bytes = self.queued_bytes.saturating_sub(pending.size());
             let bytes = self.render(pending);
             // One ready event (the usual case) goes on without a copy.
             match (single.take(), ready.is_empty()) {
@@ -677,32 +708,36 @@ impl SseScrubber {
     /// The event's bytes as they must leave: as received, or with its redacted strings put back
     /// into its JSON, written as one `data:` line.
     fn render(&mut self, pending: Pending) -> Bytes {
-        let Pending { event, json, frags } = pending;
-        let mut json = json;
-        let mut changed = false;
+        let Pending { event, frags } = pending;
+        let mut edits = Vec::new();
         for f in frags {
             let Some(ch) = self.channels.get_mut(&f.channel) else {
                 continue;
             };
             if let Some(text) = ch.redact(f.range.start, &f.text) {
-                if let Some(slot) = json.as_mut().and_then(|v| at_path(v, &f.path)) {
-                    *slot = Value::String(text);
-                    changed = true;
-                }
+                edits.push((f.path, text));
             }
             ch.emitted(f.range.end);
             if ch.closed && ch.refs == 0 {
                 self.channels.remove(&f.channel);
             }
         }
-        if !changed {
+        if edits.is_empty() {
             return event.raw;
         }
         self.scrubbed = true;
-        // Serializing a `Value` cannot fail; were it to, the event leaves with empty data
-        // rather than as received (fail closed).
-        let data = json
-            .and_then(|v| serde_json::to_vec(&v).ok())
+        // Parsing what parsed before and serializing a `Value` do not fail; were either to, the
+        // event leaves with empty data rather than as received (fail closed).
+        let data = event
+            .data
+            .as_deref()
+            .and_then(|d| serde_json::from_slice::<Value>(d).ok())
+            .and_then(|mut value| {
+                for (path, text) in edits {
+                    *at_path(&mut value, &path)? = Value::String(text);
+                }
+                serde_json::to_vec(&value).ok()
+            })
             .unwrap_or_default();
         let raw = &event.raw;
         let mut out = BytesMut::with_capacity(raw.len() + data.len());
@@ -815,11 +850,43 @@ fn extract(value: &Value, found: &mut Vec<Found>, closes: &mut Vec<Close>) {
         }
         (Some("content_block_stop"), Some(block)) => closes.push(Close::AnthropicBlock(block)),
         (Some("message_stop"), _) => closes.push(Close::AnthropicAll),
+        (Some(kind), _) if kind.starts_with("response.") => responses(kind, value, found, closes),
         _ => {}
     }
     let claimed: Vec<Vec<Seg>> = found.iter().map(|f| f.path.clone()).collect();
     let mut path = Vec::new();
     generic(value, &mut path, &claimed, found);
+}
+
+/// OpenAI Responses API events: the SDK joins the `delta` strings of a `response.….delta` event
+/// type per item and content part; the matching `….done` event (or the response's end) ends them.
+fn responses(kind: &str, value: &Value, found: &mut Vec<Found>, closes: &mut Vec<Close>) {
+    let item = value
+        .get("item_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if kind.ends_with(".delta") {
+        if let Some(Value::String(s)) = value.get("delta") {
+            let index = |k: &str| value.get(k).and_then(Value::as_u64).unwrap_or(0);
+            found.push(Found {
+                key: ChannelKey::Responses {
+                    kind: kind.to_owned(),
+                    item: item.to_owned(),
+                    output: index("output_index"),
+                    content: index("content_index"),
+                },
+                path: vec![key("delta")],
+                text: s.clone(),
+            });
+        }
+    } else if kind.ends_with(".done") && !item.is_empty() {
+        closes.push(Close::ResponsesItem(item.to_owned()));
+    } else if matches!(
+        kind,
+        "response.completed" | "response.failed" | "response.incomplete"
+    ) {
+        closes.push(Close::ResponsesAll);
+    }
 }
 
 /// A path step borrowed from the value while walking it (owned only for the strings found).

@@ -21,6 +21,7 @@
 //! marker), exactly as the whole-body merge would.
 //!
 //! Memory held: at most the longest needle minus one byte, plus the output of the current call.
+//! Why this design: docs/decisions/0070-stream-scrubbing-equals-whole-body.md.
 
 use std::sync::Arc;
 
