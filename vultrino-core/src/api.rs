@@ -84,7 +84,9 @@ impl App {
         req: Request<Body>,
         background: Option<Arc<dyn Background>>,
     ) -> Response<Body> {
-        let _ = &background;
+        if crate::proxy::is_proxy_path(req.uri().path()) {
+            return self.proxy(req, background).await;
+        }
         let (parts, body) = req.into_parts();
         match body.collect_capped(self.config().max_request_bytes).await {
             Ok(bytes) => self

@@ -313,6 +313,7 @@ impl App {
             self.oauth(),
             self.audit(),
             &self.ports,
+            self.config.allow_loopback_upstreams,
         )
     }
 
@@ -389,6 +390,12 @@ impl App {
         who: &'a Principal,
         req: ExecuteRequest,
     ) -> impl std::future::Future<Output = Result<ExecuteResponse>> + 'a {
+        self.pipeline().execute(who, req)
+    }
+
+    /// The steps every agent request goes through (execute and the pass-through proxy).
+    #[inline]
+    pub(crate) fn pipeline(&self) -> Pipeline<'_> {
         Pipeline::new(
             &self.ports,
             &self.keys,
@@ -397,7 +404,6 @@ impl App {
             self.config.fetch_options(),
             self.config.audit_retention_secs,
         )
-        .execute(who, req)
     }
 
     /// The sync export: keyring parameters and ciphertext records (admin only).
