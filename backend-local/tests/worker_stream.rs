@@ -223,14 +223,18 @@ impl Edge {
         format!("{}{path}", self.server.base)
     }
 
+    /// `GET path` as the agent: the reply's head (a worker that holds the body back holds the
+    /// head too, until the upstream has finished).
     async fn get(&self, path: &str) -> reqwest::Response {
-        let r = self
+        let send = self
             .c
             .http
             .get(self.url(path))
             .bearer_auth(&self.agent)
-            .send()
+            .send();
+        let r = tokio::time::timeout(PATIENCE, send)
             .await
+            .unwrap_or_else(|_| panic!("GET {path}: no reply head while the upstream streams"))
             .unwrap();
         assert_eq!(r.status(), 200, "GET {path}");
         r
