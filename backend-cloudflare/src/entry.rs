@@ -301,8 +301,15 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         }
     };
     let signal = req.inner().signal();
+    let path = req.path();
     let request = match to_http(req) {
         Ok(r) => r,
+        // On the proxy's paths, Vultrino's own errors carry X-Vultrino-Error.
+        Err(e) if vultrino_core::proxy::is_proxy_path(&path) => {
+            let (parts, body) = vultrino_core::proxy::refusal(&e).into_parts();
+            let body = body.as_full().cloned().unwrap_or_default();
+            return to_worker(http::Response::from_parts(parts, body));
+        }
         Err(e) => return to_worker(error_response(&e)),
     };
     let background = Arc::new(WaitUntil(ctx));
