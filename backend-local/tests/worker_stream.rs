@@ -616,4 +616,5 @@ async fn a_client_that_goes_away_mid_reply_cancels_the_upstream_fetch_and_is_aud
     .await
     .expect("no audit event for the cancelled exchange");
     assert_eq!(event["path"], "/stream", "{event}");
+    assert_eq!(event["outcome"], "cancelled", "{event}");
 }
