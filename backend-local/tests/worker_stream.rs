@@ -270,6 +270,17 @@ fn status_kib(pid: u32, field: &str) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// CPU time (user + system) the process has used, in ms.
+fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // Clock ticks are 1/100 s on Linux (USER_HZ).
+    ticks * 10
+}
+
 /// Deterministic filler: chunk `i` of a reply.
 fn filler(i: usize, len: usize) -> Vec<u8> {
     let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -331,6 +342,7 @@ async fn a_128_mib_streamed_reply_arrives_whole_with_the_workers_memory_bounded(
     // Reset the peak (VmHWM) to the current resident size, then stream.
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
     let before_kib = status_kib(pid, "VmRSS:");
+    let cpu_before = cpu_ms(pid);
     let mut r = e.get("/proxy/big/big").await;
     let mut got = Sha256::new();
     let mut received = 0usize;
@@ -343,6 +355,7 @@ async fn a_128_mib_streamed_reply_arrives_whole_with_the_workers_memory_bounded(
     .await
     .expect("the 128 MiB reply did not arrive in time");
     let peak_kib = status_kib(pid, "VmHWM:");
+    let cpu = cpu_ms(pid) - cpu_before;
 
     assert_eq!(received, size, "bytes received");
     let sent = sent_hash
@@ -353,7 +366,8 @@ async fn a_128_mib_streamed_reply_arrives_whole_with_the_workers_memory_bounded(
     assert_eq!(got.finalize().to_vec(), sent, "the reply arrived altered");
     let growth_mib = peak_kib.saturating_sub(before_kib) / 1024;
     eprintln!(
-        "workerd resident: {} MiB before, peak {} MiB while streaming 128 MiB (+{growth_mib} MiB)",
+        "workerd resident: {} MiB before, peak {} MiB while streaming 128 MiB (+{growth_mib} MiB); \
+         workerd CPU for it: {cpu} ms (the whole process: runtime, sockets and the worker)",
         before_kib / 1024,
         peak_kib / 1024
     );
