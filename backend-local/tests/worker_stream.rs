@@ -431,13 +431,18 @@ async fn the_first_sse_event_reaches_the_client_before_the_upstream_sends_the_la
     );
 }
 
-/// A raw HTTP/1.1 request to the worker with a chunked body; returns the connection.
-async fn start_upload(e: &Edge, path: &str) -> TcpStream {
+/// A raw HTTP/1.1 request to the worker whose body follows: chunked, or of `length` bytes;
+/// returns the connection.
+async fn start_upload(e: &Edge, path: &str, length: Option<usize>) -> TcpStream {
     let addr = e.server.base.trim_start_matches("http://").to_string();
     let mut conn = TcpStream::connect(&addr).await.unwrap();
+    let framing = match length {
+        Some(n) => format!("content-length: {n}"),
+        None => "transfer-encoding: chunked".to_string(),
+    };
     let head = format!(
         "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
-         content-type: application/octet-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+         content-type: application/octet-stream\r\n{framing}\r\n\r\n",
         e.agent
     );
     conn.write_all(head.as_bytes()).await.unwrap();
@@ -453,8 +458,14 @@ async fn send_chunk(conn: &mut TcpStream, data: &[u8]) {
 
 #[derive(Debug, Clone, PartialEq)]
 enum UploadSeen {
-    Whole { bytes: usize, sha256: Vec<u8> },
-    Cut { bytes: usize },
+    Whole {
+        bytes: usize,
+        sha256: Vec<u8>,
+    },
+    /// Cut short, with the `Content-Length` the request declared (if any).
+    Cut {
+        declared: Option<String>,
+    },
 }
 
 /// An upstream that reads the whole body, reports the first piece at once on `first` and what
@@ -491,7 +502,8 @@ async fn upload_upstream(
                     let _ = req.write(reply.as_bytes()).await;
                 }
                 Err(_) => {
-                    let _ = seen.send(UploadSeen::Cut { bytes });
+                    let declared = req.header("content-length").map(str::to_string);
+                    let _ = seen.send(UploadSeen::Cut { declared });
                 }
             }
         })
@@ -506,7 +518,7 @@ async fn a_streamed_upload_reaches_the_upstream_before_the_client_has_sent_it_al
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
     let base = upload_upstream(first_tx, seen_tx).await;
     let e = edge("up", &base).await;
-    let mut conn = start_upload(&e, "/proxy/up/upload").await;
+    let mut conn = start_upload(&e, "/proxy/up/upload", None).await;
     let mut sent = Sha256::new();
     let mut total = 0usize;
     let opening = filler(0, 16 * 1024);
@@ -560,21 +572,33 @@ async fn a_client_that_goes_away_mid_upload_never_gives_the_upstream_a_whole_req
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
     let base = upload_upstream(first_tx, seen_tx).await;
     let e = edge("cut", &base).await;
-    let mut conn = start_upload(&e, "/proxy/cut/upload").await;
-    send_chunk(&mut conn, &filler(0, 64 * 1024)).await;
-    tokio::time::timeout(PATIENCE, first.recv())
-        .await
-        .expect("the upstream got nothing of the upload")
-        .unwrap();
-    drop(conn); // the client goes away before the body's end
-    let got = tokio::time::timeout(PATIENCE, seen.recv())
-        .await
-        .expect("the upstream's request was neither completed nor cut")
-        .unwrap();
-    assert!(
-        matches!(got, UploadSeen::Cut { .. }),
-        "the upstream took a cut upload for a whole one: {got:?}"
-    );
+    // Chunked, then with a declared length (sent on as Content-Length through a fixed-length
+    // stream): either way the upstream must see the body cut, not end.
+    for length in [None, Some(MIB)] {
+        let mut conn = start_upload(&e, "/proxy/cut/upload", length).await;
+        let opening = filler(0, 64 * 1024);
+        match length {
+            None => send_chunk(&mut conn, &opening).await,
+            Some(_) => conn.write_all(&opening).await.unwrap(),
+        }
+        tokio::time::timeout(PATIENCE, first.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{length:?}: the upstream got nothing of the upload"))
+            .unwrap();
+        drop(conn); // the client goes away before the body's end
+        let got = tokio::time::timeout(PATIENCE, seen.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{length:?}: the upstream's request neither ended nor cut"))
+            .unwrap();
+        assert_eq!(
+            got,
+            UploadSeen::Cut {
+                declared: length.map(|n| n.to_string())
+            },
+            "{length:?}: the upstream took a cut upload for a whole one, or the declared length \
+             was not sent on"
+        );
+    }
 }
 
 #[tokio::test]
