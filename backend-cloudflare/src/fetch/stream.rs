@@ -292,12 +292,6 @@ fn build(
         }
         None if body.len_hint() == Some(0) => UploadState::finished(),
         None => {
-            if parts.method == http::Method::GET || parts.method == http::Method::HEAD {
-                return Err(Error::bad_request(
-                    "a GET or HEAD request with a body cannot be sent from Cloudflare Workers",
-                )
-                .with_code(Code::InvalidBody));
-            }
             let state = Rc::new(UploadState::default());
             let len = body.len_hint();
             let upload = Upload {
@@ -383,6 +377,22 @@ async fn head(
     .await
 }
 
+/// The Workers `fetch` cannot send a GET or HEAD with a body: an empty one (a stream that turns
+/// out empty, as some clients frame even a GET) is dropped, any other refused (400).
+async fn bodiless_request(method: &http::Method, body: Body) -> Result<Body> {
+    if *method != http::Method::GET && *method != http::Method::HEAD {
+        return Ok(body);
+    }
+    match body.collect_capped(0).await {
+        Ok(_) => Ok(Body::empty()),
+        Err(e) if e.code() == Code::BodyTooLarge => Err(Error::bad_request(
+            "a GET or HEAD request with a body cannot be sent from Cloudflare Workers",
+        )
+        .with_code(Code::InvalidBody)),
+        Err(e) => Err(e),
+    }
+}
+
 pub(super) async fn fetch_stream(
     request: http::Request<Body>,
     options: StreamOptions,
@@ -394,6 +404,7 @@ pub(super) async fn fetch_stream(
                 .with_code(Code::InvalidRequest),
         );
     }
+    let body = bodiless_request(&parts.method, body).await?;
     let ctl = AbortController::new().map_err(|_| connect_error())?;
     // The whole exchange's deadline aborts the fetch when it passes, read or not.
     let mut total = Timer::aborting(options.total_timeout_ms, ctl.clone());
