@@ -1,7 +1,7 @@
 //! The `#[event(fetch)]` entry point, the per-isolate [`App`] cache and the request/response
 //! conversions.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -30,7 +30,7 @@ use crate::fetch::WorkersFetcher;
 use crate::kv::WorkersKv;
 use crate::sessions::DoSessions;
 use crate::settings::{self, CLIENT_IP_HEADER};
-use crate::streams::{from_js, to_js};
+use crate::streams::{from_js, to_js, JsBytes, Timer};
 
 type Opening = Shared<LocalBoxFuture<'static, Result<Rc<App>>>>;
 
@@ -97,11 +97,84 @@ async fn app(env: &Env) -> Result<Rc<App>> {
     result
 }
 
+/// The request's body, shared by the core (which reads it) and the entry (which reads what the
+/// core left: see [`Incoming::drain`]).
+#[derive(Default)]
+struct Incoming {
+    /// The runtime's stream until it ends or fails.
+    stream: RefCell<Option<JsBytes>>,
+    /// The core has dropped its end.
+    dropped: Cell<bool>,
+}
+
+/// How much of a body the core left unread is still read, and for how long: enough for the
+/// small bodies of requests refused before their body mattered (a policy denial on `/proxy/`).
+const DRAIN_BYTES: usize = 64 * 1024;
+const DRAIN_MS: u64 = 2_000;
+
+impl Incoming {
+    /// Read to its end (at most [`DRAIN_BYTES`], for at most [`DRAIN_MS`]) a body the core
+    /// dropped unread, before answering. workerd closes a connection whose request body was not
+    /// read to its end, without saying so (no `Connection: close`), and the client's next
+    /// request on it is reset. A larger or slower body is cancelled: the connection closes,
+    /// as it may after a refusal.
+    async fn drain(&self) {
+        if !self.dropped.get() {
+            return;
+        }
+        let Some(mut stream) = self.stream.borrow_mut().take() else {
+            return;
+        };
+        let mut left = DRAIN_BYTES;
+        let mut deadline = Timer::after_ms(DRAIN_MS);
+        loop {
+            match futures::future::select(stream.next(), &mut deadline).await {
+                futures::future::Either::Left((Some(Ok(chunk)), _)) if chunk.len() <= left => {
+                    left -= chunk.len();
+                }
+                futures::future::Either::Left((None, _)) => return,
+                _ => return, // too much, failed or too slow: dropping `stream` cancels it
+            }
+        }
+    }
+}
+
+/// The core's end of an [`Incoming`] body.
+struct IncomingBody(Rc<Incoming>);
+
+impl futures::Stream for IncomingBody {
+    type Item = Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let mut slot = self.0.stream.borrow_mut();
+        let Some(stream) = slot.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let item = futures::ready!(stream.poll_next_unpin(cx));
+        if !matches!(item, Some(Ok(_))) {
+            *slot = None;
+        }
+        // A client that goes away mid-upload errors the stream.
+        Poll::Ready(item.map(|chunk| {
+            chunk.map_err(|_| {
+                Error::bad_request("the request body could not be read")
+                    .with_code(Code::InvalidBody)
+            })
+        }))
+    }
+}
+
+impl Drop for IncomingBody {
+    fn drop(&mut self) {
+        self.0.dropped.set(true);
+    }
+}
+
 /// The request's body as the core's [`Body`]: the runtime's stream, chunk by chunk, never read
 /// whole here. The core caps it (the API's cap, or the proxy's for `/proxy/`): a declared
 /// `Content-Length` over the cap is refused before anything is read, and a stream is read only
 /// until it passes the cap.
-fn request_body(req: &Request) -> Result<Body> {
+fn request_body(req: &Request, incoming: &Rc<Incoming>) -> Result<Body> {
     let bad = || Error::bad_request("malformed request body").with_code(Code::InvalidBody);
     let declared = req
         .headers()
@@ -112,19 +185,15 @@ fn request_body(req: &Request) -> Result<Body> {
     let Some(stream) = req.inner().body() else {
         return Ok(Body::empty());
     };
-    // A client that goes away mid-upload errors the stream.
-    let chunks = from_js(stream).map(|chunk| {
-        chunk.map_err(|_| {
-            Error::bad_request("the request body could not be read").with_code(Code::InvalidBody)
-        })
-    });
+    *incoming.stream.borrow_mut() = Some(from_js(stream));
+    let chunks = IncomingBody(incoming.clone());
     Ok(match declared {
         Some(n) => Body::from_stream_with_len(chunks, n),
         None => Body::from_stream(chunks),
     })
 }
 
-fn to_http(req: Request) -> Result<http::Request<Body>> {
+fn to_http(req: Request, incoming: &Rc<Incoming>) -> Result<http::Request<Body>> {
     let bad = || Error::bad_request("malformed request").with_code(Code::BadRequest);
     let url = req.url().map_err(|_| bad())?;
     // The raw method: worker::Method maps unknown methods to GET, which would change meaning.
@@ -137,7 +206,7 @@ fn to_http(req: Request) -> Result<http::Request<Body>> {
         }
         builder = builder.header(name, value);
     }
-    let body = request_body(&req)?;
+    let body = request_body(&req, incoming)?;
     let mut out = builder.body(body).map_err(|_| bad())?;
     if let Some(ip) = client_ip {
         out.extensions_mut().insert(ClientIp(ip));
@@ -302,7 +371,8 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     };
     let signal = req.inner().signal();
     let path = req.path();
-    let request = match to_http(req) {
+    let incoming = Rc::new(Incoming::default());
+    let request = match to_http(req, &incoming) {
         Ok(r) => r,
         // On the proxy's paths, Vultrino's own errors carry X-Vultrino-Error.
         Err(e) if vultrino_core::proxy::is_proxy_path(&path) => {
@@ -314,5 +384,11 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     };
     let background = Arc::new(WaitUntil(ctx));
     let resp = app.serve(request, Some(background.clone())).await;
+    // What the core left of the request body: read before a whole reply, beside a streamed one.
+    if resp.body().is_stream() {
+        background.run(async move { incoming.drain().await });
+    } else {
+        incoming.drain().await;
+    }
     to_worker_streaming(resp, &background, signal)
 }
