@@ -1,5 +1,12 @@
 //! The `#[event(fetch)]` entry point, the per-isolate [`App`] cache and the request/response
-//! conversions.
+//! conversions (decision 0080):
+//!
+//! - the request's body goes to [`App::serve`] as the runtime's stream ([`Incoming`]), never read
+//!   whole here; what the core leaves unread is drained before answering, so the client's
+//!   connection stays usable;
+//! - `ctx.waitUntil` is the core's [`Background`] ([`WaitUntil`]);
+//! - a streamed reply goes out as a JS stream the client's reading paces ([`ToClient`]), dropped
+//!   the moment the client goes away.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
