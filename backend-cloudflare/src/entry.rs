@@ -266,11 +266,18 @@ impl ToClient {
             // Taken out first, dropped after the borrow ends (its Drop runs core code).
             let dropped = gone.try_borrow_mut().ok().and_then(|mut b| b.take());
             drop(dropped);
-            if let Some(w) = wake.borrow_mut().take() {
+            // Taken before waking: no borrow is held while the waker runs.
+            let waker = wake.borrow_mut().take();
+            if let Some(w) = waker {
                 w.wake();
             }
         });
         signal.set_onabort(Some(on_abort.as_ref().unchecked_ref()));
+        if signal.aborted() {
+            // Gone before the reply was ready: no abort event will come.
+            let dropped = body.borrow_mut().take();
+            drop(dropped);
+        }
         ToClient {
             body,
             waker,

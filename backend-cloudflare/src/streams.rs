@@ -135,7 +135,9 @@ impl Timer {
             if let Some(ctl) = &abort {
                 ctl.abort();
             }
-            if let Some(w) = shared.waker.borrow_mut().take() {
+            // Taken before waking: no borrow is held while the waker runs.
+            let waker = shared.waker.borrow_mut().take();
+            if let Some(w) = waker {
                 w.wake();
             }
         });

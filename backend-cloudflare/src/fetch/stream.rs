@@ -128,7 +128,9 @@ impl UploadState {
     }
 
     fn wake(&self) {
-        if let Some(w) = self.waker.borrow_mut().take() {
+        // Taken before waking: no borrow is held while the waker runs.
+        let waker = self.waker.borrow_mut().take();
+        if let Some(w) = waker {
             w.wake();
         }
     }
