@@ -1,26 +1,43 @@
 //! The `#[event(fetch)]` entry point, the per-isolate [`App`] cache and the request/response
-//! conversions.
+//! conversions (decision 0080):
+//!
+//! - the request's body goes to [`App::serve`] as the runtime's stream ([`Incoming`]), never read
+//!   whole here; what the core leaves unread is drained before answering, so the client's
+//!   connection stays usable;
+//! - `ctx.waitUntil` is the core's [`Background`] ([`WaitUntil`]);
+//! - a streamed reply goes out as a JS stream the client's reading paces ([`ToClient`]), dropped
+//!   the moment the client goes away.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Waker};
 
 use bytes::Bytes;
+use futures::channel::oneshot;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use futures::StreamExt;
 use vultrino_core::api::error_response;
 use vultrino_core::app::{App, Ports};
 use vultrino_core::auth::ClientIp;
-use vultrino_core::body::Body;
+use vultrino_core::body::{Body, BodyStream};
 use vultrino_core::error::{Code, Error, Result};
-use worker::{event, Context, Env, Headers, Request, Response};
+use vultrino_core::ports::{Background, BackgroundTask};
+use worker::wasm_bindgen::closure::Closure;
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::future_to_promise;
+use worker::web_sys::AbortSignal;
+use worker::{event, Context, Env, Headers, Request, Response, ResponseBuilder};
 
 use crate::clock::WorkersClock;
 use crate::fetch::WorkersFetcher;
 use crate::kv::WorkersKv;
 use crate::sessions::DoSessions;
 use crate::settings::{self, CLIENT_IP_HEADER};
+use crate::streams::{from_js, to_js, JsBytes, Timer};
 
 type Opening = Shared<LocalBoxFuture<'static, Result<Rc<App>>>>;
 
@@ -87,15 +104,84 @@ async fn app(env: &Env) -> Result<Rc<App>> {
     result
 }
 
-fn too_large() -> Error {
-    Error::too_large("request body is too large").with_code(Code::BodyTooLarge)
+/// The request's body, shared by the core (which reads it) and the entry (which reads what the
+/// core left: see [`Incoming::drain`]).
+#[derive(Default)]
+struct Incoming {
+    /// The runtime's stream until it ends or fails.
+    stream: RefCell<Option<JsBytes>>,
+    /// The core has dropped its end.
+    dropped: Cell<bool>,
 }
 
-/// The body of `req`, at most `max` bytes: a declared `Content-Length` above `max` is refused
-/// before any of the body is read, and a body without one (chunked) is read only until it passes
-/// `max` (413 `body_too_large` either way), so a client cannot make the worker buffer more than
-/// the cap.
-async fn read_body(req: &mut Request, max: usize) -> Result<Vec<u8>> {
+/// How much of a body the core left unread is still read, and for how long: enough for the
+/// small bodies of requests refused before their body mattered (a policy denial on `/proxy/`).
+const DRAIN_BYTES: usize = 64 * 1024;
+const DRAIN_MS: u64 = 2_000;
+
+impl Incoming {
+    /// Read to its end (at most [`DRAIN_BYTES`], for at most [`DRAIN_MS`]) a body the core
+    /// dropped unread, before answering. workerd closes a connection whose request body was not
+    /// read to its end, without saying so (no `Connection: close`), and the client's next
+    /// request on it is reset. A larger or slower body is cancelled: the connection closes,
+    /// as it may after a refusal.
+    async fn drain(&self) {
+        if !self.dropped.get() {
+            return;
+        }
+        let Some(mut stream) = self.stream.borrow_mut().take() else {
+            return;
+        };
+        let mut left = DRAIN_BYTES;
+        let mut deadline = Timer::after_ms(DRAIN_MS);
+        loop {
+            match futures::future::select(stream.next(), &mut deadline).await {
+                futures::future::Either::Left((Some(Ok(chunk)), _)) if chunk.len() <= left => {
+                    left -= chunk.len();
+                }
+                futures::future::Either::Left((None, _)) => return,
+                _ => return, // too much, failed or too slow: dropping `stream` cancels it
+            }
+        }
+    }
+}
+
+/// The core's end of an [`Incoming`] body.
+struct IncomingBody(Rc<Incoming>);
+
+impl futures::Stream for IncomingBody {
+    type Item = Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let mut slot = self.0.stream.borrow_mut();
+        let Some(stream) = slot.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let item = futures::ready!(stream.poll_next_unpin(cx));
+        if !matches!(item, Some(Ok(_))) {
+            *slot = None;
+        }
+        // A client that goes away mid-upload errors the stream.
+        Poll::Ready(item.map(|chunk| {
+            chunk.map_err(|_| {
+                Error::bad_request("the request body could not be read")
+                    .with_code(Code::InvalidBody)
+            })
+        }))
+    }
+}
+
+impl Drop for IncomingBody {
+    fn drop(&mut self) {
+        self.0.dropped.set(true);
+    }
+}
+
+/// The request's body as the core's [`Body`]: the runtime's stream, chunk by chunk, never read
+/// whole here. The core caps it (the API's cap, or the proxy's for `/proxy/`): a declared
+/// `Content-Length` over the cap is refused before anything is read, and a stream is read only
+/// until it passes the cap.
+fn request_body(req: &Request, incoming: &Rc<Incoming>) -> Result<Body> {
     let bad = || Error::bad_request("malformed request body").with_code(Code::InvalidBody);
     let declared = req
         .headers()
@@ -103,36 +189,18 @@ async fn read_body(req: &mut Request, max: usize) -> Result<Vec<u8>> {
         .map_err(|_| bad())?
         .map(|v| v.trim().parse::<u64>().map_err(|_| bad()))
         .transpose()?;
-    if let Some(len) = declared {
-        if len > max as u64 {
-            return Err(too_large());
-        }
-    }
-    if req.inner().body().is_none() {
-        return Ok(Vec::new());
-    }
-    let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
-    let mut stream = req.stream().map_err(|_| bad())?;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| bad())?;
-        if chunk.len() > max - body.len() {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+    let Some(stream) = req.inner().body() else {
+        return Ok(Body::empty());
+    };
+    *incoming.stream.borrow_mut() = Some(from_js(stream));
+    let chunks = IncomingBody(incoming.clone());
+    Ok(match declared {
+        Some(n) => Body::from_stream_with_len(chunks, n),
+        None => Body::from_stream(chunks),
+    })
 }
 
-/// The largest body a request to `path` may have: the pass-through proxy has its own cap.
-fn body_cap(config: &vultrino_core::app::Config, path: &str) -> usize {
-    if path.starts_with("/proxy/") {
-        config.proxy_max_request_bytes
-    } else {
-        config.max_request_bytes
-    }
-}
-
-async fn to_http(mut req: Request, max_body: usize) -> Result<http::Request<Body>> {
+fn to_http(req: Request, incoming: &Rc<Incoming>) -> Result<http::Request<Body>> {
     let bad = || Error::bad_request("malformed request").with_code(Code::BadRequest);
     let url = req.url().map_err(|_| bad())?;
     // The raw method: worker::Method maps unknown methods to GET, which would change meaning.
@@ -145,33 +213,154 @@ async fn to_http(mut req: Request, max_body: usize) -> Result<http::Request<Body
         }
         builder = builder.header(name, value);
     }
-    let body = read_body(&mut req, max_body).await?;
-    let mut out = builder.body(Body::full(body)).map_err(|_| bad())?;
+    let body = request_body(&req, incoming)?;
+    let mut out = builder.body(body).map_err(|_| bad())?;
     if let Some(ip) = client_ip {
         out.extensions_mut().insert(ClientIp(ip));
     }
     Ok(out)
 }
 
-/// The reply, its body read whole first (this worker does not stream yet: a streamed reply,
-/// the proxy's, is held until it ends; its audit event is written as it ends). A stream that
-/// fails midway becomes a 502, since nothing of it has been sent.
-async fn to_worker_buffered(resp: http::Response<Body>) -> worker::Result<Response> {
-    let (parts, body) = resp.into_parts();
-    match body.collect_capped(usize::MAX).await {
-        Ok(bytes) => to_worker(http::Response::from_parts(parts, bytes)),
-        Err(e) => to_worker(error_response(&e)),
+/// The core's [`Background`] on Workers: `ctx.waitUntil`, which keeps the request's context
+/// alive until the task ends, even after the response has gone (or the client has).
+struct WaitUntil(Context);
+
+impl WaitUntil {
+    fn run(&self, task: impl Future<Output = ()> + 'static) {
+        let promise = future_to_promise(async move {
+            task.await;
+            Ok(JsValue::UNDEFINED)
+        });
+        // The task runs either way; waitUntil fails only once the request's context has ended,
+        // and then the task runs on for as long as the isolate does.
+        let _ = self.0.as_ref().wait_until(&promise);
     }
 }
 
-pub(crate) fn to_worker(resp: http::Response<Bytes>) -> worker::Result<Response> {
-    let (parts, body) = resp.into_parts();
+impl Background for WaitUntil {
+    fn spawn(&self, task: BackgroundTask) {
+        self.run(task);
+    }
+}
+
+/// A streamed reply's body on its way to the client. When the client goes away — the runtime
+/// cancels the stream, or aborts the request's signal (flag `enable_request_signal`, set in
+/// wrangler.toml: some workerd releases no longer cancel the stream, workerd issue 6832) — the
+/// core's body is dropped at once: that cancels the upstream fetch and lets the core write the
+/// exchange's audit event. Dropping this also drops `_done`, which ends the `waitUntil` that
+/// kept the request alive until that moment (decision 0080).
+struct ToClient {
+    body: Rc<RefCell<Option<BodyStream>>>,
+    waker: Rc<RefCell<Option<Waker>>>,
+    signal: AbortSignal,
+    _on_abort: Closure<dyn FnMut()>,
+    _done: oneshot::Sender<()>,
+}
+
+impl ToClient {
+    fn new(body: BodyStream, signal: AbortSignal, done: oneshot::Sender<()>) -> ToClient {
+        let body = Rc::new(RefCell::new(Some(body)));
+        let waker: Rc<RefCell<Option<Waker>>> = Rc::new(RefCell::new(None));
+        let (gone, wake) = (body.clone(), waker.clone());
+        let on_abort = Closure::<dyn FnMut()>::new(move || {
+            // Taken out first, dropped after the borrow ends (its Drop runs core code).
+            let dropped = gone.try_borrow_mut().ok().and_then(|mut b| b.take());
+            drop(dropped);
+            // Taken before waking: no borrow is held while the waker runs.
+            let waker = wake.borrow_mut().take();
+            if let Some(w) = waker {
+                w.wake();
+            }
+        });
+        signal.set_onabort(Some(on_abort.as_ref().unchecked_ref()));
+        if signal.aborted() {
+            // Gone before the reply was ready: no abort event will come.
+            let dropped = body.borrow_mut().take();
+            drop(dropped);
+        }
+        ToClient {
+            body,
+            waker,
+            signal,
+            _on_abort: on_abort,
+            _done: done,
+        }
+    }
+}
+
+impl futures::Stream for ToClient {
+    type Item = std::result::Result<Bytes, JsValue>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let mut slot = self.body.borrow_mut();
+        let Some(body) = slot.as_mut() else {
+            // The client went away.
+            return Poll::Ready(None);
+        };
+        let item = match body.as_mut().poll_next(cx) {
+            Poll::Pending => {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            Poll::Ready(item) => item,
+        };
+        if let Some(Ok(chunk)) = item {
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        // Ended or failed: the core's body goes now (its audit event with it).
+        let dropped = slot.take();
+        drop(slot);
+        drop(dropped);
+        // A failed body errors the JS stream: the client sees a cut reply, never a whole one.
+        // The reason stays here (it is the core's, and may name a host).
+        Poll::Ready(item.map(|_| Err(JsValue::from_str("the reply was cut short"))))
+    }
+}
+
+impl Drop for ToClient {
+    fn drop(&mut self) {
+        self.signal.set_onabort(None);
+        let dropped = self.body.borrow_mut().take();
+        drop(dropped);
+    }
+}
+
+fn headers_of(parts: &http::response::Parts) -> worker::Result<Headers> {
     let headers = Headers::new();
     for (name, value) in &parts.headers {
         if let Ok(v) = value.to_str() {
             headers.append(name.as_str(), v)?;
         }
     }
+    Ok(headers)
+}
+
+/// The core's reply as the runtime's: a whole body as bytes; a stream as a JS stream that the
+/// runtime pulls as the client reads (nothing is held whole), the request kept alive through
+/// `background` until the stream has ended or been dropped.
+fn to_worker_streaming(
+    resp: http::Response<Body>,
+    background: &WaitUntil,
+    signal: AbortSignal,
+) -> worker::Result<Response> {
+    let (parts, body) = resp.into_parts();
+    if let Some(bytes) = body.as_full() {
+        return to_worker(http::Response::from_parts(parts, bytes.clone()));
+    }
+    let (done, finished) = oneshot::channel::<()>();
+    background.run(async move {
+        let _ = finished.await;
+    });
+    let stream = to_js(ToClient::new(body.into_stream(), signal, done));
+    Ok(ResponseBuilder::new()
+        .with_status(parts.status.as_u16())
+        .with_headers(headers_of(&parts)?)
+        .stream(stream))
+}
+
+pub(crate) fn to_worker(resp: http::Response<Bytes>) -> worker::Result<Response> {
+    let (parts, body) = resp.into_parts();
+    let headers = headers_of(&parts)?;
     let status = parts.status.as_u16();
     let resp = if body.is_empty() {
         Response::empty()?
@@ -182,12 +371,11 @@ pub(crate) fn to_worker(resp: http::Response<Bytes>) -> worker::Result<Response>
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     #[cfg(feature = "testkit")]
     if req.path().starts_with("/__testkit/") {
         return crate::testkit_route::handle(req, &env).await;
     }
-    // The app first: its configuration caps the body, which is read only then.
     let app = match app(&env).await {
         Ok(app) => app,
         Err(e) => {
@@ -195,15 +383,26 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
             return to_worker(error_response(&e));
         }
     };
+    let signal = req.inner().signal();
     let path = req.path();
-    let cap = body_cap(app.config(), &path);
-    let request = match to_http(req, cap).await {
+    let incoming = Rc::new(Incoming::default());
+    let request = match to_http(req, &incoming) {
         Ok(r) => r,
         // On the proxy's paths, Vultrino's own errors carry X-Vultrino-Error.
         Err(e) if vultrino_core::proxy::is_proxy_path(&path) => {
-            return to_worker_buffered(vultrino_core::proxy::refusal(&e)).await
+            let (parts, body) = vultrino_core::proxy::refusal(&e).into_parts();
+            let body = body.as_full().cloned().unwrap_or_default();
+            return to_worker(http::Response::from_parts(parts, body));
         }
         Err(e) => return to_worker(error_response(&e)),
     };
-    to_worker_buffered(app.serve(request, None).await).await
+    let background = Arc::new(WaitUntil(ctx));
+    let resp = app.serve(request, Some(background.clone())).await;
+    // What the core left of the request body: read before a whole reply, beside a streamed one.
+    if resp.body().is_stream() {
+        background.run(async move { incoming.drain().await });
+    } else {
+        incoming.drain().await;
+    }
+    to_worker_streaming(resp, &background, signal)
 }

@@ -1,6 +1,8 @@
 //! [`WorkersFetcher`]: the core's [`Fetcher`] over the Workers `fetch` API.
 //!
 //! - `redirect: "manual"`: a 3xx comes back as it is, `Location` included.
+//! - [`Fetcher::fetch_stream`] streams both ways, nothing held whole: `fetch/stream.rs`. What
+//!   follows is [`Fetcher::fetch`], the whole-body exchange of `/v1/execute`.
 //! - The whole exchange (headers and body) races a timer; past `timeout_ms` the request is aborted
 //!   through an `AbortController` → `upstream_timeout`.
 //! - The body is streamed and counted; past `max_response_bytes` reading stops →
@@ -14,6 +16,8 @@
 //!   the `global_fetch_strictly_public` flag (wrangler.toml) keeps even this zone's own origin
 //!   out. The platform's refusal is not distinguishable from a connection failure, so it surfaces
 //!   as `upstream_connect`.
+
+mod stream;
 
 use bytes::Bytes;
 use futures::future::{select, Either};
@@ -79,23 +83,58 @@ fn too_large(cap: usize) -> Error {
     .with_code(Code::UpstreamTooLarge)
 }
 
-fn build(request: &http::Request<Bytes>) -> Result<Request> {
-    let headers = Headers::new();
-    for (name, value) in request.headers() {
+/// The request's headers as the runtime sends them (see [`SKIPPED`]).
+fn outbound_headers(headers: &http::HeaderMap) -> Result<Headers> {
+    let out = Headers::new();
+    for (name, value) in headers {
         if SKIPPED.contains(&name.as_str()) {
             continue;
         }
         let value = value.to_str().map_err(|_| {
             Error::bad_request("header values must be visible ASCII").with_code(Code::InvalidHeader)
         })?;
-        headers.append(name.as_str(), value).map_err(|_| {
+        out.append(name.as_str(), value).map_err(|_| {
             Error::bad_request(format!("header '{name}' cannot be sent from Workers"))
                 .with_code(Code::InvalidHeader)
         })?;
     }
+    Ok(out)
+}
+
+/// The status and headers of `resp`, and whether the runtime decoded its body.
+///
+/// A body the runtime decoded is read as plain bytes: its `Content-Encoding` and
+/// `Content-Length` describe the encoded bytes and would mislabel them (the core would refuse a
+/// body it can scrub), so both are dropped. Any other coding keeps its header and its bytes, so
+/// the core sees the encoding and refuses what it cannot scrub.
+fn response_head(resp: &worker::Response) -> (http::response::Builder, bool) {
+    let decoded = matches!(
+        resp.headers().get("content-encoding"),
+        Ok(Some(v)) if DECODED_BY_RUNTIME.contains(&v.as_str())
+    );
+    let mut out = http::Response::builder().status(resp.status_code());
+    for (name, value) in resp.headers().entries() {
+        if decoded
+            && (name.eq_ignore_ascii_case("content-encoding")
+                || name.eq_ignore_ascii_case("content-length"))
+        {
+            continue;
+        }
+        out = out.header(name, value);
+    }
+    (out, decoded)
+}
+
+/// HEAD, 204 and 304 replies have no body: their `Content-Length` (if any) describes a body that
+/// is not sent, so it is neither measured nor read.
+fn bodiless(method: &http::Method, status: u16) -> bool {
+    method == http::Method::HEAD || matches!(status, 204 | 304)
+}
+
+fn build(request: &http::Request<Bytes>) -> Result<Request> {
     let mut init = RequestInit::new();
     init.with_method(method(request.method())?)
-        .with_headers(headers)
+        .with_headers(outbound_headers(request.headers())?)
         .with_redirect(RequestRedirect::Manual);
     if !request.body().is_empty() {
         let body = js_sys::Uint8Array::from(request.body().as_ref());
@@ -115,30 +154,10 @@ async fn exchange(
         .send_with_signal(&signal)
         .await
         .map_err(|_| connect_error())?;
-    // A body the runtime decoded is read below as plain bytes: its `Content-Encoding` and
-    // `Content-Length` describe the encoded bytes and would mislabel them (the core would refuse
-    // a body it can scrub). Any other coding keeps its header and its bytes, so the core sees the
-    // encoding and refuses what it cannot scrub.
-    let decoded = matches!(
-        resp.headers().get("content-encoding"),
-        Ok(Some(v)) if DECODED_BY_RUNTIME.contains(&v.as_str())
-    );
-    let mut out = http::Response::builder().status(resp.status_code());
-    for (name, value) in resp.headers().entries() {
-        if decoded
-            && (name.eq_ignore_ascii_case("content-encoding")
-                || name.eq_ignore_ascii_case("content-length"))
-        {
-            continue;
-        }
-        out = out.header(name, value);
-    }
-    // HEAD, 204 and 304 replies have no body: their `Content-Length` (if any) describes a body
-    // that is not sent, so it is neither measured against the cap nor read.
-    let bodiless =
-        request.method() == http::Method::HEAD || matches!(resp.status_code(), 204 | 304);
+    let (out, decoded) = response_head(&resp);
+    let no_body = bodiless(request.method(), resp.status_code());
     let mut body = Vec::new();
-    if !bodiless {
+    if !no_body {
         // A decoded body's declared length is the encoded one: only the bytes read count.
         if let (false, Ok(Some(len))) = (decoded, resp.headers().get("content-length")) {
             if len.trim().parse::<u64>().is_ok_and(|n| n > cap as u64) {
@@ -166,28 +185,13 @@ async fn exchange(
 
 #[async_trait::async_trait(?Send)]
 impl Fetcher for WorkersFetcher {
-    /// **Buffers** both ways (for now): the request body is read whole, then sent as one
-    /// [`Fetcher::fetch`] under the stream's total deadline, and the reply's body is returned
-    /// whole, at most `max_buffered_response_bytes`. It keeps the contract's sentences on
-    /// redirects, errors, headers, encodings and timeouts (the whole exchange under
-    /// `total_timeout_ms`), not those on streaming, idle time and cancellation: a streamed reply
-    /// reaches the client only once it has ended.
+    /// Streams both ways; see `fetch/stream.rs`.
     async fn fetch_stream(
         &self,
         request: http::Request<Body>,
         options: StreamOptions,
     ) -> Result<http::Response<Body>> {
-        let (parts, body) = request.into_parts();
-        let body = body.collect_capped(usize::MAX).await?;
-        let fetch = FetchOptions {
-            timeout_ms: options.total_timeout_ms,
-            max_response_bytes: options.max_buffered_response_bytes,
-            allow_loopback: options.allow_loopback,
-        };
-        let response = self
-            .fetch(http::Request::from_parts(parts, body), fetch)
-            .await?;
-        Ok(response.map(Body::full))
+        stream::fetch_stream(request, options).await
     }
 
     async fn fetch(

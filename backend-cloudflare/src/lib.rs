@@ -6,9 +6,12 @@
 //!   `SESSIONS`), [`fetch::WorkersFetcher`] (the Workers `fetch` API) and [`clock::WorkersClock`];
 //! - opens the [`App`](vultrino_core::app::App) ONCE per isolate (the key derivation runs once,
 //!   never per request) and caches it;
-//! - converts each request to `http::Request<Bytes>` (with the client address from
-//!   `CF-Connecting-IP` as [`ClientIp`](vultrino_core::auth::ClientIp)), calls `App::handle`, and
-//!   converts the answer back.
+//! - converts each request to `http::Request<Body>` (the body the runtime's stream, never read
+//!   whole; the client address from `CF-Connecting-IP` as
+//!   [`ClientIp`](vultrino_core::auth::ClientIp)), calls `App::serve` with `ctx.waitUntil` as
+//!   its [`Background`](vultrino_core::ports::Background), and converts the answer back — a
+//!   streamed body (the pass-through proxy's) as a JS stream the client's reading paces
+//!   (`streams`; decision 0080).
 //!
 //! Settings are described in [`settings`]. A missing or wrong secret answers 503 JSON naming it.
 //!
@@ -29,5 +32,7 @@ pub mod fetch;
 pub mod kv;
 #[cfg(target_arch = "wasm32")]
 pub mod sessions;
+#[cfg(target_arch = "wasm32")]
+mod streams;
 #[cfg(all(target_arch = "wasm32", feature = "testkit"))]
 mod testkit_route;

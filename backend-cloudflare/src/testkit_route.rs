@@ -6,7 +6,9 @@
 //! - `GET /__testkit/fetch-suite` answers `{"checks": [<name>, …]}`, the Fetcher suite's checks.
 //! - `POST /__testkit/fetch-suite` with `{"base_url", "refused_url", "check"?}` runs that one
 //!   check (or, without `check`, the whole suite) against [`WorkersFetcher`], with
-//!   [`WorkersClock`] timing the refusals, and answers like the store suites. `base_url` is an
+//!   [`WorkersClock`] timing the refusals, and answers like the store suites.
+//! - `GET`/`POST /__testkit/fetch-stream-suite`: the same for the `fetch_stream` checks
+//!   (`vultrino_core::testkit::STREAM_CHECKS`, the streaming-only ones included). `base_url` is an
 //!   upstream implementing the route table of `vultrino_core::testkit::fetcher`; `refused_url` a
 //!   closed port. The suite asks for `allow_loopback` itself (the upstream is on 127.0.0.1).
 //!
@@ -41,12 +43,29 @@ async fn fetch_suite(mut req: Request) -> worker::Result<std::result::Result<(),
     })
 }
 
+async fn fetch_stream_suite(mut req: Request) -> worker::Result<std::result::Result<(), String>> {
+    let run: FetchSuiteRun = req.json().await?;
+    let upstream = FetchUpstream {
+        base_url: &run.base_url,
+        refused_url: &run.refused_url,
+    };
+    let (fetcher, clock) = (WorkersFetcher, WorkersClock::default());
+    Ok(match &run.check {
+        Some(name) => testkit::fetch_stream_check(name, &fetcher, &upstream, &clock).await,
+        None => testkit::fetch_stream_suite(&fetcher, &upstream, &clock).await,
+    })
+}
+
 pub(crate) async fn handle(req: Request, env: &Env) -> worker::Result<Response> {
     let result = match (req.method(), req.path().as_str()) {
         (Method::Get, "/__testkit/fetch-suite") => {
             return Response::from_json(&serde_json::json!({"checks": testkit::FETCHER_CHECKS}));
         }
         (Method::Post, "/__testkit/fetch-suite") => fetch_suite(req).await?,
+        (Method::Get, "/__testkit/fetch-stream-suite") => {
+            return Response::from_json(&serde_json::json!({"checks": testkit::STREAM_CHECKS}));
+        }
+        (Method::Post, "/__testkit/fetch-stream-suite") => fetch_stream_suite(req).await?,
         // Workers KV time cannot be moved: only the TTL-expiry step is skipped (see kv_suite).
         (_, "/__testkit/kv") => {
             let store = WorkersKv::new(env.kv("CREDENTIALS")?);

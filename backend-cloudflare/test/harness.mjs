@@ -64,7 +64,8 @@ export function workerOptions(buildDir, bindings) {
         compatibilityDate: "2026-04-01",
         // wrangler.toml sets `global_fetch_strictly_public`; it is left out HERE ONLY because the
         // tests' upstream is a loopback server, which that flag (rightly) makes unreachable.
-        compatibilityFlags: [],
+        // `enable_request_signal` as in wrangler.toml (a client that goes away cancels a stream).
+        compatibilityFlags: ["enable_request_signal"],
         modules: true,
         scriptPath: path.join(root, buildDir, "index.js"),
         modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
