@@ -67,6 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .create(
             &operator,
             NewCredential {
+                base_url: None,
                 alias: "github".into(),
                 kind: "api_key".into(),
                 description: Some("GitHub token".into()),

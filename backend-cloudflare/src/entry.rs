@@ -12,6 +12,7 @@ use futures::StreamExt;
 use vultrino_core::api::error_response;
 use vultrino_core::app::{App, Ports};
 use vultrino_core::auth::ClientIp;
+use vultrino_core::body::Body;
 use vultrino_core::error::{Code, Error, Result};
 use worker::{event, Context, Env, Headers, Request, Response};
 
@@ -122,7 +123,16 @@ async fn read_body(req: &mut Request, max: usize) -> Result<Vec<u8>> {
     Ok(body)
 }
 
-async fn to_http(mut req: Request, max_body: usize) -> Result<http::Request<Bytes>> {
+/// The largest body a request to `path` may have: the pass-through proxy has its own cap.
+fn body_cap(config: &vultrino_core::app::Config, path: &str) -> usize {
+    if path.starts_with("/proxy/") {
+        config.proxy_max_request_bytes
+    } else {
+        config.max_request_bytes
+    }
+}
+
+async fn to_http(mut req: Request, max_body: usize) -> Result<http::Request<Body>> {
     let bad = || Error::bad_request("malformed request").with_code(Code::BadRequest);
     let url = req.url().map_err(|_| bad())?;
     // The raw method: worker::Method maps unknown methods to GET, which would change meaning.
@@ -136,11 +146,22 @@ async fn to_http(mut req: Request, max_body: usize) -> Result<http::Request<Byte
         builder = builder.header(name, value);
     }
     let body = read_body(&mut req, max_body).await?;
-    let mut out = builder.body(Bytes::from(body)).map_err(|_| bad())?;
+    let mut out = builder.body(Body::full(body)).map_err(|_| bad())?;
     if let Some(ip) = client_ip {
         out.extensions_mut().insert(ClientIp(ip));
     }
     Ok(out)
+}
+
+/// The reply, its body read whole first (this worker does not stream yet: a streamed reply,
+/// the proxy's, is held until it ends; its audit event is written as it ends). A stream that
+/// fails midway becomes a 502, since nothing of it has been sent.
+async fn to_worker_buffered(resp: http::Response<Body>) -> worker::Result<Response> {
+    let (parts, body) = resp.into_parts();
+    match body.collect_capped(usize::MAX).await {
+        Ok(bytes) => to_worker(http::Response::from_parts(parts, bytes)),
+        Err(e) => to_worker(error_response(&e)),
+    }
 }
 
 pub(crate) fn to_worker(resp: http::Response<Bytes>) -> worker::Result<Response> {
@@ -174,9 +195,10 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
             return to_worker(error_response(&e));
         }
     };
-    let request = match to_http(req, app.config().max_request_bytes).await {
+    let cap = body_cap(app.config(), &req.path());
+    let request = match to_http(req, cap).await {
         Ok(r) => r,
         Err(e) => return to_worker(error_response(&e)),
     };
-    to_worker(app.handle(request).await)
+    to_worker_buffered(app.serve(request, None).await).await
 }

@@ -18,8 +18,9 @@
 use bytes::Bytes;
 use futures::future::{select, Either};
 use futures::StreamExt;
+use vultrino_core::body::Body;
 use vultrino_core::error::{Code, Error, ErrorKind, Result};
-use vultrino_core::ports::{FetchOptions, Fetcher};
+use vultrino_core::ports::{FetchOptions, Fetcher, StreamOptions};
 use worker::{
     js_sys, AbortController, AbortSignal, Delay, Fetch, Headers, Method, Request, RequestInit,
     RequestRedirect,
@@ -165,6 +166,30 @@ async fn exchange(
 
 #[async_trait::async_trait(?Send)]
 impl Fetcher for WorkersFetcher {
+    /// **Buffers** both ways (for now): the request body is read whole, then sent as one
+    /// [`Fetcher::fetch`] under the stream's total deadline, and the reply's body is returned
+    /// whole, at most `max_buffered_response_bytes`. It keeps the contract's sentences on
+    /// redirects, errors, headers, encodings and timeouts (the whole exchange under
+    /// `total_timeout_ms`), not those on streaming, idle time and cancellation: a streamed reply
+    /// reaches the client only once it has ended.
+    async fn fetch_stream(
+        &self,
+        request: http::Request<Body>,
+        options: StreamOptions,
+    ) -> Result<http::Response<Body>> {
+        let (parts, body) = request.into_parts();
+        let body = body.collect_capped(usize::MAX).await?;
+        let fetch = FetchOptions {
+            timeout_ms: options.total_timeout_ms,
+            max_response_bytes: options.max_buffered_response_bytes,
+            allow_loopback: options.allow_loopback,
+        };
+        let response = self
+            .fetch(http::Request::from_parts(parts, body), fetch)
+            .await?;
+        Ok(response.map(Body::full))
+    }
+
     async fn fetch(
         &self,
         request: http::Request<Bytes>,

@@ -162,6 +162,19 @@ struct ServeArgs {
     /// Session idle timeout, seconds.
     #[arg(long, env = "VULTRINO_SESSION_IDLE_SECS", default_value_t = 1800)]
     session_idle_secs: u64,
+    /// Largest request body the pass-through proxy (/proxy/…) streams upstream, bytes.
+    #[arg(long, env = "VULTRINO_PROXY_MAX_REQUEST_BYTES", default_value_t = 32 * 1024 * 1024)]
+    proxy_max_request_bytes: usize,
+    /// Pass-through proxy: how long the upstream's reply head may take once the request is
+    /// sent, milliseconds.
+    #[arg(long, env = "VULTRINO_STREAM_HEADERS_TIMEOUT_MS", default_value_t = 300_000)]
+    stream_headers_timeout_ms: u64,
+    /// Pass-through proxy: longest pause between two chunks of either body, milliseconds.
+    #[arg(long, env = "VULTRINO_STREAM_IDLE_TIMEOUT_MS", default_value_t = 300_000)]
+    stream_idle_timeout_ms: u64,
+    /// Pass-through proxy: the whole exchange, last byte included, milliseconds.
+    #[arg(long, env = "VULTRINO_STREAM_TOTAL_TIMEOUT_MS", default_value_t = 3_600_000)]
+    stream_total_timeout_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -257,6 +270,10 @@ struct CredentialAdd {
     hosts: Vec<String>,
     #[arg(long, env = "VULTRINO_CREDENTIAL_DESCRIPTION")]
     description: Option<String>,
+    /// Where the pass-through proxy sends /proxy/<alias>/<path>: https://host[:port][/path],
+    /// its host one of --host [default: https://<host> when --host is one exact host].
+    #[arg(long, env = "VULTRINO_CREDENTIAL_BASE_URL")]
+    base_url: Option<String>,
     /// api_key: header name (default Authorization).
     #[arg(long, env = "VULTRINO_CREDENTIAL_HEADER")]
     header: Option<String>,
@@ -695,6 +712,10 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         fetch_timeout_ms: a.fetch_timeout_ms,
         max_response_bytes: a.max_response_bytes,
         session_idle_secs: a.session_idle_secs,
+        proxy_max_request_bytes: a.proxy_max_request_bytes,
+        stream_headers_timeout_ms: a.stream_headers_timeout_ms,
+        stream_idle_timeout_ms: a.stream_idle_timeout_ms,
+        stream_total_timeout_ms: a.stream_total_timeout_ms,
         ..Config::default()
     };
     // The rules every backend applies (the core's), named the way `serve` takes them.
@@ -869,6 +890,7 @@ async fn credential(app: &App, c: &CredentialCmd) -> anyhow::Result<()> {
                 description: a.description.clone(),
                 data,
                 policy,
+                base_url: a.base_url.clone(),
             };
             print_json(&json!(app.credentials().create(&who, input).await?))
         }
@@ -941,6 +963,9 @@ async fn remote_credential(remote: &Remote, c: &CredentialCmd) -> anyhow::Result
             });
             if let Some(d) = &a.description {
                 body["description"] = json!(d);
+            }
+            if let Some(b) = &a.base_url {
+                body["base_url"] = json!(b);
             }
             print_json(&remote.call("POST", "/v1/credentials", Some(&body)).await?)
         }

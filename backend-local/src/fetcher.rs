@@ -45,18 +45,21 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use vultrino_core::body::{Body, BodyStream};
 use vultrino_core::error::Code;
-use vultrino_core::ports::{FetchOptions, Fetcher};
+use vultrino_core::ports::{FetchOptions, Fetcher, StreamOptions};
 use vultrino_core::{ssrf, Error, ErrorKind, Result};
 
 type Connector = HttpsConnector<HttpConnector<CheckedResolver>>;
-type HttpClient = Client<Connector, Full<Bytes>>;
+/// A request body: whole ([`Fetcher::fetch`]), or streamed ([`Fetcher::fetch_stream`]).
+type RequestBody = Either<Full<Bytes>, Upload>;
+type HttpClient = Client<Connector, RequestBody>;
 
 /// The local [`Fetcher`]. Cheap to clone and share.
 ///
@@ -317,7 +320,7 @@ fn forwardable(headers: &mut HeaderMap) {
 /// Send and read the full body under the size cap. The caller wraps this in the deadline.
 async fn exchange(
     client: &HttpClient,
-    request: http::Request<Full<Bytes>>,
+    request: http::Request<RequestBody>,
     max_response_bytes: usize,
     host: &str,
 ) -> Result<http::Response<Bytes>> {
@@ -372,28 +375,237 @@ async fn exchange(
     Ok(http::Response::from_parts(parts, body))
 }
 
+/// Check and clean a request head before anything is sent; returns the host (for logs).
+fn prepare(parts: &mut http::request::Parts, allow_loopback: bool) -> Result<String> {
+    // Defence in depth: the core checks too, but IP literals bypass our resolver, so this
+    // is the check that stands between an IP-literal URI and a connection.
+    ssrf::check_uri(&parts.uri, allow_loopback)?;
+    if !vultrino_core::upstream::forwardable_method(&parts.method) {
+        return Err(
+            Error::bad_request("CONNECT and TRACE requests are not forwarded")
+                .with_code(Code::InvalidRequest),
+        );
+    }
+    let host = parts.uri.host().unwrap_or_default().to_owned();
+    forwardable(&mut parts.headers);
+    // The client speaks HTTP/1.1 or, where ALPN agrees, HTTP/2; never what the caller says.
+    parts.version = http::Version::HTTP_11;
+    Ok(host)
+}
+
+fn timeout_error(host: &str, what: &'static str) -> Error {
+    tracing::warn!(host = %host, kind = "timeout", what, "upstream exchange timed out");
+    Error::new(ErrorKind::UpstreamTimeout, what).with_code(Code::UpstreamTimeout)
+}
+
+/// How far the upload of a streamed request body has come: when it last moved, and whether
+/// (and when) it ended. Shared by [`Upload`] (which moves it) and the wait for the response head
+/// (which derives its deadline from it).
+#[derive(Debug)]
+struct Progress(std::sync::Mutex<(tokio::time::Instant, bool)>);
+
+impl Progress {
+    fn new(done: bool) -> Arc<Progress> {
+        Arc::new(Progress(std::sync::Mutex::new((
+            tokio::time::Instant::now(),
+            done,
+        ))))
+    }
+
+    fn moved(&self, done: bool) {
+        if let Ok(mut p) = self.0.lock() {
+            *p = (tokio::time::Instant::now(), p.1 || done);
+        }
+    }
+
+    /// While the body is being sent, the idle limit runs from its last chunk; once sent, the
+    /// head's limit runs from its end.
+    fn deadline(&self, options: &StreamOptions) -> tokio::time::Instant {
+        let (at, done) = self
+            .0
+            .lock()
+            .map(|p| *p)
+            .unwrap_or((tokio::time::Instant::now(), true));
+        let ms = if done {
+            options.headers_timeout_ms
+        } else {
+            options.idle_timeout_ms
+        };
+        at + Duration::from_millis(ms)
+    }
+}
+
+/// A streamed request body as hyper sends it: the core's stream, with its declared length (sent
+/// as `Content-Length`) and its progress recorded. An `Err` from the stream aborts the upload
+/// (hyper closes the connection before the body ends) and travels back in the client's error,
+/// where [`core_error_in`] finds it.
+struct Upload {
+    stream: BodyStream,
+    len: Option<u64>,
+    progress: Arc<Progress>,
+}
+
+impl hyper::body::Body for Upload {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<hyper::body::Frame<Bytes>, Error>>> {
+        match self.stream.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.progress.moved(false);
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => {
+                self.progress.moved(true);
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self.len {
+            Some(n) => hyper::body::SizeHint::with_exact(n),
+            None => hyper::body::SizeHint::default(),
+        }
+    }
+}
+
+/// A streamed response body: the upstream's chunks as they arrive, under the idle and total
+/// deadlines. Dropping it drops the connection (hyper never pools a connection whose body was
+/// not read to its end), which is how a client that goes away cancels the upstream request.
+struct Download {
+    incoming: Option<hyper::body::Incoming>,
+    idle: Duration,
+    idle_timer: Pin<Box<tokio::time::Sleep>>,
+    total_timer: Pin<Box<tokio::time::Sleep>>,
+    host: String,
+}
+
+impl Download {
+    fn end(&mut self, error: Error) -> Poll<Option<Result<Bytes>>> {
+        self.incoming = None;
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl futures_core::Stream for Download {
+    type Item = Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(incoming) = this.incoming.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if this.total_timer.as_mut().poll(cx).is_ready() {
+                let e = timeout_error(&this.host, "the upstream exchange took longer than allowed");
+                return this.end(e);
+            }
+            match hyper::body::Body::poll_frame(Pin::new(incoming), cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(chunk) = frame.into_data() else {
+                        continue; // trailers
+                    };
+                    let next = tokio::time::Instant::now() + this.idle;
+                    this.idle_timer.as_mut().reset(next);
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    let e = body_error(&this.host);
+                    return this.end(e);
+                }
+                Poll::Ready(None) => {
+                    this.incoming = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => {
+                    if this.idle_timer.as_mut().poll(cx).is_ready() {
+                        let e = timeout_error(&this.host, "the upstream sent nothing for too long");
+                        return this.end(e);
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Fetcher for HttpFetcher {
+    /// Streams both ways on the same pooled client as [`Fetcher::fetch`]; see the trait's
+    /// contract. The wait for the response head is re-armed whenever the upload moves, so a
+    /// slow but moving upload is not cut by the head's deadline.
+    async fn fetch_stream(
+        &self,
+        request: http::Request<Body>,
+        options: StreamOptions,
+    ) -> Result<http::Response<Body>> {
+        let (mut parts, body) = request.into_parts();
+        let host = prepare(&mut parts, options.allow_loopback)?;
+        let started = tokio::time::Instant::now();
+        let total_deadline = started + Duration::from_millis(options.total_timeout_ms);
+        let (body, progress) = match body.as_full() {
+            Some(bytes) => (Either::Left(Full::new(bytes.clone())), Progress::new(true)),
+            None => {
+                let progress = Progress::new(false);
+                let len = body.len_hint();
+                let upload = Upload {
+                    stream: body.into_stream(),
+                    len,
+                    progress: progress.clone(),
+                };
+                (Either::Right(upload), progress)
+            }
+        };
+        let client = self.client(options.allow_loopback);
+        let pending = client.request(http::Request::from_parts(parts, body));
+        tokio::pin!(pending);
+        let response = loop {
+            let deadline = progress.deadline(&options).min(total_deadline);
+            tokio::select! {
+                r = &mut pending => break r.map_err(|e| map_client_error(&e, &host))?,
+                () = tokio::time::sleep_until(deadline) => {
+                    // The upload may have moved meanwhile: only a deadline still passed counts.
+                    if tokio::time::Instant::now() >= progress.deadline(&options).min(total_deadline) {
+                        return Err(timeout_error(&host, "the upstream did not answer in time"));
+                    }
+                }
+            }
+        };
+        let (parts, incoming) = response.into_parts();
+        let len = hyper::body::Body::size_hint(&incoming).exact();
+        let idle = Duration::from_millis(options.idle_timeout_ms);
+        let download = Download {
+            incoming: Some(incoming),
+            idle,
+            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            total_timer: Box::pin(tokio::time::sleep_until(total_deadline)),
+            host,
+        };
+        let body = match len {
+            Some(0) => Body::empty(),
+            Some(n) => Body::from_stream_with_len(download, n),
+            None => Body::from_stream(download),
+        };
+        Ok(http::Response::from_parts(parts, body))
+    }
+
     async fn fetch(
         &self,
         request: http::Request<Bytes>,
         options: FetchOptions,
     ) -> Result<http::Response<Bytes>> {
         let (mut parts, body) = request.into_parts();
-        // Defence in depth: the core checks too, but IP literals bypass our resolver, so this
-        // is the check that stands between an IP-literal URI and a connection.
-        ssrf::check_uri(&parts.uri, options.allow_loopback)?;
-        if !vultrino_core::upstream::forwardable_method(&parts.method) {
-            return Err(
-                Error::bad_request("CONNECT and TRACE requests are not forwarded")
-                    .with_code(Code::InvalidRequest),
-            );
-        }
-        let host = parts.uri.host().unwrap_or_default().to_owned();
-        forwardable(&mut parts.headers);
-        // The client speaks HTTP/1.1 or, where ALPN agrees, HTTP/2; never what the caller says.
-        parts.version = http::Version::HTTP_11;
-        let request = http::Request::from_parts(parts, Full::new(body));
+        let host = prepare(&mut parts, options.allow_loopback)?;
+        let request = http::Request::from_parts(parts, Either::Left(Full::new(body)));
 
         let deadline = Duration::from_millis(options.timeout_ms);
         let client = self.client(options.allow_loopback);
@@ -469,9 +681,9 @@ mod tests {
         );
     }
 
-    fn get(uri: &str) -> http::Request<Full<Bytes>> {
+    fn get(uri: &str) -> http::Request<RequestBody> {
         http::Request::get(uri)
-            .body(Full::new(Bytes::new()))
+            .body(Either::Left(Full::new(Bytes::new())))
             .unwrap()
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -18,7 +18,9 @@ use tokio::net::TcpListener;
 use vultrino_core::api::error_response;
 use vultrino_core::app::App;
 use vultrino_core::auth::ClientIp;
+use vultrino_core::body::{Body as CoreBody, BodyStream};
 use vultrino_core::error::Code;
+use vultrino_core::ports::{Background, BackgroundTask};
 use vultrino_core::{Error, ErrorKind};
 
 /// How long open connections get to finish after a shutdown signal.
@@ -214,17 +216,20 @@ async fn handle(
     app: Arc<App>,
     peer: SocketAddr,
     req: hyper::Request<Incoming>,
-) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Result<hyper::Response<ServerBody>, std::convert::Infallible> {
     let _busy = crate::busy_poll::request();
     handle_inner(app, peer, req).await
+}
+
+fn refuse(err: &Error) -> hyper::Response<ServerBody> {
+    error_response(err).map(ServerBody::full)
 }
 
 async fn handle_inner(
     app: Arc<App>,
     peer: SocketAddr,
     req: hyper::Request<Incoming>,
-) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
-    let limit = app.config().max_request_bytes;
+) -> Result<hyper::Response<ServerBody>, std::convert::Infallible> {
     let (mut parts, body) = req.into_parts();
     if rebound(&app, peer, &parts.headers) {
         let err = Error::forbidden(
@@ -233,49 +238,183 @@ async fn handle_inner(
              reverse proxy, pass --trust-forwarded-for",
         )
         .with_code(Code::CsrfFailed);
-        return Ok(error_response(&err).map(Full::new));
+        return Ok(refuse(&err));
     }
+    // The pass-through proxy streams the body upstream as it arrives (the core caps it, and
+    // the upstream exchange's idle and total deadlines bound a slow client); every other
+    // route gets it whole.
+    let streamed = parts.uri.path().starts_with(PROXY_PREFIX);
+    let limit = if streamed {
+        app.config().proxy_max_request_bytes
+    } else {
+        app.config().max_request_bytes
+    };
     // A declared Content-Length over the cap is refused before any of the body is read (a
     // body without one is cut off by `Limited` as soon as it passes the cap).
     if hyper::body::Body::size_hint(&body).lower() > limit as u64 {
         let err = Error::too_large("request body is too large").with_code(Code::BodyTooLarge);
-        return Ok(error_response(&err).map(Full::new));
+        return Ok(refuse(&err));
     }
-    // A deadline on the body too: a client trickling bytes must not hold a connection forever.
-    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await;
-    let bytes = match collected {
-        Err(_) => {
-            let err = Error::new(ErrorKind::BadRequest, "request body not received in time")
-                .with_code(Code::BodyTimeout);
-            return Ok(error_response(&err).map(Full::new));
-        }
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) => {
-            let err = if e
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Error::too_large("request body is too large").with_code(Code::BodyTooLarge)
-            } else {
-                Error::bad_request("could not read the request body").with_code(Code::InvalidBody)
-            };
-            return Ok(error_response(&err).map(Full::new));
+    let body = if streamed {
+        incoming_body(body)
+    } else {
+        // A deadline on the body too: a client trickling bytes must not hold a connection forever.
+        let collected =
+            tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await;
+        match collected {
+            Err(_) => {
+                let err = Error::new(ErrorKind::BadRequest, "request body not received in time")
+                    .with_code(Code::BodyTimeout);
+                return Ok(refuse(&err));
+            }
+            Ok(Ok(c)) => CoreBody::full(c.to_bytes()),
+            Ok(Err(e)) => {
+                let err = if e
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    Error::too_large("request body is too large").with_code(Code::BodyTooLarge)
+                } else {
+                    Error::bad_request("could not read the request body")
+                        .with_code(Code::InvalidBody)
+                };
+                return Ok(refuse(&err));
+            }
         }
     };
     parts.extensions.insert(ClientIp(peer.ip()));
+    let background: Arc<dyn Background> = Arc::new(TokioBackground);
     // Request logging costs allocations on the hot path: only when DEBUG is on.
     if !tracing::enabled!(tracing::Level::DEBUG) {
         return Ok(app
-            .handle(http::Request::from_parts(parts, bytes))
+            .serve(http::Request::from_parts(parts, body), Some(background))
             .await
-            .map(Full::new));
+            .map(ServerBody::new));
     }
     let started = std::time::Instant::now();
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
-    let resp = app.handle(http::Request::from_parts(parts, bytes)).await;
+    let resp = app
+        .serve(http::Request::from_parts(parts, body), Some(background))
+        .await;
     tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
-    Ok(resp.map(Full::new))
+    Ok(resp.map(ServerBody::new))
+}
+
+/// The path prefix of the pass-through proxy, whose bodies stream.
+const PROXY_PREFIX: &str = "/proxy/";
+
+/// A client's request body as the core's streamed body, chunk by chunk as it arrives (its
+/// declared length kept). A client that breaks off mid-body makes the stream yield an error, so
+/// the upload upstream is aborted rather than ended as if whole.
+fn incoming_body(body: Incoming) -> CoreBody {
+    let len = hyper::body::Body::size_hint(&body).exact();
+    let stream = futures_util::stream::unfold(body, |mut body| async move {
+        loop {
+            match body.frame().await? {
+                Ok(frame) => match frame.into_data() {
+                    Ok(chunk) if !chunk.is_empty() => return Some((Ok(chunk), body)),
+                    _ => continue, // trailers, empty frames
+                },
+                Err(_) => {
+                    let e = Error::bad_request("could not read the request body")
+                        .with_code(Code::InvalidBody);
+                    return Some((Err(e), body));
+                }
+            }
+        }
+    });
+    match len {
+        Some(n) => CoreBody::from_stream_with_len(stream, n),
+        None => CoreBody::from_stream(stream),
+    }
+}
+
+/// Runs the core's after-the-reply work (the audit event of a streamed reply) on the current
+/// tokio runtime.
+struct TokioBackground;
+
+impl Background for TokioBackground {
+    fn spawn(&self, task: BackgroundTask) {
+        tokio::spawn(task);
+    }
+}
+
+/// A reply body as hyper sends it: whole, or the core's stream chunk by chunk. An `Err` from
+/// the stream makes hyper abort the connection (a chunked body never gets its last chunk; a
+/// declared length is never reached), so a client never takes a cut body for a whole one.
+pub struct ServerBody {
+    whole: Option<Bytes>,
+    stream: Option<(BodyStream, Option<u64>)>,
+}
+
+impl ServerBody {
+    fn full(bytes: Bytes) -> ServerBody {
+        ServerBody {
+            whole: Some(bytes),
+            stream: None,
+        }
+    }
+
+    fn new(body: CoreBody) -> ServerBody {
+        match body.as_full() {
+            Some(bytes) => ServerBody::full(bytes.clone()),
+            None => {
+                let len = body.len_hint();
+                ServerBody {
+                    whole: None,
+                    stream: Some((body.into_stream(), len)),
+                }
+            }
+        }
+    }
+}
+
+impl hyper::body::Body for ServerBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Error>>> {
+        use std::task::Poll;
+        if let Some(bytes) = self.whole.take() {
+            return Poll::Ready((!bytes.is_empty()).then(|| Ok(hyper::body::Frame::data(bytes))));
+        }
+        let Some((stream, _)) = self.stream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match stream.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk)))),
+            Poll::Ready(Some(Err(e))) => {
+                self.stream = None;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                self.stream = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match (&self.whole, &self.stream) {
+            (Some(b), _) => b.is_empty(),
+            (None, Some(_)) => false,
+            (None, None) => true,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match (&self.whole, &self.stream) {
+            (Some(b), _) => hyper::body::SizeHint::with_exact(b.len() as u64),
+            (None, Some((_, Some(n)))) => hyper::body::SizeHint::with_exact(*n),
+            (None, Some((_, None))) => hyper::body::SizeHint::default(),
+            (None, None) => hyper::body::SizeHint::with_exact(0),
+        }
+    }
 }
 
 /// Whether a request that came over loopback names this server by a name of someone else's: a

@@ -40,6 +40,7 @@ fn admin() -> Principal {
 
 fn credential(alias: &str) -> NewCredential {
     NewCredential {
+        base_url: None,
         alias: alias.into(),
         kind: "api_key".into(),
         description: None,

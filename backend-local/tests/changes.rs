@@ -71,6 +71,7 @@ fn admin() -> Principal {
 
 fn new_credential(alias: &str, description: &str) -> NewCredential {
     NewCredential {
+        base_url: None,
         alias: alias.into(),
         kind: "api_key".into(),
         description: Some(description.into()),

@@ -61,6 +61,7 @@ fn admin() -> Principal {
 
 async fn create(e: &Env, alias: &str) {
     let input = NewCredential {
+        base_url: None,
         alias: alias.into(),
         kind: "api_key".into(),
         description: None,

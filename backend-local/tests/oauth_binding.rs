@@ -85,6 +85,7 @@ fn admin() -> Principal {
 
 fn oauth_credential(client_secret: &str) -> NewCredential {
     NewCredential {
+        base_url: None,
         alias: "crm".into(),
         kind: "oauth2".into(),
         description: None,

@@ -63,6 +63,7 @@ fn admin() -> Principal {
 
 fn api_key_credential(alias: &str, hosts: &[&str]) -> NewCredential {
     NewCredential {
+        base_url: None,
         alias: alias.into(),
         kind: "api_key".into(),
         description: None,

@@ -147,6 +147,7 @@ fn admin() -> Principal {
 
 fn credential(description: &str) -> NewCredential {
     NewCredential {
+        base_url: None,
         alias: "github".into(),
         kind: "api_key".into(),
         description: Some(description.into()),

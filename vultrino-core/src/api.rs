@@ -2,6 +2,8 @@
 //! backend calls; what each route does lives in the module of its concern (credentials, auth,
 //! execute, audit, sync, MCP, UI), and replies are built by [`reply`].
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::json;
@@ -9,11 +11,13 @@ use serde_json::json;
 use crate::app::App;
 use crate::auth::token::clear_cookie;
 use crate::auth::{csrf, token, NewKey, NewRole};
+use crate::body::Body;
 use crate::cors;
 use crate::credential::{CredentialUpdate, NewCredential};
 use crate::error::{Code, Error, ErrorKind, Result};
 use crate::execute::ExecuteRequest;
 use crate::input::parse_json;
+use crate::ports::Background;
 
 pub mod reply;
 
@@ -63,7 +67,43 @@ fn not_allowed<T>() -> Result<T> {
 }
 
 impl App {
-    /// Serve one HTTP request. Never panics on input; every failure is a JSON error.
+    /// Serve one HTTP request whose body may be a stream: the entry point of backends that
+    /// stream (both do). Never panics on input; every failure is a JSON error.
+    ///
+    /// `/proxy/{alias}/…` (the pass-through proxy) streams both ways. Every other route reads
+    /// the body whole first — at most [`Config::max_request_bytes`](crate::app::Config), 413
+    /// `body_too_large` past it, without reading more than one chunk beyond the cap — and is
+    /// answered by [`App::handle`], its reply a whole body.
+    ///
+    /// `background` runs what must finish after the reply is handed over: the audit event of a
+    /// streamed reply is written when the stream ends or is dropped (the client went away).
+    /// Without one, an event is written at the end of the stream, before it reports its end,
+    /// and the event of a stream dropped before its end is lost.
+    pub async fn serve(
+        &self,
+        req: Request<Body>,
+        background: Option<Arc<dyn Background>>,
+    ) -> Response<Body> {
+        if crate::proxy::is_proxy_path(req.uri().path()) {
+            return self.proxy(req, background).await;
+        }
+        let (parts, body) = req.into_parts();
+        match body.collect_capped(self.config().max_request_bytes).await {
+            Ok(bytes) => self
+                .handle(Request::from_parts(parts, bytes))
+                .await
+                .map(Body::full),
+            Err(e) => {
+                let origin = parts.headers.get("origin").and_then(|v| v.to_str().ok());
+                let mut resp = error_response(&e);
+                cors::grant(&self.config().cors_origins, origin, resp.headers_mut());
+                resp.map(Body::full)
+            }
+        }
+    }
+
+    /// Serve one HTTP request with a whole body. Never panics on input; every failure is a JSON
+    /// error. (The pass-through proxy is reached only through [`App::serve`].)
     pub async fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
         let origins = &self.config().cors_origins;
         let origin = header_str(&req, "origin").map(str::to_string);

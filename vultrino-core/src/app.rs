@@ -23,8 +23,8 @@ use crate::error::{Code, Error, Result};
 use crate::execute::{ExecuteRequest, ExecuteResponse, Pipeline};
 use crate::keyring;
 use crate::oauth::OAuthTokens;
-use crate::ports::FetchOptions;
 pub use crate::ports::Ports;
+use crate::ports::{FetchOptions, StreamOptions};
 use crate::scrub::ScrubberCache;
 use crate::sync::{self, Export};
 
@@ -63,8 +63,20 @@ pub struct Config {
     pub fetch_timeout_ms: u64,
     /// Largest upstream body returned (default 10 MiB).
     pub max_response_bytes: usize,
-    /// Largest request body accepted by the API (default 1 MiB).
+    /// Largest request body accepted by the API (default 1 MiB). The pass-through proxy has
+    /// its own cap, [`Config::proxy_max_request_bytes`].
     pub max_request_bytes: usize,
+    /// Largest request body the pass-through proxy (`/proxy/{alias}/…`) streams upstream
+    /// (default 32 MiB; 413 `body_too_large` past it).
+    pub proxy_max_request_bytes: usize,
+    /// Streamed exchanges (the proxy): how long the upstream's response head may take after the
+    /// request was sent (default 300 s: a model may think for minutes before it answers a
+    /// non-streamed completion).
+    pub stream_headers_timeout_ms: u64,
+    /// Streamed exchanges: the longest pause between two chunks of either body (default 300 s).
+    pub stream_idle_timeout_ms: u64,
+    /// Streamed exchanges: the whole exchange, last byte included (default 1 h).
+    pub stream_total_timeout_ms: u64,
     /// Audit events expire after this long (default 90 days).
     pub audit_retention_secs: u64,
     /// Origins allowed by CORS (empty: CORS off). Never `*`.
@@ -95,6 +107,10 @@ impl Default for Config {
             fetch_timeout_ms: 30_000,
             max_response_bytes: 10 * 1024 * 1024,
             max_request_bytes: 1024 * 1024,
+            proxy_max_request_bytes: 32 * 1024 * 1024,
+            stream_headers_timeout_ms: 300_000,
+            stream_idle_timeout_ms: 300_000,
+            stream_total_timeout_ms: 3_600_000,
             audit_retention_secs: 90 * 24 * 3600,
             cors_origins: Vec::new(),
             kv_settle_ms: 0,
@@ -219,6 +235,17 @@ impl Config {
             allow_loopback: self.allow_loopback_upstreams,
         }
     }
+
+    /// The limits of a streamed exchange (the pass-through proxy).
+    pub fn stream_options(&self) -> StreamOptions {
+        StreamOptions {
+            headers_timeout_ms: self.stream_headers_timeout_ms,
+            idle_timeout_ms: self.stream_idle_timeout_ms,
+            total_timeout_ms: self.stream_total_timeout_ms,
+            max_buffered_response_bytes: self.max_response_bytes,
+            allow_loopback: self.allow_loopback_upstreams,
+        }
+    }
 }
 
 /// What [`Config::validate`] says of a hash below [`crypto::MIN_PASSWORD_ITERATIONS`] (the
@@ -286,6 +313,7 @@ impl App {
             self.oauth(),
             self.audit(),
             &self.ports,
+            self.config.allow_loopback_upstreams,
         )
     }
 
@@ -362,6 +390,12 @@ impl App {
         who: &'a Principal,
         req: ExecuteRequest,
     ) -> impl std::future::Future<Output = Result<ExecuteResponse>> + 'a {
+        self.pipeline().execute(who, req)
+    }
+
+    /// The steps every agent request goes through (execute and the pass-through proxy).
+    #[inline]
+    pub(crate) fn pipeline(&self) -> Pipeline<'_> {
         Pipeline::new(
             &self.ports,
             &self.keys,
@@ -370,7 +404,6 @@ impl App {
             self.config.fetch_options(),
             self.config.audit_retention_secs,
         )
-        .execute(who, req)
     }
 
     /// The sync export: keyring parameters and ciphertext records (admin only).

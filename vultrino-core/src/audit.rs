@@ -56,7 +56,7 @@ pub struct AuditEvent {
     /// `admin:<user>`, `key:<id>`, `client:<ip>` for failed logins, `vultrino` for
     /// `audit.suppressed`.
     pub actor: String,
-    /// `execute`, `login`, `logout`, `credential.create`, `credential.update`, `credential.delete`,
+    /// `execute`, `proxy`, `login`, `logout`, `credential.create`, `credential.update`, `credential.delete`,
     /// `key.create`, `key.revoke`, `role.create`, `role.delete`, `audit.suppressed`,
     /// `records.migrate`, `record.refused` (a stored record that failed its integrity check),
     /// `sync.import`.
@@ -76,12 +76,22 @@ pub struct AuditEvent {
     /// Upstream status for executes; the reply status otherwise.
     #[serde(default)]
     pub status: Option<u16>,
-    /// `allowed`, `denied`, `error` (execute); `success`, `failure` (other actions).
+    /// `allowed`, `denied`, `error` (execute, proxy), `cancelled` (a proxied reply whose client
+    /// went away before its end); `success`, `failure` (other actions).
     pub outcome: String,
     /// Error code when denied or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     pub duration_ms: u64,
+    /// Pass-through proxy: request body bytes sent upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_in: Option<u64>,
+    /// Pass-through proxy: response body bytes sent to the client (after scrubbing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_out: Option<u64>,
+    /// Pass-through proxy: whether a secret was scrubbed from the reply (headers or body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrubbed: Option<bool>,
     /// How many occurrences this one event stands for, when more than one can: the refused
     /// attempts of a locked-out client in one lockout window, the unauthenticated events
     /// `audit.suppressed` stands for. Rewritten when it reaches 2, 4, 8, …: the true number is
@@ -110,6 +120,9 @@ impl AuditEvent {
             outcome: outcome.to_string(),
             code: None,
             duration_ms: 0,
+            bytes_in: None,
+            bytes_out: None,
+            scrubbed: None,
             count: None,
             truncated: Vec::new(),
         }

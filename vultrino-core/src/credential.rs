@@ -294,8 +294,54 @@ pub struct CredentialRecord {
     #[serde(flatten)]
     pub data: CredentialData,
     pub policy: Policy,
+    /// Where the pass-through proxy sends `/proxy/<alias>/<path>`: `https://host[:port][/path]`,
+    /// its host inside `policy.allowed_hosts` ([`validate_base_url`]). Optional: without it, a
+    /// policy of one exact host means `https://<host>`. Records written before it existed have
+    /// none (and so open unchanged); sealed in the envelope with the rest of the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
     pub created_at: u64,
     pub updated_at: u64,
+}
+
+/// Longest `base_url` accepted (it is also stored in the cleartext metadata, capped at 1024
+/// bytes).
+pub const MAX_BASE_URL_CHARS: usize = 256;
+
+/// Check a credential's `base_url` against its policy and return it in its stored form (no
+/// trailing `/`): an absolute `https` URL (`http` only to a loopback host with the test-only
+/// loopback setting, as every upstream URL — [`crate::ssrf::check_url`]), no user name or
+/// password, no query or fragment, a host the policy allows. 400 `invalid_base_url` otherwise;
+/// the message never repeats the value (it could hold a pasted secret).
+pub fn validate_base_url(raw: &str, policy: &Policy, allow_loopback: bool) -> Result<String> {
+    let bad = |why: &str| {
+        Err(Error::bad_request(format!("base_url {why}")).with_code(Code::InvalidBaseUrl))
+    };
+    if raw.chars().count() > MAX_BASE_URL_CHARS {
+        return bad("is longer than 256 characters");
+    }
+    let target = match crate::ssrf::check_url(raw, allow_loopback) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(Error::bad_request(format!(
+                "base_url is not an upstream Vultrino may reach: {}",
+                e.message()
+            ))
+            .with_code(Code::InvalidBaseUrl))
+        }
+    };
+    let url = &target.url;
+    if url.query().is_some() || url.fragment().is_some() || raw.contains(['?', '#']) {
+        return bad("must not have a query or a fragment (give them on each request)");
+    }
+    let host = url.host_str().unwrap_or_default();
+    if !policy.allows_host(host) {
+        return bad("names a host that is not in this credential's allowed_hosts");
+    }
+    if crate::policy::is_ambiguous_path(url.path()) || raw.contains('\\') {
+        return bad("has a path with dot segments or encoded dots");
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 /// The cleartext KV metadata of a credential, and the shape of a listing item.
@@ -308,6 +354,9 @@ pub struct CredentialMeta {
     pub kind: CredentialType,
     pub description: String,
     pub allowed_hosts: Vec<String>,
+    /// The pass-through proxy's upstream ([`CredentialRecord::base_url`]), when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
     pub created_at: u64,
     pub updated_at: u64,
 }
@@ -320,6 +369,7 @@ impl CredentialRecord {
             kind: self.data.kind(),
             description: self.description.clone(),
             allowed_hosts: self.policy.allowed_hosts.clone(),
+            base_url: self.base_url.clone(),
             created_at: self.created_at,
             updated_at: self.updated_at,
         }

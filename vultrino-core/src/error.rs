@@ -254,6 +254,16 @@ codes! {
     /// The OAuth2 token endpoint did not give a usable token.
     OauthTokenFailed = "oauth_token_failed",
 
+    // ---- the pass-through proxy ----
+    /// The credential has no `base_url` and its allowed hosts are not one exact host.
+    NoBaseUrl = "no_base_url",
+    /// A `base_url` that is not `https://host[:port][/path]` inside the allowed hosts.
+    InvalidBaseUrl = "invalid_base_url",
+    /// More than one different agent key in the request's key slots.
+    AmbiguousKey = "ambiguous_key",
+    /// The outgoing request still carried an agent key (`vk_…`): refused, nothing sent.
+    AgentKeyInRequest = "agent_key_in_request",
+
     // ---- stored records, keys and the store itself ----
     /// A stored record that cannot be used as it is.
     InvalidRecord = "invalid_record",

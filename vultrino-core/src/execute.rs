@@ -39,9 +39,7 @@ use crate::ports::{FetchOptions, Ports};
 use crate::scrub::{Scrubber, ScrubberCache};
 use crate::secret::Secret;
 use crate::ssrf;
-use crate::upstream::{
-    self, forwardable_method, Outbound, COOKIE_RESPONSE_HEADERS, DROPPED_RESPONSE_HEADERS,
-};
+use crate::upstream::{self, forwardable_method, Outbound};
 
 mod request;
 
@@ -95,7 +93,7 @@ impl<'a> Pipeline<'a> {
     }
 
     #[inline]
-    fn audit(&self) -> AuditLog<'a> {
+    pub(crate) fn audit(&self) -> AuditLog<'a> {
         AuditLog::new(self.ports, self.audit_retention_secs)
     }
 
@@ -126,18 +124,7 @@ impl<'a> Pipeline<'a> {
         let result = self.run(who, req, target).await;
         match &result {
             Ok(r) => event.status = Some(r.status),
-            Err(e) => {
-                event.outcome = match e.kind() {
-                    ErrorKind::Unauthorized
-                    | ErrorKind::Forbidden
-                    | ErrorKind::RateLimited
-                    | ErrorKind::NotFound => "denied",
-                    _ => "error",
-                }
-                .into();
-                event.code = Some(e.code().as_str().into());
-                event.status = Some(e.status().as_u16());
-            }
+            Err(e) => failed(&mut event, e),
         }
         event.duration_ms = self.ports.now_ms().saturating_sub(started);
         self.audit().record(event).await;
@@ -150,29 +137,65 @@ impl<'a> Pipeline<'a> {
         req: ExecuteRequest,
         target: Result<ssrf::Target>,
     ) -> Result<ExecuteResponse> {
-        who.require(Permission::Execute)?;
-        who.require_scope(&req.credential)?;
+        authorize(who, &req.credential)?;
         let method = parse_method(&req.method)?;
         let target = target?;
-        let opened = self.store().load(&req.credential).await?;
+        let opened = self.open(&req.credential).await?;
         let record = &*opened.record;
         self.check_policy(record, &method, &target).await?;
         if let Some(allowed) = &record.policy.methods {
-            check_method_overrides(allowed, &target.url, &req)?;
+            let content_type = req
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                .map(|(_, v)| v.as_str());
+            let sent = Overrides {
+                url: &target.url,
+                query: &req.query,
+                content_type,
+                body: req.body.as_deref(),
+                json_body: req.json_body,
+            };
+            check_method_overrides(allowed, &sent)?;
         }
         let mut out = Outbound::new(method, target.url, &req.headers, req.query)?;
-        let token = self.oauth_token(&opened).await?;
-        let derived = record.data.inject(&mut out, token.as_ref())?;
+        let scrubber = self.inject(&opened, &mut out).await?;
         let request = out.build(req.body.unwrap_or_default(), req.json_body)?;
         let response = self.ports.fetcher.fetch(request, self.fetch).await?;
-        upstream::refuse_encoded(&response)?;
-        let scrubber = self.scrubber(&opened, &derived);
+        upstream::refuse_encoded(response.headers())?;
         Ok(render(response, &scrubber, record.policy.pass_cookies))
+    }
+
+    /// The ports of this deployment.
+    pub(crate) fn ports(&self) -> &'a Ports {
+        self.ports
+    }
+
+    /// The audit retention, for events written after the pipeline is gone (a stream's end).
+    pub(crate) fn audit_retention_secs(&self) -> u64 {
+        self.audit_retention_secs
+    }
+
+    /// Load and open the credential `alias` (an unchanged one is reused).
+    pub(crate) async fn open(&self, alias: &str) -> Result<OpenedCredential> {
+        self.store().load(alias).await
+    }
+
+    /// Put the credential into `out` (fetching an OAuth2 token first when it needs one) and
+    /// return the scrubber of every secret form that went in.
+    pub(crate) async fn inject(
+        &self,
+        opened: &OpenedCredential,
+        out: &mut Outbound,
+    ) -> Result<Arc<Scrubber>> {
+        let token = self.oauth_token(opened).await?;
+        let derived = opened.record.data.inject(out, token.as_ref())?;
+        Ok(self.scrubber(opened, &derived))
     }
 
     /// The credential's policy: host, method and path, then its rate limit (429 with
     /// `Retry-After` when reached).
-    async fn check_policy(
+    pub(crate) async fn check_policy(
         &self,
         record: &CredentialRecord,
         method: &http::Method,
@@ -247,30 +270,38 @@ impl<'a> Pipeline<'a> {
 /// another method.
 const METHOD_OVERRIDE_PARAM: &str = "_method";
 
+/// Where a request may name another method than its own: the URL, extra query parameters, and a
+/// body of a given type.
+pub(crate) struct Overrides<'r> {
+    pub url: &'r url::Url,
+    pub query: &'r [(String, String)],
+    pub content_type: Option<&'r str>,
+    pub body: Option<&'r [u8]>,
+    /// The body is JSON whatever its type says (execute's `json_body`).
+    pub json_body: bool,
+}
+
 /// Under a method list, a `_method` parameter (any case) that names a method the list does not
 /// allow is refused (403 `method_not_allowed_by_policy`), wherever an upstream framework may read
 /// it: the URL's query, the `query` parameters, a form body (urlencoded, or multipart, whose
 /// field is refused whatever its value) or a JSON object body. The override headers are dropped
 /// ([`crate::upstream`]); this is the same override as a parameter (review of issue 18).
-fn check_method_overrides(allowed: &[String], url: &url::Url, req: &ExecuteRequest) -> Result<()> {
+pub(crate) fn check_method_overrides(allowed: &[String], sent: &Overrides<'_>) -> Result<()> {
     let is_override = |name: &str| name.eq_ignore_ascii_case(METHOD_OVERRIDE_PARAM);
-    let mut named: Vec<String> = url
+    let mut named: Vec<String> = sent
+        .url
         .query_pairs()
         .filter(|(k, _)| is_override(k))
         .map(|(_, v)| v.into_owned())
         .collect();
     named.extend(
-        req.query
+        sent.query
             .iter()
             .filter(|(k, _)| is_override(k))
             .map(|(_, v)| v.clone()),
     );
-    if let Some(body) = req.body.as_deref() {
-        let content_type = req
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-            .map(|(_, v)| v.trim().to_ascii_lowercase());
+    if let Some(body) = sent.body {
+        let content_type = sent.content_type.map(|v| v.trim().to_ascii_lowercase());
         let content_type = content_type.as_deref().unwrap_or("");
         if content_type.starts_with("application/x-www-form-urlencoded") {
             named.extend(
@@ -284,7 +315,7 @@ fn check_method_overrides(allowed: &[String], url: &url::Url, req: &ExecuteReque
                 // The field's value is not read: refused whatever it is.
                 named.push(String::new());
             }
-        } else if req.json_body || content_type.contains("json") {
+        } else if sent.json_body || content_type.contains("json") {
             if let Ok(serde_json::Value::Object(fields)) =
                 serde_json::from_slice::<serde_json::Value>(body)
             {
@@ -311,9 +342,31 @@ fn check_method_overrides(allowed: &[String], url: &url::Url, req: &ExecuteReque
     .with_code(Code::MethodNotAllowedByPolicy))
 }
 
+/// The caller may use the credential `alias`: the `execute` permission and a scope reaching it.
+pub(crate) fn authorize(who: &Principal, alias: &str) -> Result<()> {
+    who.require(Permission::Execute)?;
+    who.require_scope(alias)
+}
+
+/// Record a failure in an agent request's audit event: `denied` for refusals (authentication,
+/// permission, policy, rate limit, unknown credential), `error` for the rest, with its code and
+/// status.
+pub(crate) fn failed(event: &mut AuditEvent, e: &Error) {
+    event.outcome = match e.kind() {
+        ErrorKind::Unauthorized
+        | ErrorKind::Forbidden
+        | ErrorKind::RateLimited
+        | ErrorKind::NotFound => "denied",
+        _ => "error",
+    }
+    .into();
+    event.code = Some(e.code().as_str().into());
+    event.status = Some(e.status().as_u16());
+}
+
 /// The request's method: valid HTTP (400 `invalid_request`), and never CONNECT or TRACE.
 #[inline]
-fn parse_method(method: &str) -> Result<http::Method> {
+pub(crate) fn parse_method(method: &str) -> Result<http::Method> {
     let method =
         http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|_| {
             Error::bad_request("method is not a valid HTTP method").with_code(Code::InvalidRequest)
@@ -336,10 +389,15 @@ fn render(
 ) -> ExecuteResponse {
     let (parts, body) = response.into_parts();
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    let named = upstream::connection_named(
+        parts
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .map(http::HeaderValue::as_bytes),
+    );
     for (name, value) in &parts.headers {
-        if DROPPED_RESPONSE_HEADERS.contains(&name.as_str())
-            || (!pass_cookies && COOKIE_RESPONSE_HEADERS.contains(&name.as_str()))
-        {
+        if upstream::dropped_response_header(name.as_str(), &named, pass_cookies) {
             continue;
         }
         let clean = scrubber.scrub(value.as_bytes());

@@ -12,9 +12,11 @@
 //! |---|---|
 //! | configuration, ports, the composition root | [`app`] |
 //! | HTTP routing and replies; CORS | [`api`], [`cors`] |
+//! | request and response bodies, whole or streamed | [`body`] |
 //! | who is calling: keys, sessions, CSRF, client address, roles | [`auth`] |
 //! | credential records, their storage and injection | [`credential`] |
 //! | the execute pipeline | [`execute`] |
+//! | the pass-through proxy (`/proxy/{alias}/…`, streamed) | [`proxy`] |
 //! | the outgoing request and what a reply may not carry | [`upstream`] |
 //! | OAuth2 token fetching and caching | [`oauth`] |
 //! | the change lock and version claims | [`change`] |
@@ -27,6 +29,7 @@
 //! | errors and their wire codes; reading client input | [`error`], [`input`] |
 //! | secret values | [`secret`] |
 
+pub mod body;
 pub mod error;
 pub mod ports;
 
@@ -49,6 +52,7 @@ pub mod execute;
 pub mod keyring;
 pub mod mcp;
 pub mod oauth;
+pub mod proxy;
 pub mod sync;
 pub mod ui;
 pub mod upstream;

@@ -169,6 +169,13 @@ impl Policy {
     ///
     /// Refusals are `Forbidden` with codes `host_not_allowed`, `method_not_allowed_by_policy`,
     /// `path_not_allowed`. Messages name the host, method or path (not secret), never a query.
+    /// Whether `host` (as the URL parser gives it) is one of the allowed hosts: the host part of
+    /// [`Policy::check`] alone.
+    pub fn allows_host(&self, host: &str) -> bool {
+        let host = host.strip_suffix('.').unwrap_or(host);
+        self.allowed_hosts.iter().any(|p| host_matches(p, host))
+    }
+
     pub fn check(&self, method: &str, host: &str, path: &str) -> Result<()> {
         let host = host.strip_suffix('.').unwrap_or(host);
         if !self.allowed_hosts.iter().any(|p| host_matches(p, host)) {

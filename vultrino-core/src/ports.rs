@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::body::Body;
 use crate::error::{Code, Error, ErrorKind, Result};
 
 /// `Send` on native targets, nothing on wasm32.
@@ -413,6 +414,105 @@ pub trait Fetcher: MaybeSend + MaybeSync {
         request: http::Request<Bytes>,
         options: FetchOptions,
     ) -> Result<http::Response<Bytes>>;
+
+    /// Send `request` (absolute URI) with its body streamed, and return the upstream's response
+    /// head at once, its body as a stream: the pass-through proxy's exchange.
+    ///
+    /// Provided: a **buffering** form over [`Fetcher::fetch`] (the request body is read whole
+    /// first, the response body is returned whole, at most
+    /// [`StreamOptions::max_buffered_response_bytes`], under [`StreamOptions::total_timeout_ms`]),
+    /// which keeps every sentence below but the ones on streaming, idle time and cancellation.
+    /// Fakes in tests and platforms without streaming use it; the local backend and the worker
+    /// override it.
+    ///
+    /// # Behavior
+    /// - Everything [`Fetcher::fetch`] says of redirects (not followed), errors (typed, never
+    ///   repeating the URI), connection failures, what is sent (method, path and query, headers
+    ///   in order, `Host` from the URI, no `Accept-Encoding` added), `Content-Encoding`,
+    ///   repeated response headers and refused destinations (SSRF: resolve once, check every
+    ///   address, connect to a checked one) holds here too.
+    /// - The request body is sent as it is produced: the upstream receives the first chunk
+    ///   before the body stream has ended. A body whose length is known
+    ///   ([`Body::len_hint`](crate::body::Body::len_hint)) is sent with that `Content-Length`;
+    ///   any other, chunked.
+    /// - A request body stream that yields an `Err` aborts the upload: the upstream never
+    ///   receives a complete request (the connection is closed before the body ends), and, if
+    ///   the response head has not come yet, `fetch_stream` returns that error (its kind and
+    ///   code).
+    /// - The response body is returned as it arrives: the caller gets the first chunk before
+    ///   the upstream has sent the last. There is no size cap (the caller counts what it
+    ///   passes on).
+    /// - An upstream that closes the connection before its body is complete makes the stream
+    ///   yield an `Err` (`UpstreamFailed`): a cut body never ends like a whole one.
+    /// - Timeouts, each `UpstreamTimeout` (code `upstream_timeout`): the response head must
+    ///   arrive within [`StreamOptions::headers_timeout_ms`] of the request's last body byte
+    ///   (connecting included); no more than [`StreamOptions::idle_timeout_ms`] may pass
+    ///   between two chunks of either body; the whole exchange, last response byte included,
+    ///   ends by [`StreamOptions::total_timeout_ms`]. Before the head, the error is returned;
+    ///   after it, the body stream yields it and ends.
+    /// - Dropping the returned body (or the future, before it completes) cancels the exchange:
+    ///   the connection to the upstream is closed (never returned to a pool mid-body), so the
+    ///   upstream sees the client go away.
+    async fn fetch_stream(
+        &self,
+        request: http::Request<Body>,
+        options: StreamOptions,
+    ) -> Result<http::Response<Body>> {
+        let (parts, body) = request.into_parts();
+        let body = body.collect_capped(usize::MAX).await?;
+        let response = self
+            .fetch(
+                http::Request::from_parts(parts, body),
+                FetchOptions {
+                    timeout_ms: options.total_timeout_ms,
+                    max_response_bytes: options.max_buffered_response_bytes,
+                    allow_loopback: options.allow_loopback,
+                },
+            )
+            .await?;
+        Ok(response.map(Body::full))
+    }
+}
+
+/// Limits of one streamed exchange ([`Fetcher::fetch_stream`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// How long the response head may take after the request's last body byte was sent
+    /// (connecting included).
+    pub headers_timeout_ms: u64,
+    /// Longest pause between two chunks of the request or the response body.
+    pub idle_timeout_ms: u64,
+    /// The whole exchange, the response's last byte included.
+    pub total_timeout_ms: u64,
+    /// Only for implementations that buffer (the provided [`Fetcher::fetch_stream`]): the
+    /// largest response body they hold (`upstream_too_large` past it). Streaming ones have no
+    /// cap.
+    pub max_buffered_response_bytes: usize,
+    /// Allow plain-http and loopback upstreams (tests only; loudly logged when configured).
+    pub allow_loopback: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Background
+// ---------------------------------------------------------------------------------------------
+
+/// A task that finishes work after a response has been handed over (an audit event written
+/// when a streamed reply ends or its client goes away).
+#[cfg(not(target_arch = "wasm32"))]
+pub type BackgroundTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+/// A task that finishes work after a response has been handed over (not `Send` on wasm32).
+#[cfg(target_arch = "wasm32")]
+pub type BackgroundTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'static>>;
+
+/// Runs tasks that outlive the request that started them: the tokio runtime locally,
+/// `ctx.waitUntil` on Workers. Given per request to [`App::serve`](crate::app::App::serve).
+pub trait Background: MaybeSend + MaybeSync {
+    /// Run `task` to completion, independently of the caller.
+    ///
+    /// # Behavior
+    /// - The task is polled to completion even when every response of the request that spawned
+    ///   it has been dropped (the client went away).
+    fn spawn(&self, task: BackgroundTask);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -69,6 +69,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use zeroize::Zeroizing;
 
+mod stream;
+pub use stream::StreamScrubber;
+
 /// The marker that replaces every redacted run.
 pub const REDACTED: &str = "[REDACTED]";
 

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue};
 
 use crate::error::{Code, Error, ErrorKind, Result};
@@ -22,7 +21,11 @@ pub const USER_AGENT: &str = concat!("vultrino-edge/", env!("CARGO_PKG_VERSION")
 /// or path (Spring's `HiddenHttpMethodFilter` and Rails/Symfony/Laravel for the method, IIS
 /// URL Rewrite and Symfony for the URL): the policy checked the method and path given, and the
 /// upstream must act on those (docs/decisions/0051-the-upstream-acts-on-what-the-policy-checked.md).
-const DROPPED_REQUEST_HEADERS: [&str; 23] = [
+///
+/// The headers in which SDKs carry an API key (`x-goog-api-key`, Azure's `api-key`, and
+/// Vultrino's own `x-vultrino-key`) are client credentials too: the pass-through proxy reads
+/// the agent's key from them, and nothing in them may reach an upstream.
+const DROPPED_REQUEST_HEADERS: [&str; 26] = [
     "accept-encoding",
     "range",
     "if-range",
@@ -31,6 +34,9 @@ const DROPPED_REQUEST_HEADERS: [&str; 23] = [
     "cookie",
     "x-api-key",
     "x-auth-token",
+    "x-goog-api-key",
+    "api-key",
+    "x-vultrino-key",
     "host",
     "content-length",
     "transfer-encoding",
@@ -118,10 +124,14 @@ impl Outbound {
         agent_headers: &BTreeMap<String, String>,
         query: Vec<(String, String)>,
     ) -> Result<Outbound> {
+        let named = connection_named(agent_headers.iter().filter_map(|(name, value)| {
+            name.eq_ignore_ascii_case("connection")
+                .then_some(value.as_bytes())
+        }));
         let mut headers = HeaderMap::new();
         for (name, value) in agent_headers {
             let lower = name.to_ascii_lowercase();
-            if DROPPED_REQUEST_HEADERS.contains(&lower.as_str()) {
+            if DROPPED_REQUEST_HEADERS.contains(&lower.as_str()) || named.contains(&lower) {
                 continue;
             }
             let name = http::HeaderName::from_bytes(lower.as_bytes()).map_err(|_| {
@@ -138,6 +148,37 @@ impl Outbound {
             headers,
             query,
         })
+    }
+
+    /// [`Outbound::new`] for a request whose headers came over HTTP as they are (the
+    /// pass-through proxy): the same headers are left out, and so are those the request's
+    /// `Connection` names (hop-by-hop, RFC 9110 §7.6.1).
+    pub fn from_headers(
+        method: http::Method,
+        url: url::Url,
+        agent_headers: &HeaderMap,
+        query: Vec<(String, String)>,
+    ) -> Outbound {
+        let named = connection_named(
+            agent_headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        );
+        let mut headers = HeaderMap::with_capacity(agent_headers.len());
+        for (name, value) in agent_headers {
+            let name_str = name.as_str();
+            if DROPPED_REQUEST_HEADERS.contains(&name_str) || named.iter().any(|n| n == name_str) {
+                continue;
+            }
+            headers.append(name.clone(), value.clone());
+        }
+        Outbound {
+            method,
+            url,
+            headers,
+            query,
+        }
     }
 
     /// Take every `name` parameter out of the URL's own query (the others keep their order and
@@ -161,7 +202,7 @@ impl Outbound {
     /// be scrubbed), and a `User-Agent` when the agent sent none — many APIs refuse requests
     /// without one (GitHub answers 403), and neither backend's client adds one.
     #[inline]
-    pub fn build(mut self, body: Bytes, json_body: bool) -> Result<http::Request<Bytes>> {
+    pub fn build<B>(mut self, body: B, json_body: bool) -> Result<http::Request<B>> {
         if !self.query.is_empty() {
             let mut pairs = self.url.query_pairs_mut();
             for (k, v) in &self.query {
@@ -195,12 +236,31 @@ impl Outbound {
     }
 }
 
+/// The header names listed in `Connection` values (lowercase): hop-by-hop for this one
+/// connection, never forwarded (RFC 9110 §7.6.1).
+pub fn connection_named<'v>(values: impl Iterator<Item = &'v [u8]>) -> Vec<String> {
+    values
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// Whether a response header is never passed back to the agent: hop-by-hop (the fixed list and
+/// those the reply's `Connection` names), the re-framed body's length, and cookies unless the
+/// policy passes them.
+pub(crate) fn dropped_response_header(name: &str, named: &[String], pass_cookies: bool) -> bool {
+    DROPPED_RESPONSE_HEADERS.contains(&name)
+        || (!pass_cookies && COOKIE_RESPONSE_HEADERS.contains(&name))
+        || named.iter().any(|n| n == name)
+}
+
 /// Refuse a reply whose body is encoded (compressed): the scrubber could not see a secret in it,
 /// so it is never passed on. Every `Content-Encoding` header counts (a first `identity` does not
 /// hide a later `gzip`), and so does `Transfer-Encoding`: clients undo `chunked` only, so any
 /// other transfer coding (`gzip, chunked`) leaves compressed bytes in the body.
-pub fn refuse_encoded(response: &http::Response<Bytes>) -> Result<()> {
-    let headers = response.headers();
+pub fn refuse_encoded(headers: &HeaderMap) -> Result<()> {
     let content = headers
         .get_all(header::CONTENT_ENCODING)
         .iter()
@@ -231,6 +291,7 @@ pub fn refuse_encoded(response: &http::Response<Bytes>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn reply(headers: &[(&str, &str)]) -> http::Response<Bytes> {
         let mut r = http::Response::new(Bytes::new());
@@ -254,7 +315,7 @@ mod tests {
             &[("transfer-encoding", "chunked")],
             &[("transfer-encoding", "identity, Chunked")],
         ] {
-            assert_eq!(refuse_encoded(&reply(ok)), Ok(()), "{ok:?}");
+            assert_eq!(refuse_encoded(reply(ok).headers()), Ok(()), "{ok:?}");
         }
         for refused in [
             &[("content-encoding", "gzip")][..],
@@ -269,7 +330,7 @@ mod tests {
             &[("content-encoding", "chunked")],
         ] {
             assert_eq!(
-                refuse_encoded(&reply(refused)).map_err(|e| e.code()),
+                refuse_encoded(reply(refused).headers()).map_err(|e| e.code()),
                 Err(Code::UpstreamEncoded),
                 "{refused:?}"
             );

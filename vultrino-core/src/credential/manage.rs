@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::store::{no_such_alias, CredentialStore};
 use super::{
-    validate_description, validate_name, CredentialData, CredentialMeta, CredentialRecord,
-    CredentialType, SecretJson,
+    validate_base_url, validate_description, validate_name, CredentialData, CredentialMeta,
+    CredentialRecord, CredentialType, SecretJson,
 };
 use crate::audit::AuditLog;
 use crate::auth::{Permission, Principal};
@@ -31,6 +31,9 @@ pub struct NewCredential {
     pub description: Option<String>,
     pub data: serde_json::Value,
     pub policy: Policy,
+    /// The pass-through proxy's upstream (see [`CredentialRecord::base_url`]).
+    #[serde(default)]
+    pub base_url: Option<String>,
 }
 
 /// Input of [`Credentials::update`] (the body of `PUT /v1/credentials/{alias}`): any of data
@@ -49,6 +52,9 @@ pub struct CredentialUpdate {
     pub description: Option<String>,
     #[serde(default)]
     pub secret: Option<Secret>,
+    /// A new `base_url`; `""` removes it. Absent: kept (and checked again against a new policy).
+    #[serde(default)]
+    pub base_url: Option<String>,
 }
 
 /// One credential as `GET /v1/credentials/{alias}` shows it: its metadata and its whole policy
@@ -66,6 +72,7 @@ impl std::fmt::Debug for NewCredential {
             .field("alias", &self.alias)
             .field("kind", &self.kind)
             .field("policy", &self.policy)
+            .field("base_url", &self.base_url)
             .finish_non_exhaustive()
     }
 }
@@ -77,6 +84,7 @@ impl std::fmt::Debug for CredentialUpdate {
             .field("data", &self.data.as_ref().map(|_| "[redacted]"))
             .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
             .field("policy", &self.policy)
+            .field("base_url", &self.base_url)
             .finish_non_exhaustive()
     }
 }
@@ -89,6 +97,8 @@ pub struct Credentials<'a> {
     oauth: OAuthTokens<'a>,
     audit: AuditLog<'a>,
     ports: &'a Ports,
+    /// The test-only loopback setting: a `base_url` may then be `http://` to a loopback host.
+    allow_loopback: bool,
 }
 
 impl<'a> Credentials<'a> {
@@ -98,6 +108,7 @@ impl<'a> Credentials<'a> {
         oauth: OAuthTokens<'a>,
         audit: AuditLog<'a>,
         ports: &'a Ports,
+        allow_loopback: bool,
     ) -> Self {
         Credentials {
             store,
@@ -105,6 +116,7 @@ impl<'a> Credentials<'a> {
             oauth,
             audit,
             ports,
+            allow_loopback,
         }
     }
 
@@ -116,6 +128,7 @@ impl<'a> Credentials<'a> {
             description,
             data,
             policy,
+            base_url,
         } = input;
         // Zeroized on every way out of here, refusals included.
         let data = SecretJson(data);
@@ -127,6 +140,10 @@ impl<'a> Credentials<'a> {
         let kind = CredentialType::parse(&kind)?;
         let data = CredentialData::parse_json(kind, &data)?;
         let policy = policy.validate()?;
+        let base_url = base_url
+            .filter(|b| !b.is_empty())
+            .map(|b| validate_base_url(&b, &policy, self.allow_loopback))
+            .transpose()?;
         self.changes
             .exclusive(Record::Credential, &alias, async {
                 if self.store.exists(&alias).await? {
@@ -143,6 +160,7 @@ impl<'a> Credentials<'a> {
                     description,
                     data,
                     policy,
+                    base_url,
                     created_at: now,
                     updated_at: now,
                 };
@@ -204,6 +222,7 @@ impl<'a> Credentials<'a> {
             policy,
             description,
             secret,
+            base_url,
         } = update;
         // Zeroized on every way out of here, refusals included.
         let data = data.map(SecretJson);
@@ -240,6 +259,16 @@ impl<'a> Credentials<'a> {
                         }
                     }
                     record.policy = p;
+                }
+                match base_url {
+                    Some(b) if b.is_empty() => record.base_url = None,
+                    Some(b) => record.base_url = Some(b),
+                    None => {}
+                }
+                // A kept base_url is checked again: a narrower policy may no longer allow it.
+                if let Some(b) = &record.base_url {
+                    record.base_url =
+                        Some(validate_base_url(b, &record.policy, self.allow_loopback)?);
                 }
                 let rotated = match (kind, &data, secret) {
                     (_, Some(_), Some(_)) => {

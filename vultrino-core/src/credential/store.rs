@@ -452,6 +452,7 @@ mod tests {
                 allowed_hosts: vec!["api.github.com".into()],
                 ..Policy::default()
             },
+            base_url: Some("https://api.github.com".into()),
             created_at: 1,
             updated_at: 2,
         };

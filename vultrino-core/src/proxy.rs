@@ -1,0 +1,223 @@
+//! The pass-through proxy: `ANY /proxy/{alias}/{path…}?{query}`, so that an unmodified SDK
+//! (OpenAI, Anthropic, Google, Octokit, curl) uses a credential by pointing its base URL at
+//! Vultrino and giving it a Vultrino API key instead of the real one.
+//!
+//! It runs the steps of [`crate::execute`] — the same functions, not copies — in the same order:
+//!
+//! 1. **authenticate** the agent's key from whichever slot its SDK uses ([`slots`]);
+//! 2. **authorize** (`execute` permission, a scope reaching the alias);
+//! 3. **load and open** the credential; its `base_url` (or its one exact allowed host) and the
+//!    request's path and query make the upstream URL ([`target`]);
+//! 4. **policy** (host, method, path prefixes on the upstream path, rate limit) and the **SSRF**
+//!    check of that URL;
+//! 5. **clean** the request: every key slot, every client credential header, hop-by-hop headers
+//!    (those `Connection` names too) are dropped; **inject** the real secret the credential's
+//!    way, ask for `identity` encoding; then a **last gate**: a request that still carries a
+//!    `vk_` key anywhere in its path, query or headers, in any percent-encoding, is not sent;
+//! 6. **fetch** with the body streamed both ways ([`Fetcher::fetch_stream`]); no redirect is
+//!    followed;
+//! 7. **scrub**: the reply's headers before they are sent (a `Location` inside the base URL is
+//!    rewritten to the proxy's own path), its body chunk by chunk ([`reply`]);
+//! 8. **audit**: one event per request, written when the reply's stream ends or its client goes
+//!    away (a refusal's, at once).
+//!
+//! Vultrino's own errors on this route carry `X-Vultrino-Error: <code>` beside the JSON body, so
+//! a client can tell them from the upstream's. Decisions:
+//! docs/decisions/0063-pass-through-proxy.md.
+//!
+//! [`Fetcher::fetch_stream`]: crate::ports::Fetcher::fetch_stream
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Request, Response};
+
+use crate::api::error_response;
+use crate::app::App;
+use crate::audit::{self, AuditEvent};
+use crate::auth::Principal;
+use crate::body::Body;
+use crate::error::{Code, Error, ErrorKind, Result};
+use crate::execute::{
+    authorize, check_method_overrides, failed, parse_method, Overrides, Pipeline,
+};
+use crate::ports::Background;
+use crate::ssrf;
+use crate::upstream::{self, Outbound};
+
+mod reply;
+mod slots;
+mod target;
+
+pub use slots::KEY_SLOTS;
+pub use target::carries_agent_key;
+
+/// The path prefix of the route.
+pub const PREFIX: &str = "/proxy/";
+
+/// The header naming the code of an error Vultrino itself produced on this route.
+pub const ERROR_HEADER: &str = "x-vultrino-error";
+
+/// Whether a request path is the proxy's.
+pub fn is_proxy_path(path: &str) -> bool {
+    path.starts_with(PREFIX)
+}
+
+/// A reply for an error of Vultrino's own on this route: the JSON error, with
+/// [`ERROR_HEADER`].
+pub fn refusal(e: &Error) -> Response<Body> {
+    let mut r = error_response(e);
+    r.headers_mut()
+        .insert(ERROR_HEADER, HeaderValue::from_static(e.code().as_str()));
+    r.map(Body::full)
+}
+
+/// What the upstream answered, before its reply is scrubbed.
+struct Forwarded {
+    response: Response<Body>,
+    scrubber: Arc<crate::scrub::Scrubber>,
+    pass_cookies: bool,
+    /// The URL the request went to, and the credential's base URL (for `Location`).
+    sent_to: url::Url,
+    base: url::Url,
+}
+
+impl App {
+    /// Serve one request of the pass-through proxy (see the [module doc](self)).
+    pub(crate) async fn proxy(
+        &self,
+        req: Request<Body>,
+        background: Option<Arc<dyn Background>>,
+    ) -> Response<Body> {
+        let pipeline = self.pipeline();
+        let ports = pipeline.ports();
+        let started = ports.now_ms();
+        let (parts, body) = req.into_parts();
+        let Some((alias, rest)) = target::split(parts.uri.path()) else {
+            return refusal(
+                &Error::not_found("use /proxy/<credential alias>/<path>").with_code(Code::NotFound),
+            );
+        };
+        let (alias, rest) = (alias.to_string(), rest.to_string());
+        let who = match self.proxy_caller(&parts).await {
+            Ok(who) => who,
+            Err(e) => return refusal(&e),
+        };
+        let mut event = AuditEvent::new(started, who.actor(), "proxy", "allowed");
+        event.credential = Some(alias.clone());
+        event.method = Some(parts.method.as_str().to_string());
+        let bytes_in = Arc::new(AtomicU64::new(0));
+        let forwarded = self
+            .forward(
+                &pipeline, &who, &alias, &rest, parts, body, &mut event, &bytes_in,
+            )
+            .await;
+        match forwarded {
+            Ok(f) => {
+                let finish = reply::Finish {
+                    event,
+                    ports: ports.clone(),
+                    retention_secs: pipeline.audit_retention_secs(),
+                    bytes_in,
+                    background,
+                };
+                reply::render(f, &alias, finish)
+            }
+            Err(e) => {
+                failed(&mut event, &e);
+                event.bytes_in = Some(bytes_in.load(Ordering::Relaxed));
+                event.duration_ms = ports.now_ms().saturating_sub(started);
+                pipeline.audit().record(event).await;
+                refusal(&e)
+            }
+        }
+    }
+
+    /// The agent: its API key from the first slot that carries one (`X-Vultrino-Key` first).
+    /// Only API keys: no session, no cookie (a cookie would make the route a CSRF target).
+    async fn proxy_caller(&self, parts: &http::request::Parts) -> Result<Principal> {
+        let key = slots::agent_key(&parts.headers, parts.uri.query())?;
+        self.api_keys().authenticate(&key).await
+    }
+
+    /// Steps 2–6 of the [module doc](self); the event gets the host and path once known.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        pipeline: &Pipeline<'_>,
+        who: &Principal,
+        alias: &str,
+        rest: &str,
+        parts: http::request::Parts,
+        body: Body,
+        event: &mut AuditEvent,
+        bytes_in: &Arc<AtomicU64>,
+    ) -> Result<Forwarded> {
+        let config = self.config();
+        authorize(who, alias)?;
+        let method = parse_method(parts.method.as_str())?;
+        let opened = pipeline.open(alias).await.map_err(|e| {
+            if e.kind() == ErrorKind::NotFound {
+                Error::forbidden(format!("no credential '{alias}' for this key"))
+                    .with_code(Code::CredentialNotFound)
+            } else {
+                e
+            }
+        })?;
+        let record = &*opened.record;
+        let base = target::base_url(record, config.allow_loopback_upstreams)?;
+        let url = target::upstream_url(&base, rest, parts.uri.query())?;
+        let checked = ssrf::check_url(url.as_str(), config.allow_loopback_upstreams)?;
+        event.host = checked.url.host_str().map(str::to_string);
+        event.path = Some(audit::path_without_query(checked.url.path()));
+        pipeline.check_policy(record, &method, &checked).await?;
+
+        let cap = config.proxy_max_request_bytes;
+        if body.len_hint().is_some_and(|n| n > cap as u64) {
+            return Err(too_large());
+        }
+        let mut body = body;
+        if let Some(allowed) = &record.policy.methods {
+            // A method list is only as good as the upstream's reading of the method: a
+            // `_method` override in the body is looked for as execute does, so the body is read
+            // first (it is capped; this is the one case where the proxy holds a body whole).
+            let bytes = body.collect_capped(cap).await?;
+            let content_type = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            let sent = Overrides {
+                url: &checked.url,
+                query: &[],
+                content_type,
+                body: (!bytes.is_empty()).then_some(&bytes[..]),
+                json_body: false,
+            };
+            check_method_overrides(allowed, &sent)?;
+            body = Body::full(bytes);
+        }
+        let body = target::capped(body, cap, bytes_in.clone());
+        let sent_to = checked.url.clone();
+        let mut out = Outbound::from_headers(method, checked.url, &parts.headers, Vec::new());
+        let scrubber = pipeline.inject(&opened, &mut out).await?;
+        let request = out.build(body, false)?;
+        target::refuse_agent_keys(&request)?;
+        let response = pipeline
+            .ports()
+            .fetcher
+            .fetch_stream(request, config.stream_options())
+            .await?;
+        upstream::refuse_encoded(response.headers())?;
+        Ok(Forwarded {
+            response,
+            scrubber,
+            pass_cookies: record.policy.pass_cookies,
+            sent_to,
+            base,
+        })
+    }
+}
+
+fn too_large() -> Error {
+    Error::too_large("request body is too large for the proxy").with_code(Code::BodyTooLarge)
+}
