@@ -66,7 +66,7 @@ base=$(sed -n 's/^Vultrino listening on //p' "$work/out" | head -1)
 echo "worker in workerd at $base"
 rc=0
 if [ "$suite" = sdk ]; then
-  VULTRINO_SDK_BASE_URL="$base" VULTRINO_SDK_ADMIN_USER=admin VULTRINO_SDK_ADMIN_PASSWORD="$password" \
+  VULTRINO_SDK_BACKEND=workerd VULTRINO_SDK_BASE_URL="$base" VULTRINO_SDK_ADMIN_USER=admin VULTRINO_SDK_ADMIN_PASSWORD="$password" \
     PYTHONDONTWRITEBYTECODE=1 \
     "$SDK_VENV/bin/python" -m pytest -c tests/sdk/pytest.ini -p no:cacheprovider tests/sdk || rc=$?
 else

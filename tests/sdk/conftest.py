@@ -6,7 +6,8 @@
   with a memory store and loopback upstreams allowed. Set VULTRINO_SDK_BASE_URL (e.g. the worker
   in workerd, as scripts/mcp-workerd.sh sdk does) plus VULTRINO_SDK_ADMIN_TOKEN (a `vs_` session
   token) or VULTRINO_SDK_ADMIN_USER / VULTRINO_SDK_ADMIN_PASSWORD to run the same tests against
-  another backend; it must be allowed to reach loopback upstreams.
+  another backend; it must be allowed to reach loopback upstreams. VULTRINO_SDK_BACKEND names
+  that backend (`workerd`) for the few expectations that differ.
   Either way two credentials are created through the HTTP API, both with `base_url` set to the
   fake provider — `openai-…` (the default `Authorization: Bearer` injection) and `anthropic-…`
   (`x-api-key`, no prefix) — and an agent key whose role may use both.

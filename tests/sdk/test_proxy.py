@@ -9,6 +9,8 @@ stream reaches the agent as the provider produces it.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import provider as fake
@@ -107,6 +109,10 @@ def test_a_bad_key_is_an_authentication_error_and_nothing_reaches_the_provider(
     assert provider.requests() == []
 
 
+# The worker's fetch_stream still buffers the whole reply (the proxy branch's stand-in until the
+# worker-stream branch's streaming WorkersFetcher is merged).
+@pytest.mark.xfail(os.environ.get("VULTRINO_SDK_BACKEND") == "workerd", strict=True,
+                   reason="the worker's fetch_stream buffers until worker-stream is merged")
 @pytest.mark.parametrize("kind", SDKS)
 def test_a_stream_reaches_the_sdk_while_the_provider_is_still_sending(kind, target, provider):
     sdk, _ = through_vultrino(kind, target)
