@@ -195,9 +195,14 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
             return to_worker(error_response(&e));
         }
     };
-    let cap = body_cap(app.config(), &req.path());
+    let path = req.path();
+    let cap = body_cap(app.config(), &path);
     let request = match to_http(req, cap).await {
         Ok(r) => r,
+        // On the proxy's paths, Vultrino's own errors carry X-Vultrino-Error.
+        Err(e) if vultrino_core::proxy::is_proxy_path(&path) => {
+            return to_worker_buffered(vultrino_core::proxy::refusal(&e)).await
+        }
         Err(e) => return to_worker(error_response(&e)),
     };
     to_worker_buffered(app.serve(request, None).await).await

@@ -167,13 +167,25 @@ struct ServeArgs {
     proxy_max_request_bytes: usize,
     /// Pass-through proxy: how long the upstream's reply head may take once the request is
     /// sent, milliseconds.
-    #[arg(long, env = "VULTRINO_STREAM_HEADERS_TIMEOUT_MS", default_value_t = 300_000)]
+    #[arg(
+        long,
+        env = "VULTRINO_STREAM_HEADERS_TIMEOUT_MS",
+        default_value_t = 300_000
+    )]
     stream_headers_timeout_ms: u64,
     /// Pass-through proxy: longest pause between two chunks of either body, milliseconds.
-    #[arg(long, env = "VULTRINO_STREAM_IDLE_TIMEOUT_MS", default_value_t = 300_000)]
+    #[arg(
+        long,
+        env = "VULTRINO_STREAM_IDLE_TIMEOUT_MS",
+        default_value_t = 300_000
+    )]
     stream_idle_timeout_ms: u64,
     /// Pass-through proxy: the whole exchange, last byte included, milliseconds.
-    #[arg(long, env = "VULTRINO_STREAM_TOTAL_TIMEOUT_MS", default_value_t = 3_600_000)]
+    #[arg(
+        long,
+        env = "VULTRINO_STREAM_TOTAL_TIMEOUT_MS",
+        default_value_t = 3_600_000
+    )]
     stream_total_timeout_ms: u64,
 }
 

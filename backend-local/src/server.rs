@@ -221,7 +221,12 @@ async fn handle(
     handle_inner(app, peer, req).await
 }
 
-fn refuse(err: &Error) -> hyper::Response<ServerBody> {
+/// An error answered before the core sees the request; on the proxy's paths it carries
+/// `X-Vultrino-Error` as the core's own refusals there do.
+fn refuse(err: &Error, path: &str) -> hyper::Response<ServerBody> {
+    if vultrino_core::proxy::is_proxy_path(path) {
+        return vultrino_core::proxy::refusal(err).map(ServerBody::new);
+    }
     error_response(err).map(ServerBody::full)
 }
 
@@ -238,12 +243,12 @@ async fn handle_inner(
              reverse proxy, pass --trust-forwarded-for",
         )
         .with_code(Code::CsrfFailed);
-        return Ok(refuse(&err));
+        return Ok(refuse(&err, parts.uri.path()));
     }
     // The pass-through proxy streams the body upstream as it arrives (the core caps it, and
     // the upstream exchange's idle and total deadlines bound a slow client); every other
     // route gets it whole.
-    let streamed = parts.uri.path().starts_with(PROXY_PREFIX);
+    let streamed = vultrino_core::proxy::is_proxy_path(parts.uri.path());
     let limit = if streamed {
         app.config().proxy_max_request_bytes
     } else {
@@ -253,7 +258,7 @@ async fn handle_inner(
     // body without one is cut off by `Limited` as soon as it passes the cap).
     if hyper::body::Body::size_hint(&body).lower() > limit as u64 {
         let err = Error::too_large("request body is too large").with_code(Code::BodyTooLarge);
-        return Ok(refuse(&err));
+        return Ok(refuse(&err, parts.uri.path()));
     }
     let body = if streamed {
         incoming_body(body)
@@ -265,7 +270,7 @@ async fn handle_inner(
             Err(_) => {
                 let err = Error::new(ErrorKind::BadRequest, "request body not received in time")
                     .with_code(Code::BodyTimeout);
-                return Ok(refuse(&err));
+                return Ok(refuse(&err, parts.uri.path()));
             }
             Ok(Ok(c)) => CoreBody::full(c.to_bytes()),
             Ok(Err(e)) => {
@@ -278,7 +283,7 @@ async fn handle_inner(
                     Error::bad_request("could not read the request body")
                         .with_code(Code::InvalidBody)
                 };
-                return Ok(refuse(&err));
+                return Ok(refuse(&err, parts.uri.path()));
             }
         }
     };
@@ -300,9 +305,6 @@ async fn handle_inner(
     tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     Ok(resp.map(ServerBody::new))
 }
-
-/// The path prefix of the pass-through proxy, whose bodies stream.
-const PROXY_PREFIX: &str = "/proxy/";
 
 /// A client's request body as the core's streamed body, chunk by chunk as it arrives (its
 /// declared length kept). A client that breaks off mid-body makes the stream yield an error, so

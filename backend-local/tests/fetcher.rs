@@ -74,6 +74,57 @@ async fn local_client_passes_the_whole_fetcher_suite() {
     assert_eq!(result, Ok(()));
 }
 
+/// `fetch_stream`'s own sentences (streaming, upload abort, head/idle/total deadlines), each
+/// check on its own so a failure names it.
+#[tokio::test]
+async fn local_client_passes_every_fetch_stream_check() {
+    let upstream = SuiteUpstream::start().await;
+    let refused = refused_url().await;
+    let target = FetchUpstream {
+        base_url: &upstream.base_url(),
+        refused_url: &refused,
+    };
+    let fetcher = HttpFetcher::new().unwrap();
+    let clock = SystemClock::new();
+    let mut failed = Vec::new();
+    for name in testkit::STREAM_CHECKS {
+        if let Err(e) = testkit::fetch_stream_check(name, &fetcher, &target, &clock).await {
+            failed.push(e);
+        }
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+/// The provided (buffering) `fetch_stream` of a fetcher that only implements `fetch` keeps the
+/// sentences that do not need streaming.
+#[tokio::test]
+async fn the_provided_buffering_fetch_stream_passes_the_buffered_checks() {
+    struct OnlyFetch(HttpFetcher);
+    #[async_trait::async_trait]
+    impl Fetcher for OnlyFetch {
+        async fn fetch(
+            &self,
+            request: http::Request<Bytes>,
+            options: FetchOptions,
+        ) -> vultrino_core::Result<http::Response<Bytes>> {
+            self.0.fetch(request, options).await
+        }
+    }
+    let upstream = SuiteUpstream::start().await;
+    let refused = refused_url().await;
+    let target = FetchUpstream {
+        base_url: &upstream.base_url(),
+        refused_url: &refused,
+    };
+    let fetcher = OnlyFetch(HttpFetcher::new().unwrap());
+    let clock = SystemClock::new();
+    for name in testkit::STREAM_CHECKS_BUFFERED {
+        if let Err(e) = testkit::fetch_stream_check(name, &fetcher, &target, &clock).await {
+            panic!("{e}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn status_headers_and_body_are_returned() {
     suite_check("fetcher_returns_status_headers_and_body").await;

@@ -21,7 +21,8 @@
 //! `keys_roles` (API keys and roles), `records` (integrity of stored key and role records, and
 //! the migration of a store written before they were signed), `execute` (injection, scrubbing,
 //! OAuth2, reply shapes), `policy` (what a policy lets through as the upstream reads it; who may
-//! widen it), `ssrf` (refused methods and destinations), `audit`, `changes` (concurrent writes,
+//! widen it), `proxy` (the pass-through proxy: key slots, what reaches the upstream, scrubbed
+//! replies, redirects, audit, body cap, base_url), `ssrf` (refused methods and destinations), `audit`, `changes` (concurrent writes,
 //! consistency
 //! after a change), `sync` (export, and `vultrino sync --from` the backend under test), `cli` (the
 //! management CLI with `--server` the backend under test, after `vultrino login`).
@@ -45,6 +46,7 @@ mod keys_roles;
 mod login_sessions;
 mod permissions;
 mod policy;
+mod proxy;
 mod records;
 mod ssrf;
 mod sync;

@@ -338,7 +338,11 @@ pub fn validate_base_url(raw: &str, policy: &Policy, allow_loopback: bool) -> Re
     if !policy.allows_host(host) {
         return bad("names a host that is not in this credential's allowed_hosts");
     }
-    if crate::policy::is_ambiguous_path(url.path()) || raw.contains('\\') {
+    // The path as written: the URL parser resolves `..` and `%2e%2e` away.
+    let raw_path = raw
+        .split_once("://")
+        .map_or("", |(_, r)| r.find('/').map_or("", |i| &r[i..]));
+    if crate::policy::is_ambiguous_path(raw_path) || raw.contains('\\') {
         return bad("has a path with dot segments or encoded dots");
     }
     Ok(url.as_str().trim_end_matches('/').to_string())

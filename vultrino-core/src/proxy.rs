@@ -165,7 +165,7 @@ impl App {
             }
         })?;
         let record = &*opened.record;
-        let base = target::base_url(record, config.allow_loopback_upstreams)?;
+        let base = target::base_url(record)?;
         let url = target::upstream_url(&base, rest, parts.uri.query())?;
         let checked = ssrf::check_url(url.as_str(), config.allow_loopback_upstreams)?;
         event.host = checked.url.host_str().map(str::to_string);

@@ -69,7 +69,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use zeroize::Zeroizing;
 
+mod sse;
 mod stream;
+pub use sse::{SseScrubber, SSE_HOLD_LIMIT};
 pub use stream::StreamScrubber;
 
 /// The marker that replaces every redacted run.

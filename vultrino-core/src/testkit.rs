@@ -23,11 +23,13 @@
 //! - Values written here are test data, never secrets, so they may appear in failure messages
 //!   (shortened: a failure never prints a whole value).
 
+mod fetch_stream;
 pub mod fetcher;
 mod kv;
 mod kv_list;
 mod session;
 
+pub use fetch_stream::*;
 pub use fetcher::*;
 pub use kv::*;
 pub use kv_list::*;

@@ -130,8 +130,9 @@ async fn respond(
         r
     };
     let resp = match seen.path.as_str() {
-        // Echo everything, and repeat the credential in every encoding an upstream might use.
-        "/echo" => {
+        // Echo everything, and repeat the credential in every encoding an upstream might use
+        // (also under a base path: `/<anything>/echo`, for the pass-through proxy's base_url).
+        p if p == "/echo" || p.ends_with("/echo") => {
             let auth = headers.get("authorization").cloned().unwrap_or_default();
             let api_key = headers.get("x-api-key").cloned().unwrap_or_default();
             let q = seen.query.clone();
@@ -170,6 +171,32 @@ async fn respond(
             r
         }
         "/landing" => reply(200, "text/plain", b"landed".to_vec()),
+        // A redirect and a header that carry the credential it received (an upstream that
+        // puts a token in the next URL).
+        "/redirect-leak" => {
+            let auth = headers.get("authorization").cloned().unwrap_or_default();
+            let token = auth.trim_start_matches("Bearer ");
+            let mut r = reply(302, "text/plain", b"moved".to_vec());
+            let h = r.headers_mut();
+            h.insert(
+                "location",
+                format!("http://{addr}/landing?t={token}")
+                    .parse()
+                    .expect("location"),
+            );
+            h.insert("x-leak", auth.parse().expect("header"));
+            r
+        }
+        // Hop-by-hop headers in a reply: `Connection` names one of its own.
+        "/hop" => {
+            let mut r = reply(200, "text/plain", b"hop".to_vec());
+            let h = r.headers_mut();
+            h.insert("connection", "x-resp-hop".parse().expect("connection"));
+            h.insert("x-resp-hop", "1".parse().expect("header"));
+            h.insert("keep-alive", "timeout=5".parse().expect("header"));
+            h.insert("x-end-to-end", "kept".parse().expect("header"));
+            r
+        }
         // Opens a session the way many APIs do after an authenticated request: cookies derived
         // from the credential (one of them carries the Authorization header it received).
         "/set-cookie" => {

@@ -10,7 +10,7 @@ use futures_core::Stream;
 
 use super::slots::KEY_PARAM;
 use crate::body::{Body, BodyStream};
-use crate::credential::{validate_base_url, validate_name, CredentialRecord};
+use crate::credential::{validate_name, CredentialRecord};
 use crate::error::{Code, Error, Result};
 
 /// `/proxy/<alias>/<rest>` → `(alias, rest)`, `rest` raw (percent-encoding kept) and starting
@@ -27,7 +27,7 @@ pub(super) fn split(path: &str) -> Option<(&str, &str)> {
 
 /// The credential's base URL: its `base_url`, or `https://<host>` when its policy allows one
 /// exact host (no wildcard); otherwise 400 `no_base_url`.
-pub(super) fn base_url(record: &CredentialRecord, allow_loopback: bool) -> Result<url::Url> {
+pub(super) fn base_url(record: &CredentialRecord) -> Result<url::Url> {
     let raw = match (&record.base_url, record.policy.allowed_hosts.as_slice()) {
         (Some(b), _) => b.clone(),
         (None, [host]) if !host.contains('*') => format!("https://{host}"),
@@ -40,10 +40,9 @@ pub(super) fn base_url(record: &CredentialRecord, allow_loopback: bool) -> Resul
             .with_code(Code::NoBaseUrl))
         }
     };
-    // Checked again on use: the stored value was checked at save, but under the settings of
-    // that time.
-    let checked = validate_base_url(&raw, &record.policy, allow_loopback)?;
-    url::Url::parse(&checked)
+    // The whole upstream URL is then checked like any other (SSRF: 403 `ssrf_blocked`; policy:
+    // 403 `host_not_allowed`), under this deployment's settings of now.
+    url::Url::parse(&raw)
         .map_err(|_| Error::bad_request("base_url is not a URL").with_code(Code::InvalidBaseUrl))
 }
 

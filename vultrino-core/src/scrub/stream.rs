@@ -32,10 +32,7 @@ use super::{Scrubber, REDACTED};
 /// returns, and end with [`finish`](StreamScrubber::finish). `Debug` shows no bytes.
 pub struct StreamScrubber {
     scrubber: Arc<Scrubber>,
-    /// Length of the longest needle (0: nothing to scrub, pass everything through).
-    max_needle: usize,
-    /// `starts[b]`: some needle begins with byte `b` (a cheap filter before the prefix test).
-    starts: [bool; 256],
+    tail: Tail,
     /// Bytes received but not yet emitted: every undecided position is in here.
     held: BytesMut,
     /// Absolute stream offset of `held[0]`.
@@ -72,18 +69,9 @@ struct Plan {
 impl StreamScrubber {
     /// A stream scrubber removing what `scrubber` removes.
     pub fn new(scrubber: Arc<Scrubber>) -> Self {
-        let mut starts = [false; 256];
-        let mut max_needle = 0;
-        for n in &scrubber.needles {
-            if let Some(&b) = n.first() {
-                starts[usize::from(b)] = true;
-            }
-            max_needle = max_needle.max(n.len());
-        }
         StreamScrubber {
+            tail: Tail::new(&scrubber),
             scrubber,
-            max_needle,
-            starts,
             held: BytesMut::new(),
             held_at: 0,
             redacted_to: 0,
@@ -93,7 +81,7 @@ impl StreamScrubber {
 
     /// Take the next chunk; returns the bytes that are now safe to emit (possibly empty).
     pub fn push(&mut self, chunk: &[u8]) -> Bytes {
-        if self.max_needle == 0 {
+        if self.tail.max_needle == 0 {
             return Bytes::copy_from_slice(chunk);
         }
         self.held.extend_from_slice(chunk);
@@ -104,7 +92,7 @@ impl StreamScrubber {
     /// previous chunk and nothing in this one is redacted, the result is a slice of `chunk` (no
     /// copy).
     pub fn push_bytes(&mut self, chunk: Bytes) -> Bytes {
-        if self.max_needle == 0 {
+        if self.tail.max_needle == 0 {
             return chunk;
         }
         if self.held.is_empty() && self.redacted_to <= self.held_at {
@@ -121,7 +109,7 @@ impl StreamScrubber {
     /// End of input: the held-back tail, scrubbed. The scrubber is then empty and could take a
     /// new stream.
     pub fn finish(&mut self) -> Bytes {
-        if self.max_needle == 0 {
+        if self.tail.max_needle == 0 {
             return Bytes::new();
         }
         let out = self.advance(true);
@@ -174,7 +162,7 @@ impl StreamScrubber {
         let cut = if at_end {
             data.len()
         } else {
-            self.first_undecided(data)
+            self.tail.first_undecided(&self.scrubber, data)
         };
         // Bytes before `redacted` are covered by a marker already emitted.
         let redacted = usize::try_from(self.redacted_to.saturating_sub(self.held_at))
@@ -206,18 +194,39 @@ impl StreamScrubber {
             continues,
         }
     }
+}
+
+/// What is needed to tell which tail of a text may still become a needle.
+pub(super) struct Tail {
+    /// Length of the longest needle (0: nothing to scrub).
+    pub(super) max_needle: usize,
+    /// `starts[b]`: some needle begins with byte `b` (a cheap filter before the prefix test).
+    starts: [bool; 256],
+}
+
+impl Tail {
+    pub(super) fn new(scrubber: &Scrubber) -> Tail {
+        let mut starts = [false; 256];
+        let mut max_needle = 0;
+        for n in &scrubber.needles {
+            if let Some(&b) = n.first() {
+                starts[usize::from(b)] = true;
+            }
+            max_needle = max_needle.max(n.len());
+        }
+        Tail { max_needle, starts }
+    }
 
     /// The first position `p` where `data[p..]` is a proper prefix of some needle, or
     /// `data.len()`. Only the last `max_needle - 1` positions can be.
-    fn first_undecided(&self, data: &[u8]) -> usize {
+    pub(super) fn first_undecided(&self, scrubber: &Scrubber, data: &[u8]) -> usize {
         let lo = data.len().saturating_sub(self.max_needle.saturating_sub(1));
         for p in lo..data.len() {
             let Some(tail) = data.get(p..) else { break };
             if !tail.first().is_some_and(|&b| self.starts[usize::from(b)]) {
                 continue;
             }
-            if self
-                .scrubber
+            if scrubber
                 .needles
                 .iter()
                 .any(|n| n.len() > tail.len() && n.starts_with(tail))

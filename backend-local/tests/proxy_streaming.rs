@@ -1,0 +1,432 @@
+//! The pass-through proxy streaming through the local server (local only: sizes, timing and
+//! disconnects that the HTTP suite does not drive on every backend): a large download and
+//! upload arrive whole (SHA-256 compared), a client that goes away stops the upstream, and the
+//! idle, total and response-head deadlines end a stalled exchange.
+//!
+//! The 1 GiB download and the 200 MiB upload the issue asks for are `#[ignore]`d (over a minute
+//! in a debug build); run them with
+//! `cargo test --release -p vultrino-local --test proxy_streaming -- --ignored`. The default run
+//! streams 64 MiB each way through the same code.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use support::{expect_for, Client, Server, ServerOptions};
+
+const SECRET: &str = "sk-live-Stream7Qx2";
+const CHUNK: usize = 64 * 1024;
+
+type RespBody = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// Deterministic bytes: chunk `i` of a stream (xorshift; never the secret in any form).
+fn chunk(i: u64, len: usize) -> Bytes {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    Bytes::from(out)
+}
+
+/// The SHA-256 of the first `n` bytes of the stream [`chunk`] makes.
+fn expected_hash(n: u64) -> String {
+    let mut h = Sha256::new();
+    let mut i = 0;
+    let mut left = n;
+    while left > 0 {
+        let len = left.min(CHUNK as u64) as usize;
+        h.update(chunk(i, len));
+        left -= len as u64;
+        i += 1;
+    }
+    hex(&h.finalize())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// What the upstream observed.
+#[derive(Default)]
+struct Seen {
+    /// A `/forever` reply whose client went away (its body was dropped before the end).
+    forever_dropped: AtomicBool,
+    /// Bytes a `/forever` reply had sent when it was dropped.
+    forever_sent: AtomicU64,
+}
+
+/// A loopback upstream whose replies stream: `/download?n=N` (N bytes of [`chunk`]s, chunked),
+/// `/upload` (answers `{"len", "sha256"}` of the body it read), `/forever` (a chunk every 20 ms
+/// until the client goes away), `/stall` (one chunk, then nothing), `/trickle` (a chunk every
+/// 100 ms, for ever), `/no-head` (no answer for 60 s).
+async fn upstream() -> (SocketAddr, Arc<Seen>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Seen::default());
+    let state = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| respond(state.clone(), req));
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Sets the flag when dropped before `done`.
+struct DropFlag(Arc<Seen>, bool);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.forever_dropped.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+fn streamed<S>(s: S) -> RespBody
+where
+    S: futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + 'static,
+{
+    StreamBody::new(s).boxed_unsync()
+}
+
+async fn respond(
+    seen: Arc<Seen>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<RespBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let body = match path.as_str() {
+        "/download" => {
+            let n: u64 = query.trim_start_matches("n=").parse().unwrap_or(0);
+            streamed(futures_util::stream::unfold(
+                (0u64, n),
+                |(i, left)| async move {
+                    if left == 0 {
+                        return None;
+                    }
+                    let len = left.min(CHUNK as u64) as usize;
+                    Some((Ok(Frame::data(chunk(i, len))), (i + 1, left - len as u64)))
+                },
+            ))
+        }
+        "/upload" => {
+            let mut incoming = req.into_body();
+            let mut h = Sha256::new();
+            let mut len = 0u64;
+            while let Some(Ok(frame)) = incoming.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    len += data.len() as u64;
+                    h.update(&data);
+                }
+            }
+            let v = json!({"len": len, "sha256": hex(&h.finalize())});
+            Full::new(Bytes::from(v.to_string()))
+                .map_err(|e| match e {})
+                .boxed_unsync()
+        }
+        "/forever" => {
+            let flag = DropFlag(seen.clone(), false);
+            streamed(futures_util::stream::unfold(
+                (0u64, flag),
+                |(i, flag)| async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    flag.0.forever_sent.fetch_add(1024, Ordering::SeqCst);
+                    Some((Ok(Frame::data(chunk(i, 1024))), (i + 1, flag)))
+                },
+            ))
+        }
+        "/stall" => streamed(futures_util::stream::unfold(0u8, |step| async move {
+            if step > 0 {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                return None;
+            }
+            Some((Ok(Frame::data(Bytes::from_static(b"first"))), 1))
+        })),
+        "/trickle" => streamed(futures_util::stream::unfold(0u64, |i| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Some((Ok(Frame::data(Bytes::from_static(b"tick"))), i + 1))
+        })),
+        "/no-head" => {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Full::new(Bytes::new())
+                .map_err(|e| match e {})
+                .boxed_unsync()
+        }
+        _ => Full::new(Bytes::from_static(b"no such path"))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    };
+    Ok(hyper::Response::new(body))
+}
+
+/// A local server with `env`, a credential `s` whose base_url is the upstream, and an agent key.
+struct Setup {
+    server: Server,
+    c: Client,
+    admin: String,
+    key: String,
+    up: Arc<Seen>,
+}
+
+async fn setup(env: &[(&str, &str)]) -> Setup {
+    let (addr, up) = upstream().await;
+    let server = Server::start_local(ServerOptions {
+        extra_env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..ServerOptions::default()
+    })
+    .await;
+    let c = Client::new(server.target());
+    let admin = c.login().await;
+    let r = c
+        .send(
+            "POST",
+            "/v1/credentials",
+            Some(&admin),
+            Some(
+                &json!({"alias": "s", "type": "api_key", "data": {"key": SECRET},
+                         "policy": {"allowed_hosts": ["127.0.0.1"]},
+                         "base_url": format!("http://{addr}")}),
+            ),
+        )
+        .await;
+    expect_for("create the credential", &r, 201, None);
+    let r = c
+        .send(
+            "POST",
+            "/v1/keys",
+            Some(&admin),
+            Some(&json!({"name": "agent", "role": "executor"})),
+        )
+        .await;
+    expect_for("create a key", &r, 201, None);
+    let key = r.body["key"].as_str().unwrap().to_string();
+    Setup {
+        server,
+        c,
+        admin,
+        key,
+        up,
+    }
+}
+
+impl Setup {
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.c
+            .http
+            .get(format!("{}/proxy/s{path}", self.server.base))
+            .header("x-api-key", &self.key)
+    }
+
+    /// The proxy audit events, once `n` are there (they are written as streams end).
+    async fn proxy_events(&self, n: usize) -> Vec<Value> {
+        let mut events = Vec::new();
+        for _ in 0..100 {
+            let r = self
+                .c
+                .send("GET", "/v1/audit?limit=100", Some(&self.admin), None)
+                .await;
+            events = r.body["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["action"] == "proxy")
+                .cloned()
+                .collect();
+            if events.len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        events
+    }
+}
+
+async fn download_arrives_whole(n: u64) {
+    let s = setup(&[]).await;
+    let started = Instant::now();
+    let mut r = s.get(&format!("/download?n={n}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-vultrino-error").is_none());
+    let first = r.chunk().await.unwrap().unwrap();
+    let ttfb = started.elapsed();
+    let mut h = Sha256::new();
+    let mut got = first.len() as u64;
+    h.update(&first);
+    while let Some(c) = r.chunk().await.unwrap() {
+        got += c.len() as u64;
+        h.update(&c);
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(got, n);
+    assert_eq!(hex(&h.finalize()), expected_hash(n));
+    eprintln!(
+        "download {n} bytes: first byte after {ttfb:?}, whole in {elapsed:?} ({:.0} MB/s)",
+        n as f64 / elapsed.as_secs_f64() / 1e6
+    );
+    let events = s.proxy_events(1).await;
+    assert_eq!(events[0]["bytes_out"], n, "{events:?}");
+    assert_eq!(events[0]["outcome"], "allowed");
+}
+
+async fn upload_arrives_whole(n: usize) {
+    let s = setup(&[("VULTRINO_PROXY_MAX_REQUEST_BYTES", &(n + 1).to_string())]).await;
+    let mut body = Vec::with_capacity(n);
+    let mut i = 0;
+    while body.len() < n {
+        body.extend_from_slice(&chunk(i, CHUNK.min(n - body.len())));
+        i += 1;
+    }
+    let started = Instant::now();
+    let r =
+        s.c.http
+            .post(format!("{}/proxy/s/upload", s.server.base))
+            .header("authorization", format!("Bearer {}", s.key))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    eprintln!("upload {n} bytes in {:?}", started.elapsed());
+    assert_eq!(v["len"], n as u64);
+    assert_eq!(v["sha256"], expected_hash(n as u64));
+    let events = s.proxy_events(1).await;
+    assert_eq!(events[0]["bytes_in"], n as u64, "{events:?}");
+}
+
+#[tokio::test]
+async fn a_64_mib_download_streams_through_whole() {
+    download_arrives_whole(64 * 1024 * 1024).await;
+}
+
+#[tokio::test]
+async fn a_64_mib_upload_streams_through_whole() {
+    upload_arrives_whole(64 * 1024 * 1024).await;
+}
+
+#[tokio::test]
+#[ignore = "1 GiB: over a minute in a debug build; run with --release (see the module doc)"]
+async fn a_1_gib_download_streams_through_whole() {
+    download_arrives_whole(1024 * 1024 * 1024).await;
+}
+
+#[tokio::test]
+#[ignore = "200 MiB: run with --release (see the module doc)"]
+async fn a_200_mib_upload_streams_through_whole() {
+    upload_arrives_whole(200 * 1024 * 1024).await;
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_stops_the_upstream_and_is_audited_as_cancelled() {
+    let s = setup(&[]).await;
+    let mut r = s.get("/forever").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    for _ in 0..3 {
+        r.chunk().await.unwrap().unwrap();
+    }
+    drop(r);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.up.forever_dropped.load(Ordering::SeqCst) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        s.up.forever_dropped.load(Ordering::SeqCst),
+        "the upstream kept sending after the client went away"
+    );
+    let sent = s.up.forever_sent.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        s.up.forever_sent.load(Ordering::SeqCst),
+        sent,
+        "still sending"
+    );
+    let events = s.proxy_events(1).await;
+    assert_eq!(events[0]["outcome"], "cancelled", "{events:?}");
+}
+
+/// Read the body to its end or its failure; `Err` when it failed, with the time it took.
+async fn read_all(mut r: reqwest::Response) -> (Result<u64, ()>, Duration) {
+    let started = Instant::now();
+    let mut n = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), r.chunk()).await {
+            Err(_) => panic!("the body neither ended nor failed within 20 s"),
+            Ok(Ok(Some(c))) => n += c.len() as u64,
+            Ok(Ok(None)) => return (Ok(n), started.elapsed()),
+            Ok(Err(_)) => return (Err(()), started.elapsed()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_silent_past_the_idle_timeout_ends_the_body_as_failed() {
+    let s = setup(&[("VULTRINO_STREAM_IDLE_TIMEOUT_MS", "500")]).await;
+    let r = s.get("/stall").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (outcome, took) = read_all(r).await;
+    assert!(outcome.is_err(), "a cut body must not end like a whole one");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let events = s.proxy_events(1).await;
+    assert_eq!(
+        (events[0]["outcome"].as_str(), events[0]["code"].as_str()),
+        (Some("error"), Some("upstream_timeout")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_past_the_total_timeout_ends_as_failed_even_while_it_moves() {
+    let s = setup(&[
+        ("VULTRINO_STREAM_IDLE_TIMEOUT_MS", "500"),
+        ("VULTRINO_STREAM_TOTAL_TIMEOUT_MS", "1500"),
+    ])
+    .await;
+    let r = s.get("/trickle").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (outcome, took) = read_all(r).await;
+    assert!(outcome.is_err());
+    assert!(
+        took > Duration::from_millis(900) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_is_504_after_the_head_timeout() {
+    let s = setup(&[("VULTRINO_STREAM_HEADERS_TIMEOUT_MS", "500")]).await;
+    let started = Instant::now();
+    let r = s.get("/no-head").send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    assert_eq!(r.headers()["x-vultrino-error"], "upstream_timeout");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

@@ -1,0 +1,874 @@
+//! [`SseScrubber`]: scrubbing a `text/event-stream` at the level of the text the client joins.
+//!
+//! A byte-level scrubber cannot see a secret that an upstream echoes token by token: in
+//! `data: {"choices":[{"delta":{"content":"sk-pr"}}]}` followed by `…"content":"oj-4f9"…` the
+//! secret is never contiguous in the bytes, yet the client's SDK concatenates the deltas and shows
+//! it whole. This scrubber parses the event framing, follows the JSON string fields that clients
+//! join across events, and redacts a secret that forms in their joined text. The rules — what is
+//! joined, what is held back, the bound and what happens past it — are in
+//! docs/decisions/0069-sse-event-level-scrubbing.md.
+//!
+//! In short:
+//!
+//! - **Framing** as the WHATWG event-stream parser reads it: LF, CRLF and lone CR line ends, a
+//!   leading BOM, comments, several `data:` lines joined with LF. Events leave in the order they
+//!   came; an event nothing was redacted from leaves byte for byte as it came.
+//! - **Channels**: the text a client joins. OpenAI `choices[].delta` text fields per choice
+//!   `index` (and `tool_calls[].function.arguments` per call `index`), Anthropic
+//!   `content_block_delta` `delta` text fields per block `index`, and the generic rule: a string at
+//!   the same JSON path in consecutive JSON events.
+//! - **Hold-back**: an event waits only while a channel's joined text ends with a proper prefix of
+//!   a needle and that channel may still continue. When the join completes a needle, the first
+//!   fragment of the occurrence gets one [`REDACTED`] marker and the rest of the occurrence is cut
+//!   from the fragments (which may become empty strings). Such an event is re-serialized as one
+//!   compact `data:` line.
+//! - Every event then goes through a [`StreamScrubber`], so each encoded form is also removed
+//!   from the raw bytes (other fields, non-JSON events, forms split across events' bytes).
+//! - **Bound**: past [`SSE_HOLD_LIMIT`] bytes held (by default), `push` fails and the stream
+//!   must end (fail closed).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use serde_json::Value;
+
+use super::stream::{StreamScrubber, Tail};
+use super::{Scrubber, REDACTED};
+use crate::error::{Code, Error, ErrorKind, Result};
+
+/// Most bytes held back by default (partial event, held events, channel state): 2 MiB.
+pub const SSE_HOLD_LIMIT: usize = 2 << 20;
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// OpenAI `choices[].delta` fields whose strings the SDKs concatenate.
+const OPENAI_TEXT_FIELDS: &[&str] = &["content", "refusal", "reasoning_content", "reasoning"];
+
+/// Keys the generic rule never joins: identifiers and discriminators, repeated or switched
+/// between events but never concatenated by a client, and OpenAI's `obfuscation` (random
+/// padding that changes in every event). Joining them would only delay events.
+const NOT_TEXT_KEYS: &[&str] = &[
+    "obfuscation",
+    "type",
+    "object",
+    "id",
+    "model",
+    "role",
+    "event",
+    "finish_reason",
+    "stop_reason",
+    "status",
+    "system_fingerprint",
+];
+
+/// Rough bookkeeping cost of one channel, counted against the hold limit.
+const CHANNEL_OVERHEAD: usize = 128;
+
+/// One step of a JSON path.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// Which joined text a string belongs to.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+enum ChannelKey {
+    OpenAi { choice: u64, field: String },
+    OpenAiTool { choice: u64, call: u64 },
+    Anthropic { block: u64, field: String },
+    Generic(Vec<Seg>),
+}
+
+/// A channel that ends with this event (its text is then final).
+enum Close {
+    OpenAiChoice(u64),
+    AnthropicBlock(u64),
+    AnthropicAll,
+}
+
+/// A string found in an event, and where it goes.
+struct Found {
+    key: ChannelKey,
+    path: Vec<Seg>,
+    text: String,
+}
+
+/// A redaction in a channel's joined text (absolute byte offsets).
+struct Redaction {
+    range: Range<u64>,
+    /// Its marker has been emitted.
+    marked: bool,
+}
+
+/// The joined text of one channel, as far as it is still needed.
+struct Channel {
+    /// Bytes from offset `base` on: from the first position that may still start a needle.
+    text: Vec<u8>,
+    base: u64,
+    /// Length of the whole joined text so far.
+    len: u64,
+    /// Sorted, merged, and only those that may still touch a fragment not yet emitted.
+    redactions: Vec<Redaction>,
+    /// Fragments ending at or before this may be emitted.
+    emit_cut: u64,
+    /// Hold events while the text's tail may become a needle. Always for the named rules; for
+    /// the generic rule unless the value has been the same in every event so far (a repeated
+    /// constant, such as an id, is not a text being streamed).
+    hold: bool,
+    /// Hash of the last fragment (generic rule: did the value change?).
+    last: Option<u64>,
+    /// Generic rule: the value has changed between two events at least once.
+    varied: bool,
+    /// Fragments of queued events that belong to this channel.
+    refs: usize,
+    /// No more text will come (the key maps to a new channel if it appears again).
+    closed: bool,
+}
+
+impl Channel {
+    fn new(hold: bool) -> Channel {
+        Channel {
+            text: Vec::new(),
+            base: 0,
+            len: 0,
+            redactions: Vec::new(),
+            emit_cut: 0,
+            hold,
+            last: None,
+            varied: false,
+            refs: 0,
+            closed: false,
+        }
+    }
+
+    /// Add a fragment to the joined text; returns its absolute range.
+    fn append(&mut self, frag: &[u8], scrubber: &Scrubber, tail: &Tail) -> Range<u64> {
+        let start = self.len;
+        self.text.extend_from_slice(frag);
+        self.len += frag.len() as u64;
+        let undecided = tail.first_undecided(scrubber, &self.text);
+        self.record(scrubber, undecided);
+        self.text.drain(..undecided);
+        self.base += undecided as u64;
+        self.emit_cut = if self.hold { self.base } else { self.len };
+        start..self.len
+    }
+
+    /// No more text: everything is decided.
+    fn close(&mut self, scrubber: &Scrubber) {
+        self.record(scrubber, self.text.len());
+        self.text.clear();
+        self.base = self.len;
+        self.emit_cut = self.len;
+        self.closed = true;
+    }
+
+    /// Record the occurrences in `text` that start before `upto` (those are final: each start
+    /// gets its longest needle, as in [`Scrubber::scrub`]).
+    fn record(&mut self, scrubber: &Scrubber, upto: usize) {
+        let mut from = 0;
+        while let Some(m) = scrubber.next_match(&self.text, from) {
+            if m.start >= upto {
+                break;
+            }
+            from = m.start + 1;
+            self.insert(self.base + m.start as u64..self.base + m.end as u64);
+        }
+    }
+
+    /// Add a redaction, merging it with those it overlaps (adjacent ones stay apart).
+    fn insert(&mut self, mut range: Range<u64>) {
+        let mut marked = false;
+        self.redactions.retain(|r| {
+            let overlaps = r.range.start < range.end && range.start < r.range.end;
+            if overlaps {
+                range.start = range.start.min(r.range.start);
+                range.end = range.end.max(r.range.end);
+                marked |= r.marked;
+            }
+            !overlaps
+        });
+        let at = self
+            .redactions
+            .iter()
+            .position(|r| r.range.start > range.start)
+            .unwrap_or(self.redactions.len());
+        self.redactions.insert(at, Redaction { range, marked });
+    }
+
+    /// The fragment at `start` as the client must see it, or `None` when it is unchanged.
+    /// Works on whole characters, so the result stays valid UTF-8.
+    fn redact(&mut self, start: u64, text: &str) -> Option<String> {
+        let end = start + text.len() as u64;
+        if !self
+            .redactions
+            .iter()
+            .any(|r| r.range.start < end && start < r.range.end)
+        {
+            return None;
+        }
+        let mut out = String::with_capacity(text.len());
+        for (i, ch) in text.char_indices() {
+            let x = start + i as u64;
+            let y = x + ch.len_utf8() as u64;
+            let mut covered = false;
+            for r in self.redactions.iter_mut() {
+                if r.range.start < y && x < r.range.end {
+                    covered = true;
+                    if !r.marked {
+                        // The first character of the occurrence not yet emitted carries the
+                        // marker; normally the occurrence's own first character.
+                        out.push_str(REDACTED);
+                        r.marked = true;
+                    }
+                }
+            }
+            if !covered {
+                out.push(ch);
+            }
+        }
+        Some(out)
+    }
+
+    /// The fragment ending at `end` has been emitted.
+    fn emitted(&mut self, end: u64) {
+        self.redactions.retain(|r| r.range.end > end);
+        self.refs = self.refs.saturating_sub(1);
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.text.len() + self.redactions.len() * 24 + CHANNEL_OVERHEAD
+    }
+}
+
+/// One line of an event: its bytes (terminator included) in the event's raw bytes.
+struct Line {
+    range: Range<usize>,
+    /// Where its terminator starts (the end of the content).
+    content_end: usize,
+    data: bool,
+}
+
+/// A complete event as received.
+struct RawEvent {
+    raw: Bytes,
+    /// Leading bytes that are no line's (a BOM; the LF of a CR LF whose CR came in the previous
+    /// event).
+    prefix: usize,
+    lines: Vec<Line>,
+    /// The `data` fields joined with LF, when there was any.
+    data: Option<Vec<u8>>,
+}
+
+/// Splits the byte stream into events, as the WHATWG event-stream parser does.
+#[derive(Default)]
+struct Framer {
+    buf: BytesMut,
+    /// Scanning resumes here.
+    pos: usize,
+    line_start: usize,
+    prefix: usize,
+    lines: Vec<Line>,
+    data: Vec<u8>,
+    has_data: bool,
+    /// The last line ended with a CR at the end of the input: an LF that follows belongs to it.
+    skip_lf: bool,
+    /// The BOM check at the start of the stream is done.
+    started: bool,
+}
+
+impl Framer {
+    fn next_events(&mut self, out: &mut Vec<RawEvent>, at_end: bool) {
+        if !self.started {
+            if !at_end && self.buf.len() < BOM.len() && BOM.starts_with(&self.buf) {
+                return;
+            }
+            if self.buf.starts_with(BOM) {
+                self.pos = BOM.len();
+                self.line_start = BOM.len();
+                self.prefix = BOM.len();
+            }
+            self.started = true;
+        }
+        loop {
+            if self.skip_lf && self.pos < self.buf.len() {
+                self.skip_lf = false;
+                if self.buf.get(self.pos) == Some(&b'\n') {
+                    self.pos += 1;
+                    self.line_start = self.pos;
+                    match self.lines.last_mut() {
+                        Some(line) => line.range.end = self.pos,
+                        None => self.prefix = self.pos,
+                    }
+                }
+            }
+            let Some(i) = self
+                .buf
+                .get(self.pos..)
+                .and_then(|rest| rest.iter().position(|&b| b == b'\n' || b == b'\r'))
+                .map(|i| self.pos + i)
+            else {
+                self.pos = self.buf.len();
+                return;
+            };
+            let end = match (self.buf.get(i), self.buf.get(i + 1)) {
+                (Some(b'\r'), Some(b'\n')) => i + 2,
+                (Some(b'\r'), None) => {
+                    self.skip_lf = true;
+                    i + 1
+                }
+                _ => i + 1,
+            };
+            let content = self.buf.get(self.line_start..i).unwrap_or_default();
+            let blank = content.is_empty();
+            let mut data = false;
+            if !blank && content.first() != Some(&b':') {
+                let (name, value) = match content.iter().position(|&b| b == b':') {
+                    Some(c) => {
+                        let v = content.get(c + 1..).unwrap_or_default();
+                        (
+                            content.get(..c).unwrap_or_default(),
+                            v.strip_prefix(b" ").unwrap_or(v),
+                        )
+                    }
+                    None => (content, &[][..]),
+                };
+                if name == b"data" {
+                    data = true;
+                    if self.has_data {
+                        self.data.push(b'\n');
+                    }
+                    self.data.extend_from_slice(value);
+                    self.has_data = true;
+                }
+            }
+            self.lines.push(Line {
+                range: self.line_start..end,
+                content_end: i,
+                data,
+            });
+            self.pos = end;
+            self.line_start = end;
+            if blank {
+                out.push(RawEvent {
+                    raw: self.buf.split_to(end).freeze(),
+                    prefix: self.prefix,
+                    lines: std::mem::take(&mut self.lines),
+                    data: self.has_data.then(|| std::mem::take(&mut self.data)),
+                });
+                self.data.clear();
+                self.has_data = false;
+                self.pos = 0;
+                self.line_start = 0;
+                self.prefix = 0;
+            }
+        }
+    }
+
+    /// Bytes of an event not yet complete (at the end of the stream: discarded by clients, so
+    /// they are only byte-scrubbed).
+    fn take_rest(&mut self) -> Bytes {
+        self.lines.clear();
+        self.data.clear();
+        self.has_data = false;
+        self.pos = 0;
+        self.line_start = 0;
+        self.prefix = 0;
+        self.buf.split().freeze()
+    }
+}
+
+/// A fragment of a queued event: where it sits in its channel and in the event's JSON.
+struct Frag {
+    channel: u64,
+    range: Range<u64>,
+    path: Vec<Seg>,
+    text: String,
+}
+
+/// An event waiting to leave.
+struct Pending {
+    event: RawEvent,
+    json: Option<Value>,
+    frags: Vec<Frag>,
+}
+
+/// Scrubs a `text/event-stream` body: the byte forms of every secret, and secrets that only form
+/// in the text a client joins across events. Feed chunks with [`push`](SseScrubber::push) and end
+/// with [`finish`](SseScrubber::finish); an `Err` from either means the stream must be cut off.
+/// `Debug` shows no bytes.
+pub struct SseScrubber {
+    scrubber: Arc<Scrubber>,
+    tail: Tail,
+    bytes: StreamScrubber,
+    limit: usize,
+    framer: Framer,
+    queue: VecDeque<Pending>,
+    queued_bytes: usize,
+    /// Open channels by key; closed ones are only in `channels` until their events have left.
+    keys: HashMap<ChannelKey, u64>,
+    channels: HashMap<u64, Channel>,
+    next_channel: u64,
+    scrubbed: bool,
+    failed: bool,
+}
+
+impl std::fmt::Debug for SseScrubber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseScrubber")
+            .field("held_events", &self.queue.len())
+            .field("held_bytes", &self.held_bytes())
+            .field("scrubbed", &self.scrubbed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SseScrubber {
+    /// An event-stream scrubber removing what `scrubber` removes, holding back at most
+    /// [`SSE_HOLD_LIMIT`] bytes.
+    pub fn new(scrubber: Arc<Scrubber>) -> Self {
+        Self::with_limit(scrubber, SSE_HOLD_LIMIT)
+    }
+
+    /// The same with another bound on the bytes held back (an incomplete event counts).
+    pub fn with_limit(scrubber: Arc<Scrubber>, limit: usize) -> Self {
+        SseScrubber {
+            tail: Tail::new(&scrubber),
+            bytes: StreamScrubber::new(scrubber.clone()),
+            scrubber,
+            limit,
+            framer: Framer::default(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            keys: HashMap::new(),
+            channels: HashMap::new(),
+            next_channel: 0,
+            scrubbed: false,
+            failed: false,
+        }
+    }
+
+    /// Take the next chunk; returns the bytes that may now be sent (possibly empty). An `Err`
+    /// (more than the limit held back) means the stream must end here; later calls fail too.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Bytes> {
+        self.check_failed()?;
+        if self.tail.max_needle == 0 {
+            return Ok(Bytes::copy_from_slice(chunk));
+        }
+        self.framer.buf.extend_from_slice(chunk);
+        let mut events = Vec::new();
+        self.framer.next_events(&mut events, false);
+        for event in events {
+            self.accept(event);
+        }
+        let out = self.release(false);
+        if self.held_bytes() > self.limit {
+            self.failed = true;
+            return Err(too_much_held());
+        }
+        Ok(out)
+    }
+
+    /// End of input: everything still held, scrubbed. An incomplete last event is passed on
+    /// byte-scrubbed (clients discard it).
+    pub fn finish(&mut self) -> Result<Bytes> {
+        self.check_failed()?;
+        if self.tail.max_needle == 0 {
+            return Ok(Bytes::new());
+        }
+        let mut events = Vec::new();
+        self.framer.next_events(&mut events, true);
+        for event in events {
+            self.accept(event);
+        }
+        for channel in self.channels.values_mut() {
+            channel.close(&self.scrubber);
+        }
+        self.keys.clear();
+        Ok(self.release(true))
+    }
+
+    /// True once anything has been redacted, at byte or event level.
+    pub fn scrubbed(&self) -> bool {
+        self.scrubbed || self.bytes.scrubbed()
+    }
+
+    /// Bytes held back right now: the incomplete event, the events waiting, channel state.
+    pub fn held_bytes(&self) -> usize {
+        self.framer.buf.len()
+            + self.queued_bytes
+            + self
+                .channels
+                .values()
+                .map(Channel::held_bytes)
+                .sum::<usize>()
+            + self.bytes.held_len()
+    }
+
+    /// Events waiting for a later event to decide them.
+    pub fn held_events(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        if self.failed {
+            Err(too_much_held())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Parse a complete event, feed its strings to their channels, queue it.
+    fn accept(&mut self, event: RawEvent) {
+        let mut json = None;
+        let mut frags = Vec::new();
+        match event.data.as_deref() {
+            // No data (comments, `retry`, an empty event): nothing a client dispatches.
+            None => {}
+            Some(data) => match serde_json::from_slice::<Value>(data) {
+                Ok(value) => {
+                    let mut found = Vec::new();
+                    let mut closes = Vec::new();
+                    extract(&value, &mut found, &mut closes);
+                    let generic: HashSet<&ChannelKey> = found
+                        .iter()
+                        .map(|f| &f.key)
+                        .filter(|k| matches!(k, ChannelKey::Generic(_)))
+                        .collect();
+                    let ended: Vec<ChannelKey> = self
+                        .keys
+                        .keys()
+                        .filter(|k| matches!(k, ChannelKey::Generic(_)) && !generic.contains(k))
+                        .cloned()
+                        .collect();
+                    for key in ended {
+                        self.close(&key);
+                    }
+                    for f in found {
+                        let id = self.channel_for(&f.key);
+                        if let Some(ch) = self.channels.get_mut(&id) {
+                            if matches!(f.key, ChannelKey::Generic(_)) {
+                                let mut h = std::collections::hash_map::DefaultHasher::new();
+                                f.text.hash(&mut h);
+                                let h = h.finish();
+                                // Held from the first value on; a path whose value has
+                                // been the same in every event so far is a constant (an
+                                // id), not a text being streamed, and holds nothing.
+                                ch.varied |= ch.last.is_some_and(|last| last != h);
+                                ch.hold = ch.varied || ch.last.is_none();
+                                ch.last = Some(h);
+                            }
+                            let range = ch.append(f.text.as_bytes(), &self.scrubber, &self.tail);
+                            ch.refs += 1;
+                            frags.push(Frag {
+                                channel: id,
+                                range,
+                                path: f.path,
+                                text: f.text,
+                            });
+                        }
+                    }
+                    for close in closes {
+                        let keys: Vec<ChannelKey> =
+                            self.keys
+                                .keys()
+                                .filter(|k| match (&close, k) {
+                                    (Close::OpenAiChoice(c), ChannelKey::OpenAi { choice, .. })
+                                    | (
+                                        Close::OpenAiChoice(c),
+                                        ChannelKey::OpenAiTool { choice, .. },
+                                    ) => c == choice,
+                                    (
+                                        Close::AnthropicBlock(b),
+                                        ChannelKey::Anthropic { block, .. },
+                                    ) => b == block,
+                                    (Close::AnthropicAll, ChannelKey::Anthropic { .. }) => true,
+                                    _ => false,
+                                })
+                                .cloned()
+                                .collect();
+                        for key in keys {
+                            self.close(&key);
+                        }
+                    }
+                    if !frags.is_empty() {
+                        json = Some(value);
+                    }
+                }
+                // Not JSON: byte-scrubbed only, and no JSON event follows the previous one.
+                Err(_) => {
+                    let generic: Vec<ChannelKey> = self
+                        .keys
+                        .keys()
+                        .filter(|k| matches!(k, ChannelKey::Generic(_)))
+                        .cloned()
+                        .collect();
+                    for key in generic {
+                        self.close(&key);
+                    }
+                }
+            },
+        }
+        self.queued_bytes += event.raw.len();
+        self.queue.push_back(Pending { event, json, frags });
+    }
+
+    fn channel_for(&mut self, key: &ChannelKey) -> u64 {
+        if let Some(&id) = self.keys.get(key) {
+            return id;
+        }
+        let id = self.next_channel;
+        self.next_channel += 1;
+        let hold = !matches!(key, ChannelKey::Generic(_));
+        self.keys.insert(key.clone(), id);
+        self.channels.insert(id, Channel::new(hold));
+        id
+    }
+
+    fn close(&mut self, key: &ChannelKey) {
+        if let Some(id) = self.keys.remove(key) {
+            if let Some(ch) = self.channels.get_mut(&id) {
+                ch.close(&self.scrubber);
+                if ch.refs == 0 {
+                    self.channels.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Send every event at the head of the queue whose fragments are all decided.
+    fn release(&mut self, at_end: bool) -> Bytes {
+        let mut ready = BytesMut::new();
+        let mut single: Option<Bytes> = None;
+        while let Some(front) = self.queue.front() {
+            let decided = front.frags.iter().all(|f| {
+                self.channels
+                    .get(&f.channel)
+                    .is_none_or(|ch| f.range.end <= ch.emit_cut)
+            });
+            if !decided && !at_end {
+                break;
+            }
+            let Some(pending) = self.queue.pop_front() else {
+                break;
+            };
+            self.queued_bytes = self.queued_bytes.saturating_sub(pending.event.raw.len());
+            let bytes = self.render(pending);
+            // One ready event (the usual case) goes on without a copy.
+            match (single.take(), ready.is_empty()) {
+                (None, true) => single = Some(bytes),
+                (Some(prev), _) => {
+                    ready.extend_from_slice(&prev);
+                    ready.extend_from_slice(&bytes);
+                }
+                (None, false) => ready.extend_from_slice(&bytes),
+            }
+        }
+        if at_end {
+            let rest = self.framer.take_rest();
+            if let Some(prev) = single.take() {
+                ready.extend_from_slice(&prev);
+            }
+            ready.extend_from_slice(&rest);
+        }
+        let mut out = match single {
+            Some(b) => self.bytes.push_bytes(b),
+            None if ready.is_empty() => Bytes::new(),
+            None => self.bytes.push_bytes(ready.freeze()),
+        };
+        if at_end {
+            let tail = self.bytes.finish();
+            if !tail.is_empty() {
+                let mut all = BytesMut::from(&out[..]);
+                all.extend_from_slice(&tail);
+                out = all.freeze();
+            }
+        }
+        out
+    }
+
+    /// The event's bytes as they must leave: as received, or with its redacted strings put back
+    /// into its JSON, written as one `data:` line.
+    fn render(&mut self, pending: Pending) -> Bytes {
+        let Pending { event, json, frags } = pending;
+        let mut json = json;
+        let mut changed = false;
+        for f in frags {
+            let Some(ch) = self.channels.get_mut(&f.channel) else {
+                continue;
+            };
+            if let Some(text) = ch.redact(f.range.start, &f.text) {
+                if let Some(slot) = json.as_mut().and_then(|v| at_path(v, &f.path)) {
+                    *slot = Value::String(text);
+                    changed = true;
+                }
+            }
+            ch.emitted(f.range.end);
+            if ch.closed && ch.refs == 0 {
+                self.channels.remove(&f.channel);
+            }
+        }
+        if !changed {
+            return event.raw;
+        }
+        self.scrubbed = true;
+        // Serializing a `Value` cannot fail; were it to, the event leaves with empty data
+        // rather than as received (fail closed).
+        let data = json
+            .and_then(|v| serde_json::to_vec(&v).ok())
+            .unwrap_or_default();
+        let raw = &event.raw;
+        let mut out = BytesMut::with_capacity(raw.len() + data.len());
+        out.extend_from_slice(raw.get(..event.prefix).unwrap_or_default());
+        let mut data_written = false;
+        for line in &event.lines {
+            if !line.data {
+                out.extend_from_slice(raw.get(line.range.clone()).unwrap_or_default());
+            } else if !data_written {
+                data_written = true;
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(&data);
+                out.extend_from_slice(
+                    raw.get(line.content_end..line.range.end)
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        out.freeze()
+    }
+}
+
+fn too_much_held() -> Error {
+    Error::new(
+        ErrorKind::UpstreamFailed,
+        "the upstream's event stream held back more than the scrubbing limit allows",
+    )
+    .with_code(Code::UpstreamTooLarge)
+}
+
+fn at_path<'v>(value: &'v mut Value, path: &[Seg]) -> Option<&'v mut Value> {
+    path.iter().try_fold(value, |v, seg| match seg {
+        Seg::Key(k) => v.get_mut(k.as_str()),
+        Seg::Index(i) => v.get_mut(*i),
+    })
+}
+
+fn key(k: &str) -> Seg {
+    Seg::Key(k.to_owned())
+}
+
+/// The strings of one JSON event that clients join, and the channels it ends.
+fn extract(value: &Value, found: &mut Vec<Found>, closes: &mut Vec<Close>) {
+    if let Some(choices) = value.get("choices").and_then(Value::as_array) {
+        for (k, c) in choices.iter().enumerate() {
+            let choice = c.get("index").and_then(Value::as_u64).unwrap_or(k as u64);
+            let base = [key("choices"), Seg::Index(k), key("delta")];
+            if let Some(delta) = c.get("delta").and_then(Value::as_object) {
+                for field in OPENAI_TEXT_FIELDS {
+                    if let Some(Value::String(s)) = delta.get(*field) {
+                        found.push(Found {
+                            key: ChannelKey::OpenAi {
+                                choice,
+                                field: (*field).to_owned(),
+                            },
+                            path: [&base[..], &[key(field)]].concat(),
+                            text: s.clone(),
+                        });
+                    }
+                }
+                if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
+                    for (j, call) in calls.iter().enumerate() {
+                        let id = call
+                            .get("index")
+                            .and_then(Value::as_u64)
+                            .unwrap_or(j as u64);
+                        if let Some(Value::String(s)) =
+                            call.get("function").and_then(|f| f.get("arguments"))
+                        {
+                            found.push(Found {
+                                key: ChannelKey::OpenAiTool { choice, call: id },
+                                path: [
+                                    &base[..],
+                                    &[
+                                        key("tool_calls"),
+                                        Seg::Index(j),
+                                        key("function"),
+                                        key("arguments"),
+                                    ],
+                                ]
+                                .concat(),
+                                text: s.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            if c.get("finish_reason").is_some_and(|f| !f.is_null()) {
+                closes.push(Close::OpenAiChoice(choice));
+            }
+        }
+    }
+    let block = value.get("index").and_then(Value::as_u64);
+    match (value.get("type").and_then(Value::as_str), block) {
+        (Some("content_block_delta"), Some(block)) => {
+            if let Some(delta) = value.get("delta").and_then(Value::as_object) {
+                for (field, v) in delta {
+                    if let (Value::String(s), false) = (v, field == "type") {
+                        found.push(Found {
+                            key: ChannelKey::Anthropic {
+                                block,
+                                field: field.clone(),
+                            },
+                            path: vec![key("delta"), key(field)],
+                            text: s.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        (Some("content_block_stop"), Some(block)) => closes.push(Close::AnthropicBlock(block)),
+        (Some("message_stop"), _) => closes.push(Close::AnthropicAll),
+        _ => {}
+    }
+    let claimed: Vec<Vec<Seg>> = found.iter().map(|f| f.path.clone()).collect();
+    let mut path = Vec::new();
+    generic(value, &mut path, &claimed, found);
+}
+
+/// The generic rule: every string not claimed by a named rule, by its path.
+fn generic(value: &Value, path: &mut Vec<Seg>, claimed: &[Vec<Seg>], found: &mut Vec<Found>) {
+    match value {
+        Value::String(s) => {
+            let text_key = match path.last() {
+                Some(Seg::Key(k)) => !NOT_TEXT_KEYS.contains(&k.as_str()),
+                _ => true,
+            };
+            if text_key && !claimed.iter().any(|c| c == path) {
+                found.push(Found {
+                    key: ChannelKey::Generic(path.clone()),
+                    path: path.clone(),
+                    text: s.clone(),
+                });
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                path.push(Seg::Index(i));
+                generic(v, path, claimed, found);
+                path.pop();
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                path.push(Seg::Key(k.clone()));
+                generic(v, path, claimed, found);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
