@@ -8,9 +8,10 @@
   token) or VULTRINO_SDK_ADMIN_USER / VULTRINO_SDK_ADMIN_PASSWORD to run the same tests against
   another backend; it must be allowed to reach loopback upstreams. VULTRINO_SDK_BACKEND names
   that backend (`workerd`) for the few expectations that differ.
-  Either way two credentials are created through the HTTP API, both with `base_url` set to the
-  fake provider — `openai-…` (the default `Authorization: Bearer` injection) and `anthropic-…`
-  (`x-api-key`, no prefix) — and an agent key whose role may use both.
+  Either way four credentials are created through the HTTP API, each with `base_url` set to the
+  fake provider — `openai-…` (the default `Authorization: Bearer` injection), `anthropic-…`
+  (`x-api-key`), `gemini-…` (a `query_param` `key`, base path `/v1beta`) and `github-…` (the
+  default injection) — and an agent key whose role may use them all.
 
 The SDKs are used as they ship: only `base_url` and `api_key` are given. So that nothing in the
 environment changes them either, the OPENAI_*/ANTHROPIC_* variables and any HTTP proxy setting
@@ -49,6 +50,9 @@ ADMIN_PASSWORD = "correct horse battery staple"
 # '+', '/' and '=' make the raw, percent-encoded and base64 forms all differ.
 OPENAI_SECRET = "sk-proj+Zq9/Wx=7Hh3kP0rTmcpOAi"
 ANTHROPIC_SECRET = "sk-ant-api03+Lm4/Qr=8Jj2nV5sXa"
+GOOGLE_SECRET = "AIzaSy+Gg5/Tt=1Uu6wGoogleKey"
+GITHUB_SECRET = "ghp_Hub+Kk2/Ll=9Mm0GithubTok"
+SECRETS = (OPENAI_SECRET, ANTHROPIC_SECRET, GOOGLE_SECRET, GITHUB_SECRET)
 
 
 def secret_forms(secret: str) -> list[str]:
@@ -68,7 +72,7 @@ def secret_forms(secret: str) -> list[str]:
 
 
 def assert_no_secret(text: str) -> None:
-    for secret in (OPENAI_SECRET, ANTHROPIC_SECRET):
+    for secret in SECRETS:
         for form in secret_forms(secret):
             assert form not in text, f"a secret reached the SDK in the form {form!r}: {text!r}"
 
@@ -94,19 +98,38 @@ def provider(_provider_server):
 # ----- HTTP helpers (the admin API) --------------------------------------------------------
 
 
+@dataclass
+class Reply:
+    status: int
+    headers: dict  # lower-case names
+    text: str
+
+    def json(self):
+        return json.loads(self.text)
+
+
+def http(method: str, url: str, headers: dict | None = None, body: bytes | None = None) -> Reply:
+    """One request as curl would send it (no proxy from the environment, no redirect followed)."""
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)
+    try:
+        with opener.open(req, timeout=30) as r:
+            return Reply(r.status, {k.lower(): v for k, v in r.headers.items()}, r.read().decode())
+    except urllib.error.HTTPError as e:
+        return Reply(e.code, {k.lower(): v for k, v in e.headers.items()}, e.read().decode())
+
+
 def api(base: str, method: str, path: str, token: str | None, payload=None) -> tuple[int, dict]:
     headers = {"content-type": "application/json"}
     if token:
         headers["authorization"] = f"Bearer {token}"
     body = None if payload is None else json.dumps(payload).encode()
-    req = urllib.request.Request(base + path, data=body, method=method, headers=headers)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(req, timeout=30) as r:
-            status, text = r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        status, text = e.code, e.read().decode()
-    return status, (json.loads(text) if text else {})
+    r = http(method, base + path, headers, body)
+    return r.status, (r.json() if r.text else {})
 
 
 def login(base: str, user: str, password: str) -> str:
@@ -126,6 +149,8 @@ class Target:
     role: str  # its role: execute on both credentials
     openai_alias: str
     anthropic_alias: str
+    gemini_alias: str
+    github_alias: str
 
     def openai_base_url(self) -> str:
         return f"{self.base}/proxy/{self.openai_alias}/v1"
@@ -143,27 +168,31 @@ class Target:
 
 def provision(base: str, admin_token: str, upstream: str) -> Target:
     suffix = uuid.uuid4().hex[:8]
-    openai_alias, anthropic_alias, role = f"openai-{suffix}", f"anthropic-{suffix}", f"sdk-{suffix}"
-    for alias, data in (
-        (openai_alias, {"key": OPENAI_SECRET}),
-        (anthropic_alias, {"key": ANTHROPIC_SECRET, "header": "x-api-key", "prefix": ""}),
+    aliases = {kind: f"{kind}-{suffix}" for kind in ("openai", "anthropic", "gemini", "github")}
+    role = f"sdk-{suffix}"
+    for kind, kind_type, data, base_path in (
+        ("openai", "api_key", {"key": OPENAI_SECRET}, ""),
+        ("anthropic", "api_key", {"key": ANTHROPIC_SECRET, "header": "x-api-key"}, ""),
+        ("gemini", "query_param", {"name": "key", "value": GOOGLE_SECRET}, "/v1beta"),
+        ("github", "api_key", {"key": GITHUB_SECRET}, ""),
     ):
         status, body = api(base, "POST", "/v1/credentials", admin_token, {
-            "alias": alias,
-            "type": "api_key",
-            "description": "loopback fake LLM provider",
-            "base_url": upstream,
+            "alias": aliases[kind],
+            "type": kind_type,
+            "description": "loopback fake provider",
+            "base_url": upstream + base_path,
             "data": data,
             "policy": {"allowed_hosts": ["127.0.0.1"]},
         })
         assert status == 201, body
     status, body = api(base, "POST", "/v1/roles", admin_token, {
-        "name": role, "permissions": ["execute"], "scopes": [openai_alias, anthropic_alias]})
+        "name": role, "permissions": ["execute"], "scopes": list(aliases.values())})
     assert status == 201, body
     status, body = api(base, "POST", "/v1/keys", admin_token, {"name": f"sdk-{suffix}", "role": role})
     assert status == 201, body
     return Target(base=base, admin_token=admin_token, key=body["key"], role=role,
-                  openai_alias=openai_alias, anthropic_alias=anthropic_alias)
+                  openai_alias=aliases["openai"], anthropic_alias=aliases["anthropic"],
+                  gemini_alias=aliases["gemini"], github_alias=aliases["github"])
 
 
 def clean_env(extra: dict | None = None) -> dict:

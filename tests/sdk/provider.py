@@ -6,7 +6,9 @@ It serves, on 127.0.0.1:0 inside the test process:
   SSE stream of `chat.completion.chunk` events (`data: {...}` lines) closed by `data: [DONE]`;
 - `POST /v1/messages` (Anthropic): a `message` object, or with `"stream": true` the named SSE
   events `message_start`, `content_block_start`, `content_block_delta` (`text_delta`),
-  `content_block_stop`, `message_delta`, `message_stop`.
+  `content_block_stop`, `message_delta`, `message_stop`;
+- any other method and path: 200 `{method, path}`, a stand-in for a plain REST API (the
+  Google-style and GitHub-style recipes of docs/proxy.md).
 
 Like the real providers it checks the API key — `Authorization: Bearer` for OpenAI, `x-api-key`
 or `Authorization: Bearer` for Anthropic — against the one it was given and answers 401 in its own error format otherwise,
@@ -170,7 +172,9 @@ def _handler(provider: Provider):
             elif path == "/v1/messages":
                 self._anthropic(seen, req)
             else:
-                self._json(404, {"error": {"message": f"no route {path}", "type": "not_found"}})
+                # Any other path: a plain REST API (Google's, GitHub's in the recipes) that says
+                # what it was asked; the tests read the credential it got from `seen`.
+                self._json(200, {"method": self.command, "path": path})
 
         do_GET = do_PUT = do_DELETE = do_PATCH = do_POST
 
