@@ -288,11 +288,11 @@ async fn handle_inner(
         }
     };
     parts.extensions.insert(ClientIp(peer.ip()));
-    let background: Arc<dyn Background> = Arc::new(TokioBackground);
+    let background = Some(tokio_background());
     // Request logging costs allocations on the hot path: only when DEBUG is on.
     if !tracing::enabled!(tracing::Level::DEBUG) {
         return Ok(app
-            .serve(http::Request::from_parts(parts, body), Some(background))
+            .serve(http::Request::from_parts(parts, body), background)
             .await
             .map(ServerBody::new));
     }
@@ -300,7 +300,7 @@ async fn handle_inner(
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
     let resp = app
-        .serve(http::Request::from_parts(parts, body), Some(background))
+        .serve(http::Request::from_parts(parts, body), background)
         .await;
     tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     Ok(resp.map(ServerBody::new))
@@ -335,6 +335,12 @@ fn incoming_body(body: Incoming) -> CoreBody {
 /// Runs the core's after-the-reply work (the audit event of a streamed reply) on the current
 /// tokio runtime.
 struct TokioBackground;
+
+/// The one [`TokioBackground`] every request shares (no allocation per request).
+fn tokio_background() -> Arc<dyn Background> {
+    static BACKGROUND: std::sync::OnceLock<Arc<dyn Background>> = std::sync::OnceLock::new();
+    BACKGROUND.get_or_init(|| Arc::new(TokioBackground)).clone()
+}
 
 impl Background for TokioBackground {
     fn spawn(&self, task: BackgroundTask) {

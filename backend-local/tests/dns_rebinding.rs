@@ -78,3 +78,34 @@ async fn a_dns_rebinding_page_cannot_lock_the_local_admin_out() {
     }
     server.stop().await;
 }
+
+/// The pass-through proxy is behind the same guard: a rebound page cannot use a key it finds
+/// (or guesses) through the local server, and the refusal is marked as Vultrino's own.
+#[tokio::test]
+async fn a_dns_rebinding_page_cannot_reach_the_proxy() {
+    let server = Server::start_local(ServerOptions::default()).await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let port = addr.rsplit(':').next().unwrap().to_string();
+    let reply = tokio::task::spawn_blocking(move || {
+        let request = format!(
+            "GET /proxy/any/v1/models HTTP/1.1\r\nHost: rebind.attacker.example:{port}\r\n\
+             X-Vultrino-Key: vk_0123456789abcdef_x\r\nConnection: close\r\n\r\n"
+        );
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        reply
+    })
+    .await
+    .unwrap();
+    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains("x-vultrino-error: csrf_failed"),
+        "{reply}"
+    );
+    server.stop().await;
+}

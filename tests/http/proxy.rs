@@ -50,8 +50,11 @@ impl Env {
     }
 }
 
+/// One key slot: its name, the headers and the query suffix that carry a key in it.
+type Slot = (&'static str, Vec<(&'static str, String)>, String);
+
 /// Every slot an SDK may use, as the headers (and query suffix) carrying `key`.
-fn slots(key: &str) -> Vec<(&'static str, Vec<(&'static str, String)>, String)> {
+fn slots(key: &str) -> Vec<Slot> {
     vec![
         (
             "Authorization: Bearer",
@@ -641,4 +644,31 @@ async fn base_url_is_set_shown_and_checked_through_the_api() {
         .await;
     expect_for("remove base_url", &r, 200, None);
     assert!(r.body.get("base_url").is_none(), "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_secret_spelled_out_over_sse_events_never_reassembles_at_the_client() {
+    let e = env().await;
+    e.proxy_cred("p", json!({})).await;
+    let agent = e.key("executor").await;
+    let r = e
+        .proxy("GET", "p/sse-leak", &[("x-api-key", &agent)], None)
+        .await;
+    expect_for("an event stream", &r, 200, None);
+    assert!(r.text.ends_with("data: [DONE]\n\n"), "{}", r.text);
+    // Join the deltas as an SDK does.
+    let joined: String = r
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert!(!joined.is_empty(), "{}", r.text);
+    assert_scrubbed(&joined, API_SECRET);
+    assert_scrubbed(&r.text, API_SECRET);
 }

@@ -187,6 +187,21 @@ async fn respond(
             h.insert("x-leak", auth.parse().expect("header"));
             r
         }
+        // An OpenAI-style event stream that spells the credential it received out over
+        // consecutive events, three characters per delta (a client joining the deltas would
+        // rebuild it).
+        "/sse-leak" => {
+            let auth = headers.get("authorization").cloned().unwrap_or_default();
+            let token: Vec<char> = auth.trim_start_matches("Bearer ").chars().collect();
+            let mut text = String::new();
+            for piece in token.chunks(3) {
+                let piece: String = piece.iter().collect();
+                let event = json!({"choices": [{"index": 0, "delta": {"content": piece}}]});
+                text.push_str(&format!("data: {event}\n\n"));
+            }
+            text.push_str("data: [DONE]\n\n");
+            reply(200, "text/event-stream", text.into_bytes())
+        }
         // Hop-by-hop headers in a reply: `Connection` names one of its own.
         "/hop" => {
             let mut r = reply(200, "text/plain", b"hop".to_vec());

@@ -16,7 +16,7 @@ use crate::audit::{AuditEvent, AuditLog};
 use crate::body::{Body, BodyStream};
 use crate::error::Error;
 use crate::ports::{Background, BackgroundTask, Ports};
-use crate::scrub::{Scrubber, StreamScrubber};
+use crate::scrub::{Scrubber, SseScrubber, StreamScrubber};
 use crate::upstream;
 
 /// What writing the audit event needs once the reply is handed over.
@@ -79,9 +79,10 @@ pub(super) fn render(f: Forwarded, alias: &str, finish: Finish) -> Response<Body
     let (headers, headers_scrubbed) =
         clean_headers(&parts.headers, &f.scrubber, f.pass_cookies, location);
     let status = parts.status;
+    let scrub = BodyScrub::for_reply(&parts.headers, f.scrubber);
     let stream = Scrubbed {
         inner: Some(body.into_stream()),
-        scrub: StreamScrubber::new(f.scrubber),
+        scrub,
         status: status.as_u16(),
         headers_scrubbed,
         bytes_out: 0,
@@ -134,6 +135,51 @@ fn clean_headers(
     (out, scrubbed)
 }
 
+/// How a reply body is scrubbed: byte by byte across chunks, or, for `text/event-stream`, also
+/// event by event as the client joins them (docs/decisions/0069-sse-event-level-scrubbing.md).
+enum BodyScrub {
+    Plain(Box<StreamScrubber>),
+    Sse(Box<SseScrubber>),
+}
+
+impl BodyScrub {
+    fn for_reply(headers: &HeaderMap, scrubber: Arc<Scrubber>) -> BodyScrub {
+        let sse = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"));
+        if sse {
+            BodyScrub::Sse(Box::new(SseScrubber::new(scrubber)))
+        } else {
+            BodyScrub::Plain(Box::new(StreamScrubber::new(scrubber)))
+        }
+    }
+
+    /// The bytes now safe to send; `Err` ends the body (an event stream holding back more than
+    /// its bound: fail closed).
+    fn push(&mut self, chunk: Bytes) -> crate::Result<Bytes> {
+        match self {
+            BodyScrub::Plain(s) => Ok(s.push_bytes(chunk)),
+            BodyScrub::Sse(s) => s.push(&chunk),
+        }
+    }
+
+    fn finish(&mut self) -> crate::Result<Bytes> {
+        match self {
+            BodyScrub::Plain(s) => Ok(s.finish()),
+            BodyScrub::Sse(s) => s.finish(),
+        }
+    }
+
+    fn scrubbed(&self) -> bool {
+        match self {
+            BodyScrub::Plain(s) => s.scrubbed(),
+            BodyScrub::Sse(s) => s.scrubbed(),
+        }
+    }
+}
+
 /// A `Location` that points inside the credential's base URL, as the proxy's own path
 /// (`/proxy/<alias>/<rest>`): the client follows it through Vultrino, with its key, and the
 /// real host stays out of its view. Anything else is left as it is (scrubbed).
@@ -170,7 +216,7 @@ fn rewrite_location(
 /// is reported (a dropped stream's event is then lost).
 struct Scrubbed {
     inner: Option<BodyStream>,
-    scrub: StreamScrubber,
+    scrub: BodyScrub,
     status: u16,
     headers_scrubbed: bool,
     bytes_out: u64,
@@ -197,6 +243,15 @@ impl Scrubbed {
     }
 }
 
+impl Scrubbed {
+    /// End the body with `e` once the event is written; the upstream's body is dropped.
+    fn fail(&mut self, e: Error) {
+        self.inner = None;
+        self.close(Outcome::Failed(&e));
+        self.error = Some(e);
+    }
+}
+
 impl Stream for Scrubbed {
     type Item = crate::Result<Bytes>;
 
@@ -220,28 +275,30 @@ impl Stream for Scrubbed {
             };
             match inner.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(chunk))) => {
-                    let out = this.scrub.push_bytes(chunk);
-                    if out.is_empty() {
-                        continue;
+                Poll::Ready(Some(Ok(chunk))) => match this.scrub.push(chunk) {
+                    Ok(out) if out.is_empty() => continue,
+                    Ok(out) => {
+                        this.bytes_out += out.len() as u64;
+                        return Poll::Ready(Some(Ok(out)));
                     }
-                    this.bytes_out += out.len() as u64;
-                    return Poll::Ready(Some(Ok(out)));
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    // A cut body: the held-back tail is not sent (the client sees a failure).
-                    this.inner = None;
-                    this.close(Outcome::Failed(&e));
-                    this.error = Some(e);
-                }
+                    // Fail closed: the upstream is dropped (cancelled), the client sees a
+                    // failed body.
+                    Err(e) => this.fail(e),
+                },
+                // A cut body: the held-back tail is not sent (the client sees a failure).
+                Poll::Ready(Some(Err(e))) => this.fail(e),
                 Poll::Ready(None) => {
                     this.inner = None;
-                    let tail = this.scrub.finish();
-                    this.bytes_out += tail.len() as u64;
-                    if !tail.is_empty() {
-                        this.tail = Some(tail);
+                    match this.scrub.finish() {
+                        Ok(tail) => {
+                            this.bytes_out += tail.len() as u64;
+                            if !tail.is_empty() {
+                                this.tail = Some(tail);
+                            }
+                            this.close(Outcome::Ended);
+                        }
+                        Err(e) => this.fail(e),
                     }
-                    this.close(Outcome::Ended);
                 }
             }
         }

@@ -63,7 +63,9 @@ pub async fn fetch_stream_check(
         "fetch_stream_returns_status_headers_and_body" => {
             returns_status_headers_and_body(fetcher, base).await
         }
-        "fetch_stream_returns_redirects_unfollowed" => returns_redirects_unfollowed(fetcher, base).await,
+        "fetch_stream_returns_redirects_unfollowed" => {
+            returns_redirects_unfollowed(fetcher, base).await
+        }
         "fetch_stream_sends_a_streamed_body_as_given" => {
             sends_a_streamed_body_as_given(fetcher, base).await
         }
@@ -100,7 +102,12 @@ fn options() -> StreamOptions {
     }
 }
 
-fn request(check: &str, method: http::Method, url: &str, body: Body) -> Result<http::Request<Body>, String> {
+fn request(
+    check: &str,
+    method: http::Method,
+    url: &str,
+    body: Body,
+) -> Result<http::Request<Body>, String> {
     http::Request::builder()
         .method(method)
         .uri(url)
@@ -109,7 +116,9 @@ fn request(check: &str, method: http::Method, url: &str, body: Body) -> Result<h
         .map_err(|e| format!("{check}: could not build a request for {url}: {e}"))
 }
 
-fn chunks(parts: Vec<Result<Bytes>>) -> futures_util::stream::Iter<std::vec::IntoIter<Result<Bytes>>> {
+fn chunks(
+    parts: Vec<Result<Bytes>>,
+) -> futures_util::stream::Iter<std::vec::IntoIter<Result<Bytes>>> {
     futures_util::stream::iter(parts)
 }
 
@@ -127,10 +136,15 @@ async fn returns_status_headers_and_body(fetcher: &dyn Fetcher, base: &str) -> R
         c,
         "GET /ok",
         fetcher
-            .fetch_stream(request(c, http::Method::GET, &format!("{base}/ok"), Body::empty())?, options())
+            .fetch_stream(
+                request(c, http::Method::GET, &format!("{base}/ok"), Body::empty())?,
+                options(),
+            )
             .await,
     )?;
-    ensure(c, r.status() == 200, || format!("GET /ok answered {}", r.status()))?;
+    ensure(c, r.status() == 200, || {
+        format!("GET /ok answered {}", r.status())
+    })?;
     let body = read_all(c, r.into_body()).await?;
     ensure(c, body == b"hello", || {
         format!("GET /ok gave the body {:?}", String::from_utf8_lossy(&body))
@@ -148,26 +162,46 @@ async fn returns_redirects_unfollowed(fetcher: &dyn Fetcher, base: &str) -> Resu
         c,
         "GET /redirect",
         fetcher
-            .fetch_stream(request(c, http::Method::GET, &url, Body::empty())?, options())
+            .fetch_stream(
+                request(c, http::Method::GET, &url, Body::empty())?,
+                options(),
+            )
             .await,
     )?;
     let location = r
         .headers()
         .get(http::header::LOCATION)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    ensure(c, r.status() == 302 && location.as_deref() == Some(&format!("/landing/{id}")), || {
-        format!("GET /redirect answered {} with Location {location:?}", r.status())
-    })?;
+    ensure(
+        c,
+        r.status() == 302 && location.as_deref() == Some(&format!("/landing/{id}")),
+        || {
+            format!(
+                "GET /redirect answered {} with Location {location:?}",
+                r.status()
+            )
+        },
+    )?;
     drop(r);
     let hits = ok(
         c,
         "GET /hits",
         fetcher
-            .fetch_stream(request(c, http::Method::GET, &format!("{base}/hits/{id}"), Body::empty())?, options())
+            .fetch_stream(
+                request(
+                    c,
+                    http::Method::GET,
+                    &format!("{base}/hits/{id}"),
+                    Body::empty(),
+                )?,
+                options(),
+            )
             .await,
     )?;
     let body = read_all(c, hits.into_body()).await?;
-    ensure(c, body == b"0", || "the redirect's target was requested".into())
+    ensure(c, body == b"0", || {
+        "the redirect's target was requested".into()
+    })
 }
 
 /// A streamed body (several chunks, no length) arrives whole, chunked; a declared length is
@@ -192,7 +226,10 @@ async fn sends_a_streamed_body_as_given(fetcher: &dyn Fetcher, base: &str) -> Re
             c,
             &step,
             fetcher
-                .fetch_stream(request(c, http::Method::POST, &format!("{base}/echo"), body)?, options())
+                .fetch_stream(
+                    request(c, http::Method::POST, &format!("{base}/echo"), body)?,
+                    options(),
+                )
                 .await,
         )?;
         let text = read_all(c, r.into_body()).await?;
@@ -202,9 +239,11 @@ async fn sends_a_streamed_body_as_given(fetcher: &dyn Fetcher, base: &str) -> Re
         let got = v["body_base64"]
             .as_str()
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
-        ensure(c, got.as_deref() == Some(&b"first,second,third"[..]), || {
-            format!("{step}: the upstream received {got:?}")
-        })?;
+        ensure(
+            c,
+            got.as_deref() == Some(&b"first,second,third"[..]),
+            || format!("{step}: the upstream received {got:?}"),
+        )?;
         let header = |name: &str| {
             v["headers"].as_array().and_then(|hs| {
                 hs.iter().find_map(|p| {
@@ -212,10 +251,15 @@ async fn sends_a_streamed_body_as_given(fetcher: &dyn Fetcher, base: &str) -> Re
                 })
             })
         };
-        ensure(c, header("x-check").as_deref() == Some(c), || format!("{step}: x-check not sent"))?;
+        ensure(c, header("x-check").as_deref() == Some(c), || {
+            format!("{step}: x-check not sent")
+        })?;
         if let Some(n) = declared {
             ensure(c, header("content-length") == Some(n.to_string()), || {
-                format!("{step}: Content-Length {:?}, expected {n}", header("content-length"))
+                format!(
+                    "{step}: Content-Length {:?}, expected {n}",
+                    header("content-length")
+                )
             })?;
         }
     }
@@ -223,16 +267,28 @@ async fn sends_a_streamed_body_as_given(fetcher: &dyn Fetcher, base: &str) -> Re
 }
 
 /// A request body stream that fails aborts the upload, and the failure is returned as it is.
-async fn aborts_the_upload_on_a_body_error(fetcher: &dyn Fetcher, base: &str) -> Result<(), String> {
+async fn aborts_the_upload_on_a_body_error(
+    fetcher: &dyn Fetcher,
+    base: &str,
+) -> Result<(), String> {
     let c = "fetch_stream_aborts_the_upload_on_a_body_error";
     let body = Body::from_stream(chunks(vec![
         Ok(Bytes::from_static(b"partial")),
         Err(Error::too_large("the client sent too much").with_code(Code::BodyTooLarge)),
     ]));
     let r = fetcher
-        .fetch_stream(request(c, http::Method::POST, &format!("{base}/echo"), body)?, options())
+        .fetch_stream(
+            request(c, http::Method::POST, &format!("{base}/echo"), body)?,
+            options(),
+        )
         .await;
-    refused(c, "POST /echo whose body fails", r, ErrorKind::PayloadTooLarge, Code::BodyTooLarge)
+    refused(
+        c,
+        "POST /echo whose body fails",
+        r,
+        ErrorKind::PayloadTooLarge,
+        Code::BodyTooLarge,
+    )
 }
 
 /// No response head within `headers_timeout_ms` → `UpstreamTimeout`, promptly.
@@ -249,11 +305,27 @@ async fn times_out_waiting_for_the_head(
     };
     let started = clock.now_ms();
     let r = fetcher
-        .fetch_stream(request(c, http::Method::GET, &format!("{base}/slow?ms=10000"), Body::empty())?, opts)
+        .fetch_stream(
+            request(
+                c,
+                http::Method::GET,
+                &format!("{base}/slow?ms=10000"),
+                Body::empty(),
+            )?,
+            opts,
+        )
         .await;
     let took = clock.now_ms().saturating_sub(started);
-    refused(c, "GET /slow with a 300 ms head deadline", r, ErrorKind::UpstreamTimeout, Code::UpstreamTimeout)?;
-    ensure(c, took < PROMPT_MS, || format!("the refusal took {took} ms"))
+    refused(
+        c,
+        "GET /slow with a 300 ms head deadline",
+        r,
+        ErrorKind::UpstreamTimeout,
+        Code::UpstreamTimeout,
+    )?;
+    ensure(c, took < PROMPT_MS, || {
+        format!("the refusal took {took} ms")
+    })
 }
 
 /// The first chunk is there before the upstream has finished (its body never ends here).
@@ -269,7 +341,12 @@ async fn returns_the_first_chunk_before_the_end(
         "GET /big-chunked?hang=1",
         fetcher
             .fetch_stream(
-                request(c, http::Method::GET, &format!("{base}/big-chunked?n=3000&hang=1"), Body::empty())?,
+                request(
+                    c,
+                    http::Method::GET,
+                    &format!("{base}/big-chunked?n=3000&hang=1"),
+                    Body::empty(),
+                )?,
                 options(),
             )
             .await,
@@ -278,23 +355,42 @@ async fn returns_the_first_chunk_before_the_end(
     let first = body.next().await;
     let took = clock.now_ms().saturating_sub(started);
     ensure(c, matches!(&first, Some(Ok(b)) if !b.is_empty()), || {
-        format!("the first chunk did not come: {:?}", first.as_ref().map(|r| r.as_ref().map(Bytes::len)))
+        format!(
+            "the first chunk did not come: {:?}",
+            first.as_ref().map(|r| r.as_ref().map(Bytes::len))
+        )
     })?;
-    ensure(c, took < PROMPT_MS, || format!("the first chunk took {took} ms: the body was held"))
+    ensure(c, took < PROMPT_MS, || {
+        format!("the first chunk took {took} ms: the body was held")
+    })
 }
 
 /// Read `body` until it fails; the failure must be `UpstreamTimeout` and come promptly.
-async fn body_fails_with_timeout(c: &str, body: Body, clock: &dyn Clock, started: u64) -> Result<(), String> {
+async fn body_fails_with_timeout(
+    c: &str,
+    body: Body,
+    clock: &dyn Clock,
+    started: u64,
+) -> Result<(), String> {
     let mut body = body;
     loop {
         match body.next().await {
             Some(Ok(_)) => continue,
             Some(Err(e)) => {
                 let took = clock.now_ms().saturating_sub(started);
-                ensure(c, e.kind() == ErrorKind::UpstreamTimeout && e.code() == Code::UpstreamTimeout, || {
-                    format!("the body failed with {e} ({:?}), expected upstream_timeout", e.kind())
-                })?;
-                return ensure(c, took < PROMPT_MS, || format!("the body failed after {took} ms"));
+                ensure(
+                    c,
+                    e.kind() == ErrorKind::UpstreamTimeout && e.code() == Code::UpstreamTimeout,
+                    || {
+                        format!(
+                            "the body failed with {e} ({:?}), expected upstream_timeout",
+                            e.kind()
+                        )
+                    },
+                )?;
+                return ensure(c, took < PROMPT_MS, || {
+                    format!("the body failed after {took} ms")
+                });
             }
             None => return Err(format!("{c}: a stalled body ended like a whole one")),
         }
@@ -302,7 +398,11 @@ async fn body_fails_with_timeout(c: &str, body: Body, clock: &dyn Clock, started
 }
 
 /// More than `idle_timeout_ms` without a chunk ends the body with `UpstreamTimeout`.
-async fn idle_time_ends_the_body(fetcher: &dyn Fetcher, base: &str, clock: &dyn Clock) -> Result<(), String> {
+async fn idle_time_ends_the_body(
+    fetcher: &dyn Fetcher,
+    base: &str,
+    clock: &dyn Clock,
+) -> Result<(), String> {
     let c = "fetch_stream_idle_time_ends_the_body_with_an_error";
     let opts = StreamOptions {
         idle_timeout_ms: 300,
@@ -313,14 +413,26 @@ async fn idle_time_ends_the_body(fetcher: &dyn Fetcher, base: &str, clock: &dyn 
         c,
         "GET /big-chunked?hang=1",
         fetcher
-            .fetch_stream(request(c, http::Method::GET, &format!("{base}/big-chunked?n=10&hang=1"), Body::empty())?, opts)
+            .fetch_stream(
+                request(
+                    c,
+                    http::Method::GET,
+                    &format!("{base}/big-chunked?n=10&hang=1"),
+                    Body::empty(),
+                )?,
+                opts,
+            )
             .await,
     )?;
     body_fails_with_timeout(c, r.into_body(), clock, started).await
 }
 
 /// The whole exchange past `total_timeout_ms` ends the body with `UpstreamTimeout`.
-async fn total_time_ends_the_body(fetcher: &dyn Fetcher, base: &str, clock: &dyn Clock) -> Result<(), String> {
+async fn total_time_ends_the_body(
+    fetcher: &dyn Fetcher,
+    base: &str,
+    clock: &dyn Clock,
+) -> Result<(), String> {
     let c = "fetch_stream_total_time_ends_the_body_with_an_error";
     let opts = StreamOptions {
         total_timeout_ms: 500,
@@ -331,7 +443,15 @@ async fn total_time_ends_the_body(fetcher: &dyn Fetcher, base: &str, clock: &dyn
         c,
         "GET /big-chunked?hang=1",
         fetcher
-            .fetch_stream(request(c, http::Method::GET, &format!("{base}/big-chunked?n=10&hang=1"), Body::empty())?, opts)
+            .fetch_stream(
+                request(
+                    c,
+                    http::Method::GET,
+                    &format!("{base}/big-chunked?n=10&hang=1"),
+                    Body::empty(),
+                )?,
+                opts,
+            )
             .await,
     )?;
     body_fails_with_timeout(c, r.into_body(), clock, started).await
