@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import threading
@@ -75,6 +76,23 @@ def assert_no_secret(text: str) -> None:
     for secret in SECRETS:
         for form in secret_forms(secret):
             assert form not in text, f"a secret reached the SDK in the form {form!r}: {text!r}"
+
+
+# A hung request must fail its test, not the whole run: the SDKs, as shipped, wait 10 minutes
+# and retry twice. The alarm interrupts the main thread's blocking read wherever it is.
+TEST_TIME_LIMIT_S = 120
+
+
+@pytest.fixture(autouse=True)
+def _time_limit():
+    def expired(signum, frame):
+        raise TimeoutError(f"the test took longer than {TEST_TIME_LIMIT_S} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(TEST_TIME_LIMIT_S)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
 
 
 # ----- the fake provider -------------------------------------------------------------------
