@@ -794,6 +794,33 @@ describe(`admin UI (${backend()})`, () => {
     await finish(ui);
   });
 
+  it("a reply to a request sent before signing out does not turn 'Signed out.' into 'session ended'", T, async () => {
+    const ui = await loggedInUi();
+    const { page } = ui;
+    // Hold the next credentials list in the browser until this tab has signed out: it then
+    // reaches the server with a dead session and gets 401 (a slow reply, made certain).
+    let release;
+    const held = new Promise((r) => (release = r));
+    let sent;
+    const holding = new Promise((r) => (sent = r));
+    await page.route("**/v1/credentials**", async (route) => {
+      sent();
+      await held;
+      await route.continue();
+    });
+    await page.click('button[data-tab="credentials"]');
+    await holding;
+    await page.click("#logout");
+    await page.locator("#login-view").waitFor({ state: "visible" });
+    const late = page.waitForResponse((r) => new URL(r.url()).pathname === "/v1/credentials");
+    release();
+    assert.equal((await late).status(), 401);
+    await page.waitForTimeout(200);
+    assert.match(await page.textContent("#login-notice"), /^signed out\.$/i);
+    assert.equal(await page.textContent("#login-error"), "");
+    await finish(ui);
+  });
+
   // ----- 11. sign out everywhere -----------------------------------------------------------------
 
   it("signs out everywhere: another browser's session and an API session end at once", T, async () => {

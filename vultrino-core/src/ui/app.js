@@ -64,7 +64,10 @@
       // 401: the session is gone; 403 csrf_failed: this tab's token is not the session's (another
       // tab signed in and replaced the cookie). Either way, sign in again.
       const lost = resp.status === 401 || (resp.status === 403 && err.code === "csrf_failed");
-      if (lost && path !== "/login") sessionLost();
+      // Only for a request of the session this tab still holds: a late reply to one sent before
+      // this tab signed out (or in again) must not replace "Signed out." or end the new session.
+      const current = csrf !== null && sessionStorage.getItem(CSRF_KEY) === csrf;
+      if (lost && path !== "/login" && current) sessionLost();
       throw new ApiError(resp.status, err.code || `http_${resp.status}`, message);
     }
     return data;
