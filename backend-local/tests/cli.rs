@@ -513,3 +513,43 @@ async fn sigterm_lets_in_flight_requests_finish() {
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// `credential add --base-url` sets the pass-through proxy's upstream, `show` and `list` show
+/// it, and one outside the credential's hosts is refused naming the field.
+#[tokio::test]
+async fn credential_add_takes_and_shows_a_base_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let add = |alias: &'static str, base: &'static str| {
+        [
+            "credential",
+            "add",
+            alias,
+            "--host",
+            "api.example.com",
+            "--base-url",
+            base,
+        ]
+    };
+    let (ok, out, err) = run(dir, &add("ex", "https://api.example.com/v1/"), "k-1\n").await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["base_url"],
+        "https://api.example.com/v1"
+    );
+    let (ok, out, _) = run(dir, &["credential", "show", "ex"], "").await;
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["base_url"],
+        "https://api.example.com/v1"
+    );
+    let (ok, out, _) = run(dir, &["credential", "list"], "").await;
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["credentials"][0]["base_url"],
+        "https://api.example.com/v1"
+    );
+    let (ok, _, err) = run(dir, &add("bad", "https://other.example.com"), "k-2\n").await;
+    assert!(!ok);
+    assert!(err.contains("base_url"), "{err}");
+}

@@ -30,7 +30,13 @@ impl Fetcher for RecordingFetcher {
         request: http::Request<Bytes>,
         _options: FetchOptions,
     ) -> vultrino_core::Result<http::Response<Bytes>> {
-        self.uris.lock().unwrap().push(request.uri().to_string());
+        let mut seen = self.uris.lock().unwrap();
+        seen.push(request.uri().to_string());
+        // Header values too: the proxy's property is that none carries an agent key.
+        for value in request.headers().values() {
+            seen.push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+        }
+        drop(seen);
         Ok(http::Response::new(request.into_body()))
     }
 }
@@ -38,6 +44,7 @@ impl Fetcher for RecordingFetcher {
 struct Fixture {
     rt: tokio::runtime::Runtime,
     app: App,
+    fetcher: Arc<RecordingFetcher>,
     admin: String,
     /// The login's session cookie (`vc_…`) and its CSRF token.
     cookie: String,
@@ -76,10 +83,11 @@ fn fixture() -> Fixture {
         .build()
         .unwrap();
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let fetcher = Arc::new(RecordingFetcher::default());
     let ports = Ports {
         kv: Arc::new(MemoryKv::new(clock.clone())),
         sessions: Arc::new(MemorySessions::new()),
-        fetcher: Arc::new(RecordingFetcher::default()),
+        fetcher: fetcher.clone(),
         clock,
     };
     let config = Config {
@@ -115,6 +123,7 @@ fn fixture() -> Fixture {
     Fixture {
         rt,
         app,
+        fetcher,
         admin,
         cookie,
         csrf,
@@ -246,6 +255,81 @@ proptest! {
             if resp.status() != 204 && m != "OPTIONS" {
                 let v: Result<serde_json::Value, _> = serde_json::from_slice(resp.body());
                 prop_assert!(v.is_ok(), "non-JSON reply for {} {}", m, p);
+            }
+            Ok(())
+        })?;
+    }
+}
+
+/// Where a proxied request may carry the agent's key, or another key-like string.
+fn key_slot() -> impl Strategy<Value = (&'static str, bool)> {
+    (
+        prop::sample::select(vec![
+            "authorization",
+            "x-api-key",
+            "x-goog-api-key",
+            "api-key",
+            "x-vultrino-key",
+            "?key",
+            "x-custom",
+            "none",
+        ]),
+        any::<bool>(),
+    )
+}
+
+fn proxy_path() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("/proxy/gh/v1/x".to_string()),
+        Just("/proxy/gh".to_string()),
+        Just("/proxy/".to_string()),
+        Just("/proxy/nope/a".to_string()),
+        "/proxy/gh(/[a-zA-Z0-9%._~;-]{0,10}){0,4}(\\?[a-z=&%0-9_]{0,16})?",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Random requests to the pass-through proxy, the agent's key in any slot (or a wrong one,
+    /// or none): never a 5xx of Vultrino's own, every refusal marked `X-Vultrino-Error`, and
+    /// nothing that reaches the (recording) upstream carries a `vk_` key.
+    #[test]
+    fn random_proxy_requests_never_send_an_agent_key_upstream(
+        m in method(), p in proxy_path(), (slot, wrong) in key_slot(), b in body(),
+        extra in "[a-zA-Z0-9_%-]{0,12}",
+    ) {
+        thread_local!(static FIX: Fixture = fixture());
+        FIX.with(|f| {
+            let key = if wrong { "vk_0123456789abcdef_wrong".to_string() } else { f.agent.clone() };
+            let mut uri = p.clone();
+            let mut req = http::Request::builder().method(m);
+            match slot {
+                "authorization" => req = req.header("authorization", format!("Bearer {key}")),
+                "?key" => {
+                    uri.push(if uri.contains('?') { '&' } else { '?' });
+                    uri.push_str(&format!("key={key}"));
+                }
+                "x-custom" => {
+                    req = req.header("x-vultrino-key", f.agent.as_str()).header("x-custom", format!("{extra}{key}"))
+                }
+                "none" => {}
+                h => req = req.header(h, key.as_str()),
+            }
+            let Ok(req) = req.uri(uri.as_str()).body(vultrino_core::body::Body::full(b)) else { return Ok(()) };
+            let resp = f.rt.block_on(async {
+                let resp = f.app.serve(req, None).await;
+                let (parts, body) = resp.into_parts();
+                (parts, body.collect_capped(usize::MAX).await)
+            });
+            let (parts, body) = resp;
+            let ours = parts.headers.contains_key("x-vultrino-error");
+            prop_assert!(parts.status.as_u16() < 500 || !ours, "{} {} -> {}", m, uri, parts.status);
+            prop_assert!(ours || parts.status == 200, "{} {} -> {} without X-Vultrino-Error", m, uri, parts.status);
+            prop_assert!(body.is_ok());
+            let seen = std::mem::take(&mut *f.fetcher.uris.lock().unwrap());
+            for s in &seen {
+                prop_assert!(!vultrino_core::proxy::carries_agent_key(s.as_bytes()), "sent upstream: {}", s);
             }
             Ok(())
         })?;

@@ -5,6 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+// The allocator the server runs with (decision 0025); the SSE scrubber allocates per event.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 
 use bytes::Bytes;

@@ -48,6 +48,12 @@
 //! most `REDACTED.len()` bytes per input byte for a one-byte secret); a sane credential never has
 //! such a secret.
 //!
+//! # Streams
+//!
+//! [`StreamScrubber`] gives the same result on a body that arrives in chunks, holding back only a
+//! tail that may still become a needle; [`SseScrubber`] also follows the text a client joins
+//! across the events of a `text/event-stream` (docs/decisions/0069-sse-event-level-scrubbing.md).
+//!
 //! # Performance and memory hygiene
 //!
 //! The needles go into one Aho-Corasick automaton (leftmost-longest, with its SIMD literal

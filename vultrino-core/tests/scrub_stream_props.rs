@@ -555,9 +555,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// OpenAI's random `obfuscation` padding changes in every event but is never joined by a
-    /// client: it must not make events wait.
+    /// client, nor are ids and `service_tier`: none of them may make an event wait, not even the
+    /// first one.
     #[test]
-    fn obfuscation_padding_holds_nothing(
+    fn ids_and_obfuscation_padding_hold_nothing(
         secret in "sk-[a-z0-9]{8,32}",
         pads in prop::collection::vec("[A-Za-z0-9]{1,15}", 1..20),
     ) {
@@ -565,6 +566,7 @@ proptest! {
         let mut st = SseScrubber::new(s);
         for pad in pads {
             let v = serde_json::json!({"id":"chatcmpl-9x","object":"chat.completion.chunk",
+                "service_tier":pad, "item_id":pad, "responseId":pad,
                 "choices":[{"index":0,"delta":{"content":"word "},"finish_reason":null}],
                 "obfuscation":pad});
             let event = format!("data: {v}\n\n");
@@ -573,6 +575,57 @@ proptest! {
             let out = out.unwrap_or_default();
             prop_assert_eq!(String::from_utf8_lossy(&out), event);
         }
+    }
+}
+
+/// Pieces of event streams, well-formed or not. The secret is `~~~~~~~~~~~~`: no piece has a
+/// `~`, `5` or `+`/`-` after `fn`, so no encoding of it (`~~…`, `fn5+…`, `fn5-…`, `%7E%7E…`)
+/// can form, while `fn` and `%7` (prefixes of needles) make the scrubbers hold tails back.
+const PIECES: &[&str] = &[
+    "data:",
+    "data: ",
+    "data",
+    "event: delta",
+    ": comment",
+    "id: 1",
+    "retry: 10",
+    "\r",
+    "\n",
+    "\r\n",
+    "\u{feff}",
+    "{\"a\":\"",
+    "\"}",
+    "\"",
+    "[DONE]",
+    "xyz ",
+    "{}",
+    "[",
+    "]",
+    ",",
+    "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"",
+    "\"}}]}",
+    "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"text\":\"",
+    "{\"type\":\"content_block_stop\",\"index\":0}",
+    "\\u00",
+    "\\",
+    "\u{e9}",
+    "fn",
+    "%7",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever the framing (broken JSON, stray CRs, BOMs, unterminated events), a stream with
+    /// nothing to redact comes out byte for byte, in any chunking, without an error.
+    #[test]
+    fn any_clean_byte_stream_passes_unchanged(
+        picks in prop::collection::vec(0..PIECES.len(), 0..60),
+        sizes in prop::collection::vec(1usize..50, 1..6),
+    ) {
+        let s = Arc::new(Scrubber::new([b"~~~~~~~~~~~~".as_slice()]));
+        let input: Vec<u8> = picks.iter().flat_map(|&i| PIECES[i].bytes()).collect();
+        prop_assert_eq!(sse(&s, &input, &sizes), input);
     }
 }
 
@@ -763,4 +816,73 @@ fn sse_debug_shows_no_bytes() {
     let _ = st.push(b"data: {\"delta\":\"x hunter2-sec");
     let dbg = format!("{st:?}");
     assert!(!dbg.contains("hunter2"), "{dbg}");
+}
+
+#[test]
+fn tool_call_arguments_and_partial_json_are_joined_too() {
+    let secret = "sk-live-0123456789abcdef";
+    let s = Arc::new(Scrubber::new([secret.as_bytes()]));
+    let args = format!("{{\"key\": \"{secret}\"}}");
+    let parts = [&args[..5], &args[5..14], &args[14..22], &args[22..]];
+    // OpenAI: tool-call arguments, per call index.
+    let mut openai = String::new();
+    for p in parts {
+        let v = serde_json::json!({"choices":[{"index":0,"delta":{"tool_calls":[
+            {"index":0,"function":{"arguments":p}}]},"finish_reason":null}]});
+        openai.push_str(&format!("data: {v}\n\n"));
+    }
+    // Anthropic: input_json_delta, per content block.
+    let mut anthropic = String::new();
+    for p in parts {
+        let v = serde_json::json!({"type":"content_block_delta","index":1,
+            "delta":{"type":"input_json_delta","partial_json":p}});
+        anthropic.push_str(&format!("event: content_block_delta\ndata: {v}\n\n"));
+    }
+    let expected = s.scrub_str(&args).into_owned();
+    assert!(expected.contains(REDACTED));
+    for (input, pointer) in [
+        (openai, "/choices/0/delta/tool_calls/0/function/arguments"),
+        (anthropic, "/delta/partial_json"),
+    ] {
+        let out = sse(&s, input.as_bytes(), &[1]);
+        let joined: String = client_events(&out)
+            .iter()
+            .filter_map(|(_, d)| serde_json::from_str::<serde_json::Value>(d).ok())
+            .filter_map(|v| {
+                v.pointer(pointer)
+                    .and_then(|p| p.as_str())
+                    .map(String::from)
+            })
+            .collect();
+        assert_eq!(joined, expected);
+    }
+}
+
+#[test]
+fn gemini_style_text_parts_are_joined_by_the_generic_rule() {
+    let secret = "AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY";
+    let s = Arc::new(Scrubber::new([secret.as_bytes()]));
+    let mut input = String::new();
+    for t in [
+        "Your key is ",
+        &secret[..9],
+        &secret[9..25],
+        &secret[25..],
+        ", keep it safe.",
+    ] {
+        let v = serde_json::json!({"candidates":[{"content":{"parts":[{"text":t}],"role":"model"},
+            "index":0}],"modelVersion":"gemini-2.0-flash","responseId":"abc123"});
+        input.push_str(&format!("data: {v}\r\n\r\n"));
+    }
+    let out = sse(&s, input.as_bytes(), &[1]);
+    let joined: String = client_events(&out)
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| {
+            v["candidates"][0]["content"]["parts"][0]["text"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(joined, format!("Your key is {REDACTED}, keep it safe."));
 }

@@ -47,11 +47,13 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// OpenAI `choices[].delta` fields whose strings the SDKs concatenate.
 const OPENAI_TEXT_FIELDS: &[&str] = &["content", "refusal", "reasoning_content", "reasoning"];
 
-/// Keys the generic rule never joins: identifiers and discriminators, repeated or switched
-/// between events but never concatenated by a client, and OpenAI's `obfuscation` (random
-/// padding that changes in every event). Joining them would only delay events.
+/// Keys the generic rule never joins (besides any key ending in `_id` or `Id`): identifiers and
+/// discriminators, repeated or switched between events but never concatenated by a client, and
+/// OpenAI's `obfuscation` (random padding that changes in every event). Joining them would only
+/// delay events.
 const NOT_TEXT_KEYS: &[&str] = &[
     "obfuscation",
+    "service_tier",
     "type",
     "object",
     "id",
@@ -62,6 +64,9 @@ const NOT_TEXT_KEYS: &[&str] = &[
     "stop_reason",
     "status",
     "system_fingerprint",
+    // Google's camelCase names for the same things.
+    "finishReason",
+    "modelVersion",
 ];
 
 /// Rough bookkeeping cost of one channel, counted against the hold limit.
@@ -526,95 +531,73 @@ impl SseScrubber {
     fn accept(&mut self, event: RawEvent) {
         let mut json = None;
         let mut frags = Vec::new();
-        match event.data.as_deref() {
+        match event.data.as_deref().map(serde_json::from_slice::<Value>) {
             // No data (comments, `retry`, an empty event): nothing a client dispatches.
             None => {}
-            Some(data) => match serde_json::from_slice::<Value>(data) {
-                Ok(value) => {
-                    let mut found = Vec::new();
-                    let mut closes = Vec::new();
-                    extract(&value, &mut found, &mut closes);
-                    let generic: HashSet<&ChannelKey> = found
-                        .iter()
-                        .map(|f| &f.key)
-                        .filter(|k| matches!(k, ChannelKey::Generic(_)))
-                        .collect();
-                    let ended: Vec<ChannelKey> = self
-                        .keys
-                        .keys()
-                        .filter(|k| matches!(k, ChannelKey::Generic(_)) && !generic.contains(k))
-                        .cloned()
-                        .collect();
-                    for key in ended {
-                        self.close(&key);
-                    }
-                    for f in found {
-                        let id = self.channel_for(&f.key);
-                        if let Some(ch) = self.channels.get_mut(&id) {
-                            if matches!(f.key, ChannelKey::Generic(_)) {
-                                let mut h = std::collections::hash_map::DefaultHasher::new();
-                                f.text.hash(&mut h);
-                                let h = h.finish();
-                                // Held from the first value on; a path whose value has
-                                // been the same in every event so far is a constant (an
-                                // id), not a text being streamed, and holds nothing.
-                                ch.varied |= ch.last.is_some_and(|last| last != h);
-                                ch.hold = ch.varied || ch.last.is_none();
-                                ch.last = Some(h);
-                            }
-                            let range = ch.append(f.text.as_bytes(), &self.scrubber, &self.tail);
-                            ch.refs += 1;
-                            frags.push(Frag {
-                                channel: id,
-                                range,
-                                path: f.path,
-                                text: f.text,
-                            });
-                        }
-                    }
-                    for close in closes {
-                        let keys: Vec<ChannelKey> =
-                            self.keys
-                                .keys()
-                                .filter(|k| match (&close, k) {
-                                    (Close::OpenAiChoice(c), ChannelKey::OpenAi { choice, .. })
-                                    | (
-                                        Close::OpenAiChoice(c),
-                                        ChannelKey::OpenAiTool { choice, .. },
-                                    ) => c == choice,
-                                    (
-                                        Close::AnthropicBlock(b),
-                                        ChannelKey::Anthropic { block, .. },
-                                    ) => b == block,
-                                    (Close::AnthropicAll, ChannelKey::Anthropic { .. }) => true,
-                                    _ => false,
-                                })
-                                .cloned()
-                                .collect();
-                        for key in keys {
-                            self.close(&key);
-                        }
-                    }
-                    if !frags.is_empty() {
-                        json = Some(value);
-                    }
+            Some(Ok(value)) => {
+                frags = self.join(&value);
+                if !frags.is_empty() {
+                    json = Some(value);
                 }
-                // Not JSON: byte-scrubbed only, and no JSON event follows the previous one.
-                Err(_) => {
-                    let generic: Vec<ChannelKey> = self
-                        .keys
-                        .keys()
-                        .filter(|k| matches!(k, ChannelKey::Generic(_)))
-                        .cloned()
-                        .collect();
-                    for key in generic {
-                        self.close(&key);
-                    }
-                }
-            },
+            }
+            // Not JSON: byte-scrubbed only, and no JSON event continues the previous one.
+            Some(Err(_)) => self.close_where(|k| matches!(k, ChannelKey::Generic(_))),
         }
         self.queued_bytes += event.raw.len();
         self.queue.push_back(Pending { event, json, frags });
+    }
+
+    /// Add the strings of one JSON event to their channels; returns where each one went.
+    fn join(&mut self, value: &Value) -> Vec<Frag> {
+        let mut found = Vec::new();
+        let mut closes = Vec::new();
+        extract(value, &mut found, &mut closes);
+        // The generic rule joins consecutive events only: a path this event lacks has ended.
+        let present: HashSet<&ChannelKey> = found.iter().map(|f| &f.key).collect();
+        self.close_where(|k| matches!(k, ChannelKey::Generic(_)) && !present.contains(k));
+        let mut frags = Vec::with_capacity(found.len());
+        for f in found {
+            let id = self.channel_for(&f.key);
+            let Some(ch) = self.channels.get_mut(&id) else {
+                continue;
+            };
+            if matches!(f.key, ChannelKey::Generic(_)) {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                f.text.hash(&mut h);
+                let h = h.finish();
+                // Held from the first value on; a path whose value has been the same in every
+                // event so far is a constant, not a text being streamed, and holds nothing.
+                ch.varied |= ch.last.is_some_and(|last| last != h);
+                ch.hold = ch.varied || ch.last.is_none();
+                ch.last = Some(h);
+            }
+            let range = ch.append(f.text.as_bytes(), &self.scrubber, &self.tail);
+            ch.refs += 1;
+            frags.push(Frag {
+                channel: id,
+                range,
+                path: f.path,
+                text: f.text,
+            });
+        }
+        for close in closes {
+            self.close_where(|k| match (&close, k) {
+                (Close::OpenAiChoice(c), ChannelKey::OpenAi { choice, .. })
+                | (Close::OpenAiChoice(c), ChannelKey::OpenAiTool { choice, .. }) => c == choice,
+                (Close::AnthropicBlock(b), ChannelKey::Anthropic { block, .. }) => b == block,
+                (Close::AnthropicAll, ChannelKey::Anthropic { .. }) => true,
+                _ => false,
+            });
+        }
+        frags
+    }
+
+    /// End every open channel whose key matches.
+    fn close_where(&mut self, matches: impl Fn(&ChannelKey) -> bool) {
+        let ended: Vec<ChannelKey> = self.keys.keys().filter(|k| matches(k)).cloned().collect();
+        for key in ended {
+            self.close(&key);
+        }
     }
 
     fn channel_for(&mut self, key: &ChannelKey) -> u64 {
@@ -839,32 +822,69 @@ fn extract(value: &Value, found: &mut Vec<Found>, closes: &mut Vec<Close>) {
     generic(value, &mut path, &claimed, found);
 }
 
+/// A path step borrowed from the value while walking it (owned only for the strings found).
+#[derive(Clone, Copy)]
+enum SegRef<'v> {
+    Key(&'v str),
+    Index(usize),
+}
+
+impl SegRef<'_> {
+    fn owned(self) -> Seg {
+        match self {
+            SegRef::Key(k) => Seg::Key(k.to_owned()),
+            SegRef::Index(i) => Seg::Index(i),
+        }
+    }
+
+    fn is(self, seg: &Seg) -> bool {
+        match (self, seg) {
+            (SegRef::Key(a), Seg::Key(b)) => a == b,
+            (SegRef::Index(a), Seg::Index(b)) => a == *b,
+            _ => false,
+        }
+    }
+}
+
 /// The generic rule: every string not claimed by a named rule, by its path.
-fn generic(value: &Value, path: &mut Vec<Seg>, claimed: &[Vec<Seg>], found: &mut Vec<Found>) {
+fn generic<'v>(
+    value: &'v Value,
+    path: &mut Vec<SegRef<'v>>,
+    claimed: &[Vec<Seg>],
+    found: &mut Vec<Found>,
+) {
     match value {
         Value::String(s) => {
             let text_key = match path.last() {
-                Some(Seg::Key(k)) => !NOT_TEXT_KEYS.contains(&k.as_str()),
+                Some(SegRef::Key(k)) => {
+                    !NOT_TEXT_KEYS.contains(k) && !k.ends_with("_id") && !k.ends_with("Id")
+                }
                 _ => true,
             };
-            if text_key && !claimed.iter().any(|c| c == path) {
+            let is_claimed = || {
+                claimed
+                    .iter()
+                    .any(|c| c.len() == path.len() && path.iter().zip(c).all(|(a, b)| a.is(b)))
+            };
+            if text_key && !is_claimed() {
+                let owned: Vec<Seg> = path.iter().map(|s| s.owned()).collect();
                 found.push(Found {
-                    key: ChannelKey::Generic(path.clone()),
-                    path: path.clone(),
+                    key: ChannelKey::Generic(owned.clone()),
+                    path: owned,
                     text: s.clone(),
                 });
             }
         }
         Value::Array(items) => {
             for (i, v) in items.iter().enumerate() {
-                path.push(Seg::Index(i));
+                path.push(SegRef::Index(i));
                 generic(v, path, claimed, found);
                 path.pop();
             }
         }
         Value::Object(map) => {
             for (k, v) in map {
-                path.push(Seg::Key(k.clone()));
+                path.push(SegRef::Key(k));
                 generic(v, path, claimed, found);
                 path.pop();
             }
