@@ -237,6 +237,38 @@ async fn loopback_refused_without_opt_in() {
     assert_eq!(server.connections(), 0);
 }
 
+/// `fetch_stream` keeps the same guard: loopback (by address or by name) without the opt-in is
+/// refused before any connection, and the error does not repeat the URI.
+#[tokio::test]
+async fn streamed_requests_to_loopback_are_refused_without_opt_in() {
+    let server = SuiteUpstream::start().await;
+    let fetcher = HttpFetcher::new().unwrap();
+    let options = vultrino_core::ports::StreamOptions {
+        headers_timeout_ms: 5_000,
+        idle_timeout_ms: 5_000,
+        total_timeout_ms: 5_000,
+        max_buffered_response_bytes: 1 << 20,
+        allow_loopback: false,
+    };
+    for url in [
+        server.url("/ok?token=s3cret"),
+        format!("http://localhost:{}/ok?token=s3cret", server.port),
+    ] {
+        let request = http::Request::get(&url)
+            .body(vultrino_core::body::Body::empty())
+            .unwrap();
+        let err = fetcher.fetch_stream(request, options).await.unwrap_err();
+        assert_eq!(
+            (err.kind(), err.code()),
+            (ErrorKind::Forbidden, Code::SsrfBlocked),
+            "{url}"
+        );
+        assert!(!err.message().contains("s3cret"));
+    }
+    settle().await;
+    assert_eq!(server.connections(), 0);
+}
+
 #[tokio::test]
 async fn connections_are_reused() {
     let server = SuiteUpstream::start().await;
