@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+import anthropic
+import openai
 import pytest
 
 import provider as fake
@@ -108,6 +110,23 @@ def test_a_bad_key_is_an_authentication_error_and_nothing_reaches_the_provider(
     assert err.value.status_code == 401
     # Vultrino's own refusal, told apart from the provider's by its header.
     assert err.value.response.headers.get("x-vultrino-error"), dict(err.value.response.headers)
+    assert provider.requests() == []
+
+
+@pytest.mark.parametrize("kind", SDKS)
+def test_an_unknown_alias_is_a_permission_error_not_the_providers_not_found(kind, target, provider):
+    if kind == "openai":
+        sdk = OpenAISdk(f"{target.base}/proxy/no-such-alias/v1", target.key)
+        expected = openai.PermissionDeniedError
+    else:
+        sdk = AnthropicSdk(f"{target.base}/proxy/no-such-alias", target.key)
+        expected = anthropic.PermissionDeniedError
+    with pytest.raises(expected) as err:
+        sdk.complete("Hi")
+    assert err.value.status_code == 403
+    # Outside the key's scopes, so refused before any lookup (scope_denied: it does not tell
+    # which aliases exist); either way Vultrino's own refusal, marked as such.
+    assert err.value.response.headers.get("x-vultrino-error") == "scope_denied"
     assert provider.requests() == []
 
 
