@@ -18,13 +18,15 @@
 #       package-lock.json)
 #   tests/ui/node_modules: `npm ci` (playwright-core; it downloads no browser)
 #   target/mcp-venv: a python3 venv with tests/mcp/requirements.txt (the MCP Python SDK, pytest)
+#   target/sdk-venv: a python3 venv with tests/sdk/requirements.txt (the openai and anthropic SDKs,
+#       pytest; a venv of its own, so neither suite's pins constrain the other's)
 # Checked, not installed: Rust with rustup, Node.js 20 or newer, python3.
 #
 # Usage: scripts/install-prereqs.sh [GROUP...]   (default: all groups)
 #   apt      the apt packages above              rust     rustup components and target
 #   workers  worker-build, wasm-bindgen-cli, npm ci in backend-cloudflare
 #   deny     cargo-deny                          ui       npm ci in tests/ui
-#   mcp      target/mcp-venv
+#   mcp      target/mcp-venv                     sdk      target/sdk-venv
 # Needs the package registries (Debian, crates.io, npm, PyPI), and only for what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,9 +45,9 @@ doing() { printf '\n==> install: %s\n' "$*"; installed+=("$1"); }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(apt rust workers deny ui mcp)
+[ ${#groups[@]} -gt 0 ] || groups=(apt rust workers deny ui mcp sdk)
 for g in "${groups[@]}"; do
-  case $g in apt | rust | workers | deny | ui | mcp) ;; *) die "unknown group '$g' (apt rust workers deny ui mcp)" ;; esac
+  case $g in apt | rust | workers | deny | ui | mcp | sdk) ;; *) die "unknown group '$g' (apt rust workers deny ui mcp sdk)" ;; esac
 done
 want() { local g; for g in "${groups[@]}"; do [ "$g" = "$1" ] && return 0; done; return 1; }
 
@@ -155,18 +157,28 @@ if want ui; then
   npm_ci tests/ui "playwright-core"
 fi
 
-if want mcp; then
-  venv=target/mcp-venv
-  sum=$(sha256sum tests/mcp/requirements.txt | cut -d' ' -f1)
+# A python3 venv at $1 with the pinned requirements file $2, skipped while it was made from the
+# same file.
+python_venv() {
+  local venv=$1 reqs=$2 what=$3 sum
+  sum=$(sha256sum "$reqs" | cut -d' ' -f1)
   if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" = "$sum" ]; then
-    have "$venv (tests/mcp/requirements.txt)"
+    have "$venv ($reqs)"
   else
-    doing "python venv" "→ $venv with tests/mcp/requirements.txt (pip, from PyPI)"
+    doing "python venv $venv" "with $reqs ($what; pip, from PyPI)"
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/mcp/requirements.txt
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$reqs"
     echo "$sum" >"$venv/.requirements.sha256"
   fi
+}
+
+if want mcp; then
+  python_venv target/mcp-venv tests/mcp/requirements.txt "the MCP Python SDK"
+fi
+
+if want sdk; then
+  python_venv target/sdk-venv tests/sdk/requirements.txt "the openai and anthropic Python SDKs"
 fi
 
 if [ ${#installed[@]} -eq 0 ]; then

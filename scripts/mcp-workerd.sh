@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Runs the MCP SDK HTTP tests (tests/mcp/test_http.py) against the worker in workerd: starts the
-# deployable build under Miniflare on 127.0.0.1 (backend-cloudflare/test/harness.mjs) with a fresh
-# master key, a known admin password and loopback upstreams allowed (the echo upstream lives inside
-# pytest), then points the suite at it. Called by scripts/test.sh inside the loopback-only namespace.
+# Runs a Python SDK suite against the worker in workerd: starts the deployable build under
+# Miniflare on 127.0.0.1 (backend-cloudflare/test/harness.mjs) with a fresh master key, a known
+# admin password and loopback upstreams allowed (the upstreams live inside pytest), then points the
+# suite at it. Called by scripts/test.sh inside the loopback-only namespace.
+#
+#   scripts/mcp-workerd.sh        the MCP SDK HTTP tests (tests/mcp/test_http.py)
+#   scripts/mcp-workerd.sh sdk    the OpenAI/Anthropic SDK suite through /proxy/ (tests/sdk)
 #
 # The harness (node, and the workerd it starts) runs in its own process group and session. At
 # exit, whatever the outcome, this script closes the harness's input (it then disposes Miniflare
 # and removes its temp folder), gives it 5 s, then SIGTERMs and, 5 s later, SIGKILLs the group.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+suite=${1:-mcp}
+case $suite in mcp | sdk) ;; *) echo "usage: scripts/mcp-workerd.sh [mcp|sdk]" >&2; exit 2 ;; esac
 MCP_VENV=${MCP_VENV:-target/mcp-venv}
+SDK_VENV=${SDK_VENV:-target/sdk-venv}
 work=$(mktemp -d)
 harness_pid=
 
@@ -59,8 +65,14 @@ base=$(sed -n 's/^Vultrino listening on //p' "$work/out" | head -1)
   || { echo "error: the harness is not in a process group of its own" >&2; exit 1; }
 echo "worker in workerd at $base"
 rc=0
-VULTRINO_MCP_BASE_URL="$base" VULTRINO_MCP_ADMIN_USER=admin VULTRINO_MCP_ADMIN_PASSWORD="$password" \
-  VULTRINO_BIN=target/debug/vultrino PYTHONDONTWRITEBYTECODE=1 \
-  "$MCP_VENV/bin/python" -m pytest -c tests/mcp/pytest.ini -p no:cacheprovider tests/mcp/test_http.py || rc=$?
-[ "$rc" -eq 5 ] && echo "error: the workerd MCP run collected no test" >&2
+if [ "$suite" = sdk ]; then
+  VULTRINO_SDK_BACKEND=workerd VULTRINO_SDK_BASE_URL="$base" VULTRINO_SDK_ADMIN_USER=admin VULTRINO_SDK_ADMIN_PASSWORD="$password" \
+    PYTHONDONTWRITEBYTECODE=1 \
+    "$SDK_VENV/bin/python" -m pytest -c tests/sdk/pytest.ini -p no:cacheprovider tests/sdk || rc=$?
+else
+  VULTRINO_MCP_BASE_URL="$base" VULTRINO_MCP_ADMIN_USER=admin VULTRINO_MCP_ADMIN_PASSWORD="$password" \
+    VULTRINO_BIN=target/debug/vultrino PYTHONDONTWRITEBYTECODE=1 \
+    "$MCP_VENV/bin/python" -m pytest -c tests/mcp/pytest.ini -p no:cacheprovider tests/mcp/test_http.py || rc=$?
+fi
+[ "$rc" -eq 5 ] && echo "error: the workerd $suite run collected no test" >&2
 exit "$rc"

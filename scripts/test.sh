@@ -14,7 +14,8 @@
 # 5. every test, built first (with network, for crates.io) and then RUN inside a loopback-only
 #    network namespace (`unshare -n`), including the cases marked #[ignore] because they aim
 #    requests at metadata/private/public addresses that must be refused: there, even a broken
-#    SSRF guard cannot send a packet off this machine;
+#    SSRF guard cannot send a packet off this machine; the official-SDK suites (tests/mcp: MCP;
+#    tests/sdk: OpenAI and Anthropic through /proxy/) run there too, and in 6 against the worker;
 # 6. the Cloudflare worker in the real workerd runtime (the "workerd" blocks): the worker built
 #    with network (scripts/setup-workers.sh), then — inside the same kind of namespace — the HTTP
 #    suite (tests/http, the sync test included) against the worker, and the KV/SessionStore conformance suites
@@ -211,11 +212,14 @@ cargo build -p vultrino-local --bin vultrino
 # target/mcp-venv). pytest exits 5 when it collected no test: a failure here, like any other
 # non-zero code.
 MCP_SDK_RUN='rc=0; env -u VULTRINO_MCP_BASE_URL VULTRINO_BIN=target/debug/vultrino PYTHONDONTWRITEBYTECODE=1 target/mcp-venv/bin/python -m pytest -c tests/mcp/pytest.ini -p no:cacheprovider tests/mcp || rc=$?; if [ "$rc" -eq 5 ]; then echo "error: the MCP SDK suite collected no test" >&2; fi; exit "$rc"'
+# The SDK suite drives `/proxy/` with the official OpenAI and Anthropic Python SDKs against a fake
+# provider (tests/sdk, venv in target/sdk-venv); exit 5 (no test collected) fails, as above.
+SDK_RUN='rc=0; env -u VULTRINO_SDK_BASE_URL VULTRINO_BIN=target/debug/vultrino PYTHONDONTWRITEBYTECODE=1 target/sdk-venv/bin/python -m pytest -c tests/sdk/pytest.ini -p no:cacheprovider tests/sdk || rc=$?; if [ "$rc" -eq 5 ]; then echo "error: the OpenAI/Anthropic SDK suite collected no test" >&2; fi; exit "$rc"'
 # tests/ui drives the embedded admin UI in Chromium ($CHROMIUM) with playwright-core.
 UI_RUN='env VULTRINO_UI_BACKEND=local VULTRINO_BIN=target/debug/vultrino node --test tests/ui/ui.test.mjs'
 
-step "run tests inside a loopback-only network namespace (cargo test, the MCP SDK suite, the admin UI suite)"
-in_netns 'cargo test --workspace --offline -- --include-ignored && echo "==> MCP SDK suite (pytest)" && bash -c "$1" && echo "==> admin UI suite (Chromium, local server)" && bash -c "$2"' _ "$MCP_SDK_RUN" "$UI_RUN"
+step "run tests inside a loopback-only network namespace (cargo test, the MCP SDK suite, the OpenAI/Anthropic SDK suite, the admin UI suite)"
+in_netns 'cargo test --workspace --offline -- --include-ignored && echo "==> MCP SDK suite (pytest)" && bash -c "$1" && echo "==> OpenAI/Anthropic SDK suite through /proxy/ (pytest)" && bash -c "$3" && echo "==> admin UI suite (Chromium, local server)" && bash -c "$2"' _ "$MCP_SDK_RUN" "$UI_RUN" "$SDK_RUN"
 # ---- workerd: the same HTTP suite and the sync test against the worker in workerd; the port
 # conformance suites inside workerd (node --test drives the testkit-only test worker) ---------
 step "workerd: the HTTP suite (tests/http, sync included) against the worker, conformance suites inside workerd"
@@ -223,6 +227,8 @@ in_netns 'VULTRINO_TEST_BACKEND=workerd cargo test -p vultrino-local --offline -
     && cd backend-cloudflare && node --test test/conformance.test.mjs test/config.test.mjs'
 step "workerd: MCP SDK (official Python client) over Streamable HTTP against the worker"
 in_netns 'scripts/mcp-workerd.sh'
+step "workerd: OpenAI and Anthropic SDKs (official Python clients) through /proxy/ on the worker"
+in_netns 'scripts/mcp-workerd.sh sdk'
 step "workerd: admin UI suite (Chromium) against the worker"
 in_netns 'env VULTRINO_UI_BACKEND=workerd VULTRINO_BIN=target/debug/vultrino node --test tests/ui/ui.test.mjs'
 # ---- end workerd ---------------------------------------------------------------------------

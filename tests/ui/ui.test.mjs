@@ -288,7 +288,8 @@ describe(`admin UI (${backend()})`, () => {
     assert.equal(c[1], "api_key");
     assert.equal(c[2], "made in the browser");
     assert.equal(c[3], "api.example.com, uploads.example.com, files.example.com");
-    assert.ok(c[4], "updated time shown");
+    assert.equal(c[4], "—", "no base URL given, none shown");
+    assert.ok(c[5], "updated time shown");
 
     const stored = await apiOk(base, "GET", `/v1/credentials/${alias}`, { token: admin });
     assert.deepEqual(stored.allowed_hosts, ["api.example.com", "uploads.example.com", "files.example.com"]);
@@ -531,6 +532,68 @@ describe(`admin UI (${backend()})`, () => {
     await finish(ui);
   });
 
+  it("sets a credential's base URL for /proxy/, shows it after a reload, keeps, changes and removes it", T, async () => {
+    const ui = await loggedInUi();
+    const { page } = ui;
+    await openTab(page, "credentials");
+    const alias = `ui-base-${rand()}`;
+    await page.fill("#cred-alias", alias);
+    await page.fill("#cred-key", `sek-${rand()}`);
+    await page.fill("#cred-hosts", "api.example.com, eu.api.example.com");
+    await page.fill("#cred-base-url", "https://api.example.com/v1");
+    let s = await saveCredential(page);
+    assert.equal(s.cls, "ok", s.text);
+    let stored = await apiOk(base, "GET", `/v1/credentials/${alias}`, { token: admin });
+    assert.equal(stored.base_url, "https://api.example.com/v1");
+    assert.equal(await page.inputValue("#cred-base-url"), "", "the form resets after a save");
+
+    // After a reload: in the table, and prefilled in the edit form with the agents' URL beside it.
+    await page.reload();
+    await page.locator("#app").waitFor({ state: "visible" });
+    await openTab(page, "credentials");
+    const tr = row(page, "credentials-table", "alias", alias);
+    await tr.waitFor({ state: "visible" });
+    assert.equal((await cells(tr))[4], "https://api.example.com/v1");
+    const edit = async () => {
+      await tr.locator('button[data-action="edit"]').click();
+      await eventually(async () => (await page.inputValue("#cred-alias")) === alias, "edit mode");
+    };
+    await edit();
+    assert.equal(await page.inputValue("#cred-base-url"), "https://api.example.com/v1");
+    await page.locator("#cred-proxy-hint").waitFor({ state: "visible" });
+    assert.equal(await page.textContent("#cred-proxy-url"), `${base}/proxy/${alias}`);
+
+    // An edit of something else keeps it; a new one replaces it.
+    await page.fill("#cred-description", "only this changes");
+    assert.equal((await saveCredential(page)).cls, "ok");
+    stored = await apiOk(base, "GET", `/v1/credentials/${alias}`, { token: admin });
+    assert.equal(stored.description, "only this changes");
+    assert.equal(stored.base_url, "https://api.example.com/v1");
+    assert.equal(await hasHidden(page, "#cred-proxy-hint"), true, "the agents' URL only in edit mode");
+    await edit();
+    await page.fill("#cred-base-url", "https://eu.api.example.com");
+    assert.equal((await saveCredential(page)).cls, "ok");
+    stored = await apiOk(base, "GET", `/v1/credentials/${alias}`, { token: admin });
+    assert.equal(stored.base_url, "https://eu.api.example.com");
+    await eventually(async () => (await cells(tr))[4] === "https://eu.api.example.com", "the row shows the new base URL");
+
+    // A host outside the allowed ones: the server's message, nothing changed.
+    await edit();
+    await page.fill("#cred-base-url", "https://elsewhere.example.net");
+    s = await saveCredential(page);
+    assert.equal(s.cls, "error");
+    assert.match(s.text, /base_url/);
+    assert.deepEqual(await apiOk(base, "GET", `/v1/credentials/${alias}`, { token: admin }), stored);
+
+    // Emptied: removed.
+    await page.fill("#cred-base-url", "");
+    assert.equal((await saveCredential(page)).cls, "ok");
+    stored = await apiOk(base, "GET", `/v1/credentials/${alias}`, { token: admin });
+    assert.equal(stored.base_url ?? null, null, "an emptied base URL is removed");
+    await eventually(async () => (await cells(tr))[4] === "—", "the row shows no base URL");
+    await finish(ui, [400, 401]);
+  });
+
   // ----- 6. delete -------------------------------------------------------------------------------
 
   it("deletes a credential after a confirmation (and keeps it when the dialog is dismissed)", T, async () => {
@@ -728,6 +791,33 @@ describe(`admin UI (${backend()})`, () => {
     await page.reload();
     await page.locator("#login-form").waitFor({ state: "visible" });
     assert.equal(await hasHidden(page, "#app"), true);
+    await finish(ui);
+  });
+
+  it("a reply to a request sent before signing out does not turn 'Signed out.' into 'session ended'", T, async () => {
+    const ui = await loggedInUi();
+    const { page } = ui;
+    // Hold the next credentials list in the browser until this tab has signed out: it then
+    // reaches the server with a dead session and gets 401 (a slow reply, made certain).
+    let release;
+    const held = new Promise((r) => (release = r));
+    let sent;
+    const holding = new Promise((r) => (sent = r));
+    await page.route("**/v1/credentials**", async (route) => {
+      sent();
+      await held;
+      await route.continue();
+    });
+    await page.click('button[data-tab="credentials"]');
+    await holding;
+    await page.click("#logout");
+    await page.locator("#login-view").waitFor({ state: "visible" });
+    const late = page.waitForResponse((r) => new URL(r.url()).pathname === "/v1/credentials");
+    release();
+    assert.equal((await late).status(), 401);
+    await page.waitForTimeout(200);
+    assert.match(await page.textContent("#login-notice"), /^signed out\.$/i);
+    assert.equal(await page.textContent("#login-error"), "");
     await finish(ui);
   });
 

@@ -64,7 +64,10 @@
       // 401: the session is gone; 403 csrf_failed: this tab's token is not the session's (another
       // tab signed in and replaced the cookie). Either way, sign in again.
       const lost = resp.status === 401 || (resp.status === 403 && err.code === "csrf_failed");
-      if (lost && path !== "/login") sessionLost();
+      // Only for a request of the session this tab still holds: a late reply to one sent before
+      // this tab signed out (or in again) must not replace "Signed out." or end the new session.
+      const current = csrf !== null && sessionStorage.getItem(CSRF_KEY) === csrf;
+      if (lost && path !== "/login" && current) sessionLost();
       throw new ApiError(resp.status, err.code || `http_${resp.status}`, message);
     }
     return data;
@@ -297,7 +300,7 @@
     const rows = creds.map((c) =>
       tableRow(
         { alias: c.alias },
-        [c.alias, c.type, c.description, (c.allowed_hosts || []).join(", "), time(c.updated_at)],
+        [c.alias, c.type, c.description, (c.allowed_hosts || []).join(", "), c.base_url, time(c.updated_at)],
         [button("Edit", "edit"), button("Delete", "delete", "danger")],
       ),
     );
@@ -331,6 +334,9 @@
     $("#cred-submit").textContent = edit ? "Save changes" : "Add credential";
     $("#cred-cancel").hidden = !edit;
     $("#cred-new-secret-label").hidden = !edit;
+    // Where an agent points its SDK for this credential (the pass-through proxy, docs/proxy.md).
+    $("#cred-proxy-hint").hidden = !edit;
+    $("#cred-proxy-url").textContent = edit ? `${location.origin}/proxy/${encodeURIComponent(alias)}` : "";
     showTypeFields();
   }
 
@@ -345,6 +351,7 @@
     $("#cred-alias").value = c.alias;
     $("#cred-type").value = c.type;
     $("#cred-description").value = c.description || "";
+    $("#cred-base-url").value = c.base_url || "";
     const p = c.policy;
     $("#cred-hosts").value = p.allowed_hosts.join(", ");
     $("#cred-methods").value = (p.methods || []).join(" ");
@@ -425,7 +432,9 @@
       const type = selectedType();
       const description = value("cred-description");
       if (editing()) {
-        const body = { description, policy: policy() };
+        // An empty base URL removes it (the server's rule for ""); the field is always sent, so
+        // what the form shows is what is stored.
+        const body = { description, base_url: value("cred-base-url").trim(), policy: policy() };
         const secret = value("cred-new-secret");
         if (secret !== "") body.secret = secret;
         await api("PUT", `/v1/credentials/${encodeURIComponent(alias)}`, body);
@@ -435,6 +444,7 @@
           alias,
           type,
           description: description === "" ? undefined : description,
+          base_url: optional("cred-base-url")?.trim(),
           data: credentialData(type),
           policy: policy(),
         });
