@@ -9,7 +9,6 @@ stream reaches the agent as the provider produces it.
 
 from __future__ import annotations
 
-import os
 
 import anthropic
 import openai
