@@ -8,7 +8,7 @@
 //!
 //! Wasm-clean: a stream is a boxed [`futures_core::Stream`], `Send` on native targets and not on
 //! wasm32 (the Workers runtime's streams are `!Send`), as the ports do with
-//! [`MaybeSend`](crate::ports::MaybeSend). No executor, no tokio.
+//! [`MaybeSend`](crate::maybe_send::MaybeSend). No executor, no tokio.
 //!
 //! [`App::handle`]: crate::app::App::handle
 //! [`App::serve`]: crate::app::App::serve
@@ -22,7 +22,7 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 
 use crate::error::{Code, Error, Result};
-use crate::ports::MaybeSend;
+use crate::maybe_send::MaybeSend;
 
 /// A boxed stream of body chunks. An `Err` item ends the body: what came before it is not a
 /// whole body, and a consumer must not present it as one (a server aborts the connection, a

@@ -13,6 +13,7 @@
 //! | configuration, ports, the composition root | [`app`] |
 //! | HTTP routing and replies; CORS | [`api`], [`cors`] |
 //! | request and response bodies, whole or streamed | [`body`] |
+//! | `Send`/`Sync` bounds that vanish on wasm32 (re-exported by [`ports`]) | [`maybe_send`] |
 //! | who is calling: keys, sessions, CSRF, client address, roles | [`auth`] |
 //! | credential records, their storage and injection | [`credential`] |
 //! | the execute pipeline | [`execute`] |
@@ -31,6 +32,7 @@
 
 pub mod body;
 pub mod error;
+pub mod maybe_send;
 pub mod ports;
 
 pub mod crypto;

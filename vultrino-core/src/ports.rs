@@ -16,27 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::body::Body;
 use crate::error::{Code, Error, ErrorKind, Result};
 
-/// `Send` on native targets, nothing on wasm32.
-#[cfg(not(target_arch = "wasm32"))]
-pub trait MaybeSend: Send {}
-#[cfg(not(target_arch = "wasm32"))]
-impl<T: Send + ?Sized> MaybeSend for T {}
-/// `Send` on native targets, nothing on wasm32.
-#[cfg(target_arch = "wasm32")]
-pub trait MaybeSend {}
-#[cfg(target_arch = "wasm32")]
-impl<T: ?Sized> MaybeSend for T {}
-
-/// `Sync` on native targets, nothing on wasm32.
-#[cfg(not(target_arch = "wasm32"))]
-pub trait MaybeSync: Sync {}
-#[cfg(not(target_arch = "wasm32"))]
-impl<T: Sync + ?Sized> MaybeSync for T {}
-/// `Sync` on native targets, nothing on wasm32.
-#[cfg(target_arch = "wasm32")]
-pub trait MaybeSync {}
-#[cfg(target_arch = "wasm32")]
-impl<T: ?Sized> MaybeSync for T {}
+pub use crate::maybe_send::{MaybeSend, MaybeSync};
 
 // ---------------------------------------------------------------------------------------------
 // The ports of one deployment

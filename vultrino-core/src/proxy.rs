@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use http::{header, HeaderValue, Request, Response};
 
-use crate::api::error_response;
+use crate::api::reply::error_response;
 use crate::app::App;
 use crate::audit::{self, AuditEvent};
 use crate::auth::Principal;
