@@ -672,3 +672,138 @@ async fn a_secret_spelled_out_over_sse_events_never_reassembles_at_the_client() 
     assert_scrubbed(&joined, API_SECRET);
     assert_scrubbed(&r.text, API_SECRET);
 }
+
+/// Whatever the upstream serves is served on the admin UI's origin: every reply of the route,
+/// the upstream's and Vultrino's refusals alike, is a sandboxed document that loads nothing, is
+/// never sniffed, and cannot widen a service worker's scope or replace Vultrino's policy.
+#[tokio::test]
+async fn proxied_replies_are_sandboxed_and_cannot_take_over_the_origin() {
+    let e = env().await;
+    e.proxy_cred("p", json!({})).await;
+    let agent = e.key("executor").await;
+    let r = e
+        .proxy("GET", "p/hostile", &[("x-api-key", &agent)], None)
+        .await;
+    expect_for("an upstream HTML page", &r, 200, None);
+    let refused = e
+        .proxy("GET", "nope/x", &[("x-api-key", &agent)], None)
+        .await;
+    expect_refusal("an unknown alias", &refused, 403, "credential_not_found");
+    for (what, r) in [("upstream reply", &r), ("refusal", &refused)] {
+        let csp: Vec<_> = r
+            .headers
+            .get_all("content-security-policy")
+            .iter()
+            .collect();
+        assert_eq!(
+            csp,
+            ["sandbox; default-src 'none'; frame-ancestors 'none'"],
+            "{what}: the upstream's CSP replaced, not merged"
+        );
+        assert_eq!(
+            r.headers.get("x-content-type-options").unwrap(),
+            "nosniff",
+            "{what}"
+        );
+        for gone in ["service-worker-allowed", "clear-site-data"] {
+            assert!(
+                r.headers.get(gone).is_none(),
+                "{what}: {gone}: {:?}",
+                r.headers
+            );
+        }
+    }
+}
+
+/// Only Vultrino sets `X-Vultrino-Error`: an upstream's forged one never reaches the client,
+/// so its own errors are never taken for Vultrino's refusals.
+#[tokio::test]
+async fn an_upstream_cannot_forge_vultrino_s_error_header() {
+    let e = env().await;
+    e.proxy_cred("p", json!({})).await;
+    let agent = e.key("executor").await;
+    let r = e
+        .proxy("GET", "p/hostile", &[("x-api-key", &agent)], None)
+        .await;
+    expect_for("an upstream reply with X-Vultrino-Error", &r, 200, None);
+    assert!(
+        r.headers.get("x-vultrino-error").is_none(),
+        "{:?}",
+        r.headers
+    );
+}
+
+/// A `Location` is passed on only inside the base URL (rewritten to the proxy's path, a
+/// relative one resolved against the upstream URL first); one to another host, or one that
+/// would resolve against Vultrino's own origin outside the base, is removed: an SDK following
+/// it would carry its key there.
+#[tokio::test]
+async fn a_location_outside_the_base_url_is_removed() {
+    let e = env().await;
+    let r = e
+        .create(json!({
+            "alias": "b", "type": "api_key", "data": {"key": API_SECRET},
+            "policy": {"allowed_hosts": ["127.0.0.1"]}, "base_url": e.up.url("/api"),
+        }))
+        .await;
+    expect_for("create a credential with a base path", &r, 201, None);
+    let agent = e.key("executor").await;
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let inside = e.up.url("/api/landing");
+    for (to, expected) in [
+        ("https://third.example/x", None),
+        ("/proxy/other/x", None),
+        ("/v1/keys", None),
+        ("../landing", None),
+        ("next?page=2", Some("/proxy/b/next?page=2")),
+        ("/api/landing", Some("/proxy/b/landing")),
+        (inside.as_str(), Some("/proxy/b/landing")),
+    ] {
+        let r = e
+            .proxy(
+                "GET",
+                &format!("b/redirect-to?to={}", enc(to)),
+                &[("x-api-key", &agent)],
+                None,
+            )
+            .await;
+        expect_for(to, &r, 307, None);
+        assert_eq!(
+            r.headers.get("location").and_then(|v| v.to_str().ok()),
+            expected,
+            "Location: {to}"
+        );
+    }
+}
+
+/// A key put in the path is refused, and the audit event of that refusal never holds it.
+#[tokio::test]
+async fn the_audit_path_never_holds_an_agent_key() {
+    let e = env().await;
+    e.proxy_cred("p", json!({})).await;
+    let agent = e.key("executor").await;
+    let r = e
+        .proxy(
+            "GET",
+            &format!("p/v1/{agent}/x"),
+            &[("x-vultrino-key", &agent)],
+            None,
+        )
+        .await;
+    expect_refusal("a key in the path", &r, 400, "agent_key_in_request");
+    let r =
+        e.c.send("GET", "/v1/audit?limit=50", Some(&e.admin), None)
+            .await;
+    expect_for("audit", &r, 200, None);
+    let events: Vec<Value> = r.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|ev| ev["action"] == "proxy")
+        .cloned()
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["path"], "/v1/[REDACTED]", "{events:?}");
+    let all = serde_json::to_string(&events).unwrap();
+    assert!(!all.contains("vk_"), "{all}");
+}

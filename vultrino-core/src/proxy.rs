@@ -69,7 +69,48 @@ pub fn refusal(e: &Error) -> Response<Body> {
     let mut r = error_response(e);
     r.headers_mut()
         .insert(ERROR_HEADER, HeaderValue::from_static(e.code().as_str()));
+    harden(r.headers_mut());
     r.map(Body::full)
+}
+
+/// The Content-Security-Policy of every reply on this route: whatever the upstream sends is
+/// served on the admin UI's origin, so a document the browser opens from it is sandboxed (an
+/// opaque origin: no cookies, no storage, no service worker), loads nothing and is never framed.
+pub const PROXY_CSP: &str = "sandbox; default-src 'none'; frame-ancestors 'none'";
+
+/// Headers Vultrino sets on every reply of this route, upstream's and its own refusals alike,
+/// replacing any the upstream sent (docs/decisions/0063-pass-through-proxy.md, 0038).
+pub(crate) fn harden(h: &mut http::HeaderMap) {
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PROXY_CSP),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+}
+
+/// Upstream reply headers never passed on by this route: those that would act on the admin UI's
+/// origin (widen a service worker's scope, clear its site data, reload or redirect a page, a
+/// policy of the upstream's in place of Vultrino's) and `x-vultrino-*`, which only Vultrino sets
+/// (an upstream's `X-Vultrino-Error` would pass its own error off as a refusal of Vultrino's).
+pub(crate) fn dropped_from_reply(name: &str) -> bool {
+    const DROPPED: [&str; 5] = [
+        "service-worker-allowed",
+        "clear-site-data",
+        "refresh",
+        "content-security-policy",
+        "content-security-policy-report-only",
+    ];
+    DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d))
+        || name
+            .get(..11)
+            .is_some_and(|p| p.eq_ignore_ascii_case("x-vultrino-"))
 }
 
 /// What the upstream answered, before its reply is scrubbed.
@@ -169,7 +210,7 @@ impl App {
         let url = target::upstream_url(&base, rest, parts.uri.query())?;
         let checked = ssrf::check_url(url.as_str(), config.allow_loopback_upstreams)?;
         event.host = checked.url.host_str().map(str::to_string);
-        event.path = Some(audit::path_without_query(checked.url.path()));
+        event.path = Some(audit_path(checked.url.path()));
         pipeline.check_policy(record, &method, &checked).await?;
 
         let cap = config.proxy_max_request_bytes;
@@ -216,6 +257,25 @@ impl App {
             base,
         })
     }
+}
+
+/// The upstream path as the audit event holds it: no query, and from the first segment that
+/// carries an agent key on (refused by the last gate, but audited) `[REDACTED]`, so the log never
+/// holds a key, even one whose secret part holds a `/`.
+fn audit_path(path: &str) -> String {
+    let path = audit::path_without_query(path);
+    if !carries_agent_key(path.as_bytes()) {
+        return path;
+    }
+    let mut kept = Vec::new();
+    for seg in path.split('/') {
+        if carries_agent_key(seg.as_bytes()) {
+            break;
+        }
+        kept.push(seg);
+    }
+    kept.push("[REDACTED]");
+    kept.join("/")
 }
 
 fn too_large() -> Error {

@@ -171,6 +171,38 @@ async fn respond(
             r
         }
         "/landing" => reply(200, "text/plain", b"landed".to_vec()),
+        // A redirect to wherever `?to=` says (under any base path).
+        p if p.ends_with("/redirect-to") => {
+            let to = url::form_urlencoded::parse(seen.query.as_bytes())
+                .find(|(k, _)| k == "to")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            let mut r = reply(307, "text/plain", b"moved".to_vec());
+            r.headers_mut()
+                .insert("location", to.parse().expect("location"));
+            r
+        }
+        // A page a browser would run, with the headers that would let it take over the origin
+        // it is served on, and an error header of Vultrino's own, forged.
+        "/hostile" => {
+            let mut r = reply(
+                200,
+                "text/html",
+                b"<script>navigator.serviceWorker.register('sw.js',{scope:'/'})</script>".to_vec(),
+            );
+            let h = r.headers_mut();
+            h.insert("service-worker-allowed", "/".parse().expect("header"));
+            h.insert(
+                "content-security-policy",
+                "script-src *".parse().expect("header"),
+            );
+            h.insert("clear-site-data", "\"*\"".parse().expect("header"));
+            h.insert(
+                "x-vultrino-error",
+                "credential_not_found".parse().expect("header"),
+            );
+            r
+        }
         // A redirect and a header that carry the credential it received (an upstream that
         // puts a token in the next URL).
         "/redirect-leak" => {

@@ -94,12 +94,14 @@ pub(super) fn render(f: Forwarded, alias: &str, finish: Finish) -> Response<Body
     let mut out = Response::new(Body::from_stream(stream));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
+    super::harden(out.headers_mut());
     out
 }
 
 /// The reply's headers as the client gets them: hop-by-hop ones (and those `Connection`
 /// names), the body's length (scrubbing may change it) and, unless the policy passes them,
-/// cookies are dropped; every value is scrubbed; a `Location` goes through `location`. Returns
+/// cookies are dropped, and so are the headers [`super::dropped_from_reply`] names; every value is
+/// scrubbed; a `Location` goes through `location` and is dropped when it gives `None`. Returns
 /// whether anything was scrubbed.
 fn clean_headers(
     upstream_headers: &HeaderMap,
@@ -116,15 +118,21 @@ fn clean_headers(
     let mut out = HeaderMap::with_capacity(upstream_headers.len());
     let mut scrubbed = false;
     for (name, value) in upstream_headers {
-        if upstream::dropped_response_header(name.as_str(), &named, pass_cookies) {
+        if upstream::dropped_response_header(name.as_str(), &named, pass_cookies)
+            || super::dropped_from_reply(name.as_str())
+        {
             continue;
         }
         let clean = scrubber.scrub(value.as_bytes());
         scrubbed |= matches!(clean, std::borrow::Cow::Owned(_));
         let mut clean = clean.into_owned();
         if name == header::LOCATION {
-            if let Some(rewritten) = std::str::from_utf8(&clean).ok().and_then(&location) {
-                clean = rewritten.into_bytes();
+            // Only a `Location` inside the base URL is passed on (rewritten to the proxy's
+            // path); any other would send the client, with its key in whichever header its SDK
+            // keeps on a redirect, to another host or to another route of Vultrino's own.
+            match std::str::from_utf8(&clean).ok().and_then(&location) {
+                Some(rewritten) => clean = rewritten.into_bytes(),
+                None => continue,
             }
         }
         // A value that is no longer a valid header once scrubbed is left out.
@@ -182,7 +190,8 @@ impl BodyScrub {
 
 /// A `Location` that points inside the credential's base URL, as the proxy's own path
 /// (`/proxy/<alias>/<rest>`): the client follows it through Vultrino, with its key, and the
-/// real host stays out of its view. Anything else is left as it is (scrubbed).
+/// real host stays out of its view. A relative one is resolved against the URL the request went
+/// to first. Anything else gives `None` (the header is dropped).
 fn rewrite_location(
     value: &str,
     sent_to: &url::Url,
