@@ -807,3 +807,44 @@ async fn the_audit_path_never_holds_an_agent_key() {
     let all = serde_json::to_string(&events).unwrap();
     assert!(!all.contains("vk_"), "{all}");
 }
+
+/// A client that goes away after sending its request but before the reply's head still leaves
+/// an audit event (`cancelled`, with the bytes sent): the upstream already had the request.
+#[tokio::test]
+async fn a_client_gone_before_the_head_is_still_audited() {
+    let e = env().await;
+    e.proxy_cred("p", json!({})).await;
+    let agent = e.key("executor").await;
+    let sent =
+        e.c.http
+            .post(format!("{}/proxy/p/slow", e.c.target.base))
+            .header("x-api-key", &agent)
+            .body(b"hello".to_vec())
+            .timeout(std::time::Duration::from_millis(800))
+            .send()
+            .await;
+    assert!(sent.is_err(), "the client gave up before the head");
+    assert_eq!(e.up.hits("/slow"), 1, "the upstream had the request");
+    let mut events: Vec<Value> = Vec::new();
+    for _ in 0..50 {
+        let r =
+            e.c.send("GET", "/v1/audit?limit=50", Some(&e.admin), None)
+                .await;
+        expect_for("audit", &r, 200, None);
+        events = r.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|ev| ev["action"] == "proxy")
+            .cloned()
+            .collect();
+        if !events.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["outcome"], "cancelled", "{events:?}");
+    assert_eq!(events[0]["path"], "/slow", "{events:?}");
+    assert_eq!(events[0]["bytes_in"], 5, "{events:?}");
+}

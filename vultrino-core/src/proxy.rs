@@ -148,23 +148,39 @@ impl App {
         event.credential = Some(alias.clone());
         event.method = Some(parts.method.as_str().to_string());
         let bytes_in = Arc::new(AtomicU64::new(0));
-        let forwarded = self
-            .forward(
-                &pipeline, &who, &alias, &rest, parts, body, &mut event, &bytes_in,
-            )
-            .await;
-        match forwarded {
-            Ok(f) => {
-                let finish = reply::Finish {
-                    event,
-                    ports: ports.clone(),
-                    retention_secs: pipeline.audit_retention_secs(),
-                    bytes_in,
-                    background,
-                };
-                reply::render(f, &alias, finish)
+        // Armed until the reply is rendered or the refusal audited: if this future is dropped
+        // first (the client went away before the head, while the upstream may already hold
+        // the request), the event is still written, `cancelled`.
+        let mut pending = Pending(Some(reply::Finish {
+            event,
+            ports: ports.clone(),
+            retention_secs: pipeline.audit_retention_secs(),
+            bytes_in: bytes_in.clone(),
+            background,
+        }));
+        let forwarded = match pending.0.as_mut() {
+            Some(finish) => {
+                self.forward(
+                    &pipeline,
+                    &who,
+                    &alias,
+                    &rest,
+                    parts,
+                    body,
+                    &mut finish.event,
+                    &bytes_in,
+                )
+                .await
             }
+            None => return refusal(&Error::internal()),
+        };
+        let Some(finish) = pending.0.take() else {
+            return refusal(&Error::internal());
+        };
+        match forwarded {
+            Ok(f) => reply::render(f, &alias, finish),
             Err(e) => {
+                let mut event = finish.event;
                 failed(&mut event, &e);
                 event.bytes_in = Some(bytes_in.load(Ordering::Relaxed));
                 event.duration_ms = ports.now_ms().saturating_sub(started);
@@ -276,6 +292,32 @@ fn audit_path(path: &str) -> String {
     }
     kept.push("[REDACTED]");
     kept.join("/")
+}
+
+/// The audit event of a request whose reply is not yet rendered; dropped while still holding
+/// it, it writes it as `cancelled` through the [`Background`] (without one, nothing can run
+/// after the drop: the event is lost, as the module doc of [`reply`] says).
+struct Pending(Option<reply::Finish>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let Some(finish) = self.0.take() else {
+            return;
+        };
+        let Some(background) = finish.background.clone() else {
+            return;
+        };
+        let mut event = finish.event;
+        event.outcome = "cancelled".into();
+        event.bytes_in = Some(finish.bytes_in.load(Ordering::Relaxed));
+        event.duration_ms = finish.ports.now_ms().saturating_sub(event.ts);
+        let (ports, retention) = (finish.ports, finish.retention_secs);
+        background.spawn(Box::pin(async move {
+            crate::audit::AuditLog::new(&ports, retention)
+                .record(event)
+                .await;
+        }));
+    }
 }
 
 fn too_large() -> Error {

@@ -171,6 +171,11 @@ async fn respond(
             r
         }
         "/landing" => reply(200, "text/plain", b"landed".to_vec()),
+        // The whole request read (and seen), the head held back for 2 s.
+        "/slow" => {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            reply(200, "text/plain", b"slow".to_vec())
+        }
         // A redirect to wherever `?to=` says (under any base path).
         p if p.ends_with("/redirect-to") => {
             let to = url::form_urlencoded::parse(seen.query.as_bytes())
