@@ -11,11 +11,14 @@
 #
 #   benches/load/proxy.sh [--save]
 #
-# Not measured here: time to first byte of a streamed reply. `bench-proxy` reads the upstream's
-# whole body before answering and `bench-upstream` does not stream, so there is no streaming
-# reference in the same run.
+# Each round also times the first byte of a streamed reply (`benches/load/ttfb.py`): TTFB_N (200)
+# sequential `GET /stream` on one keep-alive connection, directly, through `bench-proxy` (which
+# passes that body on chunk by chunk) and through `/proxy/bench/stream`; the upstream sends one
+# server-sent event with the head and the last one 20 ms later. Median per path, and the median's
+# difference (c) − (b).
 #
-# Everything talks to 127.0.0.1 only. Bounded: 8 wrk runs of DURATION seconds per round.
+# Everything talks to 127.0.0.1 only. Bounded: 8 wrk runs of DURATION seconds per round, and
+# 3 × TTFB_N requests of ~20 ms each.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SAVE=${1:-}
@@ -23,6 +26,7 @@ STORE=memory
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-16}
 RUNS=${RUNS:-3}
+TTFB_N=${TTFB_N:-200}
 source benches/load/common.sh
 
 start_vultrino on
@@ -58,12 +62,15 @@ stat() { tr ' ' '\n' | sort -g | awk '{v[NR]=$1} END{printf "median %s (%s–%s)
 
 OUT="Vultrino pass-through proxy benchmark — memory store, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), ${DURATION}s per wrk run, $RUNS runs"$'\n'
 RAW=""
-C_PCT=() D_PCT=() ADD=() ADDX=() ADDB=()
+C_PCT=() D_PCT=() ADD=() ADDX=() ADDB=() TT=()
 for r in $(seq 1 "$RUNS"); do
   E=0
   one "$CONNS"; one 1
   cp=$(pct "$(val R_c_$CONNS)" "$(val R_b_$CONNS)"); dp=$(pct "$(val R_d_$CONNS)" "$(val R_b_$CONNS)")
   add=$(sub3 "$P_c_1" "$P_b_1"); addx=$(sub3 "$P_d_1" "$P_b_1"); addb=$(sub3 "$P_b_1" "$P_a_1")
+  Ta=$(benches/load/ttfb.py "$UP/stream" "$TTFB_N"); Tb=$(benches/load/ttfb.py "$PX/stream" "$TTFB_N")
+  Tc=$(benches/load/ttfb.py "$V/proxy/bench/stream" "$TTFB_N" "Authorization: Bearer $VK")
+  tt=$(sub3 "${Tc%% *}" "${Tb%% *}"); TT+=("$tt")
   C_PCT+=("$cp"); D_PCT+=("$dp"); ADD+=("$add"); ADDX+=("$addx"); ADDB+=("$addb")
   OUT+=$(cat <<TXT
 run $r ($(date -u +%H:%M:%SZ), load average $(cut -d' ' -f1-3 /proc/loadavg)):
@@ -73,6 +80,7 @@ run $r ($(date -u +%H:%M:%SZ), load average $(cut -d' ' -f1-3 /proc/loadavg)):
   1 conn, p50 ms: (a) $P_a_1  (b) $P_b_1  (c) $P_c_1  (d) $P_d_1
   (c)/(b) at $CONNS conns: $cp %   (d)/(b): $dp %   (c)/(b) at 1 conn: $(pct "$R_c_1" "$R_b_1") %
   added p50 at 1 conn over (b): (c) $add ms, (d) $addx ms; (b) over (a): $addb ms
+  TTFB of a streamed reply, median and p90 ms over $TTFB_N: (a) $(echo "$Ta" | cut -d' ' -f1-2)  (b) $(echo "$Tb" | cut -d' ' -f1-2)  (c) $(echo "$Tc" | cut -d' ' -f1-2); (c) − (b): $tt ms
   errors (all 8 wrk runs): $E
 TXT
 )$'\n'
@@ -84,7 +92,7 @@ over the $RUNS runs:
   added p50 of (c) over (b) at 1 conn, ms:   $(echo "${ADD[*]}" | stat)   target ≤ 0.030
   added p50 of (d) over (b) at 1 conn, ms:   $(echo "${ADDX[*]}" | stat)
   added p50 of (b) over (a) at 1 conn, ms:   $(echo "${ADDB[*]}" | stat)
-  TTFB of a streamed reply: not measured (no streaming reference: bench-proxy buffers, bench-upstream does not stream)
+  TTFB of a streamed reply, (c) − (b), ms:    $(echo "${TT[*]}" | stat)   target ≤ 0.5
 TXT
 )
 echo "$OUT"
