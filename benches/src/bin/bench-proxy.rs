@@ -11,6 +11,9 @@
 //! - `PROXY_BUSY_POLL_US` (per-core only, default as `vultrino serve`): busy-poll window after
 //!   request activity, the same mechanism as Vultrino's (`vultrino_local::busy_poll`); 0 is off.
 //!
+//! `GET /stream` (hyper client only) instead forwards to `$UPSTREAM/stream` and passes the reply's
+//! body on as it arrives, chunk by chunk: the reference for time to first byte of a streamed reply.
+//!
 //! `UPSTREAM=http://127.0.0.1:PORT bench-proxy 127.0.0.1:0` prints `listening on ADDR`.
 
 use std::convert::Infallible;
@@ -18,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -53,25 +57,53 @@ impl Outbound {
             Outbound::Reqwest(c) => c.get(uri).send().await.ok()?.bytes().await.ok(),
         }
     }
+
+    /// The upstream's reply body as it arrives (hyper client only).
+    async fn stream(&self, uri: &str) -> Option<Body> {
+        match self {
+            Outbound::Hyper(c) => Some(
+                c.get(uri.parse().ok()?)
+                    .await
+                    .ok()?
+                    .into_body()
+                    .boxed_unsync(),
+            ),
+            Outbound::Reqwest(_) => None,
+        }
+    }
 }
+
+type Body = UnsyncBoxBody<Bytes, hyper::Error>;
 
 /// Accept and proxy forever on `listener`.
 async fn serve(listener: TcpListener, uri: Arc<str>) -> std::io::Result<()> {
+    let stream_uri: Arc<str> = uri.replace("/user", "/stream").into();
     let outbound = Arc::new(Outbound::new()?);
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         let outbound = outbound.clone();
         let uri = uri.clone();
+        let stream_uri = stream_uri.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let outbound = outbound.clone();
                 let uri = uri.clone();
+                let stream_uri = stream_uri.clone();
                 async move {
                     let _busy = vultrino_local::busy_poll::request();
+                    let streamed = req.uri().path() == "/stream";
                     let _ = req.into_body().collect().await;
+                    if streamed {
+                        if let Some(body) = outbound.stream(&stream_uri).await {
+                            return Ok::<_, Infallible>(hyper::Response::new(body));
+                        }
+                    }
                     let body = outbound.get(&uri).await.unwrap_or_default();
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(body)))
+                    let body = Full::new(body)
+                        .map_err(|never| match never {})
+                        .boxed_unsync();
+                    Ok(hyper::Response::new(body))
                 }
             });
             let _ = http1::Builder::new()
