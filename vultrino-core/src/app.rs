@@ -111,7 +111,7 @@ impl Default for Config {
             stream_headers_timeout_ms: 300_000,
             stream_idle_timeout_ms: 300_000,
             stream_total_timeout_ms: 3_600_000,
-            audit_retention_secs: 90 * 24 * 3600,
+            audit_retention_secs: crate::audit::DEFAULT_AUDIT_RETENTION_SECS,
             cors_origins: Vec::new(),
             kv_settle_ms: 0,
         }

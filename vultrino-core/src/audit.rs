@@ -29,6 +29,10 @@ use crate::ports::{ListOptions, Ports, PutOptions};
 /// KV key prefix of audit events.
 pub const AUDIT_PREFIX: &str = "audit:";
 
+/// How long an audit event is kept when the configuration does not say (90 days): the default
+/// of `Config::audit_retention_secs`, and the retention of the events a sync import writes.
+pub const DEFAULT_AUDIT_RETENTION_SECS: u64 = 90 * 24 * 3600;
+
 /// Ends the id (and so the key) of every event written by
 /// [`AuditLog::record_unauthenticated`].
 pub const UNAUTHENTICATED_ID_SUFFIX: &str = "-u";

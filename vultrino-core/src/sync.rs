@@ -6,8 +6,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::app::Config;
-use crate::audit::AuditEvent;
+use crate::audit::{self, AuditEvent};
 use crate::auth::integrity::RefusedRecord;
 use crate::auth::keys::{ApiKeyRecord, KEY_PREFIX};
 use crate::auth::roles::ROLE_PREFIX;
@@ -160,7 +159,7 @@ fn check_signed(keys: &Keys, r: &ExportRecord) -> Option<RefusedRecord> {
 /// ([`AuditEvent::capped`]), kept as long as by default.
 async fn audit_here(kv: &dyn KvStore, event: &AuditEvent) {
     let options = PutOptions {
-        expiration_ttl: Some(Config::default().audit_retention_secs.max(60)),
+        expiration_ttl: Some(audit::DEFAULT_AUDIT_RETENTION_SECS),
         metadata: None,
     };
     if let Ok(bytes) = serde_json::to_vec(&event.clone().capped()) {
