@@ -329,9 +329,9 @@ impl App {
     }
 
     /// Sign the `key:` and `role:` records an older version wrote, once (see
-    /// [`crate::auth::integrity::migrate`]); admin session or local operator only.
+    /// [`crate::auth::migrate::migrate`]); admin session or local operator only.
     pub async fn migrate_records(&self, who: &Principal, dry_run: bool) -> Result<Migration> {
-        crate::auth::integrity::migrate(
+        crate::auth::migrate::migrate(
             &self.ports,
             &self.keys,
             self.changes(),

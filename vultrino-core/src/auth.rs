@@ -33,6 +33,7 @@ pub mod client_ip;
 pub mod csrf;
 pub mod integrity;
 pub mod keys;
+pub mod migrate;
 pub mod principal;
 pub mod roles;
 pub mod session;
@@ -40,8 +41,9 @@ pub mod token;
 
 pub use authenticate::Authenticator;
 pub use client_ip::ClientIp;
-pub use integrity::{Listing, MigratedRecord, Migration, RefusedRecord};
+pub use integrity::{Listing, RefusedRecord};
 pub use keys::{ApiKeyInfo, ApiKeyRecord, ApiKeys, CreatedKey, NewKey};
+pub use migrate::{MigratedRecord, Migration};
 pub use principal::{builtin_role, Authed, Permission, Principal, Role, BUILTIN_ROLES};
 pub use roles::{NewRole, Roles};
 pub use session::{AdminSessions, Login, SessionSettings};
