@@ -48,6 +48,30 @@ impl Env {
         }
         self.c.send_raw(rb).await
     }
+    /// The audit's `proxy` events, newest first. An event is written when its reply's stream
+    /// ends, so a test that expects `count` of them waits up to 5 s for them to appear.
+    async fn proxy_events(&self, count: usize) -> Vec<Value> {
+        let mut events: Vec<Value> = Vec::new();
+        for _ in 0..50 {
+            let r = self
+                .c
+                .send("GET", "/v1/audit?limit=50", Some(&self.admin), None)
+                .await;
+            expect_for("audit", &r, 200, None);
+            events = r.body["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|ev| ev["action"] == "proxy")
+                .cloned()
+                .collect();
+            if events.len() >= count {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        events
+    }
 }
 
 /// One key slot: its name, the headers and the query suffix that carry a key in it.
@@ -412,25 +436,7 @@ async fn each_proxied_request_is_audited_with_its_sizes_and_whether_it_was_scrub
         .proxy("GET", "p/other", &[("x-api-key", &agent)], None)
         .await;
     expect_for("a proxied 404", &r, 404, None);
-    // The event is written when the reply's stream ends: wait for it a little.
-    let mut events: Vec<Value> = Vec::new();
-    for _ in 0..50 {
-        let r =
-            e.c.send("GET", "/v1/audit?limit=50", Some(&e.admin), None)
-                .await;
-        expect_for("audit", &r, 200, None);
-        events = r.body["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|ev| ev["action"] == "proxy")
-            .cloned()
-            .collect();
-        if events.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let events = e.proxy_events(2).await;
     assert_eq!(events.len(), 2, "{events:?}");
     let post = events.iter().find(|ev| ev["method"] == "POST").unwrap();
     assert_eq!(post["credential"], "p");
@@ -791,17 +797,7 @@ async fn the_audit_path_never_holds_an_agent_key() {
         )
         .await;
     expect_refusal("a key in the path", &r, 400, "agent_key_in_request");
-    let r =
-        e.c.send("GET", "/v1/audit?limit=50", Some(&e.admin), None)
-            .await;
-    expect_for("audit", &r, 200, None);
-    let events: Vec<Value> = r.body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|ev| ev["action"] == "proxy")
-        .cloned()
-        .collect();
+    let events = e.proxy_events(1).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["path"], "/v1/[REDACTED]", "{events:?}");
     let all = serde_json::to_string(&events).unwrap();
@@ -833,24 +829,7 @@ async fn a_client_gone_before_the_head_is_still_audited() {
             .await;
     assert!(sent.is_err(), "the client gave up before the head");
     assert_eq!(e.up.hits("/slow"), 1, "the upstream had the request");
-    let mut events: Vec<Value> = Vec::new();
-    for _ in 0..50 {
-        let r =
-            e.c.send("GET", "/v1/audit?limit=50", Some(&e.admin), None)
-                .await;
-        expect_for("audit", &r, 200, None);
-        events = r.body["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|ev| ev["action"] == "proxy")
-            .cloned()
-            .collect();
-        if !events.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let events = e.proxy_events(1).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["outcome"], "cancelled", "{events:?}");
     assert_eq!(events[0]["path"], "/slow", "{events:?}");
