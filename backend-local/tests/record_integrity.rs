@@ -240,3 +240,130 @@ async fn a_role_deleted_and_created_again_does_not_revive_its_old_keys() {
     let who = e.app.api_keys().authenticate(&new_key).await.unwrap();
     assert!(who.require(Permission::Execute).is_ok());
 }
+
+/// Use `key` until it is served from the verified-key cache: the first use rewrites the record
+/// (`last_used_at`), the second verifies and remembers the rewritten bytes, later ones are
+/// served from memory (docs/decisions/0067-verified-key-cache.md).
+async fn in_use(e: &Env, key: &str) -> Principal {
+    for _ in 0..2 {
+        e.app.api_keys().authenticate(key).await.unwrap();
+    }
+    e.app.api_keys().authenticate(key).await.unwrap()
+}
+
+/// A key in use is remembered as verified; an edit of its stored record after that must be
+/// checked as on first use: a read-only key does not become an admin key.
+#[tokio::test]
+async fn a_key_in_use_whose_record_is_edited_is_checked_again() {
+    let e = env().await;
+    let (id, key) = read_only_key(&e, None).await;
+    in_use(&e, &key).await;
+    edit_record(&e.kv, &format!("key:{id}"), |v| v["role"] = "admin".into()).await;
+    let r = e.app.api_keys().authenticate(&key).await;
+    assert_eq!(
+        r.as_ref().err().map(|e| e.code()),
+        Some(Code::InvalidApiKey),
+        "an edited record of a key in use was taken as verified: {r:?}"
+    );
+}
+
+/// Another key's signed record written over a key in use (a swap by someone with store
+/// access) is refused: neither secret opens it under this id.
+#[tokio::test]
+async fn a_key_in_use_whose_record_is_swapped_is_refused() {
+    let e = env().await;
+    let (id, key) = read_only_key(&e, None).await;
+    let (other_id, other_key) = new_key(&e, "admin", None).await;
+    in_use(&e, &key).await;
+    in_use(&e, &other_key).await;
+    let other = e
+        .kv
+        .get_with_metadata(&format!("key:{other_id}"))
+        .await
+        .unwrap()
+        .unwrap();
+    let options = PutOptions {
+        expiration_ttl: None,
+        metadata: other.metadata,
+    };
+    e.kv.put(&format!("key:{id}"), other.value, options)
+        .await
+        .unwrap();
+    let secret = other_key.strip_prefix(&format!("vk_{other_id}_")).unwrap();
+    for token in [key.clone(), format!("vk_{id}_{secret}")] {
+        let r = e.app.api_keys().authenticate(&token).await;
+        assert_eq!(
+            r.as_ref().err().map(|e| e.code()),
+            Some(Code::InvalidApiKey),
+            "a swapped record was accepted: {r:?}"
+        );
+    }
+}
+
+/// A wrong secret for a key in use is refused, and the right one still works after it.
+#[tokio::test]
+async fn a_wrong_secret_for_a_key_in_use_is_refused() {
+    let e = env().await;
+    let (id, key) = read_only_key(&e, None).await;
+    in_use(&e, &key).await;
+    let mut wrong = key.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == 'A' { 'B' } else { 'A' });
+    for token in [wrong, format!("vk_{id}_")] {
+        let r = e.app.api_keys().authenticate(&token).await;
+        assert_eq!(
+            r.as_ref().err().map(|e| e.code()),
+            Some(Code::InvalidApiKey),
+            "{r:?}"
+        );
+    }
+    assert!(e.app.api_keys().authenticate(&key).await.is_ok());
+}
+
+/// Expiry, revocation and the custom role are looked at on every request, for a key in use
+/// too: each takes effect at once.
+#[tokio::test]
+async fn expiry_revocation_and_role_changes_reach_a_key_in_use_at_once() {
+    let e = env().await;
+    let (_, expiring) = read_only_key(&e, Some(1)).await;
+    in_use(&e, &expiring).await;
+    let (revoked_id, revoked) = read_only_key(&e, None).await;
+    in_use(&e, &revoked).await;
+    e.app
+        .roles()
+        .create(&admin(), gh_reader(vec![Permission::Read]))
+        .await
+        .unwrap();
+    let (_, custom) = new_key(&e, "gh-reader", None).await;
+    let who = in_use(&e, &custom).await;
+    assert!(who.require(Permission::Execute).is_err());
+
+    e.app.api_keys().revoke(&admin(), &revoked_id).await.unwrap();
+    let r = e.app.api_keys().authenticate(&revoked).await;
+    assert_eq!(r.err().map(|e| e.code()), Some(Code::InvalidApiKey));
+
+    // The custom role's record edited in the store: refused, never widened.
+    edit_record(&e.kv, "role:gh-reader", |v| {
+        v["permissions"] = serde_json::json!(["read", "execute", "write", "admin"]);
+    })
+    .await;
+    if let Ok(who) = e.app.api_keys().authenticate(&custom).await {
+        panic!("an edited role record was taken as verified for a key in use: {who:?}");
+    }
+    // Deleted (and created again with more): the key's role is gone.
+    e.kv.delete("role:gh-reader").await.unwrap();
+    e.app
+        .roles()
+        .create(
+            &admin(),
+            gh_reader(vec![Permission::Read, Permission::Execute]),
+        )
+        .await
+        .unwrap();
+    let r = e.app.api_keys().authenticate(&custom).await;
+    assert_eq!(r.err().map(|e| e.code()), Some(Code::UnknownRole));
+
+    e.clock.advance(2 * 86_400_000);
+    let r = e.app.api_keys().authenticate(&expiring).await;
+    assert_eq!(r.err().map(|e| e.code()), Some(Code::ApiKeyExpired));
+}

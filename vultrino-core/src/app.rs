@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::audit::AuditLog;
 use crate::auth::client_ip::ClientIpRule;
 use crate::auth::session::SessionKeys;
+use crate::auth::keys::VerifiedKeys;
 use crate::auth::{
     AdminSessions, ApiKeys, Authenticator, Migration, Principal, Roles, SessionSettings,
 };
@@ -267,6 +268,7 @@ pub struct App {
     session_keys: SessionKeys,
     opened: OpenedCache,
     scrubbers: ScrubberCache,
+    verified_keys: VerifiedKeys,
 }
 
 impl std::fmt::Debug for App {
@@ -298,6 +300,7 @@ impl App {
             session_keys,
             opened: OpenedCache::default(),
             scrubbers: ScrubberCache::default(),
+            verified_keys: VerifiedKeys::default(),
         })
     }
 
@@ -320,7 +323,7 @@ impl App {
     /// Agent API keys (create, list, revoke, authenticate).
     #[inline]
     pub fn api_keys(&self) -> ApiKeys<'_> {
-        ApiKeys::new(&self.ports, &self.keys, self.audit())
+        ApiKeys::new(&self.ports, &self.keys, self.audit(), &self.verified_keys)
     }
 
     /// Roles (resolve, create, list, delete).

@@ -7,8 +7,12 @@
 //! bound to its custom role by the role's id, not its name
 //! (docs/decisions/0048-keys-bind-to-a-role-id.md).
 
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::integrity::{Integrity, Listing};
 use super::principal::{builtin_role, Permission, Principal, Role};
@@ -128,18 +132,64 @@ pub(crate) async fn store(ports: &Ports, keys: &Keys, record: &ApiKeyRecord) -> 
         .await
 }
 
+/// Most keys remembered as verified; the cache is simply emptied when full.
+const MAX_VERIFIED: usize = 4096;
+
+/// API keys verified before, by id: the stored bytes of the signed record (and of the custom
+/// role it binds to) that were checked, and a SHA-256 digest of the secret that matched. A
+/// request whose key record and role record are byte for byte the ones checked, and whose
+/// secret has the same digest (compared in constant time), is the same key as before: its
+/// record's signature, its MAC and its role need not be checked again. Everything that can
+/// change while the bytes stay the same is still checked on every request: expiry (the clock)
+/// and revocation (the SessionStore marker). Why this is keyed on stored bytes, like the
+/// opened-credential cache: docs/decisions/0067-verified-key-cache.md.
+#[derive(Default)]
+pub(crate) struct VerifiedKeys(Mutex<HashMap<String, Verified>>);
+
+/// One verified key: what was checked, and what it gave.
+struct Verified {
+    stored: Bytes,
+    /// The custom role's record bytes (`None` for a built-in role).
+    role_stored: Option<Bytes>,
+    secret_digest: [u8; 32],
+    record: ApiKeyRecord,
+    role: Role,
+}
+
+impl VerifiedKeys {
+    /// Every critical section is one map call, so a poisoned lock is used as is.
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Verified>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn secret_digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
 /// The API keys of one deployment ([`crate::app::App::api_keys`]).
 #[derive(Clone, Copy)]
 pub struct ApiKeys<'a> {
     ports: &'a Ports,
     keys: &'a Keys,
     audit: AuditLog<'a>,
+    verified: &'a VerifiedKeys,
 }
 
 impl<'a> ApiKeys<'a> {
     #[inline]
-    pub(crate) fn new(ports: &'a Ports, keys: &'a Keys, audit: AuditLog<'a>) -> Self {
-        ApiKeys { ports, keys, audit }
+    pub(crate) fn new(
+        ports: &'a Ports,
+        keys: &'a Keys,
+        audit: AuditLog<'a>,
+        verified: &'a VerifiedKeys,
+    ) -> Self {
+        ApiKeys {
+            ports,
+            keys,
+            audit,
+            verified,
+        }
     }
 
     /// Create an API key; the returned `key` is shown once and never stored.
@@ -252,6 +302,7 @@ impl<'a> ApiKeys<'a> {
             )
             .await?;
         self.ports.kv.delete(&key).await?;
+        self.verified.lock().remove(id);
         self.audit.change(who, "key.revoke", None, 204).await;
         Ok(())
     }
@@ -267,34 +318,15 @@ impl<'a> ApiKeys<'a> {
         let (id, secret) = parse_api_key(token).ok_or_else(unauthorized)?;
         let key = key_of(id);
         let bytes = self.ports.kv.get(&key).await?.ok_or_else(unauthorized)?;
-        let secret_matches = |record: &ApiKeyRecord| {
-            crypto::hex_decode(&record.mac).is_some_and(|tag| {
-                self.keys
-                    .verify_mac(MacPurpose::ApiKeySecret, secret.as_bytes(), &tag)
-            })
-        };
-        let actor = format!("key:{id}");
-        let mut record = match self.keys.open_record::<ApiKeyRecord>(&key, &bytes) {
-            RecordCheck::Signed(record) if record.id == id => record,
-            RecordCheck::Unsigned(record) if secret_matches(&record) => {
-                let check = RecordCheck::Unsigned(());
-                let e = self.integrity().refuse(&actor, &key, &check).await;
-                return Err(if e.code() == Code::RecordUnsigned {
-                    e
-                } else {
-                    unauthorized()
-                });
-            }
-            RecordCheck::Unsigned(_) => return Err(unauthorized()),
-            // The secret was not checked: the caller may be anyone who knows the id.
-            _ => {
-                self.integrity().refused_unauthenticated(&actor, &key).await;
-                return Err(unauthorized());
+        let digest = secret_digest(secret);
+        let (mut record, role) = match self.verified_before(id, &bytes, &digest).await? {
+            Some(known) => known,
+            None => {
+                let (record, role, role_stored) = self.verify(id, secret, &key, &bytes).await?;
+                self.remember(id, bytes, role_stored, digest, &record, &role);
+                (record, role)
             }
         };
-        if !secret_matches(&record) {
-            return Err(unauthorized());
-        }
         let now = self.ports.now_ms();
         if record.expires_at.is_some_and(|e| now >= e) {
             return Err(Error::unauthorized("API key has expired").with_code(Code::ApiKeyExpired));
@@ -307,7 +339,6 @@ impl<'a> ApiKeys<'a> {
         {
             return Err(unauthorized());
         }
-        let role = self.role_of(&record, &actor).await?;
         // Record use at most once a minute: a KV write per request would be wasteful
         // (docs/decisions/0006-kv-record-layout.md).
         if record
@@ -333,6 +364,113 @@ impl<'a> ApiKeys<'a> {
             name: record.name,
             role,
         })
+    }
+
+    /// The record and role of key `id` if it was verified before with the same stored bytes
+    /// (key record and custom role record) and a secret of the same digest ([`VerifiedKeys`]).
+    /// A different secret for unchanged bytes is refused at once: the record's MAC matched
+    /// another secret.
+    async fn verified_before(
+        &self,
+        id: &str,
+        stored: &Bytes,
+        digest: &[u8; 32],
+    ) -> Result<Option<(ApiKeyRecord, Role)>> {
+        let (record, role, role_stored) = {
+            let map = self.verified.lock();
+            let Some(v) = map.get(id) else {
+                return Ok(None);
+            };
+            if v.stored != *stored {
+                return Ok(None);
+            }
+            if !crypto::ct_eq(&v.secret_digest, digest) {
+                return Err(Error::unauthorized("invalid API key").with_code(Code::InvalidApiKey));
+            }
+            (v.record.clone(), v.role.clone(), v.role_stored.clone())
+        };
+        if let Some(role_stored) = role_stored {
+            let now = self.ports.kv.get(&roles::role_key(&record.role)).await?;
+            if now.as_ref() != Some(&role_stored) {
+                return Ok(None);
+            }
+        }
+        Ok(Some((record, role)))
+    }
+
+    fn remember(
+        &self,
+        id: &str,
+        stored: Bytes,
+        role_stored: Option<Bytes>,
+        secret_digest: [u8; 32],
+        record: &ApiKeyRecord,
+        role: &Role,
+    ) {
+        let mut map = self.verified.lock();
+        if map.len() >= MAX_VERIFIED && !map.contains_key(id) {
+            map.clear();
+        }
+        map.insert(
+            id.to_string(),
+            Verified {
+                stored,
+                role_stored,
+                secret_digest,
+                record: record.clone(),
+                role: role.clone(),
+            },
+        );
+    }
+
+    /// Check key `id`'s stored record `bytes` in full: its signature, that it is the record of
+    /// `id`, the secret against its MAC, and its role. Returns the record, its role and the
+    /// custom role's record bytes as read.
+    async fn verify(
+        &self,
+        id: &str,
+        secret: &str,
+        key: &str,
+        bytes: &Bytes,
+    ) -> Result<(ApiKeyRecord, Role, Option<Bytes>)> {
+        let unauthorized = || Error::unauthorized("invalid API key").with_code(Code::InvalidApiKey);
+        let secret_matches = |record: &ApiKeyRecord| {
+            crypto::hex_decode(&record.mac).is_some_and(|tag| {
+                self.keys
+                    .verify_mac(MacPurpose::ApiKeySecret, secret.as_bytes(), &tag)
+            })
+        };
+        let actor = format!("key:{id}");
+        let record = match self.keys.open_record::<ApiKeyRecord>(key, bytes) {
+            RecordCheck::Signed(record) if record.id == id => record,
+            RecordCheck::Unsigned(record) if secret_matches(&record) => {
+                let check = RecordCheck::Unsigned(());
+                let e = self.integrity().refuse(&actor, key, &check).await;
+                return Err(if e.code() == Code::RecordUnsigned {
+                    e
+                } else {
+                    unauthorized()
+                });
+            }
+            RecordCheck::Unsigned(_) => return Err(unauthorized()),
+            // The secret was not checked: the caller may be anyone who knows the id.
+            _ => {
+                self.integrity().refused_unauthenticated(&actor, key).await;
+                return Err(unauthorized());
+            }
+        };
+        if !secret_matches(&record) {
+            return Err(unauthorized());
+        }
+        // The role record's bytes are read before it is checked: a change between the two
+        // reads only makes the cache miss next time.
+        let role_stored = if builtin_role(&record.role).is_none() {
+            self.ports.kv.get(&roles::role_key(&record.role)).await?
+        } else {
+            None
+        };
+        let role = self.role_of(&record, &actor).await?;
+        Ok((record, role, role_stored))
     }
 
     /// The role `record` is bound to: a built-in role by name, a custom role by name AND id (a
