@@ -481,15 +481,41 @@ impl hyper::body::Body for Upload {
 struct Download {
     incoming: Option<hyper::body::Incoming>,
     idle: Duration,
-    idle_timer: Pin<Box<tokio::time::Sleep>>,
-    total_timer: Pin<Box<tokio::time::Sleep>>,
+    /// When the last chunk came (or the head, at first): the idle deadline runs from it.
+    last_progress: tokio::time::Instant,
+    total_deadline: tokio::time::Instant,
+    /// One timer for both deadlines, armed only when the body has to be waited for: a reply
+    /// that is already whole when its head arrives (most small ones) costs no timer at all.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     host: String,
 }
 
 impl Download {
+    fn new(
+        incoming: hyper::body::Incoming,
+        idle: Duration,
+        total_deadline: tokio::time::Instant,
+        host: String,
+    ) -> Download {
+        Download {
+            incoming: Some(incoming),
+            idle,
+            last_progress: tokio::time::Instant::now(),
+            total_deadline,
+            timer: None,
+            host,
+        }
+    }
+
     fn end(&mut self, error: Error) -> Poll<Option<Result<Bytes>>> {
         self.incoming = None;
+        self.timer = None;
         Poll::Ready(Some(Err(error)))
+    }
+
+    fn total_passed(&mut self) -> Poll<Option<Result<Bytes>>> {
+        let e = timeout_error(&self.host, "the upstream exchange took longer than allowed");
+        self.end(e)
     }
 }
 
@@ -502,17 +528,16 @@ impl futures_core::Stream for Download {
             let Some(incoming) = this.incoming.as_mut() else {
                 return Poll::Ready(None);
             };
-            if this.total_timer.as_mut().poll(cx).is_ready() {
-                let e = timeout_error(&this.host, "the upstream exchange took longer than allowed");
-                return this.end(e);
+            let now = tokio::time::Instant::now();
+            if now >= this.total_deadline {
+                return this.total_passed();
             }
             match hyper::body::Body::poll_frame(Pin::new(incoming), cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(chunk) = frame.into_data() else {
                         continue; // trailers
                     };
-                    let next = tokio::time::Instant::now() + this.idle;
-                    this.idle_timer.as_mut().reset(next);
+                    this.last_progress = now;
                     if chunk.is_empty() {
                         continue;
                     }
@@ -524,10 +549,27 @@ impl futures_core::Stream for Download {
                 }
                 Poll::Ready(None) => {
                     this.incoming = None;
+                    this.timer = None;
                     return Poll::Ready(None);
                 }
                 Poll::Pending => {
-                    if this.idle_timer.as_mut().poll(cx).is_ready() {
+                    let idle_deadline = this.last_progress + this.idle;
+                    let deadline = idle_deadline.min(this.total_deadline);
+                    let timer = match this.timer.as_mut() {
+                        Some(t) => {
+                            if t.deadline() != deadline {
+                                t.as_mut().reset(deadline);
+                            }
+                            t
+                        }
+                        None => this
+                            .timer
+                            .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                    };
+                    if timer.as_mut().poll(cx).is_ready() {
+                        if deadline == this.total_deadline {
+                            return this.total_passed();
+                        }
                         let e = timeout_error(&this.host, "the upstream sent nothing for too long");
                         return this.end(e);
                     }
@@ -583,13 +625,7 @@ impl Fetcher for HttpFetcher {
         let (parts, incoming) = response.into_parts();
         let len = hyper::body::Body::size_hint(&incoming).exact();
         let idle = Duration::from_millis(options.idle_timeout_ms);
-        let download = Download {
-            incoming: Some(incoming),
-            idle,
-            idle_timer: Box::pin(tokio::time::sleep(idle)),
-            total_timer: Box::pin(tokio::time::sleep_until(total_deadline)),
-            host,
-        };
+        let download = Download::new(incoming, idle, total_deadline, host);
         let body = match len {
             Some(0) => Body::empty(),
             Some(n) => Body::from_stream_with_len(download, n),

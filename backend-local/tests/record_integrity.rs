@@ -276,12 +276,11 @@ async fn a_key_in_use_whose_record_is_swapped_is_refused() {
     let (other_id, other_key) = new_key(&e, "admin", None).await;
     in_use(&e, &key).await;
     in_use(&e, &other_key).await;
-    let other = e
-        .kv
-        .get_with_metadata(&format!("key:{other_id}"))
-        .await
-        .unwrap()
-        .unwrap();
+    let other =
+        e.kv.get_with_metadata(&format!("key:{other_id}"))
+            .await
+            .unwrap()
+            .unwrap();
     let options = PutOptions {
         expiration_ttl: None,
         metadata: other.metadata,
@@ -338,7 +337,11 @@ async fn expiry_revocation_and_role_changes_reach_a_key_in_use_at_once() {
     let who = in_use(&e, &custom).await;
     assert!(who.require(Permission::Execute).is_err());
 
-    e.app.api_keys().revoke(&admin(), &revoked_id).await.unwrap();
+    e.app
+        .api_keys()
+        .revoke(&admin(), &revoked_id)
+        .await
+        .unwrap();
     let r = e.app.api_keys().authenticate(&revoked).await;
     assert_eq!(r.err().map(|e| e.code()), Some(Code::InvalidApiKey));
 

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use crate::audit::AuditLog;
 use crate::auth::client_ip::ClientIpRule;
-use crate::auth::session::SessionKeys;
 use crate::auth::keys::VerifiedKeys;
+use crate::auth::session::SessionKeys;
 use crate::auth::{
     AdminSessions, ApiKeys, Authenticator, Migration, Principal, Roles, SessionSettings,
 };

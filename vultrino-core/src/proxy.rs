@@ -78,6 +78,9 @@ pub fn refusal(e: &Error) -> Response<Body> {
 /// opaque origin: no cookies, no storage, no service worker), loads nothing and is never framed.
 pub const PROXY_CSP: &str = "sandbox; default-src 'none'; frame-ancestors 'none'";
 
+/// `Cross-Origin-Resource-Policy` (no constant in `http`).
+const CORP: header::HeaderName = header::HeaderName::from_static("cross-origin-resource-policy");
+
 /// Headers Vultrino sets on every reply of this route, upstream's and its own refusals alike,
 /// replacing any the upstream sent (docs/decisions/0063-pass-through-proxy.md, 0038).
 pub(crate) fn harden(h: &mut http::HeaderMap) {
@@ -86,13 +89,10 @@ pub(crate) fn harden(h: &mut http::HeaderMap) {
         HeaderValue::from_static(PROXY_CSP),
     );
     h.insert(
-        "x-content-type-options",
+        header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(
-        "cross-origin-resource-policy",
-        HeaderValue::from_static("same-origin"),
-    );
+    h.insert(CORP, HeaderValue::from_static("same-origin"));
 }
 
 /// Upstream reply headers never passed on by this route: those that would act on the admin UI's
@@ -222,7 +222,7 @@ impl App {
             }
         })?;
         let record = &*opened.record;
-        let base = target::base_url(record)?;
+        let base = target::opened_base_url(&opened)?;
         let url = target::upstream_url(&base, rest, parts.uri.query())?;
         let checked = ssrf::check_url(url.as_str(), config.allow_loopback_upstreams)?;
         event.host = checked.url.host_str().map(str::to_string);

@@ -117,6 +117,9 @@ pub(crate) struct OpenedCredential {
     /// For an OAuth2 record, the binding its cached tokens must carry
     /// ([`crate::oauth::binding`]), computed once per version.
     pub(crate) oauth_binding: Option<String>,
+    /// The parsed base URL of the pass-through proxy, parsed on first use
+    /// (`crate::proxy::target::base_url`).
+    pub(crate) base_url: Arc<OnceLock<url::Url>>,
 }
 
 /// The credential records of one deployment.
@@ -356,6 +359,7 @@ impl<'a> CredentialStore<'a> {
             stored: stored.bytes,
             scrubber: Arc::default(),
             oauth_binding,
+            base_url: Arc::default(),
         };
         {
             let mut cache = self.opened.lock();

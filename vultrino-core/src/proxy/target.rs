@@ -10,7 +10,7 @@ use futures_core::Stream;
 
 use super::slots::KEY_PARAM;
 use crate::body::{Body, BodyStream};
-use crate::credential::{validate_name, CredentialRecord};
+use crate::credential::{validate_name, CredentialRecord, OpenedCredential};
 use crate::error::{Code, Error, Result};
 
 /// `/proxy/<alias>/<rest>` → `(alias, rest)`, `rest` raw (percent-encoding kept) and starting
@@ -23,6 +23,16 @@ pub(super) fn split(path: &str) -> Option<(&str, &str)> {
     };
     validate_name("alias", alias).ok()?;
     Some((alias, rest))
+}
+
+/// [`base_url`] of an opened credential, parsed once per stored version.
+pub(super) fn opened_base_url(opened: &OpenedCredential) -> Result<url::Url> {
+    if let Some(url) = opened.base_url.get() {
+        return Ok(url.clone());
+    }
+    let url = base_url(&opened.record)?;
+    let _ = opened.base_url.set(url.clone());
+    Ok(url)
 }
 
 /// The credential's base URL: its `base_url`, or `https://<host>` when its policy allows one
