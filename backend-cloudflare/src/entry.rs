@@ -5,6 +5,10 @@
 //!   whole here; what the core leaves unread is drained before answering, so the client's
 //!   connection stays usable;
 //! - `ctx.waitUntil` is the core's [`Background`] ([`WaitUntil`]);
+//! - a request cancelled before the reply (its client went away, as Cloudflare's edge reports it)
+//!   drops the core's future, whose audit guard then writes the event `cancelled`: a `waitUntil`
+//!   held from the request's start keeps the context alive for that ([`ClientGone`], decision
+//!   0065);
 //! - a streamed reply goes out as a JS stream the client's reading paces ([`ToClient`]), dropped
 //!   the moment the client goes away.
 
@@ -325,6 +329,62 @@ impl Drop for ToClient {
     }
 }
 
+/// Resolves when the request's signal aborts: the client went away before the reply was
+/// handed over (workerd aborts it only then, and only while the request's context is alive:
+/// flag `enable_request_signal`). Dropping it removes its handler, so [`ToClient`] can set its
+/// own.
+struct ClientGone {
+    state: Rc<GoneState>,
+    signal: AbortSignal,
+    _on_abort: Closure<dyn FnMut()>,
+}
+
+#[derive(Default)]
+struct GoneState {
+    gone: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl ClientGone {
+    fn new(signal: &AbortSignal) -> ClientGone {
+        let state = Rc::new(GoneState::default());
+        let shared = state.clone();
+        let on_abort = Closure::<dyn FnMut()>::new(move || {
+            shared.gone.set(true);
+            // Taken before waking: no borrow is held while the waker runs.
+            let waker = shared.waker.borrow_mut().take();
+            if let Some(w) = waker {
+                w.wake();
+            }
+        });
+        signal.set_onabort(Some(on_abort.as_ref().unchecked_ref()));
+        state.gone.set(signal.aborted());
+        ClientGone {
+            state,
+            signal: signal.clone(),
+            _on_abort: on_abort,
+        }
+    }
+}
+
+impl Future for ClientGone {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        if self.state.gone.get() {
+            return Poll::Ready(());
+        }
+        *self.state.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for ClientGone {
+    fn drop(&mut self) {
+        self.signal.set_onabort(None);
+    }
+}
+
 fn headers_of(parts: &http::response::Parts) -> worker::Result<Headers> {
     let headers = Headers::new();
     for (name, value) in &parts.headers {
@@ -397,7 +457,27 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         Err(e) => return to_worker(error_response(&e)),
     };
     let background = Arc::new(WaitUntil(ctx));
-    let resp = app.serve(request, Some(background.clone())).await;
+    // Keeps the request's context alive until the core has answered or been dropped. Without a
+    // pending `waitUntil`, workerd tears the context down the moment the client disconnects: no
+    // abort event, no drop, no audit write (decision 0065).
+    let (answered, answering) = oneshot::channel::<()>();
+    background.run(async move {
+        let _ = answering.await;
+    });
+    // Owned (boxed), so that it can be dropped, not only forgotten.
+    let serving = app.serve(request, Some(background.clone())).boxed_local();
+    let resp = match futures::future::select(serving, ClientGone::new(&signal)).await {
+        futures::future::Either::Left((resp, _)) => resp,
+        futures::future::Either::Right(((), serving)) => {
+            // Gone before the reply's head: dropping the core's future writes its audit event
+            // (`cancelled`, through `waitUntil`, registered while `answering` still holds the
+            // context) and cancels the upstream fetch. Nobody reads what is returned.
+            drop(serving);
+            drop(answered);
+            return Response::error("the client went away", 400);
+        }
+    };
+    drop(answered);
     // What the core left of the request body: read before a whole reply, beside a streamed one.
     if resp.body().is_stream() {
         background.run(async move { incoming.drain().await });

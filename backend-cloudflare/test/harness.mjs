@@ -14,6 +14,13 @@
 //                  "KV control on <url>" before the listening line: GET /kv?key=K →
 //                  {value, metadata} (404: absent), PUT /kv?key=K with {value, metadata} → 204,
 //                  DELETE /kv?key=K → 204. For the tests of stored-record integrity only.
+//   HARNESS_CANCEL_CONTROL=1   also run a second worker, "canceller", that calls the worker
+//                  through a service binding and cancels that call after a delay, as Cloudflare's
+//                  edge cancels a request whose client disconnected (workerd's own HTTP server
+//                  does not notice a client that leaves before the reply's head: decision 0065);
+//                  served on 127.0.0.1, printed as "Cancel control on <url>" before the listening
+//                  line: POST /cancel with {method, path, headers, body, after_ms} →
+//                  {cancelled: true} or {cancelled: false, status}. For those tests only.
 //   HARNESS_PERSIST_DIR   when set, KV and Durable Objects are kept in this folder (made if
 //                         missing), so that a harness started again on it finds them — a
 //                         deployment whose settings changed
@@ -134,6 +141,46 @@ async function kvControl(mf) {
   return `http://127.0.0.1:${server.address().port}`;
 }
 
+/** The worker behind HARNESS_CANCEL_CONTROL: its call to Vultrino is aborted after `after_ms`. */
+const CANCELLER = `
+export default {
+  async fetch(request, env) {
+    const spec = await request.json();
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), spec.after_ms);
+    try {
+      const r = await env.VULTRINO.fetch("http://127.0.0.1" + spec.path, {
+        method: spec.method, headers: spec.headers, body: spec.body ?? null, signal: ctl.signal,
+      });
+      await r.arrayBuffer();
+      clearTimeout(timer);
+      return Response.json({ cancelled: false, status: r.status });
+    } catch (e) {
+      return Response.json({ cancelled: ctl.signal.aborted, error: String(e) });
+    }
+  },
+};
+`;
+
+/** The canceller's control server (see HARNESS_CANCEL_CONTROL above); returns its URL. */
+async function cancelControl(mf) {
+  const canceller = await mf.getWorker("canceller");
+  const server = http.createServer(async (req, res) => {
+    try {
+      if (req.method !== "POST" || req.url !== "/cancel") return res.writeHead(404).end();
+      let body = "";
+      for await (const chunk of req) body += chunk;
+      const r = await canceller.fetch("http://canceller/", { method: "POST", body });
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(await r.text());
+    } catch (e) {
+      res.writeHead(500).end(String(e?.message || e));
+    }
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return `http://127.0.0.1:${server.address().port}`;
+}
+
 async function main() {
   const buildDir = process.env.WORKER_BUILD || "build";
   ownTmpDir();
@@ -144,8 +191,21 @@ async function main() {
     options.kvPersist = path.join(persist, "kv");
     options.durableObjectsPersist = path.join(persist, "do");
   }
+  const cancelling = process.env.HARNESS_CANCEL_CONTROL === "1";
+  if (cancelling) {
+    options.workers.push({
+      name: "canceller",
+      compatibilityDate: "2026-04-01",
+      modules: true,
+      script: CANCELLER,
+      serviceBindings: { VULTRINO: "vultrino" },
+    });
+  }
   const mf = new Miniflare(options);
   const url = await mf.ready;
+  if (cancelling) {
+    process.stdout.write(`Cancel control on ${await cancelControl(mf)}\n`);
+  }
   if (process.env.HARNESS_KV_CONTROL === "1") {
     process.stdout.write(`KV control on ${await kvControl(mf)}\n`);
   }

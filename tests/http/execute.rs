@@ -9,7 +9,7 @@ use crate::support::upstream::{
     OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, OAUTH_REFRESH_TOKEN, SESSION_COOKIE,
 };
 use crate::support::{expect, workerd_backend};
-use crate::{assert_scrubbed, env, API_SECRET};
+use crate::{assert_scrubbed, env, env_cancellable, API_SECRET};
 
 #[tokio::test]
 async fn api_key_credential_is_injected_and_scrubbed_from_the_echo() {
@@ -314,4 +314,39 @@ async fn upstream_cookies_reach_the_agent_only_when_the_policy_passes_them() {
         r.text
     );
     assert_scrubbed(&r.text, API_SECRET);
+}
+
+/// A client that goes away after its execute reached the upstream but before the reply still
+/// leaves exactly one audit event, `cancelled`: the upstream already acted with the secret. None
+/// more when the upstream answers later. On both backends (decision 0065).
+#[tokio::test]
+async fn a_client_gone_before_the_reply_is_still_audited() {
+    let e = env_cancellable().await;
+    e.api_key_cred("github").await;
+    let agent = e.key("executor").await;
+    let auth = format!("Bearer {agent}");
+    let body = json!({"credential": "github", "method": "POST",
+        "url": e.up.url("/slow"), "body": "hello"});
+    e.leave_once_upstream_has(
+        "/slow",
+        "POST",
+        "/v1/execute",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        &body.to_string(),
+    )
+    .await;
+    let events = e.audit_events("execute", 1).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["outcome"], "cancelled", "{events:?}");
+    assert_eq!(events[0]["credential"], "github", "{events:?}");
+    assert_eq!(events[0]["method"], "POST", "{events:?}");
+    assert_eq!(events[0]["path"], "/slow", "{events:?}");
+    assert!(events[0]["status"].is_null(), "{events:?}");
+    // The upstream answers 2 s after it read the request: no second event for it (this waits
+    // 5 s for one).
+    let events = e.audit_events("execute", 2).await;
+    assert_eq!(events.len(), 1, "{events:?}");
 }

@@ -83,6 +83,17 @@ async fn env() -> Env {
     env_with(ServerOptions::default()).await
 }
 
+/// [`env`], and on the worker with the harness's canceller (see
+/// [`Env::leave_once_upstream_has`]).
+async fn env_cancellable() -> Env {
+    let mut opts = ServerOptions::default();
+    if support::workerd_backend() {
+        opts.extra_env
+            .push(("HARNESS_CANCEL_CONTROL".into(), "1".into()));
+    }
+    env_with(opts).await
+}
+
 impl Env {
     async fn create(&self, body: Value) -> Reply {
         self.c
@@ -124,6 +135,104 @@ impl Env {
             .await;
         expect(&r, 201, None);
         r.body["key"].as_str().unwrap().to_string()
+    }
+
+    /// The audit's events of `action`, newest first. Events may be written after the reply (a
+    /// stream's end, a client gone), so this waits up to 5 s for `count` of them to appear.
+    async fn audit_events(&self, action: &str, count: usize) -> Vec<Value> {
+        let mut events: Vec<Value> = Vec::new();
+        for _ in 0..50 {
+            let r = self
+                .c
+                .send("GET", "/v1/audit?limit=50", Some(&self.admin), None)
+                .await;
+            support::expect_for("audit", &r, 200, None);
+            events = r.body["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|ev| ev["action"] == action)
+                .cloned()
+                .collect();
+            if events.len() >= count {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        events
+    }
+
+    /// Send `method path` (with `headers` and `body`) and go away as soon as the upstream has
+    /// received it at `upstream_path`, before the reply's head: a client that gave up while the
+    /// upstream acts. On the local server the client drops its connection. On the worker the
+    /// harness's canceller (an [`env_cancellable`] env) cancels its call to the worker after 1 s
+    /// (the upstream holds its reply 2 s), as Cloudflare's edge cancels the request of a client
+    /// that disconnected: workerd's own HTTP server does not notice a client that leaves before
+    /// the reply's head (decision 0065).
+    async fn leave_once_upstream_has(
+        &self,
+        upstream_path: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) {
+        let before = self.up.hits(upstream_path);
+        if let Some(control) = &self._server.cancel_control {
+            let headers: serde_json::Map<String, Value> = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
+            let r: Value = self
+                .c
+                .http
+                .post(format!("{control}/cancel"))
+                .json(&json!({"method": method, "path": path, "headers": headers,
+                    "body": body, "after_ms": 1000}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(
+                r["cancelled"], true,
+                "the call ended before it was cancelled: {r}"
+            );
+        } else {
+            assert!(
+                !support::workerd_backend(),
+                "use env_cancellable() on the worker"
+            );
+            let mut request = self.c.http.request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", self.c.target.base),
+            );
+            for (k, v) in headers {
+                request = request.header(*k, *v);
+            }
+            let sending = tokio::spawn(request.body(body.to_string()).send());
+            for _ in 0..100 {
+                if self.up.hits(upstream_path) > before {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            assert!(
+                !sending.is_finished(),
+                "the reply came before the client left"
+            );
+            sending.abort();
+            assert!(
+                sending.await.is_err_and(|e| e.is_cancelled()),
+                "the client left before the reply"
+            );
+        }
+        assert_eq!(
+            self.up.hits(upstream_path),
+            before + 1,
+            "the upstream received the request at {upstream_path}"
+        );
     }
 
     /// `GET url` through `alias`, as the holder of `token`.

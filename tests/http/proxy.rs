@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::support::upstream::Upstream;
 use crate::support::{expect_for, require_loopback_only_network, Reply};
-use crate::{assert_scrubbed, env, Env, API_SECRET};
+use crate::{assert_scrubbed, env, env_cancellable, Env, API_SECRET};
 
 /// A key that has the form of one but was never issued.
 const WRONG_KEY: &str = "vk_0123456789abcdef_not-a-real-secret";
@@ -48,29 +48,9 @@ impl Env {
         }
         self.c.send_raw(rb).await
     }
-    /// The audit's `proxy` events, newest first. An event is written when its reply's stream
-    /// ends, so a test that expects `count` of them waits up to 5 s for them to appear.
+    /// The audit's `proxy` events, newest first (waiting up to 5 s for `count` of them).
     async fn proxy_events(&self, count: usize) -> Vec<Value> {
-        let mut events: Vec<Value> = Vec::new();
-        for _ in 0..50 {
-            let r = self
-                .c
-                .send("GET", "/v1/audit?limit=50", Some(&self.admin), None)
-                .await;
-            expect_for("audit", &r, 200, None);
-            events = r.body["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|ev| ev["action"] == "proxy")
-                .cloned()
-                .collect();
-            if events.len() >= count {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        events
+        self.audit_events("proxy", count).await
     }
 }
 
@@ -805,33 +785,29 @@ async fn the_audit_path_never_holds_an_agent_key() {
 }
 
 /// A client that goes away after sending its request but before the reply's head still leaves
-/// an audit event (`cancelled`, with the bytes sent): the upstream already had the request.
+/// exactly one audit event (`cancelled`, with the bytes sent): the upstream already had the
+/// request. None more when the upstream answers later. On both backends (decision 0065).
 #[tokio::test]
 async fn a_client_gone_before_the_head_is_still_audited() {
-    // KNOWN GAP (review finding 2, open on the worker): in workerd the event is not written when
-    // the client leaves before the head (the drop guard's `waitUntil` seems not to outlive the
-    // cancelled request). Fixed on the local server only; this returns early on the worker
-    // until that is solved, so the suite states the gap instead of hiding it.
-    if std::env::var("VULTRINO_TEST_BACKEND").as_deref() == Ok("workerd") {
-        eprintln!("KNOWN GAP: finding 2 is not fixed on workerd; not asserted there");
-        return;
-    }
-    let e = env().await;
+    let e = env_cancellable().await;
     e.proxy_cred("p", json!({})).await;
     let agent = e.key("executor").await;
-    let sent =
-        e.c.http
-            .post(format!("{}/proxy/p/slow", e.c.target.base))
-            .header("x-api-key", &agent)
-            .body(b"hello".to_vec())
-            .timeout(std::time::Duration::from_millis(800))
-            .send()
-            .await;
-    assert!(sent.is_err(), "the client gave up before the head");
-    assert_eq!(e.up.hits("/slow"), 1, "the upstream had the request");
+    e.leave_once_upstream_has(
+        "/slow",
+        "POST",
+        "/proxy/p/slow",
+        &[("x-api-key", &agent)],
+        "hello",
+    )
+    .await;
     let events = e.proxy_events(1).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["outcome"], "cancelled", "{events:?}");
     assert_eq!(events[0]["path"], "/slow", "{events:?}");
     assert_eq!(events[0]["bytes_in"], 5, "{events:?}");
+    assert!(events[0]["status"].is_null(), "{events:?}");
+    // The upstream answers 2 s after it read the request: no second event for it (this waits
+    // 5 s for one).
+    let events = e.proxy_events(2).await;
+    assert_eq!(events.len(), 1, "{events:?}");
 }

@@ -90,7 +90,7 @@ impl App {
         let (parts, body) = req.into_parts();
         match body.collect_capped(self.config().max_request_bytes).await {
             Ok(bytes) => self
-                .handle(Request::from_parts(parts, bytes))
+                .handle_in(Request::from_parts(parts, bytes), background)
                 .await
                 .map(Body::full),
             Err(e) => {
@@ -105,6 +105,16 @@ impl App {
     /// Serve one HTTP request with a whole body. Never panics on input; every failure is a JSON
     /// error. (The pass-through proxy is reached only through [`App::serve`].)
     pub async fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
+        self.handle_in(req, None).await
+    }
+
+    /// [`App::handle`] with the `background` of [`App::serve`]: an execute whose client goes
+    /// away before the reply is still audited (`cancelled`) through it.
+    async fn handle_in(
+        &self,
+        req: Request<Bytes>,
+        background: Option<Arc<dyn Background>>,
+    ) -> Response<Bytes> {
         let origins = &self.config().cors_origins;
         let origin = header_str(&req, "origin").map(str::to_string);
         let mut resp = if req.method() == Method::OPTIONS {
@@ -114,7 +124,7 @@ impl App {
                 &Error::too_large("request body is too large").with_code(Code::BodyTooLarge),
             )
         } else {
-            match self.route(req).await {
+            match self.route(req, background).await {
                 Ok(r) => r,
                 Err(e) => error_response(&e),
             }
@@ -124,7 +134,11 @@ impl App {
         resp
     }
 
-    async fn route(&self, req: Request<Bytes>) -> Result<Response<Bytes>> {
+    async fn route(
+        &self,
+        req: Request<Bytes>,
+        background: Option<Arc<dyn Background>>,
+    ) -> Result<Response<Bytes>> {
         let path = req.uri().path().to_string();
         let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         let m = req.method().clone();
@@ -182,7 +196,7 @@ impl App {
                         Some(parsed) => parsed?,
                         None => ExecuteRequest::from_json(parse_json(req.body())?)?,
                     };
-                    let out = self.execute(&who, parsed).await?;
+                    let out = self.pipeline().execute_in(&who, parsed, background).await?;
                     Ok(json_body(StatusCode::OK, &out))
                 }
                 _ => not_allowed(),

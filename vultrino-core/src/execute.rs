@@ -35,7 +35,7 @@ use crate::credential::{
 use crate::crypto::Keys;
 use crate::error::{retry_after_secs, Code, Error, ErrorKind, Result};
 use crate::oauth::{OAuthToken, OAuthTokens};
-use crate::ports::{FetchOptions, Ports};
+use crate::ports::{Background, FetchOptions, Ports};
 use crate::scrub::{Scrubber, ScrubberCache};
 use crate::secret::Secret;
 use crate::ssrf;
@@ -99,6 +99,20 @@ impl<'a> Pipeline<'a> {
 
     /// Run one execute and write its audit event, whatever the outcome.
     pub async fn execute(self, who: &Principal, req: ExecuteRequest) -> Result<ExecuteResponse> {
+        self.execute_in(who, req, None).await
+    }
+
+    /// [`Pipeline::execute`], for a caller that may go away before the reply: if this future
+    /// is dropped before the event is written (the client left while the upstream may already
+    /// hold the request), the event is still written, `cancelled`, through `background`
+    /// (docs/decisions/0065-an-abandoned-request-is-still-audited.md). Without a background
+    /// nothing can run after the drop, and the event is lost.
+    pub(crate) async fn execute_in(
+        self,
+        who: &Principal,
+        req: ExecuteRequest,
+        background: Option<Arc<dyn Background>>,
+    ) -> Result<ExecuteResponse> {
         let started = self.ports.now_ms();
         // Recorded before the permission check, from whatever the caller sent: every string is
         // capped when the event is written (`AuditEvent::capped`), so an event stays small
@@ -121,7 +135,15 @@ impl<'a> Pipeline<'a> {
                 }
             }
         }
+        let mut unfinished = Unfinished {
+            event: Some(event),
+            pipeline: self,
+            background,
+        };
         let result = self.run(who, req, target).await;
+        let Some(mut event) = unfinished.event.take() else {
+            return Err(Error::internal());
+        };
         match &result {
             Ok(r) => event.status = Some(r.status),
             Err(e) => failed(&mut event, e),
@@ -263,6 +285,31 @@ impl<'a> Pipeline<'a> {
                 .get_or_init(|| self.scrubbers.get(self.keys, &all))
                 .clone()
         }
+    }
+}
+
+/// The audit event of an execute that has not ended yet. Dropped while it still holds it (the
+/// execute's future was dropped: its client went away), it writes it as `cancelled` through the
+/// [`Background`], since nothing else will run after the drop.
+struct Unfinished<'a> {
+    event: Option<AuditEvent>,
+    pipeline: Pipeline<'a>,
+    background: Option<Arc<dyn Background>>,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        let (Some(mut event), Some(background)) = (self.event.take(), self.background.take())
+        else {
+            return;
+        };
+        let ports = self.pipeline.ports.clone();
+        let retention = self.pipeline.audit_retention_secs;
+        event.outcome = "cancelled".into();
+        event.duration_ms = ports.now_ms().saturating_sub(event.ts);
+        background.spawn(Box::pin(async move {
+            AuditLog::new(&ports, retention).record(event).await;
+        }));
     }
 }
 

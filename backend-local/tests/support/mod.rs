@@ -57,6 +57,9 @@ pub struct Server {
     /// Workerd mode with `HARNESS_KV_CONTROL=1` in `extra_env`: the base URL of the harness's raw
     /// access to the worker's KV namespace (see `backend-cloudflare/test/harness.mjs`).
     pub kv_control: Option<String>,
+    /// Workerd mode with `HARNESS_CANCEL_CONTROL=1` in `extra_env`: the base URL of the
+    /// harness's canceller, which calls the worker and cancels the call after a delay.
+    pub cancel_control: Option<String>,
     admin_password: String,
 }
 
@@ -215,10 +218,14 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut kv_control = None;
+        let mut cancel_control = None;
         let base = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.expect("read stdout") {
                 if let Some(rest) = line.strip_prefix("KV control on ") {
                     kv_control = Some(rest.trim().to_string());
+                }
+                if let Some(rest) = line.strip_prefix("Cancel control on ") {
+                    cancel_control = Some(rest.trim().to_string());
                 }
                 if let Some(rest) = line.strip_prefix("Vultrino listening on ") {
                     return rest.trim().to_string();
@@ -235,6 +242,7 @@ impl Server {
             child,
             group,
             kv_control,
+            cancel_control,
             admin_password,
         }
     }
@@ -284,6 +292,7 @@ fn harness_setting(name: &str) -> bool {
             | "HARNESS_PERSIST_DIR"
             | "WORKER_BUILD"
             | "HARNESS_KV_CONTROL"
+            | "HARNESS_CANCEL_CONTROL"
     )
 }
 
