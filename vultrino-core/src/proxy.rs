@@ -42,7 +42,6 @@ use crate::execute::{
     authorize, check_method_overrides, failed, parse_method, Overrides, Pipeline,
 };
 use crate::ports::Background;
-use crate::ssrf;
 use crate::upstream::{self, Outbound};
 
 mod reply;
@@ -222,9 +221,9 @@ impl App {
             }
         })?;
         let record = &*opened.record;
-        let base = target::opened_base_url(&opened)?;
-        let url = target::upstream_url(&base, rest, parts.uri.query())?;
-        let checked = ssrf::check_url(url.as_str(), config.allow_loopback_upstreams)?;
+        let base = target::checked_base(&opened, config.allow_loopback_upstreams)?;
+        let url = target::upstream_url(&base.url, rest, parts.uri.query())?;
+        let checked = base.same_origin(url, config.allow_loopback_upstreams)?;
         event.host = checked.url.host_str().map(str::to_string);
         event.path = Some(audit_path(checked.url.path()));
         pipeline.check_policy(record, &method, &checked).await?;
@@ -270,7 +269,7 @@ impl App {
             scrubber,
             pass_cookies: record.policy.pass_cookies,
             sent_to,
-            base,
+            base: base.url,
         })
     }
 }

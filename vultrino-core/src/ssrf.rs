@@ -294,6 +294,30 @@ pub struct Target {
     pub https: bool,
 }
 
+impl Target {
+    /// This target with `url` in its place, when `url` has the same scheme, host and port and
+    /// no user credentials — only its path, query or fragment differ, so what [`check_url`]
+    /// found of this target holds for it (the pass-through proxy checks a credential's base URL
+    /// once and joins each request's path to it). Any other URL gets the full [`check_url`].
+    pub fn same_origin(&self, url: url::Url, allow_loopback: bool) -> Result<Target> {
+        let same = url.scheme() == self.url.scheme()
+            && url.host() == self.url.host()
+            && url.port_or_known_default() == Some(self.port)
+            && url.username().is_empty()
+            && url.password().is_none();
+        if !same {
+            return check_url(url.as_str(), allow_loopback);
+        }
+        Ok(Target {
+            url,
+            host: self.host.clone(),
+            ip: self.ip,
+            port: self.port,
+            https: self.https,
+        })
+    }
+}
+
 fn invalid(message: &'static str) -> Error {
     Error::bad_request(message).with_code(Code::InvalidUrl)
 }

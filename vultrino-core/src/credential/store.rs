@@ -117,9 +117,9 @@ pub(crate) struct OpenedCredential {
     /// For an OAuth2 record, the binding its cached tokens must carry
     /// ([`crate::oauth::binding`]), computed once per version.
     pub(crate) oauth_binding: Option<String>,
-    /// The parsed base URL of the pass-through proxy, parsed on first use
-    /// (`crate::proxy::target::base_url`).
-    pub(crate) base_url: Arc<OnceLock<url::Url>>,
+    /// The base URL of the pass-through proxy, parsed and checked (SSRF, under the
+    /// `allow_loopback` setting it holds) on first use (`crate::proxy::target::checked_base`).
+    pub(crate) base_url: Arc<OnceLock<(bool, crate::ssrf::Target)>>,
 }
 
 /// The credential records of one deployment.

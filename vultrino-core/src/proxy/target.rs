@@ -12,6 +12,7 @@ use super::slots::KEY_PARAM;
 use crate::body::{Body, BodyStream};
 use crate::credential::{validate_name, CredentialRecord, OpenedCredential};
 use crate::error::{Code, Error, Result};
+use crate::ssrf;
 
 /// `/proxy/<alias>/<rest>` → `(alias, rest)`, `rest` raw (percent-encoding kept) and starting
 /// with `/` unless empty. `None` when there is no valid alias.
@@ -25,14 +26,21 @@ pub(super) fn split(path: &str) -> Option<(&str, &str)> {
     Some((alias, rest))
 }
 
-/// [`base_url`] of an opened credential, parsed once per stored version.
-pub(super) fn opened_base_url(opened: &OpenedCredential) -> Result<url::Url> {
-    if let Some(url) = opened.base_url.get() {
-        return Ok(url.clone());
+/// [`base_url`] of an opened credential, checked as a URL to fetch ([`ssrf::check_url`]):
+/// parsed and checked once per stored version (and `allow_loopback` setting).
+pub(super) fn checked_base(
+    opened: &OpenedCredential,
+    allow_loopback: bool,
+) -> Result<ssrf::Target> {
+    if let Some((loopback, target)) = opened.base_url.get() {
+        if *loopback == allow_loopback {
+            return Ok(target.clone());
+        }
     }
     let url = base_url(&opened.record)?;
-    let _ = opened.base_url.set(url.clone());
-    Ok(url)
+    let target = ssrf::check_url(url.as_str(), allow_loopback)?;
+    let _ = opened.base_url.set((allow_loopback, target.clone()));
+    Ok(target)
 }
 
 /// The credential's base URL: its `base_url`, or `https://<host>` when its policy allows one

@@ -599,3 +599,42 @@ proptest! {
         }
     }
 }
+
+/// A target checked once takes another path and query without a new check, and anything that
+/// changes where the request goes (scheme, host, port, user credentials) is checked in full.
+#[test]
+#[allow(clippy::unwrap_used)] // test literals
+fn same_origin_keeps_the_check_only_for_the_same_origin() {
+    let base = check_url("https://api.example.com/v1", false).unwrap();
+    let joined = base
+        .same_origin(
+            url::Url::parse("https://api.example.com/v1/chat?x=1").unwrap(),
+            false,
+        )
+        .unwrap();
+    assert_eq!(joined.url.as_str(), "https://api.example.com/v1/chat?x=1");
+    assert_eq!(
+        (joined.host.as_str(), joined.port),
+        ("api.example.com", 443)
+    );
+    for other in [
+        "https://169.254.169.254/latest",
+        "https://10.0.0.1/v1",
+        "http://api.example.com/v1",
+        "https://user:pw@api.example.com/v1",
+        "https://localhost/v1",
+    ] {
+        let r = base.same_origin(url::Url::parse(other).unwrap(), false);
+        assert!(r.is_err(), "{other} was not checked again: {r:?}");
+    }
+    let moved = base
+        .same_origin(
+            url::Url::parse("https://other.example.com:8443/x").unwrap(),
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        (moved.host.as_str(), moved.port),
+        ("other.example.com", 8443)
+    );
+}
