@@ -25,6 +25,12 @@
 //!   compact `data:` line.
 //! - Every event then goes through a [`StreamScrubber`], so each encoded form is also removed
 //!   from the raw bytes (other fields, non-JSON events, forms split across events' bytes).
+//! - **JSON as clients read it**: what Python's `json.loads` or a JS client accepts and
+//!   serde_json refuses (`NaN`, `Infinity`, `1e400`, lone surrogates, invalid UTF-8) is read
+//!   leniently; data that starts like JSON but still cannot be read (nesting deeper than 128,
+//!   malformed) ends the stream with an error (fail closed), except as an unterminated last
+//!   event, which is dropped. An unterminated last event that can be read is joined like the
+//!   others (some clients dispatch it). See docs/decisions/0066-sse-and-escapes-fail-closed.md.
 //! - **Bound**: past [`SSE_HOLD_LIMIT`] bytes held (by default), `push` fails and the stream
 //!   must end (fail closed).
 
@@ -194,12 +200,7 @@ impl Channel {
     /// Record the occurrences in `text` that start before `upto` (those are final: each start
     /// gets its longest needle, as in [`Scrubber::scrub`]).
     fn record(&mut self, scrubber: &Scrubber, upto: usize) {
-        let mut from = 0;
-        while let Some(m) = scrubber.next_match(&self.text, from) {
-            if m.start >= upto {
-                break;
-            }
-            from = m.start + 1;
+        for m in scrubber.occurrences(&self.text, upto) {
             self.insert(self.base + m.start as u64..self.base + m.end as u64);
         }
     }
@@ -347,29 +348,8 @@ impl Framer {
                 }
                 _ => i + 1,
             };
-            let content = self.buf.get(self.line_start..i).unwrap_or_default();
-            let blank = content.is_empty();
-            let mut data = false;
-            if !blank && content.first() != Some(&b':') {
-                let (name, value) = match content.iter().position(|&b| b == b':') {
-                    Some(c) => {
-                        let v = content.get(c + 1..).unwrap_or_default();
-                        (
-                            content.get(..c).unwrap_or_default(),
-                            v.strip_prefix(b" ").unwrap_or(v),
-                        )
-                    }
-                    None => (content, &[][..]),
-                };
-                if name == b"data" {
-                    data = true;
-                    if self.has_data {
-                        self.data.push(b'\n');
-                    }
-                    self.data.extend_from_slice(value);
-                    self.has_data = true;
-                }
-            }
+            let blank = i == self.line_start;
+            let data = self.field(self.line_start..i);
             self.lines.push(Line {
                 range: self.line_start..end,
                 content_end: i,
@@ -393,16 +373,63 @@ impl Framer {
         }
     }
 
-    /// Bytes of an event not yet complete (at the end of the stream: discarded by clients, so
-    /// they are only byte-scrubbed).
-    fn take_rest(&mut self) -> Bytes {
-        self.lines.clear();
+    /// Read the field of the line whose content is `buf[content]`; true for a `data` line.
+    fn field(&mut self, content: Range<usize>) -> bool {
+        let content = self.buf.get(content).unwrap_or_default();
+        if content.is_empty() || content.first() == Some(&b':') {
+            return false;
+        }
+        let (name, value) = match content.iter().position(|&b| b == b':') {
+            Some(c) => {
+                let v = content.get(c + 1..).unwrap_or_default();
+                (
+                    content.get(..c).unwrap_or_default(),
+                    v.strip_prefix(b" ").unwrap_or(v),
+                )
+            }
+            None => (content, &[][..]),
+        };
+        if name != b"data" {
+            return false;
+        }
+        if self.has_data {
+            self.data.push(b'\n');
+        }
+        self.data.extend_from_slice(value);
+        self.has_data = true;
+        true
+    }
+
+    /// At the end of the stream (after [`next_events`](Framer::next_events) with `at_end`): the
+    /// bytes of an event not yet complete, read as an event whose last line ends there. Clients
+    /// that follow the spec discard it; those that dispatch what they have at the end of the
+    /// stream (hand-written readers, some libraries) do not, so it is joined like any other
+    /// (review #12).
+    fn last_event(&mut self) -> Option<RawEvent> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let end = self.buf.len();
+        if self.line_start < end {
+            let data = self.field(self.line_start..end);
+            self.lines.push(Line {
+                range: self.line_start..end,
+                content_end: end,
+                data,
+            });
+        }
+        let event = RawEvent {
+            raw: self.buf.split().freeze(),
+            prefix: self.prefix.min(end),
+            lines: std::mem::take(&mut self.lines),
+            data: self.has_data.then(|| std::mem::take(&mut self.data)),
+        };
         self.data.clear();
         self.has_data = false;
         self.pos = 0;
         self.line_start = 0;
         self.prefix = 0;
-        self.buf.split().freeze()
+        Some(event)
     }
 }
 
@@ -450,7 +477,30 @@ pub struct SseScrubber {
     channels: HashMap<u64, Channel>,
     next_channel: u64,
     scrubbed: bool,
-    failed: bool,
+    /// Why the stream had to end; every later call fails the same way.
+    failed: Option<Failure>,
+}
+
+/// Why an [`SseScrubber`] refuses to go on (fail closed).
+#[derive(Clone, Copy)]
+enum Failure {
+    /// More than the limit held back.
+    TooMuchHeld,
+    /// An event whose data a client may parse as JSON but the scrubber cannot read.
+    Unreadable,
+}
+
+impl Failure {
+    fn error(self) -> Error {
+        match self {
+            Failure::TooMuchHeld => too_much_held(),
+            Failure::Unreadable => Error::new(
+                ErrorKind::UpstreamFailed,
+                "the upstream's event stream has an event whose JSON the scrubber cannot read",
+            )
+            .with_code(Code::UpstreamInvalid),
+        }
+    }
 }
 
 impl std::fmt::Debug for SseScrubber {
@@ -484,12 +534,13 @@ impl SseScrubber {
             channels: HashMap::new(),
             next_channel: 0,
             scrubbed: false,
-            failed: false,
+            failed: None,
         }
     }
 
     /// Take the next chunk; returns the bytes that may now be sent (possibly empty). An `Err`
-    /// (more than the limit held back) means the stream must end here; later calls fail too.
+    /// means the stream must end here (more than the limit held back, or an event whose JSON
+    /// cannot be read); later calls fail too.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Bytes> {
         self.check_failed()?;
         if self.tail.max_needle == 0 {
@@ -499,18 +550,19 @@ impl SseScrubber {
         let mut events = Vec::new();
         self.framer.next_events(&mut events, false);
         for event in events {
-            self.accept(event);
+            self.accept(event)?;
         }
         let out = self.release(false);
         if self.held_bytes() > self.limit {
-            self.failed = true;
-            return Err(too_much_held());
+            return Err(self.fail(Failure::TooMuchHeld));
         }
         Ok(out)
     }
 
-    /// End of input: everything still held, scrubbed. An incomplete last event is passed on
-    /// byte-scrubbed (clients discard it).
+    /// End of input: everything still held, scrubbed. An incomplete last event is joined as if
+    /// it were complete (some clients dispatch it); if its JSON cannot be read, it is dropped
+    /// (a client that could read it is one that dispatches it, and clients that follow the spec
+    /// discard it anyway).
     pub fn finish(&mut self) -> Result<Bytes> {
         self.check_failed()?;
         if self.tail.max_needle == 0 {
@@ -519,7 +571,13 @@ impl SseScrubber {
         let mut events = Vec::new();
         self.framer.next_events(&mut events, true);
         for event in events {
-            self.accept(event);
+            self.accept(event)?;
+        }
+        if let Some(last) = self.framer.last_event() {
+            match read_data(last.data.as_deref()) {
+                Data::Unreadable => {}
+                data => self.queue_event(last, data),
+            }
         }
         for channel in self.channels.values_mut() {
             channel.close(&self.scrubber);
@@ -551,26 +609,41 @@ impl SseScrubber {
     }
 
     fn check_failed(&self) -> Result<()> {
-        if self.failed {
-            Err(too_much_held())
-        } else {
-            Ok(())
+        match self.failed {
+            Some(f) => Err(f.error()),
+            None => Ok(()),
         }
     }
 
-    /// Parse a complete event, feed its strings to their channels, queue it.
-    fn accept(&mut self, event: RawEvent) {
-        let mut frags = Vec::new();
+    fn fail(&mut self, failure: Failure) -> Error {
+        self.failed = Some(failure);
+        failure.error()
+    }
+
+    /// Parse a complete event, feed its strings to their channels, queue it. An event whose
+    /// data a client may read as JSON but the scrubber cannot ends the stream (fail closed): it
+    /// could carry a piece of a secret that the events around it continue, and leaving it out of
+    /// the join would let the client's joined text hold what the scrubber's does not.
+    fn accept(&mut self, event: RawEvent) -> Result<()> {
+        match read_data(event.data.as_deref()) {
+            Data::Unreadable => Err(self.fail(Failure::Unreadable)),
+            data => {
+                self.queue_event(event, data);
+                Ok(())
+            }
+        }
+    }
+
+    fn queue_event(&mut self, event: RawEvent, data: Data) {
         // An event without data, or with empty data, is not dispatched by a client; one whose
         // data is not JSON is byte-scrubbed only. Neither breaks a run of JSON events: joining
         // across them can only find more.
-        let data = event.data.as_deref().filter(|d| !d.is_empty());
-        match data.map(serde_json::from_slice::<Value>) {
-            None | Some(Err(_)) => {}
+        let frags = match data {
             // The parsed value is not kept (it can take several times the event's size); the
             // rare event that must be rewritten is parsed again.
-            Some(Ok(value)) => frags = self.join(&value),
-        }
+            Data::Json(value) => self.join(&value),
+            Data::Text | Data::Unreadable => Vec::new(),
+        };
         let pending = Pending { event, frags };
         self.queued_bytes += pending.size();
         self.queue.push_back(pending);
@@ -682,13 +755,6 @@ impl SseScrubber {
                 (None, false) => ready.extend_from_slice(&bytes),
             }
         }
-        if at_end {
-            let rest = self.framer.take_rest();
-            if let Some(prev) = single.take() {
-                ready.extend_from_slice(&prev);
-            }
-            ready.extend_from_slice(&rest);
-        }
         let mut out = match single {
             Some(b) => self.bytes.push_bytes(b),
             None if ready.is_empty() => Bytes::new(),
@@ -731,7 +797,7 @@ impl SseScrubber {
         let data = event
             .data
             .as_deref()
-            .and_then(|d| serde_json::from_slice::<Value>(d).ok())
+            .and_then(json_value)
             .and_then(|mut value| {
                 for (path, text) in edits {
                     *at_path(&mut value, &path)? = Value::String(text);
@@ -757,6 +823,138 @@ impl SseScrubber {
             }
         }
         out.freeze()
+    }
+}
+
+/// What an event's data is to the scrubber.
+enum Data {
+    /// JSON, read as a client reads it.
+    Json(Value),
+    /// No data, or data that is not JSON (`[DONE]`, a plain-text heartbeat): never joined.
+    Text,
+    /// Data a client may parse as JSON (it starts like a JSON object, array or string) that
+    /// the scrubber cannot read (nested deeper than serde_json's 128 levels, or not JSON).
+    Unreadable,
+}
+
+fn read_data(data: Option<&[u8]>) -> Data {
+    let Some(data) = data.filter(|d| !d.is_empty()) else {
+        return Data::Text;
+    };
+    if let Some(value) = json_value(data) {
+        return Data::Json(value);
+    }
+    let start = data.trim_ascii_start();
+    // `[DONE]` ends OpenAI streams; the SDKs stop at it without parsing it.
+    match start.first() {
+        Some(b'{' | b'[' | b'"') if !start.starts_with(b"[DONE]") => Data::Unreadable,
+        _ => Data::Text,
+    }
+}
+
+/// The event's data as a client's JSON parser reads it: serde_json's reading, or, when it
+/// refuses, the reading of [`lenient_json`].
+fn json_value(data: &[u8]) -> Option<Value> {
+    serde_json::from_slice::<Value>(data).ok().or_else(|| {
+        let lenient = lenient_json(data);
+        serde_json::from_slice::<Value>(&lenient).ok()
+    })
+}
+
+/// `data` rewritten so that serde_json reads what Python's `json.loads` (the OpenAI and
+/// Anthropic SDKs) and JavaScript's `TextDecoder` + `JSON.parse` accept and serde_json refuses
+/// (review #6), without changing where any string is or what text it holds for a client:
+///
+/// - invalid UTF-8 becomes U+FFFD, as `TextDecoder` (and `errors="replace"`) reads it;
+/// - `NaN`, `Infinity`, `-Infinity` (Python) and numbers beyond `f64` (`1e400`: Python and JS
+///   read infinity) become `null`;
+/// - a lone surrogate escape (`\ud800`) becomes `\ufffd`: a character that, like the lone
+///   surrogate for the client, is no part of any secret.
+///
+/// Nesting deeper than serde_json's limit stays unreadable ([`Data::Unreadable`]).
+fn lenient_json(data: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(data);
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len() + 16);
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let rest = b.get(i..).unwrap_or_default();
+        match c {
+            b'"' => {
+                out.push(b'"');
+                i += 1;
+                while let Some(&c) = b.get(i) {
+                    let rest = b.get(i..).unwrap_or_default();
+                    if c == b'\\' {
+                        if let Some(unit) = u_escape(rest) {
+                            let pair = (0xD800..0xDC00).contains(&unit)
+                                && u_escape(rest.get(6..).unwrap_or_default())
+                                    .is_some_and(|low| (0xDC00..0xE000).contains(&low));
+                            if pair {
+                                out.extend_from_slice(rest.get(..12).unwrap_or_default());
+                                i += 12;
+                            } else if (0xD800..0xE000).contains(&unit) {
+                                out.extend_from_slice(b"\\ufffd");
+                                i += 6;
+                            } else {
+                                out.extend_from_slice(rest.get(..6).unwrap_or_default());
+                                i += 6;
+                            }
+                            continue;
+                        }
+                        out.extend_from_slice(rest.get(..2).unwrap_or(rest));
+                        i += 2;
+                        continue;
+                    }
+                    out.push(c);
+                    i += 1;
+                    if c == b'"' {
+                        break;
+                    }
+                }
+            }
+            b'N' if rest.starts_with(b"NaN") => {
+                out.extend_from_slice(b"null");
+                i += 3;
+            }
+            b'I' if rest.starts_with(b"Infinity") => {
+                out.extend_from_slice(b"null");
+                i += 8;
+            }
+            b'-' if rest.starts_with(b"-Infinity") => {
+                out.extend_from_slice(b"null");
+                i += 9;
+            }
+            b'-' | b'0'..=b'9' => {
+                let n = rest
+                    .iter()
+                    .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                    .unwrap_or(rest.len());
+                let number = rest.get(..n).unwrap_or_default();
+                let finite = std::str::from_utf8(number)
+                    .ok()
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .is_some_and(f64::is_finite);
+                out.extend_from_slice(if finite { number } else { b"null" });
+                i += n.max(1);
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The UTF-16 unit of a `\uXXXX` escape at the start of `s`.
+fn u_escape(s: &[u8]) -> Option<u32> {
+    match s {
+        [b'\\', b'u', h @ ..] if h.len() >= 4 => {
+            let hex = std::str::from_utf8(h.get(..4)?).ok()?;
+            u32::from_str_radix(hex, 16).ok()
+        }
+        _ => None,
     }
 }
 
