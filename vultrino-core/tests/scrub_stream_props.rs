@@ -1368,3 +1368,160 @@ fn an_unterminated_last_event_is_joined_for_clients_that_dispatch_it() {
         String::from_utf8_lossy(&out)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// What clients join (review #8): openai-python's `accumulate_delta` joins every string under
+// `choices[].delta` across all events of a choice, gaps included; naive code joins
+// `choices[0].delta.content` by position.
+
+/// openai-python's `accumulate_delta`, written from its source: strings concatenated, `index`
+/// and `type` replaced, objects merged, lists of objects merged by their `index`.
+fn accumulate(acc: &mut serde_json::Value, delta: &serde_json::Value) {
+    use serde_json::Value;
+    let (Some(a), Some(d)) = (acc.as_object_mut(), delta.as_object()) else {
+        return;
+    };
+    for (k, dv) in d {
+        match a.get_mut(k) {
+            None => {
+                a.insert(k.clone(), dv.clone());
+            }
+            Some(av) if av.is_null() || k == "index" || k == "type" => *av = dv.clone(),
+            Some(Value::String(x)) if dv.is_string() => x.push_str(dv.as_str().unwrap_or("")),
+            Some(av) if av.is_object() && dv.is_object() => accumulate(av, dv),
+            Some(Value::Array(list)) if dv.is_array() => {
+                let entries = dv.as_array().cloned().unwrap_or_default();
+                if list.iter().all(|x| !x.is_object()) {
+                    list.extend(entries);
+                    continue;
+                }
+                for e in entries {
+                    let i = e["index"].as_u64().unwrap_or(0) as usize;
+                    match list.get_mut(i) {
+                        Some(slot) => accumulate(slot, &e),
+                        None => list.push(e),
+                    }
+                }
+            }
+            Some(av) => *av = dv.clone(),
+        }
+    }
+}
+
+/// The `accumulate_delta` snapshot per choice index, and the position joiner's text.
+fn accumulated(out: &[u8]) -> (Vec<serde_json::Value>, String) {
+    let mut snaps: Vec<serde_json::Value> = Vec::new();
+    let mut by_position = String::new();
+    for (_, d) in client_events(out) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&d) else {
+            continue;
+        };
+        for (k, c) in v["choices"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            if k == 0 {
+                by_position.push_str(c["delta"]["content"].as_str().unwrap_or(""));
+            }
+            let i = c["index"].as_u64().unwrap_or(0) as usize;
+            while snaps.len() <= i {
+                snaps.push(serde_json::json!({}));
+            }
+            accumulate(&mut snaps[i], &c["delta"]);
+        }
+    }
+    (snaps, by_position)
+}
+
+fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        serde_json::Value::Object(m) => m.values().for_each(|x| strings(x, out)),
+        _ => {}
+    }
+}
+
+/// OpenAI chunks, one choice each (at position 0), with `delta` as given.
+fn chunk(choice: u64, delta: serde_json::Value) -> String {
+    let v = serde_json::json!({"id":"chatcmpl-9x","object":"chat.completion.chunk","created":1,
+        "model":"gpt-4o-audio","choices":[{"index":choice,"delta":delta,"finish_reason":null}]});
+    format!("data: {v}\n\n")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// A secret token by token in a string of `delta` that clients accumulate across gaps:
+    /// an audio transcript between data-only chunks, a tool call's id or name between
+    /// argument chunks, or the content of two choices alternating at position 0. Neither the
+    /// `accumulate_delta` snapshot nor the position joiner ever holds the secret.
+    #[test]
+    fn strings_clients_accumulate_across_gaps_never_reassemble_a_secret(
+        secret in api_key(),
+        kind in 0usize..4,
+        lens in prop::collection::vec(1usize..6, 1..5),
+        size in 1usize..300,
+    ) {
+        let s = Arc::new(Scrubber::new([secret.as_bytes()]));
+        let toks = tokens(&format!("{secret} ok"), &lens);
+        let mut input = chunk(0, serde_json::json!({"role":"assistant","content":""}));
+        for (i, t) in toks.iter().enumerate() {
+            let (delta, gap) = match kind {
+                0 => (
+                    serde_json::json!({"audio":{"id":"audio_1","transcript":t}}),
+                    chunk(0, serde_json::json!({"audio":{"data":format!("UklGR{i}AAAA")}})),
+                ),
+                1 | 2 => {
+                    let field = if kind == 1 { "id" } else { "name" };
+                    let call = if kind == 1 {
+                        serde_json::json!({"index":0,field:t,"function":{"arguments":""}})
+                    } else {
+                        serde_json::json!({"index":0,"function":{field:t}})
+                    };
+                    (
+                        serde_json::json!({"tool_calls":[call]}),
+                        chunk(0, serde_json::json!({"tool_calls":[
+                            {"index":0,"function":{"arguments":"{\"a\": 1"}}]})),
+                    )
+                }
+                // The tokens alternate between choices 0 and 1, both at position 0.
+                _ => (serde_json::json!({"content":t}), String::new()),
+            };
+            let choice = if kind == 3 { i as u64 % 2 } else { 0 };
+            input.push_str(&chunk(choice, delta));
+            input.push_str(&gap);
+        }
+        input.push_str("data: [DONE]\n\n");
+        let all = |out: &[u8]| -> Vec<String> {
+            let (snaps, by_position) = accumulated(out);
+            let mut all = vec![by_position];
+            snaps.iter().for_each(|v| strings(v, &mut all));
+            all
+        };
+        prop_assert!(all(input.as_bytes()).iter().any(|t| t.contains(&secret)), "sanity");
+        let out = sse(&s, input.as_bytes(), &[size]);
+        for t in all(&out) {
+            prop_assert!(!leaks(t.as_bytes(), secret.as_bytes()), "{t:?}");
+        }
+    }
+}
+
+#[test]
+fn a_two_choice_stream_keeps_each_choice_intact() {
+    // The position channel adds redactions; it does not merge the choices' own texts.
+    let s = Arc::new(Scrubber::new([b"sk-abcdefgh12".as_slice()]));
+    let mut input = String::new();
+    for (c, t) in [(0, "Hello "), (1, "Bonjour "), (0, "world."), (1, "monde.")] {
+        input.push_str(&chunk(c, serde_json::json!({"content":t})));
+    }
+    let out = sse(&s, input.as_bytes(), &[3]);
+    assert_eq!(out, input.as_bytes());
+    let (snaps, by_position) = accumulated(&out);
+    assert_eq!(snaps[0]["content"], "Hello world.");
+    assert_eq!(snaps[1]["content"], "Bonjour monde.");
+    assert_eq!(by_position, "Hello Bonjour world.monde.");
+}

@@ -51,8 +51,23 @@ pub const SSE_HOLD_LIMIT: usize = 2 << 20;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// OpenAI `choices[].delta` fields whose strings the SDKs concatenate.
+/// OpenAI `choices[].delta` text fields: joined per choice `index` and also per position in
+/// `choices` (naive code joins `choices[0].delta.content`).
 const OPENAI_TEXT_FIELDS: &[&str] = &["content", "refusal", "reasoning_content", "reasoning"];
+
+/// Keys under `choices[].delta` whose strings are streamed text, held from their first
+/// fragment on. Every other string there is joined too (openai-python's `accumulate_delta`
+/// concatenates them all) but held only once its value has changed between two events: OpenAI
+/// sends `role`, a tool call's `id` and `function.name` once, and holding them would make the
+/// first event of a stream wait.
+const OPENAI_STREAMED_KEYS: &[&str] = &[
+    "content",
+    "refusal",
+    "reasoning_content",
+    "reasoning",
+    "arguments",
+    "transcript",
+];
 
 /// Keys the generic rule never joins (besides any key ending in `_id` or `Id`): identifiers and
 /// discriminators, repeated or switched between events but never concatenated by a client, and
@@ -89,13 +104,16 @@ enum Seg {
 /// Which joined text a string belongs to.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 enum ChannelKey {
+    /// A string under `choices[].delta`, by choice `index` and path in `delta` (list entries
+    /// by their own `index`, as `accumulate_delta` merges them).
     OpenAi {
         choice: u64,
-        field: String,
+        path: Vec<Seg>,
     },
-    OpenAiTool {
-        choice: u64,
-        call: u64,
+    /// A text field of the choice at this position of `choices`, whatever its `index`.
+    OpenAiPosition {
+        position: usize,
+        field: String,
     },
     Anthropic {
         block: u64,
@@ -225,40 +243,6 @@ impl Channel {
         self.redactions.insert(at, Redaction { range, marked });
     }
 
-    /// The fragment at `start` as the client must see it, or `None` when it is unchanged.
-    /// Works on whole characters, so the result stays valid UTF-8.
-    fn redact(&mut self, start: u64, text: &str) -> Option<String> {
-        let end = start + text.len() as u64;
-        if !self
-            .redactions
-            .iter()
-            .any(|r| r.range.start < end && start < r.range.end)
-        {
-            return None;
-        }
-        let mut out = String::with_capacity(text.len());
-        for (i, ch) in text.char_indices() {
-            let x = start + i as u64;
-            let y = x + ch.len_utf8() as u64;
-            let mut covered = false;
-            for r in self.redactions.iter_mut() {
-                if r.range.start < y && x < r.range.end {
-                    covered = true;
-                    if !r.marked {
-                        // The first character of the occurrence not yet emitted carries the
-                        // marker; normally the occurrence's own first character.
-                        out.push_str(REDACTED);
-                        r.marked = true;
-                    }
-                }
-            }
-            if !covered {
-                out.push(ch);
-            }
-        }
-        Some(out)
-    }
-
     /// The fragment ending at `end` has been emitted.
     fn emitted(&mut self, end: u64) {
         self.redactions.retain(|r| r.range.end > end);
@@ -268,6 +252,61 @@ impl Channel {
     fn held_bytes(&self) -> usize {
         self.text.len() + self.redactions.len() * 24 + CHANNEL_OVERHEAD
     }
+}
+
+/// Where one string of an event sits in one of its channels.
+struct Part {
+    channel: u64,
+    start: u64,
+    end: u64,
+}
+
+/// The string `text` as the client must see it, or `None` when it is unchanged: each character
+/// that a redaction of any of its channels covers is cut, and the first character of an
+/// occurrence not yet emitted carries one [`REDACTED`] (normally the occurrence's own first
+/// character). The first channel that covers a character decides the marker, so the same text
+/// joined in two channels gets one marker per occurrence, not two. Works on whole characters,
+/// so the result stays valid UTF-8.
+fn redact(channels: &mut HashMap<u64, Channel>, parts: &[Part], text: &str) -> Option<String> {
+    let touched = parts.iter().any(|p| {
+        channels.get(&p.channel).is_some_and(|ch| {
+            ch.redactions
+                .iter()
+                .any(|r| r.range.start < p.end && p.start < r.range.end)
+        })
+    });
+    if !touched {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    for (i, c) in text.char_indices() {
+        let (mut covered, mut marker) = (false, false);
+        for p in parts {
+            let Some(ch) = channels.get_mut(&p.channel) else {
+                continue;
+            };
+            let x = p.start + i as u64;
+            let y = x + c.len_utf8() as u64;
+            let mut here = false;
+            for r in ch.redactions.iter_mut() {
+                if r.range.start < y && x < r.range.end {
+                    here = true;
+                    if !r.marked {
+                        marker |= !covered;
+                        r.marked = true;
+                    }
+                }
+            }
+            covered |= here;
+        }
+        if marker {
+            out.push_str(REDACTED);
+        }
+        if !covered {
+            out.push(c);
+        }
+    }
+    Some(out)
 }
 
 /// One line of an event: its bytes (terminator included) in the event's raw bytes.
@@ -642,7 +681,17 @@ impl SseScrubber {
             // The parsed value is not kept (it can take several times the event's size); the
             // rare event that must be rewritten is parsed again.
             Data::Json(value) => self.join(&value),
-            Data::Text | Data::Unreadable => Vec::new(),
+            Data::Text | Data::Unreadable => {
+                // The SDKs stop reading at `[DONE]`: nothing after it joins what came before.
+                let done = event
+                    .data
+                    .as_deref()
+                    .is_some_and(|d| d.trim_ascii_start().starts_with(b"[DONE]"));
+                if done {
+                    self.close_where(|_| true);
+                }
+                Vec::new()
+            }
         };
         let pending = Pending { event, frags };
         self.queued_bytes += pending.size();
@@ -663,14 +712,17 @@ impl SseScrubber {
             let Some(ch) = self.channels.get_mut(&id) else {
                 continue;
             };
-            if matches!(f.key, ChannelKey::Generic(_)) {
+            let generic = matches!(f.key, ChannelKey::Generic(_));
+            if generic || !holds_from_the_start(&f.key) {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 f.text.hash(&mut h);
                 let h = h.finish();
-                // Held from the first value on; a path whose value has been the same in every
-                // event so far is a constant, not a text being streamed, and holds nothing.
+                // Held once the value has changed between two events (and, for the generic
+                // rule, from the first value on, as a gap ends it anyway); a path whose value
+                // has been the same in every event so far is a constant, not a text being
+                // streamed, and holds nothing.
                 ch.varied |= ch.last.is_some_and(|last| last != h);
-                ch.hold = ch.varied || ch.last.is_none();
+                ch.hold = ch.varied || (generic && ch.last.is_none());
                 ch.last = Some(h);
             }
             let range = ch.append(f.text.as_bytes(), &self.scrubber, &self.tail);
@@ -684,8 +736,7 @@ impl SseScrubber {
         }
         for close in closes {
             self.close_where(|k| match (&close, k) {
-                (Close::OpenAiChoice(c), ChannelKey::OpenAi { choice, .. })
-                | (Close::OpenAiChoice(c), ChannelKey::OpenAiTool { choice, .. }) => c == choice,
+                (Close::OpenAiChoice(c), ChannelKey::OpenAi { choice, .. }) => c == choice,
                 (Close::AnthropicBlock(b), ChannelKey::Anthropic { block, .. }) => b == block,
                 (Close::AnthropicAll, ChannelKey::Anthropic { .. })
                 | (Close::ResponsesAll, ChannelKey::Responses { .. }) => true,
@@ -710,7 +761,7 @@ impl SseScrubber {
         }
         let id = self.next_channel;
         self.next_channel += 1;
-        let hold = !matches!(key, ChannelKey::Generic(_));
+        let hold = holds_from_the_start(key);
         self.keys.insert(key.clone(), id);
         self.channels.insert(id, Channel::new(hold));
         id
@@ -775,17 +826,32 @@ impl SseScrubber {
     /// into its JSON, written as one `data:` line.
     fn render(&mut self, pending: Pending) -> Bytes {
         let Pending { event, frags } = pending;
-        let mut edits = Vec::new();
+        // A string may belong to several channels (an OpenAI text by choice `index` and by
+        // position): its fragments are redacted together.
+        let mut strings: Vec<(Vec<Seg>, String, Vec<Part>)> = Vec::new();
         for f in frags {
-            let Some(ch) = self.channels.get_mut(&f.channel) else {
-                continue;
+            let part = Part {
+                channel: f.channel,
+                start: f.range.start,
+                end: f.range.end,
             };
-            if let Some(text) = ch.redact(f.range.start, &f.text) {
-                edits.push((f.path, text));
+            match strings.iter_mut().find(|(path, ..)| *path == f.path) {
+                Some((.., parts)) => parts.push(part),
+                None => strings.push((f.path, f.text, vec![part])),
             }
-            ch.emitted(f.range.end);
-            if ch.closed && ch.refs == 0 {
-                self.channels.remove(&f.channel);
+        }
+        let mut edits = Vec::new();
+        for (path, text, parts) in strings {
+            if let Some(text) = redact(&mut self.channels, &parts, &text) {
+                edits.push((path, text));
+            }
+            for part in parts {
+                if let Some(ch) = self.channels.get_mut(&part.channel) {
+                    ch.emitted(part.end);
+                    if ch.closed && ch.refs == 0 {
+                        self.channels.remove(&part.channel);
+                    }
+                }
             }
         }
         if edits.is_empty() {
@@ -982,46 +1048,9 @@ fn extract(value: &Value, found: &mut Vec<Found>, closes: &mut Vec<Close>) {
     if let Some(choices) = value.get("choices").and_then(Value::as_array) {
         for (k, c) in choices.iter().enumerate() {
             let choice = c.get("index").and_then(Value::as_u64).unwrap_or(k as u64);
-            let base = [key("choices"), Seg::Index(k), key("delta")];
-            if let Some(delta) = c.get("delta").and_then(Value::as_object) {
-                for field in OPENAI_TEXT_FIELDS {
-                    if let Some(Value::String(s)) = delta.get(*field) {
-                        found.push(Found {
-                            key: ChannelKey::OpenAi {
-                                choice,
-                                field: (*field).to_owned(),
-                            },
-                            path: [&base[..], &[key(field)]].concat(),
-                            text: s.clone(),
-                        });
-                    }
-                }
-                if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
-                    for (j, call) in calls.iter().enumerate() {
-                        let id = call
-                            .get("index")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(j as u64);
-                        if let Some(Value::String(s)) =
-                            call.get("function").and_then(|f| f.get("arguments"))
-                        {
-                            found.push(Found {
-                                key: ChannelKey::OpenAiTool { choice, call: id },
-                                path: [
-                                    &base[..],
-                                    &[
-                                        key("tool_calls"),
-                                        Seg::Index(j),
-                                        key("function"),
-                                        key("arguments"),
-                                    ],
-                                ]
-                                .concat(),
-                                text: s.clone(),
-                            });
-                        }
-                    }
-                }
+            let mut at = vec![key("choices"), Seg::Index(k), key("delta")];
+            if let Some(delta) = c.get("delta") {
+                openai_delta(delta, choice, k, &mut Vec::new(), &mut at, found);
             }
             if c.get("finish_reason").is_some_and(|f| !f.is_null()) {
                 closes.push(Close::OpenAiChoice(choice));
@@ -1054,6 +1083,78 @@ fn extract(value: &Value, found: &mut Vec<Found>, closes: &mut Vec<Close>) {
     let claimed: Vec<Vec<Seg>> = found.iter().map(|f| f.path.clone()).collect();
     let mut path = Vec::new();
     generic(value, &mut path, &claimed, found);
+}
+
+/// Whether a new channel with this key holds events from its first fragment on.
+fn holds_from_the_start(key: &ChannelKey) -> bool {
+    match key {
+        ChannelKey::Generic(_) => false,
+        ChannelKey::OpenAi { path, .. } => match path.last() {
+            Some(Seg::Key(k)) => OPENAI_STREAMED_KEYS.contains(&k.as_str()),
+            _ => false,
+        },
+        _ => true,
+    }
+}
+
+/// Every string under a choice's `delta`, as openai-python's `accumulate_delta` joins them:
+/// by key, list entries by their `index` (by position without one), `index` and `type` never
+/// joined. `rel` is the path in `delta` (entries by `index`), `at` the path in the event.
+fn openai_delta(
+    value: &Value,
+    choice: u64,
+    position: usize,
+    rel: &mut Vec<Seg>,
+    at: &mut Vec<Seg>,
+    found: &mut Vec<Found>,
+) {
+    match value {
+        Value::String(s) => {
+            if let [Seg::Key(field)] = rel.as_slice() {
+                if OPENAI_TEXT_FIELDS.contains(&field.as_str()) {
+                    found.push(Found {
+                        key: ChannelKey::OpenAiPosition {
+                            position,
+                            field: field.clone(),
+                        },
+                        path: at.clone(),
+                        text: s.clone(),
+                    });
+                }
+            }
+            found.push(Found {
+                key: ChannelKey::OpenAi {
+                    choice,
+                    path: rel.clone(),
+                },
+                path: at.clone(),
+                text: s.clone(),
+            });
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k == "index" || k == "type" {
+                    continue;
+                }
+                rel.push(key(k));
+                at.push(key(k));
+                openai_delta(v, choice, position, rel, at, found);
+                rel.pop();
+                at.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (j, v) in items.iter().enumerate() {
+                let index = v.get("index").and_then(Value::as_u64);
+                rel.push(Seg::Index(index.map_or(j, |i| i as usize)));
+                at.push(Seg::Index(j));
+                openai_delta(v, choice, position, rel, at, found);
+                rel.pop();
+                at.pop();
+            }
+        }
+        _ => {}
+    }
 }
 
 /// OpenAI Responses API events: the SDK joins the `delta` strings of a `response.….delta` event
