@@ -826,6 +826,25 @@ impl SseScrubber {
     /// into its JSON, written as one `data:` line.
     fn render(&mut self, pending: Pending) -> Bytes {
         let Pending { event, frags } = pending;
+        // The usual case: no redaction touches the event, which leaves as it came.
+        let clean = frags.iter().all(|f| {
+            self.channels.get(&f.channel).is_none_or(|ch| {
+                !ch.redactions
+                    .iter()
+                    .any(|r| r.range.start < f.range.end && f.range.start < r.range.end)
+            })
+        });
+        if clean {
+            for f in frags {
+                if let Some(ch) = self.channels.get_mut(&f.channel) {
+                    ch.emitted(f.range.end);
+                    if ch.closed && ch.refs == 0 {
+                        self.channels.remove(&f.channel);
+                    }
+                }
+            }
+            return event.raw;
+        }
         // A string may belong to several channels (an OpenAI text by choice `index` and by
         // position): its fragments are redacted together.
         let mut strings: Vec<(Vec<Seg>, String, Vec<Part>)> = Vec::new();
