@@ -704,8 +704,18 @@ impl SseScrubber {
         let mut closes = Vec::new();
         extract(value, &mut found, &mut closes);
         // The generic rule joins consecutive events only: a path this event lacks has ended.
-        let present: HashSet<&ChannelKey> = found.iter().map(|f| &f.key).collect();
-        self.close_where(|k| matches!(k, ChannelKey::Generic(_)) && !present.contains(k));
+        if self
+            .keys
+            .keys()
+            .any(|k| matches!(k, ChannelKey::Generic(_)))
+        {
+            let present: HashSet<&ChannelKey> = found
+                .iter()
+                .map(|f| &f.key)
+                .filter(|k| matches!(k, ChannelKey::Generic(_)))
+                .collect();
+            self.close_where(|k| matches!(k, ChannelKey::Generic(_)) && !present.contains(k));
+        }
         let mut frags = Vec::with_capacity(found.len());
         for f in found {
             let id = self.channel_for(&f.key);
