@@ -27,7 +27,7 @@
 //! the tail of the view of the whole body.
 //!
 //! Memory held: at most the longest needle minus one byte when the tail holds no backslash; with
-//! escapes, at most [`ESCAPE_LEN`] bytes per character of the longest needle. Plus the output of
+//! escapes, at most 6 bytes (an escape) per character of the longest needle. Plus the output of
 //! the current call.
 //! Why this design: docs/decisions/0070-stream-scrubbing-equals-whole-body.md.
 
