@@ -33,6 +33,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 GREETING = ["Hello", " from", " the", " fake", " provider", "."]
 ECHO_KEY = "Please repeat my API key."
 ECHO_KEY_TOKENS = "Please repeat my API key, token by token."
+# The same, every other delta event also carrying `"x_nan": NaN`: Python's `json` (which the SDKs
+# use) reads it, serde_json does not (review #6 of docs/reviews/2026-12-05-proxy.md).
+ECHO_KEY_TOKENS_NAN = "Please repeat my API key, token by token, with NaN in between."
 WAIT_AT_GATE = "Greet me, slowly."
 # How long a gated stream waits for the test before sending the rest anyway (the test then fails
 # on `finished` being set, rather than hanging).
@@ -85,7 +88,7 @@ def reply_tokens(prompt: str, key: str) -> list[str]:
     """The text deltas of the answer to `prompt` (joined, they are the whole answer)."""
     if prompt == ECHO_KEY:
         return ["Your key is ", key, "."]
-    if prompt == ECHO_KEY_TOKENS:
+    if prompt in (ECHO_KEY_TOKENS, ECHO_KEY_TOKENS_NAN):
         return ["Your key is ", *tokens_of(key), "."]
     return list(GREETING)
 
@@ -202,10 +205,15 @@ def _handler(provider: Provider):
                 })
                 return
 
+            sent = [0]
+
             def event(delta: dict, finish: str | None = None) -> None:
                 chunk = {"id": "chatcmpl-fake1", "object": "chat.completion.chunk",
                          "created": created, "model": model,
                          "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                sent[0] += 1
+                if prompt == ECHO_KEY_TOKENS_NAN and sent[0] % 2 == 0:
+                    chunk["x_nan"] = float("nan")
                 self._chunk(b"data: " + json.dumps(chunk).encode() + b"\n\n")
 
             self._start_stream()
@@ -247,7 +255,12 @@ def _handler(provider: Provider):
                 self._json(200, message)
                 return
 
+            sent = [0]
+
             def event(name: str, data: dict) -> None:
+                sent[0] += 1
+                if prompt == ECHO_KEY_TOKENS_NAN and sent[0] % 2 == 0:
+                    data = {**data, "x_nan": float("nan")}
                 self._chunk(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
 
             self._start_stream()

@@ -24,7 +24,16 @@
 //!   the fully percent-encoded form;
 //! - **JSON string escaping** as serde_json writes it (`\"`, `\\`, `\n`…, `\u00XX` for other
 //!   control characters), plus the variants `\/` for `/`, `\uXXXX` (lower- and upper-case hex, with
-//!   surrogate pairs) for non-ASCII, and Go's HTML-safe `\u003c \u003e \u0026`.
+//!   surrogate pairs) for non-ASCII, and Go's HTML-safe `\u003c \u003e \u0026`;
+//! - **JSON `\u00XX` escapes of ASCII characters, anywhere**: every needle is also matched
+//!   against the *unescaped view* of the input, in which each `\u00XX` below `\u0080` (either
+//!   hex case) reads as its character, as a JSON client reads it. `\u0073k-…`, `abc\u002Bdef`
+//!   (.NET escapes `+` and `'`) or a secret with every character escaped are the secret to the
+//!   client, and a needle per combination of escaped characters would be exponential. A match
+//!   there redacts the bytes that spell it, escapes included, so a JSON string stays valid. The
+//!   escape is recognised even after a backslash (`\\u0073`, which JSON reads as `\` and
+//!   `u0073`): that keeps the view independent of where a stream's chunk starts, and only ever
+//!   redacts more (docs/decisions/0066-sse-and-escapes-fail-closed.md).
 //!
 //! Matching is ASCII-case-sensitive. The only case-insensitive encoding, percent-encoding's hex
 //! digits, is handled by generating both cases (a single needle mixing cases is not covered).
@@ -57,7 +66,8 @@
 //! # Performance and memory hygiene
 //!
 //! The needles go into one Aho-Corasick automaton (leftmost-longest, with its SIMD literal
-//! prefilter on x86_64/aarch64), so a clean body costs a single pass and no allocation; the
+//! prefilter on x86_64/aarch64), so a clean body costs a single pass and no allocation (plus a
+//! `memchr` for a backslash; the unescaped view is built only when an escape is found); the
 //! target is a clean 64 KiB body in well under 100 µs with a typical credential (~10–40
 //! needles), measured by the `scrub/clean_64k_*` benchmarks (benches/README.md). Each match
 //! costs one extra search from the byte after its start, so a body full of matches is slower,
@@ -138,9 +148,10 @@ impl Scrubber {
         self.needles.len()
     }
 
-    /// True when `input` contains any encoding of any secret. Allocation-free.
+    /// True when `input` contains any encoding of any secret (also behind JSON `\u00XX`
+    /// escapes of ASCII characters). Allocation-free when `input` has no such escape.
     pub fn matches(&self, input: &[u8]) -> bool {
-        self.next_match(input, 0).is_some()
+        self.next_match(input, 0).is_some() || !self.escaped_matches(input, usize::MAX).is_empty()
     }
 
     /// Replace every occurrence of every needle with [`REDACTED`]. Returns `Cow::Borrowed` when
@@ -184,16 +195,56 @@ impl Scrubber {
 
     /// The merged (sorted, non-overlapping) byte ranges to redact.
     fn ranges(&self, input: &[u8]) -> Vec<Range<usize>> {
+        merge(self.occurrences(input, usize::MAX))
+    }
+
+    /// Every occurrence starting before `upto`, sorted by start (not merged): in the bytes as
+    /// they are, each start position with its longest needle; and in the *unescaped view* (see
+    /// [`unescape_ascii`]), each start with its longest needle, mapped back to the bytes that
+    /// spell it.
+    pub(crate) fn occurrences(&self, input: &[u8], upto: usize) -> Vec<Range<usize>> {
         let mut ranges = Vec::new();
         let mut from = 0;
         // Restarting one byte after each match start (not at its end) finds the matches that
         // overlap it; for each start position we get the longest needle starting there, whose
         // union with the others covers every needle occurrence.
         while let Some(m) = self.next_match(input, from) {
+            if m.start >= upto {
+                break;
+            }
             from = m.start + 1;
             ranges.push(m);
         }
-        merge(ranges)
+        let escaped = self.escaped_matches(input, upto);
+        if !escaped.is_empty() {
+            ranges.extend(escaped);
+            ranges.sort_unstable_by_key(|r| (r.start, r.end));
+        }
+        ranges
+    }
+
+    /// The occurrences that only the unescaped view shows (raw ranges, starting before `upto`).
+    /// Empty, without allocating, when `input` holds no `\u00XX` escape of an ASCII character.
+    fn escaped_matches(&self, input: &[u8], upto: usize) -> Vec<Range<usize>> {
+        let Some(view) = unescape_ascii(input) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut from = 0;
+        while let Some(m) = self.next_match(&view.text, from) {
+            from = m.start + 1;
+            let (Some(&start), Some(&end)) = (view.map.get(m.start), view.map.get(m.end)) else {
+                break;
+            };
+            if start >= upto {
+                break;
+            }
+            // A match that spans no escape is also one of the bytes as they are.
+            if end - start != m.end - m.start {
+                out.push(start..end);
+            }
+        }
+        out
     }
 
     /// The leftmost match starting at or after `from`, the longest one at that position.
@@ -223,6 +274,88 @@ impl Scrubber {
             Some(start..start + len)
         })
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The unescaped view: JSON `\u00XX` escapes of ASCII characters read as the character
+
+/// Bytes of a JSON escape of one ASCII character: `\u00` and two hex digits below `80`.
+pub(crate) const ESCAPE_LEN: usize = 6;
+
+/// The ASCII character that `s` starts with the JSON escape of, if it does.
+///
+/// The escape is recognised wherever it appears, even after another backslash (`\\u0073` is,
+/// to JSON, a backslash and the text `u0073`): recognising it depends only on the six bytes, so
+/// the view is the same whichever byte a stream's held part starts at, and reading too many
+/// escapes can only redact more.
+pub(crate) fn ascii_escape(s: &[u8]) -> Option<u8> {
+    match s {
+        [b'\\', b'u', b'0', b'0', hi @ b'0'..=b'7', lo, ..] => {
+            let lo = char::from(*lo).to_digit(16)?;
+            Some(((hi - b'0') << 4) | lo as u8)
+        }
+        _ => None,
+    }
+}
+
+/// Where `s` ends with the beginning of an ASCII escape that later bytes may complete (`\`,
+/// `\u`, `\u0`, `\u00`, `\u00` and a digit below 8), if it does.
+pub(crate) fn partial_escape_start(s: &[u8]) -> Option<usize> {
+    let lo = s.len().saturating_sub(ESCAPE_LEN - 1);
+    (lo..s.len()).find(|&p| {
+        let tail = s.get(p..).unwrap_or_default();
+        tail.iter().zip(b"\\u00").all(|(a, b)| a == b)
+            && tail.get(4).is_none_or(|d| (b'0'..=b'7').contains(d))
+    })
+}
+
+/// `text` with its ASCII escapes decoded, and where each of its bytes starts in the input.
+pub(crate) struct Unescaped {
+    pub(crate) text: Vec<u8>,
+    /// `map[i]`: the input offset of `text[i]`; one more entry, the input's length.
+    pub(crate) map: Vec<usize>,
+}
+
+/// The *unescaped view* of `input`: every JSON `\u00XX` escape of an ASCII character replaced
+/// by the character, as a JSON client reads it. `\u0073k-…` is `sk-…` to a client although no
+/// needle spells it so, and a secret may have any of its characters escaped (.NET escapes `+`
+/// and `'`; an upstream may escape anything), so needles are also matched against this view —
+/// one more pass instead of a needle per combination of escaped characters. `None` (no
+/// allocation) when `input` has no such escape: the view is then `input` itself.
+pub(crate) fn unescape_ascii(input: &[u8]) -> Option<Unescaped> {
+    let mut first = None;
+    let mut at = 0;
+    while let Some(i) = input.get(at..).and_then(|r| memchr::memchr(b'\\', r)) {
+        let p = at + i;
+        if ascii_escape(input.get(p..).unwrap_or_default()).is_some() {
+            first = Some(p);
+            break;
+        }
+        at = p + 1;
+    }
+    let first = first?;
+    let mut text = Vec::with_capacity(input.len());
+    let mut map = Vec::with_capacity(input.len() + 1);
+    text.extend_from_slice(input.get(..first).unwrap_or_default());
+    map.extend(0..first);
+    let mut p = first;
+    while p < input.len() {
+        let rest = input.get(p..).unwrap_or_default();
+        if let Some(c) = ascii_escape(rest) {
+            text.push(c);
+            map.push(p);
+            p += ESCAPE_LEN;
+            continue;
+        }
+        // Copy up to the next backslash in one go.
+        let n =
+            memchr::memchr(b'\\', rest.get(1..).unwrap_or_default()).map_or(rest.len(), |i| i + 1);
+        text.extend_from_slice(rest.get(..n).unwrap_or_default());
+        map.extend(p..p + n);
+        p += n;
+    }
+    map.push(input.len());
+    Some(Unescaped { text, map })
 }
 
 /// Sort by start and merge overlapping ranges; adjacent ranges stay separate.
@@ -546,6 +679,35 @@ mod tests {
             scrub(&[secret], r#""tok\"en\\\/\u00E9\n""#),
             r#""[REDACTED]""#
         );
+    }
+
+    #[test]
+    fn json_escapes_of_ascii_characters_are_read_as_the_characters() {
+        // .NET escapes `+` by default; a JSON client reads `\u0073` as `s`.
+        assert_eq!(
+            scrub(&["abc+def"], r#"{"k":"abc\u002Bdef","l":"abc\u002bdef"}"#),
+            r#"{"k":"[REDACTED]","l":"[REDACTED]"}"#
+        );
+        assert_eq!(
+            scrub(
+                &["secret-tok"],
+                r#"a \u0073ecret-tok b \u0073\u0065cret\u002dtok"#
+            ),
+            "a [REDACTED] b [REDACTED]"
+        );
+        // Every character escaped (upper-case hex), inside other text.
+        let all: String = "secret-tok"
+            .bytes()
+            .map(|b| format!("\\u{b:04X}"))
+            .collect();
+        assert_eq!(scrub(&["secret-tok"], &format!("x{all}y")), "x[REDACTED]y");
+        // An escape of a non-ASCII character or of nothing is left alone.
+        assert_eq!(
+            scrub(&["secret-tok"], r#"\u00e9\u00zz\u0073ecret"#),
+            r#"\u00e9\u00zz\u0073ecret"#
+        );
+        let s = Scrubber::new([b"secret-tok".as_slice()]);
+        assert!(s.matches(br#"\u0073ecret-tok"#));
     }
 
     #[test]

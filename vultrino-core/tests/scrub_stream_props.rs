@@ -257,17 +257,50 @@ use vultrino_core::scrub::SseScrubber;
 /// A client's event-stream parser, written from the WHATWG spec (independent of the scrubber):
 /// returns each dispatched event's `event` name and data.
 fn client_events(stream: &[u8]) -> Vec<(String, String)> {
+    read_events(stream, false)
+}
+
+/// The same for a client that also dispatches what it has at the end of the stream (an
+/// unterminated last line and an event without its blank line), as hand-written readers do.
+fn client_events_at_eof(stream: &[u8]) -> Vec<(String, String)> {
+    read_events(stream, true)
+}
+
+fn read_events(stream: &[u8], at_eof: bool) -> Vec<(String, String)> {
     let text = String::from_utf8_lossy(stream);
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut events = Vec::new();
     let (mut name, mut data, mut has_data) = (String::new(), String::new(), false);
     let mut rest = text;
-    // Only complete lines count; an unterminated last line is discarded, like a client does.
-    while let Some(i) = rest.find(['\r', '\n']) {
-        let line = &rest[..i];
-        let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
-        rest = &rest[i + skip..];
-        if line.is_empty() {
+    // Only complete lines count; an unterminated last line is discarded, like a client does
+    // (unless `at_eof`: then it ends the last event, which is dispatched).
+    let mut eof = false;
+    loop {
+        let line = match rest.find(['\r', '\n']) {
+            Some(i) => {
+                let line = &rest[..i];
+                let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = &rest[i + skip..];
+                line
+            }
+            None if at_eof && !eof => {
+                eof = true;
+                let line = rest;
+                rest = "";
+                line
+            }
+            None => break,
+        };
+        if line.is_empty() || eof {
+            if eof && !line.is_empty() && !line.starts_with(':') {
+                if let Some(v) = line.strip_prefix("data:") {
+                    if has_data {
+                        data.push('\n');
+                    }
+                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    has_data = true;
+                }
+            }
             if has_data {
                 events.push((std::mem::take(&mut name), std::mem::take(&mut data)));
             }
@@ -617,7 +650,9 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     /// Whatever the framing (broken JSON, stray CRs, BOMs, unterminated events), a stream with
-    /// nothing to redact comes out byte for byte, in any chunking, without an error.
+    /// nothing to redact comes out byte for byte, in any chunking — up to the first event that
+    /// looks like JSON but is not (there the stream ends with an error: review #6), and but for
+    /// an unterminated last event that is such (dropped: review #12).
     #[test]
     fn any_clean_byte_stream_passes_unchanged(
         picks in prop::collection::vec(0..PIECES.len(), 0..60),
@@ -625,7 +660,23 @@ proptest! {
     ) {
         let s = Arc::new(Scrubber::new([b"~~~~~~~~~~~~".as_slice()]));
         let input: Vec<u8> = picks.iter().flat_map(|&i| PIECES[i].bytes()).collect();
-        prop_assert_eq!(sse(&s, &input, &sizes), input);
+        let unreadable = |d: &str| {
+            let t = d.trim_start_matches([' ', '\t', '\n', '\r']);
+            t.starts_with(['{', '[', '"'])
+                && !t.starts_with("[DONE]")
+                && serde_json::from_str::<serde_json::Value>(d).is_err()
+        };
+        let events = client_events(&input);
+        let (out, failed) = sse_chunked(&s, &input, &sizes);
+        prop_assert!(input.starts_with(&out));
+        prop_assert_eq!(failed, events.iter().any(|(_, d)| unreadable(d)));
+        if !failed {
+            prop_assert_eq!(client_events(&out), events);
+            if out.len() < input.len() {
+                let last = client_events_at_eof(&input).pop().map(|(_, d)| d).unwrap_or_default();
+                prop_assert!(unreadable(&last), "only an unreadable last event is dropped");
+            }
+        }
     }
 }
 
@@ -985,4 +1036,492 @@ fn responses_api_deltas_are_joined_per_item_across_other_events() {
         done.and_then(|v| v["text"].as_str()),
         Some(format!("The key: {REDACTED}.").as_str())
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON `\u00XX` escapes of ASCII characters (review #11): a JSON client reads them as the
+// characters, so a secret with any of its characters escaped is still the secret.
+
+/// `secret` with the characters whose bit is set in `mask` written as `\u00XX` (hex digits in
+/// upper or lower case): what a JSON client decodes back to `secret`.
+fn escaped(secret: &str, mask: u64, upper: bool) -> String {
+    secret
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if mask >> (i % 64) & 1 == 1 && c.is_ascii() {
+                if upper {
+                    format!("\\u{:04X}", c as u32)
+                } else {
+                    format!("\\u{:04x}", c as u32)
+                }
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A JSON body carrying the secret with any of its characters escaped: whole or streamed in
+    /// any chunks, what a JSON client decodes from the scrubbed body never holds the secret, and
+    /// the stream gives exactly the whole-body result.
+    #[test]
+    fn escaped_ascii_never_hides_a_secret_from_the_scrubber(
+        secret in "[a-zA-Z0-9+/=_.-]{4,24}",
+        mask in any::<u64>(),
+        upper in any::<bool>(),
+        prefix in "[a-z .\u{e9}]{0,8}",
+        suffix in "[a-z .]{0,8}",
+        sizes in prop::collection::vec(0usize..12, 1..5),
+    ) {
+        let s = Arc::new(Scrubber::new([secret.as_bytes()]));
+        let value = format!("{prefix}{}{suffix}", escaped(&secret, mask, upper));
+        let body = format!("{{\"id\":\"x\",\"text\":\"{value}\"}}").into_bytes();
+        let client = |b: &[u8]| -> String {
+            serde_json::from_slice::<serde_json::Value>(b)
+                .map(|v| v["text"].as_str().unwrap_or_default().to_string())
+                .unwrap_or_else(|e| panic!("the scrubbed body is still JSON: {e}"))
+        };
+        prop_assert!(client(&body).contains(&secret), "sanity: the client decodes the secret");
+        let whole = s.scrub(&body).into_owned();
+        let text = client(&whole);
+        prop_assert!(!leaks(text.as_bytes(), secret.as_bytes()), "{text:?}");
+        prop_assert!(text.contains(REDACTED));
+        for owned in [false, true] {
+            let (out, held) = stream(&s, &body, &sizes, owned);
+            prop_assert_eq!(&out, &whole);
+            // Bounded: 6 bytes (an escape) per byte of the longest needle (`%XX` per byte).
+            prop_assert!(held <= 6 * 3 * secret.len() + 6, "held {}", held);
+        }
+    }
+
+    /// Inside an event stream the joined `partial_json` / tool-call `arguments` is itself JSON
+    /// that the client parses again: a secret spelled there with escapes, cut into tokens, never
+    /// reaches the arguments the client parses.
+    #[test]
+    fn escaped_secret_in_streamed_arguments_never_reaches_the_parsed_arguments(
+        secret in api_key(),
+        mask in any::<u64>(),
+        upper in any::<bool>(),
+        lens in prop::collection::vec(1usize..8, 1..6),
+        sizes in prop::collection::vec(1usize..300, 1..4),
+        anthropic in any::<bool>(),
+    ) {
+        prop_assume!(mask & ((1u64 << secret.len().min(63)) - 1) != 0);
+        let s = Arc::new(Scrubber::new([secret.as_bytes()]));
+        let args = format!("{{\"key\": \"{}\", \"n\": 1}}", escaped(&secret, mask, upper));
+        let mut input = String::new();
+        for t in tokens(&args, &lens) {
+            let v = if anthropic {
+                serde_json::json!({"type":"content_block_delta","index":1,
+                    "delta":{"type":"input_json_delta","partial_json":t}})
+            } else {
+                serde_json::json!({"choices":[{"index":0,"delta":{"tool_calls":[
+                    {"index":0,"function":{"arguments":t}}]},"finish_reason":null}]})
+            };
+            input.push_str(&format!("data: {v}\n\n"));
+        }
+        let pointer = if anthropic {
+            "/delta/partial_json"
+        } else {
+            "/choices/0/delta/tool_calls/0/function/arguments"
+        };
+        let parsed = |out: &[u8]| -> String {
+            let joined: String = client_events(out)
+                .iter()
+                .filter_map(|(_, d)| serde_json::from_str::<serde_json::Value>(d).ok())
+                .filter_map(|v| v.pointer(pointer).and_then(|p| p.as_str()).map(String::from))
+                .collect();
+            serde_json::from_str::<serde_json::Value>(&joined)
+                .map(|v| v["key"].as_str().unwrap_or_default().to_string())
+                .unwrap_or_else(|e| panic!("the joined arguments are still JSON: {e}: {joined}"))
+        };
+        prop_assert_eq!(parsed(input.as_bytes()), secret.clone(), "sanity");
+        let out = sse(&s, input.as_bytes(), &sizes);
+        let key = parsed(&out);
+        prop_assert!(!leaks(key.as_bytes(), secret.as_bytes()), "{key:?}");
+        prop_assert_eq!(key, REDACTED);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events serde_json refuses but clients read (review #6), and the unterminated last event
+// (review #12).
+
+/// Run a stream through an SseScrubber in chunks of `size`: what was sent, and whether the
+/// scrubber ended the stream with an error.
+fn sse_until_error(s: &Arc<Scrubber>, input: &[u8], size: usize) -> (Vec<u8>, bool) {
+    sse_chunked(s, input, &[size])
+}
+
+/// The same in chunks of the given sizes (cycled).
+fn sse_chunked(s: &Arc<Scrubber>, input: &[u8], sizes: &[usize]) -> (Vec<u8>, bool) {
+    let mut st = SseScrubber::new(s.clone());
+    let mut out = Vec::new();
+    let mut chunks = Vec::new();
+    let mut rest = input;
+    for i in 0.. {
+        if rest.is_empty() {
+            break;
+        }
+        let n = sizes
+            .get(i % sizes.len().max(1))
+            .copied()
+            .unwrap_or(1)
+            .clamp(1, rest.len());
+        let (c, t) = rest.split_at(n);
+        chunks.push(c);
+        rest = t;
+    }
+    for chunk in chunks {
+        match st.push(chunk) {
+            Ok(b) => out.extend_from_slice(&b),
+            Err(e) => {
+                assert_eq!(e.code().as_str(), "upstream_invalid");
+                assert!(st.finish().is_err(), "a failed scrubber stays failed");
+                return (out, true);
+            }
+        }
+    }
+    match st.finish() {
+        Ok(b) => out.extend_from_slice(&b),
+        Err(_) => return (out, true),
+    }
+    (out, false)
+}
+
+/// Extras that Python's `json.loads` (the OpenAI and Anthropic SDKs) or a JS client
+/// (`TextDecoder` then `JSON.parse`) reads and serde_json refuses, each with what a client does
+/// with it (here: a field the client ignores, so removing it gives the client's reading).
+const CLIENT_ONLY_JSON: &[&[u8]] = &[
+    b",\"logprob\":NaN",
+    b",\"logprob\":-Infinity",
+    b",\"x\":Infinity",
+    b",\"big\":1e400",
+    b",\"s\":\"\\ud800 lone\"",
+    b",\"s\":\"\\udfff\"",
+    b",\"s\":\"bad \xff\xfe utf-8\"",
+];
+
+/// How a Python/JS client reads an event's data: JSON, with the extras above (which it reads
+/// but ignores) left out. Independent of the scrubber's own lenient reading.
+fn client_json(data: &str) -> Option<serde_json::Value> {
+    let mut d = data.as_bytes().to_vec();
+    for extra in CLIENT_ONLY_JSON {
+        let lossy = String::from_utf8_lossy(extra).into_owned();
+        for e in [extra.to_vec(), lossy.into_bytes()] {
+            while let Some(i) = d.windows(e.len()).position(|w| w == e.as_slice()) {
+                d.drain(i..i + e.len());
+            }
+        }
+    }
+    serde_json::from_slice(&d).ok()
+}
+
+/// The OpenAI SDK's joined `delta.content` of choice 0, read as Python reads each event.
+fn python_joined(events: &[(String, String)]) -> String {
+    events
+        .iter()
+        .filter(|(_, d)| !d.starts_with("[DONE]"))
+        .filter_map(|(_, d)| client_json(d))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect()
+}
+
+/// An OpenAI stream of `toks` in which the events picked by `odd` carry `extra` in their
+/// choice (the raw bytes of each event, so the extra can be invalid UTF-8).
+fn openai_stream_with(toks: &[String], odd: &[bool], extra: &[u8]) -> Vec<u8> {
+    let mut s = openai_event(0, "Key: ").into_bytes();
+    for (i, t) in toks.iter().enumerate() {
+        let ev = openai_event(0, t);
+        if odd.get(i % odd.len().max(1)).copied().unwrap_or(false) {
+            // Insert the extra after `"finish_reason":null` (inside the choice object).
+            let at =
+                ev.find("\"finish_reason\":null").unwrap_or(0) + "\"finish_reason\":null".len();
+            s.extend_from_slice(&ev.as_bytes()[..at]);
+            s.extend_from_slice(extra);
+            s.extend_from_slice(&ev.as_bytes()[at..]);
+        } else {
+            s.extend_from_slice(ev.as_bytes());
+        }
+    }
+    s.extend_from_slice(b"data: [DONE]\n\n");
+    s
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// A secret token by token, some events carrying a value serde_json refuses and Python or
+    /// JS accepts: the scrubber reads them as the client does, so the secret never reassembles
+    /// in the SDK's joined text (which equals the whole-body scrub of the text), whatever the
+    /// chunking.
+    #[test]
+    fn events_serde_refuses_but_clients_read_are_joined_too(
+        secret in api_key(),
+        extra in 0..CLIENT_ONLY_JSON.len(),
+        odd in prop::collection::vec(any::<bool>(), 1..4),
+        lens in prop::collection::vec(1usize..6, 1..5),
+        size in 1usize..200,
+    ) {
+        prop_assume!(odd.iter().any(|&b| b));
+        let s = Arc::new(Scrubber::new([secret.as_bytes()]));
+        let text = format!("{secret} ok");
+        let toks = tokens(&text, &lens);
+        let input = openai_stream_with(&toks, &odd, CLIENT_ONLY_JSON[extra]);
+        prop_assert_eq!(python_joined(&client_events(&input)), format!("Key: {text}"), "sanity");
+        let (out, failed) = sse_until_error(&s, &input, size);
+        prop_assert!(!failed, "these events are readable");
+        let joined = python_joined(&client_events(&out));
+        prop_assert!(!leaks(joined.as_bytes(), secret.as_bytes()), "{joined:?}");
+        prop_assert_eq!(joined, format!("Key: {REDACTED} ok"));
+        prop_assert_eq!(client_events(&out).len(), client_events(&input).len());
+    }
+}
+
+#[test]
+fn an_event_too_deep_for_the_scrubber_ends_the_stream() {
+    // Python reads 200 levels (its limit is about 1000); serde_json stops at 128. The event may
+    // carry a middle piece of the secret, so the stream ends there and what is held stays held.
+    let secret = "sk-proj-4f9aB7cD1eF3";
+    let s = Arc::new(Scrubber::new([secret.as_bytes()]));
+    let deep = format!(",\"x\":{}0{}", "[".repeat(200), "]".repeat(200));
+    let toks: Vec<String> = ["sk-pr", "oj-4f", "9aB7cD1eF3", " ok"]
+        .map(String::from)
+        .to_vec();
+    let input = openai_stream_with(&toks, &[false, true], deep.as_bytes());
+    for size in [1, 7, 64, input.len()] {
+        let (out, failed) = sse_until_error(&s, &input, size);
+        assert!(failed, "chunks of {size}: the stream must end");
+        let joined = python_joined(&client_events_at_eof(&out));
+        assert!(
+            !joined.contains("sk-pr"),
+            "the held piece is not sent: {joined:?}"
+        );
+    }
+    // Not-JSON data that looks like JSON ends it too; `[DONE]` and plain text do not.
+    for (data, fails) in [
+        ("{\"choices\":[{\"delta\":{\"content\":\"oj\"}}],}", true),
+        ("[1,2", true),
+        ("\"unterminated", true),
+        ("[DONE]", false),
+        ("[DONE] and more", false),
+        ("heartbeat", false),
+        ("", false),
+    ] {
+        let input = format!(
+            "{}data: {data}\n\ndata: {{\"ok\":1}}\n\n",
+            openai_event(0, "sk-pr")
+        );
+        let (_, failed) = sse_until_error(&s, input.as_bytes(), 5);
+        assert_eq!(failed, fails, "{data:?}");
+    }
+}
+
+#[test]
+fn an_unterminated_last_event_is_joined_for_clients_that_dispatch_it() {
+    let secret = "sk-proj-4f9aB7cD1eF3";
+    let s = Arc::new(Scrubber::new([secret.as_bytes()]));
+    let head = format!("{}{}", openai_event(0, "Key: "), openai_event(0, "sk-pr"));
+    let last = openai_event(0, "oj-4f9aB7cD1eF3 ok");
+    let last = last.trim_end();
+    for ending in ["", "\n", "\r\n", "\r"] {
+        let input = format!("{head}{last}{ending}");
+        assert!(
+            python_joined(&client_events_at_eof(input.as_bytes())).contains(secret),
+            "sanity: a client that dispatches at the end joins the secret"
+        );
+        for size in [1, 9, input.len()] {
+            let (out, failed) = sse_until_error(&s, input.as_bytes(), size);
+            assert!(!failed);
+            let joined = python_joined(&client_events_at_eof(&out));
+            assert_eq!(
+                joined,
+                format!("Key: {REDACTED} ok"),
+                "{ending:?}, chunks of {size}"
+            );
+            // A client that follows the spec still discards it, and the rest passes.
+            assert_eq!(
+                python_joined(&client_events(&out)),
+                format!("Key: {REDACTED}")
+            );
+        }
+    }
+    // Clean, it passes byte for byte; a truncated (unreadable) last event is dropped.
+    let clean = format!("{head}{}", openai_event(0, "nothing here").trim_end());
+    let clean = clean.replace("sk-pr", "sk pr");
+    assert_eq!(sse(&s, clean.as_bytes(), &[4]), clean.as_bytes());
+    let cut =
+        format!("{head}data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"oj-4f9aB7");
+    let (out, failed) = sse_until_error(&s, cut.as_bytes(), 6);
+    assert!(!failed);
+    assert!(
+        !leaks(&out, b"oj-4f9aB7"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// What clients join (review #8): openai-python's `accumulate_delta` joins every string under
+// `choices[].delta` across all events of a choice, gaps included; naive code joins
+// `choices[0].delta.content` by position.
+
+/// openai-python's `accumulate_delta`, written from its source: strings concatenated, `index`
+/// and `type` replaced, objects merged, lists of objects merged by their `index`.
+fn accumulate(acc: &mut serde_json::Value, delta: &serde_json::Value) {
+    use serde_json::Value;
+    let (Some(a), Some(d)) = (acc.as_object_mut(), delta.as_object()) else {
+        return;
+    };
+    for (k, dv) in d {
+        match a.get_mut(k) {
+            None => {
+                a.insert(k.clone(), dv.clone());
+            }
+            Some(av) if av.is_null() || k == "index" || k == "type" => *av = dv.clone(),
+            Some(Value::String(x)) if dv.is_string() => x.push_str(dv.as_str().unwrap_or("")),
+            Some(av) if av.is_object() && dv.is_object() => accumulate(av, dv),
+            Some(Value::Array(list)) if dv.is_array() => {
+                let entries = dv.as_array().cloned().unwrap_or_default();
+                if list.iter().all(|x| !x.is_object()) {
+                    list.extend(entries);
+                    continue;
+                }
+                for e in entries {
+                    let i = e["index"].as_u64().unwrap_or(0) as usize;
+                    match list.get_mut(i) {
+                        Some(slot) => accumulate(slot, &e),
+                        None => list.push(e),
+                    }
+                }
+            }
+            Some(av) => *av = dv.clone(),
+        }
+    }
+}
+
+/// The `accumulate_delta` snapshot per choice index, and the position joiner's text.
+fn accumulated(out: &[u8]) -> (Vec<serde_json::Value>, String) {
+    let mut snaps: Vec<serde_json::Value> = Vec::new();
+    let mut by_position = String::new();
+    for (_, d) in client_events(out) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&d) else {
+            continue;
+        };
+        for (k, c) in v["choices"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            if k == 0 {
+                by_position.push_str(c["delta"]["content"].as_str().unwrap_or(""));
+            }
+            let i = c["index"].as_u64().unwrap_or(0) as usize;
+            while snaps.len() <= i {
+                snaps.push(serde_json::json!({}));
+            }
+            accumulate(&mut snaps[i], &c["delta"]);
+        }
+    }
+    (snaps, by_position)
+}
+
+fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        serde_json::Value::Object(m) => m.values().for_each(|x| strings(x, out)),
+        _ => {}
+    }
+}
+
+/// OpenAI chunks, one choice each (at position 0), with `delta` as given.
+fn chunk(choice: u64, delta: serde_json::Value) -> String {
+    let v = serde_json::json!({"id":"chatcmpl-9x","object":"chat.completion.chunk","created":1,
+        "model":"gpt-4o-audio","choices":[{"index":choice,"delta":delta,"finish_reason":null}]});
+    format!("data: {v}\n\n")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// A secret token by token in a string of `delta` that clients accumulate across gaps:
+    /// an audio transcript between data-only chunks, a tool call's id or name between
+    /// argument chunks, or the content of two choices alternating at position 0. Neither the
+    /// `accumulate_delta` snapshot nor the position joiner ever holds the secret.
+    #[test]
+    fn strings_clients_accumulate_across_gaps_never_reassemble_a_secret(
+        secret in api_key(),
+        kind in 0usize..4,
+        lens in prop::collection::vec(1usize..6, 1..5),
+        size in 1usize..300,
+    ) {
+        let s = Arc::new(Scrubber::new([secret.as_bytes()]));
+        let toks = tokens(&format!("{secret} ok"), &lens);
+        let mut input = chunk(0, serde_json::json!({"role":"assistant","content":""}));
+        for (i, t) in toks.iter().enumerate() {
+            let (delta, gap) = match kind {
+                0 => (
+                    serde_json::json!({"audio":{"id":"audio_1","transcript":t}}),
+                    chunk(0, serde_json::json!({"audio":{"data":format!("UklGR{i}AAAA")}})),
+                ),
+                1 | 2 => {
+                    let field = if kind == 1 { "id" } else { "name" };
+                    let call = if kind == 1 {
+                        serde_json::json!({"index":0,field:t,"function":{"arguments":""}})
+                    } else {
+                        serde_json::json!({"index":0,"function":{field:t}})
+                    };
+                    (
+                        serde_json::json!({"tool_calls":[call]}),
+                        chunk(0, serde_json::json!({"tool_calls":[
+                            {"index":0,"function":{"arguments":"{\"a\": 1"}}]})),
+                    )
+                }
+                // The tokens alternate between choices 0 and 1, both at position 0.
+                _ => (serde_json::json!({"content":t}), String::new()),
+            };
+            let choice = if kind == 3 { i as u64 % 2 } else { 0 };
+            input.push_str(&chunk(choice, delta));
+            input.push_str(&gap);
+        }
+        input.push_str("data: [DONE]\n\n");
+        let all = |out: &[u8]| -> Vec<String> {
+            let (snaps, by_position) = accumulated(out);
+            let mut all = vec![by_position];
+            snaps.iter().for_each(|v| strings(v, &mut all));
+            all
+        };
+        prop_assert!(all(input.as_bytes()).iter().any(|t| t.contains(&secret)), "sanity");
+        let out = sse(&s, input.as_bytes(), &[size]);
+        for t in all(&out) {
+            prop_assert!(!leaks(t.as_bytes(), secret.as_bytes()), "{t:?}");
+        }
+    }
+}
+
+#[test]
+fn a_two_choice_stream_keeps_each_choice_intact() {
+    // The position channel adds redactions; it does not merge the choices' own texts.
+    let s = Arc::new(Scrubber::new([b"sk-abcdefgh12".as_slice()]));
+    let mut input = String::new();
+    for (c, t) in [(0, "Hello "), (1, "Bonjour "), (0, "world."), (1, "monde.")] {
+        input.push_str(&chunk(c, serde_json::json!({"content":t})));
+    }
+    let out = sse(&s, input.as_bytes(), &[3]);
+    assert_eq!(out, input.as_bytes());
+    let (snaps, by_position) = accumulated(&out);
+    assert_eq!(snaps[0]["content"], "Hello world.");
+    assert_eq!(snaps[1]["content"], "Bonjour monde.");
+    assert_eq!(by_position, "Hello Bonjour world.monde.");
 }

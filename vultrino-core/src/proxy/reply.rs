@@ -143,47 +143,133 @@ fn clean_headers(
     (out, scrubbed)
 }
 
-/// How a reply body is scrubbed: byte by byte across chunks, or, for `text/event-stream`, also
+/// How a reply body is scrubbed: byte by byte across chunks, or, for an event stream, also
 /// event by event as the client joins them (docs/decisions/0069-sse-event-level-scrubbing.md).
+///
+/// An event stream is recognised by its `Content-Type: text/event-stream`, and also by its first
+/// bytes when the reply has no type or one that event streams are mistakenly sent under
+/// (`text/plain`, `application/json`, `application/octet-stream`): the OpenAI and Anthropic SDKs
+/// parse a `stream=True` body as events whatever its type (review #7). Such a body is taken for
+/// an event stream when it starts (after an optional BOM) with an event-stream field line:
+/// `data:`, `event:`, `id:`, `retry:` or a `:` comment — which no JSON body and few text bodies
+/// do. (A text body that does start so is then bounded as an event stream is: 2 MiB without a
+/// blank line ends it.)
 enum BodyScrub {
     Plain(Box<StreamScrubber>),
     Sse(Box<SseScrubber>),
+    /// Not decided yet: the first bytes, at most [`SNIFF_LEN`].
+    Sniff {
+        scrubber: Arc<Scrubber>,
+        head: Vec<u8>,
+    },
+}
+
+/// The field names that start an event stream's first line.
+const SSE_STARTS: &[&[u8]] = &[b"data:", b"event:", b"id:", b"retry:", b":"];
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+/// Enough bytes to tell: a BOM and the longest field name.
+const SNIFF_LEN: usize = 3 + 6;
+
+/// Whether a body starting with `head` is an event stream; `None` while more bytes could tell.
+fn sniff_sse(head: &[u8]) -> Option<bool> {
+    if head.len() < BOM.len() && BOM.starts_with(head) {
+        return None;
+    }
+    let head = head.strip_prefix(BOM).unwrap_or(head);
+    if SSE_STARTS.iter().any(|f| head.starts_with(f)) {
+        return Some(true);
+    }
+    if SSE_STARTS.iter().any(|f| f.starts_with(head)) {
+        return None;
+    }
+    Some(false)
 }
 
 impl BodyScrub {
     fn for_reply(headers: &HeaderMap, scrubber: Arc<Scrubber>) -> BodyScrub {
-        let sse = headers
+        let ty = headers
             .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"));
-        if sse {
-            BodyScrub::Sse(Box::new(SseScrubber::new(scrubber)))
-        } else {
-            BodyScrub::Plain(Box::new(StreamScrubber::new(scrubber)))
+            .map(|v| v.to_str().unwrap_or("?"))
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        match ty.as_deref() {
+            Some("text/event-stream") => BodyScrub::Sse(Box::new(SseScrubber::new(scrubber))),
+            None | Some("" | "text/plain" | "application/json" | "application/octet-stream") => {
+                BodyScrub::Sniff {
+                    scrubber,
+                    head: Vec::new(),
+                }
+            }
+            Some(_) => BodyScrub::Plain(Box::new(StreamScrubber::new(scrubber))),
         }
     }
 
+    /// Decide an undecided body from its first bytes (all of them at the end); returns the
+    /// bytes held while sniffing, to be scrubbed now.
+    fn decide(&mut self, at_end: bool) -> Option<Vec<u8>> {
+        let BodyScrub::Sniff { scrubber, head } = self else {
+            return None;
+        };
+        let sse = match sniff_sse(head) {
+            None if !at_end && head.len() < SNIFF_LEN => return None,
+            verdict => verdict.unwrap_or(false),
+        };
+        let head = std::mem::take(head);
+        let scrubber = scrubber.clone();
+        *self = if sse {
+            BodyScrub::Sse(Box::new(SseScrubber::new(scrubber)))
+        } else {
+            BodyScrub::Plain(Box::new(StreamScrubber::new(scrubber)))
+        };
+        Some(head)
+    }
+
     /// The bytes now safe to send; `Err` ends the body (an event stream holding back more than
-    /// its bound: fail closed).
+    /// its bound, or with an event it cannot read: fail closed).
     fn push(&mut self, chunk: Bytes) -> crate::Result<Bytes> {
+        let chunk = match self {
+            BodyScrub::Sniff { head, .. } => {
+                head.extend_from_slice(&chunk);
+                match self.decide(false) {
+                    Some(head) => Bytes::from(head),
+                    None => return Ok(Bytes::new()),
+                }
+            }
+            _ => chunk,
+        };
         match self {
             BodyScrub::Plain(s) => Ok(s.push_bytes(chunk)),
             BodyScrub::Sse(s) => s.push(&chunk),
+            BodyScrub::Sniff { .. } => Ok(Bytes::new()),
         }
     }
 
     fn finish(&mut self) -> crate::Result<Bytes> {
-        match self {
-            BodyScrub::Plain(s) => Ok(s.finish()),
-            BodyScrub::Sse(s) => s.finish(),
+        let head = self.decide(true).unwrap_or_default();
+        let (first, last) = match self {
+            BodyScrub::Plain(s) => (s.push(&head), s.finish()),
+            BodyScrub::Sse(s) => (s.push(&head)?, s.finish()?),
+            BodyScrub::Sniff { .. } => (Bytes::new(), Bytes::new()),
+        };
+        if first.is_empty() {
+            return Ok(last);
         }
+        let mut out = Vec::with_capacity(first.len() + last.len());
+        out.extend_from_slice(&first);
+        out.extend_from_slice(&last);
+        Ok(Bytes::from(out))
     }
 
     fn scrubbed(&self) -> bool {
         match self {
             BodyScrub::Plain(s) => s.scrubbed(),
             BodyScrub::Sse(s) => s.scrubbed(),
+            BodyScrub::Sniff { .. } => false,
         }
     }
 }
@@ -326,6 +412,71 @@ impl Drop for Scrubbed {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Run a body through the scrubber chosen for a reply of this content type.
+    fn scrub_reply(content_type: Option<&str>, body: &[u8], chunk: usize) -> (Vec<u8>, bool) {
+        let scrubber = Arc::new(Scrubber::new([&b"sk-live-123456"[..]]));
+        let mut h = HeaderMap::new();
+        if let Some(t) = content_type {
+            h.insert(header::CONTENT_TYPE, t.parse().unwrap());
+        }
+        let mut scrub = BodyScrub::for_reply(&h, scrubber);
+        let mut out = Vec::new();
+        for c in body.chunks(chunk) {
+            out.extend_from_slice(&scrub.push(Bytes::copy_from_slice(c)).unwrap());
+        }
+        out.extend_from_slice(&scrub.finish().unwrap());
+        (out, matches!(scrub, BodyScrub::Sse(_)))
+    }
+
+    #[test]
+    fn an_event_stream_under_another_type_is_scrubbed_as_events() {
+        let ev = |t: &str| {
+            format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{t}\"}}}}]}}\n\n")
+        };
+        let body = [ev("key: sk-li"), ev("ve-12"), ev("3456 ok")].concat();
+        for ty in [
+            None,
+            Some("text/plain; charset=utf-8"),
+            Some("application/json"),
+            Some("text/event-stream"),
+        ] {
+            for chunk in [1, 4, body.len()] {
+                let (out, sse) = scrub_reply(ty, body.as_bytes(), chunk);
+                let out = String::from_utf8(out).unwrap();
+                assert!(sse, "{ty:?}");
+                assert!(!out.contains("ve-12"), "{ty:?}, chunks of {chunk}: {out}");
+                assert!(out.contains("[REDACTED]"));
+            }
+        }
+        // With a BOM or a comment first, too; but not under a type that is not text.
+        let (_, sse) = scrub_reply(None, format!("\u{feff}: hi\n\n{body}").as_bytes(), 2);
+        assert!(sse);
+        let (out, sse) = scrub_reply(Some("image/png"), body.as_bytes(), 7);
+        assert!(!sse);
+        assert_eq!(out, body.as_bytes());
+    }
+
+    #[test]
+    fn other_bodies_are_scrubbed_as_bytes_and_pass_unchanged() {
+        for body in [
+            &b"{\"data\": 1, \"k\": \"sk-live-123456\"}"[..],
+            b"dat",
+            b"",
+            b"\xEF\xBB",
+            b"[1,2,3]",
+            b"id",
+        ] {
+            for chunk in [1, 2, 64] {
+                let (out, sse) = scrub_reply(Some("application/json"), body, chunk);
+                assert!(!sse);
+                let whole = Scrubber::new([&b"sk-live-123456"[..]])
+                    .scrub(body)
+                    .into_owned();
+                assert_eq!(out, whole, "{body:?}, chunks of {chunk}");
+            }
+        }
+    }
 
     #[test]
     fn a_location_inside_the_base_url_becomes_the_proxy_path() {

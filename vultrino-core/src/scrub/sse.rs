@@ -25,6 +25,12 @@
 //!   compact `data:` line.
 //! - Every event then goes through a [`StreamScrubber`], so each encoded form is also removed
 //!   from the raw bytes (other fields, non-JSON events, forms split across events' bytes).
+//! - **JSON as clients read it**: what Python's `json.loads` or a JS client accepts and
+//!   serde_json refuses (`NaN`, `Infinity`, `1e400`, lone surrogates, invalid UTF-8) is read
+//!   leniently; data that starts like JSON but still cannot be read (nesting deeper than 128,
+//!   malformed) ends the stream with an error (fail closed), except as an unterminated last
+//!   event, which is dropped. An unterminated last event that can be read is joined like the
+//!   others (some clients dispatch it). See docs/decisions/0066-sse-and-escapes-fail-closed.md.
 //! - **Bound**: past [`SSE_HOLD_LIMIT`] bytes held (by default), `push` fails and the stream
 //!   must end (fail closed).
 
@@ -45,8 +51,23 @@ pub const SSE_HOLD_LIMIT: usize = 2 << 20;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// OpenAI `choices[].delta` fields whose strings the SDKs concatenate.
+/// OpenAI `choices[].delta` text fields: joined per choice `index` and also per position in
+/// `choices` (naive code joins `choices[0].delta.content`).
 const OPENAI_TEXT_FIELDS: &[&str] = &["content", "refusal", "reasoning_content", "reasoning"];
+
+/// Keys under `choices[].delta` whose strings are streamed text, held from their first
+/// fragment on. Every other string there is joined too (openai-python's `accumulate_delta`
+/// concatenates them all) but held only once its value has changed between two events: OpenAI
+/// sends `role`, a tool call's `id` and `function.name` once, and holding them would make the
+/// first event of a stream wait.
+const OPENAI_STREAMED_KEYS: &[&str] = &[
+    "content",
+    "refusal",
+    "reasoning_content",
+    "reasoning",
+    "arguments",
+    "transcript",
+];
 
 /// Keys the generic rule never joins (besides any key ending in `_id` or `Id`): identifiers and
 /// discriminators, repeated or switched between events but never concatenated by a client, and
@@ -83,13 +104,16 @@ enum Seg {
 /// Which joined text a string belongs to.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 enum ChannelKey {
+    /// A string under `choices[].delta`, by choice `index` and path in `delta` (list entries
+    /// by their own `index`, as `accumulate_delta` merges them).
     OpenAi {
         choice: u64,
-        field: String,
+        path: Vec<Seg>,
     },
-    OpenAiTool {
-        choice: u64,
-        call: u64,
+    /// A text field of the choice at this position of `choices`, whatever its `index`.
+    OpenAiPosition {
+        position: usize,
+        field: String,
     },
     Anthropic {
         block: u64,
@@ -194,12 +218,7 @@ impl Channel {
     /// Record the occurrences in `text` that start before `upto` (those are final: each start
     /// gets its longest needle, as in [`Scrubber::scrub`]).
     fn record(&mut self, scrubber: &Scrubber, upto: usize) {
-        let mut from = 0;
-        while let Some(m) = scrubber.next_match(&self.text, from) {
-            if m.start >= upto {
-                break;
-            }
-            from = m.start + 1;
+        for m in scrubber.occurrences(&self.text, upto) {
             self.insert(self.base + m.start as u64..self.base + m.end as u64);
         }
     }
@@ -224,40 +243,6 @@ impl Channel {
         self.redactions.insert(at, Redaction { range, marked });
     }
 
-    /// The fragment at `start` as the client must see it, or `None` when it is unchanged.
-    /// Works on whole characters, so the result stays valid UTF-8.
-    fn redact(&mut self, start: u64, text: &str) -> Option<String> {
-        let end = start + text.len() as u64;
-        if !self
-            .redactions
-            .iter()
-            .any(|r| r.range.start < end && start < r.range.end)
-        {
-            return None;
-        }
-        let mut out = String::with_capacity(text.len());
-        for (i, ch) in text.char_indices() {
-            let x = start + i as u64;
-            let y = x + ch.len_utf8() as u64;
-            let mut covered = false;
-            for r in self.redactions.iter_mut() {
-                if r.range.start < y && x < r.range.end {
-                    covered = true;
-                    if !r.marked {
-                        // The first character of the occurrence not yet emitted carries the
-                        // marker; normally the occurrence's own first character.
-                        out.push_str(REDACTED);
-                        r.marked = true;
-                    }
-                }
-            }
-            if !covered {
-                out.push(ch);
-            }
-        }
-        Some(out)
-    }
-
     /// The fragment ending at `end` has been emitted.
     fn emitted(&mut self, end: u64) {
         self.redactions.retain(|r| r.range.end > end);
@@ -267,6 +252,61 @@ impl Channel {
     fn held_bytes(&self) -> usize {
         self.text.len() + self.redactions.len() * 24 + CHANNEL_OVERHEAD
     }
+}
+
+/// Where one string of an event sits in one of its channels.
+struct Part {
+    channel: u64,
+    start: u64,
+    end: u64,
+}
+
+/// The string `text` as the client must see it, or `None` when it is unchanged: each character
+/// that a redaction of any of its channels covers is cut, and the first character of an
+/// occurrence not yet emitted carries one [`REDACTED`] (normally the occurrence's own first
+/// character). The first channel that covers a character decides the marker, so the same text
+/// joined in two channels gets one marker per occurrence, not two. Works on whole characters,
+/// so the result stays valid UTF-8.
+fn redact(channels: &mut HashMap<u64, Channel>, parts: &[Part], text: &str) -> Option<String> {
+    let touched = parts.iter().any(|p| {
+        channels.get(&p.channel).is_some_and(|ch| {
+            ch.redactions
+                .iter()
+                .any(|r| r.range.start < p.end && p.start < r.range.end)
+        })
+    });
+    if !touched {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    for (i, c) in text.char_indices() {
+        let (mut covered, mut marker) = (false, false);
+        for p in parts {
+            let Some(ch) = channels.get_mut(&p.channel) else {
+                continue;
+            };
+            let x = p.start + i as u64;
+            let y = x + c.len_utf8() as u64;
+            let mut here = false;
+            for r in ch.redactions.iter_mut() {
+                if r.range.start < y && x < r.range.end {
+                    here = true;
+                    if !r.marked {
+                        marker |= !covered;
+                        r.marked = true;
+                    }
+                }
+            }
+            covered |= here;
+        }
+        if marker {
+            out.push_str(REDACTED);
+        }
+        if !covered {
+            out.push(c);
+        }
+    }
+    Some(out)
 }
 
 /// One line of an event: its bytes (terminator included) in the event's raw bytes.
@@ -347,29 +387,8 @@ impl Framer {
                 }
                 _ => i + 1,
             };
-            let content = self.buf.get(self.line_start..i).unwrap_or_default();
-            let blank = content.is_empty();
-            let mut data = false;
-            if !blank && content.first() != Some(&b':') {
-                let (name, value) = match content.iter().position(|&b| b == b':') {
-                    Some(c) => {
-                        let v = content.get(c + 1..).unwrap_or_default();
-                        (
-                            content.get(..c).unwrap_or_default(),
-                            v.strip_prefix(b" ").unwrap_or(v),
-                        )
-                    }
-                    None => (content, &[][..]),
-                };
-                if name == b"data" {
-                    data = true;
-                    if self.has_data {
-                        self.data.push(b'\n');
-                    }
-                    self.data.extend_from_slice(value);
-                    self.has_data = true;
-                }
-            }
+            let blank = i == self.line_start;
+            let data = self.field(self.line_start..i);
             self.lines.push(Line {
                 range: self.line_start..end,
                 content_end: i,
@@ -393,16 +412,63 @@ impl Framer {
         }
     }
 
-    /// Bytes of an event not yet complete (at the end of the stream: discarded by clients, so
-    /// they are only byte-scrubbed).
-    fn take_rest(&mut self) -> Bytes {
-        self.lines.clear();
+    /// Read the field of the line whose content is `buf[content]`; true for a `data` line.
+    fn field(&mut self, content: Range<usize>) -> bool {
+        let content = self.buf.get(content).unwrap_or_default();
+        if content.is_empty() || content.first() == Some(&b':') {
+            return false;
+        }
+        let (name, value) = match content.iter().position(|&b| b == b':') {
+            Some(c) => {
+                let v = content.get(c + 1..).unwrap_or_default();
+                (
+                    content.get(..c).unwrap_or_default(),
+                    v.strip_prefix(b" ").unwrap_or(v),
+                )
+            }
+            None => (content, &[][..]),
+        };
+        if name != b"data" {
+            return false;
+        }
+        if self.has_data {
+            self.data.push(b'\n');
+        }
+        self.data.extend_from_slice(value);
+        self.has_data = true;
+        true
+    }
+
+    /// At the end of the stream (after [`next_events`](Framer::next_events) with `at_end`): the
+    /// bytes of an event not yet complete, read as an event whose last line ends there. Clients
+    /// that follow the spec discard it; those that dispatch what they have at the end of the
+    /// stream (hand-written readers, some libraries) do not, so it is joined like any other
+    /// (review #12).
+    fn last_event(&mut self) -> Option<RawEvent> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let end = self.buf.len();
+        if self.line_start < end {
+            let data = self.field(self.line_start..end);
+            self.lines.push(Line {
+                range: self.line_start..end,
+                content_end: end,
+                data,
+            });
+        }
+        let event = RawEvent {
+            raw: self.buf.split().freeze(),
+            prefix: self.prefix.min(end),
+            lines: std::mem::take(&mut self.lines),
+            data: self.has_data.then(|| std::mem::take(&mut self.data)),
+        };
         self.data.clear();
         self.has_data = false;
         self.pos = 0;
         self.line_start = 0;
         self.prefix = 0;
-        self.buf.split().freeze()
+        Some(event)
     }
 }
 
@@ -450,7 +516,30 @@ pub struct SseScrubber {
     channels: HashMap<u64, Channel>,
     next_channel: u64,
     scrubbed: bool,
-    failed: bool,
+    /// Why the stream had to end; every later call fails the same way.
+    failed: Option<Failure>,
+}
+
+/// Why an [`SseScrubber`] refuses to go on (fail closed).
+#[derive(Clone, Copy)]
+enum Failure {
+    /// More than the limit held back.
+    TooMuchHeld,
+    /// An event whose data a client may parse as JSON but the scrubber cannot read.
+    Unreadable,
+}
+
+impl Failure {
+    fn error(self) -> Error {
+        match self {
+            Failure::TooMuchHeld => too_much_held(),
+            Failure::Unreadable => Error::new(
+                ErrorKind::UpstreamFailed,
+                "the upstream's event stream has an event whose JSON the scrubber cannot read",
+            )
+            .with_code(Code::UpstreamInvalid),
+        }
+    }
 }
 
 impl std::fmt::Debug for SseScrubber {
@@ -484,12 +573,13 @@ impl SseScrubber {
             channels: HashMap::new(),
             next_channel: 0,
             scrubbed: false,
-            failed: false,
+            failed: None,
         }
     }
 
     /// Take the next chunk; returns the bytes that may now be sent (possibly empty). An `Err`
-    /// (more than the limit held back) means the stream must end here; later calls fail too.
+    /// means the stream must end here (more than the limit held back, or an event whose JSON
+    /// cannot be read); later calls fail too.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Bytes> {
         self.check_failed()?;
         if self.tail.max_needle == 0 {
@@ -499,18 +589,19 @@ impl SseScrubber {
         let mut events = Vec::new();
         self.framer.next_events(&mut events, false);
         for event in events {
-            self.accept(event);
+            self.accept(event)?;
         }
         let out = self.release(false);
         if self.held_bytes() > self.limit {
-            self.failed = true;
-            return Err(too_much_held());
+            return Err(self.fail(Failure::TooMuchHeld));
         }
         Ok(out)
     }
 
-    /// End of input: everything still held, scrubbed. An incomplete last event is passed on
-    /// byte-scrubbed (clients discard it).
+    /// End of input: everything still held, scrubbed. An incomplete last event is joined as if
+    /// it were complete (some clients dispatch it); if its JSON cannot be read, it is dropped
+    /// (a client that could read it is one that dispatches it, and clients that follow the spec
+    /// discard it anyway).
     pub fn finish(&mut self) -> Result<Bytes> {
         self.check_failed()?;
         if self.tail.max_needle == 0 {
@@ -519,7 +610,13 @@ impl SseScrubber {
         let mut events = Vec::new();
         self.framer.next_events(&mut events, true);
         for event in events {
-            self.accept(event);
+            self.accept(event)?;
+        }
+        if let Some(last) = self.framer.last_event() {
+            match read_data(last.data.as_deref()) {
+                Data::Unreadable => {}
+                data => self.queue_event(last, data),
+            }
         }
         for channel in self.channels.values_mut() {
             channel.close(&self.scrubber);
@@ -551,26 +648,51 @@ impl SseScrubber {
     }
 
     fn check_failed(&self) -> Result<()> {
-        if self.failed {
-            Err(too_much_held())
-        } else {
-            Ok(())
+        match self.failed {
+            Some(f) => Err(f.error()),
+            None => Ok(()),
         }
     }
 
-    /// Parse a complete event, feed its strings to their channels, queue it.
-    fn accept(&mut self, event: RawEvent) {
-        let mut frags = Vec::new();
+    fn fail(&mut self, failure: Failure) -> Error {
+        self.failed = Some(failure);
+        failure.error()
+    }
+
+    /// Parse a complete event, feed its strings to their channels, queue it. An event whose
+    /// data a client may read as JSON but the scrubber cannot ends the stream (fail closed): it
+    /// could carry a piece of a secret that the events around it continue, and leaving it out of
+    /// the join would let the client's joined text hold what the scrubber's does not.
+    fn accept(&mut self, event: RawEvent) -> Result<()> {
+        match read_data(event.data.as_deref()) {
+            Data::Unreadable => Err(self.fail(Failure::Unreadable)),
+            data => {
+                self.queue_event(event, data);
+                Ok(())
+            }
+        }
+    }
+
+    fn queue_event(&mut self, event: RawEvent, data: Data) {
         // An event without data, or with empty data, is not dispatched by a client; one whose
         // data is not JSON is byte-scrubbed only. Neither breaks a run of JSON events: joining
         // across them can only find more.
-        let data = event.data.as_deref().filter(|d| !d.is_empty());
-        match data.map(serde_json::from_slice::<Value>) {
-            None | Some(Err(_)) => {}
+        let frags = match data {
             // The parsed value is not kept (it can take several times the event's size); the
             // rare event that must be rewritten is parsed again.
-            Some(Ok(value)) => frags = self.join(&value),
-        }
+            Data::Json(value) => self.join(&value),
+            Data::Text | Data::Unreadable => {
+                // The SDKs stop reading at `[DONE]`: nothing after it joins what came before.
+                let done = event
+                    .data
+                    .as_deref()
+                    .is_some_and(|d| d.trim_ascii_start().starts_with(b"[DONE]"));
+                if done {
+                    self.close_where(|_| true);
+                }
+                Vec::new()
+            }
+        };
         let pending = Pending { event, frags };
         self.queued_bytes += pending.size();
         self.queue.push_back(pending);
@@ -582,22 +704,35 @@ impl SseScrubber {
         let mut closes = Vec::new();
         extract(value, &mut found, &mut closes);
         // The generic rule joins consecutive events only: a path this event lacks has ended.
-        let present: HashSet<&ChannelKey> = found.iter().map(|f| &f.key).collect();
-        self.close_where(|k| matches!(k, ChannelKey::Generic(_)) && !present.contains(k));
+        if self
+            .keys
+            .keys()
+            .any(|k| matches!(k, ChannelKey::Generic(_)))
+        {
+            let present: HashSet<&ChannelKey> = found
+                .iter()
+                .map(|f| &f.key)
+                .filter(|k| matches!(k, ChannelKey::Generic(_)))
+                .collect();
+            self.close_where(|k| matches!(k, ChannelKey::Generic(_)) && !present.contains(k));
+        }
         let mut frags = Vec::with_capacity(found.len());
         for f in found {
             let id = self.channel_for(&f.key);
             let Some(ch) = self.channels.get_mut(&id) else {
                 continue;
             };
-            if matches!(f.key, ChannelKey::Generic(_)) {
+            let generic = matches!(f.key, ChannelKey::Generic(_));
+            if generic || !holds_from_the_start(&f.key) {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 f.text.hash(&mut h);
                 let h = h.finish();
-                // Held from the first value on; a path whose value has been the same in every
-                // event so far is a constant, not a text being streamed, and holds nothing.
+                // Held once the value has changed between two events (and, for the generic
+                // rule, from the first value on, as a gap ends it anyway); a path whose value
+                // has been the same in every event so far is a constant, not a text being
+                // streamed, and holds nothing.
                 ch.varied |= ch.last.is_some_and(|last| last != h);
-                ch.hold = ch.varied || ch.last.is_none();
+                ch.hold = ch.varied || (generic && ch.last.is_none());
                 ch.last = Some(h);
             }
             let range = ch.append(f.text.as_bytes(), &self.scrubber, &self.tail);
@@ -611,8 +746,7 @@ impl SseScrubber {
         }
         for close in closes {
             self.close_where(|k| match (&close, k) {
-                (Close::OpenAiChoice(c), ChannelKey::OpenAi { choice, .. })
-                | (Close::OpenAiChoice(c), ChannelKey::OpenAiTool { choice, .. }) => c == choice,
+                (Close::OpenAiChoice(c), ChannelKey::OpenAi { choice, .. }) => c == choice,
                 (Close::AnthropicBlock(b), ChannelKey::Anthropic { block, .. }) => b == block,
                 (Close::AnthropicAll, ChannelKey::Anthropic { .. })
                 | (Close::ResponsesAll, ChannelKey::Responses { .. }) => true,
@@ -637,7 +771,7 @@ impl SseScrubber {
         }
         let id = self.next_channel;
         self.next_channel += 1;
-        let hold = !matches!(key, ChannelKey::Generic(_));
+        let hold = holds_from_the_start(key);
         self.keys.insert(key.clone(), id);
         self.channels.insert(id, Channel::new(hold));
         id
@@ -682,13 +816,6 @@ impl SseScrubber {
                 (None, false) => ready.extend_from_slice(&bytes),
             }
         }
-        if at_end {
-            let rest = self.framer.take_rest();
-            if let Some(prev) = single.take() {
-                ready.extend_from_slice(&prev);
-            }
-            ready.extend_from_slice(&rest);
-        }
         let mut out = match single {
             Some(b) => self.bytes.push_bytes(b),
             None if ready.is_empty() => Bytes::new(),
@@ -709,17 +836,51 @@ impl SseScrubber {
     /// into its JSON, written as one `data:` line.
     fn render(&mut self, pending: Pending) -> Bytes {
         let Pending { event, frags } = pending;
-        let mut edits = Vec::new();
-        for f in frags {
-            let Some(ch) = self.channels.get_mut(&f.channel) else {
-                continue;
-            };
-            if let Some(text) = ch.redact(f.range.start, &f.text) {
-                edits.push((f.path, text));
+        // The usual case: no redaction touches the event, which leaves as it came.
+        let clean = frags.iter().all(|f| {
+            self.channels.get(&f.channel).is_none_or(|ch| {
+                !ch.redactions
+                    .iter()
+                    .any(|r| r.range.start < f.range.end && f.range.start < r.range.end)
+            })
+        });
+        if clean {
+            for f in frags {
+                if let Some(ch) = self.channels.get_mut(&f.channel) {
+                    ch.emitted(f.range.end);
+                    if ch.closed && ch.refs == 0 {
+                        self.channels.remove(&f.channel);
+                    }
+                }
             }
-            ch.emitted(f.range.end);
-            if ch.closed && ch.refs == 0 {
-                self.channels.remove(&f.channel);
+            return event.raw;
+        }
+        // A string may belong to several channels (an OpenAI text by choice `index` and by
+        // position): its fragments are redacted together.
+        let mut strings: Vec<(Vec<Seg>, String, Vec<Part>)> = Vec::new();
+        for f in frags {
+            let part = Part {
+                channel: f.channel,
+                start: f.range.start,
+                end: f.range.end,
+            };
+            match strings.iter_mut().find(|(path, ..)| *path == f.path) {
+                Some((.., parts)) => parts.push(part),
+                None => strings.push((f.path, f.text, vec![part])),
+            }
+        }
+        let mut edits = Vec::new();
+        for (path, text, parts) in strings {
+            if let Some(text) = redact(&mut self.channels, &parts, &text) {
+                edits.push((path, text));
+            }
+            for part in parts {
+                if let Some(ch) = self.channels.get_mut(&part.channel) {
+                    ch.emitted(part.end);
+                    if ch.closed && ch.refs == 0 {
+                        self.channels.remove(&part.channel);
+                    }
+                }
             }
         }
         if edits.is_empty() {
@@ -731,7 +892,7 @@ impl SseScrubber {
         let data = event
             .data
             .as_deref()
-            .and_then(|d| serde_json::from_slice::<Value>(d).ok())
+            .and_then(json_value)
             .and_then(|mut value| {
                 for (path, text) in edits {
                     *at_path(&mut value, &path)? = Value::String(text);
@@ -760,6 +921,138 @@ impl SseScrubber {
     }
 }
 
+/// What an event's data is to the scrubber.
+enum Data {
+    /// JSON, read as a client reads it.
+    Json(Value),
+    /// No data, or data that is not JSON (`[DONE]`, a plain-text heartbeat): never joined.
+    Text,
+    /// Data a client may parse as JSON (it starts like a JSON object, array or string) that
+    /// the scrubber cannot read (nested deeper than serde_json's 128 levels, or not JSON).
+    Unreadable,
+}
+
+fn read_data(data: Option<&[u8]>) -> Data {
+    let Some(data) = data.filter(|d| !d.is_empty()) else {
+        return Data::Text;
+    };
+    if let Some(value) = json_value(data) {
+        return Data::Json(value);
+    }
+    let start = data.trim_ascii_start();
+    // `[DONE]` ends OpenAI streams; the SDKs stop at it without parsing it.
+    match start.first() {
+        Some(b'{' | b'[' | b'"') if !start.starts_with(b"[DONE]") => Data::Unreadable,
+        _ => Data::Text,
+    }
+}
+
+/// The event's data as a client's JSON parser reads it: serde_json's reading, or, when it
+/// refuses, the reading of [`lenient_json`].
+fn json_value(data: &[u8]) -> Option<Value> {
+    serde_json::from_slice::<Value>(data).ok().or_else(|| {
+        let lenient = lenient_json(data);
+        serde_json::from_slice::<Value>(&lenient).ok()
+    })
+}
+
+/// `data` rewritten so that serde_json reads what Python's `json.loads` (the OpenAI and
+/// Anthropic SDKs) and JavaScript's `TextDecoder` + `JSON.parse` accept and serde_json refuses
+/// (review #6), without changing where any string is or what text it holds for a client:
+///
+/// - invalid UTF-8 becomes U+FFFD, as `TextDecoder` (and `errors="replace"`) reads it;
+/// - `NaN`, `Infinity`, `-Infinity` (Python) and numbers beyond `f64` (`1e400`: Python and JS
+///   read infinity) become `null`;
+/// - a lone surrogate escape (`\ud800`) becomes `\ufffd`: a character that, like the lone
+///   surrogate for the client, is no part of any secret.
+///
+/// Nesting deeper than serde_json's limit stays unreadable ([`Data::Unreadable`]).
+fn lenient_json(data: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(data);
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len() + 16);
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let rest = b.get(i..).unwrap_or_default();
+        match c {
+            b'"' => {
+                out.push(b'"');
+                i += 1;
+                while let Some(&c) = b.get(i) {
+                    let rest = b.get(i..).unwrap_or_default();
+                    if c == b'\\' {
+                        if let Some(unit) = u_escape(rest) {
+                            let pair = (0xD800..0xDC00).contains(&unit)
+                                && u_escape(rest.get(6..).unwrap_or_default())
+                                    .is_some_and(|low| (0xDC00..0xE000).contains(&low));
+                            if pair {
+                                out.extend_from_slice(rest.get(..12).unwrap_or_default());
+                                i += 12;
+                            } else if (0xD800..0xE000).contains(&unit) {
+                                out.extend_from_slice(b"\\ufffd");
+                                i += 6;
+                            } else {
+                                out.extend_from_slice(rest.get(..6).unwrap_or_default());
+                                i += 6;
+                            }
+                            continue;
+                        }
+                        out.extend_from_slice(rest.get(..2).unwrap_or(rest));
+                        i += 2;
+                        continue;
+                    }
+                    out.push(c);
+                    i += 1;
+                    if c == b'"' {
+                        break;
+                    }
+                }
+            }
+            b'N' if rest.starts_with(b"NaN") => {
+                out.extend_from_slice(b"null");
+                i += 3;
+            }
+            b'I' if rest.starts_with(b"Infinity") => {
+                out.extend_from_slice(b"null");
+                i += 8;
+            }
+            b'-' if rest.starts_with(b"-Infinity") => {
+                out.extend_from_slice(b"null");
+                i += 9;
+            }
+            b'-' | b'0'..=b'9' => {
+                let n = rest
+                    .iter()
+                    .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                    .unwrap_or(rest.len());
+                let number = rest.get(..n).unwrap_or_default();
+                let finite = std::str::from_utf8(number)
+                    .ok()
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .is_some_and(f64::is_finite);
+                out.extend_from_slice(if finite { number } else { b"null" });
+                i += n.max(1);
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The UTF-16 unit of a `\uXXXX` escape at the start of `s`.
+fn u_escape(s: &[u8]) -> Option<u32> {
+    match s {
+        [b'\\', b'u', h @ ..] if h.len() >= 4 => {
+            let hex = std::str::from_utf8(h.get(..4)?).ok()?;
+            u32::from_str_radix(hex, 16).ok()
+        }
+        _ => None,
+    }
+}
+
 fn too_much_held() -> Error {
     Error::new(
         ErrorKind::UpstreamFailed,
@@ -784,46 +1077,9 @@ fn extract(value: &Value, found: &mut Vec<Found>, closes: &mut Vec<Close>) {
     if let Some(choices) = value.get("choices").and_then(Value::as_array) {
         for (k, c) in choices.iter().enumerate() {
             let choice = c.get("index").and_then(Value::as_u64).unwrap_or(k as u64);
-            let base = [key("choices"), Seg::Index(k), key("delta")];
-            if let Some(delta) = c.get("delta").and_then(Value::as_object) {
-                for field in OPENAI_TEXT_FIELDS {
-                    if let Some(Value::String(s)) = delta.get(*field) {
-                        found.push(Found {
-                            key: ChannelKey::OpenAi {
-                                choice,
-                                field: (*field).to_owned(),
-                            },
-                            path: [&base[..], &[key(field)]].concat(),
-                            text: s.clone(),
-                        });
-                    }
-                }
-                if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
-                    for (j, call) in calls.iter().enumerate() {
-                        let id = call
-                            .get("index")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(j as u64);
-                        if let Some(Value::String(s)) =
-                            call.get("function").and_then(|f| f.get("arguments"))
-                        {
-                            found.push(Found {
-                                key: ChannelKey::OpenAiTool { choice, call: id },
-                                path: [
-                                    &base[..],
-                                    &[
-                                        key("tool_calls"),
-                                        Seg::Index(j),
-                                        key("function"),
-                                        key("arguments"),
-                                    ],
-                                ]
-                                .concat(),
-                                text: s.clone(),
-                            });
-                        }
-                    }
-                }
+            let mut at = vec![key("choices"), Seg::Index(k), key("delta")];
+            if let Some(delta) = c.get("delta") {
+                openai_delta(delta, choice, k, &mut Vec::new(), &mut at, found);
             }
             if c.get("finish_reason").is_some_and(|f| !f.is_null()) {
                 closes.push(Close::OpenAiChoice(choice));
@@ -856,6 +1112,78 @@ fn extract(value: &Value, found: &mut Vec<Found>, closes: &mut Vec<Close>) {
     let claimed: Vec<Vec<Seg>> = found.iter().map(|f| f.path.clone()).collect();
     let mut path = Vec::new();
     generic(value, &mut path, &claimed, found);
+}
+
+/// Whether a new channel with this key holds events from its first fragment on.
+fn holds_from_the_start(key: &ChannelKey) -> bool {
+    match key {
+        ChannelKey::Generic(_) => false,
+        ChannelKey::OpenAi { path, .. } => match path.last() {
+            Some(Seg::Key(k)) => OPENAI_STREAMED_KEYS.contains(&k.as_str()),
+            _ => false,
+        },
+        _ => true,
+    }
+}
+
+/// Every string under a choice's `delta`, as openai-python's `accumulate_delta` joins them:
+/// by key, list entries by their `index` (by position without one), `index` and `type` never
+/// joined. `rel` is the path in `delta` (entries by `index`), `at` the path in the event.
+fn openai_delta(
+    value: &Value,
+    choice: u64,
+    position: usize,
+    rel: &mut Vec<Seg>,
+    at: &mut Vec<Seg>,
+    found: &mut Vec<Found>,
+) {
+    match value {
+        Value::String(s) => {
+            if let [Seg::Key(field)] = rel.as_slice() {
+                if OPENAI_TEXT_FIELDS.contains(&field.as_str()) {
+                    found.push(Found {
+                        key: ChannelKey::OpenAiPosition {
+                            position,
+                            field: field.clone(),
+                        },
+                        path: at.clone(),
+                        text: s.clone(),
+                    });
+                }
+            }
+            found.push(Found {
+                key: ChannelKey::OpenAi {
+                    choice,
+                    path: rel.clone(),
+                },
+                path: at.clone(),
+                text: s.clone(),
+            });
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k == "index" || k == "type" {
+                    continue;
+                }
+                rel.push(key(k));
+                at.push(key(k));
+                openai_delta(v, choice, position, rel, at, found);
+                rel.pop();
+                at.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (j, v) in items.iter().enumerate() {
+                let index = v.get("index").and_then(Value::as_u64);
+                rel.push(Seg::Index(index.map_or(j, |i| i as usize)));
+                at.push(Seg::Index(j));
+                openai_delta(v, choice, position, rel, at, found);
+                rel.pop();
+                at.pop();
+            }
+        }
+        _ => {}
+    }
 }
 
 /// OpenAI Responses API events: the SDK joins the `delta` strings of a `response.….delta` event

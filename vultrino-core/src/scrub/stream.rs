@@ -20,14 +20,22 @@
 //! redaction ends so that an occurrence found later that starts before that end joins it (no second
 //! marker), exactly as the whole-body merge would.
 //!
-//! Memory held: at most the longest needle minus one byte, plus the output of the current call.
+//! The same holds for the occurrences of the *unescaped view* (JSON `\u00XX` escapes of ASCII
+//! read as the character; see the module doc of `scrub`): a position is also undecided when the
+//! view from it is a proper prefix of a needle, or reaches an escape that later bytes may still
+//! complete; and the held bytes never start inside an escape, so the view of the held bytes is
+//! the tail of the view of the whole body.
+//!
+//! Memory held: at most the longest needle minus one byte when the tail holds no backslash; with
+//! escapes, at most 6 bytes (an escape) per character of the longest needle. Plus the output of
+//! the current call.
 //! Why this design: docs/decisions/0070-stream-scrubbing-equals-whole-body.md.
 
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Scrubber, REDACTED};
+use super::{ascii_escape, partial_escape_start, unescape_ascii, Scrubber, ESCAPE_LEN, REDACTED};
 
 /// Streaming form of [`Scrubber`]: feed chunks with [`push`](StreamScrubber::push), emit what it
 /// returns, and end with [`finish`](StreamScrubber::finish). `Debug` shows no bytes.
@@ -171,14 +179,9 @@ impl StreamScrubber {
             .min(data.len());
         let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
         let mut continues = false;
-        let mut from = 0;
         // As in `Scrubber::ranges`: every start position gets its longest needle. Only starts
         // before `cut` are decided; the others are found again on a later call.
-        while let Some(m) = self.scrubber.next_match(data, from) {
-            if m.start >= cut {
-                break;
-            }
-            from = m.start + 1;
+        for m in self.scrubber.occurrences(data, cut) {
             match ranges.last_mut() {
                 Some(last) if m.start < last.end => last.end = last.end.max(m.end),
                 None if m.start < redacted => {
@@ -218,9 +221,44 @@ impl Tail {
         Tail { max_needle, starts }
     }
 
+    /// The first position `p` from which later bytes may still make an occurrence start, or
+    /// `data.len()`: where `data[p..]` is a proper prefix of some needle, or its unescaped view
+    /// (`\u00XX` escapes of ASCII read as the character, an escape not yet complete at the end
+    /// standing for any character) is. Never inside a complete escape, so the bytes held always
+    /// start where the unescaped view of the whole text has a character. Only the last
+    /// `ESCAPE_LEN × max_needle` positions can be undecided.
+    pub(super) fn first_undecided(&self, scrubber: &Scrubber, data: &[u8]) -> usize {
+        let mut cut = self.undecided_in(scrubber, data);
+        let lo = data
+            .len()
+            .saturating_sub(ESCAPE_LEN * self.max_needle.saturating_sub(1) + ESCAPE_LEN);
+        let window = data.get(lo..).unwrap_or_default();
+        if memchr::memchr(b'\\', window).is_some() {
+            // An escape still incomplete at the end may become any character: hold from it, and
+            // from wherever the text before it, unescaped, is a proper prefix of a needle.
+            let end = partial_escape_start(window).unwrap_or(window.len());
+            let before = window.get(..end).unwrap_or_default();
+            let p = match unescape_ascii(before) {
+                Some(view) => {
+                    let d = self.undecided_in(scrubber, &view.text);
+                    view.map.get(d).copied().unwrap_or(end)
+                }
+                None => self.undecided_in(scrubber, before),
+            };
+            cut = cut.min(lo + p);
+        }
+        // Back to the start of a complete escape that `cut` falls inside.
+        for k in 1..ESCAPE_LEN {
+            if cut >= k && ascii_escape(data.get(cut - k..).unwrap_or_default()).is_some() {
+                return cut - k;
+            }
+        }
+        cut
+    }
+
     /// The first position `p` where `data[p..]` is a proper prefix of some needle, or
     /// `data.len()`. Only the last `max_needle - 1` positions can be.
-    pub(super) fn first_undecided(&self, scrubber: &Scrubber, data: &[u8]) -> usize {
+    fn undecided_in(&self, scrubber: &Scrubber, data: &[u8]) -> usize {
         let lo = data.len().saturating_sub(self.max_needle.saturating_sub(1));
         for p in lo..data.len() {
             let Some(tail) = data.get(p..) else { break };
