@@ -255,6 +255,13 @@ impl<'a> Pipeline<'a> {
     /// The scrubber of every secret form that went into the request: the record's own values
     /// and the derived forms `inject` returned.
     #[inline]
+    /// The needles of an agent's own key, for the request body's guard
+    /// ([`KeyGuard`](crate::scrub::KeyGuard)): from the same cache, so a key's automaton is
+    /// built once, not per request.
+    pub(crate) fn key_needles(&self, key: &[u8]) -> Arc<Scrubber> {
+        self.scrubbers.get(self.keys, &[key])
+    }
+
     fn scrubber(&self, opened: &OpenedCredential, derived: &[Secret]) -> Arc<Scrubber> {
         let record = &opened.record;
         let mut all: Vec<&[u8]> = record.data.secrets();

@@ -187,6 +187,13 @@ impl App {
         match forwarded {
             Ok(f) => reply::render(f, &alias, finish),
             Err(e) => {
+                // A body cut for carrying a key may reach here as whatever the fetch made of
+                // the aborted upload: the refusal is what happened.
+                let e = if key_in_body.load(Ordering::Relaxed) {
+                    crate::execute::key_in_body()
+                } else {
+                    e
+                };
                 let mut event = finish.event;
                 failed(&mut event, &e);
                 event.bytes_in = Some(bytes_in.load(Ordering::Relaxed));
@@ -270,7 +277,8 @@ impl App {
         let body = target::capped(body, cap, bytes_in.clone());
         // The agent's key never goes upstream in the body either: a whole body is checked
         // here, a streamed one as it goes (the upload is cut before the key).
-        let body = target::guarded(body, key.as_bytes(), key_in_body.clone())?;
+        let needles = || pipeline.key_needles(key.as_bytes());
+        let body = target::guarded(body, needles, key_in_body.clone())?;
         let sent_to = checked.url.clone();
         let mut out = Outbound::from_headers(method, checked.url, &parts.headers, Vec::new());
         let scrubber = pipeline.inject(&opened, &mut out).await?;

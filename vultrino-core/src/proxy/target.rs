@@ -12,7 +12,7 @@ use super::slots::KEY_PARAM;
 use crate::body::{Body, BodyStream};
 use crate::credential::{validate_name, CredentialRecord};
 use crate::error::{Code, Error, Result};
-use crate::scrub::{KeyFound, KeyGuard};
+use crate::scrub::{KeyFound, KeyGuard, Scrubber};
 
 /// `/proxy/<alias>/<rest>` → `(alias, rest)`, `rest` raw (percent-encoding kept) and starting
 /// with `/` unless empty. `None` when there is no valid alias.
@@ -124,15 +124,20 @@ pub(super) fn refuse_agent_keys(request: &http::Request<Body>) -> Result<()> {
     Ok(())
 }
 
-/// The request body behind a [`KeyGuard`] for the agent's `key`: a whole body that carries a key is refused here
+/// The request body behind a [`KeyGuard`] for the agent's key (its `needles`, asked for only
+/// when there is a body): a whole body that carries a key is refused here
 /// (nothing is sent); a streamed one is released as the guard decides, and on a key the stream
 /// ends with [`key_in_body`](crate::execute::key_in_body) (the fetcher aborts the upload, so the upstream gets a cut body
 /// without the key) and `refused` is set for the audit event.
-pub(super) fn guarded(body: Body, key: &[u8], refused: Arc<AtomicBool>) -> Result<Body> {
+pub(super) fn guarded(
+    body: Body,
+    needles: impl FnOnce() -> Arc<Scrubber>,
+    refused: Arc<AtomicBool>,
+) -> Result<Body> {
     if body.len_hint() == Some(0) {
         return Ok(Body::empty());
     }
-    let guard = KeyGuard::new(key);
+    let guard = KeyGuard::with_needles(needles());
     if let Some(bytes) = body.as_full() {
         if guard.contains(bytes) {
             refused.store(true, Ordering::Relaxed);

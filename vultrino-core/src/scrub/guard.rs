@@ -32,6 +32,8 @@
 //! Cost on a clean body: one pass of the key's Aho-Corasick automaton and one `memchr` for `v`
 //! with a check of a few bytes at each hit (`scrub_stream/key_guard_*` benchmarks).
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 
 use super::stream::Tail;
@@ -48,7 +50,7 @@ pub struct KeyFound;
 /// ([`KeyGuard::contains`]) or as it streams ([`KeyGuard::push`], [`KeyGuard::finish`]).
 /// `Debug` shows no bytes.
 pub struct KeyGuard {
-    key: Scrubber,
+    key: Arc<Scrubber>,
     tail: Tail,
     held: BytesMut,
     found: bool,
@@ -67,7 +69,13 @@ impl KeyGuard {
     /// A guard for the authenticated `key` (its needles) and every key-shaped string. An empty
     /// `key` guards against the key shape only.
     pub fn new(key: &[u8]) -> KeyGuard {
-        let key = Scrubber::new([key]);
+        KeyGuard::with_needles(Arc::new(Scrubber::new([key])))
+    }
+
+    /// A guard for the needles of `key` (a [`Scrubber`] built from the agent's key alone, as
+    /// from a cache: building one costs far more than guarding a small body) and every
+    /// key-shaped string.
+    pub fn with_needles(key: Arc<Scrubber>) -> KeyGuard {
         KeyGuard {
             tail: Tail::new(&key),
             key,
