@@ -245,9 +245,9 @@ async fn handle_inner(
         .with_code(Code::CsrfFailed);
         return Ok(refuse(&err, parts.uri.path()));
     }
-    // The pass-through proxy streams the body upstream as it arrives (the core caps it, and
-    // the upstream exchange's idle and total deadlines bound a slow client); every other
-    // route gets it whole.
+    // The pass-through proxy streams the body upstream as it arrives (the core caps it; the
+    // body's own idle and total deadlines bound a slow client, also while the core holds the
+    // body whole for a method-list policy); every other route gets it whole.
     let streamed = vultrino_core::proxy::is_proxy_path(parts.uri.path());
     let limit = if streamed {
         app.config().proxy_max_request_bytes
@@ -261,16 +261,19 @@ async fn handle_inner(
         return Ok(refuse(&err, parts.uri.path()));
     }
     let body = if streamed {
-        incoming_body(body)
+        let config = app.config();
+        incoming_body(
+            body,
+            Duration::from_millis(config.stream_idle_timeout_ms),
+            Duration::from_millis(config.stream_total_timeout_ms),
+        )
     } else {
         // A deadline on the body too: a client trickling bytes must not hold a connection forever.
         let collected =
             tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await;
         match collected {
             Err(_) => {
-                let err = Error::new(ErrorKind::BadRequest, "request body not received in time")
-                    .with_code(Code::BodyTimeout);
-                return Ok(refuse(&err, parts.uri.path()));
+                return Ok(refuse(&body_timeout(), parts.uri.path()));
             }
             Ok(Ok(c)) => CoreBody::full(c.to_bytes()),
             Ok(Err(e)) => {
@@ -306,22 +309,41 @@ async fn handle_inner(
     Ok(resp.map(ServerBody::new))
 }
 
+/// 408 `body_timeout`: the client did not send its request body in time.
+fn body_timeout() -> Error {
+    Error::new(
+        ErrorKind::RequestTimeout,
+        "request body not received in time",
+    )
+    .with_code(Code::BodyTimeout)
+}
+
 /// A client's request body as the core's streamed body, chunk by chunk as it arrives (its
 /// declared length kept). A client that breaks off mid-body makes the stream yield an error, so
-/// the upload upstream is aborted rather than ended as if whole.
-fn incoming_body(body: Incoming) -> CoreBody {
+/// the upload upstream is aborted rather than ended as if whole. A client silent for `idle`
+/// between two chunks, or still sending `total` after the request came, makes it yield 408
+/// `body_timeout` (a slow-loris upload holds neither a connection nor, when the core reads the
+/// body whole for a method-list policy, memory for longer; review finding 5). The stream ends
+/// after its first error.
+fn incoming_body(body: Incoming, idle: Duration, total: Duration) -> CoreBody {
     let len = hyper::body::Body::size_hint(&body).exact();
-    let stream = futures_util::stream::unfold(body, |mut body| async move {
+    let ends_at = tokio::time::Instant::now() + total;
+    let stream = futures_util::stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
         loop {
-            match body.frame().await? {
+            let deadline = ends_at.min(tokio::time::Instant::now() + idle);
+            let Ok(frame) = tokio::time::timeout_at(deadline, body.frame()).await else {
+                return Some((Err(body_timeout()), None));
+            };
+            match frame? {
                 Ok(frame) => match frame.into_data() {
-                    Ok(chunk) if !chunk.is_empty() => return Some((Ok(chunk), body)),
+                    Ok(chunk) if !chunk.is_empty() => return Some((Ok(chunk), Some(body))),
                     _ => continue, // trailers, empty frames
                 },
                 Err(_) => {
                     let e = Error::bad_request("could not read the request body")
                         .with_code(Code::InvalidBody);
-                    return Some((Err(e), body));
+                    return Some((Err(e), None));
                 }
             }
         }

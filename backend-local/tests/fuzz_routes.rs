@@ -17,10 +17,12 @@ use vultrino_core::ports::{FetchOptions, Fetcher, ManualClock};
 use vultrino_local::memory_kv::MemoryKv;
 use vultrino_local::memory_sessions::MemorySessions;
 
-/// Answers 200 with the request body; records the URIs it was asked for.
+/// Answers 200 with the request body; records the URIs it was asked for, and every request
+/// body byte it was given (also of a streamed body that failed).
 #[derive(Default)]
 struct RecordingFetcher {
     uris: Mutex<Vec<String>>,
+    bodies: Mutex<Vec<Vec<u8>>>,
 }
 
 #[async_trait]
@@ -37,7 +39,45 @@ impl Fetcher for RecordingFetcher {
             seen.push(String::from_utf8_lossy(value.as_bytes()).into_owned());
         }
         drop(seen);
+        self.bodies.lock().unwrap().push(request.body().to_vec());
         Ok(http::Response::new(request.into_body()))
+    }
+
+    /// Reads a streamed body chunk by chunk and, when it fails, answers a generic upstream
+    /// failure of its own (as a platform might that does not hand the body's error back):
+    /// whatever the proxy's reply then is comes from the proxy, not from this error.
+    async fn fetch_stream(
+        &self,
+        request: http::Request<vultrino_core::body::Body>,
+        options: vultrino_core::ports::StreamOptions,
+    ) -> vultrino_core::Result<http::Response<vultrino_core::body::Body>> {
+        use futures_util::StreamExt;
+        let (parts, body) = request.into_parts();
+        let mut stream = body.into_stream();
+        let mut got = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => got.extend_from_slice(&c),
+                Err(_) => {
+                    self.bodies.lock().unwrap().push(got);
+                    return Err(vultrino_core::Error::new(
+                        vultrino_core::ErrorKind::UpstreamFailed,
+                        "the upload failed",
+                    ));
+                }
+            }
+        }
+        let response = self
+            .fetch(
+                http::Request::from_parts(parts, Bytes::from(got)),
+                FetchOptions {
+                    timeout_ms: options.total_timeout_ms,
+                    max_response_bytes: options.max_buffered_response_bytes,
+                    allow_loopback: options.allow_loopback,
+                },
+            )
+            .await?;
+        Ok(response.map(vultrino_core::body::Body::full))
     }
 }
 
@@ -330,6 +370,55 @@ proptest! {
             let seen = std::mem::take(&mut *f.fetcher.uris.lock().unwrap());
             for s in &seen {
                 prop_assert!(!vultrino_core::proxy::carries_agent_key(s.as_bytes()), "sent upstream: {}", s);
+            }
+            Ok(())
+        })?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// The agent's key in a streamed proxied body (raw, `_` percent-encoded, or base64), cut
+    /// anywhere into two chunks: the reply is the proxy's 400 `agent_key_in_request` even when
+    /// the fetcher loses the upload's error, and no byte sequence of the key shape was given to
+    /// the fetcher.
+    #[test]
+    fn a_key_in_a_streamed_proxy_body_is_refused_and_never_sent(
+        before in "[a-z {}\":,=&]{0,40}", after in "[a-z {}\":,=&]{0,40}",
+        cut in 0usize..200, form in 0usize..3,
+    ) {
+        thread_local!(static FIX: Fixture = fixture());
+        FIX.with(|f| {
+            use base64::Engine as _;
+            let planted = match form {
+                0 => f.agent.clone(),
+                1 => f.agent.replace('_', "%5F"),
+                _ => base64::engine::general_purpose::STANDARD.encode(&f.agent),
+            };
+            let body = format!("{before}{planted}{after}").into_bytes();
+            let cut = cut % (body.len() + 1);
+            let chunks: Vec<vultrino_core::Result<Bytes>> = vec![
+                Ok(Bytes::copy_from_slice(&body[..cut])),
+                Ok(Bytes::copy_from_slice(&body[cut..])),
+            ];
+            let stream = futures_util::stream::iter(chunks);
+            let req = http::Request::builder()
+                .method("POST")
+                .uri("/proxy/gh/v1/x")
+                .header("x-api-key", f.agent.as_str())
+                .body(vultrino_core::body::Body::from_stream(stream))
+                .unwrap();
+            let resp = f.rt.block_on(f.app.serve(req, None));
+            prop_assert_eq!(resp.status().as_u16(), 400);
+            prop_assert_eq!(
+                resp.headers().get("x-vultrino-error").and_then(|v| v.to_str().ok()),
+                Some("agent_key_in_request")
+            );
+            let sent = std::mem::take(&mut *f.fetcher.bodies.lock().unwrap());
+            for b in &sent {
+                prop_assert!(!vultrino_core::scrub::has_key_shape(b), "sent: {:?}", String::from_utf8_lossy(b));
+                prop_assert!(!b.windows(3).any(|w| w == b"vk_"), "sent: {:?}", String::from_utf8_lossy(b));
             }
             Ok(())
         })?;

@@ -74,6 +74,8 @@ struct Seen {
     forever_dropped: AtomicBool,
     /// Bytes a `/forever` reply had sent when it was dropped.
     forever_sent: AtomicU64,
+    /// Requests received (their head), whatever their path.
+    requests: AtomicU64,
 }
 
 /// A loopback upstream whose replies stream: `/download?n=N` (N bytes of [`chunk`]s, chunked),
@@ -121,6 +123,7 @@ async fn respond(
     seen: Arc<Seen>,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<RespBody>, Infallible> {
+    seen.requests.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let body = match path.as_str() {
@@ -194,6 +197,8 @@ struct Setup {
     admin: String,
     key: String,
     up: Arc<Seen>,
+    /// The upstream's address.
+    addr: SocketAddr,
 }
 
 async fn setup(env: &[(&str, &str)]) -> Setup {
@@ -237,6 +242,7 @@ async fn setup(env: &[(&str, &str)]) -> Setup {
         admin,
         key,
         up,
+        addr,
     }
 }
 
@@ -430,4 +436,116 @@ async fn an_upstream_that_never_answers_is_504_after_the_head_timeout() {
     assert_eq!(r.status(), 504);
     assert_eq!(r.headers()["x-vultrino-error"], "upstream_timeout");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// `POST /proxy/m/upload` over a raw connection declaring `declared` body bytes, then `parts`
+/// written `pause` apart (and nothing more): the status and `X-Vultrino-Error` of the reply,
+/// and how long it took.
+async fn trickled_post(
+    s: &Setup,
+    declared: usize,
+    parts: &[&[u8]],
+    pause: Duration,
+) -> (u16, Option<String>, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = s.server.base.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let head = format!(
+        "POST /proxy/m/upload HTTP/1.1\r\nhost: {authority}\r\nx-api-key: {}\r\n\
+         content-length: {declared}\r\n\r\n",
+        s.key
+    );
+    let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        for p in parts {
+            wr.write_all(&p).await?;
+            wr.flush().await?;
+            tokio::time::sleep(pause).await;
+        }
+        // Then stall, the connection kept open.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        std::io::Result::Ok(wr)
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(20), rd.read(&mut buf))
+            .await
+            .expect("a reply within 20 s")
+            .unwrap_or(0);
+        assert!(n > 0, "closed without a reply");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let took = started.elapsed();
+    writer.abort();
+    let text = String::from_utf8_lossy(&got).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let error = text.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("x-vultrino-error:")
+            .map(|v| v.trim().to_string())
+    });
+    (status, error, took)
+}
+
+/// Review finding 5: with a method-list policy the proxy reads the body whole before sending;
+/// a client that stalls (idle deadline) or trickles (total deadline) gets 408 `body_timeout`
+/// and the upstream sees no request at all.
+#[tokio::test]
+async fn a_slow_loris_body_read_whole_for_a_method_list_is_408_and_nothing_is_sent() {
+    let s = setup(&[
+        ("VULTRINO_STREAM_IDLE_TIMEOUT_MS", "500"),
+        ("VULTRINO_STREAM_TOTAL_TIMEOUT_MS", "2000"),
+    ])
+    .await;
+    let r =
+        s.c.send(
+            "POST",
+            "/v1/credentials",
+            Some(&s.admin),
+            Some(
+                &json!({"alias": "m", "type": "api_key", "data": {"key": SECRET},
+                         "policy": {"allowed_hosts": ["127.0.0.1"], "methods": ["GET", "POST"]},
+                         "base_url": format!("http://{}", s.addr)}),
+            ),
+        )
+        .await;
+    expect_for("create the method-list credential", &r, 201, None);
+    // Half the body, then nothing: the idle deadline.
+    let (status, code, took) =
+        trickled_post(&s, 1000, &[&[b'a'; 500]], Duration::from_millis(1)).await;
+    assert_eq!((status, code.as_deref()), (408, Some("body_timeout")));
+    assert!(
+        took < Duration::from_millis(1900),
+        "idle, not total: {took:?}"
+    );
+    // A byte every 300 ms (never idle for 500 ms): the total deadline.
+    let drip: Vec<&[u8]> = vec![b"x"; 20];
+    let (status, code, took) = trickled_post(&s, 1000, &drip, Duration::from_millis(300)).await;
+    assert_eq!((status, code.as_deref()), (408, Some("body_timeout")));
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!(s.up.requests.load(Ordering::SeqCst), 0, "nothing was sent");
+    let events = s.proxy_events(2).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    for ev in &events {
+        assert_eq!(
+            (
+                ev["outcome"].as_str(),
+                ev["code"].as_str(),
+                ev["status"].as_u64()
+            ),
+            (Some("error"), Some("body_timeout"), Some(408)),
+            "{ev}"
+        );
+    }
 }

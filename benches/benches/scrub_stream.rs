@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use vultrino_core::scrub::{Scrubber, SseScrubber, StreamScrubber};
+use vultrino_core::scrub::{KeyGuard, Scrubber, SseScrubber, StreamScrubber};
 
 const CHUNK: usize = 16 * 1024;
 const STREAM: usize = 1 << 20;
@@ -116,6 +116,36 @@ fn bench_stream(c: &mut Criterion) {
             })
         });
     }
+    // The request-body side (decision 0064): the agent's key guard over a clean upload, and
+    // building the guard (once per proxied request with a body).
+    let key = b"vk_0123456789abcdef_Zm9vYmFyLWJhei1xdXV4LWtleS1zZWNyZXQtMDEyMzQ1";
+    for (name, body) in bodies() {
+        let chunks: Vec<Bytes> = body.chunks(CHUNK).map(Bytes::copy_from_slice).collect();
+        assert!(!KeyGuard::new(key).contains(&body));
+        g.bench_function(format!("key_guard_clean_1m_16k_chunks_{name}"), |b| {
+            b.iter(|| {
+                let mut guard = KeyGuard::new(key);
+                let mut n = 0;
+                for chunk in &chunks {
+                    n += guard
+                        .push(std::hint::black_box(chunk.clone()))
+                        .unwrap()
+                        .len();
+                }
+                n + guard.finish().unwrap().len()
+            })
+        });
+    }
+    // Building the key's automaton (done once per key: the proxy takes it from the scrubber
+    // cache), and a guard over needles already built (once per request with a body).
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("key_guard_new", |b| {
+        b.iter(|| KeyGuard::new(std::hint::black_box(key)))
+    });
+    let needles = Arc::new(Scrubber::new([key.as_slice()]));
+    g.bench_function("key_guard_with_needles", |b| {
+        b.iter(|| KeyGuard::with_needles(std::hint::black_box(needles.clone())))
+    });
     let sse = openai_stream();
     g.throughput(Throughput::Bytes(sse.len() as u64));
     g.bench_function("sse_clean_openai_1m_16k_chunks", |b| {

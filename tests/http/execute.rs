@@ -350,3 +350,42 @@ async fn a_client_gone_before_the_reply_is_still_audited() {
     let events = e.audit_events("execute", 2).await;
     assert_eq!(events.len(), 1, "{events:?}");
 }
+
+/// Execute's `body` is sent as it is: a Vultrino key in it (the caller's, or anything shaped
+/// like one) is refused with the proxy's code, and nothing is sent (review finding 3).
+#[tokio::test]
+async fn a_vultrino_key_in_the_execute_body_is_refused_and_nothing_is_sent() {
+    let e = env().await;
+    e.api_key_cred("github").await;
+    let agent = e.key("executor").await;
+    for body in [
+        json!({"api_key": agent}),
+        json!(format!("key={}", agent.replace('_', "%5F"))),
+        json!({"note": "vk_0123456789abcdef_someone-else"}),
+    ] {
+        let r =
+            e.c.send(
+                "POST",
+                "/v1/execute",
+                Some(&agent),
+                Some(&json!({"credential": "github", "method": "POST",
+                             "url": e.up.url("/echo"), "body": body})),
+            )
+            .await;
+        expect(&r, 400, Some("agent_key_in_request"));
+        assert!(!r.text.contains(&agent), "{}", r.text);
+    }
+    assert_eq!(e.up.seen().len(), 0, "{:?}", e.up.seen());
+    // `vk_` that is not a key is sent.
+    let r =
+        e.c.send(
+            "POST",
+            "/v1/execute",
+            Some(&agent),
+            Some(&json!({"credential": "github", "method": "POST",
+                         "url": e.up.url("/echo"), "body": {"table": "bulk_vk_rows"}})),
+        )
+        .await;
+    expect(&r, 200, None);
+    assert_eq!(e.up.seen().len(), 1);
+}

@@ -811,3 +811,215 @@ async fn a_client_gone_before_the_head_is_still_audited() {
     let events = e.proxy_events(2).await;
     assert_eq!(events.len(), 1, "{events:?}");
 }
+
+/// `POST /proxy/<path>` over a raw connection with a chunked body sent as `chunks`, each its
+/// own HTTP chunk, `pause` apart (so the server reads them as separate frames). Returns the
+/// status (0: the connection closed without a reply, i.e. the request was cut) and the
+/// `X-Vultrino-Error` value.
+async fn chunked_post(
+    e: &Env,
+    path: &str,
+    headers: &[(&str, &str)],
+    chunks: Vec<Vec<u8>>,
+    pause: std::time::Duration,
+) -> (u16, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = e.c.target.base.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let mut head = format!(
+        "POST /proxy/{path} HTTP/1.1\r\nhost: {authority}\r\ntransfer-encoding: chunked\r\n"
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        for chunk in chunks.into_iter().filter(|c| !c.is_empty()) {
+            wr.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .await?;
+            wr.write_all(&chunk).await?;
+            wr.write_all(b"\r\n").await?;
+            wr.flush().await?;
+            tokio::time::sleep(pause).await;
+        }
+        wr.write_all(b"0\r\n\r\n").await?;
+        std::io::Result::Ok(wr)
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(30), rd.read(&mut buf))
+            .await
+            .expect("a reply within 30 s")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    writer.abort();
+    let text = String::from_utf8_lossy(&got).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let error = text.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("x-vultrino-error:")
+            .map(|v| v.trim().to_string())
+    });
+    (status, error)
+}
+
+/// Nothing the upstream received — whole bodies and cut ones — holds `vk_`: waits a moment for
+/// cut requests to be recorded first.
+async fn assert_no_vk_in_bodies(up: &Upstream, context: &str) {
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    for seen in up.seen() {
+        assert!(
+            !seen.received.windows(3).any(|w| w == b"vk_")
+                && !vultrino_core::scrub::has_key_shape(&seen.received),
+            "{context}: vk_ reached the upstream in a body: {:?}",
+            String::from_utf8_lossy(&seen.received)
+        );
+    }
+}
+
+/// Review finding 3: the agent's key in a JSON, form or multipart body, cut anywhere by a
+/// chunked upload, never reaches the upstream. Both backends answer 400
+/// `agent_key_in_request` before the head (the echo upstream reads the whole body before it
+/// answers, so the cut upload fails the exchange first), and the audit event carries the code.
+#[tokio::test]
+async fn the_agent_key_in_a_request_body_never_reaches_the_upstream() {
+    let e = env().await;
+    e.proxy_cred("p", json!({})).await;
+    let agent = e.key("executor").await;
+    let auth = [("x-api-key", agent.as_str())];
+    let other = "vk_0123456789abcdef_another-agents-key";
+    let bodies: Vec<(&str, &str, String)> = vec![
+        (
+            "json",
+            "application/json",
+            format!("{{\"api_key\":\"{agent}\",\"query\":\"weather\"}}"),
+        ),
+        (
+            "form",
+            "application/x-www-form-urlencoded",
+            format!("q=weather&key={}&n=1", agent.replace('_', "%5F")),
+        ),
+        (
+            "multipart",
+            "multipart/form-data; boundary=XyZ",
+            format!(
+                "--XyZ\r\ncontent-disposition: form-data; name=\"key\"\r\n\r\n{other}\r\n--XyZ--\r\n"
+            ),
+        ),
+    ];
+    let mut refused = 0;
+    for (what, content_type, body) in &bodies {
+        let at = body.find("vk").unwrap();
+        let bytes = body.as_bytes().to_vec();
+        // Every cut inside the key (and around it) for JSON; a few for the others.
+        let cuts: Vec<usize> = if *what == "json" {
+            (at..=at + agent.len()).collect()
+        } else {
+            vec![0, at, at + 1, at + 3, at + 10, at + 20, bytes.len()]
+        };
+        for cut in cuts {
+            let (head, tail) = bytes.split_at(cut.min(bytes.len()));
+            let mut h = auth.to_vec();
+            h.push(("content-type", content_type));
+            let (status, code) = chunked_post(
+                &e,
+                "p/echo",
+                &h,
+                vec![head.to_vec(), tail.to_vec()],
+                std::time::Duration::from_millis(20),
+            )
+            .await;
+            assert_eq!(
+                (status, code.as_deref()),
+                (400, Some("agent_key_in_request")),
+                "{what} cut at {cut}"
+            );
+            refused += 1;
+        }
+        // The same body whole (one chunk, Content-Length) through reqwest: refused too.
+        let r = e
+            .proxy(
+                "POST",
+                "p/echo",
+                &[("x-api-key", &agent), ("content-type", content_type)],
+                Some(bytes.clone()),
+            )
+            .await;
+        expect_refusal(what, &r, 400, "agent_key_in_request");
+        refused += 1;
+    }
+    assert_no_vk_in_bodies(&e.up, "a key in the body").await;
+    assert!(
+        e.up.seen().iter().all(|s| s.body.is_empty()),
+        "no refused request reached the upstream whole"
+    );
+    // The audit lists 50 at most: the newest, each a refusal.
+    let want = refused.min(50);
+    let events = e.proxy_events(want).await;
+    assert!(events.len() >= want, "{} of {want}", events.len());
+    for ev in &events {
+        assert_eq!(
+            (ev["outcome"].as_str(), ev["code"].as_str()),
+            (Some("error"), Some("agent_key_in_request")),
+            "{ev}"
+        );
+    }
+    let all = serde_json::to_string(&events).unwrap();
+    assert!(!all.contains(&agent), "{all}");
+    // A body with `vk_` but no key passes whole, whatever its cuts.
+    let clean = b"{\"text\":\"bulk_vk_insert vk_ vk_0123 v\"}".to_vec();
+    for cut in [0, 9, 17, 20, 27, clean.len()] {
+        let (head, tail) = clean.split_at(cut);
+        let (status, code) = chunked_post(
+            &e,
+            "p/echo",
+            &auth,
+            vec![head.to_vec(), tail.to_vec()],
+            std::time::Duration::from_millis(10),
+        )
+        .await;
+        assert_eq!((status, code), (200, None), "clean body cut at {cut}");
+        assert_eq!(e.up.seen().pop().unwrap().body, clean);
+    }
+}
+
+/// With a method-list policy the body is read whole before anything is sent: a key in it is
+/// refused then, and the upstream sees no request at all.
+#[tokio::test]
+async fn a_key_in_a_body_read_whole_for_a_method_list_is_refused_before_sending() {
+    let e = env().await;
+    e.proxy_cred("m", json!({"methods": ["GET", "POST"]})).await;
+    let agent = e.key("executor").await;
+    let body = format!("{{\"messages\":[{{\"content\":\"my key is {agent}\"}}]}}");
+    let bytes = body.as_bytes().to_vec();
+    let at = body.find("vk_").unwrap();
+    let (status, code) = chunked_post(
+        &e,
+        "m/echo",
+        &[("x-api-key", &agent)],
+        vec![bytes[..at + 2].to_vec(), bytes[at + 2..].to_vec()],
+        std::time::Duration::from_millis(20),
+    )
+    .await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (400, Some("agent_key_in_request"))
+    );
+    let r = e
+        .proxy("POST", "m/echo", &[("x-api-key", &agent)], Some(bytes))
+        .await;
+    expect_refusal("whole", &r, 400, "agent_key_in_request");
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert_eq!(e.up.seen().len(), 0, "nothing was sent: {:?}", e.up.seen());
+}

@@ -26,6 +26,8 @@ pub enum ErrorKind {
     NotFound,
     /// Method not supported on this route (405).
     MethodNotAllowed,
+    /// The client did not send its request (body) in time (408).
+    RequestTimeout,
     /// Conflicts with existing state, e.g. alias taken, built-in role (409).
     Conflict,
     /// Request or value larger than allowed (413).
@@ -54,6 +56,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => S::FORBIDDEN,
             ErrorKind::NotFound => S::NOT_FOUND,
             ErrorKind::MethodNotAllowed => S::METHOD_NOT_ALLOWED,
+            ErrorKind::RequestTimeout => S::REQUEST_TIMEOUT,
             ErrorKind::Conflict => S::CONFLICT,
             ErrorKind::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
             ErrorKind::UnsupportedMediaType => S::UNSUPPORTED_MEDIA_TYPE,
@@ -73,6 +76,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => Code::Forbidden,
             ErrorKind::NotFound => Code::NotFound,
             ErrorKind::MethodNotAllowed => Code::MethodNotAllowed,
+            ErrorKind::RequestTimeout => Code::BodyTimeout,
             ErrorKind::Conflict => Code::Conflict,
             ErrorKind::PayloadTooLarge => Code::PayloadTooLarge,
             ErrorKind::UnsupportedMediaType => Code::UnsupportedMediaType,
@@ -155,7 +159,7 @@ codes! {
     InvalidArguments = "invalid_arguments",
     /// The request body is larger than the server accepts.
     BodyTooLarge = "body_too_large",
-    /// The request body did not arrive in time.
+    /// The request body did not arrive in time (408).
     BodyTimeout = "body_timeout",
     /// The request body could not be read.
     InvalidBody = "invalid_body",

@@ -180,6 +180,12 @@ impl<'a> Pipeline<'a> {
             };
             check_method_overrides(allowed, &sent)?;
         }
+        // No agent key goes upstream in a body (the proxy's rule, docs/decisions/0064): the
+        // body is sent as it is, so a `vk_<16 hex>_` in it (`_` as is or as `%5F`) refuses it
+        // before anything is fetched (an OAuth token included).
+        if req.body.as_deref().is_some_and(crate::scrub::has_key_shape) {
+            return Err(key_in_body());
+        }
         let mut out = Outbound::new(method, target.url, &req.headers, req.query)?;
         let scrubber = self.inject(&opened, &mut out).await?;
         let request = out.build(req.body.unwrap_or_default(), req.json_body)?;
@@ -271,6 +277,13 @@ impl<'a> Pipeline<'a> {
     /// The scrubber of every secret form that went into the request: the record's own values
     /// and the derived forms `inject` returned.
     #[inline]
+    /// The needles of an agent's own key, for the request body's guard
+    /// ([`KeyGuard`](crate::scrub::KeyGuard)): from the same cache, so a key's automaton is
+    /// built once, not per request.
+    pub(crate) fn key_needles(&self, key: &[u8]) -> Arc<Scrubber> {
+        self.scrubbers.get(self.keys, &[key])
+    }
+
     fn scrubber(&self, opened: &OpenedCredential, derived: &[Secret]) -> Arc<Scrubber> {
         let record = &opened.record;
         let mut all: Vec<&[u8]> = record.data.secrets();
@@ -425,6 +438,17 @@ pub(crate) fn parse_method(method: &str) -> Result<http::Method> {
         );
     }
     Ok(method)
+}
+
+/// The refusal of a request whose body carries a Vultrino API key (400
+/// `agent_key_in_request`; nothing is sent): execute's `body`, or a proxied request's body.
+pub(crate) fn key_in_body() -> Error {
+    Error::bad_request(
+        "the request body carries a Vultrino API key (vk_<id>_…): it is never sent upstream; \
+         take it out of the body (a body that only looks like one, vk_ then 16 hex digits then \
+         _, is refused too)",
+    )
+    .with_code(Code::AgentKeyInRequest)
 }
 
 /// Turn the upstream response into the execute reply, scrubbing headers and body; the cookies

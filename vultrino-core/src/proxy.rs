@@ -14,6 +14,9 @@
 //!    (those `Connection` names too) are dropped; **inject** the real secret the credential's
 //!    way, ask for `identity` encoding; then a **last gate**: a request that still carries a
 //!    `vk_` key anywhere in its path, query or headers, in any percent-encoding, is not sent;
+//!    the body goes through a [`KeyGuard`](crate::scrub::KeyGuard): the agent's key in any
+//!    encoding, or any `vk_<16 hex>_`, refuses a whole body before anything is sent and cuts a
+//!    streamed upload before those bytes (400 `agent_key_in_request`);
 //! 6. **fetch** with the body streamed both ways ([`Fetcher::fetch_stream`]); no redirect is
 //!    followed;
 //! 7. **scrub**: the reply's headers before they are sent (a `Location` inside the base URL is
@@ -27,7 +30,7 @@
 //!
 //! [`Fetcher::fetch_stream`]: crate::ports::Fetcher::fetch_stream
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Request, Response};
@@ -139,14 +142,15 @@ impl App {
             );
         };
         let (alias, rest) = (alias.to_string(), rest.to_string());
-        let who = match self.proxy_caller(&parts).await {
-            Ok(who) => who,
+        let (who, key) = match self.proxy_caller(&parts).await {
+            Ok(found) => found,
             Err(e) => return refusal(&e),
         };
         let mut event = AuditEvent::new(started, who.actor(), "proxy", "allowed");
         event.credential = Some(alias.clone());
         event.method = Some(parts.method.as_str().to_string());
         let bytes_in = Arc::new(AtomicU64::new(0));
+        let key_in_body = Arc::new(AtomicBool::new(false));
         // Armed until the reply is rendered or the refusal audited: if this future is dropped
         // first (the client went away before the head, while the upstream may already hold
         // the request), the event is still written, `cancelled`.
@@ -155,6 +159,7 @@ impl App {
             ports: ports.clone(),
             retention_secs: pipeline.audit_retention_secs(),
             bytes_in: bytes_in.clone(),
+            key_in_body: key_in_body.clone(),
             background,
         }));
         let forwarded = match pending.0.as_mut() {
@@ -162,12 +167,14 @@ impl App {
                 self.forward(
                     &pipeline,
                     &who,
+                    &key,
                     &alias,
                     &rest,
                     parts,
                     body,
                     &mut finish.event,
                     &bytes_in,
+                    &key_in_body,
                 )
                 .await
             }
@@ -179,6 +186,13 @@ impl App {
         match forwarded {
             Ok(f) => reply::render(f, &alias, finish),
             Err(e) => {
+                // A body cut for carrying a key may reach here as whatever the fetch made of
+                // the aborted upload: the refusal is what happened.
+                let e = if key_in_body.load(Ordering::Relaxed) {
+                    crate::execute::key_in_body()
+                } else {
+                    e
+                };
                 let mut event = finish.event;
                 failed(&mut event, &e);
                 event.bytes_in = Some(bytes_in.load(Ordering::Relaxed));
@@ -189,11 +203,16 @@ impl App {
         }
     }
 
-    /// The agent: its API key from the first slot that carries one (`X-Vultrino-Key` first).
-    /// Only API keys: no session, no cookie (a cookie would make the route a CSRF target).
-    async fn proxy_caller(&self, parts: &http::request::Parts) -> Result<Principal> {
-        let key = slots::agent_key(&parts.headers, parts.uri.query())?;
-        self.api_keys().authenticate(&key).await
+    /// The agent, and its API key (for the body's [guard](crate::scrub::KeyGuard)), from the
+    /// first slot that carries one (`X-Vultrino-Key` first). Only API keys: no session, no
+    /// cookie (a cookie would make the route a CSRF target).
+    async fn proxy_caller(
+        &self,
+        parts: &http::request::Parts,
+    ) -> Result<(Principal, zeroize::Zeroizing<String>)> {
+        let key = zeroize::Zeroizing::new(slots::agent_key(&parts.headers, parts.uri.query())?);
+        let who = self.api_keys().authenticate(&key).await?;
+        Ok((who, key))
     }
 
     /// Steps 2–6 of the [module doc](self); the event gets the host and path once known.
@@ -202,12 +221,14 @@ impl App {
         &self,
         pipeline: &Pipeline<'_>,
         who: &Principal,
+        key: &str,
         alias: &str,
         rest: &str,
         parts: http::request::Parts,
         body: Body,
         event: &mut AuditEvent,
         bytes_in: &Arc<AtomicU64>,
+        key_in_body: &Arc<AtomicBool>,
     ) -> Result<Forwarded> {
         let config = self.config();
         authorize(who, alias)?;
@@ -253,6 +274,10 @@ impl App {
             body = Body::full(bytes);
         }
         let body = target::capped(body, cap, bytes_in.clone());
+        // The agent's key never goes upstream in the body either: a whole body is checked
+        // here, a streamed one as it goes (the upload is cut before the key).
+        let needles = || pipeline.key_needles(key.as_bytes());
+        let body = target::guarded(body, needles, key_in_body.clone())?;
         let sent_to = checked.url.clone();
         let mut out = Outbound::from_headers(method, checked.url, &parts.headers, Vec::new());
         let scrubber = pipeline.inject(&opened, &mut out).await?;

@@ -62,6 +62,8 @@
 //! [`StreamScrubber`] gives the same result on a body that arrives in chunks, holding back only a
 //! tail that may still become a needle; [`SseScrubber`] also follows the text a client joins
 //! across the events of a `text/event-stream` (docs/decisions/0069-sse-event-level-scrubbing.md).
+//! [`KeyGuard`] uses the same needles the other way round: it finds the agent's own key in a
+//! request body before the body goes upstream (docs/decisions/0064-agent-key-in-request-body.md).
 //!
 //! # Performance and memory hygiene
 //!
@@ -85,8 +87,10 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use zeroize::Zeroizing;
 
+mod guard;
 mod sse;
 mod stream;
+pub use guard::{has_key_shape, KeyFound, KeyGuard};
 pub use sse::{SseScrubber, SSE_HOLD_LIMIT};
 pub use stream::StreamScrubber;
 

@@ -20,7 +20,10 @@ pub struct Seen {
     pub path: String,
     pub query: String,
     pub headers: BTreeMap<String, String>,
+    /// The body, when it arrived whole (empty when it was cut).
     pub body: Vec<u8>,
+    /// Every body byte that arrived, also of a body cut before its end.
+    pub received: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -96,12 +99,28 @@ async fn respond(
     addr: SocketAddr,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let (parts, mut incoming) = req.into_parts();
+    // Frame by frame, so that the bytes of a body cut before its end are seen too.
+    let mut received = Vec::new();
+    let mut whole = true;
+    while let Some(frame) = incoming.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    received.extend_from_slice(data);
+                }
+            }
+            Err(_) => {
+                whole = false;
+                break;
+            }
+        }
+    }
+    let body = if whole {
+        Bytes::from(received.clone())
+    } else {
+        Bytes::new()
+    };
     let headers: BTreeMap<String, String> = parts
         .headers
         .iter()
@@ -118,6 +137,7 @@ async fn respond(
         query: parts.uri.query().unwrap_or("").to_string(),
         headers: headers.clone(),
         body: body.to_vec(),
+        received,
     };
     if let Ok(mut s) = state.lock() {
         s.seen.push(seen.clone());

@@ -3,7 +3,7 @@
 //! audit event written when the body ends or is dropped.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -14,7 +14,7 @@ use http::{header, HeaderMap, HeaderValue, Response};
 use super::Forwarded;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::body::{Body, BodyStream};
-use crate::error::Error;
+use crate::error::{Code, Error};
 use crate::ports::{Background, BackgroundTask, Ports};
 use crate::scrub::{Scrubber, SseScrubber, StreamScrubber};
 use crate::upstream;
@@ -25,6 +25,9 @@ pub(super) struct Finish {
     pub ports: Ports,
     pub retention_secs: u64,
     pub bytes_in: Arc<AtomicU64>,
+    /// Set when the request body was cut because it carried an agent key (the upstream may
+    /// have answered before the cut): the event then says so.
+    pub key_in_body: Arc<AtomicBool>,
     pub background: Option<Arc<dyn Background>>,
 }
 
@@ -42,8 +45,19 @@ impl Finish {
         event.bytes_in = Some(self.bytes_in.load(Ordering::Relaxed));
         event.bytes_out = Some(bytes_out);
         event.scrubbed = Some(scrubbed);
+        let outcome = match outcome {
+            // The cut upload may also fail the reply's body: the refusal is what happened.
+            Outcome::Ended | Outcome::Failed(_) if self.key_in_body.load(Ordering::Relaxed) => {
+                Outcome::Refused(Code::AgentKeyInRequest)
+            }
+            other => other,
+        };
         match outcome {
             Outcome::Ended => {}
+            Outcome::Refused(code) => {
+                event.outcome = "error".into();
+                event.code = Some(code.as_str().into());
+            }
             Outcome::Failed(e) => {
                 event.outcome = "error".into();
                 event.code = Some(e.code().as_str().into());
@@ -67,6 +81,8 @@ impl Finish {
 
 enum Outcome<'e> {
     Ended,
+    /// Ended, but Vultrino refused the request's body meanwhile.
+    Refused(Code),
     Failed(&'e Error),
     Cancelled,
 }

@@ -1,7 +1,7 @@
 //! Where a proxied request goes, what its body may be, and the last gate before it is sent.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -12,6 +12,7 @@ use super::slots::KEY_PARAM;
 use crate::body::{Body, BodyStream};
 use crate::credential::{validate_name, CredentialRecord, OpenedCredential};
 use crate::error::{Code, Error, Result};
+use crate::scrub::{KeyFound, KeyGuard, Scrubber};
 use crate::ssrf;
 
 /// `/proxy/<alias>/<rest>` → `(alias, rest)`, `rest` raw (percent-encoding kept) and starting
@@ -139,6 +140,85 @@ pub(super) fn refuse_agent_keys(request: &http::Request<Body>) -> Result<()> {
         .with_code(Code::AgentKeyInRequest));
     }
     Ok(())
+}
+
+/// The request body behind a [`KeyGuard`] for the agent's key (its `needles`, asked for only
+/// when there is a body): a whole body that carries a key is refused here
+/// (nothing is sent); a streamed one is released as the guard decides, and on a key the stream
+/// ends with [`key_in_body`](crate::execute::key_in_body) (the fetcher aborts the upload, so the upstream gets a cut body
+/// without the key) and `refused` is set for the audit event.
+pub(super) fn guarded(
+    body: Body,
+    needles: impl FnOnce() -> Arc<Scrubber>,
+    refused: Arc<AtomicBool>,
+) -> Result<Body> {
+    if body.len_hint() == Some(0) {
+        return Ok(Body::empty());
+    }
+    let guard = KeyGuard::with_needles(needles());
+    if let Some(bytes) = body.as_full() {
+        if guard.contains(bytes) {
+            refused.store(true, Ordering::Relaxed);
+            return Err(crate::execute::key_in_body());
+        }
+        return Ok(body);
+    }
+    let len = body.len_hint();
+    let stream = Guarded {
+        inner: Some(body.into_stream()),
+        guard,
+        refused,
+    };
+    Ok(match len {
+        Some(n) => Body::from_stream_with_len(stream, n),
+        None => Body::from_stream(stream),
+    })
+}
+
+struct Guarded {
+    /// `None` once the body ended or was refused.
+    inner: Option<BodyStream>,
+    guard: KeyGuard,
+    refused: Arc<AtomicBool>,
+}
+
+impl Stream for Guarded {
+    type Item = Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            let Some(inner) = this.inner.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let released = match inner.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(chunk))) => this.guard.push(chunk),
+                Poll::Ready(Some(Err(e))) => {
+                    // A failed body: what is held is never released.
+                    this.inner = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(None) => {
+                    this.inner = None;
+                    match this.guard.finish() {
+                        Ok(tail) if tail.is_empty() => return Poll::Ready(None),
+                        Ok(tail) => return Poll::Ready(Some(Ok(tail))),
+                        Err(KeyFound) => Err(KeyFound),
+                    }
+                }
+            };
+            match released {
+                Ok(out) if out.is_empty() => continue,
+                Ok(out) => return Poll::Ready(Some(Ok(out))),
+                Err(KeyFound) => {
+                    this.inner = None;
+                    this.refused.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(crate::execute::key_in_body())));
+                }
+            }
+        }
+    }
 }
 
 /// The request body, at most `cap` bytes (a declared length was checked before; a stream that
