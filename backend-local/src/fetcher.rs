@@ -240,7 +240,8 @@ impl tower_service::Service<Name> for CheckedResolver {
     }
 }
 
-/// Find a core [`Error`] raised by our resolver in an error chain.
+/// Find a core [`Error`] in an error chain: raised by our resolver (an SSRF refusal) or by the
+/// upload body (a refused or over-long request body).
 fn core_error_in(e: &(dyn std::error::Error + 'static)) -> Option<Error> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = current {
@@ -255,7 +256,7 @@ fn core_error_in(e: &(dyn std::error::Error + 'static)) -> Option<Error> {
 /// Turn a client error into a core error without ever formatting the client error.
 fn map_client_error(e: &hyper_util::client::legacy::Error, host: &str) -> Error {
     let (kind, error) = if let Some(core) = core_error_in(e) {
-        ("resolver", core)
+        ("refused", core)
     } else if e.is_connect() {
         (
             "connect",
