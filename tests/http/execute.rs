@@ -389,3 +389,53 @@ async fn a_vultrino_key_in_the_execute_body_is_refused_and_nothing_is_sent() {
     expect(&r, 200, None);
     assert_eq!(e.up.seen().len(), 1);
 }
+
+/// The proxy's last gate holds for execute too: an agent key in the URL (path or query, as is
+/// or percent-encoded) or in a header value is refused and nothing is sent (security review of
+/// 2026-12-05, L6).
+#[tokio::test]
+async fn a_vultrino_key_in_the_execute_url_or_headers_is_refused_and_nothing_is_sent() {
+    let e = env().await;
+    e.api_key_cred("github").await;
+    let agent = e.key("executor").await;
+    for (what, url, headers) in [
+        ("the path", e.up.url(&format!("/echo/{agent}")), json!({})),
+        (
+            "the query",
+            e.up.url(&format!("/echo?token={agent}")),
+            json!({}),
+        ),
+        (
+            "the query, percent-encoded",
+            e.up.url(&format!("/echo?token={}", agent.replace('_', "%5F"))),
+            json!({}),
+        ),
+        ("a header", e.up.url("/echo"), json!({"x-custom": agent})),
+    ] {
+        let r =
+            e.c.send(
+                "POST",
+                "/v1/execute",
+                Some(&agent),
+                Some(&json!({"credential": "github", "method": "GET", "url": url,
+                             "headers": headers})),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{what}: {}", r.text);
+        assert!(
+            r.text.contains("agent_key_in_request"),
+            "{what}: {}",
+            r.text
+        );
+        assert!(!r.text.contains(&agent), "{what}: {}", r.text);
+    }
+    assert_eq!(e.up.seen().len(), 0, "{:?}", e.up.seen());
+    // Audited, and the audit path never holds the key.
+    let events = e.audit_events("execute", 4).await;
+    assert_eq!(events.len(), 4, "{events:?}");
+    let secret = &agent[20..]; // after `vk_`, the 16-hex id and `_`
+    for ev in &events {
+        assert_eq!(ev["code"], "agent_key_in_request", "{ev}");
+        assert!(!ev.to_string().contains(secret), "{ev}");
+    }
+}

@@ -1023,3 +1023,36 @@ async fn a_key_in_a_body_read_whole_for_a_method_list_is_refused_before_sending(
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     assert_eq!(e.up.seen().len(), 0, "nothing was sent: {:?}", e.up.seen());
 }
+
+/// A request body sent encoded (gzip, br, …) is refused before anything is sent: the check that
+/// keeps agent keys out of bodies reads bytes as they are, and the upstream would inflate a key
+/// hidden in compressed ones (security review of 2026-12-05, M2; decision 0064). `identity`
+/// passes.
+#[tokio::test]
+async fn an_encoded_request_body_is_refused_and_nothing_is_sent() {
+    let e = env().await;
+    e.proxy_cred("p", json!({})).await;
+    let agent = e.key("executor").await;
+    for encoding in ["gzip", "br", "deflate", "identity, gzip", "GZIP"] {
+        let r = e
+            .proxy(
+                "POST",
+                "p/echo",
+                &[("x-api-key", &agent), ("content-encoding", encoding)],
+                Some(vec![0x1f, 0x8b, 0x08, 0x00, 0x00]),
+            )
+            .await;
+        expect_refusal(encoding, &r, 400, "request_encoded");
+    }
+    assert_eq!(e.up.seen().len(), 0, "{:?}", e.up.seen());
+    let r = e
+        .proxy(
+            "POST",
+            "p/echo",
+            &[("x-api-key", &agent), ("content-encoding", "identity")],
+            Some(b"{}".to_vec()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(e.up.seen().len(), 1);
+}

@@ -267,6 +267,9 @@ codes! {
     AmbiguousKey = "ambiguous_key",
     /// The outgoing request still carried an agent key (`vk_…`): refused, nothing sent.
     AgentKeyInRequest = "agent_key_in_request",
+    /// The request body is encoded (`Content-Encoding` other than `identity`): it could carry an
+    /// agent key that no check can read, so it is refused and nothing is sent.
+    RequestEncoded = "request_encoded",
 
     // ---- stored records, keys and the store itself ----
     /// A stored record that cannot be used as it is.

@@ -27,7 +27,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{self, AuditEvent, AuditLog};
+use crate::audit::{AuditEvent, AuditLog};
 use crate::auth::{Permission, Principal};
 use crate::credential::{
     CredentialData, CredentialRecord, CredentialStore, OpenedCache, OpenedCredential,
@@ -125,13 +125,13 @@ impl<'a> Pipeline<'a> {
         match &target {
             Ok(t) => {
                 event.host = t.url.host_str().map(str::to_string);
-                event.path = Some(audit::path_without_query(t.url.path()));
+                event.path = Some(crate::proxy::audit_path(t.url.path()));
             }
             // Refused URLs are audited with their host too, when they parse at all.
             Err(_) => {
                 if let Ok(u) = url::Url::parse(&req.url) {
                     event.host = u.host_str().map(str::to_string);
-                    event.path = Some(audit::path_without_query(u.path()));
+                    event.path = Some(crate::proxy::audit_path(u.path()));
                 }
             }
         }
@@ -189,6 +189,8 @@ impl<'a> Pipeline<'a> {
         let mut out = Outbound::new(method, target.url, &req.headers, req.query)?;
         let scrubber = self.inject(&opened, &mut out).await?;
         let request = out.build(req.body.unwrap_or_default(), req.json_body)?;
+        // The proxy's last gate: no agent key in the URL or a header value either.
+        crate::proxy::refuse_agent_keys_in(request.uri(), request.headers())?;
         let response = self.ports.fetcher.fetch(request, self.fetch).await?;
         upstream::refuse_encoded(response.headers())?;
         Ok(render(response, &scrubber, record.policy.pass_cookies))

@@ -53,6 +53,7 @@ mod target;
 
 pub use slots::KEY_SLOTS;
 pub use target::carries_agent_key;
+pub(crate) use target::refuse_agent_keys_in;
 
 /// The path prefix of the route.
 pub const PREFIX: &str = "/proxy/";
@@ -233,6 +234,7 @@ impl App {
         let config = self.config();
         authorize(who, alias)?;
         let method = parse_method(parts.method.as_str())?;
+        upstream::refuse_encoded_request(&parts.headers)?;
         let opened = pipeline.open(alias).await.map_err(|e| {
             if e.kind() == ErrorKind::NotFound {
                 Error::forbidden(format!("no credential '{alias}' for this key"))
@@ -302,7 +304,7 @@ impl App {
 /// The upstream path as the audit event holds it: no query, and from the first segment that
 /// carries an agent key on (refused by the last gate, but audited) `[REDACTED]`, so the log never
 /// holds a key, even one whose secret part holds a `/`.
-fn audit_path(path: &str) -> String {
+pub(crate) fn audit_path(path: &str) -> String {
     let path = audit::path_without_query(path);
     if !carries_agent_key(path.as_bytes()) {
         return path;

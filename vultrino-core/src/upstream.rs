@@ -261,6 +261,33 @@ pub(crate) fn dropped_response_header(name: &str, named: &[String], pass_cookies
 /// hide a later `gzip`), and so does `Transfer-Encoding`: clients undo `chunked` only, so any
 /// other transfer coding (`gzip, chunked`) leaves compressed bytes in the body.
 pub fn refuse_encoded(headers: &HeaderMap) -> Result<()> {
+    if is_plain(headers) {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::UpstreamFailed,
+        "the upstream sent an encoded (compressed) body, which cannot be scrubbed",
+    )
+    .with_code(Code::UpstreamEncoded))
+}
+
+/// A request body the pass-through proxy would send encoded (gzip, br, deflate, …) is refused
+/// (400 `request_encoded`) before anything is sent: the check that no agent key leaves in a
+/// body reads the bytes as they are, and an upstream would inflate a key hidden in compressed
+/// bytes (docs/decisions/0064-agent-key-in-request-body.md). Same rule as [`refuse_encoded`].
+pub fn refuse_encoded_request(headers: &HeaderMap) -> Result<()> {
+    if is_plain(headers) {
+        return Ok(());
+    }
+    Err(Error::bad_request(
+        "the request body is encoded (Content-Encoding other than identity): Vultrino must read          a body to keep agent keys out of it; send it uncompressed",
+    )
+    .with_code(Code::RequestEncoded))
+}
+
+/// Whether every `Content-Encoding` is `identity` and every `Transfer-Encoding` `identity` or
+/// `chunked` (or there are none).
+fn is_plain(headers: &HeaderMap) -> bool {
     let content = headers
         .get_all(header::CONTENT_ENCODING)
         .iter()
@@ -278,14 +305,10 @@ pub fn refuse_encoded(headers: &HeaderMap) -> Result<()> {
             })
         });
         if !plain {
-            return Err(Error::new(
-                ErrorKind::UpstreamFailed,
-                "the upstream sent an encoded (compressed) body, which cannot be scrubbed",
-            )
-            .with_code(Code::UpstreamEncoded));
+            return false;
         }
     }
-    Ok(())
+    true
 }
 
 #[cfg(test)]

@@ -125,13 +125,14 @@ fn has_key_prefix(bytes: &[u8]) -> bool {
 /// header value (400 `agent_key_in_request`; nothing is sent). The slots were emptied before;
 /// this catches a key anywhere else (a custom header, a path segment, another parameter).
 pub(super) fn refuse_agent_keys(request: &http::Request<Body>) -> Result<()> {
-    let uri = request.uri();
+    refuse_agent_keys_in(request.uri(), request.headers())
+}
+
+/// [`refuse_agent_keys`] of a request's URI and headers (`/v1/execute` applies it too).
+pub(crate) fn refuse_agent_keys_in(uri: &http::Uri, headers: &http::HeaderMap) -> Result<()> {
     let in_uri = carries_agent_key(uri.path().as_bytes())
         || uri.query().is_some_and(|q| carries_agent_key(q.as_bytes()));
-    let in_headers = request
-        .headers()
-        .values()
-        .any(|v| carries_agent_key(v.as_bytes()));
+    let in_headers = headers.values().any(|v| carries_agent_key(v.as_bytes()));
     if in_uri || in_headers {
         return Err(Error::bad_request(
             "the request carries a Vultrino API key (vk_…) outside its key slot: it is never \
