@@ -188,6 +188,53 @@ pub fn is_unauthenticated_key(key: &str) -> bool {
 }
 
 /// The audit log of one deployment: the only code that writes or reads `audit:` records.
+/// Writes an action's final event so that dropping the writing future part way (a worker
+/// request cancelled while its KV put is pending, docs/decisions/0065) does not lose it: while
+/// the write is under way the guard holds a copy, and a drop before it completes writes the same
+/// event again through the [`Background`](crate::ports::Background) — the same id, so the same
+/// KV key: at most one event, never two. Without a background it is a plain write.
+pub(crate) struct FinalWrite {
+    event: Option<AuditEvent>,
+    ports: Ports,
+    retention_secs: u64,
+    background: Option<std::sync::Arc<dyn crate::ports::Background>>,
+}
+
+impl FinalWrite {
+    pub(crate) async fn write(
+        ports: &Ports,
+        retention_secs: u64,
+        background: Option<std::sync::Arc<dyn crate::ports::Background>>,
+        event: AuditEvent,
+    ) {
+        let log = AuditLog::new(ports, retention_secs);
+        if background.is_none() {
+            log.record(event).await;
+            return;
+        }
+        let mut guard = FinalWrite {
+            event: Some(event.clone()),
+            ports: ports.clone(),
+            retention_secs,
+            background,
+        };
+        log.record(event).await;
+        guard.event = None;
+    }
+}
+
+impl Drop for FinalWrite {
+    fn drop(&mut self) {
+        let (Some(event), Some(background)) = (self.event.take(), self.background.take()) else {
+            return;
+        };
+        let (ports, retention) = (self.ports.clone(), self.retention_secs);
+        background.spawn(Box::pin(async move {
+            AuditLog::new(&ports, retention).record(event).await;
+        }));
+    }
+}
+
 #[derive(Clone, Copy)]
 pub struct AuditLog<'a> {
     ports: &'a Ports,

@@ -27,7 +27,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditEvent, AuditLog};
+use crate::audit::{AuditEvent, AuditLog, FinalWrite};
 use crate::auth::{Permission, Principal};
 use crate::credential::{
     CredentialData, CredentialRecord, CredentialStore, OpenedCache, OpenedCredential,
@@ -92,11 +92,6 @@ impl<'a> Pipeline<'a> {
         CredentialStore::new(self.ports, self.keys, self.opened)
     }
 
-    #[inline]
-    pub(crate) fn audit(&self) -> AuditLog<'a> {
-        AuditLog::new(self.ports, self.audit_retention_secs)
-    }
-
     /// Run one execute and write its audit event, whatever the outcome.
     pub async fn execute(self, who: &Principal, req: ExecuteRequest) -> Result<ExecuteResponse> {
         self.execute_in(who, req, None).await
@@ -149,7 +144,9 @@ impl<'a> Pipeline<'a> {
             Err(e) => failed(&mut event, e),
         }
         event.duration_ms = self.ports.now_ms().saturating_sub(started);
-        self.audit().record(event).await;
+        // Dropped during this write, the same event is written again (`FinalWrite`).
+        let background = unfinished.background.take();
+        FinalWrite::write(self.ports, self.audit_retention_secs, background, event).await;
         result
     }
 

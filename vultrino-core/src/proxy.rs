@@ -37,7 +37,7 @@ use http::{header, HeaderValue, Request, Response};
 
 use crate::api::reply::error_response;
 use crate::app::App;
-use crate::audit::{self, AuditEvent};
+use crate::audit::{self, AuditEvent, FinalWrite};
 use crate::auth::Principal;
 use crate::body::Body;
 use crate::error::{Code, Error, ErrorKind, Result};
@@ -198,7 +198,9 @@ impl App {
                 failed(&mut event, &e);
                 event.bytes_in = Some(bytes_in.load(Ordering::Relaxed));
                 event.duration_ms = ports.now_ms().saturating_sub(started);
-                pipeline.audit().record(event).await;
+                // Dropped during this write, the same event is written again (`FinalWrite`).
+                let retention = pipeline.audit_retention_secs();
+                FinalWrite::write(ports, retention, finish.background, event).await;
                 refusal(&e)
             }
         }
