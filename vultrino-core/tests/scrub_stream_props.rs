@@ -1525,3 +1525,219 @@ fn a_two_choice_stream_keeps_each_choice_intact() {
     assert_eq!(snaps[1]["content"], "Bonjour monde.");
     assert_eq!(by_position, "Hello Bonjour world.monde.");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Review L1: an `index` written as an integral number (`1.0`, `1e0`) is read by clients as the
+// integer; one that no client reads as a plain non-negative integer ends the stream.
+// Review L2: channels keep joining after `finish_reason`, `content_block_stop`, `message_stop`
+// and ` [DONE]`, where the SDKs keep appending.
+
+/// How a JS client reads an `index`: `Number(index)` (also `1.0`, `1e0`).
+fn js_index(v: &serde_json::Value) -> Option<u64> {
+    let f = v.as_f64()?;
+    (f >= 0.0 && f.fract() == 0.0).then_some(f as u64)
+}
+
+/// A JS-semantics joiner (openai-node's `choices[index]` / `tool_calls[index]`, Anthropic's
+/// `content.at(index)`), which, like a naive joiner, goes on after `[DONE]`, stop signals and
+/// data it cannot parse: every joined text, per (choice, tool call) and per block.
+fn js_joined(out: &[u8]) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let mut texts: BTreeMap<(u8, u64, u64), String> = BTreeMap::new();
+    for (_, d) in client_events(out) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&d) else {
+            continue;
+        };
+        for c in v["choices"].as_array().cloned().unwrap_or_default() {
+            let Some(ci) = js_index(&c["index"]) else {
+                continue;
+            };
+            if let Some(t) = c["delta"]["content"].as_str() {
+                texts.entry((0, ci, 0)).or_default().push_str(t);
+            }
+            for tc in c["delta"]["tool_calls"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                if let (Some(ti), Some(a)) =
+                    (js_index(&tc["index"]), tc["function"]["arguments"].as_str())
+                {
+                    texts.entry((1, ci, ti)).or_default().push_str(a);
+                }
+            }
+        }
+        if v["type"] == "content_block_delta" {
+            if let (Some(b), Some(t)) = (js_index(&v["index"]), v["delta"]["text"].as_str()) {
+                texts.entry((2, b, 0)).or_default().push_str(t);
+            }
+        }
+    }
+    texts.into_values().collect()
+}
+
+/// One event carrying `tok` at index `idx` (raw JSON text): a choice's content (kind 0), a tool
+/// call's arguments (1) or an Anthropic block's text (2).
+fn indexed_event(kind: usize, idx: &str, tok: &str) -> String {
+    let t = serde_json::to_string(tok).unwrap_or_default();
+    let data = match kind {
+        0 => format!(
+            r#"{{"object":"chat.completion.chunk","choices":[{{"index":{idx},"delta":{{"content":{t}}},"finish_reason":null}}]}}"#
+        ),
+        1 => format!(
+            r#"{{"object":"chat.completion.chunk","choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":{idx},"function":{{"arguments":{t}}}}}]}},"finish_reason":null}}]}}"#
+        ),
+        _ => format!(
+            r#"{{"type":"content_block_delta","index":{idx},"delta":{{"type":"text_delta","text":{t}}}}}"#
+        ),
+    };
+    format!("data: {data}\n\n")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// L1: a secret token by token at index 1, each event spelling it `1`, `1.0` or `1e0`, in a
+    /// choice, a tool call or an Anthropic block: a JS joiner never reads it whole.
+    #[test]
+    fn an_index_spelled_as_an_integral_number_joins_the_same_channel(
+        secret in api_key(),
+        kind in 0usize..3,
+        lens in prop::collection::vec(1usize..6, 1..5),
+        spell in prop::collection::vec(0usize..3, 1..6),
+        size in 1usize..200,
+    ) {
+        let s = Arc::new(Scrubber::new([secret.as_bytes()]));
+        let toks = tokens(&format!("{secret} ok"), &lens);
+        let mut input = String::new();
+        for (i, t) in toks.iter().enumerate() {
+            let idx = ["1", "1.0", "1e0"][spell[i % spell.len()]];
+            input.push_str(&indexed_event(kind, idx, t));
+        }
+        prop_assert!(js_joined(input.as_bytes()).iter().any(|t| t.contains(&secret)), "sanity");
+        let (out, failed) = sse_until_error(&s, input.as_bytes(), size);
+        prop_assert!(!failed, "an integral index is read, not refused");
+        for t in js_joined(&out) {
+            prop_assert!(!leaks(t.as_bytes(), secret.as_bytes()), "{t:?}");
+        }
+    }
+
+    /// L2: a secret split across a stop signal — `finish_reason`, `content_block_stop`,
+    /// `message_stop`, or `[DONE]` after a space — is never whole in what the SDKs accumulate
+    /// (openai-python's `accumulate_delta`) nor in a JS / naive joiner.
+    #[test]
+    fn deltas_after_a_stop_signal_never_complete_a_secret(
+        secret in api_key(),
+        stop in 0usize..5,
+        cut in 1usize..8,
+        size in 1usize..200,
+    ) {
+        let s = Arc::new(Scrubber::new([secret.as_bytes()]));
+        let (a, b) = secret.split_at(cut.min(secret.len() - 1));
+        let anthropic = matches!(stop, 2 | 3);
+        let kind = match stop {
+            0 => 1, // tool-call arguments across `finish_reason`
+            1 | 4 => 0,
+            _ => 2,
+        };
+        let mut input = indexed_event(kind, "0", a);
+        input.push_str(&match stop {
+            0 | 1 => "data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n".to_owned(),
+            2 => "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n".to_owned(),
+            3 => "data: {\"type\":\"message_stop\"}\n\n".to_owned(),
+            _ => "data:  [DONE]\n\n".to_owned(),
+        });
+        input.push_str(&indexed_event(kind, "0", b));
+        input.push_str(&indexed_event(kind, "0", " ok"));
+        prop_assert!(js_joined(input.as_bytes()).iter().any(|t| t.contains(&secret)), "sanity");
+        let (out, failed) = sse_until_error(&s, input.as_bytes(), size);
+        prop_assert!(!failed);
+        for t in js_joined(&out) {
+            prop_assert!(!leaks(t.as_bytes(), secret.as_bytes()), "{t:?}");
+        }
+        if !anthropic {
+            let (snaps, _) = accumulated(&out);
+            let mut all = Vec::new();
+            snaps.iter().for_each(|v| strings(v, &mut all));
+            for t in all {
+                prop_assert!(!leaks(t.as_bytes(), secret.as_bytes()), "{t:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn an_index_no_client_reads_as_a_plain_integer_ends_the_stream() {
+    let s = Arc::new(Scrubber::new([b"sk-proj-4f9aB7cD1eF3".as_slice()]));
+    for kind in 0..3 {
+        for idx in [
+            "1.5",
+            "-1",
+            "\"1\"",
+            "null",
+            "9007199254740993",
+            "1e300",
+            "18446744073709551616",
+        ] {
+            let input = format!(
+                "{}{}",
+                indexed_event(kind, "0", "sk-pr"),
+                indexed_event(kind, idx, "oj-4f9aB7cD1eF3")
+            );
+            let (out, failed) = sse_until_error(&s, input.as_bytes(), 7);
+            assert!(failed, "kind {kind}, index {idx}: the stream must end");
+            assert!(
+                !String::from_utf8_lossy(&out).contains("sk-pr"),
+                "the held piece is not sent"
+            );
+        }
+        // Plain, integral and large-but-exact indexes are read.
+        for idx in ["0", "0.0", "0e5", "-0", "4294967296", "9007199254740991"] {
+            let input = indexed_event(kind, idx, "hello");
+            let (out, failed) = sse_until_error(&s, input.as_bytes(), 7);
+            assert!(!failed, "kind {kind}, index {idx}");
+            assert_eq!(out, input.as_bytes());
+        }
+    }
+}
+
+#[test]
+fn index_two_to_the_32_is_its_own_choice() {
+    // On wasm32 `as usize` made 2^32 the same as 0 and joined foreign text into choice 0.
+    let s = Arc::new(Scrubber::new([b"sk-proj-4f9aB7cD1eF3".as_slice()]));
+    let mut input = String::new();
+    for (c, t) in [
+        ("0", "sk-proj-"),
+        ("4294967296", "xx"),
+        ("0", "4f9aB7cD1eF3"),
+    ] {
+        input.push_str(&indexed_event(0, c, t));
+    }
+    let (out, failed) = sse_until_error(&s, input.as_bytes(), 5);
+    assert!(!failed);
+    let joined = js_joined(&out);
+    assert!(
+        joined.iter().all(|t| !t.contains("sk-proj-4f9")),
+        "{joined:?}"
+    );
+    assert!(joined.contains(&"xx".to_owned()), "{joined:?}");
+}
+
+#[test]
+fn a_stop_signal_no_longer_holds_the_events_after_it() {
+    // A block that ends like a needle begins: after its stop signal, events go on without
+    // waiting for the end of the stream.
+    let s = Arc::new(Scrubber::new([b"sk-proj-4f9aB7cD1eF3".as_slice()]));
+    let mut st = SseScrubber::new(s);
+    let first = indexed_event(2, "0", "ends with sk");
+    assert!(
+        st.push(first.as_bytes()).expect("ok").is_empty(),
+        "held: undecided tail"
+    );
+    let stop = "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n";
+    let next = indexed_event(2, "1", "next block");
+    let mut out = st.push(stop.as_bytes()).expect("ok").to_vec();
+    out.extend_from_slice(&st.push(next.as_bytes()).expect("ok"));
+    assert_eq!(out, format!("{first}{stop}{next}").as_bytes());
+    assert_eq!(st.held_events(), 0);
+}

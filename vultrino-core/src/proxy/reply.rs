@@ -166,10 +166,12 @@ fn clean_headers(
 /// bytes when the reply has no type or one that event streams are mistakenly sent under
 /// (`text/plain`, `application/json`, `application/octet-stream`): the OpenAI and Anthropic SDKs
 /// parse a `stream=True` body as events whatever its type (review #7). Such a body is taken for
-/// an event stream when it starts (after an optional BOM) with an event-stream field line:
-/// `data:`, `event:`, `id:`, `retry:` or a `:` comment — which no JSON body and few text bodies
-/// do. (A text body that does start so is then bounded as an event stream is: 2 MiB without a
-/// blank line ends it.)
+/// an event stream when its first line that is not blank (after an optional BOM) is a field
+/// line: a name, then `:` — `data:`, `event:`, a `:` comment, but also an unknown `x:`, which
+/// the SDKs skip as the spec says (review L3). A name with a `"` is not taken: the first `:` of
+/// a JSON body always follows a `"`, so no JSON body is framed as events. (A text body that
+/// starts like `Note: …` is then bounded as an event stream is: 2 MiB without a blank line ends
+/// it.) See [`sniff_sse`] for the bounds of the sniffing.
 enum BodyScrub {
     Plain(Box<StreamScrubber>),
     Sse(Box<SseScrubber>),
@@ -180,25 +182,34 @@ enum BodyScrub {
     },
 }
 
-/// The field names that start an event stream's first line.
-const SSE_STARTS: &[&[u8]] = &[b"data:", b"event:", b"id:", b"retry:", b":"];
 const BOM: &[u8] = b"\xEF\xBB\xBF";
-/// Enough bytes to tell: a BOM and the longest field name.
-const SNIFF_LEN: usize = 3 + 6;
+/// Most bytes held while sniffing: a first line without `:` in them is not taken for a field
+/// line.
+const SNIFF_LEN: usize = 256;
 
 /// Whether a body starting with `head` is an event stream; `None` while more bytes could tell.
+/// Leading CR/LF (blank lines, which a client skips) are skipped; a head of nothing else is
+/// taken for an event stream once it fills the window (the framing then bounds what follows).
+/// The first other line is a field line when a `:` comes before its end and before any `"`.
+/// Not recognised (documented residual): a first line without `:` (a field with an empty
+/// value to the spec, skipped by the SDKs) or whose name is longer than the window or holds a
+/// `"`.
 fn sniff_sse(head: &[u8]) -> Option<bool> {
     if head.len() < BOM.len() && BOM.starts_with(head) {
         return None;
     }
-    let head = head.strip_prefix(BOM).unwrap_or(head);
-    if SSE_STARTS.iter().any(|f| head.starts_with(f)) {
-        return Some(true);
+    let body = head.strip_prefix(BOM).unwrap_or(head);
+    let Some(start) = body.iter().position(|&b| b != b'\r' && b != b'\n') else {
+        return (head.len() >= SNIFF_LEN).then_some(true);
+    };
+    for &b in body.get(start..).unwrap_or_default() {
+        match b {
+            b':' => return Some(true),
+            b'\r' | b'\n' | b'"' => return Some(false),
+            _ => {}
+        }
     }
-    if SSE_STARTS.iter().any(|f| f.starts_with(head)) {
-        return None;
-    }
-    Some(false)
+    None
 }
 
 impl BodyScrub {
@@ -468,6 +479,31 @@ mod tests {
         // With a BOM or a comment first, too; but not under a type that is not text.
         let (_, sse) = scrub_reply(None, format!("\u{feff}: hi\n\n{body}").as_bytes(), 2);
         assert!(sse);
+        // After blank lines, or after a field the SDKs do not know (review L3).
+        for first in ["\n", "\r\n", "\r\n\n\r", "x: 1\n", "\nretry-after: 2\n\n"] {
+            for chunk in [1, 3, 512] {
+                let input = format!("{first}{body}");
+                let (out, sse) = scrub_reply(Some("text/plain"), input.as_bytes(), chunk);
+                let out = String::from_utf8(out).unwrap();
+                assert!(sse, "{first:?}");
+                assert!(
+                    !out.contains("ve-12"),
+                    "{first:?}, chunks of {chunk}: {out}"
+                );
+            }
+        }
+        // A text body taken for events leaves unchanged when clean.
+        let text = b"Note: a\nb\n\nc: d e f";
+        for chunk in [1, 5, 64] {
+            let (out, sse) = scrub_reply(Some("text/plain"), text, chunk);
+            assert!(sse);
+            assert_eq!(out, text);
+        }
+        // Blank lines filling the window, then the stream.
+        let input = format!("{}{body}", "\n".repeat(SNIFF_LEN + 5));
+        let (out, sse) = scrub_reply(None, input.as_bytes(), 64);
+        assert!(sse);
+        assert!(!String::from_utf8(out).unwrap().contains("ve-12"));
         let (out, sse) = scrub_reply(Some("image/png"), body.as_bytes(), 7);
         assert!(!sse);
         assert_eq!(out, body.as_bytes());
@@ -482,6 +518,9 @@ mod tests {
             b"\xEF\xBB",
             b"[1,2,3]",
             b"id",
+            b"\n  {\"data\": \"x\"}",
+            b"\r\n\"data: 1\"",
+            b"\n\n",
         ] {
             for chunk in [1, 2, 64] {
                 let (out, sse) = scrub_reply(Some("application/json"), body, chunk);

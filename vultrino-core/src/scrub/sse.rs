@@ -18,8 +18,12 @@
 //!   `content_block_delta` `delta` text fields per block `index`, OpenAI Responses
 //!   `response.….delta` events per type and item, and the generic rule: a string at the same
 //!   JSON path in consecutive JSON events.
+//! - **Indexes** are read as the clients read them (`1.0` is 1); one no client reads as a plain
+//!   non-negative integer ends the stream ([`json_index`]).
 //! - **Hold-back**: an event waits only while a channel's joined text ends with a proper prefix of
-//!   a needle and that channel may still continue. When the join completes a needle, the first
+//!   a needle and that channel may still continue. Channels join until the stream ends (the
+//!   SDKs append deltas sent after `finish_reason`, `content_block_stop`, `[DONE]`); those stop
+//!   signals only end the holding ([`Channel::settle`]). When the join completes a needle, the first
 //!   fragment of the occurrence gets one [`REDACTED`] marker and the rest of the occurrence is cut
 //!   from the fragments (which may become empty strings). Such an event is re-serialized as one
 //!   compact `data:` line.
@@ -98,7 +102,8 @@ const CHANNEL_OVERHEAD: usize = 128;
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 enum Seg {
     Key(String),
-    Index(usize),
+    /// A list position or a list entry's `index` (a `u64`: no truncation on 32-bit targets).
+    Index(u64),
 }
 
 /// Which joined text a string belongs to.
@@ -129,7 +134,9 @@ enum ChannelKey {
     Generic(Vec<Seg>),
 }
 
-/// A channel that ends with this event (its text is then final).
+/// A stop signal in an event (`finish_reason`, `content_block_stop`, …). It does not end the
+/// channels it names: the SDKs keep appending deltas that come after it (review L2), so they go
+/// on joining until the stream ends, but they stop holding events (see [`Channel::settle`]).
 enum Close {
     OpenAiChoice(u64),
     AnthropicBlock(u64),
@@ -175,6 +182,8 @@ struct Channel {
     refs: usize,
     /// No more text will come (the key maps to a new channel if it appears again).
     closed: bool,
+    /// A stop signal named this channel: it still joins what comes, but holds nothing.
+    settled: bool,
 }
 
 impl Channel {
@@ -190,6 +199,7 @@ impl Channel {
             varied: false,
             refs: 0,
             closed: false,
+            settled: false,
         }
     }
 
@@ -199,11 +209,36 @@ impl Channel {
         self.text.extend_from_slice(frag);
         self.len += frag.len() as u64;
         let undecided = tail.first_undecided(scrubber, &self.text);
-        self.record(scrubber, undecided);
+        // A settled channel's events leave at once: what is complete now is redacted now (the
+        // tail stays, so a later fragment that extends an occurrence extends its redaction).
+        self.record(
+            scrubber,
+            if self.settled {
+                self.text.len()
+            } else {
+                undecided
+            },
+        );
         self.text.drain(..undecided);
         self.base += undecided as u64;
-        self.emit_cut = if self.hold { self.base } else { self.len };
+        self.emit_cut = if self.hold && !self.settled {
+            self.base
+        } else {
+            self.len
+        };
         start..self.len
+    }
+
+    /// A stop signal for this channel: the stream says its text is complete, yet a client
+    /// appends whatever deltas still come. The channel keeps its undecided tail and goes on
+    /// joining (a secret completed after the signal is redacted in the later fragments), but
+    /// its events no longer wait: holding them could only keep back a needle's proper prefix,
+    /// which also leaves when a stream ends there, and would hold every later event of the
+    /// stream until its end.
+    fn settle(&mut self, scrubber: &Scrubber) {
+        self.record(scrubber, self.text.len());
+        self.settled = true;
+        self.emit_cut = self.len;
     }
 
     /// No more text: everything is decided.
@@ -615,7 +650,7 @@ impl SseScrubber {
         if let Some(last) = self.framer.last_event() {
             match read_data(last.data.as_deref()) {
                 Data::Unreadable => {}
-                data => self.queue_event(last, data),
+                data => self.queue_event(last, data)?,
             }
         }
         for channel in self.channels.values_mut() {
@@ -666,14 +701,11 @@ impl SseScrubber {
     fn accept(&mut self, event: RawEvent) -> Result<()> {
         match read_data(event.data.as_deref()) {
             Data::Unreadable => Err(self.fail(Failure::Unreadable)),
-            data => {
-                self.queue_event(event, data);
-                Ok(())
-            }
+            data => self.queue_event(event, data),
         }
     }
 
-    fn queue_event(&mut self, event: RawEvent, data: Data) {
+    fn queue_event(&mut self, event: RawEvent, data: Data) -> Result<()> {
         // An event without data, or with empty data, is not dispatched by a client; one whose
         // data is not JSON is byte-scrubbed only. Neither breaks a run of JSON events: joining
         // across them can only find more.
@@ -682,27 +714,32 @@ impl SseScrubber {
             // rare event that must be rewritten is parsed again.
             Data::Json(value) => self.join(&value),
             Data::Text | Data::Unreadable => {
-                // The SDKs stop reading at `[DONE]`: nothing after it joins what came before.
+                // The SDKs stop at data that starts with `[DONE]` (no trimming), but a naive
+                // joiner may go on: channels keep joining after it and only stop holding.
                 let done = event
                     .data
                     .as_deref()
-                    .is_some_and(|d| d.trim_ascii_start().starts_with(b"[DONE]"));
+                    .is_some_and(|d| d.starts_with(b"[DONE]"));
                 if done {
-                    self.close_where(|_| true);
+                    self.settle_where(|_| true);
                 }
-                Vec::new()
+                Ok(Vec::new())
             }
-        };
+        }
+        .map_err(|()| self.fail(Failure::Unreadable))?;
         let pending = Pending { event, frags };
         self.queued_bytes += pending.size();
         self.queue.push_back(pending);
+        Ok(())
     }
 
     /// Add the strings of one JSON event to their channels; returns where each one went.
-    fn join(&mut self, value: &Value) -> Vec<Frag> {
+    /// `Err` for an event with an `index` a client reads otherwise than the scrubber could
+    /// (see [`json_index`]); nothing has been joined then.
+    fn join(&mut self, value: &Value) -> std::result::Result<Vec<Frag>, ()> {
         let mut found = Vec::new();
         let mut closes = Vec::new();
-        extract(value, &mut found, &mut closes);
+        extract(value, &mut found, &mut closes)?;
         // The generic rule joins consecutive events only: a path this event lacks has ended.
         if self
             .keys
@@ -745,7 +782,7 @@ impl SseScrubber {
             });
         }
         for close in closes {
-            self.close_where(|k| match (&close, k) {
+            self.settle_where(|k| match (&close, k) {
                 (Close::OpenAiChoice(c), ChannelKey::OpenAi { choice, .. }) => c == choice,
                 (Close::AnthropicBlock(b), ChannelKey::Anthropic { block, .. }) => b == block,
                 (Close::AnthropicAll, ChannelKey::Anthropic { .. })
@@ -754,7 +791,18 @@ impl SseScrubber {
                 _ => false,
             });
         }
-        frags
+        Ok(frags)
+    }
+
+    /// Settle every open channel whose key matches ([`Channel::settle`]).
+    fn settle_where(&mut self, matches: impl Fn(&ChannelKey) -> bool) {
+        for (key, id) in &self.keys {
+            if matches(key) {
+                if let Some(ch) = self.channels.get_mut(id) {
+                    ch.settle(&self.scrubber);
+                }
+            }
+        }
     }
 
     /// End every open channel whose key matches.
@@ -1064,7 +1112,7 @@ fn too_much_held() -> Error {
 fn at_path<'v>(value: &'v mut Value, path: &[Seg]) -> Option<&'v mut Value> {
     path.iter().try_fold(value, |v, seg| match seg {
         Seg::Key(k) => v.get_mut(k.as_str()),
-        Seg::Index(i) => v.get_mut(*i),
+        Seg::Index(i) => v.get_mut(usize::try_from(*i).ok()?),
     })
 }
 
@@ -1072,23 +1120,70 @@ fn key(k: &str) -> Seg {
     Seg::Key(k.to_owned())
 }
 
-/// The strings of one JSON event that clients join, and the channels it ends.
-fn extract(value: &Value, found: &mut Vec<Found>, closes: &mut Vec<Close>) {
+/// Largest `index` read: 2^53 - 1, the last integer a JS client (`Number`) tells from the next.
+const MAX_INDEX: u64 = (1 << 53) - 1;
+
+/// An `index` (choice, tool call, content block, output part) as the clients read it: a
+/// non-negative integer, also when written as an integral number (`1.0`, `1e0`: serde_json
+/// reads them as `f64`, while openai-node's `choices[index]`, Anthropic's `content.at(index)`
+/// and a Python dict keyed by the index all read 1). `None` for anything else — negative,
+/// fractional, beyond 2^53 - 1 (where JS rounds two integers to one), a string, `null` — which
+/// some client still reads as some entry (`at(1.5)` is entry 1, `at(-1)` the last one, `"1"`
+/// indexes a JS array), so the caller ends the stream (review L1, decision 0066).
+fn json_index(v: &Value) -> Option<u64> {
+    let i = match v.as_u64() {
+        Some(i) => i,
+        None => {
+            let f = v.as_f64()?;
+            if !f.is_finite() || f < 0.0 || f.fract() != 0.0 || f > MAX_INDEX as f64 {
+                return None;
+            }
+            // Integral, in range: exact.
+            f as u64
+        }
+    };
+    (i <= MAX_INDEX).then_some(i)
+}
+
+/// The `index` of `obj`: `Ok(None)` when absent, `Err` when present but not readable as one
+/// ([`json_index`]).
+fn index_of(obj: &Value, name: &str) -> std::result::Result<Option<u64>, ()> {
+    obj.get(name).map(|v| json_index(v).ok_or(())).transpose()
+}
+
+/// A list position as an index.
+fn position(k: usize) -> u64 {
+    u64::try_from(k).unwrap_or(u64::MAX)
+}
+
+/// The strings of one JSON event that clients join, and the stop signals it carries. `Err` for
+/// an `index` present but not readable ([`json_index`]).
+fn extract(
+    value: &Value,
+    found: &mut Vec<Found>,
+    closes: &mut Vec<Close>,
+) -> std::result::Result<(), ()> {
     if let Some(choices) = value.get("choices").and_then(Value::as_array) {
         for (k, c) in choices.iter().enumerate() {
-            let choice = c.get("index").and_then(Value::as_u64).unwrap_or(k as u64);
-            let mut at = vec![key("choices"), Seg::Index(k), key("delta")];
+            let choice = index_of(c, "index")?.unwrap_or(position(k));
+            let mut at = vec![key("choices"), Seg::Index(position(k)), key("delta")];
             if let Some(delta) = c.get("delta") {
-                openai_delta(delta, choice, k, &mut Vec::new(), &mut at, found);
+                openai_delta(delta, choice, k, &mut Vec::new(), &mut at, found)?;
             }
             if c.get("finish_reason").is_some_and(|f| !f.is_null()) {
                 closes.push(Close::OpenAiChoice(choice));
             }
         }
     }
-    let block = value.get("index").and_then(Value::as_u64);
-    match (value.get("type").and_then(Value::as_str), block) {
-        (Some("content_block_delta"), Some(block)) => {
+    let kind = value.get("type").and_then(Value::as_str);
+    // Anthropic's JS `content.at(index)` reads a missing index as 0.
+    let block = match kind {
+        Some("content_block_delta" | "content_block_stop") => index_of(value, "index")?,
+        _ => None,
+    }
+    .unwrap_or(0);
+    match kind {
+        Some("content_block_delta") => {
             if let Some(delta) = value.get("delta").and_then(Value::as_object) {
                 for (field, v) in delta {
                     if let (Value::String(s), false) = (v, field == "type") {
@@ -1104,14 +1199,15 @@ fn extract(value: &Value, found: &mut Vec<Found>, closes: &mut Vec<Close>) {
                 }
             }
         }
-        (Some("content_block_stop"), Some(block)) => closes.push(Close::AnthropicBlock(block)),
-        (Some("message_stop"), _) => closes.push(Close::AnthropicAll),
-        (Some(kind), _) if kind.starts_with("response.") => responses(kind, value, found, closes),
+        Some("content_block_stop") => closes.push(Close::AnthropicBlock(block)),
+        Some("message_stop") => closes.push(Close::AnthropicAll),
+        Some(kind) if kind.starts_with("response.") => responses(kind, value, found, closes)?,
         _ => {}
     }
     let claimed: Vec<Vec<Seg>> = found.iter().map(|f| f.path.clone()).collect();
     let mut path = Vec::new();
     generic(value, &mut path, &claimed, found);
+    Ok(())
 }
 
 /// Whether a new channel with this key holds events from its first fragment on.
@@ -1136,7 +1232,7 @@ fn openai_delta(
     rel: &mut Vec<Seg>,
     at: &mut Vec<Seg>,
     found: &mut Vec<Found>,
-) {
+) -> std::result::Result<(), ()> {
     match value {
         Value::String(s) => {
             if let [Seg::Key(field)] = rel.as_slice() {
@@ -1167,41 +1263,49 @@ fn openai_delta(
                 }
                 rel.push(key(k));
                 at.push(key(k));
-                openai_delta(v, choice, position, rel, at, found);
+                openai_delta(v, choice, position, rel, at, found)?;
                 rel.pop();
                 at.pop();
             }
         }
         Value::Array(items) => {
             for (j, v) in items.iter().enumerate() {
-                let index = v.get("index").and_then(Value::as_u64);
-                rel.push(Seg::Index(index.map_or(j, |i| i as usize)));
-                at.push(Seg::Index(j));
-                openai_delta(v, choice, position, rel, at, found);
+                let index = index_of(v, "index")?;
+                rel.push(Seg::Index(index.unwrap_or(self::position(j))));
+                at.push(Seg::Index(self::position(j)));
+                openai_delta(v, choice, position, rel, at, found)?;
                 rel.pop();
                 at.pop();
             }
         }
         _ => {}
     }
+    Ok(())
 }
 
 /// OpenAI Responses API events: the SDK joins the `delta` strings of a `response.….delta` event
-/// type per item and content part; the matching `….done` event (or the response's end) ends them.
-fn responses(kind: &str, value: &Value, found: &mut Vec<Found>, closes: &mut Vec<Close>) {
+/// type per item and content part; the matching `….done` event (or the response's end) settles
+/// them ([`Channel::settle`]).
+fn responses(
+    kind: &str,
+    value: &Value,
+    found: &mut Vec<Found>,
+    closes: &mut Vec<Close>,
+) -> std::result::Result<(), ()> {
     let item = value
         .get("item_id")
         .and_then(Value::as_str)
         .unwrap_or_default();
     if kind.ends_with(".delta") {
         if let Some(Value::String(s)) = value.get("delta") {
-            let index = |k: &str| value.get(k).and_then(Value::as_u64).unwrap_or(0);
+            let output = index_of(value, "output_index")?.unwrap_or(0);
+            let content = index_of(value, "content_index")?.unwrap_or(0);
             found.push(Found {
                 key: ChannelKey::Responses {
                     kind: kind.to_owned(),
                     item: item.to_owned(),
-                    output: index("output_index"),
-                    content: index("content_index"),
+                    output,
+                    content,
                 },
                 path: vec![key("delta")],
                 text: s.clone(),
@@ -1215,6 +1319,7 @@ fn responses(kind: &str, value: &Value, found: &mut Vec<Found>, closes: &mut Vec
     ) {
         closes.push(Close::ResponsesAll);
     }
+    Ok(())
 }
 
 /// A path step borrowed from the value while walking it (owned only for the strings found).
@@ -1228,14 +1333,14 @@ impl SegRef<'_> {
     fn owned(self) -> Seg {
         match self {
             SegRef::Key(k) => Seg::Key(k.to_owned()),
-            SegRef::Index(i) => Seg::Index(i),
+            SegRef::Index(i) => Seg::Index(position(i)),
         }
     }
 
     fn is(self, seg: &Seg) -> bool {
         match (self, seg) {
             (SegRef::Key(a), Seg::Key(b)) => a == b,
-            (SegRef::Index(a), Seg::Index(b)) => a == *b,
+            (SegRef::Index(a), Seg::Index(b)) => position(a) == *b,
             _ => false,
         }
     }
