@@ -26,6 +26,9 @@ pub(super) struct Finish {
     pub retention_secs: u64,
     pub bytes_in: Arc<AtomicU64>,
     pub background: Option<Arc<dyn Background>>,
+    /// The exchange's slot of the concurrency caps: released when this is dropped or its
+    /// event handed to be written (the reply's stream ended, failed or was dropped).
+    pub slot: Option<super::caps::Slot>,
 }
 
 impl Finish {
