@@ -70,7 +70,8 @@ pub struct AuditEvent {
     /// Milliseconds since the epoch.
     pub ts: u64,
     /// `admin:<user>`, `key:<id>`, `client:<ip>` for failed logins, `vultrino` for
-    /// `audit.suppressed`.
+    /// `audit.suppressed` of unauthenticated events (`key:<id>` for a key's withheld refusals,
+    /// [`AuditLog::record_refusal`]).
     pub actor: String,
     /// `execute`, `proxy`, `login`, `logout`, `credential.create`, `credential.update`, `credential.delete`,
     /// `key.create`, `key.revoke`, `role.create`, `role.delete`, `audit.suppressed`,
