@@ -10,6 +10,8 @@
 //! | `CORS_ORIGINS` | var | comma-separated allowed origins (default: CORS off) |
 //! | `LOGIN_MAX_ATTEMPTS` | var | failed logins per client per 15 min before 429 (default 5) |
 //! | `LOGIN_MAX_ATTEMPTS_PER_USER` | var | logins for the admin user per 15 min, all clients together, before 429 (default 50) |
+//! | `PROXY_MAX_CONCURRENT` | var | `/proxy/` requests in flight at once **per isolate**, all keys together (default 1024; 429 `proxy_busy` past it) |
+//! | `PROXY_MAX_CONCURRENT_PER_KEY` | var | `/proxy/` requests in flight at once for one API key **per isolate** (default 64) |
 //! | `KV_SETTLE_SECONDS` | var | how long a KV write may take to reach every location (default 90; 0–3600) |
 //! | `ALLOW_LOOPBACK_UPSTREAMS` | var, TESTS ONLY | `true` allows http:// and loopback upstreams |
 //! | `ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS` | var, TESTS ONLY | `true` accepts an `ADMIN_PASSWORD_HASH` below the iteration floor |
@@ -105,6 +107,20 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
             .parse::<u32>()
             .map_err(|_| invalid("LOGIN_MAX_ATTEMPTS_PER_USER", "must be a whole number ≥ 1"))?;
     }
+    // Per isolate: each isolate counts its own exchanges (a Worker has no process-wide
+    // memory), so a key spread over several isolates may hold more in all.
+    if let Some(n) = get("PROXY_MAX_CONCURRENT") {
+        config.proxy_max_concurrent = n
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| invalid("PROXY_MAX_CONCURRENT", "must be a whole number ≥ 1"))?;
+    }
+    if let Some(n) = get("PROXY_MAX_CONCURRENT_PER_KEY") {
+        config.proxy_max_concurrent_per_key = n
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| invalid("PROXY_MAX_CONCURRENT_PER_KEY", "must be a whole number ≥ 1"))?;
+    }
     if let Some(n) = get("KV_SETTLE_SECONDS") {
         config.kv_settle_ms = n
             .trim()
@@ -139,6 +155,8 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
             Setting::LoginMaxAttempts => "LOGIN_MAX_ATTEMPTS",
             Setting::LoginMaxAttemptsPerUser => "LOGIN_MAX_ATTEMPTS_PER_USER",
             Setting::KvSettle => "KV_SETTLE_SECONDS",
+            Setting::ProxyMaxConcurrent => "PROXY_MAX_CONCURRENT",
+            Setting::ProxyMaxConcurrentPerKey => "PROXY_MAX_CONCURRENT_PER_KEY",
         };
         invalid(name, e.problem)
     })?;
@@ -211,8 +229,12 @@ mod tests {
             ("LOGIN_MAX_ATTEMPTS_PER_USER", "30"),
             ("KV_SETTLE_SECONDS", "120"),
             ("ALLOW_LOOPBACK_UPSTREAMS", "true"),
+            ("PROXY_MAX_CONCURRENT", "100"),
+            ("PROXY_MAX_CONCURRENT_PER_KEY", "5"),
         ]))
         .unwrap();
+        assert_eq!(s.config.proxy_max_concurrent, 100);
+        assert_eq!(s.config.proxy_max_concurrent_per_key, 5);
         assert_eq!(s.config.login_max_attempts_per_user, 30);
         assert_eq!(s.config.kv_settle_ms, 120_000);
         assert_eq!(s.config.admin_username, "ops");
@@ -250,6 +272,10 @@ mod tests {
             ("LOGIN_MAX_ATTEMPTS_PER_USER", "0"),
             ("LOGIN_MAX_ATTEMPTS_PER_USER", "-5"),
             ("ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS", "perhaps"),
+            ("PROXY_MAX_CONCURRENT", "0"),
+            ("PROXY_MAX_CONCURRENT", "lots"),
+            ("PROXY_MAX_CONCURRENT_PER_KEY", "0"),
+            ("PROXY_MAX_CONCURRENT_PER_KEY", "-1"),
         ] {
             let mut pairs = vec![("VULTRINO_MASTER_KEY", KEY), ("ADMIN_PASSWORD_HASH", HASH)];
             pairs.retain(|(k, _)| *k != name);

@@ -165,6 +165,18 @@ struct ServeArgs {
     /// Largest request body the pass-through proxy (/proxy/…) streams upstream, bytes.
     #[arg(long, env = "VULTRINO_PROXY_MAX_REQUEST_BYTES", default_value_t = 32 * 1024 * 1024)]
     proxy_max_request_bytes: usize,
+    /// Pass-through proxy: requests in flight at once in this server, all keys together (past
+    /// it: 429 proxy_busy, nothing sent upstream).
+    #[arg(long, env = "VULTRINO_PROXY_MAX_CONCURRENT", default_value_t = 1024)]
+    proxy_max_concurrent: usize,
+    /// Pass-through proxy: requests in flight at once for one API key (past it: 429
+    /// proxy_busy, nothing sent upstream).
+    #[arg(
+        long,
+        env = "VULTRINO_PROXY_MAX_CONCURRENT_PER_KEY",
+        default_value_t = 64
+    )]
+    proxy_max_concurrent_per_key: usize,
     /// Pass-through proxy: how long the upstream's reply head may take once the request is
     /// sent, milliseconds.
     #[arg(
@@ -725,6 +737,8 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         max_response_bytes: a.max_response_bytes,
         session_idle_secs: a.session_idle_secs,
         proxy_max_request_bytes: a.proxy_max_request_bytes,
+        proxy_max_concurrent: a.proxy_max_concurrent,
+        proxy_max_concurrent_per_key: a.proxy_max_concurrent_per_key,
         stream_headers_timeout_ms: a.stream_headers_timeout_ms,
         stream_idle_timeout_ms: a.stream_idle_timeout_ms,
         stream_total_timeout_ms: a.stream_total_timeout_ms,
@@ -738,6 +752,8 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
             Setting::LoginMaxAttempts => "--login-max-attempts",
             Setting::LoginMaxAttemptsPerUser => "--login-max-attempts-per-user",
             Setting::KvSettle => "the KV settle time",
+            Setting::ProxyMaxConcurrent => "--proxy-max-concurrent",
+            Setting::ProxyMaxConcurrentPerKey => "--proxy-max-concurrent-per-key",
         };
         anyhow::anyhow!("{name} {}", e.problem)
     })?;

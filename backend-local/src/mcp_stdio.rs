@@ -124,6 +124,8 @@ impl ToolHost for KeyTools<'_> {
         mcp::tools::AppTools {
             app: self.app,
             who: &who,
+            // In-process: the call ends with this process's reply loop; nothing outlives it.
+            background: None,
         }
         .call_tool(name, arguments)
         .await

@@ -439,3 +439,38 @@ async fn a_vultrino_key_in_the_execute_url_or_headers_is_refused_and_nothing_is_
         assert!(!ev.to_string().contains(secret), "{ev}");
     }
 }
+
+/// The same through MCP: an `http_request` tool call over `/mcp` whose client goes away after
+/// the upstream received it still leaves one `execute` event, `cancelled` (the MCP route runs
+/// execute with the server's background, as `/v1/execute` does; decision 0065).
+#[tokio::test]
+async fn an_mcp_http_request_whose_client_left_is_still_audited() {
+    let e = env_cancellable().await;
+    e.api_key_cred("github").await;
+    let agent = e.key("executor").await;
+    let auth = format!("Bearer {agent}");
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "http_request",
+        "arguments": {"credential": "github", "method": "POST",
+            "url": e.up.url("/slow"), "body": "hello"}}});
+    e.leave_once_upstream_has(
+        "/slow",
+        "POST",
+        "/mcp",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+            ("accept", "application/json"),
+            ("mcp-protocol-version", "2025-11-25"),
+        ],
+        &call.to_string(),
+    )
+    .await;
+    let events = e.audit_events("execute", 1).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["outcome"], "cancelled", "{events:?}");
+    assert_eq!(events[0]["credential"], "github", "{events:?}");
+    assert_eq!(events[0]["path"], "/slow", "{events:?}");
+    let events = e.audit_events("execute", 2).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+}

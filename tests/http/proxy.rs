@@ -2,14 +2,16 @@
 //! whichever slot its SDK puts it, the real secret injected, never a `vk_` key upstream,
 //! hop-by-hop headers stripped both ways, the reply scrubbed (body, headers, `Location`),
 //! redirects returned unfollowed, Vultrino's own errors marked with `X-Vultrino-Error`, one
-//! audit event per request, the body cap, and `base_url` through the API.
+//! audit event per request sent (refusals counted per key, alias and code), the body cap, the
+//! concurrency cap per key, and `base_url` through the API.
 //! (Streaming at scale, client disconnects and timeouts: backend-local/tests/proxy_streaming.rs.)
 
 use serde_json::{json, Value};
 
 use crate::support::upstream::Upstream;
+use crate::support::ServerOptions;
 use crate::support::{expect_for, require_loopback_only_network, Reply};
-use crate::{assert_scrubbed, env, env_cancellable, Env, API_SECRET};
+use crate::{assert_scrubbed, env, env_cancellable, env_with, Env, API_SECRET};
 
 /// A key that has the form of one but was never issued.
 const WRONG_KEY: &str = "vk_0123456789abcdef_not-a-real-secret";
@@ -1055,4 +1057,145 @@ async fn an_encoded_request_body_is_refused_and_nothing_is_sent() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(e.up.seen().len(), 1);
+}
+
+/// A key holds at most its cap of exchanges in flight (2 here; default 64), counted until each
+/// reply's stream ends: the next is 429 `proxy_busy` with `Retry-After` and is never sent
+/// upstream, another key is not affected, and once the streams end the key works again
+/// (docs/decisions/0068-proxy-concurrency-caps-and-refusal-audit.md).
+#[tokio::test]
+async fn a_key_past_its_concurrency_cap_is_429_until_its_streams_end() {
+    let cap = 2;
+    let e = env_with(ServerOptions {
+        extra_env: vec![
+            (
+                "VULTRINO_PROXY_MAX_CONCURRENT_PER_KEY".into(),
+                cap.to_string(),
+            ),
+            ("PROXY_MAX_CONCURRENT_PER_KEY".into(), cap.to_string()),
+        ],
+        ..ServerOptions::default()
+    })
+    .await;
+    e.proxy_cred("p", json!({})).await;
+    let agent = e.key("executor").await;
+    let other = e.key("executor").await;
+    let url = |q: &str| format!("{}/proxy/p/hold?n={q}", e.c.target.base);
+    // `cap` replies whose heads arrived and whose bodies the upstream holds open.
+    let mut held = Vec::new();
+    for i in 0..cap {
+        let r =
+            e.c.http
+                .get(url(&i.to_string()))
+                .header("x-api-key", &agent)
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(r.status(), 200, "held stream {i}");
+        held.push(r);
+    }
+    let r = e
+        .proxy("GET", "p/hold?n=refused", &[("x-api-key", &agent)], None)
+        .await;
+    expect_refusal("one past the key's cap", &r, 429, "proxy_busy");
+    assert!(r.headers.get("retry-after").is_some(), "{:?}", r.headers);
+    assert!(
+        !e.up.seen().iter().any(|s| s.query == "n=refused"),
+        "the refused request was sent upstream"
+    );
+    assert_eq!(e.up.hits("/hold"), cap);
+    // Another key is not affected.
+    let r = e
+        .proxy("GET", "p/echo", &[("x-api-key", &other)], None)
+        .await;
+    expect_for("another key", &r, 200, None);
+    // A client that goes away mid-stream frees its slot (local server: hyper drops the reply
+    // stream; workerd's own server does not notice a client that leaves, decision 0065).
+    if !crate::support::workerd_backend() {
+        drop(held.pop());
+        let mut freed = false;
+        for _ in 0..50 {
+            let r = e
+                .proxy("GET", "p/echo", &[("x-api-key", &agent)], None)
+                .await;
+            if r.status == 200 {
+                freed = true;
+                break;
+            }
+            expect_refusal("while the slot is still held", &r, 429, "proxy_busy");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(freed, "the dropped stream's slot was never released");
+    }
+    // The streams end: the key's slots are free again.
+    e.up.release_holds();
+    for r in held {
+        assert_eq!(r.text().await.unwrap(), "start\nend\n");
+    }
+    let mut ok = 0;
+    for _ in 0..cap + 1 {
+        let r = e
+            .proxy("GET", "p/hold?n=after", &[("x-api-key", &agent)], None)
+            .await;
+        ok += usize::from(r.status == 200);
+    }
+    assert_eq!(
+        ok,
+        cap + 1,
+        "one at a time, the key is never refused once its streams ended"
+    );
+}
+
+/// Refusals of one key that sent nothing upstream are counted, not written one by one: 50
+/// identical policy denials leave ONE event (its `count` at the last power of two, 32), another
+/// code its own; a request actually sent still gets its own event.
+#[tokio::test]
+async fn a_flood_of_identical_denials_is_one_counted_audit_event() {
+    let e = env().await;
+    e.proxy_cred("p", json!({"path_prefixes": ["/echo"]})).await;
+    let agent = e.key("executor").await;
+    let auth = [("x-api-key", agent.as_str())];
+    // Refusals are counted per 10-minute window aligned on the clock: a flood that straddles
+    // a window's end is two series (checked below rather than flaking).
+    let window = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() / 600_000
+    };
+    let started = window(std::time::SystemTime::now());
+    for _ in 0..50 {
+        let r = e.proxy("GET", "p/other", &auth, None).await;
+        expect_refusal("a path outside the policy", &r, 403, "path_not_allowed");
+    }
+    let r = e.proxy("GET", "nope/echo", &auth, None).await;
+    expect_refusal("an unknown alias", &r, 403, "credential_not_found");
+    let r = e.proxy("GET", "p/echo", &auth, None).await;
+    expect_for("an allowed request", &r, 200, None);
+    if window(std::time::SystemTime::now()) != started {
+        eprintln!("the flood straddled an audit window's end: not checked");
+        return;
+    }
+    let events = e.proxy_events(3).await;
+    // Give a wrongly written 4th event time to show up.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let events_again = e.proxy_events(3).await;
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events_again.len(), 3, "{events_again:?}");
+    let denied: Vec<&Value> = events
+        .iter()
+        .filter(|ev| ev["code"] == "path_not_allowed")
+        .collect();
+    assert_eq!(denied.len(), 1, "{events:?}");
+    assert_eq!(denied[0]["count"], 32, "{events:?}");
+    assert_eq!(denied[0]["outcome"], "denied");
+    assert_eq!(denied[0]["credential"], "p");
+    let unknown = events
+        .iter()
+        .find(|ev| ev["code"] == "credential_not_found")
+        .unwrap();
+    assert_eq!(unknown["count"], 1, "{events:?}");
+    let sent = events.iter().find(|ev| ev["outcome"] == "allowed").unwrap();
+    assert!(sent["count"].is_null(), "{sent}");
+    assert!(
+        !e.up.seen().iter().any(|s| s.path == "/other"),
+        "nothing refused was sent"
+    );
 }

@@ -163,7 +163,7 @@ impl App {
                 _ => not_allowed(),
             },
             // MCP over Streamable HTTP: its own auth, statuses and JSON-RPC error bodies.
-            ["mcp"] => Ok(crate::mcp::http::serve(self, &req).await),
+            ["mcp"] => Ok(crate::mcp::http::serve(self, &req, background).await),
             ["login"] => match m {
                 Method::POST => self.login(&req).await,
                 _ => not_allowed(),

@@ -70,6 +70,14 @@ pub struct Config {
     /// Largest request body the pass-through proxy (`/proxy/{alias}/…`) streams upstream
     /// (default 32 MiB; 413 `body_too_large` past it).
     pub proxy_max_request_bytes: usize,
+    /// Proxied exchanges (`/proxy/…`) in flight at once in this server process — on Workers,
+    /// in this isolate — counted until the reply's stream ends or is dropped (default 1024;
+    /// 429 `proxy_busy` past it, nothing sent upstream).
+    pub proxy_max_concurrent: usize,
+    /// Proxied exchanges in flight at once for one API key, in this process or isolate
+    /// (default 64; 429 `proxy_busy` past it). See
+    /// docs/decisions/0068-proxy-concurrency-caps-and-refusal-audit.md.
+    pub proxy_max_concurrent_per_key: usize,
     /// Streamed exchanges (the proxy): how long the upstream's response head may take after the
     /// request was sent (default 300 s: a model may think for minutes before it answers a
     /// non-streamed completion).
@@ -109,6 +117,8 @@ impl Default for Config {
             max_response_bytes: 10 * 1024 * 1024,
             max_request_bytes: 1024 * 1024,
             proxy_max_request_bytes: 32 * 1024 * 1024,
+            proxy_max_concurrent: 1024,
+            proxy_max_concurrent_per_key: 64,
             stream_headers_timeout_ms: 300_000,
             stream_idle_timeout_ms: 300_000,
             stream_total_timeout_ms: 3_600_000,
@@ -147,6 +157,8 @@ pub enum Setting {
     LoginMaxAttempts,
     LoginMaxAttemptsPerUser,
     KvSettle,
+    ProxyMaxConcurrent,
+    ProxyMaxConcurrentPerKey,
 }
 
 /// Why [`Config::validate`] refused a configuration.
@@ -226,6 +238,13 @@ impl Config {
                 "must be a whole number of seconds, 0-3600",
             );
         }
+        // 0 would refuse every proxied request: say so at start-up instead.
+        if self.proxy_max_concurrent == 0 {
+            return refuse(Setting::ProxyMaxConcurrent, "must be at least 1");
+        }
+        if self.proxy_max_concurrent_per_key == 0 {
+            return refuse(Setting::ProxyMaxConcurrentPerKey, "must be at least 1");
+        }
         Ok(())
     }
 
@@ -269,6 +288,8 @@ pub struct App {
     opened: OpenedCache,
     scrubbers: ScrubberCache,
     verified_keys: VerifiedKeys,
+    /// The `/proxy/` exchanges in flight in this process (isolate).
+    proxy_caps: Arc<crate::proxy::ProxyCaps>,
 }
 
 impl std::fmt::Debug for App {
@@ -301,11 +322,17 @@ impl App {
             opened: OpenedCache::default(),
             scrubbers: ScrubberCache::default(),
             verified_keys: VerifiedKeys::default(),
+            proxy_caps: Arc::default(),
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The `/proxy/` exchanges in flight in this process (isolate).
+    pub(crate) fn proxy_caps(&self) -> &Arc<crate::proxy::ProxyCaps> {
+        &self.proxy_caps
     }
 
     /// Credential management (create, read, update, rotate, delete, list).
@@ -444,7 +471,7 @@ mod tests {
     fn config_validation_names_the_refused_setting() {
         assert_eq!(Config::default().validate(), Ok(()));
         type Breaks = fn(&mut Config);
-        let cases: [(Setting, Breaks); 8] = [
+        let cases: [(Setting, Breaks); 10] = [
             (Setting::CorsOrigins, |c| {
                 c.cors_origins = vec!["https://a.example".into(), "*".into()]
             }),
@@ -466,6 +493,10 @@ mod tests {
                 c.login_max_attempts_per_user = 0
             }),
             (Setting::KvSettle, |c| c.kv_settle_ms = MAX_KV_SETTLE_MS + 1),
+            (Setting::ProxyMaxConcurrent, |c| c.proxy_max_concurrent = 0),
+            (Setting::ProxyMaxConcurrentPerKey, |c| {
+                c.proxy_max_concurrent_per_key = 0
+            }),
         ];
         for (setting, break_it) in cases {
             let mut c = Config::default();

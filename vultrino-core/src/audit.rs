@@ -16,7 +16,11 @@
 //!   event per window; their ids end in [`UNAUTHENTICATED_ID_SUFFIX`], so the local stores bound
 //!   them apart from the rest of the history ([`is_unauthenticated_key`]);
 //! - a refusal that repeats (a locked-out client's attempts) is one event per client and window,
-//!   with a count ([`AuditLog::record_repeated`]).
+//!   with a count ([`AuditLog::record_repeated`]);
+//! - an authenticated caller's refusals that write nothing else (`/proxy/` requests refused
+//!   before anything was sent) are one event per caller, series (alias and code) and window, with
+//!   a count, and at most [`REFUSAL_WRITE_BUDGET`] writes per caller and window
+//!   ([`AuditLog::record_refusal`]).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -51,6 +55,14 @@ pub const UNAUTHENTICATED_WINDOW_MS: u64 = 10 * 60 * 1000;
 /// Session-store counter of the budget.
 const BUDGET_COUNTER: &str = "audit-budget:unauthenticated";
 
+/// The window of [`AuditLog::record_refusal`]: refusals of one series are counted in one event
+/// per window (aligned on multiples of it since the epoch).
+pub const REFUSAL_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// Writes of refusal events one actor may cause per [`REFUSAL_WINDOW_MS`] window, all its
+/// series together; past it, one `audit.suppressed` event per actor and window counts the
+/// writes withheld.
+pub const REFUSAL_WRITE_BUDGET: u32 = 64;
+
 /// One audit event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
@@ -58,7 +70,8 @@ pub struct AuditEvent {
     /// Milliseconds since the epoch.
     pub ts: u64,
     /// `admin:<user>`, `key:<id>`, `client:<ip>` for failed logins, `vultrino` for
-    /// `audit.suppressed`.
+    /// `audit.suppressed` of unauthenticated events (`key:<id>` for a key's withheld refusals,
+    /// [`AuditLog::record_refusal`]).
     pub actor: String,
     /// `execute`, `proxy`, `login`, `logout`, `credential.create`, `credential.update`, `credential.delete`,
     /// `key.create`, `key.revoke`, `role.create`, `role.delete`, `audit.suppressed`,
@@ -292,7 +305,7 @@ impl<'a> AuditLog<'a> {
             .await
         {
             let mut e = AuditEvent::new(first, "vultrino", "audit.suppressed", "failure");
-            e.id = series_id(first, &series);
+            e.id = series_id(first, &series, UNAUTHENTICATED_ID_SUFFIX);
             e.count = Some(count);
             self.write(e).await;
         }
@@ -316,9 +329,60 @@ impl<'a> AuditLog<'a> {
         let now = self.ports.now_ms();
         if let Some((first, count)) = self.series_count(&series, counter_window_ms, now).await {
             event.ts = first;
-            event.id = series_id(first, &series);
+            event.id = series_id(first, &series, UNAUTHENTICATED_ID_SUFFIX);
             event.count = Some(count);
             self.record_unauthenticated(event).await;
+        }
+    }
+
+    /// Record one refusal of an authenticated caller (`actor`) of which nothing else is written
+    /// — a `/proxy/` request refused before anything was sent upstream — so that a caller
+    /// cannot turn a flood of refusals into as many writes (a KV write each on Workers).
+    ///
+    /// Refusals of one `series` (for the proxy: alias and code) by `actor` within one
+    /// [`REFUSAL_WINDOW_MS`] window (aligned) are ONE event, dated at the first, whose `count`
+    /// is the number of refusals so far; it is (re)written under the same id when the count
+    /// reaches 1, 2, 4, 8, … (so it may lag behind the true count by less than half). Every such
+    /// write takes one unit of the actor's [`REFUSAL_WRITE_BUDGET`] per window; a write past
+    /// the budget is withheld and counted in one `audit.suppressed` event of the actor per
+    /// window (itself rewritten at powers of two). So one actor causes at most
+    /// `REFUSAL_WRITE_BUDGET + 1 + log2(withheld)` writes per window, however many refusals,
+    /// series or aliases. When the session store cannot be reached, nothing is written.
+    pub async fn record_refusal(&self, actor: &str, series: &str, mut event: AuditEvent) {
+        let now = self.ports.now_ms();
+        let window_end = (now / REFUSAL_WINDOW_MS + 1) * REFUSAL_WINDOW_MS;
+        // Hashed: the series holds caller-chosen text (an alias).
+        let digest = crypto::sha256_hex(format!("{actor}\n{series}").as_bytes());
+        let series = format!("audit-refusal:{}:{window_end}", &digest[..32]);
+        let Some((first, count)) = self.series_count(&series, REFUSAL_WINDOW_MS, now).await else {
+            return;
+        };
+        let actor_digest = crypto::sha256_hex(actor.as_bytes());
+        let budget = format!("audit-refusal-budget:{}:{window_end}", &actor_digest[..32]);
+        let Ok(hit) = self
+            .ports
+            .sessions
+            .hit(&budget, REFUSAL_WINDOW_MS, REFUSAL_WRITE_BUDGET, now)
+            .await
+        else {
+            return;
+        };
+        if hit.allowed {
+            event.ts = first;
+            event.id = series_id(first, &series, "");
+            event.count = Some(count);
+            self.write(event).await;
+            return;
+        }
+        let withheld = format!(
+            "audit-refusal-withheld:{}:{window_end}",
+            &actor_digest[..32]
+        );
+        if let Some((first, count)) = self.series_count(&withheld, REFUSAL_WINDOW_MS, now).await {
+            let mut e = AuditEvent::new(first, actor, "audit.suppressed", "denied");
+            e.id = series_id(first, &withheld, "");
+            e.count = Some(count);
+            self.write(e).await;
         }
     }
 
@@ -401,15 +465,12 @@ impl<'a> AuditLog<'a> {
 }
 
 /// The id of the one event of `series` first seen at `first`: sortable like [`new_id`], its
-/// random part derived from the series, so that rewriting the event replaces it. Always an
-/// unauthenticated id.
-fn series_id(first: u64, series: &str) -> String {
+/// random part derived from the series, so that rewriting the event replaces it; ending in
+/// `suffix` ([`UNAUTHENTICATED_ID_SUFFIX`] for an unauthenticated event, `""` otherwise).
+fn series_id(first: u64, series: &str, suffix: &str) -> String {
     let inverted = 9_999_999_999_999u64.saturating_sub(first);
     let digest = crypto::sha256_hex(series.as_bytes());
-    format!(
-        "{inverted:013}-{}{UNAUTHENTICATED_ID_SUFFIX}",
-        &digest[..12]
-    )
+    format!("{inverted:013}-{}{suffix}", &digest[..12])
 }
 
 /// A time-sortable id, newest first, unique thanks to 48 random bits.
@@ -549,19 +610,22 @@ mod tests {
         let a = series_id(
             1_700_000_000_000,
             "audit-series:login:1.2.3.4:1700000900000",
+            UNAUTHENTICATED_ID_SUFFIX,
         );
         assert_eq!(
             a,
             series_id(
                 1_700_000_000_000,
-                "audit-series:login:1.2.3.4:1700000900000"
+                "audit-series:login:1.2.3.4:1700000900000",
+                UNAUTHENTICATED_ID_SUFFIX,
             )
         );
         assert_ne!(
             a,
             series_id(
                 1_700_000_000_000,
-                "audit-series:login:1.2.3.5:1700000900000"
+                "audit-series:login:1.2.3.5:1700000900000",
+                UNAUTHENTICATED_ID_SUFFIX,
             )
         );
         assert!(a < new_id(1_699_999_999_999), "sorts by time like new_id");

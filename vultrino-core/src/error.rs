@@ -133,6 +133,9 @@ codes! {
     UnsupportedMediaType = "unsupported_media_type",
     /// 429: a credential's rate limit is reached.
     RateLimited = "rate_limited",
+    /// 429: too many `/proxy/` exchanges in flight, for this key or on this server (per isolate
+    /// on Workers), with `Retry-After`; nothing was sent upstream.
+    ProxyBusy = "proxy_busy",
     /// 502 with nothing more specific to say.
     UpstreamError = "upstream_error",
     /// 504: the upstream did not answer within the fetch deadline.

@@ -92,6 +92,11 @@ impl<'a> Pipeline<'a> {
         CredentialStore::new(self.ports, self.keys, self.opened)
     }
 
+    #[inline]
+    pub(crate) fn audit(&self) -> AuditLog<'a> {
+        AuditLog::new(self.ports, self.audit_retention_secs)
+    }
+
     /// Run one execute and write its audit event, whatever the outcome.
     pub async fn execute(self, who: &Principal, req: ExecuteRequest) -> Result<ExecuteResponse> {
         self.execute_in(who, req, None).await

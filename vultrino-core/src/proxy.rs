@@ -21,8 +21,13 @@
 //!    followed;
 //! 7. **scrub**: the reply's headers before they are sent (a `Location` inside the base URL is
 //!    rewritten to the proxy's own path), its body chunk by chunk ([`reply`]);
-//! 8. **audit**: one event per request, written when the reply's stream ends or its client goes
-//!    away (a refusal's, at once).
+//! 8. **audit**: one event per request sent upstream, written when the reply's stream ends or
+//!    its client goes away; a refusal (nothing sent) is counted in one event per key, alias,
+//!    code and window ([`AuditLog::record_refusal`]).
+//!
+//! Before step 2, the exchange takes a slot of the concurrency caps ([`caps`]): past the key's
+//! or the process's cap, 429 `proxy_busy` and nothing is sent; the slot is held until the
+//! reply's stream ends or is dropped.
 //!
 //! Vultrino's own errors on this route carry `X-Vultrino-Error: <code>` beside the JSON body, so
 //! a client can tell them from the upstream's. Decisions:
@@ -37,7 +42,7 @@ use http::{header, HeaderValue, Request, Response};
 
 use crate::api::reply::error_response;
 use crate::app::App;
-use crate::audit::{self, AuditEvent, FinalWrite};
+use crate::audit::{self, AuditEvent, AuditLog, FinalWrite};
 use crate::auth::Principal;
 use crate::body::Body;
 use crate::error::{Code, Error, ErrorKind, Result};
@@ -47,10 +52,13 @@ use crate::execute::{
 use crate::ports::Background;
 use crate::upstream::{self, Outbound};
 
+mod caps;
 mod reply;
 mod slots;
 mod target;
 
+pub(crate) use caps::ProxyCaps;
+pub use caps::BUSY_RETRY_AFTER_SECS;
 pub use slots::KEY_SLOTS;
 pub use target::carries_agent_key;
 pub(crate) use target::refuse_agent_keys_in;
@@ -150,6 +158,19 @@ impl App {
         let mut event = AuditEvent::new(started, who.actor(), "proxy", "allowed");
         event.credential = Some(alias.clone());
         event.method = Some(parts.method.as_str().to_string());
+        let config = self.config();
+        let slot = match self.proxy_caps().take(
+            &event.actor,
+            config.proxy_max_concurrent,
+            config.proxy_max_concurrent_per_key,
+        ) {
+            Ok(slot) => slot,
+            Err(e) => {
+                failed(&mut event, &e);
+                refused(pipeline.audit(), event).await;
+                return refusal(&e);
+            }
+        };
         let bytes_in = Arc::new(AtomicU64::new(0));
         let key_in_body = Arc::new(AtomicBool::new(false));
         // Armed until the reply is rendered or the refusal audited: if this future is dropped
@@ -162,7 +183,9 @@ impl App {
             bytes_in: bytes_in.clone(),
             key_in_body: key_in_body.clone(),
             background,
+            slot: Some(slot),
         }));
+        let mut sent = false;
         let forwarded = match pending.0.as_mut() {
             Some(finish) => {
                 self.forward(
@@ -176,12 +199,13 @@ impl App {
                     &mut finish.event,
                     &bytes_in,
                     &key_in_body,
+                    &mut sent,
                 )
                 .await
             }
             None => return refusal(&Error::internal()),
         };
-        let Some(finish) = pending.0.take() else {
+        let Some(mut finish) = pending.0.take() else {
             return refusal(&Error::internal());
         };
         match forwarded {
@@ -194,13 +218,19 @@ impl App {
                 } else {
                     e
                 };
+                // The slot is released before the event is written.
+                drop(finish.slot.take());
                 let mut event = finish.event;
                 failed(&mut event, &e);
                 event.bytes_in = Some(bytes_in.load(Ordering::Relaxed));
                 event.duration_ms = ports.now_ms().saturating_sub(started);
-                // Dropped during this write, the same event is written again (`FinalWrite`).
-                let retention = pipeline.audit_retention_secs();
-                FinalWrite::write(ports, retention, finish.background, event).await;
+                if sent {
+                    // Dropped during this write, the same event is written again (`FinalWrite`).
+                    let retention = pipeline.audit_retention_secs();
+                    FinalWrite::write(ports, retention, finish.background, event).await;
+                } else {
+                    refused(pipeline.audit(), event).await;
+                }
                 refusal(&e)
             }
         }
@@ -232,6 +262,7 @@ impl App {
         event: &mut AuditEvent,
         bytes_in: &Arc<AtomicU64>,
         key_in_body: &Arc<AtomicBool>,
+        sent: &mut bool,
     ) -> Result<Forwarded> {
         let config = self.config();
         authorize(who, alias)?;
@@ -287,6 +318,9 @@ impl App {
         let scrubber = pipeline.inject(&opened, &mut out).await?;
         let request = out.build(body, false)?;
         target::refuse_agent_keys(&request)?;
+        // From here on the upstream may see the request: its event is written one by one,
+        // whatever happens.
+        *sent = true;
         let response = pipeline
             .ports()
             .fetcher
@@ -301,6 +335,19 @@ impl App {
             base: base.url,
         })
     }
+}
+
+/// Audit a refusal, nothing sent upstream: counted per key, alias and code
+/// ([`AuditLog::record_refusal`]), so that a key-holding agent cannot turn a flood of refusals
+/// into as many audit writes (a KV write each on Workers).
+async fn refused(log: AuditLog<'_>, event: AuditEvent) {
+    let series = format!(
+        "proxy\n{}\n{}",
+        event.credential.as_deref().unwrap_or_default(),
+        event.code.as_deref().unwrap_or_default()
+    );
+    let actor = event.actor.clone();
+    log.record_refusal(&actor, &series, event).await;
 }
 
 /// The upstream path as the audit event holds it: no query, and from the first segment that

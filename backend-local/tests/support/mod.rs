@@ -287,6 +287,8 @@ fn harness_setting(name: &str) -> bool {
             | "LOGIN_MAX_ATTEMPTS"
             | "LOGIN_MAX_ATTEMPTS_PER_USER"
             | "KV_SETTLE_SECONDS"
+            | "PROXY_MAX_CONCURRENT"
+            | "PROXY_MAX_CONCURRENT_PER_KEY"
             | "ALLOW_LOOPBACK_UPSTREAMS"
             | "ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS"
             | "HARNESS_PERSIST_DIR"

@@ -30,7 +30,12 @@ pub struct Seen {
 pub struct State {
     pub seen: Vec<Seen>,
     pub tokens_issued: u32,
+    /// `/hold` replies end once this is set ([`Upstream::release_holds`]).
+    pub holds_released: bool,
 }
+
+/// Wakes `/hold` replies when [`Upstream::release_holds`] is called.
+static HOLDS: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 /// The running upstream.
 #[derive(Clone)]
@@ -63,6 +68,14 @@ impl Upstream {
 
     pub fn tokens_issued(&self) -> u32 {
         self.state.lock().map(|s| s.tokens_issued).unwrap_or(0)
+    }
+
+    /// End every `/hold` reply (those held now and those to come).
+    pub fn release_holds(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.holds_released = true;
+        }
+        HOLDS.notify_waiters();
     }
 
     /// Start on 127.0.0.1:0.
@@ -98,7 +111,7 @@ async fn respond(
     state: Arc<Mutex<State>>,
     addr: SocketAddr,
     req: hyper::Request<hyper::body::Incoming>,
-) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Result<hyper::Response<Reply>, std::convert::Infallible> {
     let (parts, mut incoming) = req.into_parts();
     // Frame by frame, so that the bytes of a body cut before its end are seen too.
     let mut received = Vec::new();
@@ -141,6 +154,42 @@ async fn respond(
     };
     if let Ok(mut s) = state.lock() {
         s.seen.push(seen.clone());
+    }
+    // The head and a first chunk at once, the end only once the test releases it: an exchange
+    // held open after its head.
+    if seen.path == "/hold" {
+        let released = move || state.lock().map(|s| s.holds_released).unwrap_or(true);
+        let chunks = futures_util::stream::unfold(0u8, move |step| {
+            let released = released.clone();
+            async move {
+                match step {
+                    0 => Some((
+                        Ok(hyper::body::Frame::data(Bytes::from_static(b"start\n"))),
+                        1,
+                    )),
+                    1 => {
+                        loop {
+                            let woken = HOLDS.notified();
+                            if released() {
+                                break;
+                            }
+                            let _ =
+                                tokio::time::timeout(std::time::Duration::from_millis(200), woken)
+                                    .await;
+                        }
+                        Some((
+                            Ok(hyper::body::Frame::data(Bytes::from_static(b"end\n"))),
+                            2,
+                        ))
+                    }
+                    _ => None,
+                }
+            }
+        });
+        let mut r = hyper::Response::new(http_body_util::StreamBody::new(chunks).boxed());
+        r.headers_mut()
+            .insert("content-type", "text/plain".parse().expect("content type"));
+        return Ok(r);
     }
     let reply = |status: u16, ct: &str, body: Vec<u8>| {
         let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
@@ -347,8 +396,11 @@ async fn respond(
         }
         _ => reply(404, "text/plain", b"no such path".to_vec()),
     };
-    Ok(resp)
+    Ok(resp.map(BodyExt::boxed))
 }
+
+/// The body of the upstream's replies.
+type Reply = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
 
 /// Client credentials, or the refresh token this upstream issued.
 fn grant_ok(form: &BTreeMap<String, String>) -> bool {

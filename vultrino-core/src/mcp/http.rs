@@ -23,6 +23,8 @@
 //!   header mismatch, and every 2026-07-28 invalid-params), 404 (2026-07-28 unknown method),
 //!   401/403/405/406/413/415.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
@@ -31,6 +33,7 @@ use super::{code, dispatch, error_response, Context, HttpHeaders, SUPPORTED_VERS
 use crate::app::App;
 use crate::cors;
 use crate::error::{Error, ErrorKind};
+use crate::ports::Background;
 
 /// A JSON-RPC error outside any request (`id: null`) with an HTTP status.
 fn rpc_error(status: StatusCode, code: i64, message: &str, data: Option<Value>) -> Response<Bytes> {
@@ -67,7 +70,11 @@ fn media_type(v: &str) -> String {
 }
 
 /// Serve `/mcp`. Never panics; every refusal is a JSON-RPC error body.
-pub(crate) async fn serve(app: &App, req: &Request<Bytes>) -> Response<Bytes> {
+pub(crate) async fn serve(
+    app: &App,
+    req: &Request<Bytes>,
+    background: Option<Arc<dyn Background>>,
+) -> Response<Bytes> {
     if req.method() != Method::POST {
         let mut r = rpc_error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -152,7 +159,11 @@ pub(crate) async fn serve(app: &App, req: &Request<Bytes>) -> Response<Bytes> {
             name,
         }),
     };
-    let host = super::tools::AppTools { app, who: &who };
+    let host = super::tools::AppTools {
+        app,
+        who: &who,
+        background,
+    };
     let reply = dispatch(&host, req.body(), &ctx).await;
     match reply.body {
         None => {

@@ -184,6 +184,10 @@ fn string_arg(
 pub struct AppTools<'a> {
     pub app: &'a App,
     pub who: &'a Principal,
+    /// Runs what must finish after the caller went away: an `http_request` whose client leaves
+    /// while the upstream holds the request is still audited, `cancelled`, through it
+    /// (decision 0065; `None` where nothing outlives the call, as over stdio in-process).
+    pub background: Option<std::sync::Arc<dyn crate::ports::Background>>,
 }
 
 impl AppTools<'_> {
@@ -229,7 +233,11 @@ impl AppTools<'_> {
         // The flat body of POST /v1/execute: one parser, one set of rules.
         let req = ExecuteRequest::from_json(Value::Object(args))
             .map_err(|e| invalid_arguments(HTTP_REQUEST, e.message()))?;
-        let out = self.app.execute(self.who, req).await?;
+        let out = self
+            .app
+            .pipeline()
+            .execute_in(self.who, req, self.background.clone())
+            .await?;
         serde_json::to_value(out).map_err(|_| Error::internal())
     }
 }

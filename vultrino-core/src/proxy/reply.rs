@@ -29,6 +29,9 @@ pub(super) struct Finish {
     /// have answered before the cut): the event then says so.
     pub key_in_body: Arc<AtomicBool>,
     pub background: Option<Arc<dyn Background>>,
+    /// The exchange's slot of the concurrency caps: released when this is dropped or its
+    /// event handed to be written (the reply's stream ended, failed or was dropped).
+    pub slot: Option<super::caps::Slot>,
 }
 
 impl Finish {
