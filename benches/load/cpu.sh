@@ -4,7 +4,7 @@
 # figure is the process's user+system CPU time (from /proc/PID/stat, 10 ms ticks) over a
 # DURATION-second wrk run at 16 connections, divided by the requests wrk completed. Unlike the
 # request rate, CPU per request hardly moves when other work shares the machine, so it is the
-# figure to compare before and after a change (`BIN=dir-of-other-build` measures another build
+# figure to compare before and after a change (`BIN_OVERRIDE=dir-of-other-build` measures another build
 # with the same scripts). `--save` writes benches/results/load-cpu.txt. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
