@@ -82,6 +82,17 @@ async fn edit_record(kv: &MemoryKv, key: &str, edit: impl FnOnce(&mut serde_json
         .unwrap();
 }
 
+/// Write the stored record at `from` (bytes and metadata, as saved) at `to`, as someone with
+/// write access to the store can.
+async fn copy_record(kv: &MemoryKv, from: &str, to: &str) {
+    let saved = kv.get_with_metadata(from).await.unwrap().unwrap();
+    let options = PutOptions {
+        expiration_ttl: None,
+        metadata: saved.metadata,
+    };
+    kv.put(to, saved.value, options).await.unwrap();
+}
+
 async fn new_key(e: &Env, role: &str, expires_in_days: Option<u32>) -> (String, String) {
     let created = e
         .app
@@ -276,18 +287,7 @@ async fn a_key_in_use_whose_record_is_swapped_is_refused() {
     let (other_id, other_key) = new_key(&e, "admin", None).await;
     in_use(&e, &key).await;
     in_use(&e, &other_key).await;
-    let other =
-        e.kv.get_with_metadata(&format!("key:{other_id}"))
-            .await
-            .unwrap()
-            .unwrap();
-    let options = PutOptions {
-        expiration_ttl: None,
-        metadata: other.metadata,
-    };
-    e.kv.put(&format!("key:{id}"), other.value, options)
-        .await
-        .unwrap();
+    copy_record(&e.kv, &format!("key:{other_id}"), &format!("key:{id}")).await;
     let secret = other_key.strip_prefix(&format!("vk_{other_id}_")).unwrap();
     for token in [key.clone(), format!("vk_{id}_{secret}")] {
         let r = e.app.api_keys().authenticate(&token).await;
