@@ -557,3 +557,61 @@ async fn a_slow_loris_body_read_whole_for_a_method_list_is_408_and_nothing_is_se
         );
     }
 }
+
+/// A client that leaves before anything was sent upstream (here: while a method-list credential
+/// waits for its whole body) is a refusal like the others, counted per key, alias and code, so
+/// leaving early over and over cannot cost one audit write per request (security review of
+/// 2026-12-05, L4; decision 0068). On the local server the body read fails first (400
+/// `invalid_body`, counted); where the request future is dropped instead (a cancelled Workers
+/// request), `Pending`'s drop counts it the same way, `cancelled`.
+#[tokio::test]
+async fn clients_that_leave_before_anything_is_sent_are_counted_not_written_one_by_one() {
+    use tokio::io::AsyncWriteExt;
+    let s = setup(&[]).await;
+    let r =
+        s.c.send(
+            "POST",
+            "/v1/credentials",
+            Some(&s.admin),
+            Some(
+                &json!({"alias": "m", "type": "api_key", "data": {"key": SECRET},
+                         "policy": {"allowed_hosts": ["127.0.0.1"], "methods": ["GET", "POST"]},
+                         "base_url": format!("http://{}", s.addr)}),
+            ),
+        )
+        .await;
+    expect_for("create the method-list credential", &r, 201, None);
+    let authority = s.server.base.trim_start_matches("http://").to_string();
+    for _ in 0..8 {
+        let mut stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+        let head = format!(
+            "POST /proxy/m/upload HTTP/1.1\r\nhost: {authority}\r\nx-api-key: {}\r\n\
+             content-length: 1000\r\n\r\n0123456789",
+            s.key
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        drop(stream);
+    }
+    // The server notices each close and writes (or counts) the event.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = s.proxy_events(1).await;
+    let counted: u64 = events
+        .iter()
+        .map(|e| e["count"].as_u64().unwrap_or(0))
+        .sum();
+    // Counts are written at 1, 2, 4, 8: eight departures leave a count of 8.
+    assert_eq!(counted, 8, "{events:?}");
+    assert!(
+        events.len() <= 2,
+        "one counted event (two across a window's end): {events:?}"
+    );
+    for ev in &events {
+        assert!(
+            ev["outcome"] == "cancelled" || ev["code"] == "invalid_body",
+            "{ev}"
+        );
+    }
+    assert_eq!(s.up.requests.load(Ordering::SeqCst), 0, "nothing was sent");
+}

@@ -176,16 +176,19 @@ impl App {
         // Armed until the reply is rendered or the refusal audited: if this future is dropped
         // first (the client went away before the head, while the upstream may already hold
         // the request), the event is still written, `cancelled`.
-        let mut pending = Pending(Some(reply::Finish {
-            event,
-            ports: ports.clone(),
-            retention_secs: pipeline.audit_retention_secs(),
-            bytes_in: bytes_in.clone(),
-            key_in_body: key_in_body.clone(),
-            background,
-            slot: Some(slot),
-        }));
-        let mut sent = false;
+        let sent = Arc::new(AtomicBool::new(false));
+        let mut pending = Pending(
+            Some(reply::Finish {
+                event,
+                ports: ports.clone(),
+                retention_secs: pipeline.audit_retention_secs(),
+                bytes_in: bytes_in.clone(),
+                key_in_body: key_in_body.clone(),
+                background,
+                slot: Some(slot),
+            }),
+            sent.clone(),
+        );
         let forwarded = match pending.0.as_mut() {
             Some(finish) => {
                 self.forward(
@@ -199,7 +202,7 @@ impl App {
                     &mut finish.event,
                     &bytes_in,
                     &key_in_body,
-                    &mut sent,
+                    &sent,
                 )
                 .await
             }
@@ -224,7 +227,7 @@ impl App {
                 failed(&mut event, &e);
                 event.bytes_in = Some(bytes_in.load(Ordering::Relaxed));
                 event.duration_ms = ports.now_ms().saturating_sub(started);
-                if sent {
+                if sent.load(Ordering::Relaxed) {
                     // Dropped during this write, the same event is written again (`FinalWrite`).
                     let retention = pipeline.audit_retention_secs();
                     FinalWrite::write(ports, retention, finish.background, event).await;
@@ -262,7 +265,7 @@ impl App {
         event: &mut AuditEvent,
         bytes_in: &Arc<AtomicU64>,
         key_in_body: &Arc<AtomicBool>,
-        sent: &mut bool,
+        sent: &AtomicBool,
     ) -> Result<Forwarded> {
         let config = self.config();
         authorize(who, alias)?;
@@ -320,7 +323,7 @@ impl App {
         target::refuse_agent_keys(&request)?;
         // From here on the upstream may see the request: its event is written one by one,
         // whatever happens.
-        *sent = true;
+        sent.store(true, Ordering::Relaxed);
         let response = pipeline
             .ports()
             .fetcher
@@ -372,7 +375,11 @@ pub(crate) fn audit_path(path: &str) -> String {
 /// The audit event of a request whose reply is not yet rendered; dropped while still holding
 /// it, it writes it as `cancelled` through the [`Background`] (without one, nothing can run
 /// after the drop: the event is lost, as the module doc of [`reply`] says).
-struct Pending(Option<reply::Finish>);
+/// The second field says whether the request may have reached the upstream: a request dropped
+/// before that is a refusal like the others, counted per key and alias ([`refused`]), so that
+/// an agent that leaves before sending anything cannot cost one audit write per request
+/// (security review of 2026-12-05, L4).
+struct Pending(Option<reply::Finish>, Arc<AtomicBool>);
 
 impl Drop for Pending {
     fn drop(&mut self) {
@@ -382,15 +389,19 @@ impl Drop for Pending {
         let Some(background) = finish.background.clone() else {
             return;
         };
+        let sent = self.1.load(Ordering::Relaxed);
         let mut event = finish.event;
         event.outcome = "cancelled".into();
         event.bytes_in = Some(finish.bytes_in.load(Ordering::Relaxed));
         event.duration_ms = finish.ports.now_ms().saturating_sub(event.ts);
         let (ports, retention) = (finish.ports, finish.retention_secs);
         background.spawn(Box::pin(async move {
-            crate::audit::AuditLog::new(&ports, retention)
-                .record(event)
-                .await;
+            let log = AuditLog::new(&ports, retention);
+            if sent {
+                log.record(event).await;
+            } else {
+                refused(log, event).await;
+            }
         }));
     }
 }
