@@ -289,7 +289,7 @@ pub struct App {
     scrubbers: ScrubberCache,
     verified_keys: VerifiedKeys,
     /// The `/proxy/` exchanges in flight in this process (isolate).
-    proxy_caps: Arc<crate::proxy::ProxyCaps>,
+    proxy_caps: Arc<crate::proxy_caps::ProxyCaps>,
 }
 
 impl std::fmt::Debug for App {
@@ -331,7 +331,7 @@ impl App {
     }
 
     /// The `/proxy/` exchanges in flight in this process (isolate).
-    pub(crate) fn proxy_caps(&self) -> &Arc<crate::proxy::ProxyCaps> {
+    pub(crate) fn proxy_caps(&self) -> &Arc<crate::proxy_caps::ProxyCaps> {
         &self.proxy_caps
     }
 

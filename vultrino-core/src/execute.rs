@@ -125,13 +125,13 @@ impl<'a> Pipeline<'a> {
         match &target {
             Ok(t) => {
                 event.host = t.url.host_str().map(str::to_string);
-                event.path = Some(crate::proxy::audit_path(t.url.path()));
+                event.path = Some(crate::agent_key::audit_path(t.url.path()));
             }
             // Refused URLs are audited with their host too, when they parse at all.
             Err(_) => {
                 if let Ok(u) = url::Url::parse(&req.url) {
                     event.host = u.host_str().map(str::to_string);
-                    event.path = Some(crate::proxy::audit_path(u.path()));
+                    event.path = Some(crate::agent_key::audit_path(u.path()));
                 }
             }
         }
@@ -186,13 +186,13 @@ impl<'a> Pipeline<'a> {
         // body is sent as it is, so a `vk_<16 hex>_` in it (`_` as is or as `%5F`) refuses it
         // before anything is fetched (an OAuth token included).
         if req.body.as_deref().is_some_and(crate::scrub::has_key_shape) {
-            return Err(key_in_body());
+            return Err(crate::agent_key::in_body());
         }
         let mut out = Outbound::new(method, target.url, &req.headers, req.query)?;
         let scrubber = self.inject(&opened, &mut out).await?;
         let request = out.build(req.body.unwrap_or_default(), req.json_body)?;
         // The proxy's last gate: no agent key in the URL or a header value either.
-        crate::proxy::refuse_agent_keys_in(request.uri(), request.headers())?;
+        crate::agent_key::refuse_in(request.uri(), request.headers())?;
         let response = self.ports.fetcher.fetch(request, self.fetch).await?;
         upstream::refuse_encoded(response.headers())?;
         Ok(render(response, &scrubber, record.policy.pass_cookies))
@@ -442,17 +442,6 @@ pub(crate) fn parse_method(method: &str) -> Result<http::Method> {
         );
     }
     Ok(method)
-}
-
-/// The refusal of a request whose body carries a Vultrino API key (400
-/// `agent_key_in_request`; nothing is sent): execute's `body`, or a proxied request's body.
-pub(crate) fn key_in_body() -> Error {
-    Error::bad_request(
-        "the request body carries a Vultrino API key (vk_<id>_…): it is never sent upstream; \
-         take it out of the body (a body that only looks like one, vk_ then 16 hex digits then \
-         _, is refused too)",
-    )
-    .with_code(Code::AgentKeyInRequest)
 }
 
 /// Turn the upstream response into the execute reply, scrubbing headers and body; the cookies

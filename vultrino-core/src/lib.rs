@@ -43,6 +43,7 @@ pub mod scrub;
 pub mod secret;
 pub mod ssrf;
 
+pub mod agent_key;
 pub mod api;
 pub mod app;
 pub mod audit;
@@ -55,6 +56,7 @@ pub mod keyring;
 pub mod mcp;
 pub mod oauth;
 pub mod proxy;
+pub mod proxy_caps;
 pub mod sync;
 pub mod ui;
 pub mod upstream;

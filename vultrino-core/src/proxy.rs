@@ -42,7 +42,7 @@ use http::{header, HeaderValue, Request, Response};
 
 use crate::api::reply::error_response;
 use crate::app::App;
-use crate::audit::{self, AuditEvent, AuditLog, FinalWrite};
+use crate::audit::{AuditEvent, AuditLog, FinalWrite};
 use crate::auth::Principal;
 use crate::body::Body;
 use crate::error::{Code, Error, ErrorKind, Result};
@@ -52,16 +52,14 @@ use crate::execute::{
 use crate::ports::Background;
 use crate::upstream::{self, Outbound};
 
-mod caps;
 mod reply;
 mod slots;
 mod target;
 
-pub(crate) use caps::ProxyCaps;
-pub use caps::BUSY_RETRY_AFTER_SECS;
+use crate::agent_key::audit_path;
+pub use crate::agent_key::carries_agent_key;
+pub use crate::proxy_caps::BUSY_RETRY_AFTER_SECS;
 pub use slots::KEY_SLOTS;
-pub use target::carries_agent_key;
-pub(crate) use target::refuse_agent_keys_in;
 
 /// The path prefix of the route.
 pub const PREFIX: &str = "/proxy/";
@@ -217,7 +215,7 @@ impl App {
                 // A body cut for carrying a key may reach here as whatever the fetch made of
                 // the aborted upload: the refusal is what happened.
                 let e = if key_in_body.load(Ordering::Relaxed) {
-                    crate::execute::key_in_body()
+                    crate::agent_key::in_body()
                 } else {
                     e
                 };
@@ -351,25 +349,6 @@ async fn refused(log: AuditLog<'_>, event: AuditEvent) {
     );
     let actor = event.actor.clone();
     log.record_refusal(&actor, &series, event).await;
-}
-
-/// The upstream path as the audit event holds it: no query, and from the first segment that
-/// carries an agent key on (refused by the last gate, but audited) `[REDACTED]`, so the log never
-/// holds a key, even one whose secret part holds a `/`.
-pub(crate) fn audit_path(path: &str) -> String {
-    let path = audit::path_without_query(path);
-    if !carries_agent_key(path.as_bytes()) {
-        return path;
-    }
-    let mut kept = Vec::new();
-    for seg in path.split('/') {
-        if carries_agent_key(seg.as_bytes()) {
-            break;
-        }
-        kept.push(seg);
-    }
-    kept.push("[REDACTED]");
-    kept.join("/")
 }
 
 /// The audit event of a request whose reply is not yet rendered; dropped while still holding

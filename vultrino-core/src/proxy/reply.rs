@@ -31,7 +31,7 @@ pub(super) struct Finish {
     pub background: Option<Arc<dyn Background>>,
     /// The exchange's slot of the concurrency caps: released when this is dropped or its
     /// event handed to be written (the reply's stream ended, failed or was dropped).
-    pub slot: Option<super::caps::Slot>,
+    pub slot: Option<crate::proxy_caps::Slot>,
 }
 
 impl Finish {

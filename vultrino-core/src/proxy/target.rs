@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 
 use super::slots::KEY_PARAM;
+use crate::agent_key::carries_agent_key;
 use crate::body::{Body, BodyStream};
 use crate::credential::{validate_name, CredentialRecord, OpenedCredential};
 use crate::error::{Code, Error, Result};
@@ -95,52 +96,11 @@ pub(super) fn upstream_url(base: &url::Url, rest: &str, query: Option<&str>) -> 
     Ok(url)
 }
 
-/// Whether `bytes` hold a Vultrino key: `vk_` (any case) followed by a key character, as they
-/// are or after up to three rounds of percent-decoding (`vk%5F…`, `%76k_…`, `vk%255F…`).
-pub fn carries_agent_key(bytes: &[u8]) -> bool {
-    let mut current = std::borrow::Cow::Borrowed(bytes);
-    for _ in 0..4 {
-        if has_key_prefix(&current) {
-            return true;
-        }
-        let decoded: Vec<u8> = percent_encoding::percent_decode(&current).collect();
-        if decoded[..] == current[..] {
-            return false;
-        }
-        current = std::borrow::Cow::Owned(decoded);
-    }
-    has_key_prefix(&current)
-}
-
-fn has_key_prefix(bytes: &[u8]) -> bool {
-    bytes.windows(4).any(|w| {
-        w[0].eq_ignore_ascii_case(&b'v')
-            && w[1].eq_ignore_ascii_case(&b'k')
-            && w[2] == b'_'
-            && (w[3].is_ascii_alphanumeric() || w[3] == b'_' || w[3] == b'-')
-    })
-}
-
 /// The last gate: the request about to be sent carries no agent key in its path, query or any
 /// header value (400 `agent_key_in_request`; nothing is sent). The slots were emptied before;
 /// this catches a key anywhere else (a custom header, a path segment, another parameter).
 pub(super) fn refuse_agent_keys(request: &http::Request<Body>) -> Result<()> {
-    refuse_agent_keys_in(request.uri(), request.headers())
-}
-
-/// [`refuse_agent_keys`] of a request's URI and headers (`/v1/execute` applies it too).
-pub(crate) fn refuse_agent_keys_in(uri: &http::Uri, headers: &http::HeaderMap) -> Result<()> {
-    let in_uri = carries_agent_key(uri.path().as_bytes())
-        || uri.query().is_some_and(|q| carries_agent_key(q.as_bytes()));
-    let in_headers = headers.values().any(|v| carries_agent_key(v.as_bytes()));
-    if in_uri || in_headers {
-        return Err(Error::bad_request(
-            "the request carries a Vultrino API key (vk_…) outside its key slot: it is never \
-             sent upstream; remove it from the path, the query and other headers",
-        )
-        .with_code(Code::AgentKeyInRequest));
-    }
-    Ok(())
+    crate::agent_key::refuse_in(request.uri(), request.headers())
 }
 
 /// The request body behind a [`KeyGuard`] for the agent's key (its `needles`, asked for only
@@ -160,7 +120,7 @@ pub(super) fn guarded(
     if let Some(bytes) = body.as_full() {
         if guard.contains(bytes) {
             refused.store(true, Ordering::Relaxed);
-            return Err(crate::execute::key_in_body());
+            return Err(crate::agent_key::in_body());
         }
         return Ok(body);
     }
@@ -215,7 +175,7 @@ impl Stream for Guarded {
                 Err(KeyFound) => {
                     this.inner = None;
                     this.refused.store(true, Ordering::Relaxed);
-                    return Poll::Ready(Some(Err(crate::execute::key_in_body())));
+                    return Poll::Ready(Some(Err(crate::agent_key::in_body())));
                 }
             }
         }

@@ -1,0 +1,80 @@
+//! The agent's own key (`vk_…`) must never leave Vultrino: the checks that the proxy and
+//! `/v1/execute` share — recognising a key in text, the last gate on the outgoing URL and
+//! headers, the refusal of a body that carries one, and the audit path redacted from a key on
+//! (docs/decisions/0063-pass-through-proxy.md, 0064).
+
+use crate::audit;
+use crate::error::{Code, Error, Result};
+
+/// Whether `bytes` hold a Vultrino key: `vk_` (any case) followed by a key character, as they
+/// are or after up to three rounds of percent-decoding (`vk%5F…`, `%76k_…`, `vk%255F…`).
+pub fn carries_agent_key(bytes: &[u8]) -> bool {
+    let mut current = std::borrow::Cow::Borrowed(bytes);
+    for _ in 0..4 {
+        if has_key_prefix(&current) {
+            return true;
+        }
+        let decoded: Vec<u8> = percent_encoding::percent_decode(&current).collect();
+        if decoded[..] == current[..] {
+            return false;
+        }
+        current = std::borrow::Cow::Owned(decoded);
+    }
+    has_key_prefix(&current)
+}
+
+fn has_key_prefix(bytes: &[u8]) -> bool {
+    bytes.windows(4).any(|w| {
+        w[0].eq_ignore_ascii_case(&b'v')
+            && w[1].eq_ignore_ascii_case(&b'k')
+            && w[2] == b'_'
+            && (w[3].is_ascii_alphanumeric() || w[3] == b'_' || w[3] == b'-')
+    })
+}
+
+/// The last gate of both routes that send a request upstream (the proxy and `/v1/execute`):
+/// the request carries no agent key in its path, query or any header value (400
+/// `agent_key_in_request`; nothing is sent).
+pub(crate) fn refuse_in(uri: &http::Uri, headers: &http::HeaderMap) -> Result<()> {
+    let in_uri = carries_agent_key(uri.path().as_bytes())
+        || uri.query().is_some_and(|q| carries_agent_key(q.as_bytes()));
+    let in_headers = headers.values().any(|v| carries_agent_key(v.as_bytes()));
+    if in_uri || in_headers {
+        return Err(Error::bad_request(
+            "the request carries a Vultrino API key (vk_…) outside its key slot: it is never \
+             sent upstream; remove it from the path, the query and other headers",
+        )
+        .with_code(Code::AgentKeyInRequest));
+    }
+    Ok(())
+}
+
+/// The refusal of a request whose body carries a Vultrino API key (400
+/// `agent_key_in_request`; nothing is sent): execute's `body`, or a proxied request's body.
+pub(crate) fn in_body() -> Error {
+    Error::bad_request(
+        "the request body carries a Vultrino API key (vk_<id>_…): it is never sent upstream; \
+         take it out of the body (a body that only looks like one, vk_ then 16 hex digits then \
+         _, is refused too)",
+    )
+    .with_code(Code::AgentKeyInRequest)
+}
+
+/// The upstream path as the audit event holds it: no query, and from the first segment that
+/// carries an agent key on (refused by the last gate, but audited) `[REDACTED]`, so the log never
+/// holds a key, even one whose secret part holds a `/`.
+pub(crate) fn audit_path(path: &str) -> String {
+    let path = audit::path_without_query(path);
+    if !carries_agent_key(path.as_bytes()) {
+        return path;
+    }
+    let mut kept = Vec::new();
+    for seg in path.split('/') {
+        if carries_agent_key(seg.as_bytes()) {
+            break;
+        }
+        kept.push(seg);
+    }
+    kept.push("[REDACTED]");
+    kept.join("/")
+}
