@@ -21,6 +21,7 @@ use vultrino_core::policy::{Policy, RateLimit};
 use zeroize::Zeroizing;
 
 use crate::remote::{Remote, Route};
+use crate::master_key::KeySource;
 use crate::setup::{self, MasterSource, Settings, StoreKind};
 
 #[derive(Parser, Debug)]
@@ -42,9 +43,16 @@ struct Cli {
         default_value = "file"
     )]
     store: StoreKind,
-    /// Master key file (default: <data-dir>/master.key). VULTRINO_MASTER_KEY / ENCRYPTION_KEY override it.
+    /// Master key file (default: <data-dir>/master.key). Without --master-key-source,
+    /// VULTRINO_MASTER_KEY / ENCRYPTION_KEY override it.
     #[arg(long, global = true, env = "VULTRINO_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
+    /// Where the master key comes from: `file` (the key file), `keychain` (the OS keychain entry
+    /// of the data directory: Secret Service, macOS Keychain, Windows Credential Manager) or
+    /// `env` (VULTRINO_MASTER_KEY). Strict when set: no fallback to another source [default:
+    /// VULTRINO_MASTER_KEY when set, else the key file].
+    #[arg(long, global = true, env = "VULTRINO_MASTER_KEY_SOURCE", value_enum)]
+    master_key_source: Option<KeySource>,
     #[command(subcommand)]
     command: Command,
 }
@@ -81,8 +89,12 @@ enum Command {
         #[arg(long, env = "VULTRINO_ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS")]
         allow_weak_password_hash_for_tests: bool,
     },
-    /// Re-encrypt every record under a new master key (stop the server first).
+    /// Re-encrypt every record under a new master key (stop the server first). The new key
+    /// replaces the old one where it is kept: the key file or the OS keychain entry; with
+    /// VULTRINO_MASTER_KEY, set VULTRINO_NEW_MASTER_KEY.
     RotateMasterKey,
+    /// Move the master key between its sources.
+    MasterKey(MasterKeyArgs),
     /// Sign the API keys and roles stored by a version before records were signed, once, after
     /// upgrading (stop the server first). Every unsigned record present is trusted: read the
     /// list it prints (--dry-run: only print it).
@@ -105,6 +117,21 @@ enum Command {
         #[arg(long, env = "VULTRINO_SYNC_PRUNE")]
         prune: bool,
     },
+}
+
+#[derive(Args, Debug)]
+struct MasterKeyArgs {
+    #[command(subcommand)]
+    cmd: MasterKeyCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum MasterKeyCmd {
+    /// Move the key file into the OS keychain (stop the server first): the key is checked
+    /// against the store, stored in the data directory's entry, read back and compared, and only
+    /// then is the file overwritten with zeros and deleted. Afterwards run every command with
+    /// --master-key-source keychain (VULTRINO_MASTER_KEY_SOURCE=keychain).
+    ToKeychain,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -451,6 +478,7 @@ fn settings(cli: &Cli, config: Config) -> Settings {
         data_dir: cli.data_dir.clone().unwrap_or_else(setup::default_data_dir),
         store: cli.store,
         master_key_file: cli.master_key_file.clone(),
+        master_key_source: cli.master_key_source,
         config,
     }
 }
@@ -502,6 +530,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             refuse_while_served(&cli, "rotate-master-key")?;
             rotate_master_key(&cli).await
         }
+        Command::MasterKey(m) => match m.cmd {
+            MasterKeyCmd::ToKeychain => {
+                refuse_while_served(&cli, "master-key to-keychain")?;
+                let s = settings(&cli, Config::default());
+                let entry = crate::master_key::to_keychain(&s).await?;
+                eprintln!(
+                    "moved the master key into {entry}; the key file {} is overwritten and \
+                     deleted. From now on run serve, mcp and the management commands with \
+                     --master-key-source keychain (or VULTRINO_MASTER_KEY_SOURCE=keychain); \
+                     without it a new key file would be looked for. Keep a backup of the key \
+                     outside this machine.",
+                    crate::master_key::key_file(&s).display()
+                );
+                Ok(())
+            }
+        },
         Command::MigrateRecords { dry_run, remote } => match route(&cli, remote)? {
             Route::Server(base) => {
                 let remote = Remote::connect(base)?;
@@ -1282,6 +1326,14 @@ async fn rotate_master_key(cli: &Cli) -> anyhow::Result<()> {
             let (key_id, count) =
                 vultrino_core::keyring::rotate_master_key(&*kv, &old, &new, clock.now_ms()).await?;
             eprintln!("re-encrypted {count} records under key {key_id}; set VULTRINO_MASTER_KEY to the new key now");
+        }
+        MasterSource::Keychain(entry) => {
+            let (key_id, count) =
+                crate::master_key::rotate_in_keychain(&*kv, &old, &entry, clock.now_ms()).await?;
+            eprintln!(
+                "re-encrypted {count} records under key {key_id}; the new key replaced the old one in {}",
+                entry.describe()
+            );
         }
         MasterSource::Ephemeral => anyhow::bail!("no master key to rotate"),
     }

@@ -9,6 +9,8 @@ pub mod clock;
 pub mod edge_sync;
 pub mod fetcher;
 pub mod file_kv;
+pub mod keychain;
+pub mod master_key;
 pub mod mcp_stdio;
 pub mod memory_kv;
 pub mod memory_sessions;
