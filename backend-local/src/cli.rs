@@ -20,8 +20,8 @@ use vultrino_core::execute::ExecuteRequest;
 use vultrino_core::policy::{Policy, RateLimit};
 use zeroize::Zeroizing;
 
-use crate::remote::{Remote, Route};
 use crate::master_key::KeySource;
+use crate::remote::{Remote, Route};
 use crate::setup::{self, MasterSource, Settings, StoreKind};
 
 #[derive(Parser, Debug)]

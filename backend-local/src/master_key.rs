@@ -102,10 +102,7 @@ fn store_and_check(entry: &KeychainEntry, text: &str) -> anyhow::Result<()> {
             "{} returned another value than the one just stored",
             entry.describe()
         ),
-        None => anyhow::bail!(
-            "{} was stored but cannot be read back",
-            entry.describe()
-        ),
+        None => anyhow::bail!("{} was stored but cannot be read back", entry.describe()),
     }
 }
 
@@ -146,7 +143,10 @@ pub async fn to_keychain(settings: &Settings) -> anyhow::Result<String> {
     let master = MasterSecret::parse(&key)
         .map_err(|e| anyhow::anyhow!("master key file {}: {e}", file.display()))?;
     if settings.store == StoreKind::File && settings.data_dir.join(setup::STORE_DIR).exists() {
-        let kv = setup::open_kv(settings, std::sync::Arc::new(crate::clock::SystemClock::new()))?;
+        let kv = setup::open_kv(
+            settings,
+            std::sync::Arc::new(crate::clock::SystemClock::new()),
+        )?;
         check_opens_store(&*kv, &master).await.map_err(|e| {
             anyhow::anyhow!(
                 "the key file {} does not open the store in {}: {e:#}; nothing was moved",
@@ -181,8 +181,7 @@ fn wipe_and_delete(path: &Path) -> anyhow::Result<()> {
     f.write_all(&vec![0u8; usize::try_from(len).unwrap_or(0)])?;
     f.sync_all()?;
     drop(f);
-    fs::remove_file(path)
-        .map_err(|e| anyhow::anyhow!("cannot delete {}: {e}", path.display()))?;
+    fs::remove_file(path).map_err(|e| anyhow::anyhow!("cannot delete {}: {e}", path.display()))?;
     if let Some(parent) = path.parent() {
         if let Ok(d) = fs::File::open(parent) {
             let _ = d.sync_all();
@@ -215,6 +214,11 @@ pub async fn rotate_in_keychain(
             t
         }
         None => {
+            // A fresh rotation: the entry's key must open the store before a new key is made
+            // (a wrong entry is reported, and no `next:` entry is left behind).
+            check_opens_store(kv, old).await.map_err(|e| {
+                anyhow::anyhow!("{e:#} (the key used came from {})", entry.describe())
+            })?;
             let (_, t) = MasterSecret::generate_raw();
             let t = Zeroizing::new(t);
             store_and_check(&next, &t)?;

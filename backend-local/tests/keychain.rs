@@ -138,7 +138,10 @@ impl SecretService {
             .read_line(&mut address)
             .unwrap();
         let address = address.trim().to_string();
-        assert!(address.starts_with("unix:"), "dbus-daemon printed {address:?}");
+        assert!(
+            address.starts_with("unix:"),
+            "dbus-daemon printed {address:?}"
+        );
         SecretService {
             root,
             address,
@@ -325,7 +328,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             let p = e.unwrap().path();
             if p.is_dir() {
                 todo.push(p);
-            } else if p.file_name().is_some_and(|n| n != "lock") {
+            } else if p.file_name().is_some_and(|n| n != "LOCK") {
                 out.insert(p.clone(), std::fs::read(&p).unwrap());
             }
         }
@@ -395,7 +398,10 @@ async fn a_key_moved_to_the_keychain_decrypts_after_restarts_and_the_file_is_gon
     let (ok, _, err) = run(&dir, &env, &["credential", "list"], "").await;
     assert!(!ok);
     assert!(err.contains("--master-key-source keychain"), "{err}");
-    assert!(!dir.join("master.key").exists(), "the useless new key file is removed");
+    assert!(
+        !dir.join("master.key").exists(),
+        "the useless new key file is removed"
+    );
     decrypts(&dir, &keychain(&env), &up).await.unwrap();
 }
 
@@ -425,7 +431,10 @@ async fn a_wrong_entry_is_refused_clearly_and_loses_nothing() {
     assert!(err.contains("holds no master key"), "{err}");
     assert!(err.contains(&account(&copy)), "the entry is named: {err}");
     assert!(ss.lookup(&copy).is_none(), "no entry was made for the copy");
-    assert!(!copy.join("master.key").exists(), "no fallback to a key file");
+    assert!(
+        !copy.join("master.key").exists(),
+        "no fallback to a key file"
+    );
 
     // Tampered: another key in the entry. Refused at start, saying where the key came from.
     let before = snapshot(&dir);
@@ -445,7 +454,10 @@ async fn a_wrong_entry_is_refused_clearly_and_loses_nothing() {
     std::fs::write(dir.join("master.key"), &key).unwrap();
     let (ok, _, err) = run(&dir, &env, &["master-key", "to-keychain"], "").await;
     assert!(!ok);
-    assert!(err.contains("already holds a different master key"), "{err}");
+    assert!(
+        err.contains("already holds a different master key"),
+        "{err}"
+    );
     assert!(
         dir.join("master.key").exists(),
         "the key file is kept when the move is refused"
@@ -487,8 +499,13 @@ async fn without_a_secret_service_the_error_names_the_fix() {
             );
         }
         // `serve` too, before it listens.
-        let (ok, out, err) = run(&dir, &keychain(&env), &["serve", "--listen", "127.0.0.1:0"], "")
-            .await;
+        let (ok, out, err) = run(
+            &dir,
+            &keychain(&env),
+            &["serve", "--listen", "127.0.0.1:0"],
+            "",
+        )
+        .await;
         assert!(!ok);
         assert!(!out.contains("listening"), "{out}");
         assert!(err.contains("no OS keychain service reachable"), "{err}");
@@ -523,7 +540,10 @@ async fn rotating_a_key_kept_in_the_keychain_replaces_the_entry() {
         ],
         "",
     );
-    assert!(pending.is_empty(), "the rotation's pending entry is deleted");
+    assert!(
+        pending.is_empty(),
+        "the rotation's pending entry is deleted"
+    );
     assert!(!dir.join("master.key").exists());
     decrypts(&dir, &keychain(&env), &up).await.unwrap();
     // The old key opens nothing.
