@@ -137,17 +137,19 @@ impl SecretService {
         BufReader::new(bus.stdout.take().unwrap())
             .read_line(&mut address)
             .unwrap();
-        let address = address.trim().to_string();
-        assert!(
-            address.starts_with("unix:"),
-            "dbus-daemon printed {address:?}"
-        );
-        SecretService {
+        let s = SecretService {
             root,
-            address,
+            address: address.trim().to_string(),
             bus,
             keyring: None,
-        }
+        };
+        // Asserted once the guard holds the bus: a failure stops it too.
+        assert!(
+            s.address.starts_with("unix:"),
+            "dbus-daemon printed {:?}",
+            s.address
+        );
+        s
     }
 
     /// The environment every program of the test runs with.
