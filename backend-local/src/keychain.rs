@@ -211,3 +211,54 @@ fn on_own_thread<T: Send + 'static>(
         Err(mpsc::RecvTimeoutError::Disconnected) => Err(CallError::Panicked(what)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A relative path and a symlink to the data directory name the same entry; another
+    /// directory names another.
+    #[test]
+    fn the_entry_is_named_by_the_canonical_data_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        std::fs::create_dir(&dir).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let a = KeychainEntry::for_data_dir(&dir).unwrap();
+        let b = KeychainEntry::for_data_dir(&link).unwrap();
+        let c = KeychainEntry::for_data_dir(&dir.join("../data/.")).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_eq!(
+            a.account(),
+            std::fs::canonicalize(&dir).unwrap().to_str().unwrap()
+        );
+        assert_eq!(a.next().account(), format!("next:{}", a.account()));
+        let other = tmp.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        assert_ne!(KeychainEntry::for_data_dir(&other).unwrap(), a);
+        // A directory that does not exist names nothing: a clear error, no entry.
+        let err = KeychainEntry::for_data_dir(&tmp.path().join("missing")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cannot resolve the data directory"),
+            "{err}"
+        );
+    }
+
+    /// What the keychain returned is never part of an error: an entry that is not text is
+    /// reported without its bytes.
+    #[test]
+    fn errors_never_carry_the_entrys_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let entry = KeychainEntry::for_data_dir(tmp.path()).unwrap();
+        let secret = b"\xffsecret-key-bytes-0042".to_vec();
+        let err = entry.explain(CallError::Keyring(keyring::Error::BadEncoding(secret)));
+        let text = format!("{err:#} {err:?}");
+        assert!(!text.contains("secret-key-bytes"), "{text}");
+        assert!(text.contains("does not hold text"), "{text}");
+        let err = entry.explain(CallError::TimedOut("read"));
+        assert!(err.to_string().contains("did not answer"), "{err}");
+    }
+}
