@@ -554,6 +554,40 @@ async fn rotating_a_key_kept_in_the_keychain_replaces_the_entry() {
     with_old.push(("VULTRINO_MASTER_KEY".into(), old.trim().into()));
     let err = decrypts(&dir, &with_old, &up).await.unwrap_err();
     assert!(err.contains("does not match"), "{err}");
+
+    // A rotation interrupted after it stored its new key (and maybe re-encrypted some records)
+    // is finished by running it again, with that key.
+    let next_account = format!("next:{}", account(&dir));
+    let chosen = "2222222222222222222222222222222222222222222222222222222222222222";
+    let (ok, _) = ss.secret_tool(
+        &[
+            "store",
+            "--label",
+            "pending rotation",
+            "service",
+            "vultrino",
+            "username",
+            &next_account,
+        ],
+        chosen,
+    );
+    assert!(ok);
+    let (ok, _, err) = run(&dir, &keychain(&env), &["rotate-master-key"], "").await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        ss.lookup(&dir).as_deref(),
+        Some(chosen),
+        "the pending key is the new one"
+    );
+    let (_, pending) = ss.secret_tool(
+        &["lookup", "service", "vultrino", "username", &next_account],
+        "",
+    );
+    assert!(
+        pending.is_empty(),
+        "the rotation's pending entry is deleted"
+    );
+    decrypts(&dir, &keychain(&env), &up).await.unwrap();
 }
 
 /// A first `serve` of a new data directory with the keychain source keeps the new key there
