@@ -214,6 +214,7 @@ fn on_own_thread<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     /// A relative path and a symlink to the data directory name the same entry; another
