@@ -5,8 +5,9 @@
 //! password is generated, its PBKDF2 hash written to `admin.hash` (0600), and the password itself
 //! printed once. Later runs reuse both files. Environment variables override the files:
 //! `VULTRINO_MASTER_KEY` (or `ENCRYPTION_KEY`), `VULTRINO_ADMIN_PASSWORD_HASH` (or
-//! `ADMIN_PASSWORD_HASH`). Secrets are never taken from command-line arguments (argv is visible to
-//! every user of the machine).
+//! `ADMIN_PASSWORD_HASH`). `--master-key-source file|keychain|env` pins the master key to one
+//! source, the OS keychain included ([`crate::master_key`]). Secrets are never taken from
+//! command-line arguments (argv is visible to every user of the machine).
 
 use std::fs;
 use std::io::Write;
