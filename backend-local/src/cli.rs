@@ -207,9 +207,9 @@ struct ServeArgs {
     #[arg(long, env = "VULTRINO_AUDIT_LOG", value_name = "PATH|-")]
     audit_log: Option<String>,
     /// Events waiting for the --audit-log writer, at most (past it they are dropped, counted).
-    #[arg(long, env = "VULTRINO_AUDIT_LOG_QUEUE", default_value_t = crate::audit_sinks::DEFAULT_QUEUE,
-          value_parser = clap::value_parser!(u32).range(1..=10_000_000).map(|n| n as usize))]
-    audit_log_queue: usize,
+    #[arg(long, env = "VULTRINO_AUDIT_LOG_QUEUE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    audit_log_queue: u32,
     /// Also POST every audit event to this collector, in batches (a JSON array of at most 100
     /// events), retried with backoff: https://, or http:// to 127.0.0.1/localhost only. The
     /// collector's Authorization header, if it needs one, comes from
@@ -217,9 +217,9 @@ struct ServeArgs {
     #[arg(long, env = "VULTRINO_AUDIT_WEBHOOK", value_name = "URL")]
     audit_webhook: Option<String>,
     /// Events waiting for the collector, at most (past it they are dropped, counted).
-    #[arg(long, env = "VULTRINO_AUDIT_WEBHOOK_QUEUE", default_value_t = crate::audit_sinks::DEFAULT_QUEUE,
-          value_parser = clap::value_parser!(u32).range(1..=10_000_000).map(|n| n as usize))]
-    audit_webhook_queue: usize,
+    #[arg(long, env = "VULTRINO_AUDIT_WEBHOOK_QUEUE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    audit_webhook_queue: u32,
 }
 
 #[derive(Args, Debug)]
@@ -268,15 +268,15 @@ struct AuditArgs {
     since: Option<String>,
     /// How many of the newest matching events to print first.
     #[arg(long, env = "VULTRINO_AUDIT_LIMIT", default_value_t = 50,
-          value_parser = clap::value_parser!(u16).range(1..=1000).map(usize::from))]
-    limit: usize,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    limit: u16,
     /// Keep printing new events as they are written (polls; stop with Ctrl-C).
     #[arg(long, short = 'f')]
     follow: bool,
     /// Seconds between two polls of --follow.
     #[arg(long, env = "VULTRINO_AUDIT_INTERVAL_SECS", default_value_t = 2,
-          value_parser = clap::value_parser!(u16).range(1..=3600).map(u64::from))]
-    interval_secs: u64,
+          value_parser = clap::value_parser!(u16).range(1..=3600))]
+    interval_secs: u16,
     /// Print each event as one JSON line.
     #[arg(long)]
     json: bool,
@@ -656,9 +656,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         None => None,
                     },
                 },
-                limit: a.limit,
+                limit: usize::from(a.limit),
                 follow: a.follow,
-                interval: std::time::Duration::from_secs(a.interval_secs),
+                interval: std::time::Duration::from_secs(u64::from(a.interval_secs)),
                 json: a.json,
             };
             let source = match route(&cli, &a.remote)? {
@@ -800,6 +800,8 @@ fn refuse_unreadable_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
+    // Refused settings stop `serve` before anything is opened.
+    let sinks = AuditSinks::start(&a)?;
     let config = Config {
         admin_username: a.admin_user,
         allow_loopback_upstreams: a.allow_loopback_upstreams,
@@ -838,7 +840,6 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         anyhow::anyhow!("{name} {}", e.problem)
     })?;
     let s = settings(cli, config);
-    let sinks = AuditSinks::start(&a)?;
     let opened = setup::open_serving(&s, sinks.sink()).await?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
@@ -916,7 +917,7 @@ impl AuditSinks {
         use crate::audit_sinks::{webhook_url, FileSink, LogTarget, WebhookSink};
         let mut sinks = AuditSinks::default();
         if let Some(path) = a.audit_log.as_deref().filter(|p| !p.is_empty()) {
-            let file = FileSink::start(LogTarget::parse(path), a.audit_log_queue)?;
+            let file = FileSink::start(LogTarget::parse(path), a.audit_log_queue as usize)?;
             reopen_on_sighup(file.clone());
             sinks.file = Some(file);
         }
@@ -926,7 +927,7 @@ impl AuditSinks {
                 .ok()
                 .filter(|v| !v.trim().is_empty())
                 .map(Zeroizing::new);
-            sinks.webhook = Some(WebhookSink::start(url, auth, a.audit_webhook_queue)?);
+            sinks.webhook = Some(WebhookSink::start(url, auth, a.audit_webhook_queue as usize)?);
         }
         Ok(sinks)
     }
