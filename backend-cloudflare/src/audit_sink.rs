@@ -3,7 +3,7 @@
 //! Engine binding `AUDIT_ANALYTICS` exists, written as a data point ([`crate::audit_point`]).
 //! Both calls are synchronous and never fail a request. Counts are per isolate.
 
-use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use vultrino_core::audit::AuditEvent;
 use vultrino_core::ports::{AuditSink, SinkStatus};
@@ -16,18 +16,18 @@ pub const BINDING: &str = "AUDIT_ANALYTICS";
 
 pub struct WorkerAuditSink {
     dataset: Option<AnalyticsEngineDataset>,
-    logged: Cell<u64>,
-    points: Cell<u64>,
-    failed: Cell<u64>,
+    logged: AtomicU64,
+    points: AtomicU64,
+    failed: AtomicU64,
 }
 
 impl WorkerAuditSink {
     pub fn new(env: &Env) -> WorkerAuditSink {
         WorkerAuditSink {
             dataset: env.analytics_engine(BINDING).ok(),
-            logged: Cell::new(0),
-            points: Cell::new(0),
-            failed: Cell::new(0),
+            logged: AtomicU64::new(0),
+            points: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
         }
     }
 }
@@ -35,7 +35,7 @@ impl WorkerAuditSink {
 impl AuditSink for WorkerAuditSink {
     fn emit(&self, event: &AuditEvent) {
         worker::console_log!("{}", log_line(event));
-        self.logged.set(self.logged.get() + 1);
+        self.logged.fetch_add(1, Ordering::Relaxed);
         let Some(dataset) = &self.dataset else {
             return;
         };
@@ -46,22 +46,26 @@ impl AuditSink for WorkerAuditSink {
             .doubles(p.doubles)
             .write_to(dataset);
         match written {
-            Ok(()) => self.points.set(self.points.get() + 1),
-            Err(_) => self.failed.set(self.failed.get() + 1),
+            Ok(()) => {
+                self.points.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
     fn status(&self) -> Vec<SinkStatus> {
         let mut out = vec![SinkStatus {
             name: "workers_log".into(),
-            sent: self.logged.get(),
+            sent: self.logged.load(Ordering::Relaxed),
             ..SinkStatus::default()
         }];
         if self.dataset.is_some() {
             out.push(SinkStatus {
                 name: "analytics_engine".into(),
-                sent: self.points.get(),
-                failed: self.failed.get(),
+                sent: self.points.load(Ordering::Relaxed),
+                failed: self.failed.load(Ordering::Relaxed),
                 ..SinkStatus::default()
             });
         }

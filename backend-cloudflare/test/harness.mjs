@@ -222,9 +222,9 @@ async function main() {
     });
   }
   if (process.env.HARNESS_AUDIT_RECORDER === "1") {
+    // A wrapped binding runs with the compatibility date of the worker that has it.
     options.workers.push({
       name: "audit-recorder",
-      compatibilityDate: "2026-04-01",
       modules: true,
       script: AUDIT_RECORDER,
     });

@@ -488,3 +488,73 @@ async fn serve_refuses_a_collector_url_that_would_send_events_in_clear() {
         assert!(!err.contains("u:p"), "{url}: {err}");
     }
 }
+
+/// A sink that records each event with whether the store already held it, as stored, when the
+/// sink got it.
+struct Recording {
+    kv: Arc<vultrino_local::memory_kv::MemoryKv>,
+    got: Mutex<Vec<(vultrino_core::audit::AuditEvent, bool)>>,
+}
+
+impl vultrino_core::ports::AuditSink for Recording {
+    fn emit(&self, event: &vultrino_core::audit::AuditEvent) {
+        use futures_util::FutureExt as _;
+        use vultrino_core::ports::KvStore as _;
+        // The memory store answers at once: no await needed to look.
+        let stored = self
+            .kv
+            .get(&event.kv_key())
+            .now_or_never()
+            .and_then(Result::ok)
+            .flatten()
+            .and_then(|b| serde_json::from_slice::<vultrino_core::audit::AuditEvent>(&b).ok());
+        self.got
+            .lock()
+            .unwrap()
+            .push((event.clone(), stored.as_ref() == Some(event)));
+    }
+
+    fn status(&self) -> Vec<vultrino_core::ports::SinkStatus> {
+        vec![]
+    }
+}
+
+/// The hook sits in the one place events are written, after the put: every writer's event
+/// reaches the sink once, capped, exactly as the store holds it.
+#[tokio::test]
+async fn the_sink_gets_each_event_once_after_it_is_stored_and_as_stored() {
+    use vultrino_core::audit::{AuditEvent, AuditLog};
+    use vultrino_core::ports::{Clock, ManualClock, Ports};
+    let clock = Arc::new(ManualClock::new(1_800_000_300_000));
+    let kv = Arc::new(vultrino_local::memory_kv::MemoryKv::new(clock.clone()));
+    let sink = Arc::new(Recording {
+        kv: kv.clone(),
+        got: Mutex::default(),
+    });
+    let ports = Ports {
+        kv: kv.clone(),
+        sessions: Arc::new(vultrino_local::memory_sessions::MemorySessions::new()),
+        fetcher: Arc::new(vultrino_local::fetcher::HttpFetcher::new().unwrap()),
+        clock: clock.clone(),
+        audit_sink: Some(sink.clone()),
+    };
+    let log = AuditLog::new(&ports, 3600);
+    let mut plain = AuditEvent::new(clock.now_ms(), "key:k1", "execute", "allowed");
+    plain.path = Some(format!("/{}", "a".repeat(5000)));
+    log.record(plain.clone()).await;
+    log.record_unauthenticated(AuditEvent::new(clock.now_ms(), "client:1.2.3.4", "login", "failure"))
+        .await;
+    for _ in 0..3 {
+        log.record_refusal("key:k1", "github:not_found", AuditEvent::new(clock.now_ms(), "key:k1", "proxy", "denied"))
+            .await;
+    }
+    let got = sink.got.lock().unwrap().clone();
+    // One each for the plain and the unauthenticated event; the refusal series at counts 1 and 2.
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(got.iter().all(|(_, stored)| *stored), "each emitted after its put, as stored: {got:?}");
+    assert_eq!(got[0].0.id, plain.id);
+    assert!(got[0].0.path.as_ref().unwrap().len() <= 512, "capped like the stored event");
+    assert!(got[1].0.id.ends_with("-u"));
+    assert_eq!((got[2].0.count, got[3].0.count), (Some(1), Some(2)));
+    assert_eq!(got[2].0.id, got[3].0.id, "a rewrite keeps its id");
+}

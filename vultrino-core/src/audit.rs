@@ -734,6 +734,47 @@ mod tests {
     }
 
     #[test]
+    fn filters_keep_what_every_condition_set_matches() {
+        let mut e = AuditEvent::new(1_700_000_000_000, "key:k1", "execute", "denied");
+        e.credential = Some("github".into());
+        let f = |credential: Option<&str>, actor: Option<&str>, outcome: Option<&str>, since| {
+            AuditFilter {
+                credential: credential.map(str::to_string),
+                actor: actor.map(str::to_string),
+                outcome: outcome.map(str::to_string),
+                since_ms: since,
+            }
+            .matches(&e)
+        };
+        assert!(f(None, None, None, None));
+        assert!(f(Some("github"), Some("key:k1"), Some("denied"), Some(1_700_000_000_000)));
+        assert!(f(None, Some("key:*"), None, None), "a trailing * is a prefix");
+        assert!(f(None, Some("*"), None, None));
+        assert!(!f(None, Some("key:"), None, None), "without * the actor is exact");
+        assert!(!f(None, Some("admin:*"), None, None));
+        assert!(!f(Some("git"), None, None, None), "the credential is exact");
+        assert!(!f(None, None, Some("allowed"), None));
+        assert!(!f(None, None, None, Some(1_700_000_000_001)));
+        let none = AuditEvent::new(1, "admin:root", "login", "success");
+        assert!(!AuditFilter {
+            credential: Some("github".into()),
+            ..AuditFilter::default()
+        }
+        .matches(&none));
+        assert!(AuditFilter::default().is_empty());
+    }
+
+    #[test]
+    fn an_events_instant_is_read_from_its_key() {
+        let e = AuditEvent::new(1_700_000_000_123, "a", "login", "success");
+        assert_eq!(key_ts(&e.kv_key()), Some(1_700_000_000_123));
+        let s = series_id(42, "s", UNAUTHENTICATED_ID_SUFFIX);
+        assert_eq!(key_ts(&format!("{AUDIT_PREFIX}{s}")), Some(42));
+        assert_eq!(key_ts("audit:abc"), None);
+        assert_eq!(key_ts("cred:0000000000000-x"), None);
+    }
+
+    #[test]
     fn query_strings_never_reach_the_audit_path() {
         assert_eq!(path_without_query("/a/b?token=s3cret#x"), "/a/b");
         assert_eq!(path_without_query("/a"), "/a");
