@@ -927,7 +927,11 @@ impl AuditSinks {
                 .ok()
                 .filter(|v| !v.trim().is_empty())
                 .map(Zeroizing::new);
-            sinks.webhook = Some(WebhookSink::start(url, auth, a.audit_webhook_queue as usize)?);
+            sinks.webhook = Some(WebhookSink::start(
+                url,
+                auth,
+                a.audit_webhook_queue as usize,
+            )?);
         }
         Ok(sinks)
     }

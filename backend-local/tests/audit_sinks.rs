@@ -542,18 +542,33 @@ async fn the_sink_gets_each_event_once_after_it_is_stored_and_as_stored() {
     let mut plain = AuditEvent::new(clock.now_ms(), "key:k1", "execute", "allowed");
     plain.path = Some(format!("/{}", "a".repeat(5000)));
     log.record(plain.clone()).await;
-    log.record_unauthenticated(AuditEvent::new(clock.now_ms(), "client:1.2.3.4", "login", "failure"))
-        .await;
+    log.record_unauthenticated(AuditEvent::new(
+        clock.now_ms(),
+        "client:1.2.3.4",
+        "login",
+        "failure",
+    ))
+    .await;
     for _ in 0..3 {
-        log.record_refusal("key:k1", "github:not_found", AuditEvent::new(clock.now_ms(), "key:k1", "proxy", "denied"))
-            .await;
+        log.record_refusal(
+            "key:k1",
+            "github:not_found",
+            AuditEvent::new(clock.now_ms(), "key:k1", "proxy", "denied"),
+        )
+        .await;
     }
     let got = sink.got.lock().unwrap().clone();
     // One each for the plain and the unauthenticated event; the refusal series at counts 1 and 2.
     assert_eq!(got.len(), 4, "{got:?}");
-    assert!(got.iter().all(|(_, stored)| *stored), "each emitted after its put, as stored: {got:?}");
+    assert!(
+        got.iter().all(|(_, stored)| *stored),
+        "each emitted after its put, as stored: {got:?}"
+    );
     assert_eq!(got[0].0.id, plain.id);
-    assert!(got[0].0.path.as_ref().unwrap().len() <= 512, "capped like the stored event");
+    assert!(
+        got[0].0.path.as_ref().unwrap().len() <= 512,
+        "capped like the stored event"
+    );
     assert!(got[1].0.id.ends_with("-u"));
     assert_eq!((got[2].0.count, got[3].0.count), (Some(1), Some(2)));
     assert_eq!(got[2].0.id, got[3].0.id, "a rewrite keeps its id");

@@ -587,7 +587,10 @@ async fn audit_lists_the_store_directly_without_a_server() {
     let (ok, out, err) = run(dir, &["audit", "--credential", "two"], "").await;
     assert!(ok, "{err}");
     assert_eq!(out.lines().count(), 1, "{out}");
-    assert!(out.contains("credential.create") && out.contains("credential=two"), "{out}");
+    assert!(
+        out.contains("credential.create") && out.contains("credential=two"),
+        "{out}"
+    );
     let (ok, out, err) = run(dir, &["audit", "--outcome", "denied"], "").await;
     assert!(ok && out.is_empty(), "{out}{err}");
     assert!(!out.contains("audit-direct-secret-5150"));

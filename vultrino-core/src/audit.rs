@@ -747,10 +747,21 @@ mod tests {
             .matches(&e)
         };
         assert!(f(None, None, None, None));
-        assert!(f(Some("github"), Some("key:k1"), Some("denied"), Some(1_700_000_000_000)));
-        assert!(f(None, Some("key:*"), None, None), "a trailing * is a prefix");
+        assert!(f(
+            Some("github"),
+            Some("key:k1"),
+            Some("denied"),
+            Some(1_700_000_000_000)
+        ));
+        assert!(
+            f(None, Some("key:*"), None, None),
+            "a trailing * is a prefix"
+        );
         assert!(f(None, Some("*"), None, None));
-        assert!(!f(None, Some("key:"), None, None), "without * the actor is exact");
+        assert!(
+            !f(None, Some("key:"), None, None),
+            "without * the actor is exact"
+        );
         assert!(!f(None, Some("admin:*"), None, None));
         assert!(!f(Some("git"), None, None, None), "the credential is exact");
         assert!(!f(None, None, Some("allowed"), None));
