@@ -328,6 +328,8 @@ impl App {
                 let who = self.authenticator().principal(&req).await?;
                 match m {
                     Method::GET => {
+                        // Who may read the audit is judged before its query.
+                        who.require(crate::auth::Permission::Admin)?;
                         let filter = audit_filter(&req)?;
                         let (events, cursor) = self
                             .audit()
