@@ -573,3 +573,44 @@ async fn the_sink_gets_each_event_once_after_it_is_stored_and_as_stored() {
     assert_eq!((got[2].0.count, got[3].0.count), (Some(1), Some(2)));
     assert_eq!(got[2].0.id, got[3].0.id, "a rewrite keeps its id");
 }
+
+/// On SIGTERM, `serve` gives what its sinks still hold a short while (2 s) to go out: a batch
+/// the collector is still taking is delivered, and the server then stops.
+#[tokio::test]
+async fn a_graceful_stop_waits_briefly_for_the_collector() {
+    let port = free_port();
+    let collector = Collector::start(port, HANG).await;
+    let mut e = start(vec![(
+        "VULTRINO_AUDIT_WEBHOOK".into(),
+        format!("http://127.0.0.1:{port}/ingest"),
+    )])
+    .await;
+    eventually("the first batch reaches the collector", 20, || {
+        let hung = collector.hung.load(Ordering::SeqCst);
+        async move { hung >= 1 }
+    })
+    .await;
+    let stored = e.stored().await;
+    let pid = e.server.child.id().unwrap();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        e.server.child.try_wait().unwrap().is_none(),
+        "the server waits for its sinks before it exits"
+    );
+    collector.mode.store(UP, Ordering::SeqCst);
+    let status = tokio::time::timeout(Duration::from_secs(10), e.server.child.wait())
+        .await
+        .expect("the server stops once its sinks are empty (or after 2 s)")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let got = collector.events();
+    assert!(
+        stored.iter().all(|s| got.contains(s)),
+        "every event went out before the stop: {got:?}"
+    );
+}
