@@ -75,6 +75,7 @@ pub(crate) fn ports(env: &Env) -> Result<Ports> {
         sessions: Arc::new(DoSessions::new(ns)),
         fetcher: Arc::new(WorkersFetcher),
         clock: Arc::new(WorkersClock::default()),
+        audit_sink: Some(Arc::new(crate::audit_sink::WorkerAuditSink::new(env))),
     })
 }
 

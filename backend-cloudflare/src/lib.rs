@@ -20,7 +20,11 @@
 //! for wasm32 only (natively this crate builds as an rlib so that `cargo test --workspace` covers
 //! the pure parts). The glue is tested in workerd (`backend-cloudflare/test/`).
 
+pub mod audit_point;
 pub mod settings;
+
+#[cfg(target_arch = "wasm32")]
+mod audit_sink;
 
 #[cfg(target_arch = "wasm32")]
 pub mod clock;

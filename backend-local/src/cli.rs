@@ -69,6 +69,9 @@ enum Command {
     Role(RoleArgs),
     /// Make one request through a credential and print the scrubbed reply.
     Request(RequestArgs),
+    /// Print the audit log, oldest first: the newest events that match the filters, then, with
+    /// --follow, each new one as it is written.
+    Audit(AuditArgs),
     /// Sign in to the running server as the admin, for the management commands: the password
     /// is read from a no-echo prompt (or a line of stdin); the session is kept, private to this
     /// OS user, in $XDG_CONFIG_HOME/vultrino/sessions (or ~/.config/vultrino/sessions).
@@ -226,6 +229,24 @@ struct ServeArgs {
         default_value_t = 3_600_000
     )]
     stream_total_timeout_ms: u64,
+    /// Also append every audit event, as one JSON line, to this file (created 0600; reopened on
+    /// SIGHUP, for log rotation), or to standard output with `-`.
+    #[arg(long, env = "VULTRINO_AUDIT_LOG", value_name = "PATH|-")]
+    audit_log: Option<String>,
+    /// Events waiting for the --audit-log writer, at most (past it they are dropped, counted).
+    #[arg(long, env = "VULTRINO_AUDIT_LOG_QUEUE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    audit_log_queue: u32,
+    /// Also POST every audit event to this collector, in batches (a JSON array of at most 100
+    /// events), retried with backoff: https://, or http:// to 127.0.0.1/localhost only. The
+    /// collector's Authorization header, if it needs one, comes from
+    /// VULTRINO_AUDIT_WEBHOOK_AUTHORIZATION (never from an argument).
+    #[arg(long, env = "VULTRINO_AUDIT_WEBHOOK", value_name = "URL")]
+    audit_webhook: Option<String>,
+    /// Events waiting for the collector, at most (past it they are dropped, counted).
+    #[arg(long, env = "VULTRINO_AUDIT_WEBHOOK_QUEUE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    audit_webhook_queue: u32,
 }
 
 #[derive(Args, Debug)]
@@ -252,6 +273,40 @@ struct RemoteArgs {
     /// with none running, the store is opened in this process].
     #[arg(long, env = "VULTRINO_SERVER", global = true)]
     server: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct AuditArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// Only events of this credential (alias).
+    #[arg(long, env = "VULTRINO_AUDIT_CREDENTIAL")]
+    credential: Option<String>,
+    /// Only events of this actor (`key:<id>`, `admin:<user>`; a trailing `*` matches a prefix,
+    /// e.g. `key:*`).
+    #[arg(long, env = "VULTRINO_AUDIT_ACTOR")]
+    actor: Option<String>,
+    /// Only events with this outcome (allowed, denied, error, cancelled, success, failure).
+    #[arg(long, env = "VULTRINO_AUDIT_OUTCOME")]
+    outcome: Option<String>,
+    /// Only events since then: a duration back from now (90s, 15m, 2h, 7d) or milliseconds
+    /// since the epoch.
+    #[arg(long, env = "VULTRINO_AUDIT_SINCE")]
+    since: Option<String>,
+    /// How many of the newest matching events to print first.
+    #[arg(long, env = "VULTRINO_AUDIT_LIMIT", default_value_t = 50,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    limit: u16,
+    /// Keep printing new events as they are written (polls; stop with Ctrl-C).
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// Seconds between two polls of --follow.
+    #[arg(long, env = "VULTRINO_AUDIT_INTERVAL_SECS", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=3600))]
+    interval_secs: u16,
+    /// Print each event as one JSON line.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -633,6 +688,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Mcp(a) => mcp(&cli, a).await,
+        Command::Audit(a) => {
+            use crate::audit_cli::{self, Listing, Source};
+            let listing = Listing {
+                filter: vultrino_core::audit::AuditFilter {
+                    credential: a.credential.clone().filter(|v| !v.is_empty()),
+                    actor: a.actor.clone().filter(|v| !v.is_empty()),
+                    outcome: a.outcome.clone().filter(|v| !v.is_empty()),
+                    since_ms: match a.since.as_deref().filter(|v| !v.is_empty()) {
+                        Some(s) => Some(audit_cli::parse_since(s, audit_cli::now())?),
+                        None => None,
+                    },
+                },
+                limit: usize::from(a.limit),
+                follow: a.follow,
+                interval: std::time::Duration::from_secs(u64::from(a.interval_secs)),
+                json: a.json,
+            };
+            let source = match route(&cli, &a.remote)? {
+                Route::Server(base) => Source::Server(Remote::connect(base)?),
+                Route::Direct => {
+                    Source::Direct(open_for_cli(&cli, Config::default()).await?, operator())
+                }
+            };
+            audit_cli::run(&source, &listing).await
+        }
         Command::Request(r) => match route(&cli, &r.remote)? {
             Route::Server(base) => {
                 if r.allow_loopback_upstreams {
@@ -764,6 +844,8 @@ fn refuse_unreadable_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
+    // Refused settings stop `serve` before anything is opened.
+    let sinks = AuditSinks::start(&a)?;
     let config = Config {
         admin_username: a.admin_user,
         allow_loopback_upstreams: a.allow_loopback_upstreams,
@@ -802,7 +884,7 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         anyhow::anyhow!("{name} {}", e.problem)
     })?;
     let s = settings(cli, config);
-    let opened = setup::open(&s).await?;
+    let opened = setup::open_serving(&s, sinks.sink()).await?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.listen))?;
@@ -861,8 +943,84 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         std::time::Duration::from_micros(a.busy_poll_us),
     )
     .await?;
+    // What the sinks still hold gets a short while to go out.
+    sinks.flush(std::time::Duration::from_secs(2)).await;
     drop(advertised);
     Ok(())
+}
+
+/// The audit sinks of `serve` (`--audit-log`, `--audit-webhook`).
+#[derive(Default)]
+struct AuditSinks {
+    file: Option<Arc<crate::audit_sinks::FileSink>>,
+    webhook: Option<Arc<crate::audit_sinks::WebhookSink>>,
+}
+
+impl AuditSinks {
+    fn start(a: &ServeArgs) -> anyhow::Result<AuditSinks> {
+        use crate::audit_sinks::{webhook_url, FileSink, LogTarget, WebhookSink};
+        let mut sinks = AuditSinks::default();
+        if let Some(path) = a.audit_log.as_deref().filter(|p| !p.is_empty()) {
+            let file = FileSink::start(LogTarget::parse(path), a.audit_log_queue as usize)?;
+            reopen_on_sighup(file.clone());
+            sinks.file = Some(file);
+        }
+        if let Some(u) = a.audit_webhook.as_deref().filter(|u| !u.is_empty()) {
+            let url = webhook_url(u)?;
+            let auth = std::env::var("VULTRINO_AUDIT_WEBHOOK_AUTHORIZATION")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(Zeroizing::new);
+            sinks.webhook = Some(WebhookSink::start(
+                url,
+                auth,
+                a.audit_webhook_queue as usize,
+            )?);
+        }
+        Ok(sinks)
+    }
+
+    /// The sinks as the one sink of the ports (`None` without any).
+    fn sink(&self) -> Option<Arc<dyn vultrino_core::ports::AuditSink>> {
+        let mut all: Vec<Arc<dyn vultrino_core::ports::AuditSink>> = Vec::new();
+        if let Some(f) = &self.file {
+            all.push(f.clone());
+        }
+        if let Some(w) = &self.webhook {
+            all.push(w.clone());
+        }
+        match all.len() {
+            0 => None,
+            1 => all.pop(),
+            _ => Some(Arc::new(vultrino_core::ports::SinkSet(all))),
+        }
+    }
+
+    async fn flush(&self, bound: std::time::Duration) {
+        if let Some(f) = &self.file {
+            f.flush(bound).await;
+        }
+        if let Some(w) = &self.webhook {
+            w.flush(bound).await;
+        }
+    }
+}
+
+/// SIGHUP reopens the audit log file (after a rotation renamed it).
+fn reopen_on_sighup(file: Arc<crate::audit_sinks::FileSink>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    file.reopen();
+                }
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: the audit log will not be reopened")
+        }
+    }
 }
 
 /// Read one secret: a no-echo prompt on a terminal, otherwise the next line of stdin.

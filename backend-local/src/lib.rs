@@ -3,6 +3,8 @@
 //! The local backend of Vultrino Edge: port implementations (memory and file KV, memory session
 //! store, outbound HTTP client, system clock), the hyper server and the `vultrino` CLI.
 
+pub mod audit_cli;
+pub mod audit_sinks;
 pub mod busy_poll;
 pub mod cli;
 pub mod clock;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use vultrino_core::app::{App, Config, Ports, Setting};
 use vultrino_core::audit::{is_unauthenticated_key, AUDIT_PREFIX};
 use vultrino_core::crypto::{self, MasterSecret};
-use vultrino_core::ports::{Clock, KvStore};
+use vultrino_core::ports::{AuditSink, Clock, KvStore};
 use zeroize::Zeroizing;
 
 use crate::clock::SystemClock;
@@ -309,16 +309,29 @@ pub fn open_kv(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
 
 /// Open an instance for serving (creates what a first run needs, the admin password included).
 pub async fn open(settings: &Settings) -> anyhow::Result<Opened> {
-    open_with(settings, true).await
+    open_with(settings, true, None).await
+}
+
+/// [`open`] with the audit sinks every event also goes to (`serve --audit-log`,
+/// `--audit-webhook`).
+pub async fn open_serving(
+    settings: &Settings,
+    audit_sink: Option<Arc<dyn AuditSink>>,
+) -> anyhow::Result<Opened> {
+    open_with(settings, true, audit_sink).await
 }
 
 /// Open an instance for a management command: like [`open`], but never generates the admin
 /// password (only `serve` may, since only it prints it).
 pub async fn open_for_management(settings: &Settings) -> anyhow::Result<Opened> {
-    open_with(settings, false).await
+    open_with(settings, false, None).await
 }
 
-async fn open_with(settings: &Settings, serving: bool) -> anyhow::Result<Opened> {
+async fn open_with(
+    settings: &Settings,
+    serving: bool,
+    audit_sink: Option<Arc<dyn AuditSink>>,
+) -> anyhow::Result<Opened> {
     if settings.config.allow_loopback_upstreams {
         tracing::warn!(
             "INSECURE: loopback and plain-http upstreams are allowed (--allow-loopback-upstreams). \
@@ -365,6 +378,7 @@ async fn open_with(settings: &Settings, serving: bool) -> anyhow::Result<Opened>
         sessions: Arc::new(MemorySessions::new()),
         fetcher: Arc::new(HttpFetcher::new()?),
         clock,
+        audit_sink,
     };
     let app = App::open(config, ports, &master).await.map_err(|e| {
         if e.code() != vultrino_core::error::Code::WrongMasterKey {

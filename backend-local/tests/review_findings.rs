@@ -38,6 +38,7 @@ async fn env_with(fetcher: Arc<dyn Fetcher>, kv: Arc<dyn KvStore>, clock: Arc<Ma
         sessions: Arc::new(MemorySessions::new()),
         fetcher,
         clock,
+        audit_sink: None,
     };
     let config = Config {
         allow_loopback_upstreams: true,

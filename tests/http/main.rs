@@ -22,7 +22,9 @@
 //! the migration of a store written before they were signed), `execute` (injection, scrubbing,
 //! OAuth2, reply shapes), `policy` (what a policy lets through as the upstream reads it; who may
 //! widen it), `proxy` (the pass-through proxy: key slots, what reaches the upstream, scrubbed
-//! replies, redirects, audit, body cap, base_url), `ssrf` (refused methods and destinations), `audit`, `changes` (concurrent writes,
+//! replies, redirects, audit, body cap, base_url), `ssrf` (refused methods and destinations), `audit`,
+//! `audit_sinks` (the audit's filters, the sinks' status, every event in the backend's log and,
+//! on the worker, as an Analytics Engine data point), `changes` (concurrent writes,
 //! consistency
 //! after a change), `sync` (export, and `vultrino sync --from` the backend under test), `cli` (the
 //! management CLI with `--server` the backend under test, after `vultrino login`).
@@ -37,6 +39,7 @@ mod support;
 
 mod admin_sessions;
 mod audit;
+mod audit_sinks;
 mod changes;
 mod cli;
 mod credentials;

@@ -46,6 +46,33 @@ fn limit_param(req: &Request<Bytes>) -> Result<Option<usize>> {
     }
 }
 
+/// The filters of `GET /v1/audit`: `credential`, `actor` (exact, or a prefix ending in `*`),
+/// `outcome` (each at most 256 bytes) and `since` (ms since the epoch).
+fn audit_filter(req: &Request<Bytes>) -> Result<crate::audit::AuditFilter> {
+    let text = |name: &str| -> Result<Option<String>> {
+        match query_param(req, name) {
+            Some(v) if v.is_empty() || v.len() > 256 => Err(Error::bad_request(format!(
+                "{name} must be 1 to 256 bytes long"
+            ))
+            .with_code(Code::BadRequest)),
+            v => Ok(v),
+        }
+    };
+    let since_ms = match query_param(req, "since") {
+        None => None,
+        Some(s) => Some(s.parse::<u64>().map_err(|_| {
+            Error::bad_request("since must be an instant in milliseconds since the epoch")
+                .with_code(Code::BadRequest)
+        })?),
+    };
+    Ok(crate::audit::AuditFilter {
+        credential: text("credential")?,
+        actor: text("actor")?,
+        outcome: text("outcome")?,
+        since_ms,
+    })
+}
+
 fn header_str<'a>(req: &'a Request<Bytes>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -301,14 +328,33 @@ impl App {
                 let who = self.authenticator().principal(&req).await?;
                 match m {
                     Method::GET => {
+                        // Who may read the audit is judged before its query.
+                        who.require(crate::auth::Permission::Admin)?;
+                        let filter = audit_filter(&req)?;
                         let (events, cursor) = self
                             .audit()
-                            .list(&who, query_param(&req, "cursor"), limit_param(&req)?)
+                            .list_filtered(
+                                &who,
+                                &filter,
+                                query_param(&req, "cursor"),
+                                limit_param(&req)?,
+                            )
                             .await?;
                         Ok(json_response(
                             StatusCode::OK,
                             &json!({"events": events, "cursor": cursor}),
                         ))
+                    }
+                    _ => not_allowed(),
+                }
+            }
+            ["v1", "audit", "sinks"] => {
+                let who = self.authenticator().principal(&req).await?;
+                match m {
+                    Method::GET => {
+                        who.require(crate::auth::Permission::Admin)?;
+                        let sinks = self.audit_sink_status();
+                        Ok(json_response(StatusCode::OK, &json!({"sinks": sinks})))
                     }
                     _ => not_allowed(),
                 }

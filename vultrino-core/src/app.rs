@@ -330,6 +330,15 @@ impl App {
         &self.config
     }
 
+    /// The counts of the deployment's audit sinks (`GET /v1/audit/sinks`); empty without one.
+    pub fn audit_sink_status(&self) -> Vec<crate::ports::SinkStatus> {
+        self.ports
+            .audit_sink
+            .as_ref()
+            .map(|s| s.status())
+            .unwrap_or_default()
+    }
+
     /// The `/proxy/` exchanges in flight in this process (isolate).
     pub(crate) fn proxy_caps(&self) -> &Arc<crate::proxy_caps::ProxyCaps> {
         &self.proxy_caps
