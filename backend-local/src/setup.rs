@@ -309,7 +309,9 @@ async fn open_with(settings: &Settings, serving: bool) -> anyhow::Result<Opened>
         fetcher: Arc::new(HttpFetcher::new()?),
         clock,
     };
-    let app = App::open(config, ports, &master).await?;
+    let app = App::open(config, ports, &master)
+        .await?
+        .with_rs256_verifier(Arc::new(crate::rs256::RsaVerifier));
     Ok(Opened {
         app: Arc::new(app),
         kv,

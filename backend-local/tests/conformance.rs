@@ -618,3 +618,12 @@ async fn file_kv_concurrent_puts_are_all_acknowledged_and_durable() {
     }
     assert_eq!(entry_files(&path).len(), 8 * 24);
 }
+
+/// The `rsa`-crate verifier keeps every sentence of the `Rs256Verifier` port (the worker's
+/// WebCrypto one is run inside workerd by backend-cloudflare/test/conformance.test.mjs).
+#[tokio::test]
+async fn rsa_verifier_passes_the_rs256_suite() {
+    testkit::rs256_suite(&vultrino_local::rs256::RsaVerifier)
+        .await
+        .unwrap();
+}

@@ -81,9 +81,20 @@ impl App {
     /// and the event of a stream dropped before its end is lost.
     pub async fn serve(
         &self,
-        req: Request<Body>,
+        mut req: Request<Body>,
         background: Option<Arc<dyn Background>>,
     ) -> Response<Body> {
+        // Cloudflare Access first, before the body is read or anything else is looked at.
+        match self
+            .access_check(req.method(), req.uri().path(), req.headers())
+            .await
+        {
+            Ok(Some(identity)) => {
+                req.extensions_mut().insert(identity);
+            }
+            Ok(None) => {}
+            Err(e) => return self.refused(&e, req.headers()).map(Body::full),
+        }
         if crate::proxy::is_proxy_path(req.uri().path()) {
             return self.proxy(req, background).await;
         }
@@ -104,12 +115,33 @@ impl App {
 
     /// Serve one HTTP request with a whole body. Never panics on input; every failure is a JSON
     /// error. (The pass-through proxy is reached only through [`App::serve`].)
-    pub async fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
+    pub async fn handle(&self, mut req: Request<Bytes>) -> Response<Bytes> {
+        match self
+            .access_check(req.method(), req.uri().path(), req.headers())
+            .await
+        {
+            Ok(Some(identity)) => {
+                req.extensions_mut().insert(identity);
+            }
+            Ok(None) => {}
+            Err(e) => return self.refused(&e, req.headers()),
+        }
         self.handle_in(req, None).await
     }
 
-    /// [`App::handle`] with the `background` of [`App::serve`]: an execute whose client goes
-    /// away before the reply is still audited (`cancelled`) through it.
+    /// The reply to a request refused before routing (Cloudflare Access): the JSON error, with
+    /// the security headers and CORS grant every reply has.
+    fn refused(&self, e: &Error, headers: &http::HeaderMap) -> Response<Bytes> {
+        let origin = headers.get("origin").and_then(|v| v.to_str().ok());
+        let mut resp = error_response(e);
+        security_headers(resp.headers_mut());
+        cors::grant(&self.config().cors_origins, origin, resp.headers_mut());
+        resp
+    }
+
+    /// [`App::handle`] with the `background` of [`App::serve`], after the Access check (both
+    /// run it): an execute whose client goes away before the reply is still audited
+    /// (`cancelled`) through it.
     async fn handle_in(
         &self,
         req: Request<Bytes>,
@@ -367,7 +399,11 @@ impl App {
         }
         let client = self.client_ip_rule().client(req);
         let sessions = self.admin_sessions();
-        let login = sessions.login(&client, req.body()).await?;
+        let access = req
+            .extensions()
+            .get::<crate::auth::AccessIdentity>()
+            .map(|a| a.0.as_str());
+        let login = sessions.login(&client, access, req.body()).await?;
         let mut r = json_response(
             StatusCode::OK,
             &json!({"token": login.token, "expires_at": login.expires_at, "csrf_token": login.csrf_token}),
