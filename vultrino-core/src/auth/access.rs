@@ -25,7 +25,6 @@ use std::sync::{Mutex, PoisonError};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use serde::Deserialize;
 
 use crate::error::{Code, Error, Result};
 use crate::ports::{Clock, FetchOptions, Fetcher, Rs256Verifier};
@@ -232,42 +231,22 @@ pub fn token(headers: &http::HeaderMap) -> Option<Result<&str>> {
         })
 }
 
-#[derive(Deserialize)]
-struct JwtHeader {
-    alg: String,
-    #[serde(default)]
-    kid: Option<String>,
-    #[serde(default)]
-    crit: Option<serde_json::Value>,
+/// The JSON object of a token segment (its header or its claims); anything else is no JWT.
+fn object(segment: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+    match serde_json::from_slice(&b64(segment)?) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        _ => Err(denied("the token is not a JWT")),
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Audience {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Deserialize)]
-struct Claims {
-    #[serde(default)]
-    iss: Option<String>,
-    #[serde(default)]
-    aud: Option<Audience>,
-    #[serde(default)]
-    exp: Option<serde_json::Number>,
-    #[serde(default)]
-    nbf: Option<serde_json::Number>,
-    #[serde(default)]
-    email: Option<String>,
-    #[serde(default)]
-    common_name: Option<String>,
+fn string<'m>(map: &'m serde_json::Map<String, serde_json::Value>, key: &str) -> Option<&'m str> {
+    map.get(key).and_then(serde_json::Value::as_str)
 }
 
 /// A JWT's time claim in milliseconds (seconds since the epoch, whole or not).
-fn time_ms(n: &serde_json::Number) -> Option<u64> {
+fn time_ms(n: &serde_json::Value) -> Option<u64> {
     let secs = n.as_f64()?;
-    (secs.is_finite() && secs >= 0.0 && secs < 1e13).then_some((secs * 1000.0) as u64)
+    (secs.is_finite() && (0.0..1e13).contains(&secs)).then_some((secs * 1000.0) as u64)
 }
 
 fn b64(segment: &str) -> Result<Vec<u8>> {
@@ -300,52 +279,50 @@ fn parse<'t>(config: &AccessConfig, token: &'t str, now_ms: u64) -> Result<Parse
     if h.len() > MAX_HEADER_SEGMENT || s.len() > MAX_SIGNATURE_BYTES.div_ceil(3) * 4 {
         return Err(denied("the token is too large"));
     }
-    let header: JwtHeader =
-        serde_json::from_slice(&b64(h)?).map_err(|_| denied("the token is not a JWT"))?;
+    let header = object(h)?;
     // Before anything else is looked at: only RS256 (no `none`, no HMAC with a public key).
-    if header.alg != "RS256" {
+    if string(&header, "alg") != Some("RS256") {
         return Err(denied("only RS256 tokens are accepted"));
     }
-    if header.crit.is_some() {
+    if header.contains_key("crit") {
         return Err(denied(
             "the token has critical extensions this server does not know",
         ));
     }
-    let kid = header
-        .kid
+    let kid = string(&header, "kid")
         .filter(|k| !k.is_empty() && k.len() <= 256)
-        .ok_or_else(|| denied("the token names no key (kid)"))?;
-    let claims: Claims =
-        serde_json::from_slice(&b64(p)?).map_err(|_| denied("the token is not a JWT"))?;
-    if claims.iss.as_deref() != Some(config.issuer().as_str()) {
+        .ok_or_else(|| denied("the token names no key (kid)"))?
+        .to_string();
+    let claims = object(p)?;
+    if string(&claims, "iss") != Some(config.issuer().as_str()) {
         return Err(denied("the token is from another team (iss)"));
     }
-    let aud_ok = match &claims.aud {
-        Some(Audience::One(a)) => a == &config.aud,
-        Some(Audience::Many(all)) => all.iter().any(|a| a == &config.aud),
-        None => false,
+    let aud_ok = match claims.get("aud") {
+        Some(serde_json::Value::String(a)) => a == &config.aud,
+        Some(serde_json::Value::Array(all)) => all.iter().any(|a| a.as_str() == Some(&config.aud)),
+        _ => false,
     };
     if !aud_ok {
         return Err(denied("the token is for another application (aud)"));
     }
     let exp = claims
-        .exp
-        .as_ref()
+        .get("exp")
         .and_then(time_ms)
         .ok_or_else(|| denied("the token has no valid expiry (exp)"))?;
     if now_ms >= exp.saturating_add(LEEWAY_MS) {
         return Err(denied("the token has expired"));
     }
-    if let Some(nbf) = &claims.nbf {
+    if let Some(nbf) = claims.get("nbf") {
         let nbf = time_ms(nbf).ok_or_else(|| denied("the token's nbf is not a time"))?;
         if now_ms.saturating_add(LEEWAY_MS) < nbf {
             return Err(denied("the token is not valid yet (nbf)"));
         }
     }
-    let identity = [claims.email, claims.common_name]
+    let identity = [string(&claims, "email"), string(&claims, "common_name")]
         .into_iter()
         .flatten()
         .find(|i| !i.is_empty())
+        .map(str::to_string)
         .filter(|i| {
             i.chars().count() <= MAX_IDENTITY_CHARS
                 && !i.chars().any(|c| c.is_control() || c.is_whitespace())
@@ -370,44 +347,36 @@ struct Jwk {
 
 /// The RSA signing keys of a key set body; keys that are not RS256 signing keys are skipped.
 fn parse_jwks(body: &[u8]) -> Option<Vec<Jwk>> {
-    #[derive(Deserialize)]
-    struct Set {
-        keys: Vec<serde_json::Value>,
-    }
-    #[derive(Deserialize)]
-    struct Key {
-        kid: String,
-        kty: String,
-        #[serde(default)]
-        alg: Option<String>,
-        #[serde(default, rename = "use")]
-        use_: Option<String>,
-        n: String,
-        e: String,
-    }
-    let set: Set = serde_json::from_slice(body).ok()?;
+    let set: serde_json::Value = serde_json::from_slice(body).ok()?;
     let decode = |s: &str| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(s)
             .ok()
     };
     let keys = set
-        .keys
-        .into_iter()
-        .filter_map(|v| serde_json::from_value::<Key>(v).ok())
+        .get("keys")?
+        .as_array()?
+        .iter()
+        .filter_map(serde_json::Value::as_object)
         .filter(|k| {
-            k.kty == "RSA"
-                && k.alg.as_deref().is_none_or(|a| a == "RS256")
-                && k.use_.as_deref().is_none_or(|u| u == "sig")
-                && !k.kid.is_empty()
-                && k.kid.len() <= 256
+            // `alg` and `use` may be absent; when given they must say RS256 signing.
+            let absent_or =
+                |key: &str, want: &str| k.get(key).is_none_or(|v| v.as_str() == Some(want));
+            string(k, "kty") == Some("RSA")
+                && absent_or("alg", "RS256")
+                && absent_or("use", "sig")
+                && string(k, "kid").is_some_and(|kid| !kid.is_empty() && kid.len() <= 256)
         })
         .filter_map(|k| {
-            let n = strip_zeros(decode(&k.n)?);
-            let e = strip_zeros(decode(&k.e)?);
+            let n = strip_zeros(decode(string(k, "n")?)?);
+            let e = strip_zeros(decode(string(k, "e")?)?);
             ((MIN_MODULUS_BYTES..=MAX_MODULUS_BYTES).contains(&n.len())
                 && (1..=8).contains(&e.len()))
-            .then_some(Jwk { kid: k.kid, n, e })
+            .then(|| Jwk {
+                kid: string(k, "kid").unwrap_or_default().to_string(),
+                n,
+                e,
+            })
         })
         .take(MAX_JWKS_KEYS)
         .collect();

@@ -27,6 +27,9 @@ pub const RS256_CHECKS: &[&str] = &[
     "rs256_malformed_input_is_false",
 ];
 
+/// A malformed case: its name, `n`, `e` and the signature.
+type Case<'a> = (&'a str, &'a [u8], &'a [u8], &'a [u8]);
+
 fn d(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s)
@@ -95,7 +98,7 @@ pub async fn rs256_check(name: &str, verifier: &dyn Rs256Verifier) -> Result<(),
                 }
                 v
             };
-            let cases: [(&str, &[u8], &[u8], &[u8]); 7] = [
+            let cases: [Case<'_>; 7] = [
                 ("empty n", &[], &e, &sig),
                 ("zero n", &[0u8; 256], &e, &sig),
                 ("even n", &even, &e, &sig),
