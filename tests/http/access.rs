@@ -709,15 +709,16 @@ async fn half_configured_access_fails_closed() {
             assert!(r.text.contains("ACCESS_AUD"), "{}", r.text);
         }
     } else {
-        for (set, missing) in [
-            ("VULTRINO_ACCESS_TEAM_DOMAIN", "--access-aud"),
-            ("VULTRINO_ACCESS_AUD", "--access-team-domain"),
+        for (set, value, missing) in [
+            ("VULTRINO_ACCESS_TEAM_DOMAIN", TEAM, "--access-aud"),
+            ("VULTRINO_ACCESS_AUD", AUD, "--access-team-domain"),
+            ("VULTRINO_ACCESS_MODE", "all", "--access-team-domain"),
         ] {
             let out = support::vultrino_cmd(None)
                 .arg("serve")
                 .arg("--listen")
                 .arg("127.0.0.1:0")
-                .env(set, if set.ends_with("AUD") { AUD } else { TEAM })
+                .env(set, value)
                 .env("VULTRINO_ADMIN_PASSWORD_HASH", support::admin_hash())
                 .env("VULTRINO_ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS", "true")
                 .output()
