@@ -85,15 +85,8 @@ impl App {
         background: Option<Arc<dyn Background>>,
     ) -> Response<Body> {
         // Cloudflare Access first, before the body is read or anything else is looked at.
-        match self
-            .access_check(req.method(), req.uri().path(), req.headers())
-            .await
-        {
-            Ok(Some(identity)) => {
-                req.extensions_mut().insert(identity);
-            }
-            Ok(None) => {}
-            Err(e) => return self.refused(&e, req.headers()).map(Body::full),
+        if let Err(refused) = self.admit(&mut req).await {
+            return refused.map(Body::full);
         }
         if crate::proxy::is_proxy_path(req.uri().path()) {
             return self.proxy(req, background).await;
@@ -116,27 +109,34 @@ impl App {
     /// Serve one HTTP request with a whole body. Never panics on input; every failure is a JSON
     /// error. (The pass-through proxy is reached only through [`App::serve`].)
     pub async fn handle(&self, mut req: Request<Bytes>) -> Response<Bytes> {
+        if let Err(refused) = self.admit(&mut req).await {
+            return refused;
+        }
+        self.handle_in(req, None).await
+    }
+
+    /// The Cloudflare Access check ([`crate::auth::access`]) of a request, before routing: its
+    /// Access identity, if any, goes into its extensions (the principal and the audit's actor
+    /// take it from there); a refusal is the reply, a JSON error with the security headers and
+    /// CORS grant every reply has.
+    async fn admit<B>(&self, req: &mut Request<B>) -> std::result::Result<(), Response<Bytes>> {
         match self
             .access_check(req.method(), req.uri().path(), req.headers())
             .await
         {
             Ok(Some(identity)) => {
                 req.extensions_mut().insert(identity);
+                Ok(())
             }
-            Ok(None) => {}
-            Err(e) => return self.refused(&e, req.headers()),
+            Ok(None) => Ok(()),
+            Err(e) => {
+                let origin = req.headers().get("origin").and_then(|v| v.to_str().ok());
+                let mut resp = error_response(&e);
+                security_headers(resp.headers_mut());
+                cors::grant(&self.config().cors_origins, origin, resp.headers_mut());
+                Err(resp)
+            }
         }
-        self.handle_in(req, None).await
-    }
-
-    /// The reply to a request refused before routing (Cloudflare Access): the JSON error, with
-    /// the security headers and CORS grant every reply has.
-    fn refused(&self, e: &Error, headers: &http::HeaderMap) -> Response<Bytes> {
-        let origin = headers.get("origin").and_then(|v| v.to_str().ok());
-        let mut resp = error_response(e);
-        security_headers(resp.headers_mut());
-        cors::grant(&self.config().cors_origins, origin, resp.headers_mut());
-        resp
     }
 
     /// [`App::handle`] with the `background` of [`App::serve`], after the Access check (both
