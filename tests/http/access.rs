@@ -570,6 +570,19 @@ async fn all_mode_puts_agents_behind_access_too() {
     .await;
     expect(&r, 200, None);
 
+    // The Access token opens this deployment, not the upstream: never forwarded.
+    let proxied = up.seen();
+    let proxied = proxied.last().expect("the proxied request");
+    assert!(
+        !proxied.headers.contains_key("cf-access-jwt-assertion")
+            && !proxied
+                .headers
+                .values()
+                .any(|v| v.contains(service.as_str())),
+        "{:?}",
+        proxied.headers
+    );
+
     let events = audit(&c, &user, &admin).await;
     let execute = events
         .iter()
