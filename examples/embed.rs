@@ -62,6 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         subject: "example".into(),
         session_id: String::new(),
         via_cookie: false,
+        access: None,
     };
     let meta = app
         .credentials()

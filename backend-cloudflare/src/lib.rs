@@ -3,7 +3,8 @@
 //! No business logic lives here. The worker
 //! - builds the core's ports over the platform: [`kv::WorkersKv`] (KV binding `CREDENTIALS`),
 //!   [`sessions::DoSessions`] over the [`sessions::SessionDO`] Durable Object class (binding
-//!   `SESSIONS`), [`fetch::WorkersFetcher`] (the Workers `fetch` API) and [`clock::WorkersClock`];
+//!   `SESSIONS`), [`fetch::WorkersFetcher`] (the Workers `fetch` API), [`clock::WorkersClock`]
+//!   and, for Cloudflare Access tokens, [`rs256::WebCryptoVerifier`] (`crypto.subtle`);
 //! - opens the [`App`](vultrino_core::app::App) ONCE per isolate (the key derivation runs once,
 //!   never per request) and caches it;
 //! - converts each request to `http::Request<Body>` (the body the runtime's stream, never read
@@ -34,6 +35,8 @@ mod entry;
 pub mod fetch;
 #[cfg(target_arch = "wasm32")]
 pub mod kv;
+#[cfg(target_arch = "wasm32")]
+pub mod rs256;
 #[cfg(target_arch = "wasm32")]
 pub mod sessions;
 #[cfg(target_arch = "wasm32")]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use vultrino_core::app::{App, Config, Setting};
-use vultrino_core::auth::{NewKey, NewRole};
+use vultrino_core::auth::{AccessConfig, AccessMode, NewKey, NewRole};
 use vultrino_core::auth::{Permission, Principal};
 use vultrino_core::credential::NewCredential;
 use vultrino_core::crypto::{self, MasterSecret};
@@ -207,6 +207,22 @@ struct ServeArgs {
         default_value_t = 64
     )]
     proxy_max_concurrent_per_key: usize,
+    /// Cloudflare Access (behind a Cloudflare Tunnel): the team domain,
+    /// `<team>.cloudflareaccess.com`. With --access-aud, every route --access-mode names needs a
+    /// valid Access token (Cf-Access-Jwt-Assertion) on top of Vultrino's own authentication.
+    #[arg(long, env = "VULTRINO_ACCESS_TEAM_DOMAIN")]
+    access_team_domain: Option<String>,
+    /// Cloudflare Access: the Access application's AUD tag.
+    #[arg(long, env = "VULTRINO_ACCESS_AUD")]
+    access_aud: Option<String>,
+    /// Cloudflare Access: which routes need a token — `admin` (login, admin API, UI; agents'
+    /// routes exempt) or `all` (every route but /healthz).
+    #[arg(long, env = "VULTRINO_ACCESS_MODE")]
+    access_mode: Option<String>,
+    /// TESTS / ADVANCED ONLY: fetch the Access key set from this URL instead of
+    /// https://<team domain>/cdn-cgi/access/certs (tokens' iss must still be the team URL).
+    #[arg(long, env = "VULTRINO_ACCESS_CERTS_URL")]
+    access_certs_url: Option<String>,
     /// Pass-through proxy: how long the upstream's reply head may take once the request is
     /// sent, milliseconds.
     #[arg(
@@ -544,6 +560,7 @@ fn operator() -> Principal {
         subject: "cli".into(),
         session_id: String::new(),
         via_cookie: false,
+        access: None,
     }
 }
 
@@ -843,10 +860,71 @@ fn refuse_unreadable_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     }
 }
 
+/// The Cloudflare Access settings of `serve`: both the team domain and the AUD tag, or neither
+/// (one without the other is refused: a half-configured layer must not be silently off).
+fn access_config(a: &ServeArgs) -> anyhow::Result<Option<AccessConfig>> {
+    let given = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let (team, aud, certs) = (
+        given(&a.access_team_domain),
+        given(&a.access_aud),
+        given(&a.access_certs_url),
+    );
+    let mode = given(&a.access_mode);
+    let mode = match &mode {
+        None => AccessMode::default(),
+        Some(m) => AccessMode::parse(m)
+            .ok_or_else(|| anyhow::anyhow!("--access-mode must be admin or all"))?,
+    };
+    match (team, aud) {
+        (None, None) => {
+            if certs.is_some() || given(&a.access_mode).is_some() {
+                anyhow::bail!(
+                    "--access-mode and --access-certs-url need --access-team-domain and \
+                     --access-aud"
+                );
+            }
+            Ok(None)
+        }
+        (Some(_), None) => anyhow::bail!(
+            "--access-team-domain is set but --access-aud is not: set both (the Access \
+             application's AUD tag) or neither"
+        ),
+        (None, Some(_)) => anyhow::bail!(
+            "--access-aud is set but --access-team-domain is not: set both \
+             (<team>.cloudflareaccess.com) or neither"
+        ),
+        (Some(team), Some(aud)) => Ok(Some(AccessConfig {
+            team_domain: vultrino_core::auth::access::team_domain(&team),
+            aud,
+            mode,
+            certs_url: certs,
+        })),
+    }
+}
+
 async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
     // Refused settings stop `serve` before anything is opened.
     let sinks = AuditSinks::start(&a)?;
+    let access = access_config(&a)?;
+    if let Some(access) = &access {
+        tracing::info!(
+            team_domain = %access.team_domain,
+            mode = access.mode.as_str(),
+            "Cloudflare Access required"
+        );
+        if access.certs_url.is_some() {
+            tracing::warn!(
+                "--access-certs-url is set: the Access key set is fetched from it. TESTS ONLY."
+            );
+        }
+    }
     let config = Config {
+        access,
         admin_username: a.admin_user,
         allow_loopback_upstreams: a.allow_loopback_upstreams,
         allow_weak_password_hash_for_tests: a.allow_weak_password_hash_for_tests,
@@ -880,6 +958,9 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
             Setting::KvSettle => "the KV settle time",
             Setting::ProxyMaxConcurrent => "--proxy-max-concurrent",
             Setting::ProxyMaxConcurrentPerKey => "--proxy-max-concurrent-per-key",
+            Setting::AccessTeamDomain => "--access-team-domain",
+            Setting::AccessAud => "--access-aud",
+            Setting::AccessCertsUrl => "--access-certs-url",
         };
         anyhow::anyhow!("{name} {}", e.problem)
     })?;

@@ -17,5 +17,6 @@ pub mod mcp_stdio;
 pub mod memory_kv;
 pub mod memory_sessions;
 pub mod remote;
+pub mod rs256;
 pub mod server;
 pub mod setup;

@@ -398,7 +398,8 @@ async fn open_with(
             }
             _ => anyhow::anyhow!("{e} (the key used came from {source})"),
         }
-    })?;
+    })?
+    .with_rs256_verifier(Arc::new(crate::rs256::RsaVerifier));
 
     Ok(Opened {
         app: Arc::new(app),

@@ -36,6 +36,7 @@ fn admin() -> Principal {
         subject: "t".into(),
         session_id: String::new(),
         via_cookie: false,
+        access: None,
     }
 }
 

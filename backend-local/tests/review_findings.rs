@@ -59,6 +59,7 @@ fn admin() -> Principal {
         subject: "admin".into(),
         session_id: String::new(),
         via_cookie: false,
+        access: None,
     }
 }
 

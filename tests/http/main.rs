@@ -13,7 +13,8 @@
 //! `tests/ui`; see `tests/README.md`), but it is a test target of the `vultrino-local` package
 //! (`backend-local/Cargo.toml`), so that Cargo builds the `vultrino` binary for it.
 //!
-//! Where a concern lives: `health_ui` (health, unknown routes, the admin UI's headers),
+//! Where a concern lives: `access` (Cloudflare Access in front of both backends: tokens, key
+//! set caching and rotation, routes per mode, the identity in the audit), `health_ui` (health, unknown routes, the admin UI's headers),
 //! `login_sessions` (login, lockout, cookie and bearer sessions, CSRF), `admin_sessions` (how
 //! sessions end: password change, sign out everywhere; the per-user login throttle; over-size
 //! bodies refused before they are read), `credentials` (CRUD,
@@ -37,6 +38,7 @@
 #[path = "../../backend-local/tests/support/mod.rs"]
 mod support;
 
+mod access;
 mod admin_sessions;
 mod audit;
 mod audit_sinks;

@@ -108,9 +108,13 @@ impl App {
     /// and the event of a stream dropped before its end is lost.
     pub async fn serve(
         &self,
-        req: Request<Body>,
+        mut req: Request<Body>,
         background: Option<Arc<dyn Background>>,
     ) -> Response<Body> {
+        // Cloudflare Access first, before the body is read or anything else is looked at.
+        if let Err(refused) = self.admit(&mut req).await {
+            return refused.map(Body::full);
+        }
         if crate::proxy::is_proxy_path(req.uri().path()) {
             return self.proxy(req, background).await;
         }
@@ -131,12 +135,40 @@ impl App {
 
     /// Serve one HTTP request with a whole body. Never panics on input; every failure is a JSON
     /// error. (The pass-through proxy is reached only through [`App::serve`].)
-    pub async fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
+    pub async fn handle(&self, mut req: Request<Bytes>) -> Response<Bytes> {
+        if let Err(refused) = self.admit(&mut req).await {
+            return refused;
+        }
         self.handle_in(req, None).await
     }
 
-    /// [`App::handle`] with the `background` of [`App::serve`]: an execute whose client goes
-    /// away before the reply is still audited (`cancelled`) through it.
+    /// The Cloudflare Access check ([`crate::auth::access`]) of a request, before routing: its
+    /// Access identity, if any, goes into its extensions (the principal and the audit's actor
+    /// take it from there); a refusal is the reply, a JSON error with the security headers and
+    /// CORS grant every reply has.
+    async fn admit<B>(&self, req: &mut Request<B>) -> std::result::Result<(), Response<Bytes>> {
+        match self
+            .access_check(req.method(), req.uri().path(), req.headers())
+            .await
+        {
+            Ok(Some(identity)) => {
+                req.extensions_mut().insert(identity);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                let origin = req.headers().get("origin").and_then(|v| v.to_str().ok());
+                let mut resp = error_response(&e);
+                security_headers(resp.headers_mut());
+                cors::grant(&self.config().cors_origins, origin, resp.headers_mut());
+                Err(resp)
+            }
+        }
+    }
+
+    /// [`App::handle`] with the `background` of [`App::serve`], after the Access check (both
+    /// run it): an execute whose client goes away before the reply is still audited
+    /// (`cancelled`) through it.
     async fn handle_in(
         &self,
         req: Request<Bytes>,
@@ -413,7 +445,11 @@ impl App {
         }
         let client = self.client_ip_rule().client(req);
         let sessions = self.admin_sessions();
-        let login = sessions.login(&client, req.body()).await?;
+        let access = req
+            .extensions()
+            .get::<crate::auth::AccessIdentity>()
+            .map(|a| a.0.as_str());
+        let login = sessions.login(&client, access, req.body()).await?;
         let mut r = json_response(
             StatusCode::OK,
             &json!({"token": login.token, "expires_at": login.expires_at, "csrf_token": login.csrf_token}),

@@ -476,6 +476,32 @@ pub struct StreamOptions {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Rs256Verifier
+// ---------------------------------------------------------------------------------------------
+
+/// Checks one RSASSA-PKCS1-v1_5 SHA-256 signature (JWT `alg: RS256`): the Cloudflare Access
+/// token check ([`crate::auth::access`]). The RustCrypto `rsa` crate locally, the runtime's
+/// WebCrypto (`crypto.subtle`) on Workers, so the worker's wasm carries no RSA code.
+///
+/// The core calls it only after the token's `alg` is RS256 and its key was found in the team's
+/// key set; `n` is at most 4096 bits there. The conformance suite
+/// (`testkit::rs256_suite`, feature `testkit`) checks the sentences below against both.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+pub trait Rs256Verifier: MaybeSend + MaybeSync {
+    /// Whether `signature` is a valid RS256 signature of `signing_input` under the public key
+    /// (`n`, `e`), each a big-endian unsigned integer (a JWK's `n` and `e`, base64url-decoded).
+    ///
+    /// # Behavior
+    /// - `true` only for a signature made with the private key of (`n`, `e`) over exactly
+    ///   `signing_input`; a changed byte of the signature or of the input, or another key, is
+    ///   `false`.
+    /// - Malformed input — an empty or zero `n` or `e`, an even `n`, a signature whose length is
+    ///   not `n`'s — is `false`, never a panic or an error.
+    async fn verify(&self, n: &[u8], e: &[u8], signing_input: &[u8], signature: &[u8]) -> bool;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Background
 // ---------------------------------------------------------------------------------------------
 

@@ -363,6 +363,7 @@ impl<'a> ApiKeys<'a> {
             id: record.id,
             name: record.name,
             role,
+            access: None,
         })
     }
 

@@ -107,22 +107,45 @@ pub enum Principal {
         session_id: String,
         /// Authenticated by cookie (so state changes need CSRF + same-origin).
         via_cookie: bool,
+        /// The Cloudflare Access identity the request carried, when Access is on for its route.
+        access: Option<String>,
     },
     /// An agent with an API key.
     ApiKey {
         id: String,
         name: String,
         role: Role,
+        /// The Cloudflare Access identity the request carried, when Access is on for its route.
+        access: Option<String>,
     },
 }
 
 impl Principal {
     /// The actor string in audit events.
+    /// With a Cloudflare Access identity: `admin:admin access:alice@example.com`.
     pub fn actor(&self) -> String {
-        match self {
-            Principal::Admin { subject, .. } => format!("admin:{subject}"),
-            Principal::ApiKey { id, .. } => format!("key:{id}"),
+        let (base, access) = match self {
+            Principal::Admin {
+                subject, access, ..
+            } => (format!("admin:{subject}"), access),
+            Principal::ApiKey { id, access, .. } => (format!("key:{id}"), access),
+        };
+        match access {
+            Some(identity) => format!("{base} access:{identity}"),
+            None => base,
         }
+    }
+
+    /// The principal, with the Access identity of its request (if any) recorded.
+    pub fn with_access(mut self, identity: Option<&super::AccessIdentity>) -> Self {
+        if let Some(identity) = identity {
+            match &mut self {
+                Principal::Admin { access, .. } | Principal::ApiKey { access, .. } => {
+                    *access = Some(identity.0.clone())
+                }
+            }
+        }
+        self
     }
 
     /// Require a permission.
@@ -180,7 +203,11 @@ mod tests {
             id: "x".into(),
             name: "n".into(),
             role,
+            access: None,
         };
+        assert_eq!(p.actor(), "key:x");
+        let p = p.with_access(Some(&crate::auth::AccessIdentity("svc.access".into())));
+        assert_eq!(p.actor(), "key:x access:svc.access");
         assert!(p.require_scope("github-prod").is_ok());
         assert_eq!(
             p.require_scope("stripe").err().map(|e| e.code()),
