@@ -284,6 +284,9 @@ impl App {
         event.host = checked.url.host_str().map(str::to_string);
         event.path = Some(audit_path(checked.url.path()));
         pipeline.check_policy(record, &method, &checked).await?;
+        if let Some(grant) = who.token() {
+            grant.check(method.as_str(), checked.url.path())?;
+        }
 
         let cap = config.proxy_max_request_bytes;
         if body.len_hint().is_some_and(|n| n > cap as u64) {
@@ -319,6 +322,8 @@ impl App {
         let scrubber = pipeline.inject(&opened, &mut out).await?;
         let request = out.build(body, false)?;
         target::refuse_agent_keys(&request)?;
+        // An agent token's use is spent last, right before the call (decision 0084).
+        crate::auth::tokens::consume_use(pipeline.ports(), who).await?;
         // From here on the upstream may see the request: its event is written one by one,
         // whatever happens.
         sent.store(true, Ordering::Relaxed);
