@@ -50,6 +50,7 @@ mod proxy;
 mod records;
 mod ssrf;
 mod sync;
+mod tokens;
 
 use serde_json::{json, Value};
 use support::upstream::Upstream;
