@@ -23,6 +23,8 @@ use zeroize::Zeroizing;
 use crate::remote::{Remote, Route};
 use crate::setup::{self, MasterSource, Settings, StoreKind};
 
+mod tokens;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "vultrino",
@@ -59,6 +61,8 @@ enum Command {
     Key(KeyArgs),
     /// Manage roles.
     Role(RoleArgs),
+    /// Mint, list and revoke agent tokens (vt_…): short-lived subsets of an API key.
+    Token(tokens::TokenArgs),
     /// Make one request through a credential and print the scrubbed reply.
     Request(RequestArgs),
     /// Sign in to the running server as the admin, for the management commands: the password
@@ -579,6 +583,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Route::Direct => {
                 let app = open_for_cli(&cli, Config::default()).await?;
                 key(&app, &k.cmd).await
+            }
+        },
+        Command::Token(t) => match route(&cli, &t.remote)? {
+            Route::Server(base) => tokens::remote(&Remote::connect(base)?, &t.cmd).await,
+            Route::Direct => {
+                let app = open_for_cli(&cli, Config::default()).await?;
+                tokens::direct(&app, &t.cmd).await
             }
         },
         Command::Role(r) => match route(&cli, &r.remote)? {

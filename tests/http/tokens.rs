@@ -437,3 +437,58 @@ async fn a_token_works_over_mcp_http() {
     assert_eq!(e.up.hits("/mcp/echo"), 1);
     assert_no_agent_credential_upstream(&e);
 }
+
+/// `vultrino token mint|list|revoke --server` after `vultrino login`: the same API, the token
+/// printed once, revoked at once.
+#[tokio::test]
+async fn the_cli_mints_lists_and_revokes_tokens() {
+    let e = env().await;
+    e.api_key_cred("github").await;
+    let key = e.key("executor").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let base = e._server.base.clone();
+    let (ok, _, err) = crate::cli::cli(
+        home,
+        &["login", "--server", &base],
+        &format!("{}\n", crate::support::ADMIN_PASSWORD),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let parent = Env::key_id(&key);
+    let (ok, out, err) = crate::cli::cli(
+        home,
+        &[
+            "token", "mint", "--parent-key", &parent, "--credential", "github", "--method",
+            "GET", "--uses", "3", "--expires-in", "600", "--server", &base,
+        ],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(err.contains("only this once"), "{err}");
+    let minted: Value = serde_json::from_str(&out).unwrap();
+    let token = minted["token"].as_str().unwrap();
+    let id = minted["id"].as_str().unwrap();
+    assert!(token.starts_with("vt_") && minted["uses"] == 3, "{minted}");
+    let r = e
+        .execute_as(token, "github", "GET", &e.up.url("/echo"))
+        .await;
+    expect_for("the minted token", &r, 200, None);
+
+    let (ok, out, err) = crate::cli::cli(home, &["token", "list", "--server", &base], "").await;
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["tokens"][0]["id"], id, "{listed}");
+    assert_eq!(listed["tokens"][0]["uses_left"], 2, "{listed}");
+    assert!(!out.contains(token), "the list shows no secret");
+
+    let (ok, _, err) =
+        crate::cli::cli(home, &["token", "revoke", id, "--server", &base], "").await;
+    assert!(ok, "{err}");
+    let r = e
+        .execute_as(token, "github", "GET", &e.up.url("/echo"))
+        .await;
+    expect_for("revoked through the CLI", &r, 401, "invalid_api_key");
+    assert!(!home.join("data").exists(), "no local store was opened");
+}
