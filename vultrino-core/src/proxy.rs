@@ -157,8 +157,13 @@ impl App {
         event.credential = Some(alias.clone());
         event.method = Some(parts.method.as_str().to_string());
         let config = self.config();
+        // Per key: the tokens of a key share its cap (an agent cannot widen it by minting).
+        let cap_key = match &who {
+            Principal::ApiKey { id, .. } => format!("key:{id}"),
+            Principal::Admin { .. } => event.actor.clone(),
+        };
         let slot = match self.proxy_caps().take(
-            &event.actor,
+            &cap_key,
             config.proxy_max_concurrent,
             config.proxy_max_concurrent_per_key,
         ) {
