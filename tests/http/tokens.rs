@@ -55,6 +55,9 @@ impl Env {
     }
 }
 
+/// A `/proxy/` key slot: its name, the headers and the query that carry the token in it.
+type Slot<'a> = (&'a str, Vec<(&'a str, &'a str)>, String);
+
 /// Nothing the upstream received carries a `vk_` key or a `vt_` token.
 fn assert_no_agent_credential_upstream(e: &Env) {
     for seen in e.up.seen() {
@@ -103,9 +106,7 @@ async fn a_key_mints_a_token_that_is_the_subset_it_asked_for() {
         .await;
     expect_for("a method the token lacks", &r, 403, "token_method_denied");
     for path in ["/other", "/echox", "/echo/../other", "/echo/%2e%2e/other"] {
-        let r = e
-            .execute_as(token, "github", "GET", &e.up.url(path))
-            .await;
+        let r = e.execute_as(token, "github", "GET", &e.up.url(path)).await;
         expect_for(path, &r, 403, "token_path_denied");
     }
     let r = e
@@ -120,17 +121,20 @@ async fn a_key_mints_a_token_that_is_the_subset_it_asked_for() {
     let listed = &r.body["tokens"][0];
     assert_eq!(listed["id"], id, "{}", r.text);
     assert_eq!(listed["uses_left"], 9, "{}", r.text);
-    assert!(!r.text.contains(token.split('_').nth(2).unwrap()), "{}", r.text);
+    assert!(
+        !r.text.contains(token.split('_').nth(2).unwrap()),
+        "{}",
+        r.text
+    );
     assert!(listed.get("mac").is_none(), "{}", r.text);
 
     // Audited as the parent key and the token, never the token's text.
     let events = e.audit_events("execute", 1).await;
     let actor = format!("key:{} token:{id}", Env::key_id(&key));
     assert!(events.iter().any(|ev| ev["actor"] == actor), "{events:?}");
-    let audit = e
-        .c
-        .send("GET", "/v1/audit?limit=100", Some(&e.admin), None)
-        .await;
+    let audit =
+        e.c.send("GET", "/v1/audit?limit=100", Some(&e.admin), None)
+            .await;
     assert!(!audit.text.contains(token), "the token is in the audit");
     assert_no_agent_credential_upstream(&e);
 }
@@ -143,17 +147,67 @@ async fn a_token_never_widens_its_parent() {
         .await;
     let key = e.key("gh").await;
     for (what, body, status, code) in [
-        ("every credential", json!({"credentials": ["*"]}), 403, "token_widens_parent"),
-        ("a wider glob", json!({"credentials": ["git*"]}), 403, "token_widens_parent"),
-        ("an alias outside the scopes", json!({"credentials": ["stripe"]}), 403, "token_widens_parent"),
-        ("no credentials", json!({"credentials": []}), 400, "invalid_credentials"),
-        ("zero uses", json!({"credentials": ["github-work"], "uses": 0}), 400, "invalid_uses"),
-        ("a zero lifetime", json!({"credentials": ["github-work"], "expires_in": 0}), 400, "invalid_expiry"),
-        ("an empty method list", json!({"credentials": ["github-work"], "methods": []}), 400, "invalid_method"),
-        ("a dot-segment prefix", json!({"credentials": ["github-work"], "path_prefixes": ["/a/../b"]}), 400, "invalid_path_prefix"),
-        ("another key as parent", json!({"credentials": ["github-work"], "parent_key": "0123456789abcdef"}), 403, "permission_denied"),
+        (
+            "every credential",
+            json!({"credentials": ["*"]}),
+            403,
+            "token_widens_parent",
+        ),
+        (
+            "a wider glob",
+            json!({"credentials": ["git*"]}),
+            403,
+            "token_widens_parent",
+        ),
+        (
+            "an alias outside the scopes",
+            json!({"credentials": ["stripe"]}),
+            403,
+            "token_widens_parent",
+        ),
+        (
+            "no credentials",
+            json!({"credentials": []}),
+            400,
+            "invalid_credentials",
+        ),
+        (
+            "zero uses",
+            json!({"credentials": ["github-work"], "uses": 0}),
+            400,
+            "invalid_uses",
+        ),
+        (
+            "a zero lifetime",
+            json!({"credentials": ["github-work"], "expires_in": 0}),
+            400,
+            "invalid_expiry",
+        ),
+        (
+            "an empty method list",
+            json!({"credentials": ["github-work"], "methods": []}),
+            400,
+            "invalid_method",
+        ),
+        (
+            "a dot-segment prefix",
+            json!({"credentials": ["github-work"], "path_prefixes": ["/a/../b"]}),
+            400,
+            "invalid_path_prefix",
+        ),
+        (
+            "another key as parent",
+            json!({"credentials": ["github-work"], "parent_key": "0123456789abcdef"}),
+            403,
+            "permission_denied",
+        ),
         // Approvals are another piece of work: the field is refused until it exists.
-        ("require_approval", json!({"credentials": ["github-work"], "require_approval": true}), 400, "invalid_json"),
+        (
+            "require_approval",
+            json!({"credentials": ["github-work"], "require_approval": true}),
+            400,
+            "invalid_json",
+        ),
     ] {
         let r = e.mint(&key, body).await;
         expect_for(what, &r, status, code);
@@ -162,16 +216,22 @@ async fn a_token_never_widens_its_parent() {
     e.token(&key, json!({"credentials": ["github-w*"]})).await;
 
     // Never past the parent's expiry: asked for, refused; by default, cut to it.
-    let r = e
-        .c
-        .send("POST", "/v1/keys", Some(&e.admin),
-            Some(&json!({"name": "short", "role": "executor", "expires_in_days": 1})))
+    let r =
+        e.c.send(
+            "POST",
+            "/v1/keys",
+            Some(&e.admin),
+            Some(&json!({"name": "short", "role": "executor", "expires_in_days": 1})),
+        )
         .await;
     expect_for("a key of one day", &r, 201, None);
     let short = r.body["key"].as_str().unwrap().to_string();
     let key_expiry = r.body["expires_at"].as_u64().unwrap();
     let r = e
-        .mint(&short, json!({"credentials": ["*"], "expires_in": 2 * 86_400}))
+        .mint(
+            &short,
+            json!({"credentials": ["*"], "expires_in": 2 * 86_400}),
+        )
         .await;
     expect_for("past the parent's expiry", &r, 400, "invalid_expiry");
     let t = e.token(&short, json!({"credentials": ["*"]})).await;
@@ -184,12 +244,21 @@ async fn a_token_never_widens_its_parent() {
     for (method, path, body) in [
         ("GET", "/v1/keys", None),
         ("GET", "/v1/audit", None),
-        ("POST", "/v1/keys", Some(json!({"name": "x", "role": "admin"}))),
+        (
+            "POST",
+            "/v1/keys",
+            Some(json!({"name": "x", "role": "admin"})),
+        ),
         ("POST", "/v1/tokens", Some(json!({"credentials": ["*"]}))),
         ("GET", "/v1/tokens", None),
     ] {
         let r = e.c.send(method, path, Some(token), body.as_ref()).await;
-        expect_for(&format!("{method} {path} with a token"), &r, 403, "permission_denied");
+        expect_for(
+            &format!("{method} {path} with a token"),
+            &r,
+            403,
+            "permission_denied",
+        );
     }
     // A read-only key has nothing to hand a token.
     let reader = e.key("read-only").await;
@@ -199,15 +268,29 @@ async fn a_token_never_widens_its_parent() {
     let r = e.mint(&e.admin, json!({"credentials": ["*"]})).await;
     expect_for("admin without parent_key", &r, 400, "invalid_parent_key");
     let r = e
-        .mint(&e.admin, json!({"credentials": ["*"], "parent_key": "0123456789abcdef"}))
+        .mint(
+            &e.admin,
+            json!({"credentials": ["*"], "parent_key": "0123456789abcdef"}),
+        )
         .await;
     expect_for("admin with an unknown parent", &r, 404, "key_not_found");
     let r = e
-        .mint(&e.admin, json!({"credentials": ["*"], "parent_key": Env::key_id(&key)}))
+        .mint(
+            &e.admin,
+            json!({"credentials": ["*"], "parent_key": Env::key_id(&key)}),
+        )
         .await;
-    expect_for("admin: still within the parent's scopes", &r, 403, "token_widens_parent");
+    expect_for(
+        "admin: still within the parent's scopes",
+        &r,
+        403,
+        "token_widens_parent",
+    );
     let t = e
-        .token(&e.admin, json!({"credentials": ["github-*"], "parent_key": Env::key_id(&key)}))
+        .token(
+            &e.admin,
+            json!({"credentials": ["github-*"], "parent_key": Env::key_id(&key)}),
+        )
         .await;
     assert_eq!(t["parent_key"], Env::key_id(&key), "{t}");
 }
@@ -230,7 +313,10 @@ async fn a_token_dies_at_its_expiry() {
         .execute_as(token, "github", "GET", &e.up.url("/echo"))
         .await;
     expect_for("after its expiry", &r, 401, "token_expired");
-    assert!(e.token_ids(&key).await.is_empty(), "an expired token is not listed");
+    assert!(
+        e.token_ids(&key).await.is_empty(),
+        "an expired token is not listed"
+    );
 }
 
 #[tokio::test]
@@ -255,46 +341,77 @@ async fn revoking_the_parent_key_or_the_token_kills_it_at_once() {
     assert_eq!(own, want);
     let all = e.token_ids(&e.admin).await;
     assert!(all.contains(&o_id.to_string()) && all.len() == 3, "{all:?}");
-    let r = e
-        .c
-        .send("DELETE", &format!("/v1/tokens/{o_id}"), Some(&key), None)
-        .await;
+    let r =
+        e.c.send("DELETE", &format!("/v1/tokens/{o_id}"), Some(&key), None)
+            .await;
     expect_for("another key's token", &r, 404, "token_not_found");
 
-    let r = e
-        .c
-        .send("DELETE", &format!("/v1/tokens/{a_id}"), Some(&key), None)
-        .await;
+    let r =
+        e.c.send("DELETE", &format!("/v1/tokens/{a_id}"), Some(&key), None)
+            .await;
     expect_for("revoke own token", &r, 204, None);
     let r = e
-        .execute_as(a["token"].as_str().unwrap(), "github", "GET", &e.up.url("/echo"))
+        .execute_as(
+            a["token"].as_str().unwrap(),
+            "github",
+            "GET",
+            &e.up.url("/echo"),
+        )
         .await;
     expect_for("a revoked token", &r, 401, "invalid_api_key");
     let r = e
-        .execute_as(b["token"].as_str().unwrap(), "github", "GET", &e.up.url("/echo"))
+        .execute_as(
+            b["token"].as_str().unwrap(),
+            "github",
+            "GET",
+            &e.up.url("/echo"),
+        )
         .await;
     expect_for("its sibling still works", &r, 200, None);
 
-    let r = e
-        .c
-        .send("DELETE", &format!("/v1/keys/{}", Env::key_id(&key)), Some(&e.admin), None)
+    let r =
+        e.c.send(
+            "DELETE",
+            &format!("/v1/keys/{}", Env::key_id(&key)),
+            Some(&e.admin),
+            None,
+        )
         .await;
     expect_for("revoke the parent key", &r, 204, None);
     let r = e
-        .execute_as(b["token"].as_str().unwrap(), "github", "GET", &e.up.url("/echo"))
+        .execute_as(
+            b["token"].as_str().unwrap(),
+            "github",
+            "GET",
+            &e.up.url("/echo"),
+        )
         .await;
     expect_for("a token of a revoked key", &r, 401, "invalid_api_key");
     let r = e
-        .execute_as(o["token"].as_str().unwrap(), "github", "GET", &e.up.url("/echo"))
+        .execute_as(
+            o["token"].as_str().unwrap(),
+            "github",
+            "GET",
+            &e.up.url("/echo"),
+        )
         .await;
     expect_for("another key's token lives on", &r, 200, None);
-    let r = e
-        .c
-        .send("DELETE", &format!("/v1/tokens/{o_id}"), Some(&e.admin), None)
+    let r =
+        e.c.send(
+            "DELETE",
+            &format!("/v1/tokens/{o_id}"),
+            Some(&e.admin),
+            None,
+        )
         .await;
     expect_for("an admin revokes any token", &r, 204, None);
     let r = e
-        .execute_as(o["token"].as_str().unwrap(), "github", "GET", &e.up.url("/echo"))
+        .execute_as(
+            o["token"].as_str().unwrap(),
+            "github",
+            "GET",
+            &e.up.url("/echo"),
+        )
         .await;
     expect_for("revoked by the admin", &r, 401, "invalid_api_key");
     assert_eq!(e.up.hits("/echo"), 2);
@@ -330,7 +447,11 @@ async fn uses_are_spent_exactly_under_concurrency() {
         .filter(|r| r.status == 403 && r.body["error"]["code"] == "token_exhausted")
         .count();
     assert_eq!((ok, spent), (5, 15), "{replies:?}");
-    assert_eq!(e.up.hits("/uses/echo"), 5, "exactly the uses reached the upstream");
+    assert_eq!(
+        e.up.hits("/uses/echo"),
+        5,
+        "exactly the uses reached the upstream"
+    );
     let r = e.c.send("GET", "/v1/tokens", Some(&key), None).await;
     assert_eq!(r.body["tokens"][0]["uses_left"], 0, "{}", r.text);
 }
@@ -349,15 +470,30 @@ async fn a_token_works_in_every_proxy_key_slot() {
     expect_for("a proxy credential", &r, 201, None);
     let key = e.key("executor").await;
     let t = e
-        .token(&key, json!({"credentials": ["llm"], "path_prefixes": ["/v1/echo"]}))
+        .token(
+            &key,
+            json!({"credentials": ["llm"], "path_prefixes": ["/v1/echo"]}),
+        )
         .await;
     let token = t["token"].as_str().unwrap();
     let bearer = format!("Bearer {token}");
-    let slots: Vec<(&str, Vec<(&str, &str)>, String)> = vec![
-        ("X-Vultrino-Key", vec![("x-vultrino-key", token)], String::new()),
-        ("Authorization", vec![("authorization", &bearer)], String::new()),
+    let slots: Vec<Slot> = vec![
+        (
+            "X-Vultrino-Key",
+            vec![("x-vultrino-key", token)],
+            String::new(),
+        ),
+        (
+            "Authorization",
+            vec![("authorization", &bearer)],
+            String::new(),
+        ),
         ("x-api-key", vec![("x-api-key", token)], String::new()),
-        ("x-goog-api-key", vec![("x-goog-api-key", token)], String::new()),
+        (
+            "x-goog-api-key",
+            vec![("x-goog-api-key", token)],
+            String::new(),
+        ),
         ("api-key", vec![("api-key", token)], String::new()),
         ("?key=", vec![], format!("?key={token}")),
     ];
@@ -373,23 +509,28 @@ async fn a_token_works_in_every_proxy_key_slot() {
         expect_for(slot, &r, 200, None);
     }
     assert_eq!(e.up.hits("/v1/echo"), slots.len());
-    let r = e
-        .c
-        .send_raw(
+    let r =
+        e.c.send_raw(
             e.c.http
                 .get(format!("{}/proxy/llm/v1/other", e.c.target.base))
                 .header("x-vultrino-key", token),
         )
         .await;
-    expect_for("outside the token's path prefixes", &r, 403, "token_path_denied");
+    expect_for(
+        "outside the token's path prefixes",
+        &r,
+        403,
+        "token_path_denied",
+    );
     assert_eq!(
-        r.headers.get("x-vultrino-error").and_then(|v| v.to_str().ok()),
+        r.headers
+            .get("x-vultrino-error")
+            .and_then(|v| v.to_str().ok()),
         Some("token_path_denied")
     );
     // A token in the body is never sent either.
-    let r = e
-        .c
-        .send_raw(
+    let r =
+        e.c.send_raw(
             e.c.http
                 .post(format!("{}/proxy/llm/v1/echo", e.c.target.base))
                 .header("x-vultrino-key", token)
@@ -407,7 +548,10 @@ async fn a_token_works_over_mcp_http() {
     e.api_key_cred("github").await;
     let key = e.key("executor").await;
     let t = e
-        .token(&key, json!({"credentials": ["github"], "methods": ["GET"], "uses": 1}))
+        .token(
+            &key,
+            json!({"credentials": ["github"], "methods": ["GET"], "uses": 1}),
+        )
         .await;
     let token = t["token"].as_str().unwrap();
     let call = |method: &str| {
@@ -459,8 +603,20 @@ async fn the_cli_mints_lists_and_revokes_tokens() {
     let (ok, out, err) = crate::cli::cli(
         home,
         &[
-            "token", "mint", "--parent-key", &parent, "--credential", "github", "--method",
-            "GET", "--uses", "3", "--expires-in", "600", "--server", &base,
+            "token",
+            "mint",
+            "--parent-key",
+            &parent,
+            "--credential",
+            "github",
+            "--method",
+            "GET",
+            "--uses",
+            "3",
+            "--expires-in",
+            "600",
+            "--server",
+            &base,
         ],
         "",
     )
@@ -483,8 +639,7 @@ async fn the_cli_mints_lists_and_revokes_tokens() {
     assert_eq!(listed["tokens"][0]["uses_left"], 2, "{listed}");
     assert!(!out.contains(token), "the list shows no secret");
 
-    let (ok, _, err) =
-        crate::cli::cli(home, &["token", "revoke", id, "--server", &base], "").await;
+    let (ok, _, err) = crate::cli::cli(home, &["token", "revoke", id, "--server", &base], "").await;
     assert!(ok, "{err}");
     let r = e
         .execute_as(token, "github", "GET", &e.up.url("/echo"))

@@ -51,7 +51,5 @@ pub use migrate::{MigratedRecord, Migration};
 pub use principal::{builtin_role, Authed, Permission, Principal, Role, BUILTIN_ROLES};
 pub use roles::{NewRole, Roles};
 pub use session::{AdminSessions, Login, SessionSettings};
-pub use token::{
-    AGENT_TOKEN_PREFIX, API_KEY_PREFIX, BEARER_SESSION_PREFIX, COOKIE_SESSION_PREFIX,
-};
+pub use token::{AGENT_TOKEN_PREFIX, API_KEY_PREFIX, BEARER_SESSION_PREFIX, COOKIE_SESSION_PREFIX};
 pub use tokens::{AgentTokens, CreatedToken, NewToken, TokenGrant, TokenInfo};

@@ -40,8 +40,8 @@ impl std::fmt::Debug for Bearer<'_> {
                     COOKIE_SESSION_PREFIX,
                 ]
                 .into_iter()
-                    .find(|p| t.starts_with(p))
-                    .unwrap_or("");
+                .find(|p| t.starts_with(p))
+                .unwrap_or("");
                 write!(f, "Token({prefix}[redacted])")
             }
         }

@@ -228,11 +228,10 @@ pub(crate) async fn consume_use(ports: &Ports, who: &Principal) -> Result<()> {
                 .with_code(Code::SessionStoreUnavailable)
         })?;
     if !hit.allowed {
-        return Err(Error::forbidden(format!(
-            "this token's {} uses are spent",
-            grant.uses
-        ))
-        .with_code(Code::TokenExhausted));
+        return Err(
+            Error::forbidden(format!("this token's {} uses are spent", grant.uses))
+                .with_code(Code::TokenExhausted),
+        );
     }
     Ok(())
 }
@@ -263,33 +262,32 @@ impl<'a> AgentTokens<'a> {
 
     /// Mint a token; the returned `token` is shown once and never stored.
     pub async fn mint(&self, who: &Principal, input: NewToken) -> Result<CreatedToken> {
-        let parent_id = match who {
-            Principal::ApiKey { token: Some(_), .. } => {
-                return Err(Error::forbidden(
-                    "an agent token cannot mint tokens: mint them with its API key",
-                )
-                .with_code(Code::PermissionDenied))
-            }
-            Principal::ApiKey { id, .. } => match input.parent_key.as_deref() {
-                None => id.clone(),
-                Some(p) if p == id => id.clone(),
-                Some(_) => {
+        let parent_id =
+            match who {
+                Principal::ApiKey { token: Some(_), .. } => {
                     return Err(Error::forbidden(
-                        "an API key mints tokens of itself only (omit parent_key)",
+                        "an agent token cannot mint tokens: mint them with its API key",
                     )
                     .with_code(Code::PermissionDenied))
                 }
-            },
-            Principal::Admin { .. } => match input.parent_key.as_deref() {
-                Some(p) if is_key_id(p) => p.to_string(),
-                _ => {
-                    return Err(Error::bad_request(
+                Principal::ApiKey { id, .. } => match input.parent_key.as_deref() {
+                    None => id.clone(),
+                    Some(p) if p == id => id.clone(),
+                    Some(_) => {
+                        return Err(Error::forbidden(
+                            "an API key mints tokens of itself only (omit parent_key)",
+                        )
+                        .with_code(Code::PermissionDenied))
+                    }
+                },
+                Principal::Admin { .. } => match input.parent_key.as_deref() {
+                    Some(p) if is_key_id(p) => p.to_string(),
+                    _ => return Err(Error::bad_request(
                         "parent_key is required: the id of the API key the token is a subset of",
                     )
-                    .with_code(Code::InvalidParentKey))
-                }
-            },
-        };
+                    .with_code(Code::InvalidParentKey)),
+                },
+            };
         let (parent, role) = self.api_keys.live(&parent_id).await.map_err(|e| {
             if matches!(who, Principal::Admin { .. }) && e.status().as_u16() == 401 {
                 Error::not_found(format!("no live API key '{parent_id}'"))
@@ -485,7 +483,9 @@ impl<'a> AgentTokens<'a> {
         }
         let now = self.ports.now_ms();
         if now >= record.expires_at {
-            return Err(Error::unauthorized("agent token has expired").with_code(Code::TokenExpired));
+            return Err(
+                Error::unauthorized("agent token has expired").with_code(Code::TokenExpired)
+            );
         }
         if self
             .ports
@@ -567,8 +567,7 @@ pub fn checked_credentials(list: Vec<String>, parent: &Role) -> Result<Vec<Strin
     for c in list {
         let valid = !c.is_empty()
             && c.len() <= 64
-            && c
-                .bytes()
+            && c.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._-*".contains(&b));
         if !valid {
             return Err(Error::bad_request(
@@ -665,7 +664,12 @@ mod tests {
             g.check("POST", "/repos/a").unwrap_err().code(),
             Code::TokenMethodDenied
         );
-        for bad in ["/reposx", "/admin", "/repos/%2e%2e/admin", "/repos/..;/admin"] {
+        for bad in [
+            "/reposx",
+            "/admin",
+            "/repos/%2e%2e/admin",
+            "/repos/..;/admin",
+        ] {
             assert_eq!(
                 g.check("GET", bad).unwrap_err().code(),
                 Code::TokenPathDenied,
