@@ -146,7 +146,7 @@ impl Principal {
         };
         if ok {
             Ok(())
-        } else if self.token().is_some() {
+        } else if self.token().is_some() && !matches!(p, Permission::Read | Permission::Execute) {
             Err(Error::forbidden(format!(
                 "an agent token never has the '{}' permission (only read and execute, as far \
                  as its API key has them)",
