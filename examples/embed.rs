@@ -52,6 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         sessions: Arc::new(MemorySessions::new()),
         fetcher: Arc::new(EchoUpstream),
         clock,
+        audit_sink: None,
     };
     let (master, _) = MasterSecret::generate_raw();
     let app = App::open(Config::default(), ports, &master).await?;
@@ -61,6 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         subject: "example".into(),
         session_id: String::new(),
         via_cookie: false,
+        access: None,
     };
     let meta = app
         .credentials()

@@ -20,6 +20,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: PathBuf::from("unused-with-memory-store"),
         store: StoreKind::Memory,
         master_key_file: None,
+        master_key_source: None,
         config: Config::default(),
     };
     let opened = setup::open(&settings).await?;

@@ -9,6 +9,8 @@
 #       iproute2 (ip) and util-linux (unshare): the loopback-only network namespace of the tests
 #       python3-venv: the venv of the MCP SDK suite
 #       chromium: the admin UI suite (skipped when $CHROMIUM names another Chromium binary)
+#       dbus-daemon (with dbus-send), gnome-keyring, libsecret-tools (secret-tool): the OS keychain
+#       tests (backend-local/tests/keychain.rs) run a real Secret Service on a private session bus
 #   rustup, the active toolchain: components rustfmt and clippy, target wasm32-unknown-unknown
 #   target/tools/bin (this checkout only; ~/.cargo/bin is never touched), with
 #   `cargo install --root target/tools --debug` (debug builds: minutes less, fast enough here):
@@ -110,6 +112,13 @@ if want apt; then
   else
     pkgs+=(chromium)
   fi
+  if command -v dbus-daemon >/dev/null 2>&1 && command -v dbus-send >/dev/null 2>&1; then
+    have "dbus-daemon, dbus-send"
+  else
+    pkgs+=(dbus-daemon)
+  fi
+  if command -v gnome-keyring-daemon >/dev/null 2>&1; then have "gnome-keyring-daemon"; else pkgs+=(gnome-keyring); fi
+  if command -v secret-tool >/dev/null 2>&1; then have "secret-tool"; else pkgs+=(libsecret-tools); fi
   if [ ${#pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
       die "missing system packages: ${pkgs[*]} (as root on Debian: apt-get install --no-install-recommends ${pkgs[*]})"

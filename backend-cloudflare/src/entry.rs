@@ -75,6 +75,7 @@ pub(crate) fn ports(env: &Env) -> Result<Ports> {
         sessions: Arc::new(DoSessions::new(ns)),
         fetcher: Arc::new(WorkersFetcher),
         clock: Arc::new(WorkersClock::default()),
+        audit_sink: Some(Arc::new(crate::audit_sink::WorkerAuditSink::new(env))),
     })
 }
 
@@ -91,7 +92,9 @@ async fn open(env: Env) -> Result<Rc<App>> {
              floor is accepted. TESTS ONLY."
         );
     }
-    let app = App::open(s.config, ports(&env)?, &s.master).await?;
+    let app = App::open(s.config, ports(&env)?, &s.master)
+        .await?
+        .with_rs256_verifier(Arc::new(crate::rs256::WebCryptoVerifier));
     Ok(Rc::new(app))
 }
 

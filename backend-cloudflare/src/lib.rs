@@ -3,7 +3,8 @@
 //! No business logic lives here. The worker
 //! - builds the core's ports over the platform: [`kv::WorkersKv`] (KV binding `CREDENTIALS`),
 //!   [`sessions::DoSessions`] over the [`sessions::SessionDO`] Durable Object class (binding
-//!   `SESSIONS`), [`fetch::WorkersFetcher`] (the Workers `fetch` API) and [`clock::WorkersClock`];
+//!   `SESSIONS`), [`fetch::WorkersFetcher`] (the Workers `fetch` API), [`clock::WorkersClock`]
+//!   and, for Cloudflare Access tokens, [`rs256::WebCryptoVerifier`] (`crypto.subtle`);
 //! - opens the [`App`](vultrino_core::app::App) ONCE per isolate (the key derivation runs once,
 //!   never per request) and caches it;
 //! - converts each request to `http::Request<Body>` (the body the runtime's stream, never read
@@ -20,7 +21,11 @@
 //! for wasm32 only (natively this crate builds as an rlib so that `cargo test --workspace` covers
 //! the pure parts). The glue is tested in workerd (`backend-cloudflare/test/`).
 
+pub mod audit_point;
 pub mod settings;
+
+#[cfg(target_arch = "wasm32")]
+mod audit_sink;
 
 #[cfg(target_arch = "wasm32")]
 pub mod clock;
@@ -30,6 +35,8 @@ mod entry;
 pub mod fetch;
 #[cfg(target_arch = "wasm32")]
 pub mod kv;
+#[cfg(target_arch = "wasm32")]
+pub mod rs256;
 #[cfg(target_arch = "wasm32")]
 pub mod sessions;
 #[cfg(target_arch = "wasm32")]

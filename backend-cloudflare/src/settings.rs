@@ -13,6 +13,10 @@
 //! | `PROXY_MAX_CONCURRENT` | var | `/proxy/` requests in flight at once **per isolate**, all keys together (default 1024; 429 `proxy_busy` past it) |
 //! | `PROXY_MAX_CONCURRENT_PER_KEY` | var | `/proxy/` requests in flight at once for one API key **per isolate** (default 64) |
 //! | `KV_SETTLE_SECONDS` | var | how long a KV write may take to reach every location (default 90; 0–3600) |
+//! | `ACCESS_TEAM_DOMAIN` | var | Cloudflare Access team domain (`<team>.cloudflareaccess.com`); with `ACCESS_AUD`, Access tokens are required |
+//! | `ACCESS_AUD` | var | the Access application's AUD tag |
+//! | `ACCESS_MODE` | var | `admin` (default: login, admin API, UI) or `all` (agents too; every route but `/healthz`) |
+//! | `ACCESS_CERTS_URL` | var, TESTS / ADVANCED ONLY | fetch the Access key set here instead of `https://<team>/cdn-cgi/access/certs` |
 //! | `ALLOW_LOOPBACK_UPSTREAMS` | var, TESTS ONLY | `true` allows http:// and loopback upstreams |
 //! | `ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS` | var, TESTS ONLY | `true` accepts an `ADMIN_PASSWORD_HASH` below the iteration floor |
 //!
@@ -20,6 +24,7 @@
 //! setting, never a panic: a half-configured deployment answers every request with that message.
 
 use vultrino_core::app::{Config, Setting};
+use vultrino_core::auth::access::{self, AccessConfig, AccessMode};
 use vultrino_core::crypto::MasterSecret;
 use vultrino_core::error::{Code, Error, Result};
 
@@ -147,6 +152,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
             }
         };
     }
+    config.access = access_settings(&get)?;
     // The rules every backend applies (the core's), named the worker's way.
     config.validate().map_err(|e| {
         let name = match e.setting {
@@ -157,10 +163,54 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
             Setting::KvSettle => "KV_SETTLE_SECONDS",
             Setting::ProxyMaxConcurrent => "PROXY_MAX_CONCURRENT",
             Setting::ProxyMaxConcurrentPerKey => "PROXY_MAX_CONCURRENT_PER_KEY",
+            Setting::AccessTeamDomain => "ACCESS_TEAM_DOMAIN",
+            Setting::AccessAud => "ACCESS_AUD",
+            Setting::AccessCertsUrl => "ACCESS_CERTS_URL",
         };
         invalid(name, e.problem)
     })?;
     Ok(Settings { config, master })
+}
+
+/// Cloudflare Access: on when `ACCESS_TEAM_DOMAIN` and `ACCESS_AUD` are both set. One without
+/// the other is a 503 `missing_setting` on every request (fail closed: a half-configured layer
+/// is never silently off), and so are `ACCESS_MODE` or `ACCESS_CERTS_URL` without them.
+fn access_settings(get: &impl Fn(&str) -> Option<String>) -> Result<Option<AccessConfig>> {
+    let (team, aud) = (get("ACCESS_TEAM_DOMAIN"), get("ACCESS_AUD"));
+    let mode = match get("ACCESS_MODE") {
+        None => AccessMode::default(),
+        Some(m) => {
+            AccessMode::parse(&m).ok_or_else(|| invalid("ACCESS_MODE", "must be admin or all"))?
+        }
+    };
+    let certs_url = get("ACCESS_CERTS_URL").map(|u| u.trim().to_string());
+    match (team, aud) {
+        (None, None) => {
+            for name in ["ACCESS_MODE", "ACCESS_CERTS_URL"] {
+                if get(name).is_some() {
+                    return Err(missing(
+                        "ACCESS_TEAM_DOMAIN",
+                        &format!("{name} is set: set ACCESS_TEAM_DOMAIN and ACCESS_AUD too, or remove it"),
+                    ));
+                }
+            }
+            Ok(None)
+        }
+        (Some(_), None) => Err(missing(
+            "ACCESS_AUD",
+            "ACCESS_TEAM_DOMAIN is set: set the Access application's AUD tag too, or neither",
+        )),
+        (None, Some(_)) => Err(missing(
+            "ACCESS_TEAM_DOMAIN",
+            "ACCESS_AUD is set: set the team domain (<team>.cloudflareaccess.com) too, or neither",
+        )),
+        (Some(team), Some(aud)) => Ok(Some(AccessConfig {
+            team_domain: access::team_domain(&team),
+            aud: aud.trim().to_string(),
+            mode,
+            certs_url,
+        })),
+    }
 }
 
 #[cfg(test)]
@@ -323,6 +373,73 @@ mod tests {
         .unwrap();
         assert!(!s.config.allow_weak_password_hash_for_tests);
         assert_eq!(s.config.login_max_attempts_per_user, 50);
+    }
+
+    #[test]
+    fn access_is_on_with_both_settings_and_half_configured_is_503() {
+        let base = [("VULTRINO_MASTER_KEY", KEY), ("ADMIN_PASSWORD_HASH", HASH)];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            from_lookup(lookup(&pairs))
+        };
+        assert!(with(&[]).unwrap().config.access.is_none());
+        let s = with(&[
+            ("ACCESS_TEAM_DOMAIN", "https://MyTeam.cloudflareaccess.com/"),
+            ("ACCESS_AUD", "abc123"),
+        ])
+        .unwrap();
+        let a = s.config.access.unwrap();
+        assert_eq!(a.team_domain, "myteam.cloudflareaccess.com");
+        assert_eq!((a.aud.as_str(), a.mode), ("abc123", AccessMode::Admin));
+        assert_eq!(a.certs_url, None);
+        let a = with(&[
+            ("ACCESS_TEAM_DOMAIN", "t.cloudflareaccess.com"),
+            ("ACCESS_AUD", "abc123"),
+            ("ACCESS_MODE", "all"),
+            ("ACCESS_CERTS_URL", "http://127.0.0.1:9/certs"),
+        ])
+        .unwrap()
+        .config
+        .access
+        .unwrap();
+        assert_eq!(a.mode, AccessMode::All);
+        assert_eq!(a.certs_url.as_deref(), Some("http://127.0.0.1:9/certs"));
+        for (extra, name, code) in [
+            (
+                &[("ACCESS_TEAM_DOMAIN", "t.cloudflareaccess.com")][..],
+                "ACCESS_AUD",
+                Code::MissingSetting,
+            ),
+            (
+                &[("ACCESS_AUD", "abc")][..],
+                "ACCESS_TEAM_DOMAIN",
+                Code::MissingSetting,
+            ),
+            (
+                &[("ACCESS_MODE", "all")][..],
+                "ACCESS_TEAM_DOMAIN",
+                Code::MissingSetting,
+            ),
+            (
+                &[
+                    ("ACCESS_TEAM_DOMAIN", "t.cloudflareaccess.com"),
+                    ("ACCESS_AUD", "a"),
+                    ("ACCESS_MODE", "some"),
+                ][..],
+                "ACCESS_MODE",
+                Code::InvalidSetting,
+            ),
+            (
+                &[("ACCESS_TEAM_DOMAIN", "not a host"), ("ACCESS_AUD", "a")][..],
+                "ACCESS_TEAM_DOMAIN",
+                Code::InvalidSetting,
+            ),
+        ] {
+            let e = with(extra).err().unwrap();
+            assert_eq!((e.status().as_u16(), e.code()), (503, code), "{extra:?}");
+            assert!(e.message().contains(name), "{extra:?}: {}", e.message());
+        }
     }
 
     #[test]

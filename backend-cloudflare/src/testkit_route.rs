@@ -7,6 +7,8 @@
 //! - `POST /__testkit/fetch-suite` with `{"base_url", "refused_url", "check"?}` runs that one
 //!   check (or, without `check`, the whole suite) against [`WorkersFetcher`], with
 //!   [`WorkersClock`] timing the refusals, and answers like the store suites.
+//! - `POST /__testkit/rs256` runs the [`Rs256Verifier`](vultrino_core::ports::Rs256Verifier)
+//!   suite against [`WebCryptoVerifier`] (WebCrypto in workerd), answering like the store suites.
 //! - `GET`/`POST /__testkit/fetch-stream-suite`: the same for the `fetch_stream` checks
 //!   (`vultrino_core::testkit::STREAM_CHECKS`, the streaming-only ones included). `base_url` is an
 //!   upstream implementing the route table of `vultrino_core::testkit::fetcher`; `refused_url` a
@@ -20,6 +22,7 @@ use worker::{Env, Method, Request, Response};
 use crate::clock::WorkersClock;
 use crate::fetch::WorkersFetcher;
 use crate::kv::WorkersKv;
+use crate::rs256::WebCryptoVerifier;
 use crate::sessions::DoSessions;
 
 #[derive(serde::Deserialize)]
@@ -66,6 +69,7 @@ pub(crate) async fn handle(req: Request, env: &Env) -> worker::Result<Response> 
             return Response::from_json(&serde_json::json!({"checks": testkit::STREAM_CHECKS}));
         }
         (Method::Post, "/__testkit/fetch-stream-suite") => fetch_stream_suite(req).await?,
+        (_, "/__testkit/rs256") => testkit::rs256_suite(&WebCryptoVerifier).await,
         // Workers KV time cannot be moved: only the TTL-expiry step is skipped (see kv_suite).
         (_, "/__testkit/kv") => {
             let store = WorkersKv::new(env.kv("CREDENTIALS")?);

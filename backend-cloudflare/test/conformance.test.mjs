@@ -2,7 +2,8 @@
 // INSIDE workerd against WorkersKv (a real KV binding), the SessionDO-backed store (real Durable
 // Objects) and WorkersFetcher (the runtime's fetch, against a node upstream on 127.0.0.1). The
 // suites are compiled into the test worker (`test-build/`, cargo feature `testkit`) behind
-// /__testkit/{kv,sessions,fetch-suite}; the deployable build has no such route.
+// /__testkit/{kv,sessions,rs256,fetch-suite}; the deployable build has no such route. The
+// Rs256Verifier suite runs WebCryptoVerifier (crypto.subtle) on the core's fixed test vectors.
 import { test, before, after } from "node:test";
 import http from "node:http";
 import assert from "node:assert/strict";
@@ -151,6 +152,11 @@ test("SessionStore conformance suite passes against the SessionDO store in worke
   assert.deepEqual(out, { ok: true }, out.error);
 });
 
+test("Rs256Verifier conformance suite passes against WebCrypto in workerd", async () => {
+  const out = await suite("rs256");
+  assert.deepEqual(out, { ok: true }, out.error);
+});
+
 test("Fetcher conformance suite passes against WorkersFetcher in workerd", async (t) => {
   const list = await mf.dispatchFetch("http://worker/__testkit/fetch-suite");
   const { checks } = await list.json();
@@ -197,7 +203,7 @@ test("the deployable build has no testkit route", async () => {
     }),
   );
   try {
-    for (const route of ["kv", "sessions", "fetch-suite", "fetch-stream-suite"]) {
+    for (const route of ["kv", "sessions", "rs256", "fetch-suite", "fetch-stream-suite"]) {
       const r = await deployable.dispatchFetch(`http://worker/__testkit/${route}`, { method: "POST" });
       const body = await r.json();
       assert.equal(r.status, 404, route);

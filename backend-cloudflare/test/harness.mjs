@@ -8,7 +8,8 @@
 //                  `testkit` feature)
 //   VULTRINO_MASTER_KEY / ENCRYPTION_KEY, ADMIN_PASSWORD_HASH, ADMIN_USER, CORS_ORIGINS,
 //   LOGIN_MAX_ATTEMPTS, LOGIN_MAX_ATTEMPTS_PER_USER, KV_SETTLE_SECONDS, PROXY_MAX_CONCURRENT,
-//   PROXY_MAX_CONCURRENT_PER_KEY, ALLOW_LOOPBACK_UPSTREAMS,
+//   PROXY_MAX_CONCURRENT_PER_KEY, ALLOW_LOOPBACK_UPSTREAMS, ACCESS_TEAM_DOMAIN, ACCESS_AUD,
+//   ACCESS_MODE, ACCESS_CERTS_URL,
 //   ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS   passed to the worker as bindings (those set)
 //   HARNESS_KV_CONTROL=1   also serve raw access to the worker's KV namespace on 127.0.0.1, as
 //                  someone holding a KV API token (and not the master key) has it, and print
@@ -22,6 +23,12 @@
 //                  served on 127.0.0.1, printed as "Cancel control on <url>" before the listening
 //                  line: POST /cancel with {method, path, headers, body, after_ms} →
 //                  {cancelled: true} or {cancelled: false, status}. For those tests only.
+//   HARNESS_AUDIT_RECORDER=1   bind AUDIT_ANALYTICS (the audit's Analytics Engine dataset) to a
+//                  recording stand-in: Miniflare's own Analytics Engine binding drops every data
+//                  point, so this one prints each as a line "vultrino_test_data_point <json>"
+//                  ({indexes, blobs, doubles}, as the worker wrote it) on the harness's output,
+//                  beside the worker's own `{"vultrino_audit": …}` log lines. For the audit sink
+//                  tests only.
 //   HARNESS_PERSIST_DIR   when set, KV and Durable Objects are kept in this folder (made if
 //                         missing), so that a harness started again on it finds them — a
 //                         deployment whose settings changed
@@ -58,6 +65,10 @@ export const SETTINGS = [
   "PROXY_MAX_CONCURRENT_PER_KEY",
   "ALLOW_LOOPBACK_UPSTREAMS",
   "ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS",
+  "ACCESS_TEAM_DOMAIN",
+  "ACCESS_AUD",
+  "ACCESS_MODE",
+  "ACCESS_CERTS_URL",
 ];
 
 /** Miniflare options for the worker in `buildDir` with `bindings`. */
@@ -165,6 +176,17 @@ export default {
 };
 `;
 
+/** The stand-in Analytics Engine dataset behind HARNESS_AUDIT_RECORDER (a wrapped binding). */
+const AUDIT_RECORDER = `
+export default function () {
+  return {
+    writeDataPoint(point) {
+      console.log("vultrino_test_data_point " + JSON.stringify(point ?? null));
+    },
+  };
+}
+`;
+
 /** The canceller's control server (see HARNESS_CANCEL_CONTROL above); returns its URL. */
 async function cancelControl(mf) {
   const canceller = await mf.getWorker("canceller");
@@ -203,6 +225,15 @@ async function main() {
       script: CANCELLER,
       serviceBindings: { VULTRINO: "vultrino" },
     });
+  }
+  if (process.env.HARNESS_AUDIT_RECORDER === "1") {
+    // A wrapped binding runs with the compatibility date of the worker that has it.
+    options.workers.push({
+      name: "audit-recorder",
+      modules: true,
+      script: AUDIT_RECORDER,
+    });
+    options.workers[0].wrappedBindings = { AUDIT_ANALYTICS: { scriptName: "audit-recorder" } };
   }
   const mf = new Miniflare(options);
   const url = await mf.ready;

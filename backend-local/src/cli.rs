@@ -12,7 +12,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use vultrino_core::app::{App, Config, Setting};
-use vultrino_core::auth::{NewKey, NewRole};
+use vultrino_core::auth::{AccessConfig, AccessMode, NewKey, NewRole};
 use vultrino_core::auth::{Permission, Principal};
 use vultrino_core::credential::NewCredential;
 use vultrino_core::crypto::{self, MasterSecret};
@@ -20,6 +20,7 @@ use vultrino_core::execute::ExecuteRequest;
 use vultrino_core::policy::{Policy, RateLimit};
 use zeroize::Zeroizing;
 
+use crate::master_key::KeySource;
 use crate::remote::{Remote, Route};
 use crate::setup::{self, MasterSource, Settings, StoreKind};
 
@@ -44,9 +45,16 @@ struct Cli {
         default_value = "file"
     )]
     store: StoreKind,
-    /// Master key file (default: <data-dir>/master.key). VULTRINO_MASTER_KEY / ENCRYPTION_KEY override it.
+    /// Master key file (default: <data-dir>/master.key). Without --master-key-source,
+    /// VULTRINO_MASTER_KEY / ENCRYPTION_KEY override it.
     #[arg(long, global = true, env = "VULTRINO_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
+    /// Where the master key comes from: `file` (the key file), `keychain` (the OS keychain entry
+    /// of the data directory: Secret Service, macOS Keychain, Windows Credential Manager) or
+    /// `env` (VULTRINO_MASTER_KEY). Strict when set: no fallback to another source [default:
+    /// VULTRINO_MASTER_KEY when set, else the key file].
+    #[arg(long, global = true, env = "VULTRINO_MASTER_KEY_SOURCE", value_enum)]
+    master_key_source: Option<KeySource>,
     #[command(subcommand)]
     command: Command,
 }
@@ -65,6 +73,9 @@ enum Command {
     Token(tokens::TokenArgs),
     /// Make one request through a credential and print the scrubbed reply.
     Request(RequestArgs),
+    /// Print the audit log, oldest first: the newest events that match the filters, then, with
+    /// --follow, each new one as it is written.
+    Audit(AuditArgs),
     /// Sign in to the running server as the admin, for the management commands: the password
     /// is read from a no-echo prompt (or a line of stdin); the session is kept, private to this
     /// OS user, in $XDG_CONFIG_HOME/vultrino/sessions (or ~/.config/vultrino/sessions).
@@ -85,8 +96,12 @@ enum Command {
         #[arg(long, env = "VULTRINO_ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS")]
         allow_weak_password_hash_for_tests: bool,
     },
-    /// Re-encrypt every record under a new master key (stop the server first).
+    /// Re-encrypt every record under a new master key (stop the server first). The new key
+    /// replaces the old one where it is kept: the key file or the OS keychain entry; with
+    /// VULTRINO_MASTER_KEY, set VULTRINO_NEW_MASTER_KEY.
     RotateMasterKey,
+    /// Move the master key between its sources.
+    MasterKey(MasterKeyArgs),
     /// Sign the API keys and roles stored by a version before records were signed, once, after
     /// upgrading (stop the server first). Every unsigned record present is trusted: read the
     /// list it prints (--dry-run: only print it).
@@ -109,6 +124,21 @@ enum Command {
         #[arg(long, env = "VULTRINO_SYNC_PRUNE")]
         prune: bool,
     },
+}
+
+#[derive(Args, Debug)]
+struct MasterKeyArgs {
+    #[command(subcommand)]
+    cmd: MasterKeyCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum MasterKeyCmd {
+    /// Move the key file into the OS keychain (stop the server first): the key is checked
+    /// against the store, stored in the data directory's entry, read back and compared, and only
+    /// then is the file overwritten with zeros and deleted. Afterwards run every command with
+    /// --master-key-source keychain (VULTRINO_MASTER_KEY_SOURCE=keychain).
+    ToKeychain,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -181,6 +211,22 @@ struct ServeArgs {
         default_value_t = 64
     )]
     proxy_max_concurrent_per_key: usize,
+    /// Cloudflare Access (behind a Cloudflare Tunnel): the team domain,
+    /// `<team>.cloudflareaccess.com`. With --access-aud, every route --access-mode names needs a
+    /// valid Access token (Cf-Access-Jwt-Assertion) on top of Vultrino's own authentication.
+    #[arg(long, env = "VULTRINO_ACCESS_TEAM_DOMAIN")]
+    access_team_domain: Option<String>,
+    /// Cloudflare Access: the Access application's AUD tag.
+    #[arg(long, env = "VULTRINO_ACCESS_AUD")]
+    access_aud: Option<String>,
+    /// Cloudflare Access: which routes need a token — `admin` (login, admin API, UI; agents'
+    /// routes exempt) or `all` (every route but /healthz).
+    #[arg(long, env = "VULTRINO_ACCESS_MODE")]
+    access_mode: Option<String>,
+    /// TESTS / ADVANCED ONLY: fetch the Access key set from this URL instead of
+    /// https://<team domain>/cdn-cgi/access/certs (tokens' iss must still be the team URL).
+    #[arg(long, env = "VULTRINO_ACCESS_CERTS_URL")]
+    access_certs_url: Option<String>,
     /// Pass-through proxy: how long the upstream's reply head may take once the request is
     /// sent, milliseconds.
     #[arg(
@@ -203,6 +249,24 @@ struct ServeArgs {
         default_value_t = 3_600_000
     )]
     stream_total_timeout_ms: u64,
+    /// Also append every audit event, as one JSON line, to this file (created 0600; reopened on
+    /// SIGHUP, for log rotation), or to standard output with `-`.
+    #[arg(long, env = "VULTRINO_AUDIT_LOG", value_name = "PATH|-")]
+    audit_log: Option<String>,
+    /// Events waiting for the --audit-log writer, at most (past it they are dropped, counted).
+    #[arg(long, env = "VULTRINO_AUDIT_LOG_QUEUE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    audit_log_queue: u32,
+    /// Also POST every audit event to this collector, in batches (a JSON array of at most 100
+    /// events), retried with backoff: https://, or http:// to 127.0.0.1/localhost only. The
+    /// collector's Authorization header, if it needs one, comes from
+    /// VULTRINO_AUDIT_WEBHOOK_AUTHORIZATION (never from an argument).
+    #[arg(long, env = "VULTRINO_AUDIT_WEBHOOK", value_name = "URL")]
+    audit_webhook: Option<String>,
+    /// Events waiting for the collector, at most (past it they are dropped, counted).
+    #[arg(long, env = "VULTRINO_AUDIT_WEBHOOK_QUEUE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    audit_webhook_queue: u32,
 }
 
 #[derive(Args, Debug)]
@@ -229,6 +293,40 @@ struct RemoteArgs {
     /// with none running, the store is opened in this process].
     #[arg(long, env = "VULTRINO_SERVER", global = true)]
     server: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct AuditArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// Only events of this credential (alias).
+    #[arg(long, env = "VULTRINO_AUDIT_CREDENTIAL")]
+    credential: Option<String>,
+    /// Only events of this actor (`key:<id>`, `admin:<user>`; a trailing `*` matches a prefix,
+    /// e.g. `key:*`).
+    #[arg(long, env = "VULTRINO_AUDIT_ACTOR")]
+    actor: Option<String>,
+    /// Only events with this outcome (allowed, denied, error, cancelled, success, failure).
+    #[arg(long, env = "VULTRINO_AUDIT_OUTCOME")]
+    outcome: Option<String>,
+    /// Only events since then: a duration back from now (90s, 15m, 2h, 7d) or milliseconds
+    /// since the epoch.
+    #[arg(long, env = "VULTRINO_AUDIT_SINCE")]
+    since: Option<String>,
+    /// How many of the newest matching events to print first.
+    #[arg(long, env = "VULTRINO_AUDIT_LIMIT", default_value_t = 50,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    limit: u16,
+    /// Keep printing new events as they are written (polls; stop with Ctrl-C).
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// Seconds between two polls of --follow.
+    #[arg(long, env = "VULTRINO_AUDIT_INTERVAL_SECS", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=3600))]
+    interval_secs: u16,
+    /// Print each event as one JSON line.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -455,6 +553,7 @@ fn settings(cli: &Cli, config: Config) -> Settings {
         data_dir: cli.data_dir.clone().unwrap_or_else(setup::default_data_dir),
         store: cli.store,
         master_key_file: cli.master_key_file.clone(),
+        master_key_source: cli.master_key_source,
         config,
     }
 }
@@ -465,6 +564,7 @@ fn operator() -> Principal {
         subject: "cli".into(),
         session_id: String::new(),
         via_cookie: false,
+        access: None,
     }
 }
 
@@ -506,6 +606,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             refuse_while_served(&cli, "rotate-master-key")?;
             rotate_master_key(&cli).await
         }
+        Command::MasterKey(m) => match m.cmd {
+            MasterKeyCmd::ToKeychain => {
+                refuse_while_served(&cli, "master-key to-keychain")?;
+                let s = settings(&cli, Config::default());
+                let entry = crate::master_key::to_keychain(&s).await?;
+                eprintln!(
+                    "moved the master key into {entry}; the key file {} is overwritten and \
+                     deleted. From now on run serve, mcp and the management commands with \
+                     --master-key-source keychain (or VULTRINO_MASTER_KEY_SOURCE=keychain); \
+                     without it a new key file would be looked for. Keep a backup of the key \
+                     outside this machine.",
+                    crate::master_key::key_file(&s).display()
+                );
+                Ok(())
+            }
+        },
         Command::MigrateRecords { dry_run, remote } => match route(&cli, remote)? {
             Route::Server(base) => {
                 let remote = Remote::connect(base)?;
@@ -600,6 +716,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Mcp(a) => mcp(&cli, a).await,
+        Command::Audit(a) => {
+            use crate::audit_cli::{self, Listing, Source};
+            let listing = Listing {
+                filter: vultrino_core::audit::AuditFilter {
+                    credential: a.credential.clone().filter(|v| !v.is_empty()),
+                    actor: a.actor.clone().filter(|v| !v.is_empty()),
+                    outcome: a.outcome.clone().filter(|v| !v.is_empty()),
+                    since_ms: match a.since.as_deref().filter(|v| !v.is_empty()) {
+                        Some(s) => Some(audit_cli::parse_since(s, audit_cli::now())?),
+                        None => None,
+                    },
+                },
+                limit: usize::from(a.limit),
+                follow: a.follow,
+                interval: std::time::Duration::from_secs(u64::from(a.interval_secs)),
+                json: a.json,
+            };
+            let source = match route(&cli, &a.remote)? {
+                Route::Server(base) => Source::Server(Remote::connect(base)?),
+                Route::Direct => {
+                    Source::Direct(open_for_cli(&cli, Config::default()).await?, operator())
+                }
+            };
+            audit_cli::run(&source, &listing).await
+        }
         Command::Request(r) => match route(&cli, &r.remote)? {
             Route::Server(base) => {
                 if r.allow_loopback_upstreams {
@@ -730,8 +871,71 @@ fn refuse_unreadable_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     }
 }
 
+/// The Cloudflare Access settings of `serve`: both the team domain and the AUD tag, or neither
+/// (one without the other is refused: a half-configured layer must not be silently off).
+fn access_config(a: &ServeArgs) -> anyhow::Result<Option<AccessConfig>> {
+    let given = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let (team, aud, certs) = (
+        given(&a.access_team_domain),
+        given(&a.access_aud),
+        given(&a.access_certs_url),
+    );
+    let mode = given(&a.access_mode);
+    let mode = match &mode {
+        None => AccessMode::default(),
+        Some(m) => AccessMode::parse(m)
+            .ok_or_else(|| anyhow::anyhow!("--access-mode must be admin or all"))?,
+    };
+    match (team, aud) {
+        (None, None) => {
+            if certs.is_some() || given(&a.access_mode).is_some() {
+                anyhow::bail!(
+                    "--access-mode and --access-certs-url need --access-team-domain and \
+                     --access-aud"
+                );
+            }
+            Ok(None)
+        }
+        (Some(_), None) => anyhow::bail!(
+            "--access-team-domain is set but --access-aud is not: set both (the Access \
+             application's AUD tag) or neither"
+        ),
+        (None, Some(_)) => anyhow::bail!(
+            "--access-aud is set but --access-team-domain is not: set both \
+             (<team>.cloudflareaccess.com) or neither"
+        ),
+        (Some(team), Some(aud)) => Ok(Some(AccessConfig {
+            team_domain: vultrino_core::auth::access::team_domain(&team),
+            aud,
+            mode,
+            certs_url: certs,
+        })),
+    }
+}
+
 async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
+    // Refused settings stop `serve` before anything is opened.
+    let sinks = AuditSinks::start(&a)?;
+    let access = access_config(&a)?;
+    if let Some(access) = &access {
+        tracing::info!(
+            team_domain = %access.team_domain,
+            mode = access.mode.as_str(),
+            "Cloudflare Access required"
+        );
+        if access.certs_url.is_some() {
+            tracing::warn!(
+                "--access-certs-url is set: the Access key set is fetched from it. TESTS ONLY."
+            );
+        }
+    }
     let config = Config {
+        access,
         admin_username: a.admin_user,
         allow_loopback_upstreams: a.allow_loopback_upstreams,
         allow_weak_password_hash_for_tests: a.allow_weak_password_hash_for_tests,
@@ -765,11 +969,14 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
             Setting::KvSettle => "the KV settle time",
             Setting::ProxyMaxConcurrent => "--proxy-max-concurrent",
             Setting::ProxyMaxConcurrentPerKey => "--proxy-max-concurrent-per-key",
+            Setting::AccessTeamDomain => "--access-team-domain",
+            Setting::AccessAud => "--access-aud",
+            Setting::AccessCertsUrl => "--access-certs-url",
         };
         anyhow::anyhow!("{name} {}", e.problem)
     })?;
     let s = settings(cli, config);
-    let opened = setup::open(&s).await?;
+    let opened = setup::open_serving(&s, sinks.sink()).await?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.listen))?;
@@ -828,8 +1035,84 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         std::time::Duration::from_micros(a.busy_poll_us),
     )
     .await?;
+    // What the sinks still hold gets a short while to go out.
+    sinks.flush(std::time::Duration::from_secs(2)).await;
     drop(advertised);
     Ok(())
+}
+
+/// The audit sinks of `serve` (`--audit-log`, `--audit-webhook`).
+#[derive(Default)]
+struct AuditSinks {
+    file: Option<Arc<crate::audit_sinks::FileSink>>,
+    webhook: Option<Arc<crate::audit_sinks::WebhookSink>>,
+}
+
+impl AuditSinks {
+    fn start(a: &ServeArgs) -> anyhow::Result<AuditSinks> {
+        use crate::audit_sinks::{webhook_url, FileSink, LogTarget, WebhookSink};
+        let mut sinks = AuditSinks::default();
+        if let Some(path) = a.audit_log.as_deref().filter(|p| !p.is_empty()) {
+            let file = FileSink::start(LogTarget::parse(path), a.audit_log_queue as usize)?;
+            reopen_on_sighup(file.clone());
+            sinks.file = Some(file);
+        }
+        if let Some(u) = a.audit_webhook.as_deref().filter(|u| !u.is_empty()) {
+            let url = webhook_url(u)?;
+            let auth = std::env::var("VULTRINO_AUDIT_WEBHOOK_AUTHORIZATION")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(Zeroizing::new);
+            sinks.webhook = Some(WebhookSink::start(
+                url,
+                auth,
+                a.audit_webhook_queue as usize,
+            )?);
+        }
+        Ok(sinks)
+    }
+
+    /// The sinks as the one sink of the ports (`None` without any).
+    fn sink(&self) -> Option<Arc<dyn vultrino_core::ports::AuditSink>> {
+        let mut all: Vec<Arc<dyn vultrino_core::ports::AuditSink>> = Vec::new();
+        if let Some(f) = &self.file {
+            all.push(f.clone());
+        }
+        if let Some(w) = &self.webhook {
+            all.push(w.clone());
+        }
+        match all.len() {
+            0 => None,
+            1 => all.pop(),
+            _ => Some(Arc::new(vultrino_core::ports::SinkSet(all))),
+        }
+    }
+
+    async fn flush(&self, bound: std::time::Duration) {
+        if let Some(f) = &self.file {
+            f.flush(bound).await;
+        }
+        if let Some(w) = &self.webhook {
+            w.flush(bound).await;
+        }
+    }
+}
+
+/// SIGHUP reopens the audit log file (after a rotation renamed it).
+fn reopen_on_sighup(file: Arc<crate::audit_sinks::FileSink>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    file.reopen();
+                }
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: the audit log will not be reopened")
+        }
+    }
 }
 
 /// Read one secret: a no-echo prompt on a terminal, otherwise the next line of stdin.
@@ -1293,6 +1576,14 @@ async fn rotate_master_key(cli: &Cli) -> anyhow::Result<()> {
             let (key_id, count) =
                 vultrino_core::keyring::rotate_master_key(&*kv, &old, &new, clock.now_ms()).await?;
             eprintln!("re-encrypted {count} records under key {key_id}; set VULTRINO_MASTER_KEY to the new key now");
+        }
+        MasterSource::Keychain(entry) => {
+            let (key_id, count) =
+                crate::master_key::rotate_in_keychain(&*kv, &old, &entry, clock.now_ms()).await?;
+            eprintln!(
+                "re-encrypted {count} records under key {key_id}; the new key replaced the old one in {}",
+                entry.describe()
+            );
         }
         MasterSource::Ephemeral => anyhow::bail!("no master key to rotate"),
     }

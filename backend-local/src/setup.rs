@@ -5,8 +5,9 @@
 //! password is generated, its PBKDF2 hash written to `admin.hash` (0600), and the password itself
 //! printed once. Later runs reuse both files. Environment variables override the files:
 //! `VULTRINO_MASTER_KEY` (or `ENCRYPTION_KEY`), `VULTRINO_ADMIN_PASSWORD_HASH` (or
-//! `ADMIN_PASSWORD_HASH`). Secrets are never taken from command-line arguments (argv is visible to
-//! every user of the machine).
+//! `ADMIN_PASSWORD_HASH`). `--master-key-source file|keychain|env` pins the master key to one
+//! source, the OS keychain included ([`crate::master_key`]). Secrets are never taken from
+//! command-line arguments (argv is visible to every user of the machine).
 
 use std::fs;
 use std::io::Write;
@@ -17,12 +18,14 @@ use std::sync::Arc;
 use vultrino_core::app::{App, Config, Ports, Setting};
 use vultrino_core::audit::{is_unauthenticated_key, AUDIT_PREFIX};
 use vultrino_core::crypto::{self, MasterSecret};
-use vultrino_core::ports::{Clock, KvStore};
+use vultrino_core::ports::{AuditSink, Clock, KvStore};
 use zeroize::Zeroizing;
 
 use crate::clock::SystemClock;
 use crate::fetcher::HttpFetcher;
 use crate::file_kv::FileKv;
+use crate::keychain::KeychainEntry;
+use crate::master_key::{self, KeySource};
 use crate::memory_kv::{Bound, MemoryKv, PrefixBound};
 use crate::memory_sessions::MemorySessions;
 
@@ -41,6 +44,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub store: StoreKind,
     pub master_key_file: Option<PathBuf>,
+    /// `--master-key-source`; `None`: the environment when set, else the key file.
+    pub master_key_source: Option<KeySource>,
     pub config: Config,
 }
 
@@ -151,21 +156,60 @@ pub fn replace_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> 
 pub enum MasterSource {
     Env,
     File(PathBuf),
+    Keychain(KeychainEntry),
     Ephemeral,
 }
 
-/// Find or create the master key.
+impl std::fmt::Display for MasterSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MasterSource::Env => f.write_str("VULTRINO_MASTER_KEY / ENCRYPTION_KEY"),
+            MasterSource::File(p) => write!(f, "the key file {}", p.display()),
+            MasterSource::Keychain(e) => f.write_str(&e.describe()),
+            MasterSource::Ephemeral => f.write_str("a key generated for this run"),
+        }
+    }
+}
+
+const MASTER_KEY_ENV: [&str; 2] = ["VULTRINO_MASTER_KEY", "ENCRYPTION_KEY"];
+
+/// Find or create the master key, from the source `settings.master_key_source` names (see
+/// [`crate::master_key`]): unset, the environment when set, else the key file.
 pub fn master_secret(
     settings: &Settings,
     create: bool,
 ) -> anyhow::Result<(MasterSecret, MasterSource)> {
-    if let Some(v) = env_secret(&["VULTRINO_MASTER_KEY", "ENCRYPTION_KEY"]) {
-        return Ok((MasterSecret::parse(&v)?, MasterSource::Env));
+    match settings.master_key_source {
+        None => {
+            if let Some(v) = env_secret(&MASTER_KEY_ENV) {
+                return Ok((MasterSecret::parse(&v)?, MasterSource::Env));
+            }
+            file_secret(settings, create)
+        }
+        Some(KeySource::Env) => match env_secret(&MASTER_KEY_ENV) {
+            Some(v) => Ok((MasterSecret::parse(&v)?, MasterSource::Env)),
+            None => anyhow::bail!(
+                "--master-key-source env: VULTRINO_MASTER_KEY (or ENCRYPTION_KEY) is not set"
+            ),
+        },
+        Some(source) => {
+            if env_secret(&MASTER_KEY_ENV).is_some() {
+                tracing::warn!(
+                    "VULTRINO_MASTER_KEY / ENCRYPTION_KEY is set and ignored: --master-key-source is {}",
+                    if source == KeySource::File { "file" } else { "keychain" }
+                );
+            }
+            match source {
+                KeySource::File => file_secret(settings, create),
+                _ => master_key::from_keychain(settings, create),
+            }
+        }
     }
-    let path = settings
-        .master_key_file
-        .clone()
-        .unwrap_or_else(|| settings.data_dir.join(MASTER_KEY_FILE));
+}
+
+/// The master key from the key file, created (0600) when `create` and missing.
+fn file_secret(settings: &Settings, create: bool) -> anyhow::Result<(MasterSecret, MasterSource)> {
+    let path = master_key::key_file(settings);
     match fs::read_to_string(&path) {
         Ok(text) => {
             let text = Zeroizing::new(text);
@@ -175,6 +219,7 @@ pub fn master_secret(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let (secret, text) = MasterSecret::generate_raw();
+            let text = Zeroizing::new(text);
             if settings.store == StoreKind::Memory || !create {
                 if !create {
                     anyhow::bail!(
@@ -187,7 +232,8 @@ pub fn master_secret(
             if let Some(parent) = path.parent() {
                 ensure_private_dir(parent)?;
             }
-            write_private_file(&path, format!("{text}\n").as_bytes())?;
+            let line = Zeroizing::new(format!("{}\n", text.as_str()));
+            write_private_file(&path, line.as_bytes())?;
             tracing::info!(path = %path.display(), "created a new master key file (0600); back it up: without it the store cannot be decrypted");
             Ok((secret, MasterSource::File(path)))
         }
@@ -263,16 +309,29 @@ pub fn open_kv(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
 
 /// Open an instance for serving (creates what a first run needs, the admin password included).
 pub async fn open(settings: &Settings) -> anyhow::Result<Opened> {
-    open_with(settings, true).await
+    open_with(settings, true, None).await
+}
+
+/// [`open`] with the audit sinks every event also goes to (`serve --audit-log`,
+/// `--audit-webhook`).
+pub async fn open_serving(
+    settings: &Settings,
+    audit_sink: Option<Arc<dyn AuditSink>>,
+) -> anyhow::Result<Opened> {
+    open_with(settings, true, audit_sink).await
 }
 
 /// Open an instance for a management command: like [`open`], but never generates the admin
 /// password (only `serve` may, since only it prints it).
 pub async fn open_for_management(settings: &Settings) -> anyhow::Result<Opened> {
-    open_with(settings, false).await
+    open_with(settings, false, None).await
 }
 
-async fn open_with(settings: &Settings, serving: bool) -> anyhow::Result<Opened> {
+async fn open_with(
+    settings: &Settings,
+    serving: bool,
+    audit_sink: Option<Arc<dyn AuditSink>>,
+) -> anyhow::Result<Opened> {
     if settings.config.allow_loopback_upstreams {
         tracing::warn!(
             "INSECURE: loopback and plain-http upstreams are allowed (--allow-loopback-upstreams). \
@@ -289,6 +348,14 @@ async fn open_with(settings: &Settings, serving: bool) -> anyhow::Result<Opened>
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let mut config = settings.config.clone();
     let mut generated_password = None;
+    let key_file_existed = master_key::key_file(settings).exists();
+    // A source that may be unreachable or empty (the OS keychain, the environment) is asked
+    // before a first run makes its admin password: a failure then leaves no admin.hash behind
+    // whose password was never shown.
+    let early_master = match settings.master_key_source {
+        Some(KeySource::Keychain | KeySource::Env) => Some(master_secret(settings, true)?),
+        _ => None,
+    };
     if serving && config.admin_password_hash.is_none() {
         let found = admin_hash(settings)?;
         config.admin_password_hash = found.hash;
@@ -301,15 +368,41 @@ async fn open_with(settings: &Settings, serving: bool) -> anyhow::Result<Opened>
             }
         }
     }
-    let (master, _) = master_secret(settings, true)?;
+    let (master, source) = match early_master {
+        Some(found) => found,
+        None => master_secret(settings, true)?,
+    };
     let kv = open_kv(settings, clock.clone())?;
     let ports = Ports {
         kv: kv.clone(),
         sessions: Arc::new(MemorySessions::new()),
         fetcher: Arc::new(HttpFetcher::new()?),
         clock,
+        audit_sink,
     };
-    let app = App::open(config, ports, &master).await?;
+    let app = App::open(config, ports, &master)
+        .await
+        .map_err(|e| {
+            if e.code() != vultrino_core::error::Code::WrongMasterKey {
+                return anyhow::Error::from(e);
+            }
+            match &source {
+                // A key file made a moment ago for a store made with another key (one kept in the
+                // environment or the OS keychain): nothing was encrypted with it; removed again.
+                MasterSource::File(path) if !key_file_existed => {
+                    let _ = fs::remove_file(path);
+                    anyhow::anyhow!(
+                    "{e}: there was no key file {}, so a new key was made, and it does not open \
+                     this store (removed again). If the key is in the OS keychain or the \
+                     environment, say so with --master-key-source keychain|env",
+                    path.display()
+                )
+                }
+                _ => anyhow::anyhow!("{e} (the key used came from {source})"),
+            }
+        })?
+        .with_rs256_verifier(Arc::new(crate::rs256::RsaVerifier));
+
     Ok(Opened {
         app: Arc::new(app),
         kv,

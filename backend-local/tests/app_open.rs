@@ -27,6 +27,7 @@ fn ports(kv: Arc<MemoryKv>) -> Ports {
         sessions: Arc::new(MemorySessions::new()),
         fetcher: Arc::new(HttpFetcher::new().unwrap()),
         clock: Arc::new(ManualClock::new(1_800_000_000_000)),
+        audit_sink: None,
     }
 }
 
@@ -35,6 +36,7 @@ fn admin() -> Principal {
         subject: "t".into(),
         session_id: String::new(),
         via_cookie: false,
+        access: None,
     }
 }
 
@@ -178,6 +180,7 @@ async fn two_first_starts_at_once_agree_on_one_keyring() {
         sessions: sessions.clone(),
         fetcher: Arc::new(HttpFetcher::new().unwrap()),
         clock: clock.clone(),
+        audit_sink: None,
     };
     let (x, y) = tokio::join!(
         App::open(Config::default(), ports(), &master),
@@ -213,6 +216,7 @@ async fn a_start_during_another_s_first_start_waits_for_its_keyring() {
         sessions,
         fetcher: Arc::new(HttpFetcher::new().unwrap()),
         clock: clock.clone(),
+        audit_sink: None,
     };
     // The other instance holds the claim and is still deriving its keys.
     let held = sessions
@@ -275,6 +279,7 @@ async fn an_abandoned_claim_expires() {
         sessions,
         fetcher: Arc::new(HttpFetcher::new().unwrap()),
         clock: clock.clone(),
+        audit_sink: None,
     };
     App::open(Config::default(), ports, &master).await.unwrap();
     assert!(kv.get(KEYRING_KEY).await.unwrap().is_some());
@@ -326,6 +331,7 @@ async fn a_failed_creation_gives_the_claim_back() {
         sessions: sessions.clone(),
         fetcher: Arc::new(HttpFetcher::new().unwrap()),
         clock: clock.clone(),
+        audit_sink: None,
     };
     assert!(App::open(Config::default(), ports(), &master)
         .await

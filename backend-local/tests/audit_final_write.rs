@@ -78,6 +78,7 @@ fn admin() -> Principal {
         subject: "admin".into(),
         session_id: String::new(),
         via_cookie: false,
+        access: None,
     }
 }
 
@@ -94,6 +95,7 @@ async fn an_execute_dropped_while_its_event_is_written_still_leaves_exactly_that
         sessions: Arc::new(MemorySessions::new()),
         fetcher: Arc::new(Ok200),
         clock,
+        audit_sink: None,
     };
     let (master, _) = MasterSecret::generate_raw();
     let app = App::open(Config::default(), ports, &master).await.unwrap();

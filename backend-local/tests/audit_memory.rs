@@ -48,6 +48,7 @@ fn settings(dir: &std::path::Path, store: StoreKind) -> Settings {
         data_dir: dir.to_path_buf(),
         store,
         master_key_file: None,
+        master_key_source: None,
         config: Config::default(),
     }
 }

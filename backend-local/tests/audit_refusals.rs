@@ -20,6 +20,7 @@ fn ports(clock: Arc<ManualClock>) -> Ports {
         sessions: Arc::new(MemorySessions::new()),
         fetcher: Arc::new(HttpFetcher::new().unwrap()),
         clock,
+        audit_sink: None,
     }
 }
 

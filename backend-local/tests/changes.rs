@@ -56,6 +56,7 @@ async fn app() -> App {
         sessions: Arc::new(MemorySessions::new()),
         fetcher: Arc::new(HttpFetcher::new().unwrap()),
         clock,
+        audit_sink: None,
     };
     let (master, _) = MasterSecret::generate_raw();
     App::open(Config::default(), ports, &master).await.unwrap()
@@ -66,6 +67,7 @@ fn admin() -> Principal {
         subject: "t".into(),
         session_id: String::new(),
         via_cookie: false,
+        access: None,
     }
 }
 
@@ -342,6 +344,7 @@ async fn gated_app(
         sessions: Arc::new(MemorySessions::new()),
         fetcher: Arc::new(HttpFetcher::new().unwrap()),
         clock: clock.clone(),
+        audit_sink: None,
     };
     let (master, _) = MasterSecret::generate_raw();
     let app = Arc::new(App::open(Config::default(), ports, &master).await.unwrap());

@@ -558,3 +558,40 @@ async fn credential_add_takes_and_shows_a_base_url() {
     assert!(!ok);
     assert!(err.contains("base_url"), "{err}");
 }
+
+/// `vultrino audit` with no server running reads the file store directly: the same filters and
+/// output as through a server (tests/http/cli.rs), and no secret in what it prints.
+#[tokio::test]
+async fn audit_lists_the_store_directly_without_a_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    for alias in ["one", "two"] {
+        let (ok, _, err) = run(
+            dir,
+            &["credential", "add", alias, "--host", "api.example.com"],
+            "audit-direct-secret-5150\n",
+        )
+        .await;
+        assert!(ok, "{err}");
+    }
+    let (ok, out, err) = run(dir, &["audit", "--json"], "").await;
+    assert!(ok, "{err}");
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{out}");
+    assert_eq!(events[0]["credential"], "one", "oldest first");
+    assert_eq!(events[1]["credential"], "two");
+    assert!(events.iter().all(|e| e["actor"] == "admin:cli"));
+    let (ok, out, err) = run(dir, &["audit", "--credential", "two"], "").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.contains("credential.create") && out.contains("credential=two"),
+        "{out}"
+    );
+    let (ok, out, err) = run(dir, &["audit", "--outcome", "denied"], "").await;
+    assert!(ok && out.is_empty(), "{out}{err}");
+    assert!(!out.contains("audit-direct-secret-5150"));
+}

@@ -618,3 +618,27 @@ async fn file_kv_concurrent_puts_are_all_acknowledged_and_durable() {
     }
     assert_eq!(entry_files(&path).len(), 8 * 24);
 }
+
+/// The `rsa`-crate verifier keeps every sentence of the `Rs256Verifier` port (the worker's
+/// WebCrypto one is run inside workerd by backend-cloudflare/test/conformance.test.mjs).
+#[tokio::test]
+async fn rsa_verifier_passes_the_rs256_suite() {
+    testkit::rs256_suite(&vultrino_local::rs256::RsaVerifier)
+        .await
+        .unwrap();
+}
+
+/// The suite can fail: a verifier that accepts everything, and one that accepts nothing, are
+/// both caught.
+#[tokio::test]
+async fn the_rs256_suite_catches_verifiers_that_always_say_yes_or_no() {
+    struct Always(bool);
+    #[async_trait::async_trait]
+    impl vultrino_core::ports::Rs256Verifier for Always {
+        async fn verify(&self, _: &[u8], _: &[u8], _: &[u8], _: &[u8]) -> bool {
+            self.0
+        }
+    }
+    assert!(testkit::rs256_suite(&Always(true)).await.is_err());
+    assert!(testkit::rs256_suite(&Always(false)).await.is_err());
+}

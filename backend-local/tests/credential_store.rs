@@ -46,6 +46,7 @@ async fn env() -> Env {
         sessions: Arc::new(MemorySessions::new()),
         fetcher: Arc::new(Ok200),
         clock: clock.clone(),
+        audit_sink: None,
     };
     let app = App::open(Config::default(), ports, &master).await.unwrap();
     Env { app, clock }
@@ -56,6 +57,7 @@ fn admin() -> Principal {
         subject: "admin".into(),
         session_id: String::new(),
         via_cookie: false,
+        access: None,
     }
 }
 

@@ -129,6 +129,7 @@ fn fixture() -> Fixture {
         sessions: Arc::new(MemorySessions::new()),
         fetcher: fetcher.clone(),
         clock,
+        audit_sink: None,
     };
     let config = Config {
         admin_password_hash: Some(crypto::hash_password("pw", 1000).unwrap()),

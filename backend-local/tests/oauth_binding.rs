@@ -69,6 +69,7 @@ async fn env() -> Env {
         sessions: Arc::new(MemorySessions::new()),
         fetcher: provider.clone(),
         clock,
+        audit_sink: None,
     };
     let (master, _) = MasterSecret::generate_raw();
     let app = App::open(Config::default(), ports, &master).await.unwrap();
@@ -80,6 +81,7 @@ fn admin() -> Principal {
         subject: "t".into(),
         session_id: String::new(),
         via_cookie: false,
+        access: None,
     }
 }
 

@@ -33,6 +33,7 @@ async fn env() -> Env {
         sessions: Arc::new(MemorySessions::new()),
         fetcher: Arc::new(Recorder::default()),
         clock: clock.clone(),
+        audit_sink: None,
     };
     let config = Config {
         allow_loopback_upstreams: true,
@@ -47,6 +48,7 @@ fn admin() -> Principal {
         subject: "admin".into(),
         session_id: String::new(),
         via_cookie: false,
+        access: None,
     }
 }
 

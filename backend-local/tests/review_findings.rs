@@ -38,6 +38,7 @@ async fn env_with(fetcher: Arc<dyn Fetcher>, kv: Arc<dyn KvStore>, clock: Arc<Ma
         sessions: Arc::new(MemorySessions::new()),
         fetcher,
         clock,
+        audit_sink: None,
     };
     let config = Config {
         allow_loopback_upstreams: true,
@@ -58,6 +59,7 @@ fn admin() -> Principal {
         subject: "admin".into(),
         session_id: String::new(),
         via_cookie: false,
+        access: None,
     }
 }
 

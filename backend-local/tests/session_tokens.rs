@@ -96,6 +96,7 @@ fn stores() -> Stores {
         sessions: sessions.clone(),
         fetcher: Arc::new(NoFetch),
         clock,
+        audit_sink: None,
     };
     let (_, master) = MasterSecret::generate_raw();
     Stores {

@@ -80,6 +80,7 @@ async fn app(refuse_cookie_sessions: bool) -> (App, Arc<Sessions>) {
         sessions: sessions.clone(),
         fetcher: Arc::new(NoFetch),
         clock,
+        audit_sink: None,
     };
     let config = Config {
         admin_password_hash: Some(crypto::hash_password("pw", 1000).unwrap()),

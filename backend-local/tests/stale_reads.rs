@@ -95,6 +95,7 @@ async fn edge() -> Edge {
         sessions: sessions.clone(),
         fetcher: upstream.clone(),
         clock: clock.clone(),
+        audit_sink: None,
     };
     let x = App::open(config(), ports(&kv_x), &master).await.unwrap();
     // The keyring record made at X reaches Y before Y starts.
@@ -142,6 +143,7 @@ fn admin() -> Principal {
         subject: "t".into(),
         session_id: String::new(),
         via_cookie: false,
+        access: None,
     }
 }
 
@@ -336,6 +338,7 @@ async fn without_a_settle_time_nothing_is_claimed() {
         sessions: Arc::new(MemorySessions::new()),
         fetcher: Arc::new(HttpFetcher::new().unwrap()),
         clock,
+        audit_sink: None,
     };
     let (master, _) = MasterSecret::generate_raw();
     let app = App::open(Config::default(), ports, &master).await.unwrap();

@@ -102,6 +102,7 @@ async fn a_use_that_cannot_be_counted_refuses_the_request_and_sends_nothing() {
         sessions: sessions.clone(),
         fetcher: fetcher.clone(),
         clock,
+        audit_sink: None,
     };
     let (_, master) = MasterSecret::generate_raw();
     let master = MasterSecret::parse(&master).unwrap();
@@ -110,6 +111,7 @@ async fn a_use_that_cannot_be_counted_refuses_the_request_and_sends_nothing() {
         subject: "test".into(),
         session_id: String::new(),
         via_cookie: false,
+        access: None,
     };
     app.credentials()
         .create(

@@ -61,6 +61,7 @@ pub fn pipeline_app() -> (App, String) {
         sessions: Arc::new(MemorySessions::new()),
         fetcher: Arc::new(StubFetcher),
         clock,
+        audit_sink: None,
     };
     let config = Config {
         admin_password_hash: Some(crypto::hash_password("pw", 1000).unwrap()),

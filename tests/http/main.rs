@@ -13,7 +13,8 @@
 //! `tests/ui`; see `tests/README.md`), but it is a test target of the `vultrino-local` package
 //! (`backend-local/Cargo.toml`), so that Cargo builds the `vultrino` binary for it.
 //!
-//! Where a concern lives: `health_ui` (health, unknown routes, the admin UI's headers),
+//! Where a concern lives: `access` (Cloudflare Access in front of both backends: tokens, key
+//! set caching and rotation, routes per mode, the identity in the audit), `health_ui` (health, unknown routes, the admin UI's headers),
 //! `login_sessions` (login, lockout, cookie and bearer sessions, CSRF), `admin_sessions` (how
 //! sessions end: password change, sign out everywhere; the per-user login throttle; over-size
 //! bodies refused before they are read), `credentials` (CRUD,
@@ -22,7 +23,9 @@
 //! the migration of a store written before they were signed), `execute` (injection, scrubbing,
 //! OAuth2, reply shapes), `policy` (what a policy lets through as the upstream reads it; who may
 //! widen it), `proxy` (the pass-through proxy: key slots, what reaches the upstream, scrubbed
-//! replies, redirects, audit, body cap, base_url), `ssrf` (refused methods and destinations), `audit`, `changes` (concurrent writes,
+//! replies, redirects, audit, body cap, base_url), `ssrf` (refused methods and destinations), `audit`,
+//! `audit_sinks` (the audit's filters, the sinks' status, every event in the backend's log and,
+//! on the worker, as an Analytics Engine data point), `changes` (concurrent writes,
 //! consistency
 //! after a change), `sync` (export, and `vultrino sync --from` the backend under test), `cli` (the
 //! management CLI with `--server` the backend under test, after `vultrino login`).
@@ -35,8 +38,10 @@
 #[path = "../../backend-local/tests/support/mod.rs"]
 mod support;
 
+mod access;
 mod admin_sessions;
 mod audit;
+mod audit_sinks;
 mod changes;
 mod cli;
 mod credentials;

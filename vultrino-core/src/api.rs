@@ -47,6 +47,33 @@ fn limit_param(req: &Request<Bytes>) -> Result<Option<usize>> {
     }
 }
 
+/// The filters of `GET /v1/audit`: `credential`, `actor` (exact, or a prefix ending in `*`),
+/// `outcome` (each at most 256 bytes) and `since` (ms since the epoch).
+fn audit_filter(req: &Request<Bytes>) -> Result<crate::audit::AuditFilter> {
+    let text = |name: &str| -> Result<Option<String>> {
+        match query_param(req, name) {
+            Some(v) if v.is_empty() || v.len() > 256 => Err(Error::bad_request(format!(
+                "{name} must be 1 to 256 bytes long"
+            ))
+            .with_code(Code::BadRequest)),
+            v => Ok(v),
+        }
+    };
+    let since_ms = match query_param(req, "since") {
+        None => None,
+        Some(s) => Some(s.parse::<u64>().map_err(|_| {
+            Error::bad_request("since must be an instant in milliseconds since the epoch")
+                .with_code(Code::BadRequest)
+        })?),
+    };
+    Ok(crate::audit::AuditFilter {
+        credential: text("credential")?,
+        actor: text("actor")?,
+        outcome: text("outcome")?,
+        since_ms,
+    })
+}
+
 fn header_str<'a>(req: &'a Request<Bytes>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -82,9 +109,13 @@ impl App {
     /// and the event of a stream dropped before its end is lost.
     pub async fn serve(
         &self,
-        req: Request<Body>,
+        mut req: Request<Body>,
         background: Option<Arc<dyn Background>>,
     ) -> Response<Body> {
+        // Cloudflare Access first, before the body is read or anything else is looked at.
+        if let Err(refused) = self.admit(&mut req).await {
+            return refused.map(Body::full);
+        }
         if crate::proxy::is_proxy_path(req.uri().path()) {
             return self.proxy(req, background).await;
         }
@@ -105,12 +136,40 @@ impl App {
 
     /// Serve one HTTP request with a whole body. Never panics on input; every failure is a JSON
     /// error. (The pass-through proxy is reached only through [`App::serve`].)
-    pub async fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
+    pub async fn handle(&self, mut req: Request<Bytes>) -> Response<Bytes> {
+        if let Err(refused) = self.admit(&mut req).await {
+            return refused;
+        }
         self.handle_in(req, None).await
     }
 
-    /// [`App::handle`] with the `background` of [`App::serve`]: an execute whose client goes
-    /// away before the reply is still audited (`cancelled`) through it.
+    /// The Cloudflare Access check ([`crate::auth::access`]) of a request, before routing: its
+    /// Access identity, if any, goes into its extensions (the principal and the audit's actor
+    /// take it from there); a refusal is the reply, a JSON error with the security headers and
+    /// CORS grant every reply has.
+    async fn admit<B>(&self, req: &mut Request<B>) -> std::result::Result<(), Response<Bytes>> {
+        match self
+            .access_check(req.method(), req.uri().path(), req.headers())
+            .await
+        {
+            Ok(Some(identity)) => {
+                req.extensions_mut().insert(identity);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                let origin = req.headers().get("origin").and_then(|v| v.to_str().ok());
+                let mut resp = error_response(&e);
+                security_headers(resp.headers_mut());
+                cors::grant(&self.config().cors_origins, origin, resp.headers_mut());
+                Err(resp)
+            }
+        }
+    }
+
+    /// [`App::handle`] with the `background` of [`App::serve`], after the Access check (both
+    /// run it): an execute whose client goes away before the reply is still audited
+    /// (`cancelled`) through it.
     async fn handle_in(
         &self,
         req: Request<Bytes>,
@@ -304,14 +363,33 @@ impl App {
                 let who = self.authenticator().principal(&req).await?;
                 match m {
                     Method::GET => {
+                        // Who may read the audit is judged before its query.
+                        who.require(crate::auth::Permission::Admin)?;
+                        let filter = audit_filter(&req)?;
                         let (events, cursor) = self
                             .audit()
-                            .list(&who, query_param(&req, "cursor"), limit_param(&req)?)
+                            .list_filtered(
+                                &who,
+                                &filter,
+                                query_param(&req, "cursor"),
+                                limit_param(&req)?,
+                            )
                             .await?;
                         Ok(json_response(
                             StatusCode::OK,
                             &json!({"events": events, "cursor": cursor}),
                         ))
+                    }
+                    _ => not_allowed(),
+                }
+            }
+            ["v1", "audit", "sinks"] => {
+                let who = self.authenticator().principal(&req).await?;
+                match m {
+                    Method::GET => {
+                        who.require(crate::auth::Permission::Admin)?;
+                        let sinks = self.audit_sink_status();
+                        Ok(json_response(StatusCode::OK, &json!({"sinks": sinks})))
                     }
                     _ => not_allowed(),
                 }
@@ -370,7 +448,11 @@ impl App {
         }
         let client = self.client_ip_rule().client(req);
         let sessions = self.admin_sessions();
-        let login = sessions.login(&client, req.body()).await?;
+        let access = req
+            .extensions()
+            .get::<crate::auth::AccessIdentity>()
+            .map(|a| a.0.as_str());
+        let login = sessions.login(&client, access, req.body()).await?;
         let mut r = json_response(
             StatusCode::OK,
             &json!({"token": login.token, "expires_at": login.expires_at, "csrf_token": login.csrf_token}),

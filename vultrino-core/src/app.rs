@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use crate::audit::AuditLog;
+use crate::auth::access::{AccessConfig, AccessKeys, AccessSetting};
 use crate::auth::client_ip::ClientIpRule;
 use crate::auth::keys::VerifiedKeys;
 use crate::auth::session::SessionKeys;
@@ -25,7 +26,7 @@ use crate::execute::{ExecuteRequest, ExecuteResponse, Pipeline};
 use crate::keyring;
 use crate::oauth::OAuthTokens;
 pub use crate::ports::Ports;
-use crate::ports::{FetchOptions, StreamOptions};
+use crate::ports::{FetchOptions, Rs256Verifier, StreamOptions};
 use crate::scrub::ScrubberCache;
 use crate::sync::{self, Export};
 
@@ -97,6 +98,11 @@ pub struct Config {
     /// docs/decisions/0033-changes-claim-the-version-they-read.md), so a change acting on a stale
     /// read is refused instead of undoing a newer one.
     pub kv_settle_ms: u64,
+    /// Cloudflare Access as an extra authentication layer (`None`: off). See
+    /// [`crate::auth::access`] and docs/decisions/0081-cloudflare-access-layer.md. The backend
+    /// gives the App an [`Rs256Verifier`] with [`App::with_rs256_verifier`]; without one every
+    /// route that needs a token is refused (503 `access_unavailable`).
+    pub access: Option<AccessConfig>,
 }
 
 impl Default for Config {
@@ -125,6 +131,7 @@ impl Default for Config {
             audit_retention_secs: crate::audit::DEFAULT_AUDIT_RETENTION_SECS,
             cors_origins: Vec::new(),
             kv_settle_ms: 0,
+            access: None,
         }
     }
 }
@@ -144,6 +151,7 @@ impl std::fmt::Debug for Config {
             .field("allow_loopback_upstreams", &self.allow_loopback_upstreams)
             .field("cors_origins", &self.cors_origins)
             .field("kv_settle_ms", &self.kv_settle_ms)
+            .field("access", &self.access)
             .finish_non_exhaustive()
     }
 }
@@ -159,6 +167,12 @@ pub enum Setting {
     KvSettle,
     ProxyMaxConcurrent,
     ProxyMaxConcurrentPerKey,
+    /// Cloudflare Access: the team domain.
+    AccessTeamDomain,
+    /// Cloudflare Access: the application's AUD tag.
+    AccessAud,
+    /// Cloudflare Access: the key set URL override (tests).
+    AccessCertsUrl,
 }
 
 /// Why [`Config::validate`] refused a configuration.
@@ -245,6 +259,14 @@ impl Config {
         if self.proxy_max_concurrent_per_key == 0 {
             return refuse(Setting::ProxyMaxConcurrentPerKey, "must be at least 1");
         }
+        if let Some((setting, problem)) = self.access.as_ref().and_then(AccessConfig::problem) {
+            let setting = match setting {
+                AccessSetting::TeamDomain => Setting::AccessTeamDomain,
+                AccessSetting::Aud => Setting::AccessAud,
+                AccessSetting::CertsUrl => Setting::AccessCertsUrl,
+            };
+            return refuse(setting, problem);
+        }
         Ok(())
     }
 
@@ -290,6 +312,10 @@ pub struct App {
     verified_keys: VerifiedKeys,
     /// The `/proxy/` exchanges in flight in this process (isolate).
     proxy_caps: Arc<crate::proxy_caps::ProxyCaps>,
+    /// The Cloudflare Access team's key set, cached.
+    access_keys: AccessKeys,
+    /// Checks Access tokens' signatures ([`App::with_rs256_verifier`]).
+    rs256: Option<Arc<dyn Rs256Verifier>>,
 }
 
 impl std::fmt::Debug for App {
@@ -323,11 +349,52 @@ impl App {
             scrubbers: ScrubberCache::default(),
             verified_keys: VerifiedKeys::default(),
             proxy_caps: Arc::default(),
+            access_keys: AccessKeys::default(),
+            rs256: None,
         })
+    }
+
+    /// Give the App the RS256 signature check Cloudflare Access tokens need (the backend's:
+    /// the `rsa` crate locally, WebCrypto on Workers).
+    pub fn with_rs256_verifier(mut self, verifier: Arc<dyn Rs256Verifier>) -> Self {
+        self.rs256 = Some(verifier);
+        self
+    }
+
+    /// The Cloudflare Access check of one request ([`crate::auth::access`]): `Ok(None)` when its
+    /// route needs no token or Access is off, the identity when the token is good, 403
+    /// `access_denied` or 503 `access_unavailable` otherwise.
+    pub(crate) async fn access_check(
+        &self,
+        method: &http::Method,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<crate::auth::AccessIdentity>> {
+        crate::auth::access::check(
+            self.config.access.as_ref(),
+            &self.access_keys,
+            self.rs256.as_deref(),
+            &*self.ports.fetcher,
+            &*self.ports.clock,
+            self.config.allow_loopback_upstreams,
+            method,
+            path,
+            headers,
+        )
+        .await
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The counts of the deployment's audit sinks (`GET /v1/audit/sinks`); empty without one.
+    pub fn audit_sink_status(&self) -> Vec<crate::ports::SinkStatus> {
+        self.ports
+            .audit_sink
+            .as_ref()
+            .map(|s| s.status())
+            .unwrap_or_default()
     }
 
     /// The `/proxy/` exchanges in flight in this process (isolate).
@@ -471,7 +538,7 @@ mod tests {
     fn config_validation_names_the_refused_setting() {
         assert_eq!(Config::default().validate(), Ok(()));
         type Breaks = fn(&mut Config);
-        let cases: [(Setting, Breaks); 10] = [
+        let cases: [(Setting, Breaks); 12] = [
             (Setting::CorsOrigins, |c| {
                 c.cors_origins = vec!["https://a.example".into(), "*".into()]
             }),
@@ -496,6 +563,22 @@ mod tests {
             (Setting::ProxyMaxConcurrent, |c| c.proxy_max_concurrent = 0),
             (Setting::ProxyMaxConcurrentPerKey, |c| {
                 c.proxy_max_concurrent_per_key = 0
+            }),
+            (Setting::AccessTeamDomain, |c| {
+                c.access = Some(AccessConfig {
+                    team_domain: "https://t.cloudflareaccess.com/x".into(),
+                    aud: "aud".into(),
+                    mode: Default::default(),
+                    certs_url: None,
+                })
+            }),
+            (Setting::AccessAud, |c| {
+                c.access = Some(AccessConfig {
+                    team_domain: "t.cloudflareaccess.com".into(),
+                    aud: String::new(),
+                    mode: Default::default(),
+                    certs_url: None,
+                })
             }),
         ];
         for (setting, break_it) in cases {

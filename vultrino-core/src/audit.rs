@@ -404,19 +404,26 @@ impl<'a> AuditLog<'a> {
         })
     }
 
-    /// Put the capped event.
+    /// Put the capped event, then hand the same event to the deployment's audit sink, if it
+    /// has one ([`AuditSink`](crate::ports::AuditSink): a log file, a collector, the Workers
+    /// log). The one place events are written, so every event reaches the sink once per write.
+    /// The sink gets it even when the put failed: it is then the event's only record.
     async fn write(&self, event: AuditEvent) {
         let event = event.capped();
         let options = PutOptions {
             expiration_ttl: Some(self.retention_secs.max(60)),
             metadata: None,
         };
-        if let Ok(bytes) = serde_json::to_vec(&event) {
-            let _ = self
-                .ports
-                .kv
-                .put(&event.kv_key(), Bytes::from(bytes), options)
-                .await;
+        let Ok(bytes) = serde_json::to_vec(&event) else {
+            return;
+        };
+        let _ = self
+            .ports
+            .kv
+            .put(&event.kv_key(), Bytes::from(bytes), options)
+            .await;
+        if let Some(sink) = &self.ports.audit_sink {
+            sink.emit(&event);
         }
     }
 
@@ -441,27 +448,117 @@ impl<'a> AuditLog<'a> {
         cursor: Option<String>,
         limit: Option<usize>,
     ) -> Result<(Vec<AuditEvent>, Option<String>)> {
+        self.list_filtered(who, &AuditFilter::default(), cursor, limit)
+            .await
+    }
+
+    /// Events that match `filter`, newest first (admin only): at most `limit` (default 100, at
+    /// most 1000) of them, found among at most [`MAX_SCANNED_PER_CALL`] stored events. The
+    /// cursor continues after the last event looked at, so a page may hold fewer than `limit`
+    /// events (none, even) and still have a cursor: follow it until it is `None`. With `since`,
+    /// the listing ends at the first event older than it (the keys sort by time, so older ones
+    /// are not read).
+    pub async fn list_filtered(
+        &self,
+        who: &Principal,
+        filter: &AuditFilter,
+        mut cursor: Option<String>,
+        limit: Option<usize>,
+    ) -> Result<(Vec<AuditEvent>, Option<String>)> {
         who.require(Permission::Admin)?;
-        let limit = Some(limit.unwrap_or(100).clamp(1, 1000));
-        let page = self
-            .ports
-            .kv
-            .list(ListOptions {
-                prefix: Some(AUDIT_PREFIX.into()),
-                cursor,
-                limit,
-            })
-            .await?;
-        let mut out = Vec::with_capacity(page.keys.len());
-        for k in page.keys {
-            if let Some(b) = self.ports.kv.get(&k.name).await? {
-                if let Ok(e) = serde_json::from_slice::<AuditEvent>(&b) {
-                    out.push(e);
+        let limit = limit.unwrap_or(100).clamp(1, 1000);
+        let mut out = Vec::new();
+        let mut scanned = 0usize;
+        loop {
+            // Pages sized so that every key of a page is looked at: the cursor then resumes
+            // exactly after the last one.
+            let size = (limit - out.len()).min(MAX_SCANNED_PER_CALL - scanned);
+            let page = self
+                .ports
+                .kv
+                .list(ListOptions {
+                    prefix: Some(AUDIT_PREFIX.into()),
+                    cursor: cursor.take(),
+                    limit: Some(size),
+                })
+                .await?;
+            scanned += page.keys.len();
+            for k in page.keys {
+                if filter
+                    .since_ms
+                    .is_some_and(|since| key_ts(&k.name).is_some_and(|ts| ts < since))
+                {
+                    return Ok((out, None));
+                }
+                if let Some(b) = self.ports.kv.get(&k.name).await? {
+                    if let Ok(e) = serde_json::from_slice::<AuditEvent>(&b) {
+                        if filter.matches(&e) {
+                            out.push(e);
+                        }
+                    }
                 }
             }
+            cursor = page.cursor;
+            if cursor.is_none() || out.len() >= limit || scanned >= MAX_SCANNED_PER_CALL {
+                return Ok((out, cursor));
+            }
         }
-        Ok((out, page.cursor))
     }
+}
+
+/// Stored events one [`AuditLog::list_filtered`] call looks at, at most (each is one KV read:
+/// a Workers request may make 1000 subrequests).
+pub const MAX_SCANNED_PER_CALL: usize = 1000;
+
+/// What [`AuditLog::list_filtered`] keeps; every field set must match (`GET /v1/audit`'s
+/// `credential`, `actor`, `outcome` and `since`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// The credential's alias, exactly.
+    pub credential: Option<String>,
+    /// The actor exactly (`key:<id>`, `admin:<user>`), or every actor starting with it when it
+    /// ends with `*` (`key:*`: every API key).
+    pub actor: Option<String>,
+    /// `allowed`, `denied`, `error`, `cancelled`, `success`, `failure`.
+    pub outcome: Option<String>,
+    /// Only events at or after this instant (ms since the epoch).
+    pub since_ms: Option<u64>,
+}
+
+impl AuditFilter {
+    /// Whether `e` passes every condition set.
+    pub fn matches(&self, e: &AuditEvent) -> bool {
+        let actor_ok = match self.actor.as_deref() {
+            None => true,
+            Some(a) => match a.strip_suffix('*') {
+                Some(prefix) => e.actor.starts_with(prefix),
+                None => e.actor == a,
+            },
+        };
+        actor_ok
+            && self
+                .credential
+                .as_deref()
+                .is_none_or(|c| e.credential.as_deref() == Some(c))
+            && self.outcome.as_deref().is_none_or(|o| e.outcome == o)
+            && self.since_ms.is_none_or(|s| e.ts >= s)
+    }
+
+    /// Whether no condition is set.
+    pub fn is_empty(&self) -> bool {
+        *self == AuditFilter::default()
+    }
+}
+
+/// The instant of the event stored at `key`, read from its id (see [`new_id`]), without
+/// reading the event.
+fn key_ts(key: &str) -> Option<u64> {
+    let digits = key.strip_prefix(AUDIT_PREFIX)?.get(..13)?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let inverted: u64 = digits.parse().ok()?;
+    Some(9_999_999_999_999u64.saturating_sub(inverted))
 }
 
 /// The id of the one event of `series` first seen at `first`: sortable like [`new_id`], its
@@ -634,6 +731,58 @@ mod tests {
             "{AUDIT_PREFIX}{}",
             new_id(1_700_000_000_000)
         )));
+    }
+
+    #[test]
+    fn filters_keep_what_every_condition_set_matches() {
+        let mut e = AuditEvent::new(1_700_000_000_000, "key:k1", "execute", "denied");
+        e.credential = Some("github".into());
+        let f = |credential: Option<&str>, actor: Option<&str>, outcome: Option<&str>, since| {
+            AuditFilter {
+                credential: credential.map(str::to_string),
+                actor: actor.map(str::to_string),
+                outcome: outcome.map(str::to_string),
+                since_ms: since,
+            }
+            .matches(&e)
+        };
+        assert!(f(None, None, None, None));
+        assert!(f(
+            Some("github"),
+            Some("key:k1"),
+            Some("denied"),
+            Some(1_700_000_000_000)
+        ));
+        assert!(
+            f(None, Some("key:*"), None, None),
+            "a trailing * is a prefix"
+        );
+        assert!(f(None, Some("*"), None, None));
+        assert!(
+            !f(None, Some("key:"), None, None),
+            "without * the actor is exact"
+        );
+        assert!(!f(None, Some("admin:*"), None, None));
+        assert!(!f(Some("git"), None, None, None), "the credential is exact");
+        assert!(!f(None, None, Some("allowed"), None));
+        assert!(!f(None, None, None, Some(1_700_000_000_001)));
+        let none = AuditEvent::new(1, "admin:root", "login", "success");
+        assert!(!AuditFilter {
+            credential: Some("github".into()),
+            ..AuditFilter::default()
+        }
+        .matches(&none));
+        assert!(AuditFilter::default().is_empty());
+    }
+
+    #[test]
+    fn an_events_instant_is_read_from_its_key() {
+        let e = AuditEvent::new(1_700_000_000_123, "a", "login", "success");
+        assert_eq!(key_ts(&e.kv_key()), Some(1_700_000_000_123));
+        let s = series_id(42, "s", UNAUTHENTICATED_ID_SUFFIX);
+        assert_eq!(key_ts(&format!("{AUDIT_PREFIX}{s}")), Some(42));
+        assert_eq!(key_ts("audit:abc"), None);
+        assert_eq!(key_ts("cred:0000000000000-x"), None);
     }
 
     #[test]

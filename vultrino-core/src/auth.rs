@@ -29,8 +29,11 @@
 //!   alias globs (`github-*`) that bound which credentials the role reaches. Built-in roles
 //!   `admin`, `executor`, `read-only` are defined in code (not stored) and cannot be deleted or
 //!   replaced.
+//! - **Cloudflare Access** ([`access`]): when configured, a valid Access token is required on
+//!   top of all this, before it (docs/decisions/0081-cloudflare-access-layer.md).
 //! - [`authenticate`]: one request in, one [`Principal`] out, whichever way it authenticated.
 
+pub mod access;
 pub mod authenticate;
 pub mod client_ip;
 pub mod csrf;
@@ -43,6 +46,7 @@ pub mod session;
 pub mod token;
 pub mod tokens;
 
+pub use access::{AccessConfig, AccessIdentity, AccessMode};
 pub use authenticate::Authenticator;
 pub use client_ip::ClientIp;
 pub use integrity::{Listing, RefusedRecord};

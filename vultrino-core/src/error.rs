@@ -187,6 +187,13 @@ codes! {
     /// A cookie request without the CSRF token or from another origin; a login from another
     /// origin.
     CsrfFailed = "csrf_failed",
+    /// 403: Cloudflare Access is required on this route and the request carries no valid Access
+    /// token (none, malformed, not RS256, wrong `iss`/`aud`, expired, unknown key, bad
+    /// signature).
+    AccessDenied = "access_denied",
+    /// 503: Cloudflare Access is required on this route and the team's keys could not be
+    /// fetched (and none is cached): the request is refused, never let through.
+    AccessUnavailable = "access_unavailable",
 
     // ---- authorization and policy ----
     /// The caller's role lacks the permission the operation needs.

@@ -31,6 +31,9 @@ pub struct Ports {
     pub sessions: Arc<dyn SessionStore>,
     pub fetcher: Arc<dyn Fetcher>,
     pub clock: Arc<dyn Clock>,
+    /// Where every audit event also goes, besides the KV store (a log file, a collector, the
+    /// Workers log and Analytics Engine); `None`: nowhere else. See [`AuditSink`].
+    pub audit_sink: Option<Arc<dyn AuditSink>>,
 }
 
 impl Ports {
@@ -473,6 +476,32 @@ pub struct StreamOptions {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Rs256Verifier
+// ---------------------------------------------------------------------------------------------
+
+/// Checks one RSASSA-PKCS1-v1_5 SHA-256 signature (JWT `alg: RS256`): the Cloudflare Access
+/// token check ([`crate::auth::access`]). The RustCrypto `rsa` crate locally, the runtime's
+/// WebCrypto (`crypto.subtle`) on Workers, so the worker's wasm carries no RSA code.
+///
+/// The core calls it only after the token's `alg` is RS256 and its key was found in the team's
+/// key set; `n` is at most 4096 bits there. The conformance suite
+/// (`testkit::rs256_suite`, feature `testkit`) checks the sentences below against both.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+pub trait Rs256Verifier: MaybeSend + MaybeSync {
+    /// Whether `signature` is a valid RS256 signature of `signing_input` under the public key
+    /// (`n`, `e`), each a big-endian unsigned integer (a JWK's `n` and `e`, base64url-decoded).
+    ///
+    /// # Behavior
+    /// - `true` only for a signature made with the private key of (`n`, `e`) over exactly
+    ///   `signing_input`; a changed byte of the signature or of the input, or another key, is
+    ///   `false`.
+    /// - Malformed input — an empty or zero `n` or `e`, an even `n`, a signature whose length is
+    ///   not `n`'s — is `false`, never a panic or an error.
+    async fn verify(&self, n: &[u8], e: &[u8], signing_input: &[u8], signature: &[u8]) -> bool;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Background
 // ---------------------------------------------------------------------------------------------
 
@@ -493,6 +522,62 @@ pub trait Background: MaybeSend + MaybeSync {
     /// - The task is polled to completion even when every response of the request that spawned
     ///   it has been dropped (the client went away).
     fn spawn(&self, task: BackgroundTask);
+}
+
+// ---------------------------------------------------------------------------------------------
+// AuditSink
+// ---------------------------------------------------------------------------------------------
+
+/// The counts of one sink, as `GET /v1/audit/sinks` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkStatus {
+    /// `file`, `webhook`, `workers_log`, `analytics_engine`.
+    pub name: String,
+    /// Events handed over (written to the file, accepted by the collector, logged, written as
+    /// a data point).
+    pub sent: u64,
+    /// Events given up on: the queue was full, or the collector refused them for good.
+    pub dropped: u64,
+    /// Failed attempts (a write that failed, a POST the collector did not accept).
+    pub failed: u64,
+    /// Events waiting in the sink's queue now.
+    pub queued: u64,
+}
+
+/// Where every audit event also goes, besides the KV store: the local server's `--audit-log`
+/// file and `--audit-webhook` collector, the worker's log line and Analytics Engine data point.
+///
+/// Called from the one place events are written ([`AuditLog`](crate::audit::AuditLog)), right
+/// after the KV put, with the event exactly as stored (capped; it holds no secret, body, header
+/// or query value). Events a sync import writes into a store are not emitted (they do not go
+/// through the audit log).
+pub trait AuditSink: MaybeSend + MaybeSync {
+    /// Take one event.
+    ///
+    /// # Behavior
+    /// - Returns at once: it never waits for a file, a network or a full queue (what cannot be
+    ///   queued is dropped and counted), and it never fails the request that caused the event.
+    /// - An event rewritten under the same id (a refusal series whose `count` grew) is emitted
+    ///   again; consumers keep the last one of an id.
+    fn emit(&self, event: &crate::audit::AuditEvent);
+
+    /// The counts of each sink behind this one.
+    fn status(&self) -> Vec<SinkStatus>;
+}
+
+/// Several sinks as one: each event goes to every one of them.
+pub struct SinkSet(pub Vec<Arc<dyn AuditSink>>);
+
+impl AuditSink for SinkSet {
+    fn emit(&self, event: &crate::audit::AuditEvent) {
+        for sink in &self.0 {
+            sink.emit(event);
+        }
+    }
+
+    fn status(&self) -> Vec<SinkStatus> {
+        self.0.iter().flat_map(|s| s.status()).collect()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

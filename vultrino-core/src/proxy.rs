@@ -250,7 +250,11 @@ impl App {
         parts: &http::request::Parts,
     ) -> Result<(Principal, zeroize::Zeroizing<String>)> {
         let key = zeroize::Zeroizing::new(slots::agent_key(&parts.headers, parts.uri.query())?);
-        let who = self.api_keys().authenticate(&key).await?;
+        let who = self
+            .api_keys()
+            .authenticate(&key)
+            .await?
+            .with_access(parts.extensions.get::<crate::auth::AccessIdentity>());
         Ok((who, key))
     }
 

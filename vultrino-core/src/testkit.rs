@@ -1,6 +1,6 @@
 //! Conformance suites for the port implementations (feature `testkit`).
 //!
-//! Every `# Behavior` sentence of [`KvStore`],
+//! Every `# Behavior` sentence of [`KvStore`], [`Rs256Verifier`](crate::ports::Rs256Verifier),
 //! [`SessionStore`](crate::ports::SessionStore) and [`Fetcher`](crate::ports::Fetcher) is checked
 //! here by a plain `pub async fn`, in the style of arrow-rs `object_store`'s integration
 //! functions: no framework, no macros, no runtime. Each backend's tests call the umbrella function
@@ -27,12 +27,14 @@ mod fetch_stream;
 pub mod fetcher;
 mod kv;
 mod kv_list;
+mod rs256;
 mod session;
 
 pub use fetch_stream::*;
 pub use fetcher::*;
 pub use kv::*;
 pub use kv_list::*;
+pub use rs256::*;
 pub use session::*;
 
 use std::fmt::Display;

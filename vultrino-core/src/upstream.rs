@@ -25,7 +25,11 @@ pub const USER_AGENT: &str = concat!("vultrino-edge/", env!("CARGO_PKG_VERSION")
 /// The headers in which SDKs carry an API key (`x-goog-api-key`, Azure's `api-key`, and
 /// Vultrino's own `x-vultrino-key`) are client credentials too: the pass-through proxy reads
 /// the agent's key from them, and nothing in them may reach an upstream.
-const DROPPED_REQUEST_HEADERS: [&str; 26] = [
+///
+/// So are Cloudflare Access's: the token (`cf-access-jwt-assertion`, `cf-access-token`) and a
+/// service token's id and secret open this deployment, not the upstream
+/// (docs/decisions/0081-cloudflare-access-layer.md).
+const DROPPED_REQUEST_HEADERS: [&str; 30] = [
     "accept-encoding",
     "range",
     "if-range",
@@ -52,6 +56,10 @@ const DROPPED_REQUEST_HEADERS: [&str; 26] = [
     "x-method-override",
     "x-original-url",
     "x-rewrite-url",
+    "cf-access-jwt-assertion",
+    "cf-access-token",
+    "cf-access-client-id",
+    "cf-access-client-secret",
 ];
 
 /// Response headers never passed back to the agent (hop-by-hop, and the length of a body that is

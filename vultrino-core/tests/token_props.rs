@@ -55,6 +55,7 @@ fn principal(role: Role, token: Option<TokenGrant>) -> Principal {
         name: "agent".into(),
         role,
         token: token.map(Arc::new),
+        access: None,
     }
 }
 

@@ -60,6 +60,9 @@ pub struct Server {
     /// Workerd mode with `HARNESS_CANCEL_CONTROL=1` in `extra_env`: the base URL of the
     /// harness's canceller, which calls the worker and cancels the call after a delay.
     pub cancel_control: Option<String>,
+    /// Every line the server printed on stdout after its "listening" line (the local server's
+    /// `--audit-log -`, the worker's console log in workerd mode).
+    pub output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     admin_password: String,
 }
 
@@ -236,13 +239,22 @@ impl Server {
         .await
         .expect("server did not start within 30 s");
         // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = output.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(mut kept) = kept.lock() {
+                    kept.push(line);
+                }
+            }
+        });
         Server {
             base,
             child,
             group,
             kv_control,
             cancel_control,
+            output,
             admin_password,
         }
     }
@@ -291,10 +303,15 @@ fn harness_setting(name: &str) -> bool {
             | "PROXY_MAX_CONCURRENT_PER_KEY"
             | "ALLOW_LOOPBACK_UPSTREAMS"
             | "ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS"
+            | "ACCESS_TEAM_DOMAIN"
+            | "ACCESS_AUD"
+            | "ACCESS_MODE"
+            | "ACCESS_CERTS_URL"
             | "HARNESS_PERSIST_DIR"
             | "WORKER_BUILD"
             | "HARNESS_KV_CONTROL"
             | "HARNESS_CANCEL_CONTROL"
+            | "HARNESS_AUDIT_RECORDER"
     )
 }
 

@@ -49,8 +49,12 @@ impl<'a> Authenticator<'a> {
     }
 
     /// [`Self::principal`], keeping the session record.
+    /// The request's Cloudflare Access identity (if any) is recorded in the principal.
     pub async fn authenticate(&self, req: &Request<Bytes>) -> Result<Authed> {
-        let authed = self.any(req).await?;
+        let mut authed = self.any(req).await?;
+        authed.principal = authed
+            .principal
+            .with_access(req.extensions().get::<super::AccessIdentity>());
         if let (
             Principal::Admin {
                 via_cookie: true, ..

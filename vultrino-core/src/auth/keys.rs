@@ -411,6 +411,7 @@ impl<'a> ApiKeys<'a> {
             name: record.name,
             role,
             token: None,
+            access: None,
         })
     }
 

@@ -111,6 +111,8 @@ pub enum Principal {
         session_id: String,
         /// Authenticated by cookie (so state changes need CSRF + same-origin).
         via_cookie: bool,
+        /// The Cloudflare Access identity the request carried, when Access is on for its route.
+        access: Option<String>,
     },
     /// An agent with an API key, or with an agent token of that key (`token`): then the key's
     /// role is narrowed by the token's grant (only `read` and `execute`, only the token's
@@ -120,19 +122,43 @@ pub enum Principal {
         name: String,
         role: Role,
         token: Option<Arc<TokenGrant>>,
+        /// The Cloudflare Access identity the request carried, when Access is on for its route.
+        access: Option<String>,
     },
 }
 
 impl Principal {
     /// The actor string in audit events.
+    /// With a Cloudflare Access identity: `admin:admin access:alice@example.com`.
     pub fn actor(&self) -> String {
-        match self {
-            Principal::Admin { subject, .. } => format!("admin:{subject}"),
+        let (base, access) = match self {
+            Principal::Admin {
+                subject, access, ..
+            } => (format!("admin:{subject}"), access),
             Principal::ApiKey {
-                id, token: Some(t), ..
-            } => format!("key:{id} token:{}", t.id),
-            Principal::ApiKey { id, .. } => format!("key:{id}"),
+                id,
+                token: Some(t),
+                access,
+                ..
+            } => (format!("key:{id} token:{}", t.id), access),
+            Principal::ApiKey { id, access, .. } => (format!("key:{id}"), access),
+        };
+        match access {
+            Some(identity) => format!("{base} access:{identity}"),
+            None => base,
         }
+    }
+
+    /// The principal, with the Access identity of its request (if any) recorded.
+    pub fn with_access(mut self, identity: Option<&super::AccessIdentity>) -> Self {
+        if let Some(identity) = identity {
+            match &mut self {
+                Principal::Admin { access, .. } | Principal::ApiKey { access, .. } => {
+                    *access = Some(identity.0.clone())
+                }
+            }
+        }
+        self
     }
 
     /// Require a permission.
@@ -216,7 +242,11 @@ mod tests {
             name: "n".into(),
             role,
             token: None,
+            access: None,
         };
+        assert_eq!(p.actor(), "key:x");
+        let p = p.with_access(Some(&crate::auth::AccessIdentity("svc.access".into())));
+        assert_eq!(p.actor(), "key:x access:svc.access");
         assert!(p.require_scope("github-prod").is_ok());
         assert_eq!(
             p.require_scope("stripe").err().map(|e| e.code()),

@@ -250,7 +250,10 @@ impl<'a> AdminSessions<'a> {
     /// attempts.) Successes are audited as the admin; failures are unauthenticated events
     /// ([`AuditLog::record_unauthenticated`]), and the refused attempts past either throttle are
     /// one event per throttle window, with their count ([`AuditLog::record_repeated`]).
-    pub async fn login(&self, client: &str, body: &[u8]) -> Result<Login> {
+    ///
+    /// `access` is the request's Cloudflare Access identity, recorded in the actor of every
+    /// event of the attempt (`client:… access:alice@example.com`, `admin:admin access:…`).
+    pub async fn login(&self, client: &str, access: Option<&str>, body: &[u8]) -> Result<Login> {
         #[derive(serde::Deserialize)]
         struct Input {
             username: String,
@@ -264,7 +267,16 @@ impl<'a> AdminSessions<'a> {
             .sessions
             .hit(&counter, s.window_secs * 1000, s.max_attempts, now)
             .await?;
-        let mut event = AuditEvent::new(now, format!("client:{client}"), "login", "failure");
+        let with_access = |actor: String| match access {
+            Some(identity) => format!("{actor} access:{identity}"),
+            None => actor,
+        };
+        let mut event = AuditEvent::new(
+            now,
+            with_access(format!("client:{client}")),
+            "login",
+            "failure",
+        );
         if !hit.allowed {
             event.code = Some(Code::LoginLocked.as_str().into());
             event.status = Some(429);
@@ -372,7 +384,7 @@ impl<'a> AdminSessions<'a> {
             self.audit.record_unauthenticated(event).await;
             return Err(e);
         }
-        event.actor = format!("admin:{}", s.admin_username);
+        event.actor = with_access(format!("admin:{}", s.admin_username));
         event.outcome = "success".into();
         event.status = Some(200);
         self.audit.record(event).await;
@@ -422,6 +434,7 @@ impl<'a> AdminSessions<'a> {
                 subject: record.subject.clone(),
                 session_id: id,
                 via_cookie,
+                access: None,
             },
             session: Some(record),
         })

@@ -508,6 +508,7 @@ impl<'a> AgentTokens<'a> {
                 uses: record.uses,
                 expires_at: record.expires_at,
             })),
+            access: None,
         })
     }
 

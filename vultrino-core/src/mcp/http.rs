@@ -101,7 +101,7 @@ pub(crate) async fn serve(
         }
     }
     let who = match app.authenticator().agent(h).await {
-        Ok(p) => p,
+        Ok(p) => p.with_access(req.extensions().get::<crate::auth::AccessIdentity>()),
         Err(e) => return auth_failure(&e),
     };
     if let Some(ct) = h.get(header::CONTENT_TYPE) {

@@ -1,0 +1,233 @@
+//! Where the master key comes from (`--master-key-source file|keychain|env`), and the commands
+//! that move it: `vultrino master-key to-keychain`, and `vultrino rotate-master-key` for a key in
+//! the OS keychain. See docs/decisions/0089-master-key-in-the-os-keychain.md.
+//!
+//! Unset, the source is what it always was: `VULTRINO_MASTER_KEY` / `ENCRYPTION_KEY` when set,
+//! else the key file (created on a first `serve`). Set, it is strict: the key comes from that
+//! source or the command stops with an error naming the fix; it never falls back to another.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use vultrino_core::crypto::{self, Keys, MasterSecret};
+use vultrino_core::ports::KvStore;
+use zeroize::Zeroizing;
+
+use crate::keychain::KeychainEntry;
+use crate::setup::{self, MasterSource, Settings, StoreKind};
+
+/// `--master-key-source`: where the master key is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeySource {
+    /// The key file (`--master-key-file`, default `<data-dir>/master.key`), created on a first
+    /// `serve`; `VULTRINO_MASTER_KEY` is ignored.
+    File,
+    /// The OS keychain entry of the data directory (service `vultrino`, account the data
+    /// directory's canonical path); created on a first `serve` of a new data directory.
+    Keychain,
+    /// `VULTRINO_MASTER_KEY` (or `ENCRYPTION_KEY`); never a file.
+    Env,
+}
+
+/// The key file of `settings`.
+pub fn key_file(settings: &Settings) -> PathBuf {
+    settings
+        .master_key_file
+        .clone()
+        .unwrap_or_else(|| settings.data_dir.join(setup::MASTER_KEY_FILE))
+}
+
+/// The master key from the keychain entry of the data directory. With `create` on a new file
+/// store (no store directory and no key file yet), a new random key is stored there first.
+pub fn from_keychain(
+    settings: &Settings,
+    create: bool,
+) -> anyhow::Result<(MasterSecret, MasterSource)> {
+    let file = key_file(settings);
+    let new_store = create
+        && settings.store == StoreKind::File
+        && !settings.data_dir.join(setup::STORE_DIR).exists()
+        && !file.exists();
+    if new_store {
+        setup::ensure_private_dir(&settings.data_dir)?;
+    } else if !settings.data_dir.is_dir() {
+        anyhow::bail!(
+            "--master-key-source keychain: the data directory {} does not exist (its path names \
+             the master key's OS keychain entry)",
+            settings.data_dir.display()
+        );
+    }
+    let entry = KeychainEntry::for_data_dir(&settings.data_dir)?;
+    if let Some(text) = entry.read()? {
+        let secret = MasterSecret::parse(text.trim())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", entry.describe()))?;
+        return Ok((secret, MasterSource::Keychain(entry)));
+    }
+    if new_store {
+        let (secret, text) = MasterSecret::generate_raw();
+        let text = Zeroizing::new(text);
+        store_and_check(&entry, &text)?;
+        tracing::info!(
+            entry = %entry.describe(),
+            "created a new master key in the OS keychain; back it up: without it the store cannot be decrypted"
+        );
+        return Ok((secret, MasterSource::Keychain(entry)));
+    }
+    let hint = if file.exists() {
+        format!(
+            "the key file {} exists: move it there with `vultrino master-key to-keychain`, or \
+             use --master-key-source file",
+            file.display()
+        )
+    } else {
+        "restore the key from your backup into it (e.g. `secret-tool store --label vultrino \
+         service vultrino username <data-dir>`), or choose the source that holds the key \
+         (--master-key-source file|env)"
+            .to_string()
+    };
+    anyhow::bail!(
+        "--master-key-source keychain: {} holds no master key for the data directory {}; {hint}",
+        entry.describe(),
+        settings.data_dir.display()
+    )
+}
+
+/// Store `text` in `entry`, read it back and compare (constant time).
+fn store_and_check(entry: &KeychainEntry, text: &str) -> anyhow::Result<()> {
+    entry.store(text)?;
+    match entry.read()? {
+        Some(back) if crypto::ct_eq(back.as_bytes(), text.as_bytes()) => Ok(()),
+        Some(_) => anyhow::bail!(
+            "{} returned another value than the one just stored",
+            entry.describe()
+        ),
+        None => anyhow::bail!("{} was stored but cannot be read back", entry.describe()),
+    }
+}
+
+/// Check that `master` opens the store's keyring, when the store has one.
+async fn check_opens_store(kv: &dyn KvStore, master: &MasterSecret) -> anyhow::Result<()> {
+    match kv.get(vultrino_core::keyring::KEYRING_KEY).await? {
+        None => Ok(()),
+        Some(_) => {
+            let record = vultrino_core::keyring::read(kv).await?;
+            Keys::open(master, &record)?;
+            Ok(())
+        }
+    }
+}
+
+/// `vultrino master-key to-keychain`: read the key file, check that it opens the store, store it
+/// in the data directory's keychain entry, read it back and compare, and only then overwrite the
+/// file with zeros, flush it to disk and delete it. Returns the entry's description.
+pub async fn to_keychain(settings: &Settings) -> anyhow::Result<String> {
+    let file = key_file(settings);
+    let next = PathBuf::from(format!("{}.next", file.display()));
+    if next.exists() {
+        anyhow::bail!(
+            "a master-key rotation is unfinished ({} exists): run `vultrino rotate-master-key` \
+             again to finish it first; nothing was moved",
+            next.display()
+        );
+    }
+    let text = match fs::read_to_string(&file) {
+        Ok(t) => Zeroizing::new(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "no master key file {}: nothing to move (give another with --master-key-file)",
+            file.display()
+        ),
+        Err(e) => anyhow::bail!("cannot read the master key file {}: {e}", file.display()),
+    };
+    let key = Zeroizing::new(text.trim().to_string());
+    let master = MasterSecret::parse(&key)
+        .map_err(|e| anyhow::anyhow!("master key file {}: {e}", file.display()))?;
+    if settings.store == StoreKind::File && settings.data_dir.join(setup::STORE_DIR).exists() {
+        let kv = setup::open_kv(
+            settings,
+            std::sync::Arc::new(crate::clock::SystemClock::new()),
+        )?;
+        check_opens_store(&*kv, &master).await.map_err(|e| {
+            anyhow::anyhow!(
+                "the key file {} does not open the store in {}: {e:#}; nothing was moved",
+                file.display(),
+                settings.data_dir.display()
+            )
+        })?;
+    }
+    let entry = KeychainEntry::for_data_dir(&settings.data_dir)?;
+    match entry.read()? {
+        Some(existing) if crypto::ct_eq(existing.trim().as_bytes(), key.as_bytes()) => {}
+        Some(_) => anyhow::bail!(
+            "{} already holds a different master key; nothing was changed. If that key is not \
+             needed any more, delete the entry first (e.g. `secret-tool clear service vultrino \
+             username {}`), then run this again",
+            entry.describe(),
+            entry.account()
+        ),
+        None => store_and_check(&entry, &key)?,
+    }
+    wipe_and_delete(&file)?;
+    Ok(entry.describe())
+}
+
+/// Overwrite `path` with zeros, flush to disk, delete it and flush its directory.
+fn wipe_and_delete(path: &Path) -> anyhow::Result<()> {
+    let len = fs::metadata(path)?.len();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot open {} to wipe it: {e}", path.display()))?;
+    f.write_all(&vec![0u8; usize::try_from(len).unwrap_or(0)])?;
+    f.sync_all()?;
+    drop(f);
+    fs::remove_file(path).map_err(|e| anyhow::anyhow!("cannot delete {}: {e}", path.display()))?;
+    if let Some(parent) = path.parent() {
+        if let Ok(d) = fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// `vultrino rotate-master-key` for a key in the OS keychain: the new key is stored in the
+/// entry's `next:` twin BEFORE any record changes (an interrupted rotation is finished by running
+/// the command again), the records are re-encrypted, the entry takes the new key (read back and
+/// compared), and the twin is deleted. Returns the new key id and the number of records re-sealed.
+pub async fn rotate_in_keychain(
+    kv: &dyn KvStore,
+    old: &MasterSecret,
+    entry: &KeychainEntry,
+    now_ms: u64,
+) -> anyhow::Result<(String, usize)> {
+    let next = entry.next();
+    let new_text = match next.read()? {
+        Some(t) => {
+            let t = Zeroizing::new(t.trim().to_string());
+            // Interrupted after the entry took the new key: only the twin is left to delete.
+            let current = entry.read()?;
+            if current.is_some_and(|c| crypto::ct_eq(c.trim().as_bytes(), t.as_bytes())) {
+                next.delete()?;
+                let key_id = vultrino_core::keyring::read(kv).await?.key_id;
+                return Ok((key_id, 0));
+            }
+            t
+        }
+        None => {
+            // A fresh rotation: the entry's key must open the store before a new key is made
+            // (a wrong entry is reported, and no `next:` entry is left behind).
+            check_opens_store(kv, old).await.map_err(|e| {
+                anyhow::anyhow!("{e:#} (the key used came from {})", entry.describe())
+            })?;
+            let (_, t) = MasterSecret::generate_raw();
+            let t = Zeroizing::new(t);
+            store_and_check(&next, &t)?;
+            t
+        }
+    };
+    let new = MasterSecret::parse(&new_text)?;
+    let done = vultrino_core::keyring::rotate_master_key(kv, old, &new, now_ms).await?;
+    store_and_check(entry, &new_text)?;
+    next.delete()?;
+    Ok(done)
+}
