@@ -117,7 +117,7 @@ before(async () => {
   refusedUrl = await closedPortUrl();
   assert.ok(
     fs.existsSync(path.join(root, BUILD, "index.js")),
-    "build the test worker first: worker-build --release --out-dir test-build --features testkit",
+    "build the test worker first: worker-build --profile worker --out-dir test-build --features testkit",
   );
   mf = new Miniflare(
     workerOptions(BUILD, {

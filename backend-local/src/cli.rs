@@ -24,6 +24,8 @@ use crate::master_key::KeySource;
 use crate::remote::{Remote, Route};
 use crate::setup::{self, MasterSource, Settings, StoreKind};
 
+mod tokens;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "vultrino",
@@ -67,6 +69,8 @@ enum Command {
     Key(KeyArgs),
     /// Manage roles.
     Role(RoleArgs),
+    /// Mint, list and revoke agent tokens (vt_…): short-lived subsets of an API key.
+    Token(tokens::TokenArgs),
     /// Make one request through a credential and print the scrubbed reply.
     Request(RequestArgs),
     /// Print the audit log, oldest first: the newest events that match the filters, then, with
@@ -695,6 +699,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Route::Direct => {
                 let app = open_for_cli(&cli, Config::default()).await?;
                 key(&app, &k.cmd).await
+            }
+        },
+        Command::Token(t) => match route(&cli, &t.remote)? {
+            Route::Server(base) => tokens::remote(&Remote::connect(base)?, &t.cmd).await,
+            Route::Direct => {
+                let app = open_for_cli(&cli, Config::default()).await?;
+                tokens::direct(&app, &t.cmd).await
             }
         },
         Command::Role(r) => match route(&cli, &r.remote)? {

@@ -54,9 +54,9 @@ pub fn api_key_from_env() -> anyhow::Result<Zeroizing<String>> {
         .map(|k| Zeroizing::new(k.trim().to_string()))
         .filter(|k| !k.is_empty());
     match key {
-        Some(k) if k.starts_with("vk_") => Ok(k),
+        Some(k) if k.starts_with("vk_") || k.starts_with("vt_") => Ok(k),
         Some(_) => anyhow::bail!(
-            "VULTRINO_API_KEY is not a Vultrino API key (they start with vk_; create one with `vultrino key create`)"
+            "VULTRINO_API_KEY is not a Vultrino API key (they start with vk_; create one with `vultrino key create`) nor an agent token (vt_; `vultrino token mint`)"
         ),
         None => anyhow::bail!(
             "VULTRINO_API_KEY is not set: give the agent's API key (vk_…) in the environment of `vultrino mcp`"

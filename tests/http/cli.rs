@@ -10,7 +10,11 @@ use crate::support::{expect, vultrino_cmd, Client, Server, ServerOptions, ADMIN_
 
 /// `vultrino --data-dir <home>/data args…` with `<home>/config` as the config home; (success,
 /// stdout, stderr).
-async fn cli(home: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+pub(crate) async fn cli(
+    home: &std::path::Path,
+    args: &[&str],
+    stdin: &str,
+) -> (bool, String, String) {
     let mut cmd = vultrino_cmd(Some(&home.join("data")));
     cmd.args(args)
         .env("XDG_CONFIG_HOME", home.join("config"))

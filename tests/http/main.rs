@@ -55,6 +55,7 @@ mod proxy;
 mod records;
 mod ssrf;
 mod sync;
+mod tokens;
 
 use serde_json::{json, Value};
 use support::upstream::Upstream;

@@ -16,7 +16,7 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from conftest import BIN, clean_env
+from conftest import BIN, api, clean_env, cli
 from scenario import exercise
 
 pytestmark = pytest.mark.anyio
@@ -45,6 +45,27 @@ async def test_sdk_client_uses_the_tools_over_stdio_without_seeing_the_secret(
         async with Client(params(stdio_mode, stdio_mode.key), mode=mode) as client:
             assert client.protocol_version == version
             await exercise(client, upstream, stdio_mode.echo_alias, stdio_mode.private_alias)
+
+
+async def test_an_agent_token_works_over_stdio_in_place_of_its_key(stdio_mode, upstream):
+    # A token of the key (vt_…) in VULTRINO_API_KEY: the same tools, narrowed to its credential.
+    # Direct mode mints it on the store with the CLI (the local operator names the parent key);
+    # forward mode through the running server, as the key itself.
+    if hasattr(stdio_mode, "base"):
+        r = api(stdio_mode.base, "POST", "/v1/tokens", stdio_mode.key,
+                {"credentials": [stdio_mode.echo_alias], "uses": 50})
+        assert r.status == 201, r.text
+        token = r.json()["token"]
+    else:
+        parent = stdio_mode.key.split("_")[1]
+        token = json.loads(cli(stdio_mode.data_dir, "token", "mint", "--parent-key", parent,
+                               "--credential", stdio_mode.echo_alias))["token"]
+    assert token.startswith("vt_")
+    with anyio.fail_after(60):
+        async with Client(params(stdio_mode, token), mode="auto") as client:
+            await exercise(client, upstream, stdio_mode.echo_alias, stdio_mode.private_alias)
+    for seen in upstream.seen:
+        assert token not in json.dumps(seen, default=str), "the token reached the upstream"
 
 
 async def test_without_flags_mcp_forwards_to_the_server_named_by_vultrino_server(

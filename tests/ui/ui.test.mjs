@@ -671,6 +671,33 @@ describe(`admin UI (${backend()})`, () => {
     await finish(ui);
   });
 
+  it("lists a key's agent tokens without their secrets and revokes one at once", T, async () => {
+    const created = await apiOk(base, "POST", "/v1/keys", { token: admin, body: { name: `ui-tok-${rand()}`, role: "executor" } });
+    const minted = await apiOk(base, "POST", "/v1/tokens", {
+      token: admin,
+      body: { parent_key: created.id, name: "ui task", credentials: ["*"], uses: 7 },
+    });
+    assert.match(minted.token, /^vt_[0-9a-f]{16}_\S+$/);
+    assert.equal((await api(base, "GET", "/v1/credentials", { token: minted.token })).status, 200, "the token works");
+    const ui = await loggedInUi();
+    const { page } = ui;
+    await openTab(page, "keys");
+    const tr = row(page, "tokens-table", "id", minted.id);
+    await tr.waitFor({ state: "visible" });
+    const c = await cells(tr);
+    assert.equal(c[0], "ui task");
+    assert.equal(c[2], created.id);
+    assert.equal(c[4], "7 / 7");
+    const secretPart = minted.token.slice(`vt_${minted.id}_`.length);
+    assert.ok(!(await page.evaluate(() => document.documentElement.outerHTML)).includes(secretPart), "the token's secret is in the page");
+    const outcome = await expectStatus(page);
+    await ui.confirm(true, () => tr.locator('button[data-action="revoke"]').click());
+    await tr.waitFor({ state: "detached" });
+    assert.equal((await outcome()).cls, "ok");
+    assert.equal((await api(base, "GET", "/v1/credentials", { token: minted.token })).status, 401, "the revoked token is refused");
+    await finish(ui);
+  });
+
   // ----- 8. roles --------------------------------------------------------------------------------
 
   it("creates a custom role usable for keys and deletes it; built-in roles cannot be deleted", T, async () => {

@@ -1,4 +1,4 @@
-//! The agent's own key (`vk_…`) must never leave Vultrino: the checks that the proxy and
+//! The agent's own key (`vk_…`) or agent token (`vt_…`) must never leave Vultrino: the checks that the proxy and
 //! `/v1/execute` share — recognising a key in text, the last gate on the outgoing URL and
 //! headers, the refusal of a body that carries one, and the audit path redacted from a key on
 //! (docs/decisions/0063-pass-through-proxy.md, 0064).
@@ -6,8 +6,9 @@
 use crate::audit;
 use crate::error::{Code, Error, Result};
 
-/// Whether `bytes` hold a Vultrino key: `vk_` (any case) followed by a key character, as they
-/// are or after up to three rounds of percent-decoding (`vk%5F…`, `%76k_…`, `vk%255F…`).
+/// Whether `bytes` hold a Vultrino key or agent token: `vk_` or `vt_` (any case) followed by a
+/// key character, as they are or after up to three rounds of percent-decoding (`vk%5F…`,
+/// `%76k_…`, `vk%255F…`, `vt%5F…`).
 pub fn carries_agent_key(bytes: &[u8]) -> bool {
     let mut current = std::borrow::Cow::Borrowed(bytes);
     for _ in 0..4 {
@@ -26,7 +27,7 @@ pub fn carries_agent_key(bytes: &[u8]) -> bool {
 fn has_key_prefix(bytes: &[u8]) -> bool {
     bytes.windows(4).any(|w| {
         w[0].eq_ignore_ascii_case(&b'v')
-            && w[1].eq_ignore_ascii_case(&b'k')
+            && (w[1].eq_ignore_ascii_case(&b'k') || w[1].eq_ignore_ascii_case(&b't'))
             && w[2] == b'_'
             && (w[3].is_ascii_alphanumeric() || w[3] == b'_' || w[3] == b'-')
     })
@@ -41,8 +42,9 @@ pub(crate) fn refuse_in(uri: &http::Uri, headers: &http::HeaderMap) -> Result<()
     let in_headers = headers.values().any(|v| carries_agent_key(v.as_bytes()));
     if in_uri || in_headers {
         return Err(Error::bad_request(
-            "the request carries a Vultrino API key (vk_…) outside its key slot: it is never \
-             sent upstream; remove it from the path, the query and other headers",
+            "the request carries a Vultrino API key (vk_…) or agent token (vt_…) outside its key \
+             slot: it is never sent upstream; remove it from the path, the query and other \
+             headers",
         )
         .with_code(Code::AgentKeyInRequest));
     }
@@ -53,9 +55,9 @@ pub(crate) fn refuse_in(uri: &http::Uri, headers: &http::HeaderMap) -> Result<()
 /// `agent_key_in_request`; nothing is sent): execute's `body`, or a proxied request's body.
 pub(crate) fn in_body() -> Error {
     Error::bad_request(
-        "the request body carries a Vultrino API key (vk_<id>_…): it is never sent upstream; \
-         take it out of the body (a body that only looks like one, vk_ then 16 hex digits then \
-         _, is refused too)",
+        "the request body carries a Vultrino API key (vk_<id>_…) or agent token (vt_<id>_…): \
+         it is never sent upstream; take it out of the body (a body that only looks like one, \
+         vk_ or vt_ then 16 hex digits then _, is refused too)",
     )
     .with_code(Code::AgentKeyInRequest)
 }

@@ -20,6 +20,7 @@ use crate::input::parse_json;
 use crate::ports::Background;
 
 pub mod reply;
+mod tokens;
 
 use reply::empty;
 pub use reply::{error_response, json_body, json_response, security_headers};
@@ -328,6 +329,8 @@ impl App {
                     _ => not_allowed(),
                 }
             }
+            ["v1", "tokens"] => self.tokens_route(&req, None).await,
+            ["v1", "tokens", id] => self.tokens_route(&req, Some(id)).await,
             ["v1", "roles"] => {
                 let who = self.authenticator().principal(&req).await?;
                 match m {

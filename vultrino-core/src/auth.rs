@@ -22,6 +22,9 @@
 //!   the record AND sets a marker in the SessionStore, because a KV delete can take a while to
 //!   reach other edge locations while the SessionStore is strongly consistent
 //!   (docs/decisions/0011-api-keys.md; the platform's figure: docs/deploy-cloudflare.md).
+//! - **Agent tokens** ([`tokens`]): `vt_<id>_<secret>`, shown once, a short-lived subset of one
+//!   API key (credential globs, methods, path prefixes, a number of uses, an expiry), checked
+//!   with its parent key live on every use (docs/decisions/0083-agent-tokens.md).
 //! - **Roles** ([`principal`], [`roles`]): permissions `read`, `execute`, `write`, `admin`, plus
 //!   alias globs (`github-*`) that bound which credentials the role reaches. Built-in roles
 //!   `admin`, `executor`, `read-only` are defined in code (not stored) and cannot be deleted or
@@ -41,6 +44,7 @@ pub mod principal;
 pub mod roles;
 pub mod session;
 pub mod token;
+pub mod tokens;
 
 pub use access::{AccessConfig, AccessIdentity, AccessMode};
 pub use authenticate::Authenticator;
@@ -51,4 +55,5 @@ pub use migrate::{MigratedRecord, Migration};
 pub use principal::{builtin_role, Authed, Permission, Principal, Role, BUILTIN_ROLES};
 pub use roles::{NewRole, Roles};
 pub use session::{AdminSessions, Login, SessionSettings};
-pub use token::{API_KEY_PREFIX, BEARER_SESSION_PREFIX, COOKIE_SESSION_PREFIX};
+pub use token::{AGENT_TOKEN_PREFIX, API_KEY_PREFIX, BEARER_SESSION_PREFIX, COOKIE_SESSION_PREFIX};
+pub use tokens::{AgentTokens, CreatedToken, NewToken, TokenGrant, TokenInfo};

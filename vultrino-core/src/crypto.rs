@@ -98,6 +98,7 @@ const INFO_MAC_VERSION_CLAIM: &[u8] = b"vultrino/v1/mac/version-claim";
 const INFO_MAC_SCRUBBER_CACHE: &[u8] = b"vultrino/v1/mac/scrubber-cache";
 const INFO_MAC_OAUTH_BINDING: &[u8] = b"vultrino/v1/mac/oauth-binding";
 const INFO_MAC_SESSION_TOKEN: &[u8] = b"vultrino/v1/mac/session-token";
+const INFO_MAC_AGENT_TOKEN: &[u8] = b"vultrino/v1/mac/agent-token";
 const INFO_CURSORS: &[u8] = b"vultrino/v1/cursors";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"vultrino key check v1";
 const KDF_RAW: &str = "raw";

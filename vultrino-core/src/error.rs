@@ -250,6 +250,25 @@ codes! {
     RoleNotFound = "role_not_found",
     /// Built-in roles cannot be created, replaced or deleted.
     BuiltinRole = "builtin_role",
+    // ---- agent tokens (`vt_…`) ----
+    /// No agent token of this id (or not one of the calling key's).
+    TokenNotFound = "token_not_found",
+    /// An agent token past its expiry.
+    TokenExpired = "token_expired",
+    /// An agent token whose uses are all spent (403; nothing was sent upstream).
+    TokenExhausted = "token_exhausted",
+    /// The method is not one of the agent token's `methods`.
+    TokenMethodDenied = "token_method_denied",
+    /// The upstream path is outside the agent token's `path_prefixes`.
+    TokenPathDenied = "token_path_denied",
+    /// A token asked for more than its parent key reaches (a credential glob beyond its scopes).
+    TokenWidensParent = "token_widens_parent",
+    /// A token request without a usable `parent_key` (an admin must name one).
+    InvalidParentKey = "invalid_parent_key",
+    /// A token's `uses` outside the accepted range.
+    InvalidUses = "invalid_uses",
+    /// A token's `credentials` that are not a list of alias globs.
+    InvalidCredentials = "invalid_credentials",
     /// Another change of the same record is under way (409, `Retry-After`).
     ChangeInProgress = "change_in_progress",
     /// The record changed elsewhere moments ago and this location may not see it yet (409,

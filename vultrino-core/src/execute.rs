@@ -9,6 +9,7 @@
 //!    nothing about the URL);
 //! 3. **load and open** the credential (`CredentialStore::load`, which reuses an unchanged one);
 //! 4. **policy** — the credential's allowed hosts, methods and path prefixes, then its rate limit;
+//!    an agent token's own methods and path prefixes (its use is spent right before the fetch);
 //! 5. **clean** the agent's request: headers an agent may never set are dropped
 //!    ([`Outbound::new`]);
 //! 6. **inject** the credential ([`CredentialData::inject`](crate::credential::CredentialData::inject)),
@@ -167,6 +168,9 @@ impl<'a> Pipeline<'a> {
         let opened = self.open(&req.credential).await?;
         let record = &*opened.record;
         self.check_policy(record, &method, &target).await?;
+        if let Some(grant) = who.token() {
+            grant.check(method.as_str(), target.url.path())?;
+        }
         if let Some(allowed) = &record.policy.methods {
             let content_type = req
                 .headers
@@ -193,6 +197,8 @@ impl<'a> Pipeline<'a> {
         let request = out.build(req.body.unwrap_or_default(), req.json_body)?;
         // The proxy's last gate: no agent key in the URL or a header value either.
         crate::agent_key::refuse_in(request.uri(), request.headers())?;
+        // An agent token's use is spent last, right before the call (decision 0084).
+        crate::auth::tokens::consume_use(self.ports, who).await?;
         let response = self.ports.fetcher.fetch(request, self.fetch).await?;
         upstream::refuse_encoded(response.headers())?;
         Ok(render(response, &scrubber, record.policy.pass_cookies))

@@ -364,7 +364,7 @@ fn is_open_to_anyone(domain: &str) -> bool {
     suffix_len(&probe) >= probe.len()
 }
 
-fn path_matches(prefix: &str, path: &str) -> bool {
+pub(crate) fn path_matches(prefix: &str, path: &str) -> bool {
     match path.strip_prefix(prefix) {
         Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
         None => false,
@@ -557,7 +557,7 @@ fn bad_method(message: impl Into<String>) -> Error {
     Error::bad_request(message.into()).with_code(Code::InvalidMethod)
 }
 
-fn validate_methods(list: Vec<String>) -> Result<Vec<String>> {
+pub(crate) fn validate_methods(list: Vec<String>) -> Result<Vec<String>> {
     if list.is_empty() {
         return Err(bad_method(
             "policy.methods must not be empty (omit it to allow every method)",
@@ -583,7 +583,7 @@ fn bad_prefix(message: impl Into<String>) -> Error {
     Error::bad_request(message.into()).with_code(Code::InvalidPathPrefix)
 }
 
-fn validate_prefixes(list: Vec<String>) -> Result<Vec<String>> {
+pub(crate) fn validate_prefixes(list: Vec<String>) -> Result<Vec<String>> {
     if list.is_empty() {
         return Err(bad_prefix(
             "policy.path_prefixes must not be empty (omit it to allow every path)",

@@ -157,8 +157,13 @@ impl App {
         event.credential = Some(alias.clone());
         event.method = Some(parts.method.as_str().to_string());
         let config = self.config();
+        // Per key: the tokens of a key share its cap (an agent cannot widen it by minting).
+        let cap_key = match &who {
+            Principal::ApiKey { id, .. } => format!("key:{id}"),
+            Principal::Admin { .. } => event.actor.clone(),
+        };
         let slot = match self.proxy_caps().take(
-            &event.actor,
+            &cap_key,
             config.proxy_max_concurrent,
             config.proxy_max_concurrent_per_key,
         ) {
@@ -288,6 +293,9 @@ impl App {
         event.host = checked.url.host_str().map(str::to_string);
         event.path = Some(audit_path(checked.url.path()));
         pipeline.check_policy(record, &method, &checked).await?;
+        if let Some(grant) = who.token() {
+            grant.check(method.as_str(), checked.url.path())?;
+        }
 
         let cap = config.proxy_max_request_bytes;
         if body.len_hint().is_some_and(|n| n > cap as u64) {
@@ -323,6 +331,8 @@ impl App {
         let scrubber = pipeline.inject(&opened, &mut out).await?;
         let request = out.build(body, false)?;
         target::refuse_agent_keys(&request)?;
+        // An agent token's use is spent last, right before the call (decision 0084).
+        crate::auth::tokens::consume_use(pipeline.ports(), who).await?;
         // From here on the upstream may see the request: its event is written one by one,
         // whatever happens.
         sent.store(true, Ordering::Relaxed);

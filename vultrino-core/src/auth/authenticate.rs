@@ -1,4 +1,5 @@
-//! One request in, one [`Principal`] out: `Authorization: Bearer` with an API key (`vk_`) or a
+//! One request in, one [`Principal`] out: `Authorization: Bearer` with an API key (`vk_`) or an
+//! agent token (`vt_`), or a
 //! bearer session (`vs_`), or the session cookie (`vc_`, with the CSRF rule).
 
 use bytes::Bytes;
@@ -9,7 +10,8 @@ use super::keys::ApiKeys;
 use super::principal::{Authed, Principal};
 use super::session::AdminSessions;
 use super::token::{
-    bearer, cookie_tokens, Bearer, API_KEY_PREFIX, BEARER_SESSION_PREFIX, COOKIE_SESSION_PREFIX,
+    bearer, cookie_tokens, is_agent_credential, Bearer, BEARER_SESSION_PREFIX,
+    COOKIE_SESSION_PREFIX,
 };
 use crate::error::{Code, Error, Result};
 
@@ -68,7 +70,7 @@ impl<'a> Authenticator<'a> {
 
     async fn any(&self, req: &Request<Bytes>) -> Result<Authed> {
         match bearer(req.headers()) {
-            Bearer::Token(token) if token.starts_with(API_KEY_PREFIX) => {
+            Bearer::Token(token) if is_agent_credential(token) => {
                 let principal = self.keys.authenticate(token).await?;
                 return Ok(Authed {
                     principal,
@@ -106,11 +108,12 @@ impl<'a> Authenticator<'a> {
     /// `/mcp`, where a cookie would make the endpoint a CSRF target.
     pub async fn agent(&self, headers: &http::HeaderMap) -> Result<Principal> {
         match bearer(headers) {
-            Bearer::Token(token) if token.starts_with(API_KEY_PREFIX) => {
+            Bearer::Token(token) if is_agent_credential(token) => {
                 self.keys.authenticate(token).await
             }
             _ => Err(Error::unauthorized(
-                "authentication required: Authorization: Bearer vk_… (an API key)",
+                "authentication required: Authorization: Bearer vk_… (an API key) or vt_… (an \
+                 agent token)",
             )
             .with_code(Code::Unauthenticated)),
         }

@@ -17,7 +17,8 @@ use sha2::{Digest, Sha256};
 use super::integrity::{Integrity, Listing};
 use super::principal::{builtin_role, Permission, Principal, Role};
 use super::roles;
-use super::token::{is_key_id, parse_api_key, API_KEY_PREFIX};
+use super::token::{is_key_id, parse_api_key, AGENT_TOKEN_PREFIX, API_KEY_PREFIX};
+use super::tokens::AgentTokens;
 use crate::audit::AuditLog;
 use crate::crypto::{self, Keys, MacPurpose, RecordCheck};
 use crate::error::{Code, Error, Result};
@@ -251,6 +252,46 @@ impl<'a> ApiKeys<'a> {
         })
     }
 
+    /// The agent tokens of this deployment's keys.
+    pub fn tokens(&self) -> AgentTokens<'a> {
+        AgentTokens::new(self.ports, self.keys, self.audit, *self)
+    }
+
+    /// Key `id` as it stands now, without its secret (for the parent of an agent token): a
+    /// signed record of `id`, its role, not expired and not revoked. A dead key is 401
+    /// `invalid_api_key` (`api_key_expired` past its expiry), like the key itself would get.
+    pub(crate) async fn live(&self, id: &str) -> Result<(ApiKeyRecord, Role)> {
+        let unauthorized = || Error::unauthorized("invalid API key").with_code(Code::InvalidApiKey);
+        if !is_key_id(id) {
+            return Err(unauthorized());
+        }
+        let key = key_of(id);
+        let bytes = self.ports.kv.get(&key).await?.ok_or_else(unauthorized)?;
+        let actor = format!("key:{id}");
+        let record = match self.keys.open_record::<ApiKeyRecord>(&key, &bytes) {
+            RecordCheck::Signed(record) if record.id == id => record,
+            RecordCheck::Unsigned(_) => return Err(unauthorized()),
+            _ => {
+                self.integrity().refused_unauthenticated(&actor, &key).await;
+                return Err(unauthorized());
+            }
+        };
+        let now = self.ports.now_ms();
+        if record.expires_at.is_some_and(|e| now >= e) {
+            return Err(Error::unauthorized("API key has expired").with_code(Code::ApiKeyExpired));
+        }
+        if self
+            .ports
+            .sessions
+            .is_marked(&revoked_marker(id), now)
+            .await?
+        {
+            return Err(unauthorized());
+        }
+        let role = self.role_of(&record, &actor).await?;
+        Ok((record, role))
+    }
+
     fn integrity(&self) -> Integrity<'a> {
         Integrity::new(self.ports, self.keys, self.audit)
     }
@@ -313,7 +354,13 @@ impl<'a> ApiKeys<'a> {
     /// `invalid_api_key`: the caller learns nothing about the store) and audited. The holder of
     /// a key issued before records were signed (the right secret, an unsigned record) gets 503
     /// `record_unsigned`, which names the migration that fixes it.
+    ///
+    /// An agent token (`vt_…`) is accepted here too, wherever a key is: it authenticates as its
+    /// parent key narrowed by the token ([`AgentTokens::authenticate`]).
     pub async fn authenticate(&self, token: &str) -> Result<Principal> {
+        if token.starts_with(AGENT_TOKEN_PREFIX) {
+            return self.tokens().authenticate(token).await;
+        }
         let unauthorized = || Error::unauthorized("invalid API key").with_code(Code::InvalidApiKey);
         let (id, secret) = parse_api_key(token).ok_or_else(unauthorized)?;
         let key = key_of(id);
@@ -363,6 +410,7 @@ impl<'a> ApiKeys<'a> {
             id: record.id,
             name: record.name,
             role,
+            token: None,
             access: None,
         })
     }

@@ -1,7 +1,11 @@
 //! Who is calling and what they may do: [`Permission`]s, [`Role`]s (built-in and custom) and
 //! the [`Principal`] every operation checks.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+
+use super::tokens::TokenGrant;
 
 use crate::error::{Code, Error, Result};
 use crate::policy::glob_match;
@@ -110,11 +114,14 @@ pub enum Principal {
         /// The Cloudflare Access identity the request carried, when Access is on for its route.
         access: Option<String>,
     },
-    /// An agent with an API key.
+    /// An agent with an API key, or with an agent token of that key (`token`): then the key's
+    /// role is narrowed by the token's grant (only `read` and `execute`, only the token's
+    /// credentials; its methods, path prefixes and uses are checked where a request is made).
     ApiKey {
         id: String,
         name: String,
         role: Role,
+        token: Option<Arc<TokenGrant>>,
         /// The Cloudflare Access identity the request carried, when Access is on for its route.
         access: Option<String>,
     },
@@ -128,6 +135,12 @@ impl Principal {
             Principal::Admin {
                 subject, access, ..
             } => (format!("admin:{subject}"), access),
+            Principal::ApiKey {
+                id,
+                token: Some(t),
+                access,
+                ..
+            } => (format!("key:{id} token:{}", t.id), access),
             Principal::ApiKey { id, access, .. } => (format!("key:{id}"), access),
         };
         match access {
@@ -152,10 +165,20 @@ impl Principal {
     pub fn require(&self, p: Permission) -> Result<()> {
         let ok = match self {
             Principal::Admin { .. } => true,
-            Principal::ApiKey { role, .. } => role.has(p),
+            Principal::ApiKey { role, token, .. } => {
+                role.has(p)
+                    && (token.is_none() || matches!(p, Permission::Read | Permission::Execute))
+            }
         };
         if ok {
             Ok(())
+        } else if self.token().is_some() && !matches!(p, Permission::Read | Permission::Execute) {
+            Err(Error::forbidden(format!(
+                "an agent token never has the '{}' permission (only read and execute, as far \
+                 as its API key has them)",
+                p.as_str()
+            ))
+            .with_code(Code::PermissionDenied))
         } else {
             Err(Error::forbidden(format!(
                 "this key's role lacks the '{}' permission",
@@ -169,6 +192,11 @@ impl Principal {
     pub fn require_scope(&self, alias: &str) -> Result<()> {
         if self.reaches(alias) {
             Ok(())
+        } else if self.token().is_some() {
+            Err(Error::forbidden(format!(
+                "credential '{alias}' is outside this token's credentials or its key's scopes"
+            ))
+            .with_code(Code::ScopeDenied))
         } else {
             Err(
                 Error::forbidden(format!("credential '{alias}' is outside this key's scopes"))
@@ -180,7 +208,17 @@ impl Principal {
     pub fn reaches(&self, alias: &str) -> bool {
         match self {
             Principal::Admin { .. } => true,
-            Principal::ApiKey { role, .. } => role.reaches(alias),
+            Principal::ApiKey { role, token, .. } => {
+                role.reaches(alias) && token.as_ref().is_none_or(|t| t.reaches(alias))
+            }
+        }
+    }
+
+    /// The agent token the caller authenticated with, if any.
+    pub fn token(&self) -> Option<&TokenGrant> {
+        match self {
+            Principal::ApiKey { token, .. } => token.as_deref(),
+            Principal::Admin { .. } => None,
         }
     }
 }
@@ -203,6 +241,7 @@ mod tests {
             id: "x".into(),
             name: "n".into(),
             role,
+            token: None,
             access: None,
         };
         assert_eq!(p.actor(), "key:x");

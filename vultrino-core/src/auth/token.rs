@@ -3,6 +3,9 @@
 
 /// Prefix of agent API keys (`vk_<id>_<secret>`).
 pub const API_KEY_PREFIX: &str = "vk_";
+/// Prefix of agent tokens (`vt_<id>_<secret>`): short-lived subsets of an API key, accepted
+/// wherever an API key is (`auth::tokens`).
+pub const AGENT_TOKEN_PREFIX: &str = "vt_";
 /// Prefix of bearer session tokens (`Authorization: Bearer vs_…`).
 pub const BEARER_SESSION_PREFIX: &str = "vs_";
 /// Prefix of cookie session tokens (the `vultrino_session` cookie): never accepted as Bearer.
@@ -30,10 +33,15 @@ impl std::fmt::Debug for Bearer<'_> {
             Bearer::Absent => f.write_str("Absent"),
             Bearer::Malformed => f.write_str("Malformed"),
             Bearer::Token(t) => {
-                let prefix = [API_KEY_PREFIX, BEARER_SESSION_PREFIX, COOKIE_SESSION_PREFIX]
-                    .into_iter()
-                    .find(|p| t.starts_with(p))
-                    .unwrap_or("");
+                let prefix = [
+                    API_KEY_PREFIX,
+                    AGENT_TOKEN_PREFIX,
+                    BEARER_SESSION_PREFIX,
+                    COOKIE_SESSION_PREFIX,
+                ]
+                .into_iter()
+                .find(|p| t.starts_with(p))
+                .unwrap_or("");
                 write!(f, "Token({prefix}[redacted])")
             }
         }
@@ -69,6 +77,22 @@ pub fn is_key_id(id: &str) -> bool {
 /// Split `vk_<id>_<secret>` into id and secret (see [`is_key_id`]).
 pub fn parse_api_key(token: &str) -> Option<(&str, &str)> {
     let rest = token.strip_prefix(API_KEY_PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    if !is_key_id(id) || secret.is_empty() || secret.len() > 128 {
+        return None;
+    }
+    Some((id, secret))
+}
+
+/// Whether `token` is an agent's credential: an API key (`vk_…`) or an agent token (`vt_…`).
+pub fn is_agent_credential(token: &str) -> bool {
+    token.starts_with(API_KEY_PREFIX) || token.starts_with(AGENT_TOKEN_PREFIX)
+}
+
+/// Split `vt_<id>_<secret>` into id and secret (the id has the form of a key id,
+/// [`is_key_id`]).
+pub fn parse_agent_token(token: &str) -> Option<(&str, &str)> {
+    let rest = token.strip_prefix(AGENT_TOKEN_PREFIX)?;
     let (id, secret) = rest.split_once('_')?;
     if !is_key_id(id) || secret.is_empty() || secret.len() > 128 {
         return None;
@@ -190,6 +214,26 @@ mod tests {
         ] {
             assert_eq!(parse_api_key(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn agent_tokens_parse_only_in_their_exact_form() {
+        assert_eq!(
+            parse_agent_token("vt_0123456789abcdef_secretpart"),
+            Some(("0123456789abcdef", "secretpart"))
+        );
+        for bad in [
+            "vt_0123456789abcdef_",
+            "vt_0123456789ABCDEF_x",
+            "vk_0123456789abcdef_x",
+            "vt_short_x",
+        ] {
+            assert_eq!(parse_agent_token(bad), None, "{bad}");
+        }
+        assert!(is_agent_credential("vt_x") && is_agent_credential("vk_x"));
+        assert!(!is_agent_credential("vs_x"));
+        let shown = format!("{:?}", Bearer::Token("vt_0123456789abcdef_secretpart"));
+        assert!(!shown.contains("secretpart"), "{shown}");
     }
 
     #[test]

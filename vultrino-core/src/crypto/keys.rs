@@ -46,17 +46,21 @@ pub enum MacPurpose {
     /// The key of an admin session-token tag, derived per admin user name and password hash
     /// (`auth::session::SessionKeys`).
     SessionToken,
+    /// The `mac` of an agent token's secret in its `token:` record (`auth::tokens`): a key of
+    /// its own, so a token's tag never verifies as an API key's and the reverse.
+    AgentTokenSecret,
 }
 
 impl MacPurpose {
     /// Every purpose, in the order of [`Keys`]' MAC table.
-    pub const ALL: [MacPurpose; 6] = [
+    pub const ALL: [MacPurpose; 7] = [
         MacPurpose::ApiKeySecret,
         MacPurpose::Record,
         MacPurpose::VersionClaim,
         MacPurpose::ScrubberCache,
         MacPurpose::OAuthBinding,
         MacPurpose::SessionToken,
+        MacPurpose::AgentTokenSecret,
     ];
 
     /// The HKDF info its key is derived with from the MAC key; `None`: the MAC key itself.
@@ -68,6 +72,7 @@ impl MacPurpose {
             MacPurpose::ScrubberCache => Some(INFO_MAC_SCRUBBER_CACHE),
             MacPurpose::OAuthBinding => Some(INFO_MAC_OAUTH_BINDING),
             MacPurpose::SessionToken => Some(INFO_MAC_SESSION_TOKEN),
+            MacPurpose::AgentTokenSecret => Some(INFO_MAC_AGENT_TOKEN),
         }
     }
 
@@ -247,6 +252,7 @@ impl Keys {
             hmac(MacPurpose::ALL[3])?,
             hmac(MacPurpose::ALL[4])?,
             hmac(MacPurpose::ALL[5])?,
+            hmac(MacPurpose::ALL[6])?,
         ];
         let cursor_key = purpose_key(root, INFO_CURSORS)?;
         let cursor_cipher =

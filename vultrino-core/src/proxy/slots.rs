@@ -3,14 +3,14 @@
 //! Slots, in the order they are read: `X-Vultrino-Key` (it wins: for an SDK that needs
 //! `Authorization` for something else), then `Authorization: Bearer`, `x-api-key` (Anthropic),
 //! `x-goog-api-key` and `?key=` (Google), `api-key` (Azure). Only values that are Vultrino keys
-//! (`vk_…`) count outside `X-Vultrino-Key`; two different keys in two slots are refused (401
+//! (`vk_…`) or agent tokens (`vt_…`) count outside `X-Vultrino-Key`; two different keys in two slots are refused (401
 //! `ambiguous_key`) rather than guessed between. Every slot's header is dropped from the
 //! upstream request whatever it held ([`crate::upstream`]'s dropped headers), and `?key=`
 //! values that hold a `vk_` key are taken out of the query ([`super::target`]).
 
 use http::HeaderMap;
 
-use crate::auth::token::{bearer, Bearer, API_KEY_PREFIX};
+use crate::auth::token::{bearer, is_agent_credential, Bearer};
 use crate::error::{Code, Error, Result};
 
 /// The header slots, in the order they are read (`?key=` is read after them).
@@ -27,7 +27,8 @@ pub(super) const KEY_PARAM: &str = "key";
 
 fn unauthenticated() -> Error {
     Error::unauthorized(
-        "authentication required: your Vultrino API key (vk_…) in X-Vultrino-Key, \
+        "authentication required: your Vultrino API key (vk_…) or agent token (vt_…) in \
+         X-Vultrino-Key, \
          Authorization: Bearer, x-api-key, x-goog-api-key, api-key or ?key=",
     )
     .with_code(Code::Unauthenticated)
@@ -56,7 +57,7 @@ pub(super) fn agent_key(headers: &HeaderMap, query: Option<&str>) -> Result<Stri
     let mut found: Option<String> = None;
     let mut take = |candidate: &str| -> Result<()> {
         let candidate = candidate.trim();
-        if !candidate.starts_with(API_KEY_PREFIX) {
+        if !is_agent_credential(candidate) {
             return Ok(());
         }
         match &found {

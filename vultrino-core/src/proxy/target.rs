@@ -290,6 +290,9 @@ mod tests {
             b"%76%6B%5F%61",
             b"vk%255Fa",
             b"vk%25255Fa",
+            b"vt_0123",
+            b"Bearer VT_abc",
+            b"/x/vt%5Fabc",
         ] {
             assert!(
                 carries_agent_key(carrying),

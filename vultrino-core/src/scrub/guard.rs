@@ -10,7 +10,8 @@
 //!
 //! - **The authenticated key** in every encoding the [`Scrubber`] knows (raw, base64 at any
 //!   offset, percent-encoded, JSON-escaped): its needles, built from the key.
-//! - **Any key-shaped text**, the key of another agent included: `vk` then a separator, 16
+//! - **Any key-shaped text**, the key of another agent included: `vk` (or `vt`, an agent
+//!   token) then a separator, 16
 //!   lowercase hex digits (the key id, [`crate::auth::token::is_key_id`]), a separator, where a
 //!   separator is `_`, `%5F` or `%5f` (form encoders that encode `_`). Only this shape, not
 //!   `vk_` followed by anything: the body of a request is free text far more often than a
@@ -182,10 +183,11 @@ fn separator(s: &[u8], i: usize) -> Result<usize, Shape> {
 fn shape_at(s: &[u8]) -> Shape {
     let run = || -> Result<(), Shape> {
         let mut i = 0;
-        for want in [b'v', b'k'] {
+        // `vk` (an API key) or `vt` (an agent token).
+        for want in [&b"v"[..], b"kt"] {
             match s.get(i) {
                 None => return Err(Shape::Prefix),
-                Some(&b) if b == want => i += 1,
+                Some(b) if want.contains(b) => i += 1,
                 Some(_) => return Err(Shape::No),
             }
         }
@@ -206,7 +208,8 @@ fn shape_at(s: &[u8]) -> Shape {
     }
 }
 
-/// Whether `bytes` hold a key-shaped string (`vk`, separator, 16 lowercase hex, separator).
+/// Whether `bytes` hold a key-shaped string (`vk` or `vt`, separator, 16 lowercase hex,
+/// separator).
 pub fn has_key_shape(bytes: &[u8]) -> bool {
     memchr::memchr_iter(b'v', bytes).any(|p| shape_at(&bytes[p..]) == Shape::Whole)
 }
@@ -233,6 +236,8 @@ mod tests {
             b"vk%5F0123456789abcdef%5Fs",
             b"vk%5f0123456789abcdef_",
             b"x=vk_0123456789abcdef_secret",
+            b"vt_0123456789abcdef_",
+            b"x=vt%5F0123456789abcdef%5Fsecret",
         ] {
             assert!(has_key_shape(whole), "{:?}", String::from_utf8_lossy(whole));
         }
@@ -245,6 +250,8 @@ mod tests {
             b"vk-0123456789abcdef_",
             b"vk%5G0123456789abcdef_",
             b"bulk_insert walk_on",
+            b"vt_0123456789abcdef",
+            b"vx_0123456789abcdef_",
         ] {
             assert!(
                 !has_key_shape(clean),

@@ -513,6 +513,27 @@
     );
     $("#keys-table tbody").replaceChildren(...rows);
     $("#keys-empty").hidden = rows.length > 0;
+    await loadTokens();
+  }
+
+  async function loadTokens() {
+    const tokens = (await api("GET", "/v1/tokens")).tokens || [];
+    const rows = tokens.map((t) =>
+      tableRow(
+        { id: t.id },
+        [
+          t.name,
+          t.id,
+          t.parent_key,
+          t.credentials.join(", "),
+          `${t.uses_left} / ${t.uses}`,
+          time(t.expires_at),
+        ],
+        [button("Revoke", "revoke", "danger")],
+      ),
+    );
+    $("#tokens-table tbody").replaceChildren(...rows);
+    $("#tokens-empty").hidden = rows.length > 0;
   }
 
   $("#key-form").addEventListener("submit", (ev) => {
@@ -551,6 +572,19 @@
         `/v1/keys/${encodeURIComponent(tr.dataset.id)}`,
         `Revoked ${name}.`,
         loadKeys,
+      );
+    },
+  });
+
+  onRowButton("#tokens-table", {
+    revoke: (tr, b) => {
+      const id = tr.dataset.id;
+      deleteAfterConfirm(
+        b,
+        `Revoke the token ${id}? Agents using it are refused at once.`,
+        `/v1/tokens/${encodeURIComponent(id)}`,
+        `Revoked token ${id}.`,
+        loadTokens,
       );
     },
   });

@@ -1,0 +1,171 @@
+//! An agent token's use is spent before the upstream call and fails closed: when the
+//! SessionStore cannot count it, the request is refused (503 `session_store_unavailable`) and
+//! nothing is sent (docs/decisions/0084-agent-token-uses.md). Over the memory stores, with a
+//! SessionStore whose counters can be made to fail and a Fetcher that counts what it is asked
+//! to send.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use vultrino_core::app::{App, Config, Ports};
+use vultrino_core::crypto::MasterSecret;
+use vultrino_core::ports::{FetchOptions, Fetcher, Hit, ManualClock, SessionRecord, SessionStore};
+use vultrino_core::{Error, Result};
+use vultrino_local::memory_kv::MemoryKv;
+use vultrino_local::memory_sessions::MemorySessions;
+
+/// Answers 200 to everything, counting the requests.
+#[derive(Default)]
+struct CountingFetch(AtomicUsize);
+
+#[async_trait]
+impl Fetcher for CountingFetch {
+    async fn fetch(
+        &self,
+        _request: http::Request<Bytes>,
+        _options: FetchOptions,
+    ) -> Result<http::Response<Bytes>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(http::Response::new(Bytes::from_static(b"ok")))
+    }
+}
+
+/// `MemorySessions` whose token-use counters fail while `broken` is set.
+#[derive(Default)]
+struct Flaky {
+    inner: MemorySessions,
+    broken: AtomicBool,
+}
+
+#[async_trait]
+impl SessionStore for Flaky {
+    async fn create_session(&self, id: &str, record: SessionRecord) -> Result<()> {
+        self.inner.create_session(id, record).await
+    }
+    async fn touch_session(&self, id: &str, now_ms: u64) -> Result<Option<SessionRecord>> {
+        self.inner.touch_session(id, now_ms).await
+    }
+    async fn revoke_session(&self, id: &str) -> Result<()> {
+        self.inner.revoke_session(id).await
+    }
+    async fn hit(&self, key: &str, window_ms: u64, limit: u32, now_ms: u64) -> Result<Hit> {
+        if key.starts_with("token-uses:") && self.broken.load(Ordering::SeqCst) {
+            return Err(Error::unavailable("the Durable Object did not answer"));
+        }
+        self.inner.hit(key, window_ms, limit, now_ms).await
+    }
+    async fn reset_counter(&self, key: &str) -> Result<()> {
+        self.inner.reset_counter(key).await
+    }
+    async fn mark(&self, key: &str, ttl_ms: u64, now_ms: u64) -> Result<bool> {
+        self.inner.mark(key, ttl_ms, now_ms).await
+    }
+    async fn is_marked(&self, key: &str, now_ms: u64) -> Result<bool> {
+        self.inner.is_marked(key, now_ms).await
+    }
+}
+
+async fn call(
+    app: &App,
+    method: &str,
+    path: &str,
+    bearer: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let r = app
+        .handle(
+            http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("authorization", format!("Bearer {bearer}"))
+                .header("content-type", "application/json")
+                .body(body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string())))
+                .unwrap(),
+        )
+        .await;
+    let v = serde_json::from_slice(r.body()).unwrap_or(Value::Null);
+    (r.status().as_u16(), v)
+}
+
+#[tokio::test]
+async fn a_use_that_cannot_be_counted_refuses_the_request_and_sends_nothing() {
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let sessions = Arc::new(Flaky::default());
+    let fetcher = Arc::new(CountingFetch::default());
+    let ports = Ports {
+        kv: Arc::new(MemoryKv::new(clock.clone())),
+        sessions: sessions.clone(),
+        fetcher: fetcher.clone(),
+        clock,
+        audit_sink: None,
+    };
+    let (_, master) = MasterSecret::generate_raw();
+    let master = MasterSecret::parse(&master).unwrap();
+    let app = App::open(Config::default(), ports, &master).await.unwrap();
+    let operator = vultrino_core::auth::Principal::Admin {
+        subject: "test".into(),
+        session_id: String::new(),
+        via_cookie: false,
+        access: None,
+    };
+    app.credentials()
+        .create(
+            &operator,
+            serde_json::from_value(json!({
+                "alias": "gh", "type": "api_key", "data": {"key": "sk-secret-123456"},
+                "policy": {"allowed_hosts": ["api.example.com"]}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let key = app
+        .api_keys()
+        .create(
+            &operator,
+            serde_json::from_value(json!({"name": "agent", "role": "executor"})).unwrap(),
+        )
+        .await
+        .unwrap()
+        .key;
+    let (status, minted) = call(
+        &app,
+        "POST",
+        "/v1/tokens",
+        &key,
+        Some(json!({"credentials": ["gh"], "uses": 2})),
+    )
+    .await;
+    assert_eq!(status, 201, "{minted}");
+    let token = minted["token"].as_str().unwrap();
+    let execute = json!({"credential": "gh", "method": "GET", "url": "https://api.example.com/x"});
+
+    sessions.broken.store(true, Ordering::SeqCst);
+    let (status, body) = call(&app, "POST", "/v1/execute", token, Some(execute.clone())).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "session_store_unavailable", "{body}");
+    assert_eq!(fetcher.0.load(Ordering::SeqCst), 0, "nothing was sent");
+    // The key itself has no uses to count: unaffected.
+    let (status, body) = call(&app, "POST", "/v1/execute", &key, Some(execute.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fetcher.0.load(Ordering::SeqCst), 1);
+
+    sessions.broken.store(false, Ordering::SeqCst);
+    for _ in 0..2 {
+        let (status, body) = call(&app, "POST", "/v1/execute", token, Some(execute.clone())).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = call(&app, "POST", "/v1/execute", token, Some(execute)).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "token_exhausted", "{body}");
+    assert_eq!(
+        fetcher.0.load(Ordering::SeqCst),
+        3,
+        "the failed count spent no use"
+    );
+}
