@@ -183,7 +183,9 @@ pub struct AccessIdentity(pub String);
 /// Whether `method path` needs an Access token in `mode`. Anything that is not exactly an
 /// exempt route needs one (an unknown path too: fail closed).
 pub fn requires_token(mode: AccessMode, method: &http::Method, path: &str) -> bool {
-    if method == http::Method::OPTIONS {
+    // A CORS preflight is answered by the App itself, never routed; but an `OPTIONS` on the
+    // proxy is forwarded to the upstream with the credential, so it is checked like any method.
+    if method == http::Method::OPTIONS && !crate::proxy::is_proxy_path(path) {
         return false;
     }
     // The router's view of the path (it ignores a trailing `/`).
@@ -882,6 +884,8 @@ mod tests {
             (AccessMode::All, "POST", "/v1/execute", "access_denied"),
             (AccessMode::All, "POST", "/mcp", "access_denied"),
             (AccessMode::All, "GET", "/proxy/gh/user", "access_denied"),
+            // Forwarded upstream, not a preflight (review of issue 14).
+            (AccessMode::All, "OPTIONS", "/proxy/gh/user", "access_denied"),
             (AccessMode::All, "POST", "/login", "access_denied"),
         ] {
             assert_eq!(
