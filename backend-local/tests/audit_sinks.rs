@@ -311,10 +311,14 @@ async fn the_audit_log_never_follows_a_symbolic_link() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     e.executes(Duration::from_secs(30)).await;
     let newest = e.stored().await[0].clone();
-    eventually("the newest event is written (to the file the writer has)", 10, || {
-        let found = lines_of(&rotated).contains(&newest);
-        async move { found }
-    })
+    eventually(
+        "the newest event is written (to the file the writer has)",
+        10,
+        || {
+            let found = lines_of(&rotated).contains(&newest);
+            async move { found }
+        },
+    )
     .await;
     assert_eq!(
         std::fs::read_to_string(&victim).unwrap(),

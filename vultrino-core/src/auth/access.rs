@@ -885,7 +885,12 @@ mod tests {
             (AccessMode::All, "POST", "/mcp", "access_denied"),
             (AccessMode::All, "GET", "/proxy/gh/user", "access_denied"),
             // Forwarded upstream, not a preflight (review of issue 14).
-            (AccessMode::All, "OPTIONS", "/proxy/gh/user", "access_denied"),
+            (
+                AccessMode::All,
+                "OPTIONS",
+                "/proxy/gh/user",
+                "access_denied",
+            ),
             (AccessMode::All, "POST", "/login", "access_denied"),
         ] {
             assert_eq!(
