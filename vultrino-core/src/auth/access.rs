@@ -843,6 +843,95 @@ mod tests {
         assert_eq!(f.jwks.fetches.load(Ordering::SeqCst), 1);
     }
 
+    /// What the review of issue 14 tried against the claims and header (each refused): alg
+    /// spellings and other RSA algorithms, a duplicate `alg` whose last value is `none`, a
+    /// non-string `kid`, `iss` with a trailing slash, times as strings, floats out of range or
+    /// negative, identities that would read as another actor; a bad header is not rescued by a
+    /// good cookie.
+    #[test]
+    fn confusing_tokens_are_refused() {
+        let f = fixture(&[("k1", 1)]);
+        let with = |k: &str, v: serde_json::Value| {
+            let mut c = claims();
+            c[k] = v;
+            token_with(c)
+        };
+        let header = |h: serde_json::Value| mint(h, claims(), 1);
+        let dup_alg = {
+            let input = format!(
+                "{}.{}",
+                b64e(br#"{"alg":"RS256","kid":"k1","alg":"none"}"#),
+                b64e(&serde_json::to_vec(&claims()).unwrap())
+            );
+            let sig = fake_sign(&modulus(1), input.as_bytes());
+            format!("{input}.{}", b64e(&sig))
+        };
+        let cases: Vec<(&str, String)> = vec![
+            (
+                "alg rs256",
+                header(serde_json::json!({"alg": "rs256", "kid": "k1"})),
+            ),
+            (
+                "alg RS384",
+                header(serde_json::json!({"alg": "RS384", "kid": "k1"})),
+            ),
+            (
+                "alg PS256",
+                header(serde_json::json!({"alg": "PS256", "kid": "k1"})),
+            ),
+            (
+                "alg list",
+                header(serde_json::json!({"alg": ["RS256"], "kid": "k1"})),
+            ),
+            ("duplicate alg, none last", dup_alg),
+            (
+                "kid a number",
+                header(serde_json::json!({"alg": "RS256", "kid": 1})),
+            ),
+            (
+                "crit",
+                header(serde_json::json!({"alg": "RS256", "kid": "k1", "crit": ["b64"]})),
+            ),
+            (
+                "iss with a slash",
+                with("iss", format!("https://{TEAM}/").into()),
+            ),
+            ("iss http", with("iss", format!("http://{TEAM}").into())),
+            ("aud a number", with("aud", 1.into())),
+            (
+                "exp a string",
+                with("exp", (NOW_S + 600).to_string().into()),
+            ),
+            ("exp huge", with("exp", 1e300.into())),
+            ("exp negative", with("exp", (-1).into())),
+            ("nbf a string", with("nbf", "0".into())),
+            ("nbf null", with("nbf", serde_json::Value::Null)),
+            (
+                "identity with a space",
+                with("email", "a@b.c admin:admin".into()),
+            ),
+            (
+                "identity with U+2028",
+                with("email", "a@b.c\u{2028}x".into()),
+            ),
+        ];
+        for (name, token) in cases {
+            let r = run(&f, AccessMode::Admin, "GET", "/", &headers(&token));
+            assert_eq!(code(&r), "access_denied", "{name}");
+        }
+        let mut h = headers("not-a-token");
+        h.insert(
+            http::header::COOKIE,
+            format!("CF_Authorization={}", token_with(claims()))
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            code(&run(&f, AccessMode::Admin, "GET", "/", &h)),
+            "access_denied"
+        );
+    }
+
     #[test]
     fn the_cookie_is_the_fallback() {
         let f = fixture(&[("k1", 1)]);
@@ -879,6 +968,23 @@ mod tests {
             (AccessMode::Admin, "GET", "/v1/audit", "access_denied"),
             (AccessMode::Admin, "GET", "/v1/execute/x", "access_denied"),
             (AccessMode::Admin, "GET", "/nowhere", "access_denied"),
+            // Spellings of the agents' routes the router does not take as them: checked.
+            (AccessMode::Admin, "POST", "//v1/execute", "access_denied"),
+            (
+                AccessMode::Admin,
+                "POST",
+                "/v1/../v1/execute",
+                "access_denied",
+            ),
+            (AccessMode::Admin, "POST", "/v1/%65xecute", "access_denied"),
+            (AccessMode::Admin, "POST", "/V1/execute", "access_denied"),
+            (AccessMode::Admin, "GET", "/proxy", "access_denied"),
+            (
+                AccessMode::Admin,
+                "HEAD",
+                "/v1/credentials",
+                "access_denied",
+            ),
             (AccessMode::All, "GET", "/healthz", "not-checked"),
             (AccessMode::All, "OPTIONS", "/mcp", "not-checked"),
             (AccessMode::All, "POST", "/v1/execute", "access_denied"),
