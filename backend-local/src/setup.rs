@@ -380,26 +380,28 @@ async fn open_with(
         clock,
         audit_sink,
     };
-    let app = App::open(config, ports, &master).await.map_err(|e| {
-        if e.code() != vultrino_core::error::Code::WrongMasterKey {
-            return anyhow::Error::from(e);
-        }
-        match &source {
-            // A key file made a moment ago for a store made with another key (one kept in the
-            // environment or the OS keychain): nothing was encrypted with it; removed again.
-            MasterSource::File(path) if !key_file_existed => {
-                let _ = fs::remove_file(path);
-                anyhow::anyhow!(
+    let app = App::open(config, ports, &master)
+        .await
+        .map_err(|e| {
+            if e.code() != vultrino_core::error::Code::WrongMasterKey {
+                return anyhow::Error::from(e);
+            }
+            match &source {
+                // A key file made a moment ago for a store made with another key (one kept in the
+                // environment or the OS keychain): nothing was encrypted with it; removed again.
+                MasterSource::File(path) if !key_file_existed => {
+                    let _ = fs::remove_file(path);
+                    anyhow::anyhow!(
                     "{e}: there was no key file {}, so a new key was made, and it does not open \
                      this store (removed again). If the key is in the OS keychain or the \
                      environment, say so with --master-key-source keychain|env",
                     path.display()
                 )
+                }
+                _ => anyhow::anyhow!("{e} (the key used came from {source})"),
             }
-            _ => anyhow::anyhow!("{e} (the key used came from {source})"),
-        }
-    })?
-    .with_rs256_verifier(Arc::new(crate::rs256::RsaVerifier));
+        })?
+        .with_rs256_verifier(Arc::new(crate::rs256::RsaVerifier));
 
     Ok(Opened {
         app: Arc::new(app),
