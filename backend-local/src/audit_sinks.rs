@@ -100,12 +100,30 @@ impl LogTarget {
     }
 }
 
+/// The log file, opened for appending (created 0600). A symbolic link at `path` is not
+/// followed (`O_NOFOLLOW`), a FIFO does not block the writer (`O_NONBLOCK`) and anything but a
+/// regular file is refused: whoever can write in the log's directory cannot redirect the
+/// events into another file by putting something where the log was before a reopen.
 fn open_log(path: &PathBuf) -> std::io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::other(
+                    "it is a symbolic link, which is not followed: give the log file's own path",
+                )
+            } else {
+                e
+            }
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("it is not a regular file"));
+    }
+    Ok(file)
 }
 
 /// `--audit-log`: one JSON line per event, appended by a thread of its own.

@@ -259,6 +259,74 @@ async fn the_audit_log_file_holds_every_event_as_stored_and_is_reopened_on_sighu
     );
 }
 
+/// The audit log is never written through a symbolic link, at start or on a SIGHUP reopen:
+/// whoever can write in the log's directory cannot make the server append to another file
+/// (its store, a shell profile) by putting a link where the log was (review of issue 14).
+#[tokio::test]
+async fn the_audit_log_never_follows_a_symbolic_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, "untouched\n").unwrap();
+    let log = tmp.path().join("audit.log");
+    std::os::unix::fs::symlink(&victim, &log).unwrap();
+
+    // At start: refused, with the setting named (a server that starts is killed after 10 s).
+    let out = tokio::time::timeout(
+        Duration::from_secs(10),
+        support::vultrino_cmd(None)
+            .args(["serve", "--listen", "127.0.0.1:0", "--audit-log"])
+            .arg(&log)
+            .env("VULTRINO_ADMIN_PASSWORD_HASH", support::admin_hash())
+            .env("VULTRINO_ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS", "true")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("serve refuses a linked --audit-log at start instead of serving")
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("--audit-log"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
+
+    // On reopen: a link put where the rotated log was is not followed; the writer keeps the
+    // file it has.
+    std::fs::remove_file(&log).unwrap();
+    let e = start(vec![(
+        "VULTRINO_AUDIT_LOG".into(),
+        log.display().to_string(),
+    )])
+    .await;
+    e.executes(Duration::from_secs(30)).await;
+    let rotated = tmp.path().join("audit.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    std::os::unix::fs::symlink(&victim, &log).unwrap();
+    let pid = e.server.child.id().unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    e.executes(Duration::from_secs(30)).await;
+    let newest = e.stored().await[0].clone();
+    eventually(
+        "the newest event is written (to the file the writer has)",
+        10,
+        || {
+            let found = lines_of(&rotated).contains(&newest);
+            async move { found }
+        },
+    )
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "untouched\n",
+        "nothing written through the link"
+    );
+}
+
 /// How the loopback collector answers.
 const HANG: u8 = 1;
 const UP: u8 = 2;

@@ -595,6 +595,54 @@ async fn all_mode_puts_agents_behind_access_too() {
     );
 }
 
+/// In `all` mode an `OPTIONS` on the proxy is no CORS preflight: the proxy forwards it to the
+/// upstream with the credential, so it needs a token like every other method there (review of
+/// issue 14). A preflight on any other route still needs none.
+#[tokio::test]
+async fn all_mode_an_options_request_on_the_proxy_needs_a_token_too() {
+    let a = Key::a();
+    let keys = KeySet::start(vec![a.jwk()]).await;
+    let (_server, c) = server("all", &keys.url()).await;
+    let up = Upstream::start().await;
+    let user = a.sign(&user_claims());
+    let admin = login(&c, &user).await;
+    let r = send(
+        &c,
+        "POST",
+        "/v1/credentials",
+        Some(&user),
+        Some(&admin),
+        Some(&json!({
+            "alias": "svc", "type": "api_key", "data": {"key": "sk-live-access-3"},
+            "policy": {"allowed_hosts": ["127.0.0.1"]}, "base_url": up.url("")
+        })),
+    )
+    .await;
+    expect(&r, 201, None);
+    let r = send(
+        &c,
+        "POST",
+        "/v1/keys",
+        Some(&user),
+        Some(&admin),
+        Some(&json!({"name": "agent", "role": "executor"})),
+    )
+    .await;
+    expect(&r, 201, None);
+    let key = r.body["key"].as_str().unwrap().to_string();
+
+    let r = send(&c, "OPTIONS", "/proxy/svc/echo", None, Some(&key), None).await;
+    expect_for(
+        "an OPTIONS on the proxy without a token in all mode",
+        &r,
+        403,
+        "access_denied",
+    );
+    assert_eq!(up.hits("/echo"), 0, "nothing reached the upstream");
+    let r = send(&c, "OPTIONS", "/v1/execute", None, None, None).await;
+    expect_for("a preflight elsewhere is never checked", &r, 204, None);
+}
+
 /// An unknown `kid` refetches the key set once, then is refused; within the minute another
 /// unknown `kid` is refused without a fetch.
 #[tokio::test]

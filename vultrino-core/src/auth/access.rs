@@ -183,7 +183,9 @@ pub struct AccessIdentity(pub String);
 /// Whether `method path` needs an Access token in `mode`. Anything that is not exactly an
 /// exempt route needs one (an unknown path too: fail closed).
 pub fn requires_token(mode: AccessMode, method: &http::Method, path: &str) -> bool {
-    if method == http::Method::OPTIONS {
+    // A CORS preflight is answered by the App itself, never routed; but an `OPTIONS` on the
+    // proxy is forwarded to the upstream with the credential, so it is checked like any method.
+    if method == http::Method::OPTIONS && !crate::proxy::is_proxy_path(path) {
         return false;
     }
     // The router's view of the path (it ignores a trailing `/`).
@@ -398,6 +400,10 @@ struct KeySet {
     last_refetch_ms: Option<u64>,
     /// The last failed fetch while nothing was held.
     last_failure_ms: Option<u64>,
+    /// A first fetch (nothing held yet) is in flight: other requests wait for it.
+    first_fetch_in_flight: bool,
+    /// The requests waiting for that fetch.
+    waiters: Vec<std::task::Waker>,
 }
 
 impl KeySet {
@@ -423,7 +429,54 @@ pub(crate) struct AccessKeys {
 enum Plan {
     Use(Jwk),
     Refuse(Error),
-    Fetch { fallback: Option<Jwk> },
+    /// The first fetch is another request's, in flight: wait for it, then plan again.
+    Wait,
+    /// `first`: nothing is held yet (this request's fetch is the one others wait for).
+    Fetch {
+        fallback: Option<Jwk>,
+        first: bool,
+    },
+}
+
+/// Whether requests wait for a first fetch in flight instead of fetching too. Not on Workers:
+/// there the waiting request would be woken, and go on with its I/O, from the fetching
+/// request's context, which workerd ties that I/O to (an isolate's cold start is one burst
+/// of fetches at most, as before).
+const WAIT_FOR_FIRST_FETCH: bool = !cfg!(target_arch = "wasm32");
+
+/// Waits until the first fetch of the key set in flight is over (or abandoned).
+struct FirstFetch<'k>(&'k AccessKeys);
+
+impl std::future::Future for FirstFetch<'_> {
+    type Output = ();
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let mut s = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if !s.first_fetch_in_flight {
+            return std::task::Poll::Ready(());
+        }
+        if !s.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            s.waiters.push(cx.waker().clone());
+        }
+        std::task::Poll::Pending
+    }
+}
+
+/// Ends the first fetch when dropped (done, failed, or its request gone): the waiters plan
+/// again.
+struct FirstFetchDone<'k>(&'k AccessKeys);
+
+impl Drop for FirstFetchDone<'_> {
+    fn drop(&mut self) {
+        let waiters = {
+            let mut s = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+            s.first_fetch_in_flight = false;
+            std::mem::take(&mut s.waiters)
+        };
+        waiters.into_iter().for_each(std::task::Waker::wake);
+    }
 }
 
 impl AccessKeys {
@@ -435,7 +488,14 @@ impl AccessKeys {
             {
                 return Plan::Refuse(unavailable("the team's keys could not be fetched"));
             }
-            return Plan::Fetch { fallback: None };
+            if s.first_fetch_in_flight && WAIT_FOR_FIRST_FETCH {
+                return Plan::Wait;
+            }
+            s.first_fetch_in_flight = true;
+            return Plan::Fetch {
+                fallback: None,
+                first: true,
+            };
         };
         let found = s.find(kid);
         let stale = now.saturating_sub(fetched_at) >= JWKS_MAX_AGE_MS;
@@ -451,7 +511,10 @@ impl AccessKeys {
             (fallback, true) => {
                 // Claimed now, so concurrent requests do not fetch too.
                 s.last_refetch_ms = Some(now);
-                Plan::Fetch { fallback }
+                Plan::Fetch {
+                    fallback,
+                    first: false,
+                }
             }
         }
     }
@@ -477,11 +540,16 @@ impl AccessKeys {
         allow_loopback: bool,
         kid: &str,
     ) -> Result<Jwk> {
-        let fallback = match self.plan(kid, now) {
-            Plan::Use(key) => return Ok(key),
-            Plan::Refuse(e) => return Err(e),
-            Plan::Fetch { fallback } => fallback,
+        let (fallback, first) = loop {
+            match self.plan(kid, now) {
+                Plan::Use(key) => return Ok(key),
+                Plan::Refuse(e) => return Err(e),
+                Plan::Wait => FirstFetch(self).await,
+                Plan::Fetch { fallback, first } => break (fallback, first),
+            }
         };
+        // Dropped after `store` below, or when this request is dropped mid-fetch.
+        let _done = first.then(|| FirstFetchDone(self));
         let fetched = fetch_jwks(config, fetcher, allow_loopback).await;
         let had_keys = fallback.is_some() || {
             let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -625,6 +693,25 @@ mod tests {
         keys: Mutex<Vec<(String, u8)>>,
         fetches: AtomicUsize,
         down: AtomicBool,
+        /// Answers only after yielding a few times (a fetch still in flight while other
+        /// requests come in).
+        slow: AtomicBool,
+    }
+    /// Pending once (waking itself at once), then ready.
+    struct YieldOnce(bool);
+    impl std::future::Future for YieldOnce {
+        type Output = ();
+        fn poll(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<()> {
+            if self.0 {
+                return std::task::Poll::Ready(());
+            }
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
     }
     #[async_trait::async_trait]
     impl Fetcher for Jwks {
@@ -638,6 +725,11 @@ mod tests {
                 format!("https://{TEAM}/cdn-cgi/access/certs")
             );
             self.fetches.fetch_add(1, Ordering::SeqCst);
+            if self.slow.load(Ordering::SeqCst) {
+                for _ in 0..3 {
+                    YieldOnce(false).await;
+                }
+            }
             if self.down.load(Ordering::SeqCst) {
                 return Err(Error::new(crate::ErrorKind::UpstreamFailed, "down"));
             }
@@ -841,6 +933,95 @@ mod tests {
         assert_eq!(f.jwks.fetches.load(Ordering::SeqCst), 1);
     }
 
+    /// What the review of issue 14 tried against the claims and header (each refused): alg
+    /// spellings and other RSA algorithms, a duplicate `alg` whose last value is `none`, a
+    /// non-string `kid`, `iss` with a trailing slash, times as strings, floats out of range or
+    /// negative, identities that would read as another actor; a bad header is not rescued by a
+    /// good cookie.
+    #[test]
+    fn confusing_tokens_are_refused() {
+        let f = fixture(&[("k1", 1)]);
+        let with = |k: &str, v: serde_json::Value| {
+            let mut c = claims();
+            c[k] = v;
+            token_with(c)
+        };
+        let header = |h: serde_json::Value| mint(h, claims(), 1);
+        let dup_alg = {
+            let input = format!(
+                "{}.{}",
+                b64e(br#"{"alg":"RS256","kid":"k1","alg":"none"}"#),
+                b64e(&serde_json::to_vec(&claims()).unwrap())
+            );
+            let sig = fake_sign(&modulus(1), input.as_bytes());
+            format!("{input}.{}", b64e(&sig))
+        };
+        let cases: Vec<(&str, String)> = vec![
+            (
+                "alg rs256",
+                header(serde_json::json!({"alg": "rs256", "kid": "k1"})),
+            ),
+            (
+                "alg RS384",
+                header(serde_json::json!({"alg": "RS384", "kid": "k1"})),
+            ),
+            (
+                "alg PS256",
+                header(serde_json::json!({"alg": "PS256", "kid": "k1"})),
+            ),
+            (
+                "alg list",
+                header(serde_json::json!({"alg": ["RS256"], "kid": "k1"})),
+            ),
+            ("duplicate alg, none last", dup_alg),
+            (
+                "kid a number",
+                header(serde_json::json!({"alg": "RS256", "kid": 1})),
+            ),
+            (
+                "crit",
+                header(serde_json::json!({"alg": "RS256", "kid": "k1", "crit": ["b64"]})),
+            ),
+            (
+                "iss with a slash",
+                with("iss", format!("https://{TEAM}/").into()),
+            ),
+            ("iss http", with("iss", format!("http://{TEAM}").into())),
+            ("aud a number", with("aud", 1.into())),
+            (
+                "exp a string",
+                with("exp", (NOW_S + 600).to_string().into()),
+            ),
+            ("exp huge", with("exp", 1e300.into())),
+            ("exp negative", with("exp", (-1).into())),
+            ("nbf a string", with("nbf", "0".into())),
+            ("nbf null", with("nbf", serde_json::Value::Null)),
+            (
+                "identity with a space",
+                with("email", "a@b.c admin:admin".into()),
+            ),
+            (
+                "identity with U+2028",
+                with("email", "a@b.c\u{2028}x".into()),
+            ),
+        ];
+        for (name, token) in cases {
+            let r = run(&f, AccessMode::Admin, "GET", "/", &headers(&token));
+            assert_eq!(code(&r), "access_denied", "{name}");
+        }
+        let mut h = headers("not-a-token");
+        h.insert(
+            http::header::COOKIE,
+            format!("CF_Authorization={}", token_with(claims()))
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            code(&run(&f, AccessMode::Admin, "GET", "/", &h)),
+            "access_denied"
+        );
+    }
+
     #[test]
     fn the_cookie_is_the_fallback() {
         let f = fixture(&[("k1", 1)]);
@@ -877,11 +1058,35 @@ mod tests {
             (AccessMode::Admin, "GET", "/v1/audit", "access_denied"),
             (AccessMode::Admin, "GET", "/v1/execute/x", "access_denied"),
             (AccessMode::Admin, "GET", "/nowhere", "access_denied"),
+            // Spellings of the agents' routes the router does not take as them: checked.
+            (AccessMode::Admin, "POST", "//v1/execute", "access_denied"),
+            (
+                AccessMode::Admin,
+                "POST",
+                "/v1/../v1/execute",
+                "access_denied",
+            ),
+            (AccessMode::Admin, "POST", "/v1/%65xecute", "access_denied"),
+            (AccessMode::Admin, "POST", "/V1/execute", "access_denied"),
+            (AccessMode::Admin, "GET", "/proxy", "access_denied"),
+            (
+                AccessMode::Admin,
+                "HEAD",
+                "/v1/credentials",
+                "access_denied",
+            ),
             (AccessMode::All, "GET", "/healthz", "not-checked"),
             (AccessMode::All, "OPTIONS", "/mcp", "not-checked"),
             (AccessMode::All, "POST", "/v1/execute", "access_denied"),
             (AccessMode::All, "POST", "/mcp", "access_denied"),
             (AccessMode::All, "GET", "/proxy/gh/user", "access_denied"),
+            // Forwarded upstream, not a preflight (review of issue 14).
+            (
+                AccessMode::All,
+                "OPTIONS",
+                "/proxy/gh/user",
+                "access_denied",
+            ),
             (AccessMode::All, "POST", "/login", "access_denied"),
         ] {
             assert_eq!(
@@ -941,6 +1146,42 @@ mod tests {
             "ok"
         );
         assert_eq!(f.jwks.fetches.load(Ordering::SeqCst), 3);
+    }
+
+    /// Requests that come in while the first fetch of the key set is in flight wait for it
+    /// instead of each fetching too (review of issue 14: a burst of tokens with a made-up
+    /// signature at a new process or isolate was one fetch each); when it fails, they share
+    /// its 503.
+    #[test]
+    fn requests_during_the_first_fetch_wait_for_it() {
+        for down in [false, true] {
+            let f = fixture(&[("k1", 1)]);
+            f.jwks.slow.store(true, Ordering::SeqCst);
+            f.jwks.down.store(down, Ordering::SeqCst);
+            let c = config(AccessMode::Admin);
+            let h = headers(&token_with(claims()));
+            let checks = (0..8).map(|_| {
+                check(
+                    Some(&c),
+                    &f.keys,
+                    Some(&FakeVerifier),
+                    &*f.jwks,
+                    &*f.clock,
+                    false,
+                    &http::Method::GET,
+                    "/",
+                    &h,
+                )
+            });
+            let results = futures::executor::block_on(futures::future::join_all(checks));
+            let want = if down { "access_unavailable" } else { "ok" };
+            assert!(
+                results.iter().all(|r| code(r) == want),
+                "down: {down}: {:?}",
+                results.iter().map(code).collect::<Vec<_>>()
+            );
+            assert_eq!(f.jwks.fetches.load(Ordering::SeqCst), 1, "down: {down}");
+        }
     }
 
     #[test]
