@@ -20,8 +20,8 @@ use vultrino_core::execute::ExecuteRequest;
 use vultrino_core::policy::{Policy, RateLimit};
 use zeroize::Zeroizing;
 
-use crate::master_key::KeySource;
 use crate::remote::{Remote, Route};
+use crate::setup::KeySource;
 use crate::setup::{self, MasterSource, Settings, StoreKind};
 
 mod tokens;
@@ -617,7 +617,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                      --master-key-source keychain (or VULTRINO_MASTER_KEY_SOURCE=keychain); \
                      without it a new key file would be looked for. Keep a backup of the key \
                      outside this machine.",
-                    crate::master_key::key_file(&s).display()
+                    crate::setup::key_file(&s).display()
                 );
                 Ok(())
             }

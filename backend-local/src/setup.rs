@@ -6,7 +6,7 @@
 //! printed once. Later runs reuse both files. Environment variables override the files:
 //! `VULTRINO_MASTER_KEY` (or `ENCRYPTION_KEY`), `VULTRINO_ADMIN_PASSWORD_HASH` (or
 //! `ADMIN_PASSWORD_HASH`). `--master-key-source file|keychain|env` pins the master key to one
-//! source, the OS keychain included ([`crate::master_key`]). Secrets are never taken from
+//! source, the OS keychain included ([`from_keychain`]; moving a key file there: [`crate::master_key`]). Secrets are never taken from
 //! command-line arguments (argv is visible to every user of the machine).
 
 use std::fs;
@@ -25,7 +25,6 @@ use crate::clock::SystemClock;
 use crate::fetcher::HttpFetcher;
 use crate::file_kv::FileKv;
 use crate::keychain::KeychainEntry;
-use crate::master_key::{self, KeySource};
 use crate::memory_kv::{Bound, MemoryKv, PrefixBound};
 use crate::memory_sessions::MemorySessions;
 
@@ -201,7 +200,7 @@ pub fn master_secret(
             }
             match source {
                 KeySource::File => file_secret(settings, create),
-                _ => master_key::from_keychain(settings, create),
+                _ => from_keychain(settings, create),
             }
         }
     }
@@ -209,7 +208,7 @@ pub fn master_secret(
 
 /// The master key from the key file, created (0600) when `create` and missing.
 fn file_secret(settings: &Settings, create: bool) -> anyhow::Result<(MasterSecret, MasterSource)> {
-    let path = master_key::key_file(settings);
+    let path = key_file(settings);
     match fs::read_to_string(&path) {
         Ok(text) => {
             let text = Zeroizing::new(text);
@@ -348,7 +347,7 @@ async fn open_with(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let mut config = settings.config.clone();
     let mut generated_password = None;
-    let key_file_existed = master_key::key_file(settings).exists();
+    let key_file_existed = key_file(settings).exists();
     // A source that may be unreachable or empty (the OS keychain, the environment) is asked
     // before a first run makes its admin password: a failure then leaves no admin.hash behind
     // whose password was never shown.
@@ -408,6 +407,95 @@ async fn open_with(
         kv,
         generated_password,
     })
+}
+
+/// `--master-key-source`: where the master key is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeySource {
+    /// The key file (`--master-key-file`, default `<data-dir>/master.key`), created on a first
+    /// `serve`; `VULTRINO_MASTER_KEY` is ignored.
+    File,
+    /// The OS keychain entry of the data directory (service `vultrino`, account the data
+    /// directory's canonical path); created on a first `serve` of a new data directory.
+    Keychain,
+    /// `VULTRINO_MASTER_KEY` (or `ENCRYPTION_KEY`); never a file.
+    Env,
+}
+
+/// The key file of `settings`.
+pub fn key_file(settings: &Settings) -> PathBuf {
+    settings
+        .master_key_file
+        .clone()
+        .unwrap_or_else(|| settings.data_dir.join(MASTER_KEY_FILE))
+}
+
+/// The master key from the keychain entry of the data directory. With `create` on a new file
+/// store (no store directory and no key file yet), a new random key is stored there first.
+pub fn from_keychain(
+    settings: &Settings,
+    create: bool,
+) -> anyhow::Result<(MasterSecret, MasterSource)> {
+    let file = key_file(settings);
+    let new_store = create
+        && settings.store == StoreKind::File
+        && !settings.data_dir.join(STORE_DIR).exists()
+        && !file.exists();
+    if new_store {
+        ensure_private_dir(&settings.data_dir)?;
+    } else if !settings.data_dir.is_dir() {
+        anyhow::bail!(
+            "--master-key-source keychain: the data directory {} does not exist (its path names \
+             the master key's OS keychain entry)",
+            settings.data_dir.display()
+        );
+    }
+    let entry = KeychainEntry::for_data_dir(&settings.data_dir)?;
+    if let Some(text) = entry.read()? {
+        let secret = MasterSecret::parse(text.trim())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", entry.describe()))?;
+        return Ok((secret, MasterSource::Keychain(entry)));
+    }
+    if new_store {
+        let (secret, text) = MasterSecret::generate_raw();
+        let text = Zeroizing::new(text);
+        store_and_check(&entry, &text)?;
+        tracing::info!(
+            entry = %entry.describe(),
+            "created a new master key in the OS keychain; back it up: without it the store cannot be decrypted"
+        );
+        return Ok((secret, MasterSource::Keychain(entry)));
+    }
+    let hint = if file.exists() {
+        format!(
+            "the key file {} exists: move it there with `vultrino master-key to-keychain`, or \
+             use --master-key-source file",
+            file.display()
+        )
+    } else {
+        "restore the key from your backup into it (e.g. `secret-tool store --label vultrino \
+         service vultrino username <data-dir>`), or choose the source that holds the key \
+         (--master-key-source file|env)"
+            .to_string()
+    };
+    anyhow::bail!(
+        "--master-key-source keychain: {} holds no master key for the data directory {}; {hint}",
+        entry.describe(),
+        settings.data_dir.display()
+    )
+}
+
+/// Store `text` in `entry`, read it back and compare (constant time).
+pub fn store_and_check(entry: &KeychainEntry, text: &str) -> anyhow::Result<()> {
+    entry.store(text)?;
+    match entry.read()? {
+        Some(back) if crypto::ct_eq(back.as_bytes(), text.as_bytes()) => Ok(()),
+        Some(_) => anyhow::bail!(
+            "{} returned another value than the one just stored",
+            entry.describe()
+        ),
+        None => anyhow::bail!("{} was stored but cannot be read back", entry.describe()),
+    }
 }
 
 #[cfg(test)]

@@ -23,15 +23,14 @@
 //!   ([`AuditLog::record_refusal`]).
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use crate::auth::{Permission, Principal};
 use crate::crypto;
 use crate::error::Result;
 use crate::ports::{ListOptions, Ports, PutOptions};
 
-/// KV key prefix of audit events.
-pub const AUDIT_PREFIX: &str = "audit:";
+pub mod event;
+pub use event::{new_id, AuditEvent, AUDIT_PREFIX, CUT_MARKER};
 
 /// How long an audit event is kept when the configuration does not say (90 days): the default
 /// of `Config::audit_retention_secs`, and the retention of the events a sync import writes.
@@ -40,9 +39,6 @@ pub const DEFAULT_AUDIT_RETENTION_SECS: u64 = 90 * 24 * 3600;
 /// Ends the id (and so the key) of every event written by
 /// [`AuditLog::record_unauthenticated`].
 pub const UNAUTHENTICATED_ID_SUFFIX: &str = "-u";
-
-/// Ends a string cut to its field's cap (the cap includes it).
-pub const CUT_MARKER: &str = "…";
 
 /// The largest JSON an event can serialize to once capped, whatever its strings hold (JSON
 /// escapes a control character as six bytes).
@@ -62,137 +58,6 @@ pub const REFUSAL_WINDOW_MS: u64 = 10 * 60 * 1000;
 /// series together; past it, one `audit.suppressed` event per actor and window counts the
 /// writes withheld.
 pub const REFUSAL_WRITE_BUDGET: u32 = 64;
-
-/// One audit event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEvent {
-    pub id: String,
-    /// Milliseconds since the epoch.
-    pub ts: u64,
-    /// `admin:<user>`, `key:<id>`, `client:<ip>` for failed logins, `vultrino` for
-    /// `audit.suppressed` of unauthenticated events (`key:<id>` for a key's withheld refusals,
-    /// [`AuditLog::record_refusal`]).
-    pub actor: String,
-    /// `execute`, `proxy`, `login`, `logout`, `credential.create`, `credential.update`, `credential.delete`,
-    /// `key.create`, `key.revoke`, `role.create`, `role.delete`, `audit.suppressed`,
-    /// `records.migrate`, `record.refused` (a stored record that failed its integrity check),
-    /// `sync.import`.
-    pub action: String,
-    #[serde(default)]
-    pub credential: Option<String>,
-    /// The KV key of the stored record an integrity event is about (`key:<id>`, `role:<name>`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub record: Option<String>,
-    #[serde(default)]
-    pub method: Option<String>,
-    #[serde(default)]
-    pub host: Option<String>,
-    /// Path without query string.
-    #[serde(default)]
-    pub path: Option<String>,
-    /// Upstream status for executes; the reply status otherwise.
-    #[serde(default)]
-    pub status: Option<u16>,
-    /// `allowed`, `denied`, `error` (execute, proxy), `cancelled` (a proxied reply whose client
-    /// went away before its end); `success`, `failure` (other actions).
-    pub outcome: String,
-    /// Error code when denied or failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
-    pub duration_ms: u64,
-    /// Pass-through proxy: request body bytes sent upstream.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes_in: Option<u64>,
-    /// Pass-through proxy: response body bytes sent to the client (after scrubbing).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes_out: Option<u64>,
-    /// Pass-through proxy: whether a secret was scrubbed from the reply (headers or body).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scrubbed: Option<bool>,
-    /// How many occurrences this one event stands for, when more than one can: the refused
-    /// attempts of a locked-out client in one lockout window, the unauthenticated events
-    /// `audit.suppressed` stands for. Rewritten when it reaches 2, 4, 8, …: the true number is
-    /// at least `count` and less than twice it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub count: Option<u64>,
-    /// The fields that were cut to their cap (each then ends with [`CUT_MARKER`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub truncated: Vec<String>,
-}
-
-impl AuditEvent {
-    /// A new event at `ts` with a fresh sortable id.
-    pub fn new(ts: u64, actor: impl Into<String>, action: &str, outcome: &str) -> Self {
-        AuditEvent {
-            id: new_id(ts),
-            ts,
-            actor: actor.into(),
-            action: action.to_string(),
-            credential: None,
-            record: None,
-            method: None,
-            host: None,
-            path: None,
-            status: None,
-            outcome: outcome.to_string(),
-            code: None,
-            duration_ms: 0,
-            bytes_in: None,
-            bytes_out: None,
-            scrubbed: None,
-            count: None,
-            truncated: Vec::new(),
-        }
-    }
-
-    pub fn kv_key(&self) -> String {
-        format!("{AUDIT_PREFIX}{}", self.id)
-    }
-
-    /// The event with every string cut to its field's cap, ending with [`CUT_MARKER`] and
-    /// named in `truncated` when cut. Every writer of [`AuditLog`] applies it, so that an event
-    /// is at most [`MAX_EVENT_JSON_BYTES`] whatever a caller put in it.
-    pub fn capped(mut self) -> Self {
-        let mut cut = std::mem::take(&mut self.truncated);
-        // Each field with its cap in bytes (UTF-8), marker included.
-        let fields: [(&str, usize, Option<&mut String>); 10] = [
-            ("id", 64, Some(&mut self.id)),
-            ("actor", 128, Some(&mut self.actor)),
-            ("action", 64, Some(&mut self.action)),
-            ("credential", 128, self.credential.as_mut()),
-            ("record", 256, self.record.as_mut()),
-            ("method", 32, self.method.as_mut()),
-            ("host", 256, self.host.as_mut()),
-            ("path", 512, self.path.as_mut()),
-            ("outcome", 32, Some(&mut self.outcome)),
-            ("code", 64, self.code.as_mut()),
-        ];
-        // `truncated` names fields, nothing else.
-        cut.retain(|f| fields.iter().any(|(name, _, _)| name == f));
-        for (name, max, field) in fields {
-            if field.is_some_and(|v| cap(v, max)) && !cut.iter().any(|f| f == name) {
-                cut.push(name.to_string());
-            }
-        }
-        self.truncated = cut;
-        self
-    }
-}
-
-/// Cut `s` to at most `max` bytes, at a character boundary, ending with [`CUT_MARKER`]; whether
-/// it was cut.
-fn cap(s: &mut String, max: usize) -> bool {
-    if s.len() <= max {
-        return false;
-    }
-    let mut end = max.saturating_sub(CUT_MARKER.len());
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.truncate(end);
-    s.push_str(CUT_MARKER);
-    true
-}
 
 /// Whether the KV key `key` holds an event of [`AuditLog::record_unauthenticated`]: the local
 /// stores bound those apart, so they never push the rest of the history out.
@@ -568,42 +433,6 @@ fn series_id(first: u64, series: &str, suffix: &str) -> String {
     let inverted = 9_999_999_999_999u64.saturating_sub(first);
     let digest = crypto::sha256_hex(series.as_bytes());
     format!("{inverted:013}-{}{suffix}", &digest[..12])
-}
-
-/// A time-sortable id, newest first, unique thanks to 48 random bits.
-pub fn new_id(ts: u64) -> String {
-    let inverted = 9_999_999_999_999u64.saturating_sub(ts);
-    let r = id_random();
-    format!("{inverted:013}-{}", crypto::hex(&r))
-}
-
-/// 48 random bits for an id, from a pool refilled from the OS generator 85 ids at a time:
-/// every execute writes an event, and a system call per event showed in the load profile.
-/// The bits are as random as before (they are not secret, only unique). See
-/// docs/decisions/0028-audit-id-random-pool.md.
-fn id_random() -> [u8; 6] {
-    struct Pool {
-        bytes: [u8; 510],
-        used: usize,
-    }
-    static POOL: std::sync::Mutex<Pool> = std::sync::Mutex::new(Pool {
-        bytes: [0; 510],
-        used: 510,
-    });
-    let mut pool = POOL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if pool.used + 6 > pool.bytes.len() {
-        pool.bytes = crypto::random_bytes();
-        pool.used = 0;
-    }
-    let mut out = [0u8; 6];
-    let at = pool.used;
-    out.copy_from_slice(&pool.bytes[at..at + 6]);
-    // Each byte is handed out once.
-    pool.bytes[at..at + 6].fill(0);
-    pool.used += 6;
-    out
 }
 
 /// Strip the query and fragment from a path for the audit log.

@@ -37,6 +37,7 @@ pub mod access;
 pub mod authenticate;
 pub mod client_ip;
 pub mod csrf;
+pub mod grant;
 pub mod integrity;
 pub mod keys;
 pub mod migrate;

@@ -559,7 +559,7 @@ pub trait AuditSink: MaybeSend + MaybeSync {
     ///   queued is dropped and counted), and it never fails the request that caused the event.
     /// - An event rewritten under the same id (a refusal series whose `count` grew) is emitted
     ///   again; consumers keep the last one of an id.
-    fn emit(&self, event: &crate::audit::AuditEvent);
+    fn emit(&self, event: &crate::audit::event::AuditEvent);
 
     /// The counts of each sink behind this one.
     fn status(&self) -> Vec<SinkStatus>;
@@ -569,7 +569,7 @@ pub trait AuditSink: MaybeSend + MaybeSync {
 pub struct SinkSet(pub Vec<Arc<dyn AuditSink>>);
 
 impl AuditSink for SinkSet {
-    fn emit(&self, event: &crate::audit::AuditEvent) {
+    fn emit(&self, event: &crate::audit::event::AuditEvent) {
         for sink in &self.0 {
             sink.emit(event);
         }

@@ -53,24 +53,18 @@ use crate::ports::Background;
 use crate::upstream::{self, Outbound};
 
 mod reply;
+pub mod route;
 mod slots;
 mod target;
 
 use crate::agent_key::audit_path;
 pub use crate::agent_key::carries_agent_key;
 pub use crate::proxy_caps::BUSY_RETRY_AFTER_SECS;
+pub use route::{is_proxy_path, PREFIX};
 pub use slots::KEY_SLOTS;
-
-/// The path prefix of the route.
-pub const PREFIX: &str = "/proxy/";
 
 /// The header naming the code of an error Vultrino itself produced on this route.
 pub const ERROR_HEADER: &str = "x-vultrino-error";
-
-/// Whether a request path is the proxy's.
-pub fn is_proxy_path(path: &str) -> bool {
-    path.starts_with(PREFIX)
-}
 
 /// A reply for an error of Vultrino's own on this route: the JSON error, with
 /// [`ERROR_HEADER`].

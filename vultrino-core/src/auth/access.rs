@@ -185,7 +185,7 @@ pub struct AccessIdentity(pub String);
 pub fn requires_token(mode: AccessMode, method: &http::Method, path: &str) -> bool {
     // A CORS preflight is answered by the App itself, never routed; but an `OPTIONS` on the
     // proxy is forwarded to the upstream with the credential, so it is checked like any method.
-    if method == http::Method::OPTIONS && !crate::proxy::is_proxy_path(path) {
+    if method == http::Method::OPTIONS && !crate::proxy::route::is_proxy_path(path) {
         return false;
     }
     // The router's view of the path (it ignores a trailing `/`).
@@ -199,7 +199,7 @@ pub fn requires_token(mode: AccessMode, method: &http::Method, path: &str) -> bo
             let agent_route = matches!(
                 segs.as_slice(),
                 ["v1", "execute"] | ["api", "v1", "execute"] | ["mcp"]
-            ) || crate::proxy::is_proxy_path(path);
+            ) || crate::proxy::route::is_proxy_path(path);
             !agent_route
         }
     }

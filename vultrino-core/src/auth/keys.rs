@@ -17,8 +17,7 @@ use sha2::{Digest, Sha256};
 use super::integrity::{Integrity, Listing};
 use super::principal::{builtin_role, Permission, Principal, Role};
 use super::roles;
-use super::token::{is_key_id, parse_api_key, AGENT_TOKEN_PREFIX, API_KEY_PREFIX};
-use super::tokens::AgentTokens;
+use super::token::{is_key_id, parse_api_key, API_KEY_PREFIX};
 use crate::audit::AuditLog;
 use crate::crypto::{self, Keys, MacPurpose, RecordCheck};
 use crate::error::{Code, Error, Result};
@@ -171,9 +170,9 @@ fn secret_digest(secret: &str) -> [u8; 32] {
 /// The API keys of one deployment ([`crate::app::App::api_keys`]).
 #[derive(Clone, Copy)]
 pub struct ApiKeys<'a> {
-    ports: &'a Ports,
-    keys: &'a Keys,
-    audit: AuditLog<'a>,
+    pub(super) ports: &'a Ports,
+    pub(super) keys: &'a Keys,
+    pub(super) audit: AuditLog<'a>,
     verified: &'a VerifiedKeys,
 }
 
@@ -250,11 +249,6 @@ impl<'a> ApiKeys<'a> {
             role: record.role,
             expires_at,
         })
-    }
-
-    /// The agent tokens of this deployment's keys.
-    pub fn tokens(&self) -> AgentTokens<'a> {
-        AgentTokens::new(self.ports, self.keys, self.audit, *self)
     }
 
     /// Key `id` as it stands now, without its secret (for the parent of an agent token): a
@@ -355,12 +349,8 @@ impl<'a> ApiKeys<'a> {
     /// a key issued before records were signed (the right secret, an unsigned record) gets 503
     /// `record_unsigned`, which names the migration that fixes it.
     ///
-    /// An agent token (`vt_…`) is accepted here too, wherever a key is: it authenticates as its
-    /// parent key narrowed by the token ([`AgentTokens::authenticate`]).
-    pub async fn authenticate(&self, token: &str) -> Result<Principal> {
-        if token.starts_with(AGENT_TOKEN_PREFIX) {
-            return self.tokens().authenticate(token).await;
-        }
+    /// Keys only: [`ApiKeys::authenticate`] (in `tokens.rs`) takes agent tokens as well.
+    pub(super) async fn authenticate_key(&self, token: &str) -> Result<Principal> {
         let unauthorized = || Error::unauthorized("invalid API key").with_code(Code::InvalidApiKey);
         let (id, secret) = parse_api_key(token).ok_or_else(unauthorized)?;
         let key = key_of(id);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::tokens::TokenGrant;
+use super::grant::TokenGrant;
 
 use crate::error::{Code, Error, Result};
 use crate::policy::glob_match;

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+pub use super::grant::TokenGrant;
 use super::integrity::Integrity;
 use super::keys::ApiKeys;
 use super::principal::{Permission, Principal, Role};
@@ -30,7 +31,7 @@ use crate::audit::{AuditEvent, AuditLog};
 use crate::crypto::{self, Keys, MacPurpose, RecordCheck};
 use crate::error::{Code, Error, Result};
 use crate::kv::list_all;
-use crate::policy::{glob_match, is_ambiguous_path, path_matches};
+use crate::policy::glob_match;
 use crate::ports::{Ports, PutOptions};
 
 /// KV key prefix of agent token records.
@@ -132,49 +133,6 @@ impl std::fmt::Debug for CreatedToken {
     }
 }
 
-/// What an authenticated token allows on top of its parent key (which is checked too).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenGrant {
-    pub id: String,
-    pub credentials: Vec<String>,
-    pub methods: Option<Vec<String>>,
-    pub path_prefixes: Option<Vec<String>>,
-    pub uses: u32,
-    pub expires_at: u64,
-}
-
-impl TokenGrant {
-    /// Whether one of the token's credential globs matches `alias`.
-    pub fn reaches(&self, alias: &str) -> bool {
-        self.credentials.iter().any(|g| glob_match(g, alias))
-    }
-
-    /// The token's method and path limits, on the request as it will be sent: `method`
-    /// (upper case) and the upstream URL's `path` (normalised by the URL parser; a path with a
-    /// dot segment hidden by encoding is refused under path prefixes, as in a credential policy).
-    pub fn check(&self, method: &str, path: &str) -> Result<()> {
-        if let Some(methods) = &self.methods {
-            if !methods.iter().any(|m| m == method) {
-                return Err(Error::forbidden(format!(
-                    "method {method} is not one of this token's methods"
-                ))
-                .with_code(Code::TokenMethodDenied));
-            }
-        }
-        if let Some(prefixes) = &self.path_prefixes {
-            let path = path.split(['?', '#']).next().unwrap_or_default();
-            if is_ambiguous_path(path) || !prefixes.iter().any(|p| path_matches(p, path)) {
-                return Err(Error::forbidden(
-                    "the upstream path is outside this token's path_prefixes (a path with a \
-                     dot segment, encoded or not, is refused under path prefixes)",
-                )
-                .with_code(Code::TokenPathDenied));
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Whether every alias `requested` matches is matched by `scope` (both `*` globs). Sound, not
 /// complete: `scope` must match `requested` read as text, its `*`s as literal characters that
 /// only a `*` of `scope` can stand for — then any alias `requested` matches, `scope` matches
@@ -234,6 +192,24 @@ pub(crate) async fn consume_use(ports: &Ports, who: &Principal) -> Result<()> {
         );
     }
     Ok(())
+}
+
+impl<'a> ApiKeys<'a> {
+    /// The agent tokens of this deployment's keys.
+    pub fn tokens(&self) -> AgentTokens<'a> {
+        AgentTokens::new(self.ports, self.keys, self.audit, *self)
+    }
+
+    /// Authenticate an API key (`vk_<id>_<secret>`, [`ApiKeys::authenticate_key`]) or an agent
+    /// token (`vt_…`), wherever a key is accepted: a token authenticates as its parent key
+    /// narrowed by the token ([`AgentTokens::authenticate`]). Here rather than in `keys.rs`, so
+    /// that keys do not depend on tokens.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal> {
+        if token.starts_with(AGENT_TOKEN_PREFIX) {
+            return self.tokens().authenticate(token).await;
+        }
+        self.authenticate_key(token).await
+    }
 }
 
 /// The agent tokens of one deployment ([`ApiKeys::tokens`]).
