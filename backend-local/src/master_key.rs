@@ -51,8 +51,27 @@ pub async fn to_keychain(settings: &Settings) -> anyhow::Result<String> {
         Err(e) => anyhow::bail!("cannot read the master key file {}: {e}", file.display()),
     };
     let key = Zeroizing::new(text.trim().to_string());
-    let master = MasterSecret::parse(&key)
-        .map_err(|e| anyhow::anyhow!("master key file {}: {e}", file.display()))?;
+    let master = match MasterSecret::parse(&key) {
+        Ok(master) => master,
+        Err(e) => {
+            // A move interrupted while the file was being overwritten leaves zeros behind: say
+            // where the key already is, when the data directory's entry holds one.
+            let moved = KeychainEntry::for_data_dir(&settings.data_dir)
+                .ok()
+                .and_then(|entry| {
+                    let text = entry.read().ok().flatten()?;
+                    MasterSecret::parse(text.trim()).ok()?;
+                    Some(entry.describe())
+                });
+            match moved {
+                Some(entry) => anyhow::bail!(
+                    "master key file {}: {e}; {entry} already holds a master key, so this file is                      most likely what an interrupted `master-key to-keychain` left behind: check                      that `--master-key-source keychain` opens the store, then delete the file",
+                    file.display()
+                ),
+                None => anyhow::bail!("master key file {}: {e}", file.display()),
+            }
+        }
+    };
     if settings.store == StoreKind::File && settings.data_dir.join(setup::STORE_DIR).exists() {
         let kv = setup::open_kv(
             settings,

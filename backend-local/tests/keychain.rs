@@ -364,6 +364,17 @@ async fn a_key_moved_to_the_keychain_decrypts_after_restarts_and_the_file_is_gon
     assert!(!ok);
     assert!(err.contains("no master key file"), "{err}");
     assert_eq!(ss.lookup(&dir).as_deref(), Some(key.trim()));
+    // A move interrupted while the file was being overwritten leaves a file of zeros: a rerun
+    // says the key is already in the keychain (review 2026-12-06, finding 6), and changes nothing.
+    std::fs::write(dir.join("master.key"), vec![0u8; key.trim().len()]).unwrap();
+    let (ok, _, err) = run(&dir, &env, &["master-key", "to-keychain"], "").await;
+    assert!(!ok);
+    assert!(
+        err.contains("already holds a master key") && err.contains("interrupted"),
+        "{err}"
+    );
+    assert_eq!(ss.lookup(&dir).as_deref(), Some(key.trim()));
+    std::fs::remove_file(dir.join("master.key")).unwrap();
 
     // Served from the keychain, started twice: the credential made before still decrypts.
     for _ in 0..2 {

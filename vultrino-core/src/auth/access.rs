@@ -327,7 +327,7 @@ fn parse<'t>(config: &AccessConfig, token: &'t str, now_ms: u64) -> Result<Parse
         .map(str::to_string)
         .filter(|i| {
             i.chars().count() <= MAX_IDENTITY_CHARS
-                && !i.chars().any(|c| c.is_control() || c.is_whitespace())
+                && !i.chars().any(|c| c.is_control() || c.is_whitespace() || is_format(c))
         })
         .ok_or_else(|| denied("the token names no identity (email or common_name)"))?;
     let signature = b64(s)?;
@@ -639,6 +639,27 @@ pub(crate) async fn check(
         return Err(denied("the token's signature is not valid"));
     }
     Ok(Some(AccessIdentity(parsed.identity)))
+}
+
+/// Unicode format characters (general category Cf) that change how text displays without
+/// showing themselves: bidirectional overrides and isolates, zero-width characters, the soft
+/// hyphen, the byte-order mark. An Access identity holding one could read as another actor in
+/// the audit log (review 2026-12-06, finding 5), so it is refused like a control character.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
 }
 
 #[cfg(test)]
@@ -1003,6 +1024,18 @@ mod tests {
             (
                 "identity with U+2028",
                 with("email", "a@b.c\u{2028}x".into()),
+            ),
+            (
+                "identity with U+202E (right-to-left override)",
+                with("email", "moc.elpmaxe@\u{202E}alice".into()),
+            ),
+            (
+                "identity with U+200B (zero width space)",
+                with("email", "ali\u{200B}ce@example.com".into()),
+            ),
+            (
+                "identity with U+FEFF",
+                with("email", "\u{FEFF}alice@example.com".into()),
             ),
         ];
         for (name, token) in cases {
