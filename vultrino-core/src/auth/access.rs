@@ -327,7 +327,9 @@ fn parse<'t>(config: &AccessConfig, token: &'t str, now_ms: u64) -> Result<Parse
         .map(str::to_string)
         .filter(|i| {
             i.chars().count() <= MAX_IDENTITY_CHARS
-                && !i.chars().any(|c| c.is_control() || c.is_whitespace() || is_format(c))
+                && !i
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || is_format(c))
         })
         .ok_or_else(|| denied("the token names no identity (email or common_name)"))?;
     let signature = b64(s)?;
