@@ -120,10 +120,36 @@ fn open_log(path: &PathBuf) -> std::io::Result<File> {
                 e
             }
         })?;
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(std::io::Error::other("it is not a regular file"));
     }
+    check_log_owner_and_mode(&meta)?;
     Ok(file)
+}
+
+/// An existing log file is kept with the mode it has (e.g. logrotate's `create 0640`), but one
+/// that others may write to, or that belongs to another user, is refused: whoever can write it
+/// can forge or erase audit lines (review 2026-12-06, finding 4). The owner is compared with
+/// the owner of `/proc/self` (this process's user) where that exists (Linux).
+fn check_log_owner_and_mode(meta: &std::fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if meta.mode() & 0o022 != 0 {
+        return Err(std::io::Error::other(format!(
+            "it is writable by its group or by others (mode {:o}): `chmod go-w` it",
+            meta.mode() & 0o777
+        )));
+    }
+    if let Ok(me) = std::fs::metadata("/proc/self") {
+        if me.uid() != meta.uid() {
+            return Err(std::io::Error::other(format!(
+                "it belongs to another user (uid {}, this process runs as uid {})",
+                meta.uid(),
+                me.uid()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `--audit-log`: one JSON line per event, appended by a thread of its own.

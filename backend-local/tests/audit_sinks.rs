@@ -259,6 +259,50 @@ async fn the_audit_log_file_holds_every_event_as_stored_and_is_reopened_on_sighu
     );
 }
 
+/// An existing log file that others may write to is refused at start: whoever can write it can
+/// forge or erase audit lines (review 2026-12-06, finding 4). Its mode is otherwise kept.
+#[tokio::test]
+async fn an_audit_log_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("audit.log");
+    std::fs::write(&log, "").unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(10),
+        support::vultrino_cmd(None)
+            .args(["serve", "--listen", "127.0.0.1:0", "--audit-log"])
+            .arg(&log)
+            .env("VULTRINO_ADMIN_PASSWORD_HASH", support::admin_hash())
+            .env("VULTRINO_ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS", "true")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("serve refuses a world-writable --audit-log at start instead of serving")
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("--audit-log") && err.contains("go-w"), "{err}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "");
+
+    // A mode the operator chose that others cannot write (logrotate's 0640) is kept and used.
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let e = start(vec![("VULTRINO_AUDIT_LOG".into(), log.display().to_string())]).await;
+    e.executes(Duration::from_secs(30)).await;
+    let newest = e.stored().await[0].clone();
+    eventually("the event is written to the 0640 file", 10, || {
+        let found = lines_of(&log).contains(&newest);
+        async move { found }
+    })
+    .await;
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+}
+
 /// The audit log is never written through a symbolic link, at start or on a SIGHUP reopen:
 /// whoever can write in the log's directory cannot make the server append to another file
 /// (its store, a shell profile) by putting a link where the log was (review of issue 14).
