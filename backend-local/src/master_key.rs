@@ -17,6 +17,15 @@ use zeroize::Zeroizing;
 use crate::keychain::KeychainEntry;
 use crate::setup::{self, key_file, store_and_check, Settings, StoreKind};
 
+/// The description of the data directory's keychain entry when it holds a master key (any
+/// failure to reach the keychain: `None`).
+fn moved_to(settings: &Settings) -> Option<String> {
+    let entry = KeychainEntry::for_data_dir(&settings.data_dir).ok()?;
+    let text = entry.read().ok().flatten()?;
+    MasterSecret::parse(text.trim()).ok()?;
+    Some(entry.describe())
+}
+
 /// Check that `master` opens the store's keyring, when the store has one.
 async fn check_opens_store(kv: &dyn KvStore, master: &MasterSecret) -> anyhow::Result<()> {
     match kv.get(vultrino_core::keyring::KEYRING_KEY).await? {
@@ -51,39 +60,38 @@ pub async fn to_keychain(settings: &Settings) -> anyhow::Result<String> {
         Err(e) => anyhow::bail!("cannot read the master key file {}: {e}", file.display()),
     };
     let key = Zeroizing::new(text.trim().to_string());
-    let master = match MasterSecret::parse(&key) {
-        Ok(master) => master,
-        Err(e) => {
-            // A move interrupted while the file was being overwritten leaves zeros behind: say
-            // where the key already is, when the data directory's entry holds one.
-            let moved = KeychainEntry::for_data_dir(&settings.data_dir)
-                .ok()
-                .and_then(|entry| {
-                    let text = entry.read().ok().flatten()?;
-                    MasterSecret::parse(text.trim()).ok()?;
-                    Some(entry.describe())
-                });
-            match moved {
-                Some(entry) => anyhow::bail!(
-                    "master key file {}: {e}; {entry} already holds a master key, so this file is                      most likely what an interrupted `master-key to-keychain` left behind: check                      that `--master-key-source keychain` opens the store, then delete the file",
-                    file.display()
-                ),
-                None => anyhow::bail!("master key file {}: {e}", file.display()),
-            }
-        }
+    // A move interrupted while the file was being overwritten leaves zeros behind, which do not
+    // parse or do not open the store: say where the key already is, when the data directory's
+    // entry holds one.
+    let leftover = |e: &dyn std::fmt::Display| match moved_to(settings) {
+        Some(entry) => anyhow::anyhow!(
+            "master key file {}: {e}; {entry} already holds a master key, so this file is most \
+             likely what an interrupted `master-key to-keychain` left behind: check that \
+             `--master-key-source keychain` opens the store, then delete the file; nothing was \
+             moved",
+            file.display()
+        ),
+        None => anyhow::anyhow!("master key file {}: {e}", file.display()),
     };
+    let master = MasterSecret::parse(&key).map_err(|e| leftover(&e))?;
     if settings.store == StoreKind::File && settings.data_dir.join(setup::STORE_DIR).exists() {
         let kv = setup::open_kv(
             settings,
             std::sync::Arc::new(crate::clock::SystemClock::new()),
         )?;
-        check_opens_store(&*kv, &master).await.map_err(|e| {
-            anyhow::anyhow!(
+        if let Err(e) = check_opens_store(&*kv, &master).await {
+            if moved_to(settings).is_some() {
+                return Err(leftover(&format!(
+                    "it does not open the store in {}: {e:#}",
+                    settings.data_dir.display()
+                )));
+            }
+            anyhow::bail!(
                 "the key file {} does not open the store in {}: {e:#}; nothing was moved",
                 file.display(),
                 settings.data_dir.display()
-            )
-        })?;
+            );
+        }
     }
     let entry = KeychainEntry::for_data_dir(&settings.data_dir)?;
     match entry.read()? {

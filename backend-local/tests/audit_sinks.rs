@@ -289,7 +289,11 @@ async fn an_audit_log_others_can_write_is_refused() {
 
     // A mode the operator chose that others cannot write (logrotate's 0640) is kept and used.
     std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let e = start(vec![("VULTRINO_AUDIT_LOG".into(), log.display().to_string())]).await;
+    let e = start(vec![(
+        "VULTRINO_AUDIT_LOG".into(),
+        log.display().to_string(),
+    )])
+    .await;
     e.executes(Duration::from_secs(30)).await;
     let newest = e.stored().await[0].clone();
     eventually("the event is written to the 0640 file", 10, || {
