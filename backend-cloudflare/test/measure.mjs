@@ -7,6 +7,8 @@
 //     costs below the production floor of 100000 are measured with the test-only switch
 //     ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS, for comparison only).
 // Usage: node test/measure.mjs [iterations...]   (needs target/debug/vultrino for hash-password)
+// MEASURE_BUILD=<dir> measures another build of the worker than `build` (e.g. one made with
+// another profile, to compare).
 import { Miniflare } from "miniflare";
 import { execFileSync } from "node:child_process";
 import path from "node:path";
@@ -16,6 +18,7 @@ import { workerOptions } from "./harness.mjs";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const vultrino = path.join(root, "../target/debug/vultrino");
 const PASSWORD = "measure-admin-password";
+const BUILD = process.env.MEASURE_BUILD || "build";
 
 function hash(iterations) {
   return execFileSync(vultrino, ["hash-password", "--iterations", String(iterations), "--allow-weak-password-hash-for-tests"], {
@@ -36,7 +39,7 @@ const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2
 
 async function coldStart(master, label) {
   const mf = new Miniflare(
-    workerOptions("build", { VULTRINO_MASTER_KEY: master, ADMIN_PASSWORD_HASH: hash(1000), ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS: "true" }),
+    workerOptions(BUILD, { VULTRINO_MASTER_KEY: master, ADMIN_PASSWORD_HASH: hash(1000), ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS: "true" }),
   );
   await mf.ready;
   const first = await timed(mf, "http://w/healthz");
@@ -47,7 +50,7 @@ async function coldStart(master, label) {
 
 async function login(iterations) {
   const mf = new Miniflare(
-    workerOptions("build", {
+    workerOptions(BUILD, {
       VULTRINO_MASTER_KEY: "ab".repeat(32),
       ADMIN_PASSWORD_HASH: hash(iterations),
       LOGIN_MAX_ATTEMPTS: "1000",
