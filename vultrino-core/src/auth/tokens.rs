@@ -27,8 +27,8 @@ use super::integrity::Integrity;
 use super::keys::ApiKeys;
 use super::principal::{Permission, Principal, Role};
 use super::token::{is_key_id, parse_agent_token, AGENT_TOKEN_PREFIX};
-use crate::audit::{AuditEvent, AuditLog};
-use crate::crypto::{self, Keys, MacPurpose, RecordCheck};
+use crate::audit::AuditEvent;
+use crate::crypto::{self, MacPurpose, RecordCheck};
 use crate::error::{Code, Error, Result};
 use crate::kv::list_all;
 use crate::policy::glob_match;
@@ -197,7 +197,7 @@ pub(crate) async fn consume_use(ports: &Ports, who: &Principal) -> Result<()> {
 impl<'a> ApiKeys<'a> {
     /// The agent tokens of this deployment's keys.
     pub fn tokens(&self) -> AgentTokens<'a> {
-        AgentTokens::new(self.ports, self.keys, self.audit, *self)
+        AgentTokens::new(*self)
     }
 
     /// Authenticate an API key (`vk_<id>_<secret>`, [`ApiKeys::authenticate_key`]) or an agent
@@ -213,27 +213,15 @@ impl<'a> ApiKeys<'a> {
 }
 
 /// The agent tokens of one deployment ([`ApiKeys::tokens`]).
+/// It reaches the store, the record keys and the audit through the keys it narrows.
 #[derive(Clone, Copy)]
 pub struct AgentTokens<'a> {
-    ports: &'a Ports,
-    keys: &'a Keys,
-    audit: AuditLog<'a>,
     api_keys: ApiKeys<'a>,
 }
 
 impl<'a> AgentTokens<'a> {
-    pub(crate) fn new(
-        ports: &'a Ports,
-        keys: &'a Keys,
-        audit: AuditLog<'a>,
-        api_keys: ApiKeys<'a>,
-    ) -> Self {
-        AgentTokens {
-            ports,
-            keys,
-            audit,
-            api_keys,
-        }
+    pub(crate) fn new(api_keys: ApiKeys<'a>) -> Self {
+        AgentTokens { api_keys }
     }
 
     /// Mint a token; the returned `token` is shown once and never stored.
@@ -313,7 +301,7 @@ impl<'a> AgentTokens<'a> {
                     .with_code(Code::InvalidUses),
             );
         }
-        let now = self.ports.now_ms();
+        let now = self.api_keys.ports.now_ms();
         let expires_at = expiry(now, input.expires_in, parent.expires_at)?;
         let id = crypto::hex(&crypto::random_bytes::<8>());
         let secret = zeroize::Zeroizing::new(crypto::b64url(&crypto::random_bytes::<32>()));
@@ -323,6 +311,7 @@ impl<'a> AgentTokens<'a> {
             parent_key: parent.id.clone(),
             mac: crypto::hex(
                 &self
+                    .api_keys
                     .keys
                     .mac(MacPurpose::AgentTokenSecret, secret.as_bytes()),
             ),
@@ -335,10 +324,11 @@ impl<'a> AgentTokens<'a> {
             created_by: who.actor(),
         };
         let key = token_key(&id);
-        let bytes = self.keys.seal_record(&key, &record)?;
+        let bytes = self.api_keys.keys.seal_record(&key, &record)?;
         // Kept a minute past its expiry (the KV minimum TTL is 60 s); dead from its expiry on.
         let ttl = (expires_at - now).div_ceil(1000) + 60;
-        self.ports
+        self.api_keys
+            .ports
             .kv
             .put(
                 &key,
@@ -367,9 +357,9 @@ impl<'a> AgentTokens<'a> {
     /// (a token sees none: 403). Expired and revoked tokens are left out.
     pub async fn list(&self, who: &Principal) -> Result<Vec<TokenInfo>> {
         let own = self.owner_filter(who)?;
-        let now = self.ports.now_ms();
+        let now = self.api_keys.ports.now_ms();
         let mut out = Vec::new();
-        for k in list_all(&*self.ports.kv, TOKEN_PREFIX).await? {
+        for k in list_all(&*self.api_keys.ports.kv, TOKEN_PREFIX).await? {
             let Some(record) = self.read(&k.name, who).await? else {
                 continue;
             };
@@ -377,6 +367,7 @@ impl<'a> AgentTokens<'a> {
                 continue;
             }
             if self
+                .api_keys
                 .ports
                 .sessions
                 .is_marked(&revoked_marker(&record.id), now)
@@ -387,6 +378,7 @@ impl<'a> AgentTokens<'a> {
             // A hit with limit 0 counts nothing: it reads the counter.
             let window = record.expires_at - now + 1;
             let spent = self
+                .api_keys
                 .ports
                 .sessions
                 .hit(&uses_counter(&record.id), window, 0, now)
@@ -422,13 +414,14 @@ impl<'a> AgentTokens<'a> {
         if own.is_some_and(|p| p != record.parent_key) {
             return Err(not_found(id));
         }
-        let now = self.ports.now_ms();
+        let now = self.api_keys.ports.now_ms();
         let ttl = record.expires_at.saturating_sub(now).max(60_000) + 60_000;
-        self.ports
+        self.api_keys
+            .ports
             .sessions
             .mark(&revoked_marker(id), ttl, now)
             .await?;
-        self.ports.kv.delete(&key).await?;
+        self.api_keys.ports.kv.delete(&key).await?;
         self.audit_change(who, "token.revoke", id, 204).await;
         Ok(())
     }
@@ -439,8 +432,14 @@ impl<'a> AgentTokens<'a> {
     pub async fn authenticate(&self, token: &str) -> Result<Principal> {
         let (id, secret) = parse_agent_token(token).ok_or_else(invalid_token)?;
         let key = token_key(id);
-        let bytes = self.ports.kv.get(&key).await?.ok_or_else(invalid_token)?;
-        let record = match self.keys.open_record::<TokenRecord>(&key, &bytes) {
+        let bytes = self
+            .api_keys
+            .ports
+            .kv
+            .get(&key)
+            .await?
+            .ok_or_else(invalid_token)?;
+        let record = match self.api_keys.keys.open_record::<TokenRecord>(&key, &bytes) {
             RecordCheck::Signed(r) if r.id == id => r,
             RecordCheck::Unsigned(_) => return Err(invalid_token()),
             _ => {
@@ -451,19 +450,21 @@ impl<'a> AgentTokens<'a> {
             }
         };
         let matches = crypto::hex_decode(&record.mac).is_some_and(|tag| {
-            self.keys
+            self.api_keys
+                .keys
                 .verify_mac(MacPurpose::AgentTokenSecret, secret.as_bytes(), &tag)
         });
         if !matches {
             return Err(invalid_token());
         }
-        let now = self.ports.now_ms();
+        let now = self.api_keys.ports.now_ms();
         if now >= record.expires_at {
             return Err(
                 Error::unauthorized("agent token has expired").with_code(Code::TokenExpired)
             );
         }
         if self
+            .api_keys
             .ports
             .sessions
             .is_marked(&revoked_marker(id), now)
@@ -502,10 +503,10 @@ impl<'a> AgentTokens<'a> {
 
     /// The signed record at `key`; one that fails its check is audited and left out.
     async fn read(&self, key: &str, who: &Principal) -> Result<Option<TokenRecord>> {
-        let Some(bytes) = self.ports.kv.get(key).await? else {
+        let Some(bytes) = self.api_keys.ports.kv.get(key).await? else {
             return Ok(None);
         };
-        match self.keys.open_record::<TokenRecord>(key, &bytes) {
+        match self.api_keys.keys.open_record::<TokenRecord>(key, &bytes) {
             RecordCheck::Signed(r) if token_key(&r.id) == key => Ok(Some(r)),
             check => {
                 let check = match check {
@@ -519,14 +520,14 @@ impl<'a> AgentTokens<'a> {
     }
 
     fn integrity(&self) -> Integrity<'a> {
-        Integrity::new(self.ports, self.keys, self.audit)
+        Integrity::new(self.api_keys.ports, self.api_keys.keys, self.api_keys.audit)
     }
 
     async fn audit_change(&self, who: &Principal, action: &str, id: &str, status: u16) {
-        let mut e = AuditEvent::new(self.ports.now_ms(), who.actor(), action, "success");
+        let mut e = AuditEvent::new(self.api_keys.ports.now_ms(), who.actor(), action, "success");
         e.record = Some(token_key(id));
         e.status = Some(status);
-        self.audit.record(e).await;
+        self.api_keys.audit.record(e).await;
     }
 }
 
