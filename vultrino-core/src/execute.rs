@@ -167,10 +167,7 @@ impl<'a> Pipeline<'a> {
         let target = target?;
         let opened = self.open(&req.credential).await?;
         let record = &*opened.record;
-        self.check_policy(record, &method, &target).await?;
-        if let Some(grant) = who.token() {
-            grant.check(method.as_str(), target.url.path())?;
-        }
+        self.check_policy(who, record, &method, &target).await?;
         if let Some(allowed) = &record.policy.methods {
             let content_type = req
                 .headers
@@ -231,10 +228,12 @@ impl<'a> Pipeline<'a> {
         Ok(self.scrubber(opened, &derived))
     }
 
-    /// The credential's policy: host, method and path, then its rate limit (429 with
-    /// `Retry-After` when reached).
+    /// The credential's policy: host, method and path; then, for an agent token, the token's own
+    /// methods and path prefixes; then the credential's rate limit (429 with `Retry-After` when
+    /// reached), so a request the token refuses spends no rate-limit slot.
     pub(crate) async fn check_policy(
         &self,
+        who: &Principal,
         record: &CredentialRecord,
         method: &http::Method,
         target: &ssrf::Target,
@@ -247,6 +246,9 @@ impl<'a> Pipeline<'a> {
         record
             .policy
             .check(method.as_str(), &policy_host, target.url.path())?;
+        if let Some(grant) = who.token() {
+            grant.check(method.as_str(), target.url.path())?;
+        }
         if let Some(rl) = &record.policy.rate_limit {
             let now = self.ports.now_ms();
             let hit = self

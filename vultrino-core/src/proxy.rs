@@ -286,10 +286,9 @@ impl App {
         let checked = base.same_origin(url, config.allow_loopback_upstreams)?;
         event.host = checked.url.host_str().map(str::to_string);
         event.path = Some(audit_path(checked.url.path()));
-        pipeline.check_policy(record, &method, &checked).await?;
-        if let Some(grant) = who.token() {
-            grant.check(method.as_str(), checked.url.path())?;
-        }
+        pipeline
+            .check_policy(&who, record, &method, &checked)
+            .await?;
 
         let cap = config.proxy_max_request_bytes;
         if body.len_hint().is_some_and(|n| n > cap as u64) {
