@@ -278,6 +278,41 @@ async fn audit(c: &Client, token: &str, admin: &str) -> Vec<Value> {
     r.body["events"].as_array().unwrap().clone()
 }
 
+/// As the admin (through Access with `token`): the credential `svc` (secret `secret`, base URL
+/// the upstream `up`) and an executor key for the agents' routes; the key.
+async fn svc_and_agent_key(
+    c: &Client,
+    token: &str,
+    admin: &str,
+    secret: &str,
+    up: &Upstream,
+) -> String {
+    let r = send(
+        c,
+        "POST",
+        "/v1/credentials",
+        Some(token),
+        Some(admin),
+        Some(&json!({
+            "alias": "svc", "type": "api_key", "data": {"key": secret},
+            "policy": {"allowed_hosts": ["127.0.0.1"]}, "base_url": up.url("")
+        })),
+    )
+    .await;
+    expect(&r, 201, None);
+    let r = send(
+        c,
+        "POST",
+        "/v1/keys",
+        Some(token),
+        Some(admin),
+        Some(&json!({"name": "agent", "role": "executor"})),
+    )
+    .await;
+    expect(&r, 201, None);
+    r.body["key"].as_str().unwrap().to_string()
+}
+
 /// In `admin` mode, every admin route needs a good token; every bad one is 403 `access_denied`
 /// whatever else the request carries; the agents' routes and `/healthz` do not need one; the
 /// identity is in the audit's actor (login included).
@@ -422,30 +457,7 @@ async fn admin_mode_requires_a_valid_token_on_the_admin_surface_only() {
     );
 
     // Agents' routes are not behind Access in admin mode.
-    let r = send(
-        &c,
-        "POST",
-        "/v1/credentials",
-        Some(&good),
-        Some(&admin),
-        Some(&json!({
-            "alias": "svc", "type": "api_key", "data": {"key": "sk-live-access-1"},
-            "policy": {"allowed_hosts": ["127.0.0.1"]}, "base_url": up.url("")
-        })),
-    )
-    .await;
-    expect(&r, 201, None);
-    let r = send(
-        &c,
-        "POST",
-        "/v1/keys",
-        Some(&good),
-        Some(&admin),
-        Some(&json!({"name": "agent", "role": "executor"})),
-    )
-    .await;
-    expect(&r, 201, None);
-    let key = r.body["key"].as_str().unwrap().to_string();
+    let key = svc_and_agent_key(&c, &good, &admin, "sk-live-access-1", &up).await;
     let exec = json!({"credential": "svc", "action": "http.request", "params": {"method": "GET", "url": up.url("/echo")}});
     expect_for(
         "execute is an agent route",
@@ -508,30 +520,7 @@ async fn all_mode_puts_agents_behind_access_too() {
         None,
     );
     let admin = login(&c, &user).await;
-    let r = send(
-        &c,
-        "POST",
-        "/v1/credentials",
-        Some(&user),
-        Some(&admin),
-        Some(&json!({
-            "alias": "svc", "type": "api_key", "data": {"key": "sk-live-access-2"},
-            "policy": {"allowed_hosts": ["127.0.0.1"]}, "base_url": up.url("")
-        })),
-    )
-    .await;
-    expect(&r, 201, None);
-    let r = send(
-        &c,
-        "POST",
-        "/v1/keys",
-        Some(&user),
-        Some(&admin),
-        Some(&json!({"name": "agent", "role": "executor"})),
-    )
-    .await;
-    expect(&r, 201, None);
-    let key = r.body["key"].as_str().unwrap().to_string();
+    let key = svc_and_agent_key(&c, &user, &admin, "sk-live-access-2", &up).await;
     let exec = json!({"credential": "svc", "action": "http.request", "params": {"method": "GET", "url": up.url("/echo")}});
 
     for (method, path, body) in [
@@ -606,30 +595,7 @@ async fn all_mode_an_options_request_on_the_proxy_needs_a_token_too() {
     let up = Upstream::start().await;
     let user = a.sign(&user_claims());
     let admin = login(&c, &user).await;
-    let r = send(
-        &c,
-        "POST",
-        "/v1/credentials",
-        Some(&user),
-        Some(&admin),
-        Some(&json!({
-            "alias": "svc", "type": "api_key", "data": {"key": "sk-live-access-3"},
-            "policy": {"allowed_hosts": ["127.0.0.1"]}, "base_url": up.url("")
-        })),
-    )
-    .await;
-    expect(&r, 201, None);
-    let r = send(
-        &c,
-        "POST",
-        "/v1/keys",
-        Some(&user),
-        Some(&admin),
-        Some(&json!({"name": "agent", "role": "executor"})),
-    )
-    .await;
-    expect(&r, 201, None);
-    let key = r.body["key"].as_str().unwrap().to_string();
+    let key = svc_and_agent_key(&c, &user, &admin, "sk-live-access-3", &up).await;
 
     let r = send(&c, "OPTIONS", "/proxy/svc/echo", None, Some(&key), None).await;
     expect_for(
