@@ -287,7 +287,7 @@ impl App {
         event.host = checked.url.host_str().map(str::to_string);
         event.path = Some(audit_path(checked.url.path()));
         pipeline
-            .check_policy(&who, record, &method, &checked)
+            .check_policy(who, record, &method, &checked)
             .await?;
 
         let cap = config.proxy_max_request_bytes;
