@@ -1205,6 +1205,7 @@ async fn credential(app: &App, c: &CredentialCmd) -> anyhow::Result<()> {
                 path_prefixes: (!a.path_prefixes.is_empty()).then(|| a.path_prefixes.clone()),
                 rate_limit: a.rate_limit.as_deref().map(parse_rate_limit).transpose()?,
                 pass_cookies: false,
+                require_approval: None,
             };
             let input = NewCredential {
                 alias: a.alias.clone(),
