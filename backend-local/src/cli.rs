@@ -249,6 +249,11 @@ struct ServeArgs {
         default_value_t = 3_600_000
     )]
     stream_total_timeout_ms: u64,
+    /// Approvals: how long a pending approval waits for a decision, and an approved one for
+    /// its re-send, in seconds (approvals live in memory: a restart forgets them).
+    #[arg(long, env = "VULTRINO_APPROVAL_TTL", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    approval_ttl: u64,
     /// Also append every audit event, as one JSON line, to this file (created 0600; reopened on
     /// SIGHUP, for log rotation), or to standard output with `-`.
     #[arg(long, env = "VULTRINO_AUDIT_LOG", value_name = "PATH|-")]
@@ -957,6 +962,7 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         stream_headers_timeout_ms: a.stream_headers_timeout_ms,
         stream_idle_timeout_ms: a.stream_idle_timeout_ms,
         stream_total_timeout_ms: a.stream_total_timeout_ms,
+        approval_ttl_secs: a.approval_ttl,
         ..Config::default()
     };
     // The rules every backend applies (the core's), named the way `serve` takes them.
