@@ -462,7 +462,7 @@ async fn another_key_cannot_see_or_use_an_approval() {
 
     let r = e.c.send("GET", "/v1/approvals", Some(&key), None).await;
     expect_for("the key's list", &r, 200, None);
-    assert_eq!(ids(&r), [id.clone()]);
+    assert_eq!(ids(&r), std::slice::from_ref(&id));
     let r = e.c.send("GET", "/v1/approvals", Some(&e.admin), None).await;
     assert_eq!(ids(&r), [second.clone(), id.clone()], "newest first");
     let r =
