@@ -628,3 +628,54 @@ async fn prefer_wait_holds_the_request_until_a_person_decides() {
     assert_eq!(e.up.hits("/echo"), 1);
     assert_eq!(e.approval(&key, &id).await.body["status"], "executed");
 }
+
+/// MCP `http_request` goes through the same gate: a tool error naming `approval_pending` and
+/// the id (nothing sent), then, approved, the same call with `approval_id` runs once.
+#[tokio::test]
+async fn an_mcp_http_request_waits_for_approval_too() {
+    let e = env().await;
+    e.approval_cred("pay", json!("writes")).await;
+    let key = e.key("executor").await;
+    let call = |extra: Value| {
+        let mut args = json!({"credential": "pay", "method": "POST",
+            "url": e.up.url("/echo"), "body": "hello", "reason": "via mcp"});
+        if let (Some(a), Some(x)) = (args.as_object_mut(), extra.as_object()) {
+            a.extend(x.clone());
+        }
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "http_request", "arguments": args}});
+        e.c.send_raw(
+            e.c.http
+                .post(format!("{}/mcp", e.c.target.base))
+                .bearer_auth(&key)
+                .header("accept", "application/json")
+                .header("mcp-protocol-version", "2025-11-25")
+                .json(&body),
+        )
+    };
+    let r = call(json!({})).await;
+    expect_for("tools/call", &r, 200, None);
+    assert_eq!(r.body["result"]["isError"], true, "{}", r.text);
+    let text = r.body["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(text.contains("approval_pending"), "{text}");
+    let listed = e.c.send("GET", "/v1/approvals", Some(&key), None).await;
+    let id = ids(&listed).first().cloned().unwrap();
+    assert!(
+        text.contains(&id),
+        "the tool result names the approval: {text}"
+    );
+    assert_eq!(e.approval(&key, &id).await.body["via"], "mcp");
+    assert!(e.up.seen().is_empty());
+    expect_for(
+        "approve",
+        &e.decide(&e.admin, &id, "approve").await,
+        200,
+        None,
+    );
+    let r = call(json!({"approval_id": id})).await;
+    assert_eq!(r.body["result"]["isError"], false, "{}", r.text);
+    assert_eq!(e.up.hits("/echo"), 1);
+}
