@@ -47,16 +47,42 @@ pub const REASON_HEADER: &str = "x-vultrino-reason";
 /// Forwarded request headers that an approval does NOT bind: they change between two sends of
 /// the same request by the same SDK (retries, tracing, timing) or are Vultrino's own.
 /// `x-vultrino-*` is matched as a prefix. Documented in docs/approvals.md.
-pub const VOLATILE_HEADERS: [&str; 8] = [
+///
+/// `Prefer` is not among them: it goes upstream and upstreams act on it (PostgREST's
+/// `resolution=merge-duplicates` makes an insert an upsert), so only its `wait` preference,
+/// Vultrino's own, is left out of the binding ([`bound_prefer`]).
+pub const VOLATILE_HEADERS: [&str; 7] = [
     "user-agent",
     "traceparent",
     "tracestate",
     "date",
     "accept-encoding",
     "content-length",
-    "prefer",
     "x-stainless-*",
 ];
+
+/// What a `Prefer` value binds: its preferences but `wait=N` (unquoted digits, Vultrino's own,
+/// which an agent adds or drops between two sends), in order; `None` when nothing is left. A
+/// value with a quoted string is bound whole (a comma inside quotes is not a separator, and
+/// this code does not parse quotes).
+pub fn bound_prefer(value: &str) -> Option<String> {
+    if value.contains('"') {
+        return Some(value.to_string());
+    }
+    let is_wait = |p: &str| {
+        p.split_once('=').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("wait")
+                && !v.trim().is_empty()
+                && v.trim().bytes().all(|b| b.is_ascii_digit())
+        })
+    };
+    let kept: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !is_wait(p))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(", "))
+}
 
 /// Whether a forwarded header is left out of the binding (see [`VOLATILE_HEADERS`]).
 pub fn is_volatile(name: &str) -> bool {
@@ -211,7 +237,13 @@ impl Bound<'_> {
             .headers
             .iter()
             .filter(|(n, _)| !is_volatile(n))
-            .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+            .filter_map(|(n, v)| {
+                let n = n.to_ascii_lowercase();
+                if n == "prefer" {
+                    return bound_prefer(v).map(|v| (n, v));
+                }
+                Some((n, v.clone()))
+            })
             .collect();
         // Stable: same-name values keep their order.
         kept.sort_by(|a, b| a.0.cmp(&b.0));

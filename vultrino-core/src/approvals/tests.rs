@@ -48,6 +48,7 @@ fn volatile_headers_do_not_change_the_binding() {
         ("accept-encoding", "gzip"),
         ("content-length", "2"),
         ("prefer", "wait=10"),
+        ("Prefer", "wait=60"),
         ("x-vultrino-approval", "ap_00"),
         ("x-vultrino-reason", "because"),
     ] {
@@ -109,6 +110,71 @@ fn ids_are_128_random_bits_and_checked_by_shape() {
     ] {
         assert!(!is_id(bad), "{bad}");
     }
+}
+
+/// `Prefer` goes upstream, and upstreams act on it (PostgREST `resolution=merge-duplicates`
+/// turns an insert into an upsert, `tx=commit|rollback`; OData `respond-async`): every
+/// preference but `wait` (Vultrino's own) is bound and shown to the person (review of
+/// 2026-12-06, finding 1).
+#[test]
+fn prefer_is_bound_except_its_wait_preference() {
+    let with = |prefer: &[&str]| {
+        let mut headers = base_headers();
+        for p in prefer {
+            headers.push(("prefer".into(), (*p).into()));
+        }
+        headers
+    };
+    let plain = binding(&bound(URL, b"{}", with(&[])));
+    // Only `wait`: the same request.
+    for same in [
+        &["wait=10"][..],
+        &["WAIT=60"],
+        &["wait=1", "wait=5"],
+        &[" wait = 3 "],
+    ] {
+        assert_eq!(binding(&bound(URL, b"{}", with(same))), plain, "{same:?}");
+    }
+    // Any other preference: another request, whether or not a wait comes with it.
+    let upsert = binding(&bound(URL, b"{}", with(&["resolution=merge-duplicates"])));
+    assert_ne!(upsert, plain);
+    assert_eq!(
+        binding(&bound(
+            URL,
+            b"{}",
+            with(&["wait=30, resolution=merge-duplicates"])
+        )),
+        upsert
+    );
+    assert_eq!(
+        binding(&bound(
+            URL,
+            b"{}",
+            with(&["resolution=merge-duplicates", "wait=2"])
+        )),
+        upsert
+    );
+    for other in [
+        &["tx=commit"][..],
+        &["tx=rollback"],
+        &["return=representation"],
+        &["respond-async, wait=10"],
+        &["wait=10; x=1"],
+        // A quoted value is bound whole, `wait` or not.
+        &["a=\"x, wait=1\""],
+    ] {
+        assert_ne!(binding(&bound(URL, b"{}", with(other))), plain, "{other:?}");
+        assert_ne!(
+            binding(&bound(URL, b"{}", with(other))),
+            upsert,
+            "{other:?}"
+        );
+    }
+    // The person sees it, without the wait.
+    let shown = bound(URL, b"{}", with(&["wait=30, resolution=merge-duplicates"])).bound_headers();
+    assert!(shown.contains(&("prefer".into(), "resolution=merge-duplicates".into())));
+    let shown = bound(URL, b"{}", with(&["wait=30"])).bound_headers();
+    assert!(shown.iter().all(|(n, _)| n != "prefer"));
 }
 
 #[test]
