@@ -679,3 +679,56 @@ async fn an_mcp_http_request_waits_for_approval_too() {
     assert_eq!(r.body["result"]["isError"], false, "{}", r.text);
     assert_eq!(e.up.hits("/echo"), 1);
 }
+
+/// `Prefer` goes upstream and upstreams act on it (PostgREST `resolution=merge-duplicates` turns
+/// an insert into an upsert): a re-send that adds a preference is another request (409
+/// `approval_mismatch`, nothing sent); only `wait=N`, Vultrino's own, may come and go. The
+/// person sees the preference (review of 2026-12-06, finding 1; decision 0098).
+#[tokio::test]
+async fn a_preference_cannot_ride_an_approval() {
+    let e = env().await;
+    e.approval_cred("pay", json!("writes")).await;
+    let key = e.key("executor").await;
+    let id = pending_id(
+        &e.via_proxy(&key, "POST", "pay/echo", "{\"n\":1}", &[])
+            .await,
+    );
+    expect_for(
+        "approve",
+        &e.decide(&e.admin, &id, "approve").await,
+        200,
+        None,
+    );
+    for prefer in [
+        "resolution=merge-duplicates",
+        "wait=5, tx=commit",
+        "return=representation",
+    ] {
+        let h = [("x-vultrino-approval", id.as_str()), ("prefer", prefer)];
+        let r = e.via_proxy(&key, "POST", "pay/echo", "{\"n\":1}", &h).await;
+        expect_for(prefer, &r, 409, "approval_mismatch");
+    }
+    assert!(e.up.seen().is_empty(), "the upstream received nothing");
+    let h = [("x-vultrino-approval", id.as_str()), ("prefer", "wait=5")];
+    let r = e.via_proxy(&key, "POST", "pay/echo", "{\"n\":1}", &h).await;
+    assert_eq!(
+        r.status, 200,
+        "only a wait added: the approved request: {}",
+        r.text
+    );
+    assert_eq!(e.up.hits("/echo"), 1);
+
+    // With a preference: bound and shown, without the wait.
+    let h = [("prefer", "wait=0, resolution=merge-duplicates")];
+    let id = pending_id(&e.via_proxy(&key, "POST", "pay/echo", "{\"n\":2}", &h).await);
+    let r = e.approval(&e.admin, &id).await;
+    expect_for("read", &r, 200, None);
+    assert!(
+        r.body["headers"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(["prefer", "resolution=merge-duplicates"])),
+        "{}",
+        r.text
+    );
+}
