@@ -732,3 +732,42 @@ async fn a_preference_cannot_ride_an_approval() {
         r.text
     );
 }
+
+/// A request whose URL or a header (other than the key slots) carries the agent's key is
+/// refused before an approval is made (400 `agent_key_in_request`): the key never lands in an
+/// approval record, which is kept 7 days and shown to every admin (review of 2026-12-06,
+/// finding 2).
+#[tokio::test]
+async fn an_agent_key_never_lands_in_an_approval() {
+    let e = env().await;
+    e.approval_cred("pay", json!("always")).await;
+    let key = e.key("executor").await;
+    let url = e.up.url("/echo");
+    let in_url = format!("{url}?note={key}");
+    let r = e.exec(&key, "pay", "POST", &in_url, None, &[]).await;
+    expect_for("key in the execute URL", &r, 400, "agent_key_in_request");
+    let r = e
+        .exec(
+            &key,
+            "pay",
+            "POST",
+            &url,
+            None,
+            &[("x-debug", key.as_str())],
+        )
+        .await;
+    expect_for("key in an execute header", &r, 400, "agent_key_in_request");
+    let r = e
+        .via_proxy(&key, "POST", &format!("pay/echo?note={key}"), "", &[])
+        .await;
+    expect_for("key in the proxy URL", &r, 400, "agent_key_in_request");
+    let r = e
+        .via_proxy(&key, "POST", "pay/echo", "", &[("x-debug", key.as_str())])
+        .await;
+    expect_for("key in a proxy header", &r, 400, "agent_key_in_request");
+    let r = e.c.send("GET", "/v1/approvals", Some(&e.admin), None).await;
+    expect_for("list", &r, 200, None);
+    assert!(ids(&r).is_empty(), "no approval was made: {}", r.text);
+    assert!(!r.text.contains(&key), "{}", r.text);
+    assert!(e.up.seen().is_empty());
+}

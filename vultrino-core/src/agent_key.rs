@@ -37,8 +37,19 @@ fn has_key_prefix(bytes: &[u8]) -> bool {
 /// the request carries no agent key in its path, query or any header value (400
 /// `agent_key_in_request`; nothing is sent).
 pub(crate) fn refuse_in(uri: &http::Uri, headers: &http::HeaderMap) -> Result<()> {
-    let in_uri = carries_agent_key(uri.path().as_bytes())
-        || uri.query().is_some_and(|q| carries_agent_key(q.as_bytes()));
+    refuse_in_parts(uri.path(), uri.query(), headers)
+}
+
+/// [`refuse_in`] for a request not yet built: its URL (before the query Vultrino appends) and
+/// headers. Run before an approval is made, so that an agent key never lands in an approval
+/// record (review of approvals, 2026-12-06, finding 2).
+pub(crate) fn refuse_in_url(url: &url::Url, headers: &http::HeaderMap) -> Result<()> {
+    refuse_in_parts(url.path(), url.query(), headers)
+}
+
+fn refuse_in_parts(path: &str, query: Option<&str>, headers: &http::HeaderMap) -> Result<()> {
+    let in_uri = carries_agent_key(path.as_bytes())
+        || query.is_some_and(|q| carries_agent_key(q.as_bytes()));
     let in_headers = headers.values().any(|v| carries_agent_key(v.as_bytes()));
     if in_uri || in_headers {
         return Err(Error::bad_request(

@@ -212,6 +212,9 @@ impl<'a> Pipeline<'a> {
         // A person's approval, bound to the request as it will go upstream (before the
         // credential is in it).
         let url = out.full_url();
+        // No agent key in the URL or a header (checked again on the built request): refused
+        // before an approval could store it.
+        crate::agent_key::refuse_in_url(&url, &out.headers)?;
         let bound = Bound {
             credential: &record.alias,
             method: out.method.as_str(),

@@ -335,6 +335,9 @@ impl App {
             let ask =
                 crate::approvals::Ask::from_headers(&parts.headers, crate::approvals::Via::Proxy)?;
             let url = out.full_url();
+            // No agent key in the URL or a header (checked again on the built request):
+            // refused before an approval could store it.
+            crate::agent_key::refuse_in_url(&url, &out.headers)?;
             let bound = crate::approvals::Bound {
                 credential: &record.alias,
                 method: out.method.as_str(),
