@@ -771,3 +771,23 @@ async fn an_agent_key_never_lands_in_an_approval() {
     assert!(!r.text.contains(&key), "{}", r.text);
     assert!(e.up.seen().is_empty());
 }
+
+/// One key cannot flood the approvals (nor the person's list, nor the one object that holds
+/// them on Workers): past 100 pending approvals its next request is 429 `too_many_approvals`,
+/// nothing stored or sent, while another key still asks (review of 2026-12-06, finding 3).
+#[tokio::test]
+async fn a_key_cannot_flood_the_approvals() {
+    let e = env().await;
+    e.approval_cred("pay", json!("always")).await;
+    let key = e.key("executor").await;
+    let other = e.key("executor").await;
+    let url = e.up.url("/echo");
+    for i in 0..100 {
+        let body = format!("n={i}");
+        pending_id(&e.exec(&key, "pay", "POST", &url, Some(&body), &[]).await);
+    }
+    let r = e.exec(&key, "pay", "POST", &url, Some("n=100"), &[]).await;
+    expect_for("the 101st pending", &r, 429, "too_many_approvals");
+    pending_id(&e.exec(&other, "pay", "POST", &url, Some("n=0"), &[]).await);
+    assert!(e.up.seen().is_empty());
+}

@@ -294,6 +294,9 @@ codes! {
     ApprovalNotFound = "approval_not_found",
     /// 409: approve or deny of an approval that is not pending.
     ApprovalNotPending = "approval_not_pending",
+    /// 429: the key has too many pending approvals (or the deployment too many live ones); a
+    /// person must decide some first. Nothing was stored or sent.
+    TooManyApprovals = "too_many_approvals",
     /// Another change of the same record is under way (409, `Retry-After`).
     ChangeInProgress = "change_in_progress",
     /// The record changed elsewhere moments ago and this location may not see it yet (409,

@@ -156,6 +156,17 @@ impl<'a> Pipeline<'a> {
             })
             .await?;
         self.audit_expired(&reply).await;
+        if let Reply::Refused { .. } = reply {
+            return Err(Error::new(
+                ErrorKind::RateLimited,
+                format!(
+                    "too many approvals wait for a person: a key may have at most {} pending; \
+                     ask again once some are decided or expired",
+                    crate::ports::approval_rules::MAX_PENDING_PER_KEY
+                ),
+            )
+            .with_code(Code::TooManyApprovals));
+        }
         self.audit_approval(who, &approval, "approval_requested", "success")
             .await;
         super::notify::notify(self.ports(), &approval).await;

@@ -28,8 +28,13 @@ use crate::approvals::{Approval, Status};
 
 /// How long a final approval is kept (7 days).
 pub const RETENTION_MS: u64 = 7 * 86_400 * 1000;
-/// Most approvals kept at once; past it, the oldest final ones (then the oldest at all) go.
+/// Most approvals kept at once; past it, the oldest final ones go, and when only live
+/// (pending or approved) ones are left a new one is refused ([`Reply::Refused`]): a live one is
+/// never evicted (review of 2026-12-06, finding 3; decision 0098).
 pub const MAX_APPROVALS: usize = 10_000;
+/// Most pending approvals of one key at once: one agent cannot flood the book (nor the person's
+/// list); the next is refused until a person decides or one expires.
+pub const MAX_PENDING_PER_KEY: usize = 100;
 /// Most approvals in one listing page.
 pub const MAX_PAGE: usize = 100;
 
@@ -112,6 +117,12 @@ pub enum Reply {
         #[serde(default)]
         expired: Vec<Approval>,
     },
+    /// [`Op::Create`] refused, nothing stored: the key has [`MAX_PENDING_PER_KEY`] pending
+    /// approvals, or the book holds [`MAX_APPROVALS`] live ones.
+    Refused {
+        #[serde(default)]
+        expired: Vec<Approval>,
+    },
     Approval {
         approval: Option<Box<Approval>>,
         #[serde(default)]
@@ -142,6 +153,7 @@ impl Reply {
     pub fn expired(&self) -> &[Approval] {
         match self {
             Reply::Created { expired }
+            | Reply::Refused { expired }
             | Reply::Approval { expired, .. }
             | Reply::Decided { expired, .. }
             | Reply::Consumed { expired, .. }
@@ -187,6 +199,17 @@ impl Book {
             Op::Create { approval, now_ms } => {
                 let expired = self.prune(now_ms, &mut w);
                 let approval = *approval;
+                let pending_of_key = self
+                    .items
+                    .values()
+                    .filter(|a| {
+                        a.status == Status::Pending
+                            && a.requested_by_key == approval.requested_by_key
+                    })
+                    .count();
+                if pending_of_key >= MAX_PENDING_PER_KEY || self.items.len() >= MAX_APPROVALS {
+                    return (w, Reply::Refused { expired });
+                }
                 self.items.insert(approval.id.clone(), approval.clone());
                 w.put.push(approval);
                 Reply::Created { expired }
@@ -324,8 +347,8 @@ impl Book {
         }
     }
 
-    /// Before a create: expire what is due, drop final approvals past retention, then keep the
-    /// book under [`MAX_APPROVALS`] (oldest final first, then oldest).
+    /// Before a create: expire what is due, drop final approvals past retention, then make room
+    /// under [`MAX_APPROVALS`] by dropping the oldest final ones (never a live one).
     fn prune(&mut self, now_ms: u64, w: &mut Writes) -> Vec<Approval> {
         let ids: Vec<String> = self.items.keys().cloned().collect();
         let mut expired = Vec::new();
@@ -343,14 +366,15 @@ impl Book {
             w.delete.push(id);
         }
         if self.items.len() >= MAX_APPROVALS {
-            let mut order: Vec<(bool, u64, String)> = self
+            let mut order: Vec<(u64, String)> = self
                 .items
                 .values()
-                .map(|a| (!a.status.is_final(), a.created_at, a.id.clone()))
+                .filter(|a| a.status.is_final())
+                .map(|a| (a.created_at, a.id.clone()))
                 .collect();
             order.sort();
             let excess = self.items.len() + 1 - MAX_APPROVALS;
-            for (_, _, id) in order.into_iter().take(excess) {
+            for (_, id) in order.into_iter().take(excess) {
                 self.items.remove(&id);
                 w.delete.push(id);
             }
