@@ -205,7 +205,7 @@ async fn a_token_never_widens_its_parent() {
             "require_approval",
             json!({"credentials": ["github-work"], "require_approval": true}),
             400,
-            "invalid_json",
+            "schema_mismatch",
         ),
     ] {
         let r = e.mint(&key, body).await;

@@ -146,8 +146,11 @@ codes! {
     Internal = "internal",
 
     // ---- request bodies and parameters ----
-    /// The body is not the JSON the route takes.
+    /// The body is not JSON at all (empty, or a syntax error).
     InvalidJson = "invalid_json",
+    /// The body is valid JSON that does not fit the route's schema: a missing or unknown field,
+    /// a value of the wrong type.
+    SchemaMismatch = "schema_mismatch",
     /// An execute request is malformed (shape, method, query values).
     InvalidRequest = "invalid_request",
     /// A request header given to execute is not valid HTTP.
@@ -174,8 +177,11 @@ codes! {
     InvalidApiKey = "invalid_api_key",
     /// An API key past its expiry.
     ApiKeyExpired = "api_key_expired",
-    /// A session token that is unknown, expired or logged out.
+    /// A session that ended: expired, logged out, or signed out everywhere.
     SessionExpired = "session_expired",
+    /// A `vs_`/`vc_` token that was never a session of this deployment as it is now: made up,
+    /// mangled, or issued before the admin password changed.
+    InvalidSession = "invalid_session",
     /// Wrong admin user name or password.
     InvalidLogin = "invalid_login",
     /// Too many login attempts from this client (429, `Retry-After`).

@@ -48,7 +48,7 @@ pub const MAX_EXPIRES_IN_SECS: u64 = 30 * 86_400;
 pub const MAX_CREDENTIALS: usize = 16;
 
 /// The input of [`AgentTokens::mint`] (the body of `POST /v1/tokens`). Unknown fields are
-/// refused (400 `invalid_json`): `require_approval` among them until approvals exist.
+/// refused (400 `schema_mismatch`): `require_approval` among them until approvals exist.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
