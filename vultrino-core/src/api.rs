@@ -19,6 +19,7 @@ use crate::execute::ExecuteRequest;
 use crate::input::parse_json;
 use crate::ports::Background;
 
+mod allow;
 pub mod reply;
 mod tokens;
 
@@ -184,10 +185,21 @@ impl App {
                 &Error::too_large("request body is too large").with_code(Code::BodyTooLarge),
             )
         } else {
-            match self.route(req, background).await {
+            let path = req.uri().path().to_string();
+            let mut resp = match self.route(req, background).await {
                 Ok(r) => r,
                 Err(e) => error_response(&e),
+            };
+            // Every 405 names what the route takes (`/mcp` names it itself).
+            if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+                && !resp.headers().contains_key(header::ALLOW)
+            {
+                if let Some(allow) = allow::allowed_methods(&path) {
+                    resp.headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static(allow));
+                }
             }
+            resp
         };
         security_headers(resp.headers_mut());
         cors::grant(origins, origin.as_deref(), resp.headers_mut());
