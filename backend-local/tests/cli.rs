@@ -428,6 +428,48 @@ async fn sigterm_stops_the_server_gracefully() {
     assert!(status.success(), "exit status {status:?}");
 }
 
+/// The server's log, read from a pipe (not a terminal): plain text with no colour codes, and
+/// the end of the drain said once, however many worker threads drained.
+#[tokio::test]
+async fn the_log_on_a_pipe_is_plain_text_and_says_the_drain_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = vultrino_cmd(Some(&tmp.path().join("d")));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--threads", "2"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("Vultrino listening on ") {
+                return;
+            }
+        }
+        panic!("the server never listened");
+    })
+    .await
+    .unwrap();
+    let pid = child.id().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("serving"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes in a piped log: {log:?}"
+    );
+    assert_eq!(log.matches("all connections closed").count(), 1, "{log}");
+}
+
 /// An upstream on 127.0.0.1 that answers every request after `delay`; the counter says how
 /// many requests it has received.
 async fn slow_upstream(
