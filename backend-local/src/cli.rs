@@ -24,7 +24,12 @@ use crate::remote::{Remote, Route};
 use crate::setup::KeySource;
 use crate::setup::{self, MasterSource, Settings, StoreKind};
 
+mod help;
+mod status;
+mod table;
 mod tokens;
+
+use table::Kind;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -55,6 +60,10 @@ struct Cli {
     /// VULTRINO_MASTER_KEY when set, else the key file].
     #[arg(long, global = true, env = "VULTRINO_MASTER_KEY_SOURCE", value_enum)]
     master_key_source: Option<KeySource>,
+    /// Print JSON (what scripts read) instead of tables; JSON is also what is printed whenever
+    /// stdout is not a terminal. `audit`: one JSON line per event.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,6 +72,9 @@ struct Cli {
 enum Command {
     /// Run the HTTP server.
     Serve(Box<ServeArgs>),
+    /// Say what this CLI works with: version, server (running? signed in?), store, where the
+    /// master key comes from, sync. Reads no secret and opens nothing.
+    Status(RemoteArgs),
     /// Manage credentials.
     Credential(CredentialArgs),
     /// Manage API keys for agents.
@@ -324,9 +336,6 @@ struct AuditArgs {
     #[arg(long, env = "VULTRINO_AUDIT_INTERVAL_SECS", default_value_t = 2,
           value_parser = clap::value_parser!(u16).range(1..=3600))]
     interval_secs: u16,
-    /// Print each event as one JSON line.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -368,16 +377,27 @@ enum CredentialCmd {
     Add(Box<CredentialAdd>),
     /// List credentials (metadata only).
     List,
-    /// Show one credential's metadata.
-    Show { alias: String },
+    /// Show one credential's metadata, policy and how its secret is sent (header and prefix, or
+    /// query parameter); never the secret.
+    Show {
+        /// The credential's alias.
+        alias: String,
+    },
     /// Delete a credential.
-    Rm { alias: String },
+    Rm {
+        /// The credential's alias.
+        alias: String,
+    },
     /// Replace a credential's secret (read from a prompt or stdin).
-    Rotate { alias: String },
+    Rotate {
+        /// The credential's alias.
+        alias: String,
+    },
 }
 
 #[derive(Args, Debug)]
 struct CredentialAdd {
+    /// The credential's name, used by agents (`credential` in execute, /proxy/<alias>/).
     alias: String,
     /// api_key, basic_auth, query_param or oauth2.
     #[arg(
@@ -394,6 +414,7 @@ struct CredentialAdd {
         required = true
     )]
     hosts: Vec<String>,
+    /// A note for people (shown in listings; never sent upstream).
     #[arg(long, env = "VULTRINO_CREDENTIAL_DESCRIPTION")]
     description: Option<String>,
     /// Where the pass-through proxy sends /proxy/<alias>/<path>: https://host[:port][/path],
@@ -451,21 +472,29 @@ struct CredentialAdd {
 enum KeyCmd {
     /// Create an API key (printed once).
     Create {
+        /// A label for listings, e.g. the agent's name.
         name: String,
+        /// The key's role: admin, executor, read-only or a custom role.
         #[arg(long, env = "VULTRINO_KEY_ROLE", default_value = "executor")]
         role: String,
+        /// Days until the key expires [default: never].
         #[arg(long, env = "VULTRINO_KEY_EXPIRES_IN_DAYS")]
         expires_in_days: Option<u32>,
     },
+    /// List the API keys (never their secrets), oldest first.
     List,
+    /// Revoke an API key at once.
     Revoke {
+        /// The key's id (from `key list`).
         id: String,
     },
 }
 
 #[derive(Subcommand, Debug)]
 enum RoleCmd {
+    /// Create a custom role: permissions over the credentials its scopes name.
     Create {
+        /// The role's name.
         name: String,
         /// read, execute, write, admin.
         #[arg(
@@ -483,19 +512,26 @@ enum RoleCmd {
             required = true
         )]
         scopes: Vec<String>,
+        /// A note for people.
         #[arg(long, env = "VULTRINO_ROLE_DESCRIPTION")]
         description: Option<String>,
     },
+    /// List the roles, built-in and custom.
     List,
+    /// Delete a custom role.
     Rm {
+        /// The role's name.
         name: String,
     },
 }
 
 #[derive(Args, Debug)]
 struct RequestArgs {
+    /// The credential's alias.
     credential: String,
+    /// The HTTP method, e.g. GET.
     method: String,
+    /// The absolute https:// URL, on one of the credential's hosts.
     url: String,
     /// Extra header, `Name: value` (repeatable).
     #[arg(
@@ -571,8 +607,13 @@ fn operator() -> Principal {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    table::set_json(cli.json);
     match &cli.command {
         Command::Serve(args) => serve(&cli, (**args).clone()).await,
+        Command::Status(remote) => {
+            let s = settings(&cli, Config::default());
+            status::print(&status::status(remote.server.as_deref(), &s).await)
+        }
         Command::HashPassword {
             iterations,
             allow_weak_password_hash_for_tests,
@@ -733,7 +774,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 limit: usize::from(a.limit),
                 follow: a.follow,
                 interval: std::time::Duration::from_secs(u64::from(a.interval_secs)),
-                json: a.json,
+                json: cli.json,
             };
             let source = match route(&cli, &a.remote)? {
                 Route::Server(base) => Source::Server(Remote::connect(base)?),
@@ -1229,11 +1270,12 @@ async fn credential(app: &App, c: &CredentialCmd) -> anyhow::Result<()> {
                     None => break,
                 }
             }
-            print_json(&json!({"credentials": all}))
+            table::show(Kind::Credentials, &json!({"credentials": all}))
         }
-        CredentialCmd::Show { alias } => {
-            print_json(&json!(app.credentials().detail(&who, alias).await?))
-        }
+        CredentialCmd::Show { alias } => table::show(
+            Kind::Credential,
+            &json!(app.credentials().detail(&who, alias).await?),
+        ),
         CredentialCmd::Rm { alias } => {
             app.credentials().delete(&who, alias).await?;
             eprintln!("deleted credential '{alias}'");
@@ -1310,9 +1352,10 @@ async fn remote_credential(remote: &Remote, c: &CredentialCmd) -> anyhow::Result
                     None => break,
                 }
             }
-            print_json(&json!({"credentials": all}))
+            table::show(Kind::Credentials, &json!({"credentials": all}))
         }
-        CredentialCmd::Show { alias } => print_json(
+        CredentialCmd::Show { alias } => table::show(
+            Kind::Credential,
             &remote
                 .call("GET", &format!("/v1/credentials/{}", seg(alias)), None)
                 .await?,
@@ -1356,7 +1399,7 @@ async fn remote_key(remote: &Remote, k: &KeyCmd) -> anyhow::Result<()> {
             eprintln!("The key is shown only this once:");
             print_json(&created)
         }
-        KeyCmd::List => print_json(&remote.call("GET", "/v1/keys", None).await?),
+        KeyCmd::List => table::show(Kind::Keys, &remote.call("GET", "/v1/keys", None).await?),
         KeyCmd::Revoke { id } => {
             remote
                 .call("DELETE", &format!("/v1/keys/{}", seg(id)), None)
@@ -1382,7 +1425,7 @@ async fn remote_role(remote: &Remote, r: &RoleCmd) -> anyhow::Result<()> {
             }
             print_json(&remote.call("POST", "/v1/roles", Some(&body)).await?)
         }
-        RoleCmd::List => print_json(&remote.call("GET", "/v1/roles", None).await?),
+        RoleCmd::List => table::show(Kind::Roles, &remote.call("GET", "/v1/roles", None).await?),
         RoleCmd::Rm { name } => {
             remote
                 .call("DELETE", &format!("/v1/roles/{}", seg(name)), None)
@@ -1417,7 +1460,10 @@ async fn key(app: &App, k: &KeyCmd) -> anyhow::Result<()> {
         }
         KeyCmd::List => {
             let listed = app.api_keys().list(&who).await?;
-            print_json(&json!({"keys": listed.items, "refused": listed.refused}))
+            table::show(
+                Kind::Keys,
+                &json!({"keys": listed.items, "refused": listed.refused}),
+            )
         }
         KeyCmd::Revoke { id } => {
             app.api_keys().revoke(&who, id).await?;
@@ -1457,7 +1503,10 @@ async fn role(app: &App, r: &RoleCmd) -> anyhow::Result<()> {
         }
         RoleCmd::List => {
             let listed = app.roles().list(&who).await?;
-            print_json(&json!({"roles": listed.items, "refused": listed.refused}))
+            table::show(
+                Kind::Roles,
+                &json!({"roles": listed.items, "refused": listed.refused}),
+            )
         }
         RoleCmd::Rm { name } => {
             app.roles().delete(&who, name).await?;

@@ -428,6 +428,66 @@ async fn sigterm_stops_the_server_gracefully() {
     assert!(status.success(), "exit status {status:?}");
 }
 
+/// `vultrino status [--json]` as JSON, with the config dir (sessions) under `home`.
+async fn status_json(dir: &std::path::Path, home: &std::path::Path, json: bool) -> Value {
+    let mut cmd = vultrino_cmd(Some(dir));
+    cmd.arg("status")
+        .env("XDG_CONFIG_HOME", home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().await.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// `vultrino status` says what the CLI works with — version, server, store, key source, sync —
+/// before and while a server runs, opening nothing and printing no secret; piped, it is JSON
+/// even without `--json`.
+#[tokio::test]
+async fn status_says_server_store_key_source_and_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, home) = (tmp.path().join("data"), tmp.path().join("home"));
+    let before = status_json(&dir, &home, true).await;
+    assert_eq!(before["version"], env!("CARGO_PKG_VERSION"), "{before}");
+    assert_eq!(before["server"]["running"], false, "{before}");
+    assert_eq!(before["store"]["kind"], "file", "{before}");
+    assert_eq!(before["store"]["exists"], false, "{before}");
+    assert_eq!(before["master_key"]["source"], "file", "{before}");
+    assert_eq!(before["master_key"]["exists"], false, "{before}");
+    assert_eq!(before["sync"]["live"], false, "{before}");
+    assert!(!dir.exists(), "status creates nothing");
+
+    let (mut child, base, _) = serve_zero_config(&dir).await;
+    let during = status_json(&dir, &home, false).await;
+    assert_eq!(during["server"]["url"], base.as_str(), "{during}");
+    assert_eq!(during["server"]["running"], true, "{during}");
+    assert_eq!(
+        during["server"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "{during}"
+    );
+    assert!(
+        during["server"]["auth"]
+            .as_str()
+            .unwrap()
+            .contains("vultrino login"),
+        "{during}"
+    );
+    assert_eq!(during["store"]["held_by_a_server"], true, "{during}");
+    assert_eq!(during["master_key"]["exists"], true, "{during}");
+    let key = std::fs::read_to_string(dir.join("master.key")).unwrap();
+    assert!(!during.to_string().contains(key.trim()), "{during}");
+    let _ = child.kill().await;
+}
+
 /// The server's log, read from a pipe (not a terminal): plain text with no colour codes, and
 /// the end of the drain said once, however many worker threads drained.
 #[tokio::test]
