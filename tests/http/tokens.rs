@@ -646,3 +646,100 @@ async fn the_cli_mints_lists_and_revokes_tokens() {
     expect_for("revoked through the CLI", &r, 401, "invalid_api_key");
     assert!(!home.join("data").exists(), "no local store was opened");
 }
+
+/// A token's `methods` holds as the upstream reads the method: a `_method` parameter (query,
+/// query parameters, form, multipart or JSON body) naming a method the token lacks is refused,
+/// on execute and on the proxy, also when the credential itself has no method list (review of
+/// 2026-12-06, finding 1: Laravel, Symfony, Rails and Rack read `POST …?_method=DELETE` as a
+/// DELETE).
+#[tokio::test]
+async fn a_method_override_parameter_cannot_widen_a_tokens_methods() {
+    let e = env().await;
+    let r = e
+        .create(json!({
+            "alias": "any-method", "type": "api_key", "data": {"key": crate::API_SECRET},
+            "policy": {"allowed_hosts": ["127.0.0.1"]}, "base_url": e.up.url(""),
+        }))
+        .await;
+    expect_for("a credential without a method list", &r, 201, None);
+    let key = e.key("executor").await;
+    let t = e
+        .token(
+            &key,
+            json!({"credentials": ["any-method"], "methods": ["POST"]}),
+        )
+        .await;
+    let token = t["token"].as_str().unwrap().to_string();
+    let execute = |params: Value| {
+        let mut body = json!({"credential": "any-method"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(params.as_object().unwrap().clone());
+        let (c, token) = (e.c.clone(), token.clone());
+        async move {
+            c.send("POST", "/v1/execute", Some(&token), Some(&body))
+                .await
+        }
+    };
+    let form = |body: &str, content_type: &str| {
+        json!({"method": "POST", "url": e.up.url("/items/1"),
+               "headers": {"Content-Type": content_type}, "body": body})
+    };
+    let overrides = [
+        (
+            "in the URL's query",
+            json!({"method": "POST", "url": e.up.url("/items/1?_method=DELETE")}),
+        ),
+        (
+            "in the query parameters",
+            json!({"method": "POST", "url": e.up.url("/items/1"), "query": {"_method": "PUT"}}),
+        ),
+        (
+            "in a form body",
+            form("name=x&_method=DELETE", "application/x-www-form-urlencoded"),
+        ),
+        (
+            "in a multipart body",
+            form(
+                "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n",
+                "multipart/form-data; boundary=b",
+            ),
+        ),
+        (
+            "in a JSON body",
+            json!({"method": "POST", "url": e.up.url("/items/1"), "body": {"_method": "PATCH"}}),
+        ),
+    ];
+    for (what, params) in &overrides {
+        let r = execute(params.clone()).await;
+        expect_for(what, &r, 403, "token_method_denied");
+    }
+    let proxy = |path: &str, content_type: &str, body: &str| {
+        e.c.send_raw(
+            e.c.http
+                .post(format!("{}/proxy/any-method{path}", e.c.target.base))
+                .header("x-vultrino-key", token.as_str())
+                .header("content-type", content_type)
+                .body(body.to_string()),
+        )
+    };
+    let r = proxy("/items/1?_method=DELETE", "text/plain", "").await;
+    expect_for("proxy: in the query", &r, 403, "token_method_denied");
+    let r = proxy(
+        "/items/1",
+        "application/x-www-form-urlencoded",
+        "_method=DELETE",
+    )
+    .await;
+    expect_for("proxy: in a form body", &r, 403, "token_method_denied");
+    let r = proxy("/items/1", "application/json", r#"{"_method":"DELETE"}"#).await;
+    expect_for("proxy: in a JSON body", &r, 403, "token_method_denied");
+    assert_eq!(e.up.seen().len(), 0, "no request may reach the upstream");
+    // Nothing to bypass: the token's own method named.
+    let r = execute(json!({"method": "POST", "url": e.up.url("/echo?_method=POST")})).await;
+    expect_for("the token's own method named", &r, 200, None);
+    assert_eq!(r.body["status"], 200, "{}", r.text);
+    let r = proxy("/echo", "application/json", r#"{"name":"x"}"#).await;
+    expect_for("proxy: no override", &r, 200, None);
+    assert_eq!(e.up.hits("/echo"), 2);
+}
