@@ -743,3 +743,117 @@ async fn a_method_override_parameter_cannot_widen_a_tokens_methods() {
     expect_for("proxy: no override", &r, 200, None);
     assert_eq!(e.up.hits("/echo"), 2);
 }
+
+/// `POST /proxy/<path>` over a raw connection with `token` in `x-api-key`: the head and the
+/// first half of a 16-byte body, then `between` (while the server waits for the rest), then
+/// the second half. Returns the reply's status and `X-Vultrino-Error`.
+async fn post_in_two_halves<F: std::future::Future<Output = ()>>(
+    e: &Env,
+    path: &str,
+    token: &str,
+    between: F,
+) -> (u16, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = e.c.target.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let head = format!(
+        "POST /proxy/{path} HTTP/1.1\r\nhost: {authority}\r\nx-api-key: {token}\r\n\
+         content-type: text/plain\r\ncontent-length: 16\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(b"first-ha").await.unwrap();
+    stream.flush().await.unwrap();
+    // Long enough for the server to authenticate the head and wait for the rest of the body.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    between.await;
+    stream.write_all(b"lf-last!").await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut buf))
+            .await
+            .expect("a reply within 30 s")
+            .unwrap_or(0);
+        assert!(
+            n > 0,
+            "closed without a reply: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let error = text.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("x-vultrino-error:")
+            .map(|v| v.trim().to_string())
+    });
+    (status, error)
+}
+
+/// A revocation is immediate for requests already under way too: a proxied request whose token
+/// was authenticated, but whose body was still arriving (the proxy reads it whole under a method
+/// list) when the token or its parent key was revoked, is not sent and spends no use (review of
+/// 2026-12-06, finding 2).
+#[tokio::test]
+async fn a_request_under_way_when_its_token_or_key_is_revoked_is_not_sent() {
+    let e = env().await;
+    let r = e
+        .create(json!({
+            "alias": "slow", "type": "api_key", "data": {"key": crate::API_SECRET},
+            "policy": {"allowed_hosts": ["127.0.0.1"], "methods": ["POST"]},
+            "base_url": e.up.url(""),
+        }))
+        .await;
+    expect_for("a credential with a method list", &r, 201, None);
+    let key = e.key("executor").await;
+
+    // Nothing revoked: the request goes through.
+    let t = e.token(&key, json!({"credentials": ["slow"]})).await;
+    let token = t["token"].as_str().unwrap();
+    let (status, code) = post_in_two_halves(&e, "slow/echo", token, async {}).await;
+    assert_eq!((status, code), (200, None), "nothing revoked");
+    assert_eq!(e.up.hits("/echo"), 1);
+
+    // The token revoked while its request's body arrives.
+    let t = e.token(&key, json!({"credentials": ["slow"]})).await;
+    let (token, id) = (t["token"].as_str().unwrap(), t["id"].as_str().unwrap());
+    let revoke = async {
+        let r =
+            e.c.send("DELETE", &format!("/v1/tokens/{id}"), Some(&key), None)
+                .await;
+        expect_for("revoke the token", &r, 204, None);
+    };
+    let (status, code) = post_in_two_halves(&e, "slow/echo", token, revoke).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (401, Some("invalid_api_key")),
+        "the token was revoked before the request was sent"
+    );
+
+    // The parent key revoked while its token's request's body arrives.
+    let t = e.token(&key, json!({"credentials": ["slow"]})).await;
+    let token = t["token"].as_str().unwrap();
+    let revoke = async {
+        let r =
+            e.c.send(
+                "DELETE",
+                &format!("/v1/keys/{}", Env::key_id(&key)),
+                Some(&e.admin),
+                None,
+            )
+            .await;
+        expect_for("revoke the parent key", &r, 204, None);
+    };
+    let (status, code) = post_in_two_halves(&e, "slow/echo", token, revoke).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (401, Some("invalid_api_key")),
+        "the parent key was revoked before the request was sent"
+    );
+    assert_eq!(e.up.hits("/echo"), 1, "only the first request was sent");
+}

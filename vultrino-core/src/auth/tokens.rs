@@ -168,23 +168,40 @@ fn not_found(id: &str) -> Error {
 /// exact counter in the SessionStore (one window that lasts past the token's expiry), so
 /// concurrent requests never spend more than `uses`. 403 `token_exhausted` when none is left; a
 /// counter that cannot be reached refuses the request (503, nothing is sent).
+///
+/// The token's expiry and revocation, and its parent key's revocation, are looked at again
+/// first: a request may wait a long time between its authentication and its call (the proxy
+/// reads a body whole under a method list, up to the stream deadlines), and a revocation is
+/// immediate for it too (401 `invalid_api_key`, no use spent; review of 2026-12-06, finding 2).
 pub(crate) async fn consume_use(ports: &Ports, who: &Principal) -> Result<()> {
-    let Some(grant) = who.token() else {
+    let (Some(grant), Principal::ApiKey { id: parent, .. }) = (who.token(), who) else {
         return Ok(());
+    };
+    let unreachable = |_| {
+        Error::unavailable("the token's use counter cannot be reached; nothing was sent")
+            .with_code(Code::SessionStoreUnavailable)
     };
     let now = ports.now_ms();
     if now >= grant.expires_at {
         return Err(Error::unauthorized("agent token has expired").with_code(Code::TokenExpired));
+    }
+    let (token_revoked, parent_revoked) = futures_util::future::try_join(
+        ports.sessions.is_marked(&revoked_marker(&grant.id), now),
+        ports
+            .sessions
+            .is_marked(&super::keys::revoked_marker(parent), now),
+    )
+    .await
+    .map_err(unreachable)?;
+    if token_revoked || parent_revoked {
+        return Err(invalid_token());
     }
     let window = grant.expires_at - now + 1;
     let hit = ports
         .sessions
         .hit(&uses_counter(&grant.id), window, grant.uses, now)
         .await
-        .map_err(|_| {
-            Error::unavailable("the token's use counter cannot be reached; nothing was sent")
-                .with_code(Code::SessionStoreUnavailable)
-        })?;
+        .map_err(unreachable)?;
     if !hit.allowed {
         return Err(
             Error::forbidden(format!("this token's {} uses are spent", grant.uses))
