@@ -857,3 +857,37 @@ async fn a_request_under_way_when_its_token_or_key_is_revoked_is_not_sent() {
     );
     assert_eq!(e.up.hits("/echo"), 1, "only the first request was sent");
 }
+
+/// A key has at most 50 live tokens at once, whoever mints them (429 `too_many_tokens`): a key
+/// holder cannot mint without bound, each mint a store and an audit write, nor grow the token
+/// listing past what one request can read. A revoked token frees its place; another key's
+/// tokens do not count (review of 2026-12-06, finding 3).
+#[tokio::test]
+async fn a_key_has_at_most_fifty_live_tokens() {
+    let e = env().await;
+    e.api_key_cred("github").await;
+    let key = e.key("executor").await;
+    let other = e.key("executor").await;
+    let body = json!({"credentials": ["github"]});
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        ids.push(e.token(&key, body.clone()).await["id"].clone());
+    }
+    let r = e.mint(&key, body.clone()).await;
+    expect_for("a 51st live token", &r, 429, "too_many_tokens");
+    let mut as_admin = body.clone();
+    as_admin["parent_key"] = json!(Env::key_id(&key));
+    let r = e.mint(&e.admin, as_admin).await;
+    expect_for("a 51st, minted by an admin", &r, 429, "too_many_tokens");
+    e.token(&other, body.clone()).await;
+    assert_eq!(e.token_ids(&key).await.len(), 50);
+
+    let first = ids[0].as_str().unwrap();
+    let r =
+        e.c.send("DELETE", &format!("/v1/tokens/{first}"), Some(&key), None)
+            .await;
+    expect_for("revoke one", &r, 204, None);
+    e.token(&key, body.clone()).await;
+    let r = e.mint(&key, body).await;
+    expect_for("full again", &r, 429, "too_many_tokens");
+}

@@ -29,7 +29,7 @@ use super::principal::{Permission, Principal, Role};
 use super::token::{is_key_id, parse_agent_token, AGENT_TOKEN_PREFIX};
 use crate::audit::AuditEvent;
 use crate::crypto::{self, MacPurpose, RecordCheck};
-use crate::error::{Code, Error, Result};
+use crate::error::{Code, Error, ErrorKind, Result};
 use crate::kv::list_all;
 use crate::policy::glob_match;
 use crate::ports::{Ports, PutOptions};
@@ -46,6 +46,10 @@ pub const DEFAULT_EXPIRES_IN_SECS: u64 = 3600;
 pub const MAX_EXPIRES_IN_SECS: u64 = 30 * 86_400;
 /// Most credential globs in one token.
 pub const MAX_CREDENTIALS: usize = 16;
+/// Most live tokens one key may have at once (429 `too_many_tokens` past it): a key holder
+/// cannot mint without bound (a KV and an audit write each), nor grow the listing past what one
+/// request can read (review of 2026-12-06, finding 3).
+pub const MAX_LIVE_TOKENS_PER_KEY: usize = 50;
 
 /// The input of [`AgentTokens::mint`] (the body of `POST /v1/tokens`). Unknown fields are
 /// refused (400 `invalid_json`): `require_approval` among them until approvals exist.
@@ -320,6 +324,17 @@ impl<'a> AgentTokens<'a> {
         }
         let now = self.api_keys.ports.now_ms();
         let expires_at = expiry(now, input.expires_in, parent.expires_at)?;
+        if self.live_count(&parent.id, now).await? >= MAX_LIVE_TOKENS_PER_KEY {
+            return Err(Error::new(
+                ErrorKind::RateLimited,
+                format!(
+                    "key '{}' has {MAX_LIVE_TOKENS_PER_KEY} live tokens, the most it may have: \
+                     revoke finished ones (DELETE /v1/tokens/{{id}}) or wait for them to expire",
+                    parent.id
+                ),
+            )
+            .with_code(Code::TooManyTokens));
+        }
         let id = crypto::hex(&crypto::random_bytes::<8>());
         let secret = zeroize::Zeroizing::new(crypto::b64url(&crypto::random_bytes::<32>()));
         let record = TokenRecord {
@@ -352,7 +367,9 @@ impl<'a> AgentTokens<'a> {
                 Bytes::from(bytes),
                 PutOptions {
                     expiration_ttl: Some(ttl),
-                    metadata: None,
+                    // Cleartext, for counting and skipping only ([`Self::live_count`],
+                    // [`Self::list`]): what a token allows is read from the signed record.
+                    metadata: Some(serde_json::json!({ "parent_key": parent.id })),
                 },
             )
             .await?;
@@ -377,6 +394,11 @@ impl<'a> AgentTokens<'a> {
         let now = self.api_keys.ports.now_ms();
         let mut out = Vec::new();
         for k in list_all(&*self.api_keys.ports.kv, TOKEN_PREFIX).await? {
+            // Another key's token, by the listing's metadata: not read at all (a key's listing
+            // costs reads of its own tokens only). Metadata is only trusted to skip.
+            if own.is_some_and(|p| parent_in(&k).is_some_and(|q| q != p)) {
+                continue;
+            }
             let Some(record) = self.read(&k.name, who).await? else {
                 continue;
             };
@@ -506,6 +528,18 @@ impl<'a> AgentTokens<'a> {
         })
     }
 
+    /// How many tokens of key `parent` are live at `now`, from the KV listing alone (the parent
+    /// in each record's metadata, its expiry): one list operation per thousand tokens, no read.
+    /// Approximate where the listing lags (Workers KV): it bounds resources, it grants nothing.
+    async fn live_count(&self, parent: &str, now: u64) -> Result<usize> {
+        let listed = list_all(&*self.api_keys.ports.kv, TOKEN_PREFIX).await?;
+        Ok(listed
+            .iter()
+            .filter(|k| parent_in(k) == Some(parent))
+            .filter(|k| k.expiration.is_none_or(|s| s.saturating_mul(1000) > now))
+            .count())
+    }
+
     /// `None` for an admin (every token), `Some(key id)` for an API key (its own); a token: 403.
     fn owner_filter<'w>(&self, who: &'w Principal) -> Result<Option<&'w str>> {
         match who {
@@ -546,6 +580,11 @@ impl<'a> AgentTokens<'a> {
         e.status = Some(status);
         self.api_keys.audit.record(e).await;
     }
+}
+
+/// The parent key a token's KV listing entry names in its metadata, if any.
+fn parent_in(k: &crate::ports::ListKey) -> Option<&str> {
+    k.metadata.as_ref()?.get("parent_key")?.as_str()
 }
 
 /// The token's credential globs: 1 to [`MAX_CREDENTIALS`], each an alias glob (letters,
