@@ -273,6 +273,10 @@ impl<'a> AgentTokens<'a> {
                     .with_code(Code::InvalidParentKey)),
                 },
             };
+        // Read before the parent is checked (which reads the clock again, later): a parent
+        // live then is live now, so the token's lifetime, cut to the parent's expiry, is never
+        // negative (review of 2026-12-06, finding 5).
+        let now = self.api_keys.ports.now_ms();
         let (parent, role) = self.api_keys.live(&parent_id).await.map_err(|e| {
             if matches!(who, Principal::Admin { .. }) && e.status().as_u16() == 401 {
                 Error::not_found(format!("no live API key '{parent_id}'"))
@@ -322,7 +326,6 @@ impl<'a> AgentTokens<'a> {
                     .with_code(Code::InvalidUses),
             );
         }
-        let now = self.api_keys.ports.now_ms();
         let expires_at = expiry(now, input.expires_in, parent.expires_at)?;
         if self.live_count(&parent.id, now).await? >= MAX_LIVE_TOKENS_PER_KEY {
             return Err(Error::new(
