@@ -881,6 +881,11 @@ async fn a_key_has_at_most_fifty_live_tokens() {
     expect_for("a 51st, minted by an admin", &r, 429, "too_many_tokens");
     e.token(&other, body.clone()).await;
     assert_eq!(e.token_ids(&key).await.len(), 50);
+    assert_eq!(
+        e.token_ids(&e.admin).await.len(),
+        51,
+        "the other key's counts apart"
+    );
 
     let first = ids[0].as_str().unwrap();
     let r =
