@@ -896,3 +896,30 @@ async fn a_key_has_at_most_fifty_live_tokens() {
     let r = e.mint(&key, body).await;
     expect_for("full again", &r, 429, "too_many_tokens");
 }
+
+/// A token's name is shown in listings (the UI, `vultrino token list`): a name with a Unicode
+/// format character (a bidi override, a zero-width space, …) could read as another, and is
+/// refused like a control character (400 `invalid_name`; review of 2026-12-06, finding 6).
+#[tokio::test]
+async fn a_token_name_with_format_characters_is_refused() {
+    let e = env().await;
+    e.api_key_cred("github").await;
+    let key = e.key("executor").await;
+    for name in [
+        "deploy\u{202E}txt.exe",
+        "ci\u{200B}",
+        "\u{2066}x\u{2069}",
+        "a\nb",
+    ] {
+        let r = e
+            .mint(&key, json!({"name": name, "credentials": ["github"]}))
+            .await;
+        expect_for(&format!("{name:?}"), &r, 400, "invalid_name");
+    }
+    assert!(e.token_ids(&key).await.is_empty());
+    e.token(
+        &key,
+        json!({"name": "déploiement – étape 2", "credentials": ["github"]}),
+    )
+    .await;
+}

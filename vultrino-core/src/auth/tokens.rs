@@ -292,9 +292,12 @@ impl<'a> AgentTokens<'a> {
             .with_code(Code::PermissionDenied));
         }
         let name = input.name.unwrap_or_default();
-        if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        // Shown in listings: nothing that changes how the text around it reads.
+        let hidden = |c: char| c.is_control() || super::access::is_format(c);
+        if name.chars().count() > 100 || name.chars().any(hidden) {
             return Err(Error::bad_request(
-                "name must be at most 100 characters, without control characters",
+                "name must be at most 100 characters, without control or format characters \
+                 (bidirectional overrides, zero-width characters)",
             )
             .with_code(Code::InvalidName));
         }
