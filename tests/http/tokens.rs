@@ -923,3 +923,32 @@ async fn a_token_name_with_format_characters_is_refused() {
     )
     .await;
 }
+
+/// The listing shows live tokens only: once its parent key is revoked, a token (refused from
+/// then on) is left out, so that nobody believes it still has to be revoked (review of
+/// 2026-12-06, finding 7).
+#[tokio::test]
+async fn tokens_of_a_revoked_key_are_not_listed_as_live() {
+    let e = env().await;
+    e.api_key_cred("github").await;
+    let key = e.key("executor").await;
+    let other = e.key("executor").await;
+    e.token(&key, json!({"credentials": ["github"]})).await;
+    let o = e.token(&other, json!({"credentials": ["github"]})).await;
+    assert_eq!(e.token_ids(&e.admin).await.len(), 2);
+    let r =
+        e.c.send(
+            "DELETE",
+            &format!("/v1/keys/{}", Env::key_id(&key)),
+            Some(&e.admin),
+            None,
+        )
+        .await;
+    expect_for("revoke the parent key", &r, 204, None);
+    let listed = e.token_ids(&e.admin).await;
+    assert_eq!(
+        listed,
+        [o["id"].as_str().unwrap()],
+        "only the live key's token"
+    );
+}

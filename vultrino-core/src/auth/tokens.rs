@@ -399,6 +399,8 @@ impl<'a> AgentTokens<'a> {
         let own = self.owner_filter(who)?;
         let now = self.api_keys.ports.now_ms();
         let mut out = Vec::new();
+        // Whether each parent key met is live (checked once per listing).
+        let mut parents: std::collections::HashMap<String, bool> = Default::default();
         for k in list_all(&*self.api_keys.ports.kv, TOKEN_PREFIX).await? {
             // Another key's token, by the listing's metadata: not read at all (a key's listing
             // costs reads of its own tokens only). Metadata is only trusted to skip.
@@ -409,6 +411,30 @@ impl<'a> AgentTokens<'a> {
                 continue;
             };
             if own.is_some_and(|p| p != record.parent_key) || now >= record.expires_at {
+                continue;
+            }
+            // A token of a revoked or expired key (or one whose role is gone) is refused: not
+            // listed as live (review of 2026-12-06, finding 7).
+            let parent_live = match parents.get(&record.parent_key) {
+                Some(live) => *live,
+                None => {
+                    let live = match self.api_keys.live(&record.parent_key).await {
+                        Ok(_) => true,
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                ErrorKind::Unauthorized | ErrorKind::Forbidden
+                            ) =>
+                        {
+                            false
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    parents.insert(record.parent_key.clone(), live);
+                    live
+                }
+            };
+            if !parent_live {
                 continue;
             }
             if self
