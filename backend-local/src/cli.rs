@@ -261,6 +261,11 @@ struct ServeArgs {
         default_value_t = 3_600_000
     )]
     stream_total_timeout_ms: u64,
+    /// Approvals: how long a pending approval waits for a decision, and an approved one for
+    /// its re-send, in seconds (approvals live in memory: a restart forgets them).
+    #[arg(long, env = "VULTRINO_APPROVAL_TTL", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    approval_ttl: u64,
     /// Also append every audit event, as one JSON line, to this file (created 0600; reopened on
     /// SIGHUP, for log rotation), or to standard output with `-`.
     #[arg(long, env = "VULTRINO_AUDIT_LOG", value_name = "PATH|-")]
@@ -466,6 +471,11 @@ struct CredentialAdd {
     /// Rate limit as REQUESTS/SECONDS, e.g. 100/60.
     #[arg(long, env = "VULTRINO_CREDENTIAL_RATE_LIMIT")]
     rate_limit: Option<String>,
+    /// A person approves each request first: `always`, or `writes` (every method but
+    /// GET/HEAD/OPTIONS) (default: never).
+    #[arg(long, env = "VULTRINO_CREDENTIAL_REQUIRE_APPROVAL",
+          value_parser = ["always", "writes"])]
+    require_approval: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -1000,6 +1010,7 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         stream_headers_timeout_ms: a.stream_headers_timeout_ms,
         stream_idle_timeout_ms: a.stream_idle_timeout_ms,
         stream_total_timeout_ms: a.stream_total_timeout_ms,
+        approval_ttl_secs: a.approval_ttl,
         ..Config::default()
     };
     // The rules every backend applies (the core's), named the way `serve` takes them.
@@ -1248,6 +1259,11 @@ async fn credential(app: &App, c: &CredentialCmd) -> anyhow::Result<()> {
                 path_prefixes: (!a.path_prefixes.is_empty()).then(|| a.path_prefixes.clone()),
                 rate_limit: a.rate_limit.as_deref().map(parse_rate_limit).transpose()?,
                 pass_cookies: false,
+                require_approval: a
+                    .require_approval
+                    .as_deref()
+                    .map(|m| serde_json::from_value(json!(m)))
+                    .transpose()?,
             };
             let input = NewCredential {
                 alias: a.alias.clone(),
@@ -1320,6 +1336,9 @@ async fn remote_credential(remote: &Remote, c: &CredentialCmd) -> anyhow::Result
             }
             if let Some(r) = rate_limit {
                 policy["rate_limit"] = json!(r);
+            }
+            if let Some(m) = &a.require_approval {
+                policy["require_approval"] = json!(m);
             }
             let mut body = json!({
                 "alias": a.alias,

@@ -100,6 +100,10 @@ async fn every_405_names_the_allowed_methods() {
         ("/v1/audit/sinks", "GET"),
         ("/v1/admin/migrate-records", "POST"),
         ("/v1/sync/export", "GET"),
+        ("/v1/approvals", "GET"),
+        ("/v1/approvals/some-id", "GET"),
+        ("/v1/approvals/some-id/approve", "POST"),
+        ("/v1/approvals/some-id/deny", "POST"),
     ] {
         let allowed: Vec<&str> = allow.split(", ").collect();
         for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {

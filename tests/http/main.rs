@@ -40,6 +40,7 @@ mod support;
 
 mod access;
 mod admin_sessions;
+mod approvals;
 mod audit;
 mod audit_sinks;
 mod changes;

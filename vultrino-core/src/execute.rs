@@ -28,6 +28,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::approvals::{Ask, Bound};
 use crate::audit::{AuditEvent, AuditLog, FinalWrite};
 use crate::auth::{Permission, Principal};
 use crate::credential::{
@@ -67,6 +68,7 @@ pub struct Pipeline<'a> {
     scrubbers: &'a ScrubberCache,
     fetch: FetchOptions,
     audit_retention_secs: u64,
+    approvals: crate::approvals::gate::Settings<'a>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -85,7 +87,19 @@ impl<'a> Pipeline<'a> {
             scrubbers,
             fetch,
             audit_retention_secs,
+            approvals: crate::approvals::gate::Settings::default(),
         }
+    }
+
+    /// The pipeline with the deployment's approval settings (TTL, the timer of `Prefer: wait`).
+    pub(crate) fn with_approvals(mut self, settings: crate::approvals::gate::Settings<'a>) -> Self {
+        self.approvals = settings;
+        self
+    }
+
+    /// The approval settings, for the gate.
+    pub(crate) fn approval_settings(&self) -> crate::approvals::gate::Settings<'a> {
+        self.approvals
     }
 
     #[inline]
@@ -100,7 +114,7 @@ impl<'a> Pipeline<'a> {
 
     /// Run one execute and write its audit event, whatever the outcome.
     pub async fn execute(self, who: &Principal, req: ExecuteRequest) -> Result<ExecuteResponse> {
-        self.execute_in(who, req, None).await
+        self.execute_in(who, req, &Ask::default(), None).await
     }
 
     /// [`Pipeline::execute`], for a caller that may go away before the reply: if this future
@@ -112,6 +126,7 @@ impl<'a> Pipeline<'a> {
         self,
         who: &Principal,
         req: ExecuteRequest,
+        ask: &Ask,
         background: Option<Arc<dyn Background>>,
     ) -> Result<ExecuteResponse> {
         let started = self.ports.now_ms();
@@ -141,10 +156,12 @@ impl<'a> Pipeline<'a> {
             pipeline: self,
             background,
         };
-        let result = self.run(who, req, target).await;
+        let mut approved = None;
+        let result = self.run(who, req, target, ask, &mut approved).await;
         let Some(mut event) = unfinished.event.take() else {
             return Err(Error::internal());
         };
+        event.approval_id = approved;
         match &result {
             Ok(r) => event.status = Some(r.status),
             Err(e) => failed(&mut event, e),
@@ -161,6 +178,8 @@ impl<'a> Pipeline<'a> {
         who: &Principal,
         req: ExecuteRequest,
         target: Result<ssrf::Target>,
+        ask: &Ask,
+        approved: &mut Option<String>,
     ) -> Result<ExecuteResponse> {
         authorize(who, &req.credential)?;
         let method = parse_method(&req.method)?;
@@ -168,7 +187,7 @@ impl<'a> Pipeline<'a> {
         let opened = self.open(&req.credential).await?;
         let record = &*opened.record;
         self.check_policy(who, record, &method, &target).await?;
-        if let Some(allowed) = &record.policy.methods {
+        if has_method_list(record, who) {
             let content_type = req
                 .headers
                 .iter()
@@ -181,7 +200,7 @@ impl<'a> Pipeline<'a> {
                 body: req.body.as_deref(),
                 json_body: req.json_body,
             };
-            check_method_overrides(allowed, &sent)?;
+            check_all_method_overrides(record, who, &sent)?;
         }
         // No agent key goes upstream in a body (the proxy's rule, docs/decisions/0064): the
         // body is sent as it is, so a `vk_<16 hex>_` in it (`_` as is or as `%5F`) refuses it
@@ -190,6 +209,17 @@ impl<'a> Pipeline<'a> {
             return Err(crate::agent_key::in_body());
         }
         let mut out = Outbound::new(method, target.url, &req.headers, req.query)?;
+        // A person's approval, bound to the request as it will go upstream (before the
+        // credential is in it).
+        let url = out.full_url();
+        let bound = Bound {
+            credential: &record.alias,
+            method: out.method.as_str(),
+            url: url.as_str(),
+            headers: out.bound_headers(req.json_body),
+            body: req.body.as_deref().unwrap_or_default(),
+        };
+        *approved = self.approval_gate(who, record, &bound, ask).await?;
         let scrubber = self.inject(&opened, &mut out).await?;
         let request = out.build(req.body.unwrap_or_default(), req.json_body)?;
         // The proxy's last gate: no agent key in the URL or a header value either.
@@ -414,6 +444,36 @@ pub(crate) fn check_method_overrides(allowed: &[String], sent: &Overrides<'_>) -
     .with_code(Code::MethodNotAllowedByPolicy))
 }
 
+/// Whether a method list applies to a request with `record` by `who`: the credential's, or the
+/// agent token's ([`check_all_method_overrides`] then looks at the request's `_method`s).
+pub(crate) fn has_method_list(record: &CredentialRecord, who: &Principal) -> bool {
+    record.policy.methods.is_some() || who.token().is_some_and(|g| g.methods.is_some())
+}
+
+/// [`check_method_overrides`] under every method list that applies: the credential's (403
+/// `method_not_allowed_by_policy`), then the agent token's (403 `token_method_denied`), so that
+/// a `_method` parameter cannot take a token past its methods either (review of 2026-12-06,
+/// finding 1).
+pub(crate) fn check_all_method_overrides(
+    record: &CredentialRecord,
+    who: &Principal,
+    sent: &Overrides<'_>,
+) -> Result<()> {
+    if let Some(allowed) = &record.policy.methods {
+        check_method_overrides(allowed, sent)?;
+    }
+    if let Some(methods) = who.token().and_then(|g| g.methods.as_deref()) {
+        check_method_overrides(methods, sent).map_err(|_| {
+            Error::forbidden(format!(
+                "a {METHOD_OVERRIDE_PARAM} parameter names a method that is not one of this \
+                 token's methods: the upstream may act on it instead of the request's method"
+            ))
+            .with_code(Code::TokenMethodDenied)
+        })?;
+    }
+    Ok(())
+}
+
 /// The caller may use the credential `alias`: the `execute` permission and a scope reaching it.
 pub(crate) fn authorize(who: &Principal, alias: &str) -> Result<()> {
     who.require(Permission::Execute)?;
@@ -425,7 +485,9 @@ pub(crate) fn authorize(who: &Principal, alias: &str) -> Result<()> {
 /// status.
 pub(crate) fn failed(event: &mut AuditEvent, e: &Error) {
     event.outcome = match e.kind() {
-        ErrorKind::Unauthorized
+        ErrorKind::ApprovalPending => "pending",
+        ErrorKind::Gone
+        | ErrorKind::Unauthorized
         | ErrorKind::Forbidden
         | ErrorKind::RateLimited
         | ErrorKind::NotFound => "denied",

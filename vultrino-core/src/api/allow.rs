@@ -16,6 +16,8 @@ pub(super) fn allowed_methods(path: &str) -> Option<&'static str> {
         ["v1", "keys", _] | ["v1", "tokens", _] | ["v1", "roles", _] => "DELETE",
         ["v1", "audit"] | ["v1", "audit", "sinks"] | ["v1", "sync", "export"] => "GET",
         ["v1", "admin", "migrate-records"] => "POST",
+        ["v1", "approvals"] | ["v1", "approvals", _] => "GET",
+        ["v1", "approvals", _, "approve" | "deny"] => "POST",
         _ => return None,
     })
 }

@@ -29,7 +29,7 @@ use super::principal::{Permission, Principal, Role};
 use super::token::{is_key_id, parse_agent_token, AGENT_TOKEN_PREFIX};
 use crate::audit::AuditEvent;
 use crate::crypto::{self, MacPurpose, RecordCheck};
-use crate::error::{Code, Error, Result};
+use crate::error::{Code, Error, ErrorKind, Result};
 use crate::kv::list_all;
 use crate::policy::glob_match;
 use crate::ports::{Ports, PutOptions};
@@ -46,9 +46,13 @@ pub const DEFAULT_EXPIRES_IN_SECS: u64 = 3600;
 pub const MAX_EXPIRES_IN_SECS: u64 = 30 * 86_400;
 /// Most credential globs in one token.
 pub const MAX_CREDENTIALS: usize = 16;
+/// Most live tokens one key may have at once (429 `too_many_tokens` past it): a key holder
+/// cannot mint without bound (a KV and an audit write each), nor grow the listing past what one
+/// request can read (review of 2026-12-06, finding 3).
+pub const MAX_LIVE_TOKENS_PER_KEY: usize = 50;
 
 /// The input of [`AgentTokens::mint`] (the body of `POST /v1/tokens`). Unknown fields are
-/// refused (400 `schema_mismatch`): `require_approval` among them until approvals exist.
+/// refused (400 `schema_mismatch`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
@@ -72,6 +76,9 @@ pub struct NewToken {
     /// Lifetime in seconds (default [`DEFAULT_EXPIRES_IN_SECS`]).
     #[serde(default)]
     pub expires_in: Option<u64>,
+    /// Every request with the token waits for a person's approval (default `false`).
+    #[serde(default)]
+    pub require_approval: bool,
 }
 
 /// A token record at `token:<id>`, stored signed. `mac` is hex HMAC-SHA256 of the secret part
@@ -92,6 +99,9 @@ pub struct TokenRecord {
     pub expires_at: u64,
     /// The actor who minted it (`key:<id>` or `admin:<user>`).
     pub created_by: String,
+    /// Not written when off, so records minted before approvals keep their signature.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_approval: bool,
 }
 
 /// The listing view of a token: never its secret nor its MAC.
@@ -108,6 +118,7 @@ pub struct TokenInfo {
     pub created_at: u64,
     pub expires_at: u64,
     pub created_by: String,
+    pub require_approval: bool,
 }
 
 /// A freshly minted token: the only time `token` is ever shown.
@@ -122,6 +133,7 @@ pub struct CreatedToken {
     pub path_prefixes: Option<Vec<String>>,
     pub uses: u32,
     pub expires_at: u64,
+    pub require_approval: bool,
 }
 
 impl std::fmt::Debug for CreatedToken {
@@ -168,23 +180,40 @@ fn not_found(id: &str) -> Error {
 /// exact counter in the SessionStore (one window that lasts past the token's expiry), so
 /// concurrent requests never spend more than `uses`. 403 `token_exhausted` when none is left; a
 /// counter that cannot be reached refuses the request (503, nothing is sent).
+///
+/// The token's expiry and revocation, and its parent key's revocation, are looked at again
+/// first: a request may wait a long time between its authentication and its call (the proxy
+/// reads a body whole under a method list, up to the stream deadlines), and a revocation is
+/// immediate for it too (401 `invalid_api_key`, no use spent; review of 2026-12-06, finding 2).
 pub(crate) async fn consume_use(ports: &Ports, who: &Principal) -> Result<()> {
-    let Some(grant) = who.token() else {
+    let (Some(grant), Principal::ApiKey { id: parent, .. }) = (who.token(), who) else {
         return Ok(());
+    };
+    let unreachable = |_| {
+        Error::unavailable("the token's use counter cannot be reached; nothing was sent")
+            .with_code(Code::SessionStoreUnavailable)
     };
     let now = ports.now_ms();
     if now >= grant.expires_at {
         return Err(Error::unauthorized("agent token has expired").with_code(Code::TokenExpired));
+    }
+    let (token_revoked, parent_revoked) = futures_util::future::try_join(
+        ports.sessions.is_marked(&revoked_marker(&grant.id), now),
+        ports
+            .sessions
+            .is_marked(&super::keys::revoked_marker(parent), now),
+    )
+    .await
+    .map_err(unreachable)?;
+    if token_revoked || parent_revoked {
+        return Err(invalid_token());
     }
     let window = grant.expires_at - now + 1;
     let hit = ports
         .sessions
         .hit(&uses_counter(&grant.id), window, grant.uses, now)
         .await
-        .map_err(|_| {
-            Error::unavailable("the token's use counter cannot be reached; nothing was sent")
-                .with_code(Code::SessionStoreUnavailable)
-        })?;
+        .map_err(unreachable)?;
     if !hit.allowed {
         return Err(
             Error::forbidden(format!("this token's {} uses are spent", grant.uses))
@@ -252,6 +281,10 @@ impl<'a> AgentTokens<'a> {
                     .with_code(Code::InvalidParentKey)),
                 },
             };
+        // Read before the parent is checked (which reads the clock again, later): a parent
+        // live then is live now, so the token's lifetime, cut to the parent's expiry, is never
+        // negative (review of 2026-12-06, finding 5).
+        let now = self.api_keys.ports.now_ms();
         let (parent, role) = self.api_keys.live(&parent_id).await.map_err(|e| {
             if matches!(who, Principal::Admin { .. }) && e.status().as_u16() == 401 {
                 Error::not_found(format!("no live API key '{parent_id}'"))
@@ -267,9 +300,12 @@ impl<'a> AgentTokens<'a> {
             .with_code(Code::PermissionDenied));
         }
         let name = input.name.unwrap_or_default();
-        if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        // Shown in listings: nothing that changes how the text around it reads.
+        let hidden = |c: char| c.is_control() || super::access::is_format(c);
+        if name.chars().count() > 100 || name.chars().any(hidden) {
             return Err(Error::bad_request(
-                "name must be at most 100 characters, without control characters",
+                "name must be at most 100 characters, without control or format characters \
+                 (bidirectional overrides, zero-width characters)",
             )
             .with_code(Code::InvalidName));
         }
@@ -301,8 +337,18 @@ impl<'a> AgentTokens<'a> {
                     .with_code(Code::InvalidUses),
             );
         }
-        let now = self.api_keys.ports.now_ms();
         let expires_at = expiry(now, input.expires_in, parent.expires_at)?;
+        if self.live_count(&parent.id, now).await? >= MAX_LIVE_TOKENS_PER_KEY {
+            return Err(Error::new(
+                ErrorKind::RateLimited,
+                format!(
+                    "key '{}' has {MAX_LIVE_TOKENS_PER_KEY} live tokens, the most it may have: \
+                     revoke finished ones (DELETE /v1/tokens/{{id}}) or wait for them to expire",
+                    parent.id
+                ),
+            )
+            .with_code(Code::TooManyTokens));
+        }
         let id = crypto::hex(&crypto::random_bytes::<8>());
         let secret = zeroize::Zeroizing::new(crypto::b64url(&crypto::random_bytes::<32>()));
         let record = TokenRecord {
@@ -322,6 +368,7 @@ impl<'a> AgentTokens<'a> {
             created_at: now,
             expires_at,
             created_by: who.actor(),
+            require_approval: input.require_approval,
         };
         let key = token_key(&id);
         let bytes = self.api_keys.keys.seal_record(&key, &record)?;
@@ -335,7 +382,9 @@ impl<'a> AgentTokens<'a> {
                 Bytes::from(bytes),
                 PutOptions {
                     expiration_ttl: Some(ttl),
-                    metadata: None,
+                    // Cleartext, for counting and skipping only ([`Self::live_count`],
+                    // [`Self::list`]): what a token allows is read from the signed record.
+                    metadata: Some(serde_json::json!({ "parent_key": parent.id })),
                 },
             )
             .await?;
@@ -350,6 +399,7 @@ impl<'a> AgentTokens<'a> {
             path_prefixes: record.path_prefixes,
             uses,
             expires_at,
+            require_approval: record.require_approval,
         })
     }
 
@@ -359,11 +409,42 @@ impl<'a> AgentTokens<'a> {
         let own = self.owner_filter(who)?;
         let now = self.api_keys.ports.now_ms();
         let mut out = Vec::new();
+        // Whether each parent key met is live (checked once per listing).
+        let mut parents: std::collections::HashMap<String, bool> = Default::default();
         for k in list_all(&*self.api_keys.ports.kv, TOKEN_PREFIX).await? {
+            // Another key's token, by the listing's metadata: not read at all (a key's listing
+            // costs reads of its own tokens only). Metadata is only trusted to skip.
+            if own.is_some_and(|p| parent_in(&k).is_some_and(|q| q != p)) {
+                continue;
+            }
             let Some(record) = self.read(&k.name, who).await? else {
                 continue;
             };
             if own.is_some_and(|p| p != record.parent_key) || now >= record.expires_at {
+                continue;
+            }
+            // A token of a revoked or expired key (or one whose role is gone) is refused: not
+            // listed as live (review of 2026-12-06, finding 7).
+            let parent_live = match parents.get(&record.parent_key) {
+                Some(live) => *live,
+                None => {
+                    let live = match self.api_keys.live(&record.parent_key).await {
+                        Ok(_) => true,
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                ErrorKind::Unauthorized | ErrorKind::Forbidden
+                            ) =>
+                        {
+                            false
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    parents.insert(record.parent_key.clone(), live);
+                    live
+                }
+            };
+            if !parent_live {
                 continue;
             }
             if self
@@ -396,6 +477,7 @@ impl<'a> AgentTokens<'a> {
                 created_at: record.created_at,
                 expires_at: record.expires_at,
                 created_by: record.created_by,
+                require_approval: record.require_approval,
             });
         }
         out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
@@ -484,9 +566,22 @@ impl<'a> AgentTokens<'a> {
                 path_prefixes: record.path_prefixes,
                 uses: record.uses,
                 expires_at: record.expires_at,
+                require_approval: record.require_approval,
             })),
             access: None,
         })
+    }
+
+    /// How many tokens of key `parent` are live at `now`, from the KV listing alone (the parent
+    /// in each record's metadata, its expiry): one list operation per thousand tokens, no read.
+    /// Approximate where the listing lags (Workers KV): it bounds resources, it grants nothing.
+    async fn live_count(&self, parent: &str, now: u64) -> Result<usize> {
+        let listed = list_all(&*self.api_keys.ports.kv, TOKEN_PREFIX).await?;
+        Ok(listed
+            .iter()
+            .filter(|k| parent_in(k) == Some(parent))
+            .filter(|k| k.expiration.is_none_or(|s| s.saturating_mul(1000) > now))
+            .count())
     }
 
     /// `None` for an admin (every token), `Some(key id)` for an API key (its own); a token: 403.
@@ -529,6 +624,11 @@ impl<'a> AgentTokens<'a> {
         e.status = Some(status);
         self.api_keys.audit.record(e).await;
     }
+}
+
+/// The parent key a token's KV listing entry names in its metadata, if any.
+fn parent_in(k: &crate::ports::ListKey) -> Option<&str> {
+    k.metadata.as_ref()?.get("parent_key")?.as_str()
 }
 
 /// The token's credential globs: 1 to [`MAX_CREDENTIALS`], each an alias glob (letters,
@@ -635,6 +735,7 @@ mod tests {
             path_prefixes: Some(vec!["/repos".into()]),
             uses: 1,
             expires_at: 1,
+            require_approval: false,
         };
         assert!(g.check("GET", "/repos/a").is_ok());
         assert!(g.check("GET", "/repos").is_ok());
