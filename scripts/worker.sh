@@ -47,6 +47,8 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 say() { printf '%s\n' "$*" >&2; }
 
 export PATH=$TOOLS:$CF/node_modules/.bin:$PATH
+# rustup's cargo, for a shell whose profile did not put it on PATH (e.g. started by an editor).
+command -v cargo >/dev/null || PATH=$PATH:${CARGO_HOME:-$HOME/.cargo}/bin
 export WASM_BINDGEN_BIN=$TOOLS/wasm-bindgen
 export WASM_OPT_BIN=$CF/node_modules/.bin/wasm-opt
 export ESBUILD_BIN=$CF/node_modules/.bin/esbuild
@@ -60,6 +62,7 @@ lock_version() {
 
 need_tools() {
   local fix="run scripts/setup-workers.sh (it installs the Workers tools into this checkout)"
+  command -v cargo >/dev/null || die "cargo is not on PATH nor in ~/.cargo/bin: install Rust with rustup"
   [ -x "$TOOLS/worker-build" ] || die "worker-build is not installed in target/tools/bin: $fix"
   [ -x "$WASM_BINDGEN_BIN" ] || die "the wasm-bindgen CLI is not installed in target/tools/bin: $fix"
   local want have
