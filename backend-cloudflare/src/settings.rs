@@ -74,7 +74,9 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
         .ok_or_else(|| {
             missing(
                 "VULTRINO_MASTER_KEY",
-                "run `wrangler secret put VULTRINO_MASTER_KEY`; ENCRYPTION_KEY is accepted too",
+                "deployed: `wrangler secret put VULTRINO_MASTER_KEY`; under `wrangler dev`: a \
+                 VULTRINO_MASTER_KEY= line in backend-cloudflare/.dev.vars; ENCRYPTION_KEY is \
+                 accepted too",
             )
         })?;
     let master = MasterSecret::parse(master_text.trim())
@@ -82,7 +84,9 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
     let hash = get("ADMIN_PASSWORD_HASH").ok_or_else(|| {
         missing(
             "ADMIN_PASSWORD_HASH",
-            "print one with `vultrino hash-password`, then `wrangler secret put ADMIN_PASSWORD_HASH`",
+            "print one with `vultrino hash-password`, then deployed: `wrangler secret put \
+             ADMIN_PASSWORD_HASH`; under `wrangler dev`: an ADMIN_PASSWORD_HASH= line in \
+             backend-cloudflare/.dev.vars",
         )
     })?;
     let mut config = Config {

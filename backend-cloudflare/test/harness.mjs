@@ -72,8 +72,27 @@ export const SETTINGS = [
   "ACCESS_CERTS_URL",
 ];
 
+/**
+ * The compatibility date and flags of wrangler.toml, the ones `wrangler dev` and a deployment
+ * run with — `global_fetch_strictly_public` included: in workerd on this machine (as under
+ * `wrangler dev --local`) it does not stop a fetch to a loopback address; there the core's address
+ * check is the only guard, which refuses loopback upstreams unless ALLOW_LOOPBACK_UPSTREAMS is
+ * set (tests/http/ssrf.rs checks both; on Cloudflare the flag refuses them as well).
+ */
+export function wranglerCompatibility(file = path.join(root, "wrangler.toml")) {
+  const text = fs.readFileSync(file, "utf8");
+  const date = /^compatibility_date\s*=\s*"([^"]+)"/m.exec(text);
+  const flags = /^compatibility_flags\s*=\s*\[([^\]]*)\]/m.exec(text);
+  if (!date || !flags) throw new Error(`${file}: no compatibility_date or compatibility_flags`);
+  return {
+    compatibilityDate: date[1],
+    compatibilityFlags: [...flags[1].matchAll(/"([^"]+)"/g)].map((m) => m[1]),
+  };
+}
+
 /** Miniflare options for the worker in `buildDir` with `bindings`. */
 export function workerOptions(buildDir, bindings) {
+  const { compatibilityDate, compatibilityFlags } = wranglerCompatibility();
   return {
     host: "127.0.0.1",
     port: 0,
@@ -83,11 +102,9 @@ export function workerOptions(buildDir, bindings) {
     workers: [
       {
         name: "vultrino",
-        compatibilityDate: "2026-04-01",
-        // wrangler.toml sets `global_fetch_strictly_public`; it is left out HERE ONLY because the
-        // tests' upstream is a loopback server, which that flag (rightly) makes unreachable.
-        // `enable_request_signal` as in wrangler.toml (a client that goes away cancels a stream).
-        compatibilityFlags: ["enable_request_signal"],
+        // As in wrangler.toml (see wranglerCompatibility above).
+        compatibilityDate,
+        compatibilityFlags,
         modules: true,
         scriptPath: path.join(root, buildDir, "index.js"),
         modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],

@@ -697,3 +697,123 @@ async fn audit_lists_the_store_directly_without_a_server() {
     assert!(ok && out.is_empty(), "{out}{err}");
     assert!(!out.contains("audit-direct-secret-5150"));
 }
+
+/// Every file under `dir` with its contents.
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// The sync trap (issue 19): a copy made by `vultrino sync` holds records sealed under the edge's
+/// key and no key file (the key was given in the environment). Opened without that key, a
+/// management command and `serve` both refuse, say what to do, and make nothing there — no new
+/// `master.key` that could never open these records, no `admin.hash`; with the key, it opens.
+#[tokio::test]
+async fn a_synced_copy_without_its_master_key_is_refused_and_gets_no_new_key() {
+    use support::{Client, Server, ServerOptions, TEST_MASTER_KEY};
+    let edge = Server::start_local(ServerOptions {
+        extra_env: vec![("VULTRINO_MASTER_KEY".into(), TEST_MASTER_KEY.into())],
+        ..ServerOptions::default()
+    })
+    .await;
+    let client = Client::new(edge.target());
+    let admin = client.login().await;
+    let r = client
+        .send(
+            "POST",
+            "/v1/credentials",
+            Some(&admin),
+            Some(
+                &json!({"alias": "github", "type": "api_key", "data": {"key": "sk-sync-trap-2468"},
+                "policy": {"allowed_hosts": ["api.github.com"]}}),
+            ),
+        )
+        .await;
+    support::expect(&r, 201, None);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("edge-copy");
+    let out = vultrino_cmd(Some(&dir))
+        .args(["sync", "--from", &edge.base])
+        .env("VULTRINO_MASTER_KEY", TEST_MASTER_KEY)
+        .env("VULTRINO_SYNC_TOKEN", &admin)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = snapshot(&dir);
+    assert!(!dir.join("master.key").exists());
+
+    // A management command without the key.
+    let (ok, _, err) = run(&dir, &["credential", "list"], "").await;
+    assert!(!ok, "a command without the key must fail");
+    assert!(err.contains("no master key for the store"), "{err}");
+    assert!(err.contains("no new key was made"), "{err}");
+    assert!(err.contains("VULTRINO_MASTER_KEY"), "{err}");
+    assert!(err.contains("vultrino sync"), "{err}");
+    assert!(!err.contains("wrong_master_key"), "{err}");
+    assert!(
+        !dir.join("master.key").exists(),
+        "a new master key was made"
+    );
+    assert_eq!(snapshot(&dir), before, "the copy changed");
+
+    // `--master-key-source file` says the same.
+    let (ok, _, err) = run(
+        &dir,
+        &["--master-key-source", "file", "credential", "list"],
+        "",
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("no new key was made"), "{err}");
+    assert_eq!(snapshot(&dir), before, "the copy changed");
+
+    // `serve` without the key: refused before it makes a key or a first-run admin password.
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        vultrino_cmd(Some(&dir))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("serve without the key must exit, not serve")
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no new key was made"), "{err}");
+    assert!(!dir.join("admin.hash").exists(), "an admin.hash was made");
+    assert_eq!(snapshot(&dir), before, "the copy changed");
+
+    // With the edge's key the copy opens.
+    let out = vultrino_cmd(Some(&dir))
+        .args(["credential", "list"])
+        .env("VULTRINO_MASTER_KEY", TEST_MASTER_KEY)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("github"));
+    assert!(!dir.join("master.key").exists());
+}
