@@ -703,6 +703,90 @@ async fn proxied_replies_are_sandboxed_and_cannot_take_over_the_origin() {
     }
 }
 
+/// A browser loading a page, a frame, a script or a (service) worker from `/proxy/` — the link
+/// an agent could hand the admin, `?key=` and all — is refused with 403 `browser_context`
+/// before anything is sent upstream; an SDK's request (no `Sec-Fetch-*`) and a page's own
+/// `fetch()` go through (decision 0082).
+#[tokio::test]
+async fn browser_pages_frames_and_workers_are_refused_before_anything_is_sent() {
+    let e = env().await;
+    e.proxy_cred("p", json!({})).await;
+    let agent = e.key("executor").await;
+    let link = format!("p/hostile?key={agent}");
+    for (what, headers) in [
+        (
+            "a click on a link",
+            &[
+                ("sec-fetch-mode", "navigate"),
+                ("sec-fetch-dest", "document"),
+                ("sec-fetch-site", "none"),
+                ("sec-fetch-user", "?1"),
+            ][..],
+        ),
+        (
+            "an iframe",
+            &[("sec-fetch-mode", "navigate"), ("sec-fetch-dest", "iframe")][..],
+        ),
+        (
+            "a script tag",
+            &[("sec-fetch-mode", "no-cors"), ("sec-fetch-dest", "script")][..],
+        ),
+        (
+            "a worker",
+            &[
+                ("sec-fetch-mode", "same-origin"),
+                ("sec-fetch-dest", "worker"),
+            ][..],
+        ),
+        (
+            "a service worker's registration",
+            &[
+                ("sec-fetch-mode", "same-origin"),
+                ("sec-fetch-dest", "serviceworker"),
+                ("service-worker", "script"),
+            ][..],
+        ),
+        (
+            "a Service-Worker header alone",
+            &[("service-worker", "script")][..],
+        ),
+    ] {
+        let r = e.proxy("GET", &link, headers, None).await;
+        expect_refusal(what, &r, 403, "browser_context");
+        assert_eq!(
+            r.headers
+                .get("content-security-policy")
+                .and_then(|v| v.to_str().ok()),
+            Some("sandbox; default-src 'none'; frame-ancestors 'none'"),
+            "{what}"
+        );
+        assert!(!r.text.contains(&agent), "{what}: {}", r.text);
+    }
+    assert!(
+        e.up.seen().is_empty(),
+        "a refused browser request reached the upstream: {:?}",
+        e.up.seen()
+    );
+    let sdk = e
+        .proxy("GET", "p/echo", &[("x-api-key", &agent)], None)
+        .await;
+    expect_for("an SDK's request", &sdk, 200, None);
+    let page_fetch = e
+        .proxy(
+            "GET",
+            &format!("p/echo?key={agent}"),
+            &[
+                ("sec-fetch-mode", "cors"),
+                ("sec-fetch-dest", "empty"),
+                ("sec-fetch-site", "same-origin"),
+            ],
+            None,
+        )
+        .await;
+    expect_for("a page's fetch()", &page_fetch, 200, None);
+    assert_eq!(e.up.seen().len(), 2, "{:?}", e.up.seen());
+}
+
 /// Only Vultrino sets `X-Vultrino-Error`: an upstream's forged one never reaches the client,
 /// so its own errors are never taken for Vultrino's refusals.
 #[tokio::test]

@@ -23,7 +23,11 @@
 //!    rewritten to the proxy's own path), its body chunk by chunk ([`reply`]);
 //! 8. **audit**: one event per request sent upstream, written when the reply's stream ends or
 //!    its client goes away; a refusal (nothing sent) is counted in one event per key, alias,
-//!    code and window ([`AuditLog::record_refusal`]).
+//!    code, method, host, path and window ([`AuditLog::record_refusal`]).
+//!
+//! First of all, a browser loading a page, frame, script or worker from the route (its
+//! `Sec-Fetch-Dest`, `Sec-Fetch-Mode` or `Service-Worker` header says so) is refused, 403
+//! `browser_context`, before the key is looked at ([`browser`]).
 //!
 //! Before step 2, the exchange takes a slot of the concurrency caps ([`caps`]): past the key's
 //! or the process's cap, 429 `proxy_busy` and nothing is sent; the slot is held until the
@@ -52,6 +56,7 @@ use crate::execute::{
 use crate::ports::Background;
 use crate::upstream::{self, Outbound};
 
+mod browser;
 mod reply;
 pub mod route;
 mod slots;
@@ -137,6 +142,11 @@ impl App {
         let ports = pipeline.ports();
         let started = ports.now_ms();
         let (parts, body) = req.into_parts();
+        // A browser loading a page, frame, script or worker from here: refused before the key
+        // is even looked at (not audited, as no actor is known yet; decision 0082).
+        if let Err(e) = browser::refuse_browser_context(&parts.headers) {
+            return refusal(&e);
+        }
         let Some((alias, rest)) = target::split(parts.uri.path()) else {
             return refusal(
                 &Error::not_found("use /proxy/<credential alias>/<path>").with_code(Code::NotFound),
