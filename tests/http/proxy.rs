@@ -1283,3 +1283,46 @@ async fn a_flood_of_identical_denials_is_one_counted_audit_event() {
         "nothing refused was sent"
     );
 }
+
+/// Refusals are counted per request shape (method, host and path), not only per alias and
+/// code: an agent that surrounds a probe with identical innocuous refusals of the same code
+/// cannot keep the probe out of the log — it is written, with its path (afternoon review L5,
+/// decision 0087).
+#[tokio::test]
+async fn a_refused_probe_among_innocuous_refusals_is_still_written() {
+    let e = env().await;
+    e.proxy_cred("p", json!({"path_prefixes": ["/echo"]})).await;
+    let agent = e.key("executor").await;
+    let auth = [("x-api-key", agent.as_str())];
+    let window = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() / 600_000
+    };
+    let started = window(std::time::SystemTime::now());
+    for (method, path) in [
+        ("GET", "p/a"),
+        ("GET", "p/a"),
+        ("GET", "p/secret"),
+        ("GET", "p/a"),
+        ("DELETE", "p/a"),
+    ] {
+        let r = e.proxy(method, path, &auth, None).await;
+        expect_refusal(path, &r, 403, "path_not_allowed");
+    }
+    if window(std::time::SystemTime::now()) != started {
+        eprintln!("the refusals straddled an audit window's end: not checked");
+        return;
+    }
+    let events = e.proxy_events(3).await;
+    assert_eq!(events.len(), 3, "{events:?}");
+    let find = |method: &str, path: &str| {
+        events
+            .iter()
+            .find(|ev| ev["method"] == method && ev["path"] == path)
+            .unwrap_or_else(|| panic!("no event for {method} {path}: {events:?}"))
+    };
+    assert_eq!(find("GET", "/secret")["count"], 1, "{events:?}");
+    assert_eq!(find("DELETE", "/a")["count"], 1, "{events:?}");
+    // Three identical refusals: one event, written at 1 and 2.
+    assert_eq!(find("GET", "/a")["count"], 2, "{events:?}");
+    assert!(e.up.seen().is_empty(), "{:?}", e.up.seen());
+}

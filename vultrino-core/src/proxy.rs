@@ -355,14 +355,21 @@ impl App {
     }
 }
 
-/// Audit a refusal, nothing sent upstream: counted per key, alias and code
+/// Audit a refusal, nothing sent upstream: counted per key, alias, code, method, host and path
 /// ([`AuditLog::record_refusal`]), so that a key-holding agent cannot turn a flood of refusals
-/// into as many audit writes (a KV write each on Workers).
+/// into as many audit writes (a KV write each on Workers). The method, host and path are part
+/// of the series, not only of the event that happens to be written at a power of two: each
+/// distinct refused request is written at least once (within the key's write budget), so an
+/// agent cannot hide a probe among identical innocuous refusals of the same code (security
+/// review of 2026-12-05 afternoon, L5; decision 0087).
 async fn refused(log: AuditLog<'_>, event: AuditEvent) {
     let series = format!(
-        "proxy\n{}\n{}",
+        "proxy\n{}\n{}\n{}\n{}\n{}",
         event.credential.as_deref().unwrap_or_default(),
-        event.code.as_deref().unwrap_or_default()
+        event.code.as_deref().unwrap_or_default(),
+        event.method.as_deref().unwrap_or_default(),
+        event.host.as_deref().unwrap_or_default(),
+        event.path.as_deref().unwrap_or_default(),
     );
     let actor = event.actor.clone();
     log.record_refusal(&actor, &series, event).await;
