@@ -1326,3 +1326,128 @@ async fn a_refused_probe_among_innocuous_refusals_is_still_written() {
     assert_eq!(find("GET", "/a")["count"], 2, "{events:?}");
     assert!(e.up.seen().is_empty(), "{:?}", e.up.seen());
 }
+
+/// `POST /proxy/<path>` over a raw connection declaring `declared` body bytes, then `parts`
+/// written `pause` apart, then nothing (the connection kept open): the status and
+/// `X-Vultrino-Error` of the reply, and how long it took to come.
+async fn stalled_post(
+    e: &Env,
+    path: &str,
+    headers: &[(&str, &str)],
+    declared: usize,
+    parts: Vec<Vec<u8>>,
+    pause: std::time::Duration,
+) -> (u16, Option<String>, std::time::Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = e.c.target.base.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let mut head = format!(
+        "POST /proxy/{path} HTTP/1.1\r\nhost: {authority}\r\ncontent-length: {declared}\r\n"
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let started = std::time::Instant::now();
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        for p in parts {
+            wr.write_all(&p).await?;
+            wr.flush().await?;
+            tokio::time::sleep(pause).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        std::io::Result::Ok(wr)
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(20), rd.read(&mut buf))
+            .await
+            .expect("a reply within 20 s")
+            .unwrap_or(0);
+        assert!(n > 0, "closed without a reply");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let took = started.elapsed();
+    writer.abort();
+    let text = String::from_utf8_lossy(&got).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let error = text.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("x-vultrino-error:")
+            .map(|v| v.trim().to_string())
+    });
+    (status, error, took)
+}
+
+/// A credential with a method list has its request body read whole before anything is sent
+/// (to look for a `_method` override): a client that stalls (the idle deadline) or trickles
+/// (the total deadline) gets 408 `body_timeout` within the stream deadlines and nothing is
+/// sent — on the worker too, which enforces them itself rather than leaving the request to the
+/// runtime (review 2026-12-05, finding 5; decision 0087).
+#[tokio::test]
+async fn a_body_that_stalls_or_trickles_is_408_on_every_backend_and_nothing_is_sent() {
+    let mut extra_env = Vec::new();
+    for (name, ms) in [
+        ("STREAM_IDLE_TIMEOUT_MS", "500"),
+        ("STREAM_TOTAL_TIMEOUT_MS", "2000"),
+    ] {
+        extra_env.push((format!("VULTRINO_{name}"), ms.to_string()));
+        extra_env.push((name.to_string(), ms.to_string()));
+    }
+    let e = env_with(ServerOptions {
+        extra_env,
+        ..ServerOptions::default()
+    })
+    .await;
+    e.proxy_cred("m", json!({"methods": ["GET", "POST"]})).await;
+    let agent = e.key("executor").await;
+    let auth = [("x-api-key", agent.as_str())];
+    // Half the body, then nothing: the idle deadline.
+    let (status, code, took) = stalled_post(
+        &e,
+        "m/echo",
+        &auth,
+        1000,
+        vec![vec![b'a'; 500]],
+        std::time::Duration::from_millis(1),
+    )
+    .await;
+    assert_eq!((status, code.as_deref()), (408, Some("body_timeout")));
+    assert!(
+        took < std::time::Duration::from_millis(1900),
+        "idle, not total: {took:?}"
+    );
+    // A byte every 300 ms (never idle for 500 ms): the total deadline.
+    let (status, code, took) = stalled_post(
+        &e,
+        "m/echo",
+        &auth,
+        1000,
+        vec![b"x".to_vec(); 20],
+        std::time::Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!((status, code.as_deref()), (408, Some("body_timeout")));
+    assert!(
+        took >= std::time::Duration::from_millis(1500) && took < std::time::Duration::from_secs(5),
+        "{took:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert!(
+        e.up.seen().is_empty(),
+        "nothing was sent: {:?}",
+        e.up.seen()
+    );
+    // A body that comes in time still goes through.
+    let r = e
+        .proxy("POST", "m/echo", &auth, Some(b"{\"ok\":1}".to_vec()))
+        .await;
+    expect_for("a body sent at once", &r, 200, None);
+}
