@@ -1451,3 +1451,55 @@ async fn a_body_that_stalls_or_trickles_is_408_on_every_backend_and_nothing_is_s
         .await;
     expect_for("a body sent at once", &r, 200, None);
 }
+
+/// Clients that leave before anything was sent upstream (here: while a method-list credential
+/// waits for the rest of the body) are refusals like the others: counted in one event per key,
+/// alias, code and request, not written one by one, and nothing reaches the upstream (security
+/// review of 2026-12-05 afternoon, L4; decision 0068). On the worker the request is cancelled
+/// as Cloudflare's edge cancels it, which drops the core's future before the send: that drop is
+/// what is counted (`cancelled`). The local server sees the body fail first (`invalid_body`).
+#[tokio::test]
+async fn clients_that_leave_before_sending_are_one_counted_event() {
+    let e = env_cancellable().await;
+    e.proxy_cred("m", json!({"methods": ["GET", "POST"]})).await;
+    let agent = e.key("executor").await;
+    let window = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() / 600_000
+    };
+    let started = window(std::time::SystemTime::now());
+    for _ in 0..3 {
+        e.leave_before_the_body_ends("/proxy/m/echo", &[("x-api-key", &agent)], "{\"a\":")
+            .await;
+    }
+    // The counted writes happen after the client left: wait for the third one to land.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    if window(std::time::SystemTime::now()) != started {
+        eprintln!("the requests straddled an audit window's end: not checked");
+        return;
+    }
+    let events = e.proxy_events(1).await;
+    assert_eq!(
+        events.len(),
+        1,
+        "one counted event, not one each: {events:?}"
+    );
+    let ev = &events[0];
+    // Written at the 1st and 2nd; the 3rd is counted, not written.
+    assert_eq!(ev["count"], 2, "{ev}");
+    let expected = if crate::support::workerd_backend() {
+        ("cancelled", serde_json::Value::Null)
+    } else {
+        ("error", json!("invalid_body"))
+    };
+    assert_eq!(
+        (ev["outcome"].as_str().unwrap(), ev["code"].clone()),
+        expected,
+        "{ev}"
+    );
+    assert_eq!(ev["path"], "/echo", "{ev}");
+    assert!(
+        e.up.seen().is_empty(),
+        "nothing was sent: {:?}",
+        e.up.seen()
+    );
+}
