@@ -13,6 +13,9 @@
 //! | `PROXY_MAX_CONCURRENT` | var | `/proxy/` requests in flight at once **per isolate**, all keys together (default 1024; 429 `proxy_busy` past it) |
 //! | `PROXY_MAX_CONCURRENT_PER_KEY` | var | `/proxy/` requests in flight at once for one API key **per isolate** (default 64) |
 //! | `APPROVAL_TTL_SECS` | var | how long a pending approval waits for a decision, and an approved one for its re-send (default 600; 1–86400) |
+//! | `STREAM_HEADERS_TIMEOUT_MS` | var | `/proxy/`: the upstream's reply head within this long of the request's last byte (default 300000) |
+//! | `STREAM_IDLE_TIMEOUT_MS` | var | `/proxy/`: longest pause between two chunks of either body, the client's upload included (408 `body_timeout`; default 300000) |
+//! | `STREAM_TOTAL_TIMEOUT_MS` | var | `/proxy/`: the whole exchange, the client's upload included (default 3600000) |
 //! | `KV_SETTLE_SECONDS` | var | how long a KV write may take to reach every location (default 90; 0–3600) |
 //! | `ACCESS_TEAM_DOMAIN` | var | Cloudflare Access team domain (`<team>.cloudflareaccess.com`); with `ACCESS_AUD`, Access tokens are required |
 //! | `ACCESS_AUD` | var | the Access application's AUD tag |
@@ -138,6 +141,28 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
             .ok()
             .filter(|n| (1..=86_400).contains(n))
             .ok_or_else(|| invalid("APPROVAL_TTL_SECS", "must be a whole number 1-86400"))?;
+    }
+    // The pass-through proxy's stream deadlines, as the local server's `--stream-*-timeout-ms`
+    // (the request body's idle and total deadlines among them: 408 `body_timeout`).
+    for (name, field) in [
+        (
+            "STREAM_HEADERS_TIMEOUT_MS",
+            &mut config.stream_headers_timeout_ms,
+        ),
+        ("STREAM_IDLE_TIMEOUT_MS", &mut config.stream_idle_timeout_ms),
+        (
+            "STREAM_TOTAL_TIMEOUT_MS",
+            &mut config.stream_total_timeout_ms,
+        ),
+    ] {
+        if let Some(n) = get(name) {
+            *field = n
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| *ms >= 1)
+                .ok_or_else(|| invalid(name, "must be a whole number of milliseconds ≥ 1"))?;
+        }
     }
     if let Some(n) = get("KV_SETTLE_SECONDS") {
         config.kv_settle_ms = n
@@ -279,6 +304,30 @@ mod tests {
         ]))
         .unwrap();
         assert!(s.master.is_raw());
+    }
+
+    #[test]
+    fn stream_deadlines_are_vars_and_zero_or_words_are_refused() {
+        let s = from_lookup(lookup(&[
+            ("VULTRINO_MASTER_KEY", KEY),
+            ("ADMIN_PASSWORD_HASH", HASH),
+            ("STREAM_HEADERS_TIMEOUT_MS", "1000"),
+            ("STREAM_IDLE_TIMEOUT_MS", " 500 "),
+            ("STREAM_TOTAL_TIMEOUT_MS", "2000"),
+        ]))
+        .unwrap();
+        assert_eq!(s.config.stream_headers_timeout_ms, 1000);
+        assert_eq!(s.config.stream_idle_timeout_ms, 500);
+        assert_eq!(s.config.stream_total_timeout_ms, 2000);
+        for bad in ["0", "-1", "soon"] {
+            let e = err(&[
+                ("VULTRINO_MASTER_KEY", KEY),
+                ("ADMIN_PASSWORD_HASH", HASH),
+                ("STREAM_IDLE_TIMEOUT_MS", bad),
+            ]);
+            assert_eq!(e.status().as_u16(), 503, "{bad}");
+            assert!(e.message().contains("STREAM_IDLE_TIMEOUT_MS"), "{bad}");
+        }
     }
 
     #[test]

@@ -333,6 +333,10 @@ codes! {
     /// The request body is encoded (`Content-Encoding` other than `identity`): it could carry an
     /// agent key that no check can read, so it is refused and nothing is sent.
     RequestEncoded = "request_encoded",
+    /// 403: a browser loading a page, frame, script, worker or service worker from `/proxy/`
+    /// (`Sec-Fetch-Dest` other than `empty`, `Sec-Fetch-Mode: navigate`, a `Service-Worker`
+    /// header): refused before authentication, nothing sent.
+    BrowserContext = "browser_context",
 
     // ---- stored records, keys and the store itself ----
     /// A stored record that cannot be used as it is.
