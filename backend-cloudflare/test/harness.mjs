@@ -9,7 +9,7 @@
 //   VULTRINO_MASTER_KEY / ENCRYPTION_KEY, ADMIN_PASSWORD_HASH, ADMIN_USER, CORS_ORIGINS,
 //   LOGIN_MAX_ATTEMPTS, LOGIN_MAX_ATTEMPTS_PER_USER, KV_SETTLE_SECONDS, PROXY_MAX_CONCURRENT,
 //   PROXY_MAX_CONCURRENT_PER_KEY, ALLOW_LOOPBACK_UPSTREAMS, ACCESS_TEAM_DOMAIN, ACCESS_AUD,
-//   ACCESS_MODE, ACCESS_CERTS_URL,
+//   ACCESS_MODE, ACCESS_CERTS_URL, APPROVAL_WEBHOOK, APPROVAL_WEBHOOK_FORMAT, PUBLIC_URL,
 //   ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS   passed to the worker as bindings (those set)
 //   HARNESS_KV_CONTROL=1   also serve raw access to the worker's KV namespace on 127.0.0.1, as
 //                  someone holding a KV API token (and not the master key) has it, and print
@@ -69,6 +69,9 @@ export const SETTINGS = [
   "ACCESS_AUD",
   "ACCESS_MODE",
   "ACCESS_CERTS_URL",
+  "APPROVAL_WEBHOOK",
+  "APPROVAL_WEBHOOK_FORMAT",
+  "PUBLIC_URL",
 ];
 
 /** Miniflare options for the worker in `buildDir` with `bindings`. */
