@@ -80,6 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     path_prefixes: None,
                     rate_limit: None,
                     pass_cookies: false,
+                    require_approval: None,
                 },
             },
         )

@@ -17,3 +17,14 @@ impl Clock for WorkersClock {
         self.last.fetch_max(now, Ordering::SeqCst).max(now)
     }
 }
+
+/// The JS timer (`setTimeout`), for requests held while their approval is pending
+/// (`Prefer: wait=N`).
+#[derive(Default)]
+pub struct DelaySleeper;
+
+impl vultrino_core::ports::Sleeper for DelaySleeper {
+    fn sleep(&self, ms: u64) -> vultrino_core::ports::SleepFuture {
+        Box::pin(worker::Delay::from(std::time::Duration::from_millis(ms)))
+    }
+}

@@ -94,7 +94,9 @@ async fn open(env: Env) -> Result<Rc<App>> {
     }
     let app = App::open(s.config, ports(&env)?, &s.master)
         .await?
-        .with_rs256_verifier(Arc::new(crate::rs256::WebCryptoVerifier));
+        .with_rs256_verifier(Arc::new(crate::rs256::WebCryptoVerifier))
+        // Each re-read of a held request's approval is a Durable Object call: once a second.
+        .with_sleeper(Arc::new(crate::clock::DelaySleeper), 1000);
     Ok(Rc::new(app))
 }
 

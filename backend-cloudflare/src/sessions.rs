@@ -12,10 +12,19 @@
 //! memory store runs; this file is transport and storage. Time is the caller's (`now_ms` travels
 //! in the operation), as the port requires. Storage is reclaimed by an alarm a day after an item
 //! is dead by the real clock.
+//!
+//! Approvals are the exception to one item per object: every approval of the deployment lives in
+//! ONE object, `approvals`, which keeps the core's
+//! [`approval_rules::Book`](vultrino_core::ports::approval_rules::Book) in memory (loaded once
+//! from its storage, one key per approval) and applies each operation without an await in
+//! between — so the compare-and-set of a consume is exact — then writes what changed. KV never
+//! holds approvals (docs/decisions/0090-approvals.md).
 
 use std::cell::RefCell;
 
+use vultrino_core::approvals::Approval;
 use vultrino_core::error::{Code, Error, Result};
+use vultrino_core::ports::approval_rules::{self, Book};
 use vultrino_core::ports::session_rules::{apply, Change, Item, Op, Reply};
 use vultrino_core::ports::{Hit, SessionRecord, SessionStore};
 use worker::{
@@ -27,6 +36,12 @@ use worker::{
 const ITEM_KEY: &str = "item";
 /// Dead items are deleted this long after they died (by the real clock).
 const GRACE_MS: u64 = 24 * 3600 * 1000;
+/// Storage key prefix of approvals in the `approvals` object.
+const APPROVAL_PREFIX: &str = "ap:";
+/// The one object that holds every approval.
+const APPROVALS_OBJECT: &str = "approvals";
+/// The path of approval operations (item operations use any other).
+const APPROVAL_PATH: &str = "/approval";
 
 /// The Durable Object class behind [`DoSessions`]. Holds one item (see [`Item`]).
 #[durable_object]
@@ -34,6 +49,8 @@ pub struct SessionDO {
     state: State,
     /// `None`: not loaded from storage yet; `Some(None)`: loaded, empty.
     item: RefCell<Option<Option<Item>>>,
+    /// The `approvals` object's approvals; `None`: not loaded from storage yet.
+    book: RefCell<Option<Book>>,
 }
 
 impl SessionDO {
@@ -50,6 +67,61 @@ impl SessionDO {
         }
         Ok(())
     }
+
+    async fn load_book(&self) -> worker::Result<()> {
+        if self.book.borrow().is_some() {
+            return Ok(());
+        }
+        let stored = self
+            .state
+            .storage()
+            .list_with_options(worker::durable::ListOptions::new().prefix(APPROVAL_PREFIX))
+            .await?;
+        let mut records = Vec::new();
+        for value in stored.values() {
+            // Each approval is stored as its JSON text.
+            if let Some(text) = value?.as_string() {
+                if let Ok(a) = serde_json::from_str::<Approval>(&text) {
+                    records.push(a);
+                }
+            }
+        }
+        // As for the item: the first load wins.
+        let mut slot = self.book.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(Book::from_records(records));
+        }
+        Ok(())
+    }
+
+    /// One approval operation on the book (see the module doc).
+    async fn approval(&self, mut req: Request) -> worker::Result<Response> {
+        let Ok(op) = req.json::<approval_rules::Op>().await else {
+            return Response::error("malformed approval operation", 400);
+        };
+        self.load_book().await?;
+        let (writes, reply) = self
+            .book
+            .borrow_mut()
+            .get_or_insert_with(Book::default)
+            .apply(op);
+        let storage = self.state.storage();
+        for a in &writes.put {
+            let text = serde_json::to_string(a)?;
+            storage
+                .put(&format!("{APPROVAL_PREFIX}{}", a.id), text)
+                .await?;
+        }
+        if !writes.delete.is_empty() {
+            let keys: Vec<String> = writes
+                .delete
+                .iter()
+                .map(|id| format!("{APPROVAL_PREFIX}{id}"))
+                .collect();
+            storage.delete_multiple(keys).await?;
+        }
+        Response::from_json(&reply)
+    }
 }
 
 impl DurableObject for SessionDO {
@@ -57,10 +129,14 @@ impl DurableObject for SessionDO {
         SessionDO {
             state,
             item: RefCell::new(None),
+            book: RefCell::new(None),
         }
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        if req.path() == APPROVAL_PATH {
+            return self.approval(req).await;
+        }
         let Ok(op) = req.json::<Op>().await else {
             return Response::error("malformed session operation", 400);
         };
@@ -138,11 +214,21 @@ impl DoSessions {
     }
 
     async fn try_call(&self, name: &str, op: &Op) -> worker::Result<Reply> {
+        self.post(name, "/op", op).await
+    }
+
+    /// POST `body` as JSON to object `name` at `path`; its JSON reply.
+    async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        path: &str,
+        body: &B,
+    ) -> worker::Result<R> {
         let stub = self.ns.get_by_name(name)?;
-        let body = serde_json::to_string(op)?;
+        let body = serde_json::to_string(body)?;
         let mut init = RequestInit::new();
         init.with_method(Method::Post).with_body(Some(body.into()));
-        let req = Request::new_with_init("https://session-do/op", &init)?;
+        let req = Request::new_with_init(&format!("https://session-do{path}"), &init)?;
         let mut resp = stub.fetch_with_request(req).await?;
         if resp.status_code() != 200 {
             return Err(worker::Error::RustError(format!(
@@ -150,7 +236,7 @@ impl DoSessions {
                 resp.status_code()
             )));
         }
-        resp.json::<Reply>().await
+        resp.json::<R>().await
     }
 
     async fn session(&self, id: &str, op: Op) -> Result<Option<SessionRecord>> {
@@ -215,5 +301,15 @@ impl SessionStore for DoSessions {
 
     async fn is_marked(&self, key: &str, now_ms: u64) -> Result<bool> {
         self.marked(key, Op::IsMarked { now_ms }).await
+    }
+
+    async fn approval(&self, op: approval_rules::Op) -> Result<approval_rules::Reply> {
+        self.post(APPROVALS_OBJECT, APPROVAL_PATH, &op)
+            .await
+            .map_err(|e| {
+                worker::console_error!("approval store call failed: {e}");
+                Error::unavailable("approval store (Durable Object) unavailable")
+                    .with_code(Code::SessionStoreUnavailable)
+            })
     }
 }

@@ -12,6 +12,7 @@
 //! | `LOGIN_MAX_ATTEMPTS_PER_USER` | var | logins for the admin user per 15 min, all clients together, before 429 (default 50) |
 //! | `PROXY_MAX_CONCURRENT` | var | `/proxy/` requests in flight at once **per isolate**, all keys together (default 1024; 429 `proxy_busy` past it) |
 //! | `PROXY_MAX_CONCURRENT_PER_KEY` | var | `/proxy/` requests in flight at once for one API key **per isolate** (default 64) |
+//! | `APPROVAL_TTL_SECS` | var | how long a pending approval waits for a decision, and an approved one for its re-send (default 600; 1–86400) |
 //! | `KV_SETTLE_SECONDS` | var | how long a KV write may take to reach every location (default 90; 0–3600) |
 //! | `ACCESS_TEAM_DOMAIN` | var | Cloudflare Access team domain (`<team>.cloudflareaccess.com`); with `ACCESS_AUD`, Access tokens are required |
 //! | `ACCESS_AUD` | var | the Access application's AUD tag |
@@ -129,6 +130,14 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
             .trim()
             .parse::<usize>()
             .map_err(|_| invalid("PROXY_MAX_CONCURRENT_PER_KEY", "must be a whole number ≥ 1"))?;
+    }
+    if let Some(n) = get("APPROVAL_TTL_SECS") {
+        config.approval_ttl_secs = n
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=86_400).contains(n))
+            .ok_or_else(|| invalid("APPROVAL_TTL_SECS", "must be a whole number 1-86400"))?;
     }
     if let Some(n) = get("KV_SETTLE_SECONDS") {
         config.kv_settle_ms = n

@@ -254,6 +254,11 @@ struct ServeArgs {
         default_value_t = 3_600_000
     )]
     stream_total_timeout_ms: u64,
+    /// Approvals: how long a pending approval waits for a decision, and an approved one for
+    /// its re-send, in seconds (approvals live in memory: a restart forgets them).
+    #[arg(long, env = "VULTRINO_APPROVAL_TTL", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    approval_ttl: u64,
     /// Also append every audit event, as one JSON line, to this file (created 0600; reopened on
     /// SIGHUP, for log rotation), or to standard output with `-`.
     #[arg(long, env = "VULTRINO_AUDIT_LOG", value_name = "PATH|-")]
@@ -990,6 +995,7 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
             format: a.approval_webhook_format,
             public_url: a.public_url.filter(|u| !u.trim().is_empty()),
         },
+        approval_ttl_secs: a.approval_ttl,
         ..Config::default()
     };
     // The rules every backend applies (the core's), named the way `serve` takes them.
@@ -1240,6 +1246,7 @@ async fn credential(app: &App, c: &CredentialCmd) -> anyhow::Result<()> {
                 path_prefixes: (!a.path_prefixes.is_empty()).then(|| a.path_prefixes.clone()),
                 rate_limit: a.rate_limit.as_deref().map(parse_rate_limit).transpose()?,
                 pass_cookies: false,
+                require_approval: None,
             };
             let input = NewCredential {
                 alias: a.alias.clone(),

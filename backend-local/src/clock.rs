@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use vultrino_core::ports::Clock;
+use vultrino_core::ports::{Clock, SleepFuture, Sleeper};
 
 /// Wall-clock milliseconds since the Unix epoch that never go backwards.
 ///
@@ -33,6 +33,19 @@ impl Clock for SystemClock {
         previous.max(wall)
     }
 }
+
+/// The tokio timer, for requests held while their approval is pending (`Prefer: wait=N`).
+#[derive(Debug, Default)]
+pub struct TokioSleeper;
+
+impl Sleeper for TokioSleeper {
+    fn sleep(&self, ms: u64) -> SleepFuture {
+        Box::pin(tokio::time::sleep(std::time::Duration::from_millis(ms)))
+    }
+}
+
+/// How often a held request re-reads its approval locally (a memory lookup).
+pub const APPROVAL_POLL_MS: u64 = 250;
 
 #[cfg(test)]
 mod tests {

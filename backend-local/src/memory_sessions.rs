@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use vultrino_core::ports::approval_rules::{self, Book};
 use vultrino_core::ports::session_rules::{self, Change, Item};
 use vultrino_core::ports::{Hit, SessionRecord, SessionStore};
 use vultrino_core::Result;
@@ -85,6 +86,9 @@ pub struct MemorySessions {
     sessions: Mutex<Swept>,
     counters: Mutex<Swept>,
     markers: Mutex<Swept>,
+    /// Every approval: one book, each operation applied whole under its lock. In memory only:
+    /// a restart forgets them (docs/decisions/0090-approvals.md).
+    approvals: Mutex<Book>,
 }
 
 impl Default for MemorySessions {
@@ -100,6 +104,7 @@ impl fmt::Debug for MemorySessions {
             .field("sessions", &lock(&self.sessions).map.len())
             .field("counters", &lock(&self.counters).map.len())
             .field("markers", &lock(&self.markers).map.len())
+            .field("approvals", &lock(&self.approvals).len())
             .finish()
     }
 }
@@ -116,6 +121,7 @@ impl MemorySessions {
             sessions: Mutex::new(Swept::new()),
             counters: Mutex::new(Swept::new()),
             markers: Mutex::new(Swept::new()),
+            approvals: Mutex::new(Book::default()),
         }
     }
 }
@@ -163,6 +169,12 @@ impl SessionStore for MemorySessions {
             lock(&self.markers).get(key),
             now_ms,
         ))
+    }
+
+    async fn approval(&self, op: approval_rules::Op) -> Result<approval_rules::Reply> {
+        // Nothing to persist: the book is the storage.
+        let (_writes, reply) = lock(&self.approvals).apply(op);
+        Ok(reply)
     }
 }
 

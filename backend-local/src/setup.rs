@@ -400,7 +400,11 @@ async fn open_with(
                 _ => anyhow::anyhow!("{e} (the key used came from {source})"),
             }
         })?
-        .with_rs256_verifier(Arc::new(crate::rs256::RsaVerifier));
+        .with_rs256_verifier(Arc::new(crate::rs256::RsaVerifier))
+        .with_sleeper(
+            Arc::new(crate::clock::TokioSleeper),
+            crate::clock::APPROVAL_POLL_MS,
+        );
 
     Ok(Opened {
         app: Arc::new(app),

@@ -53,6 +53,7 @@ fn credential(alias: &str) -> NewCredential {
             path_prefixes: None,
             rate_limit: None,
             pass_cookies: false,
+            require_approval: None,
         },
     }
 }

@@ -114,6 +114,7 @@ async fn an_execute_dropped_while_its_event_is_written_still_leaves_exactly_that
                     path_prefixes: None,
                     rate_limit: None,
                     pass_cookies: false,
+                    require_approval: None,
                 },
             },
         )

@@ -84,6 +84,7 @@ fn new_credential(alias: &str, description: &str) -> NewCredential {
             path_prefixes: None,
             rate_limit: None,
             pass_cookies: false,
+            require_approval: None,
         },
     }
 }

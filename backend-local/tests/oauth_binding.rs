@@ -102,6 +102,7 @@ fn oauth_credential(client_secret: &str) -> NewCredential {
             path_prefixes: None,
             rate_limit: None,
             pass_cookies: false,
+            require_approval: None,
         },
     }
 }

@@ -76,6 +76,7 @@ fn api_key_credential(alias: &str, hosts: &[&str]) -> NewCredential {
             path_prefixes: None,
             rate_limit: None,
             pass_cookies: false,
+            require_approval: None,
         },
     }
 }

@@ -160,6 +160,7 @@ fn credential(description: &str) -> NewCredential {
             path_prefixes: None,
             rate_limit: None,
             pass_cookies: false,
+            require_approval: None,
         },
     }
 }
@@ -378,6 +379,7 @@ async fn a_refused_change_claims_nothing() {
             path_prefixes: None,
             rate_limit: None,
             pass_cookies: false,
+            require_approval: None,
         }),
         ..CredentialUpdate::default()
     };

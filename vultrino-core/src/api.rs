@@ -9,6 +9,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::app::App;
+use crate::approvals::{Ask, Via};
 use crate::auth::token::clear_cookie;
 use crate::auth::{csrf, token, NewKey, NewRole};
 use crate::body::Body;
@@ -19,6 +20,7 @@ use crate::execute::ExecuteRequest;
 use crate::input::parse_json;
 use crate::ports::Background;
 
+mod approvals;
 pub mod reply;
 mod tokens;
 
@@ -252,11 +254,19 @@ impl App {
             ["v1", "execute"] | ["api", "v1", "execute"] => match m {
                 Method::POST => {
                     let who = self.authenticator().principal(&req).await?;
+                    let mut ask = Ask::from_headers(req.headers(), Via::Execute)?;
                     let parsed = match ExecuteRequest::from_slice(req.body()) {
                         Some(parsed) => parsed?,
-                        None => ExecuteRequest::from_json(parse_json(req.body())?)?,
+                        None => {
+                            let mut value = parse_json(req.body())?;
+                            ask.take_fields(&mut value)?;
+                            ExecuteRequest::from_json(value)?
+                        }
                     };
-                    let out = self.pipeline().execute_in(&who, parsed, background).await?;
+                    let out = self
+                        .pipeline()
+                        .execute_in(&who, parsed, &ask, background)
+                        .await?;
                     Ok(json_body(StatusCode::OK, &out))
                 }
                 _ => not_allowed(),
@@ -328,6 +338,11 @@ impl App {
                     }
                     _ => not_allowed(),
                 }
+            }
+            ["v1", "approvals"] => self.approvals_route(&req, None, None).await,
+            ["v1", "approvals", id] => self.approvals_route(&req, Some(id), None).await,
+            ["v1", "approvals", id, action] => {
+                self.approvals_route(&req, Some(id), Some(action)).await
             }
             ["v1", "tokens"] => self.tokens_route(&req, None).await,
             ["v1", "tokens", id] => self.tokens_route(&req, Some(id)).await,

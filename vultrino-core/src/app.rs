@@ -107,6 +107,9 @@ pub struct Config {
     /// gives the App an [`Rs256Verifier`] with [`App::with_rs256_verifier`]; without one every
     /// route that needs a token is refused (503 `access_unavailable`).
     pub access: Option<AccessConfig>,
+    /// How long a pending approval waits for a decision, and an approved one for its re-send
+    /// (default 10 min; [`crate::approvals`]).
+    pub approval_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -137,6 +140,7 @@ impl Default for Config {
             approval_notify: Default::default(),
             kv_settle_ms: 0,
             access: None,
+            approval_ttl_secs: crate::approvals::DEFAULT_TTL_SECS,
         }
     }
 }
@@ -335,6 +339,10 @@ pub struct App {
     access_keys: AccessKeys,
     /// Checks Access tokens' signatures ([`App::with_rs256_verifier`]).
     rs256: Option<Arc<dyn Rs256Verifier>>,
+    /// The timer of `Prefer: wait=N` on approvals ([`App::with_sleeper`]).
+    sleeper: Option<Arc<dyn crate::ports::Sleeper>>,
+    /// How often a held request re-reads its approval ([`App::with_sleeper`]).
+    approval_poll_ms: u64,
 }
 
 impl std::fmt::Debug for App {
@@ -370,6 +378,8 @@ impl App {
             proxy_caps: Arc::default(),
             access_keys: AccessKeys::default(),
             rs256: None,
+            sleeper: None,
+            approval_poll_ms: 1000,
         })
     }
 
@@ -377,6 +387,15 @@ impl App {
     /// the `rsa` crate locally, WebCrypto on Workers).
     pub fn with_rs256_verifier(mut self, verifier: Arc<dyn Rs256Verifier>) -> Self {
         self.rs256 = Some(verifier);
+        self
+    }
+
+    /// Give the App a timer, so that a request needing an approval can be held (`Prefer:
+    /// wait=N`), re-reading its approval every `poll_ms` (250 ms locally, 1 s on Workers, where
+    /// each read is a Durable Object call). Without one, such requests are answered at once.
+    pub fn with_sleeper(mut self, sleeper: Arc<dyn crate::ports::Sleeper>, poll_ms: u64) -> Self {
+        self.sleeper = Some(sleeper);
+        self.approval_poll_ms = poll_ms.max(10);
         self
     }
 
@@ -520,6 +539,13 @@ impl App {
             self.config.fetch_options(),
             self.config.audit_retention_secs,
         )
+        .with_approvals(crate::approvals::gate::Settings {
+            ttl_ms: self.config.approval_ttl_secs.saturating_mul(1000),
+            sleeper: self.sleeper.as_deref(),
+            poll_ms: self.approval_poll_ms,
+            notify: Some(&self.config.approval_notify),
+            allow_loopback: self.config.allow_loopback_upstreams,
+        })
     }
 
     /// The sync export: keyring parameters and ciphertext records (admin only).

@@ -3,9 +3,9 @@
 //! Slack-compatible `{text, blocks}` (docs/decisions/0093-approval-notifications.md).
 //!
 //! - The POST goes through the deployment's [`Fetcher`] with the upstream SSRF rules (https;
-//!   loopback only when loopback upstreams are allowed), in the background where the backend
-//!   has one, once, with a short deadline. A webhook that fails never fails or delays the
-//!   agent's request; nothing is retried (the approval stays listed in the UI and the CLI).
+//!   loopback only when loopback upstreams are allowed), once, before the agent's 202, with a
+//!   5 s deadline. A webhook that fails never fails the agent's request (a slow one delays its
+//!   202 by at most that); nothing is retried (the approval stays listed in the UI and CLI).
 //! - The payload carries what a person needs to decide whether to open the page: credential,
 //!   method, URL, the agent's reason, who asked, the expiry and the **link**
 //!   `<public_url>/ui/#/approvals/<id>`. The link only SHOWS the approval: approving needs the
@@ -24,7 +24,7 @@ use crate::error::{Code, Error, ErrorKind, Result};
 use crate::ports::{FetchOptions, Fetcher};
 
 /// How long the webhook may take to answer.
-pub const WEBHOOK_TIMEOUT_MS: u64 = 10_000;
+pub const WEBHOOK_TIMEOUT_MS: u64 = 5_000;
 /// The most of the webhook's reply that is read (it is not used).
 const WEBHOOK_MAX_REPLY: usize = 64 * 1024;
 /// What stays as it is in the link's id (an `ap_…` id never needs escaping; anything else is).
@@ -143,7 +143,7 @@ impl ApprovalNotify {
 
     /// POST the notification for `notice` to the webhook (nothing when none is set), once, and
     /// wait for its answer. `Ok` when the webhook answered 2xx; otherwise the error (which
-    /// never repeats the URL). Callers run it in the background and drop the outcome.
+    /// never repeats the URL). The caller drops the outcome.
     pub async fn deliver(
         &self,
         fetcher: &dyn Fetcher,

@@ -42,6 +42,11 @@ pub enum ErrorKind {
     UpstreamTimeout,
     /// The service is not usable: missing or wrong configuration, store locked (503).
     Unavailable,
+    /// Not a failure: the request waits for a person's approval and nothing was sent (202,
+    /// body `{approval_id, status, expires_at}`; see [`Error::pending_approval`]).
+    ApprovalPending,
+    /// The thing asked for existed and is gone for good: an expired approval (410).
+    Gone,
     /// A bug or an unexpected backend failure (500). The message is always generic.
     Internal,
 }
@@ -64,6 +69,8 @@ impl ErrorKind {
             ErrorKind::UpstreamFailed => S::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout => S::GATEWAY_TIMEOUT,
             ErrorKind::Unavailable => S::SERVICE_UNAVAILABLE,
+            ErrorKind::ApprovalPending => S::ACCEPTED,
+            ErrorKind::Gone => S::GONE,
             ErrorKind::Internal => S::INTERNAL_SERVER_ERROR,
         }
     }
@@ -84,6 +91,8 @@ impl ErrorKind {
             ErrorKind::UpstreamFailed => Code::UpstreamError,
             ErrorKind::UpstreamTimeout => Code::UpstreamTimeout,
             ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::ApprovalPending => Code::ApprovalPending,
+            ErrorKind::Gone => Code::ApprovalExpired,
             ErrorKind::Internal => Code::Internal,
         }
     }
@@ -269,6 +278,22 @@ codes! {
     InvalidUses = "invalid_uses",
     /// A token's `credentials` that are not a list of alias globs.
     InvalidCredentials = "invalid_credentials",
+    // ---- approvals ----
+    /// 202: the request waits for a person's approval; nothing was sent upstream.
+    ApprovalPending = "approval_pending",
+    /// 403: a person denied the approval.
+    ApprovalDenied = "approval_denied",
+    /// 410: the approval expired before it was decided or used.
+    ApprovalExpired = "approval_expired",
+    /// 409: the approval was used already (a request runs once per approval).
+    ApprovalUsed = "approval_used",
+    /// 409: the re-sent request differs from the approved one (method, URL, a bound header or
+    /// the body); the approval is unchanged.
+    ApprovalMismatch = "approval_mismatch",
+    /// 404: no such approval, or one another key asked for.
+    ApprovalNotFound = "approval_not_found",
+    /// 409: approve or deny of an approval that is not pending.
+    ApprovalNotPending = "approval_not_pending",
     /// Another change of the same record is under way (409, `Retry-After`).
     ChangeInProgress = "change_in_progress",
     /// The record changed elsewhere moments ago and this location may not see it yet (409,
@@ -381,6 +406,17 @@ pub struct Error {
     code: Code,
     message: Cow<'static, str>,
     retry_after_secs: Option<u64>,
+    /// The approval a 202 [`ErrorKind::ApprovalPending`] is about.
+    pending: Option<Box<PendingApproval>>,
+}
+
+/// The approval a request waits for: what its 202 says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingApproval {
+    pub approval_id: String,
+    pub expires_at: u64,
+    /// The `Prefer: wait=N` the server honoured (`Preference-Applied`), if any.
+    pub waited_secs: Option<u64>,
 }
 
 /// Result alias used across the core and by every port.
@@ -394,7 +430,25 @@ impl Error {
             code: kind.default_code(),
             message: message.into(),
             retry_after_secs: None,
+            pending: None,
         }
+    }
+
+    /// 202 `approval_pending`: the request waits for a person (nothing was sent).
+    pub fn pending_approval(p: PendingApproval) -> Self {
+        let message = format!(
+            "approval {} is pending: poll GET /v1/approvals/{} and, once it is approved, send \
+             the same request again with X-Vultrino-Approval: {} (MCP: approval_id)",
+            p.approval_id, p.approval_id, p.approval_id
+        );
+        let mut e = Self::new(ErrorKind::ApprovalPending, message);
+        e.pending = Some(Box::new(p));
+        e
+    }
+
+    /// The approval of a 202 `approval_pending`.
+    pub fn pending(&self) -> Option<&PendingApproval> {
+        self.pending.as_deref()
     }
 
     /// Replace the code with a more specific one, e.g. [`Code::SsrfBlocked`].
@@ -457,6 +511,14 @@ impl Error {
 
     /// The JSON error body `{"error": {"code", "message"}}`.
     pub fn to_json(&self) -> serde_json::Value {
+        if let Some(p) = &self.pending {
+            return serde_json::json!({
+                "approval_id": p.approval_id,
+                "status": "pending",
+                "expires_at": p.expires_at,
+                "message": self.message,
+            });
+        }
         let message = if self.kind == ErrorKind::Internal {
             "internal error"
         } else {

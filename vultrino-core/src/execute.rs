@@ -28,6 +28,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::approvals::{Ask, Bound};
 use crate::audit::{AuditEvent, AuditLog, FinalWrite};
 use crate::auth::{Permission, Principal};
 use crate::credential::{
@@ -67,6 +68,7 @@ pub struct Pipeline<'a> {
     scrubbers: &'a ScrubberCache,
     fetch: FetchOptions,
     audit_retention_secs: u64,
+    approvals: crate::approvals::gate::Settings<'a>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -85,7 +87,19 @@ impl<'a> Pipeline<'a> {
             scrubbers,
             fetch,
             audit_retention_secs,
+            approvals: crate::approvals::gate::Settings::default(),
         }
+    }
+
+    /// The pipeline with the deployment's approval settings (TTL, the timer of `Prefer: wait`).
+    pub(crate) fn with_approvals(mut self, settings: crate::approvals::gate::Settings<'a>) -> Self {
+        self.approvals = settings;
+        self
+    }
+
+    /// The approval settings, for the gate.
+    pub(crate) fn approval_settings(&self) -> crate::approvals::gate::Settings<'a> {
+        self.approvals
     }
 
     #[inline]
@@ -100,7 +114,7 @@ impl<'a> Pipeline<'a> {
 
     /// Run one execute and write its audit event, whatever the outcome.
     pub async fn execute(self, who: &Principal, req: ExecuteRequest) -> Result<ExecuteResponse> {
-        self.execute_in(who, req, None).await
+        self.execute_in(who, req, &Ask::default(), None).await
     }
 
     /// [`Pipeline::execute`], for a caller that may go away before the reply: if this future
@@ -112,6 +126,7 @@ impl<'a> Pipeline<'a> {
         self,
         who: &Principal,
         req: ExecuteRequest,
+        ask: &Ask,
         background: Option<Arc<dyn Background>>,
     ) -> Result<ExecuteResponse> {
         let started = self.ports.now_ms();
@@ -141,10 +156,12 @@ impl<'a> Pipeline<'a> {
             pipeline: self,
             background,
         };
-        let result = self.run(who, req, target).await;
+        let mut approved = None;
+        let result = self.run(who, req, target, ask, &mut approved).await;
         let Some(mut event) = unfinished.event.take() else {
             return Err(Error::internal());
         };
+        event.approval_id = approved;
         match &result {
             Ok(r) => event.status = Some(r.status),
             Err(e) => failed(&mut event, e),
@@ -161,6 +178,8 @@ impl<'a> Pipeline<'a> {
         who: &Principal,
         req: ExecuteRequest,
         target: Result<ssrf::Target>,
+        ask: &Ask,
+        approved: &mut Option<String>,
     ) -> Result<ExecuteResponse> {
         authorize(who, &req.credential)?;
         let method = parse_method(&req.method)?;
@@ -190,6 +209,17 @@ impl<'a> Pipeline<'a> {
             return Err(crate::agent_key::in_body());
         }
         let mut out = Outbound::new(method, target.url, &req.headers, req.query)?;
+        // A person's approval, bound to the request as it will go upstream (before the
+        // credential is in it).
+        let url = out.full_url();
+        let bound = Bound {
+            credential: &record.alias,
+            method: out.method.as_str(),
+            url: url.as_str(),
+            headers: out.bound_headers(req.json_body),
+            body: req.body.as_deref().unwrap_or_default(),
+        };
+        *approved = self.approval_gate(who, record, &bound, ask).await?;
         let scrubber = self.inject(&opened, &mut out).await?;
         let request = out.build(req.body.unwrap_or_default(), req.json_body)?;
         // The proxy's last gate: no agent key in the URL or a header value either.
@@ -425,7 +455,9 @@ pub(crate) fn authorize(who: &Principal, alias: &str) -> Result<()> {
 /// status.
 pub(crate) fn failed(event: &mut AuditEvent, e: &Error) {
     event.outcome = match e.kind() {
-        ErrorKind::Unauthorized
+        ErrorKind::ApprovalPending => "pending",
+        ErrorKind::Gone
+        | ErrorKind::Unauthorized
         | ErrorKind::Forbidden
         | ErrorKind::RateLimited
         | ErrorKind::NotFound => "denied",

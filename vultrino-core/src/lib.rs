@@ -47,6 +47,7 @@ pub mod agent_key;
 pub mod api;
 pub mod app;
 pub mod approval_webhook;
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod change;

@@ -66,6 +66,32 @@ pub struct Policy {
     /// earlier versions.
     #[serde(default, skip_serializing_if = "is_false")]
     pub pass_cookies: bool,
+    /// A person approves a request before it runs: `always` (every method) or `writes` (every
+    /// method but GET, HEAD, OPTIONS); `None`, never (docs/decisions/0090-approvals.md). Not
+    /// written when unset, so earlier records read as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_approval: Option<RequireApproval>,
+}
+
+/// [`Policy::require_approval`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequireApproval {
+    /// Every request.
+    Always,
+    /// Every request whose method is not GET, HEAD or OPTIONS.
+    Writes,
+}
+
+impl RequireApproval {
+    /// How much it asks for: dropping or lowering it widens the policy.
+    fn rank(this: Option<RequireApproval>) -> u8 {
+        match this {
+            None => 0,
+            Some(RequireApproval::Writes) => 1,
+            Some(RequireApproval::Always) => 2,
+        }
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -142,6 +168,7 @@ impl Policy {
             path_prefixes,
             rate_limit: self.rate_limit,
             pass_cookies: self.pass_cookies,
+            require_approval: self.require_approval,
         })
     }
 
@@ -264,6 +291,11 @@ impl Policy {
         }
         if new.pass_cookies && !self.pass_cookies {
             return Some("passes the upstream's cookies to the agent");
+        }
+        if RequireApproval::rank(new.require_approval)
+            < RequireApproval::rank(self.require_approval)
+        {
+            return Some("asks a person's approval for fewer requests");
         }
         None
     }
@@ -656,6 +688,7 @@ mod tests {
             path_prefixes: Some(vec!["/repos/".into()]),
             rate_limit: None,
             pass_cookies: false,
+            require_approval: None,
         };
         let err = p
             .check("GET", "api.example.com", "/admin?token=s3cret")

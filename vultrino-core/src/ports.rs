@@ -344,8 +344,27 @@ pub trait SessionStore: MaybeSend + MaybeSync {
     /// # Behavior
     /// - `true` after `mark` until `ttl_ms` has passed, `false` before any `mark` and after expiry.
     async fn is_marked(&self, key: &str, now_ms: u64) -> Result<bool>;
+
+    /// Run one approval operation on the deployment's approvals ([`approval_rules::Op`]):
+    /// the one method a store implements for approvals; the typed calls below are provided.
+    ///
+    /// Provided: refuses (503 `session_store_unavailable`) — for stores that keep no approvals
+    /// (test doubles). Both real stores override it and run [`approval_rules::Book::apply`].
+    ///
+    /// # Behavior
+    /// - Every operation is applied as one step: of N concurrent `consume`s of one approved
+    ///   approval with its binding, exactly one finds it `Run`; the others find it executed.
+    /// - What one operation wrote is what every later operation reads, everywhere.
+    /// - Expiry is applied when read, and each approval turned `expired` is reported by
+    ///   exactly one reply ([`approval_rules::Reply::expired`]).
+    async fn approval(&self, op: approval_rules::Op) -> Result<approval_rules::Reply> {
+        let _ = op;
+        Err(Error::unavailable("this session store keeps no approvals")
+            .with_code(Code::SessionStoreUnavailable))
+    }
 }
 
+pub mod approval_rules;
 pub mod session_rules;
 
 // ---------------------------------------------------------------------------------------------
@@ -522,6 +541,26 @@ pub trait Background: MaybeSend + MaybeSync {
     /// - The task is polled to completion even when every response of the request that spawned
     ///   it has been dropped (the client went away).
     fn spawn(&self, task: BackgroundTask);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sleeper
+// ---------------------------------------------------------------------------------------------
+
+/// A future that completes after a delay ([`Sleeper::sleep`]).
+#[cfg(not(target_arch = "wasm32"))]
+pub type SleepFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+/// A future that completes after a delay (not `Send` on wasm32).
+#[cfg(target_arch = "wasm32")]
+pub type SleepFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'static>>;
+
+/// Waits: the runtime's timer (tokio locally, a JS timer on Workers). Only `Prefer: wait=N`
+/// on a request that needs an approval uses it (the server re-reads the approval between two
+/// sleeps); an [`App`](crate::app::App) without one answers such a request at once.
+pub trait Sleeper: MaybeSend + MaybeSync {
+    /// # Behavior
+    /// - The future completes no earlier than `ms` milliseconds after it is first polled.
+    fn sleep(&self, ms: u64) -> SleepFuture;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -295,10 +295,20 @@ impl App {
             return Err(too_large());
         }
         let mut body = body;
+        // A request that needs a person's approval is bound to its body's hash: the body is
+        // read whole first (capped), as for a method list below.
+        let needs_approval =
+            crate::approvals::required(who, record.policy.require_approval, &method);
+        let mut whole: Option<bytes::Bytes> = None;
+        if needs_approval {
+            let bytes = body.collect_capped(cap).await?;
+            whole = Some(bytes.clone());
+            body = Body::full(bytes);
+        }
         if let Some(allowed) = &record.policy.methods {
             // A method list is only as good as the upstream's reading of the method: a
             // `_method` override in the body is looked for as execute does, so the body is read
-            // first (it is capped; this is the one case where the proxy holds a body whole).
+            // first (it is capped; this is one of the cases where the proxy holds a body whole).
             let bytes = body.collect_capped(cap).await?;
             let content_type = parts
                 .headers
@@ -321,6 +331,19 @@ impl App {
         let body = target::guarded(body, needles, key_in_body.clone())?;
         let sent_to = checked.url.clone();
         let mut out = Outbound::from_headers(method, checked.url, &parts.headers, Vec::new());
+        if let Some(bytes) = &whole {
+            let ask =
+                crate::approvals::Ask::from_headers(&parts.headers, crate::approvals::Via::Proxy)?;
+            let url = out.full_url();
+            let bound = crate::approvals::Bound {
+                credential: &record.alias,
+                method: out.method.as_str(),
+                url: url.as_str(),
+                headers: out.bound_headers(false),
+                body: bytes,
+            };
+            event.approval_id = pipeline.approval_gate(who, record, &bound, &ask).await?;
+        }
         let scrubber = pipeline.inject(&opened, &mut out).await?;
         let request = out.build(body, false)?;
         target::refuse_agent_keys(&request)?;

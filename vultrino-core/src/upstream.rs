@@ -62,6 +62,12 @@ const DROPPED_REQUEST_HEADERS: [&str; 30] = [
     "cf-access-client-secret",
 ];
 
+/// Whether a request header is Vultrino's own (`x-vultrino-*`: the key slot, an approval id, an
+/// agent's reason): addressed to Vultrino, never forwarded.
+fn is_vultrino_header(lower: &str) -> bool {
+    lower.starts_with("x-vultrino-")
+}
+
 /// Response headers never passed back to the agent (hop-by-hop, and the length of a body that is
 /// re-framed). [`COOKIE_RESPONSE_HEADERS`] are dropped too unless the credential's policy passes
 /// them.
@@ -139,7 +145,10 @@ impl Outbound {
         let mut headers = HeaderMap::new();
         for (name, value) in agent_headers {
             let lower = name.to_ascii_lowercase();
-            if DROPPED_REQUEST_HEADERS.contains(&lower.as_str()) || named.contains(&lower) {
+            if DROPPED_REQUEST_HEADERS.contains(&lower.as_str())
+                || named.contains(&lower)
+                || is_vultrino_header(&lower)
+            {
                 continue;
             }
             let name = http::HeaderName::from_bytes(lower.as_bytes()).map_err(|_| {
@@ -176,7 +185,10 @@ impl Outbound {
         let mut headers = HeaderMap::with_capacity(agent_headers.len());
         for (name, value) in agent_headers {
             let name_str = name.as_str();
-            if DROPPED_REQUEST_HEADERS.contains(&name_str) || named.iter().any(|n| n == name_str) {
+            if DROPPED_REQUEST_HEADERS.contains(&name_str)
+                || named.iter().any(|n| n == name_str)
+                || is_vultrino_header(name_str)
+            {
                 continue;
             }
             headers.append(name.clone(), value.clone());
@@ -203,6 +215,39 @@ impl Outbound {
             .collect();
         self.url.set_query(None);
         self.query.splice(0..0, kept);
+    }
+
+    /// The URL the request goes to: [`Outbound::url`] with [`Outbound::query`] appended, as
+    /// [`Outbound::build`] makes it (before a credential is injected).
+    pub fn full_url(&self) -> url::Url {
+        let mut url = self.url.clone();
+        if !self.query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in &self.query {
+                pairs.append_pair(k, v);
+            }
+        }
+        url
+    }
+
+    /// The headers as they go upstream, before a credential is injected: what an approval
+    /// binds ([`crate::approvals::binding`]). `json_body` adds the `Content-Type` that
+    /// [`Outbound::build`] adds.
+    pub fn bound_headers(&self, json_body: bool) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        if json_body && !self.headers.contains_key(header::CONTENT_TYPE) {
+            out.push(("content-type".into(), "application/json".into()));
+        }
+        out
     }
 
     /// The request to send: the query appended, `Content-Type: application/json` for a JSON

@@ -12,6 +12,7 @@ fn policy(hosts: &[&str]) -> Policy {
         path_prefixes: None,
         rate_limit: None,
         pass_cookies: false,
+        require_approval: None,
     }
 }
 
@@ -115,6 +116,7 @@ proptest! {
             path_prefixes: Some(vec![prefix]),
             rate_limit: None,
             pass_cookies: false,
+            require_approval: None,
         };
         if let Ok(p) = p.validate() {
             prop_assert_eq!(p.clone().validate().ok(), Some(p.clone()));
@@ -490,6 +492,7 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
                     per_seconds,
                 }),
                 pass_cookies: cookies,
+                require_approval: None,
             })
         })
 }
@@ -688,6 +691,7 @@ fn widening_examples() {
             per_seconds: 60,
         }),
         pass_cookies: false,
+        require_approval: None,
     });
     let with = |f: &dyn Fn(&mut Policy)| {
         let mut p = base.clone();

@@ -99,6 +99,7 @@ proptest! {
             path_prefixes: None,
             uses: 1,
             expires_at,
+            require_approval: false,
         };
         let parent = principal(role.clone(), None);
         let token = principal(role, Some(grant));

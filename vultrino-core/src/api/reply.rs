@@ -74,6 +74,16 @@ pub fn error_response(e: &Error) -> Response<Bytes> {
             r.headers_mut().insert(header::RETRY_AFTER, v);
         }
     }
+    if let Some(p) = e.pending() {
+        if let Ok(v) = HeaderValue::from_str(&format!("/v1/approvals/{}", p.approval_id)) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        if let Some(n) = p.waited_secs {
+            if let Ok(v) = HeaderValue::from_str(&format!("wait={n}")) {
+                r.headers_mut().insert("preference-applied", v);
+            }
+        }
+    }
     r
 }
 

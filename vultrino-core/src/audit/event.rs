@@ -64,6 +64,10 @@ pub struct AuditEvent {
     /// at least `count` and less than twice it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// The approval an event is about (`approval_*` events), or that let an executed request
+    /// run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
     /// The fields that were cut to their cap (each then ends with [`CUT_MARKER`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub truncated: Vec<String>,
@@ -90,6 +94,7 @@ impl AuditEvent {
             bytes_out: None,
             scrubbed: None,
             count: None,
+            approval_id: None,
             truncated: Vec::new(),
         }
     }
@@ -104,7 +109,7 @@ impl AuditEvent {
     pub fn capped(mut self) -> Self {
         let mut cut = std::mem::take(&mut self.truncated);
         // Each field with its cap in bytes (UTF-8), marker included.
-        let fields: [(&str, usize, Option<&mut String>); 10] = [
+        let fields: [(&str, usize, Option<&mut String>); 11] = [
             ("id", 64, Some(&mut self.id)),
             ("actor", 128, Some(&mut self.actor)),
             ("action", 64, Some(&mut self.action)),
@@ -115,6 +120,7 @@ impl AuditEvent {
             ("path", 512, self.path.as_mut()),
             ("outcome", 32, Some(&mut self.outcome)),
             ("code", 64, self.code.as_mut()),
+            ("approval_id", 64, self.approval_id.as_mut()),
         ];
         // `truncated` names fields, nothing else.
         cut.retain(|f| fields.iter().any(|(name, _, _)| name == f));

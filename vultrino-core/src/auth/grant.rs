@@ -14,6 +14,8 @@ pub struct TokenGrant {
     pub path_prefixes: Option<Vec<String>>,
     pub uses: u32,
     pub expires_at: u64,
+    /// Every request with the token waits for a person's approval (crate::approvals).
+    pub require_approval: bool,
 }
 
 impl TokenGrant {

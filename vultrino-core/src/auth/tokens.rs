@@ -48,7 +48,7 @@ pub const MAX_EXPIRES_IN_SECS: u64 = 30 * 86_400;
 pub const MAX_CREDENTIALS: usize = 16;
 
 /// The input of [`AgentTokens::mint`] (the body of `POST /v1/tokens`). Unknown fields are
-/// refused (400 `invalid_json`): `require_approval` among them until approvals exist.
+/// refused (400 `invalid_json`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
@@ -72,6 +72,9 @@ pub struct NewToken {
     /// Lifetime in seconds (default [`DEFAULT_EXPIRES_IN_SECS`]).
     #[serde(default)]
     pub expires_in: Option<u64>,
+    /// Every request with the token waits for a person's approval (default `false`).
+    #[serde(default)]
+    pub require_approval: bool,
 }
 
 /// A token record at `token:<id>`, stored signed. `mac` is hex HMAC-SHA256 of the secret part
@@ -92,6 +95,9 @@ pub struct TokenRecord {
     pub expires_at: u64,
     /// The actor who minted it (`key:<id>` or `admin:<user>`).
     pub created_by: String,
+    /// Not written when off, so records minted before approvals keep their signature.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_approval: bool,
 }
 
 /// The listing view of a token: never its secret nor its MAC.
@@ -108,6 +114,7 @@ pub struct TokenInfo {
     pub created_at: u64,
     pub expires_at: u64,
     pub created_by: String,
+    pub require_approval: bool,
 }
 
 /// A freshly minted token: the only time `token` is ever shown.
@@ -122,6 +129,7 @@ pub struct CreatedToken {
     pub path_prefixes: Option<Vec<String>>,
     pub uses: u32,
     pub expires_at: u64,
+    pub require_approval: bool,
 }
 
 impl std::fmt::Debug for CreatedToken {
@@ -322,6 +330,7 @@ impl<'a> AgentTokens<'a> {
             created_at: now,
             expires_at,
             created_by: who.actor(),
+            require_approval: input.require_approval,
         };
         let key = token_key(&id);
         let bytes = self.api_keys.keys.seal_record(&key, &record)?;
@@ -350,6 +359,7 @@ impl<'a> AgentTokens<'a> {
             path_prefixes: record.path_prefixes,
             uses,
             expires_at,
+            require_approval: record.require_approval,
         })
     }
 
@@ -396,6 +406,7 @@ impl<'a> AgentTokens<'a> {
                 created_at: record.created_at,
                 expires_at: record.expires_at,
                 created_by: record.created_by,
+                require_approval: record.require_approval,
             });
         }
         out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
@@ -484,6 +495,7 @@ impl<'a> AgentTokens<'a> {
                 path_prefixes: record.path_prefixes,
                 uses: record.uses,
                 expires_at: record.expires_at,
+                require_approval: record.require_approval,
             })),
             access: None,
         })
@@ -635,6 +647,7 @@ mod tests {
             path_prefixes: Some(vec!["/repos".into()]),
             uses: 1,
             expires_at: 1,
+            require_approval: false,
         };
         assert!(g.check("GET", "/repos/a").is_ok());
         assert!(g.check("GET", "/repos").is_ok());

@@ -220,7 +220,16 @@ impl AppTools<'_> {
     }
 
     async fn request(&self, args: Map<String, Value>) -> Result<Value, Error> {
-        const ALLOWED: [&str; 6] = ["credential", "method", "url", "headers", "query", "body"];
+        const ALLOWED: [&str; 8] = [
+            "credential",
+            "method",
+            "url",
+            "headers",
+            "query",
+            "body",
+            "approval_id",
+            "reason",
+        ];
         if let Some(k) = args.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
             return Err(invalid_arguments(
                 HTTP_REQUEST,
@@ -231,12 +240,20 @@ impl AppTools<'_> {
             ));
         }
         // The flat body of POST /v1/execute: one parser, one set of rules.
-        let req = ExecuteRequest::from_json(Value::Object(args))
+        // An approval's id and the agent's reason (crate::approvals) are arguments of their own.
+        let mut args = Value::Object(args);
+        let mut ask = crate::approvals::Ask {
+            via: Some(crate::approvals::Via::Mcp),
+            ..Default::default()
+        };
+        ask.take_fields(&mut args)
+            .map_err(|e| invalid_arguments(HTTP_REQUEST, e.message()))?;
+        let req = ExecuteRequest::from_json(args)
             .map_err(|e| invalid_arguments(HTTP_REQUEST, e.message()))?;
         let out = self
             .app
             .pipeline()
-            .execute_in(self.who, req, self.background.clone())
+            .execute_in(self.who, req, &ask, self.background.clone())
             .await?;
         serde_json::to_value(out).map_err(|_| Error::internal())
     }

@@ -1,0 +1,239 @@
+//! The approval gate of the shared request path: [`Pipeline::approval_gate`], called by execute
+//! (and so MCP `http_request`) and by the pass-through proxy right after the credential's policy
+//! and the request's cleaning, before the credential is injected and before the token's use is
+//! spent.
+//!
+//! - No approval needed → `Ok(None)`: the request goes on.
+//! - Needed, no approval id → an approval is created (audited `approval_requested`, announced
+//!   by [`notify`](super::notify::notify)) and the request ends with 202 `approval_pending`;
+//!   nothing is sent and no token use is spent.
+//! - Needed, with an approval id → the approval is consumed (approved → executed, one step in
+//!   the store) iff it is this key's and its binding is this request's: `Ok(Some(id))`, and the
+//!   request goes on. Otherwise: pending → 202 again; denied → 403; expired → 410; executed →
+//!   409 `approval_used`; another binding → 409 `approval_mismatch` (audited); unknown or another
+//!   key's → 404.
+//! - `Prefer: wait=N` on either: while pending, the request is held up to N s, the approval
+//!   re-read every poll interval; approved meanwhile → consumed and run in the same exchange.
+
+use crate::audit::AuditEvent;
+use crate::auth::Principal;
+use crate::credential::CredentialRecord;
+use crate::error::{Code, Error, ErrorKind, PendingApproval, Result};
+use crate::execute::Pipeline;
+use crate::ports::approval_rules::{Consumed, Op, Reply};
+use crate::ports::Sleeper;
+
+use super::{binding, preview, required, Approval, Ask, Bound, Status, Via};
+
+/// The deployment's approval settings, as the pipeline carries them.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Settings<'a> {
+    pub ttl_ms: u64,
+    pub sleeper: Option<&'a dyn Sleeper>,
+    pub poll_ms: u64,
+    /// Who hears of a new approval ([`notify`](super::notify::notify)).
+    pub notify: Option<&'a crate::approval_webhook::ApprovalNotify>,
+    /// Loopback webhooks allowed (tests), as loopback upstreams are.
+    pub allow_loopback: bool,
+}
+
+impl<'a> Pipeline<'a> {
+    /// The gate (see the [module doc](self)). `host` and `path` are for the audit events.
+    pub(crate) async fn approval_gate(
+        &self,
+        who: &Principal,
+        record: &CredentialRecord,
+        bound: &Bound<'_>,
+        ask: &Ask,
+    ) -> Result<Option<String>> {
+        let method = http::Method::from_bytes(bound.method.as_bytes()).map_err(|_| {
+            Error::bad_request("method is not a valid HTTP method").with_code(Code::InvalidRequest)
+        })?;
+        if !required(who, record.policy.require_approval, &method) {
+            return Ok(None);
+        }
+        ask.validate()?;
+        let Principal::ApiKey { id: key, .. } = who else {
+            return Ok(None);
+        };
+        let binding = binding(bound);
+        let wait_ms = ask.wait_secs.unwrap_or(0).saturating_mul(1000);
+        let id = match &ask.approval_id {
+            Some(id) => id.clone(),
+            None => {
+                let approval = self
+                    .create_approval(who, key, bound, ask, binding.clone())
+                    .await?;
+                if wait_ms == 0 || self.approval_settings().sleeper.is_none() {
+                    return Err(pending(&approval, None));
+                }
+                approval.id
+            }
+        };
+        let started = self.ports().now_ms();
+        loop {
+            let consumed = self.consume(who, &id, key, &binding).await?;
+            match consumed {
+                Consumed::Run { approval } => return Ok(Some(approval.id)),
+                Consumed::NotFound => return Err(super::not_found()),
+                Consumed::Mismatch { approval } => {
+                    self.audit_approval(who, &approval, "approval_mismatch", "denied")
+                        .await;
+                    return Err(Error::conflict(
+                        "this request differs from the approved one (method, URL, a bound \
+                         header or the body): the approval is unchanged",
+                    )
+                    .with_code(Code::ApprovalMismatch));
+                }
+                Consumed::NotApproved { approval } => match approval.status {
+                    Status::Denied => {
+                        return Err(Error::forbidden("a person denied this request")
+                            .with_code(Code::ApprovalDenied))
+                    }
+                    Status::Expired => {
+                        return Err(Error::new(ErrorKind::Gone, "this approval has expired")
+                            .with_code(Code::ApprovalExpired))
+                    }
+                    Status::Executed => {
+                        return Err(Error::conflict(
+                            "this approval was used already: a request runs once per approval",
+                        )
+                        .with_code(Code::ApprovalUsed))
+                    }
+                    Status::Pending | Status::Approved => {
+                        let settings = self.approval_settings();
+                        let waited = self.ports().now_ms().saturating_sub(started);
+                        let (Some(sleeper), true) = (settings.sleeper, waited < wait_ms) else {
+                            let applied = (wait_ms > 0 && settings.sleeper.is_some())
+                                .then_some(wait_ms / 1000);
+                            return Err(pending(&approval, applied));
+                        };
+                        sleeper
+                            .sleep(settings.poll_ms.min(wait_ms - waited).max(1))
+                            .await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Store a new pending approval for this request; audit and announce it.
+    async fn create_approval(
+        &self,
+        who: &Principal,
+        key: &str,
+        bound: &Bound<'_>,
+        ask: &Ask,
+        binding: String,
+    ) -> Result<Approval> {
+        let now = self.ports().now_ms();
+        let (body_preview, body_truncated) = preview(bound.body);
+        let approval = Approval {
+            id: super::new_id(),
+            status: Status::Pending,
+            credential: bound.credential.to_string(),
+            method: bound.method.to_string(),
+            url: bound.url.to_string(),
+            headers: bound.bound_headers(),
+            body_sha256: crate::crypto::sha256_hex(bound.body),
+            body_size: bound.body.len() as u64,
+            body_preview,
+            body_truncated,
+            reason: ask.reason.clone(),
+            via: ask.via.unwrap_or(Via::Execute),
+            requested_by: who.actor(),
+            requested_by_key: key.to_string(),
+            binding,
+            created_at: now,
+            expires_at: now.saturating_add(self.approval_settings().ttl_ms),
+            decided_at: None,
+            decided_by: None,
+            note: None,
+            executed_at: None,
+        };
+        let reply = self
+            .ports()
+            .sessions
+            .approval(Op::Create {
+                approval: Box::new(approval.clone()),
+                now_ms: now,
+            })
+            .await?;
+        self.audit_expired(&reply).await;
+        self.audit_approval(who, &approval, "approval_requested", "success")
+            .await;
+        super::notify::notify(self.ports(), self.approval_settings(), &approval).await;
+        Ok(approval)
+    }
+
+    async fn consume(
+        &self,
+        _who: &Principal,
+        id: &str,
+        key: &str,
+        binding: &str,
+    ) -> Result<Consumed> {
+        let reply = self
+            .ports()
+            .sessions
+            .approval(Op::Consume {
+                id: id.to_string(),
+                key: key.to_string(),
+                binding: binding.to_string(),
+                now_ms: self.ports().now_ms(),
+            })
+            .await?;
+        self.audit_expired(&reply).await;
+        match reply {
+            Reply::Consumed { consumed, .. } => Ok(consumed),
+            _ => Err(Error::internal()),
+        }
+    }
+
+    /// One `approval_expired` event per approval a store reply turned expired.
+    pub(crate) async fn audit_expired(&self, reply: &Reply) {
+        for a in reply.expired() {
+            let mut event = AuditEvent::new(
+                self.ports().now_ms(),
+                "vultrino",
+                "approval_expired",
+                "success",
+            );
+            fill(&mut event, a);
+            self.audit().record(event).await;
+        }
+    }
+
+    /// An `approval_*` event about `a` by `who`.
+    pub(crate) async fn audit_approval(
+        &self,
+        who: &Principal,
+        a: &Approval,
+        action: &str,
+        outcome: &str,
+    ) {
+        let mut event = AuditEvent::new(self.ports().now_ms(), who.actor(), action, outcome);
+        fill(&mut event, a);
+        self.audit().record(event).await;
+    }
+}
+
+/// The event's fields from the approval: credential, method, host, path (no query) and id.
+fn fill(event: &mut AuditEvent, a: &Approval) {
+    event.credential = Some(a.credential.clone());
+    event.method = Some(a.method.clone());
+    if let Ok(u) = url::Url::parse(&a.url) {
+        event.host = u.host_str().map(str::to_string);
+        event.path = Some(crate::agent_key::audit_path(u.path()));
+    }
+    event.approval_id = Some(a.id.clone());
+}
+
+/// 202 for `a`.
+fn pending(a: &Approval, waited_secs: Option<u64>) -> Error {
+    Error::pending_approval(PendingApproval {
+        approval_id: a.id.clone(),
+        expires_at: a.expires_at,
+        waited_secs,
+    })
+}

@@ -1,0 +1,246 @@
+use super::*;
+use crate::approvals::Via;
+
+const T0: u64 = 1_700_000_000_000;
+const TTL: u64 = 600_000;
+
+pub(crate) fn approval(id: &str, key: &str, now: u64) -> Approval {
+    Approval {
+        id: id.into(),
+        status: Status::Pending,
+        credential: "c".into(),
+        method: "POST".into(),
+        url: "https://h/".into(),
+        headers: vec![],
+        body_sha256: "00".into(),
+        body_size: 0,
+        body_preview: String::new(),
+        body_truncated: false,
+        reason: None,
+        via: Via::Execute,
+        requested_by: format!("key:{key}"),
+        requested_by_key: key.into(),
+        binding: "b".into(),
+        created_at: now,
+        expires_at: now + TTL,
+        decided_at: None,
+        decided_by: None,
+        note: None,
+        executed_at: None,
+    }
+}
+
+fn create(book: &mut Book, a: Approval) {
+    let now_ms = a.created_at;
+    let _ = book.apply(Op::Create {
+        approval: Box::new(a),
+        now_ms,
+    });
+}
+
+fn decide(book: &mut Book, id: &str, approve: bool, now_ms: u64) -> Decided {
+    match book
+        .apply(Op::Decide {
+            id: id.into(),
+            approve,
+            by: "admin:a".into(),
+            note: None,
+            ttl_ms: TTL,
+            now_ms,
+        })
+        .1
+    {
+        Reply::Decided { decided, .. } => decided,
+        r => panic!("{r:?}"),
+    }
+}
+
+fn consume(book: &mut Book, id: &str, key: &str, binding: &str, now_ms: u64) -> Consumed {
+    match book
+        .apply(Op::Consume {
+            id: id.into(),
+            key: key.into(),
+            binding: binding.into(),
+            now_ms,
+        })
+        .1
+    {
+        Reply::Consumed { consumed, .. } => consumed,
+        r => panic!("{r:?}"),
+    }
+}
+
+#[test]
+fn an_approved_approval_is_consumed_exactly_once_by_its_key_with_its_binding() {
+    let mut book = Book::default();
+    create(&mut book, approval("ap_1", "k1", T0));
+    assert!(
+        matches!(consume(&mut book, "ap_1", "k1", "b", T0 + 1), Consumed::NotApproved { approval } if approval.status == Status::Pending)
+    );
+    assert!(
+        matches!(decide(&mut book, "ap_1", true, T0 + 2), Decided::Done { approval } if approval.expires_at == T0 + 2 + TTL)
+    );
+    assert_eq!(
+        consume(&mut book, "ap_1", "k2", "b", T0 + 3),
+        Consumed::NotFound,
+        "another key"
+    );
+    assert!(
+        matches!(consume(&mut book, "ap_1", "k1", "other", T0 + 3), Consumed::Mismatch { approval } if approval.status == Status::Approved)
+    );
+    assert!(
+        matches!(consume(&mut book, "ap_1", "k1", "b", T0 + 4), Consumed::Run { approval } if approval.status == Status::Executed && approval.executed_at == Some(T0 + 4))
+    );
+    assert!(
+        matches!(consume(&mut book, "ap_1", "k1", "b", T0 + 5), Consumed::NotApproved { approval } if approval.status == Status::Executed)
+    );
+    assert_eq!(
+        consume(&mut book, "ap_9", "k1", "b", T0),
+        Consumed::NotFound
+    );
+}
+
+#[test]
+fn only_a_pending_approval_is_decided() {
+    let mut book = Book::default();
+    create(&mut book, approval("ap_1", "k1", T0));
+    assert!(
+        matches!(decide(&mut book, "ap_1", false, T0 + 1), Decided::Done { approval } if approval.status == Status::Denied)
+    );
+    assert!(
+        matches!(decide(&mut book, "ap_1", true, T0 + 2), Decided::NotPending { approval } if approval.status == Status::Denied)
+    );
+    assert_eq!(decide(&mut book, "ap_2", true, T0), Decided::NotFound);
+}
+
+#[test]
+fn expiry_is_applied_when_read_and_reported_once() {
+    let mut book = Book::default();
+    create(&mut book, approval("ap_1", "k1", T0));
+    let (w, r) = book.apply(Op::Get {
+        id: "ap_1".into(),
+        now_ms: T0 + TTL - 1,
+    });
+    assert!(w.put.is_empty() && r.expired().is_empty());
+    let (w, r) = book.apply(Op::Get {
+        id: "ap_1".into(),
+        now_ms: T0 + TTL,
+    });
+    assert_eq!(w.put.len(), 1);
+    assert_eq!(r.expired().len(), 1);
+    let (_, r) = book.apply(Op::Get {
+        id: "ap_1".into(),
+        now_ms: T0 + TTL + 5,
+    });
+    assert!(r.expired().is_empty(), "reported once");
+    assert!(matches!(
+        decide(&mut book, "ap_1", true, T0 + TTL + 6),
+        Decided::NotPending { .. }
+    ));
+    // An approved one expires TTL after its approval.
+    create(&mut book, approval("ap_2", "k1", T0));
+    let _ = decide(&mut book, "ap_2", true, T0 + 100);
+    assert!(
+        matches!(consume(&mut book, "ap_2", "k1", "b", T0 + 100 + TTL), Consumed::NotApproved { approval } if approval.status == Status::Expired)
+    );
+}
+
+#[test]
+fn listing_is_newest_first_filtered_and_paged() {
+    let mut book = Book::default();
+    for i in 0..5u64 {
+        create(
+            &mut book,
+            approval(
+                &format!("ap_{i}"),
+                if i % 2 == 0 { "k1" } else { "k2" },
+                T0 + i,
+            ),
+        );
+    }
+    let _ = decide(&mut book, "ap_4", false, T0 + 10);
+    let list = |book: &mut Book, key: Option<&str>, status, before: Option<&str>, limit| match book
+        .apply(Op::List {
+            key: key.map(Into::into),
+            status,
+            before: before.map(Into::into),
+            limit,
+            now_ms: T0 + 20,
+        })
+        .1
+    {
+        Reply::List {
+            approvals, next, ..
+        } => (
+            approvals.into_iter().map(|a| a.id).collect::<Vec<_>>(),
+            next,
+        ),
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(
+        list(&mut book, None, None, None, 100).0,
+        ["ap_4", "ap_3", "ap_2", "ap_1", "ap_0"]
+    );
+    assert_eq!(
+        list(&mut book, Some("k1"), None, None, 100).0,
+        ["ap_4", "ap_2", "ap_0"]
+    );
+    assert_eq!(
+        list(&mut book, None, Some(Status::Pending), None, 100).0,
+        ["ap_3", "ap_2", "ap_1", "ap_0"]
+    );
+    let (first, next) = list(&mut book, None, None, None, 2);
+    assert_eq!(
+        (first, next.as_deref()),
+        (vec!["ap_4".to_string(), "ap_3".into()], Some("ap_3"))
+    );
+    let (second, _) = list(&mut book, None, None, Some("ap_3"), 2);
+    assert_eq!(second, ["ap_2", "ap_1"]);
+}
+
+#[test]
+fn final_approvals_are_pruned_after_retention_when_one_is_created() {
+    let mut book = Book::default();
+    create(&mut book, approval("ap_old", "k1", T0));
+    let _ = decide(&mut book, "ap_old", false, T0 + 1);
+    create(&mut book, approval("ap_live", "k1", T0));
+    let (w, _) = book.apply(Op::Create {
+        approval: Box::new(approval("ap_new", "k1", T0 + 1 + RETENTION_MS)),
+        now_ms: T0 + 1 + RETENTION_MS,
+    });
+    assert_eq!(w.delete, ["ap_old"]);
+    assert_eq!(
+        book.len(),
+        2,
+        "the expired live one is kept, the new one added"
+    );
+}
+
+#[test]
+fn ops_and_replies_keep_their_json() {
+    let op = Op::Consume {
+        id: "ap_1".into(),
+        key: "k".into(),
+        binding: "b".into(),
+        now_ms: 1,
+    };
+    let json = serde_json::to_string(&op).unwrap();
+    assert_eq!(
+        json,
+        r#"{"op":"consume","id":"ap_1","key":"k","binding":"b","now_ms":1}"#
+    );
+    assert_eq!(serde_json::from_str::<Op>(&json).unwrap(), op);
+    let reply = Reply::Consumed {
+        consumed: Consumed::NotFound,
+        expired: vec![],
+    };
+    let json = serde_json::to_string(&reply).unwrap();
+    assert_eq!(
+        json,
+        r#"{"reply":"consumed","consumed":{"outcome":"not_found"},"expired":[]}"#
+    );
+    assert_eq!(serde_json::from_str::<Reply>(&json).unwrap(), reply);
+    let a = approval("ap_1", "k", 5);
+    let stored = serde_json::to_string(&a).unwrap();
+    assert_eq!(serde_json::from_str::<Approval>(&stored).unwrap(), a);
+}
