@@ -40,6 +40,7 @@ mod support;
 
 mod access;
 mod admin_sessions;
+mod approval_surfaces;
 mod audit;
 mod audit_sinks;
 mod changes;

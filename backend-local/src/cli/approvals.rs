@@ -263,6 +263,9 @@ pub fn detail(a: &Value) -> String {
             format!("{} by {}", time(a, "decided_at"), s(a, "decided_by")),
         );
     }
+    if !a["note"].is_null() {
+        field("note", s(a, "note"));
+    }
     if !a["executed_at"].is_null() {
         field("executed", time(a, "executed_at"));
     }
@@ -285,6 +288,9 @@ pub fn detail(a: &Value) -> String {
         out.push_str("body preview\n");
         for l in p.lines() {
             out.push_str(&format!("  {}\n", printable(l)));
+        }
+        if a["body_truncated"] == Value::Bool(true) {
+            out.push_str("  … (truncated: only the start is shown)\n");
         }
     }
     out
