@@ -474,6 +474,11 @@ struct CredentialAdd {
     /// Rate limit as REQUESTS/SECONDS, e.g. 100/60.
     #[arg(long, env = "VULTRINO_CREDENTIAL_RATE_LIMIT")]
     rate_limit: Option<String>,
+    /// A person approves each request first: `always`, or `writes` (every method but
+    /// GET/HEAD/OPTIONS) (default: never).
+    #[arg(long, env = "VULTRINO_CREDENTIAL_REQUIRE_APPROVAL",
+          value_parser = ["always", "writes"])]
+    require_approval: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -1246,7 +1251,11 @@ async fn credential(app: &App, c: &CredentialCmd) -> anyhow::Result<()> {
                 path_prefixes: (!a.path_prefixes.is_empty()).then(|| a.path_prefixes.clone()),
                 rate_limit: a.rate_limit.as_deref().map(parse_rate_limit).transpose()?,
                 pass_cookies: false,
-                require_approval: None,
+                require_approval: a
+                    .require_approval
+                    .as_deref()
+                    .map(|m| serde_json::from_value(json!(m)))
+                    .transpose()?,
             };
             let input = NewCredential {
                 alias: a.alias.clone(),
@@ -1318,6 +1327,9 @@ async fn remote_credential(remote: &Remote, c: &CredentialCmd) -> anyhow::Result
             }
             if let Some(r) = rate_limit {
                 policy["rate_limit"] = json!(r);
+            }
+            if let Some(m) = &a.require_approval {
+                policy["require_approval"] = json!(m);
             }
             let mut body = json!({
                 "alias": a.alias,

@@ -15,7 +15,7 @@ const PUBLIC_URL: &str = "https://vultrino.example.test";
 impl Env {
     /// `alias`: an api_key credential on the loopback upstream whose every request waits for
     /// a person.
-    async fn approval_cred(&self, alias: &str) {
+    async fn always_cred(&self, alias: &str) {
         let r = self
             .create(json!({
                 "alias": alias, "type": "api_key", "data": {"key": crate::API_SECRET},
@@ -56,7 +56,7 @@ impl Env {
         }
     }
 
-    async fn approval(&self, id: &str) -> Value {
+    async fn approval_as_admin(&self, id: &str) -> Value {
         let r = self
             .c
             .send(
@@ -74,7 +74,7 @@ impl Env {
 #[tokio::test]
 async fn the_cli_lists_shows_approves_and_denies_approvals() {
     let e = env().await;
-    e.approval_cred("cli-ap").await;
+    e.always_cred("cli-ap").await;
     let key = e.key("executor").await;
     let a = e.agent_post(&key, "cli-ap", "/cli-a", None).await;
     expect_for("first request", &a, 202, None);
@@ -147,8 +147,8 @@ async fn the_cli_lists_shows_approves_and_denies_approvals() {
     )
     .await;
     assert!(ok, "{err}");
-    assert_eq!(e.approval(&ida).await["status"], "approved");
-    let denied = e.approval(&idb).await;
+    assert_eq!(e.approval_as_admin(&ida).await["status"], "approved");
+    let denied = e.approval_as_admin(&idb).await;
     assert_eq!(denied["status"], "denied", "{denied}");
     // Deciding twice is refused with the reason.
     let (ok, _, err) = cli_at(home, &base, &["approval", "approve", &idb]).await;
@@ -267,7 +267,7 @@ async fn preview_link(e: &Env, link: &str, id: &str) {
         );
     }
     assert_eq!(
-        e.approval(id).await["status"],
+        e.approval_as_admin(id).await["status"],
         "pending",
         "a GET decided the approval"
     );
@@ -276,7 +276,7 @@ async fn preview_link(e: &Env, link: &str, id: &str) {
 #[tokio::test]
 async fn a_requested_approval_is_posted_to_the_webhook_with_a_link_that_only_shows() {
     let e = notifying_env("json").await;
-    e.approval_cred("hook-ap").await;
+    e.always_cred("hook-ap").await;
     let key = e.key("executor").await;
     let r = e.agent_post(&key, "hook-ap", "/hooked", None).await;
     expect_for("request", &r, 202, None);
@@ -309,7 +309,7 @@ async fn a_requested_approval_is_posted_to_the_webhook_with_a_link_that_only_sho
 #[tokio::test]
 async fn the_slack_notification_has_text_blocks_and_the_link() {
     let e = notifying_env("slack").await;
-    e.approval_cred("slack-ap").await;
+    e.always_cred("slack-ap").await;
     let key = e.key("executor").await;
     let r = e.agent_post(&key, "slack-ap", "/slacked", None).await;
     expect_for("request", &r, 202, None);

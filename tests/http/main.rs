@@ -41,6 +41,7 @@ mod support;
 mod access;
 mod admin_sessions;
 mod approval_surfaces;
+mod approvals;
 mod audit;
 mod audit_sinks;
 mod changes;

@@ -200,10 +200,10 @@ async fn a_token_never_widens_its_parent() {
             403,
             "permission_denied",
         ),
-        // Approvals are another piece of work: the field is refused until it exists.
+        // `require_approval` is a boolean (tests/http/approvals.rs uses it).
         (
-            "require_approval",
-            json!({"credentials": ["github-work"], "require_approval": true}),
+            "require_approval that is not a boolean",
+            json!({"credentials": ["github-work"], "require_approval": "yes"}),
             400,
             "invalid_json",
         ),

@@ -301,6 +301,7 @@ fn harness_setting(name: &str) -> bool {
             | "KV_SETTLE_SECONDS"
             | "PROXY_MAX_CONCURRENT"
             | "PROXY_MAX_CONCURRENT_PER_KEY"
+            | "APPROVAL_TTL_SECS"
             | "ALLOW_LOOPBACK_UPSTREAMS"
             | "ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS"
             | "ACCESS_TEAM_DOMAIN"

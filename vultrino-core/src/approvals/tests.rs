@@ -1,5 +1,7 @@
 //! The binding: what changes it and what does not.
 
+#![allow(clippy::unwrap_used)]
+
 use proptest::prelude::*;
 
 use super::*;

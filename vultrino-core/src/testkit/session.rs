@@ -50,7 +50,229 @@ pub async fn session_suite(store: &dyn SessionStore) -> Result<(), String> {
     session_mark_is_single_use(store).await?;
     session_mark_is_single_use_under_concurrency(store).await?;
     session_marker_expires_after_ttl(store).await?;
+    approval_round_trip_and_listing(store).await?;
+    approval_consume_is_exact_under_concurrency(store).await?;
+    approval_consume_checks_key_binding_and_status(store).await?;
+    approval_expiry_is_reported_once(store).await?;
     Ok(())
+}
+
+// ----- approvals (SessionStore::approval) ----------------------------------------------------
+
+fn approval(key: &str, created_at: u64) -> crate::approvals::Approval {
+    crate::approvals::Approval {
+        id: crate::approvals::new_id(),
+        status: crate::approvals::Status::Pending,
+        credential: "c".into(),
+        method: "POST".into(),
+        url: "https://api.example.com/x?y=1".into(),
+        headers: vec![("content-type".into(), "text/plain".into())],
+        body_sha256: "00".repeat(32),
+        body_size: 3,
+        body_preview: "abc".into(),
+        body_truncated: false,
+        reason: Some("why".into()),
+        via: crate::approvals::Via::Proxy,
+        requested_by: format!("key:{key}"),
+        requested_by_key: key.into(),
+        binding: "ab".repeat(32),
+        created_at,
+        expires_at: created_at + 600_000,
+        decided_at: None,
+        decided_by: None,
+        note: None,
+        executed_at: None,
+    }
+}
+
+use crate::ports::approval_rules::{Consumed, Decided, Op, Reply};
+
+async fn create(
+    store: &dyn SessionStore,
+    c: &str,
+    a: &crate::approvals::Approval,
+) -> Result<(), String> {
+    let op = Op::Create {
+        approval: Box::new(a.clone()),
+        now_ms: a.created_at,
+    };
+    ok(c, "create", store.approval(op).await).map(|_| ())
+}
+
+async fn get(store: &dyn SessionStore, c: &str, id: &str, now_ms: u64) -> Result<Reply, String> {
+    ok(
+        c,
+        "get",
+        store
+            .approval(Op::Get {
+                id: id.into(),
+                now_ms,
+            })
+            .await,
+    )
+}
+
+async fn approve(
+    store: &dyn SessionStore,
+    c: &str,
+    id: &str,
+    now_ms: u64,
+) -> Result<Decided, String> {
+    let op = Op::Decide {
+        id: id.into(),
+        approve: true,
+        by: "admin:a".into(),
+        note: None,
+        ttl_ms: 600_000,
+        now_ms,
+    };
+    match ok(c, "decide", store.approval(op).await)? {
+        Reply::Decided { decided, .. } => Ok(decided),
+        r => Err(format!("{c}: decide gave {}", short(format!("{r:?}")))),
+    }
+}
+
+async fn consume(
+    store: &dyn SessionStore,
+    c: &str,
+    id: &str,
+    key: &str,
+    binding: &str,
+    now_ms: u64,
+) -> Result<Consumed, String> {
+    let op = Op::Consume {
+        id: id.into(),
+        key: key.into(),
+        binding: binding.into(),
+        now_ms,
+    };
+    match ok(c, "consume", store.approval(op).await)? {
+        Reply::Consumed { consumed, .. } => Ok(consumed),
+        r => Err(format!("{c}: consume gave {}", short(format!("{r:?}")))),
+    }
+}
+
+/// A created approval reads back with every field as written; a key's listing is its own
+/// approvals, newest first.
+pub async fn approval_round_trip_and_listing(store: &dyn SessionStore) -> Result<(), String> {
+    let c = "approval_round_trip_and_listing";
+    let key = unique_prefix(c)?;
+    let first = approval(&key, T0);
+    let second = approval(&key, T0 + 1);
+    create(store, c, &first).await?;
+    create(store, c, &second).await?;
+    let got = get(store, c, &first.id, T0 + 2).await?;
+    ensure(
+        c,
+        matches!(&got, Reply::Approval { approval: Some(a), .. } if **a == first),
+        || {
+            format!(
+                "get returned {}, not the record written",
+                short(format!("{got:?}"))
+            )
+        },
+    )?;
+    let op = Op::List {
+        key: Some(key.clone()),
+        status: None,
+        before: None,
+        limit: 100,
+        now_ms: T0 + 2,
+    };
+    let listed = ok(c, "list", store.approval(op).await)?;
+    let ids: Vec<String> = match &listed {
+        Reply::List { approvals, .. } => approvals.iter().map(|a| a.id.clone()).collect(),
+        _ => Vec::new(),
+    };
+    ensure(c, ids == [second.id.clone(), first.id.clone()], || {
+        format!("the key's listing is {ids:?}, expected its two approvals newest first")
+    })
+}
+
+/// Of 20 concurrent consumes of one approved approval, exactly one finds it `Run`.
+pub async fn approval_consume_is_exact_under_concurrency(
+    store: &dyn SessionStore,
+) -> Result<(), String> {
+    let c = "approval_consume_is_exact_under_concurrency";
+    let key = unique_prefix(c)?;
+    let a = approval(&key, T0);
+    create(store, c, &a).await?;
+    approve(store, c, &a.id, T0 + 1).await?;
+    let consumes = (0..20).map(|_| consume(store, c, &a.id, &key, &a.binding, T0 + 2));
+    let mut runs = 0;
+    for r in join_all(consumes).await {
+        if matches!(r?, Consumed::Run { .. }) {
+            runs += 1;
+        }
+    }
+    ensure(c, runs == 1, || {
+        format!("20 concurrent consumes ran {runs} times, expected once")
+    })
+}
+
+/// Consume refuses another key (not found), another binding (mismatch, approval unchanged) and
+/// a pending approval; only a pending approval is decided.
+pub async fn approval_consume_checks_key_binding_and_status(
+    store: &dyn SessionStore,
+) -> Result<(), String> {
+    let c = "approval_consume_checks_key_binding_and_status";
+    let key = unique_prefix(c)?;
+    let a = approval(&key, T0);
+    create(store, c, &a).await?;
+    let pending = consume(store, c, &a.id, &key, &a.binding, T0 + 1).await?;
+    ensure(c, matches!(pending, Consumed::NotApproved { .. }), || {
+        "a pending approval was consumed".into()
+    })?;
+    approve(store, c, &a.id, T0 + 2).await?;
+    let again = approve(store, c, &a.id, T0 + 3).await?;
+    ensure(c, matches!(again, Decided::NotPending { .. }), || {
+        "an approved approval was decided again".into()
+    })?;
+    let other = consume(store, c, &a.id, "another-key", &a.binding, T0 + 4).await?;
+    ensure(c, other == Consumed::NotFound, || {
+        "another key consumed it".into()
+    })?;
+    let mismatch = consume(store, c, &a.id, &key, &"cd".repeat(32), T0 + 4).await?;
+    ensure(c, matches!(mismatch, Consumed::Mismatch { .. }), || {
+        "another binding was not a mismatch".into()
+    })?;
+    let run = consume(store, c, &a.id, &key, &a.binding, T0 + 5).await?;
+    ensure(c, matches!(run, Consumed::Run { .. }), || {
+        "the approved request did not run after a mismatch".into()
+    })
+}
+
+/// A pending approval past `expires_at` reads `expired`, reported by exactly one reply.
+pub async fn approval_expiry_is_reported_once(store: &dyn SessionStore) -> Result<(), String> {
+    let c = "approval_expiry_is_reported_once";
+    let key = unique_prefix(c)?;
+    let a = approval(&key, T0);
+    create(store, c, &a).await?;
+    let before = get(store, c, &a.id, a.expires_at - 1).await?;
+    ensure(c, before.expired().is_empty(), || {
+        "expired before expires_at".into()
+    })?;
+    let at = get(store, c, &a.id, a.expires_at).await?;
+    let status = match &at {
+        Reply::Approval {
+            approval: Some(x), ..
+        } => Some(x.status),
+        _ => None,
+    };
+    ensure(
+        c,
+        status == Some(crate::approvals::Status::Expired) && at.expired().len() == 1,
+        || {
+            format!(
+                "at expires_at: status {status:?}, reported {}",
+                at.expired().len()
+            )
+        },
+    )?;
+    let later = get(store, c, &a.id, a.expires_at + 1).await?;
+    ensure(c, later.expired().is_empty(), || {
+        "the expiry was reported twice".into()
+    })
 }
 
 /// `rec` as a touch at `now` returns it: every field as written, `last_seen_ms = now`.

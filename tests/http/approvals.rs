@@ -1,0 +1,687 @@
+//! Approvals (`require_approval`, `GET /v1/approvals…`, `POST …/approve|deny`): a request that
+//! needs a person's yes is answered 202 with an approval id and sends nothing; once a person
+//! approves, the agent re-sends the same request with `X-Vultrino-Approval` and it runs exactly
+//! once; another request cannot ride the approval; denial, expiry, other keys and
+//! `Prefer: wait` (docs/decisions/0090-approvals.md, docs/approvals.md).
+
+use serde_json::{json, Value};
+
+use crate::support::{expect_for, Reply, ServerOptions};
+use crate::{env, env_with, Env, API_SECRET};
+
+impl Env {
+    /// An `api_key` credential allowed on 127.0.0.1 (with the upstream as its base URL, for the
+    /// proxy) whose policy asks for approvals `mode` (`always`, `writes`; `null`: never).
+    async fn approval_cred(&self, alias: &str, mode: Value) {
+        let r = self
+            .create(json!({
+                "alias": alias, "type": "api_key", "data": {"key": API_SECRET},
+                "policy": {"allowed_hosts": ["127.0.0.1"], "require_approval": mode},
+                "base_url": self.up.url(""),
+            }))
+            .await;
+        expect_for("create a credential", &r, 201, None);
+    }
+
+    /// `POST /v1/execute` as `who` of `method url` with `body`; of `headers`, Vultrino's own
+    /// (`x-vultrino-*`, `prefer`) go on the call to Vultrino, the others into the request's
+    /// `headers` (forwarded upstream).
+    async fn exec(
+        &self,
+        who: &str,
+        alias: &str,
+        method: &str,
+        url: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let own = |k: &str| k.starts_with("x-vultrino-") || k == "prefer";
+        let forwarded: serde_json::Map<String, Value> = headers
+            .iter()
+            .filter(|(k, _)| !own(k))
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        let mut req = json!({"credential": alias, "method": method, "url": url,
+            "headers": forwarded});
+        if let Some(b) = body {
+            req["body"] = json!(b);
+        }
+        let mut rb = self
+            .c
+            .http
+            .post(format!("{}/v1/execute", self.c.target.base))
+            .bearer_auth(who);
+        for (k, v) in headers.iter().filter(|(k, _)| own(k)) {
+            rb = rb.header(*k, *v);
+        }
+        let rb = rb.json(&req);
+        self.c.send_raw(rb).await
+    }
+
+    /// `method /proxy/<path>` with the key in `X-Vultrino-Key` and extra `headers`.
+    async fn via_proxy(
+        &self,
+        key: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut rb = self
+            .c
+            .http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}/proxy/{path}", self.c.target.base),
+            )
+            .header("x-vultrino-key", key)
+            .body(body.to_string());
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        self.c.send_raw(rb).await
+    }
+
+    /// `POST /v1/approvals/{id}/{action}` as `who`.
+    async fn decide(&self, who: &str, id: &str, action: &str) -> Reply {
+        self.c
+            .send(
+                "POST",
+                &format!("/v1/approvals/{id}/{action}"),
+                Some(who),
+                Some(&json!({"note": "checked"})),
+            )
+            .await
+    }
+
+    async fn approval(&self, who: &str, id: &str) -> Reply {
+        self.c
+            .send("GET", &format!("/v1/approvals/{id}"), Some(who), None)
+            .await
+    }
+}
+
+/// The approval id of a 202, after checking its shape.
+fn pending_id(r: &Reply) -> String {
+    expect_for("approval needed", r, 202, None);
+    assert_eq!(r.body["status"], "pending", "{}", r.text);
+    assert!(r.body["expires_at"].as_u64().unwrap() > 0, "{}", r.text);
+    let id = r.body["approval_id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("ap_") && id.len() == 35, "{id}");
+    assert_eq!(
+        r.headers.get("location").and_then(|v| v.to_str().ok()),
+        Some(format!("/v1/approvals/{id}").as_str())
+    );
+    id
+}
+
+fn ids(r: &Reply) -> Vec<String> {
+    r.body["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The whole flow over execute: a write waits (nothing sent, a read passes under `writes`),
+/// the key reads its approval, cannot approve it, an admin approves, the re-send runs once and
+/// a second re-send is 409 `approval_used`. Every step is audited.
+#[tokio::test]
+async fn a_write_waits_for_a_person_and_runs_once_after_approval() {
+    let e = env().await;
+    e.approval_cred("pay", json!("writes")).await;
+    let key = e.key("executor").await;
+    let url = e.up.url("/echo?amount=10");
+
+    let r = e
+        .exec(
+            &key,
+            "pay",
+            "POST",
+            &url,
+            Some("{\"to\":\"bob\"}"),
+            &[("x-vultrino-reason", "pay bob")],
+        )
+        .await;
+    let id = pending_id(&r);
+    assert_eq!(e.up.hits("/echo"), 0, "nothing is sent before approval");
+
+    let r = e.exec(&key, "pay", "GET", &url, None, &[]).await;
+    expect_for("a read under writes", &r, 200, None);
+    assert_eq!(e.up.hits("/echo"), 1);
+
+    let r = e.approval(&key, &id).await;
+    expect_for("the key reads its approval", &r, 200, None);
+    let a = &r.body;
+    assert_eq!(a["status"], "pending", "{a}");
+    assert_eq!(a["credential"], "pay");
+    assert_eq!(a["method"], "POST");
+    assert_eq!(a["url"], url.as_str());
+    assert_eq!(a["body_preview"], "{\"to\":\"bob\"}");
+    assert_eq!(a["body_size"], 12);
+    assert_eq!(a["reason"], "pay bob");
+    assert_eq!(a["via"], "execute");
+    assert_eq!(
+        a["requested_by"],
+        format!("key:{}", key.split('_').nth(1).unwrap())
+    );
+    assert!(!r.text.contains(API_SECRET), "{}", r.text);
+
+    let r = e.decide(&key, &id, "approve").await;
+    expect_for("the requesting key cannot approve", &r, 403, None);
+    let r = e.decide(&e.admin, &id, "approve").await;
+    expect_for("an admin approves", &r, 200, None);
+    assert_eq!(r.body["status"], "approved");
+    assert_eq!(r.body["decided_by"], "admin:admin");
+
+    let again = [("x-vultrino-approval", id.as_str())];
+    let r = e
+        .exec(&key, "pay", "POST", &url, Some("{\"to\":\"bob\"}"), &again)
+        .await;
+    expect_for("the approved request runs", &r, 200, None);
+    assert_eq!(r.body["status"], 200, "{}", r.text);
+    assert_eq!(e.up.hits("/echo"), 2);
+    let r = e
+        .exec(&key, "pay", "POST", &url, Some("{\"to\":\"bob\"}"), &again)
+        .await;
+    expect_for("a second run", &r, 409, "approval_used");
+    assert_eq!(e.up.hits("/echo"), 2, "it ran once");
+    assert_eq!(e.approval(&key, &id).await.body["status"], "executed");
+
+    for action in ["approval_requested", "approval_approved"] {
+        let events = e.audit_events(action, 1).await;
+        assert_eq!(events.len(), 1, "{action}");
+        assert_eq!(events[0]["approval_id"], id.as_str(), "{action}");
+    }
+    let executed = e.audit_events("execute", 3).await;
+    assert!(
+        executed
+            .iter()
+            .any(|ev| ev["approval_id"] == id.as_str() && ev["status"] == 200),
+        "{executed:?}"
+    );
+}
+
+/// Only the request that was approved runs on it: another body, method, URL or bound header
+/// is 409 `approval_mismatch`, the upstream receives nothing, and the approval still works for
+/// the right request. Volatile headers (a new User-Agent) do not matter.
+#[tokio::test]
+async fn another_request_cannot_ride_an_approval() {
+    let e = env().await;
+    e.approval_cred("pay", json!("always")).await;
+    let key = e.key("executor").await;
+    let url = e.up.url("/echo");
+    let id = pending_id(
+        &e.exec(
+            &key,
+            "pay",
+            "POST",
+            &url,
+            Some("amount=10"),
+            &[("x-tag", "a")],
+        )
+        .await,
+    );
+    expect_for(
+        "approve",
+        &e.decide(&e.admin, &id, "approve").await,
+        200,
+        None,
+    );
+    let with = |tag: &'static str| {
+        vec![
+            ("x-vultrino-approval", id.clone()),
+            ("x-tag", tag.to_string()),
+        ]
+    };
+    let other_url = e.up.url("/echo?x=1");
+    for (what, method, url, body, tag) in [
+        ("another body", "POST", url.as_str(), "amount=99999", "a"),
+        ("another method", "PUT", url.as_str(), "amount=10", "a"),
+        ("another url", "POST", other_url.as_str(), "amount=10", "a"),
+        ("another header", "POST", url.as_str(), "amount=10", "b"),
+    ] {
+        let h = with(tag);
+        let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = e.exec(&key, "pay", method, url, Some(body), &h).await;
+        expect_for(what, &r, 409, "approval_mismatch");
+    }
+    assert!(e.up.seen().is_empty(), "the upstream received nothing");
+    assert_eq!(e.audit_events("approval_mismatch", 4).await.len(), 4);
+    let h = with("a");
+    let mut h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    h.push(("user-agent", "another-sdk/9"));
+    let r = e
+        .exec(&key, "pay", "POST", &url, Some("amount=10"), &h)
+        .await;
+    expect_for("the approved request", &r, 200, None);
+    assert_eq!(e.up.hits("/echo"), 1);
+}
+
+/// Of 20 concurrent re-sends of an approved request, exactly one reaches the upstream; the
+/// others are 409 `approval_used`.
+#[tokio::test]
+async fn twenty_concurrent_resends_run_the_request_exactly_once() {
+    let e = env().await;
+    e.approval_cred("pay", json!("writes")).await;
+    let key = e.key("executor").await;
+    let url = e.up.url("/echo");
+    let id = pending_id(&e.exec(&key, "pay", "DELETE", &url, None, &[]).await);
+    expect_for(
+        "approve",
+        &e.decide(&e.admin, &id, "approve").await,
+        200,
+        None,
+    );
+    let again = [("x-vultrino-approval", id.as_str())];
+    let sends = (0..20).map(|_| e.exec(&key, "pay", "DELETE", &url, None, &again));
+    let replies = futures_util::future::join_all(sends).await;
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    let used = replies
+        .iter()
+        .filter(|r| r.status == 409 && r.body["error"]["code"] == "approval_used")
+        .count();
+    assert_eq!(
+        (ok, used),
+        (1, 19),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(e.up.hits("/echo"), 1, "exactly one upstream call");
+}
+
+/// `always` asks for reads too; `writes` never for GET; a token minted with
+/// `require_approval: true` asks on a credential that does not, and spends no use until the
+/// approved request runs.
+#[tokio::test]
+async fn always_writes_and_the_token_flag_decide_what_needs_approval() {
+    let e = env().await;
+    e.approval_cred("always", json!("always")).await;
+    e.approval_cred("free", Value::Null).await;
+    let key = e.key("executor").await;
+    let url = e.up.url("/echo");
+    pending_id(&e.exec(&key, "always", "GET", &url, None, &[]).await);
+    let r = e.exec(&key, "free", "POST", &url, Some("x"), &[]).await;
+    expect_for("no approval asked", &r, 200, None);
+
+    let minted =
+        e.c.send(
+            "POST",
+            "/v1/tokens",
+            Some(&key),
+            Some(&json!({"credentials": ["free"], "uses": 1, "require_approval": true})),
+        )
+        .await;
+    expect_for("mint a token that asks", &minted, 201, None);
+    assert_eq!(minted.body["require_approval"], true);
+    let token = minted.body["token"].as_str().unwrap();
+    let id = pending_id(&e.exec(token, "free", "GET", &url, None, &[]).await);
+    // A refused or pending request spends no use: the one use is left for the approved run.
+    pending_id(&e.exec(token, "free", "GET", &url, None, &[]).await);
+    expect_for(
+        "approve",
+        &e.decide(&e.admin, &id, "approve").await,
+        200,
+        None,
+    );
+    let r = e
+        .exec(
+            token,
+            "free",
+            "GET",
+            &url,
+            None,
+            &[("x-vultrino-approval", &id)],
+        )
+        .await;
+    expect_for("the token's approved request", &r, 200, None);
+    assert_eq!(e.up.hits("/echo"), 2);
+    // The key's own requests need nothing.
+    expect_for(
+        "the key",
+        &e.exec(&key, "free", "GET", &url, None, &[]).await,
+        200,
+        None,
+    );
+}
+
+/// A denied approval refuses its request (403 `approval_denied`) and cannot be approved later
+/// (409 `approval_not_pending`).
+#[tokio::test]
+async fn a_denied_approval_refuses_its_request() {
+    let e = env().await;
+    e.approval_cred("pay", json!("writes")).await;
+    let key = e.key("executor").await;
+    let url = e.up.url("/echo");
+    let id = pending_id(&e.exec(&key, "pay", "POST", &url, Some("x"), &[]).await);
+    let r = e.decide(&e.admin, &id, "deny").await;
+    expect_for("deny", &r, 200, None);
+    assert_eq!(r.body["status"], "denied");
+    // Execute also takes the id (and a reason) as JSON fields.
+    let body = json!({"credential": "pay", "method": "POST", "url": url, "body": "x",
+        "approval_id": id, "reason": "again"});
+    let r =
+        e.c.send("POST", "/v1/execute", Some(&key), Some(&body))
+            .await;
+    expect_for("re-send", &r, 403, "approval_denied");
+    let r = e.decide(&e.admin, &id, "approve").await;
+    expect_for("approve after deny", &r, 409, "approval_not_pending");
+    assert!(e.up.seen().is_empty());
+    assert_eq!(e.audit_events("approval_denied", 1).await.len(), 1);
+}
+
+/// A pending approval expires after the TTL (1 s here): it reads `expired`, its re-send is 410
+/// `approval_expired`, it can no longer be approved, and the expiry is audited once.
+#[tokio::test]
+async fn a_pending_approval_expires() {
+    let e = env_with(ServerOptions {
+        extra_env: vec![
+            ("VULTRINO_APPROVAL_TTL".into(), "1".into()),
+            ("APPROVAL_TTL_SECS".into(), "1".into()),
+        ],
+        ..ServerOptions::default()
+    })
+    .await;
+    e.approval_cred("pay", json!("writes")).await;
+    let key = e.key("executor").await;
+    let url = e.up.url("/echo");
+    let id = pending_id(&e.exec(&key, "pay", "POST", &url, Some("x"), &[]).await);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(e.approval(&key, &id).await.body["status"], "expired");
+    let r = e
+        .exec(
+            &key,
+            "pay",
+            "POST",
+            &url,
+            Some("x"),
+            &[("x-vultrino-approval", &id)],
+        )
+        .await;
+    expect_for("re-send", &r, 410, "approval_expired");
+    let r = e.decide(&e.admin, &id, "approve").await;
+    expect_for("approve too late", &r, 409, "approval_not_pending");
+    assert!(e.up.seen().is_empty());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        e.audit_events("approval_expired", 1).await.len(),
+        1,
+        "audited once"
+    );
+}
+
+/// Another key cannot read, list or use an approval (404 `approval_not_found`, as an unknown
+/// id); an admin lists every one, filtered by status.
+#[tokio::test]
+async fn another_key_cannot_see_or_use_an_approval() {
+    let e = env().await;
+    e.approval_cred("pay", json!("writes")).await;
+    let key = e.key("executor").await;
+    let other = e.key("executor").await;
+    let url = e.up.url("/echo");
+    let id = pending_id(&e.exec(&key, "pay", "POST", &url, Some("x"), &[]).await);
+    let second = pending_id(&e.exec(&other, "pay", "POST", &url, Some("y"), &[]).await);
+    expect_for(
+        "another key reads",
+        &e.approval(&other, &id).await,
+        404,
+        "approval_not_found",
+    );
+    expect_for(
+        "unknown id",
+        &e.approval(&key, "ap_00000000000000000000000000000000")
+            .await,
+        404,
+        "approval_not_found",
+    );
+    expect_for(
+        "approve as a non-admin key",
+        &e.decide(&other, &id, "approve").await,
+        404,
+        "approval_not_found",
+    );
+    expect_for(
+        "approve",
+        &e.decide(&e.admin, &id, "approve").await,
+        200,
+        None,
+    );
+    let r = e
+        .exec(
+            &other,
+            "pay",
+            "POST",
+            &url,
+            Some("x"),
+            &[("x-vultrino-approval", &id)],
+        )
+        .await;
+    expect_for("another key uses it", &r, 404, "approval_not_found");
+    assert!(e.up.seen().is_empty());
+
+    let r = e.c.send("GET", "/v1/approvals", Some(&key), None).await;
+    expect_for("the key's list", &r, 200, None);
+    assert_eq!(ids(&r), std::slice::from_ref(&id));
+    let r = e.c.send("GET", "/v1/approvals", Some(&e.admin), None).await;
+    assert_eq!(ids(&r), [second.clone(), id.clone()], "newest first");
+    let r =
+        e.c.send("GET", "/v1/approvals?status=pending", Some(&e.admin), None)
+            .await;
+    assert_eq!(ids(&r), [second]);
+    let r =
+        e.c.send("GET", "/v1/approvals?status=maybe", Some(&e.admin), None)
+            .await;
+    expect_for("a bad status", &r, 400, None);
+    let r =
+        e.c.send(
+            "DELETE",
+            &format!("/v1/approvals/{id}"),
+            Some(&e.admin),
+            None,
+        )
+        .await;
+    expect_for("wrong method", &r, 405, None);
+}
+
+/// The pass-through proxy asks too: its body is bound (another body is 409 and sends
+/// nothing), the approval shows the upstream URL and the agent's `X-Vultrino-Reason`, and the
+/// re-sent request reaches the upstream without Vultrino's headers.
+#[tokio::test]
+async fn the_proxy_waits_for_approval_and_binds_the_body() {
+    let e = env().await;
+    e.approval_cred("pay", json!("writes")).await;
+    let key = e.key("executor").await;
+    let r = e
+        .via_proxy(
+            &key,
+            "POST",
+            "pay/echo?n=1",
+            "{\"amount\":10}",
+            &[
+                ("x-vultrino-reason", "refund"),
+                ("content-type", "application/json"),
+            ],
+        )
+        .await;
+    let id = pending_id(&r);
+    assert_eq!(
+        r.headers
+            .get("x-vultrino-error")
+            .and_then(|v| v.to_str().ok()),
+        Some("approval_pending")
+    );
+    let a = e.approval(&key, &id).await.body;
+    assert_eq!(a["via"], "proxy", "{a}");
+    assert_eq!(a["reason"], "refund");
+    assert_eq!(a["url"], e.up.url("/echo?n=1").as_str());
+    assert_eq!(a["body_preview"], "{\"amount\":10}");
+    assert!(
+        !a.to_string().contains(&key),
+        "the key is not in the approval"
+    );
+    expect_for(
+        "approve",
+        &e.decide(&e.admin, &id, "approve").await,
+        200,
+        None,
+    );
+    let h = [
+        ("x-vultrino-approval", id.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let r = e
+        .via_proxy(&key, "POST", "pay/echo?n=1", "{\"amount\":99}", &h)
+        .await;
+    expect_for("another body", &r, 409, "approval_mismatch");
+    assert!(e.up.seen().is_empty());
+    let r = e
+        .via_proxy(&key, "POST", "pay/echo?n=1", "{\"amount\":10}", &h)
+        .await;
+    expect_for("the approved request", &r, 200, None);
+    let seen = e.up.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, b"{\"amount\":10}");
+    assert!(
+        seen[0]
+            .headers
+            .keys()
+            .all(|k| !k.starts_with("x-vultrino-")),
+        "{:?}",
+        seen[0].headers
+    );
+    let r = e
+        .via_proxy(&key, "POST", "pay/echo?n=1", "{\"amount\":10}", &h)
+        .await;
+    expect_for("twice", &r, 409, "approval_used");
+    let events = e.audit_events("proxy", 1).await;
+    assert!(
+        events.iter().any(|ev| ev["approval_id"] == id.as_str()),
+        "{events:?}"
+    );
+}
+
+/// `Prefer: wait=N` holds the request: approved meanwhile, the agent gets the upstream's reply
+/// in the same exchange; with no decision, 202 with `Preference-Applied`.
+#[tokio::test]
+async fn prefer_wait_holds_the_request_until_a_person_decides() {
+    let e = env().await;
+    e.approval_cred("pay", json!("writes")).await;
+    let key = e.key("executor").await;
+    let url = e.up.url("/echo");
+
+    let started = std::time::Instant::now();
+    let r = e
+        .exec(
+            &key,
+            "pay",
+            "POST",
+            &url,
+            Some("a"),
+            &[("prefer", "wait=1")],
+        )
+        .await;
+    let id = pending_id(&r);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "it waited"
+    );
+    assert_eq!(
+        r.headers
+            .get("preference-applied")
+            .and_then(|v| v.to_str().ok()),
+        Some("wait=1")
+    );
+    let _ = id;
+
+    let held = e.exec(
+        &key,
+        "pay",
+        "POST",
+        &url,
+        Some("b"),
+        &[("prefer", "wait=20")],
+    );
+    let approver = async {
+        for _ in 0..100 {
+            let r =
+                e.c.send("GET", "/v1/approvals?status=pending", Some(&e.admin), None)
+                    .await;
+            let found: Vec<Value> = r.body["approvals"].as_array().cloned().unwrap_or_default();
+            if let Some(a) = found.iter().find(|a| a["body_preview"] == "b") {
+                let id = a["id"].as_str().unwrap().to_string();
+                expect_for(
+                    "approve",
+                    &e.decide(&e.admin, &id, "approve").await,
+                    200,
+                    None,
+                );
+                return id;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("no pending approval appeared");
+    };
+    let (r, id) = futures_util::future::join(held, approver).await;
+    expect_for("approved while held", &r, 200, None);
+    assert_eq!(r.body["status"], 200, "{}", r.text);
+    assert_eq!(e.up.hits("/echo"), 1);
+    assert_eq!(e.approval(&key, &id).await.body["status"], "executed");
+}
+
+/// MCP `http_request` goes through the same gate: a 202-shaped result (not an error, decision
+/// 0094) naming the id and `approval_status` (nothing sent), then, approved, the same call with
+/// `approval_id` runs once.
+#[tokio::test]
+async fn an_mcp_http_request_waits_for_approval_too() {
+    let e = env().await;
+    e.approval_cred("pay", json!("writes")).await;
+    let key = e.key("executor").await;
+    let call = |extra: Value| {
+        let mut args = json!({"credential": "pay", "method": "POST",
+            "url": e.up.url("/echo"), "body": "hello", "reason": "via mcp"});
+        if let (Some(a), Some(x)) = (args.as_object_mut(), extra.as_object()) {
+            a.extend(x.clone());
+        }
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "http_request", "arguments": args}});
+        e.c.send_raw(
+            e.c.http
+                .post(format!("{}/mcp", e.c.target.base))
+                .bearer_auth(&key)
+                .header("accept", "application/json")
+                .header("mcp-protocol-version", "2025-11-25")
+                .json(&body),
+        )
+    };
+    let r = call(json!({})).await;
+    expect_for("tools/call", &r, 200, None);
+    assert_eq!(r.body["result"]["isError"], false, "{}", r.text);
+    assert_eq!(
+        r.body["result"]["structuredContent"]["status"], 202,
+        "{}",
+        r.text
+    );
+    let text = r.body["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(text.contains("approval_status"), "{text}");
+    let listed = e.c.send("GET", "/v1/approvals", Some(&key), None).await;
+    let id = ids(&listed).first().cloned().unwrap();
+    assert!(
+        text.contains(&id),
+        "the tool result names the approval: {text}"
+    );
+    assert_eq!(e.approval(&key, &id).await.body["via"], "mcp");
+    assert!(e.up.seen().is_empty());
+    expect_for(
+        "approve",
+        &e.decide(&e.admin, &id, "approve").await,
+        200,
+        None,
+    );
+    let r = call(json!({"approval_id": id})).await;
+    assert_eq!(r.body["result"]["isError"], false, "{}", r.text);
+    assert_eq!(e.up.hits("/echo"), 1);
+}
