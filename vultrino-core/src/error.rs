@@ -272,6 +272,9 @@ codes! {
     TokenPathDenied = "token_path_denied",
     /// A token asked for more than its parent key reaches (a credential glob beyond its scopes).
     TokenWidensParent = "token_widens_parent",
+    /// The parent key already has [`crate::auth::tokens::MAX_LIVE_TOKENS_PER_KEY`] live tokens
+    /// (429; revoke finished ones, or wait for them to expire).
+    TooManyTokens = "too_many_tokens",
     /// A token request without a usable `parent_key` (an admin must name one).
     InvalidParentKey = "invalid_parent_key",
     /// A token's `uses` outside the accepted range.

@@ -47,7 +47,8 @@ use crate::auth::Principal;
 use crate::body::Body;
 use crate::error::{Code, Error, ErrorKind, Result};
 use crate::execute::{
-    authorize, check_method_overrides, failed, parse_method, Overrides, Pipeline,
+    authorize, check_all_method_overrides, failed, has_method_list, parse_method, Overrides,
+    Pipeline,
 };
 use crate::ports::Background;
 use crate::upstream::{self, Outbound};
@@ -305,10 +306,11 @@ impl App {
             whole = Some(bytes.clone());
             body = Body::full(bytes);
         }
-        if let Some(allowed) = &record.policy.methods {
-            // A method list is only as good as the upstream's reading of the method: a
-            // `_method` override in the body is looked for as execute does, so the body is read
-            // first (it is capped; this is one of the cases where the proxy holds a body whole).
+        if has_method_list(record, who) {
+            // A method list (the credential's or the token's) is only as good as the upstream's
+            // reading of the method: a `_method` override in the body is looked for as execute
+            // does, so the body is read first (it is capped; this is the one case where the
+            // proxy holds a body whole).
             let bytes = body.collect_capped(cap).await?;
             let content_type = parts
                 .headers
@@ -321,7 +323,7 @@ impl App {
                 body: (!bytes.is_empty()).then_some(&bytes[..]),
                 json_body: false,
             };
-            check_method_overrides(allowed, &sent)?;
+            check_all_method_overrides(record, who, &sent)?;
             body = Body::full(bytes);
         }
         let body = target::capped(body, cap, bytes_in.clone());

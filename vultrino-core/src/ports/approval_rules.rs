@@ -32,6 +32,9 @@ pub const RETENTION_MS: u64 = 7 * 86_400 * 1000;
 pub const MAX_APPROVALS: usize = 10_000;
 /// Most approvals in one listing page.
 pub const MAX_PAGE: usize = 100;
+/// Most pending approvals one key may have at once: past it, a create is refused, so a key
+/// cannot flood the store (and the people it notifies).
+pub const MAX_PENDING_PER_KEY: usize = 100;
 
 /// One approval operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +112,9 @@ pub enum Decided {
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
     Created {
+        /// The key has [`MAX_PENDING_PER_KEY`] pending approvals: nothing was stored.
+        #[serde(default)]
+        refused: bool,
         #[serde(default)]
         expired: Vec<Approval>,
     },
@@ -141,7 +147,7 @@ impl Reply {
     /// The approvals this operation turned `expired`.
     pub fn expired(&self) -> &[Approval] {
         match self {
-            Reply::Created { expired }
+            Reply::Created { expired, .. }
             | Reply::Approval { expired, .. }
             | Reply::Decided { expired, .. }
             | Reply::Consumed { expired, .. }
@@ -187,9 +193,20 @@ impl Book {
             Op::Create { approval, now_ms } => {
                 let expired = self.prune(now_ms, &mut w);
                 let approval = *approval;
-                self.items.insert(approval.id.clone(), approval.clone());
-                w.put.push(approval);
-                Reply::Created { expired }
+                let pending = self
+                    .items
+                    .values()
+                    .filter(|a| {
+                        a.status == Status::Pending
+                            && a.requested_by_key == approval.requested_by_key
+                    })
+                    .count();
+                let refused = pending >= MAX_PENDING_PER_KEY;
+                if !refused {
+                    self.items.insert(approval.id.clone(), approval.clone());
+                    w.put.push(approval);
+                }
+                Reply::Created { refused, expired }
             }
             Op::Get { id, now_ms } => {
                 let expired = self.expire(&id, now_ms, &mut w);

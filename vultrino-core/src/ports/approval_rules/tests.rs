@@ -246,3 +246,33 @@ fn ops_and_replies_keep_their_json() {
     let stored = serde_json::to_string(&a).unwrap();
     assert_eq!(serde_json::from_str::<Approval>(&stored).unwrap(), a);
 }
+
+#[test]
+fn a_key_has_at_most_100_pending_approvals() {
+    let mut book = Book::default();
+    for i in 0..MAX_PENDING_PER_KEY {
+        create(&mut book, approval(&format!("ap_{i}"), "k1", T0));
+    }
+    let (w, r) = book.apply(Op::Create {
+        approval: Box::new(approval("ap_more", "k1", T0)),
+        now_ms: T0,
+    });
+    assert!(matches!(r, Reply::Created { refused: true, .. }) && w.put.is_empty());
+    let (_, r) = book.apply(Op::Create {
+        approval: Box::new(approval("ap_other", "k2", T0)),
+        now_ms: T0,
+    });
+    assert!(
+        matches!(r, Reply::Created { refused: false, .. }),
+        "another key is not affected"
+    );
+    let _ = decide(&mut book, "ap_0", false, T0 + 1);
+    let (_, r) = book.apply(Op::Create {
+        approval: Box::new(approval("ap_more", "k1", T0 + 2)),
+        now_ms: T0 + 2,
+    });
+    assert!(
+        matches!(r, Reply::Created { refused: false, .. }),
+        "a decision frees a place"
+    );
+}
