@@ -21,6 +21,9 @@
 //! | `ACCESS_AUD` | var | the Access application's AUD tag |
 //! | `ACCESS_MODE` | var | `admin` (default: login, admin API, UI) or `all` (agents too; every route but `/healthz`) |
 //! | `ACCESS_CERTS_URL` | var, TESTS / ADVANCED ONLY | fetch the Access key set here instead of `https://<team>/cdn-cgi/access/certs` |
+//! | `APPROVAL_WEBHOOK` | var (or secret: a Slack webhook URL is one) | POST a notification here when a request waits for approval (https; never printed) |
+//! | `APPROVAL_WEBHOOK_FORMAT` | var | `json` (default: `{event, approval_id, …, link}`) or `slack` (`{text, blocks}`) |
+//! | `PUBLIC_URL` | var | the admin UI's base URL as people reach it; the notification links to `<PUBLIC_URL>/ui/#/approvals/<id>` (no link without it) |
 //! | `ALLOW_LOOPBACK_UPSTREAMS` | var, TESTS ONLY | `true` allows http:// and loopback upstreams |
 //! | `ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS` | var, TESTS ONLY | `true` accepts an `ADMIN_PASSWORD_HASH` below the iteration floor |
 //!
@@ -28,6 +31,7 @@
 //! setting, never a panic: a half-configured deployment answers every request with that message.
 
 use vultrino_core::app::{Config, Setting};
+use vultrino_core::approval_webhook::{ApprovalNotify, WebhookFormat};
 use vultrino_core::auth::access::{self, AccessConfig, AccessMode};
 use vultrino_core::crypto::MasterSecret;
 use vultrino_core::error::{Code, Error, Result};
@@ -191,6 +195,15 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
         };
     }
     config.access = access_settings(&get)?;
+    config.approval_notify = ApprovalNotify {
+        webhook: get("APPROVAL_WEBHOOK").map(|w| w.trim().to_string()),
+        format: match get("APPROVAL_WEBHOOK_FORMAT") {
+            None => WebhookFormat::default(),
+            Some(f) => WebhookFormat::parse(&f)
+                .ok_or_else(|| invalid("APPROVAL_WEBHOOK_FORMAT", "must be json or slack"))?,
+        },
+        public_url: get("PUBLIC_URL").map(|u| u.trim().to_string()),
+    };
     // The rules every backend applies (the core's), named the worker's way.
     config.validate().map_err(|e| {
         let name = match e.setting {
@@ -204,6 +217,8 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
             Setting::AccessTeamDomain => "ACCESS_TEAM_DOMAIN",
             Setting::AccessAud => "ACCESS_AUD",
             Setting::AccessCertsUrl => "ACCESS_CERTS_URL",
+            Setting::ApprovalWebhook => "APPROVAL_WEBHOOK",
+            Setting::PublicUrl => "PUBLIC_URL",
         };
         invalid(name, e.problem)
     })?;
@@ -354,6 +369,43 @@ mod tests {
         assert_eq!(s.config.login_max_attempts, 3);
         assert!(s.config.allow_loopback_upstreams);
         assert_eq!(s.config.client_ip_header.as_deref(), Some(CLIENT_IP_HEADER));
+    }
+
+    #[test]
+    fn approval_notification_vars_set_the_webhook_and_are_checked() {
+        let s = from_lookup(lookup(&[
+            ("VULTRINO_MASTER_KEY", KEY),
+            ("ADMIN_PASSWORD_HASH", HASH),
+            ("APPROVAL_WEBHOOK", "https://hooks.slack.com/services/T/B/X"),
+            ("APPROVAL_WEBHOOK_FORMAT", "slack"),
+            ("PUBLIC_URL", "https://vultrino.example.com"),
+        ]))
+        .unwrap();
+        let n = &s.config.approval_notify;
+        assert_eq!(n.format, WebhookFormat::Slack);
+        assert_eq!(
+            n.link("ap_1").as_deref(),
+            Some("https://vultrino.example.com/ui/#/approvals/ap_1")
+        );
+        // A Slack webhook URL is a secret: not in Debug.
+        assert!(!format!("{s:?}").contains("hooks.slack.com"));
+        for (name, value) in [
+            ("APPROVAL_WEBHOOK_FORMAT", "xml"),
+            ("APPROVAL_WEBHOOK", "http://hooks.example.com/x"),
+            ("PUBLIC_URL", "vultrino.example.com"),
+        ] {
+            let e = err(&[
+                ("VULTRINO_MASTER_KEY", KEY),
+                ("ADMIN_PASSWORD_HASH", HASH),
+                (name, value),
+            ]);
+            assert_eq!(e.status().as_u16(), 503, "{name}");
+            assert!(e.message().contains(name), "{name}: {}", e.message());
+            assert!(
+                !e.message().contains(value),
+                "{name}: the value is not repeated"
+            );
+        }
     }
 
     #[test]

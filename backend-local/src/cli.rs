@@ -12,6 +12,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use vultrino_core::app::{App, Config, Setting};
+use vultrino_core::approval_webhook::{ApprovalNotify, WebhookFormat};
 use vultrino_core::auth::{AccessConfig, AccessMode, NewKey, NewRole};
 use vultrino_core::auth::{Permission, Principal};
 use vultrino_core::credential::NewCredential;
@@ -24,6 +25,7 @@ use crate::remote::{Remote, Route};
 use crate::setup::KeySource;
 use crate::setup::{self, MasterSource, Settings, StoreKind};
 
+mod approvals;
 mod help;
 mod status;
 mod table;
@@ -83,6 +85,9 @@ enum Command {
     Role(RoleArgs),
     /// Mint, list and revoke agent tokens (vt_…): short-lived subsets of an API key.
     Token(tokens::TokenArgs),
+    /// List, show, approve and deny requests waiting for a person (approvals), on the running
+    /// server.
+    Approval(approvals::ApprovalArgs),
     /// Make one request through a credential and print the scrubbed reply.
     Request(RequestArgs),
     /// Print the audit log, oldest first: the newest events that match the filters, then, with
@@ -284,6 +289,25 @@ struct ServeArgs {
     #[arg(long, env = "VULTRINO_AUDIT_WEBHOOK_QUEUE", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     audit_webhook_queue: u32,
+    /// When an agent's request waits for approval, POST a notification to this URL (once, in
+    /// the background): https://, or http:// to 127.0.0.1/localhost only with
+    /// --allow-loopback-upstreams. It may carry its own secret (a Slack webhook URL does): it is
+    /// never printed or logged.
+    #[arg(long, env = "VULTRINO_APPROVAL_WEBHOOK", value_name = "URL")]
+    approval_webhook: Option<String>,
+    /// The notification's shape: `json` ({event, approval_id, …, link}) or `slack`
+    /// ({text, blocks}, for Slack incoming webhooks and look-alikes).
+    #[arg(long, env = "VULTRINO_APPROVAL_WEBHOOK_FORMAT", value_name = "json|slack",
+          default_value = "json", value_parser = parse_webhook_format)]
+    approval_webhook_format: WebhookFormat,
+    /// The admin UI's base URL as people reach it (e.g. https://vultrino.example.com): the
+    /// approval notification links to <URL>/ui/#/approvals/<id>. Without it, no link.
+    #[arg(long, env = "VULTRINO_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
+}
+
+fn parse_webhook_format(s: &str) -> Result<WebhookFormat, String> {
+    WebhookFormat::parse(s).ok_or_else(|| "must be json or slack".to_string())
 }
 
 #[derive(Args, Debug)]
@@ -761,6 +785,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tokens::direct(&app, &t.cmd).await
             }
         },
+        Command::Approval(a) => match route(&cli, &a.remote)? {
+            Route::Server(base) => approvals::remote(&Remote::connect(base)?, &a.cmd).await,
+            Route::Direct => Err(approvals::no_server()),
+        },
         Command::Role(r) => match route(&cli, &r.remote)? {
             Route::Server(base) => remote_role(&Remote::connect(base)?, &r.cmd).await,
             Route::Direct => {
@@ -1010,6 +1038,11 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         stream_headers_timeout_ms: a.stream_headers_timeout_ms,
         stream_idle_timeout_ms: a.stream_idle_timeout_ms,
         stream_total_timeout_ms: a.stream_total_timeout_ms,
+        approval_notify: ApprovalNotify {
+            webhook: a.approval_webhook.filter(|w| !w.trim().is_empty()),
+            format: a.approval_webhook_format,
+            public_url: a.public_url.filter(|u| !u.trim().is_empty()),
+        },
         approval_ttl_secs: a.approval_ttl,
         ..Config::default()
     };
@@ -1026,6 +1059,8 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
             Setting::AccessTeamDomain => "--access-team-domain",
             Setting::AccessAud => "--access-aud",
             Setting::AccessCertsUrl => "--access-certs-url",
+            Setting::ApprovalWebhook => "--approval-webhook",
+            Setting::PublicUrl => "--public-url",
         };
         anyhow::anyhow!("{name} {}", e.problem)
     })?;

@@ -402,6 +402,33 @@ async fn serve_refuses_a_wildcard_cors_origin_naming_the_flag() {
     assert!(!out.contains("listening on"), "{out}");
 }
 
+/// An approval webhook `serve` may not send to (plain http to a public host, a private address)
+/// stops it before it listens, naming the flag and never repeating the URL (it may hold a secret).
+#[tokio::test]
+async fn serve_refuses_an_approval_webhook_it_may_not_send_to() {
+    for (flag, value) in [
+        (
+            "--approval-webhook",
+            "http://hooks.example.com/T/B/secret-part",
+        ),
+        ("--approval-webhook", "https://10.0.0.7/secret-part"),
+        ("--public-url", "vultrino.example.com/secret-part"),
+        ("--approval-webhook-format", "xml"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        let (ok, out, err) =
+            run(&dir, &["serve", "--listen", "127.0.0.1:0", flag, value], "").await;
+        assert!(!ok, "{flag} {value}: {out}");
+        assert!(err.contains(flag), "{flag}: {err}");
+        assert!(
+            !err.contains("secret-part"),
+            "{flag}: the value is repeated: {err}"
+        );
+        assert!(!out.contains("listening on"), "{out}");
+    }
+}
+
 #[tokio::test]
 async fn sigterm_stops_the_server_gracefully() {
     let tmp = tempfile::tempdir().unwrap();

@@ -629,8 +629,9 @@ async fn prefer_wait_holds_the_request_until_a_person_decides() {
     assert_eq!(e.approval(&key, &id).await.body["status"], "executed");
 }
 
-/// MCP `http_request` goes through the same gate: a tool error naming `approval_pending` and
-/// the id (nothing sent), then, approved, the same call with `approval_id` runs once.
+/// MCP `http_request` goes through the same gate: a 202-shaped result (not an error, decision
+/// 0094) naming the id and `approval_status` (nothing sent), then, approved, the same call with
+/// `approval_id` runs once.
 #[tokio::test]
 async fn an_mcp_http_request_waits_for_approval_too() {
     let e = env().await;
@@ -655,12 +656,17 @@ async fn an_mcp_http_request_waits_for_approval_too() {
     };
     let r = call(json!({})).await;
     expect_for("tools/call", &r, 200, None);
-    assert_eq!(r.body["result"]["isError"], true, "{}", r.text);
+    assert_eq!(r.body["result"]["isError"], false, "{}", r.text);
+    assert_eq!(
+        r.body["result"]["structuredContent"]["status"], 202,
+        "{}",
+        r.text
+    );
     let text = r.body["result"]["content"][0]["text"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    assert!(text.contains("approval_pending"), "{text}");
+    assert!(text.contains("approval_status"), "{text}");
     let listed = e.c.send("GET", "/v1/approvals", Some(&key), None).await;
     let id = ids(&listed).first().cloned().unwrap();
     assert!(

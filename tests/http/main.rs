@@ -28,7 +28,9 @@
 //! on the worker, as an Analytics Engine data point), `changes` (concurrent writes,
 //! consistency
 //! after a change), `sync` (export, and `vultrino sync --from` the backend under test), `cli` (the
-//! management CLI with `--server` the backend under test, after `vultrino login`).
+//! management CLI with `--server` the backend under test, after `vultrino login`),
+//! `approval_surfaces` (approvals through the CLI; the approval webhook, JSON and Slack, whose
+//! link only shows).
 
 #![allow(clippy::unwrap_used)]
 
@@ -40,6 +42,7 @@ mod support;
 
 mod access;
 mod admin_sessions;
+mod approval_surfaces;
 mod approvals;
 mod audit;
 mod audit_sinks;

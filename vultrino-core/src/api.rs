@@ -227,6 +227,12 @@ impl App {
                 )),
                 _ => not_allowed(),
             },
+            // The page itself under `/ui/` too: approval notifications link to
+            // `/ui/#/approvals/<id>` (the page shows it; nothing is decided by a GET).
+            ["ui"] => match m {
+                Method::GET => Ok(crate::ui::page()),
+                _ => not_allowed(),
+            },
             ["ui", name] => match m {
                 Method::GET => crate::ui::file(name)
                     .ok_or_else(|| Error::not_found("no such file").with_code(Code::NotFound)),

@@ -31,6 +31,10 @@ pub(crate) struct Settings<'a> {
     pub ttl_ms: u64,
     pub sleeper: Option<&'a dyn Sleeper>,
     pub poll_ms: u64,
+    /// Who hears of a new approval ([`notify`](super::notify::notify)).
+    pub notify: Option<&'a crate::approval_webhook::ApprovalNotify>,
+    /// Loopback webhooks allowed (tests), as loopback upstreams are.
+    pub allow_loopback: bool,
 }
 
 impl<'a> Pipeline<'a> {
@@ -171,7 +175,7 @@ impl<'a> Pipeline<'a> {
         }
         self.audit_approval(who, &approval, "approval_requested", "success")
             .await;
-        super::notify::notify(self.ports(), &approval).await;
+        super::notify::notify(self.ports(), self.approval_settings(), &approval).await;
         Ok(approval)
     }
 
