@@ -3,7 +3,8 @@
 //!
 //! - the request's body goes to [`App::serve`] as the runtime's stream ([`Incoming`]), never read
 //!   whole here; what the core leaves unread is drained before answering, so the client's
-//!   connection stays usable;
+//!   connection stays usable; on `/proxy/` it has the idle and total deadlines of the local
+//!   server's ([`BodyDeadline`]: 408 `body_timeout`);
 //! - `ctx.waitUntil` is the core's [`Background`] ([`WaitUntil`]);
 //! - a request cancelled before the reply (its client went away, as Cloudflare's edge reports it)
 //!   drops the core's future, whose audit guard then writes the event `cancelled`: a `waitUntil`
@@ -121,6 +122,59 @@ struct Incoming {
     stream: RefCell<Option<JsBytes>>,
     /// The core has dropped its end.
     dropped: Cell<bool>,
+    /// `/proxy/` only: how long the client may take to send its body ([`BodyDeadline`]).
+    deadline: Option<BodyDeadline>,
+}
+
+/// The idle and total deadlines of a `/proxy/` request body, as the local server has them
+/// (`stream_idle_timeout_ms` between two chunks, `stream_total_timeout_ms` from the request's
+/// arrival): past either, the body yields 408 `body_timeout` and its stream is cancelled. The
+/// core reads the body whole, before anything is sent, when the credential has a method list;
+/// without these a client trickling its body would hold the request (and up to the body cap of
+/// memory in the isolate) for as long as the runtime lets it (review 2026-12-05, finding 5;
+/// decision 0087). Idle time counts only while the core waits for a chunk, as on the local
+/// server; one JS timer per wait, not per chunk.
+struct BodyDeadline {
+    idle_ms: u64,
+    ends_at_ms: f64,
+    timer: RefCell<Option<Timer>>,
+}
+
+impl BodyDeadline {
+    fn new(idle_ms: u64, total_ms: u64) -> BodyDeadline {
+        BodyDeadline {
+            idle_ms,
+            ends_at_ms: worker::js_sys::Date::now() + total_ms as f64,
+            timer: RefCell::new(None),
+        }
+    }
+
+    /// Whether the wait for the next chunk has lasted too long (arming its timer, with `cx`'s
+    /// waker, on the first call of a wait).
+    fn passed(&self, cx: &mut TaskContext<'_>) -> bool {
+        let left = self.ends_at_ms - worker::js_sys::Date::now();
+        if left <= 0.0 {
+            return true;
+        }
+        let mut timer = self.timer.borrow_mut();
+        let timer =
+            timer.get_or_insert_with(|| Timer::after_ms(self.idle_ms.min(left.ceil() as u64)));
+        Pin::new(timer).poll(cx).is_ready()
+    }
+
+    /// A chunk came: the next wait starts its own idle time.
+    fn moved(&self) {
+        self.timer.borrow_mut().take();
+    }
+}
+
+/// 408 `body_timeout`: the client did not send its request body in time.
+fn body_timeout() -> Error {
+    Error::new(
+        vultrino_core::error::ErrorKind::RequestTimeout,
+        "request body not received in time",
+    )
+    .with_code(Code::BodyTimeout)
 }
 
 /// How much of a body the core left unread is still read, and for how long: enough for the
@@ -166,7 +220,20 @@ impl futures::Stream for IncomingBody {
         let Some(stream) = slot.as_mut() else {
             return Poll::Ready(None);
         };
-        let item = futures::ready!(stream.poll_next_unpin(cx));
+        let item = match stream.poll_next_unpin(cx) {
+            Poll::Ready(item) => item,
+            Poll::Pending => {
+                if self.0.deadline.as_ref().is_some_and(|d| d.passed(cx)) {
+                    // Dropping the stream cancels it: nothing more is read from the client.
+                    *slot = None;
+                    return Poll::Ready(Some(Err(body_timeout())));
+                }
+                return Poll::Pending;
+            }
+        };
+        if let Some(d) = &self.0.deadline {
+            d.moved();
+        }
         if !matches!(item, Some(Ok(_))) {
             *slot = None;
         }
@@ -450,7 +517,16 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     };
     let signal = req.inner().signal();
     let path = req.path();
-    let incoming = Rc::new(Incoming::default());
+    let incoming = Rc::new(Incoming {
+        deadline: vultrino_core::proxy::is_proxy_path(&path).then(|| {
+            let config = app.config();
+            BodyDeadline::new(
+                config.stream_idle_timeout_ms,
+                config.stream_total_timeout_ms,
+            )
+        }),
+        ..Incoming::default()
+    });
     let request = match to_http(req, &incoming) {
         Ok(r) => r,
         // On the proxy's paths, Vultrino's own errors carry X-Vultrino-Error.

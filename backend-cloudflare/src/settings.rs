@@ -13,11 +13,17 @@
 //! | `PROXY_MAX_CONCURRENT` | var | `/proxy/` requests in flight at once **per isolate**, all keys together (default 1024; 429 `proxy_busy` past it) |
 //! | `PROXY_MAX_CONCURRENT_PER_KEY` | var | `/proxy/` requests in flight at once for one API key **per isolate** (default 64) |
 //! | `APPROVAL_TTL_SECS` | var | how long a pending approval waits for a decision, and an approved one for its re-send (default 600; 1–86400) |
+//! | `STREAM_HEADERS_TIMEOUT_MS` | var | `/proxy/`: the upstream's reply head within this long of the request's last byte (default 300000) |
+//! | `STREAM_IDLE_TIMEOUT_MS` | var | `/proxy/`: longest pause between two chunks of either body, the client's upload included (408 `body_timeout`; default 300000) |
+//! | `STREAM_TOTAL_TIMEOUT_MS` | var | `/proxy/`: the whole exchange, the client's upload included (default 3600000) |
 //! | `KV_SETTLE_SECONDS` | var | how long a KV write may take to reach every location (default 90; 0–3600) |
 //! | `ACCESS_TEAM_DOMAIN` | var | Cloudflare Access team domain (`<team>.cloudflareaccess.com`); with `ACCESS_AUD`, Access tokens are required |
 //! | `ACCESS_AUD` | var | the Access application's AUD tag |
 //! | `ACCESS_MODE` | var | `admin` (default: login, admin API, UI) or `all` (agents too; every route but `/healthz`) |
 //! | `ACCESS_CERTS_URL` | var, TESTS / ADVANCED ONLY | fetch the Access key set here instead of `https://<team>/cdn-cgi/access/certs` |
+//! | `APPROVAL_WEBHOOK` | var (or secret: a Slack webhook URL is one) | POST a notification here when a request waits for approval (https; never printed) |
+//! | `APPROVAL_WEBHOOK_FORMAT` | var | `json` (default: `{event, approval_id, …, link}`) or `slack` (`{text, blocks}`) |
+//! | `PUBLIC_URL` | var | the admin UI's base URL as people reach it; the notification links to `<PUBLIC_URL>/ui/#/approvals/<id>` (no link without it) |
 //! | `ALLOW_LOOPBACK_UPSTREAMS` | var, TESTS ONLY | `true` allows http:// and loopback upstreams |
 //! | `ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS` | var, TESTS ONLY | `true` accepts an `ADMIN_PASSWORD_HASH` below the iteration floor |
 //!
@@ -25,6 +31,7 @@
 //! setting, never a panic: a half-configured deployment answers every request with that message.
 
 use vultrino_core::app::{Config, Setting};
+use vultrino_core::approval_webhook::{ApprovalNotify, WebhookFormat};
 use vultrino_core::auth::access::{self, AccessConfig, AccessMode};
 use vultrino_core::crypto::MasterSecret;
 use vultrino_core::error::{Code, Error, Result};
@@ -74,7 +81,9 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
         .ok_or_else(|| {
             missing(
                 "VULTRINO_MASTER_KEY",
-                "run `wrangler secret put VULTRINO_MASTER_KEY`; ENCRYPTION_KEY is accepted too",
+                "deployed: `wrangler secret put VULTRINO_MASTER_KEY`; under `wrangler dev`: a \
+                 VULTRINO_MASTER_KEY= line in backend-cloudflare/.dev.vars; ENCRYPTION_KEY is \
+                 accepted too",
             )
         })?;
     let master = MasterSecret::parse(master_text.trim())
@@ -82,7 +91,9 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
     let hash = get("ADMIN_PASSWORD_HASH").ok_or_else(|| {
         missing(
             "ADMIN_PASSWORD_HASH",
-            "print one with `vultrino hash-password`, then `wrangler secret put ADMIN_PASSWORD_HASH`",
+            "print one with `vultrino hash-password`, then deployed: `wrangler secret put \
+             ADMIN_PASSWORD_HASH`; under `wrangler dev`: an ADMIN_PASSWORD_HASH= line in \
+             backend-cloudflare/.dev.vars",
         )
     })?;
     let mut config = Config {
@@ -135,6 +146,28 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
             .filter(|n| (1..=86_400).contains(n))
             .ok_or_else(|| invalid("APPROVAL_TTL_SECS", "must be a whole number 1-86400"))?;
     }
+    // The pass-through proxy's stream deadlines, as the local server's `--stream-*-timeout-ms`
+    // (the request body's idle and total deadlines among them: 408 `body_timeout`).
+    for (name, field) in [
+        (
+            "STREAM_HEADERS_TIMEOUT_MS",
+            &mut config.stream_headers_timeout_ms,
+        ),
+        ("STREAM_IDLE_TIMEOUT_MS", &mut config.stream_idle_timeout_ms),
+        (
+            "STREAM_TOTAL_TIMEOUT_MS",
+            &mut config.stream_total_timeout_ms,
+        ),
+    ] {
+        if let Some(n) = get(name) {
+            *field = n
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| *ms >= 1)
+                .ok_or_else(|| invalid(name, "must be a whole number of milliseconds ≥ 1"))?;
+        }
+    }
     if let Some(n) = get("KV_SETTLE_SECONDS") {
         config.kv_settle_ms = n
             .trim()
@@ -162,6 +195,15 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
         };
     }
     config.access = access_settings(&get)?;
+    config.approval_notify = ApprovalNotify {
+        webhook: get("APPROVAL_WEBHOOK").map(|w| w.trim().to_string()),
+        format: match get("APPROVAL_WEBHOOK_FORMAT") {
+            None => WebhookFormat::default(),
+            Some(f) => WebhookFormat::parse(&f)
+                .ok_or_else(|| invalid("APPROVAL_WEBHOOK_FORMAT", "must be json or slack"))?,
+        },
+        public_url: get("PUBLIC_URL").map(|u| u.trim().to_string()),
+    };
     // The rules every backend applies (the core's), named the worker's way.
     config.validate().map_err(|e| {
         let name = match e.setting {
@@ -175,6 +217,8 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
             Setting::AccessTeamDomain => "ACCESS_TEAM_DOMAIN",
             Setting::AccessAud => "ACCESS_AUD",
             Setting::AccessCertsUrl => "ACCESS_CERTS_URL",
+            Setting::ApprovalWebhook => "APPROVAL_WEBHOOK",
+            Setting::PublicUrl => "PUBLIC_URL",
         };
         invalid(name, e.problem)
     })?;
@@ -278,6 +322,30 @@ mod tests {
     }
 
     #[test]
+    fn stream_deadlines_are_vars_and_zero_or_words_are_refused() {
+        let s = from_lookup(lookup(&[
+            ("VULTRINO_MASTER_KEY", KEY),
+            ("ADMIN_PASSWORD_HASH", HASH),
+            ("STREAM_HEADERS_TIMEOUT_MS", "1000"),
+            ("STREAM_IDLE_TIMEOUT_MS", " 500 "),
+            ("STREAM_TOTAL_TIMEOUT_MS", "2000"),
+        ]))
+        .unwrap();
+        assert_eq!(s.config.stream_headers_timeout_ms, 1000);
+        assert_eq!(s.config.stream_idle_timeout_ms, 500);
+        assert_eq!(s.config.stream_total_timeout_ms, 2000);
+        for bad in ["0", "-1", "soon"] {
+            let e = err(&[
+                ("VULTRINO_MASTER_KEY", KEY),
+                ("ADMIN_PASSWORD_HASH", HASH),
+                ("STREAM_IDLE_TIMEOUT_MS", bad),
+            ]);
+            assert_eq!(e.status().as_u16(), 503, "{bad}");
+            assert!(e.message().contains("STREAM_IDLE_TIMEOUT_MS"), "{bad}");
+        }
+    }
+
+    #[test]
     fn vars_set_the_config_and_client_ip_comes_from_cloudflare() {
         let s = from_lookup(lookup(&[
             ("VULTRINO_MASTER_KEY", KEY),
@@ -301,6 +369,43 @@ mod tests {
         assert_eq!(s.config.login_max_attempts, 3);
         assert!(s.config.allow_loopback_upstreams);
         assert_eq!(s.config.client_ip_header.as_deref(), Some(CLIENT_IP_HEADER));
+    }
+
+    #[test]
+    fn approval_notification_vars_set_the_webhook_and_are_checked() {
+        let s = from_lookup(lookup(&[
+            ("VULTRINO_MASTER_KEY", KEY),
+            ("ADMIN_PASSWORD_HASH", HASH),
+            ("APPROVAL_WEBHOOK", "https://hooks.slack.com/services/T/B/X"),
+            ("APPROVAL_WEBHOOK_FORMAT", "slack"),
+            ("PUBLIC_URL", "https://vultrino.example.com"),
+        ]))
+        .unwrap();
+        let n = &s.config.approval_notify;
+        assert_eq!(n.format, WebhookFormat::Slack);
+        assert_eq!(
+            n.link("ap_1").as_deref(),
+            Some("https://vultrino.example.com/ui/#/approvals/ap_1")
+        );
+        // A Slack webhook URL is a secret: not in Debug.
+        assert!(!format!("{s:?}").contains("hooks.slack.com"));
+        for (name, value) in [
+            ("APPROVAL_WEBHOOK_FORMAT", "xml"),
+            ("APPROVAL_WEBHOOK", "http://hooks.example.com/x"),
+            ("PUBLIC_URL", "vultrino.example.com"),
+        ] {
+            let e = err(&[
+                ("VULTRINO_MASTER_KEY", KEY),
+                ("ADMIN_PASSWORD_HASH", HASH),
+                (name, value),
+            ]);
+            assert_eq!(e.status().as_u16(), 503, "{name}");
+            assert!(e.message().contains(name), "{name}: {}", e.message());
+            assert!(
+                !e.message().contains(value),
+                "{name}: the value is not repeated"
+            );
+        }
     }
 
     #[test]

@@ -33,6 +33,11 @@ test("missing secrets answer 503 JSON naming each setting", async () => {
       assert.equal(r.status, 503, name);
       assert.match(r.body.error.message, new RegExp(name));
       assert.match(r.body.error.code, /^(missing|invalid)_setting$/);
+      if (r.body.error.code === "missing_setting") {
+        // Both fixes: the deployed worker's secret, and .dev.vars for `wrangler dev`.
+        assert.match(r.body.error.message, new RegExp(`wrangler secret put ${name}`));
+        assert.match(r.body.error.message, /backend-cloudflare\/\.dev\.vars/);
+      }
     } finally {
       await mf.dispose();
     }

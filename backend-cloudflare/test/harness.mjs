@@ -8,8 +8,9 @@
 //                  `testkit` feature)
 //   VULTRINO_MASTER_KEY / ENCRYPTION_KEY, ADMIN_PASSWORD_HASH, ADMIN_USER, CORS_ORIGINS,
 //   LOGIN_MAX_ATTEMPTS, LOGIN_MAX_ATTEMPTS_PER_USER, KV_SETTLE_SECONDS, PROXY_MAX_CONCURRENT,
-//   PROXY_MAX_CONCURRENT_PER_KEY, APPROVAL_TTL_SECS, ALLOW_LOOPBACK_UPSTREAMS, ACCESS_TEAM_DOMAIN, ACCESS_AUD,
-//   ACCESS_MODE, ACCESS_CERTS_URL,
+//   PROXY_MAX_CONCURRENT_PER_KEY, APPROVAL_TTL_SECS, STREAM_HEADERS_TIMEOUT_MS, STREAM_IDLE_TIMEOUT_MS,
+//   STREAM_TOTAL_TIMEOUT_MS, ALLOW_LOOPBACK_UPSTREAMS, ACCESS_TEAM_DOMAIN, ACCESS_AUD,
+//   ACCESS_MODE, ACCESS_CERTS_URL, APPROVAL_WEBHOOK, APPROVAL_WEBHOOK_FORMAT, PUBLIC_URL,
 //   ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS   passed to the worker as bindings (those set)
 //   HARNESS_KV_CONTROL=1   also serve raw access to the worker's KV namespace on 127.0.0.1, as
 //                  someone holding a KV API token (and not the master key) has it, and print
@@ -21,8 +22,9 @@
 //                  edge cancels a request whose client disconnected (workerd's own HTTP server
 //                  does not notice a client that leaves before the reply's head: decision 0065);
 //                  served on 127.0.0.1, printed as "Cancel control on <url>" before the listening
-//                  line: POST /cancel with {method, path, headers, body, after_ms} →
-//                  {cancelled: true} or {cancelled: false, status}. For those tests only.
+//                  line: POST /cancel with {method, path, headers, body, after_ms, stall} →
+//                  {cancelled: true} or {cancelled: false, status} (`stall`: the body is sent,
+//                  then kept open, never ended). For those tests only.
 //   HARNESS_AUDIT_RECORDER=1   bind AUDIT_ANALYTICS (the audit's Analytics Engine dataset) to a
 //                  recording stand-in: Miniflare's own Analytics Engine binding drops every data
 //                  point, so this one prints each as a line "vultrino_test_data_point <json>"
@@ -64,16 +66,41 @@ export const SETTINGS = [
   "PROXY_MAX_CONCURRENT",
   "PROXY_MAX_CONCURRENT_PER_KEY",
   "APPROVAL_TTL_SECS",
+  "STREAM_HEADERS_TIMEOUT_MS",
+  "STREAM_IDLE_TIMEOUT_MS",
+  "STREAM_TOTAL_TIMEOUT_MS",
   "ALLOW_LOOPBACK_UPSTREAMS",
   "ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS",
   "ACCESS_TEAM_DOMAIN",
   "ACCESS_AUD",
   "ACCESS_MODE",
   "ACCESS_CERTS_URL",
+  "APPROVAL_WEBHOOK",
+  "APPROVAL_WEBHOOK_FORMAT",
+  "PUBLIC_URL",
 ];
+
+/**
+ * The compatibility date and flags of wrangler.toml, the ones `wrangler dev` and a deployment
+ * run with — `global_fetch_strictly_public` included: in workerd on this machine (as under
+ * `wrangler dev --local`) it does not stop a fetch to a loopback address; there the core's address
+ * check is the only guard, which refuses loopback upstreams unless ALLOW_LOOPBACK_UPSTREAMS is
+ * set (tests/http/ssrf.rs checks both; on Cloudflare the flag refuses them as well).
+ */
+export function wranglerCompatibility(file = path.join(root, "wrangler.toml")) {
+  const text = fs.readFileSync(file, "utf8");
+  const date = /^compatibility_date\s*=\s*"([^"]+)"/m.exec(text);
+  const flags = /^compatibility_flags\s*=\s*\[([^\]]*)\]/m.exec(text);
+  if (!date || !flags) throw new Error(`${file}: no compatibility_date or compatibility_flags`);
+  return {
+    compatibilityDate: date[1],
+    compatibilityFlags: [...flags[1].matchAll(/"([^"]+)"/g)].map((m) => m[1]),
+  };
+}
 
 /** Miniflare options for the worker in `buildDir` with `bindings`. */
 export function workerOptions(buildDir, bindings) {
+  const { compatibilityDate, compatibilityFlags } = wranglerCompatibility();
   return {
     host: "127.0.0.1",
     port: 0,
@@ -83,11 +110,9 @@ export function workerOptions(buildDir, bindings) {
     workers: [
       {
         name: "vultrino",
-        compatibilityDate: "2026-04-01",
-        // wrangler.toml sets `global_fetch_strictly_public`; it is left out HERE ONLY because the
-        // tests' upstream is a loopback server, which that flag (rightly) makes unreachable.
-        // `enable_request_signal` as in wrangler.toml (a client that goes away cancels a stream).
-        compatibilityFlags: ["enable_request_signal"],
+        // As in wrangler.toml (see wranglerCompatibility above).
+        compatibilityDate,
+        compatibilityFlags,
         modules: true,
         scriptPath: path.join(root, buildDir, "index.js"),
         modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
@@ -164,8 +189,13 @@ export default {
     const ctl = new AbortController();
     const timer = setTimeout(() => ctl.abort(), spec.after_ms);
     try {
+      // With "stall": the body's bytes, then the body stays open (a client that stops
+      // sending before its body ends).
+      const body = spec.stall
+        ? new ReadableStream({ start(c) { c.enqueue(new TextEncoder().encode(spec.body)); } })
+        : spec.body ?? null;
       const r = await env.VULTRINO.fetch("http://127.0.0.1" + spec.path, {
-        method: spec.method, headers: spec.headers, body: spec.body ?? null, signal: ctl.signal,
+        method: spec.method, headers: spec.headers, body, signal: ctl.signal,
       });
       await r.arrayBuffer();
       clearTimeout(timer);

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use vultrino_core::app::{App, Config, Setting};
+use vultrino_core::approval_webhook::{ApprovalNotify, WebhookFormat};
 use vultrino_core::auth::{AccessConfig, AccessMode, NewKey, NewRole};
 use vultrino_core::auth::{Permission, Principal};
 use vultrino_core::credential::NewCredential;
@@ -24,7 +25,13 @@ use crate::remote::{Remote, Route};
 use crate::setup::KeySource;
 use crate::setup::{self, MasterSource, Settings, StoreKind};
 
+mod approvals;
+mod help;
+mod status;
+mod table;
 mod tokens;
+
+use table::Kind;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -55,6 +62,10 @@ struct Cli {
     /// VULTRINO_MASTER_KEY when set, else the key file].
     #[arg(long, global = true, env = "VULTRINO_MASTER_KEY_SOURCE", value_enum)]
     master_key_source: Option<KeySource>,
+    /// Print JSON (what scripts read) instead of tables; JSON is also what is printed whenever
+    /// stdout is not a terminal. `audit`: one JSON line per event.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,6 +74,9 @@ struct Cli {
 enum Command {
     /// Run the HTTP server.
     Serve(Box<ServeArgs>),
+    /// Say what this CLI works with: version, server (running? signed in?), store, where the
+    /// master key comes from, sync. Reads no secret and opens nothing.
+    Status(RemoteArgs),
     /// Manage credentials.
     Credential(CredentialArgs),
     /// Manage API keys for agents.
@@ -71,6 +85,9 @@ enum Command {
     Role(RoleArgs),
     /// Mint, list and revoke agent tokens (vt_…): short-lived subsets of an API key.
     Token(tokens::TokenArgs),
+    /// List, show, approve and deny requests waiting for a person (approvals), on the running
+    /// server.
+    Approval(approvals::ApprovalArgs),
     /// Make one request through a credential and print the scrubbed reply.
     Request(RequestArgs),
     /// Print the audit log, oldest first: the newest events that match the filters, then, with
@@ -272,6 +289,25 @@ struct ServeArgs {
     #[arg(long, env = "VULTRINO_AUDIT_WEBHOOK_QUEUE", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     audit_webhook_queue: u32,
+    /// When an agent's request waits for approval, POST a notification to this URL (once, in
+    /// the background): https://, or http:// to 127.0.0.1/localhost only with
+    /// --allow-loopback-upstreams. It may carry its own secret (a Slack webhook URL does): it is
+    /// never printed or logged.
+    #[arg(long, env = "VULTRINO_APPROVAL_WEBHOOK", value_name = "URL")]
+    approval_webhook: Option<String>,
+    /// The notification's shape: `json` ({event, approval_id, …, link}) or `slack`
+    /// ({text, blocks}, for Slack incoming webhooks and look-alikes).
+    #[arg(long, env = "VULTRINO_APPROVAL_WEBHOOK_FORMAT", value_name = "json|slack",
+          default_value = "json", value_parser = parse_webhook_format)]
+    approval_webhook_format: WebhookFormat,
+    /// The admin UI's base URL as people reach it (e.g. https://vultrino.example.com): the
+    /// approval notification links to <URL>/ui/#/approvals/<id>. Without it, no link.
+    #[arg(long, env = "VULTRINO_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
+}
+
+fn parse_webhook_format(s: &str) -> Result<WebhookFormat, String> {
+    WebhookFormat::parse(s).ok_or_else(|| "must be json or slack".to_string())
 }
 
 #[derive(Args, Debug)]
@@ -329,9 +365,6 @@ struct AuditArgs {
     #[arg(long, env = "VULTRINO_AUDIT_INTERVAL_SECS", default_value_t = 2,
           value_parser = clap::value_parser!(u16).range(1..=3600))]
     interval_secs: u16,
-    /// Print each event as one JSON line.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -373,16 +406,27 @@ enum CredentialCmd {
     Add(Box<CredentialAdd>),
     /// List credentials (metadata only).
     List,
-    /// Show one credential's metadata.
-    Show { alias: String },
+    /// Show one credential's metadata, policy and how its secret is sent (header and prefix, or
+    /// query parameter); never the secret.
+    Show {
+        /// The credential's alias.
+        alias: String,
+    },
     /// Delete a credential.
-    Rm { alias: String },
+    Rm {
+        /// The credential's alias.
+        alias: String,
+    },
     /// Replace a credential's secret (read from a prompt or stdin).
-    Rotate { alias: String },
+    Rotate {
+        /// The credential's alias.
+        alias: String,
+    },
 }
 
 #[derive(Args, Debug)]
 struct CredentialAdd {
+    /// The credential's name, used by agents (`credential` in execute, /proxy/<alias>/).
     alias: String,
     /// api_key, basic_auth, query_param or oauth2.
     #[arg(
@@ -399,6 +443,7 @@ struct CredentialAdd {
         required = true
     )]
     hosts: Vec<String>,
+    /// A note for people (shown in listings; never sent upstream).
     #[arg(long, env = "VULTRINO_CREDENTIAL_DESCRIPTION")]
     description: Option<String>,
     /// Where the pass-through proxy sends /proxy/<alias>/<path>: https://host[:port][/path],
@@ -461,21 +506,29 @@ struct CredentialAdd {
 enum KeyCmd {
     /// Create an API key (printed once).
     Create {
+        /// A label for listings, e.g. the agent's name.
         name: String,
+        /// The key's role: admin, executor, read-only or a custom role.
         #[arg(long, env = "VULTRINO_KEY_ROLE", default_value = "executor")]
         role: String,
+        /// Days until the key expires [default: never].
         #[arg(long, env = "VULTRINO_KEY_EXPIRES_IN_DAYS")]
         expires_in_days: Option<u32>,
     },
+    /// List the API keys (never their secrets), oldest first.
     List,
+    /// Revoke an API key at once.
     Revoke {
+        /// The key's id (from `key list`).
         id: String,
     },
 }
 
 #[derive(Subcommand, Debug)]
 enum RoleCmd {
+    /// Create a custom role: permissions over the credentials its scopes name.
     Create {
+        /// The role's name.
         name: String,
         /// read, execute, write, admin.
         #[arg(
@@ -493,19 +546,26 @@ enum RoleCmd {
             required = true
         )]
         scopes: Vec<String>,
+        /// A note for people.
         #[arg(long, env = "VULTRINO_ROLE_DESCRIPTION")]
         description: Option<String>,
     },
+    /// List the roles, built-in and custom.
     List,
+    /// Delete a custom role.
     Rm {
+        /// The role's name.
         name: String,
     },
 }
 
 #[derive(Args, Debug)]
 struct RequestArgs {
+    /// The credential's alias.
     credential: String,
+    /// The HTTP method, e.g. GET.
     method: String,
+    /// The absolute https:// URL, on one of the credential's hosts.
     url: String,
     /// Extra header, `Name: value` (repeatable).
     #[arg(
@@ -552,9 +612,11 @@ pub fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only on a terminal: a log file or journal gets plain text.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -579,8 +641,13 @@ fn operator() -> Principal {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    table::set_json(cli.json);
     match &cli.command {
         Command::Serve(args) => serve(&cli, (**args).clone()).await,
+        Command::Status(remote) => {
+            let s = settings(&cli, Config::default());
+            status::print(&status::status(remote.server.as_deref(), &s).await)
+        }
         Command::HashPassword {
             iterations,
             allow_weak_password_hash_for_tests,
@@ -718,6 +785,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tokens::direct(&app, &t.cmd).await
             }
         },
+        Command::Approval(a) => match route(&cli, &a.remote)? {
+            Route::Server(base) => approvals::remote(&Remote::connect(base)?, &a.cmd).await,
+            Route::Direct => Err(approvals::no_server()),
+        },
         Command::Role(r) => match route(&cli, &r.remote)? {
             Route::Server(base) => remote_role(&Remote::connect(base)?, &r.cmd).await,
             Route::Direct => {
@@ -741,7 +812,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 limit: usize::from(a.limit),
                 follow: a.follow,
                 interval: std::time::Duration::from_secs(u64::from(a.interval_secs)),
-                json: a.json,
+                json: cli.json,
             };
             let source = match route(&cli, &a.remote)? {
                 Route::Server(base) => Source::Server(Remote::connect(base)?),
@@ -967,6 +1038,11 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         stream_headers_timeout_ms: a.stream_headers_timeout_ms,
         stream_idle_timeout_ms: a.stream_idle_timeout_ms,
         stream_total_timeout_ms: a.stream_total_timeout_ms,
+        approval_notify: ApprovalNotify {
+            webhook: a.approval_webhook.filter(|w| !w.trim().is_empty()),
+            format: a.approval_webhook_format,
+            public_url: a.public_url.filter(|u| !u.trim().is_empty()),
+        },
         approval_ttl_secs: a.approval_ttl,
         ..Config::default()
     };
@@ -983,6 +1059,8 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
             Setting::AccessTeamDomain => "--access-team-domain",
             Setting::AccessAud => "--access-aud",
             Setting::AccessCertsUrl => "--access-certs-url",
+            Setting::ApprovalWebhook => "--approval-webhook",
+            Setting::PublicUrl => "--public-url",
         };
         anyhow::anyhow!("{name} {}", e.problem)
     })?;
@@ -1243,11 +1321,12 @@ async fn credential(app: &App, c: &CredentialCmd) -> anyhow::Result<()> {
                     None => break,
                 }
             }
-            print_json(&json!({"credentials": all}))
+            table::show(Kind::Credentials, &json!({"credentials": all}))
         }
-        CredentialCmd::Show { alias } => {
-            print_json(&json!(app.credentials().detail(&who, alias).await?))
-        }
+        CredentialCmd::Show { alias } => table::show(
+            Kind::Credential,
+            &json!(app.credentials().detail(&who, alias).await?),
+        ),
         CredentialCmd::Rm { alias } => {
             app.credentials().delete(&who, alias).await?;
             eprintln!("deleted credential '{alias}'");
@@ -1327,9 +1406,10 @@ async fn remote_credential(remote: &Remote, c: &CredentialCmd) -> anyhow::Result
                     None => break,
                 }
             }
-            print_json(&json!({"credentials": all}))
+            table::show(Kind::Credentials, &json!({"credentials": all}))
         }
-        CredentialCmd::Show { alias } => print_json(
+        CredentialCmd::Show { alias } => table::show(
+            Kind::Credential,
             &remote
                 .call("GET", &format!("/v1/credentials/{}", seg(alias)), None)
                 .await?,
@@ -1373,7 +1453,7 @@ async fn remote_key(remote: &Remote, k: &KeyCmd) -> anyhow::Result<()> {
             eprintln!("The key is shown only this once:");
             print_json(&created)
         }
-        KeyCmd::List => print_json(&remote.call("GET", "/v1/keys", None).await?),
+        KeyCmd::List => table::show(Kind::Keys, &remote.call("GET", "/v1/keys", None).await?),
         KeyCmd::Revoke { id } => {
             remote
                 .call("DELETE", &format!("/v1/keys/{}", seg(id)), None)
@@ -1399,7 +1479,7 @@ async fn remote_role(remote: &Remote, r: &RoleCmd) -> anyhow::Result<()> {
             }
             print_json(&remote.call("POST", "/v1/roles", Some(&body)).await?)
         }
-        RoleCmd::List => print_json(&remote.call("GET", "/v1/roles", None).await?),
+        RoleCmd::List => table::show(Kind::Roles, &remote.call("GET", "/v1/roles", None).await?),
         RoleCmd::Rm { name } => {
             remote
                 .call("DELETE", &format!("/v1/roles/{}", seg(name)), None)
@@ -1434,7 +1514,10 @@ async fn key(app: &App, k: &KeyCmd) -> anyhow::Result<()> {
         }
         KeyCmd::List => {
             let listed = app.api_keys().list(&who).await?;
-            print_json(&json!({"keys": listed.items, "refused": listed.refused}))
+            table::show(
+                Kind::Keys,
+                &json!({"keys": listed.items, "refused": listed.refused}),
+            )
         }
         KeyCmd::Revoke { id } => {
             app.api_keys().revoke(&who, id).await?;
@@ -1474,7 +1557,10 @@ async fn role(app: &App, r: &RoleCmd) -> anyhow::Result<()> {
         }
         RoleCmd::List => {
             let listed = app.roles().list(&who).await?;
-            print_json(&json!({"roles": listed.items, "refused": listed.refused}))
+            table::show(
+                Kind::Roles,
+                &json!({"roles": listed.items, "refused": listed.refused}),
+            )
         }
         RoleCmd::Rm { name } => {
             app.roles().delete(&who, name).await?;

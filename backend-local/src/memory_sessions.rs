@@ -229,9 +229,14 @@ mod tests {
         s.revoke_session("id").await.ok();
         s.reset_counter("ip").await.ok();
         assert_eq!(s.is_marked("m", 0).await.ok(), Some(false));
+        let get = approval_rules::Op::Get {
+            id: "ap_0".into(),
+            now_ms: 0,
+        };
+        assert!(s.approval(get).await.is_ok());
         assert_eq!(
             format!("{s:?}"),
-            "MemorySessions { sessions: 0, counters: 0, markers: 0 }"
+            "MemorySessions { sessions: 0, counters: 0, markers: 0, approvals: 0 }"
         );
     }
 }

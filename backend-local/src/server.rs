@@ -50,7 +50,7 @@ pub async fn serve(
         }
     }
     drop(listener);
-    drain(graceful).await;
+    log_drained(drain(graceful).await);
     Ok(())
 }
 
@@ -132,15 +132,19 @@ pub async fn serve_per_core(
     // Closing the channels tells every worker to drain and stop.
     drop(workers);
     let joined = tokio::task::spawn_blocking(move || {
+        let mut all_closed = true;
         for h in handles {
-            if h.join().is_err() {
-                tracing::error!("a worker thread panicked");
+            match h.join() {
+                Ok(closed) => all_closed &= closed,
+                Err(_) => tracing::error!("a worker thread panicked"),
             }
         }
+        all_closed
     })
     .await;
-    if joined.is_err() {
-        tracing::error!("could not wait for the worker threads");
+    match joined {
+        Ok(all_closed) => log_drained(all_closed),
+        Err(_) => tracing::error!("could not wait for the worker threads"),
     }
     if failed {
         // Exit non-zero, so that a supervisor restarts the server.
@@ -149,12 +153,13 @@ pub async fn serve_per_core(
     Ok(())
 }
 
-/// One worker thread: serve every connection handed over until the channel closes, then drain.
+/// One worker thread: serve every connection handed over until the channel closes, then drain
+/// (whether every connection closed in the grace period).
 async fn worker(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
     app: Arc<App>,
     busy_poll: Duration,
-) {
+) -> bool {
     crate::busy_poll::start(busy_poll);
     let graceful = GracefulShutdown::new();
     while let Some((stream, peer)) = rx.recv().await {
@@ -163,7 +168,7 @@ async fn worker(
             Err(e) => tracing::warn!(error = %e, "could not take over a connection"),
         }
     }
-    drain(graceful).await;
+    drain(graceful).await
 }
 
 /// The accepted connection, or `None` after a short pause when accept failed (out of file
@@ -204,11 +209,21 @@ fn spawn_connection(
     });
 }
 
-/// Give open connections [`GRACE`] to finish.
-async fn drain(graceful: GracefulShutdown) {
+/// Give open connections [`GRACE`] to finish: whether they all did. The caller logs the
+/// outcome, once for the whole server (not once per worker thread).
+async fn drain(graceful: GracefulShutdown) -> bool {
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(GRACE) => tracing::warn!("grace period over; closing remaining connections"),
+        () = graceful.shutdown() => true,
+        () = tokio::time::sleep(GRACE) => false,
+    }
+}
+
+/// Log how the drain of every connection ended, once.
+fn log_drained(all_closed: bool) {
+    if all_closed {
+        tracing::info!("all connections closed");
+    } else {
+        tracing::warn!("grace period over; closing remaining connections");
     }
 }
 

@@ -355,6 +355,18 @@ async fn open_with(
         Some(KeySource::Keychain | KeySource::Env) => Some(master_secret(settings, true)?),
         _ => None,
     };
+    // A store that already holds a keyring was sealed under a master key: when that key is not
+    // given, say so and make nothing (a new key file there could never open its records, and
+    // this must come before a first run's admin.hash), rather than make a key that then fails
+    // as `wrong_master_key` (decision 0095).
+    let mut early_kv = None;
+    if early_master.is_none() && needs_key_file(settings) {
+        let kv = open_kv(settings, clock.clone())?;
+        if kv.get(vultrino_core::keyring::KEYRING_KEY).await?.is_some() {
+            anyhow::bail!("{}", no_key_for_sealed_store(settings));
+        }
+        early_kv = Some(kv);
+    }
     if serving && config.admin_password_hash.is_none() {
         let found = admin_hash(settings)?;
         config.admin_password_hash = found.hash;
@@ -371,7 +383,10 @@ async fn open_with(
         Some(found) => found,
         None => master_secret(settings, true)?,
     };
-    let kv = open_kv(settings, clock.clone())?;
+    let kv = match early_kv {
+        Some(kv) => kv,
+        None => open_kv(settings, clock.clone())?,
+    };
     let ports = Ports {
         kv: kv.clone(),
         sessions: Arc::new(MemorySessions::new()),
@@ -411,6 +426,44 @@ async fn open_with(
         kv,
         generated_password,
     })
+}
+
+/// Whether opening `settings` would make a new key file: a file store that exists, no key file,
+/// and a source that would fall back to the file (unset with no key in the environment, or
+/// `file`).
+fn needs_key_file(settings: &Settings) -> bool {
+    let file_source = match settings.master_key_source {
+        None => env_secret(&MASTER_KEY_ENV).is_none(),
+        Some(KeySource::File) => true,
+        Some(_) => false,
+    };
+    file_source
+        && settings.store == StoreKind::File
+        && settings.data_dir.join(STORE_DIR).is_dir()
+        && !key_file(settings).exists()
+}
+
+/// The error for a store sealed under a master key that was not given (decision 0095).
+fn no_key_for_sealed_store(settings: &Settings) -> String {
+    let file = key_file(settings);
+    let looked = match settings.master_key_source {
+        None => format!(
+            "{} does not exist and VULTRINO_MASTER_KEY (or ENCRYPTION_KEY) is not set",
+            file.display()
+        ),
+        _ => format!(
+            "--master-key-source file: {} does not exist",
+            file.display()
+        ),
+    };
+    format!(
+        "no master key for the store in {dir}: {looked}. Its records are sealed under the key \
+         that made them (for a copy made by `vultrino sync`, the key of the server or worker it \
+         came from), so no new key was made. Give that key: set VULTRINO_MASTER_KEY, or write it \
+         to {file} (mode 0600), or use --master-key-source keychain if it is in the OS keychain",
+        dir = settings.data_dir.display(),
+        file = file.display(),
+    )
 }
 
 /// `--master-key-source`: where the master key is read from.

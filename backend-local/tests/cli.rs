@@ -402,6 +402,33 @@ async fn serve_refuses_a_wildcard_cors_origin_naming_the_flag() {
     assert!(!out.contains("listening on"), "{out}");
 }
 
+/// An approval webhook `serve` may not send to (plain http to a public host, a private address)
+/// stops it before it listens, naming the flag and never repeating the URL (it may hold a secret).
+#[tokio::test]
+async fn serve_refuses_an_approval_webhook_it_may_not_send_to() {
+    for (flag, value) in [
+        (
+            "--approval-webhook",
+            "http://hooks.example.com/T/B/secret-part",
+        ),
+        ("--approval-webhook", "https://10.0.0.7/secret-part"),
+        ("--public-url", "vultrino.example.com/secret-part"),
+        ("--approval-webhook-format", "xml"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        let (ok, out, err) =
+            run(&dir, &["serve", "--listen", "127.0.0.1:0", flag, value], "").await;
+        assert!(!ok, "{flag} {value}: {out}");
+        assert!(err.contains(flag), "{flag}: {err}");
+        assert!(
+            !err.contains("secret-part"),
+            "{flag}: the value is repeated: {err}"
+        );
+        assert!(!out.contains("listening on"), "{out}");
+    }
+}
+
 #[tokio::test]
 async fn sigterm_stops_the_server_gracefully() {
     let tmp = tempfile::tempdir().unwrap();
@@ -426,6 +453,108 @@ async fn sigterm_stops_the_server_gracefully() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
+}
+
+/// `vultrino status [--json]` as JSON, with the config dir (sessions) under `home`.
+async fn status_json(dir: &std::path::Path, home: &std::path::Path, json: bool) -> Value {
+    let mut cmd = vultrino_cmd(Some(dir));
+    cmd.arg("status")
+        .env("XDG_CONFIG_HOME", home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().await.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// `vultrino status` says what the CLI works with — version, server, store, key source, sync —
+/// before and while a server runs, opening nothing and printing no secret; piped, it is JSON
+/// even without `--json`.
+#[tokio::test]
+async fn status_says_server_store_key_source_and_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, home) = (tmp.path().join("data"), tmp.path().join("home"));
+    let before = status_json(&dir, &home, true).await;
+    assert_eq!(before["version"], env!("CARGO_PKG_VERSION"), "{before}");
+    assert_eq!(before["server"]["running"], false, "{before}");
+    assert_eq!(before["store"]["kind"], "file", "{before}");
+    assert_eq!(before["store"]["exists"], false, "{before}");
+    assert_eq!(before["master_key"]["source"], "file", "{before}");
+    assert_eq!(before["master_key"]["exists"], false, "{before}");
+    assert_eq!(before["sync"]["live"], false, "{before}");
+    assert!(!dir.exists(), "status creates nothing");
+
+    let (mut child, base, _) = serve_zero_config(&dir).await;
+    let during = status_json(&dir, &home, false).await;
+    assert_eq!(during["server"]["url"], base.as_str(), "{during}");
+    assert_eq!(during["server"]["running"], true, "{during}");
+    assert_eq!(
+        during["server"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "{during}"
+    );
+    assert!(
+        during["server"]["auth"]
+            .as_str()
+            .unwrap()
+            .contains("vultrino login"),
+        "{during}"
+    );
+    assert_eq!(during["store"]["held_by_a_server"], true, "{during}");
+    assert_eq!(during["master_key"]["exists"], true, "{during}");
+    let key = std::fs::read_to_string(dir.join("master.key")).unwrap();
+    assert!(!during.to_string().contains(key.trim()), "{during}");
+    let _ = child.kill().await;
+}
+
+/// The server's log, read from a pipe (not a terminal): plain text with no colour codes, and
+/// the end of the drain said once, however many worker threads drained.
+#[tokio::test]
+async fn the_log_on_a_pipe_is_plain_text_and_says_the_drain_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = vultrino_cmd(Some(&tmp.path().join("d")));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--threads", "2"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("Vultrino listening on ") {
+                return;
+            }
+        }
+        panic!("the server never listened");
+    })
+    .await
+    .unwrap();
+    let pid = child.id().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("serving"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes in a piped log: {log:?}"
+    );
+    assert_eq!(log.matches("all connections closed").count(), 1, "{log}");
 }
 
 /// An upstream on 127.0.0.1 that answers every request after `delay`; the counter says how
@@ -594,4 +723,124 @@ async fn audit_lists_the_store_directly_without_a_server() {
     let (ok, out, err) = run(dir, &["audit", "--outcome", "denied"], "").await;
     assert!(ok && out.is_empty(), "{out}{err}");
     assert!(!out.contains("audit-direct-secret-5150"));
+}
+
+/// Every file under `dir` with its contents.
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// The sync trap (issue 19): a copy made by `vultrino sync` holds records sealed under the edge's
+/// key and no key file (the key was given in the environment). Opened without that key, a
+/// management command and `serve` both refuse, say what to do, and make nothing there — no new
+/// `master.key` that could never open these records, no `admin.hash`; with the key, it opens.
+#[tokio::test]
+async fn a_synced_copy_without_its_master_key_is_refused_and_gets_no_new_key() {
+    use support::{Client, Server, ServerOptions, TEST_MASTER_KEY};
+    let edge = Server::start_local(ServerOptions {
+        extra_env: vec![("VULTRINO_MASTER_KEY".into(), TEST_MASTER_KEY.into())],
+        ..ServerOptions::default()
+    })
+    .await;
+    let client = Client::new(edge.target());
+    let admin = client.login().await;
+    let r = client
+        .send(
+            "POST",
+            "/v1/credentials",
+            Some(&admin),
+            Some(
+                &json!({"alias": "github", "type": "api_key", "data": {"key": "sk-sync-trap-2468"},
+                "policy": {"allowed_hosts": ["api.github.com"]}}),
+            ),
+        )
+        .await;
+    support::expect(&r, 201, None);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("edge-copy");
+    let out = vultrino_cmd(Some(&dir))
+        .args(["sync", "--from", &edge.base])
+        .env("VULTRINO_MASTER_KEY", TEST_MASTER_KEY)
+        .env("VULTRINO_SYNC_TOKEN", &admin)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = snapshot(&dir);
+    assert!(!dir.join("master.key").exists());
+
+    // A management command without the key.
+    let (ok, _, err) = run(&dir, &["credential", "list"], "").await;
+    assert!(!ok, "a command without the key must fail");
+    assert!(err.contains("no master key for the store"), "{err}");
+    assert!(err.contains("no new key was made"), "{err}");
+    assert!(err.contains("VULTRINO_MASTER_KEY"), "{err}");
+    assert!(err.contains("vultrino sync"), "{err}");
+    assert!(!err.contains("wrong_master_key"), "{err}");
+    assert!(
+        !dir.join("master.key").exists(),
+        "a new master key was made"
+    );
+    assert_eq!(snapshot(&dir), before, "the copy changed");
+
+    // `--master-key-source file` says the same.
+    let (ok, _, err) = run(
+        &dir,
+        &["--master-key-source", "file", "credential", "list"],
+        "",
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("no new key was made"), "{err}");
+    assert_eq!(snapshot(&dir), before, "the copy changed");
+
+    // `serve` without the key: refused before it makes a key or a first-run admin password.
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        vultrino_cmd(Some(&dir))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("serve without the key must exit, not serve")
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no new key was made"), "{err}");
+    assert!(!dir.join("admin.hash").exists(), "an admin.hash was made");
+    assert_eq!(snapshot(&dir), before, "the copy changed");
+
+    // With the edge's key the copy opens.
+    let out = vultrino_cmd(Some(&dir))
+        .args(["credential", "list"])
+        .env("VULTRINO_MASTER_KEY", TEST_MASTER_KEY)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("github"));
+    assert!(!dir.join("master.key").exists());
 }

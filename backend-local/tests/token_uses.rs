@@ -169,3 +169,72 @@ async fn a_use_that_cannot_be_counted_refuses_the_request_and_sends_nothing() {
         "the failed count spent no use"
     );
 }
+
+/// A clock that moves `step` ms forward on every read (once armed): two reads of one operation
+/// then straddle an instant.
+struct SteppingClock {
+    now: std::sync::atomic::AtomicU64,
+    step: std::sync::atomic::AtomicU64,
+}
+
+impl vultrino_core::ports::Clock for SteppingClock {
+    fn now_ms(&self) -> u64 {
+        let step = self.step.load(Ordering::SeqCst);
+        self.now.fetch_add(step, Ordering::SeqCst)
+    }
+}
+
+/// A mint while the parent key expires (its expiry falls between two reads of the clock inside
+/// the mint) is refused or makes a token that ends by the key's expiry; it never computes a
+/// negative lifetime (review of 2026-12-06, finding 5: a panic in debug builds, a wrapped KV
+/// TTL in release ones).
+#[tokio::test]
+async fn a_mint_racing_its_parents_expiry_never_underflows() {
+    use std::sync::atomic::AtomicU64;
+    const T0: u64 = 1_800_000_000_000;
+    const DAY: u64 = 86_400_000;
+    for back in 0..24 {
+        let clock = Arc::new(SteppingClock {
+            now: AtomicU64::new(T0),
+            step: AtomicU64::new(0),
+        });
+        let ports = Ports {
+            kv: Arc::new(MemoryKv::new(clock.clone())),
+            sessions: Arc::new(MemorySessions::new()),
+            fetcher: Arc::new(CountingFetch::default()),
+            clock: clock.clone(),
+            audit_sink: None,
+        };
+        let (_, master) = MasterSecret::generate_raw();
+        let master = MasterSecret::parse(&master).unwrap();
+        let app = App::open(Config::default(), ports, &master).await.unwrap();
+        let operator = vultrino_core::auth::Principal::Admin {
+            subject: "test".into(),
+            session_id: String::new(),
+            via_cookie: false,
+            access: None,
+        };
+        let key = app
+            .api_keys()
+            .create(
+                &operator,
+                serde_json::from_value(
+                    json!({"name": "agent", "role": "executor", "expires_in_days": 1}),
+                )
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        let expires = key.expires_at.unwrap();
+        assert_eq!(expires, T0 + DAY);
+        // Reads from `back` ms before the key's expiry on, 2 ms apart.
+        clock.now.store(expires - back, Ordering::SeqCst);
+        clock.step.store(2, Ordering::SeqCst);
+        let input =
+            serde_json::from_value(json!({"parent_key": key.id, "credentials": ["*"]})).unwrap();
+        match app.api_keys().tokens().mint(&operator, input).await {
+            Ok(t) => assert!(t.expires_at <= expires, "{back}: past the key's expiry"),
+            Err(e) => assert_eq!(e.code().as_str(), "key_not_found", "{back}: {e}"),
+        }
+    }
+}

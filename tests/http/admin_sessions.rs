@@ -52,7 +52,7 @@ async fn a_session_made_before_a_password_change_is_refused_after_it() {
         "a bearer session made before the password change",
         &r,
         401,
-        "session_expired",
+        "invalid_session",
     );
     let r = c
         .send_cookie("GET", "/v1/credentials", &cookie, Some(&csrf), None)
@@ -61,7 +61,7 @@ async fn a_session_made_before_a_password_change_is_refused_after_it() {
         "a cookie session made before the password change",
         &r,
         401,
-        "session_expired",
+        "invalid_session",
     );
     let r = c
         .send(

@@ -629,8 +629,9 @@ async fn prefer_wait_holds_the_request_until_a_person_decides() {
     assert_eq!(e.approval(&key, &id).await.body["status"], "executed");
 }
 
-/// MCP `http_request` goes through the same gate: a tool error naming `approval_pending` and
-/// the id (nothing sent), then, approved, the same call with `approval_id` runs once.
+/// MCP `http_request` goes through the same gate: a 202-shaped result (not an error, decision
+/// 0094) naming the id and `approval_status` (nothing sent), then, approved, the same call with
+/// `approval_id` runs once.
 #[tokio::test]
 async fn an_mcp_http_request_waits_for_approval_too() {
     let e = env().await;
@@ -655,12 +656,17 @@ async fn an_mcp_http_request_waits_for_approval_too() {
     };
     let r = call(json!({})).await;
     expect_for("tools/call", &r, 200, None);
-    assert_eq!(r.body["result"]["isError"], true, "{}", r.text);
+    assert_eq!(r.body["result"]["isError"], false, "{}", r.text);
+    assert_eq!(
+        r.body["result"]["structuredContent"]["status"], 202,
+        "{}",
+        r.text
+    );
     let text = r.body["result"]["content"][0]["text"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    assert!(text.contains("approval_pending"), "{text}");
+    assert!(text.contains("approval_status"), "{text}");
     let listed = e.c.send("GET", "/v1/approvals", Some(&key), None).await;
     let id = ids(&listed).first().cloned().unwrap();
     assert!(
@@ -773,7 +779,7 @@ async fn an_agent_key_never_lands_in_an_approval() {
 }
 
 /// One key cannot flood the approvals (nor the person's list, nor the one object that holds
-/// them on Workers): past 100 pending approvals its next request is 429 `too_many_approvals`,
+/// them on Workers): past 100 pending approvals its next request is 429 `rate_limited`,
 /// nothing stored or sent, while another key still asks (review of 2026-12-06, finding 3).
 #[tokio::test]
 async fn a_key_cannot_flood_the_approvals() {
@@ -787,7 +793,7 @@ async fn a_key_cannot_flood_the_approvals() {
         pending_id(&e.exec(&key, "pay", "POST", &url, Some(&body), &[]).await);
     }
     let r = e.exec(&key, "pay", "POST", &url, Some("n=100"), &[]).await;
-    expect_for("the 101st pending", &r, 429, "too_many_approvals");
+    expect_for("the 101st pending", &r, 429, "rate_limited");
     pending_id(&e.exec(&other, "pay", "POST", &url, Some("n=0"), &[]).await);
     assert!(e.up.seen().is_empty());
 }

@@ -197,3 +197,59 @@ async fn malformed_bodies_get_400_json() {
             .await;
     expect_for("a body over 1 MiB", &r, 413, None);
 }
+
+/// A credential's detail says how its secret is sent upstream (the header and the prefix
+/// before the secret, or the query parameter), never the secret nor the basic-auth user.
+#[tokio::test]
+async fn one_credential_shows_how_its_secret_is_sent() {
+    let e = env().await;
+    let hosts = json!({"allowed_hosts": ["127.0.0.1"]});
+    for (alias, kind, data, sent_as) in [
+        (
+            "plain",
+            "api_key",
+            json!({"key": "sk-4471-plain"}),
+            json!({"header": "Authorization", "prefix": "Bearer "}),
+        ),
+        (
+            "custom",
+            "api_key",
+            json!({"key": "sk-4471-custom", "header": "X-Api-Key", "prefix": "Token "}),
+            json!({"header": "X-Api-Key", "prefix": "Token "}),
+        ),
+        (
+            "bare",
+            "api_key",
+            json!({"key": "sk-4471-bare", "header": "X-Api-Key"}),
+            json!({"header": "X-Api-Key", "prefix": ""}),
+        ),
+        (
+            "basic",
+            "basic_auth",
+            json!({"username": "user-4471", "password": "pw-4471-basic"}),
+            json!({"header": "Authorization", "prefix": "Basic "}),
+        ),
+        (
+            "query",
+            "query_param",
+            json!({"name": "api_key", "value": "sk-4471-query"}),
+            json!({"query_param": "api_key"}),
+        ),
+    ] {
+        let r = e
+            .create(json!({"alias": alias, "type": kind, "data": data, "policy": hosts}))
+            .await;
+        expect_for(alias, &r, 201, None);
+        let shown =
+            e.c.send(
+                "GET",
+                &format!("/v1/credentials/{alias}"),
+                Some(&e.admin),
+                None,
+            )
+            .await;
+        expect_for(alias, &shown, 200, None);
+        assert_eq!(shown.body["sent_as"], sent_as, "{alias}: {}", shown.text);
+        assert!(!shown.text.contains("4471"), "{alias}: {}", shown.text);
+    }
+}

@@ -1,7 +1,9 @@
 //! Health, unknown routes and methods, and the admin UI as served to browsers and to API clients.
 
+use serde_json::json;
+
 use crate::env;
-use crate::support::{expect, Reply};
+use crate::support::{expect, expect_for, Reply};
 
 #[tokio::test]
 async fn health_and_unknown_routes_answer_json() {
@@ -71,4 +73,80 @@ async fn browsers_get_the_admin_ui_under_a_strict_policy_and_api_clients_get_jso
     let r = e.c.send("GET", "/", None, None).await;
     assert_eq!((r.status, r.body["name"].as_str()), (200, Some("vultrino")));
     assert!(header(&r, "content-security-policy").contains("default-src 'none'"));
+}
+
+/// Every 405 says what the route takes, in `Allow` (RFC 9110), for every route of the API.
+#[tokio::test]
+async fn every_405_names_the_allowed_methods() {
+    let e = env().await;
+    for (path, allow) in [
+        ("/", "GET"),
+        ("/healthz", "GET"),
+        ("/ui/app.js", "GET"),
+        ("/login", "POST"),
+        ("/logout", "POST"),
+        ("/mcp", "POST"),
+        ("/v1/execute", "POST"),
+        ("/api/v1/execute", "POST"),
+        ("/v1/credentials", "GET, POST"),
+        ("/v1/credentials/some-alias", "GET, PUT, DELETE"),
+        ("/v1/keys", "GET, POST"),
+        ("/v1/keys/some-id", "DELETE"),
+        ("/v1/tokens", "GET, POST"),
+        ("/v1/tokens/some-id", "DELETE"),
+        ("/v1/roles", "GET, POST"),
+        ("/v1/roles/some-role", "DELETE"),
+        ("/v1/audit", "GET"),
+        ("/v1/audit/sinks", "GET"),
+        ("/v1/admin/migrate-records", "POST"),
+        ("/v1/sync/export", "GET"),
+        ("/v1/approvals", "GET"),
+        ("/v1/approvals/some-id", "GET"),
+        ("/v1/approvals/some-id/approve", "POST"),
+        ("/v1/approvals/some-id/deny", "POST"),
+    ] {
+        let allowed: Vec<&str> = allow.split(", ").collect();
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            if allowed.contains(&method) {
+                continue;
+            }
+            let r = e.c.send(method, path, Some(&e.admin), None).await;
+            let what = format!("{method} {path}");
+            expect_for(&what, &r, 405, None);
+            assert_eq!(
+                r.headers.get("allow").and_then(|v| v.to_str().ok()),
+                Some(allow),
+                "{what}: {:?}",
+                r.headers
+            );
+        }
+    }
+}
+
+/// Valid JSON that does not fit the route is a schema error, not a JSON syntax error.
+#[tokio::test]
+async fn json_of_the_wrong_shape_is_a_schema_mismatch() {
+    let e = env().await;
+    for (path, body) in [
+        ("/v1/credentials", json!({"alias": 7})),
+        ("/v1/credentials", json!(["a list"])),
+        (
+            "/v1/keys",
+            json!({"name": "k", "role": "executor", "colour": "red"}),
+        ),
+        ("/v1/roles", json!({})),
+    ] {
+        let r = e.c.send("POST", path, Some(&e.admin), Some(&body)).await;
+        expect_for(&format!("POST {path} {body}"), &r, 400, "schema_mismatch");
+    }
+    let r =
+        e.c.send_raw(
+            e.c.http
+                .post(format!("{}/v1/credentials", e.c.target.base))
+                .bearer_auth(&e.admin)
+                .header("content-type", "application/json")
+                .body("{\"alias\": "),
+        )
+        .await;
+    expect_for("a body that is not JSON", &r, 400, "invalid_json");
 }

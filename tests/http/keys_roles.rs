@@ -100,3 +100,42 @@ async fn admin_roles_must_be_unscoped() {
             .await;
     expect(&r, 400, None);
 }
+
+/// `GET /v1/keys` lists keys in the order they were created, oldest first (ids are random, so
+/// the store's own order is not it).
+#[tokio::test]
+async fn keys_are_listed_in_creation_order() {
+    let e = env().await;
+    let names = [
+        "k-first", "k-second", "k-third", "k-fourth", "k-fifth", "k-sixth",
+    ];
+    for name in names {
+        let r =
+            e.c.send(
+                "POST",
+                "/v1/keys",
+                Some(&e.admin),
+                Some(&json!({"name": name, "role": "executor"})),
+            )
+            .await;
+        expect(&r, 201, None);
+        // A new millisecond for the next key's `created_at`.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let r = e.c.send("GET", "/v1/keys", Some(&e.admin), None).await;
+    expect(&r, 200, None);
+    let listed: Vec<&str> = r.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["name"].as_str())
+        .collect();
+    assert_eq!(listed, names, "{}", r.text);
+    let created: Vec<u64> = r.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["created_at"].as_u64().unwrap())
+        .collect();
+    assert!(created.windows(2).all(|w| w[0] <= w[1]), "{created:?}");
+}

@@ -276,3 +276,107 @@ async fn a_cross_site_page_cannot_lock_the_admin_out() {
         .count();
     assert_eq!(failures, 0, "{}", r.text);
 }
+
+/// A malformed login body (not JSON, or JSON without `username`/`password`) is an attempt like a
+/// wrong password: it counts toward the client's lockout and is audited as a failed login, with
+/// the body's error code (docs/decisions/0096-cli-and-api-habits.md).
+#[tokio::test]
+async fn malformed_login_bodies_count_toward_the_lockout_and_are_audited() {
+    let e = env_with(ServerOptions {
+        login_max_attempts: 3,
+        ..ServerOptions::default()
+    })
+    .await;
+    let url = format!("{}/login", e.c.target.base);
+    let r =
+        e.c.send_raw(
+            e.c.http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body("username=admin&password=guess"),
+        )
+        .await;
+    expect_for("a login body that is not JSON", &r, 400, "invalid_json");
+    let r =
+        e.c.send("POST", "/login", None, Some(&json!({"user": "admin"})))
+            .await;
+    expect_for(
+        "a login body without the fields",
+        &r,
+        400,
+        "schema_mismatch",
+    );
+    let r =
+        e.c.send("POST", "/login", None, Some(&json!({"password": 7})))
+            .await;
+    expect_for(
+        "a login body of the wrong types",
+        &r,
+        400,
+        "schema_mismatch",
+    );
+    // Three attempts spent: the right password is now refused.
+    let good = json!({"username": "admin", "password": ADMIN_PASSWORD});
+    let r = e.c.send("POST", "/login", None, Some(&good)).await;
+    expect_for(
+        "a login after three malformed bodies",
+        &r,
+        429,
+        "login_locked",
+    );
+
+    let failures: Vec<_> = e
+        .audit_events("login", 5)
+        .await
+        .into_iter()
+        .filter(|ev| ev["outcome"] == "failure")
+        .collect();
+    let codes: Vec<_> = failures
+        .iter()
+        .filter_map(|ev| ev["code"].as_str())
+        .collect();
+    assert_eq!(
+        codes.iter().filter(|c| **c == "invalid_json").count(),
+        1,
+        "{failures:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|c| **c == "schema_mismatch").count(),
+        2,
+        "{failures:?}"
+    );
+    for ev in &failures {
+        assert!(ev["actor"].as_str().unwrap().starts_with("client:"), "{ev}");
+        assert!(!ev.to_string().contains("guess"), "{ev}");
+    }
+}
+
+/// A `vs_` token this deployment never issued is `invalid_session`; a real session that ended is
+/// `session_expired`.
+#[tokio::test]
+async fn made_up_session_tokens_are_invalid_not_expired() {
+    let e = env().await;
+    for made_up in [
+        "vs_abc",
+        "vs_AAAAAAAAAAAAAAAAAAAAAA.0.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        let r =
+            e.c.send("GET", "/v1/credentials", Some(made_up), None)
+                .await;
+        expect_for(made_up, &r, 401, "invalid_session");
+    }
+    // The admin's own token, mangled in its last character.
+    let mut mangled = e.admin.clone();
+    let last = mangled.pop().unwrap();
+    mangled.push(if last == 'A' { 'B' } else { 'A' });
+    let r =
+        e.c.send("GET", "/v1/credentials", Some(&mangled), None)
+            .await;
+    expect_for("a mangled session token", &r, 401, "invalid_session");
+    let r = e.c.send("POST", "/logout", Some(&e.admin), None).await;
+    expect(&r, 204, None);
+    let r =
+        e.c.send("GET", "/v1/credentials", Some(&e.admin), None)
+            .await;
+    expect_for("a logged-out session", &r, 401, "session_expired");
+}

@@ -28,7 +28,9 @@
 //! on the worker, as an Analytics Engine data point), `changes` (concurrent writes,
 //! consistency
 //! after a change), `sync` (export, and `vultrino sync --from` the backend under test), `cli` (the
-//! management CLI with `--server` the backend under test, after `vultrino login`).
+//! management CLI with `--server` the backend under test, after `vultrino login`),
+//! `approval_surfaces` (approvals through the CLI; the approval webhook, JSON and Slack, whose
+//! link only shows).
 
 #![allow(clippy::unwrap_used)]
 
@@ -40,6 +42,7 @@ mod support;
 
 mod access;
 mod admin_sessions;
+mod approval_surfaces;
 mod approvals;
 mod audit;
 mod audit_sinks;
@@ -240,6 +243,60 @@ impl Env {
             before + 1,
             "the upstream received the request at {upstream_path}"
         );
+    }
+
+    /// Send `POST path` (with `headers`) declaring a longer body than `body`, send `body`, then
+    /// go away before the rest — before anything could be sent upstream. On the local server
+    /// the client closes its connection after 300 ms (the server sees the body fail); on the
+    /// worker the harness's canceller (an [`env_cancellable`] env) sends `body` on a stream it
+    /// never ends and cancels its call after 1 s, so the core's future is dropped while it waits
+    /// for the body (decision 0065).
+    async fn leave_before_the_body_ends(&self, path: &str, headers: &[(&str, &str)], body: &str) {
+        if let Some(control) = &self._server.cancel_control {
+            let mut map: serde_json::Map<String, Value> = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
+            map.insert("content-type".into(), json!("application/json"));
+            let r: Value = self
+                .c
+                .http
+                .post(format!("{control}/cancel"))
+                .json(&json!({"method": "POST", "path": path, "headers": map,
+                    "body": body, "after_ms": 1000, "stall": true}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(
+                r["cancelled"], true,
+                "the call ended before it was cancelled: {r}"
+            );
+            return;
+        }
+        assert!(
+            !support::workerd_backend(),
+            "use env_cancellable() on the worker"
+        );
+        use tokio::io::AsyncWriteExt;
+        let authority = self.c.target.base.trim_start_matches("http://").to_string();
+        let mut stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n",
+            body.len() + 1000
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(body.as_bytes()).await.unwrap();
+        stream.flush().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        drop(stream);
     }
 
     /// `GET url` through `alias`, as the holder of `token`.

@@ -703,6 +703,90 @@ async fn proxied_replies_are_sandboxed_and_cannot_take_over_the_origin() {
     }
 }
 
+/// A browser loading a page, a frame, a script or a (service) worker from `/proxy/` — the link
+/// an agent could hand the admin, `?key=` and all — is refused with 403 `browser_context`
+/// before anything is sent upstream; an SDK's request (no `Sec-Fetch-*`) and a page's own
+/// `fetch()` go through (decision 0082).
+#[tokio::test]
+async fn browser_pages_frames_and_workers_are_refused_before_anything_is_sent() {
+    let e = env().await;
+    e.proxy_cred("p", json!({})).await;
+    let agent = e.key("executor").await;
+    let link = format!("p/hostile?key={agent}");
+    for (what, headers) in [
+        (
+            "a click on a link",
+            &[
+                ("sec-fetch-mode", "navigate"),
+                ("sec-fetch-dest", "document"),
+                ("sec-fetch-site", "none"),
+                ("sec-fetch-user", "?1"),
+            ][..],
+        ),
+        (
+            "an iframe",
+            &[("sec-fetch-mode", "navigate"), ("sec-fetch-dest", "iframe")][..],
+        ),
+        (
+            "a script tag",
+            &[("sec-fetch-mode", "no-cors"), ("sec-fetch-dest", "script")][..],
+        ),
+        (
+            "a worker",
+            &[
+                ("sec-fetch-mode", "same-origin"),
+                ("sec-fetch-dest", "worker"),
+            ][..],
+        ),
+        (
+            "a service worker's registration",
+            &[
+                ("sec-fetch-mode", "same-origin"),
+                ("sec-fetch-dest", "serviceworker"),
+                ("service-worker", "script"),
+            ][..],
+        ),
+        (
+            "a Service-Worker header alone",
+            &[("service-worker", "script")][..],
+        ),
+    ] {
+        let r = e.proxy("GET", &link, headers, None).await;
+        expect_refusal(what, &r, 403, "browser_context");
+        assert_eq!(
+            r.headers
+                .get("content-security-policy")
+                .and_then(|v| v.to_str().ok()),
+            Some("sandbox; default-src 'none'; frame-ancestors 'none'"),
+            "{what}"
+        );
+        assert!(!r.text.contains(&agent), "{what}: {}", r.text);
+    }
+    assert!(
+        e.up.seen().is_empty(),
+        "a refused browser request reached the upstream: {:?}",
+        e.up.seen()
+    );
+    let sdk = e
+        .proxy("GET", "p/echo", &[("x-api-key", &agent)], None)
+        .await;
+    expect_for("an SDK's request", &sdk, 200, None);
+    let page_fetch = e
+        .proxy(
+            "GET",
+            &format!("p/echo?key={agent}"),
+            &[
+                ("sec-fetch-mode", "cors"),
+                ("sec-fetch-dest", "empty"),
+                ("sec-fetch-site", "same-origin"),
+            ],
+            None,
+        )
+        .await;
+    expect_for("a page's fetch()", &page_fetch, 200, None);
+    assert_eq!(e.up.seen().len(), 2, "{:?}", e.up.seen());
+}
+
 /// Only Vultrino sets `X-Vultrino-Error`: an upstream's forged one never reaches the client,
 /// so its own errors are never taken for Vultrino's refusals.
 #[tokio::test]
@@ -1197,5 +1281,225 @@ async fn a_flood_of_identical_denials_is_one_counted_audit_event() {
     assert!(
         !e.up.seen().iter().any(|s| s.path == "/other"),
         "nothing refused was sent"
+    );
+}
+
+/// Refusals are counted per request shape (method, host and path), not only per alias and
+/// code: an agent that surrounds a probe with identical innocuous refusals of the same code
+/// cannot keep the probe out of the log — it is written, with its path (afternoon review L5,
+/// decision 0087).
+#[tokio::test]
+async fn a_refused_probe_among_innocuous_refusals_is_still_written() {
+    let e = env().await;
+    e.proxy_cred("p", json!({"path_prefixes": ["/echo"]})).await;
+    let agent = e.key("executor").await;
+    let auth = [("x-api-key", agent.as_str())];
+    let window = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() / 600_000
+    };
+    let started = window(std::time::SystemTime::now());
+    for (method, path) in [
+        ("GET", "p/a"),
+        ("GET", "p/a"),
+        ("GET", "p/secret"),
+        ("GET", "p/a"),
+        ("DELETE", "p/a"),
+    ] {
+        let r = e.proxy(method, path, &auth, None).await;
+        expect_refusal(path, &r, 403, "path_not_allowed");
+    }
+    if window(std::time::SystemTime::now()) != started {
+        eprintln!("the refusals straddled an audit window's end: not checked");
+        return;
+    }
+    let events = e.proxy_events(3).await;
+    assert_eq!(events.len(), 3, "{events:?}");
+    let find = |method: &str, path: &str| {
+        events
+            .iter()
+            .find(|ev| ev["method"] == method && ev["path"] == path)
+            .unwrap_or_else(|| panic!("no event for {method} {path}: {events:?}"))
+    };
+    assert_eq!(find("GET", "/secret")["count"], 1, "{events:?}");
+    assert_eq!(find("DELETE", "/a")["count"], 1, "{events:?}");
+    // Three identical refusals: one event, written at 1 and 2.
+    assert_eq!(find("GET", "/a")["count"], 2, "{events:?}");
+    assert!(e.up.seen().is_empty(), "{:?}", e.up.seen());
+}
+
+/// `POST /proxy/<path>` over a raw connection declaring `declared` body bytes, then `parts`
+/// written `pause` apart, then nothing (the connection kept open): the status and
+/// `X-Vultrino-Error` of the reply, and how long it took to come.
+async fn stalled_post(
+    e: &Env,
+    path: &str,
+    headers: &[(&str, &str)],
+    declared: usize,
+    parts: Vec<Vec<u8>>,
+    pause: std::time::Duration,
+) -> (u16, Option<String>, std::time::Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = e.c.target.base.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let mut head = format!(
+        "POST /proxy/{path} HTTP/1.1\r\nhost: {authority}\r\ncontent-length: {declared}\r\n"
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let started = std::time::Instant::now();
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        for p in parts {
+            wr.write_all(&p).await?;
+            wr.flush().await?;
+            tokio::time::sleep(pause).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        std::io::Result::Ok(wr)
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(20), rd.read(&mut buf))
+            .await
+            .expect("a reply within 20 s")
+            .unwrap_or(0);
+        assert!(n > 0, "closed without a reply");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let took = started.elapsed();
+    writer.abort();
+    let text = String::from_utf8_lossy(&got).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let error = text.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("x-vultrino-error:")
+            .map(|v| v.trim().to_string())
+    });
+    (status, error, took)
+}
+
+/// A credential with a method list has its request body read whole before anything is sent
+/// (to look for a `_method` override): a client that stalls (the idle deadline) or trickles
+/// (the total deadline) gets 408 `body_timeout` within the stream deadlines and nothing is
+/// sent — on the worker too, which enforces them itself rather than leaving the request to the
+/// runtime (review 2026-12-05, finding 5; decision 0087).
+#[tokio::test]
+async fn a_body_that_stalls_or_trickles_is_408_on_every_backend_and_nothing_is_sent() {
+    let mut extra_env = Vec::new();
+    for (name, ms) in [
+        ("STREAM_IDLE_TIMEOUT_MS", "500"),
+        ("STREAM_TOTAL_TIMEOUT_MS", "2000"),
+    ] {
+        extra_env.push((format!("VULTRINO_{name}"), ms.to_string()));
+        extra_env.push((name.to_string(), ms.to_string()));
+    }
+    let e = env_with(ServerOptions {
+        extra_env,
+        ..ServerOptions::default()
+    })
+    .await;
+    e.proxy_cred("m", json!({"methods": ["GET", "POST"]})).await;
+    let agent = e.key("executor").await;
+    let auth = [("x-api-key", agent.as_str())];
+    // Half the body, then nothing: the idle deadline.
+    let (status, code, took) = stalled_post(
+        &e,
+        "m/echo",
+        &auth,
+        1000,
+        vec![vec![b'a'; 500]],
+        std::time::Duration::from_millis(1),
+    )
+    .await;
+    assert_eq!((status, code.as_deref()), (408, Some("body_timeout")));
+    assert!(
+        took < std::time::Duration::from_millis(1900),
+        "idle, not total: {took:?}"
+    );
+    // A byte every 300 ms (never idle for 500 ms): the total deadline.
+    let (status, code, took) = stalled_post(
+        &e,
+        "m/echo",
+        &auth,
+        1000,
+        vec![b"x".to_vec(); 20],
+        std::time::Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!((status, code.as_deref()), (408, Some("body_timeout")));
+    assert!(
+        took >= std::time::Duration::from_millis(1500) && took < std::time::Duration::from_secs(5),
+        "{took:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert!(
+        e.up.seen().is_empty(),
+        "nothing was sent: {:?}",
+        e.up.seen()
+    );
+    // A body that comes in time still goes through.
+    let r = e
+        .proxy("POST", "m/echo", &auth, Some(b"{\"ok\":1}".to_vec()))
+        .await;
+    expect_for("a body sent at once", &r, 200, None);
+}
+
+/// Clients that leave before anything was sent upstream (here: while a method-list credential
+/// waits for the rest of the body) are refusals like the others: counted in one event per key,
+/// alias, code and request, not written one by one, and nothing reaches the upstream (security
+/// review of 2026-12-05 afternoon, L4; decision 0068). On the worker the request is cancelled
+/// as Cloudflare's edge cancels it, which drops the core's future before the send: that drop is
+/// what is counted (`cancelled`). The local server sees the body fail first (`invalid_body`).
+#[tokio::test]
+async fn clients_that_leave_before_sending_are_one_counted_event() {
+    let e = env_cancellable().await;
+    e.proxy_cred("m", json!({"methods": ["GET", "POST"]})).await;
+    let agent = e.key("executor").await;
+    let window = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() / 600_000
+    };
+    let started = window(std::time::SystemTime::now());
+    for _ in 0..3 {
+        e.leave_before_the_body_ends("/proxy/m/echo", &[("x-api-key", &agent)], "{\"a\":")
+            .await;
+    }
+    // The counted writes happen after the client left: wait for the third one to land.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    if window(std::time::SystemTime::now()) != started {
+        eprintln!("the requests straddled an audit window's end: not checked");
+        return;
+    }
+    let events = e.proxy_events(1).await;
+    assert_eq!(
+        events.len(),
+        1,
+        "one counted event, not one each: {events:?}"
+    );
+    let ev = &events[0];
+    // Written at the 1st and 2nd; the 3rd is counted, not written.
+    assert_eq!(ev["count"], 2, "{ev}");
+    let expected = if crate::support::workerd_backend() {
+        ("cancelled", serde_json::Value::Null)
+    } else {
+        ("error", json!("invalid_body"))
+    };
+    assert_eq!(
+        (ev["outcome"].as_str().unwrap(), ev["code"].clone()),
+        expected,
+        "{ev}"
+    );
+    assert_eq!(ev["path"], "/echo", "{ev}");
+    assert!(
+        e.up.seen().is_empty(),
+        "nothing was sent: {:?}",
+        e.up.seen()
     );
 }

@@ -48,6 +48,31 @@ async fn loopback_upstreams_are_refused_without_the_opt_in() {
     assert_eq!(e.up.seen().len(), 0);
 }
 
+/// Issue 19: a worker under `wrangler dev --local` (the harness runs it with wrangler.toml's own
+/// compatibility flags, `global_fetch_strictly_public` included, which does not stop loopback
+/// fetches there) and the local server alike: the only guard between a credential and a service
+/// on this machine is the address check — refused by default, reached with the documented
+/// test-only setting (`ALLOW_LOOPBACK_UPSTREAMS` / `--allow-loopback-upstreams`).
+#[tokio::test]
+async fn a_loopback_upstream_is_refused_by_default_and_reached_with_the_opt_in() {
+    for allow in [false, true] {
+        let e = env_with(ServerOptions {
+            allow_loopback: allow,
+            ..ServerOptions::default()
+        })
+        .await;
+        e.api_key_cred("github").await;
+        let r = e.execute(&e.admin, "github", &e.up.url("/echo")).await;
+        if allow {
+            expect_for("with the setting", &r, 200, None);
+            assert_eq!(e.up.seen().len(), 1, "the upstream was not reached");
+        } else {
+            expect_for("without the setting", &r, 403, None);
+            assert_eq!(e.up.seen().len(), 0, "the upstream was reached");
+        }
+    }
+}
+
 #[tokio::test]
 #[ignore = "aims at non-loopback addresses: run by scripts/test.sh inside `unshare -n`"]
 async fn metadata_private_and_odd_numeric_targets_are_refused() {

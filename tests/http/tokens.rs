@@ -205,7 +205,7 @@ async fn a_token_never_widens_its_parent() {
             "require_approval that is not a boolean",
             json!({"credentials": ["github-work"], "require_approval": "yes"}),
             400,
-            "invalid_json",
+            "schema_mismatch",
         ),
     ] {
         let r = e.mint(&key, body).await;
@@ -645,4 +645,310 @@ async fn the_cli_mints_lists_and_revokes_tokens() {
         .await;
     expect_for("revoked through the CLI", &r, 401, "invalid_api_key");
     assert!(!home.join("data").exists(), "no local store was opened");
+}
+
+/// A token's `methods` holds as the upstream reads the method: a `_method` parameter (query,
+/// query parameters, form, multipart or JSON body) naming a method the token lacks is refused,
+/// on execute and on the proxy, also when the credential itself has no method list (review of
+/// 2026-12-06, finding 1: Laravel, Symfony, Rails and Rack read `POST …?_method=DELETE` as a
+/// DELETE).
+#[tokio::test]
+async fn a_method_override_parameter_cannot_widen_a_tokens_methods() {
+    let e = env().await;
+    let r = e
+        .create(json!({
+            "alias": "any-method", "type": "api_key", "data": {"key": crate::API_SECRET},
+            "policy": {"allowed_hosts": ["127.0.0.1"]}, "base_url": e.up.url(""),
+        }))
+        .await;
+    expect_for("a credential without a method list", &r, 201, None);
+    let key = e.key("executor").await;
+    let t = e
+        .token(
+            &key,
+            json!({"credentials": ["any-method"], "methods": ["POST"]}),
+        )
+        .await;
+    let token = t["token"].as_str().unwrap().to_string();
+    let execute = |params: Value| {
+        let mut body = json!({"credential": "any-method"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(params.as_object().unwrap().clone());
+        let (c, token) = (e.c.clone(), token.clone());
+        async move {
+            c.send("POST", "/v1/execute", Some(&token), Some(&body))
+                .await
+        }
+    };
+    let form = |body: &str, content_type: &str| {
+        json!({"method": "POST", "url": e.up.url("/items/1"),
+               "headers": {"Content-Type": content_type}, "body": body})
+    };
+    let overrides = [
+        (
+            "in the URL's query",
+            json!({"method": "POST", "url": e.up.url("/items/1?_method=DELETE")}),
+        ),
+        (
+            "in the query parameters",
+            json!({"method": "POST", "url": e.up.url("/items/1"), "query": {"_method": "PUT"}}),
+        ),
+        (
+            "in a form body",
+            form("name=x&_method=DELETE", "application/x-www-form-urlencoded"),
+        ),
+        (
+            "in a multipart body",
+            form(
+                "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n",
+                "multipart/form-data; boundary=b",
+            ),
+        ),
+        (
+            "in a JSON body",
+            json!({"method": "POST", "url": e.up.url("/items/1"), "body": {"_method": "PATCH"}}),
+        ),
+    ];
+    for (what, params) in &overrides {
+        let r = execute(params.clone()).await;
+        expect_for(what, &r, 403, "token_method_denied");
+    }
+    let proxy = |path: &str, content_type: &str, body: &str| {
+        e.c.send_raw(
+            e.c.http
+                .post(format!("{}/proxy/any-method{path}", e.c.target.base))
+                .header("x-vultrino-key", token.as_str())
+                .header("content-type", content_type)
+                .body(body.to_string()),
+        )
+    };
+    let r = proxy("/items/1?_method=DELETE", "text/plain", "").await;
+    expect_for("proxy: in the query", &r, 403, "token_method_denied");
+    let r = proxy(
+        "/items/1",
+        "application/x-www-form-urlencoded",
+        "_method=DELETE",
+    )
+    .await;
+    expect_for("proxy: in a form body", &r, 403, "token_method_denied");
+    let r = proxy("/items/1", "application/json", r#"{"_method":"DELETE"}"#).await;
+    expect_for("proxy: in a JSON body", &r, 403, "token_method_denied");
+    assert_eq!(e.up.seen().len(), 0, "no request may reach the upstream");
+    // Nothing to bypass: the token's own method named.
+    let r = execute(json!({"method": "POST", "url": e.up.url("/echo?_method=POST")})).await;
+    expect_for("the token's own method named", &r, 200, None);
+    assert_eq!(r.body["status"], 200, "{}", r.text);
+    let r = proxy("/echo", "application/json", r#"{"name":"x"}"#).await;
+    expect_for("proxy: no override", &r, 200, None);
+    assert_eq!(e.up.hits("/echo"), 2);
+}
+
+/// `POST /proxy/<path>` over a raw connection with `token` in `x-api-key`: the head and the
+/// first half of a 16-byte body, then `between` (while the server waits for the rest), then
+/// the second half. Returns the reply's status and `X-Vultrino-Error`.
+async fn post_in_two_halves<F: std::future::Future<Output = ()>>(
+    e: &Env,
+    path: &str,
+    token: &str,
+    between: F,
+) -> (u16, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = e.c.target.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let head = format!(
+        "POST /proxy/{path} HTTP/1.1\r\nhost: {authority}\r\nx-api-key: {token}\r\n\
+         content-type: text/plain\r\ncontent-length: 16\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(b"first-ha").await.unwrap();
+    stream.flush().await.unwrap();
+    // Long enough for the server to authenticate the head and wait for the rest of the body.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    between.await;
+    stream.write_all(b"lf-last!").await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut buf))
+            .await
+            .expect("a reply within 30 s")
+            .unwrap_or(0);
+        assert!(
+            n > 0,
+            "closed without a reply: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let error = text.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("x-vultrino-error:")
+            .map(|v| v.trim().to_string())
+    });
+    (status, error)
+}
+
+/// A revocation is immediate for requests already under way too: a proxied request whose token
+/// was authenticated, but whose body was still arriving (the proxy reads it whole under a method
+/// list) when the token or its parent key was revoked, is not sent and spends no use (review of
+/// 2026-12-06, finding 2).
+#[tokio::test]
+async fn a_request_under_way_when_its_token_or_key_is_revoked_is_not_sent() {
+    let e = env().await;
+    let r = e
+        .create(json!({
+            "alias": "slow", "type": "api_key", "data": {"key": crate::API_SECRET},
+            "policy": {"allowed_hosts": ["127.0.0.1"], "methods": ["POST"]},
+            "base_url": e.up.url(""),
+        }))
+        .await;
+    expect_for("a credential with a method list", &r, 201, None);
+    let key = e.key("executor").await;
+
+    // Nothing revoked: the request goes through.
+    let t = e.token(&key, json!({"credentials": ["slow"]})).await;
+    let token = t["token"].as_str().unwrap();
+    let (status, code) = post_in_two_halves(&e, "slow/echo", token, async {}).await;
+    assert_eq!((status, code), (200, None), "nothing revoked");
+    assert_eq!(e.up.hits("/echo"), 1);
+
+    // The token revoked while its request's body arrives.
+    let t = e.token(&key, json!({"credentials": ["slow"]})).await;
+    let (token, id) = (t["token"].as_str().unwrap(), t["id"].as_str().unwrap());
+    let revoke = async {
+        let r =
+            e.c.send("DELETE", &format!("/v1/tokens/{id}"), Some(&key), None)
+                .await;
+        expect_for("revoke the token", &r, 204, None);
+    };
+    let (status, code) = post_in_two_halves(&e, "slow/echo", token, revoke).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (401, Some("invalid_api_key")),
+        "the token was revoked before the request was sent"
+    );
+
+    // The parent key revoked while its token's request's body arrives.
+    let t = e.token(&key, json!({"credentials": ["slow"]})).await;
+    let token = t["token"].as_str().unwrap();
+    let revoke = async {
+        let r =
+            e.c.send(
+                "DELETE",
+                &format!("/v1/keys/{}", Env::key_id(&key)),
+                Some(&e.admin),
+                None,
+            )
+            .await;
+        expect_for("revoke the parent key", &r, 204, None);
+    };
+    let (status, code) = post_in_two_halves(&e, "slow/echo", token, revoke).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (401, Some("invalid_api_key")),
+        "the parent key was revoked before the request was sent"
+    );
+    assert_eq!(e.up.hits("/echo"), 1, "only the first request was sent");
+}
+
+/// A key has at most 50 live tokens at once, whoever mints them (429 `too_many_tokens`): a key
+/// holder cannot mint without bound, each mint a store and an audit write, nor grow the token
+/// listing past what one request can read. A revoked token frees its place; another key's
+/// tokens do not count (review of 2026-12-06, finding 3).
+#[tokio::test]
+async fn a_key_has_at_most_fifty_live_tokens() {
+    let e = env().await;
+    e.api_key_cred("github").await;
+    let key = e.key("executor").await;
+    let other = e.key("executor").await;
+    let body = json!({"credentials": ["github"]});
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        ids.push(e.token(&key, body.clone()).await["id"].clone());
+    }
+    let r = e.mint(&key, body.clone()).await;
+    expect_for("a 51st live token", &r, 429, "too_many_tokens");
+    let mut as_admin = body.clone();
+    as_admin["parent_key"] = json!(Env::key_id(&key));
+    let r = e.mint(&e.admin, as_admin).await;
+    expect_for("a 51st, minted by an admin", &r, 429, "too_many_tokens");
+    e.token(&other, body.clone()).await;
+    assert_eq!(e.token_ids(&key).await.len(), 50);
+    assert_eq!(
+        e.token_ids(&e.admin).await.len(),
+        51,
+        "the other key's counts apart"
+    );
+
+    let first = ids[0].as_str().unwrap();
+    let r =
+        e.c.send("DELETE", &format!("/v1/tokens/{first}"), Some(&key), None)
+            .await;
+    expect_for("revoke one", &r, 204, None);
+    e.token(&key, body.clone()).await;
+    let r = e.mint(&key, body).await;
+    expect_for("full again", &r, 429, "too_many_tokens");
+}
+
+/// A token's name is shown in listings (the UI, `vultrino token list`): a name with a Unicode
+/// format character (a bidi override, a zero-width space, …) could read as another, and is
+/// refused like a control character (400 `invalid_name`; review of 2026-12-06, finding 6).
+#[tokio::test]
+async fn a_token_name_with_format_characters_is_refused() {
+    let e = env().await;
+    e.api_key_cred("github").await;
+    let key = e.key("executor").await;
+    for name in [
+        "deploy\u{202E}txt.exe",
+        "ci\u{200B}",
+        "\u{2066}x\u{2069}",
+        "a\nb",
+    ] {
+        let r = e
+            .mint(&key, json!({"name": name, "credentials": ["github"]}))
+            .await;
+        expect_for(&format!("{name:?}"), &r, 400, "invalid_name");
+    }
+    assert!(e.token_ids(&key).await.is_empty());
+    e.token(
+        &key,
+        json!({"name": "déploiement – étape 2", "credentials": ["github"]}),
+    )
+    .await;
+}
+
+/// The listing shows live tokens only: once its parent key is revoked, a token (refused from
+/// then on) is left out, so that nobody believes it still has to be revoked (review of
+/// 2026-12-06, finding 7).
+#[tokio::test]
+async fn tokens_of_a_revoked_key_are_not_listed_as_live() {
+    let e = env().await;
+    e.api_key_cred("github").await;
+    let key = e.key("executor").await;
+    let other = e.key("executor").await;
+    e.token(&key, json!({"credentials": ["github"]})).await;
+    let o = e.token(&other, json!({"credentials": ["github"]})).await;
+    assert_eq!(e.token_ids(&e.admin).await.len(), 2);
+    let r =
+        e.c.send(
+            "DELETE",
+            &format!("/v1/keys/{}", Env::key_id(&key)),
+            Some(&e.admin),
+            None,
+        )
+        .await;
+    expect_for("revoke the parent key", &r, 204, None);
+    let listed = e.token_ids(&e.admin).await;
+    assert_eq!(
+        listed,
+        [o["id"].as_str().unwrap()],
+        "only the live key's token"
+    );
 }

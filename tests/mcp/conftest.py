@@ -159,6 +159,7 @@ class Target:
     key: str
     echo_alias: str
     private_alias: str
+    admin: str = ""
 
     @property
     def mcp_url(self) -> str:
@@ -183,7 +184,8 @@ def provision(base: str, admin_token: str) -> Target:
     assert r.status == 201, r.text
     r = api(base, "POST", "/v1/keys", admin_token, {"name": f"mcp-{suffix}", "role": role})
     assert r.status == 201, r.text
-    return Target(base=base, key=r.json()["key"], echo_alias=echo, private_alias=private)
+    return Target(base=base, key=r.json()["key"], echo_alias=echo, private_alias=private,
+                  admin=admin_token)
 
 
 def login(base: str, user: str, password: str) -> str:

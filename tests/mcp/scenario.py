@@ -6,7 +6,7 @@ import json
 
 from conftest import SECRET, OTHER_SECRET, assert_no_secret
 
-TOOLS = {"list_credentials", "get_credential_info", "http_request"}
+TOOLS = {"list_credentials", "get_credential_info", "http_request", "approval_status"}
 
 
 def result_text(result) -> str:

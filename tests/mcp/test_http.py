@@ -12,7 +12,9 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from conftest import http
+import uuid
+
+from conftest import SECRET, api, assert_no_secret, http
 from scenario import exercise
 
 pytestmark = pytest.mark.anyio
@@ -134,3 +136,67 @@ def test_no_session_id_is_issued(http_target):
     r = post(http_target, body)
     assert r.status == 200 and r.json()["result"]["protocolVersion"] == "2025-06-18"
     assert "mcp-session-id" not in r.headers
+
+
+async def test_a_request_waiting_for_approval_is_a_202_result_that_says_how_to_go_on(
+        http_target, upstream):
+    """A credential whose every request needs a person: the tool result is no error but a 202
+    with the approval id and what to do; approval_status follows it; once an admin approved,
+    the same call plus approval_id runs the request, once."""
+    t = http_target
+    suffix = uuid.uuid4().hex[:8]
+    alias, role = f"approve-{suffix}", f"approve-agent-{suffix}"
+    r = api(t.base, "POST", "/v1/credentials", t.admin, {
+        "alias": alias, "type": "api_key", "data": {"key": SECRET},
+        "policy": {"allowed_hosts": ["127.0.0.1"], "require_approval": "always"}})
+    assert r.status == 201, r.text
+    r = api(t.base, "POST", "/v1/roles", t.admin, {
+        "name": role, "permissions": ["read", "execute"], "scopes": [alias]})
+    assert r.status == 201, r.text
+    r = api(t.base, "POST", "/v1/keys", t.admin, {"name": role, "role": role})
+    assert r.status == 201, r.text
+    key = r.json()["key"]
+    path = f"/needs-approval-{suffix}"
+    args = {"credential": alias, "method": "POST", "url": upstream.url(path),
+            "body": {"n": 1}, "reason": "a test that needs a yes"}
+    hits = lambda: sum(1 for s in upstream.seen if s["path"] == path)  # noqa: E731
+    with anyio.fail_after(60):
+        async with sdk_client(t, "legacy", key=key) as client:
+            tools = {x.name: x for x in (await client.list_tools()).tools}
+            assert "approval_status" in tools
+            props = tools["http_request"].input_schema["properties"]
+            assert "approval_id" in props and "reason" in props
+
+            first = await client.call_tool("http_request", args)
+            assert not first.is_error, first.content[0].text
+            reply = first.structured_content
+            assert reply["status"] == 202
+            pending = reply["approval"]
+            approval_id = pending["approval_id"]
+            assert approval_id.startswith("ap_") and pending["status"] == "pending"
+            assert pending["expires_at"] > 0
+            text = first.content[0].text
+            assert approval_id in text and "approval_status" in text, text
+            assert hits() == 0, "nothing is sent before approval"
+
+            status = await client.call_tool("approval_status", {"approval_id": approval_id})
+            assert not status.is_error, status.content[0].text
+            assert status.structured_content["status"] == "pending"
+
+            r = api(t.base, "POST", f"/v1/approvals/{approval_id}/approve", t.admin, {})
+            assert r.status == 200, r.text
+            status = await client.call_tool("approval_status", {"approval_id": approval_id})
+            assert status.structured_content["status"] == "approved"
+
+            done = await client.call_tool("http_request", {**args, "approval_id": approval_id})
+            assert not done.is_error, done.content[0].text
+            assert done.structured_content["status"] == 200
+            assert hits() == 1
+            assert_no_secret(done.content[0].text)
+
+            again = await client.call_tool("http_request", {**args, "approval_id": approval_id})
+            assert again.is_error and "approval_used" in again.content[0].text
+            assert hits() == 1, "an approval runs one request"
+
+            other = await client.call_tool("approval_status", {"approval_id": "ap_" + "0" * 32})
+            assert other.is_error and "approval_not_found" in other.content[0].text

@@ -873,4 +873,119 @@ describe(`admin UI (${backend()})`, () => {
     // The suite's own admin session ended as well: later tests need a new one.
     admin = await apiLogin(base);
   });
+  // ----- 12. approvals ---------------------------------------------------------------------------
+
+  /** A credential on the loopback upstream whose every request waits for a person, and an agent key. */
+  async function approvalSetup() {
+    const alias = `ui-ap-${rand()}`;
+    await apiOk(base, "POST", "/v1/credentials", {
+      token: admin,
+      body: {
+        alias,
+        type: "api_key",
+        data: { key: `ap-secret-${rand()}` },
+        policy: { allowed_hosts: ["127.0.0.1"], require_approval: "always" },
+      },
+    });
+    const key = (await apiOk(base, "POST", "/v1/keys", { token: admin, body: { name: `ui-ap-${rand()}`, role: "executor" } })).key;
+    return { alias, key };
+  }
+
+  /** The agent's request: POST /v1/execute with a JSON body (and the approval id once it has one). */
+  function agentSend({ alias, key }, path, approval) {
+    return api(base, "POST", "/v1/execute", {
+      token: key,
+      headers: approval ? { "x-vultrino-approval": approval } : {},
+      body: { credential: alias, method: "POST", url: `${upstream.url}${path}`, body: { title: "from the agent" }, reason: "file the bug <b>now</b>" },
+    });
+  }
+
+  async function approvalStatus(id) {
+    return (await apiOk(base, "GET", `/v1/approvals/${id}`, { token: admin })).status;
+  }
+
+  it("approves through the notification's link after sign-in; opening the page changes nothing; the re-send runs once", T, async () => {
+    const agent = await approvalSetup();
+    const path = `/ap-${rand()}`;
+    const first = await agentSend(agent, path);
+    assert.equal(first.status, 202, first.text);
+    const id = first.json.approval_id;
+    assert.match(id, /^ap_/);
+
+    // The link of the notification, opened by someone not signed in: sign-in, nothing decided.
+    const ui = await openPage(browser, base);
+    const { page } = ui;
+    await page.goto(`/ui/#/approvals/${id}`);
+    await page.locator("#login-form").waitFor({ state: "visible" });
+    assert.equal(await approvalStatus(id), "pending", "opening the link decided something");
+    await loginThroughForm(page, ADMIN_PASSWORD);
+    await page.locator("section#tab-approval").waitFor({ state: "visible" });
+    const fields = page.locator("#approval-fields tbody");
+    await eventually(async () => (await fields.textContent()).includes(agent.alias), "the approval's fields");
+    const text = await fields.textContent();
+    for (const want of ["pending", "POST", `${upstream.url}${path}`, "file the bug <b>now</b>"]) {
+      assert.ok(text.includes(want), `${want} in ${text}`);
+    }
+    assert.equal(await page.locator("#approval-fields b").count(), 0, "the reason is text, not markup");
+    assert.match(await page.textContent("#approval-body"), /from the agent/);
+    assert.equal(await approvalStatus(id), "pending", "showing the approval decided something");
+    assert.equal(upstream.seen.filter((r) => r.url === path).length, 0, "nothing ran before approval");
+
+    // Dismissing the confirmation decides nothing; accepting it approves.
+    await ui.confirm(false, () => page.click("#approval-approve"));
+    await page.waitForTimeout(300);
+    assert.equal(await approvalStatus(id), "pending", "a dismissed confirmation approved");
+    const outcome = await expectStatus(page);
+    const question = await ui.confirm(true, () => page.click("#approval-approve"));
+    assert.match(question, new RegExp(`POST .*${path}`));
+    assert.equal((await outcome()).cls, "ok");
+    assert.equal(await approvalStatus(id), "approved");
+    await eventually(async () => hasHidden(page, "#approval-decide"), "no buttons once decided");
+    const posts = ui.rec.statuses.filter((r) => r.url.includes(`/v1/approvals/${id}/`));
+    assert.equal(posts.length, 1, "one decision request from the page");
+
+    // The agent's re-send of the same request runs, once.
+    const again = await agentSend(agent, path, id);
+    assert.equal(again.status, 200, again.text);
+    assert.equal(upstream.seen.filter((r) => r.url === path).length, 1);
+    assert.equal((await agentSend(agent, path, id)).status, 409, "an approval runs one request");
+    await finish(ui);
+  });
+
+  it("lists pending approvals with a badge and denies one from the list; the re-send is refused", T, async () => {
+    const agent = await approvalSetup();
+    const path = `/deny-${rand()}`;
+    const first = await agentSend(agent, path);
+    assert.equal(first.status, 202, first.text);
+    const id = first.json.approval_id;
+    const ui = await loggedInUi();
+    const { page } = ui;
+    await eventually(async () => Number((await page.textContent("#approvals-badge")) || 0) >= 1, "the pending badge");
+    await openTab(page, "approvals");
+    const tr = row(page, "approvals-table", "id", id);
+    await tr.waitFor({ state: "visible" });
+    const c = await cells(tr);
+    assert.equal(c[1], "pending");
+    assert.equal(c[2], agent.alias);
+    await tr.locator('button[data-action="open"]').click();
+    await page.locator("section#tab-approval").waitFor({ state: "visible" });
+    assert.equal(new URL(page.url()).hash, `#/approvals/${id}`);
+    await eventually(async () => !(await hasHidden(page, "#approval-decide")), "the decision buttons");
+    await page.fill("#approval-note", "not this one");
+    const outcome = await expectStatus(page);
+    await ui.confirm(true, () => page.click("#approval-deny"));
+    assert.equal((await outcome()).cls, "ok");
+    const stored = await apiOk(base, "GET", `/v1/approvals/${id}`, { token: admin });
+    assert.equal(stored.status, "denied");
+    assert.match(stored.decided_by || "", /admin/);
+    const again = await agentSend(agent, path, id);
+    assert.equal(again.status, 403, again.text);
+    assert.equal(again.json?.error?.code, "approval_denied");
+    assert.equal(upstream.seen.filter((r) => r.url === path).length, 0, "a denied request never ran");
+    // Back to the list: it is no longer pending.
+    await page.click("#approval-back");
+    await page.locator("section#tab-approvals").waitFor({ state: "visible" });
+    await tr.waitFor({ state: "detached" });
+    await finish(ui);
+  });
 });

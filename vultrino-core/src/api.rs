@@ -20,6 +20,7 @@ use crate::execute::ExecuteRequest;
 use crate::input::parse_json;
 use crate::ports::Background;
 
+mod allow;
 mod approvals;
 pub mod reply;
 mod tokens;
@@ -186,10 +187,21 @@ impl App {
                 &Error::too_large("request body is too large").with_code(Code::BodyTooLarge),
             )
         } else {
-            match self.route(req, background).await {
+            let path = req.uri().path().to_string();
+            let mut resp = match self.route(req, background).await {
                 Ok(r) => r,
                 Err(e) => error_response(&e),
+            };
+            // Every 405 names what the route takes (`/mcp` names it itself).
+            if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+                && !resp.headers().contains_key(header::ALLOW)
+            {
+                if let Some(allow) = allow::allowed_methods(&path) {
+                    resp.headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static(allow));
+                }
             }
+            resp
         };
         security_headers(resp.headers_mut());
         cors::grant(origins, origin.as_deref(), resp.headers_mut());
@@ -213,6 +225,12 @@ impl App {
                     StatusCode::OK,
                     &json!({"name": "vultrino", "version": env!("CARGO_PKG_VERSION"), "api": "/v1"}),
                 )),
+                _ => not_allowed(),
+            },
+            // The page itself under `/ui/` too: approval notifications link to
+            // `/ui/#/approvals/<id>` (the page shows it; nothing is decided by a GET).
+            ["ui"] => match m {
+                Method::GET => Ok(crate::ui::page()),
                 _ => not_allowed(),
             },
             ["ui", name] => match m {

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use crate::approval_webhook::NotifySetting;
 use crate::audit::AuditLog;
 use crate::auth::access::{AccessConfig, AccessKeys, AccessSetting};
 use crate::auth::client_ip::ClientIpRule;
@@ -91,6 +92,9 @@ pub struct Config {
     pub audit_retention_secs: u64,
     /// Origins allowed by CORS (empty: CORS off). Never `*`.
     pub cors_origins: Vec<String>,
+    /// Who hears of a new approval: the webhook, its format and the UI's public URL for the
+    /// link ([`crate::approval_webhook`]).
+    pub approval_notify: crate::approval_webhook::ApprovalNotify,
     /// How long a KV write may take to be seen by every reader (0: reads always see the latest
     /// write, as the local stores do; Workers KV lags across locations, see
     /// docs/deploy-cloudflare.md). When not 0, every change claims, for this long, the version it
@@ -133,6 +137,7 @@ impl Default for Config {
             stream_total_timeout_ms: 3_600_000,
             audit_retention_secs: crate::audit::DEFAULT_AUDIT_RETENTION_SECS,
             cors_origins: Vec::new(),
+            approval_notify: Default::default(),
             kv_settle_ms: 0,
             access: None,
             approval_ttl_secs: crate::approvals::DEFAULT_TTL_SECS,
@@ -154,6 +159,7 @@ impl std::fmt::Debug for Config {
             )
             .field("allow_loopback_upstreams", &self.allow_loopback_upstreams)
             .field("cors_origins", &self.cors_origins)
+            .field("approval_notify", &self.approval_notify)
             .field("kv_settle_ms", &self.kv_settle_ms)
             .field("access", &self.access)
             .finish_non_exhaustive()
@@ -177,6 +183,10 @@ pub enum Setting {
     AccessAud,
     /// Cloudflare Access: the key set URL override (tests).
     AccessCertsUrl,
+    /// The approval notification webhook.
+    ApprovalWebhook,
+    /// The admin UI's public base URL (links in approval notifications).
+    PublicUrl,
 }
 
 /// Why [`Config::validate`] refused a configuration.
@@ -268,6 +278,15 @@ impl Config {
                 AccessSetting::TeamDomain => Setting::AccessTeamDomain,
                 AccessSetting::Aud => Setting::AccessAud,
                 AccessSetting::CertsUrl => Setting::AccessCertsUrl,
+            };
+            return refuse(setting, problem);
+        }
+        if let Some((setting, problem)) =
+            self.approval_notify.problem(self.allow_loopback_upstreams)
+        {
+            let setting = match setting {
+                NotifySetting::Webhook => Setting::ApprovalWebhook,
+                NotifySetting::PublicUrl => Setting::PublicUrl,
             };
             return refuse(setting, problem);
         }
@@ -524,6 +543,8 @@ impl App {
             ttl_ms: self.config.approval_ttl_secs.saturating_mul(1000),
             sleeper: self.sleeper.as_deref(),
             poll_ms: self.approval_poll_ms,
+            notify: Some(&self.config.approval_notify),
+            allow_loopback: self.config.allow_loopback_upstreams,
         })
     }
 

@@ -26,7 +26,7 @@ mod inject;
 mod manage;
 mod store;
 
-pub use manage::{CredentialDetail, CredentialUpdate, Credentials, NewCredential};
+pub use manage::{CredentialDetail, CredentialUpdate, Credentials, NewCredential, SentAs};
 pub(crate) use store::{CredentialStore, OpenedCache, OpenedCredential};
 
 /// KV key prefix of credentials.

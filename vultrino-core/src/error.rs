@@ -155,8 +155,11 @@ codes! {
     Internal = "internal",
 
     // ---- request bodies and parameters ----
-    /// The body is not the JSON the route takes.
+    /// The body is not JSON at all (empty, or a syntax error).
     InvalidJson = "invalid_json",
+    /// The body is valid JSON that does not fit the route's schema: a missing or unknown field,
+    /// a value of the wrong type.
+    SchemaMismatch = "schema_mismatch",
     /// An execute request is malformed (shape, method, query values).
     InvalidRequest = "invalid_request",
     /// A request header given to execute is not valid HTTP.
@@ -183,8 +186,11 @@ codes! {
     InvalidApiKey = "invalid_api_key",
     /// An API key past its expiry.
     ApiKeyExpired = "api_key_expired",
-    /// A session token that is unknown, expired or logged out.
+    /// A session that ended: expired, logged out, or signed out everywhere.
     SessionExpired = "session_expired",
+    /// A `vs_`/`vc_` token that was never a session of this deployment as it is now: made up,
+    /// mangled, or issued before the admin password changed.
+    InvalidSession = "invalid_session",
     /// Wrong admin user name or password.
     InvalidLogin = "invalid_login",
     /// Too many login attempts from this client (429, `Retry-After`).
@@ -272,6 +278,9 @@ codes! {
     TokenPathDenied = "token_path_denied",
     /// A token asked for more than its parent key reaches (a credential glob beyond its scopes).
     TokenWidensParent = "token_widens_parent",
+    /// The parent key already has [`crate::auth::tokens::MAX_LIVE_TOKENS_PER_KEY`] live tokens
+    /// (429; revoke finished ones, or wait for them to expire).
+    TooManyTokens = "too_many_tokens",
     /// A token request without a usable `parent_key` (an admin must name one).
     InvalidParentKey = "invalid_parent_key",
     /// A token's `uses` outside the accepted range.
@@ -294,9 +303,6 @@ codes! {
     ApprovalNotFound = "approval_not_found",
     /// 409: approve or deny of an approval that is not pending.
     ApprovalNotPending = "approval_not_pending",
-    /// 429: the key has too many pending approvals (or the deployment too many live ones); a
-    /// person must decide some first. Nothing was stored or sent.
-    TooManyApprovals = "too_many_approvals",
     /// Another change of the same record is under way (409, `Retry-After`).
     ChangeInProgress = "change_in_progress",
     /// The record changed elsewhere moments ago and this location may not see it yet (409,
@@ -327,6 +333,10 @@ codes! {
     /// The request body is encoded (`Content-Encoding` other than `identity`): it could carry an
     /// agent key that no check can read, so it is refused and nothing is sent.
     RequestEncoded = "request_encoded",
+    /// 403: a browser loading a page, frame, script, worker or service worker from `/proxy/`
+    /// (`Sec-Fetch-Dest` other than `empty`, `Sec-Fetch-Mode: navigate`, a `Service-Worker`
+    /// header): refused before authentication, nothing sent.
+    BrowserContext = "browser_context",
 
     // ---- stored records, keys and the store itself ----
     /// A stored record that cannot be used as it is.

@@ -187,7 +187,7 @@ impl<'a> Pipeline<'a> {
         let opened = self.open(&req.credential).await?;
         let record = &*opened.record;
         self.check_policy(who, record, &method, &target).await?;
-        if let Some(allowed) = &record.policy.methods {
+        if has_method_list(record, who) {
             let content_type = req
                 .headers
                 .iter()
@@ -200,7 +200,7 @@ impl<'a> Pipeline<'a> {
                 body: req.body.as_deref(),
                 json_body: req.json_body,
             };
-            check_method_overrides(allowed, &sent)?;
+            check_all_method_overrides(record, who, &sent)?;
         }
         // No agent key goes upstream in a body (the proxy's rule, docs/decisions/0064): the
         // body is sent as it is, so a `vk_<16 hex>_` in it (`_` as is or as `%5F`) refuses it
@@ -445,6 +445,36 @@ pub(crate) fn check_method_overrides(allowed: &[String], sent: &Overrides<'_>) -
          credential: the upstream may act on it instead of the request's method"
     ))
     .with_code(Code::MethodNotAllowedByPolicy))
+}
+
+/// Whether a method list applies to a request with `record` by `who`: the credential's, or the
+/// agent token's ([`check_all_method_overrides`] then looks at the request's `_method`s).
+pub(crate) fn has_method_list(record: &CredentialRecord, who: &Principal) -> bool {
+    record.policy.methods.is_some() || who.token().is_some_and(|g| g.methods.is_some())
+}
+
+/// [`check_method_overrides`] under every method list that applies: the credential's (403
+/// `method_not_allowed_by_policy`), then the agent token's (403 `token_method_denied`), so that
+/// a `_method` parameter cannot take a token past its methods either (review of 2026-12-06,
+/// finding 1).
+pub(crate) fn check_all_method_overrides(
+    record: &CredentialRecord,
+    who: &Principal,
+    sent: &Overrides<'_>,
+) -> Result<()> {
+    if let Some(allowed) = &record.policy.methods {
+        check_method_overrides(allowed, sent)?;
+    }
+    if let Some(methods) = who.token().and_then(|g| g.methods.as_deref()) {
+        check_method_overrides(methods, sent).map_err(|_| {
+            Error::forbidden(format!(
+                "a {METHOD_OVERRIDE_PARAM} parameter names a method that is not one of this \
+                 token's methods: the upstream may act on it instead of the request's method"
+            ))
+            .with_code(Code::TokenMethodDenied)
+        })?;
+    }
+    Ok(())
 }
 
 /// The caller may use the credential `alias`: the `execute` permission and a scope reaching it.

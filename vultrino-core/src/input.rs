@@ -5,14 +5,21 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Code, Error, Result};
 
-/// Parse a JSON request body: 400 `invalid_json` when it is empty or does not fit `T`.
+/// Parse a JSON request body: 400 `invalid_json` when it is empty or not JSON at all, 400
+/// `schema_mismatch` when it is JSON that does not fit `T` (a missing or unknown field, a wrong
+/// type).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     if body.is_empty() {
         return Err(Error::bad_request("a JSON body is required").with_code(Code::InvalidJson));
     }
-    serde_json::from_slice(body).map_err(|e| {
-        Error::bad_request(format!("invalid JSON body: {}", field_error(&e)))
-            .with_code(Code::InvalidJson)
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => Error::bad_request(format!(
+            "the body does not fit this route: {}",
+            field_error(&e)
+        ))
+        .with_code(Code::SchemaMismatch),
+        _ => Error::bad_request(format!("invalid JSON body: {}", field_error(&e)))
+            .with_code(Code::InvalidJson),
     })
 }
 
@@ -37,4 +44,38 @@ pub(crate) fn field_error(e: &serde_json::Error) -> String {
         None => msg,
     };
     safe.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Login {
+        username: String,
+    }
+
+    fn code(body: &str) -> Code {
+        parse_json::<Login>(body.as_bytes()).unwrap_err().code()
+    }
+
+    /// Not JSON is `invalid_json`; JSON of the wrong shape is `schema_mismatch`.
+    #[test]
+    fn syntax_and_schema_errors_have_their_own_codes() {
+        assert_eq!(code(""), Code::InvalidJson);
+        assert_eq!(code("{"), Code::InvalidJson);
+        assert_eq!(code("username=x"), Code::InvalidJson);
+        assert_eq!(code("{}"), Code::SchemaMismatch);
+        assert_eq!(code("[]"), Code::SchemaMismatch);
+        assert_eq!(code(r#"{"username": 1}"#), Code::SchemaMismatch);
+        assert_eq!(
+            code(r#"{"username": "a", "extra": 1}"#),
+            Code::SchemaMismatch
+        );
+        assert!(parse_json::<Login>(br#"{"username": "a"}"#).is_ok());
+    }
 }

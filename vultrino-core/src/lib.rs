@@ -46,6 +46,7 @@ pub mod ssrf;
 pub mod agent_key;
 pub mod api;
 pub mod app;
+pub mod approval_webhook;
 pub mod approvals;
 pub mod audit;
 pub mod auth;

@@ -23,7 +23,11 @@
 //!    rewritten to the proxy's own path), its body chunk by chunk ([`reply`]);
 //! 8. **audit**: one event per request sent upstream, written when the reply's stream ends or
 //!    its client goes away; a refusal (nothing sent) is counted in one event per key, alias,
-//!    code and window ([`AuditLog::record_refusal`]).
+//!    code, method, host, path and window ([`AuditLog::record_refusal`]).
+//!
+//! First of all, a browser loading a page, frame, script or worker from the route (its
+//! `Sec-Fetch-Dest`, `Sec-Fetch-Mode` or `Service-Worker` header says so) is refused, 403
+//! `browser_context`, before the key is looked at ([`browser`]).
 //!
 //! Before step 2, the exchange takes a slot of the concurrency caps ([`caps`]): past the key's
 //! or the process's cap, 429 `proxy_busy` and nothing is sent; the slot is held until the
@@ -47,11 +51,13 @@ use crate::auth::Principal;
 use crate::body::Body;
 use crate::error::{Code, Error, ErrorKind, Result};
 use crate::execute::{
-    authorize, check_method_overrides, failed, parse_method, Overrides, Pipeline,
+    authorize, check_all_method_overrides, failed, has_method_list, parse_method, Overrides,
+    Pipeline,
 };
 use crate::ports::Background;
 use crate::upstream::{self, Outbound};
 
+mod browser;
 mod reply;
 pub mod route;
 mod slots;
@@ -137,6 +143,11 @@ impl App {
         let ports = pipeline.ports();
         let started = ports.now_ms();
         let (parts, body) = req.into_parts();
+        // A browser loading a page, frame, script or worker from here: refused before the key
+        // is even looked at (not audited, as no actor is known yet; decision 0082).
+        if let Err(e) = browser::refuse_browser_context(&parts.headers) {
+            return refusal(&e);
+        }
         let Some((alias, rest)) = target::split(parts.uri.path()) else {
             return refusal(
                 &Error::not_found("use /proxy/<credential alias>/<path>").with_code(Code::NotFound),
@@ -305,10 +316,11 @@ impl App {
             whole = Some(bytes.clone());
             body = Body::full(bytes);
         }
-        if let Some(allowed) = &record.policy.methods {
-            // A method list is only as good as the upstream's reading of the method: a
-            // `_method` override in the body is looked for as execute does, so the body is read
-            // first (it is capped; this is one of the cases where the proxy holds a body whole).
+        if has_method_list(record, who) {
+            // A method list (the credential's or the token's) is only as good as the upstream's
+            // reading of the method: a `_method` override in the body is looked for as execute
+            // does, so the body is read first (it is capped; this is the one case where the
+            // proxy holds a body whole).
             let bytes = body.collect_capped(cap).await?;
             let content_type = parts
                 .headers
@@ -321,7 +333,7 @@ impl App {
                 body: (!bytes.is_empty()).then_some(&bytes[..]),
                 json_body: false,
             };
-            check_method_overrides(allowed, &sent)?;
+            check_all_method_overrides(record, who, &sent)?;
             body = Body::full(bytes);
         }
         let body = target::capped(body, cap, bytes_in.clone());
@@ -371,14 +383,21 @@ impl App {
     }
 }
 
-/// Audit a refusal, nothing sent upstream: counted per key, alias and code
+/// Audit a refusal, nothing sent upstream: counted per key, alias, code, method, host and path
 /// ([`AuditLog::record_refusal`]), so that a key-holding agent cannot turn a flood of refusals
-/// into as many audit writes (a KV write each on Workers).
+/// into as many audit writes (a KV write each on Workers). The method, host and path are part
+/// of the series, not only of the event that happens to be written at a power of two: each
+/// distinct refused request is written at least once (within the key's write budget), so an
+/// agent cannot hide a probe among identical innocuous refusals of the same code (security
+/// review of 2026-12-05 afternoon, L5; decision 0087).
 async fn refused(log: AuditLog<'_>, event: AuditEvent) {
     let series = format!(
-        "proxy\n{}\n{}",
+        "proxy\n{}\n{}\n{}\n{}\n{}",
         event.credential.as_deref().unwrap_or_default(),
-        event.code.as_deref().unwrap_or_default()
+        event.code.as_deref().unwrap_or_default(),
+        event.method.as_deref().unwrap_or_default(),
+        event.host.as_deref().unwrap_or_default(),
+        event.path.as_deref().unwrap_or_default(),
     );
     let actor = event.actor.clone();
     log.record_refusal(&actor, &series, event).await;

@@ -47,7 +47,10 @@ pub(super) enum TokenCmd {
     /// List the live tokens (never their secrets), with their uses left.
     List,
     /// Revoke a token at once.
-    Revoke { id: String },
+    Revoke {
+        /// The token's id (from `token list`).
+        id: String,
+    },
 }
 
 /// The body of `POST /v1/tokens` for `mint`.
@@ -92,7 +95,10 @@ pub(super) async fn remote(remote: &Remote, cmd: &TokenCmd) -> anyhow::Result<()
             eprintln!("The token is shown only this once:");
             print_json(&created)
         }
-        TokenCmd::List => print_json(&remote.call("GET", "/v1/tokens", None).await?),
+        TokenCmd::List => super::table::show(
+            super::Kind::Tokens,
+            &remote.call("GET", "/v1/tokens", None).await?,
+        ),
         TokenCmd::Revoke { id } => {
             remote
                 .call("DELETE", &format!("/v1/tokens/{}", seg(id)), None)
@@ -115,7 +121,10 @@ pub(super) async fn direct(app: &App, cmd: &TokenCmd) -> anyhow::Result<()> {
             eprintln!("The token is shown only this once:");
             print_json(&json!(created))
         }
-        TokenCmd::List => print_json(&json!({"tokens": tokens.list(&who).await?})),
+        TokenCmd::List => super::table::show(
+            super::Kind::Tokens,
+            &json!({"tokens": tokens.list(&who).await?}),
+        ),
         TokenCmd::Revoke { id } => {
             tokens.revoke(&who, id).await?;
             eprintln!("revoked token {id}");

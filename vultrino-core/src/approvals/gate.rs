@@ -31,6 +31,10 @@ pub(crate) struct Settings<'a> {
     pub ttl_ms: u64,
     pub sleeper: Option<&'a dyn Sleeper>,
     pub poll_ms: u64,
+    /// Who hears of a new approval ([`notify`](super::notify::notify)).
+    pub notify: Option<&'a crate::approval_webhook::ApprovalNotify>,
+    /// Loopback webhooks allowed (tests), as loopback upstreams are.
+    pub allow_loopback: bool,
 }
 
 impl<'a> Pipeline<'a> {
@@ -129,8 +133,13 @@ impl<'a> Pipeline<'a> {
             status: Status::Pending,
             credential: bound.credential.to_string(),
             method: bound.method.to_string(),
-            url: bound.url.to_string(),
-            headers: bound.bound_headers(),
+            url: shown(bound.url, MAX_URL_SHOWN),
+            headers: bound
+                .bound_headers()
+                .into_iter()
+                .take(MAX_HEADERS_SHOWN)
+                .map(|(n, v)| (shown(&n, MAX_HEADER_SHOWN), shown(&v, MAX_HEADER_SHOWN)))
+                .collect(),
             body_sha256: crate::crypto::sha256_hex(bound.body),
             body_size: bound.body.len() as u64,
             body_preview,
@@ -156,20 +165,17 @@ impl<'a> Pipeline<'a> {
             })
             .await?;
         self.audit_expired(&reply).await;
-        if let Reply::Refused { .. } = reply {
+        if matches!(reply, Reply::Created { refused: true, .. }) {
             return Err(Error::new(
                 ErrorKind::RateLimited,
-                format!(
-                    "too many approvals wait for a person: a key may have at most {} pending; \
-                     ask again once some are decided or expired",
-                    crate::ports::approval_rules::MAX_PENDING_PER_KEY
-                ),
+                "this key has too many pending approvals: wait for decisions or their expiry",
             )
-            .with_code(Code::TooManyApprovals));
+            .with_code(Code::RateLimited)
+            .with_retry_after(60));
         }
         self.audit_approval(who, &approval, "approval_requested", "success")
             .await;
-        super::notify::notify(self.ports(), &approval).await;
+        super::notify::notify(self.ports(), self.approval_settings(), &approval).await;
         Ok(approval)
     }
 
@@ -234,6 +240,24 @@ fn fill(event: &mut AuditEvent, a: &Approval) {
         event.path = Some(crate::agent_key::audit_path(u.path()));
     }
     event.approval_id = Some(a.id.clone());
+}
+
+/// What an approval shows of a request is bounded, so that a key cannot make records (memory
+/// locally, Durable Object storage on the worker) arbitrarily large; the binding covers the
+/// whole request. A cut string ends with `…`.
+const MAX_URL_SHOWN: usize = 4096;
+const MAX_HEADERS_SHOWN: usize = 64;
+const MAX_HEADER_SHOWN: usize = 1024;
+
+fn shown(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// 202 for `a`.

@@ -1,16 +1,36 @@
-//! The announcement of a new approval (the contract's "Notification": a webhook with a link to
-//! the UI page that shows it). Called by the gate right after an approval is created and
-//! audited, before the agent gets its 202.
+//! The announcement of a new approval (the contract's "Notification"; decision 0093): one POST
+//! to the deployment's approval webhook, generic JSON or Slack, with a link to the UI page that
+//! only shows the approval. Payloads, settings and delivery are in
+//! [`crate::approval_webhook`]; this is the hook the gate calls right after an approval is
+//! created and audited, before the agent gets its 202.
 //!
-//! Nothing is sent yet: the webhook (settings, payloads, delivery through the Fetcher in the
-//! background) is filled in here, in this file only.
+//! The POST is awaited here, bounded by
+//! [`WEBHOOK_TIMEOUT_MS`](crate::approval_webhook::WEBHOOK_TIMEOUT_MS) (5 s): the gate has no
+//! [`Background`](crate::ports::Background) of the request to hand it to. Its outcome is
+//! dropped: a webhook that is down or slow never fails the agent's request (the approval is
+//! listed in the UI and the CLI all the same).
 
+use crate::approval_webhook::Notice;
 use crate::ports::Ports;
 
+use super::gate::Settings;
 use super::Approval;
 
-/// Announce `approval` (just created, pending). Never fails the request: a delivery problem
-/// is the announcer's to count and log.
-pub async fn notify(ports: &Ports, approval: &Approval) {
-    let _ = (ports, approval);
+/// Announce `approval` (just created, pending) to the webhook of `settings`, if one is set.
+pub(crate) async fn notify(ports: &Ports, settings: Settings<'_>, approval: &Approval) {
+    let Some(n) = settings.notify.filter(|n| n.webhook.is_some()) else {
+        return;
+    };
+    let notice = Notice {
+        approval_id: &approval.id,
+        credential: &approval.credential,
+        method: &approval.method,
+        url: &approval.url,
+        reason: approval.reason.as_deref(),
+        requested_by: &approval.requested_by,
+        expires_at: approval.expires_at,
+    };
+    let _ = n
+        .deliver(&*ports.fetcher, settings.allow_loopback, &notice)
+        .await;
 }

@@ -646,8 +646,9 @@ pub(crate) async fn check(
 /// Unicode format characters (general category Cf) that change how text displays without
 /// showing themselves: bidirectional overrides and isolates, zero-width characters, the soft
 /// hyphen, the byte-order mark. An Access identity holding one could read as another actor in
-/// the audit log (review 2026-12-06, finding 5), so it is refused like a control character.
-fn is_format(c: char) -> bool {
+/// the audit log (review 2026-12-06, finding 5), so it is refused like a control character;
+/// so is a token name holding one (review of agent tokens, 2026-12-06, finding 6).
+pub(crate) fn is_format(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'

@@ -295,7 +295,8 @@ impl<'a> ApiKeys<'a> {
     }
 
     /// Every key whose record checks out, from the signed records (never from the cleartext
-    /// metadata); the records that do not are listed apart in `refused`, and audited.
+    /// metadata), oldest first; the records that do not are listed apart in `refused`, and
+    /// audited.
     pub async fn list(&self, who: &Principal) -> Result<Listing<ApiKeyInfo>> {
         who.require(Permission::Admin)?;
         let mut out = Listing::default();
@@ -317,6 +318,10 @@ impl<'a> ApiKeys<'a> {
                 ),
             }
         }
+        // Creation order, oldest first (the store lists by id, which is random); the id breaks
+        // ties of one millisecond.
+        out.items
+            .sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(out)
     }
 

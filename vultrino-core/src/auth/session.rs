@@ -204,6 +204,16 @@ fn session_expired() -> Error {
     Error::unauthorized("session expired or logged out").with_code(Code::SessionExpired)
 }
 
+/// A token that was never a session of this deployment as it is now: made up, mangled, or
+/// issued before the admin password changed (docs/decisions/0096-cli-and-api-habits.md).
+fn invalid_session() -> Error {
+    Error::unauthorized(
+        "not a session token of this deployment (made up, mangled, or issued before the admin \
+         password changed): log in again",
+    )
+    .with_code(Code::InvalidSession)
+}
+
 impl<'a> AdminSessions<'a> {
     pub(crate) fn new(
         ports: &'a Ports,
@@ -290,7 +300,18 @@ impl<'a> AdminSessions<'a> {
             .with_code(Code::LoginLocked)
             .with_retry_after(retry_after_secs(hit.reset_at_ms, now)));
         }
-        let input: Input = parse_json(body)?;
+        // A body that is not `{username, password}` was counted above like any attempt, and is
+        // audited like a failed login (with its own code); it never reaches the per-user
+        // throttle, as it names no user to guess for.
+        let input: Input = match parse_json(body) {
+            Ok(input) => input,
+            Err(e) => {
+                event.code = Some(e.code().as_str().into());
+                event.status = Some(e.status().as_u16());
+                self.audit.record_unauthenticated(event).await;
+                return Err(e);
+            }
+        };
         let Some(hash) = s.password_hash else {
             return Err(Error::unavailable(
                 "admin login is not configured (set ADMIN_PASSWORD_HASH)",
@@ -397,12 +418,13 @@ impl<'a> AdminSessions<'a> {
     }
 
     /// The live session of `token`, presented the way it was issued (`via_cookie`), marked used.
-    /// 401 `session_expired` otherwise.
+    /// 401 `session_expired` for a session that ended (expired, logged out, signed out
+    /// everywhere); 401 `invalid_session` for a token that never was one.
     ///
     /// The token's tag is checked first, in constant time: a token that is not one this
     /// deployment issued under its current admin user name and password hash (forged, mangled,
-    /// from before tagged tokens, or from before a password change) is refused with no
-    /// SessionStore call. Then the session and the user's sign-out generation are read together:
+    /// from before tagged tokens, or from before a password change) is refused
+    /// (`invalid_session`) with no SessionStore call. Then the session and the user's sign-out generation are read together:
     /// a token of an older generation is refused. A record without a twin is from before twin
     /// sessions, when the cookie was the bearer token: refused.
     pub async fn session(&self, token: &str, via_cookie: bool) -> Result<Authed> {
@@ -411,9 +433,9 @@ impl<'a> AdminSessions<'a> {
         } else {
             BEARER_SESSION_PREFIX
         };
-        let parsed = SessionToken::parse(token, prefix).ok_or_else(session_expired)?;
+        let parsed = SessionToken::parse(token, prefix).ok_or_else(invalid_session)?;
         if !self.keys.verify(prefix, &parsed) {
-            return Err(session_expired());
+            return Err(invalid_session());
         }
         let id = crypto::sha256_hex(token.as_bytes());
         let now = self.ports.now_ms();

@@ -29,7 +29,7 @@ use super::principal::{Permission, Principal, Role};
 use super::token::{is_key_id, parse_agent_token, AGENT_TOKEN_PREFIX};
 use crate::audit::AuditEvent;
 use crate::crypto::{self, MacPurpose, RecordCheck};
-use crate::error::{Code, Error, Result};
+use crate::error::{Code, Error, ErrorKind, Result};
 use crate::kv::list_all;
 use crate::policy::glob_match;
 use crate::ports::{Ports, PutOptions};
@@ -46,9 +46,13 @@ pub const DEFAULT_EXPIRES_IN_SECS: u64 = 3600;
 pub const MAX_EXPIRES_IN_SECS: u64 = 30 * 86_400;
 /// Most credential globs in one token.
 pub const MAX_CREDENTIALS: usize = 16;
+/// Most live tokens one key may have at once (429 `too_many_tokens` past it): a key holder
+/// cannot mint without bound (a KV and an audit write each), nor grow the listing past what one
+/// request can read (review of 2026-12-06, finding 3).
+pub const MAX_LIVE_TOKENS_PER_KEY: usize = 50;
 
 /// The input of [`AgentTokens::mint`] (the body of `POST /v1/tokens`). Unknown fields are
-/// refused (400 `invalid_json`).
+/// refused (400 `schema_mismatch`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
@@ -176,23 +180,40 @@ fn not_found(id: &str) -> Error {
 /// exact counter in the SessionStore (one window that lasts past the token's expiry), so
 /// concurrent requests never spend more than `uses`. 403 `token_exhausted` when none is left; a
 /// counter that cannot be reached refuses the request (503, nothing is sent).
+///
+/// The token's expiry and revocation, and its parent key's revocation, are looked at again
+/// first: a request may wait a long time between its authentication and its call (the proxy
+/// reads a body whole under a method list, up to the stream deadlines), and a revocation is
+/// immediate for it too (401 `invalid_api_key`, no use spent; review of 2026-12-06, finding 2).
 pub(crate) async fn consume_use(ports: &Ports, who: &Principal) -> Result<()> {
-    let Some(grant) = who.token() else {
+    let (Some(grant), Principal::ApiKey { id: parent, .. }) = (who.token(), who) else {
         return Ok(());
+    };
+    let unreachable = |_| {
+        Error::unavailable("the token's use counter cannot be reached; nothing was sent")
+            .with_code(Code::SessionStoreUnavailable)
     };
     let now = ports.now_ms();
     if now >= grant.expires_at {
         return Err(Error::unauthorized("agent token has expired").with_code(Code::TokenExpired));
+    }
+    let (token_revoked, parent_revoked) = futures_util::future::try_join(
+        ports.sessions.is_marked(&revoked_marker(&grant.id), now),
+        ports
+            .sessions
+            .is_marked(&super::keys::revoked_marker(parent), now),
+    )
+    .await
+    .map_err(unreachable)?;
+    if token_revoked || parent_revoked {
+        return Err(invalid_token());
     }
     let window = grant.expires_at - now + 1;
     let hit = ports
         .sessions
         .hit(&uses_counter(&grant.id), window, grant.uses, now)
         .await
-        .map_err(|_| {
-            Error::unavailable("the token's use counter cannot be reached; nothing was sent")
-                .with_code(Code::SessionStoreUnavailable)
-        })?;
+        .map_err(unreachable)?;
     if !hit.allowed {
         return Err(
             Error::forbidden(format!("this token's {} uses are spent", grant.uses))
@@ -260,6 +281,10 @@ impl<'a> AgentTokens<'a> {
                     .with_code(Code::InvalidParentKey)),
                 },
             };
+        // Read before the parent is checked (which reads the clock again, later): a parent
+        // live then is live now, so the token's lifetime, cut to the parent's expiry, is never
+        // negative (review of 2026-12-06, finding 5).
+        let now = self.api_keys.ports.now_ms();
         let (parent, role) = self.api_keys.live(&parent_id).await.map_err(|e| {
             if matches!(who, Principal::Admin { .. }) && e.status().as_u16() == 401 {
                 Error::not_found(format!("no live API key '{parent_id}'"))
@@ -275,9 +300,12 @@ impl<'a> AgentTokens<'a> {
             .with_code(Code::PermissionDenied));
         }
         let name = input.name.unwrap_or_default();
-        if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        // Shown in listings: nothing that changes how the text around it reads.
+        let hidden = |c: char| c.is_control() || super::access::is_format(c);
+        if name.chars().count() > 100 || name.chars().any(hidden) {
             return Err(Error::bad_request(
-                "name must be at most 100 characters, without control characters",
+                "name must be at most 100 characters, without control or format characters \
+                 (bidirectional overrides, zero-width characters)",
             )
             .with_code(Code::InvalidName));
         }
@@ -309,8 +337,18 @@ impl<'a> AgentTokens<'a> {
                     .with_code(Code::InvalidUses),
             );
         }
-        let now = self.api_keys.ports.now_ms();
         let expires_at = expiry(now, input.expires_in, parent.expires_at)?;
+        if self.live_count(&parent.id, now).await? >= MAX_LIVE_TOKENS_PER_KEY {
+            return Err(Error::new(
+                ErrorKind::RateLimited,
+                format!(
+                    "key '{}' has {MAX_LIVE_TOKENS_PER_KEY} live tokens, the most it may have: \
+                     revoke finished ones (DELETE /v1/tokens/{{id}}) or wait for them to expire",
+                    parent.id
+                ),
+            )
+            .with_code(Code::TooManyTokens));
+        }
         let id = crypto::hex(&crypto::random_bytes::<8>());
         let secret = zeroize::Zeroizing::new(crypto::b64url(&crypto::random_bytes::<32>()));
         let record = TokenRecord {
@@ -344,7 +382,9 @@ impl<'a> AgentTokens<'a> {
                 Bytes::from(bytes),
                 PutOptions {
                     expiration_ttl: Some(ttl),
-                    metadata: None,
+                    // Cleartext, for counting and skipping only ([`Self::live_count`],
+                    // [`Self::list`]): what a token allows is read from the signed record.
+                    metadata: Some(serde_json::json!({ "parent_key": parent.id })),
                 },
             )
             .await?;
@@ -369,11 +409,42 @@ impl<'a> AgentTokens<'a> {
         let own = self.owner_filter(who)?;
         let now = self.api_keys.ports.now_ms();
         let mut out = Vec::new();
+        // Whether each parent key met is live (checked once per listing).
+        let mut parents: std::collections::HashMap<String, bool> = Default::default();
         for k in list_all(&*self.api_keys.ports.kv, TOKEN_PREFIX).await? {
+            // Another key's token, by the listing's metadata: not read at all (a key's listing
+            // costs reads of its own tokens only). Metadata is only trusted to skip.
+            if own.is_some_and(|p| parent_in(&k).is_some_and(|q| q != p)) {
+                continue;
+            }
             let Some(record) = self.read(&k.name, who).await? else {
                 continue;
             };
             if own.is_some_and(|p| p != record.parent_key) || now >= record.expires_at {
+                continue;
+            }
+            // A token of a revoked or expired key (or one whose role is gone) is refused: not
+            // listed as live (review of 2026-12-06, finding 7).
+            let parent_live = match parents.get(&record.parent_key) {
+                Some(live) => *live,
+                None => {
+                    let live = match self.api_keys.live(&record.parent_key).await {
+                        Ok(_) => true,
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                ErrorKind::Unauthorized | ErrorKind::Forbidden
+                            ) =>
+                        {
+                            false
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    parents.insert(record.parent_key.clone(), live);
+                    live
+                }
+            };
+            if !parent_live {
                 continue;
             }
             if self
@@ -501,6 +572,18 @@ impl<'a> AgentTokens<'a> {
         })
     }
 
+    /// How many tokens of key `parent` are live at `now`, from the KV listing alone (the parent
+    /// in each record's metadata, its expiry): one list operation per thousand tokens, no read.
+    /// Approximate where the listing lags (Workers KV): it bounds resources, it grants nothing.
+    async fn live_count(&self, parent: &str, now: u64) -> Result<usize> {
+        let listed = list_all(&*self.api_keys.ports.kv, TOKEN_PREFIX).await?;
+        Ok(listed
+            .iter()
+            .filter(|k| parent_in(k) == Some(parent))
+            .filter(|k| k.expiration.is_none_or(|s| s.saturating_mul(1000) > now))
+            .count())
+    }
+
     /// `None` for an admin (every token), `Some(key id)` for an API key (its own); a token: 403.
     fn owner_filter<'w>(&self, who: &'w Principal) -> Result<Option<&'w str>> {
         match who {
@@ -541,6 +624,11 @@ impl<'a> AgentTokens<'a> {
         e.status = Some(status);
         self.api_keys.audit.record(e).await;
     }
+}
+
+/// The parent key a token's KV listing entry names in its metadata, if any.
+fn parent_in(k: &crate::ports::ListKey) -> Option<&str> {
+    k.metadata.as_ref()?.get("parent_key")?.as_str()
 }
 
 /// The token's credential globs: 1 to [`MAX_CREDENTIALS`], each an alias glob (letters,

@@ -57,13 +57,52 @@ pub struct CredentialUpdate {
     pub base_url: Option<String>,
 }
 
-/// One credential as `GET /v1/credentials/{alias}` shows it: its metadata and its whole policy
-/// (never the secret, nor any other field of its data).
+/// One credential as `GET /v1/credentials/{alias}` shows it: its metadata, its whole policy and
+/// how the secret is sent (never the secret, nor any other field of its data).
 #[derive(Debug, Clone, Serialize)]
 pub struct CredentialDetail {
     #[serde(flatten)]
     pub meta: CredentialMeta,
     pub policy: Policy,
+    pub sent_as: SentAs,
+}
+
+/// Where a credential's secret goes in the request sent upstream: a header with a prefix
+/// before the secret (`api_key`; `Authorization: Basic` for `basic_auth`; `Authorization:
+/// Bearer` with the fetched token for `oauth2`), or a query parameter (`query_param`). Names
+/// only: never the secret, nor the basic-auth user or the OAuth2 client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SentAs {
+    /// The header name, for a header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// What precedes the secret in the header (`Bearer `, `Basic `, or empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// The query parameter's name, for a query parameter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_param: Option<String>,
+}
+
+impl SentAs {
+    pub(crate) fn of(data: &crate::credential::CredentialData) -> SentAs {
+        use crate::credential::CredentialData as D;
+        let header = |name: &str, prefix: &str| SentAs {
+            header: Some(name.to_owned()),
+            prefix: Some(prefix.to_owned()),
+            query_param: None,
+        };
+        match data {
+            D::ApiKey(d) => header(d.header_name(), d.prefix()),
+            D::BasicAuth(_) => header("Authorization", "Basic "),
+            D::Oauth2(_) => header("Authorization", "Bearer "),
+            D::QueryParam(d) => SentAs {
+                header: None,
+                prefix: None,
+                query_param: Some(d.name.clone()),
+            },
+        }
+    }
 }
 
 impl std::fmt::Debug for NewCredential {
@@ -348,6 +387,7 @@ impl<'a> Credentials<'a> {
         let record = self.store.open(&stored)?;
         Ok(CredentialDetail {
             meta: record.meta(),
+            sent_as: SentAs::of(&record.data),
             policy: record.policy,
         })
     }

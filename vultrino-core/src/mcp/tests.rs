@@ -170,7 +170,7 @@ fn ping_answers_an_empty_result() {
 }
 
 #[test]
-fn tools_list_names_the_three_tools_with_object_schemas() {
+fn tools_list_names_the_tools_with_object_schemas() {
     let r = stdio(&req(1, "tools/list", json!({})));
     let tools = r.body.unwrap()["result"]["tools"]
         .as_array()
@@ -179,7 +179,12 @@ fn tools_list_names_the_three_tools_with_object_schemas() {
     let names: Vec<_> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["list_credentials", "get_credential_info", "http_request"]
+        [
+            "list_credentials",
+            "get_credential_info",
+            "http_request",
+            "approval_status"
+        ]
     );
     for t in &tools {
         assert_eq!(t["inputSchema"]["type"], "object");

@@ -1,4 +1,4 @@
-//! The three MCP tools and their input schemas, run by [`AppTools`] through the same [`App`]
+//! The MCP tools and their input schemas, run by [`AppTools`] through the same [`App`]
 //! operations as the HTTP API — `http_request` is [`App::execute`] (authorization, policy, SSRF
 //! guard, injection, scrubbing, audit), the listing tools read KV metadata only — so an agent
 //! gets exactly what its API key allows on `POST /v1/execute`, and never a secret.
@@ -7,14 +7,16 @@ use serde_json::{json, Map, Value};
 
 use super::{ToolHost, ToolOutcome};
 use crate::app::App;
+use crate::approvals::Status;
 use crate::auth::Principal;
 use crate::credential::CredentialMeta;
-use crate::error::{Code, Error, ErrorKind};
+use crate::error::{Code, Error, ErrorKind, PendingApproval};
 use crate::execute::ExecuteRequest;
 
 pub const LIST_CREDENTIALS: &str = "list_credentials";
 pub const GET_CREDENTIAL_INFO: &str = "get_credential_info";
 pub const HTTP_REQUEST: &str = "http_request";
+pub const APPROVAL_STATUS: &str = "approval_status";
 
 /// The tool definitions for `tools/list`, shaped for `version` (`title` and `outputSchema` exist
 /// from 2025-06-18 on).
@@ -74,7 +76,11 @@ pub fn definitions(version: &str) -> Value {
             "description": "Make an HTTPS request with a stored credential. Vultrino injects the secret \
                 (you never see it), enforces the credential's policy (hosts, methods, paths, rate \
                 limit) and removes the secret from the reply. Do not put secrets or Authorization \
-                headers in the arguments.",
+                headers in the arguments. Some requests wait for a person's approval: the result \
+                then has status 202 and an `approval` object (approval_id, expires_at); nothing was \
+                sent. Once a person approved it (check with approval_status), call http_request \
+                again with exactly the same arguments plus approval_id; it then runs once. Give a \
+                short `reason` so the person knows why.",
             "inputSchema": {
                 "type": "object",
                 "properties": {
@@ -93,6 +99,15 @@ pub fn definitions(version: &str) -> Value {
                     },
                     "body": {
                         "description": "Request body: a string is sent as is; an object or array as JSON."
+                    },
+                    "reason": {
+                        "type": "string",
+                        "maxLength": 500,
+                        "description": "Why you make this request, shown to the person who approves it (when the request needs approval)."
+                    },
+                    "approval_id": {
+                        "type": "string",
+                        "description": "The approval_id of an approved request, when you send that same request again."
                     }
                 },
                 "required": ["credential", "url"],
@@ -109,6 +124,35 @@ pub fn definitions(version: &str) -> Value {
                 "required": ["status", "headers", "body", "body_encoding"]
             },
             "annotations": {"readOnlyHint": false, "destructiveHint": true, "openWorldHint": true}
+        }),
+        json!({
+            "name": APPROVAL_STATUS,
+            "title": "Check an approval",
+            "description": "Where a request that waits for a person's approval stands: pending, \
+                approved (call http_request again with the same arguments plus approval_id), \
+                denied, executed (it ran already) or expired (ask again). Only your own approvals.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {
+                    "approval_id": {"type": "string", "description": "The approval_id an http_request result gave."}
+                },
+                "required": ["approval_id"],
+                "additionalProperties": false
+            },
+            "outputSchema": {
+                "type": "object",
+                "properties": {
+                    "approval_id": {"type": "string"},
+                    "status": {"type": "string", "enum": ["pending", "approved", "denied", "executed", "expired"]},
+                    "credential": {"type": "string"},
+                    "method": {"type": "string"},
+                    "url": {"type": "string"},
+                    "expires_at": {"type": "integer"},
+                    "next": {"type": "string"}
+                },
+                "required": ["approval_id", "status", "expires_at", "next"]
+            },
+            "annotations": {"readOnlyHint": true, "openWorldHint": false}
         }),
     ];
     if !modern {
@@ -196,6 +240,7 @@ impl AppTools<'_> {
             LIST_CREDENTIALS => self.list(&args).await,
             GET_CREDENTIAL_INFO => self.info(&args).await,
             HTTP_REQUEST => self.request(args).await,
+            APPROVAL_STATUS => self.approval_status(&args).await,
             _ => return None,
         })
     }
@@ -250,13 +295,78 @@ impl AppTools<'_> {
             .map_err(|e| invalid_arguments(HTTP_REQUEST, e.message()))?;
         let req = ExecuteRequest::from_json(args)
             .map_err(|e| invalid_arguments(HTTP_REQUEST, e.message()))?;
-        let out = self
+        let out = match self
             .app
             .pipeline()
             .execute_in(self.who, req, &ask, self.background.clone())
-            .await?;
+            .await
+        {
+            Ok(out) => out,
+            // Waiting for a person is no failure: the result says so, shaped like a reply.
+            Err(e) if e.kind() == ErrorKind::ApprovalPending => {
+                return e.pending().map(pending_result).ok_or_else(|| e.clone());
+            }
+            Err(e) => return Err(e),
+        };
         serde_json::to_value(out).map_err(|_| Error::internal())
     }
+
+    async fn approval_status(&self, args: &Map<String, Value>) -> Result<Value, Error> {
+        let id = string_arg(APPROVAL_STATUS, args, "approval_id", &["approval_id"])?
+            .ok_or_else(|| invalid_arguments(APPROVAL_STATUS, "approval_id is required"))?;
+        let a = self.app.approval_for(self.who, &id).await?;
+        let next = match a.status {
+            Status::Pending => "Still waiting for a person. Check again later (do not resend yet).",
+            Status::Approved => {
+                "Approved: call http_request again with exactly the same arguments plus \
+                 approval_id. It runs once."
+            }
+            Status::Denied => "Denied by a person: do not send this request.",
+            Status::Executed => {
+                "Already used: the approved request ran. A new request needs a new approval."
+            }
+            Status::Expired => "Expired: send the request again (without approval_id) to ask anew.",
+        };
+        Ok(json!({
+            "approval_id": a.id,
+            "status": a.status.as_str(),
+            "credential": a.credential,
+            "method": a.method,
+            "url": a.url,
+            "expires_at": a.expires_at,
+            "next": next,
+        }))
+    }
+}
+
+/// The result of an `http_request` that waits for approval: `status` 202 and the HTTP 202's
+/// body (as `POST /v1/execute` answers), plus an `approval` object that says what to do next.
+/// The reply's schema fields are all there, so a client checking `outputSchema` accepts it.
+fn pending_result(p: &PendingApproval) -> Value {
+    let body = json!({
+        "approval_id": p.approval_id,
+        "status": "pending",
+        "expires_at": p.expires_at,
+    });
+    json!({
+        "status": 202,
+        "headers": {"location": format!("/v1/approvals/{}", p.approval_id)},
+        "body": body.to_string(),
+        "body_encoding": "utf8",
+        "approval": {
+            "approval_id": p.approval_id,
+            "status": "pending",
+            "expires_at": p.expires_at,
+            "next": format!(
+                "Nothing was sent: this request waits for a person's approval. Check with \
+                 approval_status {{\"approval_id\": \"{id}\"}}; once approved, call http_request \
+                 again with exactly the same arguments plus \"approval_id\": \"{id}\" (it runs \
+                 once). It expires at {} (ms since the epoch).",
+                p.expires_at,
+                id = p.approval_id
+            ),
+        },
+    })
 }
 
 #[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]

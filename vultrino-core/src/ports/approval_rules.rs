@@ -29,14 +29,14 @@ use crate::approvals::{Approval, Status};
 /// How long a final approval is kept (7 days).
 pub const RETENTION_MS: u64 = 7 * 86_400 * 1000;
 /// Most approvals kept at once; past it, the oldest final ones go, and when only live
-/// (pending or approved) ones are left a new one is refused ([`Reply::Refused`]): a live one is
-/// never evicted (review of 2026-12-06, finding 3; decision 0098).
+/// (pending or approved) ones are left a new one is refused: a live one is never evicted
+/// (review of 2026-12-06, finding 3; decision 0098).
 pub const MAX_APPROVALS: usize = 10_000;
-/// Most pending approvals of one key at once: one agent cannot flood the book (nor the person's
-/// list); the next is refused until a person decides or one expires.
-pub const MAX_PENDING_PER_KEY: usize = 100;
 /// Most approvals in one listing page.
 pub const MAX_PAGE: usize = 100;
+/// Most pending approvals one key may have at once: past it, a create is refused, so a key
+/// cannot flood the store (and the people it notifies).
+pub const MAX_PENDING_PER_KEY: usize = 100;
 
 /// One approval operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,12 +114,9 @@ pub enum Decided {
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
     Created {
+        /// The key has [`MAX_PENDING_PER_KEY`] pending approvals: nothing was stored.
         #[serde(default)]
-        expired: Vec<Approval>,
-    },
-    /// [`Op::Create`] refused, nothing stored: the key has [`MAX_PENDING_PER_KEY`] pending
-    /// approvals, or the book holds [`MAX_APPROVALS`] live ones.
-    Refused {
+        refused: bool,
         #[serde(default)]
         expired: Vec<Approval>,
     },
@@ -152,8 +149,7 @@ impl Reply {
     /// The approvals this operation turned `expired`.
     pub fn expired(&self) -> &[Approval] {
         match self {
-            Reply::Created { expired }
-            | Reply::Refused { expired }
+            Reply::Created { expired, .. }
             | Reply::Approval { expired, .. }
             | Reply::Decided { expired, .. }
             | Reply::Consumed { expired, .. }
@@ -199,7 +195,7 @@ impl Book {
             Op::Create { approval, now_ms } => {
                 let expired = self.prune(now_ms, &mut w);
                 let approval = *approval;
-                let pending_of_key = self
+                let pending = self
                     .items
                     .values()
                     .filter(|a| {
@@ -207,12 +203,12 @@ impl Book {
                             && a.requested_by_key == approval.requested_by_key
                     })
                     .count();
-                if pending_of_key >= MAX_PENDING_PER_KEY || self.items.len() >= MAX_APPROVALS {
-                    return (w, Reply::Refused { expired });
+                let refused = pending >= MAX_PENDING_PER_KEY || self.items.len() >= MAX_APPROVALS;
+                if !refused {
+                    self.items.insert(approval.id.clone(), approval.clone());
+                    w.put.push(approval);
                 }
-                self.items.insert(approval.id.clone(), approval.clone());
-                w.put.push(approval);
-                Reply::Created { expired }
+                Reply::Created { refused, expired }
             }
             Op::Get { id, now_ms } => {
                 let expired = self.expire(&id, now_ms, &mut w);
@@ -347,8 +343,8 @@ impl Book {
         }
     }
 
-    /// Before a create: expire what is due, drop final approvals past retention, then make room
-    /// under [`MAX_APPROVALS`] by dropping the oldest final ones (never a live one).
+    /// Before a create: expire what is due, drop final approvals past retention, then keep the
+    /// book under [`MAX_APPROVALS`] (oldest final first, then oldest).
     fn prune(&mut self, now_ms: u64, w: &mut Writes) -> Vec<Approval> {
         let ids: Vec<String> = self.items.keys().cloned().collect();
         let mut expired = Vec::new();
@@ -366,6 +362,9 @@ impl Book {
             w.delete.push(id);
         }
         if self.items.len() >= MAX_APPROVALS {
+            // Only final ones: a pending or approved approval is never evicted (another agent's
+            // re-send would find it gone); with none left, the create is refused (review of
+            // 2026-12-06, finding 3; decision 0098).
             let mut order: Vec<(u64, String)> = self
                 .items
                 .values()

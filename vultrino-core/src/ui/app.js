@@ -195,6 +195,8 @@
     for (const tbody of $$("#app tbody")) tbody.replaceChildren();
     auditCursor = null;
     $("#audit-more").hidden = true;
+    stopBadge();
+    clearApproval();
     status("", "");
   }
 
@@ -207,9 +209,38 @@
     $("#login-view").hidden = true;
     $("#app").hidden = false;
     $("#tabs").hidden = false;
+    route();
+    startBadge();
+  }
+
+  // The page the address names: `#/approvals/<id>` (the link of an approval notification: it
+  // only shows the approval), `#<tab>`, or the credentials tab.
+  function route() {
+    const id = approvalIdInHash();
+    if (id !== null) {
+      showApproval(id);
+      return;
+    }
     const wanted = location.hash.slice(1);
     showTab(Object.hasOwn(loaders, wanted) ? wanted : "credentials");
   }
+
+  function approvalIdInHash() {
+    const m = /^#\/approvals\/([^/]+)$/.exec(location.hash);
+    if (!m) return null;
+    try {
+      return decodeURIComponent(m[1]);
+    } catch {
+      return null;
+    }
+  }
+
+  window.addEventListener("hashchange", () => {
+    if (!$("#app").hidden) {
+      status("", "");
+      route();
+    }
+  });
 
   $("#login-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -273,6 +304,7 @@
 
   const loaders = {
     credentials: loadCredentials,
+    approvals: loadApprovals,
     keys: loadKeys,
     roles: loadRoles,
     audit: () => loadAudit(false),
@@ -633,6 +665,170 @@
       );
     },
   });
+
+  // ---- approvals ------------------------------------------------------------------------------
+  //
+  // The list and the page of one approval only READ (GET). Approve and deny are POSTs with the
+  // CSRF token, each after a confirm(): a link that opens the page, followed by a person or a
+  // chat app's previewer, decides nothing.
+
+  const BADGE_EVERY_MS = 20_000;
+  let badgeTimer = null;
+
+  function startBadge() {
+    stopBadge();
+    refreshBadge();
+    badgeTimer = setInterval(refreshBadge, BADGE_EVERY_MS);
+  }
+
+  function stopBadge() {
+    if (badgeTimer !== null) clearInterval(badgeTimer);
+    badgeTimer = null;
+    $("#approvals-badge").textContent = "";
+    $("#approvals-badge").hidden = true;
+  }
+
+  function showBadge(count, more) {
+    const badge = $("#approvals-badge");
+    badge.textContent = count > 0 ? `${count}${more ? "+" : ""}` : "";
+    badge.hidden = count === 0;
+  }
+
+  // The number of pending approvals, in the nav. A failure leaves the badge as it was (a lost
+  // session is handled by api()).
+  async function refreshBadge() {
+    if (sessionStorage.getItem(CSRF_KEY) === null) return;
+    try {
+      const r = await api("GET", "/v1/approvals?status=pending");
+      showBadge((r.approvals || []).length, Boolean(r.cursor));
+    } catch {
+      // shown on the Approvals tab when the admin opens it
+    }
+  }
+
+  async function loadApprovals() {
+    const wanted = $("#approvals-filter").value;
+    const r = await api("GET", wanted ? `/v1/approvals?status=${encodeURIComponent(wanted)}` : "/v1/approvals");
+    const items = r.approvals || [];
+    if (wanted === "pending") showBadge(items.length, Boolean(r.cursor));
+    const rows = items.map((a) => {
+      const tr = tableRow(
+        { id: a.id },
+        [time(a.created_at), a.status, a.credential, a.method, a.url, a.requested_by, time(a.expires_at)],
+        [button(a.status === "pending" ? "Review" : "Open", "open")],
+      );
+      if (a.status === "pending") tr.className = "pending";
+      return tr;
+    });
+    $("#approvals-table tbody").replaceChildren(...rows);
+    $("#approvals-empty").hidden = rows.length > 0;
+  }
+
+  $("#approvals-filter").addEventListener("change", () => loadApprovals().catch(reportError));
+  $("#approvals-refresh").addEventListener("click", (ev) => pressed(ev.currentTarget, loadApprovals));
+
+  onRowButton("#approvals-table", {
+    open: (tr) => {
+      location.hash = `#/approvals/${encodeURIComponent(tr.dataset.id)}`;
+    },
+  });
+
+  // The approval on show (its id and what it binds), for the buttons' confirmations.
+  let shownApproval = null;
+
+  function clearApproval() {
+    shownApproval = null;
+    $("#approval-id").textContent = "";
+    $("#approval-fields tbody").replaceChildren();
+    $("#approval-headers tbody").replaceChildren();
+    $("#approval-body").textContent = "";
+    $("#approval-body-size").textContent = "";
+    $("#approval-note").value = "";
+    $("#approval-decide").hidden = true;
+  }
+
+  function field(name, value) {
+    const tr = document.createElement("tr");
+    const th = document.createElement("th");
+    th.textContent = name;
+    tr.append(th, cell(value));
+    return tr;
+  }
+
+  // The body preview as text: a string, or {text, truncated}.
+  function previewText(p) {
+    if (p === null || p === undefined) return "";
+    if (typeof p === "string") return p;
+    const text = typeof p.text === "string" ? p.text : "";
+    return p.truncated ? `${text}\n… (truncated)` : text;
+  }
+
+  function showApproval(id) {
+    for (const b of $$("button[data-tab]")) b.classList.toggle("active", b.dataset.tab === "approvals");
+    for (const sec of $$("#app > section")) sec.hidden = sec.id !== "tab-approval";
+    clearApproval();
+    $("#approval-id").textContent = id;
+    loadApproval(id).catch(reportError);
+  }
+
+  async function loadApproval(id) {
+    const a = await api("GET", `/v1/approvals/${encodeURIComponent(id)}`);
+    // The address may have moved on while the reply came.
+    if (approvalIdInHash() !== id) return;
+    shownApproval = a;
+    const decided = a.decided_at ? `${time(a.decided_at)} by ${a.decided_by || "—"}` : "";
+    $("#approval-fields tbody").replaceChildren(
+      field("Status", a.status),
+      field("Credential", a.credential),
+      field("Method", a.method),
+      field("URL", a.url),
+      field("Reason (from the agent)", a.reason),
+      field("Requested by", a.requested_by),
+      field("Via", a.via),
+      field("Requested (UTC)", time(a.created_at)),
+      field("Expires (UTC)", time(a.expires_at)),
+      field("Decided (UTC)", decided),
+      field("Note", a.note),
+      field("Executed (UTC)", a.executed_at ? time(a.executed_at) : ""),
+      field("Body SHA-256", a.body_sha256),
+    );
+    const headers = (a.headers || []).map((h) => tableRow({}, [h[0], h[1]], null));
+    $("#approval-headers tbody").replaceChildren(...headers);
+    $("#approval-headers-empty").hidden = headers.length > 0;
+    const size = Number(a.body_size || 0);
+    $("#approval-body-size").textContent = size === 0 ? "(empty)" : `(${size} bytes)`;
+    $("#approval-body").textContent = previewText(a.body_preview) + (a.body_truncated ? "\n… (truncated: only the start is shown)" : "");
+    $("#approval-decide").hidden = a.status !== "pending";
+  }
+
+  async function decideApproval(verb, b) {
+    const a = shownApproval;
+    if (!a) return;
+    const question =
+      verb === "approve"
+        ? `Approve ${a.method} ${a.url} with "${a.credential}"? The agent's re-send of exactly this request will run once.`
+        : `Deny ${a.method} ${a.url} with "${a.credential}"? The agent's re-send will be refused.`;
+    if (!confirm(question)) return;
+    const note = value("approval-note").trim();
+    await pressed(b, async () => {
+      try {
+        await api("POST", `/v1/approvals/${encodeURIComponent(a.id)}/${verb}`, note ? { note } : undefined);
+      } finally {
+        // Whatever happened (decided here, or by someone else first: 409), show what it is now.
+        if (approvalIdInHash() === a.id) await loadApproval(a.id).catch(() => {});
+        refreshBadge();
+      }
+      status(
+        verb === "approve"
+          ? `Approved ${a.id}: the agent's re-send of this request will run once.`
+          : `Denied ${a.id}.`,
+        "ok",
+      );
+    });
+  }
+
+  $("#approval-approve").addEventListener("click", (ev) => decideApproval("approve", ev.currentTarget));
+  $("#approval-deny").addEventListener("click", (ev) => decideApproval("deny", ev.currentTarget));
 
   // ---- audit ----------------------------------------------------------------------------------
 
