@@ -539,7 +539,7 @@ impl App {
             self.config.fetch_options(),
             self.config.audit_retention_secs,
         )
-        .with_approvals(crate::approvals::gate::Settings {
+        .with_approvals(crate::approvals::settings::Settings {
             ttl_ms: self.config.approval_ttl_secs.saturating_mul(1000),
             sleeper: self.sleeper.as_deref(),
             poll_ms: self.approval_poll_ms,

@@ -27,6 +27,7 @@ use crate::policy::RequireApproval;
 
 pub mod gate;
 pub mod notify;
+pub mod settings;
 
 /// The prefix of approval ids.
 pub const ID_PREFIX: &str = "ap_";

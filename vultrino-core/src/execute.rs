@@ -68,7 +68,7 @@ pub struct Pipeline<'a> {
     scrubbers: &'a ScrubberCache,
     fetch: FetchOptions,
     audit_retention_secs: u64,
-    approvals: crate::approvals::gate::Settings<'a>,
+    approvals: crate::approvals::settings::Settings<'a>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -87,18 +87,21 @@ impl<'a> Pipeline<'a> {
             scrubbers,
             fetch,
             audit_retention_secs,
-            approvals: crate::approvals::gate::Settings::default(),
+            approvals: crate::approvals::settings::Settings::default(),
         }
     }
 
     /// The pipeline with the deployment's approval settings (TTL, the timer of `Prefer: wait`).
-    pub(crate) fn with_approvals(mut self, settings: crate::approvals::gate::Settings<'a>) -> Self {
+    pub(crate) fn with_approvals(
+        mut self,
+        settings: crate::approvals::settings::Settings<'a>,
+    ) -> Self {
         self.approvals = settings;
         self
     }
 
     /// The approval settings, for the gate.
-    pub(crate) fn approval_settings(&self) -> crate::approvals::gate::Settings<'a> {
+    pub(crate) fn approval_settings(&self) -> crate::approvals::settings::Settings<'a> {
         self.approvals
     }
 

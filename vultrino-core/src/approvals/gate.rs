@@ -21,21 +21,8 @@ use crate::credential::CredentialRecord;
 use crate::error::{Code, Error, ErrorKind, PendingApproval, Result};
 use crate::execute::Pipeline;
 use crate::ports::approval_rules::{Consumed, Op, Reply};
-use crate::ports::Sleeper;
 
 use super::{binding, preview, required, Approval, Ask, Bound, Status, Via};
-
-/// The deployment's approval settings, as the pipeline carries them.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Settings<'a> {
-    pub ttl_ms: u64,
-    pub sleeper: Option<&'a dyn Sleeper>,
-    pub poll_ms: u64,
-    /// Who hears of a new approval ([`notify`](super::notify::notify)).
-    pub notify: Option<&'a crate::approval_webhook::ApprovalNotify>,
-    /// Loopback webhooks allowed (tests), as loopback upstreams are.
-    pub allow_loopback: bool,
-}
 
 impl<'a> Pipeline<'a> {
     /// The gate (see the [module doc](self)). `host` and `path` are for the audit events.

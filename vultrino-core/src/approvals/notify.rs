@@ -13,7 +13,7 @@
 use crate::approval_webhook::Notice;
 use crate::ports::Ports;
 
-use super::gate::Settings;
+use super::settings::Settings;
 use super::Approval;
 
 /// Announce `approval` (just created, pending) to the webhook of `settings`, if one is set.
