@@ -27,34 +27,25 @@ pub(super) enum ApprovalCmd {
         /// Only those in this state: pending, approved, denied, executed or expired.
         #[arg(long, value_parser = ["pending", "approved", "denied", "executed", "expired"])]
         status: Option<String>,
-        /// Print the server's JSON instead of a table.
-        #[arg(long)]
-        json: bool,
     },
     /// Show one approval: the exact request it would let run (credential, method, URL, bound
     /// headers, body preview), the agent's reason, who asked and until when.
-    Show {
-        id: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Show { id: String },
     /// Approve a pending request: the agent's next re-send of exactly that request runs, once.
     Approve {
+        /// The approval's id (`ap_…`).
         id: String,
         /// A note kept with the decision (at most 500 characters).
         #[arg(long)]
         note: Option<String>,
-        #[arg(long)]
-        json: bool,
     },
     /// Deny a pending request: the agent's re-send is refused (403 approval_denied).
     Deny {
+        /// The approval's id (`ap_…`).
         id: String,
         /// Why, kept with the decision (at most 500 characters).
         #[arg(long)]
         note: Option<String>,
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -64,31 +55,31 @@ const MAX_PAGES: usize = 10;
 /// `vultrino approval …` through the server.
 pub(super) async fn remote(remote: &Remote, cmd: &ApprovalCmd) -> anyhow::Result<()> {
     match cmd {
-        ApprovalCmd::List { status, json } => {
+        ApprovalCmd::List { status } => {
             let items = list(remote, status.as_deref()).await?;
-            if *json {
+            if super::table::json() {
                 print_json(&json!({ "approvals": items }))
             } else {
                 print!("{}", table(&items));
                 Ok(())
             }
         }
-        ApprovalCmd::Show { id, json } => {
+        ApprovalCmd::Show { id } => {
             let a = remote
                 .call("GET", &format!("/v1/approvals/{}", seg(id)), None)
                 .await?;
-            if *json {
+            if super::table::json() {
                 print_json(&a)
             } else {
                 print!("{}", detail(&a));
                 Ok(())
             }
         }
-        ApprovalCmd::Approve { id, note, json } => {
-            decide(remote, id, "approve", note.as_deref(), *json).await
+        ApprovalCmd::Approve { id, note } => {
+            decide(remote, id, "approve", note.as_deref(), super::table::json()).await
         }
-        ApprovalCmd::Deny { id, note, json } => {
-            decide(remote, id, "deny", note.as_deref(), *json).await
+        ApprovalCmd::Deny { id, note } => {
+            decide(remote, id, "deny", note.as_deref(), super::table::json()).await
         }
     }
 }
