@@ -30,7 +30,10 @@ pub(super) enum ApprovalCmd {
     },
     /// Show one approval: the exact request it would let run (credential, method, URL, bound
     /// headers, body preview), the agent's reason, who asked and until when.
-    Show { id: String },
+    Show {
+        /// The approval's id (`ap_…`), as the agent's 202 or `approval list` gives it.
+        id: String,
+    },
     /// Approve a pending request: the agent's next re-send of exactly that request runs, once.
     Approve {
         /// The approval's id (`ap_…`).
