@@ -148,11 +148,12 @@ check() {
   local config_ok=0
   build
   cd "$CF"
-  local dry
-  dry=$(mktemp -d "${TMPDIR:-/tmp}/vultrino-dry-run.XXXXXX")
-  trap 'rm -rf "$dry"' RETURN
+  # Global, not local, and removed on EXIT, not RETURN: a failed check leaves through `die` (or
+  # set -e), never through a return, and a passed one after the function has returned.
+  DRY_OUT=$(mktemp -d "${TMPDIR:-/tmp}/vultrino-dry-run.XXXXXX")
+  trap 'rm -rf "$DRY_OUT"' EXIT
   say "check: wrangler deploy --dry-run (bundles as a deployment would; needs no account)"
-  wrangler deploy --dry-run --outdir "$dry"
+  wrangler deploy --dry-run --outdir "$DRY_OUT"
   local raw gz
   raw=$(wc -c <build/index_bg.wasm)
   gz=$(gzip -9 -c build/index_bg.wasm | wc -c)
