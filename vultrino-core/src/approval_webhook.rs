@@ -235,7 +235,7 @@ fn code(s: &str) -> String {
 
 fn slack_payload(n: &Notice<'_>, link: Option<&str>) -> Value {
     let url = code(&cut(n.url, SLACK_MAX_URL));
-    let expires = utc(n.expires_at);
+    let expires = crate::time::utc_for_people(n.expires_at);
     let summary = format!(
         "Approval requested: {} {} with credential {}",
         code(n.method),
@@ -270,27 +270,6 @@ fn slack_payload(n: &Notice<'_>, link: Option<&str>) -> Value {
             ]}
         ]
     })
-}
-
-/// `ms` since the epoch as `YYYY-MM-DD HH:MM:SS UTC` (H. Hinnant's civil-from-days).
-fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]

@@ -60,6 +60,7 @@ pub mod oauth;
 pub mod proxy;
 pub mod proxy_caps;
 pub mod sync;
+pub mod time;
 pub mod ui;
 pub mod upstream;
 

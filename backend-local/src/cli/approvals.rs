@@ -9,8 +9,8 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::{print_json, seg, RemoteArgs};
-use crate::audit_cli::rfc3339;
 use crate::remote::{printable, Remote};
+use vultrino_core::time::rfc3339;
 
 #[derive(Args, Debug)]
 pub(super) struct ApprovalArgs {

@@ -39,7 +39,7 @@ pub(crate) fn local_time(ms: u64) -> String {
 /// `ms` as RFC 3339 at a fixed `offset` (seconds east of UTC), to the second.
 fn with_offset(ms: u64, offset: i64) -> String {
     let shifted = (i128::from(ms) + i128::from(offset) * 1000).max(0);
-    let utc = crate::audit_cli::rfc3339(u64::try_from(shifted).unwrap_or(0));
+    let utc = vultrino_core::time::rfc3339(u64::try_from(shifted).unwrap_or(0));
     // `YYYY-MM-DDTHH:MM:SS.mmmZ` → drop the milliseconds and the `Z`.
     let base = &utc[..19];
     if offset == 0 {
