@@ -127,6 +127,19 @@ async fn the_cli_lists_shows_approves_and_denies_approvals() {
         "{out}"
     );
 
+    // On a terminal: a table, its times in the local time zone as in every CLI table (TZ
+    // fixed here at UTC+05:30), the same in show.
+    let expires = listed_expiry(&piped, &ida);
+    let local = at_offset(expires, 5 * 3600 + 1800, "+05:30");
+    let out = cli_on_terminal(home, &base, &["approval", "list"], "IST-5:30").await;
+    assert!(out.starts_with("ID"), "a table: {out}");
+    assert!(out.contains(&local), "{local} in {out}");
+    let out = cli_on_terminal(home, &base, &["approval", "show", &ida], "IST-5:30").await;
+    assert!(
+        out.contains(&format!("expires       {local}")),
+        "{local} in {out}"
+    );
+
     // show: the bound request and the agent's reason.
     let (ok, out, err) = cli_at(home, &base, &["approval", "show", &ida]).await;
     assert!(ok, "{err}");
@@ -186,6 +199,54 @@ async fn the_cli_lists_shows_approves_and_denies_approvals() {
     assert!(!home.join("data").exists(), "no local store was opened");
 }
 
+/// The `expires_at` of approval `id` in a listing.
+fn listed_expiry(listing: &Value, id: &str) -> u64 {
+    listing["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == id)
+        .and_then(|a| a["expires_at"].as_u64())
+        .unwrap()
+}
+
+/// `ms` as RFC 3339 to the second at `offset_secs` east of UTC, written `suffix`.
+fn at_offset(ms: u64, offset_secs: u64, suffix: &str) -> String {
+    let shifted = vultrino_core::time::rfc3339(ms + offset_secs * 1000);
+    format!("{}{suffix}", &shifted[..19])
+}
+
+/// `vultrino args… --server base` with `home`'s session on a terminal (a pty made by
+/// util-linux `script`), so that it prints tables, in the time zone `tz`: its output.
+async fn cli_on_terminal(home: &std::path::Path, base: &str, args: &[&str], tz: &str) -> String {
+    use std::ffi::OsStr;
+    let vultrino = crate::support::vultrino_cmd(Some(&home.join("data")));
+    let vultrino = vultrino.as_std();
+    let quote = |s: &OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
+    let mut line = vec![quote(vultrino.get_program())];
+    line.extend(vultrino.get_args().map(quote));
+    line.extend(
+        args.iter()
+            .chain(&["--server", base])
+            .map(|a| quote(OsStr::new(a))),
+    );
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qec", &line.join(" "), "/dev/null"]);
+    for (k, v) in vultrino.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.env("XDG_CONFIG_HOME", home.join("config"))
+        .env("TZ", tz)
+        .stdin(std::process::Stdio::null());
+    let out = cmd.output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    assert!(out.status.success(), "{text}");
+    text
+}
+
 /// `vultrino args… --server base` with `home`'s session.
 async fn cli_at(home: &std::path::Path, base: &str, args: &[&str]) -> (bool, String, String) {
     let mut all = args.to_vec();
@@ -195,8 +256,13 @@ async fn cli_at(home: &std::path::Path, base: &str, args: &[&str]) -> (bool, Str
 
 /// A server whose approval notifications go to the loopback upstream's `/hook`, in `format`.
 async fn notifying_env(format: &str) -> Env {
+    notifying_env_to(format, "/hook").await
+}
+
+/// [`notifying_env`] with the notifications going to the upstream's `hook` (a path and query).
+async fn notifying_env_to(format: &str, hook: &str) -> Env {
     let up = crate::support::upstream::Upstream::start().await;
-    let hook = up.url("/hook");
+    let hook = up.url(hook);
     let mut opts = ServerOptions::default();
     for (local, worker, value) in [
         (
@@ -221,11 +287,16 @@ async fn notifying_env(format: &str) -> Env {
 
 /// The notifications the webhook received (waits up to 5 s for `count`).
 async fn notifications(e: &Env, count: usize) -> Vec<Value> {
+    notifications_at(e, "/hook", count).await
+}
+
+/// The notifications the webhook at `path` received (waits up to 5 s for `count`).
+async fn notifications_at(e: &Env, path: &str, count: usize) -> Vec<Value> {
     for _ in 0..50 {
         let got: Vec<Value> =
             e.up.seen()
                 .into_iter()
-                .filter(|s| s.path == "/hook")
+                .filter(|s| s.path == path)
                 .map(|s| serde_json::from_slice(&s.body).unwrap())
                 .collect();
         if got.len() >= count {
@@ -331,4 +402,24 @@ async fn the_slack_notification_has_text_blocks_and_the_link() {
     assert!(n["blocks"].as_array().is_some_and(|b| !b.is_empty()), "{n}");
     assert!(!n.to_string().contains(crate::API_SECRET));
     preview_link(&e, &link, id).await;
+}
+
+/// The webhook's POST goes out after the agent's 202, never before it (decision 0101): a webhook
+/// that takes 3 s to answer has not answered when the 202 arrives (it was awaited first, up to
+/// its 5 s deadline, before), and it is notified all the same.
+#[tokio::test]
+async fn the_agent_gets_its_202_before_the_webhook_answers() {
+    let e = notifying_env_to("json", "/slow?ms=3000").await;
+    e.always_cred("slow-hook").await;
+    let key = e.key("executor").await;
+    let r = e.agent_post(&key, "slow-hook", "/hooked", None).await;
+    expect_for("request", &r, 202, None);
+    assert_eq!(
+        e.up.answered_slow(),
+        0,
+        "the 202 came after the webhook's answer: the agent waited for it"
+    );
+    let got = notifications_at(&e, "/slow", 1).await;
+    assert_eq!(got[0]["approval_id"], r.body["approval_id"], "{}", got[0]);
+    assert_eq!(e.up.hits("/hooked"), 0, "nothing ran");
 }

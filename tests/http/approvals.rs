@@ -797,3 +797,145 @@ async fn a_key_cannot_flood_the_approvals() {
     pending_id(&e.exec(&other, "pay", "POST", &url, Some("n=0"), &[]).await);
     assert!(e.up.seen().is_empty());
 }
+
+/// `Prefer: wait` holds at most four requests of one key at once (review of 2026-12-06,
+/// finding 4; decision 0101): a fifth is answered at once, 202 without `Preference-Applied`, as
+/// without `Prefer`; another key's request is still held; the held ones end with the person's
+/// decision.
+#[tokio::test]
+async fn a_key_has_at_most_four_requests_held_at_once() {
+    let e = env().await;
+    e.approval_cred("pay", json!("always")).await;
+    let key = e.key("executor").await;
+    let other = e.key("executor").await;
+    let url = e.up.url("/echo");
+    let wait = [("prefer", "wait=30")];
+    let bodies: Vec<String> = (0..4).map(|i| format!("n={i}")).collect();
+    let held = futures_util::future::join_all(
+        bodies
+            .iter()
+            .map(|b| e.exec(&key, "pay", "POST", &url, Some(b), &wait)),
+    );
+    let meanwhile = async {
+        // A held request takes its place before its approval is stored: four listed, four held.
+        let mut waiting = Vec::new();
+        for _ in 0..100 {
+            let r =
+                e.c.send("GET", "/v1/approvals?status=pending", Some(&key), None)
+                    .await;
+            waiting = ids(&r);
+            if waiting.len() == 4 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(waiting.len(), 4, "four held requests asked");
+        let r = e.exec(&key, "pay", "POST", &url, Some("n=4"), &wait).await;
+        pending_id(&r);
+        assert_eq!(
+            r.headers.get("preference-applied"),
+            None,
+            "the fifth is answered at once"
+        );
+        let r = e
+            .exec(
+                &other,
+                "pay",
+                "POST",
+                &url,
+                Some("n=0"),
+                &[("prefer", "wait=1")],
+            )
+            .await;
+        pending_id(&r);
+        assert_eq!(
+            r.headers
+                .get("preference-applied")
+                .and_then(|v| v.to_str().ok()),
+            Some("wait=1"),
+            "another key's request is held"
+        );
+        for id in &waiting {
+            expect_for("deny", &e.decide(&e.admin, id, "deny").await, 200, None);
+        }
+    };
+    let (held, ()) = futures_util::future::join(held, meanwhile).await;
+    for r in &held {
+        expect_for("held, then denied", r, 403, "approval_denied");
+    }
+    assert!(e.up.seen().is_empty());
+}
+
+/// A re-send refused before anything is sent keeps its approval (review of 2026-12-06,
+/// finding 5; decision 0101): an agent token whose uses are spent, or an OAuth2 credential whose
+/// token endpoint refuses, is found before the approval is consumed; the approval stays
+/// `approved`, and the key runs it afterwards.
+#[tokio::test]
+async fn a_resend_refused_before_anything_is_sent_keeps_its_approval() {
+    let e = env().await;
+    e.approval_cred("pay", json!("writes")).await;
+    let key = e.key("executor").await;
+    let url = e.up.url("/echo");
+    let minted =
+        e.c.send(
+            "POST",
+            "/v1/tokens",
+            Some(&key),
+            Some(&json!({"credentials": ["pay"], "uses": 1})),
+        )
+        .await;
+    expect_for("mint a token of one use", &minted, 201, None);
+    let token = minted.body["token"].as_str().unwrap();
+    let id = pending_id(&e.exec(token, "pay", "POST", &url, Some("x"), &[]).await);
+    expect_for(
+        "approve",
+        &e.decide(&e.admin, &id, "approve").await,
+        200,
+        None,
+    );
+    let r = e.exec(token, "pay", "GET", &url, None, &[]).await;
+    expect_for("the token's one use, on a read", &r, 200, None);
+    let again = [("x-vultrino-approval", id.as_str())];
+    let r = e.exec(token, "pay", "POST", &url, Some("x"), &again).await;
+    expect_for("the spent token's re-send", &r, 403, "token_exhausted");
+    assert_eq!(
+        e.approval(&key, &id).await.body["status"],
+        "approved",
+        "the approval is kept"
+    );
+    let r = e.exec(&key, "pay", "POST", &url, Some("x"), &again).await;
+    expect_for("the key runs it", &r, 200, None);
+    assert_eq!(e.up.hits("/echo"), 2);
+
+    let r = e
+        .create(json!({"alias": "oa", "type": "oauth2", "data": {
+                "token_url": e.up.url("/token"), "client_id": "client-abc",
+                "client_secret": "not-the-secret", "scopes": ["read"]},
+            "policy": {"allowed_hosts": ["127.0.0.1"], "require_approval": "always"}}))
+        .await;
+    expect_for("an oauth2 credential", &r, 201, None);
+    let id = pending_id(&e.exec(&key, "oa", "POST", &url, Some("y"), &[]).await);
+    expect_for(
+        "approve",
+        &e.decide(&e.admin, &id, "approve").await,
+        200,
+        None,
+    );
+    let r = e
+        .exec(
+            &key,
+            "oa",
+            "POST",
+            &url,
+            Some("y"),
+            &[("x-vultrino-approval", &id)],
+        )
+        .await;
+    assert!(r.status >= 400, "the token endpoint refused: {}", r.text);
+    assert_eq!(
+        e.approval(&key, &id).await.body["status"],
+        "approved",
+        "the approval is kept"
+    );
+    assert_eq!(e.up.hits("/echo"), 2, "nothing more was sent");
+}

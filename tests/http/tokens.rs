@@ -855,7 +855,60 @@ async fn a_request_under_way_when_its_token_or_key_is_revoked_is_not_sent() {
         (401, Some("invalid_api_key")),
         "the parent key was revoked before the request was sent"
     );
+
+    // A plain key revoked while its own request's body arrives (decision 0101).
+    let plain = e.key("executor").await;
+    let revoke = async {
+        let r =
+            e.c.send(
+                "DELETE",
+                &format!("/v1/keys/{}", Env::key_id(&plain)),
+                Some(&e.admin),
+                None,
+            )
+            .await;
+        expect_for("revoke the key", &r, 204, None);
+    };
+    let (status, code) = post_in_two_halves(&e, "slow/echo", &plain, revoke).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (401, Some("invalid_api_key")),
+        "the key was revoked before its request was sent"
+    );
     assert_eq!(e.up.hits("/echo"), 1, "only the first request was sent");
+}
+
+/// A token whose uses are spent never makes Vultrino fetch an OAuth2 access token: its request
+/// is refused (403 `token_exhausted`) before the token endpoint is called (review of
+/// 2026-12-06, finding 9; decision 0101).
+#[tokio::test]
+async fn a_spent_token_fetches_no_oauth_token() {
+    let e = env().await;
+    e.api_key_cred("plain").await;
+    let r = e
+        .create(json!({"alias": "oa", "type": "oauth2", "data": {
+                "token_url": e.up.url("/token"),
+                "client_id": crate::support::upstream::OAUTH_CLIENT_ID,
+                "client_secret": crate::support::upstream::OAUTH_CLIENT_SECRET,
+                "scopes": ["read"]},
+            "policy": {"allowed_hosts": ["127.0.0.1"]}}))
+        .await;
+    expect_for("an oauth2 credential", &r, 201, None);
+    let key = e.key("executor").await;
+    let t = e
+        .token(&key, json!({"credentials": ["plain", "oa"], "uses": 1}))
+        .await;
+    let token = t["token"].as_str().unwrap();
+    let url = e.up.url("/echo");
+    let r = e.execute_as(token, "plain", "GET", &url).await;
+    expect_for("the one use", &r, 200, None);
+    let r = e.execute_as(token, "oa", "GET", &url).await;
+    expect_for("the spent token", &r, 403, "token_exhausted");
+    assert_eq!(e.up.tokens_issued(), 0, "no OAuth2 token was fetched");
+    assert_eq!(e.up.hits("/token"), 0);
+    let r = e.execute_as(&key, "oa", "GET", &url).await;
+    expect_for("the key itself", &r, 200, None);
+    assert_eq!(e.up.tokens_issued(), 1);
 }
 
 /// A key has at most 50 live tokens at once, whoever mints them (429 `too_many_tokens`): a key

@@ -335,6 +335,8 @@ pub struct App {
     verified_keys: VerifiedKeys,
     /// The `/proxy/` exchanges in flight in this process (isolate).
     proxy_caps: Arc<crate::proxy_caps::ProxyCaps>,
+    /// The requests held by `Prefer: wait=N` in this process (isolate), per key.
+    approval_waiters: Arc<crate::proxy_caps::ProxyCaps>,
     /// The Cloudflare Access team's key set, cached.
     access_keys: AccessKeys,
     /// Checks Access tokens' signatures ([`App::with_rs256_verifier`]).
@@ -376,6 +378,7 @@ impl App {
             scrubbers: ScrubberCache::default(),
             verified_keys: VerifiedKeys::default(),
             proxy_caps: Arc::default(),
+            approval_waiters: Arc::default(),
             access_keys: AccessKeys::default(),
             rs256: None,
             sleeper: None,
@@ -543,8 +546,10 @@ impl App {
             ttl_ms: self.config.approval_ttl_secs.saturating_mul(1000),
             sleeper: self.sleeper.as_deref(),
             poll_ms: self.approval_poll_ms,
+            waiters: Some(&self.approval_waiters),
             notify: Some(&self.config.approval_notify),
             allow_loopback: self.config.allow_loopback_upstreams,
+            background: None,
         })
     }
 

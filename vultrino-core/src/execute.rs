@@ -13,7 +13,8 @@
 //! 5. **clean** the agent's request: headers an agent may never set are dropped
 //!    ([`Outbound::new`]);
 //! 6. **inject** the credential ([`CredentialData::inject`](crate::credential::CredentialData::inject)),
-//!    fetching an OAuth2 token first when the credential needs one;
+//!    fetching an OAuth2 token first when the credential needs one (after checking that the
+//!    caller could send the request; on an approval's re-send, before the approval is consumed);
 //! 7. **fetch** (no redirects followed, timeout, size cap), refusing encoded replies;
 //! 8. **scrub** every secret form from the reply's headers and body, after dropping the
 //!    cookies the upstream set unless the policy passes them;
@@ -100,6 +101,17 @@ impl<'a> Pipeline<'a> {
         self
     }
 
+    /// The pipeline whose approval webhook goes out through `background` (after the 202),
+    /// for one request.
+    pub(crate) fn with_background<'b>(self, background: Option<&'b dyn Background>) -> Pipeline<'b>
+    where
+        'a: 'b,
+    {
+        let mut pipeline: Pipeline<'b> = self;
+        pipeline.approvals.background = background;
+        pipeline
+    }
+
     /// The approval settings, for the gate.
     pub(crate) fn approval_settings(&self) -> crate::approvals::settings::Settings<'a> {
         self.approvals
@@ -160,7 +172,12 @@ impl<'a> Pipeline<'a> {
             background,
         };
         let mut approved = None;
-        let result = self.run(who, req, target, ask, &mut approved).await;
+        // The approval webhook goes out through the request's background, after the 202.
+        let held = unfinished.background.clone();
+        let result = self
+            .with_background(held.as_deref())
+            .run(who, req, target, ask, &mut approved)
+            .await;
         let Some(mut event) = unfinished.event.take() else {
             return Err(Error::internal());
         };
@@ -225,8 +242,9 @@ impl<'a> Pipeline<'a> {
             headers: out.bound_headers(req.json_body),
             body: req.body.as_deref().unwrap_or_default(),
         };
+        let early = self.early_token(who, &opened, ask).await?;
         *approved = self.approval_gate(who, record, &bound, ask).await?;
-        let scrubber = self.inject(&opened, &mut out).await?;
+        let scrubber = self.inject(who, &opened, &mut out, early).await?;
         let request = out.build(req.body.unwrap_or_default(), req.json_body)?;
         // The proxy's last gate: no agent key in the URL or a header value either.
         crate::agent_key::refuse_in(request.uri(), request.headers())?;
@@ -252,16 +270,37 @@ impl<'a> Pipeline<'a> {
         self.store().load(alias).await
     }
 
-    /// Put the credential into `out` (fetching an OAuth2 token first when it needs one) and
-    /// return the scrubber of every secret form that went in.
+    /// Put the credential into `out` and return the scrubber of every secret form that went
+    /// in. An OAuth2 credential's access token is `early`'s when it was fetched already
+    /// ([`Pipeline::early_token`]), fetched now otherwise.
     pub(crate) async fn inject(
         &self,
+        who: &Principal,
         opened: &OpenedCredential,
         out: &mut Outbound,
+        early: Option<Option<OAuthToken>>,
     ) -> Result<Arc<Scrubber>> {
-        let token = self.oauth_token(opened).await?;
+        let token = match early {
+            Some(token) => token,
+            None => self.oauth_token(who, opened).await?,
+        };
         let derived = opened.record.data.inject(out, token.as_ref())?;
         Ok(self.scrubber(opened, &derived))
+    }
+
+    /// On a re-send with an approval id, the OAuth2 access token is fetched before the approval
+    /// is consumed, so that a failing token endpoint keeps the approval (decision 0101); `None`
+    /// (fetched at injection) otherwise: a request not yet approved never uses the credential.
+    pub(crate) async fn early_token(
+        &self,
+        who: &Principal,
+        opened: &OpenedCredential,
+        ask: &Ask,
+    ) -> Result<Option<Option<OAuthToken>>> {
+        match ask.approval_id {
+            Some(_) => Ok(Some(self.oauth_token(who, opened).await?)),
+            None => Ok(None),
+        }
     }
 
     /// The credential's policy: host, method and path; then, for an agent token, the token's own
@@ -309,11 +348,19 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 
-    /// The access token of an OAuth2 credential (`None` for every other type).
-    async fn oauth_token(&self, opened: &OpenedCredential) -> Result<Option<OAuthToken>> {
+    /// The access token of an OAuth2 credential (`None` for every other type). A caller that
+    /// could not send the request anyway (a revoked key or token, a token without uses left)
+    /// is refused first: it never makes Vultrino fetch a token (review of 2026-12-06 of tokens,
+    /// finding 9).
+    async fn oauth_token(
+        &self,
+        who: &Principal,
+        opened: &OpenedCredential,
+    ) -> Result<Option<OAuthToken>> {
         let CredentialData::Oauth2(d) = &opened.record.data else {
             return Ok(None);
         };
+        crate::auth::tokens::ready(self.ports, who).await?;
         let binding = opened
             .oauth_binding
             .as_deref()

@@ -324,6 +324,8 @@ pub trait SessionStore: MaybeSend + MaybeSync {
     ///   refused with `allowed = false` and do not increase `count` beyond `limit`.
     /// - Exact under concurrency: N concurrent hits with limit L allow exactly min(N, L).
     /// - `reset_at_ms` is the end of the current window.
+    /// - A `limit` of 0 reads the counter: refused, `count` is the hits counted so far in the
+    ///   current window (one is started, empty, when none runs).
     async fn hit(&self, key: &str, window_ms: u64, limit: u32, now_ms: u64) -> Result<Hit>;
 
     /// Forget a counter (e.g. after a successful login).

@@ -139,7 +139,9 @@ impl App {
         req: Request<Body>,
         background: Option<Arc<dyn Background>>,
     ) -> Response<Body> {
-        let pipeline = self.pipeline();
+        // The approval webhook goes out through the request's background, after the 202.
+        let held = background.clone();
+        let pipeline = self.pipeline().with_background(held.as_deref());
         let ports = pipeline.ports();
         let started = ports.now_ms();
         let (parts, body) = req.into_parts();
@@ -343,6 +345,7 @@ impl App {
         let body = target::guarded(body, needles, key_in_body.clone())?;
         let sent_to = checked.url.clone();
         let mut out = Outbound::from_headers(method, checked.url, &parts.headers, Vec::new());
+        let mut early = None;
         if let Some(bytes) = &whole {
             let ask =
                 crate::approvals::Ask::from_headers(&parts.headers, crate::approvals::Via::Proxy)?;
@@ -357,9 +360,10 @@ impl App {
                 headers: out.bound_headers(false),
                 body: bytes,
             };
+            early = pipeline.early_token(who, &opened, &ask).await?;
             event.approval_id = pipeline.approval_gate(who, record, &bound, &ask).await?;
         }
-        let scrubber = pipeline.inject(&opened, &mut out).await?;
+        let scrubber = pipeline.inject(who, &opened, &mut out, early).await?;
         let request = out.build(body, false)?;
         target::refuse_agent_keys(&request)?;
         // An agent token's use is spent last, right before the call (decision 0084).

@@ -6,6 +6,9 @@
 //! Past a cap the request is refused, 429 `proxy_busy` with `Retry-After`, and nothing is sent.
 //! The cost per request: one atomic add and one short `Mutex<HashMap>` section on take and on
 //! release (std only: wasm-clean).
+//!
+//! The same counters bound the requests an approval holds with `Prefer: wait=N` per key
+//! ([`crate::approvals::settings::MAX_WAITERS_PER_KEY`], a counter set of its own).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

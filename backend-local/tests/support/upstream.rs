@@ -32,6 +32,8 @@ pub struct State {
     pub tokens_issued: u32,
     /// `/hold` replies end once this is set ([`Upstream::release_holds`]).
     pub holds_released: bool,
+    /// `/slow` requests answered (their delay over).
+    pub answered_slow: usize,
 }
 
 /// Wakes `/hold` replies when [`Upstream::release_holds`] is called.
@@ -64,6 +66,11 @@ impl Upstream {
 
     pub fn hits(&self, path: &str) -> usize {
         self.seen().iter().filter(|s| s.path == path).count()
+    }
+
+    /// How many `/slow` requests were answered (their reply's head sent), not only received.
+    pub fn answered_slow(&self) -> usize {
+        self.state.lock().map(|s| s.answered_slow).unwrap_or(0)
     }
 
     pub fn tokens_issued(&self) -> u32 {
@@ -240,9 +247,17 @@ async fn respond(
             r
         }
         "/landing" => reply(200, "text/plain", b"landed".to_vec()),
-        // The whole request read (and seen), the head held back for 2 s.
+        // The whole request read (and seen), the head held back for 2 s (or `?ms=`), then
+        // counted as answered ([`Upstream::answered_slow`]).
         "/slow" => {
-            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            let ms = url::form_urlencoded::parse(seen.query.as_bytes())
+                .find(|(k, _)| k == "ms")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(2000);
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            if let Ok(mut s) = state.lock() {
+                s.answered_slow += 1;
+            }
             reply(200, "text/plain", b"slow".to_vec())
         }
         // A redirect to wherever `?to=` says (under any base path).

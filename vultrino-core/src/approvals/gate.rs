@@ -14,6 +14,11 @@
 //!   key's → 404.
 //! - `Prefer: wait=N` on either: while pending, the request is held up to N s, the approval
 //!   re-read every poll interval; approved meanwhile → consumed and run in the same exchange.
+//!   At most [`MAX_WAITERS_PER_KEY`] requests of a key are held at once (per process, per
+//!   isolate on Workers): past it, the answer is at once, as without `Prefer` (decision 0101).
+//! - Before an approval is consumed, the checks that could refuse the request with nothing
+//!   sent run first ([`ready`](crate::auth::tokens::ready)), so that such a refusal keeps the
+//!   approval.
 
 use crate::audit::AuditEvent;
 use crate::auth::Principal;
@@ -22,6 +27,7 @@ use crate::error::{Code, Error, ErrorKind, PendingApproval, Result};
 use crate::execute::Pipeline;
 use crate::ports::approval_rules::{Consumed, Op, Reply};
 
+use super::settings::{MAX_WAITERS, MAX_WAITERS_PER_KEY};
 use super::{binding, preview, required, Approval, Ask, Bound, Status, Via};
 
 impl<'a> Pipeline<'a> {
@@ -44,19 +50,37 @@ impl<'a> Pipeline<'a> {
             return Ok(None);
         };
         let binding = binding(bound);
-        let wait_ms = ask.wait_secs.unwrap_or(0).saturating_mul(1000);
+        let mut wait_ms = ask.wait_secs.unwrap_or(0).saturating_mul(1000);
+        let settings = self.approval_settings();
+        // A request may be held only so many at once per key ([`MAX_WAITERS_PER_KEY`]): its
+        // place is taken before anything else, and past the bound the request is answered at
+        // once, as without `Prefer` (decision 0101). Held until the gate returns.
+        let _held = match (wait_ms > 0, settings.sleeper, settings.waiters) {
+            (true, Some(_), Some(waiters)) => {
+                let slot = waiters.take(key, MAX_WAITERS, MAX_WAITERS_PER_KEY).ok();
+                if slot.is_none() {
+                    wait_ms = 0;
+                }
+                slot
+            }
+            _ => None,
+        };
         let id = match &ask.approval_id {
             Some(id) => id.clone(),
             None => {
                 let approval = self
                     .create_approval(who, key, bound, ask, binding.clone())
                     .await?;
-                if wait_ms == 0 || self.approval_settings().sleeper.is_none() {
+                if wait_ms == 0 || settings.sleeper.is_none() {
                     return Err(pending(&approval, None));
                 }
                 approval.id
             }
         };
+        // A refused request keeps its approval: what can refuse it with nothing sent is looked
+        // at before the consume (the key's or token's revocation, the token's expiry and uses
+        // left; decision 0101).
+        crate::auth::tokens::ready(self.ports(), who).await?;
         let started = self.ports().now_ms();
         loop {
             let consumed = self.consume(who, &id, key, &binding).await?;
@@ -88,7 +112,6 @@ impl<'a> Pipeline<'a> {
                         .with_code(Code::ApprovalUsed))
                     }
                     Status::Pending | Status::Approved => {
-                        let settings = self.approval_settings();
                         let waited = self.ports().now_ms().saturating_sub(started);
                         let (Some(sleeper), true) = (settings.sleeper, waited < wait_ms) else {
                             let applied = (wait_ms > 0 && settings.sleeper.is_some())

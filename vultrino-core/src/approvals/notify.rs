@@ -2,15 +2,16 @@
 //! to the deployment's approval webhook, generic JSON or Slack, with a link to the UI page that
 //! only shows the approval. Payloads, settings and delivery are in
 //! [`crate::approval_webhook`]; this is the hook the gate calls right after an approval is
-//! created and audited, before the agent gets its 202.
+//! created and audited.
 //!
-//! The POST is awaited here, bounded by
-//! [`WEBHOOK_TIMEOUT_MS`](crate::approval_webhook::WEBHOOK_TIMEOUT_MS) (5 s): the gate has no
-//! [`Background`](crate::ports::Background) of the request to hand it to. Its outcome is
+//! The POST goes out through the request's [`Background`](crate::ports::Background) (tokio
+//! locally, `ctx.waitUntil` on Workers), so the agent's 202 never waits for it (decision 0101);
+//! without one (a caller that has none) it is awaited here, bounded by
+//! [`WEBHOOK_TIMEOUT_MS`](crate::approval_webhook::WEBHOOK_TIMEOUT_MS) (5 s). Its outcome is
 //! dropped: a webhook that is down or slow never fails the agent's request (the approval is
 //! listed in the UI and the CLI all the same).
 
-use crate::approval_webhook::Notice;
+use crate::approval_webhook::{ApprovalNotify, Notice};
 use crate::ports::Ports;
 
 use super::settings::Settings;
@@ -21,6 +22,19 @@ pub(crate) async fn notify(ports: &Ports, settings: Settings<'_>, approval: &App
     let Some(n) = settings.notify.filter(|n| n.webhook.is_some()) else {
         return;
     };
+    let allow_loopback = settings.allow_loopback;
+    match settings.background {
+        Some(background) => {
+            let (ports, n, approval) = (ports.clone(), n.clone(), approval.clone());
+            background.spawn(Box::pin(async move {
+                deliver(&ports, &n, allow_loopback, &approval).await;
+            }));
+        }
+        None => deliver(ports, n, allow_loopback, approval).await,
+    }
+}
+
+async fn deliver(ports: &Ports, n: &ApprovalNotify, allow_loopback: bool, approval: &Approval) {
     let notice = Notice {
         approval_id: &approval.id,
         credential: &approval.credential,
@@ -30,7 +44,5 @@ pub(crate) async fn notify(ports: &Ports, settings: Settings<'_>, approval: &App
         requested_by: &approval.requested_by,
         expires_at: approval.expires_at,
     };
-    let _ = n
-        .deliver(&*ports.fetcher, settings.allow_loopback, &notice)
-        .await;
+    let _ = n.deliver(&*ports.fetcher, allow_loopback, &notice).await;
 }

@@ -181,46 +181,94 @@ fn not_found(id: &str) -> Error {
 /// concurrent requests never spend more than `uses`. 403 `token_exhausted` when none is left; a
 /// counter that cannot be reached refuses the request (503, nothing is sent).
 ///
-/// The token's expiry and revocation, and its parent key's revocation, are looked at again
-/// first: a request may wait a long time between its authentication and its call (the proxy
-/// reads a body whole under a method list, up to the stream deadlines), and a revocation is
-/// immediate for it too (401 `invalid_api_key`, no use spent; review of 2026-12-06, finding 2).
+/// The caller is looked at again first ([`still_live`]): a request may wait a long time between
+/// its authentication and its call (the proxy reads a body whole under a method list or an
+/// approval, up to the stream deadlines), and a revocation is immediate for it too, for a plain
+/// key as for a token (401 `invalid_api_key`, no use spent; review of 2026-12-06 of tokens,
+/// finding 2; decision 0101).
 pub(crate) async fn consume_use(ports: &Ports, who: &Principal) -> Result<()> {
-    let (Some(grant), Principal::ApiKey { id: parent, .. }) = (who.token(), who) else {
+    spend(ports, who, true).await
+}
+
+/// What [`consume_use`] checks, without spending a use: the caller's key (and token) is not
+/// revoked, the token has not expired and has a use left (403 `token_exhausted`). Run before
+/// anything that a refused request would waste: an approval's consumption and an OAuth2 token
+/// fetch (decision 0101). A use left now may still be spent by a concurrent request before this
+/// one's [`consume_use`], which stays the exact check.
+pub(crate) async fn ready(ports: &Ports, who: &Principal) -> Result<()> {
+    spend(ports, who, false).await
+}
+
+async fn spend(ports: &Ports, who: &Principal, consume: bool) -> Result<()> {
+    let Principal::ApiKey { id: key, .. } = who else {
         return Ok(());
     };
-    let unreachable = |_| {
-        Error::unavailable("the token's use counter cannot be reached; nothing was sent")
-            .with_code(Code::SessionStoreUnavailable)
-    };
     let now = ports.now_ms();
-    if now >= grant.expires_at {
-        return Err(Error::unauthorized("agent token has expired").with_code(Code::TokenExpired));
-    }
-    let (token_revoked, parent_revoked) = futures_util::future::try_join(
-        ports.sessions.is_marked(&revoked_marker(&grant.id), now),
-        ports
-            .sessions
-            .is_marked(&super::keys::revoked_marker(parent), now),
-    )
-    .await
-    .map_err(unreachable)?;
-    if token_revoked || parent_revoked {
-        return Err(invalid_token());
-    }
+    still_live(ports, key, who.token(), now).await?;
+    let Some(grant) = who.token() else {
+        return Ok(());
+    };
     let window = grant.expires_at - now + 1;
+    // A limit of 0 reads the counter: never allowed, `count` is the uses spent so far.
+    let limit = if consume { grant.uses } else { 0 };
     let hit = ports
         .sessions
-        .hit(&uses_counter(&grant.id), window, grant.uses, now)
+        .hit(&uses_counter(&grant.id), window, limit, now)
         .await
         .map_err(unreachable)?;
-    if !hit.allowed {
+    let left = if consume {
+        hit.allowed
+    } else {
+        hit.count < grant.uses
+    };
+    if !left {
         return Err(
             Error::forbidden(format!("this token's {} uses are spent", grant.uses))
                 .with_code(Code::TokenExhausted),
         );
     }
     Ok(())
+}
+
+/// The key `key` is not revoked; with a token, the token has not expired and is not revoked
+/// either (its parent's and its own marker, read concurrently).
+async fn still_live(ports: &Ports, key: &str, token: Option<&TokenGrant>, now: u64) -> Result<()> {
+    let key_marker = super::keys::revoked_marker(key);
+    let revoked = match token {
+        None => ports
+            .sessions
+            .is_marked(&key_marker, now)
+            .await
+            .map_err(unreachable)?,
+        Some(grant) => {
+            if now >= grant.expires_at {
+                return Err(
+                    Error::unauthorized("agent token has expired").with_code(Code::TokenExpired)
+                );
+            }
+            let (token_revoked, key_revoked) = futures_util::future::try_join(
+                ports.sessions.is_marked(&revoked_marker(&grant.id), now),
+                ports.sessions.is_marked(&key_marker, now),
+            )
+            .await
+            .map_err(unreachable)?;
+            token_revoked || key_revoked
+        }
+    };
+    if revoked {
+        return Err(match token {
+            Some(_) => invalid_token(),
+            None => Error::unauthorized("invalid API key").with_code(Code::InvalidApiKey),
+        });
+    }
+    Ok(())
+}
+
+fn unreachable(_: Error) -> Error {
+    Error::unavailable(
+        "the key's revocation or the token's use counter cannot be read; nothing was sent",
+    )
+    .with_code(Code::SessionStoreUnavailable)
 }
 
 impl<'a> ApiKeys<'a> {

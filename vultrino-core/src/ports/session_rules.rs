@@ -378,6 +378,28 @@ mod tests {
     }
 
     #[test]
+    fn a_limit_of_zero_reads_the_counter_without_counting() {
+        let mut cur = None;
+        let read = count(&mut cur, 0, 10);
+        assert_eq!(
+            (read.allowed, read.count),
+            (false, 0),
+            "a fresh counter reads 0"
+        );
+        assert!(count(&mut cur, 3, 11).allowed);
+        assert!(count(&mut cur, 3, 12).allowed);
+        for now in [13, 14] {
+            let read = count(&mut cur, 0, now);
+            assert_eq!(
+                (read.allowed, read.count),
+                (false, 2),
+                "two counted, none added"
+            );
+        }
+        assert_eq!(count(&mut cur, 3, 15).count, 3);
+    }
+
+    #[test]
     fn counter_is_exact_at_the_limit() {
         for limit in [1u32, 2, 7] {
             let mut slot = None;
