@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 
 use super::{print_json, seg, RemoteArgs};
 use crate::remote::{printable, Remote};
-use vultrino_core::time::rfc3339;
 
 #[derive(Args, Debug)]
 pub(super) struct ApprovalArgs {
@@ -172,8 +171,9 @@ fn s(v: &Value, key: &str) -> String {
     }
 }
 
+/// A time field in local time, as the other CLI tables print it (decision 0097).
 fn time(v: &Value, key: &str) -> String {
-    v[key].as_u64().map_or_else(|| "-".into(), rfc3339)
+    super::table::time_of(&v[key])
 }
 
 /// `text` cut to `max` characters, `…` marking the cut.
