@@ -94,11 +94,27 @@ impl Env {
             .await
     }
 
+    /// An admin approves `id` (200 expected).
+    async fn approve(&self, id: &str) {
+        let r = self.decide(&self.admin, id, "approve").await;
+        expect_for("approve", &r, 200, None);
+    }
+
     async fn approval(&self, who: &str, id: &str) -> Reply {
         self.c
             .send("GET", &format!("/v1/approvals/{id}"), Some(who), None)
             .await
     }
+}
+
+/// A server with the credential `pay` asking for approvals `mode` ([`Env::approval_cred`]),
+/// an `executor` key, and the upstream's `/echo` URL.
+async fn asking_env(mode: &str) -> (Env, String, String) {
+    let e = env().await;
+    e.approval_cred("pay", json!(mode)).await;
+    let key = e.key("executor").await;
+    let url = e.up.url("/echo");
+    (e, key, url)
 }
 
 /// The approval id of a 202, after checking its shape.
@@ -129,10 +145,8 @@ fn ids(r: &Reply) -> Vec<String> {
 /// a second re-send is 409 `approval_used`. Every step is audited.
 #[tokio::test]
 async fn a_write_waits_for_a_person_and_runs_once_after_approval() {
-    let e = env().await;
-    e.approval_cred("pay", json!("writes")).await;
-    let key = e.key("executor").await;
-    let url = e.up.url("/echo?amount=10");
+    let (e, key, url) = asking_env("writes").await;
+    let url = format!("{url}?amount=10");
 
     let r = e
         .exec(
@@ -208,10 +222,7 @@ async fn a_write_waits_for_a_person_and_runs_once_after_approval() {
 /// the right request. Volatile headers (a new User-Agent) do not matter.
 #[tokio::test]
 async fn another_request_cannot_ride_an_approval() {
-    let e = env().await;
-    e.approval_cred("pay", json!("always")).await;
-    let key = e.key("executor").await;
-    let url = e.up.url("/echo");
+    let (e, key, url) = asking_env("always").await;
     let id = pending_id(
         &e.exec(
             &key,
@@ -223,12 +234,7 @@ async fn another_request_cannot_ride_an_approval() {
         )
         .await,
     );
-    expect_for(
-        "approve",
-        &e.decide(&e.admin, &id, "approve").await,
-        200,
-        None,
-    );
+    e.approve(&id).await;
     let with = |tag: &'static str| {
         vec![
             ("x-vultrino-approval", id.clone()),
@@ -263,17 +269,9 @@ async fn another_request_cannot_ride_an_approval() {
 /// others are 409 `approval_used`.
 #[tokio::test]
 async fn twenty_concurrent_resends_run_the_request_exactly_once() {
-    let e = env().await;
-    e.approval_cred("pay", json!("writes")).await;
-    let key = e.key("executor").await;
-    let url = e.up.url("/echo");
+    let (e, key, url) = asking_env("writes").await;
     let id = pending_id(&e.exec(&key, "pay", "DELETE", &url, None, &[]).await);
-    expect_for(
-        "approve",
-        &e.decide(&e.admin, &id, "approve").await,
-        200,
-        None,
-    );
+    e.approve(&id).await;
     let again = [("x-vultrino-approval", id.as_str())];
     let sends = (0..20).map(|_| e.exec(&key, "pay", "DELETE", &url, None, &again));
     let replies = futures_util::future::join_all(sends).await;
@@ -319,12 +317,7 @@ async fn always_writes_and_the_token_flag_decide_what_needs_approval() {
     let id = pending_id(&e.exec(token, "free", "GET", &url, None, &[]).await);
     // A refused or pending request spends no use: the one use is left for the approved run.
     pending_id(&e.exec(token, "free", "GET", &url, None, &[]).await);
-    expect_for(
-        "approve",
-        &e.decide(&e.admin, &id, "approve").await,
-        200,
-        None,
-    );
+    e.approve(&id).await;
     let r = e
         .exec(
             token,
@@ -350,10 +343,7 @@ async fn always_writes_and_the_token_flag_decide_what_needs_approval() {
 /// (409 `approval_not_pending`).
 #[tokio::test]
 async fn a_denied_approval_refuses_its_request() {
-    let e = env().await;
-    e.approval_cred("pay", json!("writes")).await;
-    let key = e.key("executor").await;
-    let url = e.up.url("/echo");
+    let (e, key, url) = asking_env("writes").await;
     let id = pending_id(&e.exec(&key, "pay", "POST", &url, Some("x"), &[]).await);
     let r = e.decide(&e.admin, &id, "deny").await;
     expect_for("deny", &r, 200, None);
@@ -415,11 +405,8 @@ async fn a_pending_approval_expires() {
 /// id); an admin lists every one, filtered by status.
 #[tokio::test]
 async fn another_key_cannot_see_or_use_an_approval() {
-    let e = env().await;
-    e.approval_cred("pay", json!("writes")).await;
-    let key = e.key("executor").await;
+    let (e, key, url) = asking_env("writes").await;
     let other = e.key("executor").await;
-    let url = e.up.url("/echo");
     let id = pending_id(&e.exec(&key, "pay", "POST", &url, Some("x"), &[]).await);
     let second = pending_id(&e.exec(&other, "pay", "POST", &url, Some("y"), &[]).await);
     expect_for(
@@ -441,12 +428,7 @@ async fn another_key_cannot_see_or_use_an_approval() {
         404,
         "approval_not_found",
     );
-    expect_for(
-        "approve",
-        &e.decide(&e.admin, &id, "approve").await,
-        200,
-        None,
-    );
+    e.approve(&id).await;
     let r = e
         .exec(
             &other,
@@ -489,9 +471,7 @@ async fn another_key_cannot_see_or_use_an_approval() {
 /// re-sent request reaches the upstream without Vultrino's headers.
 #[tokio::test]
 async fn the_proxy_waits_for_approval_and_binds_the_body() {
-    let e = env().await;
-    e.approval_cred("pay", json!("writes")).await;
-    let key = e.key("executor").await;
+    let (e, key, _) = asking_env("writes").await;
     let r = e
         .via_proxy(
             &key,
@@ -520,12 +500,7 @@ async fn the_proxy_waits_for_approval_and_binds_the_body() {
         !a.to_string().contains(&key),
         "the key is not in the approval"
     );
-    expect_for(
-        "approve",
-        &e.decide(&e.admin, &id, "approve").await,
-        200,
-        None,
-    );
+    e.approve(&id).await;
     let h = [
         ("x-vultrino-approval", id.as_str()),
         ("content-type", "application/json"),
@@ -565,10 +540,7 @@ async fn the_proxy_waits_for_approval_and_binds_the_body() {
 /// in the same exchange; with no decision, 202 with `Preference-Applied`.
 #[tokio::test]
 async fn prefer_wait_holds_the_request_until_a_person_decides() {
-    let e = env().await;
-    e.approval_cred("pay", json!("writes")).await;
-    let key = e.key("executor").await;
-    let url = e.up.url("/echo");
+    let (e, key, url) = asking_env("writes").await;
 
     let started = std::time::Instant::now();
     let r = e
@@ -610,12 +582,7 @@ async fn prefer_wait_holds_the_request_until_a_person_decides() {
             let found: Vec<Value> = r.body["approvals"].as_array().cloned().unwrap_or_default();
             if let Some(a) = found.iter().find(|a| a["body_preview"] == "b") {
                 let id = a["id"].as_str().unwrap().to_string();
-                expect_for(
-                    "approve",
-                    &e.decide(&e.admin, &id, "approve").await,
-                    200,
-                    None,
-                );
+                e.approve(&id).await;
                 return id;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -634,9 +601,7 @@ async fn prefer_wait_holds_the_request_until_a_person_decides() {
 /// `approval_id` runs once.
 #[tokio::test]
 async fn an_mcp_http_request_waits_for_approval_too() {
-    let e = env().await;
-    e.approval_cred("pay", json!("writes")).await;
-    let key = e.key("executor").await;
+    let (e, key, _) = asking_env("writes").await;
     let call = |extra: Value| {
         let mut args = json!({"credential": "pay", "method": "POST",
             "url": e.up.url("/echo"), "body": "hello", "reason": "via mcp"});
@@ -675,12 +640,7 @@ async fn an_mcp_http_request_waits_for_approval_too() {
     );
     assert_eq!(e.approval(&key, &id).await.body["via"], "mcp");
     assert!(e.up.seen().is_empty());
-    expect_for(
-        "approve",
-        &e.decide(&e.admin, &id, "approve").await,
-        200,
-        None,
-    );
+    e.approve(&id).await;
     let r = call(json!({"approval_id": id})).await;
     assert_eq!(r.body["result"]["isError"], false, "{}", r.text);
     assert_eq!(e.up.hits("/echo"), 1);
@@ -692,19 +652,12 @@ async fn an_mcp_http_request_waits_for_approval_too() {
 /// person sees the preference (review of 2026-12-06, finding 1; decision 0098).
 #[tokio::test]
 async fn a_preference_cannot_ride_an_approval() {
-    let e = env().await;
-    e.approval_cred("pay", json!("writes")).await;
-    let key = e.key("executor").await;
+    let (e, key, _) = asking_env("writes").await;
     let id = pending_id(
         &e.via_proxy(&key, "POST", "pay/echo", "{\"n\":1}", &[])
             .await,
     );
-    expect_for(
-        "approve",
-        &e.decide(&e.admin, &id, "approve").await,
-        200,
-        None,
-    );
+    e.approve(&id).await;
     for prefer in [
         "resolution=merge-duplicates",
         "wait=5, tx=commit",
@@ -745,10 +698,7 @@ async fn a_preference_cannot_ride_an_approval() {
 /// finding 2).
 #[tokio::test]
 async fn an_agent_key_never_lands_in_an_approval() {
-    let e = env().await;
-    e.approval_cred("pay", json!("always")).await;
-    let key = e.key("executor").await;
-    let url = e.up.url("/echo");
+    let (e, key, url) = asking_env("always").await;
     let in_url = format!("{url}?note={key}");
     let r = e.exec(&key, "pay", "POST", &in_url, None, &[]).await;
     expect_for("key in the execute URL", &r, 400, "agent_key_in_request");
@@ -783,11 +733,8 @@ async fn an_agent_key_never_lands_in_an_approval() {
 /// nothing stored or sent, while another key still asks (review of 2026-12-06, finding 3).
 #[tokio::test]
 async fn a_key_cannot_flood_the_approvals() {
-    let e = env().await;
-    e.approval_cred("pay", json!("always")).await;
-    let key = e.key("executor").await;
+    let (e, key, url) = asking_env("always").await;
     let other = e.key("executor").await;
-    let url = e.up.url("/echo");
     for i in 0..100 {
         let body = format!("n={i}");
         pending_id(&e.exec(&key, "pay", "POST", &url, Some(&body), &[]).await);
@@ -804,11 +751,8 @@ async fn a_key_cannot_flood_the_approvals() {
 /// decision.
 #[tokio::test]
 async fn a_key_has_at_most_four_requests_held_at_once() {
-    let e = env().await;
-    e.approval_cred("pay", json!("always")).await;
-    let key = e.key("executor").await;
+    let (e, key, url) = asking_env("always").await;
     let other = e.key("executor").await;
-    let url = e.up.url("/echo");
     let wait = [("prefer", "wait=30")];
     let bodies: Vec<String> = (0..4).map(|i| format!("n={i}")).collect();
     let held = futures_util::future::join_all(
@@ -872,10 +816,7 @@ async fn a_key_has_at_most_four_requests_held_at_once() {
 /// `approved`, and the key runs it afterwards.
 #[tokio::test]
 async fn a_resend_refused_before_anything_is_sent_keeps_its_approval() {
-    let e = env().await;
-    e.approval_cred("pay", json!("writes")).await;
-    let key = e.key("executor").await;
-    let url = e.up.url("/echo");
+    let (e, key, url) = asking_env("writes").await;
     let minted =
         e.c.send(
             "POST",
@@ -887,12 +828,7 @@ async fn a_resend_refused_before_anything_is_sent_keeps_its_approval() {
     expect_for("mint a token of one use", &minted, 201, None);
     let token = minted.body["token"].as_str().unwrap();
     let id = pending_id(&e.exec(token, "pay", "POST", &url, Some("x"), &[]).await);
-    expect_for(
-        "approve",
-        &e.decide(&e.admin, &id, "approve").await,
-        200,
-        None,
-    );
+    e.approve(&id).await;
     let r = e.exec(token, "pay", "GET", &url, None, &[]).await;
     expect_for("the token's one use, on a read", &r, 200, None);
     let again = [("x-vultrino-approval", id.as_str())];
@@ -907,20 +843,10 @@ async fn a_resend_refused_before_anything_is_sent_keeps_its_approval() {
     expect_for("the key runs it", &r, 200, None);
     assert_eq!(e.up.hits("/echo"), 2);
 
-    let r = e
-        .create(json!({"alias": "oa", "type": "oauth2", "data": {
-                "token_url": e.up.url("/token"), "client_id": "client-abc",
-                "client_secret": "not-the-secret", "scopes": ["read"]},
-            "policy": {"allowed_hosts": ["127.0.0.1"], "require_approval": "always"}}))
-        .await;
-    expect_for("an oauth2 credential", &r, 201, None);
+    let policy = json!({"allowed_hosts": ["127.0.0.1"], "require_approval": "always"});
+    e.oauth2_cred("oa", "not-the-secret", policy).await;
     let id = pending_id(&e.exec(&key, "oa", "POST", &url, Some("y"), &[]).await);
-    expect_for(
-        "approve",
-        &e.decide(&e.admin, &id, "approve").await,
-        200,
-        None,
-    );
+    e.approve(&id).await;
     let r = e
         .exec(
             &key,

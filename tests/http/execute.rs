@@ -122,13 +122,12 @@ async fn basic_auth_query_param_and_flat_shape_work() {
 #[tokio::test]
 async fn oauth2_token_is_fetched_once_and_reused() {
     let e = env().await;
-    let r = e
-        .create(json!({"alias": "oa", "type": "oauth2", "data": {
-                "token_url": e.up.url("/token"), "client_id": OAUTH_CLIENT_ID, "client_secret": OAUTH_CLIENT_SECRET,
-                "scopes": ["read"]},
-            "policy": {"allowed_hosts": ["127.0.0.1"]}}))
-        .await;
-    expect(&r, 201, None);
+    e.oauth2_cred(
+        "oa",
+        OAUTH_CLIENT_SECRET,
+        json!({"allowed_hosts": ["127.0.0.1"]}),
+    )
+    .await;
     for _ in 0..2 {
         let r = e.execute(&e.admin, "oa", &e.up.url("/echo")).await;
         expect(&r, 200, None);

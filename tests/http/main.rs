@@ -123,6 +123,22 @@ impl Env {
         expect(&r, 201, None);
     }
 
+    /// An `oauth2` credential whose token endpoint is the upstream's `/token`, with the client
+    /// id it knows and `client_secret` (the one it knows is [`OAUTH_CLIENT_SECRET`]), scope
+    /// `read`, under `policy`.
+    ///
+    /// [`OAUTH_CLIENT_SECRET`]: support::upstream::OAUTH_CLIENT_SECRET
+    async fn oauth2_cred(&self, alias: &str, client_secret: &str, policy: Value) {
+        let r = self
+            .create(json!({"alias": alias, "type": "oauth2", "data": {
+                    "token_url": self.up.url("/token"),
+                    "client_id": support::upstream::OAUTH_CLIENT_ID,
+                    "client_secret": client_secret, "scopes": ["read"]},
+                "policy": policy}))
+            .await;
+        support::expect_for("an oauth2 credential", &r, 201, None);
+    }
+
     /// Create the custom `role` (name, permissions, scopes).
     async fn role(&self, role: &Value) {
         let r = self

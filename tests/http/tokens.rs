@@ -37,6 +37,25 @@ impl Env {
             .await
     }
 
+    /// `GET` the upstream's `/echo` through `alias` with `/v1/execute`, as the holder of `token`.
+    async fn echo_as(&self, token: &str, alias: &str) -> Reply {
+        self.execute_as(token, alias, "GET", &self.up.url("/echo"))
+            .await
+    }
+
+    /// `DELETE /v1/tokens/{id}` as `who`.
+    async fn revoke_token(&self, who: &str, id: &str) -> Reply {
+        self.c
+            .send("DELETE", &format!("/v1/tokens/{id}"), Some(who), None)
+            .await
+    }
+
+    /// An admin's `DELETE /v1/keys/{id}` of `key`.
+    async fn revoke_key(&self, key: &str) -> Reply {
+        let path = format!("/v1/keys/{}", Self::key_id(key));
+        self.c.send("DELETE", &path, Some(&self.admin), None).await
+    }
+
     /// The ids of the tokens `who` lists.
     async fn token_ids(&self, who: &str) -> Vec<String> {
         let r = self.c.send("GET", "/v1/tokens", Some(who), None).await;
@@ -96,9 +115,7 @@ async fn a_key_mints_a_token_that_is_the_subset_it_asked_for() {
     assert_eq!(minted["uses"], 10, "{minted}");
     let id = minted["id"].as_str().unwrap();
 
-    let r = e
-        .execute_as(token, "github", "GET", &e.up.url("/echo"))
-        .await;
+    let r = e.echo_as(token, "github").await;
     expect_for("inside every limit", &r, 200, None);
     assert_eq!(r.body["status"], 200, "{}", r.text);
     let r = e
@@ -109,9 +126,7 @@ async fn a_key_mints_a_token_that_is_the_subset_it_asked_for() {
         let r = e.execute_as(token, "github", "GET", &e.up.url(path)).await;
         expect_for(path, &r, 403, "token_path_denied");
     }
-    let r = e
-        .execute_as(token, "stripe", "GET", &e.up.url("/echo"))
-        .await;
+    let r = e.echo_as(token, "stripe").await;
     expect_for("a credential the token lacks", &r, 403, "scope_denied");
     assert_eq!(e.up.hits("/echo"), 1, "only the allowed request was sent");
 
@@ -303,14 +318,10 @@ async fn a_token_dies_at_its_expiry() {
         .token(&key, json!({"credentials": ["github"], "expires_in": 1}))
         .await;
     let token = t["token"].as_str().unwrap();
-    let r = e
-        .execute_as(token, "github", "GET", &e.up.url("/echo"))
-        .await;
+    let r = e.echo_as(token, "github").await;
     expect_for("before its expiry", &r, 200, None);
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
-    let r = e
-        .execute_as(token, "github", "GET", &e.up.url("/echo"))
-        .await;
+    let r = e.echo_as(token, "github").await;
     expect_for("after its expiry", &r, 401, "token_expired");
     assert!(
         e.token_ids(&key).await.is_empty(),
@@ -340,78 +351,25 @@ async fn revoking_the_parent_key_or_the_token_kills_it_at_once() {
     assert_eq!(own, want);
     let all = e.token_ids(&e.admin).await;
     assert!(all.contains(&o_id.to_string()) && all.len() == 3, "{all:?}");
-    let r =
-        e.c.send("DELETE", &format!("/v1/tokens/{o_id}"), Some(&key), None)
-            .await;
+    let r = e.revoke_token(&key, o_id).await;
     expect_for("another key's token", &r, 404, "token_not_found");
 
-    let r =
-        e.c.send("DELETE", &format!("/v1/tokens/{a_id}"), Some(&key), None)
-            .await;
+    let r = e.revoke_token(&key, a_id).await;
     expect_for("revoke own token", &r, 204, None);
-    let r = e
-        .execute_as(
-            a["token"].as_str().unwrap(),
-            "github",
-            "GET",
-            &e.up.url("/echo"),
-        )
-        .await;
+    let r = e.echo_as(a["token"].as_str().unwrap(), "github").await;
     expect_for("a revoked token", &r, 401, "invalid_api_key");
-    let r = e
-        .execute_as(
-            b["token"].as_str().unwrap(),
-            "github",
-            "GET",
-            &e.up.url("/echo"),
-        )
-        .await;
+    let r = e.echo_as(b["token"].as_str().unwrap(), "github").await;
     expect_for("its sibling still works", &r, 200, None);
 
-    let r =
-        e.c.send(
-            "DELETE",
-            &format!("/v1/keys/{}", Env::key_id(&key)),
-            Some(&e.admin),
-            None,
-        )
-        .await;
+    let r = e.revoke_key(&key).await;
     expect_for("revoke the parent key", &r, 204, None);
-    let r = e
-        .execute_as(
-            b["token"].as_str().unwrap(),
-            "github",
-            "GET",
-            &e.up.url("/echo"),
-        )
-        .await;
+    let r = e.echo_as(b["token"].as_str().unwrap(), "github").await;
     expect_for("a token of a revoked key", &r, 401, "invalid_api_key");
-    let r = e
-        .execute_as(
-            o["token"].as_str().unwrap(),
-            "github",
-            "GET",
-            &e.up.url("/echo"),
-        )
-        .await;
+    let r = e.echo_as(o["token"].as_str().unwrap(), "github").await;
     expect_for("another key's token lives on", &r, 200, None);
-    let r =
-        e.c.send(
-            "DELETE",
-            &format!("/v1/tokens/{o_id}"),
-            Some(&e.admin),
-            None,
-        )
-        .await;
+    let r = e.revoke_token(&e.admin, o_id).await;
     expect_for("an admin revokes any token", &r, 204, None);
-    let r = e
-        .execute_as(
-            o["token"].as_str().unwrap(),
-            "github",
-            "GET",
-            &e.up.url("/echo"),
-        )
-        .await;
+    let r = e.echo_as(o["token"].as_str().unwrap(), "github").await;
     expect_for("revoked by the admin", &r, 401, "invalid_api_key");
     assert_eq!(e.up.hits("/echo"), 2);
 }
@@ -626,9 +584,7 @@ async fn the_cli_mints_lists_and_revokes_tokens() {
     let token = minted["token"].as_str().unwrap();
     let id = minted["id"].as_str().unwrap();
     assert!(token.starts_with("vt_") && minted["uses"] == 3, "{minted}");
-    let r = e
-        .execute_as(token, "github", "GET", &e.up.url("/echo"))
-        .await;
+    let r = e.echo_as(token, "github").await;
     expect_for("the minted token", &r, 200, None);
 
     let (ok, out, err) = crate::cli::cli(home, &["token", "list", "--server", &base], "").await;
@@ -640,9 +596,7 @@ async fn the_cli_mints_lists_and_revokes_tokens() {
 
     let (ok, _, err) = crate::cli::cli(home, &["token", "revoke", id, "--server", &base], "").await;
     assert!(ok, "{err}");
-    let r = e
-        .execute_as(token, "github", "GET", &e.up.url("/echo"))
-        .await;
+    let r = e.echo_as(token, "github").await;
     expect_for("revoked through the CLI", &r, 401, "invalid_api_key");
     assert!(!home.join("data").exists(), "no local store was opened");
 }
@@ -823,9 +777,7 @@ async fn a_request_under_way_when_its_token_or_key_is_revoked_is_not_sent() {
     let t = e.token(&key, json!({"credentials": ["slow"]})).await;
     let (token, id) = (t["token"].as_str().unwrap(), t["id"].as_str().unwrap());
     let revoke = async {
-        let r =
-            e.c.send("DELETE", &format!("/v1/tokens/{id}"), Some(&key), None)
-                .await;
+        let r = e.revoke_token(&key, id).await;
         expect_for("revoke the token", &r, 204, None);
     };
     let (status, code) = post_in_two_halves(&e, "slow/echo", token, revoke).await;
@@ -839,14 +791,7 @@ async fn a_request_under_way_when_its_token_or_key_is_revoked_is_not_sent() {
     let t = e.token(&key, json!({"credentials": ["slow"]})).await;
     let token = t["token"].as_str().unwrap();
     let revoke = async {
-        let r =
-            e.c.send(
-                "DELETE",
-                &format!("/v1/keys/{}", Env::key_id(&key)),
-                Some(&e.admin),
-                None,
-            )
-            .await;
+        let r = e.revoke_key(&key).await;
         expect_for("revoke the parent key", &r, 204, None);
     };
     let (status, code) = post_in_two_halves(&e, "slow/echo", token, revoke).await;
@@ -859,14 +804,7 @@ async fn a_request_under_way_when_its_token_or_key_is_revoked_is_not_sent() {
     // A plain key revoked while its own request's body arrives (decision 0101).
     let plain = e.key("executor").await;
     let revoke = async {
-        let r =
-            e.c.send(
-                "DELETE",
-                &format!("/v1/keys/{}", Env::key_id(&plain)),
-                Some(&e.admin),
-                None,
-            )
-            .await;
+        let r = e.revoke_key(&plain).await;
         expect_for("revoke the key", &r, 204, None);
     };
     let (status, code) = post_in_two_halves(&e, "slow/echo", &plain, revoke).await;
@@ -885,15 +823,9 @@ async fn a_request_under_way_when_its_token_or_key_is_revoked_is_not_sent() {
 async fn a_spent_token_fetches_no_oauth_token() {
     let e = env().await;
     e.api_key_cred("plain").await;
-    let r = e
-        .create(json!({"alias": "oa", "type": "oauth2", "data": {
-                "token_url": e.up.url("/token"),
-                "client_id": crate::support::upstream::OAUTH_CLIENT_ID,
-                "client_secret": crate::support::upstream::OAUTH_CLIENT_SECRET,
-                "scopes": ["read"]},
-            "policy": {"allowed_hosts": ["127.0.0.1"]}}))
+    let secret = crate::support::upstream::OAUTH_CLIENT_SECRET;
+    e.oauth2_cred("oa", secret, json!({"allowed_hosts": ["127.0.0.1"]}))
         .await;
-    expect_for("an oauth2 credential", &r, 201, None);
     let key = e.key("executor").await;
     let t = e
         .token(&key, json!({"credentials": ["plain", "oa"], "uses": 1}))
@@ -941,9 +873,7 @@ async fn a_key_has_at_most_fifty_live_tokens() {
     );
 
     let first = ids[0].as_str().unwrap();
-    let r =
-        e.c.send("DELETE", &format!("/v1/tokens/{first}"), Some(&key), None)
-            .await;
+    let r = e.revoke_token(&key, first).await;
     expect_for("revoke one", &r, 204, None);
     e.token(&key, body.clone()).await;
     let r = e.mint(&key, body).await;
@@ -989,14 +919,7 @@ async fn tokens_of_a_revoked_key_are_not_listed_as_live() {
     e.token(&key, json!({"credentials": ["github"]})).await;
     let o = e.token(&other, json!({"credentials": ["github"]})).await;
     assert_eq!(e.token_ids(&e.admin).await.len(), 2);
-    let r =
-        e.c.send(
-            "DELETE",
-            &format!("/v1/keys/{}", Env::key_id(&key)),
-            Some(&e.admin),
-            None,
-        )
-        .await;
+    let r = e.revoke_key(&key).await;
     expect_for("revoke the parent key", &r, 204, None);
     let listed = e.token_ids(&e.admin).await;
     assert_eq!(
