@@ -58,6 +58,20 @@ impl Env {
         self.c.send_raw(rb).await
     }
 
+    /// [`Env::exec`] again with `X-Vultrino-Approval: id`.
+    async fn resend(
+        &self,
+        who: &str,
+        alias: &str,
+        method: &str,
+        url: &str,
+        body: Option<&str>,
+        id: &str,
+    ) -> Reply {
+        let approval = [("x-vultrino-approval", id)];
+        self.exec(who, alias, method, url, body, &approval).await
+    }
+
     /// `method /proxy/<path>` with the key in `X-Vultrino-Key` and extra `headers`.
     async fn via_proxy(
         &self,
@@ -318,16 +332,7 @@ async fn always_writes_and_the_token_flag_decide_what_needs_approval() {
     // A refused or pending request spends no use: the one use is left for the approved run.
     pending_id(&e.exec(token, "free", "GET", &url, None, &[]).await);
     e.approve(&id).await;
-    let r = e
-        .exec(
-            token,
-            "free",
-            "GET",
-            &url,
-            None,
-            &[("x-vultrino-approval", &id)],
-        )
-        .await;
+    let r = e.resend(token, "free", "GET", &url, None, &id).await;
     expect_for("the token's approved request", &r, 200, None);
     assert_eq!(e.up.hits("/echo"), 2);
     // The key's own requests need nothing.
@@ -379,16 +384,7 @@ async fn a_pending_approval_expires() {
     let id = pending_id(&e.exec(&key, "pay", "POST", &url, Some("x"), &[]).await);
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert_eq!(e.approval(&key, &id).await.body["status"], "expired");
-    let r = e
-        .exec(
-            &key,
-            "pay",
-            "POST",
-            &url,
-            Some("x"),
-            &[("x-vultrino-approval", &id)],
-        )
-        .await;
+    let r = e.resend(&key, "pay", "POST", &url, Some("x"), &id).await;
     expect_for("re-send", &r, 410, "approval_expired");
     let r = e.decide(&e.admin, &id, "approve").await;
     expect_for("approve too late", &r, 409, "approval_not_pending");
@@ -429,16 +425,7 @@ async fn another_key_cannot_see_or_use_an_approval() {
         "approval_not_found",
     );
     e.approve(&id).await;
-    let r = e
-        .exec(
-            &other,
-            "pay",
-            "POST",
-            &url,
-            Some("x"),
-            &[("x-vultrino-approval", &id)],
-        )
-        .await;
+    let r = e.resend(&other, "pay", "POST", &url, Some("x"), &id).await;
     expect_for("another key uses it", &r, 404, "approval_not_found");
     assert!(e.up.seen().is_empty());
 
@@ -847,16 +834,7 @@ async fn a_resend_refused_before_anything_is_sent_keeps_its_approval() {
     e.oauth2_cred("oa", "not-the-secret", policy).await;
     let id = pending_id(&e.exec(&key, "oa", "POST", &url, Some("y"), &[]).await);
     e.approve(&id).await;
-    let r = e
-        .exec(
-            &key,
-            "oa",
-            "POST",
-            &url,
-            Some("y"),
-            &[("x-vultrino-approval", &id)],
-        )
-        .await;
+    let r = e.resend(&key, "oa", "POST", &url, Some("y"), &id).await;
     assert!(r.status >= 400, "the token endpoint refused: {}", r.text);
     assert_eq!(
         e.approval(&key, &id).await.body["status"],
