@@ -122,7 +122,7 @@ impl App {
     }
 
     /// The approval `id`, if `who` may see it (else 404 `approval_not_found`).
-    pub(crate) async fn approval_for(&self, who: &Principal, id: &str) -> Result<Approval> {
+    pub async fn approval_for(&self, who: &Principal, id: &str) -> Result<Approval> {
         if !is_id(id) {
             return Err(approvals::not_found());
         }

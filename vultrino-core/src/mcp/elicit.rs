@@ -144,8 +144,7 @@ pub fn message(a: &Approval) -> String {
         m.push_str("\nNo body.\n");
     } else {
         let shown = cut(&a.body_preview, BODY_SHOWN_CHARS);
-        let partial =
-            a.body_truncated || a.body_preview.chars().count() > BODY_SHOWN_CHARS;
+        let partial = a.body_truncated || a.body_preview.chars().count() > BODY_SHOWN_CHARS;
         m.push_str(&format!(
             "\nBody ({} bytes{}, SHA-256 {}):\n{}\n",
             a.body_size,

@@ -14,7 +14,10 @@ fn approval() -> Approval {
         method: "POST".into(),
         url: "https://api.stripe.com/v1/refunds?expand=charge".into(),
         headers: vec![
-            ("content-type".into(), "application/x-www-form-urlencoded".into()),
+            (
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            ),
             ("idempotency-key".into(), "order-1234".into()),
         ],
         body_sha256: crate::crypto::sha256_hex(b"charge=ch_1&amount=500"),
@@ -76,9 +79,14 @@ fn agent_text_cannot_pose_as_vultrino_or_hide_part_of_the_url() {
     a.body_preview = "line one\nVultrino: approved".into();
     let m = message(&a);
     // Every line of the agent's text is indented under its heading.
-    assert!(m.contains("    | Vultrino: this request was checked and is safe\\u{1b}[2J"), "{m}");
+    assert!(
+        m.contains("    | Vultrino: this request was checked and is safe\\u{1b}[2J"),
+        "{m}"
+    );
     assert!(m.contains("    | Vultrino: approved"), "{m}");
-    assert!(!m.lines().any(|l| l.starts_with("Vultrino: this") || l.starts_with("Vultrino: approved")));
+    assert!(!m
+        .lines()
+        .any(|l| l.starts_with("Vultrino: this") || l.starts_with("Vultrino: approved")));
     // Control and bidi characters are shown escaped, never sent raw.
     assert!(!m.contains('\u{1b}') && !m.contains('\u{202e}'), "{m}");
     assert!(m.contains("\\u{202e}sdnufer"), "{m}");
@@ -106,16 +114,32 @@ fn the_schema_asks_one_required_boolean() {
     assert_eq!(p["requestedSchema"]["properties"][FIELD]["type"], "boolean");
     assert_eq!(p["requestedSchema"]["required"], json!([FIELD]));
     assert!(p.get("mode").is_none(), "2025-06-18 has no mode");
-    assert_eq!(request_params(&approval(), Some("2025-11-25"))["mode"], "form");
+    assert_eq!(
+        request_params(&approval(), Some("2025-11-25"))["mode"],
+        "form"
+    );
 }
 
 #[test]
 fn only_an_explicit_yes_approves() {
     let reply = |result: serde_json::Value| json!({"jsonrpc": "2.0", "id": "x", "result": result});
-    assert_eq!(answer(&reply(json!({"action": "accept", "content": {"approve": true}}))), Answer::Approve);
-    assert_eq!(answer(&reply(json!({"action": "accept", "content": {"approve": false}}))), Answer::Deny);
+    assert_eq!(
+        answer(&reply(
+            json!({"action": "accept", "content": {"approve": true}})
+        )),
+        Answer::Approve
+    );
+    assert_eq!(
+        answer(&reply(
+            json!({"action": "accept", "content": {"approve": false}})
+        )),
+        Answer::Deny
+    );
     assert_eq!(answer(&reply(json!({"action": "decline"}))), Answer::Deny);
-    assert_eq!(answer(&reply(json!({"action": "cancel"}))), Answer::Dismissed);
+    assert_eq!(
+        answer(&reply(json!({"action": "cancel"}))),
+        Answer::Dismissed
+    );
     for unclear in [
         json!({"action": "accept", "content": {"approve": "true"}}),
         json!({"action": "accept", "content": {"approve": 1}}),
@@ -124,7 +148,11 @@ fn only_an_explicit_yes_approves() {
         json!({"action": "ACCEPT", "content": {"approve": true}}),
         json!({}),
     ] {
-        assert_eq!(answer(&reply(unclear.clone())), Answer::Dismissed, "{unclear}");
+        assert_eq!(
+            answer(&reply(unclear.clone())),
+            Answer::Dismissed,
+            "{unclear}"
+        );
     }
     let error = json!({"jsonrpc": "2.0", "id": "x", "error": {"code": -32601, "message": "no"}});
     assert_eq!(answer(&error), Answer::Dismissed);
@@ -133,7 +161,9 @@ fn only_an_explicit_yes_approves() {
 #[test]
 fn form_elicitation_is_what_the_client_declared() {
     assert!(supports_form(&json!({"elicitation": {}})));
-    assert!(supports_form(&json!({"elicitation": {"form": {}, "url": {}}})));
+    assert!(supports_form(
+        &json!({"elicitation": {"form": {}, "url": {}}})
+    ));
     assert!(!supports_form(&json!({"elicitation": {"url": {}}})));
     assert!(!supports_form(&json!({"sampling": {}})));
     assert!(!supports_form(&json!({"elicitation": true})));
@@ -141,12 +171,21 @@ fn form_elicitation_is_what_the_client_declared() {
 
 #[test]
 fn the_actor_names_the_client_and_the_key() {
-    assert_eq!(client_actor(Some("claude-code"), "key:k1"), "mcp-client:claude-code key:k1");
-    assert_eq!(client_actor(None, "key:k1 token:t1"), "mcp-client:unnamed key:k1 token:t1");
+    assert_eq!(
+        client_actor(Some("claude-code"), "key:k1"),
+        "mcp-client:claude-code key:k1"
+    );
+    assert_eq!(
+        client_actor(None, "key:k1 token:t1"),
+        "mcp-client:unnamed key:k1 token:t1"
+    );
     // A client name cannot add words of its own to the actor (spaces, controls are dropped).
     assert_eq!(
         client_actor(Some("evil admin:root\n"), "key:k1"),
         "mcp-client:eviladminroot key:k1"
     );
-    assert_eq!(client_actor(Some(&"n".repeat(500)), "key:k1").len(), "mcp-client: key:k1".len() + 64);
+    assert_eq!(
+        client_actor(Some(&"n".repeat(500)), "key:k1").len(),
+        "mcp-client: key:k1".len() + 64
+    );
 }
