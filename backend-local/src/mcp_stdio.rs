@@ -667,6 +667,31 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_reply_reaches_the_call_waiting_for_it_and_a_client_request_is_never_taken() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let peer = Arc::new(Peer::new(tx));
+        let asking = {
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                peer.request("elicitation/create", json!({}), Duration::from_secs(30))
+                    .await
+            })
+        };
+        let sent = rx.recv().await.unwrap_or_default();
+        let id = sent["id"].as_str().unwrap_or_default().to_string();
+        assert!(id.starts_with(REQUEST_ID_PREFIX), "{sent}");
+        // A request of the client's own, even with an id like ours, goes to the dispatcher.
+        let request = json!({"jsonrpc": "2.0", "id": id, "method": "ping"});
+        assert!(!peer.take_reply(&request));
+        let reply = json!({"jsonrpc": "2.0", "id": id, "result": {"action": "decline"}});
+        assert!(peer.take_reply(&reply));
+        assert_eq!(asking.await.ok().flatten(), Some(reply.clone()));
+        // A late or unknown reply to our id space is dropped, never dispatched.
+        assert!(peer.take_reply(&reply));
+        assert!(!peer.take_reply(&json!({"jsonrpc": "2.0", "id": 7, "result": {}})));
+    }
+
     #[test]
     fn the_base_has_no_trailing_slash() {
         assert_eq!(
