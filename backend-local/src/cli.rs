@@ -324,6 +324,12 @@ struct McpArgs {
     /// INSECURE, tests only (with --direct): allow http:// and loopback upstreams.
     #[arg(long, env = "VULTRINO_ALLOW_LOOPBACK_UPSTREAMS")]
     allow_loopback_upstreams: bool,
+    /// With --direct: when a request needs a person's approval and the MCP client supports
+    /// elicitation, ask the client's user to approve it (their yes approves and runs it once).
+    /// Only for an agent host that shows each prompt to a person: one that accepts prompts by
+    /// itself makes approval meaningless (docs/decisions/0102-approval-by-mcp-elicitation.md).
+    #[arg(long)]
+    approve_by_elicitation: bool,
 }
 
 /// Which server a management command talks to.
@@ -890,6 +896,13 @@ fn refuse_while_served(cli: &Cli, command: &str) -> anyhow::Result<()> {
 async fn mcp(cli: &Cli, a: &McpArgs) -> anyhow::Result<()> {
     let key = crate::mcp_stdio::api_key_from_env()?;
     if !a.direct {
+        if a.approve_by_elicitation {
+            anyhow::bail!(
+                "--approve-by-elicitation needs --direct: forwarding, this process holds only the \
+                 agent's key, which may never approve its own requests; approve them in the web UI \
+                 or with `vultrino approval approve` (docs/decisions/0102-approval-by-mcp-elicitation.md)"
+            );
+        }
         if a.allow_loopback_upstreams {
             tracing::warn!("--allow-loopback-upstreams applies to --direct only: the server decides for itself");
         }
@@ -922,7 +935,7 @@ async fn mcp(cli: &Cli, a: &McpArgs) -> anyhow::Result<()> {
             "{e:#}\nhint: while `vultrino serve` runs on this data directory, drop --direct: `vultrino mcp` forwards to it"
         )
     })?;
-    crate::mcp_stdio::direct(app.app, key).await
+    crate::mcp_stdio::direct(app.app, key, a.approve_by_elicitation).await
 }
 
 async fn open_for_cli(cli: &Cli, config: Config) -> anyhow::Result<Arc<App>> {

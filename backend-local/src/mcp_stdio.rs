@@ -25,15 +25,31 @@
 //!   data directory must be readable by the agent's OS user. The key is checked once at start (a
 //!   bad key exits non-zero with a message on stderr, before any output) and again on every tool
 //!   call, so a key revoked or expired mid-session stops working at once.
+//!
+//! # Approval by elicitation (`--direct --approve-by-elicitation`)
+//! [Decision 0102](../../docs/decisions/0102-approval-by-mcp-elicitation.md): when the operator
+//! gave the flag and the client declared form-mode `elicitation` at `initialize`, an
+//! `http_request` that makes an approval (handshake-era calls, no `approval_id` argument) asks
+//! the client's user with `elicitation/create` ([`vultrino_core::mcp::elicit`]) and waits for
+//! the answer, at most until the approval expires, while the loop keeps reading (replies to
+//! this process's requests are routed to the waiting call by [`Peer`]). Yes → the approval is
+//! approved as `mcp-client:<name> key:<id>` and the request sent again with its id, so it runs
+//! once through the gate like any re-send; no → denied; dismissed → left pending; no answer
+//! before the expiry → denied. Without the flag or the capability, the pending result of
+//! decision 0094, unchanged.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use vultrino_core::app::App;
 use vultrino_core::auth::Principal;
+use vultrino_core::mcp::elicit::{self, Answer};
 use vultrino_core::mcp::{self, code, Context, ToolHost, ToolOutcome, HANDSHAKE_VERSIONS};
 use zeroize::Zeroizing;
 
@@ -77,8 +93,31 @@ fn remember(state: &Negotiated, version: Option<&'static str>) {
     }
 }
 
-/// Serve stdio against the store opened in this process (`--direct`).
-pub async fn direct(app: Arc<App>, key: Zeroizing<String>) -> anyhow::Result<()> {
+/// What the client declared at `initialize` (direct mode, with `--approve-by-elicitation`).
+#[derive(Debug, Clone, Default)]
+struct ClientInfo {
+    form_elicitation: bool,
+    name: Option<String>,
+}
+
+/// The client's declarations, if `msg` is an `initialize` request.
+fn initialize_info(msg: &Value) -> Option<ClientInfo> {
+    (msg["method"] == "initialize").then(|| ClientInfo {
+        form_elicitation: elicit::supports_form(&msg["params"]["capabilities"]),
+        name: msg["params"]["clientInfo"]["name"]
+            .as_str()
+            .map(str::to_string),
+    })
+}
+
+/// Serve stdio against the store opened in this process (`--direct`). With `elicitation`
+/// (`--approve-by-elicitation`), a client that declared form elicitation is asked to approve
+/// the requests that need it (see the module doc).
+pub async fn direct(
+    app: Arc<App>,
+    key: Zeroizing<String>,
+    elicitation: bool,
+) -> anyhow::Result<()> {
     app.api_keys()
         .authenticate(&key)
         .await
@@ -87,17 +126,45 @@ pub async fn direct(app: Arc<App>, key: Zeroizing<String>) -> anyhow::Result<()>
         "MCP over stdio with --direct: the master key is loaded into this process (the agent \
          host's); forwarding to a server running as another user keeps it out (docs/security.md)"
     );
+    if elicitation {
+        tracing::warn!(
+            "--approve-by-elicitation: the MCP client's user approves requests in the agent host; \
+             an agent host that accepts prompts without a person makes approval meaningless \
+             (docs/decisions/0102-approval-by-mcp-elicitation.md)"
+        );
+    }
     let key = Arc::new(key);
     let state = Negotiated::default();
-    serve_lines(move |line| {
-        let (app, key, state) = (app.clone(), key.clone(), state.clone());
+    let client = Arc::new(Mutex::new(ClientInfo::default()));
+    serve_lines(move |line, peer| {
+        let (app, key, state, client) = (app.clone(), key.clone(), state.clone(), client.clone());
         async move {
+            let msg: Value = serde_json::from_slice(&line).unwrap_or_default();
+            if let (true, Some(info), Ok(mut g)) =
+                (elicitation, initialize_info(&msg), client.lock())
+            {
+                *g = info;
+            }
+            let version = negotiated(&state);
+            // A stateless (2026-07-28) request carries its version in `_meta`; elicitation there
+            // is another mechanism (input-required results), not built: such calls get 0094's
+            // pending result.
+            let stateless = msg["params"]["_meta"]
+                .get("io.modelcontextprotocol/protocolVersion")
+                .is_some();
+            let info = client.lock().map(|g| g.clone()).unwrap_or_default();
+            let asker = (elicitation && info.form_elicitation && !stateless).then_some(Asker {
+                peer: &peer,
+                client_name: info.name.as_deref(),
+                version,
+            });
             let host = KeyTools {
                 app: &app,
                 key: &key,
+                asker,
             };
             let ctx = Context {
-                negotiated: negotiated(&state),
+                negotiated: version,
                 http: None,
             };
             let reply = mcp::dispatch(&host, &line, &ctx).await;
@@ -112,11 +179,19 @@ pub async fn direct(app: Arc<App>, key: Zeroizing<String>) -> anyhow::Result<()>
 struct KeyTools<'a> {
     app: &'a App,
     key: &'a str,
+    /// Set when requests that need an approval are put to the client's user.
+    asker: Option<Asker<'a>>,
 }
 
-#[async_trait::async_trait]
-impl ToolHost for KeyTools<'_> {
-    async fn call_tool(&self, name: &str, arguments: Map<String, Value>) -> Option<ToolOutcome> {
+/// How to ask the client's user.
+struct Asker<'a> {
+    peer: &'a Peer,
+    client_name: Option<&'a str>,
+    version: Option<&'a str>,
+}
+
+impl KeyTools<'_> {
+    async fn run(&self, name: &str, arguments: Map<String, Value>) -> Option<ToolOutcome> {
         let who: Principal = match self.app.api_keys().authenticate(self.key).await {
             Ok(p) => p,
             Err(e) => return Some(mcp::tools::failure(&e)),
@@ -129,6 +204,170 @@ impl ToolHost for KeyTools<'_> {
         }
         .call_tool(name, arguments)
         .await
+    }
+
+    /// Put the approval `id` that the call `arguments` made to the client's user, decide it by
+    /// the answer, and send the call again with the id: approved, it runs (once, through the
+    /// gate); denied, the result is the refusal; dismissed, the pending `outcome` is returned.
+    async fn confirm(
+        &self,
+        asker: &Asker<'_>,
+        id: &str,
+        mut arguments: Map<String, Value>,
+        outcome: ToolOutcome,
+    ) -> ToolOutcome {
+        let who = match self.app.api_keys().authenticate(self.key).await {
+            Ok(p) => p,
+            Err(e) => return mcp::tools::failure(&e),
+        };
+        let Ok(approval) = self.app.approval_for(&who, id).await else {
+            return outcome;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let wait = Duration::from_millis(approval.expires_at.saturating_sub(now));
+        let params = elicit::request_params(&approval, asker.version);
+        let actor = elicit::client_actor(asker.client_name, &who.actor());
+        let decision = match asker.peer.request(elicit::METHOD, params, wait).await {
+            Some(reply) => match elicit::answer(&reply) {
+                Answer::Approve => Some((true, actor, None)),
+                Answer::Deny => Some((false, actor, Some("declined in the MCP client"))),
+                Answer::Dismissed => None,
+            },
+            None => Some((
+                false,
+                "vultrino".to_string(),
+                Some("no answer in the MCP client before the approval expired"),
+            )),
+        };
+        let Some((approve, by, note)) = decision else {
+            return dismissed(outcome);
+        };
+        if let Err(e) = self
+            .app
+            .decide_approval_as(id, approve, &by, note.map(str::to_string))
+            .await
+        {
+            // Decided or expired meanwhile: the re-send says where it stands.
+            tracing::debug!(error = %e, "the approval was not pending any more");
+        }
+        arguments.insert("approval_id".into(), Value::String(id.to_string()));
+        self.run(mcp::tools::HTTP_REQUEST, arguments)
+            .await
+            .unwrap_or(outcome)
+    }
+}
+
+/// The pending result, saying that the prompt was dismissed.
+fn dismissed(mut outcome: ToolOutcome) -> ToolOutcome {
+    if let Some(next) = outcome.value["approval"]["next"].as_str() {
+        outcome.value["approval"]["next"] = Value::String(format!(
+            "The person closed the confirmation prompt without deciding. {next}"
+        ));
+    }
+    outcome
+}
+
+#[async_trait::async_trait]
+impl ToolHost for KeyTools<'_> {
+    async fn call_tool(&self, name: &str, arguments: Map<String, Value>) -> Option<ToolOutcome> {
+        let asker = match &self.asker {
+            Some(a)
+                if name == mcp::tools::HTTP_REQUEST && !arguments.contains_key("approval_id") =>
+            {
+                a
+            }
+            _ => return self.run(name, arguments).await,
+        };
+        let outcome = self.run(name, arguments.clone()).await?;
+        let Some(id) = elicit::pending_approval_id(&outcome).map(str::to_string) else {
+            return Some(outcome);
+        };
+        Some(self.confirm(asker, &id, arguments, outcome).await)
+    }
+}
+
+/// This process's requests to the client (`elicitation/create`) and the replies they wait for.
+/// Replies arrive on stdin among the client's own messages; the read loop hands each to
+/// [`Peer::take_reply`] before dispatching anything.
+pub struct Peer {
+    out: mpsc::Sender<Value>,
+    waiting: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    next: AtomicU64,
+}
+
+/// The prefix of the ids of this process's requests.
+const REQUEST_ID_PREFIX: &str = "vultrino-";
+
+impl Peer {
+    fn new(out: mpsc::Sender<Value>) -> Peer {
+        Peer {
+            out,
+            waiting: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    /// Send the request `method` and wait up to `timeout` for the client's reply (a `result` or
+    /// an `error`). `None` when it does not come in time (then the request is cancelled with
+    /// `notifications/cancelled`) or the output is gone.
+    async fn request(&self, method: &str, params: Value, timeout: Duration) -> Option<Value> {
+        let id = format!(
+            "{REQUEST_ID_PREFIX}{}",
+            self.next.fetch_add(1, Ordering::Relaxed)
+        );
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().ok()?.insert(id.clone(), tx);
+        let msg = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        if self.out.send(msg).await.is_err() {
+            self.forget(&id);
+            return None;
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => Some(reply),
+            _ => {
+                self.forget(&id);
+                let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                    "params": {"requestId": id, "reason": "no answer before the approval expired"}});
+                let _ = self.out.send(cancel).await;
+                None
+            }
+        }
+    }
+
+    /// Drop every waiting request (end of input): their calls stop waiting at once.
+    fn close(&self) {
+        if let Ok(mut w) = self.waiting.lock() {
+            w.clear();
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        if let Ok(mut w) = self.waiting.lock() {
+            w.remove(id);
+        }
+    }
+
+    /// Whether `msg` is the reply to a request of this process; if so it is handed to the call
+    /// waiting for it. Replies to unknown ids are dropped (a late reply after a timeout).
+    fn take_reply(&self, msg: &Value) -> bool {
+        let is_reply = msg.get("method").is_none()
+            && (msg.get("result").is_some() || msg.get("error").is_some());
+        let Some(id) = msg["id"]
+            .as_str()
+            .filter(|id| id.starts_with(REQUEST_ID_PREFIX))
+        else {
+            return false;
+        };
+        if !is_reply {
+            return false;
+        }
+        let waiter = self.waiting.lock().ok().and_then(|mut w| w.remove(id));
+        if let Some(tx) = waiter {
+            let _ = tx.send(msg.clone());
+        }
+        true
     }
 }
 
@@ -199,7 +438,7 @@ pub async fn forward(server: &str, key: Zeroizing<String>) -> anyhow::Result<()>
     let key = Arc::new(key);
     let state = Negotiated::default();
     let base = Arc::new(base);
-    serve_lines(move |line| {
+    serve_lines(move |line, _peer| {
         let (client, endpoint, key, state, base) = (
             client.clone(),
             endpoint.clone(),
@@ -302,12 +541,15 @@ async fn forward_one(
 
 /// Read newline-delimited messages from stdin, run `handle` on each concurrently, and write each
 /// reply as one line on stdout. Returns at end of input once every reply is written.
+/// Each handler gets the [`Peer`], through which it may send requests to the client; replies to
+/// them are routed to it, never dispatched.
 async fn serve_lines<F, Fut>(handle: F) -> anyhow::Result<()>
 where
-    F: Fn(Vec<u8>) -> Fut,
+    F: Fn(Vec<u8>, Arc<Peer>) -> Fut,
     Fut: std::future::Future<Output = Option<Value>> + Send + 'static,
 {
     let (tx, mut rx) = mpsc::channel::<Value>(64);
+    let peer = Arc::new(Peer::new(tx.clone()));
     let writer = tokio::spawn(async move {
         let mut out = tokio::io::stdout();
         while let Some(v) = rx.recv().await {
@@ -345,7 +587,14 @@ where
         if line.is_empty() {
             continue;
         }
-        let fut = handle(line.to_vec());
+        if line.starts_with(b"{") {
+            if let Ok(msg) = serde_json::from_slice::<Value>(line) {
+                if peer.take_reply(&msg) {
+                    continue;
+                }
+            }
+        }
+        let fut = handle(line.to_vec(), peer.clone());
         let tx = tx.clone();
         tasks.spawn(async move {
             if let Some(reply) = fut.await {
@@ -355,7 +604,10 @@ where
         // Reap finished handlers so the set stays small on long sessions.
         while tasks.try_join_next().is_some() {}
     }
+    // The client is gone: no reply will come to a request still waiting.
+    peer.close();
     while tasks.join_next().await.is_some() {}
+    drop(peer);
     drop(tx);
     let _ = writer.await;
     Ok(())
@@ -413,6 +665,31 @@ mod tests {
         ] {
             assert!(server_base(refused).is_err(), "{refused}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_reply_reaches_the_call_waiting_for_it_and_a_client_request_is_never_taken() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let peer = Arc::new(Peer::new(tx));
+        let asking = {
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                peer.request("elicitation/create", json!({}), Duration::from_secs(30))
+                    .await
+            })
+        };
+        let sent = rx.recv().await.unwrap_or_default();
+        let id = sent["id"].as_str().unwrap_or_default().to_string();
+        assert!(id.starts_with(REQUEST_ID_PREFIX), "{sent}");
+        // A request of the client's own, even with an id like ours, goes to the dispatcher.
+        let request = json!({"jsonrpc": "2.0", "id": id, "method": "ping"});
+        assert!(!peer.take_reply(&request));
+        let reply = json!({"jsonrpc": "2.0", "id": id, "result": {"action": "decline"}});
+        assert!(peer.take_reply(&reply));
+        assert_eq!(asking.await.ok().flatten(), Some(reply.clone()));
+        // A late or unknown reply to our id space is dropped, never dispatched.
+        assert!(peer.take_reply(&reply));
+        assert!(!peer.take_reply(&json!({"jsonrpc": "2.0", "id": 7, "result": {}})));
     }
 
     #[test]

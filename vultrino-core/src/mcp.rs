@@ -38,6 +38,7 @@ use serde_json::{json, Map, Value};
 
 use crate::ports::{MaybeSend, MaybeSync};
 
+pub mod elicit;
 pub mod http;
 mod methods;
 pub mod tools;

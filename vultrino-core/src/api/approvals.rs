@@ -122,7 +122,7 @@ impl App {
     }
 
     /// The approval `id`, if `who` may see it (else 404 `approval_not_found`).
-    pub(crate) async fn approval_for(&self, who: &Principal, id: &str) -> Result<Approval> {
+    pub async fn approval_for(&self, who: &Principal, id: &str) -> Result<Approval> {
         if !is_id(id) {
             return Err(approvals::not_found());
         }
@@ -170,12 +170,33 @@ impl App {
                 .with_code(Code::PermissionDenied));
             }
         }
+        let approval = self
+            .decide_approval_as(id, approve, &who.actor(), decision.note)
+            .await?;
+        Ok(json_response(StatusCode::OK, &json!(approval)))
+    }
+
+    /// Decide the pending approval `id` (approve or deny) as `actor`, and audit it
+    /// (`approval_approved` / `approval_denied` by `actor`). This is the store step of
+    /// `POST /v1/approvals/{id}/approve|deny` WITHOUT its checks of who may decide: the caller
+    /// has established that `actor` may. Besides that route, only `vultrino mcp --direct
+    /// --approve-by-elicitation` calls it, where the operator's flag is the consent and the MCP
+    /// client's user the person ([decision 0102](../../../docs/decisions/0102-approval-by-mcp-elicitation.md)).
+    /// `note` must have passed [`check_text`]. Unknown id → 404 `approval_not_found`; not
+    /// pending any more → 409 `approval_not_pending` (nothing changed).
+    pub async fn decide_approval_as(
+        &self,
+        id: &str,
+        approve: bool,
+        actor: &str,
+        note: Option<String>,
+    ) -> Result<Approval> {
         let reply = self
             .approvals_op(Op::Decide {
                 id: id.to_string(),
                 approve,
-                by: who.actor(),
-                note: decision.note,
+                by: actor.to_string(),
+                note,
                 ttl_ms: self.config().approval_ttl_secs.saturating_mul(1000),
                 now_ms: self.pipeline().ports().now_ms(),
             })
@@ -191,9 +212,9 @@ impl App {
                     "approval_denied"
                 };
                 self.pipeline()
-                    .audit_approval(who, &approval, action, "success")
+                    .audit_approval_as(actor, &approval, action, "success")
                     .await;
-                Ok(json_response(StatusCode::OK, &json!(approval)))
+                Ok(*approval)
             }
             Decided::NotFound => Err(approvals::not_found()),
             Decided::NotPending { approval } => Err(Error::conflict(format!(

@@ -235,7 +235,19 @@ impl<'a> Pipeline<'a> {
         action: &str,
         outcome: &str,
     ) {
-        let mut event = AuditEvent::new(self.ports().now_ms(), who.actor(), action, outcome);
+        self.audit_approval_as(&who.actor(), a, action, outcome)
+            .await;
+    }
+
+    /// An `approval_*` event about `a` by the actor string `actor`.
+    pub(crate) async fn audit_approval_as(
+        &self,
+        actor: &str,
+        a: &Approval,
+        action: &str,
+        outcome: &str,
+    ) {
+        let mut event = AuditEvent::new(self.ports().now_ms(), actor, action, outcome);
         fill(&mut event, a);
         self.audit().record(event).await;
     }
