@@ -19,7 +19,7 @@
 # 6. the Cloudflare worker in the real workerd runtime (the "workerd" blocks): the worker built
 #    with network (scripts/setup-workers.sh), then — inside the same kind of namespace — the HTTP
 #    suite (tests/http, the sync test included) against the worker, and the KV/SessionStore conformance suites
-#    inside workerd;
+#    inside workerd; the deployable wasm over its size budget (1 MiB gzipped) fails the run;
 # 7. the admin web UI in a real Chromium (tests/ui, node --test + playwright-core) against the local
 #    server and against the worker in workerd, inside the same kind of namespace.
 #
@@ -205,6 +205,8 @@ step "workerd: clippy for the worker on wasm32 (-D warnings)"
 cargo clippy -p vultrino-cloudflare --target wasm32-unknown-unknown --features testkit -- -D warnings
 step "workerd: build the worker (scripts/setup-workers.sh)"
 scripts/setup-workers.sh --no-install
+step "workerd: the deployable wasm within its size budget (1 MiB gzipped; scripts/worker.sh check-size)"
+scripts/worker.sh check-size
 cargo build -p vultrino-local --bin vultrino
 # ---- end workerd -----------------------------------------------------------------------------
 

@@ -13,6 +13,8 @@
 #                                      wrangler.toml's KV namespace id and secrets list
 #   scripts/worker.sh deploy [ARGS...] the check, then `wrangler deploy` (needs an account)
 #   scripts/worker.sh check-config [FILE]  only the wrangler.toml part of the check
+#   scripts/worker.sh check-size [FILE]    only the size part of the check, on the built wasm (or
+#                                      FILE); scripts/test.sh runs it after building the worker
 #
 # Tools come from this checkout only — the wasm-bindgen CLI and worker-build from target/tools/bin,
 # wasm-opt (binaryen), esbuild and wrangler from backend-cloudflare/node_modules (all installed by
@@ -144,6 +146,21 @@ check_config() {
   return "$bad"
 }
 
+# The gzipped size of the deployable wasm $1 (default backend-cloudflare/build/index_bg.wasm)
+# against the budget; fails over it.
+check_size() {
+  local file=${1:-$CF/build/index_bg.wasm} raw gz
+  [ -f "$file" ] || die "no $file: build the worker first (scripts/worker.sh build)"
+  raw=$(wc -c <"$file")
+  gz=$(gzip -9 -c "$file" | wc -c)
+  if [ "$gz" -le "$BUDGET_GZ" ]; then
+    say "check: ok   bundle: wasm $raw B ($((raw / 1024)) KiB), $gz B ($((gz / 1024)) KiB) gzipped: $((BUDGET_GZ - gz)) B under the budget of $((BUDGET_GZ / 1024)) KiB gzipped"
+    return 0
+  fi
+  say "check: FAIL bundle: wasm $gz B ($((gz / 1024)) KiB) gzipped is $((gz - BUDGET_GZ)) B over the budget of $((BUDGET_GZ / 1024)) KiB gzipped (decisions 0086, 0099)"
+  return 1
+}
+
 check() {
   local config_ok=0
   build
@@ -154,15 +171,7 @@ check() {
   trap 'rm -rf "$DRY_OUT"' EXIT
   say "check: wrangler deploy --dry-run (bundles as a deployment would; needs no account)"
   wrangler deploy --dry-run --outdir "$DRY_OUT"
-  local raw gz
-  raw=$(wc -c <build/index_bg.wasm)
-  gz=$(gzip -9 -c build/index_bg.wasm | wc -c)
-  if [ "$gz" -le "$BUDGET_GZ" ]; then
-    say "check: ok   bundle: wasm $((raw / 1024)) KiB, $((gz / 1024)) KiB gzipped (budget $((BUDGET_GZ / 1024)) KiB gzipped)"
-  else
-    say "check: FAIL bundle: wasm $((gz / 1024)) KiB gzipped is over the budget of $((BUDGET_GZ / 1024)) KiB (decision 0086)"
-    config_ok=1
-  fi
+  check_size || config_ok=1
   check_config || config_ok=1
   [ "$config_ok" = 0 ] || die "the pre-deploy check failed (see FAIL above)"
   say "check: passed"
@@ -181,10 +190,11 @@ case $cmd in
     ;;
   check) check ;;
   check-config) check_config "$@" ;;
+  check-size) check_size "$@" ;;
   deploy)
     check
     cd "$CF"
     exec wrangler deploy "$@"
     ;;
-  *) die "usage: scripts/worker.sh build [--test] | dev [ARGS...] | check | deploy [ARGS...] | check-config [FILE]" ;;
+  *) die "usage: scripts/worker.sh build [--test] | dev [ARGS...] | check | deploy [ARGS...] | check-config [FILE] | check-size [FILE]" ;;
 esac

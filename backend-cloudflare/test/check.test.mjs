@@ -6,6 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -67,4 +68,28 @@ test("the tests' worker runs with wrangler.toml's compatibility date and flags",
   const w = workerOptions("build", {}).workers[0];
   assert.equal(w.compatibilityDate, compatibilityDate);
   assert.deepEqual(w.compatibilityFlags, compatibilityFlags);
+});
+
+/** Run `scripts/worker.sh check-size` on a file of `bytes`; {status, stderr}. */
+function checkSize(bytes) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vultrino-check-"));
+  try {
+    const file = path.join(dir, "index_bg.wasm");
+    fs.writeFileSync(file, bytes);
+    const r = spawnSync("bash", [script, "check-size", file], { encoding: "utf8" });
+    return { status: r.status, stderr: r.stderr };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test("a wasm over 1 MiB gzipped fails the size check (scripts/test.sh runs it), one under passes", () => {
+  // Random bytes do not compress: 1 MiB + 4 KiB of them is over the budget once gzipped.
+  const over = checkSize(crypto.randomBytes(1024 * 1024 + 4096));
+  assert.equal(over.status, 1, over.stderr);
+  assert.match(over.stderr, /FAIL bundle: wasm \d+ B \(\d+ KiB\) gzipped is \d+ B over the budget of 1024 KiB/);
+  // 4 MiB that compress well: the budget is on the gzipped size, not the raw one.
+  const under = checkSize(Buffer.alloc(4 * 1024 * 1024, "wasm"));
+  assert.equal(under.status, 0, under.stderr);
+  assert.match(under.stderr, /ok +bundle: wasm 4194304 B \(4096 KiB\), \d+ B \(\d+ KiB\) gzipped: \d+ B under the budget/);
 });

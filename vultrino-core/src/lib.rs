@@ -39,6 +39,7 @@ pub mod crypto;
 pub mod input;
 pub mod kv;
 pub mod policy;
+mod public_suffix;
 pub mod scrub;
 pub mod secret;
 pub mod ssrf;

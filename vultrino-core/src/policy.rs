@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Code, Error, Result};
+use crate::public_suffix::suffix_len;
 
 /// `*` matches any run of characters (including none); no other metacharacters; case-sensitive.
 ///
@@ -376,13 +377,6 @@ fn pattern_covers(old: &str, new: &str) -> bool {
                     && suffix_len(e) == suffix_len(d))
         }
     }
-}
-
-/// The length of the public suffix of a (lowercase) domain, by the Public Suffix List, private
-/// section included. A name under no rule has its last label as suffix (the list's implicit
-/// `*` rule).
-fn suffix_len(domain: &str) -> usize {
-    psl::suffix(domain.as_bytes()).map_or(0, |s| s.as_bytes().len())
 }
 
 /// Is `*.domain` a pattern over hosts anyone can register? When `domain` is itself a public
