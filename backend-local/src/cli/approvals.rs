@@ -336,12 +336,14 @@ mod tests {
     #[test]
     fn the_detail_shows_the_bound_request_printably() {
         let d = detail(&approval());
+        // Times as the other tables print them (local time, RFC 3339).
+        let expires = super::super::table::time_of(&json!(600_000));
         for want in [
             "credential    gh",
             "content-type: application/json",
             "{\"title\":\"x\"}",
             "file the bug",
-            "1970-01-01T00:10:00.000Z",
+            expires.as_str(),
         ] {
             assert!(d.contains(want), "{want}: {d}");
         }
