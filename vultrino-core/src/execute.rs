@@ -348,10 +348,11 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 
-    /// The access token of an OAuth2 credential (`None` for every other type). A caller that
-    /// could not send the request anyway (a revoked key or token, a token without uses left)
-    /// is refused first: it never makes Vultrino fetch a token (review of 2026-12-06 of tokens,
-    /// finding 9).
+    /// The access token of an OAuth2 credential (`None` for every other type). Before a new
+    /// token is fetched, a caller that could not send the request anyway (a revoked key or
+    /// token, a token without uses left) is refused: it never makes Vultrino fetch a token
+    /// (review of 2026-12-06 of tokens, finding 9). A cached token costs no such check: the
+    /// exact one ([`consume_use`](crate::auth::tokens::consume_use)) runs before the call.
     async fn oauth_token(
         &self,
         who: &Principal,
@@ -360,13 +361,13 @@ impl<'a> Pipeline<'a> {
         let CredentialData::Oauth2(d) = &opened.record.data else {
             return Ok(None);
         };
-        crate::auth::tokens::ready(self.ports, who).await?;
         let binding = opened
             .oauth_binding
             .as_deref()
             .ok_or_else(Error::internal)?;
         let oauth = OAuthTokens::new(self.ports, self.keys, self.fetch);
-        Ok(Some(oauth.token(&opened.record, d, binding).await?))
+        let ready = crate::auth::tokens::ready(self.ports, who);
+        Ok(Some(oauth.token(&opened.record, d, binding, ready).await?))
     }
 
     /// The scrubber of every secret form that went into the request: the record's own values

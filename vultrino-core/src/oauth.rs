@@ -74,12 +74,14 @@ impl<'a> OAuthTokens<'a> {
     /// A valid access token for `record`: the cached one, or a new one from the token endpoint
     /// (refresh-token grant when a refresh token is known, client credentials otherwise).
     /// `binding` is the credential version's [`binding`]: a cached token issued for another
-    /// version is not used.
+    /// version is not used. `before_fetch` runs only when the token endpoint is about to be
+    /// asked (a refusal there means no fetch): a cache hit costs nothing more.
     pub async fn token(
         &self,
         record: &CredentialRecord,
         d: &OAuth2Data,
         binding: &str,
+        before_fetch: impl std::future::Future<Output = Result<()>>,
     ) -> Result<OAuthToken> {
         let key = oauth_key(&record.alias);
         let now = self.ports.now_ms();
@@ -99,6 +101,7 @@ impl<'a> OAuthTokens<'a> {
                 }
             }
         }
+        before_fetch.await?;
         let target = ssrf::check_url(&d.token_url, self.fetch.allow_loopback)?;
         let request = token_request(d, refresh.as_ref(), target.url.as_str())?;
         let response = self.ports.fetcher.fetch(request, self.fetch).await?;
