@@ -52,6 +52,9 @@ impl Source {
                 if let Some(s) = filter.since_ms {
                     q.append_pair("since", &s.to_string());
                 }
+                if let Some(u) = filter.until_ms {
+                    q.append_pair("until", &u.to_string());
+                }
                 if let Some(c) = &cursor {
                     q.append_pair("cursor", c);
                 }

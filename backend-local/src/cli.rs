@@ -163,6 +163,10 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "VULTRINO_LISTEN", default_value = "127.0.0.1:7879")]
     listen: SocketAddr,
+    /// Serve Prometheus metrics at GET /metrics on this address (off when unset), a listener
+    /// of its own with no authentication: keep it on loopback or a private network.
+    #[arg(long, env = "VULTRINO_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Worker threads serving requests, each with its own single-threaded runtime and outbound
     /// connection pool [default: the number of CPUs].
     #[arg(long, env = "VULTRINO_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -360,6 +364,9 @@ struct AuditArgs {
     /// since the epoch.
     #[arg(long, env = "VULTRINO_AUDIT_SINCE")]
     since: Option<String>,
+    /// Only events before then (exclusive), in the same forms as --since.
+    #[arg(long, env = "VULTRINO_AUDIT_UNTIL")]
+    until: Option<String>,
     /// How many of the newest matching events to print first.
     #[arg(long, env = "VULTRINO_AUDIT_LIMIT", default_value_t = 50,
           value_parser = clap::value_parser!(u16).range(1..=1000))]
@@ -814,6 +821,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         Some(s) => Some(audit_cli::parse_since(s, audit_cli::now())?),
                         None => None,
                     },
+                    until_ms: match a.until.as_deref().filter(|v| !v.is_empty()) {
+                        Some(s) => Some(audit_cli::parse_since(s, audit_cli::now())?),
+                        None => None,
+                    },
                 },
                 limit: usize::from(a.limit),
                 follow: a.follow,
@@ -1078,11 +1089,24 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         anyhow::anyhow!("{name} {}", e.problem)
     })?;
     let s = settings(cli, config);
-    let opened = setup::open_serving(&s, sinks.sink()).await?;
+    let mut opened = setup::open_serving(&s, sinks.sink()).await?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.listen))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match a.metrics_listen {
+        None => None,
+        Some(at) => {
+            let l = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {at} (--metrics-listen): {e}"))?;
+            if !at.ip().is_loopback() {
+                tracing::warn!(%at, "metrics are served without authentication on a non-loopback address: keep it reachable by your scraper only");
+            }
+            opened = opened.with_metrics(vultrino_core::metrics::Metrics::new())?;
+            Some(l)
+        }
+    };
     // The CLI finds this server through its data directory (file stores only: a memory store
     // has nothing to manage from outside); written before the "listening" line, so
     // whoever waits for that line finds it; removed at a graceful stop (decision 0072).
@@ -1111,6 +1135,11 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
                 }
             );
         }
+        if let Some(l) = &metrics_listener {
+            if let Ok(at) = l.local_addr() {
+                let _ = writeln!(banner, "Metrics listening on http://{at}/metrics");
+            }
+        }
         let _ = write!(
             banner,
             "Admin web UI: http://{addr}/ (user '{}')\nVultrino listening on http://{addr}\n",
@@ -1129,6 +1158,17 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         usize::from,
     );
     tracing::info!(%addr, store = ?s.store, data_dir = %s.data_dir.display(), threads, "serving");
+    // The scrapes are few: answered on this runtime, not by the request workers.
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = metrics_listener.map(|l| {
+        tokio::spawn(crate::metrics_listener::serve(
+            l,
+            opened.app.clone(),
+            async {
+                let _ = metrics_stopped.await;
+            },
+        ))
+    });
     crate::server::serve_per_core(
         listener,
         opened.app,
@@ -1137,6 +1177,10 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         std::time::Duration::from_micros(a.busy_poll_us),
     )
     .await?;
+    let _ = stop_metrics.send(());
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     // What the sinks still hold gets a short while to go out.
     sinks.flush(std::time::Duration::from_secs(2)).await;
     drop(advertised);

@@ -16,6 +16,7 @@ pub mod master_key;
 pub mod mcp_stdio;
 pub mod memory_kv;
 pub mod memory_sessions;
+pub mod metrics_listener;
 pub mod remote;
 pub mod rs256;
 pub mod server;

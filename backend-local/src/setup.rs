@@ -56,6 +56,20 @@ pub struct Opened {
     pub generated_password: Option<Zeroizing<String>>,
 }
 
+impl Opened {
+    /// The instance counting into `metrics` (`serve --metrics-listen`;
+    /// [`App::with_metrics`]), before its App is shared.
+    pub fn with_metrics(
+        mut self,
+        metrics: Arc<vultrino_core::metrics::Metrics>,
+    ) -> anyhow::Result<Opened> {
+        let app = Arc::into_inner(self.app)
+            .ok_or_else(|| anyhow::anyhow!("the instance is already being served"))?;
+        self.app = Arc::new(app.with_metrics(metrics));
+        Ok(self)
+    }
+}
+
 pub const MASTER_KEY_FILE: &str = "master.key";
 /// The audit history a memory store keeps: 10 000 events and 16 MiB, plus 1 000 events and
 /// 1 MiB of unauthenticated ones (failed logins, lockouts) in a class of their own, so that they

@@ -13,6 +13,10 @@ async fn health_and_unknown_routes_answer_json() {
     let r = e.c.send("GET", "/nope", None, None).await;
     expect(&r, 404, None);
     assert!(r.body["error"]["code"].is_string(), "{}", r.text);
+    // Metrics are never on the API listener, even for an admin (the local server serves them
+    // on `--metrics-listen` only; the worker not at all: decision 0105).
+    let r = e.c.send("GET", "/metrics", Some(&e.admin), None).await;
+    expect(&r, 404, "not_found");
     let r =
         e.c.send("PATCH", "/v1/credentials", Some(&e.admin), None)
             .await;

@@ -50,33 +50,6 @@ fn limit_param(req: &Request<Bytes>) -> Result<Option<usize>> {
     }
 }
 
-/// The filters of `GET /v1/audit`: `credential`, `actor` (exact, or a prefix ending in `*`),
-/// `outcome` (each at most 256 bytes) and `since` (ms since the epoch).
-fn audit_filter(req: &Request<Bytes>) -> Result<crate::audit::AuditFilter> {
-    let text = |name: &str| -> Result<Option<String>> {
-        match query_param(req, name) {
-            Some(v) if v.is_empty() || v.len() > 256 => Err(Error::bad_request(format!(
-                "{name} must be 1 to 256 bytes long"
-            ))
-            .with_code(Code::BadRequest)),
-            v => Ok(v),
-        }
-    };
-    let since_ms = match query_param(req, "since") {
-        None => None,
-        Some(s) => Some(s.parse::<u64>().map_err(|_| {
-            Error::bad_request("since must be an instant in milliseconds since the epoch")
-                .with_code(Code::BadRequest)
-        })?),
-    };
-    Ok(crate::audit::AuditFilter {
-        credential: text("credential")?,
-        actor: text("actor")?,
-        outcome: text("outcome")?,
-        since_ms,
-    })
-}
-
 fn header_str<'a>(req: &'a Request<Bytes>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -112,6 +85,17 @@ impl App {
     /// and the event of a stream dropped before its end is lost.
     pub async fn serve(
         &self,
+        req: Request<Body>,
+        background: Option<Arc<dyn Background>>,
+    ) -> Response<Body> {
+        let class = self.route_class(req.uri().path());
+        let resp = self.serve_in(req, background).await;
+        self.observe_reply(class, resp.status());
+        resp
+    }
+
+    async fn serve_in(
+        &self,
         mut req: Request<Body>,
         background: Option<Arc<dyn Background>>,
     ) -> Response<Body> {
@@ -140,10 +124,13 @@ impl App {
     /// Serve one HTTP request with a whole body. Never panics on input; every failure is a JSON
     /// error. (The pass-through proxy is reached only through [`App::serve`].)
     pub async fn handle(&self, mut req: Request<Bytes>) -> Response<Bytes> {
-        if let Err(refused) = self.admit(&mut req).await {
-            return refused;
-        }
-        self.handle_in(req, None).await
+        let class = self.route_class(req.uri().path());
+        let resp = match self.admit(&mut req).await {
+            Err(refused) => refused,
+            Ok(()) => self.handle_in(req, None).await,
+        };
+        self.observe_reply(class, resp.status());
+        resp
     }
 
     /// The Cloudflare Access check ([`crate::auth::access`]) of a request, before routing: its
@@ -398,7 +385,7 @@ impl App {
                     Method::GET => {
                         // Who may read the audit is judged before its query.
                         who.require(crate::auth::Permission::Admin)?;
-                        let filter = audit_filter(&req)?;
+                        let filter = crate::audit::AuditFilter::from_query(req.uri().query())?;
                         let (events, cursor) = self
                             .audit()
                             .list_filtered(

@@ -345,6 +345,8 @@ pub struct App {
     sleeper: Option<Arc<dyn crate::ports::Sleeper>>,
     /// How often a held request re-reads its approval ([`App::with_sleeper`]).
     approval_poll_ms: u64,
+    /// The process's counters ([`App::with_metrics`]); `None`: nothing is counted.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for App {
@@ -383,6 +385,7 @@ impl App {
             rs256: None,
             sleeper: None,
             approval_poll_ms: 1000,
+            metrics: None,
         })
     }
 
@@ -391,6 +394,46 @@ impl App {
     pub fn with_rs256_verifier(mut self, verifier: Arc<dyn Rs256Verifier>) -> Self {
         self.rs256 = Some(verifier);
         self
+    }
+
+    /// Count what this App serves into `metrics` ([`crate::metrics`]): its replies, its
+    /// upstream exchanges (the fetcher is wrapped in a
+    /// [`MeteredFetcher`](crate::metrics::MeteredFetcher)) and its executes and proxied calls
+    /// (`metrics` joins the audit sinks, as one that only counts).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.ports.fetcher = Arc::new(crate::metrics::MeteredFetcher {
+            inner: self.ports.fetcher.clone(),
+            clock: self.ports.clock.clone(),
+            metrics: metrics.clone(),
+        });
+        let counting: Arc<dyn crate::ports::AuditSink> = metrics.clone();
+        self.ports.audit_sink = Some(match self.ports.audit_sink.take() {
+            None => counting,
+            Some(sink) => Arc::new(crate::ports::SinkSet(vec![sink, counting])),
+        });
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The Prometheus exposition of this App's counters, with its audit sinks' counts; `None`
+    /// when it counts nothing ([`App::with_metrics`]).
+    pub fn metrics_text(&self) -> Option<String> {
+        let metrics = self.metrics.as_ref()?;
+        Some(metrics.render(&self.audit_sink_status()))
+    }
+
+    /// The route class of `path` when this App counts ([`App::with_metrics`]).
+    pub(crate) fn route_class(&self, path: &str) -> Option<&'static str> {
+        self.metrics
+            .as_ref()
+            .map(|_| crate::metrics::route_class(path))
+    }
+
+    /// Count one reply of route class `class` ([`App::route_class`]).
+    pub(crate) fn observe_reply(&self, class: Option<&'static str>, status: http::StatusCode) {
+        if let (Some(m), Some(class)) = (&self.metrics, class) {
+            m.observe_class(class, status.as_u16());
+        }
     }
 
     /// Give the App a timer, so that a request needing an approval can be held (`Prefer:

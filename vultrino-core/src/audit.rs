@@ -26,7 +26,7 @@ use bytes::Bytes;
 
 use crate::auth::{Permission, Principal};
 use crate::crypto;
-use crate::error::Result;
+use crate::error::{Code, Error, Result};
 use crate::ports::{ListOptions, Ports, PutOptions};
 
 pub mod event;
@@ -376,7 +376,8 @@ impl<'a> AuditLog<'a> {
 pub const MAX_SCANNED_PER_CALL: usize = 1000;
 
 /// What [`AuditLog::list_filtered`] keeps; every field set must match (`GET /v1/audit`'s
-/// `credential`, `actor`, `outcome` and `since`).
+/// `credential`, `actor`, `outcome`, `since` and `until`; [`AuditFilter::from_query`]). The one
+/// definition of the filters: every audit storage keeps what [`AuditFilter::matches`] keeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
     /// The credential's alias, exactly.
@@ -386,8 +387,11 @@ pub struct AuditFilter {
     pub actor: Option<String>,
     /// `allowed`, `denied`, `error`, `cancelled`, `success`, `failure`.
     pub outcome: Option<String>,
-    /// Only events at or after this instant (ms since the epoch).
+    /// Only events at or after this instant (ms since the epoch; inclusive).
     pub since_ms: Option<u64>,
+    /// Only events before this instant (ms since the epoch; exclusive), so that consecutive
+    /// ranges `[a, b)`, `[b, c)` count every event once (docs/decisions/0105-audit-view-and-metrics.md).
+    pub until_ms: Option<u64>,
 }
 
 impl AuditFilter {
@@ -407,6 +411,69 @@ impl AuditFilter {
                 .is_none_or(|c| e.credential.as_deref() == Some(c))
             && self.outcome.as_deref().is_none_or(|o| e.outcome == o)
             && self.since_ms.is_none_or(|s| e.ts >= s)
+            && self.until_ms.is_none_or(|u| e.ts < u)
+    }
+
+    /// The filters of a `GET /v1/audit` query string: `credential`, `actor` (exact, or a
+    /// prefix ending in `*`), `outcome` (each 1 to 256 bytes), `since` (inclusive) and `until`
+    /// (exclusive), instants in ms since the epoch, `since` before `until`. Other parameters
+    /// (`limit`, `cursor`) are not its business. Any bad value is a 400 `bad_request` naming it.
+    pub fn from_query(query: Option<&str>) -> Result<AuditFilter> {
+        let pairs: Vec<(String, String)> = query
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let param = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let text = |name: &str| -> Result<Option<String>> {
+            match param(name) {
+                Some(v) if v.is_empty() || v.len() > 256 => Err(Error::bad_request(format!(
+                    "{name} must be 1 to 256 bytes long"
+                ))
+                .with_code(Code::BadRequest)),
+                v => Ok(v.map(str::to_string)),
+            }
+        };
+        let instant = |name: &str| -> Result<Option<u64>> {
+            param(name)
+                .map(|v| {
+                    // Digits only: `parse` would take a leading `+`.
+                    v.bytes()
+                        .all(|b| b.is_ascii_digit())
+                        .then(|| v.parse::<u64>().ok())
+                        .flatten()
+                        .ok_or_else(|| {
+                            Error::bad_request(format!(
+                                "{name} must be an instant in milliseconds since the epoch"
+                            ))
+                            .with_code(Code::BadRequest)
+                        })
+                })
+                .transpose()
+        };
+        let filter = AuditFilter {
+            credential: text("credential")?,
+            actor: text("actor")?,
+            outcome: text("outcome")?,
+            since_ms: instant("since")?,
+            until_ms: instant("until")?,
+        };
+        if let (Some(since), Some(until)) = (filter.since_ms, filter.until_ms) {
+            if since >= until {
+                return Err(Error::bad_request(
+                    "since must be before until (the range is [since, until))",
+                )
+                .with_code(Code::BadRequest));
+            }
+        }
+        Ok(filter)
     }
 
     /// Whether no condition is set.
@@ -572,6 +639,7 @@ mod tests {
                 actor: actor.map(str::to_string),
                 outcome: outcome.map(str::to_string),
                 since_ms: since,
+                until_ms: None,
             }
             .matches(&e)
         };
@@ -602,6 +670,65 @@ mod tests {
         }
         .matches(&none));
         assert!(AuditFilter::default().is_empty());
+    }
+
+    /// `[since, until)`: consecutive ranges count every event once.
+    #[test]
+    fn the_time_range_is_half_open() {
+        let e = AuditEvent::new(1_000, "key:k1", "execute", "allowed");
+        let range = |since, until| {
+            AuditFilter {
+                since_ms: since,
+                until_ms: until,
+                ..AuditFilter::default()
+            }
+            .matches(&e)
+        };
+        assert!(range(Some(1_000), Some(1_001)));
+        assert!(!range(Some(999), Some(1_000)), "until is exclusive");
+        assert!(range(None, Some(1_001)));
+        assert!(!range(None, Some(1_000)));
+        assert!(range(Some(1_000), None), "since is inclusive");
+    }
+
+    #[test]
+    fn a_query_parses_into_the_filter_and_bad_values_are_named() {
+        let ok = AuditFilter::from_query(Some(
+            "credential=github&actor=key%3A*&outcome=denied&since=5&until=9&limit=3&cursor=x",
+        ));
+        assert_eq!(
+            ok.ok(),
+            Some(AuditFilter {
+                credential: Some("github".into()),
+                actor: Some("key:*".into()),
+                outcome: Some("denied".into()),
+                since_ms: Some(5),
+                until_ms: Some(9),
+            })
+        );
+        assert_eq!(
+            AuditFilter::from_query(None).ok(),
+            Some(AuditFilter::default())
+        );
+        for (query, named) in [
+            ("until=soon", "until"),
+            ("until=", "until"),
+            ("until=%2B5", "until"),
+            ("until=-1", "until"),
+            ("until=99999999999999999999999", "until"),
+            ("since=1.5", "since"),
+            ("since=9&until=9", "before until"),
+            ("since=10&until=9", "before until"),
+            ("outcome=", "outcome"),
+        ] {
+            match AuditFilter::from_query(Some(query)) {
+                Ok(f) => panic!("{query} accepted as {f:?}"),
+                Err(e) => {
+                    assert_eq!(e.code(), Code::BadRequest, "{query}");
+                    assert!(e.message().contains(named), "{query}: {}", e.message());
+                }
+            }
+        }
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub struct ExecuteResponse {
     pub body: String,
     /// `utf8` or `base64`.
     pub body_encoding: String,
+    /// Whether a secret was scrubbed from the headers or the body (for the audit event; not
+    /// part of the reply).
+    #[serde(skip)]
+    pub scrubbed: bool,
 }
 
 /// Everything an execute reaches, for one deployment: the ports (credentials in KV, rate-limit
@@ -183,7 +187,10 @@ impl<'a> Pipeline<'a> {
         };
         event.approval_id = approved;
         match &result {
-            Ok(r) => event.status = Some(r.status),
+            Ok(r) => {
+                event.status = Some(r.status);
+                event.scrubbed = Some(r.scrubbed);
+            }
             Err(e) => failed(&mut event, e),
         }
         event.duration_ms = self.ports.now_ms().saturating_sub(started);
@@ -577,6 +584,7 @@ fn render(
 ) -> ExecuteResponse {
     let (parts, body) = response.into_parts();
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    let mut scrubbed = false;
     let named = upstream::connection_named(
         parts
             .headers
@@ -589,6 +597,7 @@ fn render(
             continue;
         }
         let clean = scrubber.scrub(value.as_bytes());
+        scrubbed |= matches!(clean, std::borrow::Cow::Owned(_));
         let text = String::from_utf8_lossy(&clean).into_owned();
         headers
             .entry(name.as_str().to_string())
@@ -599,6 +608,7 @@ fn render(
             .or_insert(text);
     }
     let clean = scrubber.scrub(&body);
+    scrubbed |= matches!(clean, std::borrow::Cow::Owned(_));
     let (body, body_encoding) = match std::str::from_utf8(&clean) {
         Ok(s) => (s.to_string(), "utf8"),
         Err(_) => (
@@ -611,5 +621,6 @@ fn render(
         headers,
         body,
         body_encoding: body_encoding.into(),
+        scrubbed,
     }
 }

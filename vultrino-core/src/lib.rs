@@ -57,6 +57,7 @@ pub mod credential;
 pub mod execute;
 pub mod keyring;
 pub mod mcp;
+pub mod metrics;
 pub mod oauth;
 pub mod proxy;
 pub mod proxy_caps;

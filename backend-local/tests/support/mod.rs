@@ -63,6 +63,8 @@ pub struct Server {
     /// Every line the server printed on stdout after its "listening" line (the local server's
     /// `--audit-log -`, the worker's console log in workerd mode).
     pub output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The local server's `--metrics-listen` scrape URL (`http://ADDR/metrics`), when it has one.
+    pub metrics: Option<String>,
     admin_password: String,
 }
 
@@ -222,6 +224,7 @@ impl Server {
         let mut lines = BufReader::new(stdout).lines();
         let mut kv_control = None;
         let mut cancel_control = None;
+        let mut metrics = None;
         let base = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.expect("read stdout") {
                 if let Some(rest) = line.strip_prefix("KV control on ") {
@@ -229,6 +232,9 @@ impl Server {
                 }
                 if let Some(rest) = line.strip_prefix("Cancel control on ") {
                     cancel_control = Some(rest.trim().to_string());
+                }
+                if let Some(rest) = line.strip_prefix("Metrics listening on ") {
+                    metrics = Some(rest.trim().to_string());
                 }
                 if let Some(rest) = line.strip_prefix("Vultrino listening on ") {
                     return rest.trim().to_string();
@@ -255,6 +261,7 @@ impl Server {
             kv_control,
             cancel_control,
             output,
+            metrics,
             admin_password,
         }
     }

@@ -55,7 +55,8 @@ pub struct AuditEvent {
     /// Pass-through proxy: response body bytes sent to the client (after scrubbing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_out: Option<u64>,
-    /// Pass-through proxy: whether a secret was scrubbed from the reply (headers or body).
+    /// Executes and proxied requests: whether a secret was scrubbed from the upstream's reply
+    /// (headers or body).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scrubbed: Option<bool>,
     /// How many occurrences this one event stands for, when more than one can: the refused
