@@ -793,6 +793,173 @@ describe(`admin UI (${backend()})`, () => {
     await finish(ui);
   });
 
+  /**
+   * Seeded through the API as an agent: credential A (3 allowed executes, 2 denied) and B (1
+   * allowed), by one executor key. Returns {a, b, keyId, seeded} (`seeded`: before the executes).
+   */
+  async function seedRequests() {
+    const a = `ui-chart-a-${rand()}`;
+    const b = `ui-chart-b-${rand()}`;
+    await credentialViaApi(a, { hosts: ["127.0.0.1"] });
+    await credentialViaApi(b, { hosts: ["127.0.0.1"] });
+    const k = await apiOk(base, "POST", "/v1/keys", { token: admin, body: { name: `ui-chart-${rand()}`, role: "executor" } });
+    // The instant between the credential events and the executes: a custom range ends here.
+    await new Promise((r) => setTimeout(r, 5));
+    const seeded = Date.now();
+    await new Promise((r) => setTimeout(r, 5));
+    const run = (alias, url, status) =>
+      apiOk(base, "POST", "/v1/execute", { token: k.key, body: { credential: alias, method: "GET", url } }, status);
+    for (let i = 0; i < 3; i++) await run(a, `${upstream.url}/chart`, 200);
+    // A host the policy does not allow: denied before anything is sent.
+    for (let i = 0; i < 2; i++) await run(a, "https://not-allowed.example/chart", 403);
+    await run(b, `${upstream.url}/chart`, 200);
+    return { a, b, keyId: k.id, seeded };
+  }
+
+  /** The audit table's rows as [action, credential, outcome cell]. */
+  async function auditRows(page) {
+    return page
+      .locator("table#audit-table tbody tr")
+      .evaluateAll((trs) => trs.map((tr) => [2, 3, 8].map((i) => tr.cells[i]?.textContent.trim())));
+  }
+
+  /** Apply the filter form and wait until the page has loaded what it asks. */
+  async function applyFilters(page) {
+    await page.click("#audit-apply");
+    await eventually(async () => page.evaluate(() => !document.querySelector("#audit-apply").disabled), "the filters applied");
+  }
+
+  it("filters the audit by credential, actor, outcome and time range, in the address and the query", { timeout: 120_000 }, async () => {
+    const { a, keyId, seeded } = await seedRequests();
+    const ui = await loggedInUi();
+    const { page } = ui;
+    const requested = [];
+    page.on("request", (r) => {
+      const u = new URL(r.url());
+      if (u.pathname === "/v1/audit") requested.push(u.searchParams);
+    });
+    await openTab(page, "audit");
+    await eventually(async () => (await auditRows(page)).length > 0, "audit rows");
+    assert.match(page.url(), /#audit\?range=24h$/, "the default range is in the address");
+
+    // Credential: exactly the API's events of A (its create, 3 allowed, 2 denied), newest first.
+    await page.fill("#audit-credential", a);
+    requested.length = 0;
+    await applyFilters(page);
+    await eventually(async () => (await auditRows(page)).every((r) => r[1] === a), "only A's events");
+    const ofA = await apiOk(base, "GET", `/v1/audit?credential=${encodeURIComponent(a)}`, { token: admin });
+    assert.deepEqual(
+      (await auditRows(page)).map((r) => r[0]),
+      ofA.events.map((e) => e.action),
+    );
+    assert.equal(ofA.events.length, 6);
+    assert.ok(requested.some((q) => q.get("credential") === a && Number(q.get("since")) > 0), "GET /v1/audit?credential=…&since=…");
+    assert.equal(new URL(page.url()).hash, `#audit?credential=${encodeURIComponent(a)}&range=24h`);
+
+    // Outcome: the two denied ones.
+    await page.selectOption("#audit-outcome", "denied");
+    requested.length = 0;
+    await applyFilters(page);
+    await eventually(async () => (await auditRows(page)).length === 2, "two denied events");
+    for (const [action, credential, outcome] of await auditRows(page)) {
+      assert.equal(action, "execute");
+      assert.equal(credential, a);
+      assert.match(outcome, /^denied/);
+    }
+    assert.ok(requested.some((q) => q.get("outcome") === "denied" && q.get("credential") === a));
+    assert.match(page.url(), /outcome=denied/);
+
+    // Actor: the key's five executes (the create was the admin's).
+    await page.selectOption("#audit-outcome", "");
+    await page.fill("#audit-actor", `key:${keyId}`);
+    requested.length = 0;
+    await applyFilters(page);
+    await eventually(async () => (await auditRows(page)).length === 5, "the key's five events");
+    assert.ok(requested.some((q) => q.get("actor") === `key:${keyId}`));
+
+    // Time range: a custom one ending before the executes holds none of them (until is excluded).
+    await page.fill("#audit-actor", "");
+    await page.selectOption("#audit-range", "custom");
+    await page.locator("#audit-until").waitFor({ state: "visible" });
+    await page.fill("#audit-since", new Date(seeded - 3600_000).toISOString().slice(0, 19));
+    await page.fill("#audit-until", new Date(seeded).toISOString().slice(0, 19));
+    requested.length = 0;
+    await applyFilters(page);
+    const untilSecond = Math.floor(seeded / 1000) * 1000;
+    await eventually(async () => requested.some((q) => q.get("until") === String(untilSecond)), "GET /v1/audit?until=…");
+    await eventually(async () => (await auditRows(page)).every((r) => r[0] !== "execute"), "no execute before the seed");
+    assert.match(page.url(), new RegExp(`range=custom&since=\\d+&until=${untilSecond}`));
+    // A range that ends before it starts is refused by the page, with nothing asked.
+    await page.fill("#audit-since", new Date(seeded + 3600_000).toISOString().slice(0, 19));
+    const outcome = await expectStatus(page);
+    await page.click("#audit-apply");
+    const refused = await outcome();
+    assert.deepEqual([refused.cls, refused.text], ["error", "From must be before Until."]);
+
+    // The address restores the view (a bookmark): the form is filled from it.
+    await page.goto(`/#audit?credential=${encodeURIComponent(a)}&outcome=allowed&range=7d`);
+    await page.locator("section#tab-audit").waitFor({ state: "visible" });
+    await eventually(async () => (await auditRows(page)).length === 3, "A's three allowed events from the address");
+    assert.equal(await page.inputValue("#audit-credential"), a);
+    assert.equal(await page.inputValue("#audit-outcome"), "allowed");
+    assert.equal(await page.inputValue("#audit-range"), "7d");
+    await finish(ui);
+  });
+
+  it("charts requests per hour by outcome and credential, with a text table, drawn by the page", { timeout: 120_000 }, async () => {
+    const { a, b } = await seedRequests();
+    const ui = await loggedInUi();
+    const { page } = ui;
+    await page.goto(`/#audit?credential=${encodeURIComponent(a)}&range=24h`);
+    await page.locator("section#tab-audit").waitFor({ state: "visible" });
+    const legend = () => page.locator("#audit-legend li").evaluateAll((lis) => lis.map((li) => li.textContent.trim()));
+    await eventually(async () => (await legend()).includes("allowed: 3"), "the legend counts A's allowed requests");
+    assert.deepEqual(await legend(), ["allowed: 3", "denied: 2", "error: 0", "cancelled: 0"]);
+    // The bars: an inline SVG of this page, one stacked bar per hour of the range.
+    const bars = await page.locator("#audit-chart svg g.bar").evaluateAll((gs) =>
+      gs.map((g) => ({
+        total: Number(g.dataset.total),
+        rects: Array.from(g.querySelectorAll("rect")).map((r) => ({
+          outcome: r.dataset.outcome,
+          count: Number(r.dataset.count),
+          height: Number(r.getAttribute("height")),
+        })),
+      })),
+    );
+    assert.ok(bars.length >= 24 && bars.length <= 26, `${bars.length} hourly bars in 24 hours`);
+    const sum = (outcome) => bars.flatMap((b) => b.rects).filter((r) => r.outcome === outcome).reduce((n, r) => n + r.count, 0);
+    assert.equal(sum("allowed"), 3);
+    assert.equal(sum("denied"), 2);
+    assert.ok(bars.flatMap((b) => b.rects).every((r) => r.height > 0));
+    assert.equal(bars.reduce((n, b) => n + b.total, 0), 5);
+    // The tallest bar reaches the top of the plot; the figures are in the SVG's accessible name.
+    const name = await page.locator("#audit-chart-title").textContent();
+    assert.match(name, /5 in all \(3 allowed, 2 denied, 0 error, 0 cancelled\)/);
+    assert.equal(await page.locator("#audit-chart svg").getAttribute("aria-labelledby"), "audit-chart-title");
+    // The same as a table: hours with requests, and totals per credential.
+    const hours = await page.locator("#audit-hours tbody tr").evaluateAll((trs) => trs.map((tr) => Array.from(tr.cells).map((c) => c.textContent.trim())));
+    assert.deepEqual(
+      hours.reduce((t, r) => t.map((n, i) => n + Number(r[i + 1])), [0, 0, 0, 0, 0]),
+      [3, 2, 0, 0, 5],
+      `hour rows ${JSON.stringify(hours)}`,
+    );
+    assert.deepEqual(await cells(row(page, "audit-by-credential", "credential", a)), [a, "3", "2", "0", "0", "5", ""]);
+    assert.ok(await page.locator("#audit-chart-note").isHidden(), "nothing cut");
+
+    // Every credential: a row each; "Only this one" narrows the view (and the address) to B.
+    await page.fill("#audit-credential", "");
+    await page.click("#audit-apply");
+    const rowB = row(page, "audit-by-credential", "credential", b);
+    await rowB.waitFor({ state: "visible" });
+    assert.deepEqual((await cells(rowB)).slice(0, 6), [b, "1", "0", "0", "0", "1"]);
+    assert.deepEqual((await cells(row(page, "audit-by-credential", "credential", a))).slice(0, 6), [a, "3", "2", "0", "0", "5"]);
+    await rowB.locator('button[data-action="only"]').click();
+    await eventually(async () => (await legend()).join() === "allowed: 1,denied: 0,error: 0,cancelled: 0", "B's chart");
+    assert.equal(new URL(page.url()).hash, `#audit?credential=${encodeURIComponent(b)}&range=24h`);
+    assert.equal(await page.inputValue("#audit-credential"), b);
+    await finish(ui);
+  });
+
   // ----- 10. logout ------------------------------------------------------------------------------
 
   it("logs out: login view, sessionStorage cleared, and the old session is dead", T, async () => {

@@ -194,7 +194,10 @@
     $("#new-key").hidden = true;
     for (const tbody of $$("#app tbody")) tbody.replaceChildren();
     auditCursor = null;
+    auditCredentialsListed = false;
     $("#audit-more").hidden = true;
+    $("#audit-chart").replaceChildren();
+    $("#audit-legend").replaceChildren();
     stopBadge();
     clearApproval();
     status("", "");
@@ -221,7 +224,7 @@
       showApproval(id);
       return;
     }
-    const wanted = location.hash.slice(1);
+    const wanted = location.hash.slice(1).split("?")[0];
     showTab(Object.hasOwn(loaders, wanted) ? wanted : "credentials");
   }
 
@@ -313,7 +316,8 @@
   function showTab(name) {
     for (const b of $$("button[data-tab]")) b.classList.toggle("active", b.dataset.tab === name);
     for (const s of $$("#app > section")) s.hidden = s.id !== `tab-${name}`;
-    if (location.hash !== `#${name}`) history.replaceState(null, "", `#${name}`);
+    // The audit tab keeps its filters in the address (`#audit?…`).
+    if (location.hash.split("?")[0] !== `#${name}`) history.replaceState(null, "", `#${name}`);
     loaders[name]().catch(reportError);
   }
 
@@ -831,15 +835,119 @@
   $("#approval-deny").addEventListener("click", (ev) => decideApproval("deny", ev.currentTarget));
 
   // ---- audit ----------------------------------------------------------------------------------
+  //
+  // The filters live in the address (`#audit?credential=…&actor=…&outcome=…&range=24h`, or
+  // `range=custom&since=MS&until=MS`), so a view can be bookmarked and shared. The list asks
+  // GET /v1/audit with the same filters; the chart pages through the whole range (at most
+  // CHART_MAX_CALLS calls of 1000, saying so when that bound cut it) and counts the requests —
+  // executes and proxied calls — per hour and outcome, drawn as inline SVG by this script.
 
+  const HOUR = 3600 * 1000;
+  const RANGES = { "1h": HOUR, "24h": 24 * HOUR, "7d": 7 * 24 * HOUR, "30d": 30 * 24 * HOUR };
+  const MAX_RANGE = 31 * 24 * HOUR;
+  const CHART_MAX_CALLS = 20;
+  const REQUEST_ACTIONS = ["execute", "proxy"];
+  const OUTCOMES = ["allowed", "denied", "error", "cancelled"];
+  const SVG = "http://www.w3.org/2000/svg";
   let auditCursor = null;
+  let auditQuery = "";
+  let auditCredentialsListed = false;
+
+  // `YYYY-MM-DDTHH:MM:SS` (a datetime-local value, read as UTC) ↔ ms.
+  const fromLocalInput = (v) => (v ? Date.parse(`${v}Z`) : NaN);
+  const toLocalInput = (ms) => new Date(ms).toISOString().slice(0, 19);
+
+  // The filters in the address, as URLSearchParams (empty when there are none).
+  function hashParams() {
+    const q = location.hash.indexOf("?");
+    return new URLSearchParams(q < 0 ? "" : location.hash.slice(q + 1));
+  }
+
+  function showCustomRange() {
+    const custom = $("#audit-range").value === "custom";
+    $("#audit-since-label").hidden = !custom;
+    $("#audit-until-label").hidden = !custom;
+  }
+
+  // The form from the address's filters (unknown values fall back to the defaults).
+  function filtersFromHash() {
+    const p = hashParams();
+    $("#audit-credential").value = p.get("credential") || "";
+    $("#audit-actor").value = p.get("actor") || "";
+    const outcome = p.get("outcome") || "";
+    $("#audit-outcome").value = Array.from($("#audit-outcome").options).some((o) => o.value === outcome) ? outcome : "";
+    const range = p.get("range") || "24h";
+    $("#audit-range").value = range === "custom" || Object.hasOwn(RANGES, range) ? range : "24h";
+    const since = Number(p.get("since"));
+    const until = Number(p.get("until"));
+    $("#audit-since").value = since > 0 ? toLocalInput(since) : "";
+    $("#audit-until").value = until > 0 ? toLocalInput(until) : "";
+    showCustomRange();
+  }
+
+  // What the form asks: {hash: the address's query, api: GET /v1/audit's filters, from, to}.
+  function filtersFromForm() {
+    const hash = new URLSearchParams();
+    const api = new URLSearchParams();
+    for (const name of ["credential", "actor", "outcome"]) {
+      const v = $(`#audit-${name}`).value.trim();
+      if (v) {
+        hash.set(name, v);
+        api.set(name, v);
+      }
+    }
+    const range = $("#audit-range").value;
+    hash.set("range", range);
+    const now = Date.now();
+    let from;
+    let to;
+    if (range === "custom") {
+      from = fromLocalInput($("#audit-since").value);
+      to = $("#audit-until").value ? fromLocalInput($("#audit-until").value) : null;
+      if (Number.isNaN(from)) throw new FormError("Choose when the range starts (From).");
+      if (Number.isNaN(to)) throw new FormError("Until is not a valid time.");
+      if (to !== null && from >= to) throw new FormError("From must be before Until.");
+      if ((to ?? now) - from > MAX_RANGE) throw new FormError("Choose a range of at most 31 days.");
+      hash.set("since", String(from));
+      if (to !== null) hash.set("until", String(to));
+    } else {
+      from = now - RANGES[range];
+      to = null;
+    }
+    api.set("since", String(from));
+    if (to !== null) api.set("until", String(to));
+    return { hash: hash.toString(), api: api.toString(), from, to: to ?? now };
+  }
+
+  function writeAuditHash(query) {
+    const wanted = `#audit?${query}`;
+    if (location.hash !== wanted) history.replaceState(null, "", wanted);
+  }
 
   async function loadAudit(more) {
     if (more && !auditCursor) return;
-    let path = `/v1/audit?limit=${AUDIT_PAGE}`;
-    if (more) path += `&cursor=${encodeURIComponent(auditCursor)}`;
-    const r = await api("GET", path);
-    const rows = (r.events || []).map((e) => {
+    let f = null;
+    if (!more) {
+      if (location.hash.startsWith("#audit?")) filtersFromHash();
+      f = filtersFromForm();
+      writeAuditHash(f.hash);
+      auditQuery = f.api;
+      auditCursor = null;
+      listAuditCredentials();
+    }
+    // A filtered page may hold fewer events than asked and still have a cursor: follow it until
+    // the page is full (bounded), so "Older events" means older events.
+    const events = [];
+    let cursor = more ? auditCursor : null;
+    for (let call = 0; call < CHART_MAX_CALLS && events.length < AUDIT_PAGE; call++) {
+      let path = `/v1/audit?limit=${AUDIT_PAGE - events.length}&${auditQuery}`;
+      if (cursor) path += `&cursor=${encodeURIComponent(cursor)}`;
+      const r = await api("GET", path);
+      events.push(...(r.events || []));
+      cursor = r.cursor || null;
+      if (!cursor) break;
+    }
+    const rows = events.map((e) => {
       const tr = tableRow(
         {},
         [
@@ -862,11 +970,196 @@
     const tbody = $("#audit-table tbody");
     if (more) tbody.append(...rows);
     else tbody.replaceChildren(...rows);
-    auditCursor = r.cursor || null;
+    $("#audit-empty").hidden = tbody.rows.length > 0;
+    auditCursor = cursor;
     $("#audit-more").hidden = !auditCursor;
+    if (f) await loadChart(f);
   }
 
-  $("#audit-refresh").addEventListener("click", (ev) => pressed(ev.currentTarget, () => loadAudit(false)));
+  // The credentials' aliases as suggestions for the credential filter (once per sign-in).
+  function listAuditCredentials() {
+    if (auditCredentialsListed) return;
+    auditCredentialsListed = true;
+    listAll("/v1/credentials", "credentials")
+      .then((creds) => {
+        $("#audit-credentials").replaceChildren(
+          ...creds.map((c) => {
+            const o = document.createElement("option");
+            o.value = c.alias;
+            return o;
+          }),
+        );
+      })
+      .catch(() => (auditCredentialsListed = false));
+  }
+
+  // Every request event of the range (newest first), at most CHART_MAX_CALLS calls: {events, cut}.
+  async function rangeEvents(f) {
+    const events = [];
+    let cursor = null;
+    for (let call = 0; call < CHART_MAX_CALLS; call++) {
+      let path = `/v1/audit?limit=1000&${f.api}`;
+      if (cursor) path += `&cursor=${encodeURIComponent(cursor)}`;
+      const r = await api("GET", path);
+      events.push(...(r.events || []).filter((e) => REQUEST_ACTIONS.includes(e.action)));
+      cursor = r.cursor || null;
+      if (!cursor) return { events, cut: false };
+    }
+    return { events, cut: true };
+  }
+
+  const zero = () => Object.fromEntries(OUTCOMES.map((o) => [o, 0]));
+  const totalOf = (counts) => OUTCOMES.reduce((n, o) => n + counts[o], 0);
+  // An event stands for `count` requests when the audit rolled repeated refusals into one.
+  const weight = (e) => (Number.isInteger(e.count) && e.count > 0 ? e.count : 1);
+
+  async function loadChart(f) {
+    const { events, cut } = await rangeEvents(f);
+    // When the bound cut the range, the chart starts at the oldest event it counted.
+    const oldest = events.length ? events[events.length - 1].ts : f.from;
+    const start = Math.floor((cut ? oldest : f.from) / HOUR) * HOUR;
+    const end = Math.max(start + HOUR, Math.ceil(f.to / HOUR) * HOUR);
+    const hours = [];
+    for (let t = start; t < end; t += HOUR) hours.push({ t, counts: zero() });
+    const byCredential = new Map();
+    for (const e of events) {
+      if (!OUTCOMES.includes(e.outcome)) continue;
+      const h = hours[Math.floor((e.ts - start) / HOUR)];
+      if (h) h.counts[e.outcome] += weight(e);
+      const alias = e.credential || "—";
+      if (!byCredential.has(alias)) byCredential.set(alias, zero());
+      byCredential.get(alias)[e.outcome] += weight(e);
+    }
+    const note = $("#audit-chart-note");
+    note.hidden = !cut;
+    note.textContent = cut
+      ? `The range holds more events than the chart reads (${CHART_MAX_CALLS} × 1000): it counts the newest ones only, from ${time(oldest)} on. Narrow the range or the filters to see all of it.`
+      : "";
+    $("#audit-chart-scope").textContent = `${time(start)} to ${time(end)} UTC`;
+    drawChart(hours);
+    const totals = zero();
+    for (const h of hours) for (const o of OUTCOMES) totals[o] += h.counts[o];
+    $("#audit-legend").replaceChildren(
+      ...OUTCOMES.map((o) => {
+        const li = document.createElement("li");
+        const swatch = document.createElement("span");
+        swatch.className = `swatch o-${o}`;
+        li.dataset.outcome = o;
+        li.append(swatch, `${o}: ${totals[o]}`);
+        return li;
+      }),
+    );
+    $("#audit-hours tbody").replaceChildren(
+      ...hours
+        .filter((h) => totalOf(h.counts) > 0)
+        .reverse()
+        .map((h) =>
+          tableRow({ hour: String(h.t) }, [time(h.t).slice(0, 13) + ":00", ...OUTCOMES.map((o) => h.counts[o]), totalOf(h.counts)], null),
+        ),
+    );
+    const credentials = Array.from(byCredential.entries()).sort((a, b) => totalOf(b[1]) - totalOf(a[1]) || a[0].localeCompare(b[0]));
+    $("#audit-by-credential tbody").replaceChildren(
+      ...credentials.map(([alias, counts]) =>
+        tableRow(
+          { credential: alias },
+          [alias, ...OUTCOMES.map((o) => counts[o]), totalOf(counts)],
+          alias === "—" || $("#audit-credential").value.trim() === alias ? [] : [button("Only this one", "only")],
+        ),
+      ),
+    );
+    $("#audit-chart-empty").hidden = events.length > 0;
+  }
+
+  function svg(name, attrs) {
+    const el = document.createElementNS(SVG, name);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+    return el;
+  }
+
+  // One stacked bar per hour (outcomes bottom to top in OUTCOMES order), a y axis with the peak,
+  // a title per bar for pointer users; the table under the chart says the same in text.
+  function drawChart(hours) {
+    const W = 960;
+    const H = 200;
+    const pad = { left: 40, right: 8, top: 10, bottom: 24 };
+    const plotW = W - pad.left - pad.right;
+    const plotH = H - pad.top - pad.bottom;
+    const peak = Math.max(1, ...hours.map((h) => totalOf(h.counts)));
+    const slot = plotW / hours.length;
+    const barW = Math.max(1, slot * 0.8);
+    const total = hours.reduce((n, h) => n + totalOf(h.counts), 0);
+    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": "audit-chart-title" });
+    const title = svg("title", { id: "audit-chart-title" });
+    title.textContent = `Requests per hour, ${hours.length} hours from ${time(hours[0].t)} UTC: ${total} in all (${OUTCOMES.map((o) => `${hours.reduce((n, h) => n + h.counts[o], 0)} ${o}`).join(", ")}). The same figures are in the table below.`;
+    root.append(title);
+    root.append(svg("line", { class: "axis", x1: pad.left, y1: pad.top + plotH, x2: W - pad.right, y2: pad.top + plotH }));
+    for (const [value, y] of [[peak, pad.top], [0, pad.top + plotH]]) {
+      const label = svg("text", { class: "tick", x: pad.left - 4, y: y + 4, "text-anchor": "end" });
+      label.textContent = String(value);
+      root.append(label);
+    }
+    const every = Math.max(1, Math.ceil(hours.length / 8));
+    hours.forEach((h, i) => {
+      const x = pad.left + i * slot + (slot - barW) / 2;
+      const g = svg("g", { class: "bar", "data-hour": h.t, "data-total": totalOf(h.counts) });
+      const tip = svg("title", {});
+      tip.textContent = `${time(h.t).slice(0, 13)}:00 UTC: ${OUTCOMES.map((o) => `${h.counts[o]} ${o}`).join(", ")}`;
+      g.append(tip);
+      let y = pad.top + plotH;
+      for (const o of OUTCOMES) {
+        const n = h.counts[o];
+        if (!n) continue;
+        const height = (n / peak) * plotH;
+        y -= height;
+        g.append(svg("rect", { class: `o-${o}`, "data-outcome": o, "data-count": n, x, y, width: barW, height }));
+      }
+      root.append(g);
+      if (i % every === 0) {
+        const label = svg("text", { class: "tick", x: pad.left + i * slot, y: H - 6 });
+        label.textContent = hours.length > 48 ? time(h.t).slice(5, 10) : `${time(h.t).slice(11, 13)}h`;
+        root.append(label);
+      }
+    });
+    $("#audit-chart").replaceChildren(root);
+  }
+
+  $("#audit-range").addEventListener("change", () => {
+    // A custom range starts out as the one shown, so only what changes needs typing.
+    if ($("#audit-range").value === "custom" && !$("#audit-since").value) {
+      $("#audit-since").value = toLocalInput(Date.now() - 24 * HOUR);
+    }
+    showCustomRange();
+  });
+  $("#audit-filters").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    busy(ev.currentTarget, () => {
+      // The form wins over the address: drop its query before reading the form.
+      history.replaceState(null, "", "#audit");
+      return loadAudit(false);
+    });
+  });
+  $("#audit-clear").addEventListener("click", (ev) =>
+    pressed(ev.currentTarget, () => {
+      history.replaceState(null, "", "#audit");
+      $("#audit-filters").reset();
+      showCustomRange();
+      return loadAudit(false);
+    }),
+  );
+  onRowButton("#audit-by-credential", {
+    only: (tr, b) =>
+      pressed(b, () => {
+        history.replaceState(null, "", "#audit");
+        $("#audit-credential").value = tr.dataset.credential;
+        return loadAudit(false);
+      }),
+  });
+  $("#audit-refresh").addEventListener("click", (ev) =>
+    pressed(ev.currentTarget, () => {
+      history.replaceState(null, "", "#audit");
+      return loadAudit(false);
+    }),
+  );
   $("#audit-more").addEventListener("click", (ev) => pressed(ev.currentTarget, () => loadAudit(true)));
 
   // ---- start ----------------------------------------------------------------------------------
