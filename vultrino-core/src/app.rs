@@ -399,7 +399,9 @@ impl App {
     /// Count what this App serves into `metrics` ([`crate::metrics`]): its replies, its
     /// upstream exchanges (the fetcher is wrapped in a
     /// [`MeteredFetcher`](crate::metrics::MeteredFetcher)) and its executes and proxied calls
-    /// (`metrics` joins the audit sinks, as one that only counts).
+    /// (`metrics` joins the audit sinks, as one that only counts). Native only: the worker
+    /// counts nothing (docs/decisions/0105-audit-view-and-metrics.md).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
         self.ports.fetcher = Arc::new(crate::metrics::MeteredFetcher {
             inner: self.ports.fetcher.clone(),
