@@ -308,6 +308,39 @@ struct ServeArgs {
     /// approval notification links to <URL>/ui/#/approvals/<id>. Without it, no link.
     #[arg(long, env = "VULTRINO_PUBLIC_URL", value_name = "URL")]
     public_url: Option<String>,
+    #[command(flatten)]
+    sync: LiveSyncArgs,
+}
+
+/// The live sync from an edge (`serve`, `mcp --direct`).
+#[derive(Args, Debug, Clone)]
+struct LiveSyncArgs {
+    /// Keep this store in step with an edge deployment (its base URL, e.g.
+    /// https://vultrino.example.workers.dev): its credentials, keys and roles are pulled every
+    /// --sync-interval and changes applied while serving; they are read-only here. Needs the
+    /// edge's master key here and an admin API key of the edge in VULTRINO_SYNC_TOKEN.
+    #[arg(long, env = "VULTRINO_SYNC_FROM", value_name = "EDGE_URL")]
+    sync_from: Option<String>,
+    /// How often --sync-from pulls: 30s, 5m, 1h, or a number of seconds (1s to 24h). After
+    /// failures the wait doubles, up to 10 minutes.
+    #[arg(long, env = "VULTRINO_SYNC_INTERVAL", value_name = "DURATION", default_value = "60s",
+          value_parser = crate::edge_sync::parse_interval)]
+    sync_interval: std::time::Duration,
+}
+
+impl LiveSyncArgs {
+    /// The live sync these arguments ask for, prepared (see [`crate::edge_sync::LivePuller`]).
+    async fn prepare(
+        &self,
+        s: &setup::Settings,
+    ) -> anyhow::Result<Option<crate::edge_sync::LivePuller>> {
+        match self.sync_from.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(from) => Ok(Some(
+                crate::edge_sync::LivePuller::prepare(s, from, self.sync_interval).await?,
+            )),
+        }
+    }
 }
 
 fn parse_webhook_format(s: &str) -> Result<WebhookFormat, String> {
@@ -334,6 +367,9 @@ struct McpArgs {
     /// itself makes approval meaningless (docs/decisions/0102-approval-by-mcp-elicitation.md).
     #[arg(long)]
     approve_by_elicitation: bool,
+    /// With --direct: the live sync from an edge, as `serve --sync-from`.
+    #[command(flatten)]
+    sync: LiveSyncArgs,
 }
 
 /// Which server a management command talks to.
@@ -921,6 +957,12 @@ async fn mcp(cli: &Cli, a: &McpArgs) -> anyhow::Result<()> {
             .server
             .as_deref()
             .unwrap_or(crate::mcp_stdio::DEFAULT_SERVER);
+        if a.sync.sync_from.is_some() {
+            anyhow::bail!(
+                "--sync-from applies to --direct only: without it `vultrino mcp` forwards to a \
+                 server, which syncs for itself (`vultrino serve --sync-from`)"
+            );
+        }
         return crate::mcp_stdio::forward(server, key).await;
     }
     if cli.store == StoreKind::Memory {
@@ -941,11 +983,15 @@ async fn mcp(cli: &Cli, a: &McpArgs) -> anyhow::Result<()> {
             s.data_dir.display()
         );
     }
-    let app = setup::open(&s).await.map_err(|e| {
-        anyhow::anyhow!(
+    let puller = a.sync.prepare(&s).await?;
+    let app = setup::open_serving(&s, None, puller.as_ref().map(|p| p.live.clone()))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
             "{e:#}\nhint: while `vultrino serve` runs on this data directory, drop --direct: `vultrino mcp` forwards to it"
         )
-    })?;
+        })?;
+    let _pulling = puller.map(|p| p.spawn(app.app.clone()));
     crate::mcp_stdio::direct(app.app, key, a.approve_by_elicitation).await
 }
 
@@ -1089,7 +1135,9 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
         anyhow::anyhow!("{name} {}", e.problem)
     })?;
     let s = settings(cli, config);
-    let mut opened = setup::open_serving(&s, sinks.sink()).await?;
+    let puller = a.sync.prepare(&s).await?;
+    let mut opened =
+        setup::open_serving(&s, sinks.sink(), puller.as_ref().map(|p| p.live.clone())).await?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.listen))?;
@@ -1169,6 +1217,11 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
             },
         ))
     });
+    // The live sync runs on this (the main) runtime, beside the request workers.
+    let pulling = puller.map(|p| {
+        tracing::info!(edge = %p.live.edge(), interval_ms = p.live.interval_ms(), "live sync from the edge");
+        p.spawn(opened.app.clone())
+    });
     crate::server::serve_per_core(
         listener,
         opened.app,
@@ -1180,6 +1233,9 @@ async fn serve(cli: &Cli, a: ServeArgs) -> anyhow::Result<()> {
     let _ = stop_metrics.send(());
     if let Some(task) = metrics_task {
         let _ = task.await;
+    }
+    if let Some(pulling) = pulling {
+        pulling.abort();
     }
     // What the sinks still hold gets a short while to go out.
     sinks.flush(std::time::Duration::from_secs(2)).await;

@@ -6,11 +6,19 @@
 //!
 //! The same master key must be configured here as on the edge (`VULTRINO_MASTER_KEY`, or the
 //! data directory's `master.key`): secrets are never decrypted in transit, only re-read locally.
+//!
+//! `vultrino serve --sync-from <edge-url>` keeps doing it while it serves ([`LivePuller`]): a
+//! pull every interval, an unchanged edge answering 304 to the export's `ETag`
+//! (docs/decisions/0104-live-hybrid-sync.md).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use vultrino_core::app::App;
 use vultrino_core::error::Code;
+use vultrino_core::sync::live::{LiveSync, SyncError};
 use vultrino_core::sync::Export;
+use zeroize::Zeroizing;
 
 use crate::clock::SystemClock;
 use crate::setup::{self, Settings, StoreKind};
@@ -49,6 +57,132 @@ pub fn export_url(base: &str) -> anyhow::Result<url::Url> {
         .map_err(|e| anyhow::anyhow!("--from must be the edge's base URL ({e})"))
 }
 
+/// Why a request for the edge's export failed: a stable code (shown in `/healthz` by the live
+/// sync) and a message for people. Never holds the token.
+#[derive(Debug, Clone)]
+pub struct PullError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for PullError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PullError {}
+
+fn pull_error(code: &'static str, message: impl Into<String>) -> PullError {
+    PullError {
+        code,
+        message: message.into(),
+    }
+}
+
+/// What one request for the export brought.
+pub enum Fetched {
+    /// 304: the edge's export is still the one of `If-None-Match`.
+    Unchanged,
+    /// The export, its `ETag` and the size of the reply's body.
+    Export {
+        export: Export,
+        etag: Option<String>,
+        bytes: u64,
+    },
+}
+
+/// The client of every request to the edge: no proxy, no redirects (the token would follow
+/// them), a deadline.
+pub fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()?)
+}
+
+/// `GET <url>` (the export URL of [`export_url`]) with `token`, and `If-None-Match: etag` when
+/// given. A reply that is not a valid export is an error: nothing of it is used.
+pub async fn fetch(
+    client: &reqwest::Client,
+    url: &url::Url,
+    token: &str,
+    etag: Option<&str>,
+) -> Result<Fetched, PullError> {
+    let mut req = client.get(url.clone()).bearer_auth(token);
+    if let Some(etag) = etag {
+        req = req.header(reqwest::header::IF_NONE_MATCH, etag);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| pull_error("edge_unreachable", format!("cannot reach {url}: {e}")))?;
+    let status = resp.status();
+    let new_etag = resp
+        .headers()
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if status.as_u16() == 304 {
+        return Ok(Fetched::Unchanged);
+    }
+    let body = resp.bytes().await.map_err(|e| {
+        pull_error(
+            "edge_unreachable",
+            format!("reading the export from {url} failed: {e}"),
+        )
+    })?;
+    match status.as_u16() {
+        200 => {}
+        401 => {
+            return Err(pull_error(
+                "edge_refused_token",
+                "the edge refused the token (401): use an admin session token or an admin API key",
+            ))
+        }
+        403 => {
+            return Err(pull_error(
+                "edge_forbidden",
+                "the token is valid but not an admin's (403): sync needs the admin permission",
+            ))
+        }
+        404 => {
+            return Err(pull_error(
+                "edge_not_found",
+                format!("{url} was not found (404): is the URL a Vultrino deployment?"),
+            ))
+        }
+        s => {
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            return Err(pull_error(
+                "edge_error",
+                format!("the edge answered {s}: {message}"),
+            ));
+        }
+    }
+    if body.len() > MAX_EXPORT_BYTES {
+        return Err(pull_error(
+            "invalid_export",
+            format!("the export is larger than {MAX_EXPORT_BYTES} bytes"),
+        ));
+    }
+    let export: Export = serde_json::from_slice(&body).map_err(|e| {
+        pull_error(
+            "invalid_export",
+            format!("the edge's export is not valid: {e}"),
+        )
+    })?;
+    Ok(Fetched::Export {
+        export,
+        etag: new_etag,
+        bytes: body.len() as u64,
+    })
+}
+
 /// Run the sync into `settings`' file store.
 pub async fn sync_from(
     settings: &Settings,
@@ -68,44 +202,10 @@ pub async fn sync_from(
             "{e:#}\nsync needs the SAME master key as the edge: set VULTRINO_MASTER_KEY to it"
         )
     })?;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(60))
-        .build()?;
-    let resp = client
-        .get(url.clone())
-        .bearer_auth(token)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))?;
-    let status = resp.status();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the export from {url} failed: {e}"))?;
-    match status.as_u16() {
-        200 => {}
-        401 => anyhow::bail!(
-            "the edge refused the token (401): use an admin session token or an admin API key"
-        ),
-        403 => anyhow::bail!(
-            "the token is valid but not an admin's (403): sync needs the admin permission"
-        ),
-        404 => anyhow::bail!("{url} was not found (404): is --from a Vultrino deployment?"),
-        s => {
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-                .unwrap_or_default();
-            anyhow::bail!("the edge answered {s}: {message}");
-        }
-    }
-    if body.len() > MAX_EXPORT_BYTES {
-        anyhow::bail!("the export is larger than {MAX_EXPORT_BYTES} bytes");
-    }
-    let export: Export = serde_json::from_slice(&body)
-        .map_err(|e| anyhow::anyhow!("the edge's export is not valid: {e}"))?;
+    let export = match fetch(&client()?, &url, token, None).await? {
+        Fetched::Export { export, .. } => export,
+        Fetched::Unchanged => anyhow::bail!("the edge answered 304 to a request without a tag"),
+    };
     let kv = setup::open_kv(settings, std::sync::Arc::new(SystemClock::new()))?;
     let now = vultrino_core::ports::Clock::now_ms(&SystemClock::new());
     let count = vultrino_core::sync::import(&*kv, &master, &export, now)
@@ -139,6 +239,139 @@ pub async fn sync_from(
     Ok(())
 }
 
+/// The live sync of `serve --sync-from` (and `mcp --direct --sync-from`): the edge's export URL,
+/// the token, and the state the App shares (docs/decisions/0104-live-hybrid-sync.md).
+pub struct LivePuller {
+    url: url::Url,
+    token: Zeroizing<String>,
+    pub live: Arc<LiveSync>,
+}
+
+impl LivePuller {
+    /// Prepare the live sync from `from` every `interval` into `settings`' file store. The token
+    /// comes from VULTRINO_SYNC_TOKEN (no prompt: a server runs unattended). A store that has
+    /// no keyring yet gets its first copy here, with [`sync_from`], before the server opens it
+    /// (opening it would make a keyring of its own, which the edge's records are not sealed
+    /// under); when that first copy fails, the server does not start.
+    pub async fn prepare(
+        settings: &Settings,
+        from: &str,
+        interval: Duration,
+    ) -> anyhow::Result<LivePuller> {
+        if settings.store != StoreKind::File {
+            anyhow::bail!("--sync-from keeps the file store in step with the edge (--store file)");
+        }
+        let url = export_url(from)
+            .map_err(|e| anyhow::anyhow!("{}", e.to_string().replace("--from", "--sync-from")))?;
+        let token = match std::env::var("VULTRINO_SYNC_TOKEN") {
+            Ok(t) if !t.trim().is_empty() => Zeroizing::new(t.trim().to_string()),
+            _ => anyhow::bail!(
+                "--sync-from needs VULTRINO_SYNC_TOKEN: an admin API key of the edge (a session \
+                 token works too, until the session ends)"
+            ),
+        };
+        let has_keyring = {
+            let kv = setup::open_kv(settings, Arc::new(SystemClock::new()))?;
+            let found = kv.get(vultrino_core::keyring::KEYRING_KEY).await;
+            found
+                .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+                .is_some()
+        };
+        if !has_keyring {
+            sync_from(settings, from, &token, false)
+                .await
+                .map_err(|e| anyhow::anyhow!("the first copy from the edge failed: {e:#}"))?;
+        }
+        let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        let live = Arc::new(LiveSync::new(
+            url.origin().ascii_serialization(),
+            interval_ms,
+        ));
+        Ok(LivePuller { url, token, live })
+    }
+
+    /// Pull forever on the current runtime: at once, then every interval, with backoff after
+    /// failures ([`LiveSync::next_wait_ms`]). A failure applies nothing: the store keeps its last
+    /// good copy.
+    pub fn spawn(self, app: Arc<App>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let client = match client() {
+                Ok(c) => c,
+                Err(e) => {
+                    let now = vultrino_core::ports::Clock::now_ms(&SystemClock::new());
+                    self.live.failed(
+                        now,
+                        SyncError {
+                            code: "internal".into(),
+                            message: format!("no HTTP client: {e}"),
+                        },
+                    );
+                    return;
+                }
+            };
+            loop {
+                let wait = self.pull_once(&app, &client).await;
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+        })
+    }
+
+    /// One pull; returns how long to wait before the next.
+    async fn pull_once(&self, app: &App, client: &reqwest::Client) -> u64 {
+        let now = || vultrino_core::ports::Clock::now_ms(&SystemClock::new());
+        let etag = self.live.etag();
+        let failed = |code: String, message: String| {
+            tracing::warn!(edge = %self.live.edge(), %code, %message, "sync: pull failed; serving the last good copy");
+            self.live.failed(now(), SyncError { code, message })
+        };
+        match fetch(client, &self.url, &self.token, etag.as_deref()).await {
+            Ok(Fetched::Unchanged) => {
+                self.live.unchanged(now());
+                self.live.interval_ms()
+            }
+            Ok(Fetched::Export {
+                export,
+                etag,
+                bytes,
+            }) => match app.apply_sync_pull(&export, etag, bytes).await {
+                Ok(change) => {
+                    if !change.written.is_empty() || !change.deleted.is_empty() {
+                        tracing::info!(
+                            edge = %self.live.edge(),
+                            written = ?change.written,
+                            deleted = ?change.deleted,
+                            "sync: applied the edge's changes"
+                        );
+                    }
+                    self.live.interval_ms()
+                }
+                Err(e) => failed(e.code().as_str().to_string(), e.message().to_string()),
+            },
+            Err(e) => failed(e.code.to_string(), e.message),
+        }
+    }
+}
+
+/// Parse `--sync-interval`: `30s`, `5m`, `1h`, or a bare number of seconds; 1 s to 24 h.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| "must be a number of seconds, or a number with s, m or h (60s, 5m)")?;
+    let secs = match unit.trim() {
+        "" | "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        _ => None,
+    }
+    .ok_or("must be a number of seconds, or a number with s, m or h (60s, 5m)")?;
+    if !(1..=86_400).contains(&secs) {
+        return Err("must be from 1s to 24h".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +384,17 @@ mod tests {
         assert!(export_url("http://v.example.com").is_err());
         assert!(export_url("ftp://v.example.com").is_err());
         assert!(export_url("not a url").is_err());
+    }
+
+    #[test]
+    fn sync_interval_takes_seconds_minutes_and_hours() {
+        assert_eq!(parse_interval("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_interval("1"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_interval("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_interval("24h"), Ok(Duration::from_secs(86_400)));
+        for bad in ["0s", "25h", "1d", "s", "", "-1s", "1.5s"] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -322,28 +322,31 @@ pub fn open_kv(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
 
 /// Open an instance for serving (creates what a first run needs, the admin password included).
 pub async fn open(settings: &Settings) -> anyhow::Result<Opened> {
-    open_with(settings, true, None).await
+    open_with(settings, true, None, None).await
 }
 
 /// [`open`] with the audit sinks every event also goes to (`serve --audit-log`,
-/// `--audit-webhook`).
+/// `--audit-webhook`), and the live sync from an edge (`--sync-from`), whose remembered state is
+/// read from the store here (which records came from the edge).
 pub async fn open_serving(
     settings: &Settings,
     audit_sink: Option<Arc<dyn AuditSink>>,
+    live_sync: Option<Arc<vultrino_core::sync::live::LiveSync>>,
 ) -> anyhow::Result<Opened> {
-    open_with(settings, true, audit_sink).await
+    open_with(settings, true, audit_sink, live_sync).await
 }
 
 /// Open an instance for a management command: like [`open`], but never generates the admin
 /// password (only `serve` may, since only it prints it).
 pub async fn open_for_management(settings: &Settings) -> anyhow::Result<Opened> {
-    open_with(settings, false, None).await
+    open_with(settings, false, None, None).await
 }
 
 async fn open_with(
     settings: &Settings,
     serving: bool,
     audit_sink: Option<Arc<dyn AuditSink>>,
+    live_sync: Option<Arc<vultrino_core::sync::live::LiveSync>>,
 ) -> anyhow::Result<Opened> {
     if settings.config.allow_loopback_upstreams {
         tracing::warn!(
@@ -408,7 +411,7 @@ async fn open_with(
         clock,
         audit_sink,
     };
-    let app = App::open(config, ports, &master)
+    let mut app = App::open(config, ports, &master)
         .await
         .map_err(|e| {
             if e.code() != vultrino_core::error::Code::WrongMasterKey {
@@ -434,6 +437,12 @@ async fn open_with(
             Arc::new(crate::clock::TokioSleeper),
             crate::clock::APPROVAL_POLL_MS,
         );
+    if let Some(live) = live_sync {
+        live.load(&*kv)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        app = app.with_live_sync(live);
+    }
 
     Ok(Opened {
         app: Arc::new(app),

@@ -63,6 +63,35 @@ fn is_json(content_type: Option<&str>) -> bool {
     })
 }
 
+/// The reply of `GET /v1/sync/export`: the export with an `ETag` (the digest of its body), or
+/// 304 with no body when `If-None-Match` names that tag — so a live sync's pull of an unchanged
+/// edge costs one request and an empty reply (docs/decisions/0104-live-hybrid-sync.md).
+fn export_reply(export: &crate::sync::Export, if_none_match: Option<&str>) -> Response<Bytes> {
+    let Ok(body) = serde_json::to_vec(export) else {
+        return error_response(&Error::internal());
+    };
+    let etag = format!("\"{}\"", crate::sync::live::digest(&body));
+    let unchanged = if_none_match.is_some_and(|v| {
+        v.split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == etag)
+    });
+    let mut resp = if unchanged {
+        empty(StatusCode::NOT_MODIFIED)
+    } else {
+        let mut r = Response::new(Bytes::from(body));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
 fn not_allowed<T>() -> Result<T> {
     Err(Error::new(
         ErrorKind::MethodNotAllowed,
@@ -226,7 +255,16 @@ impl App {
                 _ => not_allowed(),
             },
             ["healthz"] => match m {
-                Method::GET => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+                // The live sync's state, when this instance runs one: a failing sync does not
+                // make the instance unhealthy (it serves its last good copy).
+                Method::GET => Ok(json_response(
+                    StatusCode::OK,
+                    &match self.live_sync() {
+                        Some(live) => json!({"status": "ok",
+                            "sync": live.status(self.now_ms())}),
+                        None => json!({"status": "ok"}),
+                    },
+                )),
                 _ => not_allowed(),
             },
             // MCP over Streamable HTTP: its own auth, statuses and JSON-RPC error bodies.
@@ -305,11 +343,13 @@ impl App {
                         &json!(self.credentials().detail(&who, alias).await?),
                     )),
                     Method::PUT => {
+                        self.refuse_synced(&format!("{}{alias}", crate::credential::CRED_PREFIX))?;
                         let update: CredentialUpdate = parse_json(req.body())?;
                         let meta = self.credentials().update(&who, alias, update).await?;
                         Ok(json_response(StatusCode::OK, &json!(meta)))
                     }
                     Method::DELETE => {
+                        self.refuse_synced(&format!("{}{alias}", crate::credential::CRED_PREFIX))?;
                         self.credentials().delete(&who, alias).await?;
                         Ok(empty(StatusCode::NO_CONTENT))
                     }
@@ -338,6 +378,7 @@ impl App {
                 let who = self.authenticator().principal(&req).await?;
                 match m {
                     Method::DELETE => {
+                        self.refuse_synced(&format!("{}{id}", crate::auth::keys::KEY_PREFIX))?;
                         self.api_keys().revoke(&who, id).await?;
                         Ok(empty(StatusCode::NO_CONTENT))
                     }
@@ -373,6 +414,7 @@ impl App {
                 let who = self.authenticator().principal(&req).await?;
                 match m {
                     Method::DELETE => {
+                        self.refuse_synced(&format!("{}{name}", crate::auth::roles::ROLE_PREFIX))?;
                         self.roles().delete(&who, name).await?;
                         Ok(empty(StatusCode::NO_CONTENT))
                     }
@@ -438,10 +480,10 @@ impl App {
             ["v1", "sync", "export"] => {
                 let who = self.authenticator().principal(&req).await?;
                 match m {
-                    Method::GET => Ok(json_response(
-                        StatusCode::OK,
-                        &json!(self.export(&who).await?),
-                    )),
+                    Method::GET => {
+                        let export = self.export(&who).await?;
+                        Ok(export_reply(&export, header_str(&req, "if-none-match")))
+                    }
                     _ => not_allowed(),
                 }
             }

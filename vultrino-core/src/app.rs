@@ -29,6 +29,7 @@ use crate::oauth::OAuthTokens;
 pub use crate::ports::Ports;
 use crate::ports::{FetchOptions, Rs256Verifier, StreamOptions};
 use crate::scrub::ScrubberCache;
+use crate::sync::live::LiveSync;
 use crate::sync::{self, Export};
 
 /// Settings of one deployment. `Default` is the secure default.
@@ -347,6 +348,8 @@ pub struct App {
     approval_poll_ms: u64,
     /// The process's counters ([`App::with_metrics`]); `None`: nothing is counted.
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The live sync from an edge, when this instance runs one ([`App::with_live_sync`]).
+    live_sync: Option<Arc<LiveSync>>,
 }
 
 impl std::fmt::Debug for App {
@@ -386,6 +389,7 @@ impl App {
             sleeper: None,
             approval_poll_ms: 1000,
             metrics: None,
+            live_sync: None,
         })
     }
 
@@ -445,6 +449,56 @@ impl App {
         self.sleeper = Some(sleeper);
         self.approval_poll_ms = poll_ms.max(10);
         self
+    }
+
+    /// Run a live sync from an edge (docs/decisions/0104-live-hybrid-sync.md): its state shows in
+    /// `/healthz`, and the records it brought are read-only here (409 `synced_record`). The
+    /// backend runs the pull loop and hands each pull to [`App::apply_sync_pull`].
+    pub fn with_live_sync(mut self, live: Arc<LiveSync>) -> Self {
+        self.live_sync = Some(live);
+        self
+    }
+
+    /// The live sync's state, when this instance runs one (for `/healthz`, `vultrino status`
+    /// and metrics: [`LiveSync::status`]).
+    pub fn live_sync(&self) -> Option<&Arc<LiveSync>> {
+        self.live_sync.as_ref()
+    }
+
+    /// Apply one export pulled by the live sync (verified whole first; see
+    /// [`crate::sync::live::apply`]). 503 `missing_setting` when this instance runs no live sync.
+    pub async fn apply_sync_pull(
+        &self,
+        export: &Export,
+        etag: Option<String>,
+        reply_bytes: u64,
+    ) -> Result<crate::sync::live::Change> {
+        let Some(live) = &self.live_sync else {
+            return Err(Error::unavailable("this instance runs no live sync")
+                .with_code(Code::MissingSetting));
+        };
+        let now = self.ports.clock.now_ms();
+        live.apply(&*self.ports.kv, &self.keys, export, etag, reply_bytes, now)
+            .await
+    }
+
+    /// Now, by this deployment's clock.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.ports.clock.now_ms()
+    }
+
+    /// 409 `synced_record` when the record `key` came from the edge of the live sync: it is
+    /// changed there, and the next pull brings the change here.
+    pub(crate) fn refuse_synced(&self, key: &str) -> Result<()> {
+        match &self.live_sync {
+            Some(live) if live.is_synced(key) => Err(Error::conflict(format!(
+                "{key} is synced from the edge {}: it is read-only here; change it on the edge \
+                 (the next pull brings the change here)",
+                live.edge()
+            ))
+            .with_code(Code::SyncedRecord)),
+            _ => Ok(()),
+        }
     }
 
     /// The Cloudflare Access check of one request ([`crate::auth::access`]): `Ok(None)` when its

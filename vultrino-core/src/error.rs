@@ -261,6 +261,8 @@ codes! {
     InvalidRole = "invalid_role",
     /// A role of this name exists.
     RoleExists = "role_exists",
+    /// A credential, key or role that the live sync brought from the edge: read-only here.
+    SyncedRecord = "synced_record",
     /// No role of this name.
     RoleNotFound = "role_not_found",
     /// Built-in roles cannot be created, replaced or deleted.

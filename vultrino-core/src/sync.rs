@@ -18,6 +18,8 @@ use crate::keyring::{self, KEYRING_KEY};
 use crate::kv::{list_all, put_json};
 use crate::ports::{KvStore, PutOptions};
 
+pub mod live;
+
 /// `GET /v1/sync/export`: ciphertext and keyring parameters only.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Export {
@@ -71,6 +73,18 @@ pub async fn import(
     now_ms: u64,
 ) -> Result<usize> {
     let keys = Keys::open(master, &export.keyring)?;
+    check_keyring(kv, export).await?;
+    verify(kv, &keys, export, now_ms).await?;
+    put_json(kv, KEYRING_KEY, &export.keyring, None).await?;
+    for r in &export.records {
+        put_record(kv, r).await?;
+    }
+    Ok(export.records.len())
+}
+
+/// Refuse (409 `keyring_mismatch`) an export whose keyring is not this store's, when this store
+/// has one: its records were sealed under other keys.
+pub(crate) async fn check_keyring(kv: &dyn KvStore, export: &Export) -> Result<()> {
     if let Some(existing) = kv.get(KEYRING_KEY).await? {
         let existing: KeyringRecord = serde_json::from_slice(&existing).map_err(|_| {
             Error::unavailable("local keyring is invalid").with_code(Code::InvalidKeyring)
@@ -82,6 +96,18 @@ pub async fn import(
             .with_code(Code::KeyringMismatch));
         }
     }
+    Ok(())
+}
+
+/// Check every record of `export` before anything is written: only the synced prefixes, every
+/// credential envelope opens under `keys`, every `key:` and `role:` record carries its
+/// signature (a refusal of one is audited in this store, `sync.import`, at `now_ms`).
+pub(crate) async fn verify(
+    kv: &dyn KvStore,
+    keys: &Keys,
+    export: &Export,
+    now_ms: u64,
+) -> Result<()> {
     for r in &export.records {
         if !SYNC_PREFIXES.iter().any(|p| r.key.starts_with(p)) {
             return Err(
@@ -91,7 +117,7 @@ pub async fn import(
         }
         if r.key.starts_with(CRED_PREFIX) || r.key.starts_with(OAUTH_PREFIX) {
             keys.open_envelope(&r.key, &r.value)?;
-        } else if let Some(refused) = check_signed(&keys, r) {
+        } else if let Some(refused) = check_signed(keys, r) {
             let mut event = AuditEvent::new(now_ms, "sync", "sync.import", "failure");
             event.record = Some(r.key.clone());
             event.code = Some(refused.code.as_str().to_owned());
@@ -99,19 +125,20 @@ pub async fn import(
             return Err(refused.to_error());
         }
     }
-    put_json(kv, KEYRING_KEY, &export.keyring, None).await?;
-    for r in &export.records {
-        kv.put(
-            &r.key,
-            Bytes::from(r.value.clone()),
-            PutOptions {
-                expiration_ttl: None,
-                metadata: r.metadata.clone(),
-            },
-        )
-        .await?;
-    }
-    Ok(export.records.len())
+    Ok(())
+}
+
+/// Write one record of an export as it came (value and metadata).
+pub(crate) async fn put_record(kv: &dyn KvStore, r: &ExportRecord) -> Result<()> {
+    kv.put(
+        &r.key,
+        Bytes::from(r.value.clone()),
+        PutOptions {
+            expiration_ttl: None,
+            metadata: r.metadata.clone(),
+        },
+    )
+    .await
 }
 
 /// Why the `key:` or `role:` record `r` of an export must not be imported, if it must not. The

@@ -89,6 +89,8 @@ async fn server(explicit: Option<&str>, s: &Settings) -> Value {
         "version": version,
         "auth": session,
         "error": (!healthy).then_some("the server does not answer GET /healthz"),
+        // The live sync's state, when the server runs one (`serve --sync-from`).
+        "sync": health.as_ref().map(|h| h["sync"].clone()).unwrap_or(Value::Null),
     })
 }
 
@@ -127,17 +129,61 @@ pub(super) async fn status(explicit_server: Option<&str>, s: &Settings) -> Value
         }),
         StoreKind::Memory => json!({"kind": "memory"}),
     };
+    let mut server = server(explicit_server, s).await;
+    let sync = match server.get_mut("sync").map(Value::take) {
+        Some(live) if live.is_object() => {
+            let detail = sync_detail(&live);
+            json!({"live": true, "detail": detail, "state": live})
+        }
+        _ => json!({
+            "live": false,
+            "detail": "one-shot: `vultrino sync --from <edge-url>` copies the edge's records into \
+                this store; `vultrino serve --sync-from <edge-url>` keeps it in step",
+        }),
+    };
+    if let Some(o) = server.as_object_mut() {
+        o.remove("sync");
+    }
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "data_dir": s.data_dir.display().to_string(),
-        "server": server(explicit_server, s).await,
+        "server": server,
         "store": store,
         "master_key": master_key(s),
-        "sync": {
-            "live": false,
-            "detail": "one-shot: `vultrino sync --from <edge-url>` copies the edge's records into this store",
-        },
+        "sync": sync,
     })
+}
+
+/// One line on the server's live sync (its `/healthz` `sync` object): the edge, the state, the
+/// last success and how long ago, the last error.
+fn sync_detail(live: &Value) -> String {
+    let t = |v: &Value| table::text(v);
+    let when = |v: &Value| match v.as_u64() {
+        Some(ms) => table::local_time(ms),
+        None => "never".into(),
+    };
+    let mut line = format!(
+        "live from {} every {} s: {}, last success {}",
+        crate::remote::printable(live["edge"].as_str().unwrap_or("?")),
+        live["interval_ms"].as_u64().unwrap_or(0) / 1000,
+        t(&live["state"]),
+        when(&live["last_success_ms"]),
+    );
+    if let Some(lag) = live["lag_ms"].as_u64() {
+        line.push_str(&format!(" ({} s ago)", lag / 1000));
+    }
+    if let Some(records) = live["records"].as_u64() {
+        line.push_str(&format!(", {records} records from the edge"));
+    }
+    if live["last_error"].is_object() {
+        line.push_str(&format!(
+            "; failing {} times in a row: {} ({})",
+            live["consecutive_failures"].as_u64().unwrap_or(0),
+            crate::remote::printable(live["last_error"]["message"].as_str().unwrap_or("")),
+            t(&live["last_error"]["code"]),
+        ));
+    }
+    line
 }
 
 /// Print the status: JSON, or readable lines on a terminal.
