@@ -336,6 +336,27 @@ async fn live_sync_applies_creates_rotations_and_deletions_from_the_edge() {
     let ec = Client::new(edge.target());
     let admin = ec.login().await;
     create_on(&ec, &admin, "github", SECRET).await;
+    let r = ec
+        .send(
+            "POST",
+            "/v1/roles",
+            Some(&admin),
+            Some(&json!({"name": "edge-role", "permissions": ["read"], "scopes": ["*"]})),
+        )
+        .await;
+    expect(&r, 201, None);
+    let r = ec
+        .send(
+            "POST",
+            "/v1/keys",
+            Some(&admin),
+            Some(&json!({"name": "agent", "role": "executor"})),
+        )
+        .await;
+    expect(&r, 201, None);
+    // The edge's key works here too: keys are synced like credentials.
+    let agent = r.body["key"].as_str().unwrap().to_string();
+    let agent_id = r.body["id"].as_str().unwrap().to_string();
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -344,16 +365,6 @@ async fn live_sync_applies_creates_rotations_and_deletions_from_the_edge() {
     let lc = Client::new(local.target());
     let ladmin = lc.login().await;
     assert_eq!(aliases_of(&lc, &ladmin).await, ["github"]);
-    let r = lc
-        .send(
-            "POST",
-            "/v1/keys",
-            Some(&ladmin),
-            Some(&json!({"name": "agent", "role": "executor"})),
-        )
-        .await;
-    expect(&r, 201, None);
-    let agent = r.body["key"].as_str().unwrap().to_string();
     assert_eq!(secret_sent(&lc, &agent, &up, "github").await, SECRET);
     create_on(&lc, &ladmin, "mine", SECRET).await;
 
@@ -413,6 +424,13 @@ async fn live_sync_applies_creates_rotations_and_deletions_from_the_edge() {
             "{message}"
         );
     }
+    for path in [
+        format!("/v1/keys/{agent_id}"),
+        "/v1/roles/edge-role".to_string(),
+    ] {
+        let r = lc.send("DELETE", &path, Some(&ladmin), None).await;
+        expect(&r, 409, "synced_record");
+    }
     let r = lc
         .send(
             "PUT",
@@ -428,7 +446,8 @@ async fn live_sync_applies_creates_rotations_and_deletions_from_the_edge() {
     assert_eq!(s["state"], "ok", "{s}");
     assert_eq!(s["last_reply_bytes"], 0, "{s}");
     assert!(s["unchanged_pulls"].as_u64().unwrap() >= 1, "{s}");
-    assert_eq!(s["records"], 1, "{s}");
+    // The credential, the key and the role of the edge.
+    assert_eq!(s["records"], 3, "{s}");
     let r = ec.send("GET", "/v1/sync/export", Some(&admin), None).await;
     expect(&r, 200, None);
     let etag = r.headers["etag"].to_str().unwrap().to_string();
