@@ -22,10 +22,12 @@ use crate::ports::Background;
 
 mod allow;
 mod approvals;
+pub mod openapi;
 pub mod reply;
 mod tokens;
 
 use reply::empty;
+pub use allow::ROUTES;
 pub use reply::{error_response, json_body, json_response, security_headers};
 
 fn query_param(req: &Request<Bytes>, name: &str) -> Option<String> {
@@ -265,6 +267,11 @@ impl App {
                         None => json!({"status": "ok"}),
                     },
                 )),
+                _ => not_allowed(),
+            },
+            // The API's OpenAPI document: public, it holds no secret (decision 0103).
+            ["openapi.json"] => match m {
+                Method::GET => Ok(openapi::response()),
                 _ => not_allowed(),
             },
             // MCP over Streamable HTTP: its own auth, statuses and JSON-RPC error bodies.
