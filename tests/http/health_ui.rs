@@ -86,6 +86,8 @@ async fn every_405_names_the_allowed_methods() {
     for (path, allow) in [
         ("/", "GET"),
         ("/healthz", "GET"),
+        ("/openapi.json", "GET"),
+        ("/ui", "GET"),
         ("/ui/app.js", "GET"),
         ("/login", "POST"),
         ("/logout", "POST"),

@@ -30,7 +30,8 @@
 //! after a change), `sync` (export, and `vultrino sync --from` the backend under test), `cli` (the
 //! management CLI with `--server` the backend under test, after `vultrino login`),
 //! `approval_surfaces` (approvals through the CLI; the approval webhook, JSON and Slack, whose
-//! link only shows).
+//! link only shows), `openapi` (the OpenAPI document and the checker every reply of the suite
+//! passes through).
 
 #![allow(clippy::unwrap_used)]
 
@@ -53,6 +54,7 @@ mod execute;
 mod health_ui;
 mod keys_roles;
 mod login_sessions;
+mod openapi;
 mod permissions;
 mod policy;
 mod proxy;

@@ -8,6 +8,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod openapi;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};
@@ -426,14 +427,23 @@ impl Client {
         let headers = r.headers().clone();
         let text = r.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
+        let reply = Reply {
             method,
             path,
             status,
             headers,
             body,
             text,
+        };
+        // Every reply is also a case of the API's contract (GET /openapi.json).
+        if let Err(why) = openapi::check(&reply) {
+            panic!(
+                "{} {}: the reply breaks the OpenAPI document (vultrino-core/src/api/openapi.json): \
+                 {why}\nstatus {}, body: {}",
+                reply.method, reply.path, reply.status, reply.text
+            );
         }
+        reply
     }
 
     /// Log in as admin; returns the session token.
