@@ -22,6 +22,8 @@
 #   target/mcp-venv: a python3 venv with tests/mcp/requirements.txt (the MCP Python SDK, pytest)
 #   target/sdk-venv: a python3 venv with tests/sdk/requirements.txt (the openai and anthropic SDKs,
 #       pytest; a venv of its own, so neither suite's pins constrain the other's)
+#   target/schemathesis-venv: a python3 venv with tests/schemathesis/requirements.txt (Schemathesis,
+#       the OpenAPI fuzzer; its own venv too)
 # Checked, not installed: Rust with rustup, Node.js 20 or newer, python3.
 #
 # Usage: scripts/install-prereqs.sh [GROUP...]   (default: all groups)
@@ -29,6 +31,7 @@
 #   workers  worker-build, wasm-bindgen-cli, npm ci in backend-cloudflare
 #   deny     cargo-deny                          ui       npm ci in tests/ui
 #   mcp      target/mcp-venv                     sdk      target/sdk-venv
+#   schemathesis  target/schemathesis-venv
 # Needs the package registries (Debian, crates.io, npm, PyPI), and only for what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,9 +50,9 @@ doing() { printf '\n==> install: %s\n' "$*"; installed+=("$1"); }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(apt rust workers deny ui mcp sdk)
+[ ${#groups[@]} -gt 0 ] || groups=(apt rust workers deny ui mcp sdk schemathesis)
 for g in "${groups[@]}"; do
-  case $g in apt | rust | workers | deny | ui | mcp | sdk) ;; *) die "unknown group '$g' (apt rust workers deny ui mcp sdk)" ;; esac
+  case $g in apt | rust | workers | deny | ui | mcp | sdk | schemathesis) ;; *) die "unknown group '$g' (apt rust workers deny ui mcp sdk schemathesis)" ;; esac
 done
 want() { local g; for g in "${groups[@]}"; do [ "$g" = "$1" ] && return 0; done; return 1; }
 
@@ -188,6 +191,10 @@ fi
 
 if want sdk; then
   python_venv target/sdk-venv tests/sdk/requirements.txt "the openai and anthropic Python SDKs"
+fi
+
+if want schemathesis; then
+  python_venv target/schemathesis-venv tests/schemathesis/requirements.txt "Schemathesis, the OpenAPI fuzzer"
 fi
 
 if [ ${#installed[@]} -eq 0 ]; then

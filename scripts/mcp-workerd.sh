@@ -6,6 +6,8 @@
 #
 #   scripts/mcp-workerd.sh        the MCP SDK HTTP tests (tests/mcp/test_http.py)
 #   scripts/mcp-workerd.sh sdk    the OpenAI/Anthropic SDK suite through /proxy/ (tests/sdk)
+#   scripts/mcp-workerd.sh schemathesis
+#                                 Schemathesis against the worker (tests/schemathesis/run.py)
 #
 # The harness (node, and the workerd it starts) runs in its own process group and session. At
 # exit, whatever the outcome, this script closes the harness's input (it then disposes Miniflare
@@ -13,9 +15,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 suite=${1:-mcp}
-case $suite in mcp | sdk) ;; *) echo "usage: scripts/mcp-workerd.sh [mcp|sdk]" >&2; exit 2 ;; esac
+case $suite in mcp | sdk | schemathesis) ;; *) echo "usage: scripts/mcp-workerd.sh [mcp|sdk|schemathesis]" >&2; exit 2 ;; esac
 MCP_VENV=${MCP_VENV:-target/mcp-venv}
 SDK_VENV=${SDK_VENV:-target/sdk-venv}
+SCHEMATHESIS_VENV=${SCHEMATHESIS_VENV:-target/schemathesis-venv}
 work=$(mktemp -d)
 harness_pid=
 
@@ -65,7 +68,9 @@ base=$(sed -n 's/^Vultrino listening on //p' "$work/out" | head -1)
   || { echo "error: the harness is not in a process group of its own" >&2; exit 1; }
 echo "worker in workerd at $base"
 rc=0
-if [ "$suite" = sdk ]; then
+if [ "$suite" = schemathesis ]; then
+  "$SCHEMATHESIS_VENV/bin/python" tests/schemathesis/run.py --base "$base" --password "$password" || rc=$?
+elif [ "$suite" = sdk ]; then
   VULTRINO_SDK_BACKEND=workerd VULTRINO_SDK_BASE_URL="$base" VULTRINO_SDK_ADMIN_USER=admin VULTRINO_SDK_ADMIN_PASSWORD="$password" \
     PYTHONDONTWRITEBYTECODE=1 \
     "$SDK_VENV/bin/python" -m pytest -c tests/sdk/pytest.ini -p no:cacheprovider tests/sdk || rc=$?
@@ -74,5 +79,5 @@ else
     VULTRINO_BIN=target/debug/vultrino PYTHONDONTWRITEBYTECODE=1 \
     "$MCP_VENV/bin/python" -m pytest -c tests/mcp/pytest.ini -p no:cacheprovider tests/mcp/test_http.py || rc=$?
 fi
-[ "$rc" -eq 5 ] && echo "error: the workerd $suite run collected no test" >&2
+[ "$suite" != schemathesis ] && [ "$rc" -eq 5 ] && echo "error: the workerd $suite run collected no test" >&2
 exit "$rc"

@@ -20,6 +20,8 @@
 #    with network (scripts/setup-workers.sh), then — inside the same kind of namespace — the HTTP
 #    suite (tests/http, the sync test included) against the worker, and the KV/SessionStore conformance suites
 #    inside workerd; the deployable wasm over its size budget (1 MiB gzipped) fails the run;
+#    Schemathesis (tests/schemathesis) fuzzes the API from its OpenAPI document against the local
+#    server (before 5) and the worker (in 6), in the same kind of namespace;
 # 7. the admin web UI in a real Chromium (tests/ui, node --test + playwright-core) against the local
 #    server and against the worker in workerd, inside the same kind of namespace.
 #
@@ -220,6 +222,13 @@ SDK_RUN='rc=0; env -u VULTRINO_SDK_BASE_URL VULTRINO_BIN=target/debug/vultrino P
 # tests/ui drives the embedded admin UI in Chromium ($CHROMIUM) with playwright-core.
 UI_RUN='env VULTRINO_UI_BACKEND=local VULTRINO_BIN=target/debug/vultrino node --test tests/ui/ui.test.mjs'
 
+# ---- Schemathesis: requests generated from GET /openapi.json, every reply checked (no 5xx, status,
+# content type and body as documented), as the admin and as an agent (tests/schemathesis/run.py;
+# decision 0103) — against the local server here, against the worker in the workerd blocks below.
+step "Schemathesis against the local server, inside a loopback-only network namespace"
+in_netns 'VULTRINO_BIN=target/debug/vultrino PYTHONDONTWRITEBYTECODE=1 target/schemathesis-venv/bin/python tests/schemathesis/run.py'
+# ---- end Schemathesis ----------------------------------------------------------------------
+
 step "run tests inside a loopback-only network namespace (cargo test, the MCP SDK suite, the OpenAI/Anthropic SDK suite, the admin UI suite)"
 in_netns 'cargo test --workspace --offline -- --include-ignored && echo "==> MCP SDK suite (pytest)" && bash -c "$1" && echo "==> OpenAI/Anthropic SDK suite through /proxy/ (pytest)" && bash -c "$3" && echo "==> admin UI suite (Chromium, local server)" && bash -c "$2"' _ "$MCP_SDK_RUN" "$UI_RUN" "$SDK_RUN"
 # ---- workerd: the same HTTP suite and the sync test against the worker in workerd; the port
@@ -231,6 +240,8 @@ step "workerd: MCP SDK (official Python client) over Streamable HTTP against the
 in_netns 'scripts/mcp-workerd.sh'
 step "workerd: OpenAI and Anthropic SDKs (official Python clients) through /proxy/ on the worker"
 in_netns 'scripts/mcp-workerd.sh sdk'
+step "workerd: Schemathesis against the worker (tests/schemathesis/run.py)"
+in_netns 'scripts/mcp-workerd.sh schemathesis'
 step "workerd: admin UI suite (Chromium) against the worker"
 in_netns 'env VULTRINO_UI_BACKEND=workerd VULTRINO_BIN=target/debug/vultrino node --test tests/ui/ui.test.mjs'
 # ---- end workerd ---------------------------------------------------------------------------
