@@ -26,8 +26,8 @@ pub mod openapi;
 pub mod reply;
 mod tokens;
 
-use reply::empty;
 pub use allow::ROUTES;
+use reply::empty;
 pub use reply::{error_response, json_body, json_response, security_headers};
 
 fn query_param(req: &Request<Bytes>, name: &str) -> Option<String> {

@@ -117,7 +117,10 @@ pub fn check(reply: &Reply) -> Result<(), String> {
             .and_then(|ops| ops.values().find_map(|op| op["responses"].get("4XX")))
             .ok_or_else(|| format!("{template}: no 4XX documented"))?;
         if !(400..500).contains(&reply.status) {
-            return Err(format!("{} on a method the route does not serve", reply.status));
+            return Err(format!(
+                "{} on a method the route does not serve",
+                reply.status
+            ));
         }
         let schema = &resolve(errors)?["content"]["application/json"]["schema"];
         return validate(schema, &reply.body, "body");
