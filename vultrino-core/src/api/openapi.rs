@@ -58,7 +58,7 @@ mod tests {
                 "{path}: the document's methods differ from the router's"
             );
         }
-        for path in doc["paths"].as_object().unwrap().keys() {
+        for path in doc["paths"].as_object().expect("paths").keys() {
             assert!(
                 path.starts_with("/proxy/") || ROUTES.iter().any(|(p, _)| p == path),
                 "{path} is documented but is no route of the router"
