@@ -425,7 +425,8 @@ impl App {
     /// when it counts nothing ([`App::with_metrics`]).
     pub fn metrics_text(&self) -> Option<String> {
         let metrics = self.metrics.as_ref()?;
-        Some(metrics.render(&self.audit_sink_status()))
+        let sync = self.live_sync.as_ref().map(|l| l.status(self.now_ms()));
+        Some(metrics.render(&self.audit_sink_status(), sync.as_ref()))
     }
 
     /// The route class of `path` when this App counts ([`App::with_metrics`]).

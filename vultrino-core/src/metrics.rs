@@ -112,8 +112,13 @@ impl Metrics {
     }
 
     /// The exposition: every series, `HELP` and `TYPE` first, then the audit sinks' counts
-    /// (`sinks`, from [`AuditSink::status`]).
-    pub fn render(&self, sinks: &[SinkStatus]) -> String {
+    /// (`sinks`, from [`AuditSink::status`]) and, when this instance runs a live sync from an
+    /// edge, its state (`sync`, from [`crate::sync::live::LiveSync::status`]).
+    pub fn render(
+        &self,
+        sinks: &[SinkStatus],
+        sync: Option<&crate::sync::live::SyncStatus>,
+    ) -> String {
         let mut out = String::with_capacity(4096);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         header(
@@ -243,6 +248,9 @@ impl Metrics {
                 series(&mut out, name, &[("sink", &s.name)], value(s));
             }
         }
+        if let Some(sync) = sync {
+            render_sync(&mut out, sync);
+        }
         out
     }
 }
@@ -256,6 +264,75 @@ fn seconds(ms: u64) -> String {
             ms / 1000,
             format!("{frac:03}").trim_end_matches('0')
         ),
+    }
+}
+
+/// The live sync's series: only on an instance that runs one (`serve --sync-from`).
+fn render_sync(out: &mut String, sync: &crate::sync::live::SyncStatus) {
+    header(
+        out,
+        "vultrino_sync_up",
+        "gauge",
+        "1 when the last pull from the edge succeeded, 0 while failing or before the first pull.",
+    );
+    series(out, "vultrino_sync_up", &[], u64::from(sync.state == "ok"));
+    header(
+        out,
+        "vultrino_sync_pulls_total",
+        "counter",
+        "Finished pulls from the edge, by result (changed: applied a change or the first copy; unchanged: 304; failed).",
+    );
+    let changed = sync
+        .pulls
+        .saturating_sub(sync.unchanged_pulls)
+        .saturating_sub(sync.failed_pulls);
+    for (result, n) in [
+        ("changed", changed),
+        ("unchanged", sync.unchanged_pulls),
+        ("failed", sync.failed_pulls),
+    ] {
+        series(out, "vultrino_sync_pulls_total", &[("result", result)], n);
+    }
+    header(
+        out,
+        "vultrino_sync_consecutive_failures",
+        "gauge",
+        "Failed pulls in a row (0 after a success).",
+    );
+    series(
+        out,
+        "vultrino_sync_consecutive_failures",
+        &[],
+        u64::from(sync.consecutive_failures),
+    );
+    header(
+        out,
+        "vultrino_sync_records",
+        "gauge",
+        "Records here that came from the edge (read-only here).",
+    );
+    series(out, "vultrino_sync_records", &[], sync.records as u64);
+    if let Some(ms) = sync.last_success_ms {
+        header(
+            out,
+            "vultrino_sync_last_success_timestamp_seconds",
+            "gauge",
+            "When the last pull from the edge succeeded (Unix time).",
+        );
+        let _ = writeln!(
+            out,
+            "vultrino_sync_last_success_timestamp_seconds {}",
+            seconds(ms)
+        );
+    }
+    if let Some(ms) = sync.lag_ms {
+        header(
+            out,
+            "vultrino_sync_lag_seconds",
+            "gauge",
+            "Time since the last successful pull: how old the local copy of the edge's records may be.",
+        );
+        let _ = writeln!(out, "vultrino_sync_lag_seconds {}", seconds(ms));
     }
 }
 
@@ -431,7 +508,7 @@ mod tests {
             dropped: 1,
             failed: 0,
             queued: 2,
-        }]);
+        }], Some(&sync_status()));
         let mut announced: Vec<String> = Vec::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# HELP ") {
@@ -485,7 +562,7 @@ mod tests {
             refused.count = Some(count);
             m.emit(&refused);
         }
-        let text = m.render(&[]);
+        let text = m.render(&[], None);
         for line in [
             "vultrino_credential_requests_total{action=\"proxy\",outcome=\"allowed\"} 1\n",
             "vultrino_credential_requests_total{action=\"proxy\",outcome=\"denied\"} 8\n",
@@ -497,5 +574,53 @@ mod tests {
             assert!(text.contains(line), "{line}");
         }
         assert!(!text.contains("login"));
+    }
+
+    fn sync_status() -> crate::sync::live::SyncStatus {
+        crate::sync::live::SyncStatus {
+            edge: "https://edge.example".into(),
+            state: "ok",
+            interval_ms: 60_000,
+            last_attempt_ms: Some(1_700_000_061_000),
+            last_success_ms: Some(1_700_000_061_000),
+            lag_ms: Some(1_500),
+            last_change_ms: Some(1_700_000_001_000),
+            next_attempt_ms: Some(1_700_000_121_000),
+            consecutive_failures: 0,
+            last_error: None,
+            pulls: 7,
+            unchanged_pulls: 5,
+            failed_pulls: 1,
+            last_reply_bytes: 0,
+            records: 3,
+        }
+    }
+
+    /// An instance that syncs from an edge shows the sync's health to a scraper: up, pulls by
+    /// result, how stale the local copy may be; one that does not sync shows no sync series.
+    #[test]
+    fn the_live_sync_state_is_exposed_only_when_syncing() {
+        let m = Metrics::default();
+        let text = m.render(&[], Some(&sync_status()));
+        for line in [
+            "vultrino_sync_up 1\n",
+            "vultrino_sync_pulls_total{result=\"changed\"} 1\n",
+            "vultrino_sync_pulls_total{result=\"unchanged\"} 5\n",
+            "vultrino_sync_pulls_total{result=\"failed\"} 1\n",
+            "vultrino_sync_consecutive_failures 0\n",
+            "vultrino_sync_records 3\n",
+            "vultrino_sync_last_success_timestamp_seconds 1700000061\n",
+            "vultrino_sync_lag_seconds 1.5\n",
+        ] {
+            assert!(text.contains(line), "{line}");
+        }
+        assert!(!text.contains("edge.example"), "no label carries the edge's address");
+        let mut failing = sync_status();
+        failing.state = "failing";
+        failing.consecutive_failures = 2;
+        let text = m.render(&[], Some(&failing));
+        assert!(text.contains("vultrino_sync_up 0\n"));
+        assert!(text.contains("vultrino_sync_consecutive_failures 2\n"));
+        assert!(!m.render(&[], None).contains("vultrino_sync"));
     }
 }
