@@ -138,7 +138,7 @@ enum Command {
         from: String,
         /// Also delete local credentials, keys, roles and tokens the edge does not have, so that
         /// this store mirrors it (without it, sync only adds and updates).
-        #[arg(long, env = "VULTRINO_SYNC_PRUNE")]
+        #[arg(long)]
         prune: bool,
     },
 }
@@ -387,31 +387,31 @@ struct AuditArgs {
     #[command(flatten)]
     remote: RemoteArgs,
     /// Only events of this credential (alias).
-    #[arg(long, env = "VULTRINO_AUDIT_CREDENTIAL")]
+    #[arg(long)]
     credential: Option<String>,
     /// Only events of this actor (`key:<id>`, `admin:<user>`; a trailing `*` matches a prefix,
     /// e.g. `key:*`).
-    #[arg(long, env = "VULTRINO_AUDIT_ACTOR")]
+    #[arg(long)]
     actor: Option<String>,
     /// Only events with this outcome (allowed, denied, error, cancelled, success, failure).
-    #[arg(long, env = "VULTRINO_AUDIT_OUTCOME")]
+    #[arg(long)]
     outcome: Option<String>,
     /// Only events since then: a duration back from now (90s, 15m, 2h, 7d) or milliseconds
     /// since the epoch.
-    #[arg(long, env = "VULTRINO_AUDIT_SINCE")]
+    #[arg(long)]
     since: Option<String>,
     /// Only events before then (exclusive), in the same forms as --since.
-    #[arg(long, env = "VULTRINO_AUDIT_UNTIL")]
+    #[arg(long)]
     until: Option<String>,
     /// How many of the newest matching events to print first.
-    #[arg(long, env = "VULTRINO_AUDIT_LIMIT", default_value_t = 50,
+    #[arg(long, default_value_t = 50,
           value_parser = clap::value_parser!(u16).range(1..=1000))]
     limit: u16,
     /// Keep printing new events as they are written (polls; stop with Ctrl-C).
     #[arg(long, short = 'f')]
     follow: bool,
     /// Seconds between two polls of --follow.
-    #[arg(long, env = "VULTRINO_AUDIT_INTERVAL_SECS", default_value_t = 2,
+    #[arg(long, default_value_t = 2,
           value_parser = clap::value_parser!(u16).range(1..=3600))]
     interval_secs: u16,
 }
@@ -480,73 +480,68 @@ struct CredentialAdd {
     /// api_key, basic_auth, query_param or oauth2.
     #[arg(
         long = "type",
-        env = "VULTRINO_CREDENTIAL_TYPE",
         default_value = "api_key"
     )]
     kind: String,
     /// Hosts the credential may be sent to (required; `*.example.com` allowed).
     #[arg(
         long = "host",
-        env = "VULTRINO_CREDENTIAL_HOSTS",
         value_delimiter = ',',
         required = true
     )]
     hosts: Vec<String>,
     /// A note for people (shown in listings; never sent upstream).
-    #[arg(long, env = "VULTRINO_CREDENTIAL_DESCRIPTION")]
+    #[arg(long)]
     description: Option<String>,
     /// Where the pass-through proxy sends /proxy/<alias>/<path>: https://host[:port][/path],
     /// its host one of --host [default: https://<host> when --host is one exact host].
-    #[arg(long, env = "VULTRINO_CREDENTIAL_BASE_URL")]
+    #[arg(long)]
     base_url: Option<String>,
     /// api_key: header name (default Authorization).
-    #[arg(long, env = "VULTRINO_CREDENTIAL_HEADER")]
+    #[arg(long)]
     header: Option<String>,
     /// api_key: value prefix (default "Bearer " for Authorization).
-    #[arg(long, env = "VULTRINO_CREDENTIAL_PREFIX")]
+    #[arg(long)]
     prefix: Option<String>,
     /// basic_auth: user name.
-    #[arg(long, env = "VULTRINO_CREDENTIAL_USERNAME")]
+    #[arg(long)]
     username: Option<String>,
     /// query_param: parameter name.
-    #[arg(long, env = "VULTRINO_CREDENTIAL_PARAM")]
+    #[arg(long)]
     param: Option<String>,
     /// oauth2: token endpoint.
-    #[arg(long, env = "VULTRINO_CREDENTIAL_TOKEN_URL")]
+    #[arg(long)]
     token_url: Option<String>,
     /// oauth2: client id.
-    #[arg(long, env = "VULTRINO_CREDENTIAL_CLIENT_ID")]
+    #[arg(long)]
     client_id: Option<String>,
     /// oauth2: scopes.
     #[arg(
         long = "scope",
-        env = "VULTRINO_CREDENTIAL_SCOPES",
         value_delimiter = ','
     )]
     scopes: Vec<String>,
     /// oauth2: also read a refresh token (second secret line).
-    #[arg(long, env = "VULTRINO_CREDENTIAL_WITH_REFRESH_TOKEN")]
+    #[arg(long)]
     with_refresh_token: bool,
     /// Allowed methods (default: all).
     #[arg(
         long = "method",
-        env = "VULTRINO_CREDENTIAL_METHODS",
         value_delimiter = ','
     )]
     methods: Vec<String>,
     /// Allowed path prefixes (default: all).
     #[arg(
         long = "path-prefix",
-        env = "VULTRINO_CREDENTIAL_PATH_PREFIXES",
         value_delimiter = ','
     )]
     path_prefixes: Vec<String>,
     /// Rate limit as REQUESTS/SECONDS, e.g. 100/60.
-    #[arg(long, env = "VULTRINO_CREDENTIAL_RATE_LIMIT")]
+    #[arg(long)]
     rate_limit: Option<String>,
     /// A person approves each request first: `always`, or `writes` (every method but
     /// GET/HEAD/OPTIONS) (default: never).
-    #[arg(long, env = "VULTRINO_CREDENTIAL_REQUIRE_APPROVAL",
+    #[arg(long,
           value_parser = ["always", "writes"])]
     require_approval: Option<String>,
 }
@@ -558,10 +553,10 @@ enum KeyCmd {
         /// A label for listings, e.g. the agent's name.
         name: String,
         /// The key's role: admin, executor, read-only or a custom role.
-        #[arg(long, env = "VULTRINO_KEY_ROLE", default_value = "executor")]
+        #[arg(long, default_value = "executor")]
         role: String,
         /// Days until the key expires [default: never].
-        #[arg(long, env = "VULTRINO_KEY_EXPIRES_IN_DAYS")]
+        #[arg(long)]
         expires_in_days: Option<u32>,
     },
     /// List the API keys (never their secrets), oldest first.
@@ -582,7 +577,6 @@ enum RoleCmd {
         /// read, execute, write, admin.
         #[arg(
             long = "permission",
-            env = "VULTRINO_ROLE_PERMISSIONS",
             value_delimiter = ',',
             required = true
         )]
@@ -590,13 +584,12 @@ enum RoleCmd {
         /// Alias globs, e.g. github-*.
         #[arg(
             long = "scope",
-            env = "VULTRINO_ROLE_SCOPES",
             value_delimiter = ',',
             required = true
         )]
         scopes: Vec<String>,
         /// A note for people.
-        #[arg(long, env = "VULTRINO_ROLE_DESCRIPTION")]
+        #[arg(long)]
         description: Option<String>,
     },
     /// List the roles, built-in and custom.
@@ -620,12 +613,11 @@ struct RequestArgs {
     #[arg(
         short = 'H',
         long = "header",
-        env = "VULTRINO_REQUEST_HEADERS",
         value_delimiter = '\n'
     )]
     headers: Vec<String>,
     /// Request body.
-    #[arg(short = 'd', long = "data", env = "VULTRINO_REQUEST_DATA")]
+    #[arg(short = 'd', long = "data")]
     data: Option<String>,
     /// INSECURE, tests only (no server running): allow http:// and loopback upstreams. A
     /// server decides for itself (its own flag).

@@ -47,4 +47,52 @@ mod tests {
         missing(&cmd, "vultrino", &mut out);
         assert!(out.is_empty(), "no help text: {out:#?}");
     }
+
+    /// Commands whose arguments describe one action: none may read the environment (decision
+    /// 0111); the server (`--server`) is where the action goes, not what it does.
+    const ACTION_COMMANDS: [&str; 7] = [
+        "credential",
+        "key",
+        "role",
+        "token",
+        "approval",
+        "request",
+        "audit",
+    ];
+
+    fn twins(cmd: &clap::Command, path: &str, out: &mut Vec<(String, String, String)>) {
+        for arg in cmd.get_arguments() {
+            if let Some(env) = arg.get_env() {
+                out.push((
+                    path.to_string(),
+                    arg.get_id().to_string(),
+                    env.to_string_lossy().into_owned(),
+                ));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            twins(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn environment_twins_are_deployment_settings_and_documented() {
+        let doc = include_str!("../../../docs/environment.md");
+        let mut all = Vec::new();
+        twins(&Cli::command(), "vultrino", &mut all);
+        assert!(all.len() > 30, "the walk found the twins: {all:?}");
+        for (path, id, env) in &all {
+            assert!(
+                doc.contains(&format!("| `{env}` |")),
+                "{path} --{id}: {env} is not listed in docs/environment.md"
+            );
+            let top = path.split(' ').nth(1).unwrap_or_default();
+            if ACTION_COMMANDS.contains(&top) {
+                assert!(
+                    id == "server" || id == "allow_loopback_upstreams",
+                    "{path} --{id} reads {env}: an action's argument has no environment twin"
+                );
+            }
+        }
+    }
 }

@@ -23,7 +23,7 @@ pub(super) enum TokenCmd {
     /// Mint an agent token (printed once): a subset of the API key --parent-key.
     Mint {
         /// Id of the API key the token is a subset of.
-        #[arg(long, env = "VULTRINO_TOKEN_PARENT_KEY")]
+        #[arg(long)]
         parent_key: String,
         /// Credential aliases or globs (repeat or comma-separate), each within the key's scopes.
         #[arg(long = "credential", required = true, value_delimiter = ',')]
