@@ -53,6 +53,14 @@ pub fn export_url(base: &str) -> anyhow::Result<url::Url> {
             "--from must be an https:// URL (http:// only for 127.0.0.1/localhost): the admin token travels with the request"
         );
     }
+    if !base.username().is_empty() || base.password().is_some() {
+        anyhow::bail!(
+            "--from must not carry a user or password: the edge's admin token comes from VULTRINO_SYNC_TOKEN"
+        );
+    }
+    if base.query().is_some() || base.fragment().is_some() {
+        anyhow::bail!("--from must be the edge's base URL, without a query or fragment");
+    }
     base.join("/v1/sync/export")
         .map_err(|e| anyhow::anyhow!("--from must be the edge's base URL ({e})"))
 }
@@ -125,14 +133,42 @@ pub async fn fetch(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     if status.as_u16() == 304 {
+        if etag.is_none() {
+            return Err(pull_error(
+                "invalid_export",
+                "the edge answered 304 (unchanged) to a request that named no earlier export",
+            ));
+        }
         return Ok(Fetched::Unchanged);
     }
-    let body = resp.bytes().await.map_err(|e| {
-        pull_error(
-            "edge_unreachable",
-            format!("reading the export from {url} failed: {e}"),
-        )
-    })?;
+    // Read at most what is used: the export up to its cap, an error reply's first 64 KiB.
+    let cap = if status.as_u16() == 200 {
+        MAX_EXPORT_BYTES
+    } else {
+        MAX_ERROR_BYTES
+    };
+    if status.as_u16() == 200 && resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    let mut resp = resp;
+    loop {
+        let chunk = resp.chunk().await.map_err(|e| {
+            pull_error(
+                "edge_unreachable",
+                format!("reading the export from {url} failed: {e}"),
+            )
+        })?;
+        let Some(chunk) = chunk else { break };
+        if body.len() + chunk.len() > cap {
+            if status.as_u16() == 200 {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk[..cap - body.len()]);
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
     match status.as_u16() {
         200 => {}
         401 => {
@@ -154,21 +190,19 @@ pub async fn fetch(
             ))
         }
         s => {
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
+            let message: String = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-                .unwrap_or_default();
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_ERROR_MESSAGE_CHARS)
+                .collect();
             return Err(pull_error(
                 "edge_error",
                 format!("the edge answered {s}: {message}"),
             ));
         }
-    }
-    if body.len() > MAX_EXPORT_BYTES {
-        return Err(pull_error(
-            "invalid_export",
-            format!("the export is larger than {MAX_EXPORT_BYTES} bytes"),
-        ));
     }
     let export: Export = serde_json::from_slice(&body).map_err(|e| {
         pull_error(
@@ -181,6 +215,18 @@ pub async fn fetch(
         etag: new_etag,
         bytes: body.len() as u64,
     })
+}
+
+/// An error reply of the edge is read up to this size (its message is shown, shortened).
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+/// The edge's own error message, as shown in `/healthz` and the log, at most this long.
+const MAX_ERROR_MESSAGE_CHARS: usize = 300;
+
+fn too_large() -> PullError {
+    pull_error(
+        "invalid_export",
+        format!("the export is larger than {MAX_EXPORT_BYTES} bytes"),
+    )
 }
 
 /// Run the sync into `settings`' file store.
@@ -220,6 +266,11 @@ pub async fn sync_from(
                 anyhow::anyhow!("{}", e.message())
             }
         })?;
+    // Remember which records came from this edge, so a later `serve --sync-from` deletes the
+    // ones the edge deletes (and keeps them read-only meanwhile).
+    vultrino_core::sync::live::remember_import(&*kv, &url.origin().ascii_serialization(), &export)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
     eprintln!(
         "imported {count} records from {} into {}",
         url.origin().ascii_serialization(),
@@ -270,13 +321,29 @@ impl LivePuller {
                  token works too, until the session ends)"
             ),
         };
-        let has_keyring = {
+        let (has_keyring, has_state) = {
             let kv = setup::open_kv(settings, Arc::new(SystemClock::new()))?;
-            let found = kv.get(vultrino_core::keyring::KEYRING_KEY).await;
-            found
-                .map_err(|e| anyhow::anyhow!("{}", e.message()))?
-                .is_some()
+            let found = |key: &'static str| {
+                let kv = kv.clone();
+                async move {
+                    kv.get(key)
+                        .await
+                        .map(|v| v.is_some())
+                        .map_err(|e| anyhow::anyhow!("{}", e.message()))
+                }
+            };
+            (
+                found(vultrino_core::keyring::KEYRING_KEY).await?,
+                found(vultrino_core::sync::live::STATE_KEY).await?,
+            )
         };
+        if has_keyring && !has_state {
+            // Records an older one-shot sync copied carry no mark of the edge: the live sync
+            // must treat them as local (it never deletes those). Say how to mark them.
+            tracing::warn!(
+                "this store holds records but no sync state: records copied by an earlier                  one-shot sync are treated as local (never deleted or revoked by the live sync);                  stop the server and run `vultrino sync --from <edge-url>` once to mark them as                  the edge's"
+            );
+        }
         if !has_keyring {
             sync_from(settings, from, &token, false)
                 .await
@@ -384,6 +451,114 @@ mod tests {
         assert!(export_url("http://v.example.com").is_err());
         assert!(export_url("ftp://v.example.com").is_err());
         assert!(export_url("not a url").is_err());
+    }
+
+    /// The base URL carries no credentials and no query: the token is VULTRINO_SYNC_TOKEN's,
+    /// and the URL shows in `/healthz` and the log (review of 2026-12-06, L3).
+    #[test]
+    fn export_url_refuses_a_user_a_password_a_query_or_a_fragment() {
+        for bad in [
+            "https://admin:pw@v.example.com",
+            "https://admin@v.example.com",
+            "https://v.example.com/?token=x",
+            "https://v.example.com/#x",
+        ] {
+            assert!(export_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A loopback "edge" that answers every connection with `head` and then `body_len` bytes
+    /// (in 1 MiB writes, until the reader stops); returns its base URL.
+    async fn fake_edge(head: &'static str, body_len: usize) -> url::Url {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    if s.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = vec![b' '; 1 << 20];
+                    let mut left = body_len;
+                    while left > 0 {
+                        let n = left.min(chunk.len());
+                        if s.write_all(&chunk[..n]).await.is_err() {
+                            return;
+                        }
+                        left -= n;
+                    }
+                });
+            }
+        });
+        export_url(&format!("http://{addr}")).unwrap()
+    }
+
+    /// An export over the cap is refused by its announced length before a byte of it is read,
+    /// and, without a length, as soon as the cap is passed: a hostile edge cannot fill memory
+    /// (review of 2026-12-06, L1).
+    #[tokio::test]
+    async fn an_export_over_the_cap_is_refused_without_reading_it_whole() {
+        let announced = fake_edge(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000000000000\r\n\r\n",
+            0,
+        )
+        .await;
+        let e = fetch(&client().unwrap(), &announced, "t", None)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.code, "invalid_export", "{}", e.message);
+        let unannounced = fake_edge(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n",
+            MAX_EXPORT_BYTES + (2 << 20),
+        )
+        .await;
+        let e = fetch(&client().unwrap(), &unannounced, "t", None)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.code, "invalid_export", "{}", e.message);
+    }
+
+    /// An edge's error message is shown shortened and without control characters (it lands in
+    /// `/healthz` and in a log line on every pull).
+    #[tokio::test]
+    async fn an_edge_error_message_is_shortened() {
+        let long = Box::leak(
+            format!(
+                "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{{\"error\":{{\"message\":\"{}\\n{}\"}}}}",
+                "x".repeat(10_000),
+                "y"
+            )
+            .into_boxed_str(),
+        );
+        let edge = fake_edge(long, 0).await;
+        let e = fetch(&client().unwrap(), &edge, "t", None)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.code, "edge_error");
+        assert!(e.message.len() < 400, "{} bytes", e.message.len());
+        assert!(!e.message.contains('\n'));
+    }
+
+    /// A 304 is an answer to `If-None-Match` only: to a pull that named no export it is not a
+    /// success with nothing to apply (review of 2026-12-06, L4).
+    #[tokio::test]
+    async fn a_304_to_a_pull_without_a_tag_is_refused() {
+        let edge = fake_edge("HTTP/1.1 304 Not Modified\r\netag: \"x\"\r\n\r\n", 0).await;
+        let e = fetch(&client().unwrap(), &edge, "t", None)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.code, "invalid_export", "{}", e.message);
+        assert!(matches!(
+            fetch(&client().unwrap(), &edge, "t", Some("\"x\"")).await,
+            Ok(Fetched::Unchanged)
+        ));
     }
 
     #[test]

@@ -350,12 +350,16 @@ impl App {
                         &json!(self.credentials().detail(&who, alias).await?),
                     )),
                     Method::PUT => {
+                        who.require(crate::auth::Permission::Write)?;
+                        who.require_scope(alias)?;
                         self.refuse_synced(&format!("{}{alias}", crate::credential::CRED_PREFIX))?;
                         let update: CredentialUpdate = parse_json(req.body())?;
                         let meta = self.credentials().update(&who, alias, update).await?;
                         Ok(json_response(StatusCode::OK, &json!(meta)))
                     }
                     Method::DELETE => {
+                        who.require(crate::auth::Permission::Write)?;
+                        who.require_scope(alias)?;
                         self.refuse_synced(&format!("{}{alias}", crate::credential::CRED_PREFIX))?;
                         self.credentials().delete(&who, alias).await?;
                         Ok(empty(StatusCode::NO_CONTENT))
@@ -385,6 +389,7 @@ impl App {
                 let who = self.authenticator().principal(&req).await?;
                 match m {
                     Method::DELETE => {
+                        who.require(crate::auth::Permission::Admin)?;
                         self.refuse_synced(&format!("{}{id}", crate::auth::keys::KEY_PREFIX))?;
                         self.api_keys().revoke(&who, id).await?;
                         Ok(empty(StatusCode::NO_CONTENT))
@@ -421,6 +426,7 @@ impl App {
                 let who = self.authenticator().principal(&req).await?;
                 match m {
                     Method::DELETE => {
+                        who.require(crate::auth::Permission::Admin)?;
                         self.refuse_synced(&format!("{}{name}", crate::auth::roles::ROLE_PREFIX))?;
                         self.roles().delete(&who, name).await?;
                         Ok(empty(StatusCode::NO_CONTENT))

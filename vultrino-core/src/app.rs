@@ -479,7 +479,15 @@ impl App {
                 .with_code(Code::MissingSetting));
         };
         let now = self.ports.clock.now_ms();
-        live.apply(&*self.ports.kv, &self.keys, export, etag, reply_bytes, now)
+        live.apply(
+            &*self.ports.kv,
+            &*self.ports.sessions,
+            &self.keys,
+            export,
+            etag,
+            reply_bytes,
+            now,
+        )
             .await
     }
 

@@ -105,6 +105,9 @@ impl std::fmt::Debug for CreatedKey {
     }
 }
 
+/// How long a key's revocation marker lives: ten years, longer than any key lives.
+pub const REVOKED_MARKER_TTL_MS: u64 = 10 * 365 * 86_400_000;
+
 /// The marker set in the SessionStore when a key is revoked.
 pub fn revoked_marker(id: &str) -> String {
     format!("revoked-key:{id}")
@@ -332,12 +335,11 @@ impl<'a> ApiKeys<'a> {
         if !is_key_id(id) || self.ports.kv.get(&key).await?.is_none() {
             return Err(Error::not_found(format!("no key '{id}'")).with_code(Code::KeyNotFound));
         }
-        // Ten years: longer than any key lives.
         self.ports
             .sessions
             .mark(
                 &revoked_marker(id),
-                10 * 365 * 86_400_000,
+                REVOKED_MARKER_TTL_MS,
                 self.ports.now_ms(),
             )
             .await?;

@@ -26,7 +26,7 @@ use super::{check_keyring, put_record, verify, Export, ExportRecord};
 use crate::crypto::Keys;
 use crate::error::{Code, Error, Result};
 use crate::kv::put_json;
-use crate::ports::KvStore;
+use crate::ports::{KvStore, SessionStore};
 
 /// The store record that remembers the last applied pull (not a synced prefix: never exported).
 pub const STATE_KEY: &str = "sync:state";
@@ -262,6 +262,7 @@ impl LiveSync {
     pub async fn apply(
         &self,
         kv: &dyn KvStore,
+        sessions: &dyn SessionStore,
         keys: &Keys,
         export: &Export,
         etag: Option<String>,
@@ -270,7 +271,7 @@ impl LiveSync {
     ) -> Result<Change> {
         let previous = self.lock().applied.clone();
         let (applied, change) =
-            apply(kv, keys, export, &self.edge, etag, &previous, now_ms).await?;
+            apply(kv, sessions, keys, export, &self.edge, etag, &previous, now_ms).await?;
         let mut g = self.lock();
         g.synced = applied.digests.keys().cloned().collect();
         g.applied = applied;
@@ -306,8 +307,16 @@ pub const MAX_BACKOFF_MS: u64 = 10 * 60 * 1000;
 /// is never touched (one of the same name on the edge replaces it, and from then on is the
 /// edge's). Finally the new state is stored ([`STATE_KEY`]): a crash before that re-applies the
 /// same export, which writes the same bytes.
+///
+/// An API key the edge no longer has was revoked there: it is marked revoked in `sessions`
+/// before its record is deleted, as [`crate::auth::ApiKeys::revoke`] does, so a request that
+/// read the record before the deletion and writes it back afterwards (its once-a-minute
+/// `last_used_at`) cannot bring the key back, and requests already authenticated with it (held
+/// approvals, streams) stop at their next check.
+#[allow(clippy::too_many_arguments)]
 pub async fn apply(
     kv: &dyn KvStore,
+    sessions: &dyn SessionStore,
     keys: &Keys,
     export: &Export,
     edge: &str,
@@ -346,6 +355,15 @@ pub async fn apply(
     }
     for key in previous.digests.keys() {
         if !digests.contains_key(key) {
+            if let Some(id) = key.strip_prefix(crate::auth::keys::KEY_PREFIX) {
+                sessions
+                    .mark(
+                        &crate::auth::keys::revoked_marker(id),
+                        crate::auth::keys::REVOKED_MARKER_TTL_MS,
+                        now_ms,
+                    )
+                    .await?;
+            }
             kv.delete(key).await?;
             change.deleted.push(key.clone());
         }
@@ -358,6 +376,27 @@ pub async fn apply(
     };
     put_json(kv, STATE_KEY, &applied, None).await?;
     Ok((applied, change))
+}
+
+/// After a one-shot import from `edge` (`vultrino sync`, and the first copy of
+/// `serve --sync-from`): remember which records came from the edge, with what the store held of
+/// an earlier pull — so a live sync started later treats them as the edge's (read-only here,
+/// deleted when the edge deletes them; a key deleted there is revoked here) instead of as local
+/// records it must never touch. No `ETag`: the first live pull fetches the whole export.
+pub async fn remember_import(kv: &dyn KvStore, edge: &str, export: &Export) -> Result<()> {
+    let mut applied: Applied = match kv.get(STATE_KEY).await? {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|_| {
+            Error::unavailable(format!("the store's {STATE_KEY} record is not valid"))
+                .with_code(Code::InvalidRecord)
+        })?,
+        None => Applied::default(),
+    };
+    applied.edge = edge.to_string();
+    applied.etag = None;
+    for r in &export.records {
+        applied.digests.insert(r.key.clone(), record_digest(r));
+    }
+    put_json(kv, STATE_KEY, &applied, None).await
 }
 
 #[cfg(test)]

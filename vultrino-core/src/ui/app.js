@@ -855,7 +855,12 @@
 
   // `YYYY-MM-DDTHH:MM:SS` (a datetime-local value, read as UTC) ↔ ms.
   const fromLocalInput = (v) => (v ? Date.parse(`${v}Z`) : NaN);
-  const toLocalInput = (ms) => new Date(ms).toISOString().slice(0, 19);
+  // A time the address can carry but a date field cannot show (past year 9999, or not a date
+  // at all: `#audit?since=9e15`) leaves the field empty instead of breaking the view.
+  const toLocalInput = (ms) =>
+    Number.isFinite(ms) && ms >= 0 && ms < 253402300800000
+      ? new Date(ms).toISOString().slice(0, 19)
+      : "";
 
   // The filters in the address, as URLSearchParams (empty when there are none).
   function hashParams() {
