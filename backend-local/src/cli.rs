@@ -478,17 +478,10 @@ struct CredentialAdd {
     /// The credential's name, used by agents (`credential` in execute, /proxy/<alias>/).
     alias: String,
     /// api_key, basic_auth, query_param or oauth2.
-    #[arg(
-        long = "type",
-        default_value = "api_key"
-    )]
+    #[arg(long = "type", default_value = "api_key")]
     kind: String,
     /// Hosts the credential may be sent to (required; `*.example.com` allowed).
-    #[arg(
-        long = "host",
-        value_delimiter = ',',
-        required = true
-    )]
+    #[arg(long = "host", value_delimiter = ',', required = true)]
     hosts: Vec<String>,
     /// A note for people (shown in listings; never sent upstream).
     #[arg(long)]
@@ -516,25 +509,16 @@ struct CredentialAdd {
     #[arg(long)]
     client_id: Option<String>,
     /// oauth2: scopes.
-    #[arg(
-        long = "scope",
-        value_delimiter = ','
-    )]
+    #[arg(long = "scope", value_delimiter = ',')]
     scopes: Vec<String>,
     /// oauth2: also read a refresh token (second secret line).
     #[arg(long)]
     with_refresh_token: bool,
     /// Allowed methods (default: all).
-    #[arg(
-        long = "method",
-        value_delimiter = ','
-    )]
+    #[arg(long = "method", value_delimiter = ',')]
     methods: Vec<String>,
     /// Allowed path prefixes (default: all).
-    #[arg(
-        long = "path-prefix",
-        value_delimiter = ','
-    )]
+    #[arg(long = "path-prefix", value_delimiter = ',')]
     path_prefixes: Vec<String>,
     /// Rate limit as REQUESTS/SECONDS, e.g. 100/60.
     #[arg(long)]
@@ -575,18 +559,10 @@ enum RoleCmd {
         /// The role's name.
         name: String,
         /// read, execute, write, admin.
-        #[arg(
-            long = "permission",
-            value_delimiter = ',',
-            required = true
-        )]
+        #[arg(long = "permission", value_delimiter = ',', required = true)]
         permissions: Vec<String>,
         /// Alias globs, e.g. github-*.
-        #[arg(
-            long = "scope",
-            value_delimiter = ',',
-            required = true
-        )]
+        #[arg(long = "scope", value_delimiter = ',', required = true)]
         scopes: Vec<String>,
         /// A note for people.
         #[arg(long)]
@@ -610,11 +586,7 @@ struct RequestArgs {
     /// The absolute https:// URL, on one of the credential's hosts.
     url: String,
     /// Extra header, `Name: value` (repeatable).
-    #[arg(
-        short = 'H',
-        long = "header",
-        value_delimiter = '\n'
-    )]
+    #[arg(short = 'H', long = "header", value_delimiter = '\n')]
     headers: Vec<String>,
     /// Request body.
     #[arg(short = 'd', long = "data")]
@@ -627,9 +599,48 @@ struct RequestArgs {
     remote: RemoteArgs,
 }
 
+/// Global flags that a command does not use (decision 0111): left out of its help. Given
+/// anyway (a wrapper script that passes `--data-dir` to every command), they change nothing.
+/// `json` applies everywhere it prints.
+const NOT_FOR: [(&str, &[&str]); 3] = [
+    (
+        "hash-password",
+        &["data_dir", "store", "master_key_file", "master_key_source"],
+    ),
+    ("login", &["store", "master_key_file", "master_key_source"]),
+    ("logout", &["store", "master_key_file", "master_key_source"]),
+];
+
+/// The command line's parser: [`Cli`] with the global flags of [`NOT_FOR`] hidden where they do
+/// not apply.
+fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    // A subcommand that has an argument of a global's id does not get the global's copy when
+    // the tree is built: give those subcommands a hidden one.
+    for (name, ids) in NOT_FOR {
+        let hidden: Vec<clap::Arg> = ids
+            .iter()
+            .filter_map(|id| cmd.get_arguments().find(|a| a.get_id() == id))
+            .map(|a| a.clone().hide(true))
+            .collect();
+        cmd = cmd.mut_subcommand(name, |sub| {
+            hidden.into_iter().fold(sub, |sub, a| sub.arg(a))
+        });
+    }
+    cmd
+}
+
+/// Parse the command line ([`command`]).
+fn parse() -> Cli {
+    use clap::FromArgMatches;
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -101,10 +101,18 @@ async fn fixture() -> Fixture {
 }
 
 async fn export(f: &Fixture) -> Export {
-    vultrino_core::sync::export(&*f.kv, &operator()).await.unwrap()
+    vultrino_core::sync::export(&*f.kv, &operator())
+        .await
+        .unwrap()
 }
 
-async fn call(app: &App, method: &str, path: &str, bearer: &str, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    app: &App,
+    method: &str,
+    path: &str,
+    bearer: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let r = app
         .handle(
             http::Request::builder()
@@ -147,7 +155,10 @@ async fn a_key_deleted_by_a_pull_stays_revoked_when_a_racing_write_restores_its_
         .await
         .unwrap();
     let (status, body) = call(&f.app, "GET", "/v1/credentials", &f.key, None).await;
-    assert_eq!(status, 401, "a restored record does not revive the key: {body}");
+    assert_eq!(
+        status, 401,
+        "a restored record does not revive the key: {body}"
+    );
     assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
 }
 
@@ -188,6 +199,13 @@ async fn a_write_to_a_synced_record_without_the_permission_is_refused_for_the_pe
     assert!(!body.to_string().contains("edge.example"), "{body}");
     let (status, body) = call(&f.app, "DELETE", "/v1/credentials/gh", &f.key, None).await;
     assert_eq!(status, 403, "{body}");
-    let (status, body) = call(&f.app, "DELETE", &format!("/v1/keys/{}", &f.key_record[4..]), &f.key, None).await;
+    let (status, body) = call(
+        &f.app,
+        "DELETE",
+        &format!("/v1/keys/{}", &f.key_record[4..]),
+        &f.key,
+        None,
+    )
+    .await;
     assert_eq!(status, 403, "{body}");
 }

@@ -488,7 +488,7 @@ impl App {
             reply_bytes,
             now,
         )
-            .await
+        .await
     }
 
     /// Now, by this deployment's clock.

@@ -502,13 +502,16 @@ mod tests {
         m.observe_upstream(3, false);
         m.observe_upstream(700, false);
         m.observe_upstream(90_000, true);
-        let text = m.render(&[SinkStatus {
-            name: "fi\"le".into(),
-            sent: 4,
-            dropped: 1,
-            failed: 0,
-            queued: 2,
-        }], Some(&sync_status()));
+        let text = m.render(
+            &[SinkStatus {
+                name: "fi\"le".into(),
+                sent: 4,
+                dropped: 1,
+                failed: 0,
+                queued: 2,
+            }],
+            Some(&sync_status()),
+        );
         let mut announced: Vec<String> = Vec::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# HELP ") {
@@ -614,7 +617,10 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line}");
         }
-        assert!(!text.contains("edge.example"), "no label carries the edge's address");
+        assert!(
+            !text.contains("edge.example"),
+            "no label carries the edge's address"
+        );
         let mut failing = sync_status();
         failing.state = "failing";
         failing.consecutive_failures = 2;

@@ -95,4 +95,24 @@ mod tests {
             }
         }
     }
+
+    /// A global flag that a command does not use is not offered in its help (decision 0111).
+    #[test]
+    fn flags_that_do_not_apply_are_not_offered() {
+        let mut cmd = super::super::command();
+        cmd.build();
+        for (name, ids) in super::super::NOT_FOR {
+            let sub = cmd.find_subcommand_mut(name).unwrap();
+            let help = sub.render_long_help().to_string();
+            for id in ids {
+                let flag = format!("--{} ", id.replace('_', "-"));
+                assert!(
+                    !help.contains(&flag),
+                    "`vultrino {name} --help` offers {flag}"
+                );
+            }
+        }
+        let serve = cmd.find_subcommand_mut("serve").unwrap();
+        assert!(serve.render_long_help().to_string().contains("--store "));
+    }
 }

@@ -270,8 +270,10 @@ impl LiveSync {
         now_ms: u64,
     ) -> Result<Change> {
         let previous = self.lock().applied.clone();
-        let (applied, change) =
-            apply(kv, sessions, keys, export, &self.edge, etag, &previous, now_ms).await?;
+        let (applied, change) = apply(
+            kv, sessions, keys, export, &self.edge, etag, &previous, now_ms,
+        )
+        .await?;
         let mut g = self.lock();
         g.synced = applied.digests.keys().cloned().collect();
         g.applied = applied;
