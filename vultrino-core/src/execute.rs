@@ -239,7 +239,7 @@ impl<'a> Pipeline<'a> {
             credential: &record.alias,
             method: out.method.as_str(),
             url: url.as_str(),
-            headers: out.bound_headers(req.json_body),
+            headers: out.bound_headers(req.json_body)?,
             body: req.body.as_deref().unwrap_or_default(),
         };
         let early = self.early_token(who, &opened, ask).await?;
