@@ -846,26 +846,30 @@ async fn a_resend_refused_before_anything_is_sent_keeps_its_approval() {
 
 /// An agent token's approvals are its own (review of 2026-12-06, approvals and tokens,
 /// finding 1): another token of the same key — minted for another task, maybe another
-/// credential — cannot read, list or run it, nor can the key itself run it; a token cannot run
-/// its key's. The key still reads its tokens' approvals. Nothing reaches the upstream but the
-/// two approved requests, each sent by the one that asked.
+/// credential — cannot read, list or run it; a token cannot read or run its key's. The key, the
+/// tokens' parent, reads its tokens' approvals (and may run them, as decision 0101's test
+/// `a_resend_refused_before_anything_is_sent_keeps_its_approval` does). Nothing reaches the
+/// upstream but the two approved requests.
 #[tokio::test]
 async fn a_token_sees_and_runs_only_its_own_approvals() {
     let (e, key, url) = asking_env("writes").await;
-    let mint = |e: &Env, key: String| async move {
-        let r =
-            e.c.send(
-                "POST",
-                "/v1/tokens",
-                Some(&key),
-                Some(&json!({"credentials": ["pay"]})),
-            )
-            .await;
-        expect_for("mint a token", &r, 201, None);
-        r.body["token"].as_str().unwrap().to_string()
+    let mint = || {
+        let (e, key) = (&e, &key);
+        async move {
+            let r =
+                e.c.send(
+                    "POST",
+                    "/v1/tokens",
+                    Some(key),
+                    Some(&json!({"credentials": ["pay"]})),
+                )
+                .await;
+            expect_for("mint a token", &r, 201, None);
+            r.body["token"].as_str().unwrap().to_string()
+        }
     };
-    let task = mint(&e, key.clone()).await;
-    let sibling = mint(&e, key.clone()).await;
+    let task = mint().await;
+    let sibling = mint().await;
     let id = pending_id(
         &e.exec(&task, "pay", "POST", &url, Some("refund 10"), &[])
             .await,
@@ -905,7 +909,6 @@ async fn a_token_sees_and_runs_only_its_own_approvals() {
     e.approve(&own).await;
     for (what, who, body, approval) in [
         ("a sibling token runs it", &sibling, "refund 10", &id),
-        ("the key runs its token's", &key, "refund 10", &id),
         ("a token runs its key's", &task, "k", &own),
     ] {
         let r = e

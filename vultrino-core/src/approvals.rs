@@ -169,10 +169,10 @@ pub struct Approval {
     pub requested_by: String,
     /// The requesting API key's id.
     pub requested_by_key: String,
-    /// The requesting agent token's id, when a token asked: then only that token may consume
-    /// it, and of the key's tokens only that one may read it (its key reads every approval of
-    /// its own and of its tokens). `None`: the key itself asked, and only the key, without a
-    /// token, may consume it (review of 2026-12-06, approvals and tokens, finding 1).
+    /// The requesting agent token's id, when a token asked. Of the key's tokens only that one
+    /// may read and use the approval; the key itself (without a token) reads and uses every
+    /// approval of its own and of its tokens; a token never one of its key's or of a sibling
+    /// (review of 2026-12-06, approvals and tokens, finding 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by_token: Option<String>,
     /// Hex SHA-256 of the bound request ([`binding`]).

@@ -59,12 +59,14 @@ pub enum Op {
         ttl_ms: u64,
         now_ms: u64,
     },
-    /// approved → executed, iff the requester (key and token) and the binding match.
+    /// approved → executed, iff the binding matches and the caller may use it: the key that
+    /// asked (itself, without a token), or the token that asked.
     Consume {
         id: String,
         key: String,
-        /// The requesting token's id (`None`: the key itself): it must be the one that asked
-        /// (review of 2026-12-06, approvals and tokens, finding 1).
+        /// The caller's token id (`None`: the key itself). A token uses only the approvals it
+        /// asked for, never its key's nor its sibling tokens' (review of 2026-12-06, approvals
+        /// and tokens, finding 1); the key uses its own and its tokens'.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
         binding: String,
@@ -93,8 +95,8 @@ pub enum Op {
 pub enum Consumed {
     /// It was approved and is now executed: run the request.
     Run { approval: Box<Approval> },
-    /// No such approval, or another requester's (another key, another token of the key, the
-    /// key itself for a token's approval, a token for the key's).
+    /// No such approval, or one the caller may not use (another key's; for a token, one it
+    /// did not ask for).
     NotFound,
     /// The request differs from the approved one: nothing changed.
     Mismatch { approval: Box<Approval> },
@@ -268,7 +270,10 @@ impl Book {
             } => {
                 let expired = self.expire(&id, now_ms, &mut w);
                 let consumed = match self.items.get_mut(&id) {
-                    Some(a) if a.requested_by_key == key && a.requested_by_token == token => {
+                    Some(a)
+                        if a.requested_by_key == key
+                            && token.is_none_or(|t| a.requested_by_token.as_ref() == Some(&t)) =>
+                    {
                         if !crate::crypto::ct_eq(a.binding.as_bytes(), binding.as_bytes()) {
                             Consumed::Mismatch {
                                 approval: Box::new(a.clone()),

@@ -104,13 +104,13 @@ fn an_approved_approval_is_consumed_exactly_once_by_its_key_with_its_binding() {
     );
 }
 
-/// A token's approval is its own: the key's other tokens and the key itself cannot consume it
-/// or list it, and a token cannot consume the key's (review of 2026-12-06, approvals and
-/// tokens, finding 1).
+/// A token's approval is its own among the key's tokens: a sibling token cannot consume or
+/// list it, nor can a token consume its key's; the key itself (the tokens' parent) lists and
+/// consumes its tokens' (review of 2026-12-06, approvals and tokens, finding 1).
 #[test]
 fn only_the_token_that_asked_consumes_or_lists_its_approval() {
-    let by = |token: Option<&str>| Op::Consume {
-        id: "ap_t".into(),
+    let by = |id: &str, token: Option<&str>| Op::Consume {
+        id: id.into(),
         key: "k1".into(),
         token: token.map(str::to_string),
         binding: "b".into(),
@@ -121,38 +121,36 @@ fn only_the_token_that_asked_consumes_or_lists_its_approval() {
         r => panic!("{r:?}"),
     };
     let mut book = Book::default();
-    let mut a = approval("ap_t", "k1", T0);
-    a.requested_by_token = Some("t1".into());
-    create(&mut book, a);
+    for id in ["ap_t", "ap_u"] {
+        let mut a = approval(id, "k1", T0);
+        a.requested_by_token = Some("t1".into());
+        create(&mut book, a);
+        let _ = decide(&mut book, id, true, T0 + 2);
+    }
     create(&mut book, approval("ap_k", "k1", T0 + 1));
-    let _ = decide(&mut book, "ap_t", true, T0 + 2);
     let _ = decide(&mut book, "ap_k", true, T0 + 2);
     assert_eq!(
-        consumed(&mut book, by(Some("t2"))),
+        consumed(&mut book, by("ap_t", Some("t2"))),
         Consumed::NotFound,
         "a sibling token"
     );
     assert_eq!(
-        consumed(&mut book, by(None)),
+        consumed(&mut book, by("ap_k", Some("t1"))),
         Consumed::NotFound,
-        "the key itself"
-    );
-    let of_key = Op::Consume {
-        id: "ap_k".into(),
-        key: "k1".into(),
-        token: Some("t1".into()),
-        binding: "b".into(),
-        now_ms: T0 + 3,
-    };
-    assert_eq!(
-        consumed(&mut book, of_key),
-        Consumed::NotFound,
-        "a token, the key's approval"
+        "a token, its key's approval"
     );
     assert!(matches!(
-        consumed(&mut book, by(Some("t1"))),
+        consumed(&mut book, by("ap_t", Some("t1"))),
         Consumed::Run { .. }
     ));
+    assert!(
+        matches!(consumed(&mut book, by("ap_u", None)), Consumed::Run { .. }),
+        "the key, its token's"
+    );
+    assert!(
+        matches!(consumed(&mut book, by("ap_k", None)), Consumed::Run { .. }),
+        "the key, its own"
+    );
     let listed = |book: &mut Book, token: Option<&str>| match book
         .apply(Op::List {
             key: Some("k1".into()),
@@ -168,10 +166,10 @@ fn only_the_token_that_asked_consumes_or_lists_its_approval() {
         r => panic!("{r:?}"),
     };
     assert_eq!(listed(&mut book, Some("t2")), Vec::<String>::new());
-    assert_eq!(listed(&mut book, Some("t1")), ["ap_t"]);
+    assert_eq!(listed(&mut book, Some("t1")), ["ap_u", "ap_t"]);
     assert_eq!(
         listed(&mut book, None),
-        ["ap_k", "ap_t"],
+        ["ap_k", "ap_u", "ap_t"],
         "the key sees its tokens' too"
     );
 }
