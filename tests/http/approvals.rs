@@ -926,41 +926,45 @@ async fn a_token_sees_and_runs_only_its_own_approvals() {
     assert_eq!(e.up.seen().len(), 2);
 }
 
-/// Two requests that differ only in a header byte that is not UTF-8 never share an approval
-/// (review of 2026-12-06, approvals and tokens, finding 2): the binding read such values
-/// lossily, so `\xff` and `\xfe` bound alike. Either the request is refused before an approval
-/// is made (the local server: 400 `invalid_header`) or its approval binds the byte (a re-send
-/// with another byte is 409); nothing is sent.
+/// Two requests that differ only in a header byte that is not visible ASCII never share an
+/// approval (review of 2026-12-06, approvals and tokens, finding 2): such values were bound
+/// lossily (`\xff` and `\xfe` both as U+FFFD; workerd decodes them so itself), so a request
+/// that needs approval with one is refused before an approval is made, 400 `invalid_header`, on
+/// `/proxy/` as on execute; nothing is stored or sent.
 #[tokio::test]
-async fn a_header_byte_that_is_not_utf8_cannot_ride_an_approval() {
-    let (e, key, _) = asking_env("writes").await;
-    let send = |byte: u8, approval: Option<String>| {
-        let (e, key) = (&e, &key);
-        async move {
-            let mut rb =
-                e.c.http
-                    .post(format!("{}/proxy/pay/echo", e.c.target.base))
-                    .header("x-vultrino-key", key)
-                    .header(
-                        "x-account",
-                        reqwest::header::HeaderValue::from_bytes(&[b'a', byte]).unwrap(),
-                    )
-                    .body("{\"amount\":10}");
-            if let Some(id) = approval {
-                rb = rb.header("x-vultrino-approval", id);
-            }
-            e.c.send_raw(rb).await
-        }
-    };
-    let r = send(0xff, None).await;
-    if r.status == 400 {
-        expect_for("a value that is not UTF-8", &r, 400, "invalid_header");
-    } else {
-        let id = pending_id(&r);
-        e.approve(&id).await;
-        let r = send(0xfe, Some(id)).await;
-        expect_for("another byte", &r, 409, "approval_mismatch");
+async fn a_header_byte_that_is_not_ascii_cannot_ride_an_approval() {
+    let (e, key, url) = asking_env("writes").await;
+    for byte in [0xff, 0xfe] {
+        let rb =
+            e.c.http
+                .post(format!("{}/proxy/pay/echo", e.c.target.base))
+                .header("x-vultrino-key", &key)
+                .header(
+                    "x-account",
+                    reqwest::header::HeaderValue::from_bytes(&[b'a', byte]).unwrap(),
+                )
+                .body("{\"amount\":10}");
+        let r = e.c.send_raw(rb).await;
+        expect_for("a value that is not ASCII", &r, 400, "invalid_header");
     }
+    let r = e
+        .exec(
+            &key,
+            "pay",
+            "POST",
+            &url,
+            Some("x"),
+            &[("x-label", "a\u{2067}b")],
+        )
+        .await;
+    expect_for(
+        "execute, a value that is not ASCII",
+        &r,
+        400,
+        "invalid_header",
+    );
+    let r = e.c.send("GET", "/v1/approvals", Some(&e.admin), None).await;
+    assert!(ids(&r).is_empty(), "{}", r.text);
     assert!(e.up.seen().is_empty());
 }
 
@@ -999,9 +1003,10 @@ async fn a_request_the_approval_cannot_show_whole_is_refused() {
 
 /// What the agent writes cannot reorder what the person reads (review of 2026-12-06,
 /// approvals and tokens, finding 4): a reason with a Unicode format character (a
-/// right-to-left override) is refused, 400 `invalid_request`; bidirectional controls in a
-/// header value or the body are written out (`\u{202e}`) in the approval, while the binding
-/// keeps the bytes: the approved request runs with them as sent.
+/// right-to-left override) is refused, 400 `invalid_request`; bidirectional controls in the
+/// body are written out (`\u{202e}`) in the approval's preview, while the binding keeps the
+/// bytes: the approved request runs with them as sent. (Header values of such a request are
+/// visible ASCII: `a_header_byte_that_is_not_ascii_cannot_ride_an_approval`.)
 #[tokio::test]
 async fn bidi_controls_cannot_disguise_an_approval() {
     let (e, key, url) = asking_env("always").await;
@@ -1013,13 +1018,6 @@ async fn bidi_controls_cannot_disguise_an_approval() {
     expect_for("a reason with an override", &r, 400, "invalid_request");
     assert!(!r.text.contains('\u{202e}'), "{}", r.text);
     req["reason"] = json!("refund");
-    let mut labelled = req.clone();
-    labelled["headers"] = json!({"x-label": "a\u{2067}b"});
-    let r =
-        e.c.send("POST", "/v1/execute", Some(&key), Some(&labelled))
-            .await;
-    let a = e.approval(&key, &pending_id(&r)).await.body;
-    assert_eq!(a["headers"][0][1], "a\\u{2067}b", "{a}");
     let r =
         e.c.send("POST", "/v1/execute", Some(&key), Some(&req))
             .await;

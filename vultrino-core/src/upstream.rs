@@ -234,16 +234,17 @@ impl Outbound {
     /// binds ([`crate::approvals::binding`]). `json_body` adds the `Content-Type` that
     /// [`Outbound::build`] adds.
     ///
-    /// A value that is not UTF-8 (obs-text bytes, which the pass-through proxy accepts) is
-    /// refused, 400 `invalid_header`: read lossily, `\xff` and `\xfe` would both bind as
-    /// U+FFFD, and a request approved with one byte could be re-sent with another (review of
-    /// 2026-12-06, approvals and tokens, finding 2).
+    /// A value that is not visible ASCII is refused, 400 `invalid_header` (only a request that
+    /// needs approval is bound: execute and the proxy call this only for those). Read lossily, obs-text bytes `\xff` and `\xfe` both bound
+    /// as U+FFFD, so a request approved with one byte could be re-sent with another; workerd
+    /// itself decodes them so before Vultrino sees them, and the worker sends only visible
+    /// ASCII values anyway (review of 2026-12-06, approvals and tokens, finding 2).
     pub fn bound_headers(&self, json_body: bool) -> Result<Vec<(String, String)>> {
         let mut out = Vec::with_capacity(self.headers.len() + 1);
         for (n, v) in &self.headers {
-            let value = std::str::from_utf8(v.as_bytes()).map_err(|_| {
+            let value = v.to_str().map_err(|_| {
                 Error::bad_request(format!(
-                    "header {} is not UTF-8 text: a request that needs approval must show \
+                    "header {} is not visible ASCII: a request that needs approval must show \
                      exactly what it sends",
                     n.as_str()
                 ))
