@@ -423,3 +423,32 @@ async fn the_agent_gets_its_202_before_the_webhook_answers() {
     assert_eq!(got[0]["approval_id"], r.body["approval_id"], "{}", got[0]);
     assert_eq!(e.up.hits("/hooked"), 0, "nothing ran");
 }
+
+/// One key cannot flood the person's channel (review of 2026-12-06, approvals and tokens,
+/// finding 6): of its twelve approvals in a row only the first ten are announced (all twelve
+/// are listed), while another key's approval is announced still.
+#[tokio::test]
+async fn a_key_cannot_flood_the_approval_webhook() {
+    let e = notifying_env("json").await;
+    e.always_cred("hook-flood").await;
+    let key = e.key("executor").await;
+    let other = e.key("executor").await;
+    for i in 0..12 {
+        let r = e
+            .agent_post(&key, "hook-flood", &format!("/n{i}"), None)
+            .await;
+        expect_for("request", &r, 202, None);
+    }
+    notifications(&e, 10).await;
+    let r = e.agent_post(&other, "hook-flood", "/other", None).await;
+    expect_for("another key's request", &r, 202, None);
+    let got = notifications(&e, 11).await;
+    let urls: Vec<&str> = got.iter().filter_map(|n| n["url"].as_str()).collect();
+    assert!(urls.contains(&e.up.url("/other").as_str()), "{urls:?}");
+    for late in ["/n10", "/n11"] {
+        assert!(!urls.contains(&e.up.url(late).as_str()), "{urls:?}");
+    }
+    assert_eq!(got.len(), 11, "{urls:?}");
+    let r = e.c.send("GET", "/v1/approvals", Some(&key), None).await;
+    assert_eq!(r.body["approvals"].as_array().unwrap().len(), 12);
+}

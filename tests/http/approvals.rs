@@ -843,3 +843,199 @@ async fn a_resend_refused_before_anything_is_sent_keeps_its_approval() {
     );
     assert_eq!(e.up.hits("/echo"), 2, "nothing more was sent");
 }
+
+/// An agent token's approvals are its own (review of 2026-12-06, approvals and tokens,
+/// finding 1): another token of the same key — minted for another task, maybe another
+/// credential — cannot read, list or run it; a token cannot read or run its key's. The key, the
+/// tokens' parent, reads its tokens' approvals (and may run them, as decision 0101's test
+/// `a_resend_refused_before_anything_is_sent_keeps_its_approval` does). Nothing reaches the
+/// upstream but the two approved requests.
+#[tokio::test]
+async fn a_token_sees_and_runs_only_its_own_approvals() {
+    let (e, key, url) = asking_env("writes").await;
+    let mint = || {
+        let (e, key) = (&e, &key);
+        async move {
+            let r =
+                e.c.send(
+                    "POST",
+                    "/v1/tokens",
+                    Some(key),
+                    Some(&json!({"credentials": ["pay"]})),
+                )
+                .await;
+            expect_for("mint a token", &r, 201, None);
+            r.body["token"].as_str().unwrap().to_string()
+        }
+    };
+    let task = mint().await;
+    let sibling = mint().await;
+    let id = pending_id(
+        &e.exec(&task, "pay", "POST", &url, Some("refund 10"), &[])
+            .await,
+    );
+    let own = pending_id(&e.exec(&key, "pay", "POST", &url, Some("k"), &[]).await);
+    expect_for(
+        "a sibling token reads it",
+        &e.approval(&sibling, &id).await,
+        404,
+        "approval_not_found",
+    );
+    expect_for(
+        "a token reads its key's",
+        &e.approval(&task, &own).await,
+        404,
+        "approval_not_found",
+    );
+    let listed = |who: String| {
+        let e = &e;
+        async move {
+            let r = e.c.send("GET", "/v1/approvals", Some(&who), None).await;
+            expect_for("list", &r, 200, None);
+            ids(&r)
+        }
+    };
+    assert!(listed(sibling.clone()).await.is_empty());
+    assert_eq!(listed(task.clone()).await, std::slice::from_ref(&id));
+    assert_eq!(listed(key.clone()).await, [own.clone(), id.clone()]);
+    expect_for(
+        "the key reads its token's",
+        &e.approval(&key, &id).await,
+        200,
+        None,
+    );
+
+    e.approve(&id).await;
+    e.approve(&own).await;
+    for (what, who, body, approval) in [
+        ("a sibling token runs it", &sibling, "refund 10", &id),
+        ("a token runs its key's", &task, "k", &own),
+    ] {
+        let r = e
+            .resend(who, "pay", "POST", &url, Some(body), approval)
+            .await;
+        expect_for(what, &r, 404, "approval_not_found");
+    }
+    assert!(e.up.seen().is_empty());
+    let r = e
+        .resend(&task, "pay", "POST", &url, Some("refund 10"), &id)
+        .await;
+    expect_for("the token runs its own", &r, 200, None);
+    let r = e.resend(&key, "pay", "POST", &url, Some("k"), &own).await;
+    expect_for("the key runs its own", &r, 200, None);
+    assert_eq!(e.up.seen().len(), 2);
+}
+
+/// Two requests that differ only in a header byte that is not visible ASCII never share an
+/// approval (review of 2026-12-06, approvals and tokens, finding 2): such values were bound
+/// lossily (`\xff` and `\xfe` both as U+FFFD; workerd decodes them so itself), so a request
+/// that needs approval with one is refused before an approval is made, 400 `invalid_header`, on
+/// `/proxy/` as on execute; nothing is stored or sent.
+#[tokio::test]
+async fn a_header_byte_that_is_not_ascii_cannot_ride_an_approval() {
+    let (e, key, url) = asking_env("writes").await;
+    for byte in [0xff, 0xfe] {
+        let rb =
+            e.c.http
+                .post(format!("{}/proxy/pay/echo", e.c.target.base))
+                .header("x-vultrino-key", &key)
+                .header(
+                    "x-account",
+                    reqwest::header::HeaderValue::from_bytes(&[b'a', byte]).unwrap(),
+                )
+                .body("{\"amount\":10}");
+        let r = e.c.send_raw(rb).await;
+        expect_for("a value that is not ASCII", &r, 400, "invalid_header");
+    }
+    let r = e
+        .exec(
+            &key,
+            "pay",
+            "POST",
+            &url,
+            Some("x"),
+            &[("x-label", "a\u{2067}b")],
+        )
+        .await;
+    expect_for(
+        "execute, a value that is not ASCII",
+        &r,
+        400,
+        "invalid_header",
+    );
+    let r = e.c.send("GET", "/v1/approvals", Some(&e.admin), None).await;
+    assert!(ids(&r).is_empty(), "{}", r.text);
+    assert!(e.up.seen().is_empty());
+}
+
+/// An approval shows everything it binds but the body's tail (review of 2026-12-06, approvals
+/// and tokens, finding 3): a request with more bound headers than the page lists, a header
+/// value or a URL longer than it shows, is refused before an approval is made (400, nothing
+/// stored or sent), so no bound header or query parameter can hide behind padding.
+#[tokio::test]
+async fn a_request_the_approval_cannot_show_whole_is_refused() {
+    let (e, key, url) = asking_env("always").await;
+    let names: Vec<String> = (0..64).map(|i| format!("x-pad-{i:02}")).collect();
+    let mut headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    headers.push(("x-role", "admin"));
+    let r = e.exec(&key, "pay", "POST", &url, Some("x"), &headers).await;
+    expect_for("65 bound headers", &r, 400, "invalid_header");
+    let long = "v".repeat(1025);
+    let r = e
+        .exec(&key, "pay", "POST", &url, Some("x"), &[("x-note", &long)])
+        .await;
+    expect_for("a 1025-byte value", &r, 400, "invalid_header");
+    let long_url = format!("{url}?pad={}&admin=true", "a".repeat(4096));
+    let r = e.exec(&key, "pay", "POST", &long_url, Some("x"), &[]).await;
+    expect_for("a URL past 4096 bytes", &r, 400, "invalid_url");
+    let r = e.c.send("GET", "/v1/approvals", Some(&e.admin), None).await;
+    assert!(ids(&r).is_empty(), "{}", r.text);
+    // At the bounds, the approval is made and shows every header whole.
+    let mut headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    let edge = "v".repeat(1024);
+    headers[0].1 = &edge;
+    let id = pending_id(&e.exec(&key, "pay", "POST", &url, Some("x"), &headers).await);
+    let a = e.approval(&key, &id).await.body;
+    assert_eq!(a["headers"].as_array().unwrap().len(), 64, "{a}");
+    assert_eq!(a["headers"][0][1], edge.as_str());
+    assert!(e.up.seen().is_empty());
+}
+
+/// What the agent writes cannot reorder what the person reads (review of 2026-12-06,
+/// approvals and tokens, finding 4): a reason with a Unicode format character (a
+/// right-to-left override) is refused, 400 `invalid_request`; bidirectional controls in the
+/// body are written out (`\u{202e}`) in the approval's preview, while the binding keeps the
+/// bytes: the approved request runs with them as sent. (Header values of such a request are
+/// visible ASCII: `a_header_byte_that_is_not_ascii_cannot_ride_an_approval`.)
+#[tokio::test]
+async fn bidi_controls_cannot_disguise_an_approval() {
+    let (e, key, url) = asking_env("always").await;
+    let mut req = json!({"credential": "pay", "method": "POST", "url": url,
+        "body": "{\"amount\":\"\u{202e}01\u{202c}\"}", "reason": "refund \u{202e}01 EUR"});
+    let r =
+        e.c.send("POST", "/v1/execute", Some(&key), Some(&req))
+            .await;
+    expect_for("a reason with an override", &r, 400, "invalid_request");
+    assert!(!r.text.contains('\u{202e}'), "{}", r.text);
+    req["reason"] = json!("refund");
+    let r =
+        e.c.send("POST", "/v1/execute", Some(&key), Some(&req))
+            .await;
+    let id = pending_id(&r);
+    let a = e.approval(&key, &id).await.body;
+    assert_eq!(
+        a["body_preview"], "{\"amount\":\"\\u{202e}01\\u{202c}\"}",
+        "{a}"
+    );
+    assert!(!a.to_string().contains(['\u{202e}', '\u{202c}']), "{a}");
+    e.approve(&id).await;
+    req["approval_id"] = json!(id);
+    let r =
+        e.c.send("POST", "/v1/execute", Some(&key), Some(&req))
+            .await;
+    expect_for("the approved request", &r, 200, None);
+    assert_eq!(
+        e.up.seen()[0].body,
+        "{\"amount\":\"\u{202e}01\u{202c}\"}".as_bytes()
+    );
+}

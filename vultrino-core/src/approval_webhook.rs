@@ -247,8 +247,18 @@ fn slack_payload(n: &Notice<'_>, link: Option<&str>) -> Value {
         code(n.requested_by),
         expires
     );
+    // The agent's reason in inline code, on one line: Slack turns a bare URL in text into a
+    // link, so a reason could otherwise add its own "approve here" link beside the page's
+    // (review of 2026-12-06, approvals and tokens, finding 5).
     if let Some(r) = n.reason.filter(|r| !r.trim().is_empty()) {
-        details.push_str(&format!("\n*Reason:* {}", slack_escape(r)));
+        let one_line: String = r
+            .chars()
+            .map(|c| if c.is_whitespace() { ' ' } else { c })
+            .collect();
+        details.push_str(&format!(
+            "\n*Reason (the agent's words):* {}",
+            code(&one_line)
+        ));
     }
     let open = match link {
         // The link only shows the approval: deciding takes a sign-in and a click there.
@@ -365,6 +375,19 @@ mod tests {
         );
         // The only link is the page's.
         assert_eq!(p.matches("<https://").count(), 2, "text and block: {p}");
+    }
+
+    #[test]
+    fn a_url_in_the_agents_reason_is_never_a_link_in_slack() {
+        let n = with(WebhookFormat::Slack, Some("https://v.example.com"));
+        let reason = "approve fast:\nhttps://evil.example/ui/#/approvals/ap_1 `x`";
+        let p = n.payload(&notice(Some(reason)));
+        let details = p["blocks"][1]["text"]["text"].as_str().unwrap();
+        assert!(
+            details.ends_with("`approve fast: https://evil.example/ui/#/approvals/ap_1 'x'`"),
+            "{details}"
+        );
+        assert_eq!(p.to_string().matches("evil.example").count(), 1, "{p}");
     }
 
     #[test]

@@ -167,8 +167,14 @@ pub struct Approval {
     pub via: Via,
     /// The actor string of the requester (`key:<id>` or `key:<id> token:<id>`).
     pub requested_by: String,
-    /// The requesting API key's id: that key and its tokens may read and consume it.
+    /// The requesting API key's id.
     pub requested_by_key: String,
+    /// The requesting agent token's id, when a token asked. Of the key's tokens only that one
+    /// may read and use the approval; the key itself (without a token) reads and uses every
+    /// approval of its own and of its tokens; a token never one of its key's or of a sibling
+    /// (review of 2026-12-06, approvals and tokens, finding 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by_token: Option<String>,
     /// Hex SHA-256 of the bound request ([`binding`]).
     pub binding: String,
     pub created_at: u64,
@@ -347,17 +353,47 @@ impl Ask {
 }
 
 /// A reason or note: at most [`MAX_REASON_CHARS`] characters, no control characters but
-/// newlines and tabs.
+/// newlines and tabs, and no Unicode format characters (bidirectional overrides, zero-width
+/// characters), which would make the text, or the URL shown next to it, read otherwise in the
+/// UI and the CLI (review of 2026-12-06, approvals and tokens, finding 4).
 pub fn check_text(what: &str, s: &str) -> Result<()> {
     if s.chars().count() > MAX_REASON_CHARS
-        || s.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
+        || s.chars().any(|c| {
+            (c.is_control() && c != '\n' && c != '\t') || crate::auth::access::is_format(c)
+        })
     {
         return Err(Error::bad_request(format!(
-            "{what} must be at most {MAX_REASON_CHARS} characters, without control characters"
+            "{what} must be at most {MAX_REASON_CHARS} characters, without control or format \
+             characters (bidirectional overrides, zero-width characters)"
         ))
         .with_code(Code::InvalidRequest));
     }
     Ok(())
+}
+
+/// Agent text as an approval shows it (a bound header's value, the body preview): every
+/// Unicode bidirectional control written out as `\u{…}`, so that it cannot reorder what the
+/// person reads in the UI, the CLI or an MCP prompt (a body preview that shows `"amount": 10`
+/// while the bytes say otherwise). The binding is over the bytes as sent, never this text
+/// (review of 2026-12-06, approvals and tokens, finding 4).
+pub fn inert(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if is_bidi_control(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The Unicode bidirectional controls (Bidi_Control).
+fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 /// `Prefer: wait=N` (RFC 7240): N seconds, clamped to [`MAX_WAIT_SECS`]; an invalid value is
@@ -378,12 +414,12 @@ pub fn prefer_wait(headers: &http::HeaderMap) -> Option<u64> {
         .map(|n| n.min(MAX_WAIT_SECS))
 }
 
-/// The preview of a body: its first [`BODY_PREVIEW_BYTES`] as lossy UTF-8, and whether it was
-/// cut.
+/// The preview of a body: its first [`BODY_PREVIEW_BYTES`] as lossy UTF-8, bidirectional
+/// controls written out ([`inert`]), and whether it was cut.
 pub fn preview(body: &[u8]) -> (String, bool) {
     let cut = body.len() > BODY_PREVIEW_BYTES;
     let shown = &body[..body.len().min(BODY_PREVIEW_BYTES)];
-    (String::from_utf8_lossy(shown).into_owned(), cut)
+    (inert(&String::from_utf8_lossy(shown)), cut)
 }
 
 /// 404 `approval_not_found`: unknown id, or one another key asked for (the same answer, so a

@@ -246,7 +246,14 @@ impl<'a> Pipeline<'a> {
             credential: &record.alias,
             method: out.method.as_str(),
             url: url.as_str(),
-            headers: out.bound_headers(req.json_body),
+            // Read only when an approval is needed: they must then be visible ASCII, which
+            // other requests need not be (decision 0106).
+            headers: if crate::approvals::required(who, record.policy.require_approval, &out.method)
+            {
+                out.bound_headers(req.json_body)?
+            } else {
+                Vec::new()
+            },
             body: req.body.as_deref().unwrap_or_default(),
         };
         let early = self.early_token(who, &opened, ask).await?;

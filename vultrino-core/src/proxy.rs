@@ -357,7 +357,7 @@ impl App {
                 credential: &record.alias,
                 method: out.method.as_str(),
                 url: url.as_str(),
-                headers: out.bound_headers(false),
+                headers: out.bound_headers(false)?,
                 body: bytes,
             };
             early = pipeline.early_token(who, &opened, &ask).await?;

@@ -233,21 +233,29 @@ impl Outbound {
     /// The headers as they go upstream, before a credential is injected: what an approval
     /// binds ([`crate::approvals::binding`]). `json_body` adds the `Content-Type` that
     /// [`Outbound::build`] adds.
-    pub fn bound_headers(&self, json_body: bool) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = self
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+    ///
+    /// A value that is not visible ASCII is refused, 400 `invalid_header` (only a request that
+    /// needs approval is bound: execute and the proxy call this only for those). Read lossily, obs-text bytes `\xff` and `\xfe` both bound
+    /// as U+FFFD, so a request approved with one byte could be re-sent with another; workerd
+    /// itself decodes them so before Vultrino sees them, and the worker sends only visible
+    /// ASCII values anyway (review of 2026-12-06, approvals and tokens, finding 2).
+    pub fn bound_headers(&self, json_body: bool) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::with_capacity(self.headers.len() + 1);
+        for (n, v) in &self.headers {
+            let value = v.to_str().map_err(|_| {
+                Error::bad_request(format!(
+                    "header {} is not visible ASCII: a request that needs approval must show \
+                     exactly what it sends",
+                    n.as_str()
+                ))
+                .with_code(Code::InvalidHeader)
+            })?;
+            out.push((n.as_str().to_string(), value.to_string()));
+        }
         if json_body && !self.headers.contains_key(header::CONTENT_TYPE) {
             out.push(("content-type".into(), "application/json".into()));
         }
-        out
+        Ok(out)
     }
 
     /// The request to send: the query appended, `Content-Type: application/json` for a JSON

@@ -2,8 +2,8 @@
 //! ([`crate::approvals`]).
 //!
 //! Who sees what: an admin (a session, or an API key whose role has `admin`) every approval;
-//! any other key, and every agent token, only those its key asked for — another key's is 404,
-//! as an unknown one. Deciding takes an admin, and never the key that asked (nor its tokens,
+//! any other key only those it and its tokens asked for, and an agent token only those it
+//! asked for itself — another's is 404, as an unknown one. Deciding takes an admin, and never the key that asked (nor its tokens,
 //! which never have `admin`).
 
 use bytes::Bytes;
@@ -33,6 +33,19 @@ fn own_key(who: &Principal) -> Option<&str> {
         Principal::ApiKey { token: None, .. } if who.require(Permission::Admin).is_ok() => None,
         Principal::ApiKey { id, .. } => Some(id),
     }
+}
+
+/// The token whose approvals `who` is limited to: an agent token sees only the approvals it
+/// asked for itself, never those of its key or of the key's other tokens (which may be for
+/// other credentials and other tasks; review of 2026-12-06, approvals and tokens, finding 1).
+fn own_token(who: &Principal) -> Option<&str> {
+    who.token().map(|t| t.id.as_str())
+}
+
+/// Whether `who` may see approval `a`.
+fn may_see(who: &Principal, a: &Approval) -> bool {
+    own_key(who).is_none_or(|key| key == a.requested_by_key)
+        && own_token(who).is_none_or(|t| a.requested_by_token.as_deref() == Some(t))
 }
 
 fn query_param(req: &Request<Bytes>, name: &str) -> Option<String> {
@@ -104,6 +117,7 @@ impl App {
         let reply = self
             .approvals_op(Op::List {
                 key: own_key(who).map(str::to_string),
+                token: own_token(who).map(str::to_string),
                 status,
                 before,
                 limit,
@@ -138,9 +152,10 @@ impl App {
         else {
             return Err(approvals::not_found());
         };
-        match own_key(who) {
-            Some(key) if key != a.requested_by_key => Err(approvals::not_found()),
-            _ => Ok(*a),
+        if may_see(who, &a) {
+            Ok(*a)
+        } else {
+            Err(approvals::not_found())
         }
     }
 

@@ -28,7 +28,7 @@ use crate::execute::Pipeline;
 use crate::ports::approval_rules::{Consumed, Op, Reply};
 
 use super::settings::{MAX_WAITERS, MAX_WAITERS_PER_KEY};
-use super::{binding, preview, required, Approval, Ask, Bound, Status, Via};
+use super::{binding, inert, preview, required, Approval, Ask, Bound, Status, Via};
 
 impl<'a> Pipeline<'a> {
     /// The gate (see the [module doc](self)). `host` and `path` are for the audit events.
@@ -136,6 +136,7 @@ impl<'a> Pipeline<'a> {
         ask: &Ask,
         binding: String,
     ) -> Result<Approval> {
+        let headers = showable(bound)?;
         let now = self.ports().now_ms();
         let (body_preview, body_truncated) = preview(bound.body);
         let approval = Approval {
@@ -143,13 +144,8 @@ impl<'a> Pipeline<'a> {
             status: Status::Pending,
             credential: bound.credential.to_string(),
             method: bound.method.to_string(),
-            url: shown(bound.url, MAX_URL_SHOWN),
-            headers: bound
-                .bound_headers()
-                .into_iter()
-                .take(MAX_HEADERS_SHOWN)
-                .map(|(n, v)| (shown(&n, MAX_HEADER_SHOWN), shown(&v, MAX_HEADER_SHOWN)))
-                .collect(),
+            url: bound.url.to_string(),
+            headers: headers.into_iter().map(|(n, v)| (n, inert(&v))).collect(),
             body_sha256: crate::crypto::sha256_hex(bound.body),
             body_size: bound.body.len() as u64,
             body_preview,
@@ -158,6 +154,7 @@ impl<'a> Pipeline<'a> {
             via: ask.via.unwrap_or(Via::Execute),
             requested_by: who.actor(),
             requested_by_key: key.to_string(),
+            requested_by_token: who.token().map(|t| t.id.clone()),
             binding,
             created_at: now,
             expires_at: now.saturating_add(self.approval_settings().ttl_ms),
@@ -191,7 +188,7 @@ impl<'a> Pipeline<'a> {
 
     async fn consume(
         &self,
-        _who: &Principal,
+        who: &Principal,
         id: &str,
         key: &str,
         binding: &str,
@@ -202,6 +199,7 @@ impl<'a> Pipeline<'a> {
             .approval(Op::Consume {
                 id: id.to_string(),
                 key: key.to_string(),
+                token: who.token().map(|t| t.id.clone()),
                 binding: binding.to_string(),
                 now_ms: self.ports().now_ms(),
             })
@@ -265,21 +263,38 @@ fn fill(event: &mut AuditEvent, a: &Approval) {
 }
 
 /// What an approval shows of a request is bounded, so that a key cannot make records (memory
-/// locally, Durable Object storage on the worker) arbitrarily large; the binding covers the
-/// whole request. A cut string ends with `…`.
-const MAX_URL_SHOWN: usize = 4096;
-const MAX_HEADERS_SHOWN: usize = 64;
-const MAX_HEADER_SHOWN: usize = 1024;
+/// locally, Durable Object storage on the worker) arbitrarily large.
+pub const MAX_URL_SHOWN: usize = 4096;
+pub const MAX_HEADERS_SHOWN: usize = 64;
+pub const MAX_HEADER_SHOWN: usize = 1024;
 
-fn shown(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
+/// The bound headers of `bound`, if the approval can show everything the binding covers but
+/// the body (whose preview says when it is cut): a URL of at most [`MAX_URL_SHOWN`] bytes, at
+/// most [`MAX_HEADERS_SHOWN`] bound headers of at most [`MAX_HEADER_SHOWN`] bytes each. Anything
+/// longer is refused before an approval is made, 400 `invalid_url` / `invalid_header`: cut or
+/// left out silently, a bound header or query parameter the person never saw (the 65th header,
+/// `Prefer: resolution=merge-duplicates` behind 64 padding ones) would ride the approval
+/// (review of 2026-12-06, approvals and tokens, finding 3).
+fn showable(bound: &Bound<'_>) -> Result<Vec<(String, String)>> {
+    if bound.url.len() > MAX_URL_SHOWN {
+        return Err(Error::bad_request(format!(
+            "a request that needs approval must have a URL of at most {MAX_URL_SHOWN} bytes, so \
+             that the person sees all of it"
+        ))
+        .with_code(Code::InvalidUrl));
     }
-    let mut end = max - '…'.len_utf8();
-    while !s.is_char_boundary(end) {
-        end -= 1;
+    let headers = bound.bound_headers();
+    let too_long =
+        |(n, v): &(String, String)| n.len() > MAX_HEADER_SHOWN || v.len() > MAX_HEADER_SHOWN;
+    if headers.len() > MAX_HEADERS_SHOWN || headers.iter().any(too_long) {
+        return Err(Error::bad_request(format!(
+            "a request that needs approval must have at most {MAX_HEADERS_SHOWN} headers (but \
+             user-agent, tracing and x-vultrino-*), each at most {MAX_HEADER_SHOWN} bytes, so \
+             that the person sees all of them"
+        ))
+        .with_code(Code::InvalidHeader));
     }
-    format!("{}…", &s[..end])
+    Ok(headers)
 }
 
 /// 202 for `a`.

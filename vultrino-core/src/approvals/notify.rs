@@ -9,7 +9,8 @@
 //! without one (a caller that has none) it is awaited here, bounded by
 //! [`WEBHOOK_TIMEOUT_MS`](crate::approval_webhook::WEBHOOK_TIMEOUT_MS) (5 s). Its outcome is
 //! dropped: a webhook that is down or slow never fails the agent's request (the approval is
-//! listed in the UI and the CLI all the same).
+//! listed in the UI and the CLI all the same). At most [`MAX_NOTICES_PER_KEY`] notifications
+//! per key every [`NOTICE_WINDOW_MS`].
 
 use crate::approval_webhook::{ApprovalNotify, Notice};
 use crate::ports::Ports;
@@ -34,7 +35,31 @@ pub(crate) async fn notify(ports: &Ports, settings: Settings<'_>, approval: &App
     }
 }
 
+/// At most this many notifications for the approvals of one API key (its tokens included) per
+/// [`NOTICE_WINDOW_MS`]; past it the approvals are listed in the UI and the CLI but not
+/// announced, so an agent cannot bury the person's channel (and the one request that matters)
+/// under a hundred notifications every ten minutes (review of 2026-12-06, approvals and tokens,
+/// finding 6).
+pub const MAX_NOTICES_PER_KEY: u32 = 10;
+/// The window of [`MAX_NOTICES_PER_KEY`] (10 minutes, the default approval TTL).
+pub const NOTICE_WINDOW_MS: u64 = 600_000;
+
 async fn deliver(ports: &Ports, n: &ApprovalNotify, allow_loopback: bool, approval: &Approval) {
+    let counter = format!("approval-notices:{}", approval.requested_by_key);
+    let hit = ports
+        .sessions
+        .hit(
+            &counter,
+            NOTICE_WINDOW_MS,
+            MAX_NOTICES_PER_KEY,
+            ports.now_ms(),
+        )
+        .await;
+    // A counter that cannot be read does not silence the notification: it bounds a nuisance,
+    // it guards nothing.
+    if hit.is_ok_and(|h| !h.allowed) {
+        return;
+    }
     let notice = Notice {
         approval_id: &approval.id,
         credential: &approval.credential,

@@ -59,18 +59,27 @@ pub enum Op {
         ttl_ms: u64,
         now_ms: u64,
     },
-    /// approved → executed, iff the requester's key and the binding match.
+    /// approved → executed, iff the binding matches and the caller may use it: the key that
+    /// asked (itself, without a token), or the token that asked.
     Consume {
         id: String,
         key: String,
+        /// The caller's token id (`None`: the key itself). A token uses only the approvals it
+        /// asked for, never its key's nor its sibling tokens' (review of 2026-12-06, approvals
+        /// and tokens, finding 1); the key uses its own and its tokens'.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
         binding: String,
         now_ms: u64,
     },
     /// Newest first, at most `limit` (≤ [`MAX_PAGE`]), created before `before` (a previous
-    /// page's last id), of the key `key` (all when `None`), of `status` (all when `None`).
+    /// page's last id), of the key `key` (all when `None`), of its token `token` only when
+    /// set, of `status` (all when `None`).
     List {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         status: Option<Status>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,7 +95,8 @@ pub enum Op {
 pub enum Consumed {
     /// It was approved and is now executed: run the request.
     Run { approval: Box<Approval> },
-    /// No such approval, or another key's.
+    /// No such approval, or one the caller may not use (another key's; for a token, one it
+    /// did not ask for).
     NotFound,
     /// The request differs from the approved one: nothing changed.
     Mismatch { approval: Box<Approval> },
@@ -254,12 +264,16 @@ impl Book {
             Op::Consume {
                 id,
                 key,
+                token,
                 binding,
                 now_ms,
             } => {
                 let expired = self.expire(&id, now_ms, &mut w);
                 let consumed = match self.items.get_mut(&id) {
-                    Some(a) if a.requested_by_key == key => {
+                    Some(a)
+                        if a.requested_by_key == key
+                            && token.is_none_or(|t| a.requested_by_token.as_ref() == Some(&t)) =>
+                    {
                         if !crate::crypto::ct_eq(a.binding.as_bytes(), binding.as_bytes()) {
                             Consumed::Mismatch {
                                 approval: Box::new(a.clone()),
@@ -283,6 +297,7 @@ impl Book {
             }
             Op::List {
                 key,
+                token,
                 status,
                 before,
                 limit,
@@ -298,6 +313,7 @@ impl Book {
                     .items
                     .values()
                     .filter(|a| key.as_deref().is_none_or(|k| a.requested_by_key == k))
+                    .filter(|a| token.is_none() || a.requested_by_token == token)
                     .filter(|a| status.is_none_or(|s| a.status == s))
                     .collect();
                 // Newest first; ids break ties so that pages never skip or repeat one.

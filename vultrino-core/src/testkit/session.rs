@@ -75,6 +75,7 @@ fn approval(key: &str, created_at: u64) -> crate::approvals::Approval {
         via: crate::approvals::Via::Proxy,
         requested_by: format!("key:{key}"),
         requested_by_key: key.into(),
+        requested_by_token: None,
         binding: "ab".repeat(32),
         created_at,
         expires_at: created_at + 600_000,
@@ -143,6 +144,7 @@ async fn consume(
     let op = Op::Consume {
         id: id.into(),
         key: key.into(),
+        token: None,
         binding: binding.into(),
         now_ms,
     };
@@ -174,6 +176,7 @@ pub async fn approval_round_trip_and_listing(store: &dyn SessionStore) -> Result
     )?;
     let op = Op::List {
         key: Some(key.clone()),
+        token: None,
         status: None,
         before: None,
         limit: 100,

@@ -28,6 +28,7 @@ fn approval() -> Approval {
         via: Via::Mcp,
         requested_by: "key:k1".into(),
         requested_by_key: "k1".into(),
+        requested_by_token: None,
         binding: "b".repeat(64),
         created_at: 1,
         expires_at: 600_001,

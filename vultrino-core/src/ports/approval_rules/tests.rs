@@ -22,6 +22,7 @@ pub(crate) fn approval(id: &str, key: &str, now: u64) -> Approval {
         via: Via::Execute,
         requested_by: format!("key:{key}"),
         requested_by_key: key.into(),
+        requested_by_token: None,
         binding: "b".into(),
         created_at: now,
         expires_at: now + TTL,
@@ -62,6 +63,7 @@ fn consume(book: &mut Book, id: &str, key: &str, binding: &str, now_ms: u64) -> 
         .apply(Op::Consume {
             id: id.into(),
             key: key.into(),
+            token: None,
             binding: binding.into(),
             now_ms,
         })
@@ -99,6 +101,76 @@ fn an_approved_approval_is_consumed_exactly_once_by_its_key_with_its_binding() {
     assert_eq!(
         consume(&mut book, "ap_9", "k1", "b", T0),
         Consumed::NotFound
+    );
+}
+
+/// A token's approval is its own among the key's tokens: a sibling token cannot consume or
+/// list it, nor can a token consume its key's; the key itself (the tokens' parent) lists and
+/// consumes its tokens' (review of 2026-12-06, approvals and tokens, finding 1).
+#[test]
+fn only_the_token_that_asked_consumes_or_lists_its_approval() {
+    let by = |id: &str, token: Option<&str>| Op::Consume {
+        id: id.into(),
+        key: "k1".into(),
+        token: token.map(str::to_string),
+        binding: "b".into(),
+        now_ms: T0 + 3,
+    };
+    let consumed = |book: &mut Book, op| match book.apply(op).1 {
+        Reply::Consumed { consumed, .. } => consumed,
+        r => panic!("{r:?}"),
+    };
+    let mut book = Book::default();
+    for id in ["ap_t", "ap_u"] {
+        let mut a = approval(id, "k1", T0);
+        a.requested_by_token = Some("t1".into());
+        create(&mut book, a);
+        let _ = decide(&mut book, id, true, T0 + 2);
+    }
+    create(&mut book, approval("ap_k", "k1", T0 + 1));
+    let _ = decide(&mut book, "ap_k", true, T0 + 2);
+    assert_eq!(
+        consumed(&mut book, by("ap_t", Some("t2"))),
+        Consumed::NotFound,
+        "a sibling token"
+    );
+    assert_eq!(
+        consumed(&mut book, by("ap_k", Some("t1"))),
+        Consumed::NotFound,
+        "a token, its key's approval"
+    );
+    assert!(matches!(
+        consumed(&mut book, by("ap_t", Some("t1"))),
+        Consumed::Run { .. }
+    ));
+    assert!(
+        matches!(consumed(&mut book, by("ap_u", None)), Consumed::Run { .. }),
+        "the key, its token's"
+    );
+    assert!(
+        matches!(consumed(&mut book, by("ap_k", None)), Consumed::Run { .. }),
+        "the key, its own"
+    );
+    let listed = |book: &mut Book, token: Option<&str>| match book
+        .apply(Op::List {
+            key: Some("k1".into()),
+            token: token.map(str::to_string),
+            status: None,
+            before: None,
+            limit: MAX_PAGE,
+            now_ms: T0 + 4,
+        })
+        .1
+    {
+        Reply::List { approvals, .. } => approvals.into_iter().map(|a| a.id).collect::<Vec<_>>(),
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(listed(&mut book, Some("t2")), Vec::<String>::new());
+    assert_eq!(listed(&mut book, Some("t1")), ["ap_u", "ap_t"]);
+    assert_eq!(
+        listed(&mut book, None),
+        ["ap_k", "ap_u", "ap_t"],
+        "the key sees its tokens' too"
     );
 }
 
@@ -164,6 +236,7 @@ fn listing_is_newest_first_filtered_and_paged() {
     let list = |book: &mut Book, key: Option<&str>, status, before: Option<&str>, limit| match book
         .apply(Op::List {
             key: key.map(Into::into),
+            token: None,
             status,
             before: before.map(Into::into),
             limit,
@@ -223,6 +296,7 @@ fn ops_and_replies_keep_their_json() {
     let op = Op::Consume {
         id: "ap_1".into(),
         key: "k".into(),
+        token: None,
         binding: "b".into(),
         now_ms: 1,
     };
