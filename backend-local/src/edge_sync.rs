@@ -471,8 +471,10 @@ mod tests {
     /// (in 1 MiB writes, until the reader stops); returns its base URL.
     async fn fake_edge(head: &'static str, body_len: usize) -> url::Url {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("test setup");
+        let addr = listener.local_addr().expect("test setup");
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 tokio::spawn(async move {
@@ -493,7 +495,7 @@ mod tests {
                 });
             }
         });
-        export_url(&format!("http://{addr}")).unwrap()
+        export_url(&format!("http://{addr}")).expect("test setup")
     }
 
     /// An export over the cap is refused by its announced length before a byte of it is read,
@@ -506,20 +508,20 @@ mod tests {
             0,
         )
         .await;
-        let e = fetch(&client().unwrap(), &announced, "t", None)
+        let e = fetch(&client().expect("test setup"), &announced, "t", None)
             .await
             .err()
-            .unwrap();
+            .expect("refused");
         assert_eq!(e.code, "invalid_export", "{}", e.message);
         let unannounced = fake_edge(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n",
             MAX_EXPORT_BYTES + (2 << 20),
         )
         .await;
-        let e = fetch(&client().unwrap(), &unannounced, "t", None)
+        let e = fetch(&client().expect("test setup"), &unannounced, "t", None)
             .await
             .err()
-            .unwrap();
+            .expect("refused");
         assert_eq!(e.code, "invalid_export", "{}", e.message);
     }
 
@@ -536,10 +538,10 @@ mod tests {
             .into_boxed_str(),
         );
         let edge = fake_edge(long, 0).await;
-        let e = fetch(&client().unwrap(), &edge, "t", None)
+        let e = fetch(&client().expect("test setup"), &edge, "t", None)
             .await
             .err()
-            .unwrap();
+            .expect("refused");
         assert_eq!(e.code, "edge_error");
         assert!(e.message.len() < 400, "{} bytes", e.message.len());
         assert!(!e.message.contains('\n'));
@@ -550,13 +552,13 @@ mod tests {
     #[tokio::test]
     async fn a_304_to_a_pull_without_a_tag_is_refused() {
         let edge = fake_edge("HTTP/1.1 304 Not Modified\r\netag: \"x\"\r\n\r\n", 0).await;
-        let e = fetch(&client().unwrap(), &edge, "t", None)
+        let e = fetch(&client().expect("test setup"), &edge, "t", None)
             .await
             .err()
-            .unwrap();
+            .expect("refused");
         assert_eq!(e.code, "invalid_export", "{}", e.message);
         assert!(matches!(
-            fetch(&client().unwrap(), &edge, "t", Some("\"x\"")).await,
+            fetch(&client().expect("test setup"), &edge, "t", Some("\"x\"")).await,
             Ok(Fetched::Unchanged)
         ));
     }

@@ -102,7 +102,7 @@ mod tests {
         let mut cmd = super::super::command();
         cmd.build();
         for (name, ids) in super::super::NOT_FOR {
-            let sub = cmd.find_subcommand_mut(name).unwrap();
+            let sub = cmd.find_subcommand_mut(name).expect("test setup");
             let help = sub.render_long_help().to_string();
             for id in ids {
                 let flag = format!("--{} ", id.replace('_', "-"));
@@ -112,7 +112,7 @@ mod tests {
                 );
             }
         }
-        let serve = cmd.find_subcommand_mut("serve").unwrap();
+        let serve = cmd.find_subcommand_mut("serve").expect("test setup");
         assert!(serve.render_long_help().to_string().contains("--store "));
     }
 }

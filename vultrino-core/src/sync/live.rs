@@ -259,6 +259,7 @@ impl LiveSync {
     /// Apply one pulled export (its `ETag`, and the size of the reply's body) to `kv`, whose
     /// records are sealed under `keys`: see [`apply`]. Pulls are applied one at a time (the
     /// caller's loop is the only writer).
+    #[allow(clippy::too_many_arguments)]
     pub async fn apply(
         &self,
         kv: &dyn KvStore,
