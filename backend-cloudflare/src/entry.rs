@@ -37,6 +37,7 @@ use worker::wasm_bindgen_futures::future_to_promise;
 use worker::web_sys::AbortSignal;
 use worker::{event, Context, Env, Headers, Request, Response, ResponseBuilder};
 
+use crate::audit_store::DoAuditStore;
 use crate::clock::WorkersClock;
 use crate::fetch::WorkersFetcher;
 use crate::kv::WorkersKv;
@@ -71,12 +72,17 @@ pub(crate) fn ports(env: &Env) -> Result<Ports> {
         )
         .with_code(Code::MissingSetting)
     })?;
+    let audit = env.durable_object("AUDIT").map_err(|_| {
+        Error::unavailable("the worker is not configured: Durable Object binding AUDIT is missing")
+            .with_code(Code::MissingSetting)
+    })?;
     Ok(Ports {
         kv: Arc::new(WorkersKv::new(kv)),
         sessions: Arc::new(DoSessions::new(ns)),
         fetcher: Arc::new(WorkersFetcher),
         clock: Arc::new(WorkersClock::default()),
         audit_sink: Some(Arc::new(crate::audit_sink::WorkerAuditSink::new(env))),
+        audit: Some(Arc::new(DoAuditStore::new(audit))),
     })
 }
 

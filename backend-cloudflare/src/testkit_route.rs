@@ -1,7 +1,8 @@
 //! TEST-ONLY route (feature `testkit`, never in the deployable build): runs the core's
 //! conformance suites against [`WorkersKv`], [`DoSessions`] and [`WorkersFetcher`] inside workerd.
 //!
-//! - `POST /__testkit/kv` and `POST /__testkit/sessions` answer `{"ok": true}` or
+//! - `POST /__testkit/kv`, `POST /__testkit/sessions` and `POST /__testkit/audit` (the
+//!   [`AuditStore`](vultrino_core::ports::AuditStore) suite against [`DoAuditStore`]) answer `{"ok": true}` or
 //!   `{"ok": false, "error": "<check>: <property>"}`.
 //! - `GET /__testkit/fetch-suite` answers `{"checks": [<name>, …]}`, the Fetcher suite's checks.
 //! - `POST /__testkit/fetch-suite` with `{"base_url", "refused_url", "check"?}` runs that one
@@ -19,6 +20,7 @@
 use vultrino_core::testkit::{self, FetchUpstream};
 use worker::{Env, Method, Request, Response};
 
+use crate::audit_store::DoAuditStore;
 use crate::clock::WorkersClock;
 use crate::fetch::WorkersFetcher;
 use crate::kv::WorkersKv;
@@ -74,6 +76,10 @@ pub(crate) async fn handle(req: Request, env: &Env) -> worker::Result<Response> 
         (_, "/__testkit/kv") => {
             let store = WorkersKv::new(env.kv("CREDENTIALS")?);
             testkit::kv_suite(&store, None).await
+        }
+        (_, "/__testkit/audit") => {
+            let store = DoAuditStore::new(env.durable_object("AUDIT")?);
+            testkit::audit_suite(&store).await
         }
         (_, "/__testkit/sessions") => {
             let store = DoSessions::new(env.durable_object("SESSIONS")?);

@@ -117,7 +117,10 @@ export function workerOptions(buildDir, bindings) {
         scriptPath: path.join(root, buildDir, "index.js"),
         modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
         kvNamespaces: ["CREDENTIALS"],
-        durableObjects: { SESSIONS: { className: "SessionDO", useSQLite: true } },
+        durableObjects: {
+          SESSIONS: { className: "SessionDO", useSQLite: true },
+          AUDIT: { className: "AuditDO", useSQLite: true },
+        },
         bindings,
       },
     ],

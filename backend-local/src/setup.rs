@@ -407,6 +407,7 @@ async fn open_with(
         fetcher: Arc::new(HttpFetcher::new()?),
         clock,
         audit_sink,
+        audit: None,
     };
     let app = App::open(config, ports, &master)
         .await
