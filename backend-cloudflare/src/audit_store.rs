@@ -17,10 +17,12 @@
 //!   are merged newest first up to the newest point every shard has looked past, so no event is
 //!   skipped; the cursor is the last id returned or looked at.
 
+use std::cell::Cell;
+
 use futures::future::join_all;
 use vultrino_core::audit::{AuditEvent, AuditFilter, MAX_SCANNED_PER_CALL};
 use vultrino_core::error::{Code, Error, Result};
-use vultrino_core::ports::{AuditPage, AuditStore};
+use vultrino_core::ports::{AuditPage, AuditStore, SinkStatus};
 
 use crate::audit_shards::{merge, shard_of, valid_cursor, Append, Page, Query, SHARDS};
 use worker::{
@@ -158,9 +160,17 @@ impl DurableObject for AuditDO {
     }
 }
 
-/// The core's [`AuditStore`] over the `AUDIT` Durable Object namespace.
+/// The core's [`AuditStore`] over the `AUDIT` Durable Object namespace. Counts, per isolate,
+/// what it stored and what it lost (`GET /v1/audit/sinks`, row `audit_store`): a failed append
+/// is never silent, whether the request was then served (`AUDIT_REQUIRED` off) or refused.
 pub struct DoAuditStore {
     ns: ObjectNamespace,
+    /// Events stored.
+    stored: Cell<u64>,
+    /// Events not stored (their append failed).
+    lost: Cell<u64>,
+    /// Requests to a shard that failed.
+    failed: Cell<u64>,
 }
 
 fn unavailable() -> Error {
@@ -169,7 +179,12 @@ fn unavailable() -> Error {
 
 impl DoAuditStore {
     pub fn new(ns: ObjectNamespace) -> Self {
-        DoAuditStore { ns }
+        DoAuditStore {
+            ns,
+            stored: Cell::new(0),
+            lost: Cell::new(0),
+            failed: Cell::new(0),
+        }
     }
 
     /// POST `body` as JSON to shard `shard` at `path`; its JSON reply.
@@ -180,6 +195,15 @@ impl DoAuditStore {
         body: &B,
     ) -> worker::Result<R> {
         let stub = self.ns.get_by_name(&format!("audit:{shard}"))?;
+        #[cfg(feature = "testkit")]
+        {
+            if crate::counting::audit_down() {
+                return Err(worker::Error::RustError(
+                    "audit store switched off by the test".into(),
+                ));
+            }
+            crate::counting::do_request(crate::counting::DoKind::Audit);
+        }
         let body = serde_json::to_string(body)?;
         let mut init = RequestInit::new();
         init.with_method(Method::Post).with_body(Some(body.into()));
@@ -214,16 +238,27 @@ impl AuditStore for DoAuditStore {
                     retention_secs,
                 };
                 let shard = u32::try_from(shard).unwrap_or(0);
-                self.post::<_, serde_json::Value>(shard, "/append", &run)
-                    .await
+                let n = run.events.len() as u64;
+                let result = self
+                    .post::<_, serde_json::Value>(shard, "/append", &run)
+                    .await;
+                (n, result)
             });
-        for result in join_all(calls).await {
-            result.map_err(|e| {
-                worker::console_error!("audit store append failed: {e}");
-                unavailable()
-            })?;
+        let mut outcome = Ok(());
+        for (n, result) in join_all(calls).await {
+            match result {
+                Ok(_) => self.stored.set(self.stored.get().saturating_add(n)),
+                Err(e) => {
+                    // Counted and logged (the event itself still reaches the sinks: Workers
+                    // Logs, Analytics Engine); never silent.
+                    worker::console_error!("audit store append failed: {e}");
+                    self.lost.set(self.lost.get().saturating_add(n));
+                    self.failed.set(self.failed.get().saturating_add(1));
+                    outcome = Err(unavailable());
+                }
+            }
         }
-        Ok(())
+        outcome
     }
 
     async fn query(
@@ -253,5 +288,15 @@ impl AuditStore for DoAuditStore {
                 unavailable()
             })?;
         Ok(merge(pages, limit))
+    }
+
+    fn status(&self) -> Option<SinkStatus> {
+        Some(SinkStatus {
+            name: "audit_store".into(),
+            sent: self.stored.get(),
+            dropped: self.lost.get(),
+            failed: self.failed.get(),
+            queued: 0,
+        })
     }
 }

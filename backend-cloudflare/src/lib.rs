@@ -45,4 +45,6 @@ pub mod sessions;
 #[cfg(target_arch = "wasm32")]
 mod streams;
 #[cfg(all(target_arch = "wasm32", feature = "testkit"))]
+mod counting;
+#[cfg(all(target_arch = "wasm32", feature = "testkit"))]
 mod testkit_route;

@@ -288,6 +288,27 @@ impl<'a> AuditLog<'a> {
         }
     }
 
+    /// Strict audit ([`Config::audit_required`](crate::app::Config::audit_required)): store
+    /// `event` with outcome `started`, under its own id, before the action it records; the
+    /// action's final event replaces it (same id: one event per id in every store). When it
+    /// cannot be stored, the action must not happen: 503 `audit_unavailable`. Not handed to the
+    /// sinks (the final event is).
+    pub async fn require(&self, event: &AuditEvent) -> Result<()> {
+        let mut started = event.clone().capped();
+        started.outcome = "started".into();
+        self.ports
+            .audit_store()
+            .append(std::slice::from_ref(&started), self.retention_secs)
+            .await
+            .map_err(|_| {
+                Error::unavailable(
+                    "the audit store is unavailable and audit is required: the request was not \
+                     sent (AUDIT_REQUIRED)",
+                )
+                .with_code(Code::AuditUnavailable)
+            })
+    }
+
     /// Record a successful change (`credential.create`, `key.revoke`, …) by `who`.
     pub async fn change(
         &self,

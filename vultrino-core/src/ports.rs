@@ -632,6 +632,13 @@ pub trait AuditStore: MaybeSend + MaybeSync {
         cursor: Option<String>,
         limit: usize,
     ) -> Result<AuditPage>;
+
+    /// What the store counts of its own writes, shown as a row of `GET /v1/audit/sinks`:
+    /// `sent` events stored, `dropped` events lost (not stored), `failed` writes that failed.
+    /// `None` (the default): it counts nothing (the local KV-backed store).
+    fn status(&self) -> Option<SinkStatus> {
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
