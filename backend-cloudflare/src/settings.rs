@@ -48,6 +48,12 @@ pub const CLIENT_IP_HEADER: &str = "CF-Connecting-IP";
 /// docs/decisions/0033-changes-claim-the-version-they-read.md).
 pub const DEFAULT_KV_SETTLE_SECS: u64 = 90;
 
+/// [`Config::key_last_used_interval_secs`] on Workers: an API key's `last_used_at` is
+/// rewritten at most once an hour (a KV write: the free plan allows 1 000 a day, Workers Paid
+/// bills them at ten times a read), so an execute writes nothing to KV but the first use of a
+/// key in each hour (docs/decisions/0109).
+pub const KEY_LAST_USED_INTERVAL_SECS: u64 = 3600;
+
 /// Everything the worker needs to open the [`App`](vultrino_core::app::App).
 pub struct Settings {
     pub config: Config,
@@ -101,6 +107,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
         admin_password_hash: Some(hash.trim().to_string()),
         client_ip_header: Some(CLIENT_IP_HEADER.to_string()),
         kv_settle_ms: DEFAULT_KV_SETTLE_SECS * 1000,
+        key_last_used_interval_secs: KEY_LAST_USED_INTERVAL_SECS,
         ..Config::default()
     };
     if let Some(user) = get("ADMIN_USER") {
@@ -428,6 +435,8 @@ mod tests {
         assert!(!s.config.allow_loopback_upstreams);
         // Audit storage trouble serves the request and counts the loss unless asked otherwise.
         assert!(!s.config.audit_required);
+        // A key's last use costs a KV write at most once an hour.
+        assert_eq!(s.config.key_last_used_interval_secs, KEY_LAST_USED_INTERVAL_SECS);
         assert!(s.config.cors_origins.is_empty());
         // KV is eventually consistent across locations: changes claim what they read.
         assert_eq!(s.config.kv_settle_ms, DEFAULT_KV_SETTLE_SECS * 1000);

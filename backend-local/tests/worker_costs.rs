@@ -6,7 +6,8 @@
 //!
 //! - an execute, a `/proxy/` call, an MCP tool call and a login (failed or not) write, delete
 //!   and list nothing in KV: their audit events go to the `AUDIT` Durable Objects
-//!   (docs/decisions/0100); every route's counts are printed (`--nocapture`) — the figures of
+//!   (docs/decisions/0100); the one KV write left is a key's `last_used_at`, on its first use
+//!   in an hour (docs/decisions/0109); every route's counts are printed (`--nocapture`) — the figures of
 //!   docs/deploy-cloudflare.md, "What a request costs";
 //! - `AUDIT_REQUIRED=true`: with the audit store down, an execute and a proxy call are refused
 //!   with 503 `audit_unavailable` and nothing reaches the upstream; back up, they are served and
@@ -187,8 +188,15 @@ async fn an_execute_a_proxy_call_an_mcp_call_and_a_login_write_nothing_to_kv() {
     ];
     e.counts().await;
 
-    // First use of the credential in this isolate, then warm (caches filled).
-    for label in ["execute (first)", "execute (warm)"] {
+    // The key's first use writes its `last_used_at` (one KV write, at most once an hour per
+    // key on the worker); then the warm execute writes nothing.
+    let r = e.execute("/echo").await;
+    expect(&r, 200, None);
+    let c = e.counts().await;
+    assert_eq!(c["kv_writes"], 1, "only the key's last_used_at: {c}");
+    assert_eq!(c["kv_deletes"], 0, "{c}");
+    table.push(row("execute (first use of the key in the hour)", &c));
+    for label in ["execute (warm)", "execute (warm, again)"] {
         let r = e.execute("/echo").await;
         expect(&r, 200, None);
         let c = e.counts().await;
@@ -253,7 +261,7 @@ async fn an_execute_a_proxy_call_an_mcp_call_and_a_login_write_nothing_to_kv() {
         table.push(row(label, &c));
     }
     // Every audited call above is in the audit log, read from the Durable Objects.
-    assert_eq!(e.events("execute").await.len(), 3);
+    assert_eq!(e.events("execute").await.len(), 4);
     assert_eq!(e.events("proxy").await.len(), 2);
     println!("{}", table.join("\n"));
 }

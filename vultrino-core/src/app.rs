@@ -97,6 +97,9 @@ pub struct Config {
     /// served whatever the audit store does, and the store counts what it lost
     /// (`GET /v1/audit/sinks`, row `audit_store`).
     pub audit_required: bool,
+    /// An API key's `last_used_at` is rewritten (one KV write) on a use at least this long
+    /// after the last one written (default 60 s; the worker's 3600 s: docs/decisions/0109).
+    pub key_last_used_interval_secs: u64,
     /// Origins allowed by CORS (empty: CORS off). Never `*`.
     pub cors_origins: Vec<String>,
     /// Who hears of a new approval: the webhook, its format and the UI's public URL for the
@@ -144,6 +147,7 @@ impl Default for Config {
             stream_total_timeout_ms: 3_600_000,
             audit_retention_secs: crate::audit::DEFAULT_AUDIT_RETENTION_SECS,
             audit_required: false,
+            key_last_used_interval_secs: 60,
             cors_origins: Vec::new(),
             approval_notify: Default::default(),
             kv_settle_ms: 0,
@@ -517,6 +521,7 @@ impl App {
     #[inline]
     pub fn api_keys(&self) -> ApiKeys<'_> {
         ApiKeys::new(&self.ports, &self.keys, self.audit(), &self.verified_keys)
+            .with_last_used_interval_secs(self.config.key_last_used_interval_secs)
     }
 
     /// Roles (resolve, create, list, delete).
