@@ -82,7 +82,10 @@ pub(crate) fn ports(env: &Env) -> Result<Ports> {
     let fetcher: Arc<dyn vultrino_core::ports::Fetcher> = Arc::new(WorkersFetcher);
     // The test worker counts every operation (`counting`; never in the deployable build).
     #[cfg(feature = "testkit")]
-    let (kv, fetcher): (Arc<dyn vultrino_core::ports::KvStore>, Arc<dyn vultrino_core::ports::Fetcher>) = (
+    let (kv, fetcher): (
+        Arc<dyn vultrino_core::ports::KvStore>,
+        Arc<dyn vultrino_core::ports::Fetcher>,
+    ) = (
         Arc::new(crate::counting::CountingKv(kv)),
         Arc::new(crate::counting::CountingFetcher(fetcher)),
     );

@@ -32,6 +32,8 @@ pub mod audit_store;
 
 #[cfg(target_arch = "wasm32")]
 pub mod clock;
+#[cfg(all(target_arch = "wasm32", feature = "testkit"))]
+mod counting;
 #[cfg(target_arch = "wasm32")]
 mod entry;
 #[cfg(target_arch = "wasm32")]
@@ -44,7 +46,5 @@ pub mod rs256;
 pub mod sessions;
 #[cfg(target_arch = "wasm32")]
 mod streams;
-#[cfg(all(target_arch = "wasm32", feature = "testkit"))]
-mod counting;
 #[cfg(all(target_arch = "wasm32", feature = "testkit"))]
 mod testkit_route;

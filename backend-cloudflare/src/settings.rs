@@ -436,7 +436,10 @@ mod tests {
         // Audit storage trouble serves the request and counts the loss unless asked otherwise.
         assert!(!s.config.audit_required);
         // A key's last use costs a KV write at most once an hour.
-        assert_eq!(s.config.key_last_used_interval_secs, KEY_LAST_USED_INTERVAL_SECS);
+        assert_eq!(
+            s.config.key_last_used_interval_secs,
+            KEY_LAST_USED_INTERVAL_SECS
+        );
         assert!(s.config.cors_origins.is_empty());
         // KV is eventually consistent across locations: changes claim what they read.
         assert_eq!(s.config.kv_settle_ms, DEFAULT_KV_SETTLE_SECS * 1000);

@@ -202,7 +202,10 @@ async fn an_execute_a_proxy_call_an_mcp_call_and_a_login_write_nothing_to_kv() {
         let c = e.counts().await;
         writes_nothing_to_kv(label, &c);
         assert_eq!(c["subrequests"], 1, "{label}: {c}");
-        assert!(c["do_audit"].as_u64().unwrap() >= 1, "{label}: audited in the DO: {c}");
+        assert!(
+            c["do_audit"].as_u64().unwrap() >= 1,
+            "{label}: audited in the DO: {c}"
+        );
         table.push(row(label, &c));
     }
     for label in ["proxy (first)", "proxy (warm)"] {
@@ -295,7 +298,11 @@ async fn with_audit_required_nothing_is_sent_while_audit_storage_is_down() {
         0,
         "the credential was used while its use could not be recorded"
     );
-    assert!(!e.up.seen().iter().any(|s| String::from_utf8_lossy(&s.body).contains(SECRET)));
+    assert!(!e
+        .up
+        .seen()
+        .iter()
+        .any(|s| String::from_utf8_lossy(&s.body).contains(SECRET)));
 
     e.audit_down(false).await;
     let r = e.execute("/echo?n=served").await;
@@ -334,7 +341,10 @@ async fn by_default_a_request_is_served_while_audit_storage_is_down_and_the_loss
     };
     let before = sinks().await;
     assert_eq!(before["dropped"], 0, "{before}");
-    assert!(before["sent"].as_u64().unwrap() >= 1, "the login was stored: {before}");
+    assert!(
+        before["sent"].as_u64().unwrap() >= 1,
+        "the login was stored: {before}"
+    );
 
     e.audit_down(true).await;
     let r = e.execute("/echo?n=unrecorded").await;
@@ -347,9 +357,7 @@ async fn by_default_a_request_is_served_while_audit_storage_is_down_and_the_loss
         1
     );
     // The listing cannot be served from a store that is down: a clear 503, not an empty page.
-    let r =
-        e.c.send("GET", "/v1/audit", Some(&e.admin), None)
-            .await;
+    let r = e.c.send("GET", "/v1/audit", Some(&e.admin), None).await;
     expect(&r, 503, "audit_unavailable");
     let after = sinks().await;
     assert_eq!(after["dropped"], 1, "the lost event is counted: {after}");
