@@ -53,6 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         fetcher: Arc::new(EchoUpstream),
         clock,
         audit_sink: None,
+        audit: None,
     };
     let (master, _) = MasterSecret::generate_raw();
     let app = App::open(Config::default(), ports, &master).await?;

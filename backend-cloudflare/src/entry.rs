@@ -37,6 +37,7 @@ use worker::wasm_bindgen_futures::future_to_promise;
 use worker::web_sys::AbortSignal;
 use worker::{event, Context, Env, Headers, Request, Response, ResponseBuilder};
 
+use crate::audit_store::DoAuditStore;
 use crate::clock::WorkersClock;
 use crate::fetch::WorkersFetcher;
 use crate::kv::WorkersKv;
@@ -60,6 +61,8 @@ fn read(env: &Env, name: &str) -> Option<String> {
 }
 
 /// The core's ports over this worker's bindings.
+// An isolate is one thread: the audit store's counters (and the test build's) are `Cell`s.
+#[allow(clippy::arc_with_non_send_sync)]
 pub(crate) fn ports(env: &Env) -> Result<Ports> {
     let kv = env.kv("CREDENTIALS").map_err(|_| {
         Error::unavailable("the worker is not configured: KV binding CREDENTIALS is missing")
@@ -71,12 +74,28 @@ pub(crate) fn ports(env: &Env) -> Result<Ports> {
         )
         .with_code(Code::MissingSetting)
     })?;
+    let audit = env.durable_object("AUDIT").map_err(|_| {
+        Error::unavailable("the worker is not configured: Durable Object binding AUDIT is missing")
+            .with_code(Code::MissingSetting)
+    })?;
+    let kv: Arc<dyn vultrino_core::ports::KvStore> = Arc::new(WorkersKv::new(kv));
+    let fetcher: Arc<dyn vultrino_core::ports::Fetcher> = Arc::new(WorkersFetcher);
+    // The test worker counts every operation (`counting`; never in the deployable build).
+    #[cfg(feature = "testkit")]
+    let (kv, fetcher): (
+        Arc<dyn vultrino_core::ports::KvStore>,
+        Arc<dyn vultrino_core::ports::Fetcher>,
+    ) = (
+        Arc::new(crate::counting::CountingKv(kv)),
+        Arc::new(crate::counting::CountingFetcher(fetcher)),
+    );
     Ok(Ports {
-        kv: Arc::new(WorkersKv::new(kv)),
+        kv,
         sessions: Arc::new(DoSessions::new(ns)),
-        fetcher: Arc::new(WorkersFetcher),
+        fetcher,
         clock: Arc::new(WorkersClock::default()),
         audit_sink: Some(Arc::new(crate::audit_sink::WorkerAuditSink::new(env))),
+        audit: Some(Arc::new(DoAuditStore::new(audit))),
     })
 }
 

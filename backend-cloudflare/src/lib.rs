@@ -22,13 +22,18 @@
 //! the pure parts). The glue is tested in workerd (`backend-cloudflare/test/`).
 
 pub mod audit_point;
+pub mod audit_shards;
 pub mod settings;
 
 #[cfg(target_arch = "wasm32")]
 mod audit_sink;
+#[cfg(target_arch = "wasm32")]
+pub mod audit_store;
 
 #[cfg(target_arch = "wasm32")]
 pub mod clock;
+#[cfg(all(target_arch = "wasm32", feature = "testkit"))]
+mod counting;
 #[cfg(target_arch = "wasm32")]
 mod entry;
 #[cfg(target_arch = "wasm32")]

@@ -225,6 +225,8 @@ impl DoSessions {
         body: &B,
     ) -> worker::Result<R> {
         let stub = self.ns.get_by_name(name)?;
+        #[cfg(feature = "testkit")]
+        crate::counting::do_request(crate::counting::DoKind::Sessions);
         let body = serde_json::to_string(body)?;
         let mut init = RequestInit::new();
         init.with_method(Method::Post).with_body(Some(body.into()));

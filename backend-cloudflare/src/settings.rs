@@ -24,6 +24,7 @@
 //! | `APPROVAL_WEBHOOK` | var (or secret: a Slack webhook URL is one) | POST a notification here when a request waits for approval (https; never printed) |
 //! | `APPROVAL_WEBHOOK_FORMAT` | var | `json` (default: `{event, approval_id, …, link}`) or `slack` (`{text, blocks}`) |
 //! | `PUBLIC_URL` | var | the admin UI's base URL as people reach it; the notification links to `<PUBLIC_URL>/ui/#/approvals/<id>` (no link without it) |
+//! | `AUDIT_REQUIRED` | var | `true`: an execute, an MCP tool call or a `/proxy/` request stores its audit event before the credential is used, and is refused with 503 `audit_unavailable` when the audit store cannot take it; `false` (default): served anyway, the loss counted in `GET /v1/audit/sinks` (row `audit_store`). docs/decisions/0109 |
 //! | `ALLOW_LOOPBACK_UPSTREAMS` | var, TESTS ONLY | `true` allows http:// and loopback upstreams |
 //! | `ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS` | var, TESTS ONLY | `true` accepts an `ADMIN_PASSWORD_HASH` below the iteration floor |
 //!
@@ -46,6 +47,12 @@ pub const CLIENT_IP_HEADER: &str = "CF-Connecting-IP";
 /// [`Changes::claim_version`](vultrino_core::change::Changes::claim_version) and
 /// docs/decisions/0033-changes-claim-the-version-they-read.md).
 pub const DEFAULT_KV_SETTLE_SECS: u64 = 90;
+
+/// [`Config::key_last_used_interval_secs`] on Workers: an API key's `last_used_at` is
+/// rewritten at most once an hour (a KV write: the free plan allows 1 000 a day, Workers Paid
+/// bills them at ten times a read), so an execute writes nothing to KV but the first use of a
+/// key in each hour (docs/decisions/0109).
+pub const KEY_LAST_USED_INTERVAL_SECS: u64 = 3600;
 
 /// Everything the worker needs to open the [`App`](vultrino_core::app::App).
 pub struct Settings {
@@ -100,6 +107,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
         admin_password_hash: Some(hash.trim().to_string()),
         client_ip_header: Some(CLIENT_IP_HEADER.to_string()),
         kv_settle_ms: DEFAULT_KV_SETTLE_SECS * 1000,
+        key_last_used_interval_secs: KEY_LAST_USED_INTERVAL_SECS,
         ..Config::default()
     };
     if let Some(user) = get("ADMIN_USER") {
@@ -174,6 +182,13 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
             .parse::<u64>()
             .map_err(|_| invalid("KV_SETTLE_SECONDS", "must be a whole number 0-3600"))?
             .saturating_mul(1000);
+    }
+    if let Some(v) = get("AUDIT_REQUIRED") {
+        config.audit_required = match v.trim() {
+            "1" | "true" | "yes" => true,
+            "0" | "false" | "no" => false,
+            _ => return Err(invalid("AUDIT_REQUIRED", "must be true or false")),
+        };
     }
     if let Some(v) = get("ALLOW_LOOPBACK_UPSTREAMS") {
         config.allow_loopback_upstreams = match v.trim() {
@@ -358,8 +373,10 @@ mod tests {
             ("ALLOW_LOOPBACK_UPSTREAMS", "true"),
             ("PROXY_MAX_CONCURRENT", "100"),
             ("PROXY_MAX_CONCURRENT_PER_KEY", "5"),
+            ("AUDIT_REQUIRED", "true"),
         ]))
         .unwrap();
+        assert!(s.config.audit_required);
         assert_eq!(s.config.proxy_max_concurrent, 100);
         assert_eq!(s.config.proxy_max_concurrent_per_key, 5);
         assert_eq!(s.config.login_max_attempts_per_user, 30);
@@ -416,6 +433,13 @@ mod tests {
         ]))
         .unwrap();
         assert!(!s.config.allow_loopback_upstreams);
+        // Audit storage trouble serves the request and counts the loss unless asked otherwise.
+        assert!(!s.config.audit_required);
+        // A key's last use costs a KV write at most once an hour.
+        assert_eq!(
+            s.config.key_last_used_interval_secs,
+            KEY_LAST_USED_INTERVAL_SECS
+        );
         assert!(s.config.cors_origins.is_empty());
         // KV is eventually consistent across locations: changes claim what they read.
         assert_eq!(s.config.kv_settle_ms, DEFAULT_KV_SETTLE_SECS * 1000);
@@ -427,6 +451,7 @@ mod tests {
             ("LOGIN_MAX_ATTEMPTS", "many"),
             ("LOGIN_MAX_ATTEMPTS", "0"),
             ("ALLOW_LOOPBACK_UPSTREAMS", "maybe"),
+            ("AUDIT_REQUIRED", "always"),
             ("KV_SETTLE_SECONDS", "-1"),
             ("KV_SETTLE_SECONDS", "3601"),
             ("CORS_ORIGINS", "*"),

@@ -1,7 +1,8 @@
 //! TEST-ONLY route (feature `testkit`, never in the deployable build): runs the core's
 //! conformance suites against [`WorkersKv`], [`DoSessions`] and [`WorkersFetcher`] inside workerd.
 //!
-//! - `POST /__testkit/kv` and `POST /__testkit/sessions` answer `{"ok": true}` or
+//! - `POST /__testkit/kv`, `POST /__testkit/sessions` and `POST /__testkit/audit` (the
+//!   [`AuditStore`](vultrino_core::ports::AuditStore) suite against [`DoAuditStore`]) answer `{"ok": true}` or
 //!   `{"ok": false, "error": "<check>: <property>"}`.
 //! - `GET /__testkit/fetch-suite` answers `{"checks": [<name>, …]}`, the Fetcher suite's checks.
 //! - `POST /__testkit/fetch-suite` with `{"base_url", "refused_url", "check"?}` runs that one
@@ -14,11 +15,18 @@
 //!   upstream implementing the route table of `vultrino_core::testkit::fetcher`; `refused_url` a
 //!   closed port. The suite asks for `allow_loopback` itself (the upstream is on 127.0.0.1).
 //!
-//! Driven by `test/conformance.test.mjs`.
+//! - `GET /__testkit/counts`: the operations the worker's ports made since the last reset
+//!   (`counting`: KV reads, writes, deletes, lists, Durable Object requests per namespace,
+//!   upstream subrequests); `POST /__testkit/counts` answers the same and zeroes them.
+//! - `POST /__testkit/audit-down` with `{"down": bool}`: every audit-store request fails (an
+//!   outage, an exhausted quota) until switched back.
+//!
+//! Driven by `test/conformance.test.mjs` and `backend-local/tests/worker_costs.rs`.
 
 use vultrino_core::testkit::{self, FetchUpstream};
 use worker::{Env, Method, Request, Response};
 
+use crate::audit_store::DoAuditStore;
 use crate::clock::WorkersClock;
 use crate::fetch::WorkersFetcher;
 use crate::kv::WorkersKv;
@@ -59,8 +67,26 @@ async fn fetch_stream_suite(mut req: Request) -> worker::Result<std::result::Res
     })
 }
 
-pub(crate) async fn handle(req: Request, env: &Env) -> worker::Result<Response> {
+#[derive(serde::Deserialize)]
+struct AuditDown {
+    down: bool,
+}
+
+pub(crate) async fn handle(mut req: Request, env: &Env) -> worker::Result<Response> {
     let result = match (req.method(), req.path().as_str()) {
+        (Method::Get, "/__testkit/counts") => {
+            return Response::from_json(&crate::counting::counts(false));
+        }
+        (Method::Post, "/__testkit/counts") => {
+            return Response::from_json(&crate::counting::counts(true));
+        }
+        (Method::Post, "/__testkit/audit-down") => {
+            let Ok(AuditDown { down }) = req.json::<AuditDown>().await else {
+                return Response::error("expected {\"down\": true|false}", 400);
+            };
+            crate::counting::set_audit_down(down);
+            return Response::from_json(&serde_json::json!({"down": down}));
+        }
         (Method::Get, "/__testkit/fetch-suite") => {
             return Response::from_json(&serde_json::json!({"checks": testkit::FETCHER_CHECKS}));
         }
@@ -74,6 +100,10 @@ pub(crate) async fn handle(req: Request, env: &Env) -> worker::Result<Response> 
         (_, "/__testkit/kv") => {
             let store = WorkersKv::new(env.kv("CREDENTIALS")?);
             testkit::kv_suite(&store, None).await
+        }
+        (_, "/__testkit/audit") => {
+            let store = DoAuditStore::new(env.durable_object("AUDIT")?);
+            testkit::audit_suite(&store).await
         }
         (_, "/__testkit/sessions") => {
             let store = DoSessions::new(env.durable_object("SESSIONS")?);

@@ -115,7 +115,10 @@ test("two isolates starting together on an empty store agree on one keyring", as
         ...worker,
         name: "b",
         kvNamespaces: { CREDENTIALS: "shared" },
-        durableObjects: { SESSIONS: { className: "SessionDO", scriptName: "a", useSQLite: true } },
+        durableObjects: {
+          SESSIONS: { className: "SessionDO", scriptName: "a", useSQLite: true },
+          AUDIT: { className: "AuditDO", scriptName: "a", useSQLite: true },
+        },
       },
     ],
   });

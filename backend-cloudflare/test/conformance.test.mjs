@@ -1,8 +1,9 @@
-// The core's KvStore, SessionStore and Fetcher conformance suites (vultrino_core::testkit), run
-// INSIDE workerd against WorkersKv (a real KV binding), the SessionDO-backed store (real Durable
+// The core's KvStore, SessionStore, AuditStore and Fetcher conformance suites
+// (vultrino_core::testkit), run INSIDE workerd against WorkersKv (a real KV binding), the
+// SessionDO- and AuditDO-backed stores (real Durable
 // Objects) and WorkersFetcher (the runtime's fetch, against a node upstream on 127.0.0.1). The
 // suites are compiled into the test worker (`test-build/`, cargo feature `testkit`) behind
-// /__testkit/{kv,sessions,rs256,fetch-suite}; the deployable build has no such route. The
+// /__testkit/{kv,sessions,audit,rs256,fetch-suite}; the deployable build has no such route. The
 // Rs256Verifier suite runs WebCryptoVerifier (crypto.subtle) on the core's fixed test vectors.
 import { test, before, after } from "node:test";
 import http from "node:http";
@@ -152,6 +153,11 @@ test("SessionStore conformance suite passes against the SessionDO store in worke
   assert.deepEqual(out, { ok: true }, out.error);
 });
 
+test("AuditStore conformance suite passes against the sharded AuditDO store in workerd", async () => {
+  const out = await suite("audit");
+  assert.deepEqual(out, { ok: true }, out.error);
+});
+
 test("Rs256Verifier conformance suite passes against WebCrypto in workerd", async () => {
   const out = await suite("rs256");
   assert.deepEqual(out, { ok: true }, out.error);
@@ -203,7 +209,7 @@ test("the deployable build has no testkit route", async () => {
     }),
   );
   try {
-    for (const route of ["kv", "sessions", "rs256", "fetch-suite", "fetch-stream-suite"]) {
+    for (const route of ["kv", "sessions", "audit", "rs256", "fetch-suite", "fetch-stream-suite", "counts", "audit-down"]) {
       const r = await deployable.dispatchFetch(`http://worker/__testkit/${route}`, { method: "POST" });
       const body = await r.json();
       assert.equal(r.status, 404, route);

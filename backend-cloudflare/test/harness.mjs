@@ -11,7 +11,7 @@
 //   PROXY_MAX_CONCURRENT_PER_KEY, APPROVAL_TTL_SECS, STREAM_HEADERS_TIMEOUT_MS, STREAM_IDLE_TIMEOUT_MS,
 //   STREAM_TOTAL_TIMEOUT_MS, ALLOW_LOOPBACK_UPSTREAMS, ACCESS_TEAM_DOMAIN, ACCESS_AUD,
 //   ACCESS_MODE, ACCESS_CERTS_URL, APPROVAL_WEBHOOK, APPROVAL_WEBHOOK_FORMAT, PUBLIC_URL,
-//   ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS   passed to the worker as bindings (those set)
+//   AUDIT_REQUIRED, ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS   passed to the worker as bindings (those set)
 //   HARNESS_KV_CONTROL=1   also serve raw access to the worker's KV namespace on 127.0.0.1, as
 //                  someone holding a KV API token (and not the master key) has it, and print
 //                  "KV control on <url>" before the listening line: GET /kv?key=K →
@@ -78,6 +78,7 @@ export const SETTINGS = [
   "APPROVAL_WEBHOOK",
   "APPROVAL_WEBHOOK_FORMAT",
   "PUBLIC_URL",
+  "AUDIT_REQUIRED",
 ];
 
 /**
@@ -117,7 +118,10 @@ export function workerOptions(buildDir, bindings) {
         scriptPath: path.join(root, buildDir, "index.js"),
         modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
         kvNamespaces: ["CREDENTIALS"],
-        durableObjects: { SESSIONS: { className: "SessionDO", useSQLite: true } },
+        durableObjects: {
+          SESSIONS: { className: "SessionDO", useSQLite: true },
+          AUDIT: { className: "AuditDO", useSQLite: true },
+        },
         bindings,
       },
     ],

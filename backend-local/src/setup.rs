@@ -410,6 +410,7 @@ async fn open_with(
         fetcher: Arc::new(HttpFetcher::new()?),
         clock,
         audit_sink,
+        audit: None,
     };
     let mut app = App::open(config, ports, &master)
         .await

@@ -28,6 +28,7 @@ fn ports(kv: Arc<MemoryKv>) -> Ports {
         fetcher: Arc::new(HttpFetcher::new().unwrap()),
         clock: Arc::new(ManualClock::new(1_800_000_000_000)),
         audit_sink: None,
+        audit: None,
     }
 }
 
@@ -182,6 +183,7 @@ async fn two_first_starts_at_once_agree_on_one_keyring() {
         fetcher: Arc::new(HttpFetcher::new().unwrap()),
         clock: clock.clone(),
         audit_sink: None,
+        audit: None,
     };
     let (x, y) = tokio::join!(
         App::open(Config::default(), ports(), &master),
@@ -218,6 +220,7 @@ async fn a_start_during_another_s_first_start_waits_for_its_keyring() {
         fetcher: Arc::new(HttpFetcher::new().unwrap()),
         clock: clock.clone(),
         audit_sink: None,
+        audit: None,
     };
     // The other instance holds the claim and is still deriving its keys.
     let held = sessions
@@ -281,6 +284,7 @@ async fn an_abandoned_claim_expires() {
         fetcher: Arc::new(HttpFetcher::new().unwrap()),
         clock: clock.clone(),
         audit_sink: None,
+        audit: None,
     };
     App::open(Config::default(), ports, &master).await.unwrap();
     assert!(kv.get(KEYRING_KEY).await.unwrap().is_some());
@@ -333,6 +337,7 @@ async fn a_failed_creation_gives_the_claim_back() {
         fetcher: Arc::new(HttpFetcher::new().unwrap()),
         clock: clock.clone(),
         audit_sink: None,
+        audit: None,
     };
     assert!(App::open(Config::default(), ports(), &master)
         .await

@@ -96,6 +96,7 @@ async fn an_execute_dropped_while_its_event_is_written_still_leaves_exactly_that
         fetcher: Arc::new(Ok200),
         clock,
         audit_sink: None,
+        audit: None,
     };
     let (master, _) = MasterSecret::generate_raw();
     let app = App::open(Config::default(), ports, &master).await.unwrap();

@@ -21,6 +21,7 @@ fn ports(clock: Arc<ManualClock>) -> Ports {
         fetcher: Arc::new(HttpFetcher::new().unwrap()),
         clock,
         audit_sink: None,
+        audit: None,
     }
 }
 

@@ -653,6 +653,7 @@ async fn the_sink_gets_each_event_once_after_it_is_stored_and_as_stored() {
         fetcher: Arc::new(vultrino_local::fetcher::HttpFetcher::new().unwrap()),
         clock: clock.clone(),
         audit_sink: Some(sink.clone()),
+        audit: None,
     };
     let log = AuditLog::new(&ports, 3600);
     let mut plain = AuditEvent::new(clock.now_ms(), "key:k1", "execute", "allowed");

@@ -57,6 +57,7 @@ async fn app() -> App {
         fetcher: Arc::new(HttpFetcher::new().unwrap()),
         clock,
         audit_sink: None,
+        audit: None,
     };
     let (master, _) = MasterSecret::generate_raw();
     App::open(Config::default(), ports, &master).await.unwrap()
@@ -346,6 +347,7 @@ async fn gated_app(
         fetcher: Arc::new(HttpFetcher::new().unwrap()),
         clock: clock.clone(),
         audit_sink: None,
+        audit: None,
     };
     let (master, _) = MasterSecret::generate_raw();
     let app = Arc::new(App::open(Config::default(), ports, &master).await.unwrap());

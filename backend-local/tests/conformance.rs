@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use vultrino_core::audit::KvAuditStore;
 use vultrino_core::error::Code;
 use vultrino_core::ports::{Clock, KvStore, ListOptions, ManualClock, PutOptions, SessionStore};
 use vultrino_core::testkit;
@@ -36,6 +37,23 @@ async fn file_kv_passes_the_kv_suite() {
     let store = FileKv::open(&dir.path().join("data"), clock.clone()).unwrap();
     let advance = |ms| clock.advance(ms);
     testkit::kv_suite(&store, Some(&advance)).await.unwrap();
+}
+
+/// The audit store of the local backends: events as `audit:` keys of the KV store, in the
+/// format they always had (docs/decisions/0100).
+#[tokio::test]
+async fn memory_kv_audit_store_passes_the_audit_suite() {
+    let store = KvAuditStore::new(Arc::new(MemoryKv::new(manual_clock())));
+    testkit::audit_suite(&store).await.unwrap();
+}
+
+#[tokio::test]
+async fn file_kv_audit_store_passes_the_audit_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = FileKv::open(&dir.path().join("data"), manual_clock()).unwrap();
+    testkit::audit_suite(&KvAuditStore::new(Arc::new(kv)))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -47,6 +47,7 @@ async fn env() -> Env {
         fetcher: Arc::new(Ok200),
         clock: clock.clone(),
         audit_sink: None,
+        audit: None,
     };
     let app = App::open(Config::default(), ports, &master).await.unwrap();
     Env { app, clock }

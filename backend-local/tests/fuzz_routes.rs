@@ -130,6 +130,7 @@ fn fixture() -> Fixture {
         fetcher: fetcher.clone(),
         clock,
         audit_sink: None,
+        audit: None,
     };
     let config = Config {
         admin_password_hash: Some(crypto::hash_password("pw", 1000).unwrap()),

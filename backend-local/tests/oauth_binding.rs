@@ -70,6 +70,7 @@ async fn env() -> Env {
         fetcher: provider.clone(),
         clock,
         audit_sink: None,
+        audit: None,
     };
     let (master, _) = MasterSecret::generate_raw();
     let app = App::open(Config::default(), ports, &master).await.unwrap();

@@ -34,6 +34,7 @@ async fn env() -> Env {
         fetcher: Arc::new(Recorder::default()),
         clock: clock.clone(),
         audit_sink: None,
+        audit: None,
     };
     let config = Config {
         allow_loopback_upstreams: true,

@@ -39,6 +39,7 @@ async fn env_with(fetcher: Arc<dyn Fetcher>, kv: Arc<dyn KvStore>, clock: Arc<Ma
         fetcher,
         clock,
         audit_sink: None,
+        audit: None,
     };
     let config = Config {
         allow_loopback_upstreams: true,

@@ -97,6 +97,7 @@ fn stores() -> Stores {
         fetcher: Arc::new(NoFetch),
         clock,
         audit_sink: None,
+        audit: None,
     };
     let (_, master) = MasterSecret::generate_raw();
     Stores {

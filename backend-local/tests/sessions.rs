@@ -81,6 +81,7 @@ async fn app(refuse_cookie_sessions: bool) -> (App, Arc<Sessions>) {
         fetcher: Arc::new(NoFetch),
         clock,
         audit_sink: None,
+        audit: None,
     };
     let config = Config {
         admin_password_hash: Some(crypto::hash_password("pw", 1000).unwrap()),

@@ -96,6 +96,7 @@ async fn edge() -> Edge {
         fetcher: upstream.clone(),
         clock: clock.clone(),
         audit_sink: None,
+        audit: None,
     };
     let x = App::open(config(), ports(&kv_x), &master).await.unwrap();
     // The keyring record made at X reaches Y before Y starts.
@@ -340,6 +341,7 @@ async fn without_a_settle_time_nothing_is_claimed() {
         fetcher: Arc::new(HttpFetcher::new().unwrap()),
         clock,
         audit_sink: None,
+        audit: None,
     };
     let (master, _) = MasterSecret::generate_raw();
     let app = App::open(Config::default(), ports, &master).await.unwrap();

@@ -103,6 +103,7 @@ async fn a_use_that_cannot_be_counted_refuses_the_request_and_sends_nothing() {
         fetcher: fetcher.clone(),
         clock,
         audit_sink: None,
+        audit: None,
     };
     let (_, master) = MasterSecret::generate_raw();
     let master = MasterSecret::parse(&master).unwrap();
@@ -204,6 +205,7 @@ async fn a_mint_racing_its_parents_expiry_never_underflows() {
             fetcher: Arc::new(CountingFetch::default()),
             clock: clock.clone(),
             audit_sink: None,
+            audit: None,
         };
         let (_, master) = MasterSecret::generate_raw();
         let master = MasterSecret::parse(&master).unwrap();

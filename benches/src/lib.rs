@@ -62,6 +62,7 @@ pub fn pipeline_app() -> (App, String) {
         fetcher: Arc::new(StubFetcher),
         clock,
         audit_sink: None,
+        audit: None,
     };
     let config = Config {
         admin_password_hash: Some(crypto::hash_password("pw", 1000).unwrap()),

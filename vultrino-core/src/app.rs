@@ -91,6 +91,16 @@ pub struct Config {
     pub stream_total_timeout_ms: u64,
     /// Audit events expire after this long (default 90 days).
     pub audit_retention_secs: u64,
+    /// Strict audit (worker setting `AUDIT_REQUIRED`, default off; docs/decisions/0109): an
+    /// execute, an MCP tool call or a `/proxy/` request stores its audit event (outcome
+    /// `started`) BEFORE the credential is used, and is refused with 503 `audit_unavailable`
+    /// when that write fails: no credential is used without a stored record. Off, a request is
+    /// served whatever the audit store does, and the store counts what it lost
+    /// (`GET /v1/audit/sinks`, row `audit_store`).
+    pub audit_required: bool,
+    /// An API key's `last_used_at` is rewritten (one KV write) on a use at least this long
+    /// after the last one written (default 60 s; the worker's 3600 s: docs/decisions/0109).
+    pub key_last_used_interval_secs: u64,
     /// Origins allowed by CORS (empty: CORS off). Never `*`.
     pub cors_origins: Vec<String>,
     /// Who hears of a new approval: the webhook, its format and the UI's public URL for the
@@ -137,6 +147,8 @@ impl Default for Config {
             stream_idle_timeout_ms: 300_000,
             stream_total_timeout_ms: 3_600_000,
             audit_retention_secs: crate::audit::DEFAULT_AUDIT_RETENTION_SECS,
+            audit_required: false,
+            key_last_used_interval_secs: 60,
             cors_origins: Vec::new(),
             approval_notify: Default::default(),
             kv_settle_ms: 0,
@@ -538,12 +550,17 @@ impl App {
     }
 
     /// The counts of the deployment's audit sinks (`GET /v1/audit/sinks`); empty without one.
+    /// The audit store's own row (`audit_store`: events stored, lost, failed writes) comes
+    /// last when the store counts them (the worker's Durable Object store does).
     pub fn audit_sink_status(&self) -> Vec<crate::ports::SinkStatus> {
-        self.ports
+        let mut out = self
+            .ports
             .audit_sink
             .as_ref()
             .map(|s| s.status())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        out.extend(self.ports.audit.as_ref().and_then(|s| s.status()));
+        out
     }
 
     /// The `/proxy/` exchanges in flight in this process (isolate).
@@ -567,6 +584,7 @@ impl App {
     #[inline]
     pub fn api_keys(&self) -> ApiKeys<'_> {
         ApiKeys::new(&self.ports, &self.keys, self.audit(), &self.verified_keys)
+            .with_last_used_interval_secs(self.config.key_last_used_interval_secs)
     }
 
     /// Roles (resolve, create, list, delete).
@@ -650,6 +668,7 @@ impl App {
             self.config.fetch_options(),
             self.config.audit_retention_secs,
         )
+        .with_audit_required(self.config.audit_required)
         .with_approvals(crate::approvals::settings::Settings {
             ttl_ms: self.config.approval_ttl_secs.saturating_mul(1000),
             sleeper: self.sleeper.as_deref(),

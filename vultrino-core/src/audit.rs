@@ -27,7 +27,9 @@ use bytes::Bytes;
 use crate::auth::{Permission, Principal};
 use crate::crypto;
 use crate::error::{Code, Error, Result};
-use crate::ports::{ListOptions, Ports, PutOptions};
+use std::sync::Arc;
+
+use crate::ports::{AuditPage, AuditStore, KvStore, ListOptions, Ports, PutOptions};
 
 pub mod event;
 pub use event::{new_id, AuditEvent, AUDIT_PREFIX, CUT_MARKER};
@@ -269,27 +271,42 @@ impl<'a> AuditLog<'a> {
         })
     }
 
-    /// Put the capped event, then hand the same event to the deployment's audit sink, if it
+    /// Store the capped event ([`Ports::audit_store`]), then hand the same event to the
+    /// deployment's audit sink, if it
     /// has one ([`AuditSink`](crate::ports::AuditSink): a log file, a collector, the Workers
     /// log). The one place events are written, so every event reaches the sink once per write.
     /// The sink gets it even when the put failed: it is then the event's only record.
     async fn write(&self, event: AuditEvent) {
         let event = event.capped();
-        let options = PutOptions {
-            expiration_ttl: Some(self.retention_secs.max(60)),
-            metadata: None,
-        };
-        let Ok(bytes) = serde_json::to_vec(&event) else {
-            return;
-        };
         let _ = self
             .ports
-            .kv
-            .put(&event.kv_key(), Bytes::from(bytes), options)
+            .audit_store()
+            .append(std::slice::from_ref(&event), self.retention_secs)
             .await;
         if let Some(sink) = &self.ports.audit_sink {
             sink.emit(&event);
         }
+    }
+
+    /// Strict audit ([`Config::audit_required`](crate::app::Config::audit_required)): store
+    /// `event` with outcome `started`, under its own id, before the action it records; the
+    /// action's final event replaces it (same id: one event per id in every store). When it
+    /// cannot be stored, the action must not happen: 503 `audit_unavailable`. Not handed to the
+    /// sinks (the final event is).
+    pub async fn require(&self, event: &AuditEvent) -> Result<()> {
+        let mut started = event.clone().capped();
+        started.outcome = "started".into();
+        self.ports
+            .audit_store()
+            .append(std::slice::from_ref(&started), self.retention_secs)
+            .await
+            .map_err(|_| {
+                Error::unavailable(
+                    "the audit store is unavailable and audit is required: the request was not \
+                     sent (AUDIT_REQUIRED)",
+                )
+                .with_code(Code::AuditUnavailable)
+            })
     }
 
     /// Record a successful change (`credential.create`, `key.revoke`, …) by `who`.
@@ -318,20 +335,68 @@ impl<'a> AuditLog<'a> {
     }
 
     /// Events that match `filter`, newest first (admin only): at most `limit` (default 100, at
-    /// most 1000) of them, found among at most [`MAX_SCANNED_PER_CALL`] stored events. The
-    /// cursor continues after the last event looked at, so a page may hold fewer than `limit`
-    /// events (none, even) and still have a cursor: follow it until it is `None`. With `since`,
-    /// the listing ends at the first event older than it (the keys sort by time, so older ones
-    /// are not read).
+    /// most 1000) of them, found among at most [`MAX_SCANNED_PER_CALL`] stored events (per
+    /// shard of a sharded store). The cursor continues after the last event looked at, so a
+    /// page may hold fewer than `limit` events (none, even) and still have a cursor: follow it
+    /// until it is `None`. See [`AuditStore::query`].
     pub async fn list_filtered(
         &self,
         who: &Principal,
         filter: &AuditFilter,
-        mut cursor: Option<String>,
+        cursor: Option<String>,
         limit: Option<usize>,
     ) -> Result<(Vec<AuditEvent>, Option<String>)> {
         who.require(Permission::Admin)?;
         let limit = limit.unwrap_or(100).clamp(1, 1000);
+        let page = self
+            .ports
+            .audit_store()
+            .query(filter, cursor, limit)
+            .await?;
+        Ok((page.events, page.cursor))
+    }
+}
+
+/// The audit store of the local backends (and of any deployment whose [`Ports::audit`] is
+/// `None`): one KV entry per event at `audit:<id>`, expiring by TTL. Ids sort newest first, so
+/// a KV `list("audit:")` pages from the newest event backwards without any index; the cursor
+/// is the KV store's.
+pub struct KvAuditStore {
+    kv: Arc<dyn KvStore>,
+}
+
+impl KvAuditStore {
+    pub fn new(kv: Arc<dyn KvStore>) -> Self {
+        KvAuditStore { kv }
+    }
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+impl AuditStore for KvAuditStore {
+    async fn append(&self, events: &[AuditEvent], retention_secs: u64) -> Result<()> {
+        for event in events {
+            let options = PutOptions {
+                expiration_ttl: Some(retention_secs.max(60)),
+                metadata: None,
+            };
+            // An event always serializes (strings and numbers only).
+            let Ok(bytes) = serde_json::to_vec(event) else {
+                continue;
+            };
+            self.kv
+                .put(&event.kv_key(), Bytes::from(bytes), options)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn query(
+        &self,
+        filter: &AuditFilter,
+        mut cursor: Option<String>,
+        limit: usize,
+    ) -> Result<AuditPage> {
         let mut out = Vec::new();
         let mut scanned = 0usize;
         loop {
@@ -339,7 +404,6 @@ impl<'a> AuditLog<'a> {
             // exactly after the last one.
             let size = (limit - out.len()).min(MAX_SCANNED_PER_CALL - scanned);
             let page = self
-                .ports
                 .kv
                 .list(ListOptions {
                     prefix: Some(AUDIT_PREFIX.into()),
@@ -349,13 +413,15 @@ impl<'a> AuditLog<'a> {
                 .await?;
             scanned += page.keys.len();
             for k in page.keys {
-                if filter
-                    .since_ms
-                    .is_some_and(|since| key_ts(&k.name).is_some_and(|ts| ts < since))
-                {
-                    return Ok((out, None));
+                // With `since`, the listing ends at the first event older than it (the keys
+                // sort by time, so older ones are not read).
+                if key_ts(&k.name).is_some_and(|ts| filter.ends_listing_at(ts)) {
+                    return Ok(AuditPage {
+                        events: out,
+                        cursor: None,
+                    });
                 }
-                if let Some(b) = self.ports.kv.get(&k.name).await? {
+                if let Some(b) = self.kv.get(&k.name).await? {
                     if let Ok(e) = serde_json::from_slice::<AuditEvent>(&b) {
                         if filter.matches(&e) {
                             out.push(e);
@@ -365,20 +431,26 @@ impl<'a> AuditLog<'a> {
             }
             cursor = page.cursor;
             if cursor.is_none() || out.len() >= limit || scanned >= MAX_SCANNED_PER_CALL {
-                return Ok((out, cursor));
+                return Ok(AuditPage {
+                    events: out,
+                    cursor,
+                });
             }
         }
     }
 }
 
-/// Stored events one [`AuditLog::list_filtered`] call looks at, at most (each is one KV read:
-/// a Workers request may make 1000 subrequests).
+/// Stored events one [`AuditStore::query`] call looks at, at most, per shard (in the KV store
+/// each is one KV read: a Workers request may make 1000 subrequests).
 pub const MAX_SCANNED_PER_CALL: usize = 1000;
 
 /// What [`AuditLog::list_filtered`] keeps; every field set must match (`GET /v1/audit`'s
 /// `credential`, `actor`, `outcome`, `since` and `until`; [`AuditFilter::from_query`]). The one
 /// definition of the filters: every audit storage keeps what [`AuditFilter::matches`] keeps.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Serializable: a store that runs elsewhere (the worker's Durable Objects) is sent it and
+/// applies this same [`AuditFilter::matches`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct AuditFilter {
     /// The credential's alias, exactly.
     pub credential: Option<String>,
@@ -474,6 +546,12 @@ impl AuditFilter {
             }
         }
         Ok(filter)
+    }
+
+    /// Whether an event of instant `ts` is older than `since`: in a listing newest first, the
+    /// first such event ends it (every later one is older still). Both stores stop there.
+    pub fn ends_listing_at(&self, ts: u64) -> bool {
+        self.since_ms.is_some_and(|since| ts < since)
     }
 
     /// Whether no condition is set.

@@ -388,6 +388,8 @@ codes! {
     KvUnavailable = "kv_unavailable",
     /// The session store (a Durable Object on Workers) could not be reached.
     SessionStoreUnavailable = "session_store_unavailable",
+    /// The audit store (Durable Objects on Workers) could not take or read events.
+    AuditUnavailable = "audit_unavailable",
     /// The file store is locked by another process.
     StoreLocked = "store_locked",
     /// The file store could not be read or written.

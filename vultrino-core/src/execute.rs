@@ -73,6 +73,8 @@ pub struct Pipeline<'a> {
     scrubbers: &'a ScrubberCache,
     fetch: FetchOptions,
     audit_retention_secs: u64,
+    /// [`Config::audit_required`](crate::app::Config::audit_required).
+    audit_required: bool,
     approvals: crate::approvals::settings::Settings<'a>,
 }
 
@@ -92,8 +94,25 @@ impl<'a> Pipeline<'a> {
             scrubbers,
             fetch,
             audit_retention_secs,
+            audit_required: false,
             approvals: crate::approvals::settings::Settings::default(),
         }
+    }
+
+    /// The pipeline that stores each request's audit event before using its credential
+    /// ([`Config::audit_required`](crate::app::Config::audit_required)).
+    pub(crate) fn with_audit_required(mut self, required: bool) -> Self {
+        self.audit_required = required;
+        self
+    }
+
+    /// With [`Pipeline::with_audit_required`], the event `event` stored (as `started`) before
+    /// the credential is used: an error (503 `audit_unavailable`) when it could not be.
+    pub(crate) async fn audit_first(&self, event: &AuditEvent) -> Result<()> {
+        if !self.audit_required {
+            return Ok(());
+        }
+        self.audit().require(event).await
     }
 
     /// The pipeline with the deployment's approval settings (TTL, the timer of `Prefer: wait`).
@@ -178,10 +197,18 @@ impl<'a> Pipeline<'a> {
         let mut approved = None;
         // The approval webhook goes out through the request's background, after the 202.
         let held = unfinished.background.clone();
-        let result = self
-            .with_background(held.as_deref())
-            .run(who, req, target, ask, &mut approved)
-            .await;
+        let first = match unfinished.event.as_ref() {
+            Some(event) => self.audit_first(event).await,
+            None => Err(Error::internal()),
+        };
+        let result = match first {
+            Ok(()) => {
+                self.with_background(held.as_deref())
+                    .run(who, req, target, ask, &mut approved)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         let Some(mut event) = unfinished.event.take() else {
             return Err(Error::internal());
         };

@@ -34,12 +34,26 @@ pub struct Ports {
     /// Where every audit event also goes, besides the KV store (a log file, a collector, the
     /// Workers log and Analytics Engine); `None`: nowhere else. See [`AuditSink`].
     pub audit_sink: Option<Arc<dyn AuditSink>>,
+    /// Where audit events are stored and queried ([`AuditStore`]); `None`: in the KV store
+    /// under `audit:` keys ([`KvAuditStore`](crate::audit::KvAuditStore), the local stores'
+    /// format). The worker sets its Durable Object store (docs/decisions/0100).
+    pub audit: Option<Arc<dyn AuditStore>>,
 }
 
 impl Ports {
     /// Now, by the deployment's clock.
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    /// The deployment's audit store: [`Ports::audit`], or the KV store's `audit:` keys.
+    // On wasm32 no port is `Send` (JS values are not); natively the KV store is.
+    #[allow(clippy::arc_with_non_send_sync)]
+    pub fn audit_store(&self) -> Arc<dyn AuditStore> {
+        match &self.audit {
+            Some(store) => store.clone(),
+            None => Arc::new(crate::audit::KvAuditStore::new(self.kv.clone())),
+        }
     }
 }
 
@@ -563,6 +577,68 @@ pub trait Sleeper: MaybeSend + MaybeSync {
     /// # Behavior
     /// - The future completes no earlier than `ms` milliseconds after it is first polled.
     fn sleep(&self, ms: u64) -> SleepFuture;
+}
+
+// ---------------------------------------------------------------------------------------------
+// AuditStore
+// ---------------------------------------------------------------------------------------------
+
+/// One page of [`AuditStore::query`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditPage {
+    /// Matching events, newest first (by id: ids sort newest first, see
+    /// [`new_id`](crate::audit::new_id)).
+    pub events: Vec<crate::audit::event::AuditEvent>,
+    /// `None` when every stored event has been looked at; otherwise pass it back for the next
+    /// page (a page may hold fewer events than asked, none even, and still have a cursor).
+    pub cursor: Option<String>,
+}
+
+/// Where audit events are kept and queried: `audit:` keys of the KV store locally
+/// ([`KvAuditStore`](crate::audit::KvAuditStore)), a sharded SQLite-backed Durable Object on the
+/// edge (0 KV writes per request, docs/decisions/0100). Only
+/// [`AuditLog`](crate::audit::AuditLog) calls it; it caps events before they get here and
+/// judges who may read them.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+pub trait AuditStore: MaybeSend + MaybeSync {
+    /// Store a batch of events, each kept at least `retention_secs` (60 at least) from now.
+    ///
+    /// # Behavior
+    /// - After `Ok`, [`AuditStore::query`] finds every event of the batch, every field as
+    ///   written.
+    /// - An event whose id is already stored replaces it: one event per id, the last written
+    ///   (a refusal series rewritten with a greater `count`).
+    /// - An empty batch succeeds and stores nothing.
+    async fn append(
+        &self,
+        events: &[crate::audit::event::AuditEvent],
+        retention_secs: u64,
+    ) -> Result<()>;
+
+    /// Events that pass `filter` ([`AuditFilter::matches`](crate::audit::AuditFilter::matches),
+    /// the one filter every store applies), newest first.
+    ///
+    /// # Behavior
+    /// - At most `limit` events (1..=1000), in id order (newest first), each matching `filter`.
+    /// - At most [`MAX_SCANNED_PER_CALL`](crate::audit::MAX_SCANNED_PER_CALL) stored events
+    ///   are looked at per call (per shard where the store is sharded).
+    /// - Following the cursors from `None` until a page without one visits every matching
+    ///   event exactly once, in order.
+    /// - A cursor no call of this store returned is a `BadRequest` (code `invalid_cursor`).
+    async fn query(
+        &self,
+        filter: &crate::audit::AuditFilter,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<AuditPage>;
+
+    /// What the store counts of its own writes, shown as a row of `GET /v1/audit/sinks`:
+    /// `sent` events stored, `dropped` events lost (not stored), `failed` writes that failed.
+    /// `None` (the default): it counts nothing (the local KV-backed store).
+    fn status(&self) -> Option<SinkStatus> {
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

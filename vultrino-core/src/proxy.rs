@@ -163,6 +163,12 @@ impl App {
         let mut event = AuditEvent::new(started, who.actor(), "proxy", "allowed");
         event.credential = Some(alias.clone());
         event.method = Some(parts.method.as_str().to_string());
+        // Strict audit: the event is stored before anything goes upstream, or nothing does.
+        if let Err(e) = pipeline.audit_first(&event).await {
+            failed(&mut event, &e);
+            refused(pipeline.audit(), event).await;
+            return refusal(&e);
+        }
         let config = self.config();
         // Per key: the tokens of a key share its cap (an agent cannot widen it by minting).
         let cap_key = match &who {

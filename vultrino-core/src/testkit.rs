@@ -23,6 +23,7 @@
 //! - Values written here are test data, never secrets, so they may appear in failure messages
 //!   (shortened: a failure never prints a whole value).
 
+mod audit;
 mod fetch_stream;
 pub mod fetcher;
 mod kv;
@@ -30,6 +31,7 @@ mod kv_list;
 mod rs256;
 mod session;
 
+pub use audit::*;
 pub use fetch_stream::*;
 pub use fetcher::*;
 pub use kv::*;

@@ -322,6 +322,7 @@ fn harness_setting(name: &str) -> bool {
             | "APPROVAL_WEBHOOK"
             | "APPROVAL_WEBHOOK_FORMAT"
             | "PUBLIC_URL"
+            | "AUDIT_REQUIRED"
             | "HARNESS_PERSIST_DIR"
             | "WORKER_BUILD"
             | "HARNESS_KV_CONTROL"

@@ -177,6 +177,9 @@ pub struct ApiKeys<'a> {
     pub(super) keys: &'a Keys,
     pub(super) audit: AuditLog<'a>,
     verified: &'a VerifiedKeys,
+    /// A key's `last_used_at` is rewritten (one KV write) when older than this
+    /// ([`Config::key_last_used_interval_secs`](crate::app::Config::key_last_used_interval_secs)).
+    last_used_interval_ms: u64,
 }
 
 impl<'a> ApiKeys<'a> {
@@ -192,7 +195,14 @@ impl<'a> ApiKeys<'a> {
             keys,
             audit,
             verified,
+            last_used_interval_ms: 60_000,
         }
+    }
+
+    /// Keys whose `last_used_at` is rewritten only when older than `secs` (at least 60).
+    pub(crate) fn with_last_used_interval_secs(mut self, secs: u64) -> Self {
+        self.last_used_interval_ms = secs.max(60).saturating_mul(1000);
+        self
     }
 
     /// Create an API key; the returned `key` is shown once and never stored.
@@ -383,11 +393,12 @@ impl<'a> ApiKeys<'a> {
         {
             return Err(unauthorized());
         }
-        // Record use at most once a minute: a KV write per request would be wasteful
-        // (docs/decisions/0006-kv-record-layout.md).
+        // Record use at most once a minute (once an hour on the worker, where a KV write is the
+        // dearest operation and the free plan allows 1 000 a day: docs/decisions/0109): a KV
+        // write per request would be wasteful (docs/decisions/0006-kv-record-layout.md).
         if record
             .last_used_at
-            .is_none_or(|t| now.saturating_sub(t) > 60_000)
+            .is_none_or(|t| now.saturating_sub(t) > self.last_used_interval_ms)
         {
             record.last_used_at = Some(now);
             let _ = self.store(&record).await;
