@@ -64,6 +64,7 @@ async fn fixture() -> Fixture {
         fetcher: Arc::new(Ok200),
         clock,
         audit_sink: None,
+        audit: None,
     };
     let (_, master) = MasterSecret::generate_raw();
     let master = MasterSecret::parse(&master).unwrap();
