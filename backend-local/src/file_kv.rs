@@ -234,12 +234,14 @@ impl Journal {
             st.broken = false;
             rolled = true;
         }
-        let mut record = Vec::with_capacity(4 + bytes.len());
-        record.extend_from_slice(&len.to_le_bytes());
-        record.extend_from_slice(bytes);
         // Appends are serialized by the lock, so the file's cursor is at `len` (a failed write
-        // marks the segment broken and the next append starts a new one).
-        if let Err(e) = (&*st.file).write_all(&record) {
+        // marks the segment broken and the next append starts a new one). Two writes rather
+        // than a copy of the record: values may be megabytes.
+        let mut file = &*st.file;
+        let written = file
+            .write_all(&len.to_le_bytes())
+            .and_then(|()| file.write_all(bytes));
+        if let Err(e) = written {
             st.broken = true;
             return Err(e);
         }
@@ -248,7 +250,7 @@ impl Journal {
             offset: st.len + 4,
             len,
         };
-        st.len += record.len() as u64;
+        st.len += 4 + u64::from(len);
         st.asked += 1;
         *st.in_flight.entry(loc.generation).or_default() += 1;
         Ok((st.asked, loc, rolled))
