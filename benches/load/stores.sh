@@ -4,7 +4,7 @@
 # upstream; RUNS rounds, each a wrk run of POST /v1/execute at CONNS connections against the
 # memory server and then the file server (the order alternates between rounds, so that neither
 # store always runs second). Prints each round's rates and ratio, then the ratio's median and
-# spread. `--save` writes the report to benches/results/load-stores.txt. Needs wrk.
+# spread. `--save` appends the report to benches/results/load-stores.txt. Needs wrk.
 #
 #   benches/load/stores.sh [--save]
 #
@@ -25,6 +25,7 @@ errors() { sed -n 's/^non-2xx-or-socket-errors: //p'; }
 
 LINES=()
 RATIOS=()
+RAW=
 for i in $(seq 1 "$RUNS"); do
   if [ $((i % 2)) = 1 ]; then
     M=$(VK=$VK_mem run "$CONNS" -s benches/load/execute.lua "$V_mem/v1/execute")
@@ -33,6 +34,7 @@ for i in $(seq 1 "$RUNS"); do
     F=$(VK=$VK_file run "$CONNS" -s benches/load/execute.lua "$V_file/v1/execute")
     M=$(VK=$VK_mem run "$CONNS" -s benches/load/execute.lua "$V_mem/v1/execute")
   fi
+  RAW+=$'\n'"--- round $i, memory ---"$'\n'"$M"$'\n'"--- round $i, file ---"$'\n'"$F"
   MR=$(echo "$M" | rps); FR=$(echo "$F" | rps)
   R=$(awk -v f="$FR" -v m="$MR" 'BEGIN{printf "%.1f", 100*f/m}')
   RATIOS+=("$R")
@@ -46,11 +48,14 @@ REPORT=$(cat <<TXT
 Vultrino file store vs memory store — $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), $RUNS rounds of ${DURATION}s, wrk -t2, $CONNS conns, POST /v1/execute
 $(printf '%s\n' "${LINES[@]}")
   file store's rate as a share of the memory store's: median $MED %, spread $MIN–$MAX % over $RUNS rounds (target ≥ 25 %)
-  file store data directory after the runs: $((FILE_DIR_BYTES / 1024)) KiB ($(ls "$WORK/data-file" | grep -c '^journal-') journal segments, $(ls "$WORK/data-file" | grep -c '\.kv$') record files)
+  file store data directory after the runs: $((FILE_DIR_BYTES / 1024)) KiB ($(find "$WORK/data-file" -name 'journal-*.log' | wc -l) journal segments, $(find "$WORK/data-file" -name '*.kv' | wc -l) record files)
 TXT
 )
 echo "$REPORT"
 if [ "$SAVE" = --save ]; then
   mkdir -p benches/results
-  echo "$REPORT" > benches/results/load-stores.txt
+  { echo "$REPORT"; echo "raw wrk output:$RAW" | sed 's/^/    /'; echo; } >> benches/results/load-stores.txt
+fi
+if [ -n "${SHOW_RAW:-}" ]; then
+  echo "$RAW"
 fi
