@@ -136,7 +136,9 @@ struct Journal {
 }
 
 struct JournalState {
-    file: Arc<File>,
+    /// The segment being appended to; `None` until the first append after an open (an open
+    /// changes nothing on disk by itself).
+    file: Option<Arc<File>>,
     generation: u64,
     len: u64,
     /// Tickets handed out (one per appended record).
@@ -183,10 +185,10 @@ fn create_segment(dir: &Path, generation: u64) -> io::Result<File> {
 }
 
 impl Journal {
-    fn new(file: File, generation: u64, closed: Vec<u64>) -> Journal {
+    fn new(generation: u64, closed: Vec<u64>) -> Journal {
         Journal {
             state: Mutex::new(JournalState {
-                file: Arc::new(file),
+                file: None,
                 generation,
                 len: 0,
                 asked: 0,
@@ -212,32 +214,45 @@ impl Journal {
         let len = u32::try_from(bytes.len()).map_err(|_| io::Error::other("record too large"))?;
         let mut st = self.lock();
         let mut rolled = false;
-        if st.broken || st.len >= SEGMENT_BYTES {
-            // Make every record of the old segment durable first: the tickets on it are then
-            // all covered, and the new segment's tickets need only the new file.
-            // A record of the old segment that no fsync covered cannot be made durable any
-            // more if that fails (or if the segment is broken): its writer fails.
-            if !st.broken && st.file.sync_data().is_ok() {
-                st.synced = st.asked;
-            } else {
-                st.failed = st.asked;
+        if st.file.is_none() || st.broken || st.len >= SEGMENT_BYTES {
+            if let Some(old) = st.file.take() {
+                // Make every record of the old segment durable first: the tickets on it are
+                // then all covered, and the new segment's tickets need only the new file. A
+                // record of the old segment that no fsync covered cannot be made durable any
+                // more if that fails (or if the segment is broken): its writer fails.
+                if !st.broken && old.sync_data().is_ok() {
+                    st.synced = st.asked;
+                } else {
+                    st.failed = st.asked;
+                }
+                let generation = st.generation;
+                st.closed.push_back(generation);
+                st.generation += 1;
+                rolled = true;
             }
-            // Broken until the new segment exists; a generation is never used twice (a failed
-            // creation burns its number).
-            st.broken = true;
-            let old = st.generation;
-            st.closed.push_back(old);
-            st.generation = old + 1;
-            let file = create_segment(dir, st.generation)?;
-            st.file = Arc::new(file);
-            st.len = 0;
-            st.broken = false;
-            rolled = true;
+            match create_segment(dir, st.generation) {
+                Ok(file) => {
+                    st.file = Some(Arc::new(file));
+                    st.len = 0;
+                    st.broken = false;
+                }
+                Err(e) => {
+                    // A generation is never used twice: a failed creation burns its number
+                    // (and a file it may have left is collected like a closed segment).
+                    let generation = st.generation;
+                    st.closed.push_back(generation);
+                    st.generation += 1;
+                    return Err(e);
+                }
+            }
         }
+        let Some(file) = st.file.clone() else {
+            return Err(io::Error::other("no journal segment"));
+        };
         // Appends are serialized by the lock, so the file's cursor is at `len` (a failed write
         // marks the segment broken and the next append starts a new one). Two writes rather
         // than a copy of the record: values may be megabytes.
-        let mut file = &*st.file;
+        let mut file = &*file;
         let written = file
             .write_all(&len.to_le_bytes())
             .and_then(|()| file.write_all(bytes));
@@ -286,7 +301,10 @@ impl Journal {
             }
             st.running = true;
             let covers = st.asked;
-            let file = Arc::clone(&st.file);
+            let Some(file) = st.file.clone() else {
+                // Unreachable: a roll covers (or fails) every ticket before it drops the file.
+                return Err(io::Error::other("no journal segment"));
+            };
             drop(st);
             let result = file.sync_data();
             st = self.lock();
@@ -400,12 +418,10 @@ impl FileKv {
         };
         let segments = inner.load()?;
         if cap.is_some() {
-            // A new segment at every open: whatever the last one ends with (a torn record)
-            // is never followed by a record.
+            // A new segment after every open (made at the first append): whatever the last
+            // one ends with (a torn record) is never followed by a record.
             let generation = segments.last().map_or(1, |g| g + 1);
-            let file = create_segment(dir, generation)
-                .map_err(|e| open_error(dir, "create a journal segment", e))?;
-            inner.journal = Some(Journal::new(file, generation, segments));
+            inner.journal = Some(Journal::new(generation, segments));
         }
         if let Some((prefix, bound)) = cap {
             // Set after loading, so that the bound keeps the greatest keys of the whole
