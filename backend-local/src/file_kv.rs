@@ -31,6 +31,19 @@
 //! - **Open is forgiving.** Corrupt files are skipped with a `tracing::warn` (and left in place for
 //!   inspection; the next put of that key replaces it) rather than failing the open; leftover temp
 //!   files are removed; expired entries are deleted.
+//! - **The bounded prefix is journaled** (the audit history; docs/decisions/0110-audit-group-commit.md).
+//!   Its writes are not files of their own but records appended to a journal segment,
+//!   `<dir>/journal-<generation>.log` (a length, then the entry as a `.kv` file holds it, checksum
+//!   included; deletions are records too). A writer appends, then waits for an `fdatasync` of
+//!   the segment that started after its append: concurrent writers share one (group commit), so
+//!   an event costs a write and a share of one fsync instead of a file, an fsync and a directory
+//!   fsync. Acknowledged means on disk, as for any other key. The index keeps where each
+//!   record is; a read takes the value from there. Segments are closed at 4 MiB (and at every
+//!   open, so that a torn record left by a crash is never followed by another); closed ones that
+//!   no index entry refers to any more are deleted, oldest first (so a deletion record outlives
+//!   what it deleted). At open, files of their own are loaded first and then the segments,
+//!   oldest first, so the journal's later writes win; a torn or corrupt record ends its segment.
+//!   Every other key (credentials, keys, roles, settings) keeps its own file, written as below.
 //! - **Optional prefix bound** ([`FileKv::open_with_prefix_cap`]; `vultrino serve` bounds
 //!   `audit:` by events and bytes, in two classes: [`PrefixBound`]): beyond it the greatest keys
 //!   of the class are deleted from the index and then from disk; a file left behind by a crash is
@@ -54,12 +67,14 @@ use vultrino_core::ports::{
 };
 use vultrino_core::{Error, Result};
 
-use crate::memory_kv::{Entry, Found, MemoryKv, PrefixBound};
+use crate::memory_kv::{Entry, Found, MemoryKv, PrefixBound, SegmentLoc};
 use vultrino_core::error::Code;
 
 const MAGIC: &[u8; 4] = b"VKV\x01";
 const FLAG_METADATA: u8 = 1;
 const FLAG_EXPIRY: u8 = 2;
+/// In a journal record only: the key was deleted (the value is empty).
+const FLAG_TOMBSTONE: u8 = 4;
 /// magic 4 + flags 1 + expiry 8 + key len 4 + metadata len 4 + value len 8.
 const HEADER_LEN: usize = 29;
 const CHECKSUM_LEN: usize = 32;
@@ -67,6 +82,10 @@ const LOCK_FILE: &str = "LOCK";
 const TMP_PREFIX: &str = "tmp-";
 const SUFFIX: &str = ".kv";
 const STRIPES: usize = 64;
+const SEGMENT_PREFIX: &str = "journal-";
+const SEGMENT_SUFFIX: &str = ".log";
+/// A journal segment is closed (and a new one started) once it holds this many bytes.
+const SEGMENT_BYTES: u64 = 4 << 20;
 
 /// A durable, single-process [`KvStore`] in one directory. See the module doc for the design.
 pub struct FileKv {
@@ -82,6 +101,8 @@ struct Inner {
     stripes: Vec<Mutex<()>>,
     tmp_counter: AtomicU64,
     dir_sync: DirSync,
+    /// The journal the bounded prefix's writes go to (`None` without a bound).
+    journal: Option<Journal>,
     /// Held (not read) for its exclusive lock, released when the store is dropped.
     _lock: File,
 }
@@ -102,6 +123,203 @@ struct DirSyncState {
     /// Every ticket up to this one is covered by a completed fsync.
     synced: u64,
     running: bool,
+}
+
+/// The append-only journal of the bounded prefix (the audit history): its writes are records
+/// appended to the current segment, `<dir>/journal-<generation, 16 hex digits>.log`, and
+/// concurrent writers share one `fdatasync` of it (group commit) instead of paying for a file,
+/// an fsync and a directory fsync each. A record is a little-endian u32 length and then the
+/// entry exactly as a `.kv` file holds it (checksum included; flag 4 marks a deletion).
+struct Journal {
+    state: Mutex<JournalState>,
+    done: std::sync::Condvar,
+}
+
+struct JournalState {
+    /// The segment being appended to; `None` until the first append after an open (an open
+    /// changes nothing on disk by itself).
+    file: Option<Arc<File>>,
+    generation: u64,
+    len: u64,
+    /// Tickets handed out (one per appended record).
+    asked: u64,
+    /// Every ticket up to this one is durable.
+    synced: u64,
+    /// Every ticket after `synced` and up to this one was covered by an fsync that failed:
+    /// those writes fail (a retried fsync may report success without writing them).
+    failed: u64,
+    running: bool,
+    /// A write or fsync failed: the next append starts a new segment, so that no record
+    /// follows a torn one.
+    broken: bool,
+    /// Writers between their append and their index update, by segment: such a segment is
+    /// not collected even if the index does not refer to it yet.
+    in_flight: std::collections::BTreeMap<u64, usize>,
+    /// The closed segments still on disk, oldest first.
+    closed: std::collections::VecDeque<u64>,
+}
+
+fn segment_name(generation: u64) -> String {
+    format!("{SEGMENT_PREFIX}{generation:016x}{SEGMENT_SUFFIX}")
+}
+
+fn segment_generation(name: &str) -> Option<u64> {
+    let hex = name
+        .strip_prefix(SEGMENT_PREFIX)?
+        .strip_suffix(SEGMENT_SUFFIX)?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// Create the (new, empty) segment `generation` and make its name durable.
+fn create_segment(dir: &Path, generation: u64) -> io::Result<File> {
+    let f = private_options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dir.join(segment_name(generation)))?;
+    sync_dir(dir)?;
+    Ok(f)
+}
+
+impl Journal {
+    fn new(generation: u64, closed: Vec<u64>) -> Journal {
+        Journal {
+            state: Mutex::new(JournalState {
+                file: None,
+                generation,
+                len: 0,
+                asked: 0,
+                synced: 0,
+                failed: 0,
+                running: false,
+                broken: false,
+                in_flight: Default::default(),
+                closed: closed.into(),
+            }),
+            done: std::sync::Condvar::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, JournalState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Append one record (not yet durable: pass the ticket to [`Journal::sync`]). Returns the
+    /// ticket, where the entry's bytes are, and whether a new segment was started (the caller
+    /// then collects the old segments nothing refers to any more).
+    fn append(&self, dir: &Path, bytes: &[u8]) -> io::Result<(u64, SegmentLoc, bool)> {
+        let len = u32::try_from(bytes.len()).map_err(|_| io::Error::other("record too large"))?;
+        let mut st = self.lock();
+        let mut rolled = false;
+        if st.file.is_none() || st.broken || st.len >= SEGMENT_BYTES {
+            if let Some(old) = st.file.take() {
+                // Make every record of the old segment durable first: the tickets on it are
+                // then all covered, and the new segment's tickets need only the new file. A
+                // record of the old segment that no fsync covered cannot be made durable any
+                // more if that fails (or if the segment is broken): its writer fails.
+                if !st.broken && old.sync_data().is_ok() {
+                    st.synced = st.asked;
+                } else {
+                    st.failed = st.asked;
+                }
+                let generation = st.generation;
+                st.closed.push_back(generation);
+                st.generation += 1;
+                rolled = true;
+            }
+            match create_segment(dir, st.generation) {
+                Ok(file) => {
+                    st.file = Some(Arc::new(file));
+                    st.len = 0;
+                    st.broken = false;
+                }
+                Err(e) => {
+                    // A generation is never used twice: a failed creation burns its number
+                    // (and a file it may have left is collected like a closed segment).
+                    let generation = st.generation;
+                    st.closed.push_back(generation);
+                    st.generation += 1;
+                    return Err(e);
+                }
+            }
+        }
+        let Some(file) = st.file.clone() else {
+            return Err(io::Error::other("no journal segment"));
+        };
+        // Appends are serialized by the lock, so the file's cursor is at `len` (a failed write
+        // marks the segment broken and the next append starts a new one). Two writes rather
+        // than a copy of the record: values may be megabytes.
+        let mut file = &*file;
+        let written = file
+            .write_all(&len.to_le_bytes())
+            .and_then(|()| file.write_all(bytes));
+        if let Err(e) = written {
+            st.broken = true;
+            return Err(e);
+        }
+        let loc = SegmentLoc {
+            generation: st.generation,
+            offset: st.len + 4,
+            len,
+        };
+        st.len += 4 + u64::from(len);
+        st.asked += 1;
+        *st.in_flight.entry(loc.generation).or_default() += 1;
+        Ok((st.asked, loc, rolled))
+    }
+
+    /// The writer of a record appended to segment `generation` is done (its index entry, if
+    /// any, is in place).
+    fn landed(&self, generation: u64) {
+        let mut st = self.lock();
+        if let Some(n) = st.in_flight.get_mut(&generation) {
+            *n -= 1;
+            if *n == 0 {
+                st.in_flight.remove(&generation);
+            }
+        }
+    }
+
+    /// Wait until the record of `ticket` is durable: join the next `fdatasync` of the segment
+    /// that starts after it was appended (one fsync serves every writer that appended before it
+    /// started).
+    fn sync(&self, ticket: u64) -> io::Result<()> {
+        let mut st = self.lock();
+        loop {
+            if st.synced >= ticket {
+                return Ok(());
+            }
+            if st.failed >= ticket {
+                return Err(io::Error::other("an earlier fsync of the journal failed"));
+            }
+            if st.running {
+                st = self.done.wait(st).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            st.running = true;
+            let covers = st.asked;
+            let Some(file) = st.file.clone() else {
+                // Unreachable: a roll covers (or fails) every ticket before it drops the file.
+                return Err(io::Error::other("no journal segment"));
+            };
+            drop(st);
+            let result = file.sync_data();
+            st = self.lock();
+            st.running = false;
+            match &result {
+                Ok(()) => st.synced = st.synced.max(covers),
+                Err(_) => {
+                    st.failed = st.failed.max(covers);
+                    st.broken = true;
+                }
+            }
+            self.done.notify_all();
+            result?;
+        }
+    }
 }
 
 impl fmt::Debug for FileKv {
@@ -195,9 +413,16 @@ impl FileKv {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             tmp_counter: AtomicU64::new(0),
             dir_sync: DirSync::default(),
+            journal: None,
             _lock: lock,
         };
-        inner.load()?;
+        let segments = inner.load()?;
+        if cap.is_some() {
+            // A new segment after every open (made at the first append): whatever the last
+            // one ends with (a torn record) is never followed by a record.
+            let generation = segments.last().map_or(1, |g| g + 1);
+            inner.journal = Some(Journal::new(generation, segments));
+        }
         if let Some((prefix, bound)) = cap {
             // Set after loading, so that the bound keeps the greatest keys of the whole
             // directory, not of whatever order the directory listed them in.
@@ -212,6 +437,9 @@ impl FileKv {
                 inner.delete_evicted(evicted);
             }
         }
+        if let Some(journal) = &inner.journal {
+            inner.collect_segments(journal);
+        }
         Ok(FileKv {
             inner: Arc::new(inner),
         })
@@ -219,16 +447,35 @@ impl FileKv {
 
     /// A read: from the index, or from disk for a value the index does not hold.
     async fn read(&self, key: &str, with_metadata: bool) -> Result<Option<KvEntry>> {
-        match self.inner.mem.find(key, with_metadata)? {
-            None => Ok(None),
-            Some(Found::Resident(entry)) => Ok(Some(entry)),
-            Some(Found::OnDisk) => {
-                let key = key.to_string();
-                let entry = self.blocking(move |inner| inner.read_entry(&key)).await?;
-                Ok(entry.map(|e| KvEntry {
-                    value: e.value,
-                    metadata: if with_metadata { e.metadata } else { None },
-                }))
+        let mut last_loc = None;
+        loop {
+            let loc = match self.inner.mem.find(key, with_metadata)? {
+                None => return Ok(None),
+                Some(Found::Resident(entry)) => return Ok(Some(entry)),
+                Some(Found::OnDisk(loc)) => loc,
+            };
+            if loc.is_some() && loc == last_loc {
+                // The same record twice: it is gone for good (corrupt or collected).
+                return Ok(None);
+            }
+            let owned = key.to_string();
+            let entry = self
+                .blocking(move |inner| match loc {
+                    Some(loc) => inner.read_segment(&owned, loc),
+                    None => inner.read_entry(&owned),
+                })
+                .await?;
+            match entry {
+                Some(e) => {
+                    return Ok(Some(KvEntry {
+                        value: e.value,
+                        metadata: if with_metadata { e.metadata } else { None },
+                    }))
+                }
+                // A journal record not found may have been rewritten (and its segment
+                // collected) since the index was read: look again.
+                None if loc.is_some() => last_loc = loc,
+                None => return Ok(None),
             }
         }
     }
@@ -304,11 +551,20 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Serialize an entry (see the module doc for the format).
 fn encode(key: &str, entry: &Entry) -> Result<Vec<u8>> {
+    encode_with(key, entry, 0)
+}
+
+/// A journal record that deletes `key`.
+fn encode_tombstone(key: &str) -> Result<Vec<u8>> {
+    encode_with(key, &Entry::new(Bytes::new(), None, None), FLAG_TOMBSTONE)
+}
+
+fn encode_with(key: &str, entry: &Entry, extra_flags: u8) -> Result<Vec<u8>> {
     let metadata = match &entry.metadata {
         Some(m) => serde_json::to_vec(m).map_err(|_| Error::internal())?,
         None => Vec::new(),
     };
-    let mut flags = 0;
+    let mut flags = extra_flags;
     if entry.metadata.is_some() {
         flags |= FLAG_METADATA;
     }
@@ -335,6 +591,14 @@ fn encode(key: &str, entry: &Entry) -> Result<Vec<u8>> {
 
 /// Parse a file; `Err` says why it is corrupt (never its content).
 fn decode(bytes: &[u8]) -> std::result::Result<(String, Entry), &'static str> {
+    match decode_record(bytes)? {
+        (key, Some(entry)) => Ok((key, entry)),
+        (_, None) => Err("a deletion record outside the journal"),
+    }
+}
+
+/// Parse a file or journal record: the key and its entry, or `None` for a deletion.
+fn decode_record(bytes: &[u8]) -> std::result::Result<(String, Option<Entry>), &'static str> {
     let body_len = bytes.len().checked_sub(CHECKSUM_LEN).ok_or("truncated")?;
     let (body, checksum) = bytes.split_at(body_len);
     if Sha256::digest(body).as_slice() != checksum {
@@ -381,12 +645,15 @@ fn decode(bytes: &[u8]) -> std::result::Result<(String, Entry), &'static str> {
     } else {
         None
     };
+    if flags & FLAG_TOMBSTONE != 0 {
+        return Ok((key, None));
+    }
     let entry = Entry::new(
         Bytes::copy_from_slice(value),
         metadata,
         (flags & FLAG_EXPIRY != 0).then_some(expires),
     );
-    Ok((key, entry))
+    Ok((key, Some(entry)))
 }
 
 impl Inner {
@@ -431,10 +698,13 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Load every valid entry into the index; drop temp and expired files, skip corrupt ones.
-    fn load(&self) -> Result<()> {
+    /// Load every valid entry into the index (files of their own, then the journal segments,
+    /// oldest first); drop temp and expired files, skip corrupt ones. Returns the generations
+    /// of the journal segments found, oldest first.
+    fn load(&self) -> Result<Vec<u64>> {
         let now = self.mem.now_ms();
         let mut removed_any = false;
+        let mut segments = Vec::new();
         let entries = fs::read_dir(&self.dir).map_err(|e| open_error(&self.dir, "list", e))?;
         for dirent in entries {
             let dirent = dirent.map_err(|e| open_error(&self.dir, "list", e))?;
@@ -444,6 +714,10 @@ impl Inner {
                 continue;
             };
             if name == LOCK_FILE {
+                continue;
+            }
+            if let Some(generation) = segment_generation(&name) {
+                segments.push(generation);
                 continue;
             }
             if name.starts_with(TMP_PREFIX) {
@@ -489,10 +763,14 @@ impl Inner {
             let entry = self.for_index(&key, entry);
             self.mem.insert(key, entry);
         }
+        segments.sort_unstable();
+        for &generation in &segments {
+            removed_any |= self.replay_segment(generation, now);
+        }
         if removed_any {
             sync_dir(&self.dir).map_err(|e| open_error(&self.dir, "sync", e))?;
         }
-        Ok(())
+        Ok(segments)
     }
 
     /// Make every rename/unlink done before this call durable: join the next directory fsync
@@ -526,8 +804,200 @@ impl Inner {
         }
     }
 
+    /// The journal, when `key` is under the bounded prefix (whose writes go to the journal).
+    fn journal_for(&self, key: &str) -> Option<&Journal> {
+        match (&self.on_disk_prefix, &self.journal) {
+            (Some(p), Some(j)) if key.starts_with(p.as_str()) => Some(j),
+            _ => None,
+        }
+    }
+
+    /// Append a record to the journal and wait for it to be durable; `then` runs (under the
+    /// key's stripe lock) once it is, before the segment can be collected.
+    fn journal_write(
+        &self,
+        journal: &Journal,
+        key: &str,
+        record: &[u8],
+        then: impl FnOnce(SegmentLoc) -> Vec<String>,
+    ) -> Result<()> {
+        let hash = key_hash(key);
+        let guard = self.stripe(&hash);
+        let (ticket, loc, rolled) = journal
+            .append(&self.dir, record)
+            .map_err(|e| io_failure("journal append", &self.dir, e))?;
+        let synced = journal.sync(ticket);
+        let evicted = match synced {
+            Ok(()) => then(loc),
+            Err(_) => Vec::new(),
+        };
+        journal.landed(loc.generation);
+        drop(guard);
+        synced.map_err(|e| io_failure("journal sync", &self.dir, e))?;
+        if !evicted.is_empty() {
+            self.delete_evicted(evicted);
+        }
+        if rolled {
+            self.collect_segments(journal);
+        }
+        Ok(())
+    }
+
+    /// Durably write `entry` under a key of the bounded prefix: a journal record.
+    fn persist_journaled(&self, journal: &Journal, key: String, entry: Entry) -> Result<()> {
+        let bytes = encode(&key, &entry)?;
+        let own_file = self.file_path(&key_hash(&key));
+        self.journal_write(journal, &key, &bytes, |loc| {
+            // A value written before the journal existed, in a file of its own: superseded.
+            if self.mem.in_own_file(&key) {
+                let _ = fs::remove_file(&own_file);
+            }
+            self.mem.insert(key.clone(), entry.in_segment(loc))
+        })
+    }
+
+    /// Durably delete a key of the bounded prefix: a deletion record in the journal (and its
+    /// own file, if it has one, best effort: a deletion record removes it at the next open).
+    fn remove_journaled(&self, journal: &Journal, key: &str) -> Result<()> {
+        let bytes = encode_tombstone(key)?;
+        let own_file = self.file_path(&key_hash(key));
+        self.journal_write(journal, key, &bytes, |_| {
+            if self.mem.in_own_file(key) {
+                let _ = fs::remove_file(&own_file);
+            }
+            self.mem.remove(key);
+            Vec::new()
+        })
+    }
+
+    /// Delete the closed segments, oldest first, that no index entry and no writer in flight
+    /// refers to. Oldest first and in order, so that a deletion record is never lost while an
+    /// older record it deleted is still on disk.
+    fn collect_segments(&self, journal: &Journal) {
+        let in_flight: Vec<u64> = journal.lock().in_flight.keys().copied().collect();
+        // After the in-flight snapshot: a writer no longer in flight has its entry indexed.
+        let used = self.mem.segments_in_use();
+        let mut removed_any = false;
+        loop {
+            let mut st = journal.lock();
+            let Some(&oldest) = st.closed.front() else {
+                break;
+            };
+            if used.contains(&oldest) || in_flight.contains(&oldest) {
+                break;
+            }
+            st.closed.pop_front();
+            drop(st);
+            let path = self.dir.join(segment_name(oldest));
+            match fs::remove_file(&path) {
+                Ok(()) => removed_any = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove a journal segment");
+                    break;
+                }
+            }
+        }
+        if removed_any {
+            if let Err(e) = sync_dir(&self.dir) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot sync the data directory");
+            }
+        }
+    }
+
+    /// Read `key`'s entry from its journal record at `loc`: `None` if the segment is gone (the
+    /// key was evicted or rewritten since the index was read), expired or corrupt (logged).
+    fn read_segment(&self, key: &str, loc: SegmentLoc) -> Result<Option<Entry>> {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let path = self.dir.join(segment_name(loc.generation));
+        let mut buf = vec![0; loc.len as usize];
+        let read = File::open(&path).and_then(|mut f| {
+            f.seek(SeekFrom::Start(loc.offset))?;
+            f.read_exact(&mut buf)
+        });
+        match read {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_failure("get", &path, e)),
+        }
+        match decode_record(&buf) {
+            Ok((k, Some(entry))) if k == key => {
+                Ok(entry.is_live(self.mem.now_ms()).then_some(entry))
+            }
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "a journal record is not the one indexed");
+                Ok(None)
+            }
+            Err(why) => {
+                tracing::warn!(path = %path.display(), reason = why, "a corrupt journal record");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Replay journal segment `generation` into the index, in order. A torn or corrupt record
+    /// ends the segment (a crash mid-append leaves one at its end; nothing was acknowledged
+    /// after it, since a broken segment is never appended to again).
+    fn replay_segment(&self, generation: u64, now: u64) -> bool {
+        let path = self.dir.join(segment_name(generation));
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "skipping an unreadable journal segment");
+                return false;
+            }
+        };
+        let mut removed_any = false;
+        let mut pos = 0usize;
+        while let Some(len_bytes) = bytes.get(pos..pos + 4) {
+            let len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
+            let start = pos + 4;
+            let Some(record) = start
+                .checked_add(len as usize)
+                .and_then(|end| bytes.get(start..end))
+            else {
+                tracing::info!(path = %path.display(), "a journal segment ends with a torn record (ignored)");
+                break;
+            };
+            let decoded = match decode_record(record) {
+                Ok(d) => d,
+                Err(why) => {
+                    tracing::warn!(path = %path.display(), reason = why, "a corrupt journal record ends its segment");
+                    break;
+                }
+            };
+            let (key, entry) = decoded;
+            if self.mem.in_own_file(&key) {
+                // Superseded by the journal (written before it existed, or deleted).
+                if fs::remove_file(self.file_path(&key_hash(&key))).is_ok() {
+                    removed_any = true;
+                }
+            }
+            match entry {
+                Some(entry) if entry.is_live(now) => {
+                    let loc = SegmentLoc {
+                        generation,
+                        offset: start as u64,
+                        len,
+                    };
+                    let entry = match &self.on_disk_prefix {
+                        Some(p) if key.starts_with(p.as_str()) => entry.in_segment(loc),
+                        _ => entry,
+                    };
+                    self.mem.insert(key, entry);
+                }
+                _ => self.mem.remove(&key),
+            }
+            pos = start + len as usize;
+        }
+        removed_any
+    }
+
     /// Durably write `entry` under `key`, then publish it in the index.
     fn persist(&self, key: String, entry: Entry) -> Result<()> {
+        if let Some(journal) = self.journal_for(&key) {
+            return self.persist_journaled(journal, key, entry);
+        }
         let bytes = encode(&key, &entry)?;
         let hash = key_hash(&key);
         let target = self.file_path(&hash);
@@ -567,6 +1037,20 @@ impl Inner {
             if self.mem.contains(&key) {
                 continue;
             }
+            if let Some(journal) = self.journal_for(&key) {
+                // A deletion record, so that the next open does not bring the event back
+                // (made durable by the next journal fsync; not waited for: best effort).
+                let appended = encode_tombstone(&key)
+                    .ok()
+                    .map(|r| journal.append(&self.dir, &r));
+                match appended {
+                    Some(Ok((_, loc, _))) => journal.landed(loc.generation),
+                    Some(Err(e)) => {
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "cannot journal an eviction")
+                    }
+                    None => {}
+                }
+            }
             match fs::remove_file(&path) {
                 Ok(()) => removed_any = true,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -584,6 +1068,9 @@ impl Inner {
 
     /// Durably delete `key`'s file, then drop it from the index.
     fn remove(&self, key: &str) -> Result<()> {
+        if let Some(journal) = self.journal_for(key) {
+            return self.remove_journaled(journal, key);
+        }
         let hash = key_hash(key);
         let target = self.file_path(&hash);
         let _guard = self.stripe(&hash);

@@ -48,6 +48,9 @@ pub(crate) struct Entry {
     /// `false`: the value lives on disk only ([`FileKv`](crate::file_kv::FileKv) keeps the
     /// values of its bounded prefix there), and only [`FileKv`](crate::file_kv::FileKv) reads it.
     pub(crate) resident: bool,
+    /// Where a non-resident value lives when it is in one of the file store's journal segments
+    /// rather than in a file of its own (`None`: its own file).
+    pub(crate) segment: Option<SegmentLoc>,
     pub(crate) metadata: Option<serde_json::Value>,
     /// Milliseconds since the epoch; the entry is dead from this instant on.
     pub(crate) expires_at_ms: Option<u64>,
@@ -63,6 +66,7 @@ impl Entry {
             value_len: value.len(),
             value,
             resident: true,
+            segment: None,
             metadata,
             expires_at_ms,
         }
@@ -72,6 +76,13 @@ impl Entry {
     pub(crate) fn on_disk(mut self) -> Self {
         self.value = Bytes::new();
         self.resident = false;
+        self
+    }
+
+    /// The same entry, its value dropped from memory: it lives in a journal segment at `loc`.
+    pub(crate) fn in_segment(mut self, loc: SegmentLoc) -> Self {
+        self = self.on_disk();
+        self.segment = Some(loc);
         self
     }
 
@@ -98,12 +109,21 @@ impl fmt::Debug for Entry {
     }
 }
 
+/// Where a record lives in a journal segment of [`FileKv`](crate::file_kv::FileKv).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct SegmentLoc {
+    pub(crate) generation: u64,
+    pub(crate) offset: u64,
+    pub(crate) len: u32,
+}
+
 /// What a read found under a key.
 pub(crate) enum Found {
     /// The value (and metadata), from memory.
     Resident(KvEntry),
-    /// A live entry whose value is on disk only.
-    OnDisk,
+    /// A live entry whose value is on disk only: in its own file (`None`) or in a journal
+    /// segment.
+    OnDisk(Option<SegmentLoc>),
 }
 
 /// An in-memory [`KvStore`] with Workers KV semantics and limits.
@@ -409,9 +429,25 @@ impl MemoryKv {
                     },
                 })
             } else {
-                Found::OnDisk
+                Found::OnDisk(e.segment)
             }
         })
+    }
+
+    /// Whether `key`'s entry (live or not) has a value in a file of its own on disk: not
+    /// resident and not in a journal segment.
+    pub(crate) fn in_own_file(&self, key: &str) -> bool {
+        self.read()
+            .get(key)
+            .is_some_and(|e| !e.resident && e.segment.is_none())
+    }
+
+    /// The journal segments that hold the value of some entry of the index.
+    pub(crate) fn segments_in_use(&self) -> std::collections::BTreeSet<u64> {
+        self.read()
+            .values()
+            .filter_map(|e| e.segment.map(|s| s.generation))
+            .collect()
     }
 }
 

@@ -72,7 +72,7 @@ async fn the_audit_history_holds_memory_in_proportion_to_its_bound() {
     drop(kv);
 
     // File store: the index holds keys, not values; the disk holds at most its byte bound
-    // (64 MiB), and the newest event reads back whole from disk.
+    // (64 MiB) and the journal's slack, and the newest event reads back whole from disk.
     let kv = setup::open_kv(&settings(dir.path(), StoreKind::File), clock.clone()).unwrap();
     let grown = heap_held_after_writing(&*kv, &clock).await;
     println!(
@@ -89,8 +89,11 @@ async fn the_audit_history_holds_memory_in_proportion_to_its_bound() {
         .unwrap()
         .map(|f| f.unwrap().metadata().unwrap().len())
         .sum();
+    // The byte bound, plus the evicted records of journal segments that still hold a kept
+    // one: at most two segments of 4 MiB, one of them ending in a 1 MiB record
+    // (docs/decisions/0110-audit-group-commit.md).
     assert!(
-        on_disk <= 64 * MIB as u64 + 64 * 1024,
+        on_disk <= (64 + 2 * 4 + 1) * MIB as u64 + 64 * 1024,
         "{on_disk} bytes on disk"
     );
     let page = kv
