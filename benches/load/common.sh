@@ -6,9 +6,10 @@
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
 
 # PROFILE (default release) picks the cargo profile, e.g. a faster-building one for callgrind
-# comparisons; VULTRINO_WRAP (unset: none) is a command the servers are started under.
+# comparisons; VULTRINO_WRAP (unset: none) is a command the servers are started under;
+# NO_BUILD=1 measures the binaries already built for PROFILE, as they are.
 PROFILE=${PROFILE:-release}
-cargo build --profile "$PROFILE" -q -p vultrino-local -p vultrino-benches --bin vultrino --bin bench-upstream --bin bench-proxy
+[ -n "${NO_BUILD:-}" ] || cargo build --profile "$PROFILE" -q -p vultrino-local -p vultrino-benches --bin vultrino --bin bench-upstream --bin bench-proxy
 BIN=target/$PROFILE
 WORK=$(mktemp -d)
 PIDS=()
