@@ -38,21 +38,24 @@ pub fn empty(status: StatusCode) -> Response<Bytes> {
 /// Policy that lets nothing load or run (kept when the response brings its own, as the admin
 /// page does).
 pub fn security_headers(h: &mut http::HeaderMap) {
+    // Constant names (no parse of a name per header and reply) and room for all seven at once:
+    // 3.9 k instructions per execute before (benches/README.md, "instructions per request").
+    const COOP: header::HeaderName = header::HeaderName::from_static("cross-origin-opener-policy");
+    const CORP: header::HeaderName =
+        header::HeaderName::from_static("cross-origin-resource-policy");
+    h.reserve(7);
     h.insert(
-        "x-content-type-options",
+        header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert(
-        "cross-origin-opener-policy",
-        HeaderValue::from_static("same-origin"),
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
     );
-    h.insert(
-        "cross-origin-resource-policy",
-        HeaderValue::from_static("same-origin"),
-    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(COOP, HeaderValue::from_static("same-origin"));
+    h.insert(CORP, HeaderValue::from_static("same-origin"));
     if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
         h.insert(
             header::CONTENT_SECURITY_POLICY,
