@@ -105,5 +105,47 @@ mod tests {
         assert_eq!(h["x-frame-options"], "DENY");
         assert_eq!(h["cross-origin-resource-policy"], "same-origin");
         assert_eq!(h["cache-control"], "no-store");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["cross-origin-opener-policy"], "same-origin");
+    }
+
+    /// Each security header is there once, with Vultrino's value, whatever the reply carried
+    /// before; a Content-Security-Policy of the reply's own (the admin page's) is kept.
+    #[test]
+    fn security_headers_replace_earlier_values_and_keep_a_reply_csp() {
+        let names = [
+            "x-content-type-options",
+            "cache-control",
+            "referrer-policy",
+            "x-frame-options",
+            "cross-origin-opener-policy",
+            "cross-origin-resource-policy",
+        ];
+        let mut h = http::HeaderMap::new();
+        for n in names {
+            h.append(n, HeaderValue::from_static("upstream-value"));
+            h.append(n, HeaderValue::from_static("another"));
+        }
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'self'"),
+        );
+        security_headers(&mut h);
+        for n in names {
+            assert_eq!(h.get_all(n).iter().count(), 1, "{n}");
+        }
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["cache-control"], "no-store");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["cross-origin-opener-policy"], "same-origin");
+        assert_eq!(h["cross-origin-resource-policy"], "same-origin");
+        assert_eq!(h["content-security-policy"], "default-src 'self'");
+        assert_eq!(h.len(), 7);
+
+        let mut bare = http::HeaderMap::new();
+        security_headers(&mut bare);
+        assert_eq!(bare["content-security-policy"], crate::ui::API_CSP);
+        assert_eq!(bare.len(), 7);
     }
 }

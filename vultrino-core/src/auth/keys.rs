@@ -107,11 +107,11 @@ impl std::fmt::Debug for CreatedKey {
 
 /// The marker set in the SessionStore when a key is revoked.
 pub fn revoked_marker(id: &str) -> String {
-    format!("revoked-key:{id}")
+    ["revoked-key:", id].concat()
 }
 
 pub(crate) fn key_of(id: &str) -> String {
-    format!("{KEY_PREFIX}{id}")
+    [KEY_PREFIX, id].concat()
 }
 
 /// Write `record` signed at its KV key, with its listing view as metadata.
