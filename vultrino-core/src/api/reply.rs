@@ -11,12 +11,18 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
     json_body(status, value)
 }
 
+/// The first allocation of a JSON reply's body.
+const JSON_BODY_CAPACITY: usize = 512;
+
 /// A JSON response of any serializable value, written straight to bytes.
 pub fn json_body<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Bytes> {
-    let Ok(body) = serde_json::to_vec(value) else {
+    // Room for a typical reply (an execute envelope, a listing page grows from there): one
+    // allocation instead of a regrowth per doubling.
+    let mut body = Vec::with_capacity(JSON_BODY_CAPACITY);
+    if serde_json::to_writer(&mut body, value).is_err() {
         // Only a value that cannot be JSON gets here; the error's own body always can be.
         return error_response(&Error::internal());
-    };
+    }
     let mut r = Response::new(Bytes::from(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
