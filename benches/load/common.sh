@@ -5,15 +5,19 @@
 # is in PIDS and killed on exit, with the scratch directory $WORK.
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
 
-cargo build --release -q -p vultrino-local -p vultrino-benches --bin vultrino --bin bench-upstream --bin bench-proxy
-BIN=target/release
+# PROFILE (default release) picks the cargo profile, e.g. a faster-building one for callgrind
+# comparisons; VULTRINO_WRAP (unset: none) is a command the servers are started under;
+# NO_BUILD=1 measures the binaries already built for PROFILE, as they are.
+PROFILE=${PROFILE:-release}
+[ -n "${NO_BUILD:-}" ] || cargo build --profile "$PROFILE" -q -p vultrino-local -p vultrino-benches --bin vultrino --bin bench-upstream --bin bench-proxy
+BIN=target/$PROFILE
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-wait_line() { # file pattern
-  for _ in $(seq 1 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
+wait_line() { # file pattern (WAIT_TRIES polls of 50 ms, default 200)
+  for _ in $(seq 1 "${WAIT_TRIES:-200}"); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
   echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; exit 1
 }
 
@@ -36,7 +40,7 @@ start_vultrino() {
   [ "$STORE" = file ] && store_args=(--store file --data-dir "$WORK/data-$name")
   env -u VULTRINO_MASTER_KEY VULTRINO_ADMIN_PASSWORD_HASH="$HASH" RUST_LOG=warn \
     VULTRINO_ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS=true \
-    "$BIN/vultrino" "${store_args[@]}" serve --listen 127.0.0.1:0 --allow-loopback-upstreams \
+    ${VULTRINO_WRAP:-} "$BIN/vultrino" "${store_args[@]}" serve --listen 127.0.0.1:0 --allow-loopback-upstreams \
     "$@" >"$WORK/v-$name.out" 2>"$WORK/v-$name.err" & pid=$!; PIDS+=($pid)
   wait_line "$WORK/v-$name.out" "listening on"
   url=$(sed -n 's/Vultrino listening on //p' "$WORK/v-$name.out")

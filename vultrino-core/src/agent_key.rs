@@ -15,6 +15,10 @@ pub fn carries_agent_key(bytes: &[u8]) -> bool {
         if has_key_prefix(&current) {
             return true;
         }
+        // Nothing to decode: the decoded bytes would be the same (no copy for the usual value).
+        if memchr::memchr(b'%', &current).is_none() {
+            return false;
+        }
         let decoded: Vec<u8> = percent_encoding::percent_decode(&current).collect();
         if decoded[..] == current[..] {
             return false;

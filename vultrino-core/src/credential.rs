@@ -382,7 +382,7 @@ impl CredentialRecord {
 
 /// The KV key of a credential.
 pub fn cred_key(alias: &str) -> String {
-    format!("{CRED_PREFIX}{alias}")
+    [CRED_PREFIX, alias].concat()
 }
 
 /// The KV key of a credential's cached OAuth2 token.

@@ -172,7 +172,7 @@ impl App {
         let config = self.config();
         // Per key: the tokens of a key share its cap (an agent cannot widen it by minting).
         let cap_key = match &who {
-            Principal::ApiKey { id, .. } => format!("key:{id}"),
+            Principal::ApiKey { id, .. } => ["key:", id].concat(),
             Principal::Admin { .. } => event.actor.clone(),
         };
         let slot = match self.proxy_caps().take(

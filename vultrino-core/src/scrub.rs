@@ -108,6 +108,9 @@ pub struct Scrubber {
     /// `None` when there are no needles, or (never expected with realistic secrets) when the
     /// automaton could not be built; [`Scrubber::naive_find`] then takes over.
     matcher: Option<AhoCorasick>,
+    /// The length of the shortest needle: fewer bytes than this hold no match (nor does their
+    /// unescaped view, which is never longer), so they are not searched.
+    shortest: usize,
 }
 
 impl fmt::Debug for Scrubber {
@@ -139,7 +142,12 @@ impl Scrubber {
                 .build(needles.iter().map(|n| n.as_slice()))
                 .ok()
         };
-        Scrubber { needles, matcher }
+        let shortest = needles.iter().map(|n| n.len()).min().unwrap_or(0);
+        Scrubber {
+            needles,
+            matcher,
+            shortest,
+        }
     }
 
     /// True when there is nothing to scrub (no non-empty secret was given).
@@ -253,7 +261,7 @@ impl Scrubber {
 
     /// The leftmost match starting at or after `from`, the longest one at that position.
     fn next_match(&self, input: &[u8], from: usize) -> Option<Range<usize>> {
-        if from >= input.len() || self.needles.is_empty() {
+        if from >= input.len() || self.needles.is_empty() || input.len() - from < self.shortest {
             return None;
         }
         match &self.matcher {
@@ -745,5 +753,34 @@ mod tests {
         // "é" is C3 A9; a secret of the single byte A9 matches inside it.
         let s = Scrubber::new([b"\xa9".as_slice()]);
         assert_eq!(s.scrub_str("café!"), "caf[REDACTED]!");
+    }
+
+    /// Inputs are not searched when shorter than the shortest needle: every needle is still
+    /// found when it is the whole input or its last bytes (exactly as long as what is left),
+    /// raw and `\u00XX`-escaped, and the shortest needle cut by one byte is not redacted.
+    #[test]
+    fn a_needle_filling_the_input_or_its_tail_is_found() {
+        let s = Scrubber::new([b"sk-live-0123456789".as_slice(), b"u:p w".as_slice()]);
+        assert!(s.shortest > 0);
+        for n in &s.needles {
+            for prefix in [&b""[..], b"x", b"{\"k\":\""] {
+                let input = [prefix, n.as_slice()].concat();
+                let out = s.scrub(&input);
+                assert!(
+                    out.ends_with(REDACTED.as_bytes()),
+                    "{:?}",
+                    String::from_utf8_lossy(&out)
+                );
+                assert!(!out.windows(n.len()).any(|w| w == n.as_slice()));
+            }
+        }
+        assert_eq!(s.scrub(br"u:p\u0020w"), REDACTED.as_bytes());
+        let shortest = s
+            .needles
+            .iter()
+            .map(|n| n.as_slice())
+            .min_by_key(|n| n.len());
+        let cut = shortest.map(|n| &n[..n.len() - 1]).unwrap_or_default();
+        assert_eq!(s.scrub(cut), cut);
     }
 }

@@ -110,11 +110,11 @@ pub const REVOKED_MARKER_TTL_MS: u64 = 10 * 365 * 86_400_000;
 
 /// The marker set in the SessionStore when a key is revoked.
 pub fn revoked_marker(id: &str) -> String {
-    format!("revoked-key:{id}")
+    ["revoked-key:", id].concat()
 }
 
 pub(crate) fn key_of(id: &str) -> String {
-    format!("{KEY_PREFIX}{id}")
+    [KEY_PREFIX, id].concat()
 }
 
 /// Write `record` signed at its KV key, with its listing view as metadata.

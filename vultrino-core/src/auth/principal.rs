@@ -141,7 +141,7 @@ impl Principal {
                 access,
                 ..
             } => (format!("key:{id} token:{}", t.id), access),
-            Principal::ApiKey { id, access, .. } => (format!("key:{id}"), access),
+            Principal::ApiKey { id, access, .. } => (["key:", id].concat(), access),
         };
         match access {
             Some(identity) => format!("{base} access:{identity}"),

@@ -155,16 +155,16 @@ pub fn glob_covers(scope: &str, requested: &str) -> bool {
 
 /// The SessionStore marker set when a token is revoked.
 fn revoked_marker(id: &str) -> String {
-    format!("revoked-token:{id}")
+    ["revoked-token:", id].concat()
 }
 
 /// The SessionStore counter of a token's uses.
 fn uses_counter(id: &str) -> String {
-    format!("token-uses:{id}")
+    ["token-uses:", id].concat()
 }
 
 fn token_key(id: &str) -> String {
-    format!("{TOKEN_PREFIX}{id}")
+    [TOKEN_PREFIX, id].concat()
 }
 
 fn invalid_token() -> Error {

@@ -34,11 +34,11 @@ impl CredentialData {
                         Error::unavailable("stored header name is invalid")
                             .with_code(Code::InvalidRecord)
                     })?;
-                let mut value = HeaderValue::from_str(&format!("{}{}", d.prefix(), d.key.expose()))
-                    .map_err(|_| {
-                        Error::unavailable("stored key is not header text")
-                            .with_code(Code::InvalidRecord)
-                    })?;
+                let text = zeroize::Zeroizing::new([d.prefix(), d.key.expose()].concat());
+                let mut value = HeaderValue::from_str(&text).map_err(|_| {
+                    Error::unavailable("stored key is not header text")
+                        .with_code(Code::InvalidRecord)
+                })?;
                 value.set_sensitive(true);
                 out.headers.remove(&name);
                 out.headers.insert(name, value);

@@ -80,7 +80,7 @@ pub(super) fn upstream_url(base: &url::Url, rest: &str, query: Option<&str>) -> 
     let base_path = base.path().trim_end_matches('/');
     let path = match (base_path, rest) {
         ("", "") => "/".to_string(),
-        (b, r) => format!("{b}{r}"),
+        (b, r) => [b, r].concat(),
     };
     url.set_path(&path);
     let kept: Vec<&str> = query
