@@ -23,6 +23,7 @@
 //! - Values written here are test data, never secrets, so they may appear in failure messages
 //!   (shortened: a failure never prints a whole value).
 
+pub mod faults;
 mod fetch_stream;
 pub mod fetcher;
 mod kv;
