@@ -379,6 +379,9 @@ impl<'a> ApiKeys<'a> {
             .is_marked(&revoked_marker(id), now)
             .await?
         {
+            // A revocation whose record delete failed (its marker landed, the reply said 503)
+            // is finished by the key's next use, so the key leaves the listing (decision 0107).
+            let _ = self.ports.kv.delete(&key).await;
             return Err(unauthorized());
         }
         // Record use at most once a minute: a KV write per request would be wasteful
