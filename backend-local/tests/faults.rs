@@ -1073,3 +1073,28 @@ fn a_revoked_key_read_stale_from_kv_is_refused() {
         w.trail.last().unwrap()
     );
 }
+
+/// Found reviewing the file store for this suite: a disk that fails while serving (here: the
+/// data directory is gone) answered 500 `internal`; a dependency failed, so it is 503 `store_io`
+/// with `Retry-After`, and the reply names no path (the operator's log does).
+#[test]
+fn a_file_store_io_failure_is_503_store_io_without_the_path() {
+    let mut w = quiet(Store::File);
+    let admin = w.model.admin().unwrap();
+    let dir = w._dir.as_ref().unwrap().path().to_path_buf();
+    std::fs::remove_dir_all(&dir).unwrap();
+    w.model.secrets.push("SECRET-io".into());
+    let r = w.send(
+        "POST",
+        "/v1/credentials",
+        Some(&admin),
+        json!({"alias": "c0", "type": "api_key", "data": {"key": "SECRET-io"},
+               "policy": {"allowed_hosts": ["api.example.com"]}}),
+    );
+    assert_eq!(r.status, 503, "{}", r.json);
+    assert_eq!(r.json["error"]["code"], "store_io");
+    assert_eq!(r.headers["retry-after"], "1");
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(!text.contains(dir.to_str().unwrap()), "{text}");
+    std::fs::create_dir_all(&dir).unwrap();
+}
