@@ -19,6 +19,10 @@
 //!
 //! Wasm-clean: no tokio, no threads, no `std::time`.
 
+// On wasm32 the ports are not `Send` (one isolate, one thread: `MaybeSend`), yet `Ports` holds
+// them in `Arc`s like everywhere else in the core.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
