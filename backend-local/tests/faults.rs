@@ -2,13 +2,12 @@
 //! credential, key and role changes, executes, revocations — go through `App::handle` while
 //! every port misbehaves by a seeded schedule (`vultrino_core::testkit::faults`: store errors,
 //! delays, hangs, stale KV reads, replies lost after the write landed, clock jumps, upstreams that
-//! refuse, stall or lose their reply). After each step:
+//! refuse, stall or lose their reply). Executes go through `/v1/execute` and through the
+//! pass-through proxy (`/proxy/{alias}/…`, `App::serve`). After each step:
 //!
-//! Executes go through `/v1/execute` and through the pass-through proxy (`/proxy/{alias}/…`,
-//! `App::serve`).
-//!
-//! - **never fail open**: a revoked key, a key of a deleted role and a logged-out session never
-//!   work again; a step whose session-store check failed is not answered 2xx;
+//! - **never fail open**: a revoked key and a logged-out session never work again, nor a key of
+//!   a deleted role (but on a stale KV read of that role, as decision 0034 allows for KV); a
+//!   step whose session-store check failed is not answered 2xx;
 //! - **never lose or corrupt**: once the faults clear (a "heal" step), every change answered 2xx
 //!   is there, a change answered with an error is there whole or not at all (listings refuse no
 //!   record, the secret an execute sends is one the model allows);
