@@ -559,10 +559,10 @@ impl World {
                 let entry = self.model.roles.entry(*i).or_insert((vec![false], 0));
                 if ok {
                     entry.0 = vec![true];
-                } else if r.status >= 500 || r.faults.iter().any(|f| f.failed()) {
-                    if !entry.0.contains(&true) {
-                        entry.0.push(true);
-                    }
+                } else if (r.status >= 500 || r.faults.iter().any(|f| f.failed()))
+                    && !entry.0.contains(&true)
+                {
+                    entry.0.push(true);
                 }
             }
             Op::DeleteRole(i) => {
