@@ -1141,3 +1141,34 @@ fn a_file_store_io_failure_is_503_store_io_without_the_path() {
     assert!(!text.contains(dir.to_str().unwrap()), "{text}");
     std::fs::create_dir_all(&dir).unwrap();
 }
+
+/// Found by the property (this is its failing case, replayed: file store, seed and steps as
+/// it printed them): a key's verification read its custom role twice; when the first read saw
+/// the role deleted and the second a stale copy, the request passed (as a stale read may,
+/// decision 0034) but the verified-key cache kept "no role record", which it never checks
+/// again — the key of the deleted role then worked for good, faults or not. The role is read
+/// once now, and the cache keeps the bytes that were checked.
+#[test]
+fn a_stale_role_read_never_lets_a_key_of_a_deleted_role_work_for_good() {
+    run(
+        Store::File,
+        16967071321819107592,
+        &[
+            Op::CreateCred(0),
+            Op::CreateRole(0),
+            Op::CreateKey(Some(0)),
+            Op::Execute(0, 0),
+            Op::DeleteCred(0),
+            Op::CreateCred(1),
+            Op::Execute(0, 1),
+            Op::CreateCred(0),
+            Op::UpdateCred(0),
+            Op::UpdateCred(0),
+            Op::Login,
+            Op::DeleteRole(0),
+            Op::RevokeKey(0),
+            Op::CreateKey(Some(0)),
+            Op::Execute(0, 0),
+        ],
+    );
+}

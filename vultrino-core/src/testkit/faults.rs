@@ -149,7 +149,18 @@ struct ScheduleState {
     log: Vec<Injected>,
     /// Forced faults for the next calls of a port, in order (regression tests name the exact
     /// fault they need instead of finding a seed).
-    forced: Vec<(FaultPort, &'static str, Fault)>,
+    forced: Vec<Forced>,
+}
+
+/// A fault a test asked for ([`FaultSchedule::force`], [`FaultSchedule::force_on`]).
+struct Forced {
+    port: FaultPort,
+    op: &'static str,
+    /// Only calls on keys starting with this.
+    key_prefix: String,
+    /// Matching calls to let through first.
+    skip: u32,
+    fault: Fault,
 }
 
 /// The seeded schedule shared by the wrappers of one deployment.
@@ -199,7 +210,26 @@ impl FaultSchedule {
 
     /// Make the next call of `op` on `port` (whatever the dice say) meet `fault`.
     pub fn force(&self, port: FaultPort, op: &'static str, fault: Fault) {
-        self.state().forced.push((port, op, fault));
+        self.force_on(port, op, "", 0, fault);
+    }
+
+    /// Make a call of `op` on `port` on a key starting with `key_prefix` meet `fault`, after
+    /// `skip` such calls went through.
+    pub fn force_on(
+        &self,
+        port: FaultPort,
+        op: &'static str,
+        key_prefix: &str,
+        skip: u32,
+        fault: Fault,
+    ) {
+        self.state().forced.push(Forced {
+            port,
+            op,
+            key_prefix: key_prefix.to_string(),
+            skip,
+            fault,
+        });
     }
 
     fn next(state: &mut ScheduleState) -> u64 {
@@ -218,12 +248,17 @@ impl FaultSchedule {
         if !state.enabled {
             return None;
         }
-        let fault = if let Some(i) = state
+        let forced = state
             .forced
             .iter()
-            .position(|(p, o, _)| *p == port && *o == op)
-        {
-            Some(state.forced.remove(i).2)
+            .position(|f| f.port == port && f.op == op && key.starts_with(&f.key_prefix));
+        let fault = if let Some(i) = forced {
+            if state.forced[i].skip > 0 {
+                state.forced[i].skip -= 1;
+                None
+            } else {
+                Some(state.forced.remove(i).fault)
+            }
         } else {
             let dice = (Self::next(&mut state) % 1000) as u32;
             let size = Self::next(&mut state);
