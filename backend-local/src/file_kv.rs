@@ -339,10 +339,12 @@ fn open_error(dir: &Path, what: &str, e: io::Error) -> Error {
     .with_code(Code::StoreIo)
 }
 
-/// An I/O failure while serving: logged for the operator, generic to the client.
+/// An I/O failure while serving: logged for the operator (path and OS error), generic to the
+/// client — 503 `store_io` with `Retry-After` (a full disk, a transient EIO: a dependency
+/// failed, as a KV outage on Workers is 503 `kv_unavailable`; decision 0107), never a path.
 fn io_failure(op: &str, path: &Path, e: io::Error) -> Error {
     tracing::error!(op, path = %path.display(), error = %e, "file store I/O failed");
-    Error::internal()
+    Error::unavailable("the credential store could not be read or written").with_code(Code::StoreIo)
 }
 
 impl FileKv {

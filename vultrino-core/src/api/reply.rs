@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::error::Error;
+use crate::error::{Code, Error, ErrorKind};
 
 /// A JSON response.
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Bytes> {
@@ -70,15 +70,29 @@ pub fn security_headers(h: &mut http::HeaderMap) {
     }
 }
 
+/// `Retry-After` of a 503 whose store failed for a moment: a retry soon may well work, and one
+/// second keeps a retrying client from hammering a store that is struggling.
+pub const STORE_RETRY_AFTER_SECS: u64 = 1;
+
 /// The response for an error: `{"error": {"code", "message"}}`, with `Retry-After` when the error
 /// says when to retry (429 rate limits and lockouts, 409 `change_in_progress` and
-/// `change_not_propagated`), and with [`security_headers`]: backends answer some errors
+/// `change_not_propagated`) or when a store failed for a moment (503 `kv_unavailable`,
+/// `session_store_unavailable`, `store_io`: [`STORE_RETRY_AFTER_SECS`]; decision 0107), and
+/// with [`security_headers`]: backends answer some errors
 /// themselves, outside [`App::handle`](crate::app::App::handle) (a body too slow or too large, a
 /// worker that cannot open its store).
 pub fn error_response(e: &Error) -> Response<Bytes> {
     let mut r = json_response(e.status(), &e.to_json());
     security_headers(r.headers_mut());
-    if let Some(secs) = e.retry_after_secs() {
+    let store_failed = e.kind() == ErrorKind::Unavailable
+        && matches!(
+            e.code(),
+            Code::KvUnavailable | Code::SessionStoreUnavailable | Code::StoreIo
+        );
+    let retry_after = e
+        .retry_after_secs()
+        .or(store_failed.then_some(STORE_RETRY_AFTER_SECS));
+    if let Some(secs) = retry_after {
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
             r.headers_mut().insert(header::RETRY_AFTER, v);
         }

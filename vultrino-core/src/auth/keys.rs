@@ -391,6 +391,9 @@ impl<'a> ApiKeys<'a> {
             .is_marked(&revoked_marker(id), now)
             .await?
         {
+            // A revocation whose record delete failed (its marker landed, the reply said 503)
+            // is finished by the key's next use, so the key leaves the listing (decision 0107).
+            let _ = self.ports.kv.delete(&key).await;
             return Err(unauthorized());
         }
         // Record use at most once a minute (once an hour on the worker, where a KV write is the
@@ -519,20 +522,39 @@ impl<'a> ApiKeys<'a> {
         if !secret_matches(&record) {
             return Err(unauthorized());
         }
-        // The role record's bytes are read before it is checked: a change between the two
-        // reads only makes the cache miss next time.
+        // The role record is read once, and the bytes checked are the bytes the cache keeps.
+        // (Read twice, a stale KV copy could pass the check while the cache kept "no role
+        // record", which it never re-checks: a key of a deleted role then worked for good —
+        // found by the faults property, decision 0107.)
         let role_stored = if builtin_role(&record.role).is_none() {
-            self.ports.kv.get(&roles::role_key(&record.role)).await?
+            roles::read_bytes(&*self.ports.kv, &record.role).await?
         } else {
             None
         };
-        let role = self.role_of(&record, &actor).await?;
+        let role = self
+            .role_from(&record, &actor, role_stored.as_ref())
+            .await?;
         Ok((record, role, role_stored))
     }
 
     /// The role `record` is bound to: a built-in role by name, a custom role by name AND id (a
     /// role deleted and created again under its name is another role, which the key never had).
     async fn role_of(&self, record: &ApiKeyRecord, actor: &str) -> Result<Role> {
+        let stored = if builtin_role(&record.role).is_none() {
+            roles::read_bytes(&*self.ports.kv, &record.role).await?
+        } else {
+            None
+        };
+        self.role_from(record, actor, stored.as_ref()).await
+    }
+
+    /// [`Self::role_of`] with the custom role's record as read (`stored`).
+    async fn role_from(
+        &self,
+        record: &ApiKeyRecord,
+        actor: &str,
+        stored: Option<&Bytes>,
+    ) -> Result<Role> {
         let gone =
             || Error::forbidden("this key's role no longer exists").with_code(Code::UnknownRole);
         if let Some(role) = builtin_role(&record.role) {
@@ -545,7 +567,7 @@ impl<'a> ApiKeys<'a> {
         let Some(bound) = record.role_id.as_deref() else {
             return Err(gone());
         };
-        match roles::read(&*self.ports.kv, self.keys, &record.role).await? {
+        match roles::open(self.keys, &record.role, stored) {
             None => Err(gone()),
             Some(RecordCheck::Signed(role)) if role.id.as_deref() == Some(bound) => Ok(role),
             Some(RecordCheck::Signed(_)) => Err(Error::forbidden(

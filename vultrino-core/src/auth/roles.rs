@@ -43,20 +43,28 @@ pub(crate) async fn read(
     keys: &Keys,
     name: &str,
 ) -> Result<Option<RecordCheck<Role>>> {
+    Ok(open(keys, name, read_bytes(kv, name).await?.as_ref()))
+}
+
+/// The stored bytes of the custom role `name` (`None`: no such record, or not a role name).
+pub(crate) async fn read_bytes(kv: &dyn KvStore, name: &str) -> Result<Option<Bytes>> {
     if validate_name("role", name).is_err() {
         return Ok(None);
     }
+    kv.get(&role_key(name)).await
+}
+
+/// Open the custom role `name` from `bytes` as [`read_bytes`] returned them: a caller that keeps
+/// the bytes (the verified-key cache) checks exactly the bytes it keeps.
+pub(crate) fn open(keys: &Keys, name: &str, bytes: Option<&Bytes>) -> Option<RecordCheck<Role>> {
     let key = role_key(name);
-    Ok(kv
-        .get(&key)
-        .await?
-        .map(|b| match keys.open_record::<Role>(&key, &b) {
-            // What the code reads of a signed record must be what it was signed as.
-            RecordCheck::Signed(r) if r.name != name || r.builtin || r.id.is_none() => {
-                RecordCheck::Tampered
-            }
-            check => check,
-        }))
+    bytes.map(|b| match keys.open_record::<Role>(&key, b) {
+        // What the code reads of a signed record must be what it was signed as.
+        RecordCheck::Signed(r) if r.name != name || r.builtin || r.id.is_none() => {
+            RecordCheck::Tampered
+        }
+        check => check,
+    })
 }
 
 /// Write `role` signed at its KV key.
