@@ -281,6 +281,7 @@ impl World {
                 fetcher: upstream.clone(),
                 clock: clock.clone(),
                 audit_sink: None,
+                audit: None,
             },
             &schedule,
         );

@@ -698,5 +698,7 @@ pub fn faulty_ports(
         fetcher: Arc::new(FaultyFetcher::new(ports.fetcher, schedule.clone())),
         clock: Arc::new(FaultyClock::new(ports.clock, schedule.clone())),
         audit_sink: ports.audit_sink,
+        // `None` keeps the events in the (faulty) KV store; a store of its own is not wrapped.
+        audit: ports.audit,
     }
 }
