@@ -108,11 +108,13 @@ impl<'a> Pipeline<'a> {
 
     /// With [`Pipeline::with_audit_required`], the event `event` stored (as `started`) before
     /// the credential is used: an error (503 `audit_unavailable`) when it could not be.
-    pub(crate) async fn audit_first(&self, event: &AuditEvent) -> Result<()> {
+    /// `Ok(true)` when it was stored (its final write must then replace it, under its id),
+    /// `Ok(false)` when audit is not strict.
+    pub(crate) async fn audit_first(&self, event: &AuditEvent) -> Result<bool> {
         if !self.audit_required {
-            return Ok(());
+            return Ok(false);
         }
-        self.audit().require(event).await
+        self.audit().require(event).await.map(|()| true)
     }
 
     /// The pipeline with the deployment's approval settings (TTL, the timer of `Prefer: wait`).
@@ -198,7 +200,7 @@ impl<'a> Pipeline<'a> {
         // The approval webhook goes out through the request's background, after the 202.
         let held = unfinished.background.clone();
         let first = match unfinished.event.as_ref() {
-            Some(event) => self.audit_first(event).await,
+            Some(event) => self.audit_first(event).await.map(|_| ()),
             None => Err(Error::internal()),
         };
         let result = match first {

@@ -163,12 +163,6 @@ impl App {
         let mut event = AuditEvent::new(started, who.actor(), "proxy", "allowed");
         event.credential = Some(alias.clone());
         event.method = Some(parts.method.as_str().to_string());
-        // Strict audit: the event is stored before anything goes upstream, or nothing does.
-        if let Err(e) = pipeline.audit_first(&event).await {
-            failed(&mut event, &e);
-            refused(pipeline.audit(), event).await;
-            return refusal(&e);
-        }
         let config = self.config();
         // Per key: the tokens of a key share its cap (an agent cannot widen it by minting).
         let cap_key = match &who {
@@ -368,6 +362,14 @@ impl App {
             };
             early = pipeline.early_token(who, &opened, &ask).await?;
             event.approval_id = pipeline.approval_gate(who, record, &bound, &ask).await?;
+        }
+        // Strict audit: the event is stored (`started`) before the credential is used, or
+        // nothing goes upstream — and only now, after every check that refuses for free, so a
+        // refusal writes only its budgeted series event and no `started` row is left behind
+        // (review of 2026-12-06, audit M1). From here on the event's final write replaces that
+        // row under its id, whatever happens (as for a request the upstream may have seen).
+        if pipeline.audit_first(event).await? {
+            sent.store(true, Ordering::Relaxed);
         }
         let scrubber = pipeline.inject(who, &opened, &mut out, early).await?;
         let request = out.build(body, false)?;
