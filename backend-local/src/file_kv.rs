@@ -143,11 +143,14 @@ struct JournalState {
     len: u64,
     /// Tickets handed out (one per appended record).
     asked: u64,
-    /// Every ticket up to this one is durable.
+    /// Every ticket up to this one is durable, but those in `failed`.
     synced: u64,
-    /// Every ticket after `synced` and up to this one was covered by an fsync that failed:
-    /// those writes fail (a retried fsync may report success without writing them).
-    failed: u64,
+    /// Tickets covered by an fsync that failed (or by a broken segment closed unsynced):
+    /// `(after, up_to]` ranges, in order. A later fsync of a new segment moves `synced` past
+    /// them, but never makes them durable: a ticket in one fails whatever `synced` says
+    /// (review of 2026-12-06, audit M2). Failures are rare; past [`MAX_FAILED_RANGES`] the
+    /// oldest two merge, which can only report a durable record as failed, never the reverse.
+    failed: Vec<(u64, u64)>,
     running: bool,
     /// A write or fsync failed: the next append starts a new segment, so that no record
     /// follows a torn one.
@@ -184,6 +187,46 @@ fn create_segment(dir: &Path, generation: u64) -> io::Result<File> {
     Ok(f)
 }
 
+/// The greatest segment generation an open accepts (see `FileKv` opening).
+const MAX_GENERATION: u64 = 1 << 62;
+
+/// At most this many failed ranges are kept apart ([`JournalState::failed`]).
+const MAX_FAILED_RANGES: usize = 64;
+
+impl JournalState {
+    /// The tickets in `(after, up_to]` are not durable and never will be.
+    fn fail(&mut self, after: u64, up_to: u64) {
+        if up_to <= after {
+            return;
+        }
+        match self.failed.last_mut() {
+            Some(last) if last.1 >= after => last.1 = last.1.max(up_to),
+            _ => self.failed.push((after, up_to)),
+        }
+        if self.failed.len() > MAX_FAILED_RANGES {
+            let second = self.failed.remove(1);
+            self.failed[0].1 = second.1;
+        }
+    }
+
+    fn has_failed(&self, ticket: u64) -> bool {
+        self.failed
+            .iter()
+            .any(|&(after, up_to)| after < ticket && ticket <= up_to)
+    }
+
+    /// What the writer of `ticket` is told, once it is known: a failure first (a later fsync
+    /// of another segment moved `synced` past it without writing it), then durability.
+    fn settled(&self, ticket: u64) -> Option<io::Result<()>> {
+        if self.has_failed(ticket) {
+            return Some(Err(io::Error::other(
+                "an earlier fsync of the journal failed",
+            )));
+        }
+        (self.synced >= ticket).then_some(Ok(()))
+    }
+}
+
 impl Journal {
     fn new(generation: u64, closed: Vec<u64>) -> Journal {
         Journal {
@@ -193,7 +236,7 @@ impl Journal {
                 len: 0,
                 asked: 0,
                 synced: 0,
-                failed: 0,
+                failed: Vec::new(),
                 running: false,
                 broken: false,
                 in_flight: Default::default(),
@@ -223,7 +266,8 @@ impl Journal {
                 if !st.broken && old.sync_data().is_ok() {
                     st.synced = st.asked;
                 } else {
-                    st.failed = st.asked;
+                    let (after, up_to) = (st.synced, st.asked);
+                    st.fail(after, up_to);
                 }
                 let generation = st.generation;
                 st.closed.push_back(generation);
@@ -289,11 +333,8 @@ impl Journal {
     fn sync(&self, ticket: u64) -> io::Result<()> {
         let mut st = self.lock();
         loop {
-            if st.synced >= ticket {
-                return Ok(());
-            }
-            if st.failed >= ticket {
-                return Err(io::Error::other("an earlier fsync of the journal failed"));
+            if let Some(settled) = st.settled(ticket) {
+                return settled;
             }
             if st.running {
                 st = self.done.wait(st).unwrap_or_else(PoisonError::into_inner);
@@ -312,7 +353,8 @@ impl Journal {
             match &result {
                 Ok(()) => st.synced = st.synced.max(covers),
                 Err(_) => {
-                    st.failed = st.failed.max(covers);
+                    let after = st.synced;
+                    st.fail(after, covers);
                     st.broken = true;
                 }
             }
@@ -422,7 +464,21 @@ impl FileKv {
         if cap.is_some() {
             // A new segment after every open (made at the first append): whatever the last
             // one ends with (a torn record) is never followed by a record.
-            let generation = segments.last().map_or(1, |g| g + 1);
+            // Generations count segments from 1: one past 2^62 is a crafted name, not history
+            // (it would overflow as segments roll and reverse the replay order).
+            let generation = match segments.last() {
+                None => 1,
+                Some(&g) if g < MAX_GENERATION => g + 1,
+                Some(&g) => {
+                    return Err(Error::unavailable(format!(
+                        "data directory {}: journal segment {} is out of range (not written by \
+                         vultrino); move it away to open the store",
+                        dir.display(),
+                        segment_name(g)
+                    ))
+                    .with_code(Code::StoreIo))
+                }
+            };
             inner.journal = Some(Journal::new(generation, segments));
         }
         if let Some((prefix, bound)) = cap {
@@ -969,6 +1025,14 @@ impl Inner {
                 }
             };
             let (key, entry) = decoded;
+            pos = start + len as usize;
+            // The journal holds the bounded prefix only (audit events): a record of any other
+            // key is not one this store wrote, and must not delete or replace a credential,
+            // key or role (review of 2026-12-06, audit L3).
+            if !matches!(&self.on_disk_prefix, Some(p) if key.starts_with(p.as_str())) {
+                tracing::warn!(path = %path.display(), "a journal record outside the journaled prefix is ignored");
+                continue;
+            }
             if self.mem.in_own_file(&key) {
                 // Superseded by the journal (written before it existed, or deleted).
                 if fs::remove_file(self.file_path(&key_hash(&key))).is_ok() {
@@ -990,7 +1054,6 @@ impl Inner {
                 }
                 _ => self.mem.remove(&key),
             }
-            pos = start + len as usize;
         }
         removed_any
     }
@@ -1125,6 +1188,83 @@ mod tests {
             Some(serde_json::json!({"a": [1, "é"]})),
             Some(1_700_000_060_000),
         )
+    }
+
+    /// A journal record of a key outside the journaled prefix (written by hand into the data
+    /// directory) neither deletes nor replaces a credential, key or role; a segment name out
+    /// of range refuses the open instead of wrapping the generations (review of 2026-12-06,
+    /// audit L3).
+    #[tokio::test]
+    async fn a_crafted_journal_record_cannot_touch_a_record_outside_the_audit_prefix() {
+        use crate::memory_kv::Bound;
+        use vultrino_core::ports::{KvStore as _, ManualClock, PutOptions};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("data");
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_800_000_000_000));
+        let bound = || {
+            PrefixBound::single(Bound {
+                keys: 1000,
+                bytes: usize::MAX,
+            })
+        };
+        let open = || FileKv::open_with_prefix_cap(&path, clock.clone(), "audit:", bound());
+        let store = open().expect("open");
+        store
+            .put("key:k1", Bytes::from_static(b"record"), PutOptions::default())
+            .await
+            .expect("put");
+        drop(store);
+        let mut segment = Vec::new();
+        for record in [
+            encode_tombstone("key:k1").expect("tombstone"),
+            encode("role:forged", &Entry::new(Bytes::from_static(b"x"), None, None))
+                .expect("record"),
+        ] {
+            segment.extend_from_slice(&u32::try_from(record.len()).expect("len").to_le_bytes());
+            segment.extend_from_slice(&record);
+        }
+        fs::write(path.join(segment_name(7)), &segment).expect("write segment");
+        let store = open().expect("reopen");
+        assert_eq!(
+            store.get("key:k1").await.expect("get").as_deref(),
+            Some(&b"record"[..])
+        );
+        assert!(store.get("role:forged").await.expect("get").is_none());
+        drop(store);
+        fs::write(path.join(segment_name(u64::MAX)), b"").expect("write segment");
+        let refused = open().err().expect("refused");
+        assert_eq!(refused.code(), Code::StoreIo);
+    }
+
+    /// A record whose fsync failed is never acknowledged, even after a later fsync of a new
+    /// segment moved the durable mark past its ticket (review of 2026-12-06, audit M2): writer
+    /// 1 appended, writer 2's fsync covering it failed, writer 3's fsync on the next segment
+    /// succeeded — writer 1 is told its write failed.
+    #[test]
+    fn a_failed_fsync_is_never_covered_by_a_later_one() {
+        let journal = Journal::new(0, Vec::new());
+        let mut st = journal.lock();
+        st.asked = 2;
+        let synced = st.synced;
+        st.fail(synced, 2);
+        st.asked = 3;
+        st.synced = 3;
+        assert!(matches!(st.settled(1), Some(Err(_))));
+        assert!(matches!(st.settled(2), Some(Err(_))));
+        assert!(matches!(st.settled(3), Some(Ok(()))));
+        assert!(st.settled(4).is_none(), "not yet known");
+        // Many failures: the ranges stay bounded, and no failed ticket becomes durable.
+        for n in 0..200u64 {
+            let base = 10 + n * 10;
+            st.fail(base, base + 5);
+        }
+        assert!(st.failed.len() <= MAX_FAILED_RANGES);
+        st.synced = 10_000;
+        for n in 0..200u64 {
+            let base = 10 + n * 10;
+            assert!(matches!(st.settled(base + 3), Some(Err(_))), "{base}");
+        }
+        // (Merging the oldest ranges may report ticket 3, durable, as failed: the safe side.)
     }
 
     #[test]
