@@ -105,6 +105,9 @@ impl std::fmt::Debug for CreatedKey {
     }
 }
 
+/// The marker that spaces the clean-up deletes of a revoked key's record (one a minute).
+const CLEANUP_MARKER_PREFIX: &str = "revoked-key-cleanup:";
+
 /// How long a key's revocation marker lives: ten years, longer than any key lives.
 pub const REVOKED_MARKER_TTL_MS: u64 = 10 * 365 * 86_400_000;
 
@@ -392,8 +395,19 @@ impl<'a> ApiKeys<'a> {
             .await?
         {
             // A revocation whose record delete failed (its marker landed, the reply said 503)
-            // is finished by the key's next use, so the key leaves the listing (decision 0107).
-            let _ = self.ports.kv.delete(&key).await;
+            // is finished by the key's next use, so the key leaves the listing (decision 0107)
+            // — at most once a minute per key: a revoked agent spraying requests must not spend
+            // a KV write (the dearest operation on Workers) on each (review of 2026-12-06, L2).
+            let cleanup = [CLEANUP_MARKER_PREFIX, id].concat();
+            if self
+                .ports
+                .sessions
+                .mark(&cleanup, 60_000, now)
+                .await
+                .unwrap_or(false)
+            {
+                let _ = self.ports.kv.delete(&key).await;
+            }
             return Err(unauthorized());
         }
         // Record use at most once a minute (once an hour on the worker, where a KV write is the
