@@ -109,7 +109,11 @@ async fn misbehave(mut s: TcpStream) {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         "/over-cap-chunked" => {
-            write(&mut s, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").await;
+            write(
+                &mut s,
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            )
+            .await;
             let chunk = format!("{:x}\r\n{}\r\n", 4096, "c".repeat(4096));
             for _ in 0..=(CAP / 4096) {
                 if !write(&mut s, chunk.as_bytes()).await {
@@ -120,7 +124,11 @@ async fn misbehave(mut s: TcpStream) {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         "/malformed-headers" => {
-            write(&mut s, b"HTTP/1.1 200 OK\r\nNo colon in this line\r\n\x01bad: \x7f\r\n\r\nok").await;
+            write(
+                &mut s,
+                b"HTTP/1.1 200 OK\r\nNo colon in this line\r\n\x01bad: \x7f\r\n\r\nok",
+            )
+            .await;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         "/header-flood" => {
@@ -133,7 +141,11 @@ async fn misbehave(mut s: TcpStream) {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         "/http10-close-delimited" => {
-            write(&mut s, b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n").await;
+            write(
+                &mut s,
+                b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n",
+            )
+            .await;
             write(&mut s, b"all of it, ended by the close").await;
             // Dropped: the close ends the body.
         }
@@ -162,7 +174,11 @@ async fn misbehave(mut s: TcpStream) {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         "/never-ends" => {
-            write(&mut s, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").await;
+            write(
+                &mut s,
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            )
+            .await;
             loop {
                 if !write(&mut s, b"4\r\ntick\r\n").await {
                     return;
@@ -343,7 +359,9 @@ fn matrix() -> Vec<Row> {
 }
 
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 struct Setup {
@@ -580,7 +598,6 @@ fn check_event(
 
 #[tokio::test]
 async fn every_upstream_misbehaviour_gets_a_defined_reply_an_audit_event_and_leaves_nothing() {
-    support::require_loopback_only_network();
     let s = setup().await;
     // Warm up both paths (first-use allocations, the per-thread clients) before counting fds.
     let _ = s.execute("/fine").await;
@@ -593,18 +610,34 @@ async fn every_upstream_misbehaviour_gets_a_defined_reply_an_audit_event_and_lea
         let started = Instant::now();
         let got = s.execute(row.path).await;
         let took = started.elapsed();
-        eprintln!("{} via execute: {} {:?} in {took:?}", row.path, got.status, got.code);
+        eprintln!(
+            "{} via execute: {} {:?} in {took:?}",
+            row.path, got.status, got.code
+        );
         failures.extend(check_reply(row.path, "execute", row.execute, &got, took));
         let ev = s.event("execute", row.path).await;
-        check_event(&format!("{} via execute", row.path), ev, row.execute_audit, &mut failures);
+        check_event(
+            &format!("{} via execute", row.path),
+            ev,
+            row.execute_audit,
+            &mut failures,
+        );
 
         let started = Instant::now();
         let got = s.proxy(row.path).await;
         let took = started.elapsed();
-        eprintln!("{} via proxy: {} {:?} in {took:?}", row.path, got.status, got.code);
+        eprintln!(
+            "{} via proxy: {} {:?} in {took:?}",
+            row.path, got.status, got.code
+        );
         failures.extend(check_reply(row.path, "proxy", row.proxy, &got, took));
         let ev = s.event("proxy", row.path).await;
-        check_event(&format!("{} via proxy", row.path), ev, row.proxy_audit, &mut failures);
+        check_event(
+            &format!("{} via proxy", row.path),
+            ev,
+            row.proxy_audit,
+            &mut failures,
+        );
 
         s.up.close_all();
         let after = s.settled_fds(before).await;
@@ -629,5 +662,10 @@ async fn every_upstream_misbehaviour_gets_a_defined_reply_an_audit_event_and_lea
     let ev = s.event("proxy", "/head-request").await;
     check_event("HEAD via proxy", ev, (OK, None), &mut failures);
     s.up.close_all();
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
