@@ -99,7 +99,7 @@ pub(super) fn render(f: Forwarded, alias: &str, finish: Finish) -> Response<Body
         clean_headers(&parts.headers, &f.scrubber, f.pass_cookies, location);
     let status = parts.status;
     let scrub = BodyScrub::for_reply(&parts.headers, f.scrubber);
-    let stream = Scrubbed {
+    let mut stream = Scrubbed {
         inner: Some(body.into_stream()),
         scrub,
         status: status.as_u16(),
@@ -110,6 +110,24 @@ pub(super) fn render(f: Forwarded, alias: &str, finish: Finish) -> Response<Body
         error: None,
         inline: None,
     };
+    // A reply that has no body (HEAD, 1xx, 204, 304) is whole once its head is sent: the HTTP
+    // server never polls its body (whatever the upstream sent after a 204 is not a body), so
+    // the event is written now, as ended, instead of as `cancelled` when the unpolled stream
+    // is dropped (issue 17's matrix, decision 0112).
+    let head = stream
+        .finish
+        .as_ref()
+        .is_some_and(|f| f.event.method.as_deref() == Some("HEAD"));
+    if head
+        || status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED
+    {
+        // The stream is kept (empty now) so that the framing headers stay what they were; with
+        // no background the event is written when it is polled, as for any other reply.
+        stream.inner = None;
+        stream.close(Outcome::Ended);
+    }
     let mut out = Response::new(Body::from_stream(stream));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
