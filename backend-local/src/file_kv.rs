@@ -1211,15 +1211,22 @@ mod tests {
         let open = || FileKv::open_with_prefix_cap(&path, clock.clone(), "audit:", bound());
         let store = open().expect("open");
         store
-            .put("key:k1", Bytes::from_static(b"record"), PutOptions::default())
+            .put(
+                "key:k1",
+                Bytes::from_static(b"record"),
+                PutOptions::default(),
+            )
             .await
             .expect("put");
         drop(store);
         let mut segment = Vec::new();
         for record in [
             encode_tombstone("key:k1").expect("tombstone"),
-            encode("role:forged", &Entry::new(Bytes::from_static(b"x"), None, None))
-                .expect("record"),
+            encode(
+                "role:forged",
+                &Entry::new(Bytes::from_static(b"x"), None, None),
+            )
+            .expect("record"),
         ] {
             segment.extend_from_slice(&u32::try_from(record.len()).expect("len").to_le_bytes());
             segment.extend_from_slice(&record);
@@ -1233,7 +1240,7 @@ mod tests {
         assert!(store.get("role:forged").await.expect("get").is_none());
         drop(store);
         fs::write(path.join(segment_name(u64::MAX)), b"").expect("write segment");
-        let refused = open().err().expect("refused");
+        let refused = open().expect_err("refused");
         assert_eq!(refused.code(), Code::StoreIo);
     }
 

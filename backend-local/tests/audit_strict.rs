@@ -89,8 +89,10 @@ async fn refused_proxy_requests_leave_no_started_event_and_stay_within_the_budge
     app.roles()
         .create(
             &operator,
-            serde_json::from_value(json!({"name": "gh-only", "permissions": ["read", "execute"],
-                "scopes": ["gh"]}))
+            serde_json::from_value(
+                json!({"name": "gh-only", "permissions": ["read", "execute"],
+                "scopes": ["gh"]}),
+            )
             .unwrap(),
         )
         .await

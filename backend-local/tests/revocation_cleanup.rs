@@ -93,7 +93,10 @@ async fn a_revoked_key_costs_at_most_one_kv_delete_a_minute() {
         .await
         .unwrap();
     let revoke = app.api_keys().revoke(&operator, &created.id).await;
-    assert!(revoke.is_err(), "the record delete failed: the revocation answered an error");
+    assert!(
+        revoke.is_err(),
+        "the record delete failed: the revocation answered an error"
+    );
     let before = kv.deletes.load(Ordering::SeqCst);
     let call = || async {
         let r = app
@@ -111,7 +114,11 @@ async fn a_revoked_key_costs_at_most_one_kv_delete_a_minute() {
     for _ in 0..100 {
         assert_eq!(call().await, 401, "the marker refuses the key at once");
     }
-    assert_eq!(kv.deletes.load(Ordering::SeqCst) - before, 1, "one clean-up try");
+    assert_eq!(
+        kv.deletes.load(Ordering::SeqCst) - before,
+        1,
+        "one clean-up try"
+    );
     clock.advance(61_000);
     for _ in 0..100 {
         assert_eq!(call().await, 401);
