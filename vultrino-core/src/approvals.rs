@@ -358,9 +358,8 @@ impl Ask {
 /// UI and the CLI (review of 2026-12-06, approvals and tokens, finding 4).
 pub fn check_text(what: &str, s: &str) -> Result<()> {
     if s.chars().count() > MAX_REASON_CHARS
-        || s.chars().any(|c| {
-            (c.is_control() && c != '\n' && c != '\t') || crate::auth::access::is_format(c)
-        })
+        || s.chars()
+            .any(|c| (c.is_control() && c != '\n' && c != '\t') || crate::input::is_format(c))
     {
         return Err(Error::bad_request(format!(
             "{what} must be at most {MAX_REASON_CHARS} characters, without control or format \

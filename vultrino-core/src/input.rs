@@ -46,6 +46,28 @@ pub(crate) fn field_error(e: &serde_json::Error) -> String {
     safe.chars().take(200).collect()
 }
 
+/// Unicode format characters (general category Cf) that change how text displays without
+/// showing themselves: bidirectional overrides and isolates, zero-width characters, the soft
+/// hyphen, the byte-order mark. An Access identity holding one could read as another actor in
+/// the audit log (review 2026-12-06, finding 5), so it is refused like a control character;
+/// so is a token name holding one (review of agent tokens, 2026-12-06, finding 6).
+pub(crate) fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

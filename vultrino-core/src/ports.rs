@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::filter::AuditFilter;
 use crate::body::Body;
 use crate::error::{Code, Error, ErrorKind, Result};
 
@@ -35,8 +36,8 @@ pub struct Ports {
     /// Workers log and Analytics Engine); `None`: nowhere else. See [`AuditSink`].
     pub audit_sink: Option<Arc<dyn AuditSink>>,
     /// Where audit events are stored and queried ([`AuditStore`]); `None`: in the KV store
-    /// under `audit:` keys ([`KvAuditStore`](crate::audit::KvAuditStore), the local stores'
-    /// format). The worker sets its Durable Object store (docs/decisions/0100).
+    /// under `audit:` keys (the local stores' format; `Ports::audit_store`, in `audit.rs`,
+    /// picks). The worker sets its Durable Object store (docs/decisions/0100).
     pub audit: Option<Arc<dyn AuditStore>>,
 }
 
@@ -44,16 +45,6 @@ impl Ports {
     /// Now, by the deployment's clock.
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
-    }
-
-    /// The deployment's audit store: [`Ports::audit`], or the KV store's `audit:` keys.
-    // On wasm32 no port is `Send` (JS values are not); natively the KV store is.
-    #[allow(clippy::arc_with_non_send_sync)]
-    pub fn audit_store(&self) -> Arc<dyn AuditStore> {
-        match &self.audit {
-            Some(store) => store.clone(),
-            None => Arc::new(crate::audit::KvAuditStore::new(self.kv.clone())),
-        }
     }
 }
 
@@ -586,8 +577,7 @@ pub trait Sleeper: MaybeSend + MaybeSync {
 /// One page of [`AuditStore::query`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditPage {
-    /// Matching events, newest first (by id: ids sort newest first, see
-    /// [`new_id`](crate::audit::new_id)).
+    /// Matching events, newest first (by id: ids sort newest first, see `audit::new_id`).
     pub events: Vec<crate::audit::event::AuditEvent>,
     /// `None` when every stored event has been looked at; otherwise pass it back for the next
     /// page (a page may hold fewer events than asked, none even, and still have a cursor).
@@ -595,10 +585,9 @@ pub struct AuditPage {
 }
 
 /// Where audit events are kept and queried: `audit:` keys of the KV store locally
-/// ([`KvAuditStore`](crate::audit::KvAuditStore)), a sharded SQLite-backed Durable Object on the
-/// edge (0 KV writes per request, docs/decisions/0100). Only
-/// [`AuditLog`](crate::audit::AuditLog) calls it; it caps events before they get here and
-/// judges who may read them.
+/// (`audit::KvAuditStore`), a sharded SQLite-backed Durable Object on the edge (0 KV writes
+/// per request, docs/decisions/0100). Only `audit::AuditLog` calls it; it caps events before
+/// they get here and judges who may read them.
 #[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
 #[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
 pub trait AuditStore: MaybeSend + MaybeSync {
@@ -616,19 +605,19 @@ pub trait AuditStore: MaybeSend + MaybeSync {
         retention_secs: u64,
     ) -> Result<()>;
 
-    /// Events that pass `filter` ([`AuditFilter::matches`](crate::audit::AuditFilter::matches),
-    /// the one filter every store applies), newest first.
+    /// Events that pass `filter` ([`AuditFilter::matches`], the one filter every store
+    /// applies), newest first.
     ///
     /// # Behavior
     /// - At most `limit` events (1..=1000), in id order (newest first), each matching `filter`.
-    /// - At most [`MAX_SCANNED_PER_CALL`](crate::audit::MAX_SCANNED_PER_CALL) stored events
+    /// - At most [`MAX_SCANNED_PER_CALL`](crate::audit::filter::MAX_SCANNED_PER_CALL) stored events
     ///   are looked at per call (per shard where the store is sharded).
     /// - Following the cursors from `None` until a page without one visits every matching
     ///   event exactly once, in order.
     /// - A cursor no call of this store returned is a `BadRequest` (code `invalid_cursor`).
     async fn query(
         &self,
-        filter: &crate::audit::AuditFilter,
+        filter: &AuditFilter,
         cursor: Option<String>,
         limit: usize,
     ) -> Result<AuditPage>;
@@ -664,7 +653,7 @@ pub struct SinkStatus {
 /// Where every audit event also goes, besides the KV store: the local server's `--audit-log`
 /// file and `--audit-webhook` collector, the worker's log line and Analytics Engine data point.
 ///
-/// Called from the one place events are written ([`AuditLog`](crate::audit::AuditLog)), right
+/// Called from the one place events are written (`audit::AuditLog`), right
 /// after the KV put, with the event exactly as stored (capped; it holds no secret, body, header
 /// or query value). Events a sync import writes into a store are not emitted (they do not go
 /// through the audit log).

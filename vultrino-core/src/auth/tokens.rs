@@ -349,7 +349,7 @@ impl<'a> AgentTokens<'a> {
         }
         let name = input.name.unwrap_or_default();
         // Shown in listings: nothing that changes how the text around it reads.
-        let hidden = |c: char| c.is_control() || super::access::is_format(c);
+        let hidden = |c: char| c.is_control() || crate::input::is_format(c);
         if name.chars().count() > 100 || name.chars().any(hidden) {
             return Err(Error::bad_request(
                 "name must be at most 100 characters, without control or format characters \
