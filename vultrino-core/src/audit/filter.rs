@@ -5,11 +5,11 @@ use crate::error::{Code, Error, Result};
 
 use super::event::AuditEvent;
 
-/// Stored events one [`AuditStore::query`] call looks at, at most, per shard (in the KV store
+/// Stored events one `AuditStore::query` call looks at, at most, per shard (in the KV store
 /// each is one KV read: a Workers request may make 1000 subrequests).
 pub const MAX_SCANNED_PER_CALL: usize = 1000;
 
-/// What [`AuditLog::list_filtered`] keeps; every field set must match (`GET /v1/audit`'s
+/// What `AuditLog::list_filtered` keeps; every field set must match (`GET /v1/audit`'s
 /// `credential`, `actor`, `outcome`, `since` and `until`; [`AuditFilter::from_query`]). The one
 /// definition of the filters: every audit storage keeps what [`AuditFilter::matches`] keeps.
 /// Serializable: a store that runs elsewhere (the worker's Durable Objects) is sent it and
