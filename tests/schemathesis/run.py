@@ -58,9 +58,19 @@ class Echo(BaseHTTPRequestHandler):
     """A loopback upstream: every method and path gets a small JSON reply."""
 
     def _serve(self):
-        length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
+        # The whole request is read before the reply, chunked bodies too: a reply (and this
+        # HTTP/1.0 server's close) while the proxy still uploads resets the upload, which the
+        # proxy rightly reports as 502 — a failure of this upstream, not of the proxy.
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                self.rfile.read(size + 2) if size else self.rfile.readline()
+                if not size:
+                    break
+        else:
+            length = int(self.headers.get("content-length") or 0)
+            if length:
+                self.rfile.read(length)
         body = json.dumps({"ok": True, "path": self.path.split("?")[0]}).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
