@@ -124,6 +124,8 @@ async fn the_cli_lists_filters_and_follows_the_audit_log() {
         }
     };
     create("alpha").await;
+    // `--since` is inclusive, to the millisecond: beta must come a millisecond after alpha.
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     create("beta").await;
     let (ok, _, err) = cli(
         home,
