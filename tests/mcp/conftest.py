@@ -81,6 +81,10 @@ class Upstream:
 
 def _handler(upstream: Upstream):
     class Echo(BaseHTTPRequestHandler):
+        # Keep-alive, as real APIs: workerd's client reuses even an HTTP/1.0 connection this
+        # server would close after its reply (see tests/schemathesis/run.py).
+        protocol_version = "HTTP/1.1"
+
         def _serve(self):
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""

@@ -57,6 +57,13 @@ def api(base: str, method: str, path: str, token: str | None, body: object | Non
 class Echo(BaseHTTPRequestHandler):
     """A loopback upstream: every method and path gets a small JSON reply."""
 
+    # HTTP/1.1 with keep-alive, as real APIs. Under HTTP/1.0 this server closes the connection
+    # after each reply, but workerd's client keeps an HTTP/1.0 connection in its pool (seen: three
+    # requests on one connection to a server answering `HTTP/1.0 200`), so a later POST could be
+    # written to a connection the server had closed: a 502 `upstream_connect` that was this
+    # upstream's fault, not the proxy's (CI, two POSTs of one workerd run).
+    protocol_version = "HTTP/1.1"
+
     def _serve(self):
         # The whole request is read before the reply, chunked bodies too: a reply (and this
         # HTTP/1.0 server's close) while the proxy still uploads resets the upload, which the
