@@ -6,35 +6,18 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod memory_app;
+
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
+use memory_app::{operator, CountingFetch};
 use serde_json::json;
-use vultrino_core::app::{App, Config, Ports};
-use vultrino_core::auth::Principal;
+use vultrino_core::app::Config;
 use vultrino_core::body::Body;
-use vultrino_core::crypto::MasterSecret;
-use vultrino_core::ports::{FetchOptions, Fetcher, KvStore, ListOptions, ManualClock};
-use vultrino_core::Result;
+use vultrino_core::ports::{KvStore, ListOptions, ManualClock};
 use vultrino_local::memory_kv::MemoryKv;
 use vultrino_local::memory_sessions::MemorySessions;
-
-#[derive(Default)]
-struct Counting(AtomicUsize);
-
-#[async_trait]
-impl Fetcher for Counting {
-    async fn fetch(
-        &self,
-        _request: http::Request<Bytes>,
-        _options: FetchOptions,
-    ) -> Result<http::Response<Bytes>> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(http::Response::new(Bytes::from_static(b"ok")))
-    }
-}
 
 async fn audit_rows(kv: &MemoryKv) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
@@ -64,28 +47,19 @@ async fn audit_rows(kv: &MemoryKv) -> Vec<serde_json::Value> {
 async fn refused_proxy_requests_leave_no_started_event_and_stay_within_the_budget() {
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
     let kv = Arc::new(MemoryKv::new(clock.clone()));
-    let fetcher = Arc::new(Counting::default());
-    let ports = Ports {
-        kv: kv.clone(),
-        sessions: Arc::new(MemorySessions::default()),
-        fetcher: fetcher.clone(),
+    let fetcher = Arc::new(CountingFetch::default());
+    let ports = memory_app::ports(
+        kv.clone(),
+        Arc::new(MemorySessions::default()),
+        fetcher.clone(),
         clock,
-        audit_sink: None,
-        audit: None,
-    };
-    let (_, master) = MasterSecret::generate_raw();
-    let master = MasterSecret::parse(&master).unwrap();
+    );
     let config = Config {
         audit_required: true,
         ..Config::default()
     };
-    let app = App::open(config, ports, &master).await.unwrap();
-    let operator = Principal::Admin {
-        subject: "test".into(),
-        session_id: String::new(),
-        via_cookie: false,
-        access: None,
-    };
+    let app = memory_app::open(config, ports).await;
+    let operator = operator();
     app.roles()
         .create(
             &operator,
@@ -132,7 +106,7 @@ async fn refused_proxy_requests_leave_no_started_event_and_stay_within_the_budge
         let reply = app.serve(request, None).await;
         assert_eq!(reply.status(), 403);
     }
-    assert_eq!(fetcher.0.load(Ordering::SeqCst), 0, "nothing was sent");
+    assert_eq!(fetcher.sent(), 0, "nothing was sent");
     let rows = audit_rows(&kv).await;
     assert!(
         rows.iter().all(|e| e["outcome"] != "started"),
@@ -155,7 +129,7 @@ async fn refused_proxy_requests_leave_no_started_event_and_stay_within_the_budge
     let reply = app.serve(request, None).await;
     assert_eq!(reply.status(), 200);
     let _ = reply.into_body().collect_capped(usize::MAX).await.unwrap();
-    assert_eq!(fetcher.0.load(Ordering::SeqCst), 1);
+    assert_eq!(fetcher.sent(), 1);
     let rows = audit_rows(&kv).await;
     assert!(rows.iter().all(|e| e["outcome"] != "started"), "{rows:?}");
     assert!(rows

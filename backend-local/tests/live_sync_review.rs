@@ -7,43 +7,21 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod memory_app;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
+use memory_app::{operator, CountingFetch};
 use serde_json::{json, Value};
-use vultrino_core::app::{App, Config, Ports};
-use vultrino_core::auth::Principal;
-use vultrino_core::crypto::MasterSecret;
-use vultrino_core::ports::{FetchOptions, Fetcher, KvStore, ManualClock, PutOptions};
+use vultrino_core::app::{App, Config};
+use vultrino_core::ports::{KvStore, ManualClock, PutOptions};
 use vultrino_core::sync::live::{remember_import, LiveSync};
 use vultrino_core::sync::Export;
-use vultrino_core::Result;
 use vultrino_local::memory_kv::MemoryKv;
 use vultrino_local::memory_sessions::MemorySessions;
 
 const EDGE: &str = "https://edge.example";
-
-struct Ok200;
-
-#[async_trait::async_trait]
-impl Fetcher for Ok200 {
-    async fn fetch(
-        &self,
-        _request: http::Request<Bytes>,
-        _options: FetchOptions,
-    ) -> Result<http::Response<Bytes>> {
-        Ok(http::Response::new(Bytes::from_static(b"ok")))
-    }
-}
-
-fn operator() -> Principal {
-    Principal::Admin {
-        subject: "test".into(),
-        session_id: String::new(),
-        via_cookie: false,
-        access: None,
-    }
-}
 
 struct Fixture {
     app: App,
@@ -58,20 +36,15 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
     let kv = Arc::new(MemoryKv::new(clock.clone()));
-    let ports = Ports {
-        kv: kv.clone(),
-        sessions: Arc::new(MemorySessions::default()),
-        fetcher: Arc::new(Ok200),
+    let ports = memory_app::ports(
+        kv.clone(),
+        Arc::new(MemorySessions::default()),
+        Arc::new(CountingFetch::default()),
         clock,
-        audit_sink: None,
-        audit: None,
-    };
-    let (_, master) = MasterSecret::generate_raw();
-    let master = MasterSecret::parse(&master).unwrap();
+    );
     let live = Arc::new(LiveSync::new(EDGE, 60_000));
-    let app = App::open(Config::default(), ports, &master)
+    let app = memory_app::open(Config::default(), ports)
         .await
-        .unwrap()
         .with_live_sync(live.clone());
     app.credentials()
         .create(

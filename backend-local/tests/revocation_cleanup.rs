@@ -5,18 +5,17 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod memory_app;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use memory_app::{operator, CountingFetch};
 use serde_json::json;
-use vultrino_core::app::{App, Config, Ports};
-use vultrino_core::auth::Principal;
-use vultrino_core::crypto::MasterSecret;
-use vultrino_core::ports::{
-    FetchOptions, Fetcher, KvEntry, KvStore, ListOptions, ListPage, ManualClock, PutOptions,
-};
+use vultrino_core::app::Config;
+use vultrino_core::ports::{KvEntry, KvStore, ListOptions, ListPage, ManualClock, PutOptions};
 use vultrino_core::{Error, Result};
 use vultrino_local::memory_kv::MemoryKv;
 use vultrino_local::memory_sessions::MemorySessions;
@@ -47,19 +46,6 @@ impl KvStore for NoKeyDeletes {
     }
 }
 
-struct Nothing;
-
-#[async_trait]
-impl Fetcher for Nothing {
-    async fn fetch(
-        &self,
-        _request: http::Request<Bytes>,
-        _options: FetchOptions,
-    ) -> Result<http::Response<Bytes>> {
-        Err(Error::unavailable("no upstream in this test"))
-    }
-}
-
 #[tokio::test]
 async fn a_revoked_key_costs_at_most_one_kv_delete_a_minute() {
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
@@ -67,23 +53,15 @@ async fn a_revoked_key_costs_at_most_one_kv_delete_a_minute() {
         inner: MemoryKv::new(clock.clone()),
         deletes: AtomicUsize::new(0),
     });
-    let ports = Ports {
-        kv: kv.clone(),
-        sessions: Arc::new(MemorySessions::default()),
-        fetcher: Arc::new(Nothing),
-        clock: clock.clone(),
-        audit_sink: None,
-        audit: None,
-    };
-    let (_, master) = MasterSecret::generate_raw();
-    let master = MasterSecret::parse(&master).unwrap();
-    let app = App::open(Config::default(), ports, &master).await.unwrap();
-    let operator = Principal::Admin {
-        subject: "test".into(),
-        session_id: String::new(),
-        via_cookie: false,
-        access: None,
-    };
+    let fetcher = Arc::new(CountingFetch::default());
+    let ports = memory_app::ports(
+        kv.clone(),
+        Arc::new(MemorySessions::default()),
+        fetcher.clone(),
+        clock.clone(),
+    );
+    let app = memory_app::open(Config::default(), ports).await;
+    let operator = operator();
     let created = app
         .api_keys()
         .create(
@@ -128,4 +106,5 @@ async fn a_revoked_key_costs_at_most_one_kv_delete_a_minute() {
         2,
         "one more a minute later"
     );
+    assert_eq!(fetcher.sent(), 0, "a revoked key reaches no upstream");
 }

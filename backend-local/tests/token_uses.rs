@@ -6,34 +6,20 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+mod memory_app;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use memory_app::{operator, CountingFetch};
 use serde_json::{json, Value};
-use vultrino_core::app::{App, Config, Ports};
-use vultrino_core::crypto::MasterSecret;
-use vultrino_core::ports::{FetchOptions, Fetcher, Hit, ManualClock, SessionRecord, SessionStore};
+use vultrino_core::app::{App, Config};
+use vultrino_core::ports::{Hit, ManualClock, SessionRecord, SessionStore};
 use vultrino_core::{Error, Result};
 use vultrino_local::memory_kv::MemoryKv;
 use vultrino_local::memory_sessions::MemorySessions;
-
-/// Answers 200 to everything, counting the requests.
-#[derive(Default)]
-struct CountingFetch(AtomicUsize);
-
-#[async_trait]
-impl Fetcher for CountingFetch {
-    async fn fetch(
-        &self,
-        _request: http::Request<Bytes>,
-        _options: FetchOptions,
-    ) -> Result<http::Response<Bytes>> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(http::Response::new(Bytes::from_static(b"ok")))
-    }
-}
 
 /// `MemorySessions` whose token-use counters fail while `broken` is set.
 #[derive(Default)]
@@ -97,23 +83,14 @@ async fn a_use_that_cannot_be_counted_refuses_the_request_and_sends_nothing() {
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
     let sessions = Arc::new(Flaky::default());
     let fetcher = Arc::new(CountingFetch::default());
-    let ports = Ports {
-        kv: Arc::new(MemoryKv::new(clock.clone())),
-        sessions: sessions.clone(),
-        fetcher: fetcher.clone(),
+    let ports = memory_app::ports(
+        Arc::new(MemoryKv::new(clock.clone())),
+        sessions.clone(),
+        fetcher.clone(),
         clock,
-        audit_sink: None,
-        audit: None,
-    };
-    let (_, master) = MasterSecret::generate_raw();
-    let master = MasterSecret::parse(&master).unwrap();
-    let app = App::open(Config::default(), ports, &master).await.unwrap();
-    let operator = vultrino_core::auth::Principal::Admin {
-        subject: "test".into(),
-        session_id: String::new(),
-        via_cookie: false,
-        access: None,
-    };
+    );
+    let app = memory_app::open(Config::default(), ports).await;
+    let operator = operator();
     app.credentials()
         .create(
             &operator,
@@ -150,11 +127,11 @@ async fn a_use_that_cannot_be_counted_refuses_the_request_and_sends_nothing() {
     let (status, body) = call(&app, "POST", "/v1/execute", token, Some(execute.clone())).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "session_store_unavailable", "{body}");
-    assert_eq!(fetcher.0.load(Ordering::SeqCst), 0, "nothing was sent");
+    assert_eq!(fetcher.sent(), 0, "nothing was sent");
     // The key itself has no uses to count: unaffected.
     let (status, body) = call(&app, "POST", "/v1/execute", &key, Some(execute.clone())).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(fetcher.0.load(Ordering::SeqCst), 1);
+    assert_eq!(fetcher.sent(), 1);
 
     sessions.broken.store(false, Ordering::SeqCst);
     for _ in 0..2 {
@@ -164,11 +141,7 @@ async fn a_use_that_cannot_be_counted_refuses_the_request_and_sends_nothing() {
     let (status, body) = call(&app, "POST", "/v1/execute", token, Some(execute)).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "token_exhausted", "{body}");
-    assert_eq!(
-        fetcher.0.load(Ordering::SeqCst),
-        3,
-        "the failed count spent no use"
-    );
+    assert_eq!(fetcher.sent(), 3, "the failed count spent no use");
 }
 
 /// A clock that moves `step` ms forward on every read (once armed): two reads of one operation
@@ -199,23 +172,14 @@ async fn a_mint_racing_its_parents_expiry_never_underflows() {
             now: AtomicU64::new(T0),
             step: AtomicU64::new(0),
         });
-        let ports = Ports {
-            kv: Arc::new(MemoryKv::new(clock.clone())),
-            sessions: Arc::new(MemorySessions::new()),
-            fetcher: Arc::new(CountingFetch::default()),
-            clock: clock.clone(),
-            audit_sink: None,
-            audit: None,
-        };
-        let (_, master) = MasterSecret::generate_raw();
-        let master = MasterSecret::parse(&master).unwrap();
-        let app = App::open(Config::default(), ports, &master).await.unwrap();
-        let operator = vultrino_core::auth::Principal::Admin {
-            subject: "test".into(),
-            session_id: String::new(),
-            via_cookie: false,
-            access: None,
-        };
+        let ports = memory_app::ports(
+            Arc::new(MemoryKv::new(clock.clone())),
+            Arc::new(MemorySessions::new()),
+            Arc::new(CountingFetch::default()),
+            clock.clone(),
+        );
+        let app = memory_app::open(Config::default(), ports).await;
+        let operator = operator();
         let key = app
             .api_keys()
             .create(
