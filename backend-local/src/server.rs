@@ -28,6 +28,23 @@ const GRACE: Duration = Duration::from_secs(10);
 /// How long a client gets to send its whole request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A client whose declared body is a little over the cap is usually still writing it when the
+/// 413 is sent. Closing at once would reset its upload, and many clients then report the reset
+/// instead of the 413; so a body at most this much over the cap is read and dropped (for at
+/// most [`DRAIN_TIME`]) while the 413 goes out, and the connection stays usable. A body
+/// declared larger than that is not read: the connection is closed after the 413.
+const DRAIN_MAX_BYTES: u64 = 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Read and drop `body`, at most [`DRAIN_TIME`] (see [`DRAIN_MAX_BYTES`]): its declared length
+/// bounds the bytes read.
+async fn drain_body(mut body: Incoming) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
+}
+
 /// Serve `app` on `listener` until `shutdown` completes, then drain connections gracefully.
 ///
 /// Everything runs on the caller's runtime. `vultrino serve` uses [`serve_per_core`] instead;
@@ -271,8 +288,12 @@ async fn handle_inner(
     };
     // A declared Content-Length over the cap is refused before any of the body is read (a
     // body without one is cut off by `Limited` as soon as it passes the cap).
-    if hyper::body::Body::size_hint(&body).lower() > limit as u64 {
+    let declared = hyper::body::Body::size_hint(&body).lower();
+    if declared > limit as u64 {
         let err = Error::too_large("request body is too large").with_code(Code::BodyTooLarge);
+        if declared - limit as u64 <= DRAIN_MAX_BYTES {
+            tokio::spawn(drain_body(body));
+        }
         return Ok(refuse(&err, parts.uri.path()));
     }
     let body = if streamed {
