@@ -15,10 +15,11 @@
 //!   upstream implementing the route table of `vultrino_core::testkit::fetcher`; `refused_url` a
 //!   closed port. The suite asks for `allow_loopback` itself (the upstream is on 127.0.0.1).
 //!
-//! - `POST /__testkit/faults` with `{"seed": "<u64>", "steps": n}`: one case of the fault
-//!   property (`vultrino_core::testkit::fault_property`, decisions 0107 and 0116) over
-//!   [`WorkersKv`] and [`DoSessions`] wrapped in the core's fault wrappers, with the property's
-//!   recording upstream and virtual clock. Each case starts from empty stores: the KV namespace
+//! - `POST /__testkit/faults` with `{"seed": "<u64>", "steps": n, "upstream"?: url}`: one case
+//!   of the fault property (`vultrino_core::testkit::fault_property`, decisions 0107 and 0116)
+//!   over [`WorkersKv`] and [`DoSessions`] wrapped in the core's fault wrappers, with the
+//!   property's virtual clock and recording upstream — which, given `upstream` (a loopback
+//!   server answering 200 `{"ok":true}`), forwards through [`WorkersFetcher`]. Each case starts from empty stores: the KV namespace
 //!   is emptied first, and the case's Durable Objects are named under a scope of its own.
 //!   Answers `{"ok": true, "steps": n, "ms": t}` or `{"ok": false, "error": "<property>\n steps: …"}`.
 //!   Driven by `test/faults.test.mjs`.
@@ -82,6 +83,11 @@ struct FaultCase {
     /// A u64 as text (JSON numbers lose precision past 2^53).
     seed: String,
     steps: usize,
+    /// A loopback upstream (`http://127.0.0.1:<port>`) answering 200 `{"ok":true}` to
+    /// anything: requests go to it through [`WorkersFetcher`]. Without: the property's
+    /// in-process upstream.
+    #[serde(default)]
+    upstream: Option<String>,
 }
 
 /// Delete every key of the namespace (a fault case starts from an empty store).
@@ -129,7 +135,24 @@ async fn fault_case(mut req: Request, env: &Env) -> worker::Result<Response> {
             // Workers KV keeps real time (its TTLs cannot follow the virtual clock).
             let clock = Arc::new(ManualClock::new(fault_property::START_MS));
             let ops = fault_property::ops_from_seed(seed, steps);
-            fault_property::run(kv, sessions, clock, "workerd", seed, &ops).await
+            match &case.upstream {
+                Some(base_url) => {
+                    let upstream = Arc::new(fault_property::Recorder::forwarding(Arc::new(
+                        WorkersFetcher,
+                    )));
+                    fault_property::run_with_upstream(
+                        kv,
+                        sessions,
+                        clock,
+                        (upstream, base_url),
+                        "workerd, WorkersFetcher",
+                        seed,
+                        &ops,
+                    )
+                    .await
+                }
+                None => fault_property::run(kv, sessions, clock, "workerd", seed, &ops).await,
+            }
         }
     };
     let ms = wall_ms() - started;

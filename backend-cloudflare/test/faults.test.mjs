@@ -6,16 +6,22 @@
 // replies, clock jumps), with the property's recording upstream and virtual clock.
 //
 // Each case is one request: the worker empties its KV namespace, draws `FAULTS_STEPS` steps from
-// the case's seed and runs them, then heals and checks everything acknowledged is there.
+// the case's seed and runs them, then heals and checks everything acknowledged is there. Half the
+// cases (the odd ones) send their upstream requests through WorkersFetcher (the runtime's fetch)
+// to a loopback server here that answers 200 {"ok":true}; the others use the property's
+// in-process upstream, as natively.
 //
 // Environment:
 //   FAULTS_SEED    the first case's seed (a u64); later cases use seed+1, seed+2, … Default: random.
 //   FAULTS_CASES   how many cases (default 8)
 //   FAULTS_STEPS   steps per case (default 40)
-// A failure names the seed that replays it (FAULTS_SEED=<seed> FAULTS_CASES=1) and every step.
+//   FAULTS_UPSTREAM  "alternate" (default: odd cases through WorkersFetcher), "workers-fetch" (all),
+//                  "in-process" (none)
+// A failure names the settings that replay it (FAULTS_SEED=<seed> FAULTS_CASES=1 …) and every step.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
+import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,9 +34,21 @@ const MASK = (1n << 64n) - 1n;
 const firstSeed = BigInt(process.env.FAULTS_SEED ?? crypto.randomBytes(8).readBigUInt64BE()) & MASK;
 const cases = Number(process.env.FAULTS_CASES ?? 8);
 const steps = Number(process.env.FAULTS_STEPS ?? 40);
+const upstreamMode = process.env.FAULTS_UPSTREAM ?? "alternate";
 let mf;
+let upstream;
+let upstreamUrl;
 
 before(async () => {
+  upstream = http.createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(200, { "content-type": "application/json", "content-length": 11 });
+      res.end('{"ok":true}');
+    });
+  });
+  await new Promise((r) => upstream.listen(0, "127.0.0.1", r));
+  upstreamUrl = `http://127.0.0.1:${upstream.address().port}`;
   assert.ok(
     fs.existsSync(path.join(root, BUILD, "index.js")),
     "build the test worker first: scripts/worker.sh build --test",
@@ -47,32 +65,46 @@ before(async () => {
 
 after(async () => {
   await mf?.dispose();
+  upstream?.close();
+  upstream?.closeAllConnections?.();
 });
 
-test(`the fault property holds over WorkersKv and the SessionDO store in workerd (${cases} cases × ${steps} steps, first seed ${firstSeed})`, async () => {
+test(`the fault property holds over WorkersKv, the SessionDO store and WorkersFetcher in workerd (${cases} cases × ${steps} steps, first seed ${firstSeed})`, async () => {
   assert.ok(cases >= 1 && steps >= 1, "FAULTS_CASES and FAULTS_STEPS are at least 1");
+  assert.ok(["alternate", "workers-fetch", "in-process"].includes(upstreamMode), `FAULTS_UPSTREAM=${upstreamMode}`);
   let passed = 0;
+  let fetched = 0;
   let ms = 0;
+  upstream.on("request", () => (fetched += 1));
   for (let i = 0n; i < BigInt(cases); i++) {
     const seed = ((firstSeed + i) & MASK).toString();
+    const viaFetch = upstreamMode === "workers-fetch" || (upstreamMode === "alternate" && i % 2n === 1n);
+    const through = viaFetch ? { upstream: upstreamUrl } : {};
     const r = await mf.dispatchFetch("http://worker/__testkit/faults", {
       method: "POST",
-      body: JSON.stringify({ seed, steps }),
+      body: JSON.stringify({ seed, steps, ...through }),
     });
     const text = await r.text();
-    assert.equal(r.status, 200, `seed ${seed} (replay: FAULTS_SEED=${seed} FAULTS_CASES=1 FAULTS_STEPS=${steps}): ${text}`);
+    assert.equal(r.status, 200, `seed ${seed} (replay: FAULTS_SEED=${seed} FAULTS_CASES=1 FAULTS_STEPS=${steps}${through.upstream ? " FAULTS_UPSTREAM=workers-fetch" : " FAULTS_UPSTREAM=in-process"}): ${text}`);
     const out = JSON.parse(text);
     assert.equal(
       out.ok,
       true,
-      `seed ${seed} (replay: FAULTS_SEED=${seed} FAULTS_CASES=1 FAULTS_STEPS=${steps}):\n${out.error}`,
+      `seed ${seed} (replay: FAULTS_SEED=${seed} FAULTS_CASES=1 FAULTS_STEPS=${steps}${through.upstream ? " FAULTS_UPSTREAM=workers-fetch" : " FAULTS_UPSTREAM=in-process"}):\n${out.error}`,
     );
     assert.equal(out.steps, steps, "every step ran");
     passed += 1;
     ms += out.ms;
   }
   assert.equal(passed, cases);
-  console.log(`fault property in workerd: ${cases} cases × ${steps} steps in ${ms} ms (first seed ${firstSeed})`);
+  if (upstreamMode === "workers-fetch" || (upstreamMode === "alternate" && cases >= 2)) {
+    // every case ends with a heal that executes through each credential it finds (and a case
+    // without one still executes with faults on): the odd cases reached the loopback upstream
+    assert.ok(fetched > 0, "requests went through WorkersFetcher to the loopback upstream");
+  }
+  console.log(
+    `fault property in workerd: ${cases} cases × ${steps} steps in ${ms} ms, ${fetched} upstream requests through WorkersFetcher (first seed ${firstSeed})`,
+  );
 });
 
 test("the fault route refuses a malformed case with a 400", async () => {

@@ -38,7 +38,11 @@ use crate::app::{App, Config};
 use crate::crypto::{self, MasterSecret};
 use crate::ports::{
     Clock, FetchOptions, Fetcher, KvStore, ManualClock, Ports, SessionStore, SleepFuture, Sleeper,
+    StreamOptions,
 };
+
+/// The upstream of the credentials the property makes.
+pub const DEFAULT_UPSTREAM: &str = "https://api.example.com";
 
 /// The admin password of every world.
 pub const PASSWORD: &str = "correct horse battery staple 17";
@@ -51,14 +55,37 @@ pub const DEADLINE_MS: u64 = 10 * 60 * 1000;
 // Test doubles: the upstream, the virtual sleeper
 // ---------------------------------------------------------------------------------------------
 
-/// The upstream: answers 200 `{"ok":true}` and records the `Authorization` header it got.
+/// The upstream: records the `Authorization` header of every request and answers 200
+/// `{"ok":true}` itself, or ([`Recorder::forwarding`]) forwards the request to a real fetcher
+/// (the worker's `WorkersFetcher`, to a loopback upstream that answers the same).
 #[derive(Default)]
-pub struct Recorder(Mutex<Vec<String>>);
+pub struct Recorder {
+    sent: Mutex<Vec<String>>,
+    forward_to: Option<Arc<dyn Fetcher>>,
+}
 
 impl Recorder {
+    /// A recorder that hands every request on to `fetcher` (after recording it).
+    pub fn forwarding(fetcher: Arc<dyn Fetcher>) -> Self {
+        Recorder {
+            sent: Mutex::default(),
+            forward_to: Some(fetcher),
+        }
+    }
+
     /// The `Authorization` header of every request so far, oldest first.
     pub fn sent(&self) -> MutexGuard<'_, Vec<String>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.sent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record<B>(&self, request: &http::Request<B>) {
+        let auth = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        self.sent().push(auth);
     }
 }
 
@@ -68,19 +95,41 @@ impl Fetcher for Recorder {
     async fn fetch(
         &self,
         request: http::Request<Bytes>,
-        _options: FetchOptions,
+        options: FetchOptions,
     ) -> crate::Result<http::Response<Bytes>> {
-        let auth = request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        self.sent().push(auth);
+        self.record(&request);
+        if let Some(f) = &self.forward_to {
+            return f.fetch(request, options).await;
+        }
         http::Response::builder()
             .header("content-type", "application/json")
             .body(Bytes::from_static(br#"{"ok":true}"#))
             .map_err(|_| crate::Error::internal())
+    }
+
+    async fn fetch_stream(
+        &self,
+        request: http::Request<crate::body::Body>,
+        options: StreamOptions,
+    ) -> crate::Result<http::Response<crate::body::Body>> {
+        let Some(f) = &self.forward_to else {
+            // the provided buffering one, through `fetch` (which records)
+            let (parts, body) = request.into_parts();
+            let body = body.collect_capped(usize::MAX).await?;
+            let response = self
+                .fetch(
+                    http::Request::from_parts(parts, body),
+                    FetchOptions {
+                        timeout_ms: options.total_timeout_ms,
+                        max_response_bytes: options.max_buffered_response_bytes,
+                        allow_loopback: options.allow_loopback,
+                    },
+                )
+                .await?;
+            return Ok(response.map(crate::body::Body::full));
+        };
+        self.record(&request);
+        f.fetch_stream(request, options).await
     }
 }
 
@@ -299,6 +348,8 @@ pub struct World {
     pub schedule: Arc<FaultSchedule>,
     pub clock: Arc<ManualClock>,
     pub upstream: Arc<Recorder>,
+    /// The credentials' `base_url` (scheme and authority, no path).
+    pub base_url: String,
     pub model: Model,
     /// What happened, for the failure message.
     pub trail: Vec<String>,
@@ -324,9 +375,23 @@ impl World {
         clock: Arc<ManualClock>,
         config: FaultConfig,
     ) -> Result<World, String> {
+        let upstream = Arc::new(Recorder::default());
+        World::with_upstream(kv, sessions, clock, upstream, DEFAULT_UPSTREAM, config).await
+    }
+
+    /// [`World::new`] with the upstream `upstream` at `base_url` (a forwarding [`Recorder`] and
+    /// a loopback server: `http://127.0.0.1:<port>`, which turns on
+    /// `allow_loopback_upstreams`).
+    pub async fn with_upstream(
+        kv: Arc<dyn KvStore>,
+        sessions: Arc<dyn SessionStore>,
+        clock: Arc<ManualClock>,
+        upstream: Arc<Recorder>,
+        base_url: &str,
+        config: FaultConfig,
+    ) -> Result<World, String> {
         let schedule = FaultSchedule::new(config, Some(Arc::new(VirtualSleeper(clock.clone()))));
         schedule.set_enabled(false);
-        let upstream = Arc::new(Recorder::default());
         let ports = faulty_ports(
             Ports {
                 kv,
@@ -345,6 +410,7 @@ impl World {
             allow_weak_password_hash_for_tests: true,
             login_max_attempts: 1_000_000,
             login_max_attempts_per_user: 1_000_000,
+            allow_loopback_upstreams: base_url.starts_with("http://"),
             ..Config::default()
         };
         let (master, _) = MasterSecret::generate_raw();
@@ -356,6 +422,7 @@ impl World {
             schedule,
             clock,
             upstream,
+            base_url: base_url.trim_end_matches('/').to_string(),
             model: Model::default(),
             trail: Vec::new(),
         };
@@ -600,8 +667,8 @@ impl World {
                         "POST",
                         "/v1/credentials",
                         json!({"alias": alias, "type": "api_key", "data": {"key": secret},
-                               "policy": {"allowed_hosts": ["api.example.com"]},
-                               "base_url": "https://api.example.com"}),
+                               "policy": {"allowed_hosts": [self.upstream_host()]},
+                               "base_url": self.base_url}),
                     )
                     .await?
                 } else {
@@ -766,7 +833,7 @@ impl World {
                 "POST",
                 "/v1/execute",
                 Some(&key.secret),
-                json!({"credential": alias, "method": "GET", "url": "https://api.example.com/x"}),
+                json!({"credential": alias, "method": "GET", "url": format!("{}/x", self.base_url)}),
             )
             .await?
         };
@@ -1024,6 +1091,18 @@ impl World {
         Ok(())
     }
 
+    /// The host of [`World::base_url`] (what a credential's policy allows).
+    fn upstream_host(&self) -> String {
+        let authority = self
+            .base_url
+            .split_once("://")
+            .map_or(self.base_url.as_str(), |x| x.1);
+        authority
+            .rsplit_once(':')
+            .map_or(authority, |x| x.0)
+            .to_string()
+    }
+
     /// `v[field]` as a string, or a failure naming it.
     fn text(&self, v: &Value, field: &str) -> Result<String, String> {
         v[field]
@@ -1052,7 +1131,32 @@ pub async fn run(
     seed: u64,
     ops: &[Op],
 ) -> Result<(), String> {
-    let mut world = World::new(kv, sessions, clock, FaultConfig::mixed(seed)).await?;
+    let upstream = Arc::new(Recorder::default());
+    run_with_upstream(
+        kv,
+        sessions,
+        clock,
+        (upstream, DEFAULT_UPSTREAM),
+        label,
+        seed,
+        ops,
+    )
+    .await
+}
+
+/// [`run`] with an upstream of the caller's: a forwarding [`Recorder`] and its base URL (see
+/// [`World::with_upstream`]).
+pub async fn run_with_upstream(
+    kv: Arc<dyn KvStore>,
+    sessions: Arc<dyn SessionStore>,
+    clock: Arc<ManualClock>,
+    (upstream, base_url): (Arc<Recorder>, &str),
+    label: &str,
+    seed: u64,
+    ops: &[Op],
+) -> Result<(), String> {
+    let config = FaultConfig::mixed(seed);
+    let mut world = World::with_upstream(kv, sessions, clock, upstream, base_url, config).await?;
     world.trail.push(format!("store {label}, seed {seed}"));
     for op in ops {
         world.trail.push(format!("# {op:?}"));
