@@ -58,15 +58,16 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Fresh stores of `store` kind (and the folder of the file store).
-fn stores(
-    store: Store,
-) -> (
+/// The stores of one world, their clock, and the file store's folder.
+type Stores = (
     Arc<dyn KvStore>,
     Arc<dyn SessionStore>,
     Arc<ManualClock>,
     Option<tempfile::TempDir>,
-) {
+);
+
+/// Fresh stores of `store` kind (and the folder of the file store).
+fn stores(store: Store) -> Stores {
     // one virtual clock for the app and the stores: TTLs run on the time the faults move
     let clock = Arc::new(ManualClock::new(fault_property::START_MS));
     let sessions: Arc<dyn SessionStore> = Arc::new(MemorySessions::new());
