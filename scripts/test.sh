@@ -232,10 +232,10 @@ in_netns 'VULTRINO_BIN=target/debug/vultrino PYTHONDONTWRITEBYTECODE=1 target/sc
 step "run tests inside a loopback-only network namespace (cargo test, the MCP SDK suite, the OpenAI/Anthropic SDK suite, the admin UI suite)"
 in_netns 'cargo test --workspace --offline -- --include-ignored && echo "==> MCP SDK suite (pytest)" && bash -c "$1" && echo "==> OpenAI/Anthropic SDK suite through /proxy/ (pytest)" && bash -c "$3" && echo "==> admin UI suite (Chromium, local server)" && bash -c "$2"' _ "$MCP_SDK_RUN" "$UI_RUN" "$SDK_RUN"
 # ---- workerd: the same HTTP suite and the sync test against the worker in workerd; the port
-# conformance suites inside workerd (node --test drives the testkit-only test worker), and the pre-deploy check's wrangler.toml part ---------
-step "workerd: the HTTP suite (tests/http, sync included) against the worker, conformance suites inside workerd"
+# conformance suites and the fault property (decision 0116) inside workerd (node --test drives the testkit-only test worker), and the pre-deploy check's wrangler.toml part ---------
+step "workerd: the HTTP suite (tests/http, sync included) against the worker, conformance suites and the fault property inside workerd"
 in_netns 'VULTRINO_TEST_BACKEND=workerd cargo test -p vultrino-local --offline --test every_backend -- --include-ignored \
-    && cd backend-cloudflare && node --test test/conformance.test.mjs test/config.test.mjs test/check.test.mjs'
+    && cd backend-cloudflare && node --test test/conformance.test.mjs test/faults.test.mjs test/config.test.mjs test/check.test.mjs'
 step "workerd: MCP SDK (official Python client) over Streamable HTTP against the worker"
 in_netns 'scripts/mcp-workerd.sh'
 step "workerd: OpenAI and Anthropic SDKs (official Python clients) through /proxy/ on the worker"

@@ -198,11 +198,26 @@ impl DurableObject for SessionDO {
 /// The core's [`SessionStore`] over the `SESSIONS` Durable Object namespace.
 pub struct DoSessions {
     ns: ObjectNamespace,
+    /// Test worker only: a prefix of every object name, so that one test's objects are not
+    /// another's (the fault property starts each case from an empty store).
+    #[cfg(feature = "testkit")]
+    scope: String,
 }
 
 impl DoSessions {
     pub fn new(ns: ObjectNamespace) -> Self {
-        DoSessions { ns }
+        DoSessions {
+            ns,
+            #[cfg(feature = "testkit")]
+            scope: String::new(),
+        }
+    }
+
+    /// Test worker only: a store whose objects are all named `<scope><name>` (fresh, empty
+    /// objects for a fresh scope).
+    #[cfg(feature = "testkit")]
+    pub fn scoped(ns: ObjectNamespace, scope: String) -> Self {
+        DoSessions { ns, scope }
     }
 
     async fn call(&self, name: &str, op: &Op) -> Result<Reply> {
@@ -224,6 +239,8 @@ impl DoSessions {
         path: &str,
         body: &B,
     ) -> worker::Result<R> {
+        #[cfg(feature = "testkit")]
+        let name = &format!("{}{name}", self.scope);
         let stub = self.ns.get_by_name(name)?;
         #[cfg(feature = "testkit")]
         crate::counting::do_request(crate::counting::DoKind::Sessions);

@@ -15,6 +15,14 @@
 //!   upstream implementing the route table of `vultrino_core::testkit::fetcher`; `refused_url` a
 //!   closed port. The suite asks for `allow_loopback` itself (the upstream is on 127.0.0.1).
 //!
+//! - `POST /__testkit/faults` with `{"seed": "<u64>", "steps": n, "upstream"?: url}`: one case
+//!   of the fault property (`vultrino_core::testkit::fault_property`, decisions 0107 and 0116)
+//!   over [`WorkersKv`] and [`DoSessions`] wrapped in the core's fault wrappers, with the
+//!   property's virtual clock and recording upstream — which, given `upstream` (a loopback
+//!   server answering 200 `{"ok":true}`), forwards through [`WorkersFetcher`]. Each case starts from empty stores: the KV namespace
+//!   is emptied first, and the case's Durable Objects are named under a scope of its own.
+//!   Answers `{"ok": true, "steps": n, "ms": t}` or `{"ok": false, "error": "<property>\n steps: …"}`.
+//!   Driven by `test/faults.test.mjs`.
 //! - `GET /__testkit/counts`: the operations the worker's ports made since the last reset
 //!   (`counting`: KV reads, writes, deletes, lists, Durable Object requests per namespace,
 //!   upstream subrequests); `POST /__testkit/counts` answers the same and zeroes them.
@@ -23,7 +31,10 @@
 //!
 //! Driven by `test/conformance.test.mjs` and `backend-local/tests/worker_costs.rs`.
 
-use vultrino_core::testkit::{self, FetchUpstream};
+use std::sync::Arc;
+
+use vultrino_core::ports::{KvStore, ListOptions, ManualClock, SessionStore};
+use vultrino_core::testkit::{self, fault_property, FetchUpstream};
 use worker::{Env, Method, Request, Response};
 
 use crate::audit_store::DoAuditStore;
@@ -68,6 +79,95 @@ async fn fetch_stream_suite(mut req: Request) -> worker::Result<std::result::Res
 }
 
 #[derive(serde::Deserialize)]
+struct FaultCase {
+    /// A u64 as text (JSON numbers lose precision past 2^53).
+    seed: String,
+    steps: usize,
+    /// A loopback upstream (`http://127.0.0.1:<port>`) answering 200 `{"ok":true}` to
+    /// anything: requests go to it through [`WorkersFetcher`]. Without: the property's
+    /// in-process upstream.
+    #[serde(default)]
+    upstream: Option<String>,
+}
+
+/// Delete every key of the namespace (a fault case starts from an empty store).
+async fn empty_kv(kv: &WorkersKv) -> std::result::Result<(), String> {
+    loop {
+        let page = kv
+            .list(ListOptions {
+                limit: Some(1000),
+                ..ListOptions::default()
+            })
+            .await
+            .map_err(|e| format!("emptying KV: {e}"))?;
+        if page.keys.is_empty() {
+            return Ok(());
+        }
+        for k in &page.keys {
+            kv.delete(&k.name)
+                .await
+                .map_err(|e| format!("emptying KV: {e}"))?;
+        }
+    }
+}
+
+/// One case of the fault property over the worker's own KV and Durable Object adapters.
+// The adapters are not `Send` on wasm32 (one isolate, one thread), yet `Ports` holds `Arc`s.
+#[allow(clippy::arc_with_non_send_sync)]
+async fn fault_case(mut req: Request, env: &Env) -> worker::Result<Response> {
+    let Ok(case) = req.json::<FaultCase>().await else {
+        return Response::error("expected {\"seed\": \"<u64>\", \"steps\": n}", 400);
+    };
+    let Ok(seed) = case.seed.parse::<u64>() else {
+        return Response::error("seed: a u64 as text", 400);
+    };
+    let steps = case.steps.min(500);
+    let kv = WorkersKv::new(env.kv("CREDENTIALS")?);
+    let started = wall_ms();
+    let result = match empty_kv(&kv).await {
+        Err(e) => Err(e),
+        Ok(()) => {
+            let kv: Arc<dyn KvStore> = Arc::new(kv);
+            // fresh objects for this case (its own scope of object names)
+            let scope = format!("faults/{seed}/{started}/");
+            let sessions: Arc<dyn SessionStore> =
+                Arc::new(DoSessions::scoped(env.durable_object("SESSIONS")?, scope));
+            // Workers KV keeps real time (its TTLs cannot follow the virtual clock).
+            let clock = Arc::new(ManualClock::new(fault_property::START_MS));
+            let ops = fault_property::ops_from_seed(seed, steps);
+            match &case.upstream {
+                Some(base_url) => {
+                    let upstream = Arc::new(fault_property::Recorder::forwarding(Arc::new(
+                        WorkersFetcher,
+                    )));
+                    fault_property::run_with_upstream(
+                        kv,
+                        sessions,
+                        clock,
+                        (upstream, base_url),
+                        "workerd, WorkersFetcher",
+                        seed,
+                        &ops,
+                    )
+                    .await
+                }
+                None => fault_property::run(kv, sessions, clock, "workerd", seed, &ops).await,
+            }
+        }
+    };
+    let ms = wall_ms() - started;
+    Response::from_json(&match result {
+        Ok(()) => serde_json::json!({"ok": true, "steps": steps, "ms": ms}),
+        Err(e) => serde_json::json!({"ok": false, "error": e, "ms": ms}),
+    })
+}
+
+/// Wall-clock milliseconds (workerd advances it across I/O only).
+fn wall_ms() -> u64 {
+    worker::Date::now().as_millis()
+}
+
+#[derive(serde::Deserialize)]
 struct AuditDown {
     down: bool,
 }
@@ -87,6 +187,7 @@ pub(crate) async fn handle(mut req: Request, env: &Env) -> worker::Result<Respon
             crate::counting::set_audit_down(down);
             return Response::from_json(&serde_json::json!({"down": down}));
         }
+        (Method::Post, "/__testkit/faults") => return fault_case(req, env).await,
         (Method::Get, "/__testkit/fetch-suite") => {
             return Response::from_json(&serde_json::json!({"checks": testkit::FETCHER_CHECKS}));
         }

@@ -209,7 +209,7 @@ test("the deployable build has no testkit route", async () => {
     }),
   );
   try {
-    for (const route of ["kv", "sessions", "audit", "rs256", "fetch-suite", "fetch-stream-suite", "counts", "audit-down"]) {
+    for (const route of ["kv", "sessions", "audit", "rs256", "fetch-suite", "fetch-stream-suite", "counts", "audit-down", "faults"]) {
       const r = await deployable.dispatchFetch(`http://worker/__testkit/${route}`, { method: "POST" });
       const body = await r.json();
       assert.equal(r.status, 404, route);

@@ -24,6 +24,7 @@
 //!   (shortened: a failure never prints a whole value).
 
 mod audit;
+pub mod fault_property;
 pub mod faults;
 mod fetch_stream;
 pub mod fetcher;

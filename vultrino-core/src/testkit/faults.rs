@@ -4,7 +4,8 @@
 //! dependency does: errors, delays, hangs past the caller's timeout, stale reads (KV), replies
 //! lost after the side effect happened (the write landed, the caller saw an error) and clock
 //! jumps. Decision 0107 (docs/decisions/0107-fault-injecting-ports.md) says what the core
-//! promises under these faults; `backend-local/tests/faults.rs` checks it.
+//! promises under these faults; [`fault_property`](super::fault_property) checks it, over the
+//! native stores (`backend-local/tests/faults.rs`) and inside workerd (decision 0116).
 //!
 //! - One schedule is shared by all the wrappers of a deployment: the same seed gives the same
 //!   faults for the same sequence of port calls, so a failing case replays.
