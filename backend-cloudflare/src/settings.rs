@@ -187,7 +187,10 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
             .ok()
             .filter(|ms| *ms >= 1)
             .ok_or_else(|| {
-                invalid("FETCH_TIMEOUT_MS", "must be a whole number of milliseconds ≥ 1")
+                invalid(
+                    "FETCH_TIMEOUT_MS",
+                    "must be a whole number of milliseconds ≥ 1",
+                )
             })?;
     }
     if let Some(n) = get("MAX_RESPONSE_BYTES") {

@@ -155,15 +155,21 @@ async fn reply(s: &mut TcpStream, head: &str) -> bool {
             // The close ends the body.
             false
         }
-        "/continue-100" => write(
-            s,
-            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal",
-        )
-        .await,
+        "/continue-100" => {
+            write(
+                s,
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal",
+            )
+            .await
+        }
         "/no-content-with-body" => {
             // The 5 bytes after the head are no part of a 204: a client that kept the
             // connection would read them as the start of its next reply, so it closes.
-            write(s, b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nextra").await;
+            write(
+                s,
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nextra",
+            )
+            .await;
             tokio::time::sleep(LINGER).await;
             false
         }
