@@ -1,20 +1,24 @@
 //! The upstream misbehaviour matrix (issue 17; docs/decisions/0112-upstream-misbehaviour-matrix.md),
-//! on the local server: a loopback upstream written on a raw `TcpListener` (so it can break the
-//! protocol in ways no HTTP library would) misbehaves one way per row, and every row goes through
-//! both `/v1/execute` (the buffered path) and `/proxy/` (the streamed path). For each, the test
-//! checks
+//! on the local server and on the worker in workerd: a loopback upstream written on a raw
+//! `TcpListener` (so it can break the protocol in ways no HTTP library would) misbehaves one way
+//! per row, and every row goes through both `/v1/execute` (the buffered path) and `/proxy/` (the
+//! streamed path). For each, the test checks
 //!
 //! - **a defined reply**: the status (and `X-Vultrino-Error` code) of the matrix, a JSON error body
 //!   when it is an error; on `/proxy/` when the head was already sent, a body that ends as
-//!   *failed* (never like a whole one) or, where the row says so, whole;
-//! - **bounded time**: the server's own short deadlines (set by the serve flags below) end every
+//!   *failed* (never like a whole one; on the worker, ended early: see [`Reply::Short`]) or,
+//!   where the row says so, whole;
+//! - **bounded time**: the server's own short deadlines (set by the settings below) end every
 //!   stall; the only wall-clock bound is a generous 15 s ceiling per request;
 //! - **an audit event** of the exchange with its outcome (and code);
 //! - **nothing left behind**: the server process's open file descriptors (`/proc/PID/fd`) come
 //!   back to their count before the row once the upstream has closed its side.
 //!
-//! One test walks the matrix (one server: starting one per row would cost more than the rows),
-//! and a failure names its row and path.
+//! One test per backend walks the matrix (one server: starting one per row would cost more than
+//! the rows), and a failure names its row and path. The worker's test (`#[ignore]`d: it needs
+//! the worker built) expects what workerd makes of each row where that differs, each difference
+//! explained beside its row in [`matrix`] and in decision 0112, "The worker"; its fd count is
+//! that of the harness's processes (node and workerd). A Worker has no tasks to count.
 
 #![allow(clippy::unwrap_used)]
 
