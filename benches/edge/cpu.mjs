@@ -170,6 +170,7 @@ for (const [name, run] of Object.entries(routes)) {
 // synchronously included (Response and Headers objects, console.log, WebCrypto calls), and
 // every wait excluded. The copy answers GET /__edge_cpu with the counter; nothing else changes.
 const copy = fs.mkdtempSync(path.join(os.tmpdir(), "edge-cpu-"));
+process.on("exit", () => fs.rmSync(copy, { recursive: true, force: true }));
 fs.cpSync(path.join(cf, "build"), copy, { recursive: true });
 let glue = fs.readFileSync(path.join(copy, "index.js"), "utf8");
 const wrapAt = /(\w+)=(\w+)\.exports;\1\.__wbindgen_start\(\);/;
