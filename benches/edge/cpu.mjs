@@ -105,7 +105,7 @@ const routes = {
 };
 
 // The CPU time of the whole workerd process (every thread: /proc/PID/task/TID/schedstat, ns on
-// a CPU), per request, with no inspector session: real CPU whatever else the machine runs, but
+// a CPU), per request: real CPU whatever else the machine runs, but
 // it counts what Miniflare runs in the same process too (its entry worker, the KV and Durable
 // Object simulation): an upper bound of the worker's own.
 function workerdPids() {
@@ -148,7 +148,7 @@ function cpuNs() {
   return ns;
 }
 const plain = {};
-console.log(`workerd process CPU per warm request (${N}, one at a time, no inspector session):`);
+console.log(`workerd process CPU per warm request (${N}, one at a time):`);
 for (const [name, run] of Object.entries(routes)) {
   for (let i = 0; i < 100; i++) await run();
   const c0 = cpuNs();
