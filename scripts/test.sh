@@ -229,6 +229,8 @@ step "Schemathesis against the local server, inside a loopback-only network name
 in_netns 'VULTRINO_BIN=target/debug/vultrino PYTHONDONTWRITEBYTECODE=1 target/schemathesis-venv/bin/python tests/schemathesis/run.py'
 # ---- end Schemathesis ----------------------------------------------------------------------
 
+# (--include-ignored also runs the tests that start the deployable worker built above: worker_stream,
+# worker_costs, and the upstream misbehaviour matrix on the worker, upstream_faults.)
 step "run tests inside a loopback-only network namespace (cargo test, the MCP SDK suite, the OpenAI/Anthropic SDK suite, the admin UI suite)"
 in_netns 'cargo test --workspace --offline -- --include-ignored && echo "==> MCP SDK suite (pytest)" && bash -c "$1" && echo "==> OpenAI/Anthropic SDK suite through /proxy/ (pytest)" && bash -c "$3" && echo "==> admin UI suite (Chromium, local server)" && bash -c "$2"' _ "$MCP_SDK_RUN" "$UI_RUN" "$SDK_RUN"
 # ---- workerd: the same HTTP suite and the sync test against the worker in workerd; the port

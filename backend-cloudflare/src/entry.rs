@@ -498,6 +498,17 @@ fn to_worker_streaming(
     if let Some(bytes) = body.as_full() {
         return to_worker(http::Response::from_parts(parts, bytes.clone()));
     }
+    if null_body_status(parts.status) {
+        // A `Response` with one of these statuses cannot have a body, not even an empty stream
+        // (the runtime throws, and the client got a 500 with no audit event: issue 17's
+        // matrix, row `/no-content`). The core's stream for it holds nothing; it is read to its
+        // end beside the reply so that whatever it still does (its audit event) runs.
+        let mut stream = body.into_stream();
+        background.run(async move { while stream.next().await.is_some() {} });
+        return Ok(Response::empty()?
+            .with_status(parts.status.as_u16())
+            .with_headers(headers_of(&parts)?));
+    }
     let (done, finished) = oneshot::channel::<()>();
     background.run(async move {
         let _ = finished.await;
@@ -507,6 +518,11 @@ fn to_worker_streaming(
         .with_status(parts.status.as_u16())
         .with_headers(headers_of(&parts)?)
         .stream(stream))
+}
+
+/// The statuses whose `Response` cannot have a body (the Fetch standard's "null body status").
+fn null_body_status(status: http::StatusCode) -> bool {
+    matches!(status.as_u16(), 101 | 103 | 204 | 205 | 304)
 }
 
 pub(crate) fn to_worker(resp: http::Response<Bytes>) -> worker::Result<Response> {

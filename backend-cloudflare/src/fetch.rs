@@ -75,6 +75,15 @@ fn connect_error() -> Error {
         .with_code(Code::UpstreamConnect)
 }
 
+/// The reply's body failed after its head (reset, bad framing): 502 `upstream_error`.
+fn body_broke_off() -> Error {
+    Error::new(
+        ErrorKind::UpstreamFailed,
+        "the upstream response body could not be read",
+    )
+    .with_code(Code::UpstreamError)
+}
+
 fn too_large(cap: usize) -> Error {
     Error::new(
         ErrorKind::UpstreamFailed,
@@ -125,6 +134,22 @@ fn response_head(resp: &worker::Response) -> (http::response::Builder, bool) {
     (out, decoded)
 }
 
+/// workerd's HTTP client does not skip an interim (1xx) response: a `100 Continue` the upstream
+/// sends before its reply comes back as if it were the reply, with the final reply read as its
+/// body (until the connection closes). Neither can be passed on (a `Response` cannot carry a
+/// 1xx status), so it is refused at once: 502 `upstream_invalid` (issue 17's matrix, row
+/// `/continue-100`; decision 0112).
+fn interim(status: u16) -> Result<()> {
+    if status < 200 {
+        return Err(Error::new(
+            ErrorKind::UpstreamFailed,
+            format!("the upstream sent an interim {status} response, which Workers cannot pass on"),
+        )
+        .with_code(Code::UpstreamInvalid));
+    }
+    Ok(())
+}
+
 /// HEAD, 204 and 304 replies have no body: their `Content-Length` (if any) describes a body that
 /// is not sent, so it is neither measured nor read.
 fn bodiless(method: &http::Method, status: u16) -> bool {
@@ -154,6 +179,7 @@ async fn exchange(
         .send_with_signal(&signal)
         .await
         .map_err(|_| connect_error())?;
+    interim(resp.status_code())?;
     let (out, decoded) = response_head(&resp);
     let no_body = bodiless(request.method(), resp.status_code());
     let mut body = Vec::new();
@@ -166,7 +192,9 @@ async fn exchange(
         }
         if let Ok(mut stream) = resp.stream() {
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|_| connect_error())?;
+                // The head has come: a body that breaks off is the upstream's failure, not a
+                // connection that could not be made (as the local server and `/proxy/` say).
+                let chunk = chunk.map_err(|_| body_broke_off())?;
                 if body.len() + chunk.len() > cap {
                     return Err(too_large(cap));
                 }

@@ -16,6 +16,8 @@
 //! | `STREAM_HEADERS_TIMEOUT_MS` | var | `/proxy/`: the upstream's reply head within this long of the request's last byte (default 300000) |
 //! | `STREAM_IDLE_TIMEOUT_MS` | var | `/proxy/`: longest pause between two chunks of either body, the client's upload included (408 `body_timeout`; default 300000) |
 //! | `STREAM_TOTAL_TIMEOUT_MS` | var | `/proxy/`: the whole exchange, the client's upload included (default 3600000) |
+//! | `FETCH_TIMEOUT_MS` | var | `/v1/execute` and MCP calls: the whole upstream exchange, head and body (504 `upstream_timeout`; default 30000) |
+//! | `MAX_RESPONSE_BYTES` | var | `/v1/execute` and MCP calls: the largest upstream body read (502 `upstream_too_large`; default 10485760) |
 //! | `KV_SETTLE_SECONDS` | var | how long a KV write may take to reach every location (default 90; 0–3600) |
 //! | `ACCESS_TEAM_DOMAIN` | var | Cloudflare Access team domain (`<team>.cloudflareaccess.com`); with `ACCESS_AUD`, Access tokens are required |
 //! | `ACCESS_AUD` | var | the Access application's AUD tag |
@@ -175,6 +177,29 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
                 .filter(|ms| *ms >= 1)
                 .ok_or_else(|| invalid(name, "must be a whole number of milliseconds ≥ 1"))?;
         }
+    }
+    // The buffered exchange's limits, as the local server's `--fetch-timeout-ms` and
+    // `--max-response-bytes`.
+    if let Some(n) = get("FETCH_TIMEOUT_MS") {
+        config.fetch_timeout_ms = n
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| *ms >= 1)
+            .ok_or_else(|| {
+                invalid(
+                    "FETCH_TIMEOUT_MS",
+                    "must be a whole number of milliseconds ≥ 1",
+                )
+            })?;
+    }
+    if let Some(n) = get("MAX_RESPONSE_BYTES") {
+        config.max_response_bytes = n
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|b| *b >= 1)
+            .ok_or_else(|| invalid("MAX_RESPONSE_BYTES", "must be a whole number of bytes ≥ 1"))?;
     }
     if let Some(n) = get("KV_SETTLE_SECONDS") {
         config.kv_settle_ms = n
@@ -357,6 +382,37 @@ mod tests {
             ]);
             assert_eq!(e.status().as_u16(), 503, "{bad}");
             assert!(e.message().contains("STREAM_IDLE_TIMEOUT_MS"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn execute_limits_are_vars_and_zero_or_words_are_refused() {
+        let s = from_lookup(lookup(&[
+            ("VULTRINO_MASTER_KEY", KEY),
+            ("ADMIN_PASSWORD_HASH", HASH),
+            ("FETCH_TIMEOUT_MS", "1500"),
+            ("MAX_RESPONSE_BYTES", " 65536 "),
+        ]))
+        .unwrap();
+        assert_eq!(s.config.fetch_timeout_ms, 1500);
+        assert_eq!(s.config.max_response_bytes, 65536);
+        let d = from_lookup(lookup(&[
+            ("VULTRINO_MASTER_KEY", KEY),
+            ("ADMIN_PASSWORD_HASH", HASH),
+        ]))
+        .unwrap();
+        assert_eq!(d.config.fetch_timeout_ms, 30_000);
+        assert_eq!(d.config.max_response_bytes, 10 * 1024 * 1024);
+        for name in ["FETCH_TIMEOUT_MS", "MAX_RESPONSE_BYTES"] {
+            for bad in ["0", "-1", "soon"] {
+                let e = err(&[
+                    ("VULTRINO_MASTER_KEY", KEY),
+                    ("ADMIN_PASSWORD_HASH", HASH),
+                    (name, bad),
+                ]);
+                assert_eq!(e.status().as_u16(), 503, "{name}={bad}");
+                assert!(e.message().contains(name), "{name}={bad}");
+            }
         }
     }
 

@@ -32,7 +32,7 @@ use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::{self, AbortController, ReadableStream};
 
-use super::{bodiless, connect_error, outbound_headers, response_head};
+use super::{bodiless, connect_error, interim, outbound_headers, response_head};
 use crate::streams::{from_js, to_js, JsBytes, Timer};
 
 fn timeout(what: &'static str) -> Error {
@@ -414,6 +414,11 @@ pub(super) async fn fetch_stream(
     let raw = head(&request, &ctl, &mut total, &upload, &options).await?;
     // The same JS object (`Clone`, not the JS `clone()` that tees the body).
     let resp = worker::Response::from(Clone::clone(&raw));
+    if let Err(e) = interim(resp.status_code()) {
+        // Dropping `ctl` does not abort: the connection is the runtime's to close.
+        ctl.abort();
+        return Err(e);
+    }
     let (head, decoded) = response_head(&resp);
     let declared = match (decoded, resp.headers().get("content-length")) {
         (false, Ok(Some(v))) => v.trim().parse::<u64>().ok(),

@@ -267,6 +267,36 @@ impl Server {
         }
     }
 
+    /// The ids of the server's processes: the local server's, or (workerd mode) every process
+    /// of the harness's group (node, workerd). Read from `/proc`.
+    pub fn pids(&self) -> Vec<u32> {
+        let Some(group) = self.group else {
+            return self.child.id().into_iter().collect();
+        };
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // /proc/PID/stat: "pid (comm) state ppid pgrp ..."; comm may hold spaces.
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let pgrp = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+                .and_then(|g| g.parse::<u32>().ok());
+            if pgrp == Some(group) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
     pub fn target(&self) -> Target {
         Target {
             base: self.base.clone(),
@@ -313,6 +343,8 @@ fn harness_setting(name: &str) -> bool {
             | "STREAM_HEADERS_TIMEOUT_MS"
             | "STREAM_IDLE_TIMEOUT_MS"
             | "STREAM_TOTAL_TIMEOUT_MS"
+            | "FETCH_TIMEOUT_MS"
+            | "MAX_RESPONSE_BYTES"
             | "ALLOW_LOOPBACK_UPSTREAMS"
             | "ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS"
             | "ACCESS_TEAM_DOMAIN"
