@@ -54,6 +54,11 @@ pub const DEFAULT_KV_SETTLE_SECS: u64 = 90;
 /// key in each hour (docs/decisions/0109).
 pub const KEY_LAST_USED_INTERVAL_SECS: u64 = 3600;
 
+/// [`Config::key_record_reuse_secs`] on Workers: an API key verified in this isolate is reused
+/// without a KV read for a minute after its record was last read (one KV read saved per
+/// request). Its revocation marker is still read on every request (docs/decisions/0117).
+pub const KEY_RECORD_REUSE_SECS: u64 = 60;
+
 /// Everything the worker needs to open the [`App`](vultrino_core::app::App).
 pub struct Settings {
     pub config: Config,
@@ -108,6 +113,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
         client_ip_header: Some(CLIENT_IP_HEADER.to_string()),
         kv_settle_ms: DEFAULT_KV_SETTLE_SECS * 1000,
         key_last_used_interval_secs: KEY_LAST_USED_INTERVAL_SECS,
+        key_record_reuse_secs: KEY_RECORD_REUSE_SECS,
         ..Config::default()
     };
     if let Some(user) = get("ADMIN_USER") {
@@ -440,6 +446,8 @@ mod tests {
             s.config.key_last_used_interval_secs,
             KEY_LAST_USED_INTERVAL_SECS
         );
+        // A verified key's record is reused for a minute: one KV read less per request.
+        assert_eq!(s.config.key_record_reuse_secs, KEY_RECORD_REUSE_SECS);
         assert!(s.config.cors_origins.is_empty());
         // KV is eventually consistent across locations: changes claim what they read.
         assert_eq!(s.config.kv_settle_ms, DEFAULT_KV_SETTLE_SECS * 1000);
