@@ -221,3 +221,25 @@ async fn a_reused_key_of_a_deleted_custom_role_is_refused_at_once() {
     let r = e.y.api_keys().authenticate(&key).await;
     assert!(r.is_err(), "a key of a deleted role still authenticated");
 }
+
+#[tokio::test]
+async fn a_token_whose_reused_parent_key_is_revoked_is_refused_at_once() {
+    let e = isolates(REUSE_SECS).await;
+    let key = e.key("executor", None).await;
+    let who = e.y.api_keys().authenticate(&key).await.unwrap();
+    let input: vultrino_core::auth::NewToken =
+        serde_json::from_value(serde_json::json!({"credentials": ["*"]})).unwrap();
+    let token = e.y.api_keys().tokens().mint(&who, input).await.unwrap().token;
+    e.y.api_keys().authenticate(&token).await.unwrap();
+    e.reads();
+    e.y.api_keys().authenticate(&token).await.unwrap();
+    assert_eq!(e.reads(), 1, "the token's record only: its parent key is reused");
+    e.x.api_keys()
+        .revoke(&admin(), key_id(&key))
+        .await
+        .unwrap();
+    refused(
+        e.y.api_keys().authenticate(&token).await,
+        Code::InvalidApiKey,
+    );
+}

@@ -291,14 +291,21 @@ impl<'a> ApiKeys<'a> {
             return Err(unauthorized());
         }
         let key = key_of(id);
-        let bytes = self.ports.kv.get(&key).await?.ok_or_else(unauthorized)?;
         let actor = format!("key:{id}");
-        let record = match self.keys.open_record::<ApiKeyRecord>(&key, &bytes) {
-            RecordCheck::Signed(record) if record.id == id => record,
-            RecordCheck::Unsigned(_) => return Err(unauthorized()),
-            _ => {
-                self.integrity().refused_unauthenticated(&actor, &key).await;
-                return Err(unauthorized());
+        // The parent of a token: a key this isolate verified lately is reused as
+        // `authenticate_key` does (no secret to compare: the token's own MAC was checked).
+        let (record, reused_role) = match self.reused(id, None).await? {
+            Some((record, role)) => (record, Some(role)),
+            None => {
+                let bytes = self.ports.kv.get(&key).await?.ok_or_else(unauthorized)?;
+                match self.keys.open_record::<ApiKeyRecord>(&key, &bytes) {
+                    RecordCheck::Signed(record) if record.id == id => (record, None),
+                    RecordCheck::Unsigned(_) => return Err(unauthorized()),
+                    _ => {
+                        self.integrity().refused_unauthenticated(&actor, &key).await;
+                        return Err(unauthorized());
+                    }
+                }
             }
         };
         let now = self.ports.now_ms();
@@ -313,7 +320,10 @@ impl<'a> ApiKeys<'a> {
         {
             return Err(unauthorized());
         }
-        let role = self.role_of(&record, &actor).await?;
+        let role = match reused_role {
+            Some(role) => role,
+            None => self.role_of(&record, &actor).await?,
+        };
         Ok((record, role))
     }
 
@@ -390,7 +400,7 @@ impl<'a> ApiKeys<'a> {
         let (id, secret) = parse_api_key(token).ok_or_else(unauthorized)?;
         let key = key_of(id);
         let digest = secret_digest(secret);
-        let (mut record, role) = match self.reused(id, &digest).await? {
+        let (mut record, role) = match self.reused(id, Some(&digest)).await? {
             Some(known) => known,
             None => {
                 let bytes = self.ports.kv.get(&key).await?.ok_or_else(unauthorized)?;
@@ -470,7 +480,14 @@ impl<'a> ApiKeys<'a> {
     /// its deletion, which a revocation does after setting the marker every request reads; so
     /// nothing a user sees is stale. A custom role's record is still read and compared, as
     /// [`ApiKeys::verified_before`] does: a role deleted is seen at once, as before.
-    async fn reused(&self, id: &str, digest: &[u8; 32]) -> Result<Option<(ApiKeyRecord, Role)>> {
+    ///
+    /// `digest`: the secret's, compared in constant time; `None` for the parent key of an
+    /// agent token, whose own secret was checked instead.
+    async fn reused(
+        &self,
+        id: &str,
+        digest: Option<&[u8; 32]>,
+    ) -> Result<Option<(ApiKeyRecord, Role)>> {
         if self.reuse_ms == 0 {
             return Ok(None);
         }
@@ -484,7 +501,7 @@ impl<'a> ApiKeys<'a> {
             if now < v.read_at_ms || now - v.read_at_ms >= self.reuse_ms {
                 return Ok(None);
             }
-            if !crypto::ct_eq(&v.secret_digest, digest) {
+            if digest.is_some_and(|d| !crypto::ct_eq(&v.secret_digest, d)) {
                 // Not this key's secret: the full check (a store read) decides, as before.
                 return Ok(None);
             }
