@@ -67,16 +67,18 @@ impl AuditDO {
         let expires = now.saturating_add(keep_ms).min(MAX_SAFE);
         for e in &run.events {
             let ts = int(e.ts);
-            rows += self.sql.exec(
-                "INSERT OR REPLACE INTO events (id, ts, expires_at, json) VALUES (?, ?, ?, ?)",
-                vec![
-                    e.id.as_str().into(),
-                    ts.into(),
-                    expires.into(),
-                    serde_json::to_string(e)?.into(),
-                ],
-            )?
-            .rows_written();
+            rows += self
+                .sql
+                .exec(
+                    "INSERT OR REPLACE INTO events (id, ts, expires_at, json) VALUES (?, ?, ?, ?)",
+                    vec![
+                        e.id.as_str().into(),
+                        ts.into(),
+                        expires.into(),
+                        serde_json::to_string(e)?.into(),
+                    ],
+                )?
+                .rows_written();
         }
         rows += self
             .sql

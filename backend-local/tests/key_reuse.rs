@@ -142,7 +142,11 @@ async fn a_reused_key_reads_no_record_until_the_reuse_time_has_passed() {
     assert_eq!(e.writes(), 0, "last_used_at is written once per interval");
     e.clock.advance(REUSE_SECS * 1000);
     e.y.api_keys().authenticate(&key).await.unwrap();
-    assert_eq!(e.reads(), 1, "past the reuse time, the record is read again");
+    assert_eq!(
+        e.reads(),
+        1,
+        "past the reuse time, the record is read again"
+    );
 
     // Without reuse (the local default), every request reads the record, as before.
     let e = isolates(0).await;
@@ -159,19 +163,10 @@ async fn a_key_revoked_at_one_isolate_is_refused_at_once_by_another_that_reuses_
     let key = e.key("executor", None).await;
     e.y.api_keys().authenticate(&key).await.unwrap();
     e.y.api_keys().authenticate(&key).await.unwrap();
-    e.x.api_keys()
-        .revoke(&admin(), key_id(&key))
-        .await
-        .unwrap();
+    e.x.api_keys().revoke(&admin(), key_id(&key)).await.unwrap();
     // Y still holds the verified record, and its KV copy may lag: the marker refuses it.
-    refused(
-        e.y.api_keys().authenticate(&key).await,
-        Code::InvalidApiKey,
-    );
-    refused(
-        e.x.api_keys().authenticate(&key).await,
-        Code::InvalidApiKey,
-    );
+    refused(e.y.api_keys().authenticate(&key).await, Code::InvalidApiKey);
+    refused(e.x.api_keys().authenticate(&key).await, Code::InvalidApiKey);
 }
 
 #[tokio::test]
@@ -198,10 +193,7 @@ async fn a_reused_key_is_refused_the_moment_it_expires() {
     e.y.api_keys().authenticate(&key).await.unwrap();
     // …and refused at its expiry, inside the reuse time.
     e.clock.advance(1000);
-    refused(
-        e.y.api_keys().authenticate(&key).await,
-        Code::ApiKeyExpired,
-    );
+    refused(e.y.api_keys().authenticate(&key).await, Code::ApiKeyExpired);
 }
 
 #[tokio::test]
@@ -229,15 +221,22 @@ async fn a_token_whose_reused_parent_key_is_revoked_is_refused_at_once() {
     let who = e.y.api_keys().authenticate(&key).await.unwrap();
     let input: vultrino_core::auth::NewToken =
         serde_json::from_value(serde_json::json!({"credentials": ["*"]})).unwrap();
-    let token = e.y.api_keys().tokens().mint(&who, input).await.unwrap().token;
+    let token =
+        e.y.api_keys()
+            .tokens()
+            .mint(&who, input)
+            .await
+            .unwrap()
+            .token;
     e.y.api_keys().authenticate(&token).await.unwrap();
     e.reads();
     e.y.api_keys().authenticate(&token).await.unwrap();
-    assert_eq!(e.reads(), 1, "the token's record only: its parent key is reused");
-    e.x.api_keys()
-        .revoke(&admin(), key_id(&key))
-        .await
-        .unwrap();
+    assert_eq!(
+        e.reads(),
+        1,
+        "the token's record only: its parent key is reused"
+    );
+    e.x.api_keys().revoke(&admin(), key_id(&key)).await.unwrap();
     refused(
         e.y.api_keys().authenticate(&token).await,
         Code::InvalidApiKey,

@@ -185,11 +185,20 @@ fn row(route: &str, c: &Value) -> String {
 #[track_caller]
 fn warm_costs(route: &str, c: &Value) {
     writes_nothing_to_kv(route, c);
-    assert_eq!(c["kv_reads"], 1, "{route}: the credential's record only: {c}");
-    assert_eq!(c["do_sessions"], 1, "{route}: the revocation marker only: {c}");
+    assert_eq!(
+        c["kv_reads"], 1,
+        "{route}: the credential's record only: {c}"
+    );
+    assert_eq!(
+        c["do_sessions"], 1,
+        "{route}: the revocation marker only: {c}"
+    );
     assert_eq!(c["do_audit"], 1, "{route}: audited in the DO: {c}");
     assert_eq!(c["subrequests"], 1, "{route}: {c}");
-    assert_eq!(c["rows_sessions"], 0, "{route}: no session-object write: {c}");
+    assert_eq!(
+        c["rows_sessions"], 0,
+        "{route}: no session-object write: {c}"
+    );
 }
 
 #[track_caller]
@@ -243,13 +252,15 @@ async fn an_execute_a_proxy_call_an_mcp_call_and_a_login_write_nothing_to_kv() {
     table.push(row("MCP tools/call http_request", &c));
     // Five calls, one event each: three SQLite rows an event (the row, its primary key, its
     // expiry index), counted by SQLite (`rowsWritten`); no more (a late event may not be in).
-    assert!(audit_rows <= 5 * 3, "{audit_rows} audit rows for five events");
+    assert!(
+        audit_rows <= 5 * 3,
+        "{audit_rows} audit rows for five events"
+    );
 
     // An agent token (decision 0084): its record and its parent key's are read, and its
     // markers and use counter are Durable Object requests (docs/decisions/0117).
-    let r = e
-        .c
-        .send(
+    let r =
+        e.c.send(
             "POST",
             "/v1/tokens",
             Some(&e.agent),
@@ -259,7 +270,10 @@ async fn an_execute_a_proxy_call_an_mcp_call_and_a_login_write_nothing_to_kv() {
     expect(&r, 201, None);
     let token = r.body["token"].as_str().unwrap().to_string();
     e.counts().await;
-    for label in ["execute with an agent token", "execute with an agent token (again)"] {
+    for label in [
+        "execute with an agent token",
+        "execute with an agent token (again)",
+    ] {
         let r = e.execute_as(&token, "/echo").await;
         expect(&r, 200, None);
         let c = e.counts().await;
@@ -439,7 +453,12 @@ async fn a_revoked_key_is_refused_on_its_next_request_though_the_isolate_reused_
     let r = e.proxy("/echo?n=after").await;
     assert_eq!(r.status, 401, "{}", r.text);
     let r = e.mcp_call("/echo?n=after").await;
-    assert!(r.status == 401 || r.text.contains("invalid"), "{} {}", r.status, r.text);
+    assert!(
+        r.status == 401 || r.text.contains("invalid"),
+        "{} {}",
+        r.status,
+        r.text
+    );
     assert_eq!(
         e.up.seen()
             .iter()
