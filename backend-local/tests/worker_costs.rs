@@ -12,6 +12,9 @@
 //! - `AUDIT_REQUIRED=true`: with the audit store down, an execute and a proxy call are refused
 //!   with 503 `audit_unavailable` and nothing reaches the upstream; back up, they are served and
 //!   each leaves one event (its final outcome, not `started`);
+//! - a warm call reads the key's revocation marker once (one session-object request) and two
+//!   KV records; with `KEY_RECORD_REUSE_SECONDS`, one (the key's is reused), and a revoked key
+//!   is still refused on its next request (docs/decisions/0117);
 //! - by default, with the audit store down, the request is served and the loss is counted in
 //!   `GET /v1/audit/sinks` (row `audit_store`), never silent (docs/decisions/0109).
 //!
