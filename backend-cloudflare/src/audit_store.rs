@@ -58,28 +58,37 @@ fn now_ms() -> i64 {
 }
 
 impl AuditDO {
-    fn append(&self, run: Append) -> worker::Result<()> {
+    /// Store `run`; the SQLite rows it wrote (what Cloudflare bills: a row and each index
+    /// entry), as SQLite counts them.
+    fn append(&self, run: Append) -> worker::Result<usize> {
+        let mut rows = 0;
         let now = now_ms();
         let keep_ms = int(run.retention_secs.max(60).saturating_mul(1000));
         let expires = now.saturating_add(keep_ms).min(MAX_SAFE);
         for e in &run.events {
             let ts = int(e.ts);
-            self.sql.exec(
-                "INSERT OR REPLACE INTO events (id, ts, expires_at, json) VALUES (?, ?, ?, ?)",
-                vec![
-                    e.id.as_str().into(),
-                    ts.into(),
-                    expires.into(),
-                    serde_json::to_string(e)?.into(),
-                ],
-            )?;
+            rows += self
+                .sql
+                .exec(
+                    "INSERT OR REPLACE INTO events (id, ts, expires_at, json) VALUES (?, ?, ?, ?)",
+                    vec![
+                        e.id.as_str().into(),
+                        ts.into(),
+                        expires.into(),
+                        serde_json::to_string(e)?.into(),
+                    ],
+                )?
+                .rows_written();
         }
-        self.sql.exec(
-            "DELETE FROM events WHERE id IN \
-             (SELECT id FROM events WHERE expires_at <= ? LIMIT ?)",
-            vec![now.into(), PRUNE_BATCH.into()],
-        )?;
-        Ok(())
+        rows += self
+            .sql
+            .exec(
+                "DELETE FROM events WHERE id IN \
+                 (SELECT id FROM events WHERE expires_at <= ? LIMIT ?)",
+                vec![now.into(), PRUNE_BATCH.into()],
+            )?
+            .rows_written();
+        Ok(rows)
     }
 
     fn query(&self, q: Query) -> worker::Result<Page> {
@@ -146,8 +155,8 @@ impl DurableObject for AuditDO {
                 let Ok(run) = req.json::<Append>().await else {
                     return Response::error("malformed audit append", 400);
                 };
-                self.append(run)?;
-                Response::from_json(&serde_json::json!({"ok": true}))
+                let rows = self.append(run)?;
+                Response::from_json(&serde_json::json!({"ok": true, "rows_written": rows}))
             }
             "/query" => {
                 let Ok(q) = req.json::<Query>().await else {
@@ -247,7 +256,14 @@ impl AuditStore for DoAuditStore {
         let mut outcome = Ok(());
         for (n, result) in join_all(calls).await {
             match result {
-                Ok(_) => self.stored.set(self.stored.get().saturating_add(n)),
+                Ok(_reply) => {
+                    #[cfg(feature = "testkit")]
+                    crate::counting::rows_written(
+                        crate::counting::DoKind::Audit,
+                        _reply["rows_written"].as_u64().unwrap_or(0),
+                    );
+                    self.stored.set(self.stored.get().saturating_add(n));
+                }
                 Err(e) => {
                     // Counted and logged (the event itself still reaches the sinks: Workers
                     // Logs, Analytics Engine); never silent.

@@ -37,6 +37,11 @@ pub struct Counts {
     pub do_audit: u64,
     /// Fetches to upstreams.
     pub subrequests: u64,
+    /// SQLite rows written by the `AUDIT` objects, as SQLite counts them (`rowsWritten`).
+    pub rows_audit: u64,
+    /// Storage writes (`put`, `delete_all`) by the `SESSIONS` objects (each at least one row
+    /// written; their key-value API does not report rows).
+    pub rows_sessions: u64,
 }
 
 thread_local! {
@@ -71,6 +76,14 @@ pub fn do_request(kind: DoKind) {
     bump(|c| match kind {
         DoKind::Sessions => c.do_sessions += 1,
         DoKind::Audit => c.do_audit += 1,
+    });
+}
+
+/// `n` rows written by an object of `kind` (reported in its reply).
+pub fn rows_written(kind: DoKind, n: u64) {
+    bump(|c| match kind {
+        DoKind::Sessions => c.rows_sessions += n,
+        DoKind::Audit => c.rows_audit += n,
     });
 }
 

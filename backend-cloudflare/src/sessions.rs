@@ -106,6 +106,8 @@ impl SessionDO {
             .get_or_insert_with(Book::default)
             .apply(op);
         let storage = self.state.storage();
+        let count = u32::try_from(writes.put.len() + usize::from(!writes.delete.is_empty()))
+            .unwrap_or(u32::MAX);
         for a in &writes.put {
             let text = serde_json::to_string(a)?;
             storage
@@ -120,8 +122,17 @@ impl SessionDO {
                 .collect();
             storage.delete_multiple(keys).await?;
         }
-        Response::from_json(&reply)
+        with_writes(Response::from_json(&reply)?, count)
     }
+}
+
+/// The reply header that tells the caller how many storage writes an operation made (read by
+/// the test worker's counters only: docs/decisions/0117).
+const WRITES_HEADER: &str = "x-storage-writes";
+
+fn with_writes(mut resp: Response, writes: u32) -> worker::Result<Response> {
+    resp.headers_mut().set(WRITES_HEADER, &writes.to_string())?;
+    Ok(resp)
 }
 
 impl DurableObject for SessionDO {
@@ -154,8 +165,10 @@ impl DurableObject for SessionDO {
             (change, reply, stored)
         };
         let storage = self.state.storage();
+        let mut writes = 0u32;
         match (change, stored) {
             (Change::Put, Some(item)) => {
+                writes += 1;
                 storage.put(ITEM_KEY, &item).await?;
                 let cleanup_at = item.dead_after_ms().saturating_add(GRACE_MS);
                 let now = worker::Date::now().as_millis();
@@ -165,11 +178,12 @@ impl DurableObject for SessionDO {
                 }
             }
             (Change::Delete, _) => {
+                writes += 1;
                 storage.delete_all().await?;
             }
             _ => {}
         }
-        Response::from_json(&reply)
+        with_writes(Response::from_json(&reply)?, writes)
     }
 
     async fn alarm(&self) -> worker::Result<Response> {
@@ -254,6 +268,13 @@ impl DoSessions {
                 "session object answered {}",
                 resp.status_code()
             )));
+        }
+        #[cfg(feature = "testkit")]
+        if let Ok(Some(n)) = resp.headers().get(WRITES_HEADER) {
+            crate::counting::rows_written(
+                crate::counting::DoKind::Sessions,
+                n.parse().unwrap_or(0),
+            );
         }
         resp.json::<R>().await
     }

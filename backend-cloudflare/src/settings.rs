@@ -26,6 +26,7 @@
 //! | `APPROVAL_WEBHOOK` | var (or secret: a Slack webhook URL is one) | POST a notification here when a request waits for approval (https; never printed) |
 //! | `APPROVAL_WEBHOOK_FORMAT` | var | `json` (default: `{event, approval_id, …, link}`) or `slack` (`{text, blocks}`) |
 //! | `PUBLIC_URL` | var | the admin UI's base URL as people reach it; the notification links to `<PUBLIC_URL>/ui/#/approvals/<id>` (no link without it) |
+//! | `KEY_RECORD_REUSE_SECONDS` | var | an API key verified in an isolate is reused without reading its KV record for this long (default 0: read every request; 0–300). Revocation stays immediate (its marker is read every request); a key record edited in KV is noticed this much later. docs/decisions/0117 |
 //! | `AUDIT_REQUIRED` | var | `true`: an execute, an MCP tool call or a `/proxy/` request stores its audit event before the credential is used, and is refused with 503 `audit_unavailable` when the audit store cannot take it; `false` (default): served anyway, the loss counted in `GET /v1/audit/sinks` (row `audit_store`). docs/decisions/0109 |
 //! | `ALLOW_LOOPBACK_UPSTREAMS` | var, TESTS ONLY | `true` allows http:// and loopback upstreams |
 //! | `ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS` | var, TESTS ONLY | `true` accepts an `ADMIN_PASSWORD_HASH` below the iteration floor |
@@ -55,6 +56,11 @@ pub const DEFAULT_KV_SETTLE_SECS: u64 = 90;
 /// bills them at ten times a read), so an execute writes nothing to KV but the first use of a
 /// key in each hour (docs/decisions/0109).
 pub const KEY_LAST_USED_INTERVAL_SECS: u64 = 3600;
+
+/// Longest `KEY_RECORD_REUSE_SECONDS` ([`Config::key_record_reuse_secs`]): an API key verified
+/// in this isolate is reused without a KV read for that long after its record was last read
+/// (one KV read saved per request; off by default: docs/decisions/0117).
+pub const MAX_KEY_RECORD_REUSE_SECS: u64 = 300;
 
 /// Everything the worker needs to open the [`App`](vultrino_core::app::App).
 pub struct Settings {
@@ -207,6 +213,14 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
             .parse::<u64>()
             .map_err(|_| invalid("KV_SETTLE_SECONDS", "must be a whole number 0-3600"))?
             .saturating_mul(1000);
+    }
+    if let Some(n) = get("KEY_RECORD_REUSE_SECONDS") {
+        config.key_record_reuse_secs = n
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n <= MAX_KEY_RECORD_REUSE_SECS)
+            .ok_or_else(|| invalid("KEY_RECORD_REUSE_SECONDS", "must be a whole number 0-300"))?;
     }
     if let Some(v) = get("AUDIT_REQUIRED") {
         config.audit_required = match v.trim() {
@@ -426,6 +440,7 @@ mod tests {
             ("LOGIN_MAX_ATTEMPTS", "3"),
             ("LOGIN_MAX_ATTEMPTS_PER_USER", "30"),
             ("KV_SETTLE_SECONDS", "120"),
+            ("KEY_RECORD_REUSE_SECONDS", "60"),
             ("ALLOW_LOOPBACK_UPSTREAMS", "true"),
             ("PROXY_MAX_CONCURRENT", "100"),
             ("PROXY_MAX_CONCURRENT_PER_KEY", "5"),
@@ -437,6 +452,7 @@ mod tests {
         assert_eq!(s.config.proxy_max_concurrent_per_key, 5);
         assert_eq!(s.config.login_max_attempts_per_user, 30);
         assert_eq!(s.config.kv_settle_ms, 120_000);
+        assert_eq!(s.config.key_record_reuse_secs, 60);
         assert_eq!(s.config.admin_username, "ops");
         assert_eq!(s.config.cors_origins.len(), 2);
         assert_eq!(s.config.login_max_attempts, 3);
@@ -496,6 +512,8 @@ mod tests {
             s.config.key_last_used_interval_secs,
             KEY_LAST_USED_INTERVAL_SECS
         );
+        // A key's record is read on every request unless asked otherwise (decision 0117).
+        assert_eq!(s.config.key_record_reuse_secs, 0);
         assert!(s.config.cors_origins.is_empty());
         // KV is eventually consistent across locations: changes claim what they read.
         assert_eq!(s.config.kv_settle_ms, DEFAULT_KV_SETTLE_SECS * 1000);
@@ -510,6 +528,8 @@ mod tests {
             ("AUDIT_REQUIRED", "always"),
             ("KV_SETTLE_SECONDS", "-1"),
             ("KV_SETTLE_SECONDS", "3601"),
+            ("KEY_RECORD_REUSE_SECONDS", "301"),
+            ("KEY_RECORD_REUSE_SECONDS", "a minute"),
             ("CORS_ORIGINS", "*"),
             ("ADMIN_PASSWORD_HASH", "not-a-phc-hash"),
             ("ADMIN_PASSWORD_HASH", "$x"),

@@ -12,6 +12,9 @@
 //! - `AUDIT_REQUIRED=true`: with the audit store down, an execute and a proxy call are refused
 //!   with 503 `audit_unavailable` and nothing reaches the upstream; back up, they are served and
 //!   each leaves one event (its final outcome, not `started`);
+//! - a warm call reads the key's revocation marker once (one session-object request) and two
+//!   KV records; with `KEY_RECORD_REUSE_SECONDS`, one (the key's is reused), and a revoked key
+//!   is still refused on its next request (docs/decisions/0117);
 //! - by default, with the audit store down, the request is served and the loss is counted in
 //!   `GET /v1/audit/sinks` (row `audit_store`), never silent (docs/decisions/0109).
 //!
@@ -109,11 +112,15 @@ impl Edge {
     }
 
     async fn execute(&self, path: &str) -> support::Reply {
+        self.execute_as(&self.agent, path).await
+    }
+
+    async fn execute_as(&self, who: &str, path: &str) -> support::Reply {
         self.c
             .send(
                 "POST",
                 "/v1/execute",
-                Some(&self.agent),
+                Some(who),
                 Some(&json!({"credential": "api", "method": "GET", "url": self.up.url(path)})),
             )
             .await
@@ -160,15 +167,39 @@ impl Edge {
 /// Counts of one route as a table row (printed; the figures of docs/deploy-cloudflare.md).
 fn row(route: &str, c: &Value) -> String {
     format!(
-        "| {route} | {} | {} | {} | {} | {} | {} | {} |",
+        "| {route} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         c["kv_reads"],
         c["kv_writes"],
         c["kv_deletes"],
         c["kv_lists"],
         c["do_sessions"],
         c["do_audit"],
-        c["subrequests"]
+        c["subrequests"],
+        c["rows_sessions"],
+        c["rows_audit"]
     )
+}
+
+/// What a warm call (execute, proxy, MCP) with an API key costs at most (docs/decisions/0117):
+/// `kv_reads` KV reads (the key's record and the credential's; 1 with
+/// `KEY_RECORD_REUSE_SECONDS`, the key's being reused), one session-object request (the key's
+/// revocation marker, read once), one audit-object request (its event), one subrequest, no
+/// session-object write. (Its audit event's SQLite rows are checked over the whole run: an
+/// event written in the background may be counted with the next call's.)
+#[track_caller]
+fn warm_costs(route: &str, c: &Value, kv_reads: u64) {
+    writes_nothing_to_kv(route, c);
+    assert_eq!(c["kv_reads"], kv_reads, "{route}: {c}");
+    assert_eq!(
+        c["do_sessions"], 1,
+        "{route}: the revocation marker only: {c}"
+    );
+    assert_eq!(c["do_audit"], 1, "{route}: audited in the DO: {c}");
+    assert_eq!(c["subrequests"], 1, "{route}: {c}");
+    assert_eq!(
+        c["rows_sessions"], 0,
+        "{route}: no session-object write: {c}"
+    );
 }
 
 #[track_caller]
@@ -183,8 +214,8 @@ fn writes_nothing_to_kv(route: &str, c: &Value) {
 async fn an_execute_a_proxy_call_an_mcp_call_and_a_login_write_nothing_to_kv() {
     let e = edge(&[]).await;
     let mut table = vec![
-        "| route | KV reads | KV writes | KV deletes | KV lists | DO requests (sessions) | DO requests (audit) | subrequests |".to_string(),
-        "|---|---|---|---|---|---|---|---|".to_string(),
+        "| route | KV reads | KV writes | KV deletes | KV lists | DO requests (sessions) | DO requests (audit) | subrequests | storage writes (sessions) | SQLite rows written (audit) |".to_string(),
+        "|---|---|---|---|---|---|---|---|---|---|".to_string(),
     ];
     e.counts().await;
 
@@ -196,32 +227,61 @@ async fn an_execute_a_proxy_call_an_mcp_call_and_a_login_write_nothing_to_kv() {
     assert_eq!(c["kv_writes"], 1, "only the key's last_used_at: {c}");
     assert_eq!(c["kv_deletes"], 0, "{c}");
     table.push(row("execute (first use of the key in the hour)", &c));
+    let mut audit_rows = 0;
     for label in ["execute (warm)", "execute (warm, again)"] {
         let r = e.execute("/echo").await;
         expect(&r, 200, None);
         let c = e.counts().await;
-        writes_nothing_to_kv(label, &c);
-        assert_eq!(c["subrequests"], 1, "{label}: {c}");
-        assert!(
-            c["do_audit"].as_u64().unwrap() >= 1,
-            "{label}: audited in the DO: {c}"
-        );
+        audit_rows += c["rows_audit"].as_u64().unwrap();
+        warm_costs(label, &c, 2);
         table.push(row(label, &c));
     }
     for label in ["proxy (first)", "proxy (warm)"] {
         let r = e.proxy("/echo").await;
         expect(&r, 200, None);
         let c = e.counts().await;
-        writes_nothing_to_kv(label, &c);
-        assert_eq!(c["subrequests"], 1, "{label}: {c}");
+        audit_rows += c["rows_audit"].as_u64().unwrap();
+        warm_costs(label, &c, 2);
         table.push(row(label, &c));
     }
     let r = e.mcp_call("/echo").await;
     expect(&r, 200, None);
     assert!(r.body["result"].is_object(), "{}", r.text);
     let c = e.counts().await;
-    writes_nothing_to_kv("MCP tools/call http_request", &c);
+    audit_rows += c["rows_audit"].as_u64().unwrap();
+    warm_costs("MCP tools/call http_request", &c, 2);
     table.push(row("MCP tools/call http_request", &c));
+    // Five calls, one event each: three SQLite rows an event (the row, its primary key, its
+    // expiry index), counted by SQLite (`rowsWritten`); no more (a late event may not be in).
+    assert!(
+        audit_rows <= 5 * 3,
+        "{audit_rows} audit rows for five events"
+    );
+
+    // An agent token (decision 0084): its record and its parent key's are read, and its
+    // markers and use counter are Durable Object requests (docs/decisions/0117).
+    let r =
+        e.c.send(
+            "POST",
+            "/v1/tokens",
+            Some(&e.agent),
+            Some(&json!({"credentials": ["api"], "uses": 100})),
+        )
+        .await;
+    expect(&r, 201, None);
+    let token = r.body["token"].as_str().unwrap().to_string();
+    e.counts().await;
+    for label in [
+        "execute with an agent token",
+        "execute with an agent token (again)",
+    ] {
+        let r = e.execute_as(&token, "/echo").await;
+        expect(&r, 200, None);
+        let c = e.counts().await;
+        writes_nothing_to_kv(label, &c);
+        assert_eq!(c["subrequests"], 1, "{label}: {c}");
+        table.push(row(label, &c));
+    }
 
     // Logins: the session is a Durable Object; the event goes to the audit objects.
     let admin = e.c.login().await;
@@ -264,7 +324,7 @@ async fn an_execute_a_proxy_call_an_mcp_call_and_a_login_write_nothing_to_kv() {
         table.push(row(label, &c));
     }
     // Every audited call above is in the audit log, read from the Durable Objects.
-    assert_eq!(e.events("execute").await.len(), 4);
+    assert_eq!(e.events("execute").await.len(), 6);
     assert_eq!(e.events("proxy").await.len(), 2);
     println!("{}", table.join("\n"));
 }
@@ -363,4 +423,82 @@ async fn by_default_a_request_is_served_while_audit_storage_is_down_and_the_loss
     assert_eq!(after["dropped"], 1, "the lost event is counted: {after}");
     assert!(after["failed"].as_u64().unwrap() >= 1, "{after}");
     e.audit_down(false).await;
+}
+
+/// With `KEY_RECORD_REUSE_SECONDS` set, a warm execute, proxy call or MCP call reads one KV
+/// record (the credential's): the key's is reused from the isolate's memory (decision 0117).
+#[tokio::test]
+#[ignore = "needs the test worker: scripts/setup-workers.sh (scripts/test.sh runs it)"]
+async fn with_key_record_reuse_a_warm_call_reads_one_kv_record() {
+    let e = edge(&[("KEY_RECORD_REUSE_SECONDS", "60")]).await;
+    let r = e.execute("/echo").await;
+    expect(&r, 200, None);
+    e.counts().await;
+    let mut table = Vec::new();
+    for label in [
+        "execute (warm, key reused)",
+        "execute (warm, key reused, again)",
+    ] {
+        let r = e.execute("/echo").await;
+        expect(&r, 200, None);
+        let c = e.counts().await;
+        warm_costs(label, &c, 1);
+        table.push(row(label, &c));
+    }
+    let r = e.proxy("/echo").await;
+    expect(&r, 200, None);
+    let c = e.counts().await;
+    warm_costs("proxy (warm, key reused)", &c, 1);
+    table.push(row("proxy (warm, key reused)", &c));
+    let r = e.mcp_call("/echo").await;
+    expect(&r, 200, None);
+    let c = e.counts().await;
+    warm_costs("MCP tools/call (key reused)", &c, 1);
+    table.push(row("MCP tools/call (key reused)", &c));
+    println!("{}", table.join("\n"));
+}
+
+/// A key reused from the isolate's memory (its record not read again: one KV read less per
+/// call) is still refused at once when it is revoked: its revocation marker, a Durable Object,
+/// is read on every request. The revocation here goes through the same isolate, which also
+/// forgets the key; the marker is what every other isolate sees (backend-local/tests/
+/// key_reuse.rs shows that with two isolates; docs/decisions/0117).
+#[tokio::test]
+#[ignore = "needs the test worker: scripts/setup-workers.sh (scripts/test.sh runs it)"]
+async fn a_revoked_key_is_refused_on_its_next_request_though_the_isolate_reused_it() {
+    let e = edge(&[("KEY_RECORD_REUSE_SECONDS", "60")]).await;
+    for _ in 0..2 {
+        let r = e.execute("/echo?n=before").await;
+        expect(&r, 200, None);
+    }
+    let c = e.counts().await;
+    let r = e.proxy("/echo?n=before").await;
+    expect(&r, 200, None);
+    assert_eq!(e.counts().await["kv_reads"], 1, "the key was reused: {c}");
+    let r = e.c.send("GET", "/v1/keys", Some(&e.admin), None).await;
+    expect(&r, 200, None);
+    let id = r.body["keys"][0]["id"].as_str().unwrap().to_string();
+    let r =
+        e.c.send("DELETE", &format!("/v1/keys/{id}"), Some(&e.admin), None)
+            .await;
+    expect(&r, 204, None);
+    let r = e.execute("/echo?n=after").await;
+    expect(&r, 401, "invalid_api_key");
+    let r = e.proxy("/echo?n=after").await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    let r = e.mcp_call("/echo?n=after").await;
+    assert!(
+        r.status == 401 || r.text.contains("invalid"),
+        "{} {}",
+        r.status,
+        r.text
+    );
+    assert_eq!(
+        e.up.seen()
+            .iter()
+            .filter(|s| s.query.contains("after"))
+            .count(),
+        0,
+        "a revoked key's request reached the upstream"
+    );
 }

@@ -101,6 +101,13 @@ pub struct Config {
     /// An API key's `last_used_at` is rewritten (one KV write) on a use at least this long
     /// after the last one written (default 60 s; the worker's 3600 s: docs/decisions/0109).
     pub key_last_used_interval_secs: u64,
+    /// An API key verified before is reused from memory, without reading its record from the
+    /// store, for this long after the record was last read (0, the default: read on every
+    /// request, as the local stores make cheap; the worker's 60 s: a KV read saved per request).
+    /// A key record never changes but for its `last_used_at` and its deletion by a revocation,
+    /// whose SessionStore marker is still read on every request: revocation stays immediate
+    /// (docs/decisions/0117-one-kv-read-per-execute.md).
+    pub key_record_reuse_secs: u64,
     /// Origins allowed by CORS (empty: CORS off). Never `*`.
     pub cors_origins: Vec<String>,
     /// Who hears of a new approval: the webhook, its format and the UI's public URL for the
@@ -149,6 +156,7 @@ impl Default for Config {
             audit_retention_secs: crate::audit::DEFAULT_AUDIT_RETENTION_SECS,
             audit_required: false,
             key_last_used_interval_secs: 60,
+            key_record_reuse_secs: 0,
             cors_origins: Vec::new(),
             approval_notify: Default::default(),
             kv_settle_ms: 0,
@@ -585,6 +593,7 @@ impl App {
     pub fn api_keys(&self) -> ApiKeys<'_> {
         ApiKeys::new(&self.ports, &self.keys, self.audit(), &self.verified_keys)
             .with_last_used_interval_secs(self.config.key_last_used_interval_secs)
+            .with_key_record_reuse_secs(self.config.key_record_reuse_secs)
     }
 
     /// Roles (resolve, create, list, delete).

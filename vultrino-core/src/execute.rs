@@ -285,6 +285,11 @@ impl<'a> Pipeline<'a> {
             },
             body: req.body.as_deref().unwrap_or_default(),
         };
+        // Whether the request may wait between its authentication and its call (a person's
+        // approval, an OAuth2 token endpoint): then its key's revocation is read again before
+        // the call (`consume_use`). The body was read whole before the authentication.
+        let waited = crate::approvals::required(who, record.policy.require_approval, &out.method)
+            || matches!(record.data, CredentialData::Oauth2(_));
         let early = self.early_token(who, &opened, ask).await?;
         *approved = self.approval_gate(who, record, &bound, ask).await?;
         let scrubber = self.inject(who, &opened, &mut out, early).await?;
@@ -292,7 +297,7 @@ impl<'a> Pipeline<'a> {
         // The proxy's last gate: no agent key in the URL or a header value either.
         crate::agent_key::refuse_in(request.uri(), request.headers())?;
         // An agent token's use is spent last, right before the call (decision 0084).
-        crate::auth::tokens::consume_use(self.ports, who).await?;
+        crate::auth::tokens::consume_use(self.ports, who, waited).await?;
         let response = self.ports.fetcher.fetch(request, self.fetch).await?;
         upstream::refuse_encoded(response.headers())?;
         Ok(render(response, &scrubber, record.policy.pass_cookies))

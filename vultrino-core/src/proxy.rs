@@ -375,7 +375,12 @@ impl App {
         let request = out.build(body, false)?;
         target::refuse_agent_keys(&request)?;
         // An agent token's use is spent last, right before the call (decision 0084).
-        crate::auth::tokens::consume_use(pipeline.ports(), who).await?;
+        // A body read whole (an approval, a method list) or an OAuth2 token endpoint may have
+        // made the request wait since its authentication: its revocation is read again then.
+        let waited = whole.is_some()
+            || has_method_list(record, who)
+            || matches!(record.data, crate::credential::CredentialData::Oauth2(_));
+        crate::auth::tokens::consume_use(pipeline.ports(), who, waited).await?;
         // From here on the upstream may see the request: its event is written one by one,
         // whatever happens.
         sent.store(true, Ordering::Relaxed);

@@ -337,6 +337,7 @@ fn harness_setting(name: &str) -> bool {
             | "LOGIN_MAX_ATTEMPTS"
             | "LOGIN_MAX_ATTEMPTS_PER_USER"
             | "KV_SETTLE_SECONDS"
+            | "KEY_RECORD_REUSE_SECONDS"
             | "PROXY_MAX_CONCURRENT"
             | "PROXY_MAX_CONCURRENT_PER_KEY"
             | "APPROVAL_TTL_SECS"

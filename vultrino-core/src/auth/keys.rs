@@ -160,6 +160,9 @@ struct Verified {
     secret_digest: [u8; 32],
     record: ApiKeyRecord,
     role: Role,
+    /// When the key record was last read from the store with these bytes (ms): what
+    /// [`ApiKeys::with_key_record_reuse_secs`] measures the reuse against.
+    read_at_ms: u64,
 }
 
 impl VerifiedKeys {
@@ -183,6 +186,10 @@ pub struct ApiKeys<'a> {
     /// A key's `last_used_at` is rewritten (one KV write) when older than this
     /// ([`Config::key_last_used_interval_secs`](crate::app::Config::key_last_used_interval_secs)).
     last_used_interval_ms: u64,
+    /// A key verified before is taken from the isolate's cache without reading its record
+    /// again for this long after the record was last read (0: read on every request)
+    /// ([`Config::key_record_reuse_secs`](crate::app::Config::key_record_reuse_secs)).
+    reuse_ms: u64,
 }
 
 impl<'a> ApiKeys<'a> {
@@ -199,7 +206,15 @@ impl<'a> ApiKeys<'a> {
             audit,
             verified,
             last_used_interval_ms: 60_000,
+            reuse_ms: 0,
         }
+    }
+
+    /// Keys verified before whose record is reused, without reading it from the store, for
+    /// `secs` after it was last read (0: never; docs/decisions/0117).
+    pub(crate) fn with_key_record_reuse_secs(mut self, secs: u64) -> Self {
+        self.reuse_ms = secs.saturating_mul(1000);
+        self
     }
 
     /// Keys whose `last_used_at` is rewritten only when older than `secs` (at least 60).
@@ -276,14 +291,21 @@ impl<'a> ApiKeys<'a> {
             return Err(unauthorized());
         }
         let key = key_of(id);
-        let bytes = self.ports.kv.get(&key).await?.ok_or_else(unauthorized)?;
         let actor = format!("key:{id}");
-        let record = match self.keys.open_record::<ApiKeyRecord>(&key, &bytes) {
-            RecordCheck::Signed(record) if record.id == id => record,
-            RecordCheck::Unsigned(_) => return Err(unauthorized()),
-            _ => {
-                self.integrity().refused_unauthenticated(&actor, &key).await;
-                return Err(unauthorized());
+        // The parent of a token: a key this isolate verified lately is reused as
+        // `authenticate_key` does (no secret to compare: the token's own MAC was checked).
+        let (record, reused_role) = match self.reused(id, None).await? {
+            Some((record, role)) => (record, Some(role)),
+            None => {
+                let bytes = self.ports.kv.get(&key).await?.ok_or_else(unauthorized)?;
+                match self.keys.open_record::<ApiKeyRecord>(&key, &bytes) {
+                    RecordCheck::Signed(record) if record.id == id => (record, None),
+                    RecordCheck::Unsigned(_) => return Err(unauthorized()),
+                    _ => {
+                        self.integrity().refused_unauthenticated(&actor, &key).await;
+                        return Err(unauthorized());
+                    }
+                }
             }
         };
         let now = self.ports.now_ms();
@@ -298,7 +320,10 @@ impl<'a> ApiKeys<'a> {
         {
             return Err(unauthorized());
         }
-        let role = self.role_of(&record, &actor).await?;
+        let role = match reused_role {
+            Some(role) => role,
+            None => self.role_of(&record, &actor).await?,
+        };
         Ok((record, role))
     }
 
@@ -374,14 +399,20 @@ impl<'a> ApiKeys<'a> {
         let unauthorized = || Error::unauthorized("invalid API key").with_code(Code::InvalidApiKey);
         let (id, secret) = parse_api_key(token).ok_or_else(unauthorized)?;
         let key = key_of(id);
-        let bytes = self.ports.kv.get(&key).await?.ok_or_else(unauthorized)?;
         let digest = secret_digest(secret);
-        let (mut record, role) = match self.verified_before(id, &bytes, &digest).await? {
+        let (mut record, role) = match self.reused(id, Some(&digest)).await? {
             Some(known) => known,
             None => {
-                let (record, role, role_stored) = self.verify(id, secret, &key, &bytes).await?;
-                self.remember(id, bytes, role_stored, digest, &record, &role);
-                (record, role)
+                let bytes = self.ports.kv.get(&key).await?.ok_or_else(unauthorized)?;
+                match self.verified_before(id, &bytes, &digest).await? {
+                    Some(known) => known,
+                    None => {
+                        let (record, role, role_stored) =
+                            self.verify(id, secret, &key, &bytes).await?;
+                        self.remember(id, bytes, role_stored, digest, &record, &role);
+                        (record, role)
+                    }
+                }
             }
         };
         let now = self.ports.now_ms();
@@ -418,7 +449,10 @@ impl<'a> ApiKeys<'a> {
             .is_none_or(|t| now.saturating_sub(t) > self.last_used_interval_ms)
         {
             record.last_used_at = Some(now);
-            let _ = self.store(&record).await;
+            if self.store(&record).await.is_ok() {
+                // A reused record must not ask for this write again on every request.
+                self.used_at(&record.id, now);
+            }
             // A revocation between our read and this write would be undone by the write:
             // look again, and finish the revocation if it happened.
             if self
@@ -440,6 +474,55 @@ impl<'a> ApiKeys<'a> {
         })
     }
 
+    /// The record and role of key `id` if it was verified, with a secret of the same digest,
+    /// from a record read less than [`ApiKeys::reuse_ms`] ago: no store read for the key
+    /// record. A key record never changes but for its `last_used_at` (kept here as written) and
+    /// its deletion, which a revocation does after setting the marker every request reads; so
+    /// nothing a user sees is stale. A custom role's record is still read and compared, as
+    /// [`ApiKeys::verified_before`] does: a role deleted is seen at once, as before.
+    ///
+    /// `digest`: the secret's, compared in constant time; `None` for the parent key of an
+    /// agent token, whose own secret was checked instead.
+    async fn reused(
+        &self,
+        id: &str,
+        digest: Option<&[u8; 32]>,
+    ) -> Result<Option<(ApiKeyRecord, Role)>> {
+        if self.reuse_ms == 0 {
+            return Ok(None);
+        }
+        let now = self.ports.now_ms();
+        let (record, role, role_stored) = {
+            let map = self.verified.lock();
+            let Some(v) = map.get(id) else {
+                return Ok(None);
+            };
+            // A clock that went back is not a reason to reuse.
+            if now < v.read_at_ms || now - v.read_at_ms >= self.reuse_ms {
+                return Ok(None);
+            }
+            if digest.is_some_and(|d| !crypto::ct_eq(&v.secret_digest, d)) {
+                // Not this key's secret: the full check (a store read) decides, as before.
+                return Ok(None);
+            }
+            (v.record.clone(), v.role.clone(), v.role_stored.clone())
+        };
+        if let Some(role_stored) = role_stored {
+            let now = self.ports.kv.get(&roles::role_key(&record.role)).await?;
+            if now.as_ref() != Some(&role_stored) {
+                return Ok(None);
+            }
+        }
+        Ok(Some((record, role)))
+    }
+
+    /// Key `id`'s `last_used_at` was written as `at`: the cached record says so too.
+    fn used_at(&self, id: &str, at: u64) {
+        if let Some(v) = self.verified.lock().get_mut(id) {
+            v.record.last_used_at = Some(at);
+        }
+    }
+
     /// The record and role of key `id` if it was verified before with the same stored bytes
     /// (key record and custom role record) and a secret of the same digest ([`VerifiedKeys`]).
     /// A different secret for unchanged bytes is refused at once: the record's MAC matched
@@ -450,9 +533,10 @@ impl<'a> ApiKeys<'a> {
         stored: &Bytes,
         digest: &[u8; 32],
     ) -> Result<Option<(ApiKeyRecord, Role)>> {
+        let now = self.ports.now_ms();
         let (record, role, role_stored) = {
-            let map = self.verified.lock();
-            let Some(v) = map.get(id) else {
+            let mut map = self.verified.lock();
+            let Some(v) = map.get_mut(id) else {
                 return Ok(None);
             };
             if v.stored != *stored {
@@ -461,6 +545,8 @@ impl<'a> ApiKeys<'a> {
             if !crypto::ct_eq(&v.secret_digest, digest) {
                 return Err(Error::unauthorized("invalid API key").with_code(Code::InvalidApiKey));
             }
+            // The record was read again just now, unchanged.
+            v.read_at_ms = now;
             (v.record.clone(), v.role.clone(), v.role_stored.clone())
         };
         if let Some(role_stored) = role_stored {
@@ -493,6 +579,7 @@ impl<'a> ApiKeys<'a> {
                 secret_digest,
                 record: record.clone(),
                 role: role.clone(),
+                read_at_ms: self.ports.now_ms(),
             },
         );
     }

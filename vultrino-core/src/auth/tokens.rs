@@ -186,8 +186,16 @@ fn not_found(id: &str) -> Error {
 /// approval, up to the stream deadlines), and a revocation is immediate for it too, for a plain
 /// key as for a token (401 `invalid_api_key`, no use spent; review of 2026-12-06 of tokens,
 /// finding 2; decision 0101).
-pub(crate) async fn consume_use(ports: &Ports, who: &Principal) -> Result<()> {
-    spend(ports, who, true).await
+///
+/// `waited` says whether such a wait may have happened: a body read whole after the
+/// authentication, an approval, an OAuth2 token endpoint. When none did (`false`), the markers
+/// the authentication read moments ago — with only the store's own reads and writes in between
+/// — are not read again: a revocation landing in those milliseconds is the same race as one
+/// landing between this check and the upstream call, which no check closes. That saves a
+/// SessionStore request per call (a Durable Object request on Workers; decision 0117). A
+/// token's uses are counted either way, and its expiry is looked at again.
+pub(crate) async fn consume_use(ports: &Ports, who: &Principal, waited: bool) -> Result<()> {
+    spend(ports, who, true, waited).await
 }
 
 /// What [`consume_use`] checks, without spending a use: the caller's key (and token) is not
@@ -196,18 +204,23 @@ pub(crate) async fn consume_use(ports: &Ports, who: &Principal) -> Result<()> {
 /// fetch (decision 0101). A use left now may still be spent by a concurrent request before this
 /// one's [`consume_use`], which stays the exact check.
 pub(crate) async fn ready(ports: &Ports, who: &Principal) -> Result<()> {
-    spend(ports, who, false).await
+    spend(ports, who, false, true).await
 }
 
-async fn spend(ports: &Ports, who: &Principal, consume: bool) -> Result<()> {
+async fn spend(ports: &Ports, who: &Principal, consume: bool, recheck: bool) -> Result<()> {
     let Principal::ApiKey { id: key, .. } = who else {
         return Ok(());
     };
     let now = ports.now_ms();
-    still_live(ports, key, who.token(), now).await?;
+    if recheck {
+        still_live(ports, key, who.token(), now).await?;
+    }
     let Some(grant) = who.token() else {
         return Ok(());
     };
+    if now >= grant.expires_at {
+        return Err(Error::unauthorized("agent token has expired").with_code(Code::TokenExpired));
+    }
     let window = grant.expires_at - now + 1;
     // A limit of 0 reads the counter: never allowed, `count` is the uses spent so far.
     let limit = if consume { grant.uses } else { 0 };
