@@ -24,8 +24,10 @@
 //! - **Atomic, durable writes.** Write the temp file, fsync it, rename it over the target, fsync
 //!   the directory; only then update the index and acknowledge. Directory fsyncs are shared
 //!   (group commit): one that starts after a writer's rename makes it durable, so concurrent
-//!   writers share them. An acknowledged put or delete survives `kill -9` and power loss; a
-//!   crash mid-write leaves the old file intact plus a temp file that the next open removes.
+//!   writers share them; one that fails fails every writer it covered, and no later one
+//!   acknowledges them (docs/decisions/0114-soak-and-directory-fsync-failures.md). An
+//!   acknowledged put or delete survives `kill -9` and power loss; a crash mid-write leaves the
+//!   old file intact plus a temp file that the next open removes.
 //! - **Ordering.** Writes to one key (put/delete) hold a per-key lock (striped by the key's hash)
 //!   across disk write and index update, so the last acknowledged write wins on disk as in memory.
 //! - **Open is forgiving.** Corrupt files are skipped with a `tracing::warn` (and left in place for
