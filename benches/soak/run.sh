@@ -11,7 +11,8 @@
 #
 # DURATION (default 1800), INTERVAL (300), WARMUP (= INTERVAL: reports before it are left out of
 # the drift), CALIBRATE (20), WORKERS (4 client processes), RATE_FRACTION (0.5), LOGIN_EVERY (20 s),
-# FAULT_EVERY (1 s), SEED (17), NO_BUILD=1 (use the release binaries as they are).
+# FAULT_EVERY (1 s), SEED (17), ADMIN_WEIGHT (50 admin changes per 1000 operations), SOAK_ANON=1
+# (also print the RSS split: anonymous and file-backed), NO_BUILD=1 (use the release binaries as they are).
 # Everything talks to 127.0.0.1 only; every process and the scratch directory go on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

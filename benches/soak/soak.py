@@ -61,7 +61,7 @@ MIX = [
     ("exec_oauth2", 150),
     ("proxy", 100),
     ("mcp", 150),
-    ("admin", 50),
+    ("admin", int(ENV.get("ADMIN_WEIGHT", "50"))),
 ]
 
 
@@ -269,6 +269,9 @@ def proc_stats(pid):
         for line in f:
             k, _, v = line.partition(":")
             st[k] = v.strip()
+    if os.environ.get("SOAK_ANON"):
+        print(f"    (RssAnon {int(st['RssAnon'].split()[0]) / 1024:.1f} MiB, RssFile "
+              f"{int(st['RssFile'].split()[0]) / 1024:.1f} MiB)", flush=True)
     return int(st["VmRSS"].split()[0]), min(fds), int(st["Threads"])
 
 
