@@ -24,8 +24,10 @@
 //! - **Atomic, durable writes.** Write the temp file, fsync it, rename it over the target, fsync
 //!   the directory; only then update the index and acknowledge. Directory fsyncs are shared
 //!   (group commit): one that starts after a writer's rename makes it durable, so concurrent
-//!   writers share them. An acknowledged put or delete survives `kill -9` and power loss; a
-//!   crash mid-write leaves the old file intact plus a temp file that the next open removes.
+//!   writers share them; one that fails fails every writer it covered, and no later one
+//!   acknowledges them (docs/decisions/0114-soak-and-directory-fsync-failures.md). An
+//!   acknowledged put or delete survives `kill -9` and power loss; a crash mid-write leaves the
+//!   old file intact plus a temp file that the next open removes.
 //! - **Ordering.** Writes to one key (put/delete) hold a per-key lock (striped by the key's hash)
 //!   across disk write and index update, so the last acknowledged write wins on disk as in memory.
 //! - **Open is forgiving.** Corrupt files are skipped with a `tracing::warn` (and left in place for
@@ -109,7 +111,10 @@ struct Inner {
 
 /// Group commit of directory fsyncs. A writer whose rename (or unlink) is done needs an fsync of
 /// the directory that *starts* after it; one fsync serves every writer that asked before it
-/// started, so concurrent puts share them instead of queueing one each.
+/// started, so concurrent puts share them instead of queueing one each. An fsync that fails
+/// fails every writer it covered, for good: a later fsync that succeeds says nothing about
+/// entries whose writeback already failed (Linux reports a writeback error once and may drop
+/// the dirty state with it), so it never acknowledges them (decision 0114).
 #[derive(Default)]
 struct DirSync {
     state: Mutex<DirSyncState>,
@@ -120,9 +125,81 @@ struct DirSync {
 struct DirSyncState {
     /// Tickets handed out (one per request).
     asked: u64,
-    /// Every ticket up to this one is covered by a completed fsync.
+    /// Every ticket up to this one is covered by a completed fsync, but those in `failed`.
     synced: u64,
+    /// Tickets covered by an fsync that failed: never acknowledged.
+    failed: FailedRanges,
     running: bool,
+}
+
+/// Tickets covered by an fsync that failed, as `(after, up_to]` ranges in order: such a ticket
+/// fails whatever a later fsync says (review of 2026-12-06, audit M2; decision 0114). Failures
+/// are rare; past [`MAX_FAILED_RANGES`] the oldest two merge, which can only report a durable
+/// write as failed, never the reverse.
+#[derive(Default)]
+struct FailedRanges(Vec<(u64, u64)>);
+
+impl FailedRanges {
+    /// The tickets in `(after, up_to]` are not durable and never will be.
+    fn fail(&mut self, after: u64, up_to: u64) {
+        if up_to <= after {
+            return;
+        }
+        match self.0.last_mut() {
+            Some(last) if last.1 >= after => last.1 = last.1.max(up_to),
+            _ => self.0.push((after, up_to)),
+        }
+        if self.0.len() > MAX_FAILED_RANGES {
+            let second = self.0.remove(1);
+            self.0[0].1 = second.1;
+        }
+    }
+
+    fn contains(&self, ticket: u64) -> bool {
+        self.0
+            .iter()
+            .any(|&(after, up_to)| after < ticket && ticket <= up_to)
+    }
+}
+
+impl DirSync {
+    /// Join the next run of `fsync` (the directory's) that starts after this call, running it
+    /// if none is running. An fsync error fails every writer whose ticket it covered — the one
+    /// that ran it and those waiting — and no later fsync acknowledges them; a writer that
+    /// asked while a failing fsync ran (not covered by it) waits for the next one.
+    fn sync(&self, fsync: impl Fn() -> io::Result<()>) -> io::Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.asked += 1;
+        let ticket = st.asked;
+        loop {
+            if st.failed.contains(ticket) {
+                return Err(io::Error::other("an fsync of the data directory failed"));
+            }
+            if st.synced >= ticket {
+                return Ok(());
+            }
+            if st.running {
+                st = self.done.wait(st).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            st.running = true;
+            // Every ticket up to here was taken after its rename: this fsync covers them all.
+            let covers = st.asked;
+            drop(st);
+            let result = fsync();
+            st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            st.running = false;
+            match &result {
+                Ok(()) => st.synced = st.synced.max(covers),
+                Err(_) => {
+                    let after = st.synced;
+                    st.failed.fail(after, covers);
+                }
+            }
+            self.done.notify_all();
+            result?;
+        }
+    }
 }
 
 /// The append-only journal of the bounded prefix (the audit history): its writes are records
@@ -145,12 +222,10 @@ struct JournalState {
     asked: u64,
     /// Every ticket up to this one is durable, but those in `failed`.
     synced: u64,
-    /// Tickets covered by an fsync that failed (or by a broken segment closed unsynced):
-    /// `(after, up_to]` ranges, in order. A later fsync of a new segment moves `synced` past
-    /// them, but never makes them durable: a ticket in one fails whatever `synced` says
-    /// (review of 2026-12-06, audit M2). Failures are rare; past [`MAX_FAILED_RANGES`] the
-    /// oldest two merge, which can only report a durable record as failed, never the reverse.
-    failed: Vec<(u64, u64)>,
+    /// Tickets covered by an fsync that failed (or by a broken segment closed unsynced). A
+    /// later fsync of a new segment moves `synced` past them, but never makes them durable: a
+    /// ticket in one fails whatever `synced` says (review of 2026-12-06, audit M2).
+    failed: FailedRanges,
     running: bool,
     /// A write or fsync failed: the next append starts a new segment, so that no record
     /// follows a torn one.
@@ -190,35 +265,19 @@ fn create_segment(dir: &Path, generation: u64) -> io::Result<File> {
 /// The greatest segment generation an open accepts (see `FileKv` opening).
 const MAX_GENERATION: u64 = 1 << 62;
 
-/// At most this many failed ranges are kept apart ([`JournalState::failed`]).
+/// At most this many failed ranges are kept apart ([`FailedRanges`]).
 const MAX_FAILED_RANGES: usize = 64;
 
 impl JournalState {
     /// The tickets in `(after, up_to]` are not durable and never will be.
     fn fail(&mut self, after: u64, up_to: u64) {
-        if up_to <= after {
-            return;
-        }
-        match self.failed.last_mut() {
-            Some(last) if last.1 >= after => last.1 = last.1.max(up_to),
-            _ => self.failed.push((after, up_to)),
-        }
-        if self.failed.len() > MAX_FAILED_RANGES {
-            let second = self.failed.remove(1);
-            self.failed[0].1 = second.1;
-        }
-    }
-
-    fn has_failed(&self, ticket: u64) -> bool {
-        self.failed
-            .iter()
-            .any(|&(after, up_to)| after < ticket && ticket <= up_to)
+        self.failed.fail(after, up_to);
     }
 
     /// What the writer of `ticket` is told, once it is known: a failure first (a later fsync
     /// of another segment moved `synced` past it without writing it), then durability.
     fn settled(&self, ticket: u64) -> Option<io::Result<()>> {
-        if self.has_failed(ticket) {
+        if self.failed.contains(ticket) {
             return Some(Err(io::Error::other(
                 "an earlier fsync of the journal failed",
             )));
@@ -236,7 +295,7 @@ impl Journal {
                 len: 0,
                 asked: 0,
                 synced: 0,
-                failed: Vec::new(),
+                failed: FailedRanges::default(),
                 running: false,
                 broken: false,
                 in_flight: Default::default(),
@@ -832,34 +891,9 @@ impl Inner {
     }
 
     /// Make every rename/unlink done before this call durable: join the next directory fsync
-    /// that starts after it (see [`DirSync`]). An fsync error fails the writer that ran it;
-    /// waiters then run their own.
+    /// that starts after it (see [`DirSync`]).
     fn sync_dir_grouped(&self) -> io::Result<()> {
-        let sync = &self.dir_sync;
-        let mut st = sync.state.lock().unwrap_or_else(PoisonError::into_inner);
-        st.asked += 1;
-        let ticket = st.asked;
-        loop {
-            if st.synced >= ticket {
-                return Ok(());
-            }
-            if st.running {
-                st = sync.done.wait(st).unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            st.running = true;
-            // Every ticket up to here was taken after its rename: this fsync covers them all.
-            let covers = st.asked;
-            drop(st);
-            let result = sync_dir(&self.dir);
-            st = sync.state.lock().unwrap_or_else(PoisonError::into_inner);
-            st.running = false;
-            if result.is_ok() {
-                st.synced = st.synced.max(covers);
-            }
-            sync.done.notify_all();
-            result?;
-        }
+        self.dir_sync.sync(|| sync_dir(&self.dir))
     }
 
     /// The journal, when `key` is under the bounded prefix (whose writes go to the journal).
@@ -1266,13 +1300,70 @@ mod tests {
             let base = 10 + n * 10;
             st.fail(base, base + 5);
         }
-        assert!(st.failed.len() <= MAX_FAILED_RANGES);
+        assert!(st.failed.0.len() <= MAX_FAILED_RANGES);
         st.synced = 10_000;
         for n in 0..200u64 {
             let base = 10 + n * 10;
             assert!(matches!(st.settled(base + 3), Some(Err(_))), "{base}");
         }
         // (Merging the oldest ranges may report ticket 3, durable, as failed: the safe side.)
+    }
+
+    /// A directory fsync that fails fails every writer it covered, not only the one that ran
+    /// it, and a later fsync that succeeds acknowledges none of them (decision 0114): writer 1's
+    /// fsync runs (and succeeds) while writers 2 and 3 ask; the next fsync, covering both,
+    /// fails — writers 2 and 3 are both told their write failed (before the fix, the one that
+    /// had not run it ran a third fsync, which succeeded, and was acknowledged), and a writer
+    /// asking after the failure (a retry) is acknowledged by its own fsync.
+    #[test]
+    fn a_failed_directory_fsync_fails_every_writer_it_covered() {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::mpsc;
+        let sync = Arc::new(DirSync::default());
+        // The injected fsync: the first blocks until released (and succeeds), the second
+        // fails, every later one succeeds (a later success proves nothing about what the
+        // failed one covered).
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (started_tx, started_rx) = mpsc::channel::<()>();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        let fsync = {
+            let runs = runs.clone();
+            move || -> io::Result<()> {
+                match runs.fetch_add(1, Ordering::SeqCst) {
+                    0 => {
+                        started_tx.send(()).expect("test alive");
+                        release_rx
+                            .lock()
+                            .expect("release lock")
+                            .recv()
+                            .expect("released");
+                        Ok(())
+                    }
+                    1 => Err(io::Error::other("injected directory fsync failure")),
+                    _ => Ok(()),
+                }
+            }
+        };
+        let writer = |sync: Arc<DirSync>, fsync: _| std::thread::spawn(move || sync.sync(fsync));
+        let first = writer(sync.clone(), fsync.clone());
+        started_rx.recv().expect("the first fsync started");
+        let second = writer(sync.clone(), fsync.clone());
+        let third = writer(sync.clone(), fsync.clone());
+        // Both waiters have their tickets (taken while the first fsync runs) before it ends.
+        while sync.state.lock().expect("state").asked < 3 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        release_tx.send(()).expect("release");
+        assert!(first.join().expect("writer 1").is_ok());
+        assert!(second.join().expect("writer 2").is_err(), "writer 2");
+        assert!(third.join().expect("writer 3").is_err(), "writer 3");
+        // A retry (a new rename, a new ticket) is acknowledged by an fsync that succeeds, and
+        // that success does not acknowledge the failed tickets.
+        assert!(sync.sync(fsync).is_ok(), "a later writer");
+        let st = sync.state.lock().expect("state");
+        assert!(st.synced >= 4 && st.failed.contains(2) && st.failed.contains(3));
+        assert!(!st.failed.contains(1) && !st.failed.contains(4));
     }
 
     #[test]
