@@ -232,6 +232,14 @@ impl Fetcher for WorkersFetcher {
         let work = exchange(&request, ctl.signal(), options.max_response_bytes);
         futures::pin_mut!(work);
         match select(work, timer).await {
+            // An error before the whole body was read (an interim reply, a body over the cap
+            // or one that broke off) stops the upstream call too: dropping the response does
+            // not abort the fetch, which would keep reading (after a 100 Continue, the final
+            // reply as a body) until the upstream closes (review of 2026-12-07, finding 5).
+            Either::Left((Err(e), _)) => {
+                ctl.abort();
+                Err(e)
+            }
             Either::Left((result, _)) => result,
             Either::Right(((), _)) => {
                 ctl.abort();

@@ -103,6 +103,9 @@ struct Inner {
     stripes: Vec<Mutex<()>>,
     tmp_counter: AtomicU64,
     dir_sync: DirSync,
+    /// Tests: how many of the next directory fsyncs fail (injected).
+    #[cfg(test)]
+    failing_dir_syncs: AtomicU64,
     /// The journal the bounded prefix's writes go to (`None` without a bound).
     journal: Option<Journal>,
     /// Held (not read) for its exclusive lock, released when the store is dropped.
@@ -516,6 +519,8 @@ impl FileKv {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             tmp_counter: AtomicU64::new(0),
             dir_sync: DirSync::default(),
+            #[cfg(test)]
+            failing_dir_syncs: AtomicU64::new(0),
             journal: None,
             _lock: lock,
         };
@@ -893,7 +898,17 @@ impl Inner {
     /// Make every rename/unlink done before this call durable: join the next directory fsync
     /// that starts after it (see [`DirSync`]).
     fn sync_dir_grouped(&self) -> io::Result<()> {
-        self.dir_sync.sync(|| sync_dir(&self.dir))
+        self.dir_sync.sync(|| {
+            #[cfg(test)]
+            if self
+                .failing_dir_syncs
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(io::Error::other("injected directory fsync failure"));
+            }
+            sync_dir(&self.dir)
+        })
     }
 
     /// The journal, when `key` is under the bounded prefix (whose writes go to the journal).
@@ -1178,7 +1193,18 @@ impl Inner {
             Ok(()) => self
                 .sync_dir_grouped()
                 .map_err(|e| io_failure("delete", &target, e))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // Gone from disk while the index still holds it: an earlier delete unlinked the
+            // file but its directory fsync failed (that delete was answered 503). Its unlink is
+            // not known durable, so this retry makes it so before it is acknowledged — else a
+            // retried revocation would be acknowledged with no fsync, and after a crash the
+            // record could come back with its in-memory revocation marker gone (review of
+            // 2026-12-07, finding 1).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if self.mem.contains(key) {
+                    self.sync_dir_grouped()
+                        .map_err(|e| io_failure("delete", &target, e))?;
+                }
+            }
             Err(e) => return Err(io_failure("delete", &target, e)),
         }
         self.mem.remove(key);
@@ -1307,6 +1333,43 @@ mod tests {
             assert!(matches!(st.settled(base + 3), Some(Err(_))), "{base}");
         }
         // (Merging the oldest ranges may report ticket 3, durable, as failed: the safe side.)
+    }
+
+    /// A delete whose directory fsync failed (503, the file already unlinked) is acknowledged
+    /// only once an fsync after it succeeds: its retry finds no file but still syncs the
+    /// directory (review of 2026-12-07, finding 1: the retry used to be acknowledged with no
+    /// fsync at all, so a revoked key's record could come back after a crash).
+    #[tokio::test]
+    async fn a_retried_delete_is_acknowledged_only_after_a_directory_fsync() {
+        use vultrino_core::ports::{KvStore as _, ManualClock, PutOptions};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_800_000_000_000));
+        let store = FileKv::open(dir.path(), clock).expect("open");
+        store
+            .put(
+                "key:k1",
+                Bytes::from_static(b"record"),
+                PutOptions::default(),
+            )
+            .await
+            .expect("put");
+        store.inner.failing_dir_syncs.store(2, Ordering::SeqCst);
+        let first = store.delete("key:k1").await.expect_err("the fsync failed");
+        assert_eq!(first.code(), Code::StoreIo);
+        let retry = store.delete("key:k1").await;
+        assert!(
+            retry.is_err(),
+            "the retry ran a directory fsync of its own (which failed too)"
+        );
+        store
+            .delete("key:k1")
+            .await
+            .expect("a retry after the fault is acknowledged");
+        assert_eq!(store.inner.failing_dir_syncs.load(Ordering::SeqCst), 0);
+        assert!(store.get("key:k1").await.expect("get").is_none());
+        // A delete of a key that is not there is acknowledged without an fsync.
+        store.inner.failing_dir_syncs.store(1, Ordering::SeqCst);
+        store.delete("key:never").await.expect("nothing to delete");
     }
 
     /// A directory fsync that fails fails every writer it covered, not only the one that ran

@@ -8,7 +8,8 @@
 //! - its expiry is looked at on every request, a wrong secret is refused, and a deleted custom
 //!   role is seen at once (the role record is still read and compared);
 //! - the record is read again once the reuse time has passed, and `last_used_at` is still
-//!   written once per interval, not on every request.
+//!   written once per interval, not on every request — from a fresh read, never from the
+//!   reused copy, so a record deleted in the store outside the API stays deleted.
 //!
 //! Each "isolate" is an `App` over the same stores (as every isolate of a deployment shares KV
 //! and the Durable Objects); the KV port counts its reads and writes.
@@ -84,6 +85,10 @@ impl Isolates {
 }
 
 async fn isolates(reuse_secs: u64) -> Isolates {
+    isolates_with(reuse_secs, 3600).await
+}
+
+async fn isolates_with(reuse_secs: u64, last_used_interval_secs: u64) -> Isolates {
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
     let kv = Arc::new(Counted {
         inner: MemoryKv::new(clock.clone()),
@@ -102,7 +107,7 @@ async fn isolates(reuse_secs: u64) -> Isolates {
     };
     let config = || Config {
         key_record_reuse_secs: reuse_secs,
-        key_last_used_interval_secs: 3600,
+        key_last_used_interval_secs: last_used_interval_secs,
         ..Config::default()
     };
     let x = App::open(config(), ports(), &master).await.unwrap();
@@ -241,4 +246,25 @@ async fn a_token_whose_reused_parent_key_is_revoked_is_refused_at_once() {
         e.y.api_keys().authenticate(&token).await,
         Code::InvalidApiKey,
     );
+}
+
+/// The `last_used_at` write falls due while the record is still reused: it is made from a fresh
+/// read, so a record deleted in KV outside the API (`wrangler kv key delete`, an emergency
+/// kill) is not written back from memory, and the key is refused (review of 2026-12-07,
+/// finding 2: the reused copy used to be put back).
+#[tokio::test]
+async fn a_key_record_deleted_outside_the_api_is_not_written_back_by_its_last_use() {
+    // (The last-use interval is at least 60 s.)
+    let e = isolates_with(120, 60).await;
+    let key = e.key("executor", None).await;
+    e.y.api_keys().authenticate(&key).await.unwrap();
+    e.y.api_keys().authenticate(&key).await.unwrap();
+    let record = format!("key:{}", key_id(&key));
+    e.kv.inner.delete(&record).await.unwrap();
+    // Inside the reuse time (61 s < 120 s), past the last-use interval (61 s > 60 s).
+    e.clock.advance(61_000);
+    e.writes();
+    refused(e.y.api_keys().authenticate(&key).await, Code::InvalidApiKey);
+    assert_eq!(e.writes(), 0, "nothing was written back");
+    assert!(e.kv.inner.get(&record).await.unwrap().is_none());
 }

@@ -400,7 +400,15 @@ impl<'a> ApiKeys<'a> {
         let (id, secret) = parse_api_key(token).ok_or_else(unauthorized)?;
         let key = key_of(id);
         let digest = secret_digest(secret);
-        let (mut record, role) = match self.reused(id, Some(&digest)).await? {
+        // The hourly `last_used_at` write puts the record back in the store: it is made from a
+        // fresh read, never from a reused copy, so a record deleted or edited in the store
+        // outside the API is neither brought back nor overwritten before its check audits it
+        // (review of 2026-12-07, finding 2).
+        let reused = match self.reused(id, Some(&digest)).await? {
+            Some((record, _)) if self.last_use_due(&record, self.ports.now_ms()) => None,
+            other => other,
+        };
+        let (mut record, role) = match reused {
             Some(known) => known,
             None => {
                 let bytes = self.ports.kv.get(&key).await?.ok_or_else(unauthorized)?;
@@ -444,10 +452,7 @@ impl<'a> ApiKeys<'a> {
         // Record use at most once a minute (once an hour on the worker, where a KV write is the
         // dearest operation and the free plan allows 1 000 a day: docs/decisions/0109): a KV
         // write per request would be wasteful (docs/decisions/0006-kv-record-layout.md).
-        if record
-            .last_used_at
-            .is_none_or(|t| now.saturating_sub(t) > self.last_used_interval_ms)
-        {
+        if self.last_use_due(&record, now) {
             record.last_used_at = Some(now);
             if self.store(&record).await.is_ok() {
                 // A reused record must not ask for this write again on every request.
@@ -483,6 +488,13 @@ impl<'a> ApiKeys<'a> {
     ///
     /// `digest`: the secret's, compared in constant time; `None` for the parent key of an
     /// agent token, whose own secret was checked instead.
+    /// Whether the key's `last_used_at` is due to be written at `now` (see `authenticate_key`).
+    fn last_use_due(&self, record: &ApiKeyRecord, now: u64) -> bool {
+        record
+            .last_used_at
+            .is_none_or(|t| now.saturating_sub(t) > self.last_used_interval_ms)
+    }
+
     async fn reused(
         &self,
         id: &str,
