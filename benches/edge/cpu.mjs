@@ -19,6 +19,8 @@
 //   scripts/worker.sh build && cargo build -p vultrino-local   (the worker, and the binary that
 //   hashes the test password), then:
 //   unshare -n bash -c 'ip link set lo up && node benches/edge/cpu.mjs'      [N=500]
+//   BUILD=DIR measures another build folder (e.g. a copy of main's, for a before/after in turns);
+//   CHUNKED=1 makes the upstream reply without a Content-Length (decision 0118).
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
