@@ -276,7 +276,18 @@ impl Drop for IncomingBody {
 /// whole here. The core caps it (the API's cap, or the proxy's for `/proxy/`): a declared
 /// `Content-Length` over the cap is refused before anything is read, and a stream is read only
 /// until it passes the cap.
-fn request_body(req: &Request, incoming: &Rc<Incoming>) -> Result<Body> {
+///
+/// Except (`whole_if_small`: the API's routes, not `/proxy/`, whose bodies have deadlines and
+/// may stream upstream) a body that declares at most [`DRAIN_BYTES`]: read in one call
+/// (`arrayBuffer()`, HTTP's framing holding it to its declared length) and handed over whole.
+/// The entry would read that much anyway, whether the core reads it or not ([`Incoming::drain`]);
+/// a stream reader, its reads and its release cost a dozen JS↔wasm crossings and wake-ups per
+/// request (decision 0118). A body that breaks off is the same 400 `invalid_body`.
+async fn request_body(
+    req: &mut Request,
+    incoming: &Rc<Incoming>,
+    whole_if_small: bool,
+) -> Result<Body> {
     let bad = || Error::bad_request("malformed request body").with_code(Code::InvalidBody);
     let declared = req
         .headers()
@@ -287,6 +298,13 @@ fn request_body(req: &Request, incoming: &Rc<Incoming>) -> Result<Body> {
     let Some(stream) = req.inner().body() else {
         return Ok(Body::empty());
     };
+    if whole_if_small && declared.is_some_and(|n| n <= DRAIN_BYTES as u64) {
+        drop(stream);
+        let bytes = req.bytes().await.map_err(|_| {
+            Error::bad_request("the request body could not be read").with_code(Code::InvalidBody)
+        })?;
+        return Ok(Body::full(bytes));
+    }
     *incoming.stream.borrow_mut() = Some(from_js(stream));
     let chunks = IncomingBody(incoming.clone());
     Ok(match declared {
@@ -295,7 +313,11 @@ fn request_body(req: &Request, incoming: &Rc<Incoming>) -> Result<Body> {
     })
 }
 
-fn to_http(req: Request, incoming: &Rc<Incoming>) -> Result<http::Request<Body>> {
+async fn to_http(
+    mut req: Request,
+    incoming: &Rc<Incoming>,
+    whole_if_small: bool,
+) -> Result<http::Request<Body>> {
     let bad = || Error::bad_request("malformed request").with_code(Code::BadRequest);
     let url = req.url().map_err(|_| bad())?;
     // The raw method: worker::Method maps unknown methods to GET, which would change meaning.
@@ -308,7 +330,7 @@ fn to_http(req: Request, incoming: &Rc<Incoming>) -> Result<http::Request<Body>>
         }
         builder = builder.header(name, value);
     }
-    let body = request_body(&req, incoming)?;
+    let body = request_body(&mut req, incoming, whole_if_small).await?;
     let mut out = builder.body(body).map_err(|_| bad())?;
     if let Some(ip) = client_ip {
         out.extensions_mut().insert(ClientIp(ip));
@@ -562,7 +584,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         }),
         ..Incoming::default()
     });
-    let request = match to_http(req, &incoming) {
+    let request = match to_http(req, &incoming, !vultrino_core::proxy::is_proxy_path(&path)).await {
         Ok(r) => r,
         // On the proxy's paths, Vultrino's own errors carry X-Vultrino-Error.
         Err(e) if vultrino_core::proxy::is_proxy_path(&path) => {

@@ -6,7 +6,8 @@
 //! - The whole exchange (headers and body) races a timer; past `timeout_ms` the request is aborted
 //!   through an `AbortController` → `upstream_timeout`.
 //! - The body is streamed and counted; past `max_response_bytes` reading stops →
-//!   `upstream_too_large` (a `Content-Length` over the cap fails before reading). Replies without
+//!   `upstream_too_large` (a `Content-Length` over the cap fails before reading; one within it
+//!   is read in a single `arrayBuffer()` call, its framing bounding it). Replies without
 //!   a body (HEAD, 204, 304) are not measured by their `Content-Length`.
 //! - Encoded bodies are never handed on unlabelled: the runtime decodes `gzip` and `br` bodies
 //!   itself, and only then are `Content-Encoding` and the encoded `Content-Length` dropped; any
@@ -185,12 +186,28 @@ async fn exchange(
     let mut body = Vec::new();
     if !no_body {
         // A decoded body's declared length is the encoded one: only the bytes read count.
-        if let (false, Ok(Some(len))) = (decoded, resp.headers().get("content-length")) {
-            if len.trim().parse::<u64>().is_ok_and(|n| n > cap as u64) {
+        let declared = match (decoded, resp.headers().get("content-length")) {
+            (false, Ok(Some(len))) => len.trim().parse::<u64>().ok(),
+            _ => None,
+        };
+        if declared.is_some_and(|n| n > cap as u64) {
+            return Err(too_large(cap));
+        }
+        if declared.is_some() {
+            // A declared length within the cap: HTTP's framing holds the body to it, so it is
+            // read in one call (`arrayBuffer()`), not chunk by chunk through a stream reader —
+            // a reader, its reads and its release are a dozen JS↔wasm crossings and wake-ups
+            // per exchange (decision 0118). Still bounded by the cap; a body that breaks off
+            // still fails.
+            if let worker::ResponseBody::Stream(stream) = resp.body() {
+                body = crate::streams::whole(stream)
+                    .await
+                    .map_err(|_| body_broke_off())?;
+            }
+            if body.len() > cap {
                 return Err(too_large(cap));
             }
-        }
-        if let Ok(mut stream) = resp.stream() {
+        } else if let Ok(mut stream) = resp.stream() {
             while let Some(chunk) = stream.next().await {
                 // The head has come: a body that breaks off is the upstream's failure, not a
                 // connection that could not be made (as the local server and `/proxy/` say).

@@ -27,6 +27,7 @@ use wasm_streams::readable::IntoStream;
 use worker::js_sys::{self, Uint8Array};
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures;
 use worker::web_sys::{self, ReadableStream};
 
 /// A JS `ReadableStream` of byte chunks as a `Stream` of [`Bytes`]. An error of the JS stream
@@ -72,6 +73,18 @@ impl Stream for JsBytes {
             };
         }
     }
+}
+
+/// The whole of a JS body stream, read in one `arrayBuffer()` call (through a `Response` made
+/// around it), for a body whose size is already bounded: one crossing into JS and one promise,
+/// where a stream reader (worker's `Response::bytes`, `text` and `json` among them) costs a
+/// `getReader`, a `read` per chunk and one more for the end, a `releaseLock` and a wake-up per
+/// read — and the release was, per call, the dearest import of a warm execute (decision 0118).
+/// A stream that errors (a body that breaks off) is an `Err`.
+pub(crate) async fn whole(stream: &ReadableStream) -> Result<Vec<u8>, JsValue> {
+    let resp = web_sys::Response::new_with_opt_readable_stream(Some(stream))?;
+    let buffer = wasm_bindgen_futures::JsFuture::from(resp.array_buffer()?).await?;
+    Ok(Uint8Array::new(&buffer).to_vec())
 }
 
 /// `stream` as a JS `ReadableStream` pulled one chunk at a time (see the module doc). Empty

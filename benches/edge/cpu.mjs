@@ -19,6 +19,8 @@
 //   scripts/worker.sh build && cargo build -p vultrino-local   (the worker, and the binary that
 //   hashes the test password), then:
 //   unshare -n bash -c 'ip link set lo up && node benches/edge/cpu.mjs'      [N=500]
+//   BUILD=DIR measures another build folder (e.g. a copy of main's, for a before/after in turns);
+//   CHUNKED=1 makes the upstream reply without a Content-Length (decision 0118).
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
@@ -32,6 +34,8 @@ const { Miniflare } = await import(pathToFileURL(path.join(cf, "node_modules/min
 const { workerOptions } = await import(pathToFileURL(path.join(cf, "test/harness.mjs")));
 
 const N = Number(process.env.N || 500);
+// The build to measure (a folder under backend-cloudflare, or an absolute path): BUILD=...
+const BUILD = path.resolve(cf, process.env.BUILD || "build");
 const PASSWORD = "correct horse battery staple";
 const SECRET = "sk-edge-cpu-Qx81";
 
@@ -39,8 +43,13 @@ const SECRET = "sk-edge-cpu-Qx81";
 const upstream = http.createServer((req, res) => {
   req.resume();
   req.on("end", () => {
-    res.writeHead(200, { "content-type": "application/json" });
-    res.end('{"ok":true,"items":[1,2,3]}');
+    // CHUNKED=1: no Content-Length (the reply is then read through a stream reader).
+    const body = '{"ok":true,"items":[1,2,3]}';
+    res.writeHead(200, {
+      "content-type": "application/json",
+      ...(process.env.CHUNKED ? {} : { "content-length": Buffer.byteLength(body) }),
+    });
+    res.end(body);
   });
 });
 await new Promise((r) => upstream.listen(0, "127.0.0.1", r));
@@ -60,6 +69,8 @@ const options = workerOptions("build", {
   ALLOW_LOOPBACK_UPSTREAMS: "true",
   LOGIN_MAX_ATTEMPTS: "1000",
 });
+options.workers[0].scriptPath = path.join(BUILD, "index.js");
+options.workers[0].modulesRoot = BUILD;
 const mf = new Miniflare(options);
 let base = (await mf.ready).origin;
 
@@ -171,7 +182,7 @@ for (const [name, run] of Object.entries(routes)) {
 // every wait excluded. The copy answers GET /__edge_cpu with the counter; nothing else changes.
 const copy = fs.mkdtempSync(path.join(os.tmpdir(), "edge-cpu-"));
 process.on("exit", () => fs.rmSync(copy, { recursive: true, force: true }));
-fs.cpSync(path.join(cf, "build"), copy, { recursive: true });
+fs.cpSync(BUILD, copy, { recursive: true });
 let glue = fs.readFileSync(path.join(copy, "index.js"), "utf8");
 const wrapAt = /(\w+)=(\w+)\.exports;\1\.__wbindgen_start\(\);/;
 const entryAt = /(\w+)\.prototype\.fetch=function\((\w+)\)\{return (\w+)\.call\(this,\2,this\.env,this\.ctx\)\}/;
