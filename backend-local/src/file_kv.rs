@@ -602,6 +602,13 @@ impl FileKv {
         }
     }
 
+    /// Entries in the memory index (live ones, and expired ones not yet read), for the tests
+    /// that check it follows the live records under churn (docs/decisions/0119).
+    #[doc(hidden)]
+    pub fn index_len(&self) -> usize {
+        self.inner.mem.len()
+    }
+
     /// The directory this store lives in.
     pub fn dir(&self) -> &Path {
         &self.inner.dir

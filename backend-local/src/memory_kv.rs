@@ -380,6 +380,18 @@ impl MemoryKv {
         Vec::new()
     }
 
+    /// Entries held (expired ones not yet read included).
+    #[doc(hidden)]
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether nothing is held.
+    #[doc(hidden)]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Whether `key` is in the index (live or not yet swept).
     pub(crate) fn contains(&self, key: &str) -> bool {
         self.read().contains_key(key)

@@ -126,6 +126,31 @@ impl MemorySessions {
     }
 }
 
+/// Entries held by each map of a [`MemorySessions`], dead ones not yet swept included
+/// ([`MemorySessions::sizes`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionSizes {
+    pub sessions: usize,
+    pub counters: usize,
+    pub markers: usize,
+    pub approvals: usize,
+}
+
+impl MemorySessions {
+    /// How many entries each map holds now, for the tests that check they stay bounded under
+    /// churn (docs/decisions/0119). Sizes only: ids and records name nobody here.
+    #[doc(hidden)]
+    pub fn sizes(&self) -> SessionSizes {
+        SessionSizes {
+            sessions: lock(&self.sessions).map.len(),
+            counters: lock(&self.counters).map.len(),
+            markers: lock(&self.markers).map.len(),
+            approvals: lock(&self.approvals).len(),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl SessionStore for MemorySessions {
     async fn create_session(&self, id: &str, record: SessionRecord) -> Result<()> {

@@ -344,6 +344,24 @@ const WEAK_PASSWORD_HASH_PROBLEM: &str =
 /// Longest KV settle time accepted ([`Config::kv_settle_ms`]).
 pub const MAX_KV_SETTLE_MS: u64 = 3_600_000;
 
+/// Entries held by each in-memory cache and counter map of an [`App`] ([`App::cache_sizes`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheSizes {
+    /// Decrypted credentials (at most 1024, idle ones dropped after 5 minutes).
+    pub opened_credentials: usize,
+    /// API keys verified before (at most 4096).
+    pub verified_keys: usize,
+    /// Scrubbers by secret set (at most 1024).
+    pub scrubbers: usize,
+    /// Keys with `/proxy/` exchanges in flight.
+    pub proxy_keys: usize,
+    /// Keys with requests held by `Prefer: wait=N`.
+    pub approval_waiter_keys: usize,
+    /// Refusal series the metrics remember (at most 4096).
+    pub metric_series: usize,
+}
+
 /// The application. Cheap to share (`Arc<App>`).
 pub struct App {
     config: Config,
@@ -692,6 +710,21 @@ impl App {
     /// The sync export: keyring parameters and ciphertext records (admin only).
     pub async fn export(&self, who: &Principal) -> Result<Export> {
         sync::export(&*self.ports.kv, who).await
+    }
+
+    /// How many entries each of this instance's in-memory caches and counter maps holds now,
+    /// for the tests that check they stay bounded under churn (docs/decisions/0119). Sizes
+    /// only: nothing secret.
+    #[doc(hidden)]
+    pub fn cache_sizes(&self) -> CacheSizes {
+        CacheSizes {
+            opened_credentials: self.opened.len(),
+            verified_keys: self.verified_keys.len(),
+            scrubbers: self.scrubbers.len(),
+            proxy_keys: self.proxy_caps.keys_len(),
+            approval_waiter_keys: self.approval_waiters.keys_len(),
+            metric_series: self.metrics.as_ref().map_or(0, |m| m.series_len()),
+        }
     }
 
     /// Aliases whose decrypted credentials this instance keeps in memory, sorted. For tests that

@@ -83,6 +83,14 @@ impl Metrics {
         Arc::new(Metrics::default())
     }
 
+    /// Refusal series remembered.
+    pub fn series_len(&self) -> usize {
+        self.series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
     /// Count one reply to a request for `path`.
     pub fn observe_request(&self, path: &str, status: u16) {
         self.observe_class(route_class(path), status);

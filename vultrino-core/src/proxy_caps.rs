@@ -64,6 +64,14 @@ impl ProxyCaps {
         })
     }
 
+    /// Keys with a slot taken (an entry each).
+    pub(crate) fn keys_len(&self) -> usize {
+        self.per_key
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// Exchanges in flight (all keys).
     #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {

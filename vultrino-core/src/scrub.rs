@@ -618,6 +618,16 @@ impl ScrubberCache {
     /// Most distinct secret sets kept.
     const MAX_CACHED: usize = 1024;
 
+    /// Scrubbers held.
+    pub fn len(&self) -> usize {
+        self.0.lock().map_or(0, |c| c.len())
+    }
+
+    /// Whether no scrubber is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The scrubber for these secrets, from the cache when the same secrets were seen before.
     /// `keys` gives the MAC that names a set of secrets without keeping them.
     pub fn get(&self, keys: &crate::crypto::Keys, secrets: &[&[u8]]) -> std::sync::Arc<Scrubber> {

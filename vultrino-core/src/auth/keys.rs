@@ -166,6 +166,11 @@ struct Verified {
 }
 
 impl VerifiedKeys {
+    /// Keys remembered.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
     /// Every critical section is one map call, so a poisoned lock is used as is.
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Verified>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)

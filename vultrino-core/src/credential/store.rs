@@ -81,6 +81,11 @@ struct Opened {
 }
 
 impl OpenedCache {
+    /// Entries held (idle ones included until the next sweep).
+    pub(crate) fn len(&self) -> usize {
+        self.lock().by_alias.len()
+    }
+
     /// A panic while the map was locked cannot leave it half-updated (every critical section is
     /// one map call), so a poisoned lock is used as is: above all, removals must still happen.
     fn lock(&self) -> MutexGuard<'_, Opened> {
