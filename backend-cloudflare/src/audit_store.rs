@@ -152,14 +152,14 @@ impl DurableObject for AuditDO {
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
         match req.path().as_str() {
             "/append" => {
-                let Ok(run) = req.json::<Append>().await else {
+                let Some(run) = crate::streams::json_request::<Append>(&mut req).await else {
                     return Response::error("malformed audit append", 400);
                 };
                 let rows = self.append(run)?;
                 Response::from_json(&serde_json::json!({"ok": true, "rows_written": rows}))
             }
             "/query" => {
-                let Ok(q) = req.json::<Query>().await else {
+                let Some(q) = crate::streams::json_request::<Query>(&mut req).await else {
                     return Response::error("malformed audit query", 400);
                 };
                 Response::from_json(&self.query(q)?)
@@ -217,14 +217,14 @@ impl DoAuditStore {
         let mut init = RequestInit::new();
         init.with_method(Method::Post).with_body(Some(body.into()));
         let req = Request::new_with_init(&format!("https://audit-do{path}"), &init)?;
-        let mut resp = stub.fetch_with_request(req).await?;
+        let resp = stub.fetch_with_request(req).await?;
         if resp.status_code() != 200 {
             return Err(worker::Error::RustError(format!(
                 "audit object answered {}",
                 resp.status_code()
             )));
         }
-        resp.json::<R>().await
+        crate::streams::json_reply::<R>(&resp).await
     }
 }
 

@@ -96,7 +96,7 @@ impl SessionDO {
 
     /// One approval operation on the book (see the module doc).
     async fn approval(&self, mut req: Request) -> worker::Result<Response> {
-        let Ok(op) = req.json::<approval_rules::Op>().await else {
+        let Some(op) = crate::streams::json_request::<approval_rules::Op>(&mut req).await else {
             return Response::error("malformed approval operation", 400);
         };
         self.load_book().await?;
@@ -148,7 +148,7 @@ impl DurableObject for SessionDO {
         if req.path() == APPROVAL_PATH {
             return self.approval(req).await;
         }
-        let Ok(op) = req.json::<Op>().await else {
+        let Some(op) = crate::streams::json_request::<Op>(&mut req).await else {
             return Response::error("malformed session operation", 400);
         };
         self.load().await?;
@@ -262,7 +262,7 @@ impl DoSessions {
         let mut init = RequestInit::new();
         init.with_method(Method::Post).with_body(Some(body.into()));
         let req = Request::new_with_init(&format!("https://session-do{path}"), &init)?;
-        let mut resp = stub.fetch_with_request(req).await?;
+        let resp = stub.fetch_with_request(req).await?;
         if resp.status_code() != 200 {
             return Err(worker::Error::RustError(format!(
                 "session object answered {}",
@@ -276,7 +276,7 @@ impl DoSessions {
                 n.parse().unwrap_or(0),
             );
         }
-        resp.json::<R>().await
+        crate::streams::json_reply::<R>(&resp).await
     }
 
     async fn session(&self, id: &str, op: Op) -> Result<Option<SessionRecord>> {

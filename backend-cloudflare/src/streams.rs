@@ -87,6 +87,30 @@ pub(crate) async fn whole(stream: &ReadableStream) -> Result<Vec<u8>, JsValue> {
     Ok(Uint8Array::new(&buffer).to_vec())
 }
 
+/// A Durable Object's JSON reply, read in one `arrayBuffer()` call and parsed by serde_json:
+/// workers-rs's `Response::json` reads through a stream reader (a crossing per chunk and for
+/// the lock), the dearest glue of a warm execute (decision 0118).
+pub(crate) async fn json_reply<R: serde::de::DeserializeOwned>(
+    resp: &worker::Response,
+) -> worker::Result<R> {
+    let bytes = match resp.body() {
+        worker::ResponseBody::Stream(stream) => whole(stream)
+            .await
+            .map_err(|_| worker::Error::RustError("unreadable object reply".into()))?,
+        worker::ResponseBody::Body(bytes) => bytes.clone(),
+        worker::ResponseBody::Empty => Vec::new(),
+    };
+    serde_json::from_slice(&bytes).map_err(worker::Error::from)
+}
+
+/// A JSON request to a Durable Object, read as one string and parsed by serde_json (not
+/// `Request::json`, which converts the parsed JS object field by field across the boundary).
+pub(crate) async fn json_request<R: serde::de::DeserializeOwned>(
+    req: &mut worker::Request,
+) -> Option<R> {
+    serde_json::from_str(&req.text().await.ok()?).ok()
+}
+
 /// `stream` as a JS `ReadableStream` pulled one chunk at a time (see the module doc). Empty
 /// chunks are skipped; an `Err` item errors the JS stream (a response body then ends abruptly,
 /// an upload makes its `fetch` fail).
