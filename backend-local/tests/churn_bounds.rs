@@ -101,18 +101,7 @@ impl Env {
         bearer: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut b = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", format!("Bearer {bearer}"));
-        if body.is_some() {
-            b = b.header("content-type", "application/json");
-        }
-        let body = body.map_or_else(Bytes::new, |v| Bytes::from(v.to_string()));
-        let r = self.app.handle(b.body(body).expect("a request")).await;
-        let status = r.status().as_u16();
-        let v = serde_json::from_slice(r.body()).unwrap_or(Value::Null);
-        (status, v)
+        memory_app::call(&self.app, method, path, bearer, body).await
     }
 
     async fn create_credential(&self, alias: &str) {

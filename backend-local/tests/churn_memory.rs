@@ -11,10 +11,9 @@ mod memory_app;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use memory_app::{operator, CountingFetch};
-use serde_json::{json, Value};
-use vultrino_core::app::{App, Config};
+use memory_app::{call, operator, CountingFetch};
+use serde_json::json;
+use vultrino_core::app::Config;
 use vultrino_core::auth::NewKey;
 use vultrino_core::ports::ManualClock;
 use vultrino_local::file_kv::FileKv;
@@ -31,29 +30,6 @@ fn live() -> isize {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("a VmRSS line");
     kib * 1024
-}
-
-async fn call(
-    app: &App,
-    method: &str,
-    path: &str,
-    bearer: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut b = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {bearer}"));
-    if body.is_some() {
-        b = b.header("content-type", "application/json");
-    }
-    let body = body.map_or_else(Bytes::new, |v| Bytes::from(v.to_string()));
-    let r = app.handle(b.body(body).expect("a request")).await;
-    let status = r.status().as_u16();
-    (
-        status,
-        serde_json::from_slice(r.body()).unwrap_or(Value::Null),
-    )
 }
 
 const N: isize = 10_000;

@@ -11,9 +11,8 @@ mod memory_app;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use memory_app::{operator, CountingFetch};
-use serde_json::{json, Value};
+use memory_app::{call, operator, CountingFetch};
+use serde_json::json;
 use vultrino_core::app::{App, Config};
 use vultrino_core::ports::{KvStore, ManualClock, PutOptions};
 use vultrino_core::sync::live::{remember_import, LiveSync};
@@ -78,28 +77,6 @@ async fn export(f: &Fixture) -> Export {
     vultrino_core::sync::export(&*f.kv, &operator())
         .await
         .unwrap()
-}
-
-async fn call(
-    app: &App,
-    method: &str,
-    path: &str,
-    bearer: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let r = app
-        .handle(
-            http::Request::builder()
-                .method(method)
-                .uri(path)
-                .header("authorization", format!("Bearer {bearer}"))
-                .header("content-type", "application/json")
-                .body(body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string())))
-                .unwrap(),
-        )
-        .await;
-    let v = serde_json::from_slice(r.body()).unwrap_or(Value::Null);
-    (r.status().as_u16(), v)
 }
 
 async fn works(f: &Fixture) -> u16 {

@@ -12,10 +12,9 @@ use std::sync::Arc;
 mod memory_app;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use memory_app::{operator, CountingFetch};
-use serde_json::{json, Value};
-use vultrino_core::app::{App, Config};
+use memory_app::{call, operator, CountingFetch};
+use serde_json::json;
+use vultrino_core::app::Config;
 use vultrino_core::ports::{Hit, ManualClock, SessionRecord, SessionStore};
 use vultrino_core::{Error, Result};
 use vultrino_local::memory_kv::MemoryKv;
@@ -54,28 +53,6 @@ impl SessionStore for Flaky {
     async fn is_marked(&self, key: &str, now_ms: u64) -> Result<bool> {
         self.inner.is_marked(key, now_ms).await
     }
-}
-
-async fn call(
-    app: &App,
-    method: &str,
-    path: &str,
-    bearer: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let r = app
-        .handle(
-            http::Request::builder()
-                .method(method)
-                .uri(path)
-                .header("authorization", format!("Bearer {bearer}"))
-                .header("content-type", "application/json")
-                .body(body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string())))
-                .unwrap(),
-        )
-        .await;
-    let v = serde_json::from_slice(r.body()).unwrap_or(Value::Null);
-    (r.status().as_u16(), v)
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde_json::Value;
 use vultrino_core::app::{App, Config, Ports};
 use vultrino_core::auth::Principal;
 use vultrino_core::crypto::MasterSecret;
@@ -73,4 +74,29 @@ pub async fn open(config: Config, ports: Ports) -> App {
     App::open(config, ports, &master)
         .await
         .expect("the app opens over fresh stores")
+}
+
+/// One request through `App::handle` with a bearer token and an optional JSON body: the status
+/// and the JSON reply (`null` when the reply is not JSON).
+pub async fn call(
+    app: &App,
+    method: &str,
+    path: &str,
+    bearer: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut b = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {bearer}"));
+    if body.is_some() {
+        b = b.header("content-type", "application/json");
+    }
+    let body = body.map_or_else(Bytes::new, |v| Bytes::from(v.to_string()));
+    let r = app.handle(b.body(body).expect("a request")).await;
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(r.body()).unwrap_or(Value::Null),
+    )
 }
