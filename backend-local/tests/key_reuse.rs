@@ -16,10 +16,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod memory_app;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use memory_app::operator as admin;
 use vultrino_core::app::{App, Config, Ports};
 use vultrino_core::auth::{NewKey, NewRole, Permission, Principal};
 use vultrino_core::crypto::MasterSecret;
@@ -113,15 +116,6 @@ async fn isolates_with(reuse_secs: u64, last_used_interval_secs: u64) -> Isolate
     let x = App::open(config(), ports(), &master).await.unwrap();
     let y = App::open(config(), ports(), &master).await.unwrap();
     Isolates { x, y, kv, clock }
-}
-
-fn admin() -> Principal {
-    Principal::Admin {
-        subject: "t".into(),
-        session_id: String::new(),
-        via_cookie: false,
-        access: None,
-    }
 }
 
 fn refused(r: Result<Principal>, code: Code) {
