@@ -75,7 +75,7 @@ impl Incoming {
     /// The head of a chunked reply.
     async fn start_chunked(&mut self, content_type: &str) -> std::io::Result<()> {
         let head = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\n\r\n"
+            "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
         );
         self.write(head.as_bytes()).await
     }
@@ -131,8 +131,10 @@ impl Incoming {
 
 type Handler = Arc<dyn Fn(Incoming) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-/// Serve every connection on 127.0.0.1:0 with `handler` (one request per connection); returns
-/// the base URL.
+/// Serve every connection on 127.0.0.1:0 with `handler` (one request per connection, so every
+/// reply says `connection: close`: workerd pools upstream connections, and a connection closed
+/// without saying so could carry the worker's next request — a 502 `upstream_connect` that is
+/// this upstream's fault); returns the base URL.
 async fn upstream(handler: Handler) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -312,7 +314,7 @@ async fn a_128_mib_streamed_reply_arrives_whole_with_the_workers_memory_bounded(
             if req.path != "/big" {
                 // The warm-up: a small reply.
                 let _ = req
-                    .write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
                     .await;
                 return;
             }
@@ -496,7 +498,7 @@ async fn upload_upstream(
                     });
                     let body = bytes.to_string();
                     let reply = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                         body.len()
                     );
                     let _ = req.write(reply.as_bytes()).await;
@@ -718,7 +720,7 @@ async fn a_request_refused_before_its_body_was_read_leaves_the_connection_usable
     let base = upstream(Arc::new(|mut req: Incoming| {
         Box::pin(async move {
             let _ = req
-                .write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
                 .await;
         })
     }))
