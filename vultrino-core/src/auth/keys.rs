@@ -524,13 +524,20 @@ impl<'a> ApiKeys<'a> {
             }
             (v.record.clone(), v.role.clone(), v.role_stored.clone())
         };
-        if let Some(role_stored) = role_stored {
-            let now = self.ports.kv.get(&roles::role_key(&record.role)).await?;
-            if now.as_ref() != Some(&role_stored) {
-                return Ok(None);
-            }
-        }
-        Ok(Some((record, role)))
+        Ok(self
+            .role_unchanged(&record.role, role_stored)
+            .await?
+            .then_some((record, role)))
+    }
+
+    /// Whether a remembered key's custom role record (`role_stored`; `None` for a built-in
+    /// role) is still the one in the store: an edited or deleted role is seen at once.
+    async fn role_unchanged(&self, role: &str, role_stored: Option<Bytes>) -> Result<bool> {
+        let Some(role_stored) = role_stored else {
+            return Ok(true);
+        };
+        let current = self.ports.kv.get(&roles::role_key(role)).await?;
+        Ok(current.as_ref() == Some(&role_stored))
     }
 
     /// Key `id`'s `last_used_at` was written as `at`: the cached record says so too.
@@ -566,13 +573,10 @@ impl<'a> ApiKeys<'a> {
             v.read_at_ms = now;
             (v.record.clone(), v.role.clone(), v.role_stored.clone())
         };
-        if let Some(role_stored) = role_stored {
-            let now = self.ports.kv.get(&roles::role_key(&record.role)).await?;
-            if now.as_ref() != Some(&role_stored) {
-                return Ok(None);
-            }
-        }
-        Ok(Some((record, role)))
+        Ok(self
+            .role_unchanged(&record.role, role_stored)
+            .await?
+            .then_some((record, role)))
     }
 
     fn remember(
