@@ -13,7 +13,9 @@ pub struct WorkersClock {
 
 impl Clock for WorkersClock {
     fn now_ms(&self) -> u64 {
-        let now = worker::Date::now().as_millis();
+        // `Date.now()` in one crossing (workers-rs's `Date::now` makes a `Date` object and reads
+        // it: two). A clock before 1970 or past 2^53 ms reads as 0 or saturates: never expected.
+        let now = worker::js_sys::Date::now() as u64;
         self.last.fetch_max(now, Ordering::SeqCst).max(now)
     }
 }

@@ -31,15 +31,17 @@ use vultrino_core::auth::ClientIp;
 use vultrino_core::body::{Body, BodyStream};
 use vultrino_core::error::{Code, Error, Result};
 use vultrino_core::ports::{Background, BackgroundTask};
+use worker::js_sys::Uint8Array;
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::future_to_promise;
-use worker::web_sys::AbortSignal;
-use worker::{event, Context, Env, Headers, Request, Response, ResponseBuilder};
+use worker::web_sys::{self, AbortSignal};
+use worker::{event, Context, Env};
 
 use crate::audit_store::DoAuditStore;
 use crate::clock::WorkersClock;
 use crate::fetch::WorkersFetcher;
+use crate::headers;
 use crate::kv::WorkersKv;
 use crate::sessions::DoSessions;
 use crate::settings::{self, CLIENT_IP_HEADER};
@@ -284,26 +286,28 @@ impl Drop for IncomingBody {
 /// a stream reader, its reads and its release cost a dozen JS↔wasm crossings and wake-ups per
 /// request (decision 0118). A body that breaks off is the same 400 `invalid_body`.
 async fn request_body(
-    req: &mut Request,
+    req: &web_sys::Request,
+    content_length: Option<&str>,
     incoming: &Rc<Incoming>,
     whole_if_small: bool,
 ) -> Result<Body> {
     let bad = || Error::bad_request("malformed request body").with_code(Code::InvalidBody);
-    let declared = req
-        .headers()
-        .get("content-length")
-        .map_err(|_| bad())?
+    let declared = content_length
         .map(|v| v.trim().parse::<u64>().map_err(|_| bad()))
         .transpose()?;
-    let Some(stream) = req.inner().body() else {
+    let Some(stream) = req.body() else {
         return Ok(Body::empty());
     };
     if whole_if_small && declared.is_some_and(|n| n <= DRAIN_BYTES as u64) {
         drop(stream);
-        let bytes = req.bytes().await.map_err(|_| {
+        let unreadable = || {
             Error::bad_request("the request body could not be read").with_code(Code::InvalidBody)
-        })?;
-        return Ok(Body::full(bytes));
+        };
+        let promise = req.array_buffer().map_err(|_| unreadable())?;
+        let buffer = worker::wasm_bindgen_futures::JsFuture::from(promise)
+            .await
+            .map_err(|_| unreadable())?;
+        return Ok(Body::full(Uint8Array::new(&buffer).to_vec()));
     }
     *incoming.stream.borrow_mut() = Some(from_js(stream));
     let chunks = IncomingBody(incoming.clone());
@@ -313,24 +317,28 @@ async fn request_body(
     })
 }
 
+/// The request as the core's. Its URL is the runtime's serialisation (WHATWG), taken as it is.
+/// The headers are read in one crossing ([`headers::pairs`]).
 async fn to_http(
-    mut req: Request,
+    req: web_sys::Request,
+    url: &str,
     incoming: &Rc<Incoming>,
     whole_if_small: bool,
 ) -> Result<http::Request<Body>> {
     let bad = || Error::bad_request("malformed request").with_code(Code::BadRequest);
-    let url = req.url().map_err(|_| bad())?;
     // The raw method: worker::Method maps unknown methods to GET, which would change meaning.
-    let method = http::Method::from_bytes(req.inner().method().as_bytes()).map_err(|_| bad())?;
-    let mut builder = http::Request::builder().method(method).uri(url.as_str());
+    let method = http::Method::from_bytes(req.method().as_bytes()).map_err(|_| bad())?;
+    let mut builder = http::Request::builder().method(method).uri(url);
     let mut client_ip = None;
-    for (name, value) in req.headers().entries() {
+    let pairs = headers::pairs(&req.headers());
+    for (name, value) in &pairs {
         if name.eq_ignore_ascii_case(CLIENT_IP_HEADER) {
             client_ip = value.trim().parse::<IpAddr>().ok();
         }
-        builder = builder.header(name, value);
+        builder = builder.header(name.as_str(), value.as_str());
     }
-    let body = request_body(&mut req, incoming, whole_if_small).await?;
+    let content_length = headers::find(&pairs, "content-length");
+    let body = request_body(&req, content_length, incoming, whole_if_small).await?;
     let mut out = builder.body(body).map_err(|_| bad())?;
     if let Some(ip) = client_ip {
         out.extensions_mut().insert(ClientIp(ip));
@@ -498,14 +506,18 @@ impl Drop for ClientGone {
     }
 }
 
-fn headers_of(parts: &http::response::Parts) -> worker::Result<Headers> {
-    let headers = Headers::new();
-    for (name, value) in &parts.headers {
-        if let Ok(v) = value.to_str() {
-            headers.append(name.as_str(), v)?;
-        }
-    }
-    Ok(headers)
+/// The reply's headers as the runtime's, in one crossing ([`headers::to_js`]); a value that is
+/// not visible ASCII is left out, as before.
+fn response_init(parts: &http::response::Parts) -> worker::Result<web_sys::ResponseInit> {
+    let list = parts
+        .headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)));
+    let init = web_sys::ResponseInit::new();
+    init.set_status(parts.status.as_u16());
+    let headers = headers::to_js(list)?;
+    init.set_headers(&headers);
+    Ok(init)
 }
 
 /// The core's reply as the runtime's: a whole body as bytes; a stream as a JS stream that the
@@ -515,7 +527,7 @@ fn to_worker_streaming(
     resp: http::Response<Body>,
     background: &WaitUntil,
     signal: AbortSignal,
-) -> worker::Result<Response> {
+) -> worker::Result<web_sys::Response> {
     let (parts, body) = resp.into_parts();
     if let Some(bytes) = body.as_full() {
         return to_worker(http::Response::from_parts(parts, bytes.clone()));
@@ -527,19 +539,35 @@ fn to_worker_streaming(
         // end beside the reply so that whatever it still does (its audit event) runs.
         let mut stream = body.into_stream();
         background.run(async move { while stream.next().await.is_some() {} });
-        return Ok(Response::empty()?
-            .with_status(parts.status.as_u16())
-            .with_headers(headers_of(&parts)?));
+        return Ok(web_sys::Response::new_with_opt_str_and_init(
+            None,
+            &response_init(&parts)?,
+        )?);
     }
     let (done, finished) = oneshot::channel::<()>();
     background.run(async move {
         let _ = finished.await;
     });
     let stream = to_js(ToClient::new(body.into_stream(), signal, done));
-    Ok(ResponseBuilder::new()
-        .with_status(parts.status.as_u16())
-        .with_headers(headers_of(&parts)?)
-        .stream(stream))
+    Ok(web_sys::Response::new_with_opt_readable_stream_and_init(
+        Some(&stream),
+        &response_init(&parts)?,
+    )?)
+}
+
+/// The path of a URL as the runtime serialises it (WHATWG): from the first `/` after the host
+/// to the query or fragment, as workers-rs's `Request::path` takes it.
+fn path_of(url: &str) -> &str {
+    let Some(host_start) = url.find("://").map(|i| i + 3) else {
+        return url;
+    };
+    match url[host_start..].find('/') {
+        Some(i) => {
+            let path = &url[host_start + i..];
+            &path[..path.find(['?', '#']).unwrap_or(path.len())]
+        }
+        None => "/",
+    }
 }
 
 /// The statuses whose `Response` cannot have a body (the Fetch standard's "null body status").
@@ -547,23 +575,31 @@ fn null_body_status(status: http::StatusCode) -> bool {
     matches!(status.as_u16(), 101 | 103 | 204 | 205 | 304)
 }
 
-pub(crate) fn to_worker(resp: http::Response<Bytes>) -> worker::Result<Response> {
+/// A whole reply as the runtime's `Response`, in one crossing: the constructor copies the body
+/// from the wasm's memory (a slice argument is a view of it for the call's duration).
+pub(crate) fn to_worker(resp: http::Response<Bytes>) -> worker::Result<web_sys::Response> {
     let (parts, body) = resp.into_parts();
-    let headers = headers_of(&parts)?;
-    let status = parts.status.as_u16();
-    let resp = if body.is_empty() {
-        Response::empty()?
+    let init = response_init(&parts)?;
+    Ok(if body.is_empty() {
+        web_sys::Response::new_with_opt_str_and_init(None, &init)?
     } else {
-        Response::from_bytes(body.to_vec())?
-    };
-    Ok(resp.with_status(status).with_headers(headers))
+        let mut bytes = body.to_vec();
+        web_sys::Response::new_with_opt_u8_array_and_init(Some(&mut bytes), &init)?
+    })
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+/// The runtime's request as it comes (`web_sys::Request`, not workers-rs's `Request`, whose
+/// conversion reads `request.cf` — an object the runtime builds on each read, never used here —
+/// and the method, URL and headers once more), and the runtime's `Response` back (decision 0120).
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+    let url = req.url();
+    let path = path_of(&url);
     #[cfg(feature = "testkit")]
-    if req.path().starts_with("/__testkit/") {
-        return crate::testkit_route::handle(req, &env).await;
+    if path.starts_with("/__testkit/") {
+        return crate::testkit_route::handle(req.into(), &env)
+            .await
+            .map(web_sys::Response::from);
     }
     let app = match app(&env).await {
         Ok(app) => app,
@@ -572,10 +608,9 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             return to_worker(error_response(&e));
         }
     };
-    let signal = req.inner().signal();
-    let path = req.path();
+    let signal = req.signal();
     let incoming = Rc::new(Incoming {
-        deadline: vultrino_core::proxy::is_proxy_path(&path).then(|| {
+        deadline: vultrino_core::proxy::is_proxy_path(path).then(|| {
             let config = app.config();
             BodyDeadline::new(
                 config.stream_idle_timeout_ms,
@@ -584,10 +619,17 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         }),
         ..Incoming::default()
     });
-    let request = match to_http(req, &incoming, !vultrino_core::proxy::is_proxy_path(&path)).await {
+    let request = match to_http(
+        req,
+        &url,
+        &incoming,
+        !vultrino_core::proxy::is_proxy_path(path),
+    )
+    .await
+    {
         Ok(r) => r,
         // On the proxy's paths, Vultrino's own errors carry X-Vultrino-Error.
-        Err(e) if vultrino_core::proxy::is_proxy_path(&path) => {
+        Err(e) if vultrino_core::proxy::is_proxy_path(path) => {
             let (parts, body) = vultrino_core::proxy::refusal(&e).into_parts();
             let body = body.as_full().cloned().unwrap_or_default();
             return to_worker(http::Response::from_parts(parts, body));
@@ -612,7 +654,8 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             // context) and cancels the upstream fetch. Nobody reads what is returned.
             drop(serving);
             drop(answered);
-            return Response::error("the client went away", 400);
+            return worker::Response::error("the client went away", 400)
+                .map(web_sys::Response::from);
         }
     };
     drop(answered);

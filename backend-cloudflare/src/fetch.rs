@@ -26,10 +26,11 @@ use futures::StreamExt;
 use vultrino_core::body::Body;
 use vultrino_core::error::{Code, Error, ErrorKind, Result};
 use vultrino_core::ports::{FetchOptions, Fetcher, StreamOptions};
-use worker::{
-    js_sys, AbortController, AbortSignal, Delay, Fetch, Headers, Method, Request, RequestInit,
-    RequestRedirect,
-};
+use worker::wasm_bindgen::JsCast;
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{js_sys, web_sys, Delay};
+
+use crate::headers;
 
 /// Outbound HTTP through the Workers runtime.
 #[derive(Default)]
@@ -53,15 +54,17 @@ const SKIPPED: [&str; 5] = [
 /// fails; listing one it does not decode would hand the core unlabelled encoded bytes.
 const DECODED_BY_RUNTIME: [&str; 2] = ["gzip", "br"];
 
-fn method(m: &http::Method) -> Result<Method> {
+/// The methods [`Fetcher::fetch`] sends (those workers-rs's `Method` named, which it was
+/// built on).
+fn method(m: &http::Method) -> Result<&'static str> {
     Ok(match *m {
-        http::Method::GET => Method::Get,
-        http::Method::HEAD => Method::Head,
-        http::Method::POST => Method::Post,
-        http::Method::PUT => Method::Put,
-        http::Method::PATCH => Method::Patch,
-        http::Method::DELETE => Method::Delete,
-        http::Method::OPTIONS => Method::Options,
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::OPTIONS => "OPTIONS",
         _ => {
             return Err(Error::bad_request(format!(
                 "method {m} is not supported on Cloudflare Workers"
@@ -93,9 +96,11 @@ fn too_large(cap: usize) -> Error {
     .with_code(Code::UpstreamTooLarge)
 }
 
-/// The request's headers as the runtime sends them (see [`SKIPPED`]).
-fn outbound_headers(headers: &http::HeaderMap) -> Result<Headers> {
-    let out = Headers::new();
+/// The request's headers as the runtime sends them (see [`SKIPPED`]), made in one crossing
+/// ([`headers::to_js`]); if the runtime refuses the list, header by header to name the one it
+/// refuses.
+fn outbound_headers(headers: &http::HeaderMap) -> Result<web_sys::Headers> {
+    let mut list = Vec::with_capacity(headers.len());
     for (name, value) in headers {
         if SKIPPED.contains(&name.as_str()) {
             continue;
@@ -103,7 +108,15 @@ fn outbound_headers(headers: &http::HeaderMap) -> Result<Headers> {
         let value = value.to_str().map_err(|_| {
             Error::bad_request("header values must be visible ASCII").with_code(Code::InvalidHeader)
         })?;
-        out.append(name.as_str(), value).map_err(|_| {
+        list.push((name.as_str(), value));
+    }
+    if let Ok(out) = headers::to_js(list.iter().copied()) {
+        return Ok(out);
+    }
+    let refused = || Error::bad_request("header list").with_code(Code::InvalidHeader);
+    let out = web_sys::Headers::new().map_err(|_| refused())?;
+    for (name, value) in list {
+        out.append(name, value).map_err(|_| {
             Error::bad_request(format!("header '{name}' cannot be sent from Workers"))
                 .with_code(Code::InvalidHeader)
         })?;
@@ -111,19 +124,24 @@ fn outbound_headers(headers: &http::HeaderMap) -> Result<Headers> {
     Ok(out)
 }
 
-/// The status and headers of `resp`, and whether the runtime decoded its body.
+/// The status and headers of `resp`, and the declared `Content-Length` of its body unless the
+/// runtime decoded it (the headers are read once, in one crossing: [`headers::pairs`]).
 ///
 /// A body the runtime decoded is read as plain bytes: its `Content-Encoding` and
 /// `Content-Length` describe the encoded bytes and would mislabel them (the core would refuse a
 /// body it can scrub), so both are dropped. Any other coding keeps its header and its bytes, so
 /// the core sees the encoding and refuses what it cannot scrub.
-fn response_head(resp: &worker::Response) -> (http::response::Builder, bool) {
-    let decoded = matches!(
-        resp.headers().get("content-encoding"),
-        Ok(Some(v)) if DECODED_BY_RUNTIME.contains(&v.as_str())
-    );
-    let mut out = http::Response::builder().status(resp.status_code());
-    for (name, value) in resp.headers().entries() {
+fn response_head(resp: &web_sys::Response) -> (http::response::Builder, Option<String>) {
+    let pairs = headers::pairs(&resp.headers());
+    let decoded =
+        headers::find(&pairs, "content-encoding").is_some_and(|v| DECODED_BY_RUNTIME.contains(&v));
+    let declared = if decoded {
+        None
+    } else {
+        headers::find(&pairs, "content-length").map(str::to_owned)
+    };
+    let mut out = http::Response::builder().status(resp.status());
+    for (name, value) in pairs {
         if decoded
             && (name.eq_ignore_ascii_case("content-encoding")
                 || name.eq_ignore_ascii_case("content-length"))
@@ -132,7 +150,7 @@ fn response_head(resp: &worker::Response) -> (http::response::Builder, bool) {
         }
         out = out.header(name, value);
     }
-    (out, decoded)
+    (out, declared)
 }
 
 /// workerd's HTTP client does not skip an interim (1xx) response: a `100 Continue` the upstream
@@ -157,39 +175,44 @@ fn bodiless(method: &http::Method, status: u16) -> bool {
     method == http::Method::HEAD || matches!(status, 204 | 304)
 }
 
-fn build(request: &http::Request<Bytes>) -> Result<Request> {
-    let mut init = RequestInit::new();
-    init.with_method(method(request.method())?)
-        .with_headers(outbound_headers(request.headers())?)
-        .with_redirect(RequestRedirect::Manual);
+/// The runtime's `Request` (web-sys's, made directly: workers-rs's `Request::new_with_init`
+/// reads the made request's `cf`, method, URL and headers back across the boundary).
+fn build(
+    request: &http::Request<Bytes>,
+    signal: &web_sys::AbortSignal,
+) -> Result<web_sys::Request> {
+    let init = web_sys::RequestInit::new();
+    init.set_method(method(request.method())?);
+    let headers = outbound_headers(request.headers())?;
+    init.set_headers(&headers);
+    init.set_redirect(web_sys::RequestRedirect::Manual);
+    init.set_signal(Some(signal));
     if !request.body().is_empty() {
-        let body = js_sys::Uint8Array::from(request.body().as_ref());
-        init.with_body(Some(body.into()));
+        init.set_body(&js_sys::Uint8Array::from(request.body().as_ref()));
     }
-    Request::new_with_init(&request.uri().to_string(), &init)
+    web_sys::Request::new_with_str_and_init(&request.uri().to_string(), &init)
         .map_err(|_| Error::bad_request("invalid upstream URL").with_code(Code::InvalidUrl))
 }
 
 async fn exchange(
     request: &http::Request<Bytes>,
-    signal: AbortSignal,
+    signal: web_sys::AbortSignal,
     cap: usize,
 ) -> Result<http::Response<Bytes>> {
-    let req = build(request)?;
-    let mut resp = Fetch::Request(req)
-        .send_with_signal(&signal)
+    let req = build(request, &signal)?;
+    let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let resp: web_sys::Response = JsFuture::from(global.fetch_with_request(&req))
         .await
-        .map_err(|_| connect_error())?;
-    interim(resp.status_code())?;
-    let (out, decoded) = response_head(&resp);
-    let no_body = bodiless(request.method(), resp.status_code());
+        .ok()
+        .and_then(|r| r.dyn_into().ok())
+        .ok_or_else(connect_error)?;
+    interim(resp.status())?;
+    let (out, declared) = response_head(&resp);
+    let no_body = bodiless(request.method(), resp.status());
     let mut body = Vec::new();
     if !no_body {
         // A decoded body's declared length is the encoded one: only the bytes read count.
-        let declared = match (decoded, resp.headers().get("content-length")) {
-            (false, Ok(Some(len))) => len.trim().parse::<u64>().ok(),
-            _ => None,
-        };
+        let declared = declared.and_then(|len| len.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > cap as u64) {
             return Err(too_large(cap));
         }
@@ -199,15 +222,18 @@ async fn exchange(
             // a reader, its reads and its release are a dozen JS↔wasm crossings and wake-ups
             // per exchange (decision 0118). Still bounded by the cap; a body that breaks off
             // still fails.
-            if let worker::ResponseBody::Stream(stream) = resp.body() {
-                body = crate::streams::whole(stream)
+            if resp.body().is_some() {
+                let promise = resp.array_buffer().map_err(|_| body_broke_off())?;
+                let buffer = JsFuture::from(promise)
                     .await
                     .map_err(|_| body_broke_off())?;
+                body = js_sys::Uint8Array::new(&buffer).to_vec();
             }
             if body.len() > cap {
                 return Err(too_large(cap));
             }
-        } else if let Ok(mut stream) = resp.stream() {
+        } else if let Some(stream) = resp.body() {
+            let mut stream = crate::streams::from_js(stream);
             while let Some(chunk) = stream.next().await {
                 // The head has come: a body that breaks off is the upstream's failure, not a
                 // connection that could not be made (as the local server and `/proxy/` say).
@@ -244,7 +270,7 @@ impl Fetcher for WorkersFetcher {
         request: http::Request<Bytes>,
         options: FetchOptions,
     ) -> Result<http::Response<Bytes>> {
-        let ctl = AbortController::default();
+        let ctl = web_sys::AbortController::new().map_err(|_| connect_error())?;
         let timer = Delay::from(std::time::Duration::from_millis(options.timeout_ms));
         let work = exchange(&request, ctl.signal(), options.max_response_bytes);
         futures::pin_mut!(work);

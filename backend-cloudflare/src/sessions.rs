@@ -27,9 +27,10 @@ use vultrino_core::error::{Code, Error, Result};
 use vultrino_core::ports::approval_rules::{self, Book};
 use vultrino_core::ports::session_rules::{apply, Change, Item, Op, Reply};
 use vultrino_core::ports::{Hit, SessionRecord, SessionStore};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
 use worker::{
-    durable_object, DurableObject, Env, Method, ObjectNamespace, Request, RequestInit, Response,
-    State,
+    durable_object, web_sys, DurableObject, Env, ObjectNamespace, Request, Response, State,
 };
 
 /// Storage key of the object's item.
@@ -247,6 +248,11 @@ impl DoSessions {
     }
 
     /// POST `body` as JSON to object `name` at `path`; its JSON reply.
+    ///
+    /// Through the runtime's own types (the stub's `fetch`, web-sys's `Request` and `Response`):
+    /// workers-rs's `Request::new_with_init` and `Stub::fetch_with_request` read the new request's
+    /// `cf`, method, URL and headers back and wrap the reply, a dozen crossings per call that
+    /// nothing here uses (decision 0120).
     async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,
         name: &str,
@@ -255,18 +261,22 @@ impl DoSessions {
     ) -> worker::Result<R> {
         #[cfg(feature = "testkit")]
         let name = &format!("{}{name}", self.scope);
-        let stub = self.ns.get_by_name(name)?;
+        let stub: worker::worker_sys::DurableObject = self.ns.get_by_name(name)?.into_rpc();
         #[cfg(feature = "testkit")]
         crate::counting::do_request(crate::counting::DoKind::Sessions);
         let body = serde_json::to_string(body)?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_body(Some(body.into()));
-        let req = Request::new_with_init(&format!("https://session-do{path}"), &init)?;
-        let resp = stub.fetch_with_request(req).await?;
-        if resp.status_code() != 200 {
+        let init = web_sys::RequestInit::new();
+        init.set_method("POST");
+        init.set_body(&JsValue::from_str(&body));
+        let req =
+            web_sys::Request::new_with_str_and_init(&format!("https://session-do{path}"), &init)?;
+        let resp: web_sys::Response = JsFuture::from(stub.fetch_with_request(&req)?)
+            .await?
+            .dyn_into()?;
+        if resp.status() != 200 {
             return Err(worker::Error::RustError(format!(
                 "session object answered {}",
-                resp.status_code()
+                resp.status()
             )));
         }
         #[cfg(feature = "testkit")]
@@ -276,7 +286,7 @@ impl DoSessions {
                 n.parse().unwrap_or(0),
             );
         }
-        crate::streams::json_reply::<R>(&resp).await
+        crate::streams::json_of::<R>(&resp).await
     }
 
     async fn session(&self, id: &str, op: Op) -> Result<Option<SessionRecord>> {

@@ -103,6 +103,19 @@ pub(crate) async fn json_reply<R: serde::de::DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(worker::Error::from)
 }
 
+/// [`json_reply`] for the runtime's own `Response`: its body in one `arrayBuffer()` call (no
+/// `Response` made around its stream), parsed by serde_json.
+pub(crate) async fn json_of<R: serde::de::DeserializeOwned>(
+    resp: &web_sys::Response,
+) -> worker::Result<R> {
+    let unreadable = || worker::Error::RustError("unreadable object reply".into());
+    let buffer =
+        wasm_bindgen_futures::JsFuture::from(resp.array_buffer().map_err(|_| unreadable())?)
+            .await
+            .map_err(|_| unreadable())?;
+    serde_json::from_slice(&Uint8Array::new(&buffer).to_vec()).map_err(worker::Error::from)
+}
+
 /// A JSON request to a Durable Object, read as one string and parsed by serde_json (not
 /// `Request::json`, which converts the parsed JS object field by field across the boundary).
 pub(crate) async fn json_request<R: serde::de::DeserializeOwned>(

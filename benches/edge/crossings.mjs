@@ -60,7 +60,7 @@ if (!instAt.test(glue) || !entryAt.test(glue)) throw new Error("the worker's JS 
 glue = glue
   .replace(instAt, (_, m, imp) => `__edgeProfWrap(new WebAssembly.Instance(${m},__edgeProfImports(${imp}())))`)
   .replace(entryAt, (_, q, t, rt) =>
-    `${q}.prototype.fetch=function(${t}){const p=new URL(${t}.url).pathname;if(p==="/__edge_prof")return new Response(JSON.stringify(globalThis.__edgeProf));if(p==="/__edge_prof_reset"){globalThis.__edgeProf={calls:{},ms:{}};return new Response("{}")}return ${rt}.call(this,${t},this.env,this.ctx)}`);
+    `${q}.prototype.fetch=function(${t}){const p=new URL(${t}.url).pathname;if(p==="/__edge_prof")return new Response(JSON.stringify(globalThis.__edgeProf));if(p==="/__edge_prof_reset"){globalThis.__edgeProf={calls:{},ms:{},stacks:{}};return new Response("{}")}return ${rt}.call(this,${t},this.env,this.ctx)}`);
 glue = `globalThis.__edgeProf={calls:{},ms:{}};
 const __edgeStack=[];
 function __edgeEnter(name){const now=performance.now();const top=__edgeStack[__edgeStack.length-1];
@@ -69,8 +69,10 @@ __edgeStack.push([name,now]);const P=globalThis.__edgeProf;P.calls[name]=(P.call
 function __edgeLeave(){const now=performance.now();const top=__edgeStack.pop();const P=globalThis.__edgeProf;
 P.ms[top[0]]=(P.ms[top[0]]||0)+(now-top[1]);const up=__edgeStack[__edgeStack.length-1];if(up)up[1]=now}
 function __edgeProfImports(imports){for(const mod of Object.values(imports)){for(const k of Object.keys(mod)){const f=mod[k];
-if(typeof f!=="function")continue;const name="import "+k.replace(/_[0-9a-f]{16}$/,"");
-mod[k]=function(...a){__edgeEnter(name);try{return f.apply(this,a)}finally{__edgeLeave()}}}}return imports}
+if(typeof f!=="function")continue;const name="import "+(${process.env.FULL ? "true" : "false"}?k:k.replace(/_[0-9a-f]{16}$/,""));
+const stack=${JSON.stringify(process.env.STACK || "")}&&k.startsWith(${JSON.stringify(process.env.STACK || "")});
+mod[k]=function(...a){if(stack){const P=globalThis.__edgeProf;P.stacks=P.stacks||{};const s=new Error().stack.split("\\n").slice(2,9).map((l)=>l.trim().replace(/^at /,"").replace(/ \\(.*$/,"")).join(" < ");P.stacks[s]=(P.stacks[s]||0)+1}
+__edgeEnter(name);try{return f.apply(this,a)}finally{__edgeLeave()}}}}return imports}
 function __edgeProfWrap(inst){const ex=inst.exports;const out={};for(const k of Object.keys(ex)){const f=ex[k];
 if(typeof f!=="function"){Object.defineProperty(out,k,{get:()=>ex[k],enumerable:true});continue}
 const name="wasm "+k;out[k]=function(...a){__edgeEnter(name);try{return f.apply(this,a)}finally{__edgeLeave()}}}
@@ -135,6 +137,7 @@ for (const [name, run] of Object.entries(routes)) {
   console.log(`\n${name}: ${total.toFixed(3)} ms/req in the isolate's code (wall clock), of which the wasm's own ${wasm.toFixed(3)}, imports ${(total - wasm).toFixed(3)}; ${crossings.toFixed(1)} crossings/req`);
   rows.sort((a, b) => b.ms - a.ms || b.calls - a.calls);
   for (const x of rows.slice(0, TOP)) console.log(`  ${x.ms.toFixed(4).padStart(8)} ms  ${x.calls.toFixed(2).padStart(7)} calls  ${x.k}`);
+  for (const [s, c] of Object.entries(p.stacks || {}).sort((x, y) => y[1] - x[1])) console.log(`  ${(c / N).toFixed(2)} × ${s}`);
   if (process.env.CALLS) {
     rows.sort((a, b) => b.calls - a.calls);
     console.log("  by calls:");

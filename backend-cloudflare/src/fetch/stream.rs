@@ -282,7 +282,8 @@ fn build(
 ) -> Result<(web_sys::Request, Rc<UploadState>)> {
     let init = web_sys::RequestInit::new();
     init.set_method(parts.method.as_str());
-    init.set_headers(&outbound_headers(&parts.headers)?.0);
+    let headers = outbound_headers(&parts.headers)?;
+    init.set_headers(&headers);
     init.set_redirect(web_sys::RequestRedirect::Manual);
     init.set_signal(Some(&ctl.signal()));
     let state = match body.as_full() {
@@ -412,20 +413,16 @@ pub(super) async fn fetch_stream(
     let mut total = Timer::aborting(options.total_timeout_ms, ctl.clone());
     let (request, upload) = build(&parts, body, &ctl, options.idle_timeout_ms)?;
     let raw = head(&request, &ctl, &mut total, &upload, &options).await?;
-    // The same JS object (`Clone`, not the JS `clone()` that tees the body).
-    let resp = worker::Response::from(Clone::clone(&raw));
-    if let Err(e) = interim(resp.status_code()) {
+    let status = raw.status();
+    if let Err(e) = interim(status) {
         // Dropping `ctl` does not abort: the connection is the runtime's to close.
         ctl.abort();
         return Err(e);
     }
-    let (head, decoded) = response_head(&resp);
-    let declared = match (decoded, resp.headers().get("content-length")) {
-        (false, Ok(Some(v))) => v.trim().parse::<u64>().ok(),
-        _ => None,
-    };
+    let (head, declared) = response_head(&raw);
+    let declared = declared.and_then(|v| v.trim().parse::<u64>().ok());
     let body = match raw.body() {
-        Some(stream) if !bodiless(&parts.method, resp.status_code()) => {
+        Some(stream) if !bodiless(&parts.method, status) => {
             let download = Download {
                 body: Some(from_js(stream)),
                 ctl,
