@@ -9,6 +9,10 @@
 //
 //   scripts/worker.sh build && cargo build -p vultrino-local, then:
 //   unshare -n bash -c 'ip link set lo up && node benches/edge/crossings.mjs'      [N=500 TOP=25]
+//   BUILD=DIR another build folder; ROUTES=execute,proxy only those; CALLS=1 also by calls;
+//   FULL=1 keeps each import's own name (its wasm-bindgen hash: `get` is several imports);
+//   STACK=<import name prefix> counts the distinct call stacks (the wasm's function names, from
+//   its name section) that reach that import (decision 0120).
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
