@@ -337,7 +337,11 @@ async fn to_http(
         }
         builder = builder.header(name.as_str(), value.as_str());
     }
-    let content_length = headers::find(&pairs, "content-length");
+    // A `Transfer-Encoding` overrides a `Content-Length` (RFC 9112 §6.3), and workerd reads
+    // such a body to its chunked end: the declared length is then ignored, so the body is never
+    // read whole on its word (review 2026-12-07, worker glue, F1) and is capped as it streams.
+    let content_length = headers::find(&pairs, "content-length")
+        .filter(|_| headers::find(&pairs, "transfer-encoding").is_none());
     let body = request_body(&req, content_length, incoming, whole_if_small).await?;
     let mut out = builder.body(body).map_err(|_| bad())?;
     if let Some(ip) = client_ip {

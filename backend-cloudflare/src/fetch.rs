@@ -135,7 +135,12 @@ fn response_head(resp: &web_sys::Response) -> (http::response::Builder, Option<S
     let pairs = headers::pairs(&resp.headers());
     let decoded =
         headers::find(&pairs, "content-encoding").is_some_and(|v| DECODED_BY_RUNTIME.contains(&v));
-    let declared = if decoded {
+    // With a `Transfer-Encoding`, the `Content-Length` says nothing about the body (RFC 9112
+    // §6.3: the transfer coding overrides it, and workerd reads such a body to its chunked end,
+    // not to the declared length): no declared length then, so the body is read chunk by chunk
+    // against the cap, never whole in one call (review 2026-12-07, worker glue, F1).
+    let framed_by_length = headers::find(&pairs, "transfer-encoding").is_none();
+    let declared = if decoded || !framed_by_length {
         None
     } else {
         headers::find(&pairs, "content-length").map(str::to_owned)
@@ -217,8 +222,8 @@ async fn exchange(
             return Err(too_large(cap));
         }
         if declared.is_some() {
-            // A declared length within the cap: HTTP's framing holds the body to it, so it is
-            // read in one call (`arrayBuffer()`), not chunk by chunk through a stream reader —
+            // A declared length within the cap and no transfer coding: HTTP's framing holds
+            // the body to it, so it is read in one call (`arrayBuffer()`), not chunk by chunk through a stream reader —
             // a reader, its reads and its release are a dozen JS↔wasm crossings and wake-ups
             // per exchange (decision 0118). Still bounded by the cap; a body that breaks off
             // still fails.

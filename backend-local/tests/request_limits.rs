@@ -72,3 +72,61 @@ async fn a_body_slightly_over_the_cap_gets_its_413_and_the_upload_may_finish() {
     .unwrap();
     server.stop().await;
 }
+
+/// A request declaring a small `Content-Length` beside chunked framing, its body going on far
+/// past the API's cap: the length is ignored (RFC 9112 §6.3) and the body capped as it streams,
+/// so the 413 comes while the upload is still under way — never after reading it all on the
+/// length's word (the worker did, with one unbounded `arrayBuffer()`: review 2026-12-07 of the
+/// worker glue, F1).
+async fn small_length_beside_chunked_is_capped_as_it_streams(server: Server) {
+    let addr = server.base.trim_start_matches("http://").to_string();
+    tokio::task::spawn_blocking(move || {
+        let s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let r = BufReader::new(s);
+        write!(
+            w,
+            "POST /v1/credentials HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .unwrap();
+        // Up to 64 MiB, far past the 1 MiB cap, until the server stops reading or answers.
+        let writer = std::thread::spawn(move || {
+            let chunk = format!("{:x}\r\n{}\r\n", 16 * 1024, "z".repeat(16 * 1024));
+            for _ in 0..4096 {
+                if w.write_all(chunk.as_bytes()).is_err() {
+                    return;
+                }
+            }
+            let _ = w.write_all(b"0\r\n\r\n");
+        });
+        let mut r = r;
+        let (status, body) = read_reply(&mut r);
+        assert_eq!(status, 413, "{body}");
+        assert!(body.contains("body_too_large"), "{body}");
+        drop(r);
+        let _ = writer.join();
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_small_length_beside_chunked_framing_is_capped_as_it_streams() {
+    small_length_beside_chunked_is_capped_as_it_streams(
+        Server::start_local(ServerOptions::default()).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs the worker built (scripts/worker.sh build); scripts/test.sh runs it"]
+async fn on_the_worker_a_small_length_beside_chunked_framing_is_capped_as_it_streams() {
+    small_length_beside_chunked_is_capped_as_it_streams(
+        Server::start_workerd(ServerOptions::default()).await,
+    )
+    .await;
+}

@@ -134,6 +134,24 @@ async fn reply(s: &mut TcpStream, head: &str) -> bool {
             }
             ok && write(s, b"0\r\n\r\n").await
         }
+        "/length-beside-chunked" => {
+            // A small `Content-Length` beside chunked framing, then a body that goes on for
+            // ~10 s (chunked framing overrides the length: RFC 9112 §6.3).
+            let mut ok = write(
+                s,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n",
+            )
+            .await;
+            let chunk = format!("{:x}\r\n{}\r\n", 4096, "l".repeat(4096));
+            for _ in 0..2000 {
+                ok = ok && write(s, chunk.as_bytes()).await;
+                if !ok {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            ok && write(s, b"0\r\n\r\n").await
+        }
         "/malformed-headers" => {
             write(
                 s,
@@ -328,6 +346,17 @@ fn matrix(backend: Backend) -> Vec<Row> {
             execute_audit: (ERR, big),
             proxy: Reply::Whole(200, (CAP / 4096 + 1) * 4096),
             proxy_audit: (OK, None),
+        },
+        Row {
+            // The length is ignored and the body capped as it comes: execute refuses it once
+            // past the cap. The worker read such a body whole on the length's word (one
+            // `arrayBuffer()`, unbounded) and waited out its deadline (review 2026-12-07 of the
+            // worker glue, F1). `/proxy/` streams it until the total deadline.
+            path: "/length-beside-chunked",
+            execute: Reply::Error(502, "upstream_too_large"),
+            execute_audit: (ERR, big),
+            proxy: cut(None),
+            proxy_audit: (ERR, slow),
         },
         Row {
             path: "/malformed-headers",
