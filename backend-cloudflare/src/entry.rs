@@ -579,16 +579,20 @@ fn null_body_status(status: http::StatusCode) -> bool {
     matches!(status.as_u16(), 101 | 103 | 204 | 205 | 304)
 }
 
-/// A whole reply as the runtime's `Response`, in one crossing: the constructor copies the body
-/// from the wasm's memory (a slice argument is a view of it for the call's duration).
+/// A whole reply as the runtime's `Response`. The body is first copied out of the wasm's
+/// memory into a JS-owned `Uint8Array` (one crossing), never handed over as a view of that
+/// memory: the memory is reused as soon as this returns, and whether the constructor copies a
+/// view is the runtime's choice (workerd's source has kept such buffers without a copy) — a
+/// runtime that kept the view would send other requests' bytes (review 2026-12-07 of the worker
+/// glue, F2).
 pub(crate) fn to_worker(resp: http::Response<Bytes>) -> worker::Result<web_sys::Response> {
     let (parts, body) = resp.into_parts();
     let init = response_init(&parts)?;
     Ok(if body.is_empty() {
         web_sys::Response::new_with_opt_str_and_init(None, &init)?
     } else {
-        let mut bytes = body.to_vec();
-        web_sys::Response::new_with_opt_u8_array_and_init(Some(&mut bytes), &init)?
+        let owned = Uint8Array::from(&body[..]);
+        web_sys::Response::new_with_opt_buffer_source_and_init(Some(&owned), &init)?
     })
 }
 
