@@ -303,7 +303,18 @@ const NOT_FORWARDED: [HeaderName; 10] = [
     HeaderName::from_static("keep-alive"),
 ];
 
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 fn forwardable(headers: &mut HeaderMap) {
+    // The common request carries none of them (the core built it): one pass over its few
+    // names, compared as known headers, instead of eleven hashed removals per request
+    // (docs/decisions/0113). `Connection` is among them, so no hit means none named either.
+    if !headers
+        .keys()
+        .any(|n| NOT_FORWARDED.contains(n) || *n == PROXY_CONNECTION)
+    {
+        return;
+    }
     // Headers named in `Connection` are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -315,7 +326,7 @@ fn forwardable(headers: &mut HeaderMap) {
     for name in NOT_FORWARDED.iter().chain(named.iter()) {
         headers.remove(name);
     }
-    headers.remove("proxy-connection");
+    headers.remove(PROXY_CONNECTION);
 }
 
 /// Send and read the full body under the size cap. The caller wraps this in the deadline.
@@ -814,5 +825,23 @@ mod tests {
         assert!(out.get("x-hop").is_none());
         assert!(out.get(header::AUTHORIZATION).is_some());
         assert_eq!(out.get_all("x-multi").iter().count(), 2);
+    }
+
+    /// Each hop-by-hop header is dropped also when it is the only one the request carries
+    /// (the pass over the names that skips the removals must see every one of them).
+    #[test]
+    fn each_hop_by_hop_header_alone_is_not_forwarded() {
+        for name in NOT_FORWARDED.iter().chain([&PROXY_CONNECTION]) {
+            let mut h = HeaderMap::new();
+            h.insert(name.clone(), http::HeaderValue::from_static("1"));
+            h.insert(header::ACCEPT, http::HeaderValue::from_static("*/*"));
+            forwardable(&mut h);
+            assert!(h.get(name).is_none(), "{name} was forwarded");
+            assert!(h.get(header::ACCEPT).is_some());
+        }
+        let mut clean = HeaderMap::new();
+        clean.insert(header::ACCEPT, http::HeaderValue::from_static("*/*"));
+        forwardable(&mut clean);
+        assert_eq!(clean.len(), 1);
     }
 }

@@ -2,11 +2,11 @@
 //! persists through.
 //!
 //! # Decisions
-//! - One `BTreeMap<String, Entry>` behind a `std::sync::RwLock`: `String` orders by bytes, which is
-//!   exactly the KV list order, and a range scan from the prefix (or the cursor) makes `list`
-//!   O(log n + page). Gets are the hot path: they take the read lock for one lookup and clone a
-//!   [`Bytes`] (a reference-count bump), so reads never wait for each other. The lock is never
-//!   held across an `.await`.
+//! - `BTreeMap<String, Entry>` (two: see below) behind a `std::sync::RwLock`: `String` orders
+//!   by bytes, which is exactly the KV list order, and a range scan from the prefix (or the
+//!   cursor) makes `list` O(log n + page). Gets are the hot path: they take the read lock for
+//!   one lookup and clone a [`Bytes`] (a reference-count bump), so reads never wait for each
+//!   other. The lock is never held across an `.await`.
 //! - `get` overrides the trait's provided one (`get_with_metadata` without the metadata) because
 //!   it is meaningfully cheaper: `execute` reads its credential with `get` on every call, and
 //!   copying a credential's metadata costs far more than the value's reference-count bump
@@ -21,6 +21,10 @@
 //!   once and removed lazily when a read finds them.
 //! - An optional bound on one prefix ([`MemoryKv::with_prefix_cap`], the audit history) counts
 //!   keys AND bytes, in two classes that never evict each other (docs/decisions/0043 and 0045).
+//! - The keys under that prefix live in a map of their own ([`Maps`]): the oldest events are
+//!   then its last keys, evicted by `pop_last` without a search each, and the other keys (key
+//!   records, credentials, read on every request) are looked up in a map without the ten
+//!   thousand events (docs/decisions/0113). A listing merges the two in key order.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -126,10 +130,107 @@ pub(crate) enum Found {
     OnDisk(Option<SegmentLoc>),
 }
 
+/// The entries, in two maps: those under the bounded prefix (if any) and the others. Every key
+/// is in one of them only; [`Maps::range_from`] walks both in key order.
+#[derive(Default)]
+pub(crate) struct Maps {
+    /// The bounded prefix (`None`: no bound, every key in `main`).
+    prefix: Option<String>,
+    main: BTreeMap<String, Entry>,
+    capped: BTreeMap<String, Entry>,
+}
+
+impl Maps {
+    fn is_capped(&self, key: &str) -> bool {
+        self.prefix.as_deref().is_some_and(|p| key.starts_with(p))
+    }
+
+    fn of(&self, key: &str) -> &BTreeMap<String, Entry> {
+        if self.is_capped(key) {
+            &self.capped
+        } else {
+            &self.main
+        }
+    }
+
+    fn of_mut(&mut self, key: &str) -> &mut BTreeMap<String, Entry> {
+        if self.is_capped(key) {
+            &mut self.capped
+        } else {
+            &mut self.main
+        }
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<&Entry> {
+        self.of(key).get(key)
+    }
+
+    pub(crate) fn contains_key(&self, key: &str) -> bool {
+        self.of(key).contains_key(key)
+    }
+
+    fn insert(&mut self, key: String, entry: Entry) -> Option<Entry> {
+        self.of_mut(&key).insert(key, entry)
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        self.of_mut(key).remove(key)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.main.len() + self.capped.len()
+    }
+
+    /// Every entry (each map in key order, not the two merged).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &Entry)> {
+        self.main.iter().chain(self.capped.iter())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &String> {
+        self.iter().map(|(k, _)| k)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Entry> {
+        self.iter().map(|(_, e)| e)
+    }
+
+    /// The entries from `start` on, in key order across both maps.
+    fn range_from<'a>(
+        &'a self,
+        start: RangeBound<&'a str>,
+    ) -> impl Iterator<Item = (&'a String, &'a Entry)> + 'a {
+        let mut a = self
+            .main
+            .range::<str, _>((start, RangeBound::Unbounded))
+            .peekable();
+        let mut b = self
+            .capped
+            .range::<str, _>((start, RangeBound::Unbounded))
+            .peekable();
+        std::iter::from_fn(move || match (a.peek(), b.peek()) {
+            (Some((ka, _)), Some((kb, _))) if kb < ka => b.next(),
+            (Some(_), _) => a.next(),
+            (None, _) => b.next(),
+        })
+    }
+
+    /// Bound `prefix`: its keys move to a map of their own (back first from an earlier one).
+    fn set_prefix(&mut self, prefix: &str, upper: &str) {
+        let mut old = std::mem::take(&mut self.capped);
+        self.main.append(&mut old);
+        let mut moved = self.main.split_off(prefix);
+        let mut above = moved.split_off(upper);
+        self.main.append(&mut above);
+        self.capped = moved;
+        self.prefix = Some(prefix.to_string());
+    }
+}
+
 /// An in-memory [`KvStore`] with Workers KV semantics and limits.
 pub struct MemoryKv {
     clock: Arc<dyn Clock>,
-    map: RwLock<BTreeMap<String, Entry>>,
+    map: RwLock<Maps>,
     /// Optional bound on the keys under one prefix (see [`MemoryKv::with_prefix_cap`]).
     cap: Option<PrefixCap>,
 }
@@ -237,7 +338,7 @@ impl MemoryKv {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         MemoryKv {
             clock,
-            map: RwLock::new(BTreeMap::new()),
+            map: RwLock::new(Maps::default()),
             cap: None,
         }
     }
@@ -276,7 +377,9 @@ impl MemoryKv {
             },
             used: Default::default(),
         };
-        for (k, e) in self.read().range(cap.prefix.clone()..cap.upper.clone()) {
+        let maps = self.map.get_mut().unwrap_or_else(PoisonError::into_inner);
+        maps.set_prefix(&cap.prefix, &cap.upper);
+        for (k, e) in &maps.capped {
             cap.add(k, e);
         }
         self.cap = Some(cap);
@@ -295,29 +398,46 @@ impl MemoryKv {
     }
 
     /// Evict the greatest keys of `class` until it holds at most `keep`.
-    fn evict(
-        map: &mut BTreeMap<String, Entry>,
-        cap: &PrefixCap,
-        class: usize,
-        keep: Bound,
-    ) -> Vec<String> {
+    fn evict(map: &mut Maps, cap: &PrefixCap, class: usize, keep: Bound) -> Vec<String> {
         let (mut keys, mut bytes) = (
             cap.used[class].keys.load(Relaxed),
             cap.used[class].bytes.load(Relaxed),
         );
-        let mut victims = Vec::new();
-        for (k, e) in map.range(cap.prefix.clone()..cap.upper.clone()).rev() {
+        // How many of the greatest keys go, and whether a key of the other class is among
+        // them (then each victim is removed by name; otherwise they are the map's last keys).
+        let (mut count, mut mixed) = (0usize, false);
+        for (k, e) in map.capped.iter().rev() {
             if keys <= keep.keys && bytes <= keep.bytes {
                 break;
             }
             if cap.class(k) == Some(class) {
-                victims.push(k.clone());
+                count += 1;
                 keys = keys.saturating_sub(1);
                 bytes = bytes.saturating_sub(e.bytes(k));
+            } else {
+                mixed = true;
             }
         }
+        if !mixed {
+            let mut victims = Vec::with_capacity(count);
+            for _ in 0..count {
+                if let Some((k, e)) = map.capped.pop_last() {
+                    cap.sub(&k, &e);
+                    victims.push(k);
+                }
+            }
+            return victims;
+        }
+        let victims: Vec<String> = map
+            .capped
+            .iter()
+            .rev()
+            .filter(|(k, _)| cap.class(k) == Some(class))
+            .take(count)
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in &victims {
-            if let Some(e) = map.remove(k) {
+            if let Some(e) = map.capped.remove(k) {
                 cap.sub(k, &e);
             }
         }
@@ -326,11 +446,11 @@ impl MemoryKv {
 
     // A panic while holding the lock cannot leave the map half-updated (every critical section is
     // one BTreeMap call), so a poisoned lock is still safe to use.
-    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, Entry>> {
+    fn read(&self) -> RwLockReadGuard<'_, Maps> {
         self.map.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<String, Entry>> {
+    fn write(&self) -> RwLockWriteGuard<'_, Maps> {
         self.map.write().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -404,7 +524,7 @@ impl MemoryKv {
     }
 
     /// Remove `key` from `map`, keeping the prefix bound's count.
-    fn take(map: &mut BTreeMap<String, Entry>, cap: Option<&PrefixCap>, key: &str) {
+    fn take(map: &mut Maps, cap: Option<&PrefixCap>, key: &str) {
         if let (Some(old), Some(cap)) = (map.remove(key), cap) {
             cap.sub(key, &old);
         }
@@ -518,7 +638,7 @@ impl KvStore for MemoryKv {
         };
         let map = self.read();
         let mut matching = map
-            .range::<str, _>((start, RangeBound::Unbounded))
+            .range_from(start)
             .take_while(|(k, _)| k.starts_with(&prefix))
             .filter(|(_, e)| e.is_live(now));
         let keys: Vec<ListKey> = matching
@@ -645,6 +765,96 @@ mod tests {
         assert!(newer.iter().rev().take(90).all(|k| map.contains_key(k)));
         assert!(!map.contains_key(&main[0]), "the oldest main key went");
         assert!(map.keys().filter(|k| k.ends_with("-u")).count() > 0);
+    }
+
+    /// The bounded prefix lives in a map of its own: a listing still walks every key in key
+    /// order across both, page by page, whatever the prefix asked for, and gets, replaces and
+    /// deletes find keys on either side.
+    #[tokio::test]
+    async fn listings_merge_the_bounded_prefix_and_the_rest_in_key_order() {
+        let clock: Arc<dyn Clock> = Arc::new(vultrino_core::ports::ManualClock::new(0));
+        let kv = MemoryKv::new(clock)
+            .with_prefix_cap("audit:", PrefixBound::single(bound(1000, usize::MAX)));
+        let names = [
+            "a",
+            "audit",
+            "audit9",
+            "audit:",
+            "audit:1",
+            "audit:2-u",
+            "audit:9",
+            "audit;",
+            "audits",
+            "b",
+            "cred:x",
+            "key:1",
+        ];
+        // Inserted out of order, some before the bound is set would be too (see set_prefix).
+        for n in names.iter().rev() {
+            kv.put(n, Bytes::from_static(b"v"), PutOptions::default())
+                .await
+                .expect("put");
+        }
+        for prefix in ["", "a", "aud", "audit", "audit:", "audit:2", "b"] {
+            for limit in [1, 2, 5, 1000] {
+                let mut seen = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let page = kv
+                        .list(ListOptions {
+                            prefix: Some(prefix.to_string()),
+                            cursor: cursor.take(),
+                            limit: Some(limit),
+                        })
+                        .await
+                        .expect("list");
+                    seen.extend(page.keys.into_iter().map(|k| k.name));
+                    match page.cursor {
+                        Some(c) => cursor = Some(c),
+                        None => break,
+                    }
+                }
+                let expected: Vec<String> = names
+                    .iter()
+                    .filter(|n| n.starts_with(prefix))
+                    .map(|n| n.to_string())
+                    .collect();
+                assert_eq!(seen, expected, "prefix {prefix:?}, limit {limit}");
+            }
+        }
+        kv.put("audit:1", Bytes::from_static(b"w"), PutOptions::default())
+            .await
+            .expect("replace");
+        assert_eq!(
+            kv.get("audit:1").await.expect("get").as_deref(),
+            Some(&b"w"[..])
+        );
+        kv.delete("audit:1").await.expect("delete");
+        kv.delete("cred:x").await.expect("delete");
+        assert!(kv.get("audit:1").await.expect("get").is_none());
+        assert!(kv.get("cred:x").await.expect("get").is_none());
+        assert_eq!(used(&kv, 0).0, 3, "audit:, audit:2-u, audit:9");
+        assert_eq!(kv.len(), names.len() - 2);
+    }
+
+    /// A bound set on a store that already holds keys (the file store sets it after loading)
+    /// moves them under it: they are counted, listed and evicted as if put after.
+    #[test]
+    fn a_bound_set_after_loading_takes_the_keys_already_held() {
+        let clock: Arc<dyn Clock> = Arc::new(vultrino_core::ports::ManualClock::new(0));
+        let mut kv = MemoryKv::new(clock);
+        kv.insert("cred:x".into(), entry(b"keep"));
+        for i in 0..20u32 {
+            kv.insert(format!("audit:{:07}", 9_999_999 - i), entry(b"e"));
+        }
+        kv.set_prefix_cap("audit:", PrefixBound::single(bound(10, usize::MAX)));
+        assert_eq!(used(&kv, 0).0, 20);
+        let evicted = kv.trim_to_cap();
+        assert_eq!(evicted.len(), 10);
+        assert_eq!(evicted[0], "audit:9999999", "the oldest first");
+        assert!(kv.contains("audit:9999980"), "the newest is kept");
+        assert!(kv.contains("cred:x"));
+        assert_eq!(used(&kv, 0).0, 10);
     }
 
     #[test]

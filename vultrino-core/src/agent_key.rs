@@ -29,11 +29,14 @@ pub fn carries_agent_key(bytes: &[u8]) -> bool {
 }
 
 fn has_key_prefix(bytes: &[u8]) -> bool {
-    bytes.windows(4).any(|w| {
-        w[0].eq_ignore_ascii_case(&b'v')
-            && (w[1].eq_ignore_ascii_case(&b'k') || w[1].eq_ignore_ascii_case(&b't'))
-            && w[2] == b'_'
-            && (w[3].is_ascii_alphanumeric() || w[3] == b'_' || w[3] == b'-')
+    // Only where a `v` or `V` is (memchr's search, not a test of every 4-byte window: this runs
+    // over every header value of every request; docs/decisions/0113).
+    memchr::memchr2_iter(b'v', b'V', bytes).any(|i| {
+        bytes.get(i + 1..i + 4).is_some_and(|w| {
+            (w[0].eq_ignore_ascii_case(&b'k') || w[0].eq_ignore_ascii_case(&b't'))
+                && w[1] == b'_'
+                && (w[2].is_ascii_alphanumeric() || w[2] == b'_' || w[2] == b'-')
+        })
     })
 }
 
@@ -94,4 +97,39 @@ pub(crate) fn audit_path(path: &str) -> String {
     }
     kept.push("[REDACTED]");
     kept.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plain reading of "holds a key prefix": a test of every 4-byte window.
+    fn by_windows(bytes: &[u8]) -> bool {
+        bytes.windows(4).any(|w| {
+            w[0].eq_ignore_ascii_case(&b'v')
+                && (w[1].eq_ignore_ascii_case(&b'k') || w[1].eq_ignore_ascii_case(&b't'))
+                && w[2] == b'_'
+                && (w[3].is_ascii_alphanumeric() || w[3] == b'_' || w[3] == b'-')
+        })
+    }
+
+    proptest::proptest! {
+        /// The memchr search finds a key prefix exactly where the window test does, at the
+        /// ends of the value too.
+        #[test]
+        fn the_prefix_search_agrees_with_every_window(
+            value in proptest::collection::vec(proptest::sample::select(
+                b"vVkKtT_-a%2 ".to_vec()), 0..24)
+        ) {
+            proptest::prop_assert_eq!(has_key_prefix(&value), by_windows(&value));
+        }
+    }
+
+    #[test]
+    fn a_key_prefix_is_found_at_either_end_and_not_cut_short() {
+        assert!(has_key_prefix(b"vk_a"));
+        assert!(has_key_prefix(b"Bearer VT_-"));
+        assert!(!has_key_prefix(b"xx vk_"));
+        assert!(!has_key_prefix(b"v"));
+    }
 }

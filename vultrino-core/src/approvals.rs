@@ -296,7 +296,10 @@ pub struct Ask {
 impl Ask {
     /// From the headers of a request: `X-Vultrino-Approval`, `X-Vultrino-Reason`, `Prefer`.
     pub fn from_headers(headers: &http::HeaderMap, via: Via) -> Result<Ask> {
-        let text = |name: &str| {
+        // By constant names: a look-up by text parses the name each time (docs/decisions/0113).
+        const APPROVAL: http::HeaderName = http::HeaderName::from_static(APPROVAL_HEADER);
+        const REASON: http::HeaderName = http::HeaderName::from_static(REASON_HEADER);
+        let text = |name: &http::HeaderName| {
             headers
                 .get(name)
                 .map(|v| {
@@ -308,8 +311,8 @@ impl Ask {
                 .transpose()
         };
         Ok(Ask {
-            approval_id: text(APPROVAL_HEADER)?,
-            reason: text(REASON_HEADER)?,
+            approval_id: text(&APPROVAL)?,
+            reason: text(&REASON)?,
             wait_secs: prefer_wait(headers),
             via: Some(via),
         })

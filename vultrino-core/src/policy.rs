@@ -406,6 +406,20 @@ pub(crate) fn path_matches(prefix: &str, path: &str) -> bool {
 /// (U+FF0E, U+FE52, U+2024), the dot leaders (U+2025 `..`, U+2026 `...`) and the full-width and
 /// small solidi (U+FF0F `/`, U+FF3C and U+FE68 `\`).
 pub(crate) fn is_ambiguous_path(path: &str) -> bool {
+    // Without `%`, `.` or a non-ASCII byte none of the checks below can hit and decoding
+    // changes nothing: the usual API path is answered without a copy (docs/decisions/0113).
+    if !path
+        .bytes()
+        .any(|b| b == b'%' || b == b'.' || !b.is_ascii())
+    {
+        return false;
+    }
+    ambiguous_in_rounds(path)
+}
+
+/// [`is_ambiguous_path`] without its shortcut: the checks on the path as given and after each
+/// round of percent-decoding.
+fn ambiguous_in_rounds(path: &str) -> bool {
     let mut current = path.as_bytes().to_vec();
     for _ in 0..4 {
         if has_encoded_dot(&current) || has_overlong_ascii(&current) || has_dot_segment(&current) {
@@ -657,6 +671,17 @@ pub(crate) fn validate_prefixes(list: Vec<String>) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The shortcut of `is_ambiguous_path` (no `%`, `.` or non-ASCII byte: not ambiguous)
+        /// answers as the full checks do, on paths made of the characters they look at.
+        #[test]
+        fn the_shortcut_answers_as_the_full_checks(
+            path in r"[a-z/%.2eEcC0;\\‥． ]{0,16}"
+        ) {
+            proptest::prop_assert_eq!(is_ambiguous_path(&path), ambiguous_in_rounds(&path));
+        }
+    }
 
     #[test]
     fn glob_examples() {

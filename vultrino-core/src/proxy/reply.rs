@@ -152,7 +152,8 @@ fn clean_headers(
             .iter()
             .map(HeaderValue::as_bytes),
     );
-    let mut out = HeaderMap::with_capacity(upstream_headers.len());
+    // Room for `harden`'s three as well: no regrowth (a rehash) when they are added.
+    let mut out = HeaderMap::with_capacity(upstream_headers.len() + 3);
     let mut scrubbed = false;
     for (name, value) in upstream_headers {
         if upstream::dropped_response_header(name.as_str(), &named, pass_cookies)

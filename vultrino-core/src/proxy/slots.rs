@@ -8,7 +8,7 @@
 //! upstream request whatever it held ([`crate::upstream`]'s dropped headers), and `?key=`
 //! values that hold a `vk_` key are taken out of the query ([`super::target`]).
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use crate::auth::token::{bearer, is_agent_credential, Bearer};
 use crate::error::{Code, Error, Result};
@@ -20,6 +20,15 @@ pub const KEY_SLOTS: [&str; 5] = [
     "x-api-key",
     "x-goog-api-key",
     "api-key",
+];
+
+/// [`KEY_SLOTS`] as header names (a look-up by text parses the name each time).
+const SLOT_NAMES: [HeaderName; 5] = [
+    HeaderName::from_static(KEY_SLOTS[0]),
+    HeaderName::from_static(KEY_SLOTS[1]),
+    HeaderName::from_static(KEY_SLOTS[2]),
+    HeaderName::from_static(KEY_SLOTS[3]),
+    HeaderName::from_static(KEY_SLOTS[4]),
 ];
 
 /// The query parameter slot (Google's `?key=`).
@@ -46,7 +55,7 @@ fn ambiguous() -> Error {
 /// must then be the one key it holds; otherwise every slot holding a `vk_` value must hold the
 /// same one.
 pub(super) fn agent_key(headers: &HeaderMap, query: Option<&str>) -> Result<String> {
-    let mut explicit = headers.get_all(KEY_SLOTS[0]).iter();
+    let mut explicit = headers.get_all(&SLOT_NAMES[0]).iter();
     if let Some(first) = explicit.next() {
         let key = first.to_str().map_err(|_| unauthenticated())?.trim();
         if explicit.any(|other| other.as_bytes().trim_ascii() != key.as_bytes()) {
@@ -73,8 +82,8 @@ pub(super) fn agent_key(headers: &HeaderMap, query: Option<&str>) -> Result<Stri
         Bearer::Token(token) => take(token)?,
         Bearer::Absent | Bearer::Malformed => {}
     }
-    for slot in &KEY_SLOTS[2..] {
-        for value in headers.get_all(*slot) {
+    for slot in &SLOT_NAMES[2..] {
+        for value in headers.get_all(slot) {
             if let Ok(v) = value.to_str() {
                 take(v)?;
             }

@@ -638,3 +638,12 @@ fn same_origin_keeps_the_check_only_for_the_same_origin() {
         ("other.example.com", 8443)
     );
 }
+
+proptest! {
+    /// The hand-written dotted quad is the text `Ipv4Addr`'s `Display` gives, for every address.
+    #[test]
+    fn dotted_quad_is_the_display_text(n in any::<u32>()) {
+        let v4 = Ipv4Addr::from(n);
+        prop_assert_eq!(dotted_quad(v4), v4.to_string());
+    }
+}
