@@ -15,7 +15,8 @@
 //!   upstream implementing the route table of `vultrino_core::testkit::fetcher`; `refused_url` a
 //!   closed port. The suite asks for `allow_loopback` itself (the upstream is on 127.0.0.1).
 //!
-//! - `POST /__testkit/faults` with `{"seed": "<u64>", "steps": n, "upstream"?: url}`: one case
+//! - `POST /__testkit/faults` with `{"seed": "<u64>", "steps": n, "upstream"?: url,
+//!   "key_record_reuse_secs"?: s}`: one case
 //!   of the fault property (`vultrino_core::testkit::fault_property`, decisions 0107 and 0116)
 //!   over [`WorkersKv`] and [`DoSessions`] wrapped in the core's fault wrappers, with the
 //!   property's virtual clock and recording upstream — which, given `upstream` (a loopback
@@ -88,6 +89,10 @@ struct FaultCase {
     /// in-process upstream.
     #[serde(default)]
     upstream: Option<String>,
+    /// The app's `key_record_reuse_secs` (what `KEY_RECORD_REUSE_SECONDS` sets; default 0:
+    /// every key record read).
+    #[serde(default)]
+    key_record_reuse_secs: u64,
 }
 
 /// Delete every key of the namespace (a fault case starts from an empty store).
@@ -135,6 +140,16 @@ async fn fault_case(mut req: Request, env: &Env) -> worker::Result<Response> {
             // Workers KV keeps real time (its TTLs cannot follow the virtual clock).
             let clock = Arc::new(ManualClock::new(fault_property::START_MS));
             let ops = fault_property::ops_from_seed(seed, steps);
+            let run = |label| fault_property::Case {
+                label,
+                seed,
+                ops: &ops,
+                setup: fault_property::Setup {
+                    key_record_reuse_secs: case
+                        .key_record_reuse_secs
+                        .min(crate::settings::MAX_KEY_RECORD_REUSE_SECS),
+                },
+            };
             match &case.upstream {
                 Some(base_url) => {
                     let upstream = Arc::new(fault_property::Recorder::forwarding(Arc::new(
@@ -145,13 +160,11 @@ async fn fault_case(mut req: Request, env: &Env) -> worker::Result<Response> {
                         sessions,
                         clock,
                         (upstream, base_url),
-                        "workerd, WorkersFetcher",
-                        seed,
-                        &ops,
+                        run("workerd, WorkersFetcher"),
                     )
                     .await
                 }
-                None => fault_property::run(kv, sessions, clock, "workerd", seed, &ops).await,
+                None => fault_property::run(kv, sessions, clock, run("workerd")).await,
             }
         }
     };

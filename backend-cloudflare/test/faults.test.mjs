@@ -9,7 +9,9 @@
 // the case's seed and runs them, then heals and checks everything acknowledged is there. Half the
 // cases (the odd ones) send their upstream requests through WorkersFetcher (the runtime's fetch)
 // to a loopback server here that answers 200 {"ok":true}; the others use the property's
-// in-process upstream, as natively.
+// in-process upstream, as natively. Cases 2 and 3 of every four run with key-record reuse on
+// (`key_record_reuse_secs` 60, what KEY_RECORD_REUSE_SECONDS=60 sets: decision 0117), so four
+// cases cover every pairing of upstream and reuse.
 //
 // Environment:
 //   FAULTS_SEED    the first case's seed (a u64); later cases use seed+1, seed+2, … Default: random.
@@ -17,6 +19,7 @@
 //   FAULTS_STEPS   steps per case (default 40)
 //   FAULTS_UPSTREAM  "alternate" (default: odd cases through WorkersFetcher), "workers-fetch" (all),
 //                  "in-process" (none)
+//   FAULTS_REUSE   "alternate" (default: cases 2 and 3 of every four), "on" (all), "off" (none)
 // A failure names the settings that replay it (FAULTS_SEED=<seed> FAULTS_CASES=1 …) and every step.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -35,6 +38,8 @@ const firstSeed = BigInt(process.env.FAULTS_SEED ?? crypto.randomBytes(8).readBi
 const cases = Number(process.env.FAULTS_CASES ?? 8);
 const steps = Number(process.env.FAULTS_STEPS ?? 40);
 const upstreamMode = process.env.FAULTS_UPSTREAM ?? "alternate";
+const reuseMode = process.env.FAULTS_REUSE ?? "alternate";
+const REUSE_SECS = 60;
 let mf;
 let upstream;
 let upstreamUrl;
@@ -77,7 +82,9 @@ after(async () => {
 test(`the fault property holds over WorkersKv, the SessionDO store and WorkersFetcher in workerd (${cases} cases × ${steps} steps, first seed ${firstSeed})`, async () => {
   assert.ok(cases >= 1 && steps >= 1, "FAULTS_CASES and FAULTS_STEPS are at least 1");
   assert.ok(["alternate", "workers-fetch", "in-process"].includes(upstreamMode), `FAULTS_UPSTREAM=${upstreamMode}`);
+  assert.ok(["alternate", "on", "off"].includes(reuseMode), `FAULTS_REUSE=${reuseMode}`);
   let passed = 0;
+  let reused = 0;
   let fetched = 0;
   let ms = 0;
   upstream.on("request", () => (fetched += 1));
@@ -85,20 +92,21 @@ test(`the fault property holds over WorkersKv, the SessionDO store and WorkersFe
     const seed = ((firstSeed + i) & MASK).toString();
     const viaFetch = upstreamMode === "workers-fetch" || (upstreamMode === "alternate" && i % 2n === 1n);
     const through = viaFetch ? { upstream: upstreamUrl } : {};
+    const reuse = reuseMode === "on" || (reuseMode === "alternate" && i % 4n >= 2n);
+    const replay =
+      `seed ${seed} (replay: FAULTS_SEED=${seed} FAULTS_CASES=1 FAULTS_STEPS=${steps}` +
+      ` FAULTS_UPSTREAM=${viaFetch ? "workers-fetch" : "in-process"} FAULTS_REUSE=${reuse ? "on" : "off"})`;
     const r = await mf.dispatchFetch("http://worker/__testkit/faults", {
       method: "POST",
-      body: JSON.stringify({ seed, steps, ...through }),
+      body: JSON.stringify({ seed, steps, ...through, key_record_reuse_secs: reuse ? REUSE_SECS : 0 }),
     });
     const text = await r.text();
-    assert.equal(r.status, 200, `seed ${seed} (replay: FAULTS_SEED=${seed} FAULTS_CASES=1 FAULTS_STEPS=${steps}${through.upstream ? " FAULTS_UPSTREAM=workers-fetch" : " FAULTS_UPSTREAM=in-process"}): ${text}`);
+    assert.equal(r.status, 200, `${replay}: ${text}`);
     const out = JSON.parse(text);
-    assert.equal(
-      out.ok,
-      true,
-      `seed ${seed} (replay: FAULTS_SEED=${seed} FAULTS_CASES=1 FAULTS_STEPS=${steps}${through.upstream ? " FAULTS_UPSTREAM=workers-fetch" : " FAULTS_UPSTREAM=in-process"}):\n${out.error}`,
-    );
+    assert.equal(out.ok, true, `${replay}:\n${out.error}`);
     assert.equal(out.steps, steps, "every step ran");
     passed += 1;
+    reused += reuse ? 1 : 0;
     ms += out.ms;
   }
   assert.equal(passed, cases);
@@ -108,12 +116,12 @@ test(`the fault property holds over WorkersKv, the SessionDO store and WorkersFe
     assert.ok(fetched > 0, "requests went through WorkersFetcher to the loopback upstream");
   }
   console.log(
-    `fault property in workerd: ${cases} cases × ${steps} steps in ${ms} ms, ${fetched} upstream requests through WorkersFetcher (first seed ${firstSeed})`,
+    `fault property in workerd: ${cases} cases × ${steps} steps in ${ms} ms (${reused} with key-record reuse), ${fetched} upstream requests through WorkersFetcher (first seed ${firstSeed})`,
   );
 });
 
 test("the fault route refuses a malformed case with a 400", async () => {
-  for (const body of ["{}", '{"seed": 17, "steps": 3}', '{"seed": "x", "steps": 3}']) {
+  for (const body of ["{}", '{"seed": 17, "steps": 3}', '{"seed": "x", "steps": 3}', '{"seed": "1", "steps": 3, "key_record_reuse_secs": -1}']) {
     const r = await mf.dispatchFetch("http://worker/__testkit/faults", { method: "POST", body });
     assert.equal(r.status, 400, body);
   }

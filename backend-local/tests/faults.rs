@@ -8,7 +8,9 @@
 //!
 //! Time is virtual: the schedule's delays and hangs advance the test clock, so a 30-second hang
 //! costs nothing. Cases: `PROPTEST_CASES` (default 16 for the memory stores, 6 for the file
-//! store). Each case the property found stays below as a named regression test.
+//! store), about half of them with key-record reuse on (60 s, as `KEY_RECORD_REUSE_SECONDS=60` sets
+//! on the worker: decision 0117). Each
+//! case the property found stays below as a named regression test.
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,7 +19,9 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use vultrino_core::ports::{KvStore, ManualClock, SessionStore};
-use vultrino_core::testkit::fault_property::{self, Key, Life, Op, Reply, World, OP_WEIGHTS};
+use vultrino_core::testkit::fault_property::{
+    self, Case, Key, Life, Op, Reply, Setup, World, OP_WEIGHTS,
+};
 use vultrino_core::testkit::faults::{Fault, FaultConfig, FaultPort};
 use vultrino_local::file_kv::FileKv;
 use vultrino_local::memory_kv::MemoryKv;
@@ -89,12 +93,37 @@ fn stores(store: Store) -> Stores {
     }
 }
 
+/// The key-record reuse of a case with reuse on: a minute (the worker's
+/// `KEY_RECORD_REUSE_SECONDS=60`, decision 0117), which the steps' ticks (up to 2 min) cross.
+const REUSE_SECS: u64 = 60;
+
 fn run(store: Store, seed: u64, ops: &[Op]) {
+    run_with(store, seed, ops, Setup::default());
+}
+
+fn run_with(store: Store, seed: u64, ops: &[Op], setup: Setup) {
     let (kv, sessions, clock, _dir) = stores(store);
     let label = format!("{store:?}");
-    let case = fault_property::run(kv, sessions, clock, &label, seed, ops);
+    let case = fault_property::run(
+        kv,
+        sessions,
+        clock,
+        Case {
+            label: &label,
+            seed,
+            ops,
+            setup,
+        },
+    );
     if let Err(e) = runtime().block_on(case) {
         panic!("{e}");
+    }
+}
+
+/// Key-record reuse on ([`REUSE_SECS`]) or off.
+fn setup(reuse: bool) -> Setup {
+    Setup {
+        key_record_reuse_secs: if reuse { REUSE_SECS } else { 0 },
     }
 }
 
@@ -109,9 +138,10 @@ fn cases(default: u32) -> u32 {
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(16), failure_persistence: None, ..ProptestConfig::default() })]
 
+    /// Half the cases reuse verified key records (the worker's setting), half read them.
     #[test]
-    fn memory_stores_never_fail_open_lose_or_leak(seed in any::<u64>(), ops in prop::collection::vec(op(), 1..60)) {
-        run(Store::Memory, seed, &ops);
+    fn memory_stores_never_fail_open_lose_or_leak(seed in any::<u64>(), ops in prop::collection::vec(op(), 1..60), reuse in any::<bool>()) {
+        run_with(Store::Memory, seed, &ops, setup(reuse));
     }
 
 }
@@ -120,8 +150,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(6), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn file_store_never_fails_open_loses_or_leaks(seed in any::<u64>(), ops in prop::collection::vec(op(), 1..40)) {
-        run(Store::File, seed, &ops);
+    fn file_store_never_fails_open_loses_or_leaks(seed in any::<u64>(), ops in prop::collection::vec(op(), 1..40), reuse in any::<bool>()) {
+        run_with(Store::File, seed, &ops, setup(reuse));
     }
 }
 
@@ -419,5 +449,36 @@ fn a_stale_role_read_never_lets_a_key_of_a_deleted_role_work_for_good() {
             Op::CreateKey(Some(0)),
             Op::Execute(0, 0),
         ],
+    );
+}
+
+/// The property with key-record reuse on (review of 2026-12-07, finding 3), replayed: the
+/// failing case it printed when a reused key's custom role was no longer compared with the
+/// store (a mutation of `ApiKeys::reused`). A key of role r0 is verified and reused; r0 is
+/// deleted (204) within the reuse minute; the key's next execute must be refused — the record
+/// is reused unread, its role never.
+#[test]
+fn with_key_record_reuse_a_key_of_a_role_deleted_within_the_reuse_time_is_refused() {
+    run_with(
+        Store::Memory,
+        6882195452387009186,
+        &[
+            Op::DeleteRole(0),
+            Op::CreateCred(0),
+            Op::CreateRole(0),
+            Op::CreateCred(0),
+            Op::CreateRole(1),
+            Op::CreateCred(0),
+            Op::Logout,
+            Op::CreateKey(Some(0)),
+            Op::Execute(0, 0),
+            Op::UseOldSession,
+            Op::CreateKey(None),
+            Op::Heal,
+            Op::DeleteRole(0),
+            Op::CreateCred(2),
+            Op::Execute(0, 2),
+        ],
+        setup(true),
     );
 }

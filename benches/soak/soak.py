@@ -271,8 +271,16 @@ def proc_stats(pid):
             k, _, v = line.partition(":")
             st[k] = v.strip()
     if os.environ.get("SOAK_ANON"):
+        # AnonHugePages: anonymous memory backed by transparent huge pages (2 MiB each), which
+        # a partly used region keeps whole (decision 0122)
+        huge = 0
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("AnonHugePages:"):
+                    huge = int(line.split()[1])
         print(f"    (RssAnon {int(st['RssAnon'].split()[0]) / 1024:.1f} MiB, RssFile "
-              f"{int(st['RssFile'].split()[0]) / 1024:.1f} MiB)", flush=True)
+              f"{int(st['RssFile'].split()[0]) / 1024:.1f} MiB, AnonHugePages "
+              f"{huge / 1024:.1f} MiB)", flush=True)
     return int(st["VmRSS"].split()[0]), min(fds), int(st["Threads"])
 
 

@@ -16,6 +16,10 @@
 //! - **always a clean reply**: JSON errors, no 500, 502/503/504 where a dependency failed,
 //!   `Retry-After` on 503 and 429, and each request ends within a bounded (virtual) time.
 //!
+//! Each case runs with key-record reuse off or on ([`Setup::key_record_reuse_secs`], the
+//! worker's `KEY_RECORD_REUSE_SECONDS`: a verified key's record reused without a store read,
+//! decision 0117); the checks are the same either way.
+//!
 //! The caller brings the stores ([`run`] with any [`KvStore`] and [`SessionStore`]): the memory
 //! and file stores natively (`backend-local/tests/faults.rs`, proptest picks the steps), the
 //! Workers KV and Durable Object adapters inside workerd (the test worker's
@@ -342,6 +346,27 @@ pub fn ops_from_seed(seed: u64, steps: usize) -> Vec<Op> {
 // The world
 // ---------------------------------------------------------------------------------------------
 
+/// The app settings a case varies (the rest are fixed by [`World::with_upstream`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Setup {
+    /// [`Config::key_record_reuse_secs`]: 0 (the default) reads a key's record on every
+    /// request; more reuses a verified key's record, unread, that long (the worker's
+    /// `KEY_RECORD_REUSE_SECONDS`, decision 0117) — revocation, expiry and a custom role are
+    /// still checked on every request.
+    pub key_record_reuse_secs: u64,
+}
+
+/// One case of the property: what it runs, and on what.
+#[derive(Clone, Copy, Debug)]
+pub struct Case<'a> {
+    /// Names the stores in the failure message.
+    pub label: &'a str,
+    /// The faults' seed ([`FaultConfig::mixed`]).
+    pub seed: u64,
+    pub ops: &'a [Op],
+    pub setup: Setup,
+}
+
 /// One deployment under faults, and the model of what it may hold.
 pub struct World {
     pub app: App,
@@ -376,19 +401,27 @@ impl World {
         config: FaultConfig,
     ) -> Result<World, String> {
         let upstream = Arc::new(Recorder::default());
-        World::with_upstream(kv, sessions, clock, upstream, DEFAULT_UPSTREAM, config).await
+        World::with_upstream(
+            kv,
+            sessions,
+            clock,
+            (upstream, DEFAULT_UPSTREAM),
+            config,
+            Setup::default(),
+        )
+        .await
     }
 
     /// [`World::new`] with the upstream `upstream` at `base_url` (a forwarding [`Recorder`] and
     /// a loopback server: `http://127.0.0.1:<port>`, which turns on
-    /// `allow_loopback_upstreams`).
+    /// `allow_loopback_upstreams`) and the app settings of `setup`.
     pub async fn with_upstream(
         kv: Arc<dyn KvStore>,
         sessions: Arc<dyn SessionStore>,
         clock: Arc<ManualClock>,
-        upstream: Arc<Recorder>,
-        base_url: &str,
+        (upstream, base_url): (Arc<Recorder>, &str),
         config: FaultConfig,
+        setup: Setup,
     ) -> Result<World, String> {
         let schedule = FaultSchedule::new(config, Some(Arc::new(VirtualSleeper(clock.clone()))));
         schedule.set_enabled(false);
@@ -411,6 +444,7 @@ impl World {
             login_max_attempts: 1_000_000,
             login_max_attempts_per_user: 1_000_000,
             allow_loopback_upstreams: base_url.starts_with("http://"),
+            key_record_reuse_secs: setup.key_record_reuse_secs,
             ..Config::default()
         };
         let (master, _) = MasterSecret::generate_raw();
@@ -1120,28 +1154,16 @@ impl World {
 }
 
 /// One case: a fresh world over `kv` and `sessions` (empty stores) and `clock` (see
-/// [`World::new`]), the faults of
-/// [`FaultConfig::mixed`]`(seed)`, every step of `ops` checked, then a final heal. `label` names
-/// the stores in the failure message.
+/// [`World::new`]) with the app settings of `case.setup`, the faults of
+/// [`FaultConfig::mixed`]`(case.seed)`, every step of `case.ops` checked, then a final heal.
 pub async fn run(
     kv: Arc<dyn KvStore>,
     sessions: Arc<dyn SessionStore>,
     clock: Arc<ManualClock>,
-    label: &str,
-    seed: u64,
-    ops: &[Op],
+    case: Case<'_>,
 ) -> Result<(), String> {
     let upstream = Arc::new(Recorder::default());
-    run_with_upstream(
-        kv,
-        sessions,
-        clock,
-        (upstream, DEFAULT_UPSTREAM),
-        label,
-        seed,
-        ops,
-    )
-    .await
+    run_with_upstream(kv, sessions, clock, (upstream, DEFAULT_UPSTREAM), case).await
 }
 
 /// [`run`] with an upstream of the caller's: a forwarding [`Recorder`] and its base URL (see
@@ -1150,15 +1172,16 @@ pub async fn run_with_upstream(
     kv: Arc<dyn KvStore>,
     sessions: Arc<dyn SessionStore>,
     clock: Arc<ManualClock>,
-    (upstream, base_url): (Arc<Recorder>, &str),
-    label: &str,
-    seed: u64,
-    ops: &[Op],
+    upstream: (Arc<Recorder>, &str),
+    case: Case<'_>,
 ) -> Result<(), String> {
-    let config = FaultConfig::mixed(seed);
-    let mut world = World::with_upstream(kv, sessions, clock, upstream, base_url, config).await?;
-    world.trail.push(format!("store {label}, seed {seed}"));
-    for op in ops {
+    let config = FaultConfig::mixed(case.seed);
+    let mut world = World::with_upstream(kv, sessions, clock, upstream, config, case.setup).await?;
+    world.trail.push(format!(
+        "store {}, seed {}, key record reuse {} s",
+        case.label, case.seed, case.setup.key_record_reuse_secs
+    ));
+    for op in case.ops {
         world.trail.push(format!("# {op:?}"));
         world.step(op).await?;
     }
