@@ -1,16 +1,24 @@
 //! Audit events in SQLite-backed Durable Objects: the [`AuditDO`] class (binding `AUDIT`) and
-//! [`DoAuditStore`], the core's [`AuditStore`] over it (docs/decisions/0100). KV takes no
+//! [`DoAuditStore`], the core's [`AuditStore`] over it (docs/decisions/0100, 0121). KV takes no
 //! write for an audit event: an execute, a proxy call or a login writes nothing to KV.
 //!
 //! - **Sharded**: [`SHARDS`] objects `audit:0` … `audit:7`; an event goes to the shard of its
 //!   id's hash, so a rewrite of an id (a refusal series whose count grew) replaces it in place,
 //!   and no single object takes every write. The events of one append that fall in one shard
 //!   are one request to it.
-//! - **Stored** as one row per event in table `events` (id primary key, ts, expiry, the event's
-//!   JSON); ids sort newest first, so `ORDER BY id` is newest first, on the primary key.
-//! - **Retention**: each row expires `retention_secs` after it was written; reads skip expired
-//!   rows and every append deletes up to [`PRUNE_BATCH`] expired ones (an index on the
-//!   expiry), so storage stays bounded by what the retention keeps.
+//! - **Stored** as ONE SQLite row per event (what Cloudflare bills as rows written): table
+//!   `audit_events`, `WITHOUT ROWID`, keyed by the event id, no other index (decision 0121).
+//!   Ids sort newest first, so `ORDER BY id` is newest first, on the key.
+//! - **Retention**: each event expires `retention_secs` after it was written (its
+//!   `expires_at`, a plain column); reads skip expired rows. Every [`PRUNE_EVERY`]-th append
+//!   of an object (its first after it starts included) deletes expired events from the oldest
+//!   end, at most [`PRUNE_BATCH`], stopping at the first one not expired — no expiry index
+//!   needed (see [`AuditDO::prune`] for the bound).
+//! - **Old shards** (written before decision 0121) hold their events in table `events` (3 rows
+//!   each: the row, its key index, its expiry index). They are not copied: new events go to
+//!   `audit_events`, reads merge both tables (the newer table's version of an id wins), the
+//!   prune deletes the old table's expired rows as before and drops the table once empty — at
+//!   most the retention after the upgrade. No request does more than a bounded batch.
 //! - **Queries** fan out to every shard (one request each, concurrently); each shard looks at
 //!   most [`MAX_SCANNED_PER_CALL`] rows after the cursor and applies the core's
 //!   [`AuditFilter::matches`] (the one filter; the filter travels as JSON). The shards' pages
@@ -30,8 +38,13 @@ use worker::{
     SqlStorage, State,
 };
 
-/// Expired rows one append deletes, at most.
-const PRUNE_BATCH: i64 = 500;
+/// Expired rows one prune deletes, at most (per table).
+pub const PRUNE_BATCH: i64 = 500;
+/// An object prunes on its first append after it starts, then once every this many appends.
+/// [`PRUNE_BATCH`] / `PRUNE_EVERY` ≈ 7.8 events deleted per append at most: more than the one
+/// event an append carries (the core appends one at a time), so pruning keeps up.
+pub const PRUNE_EVERY: u32 = 64;
+
 #[derive(serde::Deserialize)]
 struct Row {
     id: String,
@@ -39,10 +52,20 @@ struct Row {
     json: String,
 }
 
+#[derive(serde::Deserialize)]
+struct IdExpiry {
+    id: String,
+    expires_at: i64,
+}
+
 /// The Durable Object class behind [`DoAuditStore`]: one shard of the audit log.
 #[durable_object]
 pub struct AuditDO {
     sql: SqlStorage,
+    /// Whether table `events` (the format before decision 0121) still exists here.
+    legacy: Cell<bool>,
+    /// Appends since this object started (wrapping), for [`PRUNE_EVERY`].
+    appends: Cell<u32>,
 }
 
 /// The largest integer JavaScript (and so a bound SQL parameter) holds exactly.
@@ -57,6 +80,16 @@ fn now_ms() -> i64 {
     int(worker::Date::now().as_millis())
 }
 
+/// The table of every event written since decision 0121: one row per event.
+const CREATE_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS audit_events (id TEXT NOT NULL PRIMARY KEY, \
+     ts INTEGER NOT NULL, expires_at INTEGER NOT NULL, json TEXT NOT NULL) WITHOUT ROWID";
+
+/// Up to `scan` rows of `table` after `after`, not expired at `now`, in id order.
+fn select(table: &str) -> String {
+    format!("SELECT id, ts, json FROM {table} WHERE id > ? AND expires_at > ? ORDER BY id LIMIT ?")
+}
+
 impl AuditDO {
     /// Store `run`; the SQLite rows it wrote (what Cloudflare bills: a row and each index
     /// entry), as SQLite counts them.
@@ -66,46 +99,141 @@ impl AuditDO {
         let keep_ms = int(run.retention_secs.max(60).saturating_mul(1000));
         let expires = now.saturating_add(keep_ms).min(MAX_SAFE);
         for e in &run.events {
-            let ts = int(e.ts);
+            rows += self.put("audit_events", e, expires)?;
+        }
+        let n = self.appends.get();
+        self.appends.set(n.wrapping_add(1));
+        if n.is_multiple_of(PRUNE_EVERY) {
+            rows += self.prune(now)?;
+        }
+        Ok(rows)
+    }
+
+    /// Write `e` into `table`, replacing the same id; the rows written.
+    fn put(&self, table: &str, e: &AuditEvent, expires: i64) -> worker::Result<usize> {
+        Ok(self
+            .sql
+            .exec(
+                &format!(
+                    "INSERT OR REPLACE INTO {table} (id, ts, expires_at, json) VALUES (?, ?, ?, ?)"
+                ),
+                vec![
+                    e.id.as_str().into(),
+                    int(e.ts).into(),
+                    expires.into(),
+                    serde_json::to_string(e)?.into(),
+                ],
+            )?
+            .rows_written())
+    }
+
+    /// Delete expired events; the rows written (deleted rows and their index entries).
+    ///
+    /// `audit_events` is walked from its oldest id, deleting up to [`PRUNE_BATCH`] expired
+    /// events and stopping at the first one not expired (no expiry index: one row read when
+    /// nothing is due). Ids sort by the time the event started and expiry by the time it was
+    /// written, so an event written long after it started (the end of a long stream) holds
+    /// back the expired events newer than it until it expires itself: what is stored is at
+    /// most the events of the retention, plus those written over the next [`PRUNE_EVERY`]
+    /// appends, plus those held back that way (reads never show an expired event). A retention
+    /// shortened holds back the same way: events keep the retention they were written with.
+    ///
+    /// The old table (`events`, before decision 0121) is pruned as it always was (through its
+    /// expiry index) and dropped once empty.
+    fn prune(&self, now: i64) -> worker::Result<usize> {
+        let mut rows = 0;
+        let oldest = self.sql.exec(
+            "SELECT id, expires_at FROM audit_events ORDER BY id DESC LIMIT ?",
+            vec![PRUNE_BATCH.into()],
+        )?;
+        let mut due: Option<String> = None;
+        for row in oldest.next::<IdExpiry>() {
+            let row = row?;
+            if row.expires_at > now {
+                break;
+            }
+            due = Some(row.id);
+        }
+        // Every id from `due` up was just read, and expired (nothing runs in between).
+        if let Some(due) = due {
+            rows += self
+                .sql
+                .exec("DELETE FROM audit_events WHERE id >= ?", vec![due.into()])?
+                .rows_written();
+        }
+        if self.legacy.get() {
             rows += self
                 .sql
                 .exec(
-                    "INSERT OR REPLACE INTO events (id, ts, expires_at, json) VALUES (?, ?, ?, ?)",
-                    vec![
-                        e.id.as_str().into(),
-                        ts.into(),
-                        expires.into(),
-                        serde_json::to_string(e)?.into(),
-                    ],
+                    "DELETE FROM events WHERE id IN \
+                     (SELECT id FROM events WHERE expires_at <= ? LIMIT ?)",
+                    vec![now.into(), PRUNE_BATCH.into()],
                 )?
                 .rows_written();
+            let left = self.sql.exec("SELECT id FROM events LIMIT 1", None)?;
+            if left.next::<serde_json::Value>().next().is_none() {
+                // Its index goes with it.
+                self.sql.exec("DROP TABLE events", None)?;
+                self.legacy.set(false);
+            }
         }
-        rows += self
-            .sql
-            .exec(
-                "DELETE FROM events WHERE id IN \
-                 (SELECT id FROM events WHERE expires_at <= ? LIMIT ?)",
-                vec![now.into(), PRUNE_BATCH.into()],
-            )?
-            .rows_written();
         Ok(rows)
+    }
+
+    /// Up to `scan` unexpired rows after `after` of each table, in id order, read as they are
+    /// used: `audit_events` and, while it exists, the old table, merged (one row per id, the
+    /// newer table's version).
+    ///
+    /// Why the merge needs no stop short of the end: a caller looks at `scan` merged rows at
+    /// most, and a table read `scan` rows places each of them before its first unread row, so
+    /// every row looked at precedes what either table left unread.
+    fn rows(
+        &self,
+        after: &str,
+        now: i64,
+        scan: i64,
+    ) -> worker::Result<impl Iterator<Item = worker::Result<Row>>> {
+        let read = |table: &str| -> worker::Result<_> {
+            Ok(self
+                .sql
+                .exec(&select(table), vec![after.into(), now.into(), scan.into()])?
+                .next::<Row>()
+                .peekable())
+        };
+        let mut new = read("audit_events")?;
+        let mut old = if self.legacy.get() {
+            Some(read("events")?)
+        } else {
+            None
+        };
+        Ok(std::iter::from_fn(move || {
+            let Some(old) = old.as_mut() else {
+                return new.next();
+            };
+            let order = match (new.peek(), old.peek()) {
+                (Some(Ok(x)), Some(Ok(y))) => x.id.cmp(&y.id),
+                (Some(_), None) | (Some(Err(_)), _) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            };
+            match order {
+                std::cmp::Ordering::Less => new.next(),
+                std::cmp::Ordering::Greater => old.next(),
+                std::cmp::Ordering::Equal => {
+                    old.next();
+                    new.next()
+                }
+            }
+        }))
     }
 
     fn query(&self, q: Query) -> worker::Result<Page> {
         let limit = q.limit.clamp(1, 1000);
         let scan = i64::try_from(MAX_SCANNED_PER_CALL).unwrap_or(1000);
-        let cursor = self.sql.exec(
-            "SELECT id, ts, json FROM events WHERE id > ? AND expires_at > ? \
-             ORDER BY id LIMIT ?",
-            vec![
-                q.after.unwrap_or_default().into(),
-                now_ms().into(),
-                scan.into(),
-            ],
-        )?;
+        let after = q.after.unwrap_or_default();
+        let rows = self.rows(&after, now_ms(), scan)?;
         let mut events = Vec::new();
         let (mut scanned, mut last) = (0usize, None);
-        for row in cursor.next::<Row>() {
+        for row in rows {
             let row = row?;
             // Ids sort by time: past the first event older than `since`, all are older.
             if u64::try_from(row.ts).is_ok_and(|ts| q.filter.ends_listing_at(ts)) {
@@ -121,7 +249,7 @@ impl AuditDO {
                 }
             }
             last = Some(row.id);
-            if events.len() >= limit {
+            if events.len() >= limit || scanned >= MAX_SCANNED_PER_CALL {
                 break;
             }
         }
@@ -132,21 +260,23 @@ impl AuditDO {
         })
     }
 }
-
 impl DurableObject for AuditDO {
     fn new(state: State, _env: Env) -> Self {
         let sql = state.storage().sql();
         // Idempotent; a failure shows on the first statement that needs the table.
-        let _ = sql.exec(
-            "CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, ts INTEGER NOT NULL, \
-             expires_at INTEGER NOT NULL, json TEXT NOT NULL)",
-            None,
-        );
-        let _ = sql.exec(
-            "CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at)",
-            None,
-        );
-        AuditDO { sql }
+        let _ = sql.exec(CREATE_TABLE, None);
+        // Written before decision 0121: read and pruned until empty, then dropped.
+        let legacy = sql
+            .exec(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+                None,
+            )
+            .is_ok_and(|c| c.next::<serde_json::Value>().next().is_some());
+        AuditDO {
+            sql,
+            legacy: Cell::new(legacy),
+            appends: Cell::new(0),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
@@ -164,7 +294,82 @@ impl DurableObject for AuditDO {
                 };
                 Response::from_json(&self.query(q)?)
             }
+            #[cfg(feature = "testkit")]
+            path if path.starts_with("/testkit/") => self.testkit(path, req).await,
             _ => Response::error("unknown audit operation", 404),
+        }
+    }
+}
+
+/// TEST-ONLY (feature `testkit`): rows put straight into one shard by `testkit_route`'s checks.
+#[cfg(feature = "testkit")]
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct TestPut {
+    pub events: Vec<AuditEvent>,
+    /// Epoch ms (in the past: already expired).
+    pub expires_at: i64,
+    /// Into the table of the format before decision 0121 (created as that version did).
+    pub legacy: bool,
+}
+
+#[cfg(feature = "testkit")]
+impl AuditDO {
+    /// - `/testkit/put` ([`TestPut`]): rows written as given, answers `{"rows_written"}`;
+    /// - `/testkit/prune`: prune now, answers `{"rows_written"}`;
+    /// - `/testkit/state`: `{"legacy": bool, "rows": n, "legacy_rows": n}`.
+    async fn testkit(&self, path: &str, mut req: Request) -> worker::Result<Response> {
+        let count = |table: &str| -> worker::Result<i64> {
+            let c = self
+                .sql
+                .exec(&format!("SELECT count(*) AS n FROM {table}"), None)?;
+            let v: serde_json::Value = c.one()?;
+            Ok(v["n"].as_i64().unwrap_or(-1))
+        };
+        match path {
+            "/testkit/put" => {
+                let put: TestPut = req.json().await?;
+                if put.legacy {
+                    // The DDL of the version before decision 0121.
+                    self.sql.exec(
+                        "CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, \
+                         ts INTEGER NOT NULL, expires_at INTEGER NOT NULL, json TEXT NOT NULL)",
+                        None,
+                    )?;
+                    self.sql.exec(
+                        "CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at)",
+                        None,
+                    )?;
+                    self.legacy.set(true);
+                }
+                let table = if put.legacy { "events" } else { "audit_events" };
+                let mut rows = 0;
+                for e in &put.events {
+                    rows += self.put(table, e, put.expires_at)?;
+                }
+                Response::from_json(&serde_json::json!({"rows_written": rows}))
+            }
+            "/testkit/prune" => {
+                let rows = self.prune(now_ms())?;
+                Response::from_json(&serde_json::json!({"rows_written": rows}))
+            }
+            "/testkit/state" => {
+                // The table itself, not the flag.
+                let legacy = self
+                    .sql
+                    .exec(
+                        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+                        None,
+                    )?
+                    .next::<serde_json::Value>()
+                    .next()
+                    .is_some();
+                Response::from_json(&serde_json::json!({
+                    "legacy": legacy,
+                    "rows": count("audit_events")?,
+                    "legacy_rows": if legacy { count("events")? } else { 0 },
+                }))
+            }
+            _ => Response::error("unknown audit testkit operation", 404),
         }
     }
 }
@@ -174,6 +379,8 @@ impl DurableObject for AuditDO {
 /// is never silent, whether the request was then served (`AUDIT_REQUIRED` off) or refused.
 pub struct DoAuditStore {
     ns: ObjectNamespace,
+    /// Prefix of the objects' names (empty but in the test worker's own checks).
+    scope: String,
     /// Events stored.
     stored: Cell<u64>,
     /// Events not stored (their append failed).
@@ -190,20 +397,33 @@ impl DoAuditStore {
     pub fn new(ns: ObjectNamespace) -> Self {
         DoAuditStore {
             ns,
+            scope: String::new(),
             stored: Cell::new(0),
             lost: Cell::new(0),
             failed: Cell::new(0),
         }
     }
 
+    /// Test worker only: a store whose shards are named `<scope>audit:<n>` (fresh, empty
+    /// objects for a fresh scope).
+    #[cfg(feature = "testkit")]
+    pub fn scoped(ns: ObjectNamespace, scope: String) -> Self {
+        DoAuditStore {
+            scope,
+            ..DoAuditStore::new(ns)
+        }
+    }
+
     /// POST `body` as JSON to shard `shard` at `path`; its JSON reply.
-    async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+    pub(crate) async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,
         shard: u32,
         path: &str,
         body: &B,
     ) -> worker::Result<R> {
-        let stub = self.ns.get_by_name(&format!("audit:{shard}"))?;
+        let stub = self
+            .ns
+            .get_by_name(&format!("{}audit:{shard}", self.scope))?;
         #[cfg(feature = "testkit")]
         {
             if crate::counting::audit_down() {
