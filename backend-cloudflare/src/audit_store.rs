@@ -127,7 +127,8 @@ impl AuditDO {
             .rows_written())
     }
 
-    /// Delete expired events; the rows written (deleted rows and their index entries).
+    /// Delete expired events; the rows written as SQLite counts them (1 per deleted row, in
+    /// either table: measured in workerd, decision 0121).
     ///
     /// `audit_events` is walked from its oldest id, deleting up to [`PRUNE_BATCH`] expired
     /// events and stopping at the first one not expired (no expiry index: one row read when
