@@ -49,6 +49,7 @@ pub const PRUNE_EVERY: u32 = 64;
 struct Row {
     id: String,
     ts: i64,
+    expires_at: i64,
     json: String,
 }
 
@@ -62,10 +63,16 @@ struct IdExpiry {
 #[durable_object]
 pub struct AuditDO {
     sql: SqlStorage,
-    /// Whether table `events` (the format before decision 0121) still exists here.
-    legacy: Cell<bool>,
+    /// Whether table `events` (the format before decision 0121) still exists here; `None`
+    /// while unknown (the check at start failed: checked again at the next use).
+    legacy: Cell<Option<bool>>,
     /// Appends since this object started (wrapping), for [`PRUNE_EVERY`].
     appends: Cell<u32>,
+    /// Prunes that failed since this object started (logged; the append stands).
+    prune_failures: Cell<u64>,
+    /// TEST-ONLY: every prune fails (`/testkit/prune-fails`).
+    #[cfg(feature = "testkit")]
+    fail_prune: Cell<bool>,
 }
 
 /// The largest integer JavaScript (and so a bound SQL parameter) holds exactly.
@@ -85,15 +92,30 @@ const CREATE_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS audit_events (id TEXT NOT NULL PRIMARY KEY, \
      ts INTEGER NOT NULL, expires_at INTEGER NOT NULL, json TEXT NOT NULL) WITHOUT ROWID";
 
-/// Up to `scan` rows of `table` after `after`, not expired at `now`, in id order.
-fn select(table: &str) -> String {
-    format!("SELECT id, ts, json FROM {table} WHERE id > ? AND expires_at > ? ORDER BY id LIMIT ?")
+/// Up to `scan` rows of the new table after `after`, in id order, expired ones included (the
+/// caller skips them, counting them as looked at: a read is bounded by `scan` rows, and an
+/// expired new version of an id still hides the old table's).
+const SELECT_NEW: &str =
+    "SELECT id, ts, expires_at, json FROM audit_events WHERE id > ? ORDER BY id LIMIT ?";
+/// Up to `scan` rows of the old table after `after`, not expired at `now`, in id order.
+const SELECT_OLD: &str = "SELECT id, ts, expires_at, json FROM events \
+     WHERE id > ? AND expires_at > ? ORDER BY id LIMIT ?";
+
+/// Whether table `events` (the format before decision 0121) exists.
+fn has_old_table(sql: &SqlStorage) -> worker::Result<bool> {
+    let v: serde_json::Value = sql
+        .exec(
+            "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+            None,
+        )?
+        .one()?;
+    Ok(v["n"].as_i64().unwrap_or(0) > 0)
 }
 
 impl AuditDO {
     /// Store `run`; the SQLite rows it wrote (what Cloudflare bills: a row and each index
-    /// entry), as SQLite counts them.
-    fn append(&self, run: Append) -> worker::Result<usize> {
+    /// entry), as SQLite counts them, and whether its prune (when due) failed.
+    fn append(&self, run: Append) -> worker::Result<(usize, bool)> {
         let mut rows = 0;
         let now = now_ms();
         let keep_ms = int(run.retention_secs.max(60).saturating_mul(1000));
@@ -103,10 +125,45 @@ impl AuditDO {
         }
         let n = self.appends.get();
         self.appends.set(n.wrapping_add(1));
+        let mut prune_failed = false;
         if n.is_multiple_of(PRUNE_EVERY) {
-            rows += self.prune(now)?;
+            // The events are stored: a failed prune must not fail their append (it is
+            // retried at the next due append; what it left is consistent and never listed).
+            match self.prune(now) {
+                Ok(n) => rows += n,
+                Err(e) => {
+                    prune_failed = true;
+                    self.prune_failures
+                        .set(self.prune_failures.get().saturating_add(1));
+                    // SQLite's message and a count: no event content.
+                    worker::console_error!(
+                        "audit object: prune failed ({} since start), retried later: {e}",
+                        self.prune_failures.get()
+                    );
+                }
+            }
         }
-        Ok(rows)
+        Ok((rows, prune_failed))
+    }
+
+    /// Whether the old table exists (checked at start; again at each use while unknown).
+    fn legacy(&self) -> bool {
+        if let Some(legacy) = self.legacy.get() {
+            return legacy;
+        }
+        match has_old_table(&self.sql) {
+            Ok(legacy) => {
+                self.legacy.set(Some(legacy));
+                legacy
+            }
+            Err(e) => {
+                worker::console_error!(
+                    "audit object: could not tell whether the old table exists (read as \
+                     absent, checked again at the next use): {e}"
+                );
+                false
+            }
+        }
     }
 
     /// Write `e` into `table`, replacing the same id; the rows written.
@@ -141,28 +198,20 @@ impl AuditDO {
     ///
     /// The old table (`events`, before decision 0121) is pruned as it always was (through its
     /// expiry index) and dropped once empty.
+    ///
+    /// No statement here (nor anywhere in this object) leaves a cursor open: every read is
+    /// read to its end (`to_array`, `one`) before the next statement. workerd ends a
+    /// statement only once it is stepped to its end, and SQLite refuses `DROP TABLE`
+    /// (SQLITE_LOCKED) while another statement of the connection is reading.
     fn prune(&self, now: i64) -> worker::Result<usize> {
+        #[cfg(feature = "testkit")]
+        if self.fail_prune.get() {
+            return Err(worker::Error::RustError(
+                "prune switched to fail by the test".into(),
+            ));
+        }
         let mut rows = 0;
-        let oldest = self.sql.exec(
-            "SELECT id, expires_at FROM audit_events ORDER BY id DESC LIMIT ?",
-            vec![PRUNE_BATCH.into()],
-        )?;
-        let mut due: Option<String> = None;
-        for row in oldest.next::<IdExpiry>() {
-            let row = row?;
-            if row.expires_at > now {
-                break;
-            }
-            due = Some(row.id);
-        }
-        // Every id from `due` up was just read, and expired (nothing runs in between).
-        if let Some(due) = due {
-            rows += self
-                .sql
-                .exec("DELETE FROM audit_events WHERE id >= ?", vec![due.into()])?
-                .rows_written();
-        }
-        if self.legacy.get() {
+        if self.legacy() {
             rows += self
                 .sql
                 .exec(
@@ -171,71 +220,110 @@ impl AuditDO {
                     vec![now.into(), PRUNE_BATCH.into()],
                 )?
                 .rows_written();
-            let left = self.sql.exec("SELECT id FROM events LIMIT 1", None)?;
-            if left.next::<serde_json::Value>().next().is_none() {
+            let left: serde_json::Value = self
+                .sql
+                .exec("SELECT EXISTS (SELECT 1 FROM events) AS n", None)?
+                .one()?;
+            if left["n"].as_i64() == Some(0) {
                 // Its index goes with it.
                 self.sql.exec("DROP TABLE events", None)?;
-                self.legacy.set(false);
+                self.legacy.set(Some(false));
+            }
+        }
+        // The oldest event first (one row read): most prunes stop there.
+        let oldest: Vec<IdExpiry> = self
+            .sql
+            .exec(
+                "SELECT id, expires_at FROM audit_events ORDER BY id DESC LIMIT 1",
+                None,
+            )?
+            .to_array()?;
+        if oldest.first().is_some_and(|row| row.expires_at <= now) {
+            let walk: Vec<IdExpiry> = self
+                .sql
+                .exec(
+                    "SELECT id, expires_at FROM audit_events ORDER BY id DESC LIMIT ?",
+                    vec![PRUNE_BATCH.into()],
+                )?
+                .to_array()?;
+            let due = walk
+                .into_iter()
+                .take_while(|row| row.expires_at <= now)
+                .last()
+                .map(|row| row.id);
+            // Every id from `due` up was just read, and expired (nothing runs in between).
+            if let Some(due) = due {
+                rows += self
+                    .sql
+                    .exec("DELETE FROM audit_events WHERE id >= ?", vec![due.into()])?
+                    .rows_written();
             }
         }
         Ok(rows)
     }
 
-    /// Up to `scan` unexpired rows after `after` of each table, in id order, read as they are
-    /// used: `audit_events` and, while it exists, the old table, merged (one row per id, the
-    /// newer table's version).
+    /// Up to `scan` rows after `after` of each table, in id order, read whole (no cursor left
+    /// open, see [`AuditDO::prune`]): `audit_events` (expired rows included, for the caller to
+    /// skip) and, while it exists, the old table's unexpired rows, merged (one row per id, the
+    /// newer table's version, expired or not: an expired new version never lets an older one
+    /// resurface).
     ///
     /// Why the merge needs no stop short of the end: a caller looks at `scan` merged rows at
     /// most, and a table read `scan` rows places each of them before its first unread row, so
     /// every row looked at precedes what either table left unread.
-    fn rows(
-        &self,
-        after: &str,
-        now: i64,
-        scan: i64,
-    ) -> worker::Result<impl Iterator<Item = worker::Result<Row>>> {
-        let read = |table: &str| -> worker::Result<_> {
-            Ok(self
-                .sql
-                .exec(&select(table), vec![after.into(), now.into(), scan.into()])?
-                .next::<Row>()
-                .peekable())
-        };
-        let mut new = read("audit_events")?;
-        let mut old = if self.legacy.get() {
-            Some(read("events")?)
-        } else {
-            None
-        };
-        Ok(std::iter::from_fn(move || {
-            let Some(old) = old.as_mut() else {
-                return new.next();
-            };
+    fn rows(&self, after: &str, now: i64, scan: i64) -> worker::Result<Vec<Row>> {
+        let new: Vec<Row> = self
+            .sql
+            .exec(SELECT_NEW, vec![after.into(), scan.into()])?
+            .to_array()?;
+        if !self.legacy() {
+            return Ok(new);
+        }
+        let old: Vec<Row> = self
+            .sql
+            .exec(SELECT_OLD, vec![after.into(), now.into(), scan.into()])?
+            .to_array()?;
+        let mut merged = Vec::with_capacity(new.len() + old.len());
+        let (mut new, mut old) = (new.into_iter().peekable(), old.into_iter().peekable());
+        loop {
             let order = match (new.peek(), old.peek()) {
-                (Some(Ok(x)), Some(Ok(y))) => x.id.cmp(&y.id),
-                (Some(_), None) | (Some(Err(_)), _) => std::cmp::Ordering::Less,
-                _ => std::cmp::Ordering::Greater,
+                (Some(x), Some(y)) => x.id.cmp(&y.id),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => return Ok(merged),
             };
-            match order {
+            let row = match order {
                 std::cmp::Ordering::Less => new.next(),
                 std::cmp::Ordering::Greater => old.next(),
                 std::cmp::Ordering::Equal => {
                     old.next();
                     new.next()
                 }
-            }
-        }))
+            };
+            merged.extend(row);
+        }
     }
 
     fn query(&self, q: Query) -> worker::Result<Page> {
         let limit = q.limit.clamp(1, 1000);
-        let scan = i64::try_from(MAX_SCANNED_PER_CALL).unwrap_or(1000);
+        // Rows looked at, at most: `limit` when every event but the too old matches (no more
+        // can be listed), else MAX_SCANNED_PER_CALL. Each table reads that many.
+        let matches_all = AuditFilter {
+            since_ms: None,
+            ..q.filter.clone()
+        }
+        .is_empty();
+        let max_scan = if matches_all {
+            limit.min(MAX_SCANNED_PER_CALL)
+        } else {
+            MAX_SCANNED_PER_CALL
+        };
+        let now = now_ms();
         let after = q.after.unwrap_or_default();
-        let rows = self.rows(&after, now_ms(), scan)?;
+        let rows = self.rows(&after, now, i64::try_from(max_scan).unwrap_or(1000))?;
         let mut events = Vec::new();
         let (mut scanned, mut last) = (0usize, None);
         for row in rows {
-            let row = row?;
             // Ids sort by time: past the first event older than `since`, all are older.
             if u64::try_from(row.ts).is_ok_and(|ts| q.filter.ends_listing_at(ts)) {
                 return Ok(Page {
@@ -244,17 +332,19 @@ impl AuditDO {
                 });
             }
             scanned += 1;
-            if let Ok(e) = serde_json::from_str::<AuditEvent>(&row.json) {
-                if q.filter.matches(&e) {
-                    events.push(e);
+            if row.expires_at > now {
+                if let Ok(e) = serde_json::from_str::<AuditEvent>(&row.json) {
+                    if q.filter.matches(&e) {
+                        events.push(e);
+                    }
                 }
             }
             last = Some(row.id);
-            if events.len() >= limit || scanned >= MAX_SCANNED_PER_CALL {
+            if events.len() >= limit || scanned >= max_scan {
                 break;
             }
         }
-        let more = events.len() >= limit || scanned >= MAX_SCANNED_PER_CALL;
+        let more = events.len() >= limit || scanned >= max_scan;
         Ok(Page {
             events,
             more_after: if more { last } else { None },
@@ -267,16 +357,23 @@ impl DurableObject for AuditDO {
         // Idempotent; a failure shows on the first statement that needs the table.
         let _ = sql.exec(CREATE_TABLE, None);
         // Written before decision 0121: read and pruned until empty, then dropped.
-        let legacy = sql
-            .exec(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'events'",
-                None,
-            )
-            .is_ok_and(|c| c.next::<serde_json::Value>().next().is_some());
+        let legacy = match has_old_table(&sql) {
+            Ok(legacy) => Some(legacy),
+            Err(e) => {
+                worker::console_error!(
+                    "audit object: could not tell whether the old table exists (checked again \
+                     at the next use): {e}"
+                );
+                None
+            }
+        };
         AuditDO {
             sql,
             legacy: Cell::new(legacy),
             appends: Cell::new(0),
+            prune_failures: Cell::new(0),
+            #[cfg(feature = "testkit")]
+            fail_prune: Cell::new(false),
         }
     }
 
@@ -286,8 +383,12 @@ impl DurableObject for AuditDO {
                 let Some(run) = crate::streams::json_request::<Append>(&mut req).await else {
                     return Response::error("malformed audit append", 400);
                 };
-                let rows = self.append(run)?;
-                Response::from_json(&serde_json::json!({"ok": true, "rows_written": rows}))
+                let (rows, prune_failed) = self.append(run)?;
+                Response::from_json(&serde_json::json!({
+                    "ok": true,
+                    "rows_written": rows,
+                    "prune_failed": prune_failed,
+                }))
             }
             "/query" => {
                 let Some(q) = crate::streams::json_request::<Query>(&mut req).await else {
@@ -317,7 +418,9 @@ pub struct TestPut {
 impl AuditDO {
     /// - `/testkit/put` ([`TestPut`]): rows written as given, answers `{"rows_written"}`;
     /// - `/testkit/prune`: prune now, answers `{"rows_written"}`;
-    /// - `/testkit/state`: `{"legacy": bool, "rows": n, "legacy_rows": n}`.
+    /// - `/testkit/state`: `{"legacy": bool, "rows": n, "legacy_rows": n}`;
+    /// - `/testkit/prune-fails` with `{"fail": bool}`: every prune of this object fails (as a
+    ///   SQL error would) until switched back.
     async fn testkit(&self, path: &str, mut req: Request) -> worker::Result<Response> {
         let count = |table: &str| -> worker::Result<i64> {
             let c = self
@@ -340,7 +443,7 @@ impl AuditDO {
                         "CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at)",
                         None,
                     )?;
-                    self.legacy.set(true);
+                    self.legacy.set(Some(true));
                 }
                 let table = if put.legacy { "events" } else { "audit_events" };
                 let mut rows = 0;
@@ -353,17 +456,15 @@ impl AuditDO {
                 let rows = self.prune(now_ms())?;
                 Response::from_json(&serde_json::json!({"rows_written": rows}))
             }
+            "/testkit/prune-fails" => {
+                let v: serde_json::Value = req.json().await?;
+                let fail = v["fail"].as_bool().unwrap_or(false);
+                self.fail_prune.set(fail);
+                Response::from_json(&serde_json::json!({"fail": fail}))
+            }
             "/testkit/state" => {
                 // The table itself, not the flag.
-                let legacy = self
-                    .sql
-                    .exec(
-                        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'events'",
-                        None,
-                    )?
-                    .next::<serde_json::Value>()
-                    .next()
-                    .is_some();
+                let legacy = has_old_table(&self.sql)?;
                 Response::from_json(&serde_json::json!({
                     "legacy": legacy,
                     "rows": count("audit_events")?,
@@ -479,10 +580,15 @@ impl AuditStore for DoAuditStore {
             match result {
                 Ok(_reply) => {
                     #[cfg(feature = "testkit")]
-                    crate::counting::rows_written(
-                        crate::counting::DoKind::Audit,
-                        _reply["rows_written"].as_u64().unwrap_or(0),
-                    );
+                    {
+                        crate::counting::rows_written(
+                            crate::counting::DoKind::Audit,
+                            _reply["rows_written"].as_u64().unwrap_or(0),
+                        );
+                        if _reply["prune_failed"] == true {
+                            crate::counting::audit_prune_failed();
+                        }
+                    }
                     self.stored.set(self.stored.get().saturating_add(n));
                 }
                 Err(e) => {

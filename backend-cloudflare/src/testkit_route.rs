@@ -25,7 +25,9 @@
 //!   Driven by `test/faults.test.mjs`.
 //! - `POST /__testkit/audit-checks`: the audit store's own checks (decision 0121) in fresh
 //!   objects — shards in the format before 0121 paged with new events, their old table pruned
-//!   and dropped once empty, the prune's cadence — answering like the store suites.
+//!   and dropped once empty (also under live new events), an expired new version hiding the
+//!   old one, a failed prune not failing its append, the prune's cadence — answering like the
+//!   store suites.
 //! - `GET /__testkit/counts`: the operations the worker's ports made since the last reset
 //!   (`counting`: KV reads, writes, deletes, lists, Durable Object requests per namespace,
 //!   upstream subrequests); `POST /__testkit/counts` answers the same and zeroes them.
@@ -190,6 +192,18 @@ async fn audit_checks(env: &Env) -> worker::Result<std::result::Result<(), Strin
         a_large_old_table_pages_with_new_events(&store("large").map_err(|e| e.to_string())?, &tag)
             .await?;
         a_drained_old_table_is_dropped(&store("drained").map_err(|e| e.to_string())?, &tag).await?;
+        an_old_table_drained_under_new_events_is_dropped(
+            &store("drop-live").map_err(|e| e.to_string())?,
+            &tag,
+        )
+        .await?;
+        a_failed_prune_keeps_the_append(&store("prune-fails").map_err(|e| e.to_string())?, &tag)
+            .await?;
+        an_expired_new_version_hides_the_old_one(
+            &store("expired-new").map_err(|e| e.to_string())?,
+            &tag,
+        )
+        .await?;
         expired_events_are_pruned_every_nth_append(
             &store("cadence").map_err(|e| e.to_string())?,
             &tag,
@@ -444,6 +458,146 @@ async fn a_drained_old_table_is_dropped(
             ids(&got),
             ids(&want)
         ));
+    }
+    Ok(())
+}
+
+/// The old table's last event expires while the new table holds live events (every shard,
+/// about one retention after the upgrade): a prune (after a query that stopped short of the
+/// new table's end) empties the old table and drops it. With a read left open mid-way, SQLite
+/// refuses the `DROP TABLE` ("database table is locked"), the old table stays, and every
+/// pruning append fails.
+async fn an_old_table_drained_under_new_events_is_dropped(
+    store: &DoAuditStore,
+    tag: &str,
+) -> std::result::Result<(), String> {
+    let who = format!("testkit:drop-live:{tag}");
+    let mut shard0 = timeline(&who, 80)
+        .into_iter()
+        .filter(|e| shard_of(&e.id) == 0);
+    let mut next = || shard0.next().ok_or("drop-live: too few events of shard 0");
+    let (expired, live) = (next()?, vec![next()?, next()?, next()?]);
+    put_rows(
+        store,
+        std::slice::from_ref(&expired),
+        wall_ms() - 1000,
+        true,
+    )
+    .await?;
+    put_rows(store, &live, wall_ms() + 3_600_000, false).await?;
+    let filter = AuditFilter {
+        actor: Some(who.clone()),
+        ..AuditFilter::default()
+    };
+    let page = store
+        .query(&filter, None, 1)
+        .await
+        .map_err(|e| format!("drop-live: query: {e}"))?;
+    if page.events.len() != 1 {
+        return Err(format!("drop-live: a page of 1 gave {}", page.events.len()));
+    }
+    let reply: serde_json::Value = store
+        .post(0, "/testkit/prune", &serde_json::json!({}))
+        .await
+        .map_err(|e| format!("drop-live: the prune failed: {e}"))?;
+    let (legacy, rows, _) = shard_state(store, 0).await?;
+    if legacy || rows != 3 {
+        return Err(format!(
+            "drop-live: after the prune ({reply}) the old table is there: {legacy}, the new \
+             one holds {rows} rows (expected gone, 3)"
+        ));
+    }
+    let mut want = live;
+    want.sort_by(|a, b| a.id.cmp(&b.id));
+    let got = audit_all(store, &who, 2).await?;
+    if got != want {
+        return Err(format!(
+            "drop-live: the store lists {:?}, expected {:?}",
+            ids(&got),
+            ids(&want)
+        ));
+    }
+    Ok(())
+}
+
+/// A prune that fails (a SQL error) does not fail the append whose events it follows: they
+/// are stored, so the append succeeds (not counted lost, no 503 under `AUDIT_REQUIRED`); the
+/// failure is counted (`audit_prune_failures`) and logged.
+async fn a_failed_prune_keeps_the_append(
+    store: &DoAuditStore,
+    tag: &str,
+) -> std::result::Result<(), String> {
+    let who = format!("testkit:prune-fails:{tag}");
+    let e = timeline(&who, 1).remove(0);
+    let shard = shard_of(&e.id);
+    store
+        .post::<_, serde_json::Value>(
+            shard,
+            "/testkit/prune-fails",
+            &serde_json::json!({"fail": true}),
+        )
+        .await
+        .map_err(|e| format!("prune-fails: switch: {e}"))?;
+    let before = crate::counting::counts(false).audit_prune_failures;
+    // The object's first append: its prune is due.
+    let stored = store.append(std::slice::from_ref(&e), 60).await;
+    let after = crate::counting::counts(false).audit_prune_failures;
+    store
+        .post::<_, serde_json::Value>(
+            shard,
+            "/testkit/prune-fails",
+            &serde_json::json!({"fail": false}),
+        )
+        .await
+        .map_err(|e| format!("prune-fails: switch back: {e}"))?;
+    stored.map_err(|e| format!("prune-fails: the append failed with its prune: {e}"))?;
+    let status = store.status().ok_or("prune-fails: no status")?;
+    if status.dropped != 0 || status.failed != 0 || status.sent != 1 {
+        return Err(format!(
+            "prune-fails: the sinks row counts {} stored, {} lost, {} failed (expected 1, 0, 0)",
+            status.sent, status.dropped, status.failed
+        ));
+    }
+    if after != before + 1 {
+        return Err(format!(
+            "prune-fails: {} prune failures counted, expected 1",
+            after - before
+        ));
+    }
+    let got = audit_all(store, &who, 10).await?;
+    if got != [e.clone()] {
+        return Err(format!(
+            "prune-fails: the store lists {:?}, expected [{}]",
+            ids(&got),
+            e.id
+        ));
+    }
+    Ok(())
+}
+
+/// An id whose new version (in `audit_events`) has expired is not listed, even while its old
+/// version (in the old table) has not: the newer version wins, expired or not, so a stale
+/// version (a `started` event, an older count) never resurfaces.
+async fn an_expired_new_version_hides_the_old_one(
+    store: &DoAuditStore,
+    tag: &str,
+) -> std::result::Result<(), String> {
+    let who = format!("testkit:expired-new:{tag}");
+    let events = timeline(&who, 2);
+    let (x, y) = (&events[0], &events[1]);
+    put_rows(store, &events, wall_ms() + 3_600_000, true).await?;
+    put_rows(store, std::slice::from_ref(x), wall_ms() - 1000, false).await?;
+    for limit in [1, 10] {
+        let got = audit_all(store, &who, limit).await?;
+        if got != [y.clone()] {
+            return Err(format!(
+                "expired-new: pages of {limit} list {:?}, expected only {} ({} expired in the \
+                 new table)",
+                ids(&got),
+                y.id,
+                x.id
+            ));
+        }
     }
     Ok(())
 }
