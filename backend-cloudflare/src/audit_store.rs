@@ -16,9 +16,13 @@
 //!   needed (see [`AuditDO::prune`] for the bound).
 //! - **Old shards** (written before decision 0121) hold their events in table `events` (3 rows
 //!   each: the row, its key index, its expiry index). They are not copied: new events go to
-//!   `audit_events`, reads merge both tables (the newer table's version of an id wins), the
-//!   prune deletes the old table's expired rows as before and drops the table once empty — at
-//!   most the retention after the upgrade. No request does more than a bounded batch.
+//!   `audit_events`, reads merge both tables (the newer table's version of an id wins, even
+//!   expired), the prune deletes the old table's expired rows as before and drops the table
+//!   once empty — at the first prune (an append) after its last event expired. No request
+//!   does more than a bounded batch.
+//! - **No cursor left open**: every SQL read is read to its end before the next statement
+//!   (workerd ends a statement only when it is stepped to its end, and SQLite refuses a
+//!   `DROP TABLE` while any other statement of the connection is reading).
 //! - **Queries** fan out to every shard (one request each, concurrently); each shard looks at
 //!   most [`MAX_SCANNED_PER_CALL`] rows after the cursor and applies the core's
 //!   [`AuditFilter::matches`] (the one filter; the filter travels as JSON). The shards' pages
@@ -189,15 +193,17 @@ impl AuditDO {
     ///
     /// `audit_events` is walked from its oldest id, deleting up to [`PRUNE_BATCH`] expired
     /// events and stopping at the first one not expired (no expiry index: one row read when
-    /// nothing is due). Ids sort by the time the event started and expiry by the time it was
+    /// the oldest is not due; else the [`PRUNE_BATCH`] oldest are read). Ids sort by the time
+    /// the event started and expiry by the time it was
     /// written, so an event written long after it started (the end of a long stream) holds
     /// back the expired events newer than it until it expires itself: what is stored is at
     /// most the events of the retention, plus those written over the next [`PRUNE_EVERY`]
     /// appends, plus those held back that way (reads never show an expired event). A retention
     /// shortened holds back the same way: events keep the retention they were written with.
     ///
-    /// The old table (`events`, before decision 0121) is pruned as it always was (through its
-    /// expiry index) and dropped once empty.
+    /// The old table (`events`, before decision 0121) is pruned first, as it always was
+    /// (through its expiry index), and dropped once empty. An error is the caller's to log:
+    /// what a failed prune left is consistent, and the next one takes it up.
     ///
     /// No statement here (nor anywhere in this object) leaves a cursor open: every read is
     /// read to its end (`to_array`, `one`) before the next statement. workerd ends a
