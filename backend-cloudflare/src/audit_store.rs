@@ -97,10 +97,14 @@ const CREATE_TABLE: &str =
      ts INTEGER NOT NULL, expires_at INTEGER NOT NULL, json TEXT NOT NULL) WITHOUT ROWID";
 
 /// Up to `scan` rows of the new table after `after`, in id order, expired ones included (the
-/// caller skips them, counting them as looked at: a read is bounded by `scan` rows, and an
-/// expired new version of an id still hides the old table's).
-const SELECT_NEW: &str =
+/// caller skips them, counting them as looked at): while the old table exists, so that an
+/// expired new version of an id still hides the old table's.
+const SELECT_NEW_ALL: &str =
     "SELECT id, ts, expires_at, json FROM audit_events WHERE id > ? ORDER BY id LIMIT ?";
+/// Up to `scan` rows of the new table after `after`, not expired at `now`, in id order (SQLite
+/// steps over the expired ones: a page is never short for them).
+const SELECT_NEW: &str = "SELECT id, ts, expires_at, json FROM audit_events \
+     WHERE id > ? AND expires_at > ? ORDER BY id LIMIT ?";
 /// Up to `scan` rows of the old table after `after`, not expired at `now`, in id order.
 const SELECT_OLD: &str = "SELECT id, ts, expires_at, json FROM events \
      WHERE id > ? AND expires_at > ? ORDER BY id LIMIT ?";
@@ -269,22 +273,25 @@ impl AuditDO {
     }
 
     /// Up to `scan` rows after `after` of each table, in id order, read whole (no cursor left
-    /// open, see [`AuditDO::prune`]): `audit_events` (expired rows included, for the caller to
-    /// skip) and, while it exists, the old table's unexpired rows, merged (one row per id, the
-    /// newer table's version, expired or not: an expired new version never lets an older one
-    /// resurface).
+    /// open, see [`AuditDO::prune`]): `audit_events` (while the old table exists, expired rows
+    /// included, for the caller to skip) and the old table's unexpired rows, merged (one row
+    /// per id, the newer table's version, expired or not: an expired new version never lets an
+    /// older one resurface).
     ///
     /// Why the merge needs no stop short of the end: a caller looks at `scan` merged rows at
     /// most, and a table read `scan` rows places each of them before its first unread row, so
     /// every row looked at precedes what either table left unread.
     fn rows(&self, after: &str, now: i64, scan: i64) -> worker::Result<Vec<Row>> {
+        if !self.legacy() {
+            return self
+                .sql
+                .exec(SELECT_NEW, vec![after.into(), now.into(), scan.into()])?
+                .to_array();
+        }
         let new: Vec<Row> = self
             .sql
-            .exec(SELECT_NEW, vec![after.into(), scan.into()])?
+            .exec(SELECT_NEW_ALL, vec![after.into(), scan.into()])?
             .to_array()?;
-        if !self.legacy() {
-            return Ok(new);
-        }
         let old: Vec<Row> = self
             .sql
             .exec(SELECT_OLD, vec![after.into(), now.into(), scan.into()])?
