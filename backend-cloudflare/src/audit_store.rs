@@ -79,6 +79,10 @@ pub struct AuditDO {
     fail_prune: Cell<bool>,
 }
 
+/// Rows a query reads from each table per statement, at least (read whole; a page reads at
+/// most `MAX_SCANNED_PER_CALL` in all).
+const QUERY_CHUNK: usize = 100;
+
 /// The largest integer JavaScript (and so a bound SQL parameter) holds exactly.
 const MAX_SAFE: i64 = (1 << 53) - 1;
 
@@ -332,28 +336,42 @@ impl AuditDO {
             MAX_SCANNED_PER_CALL
         };
         let now = now_ms();
-        let after = q.after.unwrap_or_default();
-        let rows = self.rows(&after, now, i64::try_from(max_scan).unwrap_or(1000))?;
+        // Read in chunks, each read whole (no cursor left open), so that a filtered page that
+        // fills early does not read all MAX_SCANNED_PER_CALL rows of each table.
+        let chunk = limit.max(QUERY_CHUNK).min(max_scan);
+        let mut after = q.after.unwrap_or_default();
         let mut events = Vec::new();
         let (mut scanned, mut last) = (0usize, None);
-        for row in rows {
-            // Ids sort by time: past the first event older than `since`, all are older.
-            if u64::try_from(row.ts).is_ok_and(|ts| q.filter.ends_listing_at(ts)) {
-                return Ok(Page {
-                    events,
-                    more_after: None,
-                });
-            }
-            scanned += 1;
-            if row.expires_at > now {
-                if let Ok(e) = serde_json::from_str::<AuditEvent>(&row.json) {
-                    if q.filter.matches(&e) {
-                        events.push(e);
+        'chunks: while events.len() < limit && scanned < max_scan {
+            let want = chunk.min(max_scan - scanned);
+            let rows = self.rows(&after, now, i64::try_from(want).unwrap_or(1000))?;
+            // Fewer merged rows than asked: neither table filled its LIMIT, both are read to
+            // their end. Only the first `want` merged rows are sure to precede what a table
+            // left unread (see `rows`); the next chunk starts after the last one looked at.
+            let ended = rows.len() < want;
+            for row in rows.into_iter().take(want) {
+                // Ids sort by time: past the first event older than `since`, all are older.
+                if u64::try_from(row.ts).is_ok_and(|ts| q.filter.ends_listing_at(ts)) {
+                    return Ok(Page {
+                        events,
+                        more_after: None,
+                    });
+                }
+                scanned += 1;
+                if row.expires_at > now {
+                    if let Ok(e) = serde_json::from_str::<AuditEvent>(&row.json) {
+                        if q.filter.matches(&e) {
+                            events.push(e);
+                        }
                     }
                 }
+                after.clone_from(&row.id);
+                last = Some(row.id);
+                if events.len() >= limit || scanned >= max_scan {
+                    break 'chunks;
+                }
             }
-            last = Some(row.id);
-            if events.len() >= limit || scanned >= max_scan {
+            if ended {
                 break;
             }
         }

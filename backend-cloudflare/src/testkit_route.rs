@@ -391,7 +391,11 @@ async fn a_large_old_table_pages_with_new_events(
         return Err(format!("large: only {} events of shard 0", shard0.len()));
     }
     let (mut old, mut new) = (Vec::new(), Vec::new());
-    for (i, e) in shard0.into_iter().enumerate() {
+    for (i, mut e) in shard0.into_iter().enumerate() {
+        // Every 7th denied: a filter that matches few, so a page reads several chunks.
+        if i % 7 == 3 {
+            e.outcome = "denied".into();
+        }
         if i % 5 == 2 {
             new.push(e);
         } else {
@@ -402,6 +406,35 @@ async fn a_large_old_table_pages_with_new_events(
     put_rows(store, &new, wall_ms() + 3_600_000, false).await?;
     let mut want: Vec<AuditEvent> = old.into_iter().chain(new).collect();
     want.sort_by(|a, b| a.id.cmp(&b.id));
+    let denied: Vec<&str> = want
+        .iter()
+        .filter(|e| e.outcome == "denied")
+        .map(|e| e.id.as_str())
+        .collect();
+    let filter = AuditFilter {
+        actor: Some(who.clone()),
+        outcome: Some("denied".into()),
+        ..AuditFilter::default()
+    };
+    let (mut got, mut cursor) = (Vec::new(), None);
+    for _ in 0..1000 {
+        let page = store
+            .query(&filter, cursor.take(), 50)
+            .await
+            .map_err(|e| format!("large: query: {e}"))?;
+        got.extend(page.events);
+        cursor = page.cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    if ids(&got) != denied {
+        return Err(format!(
+            "large: the denied ones in pages of 50 gave {} events, expected {}",
+            got.len(),
+            denied.len()
+        ));
+    }
     for limit in [1000, 333] {
         let got = audit_all(store, &who, limit).await?;
         if got != want {
