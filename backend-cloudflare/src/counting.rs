@@ -42,6 +42,8 @@ pub struct Counts {
     /// Storage writes (`put`, `delete_all`) by the `SESSIONS` objects (each at least one row
     /// written; their key-value API does not report rows).
     pub rows_sessions: u64,
+    /// Appends whose events were stored but whose prune failed (the audit object logs it).
+    pub audit_prune_failures: u64,
 }
 
 thread_local! {
@@ -85,6 +87,11 @@ pub fn rows_written(kind: DoKind, n: u64) {
         DoKind::Sessions => c.rows_sessions += n,
         DoKind::Audit => c.rows_audit += n,
     });
+}
+
+/// An append stored its events but its prune failed.
+pub fn audit_prune_failed() {
+    bump(|c| c.audit_prune_failures += 1);
 }
 
 /// Whether audit-store requests fail (the switch of `POST /__testkit/audit-down`).

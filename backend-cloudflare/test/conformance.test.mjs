@@ -3,7 +3,7 @@
 // SessionDO- and AuditDO-backed stores (real Durable
 // Objects) and WorkersFetcher (the runtime's fetch, against a node upstream on 127.0.0.1). The
 // suites are compiled into the test worker (`test-build/`, cargo feature `testkit`) behind
-// /__testkit/{kv,sessions,audit,rs256,fetch-suite}; the deployable build has no such route. The
+// /__testkit/{kv,sessions,audit,audit-checks,rs256,fetch-suite}; the deployable build has no such route. The
 // Rs256Verifier suite runs WebCryptoVerifier (crypto.subtle) on the core's fixed test vectors.
 import { test, before, after } from "node:test";
 import http from "node:http";
@@ -158,6 +158,13 @@ test("AuditStore conformance suite passes against the sharded AuditDO store in w
   assert.deepEqual(out, { ok: true }, out.error);
 });
 
+// Decision 0121: shards written before it (table `events`) page as one with the new table,
+// their old table is pruned and dropped once empty, and the prune runs every N-th append.
+test("AuditDO: old-format shards stay readable, drain and drop; pruning every N-th append", async () => {
+  const out = await suite("audit-checks");
+  assert.deepEqual(out, { ok: true }, out.error);
+});
+
 test("Rs256Verifier conformance suite passes against WebCrypto in workerd", async () => {
   const out = await suite("rs256");
   assert.deepEqual(out, { ok: true }, out.error);
@@ -209,7 +216,7 @@ test("the deployable build has no testkit route", async () => {
     }),
   );
   try {
-    for (const route of ["kv", "sessions", "audit", "rs256", "fetch-suite", "fetch-stream-suite", "counts", "audit-down", "faults"]) {
+    for (const route of ["kv", "sessions", "audit", "audit-checks", "rs256", "fetch-suite", "fetch-stream-suite", "counts", "audit-down", "faults"]) {
       const r = await deployable.dispatchFetch(`http://worker/__testkit/${route}`, { method: "POST" });
       const body = await r.json();
       assert.equal(r.status, 404, route);
