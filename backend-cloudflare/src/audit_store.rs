@@ -267,6 +267,19 @@ impl AuditDO {
                 .map(|row| row.id);
             // Every id from `due` up was just read, and expired (nothing runs in between).
             if let Some(due) = due {
+                // An id rewritten since the upgrade may still have its old version in the old
+                // table, which the new one hides only while it exists: both go together, or the
+                // stale version would be listed again (review 2026-12-07 of the fixes, A1).
+                if self.legacy() {
+                    rows += self
+                        .sql
+                        .exec(
+                            "DELETE FROM events WHERE id >= ? AND id IN \
+                             (SELECT id FROM audit_events WHERE id >= ?)",
+                            vec![due.as_str().into(), due.as_str().into()],
+                        )?
+                        .rows_written();
+                }
                 rows += self
                     .sql
                     .exec("DELETE FROM audit_events WHERE id >= ?", vec![due.into()])?

@@ -633,16 +633,22 @@ async fn an_expired_new_version_hides_the_old_one(
     let (x, y) = (&events[0], &events[1]);
     put_rows(store, &events, wall_ms() + 3_600_000, true).await?;
     put_rows(store, std::slice::from_ref(x), wall_ms() - 1000, false).await?;
-    for limit in [1, 10] {
-        let got = audit_all(store, &who, limit).await?;
-        if got != [y.clone()] {
-            return Err(format!(
-                "expired-new: pages of {limit} list {:?}, expected only {} ({} expired in the \
-                 new table)",
-                ids(&got),
-                y.id,
-                x.id
-            ));
+    // Before and after the prune deletes the expired new version: the old one stays hidden.
+    for pruned in [false, true] {
+        if pruned {
+            prune_all(store).await?;
+        }
+        for limit in [1, 10] {
+            let got = audit_all(store, &who, limit).await?;
+            if got != [y.clone()] {
+                return Err(format!(
+                    "expired-new: pages of {limit} (pruned: {pruned}) list {:?}, expected only \
+                     {} ({} expired in the new table)",
+                    ids(&got),
+                    y.id,
+                    x.id
+                ));
+            }
         }
     }
     Ok(())
