@@ -37,9 +37,10 @@ use vultrino_core::error::{Code, Error, Result};
 use vultrino_core::ports::{AuditPage, AuditStore, SinkStatus};
 
 use crate::audit_shards::{merge, shard_of, valid_cursor, Append, Page, Query, SHARDS};
+use worker::wasm_bindgen::JsValue;
 use worker::{
-    durable_object, DurableObject, Env, Method, ObjectNamespace, Request, RequestInit, Response,
-    SqlStorage, State,
+    durable_object, js_sys, DurableObject, Env, Method, ObjectNamespace, Request, RequestInit,
+    Response, SqlStorage, SqlStorageValue, State,
 };
 
 /// Expired rows one prune deletes, at most (per table).
@@ -113,14 +114,52 @@ const SELECT_NEW: &str = "SELECT id, ts, expires_at, json FROM audit_events \
 const SELECT_OLD: &str = "SELECT id, ts, expires_at, json FROM events \
      WHERE id > ? AND expires_at > ? ORDER BY id LIMIT ?";
 
+/// Every row of `query`, read whole (no cursor left open), each as `T`; every error of every
+/// step comes back as an `Err`. workers-rs binds the cursor's `toArray` and `one` without
+/// `catch`, and the runtime steps only the first row in `exec`: an SQLite error on a later row
+/// would be thrown through the wasm, failing the object's whole request (a stored append
+/// answered as failed) instead of reaching the caller's error handling (review 2026-12-07 of
+/// the fixes, A2). So `exec` and `toArray` are called here as JS functions, whose throws are
+/// caught, and the rows cross once, as JSON.
+fn read_all<T: serde::de::DeserializeOwned>(
+    sql: &SqlStorage,
+    query: &str,
+    bindings: Vec<SqlStorageValue>,
+) -> worker::Result<Vec<T>> {
+    use worker::wasm_bindgen::JsCast as _;
+    let storage: &JsValue = sql.as_ref();
+    let args = js_sys::Array::new();
+    args.push(&JsValue::from_str(query));
+    for b in bindings {
+        args.push(&b.into());
+    }
+    let function = |on: &JsValue, name: &str| -> worker::Result<js_sys::Function> {
+        js_sys::Reflect::get(on, &JsValue::from_str(name))?
+            .dyn_into::<js_sys::Function>()
+            .map_err(worker::Error::from)
+    };
+    let cursor = function(storage, "exec")?.apply(storage, &args)?;
+    let rows = function(&cursor, "toArray")?.call0(&cursor)?;
+    let json = js_sys::JSON::stringify(&rows)?
+        .as_string()
+        .ok_or_else(|| worker::Error::RustError("SQL rows not serialisable".into()))?;
+    Ok(serde_json::from_str(&json)?)
+}
+
+/// The one row of `query` (an aggregate), read as [`read_all`] reads.
+fn read_one(sql: &SqlStorage, query: &str) -> worker::Result<serde_json::Value> {
+    read_all::<serde_json::Value>(sql, query, Vec::new())?
+        .into_iter()
+        .next()
+        .ok_or_else(|| worker::Error::RustError("an aggregate returned no row".into()))
+}
+
 /// Whether table `events` (the format before decision 0121) exists.
 fn has_old_table(sql: &SqlStorage) -> worker::Result<bool> {
-    let v: serde_json::Value = sql
-        .exec(
-            "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'events'",
-            None,
-        )?
-        .one()?;
+    let v = read_one(
+        sql,
+        "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+    )?;
     Ok(v["n"].as_i64().unwrap_or(0) > 0)
 }
 
@@ -220,9 +259,14 @@ impl AuditDO {
     fn prune(&self, now: i64) -> worker::Result<usize> {
         #[cfg(feature = "testkit")]
         if self.fail_prune.get() {
-            return Err(worker::Error::RustError(
-                "prune switched to fail by the test".into(),
-            ));
+            // An SQLite error on a read's second row (integer overflow in `abs`), which the
+            // runtime throws from `toArray`, not from `exec`: it must come back as an error.
+            read_all::<serde_json::Value>(
+                &self.sql,
+                "SELECT abs(x) AS n FROM (SELECT 1 AS x UNION ALL SELECT -9223372036854775807 - 1)",
+                Vec::new(),
+            )?;
+            return Ok(0);
         }
         let mut rows = 0;
         if self.legacy() {
@@ -234,10 +278,7 @@ impl AuditDO {
                     vec![now.into(), PRUNE_BATCH.into()],
                 )?
                 .rows_written();
-            let left: serde_json::Value = self
-                .sql
-                .exec("SELECT EXISTS (SELECT 1 FROM events) AS n", None)?
-                .one()?;
+            let left = read_one(&self.sql, "SELECT EXISTS (SELECT 1 FROM events) AS n")?;
             if left["n"].as_i64() == Some(0) {
                 // Its index goes with it.
                 self.sql.exec("DROP TABLE events", None)?;
@@ -245,21 +286,17 @@ impl AuditDO {
             }
         }
         // The oldest event first (one row read): most prunes stop there.
-        let oldest: Vec<IdExpiry> = self
-            .sql
-            .exec(
-                "SELECT id, expires_at FROM audit_events ORDER BY id DESC LIMIT 1",
-                None,
-            )?
-            .to_array()?;
+        let oldest: Vec<IdExpiry> = read_all(
+            &self.sql,
+            "SELECT id, expires_at FROM audit_events ORDER BY id DESC LIMIT 1",
+            Vec::new(),
+        )?;
         if oldest.first().is_some_and(|row| row.expires_at <= now) {
-            let walk: Vec<IdExpiry> = self
-                .sql
-                .exec(
-                    "SELECT id, expires_at FROM audit_events ORDER BY id DESC LIMIT ?",
-                    vec![PRUNE_BATCH.into()],
-                )?
-                .to_array()?;
+            let walk: Vec<IdExpiry> = read_all(
+                &self.sql,
+                "SELECT id, expires_at FROM audit_events ORDER BY id DESC LIMIT ?",
+                vec![PRUNE_BATCH.into()],
+            )?;
             let due = walk
                 .into_iter()
                 .take_while(|row| row.expires_at <= now)
@@ -300,19 +337,18 @@ impl AuditDO {
     /// every row looked at precedes what either table left unread.
     fn rows(&self, after: &str, now: i64, scan: i64) -> worker::Result<Vec<Row>> {
         if !self.legacy() {
-            return self
-                .sql
-                .exec(SELECT_NEW, vec![after.into(), now.into(), scan.into()])?
-                .to_array();
+            return read_all(
+                &self.sql,
+                SELECT_NEW,
+                vec![after.into(), now.into(), scan.into()],
+            );
         }
-        let new: Vec<Row> = self
-            .sql
-            .exec(SELECT_NEW_ALL, vec![after.into(), scan.into()])?
-            .to_array()?;
-        let old: Vec<Row> = self
-            .sql
-            .exec(SELECT_OLD, vec![after.into(), now.into(), scan.into()])?
-            .to_array()?;
+        let new: Vec<Row> = read_all(&self.sql, SELECT_NEW_ALL, vec![after.into(), scan.into()])?;
+        let old: Vec<Row> = read_all(
+            &self.sql,
+            SELECT_OLD,
+            vec![after.into(), now.into(), scan.into()],
+        )?;
         let mut merged = Vec::with_capacity(new.len() + old.len());
         let (mut new, mut old) = (new.into_iter().peekable(), old.into_iter().peekable());
         loop {
