@@ -231,6 +231,27 @@ fn ids(events: &[AuditEvent]) -> Vec<&str> {
     events.iter().map(|e| e.id.as_str()).collect()
 }
 
+/// Every event of `who`, listed in pages of `limit`, is exactly `want` (taken in id order, the
+/// listing's order); otherwise an error starting with `what`.
+async fn expect_listed(
+    store: &DoAuditStore,
+    who: &str,
+    limit: usize,
+    mut want: Vec<AuditEvent>,
+    what: &str,
+) -> std::result::Result<(), String> {
+    want.sort_by(|a, b| a.id.cmp(&b.id));
+    let got = audit_all(store, who, limit).await?;
+    if got != want {
+        return Err(format!(
+            "{what}: pages of {limit} list {:?}, expected {:?}",
+            ids(&got),
+            ids(&want)
+        ));
+    }
+    Ok(())
+}
+
 /// Every event `actor` has, following cursors with pages of `limit`.
 async fn audit_all(
     store: &DoAuditStore,
@@ -364,14 +385,14 @@ async fn old_and_new_tables_page_as_one(
     }
     for round in ["before the prune", "after the prune"] {
         for limit in [1, 3, 7, 1000] {
-            let got = audit_all(store, &who, limit).await?;
-            if got != want {
-                return Err(format!(
-                    "mixed ({round}): pages of {limit} gave {:?}, expected {:?}",
-                    ids(&got),
-                    ids(&want)
-                ));
-            }
+            expect_listed(
+                store,
+                &who,
+                limit,
+                want.clone(),
+                &format!("mixed ({round})"),
+            )
+            .await?;
         }
         prune_all(store).await?;
     }
@@ -496,16 +517,7 @@ async fn a_drained_old_table_is_dropped(
         .await
         .map_err(|e| format!("append: {e}"))?;
     want.push(late);
-    want.sort_by(|a, b| a.id.cmp(&b.id));
-    let got = audit_all(store, &who, 4).await?;
-    if got != want {
-        return Err(format!(
-            "drained: the store lists {:?}, expected {:?}",
-            ids(&got),
-            ids(&want)
-        ));
-    }
-    Ok(())
+    expect_listed(store, &who, 4, want, "drained").await
 }
 
 /// The old table's last event expires while the new table holds live events (every shard,
@@ -553,17 +565,7 @@ async fn an_old_table_drained_under_new_events_is_dropped(
              one holds {rows} rows (expected gone, 3)"
         ));
     }
-    let mut want = live;
-    want.sort_by(|a, b| a.id.cmp(&b.id));
-    let got = audit_all(store, &who, 2).await?;
-    if got != want {
-        return Err(format!(
-            "drop-live: the store lists {:?}, expected {:?}",
-            ids(&got),
-            ids(&want)
-        ));
-    }
-    Ok(())
+    expect_listed(store, &who, 2, live, "drop-live").await
 }
 
 /// A prune that fails (a SQL error) does not fail the append whose events it follows: they
@@ -610,15 +612,7 @@ async fn a_failed_prune_keeps_the_append(
             after - before
         ));
     }
-    let got = audit_all(store, &who, 10).await?;
-    if got != [e.clone()] {
-        return Err(format!(
-            "prune-fails: the store lists {:?}, expected [{}]",
-            ids(&got),
-            e.id
-        ));
-    }
-    Ok(())
+    expect_listed(store, &who, 10, vec![e], "prune-fails").await
 }
 
 /// An id whose new version (in `audit_events`) has expired is not listed, even while its old
@@ -639,16 +633,11 @@ async fn an_expired_new_version_hides_the_old_one(
             prune_all(store).await?;
         }
         for limit in [1, 10] {
-            let got = audit_all(store, &who, limit).await?;
-            if got != [y.clone()] {
-                return Err(format!(
-                    "expired-new: pages of {limit} (pruned: {pruned}) list {:?}, expected only \
-                     {} ({} expired in the new table)",
-                    ids(&got),
-                    y.id,
-                    x.id
-                ));
-            }
+            let what = format!(
+                "expired-new (pruned: {pruned}; {} expired in the new table)",
+                x.id
+            );
+            expect_listed(store, &who, limit, vec![y.clone()], &what).await?;
         }
     }
     Ok(())
@@ -693,16 +682,14 @@ async fn expired_events_are_pruned_every_nth_append(
             expired.len()
         ));
     }
-    let mut want = stored.clone();
-    want.sort_by(|a, b| a.id.cmp(&b.id));
-    let got = audit_all(store, &who, 1000).await?;
-    if got != want {
-        return Err(format!(
-            "cadence: expired events are listed: {:?}, expected {:?}",
-            ids(&got),
-            ids(&want)
-        ));
-    }
+    expect_listed(
+        store,
+        &who,
+        1000,
+        stored.clone(),
+        "cadence: expired events are listed",
+    )
+    .await?;
     let e = next()?;
     store
         .append(std::slice::from_ref(&e), 60)
