@@ -39,7 +39,10 @@
 //!   included; deletions are records too). A writer appends, then waits for an `fdatasync` of
 //!   the segment that started after its append: concurrent writers share one (group commit), so
 //!   an event costs a write and a share of one fsync instead of a file, an fsync and a directory
-//!   fsync. Acknowledged means on disk, as for any other key. The index keeps where each
+//!   fsync. The wait is asynchronous — a waiting writer holds no thread, so the blocking pool
+//!   does not grow with the writers a slow fsync keeps waiting
+//!   (docs/decisions/0126-journal-writers-wait-without-a-thread.md). Acknowledged means on disk,
+//!   as for any other key. The index keeps where each
 //!   record is; a read takes the value from there. Segments are closed at 4 MiB (and at every
 //!   open, so that a torn record left by a crash is never followed by another); closed ones that
 //!   no index entry refers to any more are deleted, oldest first (so a deletion record outlives
@@ -52,8 +55,9 @@
 //!   deleted at the next open.
 //! - **Expiry is lazy.** An expired entry vanishes from reads at once and from the index when read;
 //!   its file is deleted at the next open (or when the key is written or deleted).
-//! - Blocking file I/O runs on tokio's blocking pool (`spawn_blocking`), so `FileKv` must be used
-//!   inside a tokio runtime.
+//! - Blocking file I/O runs on tokio's blocking pool (`spawn_blocking`), and a journaled write
+//!   runs as a task of its own (`tokio::spawn`) that finishes even if its caller goes away, so
+//!   `FileKv` must be used inside a tokio runtime.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -70,6 +74,7 @@ use vultrino_core::ports::{
 use vultrino_core::{Error, Result};
 
 use crate::memory_kv::{Entry, Found, MemoryKv, PrefixBound, SegmentLoc};
+use crate::store_io::{IoPool, IO_THREADS};
 use vultrino_core::error::Code;
 
 const MAGIC: &[u8; 4] = b"VKV\x01";
@@ -84,6 +89,9 @@ const LOCK_FILE: &str = "LOCK";
 const TMP_PREFIX: &str = "tmp-";
 const SUFFIX: &str = ".kv";
 const STRIPES: usize = 64;
+/// Stripes of the journal's keys: more than of the files', since a writer holds its stripe
+/// while it waits for its fsync, and two events sharing one cannot share that fsync.
+const JOURNAL_STRIPES: usize = 1024;
 const SEGMENT_PREFIX: &str = "journal-";
 const SEGMENT_SUFFIX: &str = ".log";
 /// A journal segment is closed (and a new one started) once it holds this many bytes.
@@ -99,15 +107,21 @@ struct Inner {
     /// The bounded prefix, whose values the index does not hold (read from disk).
     on_disk_prefix: Option<String>,
     mem: MemoryKv,
-    /// Per-key write serialization, striped by the first byte of the key's hash.
+    /// Per-key write serialization, striped by the first byte of the key's hash: files of
+    /// their own (credentials, keys, roles, settings), written on the blocking pool.
     stripes: Vec<Mutex<()>>,
+    /// The same for the bounded prefix's keys (the journal), whose writers hold theirs across
+    /// the asynchronous wait for their fsync (see [`Inner::journal_write`]).
+    journal_stripes: Vec<tokio::sync::Mutex<()>>,
     tmp_counter: AtomicU64,
     dir_sync: DirSync,
     /// Tests: how many of the next directory fsyncs fail (injected).
     #[cfg(test)]
     failing_dir_syncs: AtomicU64,
+    /// The store's own I/O threads (every blocking file operation runs on them).
+    io: IoPool,
     /// The journal the bounded prefix's writes go to (`None` without a bound).
-    journal: Option<Journal>,
+    journal: Option<Arc<Journal>>,
     /// Held (not read) for its exclusive lock, released when the store is dropped.
     _lock: File,
 }
@@ -212,7 +226,11 @@ impl DirSync {
 /// entry exactly as a `.kv` file holds it (checksum included; flag 4 marks a deletion).
 struct Journal {
     state: Mutex<JournalState>,
-    done: std::sync::Condvar,
+    /// Announces every settled fsync (its outcome is in the state) to the waiting writers.
+    synced: tokio::sync::Notify,
+    /// Tests: holds fsyncs back while closed, and counts them.
+    #[cfg(test)]
+    gate: tests::Gate,
 }
 
 struct JournalState {
@@ -238,6 +256,39 @@ struct JournalState {
     in_flight: std::collections::BTreeMap<u64, usize>,
     /// The closed segments still on disk, oldest first.
     closed: std::collections::VecDeque<u64>,
+}
+
+/// One `fdatasync` of the journal, run on the blocking pool by the writer that found none
+/// running ([`Journal::wait_durable`]). Dropped without running (its runtime shut down before
+/// a thread took it), it clears `running` and wakes the waiters, so that one of them starts
+/// another instead of every writer waiting for good.
+struct SyncJob {
+    journal: Option<Arc<Journal>>,
+    file: Arc<File>,
+    covers: u64,
+}
+
+impl SyncJob {
+    fn run(mut self) {
+        if let Some(journal) = self.journal.take() {
+            journal.run_sync(&self.file, self.covers);
+        }
+    }
+}
+
+impl Drop for SyncJob {
+    fn drop(&mut self) {
+        if let Some(journal) = self.journal.take() {
+            journal.lock().running = false;
+            journal.synced.notify_waiters();
+        }
+    }
+}
+
+/// A write of a key of the bounded prefix, as a journal record.
+enum JournalWrite {
+    Put(String, Entry),
+    Delete(String),
 }
 
 fn segment_name(generation: u64) -> String {
@@ -304,7 +355,9 @@ impl Journal {
                 in_flight: Default::default(),
                 closed: closed.into(),
             }),
-            done: std::sync::Condvar::default(),
+            synced: tokio::sync::Notify::new(),
+            #[cfg(test)]
+            gate: tests::Gate::default(),
         }
     }
 
@@ -391,38 +444,68 @@ impl Journal {
 
     /// Wait until the record of `ticket` is durable: join the next `fdatasync` of the segment
     /// that starts after it was appended (one fsync serves every writer that appended before it
-    /// started).
-    fn sync(&self, ticket: u64) -> io::Result<()> {
-        let mut st = self.lock();
+    /// started), starting one if none is running.
+    ///
+    /// The wait is asynchronous: a writer waiting for its fsync holds no thread (before, each
+    /// waited on a condition variable in a blocking-pool thread, so the pool grew with the
+    /// number of writers an fsync kept waiting — the soak's thread and RSS drift, issue 17).
+    /// The fsync itself runs on the blocking pool as a task of its own that settles the state
+    /// and wakes every waiter whatever becomes of the writer that started it, so a cancelled
+    /// waiter can never leave `running` set.
+    async fn wait_durable(self: &Arc<Journal>, io: &IoPool, ticket: u64) -> io::Result<()> {
         loop {
-            if let Some(settled) = st.settled(ticket) {
-                return settled;
+            let notified = self.synced.notified();
+            let mut notified = std::pin::pin!(notified);
+            {
+                let mut st = self.lock();
+                if let Some(settled) = st.settled(ticket) {
+                    return settled;
+                }
+                if !st.running {
+                    let Some(file) = st.file.clone() else {
+                        // Unreachable: a roll covers (or fails) every ticket before it drops
+                        // the file.
+                        return Err(io::Error::other("no journal segment"));
+                    };
+                    st.running = true;
+                    let covers = st.asked;
+                    // The journal and the segment only, not the store: a store dropped right
+                    // after its last write releases its directory lock at once.
+                    let job = SyncJob {
+                        journal: Some(Arc::clone(self)),
+                        file,
+                        covers,
+                    };
+                    io.spawn(move || job.run());
+                }
+                // Registered before the lock is released: a settlement after this point
+                // (made under the lock, announced after it) wakes this waiter.
+                notified.as_mut().enable();
             }
-            if st.running {
-                st = self.done.wait(st).unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            st.running = true;
-            let covers = st.asked;
-            let Some(file) = st.file.clone() else {
-                // Unreachable: a roll covers (or fails) every ticket before it drops the file.
-                return Err(io::Error::other("no journal segment"));
-            };
-            drop(st);
-            let result = file.sync_data();
-            st = self.lock();
+            notified.await;
+        }
+    }
+
+    /// Run one `fdatasync` of `file` covering the tickets up to `covers`, record what it gave,
+    /// and wake every waiter.
+    fn run_sync(&self, file: &File, covers: u64) {
+        #[cfg(test)]
+        self.gate.pass();
+        let result = file.sync_data();
+        {
+            let mut st = self.lock();
             st.running = false;
-            match &result {
+            match result {
                 Ok(()) => st.synced = st.synced.max(covers),
-                Err(_) => {
+                Err(e) => {
+                    tracing::warn!(error = %e, "an fsync of the audit journal failed");
                     let after = st.synced;
                     st.fail(after, covers);
                     st.broken = true;
                 }
             }
-            self.done.notify_all();
-            result?;
         }
+        self.synced.notify_waiters();
     }
 }
 
@@ -435,6 +518,12 @@ impl fmt::Debug for FileKv {
 }
 
 /// An I/O failure at open: the operator sees the directory and the OS error (never secret).
+/// A job of the store's I/O threads that panicked (logged there): its result is lost.
+fn task_lost() -> Error {
+    tracing::error!("a file store task did not complete");
+    Error::internal()
+}
+
 fn open_error(dir: &Path, what: &str, e: io::Error) -> Error {
     Error::unavailable(format!(
         "cannot {what} in data directory {}: {e}",
@@ -517,11 +606,16 @@ impl FileKv {
             on_disk_prefix: cap.map(|(prefix, _)| prefix.to_string()),
             mem: MemoryKv::new(clock),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            journal_stripes: (0..JOURNAL_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             tmp_counter: AtomicU64::new(0),
             dir_sync: DirSync::default(),
             #[cfg(test)]
             failing_dir_syncs: AtomicU64::new(0),
             journal: None,
+            io: IoPool::new(IO_THREADS)
+                .map_err(|e| open_error(dir, "start the store's I/O threads", e))?,
             _lock: lock,
         };
         let segments = inner.load()?;
@@ -543,7 +637,7 @@ impl FileKv {
                     .with_code(Code::StoreIo))
                 }
             };
-            inner.journal = Some(Journal::new(generation, segments));
+            inner.journal = Some(Arc::new(Journal::new(generation, segments)));
         }
         if let Some((prefix, bound)) = cap {
             // Set after loading, so that the bound keeps the greatest keys of the whole
@@ -614,17 +708,28 @@ impl FileKv {
         &self.inner.dir
     }
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&inner))
+    /// A write of the bounded prefix ([`Inner::journal_write`]), as a task of its own on the
+    /// current runtime: it runs to the end even if this caller is dropped (a client that went
+    /// away), as a blocking-pool write always did.
+    async fn journaled(&self, write: JournalWrite) -> Result<()> {
+        tokio::spawn(Inner::journal_write(Arc::clone(&self.inner), write))
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "file store task failed");
                 Error::internal()
             })?
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .io
+            .run(move || f(&inner))
+            .await
+            .map_err(|_| task_lost())?
     }
 }
 
@@ -668,6 +773,11 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 
 fn key_hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
+}
+
+/// The journal stripe of a key, by its hash.
+fn journal_stripe(hash: &[u8; 32]) -> usize {
+    usize::from(u16::from_le_bytes([hash[0], hash[1]])) % JOURNAL_STRIPES
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -926,62 +1036,106 @@ impl Inner {
         }
     }
 
-    /// Append a record to the journal and wait for it to be durable; `then` runs (under the
-    /// key's stripe lock) once it is, before the segment can be collected.
-    fn journal_write(
-        &self,
-        journal: &Journal,
-        key: &str,
-        record: &[u8],
-        then: impl FnOnce(SegmentLoc) -> Vec<String>,
-    ) -> Result<()> {
-        let hash = key_hash(key);
-        let guard = self.stripe(&hash);
-        let (ticket, loc, rolled) = journal
-            .append(&self.dir, record)
-            .map_err(|e| io_failure("journal append", &self.dir, e))?;
-        let synced = journal.sync(ticket);
+    /// The bytes of a journal record for `write`, and what to do once it is durable.
+    fn journal_record(write: &JournalWrite) -> Result<Vec<u8>> {
+        match write {
+            JournalWrite::Put(key, entry) => encode(key, entry),
+            JournalWrite::Delete(key) => encode_tombstone(key),
+        }
+    }
+
+    /// A journaled write made durable: publish it in the index (under the key's stripe, so
+    /// the index follows the journal's order). Returns the keys the prefix bound evicted.
+    fn journal_publish(&self, write: JournalWrite, loc: SegmentLoc) -> Vec<String> {
+        let key = match &write {
+            JournalWrite::Put(key, _) | JournalWrite::Delete(key) => key,
+        };
+        // A value written before the journal existed, in a file of its own: superseded.
+        if self.mem.in_own_file(key) {
+            let _ = fs::remove_file(self.file_path(&key_hash(key)));
+        }
+        match write {
+            JournalWrite::Put(key, entry) => self.mem.insert(key, entry.in_segment(loc)),
+            JournalWrite::Delete(key) => {
+                self.mem.remove(&key);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Durably write a key of the bounded prefix: append its record (a value, or a deletion
+    /// record) to the journal, wait — without holding a thread — for an fsync that covers it,
+    /// then publish it in the index. The key's stripe lock is held from the append to the
+    /// index update, so two writes of one key reach the index in the journal's order.
+    ///
+    /// Run as a task of its own ([`FileKv::journaled`]): once started it finishes even if the
+    /// caller stops waiting, as a blocking-pool write did, so an appended record is never left
+    /// out of the index (nor its segment pinned as in flight).
+    async fn journal_write(inner: Arc<Inner>, write: JournalWrite) -> Result<()> {
+        let Some(journal) = inner.journal.as_ref() else {
+            return Err(Error::internal());
+        };
+        let record = Inner::journal_record(&write)?;
+        let key = match &write {
+            JournalWrite::Put(key, _) | JournalWrite::Delete(key) => key.clone(),
+        };
+        let hash = key_hash(&key);
+        let guard = inner.journal_stripes[journal_stripe(&hash)].lock().await;
+        let appended = {
+            let inner = Arc::clone(&inner);
+            let pool = Arc::clone(&inner);
+            pool.io
+                .run(move || match inner.journal.as_ref() {
+                    Some(journal) => journal.append(&inner.dir, &record),
+                    None => Err(io::Error::other("no journal")),
+                })
+                .await
+                .map_err(|_| task_lost())?
+        };
+        let (ticket, loc, rolled) =
+            appended.map_err(|e| io_failure("journal append", &inner.dir, e))?;
+        let synced = journal.wait_durable(&inner.io, ticket).await;
         let evicted = match synced {
-            Ok(()) => then(loc),
+            Ok(()) => inner.journal_publish(write, loc),
             Err(_) => Vec::new(),
         };
         journal.landed(loc.generation);
         drop(guard);
-        synced.map_err(|e| io_failure("journal sync", &self.dir, e))?;
-        if !evicted.is_empty() {
-            self.delete_evicted(evicted);
+        synced.map_err(|e| io_failure("journal sync", &inner.dir, e))?;
+        if evicted.is_empty() && !rolled {
+            return Ok(());
         }
-        if rolled {
-            self.collect_segments(journal);
+        // The evicted keys' stripes, in order (so two writers evicting never wait on each
+        // other in a cycle), held while their deletion records are written: a put that
+        // brings one back waits, and the deletion skips a key that is back.
+        let mut stripes: Vec<usize> = evicted
+            .iter()
+            .map(|key| journal_stripe(&key_hash(key)))
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(inner.journal_stripes[i].lock().await);
         }
-        Ok(())
-    }
-
-    /// Durably write `entry` under a key of the bounded prefix: a journal record.
-    fn persist_journaled(&self, journal: &Journal, key: String, entry: Entry) -> Result<()> {
-        let bytes = encode(&key, &entry)?;
-        let own_file = self.file_path(&key_hash(&key));
-        self.journal_write(journal, &key, &bytes, |loc| {
-            // A value written before the journal existed, in a file of its own: superseded.
-            if self.mem.in_own_file(&key) {
-                let _ = fs::remove_file(&own_file);
-            }
-            self.mem.insert(key.clone(), entry.in_segment(loc))
-        })
-    }
-
-    /// Durably delete a key of the bounded prefix: a deletion record in the journal (and its
-    /// own file, if it has one, best effort: a deletion record removes it at the next open).
-    fn remove_journaled(&self, journal: &Journal, key: &str) -> Result<()> {
-        let bytes = encode_tombstone(key)?;
-        let own_file = self.file_path(&key_hash(key));
-        self.journal_write(journal, key, &bytes, |_| {
-            if self.mem.in_own_file(key) {
-                let _ = fs::remove_file(&own_file);
-            }
-            self.mem.remove(key);
-            Vec::new()
-        })
+        let cleanup = {
+            let inner = Arc::clone(&inner);
+            let pool = Arc::clone(&inner);
+            pool.io
+                .run(move || {
+                    if !evicted.is_empty() {
+                        inner.delete_evicted(evicted);
+                    }
+                    if rolled {
+                        if let Some(journal) = inner.journal.as_ref() {
+                            inner.collect_segments(journal);
+                        }
+                    }
+                })
+                .await
+        };
+        drop(guards);
+        cleanup.map_err(|_| task_lost())
     }
 
     /// Delete the closed segments, oldest first, that no index entry and no writer in flight
@@ -1117,9 +1271,6 @@ impl Inner {
 
     /// Durably write `entry` under `key`, then publish it in the index.
     fn persist(&self, key: String, entry: Entry) -> Result<()> {
-        if let Some(journal) = self.journal_for(&key) {
-            return self.persist_journaled(journal, key, entry);
-        }
         let bytes = encode(&key, &entry)?;
         let hash = key_hash(&key);
         let target = self.file_path(&hash);
@@ -1148,14 +1299,15 @@ impl Inner {
     }
 
     /// Delete the files of keys the prefix bound evicted from the index (best effort: a file
-    /// left behind by a crash or an I/O error is evicted again at the next open). Each key is
-    /// deleted under its stripe lock, and only if no put has brought it back meanwhile.
+    /// left behind by a crash or an I/O error is evicted again at the next open), each only if
+    /// no put has brought it back meanwhile. The caller holds the keys' journal stripes (see
+    /// [`Inner::journal_write`]) or has the store to itself (at open): the keys are all under
+    /// the bounded prefix, whose writes take those stripes.
     fn delete_evicted(&self, keys: Vec<String>) {
         let mut removed_any = false;
         for key in keys {
             let hash = key_hash(&key);
             let path = self.file_path(&hash);
-            let _guard = self.stripe(&hash);
             if self.mem.contains(&key) {
                 continue;
             }
@@ -1190,9 +1342,6 @@ impl Inner {
 
     /// Durably delete `key`'s file, then drop it from the index.
     fn remove(&self, key: &str) -> Result<()> {
-        if let Some(journal) = self.journal_for(key) {
-            return self.remove_journaled(journal, key);
-        }
         let hash = key_hash(key);
         let target = self.file_path(&hash);
         let _guard = self.stripe(&hash);
@@ -1232,12 +1381,18 @@ impl KvStore for FileKv {
     async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<()> {
         let entry = self.inner.mem.prepare_put(key, value, options)?;
         let key = key.to_string();
+        if self.inner.journal_for(&key).is_some() {
+            return self.journaled(JournalWrite::Put(key, entry)).await;
+        }
         self.blocking(move |inner| inner.persist(key, entry)).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
         kv_validate::key(key)?;
         let key = key.to_string();
+        if self.inner.journal_for(&key).is_some() {
+            return self.journaled(JournalWrite::Delete(key)).await;
+        }
         self.blocking(move |inner| inner.remove(&key)).await
     }
 
@@ -1249,6 +1404,140 @@ impl KvStore for FileKv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gate the journal's fsyncs pass through (tests only): closed, they wait at it.
+    #[derive(Default)]
+    pub(super) struct Gate {
+        closed: Mutex<bool>,
+        opened: std::sync::Condvar,
+        /// fsyncs that reached the gate.
+        pub(super) arrived: AtomicU64,
+    }
+
+    impl Gate {
+        pub(super) fn pass(&self) {
+            self.arrived.fetch_add(1, Ordering::SeqCst);
+            let mut closed = self.closed.lock().unwrap_or_else(PoisonError::into_inner);
+            while *closed {
+                closed = self
+                    .opened
+                    .wait(closed)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+
+        fn set(&self, closed: bool) {
+            *self.closed.lock().unwrap_or_else(PoisonError::into_inner) = closed;
+            self.opened.notify_all();
+        }
+    }
+
+    /// Polls `done` until it holds, for at most 20 s (a liveness bound, not a timing).
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..2000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("never: {what}");
+    }
+
+    /// Writers waiting for their journal fsync hold no thread (issue 17, the soak's thread and
+    /// RSS drift: each used to wait in a thread of its own, so the threads grew with the
+    /// writers one slow fsync kept waiting, and a bounded set could not even append meanwhile).
+    /// With the first fsync held back on one of the store's I/O threads, twenty more audit
+    /// writes all append on the others; none is acknowledged before its fsync; once the fsync
+    /// is let go, one more fsync covers all twenty, and every write reads back after a reopen.
+    #[test]
+    fn writers_waiting_for_an_fsync_hold_no_thread() {
+        use crate::memory_kv::Bound;
+        use vultrino_core::ports::{KvStore as _, ManualClock, PutOptions};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_800_000_000_000));
+            let bound = PrefixBound::single(Bound {
+                keys: 1000,
+                bytes: usize::MAX,
+            });
+            let open = || {
+                FileKv::open_with_prefix_cap(dir.path(), clock.clone(), "audit:", bound.clone())
+                    .expect("open")
+            };
+            let store = Arc::new(open());
+            let journal = store.inner.journal.clone().expect("journal");
+            // Opened again however the test ends: the runtime's drop waits for the held fsync.
+            struct Opens(Arc<Journal>);
+            impl Drop for Opens {
+                fn drop(&mut self) {
+                    self.0.gate.set(false);
+                }
+            }
+            let _opens = Opens(journal.clone());
+            journal.gate.set(true);
+            // 21 keys on distinct stripes (two writes sharing one are ordered, by design).
+            let mut keys: Vec<String> = Vec::new();
+            let mut taken = std::collections::HashSet::new();
+            for n in 0.. {
+                let key = format!("audit:{n:04}");
+                if taken.insert(journal_stripe(&key_hash(&key))) {
+                    keys.push(key);
+                }
+                if keys.len() == 21 {
+                    break;
+                }
+            }
+            let put = |i: usize| {
+                let store = store.clone();
+                let key = keys[i].clone();
+                tokio::spawn(async move {
+                    store
+                        .put(
+                            &key,
+                            Bytes::from(format!("event {i}")),
+                            PutOptions::default(),
+                        )
+                        .await
+                })
+            };
+            let first = put(0);
+            eventually("the first fsync is running", || {
+                journal.gate.arrived.load(Ordering::SeqCst) == 1
+            })
+            .await;
+            let rest: Vec<_> = (1..=20).map(put).collect();
+            eventually("twenty writers appended while an fsync was held", || {
+                journal.lock().asked == 21
+            })
+            .await;
+            assert!(!first.is_finished(), "acknowledged before its fsync");
+            assert!(rest.iter().all(|w| !w.is_finished()));
+            journal.gate.set(false);
+            first.await.expect("task").expect("first write");
+            for w in rest {
+                w.await.expect("task").expect("write");
+            }
+            assert_eq!(
+                journal.gate.arrived.load(Ordering::SeqCst),
+                2,
+                "one fsync for the first write, one for the twenty"
+            );
+            drop(_opens);
+            drop(journal);
+            drop(store);
+            let store = open();
+            for (i, key) in keys.iter().enumerate() {
+                assert_eq!(
+                    store.get(key).await.expect("get"),
+                    Some(Bytes::from(format!("event {i}")))
+                );
+            }
+        });
+    }
 
     fn entry() -> Entry {
         Entry::new(

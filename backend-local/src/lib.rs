@@ -21,3 +21,4 @@ pub mod remote;
 pub mod rs256;
 pub mod server;
 pub mod setup;
+mod store_io;

@@ -96,7 +96,8 @@ pub async fn serve_per_core(
     let mut handles = Vec::new();
     for i in 0..threads.max(1) {
         // Built here, so that a worker that cannot start fails `serve` at once.
-        // Its blocking pool (DNS lookups, file-store writes) is bounded per worker.
+        // Its blocking pool (DNS lookups; the file store has threads of its own, decision
+        // 0126) is bounded per worker.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .max_blocking_threads(64)
