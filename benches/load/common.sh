@@ -7,10 +7,11 @@ command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2;
 
 # PROFILE (default release) picks the cargo profile, e.g. a faster-building one for callgrind
 # comparisons; VULTRINO_WRAP (unset: none) is a command the servers are started under;
-# NO_BUILD=1 measures the binaries already built for PROFILE, as they are.
+# NO_BUILD=1 measures the binaries already built for PROFILE, as they are; BIN_DIR (with
+# NO_BUILD=1) takes the binaries from another directory, e.g. a copy of an earlier build for an A/B.
 PROFILE=${PROFILE:-release}
 [ -n "${NO_BUILD:-}" ] || cargo build --profile "$PROFILE" -q -p vultrino-local -p vultrino-benches --bin vultrino --bin bench-upstream --bin bench-proxy
-BIN=target/$PROFILE
+BIN=${BIN_DIR:-target/$PROFILE}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"; }

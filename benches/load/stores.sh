@@ -22,6 +22,20 @@ STORE=memory start_vultrino mem
 STORE=file start_vultrino file
 export UPSTREAM="$UP"
 errors() { sed -n 's/^non-2xx-or-socket-errors: //p'; }
+threads_of() { awk '/^Threads:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# The file server's thread count, sampled every 0.2 s while its wrk run lasts; the peak goes to $1.
+sample_threads() {
+  local max=0 t
+  while :; do
+    t=$(threads_of "$VPID_file"); [ "${t:-0}" -gt "$max" ] && { max=$t; echo "$max" >"$1"; }
+    sleep 0.2
+  done
+}
+run_file() {
+  sample_threads "$WORK/peak-$i" & local sampler=$!
+  VK=$VK_file run "$CONNS" -s benches/load/execute.lua "$V_file/v1/execute"
+  kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+}
 
 LINES=()
 RATIOS=()
@@ -29,16 +43,16 @@ RAW=
 for i in $(seq 1 "$RUNS"); do
   if [ $((i % 2)) = 1 ]; then
     M=$(VK=$VK_mem run "$CONNS" -s benches/load/execute.lua "$V_mem/v1/execute")
-    F=$(VK=$VK_file run "$CONNS" -s benches/load/execute.lua "$V_file/v1/execute")
+    F=$(run_file)
   else
-    F=$(VK=$VK_file run "$CONNS" -s benches/load/execute.lua "$V_file/v1/execute")
+    F=$(run_file)
     M=$(VK=$VK_mem run "$CONNS" -s benches/load/execute.lua "$V_mem/v1/execute")
   fi
   RAW+=$'\n'"--- round $i, memory ---"$'\n'"$M"$'\n'"--- round $i, file ---"$'\n'"$F"
   MR=$(echo "$M" | rps); FR=$(echo "$F" | rps)
   R=$(awk -v f="$FR" -v m="$MR" 'BEGIN{printf "%.1f", 100*f/m}')
   RATIOS+=("$R")
-  LINES+=("  round $i: memory $MR req/s, file $FR req/s — file = $R % of memory (errors: memory $(echo "$M" | errors), file $(echo "$F" | errors); file p50 $(echo "$F" | p50), p99 $(echo "$F" | awk '$1=="99%"{print $2}'))")
+  LINES+=("  round $i: memory $MR req/s, file $FR req/s — file = $R % of memory (errors: memory $(echo "$M" | errors), file $(echo "$F" | errors); file p50 $(echo "$F" | p50), p99 $(echo "$F" | awk '$1=="99%"{print $2}'); file server threads: peak $(cat "$WORK/peak-$i" 2>/dev/null || echo "?") during its run)")
 done
 SORTED=$(printf '%s\n' "${RATIOS[@]}" | sort -n)
 MED=$(echo "$SORTED" | awk '{a[NR]=$1} END{print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
@@ -48,6 +62,7 @@ REPORT=$(cat <<TXT
 Vultrino file store vs memory store — $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), $RUNS rounds of ${DURATION}s, wrk -t2, $CONNS conns, POST /v1/execute
 $(printf '%s\n' "${LINES[@]}")
   file store's rate as a share of the memory store's: median $MED %, spread $MIN–$MAX % over $RUNS rounds (target ≥ 25 %)
+  file server threads after the runs: $(threads_of "$VPID_file") (memory server: $(threads_of "$VPID_mem"))
   file store data directory after the runs: $((FILE_DIR_BYTES / 1024)) KiB ($(find "$WORK/data-file" -name 'journal-*.log' | wc -l) journal segments, $(find "$WORK/data-file" -name '*.kv' | wc -l) record files)
 TXT
 )
