@@ -39,8 +39,8 @@
 //!   included; deletions are records too). A writer appends, then waits for an `fdatasync` of
 //!   the segment that started after its append: concurrent writers share one (group commit), so
 //!   an event costs a write and a share of one fsync instead of a file, an fsync and a directory
-//!   fsync. The wait is asynchronous — a waiting writer holds no thread, so the blocking pool
-//!   does not grow with the writers a slow fsync keeps waiting
+//!   fsync. The wait is asynchronous — a waiting writer holds no thread, so no pool grows
+//!   with the writers a slow fsync keeps waiting
 //!   (docs/decisions/0126-journal-writers-wait-without-a-thread.md). Acknowledged means on disk,
 //!   as for any other key. The index keeps where each
 //!   record is; a read takes the value from there. Segments are closed at 4 MiB (and at every
@@ -55,9 +55,10 @@
 //!   deleted at the next open.
 //! - **Expiry is lazy.** An expired entry vanishes from reads at once and from the index when read;
 //!   its file is deleted at the next open (or when the key is written or deleted).
-//! - Blocking file I/O runs on tokio's blocking pool (`spawn_blocking`), and a journaled write
-//!   runs as a task of its own (`tokio::spawn`) that finishes even if its caller goes away, so
-//!   `FileKv` must be used inside a tokio runtime.
+//! - Blocking file I/O runs on the store's own threads (`store_io`: 4, and 2 more for the
+//!   journal's appends and fsyncs), never on a runtime's thread, and a journaled write runs as a
+//!   task of its own (`tokio::spawn`) that finishes even if its caller goes away, so `FileKv`
+//!   must be used inside a tokio runtime.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -74,7 +75,7 @@ use vultrino_core::ports::{
 use vultrino_core::{Error, Result};
 
 use crate::memory_kv::{Entry, Found, MemoryKv, PrefixBound, SegmentLoc};
-use crate::store_io::{IoPool, IO_THREADS};
+use crate::store_io::{IoPool, IO_THREADS, JOURNAL_IO_THREADS};
 use vultrino_core::error::Code;
 
 const MAGIC: &[u8; 4] = b"VKV\x01";
@@ -96,6 +97,8 @@ const SEGMENT_PREFIX: &str = "journal-";
 const SEGMENT_SUFFIX: &str = ".log";
 /// A journal segment is closed (and a new one started) once it holds this many bytes.
 const SEGMENT_BYTES: u64 = 4 << 20;
+/// Evicted keys whose deletion records are written under their stripes at a time.
+const EVICTION_BATCH: usize = 32;
 
 /// A durable, single-process [`KvStore`] in one directory. See the module doc for the design.
 pub struct FileKv {
@@ -108,7 +111,7 @@ struct Inner {
     on_disk_prefix: Option<String>,
     mem: MemoryKv,
     /// Per-key write serialization, striped by the first byte of the key's hash: files of
-    /// their own (credentials, keys, roles, settings), written on the blocking pool.
+    /// their own (credentials, keys, roles, settings), written on the store's I/O threads.
     stripes: Vec<Mutex<()>>,
     /// The same for the bounded prefix's keys (the journal), whose writers hold theirs across
     /// the asynchronous wait for their fsync (see [`Inner::journal_write`]).
@@ -224,21 +227,40 @@ impl DirSync {
 /// concurrent writers share one `fdatasync` of it (group commit) instead of paying for a file,
 /// an fsync and a directory fsync each. A record is a little-endian u32 length and then the
 /// entry exactly as a `.kv` file holds it (checksum included; flag 4 marks a deletion).
+///
+/// Two locks (review of cee6fee, F3): `appending` serializes the appends and is held across
+/// their I/O (a record's write, a roll's fsync and segment creation), and is only ever taken
+/// on the store's journal threads; `state` (tickets, outcomes, the segment to fsync) is never
+/// held across I/O, so the writers that take it on their runtime's thread wait for no disk.
 struct Journal {
+    /// Its own threads, for its appends and fsyncs: no job of the rest of the store (a record
+    /// file's write and fsyncs, a read) queues in front of them (review of cee6fee, F4).
+    io: IoPool,
+    appending: Mutex<AppendState>,
     state: Mutex<JournalState>,
     /// Announces every settled fsync (its outcome is in the state) to the waiting writers.
     synced: tokio::sync::Notify,
     /// Tests: holds fsyncs back while closed, and counts them.
     #[cfg(test)]
     gate: tests::Gate,
+    /// Tests (review of cee6fee): holds an fsync's outcome back, between the fsync and its
+    /// settlement.
+    #[cfg(test)]
+    settle_gate: tests::Gate,
 }
 
-struct JournalState {
-    /// The segment being appended to; `None` until the first append after an open (an open
-    /// changes nothing on disk by itself).
+/// The segment being appended to, under [`Journal::appending`].
+struct AppendState {
+    /// `None` until the first append after an open (an open changes nothing on disk by
+    /// itself), and after a failed segment creation.
     file: Option<Arc<File>>,
     generation: u64,
     len: u64,
+}
+
+struct JournalState {
+    /// The segment the next group fsync covers (the one being appended to).
+    current: Option<Arc<File>>,
     /// Tickets handed out (one per appended record).
     asked: u64,
     /// Every ticket up to this one is durable, but those in `failed`.
@@ -247,9 +269,13 @@ struct JournalState {
     /// later fsync of a new segment moves `synced` past them, but never makes them durable: a
     /// ticket in one fails whatever `synced` says (review of 2026-12-06, audit M2).
     failed: FailedRanges,
+    /// An fsync of the current segment is under way: a group fsync, or a roll's fsync of the
+    /// segment it closes. At most one at a time, so that no two fsyncs of one file race (an
+    /// error is reported to one fsync of a file only: review of cee6fee, F2).
     running: bool,
-    /// A write or fsync failed: the next append starts a new segment, so that no record
-    /// follows a torn one.
+    /// A write or fsync of the current segment failed: no record appended to it afterwards is
+    /// given a ticket, and the next append starts a new segment, so that no record follows a
+    /// torn one and no later fsync of it acknowledges anything.
     broken: bool,
     /// Writers between their append and their index update, by segment: such a segment is
     /// not collected even if the index does not refer to it yet.
@@ -258,10 +284,10 @@ struct JournalState {
     closed: std::collections::VecDeque<u64>,
 }
 
-/// One `fdatasync` of the journal, run on the blocking pool by the writer that found none
-/// running ([`Journal::wait_durable`]). Dropped without running (its runtime shut down before
-/// a thread took it), it clears `running` and wakes the waiters, so that one of them starts
-/// another instead of every writer waiting for good.
+/// One `fdatasync` of the journal, run on the journal's threads by the writer that found none
+/// running ([`Journal::wait_durable`]). Dropped without having settled (its job panicked, or
+/// never ran), it clears `running` and wakes the waiters, so that one of them starts another
+/// instead of every writer waiting for good.
 struct SyncJob {
     journal: Option<Arc<Journal>>,
     file: Arc<File>,
@@ -270,9 +296,12 @@ struct SyncJob {
 
 impl SyncJob {
     fn run(mut self) {
-        if let Some(journal) = self.journal.take() {
+        if let Some(journal) = &self.journal {
             journal.run_sync(&self.file, self.covers);
         }
+        // Settled: nothing for the drop to undo. (Had `run_sync` panicked, the unwind drops
+        // `self` with the journal still in it, after the state lock's guard.)
+        self.journal = None;
     }
 }
 
@@ -338,15 +367,34 @@ impl JournalState {
         }
         (self.synced >= ticket).then_some(Ok(()))
     }
+
+    /// Is `file` the segment being appended to?
+    fn is_current(&self, file: &File) -> bool {
+        self.current
+            .as_deref()
+            .is_some_and(|current| std::ptr::eq(current, file))
+    }
+}
+
+/// How a roll ends the segment it closes.
+enum Closing {
+    /// Not broken, no fsync running: the roll fsyncs it itself (`running` is set meanwhile).
+    Sync(Arc<File>, u64),
+    /// Broken: every ticket on it not yet durable has failed already.
+    Broken,
 }
 
 impl Journal {
-    fn new(generation: u64, closed: Vec<u64>) -> Journal {
+    fn new(generation: u64, closed: Vec<u64>, io: IoPool) -> Journal {
         Journal {
-            state: Mutex::new(JournalState {
+            io,
+            appending: Mutex::new(AppendState {
                 file: None,
                 generation,
                 len: 0,
+            }),
+            state: Mutex::new(JournalState {
+                current: None,
                 asked: 0,
                 synced: 0,
                 failed: FailedRanges::default(),
@@ -358,6 +406,8 @@ impl Journal {
             synced: tokio::sync::Notify::new(),
             #[cfg(test)]
             gate: tests::Gate::default(),
+            #[cfg(test)]
+            settle_gate: tests::Gate::default(),
         }
     }
 
@@ -365,69 +415,123 @@ impl Journal {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Append one record (not yet durable: pass the ticket to [`Journal::sync`]). Returns the
-    /// ticket, where the entry's bytes are, and whether a new segment was started (the caller
-    /// then collects the old segments nothing refers to any more).
+    /// Append one record (not yet durable: pass the ticket to [`Journal::wait_durable`]).
+    /// Returns the ticket, where the entry's bytes are, and whether a new segment was started
+    /// (the caller then collects the old segments nothing refers to any more). Blocking: run
+    /// on the journal's threads.
     fn append(&self, dir: &Path, bytes: &[u8]) -> io::Result<(u64, SegmentLoc, bool)> {
         let len = u32::try_from(bytes.len()).map_err(|_| io::Error::other("record too large"))?;
-        let mut st = self.lock();
-        let mut rolled = false;
-        if st.file.is_none() || st.broken || st.len >= SEGMENT_BYTES {
-            if let Some(old) = st.file.take() {
-                // Make every record of the old segment durable first: the tickets on it are
-                // then all covered, and the new segment's tickets need only the new file. A
-                // record of the old segment that no fsync covered cannot be made durable any
-                // more if that fails (or if the segment is broken): its writer fails.
-                if !st.broken && old.sync_data().is_ok() {
-                    st.synced = st.asked;
-                } else {
-                    let (after, up_to) = (st.synced, st.asked);
-                    st.fail(after, up_to);
-                }
-                let generation = st.generation;
-                st.closed.push_back(generation);
-                st.generation += 1;
-                rolled = true;
-            }
-            match create_segment(dir, st.generation) {
-                Ok(file) => {
-                    st.file = Some(Arc::new(file));
-                    st.len = 0;
-                    st.broken = false;
-                }
-                Err(e) => {
-                    // A generation is never used twice: a failed creation burns its number
-                    // (and a file it may have left is collected like a closed segment).
-                    let generation = st.generation;
-                    st.closed.push_back(generation);
-                    st.generation += 1;
-                    return Err(e);
-                }
-            }
-        }
-        let Some(file) = st.file.clone() else {
+        let mut ap = self
+            .appending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let rolled = self.roll_if_due(dir, &mut ap)?;
+        let Some(file) = ap.file.clone() else {
             return Err(io::Error::other("no journal segment"));
         };
-        // Appends are serialized by the lock, so the file's cursor is at `len` (a failed write
-        // marks the segment broken and the next append starts a new one). Two writes rather
-        // than a copy of the record: values may be megabytes.
-        let mut file = &*file;
-        let written = file
+        // Appends are serialized by `appending`, so the file's cursor is at `len` (a failed
+        // write marks the segment broken and the next append starts a new one). Two writes
+        // rather than a copy of the record: values may be megabytes.
+        let mut out = &*file;
+        let written = out
             .write_all(&len.to_le_bytes())
-            .and_then(|()| file.write_all(bytes));
-        if let Err(e) = written {
-            st.broken = true;
-            return Err(e);
-        }
+            .and_then(|()| out.write_all(bytes));
         let loc = SegmentLoc {
-            generation: st.generation,
-            offset: st.len + 4,
+            generation: ap.generation,
+            offset: ap.len + 4,
             len,
         };
-        st.len += 4 + u64::from(len);
+        let mut st = self.lock();
+        if let Err(e) = written {
+            if st.is_current(&file) {
+                st.broken = true;
+            }
+            return Err(e);
+        }
+        ap.len += 4 + u64::from(len);
+        if st.broken {
+            // An fsync of this segment failed while the record was being written: its bytes
+            // may be in the failed writeback, and no later fsync of the file says otherwise.
+            return Err(io::Error::other("an fsync of the journal segment failed"));
+        }
         st.asked += 1;
         *st.in_flight.entry(loc.generation).or_default() += 1;
         Ok((st.asked, loc, rolled))
+    }
+
+    /// Start a new segment if there is none, if the current one is broken, or if it is full
+    /// and no fsync of it is under way (a roll's own fsync must not race a group fsync of the
+    /// same file: F2). Called with `appending` held, so no record is appended meanwhile.
+    fn roll_if_due(&self, dir: &Path, ap: &mut AppendState) -> io::Result<bool> {
+        let closing = {
+            let mut st = self.lock();
+            let Some(old) = ap.file.clone() else {
+                drop(st);
+                return self.start_segment(dir, ap).map(|()| false);
+            };
+            if st.broken {
+                // Every ticket on it not yet durable fails (it may follow a torn record, or
+                // be in a failed writeback).
+                let (after, up_to) = (st.synced, st.asked);
+                st.fail(after, up_to);
+                Closing::Broken
+            } else if ap.len >= SEGMENT_BYTES && !st.running {
+                st.running = true;
+                Closing::Sync(old, st.asked)
+            } else {
+                return Ok(false);
+            }
+        };
+        if let Closing::Sync(old, covers) = closing {
+            // Make every record of the old segment durable first: the tickets on it are then
+            // all covered, and the new segment's tickets need only the new file. If that
+            // fails, the records no fsync covered cannot be made durable any more.
+            let result = old.sync_data();
+            {
+                let mut st = self.lock();
+                st.running = false;
+                match result {
+                    Ok(()) => st.synced = st.synced.max(covers),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "an fsync of the audit journal failed");
+                        let after = st.synced;
+                        st.fail(after, covers);
+                    }
+                }
+            }
+            self.synced.notify_waiters();
+        }
+        ap.file = None;
+        {
+            let mut st = self.lock();
+            st.current = None;
+            st.broken = false;
+            st.closed.push_back(ap.generation);
+        }
+        ap.generation += 1;
+        self.start_segment(dir, ap).map(|()| true)
+    }
+
+    /// Create segment `ap.generation` and make it the current one. A generation is never used
+    /// twice: a failed creation burns its number (a file it may have left is collected like
+    /// a closed segment).
+    fn start_segment(&self, dir: &Path, ap: &mut AppendState) -> io::Result<()> {
+        match create_segment(dir, ap.generation) {
+            Ok(file) => {
+                let file = Arc::new(file);
+                ap.file = Some(Arc::clone(&file));
+                ap.len = 0;
+                let mut st = self.lock();
+                st.current = Some(file);
+                st.broken = false;
+                Ok(())
+            }
+            Err(e) => {
+                self.lock().closed.push_back(ap.generation);
+                ap.generation += 1;
+                Err(e)
+            }
+        }
     }
 
     /// The writer of a record appended to segment `generation` is done (its index entry, if
@@ -449,38 +553,44 @@ impl Journal {
     /// The wait is asynchronous: a writer waiting for its fsync holds no thread (before, each
     /// waited on a condition variable in a blocking-pool thread, so the pool grew with the
     /// number of writers an fsync kept waiting — the soak's thread and RSS drift, issue 17).
-    /// The fsync itself runs on the blocking pool as a task of its own that settles the state
-    /// and wakes every waiter whatever becomes of the writer that started it, so a cancelled
-    /// waiter can never leave `running` set.
-    async fn wait_durable(self: &Arc<Journal>, io: &IoPool, ticket: u64) -> io::Result<()> {
+    /// The fsync itself runs on the journal's threads as a job of its own that settles the
+    /// state and wakes every waiter whatever becomes of the writer that started it, so a
+    /// cancelled waiter can never leave `running` set.
+    async fn wait_durable(self: &Arc<Journal>, ticket: u64) -> io::Result<()> {
         loop {
             let notified = self.synced.notified();
             let mut notified = std::pin::pin!(notified);
-            {
+            let job = {
                 let mut st = self.lock();
                 if let Some(settled) = st.settled(ticket) {
                     return settled;
                 }
-                if !st.running {
-                    let Some(file) = st.file.clone() else {
-                        // Unreachable: a roll covers (or fails) every ticket before it drops
-                        // the file.
+                let job = if st.running {
+                    None
+                } else {
+                    // Not broken (a broken segment's tickets are all settled) and not rolled
+                    // away (a roll settles every ticket of the segment it closes).
+                    let Some(file) = st.current.clone() else {
                         return Err(io::Error::other("no journal segment"));
                     };
                     st.running = true;
-                    let covers = st.asked;
                     // The journal and the segment only, not the store: a store dropped right
                     // after its last write releases its directory lock at once.
-                    let job = SyncJob {
+                    Some(SyncJob {
                         journal: Some(Arc::clone(self)),
                         file,
-                        covers,
-                    };
-                    io.spawn(move || job.run());
-                }
+                        covers: st.asked,
+                    })
+                };
                 // Registered before the lock is released: a settlement after this point
                 // (made under the lock, announced after it) wakes this waiter.
                 notified.as_mut().enable();
+                job
+            };
+            // Outside the lock: a job the pool could not take is dropped, and its drop
+            // takes the lock (review of cee6fee, F7).
+            if let Some(job) = job {
+                self.io.spawn(move || job.run());
             }
             notified.await;
         }
@@ -492,6 +602,10 @@ impl Journal {
         #[cfg(test)]
         self.gate.pass();
         let result = file.sync_data();
+        #[cfg(test)]
+        let result = result.and_then(|()| self.gate.injected());
+        #[cfg(test)]
+        self.settle_gate.pass();
         {
             let mut st = self.lock();
             st.running = false;
@@ -499,9 +613,19 @@ impl Journal {
                 Ok(()) => st.synced = st.synced.max(covers),
                 Err(e) => {
                     tracing::warn!(error = %e, "an fsync of the audit journal failed");
+                    // Every record appended to this segment so far was in (or after) the
+                    // failed writeback, not only those the fsync was started for: none may
+                    // be acknowledged by a later fsync of the same file, which would report
+                    // no error (review of cee6fee, F1). Records of a segment rolled since
+                    // were settled by the roll.
                     let after = st.synced;
-                    st.fail(after, covers);
-                    st.broken = true;
+                    let up_to = if st.is_current(file) {
+                        st.broken = true;
+                        st.asked
+                    } else {
+                        covers
+                    };
+                    st.fail(after, up_to);
                 }
             }
         }
@@ -517,13 +641,13 @@ impl fmt::Debug for FileKv {
     }
 }
 
-/// An I/O failure at open: the operator sees the directory and the OS error (never secret).
 /// A job of the store's I/O threads that panicked (logged there): its result is lost.
 fn task_lost() -> Error {
     tracing::error!("a file store task did not complete");
     Error::internal()
 }
 
+/// An I/O failure at open: the operator sees the directory and the OS error (never secret).
 fn open_error(dir: &Path, what: &str, e: io::Error) -> Error {
     Error::unavailable(format!(
         "cannot {what} in data directory {}: {e}",
@@ -637,7 +761,9 @@ impl FileKv {
                     .with_code(Code::StoreIo))
                 }
             };
-            inner.journal = Some(Arc::new(Journal::new(generation, segments)));
+            let io = IoPool::new(JOURNAL_IO_THREADS)
+                .map_err(|e| open_error(dir, "start the journal's I/O threads", e))?;
+            inner.journal = Some(Arc::new(Journal::new(generation, segments, io)));
         }
         if let Some((prefix, bound)) = cap {
             // Set after loading, so that the bound keeps the greatest keys of the whole
@@ -1045,22 +1171,29 @@ impl Inner {
     }
 
     /// A journaled write made durable: publish it in the index (under the key's stripe, so
-    /// the index follows the journal's order). Returns the keys the prefix bound evicted.
-    fn journal_publish(&self, write: JournalWrite, loc: SegmentLoc) -> Vec<String> {
+    /// the index follows the journal's order). Returns the keys the prefix bound evicted, and
+    /// the file of its own the key had before the journal existed, now superseded (to remove
+    /// on the store's I/O threads: this runs on the writer's runtime).
+    fn journal_publish(
+        &self,
+        write: JournalWrite,
+        loc: SegmentLoc,
+    ) -> (Vec<String>, Option<PathBuf>) {
         let key = match &write {
             JournalWrite::Put(key, _) | JournalWrite::Delete(key) => key,
         };
-        // A value written before the journal existed, in a file of its own: superseded.
-        if self.mem.in_own_file(key) {
-            let _ = fs::remove_file(self.file_path(&key_hash(key)));
-        }
-        match write {
+        let superseded = self
+            .mem
+            .in_own_file(key)
+            .then(|| self.file_path(&key_hash(key)));
+        let evicted = match write {
             JournalWrite::Put(key, entry) => self.mem.insert(key, entry.in_segment(loc)),
             JournalWrite::Delete(key) => {
                 self.mem.remove(&key);
                 Vec::new()
             }
-        }
+        };
+        (evicted, superseded)
     }
 
     /// Durably write a key of the bounded prefix: append its record (a value, or a deletion
@@ -1082,60 +1215,68 @@ impl Inner {
         let hash = key_hash(&key);
         let guard = inner.journal_stripes[journal_stripe(&hash)].lock().await;
         let appended = {
-            let inner = Arc::clone(&inner);
-            let pool = Arc::clone(&inner);
-            pool.io
-                .run(move || match inner.journal.as_ref() {
-                    Some(journal) => journal.append(&inner.dir, &record),
-                    None => Err(io::Error::other("no journal")),
-                })
+            let appender = Arc::clone(journal);
+            let dir = inner.dir.clone();
+            journal
+                .io
+                .run(move || appender.append(&dir, &record))
                 .await
                 .map_err(|_| task_lost())?
         };
         let (ticket, loc, rolled) =
             appended.map_err(|e| io_failure("journal append", &inner.dir, e))?;
-        let synced = journal.wait_durable(&inner.io, ticket).await;
-        let evicted = match synced {
+        let synced = journal.wait_durable(ticket).await;
+        let (evicted, superseded) = match synced {
             Ok(()) => inner.journal_publish(write, loc),
-            Err(_) => Vec::new(),
+            Err(_) => (Vec::new(), None),
         };
         journal.landed(loc.generation);
         drop(guard);
         synced.map_err(|e| io_failure("journal sync", &inner.dir, e))?;
+        if let Some(path) = superseded {
+            // Best effort: a file left behind is superseded at the next open too (the
+            // journal is replayed after the files of their own).
+            let _ = inner.io.run(move || fs::remove_file(path)).await;
+        }
         if evicted.is_empty() && !rolled {
             return Ok(());
         }
-        // The evicted keys' stripes, in order (so two writers evicting never wait on each
-        // other in a cycle), held while their deletion records are written: a put that
-        // brings one back waits, and the deletion skips a key that is back.
-        let mut stripes: Vec<usize> = evicted
-            .iter()
-            .map(|key| journal_stripe(&key_hash(key)))
-            .collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let mut guards = Vec::with_capacity(stripes.len());
-        for i in stripes {
-            guards.push(inner.journal_stripes[i].lock().await);
+        // The evicted keys' deletion records, a few keys at a time, each batch under its keys'
+        // stripes taken in order (so two writers evicting never wait on each other in a
+        // cycle): a put that brings one back waits, and the deletion skips a key that is back.
+        // A few at a time so that a large eviction (thousands of keys) never holds most
+        // stripes, and so every other audit write, for its whole length (review of cee6fee, F5).
+        let mut evicted = evicted;
+        while !evicted.is_empty() {
+            let batch: Vec<String> = evicted.drain(..EVICTION_BATCH.min(evicted.len())).collect();
+            let mut stripes: Vec<usize> = batch
+                .iter()
+                .map(|key| journal_stripe(&key_hash(key)))
+                .collect();
+            stripes.sort_unstable();
+            stripes.dedup();
+            let mut guards = Vec::with_capacity(stripes.len());
+            for i in stripes {
+                guards.push(inner.journal_stripes[i].lock().await);
+            }
+            let job = Arc::clone(&inner);
+            let done = inner.io.run(move || job.delete_evicted(batch)).await;
+            drop(guards);
+            done.map_err(|_| task_lost())?;
         }
-        let cleanup = {
-            let inner = Arc::clone(&inner);
-            let pool = Arc::clone(&inner);
-            pool.io
+        if rolled {
+            let job = Arc::clone(&inner);
+            inner
+                .io
                 .run(move || {
-                    if !evicted.is_empty() {
-                        inner.delete_evicted(evicted);
-                    }
-                    if rolled {
-                        if let Some(journal) = inner.journal.as_ref() {
-                            inner.collect_segments(journal);
-                        }
+                    if let Some(journal) = job.journal.as_ref() {
+                        job.collect_segments(journal);
                     }
                 })
                 .await
-        };
-        drop(guards);
-        cleanup.map_err(|_| task_lost())
+                .map_err(|_| task_lost())?;
+        }
+        Ok(())
     }
 
     /// Delete the closed segments, oldest first, that no index entry and no writer in flight
@@ -1412,6 +1553,10 @@ mod tests {
         opened: std::sync::Condvar,
         /// fsyncs that reached the gate.
         pub(super) arrived: AtomicU64,
+        /// Review of cee6fee: how many of the next journal fsyncs fail (injected).
+        pub(super) failing: AtomicU64,
+        /// Review of cee6fee, F6: how many of the next journal fsyncs panic (injected).
+        pub(super) panicking: AtomicU64,
     }
 
     impl Gate {
@@ -1423,6 +1568,24 @@ mod tests {
                     .opened
                     .wait(closed)
                     .unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+
+        /// Review of cee6fee: an injected fsync failure, or panic, if one is due.
+        pub(super) fn injected(&self) -> io::Result<()> {
+            if self
+                .panicking
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                panic!("injected journal fsync panic");
+            }
+            match self
+                .failing
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            {
+                Ok(_) => Err(io::Error::other("injected journal fsync failure")),
+                Err(_) => Ok(()),
             }
         }
 
@@ -1465,7 +1628,7 @@ mod tests {
                 bytes: usize::MAX,
             });
             let open = || {
-                FileKv::open_with_prefix_cap(dir.path(), clock.clone(), "audit:", bound.clone())
+                FileKv::open_with_prefix_cap(dir.path(), clock.clone(), "audit:", bound)
                     .expect("open")
             };
             let store = Arc::new(open());
@@ -1539,6 +1702,254 @@ mod tests {
         });
     }
 
+    // ---- Review of cee6fee (2026-12-07): a test per finding. ----
+
+    /// An audit store with a journal, for the fk17 tests (the directory lives as long as the
+    /// returned guard).
+    fn fk17_store() -> (tempfile::TempDir, Arc<FileKv>, Arc<Journal>) {
+        use crate::memory_kv::Bound;
+        use vultrino_core::ports::ManualClock;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_800_000_000_000));
+        let bound = PrefixBound::single(Bound {
+            keys: 1000,
+            bytes: usize::MAX,
+        });
+        let store = Arc::new(
+            FileKv::open_with_prefix_cap(dir.path(), clock, "audit:", bound).expect("open"),
+        );
+        let journal = store.inner.journal.clone().expect("journal");
+        (dir, store, journal)
+    }
+
+    /// `n` audit keys on distinct journal stripes.
+    fn fk17_keys(n: usize) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut taken = std::collections::HashSet::new();
+        for i in 0.. {
+            let key = format!("audit:{i:04}");
+            if taken.insert(journal_stripe(&key_hash(&key))) {
+                keys.push(key);
+            }
+            if keys.len() == n {
+                break;
+            }
+        }
+        keys
+    }
+
+    fn fk17_put(
+        store: &Arc<FileKv>,
+        key: &str,
+        value: Bytes,
+    ) -> tokio::task::JoinHandle<Result<()>> {
+        use vultrino_core::ports::KvStore as _;
+        let store = store.clone();
+        let key = key.to_string();
+        tokio::spawn(async move { store.put(&key, value, PutOptions::default()).await })
+    }
+
+    /// Opens both gates however the test ends (the runtime's drop would wait for a held job).
+    struct Fk17Opens(Arc<Journal>);
+    impl Drop for Fk17Opens {
+        fn drop(&mut self) {
+            self.0.gate.set(false);
+            self.0.settle_gate.set(false);
+        }
+    }
+
+    /// Review of cee6fee, F1. A failed journal fsync fails only the tickets it was *started* for; a record
+    /// appended to the same segment while it ran (its pages were part of that failed
+    /// writeback) waits, then starts another fsync of the same, broken segment — which returns
+    /// Ok (Linux reports a writeback error once per file description, and may have dropped
+    /// the dirty pages) — and is acknowledged. Decision 0114: a failed fsync says nothing
+    /// good about the segment any more; its unsynced records must fail.
+    #[tokio::test]
+    async fn a_record_appended_while_an_fsync_fails_is_never_acknowledged() {
+        let (_dir, store, journal) = fk17_store();
+        let _opens = Fk17Opens(journal.clone());
+        let keys = fk17_keys(2);
+        journal.gate.set(true);
+        let a = fk17_put(&store, &keys[0], Bytes::from_static(b"a"));
+        eventually("A's fsync is held", || {
+            journal.gate.arrived.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        // B is appended to the segment before the fsync runs (so its bytes are in that
+        // fsync's writeback), after it was started (so not in its `covers`).
+        let b = fk17_put(&store, &keys[1], Bytes::from_static(b"b"));
+        eventually("B appended", || journal.lock().asked == 2).await;
+        journal.gate.failing.store(1, Ordering::SeqCst);
+        journal.gate.set(false);
+        assert!(a.await.expect("task").is_err(), "A's fsync failed");
+        let b = b.await.expect("task");
+        assert!(
+            b.is_err(),
+            "B was appended to a segment whose fsync then failed, and was acknowledged by a \
+             second fsync of that broken segment"
+        );
+    }
+
+    /// Review of cee6fee, F2. A segment roll (4 MiB) fsyncs the old segment itself, under the journal lock,
+    /// while a group fsync of the same file may be under way. If the group fsync gets the
+    /// writeback error and the roll's fsync then returns Ok (the error is reported once per
+    /// file description), the roll sets `synced = asked`, and the group fsync's failure is
+    /// recorded as `fail(synced, covers)` — an empty range: its writers are told Ok.
+    #[tokio::test]
+    async fn a_failed_group_fsync_is_not_covered_by_a_roll_fsync_of_the_same_file() {
+        let (_dir, store, journal) = fk17_store();
+        let _opens = Fk17Opens(journal.clone());
+        let keys = fk17_keys(3);
+        // A's fsync fails, and its outcome is held until the roll is done.
+        journal.gate.failing.store(1, Ordering::SeqCst);
+        journal.settle_gate.set(true);
+        let a = fk17_put(&store, &keys[0], Bytes::from_static(b"a"));
+        eventually("A's fsync failed, outcome held", || {
+            journal.settle_gate.arrived.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        // B fills the segment; C's append rolls it (and fsyncs it, successfully).
+        let b = fk17_put(&store, &keys[1], Bytes::from(vec![b'b'; 4 << 20]));
+        eventually("B appended", || journal.lock().asked == 2).await;
+        let c = fk17_put(&store, &keys[2], Bytes::from_static(b"c"));
+        eventually("C appended to a new segment", || journal.lock().asked == 3).await;
+        journal.settle_gate.set(false);
+        let (a, b, c) = tokio::join!(a, b, c);
+        let _ = (b, c);
+        assert!(
+            a.expect("task").is_err(),
+            "A's only fsync failed, yet A was acknowledged (the roll's later fsync of the same \
+             file descriptor returned Ok)"
+        );
+    }
+
+    /// Review of cee6fee, F3: an append holds the journal's append lock across its I/O (a
+    /// roll's fsync of the old segment and creation of the new one with its directory fsync,
+    /// the write of a record of up to 25 MiB). Writers woken meanwhile — their fsync settled —
+    /// and new writers must not block their runtime's thread on it: `vultrino serve` runs one
+    /// current-thread runtime per core, and every connection on it would stall for the disk.
+    /// Simulated: the append lock held 600 ms while a waiting writer's fsync settles and
+    /// another writer starts.
+    #[tokio::test]
+    async fn a_slow_append_never_blocks_a_writers_runtime() {
+        let (_dir, store, journal) = fk17_store();
+        let _opens = Fk17Opens(journal.clone());
+        let keys = fk17_keys(2);
+        journal.gate.set(true);
+        let a = fk17_put(&store, &keys[0], Bytes::from_static(b"a"));
+        eventually("A's fsync is held", || {
+            journal.gate.arrived.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        // Let A reach its `notified().await`.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticker = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut worst = std::time::Duration::ZERO;
+                let mut last = std::time::Instant::now();
+                while !stop.load(Ordering::SeqCst) {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    worst = worst.max(last.elapsed());
+                    last = std::time::Instant::now();
+                }
+                worst
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn({
+            let journal = journal.clone();
+            move || {
+                let ap = journal
+                    .appending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let _ = held_tx.send(());
+                std::thread::sleep(std::time::Duration::from_millis(600));
+                drop(ap);
+            }
+        });
+        held_rx.recv().expect("append lock held");
+        // A's fsync settles (A is woken, publishes, lands), and B starts, while it is held.
+        journal.gate.set(false);
+        let b = fk17_put(&store, &keys[1], Bytes::from_static(b"b"));
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        holder.join().expect("holder");
+        stop.store(true, Ordering::SeqCst);
+        let worst = ticker.await.expect("ticker");
+        a.await.expect("task").expect("A");
+        b.await.expect("task").expect("B");
+        assert!(
+            worst < std::time::Duration::from_millis(300),
+            "the runtime thread was blocked {worst:?} by an append in progress"
+        );
+    }
+
+    /// Review of cee6fee, F4: the journal's appends and fsyncs never queue behind the rest of
+    /// the store's I/O (record-file writes each holding a thread across a file fsync and a
+    /// directory fsync, reads of audit values): with every one of the store's other I/O
+    /// threads held by a slow job, an audit write still completes.
+    #[tokio::test]
+    async fn an_audit_write_never_queues_behind_the_stores_other_io() {
+        let (_dir, store, journal) = fk17_store();
+        let _opens = Fk17Opens(journal.clone());
+        let keys = fk17_keys(1);
+        // Four slow jobs (stand-ins for four credential writes on a slow disk).
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = Arc::new(Mutex::new(held));
+        let started = Arc::new(AtomicU64::new(0));
+        for _ in 0..IO_THREADS {
+            let held = held.clone();
+            let started = started.clone();
+            store.inner.io.spawn(move || {
+                started.fetch_add(1, Ordering::SeqCst);
+                let _ = held
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .recv_timeout(std::time::Duration::from_secs(10));
+            });
+        }
+        eventually("four slow jobs running", || {
+            started.load(Ordering::SeqCst) == IO_THREADS as u64
+        })
+        .await;
+        let a = fk17_put(&store, &keys[0], Bytes::from_static(b"a"));
+        let done = tokio::time::timeout(std::time::Duration::from_secs(3), a).await;
+        for _ in 0..IO_THREADS {
+            let _ = release.send(());
+        }
+        assert!(
+            done.is_ok(),
+            "an audit write waited > 3 s behind four slow I/O jobs"
+        );
+    }
+
+    /// Review of cee6fee, F6: an fsync job that panics (a bug, a tracing layer) never leaves
+    /// the journal marked as syncing for good — its writer (and every later one) would wait
+    /// forever, with no error; the next waiter starts another fsync, and the write completes.
+    #[tokio::test]
+    async fn a_panicking_fsync_job_never_leaves_writers_waiting_for_good() {
+        let (_dir, store, journal) = fk17_store();
+        journal.gate.panicking.store(1, Ordering::SeqCst);
+        let keys = fk17_keys(2);
+        let a = fk17_put(&store, &keys[0], Bytes::from_static(b"a"));
+        let done = tokio::time::timeout(std::time::Duration::from_secs(20), a).await;
+        assert_eq!(
+            journal.gate.panicking.load(Ordering::SeqCst),
+            0,
+            "the panic ran"
+        );
+        done.expect("the writer was answered")
+            .expect("task")
+            .expect("durable by the next fsync");
+        fk17_put(&store, &keys[1], Bytes::from_static(b"b"))
+            .await
+            .expect("task")
+            .expect("later writers too");
+    }
+
     fn entry() -> Entry {
         Entry::new(
             Bytes::from_static(b"\x00value\xff"),
@@ -1606,7 +2017,7 @@ mod tests {
     /// succeeded — writer 1 is told its write failed.
     #[test]
     fn a_failed_fsync_is_never_covered_by_a_later_one() {
-        let journal = Journal::new(0, Vec::new());
+        let journal = Journal::new(0, Vec::new(), IoPool::new(1).expect("pool"));
         let mut st = journal.lock();
         st.asked = 2;
         let synced = st.synced;

@@ -6,9 +6,10 @@
 //! threads at 64 connections, one burst of audit writes after each shared fsync) and, in the
 //! 30-minute soak, the machine's load (23 → 37 threads), and each thread kept its stack and its
 //! allocator pages. A store has [`IO_THREADS`] threads of its own instead, started at open and
-//! ended when the store is dropped: the server's thread count does not move with load, and
-//! the threads tokio keeps for other work (DNS lookups) cannot starve or be starved by the
-//! store's. Writers waiting for a journal fsync wait asynchronously, holding none of them.
+//! ended when the store is dropped, and its journal [`JOURNAL_IO_THREADS`] more: the server's
+//! thread count does not move with load, and the threads tokio keeps for other work (DNS
+//! lookups) cannot starve or be starved by the store's. Writers waiting for a journal fsync
+//! wait asynchronously, holding none of them.
 //!
 //! A job that panics is caught (its caller sees the result channel closed, an internal error)
 //! and the thread goes on with the next job, so the pool never shrinks.
@@ -16,9 +17,16 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 
-/// Threads per store: one for the journal's fsync under way, the rest for appends, reads and
-/// the writes of record files (each its own fsync). Jobs beyond them queue.
+/// Threads per store for reads, the writes of record files (each with its fsyncs) and the
+/// clean-ups after evictions and rolls. Jobs beyond them queue, in order: each is awaited by a
+/// request in progress (or by a journaled write it started), so the queue is as long as the
+/// store's work in progress, as tokio's blocking pool's was.
 pub(crate) const IO_THREADS: usize = 4;
+
+/// Threads of a store's journal (the audit history), apart from the others, so that no other
+/// job queues in front of its appends and fsyncs: one for the group fsync under way, one for
+/// the appends meanwhile (review of cee6fee, F4).
+pub(crate) const JOURNAL_IO_THREADS: usize = 2;
 
 type Job = Box<dyn FnOnce() + Send>;
 
