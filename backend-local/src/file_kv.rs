@@ -228,15 +228,23 @@ impl DirSync {
 /// an fsync and a directory fsync each. A record is a little-endian u32 length and then the
 /// entry exactly as a `.kv` file holds it (checksum included; flag 4 marks a deletion).
 ///
-/// Two locks (review of cee6fee, F3): `appending` serializes the appends and is held across
-/// their I/O (a record's write, a roll's fsync and segment creation), and is only ever taken
-/// on the store's journal threads; `state` (tickets, outcomes, the segment to fsync) is never
+/// Two locks (review of cee6fee, F3), always taken in that order (with `fsyncing` between
+/// them): `appending` serializes the
+/// appends and is held across their I/O (a record's write, a roll's fsync and segment
+/// creation), and is only ever taken on the store's I/O threads (the journal's; the others for
+/// the deletion records of evictions); `state` (tickets, outcomes, the segment to fsync) is never
 /// held across I/O, so the writers that take it on their runtime's thread wait for no disk.
 struct Journal {
     /// Its own threads, for its appends and fsyncs: no job of the rest of the store (a record
     /// file's write and fsyncs, a read) queues in front of them (review of cee6fee, F4).
     io: IoPool,
     appending: Mutex<AppendState>,
+    /// Held from an fsync of a segment to its settlement (a group fsync's, a roll's): no two
+    /// fsyncs of one file run at once, and none settles between another's fsync and its
+    /// settlement — Linux reports a writeback error to one fsync of a file only, so a
+    /// concurrent one could report success for records the failed one lost (review of
+    /// cee6fee, F2).
+    fsyncing: Mutex<()>,
     state: Mutex<JournalState>,
     /// Announces every settled fsync (its outcome is in the state) to the waiting writers.
     synced: tokio::sync::Notify,
@@ -269,9 +277,8 @@ struct JournalState {
     /// later fsync of a new segment moves `synced` past them, but never makes them durable: a
     /// ticket in one fails whatever `synced` says (review of 2026-12-06, audit M2).
     failed: FailedRanges,
-    /// An fsync of the current segment is under way: a group fsync, or a roll's fsync of the
-    /// segment it closes. At most one at a time, so that no two fsyncs of one file race (an
-    /// error is reported to one fsync of a file only: review of cee6fee, F2).
+    /// A group fsync has been started and has not settled (one at a time; a roll's own fsync
+    /// of the segment it closes is apart, serialized with it by `fsyncing`).
     running: bool,
     /// A write or fsync of the current segment failed: no record appended to it afterwards is
     /// given a ticket, and the next append starts a new segment, so that no record follows a
@@ -306,9 +313,17 @@ impl SyncJob {
 }
 
 impl Drop for SyncJob {
+    /// A job that never settled (it panicked, or never ran): whether its fsync happened, or
+    /// failed, is unknown, so it counts as failed — its writers are told so, rather than
+    /// acknowledged by a retry that a swallowed error would make look fine (second review of
+    /// cee6fee, R4) — and the next append starts a new segment.
     fn drop(&mut self) {
         if let Some(journal) = self.journal.take() {
-            journal.lock().running = false;
+            {
+                let mut st = journal.lock();
+                st.running = false;
+                st.fail_segment(&self.file, self.covers);
+            }
             journal.synced.notify_waiters();
         }
     }
@@ -368,6 +383,22 @@ impl JournalState {
         (self.synced >= ticket).then_some(Ok(()))
     }
 
+    /// An fsync of `file`, started for the tickets up to `covers`, failed (or its outcome is
+    /// unknown). Every record appended to this segment so far was in (or after) the failed
+    /// writeback, not only those the fsync was started for: none may be acknowledged by a
+    /// later fsync of the same file, which would report no error (review of cee6fee, F1), so
+    /// the segment is broken. Records of a segment rolled since were settled by the roll.
+    fn fail_segment(&mut self, file: &File, covers: u64) {
+        let after = self.synced;
+        let up_to = if self.is_current(file) {
+            self.broken = true;
+            self.asked
+        } else {
+            covers
+        };
+        self.fail(after, up_to);
+    }
+
     /// Is `file` the segment being appended to?
     fn is_current(&self, file: &File) -> bool {
         self.current
@@ -378,7 +409,7 @@ impl JournalState {
 
 /// How a roll ends the segment it closes.
 enum Closing {
-    /// Not broken, no fsync running: the roll fsyncs it itself (`running` is set meanwhile).
+    /// Not broken: the roll fsyncs it itself.
     Sync(Arc<File>, u64),
     /// Broken: every ticket on it not yet durable has failed already.
     Broken,
@@ -393,6 +424,7 @@ impl Journal {
                 generation,
                 len: 0,
             }),
+            fsyncing: Mutex::new(()),
             state: Mutex::new(JournalState {
                 current: None,
                 asked: 0,
@@ -459,9 +491,8 @@ impl Journal {
         Ok((st.asked, loc, rolled))
     }
 
-    /// Start a new segment if there is none, if the current one is broken, or if it is full
-    /// and no fsync of it is under way (a roll's own fsync must not race a group fsync of the
-    /// same file: F2). Called with `appending` held, so no record is appended meanwhile.
+    /// Start a new segment if there is none, if the current one is broken, or if it is full.
+    /// Called with `appending` held, so no record is appended meanwhile.
     fn roll_if_due(&self, dir: &Path, ap: &mut AppendState) -> io::Result<bool> {
         let closing = {
             let mut st = self.lock();
@@ -475,8 +506,7 @@ impl Journal {
                 let (after, up_to) = (st.synced, st.asked);
                 st.fail(after, up_to);
                 Closing::Broken
-            } else if ap.len >= SEGMENT_BYTES && !st.running {
-                st.running = true;
+            } else if ap.len >= SEGMENT_BYTES {
                 Closing::Sync(old, st.asked)
             } else {
                 return Ok(false);
@@ -486,20 +516,23 @@ impl Journal {
             // Make every record of the old segment durable first: the tickets on it are then
             // all covered, and the new segment's tickets need only the new file. If that
             // fails, the records no fsync covered cannot be made durable any more.
+            let fsyncing = self.fsyncing.lock().unwrap_or_else(PoisonError::into_inner);
             let result = old.sync_data();
             {
                 let mut st = self.lock();
-                st.running = false;
-                match result {
+                match &result {
                     Ok(()) => st.synced = st.synced.max(covers),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "an fsync of the audit journal failed");
+                    Err(_) => {
                         let after = st.synced;
                         st.fail(after, covers);
                     }
                 }
             }
+            drop(fsyncing);
             self.synced.notify_waiters();
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "an fsync of the audit journal failed");
+            }
         }
         ap.file = None;
         {
@@ -568,8 +601,9 @@ impl Journal {
                 let job = if st.running {
                     None
                 } else {
-                    // Not broken (a broken segment's tickets are all settled) and not rolled
-                    // away (a roll settles every ticket of the segment it closes).
+                    // Not rolled away (a roll settles every ticket of the segment it closes). A
+                    // segment broken by a failed fsync has all its tickets settled; one broken
+                    // by a failed write may still be fsynced for the records before it.
                     let Some(file) = st.current.clone() else {
                         return Err(io::Error::other("no journal segment"));
                     };
@@ -601,35 +635,32 @@ impl Journal {
     fn run_sync(&self, file: &File, covers: u64) {
         #[cfg(test)]
         self.gate.pass();
+        let fsyncing = self.fsyncing.lock().unwrap_or_else(PoisonError::into_inner);
         let result = file.sync_data();
         #[cfg(test)]
         let result = result.and_then(|()| self.gate.injected());
         #[cfg(test)]
         self.settle_gate.pass();
-        {
+        let failed = {
             let mut st = self.lock();
             st.running = false;
             match result {
-                Ok(()) => st.synced = st.synced.max(covers),
+                Ok(()) => {
+                    st.synced = st.synced.max(covers);
+                    None
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "an fsync of the audit journal failed");
-                    // Every record appended to this segment so far was in (or after) the
-                    // failed writeback, not only those the fsync was started for: none may
-                    // be acknowledged by a later fsync of the same file, which would report
-                    // no error (review of cee6fee, F1). Records of a segment rolled since
-                    // were settled by the roll.
-                    let after = st.synced;
-                    let up_to = if st.is_current(file) {
-                        st.broken = true;
-                        st.asked
-                    } else {
-                        covers
-                    };
-                    st.fail(after, up_to);
+                    st.fail_segment(file, covers);
+                    Some(e)
                 }
             }
-        }
+        };
+        drop(fsyncing);
         self.synced.notify_waiters();
+        // Logged once the outcome is recorded and the lock released (second review, R4).
+        if let Some(e) = failed {
+            tracing::warn!(error = %e, "an fsync of the audit journal failed");
+        }
     }
 }
 
@@ -1215,11 +1246,17 @@ impl Inner {
         let hash = key_hash(&key);
         let guard = inner.journal_stripes[journal_stripe(&hash)].lock().await;
         let appended = {
-            let appender = Arc::clone(journal);
-            let dir = inner.dir.clone();
+            // The store, not only its journal: a store whose last handle goes while this
+            // append waits in the queue keeps its directory lock until the append is done, so
+            // the directory is never reopened with an old journal still writing into it
+            // (second review of cee6fee, R1).
+            let store = Arc::clone(&inner);
             journal
                 .io
-                .run(move || appender.append(&dir, &record))
+                .run(move || match store.journal.as_ref() {
+                    Some(journal) => journal.append(&store.dir, &record),
+                    None => Err(io::Error::other("no journal")),
+                })
                 .await
                 .map_err(|_| task_lost())?
         };
@@ -1230,14 +1267,16 @@ impl Inner {
             Ok(()) => inner.journal_publish(write, loc),
             Err(_) => (Vec::new(), None),
         };
+        if let Some(path) = superseded {
+            // Before the writer counts as landed (its segment is not collected until then,
+            // so the file never outlives the record that supersedes it: second review, R5),
+            // on the I/O threads. Best effort: a file left behind is superseded at the next
+            // open too (the journal is replayed after the files of their own).
+            let _ = inner.io.run(move || fs::remove_file(path)).await;
+        }
         journal.landed(loc.generation);
         drop(guard);
         synced.map_err(|e| io_failure("journal sync", &inner.dir, e))?;
-        if let Some(path) = superseded {
-            // Best effort: a file left behind is superseded at the next open too (the
-            // journal is replayed after the files of their own).
-            let _ = inner.io.run(move || fs::remove_file(path)).await;
-        }
         if evicted.is_empty() && !rolled {
             return Ok(());
         }
@@ -1262,7 +1301,11 @@ impl Inner {
             let job = Arc::clone(&inner);
             let done = inner.io.run(move || job.delete_evicted(batch)).await;
             drop(guards);
-            done.map_err(|_| task_lost())?;
+            if done.is_err() {
+                // Logged by the pool; the keys left come back at the next open, and the bound
+                // evicts them again. The writer's own event is durable: not its failure.
+                tracing::error!("a clean-up after an audit eviction did not complete");
+            }
         }
         if rolled {
             let job = Arc::clone(&inner);
@@ -1283,7 +1326,16 @@ impl Inner {
     /// refers to. Oldest first and in order, so that a deletion record is never lost while an
     /// older record it deleted is still on disk.
     fn collect_segments(&self, journal: &Journal) {
-        let in_flight: Vec<u64> = journal.lock().in_flight.keys().copied().collect();
+        // Which segments are closed and which are in flight, in one look (second review, R2):
+        // a segment closed by a roll after this look may hold records whose writers have not
+        // counted as in flight yet; it is left for the next collection.
+        let (in_flight, closed): (Vec<u64>, Vec<u64>) = {
+            let st = journal.lock();
+            (
+                st.in_flight.keys().copied().collect(),
+                st.closed.iter().copied().collect(),
+            )
+        };
         // After the in-flight snapshot: a writer no longer in flight has its entry indexed.
         let used = self.mem.segments_in_use();
         let mut removed_any = false;
@@ -1292,7 +1344,7 @@ impl Inner {
             let Some(&oldest) = st.closed.front() else {
                 break;
             };
-            if used.contains(&oldest) || in_flight.contains(&oldest) {
+            if used.contains(&oldest) || in_flight.contains(&oldest) || !closed.contains(&oldest) {
                 break;
             }
             st.closed.pop_front();
@@ -1790,11 +1842,12 @@ mod tests {
         );
     }
 
-    /// Review of cee6fee, F2. A segment roll (4 MiB) fsyncs the old segment itself, under the journal lock,
-    /// while a group fsync of the same file may be under way. If the group fsync gets the
-    /// writeback error and the roll's fsync then returns Ok (the error is reported once per
-    /// file description), the roll sets `synced = asked`, and the group fsync's failure is
-    /// recorded as `fail(synced, covers)` — an empty range: its writers are told Ok.
+    /// Review of cee6fee, F2. A segment roll (4 MiB) fsyncs the old segment itself while a
+    /// group fsync of the same file may be under way. If the group fsync gets the writeback
+    /// error and the roll's fsync then returns Ok (the error is reported to one fsync of a
+    /// file only) and settles first, the group fsync's failure must still fail its writers.
+    /// (Now the roll's fsync waits for the group fsync's settlement; C's roll is started
+    /// while A's failed fsync is held before its settlement, and may reach its own fsync.)
     #[tokio::test]
     async fn a_failed_group_fsync_is_not_covered_by_a_roll_fsync_of_the_same_file() {
         let (_dir, store, journal) = fk17_store();
@@ -1812,7 +1865,9 @@ mod tests {
         let b = fk17_put(&store, &keys[1], Bytes::from(vec![b'b'; 4 << 20]));
         eventually("B appended", || journal.lock().asked == 2).await;
         let c = fk17_put(&store, &keys[2], Bytes::from_static(b"c"));
-        eventually("C appended to a new segment", || journal.lock().asked == 3).await;
+        // Time for C's append to start its roll (not a measurement: A must fail whether or
+        // not it got there).
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         journal.settle_gate.set(false);
         let (a, b, c) = tokio::join!(a, b, c);
         let _ = (b, c);
@@ -1926,11 +1981,13 @@ mod tests {
         );
     }
 
-    /// Review of cee6fee, F6: an fsync job that panics (a bug, a tracing layer) never leaves
-    /// the journal marked as syncing for good — its writer (and every later one) would wait
-    /// forever, with no error; the next waiter starts another fsync, and the write completes.
+    /// Review of cee6fee, F6 and R4: an fsync job that panics (a bug, a tracing layer) never
+    /// leaves the journal marked as syncing for good — its writer (and every later one) would
+    /// wait forever, with no error — and never lets a retry acknowledge what it may have
+    /// lost: its writer is told the write failed; the next writers start a new segment and
+    /// succeed.
     #[tokio::test]
-    async fn a_panicking_fsync_job_never_leaves_writers_waiting_for_good() {
+    async fn a_panicking_fsync_job_fails_its_writers_and_the_journal_goes_on() {
         let (_dir, store, journal) = fk17_store();
         journal.gate.panicking.store(1, Ordering::SeqCst);
         let keys = fk17_keys(2);
@@ -1941,13 +1998,96 @@ mod tests {
             0,
             "the panic ran"
         );
-        done.expect("the writer was answered")
-            .expect("task")
-            .expect("durable by the next fsync");
+        let a = done.expect("the writer was answered").expect("task");
+        assert_eq!(
+            a.expect_err("not acknowledged: the fsync's outcome is unknown")
+                .code(),
+            Code::StoreIo
+        );
         fk17_put(&store, &keys[1], Bytes::from_static(b"b"))
             .await
             .expect("task")
-            .expect("later writers too");
+            .expect("later writers succeed");
+    }
+
+    /// Second review of cee6fee, R1: every job that writes into the data directory holds the
+    /// store (`Arc<Inner>`, hence its directory lock) until it has run. A journaled write whose task is dropped (its runtime shut
+    /// down: a CLI, an embedder, `serve` at exit) while its append waits for the append lock
+    /// (a roll's two fsyncs, a large record) leaves the job queued with the lock released:
+    /// the directory can be opened again in the process while the old journal still creates
+    /// segments and appends records in it (here: the same generation as the new store's first
+    /// segment, whose creation then fails).
+    #[test]
+    fn a_pending_journal_append_keeps_the_directory_locked() {
+        use crate::memory_kv::Bound;
+        use vultrino_core::ports::{KvStore as _, ManualClock};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_800_000_000_000));
+        let bound = PrefixBound::single(Bound {
+            keys: 1000,
+            bytes: usize::MAX,
+        });
+        let open = || FileKv::open_with_prefix_cap(dir.path(), clock.clone(), "audit:", bound);
+        let store = Arc::new(open().expect("open"));
+        let journal = store.inner.journal.clone().expect("journal");
+        // A slow append (a roll) holds the append lock.
+        let held = journal
+            .appending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let writer = store.clone();
+            tokio::spawn(async move {
+                writer
+                    .put(
+                        "audit:0001",
+                        Bytes::from_static(b"a"),
+                        PutOptions::default(),
+                    )
+                    .await
+            });
+            // The append job is queued or on a journal thread, waiting for the lock: the
+            // write's task has handed it its own reference to the store (the store's, the
+            // task's and the job's).
+            eventually("the append job is pending", || {
+                Arc::strong_count(&store.inner) >= 3
+            })
+            .await;
+        });
+        drop(rt);
+        drop(store);
+        let locked = FileKv::is_locked(dir.path());
+        let reopened = open();
+        drop(held);
+        if let Ok(again) = &reopened {
+            // What follows: the old journal creates segment 1 and appends to it; the new
+            // store's first audit write then finds its first segment taken.
+            for _ in 0..200 {
+                if dir.path().join(segment_name(1)).exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let put = rt.block_on(again.put(
+                "audit:0002",
+                Bytes::from_static(b"b"),
+                PutOptions::default(),
+            ));
+            eprintln!("R1: the reopened store's first audit write: {put:?}");
+        }
+        assert!(
+            locked && reopened.is_err(),
+            "the directory was unlocked (and opened again) while an append job of the \
+             dropped store was still to write into it"
+        );
     }
 
     fn entry() -> Entry {

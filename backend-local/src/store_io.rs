@@ -24,8 +24,9 @@ use std::sync::{mpsc, Arc, Mutex, PoisonError};
 pub(crate) const IO_THREADS: usize = 4;
 
 /// Threads of a store's journal (the audit history), apart from the others, so that no other
-/// job queues in front of its appends and fsyncs: one for the group fsync under way, one for
-/// the appends meanwhile (review of cee6fee, F4).
+/// job of the store queues in front of its appends and fsyncs (review of cee6fee, F4): with
+/// two, appends go on while a group fsync runs. (Not reserved: an fsync job can wait behind
+/// appends, which are short. The clean-ups after an eviction or a roll run on the others.)
 pub(crate) const JOURNAL_IO_THREADS: usize = 2;
 
 type Job = Box<dyn FnOnce() + Send>;
