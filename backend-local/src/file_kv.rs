@@ -1756,9 +1756,9 @@ mod tests {
 
     // ---- Review of cee6fee (2026-12-07): a test per finding. ----
 
-    /// An audit store with a journal, for the fk17 tests (the directory lives as long as the
+    /// An audit store with a journal, for the tests of the reviews of cee6fee (the directory lives as long as the
     /// returned guard).
-    fn fk17_store() -> (tempfile::TempDir, Arc<FileKv>, Arc<Journal>) {
+    fn journal_store() -> (tempfile::TempDir, Arc<FileKv>, Arc<Journal>) {
         use crate::memory_kv::Bound;
         use vultrino_core::ports::ManualClock;
         let dir = tempfile::tempdir().expect("temp dir");
@@ -1775,7 +1775,7 @@ mod tests {
     }
 
     /// `n` audit keys on distinct journal stripes.
-    fn fk17_keys(n: usize) -> Vec<String> {
+    fn keys_on_distinct_stripes(n: usize) -> Vec<String> {
         let mut keys = Vec::new();
         let mut taken = std::collections::HashSet::new();
         for i in 0.. {
@@ -1790,7 +1790,7 @@ mod tests {
         keys
     }
 
-    fn fk17_put(
+    fn spawn_put(
         store: &Arc<FileKv>,
         key: &str,
         value: Bytes,
@@ -1801,9 +1801,31 @@ mod tests {
         tokio::spawn(async move { store.put(&key, value, PutOptions::default()).await })
     }
 
+    /// A journaled store whose first audit write (`a`, of `keys[0]`) waits at its fsync, held
+    /// by the gate; `keys` are `n` keys on distinct stripes.
+    async fn first_write_held_at_its_fsync(
+        n: usize,
+    ) -> (
+        tempfile::TempDir,
+        Arc<FileKv>,
+        Arc<Journal>,
+        Vec<String>,
+        tokio::task::JoinHandle<Result<()>>,
+    ) {
+        let (dir, store, journal) = journal_store();
+        let keys = keys_on_distinct_stripes(n);
+        journal.gate.set(true);
+        let a = spawn_put(&store, &keys[0], Bytes::from_static(b"a"));
+        eventually("A's fsync is held", || {
+            journal.gate.arrived.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        (dir, store, journal, keys, a)
+    }
+
     /// Opens both gates however the test ends (the runtime's drop would wait for a held job).
-    struct Fk17Opens(Arc<Journal>);
-    impl Drop for Fk17Opens {
+    struct GatesOpenOnDrop(Arc<Journal>);
+    impl Drop for GatesOpenOnDrop {
         fn drop(&mut self) {
             self.0.gate.set(false);
             self.0.settle_gate.set(false);
@@ -1818,18 +1840,11 @@ mod tests {
     /// good about the segment any more; its unsynced records must fail.
     #[tokio::test]
     async fn a_record_appended_while_an_fsync_fails_is_never_acknowledged() {
-        let (_dir, store, journal) = fk17_store();
-        let _opens = Fk17Opens(journal.clone());
-        let keys = fk17_keys(2);
-        journal.gate.set(true);
-        let a = fk17_put(&store, &keys[0], Bytes::from_static(b"a"));
-        eventually("A's fsync is held", || {
-            journal.gate.arrived.load(Ordering::SeqCst) == 1
-        })
-        .await;
+        let (_dir, store, journal, keys, a) = first_write_held_at_its_fsync(2).await;
+        let _opens = GatesOpenOnDrop(journal.clone());
         // B is appended to the segment before the fsync runs (so its bytes are in that
         // fsync's writeback), after it was started (so not in its `covers`).
-        let b = fk17_put(&store, &keys[1], Bytes::from_static(b"b"));
+        let b = spawn_put(&store, &keys[1], Bytes::from_static(b"b"));
         eventually("B appended", || journal.lock().asked == 2).await;
         journal.gate.failing.store(1, Ordering::SeqCst);
         journal.gate.set(false);
@@ -1850,21 +1865,21 @@ mod tests {
     /// while A's failed fsync is held before its settlement, and may reach its own fsync.)
     #[tokio::test]
     async fn a_failed_group_fsync_is_not_covered_by_a_roll_fsync_of_the_same_file() {
-        let (_dir, store, journal) = fk17_store();
-        let _opens = Fk17Opens(journal.clone());
-        let keys = fk17_keys(3);
+        let (_dir, store, journal) = journal_store();
+        let _opens = GatesOpenOnDrop(journal.clone());
+        let keys = keys_on_distinct_stripes(3);
         // A's fsync fails, and its outcome is held until the roll is done.
         journal.gate.failing.store(1, Ordering::SeqCst);
         journal.settle_gate.set(true);
-        let a = fk17_put(&store, &keys[0], Bytes::from_static(b"a"));
+        let a = spawn_put(&store, &keys[0], Bytes::from_static(b"a"));
         eventually("A's fsync failed, outcome held", || {
             journal.settle_gate.arrived.load(Ordering::SeqCst) == 1
         })
         .await;
         // B fills the segment; C's append rolls it (and fsyncs it, successfully).
-        let b = fk17_put(&store, &keys[1], Bytes::from(vec![b'b'; 4 << 20]));
+        let b = spawn_put(&store, &keys[1], Bytes::from(vec![b'b'; 4 << 20]));
         eventually("B appended", || journal.lock().asked == 2).await;
-        let c = fk17_put(&store, &keys[2], Bytes::from_static(b"c"));
+        let c = spawn_put(&store, &keys[2], Bytes::from_static(b"c"));
         // Time for C's append to start its roll (not a measurement: A must fail whether or
         // not it got there).
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -1887,15 +1902,8 @@ mod tests {
     /// another writer starts.
     #[tokio::test]
     async fn a_slow_append_never_blocks_a_writers_runtime() {
-        let (_dir, store, journal) = fk17_store();
-        let _opens = Fk17Opens(journal.clone());
-        let keys = fk17_keys(2);
-        journal.gate.set(true);
-        let a = fk17_put(&store, &keys[0], Bytes::from_static(b"a"));
-        eventually("A's fsync is held", || {
-            journal.gate.arrived.load(Ordering::SeqCst) == 1
-        })
-        .await;
+        let (_dir, store, journal, keys, a) = first_write_held_at_its_fsync(2).await;
+        let _opens = GatesOpenOnDrop(journal.clone());
         // Let A reach its `notified().await`.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1929,7 +1937,7 @@ mod tests {
         held_rx.recv().expect("append lock held");
         // A's fsync settles (A is woken, publishes, lands), and B starts, while it is held.
         journal.gate.set(false);
-        let b = fk17_put(&store, &keys[1], Bytes::from_static(b"b"));
+        let b = spawn_put(&store, &keys[1], Bytes::from_static(b"b"));
         tokio::time::sleep(std::time::Duration::from_millis(800)).await;
         holder.join().expect("holder");
         stop.store(true, Ordering::SeqCst);
@@ -1948,9 +1956,9 @@ mod tests {
     /// threads held by a slow job, an audit write still completes.
     #[tokio::test]
     async fn an_audit_write_never_queues_behind_the_stores_other_io() {
-        let (_dir, store, journal) = fk17_store();
-        let _opens = Fk17Opens(journal.clone());
-        let keys = fk17_keys(1);
+        let (_dir, store, journal) = journal_store();
+        let _opens = GatesOpenOnDrop(journal.clone());
+        let keys = keys_on_distinct_stripes(1);
         // Four slow jobs (stand-ins for four credential writes on a slow disk).
         let (release, held) = std::sync::mpsc::channel::<()>();
         let held = Arc::new(Mutex::new(held));
@@ -1970,7 +1978,7 @@ mod tests {
             started.load(Ordering::SeqCst) == IO_THREADS as u64
         })
         .await;
-        let a = fk17_put(&store, &keys[0], Bytes::from_static(b"a"));
+        let a = spawn_put(&store, &keys[0], Bytes::from_static(b"a"));
         let done = tokio::time::timeout(std::time::Duration::from_secs(3), a).await;
         for _ in 0..IO_THREADS {
             let _ = release.send(());
@@ -1988,10 +1996,10 @@ mod tests {
     /// succeed.
     #[tokio::test]
     async fn a_panicking_fsync_job_fails_its_writers_and_the_journal_goes_on() {
-        let (_dir, store, journal) = fk17_store();
+        let (_dir, store, journal) = journal_store();
         journal.gate.panicking.store(1, Ordering::SeqCst);
-        let keys = fk17_keys(2);
-        let a = fk17_put(&store, &keys[0], Bytes::from_static(b"a"));
+        let keys = keys_on_distinct_stripes(2);
+        let a = spawn_put(&store, &keys[0], Bytes::from_static(b"a"));
         let done = tokio::time::timeout(std::time::Duration::from_secs(20), a).await;
         assert_eq!(
             journal.gate.panicking.load(Ordering::SeqCst),
@@ -2004,7 +2012,7 @@ mod tests {
                 .code(),
             Code::StoreIo
         );
-        fk17_put(&store, &keys[1], Bytes::from_static(b"b"))
+        spawn_put(&store, &keys[1], Bytes::from_static(b"b"))
             .await
             .expect("task")
             .expect("later writers succeed");
