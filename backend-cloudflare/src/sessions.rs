@@ -185,11 +185,11 @@ impl SessionDO {
             };
             (change, reply, stored)
         };
-        let storage = self.state.storage();
         let mut writes = 0u32;
         match (change, stored) {
             (Change::Put, Some(item)) => {
                 writes += 1;
+                let storage = self.state.storage();
                 storage.put(ITEM_KEY, &item).await?;
                 let cleanup_at = item.dead_after_ms().saturating_add(GRACE_MS);
                 let now = objects::now_ms();
@@ -207,7 +207,7 @@ impl SessionDO {
             }
             (Change::Delete, _) => {
                 writes += 1;
-                storage.delete_all().await?;
+                self.state.storage().delete_all().await?;
                 // Whether `deleteAll` also removes the alarm depends on the compatibility date:
                 // the next write sets one either way.
                 self.alarm_at.set(None);
