@@ -112,9 +112,10 @@ const { default: WebSocket } = await import(pathToFileURL(path.join(cf, "node_mo
 const ROUTE = process.env.ROUTE || "POST /v1/execute";
 for (let i = 0; i < 200; i++) await routes[ROUTE]();
 const targets = await (await fetch("http://127.0.0.1:9229/json")).json();
-// Miniflare's inspector lists one target per user worker (its entry worker is not listed).
-if (targets.length !== 1) throw new Error(`expected one inspector target, got ${JSON.stringify(targets.map((t) => t.title))}`);
-const target = targets[0];
+// Miniflare's inspector lists a target per workerd worker (its entry worker, its KV and cache
+// simulations...): the worker's own is `core:user:<name>`.
+const target = targets.find((t) => /core:user:/.test(t.title));
+if (!target) throw new Error(`no core:user: inspector target among ${JSON.stringify(targets.map((t) => t.title))}`);
 const ws = new WebSocket(target.webSocketDebuggerUrl);
 await new Promise((r) => ws.on("open", r));
 let id = 0;
