@@ -87,6 +87,12 @@ pub(crate) fn json(value: &impl serde::Serialize, _writes: u32) -> worker::Resul
     Ok(web_sys::Response::new_with_opt_str_and_init(Some(&text), &init)?.into())
 }
 
+/// A 200 reply with no body (nothing for the caller to read).
+#[cfg(not(feature = "testkit"))]
+pub(crate) fn empty() -> worker::Result<JsValue> {
+    Ok(web_sys::Response::new()?.into())
+}
+
 /// A refusal (`status`, plain text), as workers-rs's `Response::error` made it.
 pub(crate) fn error(message: &str, status: u16) -> worker::Result<JsValue> {
     let init = web_sys::ResponseInit::new();
