@@ -140,6 +140,18 @@ for (const n of p.nodes) {
   total += n.hitCount;
 }
 console.log(`${ROUTE}: ${p.samples.length} samples, ${dt.toFixed(0)} µs apart on average; not idle: ${(total * dt / 1000 / N).toFixed(3)} ms/req (wall clock, see the top of this file)`);
+// A coarse split: the wasm's own functions (Rust names), wasm-bindgen's JS glue (its import
+// shims, its minified helpers, the JS↔wasm trampolines), V8 itself, and the rest (the
+// runtime's built-ins — fetch, Headers, Request, SQL, queueMicrotask... — and code V8 names no
+// function for, such as worker-build's shim).
+const kind = (name) =>
+  /::|^</.test(name) ? "wasm (Rust)"
+  : /^__wbg|^__wbindgen|^wasm-to-js|^js-to-wasm|^[A-Za-z_$]{1,2}$/.test(name) ? "wasm-bindgen glue"
+  : /^\((program|garbage collector)\)$/.test(name) ? "V8 (program, gc)"
+  : "built-ins and unnamed";
+const kinds = new Map();
+for (const [name, hits] of self) kinds.set(kind(name), (kinds.get(kind(name)) || 0) + hits);
+console.log([...kinds.entries()].sort((a, b) => b[1] - a[1]).map(([k, h]) => `${k} ${(100 * h / total).toFixed(0)} %`).join(", "));
 console.log("self time ms/req | share of the not-idle samples | function");
 const top = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.TOP || 40));
 for (const [name, hits] of top) console.log(`${(hits * dt / 1000 / N).toFixed(4)} | ${(100 * hits / total).toFixed(1)} % | ${name.slice(0, 140)}`);
