@@ -9,8 +9,8 @@
 //! method, URL and headers) and every reply into a `worker::Response` first; the objects use
 //! none of that. workers-rs's `Request::new_with_init` and `Stub::fetch_with_request` do the same
 //! on the caller's side for each request the worker makes. Here an operation costs the caller a
-//! `getByName`, a `Request`, a `fetch` and one `arrayBuffer()`; the object a `url`, one `text()`
-//! and one `Response`.
+//! `getByName`, a `Request`, a `fetch` and one `text()` (none for an audit append, whose 200 is
+//! the whole answer); the object a `url`, one `text()` and one `Response`.
 //!
 //! Errors keep their meaning: an object that cannot parse an operation answers 400; one that
 //! fails while applying it throws (the caller's `fetch` rejects); the caller takes anything but a
