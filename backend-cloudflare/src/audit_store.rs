@@ -37,11 +37,10 @@ use vultrino_core::error::{Code, Error, Result};
 use vultrino_core::ports::{AuditPage, AuditStore, SinkStatus};
 
 use crate::audit_shards::{merge, shard_of, valid_cursor, Append, Page, Query, SHARDS};
+use crate::objects;
+use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::JsValue;
-use worker::{
-    durable_object, js_sys, DurableObject, Env, Method, ObjectNamespace, Request, RequestInit,
-    Response, SqlStorage, SqlStorageValue, State,
-};
+use worker::{js_sys, web_sys, Env, ObjectNamespace, SqlStorage, SqlStorageValue, State};
 
 /// Expired rows one prune deletes, at most (per table).
 pub const PRUNE_BATCH: i64 = 500;
@@ -64,8 +63,10 @@ struct IdExpiry {
     expires_at: i64,
 }
 
-/// The Durable Object class behind [`DoAuditStore`]: one shard of the audit log.
-#[durable_object]
+/// The Durable Object class behind [`DoAuditStore`]: one shard of the audit log. Its JS-facing
+/// methods are exported here, not by workers-rs's `#[durable_object]` macro ([`crate::objects`],
+/// decision 0128).
+#[wasm_bindgen(wasm_bindgen = ::worker::wasm_bindgen)]
 pub struct AuditDO {
     sql: SqlStorage,
     /// Whether table `events` (the format before decision 0121) still exists here; `None`
@@ -93,7 +94,7 @@ fn int(v: u64) -> i64 {
 }
 
 fn now_ms() -> i64 {
-    int(worker::Date::now().as_millis())
+    int(objects::now_ms())
 }
 
 /// The table of every event written since decision 0121: one row per event.
@@ -431,9 +432,15 @@ impl AuditDO {
         })
     }
 }
-impl DurableObject for AuditDO {
-    fn new(state: State, _env: Env) -> Self {
-        let sql = state.storage().sql();
+#[wasm_bindgen(
+    wasm_bindgen = ::worker::wasm_bindgen,
+    wasm_bindgen_futures = ::worker::wasm_bindgen_futures,
+    js_sys = ::worker::js_sys
+)]
+impl AuditDO {
+    #[wasm_bindgen(constructor)]
+    pub fn new(state: worker::worker_sys::DurableObjectState, _env: Env) -> AuditDO {
+        let sql = State::from(state).storage().sql();
         // Idempotent; a failure shows on the first statement that needs the table.
         let _ = sql.exec(CREATE_TABLE, None);
         // Written before decision 0121: read and pruned until empty, then dropped.
@@ -457,30 +464,50 @@ impl DurableObject for AuditDO {
         }
     }
 
-    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
-        match req.path().as_str() {
+    /// `/append` ([`Append`]) or `/query` ([`Query`]); in the test worker, `/testkit/…`.
+    #[wasm_bindgen(js_name = fetch)]
+    pub async fn fetch(&self, req: web_sys::Request) -> Result<JsValue, JsValue> {
+        objects::to_js(self.serve(req).await)
+    }
+}
+
+impl AuditDO {
+    async fn serve(&self, req: web_sys::Request) -> worker::Result<JsValue> {
+        match objects::path(&req).as_str() {
             "/append" => {
-                let Some(run) = crate::streams::json_request::<Append>(&mut req).await else {
-                    return Response::error("malformed audit append", 400);
+                let Some(run) = objects::read_op::<Append>(&req).await else {
+                    return objects::error("malformed audit append", 400);
                 };
                 let (rows, prune_failed) = self.append(run)?;
-                Response::from_json(&serde_json::json!({
-                    "ok": true,
-                    "rows_written": rows,
-                    "prune_failed": prune_failed,
-                }))
+                appended(rows, prune_failed)
             }
             "/query" => {
-                let Some(q) = crate::streams::json_request::<Query>(&mut req).await else {
-                    return Response::error("malformed audit query", 400);
+                let Some(q) = objects::read_op::<Query>(&req).await else {
+                    return objects::error("malformed audit query", 400);
                 };
-                Response::from_json(&self.query(q)?)
+                objects::json(&self.query(q)?, 0)
             }
             #[cfg(feature = "testkit")]
             path if path.starts_with("/testkit/") => self.testkit(path, req).await,
-            _ => Response::error("unknown audit operation", 404),
+            _ => objects::error("unknown audit operation", 404),
         }
     }
+}
+
+/// The answer to a stored append: a 200, nothing else in the deployable worker, whose caller
+/// reads no body (decision 0128); in the test worker, the rows written and whether the prune
+/// failed, for its counters (decision 0117).
+#[cfg(not(feature = "testkit"))]
+fn appended(_rows: usize, _prune_failed: bool) -> worker::Result<JsValue> {
+    objects::empty()
+}
+
+#[cfg(feature = "testkit")]
+fn appended(rows: usize, prune_failed: bool) -> worker::Result<JsValue> {
+    objects::json(
+        &serde_json::json!({"ok": true, "rows_written": rows, "prune_failed": prune_failed}),
+        0,
+    )
 }
 
 /// TEST-ONLY (feature `testkit`): rows put straight into one shard by `testkit_route`'s checks.
@@ -501,7 +528,7 @@ impl AuditDO {
     /// - `/testkit/state`: `{"legacy": bool, "rows": n, "legacy_rows": n}`;
     /// - `/testkit/prune-fails` with `{"fail": bool}`: every prune of this object fails (as a
     ///   SQL error would) until switched back.
-    async fn testkit(&self, path: &str, mut req: Request) -> worker::Result<Response> {
+    async fn testkit(&self, path: &str, req: web_sys::Request) -> worker::Result<JsValue> {
         let count = |table: &str| -> worker::Result<i64> {
             let c = self
                 .sql
@@ -511,7 +538,9 @@ impl AuditDO {
         };
         match path {
             "/testkit/put" => {
-                let put: TestPut = req.json().await?;
+                let Some(put) = objects::read_op::<TestPut>(&req).await else {
+                    return objects::error("malformed testkit put", 400);
+                };
                 if put.legacy {
                     // The DDL of the version before decision 0121.
                     self.sql.exec(
@@ -530,28 +559,33 @@ impl AuditDO {
                 for e in &put.events {
                     rows += self.put(table, e, put.expires_at)?;
                 }
-                Response::from_json(&serde_json::json!({"rows_written": rows}))
+                objects::json(&serde_json::json!({"rows_written": rows}), 0)
             }
             "/testkit/prune" => {
                 let rows = self.prune(now_ms())?;
-                Response::from_json(&serde_json::json!({"rows_written": rows}))
+                objects::json(&serde_json::json!({"rows_written": rows}), 0)
             }
             "/testkit/prune-fails" => {
-                let v: serde_json::Value = req.json().await?;
+                let Some(v) = objects::read_op::<serde_json::Value>(&req).await else {
+                    return objects::error("malformed testkit switch", 400);
+                };
                 let fail = v["fail"].as_bool().unwrap_or(false);
                 self.fail_prune.set(fail);
-                Response::from_json(&serde_json::json!({"fail": fail}))
+                objects::json(&serde_json::json!({"fail": fail}), 0)
             }
             "/testkit/state" => {
                 // The table itself, not the flag.
                 let legacy = has_old_table(&self.sql)?;
-                Response::from_json(&serde_json::json!({
-                    "legacy": legacy,
-                    "rows": count("audit_events")?,
-                    "legacy_rows": if legacy { count("events")? } else { 0 },
-                }))
+                objects::json(
+                    &serde_json::json!({
+                        "legacy": legacy,
+                        "rows": count("audit_events")?,
+                        "legacy_rows": if legacy { count("events")? } else { 0 },
+                    }),
+                    0,
+                )
             }
-            _ => Response::error("unknown audit testkit operation", 404),
+            _ => objects::error("unknown audit testkit operation", 404),
         }
     }
 }
@@ -596,16 +630,13 @@ impl DoAuditStore {
         }
     }
 
-    /// POST `body` as JSON to shard `shard` at `path`; its JSON reply.
+    /// POST `body` as JSON to shard `shard` at `path`; its JSON reply ([`objects::post`]).
     pub(crate) async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,
         shard: u32,
         path: &str,
         body: &B,
     ) -> worker::Result<R> {
-        let stub = self
-            .ns
-            .get_by_name(&format!("{}audit:{shard}", self.scope))?;
         #[cfg(feature = "testkit")]
         {
             if crate::counting::audit_down() {
@@ -615,18 +646,43 @@ impl DoAuditStore {
             }
             crate::counting::do_request(crate::counting::DoKind::Audit);
         }
+        let name = format!("{}audit:{shard}", self.scope);
         let body = serde_json::to_string(body)?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_body(Some(body.into()));
-        let req = Request::new_with_init(&format!("https://audit-do{path}"), &init)?;
-        let resp = stub.fetch_with_request(req).await?;
-        if resp.status_code() != 200 {
-            return Err(worker::Error::RustError(format!(
-                "audit object answered {}",
-                resp.status_code()
-            )));
+        let url = format!("https://audit-do{path}");
+        let resp = objects::post(&self.ns, &name, &url, &body, "audit object").await?;
+        objects::reply_json::<R>(&resp).await
+    }
+
+    /// Append `run` to shard `shard`: stored once the shard answers 200, whose body the
+    /// deployable worker does not read (it has none: decision 0128). The test worker reads the
+    /// rows written and whether the prune failed from it, for its counters.
+    async fn append_to(&self, shard: u32, run: &Append) -> worker::Result<()> {
+        #[cfg(feature = "testkit")]
+        {
+            let reply: serde_json::Value = self.post(shard, "/append", run).await?;
+            crate::counting::rows_written(
+                crate::counting::DoKind::Audit,
+                reply["rows_written"].as_u64().unwrap_or(0),
+            );
+            if reply["prune_failed"] == true {
+                crate::counting::audit_prune_failed();
+            }
+            Ok(())
         }
-        crate::streams::json_reply::<R>(&resp).await
+        #[cfg(not(feature = "testkit"))]
+        {
+            let name = format!("{}audit:{shard}", self.scope);
+            let body = serde_json::to_string(run)?;
+            objects::post(
+                &self.ns,
+                &name,
+                "https://audit-do/append",
+                &body,
+                "audit object",
+            )
+            .await
+            .map(drop)
+        }
     }
 }
 
@@ -650,25 +706,12 @@ impl AuditStore for DoAuditStore {
                 };
                 let shard = u32::try_from(shard).unwrap_or(0);
                 let n = run.events.len() as u64;
-                let result = self
-                    .post::<_, serde_json::Value>(shard, "/append", &run)
-                    .await;
-                (n, result)
+                (n, self.append_to(shard, &run).await)
             });
         let mut outcome = Ok(());
         for (n, result) in join_all(calls).await {
             match result {
-                Ok(_reply) => {
-                    #[cfg(feature = "testkit")]
-                    {
-                        crate::counting::rows_written(
-                            crate::counting::DoKind::Audit,
-                            _reply["rows_written"].as_u64().unwrap_or(0),
-                        );
-                        if _reply["prune_failed"] == true {
-                            crate::counting::audit_prune_failed();
-                        }
-                    }
+                Ok(()) => {
                     self.stored.set(self.stored.get().saturating_add(n));
                 }
                 Err(e) => {

@@ -561,7 +561,7 @@ fn to_worker_streaming(
 
 /// The path of a URL as the runtime serialises it (WHATWG): from the first `/` after the host
 /// to the query or fragment, as workers-rs's `Request::path` takes it.
-fn path_of(url: &str) -> &str {
+pub(crate) fn path_of(url: &str) -> &str {
     let Some(host_start) = url.find("://").map(|i| i + 3) else {
         return url;
     };

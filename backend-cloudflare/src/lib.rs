@@ -43,6 +43,8 @@ mod headers;
 #[cfg(target_arch = "wasm32")]
 pub mod kv;
 #[cfg(target_arch = "wasm32")]
+mod objects;
+#[cfg(target_arch = "wasm32")]
 pub mod rs256;
 #[cfg(target_arch = "wasm32")]
 pub mod sessions;

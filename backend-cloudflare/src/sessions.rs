@@ -20,18 +20,18 @@
 //! between — so the compare-and-set of a consume is exact — then writes what changed. KV never
 //! holds approvals (docs/decisions/0090-approvals.md).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use vultrino_core::approvals::Approval;
 use vultrino_core::error::{Code, Error, Result};
 use vultrino_core::ports::approval_rules::{self, Book};
 use vultrino_core::ports::session_rules::{apply, Change, Item, Op, Reply};
 use vultrino_core::ports::{Hit, SessionRecord, SessionStore};
-use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::wasm_bindgen_futures::JsFuture;
-use worker::{
-    durable_object, web_sys, DurableObject, Env, ObjectNamespace, Request, Response, State,
-};
+use worker::wasm_bindgen::prelude::wasm_bindgen;
+use worker::wasm_bindgen::JsValue;
+use worker::{web_sys, Env, ObjectNamespace, State};
+
+use crate::objects;
 
 /// Storage key of the object's item.
 const ITEM_KEY: &str = "item";
@@ -45,13 +45,54 @@ const APPROVALS_OBJECT: &str = "approvals";
 const APPROVAL_PATH: &str = "/approval";
 
 /// The Durable Object class behind [`DoSessions`]. Holds one item (see [`Item`]).
-#[durable_object]
+///
+/// Its JS-facing methods (the constructor, `fetch`, `alarm`) are exported here, not by
+/// workers-rs's `#[durable_object]` macro, which would convert each request and reply through
+/// workers-rs's types ([`crate::objects`], decision 0128).
+#[wasm_bindgen(wasm_bindgen = ::worker::wasm_bindgen)]
 pub struct SessionDO {
     state: State,
     /// `None`: not loaded from storage yet; `Some(None)`: loaded, empty.
     item: RefCell<Option<Option<Item>>>,
     /// The `approvals` object's approvals; `None`: not loaded from storage yet.
     book: RefCell<Option<Book>>,
+    /// When the alarm set by this instance fires (epoch ms), if it set one: an item written again
+    /// before then needs no new alarm, since the alarm re-arms itself while the item lives.
+    alarm_at: Cell<Option<u64>>,
+}
+
+#[wasm_bindgen(
+    wasm_bindgen = ::worker::wasm_bindgen,
+    wasm_bindgen_futures = ::worker::wasm_bindgen_futures,
+    js_sys = ::worker::js_sys
+)]
+impl SessionDO {
+    #[wasm_bindgen(constructor)]
+    pub fn new(state: worker::worker_sys::DurableObjectState, _env: Env) -> SessionDO {
+        SessionDO {
+            state: State::from(state),
+            item: RefCell::new(None),
+            book: RefCell::new(None),
+            alarm_at: Cell::new(None),
+        }
+    }
+
+    /// One operation: on the item (any path but [`APPROVAL_PATH`]) or on the approvals.
+    #[wasm_bindgen(js_name = fetch)]
+    pub async fn fetch(&self, req: web_sys::Request) -> Result<JsValue, JsValue> {
+        let result = if objects::path(&req) == APPROVAL_PATH {
+            self.approval(req).await
+        } else {
+            self.item_op(req).await
+        };
+        objects::to_js(result)
+    }
+
+    /// Deletes the item once it has been dead for [`GRACE_MS`], else sets the alarm again.
+    #[wasm_bindgen(js_name = alarm)]
+    pub async fn alarm(&self) -> Result<JsValue, JsValue> {
+        objects::to_js(self.on_alarm().await.map(|()| JsValue::UNDEFINED))
+    }
 }
 
 impl SessionDO {
@@ -96,9 +137,9 @@ impl SessionDO {
     }
 
     /// One approval operation on the book (see the module doc).
-    async fn approval(&self, mut req: Request) -> worker::Result<Response> {
-        let Some(op) = crate::streams::json_request::<approval_rules::Op>(&mut req).await else {
-            return Response::error("malformed approval operation", 400);
+    async fn approval(&self, req: web_sys::Request) -> worker::Result<JsValue> {
+        let Some(op) = objects::read_op::<approval_rules::Op>(&req).await else {
+            return objects::error("malformed approval operation", 400);
         };
         self.load_book().await?;
         let (writes, reply) = self
@@ -123,34 +164,13 @@ impl SessionDO {
                 .collect();
             storage.delete_multiple(keys).await?;
         }
-        with_writes(Response::from_json(&reply)?, count)
-    }
-}
-
-/// The reply header that tells the caller how many storage writes an operation made (read by
-/// the test worker's counters only: docs/decisions/0117).
-const WRITES_HEADER: &str = "x-storage-writes";
-
-fn with_writes(mut resp: Response, writes: u32) -> worker::Result<Response> {
-    resp.headers_mut().set(WRITES_HEADER, &writes.to_string())?;
-    Ok(resp)
-}
-
-impl DurableObject for SessionDO {
-    fn new(state: State, _env: Env) -> Self {
-        SessionDO {
-            state,
-            item: RefCell::new(None),
-            book: RefCell::new(None),
-        }
+        objects::json(&reply, count)
     }
 
-    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
-        if req.path() == APPROVAL_PATH {
-            return self.approval(req).await;
-        }
-        let Some(op) = crate::streams::json_request::<Op>(&mut req).await else {
-            return Response::error("malformed session operation", 400);
+    /// One operation on the item.
+    async fn item_op(&self, req: web_sys::Request) -> worker::Result<JsValue> {
+        let Some(op) = objects::read_op::<Op>(&req).await else {
+            return objects::error("malformed session operation", 400);
         };
         self.load().await?;
         // Read, decide and update the in-memory item without awaiting in between: exact. What
@@ -165,31 +185,42 @@ impl DurableObject for SessionDO {
             };
             (change, reply, stored)
         };
-        let storage = self.state.storage();
         let mut writes = 0u32;
         match (change, stored) {
             (Change::Put, Some(item)) => {
                 writes += 1;
+                let storage = self.state.storage();
                 storage.put(ITEM_KEY, &item).await?;
                 let cleanup_at = item.dead_after_ms().saturating_add(GRACE_MS);
-                let now = worker::Date::now().as_millis();
-                if cleanup_at > now {
+                let now = objects::now_ms();
+                // An alarm of this instance still to come fires no later than needed: it finds
+                // the item alive and sets itself again (`on_alarm`).
+                let pending = self
+                    .alarm_at
+                    .get()
+                    .is_some_and(|at| at > now && at <= cleanup_at);
+                if cleanup_at > now && !pending {
                     let offset = i64::try_from(cleanup_at - now).unwrap_or(i64::MAX);
                     storage.set_alarm(offset).await?;
+                    self.alarm_at.set(Some(cleanup_at));
                 }
             }
             (Change::Delete, _) => {
                 writes += 1;
-                storage.delete_all().await?;
+                self.state.storage().delete_all().await?;
+                // Whether `deleteAll` also removes the alarm depends on the compatibility date:
+                // the next write sets one either way.
+                self.alarm_at.set(None);
             }
             _ => {}
         }
-        with_writes(Response::from_json(&reply)?, writes)
+        objects::json(&reply, writes)
     }
 
-    async fn alarm(&self) -> worker::Result<Response> {
+    async fn on_alarm(&self) -> worker::Result<()> {
+        self.alarm_at.set(None);
         self.load().await?;
-        let now = worker::Date::now().as_millis();
+        let now = objects::now_ms();
         let cleanup_at = self
             .item
             .borrow()
@@ -200,13 +231,14 @@ impl DurableObject for SessionDO {
             Some(at) if at > now => {
                 let offset = i64::try_from(at - now).unwrap_or(i64::MAX);
                 self.state.storage().set_alarm(offset).await?;
+                self.alarm_at.set(Some(at));
             }
             _ => {
                 *self.item.borrow_mut() = Some(None);
                 self.state.storage().delete_all().await?;
             }
         }
-        Response::empty()
+        Ok(())
     }
 }
 
@@ -247,12 +279,7 @@ impl DoSessions {
         self.post(name, "/op", op).await
     }
 
-    /// POST `body` as JSON to object `name` at `path`; its JSON reply.
-    ///
-    /// Through the runtime's own types (the stub's `fetch`, web-sys's `Request` and `Response`):
-    /// workers-rs's `Request::new_with_init` and `Stub::fetch_with_request` read the new request's
-    /// `cf`, method, URL and headers back and wrap the reply, a dozen crossings per call that
-    /// nothing here uses (decision 0120).
+    /// POST `body` as JSON to object `name` at `path`; its JSON reply ([`objects::post`]).
     async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,
         name: &str,
@@ -261,32 +288,19 @@ impl DoSessions {
     ) -> worker::Result<R> {
         #[cfg(feature = "testkit")]
         let name = &format!("{}{name}", self.scope);
-        let stub: worker::worker_sys::DurableObject = self.ns.get_by_name(name)?.into_rpc();
         #[cfg(feature = "testkit")]
         crate::counting::do_request(crate::counting::DoKind::Sessions);
         let body = serde_json::to_string(body)?;
-        let init = web_sys::RequestInit::new();
-        init.set_method("POST");
-        init.set_body(&JsValue::from_str(&body));
-        let req =
-            web_sys::Request::new_with_str_and_init(&format!("https://session-do{path}"), &init)?;
-        let resp: web_sys::Response = JsFuture::from(stub.fetch_with_request(&req)?)
-            .await?
-            .dyn_into()?;
-        if resp.status() != 200 {
-            return Err(worker::Error::RustError(format!(
-                "session object answered {}",
-                resp.status()
-            )));
-        }
+        let url = format!("https://session-do{path}");
+        let resp = objects::post(&self.ns, name, &url, &body, "session object").await?;
         #[cfg(feature = "testkit")]
-        if let Ok(Some(n)) = resp.headers().get(WRITES_HEADER) {
+        if let Ok(Some(n)) = resp.headers().get(objects::WRITES_HEADER) {
             crate::counting::rows_written(
                 crate::counting::DoKind::Sessions,
                 n.parse().unwrap_or(0),
             );
         }
-        crate::streams::json_of::<R>(&resp).await
+        objects::reply_json::<R>(&resp).await
     }
 
     async fn session(&self, id: &str, op: Op) -> Result<Option<SessionRecord>> {

@@ -27,7 +27,6 @@ use wasm_streams::readable::IntoStream;
 use worker::js_sys::{self, Uint8Array};
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::wasm_bindgen_futures;
 use worker::web_sys::{self, ReadableStream};
 
 /// A JS `ReadableStream` of byte chunks as a `Stream` of [`Bytes`]. An error of the JS stream
@@ -73,55 +72,6 @@ impl Stream for JsBytes {
             };
         }
     }
-}
-
-/// The whole of a JS body stream, read in one `arrayBuffer()` call (through a `Response` made
-/// around it), for a body whose size is already bounded: one crossing into JS and one promise,
-/// where a stream reader (worker's `Response::bytes`, `text` and `json` among them) costs a
-/// `getReader`, a `read` per chunk and one more for the end, a `releaseLock` and a wake-up per
-/// read — and the release was, per call, the dearest import of a warm execute (decision 0118).
-/// A stream that errors (a body that breaks off) is an `Err`.
-pub(crate) async fn whole(stream: &ReadableStream) -> Result<Vec<u8>, JsValue> {
-    let resp = web_sys::Response::new_with_opt_readable_stream(Some(stream))?;
-    let buffer = wasm_bindgen_futures::JsFuture::from(resp.array_buffer()?).await?;
-    Ok(Uint8Array::new(&buffer).to_vec())
-}
-
-/// A Durable Object's JSON reply, read in one `arrayBuffer()` call and parsed by serde_json:
-/// workers-rs's `Response::json` reads through a stream reader (a crossing per chunk and for
-/// the lock), the dearest glue of a warm execute (decision 0118).
-pub(crate) async fn json_reply<R: serde::de::DeserializeOwned>(
-    resp: &worker::Response,
-) -> worker::Result<R> {
-    let bytes = match resp.body() {
-        worker::ResponseBody::Stream(stream) => whole(stream)
-            .await
-            .map_err(|_| worker::Error::RustError("unreadable object reply".into()))?,
-        worker::ResponseBody::Body(bytes) => bytes.clone(),
-        worker::ResponseBody::Empty => Vec::new(),
-    };
-    serde_json::from_slice(&bytes).map_err(worker::Error::from)
-}
-
-/// [`json_reply`] for the runtime's own `Response`: its body in one `arrayBuffer()` call (no
-/// `Response` made around its stream), parsed by serde_json.
-pub(crate) async fn json_of<R: serde::de::DeserializeOwned>(
-    resp: &web_sys::Response,
-) -> worker::Result<R> {
-    let unreadable = || worker::Error::RustError("unreadable object reply".into());
-    let buffer =
-        wasm_bindgen_futures::JsFuture::from(resp.array_buffer().map_err(|_| unreadable())?)
-            .await
-            .map_err(|_| unreadable())?;
-    serde_json::from_slice(&Uint8Array::new(&buffer).to_vec()).map_err(worker::Error::from)
-}
-
-/// A JSON request to a Durable Object, read as one string and parsed by serde_json (not
-/// `Request::json`, which converts the parsed JS object field by field across the boundary).
-pub(crate) async fn json_request<R: serde::de::DeserializeOwned>(
-    req: &mut worker::Request,
-) -> Option<R> {
-    serde_json::from_str(&req.text().await.ok()?).ok()
 }
 
 /// `stream` as a JS `ReadableStream` pulled one chunk at a time (see the module doc). Empty

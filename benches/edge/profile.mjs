@@ -1,0 +1,160 @@
+// Which functions the worker's isolate spends its time in per warm request (issue 20, decision
+// 0128): the V8 sampling profiler through workerd's inspector (Miniflare's `inspectorPort`, CDP
+// `Profiler.start`/`stop`), self time summed by function name — the wasm's functions by their
+// names (the deployable build keeps its name section), JS glue and the runtime's built-ins by
+// theirs. Decision 0115 says why this is not the CPU figure: the samples are spaced by the wall
+// clock, so on a shared machine the isolate is charged with time it spent descheduled (the
+// "busy" total comes out several times `cpu.mjs`'s in-worker figure) and an attached inspector
+// slows it. Read the SPLIT between functions, not the milliseconds; `cpu.mjs` gives the figure.
+//
+//   scripts/worker.sh build && cargo build -p vultrino-local, then:
+//   unshare -n bash -c 'ip link set lo up && node benches/edge/profile.mjs'   [N=500 TOP=40]
+//   ROUTE="GET /proxy/up/items" another route; BUILD=DIR another build folder;
+//   INTERVAL=µs the sampling interval asked for (default 50; the machine decides what it gets).
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const cf = path.join(root, "backend-cloudflare");
+const { Miniflare } = await import(pathToFileURL(path.join(cf, "node_modules/miniflare/dist/src/index.js")));
+const { workerOptions } = await import(pathToFileURL(path.join(cf, "test/harness.mjs")));
+
+const N = Number(process.env.N || 500);
+// The build to measure (a folder under backend-cloudflare, or an absolute path): BUILD=...
+const BUILD = path.resolve(cf, process.env.BUILD || "build");
+const PASSWORD = "correct horse battery staple";
+const SECRET = "sk-edge-cpu-Qx81";
+
+// A loopback upstream: a small JSON reply, keep-alive.
+const upstream = http.createServer((req, res) => {
+  req.resume();
+  req.on("end", () => {
+    // CHUNKED=1: no Content-Length (the reply is then read through a stream reader).
+    const body = '{"ok":true,"items":[1,2,3]}';
+    res.writeHead(200, {
+      "content-type": "application/json",
+      ...(process.env.CHUNKED ? {} : { "content-length": Buffer.byteLength(body) }),
+    });
+    res.end(body);
+  });
+});
+await new Promise((r) => upstream.listen(0, "127.0.0.1", r));
+const upBase = `http://127.0.0.1:${upstream.address().port}`;
+
+const hash = spawnSync(
+  path.join(root, "target/debug/vultrino"),
+  ["hash-password", "--iterations", "1000", "--allow-weak-password-hash-for-tests"],
+  { input: PASSWORD + "\n", encoding: "utf8" },
+).stdout.trim();
+if (!hash.startsWith("$")) throw new Error("build target/debug/vultrino first (cargo build -p vultrino-local)");
+
+const options = workerOptions("build", {
+  VULTRINO_MASTER_KEY: "00".repeat(32).replace(/^00/, "11"),
+  ADMIN_PASSWORD_HASH: hash,
+  ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS: "true",
+  ALLOW_LOOPBACK_UPSTREAMS: "true",
+  LOGIN_MAX_ATTEMPTS: "1000",
+});
+options.workers[0].scriptPath = path.join(BUILD, "index.js");
+options.workers[0].modulesRoot = BUILD;
+options.inspectorPort = 9229;
+const mf = new Miniflare(options);
+let base = (await mf.ready).origin;
+
+async function call(method, p, token, body) {
+  const r = await fetch(base + p, {
+    method,
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  return { status: r.status, body: text ? JSON.parse(text) : null };
+}
+
+const login = await call("POST", "/login", null, { username: "admin", password: PASSWORD });
+if (login.status !== 200) throw new Error(`login: ${login.status} ${JSON.stringify(login.body)}`);
+let admin = login.body.token;
+let r = await call("POST", "/v1/credentials", admin, {
+  alias: "up", type: "api_key", data: { key: SECRET },
+  policy: { allowed_hosts: ["127.0.0.1"] }, base_url: upBase,
+});
+if (r.status !== 201) throw new Error(`credential: ${r.status} ${JSON.stringify(r.body)}`);
+r = await call("POST", "/v1/keys", admin, { name: "agent", role: "executor" });
+if (r.status !== 201) throw new Error(`key: ${r.status}`);
+let key = r.body.key;
+
+const routes = {
+  "GET /healthz": async () => {
+    const res = await fetch(base + "/healthz");
+    await res.arrayBuffer();
+    return res.status;
+  },
+  "POST /v1/execute": async () => {
+    const res = await call("POST", "/v1/execute", key, {
+      credential: "up", method: "GET", url: `${upBase}/items`,
+    });
+    return res.status;
+  },
+  "GET /proxy/up/items": async () => {
+    const res = await fetch(`${base}/proxy/up/items`, { headers: { "x-api-key": key } });
+    await res.arrayBuffer();
+    return res.status;
+  },
+};
+
+
+// ---- The V8 sampling profiler through workerd's inspector: self time by function --------------
+const { default: WebSocket } = await import(pathToFileURL(path.join(cf, "node_modules/ws/index.js")));
+const ROUTE = process.env.ROUTE || "POST /v1/execute";
+for (let i = 0; i < 200; i++) await routes[ROUTE]();
+const targets = await (await fetch("http://127.0.0.1:9229/json")).json();
+// Miniflare's inspector lists a target per workerd worker (its entry worker, its KV and cache
+// simulations...): the worker's own is `core:user:<name>`.
+const target = targets.find((t) => /core:user:/.test(t.title));
+if (!target) throw new Error(`no core:user: inspector target among ${JSON.stringify(targets.map((t) => t.title))}`);
+const ws = new WebSocket(target.webSocketDebuggerUrl);
+await new Promise((r) => ws.on("open", r));
+let id = 0;
+const pending = new Map();
+ws.on("message", (m) => { const d = JSON.parse(m); if (d.id && pending.has(d.id)) { pending.get(d.id)(d); pending.delete(d.id); } });
+const cdp = (method, params = {}) => new Promise((r) => { const i = ++id; pending.set(i, r); ws.send(JSON.stringify({ id: i, method, params })); });
+await cdp("Profiler.enable");
+await cdp("Profiler.setSamplingInterval", { interval: Number(process.env.INTERVAL || 50) });
+// Warmed up above (200 requests) before the profiler starts.
+await cdp("Profiler.start");
+for (let i = 0; i < N; i++) await routes[ROUTE]();
+const { result } = await cdp("Profiler.stop");
+const p = result.profile;
+const dt = (p.endTime - p.startTime) / p.samples.length; // µs per sample
+// Self time by name; "(idle)" is the isolate waiting, left out of the total.
+const self = new Map();
+let total = 0;
+for (const n of p.nodes) {
+  const name = n.callFrame.functionName || `(anonymous ${n.callFrame.url.split("/").pop()})`;
+  if (name === "(idle)") continue;
+  self.set(name, (self.get(name) || 0) + n.hitCount);
+  total += n.hitCount;
+}
+console.log(`${ROUTE}: ${p.samples.length} samples, ${dt.toFixed(0)} µs apart on average; not idle: ${(total * dt / 1000 / N).toFixed(3)} ms/req (wall clock, see the top of this file)`);
+// A coarse split: the wasm's own functions (Rust names), wasm-bindgen's JS glue (its import
+// shims, its minified helpers, the JS↔wasm trampolines), V8 itself, and the rest (the
+// runtime's built-ins — fetch, Headers, Request, SQL, queueMicrotask... — and code V8 names no
+// function for, such as worker-build's shim).
+const kind = (name) =>
+  /::|^</.test(name) ? "wasm (Rust)"
+  : /^__wbg|^__wbindgen|^wasm-to-js|^js-to-wasm|^[A-Za-z_$]{1,2}$/.test(name) ? "wasm-bindgen glue"
+  : /^\((program|garbage collector)\)$/.test(name) ? "V8 (program, gc)"
+  : "built-ins and unnamed";
+const kinds = new Map();
+for (const [name, hits] of self) kinds.set(kind(name), (kinds.get(kind(name)) || 0) + hits);
+console.log([...kinds.entries()].sort((a, b) => b[1] - a[1]).map(([k, h]) => `${k} ${(100 * h / total).toFixed(0)} %`).join(", "));
+console.log("self time ms/req | share of the not-idle samples | function");
+const top = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.TOP || 40));
+for (const [name, hits] of top) console.log(`${(hits * dt / 1000 / N).toFixed(4)} | ${(100 * hits / total).toFixed(1)} % | ${name.slice(0, 140)}`);
+ws.close();
+await mf.dispose();
+upstream.close();
