@@ -494,12 +494,13 @@ impl AuditDO {
     }
 }
 
-/// The answer to a stored append: a 200, nothing else in the deployable worker, whose caller
-/// reads no body (decision 0128); in the test worker, the rows written and whether the prune
-/// failed, for its counters (decision 0117).
+/// The answer to a stored append: a 200 with the constant body `{}` in the deployable worker,
+/// whose caller reads no body (decision 0128; the body is there for a caller of an earlier
+/// build during a rollout); in the test worker, the rows written and whether the prune failed,
+/// for its counters (decision 0117).
 #[cfg(not(feature = "testkit"))]
 fn appended(_rows: usize, _prune_failed: bool) -> worker::Result<JsValue> {
-    objects::empty()
+    objects::ok_object()
 }
 
 #[cfg(feature = "testkit")]

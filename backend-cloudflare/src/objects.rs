@@ -87,10 +87,13 @@ pub(crate) fn json(value: &impl serde::Serialize, _writes: u32) -> worker::Resul
     Ok(web_sys::Response::new_with_opt_str_and_init(Some(&text), &init)?.into())
 }
 
-/// A 200 reply with no body (nothing for the caller to read).
+/// A 200 whose body is the constant `{}`: the caller of this build reads no body, and a
+/// caller of an earlier build — still running beside this one while a deployment or a rollback
+/// spreads, object code and worker code apart — parses it as a reply without error (review of
+/// decision 0128, F1).
 #[cfg(not(feature = "testkit"))]
-pub(crate) fn empty() -> worker::Result<JsValue> {
-    Ok(web_sys::Response::new()?.into())
+pub(crate) fn ok_object() -> worker::Result<JsValue> {
+    Ok(web_sys::Response::new_with_opt_str(Some("{}"))?.into())
 }
 
 /// A refusal (`status`, plain text), as workers-rs's `Response::error` made it.
