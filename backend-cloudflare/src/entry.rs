@@ -559,21 +559,6 @@ fn to_worker_streaming(
     )?)
 }
 
-/// The path of a URL as the runtime serialises it (WHATWG): from the first `/` after the host
-/// to the query or fragment, as workers-rs's `Request::path` takes it.
-pub(crate) fn path_of(url: &str) -> &str {
-    let Some(host_start) = url.find("://").map(|i| i + 3) else {
-        return url;
-    };
-    match url[host_start..].find('/') {
-        Some(i) => {
-            let path = &url[host_start + i..];
-            &path[..path.find(['?', '#']).unwrap_or(path.len())]
-        }
-        None => "/",
-    }
-}
-
 /// The statuses whose `Response` cannot have a body (the Fetch standard's "null body status").
 fn null_body_status(status: http::StatusCode) -> bool {
     matches!(status.as_u16(), 101 | 103 | 204 | 205 | 304)
@@ -602,7 +587,7 @@ pub(crate) fn to_worker(resp: http::Response<Bytes>) -> worker::Result<web_sys::
 /// and the method, URL and headers once more), and the runtime's `Response` back (decision 0120).
 async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
     let url = req.url();
-    let path = path_of(&url);
+    let path = crate::request_path::path_of(&url);
     #[cfg(feature = "testkit")]
     if path.starts_with("/__testkit/") {
         return crate::testkit_route::handle(req.into(), &env)

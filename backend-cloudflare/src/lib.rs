@@ -45,6 +45,8 @@ pub mod kv;
 #[cfg(target_arch = "wasm32")]
 mod objects;
 #[cfg(target_arch = "wasm32")]
+mod request_path;
+#[cfg(target_arch = "wasm32")]
 pub mod rs256;
 #[cfg(target_arch = "wasm32")]
 pub mod sessions;

@@ -64,7 +64,7 @@ pub(crate) async fn reply_json<R: serde::de::DeserializeOwned>(
 
 /// The path of an operation an object received (`https://<any>/<path>`, as [`post`] sends it).
 pub(crate) fn path(req: &web_sys::Request) -> String {
-    crate::entry::path_of(&req.url()).to_owned()
+    crate::request_path::path_of(&req.url()).to_owned()
 }
 
 /// An operation an object received, read as one string and parsed by serde_json; `None` when it
