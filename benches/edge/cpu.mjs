@@ -21,99 +21,12 @@
 //   unshare -n bash -c 'ip link set lo up && node benches/edge/cpu.mjs'      [N=500]
 //   BUILD=DIR measures another build folder (e.g. a copy of main's, for a before/after in turns);
 //   CHUNKED=1 makes the upstream reply without a Content-Length (decision 0118).
-import { spawnSync } from "node:child_process";
 import fs from "node:fs";
-import http from "node:http";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { BUILD, N, benchOptions, startBench, upstream } from "./setup.mjs";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const cf = path.join(root, "backend-cloudflare");
-const { Miniflare } = await import(pathToFileURL(path.join(cf, "node_modules/miniflare/dist/src/index.js")));
-const { workerOptions } = await import(pathToFileURL(path.join(cf, "test/harness.mjs")));
-
-const N = Number(process.env.N || 500);
-// The build to measure (a folder under backend-cloudflare, or an absolute path): BUILD=...
-const BUILD = path.resolve(cf, process.env.BUILD || "build");
-const PASSWORD = "correct horse battery staple";
-const SECRET = "sk-edge-cpu-Qx81";
-
-// A loopback upstream: a small JSON reply, keep-alive.
-const upstream = http.createServer((req, res) => {
-  req.resume();
-  req.on("end", () => {
-    // CHUNKED=1: no Content-Length (the reply is then read through a stream reader).
-    const body = '{"ok":true,"items":[1,2,3]}';
-    res.writeHead(200, {
-      "content-type": "application/json",
-      ...(process.env.CHUNKED ? {} : { "content-length": Buffer.byteLength(body) }),
-    });
-    res.end(body);
-  });
-});
-await new Promise((r) => upstream.listen(0, "127.0.0.1", r));
-const upBase = `http://127.0.0.1:${upstream.address().port}`;
-
-const hash = spawnSync(
-  path.join(root, "target/debug/vultrino"),
-  ["hash-password", "--iterations", "1000", "--allow-weak-password-hash-for-tests"],
-  { input: PASSWORD + "\n", encoding: "utf8" },
-).stdout.trim();
-if (!hash.startsWith("$")) throw new Error("build target/debug/vultrino first (cargo build -p vultrino-local)");
-
-const options = workerOptions("build", {
-  VULTRINO_MASTER_KEY: "00".repeat(32).replace(/^00/, "11"),
-  ADMIN_PASSWORD_HASH: hash,
-  ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS: "true",
-  ALLOW_LOOPBACK_UPSTREAMS: "true",
-  LOGIN_MAX_ATTEMPTS: "1000",
-});
-options.workers[0].scriptPath = path.join(BUILD, "index.js");
-options.workers[0].modulesRoot = BUILD;
-const mf = new Miniflare(options);
-let base = (await mf.ready).origin;
-
-async function call(method, p, token, body) {
-  const r = await fetch(base + p, {
-    method,
-    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await r.text();
-  return { status: r.status, body: text ? JSON.parse(text) : null };
-}
-
-const login = await call("POST", "/login", null, { username: "admin", password: PASSWORD });
-if (login.status !== 200) throw new Error(`login: ${login.status} ${JSON.stringify(login.body)}`);
-let admin = login.body.token;
-let r = await call("POST", "/v1/credentials", admin, {
-  alias: "up", type: "api_key", data: { key: SECRET },
-  policy: { allowed_hosts: ["127.0.0.1"] }, base_url: upBase,
-});
-if (r.status !== 201) throw new Error(`credential: ${r.status} ${JSON.stringify(r.body)}`);
-r = await call("POST", "/v1/keys", admin, { name: "agent", role: "executor" });
-if (r.status !== 201) throw new Error(`key: ${r.status}`);
-let key = r.body.key;
-
-const routes = {
-  "GET /healthz": async () => {
-    const res = await fetch(base + "/healthz");
-    await res.arrayBuffer();
-    return res.status;
-  },
-  "POST /v1/execute": async () => {
-    const res = await call("POST", "/v1/execute", key, {
-      credential: "up", method: "GET", url: `${upBase}/items`,
-    });
-    return res.status;
-  },
-  "GET /proxy/up/items": async () => {
-    const res = await fetch(`${base}/proxy/up/items`, { headers: { "x-api-key": key } });
-    await res.arrayBuffer();
-    return res.status;
-  },
-};
+let { mf, routes } = await startBench(benchOptions(BUILD));
 
 // The CPU time of the whole workerd process (every thread: /proc/PID/task/TID/schedstat, ns on
 // a CPU), per request: real CPU whatever else the machine runs, but
@@ -201,19 +114,9 @@ return out}
 ` + glue;
 fs.writeFileSync(path.join(copy, "index.js"), glue);
 await mf.dispose();
-const timedOptions = workerOptions("build", options.workers[0].bindings);
-timedOptions.workers[0].scriptPath = path.join(copy, "index.js");
-timedOptions.workers[0].modulesRoot = copy;
-const mf2 = new Miniflare(timedOptions);
-base = (await mf2.ready).origin;
+let base;
+({ mf, base, routes } = await startBench(benchOptions(copy)));
 pids = workerdPids();
-admin = (await call("POST", "/login", null, { username: "admin", password: PASSWORD })).body.token;
-r = await call("POST", "/v1/credentials", admin, {
-  alias: "up", type: "api_key", data: { key: SECRET },
-  policy: { allowed_hosts: ["127.0.0.1"] }, base_url: upBase,
-});
-if (r.status !== 201) throw new Error(`credential: ${r.status} ${JSON.stringify(r.body)}`);
-key = (await call("POST", "/v1/keys", admin, { name: "agent", role: "executor" })).body.key;
 const counter = async () => (await (await fetch(base + "/__edge_cpu")).json());
 
 console.log(`in the worker's isolate: time in the worker's code per warm request (${N}, one at a time):`);
@@ -243,6 +146,6 @@ for (const [name, run] of Object.entries(routes)) {
   console.log(`${name} | ${inWorker.toFixed(3)} | ${dos.toFixed(3)} | ${share.toFixed(2)} | ${(inWorker * share).toFixed(3)} | ${(all / 1e6 / N).toFixed(3)}`);
 }
 console.log(JSON.stringify({ plain, timed }));
-await mf2.dispose();
+await mf.dispose();
 fs.rmSync(copy, { recursive: true, force: true });
 upstream.close();

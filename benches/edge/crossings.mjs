@@ -13,50 +13,16 @@
 //   FULL=1 keeps each import's own name (its wasm-bindgen hash: `get` is several imports);
 //   STACK=<import name prefix> counts the distinct call stacks (the wasm's function names, from
 //   its name section) that reach that import (decision 0120).
-import { spawnSync } from "node:child_process";
 import fs from "node:fs";
-import http from "node:http";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { BUILD, N, benchOptions, startBench, upstream } from "./setup.mjs";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const cf = path.join(root, "backend-cloudflare");
-const { Miniflare } = await import(pathToFileURL(path.join(cf, "node_modules/miniflare/dist/src/index.js")));
-const { workerOptions } = await import(pathToFileURL(path.join(cf, "test/harness.mjs")));
-
-const N = Number(process.env.N || 500);
 const TOP = Number(process.env.TOP || 25);
-const PASSWORD = "correct horse battery staple";
-const SECRET = "sk-edge-cpu-Qx81";
 
-const upstream = http.createServer((req, res) => {
-  req.resume();
-  req.on("end", () => {
-    // CHUNKED=1: no Content-Length (the reply is then read through a stream reader).
-    const body = '{"ok":true,"items":[1,2,3]}';
-    res.writeHead(200, {
-      "content-type": "application/json",
-      ...(process.env.CHUNKED ? {} : { "content-length": Buffer.byteLength(body) }),
-    });
-    res.end(body);
-  });
-});
-await new Promise((r) => upstream.listen(0, "127.0.0.1", r));
-const upBase = `http://127.0.0.1:${upstream.address().port}`;
-
-const hash = spawnSync(
-  path.join(root, "target/debug/vultrino"),
-  ["hash-password", "--iterations", "1000", "--allow-weak-password-hash-for-tests"],
-  { input: PASSWORD + "\n", encoding: "utf8" },
-).stdout.trim();
-if (!hash.startsWith("$")) throw new Error("build target/debug/vultrino first (cargo build -p vultrino-local)");
-
-// The copy: imports and exports wrapped. Time is exclusive: an import's time is not the wasm's,
-// and a call back into the wasm from inside an import (a closure the import runs) is the wasm's.
 const copy = fs.mkdtempSync(path.join(os.tmpdir(), "edge-prof-"));
 process.on("exit", () => fs.rmSync(copy, { recursive: true, force: true }));
-fs.cpSync(process.env.BUILD || path.join(cf, "build"), copy, { recursive: true });
+fs.cpSync(BUILD, copy, { recursive: true });
 let glue = fs.readFileSync(path.join(copy, "index.js"), "utf8");
 const instAt = /new WebAssembly\.Instance\((\w+),(\w+)\(\)\)/g;
 const entryAt = /(\w+)\.prototype\.fetch=function\((\w+)\)\{return (\w+)\.call\(this,\2,this\.env,this\.ctx\)\}/;
@@ -84,47 +50,13 @@ return {exports:out}}
 ` + glue;
 fs.writeFileSync(path.join(copy, "index.js"), glue);
 
-const options = workerOptions("build", {
-  VULTRINO_MASTER_KEY: "00".repeat(32).replace(/^00/, "11"),
-  ADMIN_PASSWORD_HASH: hash,
-  ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS: "true",
-  ALLOW_LOOPBACK_UPSTREAMS: "true",
-  LOGIN_MAX_ATTEMPTS: "1000",
-});
-options.workers[0].scriptPath = path.join(copy, "index.js");
-options.workers[0].modulesRoot = copy;
-const mf = new Miniflare(options);
-const base = (await mf.ready).origin;
-
-async function call(method, p, token, body) {
-  const r = await fetch(base + p, {
-    method,
-    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await r.text();
-  return { status: r.status, body: text ? JSON.parse(text) : null };
-}
-const admin = (await call("POST", "/login", null, { username: "admin", password: PASSWORD })).body.token;
-let r = await call("POST", "/v1/credentials", admin, {
-  alias: "up", type: "api_key", data: { key: SECRET },
-  policy: { allowed_hosts: ["127.0.0.1"] }, base_url: upBase,
-});
-if (r.status !== 201) throw new Error(`credential: ${r.status} ${JSON.stringify(r.body)}`);
-const key = (await call("POST", "/v1/keys", admin, { name: "agent", role: "executor" })).body.key;
-
-const routes = {
-  "GET /healthz": async () => (await (await fetch(base + "/healthz")).arrayBuffer(), 0),
-  "POST /v1/execute": async () => {
-    const res = await call("POST", "/v1/execute", key, { credential: "up", method: "GET", url: `${upBase}/items` });
-    if (res.status !== 200) throw new Error(`execute: ${res.status}`);
-  },
-  "GET /proxy/up/items": async () => {
-    const res = await fetch(`${base}/proxy/up/items`, { headers: { "x-api-key": key } });
-    await res.arrayBuffer();
-    if (res.status !== 200) throw new Error(`proxy: ${res.status}`);
-  },
-};
+const bench = await startBench(benchOptions(copy));
+const { mf, base } = bench;
+// Each timed request must succeed: a failure would count another path's crossings.
+const routes = Object.fromEntries(Object.entries(bench.routes).map(([name, run]) => [name, async () => {
+  const status = await run();
+  if (status !== 200) throw new Error(`${name}: ${status}`);
+}]));
 const only = process.env.ROUTES ? process.env.ROUTES.split(",") : null;
 const out = {};
 for (const [name, run] of Object.entries(routes)) {
