@@ -73,8 +73,10 @@ impl LogGate {
 }
 
 /// The event as one JSON line's content (what the store holds).
-fn json_of(event: &AuditEvent) -> Option<Vec<u8>> {
-    serde_json::to_vec(event).ok()
+fn json_of(event: &AuditEvent) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    event.write_json(&mut out);
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -239,7 +241,7 @@ impl FileSink {
 
 impl AuditSink for FileSink {
     fn emit(&self, event: &AuditEvent) {
-        let Some(line) = json_of(event) else { return };
+        let line = json_of(event);
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
         if self.tx.try_send(line).is_err() {
             self.counters.queued.fetch_sub(1, Ordering::Relaxed);
@@ -431,7 +433,7 @@ async fn deliver(
 
 impl AuditSink for WebhookSink {
     fn emit(&self, event: &AuditEvent) {
-        let Some(json) = json_of(event) else { return };
+        let json = json_of(event);
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
         if self.tx.try_send(json).is_err() {
             self.counters.queued.fetch_sub(1, Ordering::Relaxed);

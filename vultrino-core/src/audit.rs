@@ -401,9 +401,7 @@ impl AuditStore for KvAuditStore {
             // An event always serializes (strings and numbers only); room for a typical one at
             // once (one allocation instead of a dozen regrowths).
             let mut bytes = Vec::with_capacity(EVENT_JSON_CAPACITY);
-            if serde_json::to_writer(&mut bytes, event).is_err() {
-                continue;
-            }
+            event.write_json(&mut bytes);
             self.kv
                 .put(&event.kv_key(), Bytes::from(bytes), options)
                 .await?;

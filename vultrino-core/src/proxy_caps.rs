@@ -23,14 +23,15 @@ pub const BUSY_RETRY_AFTER_SECS: u64 = 1;
 #[derive(Debug, Default)]
 pub(crate) struct ProxyCaps {
     total: AtomicUsize,
-    per_key: Mutex<HashMap<String, usize>>,
+    per_key: Mutex<HashMap<Arc<str>, usize>>,
 }
 
 /// One exchange in flight; released when dropped.
 #[derive(Debug)]
 pub(crate) struct Slot {
     caps: Arc<ProxyCaps>,
-    key: String,
+    /// The map's own key (shared: a key already in flight costs no allocation).
+    key: Arc<str>,
 }
 
 impl ProxyCaps {
@@ -48,19 +49,17 @@ impl ProxyCaps {
             return Err(busy("too many proxied requests in flight on this server"));
         }
         let mut map = self.per_key.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = map.entry(key.to_string()).or_insert(0);
-        if *n >= max_per_key {
-            if *n == 0 {
-                map.remove(key);
-            }
+        let held = map.get_key_value(key).map(|(k, &n)| (k.clone(), n));
+        let (shared, n) = held.unwrap_or_else(|| (Arc::from(key), 0));
+        if n >= max_per_key {
             drop(map);
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(busy("too many proxied requests in flight for this key"));
         }
-        *n += 1;
+        map.insert(shared.clone(), n + 1);
         Ok(Slot {
             caps: self.clone(),
-            key: key.to_string(),
+            key: shared,
         })
     }
 
@@ -87,10 +86,10 @@ impl Drop for Slot {
                 .per_key
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if let Some(n) = map.get_mut(&self.key) {
+            if let Some(n) = map.get_mut(&*self.key) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
-                    map.remove(&self.key);
+                    map.remove(&*self.key);
                 }
             }
         }

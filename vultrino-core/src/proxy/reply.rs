@@ -99,7 +99,9 @@ pub(super) fn render(f: Forwarded, alias: &str, finish: Finish) -> Response<Body
         clean_headers(&parts.headers, &f.scrubber, f.pass_cookies, location);
     let status = parts.status;
     let scrub = BodyScrub::for_reply(&parts.headers, f.scrubber);
+    let whole_len = body.len_hint();
     let mut stream = Scrubbed {
+        whole_len,
         inner: Some(body.into_stream()),
         scrub,
         status: status.as_u16(),
@@ -204,6 +206,11 @@ enum BodyScrub {
         scrubber: Arc<Scrubber>,
         head: Vec<u8>,
     },
+    /// The whole body came in its first chunk and was scrubbed at once
+    /// ([`BodyScrub::push_whole`]); whether anything was removed.
+    Whole {
+        scrubbed: bool,
+    },
 }
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -280,6 +287,35 @@ impl BodyScrub {
         Some(head)
     }
 
+    /// The scrubbed body when `chunk` is the whole of it (the first chunk, of the body's
+    /// declared length): what `push` then `finish` would give, in one pass. A body that is not
+    /// an event stream goes through the whole-body [`Scrubber`] (the stream scrubber's output
+    /// equals it byte for byte, decision 0070) and, when nothing matches, is sent as it came, without
+    /// the stream scrubber's scan for a tail to hold back; an event stream takes the usual path.
+    fn push_whole(&mut self, chunk: Bytes) -> crate::Result<Bytes> {
+        // The verdict `finish` would give a sniffed body that ends with this chunk.
+        let scrubber = match self {
+            BodyScrub::Plain(s) => Some(s.scrubber().clone()),
+            BodyScrub::Sniff { scrubber, head }
+                if head.is_empty() && sniff_sse(&chunk) != Some(true) =>
+            {
+                Some(scrubber.clone())
+            }
+            _ => None,
+        };
+        let Some(scrubber) = scrubber else {
+            let first = self.push(chunk)?;
+            let last = self.finish()?;
+            return Ok(join(first, last));
+        };
+        let (out, scrubbed) = match scrubber.scrub(&chunk) {
+            std::borrow::Cow::Borrowed(_) => (chunk, false),
+            std::borrow::Cow::Owned(clean) => (Bytes::from(clean), true),
+        };
+        *self = BodyScrub::Whole { scrubbed };
+        Ok(out)
+    }
+
     /// The bytes now safe to send; `Err` ends the body (an event stream holding back more than
     /// its bound, or with an event it cannot read: fail closed).
     fn push(&mut self, chunk: Bytes) -> crate::Result<Bytes> {
@@ -296,7 +332,8 @@ impl BodyScrub {
         match self {
             BodyScrub::Plain(s) => Ok(s.push_bytes(chunk)),
             BodyScrub::Sse(s) => s.push(&chunk),
-            BodyScrub::Sniff { .. } => Ok(Bytes::new()),
+            // Nothing comes after a whole body (hyper ends a body at its declared length).
+            BodyScrub::Sniff { .. } | BodyScrub::Whole { .. } => Ok(Bytes::new()),
         }
     }
 
@@ -305,15 +342,9 @@ impl BodyScrub {
         let (first, last) = match self {
             BodyScrub::Plain(s) => (s.push(&head), s.finish()),
             BodyScrub::Sse(s) => (s.push(&head)?, s.finish()?),
-            BodyScrub::Sniff { .. } => (Bytes::new(), Bytes::new()),
+            BodyScrub::Sniff { .. } | BodyScrub::Whole { .. } => (Bytes::new(), Bytes::new()),
         };
-        if first.is_empty() {
-            return Ok(last);
-        }
-        let mut out = Vec::with_capacity(first.len() + last.len());
-        out.extend_from_slice(&first);
-        out.extend_from_slice(&last);
-        Ok(Bytes::from(out))
+        Ok(join(first, last))
     }
 
     fn scrubbed(&self) -> bool {
@@ -321,8 +352,23 @@ impl BodyScrub {
             BodyScrub::Plain(s) => s.scrubbed(),
             BodyScrub::Sse(s) => s.scrubbed(),
             BodyScrub::Sniff { .. } => false,
+            BodyScrub::Whole { scrubbed } => *scrubbed,
         }
     }
+}
+
+/// `first` then `last`, copied only when both hold bytes.
+fn join(first: Bytes, last: Bytes) -> Bytes {
+    if first.is_empty() {
+        return last;
+    }
+    if last.is_empty() {
+        return first;
+    }
+    let mut out = Vec::with_capacity(first.len() + last.len());
+    out.extend_from_slice(&first);
+    out.extend_from_slice(&last);
+    Bytes::from(out)
 }
 
 /// A `Location` that points inside the credential's base URL, as the proxy's own path
@@ -361,6 +407,9 @@ fn rewrite_location(
 /// client went away): by the [`Background`] when there is one, otherwise inline before the end
 /// is reported (a dropped stream's event is then lost).
 struct Scrubbed {
+    /// The body's declared length while no byte of it has come: a first chunk of that length
+    /// is the whole body, scrubbed in one pass ([`BodyScrub::push_whole`]).
+    whole_len: Option<u64>,
     inner: Option<BodyStream>,
     scrub: BodyScrub,
     status: u16,
@@ -421,7 +470,10 @@ impl Stream for Scrubbed {
             };
             match inner.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(chunk))) => match this.scrub.push(chunk) {
+                Poll::Ready(Some(Ok(chunk))) => match match this.whole_len.take() {
+                    Some(n) if n == chunk.len() as u64 => this.scrub.push_whole(chunk),
+                    _ => this.scrub.push(chunk),
+                } {
                     Ok(out) if out.is_empty() => continue,
                     Ok(out) => {
                         this.bytes_out += out.len() as u64;
@@ -478,6 +530,52 @@ mod tests {
         }
         out.extend_from_slice(&scrub.finish().unwrap());
         (out, matches!(scrub, BodyScrub::Sse(_)))
+    }
+
+    proptest::proptest! {
+        /// A body that comes whole in its first chunk, scrubbed in one pass, gives what the
+        /// chunk-by-chunk path gives for it (bytes and whether anything was removed), whatever
+        /// the reply's type: plain, sniffed (JSON, an event stream under another type, a head
+        /// too short to tell) or an event stream.
+        #[test]
+        fn a_whole_body_scrubbed_at_once_is_scrubbed_as_a_stream(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                &b"sk-live-123456"[..], b"sk-li", b"ve-12", b"3456", b"sk-live-123456 ",
+                b"data: ", b"{\"choices\":[{\"delta\":{\"content\":\"", b"\"}}]}", b"\n\n",
+                b"\r\n", b":", b"\"", b"\\u0073k-live", b"\xEF\xBB\xBF", b"ok", b"\xff",
+            ]), 0..12),
+            ty in proptest::sample::select(vec![
+                None, Some("application/json"), Some("text/plain"), Some("text/event-stream"),
+                Some("text/html"), Some("application/octet-stream"),
+            ]),
+        ) {
+            let body = parts.concat();
+            proptest::prop_assume!(!body.is_empty());
+            let scrubber = Arc::new(Scrubber::new([&b"sk-live-123456"[..]]));
+            let mut h = HeaderMap::new();
+            if let Some(t) = ty {
+                h.insert(header::CONTENT_TYPE, t.parse().unwrap());
+            }
+            let mut streamed = BodyScrub::for_reply(&h, scrubber.clone());
+            let mut want = streamed.push(Bytes::from(body.clone())).map(|b| b.to_vec());
+            if let Ok(w) = want.as_mut() {
+                match streamed.finish() {
+                    Ok(last) => w.extend_from_slice(&last),
+                    Err(e) => want = Err(e),
+                }
+            }
+            let mut whole = BodyScrub::for_reply(&h, scrubber);
+            let got = whole.push_whole(Bytes::from(body.clone()))
+                .and_then(|first| Ok(join(first, whole.finish()?)));
+            match (want, got) {
+                (Ok(want), Ok(got)) => {
+                    proptest::prop_assert_eq!(&want[..], &got[..]);
+                    proptest::prop_assert_eq!(streamed.scrubbed(), whole.scrubbed());
+                }
+                (Err(_), Err(_)) => {}
+                (want, got) => proptest::prop_assert!(false, "{:?} against {:?}", want.is_ok(), got.is_ok()),
+            }
+        }
     }
 
     #[test]

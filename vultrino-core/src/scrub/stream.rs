@@ -88,6 +88,11 @@ impl StreamScrubber {
         }
     }
 
+    /// The whole-body scrubber this one applies.
+    pub fn scrubber(&self) -> &Arc<Scrubber> {
+        &self.scrubber
+    }
+
     /// Take the next chunk; returns the bytes that are now safe to emit (possibly empty).
     pub fn push(&mut self, chunk: &[u8]) -> Bytes {
         if self.tail.max_needle == 0 {
