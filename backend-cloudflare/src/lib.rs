@@ -23,6 +23,9 @@
 
 pub mod audit_point;
 pub mod audit_shards;
+// Used by the session objects (wasm only); compiled natively too, for its tests.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod cleanup_alarm;
 pub mod settings;
 
 #[cfg(target_arch = "wasm32")]

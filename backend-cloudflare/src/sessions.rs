@@ -22,6 +22,8 @@
 
 use std::cell::{Cell, RefCell};
 
+use crate::cleanup_alarm::{after_alarm, alarm_needed, AfterAlarm};
+
 use vultrino_core::approvals::Approval;
 use vultrino_core::error::{Code, Error, Result};
 use vultrino_core::ports::approval_rules::{self, Book};
@@ -193,14 +195,8 @@ impl SessionDO {
                 storage.put(ITEM_KEY, &item).await?;
                 let cleanup_at = item.dead_after_ms().saturating_add(GRACE_MS);
                 let now = objects::now_ms();
-                // An alarm of this instance still to come fires no later than needed: it finds
-                // the item alive and sets itself again (`on_alarm`).
-                let pending = self
-                    .alarm_at
-                    .get()
-                    .is_some_and(|at| at > now && at <= cleanup_at);
-                if cleanup_at > now && !pending {
-                    let offset = i64::try_from(cleanup_at - now).unwrap_or(i64::MAX);
+                if alarm_needed(self.alarm_at.get(), now, cleanup_at) {
+                    let offset = i64::try_from(cleanup_at.saturating_sub(now)).unwrap_or(i64::MAX);
                     storage.set_alarm(offset).await?;
                     self.alarm_at.set(Some(cleanup_at));
                 }
@@ -227,13 +223,13 @@ impl SessionDO {
             .as_ref()
             .and_then(|i| i.as_ref())
             .map(|i| i.dead_after_ms().saturating_add(GRACE_MS));
-        match cleanup_at {
-            Some(at) if at > now => {
+        match after_alarm(cleanup_at, now) {
+            AfterAlarm::Rearm(at) => {
                 let offset = i64::try_from(at - now).unwrap_or(i64::MAX);
                 self.state.storage().set_alarm(offset).await?;
                 self.alarm_at.set(Some(at));
             }
-            _ => {
+            AfterAlarm::Delete => {
                 *self.item.borrow_mut() = Some(None);
                 self.state.storage().delete_all().await?;
             }
