@@ -22,7 +22,7 @@
 
 use std::cell::{Cell, RefCell};
 
-use crate::cleanup_alarm::{after_alarm, alarm_needed, AfterAlarm};
+use crate::cleanup_alarm::{after_alarm, alarm_for, AfterAlarm, GRACE_MS};
 
 use vultrino_core::approvals::Approval;
 use vultrino_core::error::{Code, Error, Result};
@@ -37,8 +37,6 @@ use crate::objects;
 
 /// Storage key of the object's item.
 const ITEM_KEY: &str = "item";
-/// Dead items are deleted this long after they died (by the real clock).
-const GRACE_MS: u64 = 24 * 3600 * 1000;
 /// Storage key prefix of approvals in the `approvals` object.
 const APPROVAL_PREFIX: &str = "ap:";
 /// The one object that holds every approval.
@@ -195,10 +193,10 @@ impl SessionDO {
                 storage.put(ITEM_KEY, &item).await?;
                 let cleanup_at = item.dead_after_ms().saturating_add(GRACE_MS);
                 let now = objects::now_ms();
-                if alarm_needed(self.alarm_at.get(), now, cleanup_at) {
-                    let offset = i64::try_from(cleanup_at.saturating_sub(now)).unwrap_or(i64::MAX);
+                if let Some(at) = alarm_for(self.alarm_at.get(), now, cleanup_at) {
+                    let offset = i64::try_from(at.saturating_sub(now)).unwrap_or(i64::MAX);
                     storage.set_alarm(offset).await?;
-                    self.alarm_at.set(Some(cleanup_at));
+                    self.alarm_at.set(Some(at));
                 }
             }
             (Change::Delete, _) => {

@@ -306,6 +306,9 @@ impl BodyScrub {
         let Some(scrubber) = scrubber else {
             let first = self.push(chunk)?;
             let last = self.finish()?;
+            *self = BodyScrub::Whole {
+                scrubbed: self.scrubbed(),
+            };
             return Ok(join(first, last));
         };
         let (out, scrubbed) = match scrubber.scrub(&chunk) {
@@ -332,8 +335,17 @@ impl BodyScrub {
         match self {
             BodyScrub::Plain(s) => Ok(s.push_bytes(chunk)),
             BodyScrub::Sse(s) => s.push(&chunk),
-            // Nothing comes after a whole body (hyper ends a body at its declared length).
-            BodyScrub::Sniff { .. } | BodyScrub::Whole { .. } => Ok(Bytes::new()),
+            BodyScrub::Sniff { .. } => Ok(Bytes::new()),
+            // The fetchers end a body at its declared length; a body that breaks that promise
+            // (`Body::from_stream_with_len` does not check it) is not scrubbed as a new stream
+            // from here, where a secret split at the boundary would pass: it fails (review of
+            // perf13b, L1).
+            BodyScrub::Whole { .. } if chunk.is_empty() => Ok(Bytes::new()),
+            BodyScrub::Whole { .. } => Err(Error::new(
+                crate::error::ErrorKind::UpstreamFailed,
+                "the upstream's reply body went past its declared length",
+            )
+            .with_code(Code::UpstreamInvalid)),
         }
     }
 
@@ -575,6 +587,28 @@ mod tests {
                 (Err(_), Err(_)) => {}
                 (want, got) => proptest::prop_assert!(false, "{:?} against {:?}", want.is_ok(), got.is_ok()),
             }
+        }
+    }
+
+    /// A body that sends more than it declared (a broken promise of the fetcher's length) is
+    /// not scrubbed as a fresh stream after its whole first chunk: it fails, for an event
+    /// stream (where a secret split at the boundary would otherwise pass) and for a plain body
+    /// (whose extra bytes would otherwise vanish without a word). Review of perf13b, L1.
+    #[test]
+    fn bytes_past_a_whole_body_fail_the_reply() {
+        let scrubber = Arc::new(Scrubber::new([&b"sk-live-123456"[..]]));
+        for ty in ["text/event-stream", "application/json", "text/html"] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, ty.parse().unwrap());
+            let mut scrub = BodyScrub::for_reply(&h, scrubber.clone());
+            // Whole: the end of it is final (a prefix of a secret is sent as it is).
+            scrub
+                .push_whole(Bytes::from_static(b"data: sk-live-1234"))
+                .unwrap();
+            let e = scrub.push(Bytes::from_static(b"56\n\n")).unwrap_err();
+            assert_eq!(e.code(), Code::UpstreamInvalid, "{ty}");
+            assert!(scrub.push(Bytes::new()).unwrap().is_empty(), "{ty}");
+            assert!(scrub.finish().unwrap().is_empty(), "{ty}");
         }
     }
 
