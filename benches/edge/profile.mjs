@@ -10,11 +10,13 @@
 //   scripts/worker.sh build && cargo build -p vultrino-local, then:
 //   unshare -n bash -c 'ip link set lo up && node benches/edge/profile.mjs'   [N=500 TOP=40]
 //   ROUTE="GET /proxy/up/items" another route; BUILD=DIR another build folder;
-//   INTERVAL=µs the sampling interval asked for (default 50; the machine decides what it gets).
+//   INTERVAL=µs the sampling interval asked for (default 50; the machine decides what it gets);
+//   SPLIT=1 hosts the Durable Objects in an isolate of their own (setup.mjs, splitObjects) and
+//   profiles the worker's isolate only — what Cloudflare bills as the Worker's CPU.
 import net from "node:net";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { BUILD, N, benchOptions, cf, startBench, upstream } from "./setup.mjs";
+import { BUILD, N, benchOptions, cf, splitObjects, startBench, upstream } from "./setup.mjs";
 
 const options = benchOptions(BUILD);
 // A port of its own, picked free, not the well-known 9229: the inspector has full control of
@@ -28,7 +30,7 @@ const inspectorPort = await new Promise((resolve, reject) => {
   });
 });
 options.inspectorPort = inspectorPort;
-const { mf, routes } = await startBench(options);
+const { mf, routes } = await startBench(process.env.SPLIT ? splitObjects(options) : options);
 
 // ---- The V8 sampling profiler through workerd's inspector: self time by function --------------
 const { default: WebSocket } = await import(pathToFileURL(path.join(cf, "node_modules/ws/index.js")));
@@ -37,7 +39,7 @@ for (let i = 0; i < 200; i++) await routes[ROUTE]();
 const targets = await (await fetch(`http://127.0.0.1:${inspectorPort}/json`)).json();
 // Miniflare's inspector lists a target per workerd worker (its entry worker, its KV and cache
 // simulations...): the worker's own is `core:user:<name>`.
-const target = targets.find((t) => /core:user:/.test(t.title));
+const target = targets.find((t) => /core:user:vultrino$/.test(t.title)) || targets.find((t) => /core:user:/.test(t.title));
 if (!target) throw new Error(`no core:user: inspector target among ${JSON.stringify(targets.map((t) => t.title))}`);
 const ws = new WebSocket(target.webSocketDebuggerUrl);
 await new Promise((r) => ws.on("open", r));

@@ -57,6 +57,27 @@ export function benchOptions(dir) {
   return options;
 }
 
+/// `options` with the Durable Object classes hosted by a second worker ("objects", the same
+/// build) that the entry worker's SESSIONS and AUDIT bindings point at: the worker and its
+/// objects then run in isolates of their own, as on Cloudflare, where an object's work is an
+/// invocation billed and limited apart from the Worker's (cpu.mjs, profile.mjs with SPLIT=1).
+export function splitObjects(options) {
+  const entry = options.workers[0];
+  options.workers.push({
+    ...entry,
+    name: "objects",
+    durableObjects: {
+      SESSIONS: { className: "SessionDO", useSQLite: true },
+      AUDIT: { className: "AuditDO", useSQLite: true },
+    },
+  });
+  entry.durableObjects = {
+    SESSIONS: { className: "SessionDO", scriptName: "objects", useSQLite: true },
+    AUDIT: { className: "AuditDO", scriptName: "objects", useSQLite: true },
+  };
+  return options;
+}
+
 /// Start Miniflare with `options`, log in, make the credential and the key: `{ mf, base, call,
 /// routes }`, `routes` the three timed requests by name.
 export async function startBench(options) {

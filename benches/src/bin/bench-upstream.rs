@@ -1,5 +1,5 @@
 //! A fast loopback upstream for the load benchmark: answers every request with a small fixed
-//! JSON body, HTTP/1.1 keep-alive. `bench-upstream 127.0.0.1:0` prints `listening on ADDR`.
+//! JSON body and fixed headers (its `Date` too), HTTP/1.1 keep-alive. `bench-upstream 127.0.0.1:0` prints `listening on ADDR`.
 //!
 //! `GET /stream` answers a chunked `text/event-stream` instead, for time to first byte: one event
 //! sent with the head, the second and last one 20 ms later, so a proxy that buffered the reply
@@ -71,6 +71,14 @@ fn main() -> std::io::Result<()> {
                     r.headers_mut().insert(
                         "content-type",
                         hyper::header::HeaderValue::from_static("application/json"),
+                    );
+                    // A fixed `Date` (hyper adds the current one otherwise): a proxy scrubs every
+                    // reply header, and the scrubber's prefilter does more or less work as the
+                    // clock's digits change, which moved callgrind's exact per-request counts by
+                    // up to ~3 k instructions from one second to the next (benches/README.md).
+                    r.headers_mut().insert(
+                        "date",
+                        hyper::header::HeaderValue::from_static("Mon, 07 Dec 2026 12:00:00 GMT"),
                     );
                     Ok(r)
                 });
