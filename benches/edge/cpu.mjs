@@ -118,6 +118,21 @@ let base;
 ({ mf, base, routes } = await startBench(benchOptions(copy)));
 pids = workerdPids();
 const counter = async () => (await (await fetch(base + "/__edge_cpu")).json());
+/// Between two `threads()` readings: the busiest workerd thread's on-CPU share of its runnable
+/// time (`share`), and every thread's ns on a CPU (`all`). A wall-clock measure counts the time
+/// the thread sat on a run queue (another process had the CPU) while in the worker's code: the
+/// isolate's thread (the workerd thread that ran the most) says how much of the time it was
+/// runnable it actually ran.
+function onCpu(th0, th1) {
+  let main = [0, 0];
+  let all = 0;
+  for (const [tid, [r1, w1]] of th1) {
+    const [r0, w0] = th0.get(tid) || [0, 0];
+    all += r1 - r0;
+    if (r1 - r0 > main[0]) main = [r1 - r0, w1 - w0];
+  }
+  return { share: main[0] / (main[0] + main[1]), all };
+}
 
 console.log(`in the worker's isolate: time in the worker's code per warm request (${N}, one at a time):`);
 console.log("route | in-worker ms/req (wall clock) | of which Durable Objects | isolate thread on-CPU share | in-worker CPU ms/req (× share) | workerd process CPU ms/req");
@@ -129,17 +144,7 @@ for (const [name, run] of Object.entries(routes)) {
   for (let i = 0; i < N; i++) await run();
   const th1 = threads();
   const c1 = await counter();
-  // A wall-clock measure counts the time the thread sat on a run queue (another process had
-  // the CPU) while in the worker's code: the isolate's thread (the workerd thread that ran the
-  // most) says how much of the time it was runnable it actually ran.
-  let main = [0, 0];
-  let all = 0;
-  for (const [tid, [r1, w1]] of th1) {
-    const [r0, w0] = th0.get(tid) || [0, 0];
-    all += r1 - r0;
-    if (r1 - r0 > main[0]) main = [r1 - r0, w1 - w0];
-  }
-  const share = main[0] / (main[0] + main[1]);
+  const { share, all } = onCpu(th0, th1);
   const inWorker = (c1.ms - c0.ms) / N;
   const dos = ((c1.by.auditdo || 0) + (c1.by.sessiondo || 0) - (c0.by.auditdo || 0) - (c0.by.sessiondo || 0)) / N;
   timed[name] = { inWorker, dos, share, cpu: inWorker * share, process: all / 1e6 / N };
@@ -172,14 +177,7 @@ for (const [name, run] of Object.entries(routes)) {
   const th1 = threads();
   const c1 = await counter();
   const o1 = await objectsCounter();
-  let main = [0, 0];
-  let all = 0;
-  for (const [tid, [r1, w1]] of th1) {
-    const [r0, w0] = th0.get(tid) || [0, 0];
-    all += r1 - r0;
-    if (r1 - r0 > main[0]) main = [r1 - r0, w1 - w0];
-  }
-  const share = main[0] / (main[0] + main[1]);
+  const { share, all } = onCpu(th0, th1);
   const worker = (c1.ms - c0.ms) / N;
   const objects = (o1.ms - o0.ms) / N;
   separate[name] = { worker, objects, share, workerCpu: worker * share, objectsCpu: objects * share, process: all / 1e6 / N };
