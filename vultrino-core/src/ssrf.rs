@@ -478,6 +478,59 @@ pub fn check_url(raw: &str, allow_loopback: bool) -> Result<Target> {
     })
 }
 
+/// Longest URL whose check [`check_url_cached`] remembers (longer ones are checked each time).
+const CACHED_URL_MAX: usize = 2048;
+/// Most checks remembered for each value of `allow_loopback`; when full, the memory is emptied
+/// and fills again (bounded, whatever URLs callers send: at most ~2 × 256 × a few KiB).
+const CACHED_URLS_MAX: usize = 256;
+
+type CheckedUrls = [std::collections::HashMap<Box<str>, Target>; 2];
+
+/// The URLs [`check_url_cached`] found good, by `allow_loopback` (index 1 when allowed).
+static CHECKED_URLS: std::sync::LazyLock<std::sync::Mutex<CheckedUrls>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// [`check_url`], with its successful results remembered: `check_url` is a pure function of the
+/// URL's text and `allow_loopback` (no lookup: names are resolved by the fetcher, which checks
+/// the addresses), so a URL checked before gets the same [`Target`] without being parsed again.
+/// An execute checks the URL of every request, and the same URLs come again and again: the parse
+/// was ~7 % of an execute's instructions (benches/README.md, "instructions per request";
+/// decision 0129). Refusals are not remembered (they are checked again each time, which also
+/// keeps junk out of the memory); neither are URLs longer than [`CACHED_URL_MAX`]. The memory is
+/// the process's, shared by every `App` in it (the answer does not depend on the `App`); the
+/// map's hasher is std's keyed SipHash, so chosen URLs cannot make its look-ups slow.
+pub fn check_url_cached(raw: &str, allow_loopback: bool) -> Result<Target> {
+    if raw.len() > CACHED_URL_MAX {
+        return check_url(raw, allow_loopback);
+    }
+    let slot = usize::from(allow_loopback);
+    let lock = || {
+        CHECKED_URLS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if let Some(target) = lock()[slot].get(raw) {
+        return Ok(target.clone());
+    }
+    let target = check_url(raw, allow_loopback)?;
+    let mut checked = lock();
+    let map = &mut checked[slot];
+    if map.len() >= CACHED_URLS_MAX {
+        map.clear();
+    }
+    map.insert(raw.into(), target.clone());
+    Ok(target)
+}
+
+/// How many checks [`check_url_cached`] holds for `allow_loopback` (tests: the bound).
+#[cfg(test)]
+pub(crate) fn cached_urls(allow_loopback: bool) -> usize {
+    CHECKED_URLS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)[usize::from(allow_loopback)]
+    .len()
+}
+
 /// Check an already-built request URI without re-parsing it as a URL: the fetcher's cheap,
 /// defence-in-depth re-check of what the core hands it (the core ran [`check_url`] first).
 ///

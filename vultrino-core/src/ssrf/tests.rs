@@ -647,3 +647,80 @@ proptest! {
         prop_assert_eq!(dotted_quad(v4), v4.to_string());
     }
 }
+
+/// URLs of every kind `check_url` answers: good and refused, names and literals, odd forms.
+fn any_url() -> impl Strategy<Value = String> {
+    let host = prop_oneof![
+        Just("127.0.0.1".to_string()),
+        Just("localhost".to_string()),
+        Just("[::1]".to_string()),
+        Just("10.0.0.1".to_string()),
+        Just("169.254.169.254".to_string()),
+        Just("0x7f.1".to_string()),
+        Just("api.example.com".to_string()),
+        Just("metadata.google.internal".to_string()),
+        "[a-z]{1,8}\\.[a-z]{2,3}",
+        "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}",
+    ];
+    (
+        prop_oneof![
+            Just("http://"),
+            Just("https://"),
+            Just("HTTPS://"),
+            Just("ftp://"),
+            Just("")
+        ],
+        prop_oneof![Just(""), Just("user:pw@")],
+        host,
+        prop_oneof![Just(""), Just(":8443"), Just(":0"), Just(":99999")],
+        "(/[a-z%0-9]{0,6}){0,3}(\\?[a-z=&]{0,8})?",
+    )
+        .prop_map(|(scheme, user, host, port, rest)| format!("{scheme}{user}{host}{port}{rest}"))
+}
+
+proptest! {
+    /// The remembered check answers what `check_url` answers, the first time and every time
+    /// after: the same target (URL, host, address, port, scheme) or the same refusal.
+    #[test]
+    fn a_remembered_url_check_answers_as_the_check(url in any_url(), allow in any::<bool>()) {
+        let want = check_url(&url, allow);
+        for _ in 0..2 {
+            let got = check_url_cached(&url, allow);
+            match (&want, &got) {
+                (Ok(w), Ok(g)) => {
+                    prop_assert_eq!(w.url.as_str(), g.url.as_str());
+                    prop_assert_eq!(&w.host, &g.host);
+                    prop_assert_eq!(w.ip, g.ip);
+                    prop_assert_eq!(w.port, g.port);
+                    prop_assert_eq!(w.https, g.https);
+                }
+                (Err(w), Err(g)) => {
+                    prop_assert_eq!(w.code(), g.code());
+                    prop_assert_eq!(w.status(), g.status());
+                }
+                _ => prop_assert!(false, "{url} (loopback allowed: {allow}): {want:?} against {got:?}"),
+            }
+        }
+        // What one setting allowed is not answered for the other.
+        let other = check_url_cached(&url, !allow);
+        prop_assert_eq!(other.is_ok(), check_url(&url, !allow).is_ok(), "{}", url);
+    }
+}
+
+/// However many different URLs come, the memory holds at most its bound, and a URL past the
+/// length bound is checked without being remembered.
+#[test]
+fn the_url_check_memory_stays_bounded() {
+    for i in 0..(3 * CACHED_URLS_MAX) {
+        let url = format!("https://host{i}.example.com/path");
+        assert!(check_url_cached(&url, false).is_ok());
+        assert!(cached_urls(false) <= CACHED_URLS_MAX);
+    }
+    let long = format!("https://api.example.com/{}", "a".repeat(CACHED_URL_MAX));
+    assert!(check_url_cached(&long, false).is_ok());
+    let held = CHECKED_URLS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)[0]
+        .contains_key(long.as_str());
+    assert!(!held);
+}
