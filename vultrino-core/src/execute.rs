@@ -177,7 +177,7 @@ impl<'a> Pipeline<'a> {
         let mut event = AuditEvent::new(started, who.actor(), "execute", "allowed");
         event.credential = Some(req.credential.clone());
         event.method = Some(req.method.to_ascii_uppercase());
-        let target = ssrf::check_url_cached(&req.url, self.fetch.allow_loopback);
+        let target = ssrf::check_url_cached(&req.url, self.fetch.allow_loopback, &event.actor);
         match &target {
             Ok(t) => {
                 event.host = t.url.host_str().map(str::to_string);

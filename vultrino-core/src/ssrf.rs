@@ -385,7 +385,9 @@ fn dotted_quad(v4: Ipv4Addr) -> String {
     s
 }
 
-/// Parse and check an outbound URL before any fetch.
+/// Parse and check an outbound URL before any fetch. A pure function of its two arguments,
+/// which [`check_url_cached`] relies on: a new input (a setting, a list, the clock) must join
+/// that function's key.
 ///
 /// - Absolute `http`/`https` only; anything else → `BadRequest` (`invalid_url`), as are user
 ///   credentials in the URL, a missing host, and tab/CR/LF anywhere.
@@ -481,54 +483,69 @@ pub fn check_url(raw: &str, allow_loopback: bool) -> Result<Target> {
 /// Longest URL whose check [`check_url_cached`] remembers (longer ones are checked each time).
 const CACHED_URL_MAX: usize = 2048;
 /// Most checks remembered for each value of `allow_loopback`; when full, the memory is emptied
-/// and fills again (bounded, whatever URLs callers send: at most ~2 × 256 × a few KiB).
+/// and fills again (bounded, whatever URLs callers send: a few MiB at most).
 const CACHED_URLS_MAX: usize = 256;
 
-type CheckedUrls = [std::collections::HashMap<Box<str>, Target>; 2];
+/// Remembered checks by `allow_loopback` (index 1 when allowed), keyed by the caller's scope, a
+/// newline, then the URL's text. Ordered maps, not hashed: no key, however chosen, makes a
+/// look-up slower than the ~8 comparisons of a 256-entry tree (std's hasher is not keyed from a
+/// random source on wasm32, where the worker runs; review of 0129's URL check, L2).
+type CheckedUrls = [std::collections::BTreeMap<Box<str>, Target>; 2];
 
-/// The URLs [`check_url_cached`] found good, by `allow_loopback` (index 1 when allowed).
-static CHECKED_URLS: std::sync::LazyLock<std::sync::Mutex<CheckedUrls>> =
-    std::sync::LazyLock::new(Default::default);
+static CHECKED_URLS: std::sync::Mutex<CheckedUrls> = std::sync::Mutex::new([
+    std::collections::BTreeMap::new(),
+    std::collections::BTreeMap::new(),
+]);
 
-/// [`check_url`], with its successful results remembered: `check_url` is a pure function of the
-/// URL's text and `allow_loopback` (no lookup: names are resolved by the fetcher, which checks
-/// the addresses), so a URL checked before gets the same [`Target`] without being parsed again.
-/// An execute checks the URL of every request, and the same URLs come again and again: the parse
-/// was ~7 % of an execute's instructions (benches/README.md, "instructions per request";
-/// decision 0129). Refusals are not remembered (they are checked again each time, which also
-/// keeps junk out of the memory); neither are URLs longer than [`CACHED_URL_MAX`]. The memory is
-/// the process's, shared by every `App` in it (the answer does not depend on the `App`); the
-/// map's hasher is std's keyed SipHash, so chosen URLs cannot make its look-ups slow.
-pub fn check_url_cached(raw: &str, allow_loopback: bool) -> Result<Target> {
-    if raw.len() > CACHED_URL_MAX {
+fn checked_urls() -> std::sync::MutexGuard<'static, CheckedUrls> {
+    CHECKED_URLS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// [`check_url`], with its successful results remembered for the caller `scope` (an execute
+/// passes its principal's actor, `key:<id>`): `check_url` is a pure function of the URL's text
+/// and `allow_loopback` (no lookup: names are resolved by the fetcher, which checks the
+/// addresses), so a URL the same caller had checked before gets the same [`Target`] without
+/// being parsed again. An execute checks the URL of every request, and a caller sends the same
+/// URLs again and again: the parse was ~7 % of an execute's instructions (decision 0129).
+///
+/// - Per caller: whether a look-up hit tells only what the same caller sent before, never what
+///   another principal fetched (a timing probe; review of 0129's URL check, L1).
+/// - Not remembered: refusals (checked again each time), URLs longer than [`CACHED_URL_MAX`],
+///   and URLs that carry an agent key (`vk_…`/`vt_…`, refused later anyway: their text is not
+///   kept past the request; review, I1).
+/// - The memory is the process's, shared by every `App` in it: the answer depends on nothing an
+///   `App` holds. A new input to [`check_url`] must join this function's key (review, I2).
+pub fn check_url_cached(raw: &str, allow_loopback: bool, scope: &str) -> Result<Target> {
+    if raw.len() > CACHED_URL_MAX || crate::agent_key::carries_agent_key(raw.as_bytes()) {
         return check_url(raw, allow_loopback);
     }
     let slot = usize::from(allow_loopback);
-    let lock = || {
-        CHECKED_URLS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    };
-    if let Some(target) = lock()[slot].get(raw) {
+    let key = [scope, "\n", raw].concat();
+    if let Some(target) = checked_urls()[slot].get(key.as_str()) {
         return Ok(target.clone());
     }
     let target = check_url(raw, allow_loopback)?;
-    let mut checked = lock();
+    let mut checked = checked_urls();
     let map = &mut checked[slot];
     if map.len() >= CACHED_URLS_MAX {
         map.clear();
     }
-    map.insert(raw.into(), target.clone());
+    map.insert(key.into(), target.clone());
     Ok(target)
+}
+
+/// Whether [`check_url_cached`] holds `raw` for `scope` (tests).
+#[cfg(test)]
+pub(crate) fn url_check_held(raw: &str, allow_loopback: bool, scope: &str) -> bool {
+    checked_urls()[usize::from(allow_loopback)].contains_key([scope, "\n", raw].concat().as_str())
 }
 
 /// How many checks [`check_url_cached`] holds for `allow_loopback` (tests: the bound).
 #[cfg(test)]
 pub(crate) fn cached_urls(allow_loopback: bool) -> usize {
-    CHECKED_URLS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)[usize::from(allow_loopback)]
-    .len()
+    checked_urls()[usize::from(allow_loopback)].len()
 }
 
 /// Check an already-built request URI without re-parsing it as a URL: the fetcher's cheap,

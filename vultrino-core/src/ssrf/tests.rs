@@ -685,7 +685,7 @@ proptest! {
     fn a_remembered_url_check_answers_as_the_check(url in any_url(), allow in any::<bool>()) {
         let want = check_url(&url, allow);
         for _ in 0..2 {
-            let got = check_url_cached(&url, allow);
+            let got = check_url_cached(&url, allow, "key:a");
             match (&want, &got) {
                 (Ok(w), Ok(g)) => {
                     prop_assert_eq!(w.url.as_str(), g.url.as_str());
@@ -702,7 +702,7 @@ proptest! {
             }
         }
         // What one setting allowed is not answered for the other.
-        let other = check_url_cached(&url, !allow);
+        let other = check_url_cached(&url, !allow, "key:a");
         prop_assert_eq!(other.is_ok(), check_url(&url, !allow).is_ok(), "{}", url);
     }
 }
@@ -713,14 +713,32 @@ proptest! {
 fn the_url_check_memory_stays_bounded() {
     for i in 0..(3 * CACHED_URLS_MAX) {
         let url = format!("https://host{i}.example.com/path");
-        assert!(check_url_cached(&url, false).is_ok());
+        assert!(check_url_cached(&url, false, "key:bound").is_ok());
         assert!(cached_urls(false) <= CACHED_URLS_MAX);
     }
     let long = format!("https://api.example.com/{}", "a".repeat(CACHED_URL_MAX));
-    assert!(check_url_cached(&long, false).is_ok());
-    let held = CHECKED_URLS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)[0]
-        .contains_key(long.as_str());
-    assert!(!held);
+    assert!(check_url_cached(&long, false, "key:bound").is_ok());
+    assert!(!url_check_held(&long, false, "key:bound"));
+}
+
+/// A remembered check is one caller's: another caller's look-up of the same URL does not hit it
+/// (no timing probe of what others fetched); and a URL carrying an agent key is not kept.
+#[test]
+fn remembered_url_checks_are_per_caller_and_keep_no_agent_key() {
+    let url = "https://per-caller.example.com/v1/items?page=2";
+    assert!(check_url_cached(url, false, "key:first").is_ok());
+    assert!(url_check_held(url, false, "key:first"));
+    assert!(!url_check_held(url, false, "key:second"));
+    assert!(
+        !url_check_held(url, true, "key:first"),
+        "one setting never answers for the other"
+    );
+    for carrying in [
+        "https://api.example.com/items?token=vk_0123456789abcdef_secretsecret",
+        "https://api.example.com/vt_0123456789abcdef_x/items",
+        "https://api.example.com/items?k=%76k_0123456789abcdef",
+    ] {
+        let _ = check_url_cached(carrying, false, "key:first");
+        assert!(!url_check_held(carrying, false, "key:first"), "{carrying}");
+    }
 }
