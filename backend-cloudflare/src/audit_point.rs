@@ -92,8 +92,9 @@ pub fn data_point(e: &AuditEvent) -> DataPoint {
 pub fn log_line(e: &AuditEvent) -> String {
     // The event's stored JSON inside the wrapper, written once (no `serde_json::Value` tree of
     // the event built and walked per request: decision 0130). Valid JSON, hence valid UTF-8.
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(b"{\"vultrino_audit\":");
+    const PREFIX: &[u8] = b"{\"vultrino_audit\":";
+    let mut out = Vec::with_capacity(PREFIX.len() + vultrino_core::audit::EVENT_JSON_CAPACITY + 1);
+    out.extend_from_slice(PREFIX);
     e.write_json(&mut out);
     out.push(b'}');
     String::from_utf8(out).unwrap_or_default()

@@ -72,13 +72,6 @@ impl LogGate {
     }
 }
 
-/// The event as one JSON line's content (what the store holds).
-fn json_of(event: &AuditEvent) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512);
-    event.write_json(&mut out);
-    out
-}
-
 // ---------------------------------------------------------------------------------------------
 // File (`--audit-log PATH|-`)
 // ---------------------------------------------------------------------------------------------
@@ -241,7 +234,7 @@ impl FileSink {
 
 impl AuditSink for FileSink {
     fn emit(&self, event: &AuditEvent) {
-        let line = json_of(event);
+        let line = event.to_json();
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
         if self.tx.try_send(line).is_err() {
             self.counters.queued.fetch_sub(1, Ordering::Relaxed);
@@ -433,7 +426,7 @@ async fn deliver(
 
 impl AuditSink for WebhookSink {
     fn emit(&self, event: &AuditEvent) {
-        let json = json_of(event);
+        let json = event.to_json();
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
         if self.tx.try_send(json).is_err() {
             self.counters.queued.fetch_sub(1, Ordering::Relaxed);

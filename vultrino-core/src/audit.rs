@@ -33,7 +33,7 @@ use crate::ports::{AuditPage, AuditStore, KvStore, ListOptions, Ports, PutOption
 
 pub mod event;
 pub mod filter;
-pub use event::{new_id, AuditEvent, AUDIT_PREFIX, CUT_MARKER};
+pub use event::{new_id, AuditEvent, AUDIT_PREFIX, CUT_MARKER, EVENT_JSON_CAPACITY};
 pub use filter::{AuditFilter, MAX_SCANNED_PER_CALL};
 
 /// How long an audit event is kept when the configuration does not say (90 days): the default
@@ -116,9 +116,6 @@ impl Drop for FinalWrite {
         }));
     }
 }
-
-/// The first allocation for an event's JSON: a proxied request's event is ~350 bytes.
-const EVENT_JSON_CAPACITY: usize = 512;
 
 #[derive(Clone, Copy)]
 pub struct AuditLog<'a> {
@@ -398,10 +395,7 @@ impl AuditStore for KvAuditStore {
                 expiration_ttl: Some(retention_secs.max(60)),
                 metadata: None,
             };
-            // An event always serializes (strings and numbers only); room for a typical one at
-            // once (one allocation instead of a dozen regrowths).
-            let mut bytes = Vec::with_capacity(EVENT_JSON_CAPACITY);
-            event.write_json(&mut bytes);
+            let bytes = event.to_json();
             self.kv
                 .put(&event.kv_key(), Bytes::from(bytes), options)
                 .await?;

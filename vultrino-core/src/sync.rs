@@ -189,9 +189,8 @@ async fn audit_here(kv: &dyn KvStore, event: &AuditEvent) {
         expiration_ttl: Some(audit::DEFAULT_AUDIT_RETENTION_SECS),
         metadata: None,
     };
-    if let Ok(bytes) = serde_json::to_vec(&event.clone().capped()) {
-        let _ = kv.put(&event.kv_key(), Bytes::from(bytes), options).await;
-    }
+    let bytes = event.clone().capped().to_json();
+    let _ = kv.put(&event.kv_key(), Bytes::from(bytes), options).await;
 }
 
 /// Make this store mirror `export`: delete every local record under the synced prefixes

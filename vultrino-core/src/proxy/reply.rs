@@ -451,6 +451,14 @@ impl Scrubbed {
 }
 
 impl Scrubbed {
+    /// The next chunk through the scrubber: in one pass when it is the whole body.
+    fn scrub_chunk(&mut self, chunk: Bytes) -> crate::Result<Bytes> {
+        match self.whole_len.take() {
+            Some(n) if n == chunk.len() as u64 => self.scrub.push_whole(chunk),
+            _ => self.scrub.push(chunk),
+        }
+    }
+
     /// End the body with `e` once the event is written; the upstream's body is dropped.
     fn fail(&mut self, e: Error) {
         self.inner = None;
@@ -482,10 +490,7 @@ impl Stream for Scrubbed {
             };
             match inner.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(chunk))) => match match this.whole_len.take() {
-                    Some(n) if n == chunk.len() as u64 => this.scrub.push_whole(chunk),
-                    _ => this.scrub.push(chunk),
-                } {
+                Poll::Ready(Some(Ok(chunk))) => match this.scrub_chunk(chunk) {
                     Ok(out) if out.is_empty() => continue,
                     Ok(out) => {
                         this.bytes_out += out.len() as u64;
