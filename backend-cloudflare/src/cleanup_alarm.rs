@@ -47,62 +47,59 @@ pub(crate) fn after_alarm(cleanup_at: Option<u64>, now: u64) -> AfterAlarm {
 mod alarm_tests {
     use super::{after_alarm, alarm_for, AfterAlarm, GRACE_MS};
 
-    /// What an object goes through: writes of its item (each with the time its storage may go)
-    /// and the runtime firing the one alarm storage holds (`setAlarm` replaces it) when its time
-    /// comes. Returns the time the item's storage was emptied, if it was, and checks at every
-    /// step that an item still to be kept has an alarm coming no later than its cleanup time.
-    fn run(writes: &[(u64, u64)]) -> Option<u64> {
-        let mut stored: Option<u64> = None; // the item's cleanup time, while stored
-        let mut alarm: Option<u64> = None; // the runtime's alarm
-        let mut alarm_at: Option<u64> = None; // what the instance remembers setting
-        let mut deleted_at = None;
-        let mut written_at = 0u64;
-        let fire = |until: u64,
-                    last_write: u64,
-                    stored: &mut Option<u64>,
-                    alarm: &mut Option<u64>,
-                    alarm_at: &mut Option<u64>,
-                    deleted_at: &mut Option<u64>| {
-            while let Some(at) = alarm.filter(|&at| at <= until) {
-                *alarm = None;
-                *alarm_at = None;
-                match after_alarm(*stored, at) {
+    /// One object as the runtime runs it: its stored item (the item's cleanup time), the one
+    /// alarm storage holds (`setAlarm` replaces it), what the live instance remembers setting
+    /// (lost when the runtime evicts the instance), and when the item was last written and
+    /// emptied. Every step checks that an item is never emptied before its cleanup time, nor
+    /// within a grace period of a write whose cleanup time had passed.
+    #[derive(Default)]
+    struct Object {
+        stored: Option<u64>,
+        alarm: Option<u64>,
+        alarm_at: Option<u64>,
+        written_at: u64,
+        deleted_at: Option<u64>,
+    }
+
+    impl Object {
+        /// The runtime fires every alarm due by `until`, in order.
+        fn fire(&mut self, until: u64) {
+            while let Some(at) = self.alarm.filter(|&at| at <= until) {
+                self.alarm = None;
+                self.alarm_at = None;
+                match after_alarm(self.stored, at) {
                     AfterAlarm::Rearm(next) => {
                         assert!(next > at, "an alarm set again fires later");
-                        *alarm = Some(next);
-                        *alarm_at = Some(next);
+                        self.alarm = Some(next);
+                        self.alarm_at = Some(next);
                     }
                     AfterAlarm::Delete => {
-                        if let Some(c) = *stored {
+                        if let Some(c) = self.stored {
+                            let w = self.written_at;
                             assert!(c <= at, "emptied at {at}, before its cleanup time {c}");
                             assert!(
-                                c > last_write || at >= last_write + GRACE_MS,
-                                "written at {last_write} with its cleanup time {c} passed, \
-                                 emptied at {at}, within the grace period"
+                                c > w || at >= w + GRACE_MS,
+                                "written at {w} with its cleanup time {c} passed, emptied at \
+                                 {at}, within the grace period"
                             );
-                            *deleted_at = Some(at);
+                            self.deleted_at = Some(at);
                         }
-                        *stored = None;
+                        self.stored = None;
                     }
                 }
             }
-        };
-        for &(now, cleanup_at) in writes {
-            fire(
-                now,
-                written_at,
-                &mut stored,
-                &mut alarm,
-                &mut alarm_at,
-                &mut deleted_at,
-            );
-            stored = Some(cleanup_at);
-            written_at = now;
-            deleted_at = None;
-            if let Some(at) = alarm_for(alarm_at, now, cleanup_at) {
+        }
+
+        /// The item written at `now`; afterwards an alarm is coming by the time it may go.
+        fn write(&mut self, now: u64, cleanup_at: u64) {
+            self.fire(now);
+            self.stored = Some(cleanup_at);
+            self.written_at = now;
+            self.deleted_at = None;
+            if let Some(at) = alarm_for(self.alarm_at, now, cleanup_at) {
                 assert!(at > now, "an alarm set on a write is still to come");
-                alarm = Some(at);
-                alarm_at = Some(at);
+                self.alarm = Some(at);
+                self.alarm_at = Some(at);
             }
             let keep_until = if cleanup_at > now {
                 cleanup_at
@@ -110,21 +107,27 @@ mod alarm_tests {
                 now + GRACE_MS
             };
             assert!(
-                alarm.is_some_and(|a| a > now && a <= keep_until),
-                "item kept until {keep_until} written at {now}: alarm {alarm:?}"
+                self.alarm.is_some_and(|a| a > now && a <= keep_until),
+                "item kept until {keep_until} written at {now}: alarm {:?}",
+                self.alarm
             );
         }
-        // Time runs on: every alarm left fires.
-        fire(
-            u64::MAX,
-            written_at,
-            &mut stored,
-            &mut alarm,
-            &mut alarm_at,
-            &mut deleted_at,
-        );
-        assert_eq!(stored, None, "an item is reclaimed in the end");
-        deleted_at
+    }
+
+    /// The writes `(time, cleanup time, instance evicted before it)` in order, then time runs
+    /// on; returns when the last item's storage was emptied (it always is).
+    fn run(writes: &[(u64, u64, bool)]) -> Option<u64> {
+        let mut object = Object::default();
+        for &(now, cleanup_at, evicted) in writes {
+            if evicted {
+                // A new instance: storage (the item, the alarm) stays, the memory goes.
+                object.alarm_at = None;
+            }
+            object.write(now, cleanup_at);
+        }
+        object.fire(u64::MAX);
+        assert_eq!(object.stored, None, "an item is reclaimed in the end");
+        object.deleted_at
     }
 
     #[test]
@@ -166,20 +169,21 @@ mod alarm_tests {
 
     proptest::proptest! {
         /// Whatever the writes (in time order, each pushing the cleanup time later or earlier,
-        /// some already past it), an item is never emptied before its cleanup time nor, when
-        /// that had passed, within a grace period of its write; an item to keep always has an
-        /// alarm coming by then; and the last item is reclaimed in the end.
+        /// some already past it, some to a new instance after an eviction), an item is never
+        /// emptied before its cleanup time nor, when that had passed, within a grace period of
+        /// its write; an item to keep always has an alarm coming by then; and the last item is
+        /// reclaimed in the end.
         #[test]
         fn the_cleanup_alarm_never_empties_early_and_always_comes(
-            steps in proptest::collection::vec((0u64..50, 0u64..300), 1..40),
+            steps in proptest::collection::vec((0u64..50, 0u64..300, proptest::bool::weighted(0.2)), 1..40),
         ) {
             let mut now = 0;
-            let writes: Vec<(u64, u64)> = steps
+            let writes: Vec<(u64, u64, bool)> = steps
                 .into_iter()
-                .map(|(dt, keep)| {
+                .map(|(dt, keep, evicted)| {
                     now += dt;
                     // Some cleanup times already passed when written (a caller's clock behind).
-                    (now, (now + keep).saturating_sub(100))
+                    (now, (now + keep).saturating_sub(100), evicted)
                 })
                 .collect();
             let last = writes.last().map(|w| w.1).unwrap_or_default();
