@@ -551,7 +551,8 @@ mod tests {
 
     proptest::proptest! {
         /// A body that comes whole in its first chunk, scrubbed in one pass, gives what the
-        /// chunk-by-chunk path gives for it (bytes and whether anything was removed), whatever
+        /// streaming path (`push`, then `finish`) gives for it (bytes and whether anything was
+        /// removed; that path equals the whole-body scrubber for any chunking, decision 0070), whatever
         /// the reply's type: plain, sniffed (JSON, an event stream under another type, a head
         /// too short to tell) or an event stream.
         #[test]
