@@ -1,9 +1,10 @@
 //! The `vultrino` binary. See `vultrino --help`.
 
 // Many small, short-lived allocations per request (headers, JSON, URLs) across worker threads:
-// mimalloc serves them faster than glibc malloc (docs/decisions/0025-mimalloc-allocator.md).
+// mimalloc serves them faster than glibc malloc (docs/decisions/0025-mimalloc-allocator.md),
+// through its plain entry points for ordinary alignments (docs/decisions/0131-plain-mimalloc-calls.md).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: vultrino_alloc::Mimalloc = vultrino_alloc::Mimalloc;
 
 fn main() -> std::process::ExitCode {
     no_transparent_huge_pages();

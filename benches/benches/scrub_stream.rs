@@ -7,7 +7,7 @@
 
 // The allocator the server runs with (decision 0025); the SSE scrubber allocates per event.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: vultrino_alloc::Mimalloc = vultrino_alloc::Mimalloc;
 
 use std::sync::Arc;
 

@@ -16,7 +16,7 @@ use vultrino_benches::{pipeline_app, request, EXECUTE_BODY};
 
 /// The allocator of the `vultrino` binary, so that figures match what the server runs.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: vultrino_alloc::Mimalloc = vultrino_alloc::Mimalloc;
 
 fn main() {
     let mut args = std::env::args().skip(1);
