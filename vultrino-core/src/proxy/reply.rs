@@ -166,7 +166,14 @@ fn clean_headers(
             continue;
         }
         let clean = scrubber.scrub(value.as_bytes());
-        scrubbed |= matches!(clean, std::borrow::Cow::Owned(_));
+        let is_clean = matches!(clean, std::borrow::Cow::Borrowed(_));
+        scrubbed |= !is_clean;
+        if is_clean && name != header::LOCATION {
+            // Nothing to change: the value itself (a reference to the bytes hyper read, not a
+            // copy), with no second validation.
+            out.append(name.clone(), value.clone());
+            continue;
+        }
         let mut clean = clean.into_owned();
         if name == header::LOCATION {
             // Only a `Location` inside the base URL is passed on (rewritten to the proxy's
