@@ -540,6 +540,36 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// A clean header value passes as it came (bytes that are valid but not ASCII included);
+    /// a `Location`, clean or not, still goes through the rewrite, which drops it when it
+    /// answers `None`; one that echoes the secret (raw or behind a JSON escape) is scrubbed
+    /// before the rewrite sees it, and the reply counts as scrubbed.
+    #[test]
+    fn a_clean_location_still_goes_through_the_rewrite_and_other_clean_values_pass_unchanged() {
+        let scrubber = Scrubber::new([&b"sk-live-123456"[..]]);
+        let mut h = HeaderMap::new();
+        h.insert("location", "https://elsewhere.example/x".parse().unwrap());
+        h.insert(
+            "x-plain",
+            HeaderValue::from_bytes(b"caf\xc3\xa9\tok").unwrap(),
+        );
+        let (out, scrubbed) = clean_headers(&h, &scrubber, false, |_| None);
+        assert!(out.get("location").is_none());
+        assert!(!scrubbed);
+        assert_eq!(out["x-plain"].as_bytes(), b"caf\xc3\xa9\tok");
+        let (out, _) = clean_headers(&h, &scrubber, false, |v| Some(format!("/proxy/ex?{v}")));
+        assert_eq!(out["location"], "/proxy/ex?https://elsewhere.example/x");
+        for v in ["/v1/x?k=sk-live-123456", "/v1/x?k=\\u0073k-live-123456"] {
+            h.insert("location", v.parse().unwrap());
+            let (out, scrubbed) = clean_headers(&h, &scrubber, false, |v| {
+                assert!(!v.contains("k-live"), "{v}");
+                Some(v.to_owned())
+            });
+            assert!(scrubbed, "{v}");
+            assert!(!out["location"].to_str().unwrap().contains("k-live"));
+        }
+    }
+
     /// Run a body through the scrubber chosen for a reply of this content type.
     fn scrub_reply(content_type: Option<&str>, body: &[u8], chunk: usize) -> (Vec<u8>, bool) {
         let scrubber = Arc::new(Scrubber::new([&b"sk-live-123456"[..]]));
