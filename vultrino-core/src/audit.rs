@@ -72,17 +72,18 @@ pub fn is_unauthenticated_key(key: &str) -> bool {
 /// The audit log of one deployment: the only code that writes or reads `audit:` records.
 /// Writes an action's final event so that dropping the writing future part way (a worker
 /// request cancelled while its KV put is pending, docs/decisions/0065) does not lose it: while
-/// the write is under way the guard holds a copy, and a drop before it completes writes the same
-/// event again through the [`Background`](crate::ports::Background) — the same id, so the same
-/// KV key: at most one event, never two. Without a background it is a plain write.
-pub(crate) struct FinalWrite {
+/// the write is under way the guard holds the event (the write borrows it), and a drop before it
+/// completes writes the same event again through the [`Background`](crate::ports::Background) —
+/// the same id, so the same KV key: at most one event, never two. Without a background it is a
+/// plain write.
+pub(crate) struct FinalWrite<'a> {
     event: Option<AuditEvent>,
-    ports: Ports,
+    ports: &'a Ports,
     retention_secs: u64,
     background: Option<std::sync::Arc<dyn crate::ports::Background>>,
 }
 
-impl FinalWrite {
+impl FinalWrite<'_> {
     pub(crate) async fn write(
         ports: &Ports,
         retention_secs: u64,
@@ -94,18 +95,22 @@ impl FinalWrite {
             log.record(event).await;
             return;
         }
+        // The guard holds the event and the write borrows it: no copy of the event, and the
+        // ports are cloned only if the write is dropped part way.
         let mut guard = FinalWrite {
-            event: Some(event.clone()),
-            ports: ports.clone(),
+            event: Some(event),
+            ports,
             retention_secs,
             background,
         };
-        log.record(event).await;
+        if let Some(event) = guard.event.as_ref() {
+            log.write_ref(event).await;
+        }
         guard.event = None;
     }
 }
 
-impl Drop for FinalWrite {
+impl Drop for FinalWrite<'_> {
     fn drop(&mut self) {
         let (Some(event), Some(background)) = (self.event.take(), self.background.take()) else {
             return;
@@ -279,14 +284,28 @@ impl<'a> AuditLog<'a> {
     /// log). The one place events are written, so every event reaches the sink once per write.
     /// The sink gets it even when the put failed: it is then the event's only record.
     async fn write(&self, event: AuditEvent) {
-        let event = event.capped();
+        self.store(&event.capped()).await;
+    }
+
+    /// [`AuditLog::write`] of an event the caller keeps: stored as it is when it is within its
+    /// caps (no copy), else a capped copy.
+    async fn write_ref(&self, event: &AuditEvent) {
+        if event.within_caps() {
+            self.store(event).await;
+        } else {
+            self.store(&event.clone().capped()).await;
+        }
+    }
+
+    /// Append a capped event to the store and hand it to the sink.
+    async fn store(&self, event: &AuditEvent) {
         let _ = self
             .ports
             .audit_store()
-            .append(std::slice::from_ref(&event), self.retention_secs)
+            .append(std::slice::from_ref(event), self.retention_secs)
             .await;
         if let Some(sink) = &self.ports.audit_sink {
-            sink.emit(&event);
+            sink.emit(event);
         }
     }
 

@@ -109,23 +109,9 @@ impl AuditEvent {
     /// is at most [`MAX_EVENT_JSON_BYTES`] whatever a caller put in it.
     pub fn capped(mut self) -> Self {
         let mut cut = std::mem::take(&mut self.truncated);
-        // Each field with its cap in bytes (UTF-8), marker included.
-        let fields: [(&str, usize, Option<&mut String>); 11] = [
-            ("id", 64, Some(&mut self.id)),
-            ("actor", 128, Some(&mut self.actor)),
-            ("action", 64, Some(&mut self.action)),
-            ("credential", 128, self.credential.as_mut()),
-            ("record", 256, self.record.as_mut()),
-            ("method", 32, self.method.as_mut()),
-            ("host", 256, self.host.as_mut()),
-            ("path", 512, self.path.as_mut()),
-            ("outcome", 32, Some(&mut self.outcome)),
-            ("code", 64, self.code.as_mut()),
-            ("approval_id", 64, self.approval_id.as_mut()),
-        ];
         // `truncated` names fields, nothing else.
-        cut.retain(|f| fields.iter().any(|(name, _, _)| name == f));
-        for (name, max, field) in fields {
+        cut.retain(|f| CAPS.iter().any(|(name, _)| name == f));
+        for ((name, max), field) in CAPS.into_iter().zip(self.capped_fields_mut()) {
             if field.is_some_and(|v| cap(v, max)) && !cut.iter().any(|f| f == name) {
                 cut.push(name.to_string());
             }
@@ -133,7 +119,70 @@ impl AuditEvent {
         self.truncated = cut;
         self
     }
+
+    /// Whether [`AuditEvent::capped`] gives this event back unchanged: every capped field
+    /// within its cap, and `truncated` naming fields only. Lets a writer that holds the event
+    /// by reference store it as it is, without a copy (almost every event).
+    pub fn within_caps(&self) -> bool {
+        CAPS.into_iter()
+            .zip(self.capped_fields())
+            .all(|((_, max), field)| field.is_none_or(|v| v.len() <= max))
+            && self
+                .truncated
+                .iter()
+                .all(|t| CAPS.iter().any(|(name, _)| name == t))
+    }
+
+    /// The capped fields, in the order of [`CAPS`].
+    fn capped_fields(&self) -> [Option<&String>; 11] {
+        [
+            Some(&self.id),
+            Some(&self.actor),
+            Some(&self.action),
+            self.credential.as_ref(),
+            self.record.as_ref(),
+            self.method.as_ref(),
+            self.host.as_ref(),
+            self.path.as_ref(),
+            Some(&self.outcome),
+            self.code.as_ref(),
+            self.approval_id.as_ref(),
+        ]
+    }
+
+    /// [`AuditEvent::capped_fields`], to cut.
+    fn capped_fields_mut(&mut self) -> [Option<&mut String>; 11] {
+        [
+            Some(&mut self.id),
+            Some(&mut self.actor),
+            Some(&mut self.action),
+            self.credential.as_mut(),
+            self.record.as_mut(),
+            self.method.as_mut(),
+            self.host.as_mut(),
+            self.path.as_mut(),
+            Some(&mut self.outcome),
+            self.code.as_mut(),
+            self.approval_id.as_mut(),
+        ]
+    }
 }
+
+/// Each capped field of an event with its cap in bytes (UTF-8), marker included; the order of
+/// [`AuditEvent::capped_fields`].
+const CAPS: [(&str, usize); 11] = [
+    ("id", 64),
+    ("actor", 128),
+    ("action", 64),
+    ("credential", 128),
+    ("record", 256),
+    ("method", 32),
+    ("host", 256),
+    ("path", 512),
+    ("outcome", 32),
+    ("code", 64),
+    ("approval_id", 64),
+];
 
 /// The first allocation for an event's JSON: a proxied request's event is ~350 bytes (one
 /// allocation instead of a dozen regrowths).
@@ -409,6 +458,57 @@ mod tests {
                 proptest::test_runner::TestCaseError::fail(e.to_string())
             })?;
             proptest::prop_assert_eq!(back, event);
+        }
+    }
+
+    /// A field's text: mostly short, sometimes a few bytes either side of `cap` (in one-byte
+    /// characters, or in two-byte ones so that the count is even either way).
+    fn near(cap: usize) -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => "[a-zé]{0,12}",
+            1 => (cap - 3..=cap + 3).prop_map(|n| "a".repeat(n)),
+            1 => (cap / 2 - 2..=cap / 2 + 2).prop_map(|n| "é".repeat(n)),
+        ]
+    }
+
+    proptest::proptest! {
+        /// `within_caps` holds exactly when `capped` gives the event back unchanged — what lets
+        /// the audit log store an event by reference without capping a copy — for fields on
+        /// either side of every cap and `truncated` lists of field names and other text.
+        #[test]
+        fn within_caps_is_exactly_capped_changing_nothing(
+            id in near(64), actor in near(128), action in near(64),
+            credential in proptest::option::of(near(128)),
+            record in proptest::option::of(near(256)),
+            method in proptest::option::of(near(32)),
+            host in proptest::option::of(near(256)),
+            path in proptest::option::of(near(512)),
+            outcome in near(32), code in proptest::option::of(near(64)),
+            approval_id in proptest::option::of(near(64)),
+            truncated in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(CAPS.map(|(name, _)| name.to_string()).to_vec()),
+                    "[a-z_]{1,12}",
+                ],
+                0..3,
+            ),
+        ) {
+            let mut event = AuditEvent::new(1, "key:1", "execute", "allowed");
+            event.id = id;
+            event.actor = actor;
+            event.action = action;
+            event.credential = credential;
+            event.record = record;
+            event.method = method;
+            event.host = host;
+            event.path = path;
+            event.outcome = outcome;
+            event.code = code;
+            event.approval_id = approval_id;
+            event.truncated = truncated;
+            let unchanged = event.clone().capped() == event;
+            proptest::prop_assert_eq!(event.within_caps(), unchanged);
         }
     }
 
