@@ -108,9 +108,14 @@ impl AuditEvent {
     /// named in `truncated` when cut. Every writer of [`AuditLog`] applies it, so that an event
     /// is at most [`MAX_EVENT_JSON_BYTES`] whatever a caller put in it.
     pub fn capped(mut self) -> Self {
-        let mut cut = std::mem::take(&mut self.truncated);
-        // `truncated` names fields, nothing else.
-        cut.retain(|f| CAPS.iter().any(|(name, _)| name == f));
+        // `truncated` names fields, each once, nothing else (a caller's list of a million
+        // names would otherwise pass the event's bound: review of 2026-12-07 session 5, L1).
+        let mut cut: Vec<String> = Vec::new();
+        for f in std::mem::take(&mut self.truncated) {
+            if CAPS.iter().any(|(name, _)| *name == f) && !cut.contains(&f) {
+                cut.push(f);
+            }
+        }
         for ((name, max), field) in CAPS.into_iter().zip(self.capped_fields_mut()) {
             if field.is_some_and(|v| cap(v, max)) && !cut.iter().any(|f| f == name) {
                 cut.push(name.to_string());
@@ -121,16 +126,19 @@ impl AuditEvent {
     }
 
     /// Whether [`AuditEvent::capped`] gives this event back unchanged: every capped field
-    /// within its cap, and `truncated` naming fields only. Lets a writer that holds the event
-    /// by reference store it as it is, without a copy (almost every event).
+    /// within its cap, and `truncated` naming fields only, each once. Lets a writer that holds
+    /// the event by reference store it as it is, without a copy (almost every event).
     pub fn within_caps(&self) -> bool {
+        let t = &self.truncated;
         CAPS.into_iter()
             .zip(self.capped_fields())
             .all(|((_, max), field)| field.is_none_or(|v| v.len() <= max))
-            && self
-                .truncated
-                .iter()
-                .all(|t| CAPS.iter().any(|(name, _)| name == t))
+            // More names than fields has a duplicate or a stranger: no need to look further
+            // (and the check below stays within 11 × 11 comparisons).
+            && t.len() <= CAPS.len()
+            && t.iter().enumerate().all(|(i, f)| {
+                CAPS.iter().any(|(name, _)| name == f) && !t[..i].contains(f)
+            })
     }
 
     /// The capped fields, in the order of [`CAPS`].
@@ -491,7 +499,7 @@ mod tests {
                     proptest::sample::select(CAPS.map(|(name, _)| name.to_string()).to_vec()),
                     "[a-z_]{1,12}",
                 ],
-                0..3,
+                0..6,
             ),
         ) {
             let mut event = AuditEvent::new(1, "key:1", "execute", "allowed");
@@ -510,6 +518,100 @@ mod tests {
             let unchanged = event.clone().capped() == event;
             proptest::prop_assert_eq!(event.within_caps(), unchanged);
         }
+    }
+
+    /// Each field is cut to its own cap under its own name, and only it: for every capped
+    /// field in turn, an event with just that field one byte over its cap (the others short)
+    /// comes back with that field at most its cap long, ending with the marker, named alone in
+    /// `truncated`, and every other field as it was. Pins the pairing of names, caps and fields
+    /// (a swapped row of the table would cut a field under another's name or cap).
+    #[test]
+    fn each_field_is_cut_to_its_own_cap_under_its_own_name() {
+        let caps = [
+            ("id", 64),
+            ("actor", 128),
+            ("action", 64),
+            ("credential", 128),
+            ("record", 256),
+            ("method", 32),
+            ("host", 256),
+            ("path", 512),
+            ("outcome", 32),
+            ("code", 64),
+            ("approval_id", 64),
+        ];
+        for (name, cap) in caps {
+            let mut e = AuditEvent::new(1, "key:1", "execute", "allowed");
+            e.credential = Some("c".into());
+            e.record = Some("r".into());
+            e.method = Some("GET".into());
+            e.host = Some("h".into());
+            e.path = Some("/p".into());
+            e.code = Some("x".into());
+            e.approval_id = Some("a".into());
+            let before = e.clone();
+            let long = "z".repeat(cap + 1);
+            match name {
+                "id" => e.id = long,
+                "actor" => e.actor = long,
+                "action" => e.action = long,
+                "credential" => e.credential = Some(long),
+                "record" => e.record = Some(long),
+                "method" => e.method = Some(long),
+                "host" => e.host = Some(long),
+                "path" => e.path = Some(long),
+                "outcome" => e.outcome = long,
+                "code" => e.code = Some(long),
+                _ => e.approval_id = Some(long),
+            }
+            assert!(!e.within_caps(), "{name}");
+            let c = e.capped();
+            assert_eq!(c.truncated, [name], "{name}");
+            let fields = [
+                ("id", Some(&c.id), Some(&before.id)),
+                ("actor", Some(&c.actor), Some(&before.actor)),
+                ("action", Some(&c.action), Some(&before.action)),
+                (
+                    "credential",
+                    c.credential.as_ref(),
+                    before.credential.as_ref(),
+                ),
+                ("record", c.record.as_ref(), before.record.as_ref()),
+                ("method", c.method.as_ref(), before.method.as_ref()),
+                ("host", c.host.as_ref(), before.host.as_ref()),
+                ("path", c.path.as_ref(), before.path.as_ref()),
+                ("outcome", Some(&c.outcome), Some(&before.outcome)),
+                ("code", c.code.as_ref(), before.code.as_ref()),
+                (
+                    "approval_id",
+                    c.approval_id.as_ref(),
+                    before.approval_id.as_ref(),
+                ),
+            ];
+            for (field, after, was) in fields {
+                if field == name {
+                    let v = after.map(String::as_str).unwrap_or_default();
+                    assert!(v.len() <= cap && v.ends_with(CUT_MARKER), "{name}: {v}");
+                } else {
+                    assert_eq!(after, was, "{name} changed {field}");
+                }
+            }
+        }
+    }
+
+    /// A `truncated` list of a million copies of one field's name (or of strangers) is cut to
+    /// that name once: the event stays within its bound whatever a caller put there.
+    #[test]
+    fn a_truncated_list_with_duplicates_is_bounded() {
+        let mut e = AuditEvent::new(1, "key:1", "execute", "allowed");
+        e.truncated = vec!["path".to_string(); 1_000_000];
+        e.truncated.push("stranger".into());
+        assert!(!e.within_caps());
+        let c = e.capped();
+        assert_eq!(c.truncated, ["path"]);
+        assert!(c.within_caps());
+        let json = serde_json::to_vec(&c).unwrap_or_default();
+        assert!(json.len() <= crate::audit::MAX_EVENT_JSON_BYTES, "{} bytes", json.len());
     }
 
     /// Ids keep their format (13 digits of the inverted time, a dash, 12 hex digits), so they
