@@ -611,7 +611,11 @@ mod tests {
         assert_eq!(c.truncated, ["path"]);
         assert!(c.within_caps());
         let json = serde_json::to_vec(&c).unwrap_or_default();
-        assert!(json.len() <= crate::audit::MAX_EVENT_JSON_BYTES, "{} bytes", json.len());
+        assert!(
+            json.len() <= crate::audit::MAX_EVENT_JSON_BYTES,
+            "{} bytes",
+            json.len()
+        );
     }
 
     /// Ids keep their format (13 digits of the inverted time, a dash, 12 hex digits), so they
