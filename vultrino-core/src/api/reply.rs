@@ -188,7 +188,9 @@ mod tests {
         ) {
             let mut h = http::HeaderMap::new();
             for (name, value) in &entries {
-                h.append(*name, HeaderValue::from_str(value).unwrap());
+                let value = HeaderValue::from_str(value)
+                    .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+                h.append(*name, value);
             }
             let mut expected = h.clone();
             security_headers_by_inserts(&mut expected);
