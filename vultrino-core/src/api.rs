@@ -180,8 +180,8 @@ impl App {
             Ok(None) => Ok(()),
             Err(e) => {
                 let origin = req.headers().get("origin").and_then(|v| v.to_str().ok());
+                // `error_response` sets the security headers.
                 let mut resp = error_response(&e);
-                security_headers(resp.headers_mut());
                 cors::grant(&self.config().cors_origins, origin, resp.headers_mut());
                 Err(resp)
             }
