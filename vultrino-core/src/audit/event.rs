@@ -527,6 +527,8 @@ mod tests {
     /// (a swapped row of the table would cut a field under another's name or cap).
     #[test]
     fn each_field_is_cut_to_its_own_cap_under_its_own_name() {
+        // The documented caps written out again, not `CAPS` itself: an oracle apart from the
+        // table it checks.
         let caps = [
             ("id", 64),
             ("actor", 128),
