@@ -3,8 +3,8 @@
 //! program calls it.
 //!
 //! The `mimalloc` crate's `GlobalAlloc` passes every allocation to `mi_malloc_aligned(size,
-//! align)`, even when `align` is the 1, 8 or 16 that `mi_malloc` guarantees anyway. mimalloc's
-//! aligned entry point takes its fast path only for a small block (≤ 1 KiB) whose free slot
+//! align)`, even when `align` is the 1, 8 or 16 that `mi_malloc` guarantees anyway (on 64-bit
+//! targets; see [`MIN_ALIGN`]). mimalloc's aligned entry point takes its fast path only for a small block (≤ 1 KiB) whose free slot
 //! happens to be aligned; anything larger goes through `…_aligned_at_generic`, and a size whose
 //! block is not a power of two ≤ 4 KiB (a 3 KiB future, hyper's 8 KiB read buffer) falls through
 //! to `…_aligned_at_overalloc`: the block is over-allocated and the pointer adjusted, for an
@@ -37,7 +37,16 @@ use libmimalloc_sys as mi;
 /// mimalloc. Not supported: a debug build of mimalloc with guarded pages in precise mode
 /// (`MIMALLOC_GUARDED_PRECISE=1`), which places blocks at `page end − size`, whatever the
 /// alignment a plain call could expect.
-const MIN_ALIGN: usize = 16;
+///
+/// That argument is for 64-bit targets, the ones it was checked on. Elsewhere (a 32-bit ARM
+/// board) mimalloc's rounding of small sizes differs (`MI_ALIGN4W` rounds only up to 4 words),
+/// so only the machine word is relied on there: every block is a whole number of words in a
+/// word-aligned page, and anything stricter takes the aligned functions.
+const MIN_ALIGN: usize = if cfg!(target_pointer_width = "64") {
+    16
+} else {
+    core::mem::size_of::<usize>()
+};
 
 /// Whether a block from the plain (unaligned) functions is aligned enough for `layout`.
 #[inline(always)]
