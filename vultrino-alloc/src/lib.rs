@@ -4,11 +4,11 @@
 //!
 //! The `mimalloc` crate's `GlobalAlloc` passes every allocation to `mi_malloc_aligned(size,
 //! align)`, even when `align` is the 1, 8 or 16 that `mi_malloc` guarantees anyway (on 64-bit
-//! targets; see `MIN_ALIGN`). mimalloc's aligned entry point takes its fast path only for a small block (≤ 1 KiB) whose free slot
-//! happens to be aligned; anything larger goes through `…_aligned_at_generic`, and a size whose
-//! block is not a power of two ≤ 4 KiB (a 3 KiB future, hyper's 8 KiB read buffer) falls through
-//! to `…_aligned_at_overalloc`: the block is over-allocated and the pointer adjusted, for an
-//! alignment of 8. Measured under callgrind on `GET /proxy/…`: ~11 over-allocations per request
+//! targets; see `MIN_ALIGN`). mimalloc's aligned entry point takes its fast path only for a
+//! small block (≤ 1 KiB) whose free slot happens to be aligned; anything larger goes through
+//! `…_aligned_at_generic`, and a size whose block is not a power of two ≤ 4 KiB (a 3 KiB future,
+//! hyper's 8 KiB read buffer) falls through to `…_aligned_at_overalloc`: the block is
+//! over-allocated and the pointer adjusted, for an alignment of 8. Measured under callgrind on `GET /proxy/…`: ~11 over-allocations per request
 //! ([decision 0131](../../docs/decisions/0131-plain-mimalloc-calls.md)).
 //!
 //! [`Mimalloc`] calls `mi_malloc`/`mi_zalloc`/`mi_realloc` when the alignment asked for is one
