@@ -145,6 +145,14 @@ fn pending_id(r: &Reply) -> String {
     id
 }
 
+/// Waits until the clock has moved past the current millisecond. Lists are newest first by
+/// `created_at` (milliseconds) and ties go by id, which is random; a test that checks the order
+/// of two approvals made back to back waits so that they are not made in the same millisecond
+/// (CI once made both in one and saw them in id order).
+async fn next_millisecond() {
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+}
+
 fn ids(r: &Reply) -> Vec<String> {
     r.body["approvals"]
         .as_array()
@@ -404,6 +412,7 @@ async fn another_key_cannot_see_or_use_an_approval() {
     let (e, key, url) = asking_env("writes").await;
     let other = e.key("executor").await;
     let id = pending_id(&e.exec(&key, "pay", "POST", &url, Some("x"), &[]).await);
+    next_millisecond().await;
     let second = pending_id(&e.exec(&other, "pay", "POST", &url, Some("y"), &[]).await);
     expect_for(
         "another key reads",
@@ -874,6 +883,7 @@ async fn a_token_sees_and_runs_only_its_own_approvals() {
         &e.exec(&task, "pay", "POST", &url, Some("refund 10"), &[])
             .await,
     );
+    next_millisecond().await;
     let own = pending_id(&e.exec(&key, "pay", "POST", &url, Some("k"), &[]).await);
     expect_for(
         "a sibling token reads it",
