@@ -236,8 +236,13 @@ async fn the_audit_log_file_holds_every_event_as_stored_and_is_reopened_on_sighu
         .status()
         .unwrap();
     assert!(hup.success());
-    // The writer reopens before its next write; give the signal a moment to arrive.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The writer reopens (creating the file at the old path) within 200 ms of the signal's
+    // handling, a write or not: wait for that, not for a fixed time.
+    eventually("the log is reopened at its path", 10, || {
+        let reopened = log.exists();
+        async move { reopened }
+    })
+    .await;
     e.executes(Duration::from_secs(30)).await;
     let newest = e.stored().await[0].clone();
     eventually("the new file holds the newest event", 10, || {
@@ -714,12 +719,17 @@ async fn a_graceful_stop_waits_briefly_for_the_collector() {
         .status()
         .unwrap();
     assert!(term.success());
+    let termed = Instant::now();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        e.server.child.try_wait().unwrap().is_none(),
-        "the server waits for its sinks before it exits"
-    );
+    let running = e.server.child.try_wait().unwrap().is_none();
     collector.mode.store(UP, Ordering::SeqCst);
+    if termed.elapsed() > Duration::from_millis(1500) {
+        // This test was held up long enough for the server's 2 s to run out: a correct server
+        // may have stopped, its batch undelivered. Nothing to check.
+        eprintln!("the test stalled past the server's flush bound: not checked");
+        return;
+    }
+    assert!(running, "the server waits for its sinks before it exits");
     let status = tokio::time::timeout(Duration::from_secs(10), e.server.child.wait())
         .await
         .expect("the server stops once its sinks are empty (or after 2 s)")

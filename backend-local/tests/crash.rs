@@ -49,8 +49,15 @@ async fn acknowledged_writes_survive_kill_9() {
                 }
             }));
         }
-        // Let writes flow, then kill without warning.
+        // Let writes flow (at least 700 ms, and until 4 are acknowledged: a slow disk must not
+        // fail the round), then kill without warning.
         tokio::time::sleep(Duration::from_millis(700)).await;
+        for _ in 0..3000 {
+            if acked.lock().unwrap().len() >= 4 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         server.kill9().await;
         for w in writers {
             w.await.unwrap();

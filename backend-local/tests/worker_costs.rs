@@ -98,6 +98,21 @@ impl Edge {
         r.body
     }
 
+    /// [`Edge::counts`] once the audit object has been asked for the call's event: a `/proxy/`
+    /// call's event is written when its reply body ends, which the runtime may see after the
+    /// client has the whole body (the counters are read without a reset, up to 5 s, first).
+    async fn counts_once_audited(&self) -> Value {
+        for _ in 0..50 {
+            let r = self.c.send("GET", "/__testkit/counts", None, None).await;
+            expect_for("the test worker's counters", &r, 200, None);
+            if r.body["do_audit"].as_u64().unwrap_or(0) >= 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        self.counts().await
+    }
+
     async fn audit_down(&self, down: bool) {
         let r = self
             .c
@@ -161,6 +176,20 @@ impl Edge {
             .filter(|e| e["action"] == action)
             .cloned()
             .collect()
+    }
+
+    /// [`Edge::events`] once `done` holds for them (read again for up to 5 s): a `/proxy/`
+    /// call's final event is written when its reply body ends, after the client has its reply.
+    async fn events_until(&self, action: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let mut events = self.events(action).await;
+        for _ in 0..50 {
+            if done(&events) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            events = self.events(action).await;
+        }
+        events
     }
 }
 
@@ -239,7 +268,7 @@ async fn an_execute_a_proxy_call_an_mcp_call_and_a_login_write_nothing_to_kv() {
     for label in ["proxy (first)", "proxy (warm)"] {
         let r = e.proxy("/echo").await;
         expect(&r, 200, None);
-        let c = e.counts().await;
+        let c = e.counts_once_audited().await;
         audit_rows += c["rows_audit"].as_u64().unwrap();
         warm_costs(label, &c, 2);
         table.push(row(label, &c));
@@ -379,8 +408,12 @@ async fn with_audit_required_nothing_is_sent_while_audit_storage_is_down() {
     let r = e.proxy("/echo?n=served").await;
     expect(&r, 200, None);
     // One event each, the final one (the `started` record it wrote first was replaced).
+    let final_only = |events: &[Value]| {
+        events.iter().any(|ev| ev["status"] == 200)
+            && events.iter().all(|ev| ev["outcome"] != "started")
+    };
     for action in ["execute", "proxy"] {
-        let events = e.events(action).await;
+        let events = e.events_until(action, final_only).await;
         let served: Vec<_> = events.iter().filter(|ev| ev["status"] == 200).collect();
         assert_eq!(served.len(), 1, "{action}: {events:?}");
         assert_eq!(served[0]["outcome"], "allowed", "{action}: {events:?}");
@@ -456,7 +489,7 @@ async fn with_key_record_reuse_a_warm_call_reads_one_kv_record() {
     }
     let r = e.proxy("/echo").await;
     expect(&r, 200, None);
-    let c = e.counts().await;
+    let c = e.counts_once_audited().await;
     warm_costs("proxy (warm, key reused)", &c, 1);
     table.push(row("proxy (warm, key reused)", &c));
     let r = e.mcp_call("/echo").await;

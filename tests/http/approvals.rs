@@ -525,11 +525,12 @@ async fn the_proxy_waits_for_approval_and_binds_the_body() {
         .via_proxy(&key, "POST", "pay/echo?n=1", "{\"amount\":10}", &h)
         .await;
     expect_for("twice", &r, 409, "approval_used");
-    let events = e.audit_events("proxy", 1).await;
-    assert!(
-        events.iter().any(|ev| ev["approval_id"] == id.as_str()),
-        "{events:?}"
-    );
+    // The approved run's event is written when its reply ends, after the refusals' events.
+    let approved = |ev: &Value| ev["approval_id"] == id.as_str();
+    let events = e
+        .audit_events_until("proxy", |events| events.iter().any(approved))
+        .await;
+    assert!(events.iter().any(approved), "{events:?}");
 }
 
 /// `Prefer: wait=N` holds the request: approved meanwhile, the agent gets the upstream's reply

@@ -168,6 +168,18 @@ impl Env {
     /// The audit's events of `action`, newest first. Events may be written after the reply (a
     /// stream's end, a client gone), so this waits up to 5 s for `count` of them to appear.
     async fn audit_events(&self, action: &str, count: usize) -> Vec<Value> {
+        self.audit_events_until(action, |events| events.len() >= count)
+            .await
+    }
+
+    /// The audit's events of `action`, newest first, once `done` holds for them (waiting up to
+    /// 5 s): for an event written after its reply among events of the same action that are
+    /// already there, which a count cannot wait for.
+    async fn audit_events_until(
+        &self,
+        action: &str,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let mut events: Vec<Value> = Vec::new();
         for _ in 0..50 {
             let r = self
@@ -182,7 +194,7 @@ impl Env {
                 .filter(|ev| ev["action"] == action)
                 .cloned()
                 .collect();
-            if events.len() >= count {
+            if done(&events) {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -315,12 +315,13 @@ async fn a_token_dies_at_its_expiry() {
     e.api_key_cred("github").await;
     let key = e.key("executor").await;
     let t = e
-        .token(&key, json!({"credentials": ["github"], "expires_in": 1}))
+        .token(&key, json!({"credentials": ["github"], "expires_in": 2}))
         .await;
     let token = t["token"].as_str().unwrap();
+    // Two seconds of life: the use before the expiry has 2 s, not 1, to land on a loaded machine.
     let r = e.echo_as(token, "github").await;
     expect_for("before its expiry", &r, 200, None);
-    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2300)).await;
     let r = e.echo_as(token, "github").await;
     expect_for("after its expiry", &r, 401, "token_expired");
     assert!(
