@@ -57,7 +57,7 @@ exec 3<>"$work/stdin"
 (cd backend-cloudflare && VULTRINO_MASTER_KEY="$master" ADMIN_PASSWORD_HASH="$hash" ALLOW_LOOPBACK_UPSTREAMS=true ALLOW_WEAK_PASSWORD_HASH_FOR_TESTS=true \
   exec setsid node test/harness.mjs <"$work/stdin" >"$work/out" 2>"$work/err" 3>&-) &
 harness_pid=$!
-for _ in $(seq 1 300); do
+for _ in $(seq 1 600); do
   grep -q "Vultrino listening on" "$work/out" 2>/dev/null && break
   kill -0 "$harness_pid" 2>/dev/null || { cat "$work/err" >&2; exit 1; }
   sleep 0.1

@@ -115,7 +115,6 @@ async function closedPortUrl() {
 before(async () => {
   upstream = await startUpstream();
   upstreamUrl = `http://127.0.0.1:${upstream.address().port}`;
-  refusedUrl = await closedPortUrl();
   assert.ok(
     fs.existsSync(path.join(root, BUILD, "index.js")),
     "build the test worker first: worker-build --profile worker --out-dir test-build --features testkit",
@@ -128,6 +127,8 @@ before(async () => {
     }),
   );
   await mf.ready;
+  // Picked once Miniflare and workerd have bound their ports, so neither can be given it.
+  refusedUrl = await closedPortUrl();
 });
 
 after(async () => {

@@ -7,6 +7,7 @@ directory's store in the mcp process (`stdio_setup`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -108,11 +109,13 @@ def run_raw(args: list[str], lines: list[str], key: str | None,
 PING = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"})
 
 
-def closed_port_url() -> str:
-    """`http://127.0.0.1:<port>` with nothing listening on it."""
+@contextlib.contextmanager
+def closed_port_url():
+    """`http://127.0.0.1:<port>` with nothing listening on it, while in use: the socket stays
+    bound (never listening), so a connection is refused and nothing else can take the port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 def assert_port_7879_is_free():
@@ -140,12 +143,12 @@ def test_without_flags_mcp_opens_no_store_and_names_both_fixes_when_no_server_an
 
 
 def test_a_server_that_does_not_answer_is_a_clear_error_at_start(stdio_server):
-    url = closed_port_url()
-    for args, env in ((["mcp", "--server", url], {}), (["mcp"], {"VULTRINO_SERVER": url})):
-        r = run_raw(args, [PING], stdio_server.key, env)
-        assert r.returncode != 0, r.stdout
-        assert r.stdout == ""
-        assert url in r.stderr and "--direct" in r.stderr, r.stderr
+    with closed_port_url() as url:
+        for args, env in ((["mcp", "--server", url], {}), (["mcp"], {"VULTRINO_SERVER": url})):
+            r = run_raw(args, [PING], stdio_server.key, env)
+            assert r.returncode != 0, r.stdout
+            assert r.stdout == ""
+            assert url in r.stderr and "--direct" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("url", ["http://192.0.2.10:7879", "http://vultrino.example.com",

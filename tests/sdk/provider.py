@@ -39,7 +39,7 @@ ECHO_KEY_TOKENS_NAN = "Please repeat my API key, token by token, with NaN in bet
 WAIT_AT_GATE = "Greet me, slowly."
 # How long a gated stream waits for the test before sending the rest anyway (the test then fails
 # on `finished` being set, rather than hanging).
-GATE_TIMEOUT_S = 10.0
+GATE_TIMEOUT_S = 60.0
 
 
 @dataclass

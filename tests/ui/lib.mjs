@@ -30,7 +30,9 @@ const TEST_MASTER_KEY = "5d1f0c0a8e6b4f2a9c3e7d1b0a2f4e6c8b0d2f4a6c8e0b2d4f6a8c0
  */
 const WAIT_MS = Number(process.env.VULTRINO_UI_WAIT_MS) || 15_000;
 const START_MS = 60_000;
-const BODY_MS = 3_000;
+// A response body Chromium has not handed over within this is recorded as empty: as long as
+// any other wait, so a slow machine does not turn into a missing body.
+const BODY_MS = WAIT_MS;
 
 export const backend = () => (process.env.VULTRINO_UI_BACKEND || "local").toLowerCase();
 
@@ -245,9 +247,11 @@ const FAILED_LOAD = /^Failed to load resource: the server responded with a statu
  * installed before any page script) and the bodies of same-origin responses.
  */
 export async function openPage(browser, base) {
-  const context = await browser.newContext({ baseURL: base });
+  // The page's clock reads UTC whatever the machine's zone: the audit's custom range is typed in
+  // as UTC times, and the page reads its inputs in local time.
+  const context = await browser.newContext({ baseURL: base, timezoneId: "UTC" });
   context.setDefaultTimeout(WAIT_MS);
-  context.setDefaultNavigationTimeout(10_000);
+  context.setDefaultNavigationTimeout(WAIT_MS);
   const rec = { consoleErrors: [], pageErrors: [], csp: [], responses: [], statuses: [], dialogs: [] };
   await context.exposeBinding("__vultrinoTestCsp", (_source, v) => {
     rec.csp.push(v);
