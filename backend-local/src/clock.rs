@@ -23,15 +23,31 @@ impl SystemClock {
 }
 
 impl Clock for SystemClock {
+    /// Read about ten times per request by every core's runtime: the shared maximum is written
+    /// only when this reading is past it (once a millisecond at most, not on every call), so
+    /// the cores do not pass its cache line back and forth, and the milliseconds are counted in
+    /// `u64` (whole seconds times 1000 plus the fraction) rather than through `u128`.
     fn now_ms(&self) -> u64 {
         // A clock set before 1970 reads as 0 (and then stands still at the max seen).
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .map(millis)
             .unwrap_or(0);
+        let seen = self.max_seen_ms.load(Ordering::SeqCst);
+        if wall <= seen {
+            return seen;
+        }
         let previous = self.max_seen_ms.fetch_max(wall, Ordering::SeqCst);
         previous.max(wall)
     }
+}
+
+/// `d` in whole milliseconds, as [`std::time::Duration::as_millis`] counts them, saturating at
+/// `u64::MAX` (half a billion years).
+fn millis(d: std::time::Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_millis()))
 }
 
 /// The tokio timer, for requests held while their approval is pending (`Prefer: wait=N`).
@@ -62,6 +78,49 @@ mod tests {
             assert!(now >= last);
             last = now;
         }
+    }
+
+    /// The milliseconds as `Duration::as_millis` counts them, for any reading (the u64 sum
+    /// saturates where `as_millis` would not fit).
+    #[test]
+    fn milliseconds_are_counted_as_duration_counts_them() {
+        use proptest::prelude::*;
+        // Today's readings, the edge where seconds × 1000 stops fitting, and anything.
+        let edge = u64::MAX / 1000;
+        let secs = prop_oneof![0u64..10_000_000_000, (edge - 2)..=(edge + 2), any::<u64>()];
+        proptest!(|(secs in secs, nanos in 0u32..1_000_000_000)| {
+            let d = std::time::Duration::new(secs, nanos);
+            prop_assert_eq!(millis(d), u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        });
+    }
+
+    /// Many threads reading at once: each one's readings never decrease, and no reading is
+    /// below one that another thread made before it started.
+    #[test]
+    fn readings_never_go_back_across_threads() {
+        let clock = std::sync::Arc::new(SystemClock::new());
+        let before = clock.now_ms();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let clock = clock.clone();
+                std::thread::spawn(move || {
+                    let mut last = clock.now_ms();
+                    assert!(last >= before);
+                    for _ in 0..20_000 {
+                        let now = clock.now_ms();
+                        assert!(now >= last);
+                        last = now;
+                    }
+                    last
+                })
+            })
+            .collect();
+        let last = threads
+            .into_iter()
+            .map(|t| t.join().expect("a reading thread"))
+            .max()
+            .expect("four threads");
+        assert!(clock.now_ms() >= last);
     }
 
     #[test]
