@@ -110,8 +110,19 @@ impl HttpFetcher {
         })
     }
 
-    /// This thread's pooled client for the mode (a cheap handle onto the thread's pool).
-    fn client(&self, allow_loopback: bool) -> HttpClient {
+    /// Start `request` on this thread's pooled client for the mode. The client is borrowed, not
+    /// cloned: a clone writes the reference counts of everything it holds.
+    ///
+    /// Each thread's clients are built on connectors of its own (TLS configuration included):
+    /// hyper-util's client clones itself, connector and all, for every request, and with one
+    /// connector shared by every thread those clones would write the same reference counts from
+    /// every core, passing their cache lines back and forth on each request
+    /// (benches/README.md, "shared writes per request").
+    fn request(
+        &self,
+        allow_loopback: bool,
+        request: http::Request<RequestBody>,
+    ) -> hyper_util::client::legacy::ResponseFuture {
         CLIENTS.with(|cell| {
             let mut list = cell.borrow_mut();
             list.retain(|c| c.owner.strong_count() > 0);
@@ -121,17 +132,17 @@ impl HttpFetcher {
                 None => {
                     list.push(ThreadClients {
                         owner: Arc::downgrade(&self.token),
-                        strict: build_client(self.strict.clone()),
-                        loopback: build_client(self.loopback.clone()),
+                        strict: build_client(thread_connector(false, &self.strict)),
+                        loopback: build_client(thread_connector(true, &self.loopback)),
                     });
                     list.len() - 1
                 }
             };
             let c = &list[at];
             if allow_loopback {
-                c.loopback.clone()
+                c.loopback.request(request)
             } else {
-                c.strict.clone()
+                c.strict.request(request)
             }
         })
     }
@@ -151,6 +162,13 @@ fn build_connector(resolver: CheckedResolver) -> Result<Connector> {
         .https_or_http()
         .enable_all_versions()
         .wrap_connector(http))
+}
+
+/// A connector for one thread's clients, built as [`HttpFetcher::new`] built `shared` (same
+/// resolver mode, same TLS setup) but sharing nothing with it; `shared` itself, cloned, should
+/// the TLS setup fail this time (it did not at construction).
+fn thread_connector(allow_loopback: bool, shared: &Connector) -> Connector {
+    build_connector(CheckedResolver::system(allow_loopback)).unwrap_or_else(|_| shared.clone())
 }
 
 fn build_client(connector: Connector) -> HttpClient {
@@ -331,15 +349,11 @@ fn forwardable(headers: &mut HeaderMap) {
 
 /// Send and read the full body under the size cap. The caller wraps this in the deadline.
 async fn exchange(
-    client: &HttpClient,
-    request: http::Request<RequestBody>,
+    pending: hyper_util::client::legacy::ResponseFuture,
     max_response_bytes: usize,
     host: &str,
 ) -> Result<http::Response<Bytes>> {
-    let response = client
-        .request(request)
-        .await
-        .map_err(|e| map_client_error(&e, host))?;
+    let response = pending.await.map_err(|e| map_client_error(&e, host))?;
     // The body's declared length as the client framed it: none for HEAD, 204 and 304, whose
     // `Content-Length` (if any) describes a body that is not sent.
     let declared = hyper::body::Body::size_hint(response.body()).exact();
@@ -619,8 +633,10 @@ impl Fetcher for HttpFetcher {
                 (Either::Right(upload), progress)
             }
         };
-        let client = self.client(options.allow_loopback);
-        let pending = client.request(http::Request::from_parts(parts, body));
+        let pending = self.request(
+            options.allow_loopback,
+            http::Request::from_parts(parts, body),
+        );
         tokio::pin!(pending);
         let response = loop {
             let deadline = progress.deadline(&options).min(total_deadline);
@@ -656,10 +672,10 @@ impl Fetcher for HttpFetcher {
         let request = http::Request::from_parts(parts, Either::Left(Full::new(body)));
 
         let deadline = Duration::from_millis(options.timeout_ms);
-        let client = self.client(options.allow_loopback);
+        let pending = self.request(options.allow_loopback, request);
         match tokio::time::timeout(
             deadline,
-            exchange(&client, request, options.max_response_bytes, &host),
+            exchange(pending, options.max_response_bytes, &host),
         )
         .await
         {
