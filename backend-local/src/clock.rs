@@ -33,6 +33,14 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map(millis)
             .unwrap_or(0);
+        self.observe(wall)
+    }
+}
+
+impl SystemClock {
+    /// The reading for a wall clock at `wall`: the largest value any reading has returned, or
+    /// `wall` if it is past it.
+    fn observe(&self, wall: u64) -> u64 {
         let seen = self.max_seen_ms.load(Ordering::SeqCst);
         if wall <= seen {
             return seen;
@@ -94,8 +102,54 @@ mod tests {
         });
     }
 
-    /// Many threads reading at once: each one's readings never decrease, and no reading is
-    /// below one that another thread made before it started.
+    /// Walls that rise while stepping back and forth, from four threads at once (many ties and backward
+    /// steps): each thread's readings never decrease and are never below its wall, and once
+    /// they are all done a reading is the largest wall any of them saw — no thread's raise of
+    /// the maximum was lost to another's (a load-then-store would lose some).
+    #[test]
+    fn a_wall_that_steps_back_never_takes_a_reading_back_across_threads() {
+        let clock = std::sync::Arc::new(SystemClock::new());
+        // All four start together, so that their reads and writes of the maximum interleave.
+        let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let (clock, start) = (clock.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    // A wall that rises one step a turn, give or take up to 99 (a small xorshift
+                    // per thread): it steps back often, and the maximum keeps being raised by
+                    // all four threads at once.
+                    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (t + 1);
+                    let (mut last, mut largest_wall) = (0, 0);
+                    for i in 0..200_000 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let wall = i + x % 100;
+                        let reading = clock.observe(wall);
+                        assert!(
+                            reading >= last && reading >= wall,
+                            "{reading} < {last} or {wall}"
+                        );
+                        last = reading;
+                        largest_wall = largest_wall.max(wall);
+                    }
+                    (last, largest_wall)
+                })
+            })
+            .collect();
+        let done: Vec<(u64, u64)> = threads
+            .into_iter()
+            .map(|t| t.join().expect("a reading thread"))
+            .collect();
+        let largest_wall = done.iter().map(|d| d.1).max().expect("four threads");
+        let final_reading = clock.observe(0);
+        assert_eq!(final_reading, largest_wall);
+        assert!(done.iter().all(|d| d.0 <= final_reading));
+    }
+
+    /// Many threads reading the real clock at once: each one's readings never decrease, and no
+    /// reading is below one that another thread made before it started.
     #[test]
     fn readings_never_go_back_across_threads() {
         let clock = std::sync::Arc::new(SystemClock::new());

@@ -13,7 +13,7 @@
 //!   sent: IP literals by [`ssrf::check_ip`], names by [`ssrf::check_name`], https unless the
 //!   loopback opt-in applies.
 //! - **The loopback opt-in is per request** ([`FetchOptions::allow_loopback`]) but the resolver is
-//!   shared by a client's connection pool, so two clients are built at construction: a strict one
+//!   shared by a client's connection pool, so there are two clients (on each thread): a strict one
 //!   and a loopback-allowed one, each with a resolver that has its flag baked in. A request without
 //!   the opt-in can never reuse a resolver decision or a pooled connection made with it.
 //! - **No redirects**: the client never follows one; a 3xx is returned as is (following it would
@@ -63,16 +63,16 @@ type HttpClient = Client<Connector, RequestBody>;
 
 /// The local [`Fetcher`]. Cheap to clone and share.
 ///
-/// It holds the two connectors (strict and loopback-allowed); the pooled clients built on them
-/// are kept **per thread**: `vultrino serve` runs one single-threaded runtime per core
+/// It holds the two resolvers (strict and loopback-allowed); the pooled clients built with them
+/// are kept **per thread**, each on a connector of its own (see [`HttpFetcher::request`]): `vultrino serve` runs one single-threaded runtime per core
 /// ([`crate::server::serve_per_core`]), and a pooled connection is driven by a task of the
 /// runtime that opened it, so a pool shared across threads would turn every request into
 /// cross-thread wake-ups. Each thread therefore gets its own pair of clients, built once on its
 /// first request (clones of one fetcher share them; a dropped fetcher's are pruned).
 #[derive(Clone)]
 pub struct HttpFetcher {
-    strict: Connector,
-    loopback: Connector,
+    strict: CheckedResolver,
+    loopback: CheckedResolver,
     /// Identity of this fetcher (and its clones) in the per-thread client lists.
     token: Arc<()>,
 }
@@ -99,15 +99,31 @@ impl fmt::Debug for HttpFetcher {
 }
 
 impl HttpFetcher {
-    /// Build the strict and the loopback-allowed connectors (TLS configuration included).
+    /// A fetcher on the system's resolver. The TLS setup is tried once here, so that a stack
+    /// that cannot be initialised fails at start rather than at the first request.
     ///
     /// Fails (`Internal`) only if the TLS stack cannot be initialised.
     pub fn new() -> Result<HttpFetcher> {
+        build_connector(CheckedResolver::system(false))?;
         Ok(HttpFetcher {
-            strict: build_connector(CheckedResolver::system(false))?,
-            loopback: build_connector(CheckedResolver::system(true))?,
+            strict: CheckedResolver::system(false),
+            loopback: CheckedResolver::system(true),
             token: Arc::new(()),
         })
+    }
+
+    /// TEST-ONLY: a fetcher whose names all resolve to `addrs` (both modes; still checked).
+    #[cfg(test)]
+    fn with_addresses(addrs: Vec<SocketAddr>) -> HttpFetcher {
+        let resolver = |allow_loopback| CheckedResolver {
+            allow_loopback,
+            lookup: Lookup::Fixed(addrs.clone()),
+        };
+        HttpFetcher {
+            strict: resolver(false),
+            loopback: resolver(true),
+            token: Arc::new(()),
+        }
     }
 
     /// Start `request` on this thread's pooled client for the mode. The client is borrowed, not
@@ -118,11 +134,14 @@ impl HttpFetcher {
     /// connector shared by every thread those clones would write the same reference counts from
     /// every core, passing their cache lines back and forth on each request
     /// (benches/README.md, "shared writes per request").
+    ///
+    /// Fails (`Internal`) only if this thread's TLS setup fails, which [`HttpFetcher::new`]
+    /// tried once already.
     fn request(
         &self,
         allow_loopback: bool,
         request: http::Request<RequestBody>,
-    ) -> hyper_util::client::legacy::ResponseFuture {
+    ) -> Result<hyper_util::client::legacy::ResponseFuture> {
         CLIENTS.with(|cell| {
             let mut list = cell.borrow_mut();
             list.retain(|c| c.owner.strong_count() > 0);
@@ -132,18 +151,18 @@ impl HttpFetcher {
                 None => {
                     list.push(ThreadClients {
                         owner: Arc::downgrade(&self.token),
-                        strict: build_client(thread_connector(false, &self.strict)),
-                        loopback: build_client(thread_connector(true, &self.loopback)),
+                        strict: build_client(build_connector(self.strict.clone())?),
+                        loopback: build_client(build_connector(self.loopback.clone())?),
                     });
                     list.len() - 1
                 }
             };
             let c = &list[at];
-            if allow_loopback {
+            Ok(if allow_loopback {
                 c.loopback.request(request)
             } else {
                 c.strict.request(request)
-            }
+            })
         })
     }
 }
@@ -162,13 +181,6 @@ fn build_connector(resolver: CheckedResolver) -> Result<Connector> {
         .https_or_http()
         .enable_all_versions()
         .wrap_connector(http))
-}
-
-/// A connector for one thread's clients, built as [`HttpFetcher::new`] built `shared` (same
-/// resolver mode, same TLS setup) but sharing nothing with it; `shared` itself, cloned, should
-/// the TLS setup fail this time (it did not at construction).
-fn thread_connector(allow_loopback: bool, shared: &Connector) -> Connector {
-    build_connector(CheckedResolver::system(allow_loopback)).unwrap_or_else(|_| shared.clone())
 }
 
 fn build_client(connector: Connector) -> HttpClient {
@@ -636,7 +648,7 @@ impl Fetcher for HttpFetcher {
         let pending = self.request(
             options.allow_loopback,
             http::Request::from_parts(parts, body),
-        );
+        )?;
         tokio::pin!(pending);
         let response = loop {
             let deadline = progress.deadline(&options).min(total_deadline);
@@ -672,7 +684,7 @@ impl Fetcher for HttpFetcher {
         let request = http::Request::from_parts(parts, Either::Left(Full::new(body)));
 
         let deadline = Duration::from_millis(options.timeout_ms);
-        let pending = self.request(options.allow_loopback, request);
+        let pending = self.request(options.allow_loopback, request)?;
         match tokio::time::timeout(
             deadline,
             exchange(pending, options.max_response_bytes, &host),
@@ -810,6 +822,61 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 0);
+    }
+
+    /// Through the fetcher itself (the per-thread clients it builds): a request without the
+    /// loopback opt-in is refused by the resolver and connects nowhere, before and after a
+    /// request WITH the opt-in has connected to the same name on the same thread — no resolver
+    /// decision and no pooled connection crosses from one mode to the other.
+    #[tokio::test]
+    async fn the_fetchers_two_modes_never_share_a_resolver_or_a_connection() {
+        let (port, accepted) = counting_server().await;
+        let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+        let fetcher = HttpFetcher::with_addresses(vec![loopback]);
+        let url = format!("https://upstream.example:{port}/");
+        let options = |allow_loopback| FetchOptions {
+            timeout_ms: 5_000,
+            max_response_bytes: 1024,
+            allow_loopback,
+        };
+        let fetch = |allow_loopback| {
+            let request = http::Request::get(url.as_str()).body(Bytes::new()).unwrap();
+            fetcher.fetch(request, options(allow_loopback))
+        };
+        let strict = |r: Result<http::Response<Bytes>>| {
+            let e = r.expect_err("refused");
+            assert_eq!(
+                (e.kind(), e.code()),
+                (ErrorKind::Forbidden, Code::SsrfBlocked)
+            );
+        };
+        strict(fetch(false).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            0,
+            "the strict mode connected"
+        );
+        // Allowed to connect (the TLS handshake then fails against the plain listener).
+        assert!(fetch(true).await.is_err());
+        for _ in 0..100 {
+            if accepted.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "the opt-in connected once"
+        );
+        strict(fetch(false).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "the strict mode connected"
+        );
     }
 
     #[tokio::test]
