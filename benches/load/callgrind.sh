@@ -10,6 +10,12 @@
 # for `callgrind_annotate`.
 #
 #   PROFILE=profiling benches/load/callgrind.sh      # any cargo profile; default release
+#   ATOMICS=1 benches/load/callgrind.sh              # also atomic read-modify-writes per request
+#
+# ATOMICS=1 dumps per instruction (`--dump-instr=yes`) and counts, per path, the locked
+# instructions the server ran per request, by function (benches/load/atomics.py): the writes
+# that move a cache line between cores when the data is shared, which an instruction count
+# does not weigh.
 #
 # Valgrind hides SHA extensions from the program, so SHA-256 takes its portable path and counts
 # more than it costs natively (benches/README.md, "criterion and instruction counts").
@@ -24,6 +30,7 @@ WARM=${WARM:-10200}
 WAIT_TRIES=${WAIT_TRIES:-2400}
 source benches/load/common.sh
 CG=(valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p")
+[ "${ATOMICS:-}" = 1 ] && CG+=(--dump-instr=yes)
 REQ=benches/load/requests.py
 
 VULTRINO_WRAP="${CG[*]}" start_vultrino cg --busy-poll-us 0 --threads 1
@@ -54,6 +61,11 @@ measure() {
   last=$(ls -t "$WORK"/cg."$pid".* | head -1)
   [ -n "${CG_KEEP:-}" ] && mkdir -p "$CG_KEEP" && cp "$last" "$CG_KEEP/$name.callgrind"
   echo "$name instructions per request $(awk -v n="$N" '/^(summary|totals):/{printf "%.0f", $2/n; exit}' "$last")"
+  if [ "${ATOMICS:-}" = 1 ]; then
+    local bin="$BIN/vultrino"
+    [ "$name" = bench-proxy ] && bin="$BIN/bench-proxy"
+    echo "$name $(benches/load/atomics.py "$last" "$bin" "$N" "${ATOMICS_TOP:-12}")"
+  fi
 }
 BODY="{\"credential\":\"bench\",\"action\":\"http.request\",\"params\":{\"method\":\"GET\",\"url\":\"$UP/user\"}}"
 echo "Instructions per request (callgrind, $PROFILE build, 1 connection, $N requests after $WARM, $(date -u +%Y-%m-%dT%H:%MZ))"
