@@ -247,9 +247,7 @@ const FAILED_LOAD = /^Failed to load resource: the server responded with a statu
  * installed before any page script) and the bodies of same-origin responses.
  */
 export async function openPage(browser, base) {
-  // The page's clock reads UTC whatever the machine's zone: the audit's custom range is typed in
-  // as UTC times, and the page reads its inputs in local time.
-  const context = await browser.newContext({ baseURL: base, timezoneId: "UTC" });
+  const context = await browser.newContext({ baseURL: base });
   context.setDefaultTimeout(WAIT_MS);
   context.setDefaultNavigationTimeout(WAIT_MS);
   const rec = { consoleErrors: [], pageErrors: [], csp: [], responses: [], statuses: [], dialogs: [] };
