@@ -64,7 +64,8 @@ type HttpClient = Client<Connector, RequestBody>;
 /// The local [`Fetcher`]. Cheap to clone and share.
 ///
 /// It holds the two resolvers (strict and loopback-allowed); the pooled clients built with them
-/// are kept **per thread**, each on a connector of its own (see [`HttpFetcher::request`]): `vultrino serve` runs one single-threaded runtime per core
+/// are kept **per thread**, each on a connector of its own (see [`HttpFetcher::request`]):
+/// `vultrino serve` runs one single-threaded runtime per core
 /// ([`crate::server::serve_per_core`]), and a pooled connection is driven by a task of the
 /// runtime that opened it, so a pool shared across threads would turn every request into
 /// cross-thread wake-ups. Each thread therefore gets its own pair of clients, built once on its
