@@ -252,8 +252,9 @@ pub async fn sync_from(
         Fetched::Export { export, .. } => export,
         Fetched::Unchanged => anyhow::bail!("the edge answered 304 to a request without a tag"),
     };
-    let kv = setup::open_kv(settings, std::sync::Arc::new(SystemClock::new()))?;
-    let now = vultrino_core::ports::Clock::now_ms(&SystemClock::new());
+    let clock = std::sync::Arc::new(SystemClock::new());
+    let now = vultrino_core::ports::Clock::now_ms(&*clock);
+    let kv = setup::open_kv(settings, clock)?;
     let count = vultrino_core::sync::import(&*kv, &master, &export, now)
         .await
         .map_err(|e| {
@@ -296,6 +297,9 @@ pub struct LivePuller {
     url: url::Url,
     token: Zeroizing<String>,
     pub live: Arc<LiveSync>,
+    /// The one clock of every reading the pulls take (a [`SystemClock`] never reads earlier
+    /// than a reading it gave: a fresh one per reading would not keep that).
+    clock: Arc<SystemClock>,
 }
 
 impl LivePuller {
@@ -321,8 +325,9 @@ impl LivePuller {
                  token works too, until the session ends)"
             ),
         };
+        let clock = Arc::new(SystemClock::new());
         let (has_keyring, has_state) = {
-            let kv = setup::open_kv(settings, Arc::new(SystemClock::new()))?;
+            let kv = setup::open_kv(settings, clock.clone())?;
             let found = |key: &'static str| {
                 let kv = kv.clone();
                 async move {
@@ -354,7 +359,12 @@ impl LivePuller {
             url.origin().ascii_serialization(),
             interval_ms,
         ));
-        Ok(LivePuller { url, token, live })
+        Ok(LivePuller {
+            url,
+            token,
+            live,
+            clock,
+        })
     }
 
     /// Pull forever on the current runtime: at once, then every interval, with backoff after
@@ -365,7 +375,7 @@ impl LivePuller {
             let client = match client() {
                 Ok(c) => c,
                 Err(e) => {
-                    let now = vultrino_core::ports::Clock::now_ms(&SystemClock::new());
+                    let now = vultrino_core::ports::Clock::now_ms(&*self.clock);
                     self.live.failed(
                         now,
                         SyncError {
@@ -385,7 +395,7 @@ impl LivePuller {
 
     /// One pull; returns how long to wait before the next.
     async fn pull_once(&self, app: &App, client: &reqwest::Client) -> u64 {
-        let now = || vultrino_core::ports::Clock::now_ms(&SystemClock::new());
+        let now = || vultrino_core::ports::Clock::now_ms(&*self.clock);
         let etag = self.live.etag();
         let failed = |code: String, message: String| {
             tracing::warn!(edge = %self.live.edge(), %code, %message, "sync: pull failed; serving the last good copy");
