@@ -1241,7 +1241,7 @@ async fn a_flood_of_identical_denials_is_one_counted_audit_event() {
     let auth = [("x-api-key", agent.as_str())];
     // Refusals are counted per 10-minute window aligned on the clock: a flood that straddles
     // a window's end is two series (checked below rather than flaking).
-    let started = crate::support::refusal_window_now();
+    let started = crate::support::audit_window_now(vultrino_core::audit::REFUSAL_WINDOW_MS);
     for _ in 0..50 {
         let r = e.proxy("GET", "p/other", &auth, None).await;
         expect_refusal("a path outside the policy", &r, 403, "path_not_allowed");
@@ -1250,7 +1250,7 @@ async fn a_flood_of_identical_denials_is_one_counted_audit_event() {
     expect_refusal("an unknown alias", &r, 403, "credential_not_found");
     let r = e.proxy("GET", "p/echo", &auth, None).await;
     expect_for("an allowed request", &r, 200, None);
-    if crate::support::refusal_window_now() != started {
+    if crate::support::audit_window_now(vultrino_core::audit::REFUSAL_WINDOW_MS) != started {
         eprintln!("the flood straddled an audit window's end: not checked");
         return;
     }
@@ -1291,7 +1291,7 @@ async fn a_refused_probe_among_innocuous_refusals_is_still_written() {
     e.proxy_cred("p", json!({"path_prefixes": ["/echo"]})).await;
     let agent = e.key("executor").await;
     let auth = [("x-api-key", agent.as_str())];
-    let started = crate::support::refusal_window_now();
+    let started = crate::support::audit_window_now(vultrino_core::audit::REFUSAL_WINDOW_MS);
     for (method, path) in [
         ("GET", "p/a"),
         ("GET", "p/a"),
@@ -1302,7 +1302,7 @@ async fn a_refused_probe_among_innocuous_refusals_is_still_written() {
         let r = e.proxy(method, path, &auth, None).await;
         expect_refusal(path, &r, 403, "path_not_allowed");
     }
-    if crate::support::refusal_window_now() != started {
+    if crate::support::audit_window_now(vultrino_core::audit::REFUSAL_WINDOW_MS) != started {
         eprintln!("the refusals straddled an audit window's end: not checked");
         return;
     }
@@ -1457,14 +1457,14 @@ async fn clients_that_leave_before_sending_are_one_counted_event() {
     let e = env_cancellable().await;
     e.proxy_cred("m", json!({"methods": ["GET", "POST"]})).await;
     let agent = e.key("executor").await;
-    let started = crate::support::refusal_window_now();
+    let started = crate::support::audit_window_now(vultrino_core::audit::REFUSAL_WINDOW_MS);
     for _ in 0..3 {
         e.leave_before_the_body_ends("/proxy/m/echo", &[("x-api-key", &agent)], "{\"a\":")
             .await;
     }
     // The counted writes happen after the client left: wait for the third one to land.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    if crate::support::refusal_window_now() != started {
+    if crate::support::audit_window_now(vultrino_core::audit::REFUSAL_WINDOW_MS) != started {
         eprintln!("the requests straddled an audit window's end: not checked");
         return;
     }

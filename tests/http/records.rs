@@ -308,7 +308,7 @@ async fn guesses_at_a_refused_key_record_are_one_unauthenticated_event_with_a_co
     let (id, _) = d.key("read-only").await;
     let record = format!("key:{id}");
     d.edit_raw(&record, |v| v["role"] = "admin".into()).await;
-    let started = crate::support::refusal_window_now();
+    let started = crate::support::audit_window_now(vultrino_core::audit::UNAUTHENTICATED_WINDOW_MS);
     for i in 0..32 {
         let guess = format!("vk_{id}_made-up-secret-{i}");
         let r = d.send("GET", "/v1/credentials", &guess, None).await;
@@ -319,7 +319,8 @@ async fn guesses_at_a_refused_key_record_are_one_unauthenticated_event_with_a_co
             "invalid_api_key",
         );
     }
-    if crate::support::refusal_window_now() != started {
+    if crate::support::audit_window_now(vultrino_core::audit::UNAUTHENTICATED_WINDOW_MS) != started
+    {
         eprintln!("the guesses straddled an audit window's end: not counted");
         return;
     }

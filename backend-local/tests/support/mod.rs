@@ -563,15 +563,16 @@ pub fn require_loopback_only_network() {
     );
 }
 
-/// The audit's refusal window (10 minutes aligned on the clock, `REFUSAL_WINDOW_MS` and the
-/// unauthenticated series of `Integrity`) that `now` falls in. A test that counts refusals into
-/// one event takes it before and after its requests: when the two differ, the requests
-/// straddled a window's end and are two series on a correct server, so the count is not
-/// checked (about once in 10⁴ runs).
-pub fn refusal_window_now() -> u128 {
+/// The audit window of `window_ms` (aligned on the clock: [`vultrino_core::audit::REFUSAL_WINDOW_MS`]
+/// for refusals, [`vultrino_core::audit::UNAUTHENTICATED_WINDOW_MS`] for the unauthenticated
+/// series of a refused record) that now falls in. A test that counts refusals into one event
+/// takes it before and after its requests: when the two differ, the requests straddled a
+/// window's end and are two series on a correct server, so the count is not checked (about
+/// once in 10⁴ runs).
+pub fn audit_window_now(window_ms: u64) -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis()
-        / 600_000
+        / u128::from(window_ms)
 }
