@@ -1,5 +1,6 @@
-//! The outbound HTTP client of the local backend: [`HttpFetcher`], a [`Fetcher`] on hyper-util's
-//! pooled client with rustls (ring, webpki roots; HTTP/1.1 and HTTP/2 by ALPN).
+//! The outbound HTTP client of the local backend: [`HttpFetcher`], a [`Fetcher`] on hyper's
+//! connections, kept per thread by its own [`pool`], with rustls (ring, webpki roots; HTTP/1.1
+//! and HTTP/2 by ALPN).
 //!
 //! What it guarantees (the [`Fetcher`] contract, plus SSRF defence in depth):
 //!
@@ -12,16 +13,16 @@
 //!   [`HttpFetcher::fetch`] runs [`ssrf::check_uri`] on the request URI itself before anything is
 //!   sent: IP literals by [`ssrf::check_ip`], names by [`ssrf::check_name`], https unless the
 //!   loopback opt-in applies.
-//! - **The loopback opt-in is per request** ([`FetchOptions::allow_loopback`]) but the resolver is
-//!   shared by a client's connection pool, so there are two clients (on each thread): a strict one
-//!   and a loopback-allowed one, each with a resolver that has its flag baked in. A request without
-//!   the opt-in can never reuse a resolver decision or a pooled connection made with it.
+//! - **The loopback opt-in is per request** ([`FetchOptions::allow_loopback`]), so there are two
+//!   connectors, a strict one and a loopback-allowed one, each with a resolver that has its flag
+//!   baked in, and the mode is part of a kept connection's key. A request without the opt-in can
+//!   never reuse a resolver decision or a connection made with it.
 //! - **No redirects**: the client never follows one; a 3xx is returned as is (following it would
 //!   bypass the core's policy and SSRF checks for the new location).
 //! - **No proxy from the environment**: nothing reads `HTTPS_PROXY` and the like, which would
 //!   route requests (and their secrets) elsewhere and defeat the address check.
-//! - **One client per mode and thread, built once**: connections are pooled and reused across
-//!   requests (idle ones closed after 90 s); see [`HttpFetcher`] for why pools are per thread.
+//! - **Connections kept per thread** and reused across requests (idle ones closed after 90 s);
+//!   see [`HttpFetcher`] for why per thread, and [`pool`] for how.
 //! - **Whole-exchange deadline** (`timeout_ms` over connect + send + full body) and a streamed
 //!   **size cap** (`Content-Length` checked first, then the body is counted as it arrives and the
 //!   connection dropped once over the cap).
@@ -33,13 +34,15 @@
 //! and edge sync — still use): its per-request redirect/retry layers and URL re-parsing cost a
 //! large share of the execute path's throughput; see
 //! docs/decisions/0027-hyper-util-outbound-client.md (the figures are in benches/README.md).
+//! Why not hyper-util's pooled client either (used until decision 0134): its pool's checkout,
+//! return and hashing cost about 10 k instructions per request, an eighth of a `/proxy/`
+//! request's.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -49,44 +52,31 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use vultrino_core::body::{Body, BodyStream};
 use vultrino_core::error::Code;
 use vultrino_core::ports::{FetchOptions, Fetcher, StreamOptions};
 use vultrino_core::{ssrf, Error, ErrorKind, Result};
 
+mod pool;
+
 type Connector = HttpsConnector<HttpConnector<CheckedResolver>>;
 /// A request body: whole ([`Fetcher::fetch`]), or streamed ([`Fetcher::fetch_stream`]).
 type RequestBody = Either<Full<Bytes>, Upload>;
-type HttpClient = Client<Connector, RequestBody>;
 
 /// The local [`Fetcher`]. Cheap to clone and share.
 ///
-/// It holds the two resolvers (strict and loopback-allowed); the pooled clients built with them
-/// are kept **per thread**, each on a connector of its own (see [`HttpFetcher::request`]):
+/// It holds the two connectors (strict and loopback-allowed: each a resolver that checks what it
+/// resolves, and TLS); the connections made with them are kept **per thread** ([`pool`]):
 /// `vultrino serve` runs one single-threaded runtime per core
-/// ([`crate::server::serve_per_core`]), and a pooled connection is driven by a task of the
-/// runtime that opened it, so a pool shared across threads would turn every request into
-/// cross-thread wake-ups. Each thread therefore gets its own pair of clients, built once on its
-/// first request (clones of one fetcher share them; a dropped fetcher's are pruned).
+/// ([`crate::server::serve_per_core`]), and a connection is driven by a task of the runtime that
+/// opened it, so connections shared across threads would turn every request into cross-thread
+/// wake-ups. Clones of one fetcher share its connections; another fetcher never does.
 #[derive(Clone)]
 pub struct HttpFetcher {
-    strict: CheckedResolver,
-    loopback: CheckedResolver,
-    /// Identity of this fetcher (and its clones) in the per-thread client lists.
+    strict: Connector,
+    loopback: Connector,
+    /// Identity of this fetcher (and its clones) in the per-thread connection lists.
     token: Arc<()>,
-}
-
-/// One fetcher's clients on one thread.
-struct ThreadClients {
-    owner: Weak<()>,
-    strict: HttpClient,
-    loopback: HttpClient,
-}
-
-thread_local! {
-    static CLIENTS: RefCell<Vec<ThreadClients>> = const { RefCell::new(Vec::new()) };
 }
 
 impl fmt::Debug for HttpFetcher {
@@ -100,15 +90,13 @@ impl fmt::Debug for HttpFetcher {
 }
 
 impl HttpFetcher {
-    /// A fetcher on the system's resolver. The TLS setup is tried once here, so that a stack
-    /// that cannot be initialised fails at start rather than at the first request.
+    /// A fetcher on the system's resolver.
     ///
     /// Fails (`Internal`) only if the TLS stack cannot be initialised.
     pub fn new() -> Result<HttpFetcher> {
-        build_connector(CheckedResolver::system(false))?;
         Ok(HttpFetcher {
-            strict: CheckedResolver::system(false),
-            loopback: CheckedResolver::system(true),
+            strict: build_connector(CheckedResolver::system(false))?,
+            loopback: build_connector(CheckedResolver::system(true))?,
             token: Arc::new(()),
         })
     }
@@ -121,50 +109,32 @@ impl HttpFetcher {
             lookup: Lookup::Fixed(addrs.clone()),
         };
         HttpFetcher {
-            strict: resolver(false),
-            loopback: resolver(true),
+            strict: build_connector(resolver(false)).expect("TLS"),
+            loopback: build_connector(resolver(true)).expect("TLS"),
             token: Arc::new(()),
         }
     }
 
-    /// Start `request` on this thread's pooled client for the mode. The client is borrowed, not
-    /// cloned: a clone writes the reference counts of everything it holds.
-    ///
-    /// Each thread's clients are built on connectors of its own (TLS configuration included):
-    /// hyper-util's client clones itself, connector and all, for every request, and with one
-    /// connector shared by every thread those clones would write the same reference counts from
-    /// every core, passing their cache lines back and forth on each request
-    /// (benches/README.md, "shared writes per request").
-    ///
-    /// Fails (`Internal`) only if this thread's TLS setup fails, which [`HttpFetcher::new`]
-    /// tried once already.
-    fn request(
+    /// Send `request` on one of this thread's connections for its mode and origin, or a new
+    /// one; the response comes with the lease of its connection, to hold until its body is
+    /// read or dropped.
+    async fn send(
         &self,
         allow_loopback: bool,
         request: http::Request<RequestBody>,
-    ) -> Result<hyper_util::client::legacy::ResponseFuture> {
-        CLIENTS.with(|cell| {
-            let mut list = cell.borrow_mut();
-            list.retain(|c| c.owner.strong_count() > 0);
-            let me = Arc::as_ptr(&self.token);
-            let at = match list.iter().position(|c| std::ptr::eq(c.owner.as_ptr(), me)) {
-                Some(i) => i,
-                None => {
-                    list.push(ThreadClients {
-                        owner: Arc::downgrade(&self.token),
-                        strict: build_client(build_connector(self.strict.clone())?),
-                        loopback: build_client(build_connector(self.loopback.clone())?),
-                    });
-                    list.len() - 1
-                }
-            };
-            let c = &list[at];
-            Ok(if allow_loopback {
-                c.loopback.request(request)
+        host: &str,
+    ) -> Result<(http::Response<hyper::body::Incoming>, pool::Lease)> {
+        let origin = pool::Origin {
+            owner: &self.token,
+            connector: if allow_loopback {
+                &self.loopback
             } else {
-                c.strict.request(request)
-            })
-        })
+                &self.strict
+            },
+            loopback: allow_loopback,
+            host,
+        };
+        pool::send(origin, request).await
     }
 }
 
@@ -182,14 +152,6 @@ fn build_connector(resolver: CheckedResolver) -> Result<Connector> {
         .https_or_http()
         .enable_all_versions()
         .wrap_connector(http))
-}
-
-fn build_client(connector: Connector) -> HttpClient {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
 }
 
 /// Check a name's resolved addresses: all of them must pass [`ssrf::check_ip`], or the name is
@@ -284,25 +246,6 @@ fn core_error_in(e: &(dyn std::error::Error + 'static)) -> Option<Error> {
     None
 }
 
-/// Turn a client error into a core error without ever formatting the client error.
-fn map_client_error(e: &hyper_util::client::legacy::Error, host: &str) -> Error {
-    let (kind, error) = if let Some(core) = core_error_in(e) {
-        ("refused", core)
-    } else if e.is_connect() {
-        (
-            "connect",
-            connect_error("could not connect to the upstream"),
-        )
-    } else {
-        (
-            "request",
-            Error::new(ErrorKind::UpstreamFailed, "the upstream request failed"),
-        )
-    };
-    tracing::warn!(host = %host, kind, code = error.code().as_str(), "upstream fetch failed");
-    error
-}
-
 fn body_error(host: &str) -> Error {
     tracing::warn!(host = %host, kind = "body", "upstream fetch failed");
     Error::new(
@@ -362,11 +305,12 @@ fn forwardable(headers: &mut HeaderMap) {
 
 /// Send and read the full body under the size cap. The caller wraps this in the deadline.
 async fn exchange(
-    pending: hyper_util::client::legacy::ResponseFuture,
+    pending: impl Future<Output = Result<(http::Response<hyper::body::Incoming>, pool::Lease)>>,
     max_response_bytes: usize,
     host: &str,
 ) -> Result<http::Response<Bytes>> {
-    let response = pending.await.map_err(|e| map_client_error(&e, host))?;
+    // The lease is held until the body is read (or this is dropped part way).
+    let (response, _lease) = pending.await?;
     // The body's declared length as the client framed it: none for HEAD, 204 and 304, whose
     // `Content-Length` (if any) describes a body that is not sent.
     let declared = hyper::body::Body::size_hint(response.body()).exact();
@@ -527,6 +471,8 @@ struct Download {
     /// that is already whole when its head arrives (most small ones) costs no timer at all.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     host: String,
+    /// The connection's lease, given up when the body has ended or this is dropped.
+    lease: Option<pool::Lease>,
 }
 
 impl Download {
@@ -535,6 +481,7 @@ impl Download {
         idle: Duration,
         total_deadline: tokio::time::Instant,
         host: String,
+        lease: pool::Lease,
     ) -> Download {
         Download {
             incoming: Some(incoming),
@@ -543,12 +490,14 @@ impl Download {
             total_deadline,
             timer: None,
             host,
+            lease: Some(lease),
         }
     }
 
     fn end(&mut self, error: Error) -> Poll<Option<Result<Bytes>>> {
         self.incoming = None;
         self.timer = None;
+        self.lease = None;
         Poll::Ready(Some(Err(error)))
     }
 
@@ -589,6 +538,7 @@ impl futures_core::Stream for Download {
                 Poll::Ready(None) => {
                     this.incoming = None;
                     this.timer = None;
+                    this.lease = None;
                     return Poll::Ready(None);
                 }
                 Poll::Pending => {
@@ -646,19 +596,23 @@ impl Fetcher for HttpFetcher {
                 (Either::Right(upload), progress)
             }
         };
-        let pending = self.request(
-            options.allow_loopback,
-            http::Request::from_parts(parts, body),
-        )?;
-        tokio::pin!(pending);
-        let response = loop {
-            let deadline = progress.deadline(&options).min(total_deadline);
-            tokio::select! {
-                r = &mut pending => break r.map_err(|e| map_client_error(&e, &host))?,
-                () = tokio::time::sleep_until(deadline) => {
-                    // The upload may have moved meanwhile: only a deadline still passed counts.
-                    if tokio::time::Instant::now() >= progress.deadline(&options).min(total_deadline) {
-                        return Err(timeout_error(&host, "the upstream did not answer in time"));
+        let (response, lease) = {
+            let pending = self.send(
+                options.allow_loopback,
+                http::Request::from_parts(parts, body),
+                &host,
+            );
+            tokio::pin!(pending);
+            loop {
+                let deadline = progress.deadline(&options).min(total_deadline);
+                tokio::select! {
+                    r = &mut pending => break r?,
+                    () = tokio::time::sleep_until(deadline) => {
+                        // The upload may have moved meanwhile: only a deadline still passed
+                        // counts.
+                        if tokio::time::Instant::now() >= progress.deadline(&options).min(total_deadline) {
+                            return Err(timeout_error(&host, "the upstream did not answer in time"));
+                        }
                     }
                 }
             }
@@ -666,7 +620,7 @@ impl Fetcher for HttpFetcher {
         let (parts, incoming) = response.into_parts();
         let len = hyper::body::Body::size_hint(&incoming).exact();
         let idle = Duration::from_millis(options.idle_timeout_ms);
-        let download = Download::new(incoming, idle, total_deadline, host);
+        let download = Download::new(incoming, idle, total_deadline, host, lease);
         let body = match len {
             Some(0) => Body::empty(),
             Some(n) => Body::from_stream_with_len(download, n),
@@ -685,7 +639,7 @@ impl Fetcher for HttpFetcher {
         let request = http::Request::from_parts(parts, Either::Left(Full::new(body)));
 
         let deadline = Duration::from_millis(options.timeout_ms);
-        let pending = self.request(options.allow_loopback, request)?;
+        let pending = self.send(options.allow_loopback, request, &host);
         match tokio::time::timeout(
             deadline,
             exchange(pending, options.max_response_bytes, &host),
@@ -758,12 +712,6 @@ mod tests {
         );
     }
 
-    fn get(uri: &str) -> http::Request<RequestBody> {
-        http::Request::get(uri)
-            .body(Either::Left(Full::new(Bytes::new())))
-            .unwrap()
-    }
-
     /// A listener on 127.0.0.1 that counts accepted connections and answers 204.
     async fn counting_server() -> (u16, Arc<AtomicUsize>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -786,14 +734,16 @@ mod tests {
         (port, accepted)
     }
 
-    fn client_with(addrs: Vec<SocketAddr>, allow_loopback: bool) -> HttpClient {
-        build_client(
-            build_connector(CheckedResolver {
-                allow_loopback,
-                lookup: Lookup::Fixed(addrs),
-            })
-            .unwrap(),
-        )
+    fn fetch_options(allow_loopback: bool) -> FetchOptions {
+        FetchOptions {
+            timeout_ms: 5_000,
+            max_response_bytes: 1024,
+            allow_loopback,
+        }
+    }
+
+    fn get_req(uri: &str) -> http::Request<Bytes> {
+        http::Request::get(uri).body(Bytes::new()).unwrap()
     }
 
     #[tokio::test]
@@ -806,15 +756,12 @@ mod tests {
             (vec![loopback], false),
             (vec![loopback, sa("10.0.0.1:1")], true),
         ] {
-            let client = client_with(addrs, allow);
-            let err = client
-                .request(get(&format!(
-                    "http://upstream.example:{port}/?token=s3cret"
-                )))
+            let fetcher = HttpFetcher::with_addresses(addrs);
+            let url = format!("https://upstream.example:{port}/?token=s3cret");
+            let mapped = fetcher
+                .fetch(get_req(&url), fetch_options(allow))
                 .await
-                .err()
-                .unwrap();
-            let mapped = map_client_error(&err, "upstream.example");
+                .expect_err("refused");
             assert_eq!(
                 (mapped.kind(), mapped.code()),
                 (ErrorKind::Forbidden, Code::SsrfBlocked)
@@ -884,13 +831,154 @@ mod tests {
     async fn connection_goes_to_the_checked_address() {
         let (port, accepted) = counting_server().await;
         let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
-        let client = client_with(vec![loopback], true);
-        let response = client
-            .request(get(&format!("http://upstream.example:{port}/")))
+        let fetcher = HttpFetcher::with_addresses(vec![loopback]);
+        let url = format!("http://localhost:{port}/");
+        let response = fetcher
+            .fetch(get_req(&url), fetch_options(true))
             .await
             .unwrap();
         assert_eq!(response.status(), http::StatusCode::NO_CONTENT);
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// A keep-alive HTTP/1.1 listener on 127.0.0.1: counts accepted connections, records each
+    /// request's head, answers `200 ok` with a length, and closes a connection after
+    /// `per_conn` requests on it (`usize::MAX`: never).
+    async fn keep_alive_server(
+        per_conn: usize,
+    ) -> (u16, Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (counter, seen) = (accepted.clone(), heads.clone());
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut served = 0;
+                    while served < per_conn {
+                        let mut chunk = [0u8; 4096];
+                        let Ok(n) = sock.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                            buf.drain(..end + 4);
+                            seen.lock().unwrap().push(head);
+                            served += 1;
+                            let last = served >= per_conn;
+                            let reply: &[u8] = if last {
+                                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                            } else {
+                                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                            };
+                            if sock.write_all(reply).await.is_err() || last {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (port, accepted, heads)
+    }
+
+    /// Sequential requests to one origin share one connection; the request leaves in origin
+    /// form with the client's own `Host` (the port, as it is not the default one).
+    #[tokio::test]
+    async fn sequential_requests_reuse_one_connection() {
+        let (port, accepted, heads) = keep_alive_server(usize::MAX).await;
+        let fetcher = HttpFetcher::with_addresses(vec![sa(&format!("127.0.0.1:{port}"))]);
+        for i in 0..5 {
+            let url = format!("http://localhost:{port}/items?n={i}");
+            let r = fetcher
+                .fetch(get_req(&url), fetch_options(true))
+                .await
+                .unwrap();
+            assert_eq!((r.status().as_u16(), &r.body()[..]), (200, &b"ok"[..]));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        let heads = heads.lock().unwrap().clone();
+        assert_eq!(heads.len(), 5);
+        assert!(
+            heads[3].starts_with("GET /items?n=3 HTTP/1.1\r\n"),
+            "{}",
+            heads[3]
+        );
+        let host = format!("host: localhost:{port}");
+        assert!(
+            heads[3].to_ascii_lowercase().contains(&host),
+            "{}",
+            heads[3]
+        );
+        // Another fetcher (its own resolver) never takes this one's connection.
+        let other = HttpFetcher::with_addresses(vec![sa(&format!("127.0.0.1:{port}"))]);
+        let url = format!("http://localhost:{port}/");
+        other
+            .fetch(get_req(&url), fetch_options(true))
+            .await
+            .unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// A connection the upstream closes after each exchange (`Connection: close`) is not taken
+    /// again: every request gets through, on a new connection each.
+    #[tokio::test]
+    async fn a_closed_connection_is_not_reused() {
+        let (port, accepted, _) = keep_alive_server(1).await;
+        let fetcher = HttpFetcher::with_addresses(vec![sa(&format!("127.0.0.1:{port}"))]);
+        for _ in 0..3 {
+            let url = format!("http://localhost:{port}/");
+            let r = fetcher
+                .fetch(get_req(&url), fetch_options(true))
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    /// Streamed exchanges at once on one origin each get a connection of their own (an
+    /// HTTP/1.1 connection carries one exchange at a time), and are then reused.
+    #[tokio::test]
+    async fn concurrent_exchanges_take_separate_connections_then_reuse_them() {
+        let (port, accepted, _) = keep_alive_server(usize::MAX).await;
+        let fetcher = HttpFetcher::with_addresses(vec![sa(&format!("127.0.0.1:{port}"))]);
+        let url = format!("http://localhost:{port}/");
+        let options = StreamOptions {
+            headers_timeout_ms: 5_000,
+            idle_timeout_ms: 5_000,
+            total_timeout_ms: 10_000,
+            max_buffered_response_bytes: 1024,
+            allow_loopback: true,
+        };
+        let req = || {
+            http::Request::get(url.as_str())
+                .body(Body::empty())
+                .unwrap()
+        };
+        // Three replies held open (their bodies not read yet): three connections.
+        let a = fetcher.fetch_stream(req(), options).await.unwrap();
+        let b = fetcher.fetch_stream(req(), options).await.unwrap();
+        let c = fetcher.fetch_stream(req(), options).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        for r in [a, b, c] {
+            let body = r.into_body().collect_capped(1024).await.unwrap();
+            assert_eq!(&body[..], b"ok");
+        }
+        for _ in 0..6 {
+            let r = fetcher.fetch_stream(req(), options).await.unwrap();
+            r.into_body().collect_capped(1024).await.unwrap();
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     #[test]
