@@ -981,6 +981,61 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
+    /// The upstream closes a kept keep-alive connection after an exchange (as Node does after
+    /// 5 s idle, without `Connection: close`): the next request sees it closed and goes on a new
+    /// connection.
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_while_idle_is_not_taken() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                // Closed, keep-alive notwithstanding.
+            }
+        });
+        let fetcher = HttpFetcher::with_addresses(vec![sa(&format!("127.0.0.1:{port}"))]);
+        let url = format!("http://localhost:{port}/");
+        for _ in 0..3 {
+            let r = fetcher
+                .fetch(get_req(&url), fetch_options(true))
+                .await
+                .unwrap();
+            assert_eq!(&r.body()[..], b"ok");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    /// A thread's kept connections are bounded; when the bound is reached, the one idle
+    /// longest is closed to make room, so a busy fetcher fanning out to many origins does not
+    /// leave another one without reuse (review of decision 0134, finding 5).
+    #[tokio::test]
+    async fn a_full_list_makes_room_for_a_new_connection() {
+        let (port_x, accepted_x, _) = keep_alive_server(usize::MAX).await;
+        let x = HttpFetcher::with_addresses(vec![sa(&format!("127.0.0.1:{port_x}"))]);
+        for i in 0..pool::MAX_KEPT {
+            let url = format!("http://h{i}.localhost:{port_x}/");
+            x.fetch(get_req(&url), fetch_options(true)).await.unwrap();
+        }
+        assert_eq!(accepted_x.load(Ordering::SeqCst), pool::MAX_KEPT);
+        let (port_y, accepted_y, _) = keep_alive_server(usize::MAX).await;
+        let y = HttpFetcher::with_addresses(vec![sa(&format!("127.0.0.1:{port_y}"))]);
+        for _ in 0..3 {
+            let url = format!("http://localhost:{port_y}/");
+            y.fetch(get_req(&url), fetch_options(true)).await.unwrap();
+        }
+        assert_eq!(accepted_y.load(Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn hop_by_hop_and_host_headers_are_not_forwarded() {
         let mut h = HeaderMap::new();

@@ -165,8 +165,20 @@ async fn a_scrape_after_executes_and_proxied_calls_counts_them_and_names_no_secr
     expect(&r, 200, None);
 
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    // No authentication on the metrics listener: scrapers have no Vultrino key.
-    let (status, ct, text) = scrape(&http, &url).await;
+    // No authentication on the metrics listener: scrapers have no Vultrino key. A proxied
+    // call is counted when its audit event is written, in the background once its reply's
+    // stream has ended — possibly just after the client read that end: scraped again until it
+    // shows (bounded), then everything is asserted on that one scrape.
+    let proxied = "vultrino_credential_requests_total{action=\"proxy\",outcome=\"allowed\"} 1\n";
+    let mut scraped = scrape(&http, &url).await;
+    for _ in 0..50 {
+        if scraped.2.contains(proxied) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        scraped = scrape(&http, &url).await;
+    }
+    let (status, ct, text) = scraped;
     assert_eq!(status, 200, "{text}");
     assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
     assert_well_formed(&text);

@@ -38,8 +38,10 @@ use super::{connect_error, core_error_in, Connector, RequestBody};
 /// A connection with no exchange for this long is closed.
 pub(super) const IDLE: Duration = Duration::from_secs(90);
 
-/// Most connections kept per thread (all fetchers, modes and origins together).
-pub(super) const MAX_KEPT: usize = 256;
+/// Most connections kept per thread (all fetchers, modes and origins together); past it, the
+/// one idle longest is closed to make room, and only when none is idle is a new connection
+/// used for its one exchange and closed.
+pub(super) const MAX_KEPT: usize = if cfg!(test) { 8 } else { 256 };
 
 /// The lease count of a connection being closed: no checkout takes it any more.
 const CLOSED: u32 = u32::MAX;
@@ -87,26 +89,36 @@ impl Sender {
     }
 }
 
+/// Milliseconds since the first connection of the process (for idle times only).
+fn now_ms() -> u64 {
+    static ANCHOR: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let anchor = ANCHOR.get_or_init(Instant::now);
+    u64::try_from(anchor.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// What a connection's leases and its idle watch share.
 struct State {
-    /// Exchanges holding the connection, or [`CLOSED`].
+    /// Exchanges holding the connection, or [`CLOSED`] (which stays: a lease ending later
+    /// leaves it as it is).
     leases: AtomicU32,
-    /// When the last lease ended, in ms since [`State::born`].
+    /// When the last lease ended, in [`now_ms`].
     released_ms: AtomicU64,
-    born: Instant,
 }
 
 impl State {
     fn new() -> Arc<State> {
         Arc::new(State {
             leases: AtomicU32::new(0),
-            released_ms: AtomicU64::new(0),
-            born: Instant::now(),
+            released_ms: AtomicU64::new(now_ms()),
         })
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
+    fn close(&self) {
+        self.leases.store(CLOSED, Ordering::Release);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.leases.load(Ordering::Acquire) == CLOSED
     }
 
     /// Take a lease: refused once closing, and on HTTP/1.1 while another exchange holds it.
@@ -133,9 +145,7 @@ impl State {
             return Err(idle);
         }
         let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
-        let since = self
-            .now_ms()
-            .saturating_sub(self.released_ms.load(Ordering::Acquire));
+        let since = now_ms().saturating_sub(self.released_ms.load(Ordering::Acquire));
         if since < idle_ms {
             return Err(Duration::from_millis(idle_ms - since));
         }
@@ -154,11 +164,22 @@ impl State {
 /// end or given up).
 pub(super) struct Lease(Option<Arc<State>>);
 
+impl Lease {
+    fn is_of(&self, state: &Arc<State>) -> bool {
+        self.0.as_ref().is_some_and(|s| Arc::ptr_eq(s, state))
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(state) = self.0.take() {
-            state.released_ms.store(state.now_ms(), Ordering::Release);
-            state.leases.fetch_sub(1, Ordering::AcqRel);
+            state.released_ms.store(now_ms(), Ordering::Release);
+            // A connection closed meanwhile stays closed.
+            let _ = state
+                .leases
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n != CLOSED && n > 0).then(|| n - 1)
+                });
         }
     }
 }
@@ -186,30 +207,48 @@ pub(super) struct Origin<'a> {
 /// on a kept connection or a new one; the response comes with the lease of its connection.
 pub(super) async fn send(
     origin: Origin<'_>,
-    mut request: http::Request<RequestBody>,
+    request: http::Request<RequestBody>,
 ) -> Result<(http::Response<hyper::body::Incoming>, Lease)> {
     let https = request.uri().scheme() == Some(&Scheme::HTTPS);
     let Some(authority) = request.uri().authority().cloned() else {
         return Err(Error::bad_request("the upstream URL has no host"));
     };
-    set_host(&mut request, https)?;
-    let mut reused = true;
-    let mut taken = checkout(&origin, https, &authority);
+    let first = checkout(&origin, https, &authority);
+    send_from(origin, request, https, &authority, first).await
+}
+
+/// [`send`] from its checkout: on `taken` when there is one (a kept connection), else on a new
+/// connection; a request given back unsent by a reused connection goes once more on a new one.
+async fn send_from(
+    origin: Origin<'_>,
+    mut request: http::Request<RequestBody>,
+    https: bool,
+    authority: &Authority,
+    mut taken: Option<(Taken, Lease)>,
+) -> Result<(http::Response<hyper::body::Incoming>, Lease)> {
+    let host = host_value(request.uri(), https)?;
+    // The request as the caller made it: HTTP/1.1 rewrites it to origin form, and a retry
+    // starts from this again.
+    let uri = request.uri().clone();
+    let mut reused = taken.is_some();
     loop {
         let (sender, lease) = match taken.take() {
             Some(found) => found,
             None => {
                 reused = false;
-                connect(&origin, https, &authority, request.uri()).await?
+                connect(&origin, https, authority).await?
             }
         };
-        let mut e = match send_on(sender, request)?.await {
+        let mut e = match send_on(sender, &lease, request, &host)?.await {
             Ok(response) => return Ok((response, lease)),
             Err(e) => e,
         };
         match e.take_message() {
             // Given back unsent by a connection that was reused: once more, on a new one.
-            Some(back) if reused => request = back,
+            Some(mut back) if reused => {
+                *back.uri_mut() = uri.clone();
+                request = back;
+            }
             _ => return Err(send_error(e.error(), origin.host)),
         }
     }
@@ -226,28 +265,46 @@ type Pending = std::pin::Pin<
     >,
 >;
 
-/// Hand the request to its connection. (Its kept entry cannot disappear between checkout and
-/// now: one thread, no await in between; `Internal` if it did.)
-fn send_on(sender: Taken, request: http::Request<RequestBody>) -> Result<Pending> {
+/// Hand the request to its connection: the kept entry at the index checkout or connect gave,
+/// which must still be the one `lease` holds (one thread and no await in between make it so;
+/// were that ever broken, the request is refused, `Internal`, rather than sent on whatever
+/// connection the index names now).
+fn send_on(
+    sender: Taken,
+    lease: &Lease,
+    request: http::Request<RequestBody>,
+    host: &HeaderValue,
+) -> Result<Pending> {
     match sender {
         Taken::Kept(index) => KEPT.with(|cell| {
             let mut kept = cell.borrow_mut();
             match kept.get_mut(index) {
-                Some(k) => Ok(dispatch(&mut k.sender, request)),
-                None => Err(Error::internal()),
+                Some(k) if lease.is_of(&k.state) => Ok(dispatch(&mut k.sender, request, host)),
+                _ => Err(Error::internal()),
             }
         }),
-        Taken::Own(mut sender) => Ok(dispatch(&mut sender, request)),
+        Taken::Own(mut sender) => Ok(dispatch(&mut sender, request, host)),
     }
 }
 
-fn dispatch(sender: &mut Sender, mut req: http::Request<RequestBody>) -> Pending {
+/// The request in its version's form: on HTTP/1.1 in origin form with `Host`; on HTTP/2 with
+/// its absolute URI, from which hyper writes `:scheme` and `:authority` (and no `Host`, which
+/// could differ from `:authority`: RFC 9113 §8.3.1).
+fn dispatch(
+    sender: &mut Sender,
+    mut req: http::Request<RequestBody>,
+    host: &HeaderValue,
+) -> Pending {
     match sender {
         Sender::H1(s) => {
+            req.headers_mut().insert(header::HOST, host.clone());
             origin_form(req.uri_mut());
             Box::pin(s.try_send_request(req))
         }
-        Sender::H2(s) => Box::pin(s.try_send_request(req)),
+        Sender::H2(s) => {
+            req.headers_mut().remove(header::HOST);
+            Box::pin(s.try_send_request(req))
+        }
     }
 }
 
@@ -262,9 +319,7 @@ fn checkout(origin: &Origin<'_>, https: bool, authority: &Authority) -> Option<(
     KEPT.with(|cell| {
         let mut kept = cell.borrow_mut();
         kept.retain(|k| {
-            !k.sender.is_closed()
-                && k.state.leases.load(Ordering::Acquire) != CLOSED
-                && k.key.owner.strong_count() > 0
+            !k.sender.is_closed() && !k.state.is_closed() && k.key.owner.strong_count() > 0
         });
         kept.iter().enumerate().find_map(|(i, k)| {
             if !k.key.is(origin.owner, origin.loopback, https, authority) || !k.sender.is_ready() {
@@ -282,10 +337,9 @@ async fn connect(
     origin: &Origin<'_>,
     https: bool,
     authority: &Authority,
-    uri: &http::Uri,
 ) -> Result<(Taken, Lease)> {
     let mut connector = origin.connector.clone();
-    let io = connector.call(uri.clone()).await.map_err(|e| {
+    let io = connector.call(connect_target(https, authority)?).await.map_err(|e| {
         let error = core_error_in(&*e)
             .unwrap_or_else(|| connect_error("could not connect to the upstream"));
         tracing::warn!(host = %origin.host, kind = "connect", code = error.code().as_str(), "upstream fetch failed");
@@ -315,7 +369,7 @@ async fn connect(
         .ok_or_else(|| connect_error("could not connect to the upstream"))?;
     let taken = KEPT.with(|cell| {
         let mut kept = cell.borrow_mut();
-        if kept.len() >= MAX_KEPT {
+        if kept.len() >= MAX_KEPT && !make_room(&mut kept) {
             return Taken::Own(sender);
         }
         kept.push(Kept {
@@ -331,6 +385,37 @@ async fn connect(
         Taken::Kept(kept.len() - 1)
     });
     Ok((taken, lease))
+}
+
+/// Close the kept connection idle longest (no lease) to make room for a new one: false when
+/// every kept connection is in use.
+fn make_room(kept: &mut Vec<Kept>) -> bool {
+    let oldest = kept
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| k.state.leases.load(Ordering::Acquire) == 0)
+        .min_by_key(|(_, k)| k.state.released_ms.load(Ordering::Acquire))
+        .map(|(i, _)| i);
+    let Some(i) = oldest else {
+        return false;
+    };
+    // Closing for good (no checkout can take it now); dropping its sender ends the connection.
+    if kept[i].state.close_if_idle(Duration::ZERO).is_err() {
+        return false;
+    }
+    kept.swap_remove(i);
+    true
+}
+
+/// What the connector is asked to reach: the origin only (`scheme://authority/`), never the
+/// request's path or query.
+fn connect_target(https: bool, authority: &Authority) -> Result<http::Uri> {
+    http::Uri::builder()
+        .scheme(if https { Scheme::HTTPS } else { Scheme::HTTP })
+        .authority(authority.clone())
+        .path_and_query("/")
+        .build()
+        .map_err(|_| Error::bad_request("the upstream URL has no valid host"))
 }
 
 /// A connection's driver: it runs until the connection ends, or until it has had no lease for
@@ -350,17 +435,16 @@ async fn drive<F: std::future::Future>(conn: F, state: Arc<State>, idle: Duratio
         _ = conn => {}
         () = idle => {}
     }
-    state.leases.store(CLOSED, Ordering::Release);
+    state.close();
 }
 
 /// `Host` from the URI (the client's own, whatever the caller sent; the port only when it is
 /// not the scheme's default), as hyper's pooled client sets it.
-fn set_host(request: &mut http::Request<RequestBody>, https: bool) -> Result<()> {
-    let uri = request.uri();
+fn host_value(uri: &http::Uri, https: bool) -> Result<HeaderValue> {
     let Some(host) = uri.host() else {
         return Err(Error::bad_request("the upstream URL has no host"));
     };
-    let value = match uri.port_u16() {
+    match uri.port_u16() {
         Some(p) if !((p == 443 && https) || (p == 80 && !https)) => {
             let mut v = String::with_capacity(host.len() + 6);
             v.push_str(host);
@@ -370,18 +454,16 @@ fn set_host(request: &mut http::Request<RequestBody>, https: bool) -> Result<()>
         }
         _ => HeaderValue::from_str(host),
     }
-    .map_err(|_| Error::bad_request("the upstream URL's host is not a valid header value"))?;
-    request.headers_mut().insert(header::HOST, value);
-    Ok(())
+    .map_err(|_| Error::bad_request("the upstream URL's host is not a valid header value"))
 }
 
-/// `/path?query` for HTTP/1.1 (`/` when there is none).
+/// `/path?query` for HTTP/1.1; `/` when there is none or it is empty (an empty one reads as
+/// `/` but would be written as nothing).
 fn origin_form(uri: &mut http::Uri) {
-    let path = uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    *uri = http::Uri::from(path);
+    *uri = match uri.path_and_query() {
+        Some(p) if p.as_str() != "/" => http::Uri::from(p.clone()),
+        _ => http::Uri::from(PathAndQuery::from_static("/")),
+    };
 }
 
 /// A failed send as the core sees it: a refusal raised by the upload body (a key in it, too
@@ -401,7 +483,266 @@ fn send_error(e: &hyper::Error, host: &str) -> Error {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // test setup
+
     use super::*;
+    use bytes::Bytes;
+    use http_body_util::{Either, Full};
+    use hyper_util::rt::TokioIo;
+
+    fn empty() -> RequestBody {
+        Either::Left(Full::new(Bytes::new()))
+    }
+
+    /// An HTTP/1.1 sender on a connection to a 127.0.0.1 listener that accepts and never
+    /// answers (enough to be kept and looked up), its driver spawned.
+    async fn idle_h1_sender() -> Sender {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                held.push(sock);
+            }
+        });
+        let io = TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+        let (sender, conn) = http1::handshake::<_, RequestBody>(io).await.unwrap();
+        tokio::spawn(conn);
+        Sender::H1(sender)
+    }
+
+    fn kept(owner: &Arc<()>, host: &str, sender: Sender) -> Kept {
+        Kept {
+            key: Key {
+                owner: Arc::downgrade(owner),
+                loopback: true,
+                https: false,
+                authority: host.parse().unwrap(),
+            },
+            sender,
+            state: State::new(),
+        }
+    }
+
+    /// The index a checkout gave no longer names the entry its lease holds (the list changed
+    /// in between): the request is refused, never sent on the connection now at that index.
+    #[tokio::test]
+    async fn a_stale_index_is_refused_not_sent_on_another_connection() {
+        let owner = Arc::new(());
+        KEPT.with(|c| c.borrow_mut().clear());
+        let (a, b, c) = (
+            idle_h1_sender().await,
+            idle_h1_sender().await,
+            idle_h1_sender().await,
+        );
+        KEPT.with(|cell| {
+            let mut list = cell.borrow_mut();
+            list.push(kept(&owner, "a.localhost", a));
+            list.push(kept(&owner, "b.localhost", b));
+        });
+        let lease_b = KEPT
+            .with(|cell| cell.borrow()[1].state.acquire(true))
+            .unwrap();
+        KEPT.with(|cell| {
+            let mut list = cell.borrow_mut();
+            list.swap_remove(0); // b moves to 0
+            list.push(kept(&owner, "c.localhost", c)); // c takes index 1
+        });
+        let host = HeaderValue::from_static("b.localhost");
+        let req = http::Request::get("http://b.localhost/")
+            .body(empty())
+            .unwrap();
+        let sent = send_on(Taken::Kept(1), &lease_b, req, &host);
+        assert_eq!(sent.err().map(|e| e.kind()), Some(ErrorKind::Internal));
+        // The right index is taken.
+        let req = http::Request::get("http://b.localhost/")
+            .body(empty())
+            .unwrap();
+        assert!(send_on(Taken::Kept(0), &lease_b, req, &host).is_ok());
+        KEPT.with(|c| c.borrow_mut().clear());
+    }
+
+    /// HTTP/2: the request goes with its absolute URI (`:scheme`, `:authority`) and no `Host`,
+    /// even one with the default port written out (RFC 9113 §8.3.1).
+    #[tokio::test]
+    async fn http2_requests_carry_no_host_header() {
+        use hyper::service::service_fn;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<(Option<String>, String)>();
+        let tx = std::sync::Mutex::new(Some(tx));
+        tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let host = req
+                    .headers()
+                    .get(header::HOST)
+                    .map(|v| v.to_str().unwrap().to_string());
+                if let Some(tx) = tx.lock().unwrap().take() {
+                    let _ = tx.send((host, req.uri().to_string()));
+                }
+                async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+                }
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(sock), svc)
+                .await;
+        });
+        let io = TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+        let (sender, conn) = http2::handshake::<_, _, RequestBody>(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut sender = Sender::H2(sender);
+        let uri: http::Uri = "https://api.example:443/v1/items?x=1".parse().unwrap();
+        let host = host_value(&uri, true).unwrap();
+        assert_eq!(host, "api.example");
+        let req = http::Request::get(uri).body(empty()).unwrap();
+        let Ok(response) = dispatch(&mut sender, req, &host).await else {
+            panic!("the HTTP/2 exchange failed");
+        };
+        assert_eq!(response.status(), http::StatusCode::OK);
+        let (seen_host, seen_uri) = rx.await.unwrap();
+        assert_eq!(seen_host, None);
+        assert_eq!(seen_uri, "https://api.example:443/v1/items?x=1");
+    }
+
+    /// A reused connection that gives the request back unsent (here: its driver is gone, as
+    /// when the upstream's close lands between checkout and send): the request goes once more,
+    /// whole and to the same place, on a new connection through the connector.
+    #[tokio::test]
+    async fn a_request_given_back_unsent_goes_once_more_on_a_new_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && sock.read(&mut byte).await.unwrap() == 1 {
+                head.push(byte[0]);
+            }
+            sock.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&head).into_owned()
+        });
+        // A sender whose connection's driver was dropped, never run.
+        let dead = {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let io = TokioIo::new(
+                tokio::net::TcpStream::connect(l.local_addr().unwrap())
+                    .await
+                    .unwrap(),
+            );
+            let (sender, conn) = http1::handshake::<_, RequestBody>(io).await.unwrap();
+            drop(conn);
+            Sender::H1(sender)
+        };
+        let state = State::new();
+        let lease = state.acquire(true).unwrap();
+        let owner = Arc::new(());
+        let connector = super::super::build_connector(super::super::CheckedResolver {
+            allow_loopback: true,
+            lookup: super::super::Lookup::Fixed(vec![std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                port,
+            ))]),
+        })
+        .unwrap();
+        let origin = Origin {
+            owner: &owner,
+            connector: &connector,
+            loopback: true,
+            host: "localhost",
+        };
+        let uri: http::Uri = format!("http://localhost:{port}/v1/again?n=1")
+            .parse()
+            .unwrap();
+        let authority = uri.authority().cloned().unwrap();
+        let req = http::Request::post(uri)
+            .body(Either::Left(Full::new(Bytes::from_static(b"body"))))
+            .unwrap();
+        let Ok((response, _lease)) = send_from(
+            origin,
+            req,
+            false,
+            &authority,
+            Some((Taken::Own(dead), lease)),
+        )
+        .await
+        else {
+            panic!("the request was not sent again");
+        };
+        assert_eq!(response.status(), http::StatusCode::NO_CONTENT);
+        let head = server.await.unwrap();
+        assert!(
+            head.starts_with("POST /v1/again?n=1 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains(&format!("host: localhost:{port}")),
+            "{head}"
+        );
+        assert!(
+            head.to_ascii_lowercase().contains("content-length: 4"),
+            "{head}"
+        );
+        KEPT.with(|c| c.borrow_mut().clear());
+    }
+
+    #[test]
+    fn host_and_request_target_as_http1_wants_them() {
+        let at = |u: &str, https| host_value(&u.parse().unwrap(), https).unwrap();
+        assert_eq!(at("http://a.example/x", false), "a.example");
+        assert_eq!(at("http://a.example:80/x", false), "a.example");
+        assert_eq!(at("http://a.example:8080/x", false), "a.example:8080");
+        assert_eq!(at("https://a.example:443/x", true), "a.example");
+        assert_eq!(at("https://a.example:80/x", true), "a.example:80");
+        assert_eq!(at("http://[::1]:9/x", false), "[::1]:9");
+        let target = |u: http::Uri| {
+            let mut u = u;
+            origin_form(&mut u);
+            u.to_string()
+        };
+        assert_eq!(target("http://a.example/p?q=1".parse().unwrap()), "/p?q=1");
+        assert_eq!(target("http://a.example".parse().unwrap()), "/");
+        let bare = http::Uri::builder()
+            .scheme("http")
+            .authority("a.example")
+            .path_and_query("")
+            .build();
+        if let Ok(bare) = bare {
+            assert_eq!(target(bare), "/");
+        }
+    }
+
+    /// The connector is asked for the origin only: no path, no query (which may carry a
+    /// secret the credential put there).
+    #[test]
+    fn the_connector_sees_the_origin_only() {
+        let authority = Authority::from_static("api.example:8443");
+        let uri = connect_target(true, &authority).unwrap();
+        assert_eq!(uri.to_string(), "https://api.example:8443/");
+        assert_eq!(
+            connect_target(false, &authority).unwrap().scheme_str(),
+            Some("http")
+        );
+    }
+
+    #[test]
+    fn a_closed_connection_stays_closed_when_its_leases_end() {
+        let state = State::new();
+        let (a, b) = (state.acquire(false).unwrap(), state.acquire(false).unwrap());
+        state.close();
+        drop(a);
+        drop(b);
+        assert!(state.is_closed());
+        assert!(state.acquire(false).is_none());
+        assert!(state.acquire(true).is_none());
+    }
 
     #[test]
     fn an_http1_connection_carries_one_exchange_at_a_time() {
@@ -411,8 +752,8 @@ mod tests {
         drop(first);
         assert!(state.acquire(true).is_some(), "released");
         // HTTP/2: any number at once.
-        let (_a, _b) = (state.acquire(false), state.acquire(false));
-        assert!(_a.is_some() && _b.is_some());
+        let (a, b) = (state.acquire(false), state.acquire(false));
+        assert!(a.is_some() && b.is_some());
     }
 
     #[test]
