@@ -571,7 +571,7 @@ impl futures_core::Stream for Download {
 
 #[async_trait::async_trait]
 impl Fetcher for HttpFetcher {
-    /// Streams both ways on the same pooled client as [`Fetcher::fetch`]; see the trait's
+    /// Streams both ways on the same kept connections as [`Fetcher::fetch`]; see the trait's
     /// contract. The wait for the response head is re-armed whenever the upload moves, so a
     /// slow but moving upload is not cut by the head's deadline.
     async fn fetch_stream(

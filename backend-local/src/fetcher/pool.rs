@@ -439,7 +439,7 @@ async fn drive<F: std::future::Future>(conn: F, state: Arc<State>, idle: Duratio
 }
 
 /// `Host` from the URI (the client's own, whatever the caller sent; the port only when it is
-/// not the scheme's default), as hyper's pooled client sets it.
+/// not the scheme's default), as hyper-util's pooled client set it.
 fn host_value(uri: &http::Uri, https: bool) -> Result<HeaderValue> {
     let Some(host) = uri.host() else {
         return Err(Error::bad_request("the upstream URL has no host"));
