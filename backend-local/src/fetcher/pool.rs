@@ -245,13 +245,21 @@ async fn send_from(
         };
         match e.take_message() {
             // Given back unsent by a connection that was reused: once more, on a new one.
-            Some(mut back) if reused => {
-                *back.uri_mut() = uri.clone();
-                request = back;
-            }
+            Some(back) if reused => request = restored(back, &uri),
             _ => return Err(send_error(e.error(), origin.host)),
         }
     }
+}
+
+/// A request given back unsent, as the caller made it again: its absolute URI (HTTP/1.1 had
+/// rewritten it to origin form; the next connection may be HTTP/2, which needs the scheme and
+/// authority from it). Its `Host` is set again, or removed, by [`dispatch`].
+fn restored(
+    mut back: http::Request<RequestBody>,
+    uri: &http::Uri,
+) -> http::Request<RequestBody> {
+    *back.uri_mut() = uri.clone();
+    back
 }
 
 type Pending = std::pin::Pin<
@@ -315,12 +323,18 @@ enum Taken {
     Own(Sender),
 }
 
+/// Drop the entries no one can take any more: closed connections, and those of a fetcher
+/// that is gone.
+fn prune(kept: &mut Vec<Kept>) {
+    kept.retain(|k| {
+        !k.sender.is_closed() && !k.state.is_closed() && k.key.owner.strong_count() > 0
+    });
+}
+
 fn checkout(origin: &Origin<'_>, https: bool, authority: &Authority) -> Option<(Taken, Lease)> {
     KEPT.with(|cell| {
         let mut kept = cell.borrow_mut();
-        kept.retain(|k| {
-            !k.sender.is_closed() && !k.state.is_closed() && k.key.owner.strong_count() > 0
-        });
+        prune(&mut kept);
         kept.iter().enumerate().find_map(|(i, k)| {
             if !k.key.is(origin.owner, origin.loopback, https, authority) || !k.sender.is_ready() {
                 return None;
@@ -369,6 +383,8 @@ async fn connect(
         .ok_or_else(|| connect_error("could not connect to the upstream"))?;
     let taken = KEPT.with(|cell| {
         let mut kept = cell.borrow_mut();
+        // Entries that died while this connected do not hold a place.
+        prune(&mut kept);
         if kept.len() >= MAX_KEPT && !make_room(&mut kept) {
             return Taken::Own(sender);
         }
@@ -400,9 +416,9 @@ fn make_room(kept: &mut Vec<Kept>) -> bool {
         return false;
     };
     // Closing for good (no checkout can take it now); dropping its sender ends the connection.
-    if kept[i].state.close_if_idle(Duration::ZERO).is_err() {
-        return false;
-    }
+    // If the compare-and-swap lost, it lost to its driver closing it (a lease is taken only
+    // here, on this thread): gone either way.
+    let _ = kept[i].state.close_if_idle(Duration::ZERO);
     kept.swap_remove(i);
     true
 }
@@ -598,7 +614,11 @@ mod tests {
         let uri: http::Uri = "https://api.example:443/v1/items?x=1".parse().unwrap();
         let host = host_value(&uri, true).unwrap();
         assert_eq!(host, "api.example");
-        let req = http::Request::get(uri).body(empty()).unwrap();
+        // A `Host` the request still carries (one given back by an HTTP/1.1 connection) goes.
+        let req = http::Request::get(uri)
+            .header(header::HOST, "evil.example")
+            .body(empty())
+            .unwrap();
         let Ok(response) = dispatch(&mut sender, req, &host).await else {
             panic!("the HTTP/2 exchange failed");
         };
@@ -623,10 +643,12 @@ mod tests {
             while !head.ends_with(b"\r\n\r\n") && sock.read(&mut byte).await.unwrap() == 1 {
                 head.push(byte[0]);
             }
+            let mut body = [0u8; 4];
+            sock.read_exact(&mut body).await.unwrap();
             sock.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
                 .await
                 .unwrap();
-            String::from_utf8_lossy(&head).into_owned()
+            (String::from_utf8_lossy(&head).into_owned(), body)
         });
         // A sender whose connection's driver was dropped, never run.
         let dead = {
@@ -676,7 +698,8 @@ mod tests {
             panic!("the request was not sent again");
         };
         assert_eq!(response.status(), http::StatusCode::NO_CONTENT);
-        let head = server.await.unwrap();
+        let (head, body) = server.await.unwrap();
+        assert_eq!(&body, b"body", "the body sent again whole");
         assert!(
             head.starts_with("POST /v1/again?n=1 HTTP/1.1\r\n"),
             "{head}"
@@ -690,6 +713,73 @@ mod tests {
             head.to_ascii_lowercase().contains("content-length: 4"),
             "{head}"
         );
+        KEPT.with(|c| c.borrow_mut().clear());
+    }
+
+    /// A request given back after HTTP/1.1 rewrote it gets its absolute URI again (for an
+    /// HTTP/2 connection next, which takes `:scheme` and `:authority` from it).
+    #[test]
+    fn a_request_given_back_is_restored_to_its_absolute_uri() {
+        let uri: http::Uri = "https://api.example/v1/x?q=1".parse().unwrap();
+        let mut req = http::Request::post(uri.clone()).body(empty()).unwrap();
+        origin_form(req.uri_mut());
+        assert_eq!(req.uri().to_string(), "/v1/x?q=1");
+        let back = restored(req, &uri);
+        assert_eq!(back.uri(), &uri);
+        assert_eq!(back.method(), http::Method::POST);
+    }
+
+    /// A request goes at most twice: given back (or failed) by the new connection of its
+    /// retry, it fails, with no third connection (review of decision 0134, second pass).
+    #[tokio::test]
+    async fn a_retry_is_made_once_and_never_from_a_new_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            // Each connection is closed as soon as it is accepted.
+            while let Ok((sock, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(sock);
+            }
+        });
+        let owner = Arc::new(());
+        let connector = super::super::build_connector(super::super::CheckedResolver {
+            allow_loopback: true,
+            lookup: super::super::Lookup::Fixed(vec![std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                port,
+            ))]),
+        })
+        .unwrap();
+        let uri: http::Uri = format!("http://localhost:{port}/").parse().unwrap();
+        let authority = uri.authority().cloned().unwrap();
+        for round in 1..=10 {
+            let dead = {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let io = TokioIo::new(
+                    tokio::net::TcpStream::connect(l.local_addr().unwrap())
+                        .await
+                        .unwrap(),
+                );
+                let (sender, conn) = http1::handshake::<_, RequestBody>(io).await.unwrap();
+                drop(conn);
+                Sender::H1(sender)
+            };
+            let state = State::new();
+            let lease = state.acquire(true).unwrap();
+            let origin = Origin {
+                owner: &owner,
+                connector: &connector,
+                loopback: true,
+                host: "localhost",
+            };
+            let req = http::Request::get(uri.clone()).body(empty()).unwrap();
+            let sent = send_from(origin, req, false, &authority, Some((Taken::Own(dead), lease))).await;
+            assert!(sent.is_err(), "round {round}: an answer from a closed connection");
+            assert_eq!(accepted.load(Ordering::SeqCst), round, "round {round}: connections");
+        }
         KEPT.with(|c| c.borrow_mut().clear());
     }
 
