@@ -254,10 +254,7 @@ async fn send_from(
 /// A request given back unsent, as the caller made it again: its absolute URI (HTTP/1.1 had
 /// rewritten it to origin form; the next connection may be HTTP/2, which needs the scheme and
 /// authority from it). Its `Host` is set again, or removed, by [`dispatch`].
-fn restored(
-    mut back: http::Request<RequestBody>,
-    uri: &http::Uri,
-) -> http::Request<RequestBody> {
+fn restored(mut back: http::Request<RequestBody>, uri: &http::Uri) -> http::Request<RequestBody> {
     *back.uri_mut() = uri.clone();
     back
 }
@@ -776,9 +773,23 @@ mod tests {
                 host: "localhost",
             };
             let req = http::Request::get(uri.clone()).body(empty()).unwrap();
-            let sent = send_from(origin, req, false, &authority, Some((Taken::Own(dead), lease))).await;
-            assert!(sent.is_err(), "round {round}: an answer from a closed connection");
-            assert_eq!(accepted.load(Ordering::SeqCst), round, "round {round}: connections");
+            let sent = send_from(
+                origin,
+                req,
+                false,
+                &authority,
+                Some((Taken::Own(dead), lease)),
+            )
+            .await;
+            assert!(
+                sent.is_err(),
+                "round {round}: an answer from a closed connection"
+            );
+            assert_eq!(
+                accepted.load(Ordering::SeqCst),
+                round,
+                "round {round}: connections"
+            );
         }
         KEPT.with(|c| c.borrow_mut().clear());
     }
