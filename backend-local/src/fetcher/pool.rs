@@ -236,7 +236,10 @@ async fn send_from(
             Some(found) => found,
             None => {
                 reused = false;
-                connect(&origin, https, authority).await?
+                // Boxed: connecting (TCP, TLS, the handshakes) is the large, rare part of this
+                // future; inline, every request's future would carry its state and be copied
+                // whole at each move (~17 KB, benches/README.md).
+                Box::pin(connect(&origin, https, authority)).await?
             }
         };
         let mut e = match send_on(sender, &lease, request, &host)?.await {
