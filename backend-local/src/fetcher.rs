@@ -714,6 +714,12 @@ mod tests {
 
     /// A listener on 127.0.0.1 that counts accepted connections and answers 204.
     async fn counting_server() -> (u16, Arc<AtomicUsize>) {
+        counting_server_with(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n").await
+    }
+
+    /// A listener on 127.0.0.1 that counts accepted connections, answers one request on each
+    /// with `reply`, then closes it (whatever `reply` says about keep-alive).
+    async fn counting_server_with(reply: &'static [u8]) -> (u16, Arc<AtomicUsize>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -725,9 +731,7 @@ mod tests {
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
                     let _ = sock.read(&mut buf).await;
-                    let _ = sock
-                        .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
-                        .await;
+                    let _ = sock.write_all(reply).await;
                 });
             }
         });
@@ -740,6 +744,14 @@ mod tests {
             max_response_bytes: 1024,
             allow_loopback,
         }
+    }
+
+    /// A GET through `fetcher` with the loopback opt-in, which must succeed.
+    async fn fetch_ok(fetcher: &HttpFetcher, url: &str) -> http::Response<Bytes> {
+        fetcher
+            .fetch(get_req(url), fetch_options(true))
+            .await
+            .unwrap()
     }
 
     fn get_req(uri: &str) -> http::Request<Bytes> {
@@ -833,10 +845,7 @@ mod tests {
         let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
         let fetcher = HttpFetcher::with_addresses(vec![loopback]);
         let url = format!("http://localhost:{port}/");
-        let response = fetcher
-            .fetch(get_req(&url), fetch_options(true))
-            .await
-            .unwrap();
+        let response = fetch_ok(&fetcher, &url).await;
         assert_eq!(response.status(), http::StatusCode::NO_CONTENT);
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
@@ -899,10 +908,7 @@ mod tests {
         let fetcher = HttpFetcher::with_addresses(vec![sa(&format!("127.0.0.1:{port}"))]);
         for i in 0..5 {
             let url = format!("http://localhost:{port}/items?n={i}");
-            let r = fetcher
-                .fetch(get_req(&url), fetch_options(true))
-                .await
-                .unwrap();
+            let r = fetch_ok(&fetcher, &url).await;
             assert_eq!((r.status().as_u16(), &r.body()[..]), (200, &b"ok"[..]));
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -922,10 +928,7 @@ mod tests {
         // Another fetcher (its own resolver) never takes this one's connection.
         let other = HttpFetcher::with_addresses(vec![sa(&format!("127.0.0.1:{port}"))]);
         let url = format!("http://localhost:{port}/");
-        other
-            .fetch(get_req(&url), fetch_options(true))
-            .await
-            .unwrap();
+        fetch_ok(&other, &url).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -937,10 +940,7 @@ mod tests {
         let fetcher = HttpFetcher::with_addresses(vec![sa(&format!("127.0.0.1:{port}"))]);
         for _ in 0..3 {
             let url = format!("http://localhost:{port}/");
-            let r = fetcher
-                .fetch(get_req(&url), fetch_options(true))
-                .await
-                .unwrap();
+            let r = fetch_ok(&fetcher, &url).await;
             assert_eq!(r.status().as_u16(), 200);
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
@@ -986,29 +986,13 @@ mod tests {
     /// connection.
     #[tokio::test]
     async fn a_connection_the_upstream_closed_while_idle_is_not_taken() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                let mut buf = [0u8; 4096];
-                let _ = sock.read(&mut buf).await;
-                let _ = sock
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                // Closed, keep-alive notwithstanding.
-            }
-        });
+        // Closed after its reply, keep-alive notwithstanding.
+        let (port, accepted) =
+            counting_server_with(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
         let fetcher = HttpFetcher::with_addresses(vec![sa(&format!("127.0.0.1:{port}"))]);
         let url = format!("http://localhost:{port}/");
         for _ in 0..3 {
-            let r = fetcher
-                .fetch(get_req(&url), fetch_options(true))
-                .await
-                .unwrap();
+            let r = fetch_ok(&fetcher, &url).await;
             assert_eq!(&r.body()[..], b"ok");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -1024,14 +1008,14 @@ mod tests {
         let x = HttpFetcher::with_addresses(vec![sa(&format!("127.0.0.1:{port_x}"))]);
         for i in 0..pool::MAX_KEPT {
             let url = format!("http://h{i}.localhost:{port_x}/");
-            x.fetch(get_req(&url), fetch_options(true)).await.unwrap();
+            fetch_ok(&x, &url).await;
         }
         assert_eq!(accepted_x.load(Ordering::SeqCst), pool::MAX_KEPT);
         let (port_y, accepted_y, _) = keep_alive_server(usize::MAX).await;
         let y = HttpFetcher::with_addresses(vec![sa(&format!("127.0.0.1:{port_y}"))]);
         for _ in 0..3 {
             let url = format!("http://localhost:{port_y}/");
-            y.fetch(get_req(&url), fetch_options(true)).await.unwrap();
+            fetch_ok(&y, &url).await;
         }
         assert_eq!(accepted_y.load(Ordering::SeqCst), 1);
     }

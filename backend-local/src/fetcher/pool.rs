@@ -527,6 +527,31 @@ mod tests {
         Sender::H1(sender)
     }
 
+    /// A sender whose connection's driver was dropped, never run: it gives any request back.
+    async fn dead_h1_sender() -> Sender {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let io = TokioIo::new(
+            tokio::net::TcpStream::connect(l.local_addr().unwrap())
+                .await
+                .unwrap(),
+        );
+        let (sender, conn) = http1::handshake::<_, RequestBody>(io).await.unwrap();
+        drop(conn);
+        Sender::H1(sender)
+    }
+
+    /// The fetcher's connector, every name resolving to 127.0.0.1:`port`, loopback allowed.
+    fn loopback_connector(port: u16) -> Connector {
+        super::super::build_connector(super::super::CheckedResolver {
+            allow_loopback: true,
+            lookup: super::super::Lookup::Fixed(vec![std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                port,
+            ))]),
+        })
+        .unwrap()
+    }
+
     fn kept(owner: &Arc<()>, host: &str, sender: Sender) -> Kept {
         Kept {
             key: Key {
@@ -650,29 +675,11 @@ mod tests {
                 .unwrap();
             (String::from_utf8_lossy(&head).into_owned(), body)
         });
-        // A sender whose connection's driver was dropped, never run.
-        let dead = {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let io = TokioIo::new(
-                tokio::net::TcpStream::connect(l.local_addr().unwrap())
-                    .await
-                    .unwrap(),
-            );
-            let (sender, conn) = http1::handshake::<_, RequestBody>(io).await.unwrap();
-            drop(conn);
-            Sender::H1(sender)
-        };
+        let dead = dead_h1_sender().await;
         let state = State::new();
         let lease = state.acquire(true).unwrap();
         let owner = Arc::new(());
-        let connector = super::super::build_connector(super::super::CheckedResolver {
-            allow_loopback: true,
-            lookup: super::super::Lookup::Fixed(vec![std::net::SocketAddr::from((
-                [127, 0, 0, 1],
-                port,
-            ))]),
-        })
-        .unwrap();
+        let connector = loopback_connector(port);
         let origin = Origin {
             owner: &owner,
             connector: &connector,
@@ -745,28 +752,11 @@ mod tests {
             }
         });
         let owner = Arc::new(());
-        let connector = super::super::build_connector(super::super::CheckedResolver {
-            allow_loopback: true,
-            lookup: super::super::Lookup::Fixed(vec![std::net::SocketAddr::from((
-                [127, 0, 0, 1],
-                port,
-            ))]),
-        })
-        .unwrap();
+        let connector = loopback_connector(port);
         let uri: http::Uri = format!("http://localhost:{port}/").parse().unwrap();
         let authority = uri.authority().cloned().unwrap();
         for round in 1..=10 {
-            let dead = {
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let io = TokioIo::new(
-                    tokio::net::TcpStream::connect(l.local_addr().unwrap())
-                        .await
-                        .unwrap(),
-                );
-                let (sender, conn) = http1::handshake::<_, RequestBody>(io).await.unwrap();
-                drop(conn);
-                Sender::H1(sender)
-            };
+            let dead = dead_h1_sender().await;
             let state = State::new();
             let lease = state.acquire(true).unwrap();
             let origin = Origin {
