@@ -328,7 +328,8 @@ async fn exchange(
             continue; // trailers
         };
         if chunk.len() > max_response_bytes - received {
-            // Dropping `incoming` here closes the connection; the rest is never read.
+            // Dropping `incoming` here ends the exchange: the rest is never read (the connection
+            // is kept only if hyper had already read all of it).
             tracing::warn!(host = %host, kind = "too_large", "upstream response refused (body)");
             return Err(too_large());
         }
@@ -462,7 +463,9 @@ impl hyper::body::Body for Upload {
 /// deadlines. Dropping it drops the connection (hyper never pools a connection whose body was
 /// not read to its end), which is how a client that goes away cancels the upstream request.
 struct Download {
-    incoming: Option<hyper::body::Incoming>,
+    /// The body and its connection's lease, given up together when the body has ended or
+    /// failed, or this is dropped.
+    incoming: Option<(hyper::body::Incoming, pool::Lease)>,
     idle: Duration,
     /// When the last chunk came (or the head, at first): the idle deadline runs from it.
     last_progress: tokio::time::Instant,
@@ -471,8 +474,6 @@ struct Download {
     /// that is already whole when its head arrives (most small ones) costs no timer at all.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     host: String,
-    /// The connection's lease, given up when the body has ended or this is dropped.
-    lease: Option<pool::Lease>,
 }
 
 impl Download {
@@ -484,20 +485,18 @@ impl Download {
         lease: pool::Lease,
     ) -> Download {
         Download {
-            incoming: Some(incoming),
+            incoming: Some((incoming, lease)),
             idle,
             last_progress: tokio::time::Instant::now(),
             total_deadline,
             timer: None,
             host,
-            lease: Some(lease),
         }
     }
 
     fn end(&mut self, error: Error) -> Poll<Option<Result<Bytes>>> {
         self.incoming = None;
         self.timer = None;
-        self.lease = None;
         Poll::Ready(Some(Err(error)))
     }
 
@@ -513,7 +512,7 @@ impl futures_core::Stream for Download {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes>>> {
         let this = self.get_mut();
         loop {
-            let Some(incoming) = this.incoming.as_mut() else {
+            let Some((incoming, _)) = this.incoming.as_mut() else {
                 return Poll::Ready(None);
             };
             let now = tokio::time::Instant::now();
@@ -538,7 +537,6 @@ impl futures_core::Stream for Download {
                 Poll::Ready(None) => {
                     this.incoming = None;
                     this.timer = None;
-                    this.lease = None;
                     return Poll::Ready(None);
                 }
                 Poll::Pending => {

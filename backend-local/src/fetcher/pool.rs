@@ -14,8 +14,9 @@
 //! - **Retry**: a request that a reused connection gave back unsent (the upstream closed the
 //!   connection as the request was handed to it) is sent once more on a new connection; a
 //!   request that may have been sent is never sent twice.
-//! - **Bounded**: at most [`MAX_KEPT`] connections are kept per thread; past that, a new
-//!   connection serves its one exchange and is closed.
+//! - **Bounded**: at most [`MAX_KEPT`] connections are kept per thread; past that, the one idle
+//!   longest is closed to make room, and when every kept one is in use a new connection serves
+//!   its one exchange and is closed.
 //! - The request leaves in the form its version wants: origin-form (`/path?query`) with a
 //!   `Host` header (the port only when it is not the scheme's default) on HTTP/1.1, the absolute
 //!   URI on HTTP/2.
@@ -227,9 +228,6 @@ async fn send_from(
     mut taken: Option<(Taken, Lease)>,
 ) -> Result<(http::Response<hyper::body::Incoming>, Lease)> {
     let host = host_value(request.uri(), https)?;
-    // The request as the caller made it: HTTP/1.1 rewrites it to origin form, and a retry
-    // starts from this again.
-    let uri = request.uri().clone();
     let mut reused = taken.is_some();
     loop {
         let (sender, lease) = match taken.take() {
@@ -248,18 +246,38 @@ async fn send_from(
         };
         match e.take_message() {
             // Given back unsent by a connection that was reused: once more, on a new one.
-            Some(back) if reused => request = restored(back, &uri),
+            Some(back) if reused => request = restored(back, https, authority)?,
             _ => return Err(send_error(e.error(), origin.host)),
         }
     }
 }
 
-/// A request given back unsent, as the caller made it again: its absolute URI (HTTP/1.1 had
-/// rewritten it to origin form; the next connection may be HTTP/2, which needs the scheme and
-/// authority from it). Its `Host` is set again, or removed, by [`dispatch`].
-fn restored(mut back: http::Request<RequestBody>, uri: &http::Uri) -> http::Request<RequestBody> {
-    *back.uri_mut() = uri.clone();
-    back
+/// A request given back unsent, with its absolute URI again (HTTP/1.1 had rewritten it to
+/// origin form; the next connection may be HTTP/2, which needs the scheme and authority from
+/// it): rebuilt from the origin and the path it kept, only on this rare path. Its `Host` is set
+/// again, or removed, by [`dispatch`].
+fn restored(
+    mut back: http::Request<RequestBody>,
+    https: bool,
+    authority: &Authority,
+) -> Result<http::Request<RequestBody>> {
+    let path = back
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *back.uri_mut() = absolute(https, authority, path)?;
+    Ok(back)
+}
+
+/// `scheme://authority` + `path`.
+fn absolute(https: bool, authority: &Authority, path: PathAndQuery) -> Result<http::Uri> {
+    http::Uri::builder()
+        .scheme(if https { Scheme::HTTPS } else { Scheme::HTTP })
+        .authority(authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|_| Error::bad_request("the upstream URL has no valid host"))
 }
 
 type Pending = std::pin::Pin<
@@ -317,7 +335,7 @@ fn dispatch(
 }
 
 /// A connection to send on: one kept at this index of the thread's list, or one of its own
-/// (not kept: past [`MAX_KEPT`]; closed once its exchange ends).
+/// (not kept: [`MAX_KEPT`] reached with every kept one in use; closed once its exchange ends).
 enum Taken {
     Kept(usize),
     Own(Sender),
@@ -426,12 +444,7 @@ fn make_room(kept: &mut Vec<Kept>) -> bool {
 /// What the connector is asked to reach: the origin only (`scheme://authority/`), never the
 /// request's path or query.
 fn connect_target(https: bool, authority: &Authority) -> Result<http::Uri> {
-    http::Uri::builder()
-        .scheme(if https { Scheme::HTTPS } else { Scheme::HTTP })
-        .authority(authority.clone())
-        .path_and_query("/")
-        .build()
-        .map_err(|_| Error::bad_request("the upstream URL has no valid host"))
+    absolute(https, authority, PathAndQuery::from_static("/"))
 }
 
 /// A connection's driver: it runs until the connection ends, or until it has had no lease for
@@ -731,7 +744,7 @@ mod tests {
         let mut req = http::Request::post(uri.clone()).body(empty()).unwrap();
         origin_form(req.uri_mut());
         assert_eq!(req.uri().to_string(), "/v1/x?q=1");
-        let back = restored(req, &uri);
+        let back = restored(req, true, uri.authority().unwrap()).unwrap();
         assert_eq!(back.uri(), &uri);
         assert_eq!(back.method(), http::Method::POST);
     }
@@ -807,10 +820,9 @@ mod tests {
             .scheme("http")
             .authority("a.example")
             .path_and_query("")
-            .build();
-        if let Ok(bare) = bare {
-            assert_eq!(target(bare), "/");
-        }
+            .build()
+            .unwrap();
+        assert_eq!(target(bare), "/");
     }
 
     /// The connector is asked for the origin only: no path, no query (which may carry a
